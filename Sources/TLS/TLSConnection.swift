@@ -1,0 +1,201 @@
+internal import COpenSSL
+import NIOCore
+
+/// The outcome of one step of OpenSSL work on a connection.
+enum TLSStep<Value> {
+    /// The step finished with a value.
+    case complete(Value)
+    /// OpenSSL needs more bytes from the network before it can go on.
+    case incomplete
+    /// The peer sent close_notify: no more application data will arrive.
+    case closed
+    /// The connection is broken.
+    case failed(TLSError)
+}
+
+/// One TLS connection: an OpenSSL `SSL` object between two memory BIOs.
+///
+/// Ciphertext from the network goes in with `receive(_:)`; ciphertext for the network comes out of
+/// `takeNetworkOutput(allocator:)`. Lives on one event loop inside one `TLSHandler`; never shared.
+final class TLSConnection {
+    let context: TLSContext
+    private let ssl: OpaquePointer
+    /// Ciphertext received from the peer, waiting for OpenSSL to read it.
+    private let networkInput: OpaquePointer
+    /// Ciphertext written by OpenSSL, waiting to be sent to the peer.
+    private let networkOutput: OpaquePointer
+
+    init(context: TLSContext, serverHostname: String?) throws(TLSError) {
+        OpenSSLErrorQueue.clear()
+        guard let ssl = SSL_new(context.pointer) else {
+            throw .invalidConfiguration("SSL_new failed", openSSL: OpenSSLErrorQueue.drain())
+        }
+        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
+            SSL_free(ssl)
+            throw .invalidConfiguration("BIO_new failed", openSSL: OpenSSLErrorQueue.drain())
+        }
+        // An empty input BIO means "wait for more", not end of file.
+        _ = CMCPGW_BIO_set_mem_eof_return(input, -1)
+        _ = CMCPGW_BIO_set_mem_eof_return(output, -1)
+        SSL_set_bio(ssl, input, output)  // the SSL object now owns both BIOs
+        self.context = context
+        self.ssl = ssl
+        self.networkInput = input
+        self.networkOutput = output
+        switch context.role {
+        case .server:
+            SSL_set_accept_state(ssl)
+        case .client:
+            SSL_set_connect_state(ssl)
+            if let serverHostname {
+                try expectServerName(serverHostname)
+            }
+        }
+    }
+
+    deinit {
+        SSL_free(ssl)
+    }
+
+    private func expectServerName(_ name: String) throws(TLSError) {
+        let isIPAddress = name.contains(":") || name.allSatisfy { $0.isNumber || $0 == "." }
+        if isIPAddress {
+            guard X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) == 1 else {
+                throw .invalidConfiguration("invalid server address '\(name)'", openSSL: OpenSSLErrorQueue.drain())
+            }
+        } else {
+            guard CMCPGW_SSL_set_tlsext_host_name(ssl, name) == 1, SSL_set1_host(ssl, name) == 1 else {
+                throw .invalidConfiguration("invalid server name '\(name)'", openSSL: OpenSSLErrorQueue.drain())
+            }
+        }
+    }
+
+    /// Hands ciphertext from the network to OpenSSL.
+    func receive(_ buffer: ByteBuffer) {
+        buffer.withUnsafeReadableBytes { bytes in
+            guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+            // A memory BIO grows as needed; the write takes everything.
+            _ = BIO_write(networkInput, base, Int32(bytes.count))
+        }
+    }
+
+    /// Ciphertext that OpenSSL produced and that must be sent to the peer, if any.
+    func takeNetworkOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
+        let pending = Int(BIO_ctrl_pending(networkOutput))
+        guard pending > 0 else { return nil }
+        var buffer = allocator.buffer(capacity: pending)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { target in
+            Int(max(0, BIO_read(networkOutput, target.baseAddress, Int32(pending))))
+        }
+        return buffer
+    }
+
+    /// Drives the handshake as far as the received bytes allow.
+    func handshake() -> TLSStep<Void> {
+        OpenSSLErrorQueue.clear()
+        let result = SSL_do_handshake(ssl)
+        if result == 1 { return .complete(()) }
+        switch SSL_get_error(ssl, result) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .incomplete
+        default:
+            return .failed(handshakeError())
+        }
+    }
+
+    private func handshakeError() -> TLSError {
+        let errors = OpenSSLErrorQueue.drain()
+        let verifyResult = SSL_get_verify_result(ssl)
+        if verifyResult != X509_V_OK {
+            let text = String(cString: X509_verify_cert_error_string(verifyResult))
+            let whose = context.role == .server ? "client" : "server"
+            return .handshakeFailed(
+                reason: "\(whose) certificate refused: \(text) (X509 error \(verifyResult))", verifyError: text,
+                openSSL: errors)
+        }
+        let reason = errors.last.map { Self.shortReason($0.reason) } ?? "the peer closed the connection"
+        return .handshakeFailed(reason: reason, verifyError: nil, openSSL: errors)
+    }
+
+    /// `error:0A0000C7:SSL routines::peer did not return a certificate` → `peer did not return a certificate`.
+    private static func shortReason(_ reason: String) -> String {
+        guard let range = reason.range(of: "::", options: .backwards) else { return reason }
+        return String(reason[range.upperBound...])
+    }
+
+    /// Decrypts application data into `buffer`, at most `limit` bytes.
+    func read(into buffer: inout ByteBuffer, limit: Int) -> TLSStep<Int> {
+        OpenSSLErrorQueue.clear()
+        var status: Int32 = 0
+        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: limit) { target in
+            status = SSL_read(ssl, target.baseAddress, Int32(min(limit, target.count)))
+            return Int(max(0, status))
+        }
+        if status > 0 { return .complete(count) }
+        switch SSL_get_error(ssl, status) {
+        case SSL_ERROR_WANT_READ, SSL_ERROR_WANT_WRITE:
+            return .incomplete
+        case SSL_ERROR_ZERO_RETURN:
+            return .closed
+        default:
+            let errors = OpenSSLErrorQueue.drain()
+            let reason = errors.last.map { Self.shortReason($0.reason) } ?? "the connection broke"
+            return .failed(.connectionFailed("read failed: \(reason)", openSSL: errors))
+        }
+    }
+
+    /// Encrypts `bytes` entirely (memory BIOs never push back); the ciphertext waits in the network output.
+    func write(_ bytes: UnsafeRawBufferPointer) -> TLSStep<Void> {
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return .complete(()) }
+        OpenSSLErrorQueue.clear()
+        let status = SSL_write(ssl, base, Int32(bytes.count))
+        if status == bytes.count { return .complete(()) }
+        return .failed(.connectionFailed("write failed", openSSL: OpenSSLErrorQueue.drain()))
+    }
+
+    /// Queues our close_notify alert in the network output.
+    func shutdown() {
+        OpenSSLErrorQueue.clear()
+        _ = SSL_shutdown(ssl)
+        OpenSSLErrorQueue.clear()
+    }
+
+    /// What was negotiated, and the verified peer certificate; valid after the handshake.
+    func handshakeSummary() -> TLSHandshakeCompleted {
+        let version = String(cString: SSL_get_version(ssl))
+        let cipher = SSL_get_current_cipher(ssl).flatMap { SSL_CIPHER_get_name($0) }.map { String(cString: $0) } ?? ""
+        var alpnPointer: UnsafePointer<UInt8>?
+        var alpnLength: UInt32 = 0
+        SSL_get0_alpn_selected(ssl, &alpnPointer, &alpnLength)
+        let alpn = alpnPointer.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        return TLSHandshakeCompleted(
+            protocolVersion: version, cipherSuite: cipher, alpnProtocol: alpn,
+            peerCertificate: peerCertificate(), sessionReused: SSL_session_reused(ssl) == 1)
+    }
+
+    private func peerCertificate() -> PeerCertificate? {
+        guard SSL_get_verify_result(ssl) == X509_V_OK, let leaf = SSL_get0_peer_certificate(ssl) else { return nil }
+        var chain: [CertificateInfo] = []
+        if let verified = SSL_get0_verified_chain(ssl) {
+            for index in 0..<CMCPGW_sk_X509_num(verified) {
+                if let certificate = CMCPGW_sk_X509_value(verified, index) { chain.append(X509Reader.info(certificate)) }
+            }
+        }
+        let anchor = chain.reversed().lazy.compactMap { self.context.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) }.first
+        return PeerCertificate(leaf: X509Reader.info(leaf), verifiedChain: chain, trustAnchorLabel: anchor)
+    }
+}
+
+/// Fired as a user inbound event by `TLSHandler` when a handshake completes.
+public struct TLSHandshakeCompleted: Sendable, Hashable {
+    /// `TLSv1.3` or `TLSv1.2`.
+    public let protocolVersion: String
+    /// The negotiated cipher suite in OpenSSL's naming.
+    public let cipherSuite: String
+    /// The ALPN protocol both ends agreed on, if ALPN was used.
+    public let alpnProtocol: String?
+    /// The peer's verified certificate; nil when the peer sent none (or none was requested).
+    public let peerCertificate: PeerCertificate?
+    /// Whether the session was resumed from an earlier one.
+    public let sessionReused: Bool
+}

@@ -1,0 +1,205 @@
+internal import COpenSSL
+
+/// Which end of a TLS connection a context serves.
+public enum TLSRole: Sendable {
+    /// Accepts connections (the gateway's listener).
+    case server
+    /// Opens connections (the gateway towards upstreams; tests).
+    case client
+}
+
+/// An OpenSSL `SSL_CTX` built from a `TLSConfiguration`: shared by every connection of one listener or client.
+///
+/// `@unchecked Sendable`: the context is fully configured in `init` and never changed afterwards, and OpenSSL
+/// documents `SSL_CTX` as safe to share between threads for `SSL_new`. The trust-anchor table is immutable too.
+public final class TLSContext: @unchecked Sendable {
+    /// The end of the connection this context serves.
+    public let role: TLSRole
+    /// The configuration the context was built from.
+    public let configuration: TLSConfiguration
+    let pointer: OpaquePointer
+    /// SHA-256 fingerprint of every trusted CA certificate → label of the bundle it came from.
+    let trustAnchors: [String: String]
+    /// ALPN protocols in wire format (length-prefixed), server preference order.
+    let alpnWire: [UInt8]
+
+    /// Builds and validates an OpenSSL context; every file is read now, so a bad path or key fails here, not per connection.
+    public init(role: TLSRole, configuration: TLSConfiguration) throws(TLSError) {
+        OpenSSLErrorQueue.clear()
+        guard let context = SSL_CTX_new(role == .server ? TLS_server_method() : TLS_client_method()) else {
+            throw .invalidConfiguration("SSL_CTX_new failed", openSSL: OpenSSLErrorQueue.drain())
+        }
+        self.role = role
+        self.configuration = configuration
+        self.pointer = context
+        self.alpnWire = configuration.alpnProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
+        do {
+            try Self.configureProtocol(context, configuration)
+            try Self.configureIdentity(context, configuration, role: role)
+            self.trustAnchors = try Self.configureTrust(context, configuration, role: role)
+            try configureALPN()
+        } catch {
+            SSL_CTX_free(context)
+            throw error
+        }
+    }
+
+    deinit {
+        SSL_CTX_free(pointer)
+    }
+
+    /// The label of the trusted bundle holding the certificate with this SHA-256 fingerprint, if any.
+    public func trustAnchorLabel(forFingerprint fingerprint: String) -> String? {
+        trustAnchors[fingerprint]
+    }
+
+    private static func configureProtocol(_ context: OpaquePointer, _ configuration: TLSConfiguration) throws(TLSError) {
+        try check(
+            CMCPGW_SSL_CTX_set_min_proto_version(context, configuration.minimumVersion.openSSLVersion) == 1,
+            "cannot set the minimum TLS version")
+        if let maximum = configuration.maximumVersion {
+            try check(maximum >= configuration.minimumVersion, "maximum TLS version is below the minimum")
+            try check(
+                CMCPGW_SSL_CTX_set_max_proto_version(context, maximum.openSSLVersion) == 1,
+                "cannot set the maximum TLS version")
+        }
+        let options = CMCPGW_SSL_OP_ALL() | CMCPGW_SSL_OP_NO_COMPRESSION() | CMCPGW_SSL_OP_NO_RENEGOTIATION()
+        SSL_CTX_set_options(context, options)
+        _ = CMCPGW_SSL_CTX_set_mode(context, CMCPGW_SSL_MODE_RELEASE_BUFFERS())
+        try check(
+            SSL_CTX_set_cipher_list(context, configuration.cipherList) == 1,
+            "invalid TLS 1.2 cipher list '\(configuration.cipherList)'")
+        try check(
+            SSL_CTX_set_ciphersuites(context, configuration.cipherSuites) == 1,
+            "invalid TLS 1.3 cipher suites '\(configuration.cipherSuites)'")
+        try check(
+            CMCPGW_SSL_CTX_set1_groups_list(context, configuration.groups) == 1,
+            "invalid key-exchange groups '\(configuration.groups)'")
+        SSL_CTX_set_verify_depth(context, Int32(configuration.verifyDepth))
+    }
+
+    private static func configureIdentity(
+        _ context: OpaquePointer, _ configuration: TLSConfiguration, role: TLSRole
+    ) throws(TLSError) {
+        guard let chain = configuration.certificateChainFile else {
+            if role == .server { throw .invalidConfiguration("a server needs a certificate chain file", openSSL: []) }
+            return
+        }
+        guard let key = configuration.privateKeyFile else {
+            throw .invalidConfiguration("certificate chain \(chain) has no private key file", openSSL: [])
+        }
+        try check(SSL_CTX_use_certificate_chain_file(context, chain) == 1, "cannot load certificate chain from \(chain)")
+        try check(SSL_CTX_use_PrivateKey_file(context, key, SSL_FILETYPE_PEM) == 1, "cannot load private key from \(key)")
+        try check(SSL_CTX_check_private_key(context) == 1, "private key \(key) does not match certificate \(chain)")
+    }
+
+    /// Loads the CA bundles and CRLs into the context's store; returns fingerprint → bundle label.
+    private static func configureTrust(
+        _ context: OpaquePointer, _ configuration: TLSConfiguration, role: TLSRole
+    ) throws(TLSError) -> [String: String] {
+        let verifies = role == .server ? configuration.clientAuthentication != .none : configuration.verifyServerCertificate
+        if role == .client && verifies && configuration.trustedCABundles.isEmpty {
+            throw .invalidConfiguration("a client that verifies the server needs at least one trusted CA bundle", openSSL: [])
+        }
+        if role == .server && verifies && configuration.trustedCABundles.isEmpty {
+            throw .invalidConfiguration(
+                "client authentication '\(configuration.clientAuthentication.rawValue)' needs at least one trusted CA bundle",
+                openSSL: [])
+        }
+        guard let store = SSL_CTX_get_cert_store(context) else {
+            throw .invalidConfiguration("SSL_CTX has no certificate store", openSSL: OpenSSLErrorQueue.drain())
+        }
+        var anchors: [String: String] = [:]
+        for bundle in configuration.trustedCABundles {
+            for certificate in try PEMFile.certificates(bundle.path) {
+                defer { X509_free(certificate) }
+                let fingerprint = X509Reader.fingerprint(certificate)
+                if let owner = anchors[fingerprint], owner != bundle.label {
+                    throw .invalidConfiguration(
+                        "CA certificate \(fingerprint) in \(bundle.path) is already trusted for '\(owner)'; "
+                            + "one CA cannot anchor both '\(owner)' and '\(bundle.label)'", openSSL: [])
+                }
+                anchors[fingerprint] = bundle.label
+                OpenSSLErrorQueue.clear()
+                if X509_STORE_add_cert(store, certificate) != 1 {
+                    // Adding the same certificate twice (same label) is harmless; anything else is not.
+                    let errors = OpenSSLErrorQueue.drain()
+                    if !errors.allSatisfy({ $0.reason.contains("cert already in hash table") }) {
+                        throw .invalidConfiguration("cannot trust a certificate from \(bundle.path)", openSSL: errors)
+                    }
+                }
+                if role == .server {
+                    try check(SSL_CTX_add_client_CA(context, certificate) == 1, "cannot announce CA from \(bundle.path)")
+                }
+            }
+        }
+        for path in configuration.crlFiles {
+            for crl in try PEMFile.revocationLists(path) {
+                defer { X509_CRL_free(crl) }
+                try check(X509_STORE_add_crl(store, crl) == 1, "cannot add CRL from \(path)")
+            }
+        }
+        if !configuration.crlFiles.isEmpty {
+            X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK))
+        }
+        if verifies {
+            var mode = SSL_VERIFY_PEER
+            if role == .server && configuration.clientAuthentication == .required {
+                mode |= SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+            }
+            SSL_CTX_set_verify(context, mode, nil)
+        } else {
+            SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
+        }
+        if role == .server {
+            // Needed for session resumption when client certificates are verified.
+            let sessionContext = Array("mcpgw".utf8)
+            _ = SSL_CTX_set_session_id_context(context, sessionContext, UInt32(sessionContext.count))
+        }
+        return anchors
+    }
+
+    private func configureALPN() throws(TLSError) {
+        guard !alpnWire.isEmpty else { return }
+        switch role {
+        case .client:
+            // Unusually, SSL_CTX_set_alpn_protos returns 0 on success.
+            try Self.check(SSL_CTX_set_alpn_protos(pointer, alpnWire, UInt32(alpnWire.count)) == 0, "cannot set ALPN protocols")
+        case .server:
+            SSL_CTX_set_alpn_select_cb(pointer, selectALPN, Unmanaged.passUnretained(self).toOpaque())
+        }
+    }
+
+    static func check(_ succeeded: Bool, _ what: @autoclosure () -> String) throws(TLSError) {
+        if !succeeded { throw .invalidConfiguration(what(), openSSL: OpenSSLErrorQueue.drain()) }
+    }
+}
+
+/// Server-side ALPN selection: the first of our protocols (in our order) that the client offered.
+/// A client that offers ALPN but none of ours gets a `no_application_protocol` alert.
+private func selectALPN(
+    _ ssl: OpaquePointer?, _ out: UnsafeMutablePointer<UnsafePointer<UInt8>?>?, _ outLength: UnsafeMutablePointer<UInt8>?,
+    _ offered: UnsafePointer<UInt8>?, _ offeredLength: UInt32, _ argument: UnsafeMutableRawPointer?
+) -> Int32 {
+    guard let argument, let offered, let out, let outLength else { return SSL_TLSEXT_ERR_ALERT_FATAL }
+    let context = Unmanaged<TLSContext>.fromOpaque(argument).takeUnretainedValue()
+    let client = UnsafeBufferPointer(start: offered, count: Int(offeredLength))
+    var ours = context.alpnWire[...]
+    while let length = ours.first.map(Int.init), ours.count > length {
+        let candidate = ours.dropFirst().prefix(length)
+        var index = 0
+        while index < client.count {
+            let theirLength = Int(client[index])
+            let start = index + 1
+            guard start + theirLength <= client.count else { break }
+            if theirLength == length && client[start..<start + theirLength].elementsEqual(candidate) {
+                out.pointee = offered + start
+                outLength.pointee = UInt8(theirLength)
+                return SSL_TLSEXT_ERR_OK
+            }
+            index = start + theirLength
+        }
+        ours = ours.dropFirst(length + 1)
+    }
+    return SSL_TLSEXT_ERR_ALERT_FATAL
+}

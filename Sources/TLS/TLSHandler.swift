@@ -1,0 +1,332 @@
+public import Logging
+public import NIOCore
+
+/// A SwiftNIO handler that speaks TLS through OpenSSL: ciphertext below it, plaintext above it.
+///
+/// It runs the handshake (with a time limit), fires `TLSHandshakeCompleted` with the verified peer certificate
+/// to the handlers above, holds back plaintext writes until the handshake is done, and ends connections with
+/// close_notify. It never reads on its own: `read` events pass through unchanged, so a handler above that stops
+/// reading (for example because the channel is not writable) stops the socket reads as well.
+public final class TLSHandler: ChannelDuplexHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        /// Waiting for the channel to become active.
+        case idle
+        /// Handshake in progress; plaintext writes are buffered.
+        case handshaking
+        /// Handshake done; application data flows.
+        case active
+        /// Our close_notify is on its way; no more writes.
+        case closing
+        /// Nothing more will happen on this connection.
+        case closed
+    }
+
+    /// Plaintext is encrypted and decrypted in pieces of at most this size, so one huge write does not become one
+    /// huge ciphertext buffer.
+    private static let chunkSize = 64 * 1024
+    /// How long our close_notify may take to leave before the connection is closed anyway.
+    private static let closeTimeout = TimeAmount.seconds(5)
+
+    private let tlsContext: TLSContext
+    private let serverHostname: String?
+    private let logger: Logger
+    private var state = State.idle
+    private var connection: TLSConnection?
+    private var bufferedWrites: [(data: ByteBuffer, promise: EventLoopPromise<Void>?)] = []
+    private var flushRequested = false
+    private var receivedCloseNotify = false
+    private var handshakeTimer: Scheduled<Void>?
+    private var peer = "unknown"
+
+    /// What the handshake negotiated, once it is complete.
+    public private(set) var handshakeResult: TLSHandshakeCompleted?
+
+    /// A handler for one connection. `serverHostname` (clients only) is sent as SNI and checked against the
+    /// server's certificate.
+    public init(context: TLSContext, serverHostname: String? = nil, logger: Logger) {
+        self.tlsContext = context
+        self.serverHostname = serverHostname
+        self.logger = logger
+    }
+
+    public func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { start(context: context) }
+    }
+
+    public func channelActive(context: ChannelHandlerContext) {
+        start(context: context)
+        context.fireChannelActive()
+    }
+
+    public func channelInactive(context: ChannelHandlerContext) {
+        handshakeTimer?.cancel()
+        switch state {
+        case .handshaking:
+            logger.debug("TLS connection closed during the handshake", metadata: ["peer.address": "\(peer)"])
+            failBufferedWrites(TLSError.closedDuringHandshake)
+        case .active where !receivedCloseNotify:
+            logger.trace("TLS connection closed without close_notify", metadata: ["peer.address": "\(peer)"])
+        default:
+            break
+        }
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let connection else { return }
+        connection.receive(unwrapInboundIn(data))
+        switch state {
+        case .handshaking:
+            advanceHandshake(context: context)
+        case .active, .closing:
+            readApplicationData(context: context)
+        case .idle, .closed:
+            break
+        }
+    }
+
+    public func channelReadComplete(context: ChannelHandlerContext) {
+        flushNetworkOutput(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case .handshaking = state, let event = event as? ChannelEvent, event == .inputClosed {
+            fail(context: context, error: .closedDuringHandshake)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch state {
+        case .idle, .handshaking:
+            bufferedWrites.append((unwrapOutboundIn(data), promise))
+        case .active:
+            encryptAndWrite(context: context, plaintext: unwrapOutboundIn(data), promise: promise)
+        case .closing, .closed:
+            promise?.fail(ChannelError.ioOnClosedChannel)
+        }
+    }
+
+    public func flush(context: ChannelHandlerContext) {
+        switch state {
+        case .idle, .handshaking:
+            flushRequested = true
+        case .active, .closing, .closed:
+            context.flush()
+        }
+    }
+
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        switch (state, mode) {
+        case (.active, .all), (.active, .output):
+            state = mode == .all ? .closing : .active
+            connection?.shutdown()
+            closeAfterSending(context: context, mode: mode, promise: promise)
+        case (.handshaking, .all):
+            state = .closing
+            handshakeTimer?.cancel()
+            failBufferedWrites(ChannelError.ioOnClosedChannel)
+            context.close(mode: .all, promise: promise)
+        default:
+            context.close(mode: mode, promise: promise)
+        }
+    }
+
+    // MARK: - Handshake
+
+    private func start(context: ChannelHandlerContext) {
+        guard case .idle = state else { return }
+        peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
+        do {
+            connection = try TLSConnection(context: tlsContext, serverHostname: serverHostname)
+        } catch {
+            state = .closed
+            logger.error("cannot start TLS: \(error)", metadata: ["peer.address": "\(peer)"])
+            context.fireErrorCaught(error)
+            context.close(promise: nil)
+            return
+        }
+        state = .handshaking
+        let limit = tlsContext.configuration.handshakeTimeout
+        handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) {
+            if case .handshaking = self.state {
+                self.fail(context: context, error: .handshakeTimedOut(seconds: limit.components.seconds))
+            }
+        }
+        if tlsContext.role == .client { advanceHandshake(context: context) }
+    }
+
+    private func advanceHandshake(context: ChannelHandlerContext) {
+        guard let connection else { return }
+        switch connection.handshake() {
+        case .incomplete:
+            flushNetworkOutput(context: context)
+        case .complete:
+            handshakeTimer?.cancel()
+            state = .active
+            flushNetworkOutput(context: context)
+            let summary = connection.handshakeSummary()
+            handshakeResult = summary
+            logger.debug(
+                "TLS handshake completed",
+                metadata: [
+                    "peer.address": "\(peer)", "tls.version": "\(summary.protocolVersion)",
+                    "tls.cipher": "\(summary.cipherSuite)", "tls.resumed": "\(summary.sessionReused)",
+                    "tls.peer.subject": "\(summary.peerCertificate?.leaf.subject ?? "-")",
+                ])
+            context.fireUserInboundEventTriggered(summary)
+            writeBufferedData(context: context)
+            readApplicationData(context: context)
+        case .closed:
+            fail(context: context, error: .closedDuringHandshake)
+        case .failed(let error):
+            fail(context: context, error: error)
+        }
+    }
+
+    /// Logs the failure, sends any alert OpenSSL queued, and closes the connection.
+    private func fail(context: ChannelHandlerContext, error: TLSError) {
+        guard state != .closed else { return }
+        handshakeTimer?.cancel()
+        let wasHandshaking = state == .handshaking
+        state = .closed
+        logger.notice(
+            "\(wasHandshaking ? "TLS handshake refused" : "TLS connection failed") from \(peer): \(error)",
+            metadata: ["peer.address": "\(peer)"])
+        failBufferedWrites(error)
+        context.fireErrorCaught(error)
+        closeAfterSending(context: context, mode: .all, promise: nil)
+    }
+
+    // MARK: - Application data
+
+    private func readApplicationData(context: ChannelHandlerContext) {
+        guard let connection else { return }
+        var plaintext = context.channel.allocator.buffer(capacity: 0)
+        func deliver() {
+            if plaintext.readableBytes > 0 {
+                context.fireChannelRead(wrapInboundOut(plaintext))
+                plaintext = context.channel.allocator.buffer(capacity: 0)
+            }
+        }
+        reading: while true {
+            switch connection.read(into: &plaintext, limit: 16 * 1024) {
+            case .complete:
+                if plaintext.readableBytes >= Self.chunkSize { deliver() }
+            case .incomplete:
+                deliver()
+                break reading
+            case .closed:
+                deliver()
+                peerSentCloseNotify(context: context)
+                break reading
+            case .failed(let error):
+                deliver()
+                fail(context: context, error: error)
+                return
+            }
+        }
+        // Post-handshake messages (session tickets, key updates) may have produced output.
+        flushNetworkOutput(context: context)
+    }
+
+    private func peerSentCloseNotify(context: ChannelHandlerContext) {
+        guard !receivedCloseNotify else { return }
+        receivedCloseNotify = true
+        let halfClosureAllowed = (try? context.channel.syncOptions?.getOption(ChannelOptions.allowRemoteHalfClosure)) ?? false
+        if halfClosureAllowed {
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        } else {
+            close(context: context, mode: .all, promise: nil)
+        }
+    }
+
+    private func encryptAndWrite(context: ChannelHandlerContext, plaintext: ByteBuffer, promise: EventLoopPromise<Void>?) {
+        guard let connection else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        var remaining = plaintext
+        repeat {
+            let piece = remaining.readSlice(length: min(Self.chunkSize, remaining.readableBytes))!
+            let step = piece.withUnsafeReadableBytes { connection.write($0) }
+            if case .failed(let error) = step {
+                promise?.fail(error)
+                fail(context: context, error: error)
+                return
+            }
+            if let ciphertext = connection.takeNetworkOutput(allocator: context.channel.allocator) {
+                context.write(wrapOutboundOut(ciphertext), promise: remaining.readableBytes == 0 ? promise : nil)
+            } else if remaining.readableBytes == 0 {
+                promise?.succeed(())
+            }
+        } while remaining.readableBytes > 0
+    }
+
+    private func writeBufferedData(context: ChannelHandlerContext) {
+        let writes = bufferedWrites
+        bufferedWrites = []
+        for write in writes {
+            encryptAndWrite(context: context, plaintext: write.data, promise: write.promise)
+        }
+        if flushRequested {
+            flushRequested = false
+            context.flush()
+        }
+    }
+
+    private func failBufferedWrites(_ error: any Error) {
+        let writes = bufferedWrites
+        bufferedWrites = []
+        for write in writes { write.promise?.fail(error) }
+    }
+
+    // MARK: - Network output
+
+    private func flushNetworkOutput(context: ChannelHandlerContext) {
+        guard let output = connection?.takeNetworkOutput(allocator: context.channel.allocator) else { return }
+        context.writeAndFlush(wrapOutboundOut(output), promise: nil)
+    }
+
+    /// Sends whatever OpenSSL queued (close_notify, an alert), then closes; a peer that does not take the bytes
+    /// within `closeTimeout` is closed on anyway.
+    private func closeAfterSending(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        guard let output = connection?.takeNetworkOutput(allocator: context.channel.allocator) else {
+            context.close(mode: mode, promise: promise)
+            return
+        }
+        var pendingPromise = promise
+        var closed = false
+        let closeOnce = {
+            guard !closed else { return }
+            closed = true
+            let promise = pendingPromise
+            pendingPromise = nil
+            context.close(mode: mode, promise: promise)
+        }
+        let timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) { closeOnce() }
+        context.writeAndFlush(wrapOutboundOut(output)).assumeIsolated().whenComplete { _ in
+            timer.cancel()
+            closeOnce()
+        }
+    }
+}
+
+@available(*, unavailable)
+extension TLSHandler: Sendable {}
+
+extension TimeAmount {
+    /// The same span of time as a `Duration`, to nanosecond precision.
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}
