@@ -144,7 +144,7 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     private func start(context: ChannelHandlerContext) {
         guard case .idle = state else { return }
-        peer = context.remoteAddress.map { "\($0)" } ?? "unknown"
+        peer = context.remoteAddress?.hostAndPort ?? "unknown"
         do {
             connection = try TLSConnection(context: tlsContext, serverHostname: serverHostname)
         } catch {

@@ -1,0 +1,100 @@
+public import Logging
+public import NIOCore
+import NIOHTTP1
+public import NIOPosix
+import TLS
+
+/// A bound listener: TLS (or, explicitly, plain HTTP) → HTTP/1.1 → the gateway's handlers.
+public final class GatewayListener: Sendable {
+    /// The address the listener is bound to (with the real port when port 0 was asked for).
+    public let localAddress: SocketAddress
+    private let serverChannel: any Channel
+    private let connections: ConnectionRegistry
+    private let configuration: GatewayConfiguration
+    private let logger: Logger
+
+    private init(
+        serverChannel: any Channel, connections: ConnectionRegistry, configuration: GatewayConfiguration, logger: Logger
+    ) {
+        self.serverChannel = serverChannel
+        self.localAddress = serverChannel.localAddress!
+        self.connections = connections
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Validates the configuration, builds the TLS context and binds. Fails with a clear error on a bad
+    /// certificate, key or address; nothing is served until every part is valid.
+    public static func bind(
+        configuration: GatewayConfiguration, logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> GatewayListener {
+        let tlsContext: TLSContext?
+        if let tls = configuration.tls {
+            tlsContext = try TLSContext(role: .server, configuration: tls)
+        } else if configuration.allowInsecurePlainHTTP {
+            tlsContext = nil
+            logger.warning("serving plain HTTP without TLS: credentials and tool arguments cross the network in clear text")
+        } else {
+            throw GatewayError.plainHTTPNotAllowed
+        }
+        let connections = ConnectionRegistry()
+        let idleTimeout = TimeAmount.nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                connections.track(channel)
+                return channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tlsContext {
+                        try pipeline.addHandler(TLSHandler(context: tlsContext, logger: logger))
+                    }
+                    try pipeline.addHandler(IdleStateHandler(allTimeout: idleTimeout))
+                    try pipeline.addHandler(IdleConnectionCloser())
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(HealthHandler())
+                }
+            }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: configuration.listen.host, port: configuration.listen.port).get()
+        } catch {
+            throw GatewayError.cannotListen(configuration.listen, reason: "\(error)")
+        }
+        let listener = GatewayListener(
+            serverChannel: channel, connections: connections, configuration: configuration, logger: logger)
+        logger.info(
+            "listening",
+            metadata: [
+                "listen.address": "\(listener.localAddress.hostAndPort)", "tls": "\(tlsContext != nil)",
+                "tls.client_auth": "\(configuration.tls?.clientAuthentication.rawValue ?? "none")",
+            ])
+        return listener
+    }
+
+    /// Stops accepting, asks open connections to close, and waits for them up to the configured grace period.
+    public func shutdown() async throws {
+        try? await serverChannel.close()
+        connections.closeAll()
+        let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
+        while connections.count > 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        logger.info("listener stopped", metadata: ["listen.address": "\(localAddress.hostAndPort)", "connections.left": "\(connections.count)"])
+    }
+}
+
+/// Closes a connection when `IdleStateHandler` reports that it has been idle for too long.
+final class IdleConnectionCloser: ChannelInboundHandler {
+    typealias InboundIn = NIOAny
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+}

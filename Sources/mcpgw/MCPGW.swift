@@ -1,0 +1,11 @@
+import ArgumentParser
+
+/// The `mcpgw` command: a policy gateway for Model Context Protocol servers.
+@main
+struct MCPGW: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mcpgw",
+        abstract: "A policy gateway (reverse proxy) for Model Context Protocol servers.",
+        subcommands: [ServeCommand.self]
+    )
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Gateway
+import Logging
+import NIOCore
+import TLS
+import TestSupport
+import Testing
+
+/// A gateway listener on 127.0.0.1, port 0, whose log lines the test can read.
+struct RunningGateway {
+    let listener: GatewayListener
+    let log: RecordingLogHandler.Store
+    var port: Int { listener.localAddress.port! }
+    var url: String { "https://localhost:\(port)" }
+
+    static func start(
+        clientAuthentication: TLSConfiguration.ClientAuthentication = .required, host: String = "127.0.0.1"
+    ) async throws -> RunningGateway {
+        let (logger, log) = RecordingLogHandler.logger()
+        let tls = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [
+                .init(label: "acme", path: DevPKI.tenantCA("acme")),
+                .init(label: "globex", path: DevPKI.tenantCA("globex")),
+            ],
+            clientAuthentication: clientAuthentication,
+            crlFiles: [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")])
+        let configuration = GatewayConfiguration(listen: ListenAddress(host: host, port: 0), tls: tls)
+        return RunningGateway(listener: try await GatewayListener.bind(configuration: configuration, logger: logger), log: log)
+    }
+
+    /// curl against the gateway with the given agent certificate (`acme/agents/bot1`), or none.
+    func curl(_ path: String = "/healthz", agent: String? = nil, extra: [String] = []) async throws -> ExternalProcess.Result {
+        var arguments = ["curl", "-sS", "--max-time", "10", "--cacert", DevPKI.gatewayCA, "-w", "\n%{http_code}"]
+        if let agent {
+            arguments += ["--cert", DevPKI.path(agent + ".pem"), "--key", DevPKI.path(agent + ".key")]
+        }
+        return try await ExternalProcess.run(arguments + extra + [url + path])
+    }
+
+    /// `openssl s_client` against the gateway with extra arguments; sends `Q` to end the session.
+    func sClient(_ extra: [String]) async throws -> ExternalProcess.Result {
+        try await ExternalProcess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", DevPKI.gatewayCA] + extra, input: "Q\n")
+    }
+}
+
+@Suite("Gateway listener over loopback, against curl and openssl s_client", .serialized)
+struct ListenerTests {
+    @Test("GET /healthz over mTLS with a valid acme agent certificate answers 200 with JSON")
+    func healthz() async throws {
+        let gateway = try await RunningGateway.start()
+        defer { Task { try await gateway.listener.shutdown() } }
+        let result = try await gateway.curl(agent: "acme/agents/bot1", extra: ["-i"])
+        #expect(result.status == 0, "\(result.output)")
+        #expect(result.stdout.hasSuffix("\n200"))
+        #expect(result.stdout.contains(#"{"status":"ok"}"#))
+        #expect(result.stdout.lowercased().contains("content-type: application/json"))
+    }
+
+    @Test(
+        "client auth required: curl without a valid certificate is refused, and the log says why",
+        arguments: [
+            (nil as String?, "peer did not return a certificate"),
+            ("untrusted/agents/rogue", "unable to get local issuer certificate"),
+            ("acme/agents/expired", "certificate has expired"),
+            ("acme/agents/revoked", "certificate revoked"),
+        ])
+    func refusedAgents(agent: String?, reason: String) async throws {
+        let gateway = try await RunningGateway.start()
+        defer { Task { try await gateway.listener.shutdown() } }
+        let result = try await gateway.curl(agent: agent)
+        #expect(result.status != 0)
+        #expect(!result.stdout.contains("status"))
+        // The server logs before closing; give the log line a moment (bounded).
+        for _ in 0..<50 where !gateway.log.all.contains(where: { $0.contains(reason) }) {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(gateway.log.all.contains { $0.hasPrefix("notice TLS handshake refused") && $0.contains(reason) })
+    }
+
+    @Test("openssl s_client negotiates TLS 1.3 and TLS 1.2")
+    func versions() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        let tls13 = try await gateway.sClient(["-tls1_3"])
+        #expect(tls13.stdout.contains("New, TLSv1.3"), "\(tls13.output)")
+        #expect(tls13.stdout.contains("Verify return code: 0 (ok)"))
+        let tls12 = try await gateway.sClient(["-tls1_2"])
+        #expect(tls12.stdout.contains("New, TLSv1.2, Cipher is ECDHE-"), "\(tls12.output)")
+    }
+
+    @Test("TLS 1.1 is refused even by a client willing to use it")
+    func tls11Refused() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        let result = try await gateway.sClient(["-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"])
+        #expect(result.status != 0)
+        #expect(result.output.contains("alert protocol version"), "\(result.output)")
+        #expect(gateway.log.all.contains { $0.contains("TLS handshake refused") && $0.contains("unsupported protocol") })
+    }
+
+    @Test("TLS sessions resume (tickets)")
+    func resumption() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        let session = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-session-\(UUID()).pem").path
+        defer { try? FileManager.default.removeItem(atPath: session) }
+        for version in ["-tls1_3", "-tls1_2"] {
+            // TLS 1.3 tickets arrive after the handshake: keep the session open briefly so s_client reads them.
+            let first = try await ExternalProcess.run([
+                "sh", "-c", "(sleep 0.5; echo Q) | openssl s_client -connect 127.0.0.1:\(gateway.port) -CAfile "
+                    + "\(DevPKI.gatewayCA) \(version) -sess_out \(session)",
+            ])
+            #expect(first.stdout.contains("New, TLSv1."), "\(first.output)")
+            let second = try await gateway.sClient([version, "-sess_in", session])
+            #expect(second.stdout.contains("Reused, TLSv1."), "\(version): \(second.output)")
+        }
+    }
+
+    @Test("renegotiation is refused")
+    func noRenegotiation() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        // s_client renegotiates when it reads a line that is just "R".
+        let result = try await ExternalProcess.run(
+            ["openssl", "s_client", "-connect", "127.0.0.1:\(gateway.port)", "-tls1_2", "-CAfile", DevPKI.gatewayCA],
+            input: "R\n")
+        #expect(result.output.contains("RENEGOTIATING"))
+        #expect(result.output.contains("no renegotiation"), "\(result.output)")
+    }
+
+    @Test("unknown paths get a JSON 404, other methods on /healthz a 405 with Allow")
+    func httpErrors() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        let missing = try await gateway.curl("/nowhere")
+        #expect(missing.stdout.hasSuffix("\n404"))
+        #expect(missing.stdout.contains(#""error":"not found""#))
+        let post = try await gateway.curl("/healthz", extra: ["-X", "POST", "-i"])
+        #expect(post.stdout.hasSuffix("\n405"))
+        #expect(post.stdout.lowercased().contains("allow: get, head"))
+    }
+
+    @Test("the listener serves IPv6 loopback")
+    func ipv6() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional, host: "::1")
+        defer { Task { try await gateway.listener.shutdown() } }
+        let result = try await ExternalProcess.run([
+            "curl", "-sS", "--max-time", "10", "--cacert", DevPKI.gatewayCA, "-w", "\n%{http_code}",
+            "https://[::1]:\(gateway.port)/healthz",
+        ])
+        #expect(result.stdout.hasSuffix("\n200"), "\(result.output)")
+    }
+
+    @Test("plain HTTP needs the explicit insecure switch")
+    func plainHTTPNeedsConsent() async throws {
+        let configuration = GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: nil)
+        await #expect(throws: GatewayError.self) {
+            try await GatewayListener.bind(configuration: configuration, logger: Logger(label: "test"))
+        }
+    }
+
+    @Test("HOST:PORT parsing", arguments: [
+        ("127.0.0.1:8443", "127.0.0.1", 8443), ("[::1]:0", "::1", 0), ("localhost:1", "localhost", 1),
+    ])
+    func listenAddress(text: String, host: String, port: Int) {
+        #expect(ListenAddress(parsing: text) == ListenAddress(host: host, port: port))
+    }
+
+    @Test("malformed listen addresses are refused", arguments: ["8443", "::1:8443", "host:", ":80", "h:99999", "h:+1", "[::1]8443"])
+    func badListenAddress(text: String) {
+        #expect(ListenAddress(parsing: text) == nil)
+    }
+}

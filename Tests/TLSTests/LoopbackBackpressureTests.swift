@@ -1,0 +1,126 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TLS
+import TestSupport
+import Testing
+
+/// Byte counts and received data shared between an event loop and the test.
+final class TransferLog: Sendable {
+    private let state = NIOLockedValueBox((count: 0, data: ByteBuffer()))
+    private let keepData: Bool
+
+    init(keepData: Bool) { self.keepData = keepData }
+
+    func record(_ buffer: ByteBuffer) {
+        state.withLockedValue {
+            $0.count += buffer.readableBytes
+            if keepData { $0.data.writeImmutableBuffer(buffer) }
+        }
+    }
+
+    var count: Int { state.withLockedValue { $0.count } }
+    var data: ByteBuffer { state.withLockedValue { $0.data } }
+}
+
+/// Echoes every byte back (server side), counting what it read.
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let log: TransferLog
+
+    init(log: TransferLog) { self.log = log }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        log.record(unwrapInboundIn(data))
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+}
+
+/// Collects what the client receives.
+final class CollectingHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let log: TransferLog
+    init(log: TransferLog) { self.log = log }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) { log.record(unwrapInboundIn(data)) }
+}
+
+@Suite("TLS handler over loopback sockets")
+struct LoopbackBackpressureTests {
+    /// Polls `condition` every 20 ms for at most `seconds`.
+    func waitUntil(seconds: Double, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    @Test("8 MiB echo intact both ways; a client that stops reading stops the server reading, without unbounded buffering")
+    func echoAndBackpressure() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let serverContext = try TLSContext(role: .server, configuration: DevTLS.server())
+        let clientContext = try TLSContext(role: .client, configuration: DevTLS.client())
+        let serverLog = TransferLog(keepData: false)
+        let serverChannelBox = NIOLockedValueBox<(any Channel)?>(nil)
+        let server = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                serverChannelBox.withLockedValue { $0 = channel }
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        TLSHandler(context: serverContext, logger: Logger(label: "server")),
+                        BackPressureHandler(), EchoHandler(log: serverLog),
+                    ])
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let clientLog = TransferLog(keepData: true)
+        let client = try await ClientBootstrap(group: group)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandlers([
+                        TLSHandler(context: clientContext, serverHostname: "localhost", logger: Logger(label: "client")),
+                        CollectingHandler(log: clientLog),
+                    ])
+                }
+            }
+            .connect(to: server.localAddress!).get()
+
+        // 1. 8 MiB there and back, intact.
+        let eight = DataTransferTests.payload(8 * 1024 * 1024, seed: 7)
+        try await client.writeAndFlush(eight)
+        try await waitUntil(seconds: 30) { clientLog.count >= eight.readableBytes }
+        #expect(clientLog.data == eight)
+
+        // 2. The client stops reading and keeps writing 64 MiB.
+        try await client.setOption(.autoRead, value: false)
+        try await Task.sleep(for: .milliseconds(100))  // let an in-flight read finish
+        let alreadyEchoed = clientLog.count
+        let flood = DataTransferTests.payload(64 * 1024 * 1024, seed: 9)
+        client.writeAndFlush(flood, promise: nil)
+        // Wait until the server has stopped making progress (bounded).
+        var previous = -1
+        for _ in 0..<100 where serverLog.count != previous {
+            previous = serverLog.count
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let serverChannel = try #require(serverChannelBox.withLockedValue { $0 })
+        let buffered = try await serverChannel.getOption(.bufferedWritableBytes).get()
+        let readWhileStalled = serverLog.count - eight.readableBytes
+        #expect(readWhileStalled < 16 * 1024 * 1024, "server read \(readWhileStalled) bytes while the client was not reading")
+        #expect(buffered < 4 * 1024 * 1024, "server buffered \(buffered) bytes for a client that does not read")
+
+        // 3. The client reads again: everything arrives, intact.
+        try await client.setOption(.autoRead, value: true)
+        client.read()
+        try await waitUntil(seconds: 60) { clientLog.count >= alreadyEchoed + flood.readableBytes }
+        var received = clientLog.data
+        received.moveReaderIndex(forwardBy: eight.readableBytes)
+        #expect(received == flood)
+
+        try await client.close()
+        try await server.close()
+    }
+}
