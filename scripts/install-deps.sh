@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the system packages mcpgw's build and tests need, if any is missing (Debian/Ubuntu).
+#   libssl-dev + pkg-config   the OpenSSL headers and libraries the COpenSSL target links
+#   openssl + curl            real TLS peers used by the loopback tests
+set -euo pipefail
+packages=(libssl-dev pkg-config openssl curl)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
