@@ -85,6 +85,11 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .testTarget(
+            name: "PolicyTests",
+            dependencies: ["Policy"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
             name: "GatewayTests",
             dependencies: [
                 "Gateway", "TLS", "TestSupport",

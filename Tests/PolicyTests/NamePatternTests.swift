@@ -1,0 +1,38 @@
+import Policy
+import Testing
+
+@Suite("Name patterns")
+struct NamePatternTests {
+    @Test("matches", arguments: [
+        ("read_file", "read_file", true), ("read_file", "read_files", false), ("read_file", "Read_file", false),
+        ("write_*", "write_file", true), ("write_*", "write_", true), ("write_*", "rewrite_file", false),
+        ("*_file", "delete_file", true), ("*", "", true), ("*", "anything", true),
+        ("exec_???", "exec_sql", true), ("exec_???", "exec_sq", false), ("a*b*c", "aXbYc", true),
+        ("a*b*c", "aXbYcZ", false), ("a*b*c", "abc", true), (#"literal\*"#, "literal*", true),
+        (#"literal\*"#, "literalX", false), ("db.*.read", "db.users.read", true),
+    ])
+    func matching(pattern: String, name: String, expected: Bool) throws {
+        let compiled = try #require(NamePattern(pattern))
+        #expect(compiled.matches(name) == expected)
+    }
+
+    @Test("literal prefixes and exactness, for indexing")
+    func prefix() throws {
+        #expect(try #require(NamePattern("write_*")).literalPrefix == "write_")
+        #expect(try #require(NamePattern("write_*")).isExact == false)
+        #expect(try #require(NamePattern("read_file")).isExact)
+        #expect(try #require(NamePattern("*x")).literalPrefix == "")
+    }
+
+    @Test("empty patterns and a dangling escape are refused")
+    func invalid() {
+        #expect(NamePattern("") == nil)
+        #expect(NamePattern("abc\\") == nil)
+    }
+
+    @Test("a hostile pattern against a long name finishes quickly (no exponential backtracking)")
+    func hostile() throws {
+        let pattern = try #require(NamePattern(String(repeating: "a*", count: 50) + "b"))
+        #expect(pattern.matches(String(repeating: "a", count: 10_000)) == false)
+    }
+}
