@@ -25,6 +25,10 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .target(
+            name: "StrictJSON",
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "TLS",
             dependencies: [
                 "COpenSSL",
@@ -35,11 +39,12 @@ let package = Package(
         ),
         .target(
             name: "Identity",
-            dependencies: ["TLS", "COpenSSL"],
+            dependencies: ["TLS", "COpenSSL", "StrictJSON"],
             swiftSettings: strictSettings
         ),
         .target(
             name: "Policy",
+            dependencies: ["StrictJSON"],
             swiftSettings: strictSettings
         ),
         .target(
@@ -82,6 +87,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "StrictJSONTests",
+            dependencies: ["StrictJSON"],
             swiftSettings: strictSettings
         ),
         .testTarget(

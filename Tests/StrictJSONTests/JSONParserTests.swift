@@ -1,0 +1,76 @@
+import StrictJSON
+import Testing
+
+@Suite("Strict JSON parsing")
+struct JSONParserTests {
+    @Test("valid RFC 8259 documents parse and re-serialise to equal values", arguments: [
+        #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#, #"[]"#, #"{}"#, #""x""#, "0", "-0.5e-7", "1E+2",
+        #"{"s":"\u00e9\ud83d\ude00\n\t\"\\\/"}"#, " \r\n\t[1 , 2]\n", #"{"big":123456789012345678901234567890.000000000000000001}"#,
+    ])
+    func roundTrip(text: String) throws {
+        let value = try JSONParser.parse(text)
+        #expect(try JSONParser.parse(value.serialized) == value)
+    }
+
+    @Test("numbers keep their exact literal text")
+    func numberPrecision() throws {
+        let value = try JSONParser.parse(#"{"n":9007199254740993,"f":0.1000000000000000055511151231257827}"#)
+        #expect(value.serialized == #"{"n":9007199254740993,"f":0.1000000000000000055511151231257827}"#)
+        #expect(value.objectValue?["n"]?.numberValue?.int64Value == 9_007_199_254_740_993)
+    }
+
+    @Test("invalid or ambiguous input is refused with a reason", arguments: [
+        (#"{"a":1,"a":2}"#, "duplicate key"), (#"{"a":1,"\u0061":2}"#, "duplicate key"),
+        (#"{"a":1,}"#, "expected a string key"), ("[1,]", "unexpected character"), ("01", "leading zeros"),
+        ("NaN", "unexpected character"), ("1.", "digit after"), ("-", "invalid number"),
+        (#""\ud800""#, "lone high surrogate"), (#""\udc00""#, "lone low surrogate"), (#""\x""#, "invalid escape"),
+        ("\"a\u{01}\"", "control character"), (#"{"a":1} x"#, "after the JSON value"), ("", "end of input"),
+        ("// c\n1", "unexpected character"), ("tru", "invalid literal"), ("\u{FEFF}{}", "unexpected character"),
+        (#""abc"#, "unterminated"),
+    ])
+    func refused(text: String, reason: String) {
+        #expect { try JSONParser.parse(text) } throws: { error in
+            "\(error)".contains(reason)
+        }
+    }
+
+    @Test("invalid UTF-8 is refused")
+    func invalidUTF8() {
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xC3, 0x28, 0x22]) }
+        #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xED, 0xA0, 0x80, 0x22]) }
+    }
+
+    @Test("depth and size limits hold")
+    func limits() throws {
+        let deep = String(repeating: "[", count: 65) + String(repeating: "]", count: 65)
+        #expect { try JSONParser.parse(deep) } throws: { "\($0)".contains("nesting deeper") }
+        let fine = String(repeating: "[", count: 64) + String(repeating: "]", count: 64)
+        _ = try JSONParser.parse(fine)
+        #expect { try JSONParser.parse("[1,2,3]", limits: JSONLimits(maximumBytes: 3)) } throws: { "\($0)".contains("exceeds") }
+    }
+
+    @Test("random byte strings never crash the parser (bounded fuzz)")
+    func fuzz() throws {
+        var generator = SystemRandomNumberGenerator()
+        let alphabet = Array(#"{}[]":,\ u0123456789abcdefnrt-+.eE"#.utf8) + [0x00, 0xFF, 0xC3, 0x80]
+        for _ in 0..<5_000 {
+            let length = Int.random(in: 0..<40, using: &generator)
+            let bytes = (0..<length).map { _ in alphabet.randomElement(using: &generator)! }
+            if let value = try? JSONParser.parse(bytes) {
+                #expect(try JSONParser.parse(value.serialized) == value)
+            }
+        }
+    }
+}
+
+@Suite("Configuration object reader")
+struct JSONObjectReaderTests {
+    @Test("unknown keys and wrong types name the path")
+    func errors() throws {
+        let reader = try JSONObjectReader(JSONParser.parse(#"{"tenants":{"acme":{"issuer":1,"typo":true}}}"#))
+        let acme = try #require(try reader.object("tenants")?.object("acme"))
+        #expect { try acme.requireOnlyKeys(["issuer"]) } throws: { "\($0)".hasPrefix("tenants.acme.typo: unknown key") }
+        #expect { try acme.string("issuer") } throws: { "\($0)" == "tenants.acme.issuer: expected a string, found number" }
+        #expect { try acme.requiredString("audience") } throws: { "\($0)" == "tenants.acme.audience: is required" }
+    }
+}
