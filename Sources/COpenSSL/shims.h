@@ -40,6 +40,11 @@ static inline GENERAL_NAME *CMCPGW_sk_GENERAL_NAME_value(const STACK_OF(GENERAL_
 static inline void CMCPGW_GENERAL_NAMES_free(STACK_OF(GENERAL_NAME) *s) { GENERAL_NAMES_free(s); }
 static inline void CMCPGW_sk_X509_pop_free(STACK_OF(X509) *s) { sk_X509_pop_free(s, X509_free); }
 
+static inline int CMCPGW_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
+static inline int CMCPGW_EVP_PKEY_RSA(void) { return EVP_PKEY_RSA; }
+static inline int CMCPGW_EVP_PKEY_EC(void) { return EVP_PKEY_EC; }
+static inline int CMCPGW_EVP_PKEY_ED25519(void) { return EVP_PKEY_ED25519; }
+
 /// The GENERAL_NAME's type (GEN_URI, GEN_DNS, GEN_EMAIL, GEN_IPADD, ...).
 static inline int CMCPGW_GENERAL_NAME_type(const GENERAL_NAME *n) { return n->type; }
 /// The string payload of a GENERAL_NAME of type GEN_URI, GEN_DNS, GEN_EMAIL or GEN_IPADD.

@@ -84,6 +84,12 @@ public struct JSONObject: Sendable, Hashable {
         public let key: String
         /// The value.
         public let value: JSONValue
+
+        /// A member from its key and value.
+        public init(key: String, value: JSONValue) {
+            self.key = key
+            self.value = value
+        }
     }
 
     /// The members in the order they appeared.

@@ -1,42 +1,54 @@
-import Logging
-import NIOCore
-import NIOEmbedded
-import TLS
-import TestSupport
+public import Logging
+public import NIOCore
+public import NIOEmbedded
+public import TLS
 
 /// Records what reaches the top of a TLS pipeline: the handshake event, plaintext, errors, half-closure.
-final class PipelineRecorder: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
+public final class PipelineRecorder: ChannelInboundHandler {
+    public typealias InboundIn = ByteBuffer
 
-    var handshake: TLSHandshakeCompleted?
-    var errors: [any Error] = []
-    var received = ByteBuffer()
-    var inputClosed = false
+    /// A recorder with nothing recorded yet.
+    public init() {}
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    /// The handshake event, once fired.
+    public var handshake: TLSHandshakeCompleted?
+    /// Errors that reached the top of the pipeline.
+    public var errors: [any Error] = []
+    /// Plaintext received.
+    public var received = ByteBuffer()
+    /// Whether inputClosed was seen.
+    public var inputClosed = false
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var buffer = unwrapInboundIn(data)
         received.writeBuffer(&buffer)
     }
 
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSHandshakeCompleted { handshake = event }
         if let event = event as? ChannelEvent, event == .inputClosed { inputClosed = true }
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: any Error) {
         errors.append(error)
     }
 }
 
 /// A client and a server `EmbeddedChannel`, each with a `TLSHandler` and a recorder, wired back to back.
-struct InMemoryTLSPair {
-    let client = EmbeddedChannel()
-    let server = EmbeddedChannel()
-    let clientRecorder = PipelineRecorder()
-    let serverRecorder = PipelineRecorder()
-    let serverLog: RecordingLogHandler.Store
+public struct InMemoryTLSPair {
+    /// The client end.
+    public let client = EmbeddedChannel()
+    /// The server end.
+    public let server = EmbeddedChannel()
+    /// What reached the top of the client pipeline.
+    public let clientRecorder = PipelineRecorder()
+    /// What reached the top of the server pipeline.
+    public let serverRecorder = PipelineRecorder()
+    /// The server handler's log lines.
+    public let serverLog: RecordingLogHandler.Store
 
-    init(server serverConfiguration: TLSConfiguration, client clientConfiguration: TLSConfiguration,
+    /// Builds both ends (not yet connected).
+    public init(server serverConfiguration: TLSConfiguration, client clientConfiguration: TLSConfiguration,
          serverHostname: String? = "localhost") throws {
         let (serverLogger, store) = RecordingLogHandler.logger()
         serverLog = store
@@ -52,14 +64,14 @@ struct InMemoryTLSPair {
     }
 
     /// Connects both ends and pumps bytes between them until neither has anything to say.
-    func connect() throws {
+    public func connect() throws {
         try server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         try client.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 443)).wait()
         try pump()
     }
 
     /// Moves ciphertext both ways until both channels are quiet (bounded: gives up after 10,000 rounds).
-    func pump() throws {
+    public func pump() throws {
         for _ in 0..<10_000 {
             var moved = false
             while let bytes = try client.readOutbound(as: ByteBuffer.self) {
@@ -76,8 +88,9 @@ struct InMemoryTLSPair {
 }
 
 /// Configurations built on the development PKI.
-enum DevTLS {
-    static func server(clientAuthentication: TLSConfiguration.ClientAuthentication = .required,
+public enum DevTLS {
+    /// The gateway's server configuration on the development PKI (acme and globex CAs, CRLs).
+    public static func server(clientAuthentication: TLSConfiguration.ClientAuthentication = .required,
                        crl: Bool = true) -> TLSConfiguration {
         TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
@@ -89,12 +102,26 @@ enum DevTLS {
             crlFiles: crl ? [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")] : [])
     }
 
-    static func client(tenant: String? = "acme", agent: String = "bot1",
+    /// A client configuration presenting `tenant`/`agent`'s certificate (none when `tenant` is nil).
+    public static func client(tenant: String? = "acme", agent: String = "bot1",
                        maximumVersion: TLSConfiguration.ProtocolVersion? = nil) -> TLSConfiguration {
         let credential = tenant.map { DevPKI.agent($0, agent) }
         return TLSConfiguration(
             certificateChainFile: credential?.certificate, privateKeyFile: credential?.key,
             trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)],
             maximumVersion: maximumVersion)
+    }
+}
+
+extension DevTLS {
+    /// The verified peer certificate the gateway sees when `path` (e.g. `acme/agents/bot1`) connects, from a real
+    /// in-memory handshake; nil when the handshake refuses it.
+    public static func verifiedCertificate(_ path: String) throws -> PeerCertificate? {
+        var client = DevTLS.client(tenant: nil)
+        client.certificateChainFile = DevPKI.path(path + ".pem")
+        client.privateKeyFile = DevPKI.path(path + ".key")
+        let pair = try InMemoryTLSPair(server: DevTLS.server(), client: client)
+        try pair.connect()
+        return pair.serverRecorder.handshake?.peerCertificate
     }
 }

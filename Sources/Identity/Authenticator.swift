@@ -1,0 +1,49 @@
+public import struct Foundation.Date
+public import TLS
+
+/// Turns the credentials of a request — a verified client certificate, a bearer token, or both — into a principal.
+///
+/// With both, they must name the same tenant, and the same agent when the token names one; a token-only caller
+/// must name its agent.
+public struct Authenticator: Sendable {
+    /// Certificate → principal.
+    public let certificates: CertificateAuthenticator
+    /// Token → verified claims.
+    public let tokens: JWTVerifier
+
+    /// An authenticator from its two halves.
+    public init(certificates: CertificateAuthenticator, tokens: JWTVerifier) {
+        self.certificates = certificates
+        self.tokens = tokens
+    }
+
+    /// The principal for these credentials at time `now`.
+    public func authenticate(certificate: PeerCertificate?, bearerToken: String?, now: Date) throws(AuthenticationError) -> Principal {
+        switch (certificate, bearerToken) {
+        case (nil, nil):
+            throw .noCredentials
+        case (let certificate?, nil):
+            return try certificates.principal(for: certificate)
+        case (nil, let token?):
+            let verified = try tokens.verify(token, now: now)
+            guard let agent = verified.agent else { throw .missingClaim("agent (token has no agent claim)") }
+            return Principal(
+                tenant: verified.tenant, agent: agent, method: .jwt, scopes: verified.scopes,
+                expiresAt: verified.facts.expiresAt, certificate: nil, token: verified.facts)
+        case (let certificate?, let token?):
+            let fromCertificate = try certificates.principal(for: certificate)
+            let verified = try tokens.verify(token, now: now)
+            guard verified.tenant == fromCertificate.tenant else {
+                throw .tenantMismatch(
+                    "client certificate belongs to tenant '\(fromCertificate.tenant)', token to tenant '\(verified.tenant)'")
+            }
+            if let agent = verified.agent, agent != fromCertificate.agent {
+                throw .agentMismatch(certificate: fromCertificate.agent, token: agent)
+            }
+            let expiry = [fromCertificate.expiresAt, verified.facts.expiresAt].compactMap { $0 }.min()
+            return Principal(
+                tenant: fromCertificate.tenant, agent: fromCertificate.agent, method: .both, scopes: verified.scopes,
+                expiresAt: expiry, certificate: fromCertificate.certificate, token: verified.facts)
+        }
+    }
+}

@@ -1,0 +1,184 @@
+public import struct Foundation.Date
+public import StrictJSON
+
+/// Verifies bearer JWTs for every tenant.
+///
+/// Order, after jwt-kit: size limit → strict split and decode → `alg` (never `none`) → key chosen by `kid`
+/// (or, without `kid`, by the issuer when it has exactly one key) → the key's fixed algorithm must equal `alg` →
+/// signature → only then the claims (`exp`, `nbf`, `iat`, `iss`, `aud`, tenant, agent, scopes).
+public struct JWTVerifier: Sendable {
+    private struct KeyEntry: Sendable {
+        let tenant: String
+        let key: JWTVerificationKey
+    }
+
+    private let tenants: [String: TenantJWTSettings]
+    private let keysByID: [String: KeyEntry]
+    private let tenantByIssuer: [String: String]
+    private let cache: VerifiedTokenCache
+    /// Largest token accepted, in bytes.
+    public let maximumTokenBytes: Int
+
+    /// A verifier for these tenants. Fails when a `kid` or issuer is claimed by two tenants, or a tenant has no
+    /// issuer or key.
+    public init(
+        tenants: [String: TenantJWTSettings], maximumTokenBytes: Int = 8192, cacheCapacity: Int = 10_000
+    ) throws(IdentityConfigurationError) {
+        var keysByID: [String: KeyEntry] = [:]
+        var tenantByIssuer: [String: String] = [:]
+        for (tenant, settings) in tenants.sorted(by: { $0.key < $1.key }) {
+            guard !settings.issuers.isEmpty else { throw .init("tenant '\(tenant)': JWT settings need at least one issuer") }
+            guard !settings.keys.isEmpty else { throw .init("tenant '\(tenant)': JWT settings need at least one key") }
+            guard !settings.audience.isEmpty else { throw .init("tenant '\(tenant)': JWT audience must not be empty") }
+            for issuer in settings.issuers {
+                if let owner = tenantByIssuer[issuer], owner != tenant {
+                    throw .init("issuer '\(issuer)' is configured for both '\(owner)' and '\(tenant)'")
+                }
+                tenantByIssuer[issuer] = tenant
+            }
+            for key in settings.keys {
+                guard let kid = key.keyID else { continue }
+                if let existing = keysByID[kid] {
+                    throw .init("kid '\(kid)' is configured twice (tenants '\(existing.tenant)' and '\(tenant)')")
+                }
+                keysByID[kid] = KeyEntry(tenant: tenant, key: key)
+            }
+        }
+        self.tenants = tenants
+        self.keysByID = keysByID
+        self.tenantByIssuer = tenantByIssuer
+        self.cache = VerifiedTokenCache(capacity: cacheCapacity)
+        self.maximumTokenBytes = maximumTokenBytes
+    }
+
+    /// How many verified tokens are cached.
+    public var cachedTokenCount: Int { cache.count }
+
+    /// Verifies `token` at time `now`.
+    public func verify(_ token: String, now: Date) throws(AuthenticationError) -> VerifiedToken {
+        guard token.utf8.count <= maximumTokenBytes else {
+            throw .tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)
+        }
+        let digest = JWSCrypto.sha256(Array(token.utf8))
+        if let cached = cache.lookup(digest, now: now) { return cached }
+        let jws = try CompactJWS(parsing: token, maximumBytes: maximumTokenBytes)
+        guard let algorithmName = jws.algorithmName else { throw .malformedToken("header has no string 'alg'") }
+        guard algorithmName.lowercased() != "none" else { throw .algorithmNone }
+        guard let algorithm = JWTAlgorithm(rawValue: algorithmName) else { throw .unsupportedAlgorithm(algorithmName) }
+        let entry = try selectKey(jws)
+        guard entry.key.algorithm == algorithm else { throw .algorithmMismatch(header: algorithmName, key: entry.key.algorithm) }
+        guard entry.key.verify(signature: jws.signature, signingInput: jws.signingInput) else { throw .badSignature }
+        let verified = try checkClaims(jws.payload, tenant: entry.tenant, key: entry.key, now: now)
+        cache.store(digest, verified, now: now)
+        return verified
+    }
+
+    private func selectKey(_ jws: CompactJWS) throws(AuthenticationError) -> KeyEntry {
+        if let kidValue = jws.header["kid"] {
+            guard let kid = kidValue.stringValue else { throw .malformedToken("header 'kid' is not a string") }
+            guard let entry = keysByID[kid] else { throw .unknownKeyID(kid) }
+            return entry
+        }
+        // No kid: the issuer (still unverified, used only to pick a key) must have exactly one key.
+        guard let issuer = jws.payload["iss"]?.stringValue else { throw .keyNotSelectable("token has neither 'kid' nor 'iss'") }
+        guard let tenant = tenantByIssuer[issuer], let settings = tenants[tenant] else { throw .wrongIssuer(issuer) }
+        guard settings.keys.count == 1 else {
+            throw .keyNotSelectable("token has no 'kid' and issuer '\(issuer)' has \(settings.keys.count) keys")
+        }
+        return KeyEntry(tenant: tenant, key: settings.keys[0])
+    }
+
+    private func checkClaims(
+        _ claims: JSONObject, tenant: String, key: JWTVerificationKey, now: Date
+    ) throws(AuthenticationError) -> VerifiedToken {
+        guard let settings = tenants[tenant] else { throw .unknownTenant(tenant) }
+        let current = Int64(now.timeIntervalSince1970.rounded(.down))
+        let leeway = settings.leewaySeconds
+
+        let expiry = try numericDate(claims, "exp")
+        if let expiry {
+            guard current < expiry + leeway else { throw .expired(exp: expiry, now: current) }
+        } else if settings.requireExpiry {
+            throw .missingClaim("exp")
+        }
+        let notBefore = try numericDate(claims, "nbf")
+        if let notBefore, current + leeway < notBefore { throw .notYetValid(nbf: notBefore, now: current) }
+        let issuedAt = try numericDate(claims, "iat")
+        if let issuedAt, issuedAt > current + leeway { throw .issuedInFuture(iat: issuedAt, now: current) }
+
+        let issuer = try string(claims, "iss", required: true)!
+        guard settings.issuers.contains(issuer) else { throw .wrongIssuer(issuer) }
+        guard try audiences(claims).contains(settings.audience) else { throw .wrongAudience(expected: settings.audience) }
+
+        let named = try string(claims, settings.tenantClaim, required: true)!
+        guard tenants[named] != nil else { throw .unknownTenant(named) }
+        guard named == tenant else {
+            throw .tenantMismatch("token names tenant '\(named)' but is signed by a key of tenant '\(tenant)'")
+        }
+        let agent = try string(claims, settings.agentClaim, required: false)
+        if let agent, !IdentifierRules.isValid(agent) {
+            throw .invalidClaim(settings.agentClaim, reason: "is not a valid agent id (1-128 of A-Z a-z 0-9 . _ - : @)")
+        }
+        let facts = Principal.TokenFacts(
+            issuer: issuer, subject: try string(claims, "sub", required: false), keyID: key.keyID,
+            algorithm: key.algorithm, tokenID: try string(claims, "jti", required: false),
+            issuedAt: issuedAt.map { Date(timeIntervalSince1970: Double($0)) },
+            expiresAt: expiry.map { Date(timeIntervalSince1970: Double($0)) })
+        return VerifiedToken(
+            tenant: tenant, agent: agent, scopes: try scopes(claims), facts: facts,
+            acceptedFrom: [notBefore, issuedAt].compactMap { $0 }.max().map { Date(timeIntervalSince1970: Double($0 - leeway)) },
+            acceptedUntil: expiry.map { Date(timeIntervalSince1970: Double($0 + leeway)) })
+    }
+
+    private func numericDate(_ claims: JSONObject, _ name: String) throws(AuthenticationError) -> Int64? {
+        guard let value = claims[name] else { return nil }
+        guard let seconds = value.numberValue?.doubleValue, seconds.isFinite, abs(seconds) < 1e15 else {
+            throw .invalidClaim(name, reason: "is not a NumericDate")
+        }
+        return Int64(seconds.rounded(.down))
+    }
+
+    private func string(_ claims: JSONObject, _ name: String, required: Bool) throws(AuthenticationError) -> String? {
+        guard let value = claims[name] else {
+            if required { throw .missingClaim(name) }
+            return nil
+        }
+        guard let text = value.stringValue else { throw .invalidClaim(name, reason: "is not a string") }
+        return text
+    }
+
+    private func audiences(_ claims: JSONObject) throws(AuthenticationError) -> [String] {
+        switch claims["aud"] {
+        case nil: throw .missingClaim("aud")
+        case .string(let audience): return [audience]
+        case .array(let elements):
+            var result: [String] = []
+            for element in elements {
+                guard let text = element.stringValue else { throw .invalidClaim("aud", reason: "holds a non-string") }
+                result.append(text)
+            }
+            return result
+        default: throw .invalidClaim("aud", reason: "is neither a string nor an array of strings")
+        }
+    }
+
+    private func scopes(_ claims: JSONObject) throws(AuthenticationError) -> Set<String> {
+        var result = Set<String>()
+        switch claims["scope"] {
+        case nil: break
+        case .string(let text): result.formUnion(text.split(separator: " ").map(String.init))
+        default: throw .invalidClaim("scope", reason: "is not a space-separated string")
+        }
+        switch claims["scp"] {
+        case nil: break
+        case .string(let text): result.formUnion(text.split(separator: " ").map(String.init))
+        case .array(let elements):
+            for element in elements {
+                guard let text = element.stringValue else { throw .invalidClaim("scp", reason: "holds a non-string") }
+                result.insert(text)
+            }
+        default: throw .invalidClaim("scp", reason: "is neither a string nor an array of strings")
+        }
+        return result
+    }
+}

@@ -1,0 +1,90 @@
+public import struct Foundation.Date
+
+/// An authenticated caller: an agent of one tenant, and how we know.
+public struct Principal: Sendable, Hashable {
+    /// How the caller proved who it is.
+    public enum AuthenticationMethod: String, Sendable, Hashable {
+        /// A verified client certificate.
+        case mtls
+        /// A verified bearer JWT.
+        case jwt
+        /// Both, agreeing on tenant (and agent).
+        case both
+    }
+
+    /// Facts from the client certificate, for audit records.
+    public struct CertificateFacts: Sendable, Hashable {
+        /// Subject DN.
+        public let subject: String
+        /// Issuer DN.
+        public let issuer: String
+        /// Serial number (hex).
+        public let serialNumber: String
+        /// SHA-256 fingerprint (hex).
+        public let sha256Fingerprint: String
+        /// The SAN URI the agent came from (nil when taken from the CN).
+        public let spiffeID: String?
+        /// End of validity.
+        public let notAfter: Date
+    }
+
+    /// Facts from the bearer token, for audit records.
+    public struct TokenFacts: Sendable, Hashable {
+        /// `iss`.
+        public let issuer: String
+        /// `sub`.
+        public let subject: String?
+        /// The `kid` of the key that verified it.
+        public let keyID: String?
+        /// The algorithm that verified it.
+        public let algorithm: JWTAlgorithm
+        /// `jti`, if any.
+        public let tokenID: String?
+        /// `iat`, if any.
+        public let issuedAt: Date?
+        /// `exp`, if any.
+        public let expiresAt: Date?
+    }
+
+    /// The tenant this principal belongs to.
+    public let tenant: String
+    /// The agent id within the tenant.
+    public let agent: String
+    /// How the principal was authenticated.
+    public let method: AuthenticationMethod
+    /// Scopes granted by the token (empty for certificate-only callers).
+    public let scopes: Set<String>
+    /// When the credential stops being valid (the earlier of token `exp` and certificate `notAfter`).
+    public let expiresAt: Date?
+    /// Certificate facts, when a certificate was presented.
+    public let certificate: CertificateFacts?
+    /// Token facts, when a token was presented.
+    public let token: TokenFacts?
+
+    /// A principal from its parts.
+    public init(
+        tenant: String, agent: String, method: AuthenticationMethod, scopes: Set<String>, expiresAt: Date?,
+        certificate: CertificateFacts?, token: TokenFacts?
+    ) {
+        self.tenant = tenant
+        self.agent = agent
+        self.method = method
+        self.scopes = scopes
+        self.expiresAt = expiresAt
+        self.certificate = certificate
+        self.token = token
+    }
+}
+
+/// Which tenant and agent ids mcpgw accepts: 1–128 characters of letters, digits, `.`, `_`, `-`, `:` and `@`
+/// (no `/`, whitespace or control characters, so an id can never smuggle a path, a pattern or a log line).
+public enum IdentifierRules {
+    /// Whether `text` is an acceptable agent or tenant id.
+    public static func isValid(_ text: String) -> Bool {
+        guard !text.isEmpty, text.utf8.count <= 128 else { return false }
+        return text.unicodeScalars.allSatisfy { scalar in
+            ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
+                || ".-_:@".unicodeScalars.contains(scalar)
+        }
+    }
+}
