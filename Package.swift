@@ -62,11 +62,16 @@ let package = Package(
         .executableTarget(
             name: "mcpgw",
             dependencies: [
-                "Gateway", "TLS",
+                "Gateway", "TLS", "Identity", "StrictJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "mcpgw-bench",
+            dependencies: ["Identity"],
             swiftSettings: strictSettings
         ),
         .target(

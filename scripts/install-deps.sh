@@ -2,8 +2,11 @@
 # Installs the system packages mcpgw's build and tests need, if any is missing (Debian/Ubuntu).
 #   libssl-dev + pkg-config   the OpenSSL headers and libraries the COpenSSL target links
 #   openssl + curl            real TLS peers used by the loopback tests
+#   python3 + venv            the interoperability tests (PyJWT) run in a venv
 set -euo pipefail
 packages=(libssl-dev pkg-config openssl curl)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

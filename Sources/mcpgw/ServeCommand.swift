@@ -15,48 +15,74 @@ struct ServeCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Address to listen on, HOST:PORT ([::1]:8443 for IPv6).")
-    var listen: String = "127.0.0.1:8443"
+    @Option(help: "Gateway configuration file (JSON); flags given as well override it.")
+    var config: String?
 
-    @Option(help: "PEM certificate chain of the gateway (leaf first).")
-    var cert: String = "certs-dev/server.pem"
+    @Option(help: "Address to listen on, HOST:PORT ([::1]:8443 for IPv6). Default 127.0.0.1:8443.")
+    var listen: String?
 
-    @Option(help: "PEM private key of the gateway certificate.")
-    var key: String = "certs-dev/server.key"
+    @Option(help: "PEM certificate chain of the gateway (leaf first). Default certs-dev/server.pem.")
+    var cert: String?
+
+    @Option(help: "PEM private key of the gateway certificate. Default certs-dev/server.key.")
+    var key: String?
 
     @Option(
         name: .customLong("client-ca"),
-        help: "Trusted client CA bundle as TENANT=FILE; repeat for each tenant.")
-    var clientCAs: [String] = ["acme=certs-dev/acme/ca.pem", "globex=certs-dev/globex/ca.pem"]
+        help: "Trusted client CA bundle as TENANT=FILE; repeat per tenant. Default: the acme and globex dev CAs. Not with --config (use its tenants).")
+    var clientCAs: [String] = []
 
-    @Option(name: .customLong("crl"), help: "PEM CRL for client certificates; repeat for each CA.")
-    var crls: [String] = ["certs-dev/acme/ca.crl.pem", "certs-dev/globex/ca.crl.pem"]
+    @Option(name: .customLong("crl"), help: "PEM CRL for client certificates; repeatable. Not with --config.")
+    var crls: [String] = []
 
-    @Option(help: "Client certificates: none, optional (verified when sent) or required.")
-    var clientAuth: TLSConfiguration.ClientAuthentication = .optional
+    @Option(help: "Client certificates: none, optional (verified when sent) or required. Default optional.")
+    var clientAuth: TLSConfiguration.ClientAuthentication?
 
-    @Option(help: "Lowest TLS version accepted: TLSv1.2 or TLSv1.3.")
-    var minTLS: TLSConfiguration.ProtocolVersion = .tls1_2
+    @Option(help: "Lowest TLS version accepted: TLSv1.2 or TLSv1.3. Default TLSv1.2.")
+    var minTLS: TLSConfiguration.ProtocolVersion?
 
     @Flag(help: "Serve plain HTTP without TLS. Insecure: credentials and arguments cross the network in clear text.")
     var insecurePlainHttp = false
 
     @OptionGroup var logging: LoggingOptions
 
+    func validate() throws {
+        if config != nil && (!clientCAs.isEmpty || !crls.isEmpty) {
+            throw ValidationError("--client-ca and --crl cannot be combined with --config: list CAs under the config's tenants")
+        }
+    }
+
     func run() async throws {
         let logger = logging.bootstrap(label: "mcpgw")
-        guard let address = ListenAddress(parsing: listen) else {
-            throw ValidationError("--listen '\(listen)' is not HOST:PORT (IPv6 in brackets: [::1]:8443)")
+        var configuration: GatewayConfiguration
+        if let config {
+            let file = try ConfigurationFile.load(config)
+            // Building the authenticator validates keys, kids and issuers across tenants before anything listens.
+            _ = try file.identity.makeAuthenticator()
+            logger.info(
+                "configuration loaded",
+                metadata: ["config.file": "\(config)", "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
+                           "jwt.tenants": "\(file.identity.tenants.values.filter { $0.jwt != nil }.count)"])
+            configuration = file.gateway
+        } else {
+            configuration = GatewayConfiguration(tls: try defaultTLS())
         }
-        var tls: TLSConfiguration?
-        if !insecurePlainHttp {
-            tls = TLSConfiguration(
-                certificateChainFile: cert, privateKeyFile: key,
-                trustedCABundles: try clientCAs.map(Self.bundle),
-                clientAuthentication: clientAuth, minimumVersion: minTLS,
-                crlFiles: clientAuth == .none ? [] : crls)
+        if let listen {
+            guard let address = ListenAddress(parsing: listen) else {
+                throw ValidationError("--listen '\(listen)' is not HOST:PORT (IPv6 in brackets: [::1]:8443)")
+            }
+            configuration.listen = address
         }
-        let configuration = GatewayConfiguration(listen: address, tls: tls, allowInsecurePlainHTTP: insecurePlainHttp)
+        if insecurePlainHttp {
+            configuration.tls = nil
+            configuration.allowInsecurePlainHTTP = true
+        } else if var tls = configuration.tls {
+            if let cert { tls.certificateChainFile = cert }
+            if let key { tls.privateKeyFile = key }
+            if let clientAuth { tls.clientAuthentication = clientAuth }
+            if let minTLS { tls.minimumVersion = minTLS }
+            configuration.tls = tls
+        }
         let group = ServiceGroup(
             services: [GatewayService(configuration: configuration, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint],
@@ -67,6 +93,15 @@ struct ServeCommand: AsyncParsableCommand {
             logger.critical("mcpgw stopped: \(error)")
             throw ExitCode.failure
         }
+    }
+
+    /// TLS settings from the flags alone, defaulting to the development PKI.
+    private func defaultTLS() throws -> TLSConfiguration {
+        let bundles = clientCAs.isEmpty ? ["acme=certs-dev/acme/ca.pem", "globex=certs-dev/globex/ca.pem"] : clientCAs
+        let revocationLists = crls.isEmpty && clientCAs.isEmpty ? ["certs-dev/acme/ca.crl.pem", "certs-dev/globex/ca.crl.pem"] : crls
+        return TLSConfiguration(
+            certificateChainFile: cert ?? "certs-dev/server.pem", privateKeyFile: key ?? "certs-dev/server.key",
+            trustedCABundles: try bundles.map(Self.bundle), clientAuthentication: .optional, crlFiles: revocationLists)
     }
 
     private static func bundle(_ text: String) throws -> TLSConfiguration.TrustedCABundle {

@@ -1,0 +1,68 @@
+"""`mcpgw serve` as an operator runs it: configuration file, real listener, curl with a client certificate, SIGTERM."""
+import json
+import re
+import signal
+import subprocess
+import time
+
+from conftest import ROOT, mcpgw_binary
+
+
+def start(*args):
+    process = subprocess.Popen(
+        [mcpgw_binary(), "serve", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 30
+    lines = []
+    while time.time() < deadline:
+        line = process.stderr.readline()
+        if not line:
+            break
+        lines.append(line)
+        match = re.search(r"listen.address=127\.0\.0\.1:(\d+)", line)
+        if match and "listening" in line:
+            return process, int(match.group(1)), lines
+    process.kill()
+    raise AssertionError("gateway did not start: " + "".join(lines))
+
+
+def curl(port, *args):
+    result = subprocess.run(
+        ["curl", "-sS", "--max-time", "10", "--cacert", "certs-dev/gateway-ca.pem", "-w", "\n%{http_code}", *args,
+         f"https://localhost:{port}/healthz"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30,
+    )
+    return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else "000"
+
+
+def test_serve_with_config_answers_and_stops_on_sigterm():
+    process, port, _ = start("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0")
+    try:
+        assert curl(port, "--cert", "certs-dev/acme/agents/bot1.pem", "--key", "certs-dev/acme/agents/bot1.key") == "200"
+        assert curl(port, "--cert", "certs-dev/globex/agents/bot1.pem", "--key", "certs-dev/globex/agents/bot1.key") == "200"
+        assert curl(port, "--cert", "certs-dev/acme/agents/revoked.pem", "--key", "certs-dev/acme/agents/revoked.key") == "000"
+        assert curl(port) == "200"  # client_auth optional: no certificate is fine at the TLS layer
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
+    assert "listener stopped" in stderr
+    assert "certificate revoked" in stderr
+
+
+def test_serve_refuses_a_configuration_with_a_typo(tmp_path):
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text())
+    config["tenants"]["acme"]["jwt"]["isuers"] = config["tenants"]["acme"]["jwt"].pop("issuers")
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(config))
+    result = subprocess.run([mcpgw_binary(), "serve", "--config", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "tenants.acme.jwt.isuers: unknown key" in result.stderr
+
+
+def test_serve_refuses_duplicate_keys_in_the_configuration(tmp_path):
+    path = tmp_path / "dup.json"
+    path.write_text((ROOT / "mcpgw.dev.json").read_text().replace('"listen": "127.0.0.1:8443",', '"listen": "127.0.0.1:8443", "listen": "0.0.0.0:8443",'))
+    result = subprocess.run([mcpgw_binary(), "serve", "--config", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert 'duplicate key "listen"' in result.stderr
