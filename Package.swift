@@ -62,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "mcpgw",
             dependencies: [
-                "Gateway", "TLS", "Identity", "StrictJSON",
+                "Gateway", "TLS", "Identity", "Policy", "StrictJSON",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -67,6 +67,12 @@ public struct JSONNumber: Sendable, Hashable, CustomStringConvertible {
     /// A number from an integer.
     public init(_ value: Int64) { literal = String(value) }
 
+    /// A number from a finite `Double` (shortest text that reads back to the same value); nil for NaN or infinity.
+    public init?(_ value: Double) {
+        guard value.isFinite else { return nil }
+        literal = "\(value)"
+    }
+
     /// The value as an integer, when it is one that fits (`3`, not `3.0` or `3e0`).
     public var int64Value: Int64? { Int64(literal) }
 

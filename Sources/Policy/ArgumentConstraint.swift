@@ -1,0 +1,139 @@
+/// Rules about one argument (or, with key `*`, every argument) of a call.
+///
+/// Every check yields a violation or nothing. Deny-type checks (substrings, deny patterns, detectors) look at
+/// every form of a value (raw, each decoding step, canonical); allow-type checks (allow patterns, path prefixes)
+/// look at the canonical form only, so neither an encoding nor a look-alike helps a value past them.
+public struct ArgumentConstraint: Sendable, Hashable {
+    /// Path rules for values that name files.
+    public struct PathRule: Sendable, Hashable {
+        /// Allowed canonical prefixes, compared on whole segments (`/data` admits `/data/x`, not `/database`).
+        public var allowedPrefixes: [String]
+        /// Whether absolute paths (`/x`, `C:/x`, `~/x`, `//host/x`) are allowed.
+        public var allowAbsolute: Bool
+        /// Whether `..` segments are allowed.
+        public var allowTraversal: Bool
+    }
+
+    /// The argument key this applies to (folded), or `*` for every argument.
+    public let key: String
+    /// Case-insensitive texts that must not occur as a token (the classic `arg_deny`): an occurrence counts when
+    /// it is not glued to a letter, digit, `.`, `_` or `-` on either side, so `..` catches `../x` and `a/..` but
+    /// not `notes..txt`.
+    public var denyTokens: [String] = []
+    /// Patterns that must not match.
+    public var denyPatterns: [LinearRegex] = []
+    /// When non-empty, the canonical value must match one of these.
+    public var allowPatterns: [LinearRegex] = []
+    /// Path rules, if the value is a path.
+    public var path: PathRule?
+    /// Longest canonical value allowed, in characters.
+    public var maximumLength: Int?
+    /// Required JSON type (`string`, `number`, `boolean`, `array`, `object`, `null`) of the argument itself.
+    public var type: String?
+    /// Detectors that must not fire.
+    public var detectors: [Detector] = []
+    /// Whether the argument must be present.
+    public var required = false
+
+    /// A constraint for `key` with no checks yet.
+    public init(key: String) { self.key = key }
+
+    /// Whether a leaf falls under this constraint: `*` covers everything; a key covers the leaves below any
+    /// object key that folds to it (at any depth) — not the key itself.
+    func covers(_ value: ArgumentValue) -> Bool {
+        key == "*" || value.keys.contains(key)
+    }
+
+    /// Every violation of this constraint by the call's leaves.
+    func violations(in leaves: [ArgumentValue], topLevel: [String: [String]]) -> [ArgumentFinding] {
+        var findings: [ArgumentFinding] = []
+        if key != "*" {
+            if required && topLevel[key] == nil {
+                findings.append(ArgumentFinding(location: key, value: "", problem: "required argument is missing"))
+            }
+            if let type, let actual = topLevel[key]?.first(where: { $0 != type }) {
+                findings.append(ArgumentFinding(location: key, value: "", problem: "must be a \(type), not a \(actual)"))
+            }
+        }
+        for leaf in leaves where covers(leaf) || (key == "*" && leaf.type == "key") {
+            if let problem = problem(with: leaf) {
+                findings.append(ArgumentFinding(location: leaf.location, value: leaf.canonical, problem: problem))
+            }
+        }
+        return findings
+    }
+
+    private func problem(with leaf: ArgumentValue) -> String? {
+        for form in leaf.forms {
+            let lowered = form.lowercased()
+            if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }
+            if let hit = denyPatterns.first(where: { $0.matches(form) }) { return "matches denied pattern /\(hit.pattern)/" }
+        }
+        for detector in detectors {
+            if let found = detector.finding(in: leaf) { return "\(detector.rawValue): \(found)" }
+        }
+        guard leaf.type != "key" else { return nil }
+        let canonical = leaf.canonical
+        if let maximumLength, canonical.count > maximumLength {
+            return "longer than \(maximumLength) characters (\(canonical.count))"
+        }
+        if !allowPatterns.isEmpty && !allowPatterns.contains(where: { $0.matches(canonical) }) {
+            return "matches none of the allowed patterns"
+        }
+        if let path { return Self.pathProblem(canonical, path) }
+        return nil
+    }
+
+    /// Whether `token` occurs in `text` with no letter, digit, `.`, `_` or `-` directly before or after it.
+    static func containsToken(_ text: String, _ token: String) -> Bool {
+        let haystack = Array(text.unicodeScalars), needle = Array(token.unicodeScalars)
+        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+        func glues(_ scalar: Unicode.Scalar) -> Bool {
+            scalar.properties.isAlphabetic || scalar.properties.numericType != nil || scalar == "." || scalar == "_" || scalar == "-"
+        }
+        for start in 0...(haystack.count - needle.count) where haystack[start..<start + needle.count].elementsEqual(needle) {
+            let end = start + needle.count
+            if (start == 0 || !glues(haystack[start - 1])) && (end == haystack.count || !glues(haystack[end])) { return true }
+        }
+        return false
+    }
+
+    static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
+        if canonical.contains("\u{0}") { return "path contains a NUL byte" }
+        let isAbsolute = canonical.hasPrefix("/") || canonical.hasPrefix("~")
+            || (canonical.count >= 2 && canonical.dropFirst().first == ":" && canonical.first!.isLetter)
+        if isAbsolute && !rule.allowAbsolute { return "absolute path" }
+        var segments: [Substring] = []
+        for segment in canonical.split(separator: "/", omittingEmptySubsequences: true) where segment != "." {
+            if segment == ".." {
+                if !rule.allowTraversal { return "'..' traversal" }
+                if segments.popLast() == nil { return "path escapes its root" }
+            } else {
+                segments.append(segment)
+            }
+        }
+        guard !rule.allowedPrefixes.isEmpty else { return nil }
+        let normalised = (isAbsolute && canonical.hasPrefix("/") ? "/" : "") + segments.joined(separator: "/")
+        let inside = rule.allowedPrefixes.contains { prefix in
+            let trimmed = prefix.hasSuffix("/") && prefix.count > 1 ? String(prefix.dropLast()) : prefix
+            return normalised == trimmed || normalised.hasPrefix(trimmed.hasSuffix("/") ? trimmed : trimmed + "/")
+        }
+        return inside ? nil : "outside the allowed prefixes \(rule.allowedPrefixes)"
+    }
+}
+
+/// An argument value that made a rule decide, with the canonical form that was matched.
+public struct ArgumentFinding: Sendable, Hashable {
+    /// Where the value is (`opts.path`).
+    public let location: String
+    /// Its canonical form (shortened to 200 characters).
+    public let value: String
+    /// What is wrong with it.
+    public let problem: String
+
+    init(location: String, value: String, problem: String) {
+        self.location = location
+        self.value = value.count > 200 ? String(value.prefix(200)) + "…" : value
+        self.problem = problem
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+public import StrictJSON
+
+/// One leaf of a call's arguments, in every form the policy matches against.
+public struct ArgumentValue: Sendable, Hashable {
+    /// Where it is: `path`, `opts.path`, `files[2]`.
+    public let location: String
+    /// The object keys above it, folded (NFKC, lower-case), so that `PATH`, `Path` and `ＰＡＴＨ` are one key.
+    public let keys: [String]
+    /// JSON type of the leaf: `string`, `number`, `boolean`, `null`, or `key` for an object key itself.
+    public let type: String
+    /// The value as received (a string's content, or a number's literal).
+    public let raw: String
+    /// Every intermediate form (raw, each percent-decoding and NFKC round, slash-folded), without duplicates.
+    public let forms: [String]
+    /// The final canonical form: fully percent-decoded, NFKC-normalised, backslashes folded to `/`.
+    public var canonical: String { forms.last ?? raw }
+
+    /// The value with its forms computed.
+    init(location: String, keys: [String], type: String, raw: String) {
+        self.location = location
+        self.keys = keys
+        self.type = type
+        self.raw = raw
+        self.forms = ArgumentCanonicalizer.forms(of: raw)
+    }
+}
+
+/// Turns a call's arguments into canonical leaves, so that encodings, Unicode look-alikes, key spellings and
+/// nesting cannot hide a value from the rules.
+public enum ArgumentCanonicalizer {
+    /// At most this many percent-decoding/NFKC rounds (`%25252e` needs three).
+    static let maximumRounds = 8
+    /// Leaves beyond this many are not examined; the call is refused instead (see `TenantPolicySet`).
+    public static let maximumLeaves = 10_000
+
+    /// All leaves of `arguments`, nested objects and arrays walked; object keys are leaves too (type `key`).
+    /// Nil when there are more than `maximumLeaves`.
+    public static func leaves(of arguments: JSONValue?) -> [ArgumentValue]? {
+        var result: [ArgumentValue] = []
+        var overflow = false
+        func walk(_ value: JSONValue, location: String, keys: [String]) {
+            guard !overflow else { return }
+            if result.count >= maximumLeaves {
+                overflow = true
+                return
+            }
+            switch value {
+            case .object(let object):
+                for member in object.members {
+                    let folded = foldKey(member.key)
+                    let here = location.isEmpty ? member.key : "\(location).\(member.key)"
+                    result.append(ArgumentValue(location: here, keys: keys, type: "key", raw: member.key))
+                    walk(member.value, location: here, keys: keys + [folded])
+                }
+            case .array(let elements):
+                for (position, element) in elements.enumerated() {
+                    walk(element, location: "\(location)[\(position)]", keys: keys)
+                }
+            case .string(let text):
+                result.append(ArgumentValue(location: location, keys: keys, type: "string", raw: text))
+            case .number(let number):
+                result.append(ArgumentValue(location: location, keys: keys, type: "number", raw: number.literal))
+            case .bool(let flag):
+                result.append(ArgumentValue(location: location, keys: keys, type: "boolean", raw: flag ? "true" : "false"))
+            case .null:
+                result.append(ArgumentValue(location: location, keys: keys, type: "null", raw: "null"))
+            }
+        }
+        if let arguments { walk(arguments, location: "", keys: []) }
+        return overflow ? nil : result
+    }
+
+    /// A key as rules compare it: NFKC-normalised and lower-cased.
+    public static func foldKey(_ key: String) -> String {
+        key.precomposedStringWithCompatibilityMapping.lowercased()
+    }
+
+    /// raw → percent-decoded and NFKC-normalised until stable → backslashes folded; every distinct step kept.
+    static func forms(of raw: String) -> [String] {
+        var forms = [raw]
+        var current = raw
+        for _ in 0..<maximumRounds {
+            let next = percentDecoded(current).precomposedStringWithCompatibilityMapping
+            if next == current { break }
+            current = next
+            forms.append(current)
+        }
+        let folded = current.replacingOccurrences(of: "\\", with: "/")
+        if folded != current { forms.append(folded) }
+        return forms
+    }
+
+    /// Decodes every valid `%XX`; invalid sequences stay as they are; invalid UTF-8 becomes U+FFFD.
+    static func percentDecoded(_ text: String) -> String {
+        guard text.contains("%") else { return text }
+        let bytes = Array(text.utf8)
+        var output: [UInt8] = []
+        output.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count,
+                let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2])
+            {
+                output.append(high << 4 | low)
+                index += 3
+            } else {
+                output.append(bytes[index])
+                index += 1
+            }
+        }
+        return String(decoding: output, as: UTF8.self)
+    }
+
+    private static func hexValue(_ byte: UInt8) -> UInt8? {
+        switch byte {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
+        default: nil
+        }
+    }
+}

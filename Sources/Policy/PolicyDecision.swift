@@ -1,0 +1,58 @@
+/// The answer for one call, with everything needed to explain it.
+public struct PolicyDecision: Sendable, Hashable {
+    /// The outcome.
+    public enum Outcome: Sendable, Hashable {
+        /// Allowed.
+        case allow
+        /// Allowed and marked for audit.
+        case audit
+        /// Refused by a rule or the default.
+        case deny
+        /// Allowed by policy but over a rate limit; retry after this many seconds.
+        case rateLimited(retryAfter: Double)
+
+        /// `allow`, `audit`, `deny` or `rate_limited`.
+        public var name: String {
+            switch self {
+            case .allow: "allow"
+            case .audit: "audit"
+            case .deny: "deny"
+            case .rateLimited: "rate_limited"
+            }
+        }
+
+        /// Whether the call may go on.
+        public var permits: Bool { self == .allow || self == .audit }
+    }
+
+    /// How one matching rule saw the call.
+    public struct RuleMatch: Sendable, Hashable {
+        /// The rule id.
+        public let rule: String
+        /// Its document.
+        public let document: String
+        /// The rule's action as written.
+        public let action: PolicyAction
+        /// What it did to this call (an allow rule whose constraints are violated denies).
+        public let effect: PolicyAction
+        /// Why.
+        public let reason: String
+        /// Argument values that made it decide.
+        public let findings: [ArgumentFinding]
+        /// Whether the rule asks for full arguments in the audit record.
+        public let logArguments: Bool
+    }
+
+    /// The outcome.
+    public let outcome: Outcome
+    /// The deciding rule's id, `default` when no rule matched, or the rate limit's id.
+    public let rule: String
+    /// The document of the deciding rule (or the tenant, for the default).
+    public let document: String
+    /// A sentence a person can read.
+    public let reason: String
+    /// Every rule that matched, in evaluation order.
+    public let matches: [RuleMatch]
+    /// Whether the audit record should carry the full arguments.
+    public let logArguments: Bool
+}

@@ -1,0 +1,202 @@
+import StrictJSON
+
+extension PolicyDocument {
+    static let documentKeys: Set<String> = ["name", "description", "default_action", "rules", "rate_limits"]
+    static let ruleKeys: Set<String> = [
+        "id", "description", "action", "tools", "agents", "arg_deny", "args", "methods", "resources", "prompts", "scopes",
+        "log_arguments",
+    ]
+    static let argumentKeys: Set<String> = ["deny", "allow", "path", "max_length", "type", "detectors", "required"]
+    static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
+    static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per"]
+    static let jsonTypes: Set<String> = ["string", "number", "boolean", "array", "object", "null"]
+
+    /// Parses one policy file. Unknown keys, unknown actions, malformed patterns and invalid regular expressions
+    /// are errors naming the file, the rule id and the field.
+    public static func parse(_ bytes: [UInt8], file: String, defaultName: String) throws(PolicyLoadError) -> PolicyDocument {
+        let root: JSONObjectReader
+        do {
+            root = try JSONObjectReader(try JSONParser.parse(bytes, limits: JSONLimits(maximumDepth: 32, maximumBytes: 16 * 1024 * 1024)))
+        } catch let error as JSONParseError {
+            throw PolicyLoadError(file: file, reason: "not valid JSON: \(error)")
+        } catch {
+            throw PolicyLoadError(file: file, reason: "\(error)")
+        }
+        do {
+            try root.requireOnlyKeys(documentKeys)
+            let name = try root.string("name") ?? defaultName
+            let defaultAction = try action(root, "default_action") ?? .deny
+            var rules: [PolicyRule] = []
+            var ids = Set<String>()
+            for reader in try root.objects("rules") ?? [] {
+                let rule = try parseRule(reader, document: name, file: file)
+                guard ids.insert(rule.id).inserted else {
+                    throw PolicyLoadError(file: file, rule: rule.id, field: reader.fieldPath("id"), reason: "duplicate rule id")
+                }
+                rules.append(rule)
+            }
+            var limits: [RateLimitRule] = []
+            for reader in try root.objects("rate_limits") ?? [] {
+                let limit = try parseRateLimit(reader, document: name, file: file)
+                guard ids.insert(limit.id).inserted else {
+                    throw PolicyLoadError(file: file, rule: limit.id, field: reader.fieldPath("id"), reason: "duplicate id")
+                }
+                limits.append(limit)
+            }
+            return PolicyDocument(
+                name: name, description: try root.string("description"), defaultAction: defaultAction, rules: rules,
+                rateLimits: limits, file: file)
+        } catch let error as PolicyLoadError {
+            throw error
+        } catch let error as JSONFieldError {
+            throw PolicyLoadError(file: file, field: error.path, reason: error.reason)
+        } catch {
+            throw PolicyLoadError(file: file, reason: "\(error)")
+        }
+    }
+
+    private static func action(_ reader: JSONObjectReader, _ key: String) throws -> PolicyAction? {
+        guard let text = try reader.string(key) else { return nil }
+        guard let action = PolicyAction(rawValue: text) else {
+            throw JSONFieldError(path: reader.fieldPath(key), reason: "unknown action '\(text)' (allow, deny or audit)")
+        }
+        return action
+    }
+
+    private static func patterns(_ reader: JSONObjectReader, _ key: String) throws -> [NamePattern] {
+        guard let texts = try reader.strings(key) else { return [] }
+        guard !texts.isEmpty else { throw JSONFieldError(path: reader.fieldPath(key), reason: "must not be empty (omit it to match everything)") }
+        return try texts.enumerated().map { position, text in
+            guard let pattern = NamePattern(text) else {
+                throw JSONFieldError(path: "\(reader.fieldPath(key))[\(position)]", reason: "malformed pattern '\(text)'")
+            }
+            return pattern
+        }
+    }
+
+    private static func parseRule(_ reader: JSONObjectReader, document: String, file: String) throws -> PolicyRule {
+        let id = try reader.string("id") ?? ""
+        func fail(_ field: String, _ reason: String) -> PolicyLoadError {
+            PolicyLoadError(file: file, rule: id.isEmpty ? reader.path : id, field: reader.fieldPath(field), reason: reason)
+        }
+        do {
+            try reader.requireOnlyKeys(ruleKeys)
+            guard !id.isEmpty else { throw fail("id", "every rule needs an id") }
+            guard let action = try action(reader, "action") else { throw fail("action", "is required (allow, deny or audit)") }
+            let tools = try patterns(reader, "tools")
+            let resources = try patterns(reader, "resources")
+            let prompts = try patterns(reader, "prompts")
+            var methods = try reader.strings("methods") ?? []
+            if methods.isEmpty {
+                guard !tools.isEmpty || !resources.isEmpty || !prompts.isEmpty else {
+                    throw fail("tools", "a rule names tools, resources, prompts or methods")
+                }
+                if !tools.isEmpty { methods.append("tools/call") }
+                if !resources.isEmpty { methods.append("resources/read") }
+                if !prompts.isEmpty { methods.append("prompts/get") }
+            }
+            for (list, method, key) in [(tools, "tools/call", "tools"), (resources, "resources/read", "resources"), (prompts, "prompts/get", "prompts")]
+            where !list.isEmpty && !methods.contains(method) {
+                throw fail(key, "'\(key)' needs '\(method)' among the rule's methods")
+            }
+            let scopes = try reader.strings("scopes") ?? []
+            if !scopes.isEmpty && action == .deny { throw fail("scopes", "scopes belong on allow or audit rules") }
+            var constraints: [ArgumentConstraint] = []
+            if let argDeny = try reader.object("arg_deny") {
+                for member in argDeny.object.members {
+                    var constraint = ArgumentConstraint(key: member.key == "*" ? "*" : ArgumentCanonicalizer.foldKey(member.key))
+                    switch member.value {
+                    case .string(let text) where !text.isEmpty: constraint.denyTokens = [text.lowercased()]
+                    case .array(let items) where !items.isEmpty && items.allSatisfy({ !($0.stringValue ?? "").isEmpty }):
+                        constraint.denyTokens = items.compactMap { $0.stringValue?.lowercased() }
+                    default: throw fail("arg_deny.\(member.key)", "must be a non-empty string or array of strings")
+                    }
+                    constraints.append(constraint)
+                }
+            }
+            if let args = try reader.object("args") {
+                for (key, argument) in try args.objectMembers() {
+                    constraints.append(try parseArgument(argument, key: key))
+                }
+            }
+            return PolicyRule(
+                id: id, description: try reader.string("description"), action: action, methods: methods, tools: tools,
+                resources: resources, prompts: prompts, agents: try patterns(reader, "agents"), scopes: scopes,
+                constraints: constraints, logArguments: try reader.bool("log_arguments") ?? false, document: document, file: file)
+        } catch let error as PolicyLoadError {
+            throw error
+        } catch let error as JSONFieldError {
+            throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: error.path, reason: error.reason)
+        } catch let error as RegexError {
+            throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: reader.fieldPath("args"), reason: "\(error)")
+        }
+    }
+
+    private static func parseArgument(_ reader: JSONObjectReader, key: String) throws -> ArgumentConstraint {
+        try reader.requireOnlyKeys(argumentKeys)
+        var constraint = ArgumentConstraint(key: key == "*" ? "*" : ArgumentCanonicalizer.foldKey(key))
+        func regexes(_ field: String) throws -> [LinearRegex] {
+            try (try reader.strings(field) ?? []).enumerated().map { position, text in
+                do {
+                    return try LinearRegex(text)
+                } catch {
+                    throw JSONFieldError(path: "\(reader.fieldPath(field))[\(position)]", reason: "\(error)")
+                }
+            }
+        }
+        constraint.denyPatterns = try regexes("deny")
+        constraint.allowPatterns = try regexes("allow")
+        if let path = try reader.object("path") {
+            try path.requireOnlyKeys(pathKeys)
+            constraint.path = .init(
+                allowedPrefixes: try path.strings("allowed_prefixes") ?? [], allowAbsolute: try path.bool("allow_absolute") ?? false,
+                allowTraversal: try path.bool("allow_traversal") ?? false)
+        }
+        if let length = try reader.int("max_length") {
+            guard length > 0 else { throw JSONFieldError(path: reader.fieldPath("max_length"), reason: "must be positive") }
+            constraint.maximumLength = length
+        }
+        if let type = try reader.string("type") {
+            guard jsonTypes.contains(type) else {
+                throw JSONFieldError(path: reader.fieldPath("type"), reason: "must be one of \(jsonTypes.sorted())")
+            }
+            guard key != "*" else { throw JSONFieldError(path: reader.fieldPath("type"), reason: "needs a named argument, not '*'") }
+            constraint.type = type
+        }
+        constraint.detectors = try (try reader.strings("detectors") ?? []).enumerated().map { position, name in
+            guard let detector = Detector(rawValue: name) else {
+                throw JSONFieldError(path: "\(reader.fieldPath("detectors"))[\(position)]",
+                                     reason: "unknown detector '\(name)' (\(Detector.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            return detector
+        }
+        constraint.required = try reader.bool("required") ?? false
+        if constraint.required && key == "*" {
+            throw JSONFieldError(path: reader.fieldPath("required"), reason: "needs a named argument, not '*'")
+        }
+        return constraint
+    }
+
+    private static func parseRateLimit(_ reader: JSONObjectReader, document: String, file: String) throws -> RateLimitRule {
+        let id = try reader.string("id") ?? ""
+        do {
+            try reader.requireOnlyKeys(rateLimitKeys)
+            guard !id.isEmpty else { throw JSONFieldError(path: reader.fieldPath("id"), reason: "every rate limit needs an id") }
+            guard let rate = try reader.double("rate_per_second"), rate > 0 else {
+                throw JSONFieldError(path: reader.fieldPath("rate_per_second"), reason: "is required and must be positive")
+            }
+            let burst = try reader.double("burst") ?? max(1, rate)
+            guard burst >= 1 else { throw JSONFieldError(path: reader.fieldPath("burst"), reason: "must be at least 1") }
+            let scopeText = try reader.string("per") ?? "agent+tool"
+            guard let scope = RateLimitRule.Scope(rawValue: scopeText) else {
+                throw JSONFieldError(path: reader.fieldPath("per"), reason: "must be tenant, agent, tool or agent+tool")
+            }
+            let tools = try patterns(reader, "tools")
+            return RateLimitRule(
+                id: id, methods: try reader.strings("methods") ?? ["tools/call"], tools: tools, agents: try patterns(reader, "agents"),
+                ratePerSecond: rate, burst: burst, scope: scope, document: document)
+        } catch let error as JSONFieldError {
+            throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: error.path, reason: error.reason)
+        }
+    }
+}

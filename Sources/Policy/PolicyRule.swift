@@ -1,0 +1,71 @@
+/// One rule of a policy document.
+public struct PolicyRule: Sendable {
+    /// The rule's id, unique within its document.
+    public let id: String
+    /// Free text for people.
+    public let description: String?
+    /// What the rule does when it applies.
+    public let action: PolicyAction
+    /// MCP methods the rule governs (`tools/call` when the document names only tools).
+    public let methods: [String]
+    /// Tool-name patterns (for `tools/call`); empty means every tool.
+    public let tools: [NamePattern]
+    /// Resource-URI patterns (for `resources/read`); empty means every resource.
+    public let resources: [NamePattern]
+    /// Prompt-name patterns (for `prompts/get`); empty means every prompt.
+    public let prompts: [NamePattern]
+    /// Agent-id patterns; empty means every agent.
+    public let agents: [NamePattern]
+    /// Token scopes an allow/audit rule requires (all of them).
+    public let scopes: [String]
+    /// Argument constraints (`arg_deny` and `args`).
+    public let constraints: [ArgumentConstraint]
+    /// Whether audit records of calls this rule decides carry the full arguments.
+    public let logArguments: Bool
+    /// The document the rule comes from.
+    public let document: String
+    /// The file it was loaded from.
+    public let file: String
+
+    /// The target patterns that apply to `method` (tools, resources or prompts).
+    func targets(for method: String) -> [NamePattern] {
+        switch method {
+        case "tools/call": tools
+        case "resources/read": resources
+        case "prompts/get": prompts
+        default: []
+        }
+    }
+}
+
+/// A token-bucket rate limit declared in a policy document.
+public struct RateLimitRule: Sendable, Hashable {
+    /// What a bucket is kept per.
+    public enum Scope: String, Sendable, Hashable, CaseIterable {
+        /// One bucket for the whole tenant.
+        case tenant
+        /// One bucket per agent.
+        case agent
+        /// One bucket per tool.
+        case tool
+        /// One bucket per agent and tool.
+        case agentTool = "agent+tool"
+    }
+
+    /// The limit's id, unique within its tenant.
+    public let id: String
+    /// Methods it counts (default `tools/call`).
+    public let methods: [String]
+    /// Tool patterns it counts; empty means every tool.
+    public let tools: [NamePattern]
+    /// Agent patterns it counts; empty means every agent.
+    public let agents: [NamePattern]
+    /// Tokens added per second.
+    public let ratePerSecond: Double
+    /// Bucket size: the burst allowed after a quiet period.
+    public let burst: Double
+    /// What a bucket is kept per.
+    public let scope: Scope
+    /// The document it comes from.
+    public let document: String
+}

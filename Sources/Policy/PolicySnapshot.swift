@@ -1,0 +1,97 @@
+import Foundation
+
+/// Every tenant's policy set at one moment; immutable, swapped whole on reload.
+public struct PolicySnapshot: Sendable {
+    /// Tenant id → its policy set (global documents included).
+    public let tenants: [String: TenantPolicySet]
+    /// The documents that apply to every tenant.
+    public let globalDocuments: [PolicyDocument]
+    /// Where it was loaded from.
+    public let directory: String
+
+    /// The name of the folder whose documents apply to every tenant.
+    public static let globalFolder = "_global"
+
+    /// A snapshot from tenant documents and global documents.
+    public init(tenantDocuments: [String: [PolicyDocument]], globalDocuments: [PolicyDocument], directory: String) {
+        self.globalDocuments = globalDocuments
+        self.directory = directory
+        self.tenants = Dictionary(uniqueKeysWithValues: tenantDocuments.map { tenant, documents in
+            (tenant, TenantPolicySet(tenant: tenant, documents: globalDocuments + documents))
+        })
+    }
+
+    /// The policy's answer for `request`. A tenant without a policy directory is denied (fail closed).
+    public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
+        guard let set = tenants[request.tenant] else {
+            return PolicyDecision(
+                outcome: .deny, rule: "no_policy", document: request.tenant,
+                reason: "tenant '\(request.tenant)' has no policy directory", matches: [], logArguments: false)
+        }
+        return set.evaluate(request)
+    }
+
+    /// Loads `directory/<tenant>/*.json` for every tenant folder and `directory/_global/*.json`. Every file is
+    /// parsed and validated; the first problem is thrown with its file, rule and field.
+    public static func load(directory: String) throws(PolicyLoadError) -> PolicySnapshot {
+        let manager = FileManager.default
+        var isDirectory: ObjCBool = false
+        guard manager.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw PolicyLoadError(file: directory, reason: "not a directory")
+        }
+        let entries: [String]
+        do {
+            entries = try manager.contentsOfDirectory(atPath: directory).sorted()
+        } catch {
+            throw PolicyLoadError(file: directory, reason: "cannot list: \(error.localizedDescription)")
+        }
+        var tenants: [String: [PolicyDocument]] = [:]
+        var global: [PolicyDocument] = []
+        for entry in entries where !entry.hasPrefix(".") {
+            let path = directory + "/" + entry
+            guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
+            guard isDirectory.boolValue else {
+                throw PolicyLoadError(
+                    file: path, reason: "policy files live in tenant folders (policies/<tenant>/*.json) or \(globalFolder)/")
+            }
+            guard entry == globalFolder || isValidTenant(entry) else {
+                throw PolicyLoadError(file: path, reason: "folder name is not a valid tenant id")
+            }
+            let documents = try loadFolder(path)
+            if entry == globalFolder { global = documents } else { tenants[entry] = documents }
+        }
+        guard !tenants.isEmpty else { throw PolicyLoadError(file: directory, reason: "no tenant folders (policies/<tenant>/*.json)") }
+        return PolicySnapshot(tenantDocuments: tenants, globalDocuments: global, directory: directory)
+    }
+
+    private static func loadFolder(_ path: String) throws(PolicyLoadError) -> [PolicyDocument] {
+        let files: [String]
+        do {
+            files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") }.sorted()
+        } catch {
+            throw PolicyLoadError(file: path, reason: "cannot list: \(error.localizedDescription)")
+        }
+        guard !files.isEmpty else { throw PolicyLoadError(file: path, reason: "no *.json policy documents") }
+        var documents: [PolicyDocument] = []
+        var names: [String: String] = [:]
+        for file in files {
+            let full = path + "/" + file
+            guard let data = FileManager.default.contents(atPath: full) else {
+                throw PolicyLoadError(file: full, reason: "cannot read")
+            }
+            let document = try PolicyDocument.parse(Array(data), file: full, defaultName: String(file.dropLast(5)))
+            if let other = names[document.name] {
+                throw PolicyLoadError(file: full, reason: "document name '\(document.name)' is also used by \(other)")
+            }
+            names[document.name] = full
+            documents.append(document)
+        }
+        return documents
+    }
+
+    private static func isValidTenant(_ name: String) -> Bool {
+        !name.isEmpty && name.count <= 128 && name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:@".unicodeScalars.contains($0)
+        }
+    }
+}

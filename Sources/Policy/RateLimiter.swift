@@ -1,0 +1,114 @@
+import Synchronization
+
+/// Token-bucket rate limiting for every tenant, exact under concurrent use and bounded in memory.
+///
+/// Buckets are kept per (tenant, limit, agent and/or tool) as each limit's `per` says. A call that several limits
+/// count takes a token from each of them or from none (all-or-nothing, under one lock per tenant shard).
+///
+/// Memory: at most `maximumBuckets` buckets in all. When a shard is full, buckets that have refilled completely
+/// are forgotten first — a full bucket is indistinguishable from a new one, so this never loosens a limit. If the
+/// shard is still full, a new key shares one overflow bucket per limit: inventing agent names then yields one
+/// extra bucket's worth of calls in total, not one per name.
+public final class RateLimiter: Sendable {
+    struct BucketKey: Hashable, Sendable {
+        let tenant: String
+        let limit: String
+        let agent: String
+        let tool: String
+    }
+
+    /// A bucket with the rate and burst it refills by, so that a sweep can tell exactly whether it is full.
+    struct Entry: Sendable {
+        var bucket: TokenBucket
+        let rate: Double
+        let burst: Double
+    }
+
+    struct Shard: Sendable {
+        var entries: [BucketKey: Entry] = [:]
+        var lastSweep: Double = -.infinity
+    }
+
+    /// One lock-protected part of the bucket table (tenants are spread over shards by hash).
+    final class ShardBox: Sendable {
+        let state = Mutex(Shard())
+    }
+
+    private let shards: [ShardBox]
+    private let bucketsPerShard: Int
+    /// Key used for the shared overflow bucket of a limit.
+    static let overflowKey = "\u{0}overflow"
+
+    /// A limiter holding at most `maximumBuckets` buckets.
+    public init(maximumBuckets: Int = 100_000, shardCount: Int = 16) {
+        shards = (0..<max(1, shardCount)).map { _ in ShardBox() }
+        bucketsPerShard = max(1, maximumBuckets / max(1, shardCount))
+    }
+
+    /// How many buckets exist now.
+    public var bucketCount: Int { shards.reduce(0) { $0 + $1.state.withLock { $0.entries.count } } }
+
+    /// Consults every limit of `limits` that counts this call; takes a token from each, or from none.
+    /// Returns nil when the call may go on, or the refusing limit and the seconds until a retry can succeed.
+    public func consume(
+        tenant: String, agent: String, method: String, tool: String?, limits: [RateLimitRule], now: Double
+    ) -> (limit: RateLimitRule, retryAfter: Double)? {
+        let applicable = limits.filter { limit in
+            limit.methods.contains(method)
+                && (limit.tools.isEmpty || tool.map { name in limit.tools.contains { $0.matches(name) } } ?? false)
+                && (limit.agents.isEmpty || limit.agents.contains { $0.matches(agent) })
+        }
+        guard !applicable.isEmpty else { return nil }
+        let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
+        return box.state.withLock { shard -> (limit: RateLimitRule, retryAfter: Double)? in
+            var keys: [BucketKey] = []
+            for limit in applicable {
+                var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
+                if shard.entries[key] == nil && shard.entries.count >= bucketsPerShard {
+                    Self.sweep(&shard, now: now)
+                    if shard.entries.count >= bucketsPerShard {
+                        key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                    }
+                }
+                // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
+                var entry = shard.entries[key] ?? Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+                if entry.rate != limit.ratePerSecond || entry.burst != limit.burst {
+                    entry = Entry(bucket: entry.bucket, rate: limit.ratePerSecond, burst: limit.burst)
+                }
+                entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
+                shard.entries[key] = entry
+                keys.append(key)
+            }
+            // All-or-nothing: refuse with the longest wait among empty buckets.
+            var refusal: (limit: RateLimitRule, retryAfter: Double)?
+            for (limit, key) in zip(applicable, keys) where !(shard.entries[key]!.bucket.hasToken) {
+                let wait = shard.entries[key]!.bucket.secondsUntilToken(rate: limit.ratePerSecond)
+                if refusal == nil || wait > refusal!.retryAfter { refusal = (limit, wait) }
+            }
+            if refusal != nil { return refusal }
+            for key in keys { shard.entries[key]!.bucket.take() }
+            return nil
+        }
+    }
+
+    /// Forgets buckets that have refilled completely (lossless: a full bucket equals a new one). O(buckets), so
+    /// it runs at most once per second per shard; new keys cannot make every call pay for a sweep.
+    private static func sweep(_ shard: inout Shard, now: Double) {
+        guard now - shard.lastSweep >= 1 else { return }
+        shard.lastSweep = now
+        shard.entries = shard.entries.filter { _, entry in
+            var refilled = entry.bucket
+            refilled.refill(rate: entry.rate, burst: entry.burst, now: now)
+            return !refilled.isFull(burst: entry.burst)
+        }
+    }
+
+    static func key(tenant: String, agent: String, tool: String, limit: RateLimitRule) -> BucketKey {
+        switch limit.scope {
+        case .tenant: BucketKey(tenant: tenant, limit: limit.id, agent: "", tool: "")
+        case .agent: BucketKey(tenant: tenant, limit: limit.id, agent: agent, tool: "")
+        case .tool: BucketKey(tenant: tenant, limit: limit.id, agent: "", tool: tool)
+        case .agentTool: BucketKey(tenant: tenant, limit: limit.id, agent: agent, tool: tool)
+        }
+    }
+}

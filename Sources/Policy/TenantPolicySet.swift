@@ -1,0 +1,159 @@
+import StrictJSON
+
+/// All the policy documents that apply to one tenant (its own and the global ones), indexed for evaluation.
+///
+/// Deny overrides across every document: any matching deny wins, then any audit, then any allow, else the most
+/// restrictive default of all the documents. Rules are indexed by exact tool name and by literal prefix, so a
+/// decision looks only at rules that can match the tool.
+public struct TenantPolicySet: Sendable {
+    /// The tenant.
+    public let tenant: String
+    /// The documents, global ones first, then the tenant's in file-name order.
+    public let documents: [PolicyDocument]
+    /// The most restrictive default of the documents.
+    public let defaultAction: PolicyAction
+    /// Every rule in evaluation order.
+    let rules: [PolicyRule]
+    /// Every rate limit.
+    public let rateLimits: [RateLimitRule]
+
+    private let exactTools: [String: [Int]]
+    private let prefixTools: [String: [Int]]
+    private let prefixLengths: [Int]
+    private let anyTool: [Int]
+    private let byMethod: [String: [Int]]
+
+    /// Indexes `documents` for `tenant`.
+    public init(tenant: String, documents: [PolicyDocument]) {
+        self.tenant = tenant
+        self.documents = documents
+        self.defaultAction = documents.map(\.defaultAction).max() ?? .deny
+        let rules = documents.flatMap(\.rules)
+        self.rules = rules
+        self.rateLimits = documents.flatMap(\.rateLimits)
+        var exact: [String: [Int]] = [:], prefix: [String: [Int]] = [:], any: [Int] = [], methods: [String: [Int]] = [:]
+        for (index, rule) in rules.enumerated() {
+            for method in rule.methods where method != "tools/call" { methods[method, default: []].append(index) }
+            guard rule.methods.contains("tools/call") else { continue }
+            if rule.tools.isEmpty { any.append(index) }
+            for pattern in rule.tools {
+                if pattern.isExact {
+                    exact[pattern.literalPrefix, default: []].append(index)
+                } else if pattern.literalPrefix.isEmpty {
+                    any.append(index)
+                } else {
+                    prefix[pattern.literalPrefix, default: []].append(index)
+                }
+            }
+        }
+        self.exactTools = exact.mapValues { Array(Set($0)).sorted() }
+        self.prefixTools = prefix.mapValues { Array(Set($0)).sorted() }
+        self.prefixLengths = Set(prefix.keys.map(\.count)).sorted()
+        self.anyTool = Array(Set(any)).sorted()
+        self.byMethod = methods
+    }
+
+    /// How many rules the tenant has (its own and global).
+    public var ruleCount: Int { rules.count }
+
+    /// The ids of the rules an evaluation of `request` looks at (the index's candidates), for `policy explain`.
+    public func candidateRules(for request: PolicyRequest) -> [String] {
+        candidates(for: request).map { rules[$0].id }
+    }
+
+    /// Indices of rules that may apply to `request`, in evaluation order.
+    func candidates(for request: PolicyRequest) -> [Int] {
+        guard request.method == "tools/call" else { return byMethod[request.method] ?? [] }
+        guard let tool = request.target else { return anyTool }
+        var found = anyTool
+        if let exact = exactTools[tool] { found += exact }
+        for length in prefixLengths {
+            guard length < tool.count else { break }
+            if let rules = prefixTools[String(tool.prefix(length))] { found += rules }
+        }
+        return Array(Set(found)).sorted()
+    }
+
+    /// The policy's answer for `request` (rate limits are not consulted here).
+    public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
+        var matches: [PolicyDecision.RuleMatch] = []
+        var leaves: [ArgumentValue]?? = .none
+        var topLevel: [String: [String]] = [:]
+        func arguments() -> [ArgumentValue]? {
+            if case .some(let computed) = leaves { return computed }
+            let computed = ArgumentCanonicalizer.leaves(of: request.arguments)
+            leaves = .some(computed)
+            if case .object(let object) = request.arguments {
+                for member in object.members {
+                    topLevel[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)
+                }
+            }
+            return computed
+        }
+        for index in candidates(for: request) {
+            let rule = rules[index]
+            guard applies(rule, to: request) else { continue }
+            // Keep going after a match: every matching rule is reported, and a later deny still wins.
+            if let match = effect(of: rule, on: request, leaves: arguments(), topLevel: topLevel) {
+                matches.append(match)
+            }
+        }
+        let logArguments = matches.contains(where: \.logArguments)
+        for wanted in [PolicyAction.deny, .audit, .allow] {
+            if let deciding = matches.first(where: { $0.effect == wanted }) {
+                let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
+                return PolicyDecision(
+                    outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
+                    matches: matches, logArguments: logArguments)
+            }
+        }
+        let outcome: PolicyDecision.Outcome = defaultAction == .deny ? .deny : defaultAction == .audit ? .audit : .allow
+        let what = request.target.map { "\(request.method) \($0)" } ?? request.method
+        return PolicyDecision(
+            outcome: outcome, rule: "default", document: tenant,
+            reason: "no rule matches \(what) for agent \(request.agent); the default is \(defaultAction.rawValue)",
+            matches: matches, logArguments: false)
+    }
+
+    private func applies(_ rule: PolicyRule, to request: PolicyRequest) -> Bool {
+        guard rule.methods.contains(request.method) else { return false }
+        let targets = rule.targets(for: request.method)
+        if !targets.isEmpty {
+            guard let target = request.target, targets.contains(where: { $0.matches(target) }) else { return false }
+        }
+        if !rule.agents.isEmpty && !rule.agents.contains(where: { $0.matches(request.agent) }) { return false }
+        return true
+    }
+
+    /// What a matching rule does to the call; nil for a deny rule whose argument conditions are not met (it does
+    /// not apply). An allow/audit rule whose required scopes or argument constraints are not met denies.
+    private func effect(
+        of rule: PolicyRule, on request: PolicyRequest, leaves: [ArgumentValue]?, topLevel: [String: [String]]
+    ) -> PolicyDecision.RuleMatch? {
+        func match(_ effect: PolicyAction, _ reason: String, _ findings: [ArgumentFinding] = []) -> PolicyDecision.RuleMatch {
+            PolicyDecision.RuleMatch(
+                rule: rule.id, document: rule.document, action: rule.action, effect: effect, reason: reason, findings: findings,
+                logArguments: rule.logArguments)
+        }
+        if rule.action != .deny {
+            let missing = rule.scopes.filter { !request.scopes.contains($0) }
+            if !missing.isEmpty {
+                return match(.deny, "rule \(rule.id) requires scope \(missing.joined(separator: " "))")
+            }
+        }
+        guard !rule.constraints.isEmpty else {
+            return match(rule.action, rule.description.map { "rule \(rule.id): \($0)" } ?? "rule \(rule.id) \(rule.action.rawValue)s \(request.target ?? request.method)")
+        }
+        guard let leaves else {
+            return match(.deny, "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined")
+        }
+        let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
+        if findings.isEmpty {
+            return rule.action == .deny
+                ? nil
+                : match(rule.action, "rule \(rule.id) \(rule.action.rawValue)s \(request.target ?? request.method); arguments satisfy its constraints")
+        }
+        let first = findings[0]
+        return match(.deny, "rule \(rule.id): argument \(first.location) \(first.problem)", findings)
+    }
+}

