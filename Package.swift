@@ -71,7 +71,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "mcpgw-bench",
-            dependencies: ["Identity"],
+            dependencies: ["Identity", "Policy", "StrictJSON"],
             swiftSettings: strictSettings
         ),
         .target(

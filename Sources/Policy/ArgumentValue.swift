@@ -73,11 +73,17 @@ public enum ArgumentCanonicalizer {
 
     /// A key as rules compare it: NFKC-normalised and lower-cased.
     public static func foldKey(_ key: String) -> String {
-        key.precomposedStringWithCompatibilityMapping.lowercased()
+        isPlainASCII(key) ? key.lowercased() : key.precomposedStringWithCompatibilityMapping.lowercased()
+    }
+
+    /// ASCII without `%` or `\\`: NFKC and percent-decoding leave it unchanged, so it has a single form.
+    static func isPlainASCII(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 < 0x80 && $0 != UInt8(ascii: "%") && $0 != UInt8(ascii: "\\") }
     }
 
     /// raw → percent-decoded and NFKC-normalised until stable → backslashes folded; every distinct step kept.
     static func forms(of raw: String) -> [String] {
+        if isPlainASCII(raw) { return [raw] }
         var forms = [raw]
         var current = raw
         for _ in 0..<maximumRounds {

@@ -25,7 +25,7 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
         case .sqlInjection:
             return Self.sqlPatterns.first { $0.matches(text) }.map { "SQL injection pattern /\($0.pattern)/" }
         case .shellMetacharacters:
-            return Self.shellPattern.matches(text) ? "shell metacharacter" : nil
+            return Self.shellMetacharacter(in: text).map { "shell metacharacter '\($0)'" }
         }
     }
 
@@ -39,5 +39,23 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
         #"(?i)xp_cmdshell|into\s+(out|dump)file\s"#,
     ].map { try! LinearRegex($0) }
 
-    private static let shellPattern = try! LinearRegex(#"[;|&`<>\n\r\0]|\$[({A-Za-z_]"#)
+    /// The first shell metacharacter in `text`, escaped for display: one of ``; | & ` < >``, newline, CR, NUL, or
+    /// `$` followed by `(`, `{`, a letter or `_`. A direct scan: this detector often covers every argument.
+    private static func shellMetacharacter(in text: String) -> String? {
+        var previousWasDollar = false
+        for scalar in text.unicodeScalars {
+            if previousWasDollar && (scalar == "(" || scalar == "{" || scalar == "_" || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)) {
+                return "$" + String(scalar)
+            }
+            switch scalar {
+            case ";", "|", "&", "`", "<", ">": return String(scalar)
+            case "\n": return "\\n"
+            case "\r": return "\\r"
+            case "\u{0}": return "\\0"
+            default: break
+            }
+            previousWasDollar = scalar == "$"
+        }
+        return nil
+    }
 }

@@ -14,7 +14,7 @@ public struct NamePattern: Sendable, Hashable, CustomStringConvertible {
     /// The literal text before the first wildcard (all of it for an exact pattern), for indexing.
     public let literalPrefix: String
     /// Whether the pattern has no wildcard.
-    public var isExact: Bool { literalPrefix.unicodeScalars.count == tokens.count }
+    public let isExact: Bool
 
     /// Parses `text`. Nil for an empty pattern. `\*`, `\?` and `\\` match the character itself.
     public init?(_ text: String) {
@@ -36,17 +36,20 @@ public struct NamePattern: Sendable, Hashable, CustomStringConvertible {
         }
         guard !escaped else { return nil }
         self.text = text
-        self.tokens = tokens
         var prefix = String.UnicodeScalarView()
         for token in tokens {
             guard case .literal(let scalar) = token else { break }
             prefix.append(scalar)
         }
         self.literalPrefix = String(prefix)
+        // Exact patterns (the common case) compare by string equality and keep no tokens.
+        self.tokens = prefix.count == tokens.count ? [] : tokens
+        self.isExact = prefix.count == tokens.count
     }
 
     /// Whether `name` matches. Linear in `name.count × pattern length` at worst; no backtracking blow-up.
     public func matches(_ name: String) -> Bool {
+        if isExact { return name == literalPrefix }
         let input = Array(name.unicodeScalars)
         // Classic two-pointer glob matching with a single backtrack point for the last `*`.
         var i = 0, p = 0

@@ -7,6 +7,15 @@ public enum PolicyAction: String, Sendable, Hashable, CaseIterable, Comparable {
     /// Refuse the call.
     case deny
 
+    /// The verb for sentences: `allows`, `audits`, `denies`.
+    public var verb: String {
+        switch self {
+        case .allow: "allows"
+        case .audit: "audits"
+        case .deny: "denies"
+        }
+    }
+
     /// Restrictiveness order: allow < audit < deny.
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rank < rhs.rank }
 

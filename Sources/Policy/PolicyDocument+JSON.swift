@@ -9,6 +9,7 @@ extension PolicyDocument {
     static let argumentKeys: Set<String> = ["deny", "allow", "path", "max_length", "type", "detectors", "required"]
     static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
     static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per"]
+    static let toolsCallOnly = ["tools/call"]
     static let jsonTypes: Set<String> = ["string", "number", "boolean", "array", "object", "null"]
 
     /// Parses one policy file. Unknown keys, unknown actions, malformed patterns and invalid regular expressions
@@ -119,6 +120,7 @@ extension PolicyDocument {
                     constraints.append(try parseArgument(argument, key: key))
                 }
             }
+            if methods == toolsCallOnly { methods = toolsCallOnly }  // share one array among the many tool-only rules
             return PolicyRule(
                 id: id, description: try reader.string("description"), action: action, methods: methods, tools: tools,
                 resources: resources, prompts: prompts, agents: try patterns(reader, "agents"), scopes: scopes,

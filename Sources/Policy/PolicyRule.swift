@@ -68,4 +68,19 @@ public struct RateLimitRule: Sendable, Hashable {
     public let scope: Scope
     /// The document it comes from.
     public let document: String
+
+    /// A limit from its parts.
+    public init(
+        id: String, methods: [String], tools: [NamePattern], agents: [NamePattern], ratePerSecond: Double, burst: Double,
+        scope: Scope, document: String
+    ) {
+        self.id = id
+        self.methods = methods
+        self.tools = tools
+        self.agents = agents
+        self.ratePerSecond = ratePerSecond
+        self.burst = burst
+        self.scope = scope
+        self.document = document
+    }
 }

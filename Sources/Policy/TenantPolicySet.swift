@@ -77,24 +77,12 @@ public struct TenantPolicySet: Sendable {
     /// The policy's answer for `request` (rate limits are not consulted here).
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
         var matches: [PolicyDecision.RuleMatch] = []
-        var leaves: [ArgumentValue]?? = .none
-        var topLevel: [String: [String]] = [:]
-        func arguments() -> [ArgumentValue]? {
-            if case .some(let computed) = leaves { return computed }
-            let computed = ArgumentCanonicalizer.leaves(of: request.arguments)
-            leaves = .some(computed)
-            if case .object(let object) = request.arguments {
-                for member in object.members {
-                    topLevel[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)
-                }
-            }
-            return computed
-        }
+        var arguments = LazyArguments(request.arguments)
         for index in candidates(for: request) {
             let rule = rules[index]
             guard applies(rule, to: request) else { continue }
             // Keep going after a match: every matching rule is reported, and a later deny still wins.
-            if let match = effect(of: rule, on: request, leaves: arguments(), topLevel: topLevel) {
+            if let match = effect(of: rule, on: request, arguments: &arguments) {
                 matches.append(match)
             }
         }
@@ -128,7 +116,7 @@ public struct TenantPolicySet: Sendable {
     /// What a matching rule does to the call; nil for a deny rule whose argument conditions are not met (it does
     /// not apply). An allow/audit rule whose required scopes or argument constraints are not met denies.
     private func effect(
-        of rule: PolicyRule, on request: PolicyRequest, leaves: [ArgumentValue]?, topLevel: [String: [String]]
+        of rule: PolicyRule, on request: PolicyRequest, arguments: inout LazyArguments
     ) -> PolicyDecision.RuleMatch? {
         func match(_ effect: PolicyAction, _ reason: String, _ findings: [ArgumentFinding] = []) -> PolicyDecision.RuleMatch {
             PolicyDecision.RuleMatch(
@@ -142,18 +130,56 @@ public struct TenantPolicySet: Sendable {
             }
         }
         guard !rule.constraints.isEmpty else {
-            return match(rule.action, rule.description.map { "rule \(rule.id): \($0)" } ?? "rule \(rule.id) \(rule.action.rawValue)s \(request.target ?? request.method)")
+            return match(rule.action, rule.description.map { "rule \(rule.id): \($0)" } ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
         }
-        guard let leaves else {
+        guard let leaves = arguments.leaves else {
             return match(.deny, "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined")
         }
+        let topLevel = arguments.topLevelTypes
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
         if findings.isEmpty {
             return rule.action == .deny
                 ? nil
-                : match(rule.action, "rule \(rule.id) \(rule.action.rawValue)s \(request.target ?? request.method); arguments satisfy its constraints")
+                : match(rule.action, "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method); arguments satisfy its constraints")
         }
         let first = findings[0]
         return match(.deny, "rule \(rule.id): argument \(first.location) \(first.problem)", findings)
+    }
+}
+
+/// A call's arguments, canonicalised on first use only (most rules have no argument constraints).
+struct LazyArguments {
+    private let arguments: JSONValue?
+    private var computed = false
+    private var cachedLeaves: [ArgumentValue]?
+    private var cachedTypes: [String: [String]] = [:]
+
+    init(_ arguments: JSONValue?) { self.arguments = arguments }
+
+    /// All leaves, canonicalised; nil when there are too many to examine.
+    var leaves: [ArgumentValue]? {
+        mutating get {
+            compute()
+            return cachedLeaves
+        }
+    }
+
+    /// Folded top-level key → JSON types of the arguments with that key (several when keys differ only in case).
+    var topLevelTypes: [String: [String]] {
+        mutating get {
+            compute()
+            return cachedTypes
+        }
+    }
+
+    private mutating func compute() {
+        guard !computed else { return }
+        computed = true
+        cachedLeaves = ArgumentCanonicalizer.leaves(of: arguments)
+        if case .object(let object) = arguments {
+            for member in object.members {
+                cachedTypes[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)
+            }
+        }
     }
 }

@@ -1,0 +1,104 @@
+import Foundation
+import Policy
+import StrictJSON
+import Testing
+
+@Suite("Policy loading, validation and reload")
+struct PolicyLoadingTests {
+    @Test("mistakes are load errors naming the file, the rule and the field", arguments: [
+        (#"{"rules":[{"id":"R1","action":"allow","tools":["x"],"tool":["y"]}]}"#, "rule R1: rules[0].tool: unknown key"),
+        (#"{"rules":[{"id":"R1","action":"permit","tools":["x"]}]}"#, "rule R1: rules[0].action: unknown action 'permit'"),
+        (#"{"rules":[{"id":"R1","action":"allow","tools":["x\\"]}]}"#, "rule R1: rules[0].tools[0]: malformed pattern"),
+        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["(a"]}}}]}"#, "rule R1: rules[0].args.p.deny[0]: invalid regular expression"),
+        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"detectors":["xss"]}}}]}"#, "unknown detector 'xss'"),
+        (#"{"rules":[{"id":"R1","action":"allow","tools":["x"]},{"id":"R1","action":"deny","tools":["y"]}]}"#, "rule R1: rules[1].id: duplicate rule id"),
+        (#"{"rules":[{"action":"allow","tools":["x"]}]}"#, "every rule needs an id"),
+        (#"{"rules":[{"id":"R1","action":"allow"}]}"#, "a rule names tools, resources, prompts or methods"),
+        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"scopes":["s"]}]}"#, "scopes belong on allow or audit rules"),
+        (#"{"default_action":"maybe"}"#, "default_action: unknown action"),
+        (#"{"rate_limits":[{"id":"L","rate_per_second":0}]}"#, "rate_per_second: is required and must be positive"),
+        (#"{"rules":[],"rules":[]}"#, "duplicate key"),
+        (#"{"rules":[{"id":"R1","action":"allow","tools":[]}]}"#, "must not be empty"),
+    ])
+    func loadErrors(json: String, expected: String) {
+        #expect {
+            try PolicyDocument.parse(Array(json.utf8), file: "policies/acme/p.json", defaultName: "p")
+        } throws: { error in
+            let text = "\(error)"
+            return text.hasPrefix("policies/acme/p.json") && text.contains(expected)
+        }
+    }
+
+    func temporaryPolicies(_ files: [String: String]) throws -> String {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-policies-\(UUID())").path
+        for (path, content) in files {
+            let full = root + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try content.write(toFile: full, atomically: true, encoding: .utf8)
+        }
+        return root
+    }
+
+    @Test("reload swaps in a valid snapshot; an invalid one is refused and the old one keeps serving")
+    func reload() throws {
+        let root = try temporaryPolicies(["acme/p.json": #"{"rules":[{"id":"A","action":"allow","tools":["x"]}]}"#])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let engine = try PolicyEngine(directory: root)
+        let call = try PolicyFixtures.call("x")
+        #expect(engine.decide(call, now: 0).outcome == .allow)
+        try #"{"rules":[{"id":"A","action":"deny","tools":["x"]}]}"#.write(toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
+        try engine.reload()
+        #expect(engine.decide(call, now: 0).outcome == .deny)
+        try #"{"rules":[{"id":"A","action":"allow","tools":["x"],"typo":1}]}"#.write(toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
+        #expect(throws: PolicyLoadError.self) { try engine.reload() }
+        #expect(engine.decide(call, now: 0).outcome == .deny)
+    }
+
+    @Test("directory layout errors: stray files, bad tenant names, empty tenants, no tenants")
+    func layout() throws {
+        for (files, expected) in [
+            (["p.json": "{}"], "policy files live in tenant folders"),
+            (["bad tenant/p.json": "{}"], "not a valid tenant id"),
+            (["acme/readme.txt": "x"], "no *.json policy documents"),
+            (["_global/p.json": "{}"], "no tenant folders"),
+            (["acme/a.json": #"{"name":"same"}"#, "acme/b.json": #"{"name":"same"}"#], "also used by"),
+        ] {
+            let root = try temporaryPolicies(files)
+            defer { try? FileManager.default.removeItem(atPath: root) }
+            #expect { try PolicySnapshot.load(directory: root) } throws: { "\($0)".contains(expected) }
+        }
+    }
+
+    @Test("random JSON arguments never crash the evaluator, and evaluation is deterministic (bounded fuzz)")
+    func fuzz() throws {
+        let snapshot = try PolicyFixtures.shipped()
+        var generator = SystemRandomNumberGenerator()
+        let atoms = ["..", "/", "\\", "%2e", "%25", "．", "'", ";", "$(", "|", "path", "PATH", "sql", "\u{0}", "select ", " or ",
+                     "=", "a", "é", "\u{FF0F}", "-----BEGIN PRIVATE KEY-----", "%c0%af", "~", "C:"]
+        func randomString() -> String { (0..<Int.random(in: 0..<8, using: &generator)).map { _ in atoms.randomElement(using: &generator)! }.joined() }
+        func randomValue(_ depth: Int) -> JSONValue {
+            switch Int.random(in: 0..<(depth > 3 ? 3 : 6), using: &generator) {
+            case 0: return .string(randomString())
+            case 1: return .number(JSONNumber(Int64.random(in: -5...5, using: &generator)))
+            case 2: return .bool(Bool.random(using: &generator))
+            case 3: return .array((0..<Int.random(in: 0..<4, using: &generator)).map { _ in randomValue(depth + 1) })
+            default:
+                var seen = Set<String>()
+                let members = (0..<Int.random(in: 0..<4, using: &generator)).compactMap { _ -> JSONObject.Member? in
+                    let key = randomString()
+                    guard seen.insert(key).inserted else { return nil }
+                    return JSONObject.Member(key: key, value: randomValue(depth + 1))
+                }
+                return .object(JSONObject(members))
+            }
+        }
+        let tools = ["read_file", "write_file", "query_db", "exec_sql", "convert_document", "x", "search_a"]
+        for _ in 0..<2_000 {
+            let request = PolicyRequest(
+                tenant: ["acme", "globex"].randomElement(using: &generator)!, agent: "bot1", scopes: ["tools:read"],
+                target: tools.randomElement(using: &generator)!, arguments: randomValue(0))
+            let first = snapshot.evaluate(request)
+            #expect(snapshot.evaluate(request) == first)
+        }
+    }
+}

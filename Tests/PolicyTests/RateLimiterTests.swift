@@ -1,0 +1,110 @@
+import Dispatch
+import Policy
+import Synchronization
+import Testing
+
+@Suite("Token-bucket rate limiter")
+struct RateLimiterTests {
+    static func limit(_ id: String = "L", rate: Double = 1, burst: Double = 3, per: RateLimitRule.Scope = .agentTool, tools: [String] = []) -> RateLimitRule {
+        RateLimitRule(id: id, methods: ["tools/call"], tools: tools.compactMap(NamePattern.init), agents: [], ratePerSecond: rate,
+                      burst: burst, scope: per, document: "test")
+    }
+
+    func take(_ limiter: RateLimiter, _ limits: [RateLimitRule], agent: String = "a", tool: String = "t", at now: Double) -> Double? {
+        limiter.consume(tenant: "acme", agent: agent, method: "tools/call", tool: tool, limits: limits, now: now)?.retryAfter
+    }
+
+    @Test("burst, then refusal with a retry time, then refill at the rate")
+    func burstAndRefill() {
+        let limiter = RateLimiter()
+        let limits = [Self.limit(rate: 2, burst: 3)]
+        for _ in 0..<3 { #expect(take(limiter, limits, at: 100) == nil) }
+        let retry = take(limiter, limits, at: 100)
+        #expect(retry == 0.5)
+        #expect(take(limiter, limits, at: 100.25) != nil)
+        #expect(take(limiter, limits, at: 100.5) == nil)
+        // After a long pause the bucket holds `burst` again, not more.
+        for _ in 0..<3 { #expect(take(limiter, limits, at: 1000) == nil) }
+        #expect(take(limiter, limits, at: 1000) != nil)
+    }
+
+    @Test("keys are isolated per agent, per tool, per tenant as configured")
+    func isolation() {
+        let limiter = RateLimiter()
+        let perAgentTool = [Self.limit(burst: 1)]
+        #expect(take(limiter, perAgentTool, agent: "a", tool: "x", at: 0) == nil)
+        #expect(take(limiter, perAgentTool, agent: "a", tool: "x", at: 0) != nil)
+        #expect(take(limiter, perAgentTool, agent: "b", tool: "x", at: 0) == nil)
+        #expect(take(limiter, perAgentTool, agent: "a", tool: "y", at: 0) == nil)
+        let perTenant = [Self.limit("T", burst: 1, per: .tenant)]
+        #expect(take(limiter, perTenant, agent: "a", at: 0) == nil)
+        #expect(take(limiter, perTenant, agent: "b", at: 0) != nil)
+        #expect(limiter.consume(tenant: "globex", agent: "a", method: "tools/call", tool: "t", limits: perTenant, now: 0) == nil)
+    }
+
+    @Test("several limits: all-or-nothing")
+    func allOrNothing() {
+        let limiter = RateLimiter()
+        let limits = [Self.limit("wide", burst: 10, per: .tenant), Self.limit("narrow", burst: 1, per: .agent)]
+        #expect(take(limiter, limits, at: 0) == nil)
+        #expect(take(limiter, limits, at: 0) != nil)
+        // The refused call took nothing from the wide bucket: 8 more calls by other agents fit in it, not 7.
+        for index in 0..<9 { #expect(take(limiter, limits, agent: "other\(index)", at: 0) == nil, "\(index)") }
+        #expect(take(limiter, limits, agent: "last", at: 0) != nil)
+    }
+
+    @Test("limits apply only to the tools and methods they name")
+    func selection() {
+        let limiter = RateLimiter()
+        let limits = [Self.limit(burst: 1, tools: ["write_*"])]
+        #expect(take(limiter, limits, tool: "read_file", at: 0) == nil)
+        #expect(take(limiter, limits, tool: "read_file", at: 0) == nil)
+        #expect(take(limiter, limits, tool: "write_file", at: 0) == nil)
+        #expect(take(limiter, limits, tool: "write_file", at: 0) != nil)
+    }
+
+    @Test("memory is bounded: full buckets are forgotten, and at the cap invented names share one overflow bucket")
+    func bounded() {
+        let limiter = RateLimiter(maximumBuckets: 16, shardCount: 1)
+        let limits = [Self.limit(rate: 1, burst: 2, per: .agent)]
+        for index in 0..<16 { #expect(take(limiter, limits, agent: "agent\(index)", at: 0) == nil) }
+        #expect(limiter.bucketCount == 16)
+        // No bucket is full yet at t=0: invented agents share the overflow bucket (burst 2), then are refused.
+        #expect(take(limiter, limits, agent: "new1", at: 0) == nil)
+        #expect(take(limiter, limits, agent: "new2", at: 0) == nil)
+        #expect(take(limiter, limits, agent: "new3", at: 0) != nil)
+        #expect(limiter.bucketCount == 17)
+        // Later every bucket has refilled: they are forgotten, and a new agent gets its own bucket.
+        #expect(take(limiter, limits, agent: "fresh", at: 10) == nil)
+        #expect(limiter.bucketCount <= 2)
+    }
+
+    @Test("exact under concurrency: 8 threads × 1000 calls at one instant get exactly `burst` tokens")
+    func concurrency() {
+        let limiter = RateLimiter()
+        let limits = [Self.limit(rate: 1, burst: 500, per: .tenant)]
+        let granted = Atomic<Int>(0)
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for _ in 0..<1000 where limiter.consume(tenant: "acme", agent: "a\(worker)", method: "tools/call", tool: "t", limits: limits, now: 5) == nil {
+                granted.add(1, ordering: .relaxed)
+            }
+        }
+        #expect(granted.load(ordering: .relaxed) == 500)
+    }
+
+    @Test("the engine returns rate_limited with the limit's id after the policy allows")
+    func engine() throws {
+        let snapshot = PolicySnapshot(
+            tenantDocuments: ["acme": [try PolicyFixtures.document(#"{"rules":[{"id":"A","action":"allow","tools":["w"]}],"rate_limits":[{"id":"L","rate_per_second":1,"burst":2}]}"#)]],
+            globalDocuments: [], directory: "")
+        let engine = PolicyEngine(snapshot: snapshot)
+        let call = try PolicyFixtures.call("w")
+        #expect(engine.decide(call, now: 0).outcome == .allow)
+        #expect(engine.decide(call, now: 0).outcome == .allow)
+        let limited = engine.decide(call, now: 0)
+        #expect(limited.outcome == .rateLimited(retryAfter: 1))
+        #expect(limited.rule == "L")
+        // Denied calls do not consume tokens.
+        #expect(engine.decide(try PolicyFixtures.call("x"), now: 0).outcome == .deny)
+    }
+}
