@@ -17,7 +17,14 @@ final class ConnectionRegistry: Sendable {
     /// How many connections are open.
     var count: Int { channels.withLockedValue { $0.count } }
 
-    /// Asks every open connection to close (TLS connections send close_notify first).
+    /// Asks every connection to close as soon as it has no request in flight.
+    func drainAll() {
+        for channel in channels.withLockedValue({ Array($0.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(GatewayDraining())
+        }
+    }
+
+    /// Closes every open connection now (TLS connections send close_notify first).
     func closeAll() {
         for channel in channels.withLockedValue({ Array($0.values) }) {
             channel.close(promise: nil)

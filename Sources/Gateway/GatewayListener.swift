@@ -26,7 +26,7 @@ public final class GatewayListener: Sendable {
     /// Validates the configuration, builds the TLS context and binds. Fails with a clear error on a bad
     /// certificate, key or address; nothing is served until every part is valid.
     public static func bind(
-        configuration: GatewayConfiguration, logger: Logger,
+        configuration: GatewayConfiguration, services: GatewayServices? = nil, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> GatewayListener {
         let tlsContext: TLSContext?
@@ -52,9 +52,8 @@ public final class GatewayListener: Sendable {
                         try pipeline.addHandler(TLSHandler(context: tlsContext, logger: logger))
                     }
                     try pipeline.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                    try pipeline.addHandler(IdleConnectionCloser())
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(HealthHandler())
+                    try pipeline.addHandler(MCPProxyHandler(services: services))
                 }
             }
         let channel: any Channel
@@ -70,31 +69,21 @@ public final class GatewayListener: Sendable {
             metadata: [
                 "listen.address": "\(listener.localAddress.hostAndPort)", "tls": "\(tlsContext != nil)",
                 "tls.client_auth": "\(configuration.tls?.clientAuthentication.rawValue ?? "none")",
+                "mcp.path": "\(services?.mcpPath ?? "-")",
             ])
         return listener
     }
 
-    /// Stops accepting, asks open connections to close, and waits for them up to the configured grace period.
+    /// Stops accepting, lets requests in flight finish (idle connections close at once), and closes whatever is
+    /// still open after the configured grace period.
     public func shutdown() async throws {
         try? await serverChannel.close()
-        connections.closeAll()
+        connections.drainAll()
         let deadline = ContinuousClock.now + configuration.shutdownGracePeriod
         while connections.count > 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
+        connections.closeAll()
         logger.info("listener stopped", metadata: ["listen.address": "\(localAddress.hostAndPort)", "connections.left": "\(connections.count)"])
-    }
-}
-
-/// Closes a connection when `IdleStateHandler` reports that it has been idle for too long.
-final class IdleConnectionCloser: ChannelInboundHandler {
-    typealias InboundIn = NIOAny
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            context.close(promise: nil)
-        } else {
-            context.fireUserInboundEventTriggered(event)
-        }
     }
 }

@@ -62,8 +62,9 @@ extension IdentityConfiguration {
     /// Reads the `identity` section (may be nil) and the `tenants` map of a gateway configuration document.
     /// Relative file paths are resolved against `baseDirectory`; every key file is read now, so a bad file fails
     /// at start-up, with the path of the setting in the message.
+    /// `otherTenantKeys` are tenant keys that other parts of the configuration read (e.g. `upstream`).
     public static func read(
-        identity: JSONObjectReader?, tenants: JSONObjectReader, baseDirectory: String
+        identity: JSONObjectReader?, tenants: JSONObjectReader, baseDirectory: String, otherTenantKeys: Set<String> = []
     ) throws(JSONFieldError) -> IdentityConfiguration {
         try identity?.requireOnlyKeys(identityKeys)
         let audience = try identity?.string("audience") ?? "mcpgw"
@@ -74,7 +75,7 @@ extension IdentityConfiguration {
             guard IdentifierRules.isValid(tenant) else {
                 throw JSONFieldError(path: reader.path, reason: "tenant id must be 1-128 of A-Z a-z 0-9 . _ - : @")
             }
-            try reader.requireOnlyKeys(tenantKeys)
+            try reader.requireOnlyKeys(tenantKeys.union(otherTenantKeys))
             let paths = { (key: String) throws(JSONFieldError) -> [String] in
                 (try reader.strings(key) ?? []).map { resolve($0, baseDirectory) }
             }

@@ -55,4 +55,14 @@ public struct PolicyDecision: Sendable, Hashable {
     public let matches: [RuleMatch]
     /// Whether the audit record should carry the full arguments.
     public let logArguments: Bool
+
+    /// A decision from its parts (the gateway makes its own for protocol plumbing it forwards undecided).
+    public init(outcome: Outcome, rule: String, document: String, reason: String, matches: [RuleMatch], logArguments: Bool) {
+        self.outcome = outcome
+        self.rule = rule
+        self.document = document
+        self.reason = reason
+        self.matches = matches
+        self.logArguments = logArguments
+    }
 }

@@ -74,6 +74,22 @@ public struct TenantPolicySet: Sendable {
         return Array(Set(found)).sorted()
     }
 
+    /// Whether some arguments exist with which `request`'s target could be called: unconditional denies and the
+    /// default count, rules with argument conditions are given the benefit of the doubt. Used to filter lists.
+    public func mayCall(_ request: PolicyRequest) -> Bool {
+        var permitted = false
+        for index in candidates(for: request) {
+            let rule = rules[index]
+            guard applies(rule, to: request) else { continue }
+            if rule.action == .deny {
+                if rule.constraints.isEmpty { return false }
+            } else if rule.scopes.allSatisfy(request.scopes.contains) {
+                permitted = true
+            }
+        }
+        return permitted || defaultAction != .deny
+    }
+
     /// The policy's answer for `request` (rate limits are not consulted here).
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
         var matches: [PolicyDecision.RuleMatch] = []

@@ -1,6 +1,7 @@
 import Foundation
 import Gateway
 import Identity
+import Policy
 import StrictJSON
 import TLS
 
@@ -11,8 +12,23 @@ struct ConfigurationFile {
     var gateway: GatewayConfiguration
     /// Tenants' identity settings.
     var identity: IdentityConfiguration
+    /// The policies directory (or a single classic policy file), if configured.
+    var policies: String?
+    /// `-` for standard output, or a file path.
+    var auditLog: String
+    /// Upstream per tenant.
+    var upstreams: [String: UpstreamConfiguration]
+    /// Per-request bounds.
+    var limits: GatewayLimits
+    /// The MCP endpoint's path.
+    var mcpPath: String
 
-    static let topLevelKeys: Set<String> = ["listen", "tls", "identity", "tenants"]
+    static let topLevelKeys: Set<String> = ["listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path"]
+    static let limitKeys: Set<String> = [
+        "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
+        "max_filtered_response_bytes",
+    ]
+    static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file"]
     static let tlsKeys: Set<String> = ["certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http"]
 
     /// Loads and validates `path`.
@@ -38,7 +54,49 @@ struct ConfigurationFile {
             throw JSONFieldError(path: "tenants", reason: "is required (one object per tenant)")
         }
         let identity = try IdentityConfiguration.read(
-            identity: try root.object("identity"), tenants: tenantsReader, baseDirectory: baseDirectory)
+            identity: try root.object("identity"), tenants: tenantsReader, baseDirectory: baseDirectory,
+            otherTenantKeys: ["upstream"])
+        let resolve = { (path: String) in path.hasPrefix("/") ? path : baseDirectory + "/" + path }
+        var upstreams: [String: UpstreamConfiguration] = [:]
+        for (tenant, reader) in try tenantsReader.objectMembers() {
+            guard let upstream = try reader.object("upstream") else { continue }
+            try upstream.requireOnlyKeys(upstreamKeys)
+            let url = try upstream.requiredString("url")
+            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+                throw JSONFieldError(path: upstream.fieldPath("url"), reason: "must be an http:// or https:// URL")
+            }
+            var configuration = UpstreamConfiguration(url: url, credentialHeader: try upstream.string("credential_header"))
+            if let file = try upstream.string("credential_file") {
+                guard configuration.credentialHeader != nil else {
+                    throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "needs credential_header")
+                }
+                guard let data = FileManager.default.contents(atPath: resolve(file)) else {
+                    throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "cannot read \(resolve(file))")
+                }
+                configuration.credentialValue = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            }
+            upstreams[tenant] = configuration
+        }
+        var limits = GatewayLimits()
+        var idleSeconds = 60, graceSeconds = 10
+        if let reader = try root.object("limits") {
+            try reader.requireOnlyKeys(limitKeys)
+            func positive(_ key: String) throws -> Int? {
+                guard let value = try reader.int(key) else { return nil }
+                guard value > 0 else { throw JSONFieldError(path: reader.fieldPath(key), reason: "must be positive") }
+                return value
+            }
+            limits.maximumBodyBytes = try positive("max_body_bytes") ?? limits.maximumBodyBytes
+            limits.maximumJSONDepth = try positive("max_json_depth") ?? limits.maximumJSONDepth
+            limits.upstreamTimeout = .seconds(try positive("upstream_timeout_seconds") ?? 30)
+            limits.maximumFilteredResponseBytes = try positive("max_filtered_response_bytes") ?? limits.maximumFilteredResponseBytes
+            idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
+            graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
+        }
+        let mcpPath = try root.string("mcp_path") ?? "/mcp"
+        guard mcpPath.hasPrefix("/"), mcpPath != "/healthz" else {
+            throw JSONFieldError(path: "mcp_path", reason: "must start with / and not be /healthz")
+        }
 
         var listen = ListenAddress(host: "127.0.0.1", port: 8443)
         if let text = try root.string("listen") {
@@ -52,7 +110,6 @@ struct ConfigurationFile {
         let insecure = try tlsReader.bool("insecure_plain_http") ?? false
         var tls: TLSConfiguration?
         if !insecure {
-            let resolve = { (path: String) in path.hasPrefix("/") ? path : baseDirectory + "/" + path }
             var configuration = TLSConfiguration(
                 certificateChainFile: resolve(try tlsReader.requiredString("certificate_chain")),
                 privateKeyFile: resolve(try tlsReader.requiredString("private_key")))
@@ -79,8 +136,13 @@ struct ConfigurationFile {
             if configuration.trustedCABundles.isEmpty { configuration.clientAuthentication = .none }
             tls = configuration
         }
+        let audit = try root.string("audit_log") ?? "-"
         return ConfigurationFile(
-            gateway: GatewayConfiguration(listen: listen, tls: tls, allowInsecurePlainHTTP: insecure), identity: identity)
+            gateway: GatewayConfiguration(
+                listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
+                shutdownGracePeriod: .seconds(graceSeconds)),
+            identity: identity, policies: try root.string("policies").map(resolve),
+            auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath)
     }
 }
 

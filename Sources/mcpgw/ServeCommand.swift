@@ -1,4 +1,5 @@
 public import ArgumentParser
+import Foundation
 import Gateway
 import Logging
 import ServiceLifecycle
@@ -15,11 +16,26 @@ struct ServeCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Gateway configuration file (JSON); flags given as well override it.")
+    @Option(help: "Gateway configuration file (JSON); flags given as well override it. Default: mcpgw.dev.json when it is in the current folder.")
     var config: String?
 
-    @Option(help: "Address to listen on, HOST:PORT ([::1]:8443 for IPv6). Default 127.0.0.1:8443.")
+    @Option(
+        name: [.customLong("listen"), .customLong("listen", withSingleDash: true)],
+        help: "Address to listen on, HOST:PORT ([::1]:8443 for IPv6). Default 127.0.0.1:8443.")
     var listen: String?
+
+    @Option(
+        name: [.customLong("upstream"), .customLong("upstream", withSingleDash: true)],
+        help: "Upstream MCP endpoint URL for every tenant (overrides the tenants' upstreams).")
+    var upstream: String?
+
+    @Option(
+        name: [.customLong("policies"), .customLong("policy"), .customLong("policy", withSingleDash: true)],
+        help: "Policies directory (policies/<tenant>/*.json), or one classic policy file for every tenant.")
+    var policies: String?
+
+    @Option(help: "Audit log: a file path, or - for standard output.")
+    var auditLog: String?
 
     @Option(help: "PEM certificate chain of the gateway (leaf first). Default certs-dev/server.pem.")
     var cert: String?
@@ -55,16 +71,21 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let logger = logging.bootstrap(label: "mcpgw")
         var configuration: GatewayConfiguration
-        if let config {
-            let file = try ConfigurationFile.load(config)
-            // Building the authenticator validates keys, kids and issuers across tenants before anything listens.
-            _ = try file.identity.makeAuthenticator()
+        var services: GatewayServices?
+        let configPath = config ?? (FileManager.default.fileExists(atPath: "mcpgw.dev.json") && clientCAs.isEmpty ? "mcpgw.dev.json" : nil)
+        if let configPath {
+            let file = try ConfigurationFile.load(configPath)
             logger.info(
                 "configuration loaded",
-                metadata: ["config.file": "\(config)", "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
+                metadata: ["config.file": "\(configPath)", "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
                            "jwt.tenants": "\(file.identity.tenants.values.filter { $0.jwt != nil }.count)"])
+            services = try GatewayAssembly.services(
+                file, .init(upstream: upstream, policies: policies, auditLog: auditLog), logger: logger)
             configuration = file.gateway
         } else {
+            guard upstream == nil, policies == nil, auditLog == nil else {
+                throw ValidationError("--upstream, --policies and --audit-log need tenants: pass --config FILE")
+            }
             configuration = GatewayConfiguration(tls: try defaultTLS())
         }
         if let listen {
@@ -83,10 +104,9 @@ struct ServeCommand: AsyncParsableCommand {
             if let minTLS { tls.minimumVersion = minTLS }
             configuration.tls = tls
         }
-        let group = ServiceGroup(
-            services: [GatewayService(configuration: configuration, logger: logger)],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger)
+        var running: [any Service] = [GatewayService(configuration: configuration, services: services, logger: logger)]
+        if let services { running.append(PolicyReloadService(engine: services.policy, logger: logger)) }
+        let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
         } catch {

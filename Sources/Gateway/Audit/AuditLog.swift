@@ -1,0 +1,127 @@
+import Foundation
+import Synchronization
+
+/// Why an audit record could not be accepted; the request it belongs to is refused (fail closed).
+public struct AuditUnavailable: Error, Sendable, CustomStringConvertible {
+    /// What is wrong with the log.
+    public let reason: String
+    public var description: String { "audit log unavailable: \(reason)" }
+}
+
+/// The audit log: one JSON line per decision, to a file or standard output.
+///
+/// `append` never blocks and never drops: records are queued in order, and a dedicated thread writes the queue at
+/// least every 20 ms (blocking I/O stays off the event loops). When the queue holds more than `capacityBytes`
+/// (the disk is slower than the traffic) or a write has failed, `append` throws and the gateway refuses the request
+/// it was about to allow — fail closed, so nothing is ever done without its record. `close()` writes everything
+/// still queued; it is called on shutdown.
+public final class AuditLog: Sendable {
+    /// Where records go.
+    public enum Sink: Sendable, Hashable {
+        /// Standard output.
+        case standardOutput
+        /// A file, created if missing, appended to.
+        case file(String)
+    }
+
+    private struct State {
+        var queue: [UInt8] = []
+        var failure: String?
+        var closed = false
+        var written = 0
+    }
+
+    private let state = Mutex(State())
+    private let handle: FileHandle
+    private let capacityBytes: Int
+    private let wakeUp = NSCondition()
+    private let finished = NSCondition()
+    private let writerDone = Mutex(false)
+
+    /// Opens the sink and starts the writer thread.
+    public init(sink: Sink, capacityBytes: Int = 16 * 1024 * 1024) throws {
+        switch sink {
+        case .standardOutput:
+            handle = FileHandle.standardOutput
+        case .file(let path):
+            if !FileManager.default.fileExists(atPath: path) {
+                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
+                    throw AuditUnavailable(reason: "cannot create \(path)")
+                }
+            }
+            guard let opened = FileHandle(forWritingAtPath: path) else { throw AuditUnavailable(reason: "cannot open \(path) for writing") }
+            _ = try opened.seekToEnd()
+            handle = opened
+        }
+        self.capacityBytes = capacityBytes
+        let thread = Thread { [self] in self.writerLoop() }
+        thread.name = "mcpgw-audit"
+        thread.start()
+    }
+
+    /// How many records have been written to the sink so far.
+    public var writtenRecords: Int { state.withLock { $0.written } }
+
+    /// Queues a record; throws when the log cannot take it (then the request must be refused).
+    public func append(_ record: AuditRecord) throws(AuditUnavailable) {
+        let line = Array((record.jsonLine + "\n").utf8)
+        let problem: String? = state.withLock { state in
+            if let failure = state.failure { return failure }
+            if state.closed { return "the log is closed" }
+            if state.queue.count + line.count > capacityBytes { return "more than \(capacityBytes) bytes waiting to be written" }
+            state.queue += line
+            return nil
+        }
+        if let problem { throw AuditUnavailable(reason: problem) }
+        wakeUp.lock()
+        wakeUp.signal()
+        wakeUp.unlock()
+    }
+
+    /// Whether a record would be accepted now (checked before forwarding a call).
+    public var isAccepting: Bool {
+        state.withLock { $0.failure == nil && !$0.closed && $0.queue.count < capacityBytes }
+    }
+
+    /// Writes everything queued and stops the writer. Later `append`s throw.
+    public func close() {
+        state.withLock { $0.closed = true }
+        wakeUp.lock()
+        wakeUp.signal()
+        wakeUp.unlock()
+        finished.lock()
+        while !writerDone.withLock({ $0 }) { finished.wait(until: Date().addingTimeInterval(0.05)) }
+        finished.unlock()
+    }
+
+    private func writerLoop() {
+        while true {
+            wakeUp.lock()
+            _ = wakeUp.wait(until: Date().addingTimeInterval(0.02))
+            wakeUp.unlock()
+            let (batch, closed) = state.withLock { state -> ([UInt8], Bool) in
+                let batch = state.queue
+                state.queue = []
+                return (batch, state.closed)
+            }
+            if !batch.isEmpty {
+                do {
+                    try handle.write(contentsOf: batch)
+                    let lines = batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+                    state.withLock { $0.written += lines }
+                } catch {
+                    state.withLock { $0.failure = "write failed: \(error.localizedDescription)" }
+                    FileHandle.standardError.write(Data("mcpgw: audit log write failed: \(error); refusing requests until restart\n".utf8))
+                }
+            }
+            if closed && state.withLock({ $0.queue.isEmpty }) {
+                try? handle.synchronize()
+                writerDone.withLock { $0 = true }
+                finished.lock()
+                finished.broadcast()
+                finished.unlock()
+                return
+            }
+        }
+    }
+}

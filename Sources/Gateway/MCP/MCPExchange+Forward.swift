@@ -1,0 +1,147 @@
+import AsyncHTTPClient
+import Identity
+import NIOCore
+import NIOHTTP1
+import Policy
+import StrictJSON
+
+extension MCPExchange {
+    /// Request headers passed to the upstream. Everything else — `Authorization`, cookies, `Host`, forwarding and
+    /// hop-by-hop headers, any header claiming an identity — stays at the gateway.
+    static let forwardedRequestHeaders = ["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"]
+    /// Response headers passed back to the client.
+    static let forwardedResponseHeaders = ["content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after"]
+
+    /// Forwards the exact bytes that were parsed and decided, then streams the upstream's answer back.
+    func forward(_ decided: [Decided], principal: Principal) async {
+        guard services.audit.isAccepting else {
+            return await sendJSONRPCError(status: .serviceUnavailable, id: decided.first?.message.id, code: GatewayErrorCode.auditUnavailable,
+                                          message: "audit log unavailable; request refused", data: nil)
+        }
+        let response = await upstreamResponse(principal: principal, body: body) { status, reason in
+            decided.map { item in
+                var entry = record(for: item, principal: principal)
+                entry.upstreamStatus = status
+                if let reason { entry.reason += "; upstream: \(reason)" }
+                return entry
+            }
+        }
+        guard let response else { return }
+        if decided.count == 1, decided[0].message.method == "initialize", let session = response.headers.first(name: "mcp-session-id") {
+            services.sessions.bind(session, to: "\(principal.tenant)/\(principal.agent)")
+        }
+        if decided.count == 1, decided[0].message.method == "tools/list", decided[0].message.kind == .request {
+            return await relayFilteredToolList(response, principal: principal)
+        }
+        await relay(response)
+    }
+
+    /// GET (server stream) and DELETE (end of session): authenticated, audited, forwarded.
+    func passThrough(method: String) async {
+        guard let principal = await authenticate(), await checkSession(principal) else { return }
+        if head.method == .GET, !(head.headers.first(name: "accept")?.contains("text/event-stream") ?? false) {
+            return await sendJSON(status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#)
+        }
+        let response = await upstreamResponse(principal: principal, body: nil) { status, reason in
+            var record = baseRecord(.allow, "\(method): forwarded without a policy decision" + (reason.map { "; upstream: \($0)" } ?? ""), principal: principal)
+            record.method = method
+            record.rule = "protocol"
+            record.upstreamStatus = status
+            return [record]
+        }
+        guard let response else { return }
+        if head.method == .DELETE, (200..<300).contains(Int(response.status.code)), let session = head.headers.first(name: "mcp-session-id") {
+            services.sessions.unbind(session)
+        }
+        await relay(response)
+    }
+
+    /// Sends the request upstream and audits the outcome once the status is known. Nil when it failed (the client
+    /// has been answered 502/504) or the audit log refused the records (answered 503).
+    func upstreamResponse(
+        principal: Principal, body: [UInt8]?, records: (Int, String?) -> [AuditRecord]
+    ) async -> HTTPClientResponse? {
+        guard let upstream = services.upstreams[principal.tenant] else {
+            guard await audit(records(502, "no upstream configured for tenant")) else { return nil }
+            await sendJSONRPCError(status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                                   message: "no upstream is configured for this tenant", data: nil)
+            return nil
+        }
+        var request = HTTPClientRequest(url: upstream.url)
+        request.method = head.method
+        for name in Self.forwardedRequestHeaders {
+            for value in head.headers[name] { request.headers.add(name: name, value: value) }
+        }
+        if let header = upstream.credentialHeader, let value = upstream.credentialValue { request.headers.replaceOrAdd(name: header, value: value) }
+        if let body {
+            request.body = .bytes(ByteBuffer(bytes: body))
+        }
+        do {
+            let timeout = services.limits.upstreamTimeout.components
+            let response = try await services.httpClient.execute(
+                request, deadline: .now() + .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000))
+            guard await audit(records(Int(response.status.code), nil)) else { return nil }
+            return response
+        } catch {
+            let timedOut = (error as? HTTPClientError) == .deadlineExceeded || (error as? HTTPClientError) == .connectTimeout
+            let status: HTTPResponseStatus = timedOut ? .gatewayTimeout : .badGateway
+            // The client learns only that the upstream failed, never its address or the transport error.
+            guard await audit(records(Int(status.code), timedOut ? "timed out" : "\(error)")) else { return nil }
+            await sendJSONRPCError(status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                                   message: timedOut ? "upstream did not answer in time" : "upstream unavailable", data: nil)
+            return nil
+        }
+    }
+
+    /// Streams the upstream response back as it arrives: every chunk is written and flushed before the next is
+    /// read, so SSE events pass one by one and a slow client slows the upstream instead of filling memory.
+    func relay(_ response: HTTPClientResponse) async {
+        var headers = HTTPHeaders()
+        for name in Self.forwardedResponseHeaders {
+            for value in response.headers[name] { headers.add(name: name, value: value) }
+        }
+        if let length = response.headers.first(name: "content-length") {
+            headers.add(name: "Content-Length", value: length)
+        } else if response.status != .accepted && response.status != .noContent {
+            headers.add(name: "Transfer-Encoding", value: "chunked")
+        } else {
+            headers.add(name: "Content-Length", value: "0")
+        }
+        if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
+        do {
+            try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))).get()
+            for try await chunk in response.body {
+                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
+            }
+            try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
+            if !head.isKeepAlive { try? await channel.close() }
+        } catch {
+            // The client went away or the upstream broke mid-stream: the HTTP framing is lost, so close.
+            try? await channel.close()
+        }
+    }
+
+    /// `tools/list` answers list only the tools this caller may call (JSON responses, and SSE events carrying the
+    /// response). Buffered up to a bound; a larger list is refused rather than passed unfiltered.
+    func relayFilteredToolList(_ response: HTTPClientResponse, principal: Principal) async {
+        let contentType = response.headers.first(name: "content-type")?.lowercased() ?? ""
+        guard response.status == .ok, contentType.hasPrefix("application/json") || contentType.hasPrefix("text/event-stream") else {
+            return await relay(response)
+        }
+        let limit = services.limits.maximumFilteredResponseBytes
+        guard let collected = try? await response.body.collect(upTo: limit) else {
+            return await sendJSONRPCError(status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                                          message: "tools/list response larger than \(limit) bytes", data: nil)
+        }
+        let filter = ToolListFilter(snapshot: services.policy.snapshot, principal: principal)
+        let text = String(buffer: collected)
+        let filtered = contentType.hasPrefix("application/json") ? filter.filterJSON(text) : filter.filterEventStream(text)
+        var headers = HTTPHeaders()
+        for name in Self.forwardedResponseHeaders {
+            for value in response.headers[name] { headers.add(name: name, value: value) }
+        }
+        let bytes = ByteBuffer(string: filtered)
+        headers.add(name: "Content-Length", value: String(bytes.readableBytes))
+        await send(status: .ok, headers: headers, body: bytes)
+    }
+}

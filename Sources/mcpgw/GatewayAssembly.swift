@@ -1,0 +1,63 @@
+import Foundation
+import Gateway
+import Identity
+import Logging
+import Policy
+
+/// Builds the running gateway's services from a configuration file and command-line overrides.
+enum GatewayAssembly {
+    /// Overrides given on the command line.
+    struct Overrides {
+        var upstream: String?
+        var policies: String?
+        var auditLog: String?
+    }
+
+    /// Authenticator, policy engine, audit log, upstreams and HTTP client. Every file is read and validated now.
+    static func services(_ file: ConfigurationFile, _ overrides: Overrides, logger: Logger) throws -> GatewayServices {
+        let authenticator = try file.identity.makeAuthenticator()
+        guard let policies = overrides.policies ?? file.policies else {
+            throw ConfigurationError("no policies: set \"policies\" in the configuration or pass --policies DIR|FILE")
+        }
+        let engine = PolicyEngine(snapshot: try policySnapshot(policies, tenants: Array(file.identity.tenants.keys)))
+        var upstreams = file.upstreams
+        if let upstream = overrides.upstream {
+            guard upstream.hasPrefix("http://") || upstream.hasPrefix("https://") else {
+                throw ConfigurationError("--upstream '\(upstream)' must be an http:// or https:// URL")
+            }
+            for tenant in file.identity.tenants.keys {
+                upstreams[tenant] = UpstreamConfiguration(
+                    url: upstream, credentialHeader: upstreams[tenant]?.credentialHeader, credentialValue: upstreams[tenant]?.credentialValue)
+            }
+        }
+        for tenant in file.identity.tenants.keys.sorted() where upstreams[tenant] == nil {
+            logger.warning("tenant \(tenant) has no upstream; its MCP requests will get 502 (set tenants.\(tenant).upstream or --upstream)")
+        }
+        let auditTarget = overrides.auditLog ?? file.auditLog
+        let audit = try AuditLog(sink: auditTarget == "-" ? .standardOutput : .file(auditTarget))
+        logger.info(
+            "gateway services ready",
+            metadata: [
+                "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
+                "policy.tenants": "\(engine.snapshot.tenants.keys.sorted().joined(separator: ","))",
+                "audit.log": "\(auditTarget == "-" ? "stdout" : auditTarget)", "mcp.path": "\(file.mcpPath)",
+            ])
+        return GatewayServices(
+            authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams,
+            httpClient: GatewayServices.makeHTTPClient(), limits: file.limits, mcpPath: file.mcpPath)
+    }
+
+    /// A policies directory, or a single classic policy file applied to every tenant.
+    static func policySnapshot(_ path: String, tenants: [String]) throws -> PolicySnapshot {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ConfigurationError("policies: \(path) does not exist")
+        }
+        if isDirectory.boolValue { return try PolicySnapshot.load(directory: path) }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigurationError("cannot read \(path)") }
+        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+        let document = try PolicyDocument.parse(Array(data), file: path, defaultName: name)
+        return PolicySnapshot(
+            tenantDocuments: Dictionary(uniqueKeysWithValues: tenants.map { ($0, [document]) }), globalDocuments: [], directory: path)
+    }
+}
