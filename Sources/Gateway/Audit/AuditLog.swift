@@ -29,6 +29,7 @@ public final class AuditLog: Sendable {
         var failure: String?
         var closed = false
         var written = 0
+        var writing = false
     }
 
     private let state = Mutex(State())
@@ -83,6 +84,17 @@ public final class AuditLog: Sendable {
         state.withLock { $0.failure == nil && !$0.closed && $0.queue.count < capacityBytes }
     }
 
+    /// Waits (at most `timeout`) until every record queued so far has been written to the sink.
+    public func flush(timeout: Duration = .seconds(5)) {
+        let deadline = ContinuousClock.now + timeout
+        while state.withLock({ !$0.queue.isEmpty || $0.writing }) && ContinuousClock.now < deadline {
+            wakeUp.lock()
+            wakeUp.signal()
+            wakeUp.unlock()
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+    }
+
     /// Writes everything queued and stops the writer. Later `append`s throw.
     public func close() {
         state.withLock { $0.closed = true }
@@ -102,15 +114,22 @@ public final class AuditLog: Sendable {
             let (batch, closed) = state.withLock { state -> ([UInt8], Bool) in
                 let batch = state.queue
                 state.queue = []
+                state.writing = !batch.isEmpty
                 return (batch, state.closed)
             }
             if !batch.isEmpty {
                 do {
                     try handle.write(contentsOf: batch)
                     let lines = batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-                    state.withLock { $0.written += lines }
+                    state.withLock {
+                        $0.written += lines
+                        $0.writing = false
+                    }
                 } catch {
-                    state.withLock { $0.failure = "write failed: \(error.localizedDescription)" }
+                    state.withLock {
+                        $0.failure = "write failed: \(error.localizedDescription)"
+                        $0.writing = false
+                    }
                     FileHandle.standardError.write(Data("mcpgw: audit log write failed: \(error); refusing requests until restart\n".utf8))
                 }
             }

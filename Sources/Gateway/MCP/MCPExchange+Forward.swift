@@ -39,6 +39,9 @@ extension MCPExchange {
     /// GET (server stream) and DELETE (end of session): authenticated, audited, forwarded.
     func passThrough(method: String) async {
         guard let principal = await authenticate(), await checkSession(principal) else { return }
+        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) {
+            return await refuseMalformed(.invalidRequest("header \(repeated) appears more than once", id: nil), principal: principal)
+        }
         if head.method == .GET, !(head.headers.first(name: "accept")?.contains("text/event-stream") ?? false) {
             return await sendJSON(status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#)
         }

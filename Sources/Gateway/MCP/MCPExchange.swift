@@ -126,8 +126,15 @@ struct MCPExchange: Sendable {
 
     // MARK: - POST
 
+    /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
+    /// copies could be read differently by each.
+    static let singleValuedHeaders = ["content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept"]
+
     func post() async {
         guard let principal = await authenticate(), await checkSession(principal) else { return }
+        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) {
+            return await refuseMalformed(.invalidRequest("header \(repeated) appears more than once", id: nil), principal: principal)
+        }
         let version = head.headers.first(name: "mcp-protocol-version")
         if let version, !MCPMethod.knownVersions.contains(version) {
             return await refuseMalformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil), principal: principal)

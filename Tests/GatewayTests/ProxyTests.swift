@@ -1,0 +1,189 @@
+import Foundation
+import Gateway
+import MCPDemoServer
+import StrictJSON
+import TestSupport
+import Testing
+
+@Suite("MCP proxy end to end (gateway on port 0, in-process upstreams)", .serialized)
+struct ProxyTests {
+    func withGateway(_ behaviour: RecordingUpstream.Behaviour = .json, limits: GatewayLimits = GatewayLimits(),
+                     _ body: (GatewayFixture, RecordingUpstream) async throws -> Void) async throws {
+        let upstream = try await RecordingUpstream.start(behaviour)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        do {
+            try await body(gateway, upstream)
+        } catch {
+            try? await gateway.stop()
+            await upstream.stop()
+            throw error
+        }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    func error(_ response: TestHTTPClient.Response) throws -> JSONObject {
+        try #require(try JSONParser.parse(response.body).objectValue?["error"]?.objectValue, "no JSON-RPC error in \(response.body)")
+    }
+
+    @Test("allowed call: forwarded byte for byte, without the caller's credentials, with the upstream's own")
+    func allowed() async throws {
+        try await withGateway { gateway, upstream in
+            let body = #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"readme.txt","n":1.50}}}"#
+            let token = try GatewayFixture.token()
+            let response = try await gateway.client().send(body: body, headers: [
+                ("Authorization", "Bearer \(token)"), ("Cookie", "session=stolen"), ("X-Agent-Id", "admin"),
+                ("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Session-Id", "s-1"),
+            ])
+            #expect(response.status == 200)
+            #expect(response.body.contains(#""result":{"ok":true}"#))
+            let forwarded = try #require(upstream.received.first)
+            #expect(forwarded.body == body)
+            #expect(forwarded.header("authorization") == nil)
+            #expect(forwarded.header("cookie") == nil)
+            #expect(forwarded.header("x-agent-id") == nil)
+            #expect(forwarded.header("x-upstream-key") == "upstream-secret")
+            #expect(forwarded.header("mcp-protocol-version") == "2025-06-18")
+            #expect(forwarded.header("mcp-session-id") == "s-1")
+            #expect(forwarded.header("host")?.hasPrefix("127.0.0.1:") == true)
+            let record = try #require(try gateway.auditRecords().last)
+            #expect(record["decision"] == .string("allow"))
+            #expect(record["auth_method"] == .string("both"))
+            #expect(record["upstream_status"] == .number(JSONNumber(200)))
+            #expect(record["arguments"]?.objectValue?["keys"] == .array([.string("path"), .string("n")]))
+        }
+    }
+
+    @Test("denied call: JSON-RPC error with the request's id, rule and reason; nothing reaches the upstream")
+    func denied() async throws {
+        try await withGateway { gateway, upstream in
+            let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"../../etc/passwd"}"#, id: 42))
+            #expect(response.status == 200)
+            let error = try error(response)
+            #expect(error["code"] == .number(JSONNumber(-31001)))
+            #expect(try JSONParser.parse(response.body).objectValue?["id"] == .number(JSONNumber(42)))
+            #expect(["A1", "R4"].contains(error["data"]?.objectValue?["rule"]?.stringValue ?? ""))
+            #expect(upstream.received.isEmpty)
+            #expect(try gateway.auditRecords().last?["decision"] == .string("deny"))
+        }
+    }
+
+    @Test("audited call is forwarded and recorded as audit; rate limit → 429 with Retry-After")
+    func auditAndRateLimit() async throws {
+        try await withGateway { gateway, upstream in
+            for index in 0..<5 {
+                let response = try await gateway.client().send(body: RPC.call("write_file", #"{"path":"a.txt","content":"x"}"#, id: index))
+                #expect(response.status == 200, "call \(index): \(response.body)")
+            }
+            let limited = try await gateway.client().send(body: RPC.call("write_file", #"{"path":"a.txt","content":"x"}"#, id: 99))
+            #expect(limited.status == 429)
+            #expect(limited.header("retry-after") == "1")
+            #expect(try error(limited)["code"] == .number(JSONNumber(-31002)))
+            #expect(upstream.received.count == 5)
+            let decisions = try gateway.auditRecords().map { $0["decision"]?.stringValue ?? "" }
+            #expect(decisions == ["audit", "audit", "audit", "audit", "audit", "rate_limited"])
+        }
+    }
+
+    @Test("authentication failures: 401 with a challenge, 403 when credentials disagree; each audited")
+    func authentication() async throws {
+        try await withGateway { gateway, upstream in
+            let none = try await gateway.client(nil).send(body: RPC.call("read_file"))
+            #expect(none.status == 401)
+            #expect(none.header("www-authenticate")?.hasPrefix("Bearer") == true)
+            let expired = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(lifetime: -3600))")])
+            #expect(expired.status == 401)
+            #expect(expired.header("www-authenticate")?.contains("invalid_token") == true)
+            let garbage = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer not.a.token")])
+            #expect(garbage.status == 401)
+            let basic = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Basic YTpi")])
+            #expect(basic.status == 401)
+            let crossTenant = try await gateway.client("globex/agents/bot1").send(
+                body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(tenant: "acme"))")])
+            #expect(crossTenant.status == 403)
+            let wrongAgent = try await gateway.client("acme/agents/bot2").send(
+                body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(agent: "bot1"))")])
+            #expect(wrongAgent.status == 403)
+            let namesGlobex = try await gateway.client("acme/agents/names-globex").send(body: RPC.call("read_file"))
+            #expect(namesGlobex.status == 403)
+            #expect(upstream.received.isEmpty)
+            let records = try gateway.auditRecords()
+            #expect(records.count == 7)
+            #expect(records.allSatisfy { $0["decision"] == .string("authentication_failed") })
+            #expect(records.map { $0["rule"]?.stringValue ?? "" } == [
+                "no_credentials", "token_expired", "malformed_token", "malformed_token", "tenant_mismatch", "agent_mismatch", "tenant_mismatch",
+            ])
+        }
+    }
+
+    @Test("malformed bodies: 400 with -32700/-32600, 413 for oversized bodies, repeated MCP headers refused")
+    func malformed() async throws {
+        try await withGateway(limits: GatewayLimits(maximumBodyBytes: 4096)) { gateway, upstream in
+            let cases: [(String, Int, Int)] = [
+                ("{not json", 400, -32700), (#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"ping"}"#, 400, -32700),
+                (#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#, 400, -32600), (#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#, 400, -32600),
+                (#"{"jsonrpc":"2.0","id":1,"METHOD":"tools/call","method":"ping"}"#, 400, -32600), ("[]", 400, -32600),
+                (#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"arguments":{}}}"#, 400, -32602),
+                (String(repeating: "[", count: 100) + String(repeating: "]", count: 100), 400, -32700),
+            ]
+            for (body, status, code) in cases {
+                let response = try await gateway.client().send(body: body)
+                #expect(response.status == status, "\(body): \(response.body)")
+                #expect(try error(response)["code"] == .number(JSONNumber(Int64(code))), "\(body)")
+            }
+            let large = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"\#(String(repeating: "a", count: 5000))"}"#))
+            #expect(large.status == 413)
+            // The test client already sends Content-Type: application/json; a second one makes the request ambiguous.
+            let twoTypes = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Content-Type", "text/plain")])
+            #expect(twoTypes.status == 400)
+            let twoVersions = try await gateway.client().send(body: RPC.call("read_file"), headers: [("MCP-Protocol-Version", "2025-06-18"), ("MCP-Protocol-Version", "2025-03-26")])
+            #expect(twoVersions.status == 400)
+            #expect(upstream.received.isEmpty)
+            #expect(try gateway.auditRecords().count == cases.count + 3)
+        }
+    }
+
+    @Test("upstream down → 502, silent upstream → 504; neither leaks its address")
+    func upstreamFailures() async throws {
+        let gateway = try await GatewayFixture.start(upstream: "http://127.0.0.1:9/mcp")
+        let down = try await gateway.client().send(body: RPC.call("read_file"))
+        #expect(down.status == 502)
+        #expect(!down.body.contains("127.0.0.1") && !down.body.contains(":9"))
+        #expect(try gateway.auditRecords().last?["upstream_status"] == .number(JSONNumber(502)))
+        try await gateway.stop()
+        try await withGateway(.hang, limits: GatewayLimits(upstreamTimeout: .seconds(1))) { gateway, _ in
+            let slow = try await gateway.client().send(body: RPC.call("read_file"))
+            #expect(slow.status == 504)
+            #expect(try error(slow)["code"] == .number(JSONNumber(-31004)))
+        }
+    }
+
+    @Test("SSE is streamed: the first event reaches the client before the upstream finishes")
+    func streaming() async throws {
+        try await withGateway(.gatedStream) { gateway, upstream in
+            let response = try await gateway.client().send(body: RPC.call("read_file", id: 5)) {
+                // Only once the client holds the first event does the upstream send the rest.
+                upstream.release()
+            }
+            #expect(response.status == 200)
+            #expect(response.header("content-type") == "text/event-stream")
+            #expect(response.chunks.count >= 2)
+            #expect(response.chunks.first?.1.contains("notifications/progress") == true)
+            #expect(response.body.contains(#""result":{"done":true}"#))
+        }
+    }
+
+    @Test("a session is bound to the principal that created it")
+    func sessionBinding() async throws {
+        try await withGateway { gateway, _ in
+            let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+            let created = try await gateway.client().send(body: initialize)
+            #expect(created.header("mcp-session-id") == "upstream-session-1")
+            let same = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
+            #expect(same.status == 200)
+            let other = try await gateway.client("acme/agents/bot2").send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
+            #expect(other.status == 404)
+            #expect(try error(other)["code"] == .number(JSONNumber(-31006)))
+        }
+    }
+}

@@ -1,0 +1,81 @@
+import Foundation
+import Gateway
+import Identity
+import Logging
+import Policy
+import StrictJSON
+import TLS
+import TestSupport
+
+/// The real gateway on 127.0.0.1, port 0: development identity (mcpgw.dev.json), the shipped policies, an audit
+/// file in a temporary folder, every tenant's upstream at `upstream`.
+struct GatewayFixture {
+    let listener: GatewayListener
+    let services: GatewayServices
+    let auditPath: String
+    var port: Int { listener.localAddress.port! }
+
+    static func start(upstream: String, limits: GatewayLimits = GatewayLimits()) async throws -> GatewayFixture {
+        let root = DevPKI.repositoryRoot
+        let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!)))
+        let identity = try IdentityConfiguration.read(
+            identity: try document.object("identity"), tenants: try document.object("tenants")!, baseDirectory: root,
+            otherTenantKeys: ["upstream"])
+        let auditPath = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-audit-\(UUID()).log").path
+        let services = GatewayServices(
+            authenticator: try identity.makeAuthenticator(),
+            policy: try PolicyEngine(directory: root + "/policies"),
+            audit: try AuditLog(sink: .file(auditPath)),
+            upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
+                        "globex": UpstreamConfiguration(url: upstream)],
+            httpClient: GatewayServices.makeHTTPClient(), limits: limits)
+        let tls = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex"))],
+            clientAuthentication: .optional, crlFiles: [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")])
+        let listener = try await GatewayListener.bind(
+            configuration: GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls),
+            services: services, logger: Logger(label: "gateway-test"))
+        return GatewayFixture(listener: listener, services: services, auditPath: auditPath)
+    }
+
+    func stop() async throws {
+        try await listener.shutdown()
+        services.audit.close()
+        try await services.httpClient.shutdown()
+        try? FileManager.default.removeItem(atPath: auditPath)
+    }
+
+    /// The audit records written so far (the log is flushed first), each parsed as JSON.
+    func auditRecords() throws -> [JSONObject] {
+        services.audit.flush()
+        let text = String(decoding: FileManager.default.contents(atPath: auditPath) ?? Data(), as: UTF8.self)
+        return try text.split(separator: "\n").map { line in
+            guard let object = try JSONParser.parse(String(line)).objectValue else { throw TestFailure("audit line is not an object: \(line)") }
+            return object
+        }
+    }
+
+    /// A client as `agent` (a certs-dev path) or without a certificate.
+    func client(_ agent: String? = "acme/agents/bot1") -> TestHTTPClient { TestHTTPClient(port: port, agent: agent) }
+
+    /// A development bearer token.
+    static func token(tenant: String = "acme", agent: String = "bot1", scopes: [String] = ["tools:read"], lifetime: Int64 = 600) throws -> String {
+        let key = try JWTSigningKey.privateKey(pem: Array(FileManager.default.contents(atPath: DevPKI.path("jwt/\(tenant)-rs256.key"))!))
+        return try TokenMinter(key: key, keyID: "\(tenant)-rs256").mint(.init(
+            issuer: "https://issuer.mcpgw.dev/\(tenant)", audience: "mcpgw", tenant: tenant, agent: agent, scopes: scopes,
+            issuedAt: Date(), lifetimeSeconds: lifetime))
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// JSON-RPC bodies for tests.
+enum RPC {
+    static func call(_ tool: String, _ arguments: String = "{}", id: Int = 1) -> String {
+        #"{"jsonrpc":"2.0","id":\#(id),"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments)}}"#
+    }
+}

@@ -1,0 +1,120 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// A test upstream that records every request (headers and body) and answers as told: JSON, a gated SSE stream,
+/// or not at all.
+final class RecordingUpstream: Sendable {
+    enum Behaviour: Sendable {
+        /// `{"jsonrpc":"2.0","id":<id>,"result":{"ok":true}}`, or 202 for notifications.
+        case json
+        /// An SSE response: a first event at once, the second only after `release()`.
+        case gatedStream
+        /// Never answers.
+        case hang
+    }
+
+    struct Request: Sendable {
+        let method: String
+        let headers: [(String, String)]
+        let body: String
+        func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
+    }
+
+    let channel: any Channel
+    let requests = NIOLockedValueBox<[Request]>([])
+    let gate: EventLoopPromise<Void>
+    var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)/mcp" }
+    var received: [Request] { requests.withLockedValue { $0 } }
+
+    private init(channel: any Channel, gate: EventLoopPromise<Void>) {
+        self.channel = channel
+        self.gate = gate
+    }
+
+    static func start(_ behaviour: Behaviour) async throws -> RecordingUpstream {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let gate = group.next().makePromise(of: Void.self)
+        let box = NIOLockedValueBox<RecordingUpstream?>(nil)
+        let channel = try await ServerBootstrap(group: group)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, owner: box, gate: gate.futureResult))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let upstream = RecordingUpstream(channel: channel, gate: gate)
+        box.withLockedValue { $0 = upstream }
+        return upstream
+    }
+
+    func release() { gate.succeed(()) }
+
+    func stop() async {
+        gate.succeed(())
+        try? await channel.close()
+    }
+
+    final class Handler: ChannelInboundHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        let behaviour: Behaviour
+        let owner: NIOLockedValueBox<RecordingUpstream?>
+        let gate: EventLoopFuture<Void>
+        var head: HTTPRequestHead?
+        var body = ByteBuffer()
+
+        init(behaviour: Behaviour, owner: NIOLockedValueBox<RecordingUpstream?>, gate: EventLoopFuture<Void>) {
+            self.behaviour = behaviour
+            self.owner = owner
+            self.gate = gate
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let head):
+                self.head = head
+                body.clear()
+            case .body(var chunk):
+                body.writeBuffer(&chunk)
+            case .end:
+                guard let head else { return }
+                let text = String(buffer: body)
+                owner.withLockedValue { $0?.requests.withLockedValue { $0.append(Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text)) } }
+                respond(context: context, head: head, body: text)
+            }
+        }
+
+        func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String) {
+            let idText: String = {
+                guard let range = body.range(of: #""id":"#) else { return "null" }
+                return String(body[range.upperBound...].prefix { $0 != "," && $0 != "}" })
+            }()
+            switch behaviour {
+            case .hang:
+                return
+            case .json:
+                if !body.contains(#""id""#) {
+                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .accepted, headers: ["Content-Length": "0"]))), promise: nil)
+                    context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                    return
+                }
+                let json = ByteBuffer(string: #"{"jsonrpc":"2.0","id":\#(idText),"result":{"ok":true}}"#)
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": "application/json", "Content-Length": "\(json.readableBytes)", "Mcp-Session-Id": "upstream-session-1"]))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(json))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .gatedStream:
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n")))), promise: nil)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                gate.hop(to: context.eventLoop).whenSuccess {
+                    let (handler, context) = bound.value
+                    context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\(idText),\"result\":{\"done\":true}}\n\n")))), promise: nil)
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                }
+            }
+        }
+    }
+}
