@@ -1,0 +1,106 @@
+import Foundation
+import Gateway
+import StrictJSON
+import TestSupport
+import Testing
+
+/// Ways to slip a call past the policy or the audit log; each must be refused, audited, and never reach the upstream.
+@Suite("End-to-end attack table", .serialized)
+struct ProxyAttackTableTests {
+    static let attacks: [(name: String, body: String, headers: [(String, String)], agent: String)] = [
+        ("duplicate method key", #"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
+        ("duplicate params key", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}},"params":{"name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
+        ("duplicate name inside params", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
+        ("METHOD case variant", #"{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"),
+        ("escaped duplicate key", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","\u006dethod":"ping","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"),
+        ("batch hiding a denied call", #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"a"}}}]"#, [("MCP-Protocol-Version", "2025-03-26")], "acme/agents/bot1"),
+        ("batch in a version without batches", #"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, [("MCP-Protocol-Version", "2025-06-18")], "acme/agents/bot1"),
+        ("traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}"#, [], "acme/agents/bot1"),
+        ("encoded traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"%252e%252e/secret"}}}"#, [], "acme/agents/bot1"),
+        ("fullwidth traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"．．／secret"}}}"#, [], "acme/agents/bot1"),
+        ("nested traversal under a case variant", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"opts":{"PATH":"..\\..\\x"}}}}"#, [], "acme/agents/bot1"),
+        ("spoofed agent headers", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_db","arguments":{"sql":"SELECT 1 "}}}"#, [("X-Agent-Id", "bot1"), ("X-Forwarded-User", "bot1"), ("X-MCP-Agent", "analyst-1")], "acme/agents/bot2"),
+        ("notification carrying a denied call", #"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_file","arguments":{"path":"readme.txt"}}}"#, [], "acme/agents/bot1"),
+        ("Mcp-Method header disagreeing with the body", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Method", "tools/list")], "acme/agents/bot1"),
+        ("Mcp-Name header disagreeing with the body", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Name", "read_file")], "acme/agents/bot1"),
+        ("unknown non-MCP method", #"{"jsonrpc":"2.0","id":1,"method":"admin/shutdown","params":{}}"#, [], "acme/agents/bot1"),
+        ("resource outside the allowed URIs", #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#, [], "acme/agents/bot1"),
+        ("another tenant's tool", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{}}}"#, [], "acme/agents/bot1"),
+        ("global deny", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_shell","arguments":{"cmd":"id"}}}"#, [], "globex/agents/bot1"),
+        ("non-JSON content type", #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, [("Content-Type", "text/plain")], "acme/agents/bot1"),
+    ]
+
+    @Test("every attack is refused, audited, and not forwarded", arguments: 0..<attacks.count)
+    func attack(index: Int) async throws {
+        let attack = Self.attacks[index]
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var headers = attack.headers
+        var client = gateway.client(attack.agent)
+        if attack.name == "non-JSON content type" {
+            // Replace the client's JSON content type rather than adding a second one.
+            headers = []
+            client.agent = attack.agent
+            let response = try await client.send(body: nil, headers: [("Content-Type", "text/plain")])
+            #expect(response.status == 415 || response.status == 400, "\(attack.name): \(response.status)")
+        } else {
+            let response = try await client.send(body: attack.body, headers: headers)
+            #expect(response.status != 202, "\(attack.name)")
+            let refused = response.status >= 400 || response.body.contains(#""error""#)
+            #expect(refused, "\(attack.name) was not refused: \(response.status) \(response.body)")
+        }
+        #expect(upstream.received.isEmpty, "\(attack.name) reached the upstream: \(upstream.received.map(\.body))")
+        let records = try gateway.auditRecords()
+        #expect(!records.isEmpty, "\(attack.name) left no audit record")
+        #expect(records.allSatisfy { !["allow", "audit"].contains($0["decision"]?.stringValue ?? "") }, "\(attack.name): \(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a batch where everything is allowed passes in 2025-03-26, and every message is audited")
+    func allowedBatch() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let batch = #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#
+        let response = try await gateway.client().send(body: batch)
+        #expect(response.status == 200)
+        #expect(upstream.received.map(\.body) == [batch])
+        #expect(try gateway.auditRecords().count == 2)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("under concurrent load every decision leaves exactly one parseable audit record")
+    func auditUnderLoad() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let token = try GatewayFixture.token()
+        let calls = 200
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<calls {
+                group.addTask {
+                    let tool = index % 3 == 0 ? "delete_file" : "read_file"
+                    let response = try await gateway.client(nil).send(body: RPC.call(tool, #"{"path":"f\#(index)"}"#, id: index),
+                                                                     headers: [("Authorization", "Bearer \(token)")])
+                    return response.status
+                }
+                if index % 16 == 15 { _ = try await group.next() }
+            }
+            var all: [Int] = []
+            for try await status in group { all.append(status) }
+            return all
+        }
+        // acme's tenant-wide limit L2 (burst 100) rate-limits part of the 133 allowed calls: that is the point.
+        #expect(statuses.allSatisfy { $0 == 200 || $0 == 429 })
+        let records = try gateway.auditRecords()
+        #expect(records.count == calls)
+        #expect(Set(records.compactMap { $0["jsonrpc_id"]?.numberValue?.int64Value }).count == calls)
+        func count(_ decision: String) -> Int { records.filter { $0["decision"] == .string(decision) }.count }
+        #expect(count("deny") == (0..<calls).filter { $0 % 3 == 0 }.count)
+        #expect(count("rate_limited") == statuses.filter { $0 == 429 }.count)
+        #expect(upstream.received.count == count("allow"))
+        #expect(count("allow") + count("deny") + count("rate_limited") == calls)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
