@@ -1,5 +1,5 @@
 import Foundation
-import Gateway
+@testable import Gateway
 import MCPDemoServer
 import StrictJSON
 import TestSupport
@@ -185,5 +185,31 @@ struct ProxyTests {
             #expect(other.status == 404)
             #expect(try error(other)["code"] == .number(JSONNumber(-31006)))
         }
+    }
+}
+
+@Suite("tools/list filtering")
+struct ToolListFilterTests {
+    @Test("JSON and SSE (CRLF or LF) tools/list results keep only callable tools")
+    func filtering() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let list = #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"},{"name":"exec_sql"},{"name":"write_file"}]}}"#
+        let expected = ["read_file", "write_file"]
+        func names(_ json: String) throws -> [String] {
+            try JSONParser.parse(json).objectValue?["result"]?.objectValue?["tools"]?.arrayValue?.compactMap { $0.objectValue?["name"]?.stringValue } ?? []
+        }
+        let snapshot = gateway.services.policy.snapshot
+        let principal = try gateway.services.authenticator.authenticate(certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
+        let filter = ToolListFilter(snapshot: snapshot, principal: principal)
+        #expect(try names(filter.filterJSON(list)) == expected)
+        for ending in ["\r\n", "\n", "\r"] {
+            let stream = "event: message" + ending + "data: " + list + ending + ending
+            let filtered = filter.filterEventStream(stream)
+            let data = try #require(filtered.split(separator: "\n").first { $0.hasPrefix("data: ") })
+            #expect(try names(String(data.dropFirst(6))) == expected, "line ending \(ending.debugDescription)")
+        }
+        try await gateway.stop()
+        await upstream.stop()
     }
 }

@@ -24,8 +24,10 @@ struct ToolListFilter {
 
     /// Each SSE event's `data:` lines are a JSON-RPC message; the one carrying the tools/list result is filtered.
     func filterEventStream(_ text: String) -> String {
+        // SSE lines end in CRLF, LF or CR; normalise to LF (a valid SSE line ending) before splitting events.
+        let normalised = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
         var output: [String] = []
-        for event in text.components(separatedBy: "\n\n") {
+        for event in normalised.components(separatedBy: "\n\n") {
             let lines = event.split(separator: "\n", omittingEmptySubsequences: false)
             let data = lines.filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).drop { $0 == " " } }.joined(separator: "\n")
             guard !data.isEmpty, let value = try? JSONParser.parse(String(data)) else {
@@ -52,3 +54,4 @@ struct ToolListFilter {
         }
     }
 }
+
