@@ -20,13 +20,14 @@ public struct GatewayServices: Sendable {
     public let limits: GatewayLimits
     /// The path of the MCP endpoint (default `/mcp`).
     public let mcpPath: String
-    private let clockOrigin = ContinuousClock.now
+    /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
+    private let clock: @Sendable () -> Double
 
     /// Services from their parts.
     public init(
         authenticator: Authenticator, policy: PolicyEngine, audit: AuditLog, upstreams: [String: UpstreamConfiguration],
         httpClient: HTTPClient, sessions: SessionBindings = SessionBindings(), limits: GatewayLimits = GatewayLimits(),
-        mcpPath: String = "/mcp"
+        mcpPath: String = "/mcp", clock: (@Sendable () -> Double)? = nil
     ) {
         self.authenticator = authenticator
         self.policy = policy
@@ -36,13 +37,15 @@ public struct GatewayServices: Sendable {
         self.sessions = sessions
         self.limits = limits
         self.mcpPath = mcpPath
+        let origin = ContinuousClock.now
+        self.clock = clock ?? {
+            let elapsed = origin.duration(to: .now).components
+            return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        }
     }
 
     /// Seconds on a monotonic clock, for rate limiting.
-    var monotonicSeconds: Double {
-        let elapsed = clockOrigin.duration(to: .now).components
-        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-    }
+    var monotonicSeconds: Double { clock() }
 
     /// An HTTP client for upstreams: no read timeout (SSE streams may be quiet), a bounded connect timeout.
     public static func makeHTTPClient() -> HTTPClient {

@@ -22,6 +22,9 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Audit log: a file path, or - for standard output.")
     var auditLog: String = "-"
 
+    @Option(help: "Policies directory (default: the configuration's, policies/).")
+    var policies: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func run() async throws {
@@ -33,7 +36,7 @@ struct DemoCommand: AsyncParsableCommand {
         guard let address = ListenAddress(parsing: listen) else { throw ValidationError("--listen '\(listen)' is not HOST:PORT") }
         file.gateway.listen = address
         let upstream = try await DemoMCPServer.start()
-        let services = try GatewayAssembly.services(file, .init(upstream: upstream.url, auditLog: auditLog), logger: logger)
+        let services = try GatewayAssembly.services(file, .init(upstream: upstream.url, policies: policies, auditLog: auditLog), logger: logger)
         let gateway = GatewayService(configuration: file.gateway, services: services, logger: logger)
         FileHandle.standardError.write(Data(Self.instructions(listen: address, upstream: upstream.url).utf8))
         let group = ServiceGroup(

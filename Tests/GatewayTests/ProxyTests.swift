@@ -7,10 +7,10 @@ import Testing
 
 @Suite("MCP proxy end to end (gateway on port 0, in-process upstreams)", .serialized)
 struct ProxyTests {
-    func withGateway(_ behaviour: RecordingUpstream.Behaviour = .json, limits: GatewayLimits = GatewayLimits(),
+    func withGateway(_ behaviour: RecordingUpstream.Behaviour = .json, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false,
                      _ body: (GatewayFixture, RecordingUpstream) async throws -> Void) async throws {
         let upstream = try await RecordingUpstream.start(behaviour)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, frozenClock: frozenClock)
         do {
             try await body(gateway, upstream)
         } catch {
@@ -70,7 +70,7 @@ struct ProxyTests {
 
     @Test("audited call is forwarded and recorded as audit; rate limit → 429 with Retry-After")
     func auditAndRateLimit() async throws {
-        try await withGateway { gateway, upstream in
+        try await withGateway(frozenClock: true) { gateway, upstream in
             for index in 0..<5 {
                 let response = try await gateway.client().send(body: RPC.call("write_file", #"{"path":"a.txt","content":"x"}"#, id: index))
                 #expect(response.status == 200, "call \(index): \(response.body)")
@@ -212,4 +212,38 @@ struct ToolListFilterTests {
         try await gateway.stop()
         await upstream.stop()
     }
+}
+
+@Suite("Graceful shutdown")
+struct GracefulShutdownTests {
+    @Test("a request in flight finishes while the gateway shuts down; new connections are refused")
+    func drain() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let shutdown = ShutdownProbe()
+        let response = try await gateway.client().send(body: RPC.call("read_file", id: 9)) {
+            // The first event is here and the upstream is still holding the rest: shut down now, then release it.
+            Task { try await gateway.listener.shutdown(); await shutdown.finished() }
+            try? await Task.sleep(for: .milliseconds(100))
+            let late = try? await gateway.client().send(body: RPC.call("read_file", id: 10), timeout: .seconds(2))
+            await shutdown.record(lateStatus: late?.status ?? 0)
+            upstream.release()
+        }
+        #expect(response.status == 200)
+        #expect(response.body.contains(#""result":{"done":true}"#))
+        #expect(await shutdown.lateStatus == 0, "a connection opened during shutdown was served")
+        for _ in 0..<100 where !(await shutdown.isFinished) { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(await shutdown.isFinished)
+        gateway.services.audit.close()
+        #expect(gateway.services.audit.writtenRecords == 1)
+        try await gateway.services.httpClient.shutdown()
+        await upstream.stop()
+    }
+}
+
+actor ShutdownProbe {
+    var isFinished = false
+    var lateStatus = -1
+    func finished() { isFinished = true }
+    func record(lateStatus: Int) { self.lateStatus = lateStatus }
 }

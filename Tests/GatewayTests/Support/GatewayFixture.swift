@@ -15,20 +15,22 @@ struct GatewayFixture {
     let auditPath: String
     var port: Int { listener.localAddress.port! }
 
-    static func start(upstream: String, limits: GatewayLimits = GatewayLimits()) async throws -> GatewayFixture {
+    /// `frozenClock`: rate limits see time stand still, so refills never depend on how fast a test runs.
+    static func start(upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
         let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!)))
         let identity = try IdentityConfiguration.read(
             identity: try document.object("identity"), tenants: try document.object("tenants")!, baseDirectory: root,
             otherTenantKeys: ["upstream"])
         let auditPath = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-audit-\(UUID()).log").path
+        let frozen: @Sendable () -> Double = { 1_000 }
         let services = GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
             audit: try AuditLog(sink: .file(auditPath)),
             upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
                         "globex": UpstreamConfiguration(url: upstream)],
-            httpClient: GatewayServices.makeHTTPClient(), limits: limits)
+            httpClient: GatewayServices.makeHTTPClient(), limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex"))],

@@ -71,7 +71,9 @@ struct TestHTTPClient {
         let done = loop.makePromise(of: Void.self)
         let first = loop.makePromise(of: Void.self)
         let collector = Collector(done: done, firstChunk: first)
-        let channel = try await ClientBootstrap(group: loop)
+        let channel: any Channel
+        do {
+            channel = try await ClientBootstrap(group: loop)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "test-client")))
@@ -80,6 +82,12 @@ struct TestHTTPClient {
                 }
             }
             .connect(host: "127.0.0.1", port: port).get()
+        } catch {
+            // No connection: complete the promises (NIO refuses to let a promise leak) and report the failure.
+            done.succeed(())
+            first.succeed(())
+            throw error
+        }
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: "localhost:\(port)")
         if body != nil {
