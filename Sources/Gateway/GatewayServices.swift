@@ -53,6 +53,8 @@ public struct GatewayServices: Sendable {
         configuration.timeout = .init(connect: .seconds(5), read: nil)
         configuration.decompression = .disabled
         configuration.redirectConfiguration = .disallow
+        // The default (8 connections per upstream host) makes concurrent callers queue behind each other.
+        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
         return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }

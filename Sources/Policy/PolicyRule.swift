@@ -69,6 +69,13 @@ public struct RateLimitRule: Sendable, Hashable {
     /// The document it comes from.
     public let document: String
 
+    /// Whether this limit counts a call of `method` on `target` (the tool name for `tools/call`) by `agent`.
+    public func counts(method: String, target: String?, agent: String) -> Bool {
+        methods.contains(method)
+            && (tools.isEmpty || target.map { name in tools.contains { $0.matches(name) } } ?? false)
+            && (agents.isEmpty || agents.contains { $0.matches(agent) })
+    }
+
     /// A limit from its parts.
     public init(
         id: String, methods: [String], tools: [NamePattern], agents: [NamePattern], ratePerSecond: Double, burst: Double,

@@ -53,11 +53,7 @@ public final class RateLimiter: Sendable {
     public func consume(
         tenant: String, agent: String, method: String, tool: String?, limits: [RateLimitRule], now: Double
     ) -> (limit: RateLimitRule, retryAfter: Double)? {
-        let applicable = limits.filter { limit in
-            limit.methods.contains(method)
-                && (limit.tools.isEmpty || tool.map { name in limit.tools.contains { $0.matches(name) } } ?? false)
-                && (limit.agents.isEmpty || limit.agents.contains { $0.matches(agent) })
-        }
+        let applicable = limits.filter { $0.counts(method: method, target: tool, agent: agent) }
         guard !applicable.isEmpty else { return nil }
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
         return box.state.withLock { shard -> (limit: RateLimitRule, retryAfter: Double)? in

@@ -76,10 +76,7 @@ struct PolicyCommand: ParsableCommand {
                 target: tool ?? target, arguments: arguments)
             let decision = snapshot.evaluate(request)
             let considered = snapshot.tenants[tenant]?.candidateRules(for: request) ?? []
-            let limits = snapshot.tenants[tenant]?.rateLimits.filter { limit in
-                limit.methods.contains(method) && (limit.tools.isEmpty || (request.target.map { t in limit.tools.contains { $0.matches(t) } } ?? false))
-                    && (limit.agents.isEmpty || limit.agents.contains { $0.matches(agent) })
-            } ?? []
+            let limits = snapshot.tenants[tenant]?.rateLimits.filter { $0.counts(method: method, target: request.target, agent: agent) } ?? []
             if json {
                 print(Self.json(decision, considered: considered, limits: limits).serialized)
             } else {

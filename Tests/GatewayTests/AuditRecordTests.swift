@@ -1,0 +1,29 @@
+import Foundation
+@testable import Gateway
+import StrictJSON
+import Testing
+
+@Suite("Audit records")
+struct AuditRecordTests {
+    @Test("timestamps are UTC ISO 8601 with milliseconds, the same as Foundation's formatter")
+    func timestamp() {
+        for seconds in [0.0, 1_795_566_449.777, 951_782_400.5, 1_800_000_000.999] {
+            let date = Date(timeIntervalSince1970: seconds)
+            let foundation = date.formatted(.iso8601.year().month().day().time(includingFractionalSeconds: true))
+            #expect(AuditRecord.timestamp(date) == foundation + "Z", "\(seconds)")
+        }
+    }
+
+    @Test("a record is one line of JSON; arguments are redacted to keys and a digest")
+    func line() throws {
+        var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "line\nbreak \"quoted\"")
+        record.arguments = AuditRecord.redacted(try JSONParser.parse(#"{"path":"secret","n":1}"#))
+        let line = record.jsonLine
+        #expect(!line.contains("\n"))
+        let parsed = try #require(try JSONParser.parse(line).objectValue)
+        #expect(parsed["reason"] == .string("line\nbreak \"quoted\""))
+        #expect(parsed["arguments"]?.objectValue?["keys"] == .array([.string("path"), .string("n")]))
+        #expect(!line.contains("secret"))
+        #expect(parsed["arguments"]?.objectValue?["sha256"]?.stringValue?.count == 64)
+    }
+}
