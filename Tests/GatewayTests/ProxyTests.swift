@@ -202,10 +202,13 @@ struct ToolListFilterTests {
         let snapshot = gateway.services.policy.snapshot
         let principal = try gateway.services.authenticator.authenticate(certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
         let filter = ToolListFilter(snapshot: snapshot, principal: principal)
-        #expect(try names(filter.filterJSON(list)) == expected)
+        #expect(try names(try #require(filter.filterJSON(list))) == expected)
+        // Unreadable answers are refused, never passed on unfiltered.
+        #expect(filter.filterJSON(list.replacingOccurrences(of: #""id":1"#, with: #""id":1,"id":2"#)) == nil)
+        #expect(filter.filterEventStream("data: {not json}\n\n") == nil)
         for ending in ["\r\n", "\n", "\r"] {
             let stream = "event: message" + ending + "data: " + list + ending + ending
-            let filtered = filter.filterEventStream(stream)
+            let filtered = try #require(filter.filterEventStream(stream))
             let data = try #require(filtered.split(separator: "\n").first { $0.hasPrefix("data: ") })
             #expect(try names(String(data.dropFirst(6))) == expected, "line ending \(ending.debugDescription)")
         }

@@ -43,6 +43,9 @@ extension MCPExchange {
             return await refuseMalformed(.invalidRequest("header \(repeated) appears more than once", id: nil), principal: principal)
         }
         if head.method == .GET, !(head.headers.first(name: "accept")?.contains("text/event-stream") ?? false) {
+            var record = baseRecord(.malformed, "GET without Accept: text/event-stream", principal: principal)
+            record.rule = "accept"
+            guard await audit([record]) else { return }
             return await sendJSON(status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#)
         }
         let response = await upstreamResponse(principal: principal, body: nil) { status, reason in
@@ -138,7 +141,11 @@ extension MCPExchange {
         }
         let filter = ToolListFilter(snapshot: services.policy.snapshot, principal: principal)
         let text = String(buffer: collected)
-        let filtered = contentType.hasPrefix("application/json") ? filter.filterJSON(text) : filter.filterEventStream(text)
+        guard let filtered = contentType.hasPrefix("application/json") ? filter.filterJSON(text) : filter.filterEventStream(text) else {
+            // What cannot be read cannot be filtered; passing it on could show tools the caller may not call.
+            return await sendJSONRPCError(status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                                          message: "upstream tools/list response is not valid JSON-RPC", data: nil)
+        }
         var headers = HTTPHeaders()
         for name in Self.forwardedResponseHeaders {
             for value in response.headers[name] { headers.add(name: name, value: value) }

@@ -38,6 +38,9 @@ struct MCPExchange: Sendable {
         case .GET: await passThrough(method: "stream")
         case .DELETE: await passThrough(method: "session_end")
         default:
+            var record = baseRecord(.malformed, "HTTP method \(head.method.rawValue) is not allowed on the MCP endpoint", principal: nil)
+            record.rule = "http_method"
+            guard await audit([record]) else { return }
             await sendJSON(status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","POST","DELETE"]}"#,
                            extraHeaders: [("Allow", "GET, POST, DELETE")])
         }

@@ -15,25 +15,27 @@ struct ToolListFilter {
         return snapshot.tenants[principal.tenant]?.mayCall(request) ?? false
     }
 
-    /// A JSON-RPC response (or batch of them) with `result.tools` filtered; unparseable text passes unchanged
-    /// only if it holds no tool list (it is then not a successful tools/list result).
-    func filterJSON(_ text: String) -> String {
-        guard let value = try? JSONParser.parse(text) else { return text }
+    /// A JSON-RPC response (or batch of them) with `result.tools` filtered; nil when the text is not strict JSON
+    /// (it is then refused, never passed on unfiltered).
+    func filterJSON(_ text: String) -> String? {
+        guard let value = try? JSONParser.parse(text) else { return nil }
         return filter(value).serialized
     }
 
     /// Each SSE event's `data:` lines are a JSON-RPC message; the one carrying the tools/list result is filtered.
-    func filterEventStream(_ text: String) -> String {
+    /// Nil when an event's data is not strict JSON.
+    func filterEventStream(_ text: String) -> String? {
         // SSE lines end in CRLF, LF or CR; normalise to LF (a valid SSE line ending) before splitting events.
         let normalised = text.replacingOccurrences(of: "\r\n", with: "\n").replacingOccurrences(of: "\r", with: "\n")
         var output: [String] = []
         for event in normalised.components(separatedBy: "\n\n") {
             let lines = event.split(separator: "\n", omittingEmptySubsequences: false)
             let data = lines.filter { $0.hasPrefix("data:") }.map { $0.dropFirst(5).drop { $0 == " " } }.joined(separator: "\n")
-            guard !data.isEmpty, let value = try? JSONParser.parse(String(data)) else {
+            guard !data.isEmpty else {
                 output.append(event)
                 continue
             }
+            guard let value = try? JSONParser.parse(String(data)) else { return nil }
             let kept = lines.filter { !$0.hasPrefix("data:") }.map(String.init)
             output.append((kept + ["data: " + filter(value).serialized]).joined(separator: "\n"))
         }
