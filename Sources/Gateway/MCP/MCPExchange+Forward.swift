@@ -99,8 +99,9 @@ extension MCPExchange {
         }
     }
 
-    /// Streams the upstream response back as it arrives: every chunk is written and flushed before the next is
-    /// read, so SSE events pass one by one and a slow client slows the upstream instead of filling memory.
+    /// Streams the upstream response back as it arrives: every chunk is flushed at once, so SSE events pass one by
+    /// one; when the client's channel stops being writable the task waits, so a slow client slows the upstream
+    /// instead of filling memory.
     func relay(_ response: HTTPClientResponse) async {
         var headers = HTTPHeaders()
         for name in Self.forwardedResponseHeaders {
@@ -115,9 +116,16 @@ extension MCPExchange {
         }
         if !head.isKeepAlive { headers.add(name: "Connection", value: "close") }
         do {
-            try await channel.writeAndFlush(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers))).get()
+            channel.write(HTTPServerResponsePart.head(HTTPResponseHead(version: head.version, status: response.status, headers: headers)), promise: nil)
             for try await chunk in response.body {
-                try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
+                // Every chunk is flushed at once (SSE events are never held back). The task waits for the write
+                // only when the client is not keeping up: that is the backpressure, without a round trip per chunk.
+                guard channel.isActive else { throw ChannelError.ioOnClosedChannel }
+                if channel.isWritable {
+                    channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk)), promise: nil)
+                } else {
+                    try await channel.writeAndFlush(HTTPServerResponsePart.body(.byteBuffer(chunk))).get()
+                }
             }
             try await channel.writeAndFlush(HTTPServerResponsePart.end(nil)).get()
             if !head.isKeepAlive { try? await channel.close() }
