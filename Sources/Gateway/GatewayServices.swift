@@ -4,8 +4,10 @@ public import Policy
 
 /// Everything the MCP endpoint needs to decide and forward: shared by all connections, safe across threads.
 public struct GatewayServices: Sendable {
-    /// Authenticates callers.
-    public let authenticator: Authenticator
+    /// Authenticates callers (replaceable on SIGHUP).
+    public let identity: AuthenticatorStore
+    /// The authenticator in force.
+    public var authenticator: Authenticator { identity.authenticator }
     /// Decides calls.
     public let policy: PolicyEngine
     /// Records decisions.
@@ -29,7 +31,7 @@ public struct GatewayServices: Sendable {
         httpClient: HTTPClient, sessions: SessionBindings = SessionBindings(), limits: GatewayLimits = GatewayLimits(),
         mcpPath: String = "/mcp", clock: (@Sendable () -> Double)? = nil
     ) {
-        self.authenticator = authenticator
+        self.identity = AuthenticatorStore(authenticator)
         self.policy = policy
         self.audit = audit
         self.upstreams = upstreams

@@ -43,18 +43,7 @@ enum X509Reader {
         var digest = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
         var length: UInt32 = 0
         guard X509_digest(certificate, EVP_sha256(), &digest, &length) == 1 else { return "" }
-        return hex(digest.prefix(Int(length)))
-    }
-
-    /// Lower-case hexadecimal text of `bytes`.
-    static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        let digits = Array("0123456789abcdef".utf8)
-        var out = [UInt8]()
-        for byte in bytes {
-            out.append(digits[Int(byte >> 4)])
-            out.append(digits[Int(byte & 0x0f)])
-        }
-        return String(decoding: out, as: UTF8.self)
+        return HexText.lowercase(digest.prefix(Int(length)))
     }
 
     private static func der(_ certificate: OpaquePointer) -> [UInt8] {
@@ -91,7 +80,7 @@ enum X509Reader {
 
     private static func ipText(_ bytes: [UInt8]) -> String {
         if bytes.count == 4 { return bytes.map(String.init).joined(separator: ".") }
-        guard bytes.count == 16 else { return hex(bytes) }
+        guard bytes.count == 16 else { return HexText.lowercase(bytes) }
         var groups: [String] = []
         for index in stride(from: 0, to: 16, by: 2) {
             groups.append(String(UInt16(bytes[index]) << 8 | UInt16(bytes[index + 1]), radix: 16))

@@ -105,7 +105,12 @@ struct ServeCommand: AsyncParsableCommand {
             configuration.tls = tls
         }
         var running: [any Service] = [GatewayService(configuration: configuration, services: services, logger: logger)]
-        if let services { running.append(PolicyReloadService(engine: services.policy, logger: logger)) }
+        if let services, let configPath {
+            // SIGHUP re-reads the configuration file's identity section (rotated JWT keys, JWK Sets, issuers).
+            running.append(PolicyReloadService(
+                engine: services.policy, identity: services.identity,
+                loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, logger: logger))
+        }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
             try await group.run()
