@@ -250,3 +250,62 @@ actor ShutdownProbe {
     func finished() { isFinished = true }
     func record(lateStatus: Int) { self.lateStatus = lateStatus }
 }
+
+@Suite("Fail closed when the audit log cannot record")
+struct AuditFailClosedTests {
+    @Test("a full audit log refuses the request with 503 and nothing is forwarded")
+    func fullLog() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 16)
+        for body in [RPC.call("read_file", #"{"path":"a"}"#), RPC.call("delete_file")] {
+            let response = try await gateway.client().send(body: body)
+            #expect(response.status == 503)
+            #expect(response.body.contains("-31005"))
+        }
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a tenant without an upstream gets 502, and the decision is still recorded")
+    func noUpstream() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, tenantsWithUpstream: ["acme"])
+        let response = try await gateway.client("globex/agents/bot1").send(body: RPC.call("search_docs"))
+        #expect(response.status == 502)
+        let records = try gateway.auditRecords()
+        #expect(records.count == 1)
+        #expect(records.first?["upstream_status"] == .number(JSONNumber(502)))
+        #expect(records.first?["tenant"] == .string("globex"))
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an audit file that cannot be written makes the gateway refuse, not act unrecorded")
+    func brokenSink() async throws {
+        // /dev/full accepts the open and fails every write with ENOSPC, like a full disk.
+        let log = try AuditLog(sink: .file("/dev/full"))
+        var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .allow, reason: "test")
+        record.tenant = "acme"
+        try log.append(record)
+        log.flush()
+        #expect(!log.isAccepting)
+        #expect(throws: AuditUnavailable.self) { try log.append(record) }
+        log.close()
+    }
+}
+
+@Suite("Session bindings")
+struct SessionBindingTests {
+    @Test("bindings are bounded; the oldest are forgotten first")
+    func bounded() {
+        let sessions = SessionBindings(capacity: 3)
+        for index in 0..<5 { sessions.bind("s\(index)", to: "acme/bot\(index)") }
+        #expect(sessions.owner(of: "s0") == nil)
+        #expect(sessions.owner(of: "s1") == nil)
+        #expect(sessions.owner(of: "s4") == "acme/bot4")
+        sessions.unbind("s4")
+        #expect(sessions.owner(of: "s4") == nil)
+    }
+}

@@ -132,3 +132,16 @@ struct PolicySemanticsTests {
         #expect(set.candidateRules(for: try PolicyFixtures.call("ns7_x")) == ["P7"])
     }
 }
+
+@Suite("Bounded argument examination")
+struct ArgumentBoundTests {
+    @Test("more than 10,000 argument values are refused unexamined by rules with argument constraints")
+    func tooManyLeaves() throws {
+        let set = try PolicyFixtures.set(#"{"rules":[{"id":"A","action":"allow","tools":["x"],"args":{"*":{"max_length":10}}}]}"#)
+        let many = "[" + Array(repeating: "1", count: 10_001).joined(separator: ",") + "]"
+        let decision = set.evaluate(try PolicyFixtures.call("x", #"{"items":\#(many)}"#))
+        #expect(decision.outcome == .deny)
+        #expect(decision.reason.contains("refused unexamined"))
+        #expect(set.evaluate(try PolicyFixtures.call("x", #"{"items":[1,2]}"#)).outcome == .allow)
+    }
+}

@@ -30,6 +30,8 @@ public final class AuditLog: Sendable {
         var closed = false
         var written = 0
         var writing = false
+        /// Bytes promised to records whose call is being forwarded (counted against the capacity).
+        var reserved = 0
     }
 
     private let state = Mutex(State())
@@ -85,9 +87,39 @@ public final class AuditLog: Sendable {
         }
     }
 
-    /// Whether a record would be accepted now (checked before forwarding a call).
+    /// Whether a record would be accepted now.
     public var isAccepting: Bool {
-        state.withLock { $0.failure == nil && !$0.closed && $0.queue.count < capacityBytes }
+        state.withLock { $0.failure == nil && !$0.closed && $0.queue.count + $0.reserved < capacityBytes }
+    }
+
+    /// Room promised to records that can only be completed later (after the upstream answered), taken before the
+    /// call is forwarded, so that a forwarded call always has its record.
+    public struct Reservation: Sendable {
+        let bytes: Int
+    }
+
+    /// Reserves room for records of about `bytes`; throws when the log cannot promise it (then do not forward).
+    public func reserve(bytes: Int) throws(AuditUnavailable) -> Reservation {
+        let problem: String? = state.withLock { state in
+            if let failure = state.failure { return failure }
+            if state.closed { return "the log is closed" }
+            if state.queue.count + state.reserved + bytes > capacityBytes { return "more than \(capacityBytes) bytes waiting to be written" }
+            state.reserved += bytes
+            return nil
+        }
+        if let problem { throw AuditUnavailable(reason: problem) }
+        return Reservation(bytes: bytes)
+    }
+
+    /// Queues records into room reserved earlier. Never refused for lack of room (the reservation is released
+    /// and the lines queued even if they are longer than estimated); a log that failed in the meantime still takes
+    /// them into the queue, where the failure is already reported and new requests are refused.
+    public func append(_ records: [AuditRecord], into reservation: Reservation) {
+        let lines = records.flatMap { Array(($0.jsonLine + "\n").utf8) }
+        state.withLock { state in
+            state.reserved -= reservation.bytes
+            state.queue += lines
+        }
     }
 
     /// Waits (at most `timeout`) until every record queued so far has been written to the sink.

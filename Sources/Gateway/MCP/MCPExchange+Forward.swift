@@ -14,10 +14,6 @@ extension MCPExchange {
 
     /// Forwards the exact bytes that were parsed and decided, then streams the upstream's answer back.
     func forward(_ decided: [Decided], principal: Principal) async {
-        guard services.audit.isAccepting else {
-            return await sendJSONRPCError(status: .serviceUnavailable, id: decided.first?.message.id, code: GatewayErrorCode.auditUnavailable,
-                                          message: "audit log unavailable; request refused", data: nil)
-        }
         let response = await upstreamResponse(principal: principal, body: body) { status, reason in
             decided.map { item in
                 var entry = record(for: item, principal: principal)
@@ -62,13 +58,23 @@ extension MCPExchange {
         await relay(response)
     }
 
-    /// Sends the request upstream and audits the outcome once the status is known. Nil when it failed (the client
-    /// has been answered 502/504) or the audit log refused the records (answered 503).
+    /// Sends the request upstream and audits the outcome once the status is known. Room for the records is reserved
+    /// before anything is forwarded: when the audit log cannot promise it, the client gets 503 and the upstream
+    /// nothing. Nil when the request was not forwarded or failed (the client has been answered).
     func upstreamResponse(
         principal: Principal, body: [UInt8]?, records: (Int, String?) -> [AuditRecord]
     ) async -> HTTPClientResponse? {
+        let estimate = records(0, nil).reduce(0) { $0 + $1.jsonLine.utf8.count } + 512
+        let reservation: AuditLog.Reservation
+        do {
+            reservation = try services.audit.reserve(bytes: estimate)
+        } catch {
+            await sendJSONRPCError(status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
+                                   message: "audit log unavailable; request refused", data: nil)
+            return nil
+        }
         guard let upstream = services.upstreams[principal.tenant] else {
-            guard await audit(records(502, "no upstream configured for tenant")) else { return nil }
+            services.audit.append(records(502, "no upstream configured for tenant"), into: reservation)
             await sendJSONRPCError(status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
                                    message: "no upstream is configured for this tenant", data: nil)
             return nil
@@ -86,13 +92,13 @@ extension MCPExchange {
             let timeout = services.limits.upstreamTimeout.components
             let response = try await services.httpClient.execute(
                 request, deadline: .now() + .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000))
-            guard await audit(records(Int(response.status.code), nil)) else { return nil }
+            services.audit.append(records(Int(response.status.code), nil), into: reservation)
             return response
         } catch {
             let timedOut = (error as? HTTPClientError) == .deadlineExceeded || (error as? HTTPClientError) == .connectTimeout
             let status: HTTPResponseStatus = timedOut ? .gatewayTimeout : .badGateway
             // The client learns only that the upstream failed, never its address or the transport error.
-            guard await audit(records(Int(status.code), timedOut ? "timed out" : "\(error)")) else { return nil }
+            services.audit.append(records(Int(status.code), timedOut ? "timed out" : "\(error)"), into: reservation)
             await sendJSONRPCError(status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
                                    message: timedOut ? "upstream did not answer in time" : "upstream unavailable", data: nil)
             return nil

@@ -16,7 +16,10 @@ struct GatewayFixture {
     var port: Int { listener.localAddress.port! }
 
     /// `frozenClock`: rate limits see time stand still, so refills never depend on how fast a test runs.
-    static func start(upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false) async throws -> GatewayFixture {
+    static func start(
+        upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
+        tenantsWithUpstream: Set<String> = ["acme", "globex"]
+    ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
         let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!)))
         let identity = try IdentityConfiguration.read(
@@ -27,9 +30,9 @@ struct GatewayFixture {
         let services = GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
-            audit: try AuditLog(sink: .file(auditPath)),
+            audit: try AuditLog(sink: .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
-                        "globex": UpstreamConfiguration(url: upstream)],
+                        "globex": UpstreamConfiguration(url: upstream)].filter { tenantsWithUpstream.contains($0.key) },
             httpClient: GatewayServices.makeHTTPClient(), limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
