@@ -12,6 +12,8 @@ public struct GatewayConfiguration: Sendable {
     public var idleTimeout: Duration
     /// On graceful shutdown, connections still open after this long are closed anyway.
     public var shutdownGracePeriod: Duration
+    /// Most client connections open at once; more are closed as soon as they are accepted (before any TLS work).
+    public var maximumConnections: Int
 
     /// A configuration listening on `listen` with the given TLS settings.
     public init(
@@ -19,12 +21,14 @@ public struct GatewayConfiguration: Sendable {
         tls: TLSConfiguration?,
         allowInsecurePlainHTTP: Bool = false,
         idleTimeout: Duration = .seconds(60),
-        shutdownGracePeriod: Duration = .seconds(10)
+        shutdownGracePeriod: Duration = .seconds(10),
+        maximumConnections: Int = 1024
     ) {
         self.listen = listen
         self.tls = tls
         self.allowInsecurePlainHTTP = allowInsecurePlainHTTP
         self.idleTimeout = idleTimeout
         self.shutdownGracePeriod = shutdownGracePeriod
+        self.maximumConnections = maximumConnections
     }
 }

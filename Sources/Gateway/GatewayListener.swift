@@ -45,6 +45,11 @@ public final class GatewayListener: Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
+                guard connections.count < configuration.maximumConnections else {
+                    logger.warning("connection refused: \(configuration.maximumConnections) connections already open",
+                                   metadata: ["peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")"])
+                    return channel.close()
+                }
                 connections.track(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations

@@ -26,7 +26,7 @@ struct ConfigurationFile {
     static let topLevelKeys: Set<String> = ["listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path"]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
-        "max_filtered_response_bytes",
+        "max_filtered_response_bytes", "max_connections",
     ]
     static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file"]
     static let tlsKeys: Set<String> = ["certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http"]
@@ -78,7 +78,7 @@ struct ConfigurationFile {
             upstreams[tenant] = configuration
         }
         var limits = GatewayLimits()
-        var idleSeconds = 60, graceSeconds = 10
+        var idleSeconds = 60, graceSeconds = 10, maximumConnections = 1024
         if let reader = try root.object("limits") {
             try reader.requireOnlyKeys(limitKeys)
             func positive(_ key: String) throws -> Int? {
@@ -92,6 +92,7 @@ struct ConfigurationFile {
             limits.maximumFilteredResponseBytes = try positive("max_filtered_response_bytes") ?? limits.maximumFilteredResponseBytes
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
+            maximumConnections = try positive("max_connections") ?? maximumConnections
         }
         let mcpPath = try root.string("mcp_path") ?? "/mcp"
         guard mcpPath.hasPrefix("/"), mcpPath != "/healthz" else {
@@ -140,7 +141,7 @@ struct ConfigurationFile {
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
-                shutdownGracePeriod: .seconds(graceSeconds)),
+                shutdownGracePeriod: .seconds(graceSeconds), maximumConnections: maximumConnections),
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath)
     }
