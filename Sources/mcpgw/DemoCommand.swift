@@ -40,7 +40,7 @@ struct DemoCommand: AsyncParsableCommand {
         let gateway = GatewayService(configuration: file.gateway, services: services, logger: logger)
         FileHandle.standardError.write(Data(Self.instructions(listen: address, upstream: upstream.url).utf8))
         let group = ServiceGroup(
-            services: [gateway, PolicyReloadService(engine: services.policy, logger: logger)],
+            services: [gateway, ReloadService(engine: services.policy, audit: services.audit, logger: logger)],
             gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         try await group.run()
         await upstream.stop()

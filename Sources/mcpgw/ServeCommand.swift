@@ -107,9 +107,10 @@ struct ServeCommand: AsyncParsableCommand {
         var running: [any Service] = [GatewayService(configuration: configuration, services: services, logger: logger)]
         if let services, let configPath {
             // SIGHUP re-reads the configuration file's identity section (rotated JWT keys, JWK Sets, issuers).
-            running.append(PolicyReloadService(
+            running.append(ReloadService(
                 engine: services.policy, identity: services.identity,
-                loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, logger: logger))
+                loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, audit: services.audit,
+                logger: logger))
         }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {

@@ -27,3 +27,27 @@ struct AuditRecordTests {
         #expect(parsed["arguments"]?.objectValue?["sha256"]?.stringValue?.count == 64)
     }
 }
+
+@Suite("Audit log rotation")
+struct AuditRotationTests {
+    @Test("reopen after the file was moved: old records stay in the moved file, new ones go to a new file")
+    func reopen() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-rotate-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/audit.log"
+        let log = try AuditLog(sink: .file(path))
+        try log.append(AuditRecord(requestID: "before", httpMethod: "POST", decision: .allow, reason: "r"))
+        log.flush()
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try log.reopen()
+        try log.append(AuditRecord(requestID: "after", httpMethod: "POST", decision: .deny, reason: "r"))
+        log.close()
+        let rotated = try String(contentsOfFile: path + ".1", encoding: .utf8)
+        let fresh = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(rotated.contains(#""request_id":"before""#) && !rotated.contains(#""request_id":"after""#))
+        #expect(fresh.contains(#""request_id":"after""#) && !fresh.contains(#""request_id":"before""#))
+        let attributes = try FileManager.default.attributesOfItem(atPath: path)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+}

@@ -1,5 +1,5 @@
-"""JWKS rotation without a restart: a new kid is refused until SIGHUP, then accepted; a broken JWKS is refused on
-reload and the previous keys stay in force."""
+"""SIGHUP without a restart: a rotated JWKS is picked up (a broken one is refused and the previous keys stay in
+force), and a moved (rotated) audit log file is reopened by its path."""
 import json
 import signal
 import subprocess
@@ -33,7 +33,7 @@ def status(port, kid):
     return int(result.stdout)
 
 
-def test_sighup_picks_up_a_rotated_jwks(tmp_path):
+def test_sighup_picks_up_a_rotated_jwks_and_reopens_the_audit_log(tmp_path):
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [jwk("2026-old")]}))
     config = json.loads((ROOT / "mcpgw.dev.json").read_text())
@@ -55,6 +55,8 @@ def test_sighup_picks_up_a_rotated_jwks(tmp_path):
         assert status(port, "2026-old") == 200
         assert status(port, "2026-new") == 401
         jwks.write_text(json.dumps({"keys": [jwk("2026-old"), jwk("2026-new")]}))
+        # logrotate-style: move the audit file away; SIGHUP makes the gateway reopen it by its path.
+        (tmp_path / "audit.log").rename(tmp_path / "audit.log.1")
         process.send_signal(signal.SIGHUP)
         for _ in range(50):
             if status(port, "2026-new") == 200:
@@ -71,3 +73,7 @@ def test_sighup_picks_up_a_rotated_jwks(tmp_path):
         _, stderr = process.communicate(timeout=30)
     assert "identity settings reloaded" in stderr
     assert "identity reload refused" in stderr
+    old = [json.loads(line) for line in (tmp_path / "audit.log.1").read_text().splitlines()]
+    new = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [r["decision"] for r in old] == ["deny", "authentication_failed"]
+    assert new and all(r["decision"] in ("deny", "authentication_failed") for r in new)

@@ -35,7 +35,9 @@ public final class AuditLog: Sendable {
     }
 
     private let state = Mutex(State())
-    private let handle: FileHandle
+    /// The open sink; replaced by `reopen()` (log rotation). Only the writer thread and `reopen` touch it.
+    private let handle: Mutex<FileHandle>
+    private let sink: Sink
     private let capacityBytes: Int
     /// A queue this large is written at once rather than at the next 20 ms tick.
     static let earlyWriteBytes = 256 * 1024
@@ -45,9 +47,18 @@ public final class AuditLog: Sendable {
 
     /// Opens the sink and starts the writer thread.
     public init(sink: Sink, capacityBytes: Int = 16 * 1024 * 1024) throws {
+        self.sink = sink
+        handle = Mutex(try Self.open(sink))
+        self.capacityBytes = capacityBytes
+        let thread = Thread { [self] in self.writerLoop() }
+        thread.name = "mcpgw-audit"
+        thread.start()
+    }
+
+    private static func open(_ sink: Sink) throws -> FileHandle {
         switch sink {
         case .standardOutput:
-            handle = FileHandle.standardOutput
+            return FileHandle.standardOutput
         case .file(let path):
             if !FileManager.default.fileExists(atPath: path) {
                 guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
@@ -56,12 +67,23 @@ public final class AuditLog: Sendable {
             }
             guard let opened = FileHandle(forWritingAtPath: path) else { throw AuditUnavailable(reason: "cannot open \(path) for writing") }
             _ = try opened.seekToEnd()
-            handle = opened
+            return opened
         }
-        self.capacityBytes = capacityBytes
-        let thread = Thread { [self] in self.writerLoop() }
-        thread.name = "mcpgw-audit"
-        thread.start()
+    }
+
+    /// Reopens the file by its path (after log rotation moved it): what is queued is written to the old file first,
+    /// later records go to the new one. A no-op for standard output.
+    public func reopen() throws {
+        guard case .file = sink else { return }
+        flush()
+        let fresh = try Self.open(sink)
+        let old = handle.withLock { current in
+            let old = current
+            current = fresh
+            return old
+        }
+        try? old.synchronize()
+        try? old.close()
     }
 
     /// How many records have been written to the sink so far.
@@ -157,7 +179,7 @@ public final class AuditLog: Sendable {
             }
             if !batch.isEmpty {
                 do {
-                    try handle.write(contentsOf: batch)
+                    try handle.withLock { try $0.write(contentsOf: batch) }
                     let lines = batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
                     state.withLock {
                         $0.written += lines
@@ -172,7 +194,7 @@ public final class AuditLog: Sendable {
                 }
             }
             if closed && state.withLock({ $0.queue.isEmpty }) {
-                try? handle.synchronize()
+                handle.withLock { try? $0.synchronize() }
                 writerDone.withLock { $0 = true }
                 finished.lock()
                 finished.broadcast()

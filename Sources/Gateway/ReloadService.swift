@@ -4,21 +4,25 @@ public import Policy
 public import ServiceLifecycle
 import UnixSignals
 
-/// Reloads on SIGHUP: the policies, and (when given) the identity settings — JWT keys, JWK Sets, issuers — so that
-/// a rotated key is accepted without a restart. Each part is validated on the side and swapped in whole; an invalid
-/// one is refused and logged, and the previous one keeps serving. TLS trust anchors are not reloaded.
-public struct PolicyReloadService: Service {
+/// Reloads on SIGHUP: the policies, (when given) the identity settings — JWT keys, JWK Sets, issuers — so that a
+/// rotated key is accepted without a restart, and the audit log file (reopened by path, for log rotation). Each part
+/// is validated on the side and swapped in whole; an invalid one is refused and logged, and the previous one keeps
+/// serving. TLS trust anchors are not reloaded.
+public struct ReloadService: Service {
     private let engine: PolicyEngine
+    private let audit: AuditLog?
     private let identity: AuthenticatorStore?
     private let loadAuthenticator: (@Sendable () throws -> Authenticator)?
     private let logger: Logger
 
-    /// A service reloading `engine` and, with `loadAuthenticator`, the authenticator in `identity`, on SIGHUP.
+    /// A service reloading `engine`, with `loadAuthenticator` the authenticator in `identity`, and reopening
+    /// `audit`, on SIGHUP.
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
-        logger: Logger
+        audit: AuditLog? = nil, logger: Logger
     ) {
         self.engine = engine
+        self.audit = audit
         self.identity = identity
         self.loadAuthenticator = loadAuthenticator
         self.logger = logger
@@ -40,6 +44,11 @@ public struct PolicyReloadService: Service {
                 } catch {
                     logger.error("identity reload refused; the previous keys stay in force: \(error)")
                 }
+            }
+            do {
+                try audit?.reopen()
+            } catch {
+                logger.error("audit log could not be reopened; writing on to the old file: \(error)")
             }
         }
     }
