@@ -309,3 +309,18 @@ struct SessionBindingTests {
         #expect(sessions.owner(of: "s4") == nil)
     }
 }
+
+@Suite("tools/list answers are bounded in time")
+struct ToolListTimeoutTests {
+    @Test("an upstream that never finishes its tools/list stream gets 504, not a hung exchange")
+    func unfinishedStream() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: GatewayLimits(upstreamTimeout: .seconds(1)))
+        let started = ContinuousClock.now
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, timeout: .seconds(10))
+        #expect(response.status == 504)
+        #expect(started.duration(to: .now) < .seconds(5))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

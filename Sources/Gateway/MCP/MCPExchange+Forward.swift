@@ -149,7 +149,23 @@ extension MCPExchange {
             return await relay(response)
         }
         let limit = services.limits.maximumFilteredResponseBytes
-        guard let collected = try? await response.body.collect(upTo: limit) else {
+        let timeout = services.limits.upstreamTimeout
+        // Bounded in size and in time: an upstream that keeps a tools/list stream open cannot hold the exchange.
+        let outcome: ByteBuffer?? = await withTaskGroup(of: ByteBuffer??.self) { group in
+            group.addTask { .some(try? await response.body.collect(upTo: limit)) }
+            group.addTask {
+                try? await Task.sleep(for: timeout)
+                return .none
+            }
+            let first = await group.next() ?? .none
+            group.cancelAll()
+            return first
+        }
+        guard case .some(let finished) = outcome else {
+            return await sendJSONRPCError(status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                                          message: "upstream did not finish its tools/list answer in time", data: nil)
+        }
+        guard let collected = finished else {
             return await sendJSONRPCError(status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
                                           message: "tools/list response larger than \(limit) bytes", data: nil)
         }
