@@ -39,7 +39,7 @@ public final class GatewayListener: Sendable {
             throw GatewayError.plainHTTPNotAllowed
         }
         let connections = ConnectionRegistry()
-        let idleTimeout = TimeAmount.nanoseconds(Int64(configuration.idleTimeout.components.seconds) * 1_000_000_000)
+        let idleTimeout = TimeAmount(configuration.idleTimeout)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

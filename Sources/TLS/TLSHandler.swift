@@ -322,11 +322,3 @@ public final class TLSHandler: ChannelDuplexHandler {
 
 @available(*, unavailable)
 extension TLSHandler: Sendable {}
-
-extension TimeAmount {
-    /// The same span of time as a `Duration`, to nanosecond precision.
-    init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
-    }
-}

@@ -205,3 +205,34 @@ struct ConnectionLimitTests {
         try await listener.shutdown()
     }
 }
+
+@Suite("Idle connections")
+struct IdleTimeoutTests {
+    @Test("a connection that completes its handshake and then stays silent is closed after the idle timeout")
+    func idle() async throws {
+        let tls = TLSConfiguration(certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey)
+        let listener = try await GatewayListener.bind(
+            configuration: GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, idleTimeout: .milliseconds(300)),
+            logger: Logger(label: "idle-test"))
+        let context = try TLSContext(role: .client, configuration: TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)]))
+        let started = ContinuousClock.now
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "c")))
+                }
+            }
+            .connect(host: "127.0.0.1", port: listener.localAddress.port!).get()
+        let closedByGateway = Task { try await channel.closeFuture.get() }
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(10))
+            try await channel.close()
+        }
+        try await closedByGateway.value
+        watchdog.cancel()
+        let elapsed = started.duration(to: .now)
+        #expect(elapsed >= .milliseconds(250))
+        #expect(elapsed < .seconds(5), "closed after \(elapsed), not by the idle timeout")
+        try await listener.shutdown()
+    }
+}

@@ -141,3 +141,19 @@ struct ConfigurationErrorTests {
         }
     }
 }
+
+@Suite("TLS handshake time limit")
+struct HandshakeTimeoutTests {
+    @Test("a peer that never finishes the handshake is dropped at the limit, with a log line")
+    func silentPeer() throws {
+        var server = DevTLS.server()
+        server.handshakeTimeout = .milliseconds(200)
+        let pair = try InMemoryTLSPair(server: server, client: DevTLS.client())
+        try pair.server.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        pair.server.embeddedEventLoop.advanceTime(by: .milliseconds(150))
+        #expect(pair.server.isActive)
+        pair.server.embeddedEventLoop.advanceTime(by: .milliseconds(100))
+        #expect(!pair.server.isActive)
+        #expect(pair.serverLog.all.contains { $0.contains("did not complete within") })
+    }
+}

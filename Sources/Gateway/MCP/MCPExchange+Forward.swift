@@ -14,7 +14,7 @@ extension MCPExchange {
 
     /// Forwards the exact bytes that were parsed and decided, then streams the upstream's answer back.
     func forward(_ decided: [Decided], principal: Principal) async {
-        let response = await upstreamResponse(principal: principal, body: body) { status, reason in
+        let response = await upstreamResponse(principal: principal, body: body, recordCount: decided.count) { status, reason in
             decided.map { item in
                 var entry = record(for: item, principal: principal)
                 entry.upstreamStatus = status
@@ -44,7 +44,7 @@ extension MCPExchange {
             guard await audit([record]) else { return }
             return await sendJSON(status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#)
         }
-        let response = await upstreamResponse(principal: principal, body: nil) { status, reason in
+        let response = await upstreamResponse(principal: principal, body: nil, recordCount: 1) { status, reason in
             var record = baseRecord(.allow, "\(method): forwarded without a policy decision" + (reason.map { "; upstream: \($0)" } ?? ""), principal: principal)
             record.method = method
             record.rule = "protocol"
@@ -62,9 +62,12 @@ extension MCPExchange {
     /// before anything is forwarded: when the audit log cannot promise it, the client gets 503 and the upstream
     /// nothing. Nil when the request was not forwarded or failed (the client has been answered).
     func upstreamResponse(
-        principal: Principal, body: [UInt8]?, records: (Int, String?) -> [AuditRecord]
+        principal: Principal, body: [UInt8]?, recordCount: Int, records: (Int, String?) -> [AuditRecord]
     ) async -> HTTPClientResponse? {
-        let estimate = records(0, nil).reduce(0) { $0 + $1.jsonLine.utf8.count } + 512
+        // An estimate, not the records themselves (they are built once, after the upstream answered): a record is
+        // well under 1 KiB plus its arguments, which can never exceed the body. The room is a soft promise: a longer
+        // record still goes in.
+        let estimate = recordCount * 1024 + (body?.count ?? 0)
         let reservation: AuditLog.Reservation
         do {
             reservation = try services.audit.reserve(bytes: estimate)
@@ -89,9 +92,7 @@ extension MCPExchange {
             request.body = .bytes(ByteBuffer(bytes: body))
         }
         do {
-            let timeout = services.limits.upstreamTimeout.components
-            let response = try await services.httpClient.execute(
-                request, deadline: .now() + .nanoseconds(timeout.seconds * 1_000_000_000 + timeout.attoseconds / 1_000_000_000))
+            let response = try await services.httpClient.execute(request, deadline: .now() + TimeAmount(services.limits.upstreamTimeout))
             services.audit.append(records(Int(response.status.code), nil), into: reservation)
             return response
         } catch {

@@ -104,7 +104,12 @@ struct MCPExchange: Sendable {
         record.rule = error.code
         if let certificate = handshake?.peerCertificate { record.agent = certificate.leaf.uris.first ?? certificate.leaf.subject }
         guard await audit([record]) else { return nil }
-        let forbidden = [AuthenticationError.tenantMismatch(""), .agentMismatch(certificate: "", token: "")].contains { $0.code == error.code }
+        // Credentials that were each valid but disagree are a 403; everything else asks for credentials (401).
+        let forbidden: Bool
+        switch error {
+        case .tenantMismatch, .agentMismatch: forbidden = true
+        default: forbidden = false
+        }
         var challenge = #"Bearer realm="mcpgw""#
         if case .noCredentials = error {} else { challenge += #", error="invalid_token", error_description="\#(error.code)""# }
         await sendJSONRPCError(
