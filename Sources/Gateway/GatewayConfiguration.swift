@@ -14,6 +14,10 @@ public struct GatewayConfiguration: Sendable {
     public var shutdownGracePeriod: Duration
     /// Most client connections open at once; more are closed as soon as they are accepted (before any TLS work).
     public var maximumConnections: Int
+    /// Most connections one source address may hold; nil means half of `maximumConnections`.
+    public var maximumConnectionsPerSource: Int?
+    /// Event loop threads; nil means one per core.
+    public var eventLoopThreads: Int?
 
     /// A configuration listening on `listen` with the given TLS settings.
     public init(
@@ -22,8 +26,12 @@ public struct GatewayConfiguration: Sendable {
         allowInsecurePlainHTTP: Bool = false,
         idleTimeout: Duration = .seconds(60),
         shutdownGracePeriod: Duration = .seconds(10),
-        maximumConnections: Int = 1024
+        maximumConnections: Int = 1024,
+        maximumConnectionsPerSource: Int? = nil,
+        eventLoopThreads: Int? = nil
     ) {
+        self.maximumConnectionsPerSource = maximumConnectionsPerSource
+        self.eventLoopThreads = eventLoopThreads
         self.listen = listen
         self.tls = tls
         self.allowInsecurePlainHTTP = allowInsecurePlainHTTP

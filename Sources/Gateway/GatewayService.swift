@@ -1,4 +1,6 @@
 public import Logging
+import NIOCore
+import NIOPosix
 public import ServiceLifecycle
 
 /// The gateway as a swift-service-lifecycle `Service`: binds in `run()`, serves until graceful shutdown.
@@ -15,15 +17,19 @@ public struct GatewayService: Service {
     }
 
     public func run() async throws {
-        let listener = try await GatewayListener.bind(configuration: configuration, services: services, logger: logger)
-        // Wait for SIGTERM/SIGINT (graceful shutdown) or cancellation, then drain: requests in flight finish, then
-        // the audit log is written out and the upstream client stops.
+        // One event loop per core by default (the shared group has exactly that many).
+        let ownGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) }
+        let group: any EventLoopGroup = ownGroup ?? MultiThreadedEventLoopGroup.singleton
+        let listener = try await GatewayListener.bind(configuration: configuration, services: services, logger: logger, group: group)
+        // Wait for SIGTERM/SIGINT (graceful shutdown) or cancellation, then drain: requests in flight finish (or are
+        // closed after the grace period, writing their records), and only then is the audit log written out.
         try? await gracefulShutdown()
         try await listener.shutdown()
         if let services {
+            await services.upstream.shutdown()
             services.audit.close()
-            try? await services.httpClient.shutdown()
             logger.info("audit log flushed", metadata: ["audit.records": "\(services.audit.writtenRecords)"])
         }
+        try? await ownGroup?.shutdownGracefully()
     }
 }

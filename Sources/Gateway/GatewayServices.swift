@@ -1,6 +1,9 @@
-public import AsyncHTTPClient
 public import Identity
+public import Logging
+import NIOCore
+import NIOPosix
 public import Policy
+import Synchronization
 
 /// Everything the MCP endpoint needs to decide and forward: shared by all connections, safe across threads.
 public struct GatewayServices: Sendable {
@@ -12,51 +15,71 @@ public struct GatewayServices: Sendable {
     public let policy: PolicyEngine
     /// Records decisions.
     public let audit: AuditLog
-    /// Upstream per tenant.
-    public let upstreams: [String: UpstreamConfiguration]
-    /// The upstream HTTP client.
-    public let httpClient: HTTPClient
+    /// The upstream client: tenants' upstreams, per-event-loop pools, budgets.
+    public let upstream: UpstreamClient
     /// Session → principal bindings.
     public let sessions: SessionBindings
     /// Per-request bounds.
     public let limits: GatewayLimits
     /// The path of the MCP endpoint (default `/mcp`).
     public let mcpPath: String
+    /// Request ids.
+    let requestIDs = RequestIDs()
+    /// Work taken off the event loops at once (fresh signature checks, large decisions).
+    private let offloaded = OffloadCounter()
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
     private let clock: @Sendable () -> Double
 
-    /// Services from their parts.
+    /// Services from their parts. Fails when an upstream URL or its TLS settings are invalid.
     public init(
         authenticator: Authenticator, policy: PolicyEngine, audit: AuditLog, upstreams: [String: UpstreamConfiguration],
-        httpClient: HTTPClient, sessions: SessionBindings = SessionBindings(), limits: GatewayLimits = GatewayLimits(),
-        mcpPath: String = "/mcp", clock: (@Sendable () -> Double)? = nil
-    ) {
+        sessions: SessionBindings = SessionBindings(), limits: GatewayLimits = GatewayLimits(), mcpPath: String = "/mcp",
+        clock: (@Sendable () -> Double)? = nil, logger: Logger = Logger(label: "mcpgw")
+    ) throws(UpstreamConfigurationError) {
         self.identity = AuthenticatorStore(authenticator)
         self.policy = policy
         self.audit = audit
-        self.upstreams = upstreams
-        self.httpClient = httpClient
+        self.upstream = try UpstreamClient(upstreams: upstreams, limits: limits, logger: logger)
         self.sessions = sessions
         self.limits = limits
         self.mcpPath = mcpPath
-        let origin = ContinuousClock.now
-        self.clock = clock ?? {
-            let elapsed = origin.duration(to: .now).components
-            return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
-        }
+        let origin = NIODeadline.now()
+        self.clock = clock ?? { Double((NIODeadline.now() - origin).nanoseconds) / 1e9 }
     }
 
     /// Seconds on a monotonic clock, for rate limiting.
     var monotonicSeconds: Double { clock() }
 
-    /// An HTTP client for upstreams: no read timeout (SSE streams may be quiet), a bounded connect timeout.
-    public static func makeHTTPClient() -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.timeout = .init(connect: .seconds(5), read: nil)
-        configuration.decompression = .disabled
-        configuration.redirectConfiguration = .disallow
-        // The default (8 connections per upstream host) makes concurrent callers queue behind each other.
-        configuration.connectionPool.concurrentHTTP1ConnectionsPerHostSoftLimit = 64
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    /// Most pieces of work off the loops at once; beyond, requests are refused (503) rather than queued unboundedly.
+    static let maximumOffloaded = 512
+
+    /// Runs `work` on the shared thread pool; its result comes back on `eventLoop`.
+    func offload<Value: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable () -> Value) -> EventLoopFuture<Value> {
+        guard offloaded.enter(limit: Self.maximumOffloaded) else {
+            return eventLoop.makeFailedFuture(OffloadRefused())
+        }
+        let counter = offloaded
+        return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
+            defer { counter.leave() }
+            return work()
+        }
     }
+}
+
+/// Too much work is waiting off the event loops.
+struct OffloadRefused: Error {}
+
+/// Counts work in flight on the thread pool.
+final class OffloadCounter: Sendable {
+    private let count = Atomic<Int>(0)
+
+    func enter(limit: Int) -> Bool {
+        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
+            count.wrappingSubtract(1, ordering: .relaxed)
+            return false
+        }
+        return true
+    }
+
+    func leave() { count.wrappingSubtract(1, ordering: .relaxed) }
 }

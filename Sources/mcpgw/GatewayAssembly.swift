@@ -42,9 +42,9 @@ enum GatewayAssembly {
                 "policy.tenants": "\(engine.snapshot.tenants.keys.sorted().joined(separator: ","))",
                 "audit.log": "\(auditTarget == "-" ? "stdout" : auditTarget)", "mcp.path": "\(file.mcpPath)",
             ])
-        return GatewayServices(
-            authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams,
-            httpClient: GatewayServices.makeHTTPClient(), limits: file.limits, mcpPath: file.mcpPath)
+        return try GatewayServices(
+            authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams, limits: file.limits,
+            mcpPath: file.mcpPath, logger: logger)
     }
 
     /// A policies directory, or a single classic policy file applied to every tenant.

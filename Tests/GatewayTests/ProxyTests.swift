@@ -239,7 +239,7 @@ struct GracefulShutdownTests {
         #expect(await shutdown.isFinished)
         gateway.services.audit.close()
         #expect(gateway.services.audit.writtenRecords == 1)
-        try await gateway.services.httpClient.shutdown()
+        await gateway.services.upstream.shutdown()
         await upstream.stop()
     }
 }
@@ -292,7 +292,7 @@ struct AuditFailClosedTests {
         log.flush()
         #expect(!log.isAccepting)
         #expect(throws: AuditUnavailable.self) { try log.append(record) }
-        log.close()
+        log.close(timeout: .milliseconds(100))
     }
 }
 

@@ -8,105 +8,123 @@ public struct AuditUnavailable: Error, Sendable, CustomStringConvertible {
     public var description: String { "audit log unavailable: \(reason)" }
 }
 
+/// Where the audit log's bytes finally go. `FileAuditWriter` is the production one; tests inject failures.
+public protocol AuditWriter: Sendable {
+    /// Writes all of `bytes` or throws (a partial write must throw after reporting how much went out).
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) -> Void
+    /// Reopens the destination by its name (log rotation).
+    func reopen() throws(AuditWriteError)
+    /// Makes what was written durable.
+    func synchronize()
+}
+
+/// A failed write: how many bytes of the batch did reach the destination, and why the rest did not.
+public struct AuditWriteError: Error, Sendable, CustomStringConvertible {
+    /// Bytes of the batch that were written before the failure.
+    public var written: Int
+    /// What failed, in words.
+    public var reason: String
+    public init(written: Int, reason: String) {
+        self.written = written
+        self.reason = reason
+    }
+    public var description: String { reason }
+}
+
 /// The audit log: one JSON line per decision, to a file or standard output.
 ///
 /// `append` never blocks and never drops: records are queued in order, and a dedicated thread writes the queue at
 /// least every 20 ms (blocking I/O stays off the event loops). When the queue holds more than `capacityBytes`
-/// (the disk is slower than the traffic) or a write has failed, `append` throws and the gateway refuses the request
-/// it was about to allow — fail closed, so nothing is ever done without its record. `close()` writes everything
-/// still queued; it is called on shutdown.
+/// (the disk is slower than the traffic) or the last write failed, `append` throws and the gateway refuses the
+/// request it was about to allow — fail closed, so nothing is ever done without its record. A failed write keeps
+/// its bytes and is retried (every 20 ms, backing off to 1 s); once it succeeds the log accepts records again by
+/// itself. `close()` writes everything still queued; it is called after the last exchange has ended.
 public final class AuditLog: Sendable {
     /// Where records go.
-    public enum Sink: Sendable, Hashable {
+    public enum Sink: Sendable {
         /// Standard output.
         case standardOutput
-        /// A file, created if missing, appended to.
+        /// A file, created if missing (mode 0600), appended to.
         case file(String)
+        /// Any writer (tests inject failing ones).
+        case writer(any AuditWriter)
     }
 
     private struct State {
         var queue: [UInt8] = []
+        /// Bytes of a failed write, written again before anything newer.
+        var retry: [UInt8] = []
         var failure: String?
         var closed = false
         var written = 0
         var writing = false
+        var writeErrors = 0
         /// Bytes promised to records whose call is being forwarded (counted against the capacity).
         var reserved = 0
     }
 
     private let state = Mutex(State())
-    /// The open sink; replaced by `reopen()` (log rotation). Only the writer thread and `reopen` touch it.
-    private let handle: Mutex<FileHandle>
-    private let sink: Sink
+    private let writer: any AuditWriter
     private let capacityBytes: Int
     /// A queue this large is written at once rather than at the next 20 ms tick.
     static let earlyWriteBytes = 256 * 1024
     private let wakeUp = NSCondition()
-    private let finished = NSCondition()
     private let writerDone = Mutex(false)
+    private let finished = NSCondition()
 
     /// Opens the sink and starts the writer thread.
     public init(sink: Sink, capacityBytes: Int = 16 * 1024 * 1024) throws {
-        self.sink = sink
-        handle = Mutex(try Self.open(sink))
+        switch sink {
+        case .standardOutput: writer = try FileAuditWriter(path: nil)
+        case .file(let path): writer = try FileAuditWriter(path: path)
+        case .writer(let custom): writer = custom
+        }
         self.capacityBytes = capacityBytes
         let thread = Thread { [self] in self.writerLoop() }
         thread.name = "mcpgw-audit"
         thread.start()
     }
 
-    private static func open(_ sink: Sink) throws -> FileHandle {
-        switch sink {
-        case .standardOutput:
-            return FileHandle.standardOutput
-        case .file(let path):
-            if !FileManager.default.fileExists(atPath: path) {
-                guard FileManager.default.createFile(atPath: path, contents: nil, attributes: [.posixPermissions: 0o600]) else {
-                    throw AuditUnavailable(reason: "cannot create \(path)")
-                }
-            }
-            guard let opened = FileHandle(forWritingAtPath: path) else { throw AuditUnavailable(reason: "cannot open \(path) for writing") }
-            _ = try opened.seekToEnd()
-            return opened
-        }
-    }
-
     /// Reopens the file by its path (after log rotation moved it): what is queued is written to the old file first,
     /// later records go to the new one. A no-op for standard output.
     public func reopen() throws {
-        guard case .file = sink else { return }
         flush()
-        let fresh = try Self.open(sink)
-        let old = handle.withLock { current in
-            let old = current
-            current = fresh
-            return old
+        do {
+            try writer.reopen()
+        } catch {
+            throw AuditUnavailable(reason: "cannot reopen: \(error.reason)")
         }
-        try? old.synchronize()
-        try? old.close()
     }
 
     /// How many records have been written to the sink so far.
     public var writtenRecords: Int { state.withLock { $0.written } }
 
+    /// How many writes have failed since start.
+    public var writeErrors: Int { state.withLock { $0.writeErrors } }
+
+    /// Bytes waiting to be written (queued, being retried, or promised).
+    public var queuedBytes: Int { state.withLock { $0.queue.count + $0.retry.count + $0.reserved } }
+
     /// Queues a record; throws when the log cannot take it (then the request must be refused).
     public func append(_ record: AuditRecord) throws(AuditUnavailable) {
-        let line = Array((record.jsonLine + "\n").utf8)
+        try append(lines: record.lineBytes)
+    }
+
+    /// Queues whole lines; throws when the log cannot take them.
+    func append(lines: [UInt8]) throws(AuditUnavailable) {
         let (problem, queued): (String?, Int) = state.withLock { state in
             if let failure = state.failure { return (failure, 0) }
             if state.closed { return ("the log is closed", 0) }
-            if state.queue.count + line.count > capacityBytes { return ("more than \(capacityBytes) bytes waiting to be written", 0) }
-            state.queue += line
+            if state.queue.count + state.reserved + lines.count > capacityBytes {
+                return ("more than \(capacityBytes) bytes waiting to be written", 0)
+            }
+            state.queue += lines
             return (nil, state.queue.count)
         }
         if let problem { throw AuditUnavailable(reason: problem) }
         // The writer wakes every 20 ms by itself; waking it per record would cost a thread switch and a write(2)
         // per request. Only a large backlog wakes it early.
-        if queued >= Self.earlyWriteBytes {
-            wakeUp.lock()
-            wakeUp.signal()
-            wakeUp.unlock()
-        }
+        if queued >= Self.earlyWriteBytes { wake() }
     }
 
     /// Whether a record would be accepted now.
@@ -133,68 +151,99 @@ public final class AuditLog: Sendable {
         return Reservation(bytes: bytes)
     }
 
-    /// Queues records into room reserved earlier. Never refused for lack of room (the reservation is released
-    /// and the lines queued even if they are longer than estimated); a log that failed in the meantime still takes
-    /// them into the queue, where the failure is already reported and new requests are refused.
+    /// Queues records into room reserved earlier. Never refused: the reservation is released and the lines queued
+    /// even if they are longer than estimated, even if the log failed or was closed in the meantime (a closing log
+    /// still writes what is queued).
     public func append(_ records: [AuditRecord], into reservation: Reservation) {
-        let lines = records.flatMap { Array(($0.jsonLine + "\n").utf8) }
+        var lines: [UInt8] = []
+        for record in records { lines += record.lineBytes }
         state.withLock { state in
             state.reserved -= reservation.bytes
             state.queue += lines
         }
     }
 
-    /// Waits (at most `timeout`) until every record queued so far has been written to the sink.
+    /// Waits (at most `timeout`) until every record queued so far has been written to the sink, or a write failed.
     public func flush(timeout: Duration = .seconds(5)) {
         let deadline = ContinuousClock.now + timeout
-        while state.withLock({ !$0.queue.isEmpty || $0.writing }) && ContinuousClock.now < deadline {
-            wakeUp.lock()
-            wakeUp.signal()
-            wakeUp.unlock()
+        while state.withLock({ $0.failure == nil && (!$0.queue.isEmpty || !$0.retry.isEmpty || $0.writing || $0.reserved > 0) })
+            && ContinuousClock.now < deadline
+        {
+            wake()
             Thread.sleep(forTimeInterval: 0.005)
         }
     }
 
-    /// Writes everything queued and stops the writer. Later `append`s throw.
-    public func close() {
+    /// Writes everything queued (retrying failed writes for up to `timeout`) and stops the writer. Later `append`s
+    /// throw.
+    public func close(timeout: Duration = .seconds(10)) {
         state.withLock { $0.closed = true }
+        let deadline = ContinuousClock.now + timeout
+        wake()
+        finished.lock()
+        while !writerDone.withLock({ $0 }) && ContinuousClock.now < deadline {
+            _ = finished.wait(until: Date().addingTimeInterval(0.05))
+        }
+        finished.unlock()
+        let lost = state.withLock { $0.queue.count + $0.retry.count }
+        if lost > 0 {
+            FileHandle.standardError.write(Data("mcpgw: audit log closed with \(lost) bytes unwritten\n".utf8))
+        }
+    }
+
+    private func wake() {
         wakeUp.lock()
         wakeUp.signal()
         wakeUp.unlock()
-        finished.lock()
-        while !writerDone.withLock({ $0 }) { finished.wait(until: Date().addingTimeInterval(0.05)) }
-        finished.unlock()
     }
 
     private func writerLoop() {
+        var backoff = 0.02
         while true {
             wakeUp.lock()
-            _ = wakeUp.wait(until: Date().addingTimeInterval(0.02))
+            _ = wakeUp.wait(until: Date().addingTimeInterval(backoff))
             wakeUp.unlock()
             let (batch, closed) = state.withLock { state -> ([UInt8], Bool) in
-                let batch = state.queue
+                var batch = state.retry
+                batch += state.queue
+                state.retry = []
                 state.queue = []
                 state.writing = !batch.isEmpty
-                return (batch, state.closed)
+                return (batch, state.closed && state.reserved == 0)
             }
             if !batch.isEmpty {
-                do {
-                    try handle.withLock { try $0.write(contentsOf: batch) }
-                    let lines = batch.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
-                    state.withLock {
-                        $0.written += lines
-                        $0.writing = false
+                do throws(AuditWriteError) {
+                    var failure: AuditWriteError?
+                    batch.withUnsafeBytes { bytes in
+                        do throws(AuditWriteError) { try writer.write(bytes) } catch { failure = error }
                     }
+                    if let failure { throw failure }
+                    let lines = Self.countLines(batch[...])
+                    let recovered = state.withLock { state -> Bool in
+                        state.written += lines
+                        state.writing = false
+                        defer { state.failure = nil }
+                        return state.failure != nil
+                    }
+                    if recovered { Self.report("audit log writes succeed again; accepting requests") }
+                    backoff = 0.02
                 } catch {
-                    state.withLock {
-                        $0.failure = "write failed: \(error.localizedDescription)"
-                        $0.writing = false
+                    let rest = Array(batch[min(error.written, batch.count)...])
+                    let firstFailure = state.withLock { state -> Bool in
+                        state.written += Self.countLines(batch[..<min(error.written, batch.count)])
+                        state.retry = rest
+                        state.writing = false
+                        state.writeErrors += 1
+                        defer { state.failure = "write failed: \(error.reason)" }
+                        return state.failure == nil
                     }
-                    FileHandle.standardError.write(Data("mcpgw: audit log write failed: \(error); refusing requests until restart\n".utf8))
+                    if firstFailure { Self.report("audit log write failed (\(error.reason)); refusing requests and retrying") }
+                    backoff = min(1.0, backoff * 2)
+                    continue
                 }
             }
-            if closed && state.withLock({ $0.queue.isEmpty }) {
-                handle.withLock { try? $0.synchronize() }
+            if closed && state.withLock({ $0.queue.isEmpty && $0.retry.isEmpty }) {
+                writer.synchronize()
                 writerDone.withLock { $0 = true }
                 finished.lock()
                 finished.broadcast()
@@ -202,5 +251,13 @@ public final class AuditLog: Sendable {
                 return
             }
         }
+    }
+
+    private static func countLines(_ bytes: ArraySlice<UInt8>) -> Int {
+        bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
+    }
+
+    private static func report(_ message: String) {
+        FileHandle.standardError.write(Data("mcpgw: \(message)\n".utf8))
     }
 }

@@ -1,6 +1,9 @@
 public import StrictJSON
-public import Foundation
+public import struct Foundation.Date
 import Identity
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One decision, as one JSON line of the audit log.
 public struct AuditRecord: Sendable {
@@ -18,10 +21,12 @@ public struct AuditRecord: Sendable {
         case authenticationFailed = "authentication_failed"
         /// Refused: the request could not be read.
         case malformed
+        /// Refused: the gateway could not serve it (audit log, budgets, upstream, shutdown).
+        case unavailable
     }
 
-    /// When the decision was made.
-    public var time = Date()
+    /// When the decision was made, in milliseconds since 1970 (UTC).
+    public var unixMilliseconds: Int64 = AuditRecord.nowMilliseconds()
     /// The gateway's id for the HTTP request (shared by the messages of a batch).
     public var requestID: String
     /// The caller's tenant, when known.
@@ -48,8 +53,8 @@ public struct AuditRecord: Sendable {
     public var reason: String
     /// The upstream's HTTP status, when the call was forwarded (or 502/504 when the upstream failed).
     public var upstreamStatus: Int?
-    /// Milliseconds from receiving the request to the decision (refusals) or to the upstream's response head.
-    public var latencyMilliseconds: Double?
+    /// Microseconds from receiving the request to the decision (refusals) or to the upstream's response head.
+    public var latencyMicroseconds: Int?
     /// The MCP session id, if any.
     public var sessionID: String?
     /// The arguments: keys and a digest by default, in full where a rule asks.
@@ -63,56 +68,104 @@ public struct AuditRecord: Sendable {
         self.reason = reason
     }
 
+    /// Milliseconds since 1970 from the system's real-time clock.
+    public static func nowMilliseconds() -> Int64 {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
+    }
+
     /// `{"keys":[...],"sha256":"..."}` — what the audit log keeps of arguments unless a rule asks for them in full.
     public static func redacted(_ arguments: JSONValue?) -> JSONValue? {
         guard let arguments else { return nil }
         let keys = arguments.objectValue?.keys ?? []
+        var serialized: [UInt8] = []
+        JSONLineWriter.append(arguments, to: &serialized)
         return .object(JSONObject([
             .init(key: "keys", value: .array(keys.map(JSONValue.string))),
-            .init(key: "sha256", value: .string(SHA256Digest.hex(Array(arguments.serialized.utf8)))),
+            .init(key: "sha256", value: .string(SHA256Digest.hex(serialized))),
         ]))
     }
 
-    /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision. Formatted by hand because it runs for every
-    /// record and Foundation's ISO 8601 formatter is far slower.
+    /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision, written by hand (it runs for every record).
     static func timestamp(_ date: Date) -> String {
+        var bytes: [UInt8] = []
         let seconds = date.timeIntervalSince1970
-        var whole = time_t(seconds.rounded(.down))
+        let whole = seconds.rounded(.down)
+        appendTimestamp(Int64(whole) * 1000 + min(999, Int64(((seconds - whole) * 1000).rounded(.down))), to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func appendTimestamp(_ milliseconds: Int64, to bytes: inout [UInt8]) {
+        var whole = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&whole, &parts)
-        let milliseconds = min(999, Int(((seconds - seconds.rounded(.down)) * 1000).rounded(.down)))
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func pad(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var rest = value
+            while divisor > 0 {
+                bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
+                rest %= divisor
+                divisor /= 10
+            }
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(milliseconds), 3))Z"
+        pad(Int(parts.tm_year) + 1900, 4)
+        bytes.append(UInt8(ascii: "-"))
+        pad(Int(parts.tm_mon) + 1, 2)
+        bytes.append(UInt8(ascii: "-"))
+        pad(Int(parts.tm_mday), 2)
+        bytes.append(UInt8(ascii: "T"))
+        pad(Int(parts.tm_hour), 2)
+        bytes.append(UInt8(ascii: ":"))
+        pad(Int(parts.tm_min), 2)
+        bytes.append(UInt8(ascii: ":"))
+        pad(Int(parts.tm_sec), 2)
+        bytes.append(UInt8(ascii: "."))
+        pad(Int(milliseconds % 1000), 3)
+        bytes.append(UInt8(ascii: "Z"))
+    }
+
+    /// The record as one line of JSON bytes, ending in a newline.
+    public var lineBytes: [UInt8] {
+        var writer = JSONLineWriter(capacity: 384 + reason.utf8.count)
+        var time: [UInt8] = [UInt8(ascii: "\"")]
+        Self.appendTimestamp(unixMilliseconds, to: &time)
+        time.append(UInt8(ascii: "\""))
+        writer.raw("time", time)
+        writer.string("request_id", requestID)
+        writer.optionalString("tenant", tenant)
+        writer.optionalString("agent", agent)
+        writer.optionalString("auth_method", authMethod)
+        writer.optionalString("client_address", clientAddress)
+        writer.string("http_method", httpMethod)
+        writer.optionalString("method", method)
+        writer.optionalString("target", target)
+        if let jsonrpcID {
+            // Ids are serialized JSON strings or numbers (checked when the message was read).
+            if let parsed = try? JSONParser.parse(jsonrpcID) { writer.value("jsonrpc_id", parsed) } else { writer.string("jsonrpc_id", jsonrpcID) }
+        }
+        writer.string("decision", decision.rawValue)
+        writer.optionalString("rule", rule)
+        writer.string("reason", reason)
+        if let upstreamStatus { writer.integer("upstream_status", upstreamStatus) }
+        if let latencyMicroseconds {
+            var text: [UInt8] = []
+            JSONLineWriter.appendInteger(latencyMicroseconds / 1000, to: &text)
+            let fraction = latencyMicroseconds % 1000
+            text.append(UInt8(ascii: "."))
+            text.append(UInt8(ascii: "0") + UInt8(fraction / 100))
+            text.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+            text.append(UInt8(ascii: "0") + UInt8(fraction % 10))
+            writer.raw("latency_ms", text)
+        }
+        writer.optionalString("session_id", sessionID)
+        if let arguments { writer.value("arguments", arguments) }
+        return writer.finishLine()
     }
 
     /// The record as one line of JSON (no trailing newline).
     public var jsonLine: String {
-        var members: [JSONObject.Member] = [
-            .init(key: "time", value: .string(Self.timestamp(time))),
-            .init(key: "request_id", value: .string(requestID)),
-        ]
-        func add(_ key: String, _ value: String?) { if let value { members.append(.init(key: key, value: .string(value))) } }
-        add("tenant", tenant)
-        add("agent", agent)
-        add("auth_method", authMethod)
-        add("client_address", clientAddress)
-        add("http_method", httpMethod)
-        add("method", method)
-        add("target", target)
-        if let jsonrpcID { members.append(.init(key: "jsonrpc_id", value: (try? JSONParser.parse(jsonrpcID)) ?? .string(jsonrpcID))) }
-        members.append(.init(key: "decision", value: .string(decision.rawValue)))
-        add("rule", rule)
-        members.append(.init(key: "reason", value: .string(reason)))
-        if let upstreamStatus { members.append(.init(key: "upstream_status", value: .number(JSONNumber(Int64(upstreamStatus))))) }
-        if let latencyMilliseconds, let number = JSONNumber((latencyMilliseconds * 1000).rounded() / 1000) {
-            members.append(.init(key: "latency_ms", value: .number(number)))
-        }
-        add("session_id", sessionID)
-        if let arguments { members.append(.init(key: "arguments", value: arguments)) }
-        return JSONValue.object(JSONObject(members)).serialized
+        String(decoding: lineBytes.dropLast(), as: UTF8.self)
     }
 }

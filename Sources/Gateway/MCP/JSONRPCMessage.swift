@@ -76,7 +76,7 @@ public struct MCPBody: Sendable {
     public let isBatch: Bool
 
     /// Parses a request body strictly (RFC 8259, duplicate keys refused, bounded depth and size).
-    public static func parse(_ bytes: [UInt8], limits: JSONLimits) throws(MCPRequestError) -> MCPBody {
+    public static func parse(_ bytes: some Collection<UInt8>, limits: JSONLimits) throws(MCPRequestError) -> MCPBody {
         let value: JSONValue
         do {
             value = try JSONParser.parse(bytes, limits: limits)

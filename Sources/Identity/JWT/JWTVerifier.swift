@@ -54,6 +54,13 @@ public struct JWTVerifier: Sendable {
     /// How many verified tokens are cached.
     public var cachedTokenCount: Int { cache.count }
 
+    /// Whether `token` was verified before and is still inside its validity window at `now`: verifying it again
+    /// costs a hash and a lookup, no signature check.
+    public func isCached(_ token: String, now: Date) -> Bool {
+        guard token.utf8.count <= maximumTokenBytes else { return true }  // refused at once, no signature work
+        return cache.lookup(JWSCrypto.sha256(Array(token.utf8)), now: now) != nil
+    }
+
     /// Verifies `token` at time `now`.
     public func verify(_ token: String, now: Date) throws(AuthenticationError) -> VerifiedToken {
         guard token.utf8.count <= maximumTokenBytes else {

@@ -27,13 +27,13 @@ struct GatewayFixture {
             otherTenantKeys: ["upstream"])
         let auditPath = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-audit-\(UUID()).log").path
         let frozen: @Sendable () -> Double = { 1_000 }
-        let services = GatewayServices(
+        let services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
             audit: try AuditLog(sink: .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
                         "globex": UpstreamConfiguration(url: upstream)].filter { tenantsWithUpstream.contains($0.key) },
-            httpClient: GatewayServices.makeHTTPClient(), limits: limits, clock: frozenClock ? frozen : nil)
+            limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex"))],
@@ -46,8 +46,8 @@ struct GatewayFixture {
 
     func stop() async throws {
         try await listener.shutdown()
+        await services.upstream.shutdown()
         services.audit.close()
-        try await services.httpClient.shutdown()
         try? FileManager.default.removeItem(atPath: auditPath)
     }
 

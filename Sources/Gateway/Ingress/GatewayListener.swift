@@ -4,7 +4,7 @@ import NIOHTTP1
 public import NIOPosix
 import TLS
 
-/// A bound listener: TLS (or, explicitly, plain HTTP) → HTTP/1.1 → the gateway's handlers.
+/// A bound listener: TLS (or, explicitly, plain HTTP) → slow-client guard → HTTP/1.1 → the gateway's handler.
 public final class GatewayListener: Sendable {
     /// The address the listener is bound to (with the real port when port 0 was asked for).
     public let localAddress: SocketAddress
@@ -23,6 +23,9 @@ public final class GatewayListener: Sendable {
         self.logger = logger
     }
 
+    /// How many connections were refused at accept (listener full, or the source's share used).
+    public var refusedConnections: Int { connections.refusedCount }
+
     /// Validates the configuration, builds the TLS context and binds. Fails with a clear error on a bad
     /// certificate, key or address; nothing is served until every part is valid.
     public static func bind(
@@ -40,25 +43,38 @@ public final class GatewayListener: Sendable {
         }
         let connections = ConnectionRegistry()
         let idleTimeout = TimeAmount(configuration.idleTimeout)
+        let limits = services?.limits ?? GatewayLimits()
+        let perSource = configuration.maximumConnectionsPerSource ?? max(1, configuration.maximumConnections / 2)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
-                guard connections.count < configuration.maximumConnections else {
-                    logger.warning("connection refused: \(configuration.maximumConnections) connections already open",
-                                   metadata: ["peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")"])
+                if let refusal = connections.admit(channel, maximum: configuration.maximumConnections, perSource: perSource) {
+                    // Logged at most once a second: a flood of connections must not become a flood of log lines.
+                    if connections.shouldLogRefusal() {
+                        let why = refusal == .listenerFull
+                            ? "\(configuration.maximumConnections) connections already open"
+                            : "source already holds its share of \(perSource) connections"
+                        logger.warning(
+                            "connection refused: \(why)",
+                            metadata: ["peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")",
+                                       "connections.refused": "\(connections.refusedCount)"])
+                    }
                     return channel.close()
                 }
-                connections.track(channel)
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tlsContext {
                         try pipeline.addHandler(TLSHandler(context: tlsContext, logger: logger))
                     }
+                    let slowClients = SlowClientGuard(
+                        headTimeout: TimeAmount(limits.requestHeadTimeout), minimumBytesPerSecond: limits.minimumBodyBytesPerSecond,
+                        gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
+                    try pipeline.addHandler(slowClients)
                     try pipeline.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(MCPProxyHandler(services: services))
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: false)
+                    try pipeline.addHandler(MCPConnectionHandler(services: services, slowClients: slowClients))
                 }
             }
         let channel: any Channel
@@ -79,8 +95,9 @@ public final class GatewayListener: Sendable {
         return listener
     }
 
-    /// Stops accepting, lets requests in flight finish (idle connections close at once), and closes whatever is
-    /// still open after the configured grace period.
+    /// Stops accepting, lets requests in flight finish (idle connections close at once), closes whatever is still
+    /// open after the configured grace period, and returns once every connection is closed (every exchange has
+    /// written its audit records by then).
     public func shutdown() async throws {
         try? await serverChannel.close()
         connections.drainAll()
@@ -88,7 +105,7 @@ public final class GatewayListener: Sendable {
         while connections.count > 0 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
-        connections.closeAll()
+        await connections.closeAll()
         logger.info("listener stopped", metadata: ["listen.address": "\(localAddress.hostAndPort)", "connections.left": "\(connections.count)"])
     }
 }

@@ -1,0 +1,279 @@
+import struct Foundation.Date
+import Identity
+import NIOCore
+import NIOHTTP1
+import Policy
+import StrictJSON
+
+/// The gateway's decisions about one request, as values: a principal, a plan to forward, or a refusal. Nothing
+/// here writes to a channel; `MCPConnectionHandler` performs what these return.
+struct ExchangeDecisions {
+    let services: GatewayServices
+
+    // MARK: - Authentication (on the head, before any body is read)
+
+    /// The bearer token of the `Authorization` header, or why the header cannot be used.
+    static func bearerToken(_ headers: HTTPHeaders) -> Result<String?, AuthenticationError> {
+        var found: String?
+        var count = 0
+        for (name, value) in headers where name.utf8.count == 13 && name.lowercased() == "authorization" {
+            count += 1
+            found = value
+        }
+        guard count <= 1 else { return .failure(.malformedToken("more than one Authorization header")) }
+        guard let authorization = found else { return .success(nil) }
+        let utf8 = Array(authorization.utf8)
+        // "Bearer" (any case), one or more spaces, the token; surrounding blanks ignored.
+        guard utf8.count > 7, String(decoding: utf8[0..<6], as: UTF8.self).lowercased() == "bearer", utf8[6] == 0x20 else {
+            return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
+        }
+        var start = 7
+        var end = utf8.count
+        while start < end && (utf8[start] == 0x20 || utf8[start] == 0x09) { start += 1 }
+        while end > start && (utf8[end - 1] == 0x20 || utf8[end - 1] == 0x09) { end -= 1 }
+        guard start < end else { return .failure(.malformedToken("Authorization must be 'Bearer <token>'")) }
+        return .success(String(decoding: utf8[start..<end], as: UTF8.self))
+    }
+
+    /// Whether authenticating needs a fresh signature check (worth leaving the event loop for).
+    func needsSignatureCheck(_ request: ExchangeRequest) -> Bool {
+        guard case .success(let token?) = Self.bearerToken(request.head.headers) else { return false }
+        return !services.authenticator.tokens.isCached(token, now: Date())
+    }
+
+    /// The caller's principal, or the refusal (401, or 403 for credentials that disagree) with its record.
+    func authenticate(_ request: ExchangeRequest) -> Result<Principal, Refusal> {
+        let error: AuthenticationError
+        switch Self.bearerToken(request.head.headers) {
+        case .failure(let failure):
+            error = failure
+        case .success(let token):
+            do throws(AuthenticationError) {
+                return .success(try services.authenticator.authenticate(
+                    certificate: request.handshake?.peerCertificate, bearerToken: token, now: Date()))
+            } catch let failure {
+                error = failure
+            }
+        }
+        var record = request.record(.authenticationFailed, error.description, rule: error.code)
+        if let certificate = request.handshake?.peerCertificate { record.agent = certificate.leaf.uris.first ?? certificate.leaf.subject }
+        // Credentials that were each valid but disagree are a 403; everything else asks for credentials (401).
+        let forbidden: Bool
+        switch error {
+        case .tenantMismatch, .agentMismatch: forbidden = true
+        default: forbidden = false
+        }
+        var challenge = #"Bearer realm="mcpgw""#
+        if case .noCredentials = error {} else { challenge += #", error="invalid_token", error_description="\#(error.code)""# }
+        return .failure(Refusal(
+            status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
+            message: "authentication failed: \(error.description)", data: .object(JSONObject(["code": .string(error.code)])),
+            headers: forbidden ? [] : [("WWW-Authenticate", challenge)], records: [record]))
+    }
+
+    // MARK: - Checks on the head
+
+    /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
+    /// copies could be read differently by each.
+    static let singleValuedHeaders = ["content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept"]
+
+    /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
+    /// type (POST), Accept (GET). Nil when it may go on.
+    func checkHead(_ request: ExchangeRequest) -> Refusal? {
+        let head = request.head
+        let principal = request.principal!
+        if let session = head.headers.first(name: "mcp-session-id"), let owner = services.sessions.owner(of: session),
+            owner != "\(principal.tenant)/\(principal.agent)"
+        {
+            return Refusal(
+                status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",
+                records: [request.record(.deny, "session belongs to another principal", rule: "session_binding")])
+        }
+        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) {
+            return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
+        }
+        switch head.method {
+        case .POST:
+            if let version = head.headers.first(name: "mcp-protocol-version"), !MCPMethod.knownVersions.contains(version) {
+                return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
+            }
+            if let type = head.headers.first(name: "content-type"), !type.lowercased().hasPrefix("application/json") {
+                return request.malformed(.invalidRequest("Content-Type must be application/json", id: nil), status: .unsupportedMediaType)
+            }
+        case .GET:
+            if !(head.headers.first(name: "accept")?.contains("text/event-stream") ?? false) {
+                return Refusal(
+                    status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#,
+                    records: [request.record(.malformed, "GET without Accept: text/event-stream", rule: "accept")])
+            }
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// A plan for GET (server stream) and DELETE (end of session): forwarded without a policy decision.
+    func passThroughPlan(_ request: ExchangeRequest) -> ForwardPlan {
+        let method = request.head.method == .GET ? "stream" : "session_end"
+        let record = request.record(.allow, "\(method): forwarded without a policy decision", rule: "protocol", method: method)
+        return ForwardPlan(
+            records: [record], response: request.head.method == .DELETE ? .unbindSession : .relay, body: nil,
+            isStream: request.head.method == .GET)
+    }
+
+    // MARK: - POST bodies
+
+    /// Parses and decides a POST body: a plan to forward the exact bytes, or a refusal with its records.
+    func decidePost(_ request: ExchangeRequest, body: ByteBuffer) -> Result<ForwardPlan, Refusal> {
+        let principal = request.principal!
+        let head = request.head
+        let version = head.headers.first(name: "mcp-protocol-version")
+        let parsed: MCPBody
+        do {
+            parsed = try body.withUnsafeReadableBytes { bytes throws(MCPRequestError) in
+                try MCPBody.parse(
+                    bytes,
+                    limits: JSONLimits(maximumDepth: services.limits.maximumJSONDepth, maximumBytes: services.limits.maximumBodyBytes))
+            }
+        } catch {
+            return .failure(request.malformed(error))
+        }
+        if parsed.isBatch && !MCPMethod.allowsBatches(protocolVersion: version) {
+            return .failure(request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
+        }
+        if let mismatch = headerMismatch(head.headers, parsed) {
+            return .failure(Refusal(
+                status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
+                records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
+        }
+        var decided: [DecidedMessage] = []
+        decided.reserveCapacity(parsed.messages.count)
+        let now = services.monotonicSeconds
+        for message in parsed.messages {
+            do {
+                decided.append(try decide(message, principal: principal, now: now))
+            } catch {
+                return .failure(request.malformed(error))
+            }
+        }
+        if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
+            return .failure(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
+        }
+        var response = ForwardPlan.ResponseHandling.relay
+        if decided.count == 1 && decided[0].message.kind == .request {
+            switch decided[0].message.method {
+            case "tools/list": response = .filterToolList
+            case "initialize": response = .bindSession
+            default: break
+            }
+        }
+        return .success(ForwardPlan(
+            records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false))
+    }
+
+    /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
+    func headerMismatch(_ headers: HTTPHeaders, _ parsed: MCPBody) -> String? {
+        guard let first = parsed.messages.first, !parsed.isBatch else { return nil }
+        if let method = headers.first(name: "mcp-method"), method != first.method {
+            return "Mcp-Method header '\(method)' does not match the body's method '\(first.method ?? "")'"
+        }
+        if let name = headers.first(name: "mcp-name") {
+            let decoded = MCPHeaderValue.decode(name)
+            let params = first.params?.objectValue
+            let bodyName = params?["name"]?.stringValue ?? params?["uri"]?.stringValue
+            if decoded != bodyName { return "Mcp-Name header does not match the body" }
+        }
+        return nil
+    }
+
+    func decide(_ message: JSONRPCMessage, principal: Principal, now: Double) throws(MCPRequestError) -> DecidedMessage {
+        guard let method = message.method else {
+            return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("response to a server request"))
+        }
+        guard MCPMethod.isGoverned(method) else {
+            return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("protocol method \(method)"))
+        }
+        let (target, arguments) = try MCPMethod.target(of: message)
+        let request = PolicyRequest(
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments)
+        return DecidedMessage(message: message, target: target, arguments: arguments, decision: services.policy.decide(request, now: now))
+    }
+
+    static func passThrough(_ reason: String) -> PolicyDecision {
+        PolicyDecision(
+            outcome: .allow, rule: "protocol", document: "", reason: "\(reason): forwarded without a policy decision", matches: [],
+            logArguments: false)
+    }
+
+    func record(
+        for item: DecidedMessage, _ request: ExchangeRequest, decisionOverride: (AuditRecord.Decision, String)? = nil
+    ) -> AuditRecord {
+        let outcome: AuditRecord.Decision
+        switch item.decision.outcome {
+        case .allow: outcome = .allow
+        case .audit: outcome = .audit
+        case .deny: outcome = .deny
+        case .rateLimited: outcome = .rateLimited
+        }
+        var record = request.record(decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason, rule: item.decision.rule)
+        record.method = item.message.method ?? "response"
+        record.target = item.target
+        record.jsonrpcID = item.message.id?.serialized
+        record.arguments = item.decision.logArguments ? item.arguments : AuditRecord.redacted(item.arguments)
+        return record
+    }
+
+    /// Nothing of a body with a refused message is forwarded. Requests get JSON-RPC errors (a batch: one per
+    /// request), notifications only an HTTP status.
+    func refuse(_ request: ExchangeRequest, _ decided: [DecidedMessage], first: DecidedMessage, isBatch: Bool) -> Refusal {
+        var records: [AuditRecord] = []
+        for item in decided {
+            if item.decision.outcome.permits {
+                records.append(record(for: item, request, decisionOverride: (.deny, "batch refused: another message in it was refused (\(first.decision.rule))")))
+            } else {
+                records.append(record(for: item, request))
+            }
+        }
+        var retryAfter: Double?
+        for item in decided where !item.decision.outcome.permits {
+            if case .rateLimited(let wait) = item.decision.outcome { retryAfter = max(retryAfter ?? 0, wait) }
+        }
+        let headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
+        let errors = decided.filter { $0.message.kind == .request }.map { item in
+            Self.errorObject(id: item.message.id, for: item.decision.outcome.permits ? first.decision : item.decision,
+                             batchNote: item.decision.outcome.permits)
+        }
+        if errors.isEmpty {
+            // Only notifications/responses: no JSON-RPC response may be sent.
+            let body = JSONValue.object(JSONObject([
+                .init(key: "error", value: .string(retryAfter != nil ? "rate limited" : "denied by policy")),
+                .init(key: "rule", value: .string(first.decision.rule)),
+                .init(key: "reason", value: .string(first.decision.reason)),
+            ])).serialized
+            return Refusal(status: retryAfter != nil ? .tooManyRequests : .forbidden, json: body, headers: headers, records: records)
+        }
+        let payload = isBatch ? JSONValue.array(errors).serialized : errors[0].serialized
+        return Refusal(status: retryAfter != nil ? .tooManyRequests : .ok, json: payload, headers: headers, records: records)
+    }
+
+    static func errorObject(id: JSONValue?, for decision: PolicyDecision, batchNote: Bool) -> JSONValue {
+        var code = GatewayErrorCode.policyDenied
+        var message = "denied by policy: \(decision.reason)"
+        var data: [JSONObject.Member] = [.init(key: "rule", value: .string(decision.rule)), .init(key: "reason", value: .string(decision.reason))]
+        if case .rateLimited(let wait) = decision.outcome {
+            code = GatewayErrorCode.rateLimited
+            message = "rate limited: \(decision.reason)"
+            data.append(.init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
+        }
+        if batchNote { message = "not forwarded: another message in the batch was refused (\(decision.rule))" }
+        return .object(JSONObject([
+            .init(key: "jsonrpc", value: .string("2.0")),
+            .init(key: "id", value: id ?? .null),
+            .init(key: "error", value: .object(JSONObject([
+                .init(key: "code", value: .number(JSONNumber(Int64(code)))),
+                .init(key: "message", value: .string(message)),
+                .init(key: "data", value: .object(JSONObject(data))),
+            ]))),
+        ]))
+    }
+}

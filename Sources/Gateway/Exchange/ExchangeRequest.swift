@@ -1,0 +1,88 @@
+import Identity
+import NIOCore
+import NIOHTTP1
+import Policy
+import StrictJSON
+import TLS
+
+/// What the gateway knows about one HTTP request while it is handled: its head, who sent it, and when.
+struct ExchangeRequest {
+    /// The request head as received.
+    let head: HTTPRequestHead
+    /// The gateway's id for it.
+    let requestID: String
+    /// When its head arrived.
+    let received: NIODeadline
+    /// The client's address.
+    let clientAddress: String?
+    /// The connection's TLS handshake (peer certificate), if TLS.
+    let handshake: TLSHandshakeCompleted?
+    /// The caller, once authenticated.
+    var principal: Principal?
+
+    /// Microseconds since the head arrived.
+    var elapsedMicroseconds: Int { Int((NIODeadline.now() - received).nanoseconds / 1000) }
+
+    /// A record of this request with the caller's identity filled in.
+    func record(_ decision: AuditRecord.Decision, _ reason: String, rule: String? = nil, method: String? = nil) -> AuditRecord {
+        var record = AuditRecord(requestID: requestID, httpMethod: head.method.rawValue, decision: decision, reason: reason)
+        record.tenant = principal?.tenant
+        record.agent = principal?.agent
+        record.authMethod = principal?.method.rawValue
+        record.clientAddress = clientAddress
+        record.sessionID = head.headers.first(name: "mcp-session-id")
+        record.latencyMicroseconds = elapsedMicroseconds
+        record.rule = rule
+        record.method = method
+        return record
+    }
+
+    /// A refusal of a request that could not be read, with its record.
+    func malformed(_ error: MCPRequestError, status: HTTPResponseStatus = .badRequest) -> Refusal {
+        Refusal(
+            status: status, id: error.id, code: error.code, message: error.description,
+            records: [record(.malformed, error.description, rule: "jsonrpc_\(-error.code)")])
+    }
+
+    /// A refusal because the gateway cannot serve the request now (503 unless told otherwise).
+    func unavailable(
+        _ reason: String, rule: String, code: Int, status: HTTPResponseStatus = .serviceUnavailable,
+        headers: [(String, String)] = []
+    ) -> Refusal {
+        Refusal(
+            status: status, id: nil, code: code, message: reason, headers: headers,
+            records: [record(.unavailable, reason, rule: rule)])
+    }
+}
+
+/// One JSON-RPC message's decision, ready for its audit record and its refusal.
+struct DecidedMessage {
+    let message: JSONRPCMessage
+    let target: String?
+    let arguments: JSONValue?
+    let decision: PolicyDecision
+}
+
+/// What to do with a request the gateway accepts: where it goes and the records written once the upstream answered.
+struct ForwardPlan {
+    /// What the records say, completed with the upstream's status.
+    var records: [AuditRecord]
+    /// How the response is handled.
+    var response: ResponseHandling
+    /// The body to forward: the very bytes that were parsed and decided.
+    var body: ByteBuffer?
+    /// Whether this is a long-lived GET stream (counted against stream budgets).
+    var isStream: Bool
+
+    /// How the upstream's answer is passed on.
+    enum ResponseHandling: Equatable {
+        /// Streamed through as it arrives.
+        case relay
+        /// Collected (bounded) and filtered to what the caller may call.
+        case filterToolList
+        /// Streamed through; a 2xx `Mcp-Session-Id` binds that session to the caller.
+        case bindSession
+        /// Streamed through; a 2xx answer ends the session's binding.
+        case unbindSession
+    }
+}

@@ -1,0 +1,320 @@
+import NIOCore
+import NIOHTTP1
+
+/// The life of one HTTP request on a client connection, from its head to the last byte of its response, as a value
+/// that takes events and returns what to do (the swift-nio state machine pattern). `MCPConnectionHandler`
+/// performs the actions; this type never touches a channel, so every transition is tested without sockets.
+///
+/// ```
+/// idle ─head→ authenticating ─ok→ receivingBody ─end→ deciding ─forward→ forwarding ─upstream head→ relaying ─end→ idle
+///                   │                  │                  │                 │        └→ collecting (lists) → answering
+///                   └──────────────────┴──── refusal ─────┴─────────────────┴──→ answering ─written→ idle | draining | closed
+/// ```
+struct ExchangeStateMachine {
+    /// Where the exchange is.
+    enum State: Equatable {
+        /// Waiting for a request head.
+        case idle
+        /// The head arrived; credentials are being checked. Body bytes are held (bounded; reading pauses beyond).
+        case authenticating
+        /// Authenticated; the body is being collected (bounded).
+        case receivingBody
+        /// The body is complete; the gateway is deciding.
+        case deciding
+        /// Sent upstream; waiting for the response head.
+        case forwarding
+        /// The response head went to the client; the body is relayed (or, where the head allows none, dropped).
+        case relaying(bodyAllowed: Bool)
+        /// The upstream's answer is being collected for filtering.
+        case collecting
+        /// The gateway's own answer is being written.
+        case answering
+        /// Answered before the request's body was read: the rest is read and dropped, up to an allowance.
+        case draining(allowance: Int)
+        /// The connection is closing or closed.
+        case closed
+    }
+
+    /// What the handler must do.
+    enum Action: Equatable {
+        /// Nothing.
+        case none
+        /// Check the caller's credentials, then report `authenticated()` or answer a refusal.
+        case authenticate
+        /// Stop reading from the client (too much unauthenticated body held).
+        case pauseReading
+        /// Read again.
+        case resumeReading
+        /// Refuse: the body is larger than allowed (the connection closes after the answer).
+        case refuseBodyTooLarge
+        /// Decide the complete request (`body` is empty for bodiless requests).
+        case decide(ByteBuffer)
+        /// Write and flush the response head at once.
+        case writeResponseHead(HTTPResponseHead)
+        /// Write and flush a piece of the response body.
+        case writeResponseBody(ByteBuffer)
+        /// End the response; close the connection afterwards when told.
+        case writeResponseEnd(closeConnection: Bool)
+        /// Filter the collected list answer, then answer with the result.
+        case filterCollected(status: HTTPResponseHead, body: ByteBuffer)
+        /// Refuse: the collected answer is larger than allowed (the upstream request is cancelled).
+        case refuseCollectedTooLarge
+        /// Answer the upstream's failure (502/504) before any of the response went out.
+        case answerUpstreamFailure(UpstreamFailure)
+        /// Close the client connection (the response cannot be completed).
+        case closeConnection
+        /// Cancel the upstream request (the client went away).
+        case cancelUpstream
+    }
+
+    /// The state.
+    private(set) var state = State.idle
+    private var body = ByteBuffer()
+    private var requestEnded = false
+    private var keepAlive = true
+    private var requestMethod = HTTPMethod.GET
+    private var requestVersion = HTTPVersion.http1_1
+    private var declaredBodyBytes: Int?
+    private var collectedHead: HTTPResponseHead?
+    private let limits: Limits
+
+    /// The bounds the state machine enforces.
+    struct Limits {
+        /// Largest request body.
+        var maximumBodyBytes: Int
+        /// Body bytes held while credentials are checked.
+        var preAuthenticationBodyBytes: Int
+        /// Largest answer collected for filtering.
+        var maximumCollectedBytes: Int
+        /// Body bytes read and dropped after an early answer before the connection is closed instead.
+        var drainAllowance: Int = 64 * 1024
+    }
+
+    init(limits: Limits) { self.limits = limits }
+
+    /// Whether the client asked to keep the connection open.
+    var isKeepAlive: Bool { keepAlive }
+
+    // MARK: - Client events
+
+    /// A request head arrived.
+    mutating func requestHead(_ head: HTTPRequestHead) -> Action {
+        guard case .idle = state else {
+            state = .closed
+            return .closeConnection
+        }
+        state = .authenticating
+        body.clear()
+        requestEnded = false
+        keepAlive = head.isKeepAlive
+        requestMethod = head.method
+        requestVersion = head.version
+        declaredBodyBytes = head.headers.first(name: "content-length").flatMap { Int($0) }
+        if head.headers.contains(name: "transfer-encoding") { declaredBodyBytes = nil }
+        collectedHead = nil
+        return .authenticate
+    }
+
+    /// The credentials were accepted.
+    mutating func authenticated() -> Action {
+        guard case .authenticating = state else { return .none }
+        if requestEnded {
+            state = .deciding
+            return .decide(body)
+        }
+        state = .receivingBody
+        return .resumeReading
+    }
+
+    /// A piece of the request body arrived.
+    mutating func requestBody(_ part: ByteBuffer) -> Action {
+        switch state {
+        case .authenticating:
+            guard body.readableBytes + part.readableBytes <= limits.maximumBodyBytes else { return .refuseBodyTooLarge }
+            var part = part
+            body.writeBuffer(&part)
+            return body.readableBytes > limits.preAuthenticationBodyBytes ? .pauseReading : .none
+        case .receivingBody:
+            guard body.readableBytes + part.readableBytes <= limits.maximumBodyBytes else { return .refuseBodyTooLarge }
+            var part = part
+            body.writeBuffer(&part)
+            return .none
+        case .draining(let allowance):
+            let left = allowance - part.readableBytes
+            guard left >= 0 else {
+                state = .closed
+                return .closeConnection
+            }
+            state = .draining(allowance: left)
+            return .none
+        default:
+            return .none
+        }
+    }
+
+    /// The request is complete.
+    mutating func requestEnd() -> Action {
+        requestEnded = true
+        switch state {
+        case .receivingBody:
+            state = .deciding
+            let complete = body
+            body = ByteBuffer()
+            return .decide(complete)
+        case .draining:
+            state = .idle
+            return .none
+        default:
+            return .none
+        }
+    }
+
+    /// The client's connection closed.
+    mutating func clientClosed() -> Action {
+        let previous = state
+        state = .closed
+        switch previous {
+        case .forwarding, .relaying, .collecting: return .cancelUpstream
+        default: return .none
+        }
+    }
+
+    // MARK: - Gateway events
+
+    /// The request was sent upstream.
+    mutating func forwarded() {
+        if case .deciding = state { state = .forwarding }
+    }
+
+    /// The gateway answers the request itself (a refusal or a filtered list). False when the connection is gone.
+    mutating func answering() -> Bool {
+        switch state {
+        case .authenticating, .receivingBody, .deciding, .forwarding, .collecting:
+            state = .answering
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// Whether the connection must close after the answer now being written: the client asked for it, or the
+    /// request's body is still unread and too large to drain.
+    var closesAfterAnswer: Bool {
+        if !keepAlive { return true }
+        if requestEnded { return false }
+        guard let declared = declaredBodyBytes else { return true }
+        return declared > limits.drainAllowance
+    }
+
+    /// The gateway's answer has been written.
+    mutating func answerWritten() -> Action {
+        guard case .answering = state else { return .none }
+        if closesAfterAnswer {
+            state = .closed
+            return .closeConnection
+        }
+        if requestEnded {
+            state = .idle
+        } else {
+            state = .draining(allowance: limits.drainAllowance)
+        }
+        return .none
+    }
+
+    // MARK: - Upstream events
+
+    /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed.
+    mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool) -> Action {
+        guard case .forwarding = state else { return .none }
+        if collect && head.status == .ok {
+            state = .collecting
+            collectedHead = head
+            body.clear()
+            return .none
+        }
+        let framed = ResponseFraming.frame(head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
+        if framed.head.headers.contains(name: "connection") { keepAlive = false }
+        state = .relaying(bodyAllowed: framed.bodyAllowed)
+        return .writeResponseHead(framed.head)
+    }
+
+    /// A piece of the upstream's response body.
+    mutating func upstreamBody(_ part: ByteBuffer) -> Action {
+        switch state {
+        case .relaying(let bodyAllowed):
+            return bodyAllowed && part.readableBytes > 0 ? .writeResponseBody(part) : .none
+        case .collecting:
+            guard body.readableBytes + part.readableBytes <= limits.maximumCollectedBytes else { return .refuseCollectedTooLarge }
+            var part = part
+            body.writeBuffer(&part)
+            return .none
+        default:
+            return .none
+        }
+    }
+
+    /// The upstream's response is complete.
+    mutating func upstreamEnd() -> Action {
+        switch state {
+        case .relaying:
+            let close = !keepAlive || !requestEnded
+            state = close ? .closed : .idle
+            return .writeResponseEnd(closeConnection: close)
+        case .collecting:
+            let collected = body
+            body = ByteBuffer()
+            return .filterCollected(status: collectedHead!, body: collected)
+        default:
+            return .none
+        }
+    }
+
+    /// The upstream request failed.
+    mutating func upstreamFailed(_ failure: UpstreamFailure) -> Action {
+        switch state {
+        case .forwarding, .collecting:
+            return .answerUpstreamFailure(failure)
+        case .relaying:
+            // Part of the response went out: the framing is lost, so the only honest end is closing.
+            state = .closed
+            return .closeConnection
+        default:
+            return .none
+        }
+    }
+}
+
+/// Response framing by RFC 9112 §6.3: which responses may carry a body, and the headers that say how long it is.
+enum ResponseFraming {
+    /// Response headers passed back to the client.
+    static let forwardedResponseHeaders = ["content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow"]
+
+    /// The head to send the client for an upstream head, and whether body bytes may follow it. Responses to HEAD, and
+    /// 1xx, 204 and 304 responses, never carry a body, whatever the upstream sends after them.
+    static func frame(
+        _ upstream: HTTPResponseHead, requestMethod: HTTPMethod, clientVersion: HTTPVersion, keepAlive: Bool
+    ) -> (head: HTTPResponseHead, bodyAllowed: Bool) {
+        var headers = HTTPHeaders()
+        for name in forwardedResponseHeaders {
+            for value in upstream.headers[name] { headers.add(name: name, value: value) }
+        }
+        let code = upstream.status.code
+        let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 304
+        var close = !keepAlive
+        if bodyAllowed {
+            if let length = upstream.headers.first(name: "content-length"), !upstream.headers.contains(name: "transfer-encoding") {
+                headers.add(name: "Content-Length", value: length)
+            } else if clientVersion.major > 1 || (clientVersion.major == 1 && clientVersion.minor >= 1) {
+                headers.add(name: "Transfer-Encoding", value: "chunked")
+            } else {
+                // An HTTP/1.0 client learns where the body ends when the connection closes.
+                close = true
+            }
+        } else if code == 304 || requestMethod == .HEAD, let length = upstream.headers.first(name: "content-length") {
+            // The length of the representation the request would have got; no body follows.
+            headers.add(name: "Content-Length", value: length)
+        }
+        if close { headers.add(name: "Connection", value: "close") }
+        return (HTTPResponseHead(version: clientVersion, status: upstream.status, headers: headers), bodyAllowed)
+    }
+}

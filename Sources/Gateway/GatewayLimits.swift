@@ -1,0 +1,44 @@
+/// Bounds on what one request, one tenant and one agent may cost. Every field has a production default.
+public struct GatewayLimits: Sendable, Hashable {
+    /// Largest request body, in bytes (413 beyond).
+    public var maximumBodyBytes: Int = 4 * 1024 * 1024
+    /// Deepest JSON nesting in a request body.
+    public var maximumJSONDepth: Int = 64
+    /// How long the upstream may take to send its response head (504 beyond).
+    public var upstreamTimeout: Duration = .seconds(30)
+    /// How long connecting to an upstream (TCP and TLS) may take (502 beyond).
+    public var upstreamConnectTimeout: Duration = .seconds(5)
+    /// A response stream with no bytes from the upstream for this long is ended (the client's connection closes).
+    public var upstreamIdleStreamTimeout: Duration = .seconds(300)
+    /// Largest list response the gateway buffers to filter (larger ones are refused with 502).
+    public var maximumFilteredResponseBytes: Int = 16 * 1024 * 1024
+    /// Upstream connections open at once to one upstream (`scheme://host:port`), over all event loops.
+    public var maximumUpstreamConnections: Int = 512
+    /// Requests one tenant may have in flight upstream at once (503 beyond).
+    public var maximumRequestsPerTenant: Int = 256
+    /// Long-lived GET streams one tenant may hold open at once (429 beyond).
+    public var maximumStreamsPerTenant: Int = 64
+    /// Long-lived GET streams one agent may hold open at once (429 beyond).
+    public var maximumStreamsPerAgent: Int = 8
+    /// The whole request head must arrive within this time from its first byte (408 and close beyond).
+    public var requestHeadTimeout: Duration = .seconds(10)
+    /// A body arriving slower than this on average, after `bodyRateGracePeriod`, is cut (408 and close).
+    public var minimumBodyBytesPerSecond: Int = 1024
+    /// How long a body may take before its rate is checked.
+    public var bodyRateGracePeriod: Duration = .seconds(5)
+    /// Body bytes read while a fresh credential is still being verified; reading pauses beyond this.
+    public var preAuthenticationBodyBytes: Int = 64 * 1024
+    /// Requests bodies at least this large are decided off the event loop (so they never delay other requests).
+    public var offloadDecisionBytes: Int = 64 * 1024
+
+    /// Limits with production defaults (4 MiB bodies, depth 64, 30 s upstream head timeout, 16 MiB lists, …).
+    public init(
+        maximumBodyBytes: Int = 4 * 1024 * 1024, maximumJSONDepth: Int = 64, upstreamTimeout: Duration = .seconds(30),
+        maximumFilteredResponseBytes: Int = 16 * 1024 * 1024
+    ) {
+        self.maximumBodyBytes = maximumBodyBytes
+        self.maximumJSONDepth = maximumJSONDepth
+        self.upstreamTimeout = upstreamTimeout
+        self.maximumFilteredResponseBytes = maximumFilteredResponseBytes
+    }
+}

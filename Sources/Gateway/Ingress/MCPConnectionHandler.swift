@@ -1,0 +1,522 @@
+import Identity
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TLS
+
+/// The handler at the top of every client connection. It feeds HTTP parts, upstream responses and the results of
+/// off-loop work into the connection's `ExchangeStateMachine`, and performs the actions it returns. Everything
+/// runs on the connection's event loop; only a fresh signature check and the decision on a large body leave it
+/// (on the shared thread pool) and come back.
+final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    private let services: GatewayServices?
+    private let decisions: ExchangeDecisions?
+    private let slowClients: SlowClientGuard
+    private var machine: ExchangeStateMachine
+    private var context: ChannelHandlerContext?
+    private var handshake: TLSHandshakeCompleted?
+    private var clientAddress: String?
+
+    // The exchange in progress.
+    private var request: ExchangeRequest?
+    private var plan: ForwardPlan?
+    private var reservation: AuditLog.Reservation?
+    private var heldBudgets: [UpstreamBudgets.Budget] = []
+    private var upstream: UpstreamConnection?
+    /// Bumped for every request, so results of off-loop work for an earlier one are recognised and dropped.
+    private var generation = 0
+
+    private var readsPaused = false
+    private var readPending = false
+    private var draining = false
+
+    init(services: GatewayServices?, slowClients: SlowClientGuard) {
+        self.services = services
+        self.decisions = services.map(ExchangeDecisions.init)
+        self.slowClients = slowClients
+        let limits = services?.limits ?? GatewayLimits()
+        machine = ExchangeStateMachine(limits: .init(
+            maximumBodyBytes: limits.maximumBodyBytes, preAuthenticationBodyBytes: limits.preAuthenticationBodyBytes,
+            maximumCollectedBytes: limits.maximumFilteredResponseBytes))
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        clientAddress = context.channel.remoteAddress?.hostAndPort
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    // MARK: - Channel events
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            requestHead(head)
+        case .body(let part):
+            perform(machine.requestBody(part))
+        case .end:
+            slowClients.bodyReceived()
+            perform(machine.requestEnd())
+            if case .idle = machine.state { exchangeFinished() }
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if readsPaused {
+            readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        perform(machine.clientClosed())
+        finishAudit(status: nil, note: "not completed: the client closed the connection")
+        releaseBudgets()
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        // A client that does not read slows the upstream instead of filling the gateway's memory.
+        upstream?.setReading(context.channel.isWritable)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? TLSHandshakeCompleted {
+            handshake = event
+        } else if event is GatewayDraining {
+            draining = true
+            if case .idle = machine.state { context.close(promise: nil) }
+            return
+        } else if event is IdleStateHandler.IdleStateEvent {
+            // Idle means no bytes either way; a quiet stream being relayed is not idle.
+            if case .idle = machine.state { context.close(promise: nil) }
+            return
+        } else if let slow = event as? SlowClientDetected {
+            let reason = slow == .headTimeout ? "request head not received in time" : "request body arrived too slowly"
+            recordConnectionRefusal(reason, rule: slow == .headTimeout ? "slow_request_head" : "slow_request_body")
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is HTTPParserError {
+            // The bytes cannot be read as HTTP: record it and close at once (no further request can be framed).
+            recordConnectionRefusal("invalid HTTP request: \(error)", rule: "http_parse")
+            switch machine.state {
+            case .idle, .authenticating, .receivingBody, .draining:
+                let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
+                var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
+                headers.add(name: "Connection", value: "close")
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            default:
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireErrorCaught(error)
+    }
+
+    // MARK: - Request head
+
+    private func requestHead(_ head: HTTPRequestHead) {
+        generation += 1
+        slowClients.headReceived(expectsBody: head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
+        guard case .authenticate = machine.requestHead(head) else { return close() }
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let requestID = services?.requestIDs.next() ?? "-"
+        request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
+        plan = nil
+        if path == "/healthz" {
+            if head.method == .GET || head.method == .HEAD {
+                return answer(Refusal(status: .ok, json: #"{"status":"ok"}"#, records: []))
+            }
+            return answer(Refusal(
+                status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
+                headers: [("Allow", "GET, HEAD")], records: []))
+        }
+        guard let services, let decisions, path == services.mcpPath else {
+            let record = request!.record(.malformed, "no such endpoint: \(head.method.rawValue) \(path.prefix(200))", rule: "path")
+            return answer(Refusal(status: .notFound, json: #"{"error":"not found"}"#, records: services == nil ? [] : [record]))
+        }
+        guard [.POST, .GET, .DELETE].contains(head.method) else {
+            let record = request!.record(.malformed, "HTTP method \(head.method.rawValue) is not allowed on the MCP endpoint", rule: "http_method")
+            return answer(Refusal(
+                status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","POST","DELETE"]}"#,
+                headers: [("Allow", "GET, POST, DELETE")], records: [record]))
+        }
+        let pending = request!
+        if decisions.needsSignatureCheck(pending) {
+            // A fresh signature check can take tens of microseconds (RSA): off the loop, so it never delays others.
+            let generation = self.generation
+            let future = services.offload(on: context!.eventLoop) { decisions.authenticate(pending) }
+            future.assumeIsolated().whenComplete { [self] result in
+                guard generation == self.generation else { return }
+                switch result {
+                case .success(let outcome): authenticated(outcome)
+                case .failure: answer(pending.unavailable("the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+                }
+            }
+        } else {
+            authenticated(decisions.authenticate(pending))
+        }
+    }
+
+    private func authenticated(_ outcome: Result<Principal, Refusal>) {
+        switch outcome {
+        case .failure(let refusal):
+            answer(refusal)
+        case .success(let principal):
+            request?.principal = principal
+            if let refusal = decisions?.checkHead(request!) { return answer(refusal) }
+            perform(machine.authenticated())
+        }
+    }
+
+    // MARK: - Actions
+
+    private func perform(_ action: ExchangeStateMachine.Action) {
+        guard let context else { return }
+        switch action {
+        case .none, .authenticate:
+            break
+        case .pauseReading:
+            readsPaused = true
+        case .resumeReading:
+            readsPaused = false
+            if readPending {
+                readPending = false
+                context.read()
+            }
+        case .refuseBodyTooLarge:
+            guard let request, let services else { return close() }
+            var refusal = Refusal(
+                status: .payloadTooLarge, id: nil, code: -32600, message: "request body too large",
+                records: [request.record(.malformed, "request body larger than \(services.limits.maximumBodyBytes) bytes", rule: "body_too_large")])
+            refusal.closeConnection = true
+            answer(refusal)
+        case .decide(let body):
+            decide(body)
+        case .writeResponseHead(let head):
+            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+        case .writeResponseBody(let part):
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            if !context.channel.isWritable { upstream?.setReading(false) }
+        case .writeResponseEnd(let close):
+            upstream = nil
+            releaseBudgets()
+            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            if close {
+                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            } else {
+                exchangeFinished()
+            }
+        case .filterCollected(let head, let body):
+            upstream = nil
+            answer(filteredList(head, body))
+        case .refuseCollectedTooLarge:
+            upstream?.cancel()
+            upstream = nil
+            let limit = services?.limits.maximumFilteredResponseBytes ?? 0
+            answer(Refusal(
+                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                message: "upstream list response larger than \(limit) bytes", records: []))
+        case .answerUpstreamFailure(let failure):
+            upstream = nil
+            let status: HTTPResponseStatus = failure.isTimeout ? .gatewayTimeout : .badGateway
+            // The client learns only that the upstream failed, never its address or the transport error.
+            finishAudit(status: Int(status.code), note: "upstream: \(failure)")
+            answer(Refusal(
+                status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                message: failure.isTimeout ? "upstream did not answer in time" : "upstream unavailable", records: []))
+        case .closeConnection:
+            close()
+        case .cancelUpstream:
+            upstream?.cancel()
+            upstream = nil
+        }
+    }
+
+    private func close() {
+        context?.close(promise: nil)
+    }
+
+    /// Writes the gateway's own answer and its records (records first: an answer is never sent unrecorded).
+    private func answer(_ refusal: Refusal) {
+        var refusal = refusal
+        if !refusal.records.isEmpty, let services {
+            var lines: [UInt8] = []
+            for record in refusal.records { lines += record.lineBytes }
+            do {
+                try services.audit.append(lines: lines)
+            } catch {
+                refusal = Refusal(
+                    status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
+                    message: "audit log unavailable; request refused", records: [])
+            }
+        }
+        releaseBudgets()
+        guard machine.answering(), let context, let request else { return }
+        let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !draining
+        let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if request.head.method != .HEAD {
+            var body = context.channel.allocator.buffer(capacity: refusal.body.count)
+            body.writeBytes(refusal.body)
+            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        }
+        let generation = self.generation
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
+            guard generation == self.generation else { return }
+            if !keepAlive {
+                close()
+                return
+            }
+            perform(machine.answerWritten())
+            if case .idle = machine.state { exchangeFinished() }
+        }
+    }
+
+    /// The response is complete and the connection stays open for the next request.
+    private func exchangeFinished() {
+        slowClients.exchangeFinished()
+        request = nil
+        plan = nil
+        if draining { close() }
+    }
+
+    // MARK: - Deciding and forwarding
+
+    private func decide(_ body: ByteBuffer) {
+        guard let services, let decisions, let request else { return close() }
+        if request.head.method != .POST {
+            return forward(decisions.passThroughPlan(request))
+        }
+        if body.readableBytes >= services.limits.offloadDecisionBytes {
+            // A large body can take long to canonicalise: decided off the loop, so other requests never wait.
+            let generation = self.generation
+            services.offload(on: context!.eventLoop) { decisions.decidePost(request, body: body) }
+                .assumeIsolated().whenComplete { [self] result in
+                    guard generation == self.generation else { return }
+                    switch result {
+                    case .success(.success(let plan)): forward(plan)
+                    case .success(.failure(let refusal)): answer(refusal)
+                    case .failure: answer(request.unavailable("the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+                    }
+                }
+            return
+        }
+        switch decisions.decidePost(request, body: body) {
+        case .success(let plan): forward(plan)
+        case .failure(let refusal): answer(refusal)
+        }
+    }
+
+    private func forward(_ plan: ForwardPlan) {
+        guard let services, let request, let principal = request.principal, let context else { return }
+        guard let endpoint = services.upstream.endpoint(for: principal.tenant) else {
+            return answer(Refusal(
+                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: "no upstream is configured for this tenant",
+                records: plan.records.map { record in
+                    var record = record
+                    record.upstreamStatus = 502
+                    record.reason += "; upstream: no upstream configured for tenant"
+                    return record
+                }))
+        }
+        var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [(.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)]
+        if plan.isStream {
+            budgets.append((.tenantStreams(principal.tenant), services.limits.maximumStreamsPerTenant))
+            budgets.append((.agentStreams("\(principal.tenant)/\(principal.agent)"), services.limits.maximumStreamsPerAgent))
+        }
+        if let full = services.upstream.budgets.acquire(budgets) {
+            return answer(budgetRefusal(full, plan: plan))
+        }
+        heldBudgets = budgets.map(\.0)
+        // Room for the records is reserved before anything is forwarded: a forwarded call always has its record. An
+        // estimate: a record is well under 1 KiB plus its arguments, which can never exceed the body.
+        do {
+            reservation = try services.audit.reserve(bytes: plan.records.count * 1024 + (plan.body?.readableBytes ?? 0))
+        } catch {
+            return answer(Refusal(
+                status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
+                message: "audit log unavailable; request refused", records: []))
+        }
+        self.plan = plan
+        machine.forwarded()
+        let head = upstreamRequestHead(endpoint, body: plan.body)
+        let generation = self.generation
+        services.upstream.pool(for: context.eventLoop).acquire(endpoint) { [self] result in
+            switch result {
+            case .success(let connection):
+                guard generation == self.generation, case .forwarding = machine.state else {
+                    connection.cancel()
+                    return
+                }
+                upstream = connection
+                connection.send(
+                    head, body: plan.body, to: self, headTimeout: TimeAmount(services.limits.upstreamTimeout),
+                    idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))
+            case .failure(let error):
+                guard generation == self.generation else { return }
+                upstreamFailed(error)
+            }
+        }
+    }
+
+    /// Request headers passed to the upstream. Everything else — `Authorization`, cookies, `Host`, forwarding and
+    /// hop-by-hop headers, any header claiming an identity — stays at the gateway.
+    static let forwardedRequestHeaders = ["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"]
+
+    private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
+        var headers = HTTPHeaders()
+        headers.reserveCapacity(8)
+        headers.add(name: "Host", value: endpoint.hostHeader)
+        let incoming = request!.head.headers
+        for name in Self.forwardedRequestHeaders {
+            for value in incoming[name] { headers.add(name: name, value: value) }
+        }
+        if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
+        if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
+        return HTTPRequestHead(version: .http1_1, method: request!.head.method, uri: endpoint.path, headers: headers)
+    }
+
+    private func budgetRefusal(_ full: UpstreamBudgets.Budget, plan: ForwardPlan) -> Refusal {
+        let (reason, rule, status): (String, String, HTTPResponseStatus)
+        switch full {
+        case .agentStreams: (reason, rule, status) = ("too many open streams for this agent", "agent_stream_budget", .tooManyRequests)
+        case .tenantStreams: (reason, rule, status) = ("too many open streams for this tenant", "tenant_stream_budget", .tooManyRequests)
+        case .tenantRequests: (reason, rule, status) = ("too many requests in flight for this tenant", "tenant_request_budget", .serviceUnavailable)
+        case .upstreamConnections: (reason, rule, status) = ("upstream connection budget exhausted", "upstream_connection_budget", .serviceUnavailable)
+        }
+        let records = plan.records.map { record in
+            var record = record
+            record.decision = .unavailable
+            record.rule = rule
+            record.reason = reason
+            return record
+        }
+        return Refusal(status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: reason, headers: [("Retry-After", "1")], records: records)
+    }
+
+    /// Writes the plan's records into their reservation, once, with the upstream's status.
+    private func finishAudit(status: Int?, note: String?) {
+        guard let reservation, let plan, let services, let request else { return }
+        self.reservation = nil
+        let latency = request.elapsedMicroseconds
+        let records = plan.records.map { record in
+            var record = record
+            record.upstreamStatus = status
+            record.latencyMicroseconds = latency
+            if let note { record.reason += "; \(note)" }
+            return record
+        }
+        services.audit.append(records, into: reservation)
+    }
+
+    private func releaseBudgets() {
+        guard !heldBudgets.isEmpty else { return }
+        services?.upstream.budgets.release(heldBudgets)
+        heldBudgets = []
+    }
+
+    /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
+    private func recordConnectionRefusal(_ reason: String, rule: String) {
+        guard let services else { return }
+        var record = AuditRecord(requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
+        record.clientAddress = clientAddress
+        record.rule = rule
+        record.tenant = request?.principal?.tenant
+        record.agent = request?.principal?.agent
+        try? services.audit.append(lines: record.lineBytes)
+    }
+
+    // MARK: - Upstream responses
+
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        finishAudit(status: Int(head.status.code), note: nil)
+        if let plan, let services, let principal = request?.principal, (200..<300).contains(head.status.code) {
+            switch plan.response {
+            case .bindSession:
+                if let session = head.headers.first(name: "mcp-session-id") {
+                    services.sessions.bind(session, to: "\(principal.tenant)/\(principal.agent)")
+                }
+            case .unbindSession:
+                if let session = request?.head.headers.first(name: "mcp-session-id") { services.sessions.unbind(session) }
+            default:
+                break
+            }
+        }
+        let collect = plan?.response == .filterToolList
+        perform(machine.upstreamHead(head, collect: collect))
+        if collect, case .collecting = machine.state, let context, let services {
+            // Bounded in time too: an upstream that keeps a list stream open cannot hold the exchange.
+            let generation = self.generation
+            context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(services.limits.upstreamTimeout)) { [self] in
+                guard generation == self.generation, case .collecting = machine.state else { return }
+                upstream?.cancel()
+                upstream = nil
+                answer(Refusal(
+                    status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    message: "upstream did not finish its tools/list answer in time", records: []))
+            }
+        }
+    }
+
+    func upstreamResponseBody(_ part: ByteBuffer) {
+        perform(machine.upstreamBody(part))
+    }
+
+    func upstreamResponseEnd() {
+        perform(machine.upstreamEnd())
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        perform(machine.upstreamFailed(failure))
+    }
+
+    /// `tools/list` answers list only the tools this caller may call; what cannot be read is refused, never
+    /// passed on unfiltered.
+    private func filteredList(_ head: HTTPResponseHead, _ body: ByteBuffer) -> Refusal {
+        guard let services, let principal = request?.principal else { return Refusal(status: .badGateway, json: "{}", records: []) }
+        let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        let filter = ToolListFilter(snapshot: services.policy.snapshot, principal: principal)
+        let text = String(buffer: body)
+        let filtered: String?
+        if contentType.hasPrefix("application/json") {
+            filtered = filter.filterJSON(text)
+        } else if contentType.hasPrefix("text/event-stream") {
+            filtered = filter.filterEventStream(text)
+        } else {
+            filtered = nil
+        }
+        guard let filtered else {
+            return Refusal(
+                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                message: "upstream tools/list response is not valid JSON-RPC", records: [])
+        }
+        var headers: [(String, String)] = []
+        for name in ResponseFraming.forwardedResponseHeaders where name != "content-type" {
+            for value in head.headers[name] { headers.append((name, value)) }
+        }
+        var answer = Refusal(status: .ok, json: filtered, headers: headers, records: [])
+        if contentType.hasPrefix("text/event-stream") { answer.contentType = "text/event-stream" }
+        return answer
+    }
+}
+
+@available(*, unavailable)
+extension MCPConnectionHandler: Sendable {}
+
+/// Sent to every connection on shutdown: close when no request is in flight.
+struct GatewayDraining: Sendable {}

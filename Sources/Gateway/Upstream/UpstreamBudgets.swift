@@ -1,0 +1,41 @@
+import Synchronization
+
+/// Counters of what tenants and agents hold upstream (requests in flight, long-lived streams, connections), shared
+/// by every event loop, so that one tenant or agent exhausting its share never takes another's.
+final class UpstreamBudgets: Sendable {
+    /// One thing that is counted.
+    enum Budget: Hashable, Sendable {
+        /// Requests of a tenant in flight upstream.
+        case tenantRequests(String)
+        /// GET streams of a tenant.
+        case tenantStreams(String)
+        /// GET streams of one agent (`tenant/agent`).
+        case agentStreams(String)
+        /// Connections open to one upstream (`scheme://host:port`).
+        case upstreamConnections(String)
+    }
+
+    private let counts = Mutex<[Budget: Int]>([:])
+
+    /// Takes one unit of each budget, all or nothing; returns the first budget that is full (nothing is taken then).
+    func acquire(_ budgets: [(Budget, limit: Int)]) -> Budget? {
+        counts.withLock { counts in
+            for (budget, limit) in budgets where counts[budget, default: 0] >= limit { return budget }
+            for (budget, _) in budgets { counts[budget, default: 0] += 1 }
+            return nil
+        }
+    }
+
+    /// Gives back one unit of each budget.
+    func release(_ budgets: [Budget]) {
+        counts.withLock { counts in
+            for budget in budgets {
+                let left = counts[budget, default: 0] - 1
+                counts[budget] = left > 0 ? left : nil
+            }
+        }
+    }
+
+    /// The units held of `budget`.
+    func held(_ budget: Budget) -> Int { counts.withLock { $0[budget, default: 0] } }
+}

@@ -1,0 +1,44 @@
+public import Logging
+import NIOCore
+import Synchronization
+
+/// The gateway's upstream HTTP client: tenants' endpoints, one connection pool per event loop, and the budgets
+/// that keep tenants and agents from starving each other. Shared by every connection.
+public final class UpstreamClient: Sendable {
+    private let endpoints: [String: UpstreamEndpoint]
+    let budgets = UpstreamBudgets()
+    private let limits: GatewayLimits
+    private let logger: Logger
+    private let pools = Mutex<[ObjectIdentifier: UpstreamPool]>([:])
+
+    /// A client for these tenants' upstreams; every URL is parsed and every TLS context built now.
+    public init(upstreams: [String: UpstreamConfiguration], limits: GatewayLimits, logger: Logger) throws(UpstreamConfigurationError) {
+        var endpoints: [String: UpstreamEndpoint] = [:]
+        for (tenant, configuration) in upstreams { endpoints[tenant] = try UpstreamEndpoint(configuration) }
+        self.endpoints = endpoints
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// The upstream of `tenant`, if one is configured.
+    func endpoint(for tenant: String) -> UpstreamEndpoint? { endpoints[tenant] }
+
+    /// The pool of `eventLoop` (made on first use).
+    func pool(for eventLoop: any EventLoop) -> UpstreamPool {
+        let id = ObjectIdentifier(eventLoop)
+        return pools.withLock { pools in
+            if let pool = pools[id] { return pool }
+            let pool = UpstreamPool(eventLoop: eventLoop, budgets: budgets, limits: limits, logger: logger)
+            pools[id] = pool
+            return pool
+        }
+    }
+
+    /// Closes idle upstream connections on every loop (connections carrying a request close with it).
+    public func shutdown() async {
+        let all = pools.withLock { Array($0.values) }
+        for pool in all {
+            try? await pool.eventLoop.submit { pool.closeIdle() }.get()
+        }
+    }
+}

@@ -1,0 +1,201 @@
+import NIOCore
+import NIOHTTP1
+
+/// Why an upstream request produced no (complete) response.
+enum UpstreamFailure: Error, Sendable, Equatable {
+    /// Connecting (TCP or TLS) failed or timed out.
+    case connect(String)
+    /// No response head within the head timeout.
+    case headTimeout
+    /// A response stream sent nothing for the idle stream timeout.
+    case idleTimeout
+    /// The connection closed before the response was complete.
+    case closed
+    /// The upstream broke HTTP framing (a body after a head that declared none, garbage, oversized headers).
+    case protocolError(String)
+    /// The upstream connection budget is exhausted.
+    case connectionBudget
+
+    /// Whether the client should hear 504 (the upstream was too slow) rather than 502.
+    var isTimeout: Bool {
+        switch self {
+        case .headTimeout, .idleTimeout: true
+        case .connect(let why): why.contains("timed out") || why.contains("imeout")
+        default: false
+        }
+    }
+}
+
+/// Receives one upstream response, part by part, on the connection's event loop.
+protocol UpstreamResponseReceiver: AnyObject {
+    /// The response head arrived (1xx heads are not passed on).
+    func upstreamResponseHead(_ head: HTTPResponseHead)
+    /// A piece of the body.
+    func upstreamResponseBody(_ part: ByteBuffer)
+    /// The response is complete.
+    func upstreamResponseEnd()
+    /// The response cannot be completed.
+    func upstreamFailed(_ failure: UpstreamFailure)
+}
+
+/// One HTTP/1.1 connection to an upstream, owned by its event loop's pool. It carries one request at a time; after a
+/// complete keep-alive response it goes back to the pool, otherwise it closes.
+///
+/// Written by hand on NIOHTTP1 (rather than async-http-client) so that a request never leaves its event loop, a
+/// closed client cancels its upstream request at once, and TLS goes through the gateway's one TLS library.
+final class UpstreamConnection: ChannelInboundHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private enum Phase {
+        case idle(since: NIODeadline)
+        case awaitingHead(deadline: NIODeadline, idleTimeout: TimeAmount)
+        case streaming(idleTimeout: TimeAmount)
+        case closed
+    }
+
+    /// The pool key (`scheme://host:port`).
+    let key: String
+    private weak var pool: UpstreamPool?
+    private var context: ChannelHandlerContext?
+    private var receiver: (any UpstreamResponseReceiver)?
+    private var phase = Phase.idle(since: .now())
+    private var lastRead = NIODeadline.now()
+    private var keepAlive = true
+    private var ticker: RepeatedTask?
+    /// An idle pooled connection is closed after this long unused.
+    static let poolIdleTimeout = TimeAmount.seconds(60)
+
+    init(key: String, pool: UpstreamPool) {
+        self.key = key
+        self.pool = pool
+    }
+
+    /// Whether the connection can carry a request now.
+    var isUsable: Bool {
+        guard let context, context.channel.isActive, case .idle = phase else { return false }
+        return true
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let tick = UpstreamPool.tickInterval
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in bound.value.checkTimers() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        ticker?.cancel()
+        ticker = nil
+        self.context = nil
+    }
+
+    /// Sends a request; the response goes to `receiver`. The body (if any) is written as one buffer.
+    func send(
+        _ head: HTTPRequestHead, body: ByteBuffer?, to receiver: any UpstreamResponseReceiver, headTimeout: TimeAmount,
+        idleTimeout: TimeAmount
+    ) {
+        guard let context, case .idle = phase else {
+            receiver.upstreamFailed(.closed)
+            return
+        }
+        self.receiver = receiver
+        keepAlive = head.isKeepAlive
+        phase = .awaitingHead(deadline: .now() + headTimeout, idleTimeout: idleTimeout)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+
+    /// Abandons the request in flight: the receiver hears nothing more, and the connection closes (an unfinished
+    /// response cannot be reused).
+    func cancel() {
+        receiver = nil
+        close()
+    }
+
+    /// Stops or resumes reading the response (backpressure from a slow client).
+    func setReading(_ reading: Bool) {
+        guard let context else { return }
+        try? context.channel.syncOptions?.setOption(.autoRead, value: reading)
+        if reading { context.read() }
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastRead = .now()
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            guard case .awaitingHead(_, let idleTimeout) = phase else {
+                fail(.protocolError("a response without a request"))
+                return
+            }
+            keepAlive = keepAlive && head.isKeepAlive
+            phase = .streaming(idleTimeout: idleTimeout)
+            receiver?.upstreamResponseHead(head)
+        case .body(let part):
+            receiver?.upstreamResponseBody(part)
+        case .end:
+            let finished = receiver
+            receiver = nil
+            phase = .idle(since: .now())
+            if keepAlive {
+                // Back to the pool only after this read has been fully decoded: bytes after the response (a body
+                // where none was declared) surface as a decoder error first and close the connection instead.
+                context.eventLoop.assumeIsolated().execute { [self] in
+                    if self.isUsable { self.pool?.release(self) }
+                }
+            } else {
+                close()
+            }
+            finished?.upstreamResponseEnd()
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? HTTPParserError {
+            fail(.protocolError("invalid HTTP from upstream: \(error)"))
+        } else {
+            fail(.protocolError("\(error)"))
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        phase = .closed
+        if let receiver {
+            self.receiver = nil
+            receiver.upstreamFailed(.closed)
+        }
+        pool?.remove(self)
+        context.fireChannelInactive()
+    }
+
+    private func fail(_ failure: UpstreamFailure) {
+        let receiver = self.receiver
+        self.receiver = nil
+        close()
+        receiver?.upstreamFailed(failure)
+    }
+
+    private func close() {
+        if case .closed = phase { return }
+        phase = .closed
+        context?.close(promise: nil)
+    }
+
+    private func checkTimers() {
+        let now = NIODeadline.now()
+        switch phase {
+        case .idle(let since):
+            if now - since > Self.poolIdleTimeout { close() }
+        case .awaitingHead(let deadline, _):
+            if now >= deadline { fail(.headTimeout) }
+        case .streaming(let idleTimeout):
+            if now - lastRead > idleTimeout { fail(.idleTimeout) }
+        case .closed:
+            break
+        }
+    }
+}
+
+@available(*, unavailable)
+extension UpstreamConnection: Sendable {}

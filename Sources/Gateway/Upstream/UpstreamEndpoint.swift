@@ -1,0 +1,105 @@
+import NIOHTTP1
+import TLS
+
+/// A tenant's upstream, ready to connect to: parsed URL, TLS client context, credential header.
+struct UpstreamEndpoint: Sendable {
+    /// `scheme://host:port`: the key of connection pools and per-upstream budgets.
+    let key: String
+    /// Host name or address to connect to (no brackets).
+    let host: String
+    /// TCP port.
+    let port: Int
+    /// The request target sent upstream: path and query of the URL.
+    let path: String
+    /// The `Host` header: the upstream's own authority (servers that check Host accept it).
+    let hostHeader: String
+    /// The TLS client context for `https`, nil for `http`.
+    let tls: TLSContext?
+    /// Checked against the server's certificate (name or IP address); names are also sent as SNI.
+    let serverName: String?
+    /// The header the gateway adds (never the caller's credentials).
+    let credential: (name: String, value: String)?
+
+    /// Parses `configuration.url` and builds its TLS context.
+    init(_ configuration: UpstreamConfiguration) throws(UpstreamConfigurationError) {
+        let url = configuration.url
+        let secure: Bool
+        let rest: Substring
+        if url.hasPrefix("https://") {
+            secure = true
+            rest = url.dropFirst(8)
+        } else if url.hasPrefix("http://") {
+            secure = false
+            rest = url.dropFirst(7)
+        } else {
+            throw UpstreamConfigurationError(url: url, reason: "must start with http:// or https://")
+        }
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+        let authority = rest[..<authorityEnd]
+        var path = String(rest[authorityEnd...])
+        if path.isEmpty { path = "/" } else if path.hasPrefix("?") { path = "/" + path }
+        guard !authority.isEmpty, !authority.contains("@") else {
+            throw UpstreamConfigurationError(url: url, reason: "needs a host (and no user information)")
+        }
+        var host: Substring
+        var portText: Substring?
+        if authority.hasPrefix("[") {
+            guard let close = authority.firstIndex(of: "]") else { throw UpstreamConfigurationError(url: url, reason: "unclosed IPv6 bracket") }
+            host = authority[authority.index(after: authority.startIndex)..<close]
+            let after = authority[authority.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":") else { throw UpstreamConfigurationError(url: url, reason: "unexpected text after the IPv6 address") }
+                portText = after.dropFirst()
+            }
+        } else if let colon = authority.lastIndex(of: ":") {
+            host = authority[..<colon]
+            portText = authority[authority.index(after: colon)...]
+        } else {
+            host = authority
+        }
+        let port: Int
+        if let portText {
+            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+                throw UpstreamConfigurationError(url: url, reason: "port '\(portText)' is not 1-65535")
+            }
+            port = parsed
+        } else {
+            port = secure ? 443 : 80
+        }
+        guard !host.isEmpty else { throw UpstreamConfigurationError(url: url, reason: "needs a host") }
+        self.host = String(host)
+        self.port = port
+        self.path = path
+        self.hostHeader = String(authority)
+        self.key = (secure ? "https://" : "http://") + authority
+        if let header = configuration.credentialHeader, let value = configuration.credentialValue {
+            credential = (header, value)
+        } else {
+            credential = nil
+        }
+        if secure {
+            serverName = String(host)
+            var settings = TLSConfiguration(
+                certificateChainFile: configuration.clientCertificateFile, privateKeyFile: configuration.clientKeyFile,
+                trustedCABundles: [.init(label: "upstream", path: configuration.caFile ?? UpstreamConfiguration.systemCABundle)])
+            settings.verifyServerCertificate = true
+            do {
+                tls = try TLSContext(role: .client, configuration: settings)
+            } catch {
+                throw UpstreamConfigurationError(url: url, reason: "TLS: \(error)")
+            }
+        } else {
+            serverName = nil
+            tls = nil
+        }
+    }
+}
+
+/// An upstream that cannot be used as configured.
+public struct UpstreamConfigurationError: Error, Sendable, CustomStringConvertible {
+    /// The upstream URL.
+    public let url: String
+    /// What is wrong.
+    public let reason: String
+    public var description: String { "upstream \(url): \(reason)" }
+}

@@ -1,0 +1,92 @@
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TLS
+
+/// The upstream connections of one event loop: idle keep-alive connections per upstream, reused by requests of
+/// the same loop, so a request never leaves its loop. Touched only on that loop.
+final class UpstreamPool {
+    /// How often each connection checks its timers (head, idle stream, idle in the pool).
+    static let tickInterval = TimeAmount.milliseconds(100)
+    /// Idle connections kept per upstream on one loop; more are closed when released.
+    static let maximumIdlePerUpstream = 64
+
+    let eventLoop: any EventLoop
+    private let budgets: UpstreamBudgets
+    private let limits: GatewayLimits
+    private let logger: Logger
+    private var idle: [String: [UpstreamConnection]] = [:]
+
+    init(eventLoop: any EventLoop, budgets: UpstreamBudgets, limits: GatewayLimits, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.budgets = budgets
+        self.limits = limits
+        self.logger = logger
+    }
+
+    /// An idle connection to `endpoint`, or a new one (within the upstream's connection budget), handed to
+    /// `completion` on this loop.
+    func acquire(_ endpoint: UpstreamEndpoint, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
+        eventLoop.preconditionInEventLoop()
+        while let connection = idle[endpoint.key]?.popLast() {
+            if connection.isUsable { return completion(.success(connection)) }
+        }
+        let budget = UpstreamBudgets.Budget.upstreamConnections(endpoint.key)
+        if budgets.acquire([(budget, limits.maximumUpstreamConnections)]) != nil {
+            return completion(.failure(.connectionBudget))
+        }
+        let connection = NIOLoopBound(UpstreamConnection(key: endpoint.key, pool: self), eventLoop: eventLoop)
+        let logger = self.logger
+        let budgets = self.budgets
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(limits.upstreamConnectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls = endpoint.tls {
+                        try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
+                    }
+                    try pipeline.addHTTPClientHandlers()
+                    try pipeline.addHandler(connection.value)
+                }
+            }
+        bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let channel):
+                channel.closeFuture.whenComplete { _ in budgets.release([budget]) }
+                completion(.success(connection.value))
+            case .failure(let error):
+                budgets.release([budget])
+                completion(.failure(.connect("\(error)")))
+            }
+        }
+    }
+
+    /// A connection whose response is complete and that may carry another request.
+    func release(_ connection: UpstreamConnection) {
+        var list = idle[connection.key, default: []]
+        if list.count >= Self.maximumIdlePerUpstream {
+            connection.cancel()
+            return
+        }
+        list.append(connection)
+        idle[connection.key] = list
+    }
+
+    /// Forgets a connection that closed.
+    func remove(_ connection: UpstreamConnection) {
+        idle[connection.key]?.removeAll { $0 === connection }
+    }
+
+    /// Closes every idle connection (shutdown).
+    func closeIdle() {
+        let all = idle.values.flatMap { $0 }
+        idle = [:]
+        for connection in all { connection.cancel() }
+    }
+}
+
+// Every access happens on `eventLoop` (checked in `acquire`); the client reaches a pool only through its loop.
+extension UpstreamPool: @unchecked Sendable {}

@@ -1,0 +1,78 @@
+import Foundation
+@testable import Gateway
+import StrictJSON
+import Synchronization
+import Testing
+
+/// A sink that fails (like a full disk) until told to recover, keeping what it accepted.
+final class FlakySink: AuditWriter {
+    let failing = Mutex(true)
+    let lines = Mutex<[String]>([])
+    let attempts = Mutex(0)
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        attempts.withLock { $0 += 1 }
+        if failing.withLock({ $0 }) {
+            // Half of the batch goes out before the failure, as a real partial write(2) would.
+            let half = bytes.count / 2
+            let text = String(decoding: bytes[..<half], as: UTF8.self)
+            lines.withLock { $0.append(text) }
+            throw AuditWriteError(written: half, reason: "No space left on device")
+        }
+        lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) }
+    }
+
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+
+    /// Everything written, split into lines.
+    var records: [String] { lines.withLock { $0.joined() }.split(separator: "\n").map(String.init) }
+}
+
+@Suite("Audit log failure and recovery")
+struct AuditRecoveryTests {
+    @Test("a failed write keeps its records, the log refuses until the sink recovers, then accepts by itself")
+    func recovers() throws {
+        let sink = FlakySink()
+        let log = try AuditLog(sink: .writer(sink))
+        for index in 0..<10 { try log.append(AuditRecord(requestID: "r\(index)", httpMethod: "POST", decision: .allow, reason: "before")) }
+        let reservation = try log.reserve(bytes: 1024)
+        // Wait for the first failed write (event: the sink saw an attempt), without sleeping a fixed time.
+        let deadline = ContinuousClock.now + .seconds(5)
+        while sink.attempts.withLock({ $0 }) == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        #expect(!log.isAccepting)
+        #expect(throws: AuditUnavailable.self) { try log.append(AuditRecord(requestID: "x", httpMethod: "POST", decision: .allow, reason: "during")) }
+        // A reservation taken before the failure is still honoured: a forwarded call keeps its record.
+        log.append([AuditRecord(requestID: "reserved", httpMethod: "POST", decision: .allow, reason: "in flight")], into: reservation)
+        sink.failing.withLock { $0 = false }
+        let recovered = ContinuousClock.now + .seconds(5)
+        while !log.isAccepting && ContinuousClock.now < recovered { Thread.sleep(forTimeInterval: 0.005) }
+        #expect(log.isAccepting)
+        try log.append(AuditRecord(requestID: "after", httpMethod: "POST", decision: .allow, reason: "after"))
+        log.close()
+        let ids = try sink.records.map { try #require(try JSONParser.parse($0).objectValue?["request_id"]?.stringValue) }
+        #expect(ids == (0..<10).map { "r\($0)" } + ["reserved", "after"])
+        #expect(log.writtenRecords == 12)
+        #expect(log.writeErrors >= 1)
+    }
+}
+
+@Suite("Audit lines are one line for every reader")
+struct AuditLineEscapingTests {
+    @Test("U+2028, U+2029, NEL, C1 controls and noncharacters are escaped; the text round-trips", arguments: [
+        "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\u{9F}b", "tab\tnl\ncr\r\"q\"\\",
+        "é ü 漢字 🙂", "a" + String(Unicode.Scalar(0x10FFFF)!) + "b", "a" + String(Unicode.Scalar(0xFFFE)!) + "b", "a" + String(Unicode.Scalar(0xFDD0)!) + "b",
+    ])
+    func escaped(text: String) throws {
+        var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .deny, reason: text)
+        record.target = text
+        record.arguments = .object(JSONObject([.init(key: text, value: .string(text))]))
+        let bytes = record.lineBytes
+        #expect(bytes.last == 0x0A)
+        let line = String(decoding: bytes.dropLast(), as: UTF8.self)
+        for separator: Character in ["\n", "\r", "\u{2028}", "\u{2029}", "\u{85}"] { #expect(!line.contains(separator)) }
+        let parsed = try #require(try JSONParser.parse(line).objectValue)
+        #expect(parsed["reason"] == .string(text))
+        #expect(parsed["arguments"]?.objectValue?[text] == .string(text))
+    }
+}
