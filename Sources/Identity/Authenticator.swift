@@ -19,20 +19,31 @@ public struct Authenticator: Sendable {
 
     /// The principal for these credentials at time `now`.
     public func authenticate(certificate: PeerCertificate?, bearerToken: String?, now: Date) throws(AuthenticationError) -> Principal {
+        try authenticate(certificate: certificate, bearerToken: bearerToken, now: now, cachedTokensOnly: false)!
+    }
+
+    /// The principal for these credentials at time `now`; with `cachedTokensOnly`, nil when that would need a
+    /// token signature check (a caller on an event loop then does it elsewhere).
+    public func authenticate(
+        certificate: PeerCertificate?, bearerToken: String?, now: Date, cachedTokensOnly: Bool
+    ) throws(AuthenticationError) -> Principal? {
+        func verify(_ token: String) throws(AuthenticationError) -> VerifiedToken? {
+            try tokens.verify(token, now: now, cachedOnly: cachedTokensOnly)
+        }
         switch (certificate, bearerToken) {
         case (nil, nil):
             throw .noCredentials
         case (let certificate?, nil):
             return try certificates.principal(for: certificate)
         case (nil, let token?):
-            let verified = try tokens.verify(token, now: now)
+            guard let verified = try verify(token) else { return nil }
             guard let agent = verified.agent else { throw .missingClaim("agent (token has no agent claim)") }
             return Principal(
                 tenant: verified.tenant, agent: agent, method: .jwt, scopes: verified.scopes,
                 expiresAt: verified.facts.expiresAt, certificate: nil, token: verified.facts)
         case (let certificate?, let token?):
             let fromCertificate = try certificates.principal(for: certificate)
-            let verified = try tokens.verify(token, now: now)
+            guard let verified = try verify(token) else { return nil }
             guard verified.tenant == fromCertificate.tenant else {
                 throw .tenantMismatch(
                     "client certificate belongs to tenant '\(fromCertificate.tenant)', token to tenant '\(verified.tenant)'")

@@ -38,6 +38,9 @@ public final class TLSHandler: ChannelDuplexHandler {
     private var state = State.idle
     private var connection: TLSConnection?
     private var bufferedWrites: [(data: ByteBuffer, promise: EventLoopPromise<Void>?)] = []
+    /// Plaintext written since the last flush, coalesced: encrypted at flush into as few records as possible.
+    private var unflushed: ByteBuffer?
+    private var unflushedPromises: [EventLoopPromise<Void>] = []
     private var flushRequested = false
     private var receivedCloseNotify = false
     private var handshakeTimer: Scheduled<Void>?
@@ -74,6 +77,7 @@ public final class TLSHandler: ChannelDuplexHandler {
         default:
             break
         }
+        failBufferedWrites(ChannelError.ioOnClosedChannel)
         state = .closed
         context.fireChannelInactive()
     }
@@ -109,17 +113,46 @@ public final class TLSHandler: ChannelDuplexHandler {
         case .idle, .handshaking:
             bufferedWrites.append((unwrapOutboundIn(data), promise))
         case .active:
-            encryptAndWrite(context: context, plaintext: unwrapOutboundIn(data), promise: promise)
+            var plaintext = unwrapOutboundIn(data)
+            if unflushed == nil {
+                unflushed = plaintext
+            } else {
+                unflushed!.writeBuffer(&plaintext)
+            }
+            if let promise { unflushedPromises.append(promise) }
         case .closing, .closed:
             promise?.fail(ChannelError.ioOnClosedChannel)
         }
+    }
+
+    /// Encrypts everything written since the last flush as one piece (one TLS record per 16 KiB, not one per
+    /// write) and completes its writes' promises once the ciphertext is written.
+    private func encryptUnflushed(context: ChannelHandlerContext) {
+        guard let plaintext = unflushed else { return }
+        unflushed = nil
+        let promises = unflushedPromises
+        unflushedPromises = []
+        var combined: EventLoopPromise<Void>?
+        if promises.count == 1 {
+            combined = promises[0]
+        } else if !promises.isEmpty {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { result in
+                for waiting in promises { waiting.completeWith(result) }
+            }
+            combined = promise
+        }
+        encryptAndWrite(context: context, plaintext: plaintext, promise: combined)
     }
 
     public func flush(context: ChannelHandlerContext) {
         switch state {
         case .idle, .handshaking:
             flushRequested = true
-        case .active, .closing, .closed:
+        case .active:
+            encryptUnflushed(context: context)
+            context.flush()
+        case .closing, .closed:
             context.flush()
         }
     }
@@ -128,6 +161,8 @@ public final class TLSHandler: ChannelDuplexHandler {
         switch (state, mode) {
         case (.active, .all), (.active, .output):
             state = mode == .all ? .closing : .active
+            // Writes never flushed are dropped, as NIO drops unflushed writes on close.
+            if mode == .all { failBufferedWrites(ChannelError.ioOnClosedChannel) }
             connection?.shutdown()
             closeAfterSending(context: context, mode: mode, promise: promise)
         case (.handshaking, .all):
@@ -287,6 +322,10 @@ public final class TLSHandler: ChannelDuplexHandler {
         let writes = bufferedWrites
         bufferedWrites = []
         for write in writes { write.promise?.fail(error) }
+        let promises = unflushedPromises
+        unflushed = nil
+        unflushedPromises = []
+        for promise in promises { promise.fail(error) }
     }
 
     // MARK: - Network output

@@ -26,9 +26,11 @@ struct ConfigurationFile {
     static let topLevelKeys: Set<String> = ["listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path"]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
-        "max_filtered_response_bytes", "max_connections",
+        "max_filtered_response_bytes", "max_connections", "max_connections_per_source", "upstream_connect_timeout_seconds",
+        "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_streams_per_tenant",
+        "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
     ]
-    static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file"]
+    static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key"]
     static let tlsKeys: Set<String> = ["certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http"]
 
     /// Loads and validates `path`.
@@ -65,7 +67,13 @@ struct ConfigurationFile {
             guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
                 throw JSONFieldError(path: upstream.fieldPath("url"), reason: "must be an http:// or https:// URL")
             }
-            var configuration = UpstreamConfiguration(url: url, credentialHeader: try upstream.string("credential_header"))
+            var configuration = UpstreamConfiguration(
+                url: url, credentialHeader: try upstream.string("credential_header"), caFile: try upstream.string("ca_file").map(resolve),
+                clientCertificateFile: try upstream.string("client_certificate").map(resolve),
+                clientKeyFile: try upstream.string("client_key").map(resolve))
+            if (configuration.clientCertificateFile == nil) != (configuration.clientKeyFile == nil) {
+                throw JSONFieldError(path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")
+            }
             if let file = try upstream.string("credential_file") {
                 guard configuration.credentialHeader != nil else {
                     throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "needs credential_header")
@@ -79,6 +87,7 @@ struct ConfigurationFile {
         }
         var limits = GatewayLimits()
         var idleSeconds = 60, graceSeconds = 10, maximumConnections = 1024
+        var perSource: Int?, eventLoops: Int?
         if let reader = try root.object("limits") {
             try reader.requireOnlyKeys(limitKeys)
             func positive(_ key: String) throws -> Int? {
@@ -93,6 +102,16 @@ struct ConfigurationFile {
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
             maximumConnections = try positive("max_connections") ?? maximumConnections
+            perSource = try positive("max_connections_per_source")
+            eventLoops = try positive("event_loops")
+            if let seconds = try positive("upstream_connect_timeout_seconds") { limits.upstreamConnectTimeout = .seconds(seconds) }
+            if let seconds = try positive("upstream_idle_stream_timeout_seconds") { limits.upstreamIdleStreamTimeout = .seconds(seconds) }
+            if let seconds = try positive("request_head_timeout_seconds") { limits.requestHeadTimeout = .seconds(seconds) }
+            limits.maximumUpstreamConnections = try positive("max_upstream_connections") ?? limits.maximumUpstreamConnections
+            limits.maximumRequestsPerTenant = try positive("max_requests_per_tenant") ?? limits.maximumRequestsPerTenant
+            limits.maximumStreamsPerTenant = try positive("max_streams_per_tenant") ?? limits.maximumStreamsPerTenant
+            limits.maximumStreamsPerAgent = try positive("max_streams_per_agent") ?? limits.maximumStreamsPerAgent
+            limits.minimumBodyBytesPerSecond = try positive("min_body_bytes_per_second") ?? limits.minimumBodyBytesPerSecond
         }
         let mcpPath = try root.string("mcp_path") ?? "/mcp"
         guard mcpPath.hasPrefix("/"), mcpPath != "/healthz" else {
@@ -141,7 +160,8 @@ struct ConfigurationFile {
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
-                shutdownGracePeriod: .seconds(graceSeconds), maximumConnections: maximumConnections),
+                shutdownGracePeriod: .seconds(graceSeconds), maximumConnections: maximumConnections,
+                maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops),
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath)
     }

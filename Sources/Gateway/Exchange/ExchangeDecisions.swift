@@ -35,22 +35,19 @@ struct ExchangeDecisions {
         return .success(String(decoding: utf8[start..<end], as: UTF8.self))
     }
 
-    /// Whether authenticating needs a fresh signature check (worth leaving the event loop for).
-    func needsSignatureCheck(_ request: ExchangeRequest) -> Bool {
-        guard case .success(let token?) = Self.bearerToken(request.head.headers) else { return false }
-        return !services.authenticator.tokens.isCached(token, now: Date())
-    }
-
-    /// The caller's principal, or the refusal (401, or 403 for credentials that disagree) with its record.
-    func authenticate(_ request: ExchangeRequest) -> Result<Principal, Refusal> {
+    /// The caller's principal, or the refusal (401, or 403 for credentials that disagree) with its record. With
+    /// `cheapOnly`, nil when that needs a fresh signature check (worth leaving the event loop for).
+    func authenticate(_ request: ExchangeRequest, cheapOnly: Bool = false) -> Result<Principal, Refusal>? {
         let error: AuthenticationError
         switch Self.bearerToken(request.head.headers) {
         case .failure(let failure):
             error = failure
         case .success(let token):
             do throws(AuthenticationError) {
-                return .success(try services.authenticator.authenticate(
-                    certificate: request.handshake?.peerCertificate, bearerToken: token, now: Date()))
+                guard let principal = try services.authenticator.authenticate(
+                    certificate: request.handshake?.peerCertificate, bearerToken: token, now: Date(), cachedTokensOnly: cheapOnly)
+                else { return nil }
+                return .success(principal)
             } catch let failure {
                 error = failure
             }

@@ -30,6 +30,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Bumped for every request, so results of off-loop work for an earlier one are recognised and dropped.
     private var generation = 0
 
+    private var flushPending = false
+    private var closing = false
     private var readsPaused = false
     private var readPending = false
     private var draining = false
@@ -61,8 +63,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             perform(machine.requestBody(part))
         case .end:
             slowClients.bodyReceived()
-            perform(machine.requestEnd())
-            if case .idle = machine.state { exchangeFinished() }
+            if case .draining = machine.state {
+                // The answer went out before the body was read; with the body drained the exchange is over.
+                _ = machine.requestEnd()
+                if case .idle = machine.state { exchangeFinished() }
+            } else {
+                perform(machine.requestEnd())
+            }
         }
     }
 
@@ -109,6 +116,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         if error is HTTPParserError {
+            // A request cut short by the connection closing (ours or the client's) is not a refusal.
+            guard context.channel.isActive, !closing else { return }
             // The bytes cannot be read as HTTP: record it and close at once (no further request can be framed).
             recordConnectionRefusal("invalid HTTP request: \(error)", rule: "http_parse")
             switch machine.state {
@@ -156,10 +165,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 headers: [("Allow", "GET, POST, DELETE")], records: [record]))
         }
         let pending = request!
-        if decisions.needsSignatureCheck(pending) {
+        if let outcome = decisions.authenticate(pending, cheapOnly: true) {
+            authenticated(outcome)
+        } else {
             // A fresh signature check can take tens of microseconds (RSA): off the loop, so it never delays others.
             let generation = self.generation
-            let future = services.offload(on: context!.eventLoop) { decisions.authenticate(pending) }
+            let future = services.offload(on: context!.eventLoop) { decisions.authenticate(pending)! }
             future.assumeIsolated().whenComplete { [self] result in
                 guard generation == self.generation else { return }
                 switch result {
@@ -167,8 +178,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 case .failure: answer(pending.unavailable("the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
                 }
             }
-        } else {
-            authenticated(decisions.authenticate(pending))
         }
     }
 
@@ -208,18 +217,24 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .decide(let body):
             decide(body)
         case .writeResponseHead(let head):
-            context.writeAndFlush(wrapOutboundOut(.head(head)), promise: nil)
+            // Flushed when this read from the upstream has been handed over (`upstreamReadComplete`): the head
+            // leaves at once, together with whatever body came in the same read.
+            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            flushPending = true
         case .writeResponseBody(let part):
-            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            flushPending = true
             if !context.channel.isWritable { upstream?.setReading(false) }
         case .writeResponseEnd(let close):
             upstream = nil
+            flushPending = false
             releaseBudgets()
+            // Finished before the end is written: writing it may deliver the next pipelined request at once.
+            if !close { exchangeFinished() }
             let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             if close {
+                closing = true
                 written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            } else {
-                exchangeFinished()
             }
         case .filterCollected(let head, let body):
             upstream = nil
@@ -248,6 +263,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     private func close() {
+        closing = true
         context?.close(promise: nil)
     }
 
@@ -275,15 +291,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             body.writeBytes(refusal.body)
             context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
         }
-        let generation = self.generation
-        context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { [self] _ in
-            guard generation == self.generation else { return }
-            if !keepAlive {
-                close()
-                return
-            }
-            perform(machine.answerWritten())
-            if case .idle = machine.state { exchangeFinished() }
+        // The exchange moves on before the end is written: writing it may deliver the next pipelined request at once.
+        let next = keepAlive ? machine.answerWritten() : .closeConnection
+        if case .idle = machine.state { exchangeFinished() }
+        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if case .closeConnection = next {
+            closing = true
+            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
@@ -483,6 +497,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         perform(machine.upstreamFailed(failure))
+    }
+
+    func upstreamReadComplete() {
+        if flushPending {
+            flushPending = false
+            context?.flush()
+        }
     }
 
     /// `tools/list` answers list only the tools this caller may call; what cannot be read is refused, never

@@ -12,8 +12,8 @@ final class SlowClientGuard: ChannelInboundHandler {
     private enum Phase {
         /// Between requests: the deadline starts with the next byte.
         case awaitingHead(timer: Scheduled<Void>?)
-        /// Reading a body: bytes counted since `start`.
-        case readingBody(start: NIODeadline, bytes: Int, check: RepeatedTask)
+        /// Reading a body: bytes counted since `start`; the rate check runs once the body spans more than one read.
+        case readingBody(start: NIODeadline, bytes: Int, check: RepeatedTask?)
         /// A request is being handled; nothing to watch.
         case busy
     }
@@ -43,32 +43,33 @@ final class SlowClientGuard: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .readingBody(let start, let bytes, let check) = phase {
+            phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
+        }
+        context.fireChannelRead(data)
+        // Timers are armed only when a head or body spans reads: the common request, whole in one read, costs none.
         switch phase {
         case .awaitingHead(nil):
-            let deadline = headTimeout
+            // Bytes arrived and no head came of them: the head deadline runs from now.
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let timer = context.eventLoop.scheduleTask(in: deadline) { bound.value.fire(.headTimeout) }
+            let timer = context.eventLoop.scheduleTask(in: headTimeout) { bound.value.fire(.headTimeout) }
             phase = .awaitingHead(timer: timer)
-        case .readingBody(let start, let bytes, let check):
-            phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
+        case .readingBody(let start, let bytes, nil):
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let elapsed = NIODeadline.now() - start
+            let check = context.eventLoop.scheduleRepeatedTask(
+                initialDelay: max(.zero, gracePeriod - elapsed), delay: .seconds(1)
+            ) { _ in bound.value.checkBodyRate() }
+            phase = .readingBody(start: start, bytes: bytes, check: check)
         default:
             break
         }
-        context.fireChannelRead(data)
     }
 
     /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched.
     func headReceived(expectsBody: Bool) {
         stopTimers()
-        guard expectsBody, let context else {
-            phase = .busy
-            return
-        }
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let check = context.eventLoop.scheduleRepeatedTask(initialDelay: gracePeriod, delay: .seconds(1)) { _ in
-            bound.value.checkBodyRate()
-        }
-        phase = .readingBody(start: .now(), bytes: 0, check: check)
+        phase = expectsBody ? .readingBody(start: .now(), bytes: 0, check: nil) : .busy
     }
 
     /// The request body is complete.
@@ -98,7 +99,7 @@ final class SlowClientGuard: ChannelInboundHandler {
     private func stopTimers() {
         switch phase {
         case .awaitingHead(let timer?): timer.cancel()
-        case .readingBody(_, _, let check): check.cancel()
+        case .readingBody(_, _, let check?): check.cancel()
         default: break
         }
     }

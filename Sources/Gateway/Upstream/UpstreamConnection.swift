@@ -36,6 +36,8 @@ protocol UpstreamResponseReceiver: AnyObject {
     func upstreamResponseEnd()
     /// The response cannot be completed.
     func upstreamFailed(_ failure: UpstreamFailure)
+    /// One read from the upstream has been handed over: a good moment to flush what was written.
+    func upstreamReadComplete()
 }
 
 /// One HTTP/1.1 connection to an upstream, owned by its event loop's pool. It carries one request at a time; after a
@@ -149,6 +151,11 @@ final class UpstreamConnection: ChannelInboundHandler {
             }
             finished?.upstreamResponseEnd()
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        receiver?.upstreamReadComplete()
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

@@ -54,20 +54,20 @@ public struct JWTVerifier: Sendable {
     /// How many verified tokens are cached.
     public var cachedTokenCount: Int { cache.count }
 
-    /// Whether `token` was verified before and is still inside its validity window at `now`: verifying it again
-    /// costs a hash and a lookup, no signature check.
-    public func isCached(_ token: String, now: Date) -> Bool {
-        guard token.utf8.count <= maximumTokenBytes else { return true }  // refused at once, no signature work
-        return cache.lookup(JWSCrypto.sha256(Array(token.utf8)), now: now) != nil
-    }
-
     /// Verifies `token` at time `now`.
     public func verify(_ token: String, now: Date) throws(AuthenticationError) -> VerifiedToken {
+        try verify(token, now: now, cachedOnly: false)!
+    }
+
+    /// Verifies `token` at time `now`; with `cachedOnly`, returns nil instead of checking a signature (a token
+    /// verified before and still inside its validity window costs a hash and a lookup).
+    public func verify(_ token: String, now: Date, cachedOnly: Bool) throws(AuthenticationError) -> VerifiedToken? {
         guard token.utf8.count <= maximumTokenBytes else {
             throw .tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)
         }
         let digest = JWSCrypto.sha256(Array(token.utf8))
         if let cached = cache.lookup(digest, now: now) { return cached }
+        if cachedOnly { return nil }
         let jws = try CompactJWS(parsing: token, maximumBytes: maximumTokenBytes)
         guard let algorithmName = jws.algorithmName else { throw .malformedToken("header has no string 'alg'") }
         guard algorithmName.lowercased() != "none" else { throw .algorithmNone }

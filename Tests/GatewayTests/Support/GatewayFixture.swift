@@ -18,7 +18,8 @@ struct GatewayFixture {
     /// `frozenClock`: rate limits see time stand still, so refills never depend on how fast a test runs.
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
-        tenantsWithUpstream: Set<String> = ["acme", "globex"]
+        tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil,
+        configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
         let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!)))
@@ -30,7 +31,7 @@ struct GatewayFixture {
         let services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
-            audit: try AuditLog(sink: .file(auditPath), capacityBytes: auditCapacityBytes),
+            audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
                         "globex": UpstreamConfiguration(url: upstream)].filter { tenantsWithUpstream.contains($0.key) },
             limits: limits, clock: frozenClock ? frozen : nil)
@@ -38,8 +39,10 @@ struct GatewayFixture {
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex"))],
             clientAuthentication: .optional, crlFiles: [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")])
+        var configuration = GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls)
+        configure(&configuration)
         let listener = try await GatewayListener.bind(
-            configuration: GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls),
+            configuration: configuration,
             services: services, logger: Logger(label: "gateway-test"))
         return GatewayFixture(listener: listener, services: services, auditPath: auditPath)
     }

@@ -1,0 +1,296 @@
+import Foundation
+@testable import Gateway
+import StrictJSON
+import Testing
+
+/// The request path end to end over real TLS connections that send exact bytes: keep-alive, pipelining, framing,
+/// slow clients, cancellation, budgets, shutdown and audit failure.
+@Suite("Request path end to end", .serialized)
+struct RequestPathTests {
+    static func json200(_ id: String) -> String {
+        let body = #"{"jsonrpc":"2.0","id":\#(id),"result":{"ok":true}}"#
+        return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+    }
+
+    static func id(in request: String) -> String {
+        guard let range = request.range(of: #""id":"#) else { return "null" }
+        return String(request[range.upperBound...].prefix { $0 != "," && $0 != "}" })
+    }
+
+    @Test("keep-alive: several requests on one connection; pipelining: three requests in one write, answered in order")
+    func keepAliveAndPipelining() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        for id in 1...3 {
+            try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: id)))
+            #expect(await client.wait { $0.contains(#""id":\#(id),"result""#) }, "response \(id) on the same connection")
+        }
+        #expect(!client.isClosed)
+        let pipelined = try await RawTLSClient.connect(port: gateway.port)
+        try await pipelined.send(
+            RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 11))
+                + RawTLSClient.post(RPC.call("read_file", #"{"path":"../../etc/passwd"}"#, id: 12))
+                + RawTLSClient.post(RPC.call("read_file", #"{"path":"b.txt"}"#, id: 13)))
+        #expect(await pipelined.wait { statusLines($0).count == 3 }, "\(pipelined.text) \((try? gateway.auditRecords()) ?? [])")
+        let text = pipelined.text
+        let first = try #require(text.range(of: #""id":11,"result""#))
+        let second = try #require(text.range(of: #""id":12,"error""#))
+        let third = try #require(text.range(of: #""id":13,"result""#))
+        #expect(first.lowerBound < second.lowerBound && second.lowerBound < third.lowerBound)
+        #expect(!pipelined.isClosed)
+        #expect(upstream.received.count == 5)
+        await client.close()
+        await pipelined.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("202, 204 and 304 answers with stray bytes after them never corrupt the client's connection")
+    func strayBytes() async throws {
+        let upstream = try await RawUpstream.start { request in
+            if request.contains("notifications/initialized") {
+                return "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+            }
+            switch Self.id(in: request) {
+            case "2": return "HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged"
+            case "3": return "HTTP/1.1 304 Not Modified\r\nContent-Length: 40\r\n\r\nforged forged forged forged forged forged"
+            default: return Self.json200(Self.id(in: request))
+            }
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#))
+        #expect(await client.wait { statusLines($0).count == 1 })
+        for id in 2...4 {
+            try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: id)))
+            #expect(await client.wait { statusLines($0).count == id })
+        }
+        // Give forged bytes a chance to show up if they were relayed.
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 5)))
+        #expect(await client.wait { $0.contains(#""id":5,"result""#) })
+        let text = client.text
+        #expect(statusLines(text).map { String($0.prefix(12)) } == ["HTTP/1.1 202", "HTTP/1.1 204", "HTTP/1.1 304", "HTTP/1.1 200", "HTTP/1.1 200"])
+        #expect(!text.contains("forged"))
+        #expect(!client.isClosed)
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an upstream that breaks framing gets a clean 502 for the client, and an audit record")
+    func brokenUpstream() async throws {
+        let upstream = try await RawUpstream.start { _ in "HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n{}" }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(response.status == 502)
+        #expect(!response.body.contains("banana"))
+        let record = try #require(try gateway.auditRecords().last)
+        #expect(record["upstream_status"] == .number(JSONNumber(502)))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a GET stream's head reaches the client before its first event")
+    func headFlushed() async throws {
+        let upstream = try await RawUpstream.start { request in
+            request.hasPrefix("GET") ? "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n" : nil
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send("GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await client.wait(timeout: .seconds(5)) { $0.contains("HTTP/1.1 200") && $0.contains("\r\n\r\n") })
+        #expect(client.text.lowercased().contains("content-type: text/event-stream"))
+        #expect(!client.text.contains("data:"))
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a client that disconnects mid-call cancels the upstream request at once")
+    func cancellation() async throws {
+        let upstream = try await RawUpstream.start { _ in nil }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#)))
+        let deadline = ContinuousClock.now + .seconds(10)
+        while upstream.requests.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(upstream.closes.withLockedValue { $0.isEmpty })
+        let closed = ContinuousClock.now
+        await client.close()
+        while upstream.closes.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < closed + .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
+        let seen = try #require(upstream.closes.withLockedValue { $0.first })
+        #expect(seen - closed < .seconds(1))
+        // The abandoned call still has its record.
+        let record = try #require(try gateway.auditRecords().last)
+        #expect(record["decision"] == .string("allow"))
+        #expect(record["reason"]?.stringValue?.contains("client closed") == true)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("100 long-lived GET streams of one agent: within its budget the rest get 429, and another tenant's call completes under 1 s")
+    func streamBudgets() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var streams: [RawTLSClient] = []
+        for _ in 0..<100 {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            try await client.send("GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+            streams.append(client)
+        }
+        for client in streams { await client.wait(timeout: .seconds(10)) { $0.contains("HTTP/1.1 ") && $0.contains("\r\n\r\n") } }
+        let statuses = streams.map { statusLines($0.text).first.map { String($0.prefix(12)) } ?? "none" }
+        #expect(statuses.filter { $0 == "HTTP/1.1 200" }.count == GatewayLimits().maximumStreamsPerAgent)
+        #expect(statuses.filter { $0 == "HTTP/1.1 429" }.count == 100 - GatewayLimits().maximumStreamsPerAgent)
+        let started = ContinuousClock.now
+        let other = try await gateway.client("globex/agents/bot1").send(body: RPC.call("search", #"{"q":"x"}"#), timeout: .seconds(5))
+        #expect(ContinuousClock.now - started < .seconds(1))
+        #expect(other.status == 200 || other.status == 403, "answered by the gateway: \(other.status)")
+        let refusals = try gateway.auditRecords().filter { $0["rule"] == .string("agent_stream_budget") }
+        #expect(refusals.count == 100 - GatewayLimits().maximumStreamsPerAgent)
+        for client in streams { await client.close() }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a request head trickled slower than the head deadline is cut, and recorded")
+    func slowHead() async throws {
+        var limits = GatewayLimits()
+        limits.requestHeadTimeout = .seconds(1)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        let started = ContinuousClock.now
+        try await client.send("POST /mcp HTTP/1.1\r\n")
+        for index in 0..<20 where !client.isClosed {
+            try? await client.send("X-Slow-\(index): 1\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(ContinuousClock.now - started < .seconds(3))
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("slow_request_head") })
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a keep-alive connection waiting between requests is not cut by the head deadline")
+    func idleBetweenRequests() async throws {
+        var limits = GatewayLimits()
+        limits.requestHeadTimeout = .milliseconds(300)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1)))
+        #expect(await client.wait { statusLines($0).count == 1 })
+        try await Task.sleep(for: .milliseconds(800))
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2)))
+        #expect(await client.wait { statusLines($0).count == 2 }, "\(client.text) \((try? gateway.auditRecords()) ?? [])")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a body arriving slower than the minimum rate is cut, and recorded")
+    func slowBody() async throws {
+        var limits = GatewayLimits()
+        limits.minimumBodyBytesPerSecond = 1000
+        limits.bodyRateGracePeriod = .milliseconds(500)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+        for _ in 0..<30 where !client.isClosed {
+            try? await client.send("          ")
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("slow_request_body") })
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an unauthenticated request is answered 401 on its head, and its 4 MiB body is not read")
+    func unauthenticatedBody() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 4194304\r\n\r\n")
+        #expect(await client.wait { $0.contains("HTTP/1.1 401") })
+        var sent = 0
+        let chunk = [UInt8](repeating: 0x20, count: 64 * 1024)
+        while sent < 4 * 1024 * 1024 && !client.isClosed {
+            do { try await client.send(bytes: chunk) } catch { break }
+            sent += chunk.count
+        }
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(try gateway.auditRecords().last?["decision"] == .string("authentication_failed"), "\((try? gateway.auditRecords()) ?? [])")
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("requests the HTTP parser refuses are recorded, answered 400 and their connection closed")
+    func parserRefusal() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send("POST /mcp HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello")
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(client.text.hasPrefix("HTTP/1.1 400"))
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("http_parse") })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("shutdown under load: calls in flight are closed after the grace period, and every one keeps its record")
+    func shutdownKeepsRecords() async throws {
+        let upstream = try await RawUpstream.start { _ in nil }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url) { $0.shutdownGracePeriod = .milliseconds(200) }
+        var clients: [RawTLSClient] = []
+        for id in 0..<20 {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            let allowed = id % 4 != 0
+            try await client.send(RawTLSClient.post(RPC.call("read_file", allowed ? #"{"path":"a.txt"}"# : #"{"path":"../x"}"#, id: id)))
+            clients.append(client)
+        }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while upstream.requests.withLockedValue({ $0.count }) < 15 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        try await gateway.listener.shutdown()
+        gateway.services.audit.close()
+        let text = String(decoding: FileManager.default.contents(atPath: gateway.auditPath) ?? Data(), as: UTF8.self)
+        let records = try text.split(separator: "\n").map { try #require(try JSONParser.parse(String($0)).objectValue) }
+        #expect(records.count == 20)
+        #expect(records.filter { $0["decision"] == .string("allow") }.count == 15)
+        #expect(records.filter { $0["decision"] == .string("deny") }.count == 5)
+        for client in clients { await client.close() }
+        await upstream.stop()
+        try? FileManager.default.removeItem(atPath: gateway.auditPath)
+    }
+
+    @Test("an audit sink that fails and recovers: calls are refused (503, not forwarded) while it fails, served after")
+    func auditRecovery() async throws {
+        let sink = FlakySink()
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditSink: .writer(sink))
+        let first = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+        #expect(first.status == 200)
+        let deadline = ContinuousClock.now + .seconds(5)
+        while gateway.services.audit.isAccepting && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        let refused = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2))
+        #expect(refused.status == 503)
+        sink.failing.withLock { $0 = false }
+        while !gateway.services.audit.isAccepting && ContinuousClock.now < deadline + .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
+        let after = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3))
+        #expect(after.status == 200)
+        try await gateway.stop()
+        let forwarded = upstream.received.map { Self.id(in: $0.body) }
+        let recorded = try sink.records.compactMap { try JSONParser.parse($0).objectValue }
+            .filter { $0["decision"] == .string("allow") }.compactMap { $0["jsonrpc_id"].map { $0.serialized } }
+        #expect(forwarded == ["1", "3"])
+        #expect(recorded == forwarded)
+        await upstream.stop()
+    }
+}

@@ -1,0 +1,108 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TLS
+import TestSupport
+
+/// A TLS connection to the gateway that sends exactly the bytes it is given and keeps every byte it receives, for
+/// tests of HTTP framing, keep-alive, pipelining and slow clients.
+final class RawTLSClient: Sendable {
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let closed = NIOLockedValueBox(false)
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let buffer = unwrapInboundIn(data)
+            received.withLockedValue { $0 += buffer.readableBytesView }
+        }
+        func channelInactive(context: ChannelHandlerContext) { closed.withLockedValue { $0 = true } }
+        func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
+    }
+
+    let channel: any Channel
+    let collector: Collector
+
+    private init(channel: any Channel, collector: Collector) {
+        self.channel = channel
+        self.collector = collector
+    }
+
+    /// Connects to 127.0.0.1:`port` as `agent` (a certs-dev path), or without a client certificate.
+    static func connect(port: Int, agent: String? = "acme/agents/bot1") async throws -> RawTLSClient {
+        var configuration = TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)])
+        if let agent {
+            configuration.certificateChainFile = DevPKI.path(agent + ".pem")
+            configuration.privateKeyFile = DevPKI.path(agent + ".key")
+        }
+        let context = try TLSContext(role: .client, configuration: configuration)
+        let collector = Collector()
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "raw-client")))
+                    try channel.pipeline.syncOperations.addHandler(collector)
+                }
+            }
+            .connect(host: "127.0.0.1", port: port).get()
+        return RawTLSClient(channel: channel, collector: collector)
+    }
+
+    /// Sends bytes as they are.
+    func send(_ text: String) async throws {
+        try await channel.writeAndFlush(ByteBuffer(string: text)).get()
+    }
+
+    /// Sends raw bytes.
+    func send(bytes: [UInt8]) async throws {
+        try await channel.writeAndFlush(ByteBuffer(bytes: bytes)).get()
+    }
+
+    /// Everything received so far, as text.
+    var text: String { String(decoding: collector.received.withLockedValue { $0 }, as: UTF8.self) }
+    /// Whether the gateway closed the connection.
+    var isClosed: Bool { collector.closed.withLockedValue { $0 } }
+
+    /// Waits (at most `timeout`) until `condition` holds for the received text or the connection closed; returns
+    /// whether it holds.
+    @discardableResult
+    func wait(timeout: Duration = .seconds(10), until condition: @Sendable (String) -> Bool) async -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if condition(text) { return true }
+            if isClosed { return condition(text) }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        return condition(text)
+    }
+
+    /// Waits (at most `timeout`) for the gateway to close the connection.
+    func waitForClose(timeout: Duration = .seconds(10)) async -> Bool {
+        await wait(timeout: timeout) { _ in false }
+        return isClosed
+    }
+
+    func close() async { try? await channel.close() }
+
+    /// A complete request with a JSON body on a kept-alive connection.
+    static func post(_ body: String, headers: [(String, String)] = [], keepAlive: Bool = true) -> String {
+        var text = "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        text += "Accept: application/json, text/event-stream\r\nContent-Length: \(body.utf8.count)\r\n"
+        for (name, value) in headers { text += "\(name): \(value)\r\n" }
+        if !keepAlive { text += "Connection: close\r\n" }
+        return text + "\r\n" + body
+    }
+}
+
+/// The status lines (`HTTP/1.1 200`) of the responses in a byte stream, in order (bodies in these tests never
+/// contain "HTTP/1.1 ").
+func statusLines(_ text: String) -> [String] {
+    var lines: [String] = []
+    var rest = text[...]
+    while let range = rest.range(of: "HTTP/1.1 ") {
+        lines.append("HTTP/1.1 " + rest[range.upperBound...].prefix(3))
+        rest = rest[range.upperBound...]
+    }
+    return lines
+}
