@@ -99,7 +99,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
     }
 
     static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
-        if canonical.contains("\u{0}") { return "path contains a NUL byte" }
+        if canonical.utf8.contains(0) { return "path contains a NUL byte" }
         let isAbsolute = canonical.hasPrefix("/") || canonical.hasPrefix("~")
             || (canonical.count >= 2 && canonical.dropFirst().first == ":" && canonical.first!.isLetter)
         if isAbsolute && !rule.allowAbsolute { return "absolute path" }

@@ -99,7 +99,7 @@ public enum ArgumentCanonicalizer {
 
     /// Decodes every valid `%XX`; invalid sequences stay as they are; invalid UTF-8 becomes U+FFFD.
     static func percentDecoded(_ text: String) -> String {
-        guard text.contains("%") else { return text }
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return text }
         let bytes = Array(text.utf8)
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)

@@ -19,7 +19,7 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
     private func finding(in text: String) -> String? {
         switch self {
         case .pathTraversal:
-            if text.contains("\u{0}") { return "NUL byte" }
+            if text.utf8.contains(0) { return "NUL byte" }
             let segments = text.split(omittingEmptySubsequences: false) { $0 == "/" || $0 == "\\" }
             return segments.contains { $0 == ".." } ? "'..' path segment" : nil
         case .sqlInjection:

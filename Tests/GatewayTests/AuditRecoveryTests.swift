@@ -37,9 +37,9 @@ struct AuditRecoveryTests {
         let log = try AuditLog(sink: .writer(sink))
         for index in 0..<10 { try log.append(AuditRecord(requestID: "r\(index)", httpMethod: "POST", decision: .allow, reason: "before")) }
         let reservation = try log.reserve(bytes: 1024)
-        // Wait for the first failed write (event: the sink saw an attempt), without sleeping a fixed time.
+        // Wait for the first failed write to be reported, without sleeping a fixed time.
         let deadline = ContinuousClock.now + .seconds(5)
-        while sink.attempts.withLock({ $0 }) == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
         #expect(!log.isAccepting)
         #expect(throws: AuditUnavailable.self) { try log.append(AuditRecord(requestID: "x", httpMethod: "POST", decision: .allow, reason: "during")) }
         // A reservation taken before the failure is still honoured: a forwarded call keeps its record.

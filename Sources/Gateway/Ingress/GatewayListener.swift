@@ -73,7 +73,11 @@ public final class GatewayListener: Sendable {
                         gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
                     try pipeline.addHandler(slowClients)
                     try pipeline.addHandler(IdleStateHandler(allTimeout: idleTimeout))
-                    try pipeline.configureHTTPServerPipeline(withErrorHandling: false)
+                    // NIO's HTTP/1.1 codec without its pipelining handler (the connection handler holds pipelined
+                    // requests itself, without toggling read interest per request) or outbound header validation
+                    // (every header the gateway writes is a constant or came through the HTTP parser).
+                    try pipeline.addHandler(HTTPResponseEncoder())
+                    try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try pipeline.addHandler(MCPConnectionHandler(services: services, slowClients: slowClients))
                 }
             }

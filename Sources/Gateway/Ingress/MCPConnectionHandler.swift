@@ -32,7 +32,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private var flushPending = false
     private var closing = false
-    private var readsPaused = false
+    private var pausedForAuthentication = false
+    private var pausedForPipelining = false
+    /// Parts of pipelined requests that arrived while an earlier request was being handled.
+    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
     private var readPending = false
     private var draining = false
 
@@ -56,7 +59,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     // MARK: - Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
+        let part = unwrapInboundIn(data)
+        // A pipelined request waits (with reading paused) until the one before it has been answered.
+        if !pipelined.isEmpty || (part.isHead && machine.state != .idle) {
+            pipelined.append(part)
+            pausedForPipelining = true
+            return
+        }
+        handle(part)
+    }
+
+    private func handle(_ part: HTTPServerRequestPart) {
+        switch part {
         case .head(let head):
             requestHead(head)
         case .body(let part):
@@ -74,7 +88,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func read(context: ChannelHandlerContext) {
-        if readsPaused {
+        if pausedForAuthentication || pausedForPipelining {
             readPending = true
         } else {
             context.read()
@@ -83,7 +97,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func channelInactive(context: ChannelHandlerContext) {
         perform(machine.clientClosed())
-        finishAudit(status: nil, note: "not completed: the client closed the connection")
+        finishAudit(status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
         releaseBudgets()
         context.fireChannelInactive()
     }
@@ -200,13 +214,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .none, .authenticate:
             break
         case .pauseReading:
-            readsPaused = true
+            pausedForAuthentication = true
         case .resumeReading:
-            readsPaused = false
-            if readPending {
-                readPending = false
-                context.read()
-            }
+            pausedForAuthentication = false
+            resumeReadsIfPossible()
         case .refuseBodyTooLarge:
             guard let request, let services else { return close() }
             var refusal = Refusal(
@@ -306,7 +317,30 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         slowClients.exchangeFinished()
         request = nil
         plan = nil
-        if draining { close() }
+        if draining { return close() }
+        if !pipelined.isEmpty, let context {
+            // After the current call returns: the response's end must be written before the next request starts.
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            context.eventLoop.execute { bound.value.handlePipelined() }
+        }
+    }
+
+    /// Handles queued parts until one belongs to a request that must wait again.
+    private func handlePipelined() {
+        while let part = pipelined.first, !(part.isHead && machine.state != .idle) {
+            pipelined.removeFirst()
+            handle(part)
+        }
+        if pipelined.isEmpty {
+            pausedForPipelining = false
+            resumeReadsIfPossible()
+        }
+    }
+
+    private func resumeReadsIfPossible() {
+        guard !pausedForAuthentication, !pausedForPipelining, readPending, let context else { return }
+        readPending = false
+        context.read()
     }
 
     // MARK: - Deciding and forwarding
@@ -538,6 +572,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
 @available(*, unavailable)
 extension MCPConnectionHandler: Sendable {}
+
+extension HTTPServerRequestPart {
+    /// Whether this part starts a request.
+    var isHead: Bool {
+        if case .head = self { return true }
+        return false
+    }
+}
 
 /// Sent to every connection on shutdown: close when no request is in flight.
 struct GatewayDraining: Sendable {}

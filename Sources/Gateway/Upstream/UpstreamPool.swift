@@ -48,7 +48,7 @@ final class UpstreamPool {
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
-                    try pipeline.addHTTPClientHandlers()
+                    try pipeline.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                     try pipeline.addHandler(connection.value)
                 }
             }

@@ -1,0 +1,153 @@
+"""The request path of the real `mcpgw serve` process under hostile and ending load: memory stays bounded when
+unauthenticated clients send large bodies, and SIGTERM under load loses no audit record."""
+import json
+import signal
+import socket
+import ssl
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from conftest import ROOT
+from test_serve_cli import start
+
+
+def tls_context(agent: str | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ROOT / "certs-dev" / "gateway-ca.pem"))
+    if agent:
+        context.load_cert_chain(str(ROOT / "certs-dev" / f"{agent}.pem"), str(ROOT / "certs-dev" / f"{agent}.key"))
+    return context
+
+
+def memory_kib(pid: int, field: str) -> int:
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for {pid}")
+
+
+def unauthenticated_upload(port: int, results: list, index: int) -> None:
+    """Sends a 4 MiB body without credentials; records the status line and how much of the body went out."""
+    sent = 0
+    status = ""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with tls_context(None).wrap_socket(raw, server_hostname="localhost") as conn:
+                conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: 4194304\r\n\r\n")
+                chunk = b" " * 65536
+                try:
+                    while sent < 4 * 1024 * 1024:
+                        conn.sendall(chunk)
+                        sent += len(chunk)
+                except OSError:
+                    pass
+                try:
+                    status = conn.recv(64).decode(errors="replace").split("\r\n")[0]
+                except OSError:
+                    pass
+    except OSError as error:
+        status = f"error: {error}"
+    results[index] = (status, sent)
+
+
+def test_unauthenticated_bodies_are_refused_without_buffering_them():
+    process, port, _ = start("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--audit-log", "/dev/null")
+    try:
+        baseline = memory_kib(process.pid, "VmRSS")
+        results: list = [None] * 64
+        threads = [threading.Thread(target=unauthenticated_upload, args=(port, results, i)) for i in range(64)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        peak = memory_kib(process.pid, "VmHWM")
+        statuses = [result[0] for result in results]
+        assert all(status.startswith("HTTP/1.1 401") for status in statuses), statuses
+        # 64 × 4 MiB = 256 MiB if bodies were buffered before authentication; each connection holds at most a
+        # few socket reads' worth now.
+        assert peak - baseline < 48 * 1024, f"peak RSS grew by {(peak - baseline) // 1024} MiB"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+class SlowUpstream(BaseHTTPRequestHandler):
+    """Answers every POST after `delay` seconds, counting the requests it received."""
+    delay = 5.0
+    received = 0
+    lock = threading.Lock()
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with SlowUpstream.lock:
+            SlowUpstream.received += 1
+        time.sleep(SlowUpstream.delay)
+        request = json.loads(body)
+        answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": {"ok": True}}).encode()
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+def call(port: int, body: dict, results: list, index: int) -> None:
+    payload = json.dumps(body).encode()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as raw:
+            with tls_context("acme/agents/bot1").wrap_socket(raw, server_hostname="localhost") as conn:
+                conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                             b"Accept: application/json, text/event-stream\r\n"
+                             + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+                results[index] = conn.recv(4096).decode(errors="replace").split("\r\n")[0] or "closed"
+    except OSError as error:
+        results[index] = f"error: {error}"
+
+
+def test_sigterm_under_load_keeps_a_record_of_every_decision(tmp_path):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), SlowUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text())
+    config["limits"]["shutdown_grace_seconds"] = 1
+    for tenant in config["tenants"].values():
+        tenant.pop("upstream", None)
+    config["policies"] = str(ROOT / "policies")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config).replace('"certs-dev/', f'"{ROOT}/certs-dev/'))
+    audit = tmp_path / "audit.log"
+    process, port, _ = start("--config", str(path), "--listen", "127.0.0.1:0", "--audit-log", str(audit),
+                             "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}/mcp")
+    try:
+        bodies = []
+        for i in range(20):
+            arguments = {"path": "../secret"} if i % 4 == 0 else {"path": "notes.txt"}
+            bodies.append({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {"name": "read_file", "arguments": arguments}})
+        results: list = [None] * len(bodies)
+        threads = [threading.Thread(target=call, args=(port, body, results, i)) for i, body in enumerate(bodies)]
+        for thread in threads:
+            thread.start()
+        deadline = time.time() + 20
+        while SlowUpstream.received < 15 and time.time() < deadline:
+            time.sleep(0.01)
+        assert SlowUpstream.received == 15
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        upstream.shutdown()
+    assert process.returncode == 0, stderr
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    decisions = sorted(record["decision"] for record in records)
+    assert decisions == ["allow"] * 15 + ["deny"] * 5, decisions
+    # The calls cut by shutdown say so in their records.
+    assert sum("the gateway shut down" in record["reason"] for record in records) == 15
