@@ -1,4 +1,5 @@
 public import Logging
+import Foundation
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
@@ -17,9 +18,10 @@ public struct GatewayService: Service {
     }
 
     public func run() async throws {
-        // One event loop per core by default (the shared group has exactly that many).
-        let ownGroup = configuration.eventLoopThreads.map { MultiThreadedEventLoopGroup(numberOfThreads: $0) }
-        let group: any EventLoopGroup = ownGroup ?? MultiThreadedEventLoopGroup.singleton
+        // One event loop per core the process may run on (so `taskset -c 1 mcpgw` runs one loop), unless configured.
+        let ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads ?? Self.usableCores())
+        let group: any EventLoopGroup = ownGroup
+        logger.info("event loops", metadata: ["event_loops": "\(configuration.eventLoopThreads ?? Self.usableCores())"])
         let listener = try await GatewayListener.bind(configuration: configuration, services: services, logger: logger, group: group)
         // Wait for SIGTERM/SIGINT (graceful shutdown) or cancellation, then drain: requests in flight finish (or are
         // closed after the grace period, writing their records), and only then is the audit log written out.
@@ -30,6 +32,18 @@ public struct GatewayService: Service {
             services.audit.close()
             logger.info("audit log flushed", metadata: ["audit.records": "\(services.audit.writtenRecords)"])
         }
-        try? await ownGroup?.shutdownGracefully()
+        try? await ownGroup.shutdownGracefully()
+    }
+
+    /// The CPUs in this process's affinity mask (at least 1).
+    static func usableCores() -> Int {
+        // Linux reports the mask in /proc/self/status as "Cpus_allowed:\t<hex words separated by commas>".
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed:") })
+        else { return System.coreCount }
+        let count = line.dropFirst("Cpus_allowed:".count).reduce(0) { count, character in
+            count + (character.hexDigitValue?.nonzeroBitCount ?? 0)
+        }
+        return max(1, min(count, System.coreCount))
     }
 }

@@ -43,8 +43,8 @@ public struct AuditRecord: Sendable {
     public var method: String?
     /// The tool name, resource URI or prompt name.
     public var target: String?
-    /// The JSON-RPC id, as JSON text.
-    public var jsonrpcID: String?
+    /// The JSON-RPC id (a string or a number).
+    public var jsonrpcID: JSONValue?
     /// The decision.
     public var decision: Decision
     /// The deciding rule (`default`, a rule id, a rate limit id, or a code such as `token_expired`).
@@ -141,10 +141,7 @@ public struct AuditRecord: Sendable {
         writer.string("http_method", httpMethod)
         writer.optionalString("method", method)
         writer.optionalString("target", target)
-        if let jsonrpcID {
-            // Ids are serialized JSON strings or numbers (checked when the message was read).
-            if let parsed = try? JSONParser.parse(jsonrpcID) { writer.value("jsonrpc_id", parsed) } else { writer.string("jsonrpc_id", jsonrpcID) }
-        }
+        if let jsonrpcID { writer.value("jsonrpc_id", jsonrpcID) }
         writer.string("decision", decision.rawValue)
         writer.optionalString("rule", rule)
         writer.string("reason", reason)

@@ -215,7 +215,7 @@ struct ExchangeDecisions {
         var record = request.record(decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason, rule: item.decision.rule)
         record.method = item.message.method ?? "response"
         record.target = item.target
-        record.jsonrpcID = item.message.id?.serialized
+        record.jsonrpcID = item.message.id
         record.arguments = item.decision.logArguments ? item.arguments : AuditRecord.redacted(item.arguments)
         return record
     }

@@ -6,7 +6,11 @@ import StrictJSON
 import TLS
 
 /// What the gateway knows about one HTTP request while it is handled: its head, who sent it, and when.
-struct ExchangeRequest {
+///
+/// A class, so that handing it to the decision steps costs one reference, not a copy of every header and
+/// certificate field. `principal` is set once, on the connection's event loop, before the request is handed to
+/// work off the loop; nothing mutates it afterwards, which is why sharing it across threads is safe.
+final class ExchangeRequest: @unchecked Sendable {
     /// The request head as received.
     let head: HTTPRequestHead
     /// The gateway's id for it.
@@ -19,6 +23,14 @@ struct ExchangeRequest {
     let handshake: TLSHandshakeCompleted?
     /// The caller, once authenticated.
     var principal: Principal?
+
+    init(head: HTTPRequestHead, requestID: String, received: NIODeadline, clientAddress: String?, handshake: TLSHandshakeCompleted?) {
+        self.head = head
+        self.requestID = requestID
+        self.received = received
+        self.clientAddress = clientAddress
+        self.handshake = handshake
+    }
 
     /// Microseconds since the head arrived.
     var elapsedMicroseconds: Int { Int((NIODeadline.now() - received).nanoseconds / 1000) }

@@ -109,8 +109,9 @@ struct ExchangeStateMachine {
         keepAlive = head.isKeepAlive
         requestMethod = head.method
         requestVersion = head.version
-        declaredBodyBytes = head.headers.first(name: "content-length").flatMap { Int($0) }
-        if head.headers.contains(name: "transfer-encoding") { declaredBodyBytes = nil }
+        // RFC 9112 §6.3: without Transfer-Encoding, Content-Length (or its absence: zero) says how long the body is.
+        declaredBodyBytes = head.headers.contains(name: "transfer-encoding")
+            ? nil : head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
         collectedHead = nil
         return .authenticate
     }
