@@ -35,7 +35,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
     /// Parts of pipelined requests that arrived while an earlier request was being handled.
-    private var pipelined = CircularBuffer<HTTPServerRequestPart>()
+    private var pipelined = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 2)
     private var readPending = false
     private var draining = false
 
