@@ -1,5 +1,5 @@
-public import Logging
 import Foundation
+public import Logging
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle

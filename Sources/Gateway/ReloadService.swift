@@ -1,5 +1,5 @@
-public import Logging
 public import Identity
+public import Logging
 public import Policy
 public import ServiceLifecycle
 import UnixSignals
@@ -33,7 +33,9 @@ public struct ReloadService: Service {
         for await _ in signals.cancelOnGracefulShutdown() {
             do {
                 let snapshot = try engine.reload()
-                logger.notice("policies reloaded", metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.directory": "\(snapshot.directory)"])
+                logger.notice(
+                    "policies reloaded",
+                    metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.directory": "\(snapshot.directory)"])
             } catch {
                 logger.error("policy reload refused; the previous policies stay in force: \(error)")
             }

@@ -1,5 +1,6 @@
-public import struct Foundation.Date
 public import TLS
+
+public import struct Foundation.Date
 
 /// Turns the credentials of a request — a verified client certificate, a bearer token, or both — into a principal.
 ///

@@ -1,5 +1,5 @@
-public import StrictJSON
 import Foundation
+public import StrictJSON
 
 /// One tenant's identity settings: which CAs vouch for its agents' certificates, and how its tokens are verified.
 public struct TenantIdentity: Sendable {

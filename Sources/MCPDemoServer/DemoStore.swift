@@ -20,7 +20,9 @@ final class DemoStore: Sendable {
             guard let content = files.withLock({ $0[path] }) else { return ("no such file: \(path)", true) }
             return (content, false)
         case "write_file":
-            guard let path = argument("path"), let content = argument("content") else { return ("write_file needs 'path' and 'content'", true) }
+            guard let path = argument("path"), let content = argument("content") else {
+                return ("write_file needs 'path' and 'content'", true)
+            }
             files.withLock { $0[path] = content }
             return ("wrote \(content.utf8.count) bytes to \(path)", false)
         case "delete_file":
@@ -47,16 +49,24 @@ final class DemoStore: Sendable {
     ]
 
     private static func tool(_ name: String, _ description: String, _ properties: [String: String], required: [String]) -> JSONValue {
-        .object(JSONObject([
-            .init(key: "name", value: .string(name)),
-            .init(key: "description", value: .string(description)),
-            .init(key: "inputSchema", value: .object(JSONObject([
-                .init(key: "type", value: .string("object")),
-                .init(key: "properties", value: .object(JSONObject(properties.sorted { $0.key < $1.key }.map {
-                    .init(key: $0.key, value: .object(JSONObject([.init(key: "type", value: .string($0.value))])))
-                }))),
-                .init(key: "required", value: .array(required.map(JSONValue.string))),
-            ]))),
-        ]))
+        .object(
+            JSONObject([
+                .init(key: "name", value: .string(name)),
+                .init(key: "description", value: .string(description)),
+                .init(
+                    key: "inputSchema",
+                    value: .object(
+                        JSONObject([
+                            .init(key: "type", value: .string("object")),
+                            .init(
+                                key: "properties",
+                                value: .object(
+                                    JSONObject(
+                                        properties.sorted { $0.key < $1.key }.map {
+                                            .init(key: $0.key, value: .object(JSONObject([.init(key: "type", value: .string($0.value))])))
+                                        }))),
+                            .init(key: "required", value: .array(required.map(JSONValue.string))),
+                        ]))),
+            ]))
     }
 }

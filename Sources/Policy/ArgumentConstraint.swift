@@ -100,7 +100,8 @@ public struct ArgumentConstraint: Sendable, Hashable {
 
     static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
         if canonical.utf8.contains(0) { return "path contains a NUL byte" }
-        let isAbsolute = canonical.hasPrefix("/") || canonical.hasPrefix("~")
+        let isAbsolute =
+            canonical.hasPrefix("/") || canonical.hasPrefix("~")
             || (canonical.count >= 2 && canonical.dropFirst().first == ":" && canonical.first!.isLetter)
         if isAbsolute && !rule.allowAbsolute { return "absolute path" }
         var segments: [Substring] = []

@@ -44,7 +44,9 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
     private static func shellMetacharacter(in text: String) -> String? {
         var previousWasDollar = false
         for scalar in text.unicodeScalars {
-            if previousWasDollar && (scalar == "(" || scalar == "{" || scalar == "_" || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar)) {
+            if previousWasDollar
+                && (scalar == "(" || scalar == "{" || scalar == "_" || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar))
+            {
                 return "$" + String(scalar)
             }
             switch scalar {

@@ -37,7 +37,9 @@ public struct LinearRegex: Sendable, Hashable, CustomStringConvertible {
         var compiler = RegexCompiler()
         try compiler.emit(node)
         compiler.program.append(.match)
-        guard compiler.program.count <= 20_000 else { throw RegexError(pattern: pattern, reason: "pattern expands to more than 20000 steps") }
+        guard compiler.program.count <= 20_000 else {
+            throw RegexError(pattern: pattern, reason: "pattern expands to more than 20000 steps")
+        }
         self.pattern = pattern
         self.program = compiler.program
         self.caseInsensitive = caseInsensitive

@@ -66,7 +66,9 @@ extension PolicyDocument {
 
     private static func patterns(_ reader: JSONObjectReader, _ key: String) throws -> [NamePattern] {
         guard let texts = try reader.strings(key) else { return [] }
-        guard !texts.isEmpty else { throw JSONFieldError(path: reader.fieldPath(key), reason: "must not be empty (omit it to match everything)") }
+        guard !texts.isEmpty else {
+            throw JSONFieldError(path: reader.fieldPath(key), reason: "must not be empty (omit it to match everything)")
+        }
         return try texts.enumerated().map { position, text in
             guard let pattern = NamePattern(text) else {
                 throw JSONFieldError(path: "\(reader.fieldPath(key))[\(position)]", reason: "malformed pattern '\(text)'")
@@ -96,7 +98,9 @@ extension PolicyDocument {
                 if !resources.isEmpty { methods.append("resources/read") }
                 if !prompts.isEmpty { methods.append("prompts/get") }
             }
-            for (list, method, key) in [(tools, "tools/call", "tools"), (resources, "resources/read", "resources"), (prompts, "prompts/get", "prompts")]
+            for (list, method, key) in [
+                (tools, "tools/call", "tools"), (resources, "resources/read", "resources"), (prompts, "prompts/get", "prompts"),
+            ]
             where !list.isEmpty && !methods.contains(method) {
                 throw fail(key, "'\(key)' needs '\(method)' among the rule's methods")
             }
@@ -167,8 +171,9 @@ extension PolicyDocument {
         }
         constraint.detectors = try (try reader.strings("detectors") ?? []).enumerated().map { position, name in
             guard let detector = Detector(rawValue: name) else {
-                throw JSONFieldError(path: "\(reader.fieldPath("detectors"))[\(position)]",
-                                     reason: "unknown detector '\(name)' (\(Detector.allCases.map(\.rawValue).joined(separator: ", ")))")
+                throw JSONFieldError(
+                    path: "\(reader.fieldPath("detectors"))[\(position)]",
+                    reason: "unknown detector '\(name)' (\(Detector.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             return detector
         }

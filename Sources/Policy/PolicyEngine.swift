@@ -38,13 +38,15 @@ public final class PolicyEngine: Sendable {
         let snapshot = self.snapshot
         let decision = snapshot.evaluate(request)
         guard decision.outcome.permits, let set = snapshot.tenants[request.tenant] else { return decision }
-        guard let refusal = limiter.consume(
-            tenant: request.tenant, agent: request.agent, method: request.method, tool: request.target,
-            limits: set.rateLimits, now: now)
+        guard
+            let refusal = limiter.consume(
+                tenant: request.tenant, agent: request.agent, method: request.method, tool: request.target,
+                limits: set.rateLimits, now: now)
         else { return decision }
         return PolicyDecision(
             outcome: .rateLimited(retryAfter: refusal.retryAfter), rule: refusal.limit.id, document: refusal.limit.document,
-            reason: "rate limit \(refusal.limit.id) (\(refusal.limit.ratePerSecond)/s, burst \(Int(refusal.limit.burst)), per \(refusal.limit.scope.rawValue)) exceeded",
+            reason:
+                "rate limit \(refusal.limit.id) (\(refusal.limit.ratePerSecond)/s, burst \(Int(refusal.limit.burst)), per \(refusal.limit.scope.rawValue)) exceeded",
             matches: decision.matches, logArguments: decision.logArguments)
     }
 }

@@ -16,7 +16,9 @@ public struct PolicyRequest: Sendable {
     public var arguments: JSONValue?
 
     /// A request from its parts.
-    public init(tenant: String, agent: String, scopes: Set<String> = [], method: String = "tools/call", target: String?, arguments: JSONValue?) {
+    public init(
+        tenant: String, agent: String, scopes: Set<String> = [], method: String = "tools/call", target: String?, arguments: JSONValue?
+    ) {
         self.tenant = tenant
         self.agent = agent
         self.scopes = scopes

@@ -16,9 +16,10 @@ public struct PolicySnapshot: Sendable {
     public init(tenantDocuments: [String: [PolicyDocument]], globalDocuments: [PolicyDocument], directory: String) {
         self.globalDocuments = globalDocuments
         self.directory = directory
-        self.tenants = Dictionary(uniqueKeysWithValues: tenantDocuments.map { tenant, documents in
-            (tenant, TenantPolicySet(tenant: tenant, documents: globalDocuments + documents))
-        })
+        self.tenants = Dictionary(
+            uniqueKeysWithValues: tenantDocuments.map { tenant, documents in
+                (tenant, TenantPolicySet(tenant: tenant, documents: globalDocuments + documents))
+            })
     }
 
     /// The policy's answer for `request`. A tenant without a policy directory is denied (fail closed).
@@ -90,8 +91,9 @@ public struct PolicySnapshot: Sendable {
     }
 
     private static func isValidTenant(_ name: String) -> Bool {
-        !name.isEmpty && name.count <= 128 && name.unicodeScalars.allSatisfy {
-            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:@".unicodeScalars.contains($0)
-        }
+        !name.isEmpty && name.count <= 128
+            && name.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || ".-_:@".unicodeScalars.contains($0)
+            }
     }
 }

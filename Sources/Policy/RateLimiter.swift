@@ -67,7 +67,9 @@ public final class RateLimiter: Sendable {
                     }
                 }
                 // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
-                var entry = shard.entries[key] ?? Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+                var entry =
+                    shard.entries[key]
+                    ?? Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
                 if entry.rate != limit.ratePerSecond || entry.burst != limit.burst {
                     entry = Entry(bucket: entry.bucket, rate: limit.ratePerSecond, burst: limit.burst)
                 }

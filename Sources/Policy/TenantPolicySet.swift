@@ -146,7 +146,10 @@ public struct TenantPolicySet: Sendable {
             }
         }
         guard !rule.constraints.isEmpty else {
-            return match(rule.action, rule.description.map { "rule \(rule.id): \($0)" } ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
+            return match(
+                rule.action,
+                rule.description.map { "rule \(rule.id): \($0)" }
+                    ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
         }
         guard let leaves = arguments.leaves else {
             return match(.deny, "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined")
@@ -156,7 +159,9 @@ public struct TenantPolicySet: Sendable {
         if findings.isEmpty {
             return rule.action == .deny
                 ? nil
-                : match(rule.action, "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method); arguments satisfy its constraints")
+                : match(
+                    rule.action,
+                    "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method); arguments satisfy its constraints")
         }
         let first = findings[0]
         return match(.deny, "rule \(rule.id): argument \(first.location) \(first.problem)", findings)

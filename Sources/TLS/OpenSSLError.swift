@@ -20,7 +20,8 @@ enum OpenSSLErrorQueue {
             if code == 0 { return errors }
             var text = [CChar](repeating: 0, count: 256)
             ERR_error_string_n(code, &text, text.count)
-            errors.append(OpenSSLError(code: code, reason: String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
+            errors.append(
+                OpenSSLError(code: code, reason: String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)))
         }
     }
 

@@ -14,8 +14,10 @@ enum JWTBenchmark {
         }
         let settings = TenantJWTSettings(
             issuers: ["https://issuer.mcpgw.dev/acme"],
-            keys: [try .publicKey(pem: try file("acme-rs256.pub"), keyID: "acme-rs256"),
-                   try .hmac(secret: try file("acme-hs256.secret"), keyID: "acme-hs256")],
+            keys: [
+                try .publicKey(pem: try file("acme-rs256.pub"), keyID: "acme-rs256"),
+                try .hmac(secret: try file("acme-hs256.secret"), keyID: "acme-hs256"),
+            ],
             audience: "mcpgw")
         let uncached = try JWTVerifier(tenants: ["acme": settings], cacheCapacity: 0)
         let cached = try JWTVerifier(tenants: ["acme": settings], cacheCapacity: 10_000)
@@ -43,7 +45,9 @@ enum JWTBenchmark {
         }
         let nanoseconds = Double(elapsed.components.seconds) * 1e9 + Double(elapsed.components.attoseconds) / 1e9
         let perCall = nanoseconds / Double(iterations)
-        print(name.padding(toLength: 40, withPad: " ", startingAt: 0) + String(format: "%10.0f ns/verification  (%d runs, checksum %d)", perCall, iterations, sink))
+        print(
+            name.padding(toLength: 40, withPad: " ", startingAt: 0)
+                + String(format: "%10.0f ns/verification  (%d runs, checksum %d)", perCall, iterations, sink))
         return perCall
     }
 }

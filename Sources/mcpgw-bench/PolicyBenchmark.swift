@@ -13,11 +13,16 @@ enum PolicyBenchmark {
         for tenant in 0..<tenantCount {
             documents["t\(tenant)"] = [try document(tenant: tenant, rules: rulesPerTenant)]
         }
-        documents["small"] = [try PolicyDocument.parse(Array(#"{"rules":[{"id":"S","action":"allow","tools":["tool_1"]}]}"#.utf8), file: "small", defaultName: "small")]
+        documents["small"] = [
+            try PolicyDocument.parse(
+                Array(#"{"rules":[{"id":"S","action":"allow","tools":["tool_1"]}]}"#.utf8), file: "small", defaultName: "small")
+        ]
         let snapshot = PolicySnapshot(tenantDocuments: documents, globalDocuments: [], directory: "")
         let loaded = ContinuousClock.now - loadStart
         let after = residentBytes()
-        print("loaded \(tenantCount) tenants × \(rulesPerTenant) rules in \(loaded); resident memory +\((after - before) / 1_048_576) MiB (\(after / 1_048_576) MiB total)")
+        print(
+            "loaded \(tenantCount) tenants × \(rulesPerTenant) rules in \(loaded); resident memory +\((after - before) / 1_048_576) MiB (\(after / 1_048_576) MiB total)"
+        )
 
         let arguments = try JSONParser.parse(#"{"path":"docs/report.txt","opts":{"mode":"r"}}"#)
         let cases: [(String, PolicyRequest)] = [
@@ -32,9 +37,11 @@ enum PolicyBenchmark {
             let perDecision = measure(iterations: iterations) { snapshot.evaluate(request).outcome.permits }
             if baseline == 0 { baseline = perDecision }
             let decision = snapshot.evaluate(request)
-            print(name.padding(toLength: 40, withPad: " ", startingAt: 0)
-                + String(format: "%9.0f ns/decision  %5.2fx baseline  (%@ by %@, %d rules considered)", perDecision, perDecision / baseline,
-                         decision.outcome.name, decision.rule, snapshot.tenants[request.tenant]!.candidateRules(for: request).count))
+            print(
+                name.padding(toLength: 40, withPad: " ", startingAt: 0)
+                    + String(
+                        format: "%9.0f ns/decision  %5.2fx baseline  (%@ by %@, %d rules considered)", perDecision, perDecision / baseline,
+                        decision.outcome.name, decision.rule, snapshot.tenants[request.tenant]!.candidateRules(for: request).count))
         }
     }
 
@@ -44,8 +51,12 @@ enum PolicyBenchmark {
         for index in 0..<rules {
             switch index % 20 {
             case 0..<16: items.append(#"{"id":"E\#(index)","action":"allow","tools":["tool_\#(index)"],"agents":["bot*"]}"#)
-            case 16..<19: items.append(#"{"id":"P\#(index)","action":"\#(index % 2 == 0 ? "audit" : "deny")","tools":["ns\#(index / 20)_*"]}"#)
-            default: items.append(#"{"id":"C\#(index)","action":"allow","tools":["files_\#(index == 19 ? "read" : "op\(index)")"],"args":{"path":{"path":{"allow_traversal":false},"detectors":["path_traversal"]},"*":{"detectors":["shell_metacharacters"]}}}"#)
+            case 16..<19:
+                items.append(#"{"id":"P\#(index)","action":"\#(index % 2 == 0 ? "audit" : "deny")","tools":["ns\#(index / 20)_*"]}"#)
+            default:
+                items.append(
+                    #"{"id":"C\#(index)","action":"allow","tools":["files_\#(index == 19 ? "read" : "op\(index)")"],"args":{"path":{"path":{"allow_traversal":false},"detectors":["path_traversal"]},"*":{"detectors":["shell_metacharacters"]}}}"#
+                )
             }
         }
         let json = #"{"name":"t\#(tenant)","default_action":"deny","rules":[\#(items.joined(separator: ","))]}"#

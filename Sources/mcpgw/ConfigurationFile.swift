@@ -31,7 +31,9 @@ struct ConfigurationFile {
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
     ]
     static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key"]
-    static let tlsKeys: Set<String> = ["certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http"]
+    static let tlsKeys: Set<String> = [
+        "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
+    ]
 
     /// Loads and validates `path`.
     static func load(_ path: String) throws -> ConfigurationFile {
@@ -72,7 +74,8 @@ struct ConfigurationFile {
                 clientCertificateFile: try upstream.string("client_certificate").map(resolve),
                 clientKeyFile: try upstream.string("client_key").map(resolve))
             if (configuration.clientCertificateFile == nil) != (configuration.clientKeyFile == nil) {
-                throw JSONFieldError(path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")
+                throw JSONFieldError(
+                    path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")
             }
             if let file = try upstream.string("credential_file") {
                 guard configuration.credentialHeader != nil else {

@@ -36,7 +36,8 @@ struct DemoCommand: AsyncParsableCommand {
         guard let address = ListenAddress(parsing: listen) else { throw ValidationError("--listen '\(listen)' is not HOST:PORT") }
         file.gateway.listen = address
         let upstream = try await DemoMCPServer.start()
-        let services = try GatewayAssembly.services(file, .init(upstream: upstream.url, policies: policies, auditLog: auditLog), logger: logger)
+        let services = try GatewayAssembly.services(
+            file, .init(upstream: upstream.url, policies: policies, auditLog: auditLog), logger: logger)
         let gateway = GatewayService(configuration: file.gateway, services: services, logger: logger)
         FileHandle.standardError.write(Data(Self.instructions(listen: address, upstream: upstream.url).utf8))
         let group = ServiceGroup(
@@ -48,7 +49,8 @@ struct DemoCommand: AsyncParsableCommand {
 
     static func instructions(listen: ListenAddress, upstream: String) -> String {
         let url = "https://localhost:\(listen.port)/mcp"
-        let curl = "curl -sS --cacert certs-dev/gateway-ca.pem -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'"
+        let curl =
+            "curl -sS --cacert certs-dev/gateway-ca.pem -H 'Content-Type: application/json' -H 'Accept: application/json, text/event-stream'"
         return """
 
             mcpgw demo — gateway https://\(listen) → demo MCP server \(upstream)

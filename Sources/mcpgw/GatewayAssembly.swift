@@ -27,7 +27,8 @@ enum GatewayAssembly {
             }
             for tenant in file.identity.tenants.keys {
                 upstreams[tenant] = UpstreamConfiguration(
-                    url: upstream, credentialHeader: upstreams[tenant]?.credentialHeader, credentialValue: upstreams[tenant]?.credentialValue)
+                    url: upstream, credentialHeader: upstreams[tenant]?.credentialHeader,
+                    credentialValue: upstreams[tenant]?.credentialValue)
             }
         }
         for tenant in file.identity.tenants.keys.sorted() where upstreams[tenant] == nil {

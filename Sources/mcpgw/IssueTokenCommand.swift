@@ -53,12 +53,16 @@ struct IssueTokenCommand: ParsableCommand {
 
     func validate() throws {
         if decode != nil { return }
-        guard let tenant, IdentifierRules.isValid(tenant) else { throw ValidationError("--tenant is required (letters, digits, . _ - : @)") }
+        guard let tenant, IdentifierRules.isValid(tenant) else {
+            throw ValidationError("--tenant is required (letters, digits, . _ - : @)")
+        }
         guard let agent, IdentifierRules.isValid(agent) else { throw ValidationError("--agent is required (letters, digits, . _ - : @)") }
         if key != nil && secretFile != nil { throw ValidationError("give --key or --secret-file, not both") }
         if secretFile != nil && alg != .hs256 { throw ValidationError("--secret-file signs HS256; use --alg HS256") }
         if key != nil && alg == .hs256 { throw ValidationError("HS256 signs with --secret-file, not --key") }
-        if (alg == .es256 || alg == .edDSA) && key == nil { throw ValidationError("\(alg.rawValue) needs --key (no development key ships for it)") }
+        if (alg == .es256 || alg == .edDSA) && key == nil {
+            throw ValidationError("\(alg.rawValue) needs --key (no development key ships for it)")
+        }
         _ = try Self.seconds(ttl)
     }
 
@@ -126,12 +130,14 @@ struct IssueTokenCommand: ParsableCommand {
                 times.append(.init(key: name, value: .string(date.formatted(.iso8601))))
             }
         }
-        return JSONValue.object(JSONObject([
-            .init(key: "verified", value: .bool(false)),
-            .init(key: "header", value: .object(jws.header)),
-            .init(key: "claims", value: .object(jws.payload)),
-            .init(key: "times", value: .object(JSONObject(times))),
-        ])).serialized
+        return JSONValue.object(
+            JSONObject([
+                .init(key: "verified", value: .bool(false)),
+                .init(key: "header", value: .object(jws.header)),
+                .init(key: "claims", value: .object(jws.payload)),
+                .init(key: "times", value: .object(JSONObject(times))),
+            ])
+        ).serialized
     }
 }
 

@@ -23,7 +23,9 @@ struct PolicyCommand: ParsableCommand {
             do {
                 let snapshot = try PolicySnapshot.load(directory: directory)
                 for (tenant, set) in snapshot.tenants.sorted(by: { $0.key < $1.key }) {
-                    print("\(tenant): \(set.documents.count) documents, \(set.ruleCount) rules, \(set.rateLimits.count) rate limits, default \(set.defaultAction.rawValue)")
+                    print(
+                        "\(tenant): \(set.documents.count) documents, \(set.ruleCount) rules, \(set.rateLimits.count) rate limits, default \(set.defaultAction.rawValue)"
+                    )
                 }
                 print("ok: \(snapshot.tenants.count) tenants, \(snapshot.globalDocuments.count) global documents")
             } catch {
@@ -76,7 +78,8 @@ struct PolicyCommand: ParsableCommand {
                 target: tool ?? target, arguments: arguments)
             let decision = snapshot.evaluate(request)
             let considered = snapshot.tenants[tenant]?.candidateRules(for: request) ?? []
-            let limits = snapshot.tenants[tenant]?.rateLimits.filter { $0.counts(method: method, target: request.target, agent: agent) } ?? []
+            let limits =
+                snapshot.tenants[tenant]?.rateLimits.filter { $0.counts(method: method, target: request.target, agent: agent) } ?? []
             if json {
                 print(Self.json(decision, considered: considered, limits: limits).serialized)
             } else {
@@ -85,7 +88,8 @@ struct PolicyCommand: ParsableCommand {
                 print("reason:   \(decision.reason)")
                 print("considered \(considered.count) rule(s) from the index: \(considered.joined(separator: ", "))")
                 for match in decision.matches {
-                    print("  matched \(match.rule) [\(match.document)] \(match.action.rawValue) → \(match.effect.rawValue): \(match.reason)")
+                    print(
+                        "  matched \(match.rule) [\(match.document)] \(match.action.rawValue) → \(match.effect.rawValue): \(match.reason)")
                     for finding in match.findings {
                         // JSON string escaping keeps control characters (NUL, newlines) from reaching the terminal raw.
                         print("    argument \(finding.location) = \(JSONValue.string(finding.value).serialized): \(finding.problem)")
@@ -99,38 +103,52 @@ struct PolicyCommand: ParsableCommand {
         }
 
         static func json(_ decision: PolicyDecision, considered: [String], limits: [RateLimitRule]) -> JSONValue {
-            .object(JSONObject([
-                .init(key: "decision", value: .string(decision.outcome.name)),
-                .init(key: "rule", value: .string(decision.rule)),
-                .init(key: "document", value: .string(decision.document)),
-                .init(key: "reason", value: .string(decision.reason)),
-                .init(key: "log_arguments", value: .bool(decision.logArguments)),
-                .init(key: "considered", value: .array(considered.map(JSONValue.string))),
-                .init(key: "matches", value: .array(decision.matches.map { match in
-                    .object(JSONObject([
-                        .init(key: "rule", value: .string(match.rule)),
-                        .init(key: "document", value: .string(match.document)),
-                        .init(key: "action", value: .string(match.action.rawValue)),
-                        .init(key: "effect", value: .string(match.effect.rawValue)),
-                        .init(key: "reason", value: .string(match.reason)),
-                        .init(key: "arguments", value: .array(match.findings.map { finding in
-                            .object(JSONObject([
-                                .init(key: "location", value: .string(finding.location)),
-                                .init(key: "canonical_value", value: .string(finding.value)),
-                                .init(key: "problem", value: .string(finding.problem)),
-                            ]))
-                        })),
-                    ]))
-                })),
-                .init(key: "rate_limits", value: .array(limits.map { limit in
-                    .object(JSONObject([
-                        .init(key: "id", value: .string(limit.id)),
-                        .init(key: "rate_per_second", value: JSONNumber(limit.ratePerSecond).map(JSONValue.number) ?? .null),
-                        .init(key: "burst", value: .number(JSONNumber(Int64(limit.burst)))),
-                        .init(key: "per", value: .string(limit.scope.rawValue)),
-                    ]))
-                })),
-            ]))
+            .object(
+                JSONObject([
+                    .init(key: "decision", value: .string(decision.outcome.name)),
+                    .init(key: "rule", value: .string(decision.rule)),
+                    .init(key: "document", value: .string(decision.document)),
+                    .init(key: "reason", value: .string(decision.reason)),
+                    .init(key: "log_arguments", value: .bool(decision.logArguments)),
+                    .init(key: "considered", value: .array(considered.map(JSONValue.string))),
+                    .init(
+                        key: "matches",
+                        value: .array(
+                            decision.matches.map { match in
+                                .object(
+                                    JSONObject([
+                                        .init(key: "rule", value: .string(match.rule)),
+                                        .init(key: "document", value: .string(match.document)),
+                                        .init(key: "action", value: .string(match.action.rawValue)),
+                                        .init(key: "effect", value: .string(match.effect.rawValue)),
+                                        .init(key: "reason", value: .string(match.reason)),
+                                        .init(
+                                            key: "arguments",
+                                            value: .array(
+                                                match.findings.map { finding in
+                                                    .object(
+                                                        JSONObject([
+                                                            .init(key: "location", value: .string(finding.location)),
+                                                            .init(key: "canonical_value", value: .string(finding.value)),
+                                                            .init(key: "problem", value: .string(finding.problem)),
+                                                        ]))
+                                                })),
+                                    ]))
+                            })),
+                    .init(
+                        key: "rate_limits",
+                        value: .array(
+                            limits.map { limit in
+                                .object(
+                                    JSONObject([
+                                        .init(key: "id", value: .string(limit.id)),
+                                        .init(
+                                            key: "rate_per_second", value: JSONNumber(limit.ratePerSecond).map(JSONValue.number) ?? .null),
+                                        .init(key: "burst", value: .number(JSONNumber(Int64(limit.burst)))),
+                                        .init(key: "per", value: .string(limit.scope.rawValue)),
+                                    ]))
+                            })),
+                ]))
         }
     }
 }

@@ -16,7 +16,9 @@ struct ServeCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(help: "Gateway configuration file (JSON); flags given as well override it. Default: mcpgw.dev.json when it is in the current folder.")
+    @Option(
+        help:
+            "Gateway configuration file (JSON); flags given as well override it. Default: mcpgw.dev.json when it is in the current folder.")
     var config: String?
 
     @Option(
@@ -45,7 +47,9 @@ struct ServeCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("client-ca"),
-        help: "Trusted client CA bundle as TENANT=FILE; repeat per tenant. Default: the acme and globex dev CAs. Not with --config (use its tenants).")
+        help:
+            "Trusted client CA bundle as TENANT=FILE; repeat per tenant. Default: the acme and globex dev CAs. Not with --config (use its tenants)."
+    )
     var clientCAs: [String] = []
 
     @Option(name: .customLong("crl"), help: "PEM CRL for client certificates; repeatable. Not with --config.")
@@ -77,8 +81,10 @@ struct ServeCommand: AsyncParsableCommand {
             let file = try ConfigurationFile.load(configPath)
             logger.info(
                 "configuration loaded",
-                metadata: ["config.file": "\(configPath)", "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
-                           "jwt.tenants": "\(file.identity.tenants.values.filter { $0.jwt != nil }.count)"])
+                metadata: [
+                    "config.file": "\(configPath)", "tenants": "\(file.identity.tenants.keys.sorted().joined(separator: ","))",
+                    "jwt.tenants": "\(file.identity.tenants.values.filter { $0.jwt != nil }.count)",
+                ])
             services = try GatewayAssembly.services(
                 file, .init(upstream: upstream, policies: policies, auditLog: auditLog), logger: logger)
             configuration = file.gateway
@@ -107,10 +113,11 @@ struct ServeCommand: AsyncParsableCommand {
         var running: [any Service] = [GatewayService(configuration: configuration, services: services, logger: logger)]
         if let services, let configPath {
             // SIGHUP re-reads the configuration file's identity section (rotated JWT keys, JWK Sets, issuers).
-            running.append(ReloadService(
-                engine: services.policy, identity: services.identity,
-                loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, audit: services.audit,
-                logger: logger))
+            running.append(
+                ReloadService(
+                    engine: services.policy, identity: services.identity,
+                    loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, audit: services.audit,
+                    logger: logger))
         }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {

@@ -24,20 +24,26 @@ struct VerifyTokenCommand: ParsableCommand {
         if text == "-" { text = readLine(strippingNewline: true) ?? "" }
         do {
             let principal = try authenticator.authenticate(certificate: nil, bearerToken: text, now: Date())
-            print(JSONValue.object(JSONObject([
-                .init(key: "accepted", value: .bool(true)),
-                .init(key: "tenant", value: .string(principal.tenant)),
-                .init(key: "agent", value: .string(principal.agent)),
-                .init(key: "scopes", value: .array(principal.scopes.sorted().map(JSONValue.string))),
-                .init(key: "kid", value: principal.token?.keyID.map(JSONValue.string) ?? .null),
-                .init(key: "alg", value: .string(principal.token?.algorithm.rawValue ?? "")),
-            ])).serialized)
+            print(
+                JSONValue.object(
+                    JSONObject([
+                        .init(key: "accepted", value: .bool(true)),
+                        .init(key: "tenant", value: .string(principal.tenant)),
+                        .init(key: "agent", value: .string(principal.agent)),
+                        .init(key: "scopes", value: .array(principal.scopes.sorted().map(JSONValue.string))),
+                        .init(key: "kid", value: principal.token?.keyID.map(JSONValue.string) ?? .null),
+                        .init(key: "alg", value: .string(principal.token?.algorithm.rawValue ?? "")),
+                    ])
+                ).serialized)
         } catch {
-            print(JSONValue.object(JSONObject([
-                .init(key: "accepted", value: .bool(false)),
-                .init(key: "code", value: .string(error.code)),
-                .init(key: "reason", value: .string(error.description)),
-            ])).serialized)
+            print(
+                JSONValue.object(
+                    JSONObject([
+                        .init(key: "accepted", value: .bool(false)),
+                        .init(key: "code", value: .string(error.code)),
+                        .init(key: "reason", value: .string(error.description)),
+                    ])
+                ).serialized)
             throw ExitCode.failure
         }
     }

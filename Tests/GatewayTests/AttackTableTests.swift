@@ -8,25 +8,91 @@ import Testing
 @Suite("End-to-end attack table", .serialized)
 struct ProxyAttackTableTests {
     static let attacks: [(name: String, body: String, headers: [(String, String)], agent: String)] = [
-        ("duplicate method key", #"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
-        ("duplicate params key", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}},"params":{"name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
-        ("duplicate name inside params", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"delete_file","arguments":{}}}"#, [], "acme/agents/bot1"),
-        ("METHOD case variant", #"{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"),
-        ("escaped duplicate key", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","\u006dethod":"ping","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"),
-        ("batch hiding a denied call", #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"a"}}}]"#, [("MCP-Protocol-Version", "2025-03-26")], "acme/agents/bot1"),
-        ("batch in a version without batches", #"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, [("MCP-Protocol-Version", "2025-06-18")], "acme/agents/bot1"),
-        ("traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}"#, [], "acme/agents/bot1"),
-        ("encoded traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"%252e%252e/secret"}}}"#, [], "acme/agents/bot1"),
-        ("fullwidth traversal", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"．．／secret"}}}"#, [], "acme/agents/bot1"),
-        ("nested traversal under a case variant", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"opts":{"PATH":"..\\..\\x"}}}}"#, [], "acme/agents/bot1"),
-        ("spoofed agent headers", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_db","arguments":{"sql":"SELECT 1 "}}}"#, [("X-Agent-Id", "bot1"), ("X-Forwarded-User", "bot1"), ("X-MCP-Agent", "analyst-1")], "acme/agents/bot2"),
-        ("notification carrying a denied call", #"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_file","arguments":{"path":"readme.txt"}}}"#, [], "acme/agents/bot1"),
-        ("Mcp-Method header disagreeing with the body", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Method", "tools/list")], "acme/agents/bot1"),
-        ("Mcp-Name header disagreeing with the body", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Name", "read_file")], "acme/agents/bot1"),
+        (
+            "duplicate method key",
+            #"{"jsonrpc":"2.0","id":1,"method":"ping","method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "duplicate params key",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}},"params":{"name":"delete_file","arguments":{}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
+            "duplicate name inside params",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","name":"delete_file","arguments":{}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "METHOD case variant", #"{"jsonrpc":"2.0","id":1,"method":"ping","METHOD":"tools/call","params":{"name":"delete_file"}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "escaped duplicate key",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","\u006dethod":"ping","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"
+        ),
+        (
+            "batch hiding a denied call",
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"a"}}}]"#,
+            [("MCP-Protocol-Version", "2025-03-26")], "acme/agents/bot1"
+        ),
+        (
+            "batch in a version without batches", #"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, [("MCP-Protocol-Version", "2025-06-18")],
+            "acme/agents/bot1"
+        ),
+        (
+            "traversal",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "encoded traversal",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"%252e%252e/secret"}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "fullwidth traversal",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"．．／secret"}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "nested traversal under a case variant",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"opts":{"PATH":"..\\..\\x"}}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "spoofed agent headers",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query_db","arguments":{"sql":"SELECT 1 "}}}"#,
+            [("X-Agent-Id", "bot1"), ("X-Forwarded-User", "bot1"), ("X-MCP-Agent", "analyst-1")], "acme/agents/bot2"
+        ),
+        (
+            "notification carrying a denied call",
+            #"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_file","arguments":{"path":"readme.txt"}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "Mcp-Method header disagreeing with the body",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#,
+            [("Mcp-Method", "tools/list")], "acme/agents/bot1"
+        ),
+        (
+            "Mcp-Name header disagreeing with the body",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Name", "read_file")],
+            "acme/agents/bot1"
+        ),
         ("unknown non-MCP method", #"{"jsonrpc":"2.0","id":1,"method":"admin/shutdown","params":{}}"#, [], "acme/agents/bot1"),
-        ("resource outside the allowed URIs", #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#, [], "acme/agents/bot1"),
-        ("another tenant's tool", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{}}}"#, [], "acme/agents/bot1"),
-        ("global deny", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_shell","arguments":{"cmd":"id"}}}"#, [], "globex/agents/bot1"),
+        (
+            "resource outside the allowed URIs",
+            #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#, [], "acme/agents/bot1"
+        ),
+        (
+            "another tenant's tool", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"search_docs","arguments":{}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "global deny", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_shell","arguments":{"cmd":"id"}}}"#, [],
+            "globex/agents/bot1"
+        ),
         ("non-JSON content type", #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, [("Content-Type", "text/plain")], "acme/agents/bot1"),
     ]
 
@@ -61,7 +127,8 @@ struct ProxyAttackTableTests {
     func allowedBatch() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
-        let batch = #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#
+        let batch =
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#
         let response = try await gateway.client().send(body: batch)
         #expect(response.status == 200)
         #expect(upstream.received.map(\.body) == [batch])
@@ -80,8 +147,9 @@ struct ProxyAttackTableTests {
             for index in 0..<calls {
                 group.addTask {
                     let tool = index % 3 == 0 ? "delete_file" : "read_file"
-                    let response = try await gateway.client(nil).send(body: RPC.call(tool, #"{"path":"f\#(index)"}"#, id: index),
-                                                                     headers: [("Authorization", "Bearer \(token)")])
+                    let response = try await gateway.client(nil).send(
+                        body: RPC.call(tool, #"{"path":"f\#(index)"}"#, id: index),
+                        headers: [("Authorization", "Bearer \(token)")])
                     return response.status
                 }
                 if index % 16 == 15 { _ = try await group.next() }

@@ -1,7 +1,8 @@
 import Foundation
-@testable import Gateway
 import StrictJSON
 import Testing
+
+@testable import Gateway
 
 @Suite("Audit records")
 struct AuditRecordTests {

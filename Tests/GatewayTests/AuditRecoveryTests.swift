@@ -1,8 +1,9 @@
 import Foundation
-@testable import Gateway
 import StrictJSON
 import Synchronization
 import Testing
+
+@testable import Gateway
 
 /// A sink that fails (like a full disk) until told to recover, keeping what it accepted.
 final class FlakySink: AuditWriter {
@@ -41,7 +42,9 @@ struct AuditRecoveryTests {
         let deadline = ContinuousClock.now + .seconds(5)
         while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
         #expect(!log.isAccepting)
-        #expect(throws: AuditUnavailable.self) { try log.append(AuditRecord(requestID: "x", httpMethod: "POST", decision: .allow, reason: "during")) }
+        #expect(throws: AuditUnavailable.self) {
+            try log.append(AuditRecord(requestID: "x", httpMethod: "POST", decision: .allow, reason: "during"))
+        }
         // A reservation taken before the failure is still honoured: a forwarded call keeps its record.
         log.append([AuditRecord(requestID: "reserved", httpMethod: "POST", decision: .allow, reason: "in flight")], into: reservation)
         sink.failing.withLock { $0 = false }
@@ -59,10 +62,13 @@ struct AuditRecoveryTests {
 
 @Suite("Audit lines are one line for every reader")
 struct AuditLineEscapingTests {
-    @Test("U+2028, U+2029, NEL, C1 controls and noncharacters are escaped; the text round-trips", arguments: [
-        "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\u{9F}b", "tab\tnl\ncr\r\"q\"\\",
-        "é ü 漢字 🙂", "a" + String(Unicode.Scalar(0x10FFFF)!) + "b", "a" + String(Unicode.Scalar(0xFFFE)!) + "b", "a" + String(Unicode.Scalar(0xFDD0)!) + "b",
-    ])
+    @Test(
+        "U+2028, U+2029, NEL, C1 controls and noncharacters are escaped; the text round-trips",
+        arguments: [
+            "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\u{9F}b", "tab\tnl\ncr\r\"q\"\\",
+            "é ü 漢字 🙂", "a" + String(Unicode.Scalar(0x10FFFF)!) + "b", "a" + String(Unicode.Scalar(0xFFFE)!) + "b",
+            "a" + String(Unicode.Scalar(0xFDD0)!) + "b",
+        ])
     func escaped(text: String) throws {
         var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .deny, reason: text)
         record.target = text

@@ -1,7 +1,8 @@
-@testable import Gateway
 import NIOCore
 import NIOHTTP1
 import Testing
+
+@testable import Gateway
 
 @Suite("Exchange state machine (no sockets)")
 struct ExchangeStateMachineTests {
@@ -29,7 +30,10 @@ struct ExchangeStateMachineTests {
         #expect(machine.requestEnd() == .decide(ByteBuffer(string: "abcd")))
         machine.forwarded()
         #expect(machine.state == .forwarding)
-        guard case .writeResponseHead(let sent) = machine.upstreamHead(upstreamHead(.ok, [("Content-Length", "2"), ("X-Secret", "s")]), collect: false) else {
+        guard
+            case .writeResponseHead(let sent) = machine.upstreamHead(
+                upstreamHead(.ok, [("Content-Length", "2"), ("X-Secret", "s")]), collect: false)
+        else {
             Issue.record("no head written")
             return
         }
@@ -89,16 +93,19 @@ struct ExchangeStateMachineTests {
         #expect(lying.requestBody(ByteBuffer(repeating: 0, count: 21)) == .closeConnection)
     }
 
-    @Test("responses that carry no body never relay one: 204, 304, 1xx and HEAD", arguments: [
-        (HTTPMethod.POST, HTTPResponseStatus.noContent), (.POST, .notModified), (.HEAD, .ok), (.POST, .continue),
-    ])
+    @Test(
+        "responses that carry no body never relay one: 204, 304, 1xx and HEAD",
+        arguments: [
+            (HTTPMethod.POST, HTTPResponseStatus.noContent), (.POST, .notModified), (.HEAD, .ok), (.POST, .continue),
+        ])
     func noBody(method: HTTPMethod, status: HTTPResponseStatus) {
         var machine = Machine(limits: Self.limits)
         _ = machine.requestHead(head(method, length: 0))
         _ = machine.authenticated()
         _ = machine.requestEnd()
         machine.forwarded()
-        guard case .writeResponseHead(let sent) = machine.upstreamHead(upstreamHead(status, [("Content-Length", "9")]), collect: false) else {
+        guard case .writeResponseHead(let sent) = machine.upstreamHead(upstreamHead(status, [("Content-Length", "9")]), collect: false)
+        else {
             Issue.record("no head")
             return
         }

@@ -110,7 +110,8 @@ struct ListenerTests {
         for version in ["-tls1_3", "-tls1_2"] {
             // TLS 1.3 tickets arrive after the handshake: keep the session open briefly so s_client reads them.
             let first = try await ExternalProcess.run([
-                "sh", "-c", "(sleep 0.5; echo Q) | openssl s_client -connect 127.0.0.1:\(gateway.port) -CAfile "
+                "sh", "-c",
+                "(sleep 0.5; echo Q) | openssl s_client -connect 127.0.0.1:\(gateway.port) -CAfile "
                     + "\(DevPKI.gatewayCA) \(version) -sess_out \(session)",
             ])
             #expect(first.stdout.contains("New, TLSv1."), "\(first.output)")
@@ -162,9 +163,11 @@ struct ListenerTests {
         }
     }
 
-    @Test("HOST:PORT parsing", arguments: [
-        ("127.0.0.1:8443", "127.0.0.1", 8443), ("[::1]:0", "::1", 0), ("localhost:1", "localhost", 1),
-    ])
+    @Test(
+        "HOST:PORT parsing",
+        arguments: [
+            ("127.0.0.1:8443", "127.0.0.1", 8443), ("[::1]:0", "::1", 0), ("localhost:1", "localhost", 1),
+        ])
     func listenAddress(text: String, host: String, port: Int) {
         #expect(ListenAddress(parsing: text) == ListenAddress(host: host, port: port))
     }
@@ -187,19 +190,27 @@ struct ConnectionLimitTests {
         let port = listener.localAddress.port!
         // Hold the one allowed connection open with a plain TCP socket (the gateway counts it at accept).
         let held = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
-        var refused = try await ExternalProcess.run(["curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz"])
+        var refused = try await ExternalProcess.run([
+            "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
+        ])
         for _ in 0..<20 where refused.status == 0 {
             // The held connection may not have been accepted yet; retry briefly (bounded).
             try await Task.sleep(for: .milliseconds(50))
-            refused = try await ExternalProcess.run(["curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz"])
+            refused = try await ExternalProcess.run([
+                "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
+            ])
         }
         #expect(refused.status != 0)
         #expect(log.all.contains { $0.contains("connection refused: 1 connections already open") })
         try await held.close()
-        var afterwards = try await ExternalProcess.run(["curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz"])
+        var afterwards = try await ExternalProcess.run([
+            "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
+        ])
         for _ in 0..<20 where !afterwards.stdout.contains("ok") {
             try await Task.sleep(for: .milliseconds(50))
-            afterwards = try await ExternalProcess.run(["curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz"])
+            afterwards = try await ExternalProcess.run([
+                "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
+            ])
         }
         #expect(afterwards.stdout.contains(#""status":"ok""#))
         try await listener.shutdown()
@@ -212,14 +223,17 @@ struct IdleTimeoutTests {
     func idle() async throws {
         let tls = TLSConfiguration(certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey)
         let listener = try await GatewayListener.bind(
-            configuration: GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, idleTimeout: .milliseconds(300)),
+            configuration: GatewayConfiguration(
+                listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, idleTimeout: .milliseconds(300)),
             logger: Logger(label: "idle-test"))
-        let context = try TLSContext(role: .client, configuration: TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)]))
+        let context = try TLSContext(
+            role: .client, configuration: TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)]))
         let started = ContinuousClock.now
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "c")))
+                    try channel.pipeline.syncOperations.addHandler(
+                        TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "c")))
                 }
             }
             .connect(host: "127.0.0.1", port: listener.localAddress.port!).get()

@@ -1,14 +1,17 @@
 import Foundation
-@testable import Gateway
 import MCPDemoServer
 import StrictJSON
 import TestSupport
 import Testing
 
+@testable import Gateway
+
 @Suite("MCP proxy end to end (gateway on port 0, in-process upstreams)", .serialized)
 struct ProxyTests {
-    func withGateway(_ behaviour: RecordingUpstream.Behaviour = .json, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false,
-                     _ body: (GatewayFixture, RecordingUpstream) async throws -> Void) async throws {
+    func withGateway(
+        _ behaviour: RecordingUpstream.Behaviour = .json, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false,
+        _ body: (GatewayFixture, RecordingUpstream) async throws -> Void
+    ) async throws {
         let upstream = try await RecordingUpstream.start(behaviour)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, frozenClock: frozenClock)
         do {
@@ -29,12 +32,15 @@ struct ProxyTests {
     @Test("allowed call: forwarded byte for byte, without the caller's credentials, with the upstream's own")
     func allowed() async throws {
         try await withGateway { gateway, upstream in
-            let body = #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"readme.txt","n":1.50}}}"#
+            let body =
+                #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"readme.txt","n":1.50}}}"#
             let token = try GatewayFixture.token()
-            let response = try await gateway.client().send(body: body, headers: [
-                ("Authorization", "Bearer \(token)"), ("Cookie", "session=stolen"), ("X-Agent-Id", "admin"),
-                ("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Session-Id", "s-1"),
-            ])
+            let response = try await gateway.client().send(
+                body: body,
+                headers: [
+                    ("Authorization", "Bearer \(token)"), ("Cookie", "session=stolen"), ("X-Agent-Id", "admin"),
+                    ("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Session-Id", "s-1"),
+                ])
             #expect(response.status == 200)
             #expect(response.body.contains(#""result":{"ok":true}"#))
             let forwarded = try #require(upstream.received.first)
@@ -91,10 +97,12 @@ struct ProxyTests {
             let none = try await gateway.client(nil).send(body: RPC.call("read_file"))
             #expect(none.status == 401)
             #expect(none.header("www-authenticate")?.hasPrefix("Bearer") == true)
-            let expired = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(lifetime: -3600))")])
+            let expired = try await gateway.client(nil).send(
+                body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(lifetime: -3600))")])
             #expect(expired.status == 401)
             #expect(expired.header("www-authenticate")?.contains("invalid_token") == true)
-            let garbage = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer not.a.token")])
+            let garbage = try await gateway.client(nil).send(
+                body: RPC.call("read_file"), headers: [("Authorization", "Bearer not.a.token")])
             #expect(garbage.status == 401)
             let basic = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Basic YTpi")])
             #expect(basic.status == 401)
@@ -110,9 +118,11 @@ struct ProxyTests {
             let records = try gateway.auditRecords()
             #expect(records.count == 7)
             #expect(records.allSatisfy { $0["decision"] == .string("authentication_failed") })
-            #expect(records.map { $0["rule"]?.stringValue ?? "" } == [
-                "no_credentials", "token_expired", "malformed_token", "malformed_token", "tenant_mismatch", "agent_mismatch", "tenant_mismatch",
-            ])
+            #expect(
+                records.map { $0["rule"]?.stringValue ?? "" } == [
+                    "no_credentials", "token_expired", "malformed_token", "malformed_token", "tenant_mismatch", "agent_mismatch",
+                    "tenant_mismatch",
+                ])
         }
     }
 
@@ -136,7 +146,8 @@ struct ProxyTests {
             // The test client already sends Content-Type: application/json; a second one makes the request ambiguous.
             let twoTypes = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Content-Type", "text/plain")])
             #expect(twoTypes.status == 400)
-            let twoVersions = try await gateway.client().send(body: RPC.call("read_file"), headers: [("MCP-Protocol-Version", "2025-06-18"), ("MCP-Protocol-Version", "2025-03-26")])
+            let twoVersions = try await gateway.client().send(
+                body: RPC.call("read_file"), headers: [("MCP-Protocol-Version", "2025-06-18"), ("MCP-Protocol-Version", "2025-03-26")])
             #expect(twoVersions.status == 400)
             #expect(upstream.received.isEmpty)
             #expect(try gateway.auditRecords().count == cases.count + 3)
@@ -176,12 +187,14 @@ struct ProxyTests {
     @Test("a session is bound to the principal that created it")
     func sessionBinding() async throws {
         try await withGateway { gateway, _ in
-            let initialize = #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+            let initialize =
+                #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
             let created = try await gateway.client().send(body: initialize)
             #expect(created.header("mcp-session-id") == "upstream-session-1")
             let same = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
             #expect(same.status == 200)
-            let other = try await gateway.client("acme/agents/bot2").send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
+            let other = try await gateway.client("acme/agents/bot2").send(
+                body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
             #expect(other.status == 404)
             #expect(try error(other)["code"] == .number(JSONNumber(-31006)))
         }
@@ -194,13 +207,17 @@ struct ToolListFilterTests {
     func filtering() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
-        let list = #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"},{"name":"exec_sql"},{"name":"write_file"}]}}"#
+        let list =
+            #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"},{"name":"exec_sql"},{"name":"write_file"}]}}"#
         let expected = ["read_file", "write_file"]
         func names(_ json: String) throws -> [String] {
-            try JSONParser.parse(json).objectValue?["result"]?.objectValue?["tools"]?.arrayValue?.compactMap { $0.objectValue?["name"]?.stringValue } ?? []
+            try JSONParser.parse(json).objectValue?["result"]?.objectValue?["tools"]?.arrayValue?.compactMap {
+                $0.objectValue?["name"]?.stringValue
+            } ?? []
         }
         let snapshot = gateway.services.policy.snapshot
-        let principal = try gateway.services.authenticator.authenticate(certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
+        let principal = try gateway.services.authenticator.authenticate(
+            certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
         let filter = ToolListFilter(snapshot: snapshot, principal: principal)
         #expect(try names(try #require(filter.filterJSON(list))) == expected)
         // Unreadable answers are refused, never passed on unfiltered.
@@ -226,7 +243,9 @@ struct GracefulShutdownTests {
         let shutdown = ShutdownProbe()
         let response = try await gateway.client().send(body: RPC.call("read_file", id: 9)) {
             // The first event is here and the upstream is still holding the rest: shut down now, then release it.
-            Task { try await gateway.listener.shutdown(); await shutdown.finished() }
+            Task {
+                try await gateway.listener.shutdown(); await shutdown.finished()
+            }
             try? await Task.sleep(for: .milliseconds(100))
             let late = try? await gateway.client().send(body: RPC.call("read_file", id: 10), timeout: .seconds(2))
             await shutdown.record(lateStatus: late?.status ?? 0)

@@ -1,7 +1,8 @@
 import Foundation
-@testable import Gateway
 import StrictJSON
 import Testing
+
+@testable import Gateway
 
 /// The request path end to end over real TLS connections that send exact bytes: keep-alive, pipelining, framing,
 /// slow clients, cancellation, budgets, shutdown and audit failure.
@@ -70,7 +71,10 @@ struct RequestPathTests {
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 5)))
         #expect(await client.wait { $0.contains(#""id":5,"result""#) })
         let text = client.text
-        #expect(statusLines(text).map { String($0.prefix(12)) } == ["HTTP/1.1 202", "HTTP/1.1 204", "HTTP/1.1 304", "HTTP/1.1 200", "HTTP/1.1 200"])
+        #expect(
+            statusLines(text).map { String($0.prefix(12)) } == [
+                "HTTP/1.1 202", "HTTP/1.1 204", "HTTP/1.1 304", "HTTP/1.1 200", "HTTP/1.1 200",
+            ])
         #expect(!text.contains("forged"))
         #expect(!client.isClosed)
         await client.close()
@@ -114,11 +118,15 @@ struct RequestPathTests {
         let client = try await RawTLSClient.connect(port: gateway.port)
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#)))
         let deadline = ContinuousClock.now + .seconds(10)
-        while upstream.requests.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        while upstream.requests.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         #expect(upstream.closes.withLockedValue { $0.isEmpty })
         let closed = ContinuousClock.now
         await client.close()
-        while upstream.closes.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < closed + .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
+        while upstream.closes.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < closed + .seconds(5) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         let seen = try #require(upstream.closes.withLockedValue { $0.first })
         #expect(seen - closed < .seconds(1))
         // The abandoned call still has its record.
@@ -257,7 +265,9 @@ struct RequestPathTests {
             clients.append(client)
         }
         let deadline = ContinuousClock.now + .seconds(10)
-        while upstream.requests.withLockedValue({ $0.count }) < 15 && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(5)) }
+        while upstream.requests.withLockedValue({ $0.count }) < 15 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         try await gateway.listener.shutdown()
         gateway.services.audit.close()
         let text = String(decoding: FileManager.default.contents(atPath: gateway.auditPath) ?? Data(), as: UTF8.self)
@@ -282,7 +292,9 @@ struct RequestPathTests {
         let refused = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2))
         #expect(refused.status == 503)
         sink.failing.withLock { $0 = false }
-        while !gateway.services.audit.isAccepting && ContinuousClock.now < deadline + .seconds(5) { try await Task.sleep(for: .milliseconds(5)) }
+        while !gateway.services.audit.isAccepting && ContinuousClock.now < deadline + .seconds(5) {
+            try await Task.sleep(for: .milliseconds(5))
+        }
         let after = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3))
         #expect(after.status == 200)
         try await gateway.stop()

@@ -40,7 +40,8 @@ struct AuthenticatorTests {
 
     @Test("a globex agent certificate becomes globex/bot1")
     func globex() throws {
-        let principal = try authenticator.authenticate(certificate: try certificate("globex/agents/bot1"), bearerToken: nil, now: DevKeys.now)
+        let principal = try authenticator.authenticate(
+            certificate: try certificate("globex/agents/bot1"), bearerToken: nil, now: DevKeys.now)
         #expect(principal.tenant == "globex")
     }
 
@@ -62,7 +63,8 @@ struct AuthenticatorTests {
     @Test("certificate and token of the same agent: both")
     func both() throws {
         let token = try DevKeys.rsaMinter().mint(DevKeys.claims())
-        let principal = try authenticator.authenticate(certificate: try certificate("acme/agents/bot1"), bearerToken: token, now: DevKeys.now)
+        let principal = try authenticator.authenticate(
+            certificate: try certificate("acme/agents/bot1"), bearerToken: token, now: DevKeys.now)
         #expect(principal.method == .both)
         #expect(principal.scopes == ["tools:read"])
     }
@@ -85,7 +87,9 @@ struct AuthenticatorTests {
     func commonName() throws {
         let cnOnly = try certificate("acme/agents/cn-only")
         #expect(failure(certificate: cnOnly, token: nil)?.code == "certificate_refused")
-        let lenient = CertificateAuthenticator(tenants: ["acme": CertificateIdentityRules(trustDomain: "mcpgw.dev", agentFromCommonName: true)])
+        let lenient = CertificateAuthenticator(tenants: [
+            "acme": CertificateIdentityRules(trustDomain: "mcpgw.dev", agentFromCommonName: true)
+        ])
         let principal = try lenient.principal(for: cnOnly)
         #expect(principal.agent == "cn-only")
         #expect(principal.certificate?.spiffeID == nil)
@@ -99,11 +103,15 @@ struct AuthenticatorTests {
         } throws: { "\($0)".contains("trust domain") }
     }
 
-    @Test("SPIFFE id parsing refuses lookalikes", arguments: [
-        "spiffe://mcpgw.dev/tenant/acme/agent/bot1/extra", "spiffe://mcpgw.dev/tenant/acme/agent/", "spiffe://mcpgw.dev/tenant/acme/agent/..",
-        "spiffe://mcpgw.dev/tenant/acme/agent/b%6ft1", "spiffe://MCPGW.dev/tenant/acme/agent/bot1", "spiffe://mcpgw.dev/TENANT/acme/agent/bot1",
-        "https://mcpgw.dev/tenant/acme/agent/bot1",
-    ])
+    @Test(
+        "SPIFFE id parsing refuses lookalikes",
+        arguments: [
+            "spiffe://mcpgw.dev/tenant/acme/agent/bot1/extra", "spiffe://mcpgw.dev/tenant/acme/agent/",
+            "spiffe://mcpgw.dev/tenant/acme/agent/..",
+            "spiffe://mcpgw.dev/tenant/acme/agent/b%6ft1", "spiffe://MCPGW.dev/tenant/acme/agent/bot1",
+            "spiffe://mcpgw.dev/TENANT/acme/agent/bot1",
+            "https://mcpgw.dev/tenant/acme/agent/bot1",
+        ])
     func spiffeLookalikes(uri: String) {
         #expect(SPIFFEID(uri: uri) == nil)
     }

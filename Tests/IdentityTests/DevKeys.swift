@@ -35,7 +35,9 @@ enum DevKeys {
 
     static let now = Date(timeIntervalSince1970: 1_800_000_000)
 
-    static func claims(tenant: String = "acme", agent: String = "bot1", issuedAt: Date = now, lifetime: Int64 = 3600)
+    static func claims(
+        tenant: String = "acme", agent: String = "bot1", issuedAt: Date = now, lifetime: Int64 = 3600
+    )
         -> TokenMinter.Claims
     {
         .init(

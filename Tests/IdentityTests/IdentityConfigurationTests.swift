@@ -26,7 +26,8 @@ struct IdentityConfigurationTests {
 
     @Test("the shipped development configuration loads, and its tokens verify")
     func devConfiguration() throws {
-        let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: DevPKI.repositoryRoot + "/mcpgw.dev.json")!)))
+        let document = try JSONObjectReader(
+            try JSONParser.parse(Array(FileManager.default.contents(atPath: DevPKI.repositoryRoot + "/mcpgw.dev.json")!)))
         let configuration = try IdentityConfiguration.read(
             identity: try document.object("identity"), tenants: try #require(try document.object("tenants")),
             baseDirectory: DevPKI.repositoryRoot)
@@ -36,18 +37,29 @@ struct IdentityConfigurationTests {
         #expect(try authenticator.authenticate(certificate: nil, bearerToken: token, now: Date()).tenant == "globex")
     }
 
-    @Test("mistakes name the setting", arguments: [
-        (#"{"acme":{"jwt":{"issuers":["i"],"kyes":[]}}}"#, "tenants.acme.jwt.kyes: unknown key"),
-        (#"{"acme":{"jwt":{"issuers":[],"keys":[\#(acmeKey)]}}}"#, "tenants.acme.jwt.issuers: needs at least one issuer"),
-        (#"{"acme":{"jwt":{"issuers":["i"]}}}"#, "tenants.acme.jwt: needs at least one key"),
-        (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","public_key_file":"nope.pub"}]}}}"#, "cannot read key file"),
-        (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","alg":"HS256","public_key_file":"certs-dev/jwt/acme-rs256.pub"}]}}}"#, "cannot be used for HS256"),
-        (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","alg":"none","secret_file":"certs-dev/jwt/acme-hs256.secret"}]}}}"#, "tenants.acme.jwt.keys[0].alg: must be one of"),
-        (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k"}]}}}"#, "needs exactly one of public_key_file or secret_file"),
-        (#"{"acme":{"clientca":[]}}"#, "tenants.acme.clientca: unknown key"),
-        (#"{"ac/me":{}}"#, "tenant id must be"),
-        (#"{"a":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)]}},"b":{"jwt":{"issuers":["i"],"keys":[{"kid":"k2","public_key_file":"certs-dev/jwt/globex-rs256.pub"}]}}}"#, "issuer 'i' is configured for both"),
-    ])
+    @Test(
+        "mistakes name the setting",
+        arguments: [
+            (#"{"acme":{"jwt":{"issuers":["i"],"kyes":[]}}}"#, "tenants.acme.jwt.kyes: unknown key"),
+            (#"{"acme":{"jwt":{"issuers":[],"keys":[\#(acmeKey)]}}}"#, "tenants.acme.jwt.issuers: needs at least one issuer"),
+            (#"{"acme":{"jwt":{"issuers":["i"]}}}"#, "tenants.acme.jwt: needs at least one key"),
+            (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","public_key_file":"nope.pub"}]}}}"#, "cannot read key file"),
+            (
+                #"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","alg":"HS256","public_key_file":"certs-dev/jwt/acme-rs256.pub"}]}}}"#,
+                "cannot be used for HS256"
+            ),
+            (
+                #"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k","alg":"none","secret_file":"certs-dev/jwt/acme-hs256.secret"}]}}}"#,
+                "tenants.acme.jwt.keys[0].alg: must be one of"
+            ),
+            (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k"}]}}}"#, "needs exactly one of public_key_file or secret_file"),
+            (#"{"acme":{"clientca":[]}}"#, "tenants.acme.clientca: unknown key"),
+            (#"{"ac/me":{}}"#, "tenant id must be"),
+            (
+                #"{"a":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)]}},"b":{"jwt":{"issuers":["i"],"keys":[{"kid":"k2","public_key_file":"certs-dev/jwt/globex-rs256.pub"}]}}}"#,
+                "issuer 'i' is configured for both"
+            ),
+        ])
     func mistakes(tenants: String, expected: String) {
         let message = error(tenants)
         #expect(message.contains(expected), "\(message)")

@@ -30,13 +30,15 @@ struct JWTVerifierTests {
         }
     }
 
-    @Test("each broken token is refused for its own reason", arguments: [
-        "bad signature", "alg none", "HS256 signed with the RSA public key as secret", "alg mismatch", "unknown kid",
-        "expired", "not yet valid", "issued in the future", "wrong issuer", "wrong audience", "missing tenant claim",
-        "unknown tenant", "tenant of another key", "two segments", "four segments", "padded base64",
-        "header not an object", "duplicate claim", "oversized", "empty signature", "missing exp", "alg NONE",
-        "unsupported alg", "crit header", "kid not a string",
-    ])
+    @Test(
+        "each broken token is refused for its own reason",
+        arguments: [
+            "bad signature", "alg none", "HS256 signed with the RSA public key as secret", "alg mismatch", "unknown kid",
+            "expired", "not yet valid", "issued in the future", "wrong issuer", "wrong audience", "missing tenant claim",
+            "unknown tenant", "tenant of another key", "two segments", "four segments", "padded base64",
+            "header not an object", "duplicate claim", "oversized", "empty signature", "missing exp", "alg NONE",
+            "unsupported alg", "crit header", "kid not a string",
+        ])
     func refused(_ name: String) throws {
         let rsa = try JWTSigningKey.privateKey(pem: DevKeys.file("acme-rs256.key"))
         let hmac = try JWTSigningKey.hmac(secret: DevKeys.file("acme-hs256.secret"))
@@ -54,12 +56,20 @@ struct JWTVerifierTests {
             case "alg none":
                 return (try DevKeys.craft(header: #"{"alg":"none"}"#, payload: DevKeys.payload(), key: nil), "algorithm_none")
             case "alg NONE":
-                return (try DevKeys.craft(header: #"{"alg":"NONE","kid":"acme-rs256"}"#, payload: DevKeys.payload(), key: nil), "algorithm_none")
+                return (
+                    try DevKeys.craft(header: #"{"alg":"NONE","kid":"acme-rs256"}"#, payload: DevKeys.payload(), key: nil), "algorithm_none"
+                )
             case "HS256 signed with the RSA public key as secret":
                 let confused = try JWTSigningKey.hmac(secret: DevKeys.file("acme-rs256.pub"))
-                return (try DevKeys.craft(header: #"{"alg":"HS256","kid":"acme-rs256"}"#, payload: DevKeys.payload(), key: confused), "algorithm_mismatch")
+                return (
+                    try DevKeys.craft(header: #"{"alg":"HS256","kid":"acme-rs256"}"#, payload: DevKeys.payload(), key: confused),
+                    "algorithm_mismatch"
+                )
             case "alg mismatch":
-                return (try DevKeys.craft(header: #"{"alg":"RS256","kid":"acme-hs256"}"#, payload: DevKeys.payload(), key: rsa), "algorithm_mismatch")
+                return (
+                    try DevKeys.craft(header: #"{"alg":"RS256","kid":"acme-hs256"}"#, payload: DevKeys.payload(), key: rsa),
+                    "algorithm_mismatch"
+                )
             case "unknown kid":
                 return (try DevKeys.craft(header: #"{"alg":"RS256","kid":"nobody"}"#, payload: DevKeys.payload(), key: rsa), "unknown_kid")
             case "expired":
@@ -83,7 +93,10 @@ struct JWTVerifierTests {
             case "four segments":
                 return (valid + ".x", "malformed_token")
             case "padded base64":
-                return (Base64URL.encode(Array(rsaHeader.utf8)) + "=." + valid.split(separator: ".").dropFirst().joined(separator: "."), "malformed_token")
+                return (
+                    Base64URL.encode(Array(rsaHeader.utf8)) + "=." + valid.split(separator: ".").dropFirst().joined(separator: "."),
+                    "malformed_token"
+                )
             case "header not an object":
                 return (try DevKeys.craft(header: #"["alg","RS256"]"#, payload: DevKeys.payload(), key: rsa), "malformed_token")
             case "duplicate claim":
@@ -95,9 +108,15 @@ struct JWTVerifierTests {
             case "missing exp":
                 return (try signed(DevKeys.payload(["exp": nil])), "missing_claim")
             case "unsupported alg":
-                return (try DevKeys.craft(header: #"{"alg":"HS512","kid":"acme-hs256"}"#, payload: DevKeys.payload(), key: hmac), "unsupported_algorithm")
+                return (
+                    try DevKeys.craft(header: #"{"alg":"HS512","kid":"acme-hs256"}"#, payload: DevKeys.payload(), key: hmac),
+                    "unsupported_algorithm"
+                )
             case "crit header":
-                return (try DevKeys.craft(header: #"{"alg":"RS256","kid":"acme-rs256","crit":["exp"]}"#, payload: DevKeys.payload(), key: rsa), "malformed_token")
+                return (
+                    try DevKeys.craft(header: #"{"alg":"RS256","kid":"acme-rs256","crit":["exp"]}"#, payload: DevKeys.payload(), key: rsa),
+                    "malformed_token"
+                )
             case "kid not a string":
                 return (try DevKeys.craft(header: #"{"alg":"RS256","kid":7}"#, payload: DevKeys.payload(), key: rsa), "malformed_token")
             default:
@@ -198,10 +217,15 @@ struct JWTVerifierTests {
         defer { try? FileManager.default.removeItem(atPath: directory) }
         for (name, arguments) in [("es", ["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"]), ("ed", ["-algorithm", "ED25519"])] {
             _ = try await ExternalProcess.run(["openssl", "genpkey"] + arguments + ["-out", "\(directory)/\(name).key"])
-            _ = try await ExternalProcess.run(["openssl", "pkey", "-in", "\(directory)/\(name).key", "-pubout", "-out", "\(directory)/\(name).pub"])
+            _ = try await ExternalProcess.run([
+                "openssl", "pkey", "-in", "\(directory)/\(name).key", "-pubout", "-out", "\(directory)/\(name).pub",
+            ])
             let signing = try JWTSigningKey.privateKey(pem: Array(FileManager.default.contents(atPath: "\(directory)/\(name).key")!))
-            let key = try JWTVerificationKey.publicKey(pem: Array(FileManager.default.contents(atPath: "\(directory)/\(name).pub")!), keyID: name)
-            let verifier = try JWTVerifier(tenants: ["acme": TenantJWTSettings(issuers: [DevKeys.issuer("acme")], keys: [key], audience: "mcpgw")])
+            let key = try JWTVerificationKey.publicKey(
+                pem: Array(FileManager.default.contents(atPath: "\(directory)/\(name).pub")!), keyID: name)
+            let verifier = try JWTVerifier(tenants: [
+                "acme": TenantJWTSettings(issuers: [DevKeys.issuer("acme")], keys: [key], audience: "mcpgw")
+            ])
             let token = try TokenMinter(key: signing, keyID: name).mint(DevKeys.claims())
             #expect(try verifier.verify(token, now: DevKeys.now).agent == "bot1", "\(name)")
         }

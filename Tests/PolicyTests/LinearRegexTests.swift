@@ -3,21 +3,25 @@ import Testing
 
 @Suite("Linear-time regular expressions")
 struct LinearRegexTests {
-    @Test("matching", arguments: [
-        ("abc", "xxabcxx", true), ("^abc", "xabc", false), ("abc$", "abcx", false), ("^a.c$", "abc", true),
-        ("a|b", "b", true), ("(ab)+c", "ababc", true), ("colou?r", "color", true), ("\\d{3}-\\d{4}", "555-1234", true),
-        ("\\d{3}-\\d{4}", "55-1234", false), ("[a-c]+x", "bbx", true), ("[^a-c]x", "ax", false), ("[^a-c]x", "dx", true),
-        ("(?i)union\\s+select", "UNION   SELECT", true), ("(?i)[A-Z]+", "abc", true), ("\\.\\.", "a..b", true),
-        ("x{2,3}", "xx", true), ("^x{2,3}$", "xxxx", false), ("^(a|ab)(c|bcd)$", "abcd", true), ("(?:ab)*$", "", true),
-        ("\\s", "a b", true), ("\\W", "abc", false), ("[\\d.]+", "1.2", true), ("a[-]b", "a-b", true),
-    ])
+    @Test(
+        "matching",
+        arguments: [
+            ("abc", "xxabcxx", true), ("^abc", "xabc", false), ("abc$", "abcx", false), ("^a.c$", "abc", true),
+            ("a|b", "b", true), ("(ab)+c", "ababc", true), ("colou?r", "color", true), ("\\d{3}-\\d{4}", "555-1234", true),
+            ("\\d{3}-\\d{4}", "55-1234", false), ("[a-c]+x", "bbx", true), ("[^a-c]x", "ax", false), ("[^a-c]x", "dx", true),
+            ("(?i)union\\s+select", "UNION   SELECT", true), ("(?i)[A-Z]+", "abc", true), ("\\.\\.", "a..b", true),
+            ("x{2,3}", "xx", true), ("^x{2,3}$", "xxxx", false), ("^(a|ab)(c|bcd)$", "abcd", true), ("(?:ab)*$", "", true),
+            ("\\s", "a b", true), ("\\W", "abc", false), ("[\\d.]+", "1.2", true), ("a[-]b", "a-b", true),
+        ])
     func matching(pattern: String, text: String, expected: Bool) throws {
         #expect(try LinearRegex(pattern).matches(text) == expected, "\(pattern) ~ \(text)")
     }
 
-    @Test("unsupported or malformed patterns are refused", arguments: [
-        "(a", "a)", "*a", "a{2,1}", "(?=a)", "(a)\\1", "[a", "a{99999}", "\\q", "\\b",
-    ])
+    @Test(
+        "unsupported or malformed patterns are refused",
+        arguments: [
+            "(a", "a)", "*a", "a{2,1}", "(?=a)", "(a)\\1", "[a", "a{99999}", "\\q", "\\b",
+        ])
     func refused(pattern: String) {
         #expect(throws: RegexError.self) { try LinearRegex(pattern) }
     }

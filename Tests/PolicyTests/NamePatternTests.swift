@@ -3,14 +3,16 @@ import Testing
 
 @Suite("Name patterns")
 struct NamePatternTests {
-    @Test("matches", arguments: [
-        ("read_file", "read_file", true), ("read_file", "read_files", false), ("read_file", "Read_file", false),
-        ("write_*", "write_file", true), ("write_*", "write_", true), ("write_*", "rewrite_file", false),
-        ("*_file", "delete_file", true), ("*", "", true), ("*", "anything", true),
-        ("exec_???", "exec_sql", true), ("exec_???", "exec_sq", false), ("a*b*c", "aXbYc", true),
-        ("a*b*c", "aXbYcZ", false), ("a*b*c", "abc", true), (#"literal\*"#, "literal*", true),
-        (#"literal\*"#, "literalX", false), ("db.*.read", "db.users.read", true),
-    ])
+    @Test(
+        "matches",
+        arguments: [
+            ("read_file", "read_file", true), ("read_file", "read_files", false), ("read_file", "Read_file", false),
+            ("write_*", "write_file", true), ("write_*", "write_", true), ("write_*", "rewrite_file", false),
+            ("*_file", "delete_file", true), ("*", "", true), ("*", "anything", true),
+            ("exec_???", "exec_sql", true), ("exec_???", "exec_sq", false), ("a*b*c", "aXbYc", true),
+            ("a*b*c", "aXbYcZ", false), ("a*b*c", "abc", true), (#"literal\*"#, "literal*", true),
+            (#"literal\*"#, "literalX", false), ("db.*.read", "db.users.read", true),
+        ])
     func matching(pattern: String, name: String, expected: Bool) throws {
         let compiled = try #require(NamePattern(pattern))
         #expect(compiled.matches(name) == expected)

@@ -17,10 +17,13 @@ enum PolicyFixtures {
         TenantPolicySet(tenant: tenant, documents: try documents.enumerated().map { try document($1, name: "doc\($0)") })
     }
 
-    static func call(_ tool: String, _ arguments: String = "{}", agent: String = "bot1", tenant: String = "acme",
-                     scopes: Set<String> = []) throws -> PolicyRequest {
-        PolicyRequest(tenant: tenant, agent: agent, scopes: scopes, method: "tools/call", target: tool,
-                      arguments: try JSONParser.parse(arguments))
+    static func call(
+        _ tool: String, _ arguments: String = "{}", agent: String = "bot1", tenant: String = "acme",
+        scopes: Set<String> = []
+    ) throws -> PolicyRequest {
+        PolicyRequest(
+            tenant: tenant, agent: agent, scopes: scopes, method: "tools/call", target: tool,
+            arguments: try JSONParser.parse(arguments))
     }
 
     static func shipped() throws -> PolicySnapshot { try PolicySnapshot.load(directory: repositoryPolicies) }

@@ -5,21 +5,29 @@ import Testing
 
 @Suite("Policy loading, validation and reload")
 struct PolicyLoadingTests {
-    @Test("mistakes are load errors naming the file, the rule and the field", arguments: [
-        (#"{"rules":[{"id":"R1","action":"allow","tools":["x"],"tool":["y"]}]}"#, "rule R1: rules[0].tool: unknown key"),
-        (#"{"rules":[{"id":"R1","action":"permit","tools":["x"]}]}"#, "rule R1: rules[0].action: unknown action 'permit'"),
-        (#"{"rules":[{"id":"R1","action":"allow","tools":["x\\"]}]}"#, "rule R1: rules[0].tools[0]: malformed pattern"),
-        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["(a"]}}}]}"#, "rule R1: rules[0].args.p.deny[0]: invalid regular expression"),
-        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"detectors":["xss"]}}}]}"#, "unknown detector 'xss'"),
-        (#"{"rules":[{"id":"R1","action":"allow","tools":["x"]},{"id":"R1","action":"deny","tools":["y"]}]}"#, "rule R1: rules[1].id: duplicate rule id"),
-        (#"{"rules":[{"action":"allow","tools":["x"]}]}"#, "every rule needs an id"),
-        (#"{"rules":[{"id":"R1","action":"allow"}]}"#, "a rule names tools, resources, prompts or methods"),
-        (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"scopes":["s"]}]}"#, "scopes belong on allow or audit rules"),
-        (#"{"default_action":"maybe"}"#, "default_action: unknown action"),
-        (#"{"rate_limits":[{"id":"L","rate_per_second":0}]}"#, "rate_per_second: is required and must be positive"),
-        (#"{"rules":[],"rules":[]}"#, "duplicate key"),
-        (#"{"rules":[{"id":"R1","action":"allow","tools":[]}]}"#, "must not be empty"),
-    ])
+    @Test(
+        "mistakes are load errors naming the file, the rule and the field",
+        arguments: [
+            (#"{"rules":[{"id":"R1","action":"allow","tools":["x"],"tool":["y"]}]}"#, "rule R1: rules[0].tool: unknown key"),
+            (#"{"rules":[{"id":"R1","action":"permit","tools":["x"]}]}"#, "rule R1: rules[0].action: unknown action 'permit'"),
+            (#"{"rules":[{"id":"R1","action":"allow","tools":["x\\"]}]}"#, "rule R1: rules[0].tools[0]: malformed pattern"),
+            (
+                #"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["(a"]}}}]}"#,
+                "rule R1: rules[0].args.p.deny[0]: invalid regular expression"
+            ),
+            (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"detectors":["xss"]}}}]}"#, "unknown detector 'xss'"),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"]},{"id":"R1","action":"deny","tools":["y"]}]}"#,
+                "rule R1: rules[1].id: duplicate rule id"
+            ),
+            (#"{"rules":[{"action":"allow","tools":["x"]}]}"#, "every rule needs an id"),
+            (#"{"rules":[{"id":"R1","action":"allow"}]}"#, "a rule names tools, resources, prompts or methods"),
+            (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"scopes":["s"]}]}"#, "scopes belong on allow or audit rules"),
+            (#"{"default_action":"maybe"}"#, "default_action: unknown action"),
+            (#"{"rate_limits":[{"id":"L","rate_per_second":0}]}"#, "rate_per_second: is required and must be positive"),
+            (#"{"rules":[],"rules":[]}"#, "duplicate key"),
+            (#"{"rules":[{"id":"R1","action":"allow","tools":[]}]}"#, "must not be empty"),
+        ])
     func loadErrors(json: String, expected: String) {
         #expect {
             try PolicyDocument.parse(Array(json.utf8), file: "policies/acme/p.json", defaultName: "p")
@@ -49,7 +57,8 @@ struct PolicyLoadingTests {
         try #"{"rules":[{"id":"A","action":"deny","tools":["x"]}]}"#.write(toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
         try engine.reload()
         #expect(engine.decide(call, now: 0).outcome == .deny)
-        try #"{"rules":[{"id":"A","action":"allow","tools":["x"],"typo":1}]}"#.write(toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
+        try #"{"rules":[{"id":"A","action":"allow","tools":["x"],"typo":1}]}"#.write(
+            toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
         #expect(throws: PolicyLoadError.self) { try engine.reload() }
         #expect(engine.decide(call, now: 0).outcome == .deny)
     }
@@ -73,9 +82,13 @@ struct PolicyLoadingTests {
     func fuzz() throws {
         let snapshot = try PolicyFixtures.shipped()
         var generator = SystemRandomNumberGenerator()
-        let atoms = ["..", "/", "\\", "%2e", "%25", "．", "'", ";", "$(", "|", "path", "PATH", "sql", "\u{0}", "select ", " or ",
-                     "=", "a", "é", "\u{FF0F}", "-----BEGIN PRIVATE KEY-----", "%c0%af", "~", "C:"]
-        func randomString() -> String { (0..<Int.random(in: 0..<8, using: &generator)).map { _ in atoms.randomElement(using: &generator)! }.joined() }
+        let atoms = [
+            "..", "/", "\\", "%2e", "%25", "．", "'", ";", "$(", "|", "path", "PATH", "sql", "\u{0}", "select ", " or ",
+            "=", "a", "é", "\u{FF0F}", "-----BEGIN PRIVATE KEY-----", "%c0%af", "~", "C:",
+        ]
+        func randomString() -> String {
+            (0..<Int.random(in: 0..<8, using: &generator)).map { _ in atoms.randomElement(using: &generator)! }.joined()
+        }
         func randomValue(_ depth: Int) -> JSONValue {
             switch Int.random(in: 0..<(depth > 3 ? 3 : 6), using: &generator) {
             case 0: return .string(randomString())

@@ -12,16 +12,18 @@ struct PolicySemanticsTests {
           {"id":"R4","action":"deny","tools":["read_file"],"arg_deny":{"path":".."}}]}
         """
 
-    @Test("the classic example decides as documented", arguments: [
-        ("read_file", #"{"path":"notes.txt"}"#, "allow", "R1"),
-        ("read_file", #"{"path":"../../etc/passwd"}"#, "deny", "R4"),
-        ("list_files", "{}", "allow", "R1"),
-        ("write_file", #"{"path":"a.txt"}"#, "audit", "R2"),
-        ("delete_file", "{}", "deny", "R3"),
-        ("exec_sql", "{}", "deny", "R3"),
-        ("unknown_tool", "{}", "deny", "default"),
-        ("Read_file", "{}", "deny", "default"),
-    ])
+    @Test(
+        "the classic example decides as documented",
+        arguments: [
+            ("read_file", #"{"path":"notes.txt"}"#, "allow", "R1"),
+            ("read_file", #"{"path":"../../etc/passwd"}"#, "deny", "R4"),
+            ("list_files", "{}", "allow", "R1"),
+            ("write_file", #"{"path":"a.txt"}"#, "audit", "R2"),
+            ("delete_file", "{}", "deny", "R3"),
+            ("exec_sql", "{}", "deny", "R3"),
+            ("unknown_tool", "{}", "deny", "default"),
+            ("Read_file", "{}", "deny", "default"),
+        ])
     func classicExample(tool: String, arguments: String, outcome: String, rule: String) throws {
         let decision = try PolicyFixtures.set(Self.classic).evaluate(try PolicyFixtures.call(tool, arguments))
         #expect(decision.outcome.name == outcome)
@@ -67,7 +69,8 @@ struct PolicySemanticsTests {
 
     @Test("allow rules with argument constraints deny when the constraints are violated")
     func constraintsOnAllow() throws {
-        let set = try PolicyFixtures.set(#"""
+        let set = try PolicyFixtures.set(
+            #"""
             {"rules":[{"id":"A","action":"allow","tools":["open"],"args":{
               "path":{"path":{"allowed_prefixes":["/data"],"allow_absolute":true}},
               "mode":{"allow":["^(r|rw)$"]},"size":{"type":"number"},"name":{"required":true,"max_length":5}}}]}
@@ -86,7 +89,8 @@ struct PolicySemanticsTests {
 
     @Test("rules for other MCP methods: resources by URI, prompts by name")
     func methods() throws {
-        let set = try PolicyFixtures.set(#"""
+        let set = try PolicyFixtures.set(
+            #"""
             {"rules":[{"id":"M1","action":"allow","methods":["resources/read"],"resources":["file:///pub/*"]},
                       {"id":"M2","action":"allow","methods":["prompts/get"],"prompts":["sum*"]},
                       {"id":"M3","action":"allow","methods":["completion/complete"]}]}

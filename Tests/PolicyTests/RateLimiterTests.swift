@@ -5,9 +5,12 @@ import Testing
 
 @Suite("Token-bucket rate limiter")
 struct RateLimiterTests {
-    static func limit(_ id: String = "L", rate: Double = 1, burst: Double = 3, per: RateLimitRule.Scope = .agentTool, tools: [String] = []) -> RateLimitRule {
-        RateLimitRule(id: id, methods: ["tools/call"], tools: tools.compactMap(NamePattern.init), agents: [], ratePerSecond: rate,
-                      burst: burst, scope: per, document: "test")
+    static func limit(
+        _ id: String = "L", rate: Double = 1, burst: Double = 3, per: RateLimitRule.Scope = .agentTool, tools: [String] = []
+    ) -> RateLimitRule {
+        RateLimitRule(
+            id: id, methods: ["tools/call"], tools: tools.compactMap(NamePattern.init), agents: [], ratePerSecond: rate,
+            burst: burst, scope: per, document: "test")
     }
 
     func take(_ limiter: RateLimiter, _ limits: [RateLimitRule], agent: String = "a", tool: String = "t", at now: Double) -> Double? {
@@ -85,7 +88,8 @@ struct RateLimiterTests {
         let limits = [Self.limit(rate: 1, burst: 500, per: .tenant)]
         let granted = Atomic<Int>(0)
         DispatchQueue.concurrentPerform(iterations: 8) { worker in
-            for _ in 0..<1000 where limiter.consume(tenant: "acme", agent: "a\(worker)", method: "tools/call", tool: "t", limits: limits, now: 5) == nil {
+            for _ in 0..<1000
+            where limiter.consume(tenant: "acme", agent: "a\(worker)", method: "tools/call", tool: "t", limits: limits, now: 5) == nil {
                 granted.add(1, ordering: .relaxed)
             }
         }
@@ -95,7 +99,12 @@ struct RateLimiterTests {
     @Test("the engine returns rate_limited with the limit's id after the policy allows")
     func engine() throws {
         let snapshot = PolicySnapshot(
-            tenantDocuments: ["acme": [try PolicyFixtures.document(#"{"rules":[{"id":"A","action":"allow","tools":["w"]}],"rate_limits":[{"id":"L","rate_per_second":1,"burst":2}]}"#)]],
+            tenantDocuments: [
+                "acme": [
+                    try PolicyFixtures.document(
+                        #"{"rules":[{"id":"A","action":"allow","tools":["w"]}],"rate_limits":[{"id":"L","rate_per_second":1,"burst":2}]}"#)
+                ]
+            ],
             globalDocuments: [], directory: "")
         let engine = PolicyEngine(snapshot: snapshot)
         let call = try PolicyFixtures.call("w")

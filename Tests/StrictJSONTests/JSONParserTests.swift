@@ -3,10 +3,12 @@ import Testing
 
 @Suite("Strict JSON parsing")
 struct JSONParserTests {
-    @Test("valid RFC 8259 documents parse and re-serialise to equal values", arguments: [
-        #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#, #"[]"#, #"{}"#, #""x""#, "0", "-0.5e-7", "1E+2",
-        #"{"s":"\u00e9\ud83d\ude00\n\t\"\\\/"}"#, " \r\n\t[1 , 2]\n", #"{"big":123456789012345678901234567890.000000000000000001}"#,
-    ])
+    @Test(
+        "valid RFC 8259 documents parse and re-serialise to equal values",
+        arguments: [
+            #"{"a":1,"b":[true,false,null],"c":{"d":"e"}}"#, #"[]"#, #"{}"#, #""x""#, "0", "-0.5e-7", "1E+2",
+            #"{"s":"\u00e9\ud83d\ude00\n\t\"\\\/"}"#, " \r\n\t[1 , 2]\n", #"{"big":123456789012345678901234567890.000000000000000001}"#,
+        ])
     func roundTrip(text: String) throws {
         let value = try JSONParser.parse(text)
         #expect(try JSONParser.parse(value.serialized) == value)
@@ -19,15 +21,17 @@ struct JSONParserTests {
         #expect(value.objectValue?["n"]?.numberValue?.int64Value == 9_007_199_254_740_993)
     }
 
-    @Test("invalid or ambiguous input is refused with a reason", arguments: [
-        (#"{"a":1,"a":2}"#, "duplicate key"), (#"{"a":1,"\u0061":2}"#, "duplicate key"),
-        (#"{"a":1,}"#, "expected a string key"), ("[1,]", "unexpected character"), ("01", "leading zeros"),
-        ("NaN", "unexpected character"), ("1.", "digit after"), ("-", "invalid number"),
-        (#""\ud800""#, "lone high surrogate"), (#""\udc00""#, "lone low surrogate"), (#""\x""#, "invalid escape"),
-        ("\"a\u{01}\"", "control character"), (#"{"a":1} x"#, "after the JSON value"), ("", "end of input"),
-        ("// c\n1", "unexpected character"), ("tru", "invalid literal"), ("\u{FEFF}{}", "unexpected character"),
-        (#""abc"#, "unterminated"),
-    ])
+    @Test(
+        "invalid or ambiguous input is refused with a reason",
+        arguments: [
+            (#"{"a":1,"a":2}"#, "duplicate key"), (#"{"a":1,"\u0061":2}"#, "duplicate key"),
+            (#"{"a":1,}"#, "expected a string key"), ("[1,]", "unexpected character"), ("01", "leading zeros"),
+            ("NaN", "unexpected character"), ("1.", "digit after"), ("-", "invalid number"),
+            (#""\ud800""#, "lone high surrogate"), (#""\udc00""#, "lone low surrogate"), (#""\x""#, "invalid escape"),
+            ("\"a\u{01}\"", "control character"), (#"{"a":1} x"#, "after the JSON value"), ("", "end of input"),
+            ("// c\n1", "unexpected character"), ("tru", "invalid literal"), ("\u{FEFF}{}", "unexpected character"),
+            (#""abc"#, "unterminated"),
+        ])
     func refused(text: String, reason: String) {
         #expect { try JSONParser.parse(text) } throws: { error in
             "\(error)".contains(reason)

@@ -48,8 +48,10 @@ public struct InMemoryTLSPair {
     public let serverLog: RecordingLogHandler.Store
 
     /// Builds both ends (not yet connected).
-    public init(server serverConfiguration: TLSConfiguration, client clientConfiguration: TLSConfiguration,
-         serverHostname: String? = "localhost") throws {
+    public init(
+        server serverConfiguration: TLSConfiguration, client clientConfiguration: TLSConfiguration,
+        serverHostname: String? = "localhost"
+    ) throws {
         let (serverLogger, store) = RecordingLogHandler.logger()
         serverLog = store
         let serverContext = try TLSContext(role: .server, configuration: serverConfiguration)
@@ -90,8 +92,10 @@ public struct InMemoryTLSPair {
 /// Configurations built on the development PKI.
 public enum DevTLS {
     /// The gateway's server configuration on the development PKI (acme and globex CAs, CRLs).
-    public static func server(clientAuthentication: TLSConfiguration.ClientAuthentication = .required,
-                       crl: Bool = true) -> TLSConfiguration {
+    public static func server(
+        clientAuthentication: TLSConfiguration.ClientAuthentication = .required,
+        crl: Bool = true
+    ) -> TLSConfiguration {
         TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [
@@ -103,8 +107,10 @@ public enum DevTLS {
     }
 
     /// A client configuration presenting `tenant`/`agent`'s certificate (none when `tenant` is nil).
-    public static func client(tenant: String? = "acme", agent: String = "bot1",
-                       maximumVersion: TLSConfiguration.ProtocolVersion? = nil) -> TLSConfiguration {
+    public static func client(
+        tenant: String? = "acme", agent: String = "bot1",
+        maximumVersion: TLSConfiguration.ProtocolVersion? = nil
+    ) -> TLSConfiguration {
         let credential = tenant.map { DevPKI.agent($0, agent) }
         return TLSConfiguration(
             certificateChainFile: credential?.certificate, privateKeyFile: credential?.key,

@@ -143,7 +143,9 @@ public final class AuditLog: Sendable {
         let problem: String? = state.withLock { state in
             if let failure = state.failure { return failure }
             if state.closed { return "the log is closed" }
-            if state.queue.count + state.reserved + bytes > capacityBytes { return "more than \(capacityBytes) bytes waiting to be written" }
+            if state.queue.count + state.reserved + bytes > capacityBytes {
+                return "more than \(capacityBytes) bytes waiting to be written"
+            }
             state.reserved += bytes
             return nil
         }

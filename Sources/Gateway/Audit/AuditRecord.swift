@@ -1,6 +1,8 @@
-public import StrictJSON
-public import struct Foundation.Date
 import Identity
+public import StrictJSON
+
+public import struct Foundation.Date
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,10 +83,11 @@ public struct AuditRecord: Sendable {
         let keys = arguments.objectValue?.keys ?? []
         var serialized: [UInt8] = []
         JSONLineWriter.append(arguments, to: &serialized)
-        return .object(JSONObject([
-            .init(key: "keys", value: .array(keys.map(JSONValue.string))),
-            .init(key: "sha256", value: .string(SHA256Digest.hex(serialized))),
-        ]))
+        return .object(
+            JSONObject([
+                .init(key: "keys", value: .array(keys.map(JSONValue.string))),
+                .init(key: "sha256", value: .string(SHA256Digest.hex(serialized))),
+            ]))
     }
 
     /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision, written by hand (it runs for every record).

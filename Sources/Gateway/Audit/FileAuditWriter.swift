@@ -1,7 +1,8 @@
+import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 
 /// Appends to a file (created with mode 0600) or to standard output, with plain `write(2)`.
 final class FileAuditWriter: AuditWriter {

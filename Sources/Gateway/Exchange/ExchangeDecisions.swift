@@ -1,9 +1,10 @@
-import struct Foundation.Date
 import Identity
 import NIOCore
 import NIOHTTP1
 import Policy
 import StrictJSON
+
+import struct Foundation.Date
 
 /// The gateway's decisions about one request, as values: a principal, a plan to forward, or a refusal. Nothing
 /// here writes to a channel; `MCPConnectionHandler` performs what these return.
@@ -44,8 +45,9 @@ struct ExchangeDecisions {
             error = failure
         case .success(let token):
             do throws(AuthenticationError) {
-                guard let principal = try services.authenticator.authenticate(
-                    certificate: request.handshake?.peerCertificate, bearerToken: token, now: Date(), cachedTokensOnly: cheapOnly)
+                guard
+                    let principal = try services.authenticator.authenticate(
+                        certificate: request.handshake?.peerCertificate, bearerToken: token, now: Date(), cachedTokensOnly: cheapOnly)
                 else { return nil }
                 return .success(principal)
             } catch let failure {
@@ -62,17 +64,20 @@ struct ExchangeDecisions {
         }
         var challenge = #"Bearer realm="mcpgw""#
         if case .noCredentials = error {} else { challenge += #", error="invalid_token", error_description="\#(error.code)""# }
-        return .failure(Refusal(
-            status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
-            message: "authentication failed: \(error.description)", data: .object(JSONObject(["code": .string(error.code)])),
-            headers: forbidden ? [] : [("WWW-Authenticate", challenge)], records: [record]))
+        return .failure(
+            Refusal(
+                status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
+                message: "authentication failed: \(error.description)", data: .object(JSONObject(["code": .string(error.code)])),
+                headers: forbidden ? [] : [("WWW-Authenticate", challenge)], records: [record]))
     }
 
     // MARK: - Checks on the head
 
     /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
     /// copies could be read differently by each.
-    static let singleValuedHeaders = ["content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept"]
+    static let singleValuedHeaders = [
+        "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept",
+    ]
 
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
@@ -136,12 +141,14 @@ struct ExchangeDecisions {
             return .failure(request.malformed(error))
         }
         if parsed.isBatch && !MCPMethod.allowsBatches(protocolVersion: version) {
-            return .failure(request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
+            return .failure(
+                request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
         if let mismatch = headerMismatch(head.headers, parsed) {
-            return .failure(Refusal(
-                status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
-                records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
+            return .failure(
+                Refusal(
+                    status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
+                    records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
         }
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
@@ -164,8 +171,9 @@ struct ExchangeDecisions {
             default: break
             }
         }
-        return .success(ForwardPlan(
-            records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false))
+        return .success(
+            ForwardPlan(
+                records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false))
     }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
@@ -192,7 +200,8 @@ struct ExchangeDecisions {
         }
         let (target, arguments) = try MCPMethod.target(of: message)
         let request = PolicyRequest(
-            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments)
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments
+        )
         return DecidedMessage(message: message, target: target, arguments: arguments, decision: services.policy.decide(request, now: now))
     }
 
@@ -226,7 +235,10 @@ struct ExchangeDecisions {
         var records: [AuditRecord] = []
         for item in decided {
             if item.decision.outcome.permits {
-                records.append(record(for: item, request, decisionOverride: (.deny, "batch refused: another message in it was refused (\(first.decision.rule))")))
+                records.append(
+                    record(
+                        for: item, request,
+                        decisionOverride: (.deny, "batch refused: another message in it was refused (\(first.decision.rule))")))
             } else {
                 records.append(record(for: item, request))
             }
@@ -237,16 +249,19 @@ struct ExchangeDecisions {
         }
         let headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
         let errors = decided.filter { $0.message.kind == .request }.map { item in
-            Self.errorObject(id: item.message.id, for: item.decision.outcome.permits ? first.decision : item.decision,
-                             batchNote: item.decision.outcome.permits)
+            Self.errorObject(
+                id: item.message.id, for: item.decision.outcome.permits ? first.decision : item.decision,
+                batchNote: item.decision.outcome.permits)
         }
         if errors.isEmpty {
             // Only notifications/responses: no JSON-RPC response may be sent.
-            let body = JSONValue.object(JSONObject([
-                .init(key: "error", value: .string(retryAfter != nil ? "rate limited" : "denied by policy")),
-                .init(key: "rule", value: .string(first.decision.rule)),
-                .init(key: "reason", value: .string(first.decision.reason)),
-            ])).serialized
+            let body = JSONValue.object(
+                JSONObject([
+                    .init(key: "error", value: .string(retryAfter != nil ? "rate limited" : "denied by policy")),
+                    .init(key: "rule", value: .string(first.decision.rule)),
+                    .init(key: "reason", value: .string(first.decision.reason)),
+                ])
+            ).serialized
             return Refusal(status: retryAfter != nil ? .tooManyRequests : .forbidden, json: body, headers: headers, records: records)
         }
         let payload = isBatch ? JSONValue.array(errors).serialized : errors[0].serialized
@@ -256,21 +271,28 @@ struct ExchangeDecisions {
     static func errorObject(id: JSONValue?, for decision: PolicyDecision, batchNote: Bool) -> JSONValue {
         var code = GatewayErrorCode.policyDenied
         var message = "denied by policy: \(decision.reason)"
-        var data: [JSONObject.Member] = [.init(key: "rule", value: .string(decision.rule)), .init(key: "reason", value: .string(decision.reason))]
+        var data: [JSONObject.Member] = [
+            .init(key: "rule", value: .string(decision.rule)), .init(key: "reason", value: .string(decision.reason)),
+        ]
         if case .rateLimited(let wait) = decision.outcome {
             code = GatewayErrorCode.rateLimited
             message = "rate limited: \(decision.reason)"
-            data.append(.init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
+            data.append(
+                .init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
         }
         if batchNote { message = "not forwarded: another message in the batch was refused (\(decision.rule))" }
-        return .object(JSONObject([
-            .init(key: "jsonrpc", value: .string("2.0")),
-            .init(key: "id", value: id ?? .null),
-            .init(key: "error", value: .object(JSONObject([
-                .init(key: "code", value: .number(JSONNumber(Int64(code)))),
-                .init(key: "message", value: .string(message)),
-                .init(key: "data", value: .object(JSONObject(data))),
-            ]))),
-        ]))
+        return .object(
+            JSONObject([
+                .init(key: "jsonrpc", value: .string("2.0")),
+                .init(key: "id", value: id ?? .null),
+                .init(
+                    key: "error",
+                    value: .object(
+                        JSONObject([
+                            .init(key: "code", value: .number(JSONNumber(Int64(code)))),
+                            .init(key: "message", value: .string(message)),
+                            .init(key: "data", value: .object(JSONObject(data))),
+                        ]))),
+            ]))
     }
 }

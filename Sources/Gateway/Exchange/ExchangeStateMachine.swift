@@ -110,7 +110,8 @@ struct ExchangeStateMachine {
         requestMethod = head.method
         requestVersion = head.version
         // RFC 9112 §6.3: without Transfer-Encoding, Content-Length (or its absence: zero) says how long the body is.
-        declaredBodyBytes = head.headers.contains(name: "transfer-encoding")
+        declaredBodyBytes =
+            head.headers.contains(name: "transfer-encoding")
             ? nil : head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
         collectedHead = nil
         return .authenticate
@@ -233,7 +234,8 @@ struct ExchangeStateMachine {
             body.clear()
             return .none
         }
-        let framed = ResponseFraming.frame(head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
+        let framed = ResponseFraming.frame(
+            head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
         if framed.head.headers.contains(name: "connection") { keepAlive = false }
         state = .relaying(bodyAllowed: framed.bodyAllowed)
         return .writeResponseHead(framed.head)
@@ -288,7 +290,9 @@ struct ExchangeStateMachine {
 /// Response framing by RFC 9112 §6.3: which responses may carry a body, and the headers that say how long it is.
 enum ResponseFraming {
     /// Response headers passed back to the client.
-    static let forwardedResponseHeaders = ["content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow"]
+    static let forwardedResponseHeaders = [
+        "content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow",
+    ]
 
     /// The head to send the client for an upstream head, and whether body bytes may follow it. Responses to HEAD, and
     /// 1xx, 204 and 304 responses, never carry a body, whatever the upstream sends after them.

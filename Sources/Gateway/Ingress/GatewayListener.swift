@@ -53,13 +53,16 @@ public final class GatewayListener: Sendable {
                 if let refusal = connections.admit(channel, maximum: configuration.maximumConnections, perSource: perSource) {
                     // Logged at most once a second: a flood of connections must not become a flood of log lines.
                     if connections.shouldLogRefusal() {
-                        let why = refusal == .listenerFull
+                        let why =
+                            refusal == .listenerFull
                             ? "\(configuration.maximumConnections) connections already open"
                             : "source already holds its share of \(perSource) connections"
                         logger.warning(
                             "connection refused: \(why)",
-                            metadata: ["peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")",
-                                       "connections.refused": "\(connections.refusedCount)"])
+                            metadata: [
+                                "peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")",
+                                "connections.refused": "\(connections.refusedCount)",
+                            ])
                     }
                     return channel.close()
                 }
@@ -110,6 +113,7 @@ public final class GatewayListener: Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         await connections.closeAll()
-        logger.info("listener stopped", metadata: ["listen.address": "\(localAddress.hostAndPort)", "connections.left": "\(connections.count)"])
+        logger.info(
+            "listener stopped", metadata: ["listen.address": "\(localAddress.hostAndPort)", "connections.left": "\(connections.count)"])
     }
 }

@@ -44,9 +44,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         self.decisions = services.map(ExchangeDecisions.init)
         self.slowClients = slowClients
         let limits = services?.limits ?? GatewayLimits()
-        machine = ExchangeStateMachine(limits: .init(
-            maximumBodyBytes: limits.maximumBodyBytes, preAuthenticationBodyBytes: limits.preAuthenticationBodyBytes,
-            maximumCollectedBytes: limits.maximumFilteredResponseBytes))
+        machine = ExchangeStateMachine(
+            limits: .init(
+                maximumBodyBytes: limits.maximumBodyBytes, preAuthenticationBodyBytes: limits.preAuthenticationBodyBytes,
+                maximumCollectedBytes: limits.maximumFilteredResponseBytes))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -97,7 +98,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func channelInactive(context: ChannelHandlerContext) {
         perform(machine.clientClosed())
-        finishAudit(status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
+        finishAudit(
+            status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
         releaseBudgets()
         context.fireChannelInactive()
     }
@@ -139,7 +141,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
                 var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
                 headers.add(name: "Connection", value: "close")
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
+                context.write(
+                    wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             default:
@@ -154,7 +157,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func requestHead(_ head: HTTPRequestHead) {
         generation += 1
-        slowClients.headReceived(expectsBody: head.headers.contains(name: "transfer-encoding") || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
+        slowClients.headReceived(
+            expectsBody: head.headers.contains(name: "transfer-encoding")
+                || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
         guard case .authenticate = machine.requestHead(head) else { return close() }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let requestID = services?.requestIDs.next() ?? "-"
@@ -164,19 +169,22 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if head.method == .GET || head.method == .HEAD {
                 return answer(Refusal(status: .ok, json: #"{"status":"ok"}"#, records: []))
             }
-            return answer(Refusal(
-                status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
-                headers: [("Allow", "GET, HEAD")], records: []))
+            return answer(
+                Refusal(
+                    status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
+                    headers: [("Allow", "GET, HEAD")], records: []))
         }
         guard let services, let decisions, path == services.mcpPath else {
             let record = request!.record(.malformed, "no such endpoint: \(head.method.rawValue) \(path.prefix(200))", rule: "path")
             return answer(Refusal(status: .notFound, json: #"{"error":"not found"}"#, records: services == nil ? [] : [record]))
         }
         guard [.POST, .GET, .DELETE].contains(head.method) else {
-            let record = request!.record(.malformed, "HTTP method \(head.method.rawValue) is not allowed on the MCP endpoint", rule: "http_method")
-            return answer(Refusal(
-                status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","POST","DELETE"]}"#,
-                headers: [("Allow", "GET, POST, DELETE")], records: [record]))
+            let record = request!.record(
+                .malformed, "HTTP method \(head.method.rawValue) is not allowed on the MCP endpoint", rule: "http_method")
+            return answer(
+                Refusal(
+                    status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","POST","DELETE"]}"#,
+                    headers: [("Allow", "GET, POST, DELETE")], records: [record]))
         }
         let pending = request!
         if let outcome = decisions.authenticate(pending, cheapOnly: true) {
@@ -189,7 +197,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 guard generation == self.generation else { return }
                 switch result {
                 case .success(let outcome): authenticated(outcome)
-                case .failure: answer(pending.unavailable("the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+                case .failure:
+                    answer(
+                        pending.unavailable(
+                            "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
                 }
             }
         }
@@ -222,7 +233,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             guard let request, let services else { return close() }
             var refusal = Refusal(
                 status: .payloadTooLarge, id: nil, code: -32600, message: "request body too large",
-                records: [request.record(.malformed, "request body larger than \(services.limits.maximumBodyBytes) bytes", rule: "body_too_large")])
+                records: [
+                    request.record(.malformed, "request body larger than \(services.limits.maximumBodyBytes) bytes", rule: "body_too_large")
+                ])
             refusal.closeConnection = true
             answer(refusal)
         case .decide(let body):
@@ -254,17 +267,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             upstream?.cancel()
             upstream = nil
             let limit = services?.limits.maximumFilteredResponseBytes ?? 0
-            answer(Refusal(
-                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                message: "upstream list response larger than \(limit) bytes", records: []))
+            answer(
+                Refusal(
+                    status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    message: "upstream list response larger than \(limit) bytes", records: []))
         case .answerUpstreamFailure(let failure):
             upstream = nil
             let status: HTTPResponseStatus = failure.isTimeout ? .gatewayTimeout : .badGateway
             // The client learns only that the upstream failed, never its address or the transport error.
             finishAudit(status: Int(status.code), note: "upstream: \(failure)")
-            answer(Refusal(
-                status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                message: failure.isTimeout ? "upstream did not answer in time" : "upstream unavailable", records: []))
+            answer(
+                Refusal(
+                    status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    message: failure.isTimeout ? "upstream did not answer in time" : "upstream unavailable", records: []))
         case .closeConnection:
             close()
         case .cancelUpstream:
@@ -359,7 +374,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     switch result {
                     case .success(.success(let plan)): forward(plan)
                     case .success(.failure(let refusal)): answer(refusal)
-                    case .failure: answer(request.unavailable("the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+                    case .failure:
+                        answer(
+                            request.unavailable(
+                                "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
                     }
                 }
             return
@@ -373,16 +391,20 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func forward(_ plan: ForwardPlan) {
         guard let services, let request, let principal = request.principal, let context else { return }
         guard let endpoint = services.upstream.endpoint(for: principal.tenant) else {
-            return answer(Refusal(
-                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: "no upstream is configured for this tenant",
-                records: plan.records.map { record in
-                    var record = record
-                    record.upstreamStatus = 502
-                    record.reason += "; upstream: no upstream configured for tenant"
-                    return record
-                }))
+            return answer(
+                Refusal(
+                    status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    message: "no upstream is configured for this tenant",
+                    records: plan.records.map { record in
+                        var record = record
+                        record.upstreamStatus = 502
+                        record.reason += "; upstream: no upstream configured for tenant"
+                        return record
+                    }))
         }
-        var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [(.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)]
+        var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [
+            (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)
+        ]
         if plan.isStream {
             budgets.append((.tenantStreams(principal.tenant), services.limits.maximumStreamsPerTenant))
             budgets.append((.agentStreams("\(principal.tenant)/\(principal.agent)"), services.limits.maximumStreamsPerAgent))
@@ -396,9 +418,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         do {
             reservation = try services.audit.reserve(bytes: plan.records.count * 1024 + (plan.body?.readableBytes ?? 0))
         } catch {
-            return answer(Refusal(
-                status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
-                message: "audit log unavailable; request refused", records: []))
+            return answer(
+                Refusal(
+                    status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
+                    message: "audit log unavailable; request refused", records: []))
         }
         self.plan = plan
         machine.forwarded()
@@ -424,7 +447,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Request headers passed to the upstream. Everything else — `Authorization`, cookies, `Host`, forwarding and
     /// hop-by-hop headers, any header claiming an identity — stays at the gateway.
-    static let forwardedRequestHeaders = ["accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name"]
+    static let forwardedRequestHeaders = [
+        "accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name",
+    ]
 
     private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
         var headers = HTTPHeaders()
@@ -444,8 +469,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         switch full {
         case .agentStreams: (reason, rule, status) = ("too many open streams for this agent", "agent_stream_budget", .tooManyRequests)
         case .tenantStreams: (reason, rule, status) = ("too many open streams for this tenant", "tenant_stream_budget", .tooManyRequests)
-        case .tenantRequests: (reason, rule, status) = ("too many requests in flight for this tenant", "tenant_request_budget", .serviceUnavailable)
-        case .upstreamConnections: (reason, rule, status) = ("upstream connection budget exhausted", "upstream_connection_budget", .serviceUnavailable)
+        case .tenantRequests:
+            (reason, rule, status) = ("too many requests in flight for this tenant", "tenant_request_budget", .serviceUnavailable)
+        case .upstreamConnections:
+            (reason, rule, status) = ("upstream connection budget exhausted", "upstream_connection_budget", .serviceUnavailable)
         }
         let records = plan.records.map { record in
             var record = record
@@ -454,7 +481,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             record.reason = reason
             return record
         }
-        return Refusal(status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: reason, headers: [("Retry-After", "1")], records: records)
+        return Refusal(
+            status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: reason, headers: [("Retry-After", "1")],
+            records: records)
     }
 
     /// Writes the plan's records into their reservation, once, with the upstream's status.
@@ -481,7 +510,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
     private func recordConnectionRefusal(_ reason: String, rule: String) {
         guard let services else { return }
-        var record = AuditRecord(requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
+        var record = AuditRecord(
+            requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
         record.clientAddress = clientAddress
         record.rule = rule
         record.tenant = request?.principal?.tenant
@@ -514,9 +544,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 guard generation == self.generation, case .collecting = machine.state else { return }
                 upstream?.cancel()
                 upstream = nil
-                answer(Refusal(
-                    status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                    message: "upstream did not finish its tools/list answer in time", records: []))
+                answer(
+                    Refusal(
+                        status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                        message: "upstream did not finish its tools/list answer in time", records: []))
             }
         }
     }

@@ -10,8 +10,9 @@ struct ToolListFilter {
 
     /// Whether the caller could call `tool` with some arguments.
     func mayCall(_ tool: String) -> Bool {
-        let request = PolicyRequest(tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "tools/call",
-                                    target: tool, arguments: nil)
+        let request = PolicyRequest(
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "tools/call",
+            target: tool, arguments: nil)
         return snapshot.tenants[principal.tenant]?.mayCall(request) ?? false
     }
 
@@ -56,4 +57,3 @@ struct ToolListFilter {
         }
     }
 }
-

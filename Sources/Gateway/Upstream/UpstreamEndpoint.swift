@@ -44,11 +44,15 @@ struct UpstreamEndpoint: Sendable {
         var host: Substring
         var portText: Substring?
         if authority.hasPrefix("[") {
-            guard let close = authority.firstIndex(of: "]") else { throw UpstreamConfigurationError(url: url, reason: "unclosed IPv6 bracket") }
+            guard let close = authority.firstIndex(of: "]") else {
+                throw UpstreamConfigurationError(url: url, reason: "unclosed IPv6 bracket")
+            }
             host = authority[authority.index(after: authority.startIndex)..<close]
             let after = authority[authority.index(after: close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":") else { throw UpstreamConfigurationError(url: url, reason: "unexpected text after the IPv6 address") }
+                guard after.hasPrefix(":") else {
+                    throw UpstreamConfigurationError(url: url, reason: "unexpected text after the IPv6 address")
+                }
                 portText = after.dropFirst()
             }
         } else if let colon = authority.lastIndex(of: ":") {

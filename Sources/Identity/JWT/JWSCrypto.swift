@@ -7,8 +7,9 @@ enum JWSCrypto {
         var output = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         data.withUnsafeBytes { bytes in
-            _ = HMAC(EVP_sha256(), secret, Int32(secret.count), bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
-                     bytes.count, &output, &length)
+            _ = HMAC(
+                EVP_sha256(), secret, Int32(secret.count), bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                bytes.count, &output, &length)
         }
         return output
     }

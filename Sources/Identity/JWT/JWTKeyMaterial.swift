@@ -39,7 +39,8 @@ final class EVPKey: @unchecked Sendable {
             return bits >= 2048 ? .success(.rs256) : .failure(.unsuitable("RSA keys must have at least 2048 bits, this one has \(bits)"))
         }
         if baseID == CMCPGW_EVP_PKEY_EC() {
-            return groupName == "prime256v1" ? .success(.es256) : .failure(.unsuitable("EC keys must be on P-256, this one is on \(groupName ?? "an unknown curve")"))
+            return groupName == "prime256v1"
+                ? .success(.es256) : .failure(.unsuitable("EC keys must be on P-256, this one is on \(groupName ?? "an unknown curve")"))
         }
         if baseID == CMCPGW_EVP_PKEY_ED25519() { return .success(.edDSA) }
         return .failure(.unsuitable("unsupported key type"))

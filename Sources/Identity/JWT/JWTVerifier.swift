@@ -1,5 +1,6 @@
-public import struct Foundation.Date
 public import StrictJSON
+
+public import struct Foundation.Date
 
 /// Verifies bearer JWTs for every tenant.
 ///

@@ -1,5 +1,6 @@
-public import struct Foundation.Date
 public import StrictJSON
+
+public import struct Foundation.Date
 
 /// Creates signed JWTs — for `mcpgw issue-token` (development credentials) and tests.
 public struct TokenMinter: Sendable {
@@ -52,7 +53,9 @@ public struct TokenMinter: Sendable {
     /// A compact JWS with these claims (plus a random `jti`).
     public func mint(_ claims: Claims) throws(JWTKeyError) -> String {
         let issued = Int64(claims.issuedAt.timeIntervalSince1970.rounded(.down))
-        var headerMembers: [JSONObject.Member] = [.init(key: "alg", value: .string(key.algorithm.rawValue)), .init(key: "typ", value: .string("JWT"))]
+        var headerMembers: [JSONObject.Member] = [
+            .init(key: "alg", value: .string(key.algorithm.rawValue)), .init(key: "typ", value: .string("JWT")),
+        ]
         if let keyID { headerMembers.append(.init(key: "kid", value: .string(keyID))) }
         var payload: [JSONObject.Member] = [
             .init(key: "iss", value: .string(claims.issuer)),
@@ -65,7 +68,8 @@ public struct TokenMinter: Sendable {
             .init(key: "jti", value: .string(Base64URL.encode((0..<16).map { _ in UInt8.random(in: 0...255) }))),
         ]
         if !claims.scopes.isEmpty { payload.append(.init(key: "scope", value: .string(claims.scopes.joined(separator: " ")))) }
-        let signingInput = Base64URL.encode(Array(JSONValue.object(JSONObject(headerMembers)).serialized.utf8)) + "."
+        let signingInput =
+            Base64URL.encode(Array(JSONValue.object(JSONObject(headerMembers)).serialized.utf8)) + "."
             + Base64URL.encode(Array(JSONValue.object(JSONObject(payload)).serialized.utf8))
         let signature = try key.sign(Array(signingInput.utf8))
         return signingInput + "." + Base64URL.encode(signature)

@@ -1,5 +1,6 @@
-import struct Foundation.Date
 import Synchronization
+
+import struct Foundation.Date
 
 /// Remembers tokens that verified, so that a client reusing its token does not cost an RSA verification per
 /// request. Keyed by the SHA-256 of the token; an entry is used only inside the window the token itself allows

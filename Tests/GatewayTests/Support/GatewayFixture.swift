@@ -32,12 +32,16 @@ struct GatewayFixture {
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
-            upstreams: ["acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
-                        "globex": UpstreamConfiguration(url: upstream)].filter { tenantsWithUpstream.contains($0.key) },
+            upstreams: [
+                "acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
+                "globex": UpstreamConfiguration(url: upstream),
+            ].filter { tenantsWithUpstream.contains($0.key) },
             limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
-            trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex"))],
+            trustedCABundles: [
+                .init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex")),
+            ],
             clientAuthentication: .optional, crlFiles: [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")])
         var configuration = GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls)
         configure(&configuration)
@@ -59,7 +63,9 @@ struct GatewayFixture {
         services.audit.flush()
         let text = String(decoding: FileManager.default.contents(atPath: auditPath) ?? Data(), as: UTF8.self)
         return try text.split(separator: "\n").map { line in
-            guard let object = try JSONParser.parse(String(line)).objectValue else { throw TestFailure("audit line is not an object: \(line)") }
+            guard let object = try JSONParser.parse(String(line)).objectValue else {
+                throw TestFailure("audit line is not an object: \(line)")
+            }
             return object
         }
     }
@@ -68,11 +74,14 @@ struct GatewayFixture {
     func client(_ agent: String? = "acme/agents/bot1") -> TestHTTPClient { TestHTTPClient(port: port, agent: agent) }
 
     /// A development bearer token.
-    static func token(tenant: String = "acme", agent: String = "bot1", scopes: [String] = ["tools:read"], lifetime: Int64 = 600) throws -> String {
+    static func token(
+        tenant: String = "acme", agent: String = "bot1", scopes: [String] = ["tools:read"], lifetime: Int64 = 600
+    ) throws -> String {
         let key = try JWTSigningKey.privateKey(pem: Array(FileManager.default.contents(atPath: DevPKI.path("jwt/\(tenant)-rs256.key"))!))
-        return try TokenMinter(key: key, keyID: "\(tenant)-rs256").mint(.init(
-            issuer: "https://issuer.mcpgw.dev/\(tenant)", audience: "mcpgw", tenant: tenant, agent: agent, scopes: scopes,
-            issuedAt: Date(), lifetimeSeconds: lifetime))
+        return try TokenMinter(key: key, keyID: "\(tenant)-rs256").mint(
+            .init(
+                issuer: "https://issuer.mcpgw.dev/\(tenant)", audience: "mcpgw", tenant: tenant, agent: agent, scopes: scopes,
+                issuedAt: Date(), lifetimeSeconds: lifetime))
     }
 }
 

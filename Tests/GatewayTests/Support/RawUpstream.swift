@@ -46,7 +46,8 @@ final class RawUpstream: Sendable {
             // One request = head + Content-Length bytes.
             while let headEnd = pending.range(of: "\r\n\r\n") {
                 let head = pending[..<headEnd.lowerBound]
-                let length = head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
+                let length =
+                    head.split(separator: "\r\n").first { $0.lowercased().hasPrefix("content-length:") }
                     .flatMap { Int($0.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) } ?? 0
                 let bodyStart = headEnd.upperBound
                 guard pending.utf8.distance(from: bodyStart, to: pending.endIndex) >= length else { return }

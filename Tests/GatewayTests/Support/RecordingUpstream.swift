@@ -82,7 +82,11 @@ final class RecordingUpstream: Sendable {
             case .end:
                 guard let head else { return }
                 let text = String(buffer: body)
-                owner.withLockedValue { $0?.requests.withLockedValue { $0.append(Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text)) } }
+                owner.withLockedValue {
+                    $0?.requests.withLockedValue {
+                        $0.append(Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text))
+                    }
+                }
                 respond(context: context, head: head, body: text)
             }
         }
@@ -97,21 +101,50 @@ final class RecordingUpstream: Sendable {
                 return
             case .json:
                 if !body.contains(#""id""#) {
-                    context.writeAndFlush(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .accepted, headers: ["Content-Length": "0"]))), promise: nil)
+                    context.writeAndFlush(
+                        wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .accepted, headers: ["Content-Length": "0"]))),
+                        promise: nil)
                     context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
                     return
                 }
                 let json = ByteBuffer(string: #"{"jsonrpc":"2.0","id":\#(idText),"result":{"ok":true}}"#)
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": "application/json", "Content-Length": "\(json.readableBytes)", "Mcp-Session-Id": "upstream-session-1"]))), promise: nil)
+                context.write(
+                    wrapOutboundOut(
+                        .head(
+                            HTTPResponseHead(
+                                version: .http1_1, status: .ok,
+                                headers: [
+                                    "Content-Type": "application/json", "Content-Length": "\(json.readableBytes)",
+                                    "Mcp-Session-Id": "upstream-session-1",
+                                ]))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(json))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             case .gatedStream:
-                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n")))), promise: nil)
+                context.write(
+                    wrapOutboundOut(
+                        .head(
+                            HTTPResponseHead(
+                                version: .http1_1, status: .ok,
+                                headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
+                context.writeAndFlush(
+                    wrapOutboundOut(
+                        .body(
+                            .byteBuffer(
+                                ByteBuffer(
+                                    string:
+                                        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n"
+                                )))), promise: nil)
                 let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
                 gate.hop(to: context.eventLoop).whenSuccess {
                     let (handler, context) = bound.value
-                    context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\(idText),\"result\":{\"done\":true}}\n\n")))), promise: nil)
+                    context.write(
+                        handler.wrapOutboundOut(
+                            .body(
+                                .byteBuffer(
+                                    ByteBuffer(
+                                        string:
+                                            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\(idText),\"result\":{\"done\":true}}\n\n")))
+                        ), promise: nil)
                     context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
                 }
             }

@@ -29,7 +29,9 @@ struct TestHTTPClient {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
             case .head(let head):
-                state.withLockedValue { $0.status = Int(head.status.code); $0.headers = head.headers.map { ($0.name, $0.value) } }
+                state.withLockedValue {
+                    $0.status = Int(head.status.code); $0.headers = head.headers.map { ($0.name, $0.value) }
+                }
             case .body(let buffer):
                 state.withLockedValue { $0.chunks.append((.now, String(buffer: buffer))) }
                 firstChunk.succeed(())
@@ -74,14 +76,15 @@ struct TestHTTPClient {
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: loop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "test-client")))
-                    try channel.pipeline.syncOperations.addHTTPClientHandlers()
-                    try channel.pipeline.syncOperations.addHandler(collector)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "test-client")))
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(collector)
+                    }
                 }
-            }
-            .connect(host: "127.0.0.1", port: port).get()
+                .connect(host: "127.0.0.1", port: port).get()
         } catch {
             // No connection: complete the promises (NIO refuses to let a promise leak) and report the failure.
             done.succeed(())
