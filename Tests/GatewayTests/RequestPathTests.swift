@@ -1,5 +1,7 @@
 import Foundation
 import StrictJSON
+import TLS
+import TestSupport
 import Testing
 
 @testable import Gateway
@@ -304,5 +306,41 @@ struct RequestPathTests {
         #expect(forwarded == ["1", "3"])
         #expect(recorded == forwarded)
         await upstream.stop()
+    }
+}
+
+@Suite("HTTPS upstreams through the TLS module's client mode", .serialized)
+struct HTTPSUpstreamTests {
+    static func serverContext() throws -> TLSContext {
+        try TLSContext(
+            role: .server, configuration: TLSConfiguration(certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey))
+    }
+
+    @Test("an HTTPS upstream whose certificate chains to the configured CA and names its host is used")
+    func trusted() async throws {
+        let upstream = try await RecordingUpstream.start(.json, tls: try Self.serverContext())
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, upstreamCA: DevPKI.gatewayCA)
+        let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(response.status == 200)
+        #expect(upstream.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an HTTPS upstream with a certificate from another CA, or for another host name, gets nothing: 502")
+    func untrusted() async throws {
+        let upstream = try await RecordingUpstream.start(.json, tls: try Self.serverContext())
+        let otherCA = try await GatewayFixture.start(upstream: upstream.url, upstreamCA: DevPKI.tenantCA("acme"))
+        #expect(try await otherCA.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#)).status == 502)
+        try await otherCA.stop()
+        // The same certificate served from 127.0.0.2, which it does not name.
+        let elsewhere = try await RecordingUpstream.start(.json, tls: try Self.serverContext(), host: "127.0.0.2")
+        let wrongName = try await GatewayFixture.start(upstream: elsewhere.url, upstreamCA: DevPKI.gatewayCA)
+        #expect(try await wrongName.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#)).status == 502)
+        try await wrongName.stop()
+        #expect(upstream.received.isEmpty)
+        #expect(elsewhere.received.isEmpty)
+        await upstream.stop()
+        await elsewhere.stop()
     }
 }

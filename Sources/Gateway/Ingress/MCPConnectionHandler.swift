@@ -31,6 +31,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var generation = 0
 
     private var flushPending = false
+    /// Bounds the time a list answer may take to arrive whole.
+    private var collectTimer: Scheduled<Void>?
     private var closing = false
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
@@ -97,6 +99,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        collectTimer?.cancel()
+        collectTimer = nil
         perform(machine.clientClosed())
         finishAudit(
             status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
@@ -329,6 +333,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// The response is complete and the connection stays open for the next request.
     private func exchangeFinished() {
+        collectTimer?.cancel()
+        collectTimer = nil
         slowClients.exchangeFinished()
         request = nil
         plan = nil
@@ -540,7 +546,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if collect, case .collecting = machine.state, let context, let services {
             // Bounded in time too: an upstream that keeps a list stream open cannot hold the exchange.
             let generation = self.generation
-            context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(services.limits.upstreamTimeout)) { [self] in
+            collectTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(services.limits.upstreamTimeout)) { [self] in
                 guard generation == self.generation, case .collecting = machine.state else { return }
                 upstream?.cancel()
                 upstream = nil

@@ -18,7 +18,7 @@ struct GatewayFixture {
     /// `frozenClock`: rate limits see time stand still, so refills never depend on how fast a test runs.
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
-        tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil,
+        tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -33,8 +33,9 @@ struct GatewayFixture {
             policy: try PolicyEngine(directory: root + "/policies"),
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: [
-                "acme": UpstreamConfiguration(url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret"),
-                "globex": UpstreamConfiguration(url: upstream),
+                "acme": UpstreamConfiguration(
+                    url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA),
+                "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCA),
             ].filter { tenantsWithUpstream.contains($0.key) },
             limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(

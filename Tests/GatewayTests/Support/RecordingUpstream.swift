@@ -1,7 +1,9 @@
+import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TLS
 
 /// A test upstream that records every request (headers and body) and answers as told: JSON, a gated SSE stream,
 /// or not at all.
@@ -25,27 +27,38 @@ final class RecordingUpstream: Sendable {
     let channel: any Channel
     let requests = NIOLockedValueBox<[Request]>([])
     let gate: EventLoopPromise<Void>
-    var url: String { "http://127.0.0.1:\(channel.localAddress!.port!)/mcp" }
+    let secure: Bool
+    let host: String
+    var url: String {
+        let port = channel.localAddress!.port!
+        return secure ? "https://\(host == "127.0.0.1" ? "localhost" : host):\(port)/mcp" : "http://\(host):\(port)/mcp"
+    }
     var received: [Request] { requests.withLockedValue { $0 } }
 
-    private init(channel: any Channel, gate: EventLoopPromise<Void>) {
+    private init(channel: any Channel, gate: EventLoopPromise<Void>, secure: Bool, host: String) {
+        self.host = host
         self.channel = channel
         self.gate = gate
+        self.secure = secure
     }
 
-    static func start(_ behaviour: Behaviour) async throws -> RecordingUpstream {
+    /// `tls`: serve HTTPS with this server context (the URL then names `localhost`).
+    static func start(_ behaviour: Behaviour, tls: TLSContext? = nil, host: String = "127.0.0.1") async throws -> RecordingUpstream {
         let group = MultiThreadedEventLoopGroup.singleton
         let gate = group.next().makePromise(of: Void.self)
         let box = NIOLockedValueBox<RecordingUpstream?>(nil)
         let channel = try await ServerBootstrap(group: group)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        try channel.pipeline.syncOperations.addHandler(TLSHandler(context: tls, logger: Logger(label: "upstream-tls")))
+                    }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, owner: box, gate: gate.futureResult))
                 }
             }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let upstream = RecordingUpstream(channel: channel, gate: gate)
+            .bind(host: host, port: 0).get()
+        let upstream = RecordingUpstream(channel: channel, gate: gate, secure: tls != nil, host: host)
         box.withLockedValue { $0 = upstream }
         return upstream
     }
