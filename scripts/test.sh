@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Runs every mcpgw test: installs what is missing, builds, runs the Swift test suites (unit, in-memory TLS,
-# loopback tests against curl and openssl s_client), then the interoperability tests against independent
-# implementations (PyJWT) in a Python venv this script creates.
+# loopback tests against curl and openssl s_client), the TLS, StrictJSON and Identity suites again under
+# AddressSanitizer, then the interoperability tests against independent implementations (PyJWT, the MCP Python SDK,
+# openssl s_client) in a Python venv this script creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 swift build --build-tests
 swift test --skip-build
+scripts/asan.sh
 python=$(scripts/python-env.sh)
 (cd tests/interop && MCPGW_BIN="$PWD/../../.build/debug/mcpgw" "$python" -m pytest -q -p no:cacheprovider)

@@ -177,12 +177,38 @@ final class TLSConnection {
         guard SSL_get_verify_result(ssl) == X509_V_OK, let leaf = SSL_get0_peer_certificate(ssl) else { return nil }
         var chain: [CertificateInfo] = []
         if let verified = SSL_get0_verified_chain(ssl) {
-            for index in 0..<CMCPGW_sk_X509_num(verified) {
-                if let certificate = CMCPGW_sk_X509_value(verified, index) { chain.append(X509Reader.info(certificate)) }
-            }
+            chain = Self.certificates(in: verified)
+        } else if context.role == .server && SSL_session_reused(ssl) == 1 {
+            // A resumed session keeps the leaf and its old verify result but no chain, so nothing would say which CA
+            // (hence which tenant) anchors it. The leaf is verified again against the store as it is now: a
+            // certificate revoked, expired or no longer anchored since the session was issued resumes into nothing.
+            guard let reverified = reverifiedChain(leaf) else { return nil }
+            chain = reverified
         }
         let anchor = chain.reversed().lazy.compactMap { self.context.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) }.first
         return PeerCertificate(leaf: X509Reader.info(leaf), verifiedChain: chain, trustAnchorLabel: anchor)
+    }
+
+    private static func certificates(in stack: OpaquePointer) -> [CertificateInfo] {
+        var chain: [CertificateInfo] = []
+        for index in 0..<CMCPGW_sk_X509_num(stack) {
+            if let certificate = CMCPGW_sk_X509_value(stack, index) { chain.append(X509Reader.info(certificate)) }
+        }
+        return chain
+    }
+
+    /// The chain of `leaf` verified now against the context's store (its CAs and CRLs), for a client certificate;
+    /// nil when it does not verify.
+    private func reverifiedChain(_ leaf: OpaquePointer) -> [CertificateInfo]? {
+        guard let store = SSL_CTX_get_cert_store(context.pointer), let verification = X509_STORE_CTX_new() else { return nil }
+        defer { X509_STORE_CTX_free(verification) }
+        OpenSSLErrorQueue.clear()
+        defer { OpenSSLErrorQueue.clear() }
+        guard X509_STORE_CTX_init(verification, store, leaf, SSL_get_peer_cert_chain(ssl)) == 1 else { return nil }
+        _ = X509_STORE_CTX_set_purpose(verification, X509_PURPOSE_SSL_CLIENT)
+        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(verification), Int32(context.configuration.verifyDepth))
+        guard X509_verify_cert(verification) == 1, let verified = X509_STORE_CTX_get0_chain(verification) else { return nil }
+        return Self.certificates(in: verified)
     }
 }
 

@@ -25,23 +25,50 @@ public final class TLSContext: @unchecked Sendable {
 
     /// Builds and validates an OpenSSL context; every file is read now, so a bad path or key fails here, not per connection.
     public init(role: TLSRole, configuration: TLSConfiguration) throws(TLSError) {
+        // Everything that can fail happens before `self` is whole: the `SSL_CTX` has exactly one owner at a time
+        // (this initializer until it succeeds, then `deinit`), so a failure frees it once.
+        let alpnWire = try Self.alpnWireFormat(configuration.alpnProtocols)
         OpenSSLErrorQueue.clear()
         guard let context = SSL_CTX_new(role == .server ? TLS_server_method() : TLS_client_method()) else {
             throw .invalidConfiguration("SSL_CTX_new failed", openSSL: OpenSSLErrorQueue.drain())
         }
-        self.role = role
-        self.configuration = configuration
-        self.pointer = context
-        self.alpnWire = configuration.alpnProtocols.flatMap { [UInt8($0.utf8.count)] + Array($0.utf8) }
+        let anchors: [String: String]
         do {
             try Self.configureProtocol(context, configuration)
             try Self.configureIdentity(context, configuration, role: role)
-            self.trustAnchors = try Self.configureTrust(context, configuration, role: role)
-            try configureALPN()
+            anchors = try Self.configureTrust(context, configuration, role: role)
+            if role == .client && !alpnWire.isEmpty {
+                // Unusually, SSL_CTX_set_alpn_protos returns 0 on success.
+                try Self.check(SSL_CTX_set_alpn_protos(context, alpnWire, UInt32(alpnWire.count)) == 0, "cannot set ALPN protocols")
+            }
         } catch {
             SSL_CTX_free(context)
             throw error
         }
+        self.role = role
+        self.configuration = configuration
+        self.pointer = context
+        self.alpnWire = alpnWire
+        self.trustAnchors = anchors
+        if role == .server && !alpnWire.isEmpty {
+            // Cannot fail; the callback finds this context through its argument, which lives as long as the SSL_CTX.
+            SSL_CTX_set_alpn_select_cb(pointer, selectALPN, Unmanaged.passUnretained(self).toOpaque())
+        }
+    }
+
+    /// ALPN protocol names in wire format: each name 1–255 bytes, prefixed by its length.
+    static func alpnWireFormat(_ protocols: [String]) throws(TLSError) -> [UInt8] {
+        var wire: [UInt8] = []
+        for name in protocols {
+            let bytes = Array(name.utf8)
+            guard (1...255).contains(bytes.count) else {
+                throw .invalidConfiguration(
+                    "ALPN protocol name '\(name.prefix(40))' must be 1 to 255 bytes long (it is \(bytes.count))", openSSL: [])
+            }
+            wire.append(UInt8(bytes.count))
+            wire += bytes
+        }
+        return wire
     }
 
     deinit {
@@ -111,8 +138,10 @@ public final class TLSContext: @unchecked Sendable {
         }
         var anchors: [String: String] = [:]
         for bundle in configuration.trustedCABundles {
-            for certificate in try PEMFile.certificates(bundle.path) {
-                defer { X509_free(certificate) }
+            // Owned here until the end of the bundle, whatever happens: a failure half-way leaks none of them.
+            let certificates = try PEMFile.certificates(bundle.path)
+            defer { for certificate in certificates { X509_free(certificate) } }
+            for certificate in certificates {
                 let fingerprint = X509Reader.fingerprint(certificate)
                 if let owner = anchors[fingerprint], owner != bundle.label {
                     throw .invalidConfiguration(
@@ -134,8 +163,9 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
         for path in configuration.crlFiles {
-            for crl in try PEMFile.revocationLists(path) {
-                defer { X509_CRL_free(crl) }
+            let revocationLists = try PEMFile.revocationLists(path)
+            defer { for crl in revocationLists { X509_CRL_free(crl) } }
+            for crl in revocationLists {
                 try check(X509_STORE_add_crl(store, crl) == 1, "cannot add CRL from \(path)")
             }
         }
@@ -157,17 +187,6 @@ public final class TLSContext: @unchecked Sendable {
             _ = SSL_CTX_set_session_id_context(context, sessionContext, UInt32(sessionContext.count))
         }
         return anchors
-    }
-
-    private func configureALPN() throws(TLSError) {
-        guard !alpnWire.isEmpty else { return }
-        switch role {
-        case .client:
-            // Unusually, SSL_CTX_set_alpn_protos returns 0 on success.
-            try Self.check(SSL_CTX_set_alpn_protos(pointer, alpnWire, UInt32(alpnWire.count)) == 0, "cannot set ALPN protocols")
-        case .server:
-            SSL_CTX_set_alpn_select_cb(pointer, selectALPN, Unmanaged.passUnretained(self).toOpaque())
-        }
     }
 
     static func check(_ succeeded: Bool, _ what: @autoclosure () -> String) throws(TLSError) {

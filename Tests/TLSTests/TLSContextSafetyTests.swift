@@ -1,0 +1,46 @@
+import TestSupport
+import Testing
+
+@testable import TLS
+
+/// Configurations that once crashed or leaked: each must now fail cleanly with a clear error. Run under
+/// AddressSanitizer by `scripts/asan.sh`, which also catches a double free or a leak on these paths.
+@Suite("TLS context configuration failures are clean")
+struct TLSContextSafetyTests {
+    func message(_ error: TLSError) -> String {
+        if case .invalidConfiguration(let message, _) = error { return message }
+        return "\(error)"
+    }
+
+    @Test(
+        "an empty ALPN protocol name is refused (it once freed the SSL_CTX twice on the client side)", arguments: [TLSRole.client, .server])
+    func emptyALPN(role: TLSRole) throws {
+        var configuration = TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)], alpnProtocols: [""])
+        if role == .server {
+            configuration.certificateChainFile = DevPKI.serverChain
+            configuration.privateKeyFile = DevPKI.serverKey
+        }
+        let error = #expect(throws: TLSError.self) { try TLSContext(role: role, configuration: configuration) }
+        #expect(error.map(message)?.contains("ALPN protocol name") == true)
+    }
+
+    @Test("an ALPN protocol name over 255 bytes is refused (it once trapped)")
+    func longALPN() throws {
+        let configuration = TLSConfiguration(
+            trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)], alpnProtocols: [String(repeating: "h", count: 256)])
+        let error = #expect(throws: TLSError.self) { try TLSContext(role: .client, configuration: configuration) }
+        #expect(error.map(message)?.contains("1 to 255 bytes") == true)
+        #expect(try TLSContext.alpnWireFormat([String(repeating: "h", count: 255)]).count == 256)
+    }
+
+    @Test("a trust configuration that fails half-way through a bundle fails cleanly (no certificate of it leaks)")
+    func partialTrust() throws {
+        // The same CA under two tenants: refused while reading the second bundle.
+        let configuration = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("acme"))],
+            clientAuthentication: .optional)
+        let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
+        #expect(error.map(message)?.contains("already trusted for 'acme'") == true)
+    }
+}
