@@ -3,17 +3,23 @@ public import Logging
 import NIOCore
 import NIOPosix
 public import ServiceLifecycle
+public import TLS
 
 /// The gateway as a swift-service-lifecycle `Service`: binds in `run()`, serves until graceful shutdown.
 public struct GatewayService: Service {
     private let configuration: GatewayConfiguration
     private let services: GatewayServices?
+    private let tlsContexts: TLSContextStore?
     private let logger: Logger
 
     /// A service that will listen as `configuration` says, serving the MCP endpoint with `services`.
-    public init(configuration: GatewayConfiguration, services: GatewayServices? = nil, logger: Logger) {
+    /// `tlsContexts`: the listener's TLS contexts, when the caller reloads them (SIGHUP).
+    public init(
+        configuration: GatewayConfiguration, services: GatewayServices? = nil, tlsContexts: TLSContextStore? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.services = services
+        self.tlsContexts = tlsContexts
         self.logger = logger
     }
 
@@ -22,7 +28,8 @@ public struct GatewayService: Service {
         let ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads ?? Self.usableCores())
         let group: any EventLoopGroup = ownGroup
         logger.info("event loops", metadata: ["event_loops": "\(configuration.eventLoopThreads ?? Self.usableCores())"])
-        let listener = try await GatewayListener.bind(configuration: configuration, services: services, logger: logger, group: group)
+        let listener = try await GatewayListener.bind(
+            configuration: configuration, services: services, tlsContexts: tlsContexts, logger: logger, group: group)
         // Wait for SIGTERM/SIGINT (graceful shutdown) or cancellation, then drain: requests in flight finish (or are
         // closed after the grace period, writing their records), and only then is the audit log written out.
         try? await gracefulShutdown()

@@ -103,21 +103,30 @@ struct ServeCommand: AsyncParsableCommand {
         if insecurePlainHttp {
             configuration.tls = nil
             configuration.allowInsecurePlainHTTP = true
-        } else if var tls = configuration.tls {
-            if let cert { tls.certificateChainFile = cert }
-            if let key { tls.privateKeyFile = key }
-            if let clientAuth { tls.clientAuthentication = clientAuth }
-            if let minTLS { tls.minimumVersion = minTLS }
-            configuration.tls = tls
+        } else if let tls = configuration.tls {
+            configuration.tls = tlsFlags.apply(to: tls)
         }
-        var running: [any Service] = [GatewayService(configuration: configuration, services: services, logger: logger)]
+        // Built now, so a bad certificate or key stops the start with a clear error; replaced on SIGHUP.
+        let tlsContexts = try configuration.tls.map { TLSContextStore(try TLSContext(role: .server, configuration: $0)) }
+        var running: [any Service] = [
+            GatewayService(configuration: configuration, services: services, tlsContexts: tlsContexts, logger: logger)
+        ]
         if let services, let configPath {
-            // SIGHUP re-reads the configuration file's identity section (rotated JWT keys, JWK Sets, issuers).
+            // SIGHUP re-reads the configuration file: identity (rotated JWT keys, JWK Sets, issuers) and TLS (the
+            // certificate chain and key, the tenants' client CA bundles, the CRLs), each validated before it is used.
+            var reloadTLS: (@Sendable () throws -> Void)?
+            if let store = tlsContexts {
+                let flags = tlsFlags
+                reloadTLS = {
+                    guard let tls = try ConfigurationFile.load(configPath).gateway.tls else { return }
+                    try store.reload(flags.apply(to: tls))
+                }
+            }
             running.append(
                 ReloadService(
                     engine: services.policy, identity: services.identity,
                     loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, audit: services.audit,
-                    logger: logger))
+                    reloadTLS: reloadTLS, logger: logger))
         }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {
@@ -125,6 +134,27 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             logger.critical("mcpgw stopped: \(error)")
             throw ExitCode.failure
+        }
+    }
+
+    /// The command line's TLS flags, which override the configuration file (on reload too).
+    private var tlsFlags: TLSFlags { TLSFlags(cert: cert, key: key, clientAuth: clientAuth, minTLS: minTLS) }
+
+    /// TLS flags given on the command line.
+    struct TLSFlags: Sendable {
+        let cert: String?
+        let key: String?
+        let clientAuth: TLSConfiguration.ClientAuthentication?
+        let minTLS: TLSConfiguration.ProtocolVersion?
+
+        /// `tls` with these flags applied.
+        func apply(to tls: TLSConfiguration) -> TLSConfiguration {
+            var tls = tls
+            if let cert { tls.certificateChainFile = cert }
+            if let key { tls.privateKeyFile = key }
+            if let clientAuth { tls.clientAuthentication = clientAuth }
+            if let minTLS { tls.minimumVersion = minTLS }
+            return tls
         }
     }
 

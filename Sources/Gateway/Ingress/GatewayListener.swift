@@ -2,7 +2,7 @@ public import Logging
 public import NIOCore
 import NIOHTTP1
 public import NIOPosix
-import TLS
+public import TLS
 
 /// A bound listener: TLS (or, explicitly, plain HTTP) → slow-client guard → HTTP/1.1 → the gateway's handler.
 public final class GatewayListener: Sendable {
@@ -28,13 +28,16 @@ public final class GatewayListener: Sendable {
 
     /// Validates the configuration, builds the TLS context and binds. Fails with a clear error on a bad
     /// certificate, key or address; nothing is served until every part is valid.
+    ///
+    /// `tlsContexts`: where new connections take their TLS context from (replaced on reload); built from
+    /// `configuration.tls` when not given.
     public static func bind(
-        configuration: GatewayConfiguration, services: GatewayServices? = nil, logger: Logger,
+        configuration: GatewayConfiguration, services: GatewayServices? = nil, tlsContexts: TLSContextStore? = nil, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> GatewayListener {
-        let tlsContext: TLSContext?
+        let tlsContext: TLSContextStore?
         if let tls = configuration.tls {
-            tlsContext = try TLSContext(role: .server, configuration: tls)
+            tlsContext = try tlsContexts ?? TLSContextStore(TLSContext(role: .server, configuration: tls))
         } else if configuration.allowInsecurePlainHTTP {
             tlsContext = nil
             logger.warning("serving plain HTTP without TLS: credentials and tool arguments cross the network in clear text")
@@ -69,7 +72,7 @@ public final class GatewayListener: Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tlsContext {
-                        try pipeline.addHandler(TLSHandler(context: tlsContext, logger: logger))
+                        try pipeline.addHandler(TLSHandler(context: tlsContext.current, logger: logger))
                     }
                     let slowClients = SlowClientGuard(
                         headTimeout: TimeAmount(limits.requestHeadTimeout), minimumBytesPerSecond: limits.minimumBodyBytesPerSecond,

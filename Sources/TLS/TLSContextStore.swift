@@ -1,0 +1,22 @@
+import Synchronization
+
+/// The TLS context in force for new connections, replaceable as a whole (SIGHUP: a renewed certificate, a CA added,
+/// a new CRL). A connection keeps the context it started with, so established connections are never disturbed.
+public final class TLSContextStore: Sendable {
+    private let context: Mutex<TLSContext>
+
+    /// A store serving `context`.
+    public init(_ context: TLSContext) { self.context = Mutex(context) }
+
+    /// The context for a connection that starts now.
+    public var current: TLSContext { context.withLock { $0 } }
+
+    /// Builds a context from `configuration` and, only if that succeeds, puts it in force; on failure the previous
+    /// context stays and the error says why.
+    @discardableResult
+    public func reload(_ configuration: TLSConfiguration) throws(TLSError) -> TLSContext {
+        let fresh = try TLSContext(role: current.role, configuration: configuration)
+        context.withLock { $0 = fresh }
+        return fresh
+    }
+}
