@@ -50,6 +50,10 @@ public final class TLSContext: @unchecked Sendable {
         self.pointer = context
         self.alpnWire = alpnWire
         self.trustAnchors = anchors
+        if role == .server {
+            // Tickets are protected by the process's rotating keys, shared across reloads.
+            _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(pointer, ticketKeyCallback)
+        }
         if role == .server && !alpnWire.isEmpty {
             // Cannot fail; the callback finds this context through its argument, which lives as long as the SSL_CTX.
             SSL_CTX_set_alpn_select_cb(pointer, selectALPN, Unmanaged.passUnretained(self).toOpaque())
