@@ -160,6 +160,12 @@ final class TLSConnection {
         OpenSSLErrorQueue.clear()
     }
 
+    /// The protocol version agreed so far (`unknown` before the server's hello).
+    var negotiatedVersion: String {
+        let version = String(cString: SSL_get_version(ssl))
+        return version == "unknown" ? "unknown" : version
+    }
+
     /// What was negotiated, and the verified peer certificate; valid after the handshake.
     func handshakeSummary() -> TLSHandshakeCompleted {
         let version = String(cString: SSL_get_version(ssl))

@@ -210,6 +210,8 @@ public final class TLSHandler: ChannelDuplexHandler {
             flushNetworkOutput(context: context)
             let summary = connection.handshakeSummary()
             handshakeResult = summary
+            TLSHandshakeCounters.shared.record(
+                result: "success", version: summary.protocolVersion, reason: summary.sessionReused ? "resumed" : "full")
             logger.debug(
                 "TLS handshake completed",
                 metadata: [
@@ -233,9 +235,15 @@ public final class TLSHandler: ChannelDuplexHandler {
         handshakeTimer?.cancel()
         let wasHandshaking = state == .handshaking
         state = .closed
-        logger.notice(
+        // Per-connection events stay at info at most (a flood of bad handshakes must not become a flood of
+        // warnings); the counters carry the totals.
+        let version = connection?.negotiatedVersion ?? "unknown"
+        if wasHandshaking {
+            TLSHandshakeCounters.shared.record(result: "failure", version: version, reason: TLSHandshakeCounters.reason(error))
+        }
+        logger.info(
             "\(wasHandshaking ? "TLS handshake refused" : "TLS connection failed") from \(peer): \(error)",
-            metadata: ["peer.address": "\(peer)"])
+            metadata: ["peer.address": "\(peer)", "tls.version": "\(version)", "tls.failure": "\(TLSHandshakeCounters.reason(error))"])
         failBufferedWrites(error)
         context.fireErrorCaught(error)
         closeAfterSending(context: context, mode: .all, promise: nil)

@@ -62,7 +62,7 @@ struct HandshakeTests {
         #expect(pair.serverRecorder.handshake == nil)
         let error = try #require(pair.serverRecorder.errors.first as? TLSError)
         #expect("\(error)".contains(reason))
-        #expect(pair.serverLog.all.contains { $0.hasPrefix("notice TLS handshake refused") && $0.contains(reason) })
+        #expect(pair.serverLog.all.contains { $0.hasPrefix("info TLS handshake refused") && $0.contains(reason) })
         #expect(!pair.server.isActive)
         // The client learns about it from the alert, not from a silent hang.
         #expect(pair.clientRecorder.handshake == nil || !pair.client.isActive)
