@@ -13,19 +13,6 @@ public final class TLSHandler: ChannelDuplexHandler {
     public typealias OutboundIn = ByteBuffer
     public typealias OutboundOut = ByteBuffer
 
-    private enum State {
-        /// Waiting for the channel to become active.
-        case idle
-        /// Handshake in progress; plaintext writes are buffered.
-        case handshaking
-        /// Handshake done; application data flows.
-        case active
-        /// Our close_notify is on its way; no more writes.
-        case closing
-        /// Nothing more will happen on this connection.
-        case closed
-    }
-
     /// Plaintext is encrypted and decrypted in pieces of at most this size, so one huge write does not become one
     /// huge ciphertext buffer.
     private static let chunkSize = 64 * 1024
@@ -35,7 +22,9 @@ public final class TLSHandler: ChannelDuplexHandler {
     private let tlsContext: TLSContext
     private let serverHostname: String?
     private let logger: Logger
-    private var state = State.idle
+    /// Every lifecycle transition is decided there; this handler performs the actions.
+    private var machine = TLSStateMachine()
+    private var closeTimer: Scheduled<Void>?
     private var connection: TLSConnection?
     private var bufferedWrites: [(data: ByteBuffer, promise: EventLoopPromise<Void>?)] = []
     /// Plaintext written since the last flush, coalesced: encrypted at flush into as few records as possible.
@@ -61,6 +50,14 @@ public final class TLSHandler: ChannelDuplexHandler {
         if context.channel.isActive { start(context: context) }
     }
 
+    public func handlerRemoved(context: ChannelHandlerContext) {
+        // Timers must not outlive the handler.
+        handshakeTimer?.cancel()
+        handshakeTimer = nil
+        closeTimer?.cancel()
+        closeTimer = nil
+    }
+
     public func channelActive(context: ChannelHandlerContext) {
         start(context: context)
         context.fireChannelActive()
@@ -68,30 +65,25 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     public func channelInactive(context: ChannelHandlerContext) {
         handshakeTimer?.cancel()
-        switch state {
-        case .handshaking:
+        let wasActive = machine.state == .active
+        if case .inactive(duringHandshake: true) = machine.channelInactive() {
             logger.debug("TLS connection closed during the handshake", metadata: ["peer.address": "\(peer)"])
+            TLSHandshakeCounters.shared.record(result: "failure", version: "unknown", reason: "closed")
             failBufferedWrites(TLSError.closedDuringHandshake)
-        case .active where !receivedCloseNotify:
+        } else if wasActive && !receivedCloseNotify {
             logger.trace("TLS connection closed without close_notify", metadata: ["peer.address": "\(peer)"])
-        default:
-            break
         }
         failBufferedWrites(ChannelError.ioOnClosedChannel)
-        state = .closed
         context.fireChannelInactive()
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         guard let connection else { return }
         connection.receive(unwrapInboundIn(data))
-        switch state {
-        case .handshaking:
-            advanceHandshake(context: context)
-        case .active, .closing:
-            readApplicationData(context: context)
-        case .idle, .closed:
-            break
+        switch machine.bytesReceived() {
+        case .continueHandshake: advanceHandshake(context: context)
+        case .readApplicationData: readApplicationData(context: context)
+        default: break
         }
     }
 
@@ -101,7 +93,7 @@ public final class TLSHandler: ChannelDuplexHandler {
     }
 
     public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if case .handshaking = state, let event = event as? ChannelEvent, event == .inputClosed {
+        if machine.state == .handshaking, let event = event as? ChannelEvent, event == .inputClosed {
             fail(context: context, error: .closedDuringHandshake)
             return
         }
@@ -109,10 +101,10 @@ public final class TLSHandler: ChannelDuplexHandler {
     }
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        switch state {
-        case .idle, .handshaking:
+        switch machine.write() {
+        case .holdWrite:
             bufferedWrites.append((unwrapOutboundIn(data), promise))
-        case .active:
+        case .bufferWrite:
             var plaintext = unwrapOutboundIn(data)
             if unflushed == nil {
                 unflushed = plaintext
@@ -120,7 +112,7 @@ public final class TLSHandler: ChannelDuplexHandler {
                 unflushed!.writeBuffer(&plaintext)
             }
             if let promise { unflushedPromises.append(promise) }
-        case .closing, .closed:
+        default:
             promise?.fail(ChannelError.ioOnClosedChannel)
         }
     }
@@ -146,53 +138,57 @@ public final class TLSHandler: ChannelDuplexHandler {
     }
 
     public func flush(context: ChannelHandlerContext) {
-        switch state {
-        case .idle, .handshaking:
+        switch machine.flush() {
+        case .flushAfterHandshake:
             flushRequested = true
-        case .active:
+        case .encryptAndFlush:
             encryptUnflushed(context: context)
             context.flush()
-        case .closing, .closed:
+        default:
             context.flush()
         }
     }
 
     public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        switch (state, mode) {
-        case (.active, .all), (.active, .output):
-            state = mode == .all ? .closing : .active
-            // Writes never flushed are dropped, as NIO drops unflushed writes on close.
-            if mode == .all { failBufferedWrites(ChannelError.ioOnClosedChannel) }
-            connection?.shutdown()
-            closeAfterSending(context: context, mode: mode, promise: promise)
-        case (.handshaking, .all):
-            state = .closing
+        switch machine.closeRequested(mode) {
+        case .sendCloseNotify(let mode):
+            sendCloseNotify(context: context, mode: mode, promise: promise)
+        case .abortHandshake:
             handshakeTimer?.cancel()
             failBufferedWrites(ChannelError.ioOnClosedChannel)
             context.close(mode: .all, promise: promise)
+        case .forwardClose(let mode):
+            context.close(mode: mode, promise: promise)
         default:
             context.close(mode: mode, promise: promise)
         }
     }
 
+    /// close_notify, then the channel closes in `mode` (`.output`: the write side only).
+    private func sendCloseNotify(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // Writes never flushed are dropped, as NIO drops unflushed writes on close.
+        if mode == .all { failBufferedWrites(ChannelError.ioOnClosedChannel) }
+        connection?.shutdown()
+        closeAfterSending(context: context, mode: mode, promise: promise)
+    }
+
     // MARK: - Handshake
 
     private func start(context: ChannelHandlerContext) {
-        guard case .idle = state else { return }
+        guard case .startHandshake = machine.channelActive() else { return }
         peer = context.remoteAddress?.hostAndPort ?? "unknown"
         do {
             connection = try TLSConnection(context: tlsContext, serverHostname: serverHostname)
         } catch {
-            state = .closed
+            _ = machine.failed()
             logger.error("cannot start TLS: \(error)", metadata: ["peer.address": "\(peer)"])
             context.fireErrorCaught(error)
             context.close(promise: nil)
             return
         }
-        state = .handshaking
         let limit = tlsContext.configuration.handshakeTimeout
         handshakeTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(limit)) {
-            if case .handshaking = self.state {
+            if self.machine.state == .handshaking {
                 self.fail(context: context, error: .handshakeTimedOut(seconds: limit.components.seconds))
             }
         }
@@ -206,7 +202,7 @@ public final class TLSHandler: ChannelDuplexHandler {
             flushNetworkOutput(context: context)
         case .complete:
             handshakeTimer?.cancel()
-            state = .active
+            guard case .completeHandshake = machine.handshakeCompleted() else { return }
             flushNetworkOutput(context: context)
             let summary = connection.handshakeSummary()
             handshakeResult = summary
@@ -231,10 +227,9 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     /// Logs the failure, sends any alert OpenSSL queued, and closes the connection.
     private func fail(context: ChannelHandlerContext, error: TLSError) {
-        guard state != .closed else { return }
+        let wasHandshaking = machine.state == .handshaking
+        guard case .fail = machine.failed() else { return }
         handshakeTimer?.cancel()
-        let wasHandshaking = state == .handshaking
-        state = .closed
         // Per-connection events stay at info at most (a flood of bad handshakes must not become a flood of
         // warnings); the counters carry the totals.
         let version = connection?.negotiatedVersion ?? "unknown"
@@ -285,10 +280,13 @@ public final class TLSHandler: ChannelDuplexHandler {
         guard !receivedCloseNotify else { return }
         receivedCloseNotify = true
         let halfClosureAllowed = (try? context.channel.syncOptions?.getOption(ChannelOptions.allowRemoteHalfClosure)) ?? false
-        if halfClosureAllowed {
+        switch machine.closeNotifyReceived(halfClosureAllowed: halfClosureAllowed) {
+        case .fireInputClosed:
             context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
-        } else {
-            close(context: context, mode: .all, promise: nil)
+        case .sendCloseNotify(let mode):
+            sendCloseNotify(context: context, mode: mode, promise: nil)
+        default:
+            break
         }
     }
 
@@ -360,6 +358,7 @@ public final class TLSHandler: ChannelDuplexHandler {
             context.close(mode: mode, promise: promise)
         }
         let timer = context.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) { closeOnce() }
+        closeTimer = timer
         context.writeAndFlush(wrapOutboundOut(output)).assumeIsolated().whenComplete { _ in
             timer.cancel()
             closeOnce()
