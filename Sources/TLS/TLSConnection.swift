@@ -123,12 +123,15 @@ final class TLSConnection {
         return String(reason[range.upperBound...])
     }
 
-    /// Decrypts application data into `buffer`, at most `limit` bytes.
+    /// Decrypts application data into `buffer`, at most `limit` bytes. Room is made only for what can come out: the
+    /// plaintext OpenSSL holds plus the ciphertext waiting (a small request no longer costs a 16 KiB buffer).
     func read(into buffer: inout ByteBuffer, limit: Int) -> TLSStep<Int> {
         OpenSSLErrorQueue.clear()
+        let available = Int(SSL_pending(ssl)) + Int(BIO_ctrl_pending(networkInput))
+        let room = min(limit, max(available, 256))
         var status: Int32 = 0
-        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: limit) { target in
-            status = SSL_read(ssl, target.baseAddress, Int32(min(limit, target.count)))
+        let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { target in
+            status = SSL_read(ssl, target.baseAddress, Int32(min(room, target.count)))
             return Int(max(0, status))
         }
         if status > 0 { return .complete(count) }
