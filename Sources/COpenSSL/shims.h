@@ -26,6 +26,8 @@ static inline long CMCPGW_SSL_CTX_set1_groups_list(SSL_CTX *ctx, const char *lis
 static inline long CMCPGW_SSL_set_tlsext_host_name(SSL *ssl, const char *name) { return SSL_set_tlsext_host_name(ssl, name); }
 static inline long CMCPGW_BIO_set_mem_eof_return(BIO *bio, int v) { return BIO_set_mem_eof_return(bio, v); }
 static inline void CMCPGW_OPENSSL_free(void *p) { OPENSSL_free(p); }
+static inline void CMCPGW_BIO_set_retry_read(BIO *b) { BIO_set_retry_read(b); }
+static inline void CMCPGW_BIO_clear_retry_flags(BIO *b) { BIO_clear_retry_flags(b); }
 
 static inline uint64_t CMCPGW_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t CMCPGW_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }

@@ -13,35 +13,33 @@ enum TLSStep<Value> {
     case failed(TLSError)
 }
 
-/// One TLS connection: an OpenSSL `SSL` object between two memory BIOs.
+/// One TLS connection: an OpenSSL `SSL` object over a `ByteBufferBIO`.
 ///
 /// Ciphertext from the network goes in with `receive(_:)`; ciphertext for the network comes out of
 /// `takeNetworkOutput(allocator:)`. Lives on one event loop inside one `TLSHandler`; never shared.
 final class TLSConnection {
     let context: TLSContext
     private let ssl: OpaquePointer
-    /// Ciphertext received from the peer, waiting for OpenSSL to read it.
-    private let networkInput: OpaquePointer
-    /// Ciphertext written by OpenSSL, waiting to be sent to the peer.
-    private let networkOutput: OpaquePointer
+    /// Ciphertext both ways, as `ByteBuffer`s. Declared after `ssl`'s owner logic: `deinit` frees the `SSL` (and
+    /// with it the BIO) before this object is released.
+    private let network: ByteBufferBIO
 
     init(context: TLSContext, serverHostname: String?) throws(TLSError) {
         OpenSSLErrorQueue.clear()
         guard let ssl = SSL_new(context.pointer) else {
             throw .invalidConfiguration("SSL_new failed", openSSL: OpenSSLErrorQueue.drain())
         }
-        guard let input = BIO_new(BIO_s_mem()), let output = BIO_new(BIO_s_mem()) else {
+        let network: ByteBufferBIO
+        do {
+            network = try ByteBufferBIO(allocator: ByteBufferAllocator())
+        } catch {
             SSL_free(ssl)
-            throw .invalidConfiguration("BIO_new failed", openSSL: OpenSSLErrorQueue.drain())
+            throw error
         }
-        // An empty input BIO means "wait for more", not end of file.
-        _ = CMCPGW_BIO_set_mem_eof_return(input, -1)
-        _ = CMCPGW_BIO_set_mem_eof_return(output, -1)
-        SSL_set_bio(ssl, input, output)  // the SSL object now owns both BIOs
+        SSL_set_bio(ssl, network.bio, network.bio)  // the SSL object now owns the BIO's one reference
         self.context = context
         self.ssl = ssl
-        self.networkInput = input
-        self.networkOutput = output
+        self.network = network
         switch context.role {
         case .server:
             SSL_set_accept_state(ssl)
@@ -72,22 +70,12 @@ final class TLSConnection {
 
     /// Hands ciphertext from the network to OpenSSL.
     func receive(_ buffer: ByteBuffer) {
-        buffer.withUnsafeReadableBytes { bytes in
-            guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
-            // A memory BIO grows as needed; the write takes everything.
-            _ = BIO_write(networkInput, base, Int32(bytes.count))
-        }
+        network.receive(buffer)
     }
 
     /// Ciphertext that OpenSSL produced and that must be sent to the peer, if any.
     func takeNetworkOutput(allocator: ByteBufferAllocator) -> ByteBuffer? {
-        let pending = Int(BIO_ctrl_pending(networkOutput))
-        guard pending > 0 else { return nil }
-        var buffer = allocator.buffer(capacity: pending)
-        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { target in
-            Int(max(0, BIO_read(networkOutput, target.baseAddress, Int32(pending))))
-        }
-        return buffer
+        network.takeOutbound(allocator: allocator)
     }
 
     /// Drives the handshake as far as the received bytes allow.
@@ -127,7 +115,7 @@ final class TLSConnection {
     /// plaintext OpenSSL holds plus the ciphertext waiting (a small request no longer costs a 16 KiB buffer).
     func read(into buffer: inout ByteBuffer, limit: Int) -> TLSStep<Int> {
         OpenSSLErrorQueue.clear()
-        let available = Int(SSL_pending(ssl)) + Int(BIO_ctrl_pending(networkInput))
+        let available = Int(SSL_pending(ssl)) + network.pendingInbound
         let room = min(limit, max(available, 256))
         var status: Int32 = 0
         let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { target in
@@ -147,10 +135,12 @@ final class TLSConnection {
         }
     }
 
-    /// Encrypts `bytes` entirely (memory BIOs never push back); the ciphertext waits in the network output.
+    /// Encrypts `bytes` entirely (the BIO never pushes back); the ciphertext waits in the network output.
     func write(_ bytes: UnsafeRawBufferPointer) -> TLSStep<Void> {
         guard let base = bytes.baseAddress, !bytes.isEmpty else { return .complete(()) }
         OpenSSLErrorQueue.clear()
+        // Each 16 KiB record adds at most a header, a tag and padding (under 64 bytes with the AEAD suites allowed).
+        network.reserveOutbound(bytes.count + (bytes.count / 16384 + 1) * 64)
         let status = SSL_write(ssl, base, Int32(bytes.count))
         if status == bytes.count { return .complete(()) }
         return .failed(.connectionFailed("write failed", openSSL: OpenSSLErrorQueue.drain()))

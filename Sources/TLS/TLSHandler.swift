@@ -16,6 +16,9 @@ public final class TLSHandler: ChannelDuplexHandler {
     /// Plaintext is encrypted and decrypted in pieces of at most this size, so one huge write does not become one
     /// huge ciphertext buffer.
     private static let chunkSize = 64 * 1024
+    /// Writes are coalesced (copied together) only while the result stays within one TLS record; a larger write is
+    /// encrypted as it is, without a copy.
+    private static let recordSize = 16 * 1024
     /// How long our close_notify may take to leave before the connection is closed anyway.
     private static let closeTimeout = TimeAmount.seconds(5)
 
@@ -106,6 +109,10 @@ public final class TLSHandler: ChannelDuplexHandler {
             bufferedWrites.append((unwrapOutboundIn(data), promise))
         case .bufferWrite:
             var plaintext = unwrapOutboundIn(data)
+            if let pending = unflushed, pending.readableBytes + plaintext.readableBytes > Self.recordSize {
+                // Too much to coalesce: what is pending is encrypted now (sent at the flush), the new write is kept as is.
+                encryptUnflushed(context: context)
+            }
             if unflushed == nil {
                 unflushed = plaintext
             } else {

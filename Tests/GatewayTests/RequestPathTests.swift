@@ -97,6 +97,35 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("an upstream connection paused for a slow client reads again before it serves the next request")
+    func pausedConnectionReused() async throws {
+        let size = 8 * 1024 * 1024
+        let big = String(repeating: "x", count: size)
+        let upstream = try await RawUpstream.start { request in
+            if request.hasPrefix("GET") {
+                return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: \(size)\r\n\r\n" + big
+            }
+            return Self.json200(Self.id(in: request))
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 76)))
+        #expect(await client.wait { $0.contains(#""id":76,"result""#) })
+        try await client.setReading(false)
+        try await client.send("GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        // Not reading: the gateway's socket buffer fills and it stops reading the upstream.
+        try await Task.sleep(for: .milliseconds(500))
+        try await client.setReading(true)
+        #expect(await client.wait(timeout: .seconds(20)) { _ in client.receivedCount > size })
+        // The same client connection, so the same event loop and its pooled upstream connection.
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 77)))
+        #expect(await client.wait(timeout: .seconds(5)) { $0.contains(#""id":77,"result""#) })
+        #expect(upstream.closes.withLockedValue { $0.isEmpty }, "the upstream connection was reused, not replaced")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a GET stream's head reaches the client before its first event")
     func headFlushed() async throws {
         let upstream = try await RawUpstream.start { request in

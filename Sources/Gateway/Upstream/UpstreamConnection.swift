@@ -64,6 +64,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var phase = Phase.idle(since: .now())
     private var lastRead = NIODeadline.now()
     private var keepAlive = true
+    /// Reading stopped for a slow client; always resumed before the connection carries another request.
+    private var readingPaused = false
     private var ticker: RepeatedTask?
     /// An idle pooled connection is closed after this long unused.
     static let poolIdleTimeout = TimeAmount.seconds(60)
@@ -118,7 +120,8 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     /// Stops or resumes reading the response (backpressure from a slow client).
     func setReading(_ reading: Bool) {
-        guard let context else { return }
+        guard let context, reading == readingPaused else { return }
+        readingPaused = !reading
         try? context.channel.syncOptions?.setOption(.autoRead, value: reading)
         if reading { context.read() }
     }
@@ -140,6 +143,8 @@ final class UpstreamConnection: ChannelInboundHandler {
             let finished = receiver
             receiver = nil
             phase = .idle(since: .now())
+            // A connection paused for a slow client must read again before it serves anyone else.
+            setReading(true)
             if keepAlive {
                 // Back to the pool only after this read has been fully decoded: bytes after the response (a body
                 // where none was declared) surface as a decoder error first and close the connection instead.

@@ -49,6 +49,15 @@ final class RawTLSClient: Sendable {
         return RawTLSClient(channel: channel, collector: collector)
     }
 
+    /// Stops or resumes reading from the socket (a client that does not keep up).
+    func setReading(_ reading: Bool) async throws {
+        try await channel.setOption(ChannelOptions.autoRead, value: reading).get()
+        if reading { channel.read() }
+    }
+
+    /// Bytes received so far.
+    var receivedCount: Int { collector.received.withLockedValue { $0.count } }
+
     /// Sends bytes as they are.
     func send(_ text: String) async throws {
         try await channel.writeAndFlush(ByteBuffer(string: text)).get()
