@@ -1,3 +1,4 @@
+import Foundation
 import TestSupport
 import Testing
 
@@ -35,10 +36,17 @@ struct TLSContextSafetyTests {
 
     @Test("a trust configuration that fails half-way through a bundle fails cleanly (no certificate of it leaks)")
     func partialTrust() throws {
-        // The same CA under two tenants: refused while reading the second bundle.
+        // The same CA under two tenants: refused at the first certificate of a two-certificate bundle, so the second
+        // one has been read but not yet used when the configuration fails (it once leaked).
+        let bundle = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-bundle-\(UUID()).pem").path
+        defer { try? FileManager.default.removeItem(atPath: bundle) }
+        let both =
+            try String(contentsOfFile: DevPKI.tenantCA("acme"), encoding: .utf8)
+            + String(contentsOfFile: DevPKI.tenantCA("globex"), encoding: .utf8)
+        try both.write(toFile: bundle, atomically: true, encoding: .utf8)
         let configuration = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
-            trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("acme"))],
+            trustedCABundles: [.init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: bundle)],
             clientAuthentication: .optional)
         let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
         #expect(error.map(message)?.contains("already trusted for 'acme'") == true)
