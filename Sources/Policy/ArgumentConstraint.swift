@@ -74,8 +74,10 @@ public struct ArgumentConstraint: Sendable, Hashable {
         }
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
-        if let maximumLength, canonical.count > maximumLength {
-            return "longer than \(maximumLength) characters (\(canonical.count))"
+        // Lengths count Unicode scalars: a "character" can carry any number of combining marks.
+        let length = canonical.unicodeScalars.count
+        if let maximumLength, length > maximumLength {
+            return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
         }
         if !allowPatterns.isEmpty && !allowPatterns.contains(where: { $0.matches(canonical) }) {
             return "matches none of the allowed patterns"
@@ -99,22 +101,20 @@ public struct ArgumentConstraint: Sendable, Hashable {
     }
 
     static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
-        if canonical.utf8.contains(0) { return "path contains a NUL byte" }
-        let isAbsolute =
-            canonical.hasPrefix("/") || canonical.hasPrefix("~")
-            || (canonical.count >= 2 && canonical.dropFirst().first == ":" && canonical.first!.isLetter)
-        if isAbsolute && !rule.allowAbsolute { return "absolute path" }
-        var segments: [Substring] = []
-        for segment in canonical.split(separator: "/", omittingEmptySubsequences: true) where segment != "." {
-            if segment == ".." {
+        let path = PathText(canonical)
+        if let refusal = path.refusal { return refusal }
+        if path.isAbsolute && !rule.allowAbsolute { return "absolute path" }
+        var segments: [String] = []
+        for segment in path.segments where !PathText.isCurrent(segment) {
+            if PathText.isParent(segment) {
                 if !rule.allowTraversal { return "'..' traversal" }
                 if segments.popLast() == nil { return "path escapes its root" }
             } else {
-                segments.append(segment)
+                segments.append(String(String.UnicodeScalarView(segment)))
             }
         }
         guard !rule.allowedPrefixes.isEmpty else { return nil }
-        let normalised = (isAbsolute && canonical.hasPrefix("/") ? "/" : "") + segments.joined(separator: "/")
+        let normalised = (path.isRooted ? "/" : "") + segments.joined(separator: "/")
         let inside = rule.allowedPrefixes.contains { prefix in
             let trimmed = prefix.hasSuffix("/") && prefix.count > 1 ? String(prefix.dropLast()) : prefix
             return normalised == trimmed || normalised.hasPrefix(trimmed.hasSuffix("/") ? trimmed : trimmed + "/")

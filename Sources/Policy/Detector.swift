@@ -20,8 +20,8 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
         switch self {
         case .pathTraversal:
             if text.utf8.contains(0) { return "NUL byte" }
-            let segments = text.split(omittingEmptySubsequences: false) { $0 == "/" || $0 == "\\" }
-            return segments.contains { $0 == ".." } ? "'..' path segment" : nil
+            // On scalars, with look-alikes folded and marks next to separators dropped (see `PathText`).
+            return PathText(text).segments.contains(where: PathText.isParent) ? "'..' path segment" : nil
         case .sqlInjection:
             return Self.sqlPatterns.first { $0.matches(text) }.map { "SQL injection pattern /\($0.pattern)/" }
         case .shellMetacharacters:

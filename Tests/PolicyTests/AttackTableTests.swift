@@ -1,3 +1,4 @@
+import Foundation
 import Policy
 import Testing
 
@@ -26,6 +27,35 @@ struct AttackTableTests {
         let decision = try decide("acme", "read_file", arguments)
         #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
         #expect(["R4", "A1"].contains(decision.rule), "\(arguments): decided by \(decision.rule)")
+    }
+
+    @Test(
+        "separators and dots hidden in grapheme clusters, look-alikes and absolute forms are seen (acme read_file)",
+        arguments: [
+            // A combining mark after `/` or `.`, or a format character before it, once glued them into one Character.
+            "/\u{0301}etc/cron.d/x", "..\u{0301}/..\u{0301}/etc/passwd", "a/\u{200B}../\u{200B}../etc", "\u{2060}/root/.ssh",
+            "..\u{FE0F}/x", ".\u{0301}./secret",
+            // Unicode slash and dot look-alikes.
+            "..\u{2215}..\u{2215}etc", "..\u{2044}x", "\u{2024}\u{2024}/x", "..\u{FE68}x", "\u{FF0E}\u{FF0E}/x",
+            // Windows trims trailing dots and spaces; dots-only segments.
+            "..../x", "....//etc", ".. /x",
+            // Absolute in other words: whitespace or NBSP first, file:, UNC.
+            " /etc/passwd", "\u{00A0}/etc/passwd", "file:///etc/passwd", "\\\\server\\share\\x",
+            // Control characters.
+            "notes\u{0007}.txt", "a\u{0085}b",
+        ])
+    func hiddenSeparators(path: String) throws {
+        var encoded: [UInt8] = []
+        for scalar in path.unicodeScalars {
+            if scalar.value < 0x20 || scalar == "\"" || scalar == "\\" || scalar.value > 0x7E {
+                encoded += Array(String(format: "\\u%04x", scalar.value).utf8)
+            } else {
+                encoded.append(UInt8(scalar.value))
+            }
+        }
+        let arguments = #"{"path":""# + String(decoding: encoded, as: UTF8.self) + #""}"#
+        let decision = try decide("acme", "read_file", arguments)
+        #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
     }
 
     @Test(

@@ -1,0 +1,91 @@
+/// A path argument as a file system will read it, worked out on Unicode scalars — never on Swift `Character`s, which
+/// glue a combining mark or a format character onto a `/` or `.` and so hide it from comparisons.
+///
+/// Steps: control characters (C0, DEL, C1) and NUL are refused; slash, backslash and dot look-alikes become `/` and
+/// `.`; combining marks and format characters (zero-width spaces, joiners, bidi controls, BOM) next to a separator
+/// or a dot are dropped; the path is split into segments on `/`. Absolute forms are recognised after leading
+/// whitespace: `/`, `~`, a drive letter (`C:`), a UNC or scheme-relative `//`, and `file:`.
+struct PathText {
+    /// Why the text cannot be a path at all (a control character), if so.
+    let refusal: String?
+    /// The segments between separators (empty segments dropped), each as scalars.
+    let segments: [[Unicode.Scalar]]
+    /// Whether the path is absolute in any of the recognised forms.
+    let isAbsolute: Bool
+    /// Whether the path starts at the file system root (`/…`), so prefixes compare with a leading `/`.
+    let isRooted: Bool
+
+    init(_ text: String) {
+        var scalars: [Unicode.Scalar] = []
+        scalars.reserveCapacity(text.unicodeScalars.count)
+        var refusal: String?
+        for scalar in text.unicodeScalars {
+            let value = scalar.value
+            if value == 0 {
+                refusal = refusal ?? "path contains a NUL byte"
+                continue
+            }
+            if value < 0x20 || value == 0x7F || (0x80...0x9F).contains(value) {
+                refusal = refusal ?? "path contains a control character (U+\(String(value, radix: 16, uppercase: true)))"
+                continue
+            }
+            scalars.append(Self.fold(scalar))
+        }
+        // Marks and format characters that touch a separator or a dot vanish, so `/\u{301}` is a `/`.
+        var cleaned: [Unicode.Scalar] = []
+        cleaned.reserveCapacity(scalars.count)
+        for (index, scalar) in scalars.enumerated() {
+            if Self.isInvisible(scalar) {
+                let before = cleaned.last.map(Self.isSeparatorOrDot) ?? true
+                let after = scalars[(index + 1)...].first { !Self.isInvisible($0) }.map(Self.isSeparatorOrDot) ?? true
+                if before || after { continue }
+            }
+            cleaned.append(scalar)
+        }
+        // Leading whitespace does not stop a path from being absolute.
+        let start = cleaned.firstIndex { !$0.properties.isWhitespace } ?? cleaned.endIndex
+        let body = Array(cleaned[start...])
+        let lowered = String(String.UnicodeScalarView(body.prefix(5))).lowercased()
+        let isDrive = body.count >= 2 && body[1] == ":" && body[0].properties.isAlphabetic
+        isRooted = body.first == "/"
+        isAbsolute = isRooted || body.first == "~" || isDrive || lowered.hasPrefix("file:")
+        segments = body.split(separator: "/", omittingEmptySubsequences: true).map(Array.init)
+        self.refusal = refusal
+    }
+
+    /// Whether `segment` climbs a level: `..`, or dots only (`....`, which Windows trims to nothing), or `..` with
+    /// trailing dots or spaces (trimmed by Windows).
+    static func isParent(_ segment: [Unicode.Scalar]) -> Bool {
+        var trimmed = segment[...]
+        let dotsOnly = segment.count >= 2 && segment.allSatisfy { $0 == "." }
+        if dotsOnly { return true }
+        while let last = trimmed.last, last == " " || last == ".", trimmed.count > 2 { trimmed = trimmed.dropLast() }
+        return trimmed.elementsEqual([".", "."])
+    }
+
+    /// Whether `segment` is `.`.
+    static func isCurrent(_ segment: [Unicode.Scalar]) -> Bool { segment == ["."] }
+
+    /// Slash, backslash and dot look-alikes → `/` and `.`.
+    static func fold(_ scalar: Unicode.Scalar) -> Unicode.Scalar {
+        switch scalar.value {
+        case 0x5C,  // backslash
+            0x2215, 0x2044, 0x29F8, 0x2571, 0x27CB, 0x1735, 0xFF0F, 0x2F, 0x3033,  // slashes
+            0x2216, 0x29F9, 0x29F5, 0xFE68, 0xFF3C, 0x2572, 0x27CD:  // backslashes
+            return "/"
+        case 0x2024, 0xFE52, 0xFF0E, 0x3002, 0xFF61, 0x0701, 0x0702, 0xA4F8, 0x2E31, 0x00B7:  // dots
+            return "."
+        default:
+            return scalar
+        }
+    }
+
+    static func isInvisible(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .nonspacingMark, .spacingMark, .enclosingMark, .format: return true
+        default: return scalar.value == 0x034F  // combining grapheme joiner
+        }
+    }
+
+    static func isSeparatorOrDot(_ scalar: Unicode.Scalar) -> Bool { scalar == "/" || scalar == "." }
+}
