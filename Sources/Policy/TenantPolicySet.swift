@@ -102,13 +102,14 @@ public struct TenantPolicySet: Sendable {
                 matches.append(match)
             }
         }
-        let logArguments = matches.contains(where: \.logArguments)
         for wanted in [PolicyAction.deny, .audit, .allow] {
             if let deciding = matches.first(where: { $0.effect == wanted }) {
                 let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
+                // Full arguments are logged only when the deciding rule asks: a call denied by one rule never has its
+                // arguments (a secret, say) logged because another matching rule wanted them.
                 return PolicyDecision(
                     outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
-                    matches: matches, logArguments: logArguments)
+                    matches: matches, logArguments: deciding.logArguments)
             }
         }
         let outcome: PolicyDecision.Outcome = defaultAction == .deny ? .deny : defaultAction == .audit ? .audit : .allow

@@ -30,6 +30,21 @@ struct PolicySemanticsTests {
         #expect(decision.rule == rule, "\(decision.reason)")
     }
 
+    @Test("full arguments are logged only when the deciding rule asks for them")
+    func argumentLoggingFollowsTheDecidingRule() throws {
+        let set = try PolicyFixtures.set(
+            """
+            {"name":"p","default_action":"deny","rules":[
+              {"id":"LOG","action":"allow","tools":["deploy"],"log_arguments":true},
+              {"id":"NOKEY","action":"deny","tools":["deploy"],"arg_deny":{"key":"private key"}}]}
+            """)
+        let denied = set.evaluate(try PolicyFixtures.call("deploy", #"{"key":"BEGIN PRIVATE KEY MIIEvQ"}"#))
+        #expect(denied.outcome == .deny && denied.rule == "NOKEY")
+        #expect(!denied.logArguments, "a denied call's secret would be logged because another rule asked")
+        let allowed = set.evaluate(try PolicyFixtures.call("deploy", #"{"key":"public"}"#))
+        #expect(allowed.outcome == .allow && allowed.logArguments)
+    }
+
     @Test("deny overrides: every matching rule is reported, and a later deny beats an earlier allow")
     func everyMatchReported() throws {
         let decision = try PolicyFixtures.set(Self.classic).evaluate(try PolicyFixtures.call("read_file", #"{"path":"../x"}"#))
