@@ -59,6 +59,9 @@ public enum ArgumentCanonicalizer {
                 }
             case .string(let text):
                 result.append(ArgumentValue(location: location, keys: keys, type: "string", raw: text))
+                // A string that holds JSON is also checked as the structure a server will decode from it (the
+                // official Python SDK json-decodes strings given to list, dict and model parameters).
+                if let nested = nestedJSON(text) { walk(nested, location: location + "<json>", keys: keys) }
             case .number(let number):
                 result.append(ArgumentValue(location: location, keys: keys, type: "number", raw: number.literal))
             case .bool(let flag):
@@ -69,6 +72,21 @@ public enum ArgumentCanonicalizer {
         }
         if let arguments { walk(arguments, location: "", keys: []) }
         return overflow ? nil : result
+    }
+
+    /// Strings of at most this many bytes are tried as nested JSON.
+    public static let maximumNestedJSONBytes = 64 * 1024
+    /// Nesting depth allowed inside a nested JSON string.
+    static let maximumNestedJSONDepth = 16
+
+    /// The object or array a string leaf holds as JSON text (after leading whitespace), if it is strict JSON within the
+    /// bounds; nil otherwise (then the string is only a string).
+    static func nestedJSON(_ text: String) -> JSONValue? {
+        guard let first = text.utf8.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }),
+            first == UInt8(ascii: "{") || first == UInt8(ascii: "["), text.utf8.count <= maximumNestedJSONBytes
+        else { return nil }
+        return try? JSONParser.parse(
+            text.utf8, limits: JSONLimits(maximumDepth: maximumNestedJSONDepth, maximumBytes: maximumNestedJSONBytes))
     }
 
     /// A key as rules compare it: NFKC-normalised and lower-cased.

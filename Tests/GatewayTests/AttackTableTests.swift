@@ -94,6 +94,21 @@ struct ProxyAttackTableTests {
             "globex/agents/bot1"
         ),
         ("non-JSON content type", #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, [("Content-Type", "text/plain")], "acme/agents/bot1"),
+        (
+            "JSON inside a string argument hiding a traversal",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"files":"[{\"path\":\"../../../../etc/cron.d/x\"}]"}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
+            "a combining mark gluing itself onto the root slash",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"/\u0301etc/passwd"}}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "a division slash standing in for /",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"..\u2215..\u2215etc/passwd"}}}"#,
+            [], "acme/agents/bot1"
+        ),
     ]
 
     @Test("every attack is refused, audited, and not forwarded", arguments: 0..<attacks.count)

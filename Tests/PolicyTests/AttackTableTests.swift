@@ -59,6 +59,25 @@ struct AttackTableTests {
     }
 
     @Test(
+        "JSON inside a string argument is checked as the structure a server decodes from it (acme read_file)",
+        arguments: [
+            #"{"files":"[{\"path\":\"../../../../etc/cron.d/x\"}]"}"#,
+            #"{"files":"[{\"path\":\"\\u002e\\u002e/\\u002e\\u002e/etc/passwd\"}]"}"#,
+            #"{"opts":" {\"path\": \"/etc/shadow\"}"}"#,
+            #"{"files":"[\"{\\\"path\\\":\\\"../x\\\"}\"]"}"#,
+        ])
+    func nestedJSON(arguments: String) throws {
+        let decision = try decide("acme", "read_file", arguments)
+        #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
+    }
+
+    @Test("a string that merely looks like JSON, or holds benign JSON, passes")
+    func benignNestedJSON() throws {
+        #expect(try decide("acme", "read_file", #"{"path":"notes.txt","files":"[{\"path\":\"docs/a.txt\"}]"}"#).outcome == .allow)
+        #expect(try decide("acme", "read_file", #"{"path":"[draft] notes.txt"}"#).outcome == .allow)
+    }
+
+    @Test(
         "benign file names pass",
         arguments: [
             #"{"path":"notes..txt"}"#, #"{"path":"docs/report.v2..final.md"}"#, #"{"path":"a/b/c.txt"}"#, #"{"path":"..hidden"}"#,
