@@ -2,8 +2,8 @@
 public enum Detector: String, Sendable, Hashable, CaseIterable {
     /// `..` as a path segment (after decoding and slash folding), or a NUL byte.
     case pathTraversal = "path_traversal"
-    /// SQL-injection shapes: tautologies after a quote, stacked statements, UNION SELECT, comments after a quote,
-    /// time-based functions.
+    /// SQL injection, on a tokenizer (`SQLScanner`): stacked statements, tautologies, UNION, time-based calls, file
+    /// and database access (ATTACH, COPY, PRAGMA, …), a comment right after a string literal.
     case sqlInjection = "sql_injection"
     /// Shell metacharacters: `; | & \` < >`, `$(`, `${`, `$NAME`, newlines, NUL.
     case shellMetacharacters = "shell_metacharacters"
@@ -23,21 +23,11 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
             // On scalars, with look-alikes folded and marks next to separators dropped (see `PathText`).
             return PathText(text).segments.contains(where: PathText.isParent) ? "'..' path segment" : nil
         case .sqlInjection:
-            return Self.sqlPatterns.first { $0.matches(text) }.map { "SQL injection pattern /\($0.pattern)/" }
+            return SQLScanner.finding(in: text)
         case .shellMetacharacters:
             return Self.shellMetacharacter(in: text).map { "shell metacharacter '\($0)'" }
         }
     }
-
-    private static let sqlPatterns: [LinearRegex] = [
-        #"(?i)'\s*\)?\s*(or|and)\s+[^\s]+\s*(=|<|>|like\s)"#,
-        #"(?i)'\s*\)?\s*(or|and)\s+'"#,
-        #"(?i)'\s*(--|#|/\*|;)"#,
-        #"(?i);\s*(drop|delete|insert|update|alter|create|truncate|exec|execute|shutdown|grant|revoke)\s"#,
-        #"(?i)union(\s|/\*.*\*/)+(all(\s|/\*.*\*/)+)?select\s"#,
-        #"(?i)(sleep|benchmark|pg_sleep)\s*\(|waitfor\s+delay\s"#,
-        #"(?i)xp_cmdshell|into\s+(out|dump)file\s"#,
-    ].map { try! LinearRegex($0) }
 
     /// The first shell metacharacter in `text`, escaped for display: one of ``; | & ` < >``, newline, CR, NUL, or
     /// `$` followed by `(`, `{`, a letter or `_`. A direct scan: this detector often covers every argument.

@@ -100,6 +100,18 @@ struct AttackTableTests {
             ("acme", "query_db", #"{"sql":"SELECT * FROM t WHERE a = 'x' uNiOn/**/SeLeCt pw FROM u"}"#),
             ("globex", "exec_sql", #"{"query":"SELECT * FROM t WHERE a=''; DELETE FROM t; "}"#),
             ("globex", "exec_sql", #"{"query":"DELETE FROM t"}"#),
+            // Missed by the regular expressions the detector used before its tokenizer:
+            ("acme", "query_db", #"{"sql":"select 1;drop/**/table users"}"#),
+            ("globex", "exec_sql", #"{"query":"select 1;drop/**/table users"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT 1; ATTACH DATABASE '/tmp/x.db' AS x"}"#),
+            ("acme", "query_db", #"{"sql":"ATTACH DATABASE '/tmp/x.db' AS x"}"#),
+            ("acme", "query_db", #"{"sql":"COPY users TO '/tmp/users.csv'"}"#),
+            ("acme", "query_db", #"{"sql":"PRAGMA writable_schema = 1"}"#),
+            ("acme", "query_db", #"{"sql":"' or true--"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE id = 1 union select(password) from users"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE id = 1 union distinct select password from users"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE id = 1 and sleep/**/(5)"}"#),
+            ("globex", "exec_sql", #"{"query":"select * from t where id = 1 or 2>1"}"#),
         ])
     func sqlInjection(tenant: String, tool: String, arguments: String) throws {
         let decision = try decide(tenant, tool, arguments)
@@ -110,6 +122,14 @@ struct AttackTableTests {
     func benignSQL() throws {
         #expect(try decide("acme", "query_db", #"{"sql":"SELECT name FROM people WHERE name = 'O''Brien'"}"#).outcome == .audit)
         #expect(try decide("globex", "exec_sql", #"{"query":"select id from tickets where owner = 'bob'"}"#).outcome == .allow)
+        for query in [
+            "select id from tickets where owner = 'bob' or assignee = 'bob'", "select id from t where note = 'a;b -- c'",
+            "select count(*) from orders where status in ('open','closed') order by id", "select \"union\" from t where x = 1",
+            "select id from t where a = 1 and b = 2 -- newest first", "select name from people where name = 'O''Brien'",
+        ] {
+            let decision = try decide("globex", "exec_sql", #"{"query":"\#(query.replacingOccurrences(of: "\"", with: "\\\""))"}"#)
+            #expect(decision.outcome == .allow, "\(query): \(decision.reason)")
+        }
         // No detector applies to a ticket title: O'Brien; DROP is just text there.
         #expect(try decide("globex", "create_ticket", #"{"title":"O'Brien says: DROP the old plan"}"#).outcome == .audit)
     }
