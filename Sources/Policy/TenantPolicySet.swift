@@ -92,6 +92,17 @@ public struct TenantPolicySet: Sendable {
 
     /// The policy's answer for `request` (rate limits are not consulted here).
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
+        var request = request
+        if request.method == "resources/read", let uri = request.target {
+            // Patterns see the URI as a server resolves it: no dot segments, no encodings (see `ResourceURI`).
+            guard let canonical = ResourceURI.canonical(uri) else {
+                return PolicyDecision(
+                    outcome: .deny, rule: "resource_uri", document: tenant,
+                    reason: "resource URI cannot be read unambiguously (control characters, invalid encoding or nested too deep)",
+                    matches: [], logArguments: false)
+            }
+            request.target = canonical
+        }
         var matches: [PolicyDecision.RuleMatch] = []
         var arguments = LazyArguments(request.arguments)
         for index in candidates(for: request) {

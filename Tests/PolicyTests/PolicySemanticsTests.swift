@@ -30,6 +30,24 @@ struct PolicySemanticsTests {
         #expect(decision.rule == rule, "\(decision.reason)")
     }
 
+    @Test(
+        "resource URIs are matched as a server resolves them: dot segments and their encodings never leave a pattern's base",
+        arguments: [
+            ("file:///workspace/readme.md", "allow"), ("file:///workspace/a/../b.txt", "allow"), ("FILE:///workspace/x", "allow"),
+            ("file:///workspace/../../etc/passwd", "deny"), ("file:///workspace/%2e%2e/%2e%2e/etc/passwd", "deny"),
+            ("file:///workspace/%252e%252e/secret", "deny"), ("file:///workspace/..%2f..%2fetc/passwd", "deny"),
+            ("file:///workspace/..\\..\\etc/passwd", "deny"), ("file:///workspace/./../x", "deny"),
+            ("file:///workspace/%00x", "deny"),
+        ])
+    func resourceURIs(uri: String, outcome: String) throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"r","default_action":"deny","rules":[{"id":"WS","action":"allow","methods":["resources/read"],"resources":["file:///workspace/*"]}]}"#
+        )
+        let request = PolicyRequest(tenant: "acme", agent: "bot1", method: "resources/read", target: uri, arguments: nil)
+        let decision = set.evaluate(request)
+        #expect(decision.outcome.name == outcome, "\(uri): \(decision.reason)")
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(
