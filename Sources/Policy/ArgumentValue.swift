@@ -18,11 +18,18 @@ public struct ArgumentValue: Sendable, Hashable {
 
     /// The value with its forms computed.
     init(location: String, keys: [String], type: String, raw: String) {
+        var unlimited = Int.max
+        self.init(location: location, keys: keys, type: type, raw: raw, budget: &unlimited)!
+    }
+
+    /// The value with its forms computed within `budget` bytes of canonicalisation work (nil beyond it).
+    init?(location: String, keys: [String], type: String, raw: String, budget: inout Int) {
         self.location = location
         self.keys = keys
         self.type = type
         self.raw = raw
-        self.forms = ArgumentCanonicalizer.forms(of: raw)
+        guard let forms = ArgumentCanonicalizer.forms(of: raw, budget: &budget) else { return nil }
+        self.forms = forms
     }
 }
 
@@ -34,15 +41,54 @@ public enum ArgumentCanonicalizer {
     /// Leaves beyond this many are not examined; the call is refused instead (see `TenantPolicySet`).
     public static let maximumLeaves = 10_000
 
+    /// Bytes of canonicalisation work (every form of every leaf, nested JSON included) one call may cost; beyond it the
+    /// call is refused with that reason. A plain 4 MiB argument costs 4 MiB; encodings nested round after round cost
+    /// each round.
+    public static let canonicalisationBudget = 32 * 1024 * 1024
+
+    /// Why a call's arguments were not examined.
+    public enum Refusal: Error, Sendable, Hashable {
+        /// More than `maximumLeaves` values.
+        case tooManyValues
+        /// Canonicalising them would cost more than `canonicalisationBudget`.
+        case overBudget
+
+        /// In words, for the decision's reason.
+        public var reason: String {
+            switch self {
+            case .tooManyValues: "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined"
+            case .overBudget:
+                "canonicalising the arguments would take more than \(ArgumentCanonicalizer.canonicalisationBudget) bytes of work; refused unexamined"
+            }
+        }
+    }
+
     /// All leaves of `arguments`, nested objects and arrays walked; object keys are leaves too (type `key`).
-    /// Nil when there are more than `maximumLeaves`.
+    /// Nil when there are more than `maximumLeaves` or the work exceeds the budget.
     public static func leaves(of arguments: JSONValue?) -> [ArgumentValue]? {
+        try? examine(arguments).get()
+    }
+
+    /// All leaves of `arguments`, or why they were not examined.
+    public static func examine(_ arguments: JSONValue?) -> Result<[ArgumentValue], Refusal> {
+        walkLeaves(of: arguments)
+    }
+
+    private static func walkLeaves(of arguments: JSONValue?) -> Result<[ArgumentValue], Refusal> {
         var result: [ArgumentValue] = []
-        var overflow = false
+        var failure: Refusal?
+        var budget = canonicalisationBudget
+        func add(_ location: String, _ keys: [String], _ type: String, _ raw: String) {
+            if let value = ArgumentValue(location: location, keys: keys, type: type, raw: raw, budget: &budget) {
+                result.append(value)
+            } else {
+                failure = .overBudget
+            }
+        }
         func walk(_ value: JSONValue, location: String, keys: [String]) {
-            guard !overflow else { return }
+            guard failure == nil else { return }
             if result.count >= maximumLeaves {
-                overflow = true
+                failure = .tooManyValues
                 return
             }
             switch value {
@@ -50,7 +96,7 @@ public enum ArgumentCanonicalizer {
                 for member in object.members {
                     let folded = foldKey(member.key)
                     let here = location.isEmpty ? member.key : "\(location).\(member.key)"
-                    result.append(ArgumentValue(location: here, keys: keys, type: "key", raw: member.key))
+                    add(here, keys, "key", member.key)
                     walk(member.value, location: here, keys: keys + [folded])
                 }
             case .array(let elements):
@@ -58,20 +104,21 @@ public enum ArgumentCanonicalizer {
                     walk(element, location: "\(location)[\(position)]", keys: keys)
                 }
             case .string(let text):
-                result.append(ArgumentValue(location: location, keys: keys, type: "string", raw: text))
+                add(location, keys, "string", text)
                 // A string that holds JSON is also checked as the structure a server will decode from it (the
                 // official Python SDK json-decodes strings given to list, dict and model parameters).
                 if let nested = nestedJSON(text) { walk(nested, location: location + "<json>", keys: keys) }
             case .number(let number):
-                result.append(ArgumentValue(location: location, keys: keys, type: "number", raw: number.literal))
+                add(location, keys, "number", number.literal)
             case .bool(let flag):
-                result.append(ArgumentValue(location: location, keys: keys, type: "boolean", raw: flag ? "true" : "false"))
+                add(location, keys, "boolean", flag ? "true" : "false")
             case .null:
-                result.append(ArgumentValue(location: location, keys: keys, type: "null", raw: "null"))
+                add(location, keys, "null", "null")
             }
         }
         if let arguments { walk(arguments, location: "", keys: []) }
-        return overflow ? nil : result
+        if let failure { return .failure(failure) }
+        return .success(result)
     }
 
     /// Strings of at most this many bytes are tried as nested JSON.
@@ -101,11 +148,21 @@ public enum ArgumentCanonicalizer {
 
     /// raw → percent-decoded and NFKC-normalised until stable → backslashes folded; every distinct step kept.
     static func forms(of raw: String) -> [String] {
+        var unlimited = Int.max
+        return forms(of: raw, budget: &unlimited)!
+    }
+
+    /// The forms, each round's bytes taken from `budget`; nil when the budget runs out.
+    static func forms(of raw: String, budget: inout Int) -> [String]? {
+        budget -= raw.utf8.count
+        if budget < 0 { return nil }
         if isPlainASCII(raw) { return [raw] }
         var forms = [raw]
         var current = raw
         for _ in 0..<maximumRounds {
             let next = percentDecoded(current).precomposedStringWithCompatibilityMapping
+            budget -= next.utf8.count
+            if budget < 0 { return nil }
             if next == current { break }
             current = next
             forms.append(current)

@@ -164,7 +164,7 @@ public struct TenantPolicySet: Sendable {
                     ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
         }
         guard let leaves = arguments.leaves else {
-            return match(.deny, "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined")
+            return match(.deny, arguments.refusal?.reason ?? ArgumentCanonicalizer.Refusal.tooManyValues.reason)
         }
         let topLevel = arguments.topLevelTypes
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
@@ -185,6 +185,8 @@ struct LazyArguments {
     private let arguments: JSONValue?
     private var computed = false
     private var cachedLeaves: [ArgumentValue]?
+    /// Why the leaves were not examined, when they were not.
+    private(set) var refusal: ArgumentCanonicalizer.Refusal?
     private var cachedTypes: [String: [String]] = [:]
 
     init(_ arguments: JSONValue?) { self.arguments = arguments }
@@ -208,7 +210,10 @@ struct LazyArguments {
     private mutating func compute() {
         guard !computed else { return }
         computed = true
-        cachedLeaves = ArgumentCanonicalizer.leaves(of: arguments)
+        switch ArgumentCanonicalizer.examine(arguments) {
+        case .success(let leaves): cachedLeaves = leaves
+        case .failure(let refusal): self.refusal = refusal
+        }
         if case .object(let object) = arguments {
             for member in object.members {
                 cachedTypes[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)

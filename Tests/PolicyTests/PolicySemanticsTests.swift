@@ -48,6 +48,24 @@ struct PolicySemanticsTests {
         #expect(decision.outcome.name == outcome, "\(uri): \(decision.reason)")
     }
 
+    @Test("a call whose canonicalisation would cost more than the budget is denied with that reason, unexamined")
+    func canonicalisationBudget() throws {
+        // U+FDFA grows from 3 to 33 bytes under NFKC: two such 300,000-character arguments cost over 32 MiB of work.
+        let heavy = String(repeating: "\u{FDFA}", count: 300_000)
+        let set = try PolicyFixtures.set(
+            #"{"name":"b","default_action":"deny","rules":[{"id":"A","action":"allow","tools":["t"],"args":{"*":{"max_length":10000000}}}]}"#
+        )
+        let request = PolicyRequest(
+            tenant: "acme", agent: "bot1", target: "t",
+            arguments: .object(JSONObject([.init(key: "a", value: .string(heavy)), .init(key: "b", value: .string(heavy))])))
+        let decision = set.evaluate(request)
+        #expect(decision.outcome == .deny)
+        #expect(decision.reason.contains("bytes of work"), "\(decision.reason)")
+        let light = PolicyRequest(
+            tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(heavy))])))
+        #expect(set.evaluate(light).outcome == .allow)
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(
