@@ -26,8 +26,12 @@ public struct ArgumentConstraint: Sendable, Hashable {
     public var allowPatterns: [LinearRegex] = []
     /// Path rules, if the value is a path.
     public var path: PathRule?
-    /// Longest canonical value allowed, in characters.
+    /// Longest canonical value allowed, in Unicode scalars.
     public var maximumLength: Int?
+    /// Longest canonical value allowed, in UTF-8 bytes.
+    public var maximumBytes: Int?
+    /// The value must be exactly one read-only SQL query (see `SQLScanner.readOnlyProblem`).
+    public var readOnlySQL = false
     /// Required JSON type (`string`, `number`, `boolean`, `array`, `object`, `null`) of the argument itself.
     public var type: String?
     /// Detectors that must not fire.
@@ -79,6 +83,10 @@ public struct ArgumentConstraint: Sendable, Hashable {
         if let maximumLength, length > maximumLength {
             return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
         }
+        if let maximumBytes, canonical.utf8.count > maximumBytes {
+            return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"
+        }
+        if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
         if !allowPatterns.isEmpty && !allowPatterns.contains(where: { $0.matches(canonical) }) {
             return "matches none of the allowed patterns"
         }

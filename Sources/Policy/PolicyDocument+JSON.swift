@@ -6,7 +6,9 @@ extension PolicyDocument {
         "id", "description", "action", "tools", "agents", "arg_deny", "args", "methods", "resources", "prompts", "scopes",
         "log_arguments",
     ]
-    static let argumentKeys: Set<String> = ["deny", "allow", "path", "max_length", "type", "detectors", "required"]
+    static let argumentKeys: Set<String> = [
+        "deny", "allow", "path", "max_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
+    ]
     static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
     static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per"]
     static let toolsCallOnly = ["tools/call"]
@@ -162,6 +164,11 @@ extension PolicyDocument {
             guard length > 0 else { throw JSONFieldError(path: reader.fieldPath("max_length"), reason: "must be positive") }
             constraint.maximumLength = length
         }
+        if let bytes = try reader.int("max_bytes") {
+            guard bytes > 0 else { throw JSONFieldError(path: reader.fieldPath("max_bytes"), reason: "must be positive") }
+            constraint.maximumBytes = bytes
+        }
+        constraint.readOnlySQL = try reader.bool("read_only_sql") ?? false
         if let type = try reader.string("type") {
             guard jsonTypes.contains(type) else {
                 throw JSONFieldError(path: reader.fieldPath("type"), reason: "must be one of \(jsonTypes.sorted())")

@@ -96,6 +96,33 @@ enum SQLScanner {
         return (tokens, open)
     }
 
+    /// Words a read-only query may not contain: statements and clauses that change data or schema, and functions with
+    /// side effects (files, sleeping, locks, sequences, large objects).
+    static let sideEffects: Set<String> = [
+        "insert", "update", "delete", "merge", "upsert", "drop", "alter", "create", "truncate", "rename", "grant",
+        "revoke", "attach", "detach", "copy", "pragma", "vacuum", "reindex", "analyze", "call", "exec", "execute", "do",
+        "set", "reset", "lock", "unlock", "load", "into", "outfile", "dumpfile", "load_file", "sleep", "pg_sleep",
+        "pg_sleep_for", "benchmark", "waitfor", "nextval", "setval", "lo_import", "lo_export", "dblink", "xp_cmdshell",
+        "pg_read_file", "pg_write_file", "pg_terminate_backend", "for",
+    ]
+
+    /// Why `text` is not exactly one read-only query (`SELECT …`, or `WITH …` ending in a SELECT), or nil when it is.
+    /// Comments are whitespace; words inside literals and quoted identifiers do not count.
+    static func readOnlyProblem(_ text: String) -> String? {
+        let (all, open) = tokens(Array(text.utf8))
+        if open != nil { return "an unterminated literal" }
+        var tokens = all.filter { $0 != .comment }
+        while tokens.last == .semicolon { tokens.removeLast() }
+        guard case .word(let first)? = tokens.first, first == "select" || first == "with" || first == "values" else {
+            return "it does not start with SELECT, WITH or VALUES"
+        }
+        if tokens.contains(.semicolon) { return "more than one statement" }
+        for token in tokens {
+            if case .word(let word) = token, sideEffects.contains(word) { return "it uses \(word.uppercased())" }
+        }
+        return nil
+    }
+
     static let timeFunctions: Set<String> = ["sleep", "pg_sleep", "benchmark", "dbms_lock", "pg_sleep_for"]
     static let fileAndDatabase: Set<String> = [
         "attach", "pragma", "load_file", "outfile", "dumpfile", "xp_cmdshell", "lo_import", "lo_export",

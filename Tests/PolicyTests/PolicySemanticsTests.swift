@@ -66,6 +66,42 @@ struct PolicySemanticsTests {
         #expect(set.evaluate(light).outcome == .allow)
     }
 
+    @Test(
+        "read_only_sql admits exactly one read-only query",
+        arguments: [
+            ("select * from t where name = 'drop table'", true), ("SELECT count(*) FROM t -- delete later", true),
+            ("with a as (select 1) select * from a", true), ("select replace(name, 'a', 'b') from t;", true),
+            (#"select "update" from t"#, true), ("select 1; drop table t", false), ("select 1;drop/**/table users", false),
+            ("delete from t", false), ("with x as (delete from t returning *) select * from x", false),
+            ("select pg_sleep(5)", false), ("select * into outfile '/tmp/x' from t", false), ("select * from t for update", false),
+            ("' or 1=1", false), ("select 'unterminated", false), ("ATTACH DATABASE 'x.db' AS x", false),
+        ])
+    func readOnlySQL(query: String, allowed: Bool) throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"Q","action":"allow","tools":["q"],"args":{"sql":{"read_only_sql":true}}}]}"#
+        )
+        let decision = set.evaluate(
+            PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "q", arguments: .object(JSONObject([.init(key: "sql", value: .string(query))]))))
+        #expect((decision.outcome == .allow) == allowed, "\(query): \(decision.reason)")
+    }
+
+    @Test("max_length counts Unicode scalars, max_bytes UTF-8 bytes")
+    func lengths() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"l","default_action":"deny","rules":[{"id":"L","action":"allow","tools":["t"],"args":{"a":{"max_length":10,"max_bytes":15}}}]}"#
+        )
+        func decide(_ value: String) -> PolicyDecision.Outcome {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))])))
+            ).outcome
+        }
+        #expect(decide("abcdefghij") == .allow)
+        #expect(decide("é" + String(repeating: "\u{0301}", count: 10)) == .deny)  // one Character, 11 scalars
+        #expect(decide(String(repeating: "é", count: 8)) == .deny)  // 8 scalars, 16 bytes
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(
