@@ -8,7 +8,7 @@ struct PolicyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "policy",
         abstract: "Validate policies and explain decisions.",
-        subcommands: [Check.self, Explain.self]
+        subcommands: [Check.self, Explain.self, Evaluate.self]
     )
 
     /// `mcpgw policy check DIR`.
