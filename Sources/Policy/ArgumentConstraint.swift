@@ -68,6 +68,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
     }
 
     private func problem(with leaf: ArgumentValue) -> String? {
+        if let problem = leaf.encodingProblem { return problem }
         for form in leaf.forms {
             let lowered = form.lowercased()
             if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }

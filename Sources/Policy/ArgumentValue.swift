@@ -15,6 +15,9 @@ public struct ArgumentValue: Sendable, Hashable {
     public let forms: [String]
     /// The final canonical form: fully percent-decoded, NFKC-normalised, backslashes folded to `/`.
     public var canonical: String { forms.last ?? raw }
+    /// Why the value cannot be read unambiguously (percent-encoding nested past the bound, or decoding to invalid
+    /// UTF-8 such as the overlong `%c0%af`); any constraint refuses such a value.
+    public let encodingProblem: String?
 
     /// The value with its forms computed.
     init(location: String, keys: [String], type: String, raw: String) {
@@ -28,8 +31,9 @@ public struct ArgumentValue: Sendable, Hashable {
         self.keys = keys
         self.type = type
         self.raw = raw
-        guard let forms = ArgumentCanonicalizer.forms(of: raw, budget: &budget) else { return nil }
-        self.forms = forms
+        guard let canonicalised = ArgumentCanonicalizer.canonicalise(raw, budget: &budget) else { return nil }
+        self.forms = canonicalised.forms
+        self.encodingProblem = canonicalised.problem
     }
 }
 
@@ -149,32 +153,46 @@ public enum ArgumentCanonicalizer {
     /// raw → percent-decoded and NFKC-normalised until stable → backslashes folded; every distinct step kept.
     static func forms(of raw: String) -> [String] {
         var unlimited = Int.max
-        return forms(of: raw, budget: &unlimited)!
+        return canonicalise(raw, budget: &unlimited)!.forms
     }
 
-    /// The forms, each round's bytes taken from `budget`; nil when the budget runs out.
-    static func forms(of raw: String, budget: inout Int) -> [String]? {
+    /// The forms, and why the value is ambiguous if it is; each round's bytes taken from `budget`; nil when the budget
+    /// runs out.
+    static func canonicalise(_ raw: String, budget: inout Int) -> (forms: [String], problem: String?)? {
         budget -= raw.utf8.count
         if budget < 0 { return nil }
-        if isPlainASCII(raw) { return [raw] }
+        if isPlainASCII(raw) { return ([raw], nil) }
         var forms = [raw]
         var current = raw
+        var problem: String?
+        var stable = false
         for _ in 0..<maximumRounds {
-            let next = percentDecoded(current).precomposedStringWithCompatibilityMapping
+            let (decoded, valid) = percentDecodedValidating(current)
+            if !valid && problem == nil { problem = "percent-encoding decodes to invalid UTF-8 (an overlong or truncated form)" }
+            let next = decoded.precomposedStringWithCompatibilityMapping
             budget -= next.utf8.count
             if budget < 0 { return nil }
-            if next == current { break }
+            if next == current {
+                stable = true
+                break
+            }
             current = next
             forms.append(current)
         }
+        if !stable && problem == nil { problem = "encoded more than \(maximumRounds) levels deep" }
         let folded = current.replacingOccurrences(of: "\\", with: "/")
         if folded != current { forms.append(folded) }
-        return forms
+        return (forms, problem)
     }
 
     /// Decodes every valid `%XX`; invalid sequences stay as they are; invalid UTF-8 becomes U+FFFD.
     static func percentDecoded(_ text: String) -> String {
-        guard text.utf8.contains(UInt8(ascii: "%")) else { return text }
+        percentDecodedValidating(text).text
+    }
+
+    /// `percentDecoded`, and whether the decoded bytes were valid UTF-8.
+    static func percentDecodedValidating(_ text: String) -> (text: String, valid: Bool) {
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return (text, true) }
         let bytes = Array(text.utf8)
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
@@ -190,7 +208,8 @@ public enum ArgumentCanonicalizer {
                 index += 1
             }
         }
-        return String(decoding: output, as: UTF8.self)
+        if let valid = String(validating: output, as: UTF8.self) { return (valid, true) }
+        return (String(decoding: output, as: UTF8.self), false)
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {

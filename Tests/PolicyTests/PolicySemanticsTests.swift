@@ -102,6 +102,22 @@ struct PolicySemanticsTests {
         #expect(decide(String(repeating: "é", count: 8)) == .deny)  // 8 scalars, 16 bytes
     }
 
+    @Test("values encoded deeper than the decoding bound, or decoding to invalid UTF-8, are refused by any constraint")
+    func ambiguousEncodings() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"e","default_action":"deny","rules":[{"id":"A","action":"allow","tools":["t"],"args":{"*":{"max_length":1000}}}]}"#)
+        func decide(_ value: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))]))))
+        }
+        let deep = "%" + String(repeating: "25", count: 1) + String(repeating: "25", count: 9) + "2e%2e/x"
+        #expect(decide(deep).outcome == .deny)
+        #expect(decide(deep).reason.contains("levels deep"), "\(decide(deep).reason)")
+        #expect(decide("..%c0%af..%c0%afetc").reason.contains("invalid UTF-8"))
+        #expect(decide("%2e%2e is fine as text: 100%25").outcome == .allow)
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(
