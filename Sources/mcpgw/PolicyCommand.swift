@@ -11,6 +11,15 @@ struct PolicyCommand: ParsableCommand {
         subcommands: [Check.self, Explain.self, Evaluate.self]
     )
 
+    /// The policies in `directory`, or a validation error that says why they cannot be loaded.
+    static func loadSnapshot(_ directory: String) throws -> PolicySnapshot {
+        do {
+            return try PolicySnapshot.load(directory: directory)
+        } catch {
+            throw ValidationError("cannot load policies: \(error)")
+        }
+    }
+
     /// `mcpgw policy check DIR`.
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -61,12 +70,7 @@ struct PolicyCommand: ParsableCommand {
         var json = false
 
         func run() throws {
-            let snapshot: PolicySnapshot
-            do {
-                snapshot = try PolicySnapshot.load(directory: policies)
-            } catch {
-                throw ValidationError("cannot load policies: \(error)")
-            }
+            let snapshot = try PolicyCommand.loadSnapshot(policies)
             let arguments: JSONValue
             do {
                 arguments = try JSONParser.parse(args)

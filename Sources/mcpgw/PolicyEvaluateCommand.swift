@@ -18,12 +18,7 @@ extension PolicyCommand {
         var policies: String = "policies"
 
         func run() throws {
-            let snapshot: PolicySnapshot
-            do {
-                snapshot = try PolicySnapshot.load(directory: policies)
-            } catch {
-                throw ValidationError("cannot load policies: \(error)")
-            }
+            let snapshot = try PolicyCommand.loadSnapshot(policies)
             while let line = readLine(strippingNewline: true) {
                 guard !line.isEmpty else { continue }
                 do {
