@@ -59,10 +59,10 @@ public struct GatewayServices: Sendable {
             return eventLoop.makeFailedFuture(OffloadRefused())
         }
         let counter = offloaded
-        return NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop) {
-            defer { counter.leave() }
-            return work()
-        }
+        let result = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop, work)
+        // Given back however it ends, also when the pool refuses the work.
+        result.whenComplete { _ in counter.leave() }
+        return result
     }
 }
 

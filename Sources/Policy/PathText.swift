@@ -3,7 +3,8 @@
 ///
 /// Steps: control characters (C0, DEL, C1) and NUL are refused; slash, backslash and dot look-alikes become `/` and
 /// `.`; combining marks and format characters (zero-width spaces, joiners, bidi controls, BOM) next to a separator
-/// or a dot are dropped; the path is split into segments on `/`. Absolute forms are recognised after leading
+/// or a dot are refused (dropping them would turn `docś/` into `docs/` for prefix checks); the path is split into
+/// segments on `/`. Absolute forms are recognised after leading
 /// whitespace: `/`, `~`, a drive letter (`C:`), a UNC or scheme-relative `//`, and `file:`.
 struct PathText {
     /// Why the text cannot be a path at all (a control character), if so.
@@ -31,17 +32,19 @@ struct PathText {
             }
             scalars.append(Self.fold(scalar))
         }
-        // Marks and format characters that touch a separator or a dot vanish, so `/\u{301}` is a `/`.
-        var cleaned: [Unicode.Scalar] = []
-        cleaned.reserveCapacity(scalars.count)
-        for (index, scalar) in scalars.enumerated() {
-            if Self.isInvisible(scalar) {
-                let before = cleaned.last.map(Self.isSeparatorOrDot) ?? true
-                let after = scalars[(index + 1)...].first { !Self.isInvisible($0) }.map(Self.isSeparatorOrDot) ?? true
-                if before || after { continue }
+        // Marks and format characters that touch a separator or a dot would hide it from a comparison on characters
+        // and mean something else to every reader: refused.
+        for (index, scalar) in scalars.enumerated() where Self.isInvisible(scalar) {
+            let before = scalars[..<index].last { !Self.isInvisible($0) }.map(Self.isSeparatorOrDot) ?? true
+            let after = scalars[(index + 1)...].first { !Self.isInvisible($0) }.map(Self.isSeparatorOrDot) ?? true
+            if before || after {
+                refusal =
+                    refusal
+                    ?? "path has a combining or format character next to a separator or dot (U+\(String(scalar.value, radix: 16, uppercase: true)))"
+                break
             }
-            cleaned.append(scalar)
         }
+        let cleaned = scalars.filter { !Self.isInvisible($0) }
         // Leading whitespace does not stop a path from being absolute.
         let start = cleaned.firstIndex { !$0.properties.isWhitespace } ?? cleaned.endIndex
         let body = Array(cleaned[start...])

@@ -118,6 +118,22 @@ struct PolicySemanticsTests {
         #expect(decide("%2e%2e is fine as text: 100%25").outcome == .allow)
     }
 
+    @Test("an invisible character next to a separator is refused, not dropped: docs\\u200B/ is not docs/")
+    func invisibleNextToSeparator() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["docs"]}}}}]}"#
+        )
+        func decide(_ path: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+        }
+        #expect(decide("docs/x").outcome == .allow)
+        #expect(decide("docs\u{200B}/x").outcome == .deny, "\(decide("docs\u{200B}/x").reason)")
+        #expect(decide("docs/\u{2060}x").outcome == .deny)
+        #expect(decide("docs/caf\u{200B}e.txt").outcome == .allow)  // inside a name it hides nothing
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(

@@ -92,9 +92,6 @@ struct ExchangeStateMachine {
 
     init(limits: Limits) { self.limits = limits }
 
-    /// Whether the client asked to keep the connection open.
-    var isKeepAlive: Bool { keepAlive }
-
     // MARK: - Client events
 
     /// A request head arrived.

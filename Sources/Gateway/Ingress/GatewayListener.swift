@@ -23,9 +23,6 @@ public final class GatewayListener: Sendable {
         self.logger = logger
     }
 
-    /// How many connections were refused at accept (listener full, or the source's share used).
-    public var refusedConnections: Int { connections.refusedCount }
-
     /// Validates the configuration, builds the TLS context and binds. Fails with a clear error on a bad
     /// certificate, key or address; nothing is served until every part is valid.
     ///

@@ -36,6 +36,4 @@ final class UpstreamBudgets: Sendable {
         }
     }
 
-    /// The units held of `budget`.
-    func held(_ budget: Budget) -> Int { counts.withLock { $0[budget, default: 0] } }
 }
