@@ -65,7 +65,11 @@ def test_no_path_a_resolver_takes_outside_the_root_is_allowed(tmp_path):
         "name": "p", "default_action": "deny",
         "rules": [{"id": "R", "action": "allow", "tools": ["read_file"],
                    "args": {"path": {"path": {"allow_traversal": False, "allow_absolute": False}}}}]}))
+    rng = random.Random(7)
+    benign = ["/".join(rng.choice(["a", "b", "docs", "x.txt", "notes..md", "..hidden", "caf\u00e9"]) for _ in range(rng.randint(1, 5)))
+              for _ in range(500)]
     paths = generate(20_000) + ["../x", "a/../../x", "/etc/passwd", "..\u2215x", "/\u0301etc", "....//etc", "\u00a0/etc", "file:///etc"]
+    paths += benign
     lines = "".join(json.dumps({"tenant": "t", "agent": "a", "tool": "read_file", "arguments": {"path": p}}) + "\n" for p in paths)
     result = subprocess.run([mcpgw_binary(), "policy", "evaluate", "--policies", str(tmp_path / "policies")],
                             input=lines, capture_output=True, text=True, timeout=300, cwd=ROOT)
@@ -76,5 +80,7 @@ def test_no_path_a_resolver_takes_outside_the_root_is_allowed(tmp_path):
     allowed_escapes = [p for p, d in zip(paths, decisions) if d == "allow" and escapes(p)]
     assert len(escaping) > 5_000, "the generator should produce many escaping paths"
     assert not allowed_escapes, f"{len(allowed_escapes)} escaping paths allowed, e.g. {allowed_escapes[:10]!r}"
-    # And the rule is not a blanket deny: plenty of harmless paths pass.
-    assert decisions.count("allow") > 1_000
+    # And the rule is not a blanket deny: every plainly harmless path passes, and a share of the generated ones.
+    benign_decisions = decisions[-len(benign):]
+    assert benign_decisions.count("allow") == len(benign), [p for p, d in zip(benign, benign_decisions) if d != "allow"][:10]
+    assert decisions.count("allow") > 500
