@@ -18,19 +18,23 @@ public struct ArgumentValue: Sendable, Hashable {
     /// Why the value cannot be read unambiguously (percent-encoding nested past the bound, or decoding to invalid
     /// UTF-8 such as the overlong `%c0%af`); any constraint refuses such a value.
     public let encodingProblem: String?
+    /// Whether the leaf was found inside a string argument that holds JSON (rules with `nested_json: false` skip it).
+    public let isInsideJSONString: Bool
 
     /// The value with its forms computed.
-    init(location: String, keys: [String], type: String, raw: String) {
+    init(location: String, keys: [String], type: String, raw: String, isInsideJSONString: Bool = false) {
         var unlimited = Int.max
-        self.init(location: location, keys: keys, type: type, raw: raw, budget: &unlimited)!
+        self.init(
+            location: location, keys: keys, type: type, raw: raw, isInsideJSONString: isInsideJSONString, budget: &unlimited)!
     }
 
     /// The value with its forms computed within `budget` bytes of canonicalisation work (nil beyond it).
-    init?(location: String, keys: [String], type: String, raw: String, budget: inout Int) {
+    init?(location: String, keys: [String], type: String, raw: String, isInsideJSONString: Bool, budget: inout Int) {
         self.location = location
         self.keys = keys
         self.type = type
         self.raw = raw
+        self.isInsideJSONString = isInsideJSONString
         guard let canonicalised = ArgumentCanonicalizer.canonicalise(raw, budget: &budget) else { return nil }
         self.forms = canonicalised.forms
         self.encodingProblem = canonicalised.problem
@@ -82,14 +86,16 @@ public enum ArgumentCanonicalizer {
         var result: [ArgumentValue] = []
         var failure: Refusal?
         var budget = canonicalisationBudget
-        func add(_ location: String, _ keys: [String], _ type: String, _ raw: String) {
-            if let value = ArgumentValue(location: location, keys: keys, type: type, raw: raw, budget: &budget) {
+        func add(_ location: String, _ keys: [String], _ type: String, _ raw: String, _ nested: Bool) {
+            if let value = ArgumentValue(
+                location: location, keys: keys, type: type, raw: raw, isInsideJSONString: nested, budget: &budget)
+            {
                 result.append(value)
             } else {
                 failure = .overBudget
             }
         }
-        func walk(_ value: JSONValue, location: String, keys: [String]) {
+        func walk(_ value: JSONValue, location: String, keys: [String], nested: Bool) {
             guard failure == nil else { return }
             if result.count >= maximumLeaves {
                 failure = .tooManyValues
@@ -100,27 +106,27 @@ public enum ArgumentCanonicalizer {
                 for member in object.members {
                     let folded = foldKey(member.key)
                     let here = location.isEmpty ? member.key : "\(location).\(member.key)"
-                    add(here, keys, "key", member.key)
-                    walk(member.value, location: here, keys: keys + [folded])
+                    add(here, keys, "key", member.key, nested)
+                    walk(member.value, location: here, keys: keys + [folded], nested: nested)
                 }
             case .array(let elements):
                 for (position, element) in elements.enumerated() {
-                    walk(element, location: "\(location)[\(position)]", keys: keys)
+                    walk(element, location: "\(location)[\(position)]", keys: keys, nested: nested)
                 }
             case .string(let text):
-                add(location, keys, "string", text)
+                add(location, keys, "string", text, nested)
                 // A string that holds JSON is also checked as the structure a server will decode from it (the
                 // official Python SDK json-decodes strings given to list, dict and model parameters).
-                if let nested = nestedJSON(text) { walk(nested, location: location + "<json>", keys: keys) }
+                if let inner = nestedJSON(text) { walk(inner, location: location + "<json>", keys: keys, nested: true) }
             case .number(let number):
-                add(location, keys, "number", number.literal)
+                add(location, keys, "number", number.literal, nested)
             case .bool(let flag):
-                add(location, keys, "boolean", flag ? "true" : "false")
+                add(location, keys, "boolean", flag ? "true" : "false", nested)
             case .null:
-                add(location, keys, "null", "null")
+                add(location, keys, "null", "null", nested)
             }
         }
-        if let arguments { walk(arguments, location: "", keys: []) }
+        if let arguments { walk(arguments, location: "", keys: [], nested: false) }
         if let failure { return .failure(failure) }
         return .success(result)
     }

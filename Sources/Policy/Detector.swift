@@ -5,7 +5,8 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
     /// SQL injection, on a tokenizer (`SQLScanner`): stacked statements, tautologies, UNION, time-based calls, file
     /// and database access (ATTACH, COPY, PRAGMA, …), a comment right after a string literal.
     case sqlInjection = "sql_injection"
-    /// Shell metacharacters: `; | & \` < >`, `$(`, `${`, `$NAME`, newlines, NUL.
+    /// What a shell would act on, on a shell lexer (`ShellScanner`): operators, redirections, command substitution and
+    /// parameter expansion, read bare and as if spliced into single or double quotes; NUL.
     case shellMetacharacters = "shell_metacharacters"
 
     /// Whether the detector fires on `value` (any of its forms); the returned text says what was found.
@@ -25,29 +26,7 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
         case .sqlInjection:
             return SQLScanner.finding(in: text)
         case .shellMetacharacters:
-            return Self.shellMetacharacter(in: text).map { "shell metacharacter '\($0)'" }
+            return ShellScanner.finding(in: text)
         }
-    }
-
-    /// The first shell metacharacter in `text`, escaped for display: one of ``; | & ` < >``, newline, CR, NUL, or
-    /// `$` followed by `(`, `{`, a letter or `_`. A direct scan: this detector often covers every argument.
-    private static func shellMetacharacter(in text: String) -> String? {
-        var previousWasDollar = false
-        for scalar in text.unicodeScalars {
-            if previousWasDollar
-                && (scalar == "(" || scalar == "{" || scalar == "_" || ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar))
-            {
-                return "$" + String(scalar)
-            }
-            switch scalar {
-            case ";", "|", "&", "`", "<", ">": return String(scalar)
-            case "\n": return "\\n"
-            case "\r": return "\\r"
-            case "\u{0}": return "\\0"
-            default: break
-            }
-            previousWasDollar = scalar == "$"
-        }
-        return nil
     }
 }

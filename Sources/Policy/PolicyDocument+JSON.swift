@@ -4,7 +4,7 @@ extension PolicyDocument {
     static let documentKeys: Set<String> = ["name", "description", "default_action", "rules", "rate_limits"]
     static let ruleKeys: Set<String> = [
         "id", "description", "action", "tools", "agents", "arg_deny", "args", "methods", "resources", "prompts", "scopes",
-        "log_arguments",
+        "log_arguments", "nested_json",
     ]
     static let argumentKeys: Set<String> = [
         "deny", "allow", "path", "max_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
@@ -130,7 +130,8 @@ extension PolicyDocument {
             return PolicyRule(
                 id: id, description: try reader.string("description"), action: action, methods: methods, tools: tools,
                 resources: resources, prompts: prompts, agents: try patterns(reader, "agents"), scopes: scopes,
-                constraints: constraints, logArguments: try reader.bool("log_arguments") ?? false, document: document, file: file)
+                constraints: constraints, logArguments: try reader.bool("log_arguments") ?? false,
+                inspectsNestedJSON: try reader.bool("nested_json") ?? true, document: document, file: file)
         } catch let error as PolicyLoadError {
             throw error
         } catch let error as JSONFieldError {

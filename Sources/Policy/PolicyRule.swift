@@ -22,6 +22,8 @@ public struct PolicyRule: Sendable {
     public let constraints: [ArgumentConstraint]
     /// Whether audit records of calls this rule decides carry the full arguments.
     public let logArguments: Bool
+    /// Whether the argument constraints also see what string arguments hold as JSON (`nested_json`, default true).
+    public let inspectsNestedJSON: Bool
     /// The document the rule comes from.
     public let document: String
     /// The file it was loaded from.

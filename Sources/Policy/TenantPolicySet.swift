@@ -163,9 +163,10 @@ public struct TenantPolicySet: Sendable {
                 rule.description.map { "rule \(rule.id): \($0)" }
                     ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
         }
-        guard let leaves = arguments.leaves else {
+        guard let allLeaves = arguments.leaves else {
             return match(.deny, arguments.refusal?.reason ?? ArgumentCanonicalizer.Refusal.tooManyValues.reason)
         }
+        let leaves = rule.inspectsNestedJSON ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
         let topLevel = arguments.topLevelTypes
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
         if findings.isEmpty {

@@ -151,6 +151,28 @@ struct AttackTableTests {
     func benignShell() throws {
         #expect(try decide("globex", "convert_document", #"{"filename":"Q3 report (final).pdf"}"#).outcome == .allow)
         #expect(try decide("globex", "convert_document", #"{"filename":"price-$5.pdf"}"#).outcome == .allow)
+        // A shell would read `\;` as a literal semicolon, but the slash-folded form (`a/;b`) is checked too: fail closed.
+        #expect(try decide("globex", "convert_document", #"{"filename":"a\\;b.pdf"}"#).outcome == .deny)
+    }
+
+    @Test(
+        "the shell detector reads quoting like a shell: a value that closes the quote it is spliced into is caught",
+        arguments: [
+            ("'; reboot; '", "spliced into '…'"), ("x'$(id)'", "spliced into '…'"), ("\"; reboot; \"", "spliced into \"…\""),
+            ("'`id`'", "spliced into '…'"), ("$'\\x3b'reboot", "ANSI-C"), ("a$?b", "special parameter"),
+            ("\"$(id)\"", "command substitution"), ("a\u{0}b", "NUL byte"),
+        ])
+    func shellQuoting(filename: String, expected: String) throws {
+        let json = try jsonLiteral(filename)
+        let decision = try decide("globex", "convert_document", #"{"filename":\#(json)}"#)
+        #expect(decision.outcome == .deny, "\(filename): \(decision.reason)")
+        #expect(decision.reason.contains(expected), "\(filename): \(decision.reason)")
+    }
+
+    /// `text` as a JSON string literal.
+    private func jsonLiteral(_ text: String) throws -> String {
+        String(decoding: try JSONSerialization.data(withJSONObject: [text], options: [.fragmentsAllowed]), as: UTF8.self)
+            .dropFirst().dropLast().description
     }
 
     @Test("agent, scope and argument requirements of acme query_db")

@@ -134,6 +134,25 @@ struct PolicySemanticsTests {
         #expect(decide("docs/caf\u{200B}e.txt").outcome == .allow)  // inside a name it hides nothing
     }
 
+    @Test("JSON inside string arguments is inspected by default; nested_json: false switches it off for one rule")
+    func nestedJSONSwitch() throws {
+        func set(_ nested: String) throws -> TenantPolicySet {
+            try PolicyFixtures.set(
+                #"{"name":"n","default_action":"deny","rules":[{"id":"P","action":"allow","tools":["t"]\#(nested),"args":{"path":{"path":{"allow_traversal":false}}}}]}"#
+            )
+        }
+        let call = try PolicyFixtures.call("t", #"{"path":"a.txt","files":"[{\"path\":\"../../etc/passwd\"}]"}"#)
+        let inspecting = try set("").evaluate(call)
+        #expect(inspecting.outcome == .deny)
+        #expect(inspecting.reason.contains("files<json>"), "\(inspecting.reason)")
+        #expect(try set(#","nested_json":true"#).evaluate(call).outcome == .deny)
+        let switchedOff = try set(#","nested_json":false"#).evaluate(call)
+        #expect(switchedOff.outcome == .allow, "\(switchedOff.reason)")
+        // The switch only skips what is inside the string; the arguments themselves are still checked.
+        #expect(try set(#","nested_json":false"#).evaluate(try PolicyFixtures.call("t", #"{"path":"../x"}"#)).outcome == .deny)
+        #expect(throws: PolicyLoadError.self) { try set(#","nested_json":"no""#) }
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(
