@@ -28,6 +28,8 @@ public struct ArgumentConstraint: Sendable, Hashable {
     public var path: PathRule?
     /// Longest canonical value allowed, in Unicode scalars.
     public var maximumLength: Int?
+    /// Shortest canonical value allowed, in Unicode scalars.
+    public var minimumLength: Int?
     /// Longest canonical value allowed, in UTF-8 bytes.
     public var maximumBytes: Int?
     /// The value must be exactly one read-only SQL query (see `SQLScanner.readOnlyProblem`).
@@ -83,6 +85,9 @@ public struct ArgumentConstraint: Sendable, Hashable {
         let length = canonical.unicodeScalars.count
         if let maximumLength, length > maximumLength {
             return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
+        }
+        if let minimumLength, length < minimumLength {
+            return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
         }
         if let maximumBytes, canonical.utf8.count > maximumBytes {
             return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"

@@ -178,7 +178,8 @@ public enum ArgumentCanonicalizer {
             let next = decoded.precomposedStringWithCompatibilityMapping
             budget -= next.utf8.count
             if budget < 0 { return nil }
-            if next == current {
+            // Compared as bytes: Swift `==` is canonical equivalence and would call a decomposed text its own NFKC form.
+            if next.utf8.elementsEqual(current.utf8) {
                 stable = true
                 break
             }

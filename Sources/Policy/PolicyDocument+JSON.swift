@@ -7,7 +7,7 @@ extension PolicyDocument {
         "log_arguments", "nested_json",
     ]
     static let argumentKeys: Set<String> = [
-        "deny", "allow", "path", "max_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
+        "deny", "allow", "path", "max_length", "min_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
     ]
     static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
     static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per"]
@@ -164,6 +164,10 @@ extension PolicyDocument {
         if let length = try reader.int("max_length") {
             guard length > 0 else { throw JSONFieldError(path: reader.fieldPath("max_length"), reason: "must be positive") }
             constraint.maximumLength = length
+        }
+        if let length = try reader.int("min_length") {
+            guard length >= 0 else { throw JSONFieldError(path: reader.fieldPath("min_length"), reason: "must not be negative") }
+            constraint.minimumLength = length
         }
         if let bytes = try reader.int("max_bytes") {
             guard bytes > 0 else { throw JSONFieldError(path: reader.fieldPath("max_bytes"), reason: "must be positive") }

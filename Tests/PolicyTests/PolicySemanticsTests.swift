@@ -86,10 +86,10 @@ struct PolicySemanticsTests {
         #expect((decision.outcome == .allow) == allowed, "\(query): \(decision.reason)")
     }
 
-    @Test("max_length counts Unicode scalars, max_bytes UTF-8 bytes")
+    @Test("max_length and min_length count Unicode scalars, max_bytes UTF-8 bytes")
     func lengths() throws {
         let set = try PolicyFixtures.set(
-            #"{"name":"l","default_action":"deny","rules":[{"id":"L","action":"allow","tools":["t"],"args":{"a":{"max_length":10,"max_bytes":15}}}]}"#
+            #"{"name":"l","default_action":"deny","rules":[{"id":"L","action":"allow","tools":["t"],"args":{"a":{"max_length":10,"min_length":3,"max_bytes":15}}}]}"#
         )
         func decide(_ value: String) -> PolicyDecision.Outcome {
             set.evaluate(
@@ -100,6 +100,9 @@ struct PolicySemanticsTests {
         #expect(decide("abcdefghij") == .allow)
         #expect(decide("é" + String(repeating: "\u{0301}", count: 10)) == .deny)  // one Character, 11 scalars
         #expect(decide(String(repeating: "é", count: 8)) == .deny)  // 8 scalars, 16 bytes
+        #expect(decide("ab") == .deny)
+        #expect(decide("a\u{0301}\u{0301}b") == .allow)  // NFKC composes a + U+0301 into á: 3 scalars
+        #expect(decide("a\u{0301}\u{0301}") == .deny)  // 2 scalars once composed
     }
 
     @Test("values encoded deeper than the decoding bound, or decoding to invalid UTF-8, are refused by any constraint")
