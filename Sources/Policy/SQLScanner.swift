@@ -9,7 +9,7 @@ enum SQLScanner {
         case number
         case string  // '…' literal
         case quotedIdentifier  // "…", `…`, […]
-        case comment
+        case comment(holdsQuote: Bool)  // whitespace to SQL; holdsQuote: a `'` inside, left over from a cut-off literal
         case semicolon
         case symbol(UInt8)
     }
@@ -25,6 +25,8 @@ enum SQLScanner {
     }
 
     /// The tokens of `bytes`, and the quote left open at the end, if any.
+    ///
+    /// Comments are kept as tokens (the callers drop them), so that what directly follows a literal can be seen.
     static func tokens(_ bytes: [UInt8]) -> (tokens: [Token], open: UInt8?) {
         var tokens: [Token] = []
         var open: UInt8?
@@ -40,15 +42,17 @@ enum SQLScanner {
                 index += 1
             case UInt8(ascii: "-") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "-"),
                 UInt8(ascii: "#"):
+                let start = index
                 while index < bytes.count && bytes[index] != 0x0A { index += 1 }
-                tokens.append(.comment)
+                tokens.append(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))))
             case UInt8(ascii: "/") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "*"):
+                let start = index
                 index += 2
                 while index + 1 < bytes.count && !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) {
                     index += 1
                 }
                 index = min(bytes.count, index + 2)
-                tokens.append(.comment)
+                tokens.append(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))))
             case UInt8(ascii: "'"):
                 index += 1
                 open = UInt8(ascii: "'")
@@ -111,7 +115,7 @@ enum SQLScanner {
     static func readOnlyProblem(_ text: String) -> String? {
         let (all, open) = tokens(Array(text.utf8))
         if open != nil { return "an unterminated literal" }
-        var tokens = all.filter { $0 != .comment }
+        var tokens = all.filter { !$0.isComment }
         while tokens.last == .semicolon { tokens.removeLast() }
         guard case .word(let first)? = tokens.first, first == "select" || first == "with" || first == "values" else {
             return "it does not start with SELECT, WITH or VALUES"
@@ -129,7 +133,7 @@ enum SQLScanner {
     ]
 
     static func check(_ all: [Token], spliced: Bool) -> String? {
-        let tokens = all.filter { $0 != .comment }
+        let tokens = all.filter { !$0.isComment }
         func word(_ index: Int) -> String? {
             guard index < tokens.count, case .word(let text) = tokens[index] else { return nil }
             return text
@@ -192,13 +196,23 @@ enum SQLScanner {
                 break
             }
         }
-        // A comment right after a string literal cuts the rest of the query off (`admin'--`).
-        for (index, token) in all.enumerated() where token == .string {
-            if index + 1 < all.count && all[index + 1] == .comment { return "comment after a string literal" }
+        // A comment right after a string literal cuts the rest of a query off: in a value that closes the literal it is
+        // spliced into (`admin'--`), or in a whole query where the comment holds the quote it cut off
+        // (`… = 'admin'--'`). In a whole query such as `… = 'O''Brien' -- newest` it is only a comment.
+        for (index, token) in all.enumerated() where token == .string && index + 1 < all.count {
+            if case .comment(let holdsQuote) = all[index + 1], spliced || holdsQuote { return "comment after a string literal" }
         }
         if spliced, let first = all.first, first == .string, all.count >= 2, all[1] == .semicolon {
             return "stacked statements"
         }
         return nil
+    }
+}
+
+extension SQLScanner.Token {
+    /// Whether the token is a comment (whitespace to SQL).
+    var isComment: Bool {
+        if case .comment = self { return true }
+        return false
     }
 }

