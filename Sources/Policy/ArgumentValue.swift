@@ -164,6 +164,11 @@ public enum ArgumentCanonicalizer {
 
     /// The forms, and why the value is ambiguous if it is; each round's bytes taken from `budget`; nil when the budget
     /// runs out.
+    ///
+    /// NFKC's cost is bounded before it is paid: `NormalizationCost` estimates the bytes a round will produce (the
+    /// compatibility decomposition of every scalar: U+FDFA alone becomes 33 bytes) and refuses text that is not
+    /// stream-safe (more than 30 combining marks in a row, which makes reordering quadratic). A round whose
+    /// percent-decoding changes nothing after an NFKC round ends the work: NFKC is idempotent.
     static func canonicalise(_ raw: String, budget: inout Int) -> (forms: [String], problem: String?)? {
         budget -= raw.utf8.count
         if budget < 0 { return nil }
@@ -172,12 +177,21 @@ public enum ArgumentCanonicalizer {
         var current = raw
         var problem: String?
         var stable = false
+        var normalised = false
         for _ in 0..<maximumRounds {
-            let (decoded, valid) = percentDecodedValidating(current)
+            let (decoded, valid, changed) = percentDecodedValidating(current)
             if !valid && problem == nil { problem = "percent-encoding decodes to invalid UTF-8 (an overlong or truncated form)" }
-            let next = decoded.precomposedStringWithCompatibilityMapping
-            budget -= next.utf8.count
+            if !changed && normalised {
+                stable = true
+                break
+            }
+            guard let estimate = NormalizationCost.bytes(of: decoded) else {
+                return (forms, "more than \(NormalizationCost.maximumCombiningRun) combining marks in a row (not stream-safe text)")
+            }
+            budget -= estimate
             if budget < 0 { return nil }
+            let next = decoded.precomposedStringWithCompatibilityMapping
+            normalised = true
             // Compared as bytes: Swift `==` is canonical equivalence and would call a decomposed text its own NFKC form.
             if next.utf8.elementsEqual(current.utf8) {
                 stable = true
@@ -197,9 +211,9 @@ public enum ArgumentCanonicalizer {
         percentDecodedValidating(text).text
     }
 
-    /// `percentDecoded`, and whether the decoded bytes were valid UTF-8.
-    static func percentDecodedValidating(_ text: String) -> (text: String, valid: Bool) {
-        guard text.utf8.contains(UInt8(ascii: "%")) else { return (text, true) }
+    /// `percentDecoded`, whether the decoded bytes were valid UTF-8, and whether anything was decoded.
+    static func percentDecodedValidating(_ text: String) -> (text: String, valid: Bool, changed: Bool) {
+        guard text.utf8.contains(UInt8(ascii: "%")) else { return (text, true, false) }
         let bytes = Array(text.utf8)
         var output: [UInt8] = []
         output.reserveCapacity(bytes.count)
@@ -215,8 +229,9 @@ public enum ArgumentCanonicalizer {
                 index += 1
             }
         }
-        if let valid = String(validating: output, as: UTF8.self) { return (valid, true) }
-        return (String(decoding: output, as: UTF8.self), false)
+        let changed = output.count != bytes.count
+        if let valid = String(validating: output, as: UTF8.self) { return (valid, true, changed) }
+        return (String(decoding: output, as: UTF8.self), false, changed)
     }
 
     private static func hexValue(_ byte: UInt8) -> UInt8? {
