@@ -52,7 +52,7 @@ public enum ArgumentCanonicalizer {
     /// Bytes of canonicalisation work (every form of every leaf, nested JSON included) one call may cost; beyond it the
     /// call is refused with that reason. A plain 4 MiB argument costs 4 MiB; encodings nested round after round cost
     /// each round.
-    public static let canonicalisationBudget = 32 * 1024 * 1024
+    public static let canonicalisationBudget = 16 * 1024 * 1024
 
     /// Why a call's arguments were not examined.
     public enum Refusal: Error, Sendable, Hashable {

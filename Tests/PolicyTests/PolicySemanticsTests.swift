@@ -50,7 +50,7 @@ struct PolicySemanticsTests {
 
     @Test("a call whose canonicalisation would cost more than the budget is denied with that reason, unexamined")
     func canonicalisationBudget() throws {
-        // U+FDFA grows from 3 to 33 bytes under NFKC: two such 300,000-character arguments cost over 32 MiB of work.
+        // U+FDFA grows from 3 to 33 bytes under NFKC: two such 300,000-character arguments cost over 16 MiB of work.
         let heavy = String(repeating: "\u{FDFA}", count: 300_000)
         let set = try PolicyFixtures.set(
             #"{"name":"b","default_action":"deny","rules":[{"id":"A","action":"allow","tools":["t"],"args":{"*":{"max_length":10000000}}}]}"#
@@ -84,6 +84,29 @@ struct PolicySemanticsTests {
             PolicyRequest(
                 tenant: "acme", agent: "bot1", target: "q", arguments: .object(JSONObject([.init(key: "sql", value: .string(query))]))))
         #expect((decision.outcome == .allow) == allowed, "\(query): \(decision.reason)")
+    }
+
+    @Test("text with more than 30 combining marks in a row is refused, not normalised (reordering it is quadratic)")
+    func streamSafeText() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"*":{"max_length":10000000}}}]}"#
+        )
+        func decide(_ value: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))])))
+            )
+        }
+        let alternating = "a" + String(repeating: "\u{0316}\u{0301}", count: 200_000)
+        let refused = decide(alternating)
+        #expect(refused.outcome == .deny)
+        #expect(refused.reason.contains("combining marks in a row"), "\(refused.reason)")
+        // U+0F73 has combining class 0 but decomposes into two combining marks: it counts as two.
+        #expect(decide("\u{0F40}" + String(repeating: "\u{0F73}", count: 16)).outcome == .deny)
+        #expect(decide("\u{0F40}" + String(repeating: "\u{0F73}", count: 15)).outcome == .allow)
+        // Ordinary accented text and short runs pass.
+        #expect(
+            decide("Crème brûlée, a\u{0301}\u{0302}\u{0303}, Zalgo-lite e" + String(repeating: "\u{0301}", count: 30)).outcome == .allow)
     }
 
     @Test("max_length and min_length count Unicode scalars, max_bytes UTF-8 bytes")
