@@ -1,16 +1,21 @@
+import Foundation
+
 /// Resource URIs as a server resolves them, for matching `resources` patterns: the scheme and authority lower-cased,
-/// the path percent-decoded (to a fixed point, at most 4 rounds), backslashes folded to `/`, and dot segments removed
-/// (RFC 3986 §5.2.4). So `file:///workspace/../../etc/passwd` and its `%2e%2e` form become `file:///etc/passwd`,
-/// which a `file:///workspace/*` pattern does not match.
+/// the path percent-decoded once, and dot segments removed (RFC 3986 §5.2.4). So `file:///workspace/../../etc/passwd`
+/// and its `%2e%2e` form become `file:///etc/passwd`, which a `file:///workspace/*` pattern does not match.
+///
+/// Servers disagree on the rest, and each disagreement is a way out of a pattern's base, so a URI whose path depends
+/// on it cannot be read and is refused: a backslash (a separator on Windows, a name on POSIX); an encoded `/` or `\`
+/// (`%2f`, `%5c`: decoded before or after the path is split); encoding nested twice (`%252e`: decoded once or twice);
+/// an empty segment (`//..` climbs from the root on POSIX, and is dropped by dot-segment removal); a segment that some
+/// server reads as `..` but RFC 3986 does not (`..;x`, `...`, `.. `); slash and dot look-alikes and characters that
+/// NFKC turns into `.`, `/` or `%` (`．．`, `‥`); control characters and invalid UTF-8.
 enum ResourceURI {
-    /// The canonical form of `uri`, or nil when it cannot be read (control characters or invalid UTF-8 once decoded,
-    /// or still percent-encoded after the decoding bound): such a call is refused.
+    /// The canonical form of `uri`, or nil when it cannot be read unambiguously: such a call is refused.
     static func canonical(_ uri: String) -> String? {
         let scalars = Array(uri.unicodeScalars)
         guard let colon = scalars.firstIndex(of: ":"), colon > 0,
-            scalars[..<colon].allSatisfy({
-                $0.properties.isASCIIHexDigit || $0.properties.isAlphabetic || "+-.".unicodeScalars.contains($0)
-            })
+            scalars[..<colon].allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "+-.".unicodeScalars.contains($0)) })
         else {
             return nil
         }
@@ -24,17 +29,52 @@ enum ResourceURI {
             rest = String(afterSlashes[end...])
         }
         let queryStart = rest.firstIndex { $0 == "?" || $0 == "#" } ?? rest.endIndex
-        var path = String(rest[..<queryStart])
+        let rawPath = String(rest[..<queryStart])
         let suffix = String(rest[queryStart...])
-        for _ in 0..<4 {
-            let decoded = ArgumentCanonicalizer.percentDecoded(path)
-            if decoded == path { break }
-            path = decoded
-        }
-        guard !path.utf8.contains(UInt8(ascii: "%")) || ArgumentCanonicalizer.percentDecoded(path) == path else { return nil }
-        guard !path.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F || $0 == "\u{FFFD}" }) else { return nil }
-        path = String(String.UnicodeScalarView(path.unicodeScalars.map { $0 == "\\" ? "/" : $0 }))
+        guard !rawPath.contains("\\"), !containsEncodedSeparator(rawPath) else { return nil }
+        let (path, valid, _) = ArgumentCanonicalizer.percentDecodedValidating(rawPath)
+        guard valid, ArgumentCanonicalizer.percentDecoded(path) == path else { return nil }  // nested encodings
+        guard isUnambiguous(path) else { return nil }
         return scheme + ":" + authority + removeDotSegments(path) + suffix
+    }
+
+    /// Whether `%2f` or `%5c` (any case) occurs.
+    private static func containsEncodedSeparator(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count >= 3 else { return false }
+        for index in 0..<(bytes.count - 2) where bytes[index] == UInt8(ascii: "%") {
+            let high = bytes[index + 1], low = bytes[index + 2] | 0x20
+            if (high == UInt8(ascii: "2") && low == UInt8(ascii: "f")) || (high == UInt8(ascii: "5") && low == UInt8(ascii: "c")) {
+                return true
+            }
+        }
+        return false
+    }
+
+    /// Whether every server reads the decoded `path` the same way (see the type's description).
+    private static func isUnambiguous(_ path: String) -> Bool {
+        for scalar in path.unicodeScalars {
+            if scalar.value < 0x20 || scalar.value == 0x7F || (0x80...0x9F).contains(scalar.value) || scalar == "\u{FFFD}"
+                || scalar == "\\"
+            {
+                return false
+            }
+            if !scalar.isASCII {
+                if PathText.fold(scalar) != scalar { return false }
+                let compatible = String(scalar).precomposedStringWithCompatibilityMapping
+                if compatible.contains(where: { $0 == "." || $0 == "/" || $0 == "\\" || $0 == "%" }) { return false }
+            }
+        }
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false)
+        for (index, segment) in segments.enumerated() {
+            // An empty segment is only allowed as the root's (and after a final slash).
+            if segment.isEmpty && index != 0 && index != segments.count - 1 { return false }
+            if segment == "." || segment == ".." { continue }
+            let beforeParameters = segment.split(separator: ";", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            if beforeParameters == "." || beforeParameters == ".." { return false }
+            if PathText.isParent(Array(segment.unicodeScalars)) { return false }
+        }
+        return true
     }
 
     /// RFC 3986 §5.2.4, on whole segments: `.` disappears, `..` removes the segment before it (never above the root).

@@ -1,218 +1,334 @@
-/// The `sql_injection` detector, on a real tokenizer rather than regular expressions over raw text: comments are
-/// whitespace, string literals and quoted identifiers are single tokens, `;` separates statements. The text is
-/// scanned as it is and as if it sat inside a single- or double-quoted literal (a value spliced into a query), and the
-/// token stream is checked for stacked statements, tautologies, UNION, time-based calls, file and database access,
-/// and a comment right after a string literal (the rest of a query cut off).
+/// The `sql_injection` detector and the `read_only_sql` constraint, on `SQLTokenizer` (never regular expressions over
+/// raw text).
+///
+/// A value is read in both dialects, as it is, and as if spliced into each kind of quote it contains (`'`, `"`,
+/// `` ` ``): `1' OR '1'='1` is harmless data on its own and a tautology once it closes the literal it is pasted into.
+/// (A value that starts like a query and leaves nothing open is read only as a query: turned inside out, its literals
+/// would read as code.)
+/// What a value is decides what is looked for:
+/// - a **query** (it starts with a statement keyword such as `SELECT`): stacked statements, `UNION SELECT`, time-based
+///   calls, file and database access, tautologies after `OR`, constant comparisons after `AND`, a comment cutting a
+///   literal off;
+/// - a **fragment** (anything else, and every spliced reading): all of that, and the shapes of boolean- and error-based
+///   blind injection — a condition built from constants, a subquery, a `CASE` or a function call after `AND`/`OR`/`NOT`,
+///   a subquery anywhere, a condition inside a function call, `ORDER BY <number>`, `RLIKE (`.
 enum SQLScanner {
-    enum Token: Equatable {
-        case word(String)  // lower-cased identifier or keyword
-        case number
-        case string  // '…' literal
-        case quotedIdentifier  // "…", `…`, […]
-        case comment(holdsQuote: Bool)  // whitespace to SQL; holdsQuote: a `'` inside, left over from a cut-off literal
-        case semicolon
-        case symbol(UInt8)
-    }
+    private typealias Token = SQLTokenizer.Token
 
-    /// What the text does that a value must not, or nil. A text that leaves a quote open (`' or true--`,
-    /// `admin'--`) is a fragment meant to close a literal it is spliced into, so it is scanned in that context too.
+    /// What the text does that a value must not, or nil.
     static func finding(in text: String) -> String? {
         let bytes = Array(text.utf8)
-        let (plain, open) = tokens(bytes)
-        if let found = check(plain, spliced: false) { return found }
-        if let open, let found = check(tokens([open] + bytes).tokens, spliced: true) { return found }
-        return nil
-    }
-
-    /// The tokens of `bytes`, and the quote left open at the end, if any.
-    ///
-    /// Comments are kept as tokens (the callers drop them), so that what directly follows a literal can be seen.
-    static func tokens(_ bytes: [UInt8]) -> (tokens: [Token], open: UInt8?) {
-        var tokens: [Token] = []
-        var open: UInt8?
-        var index = 0
-        func isWordByte(_ byte: UInt8) -> Bool {
-            (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
-                || byte == 0x24 || byte >= 0x80
-        }
-        while index < bytes.count {
-            let byte = bytes[index]
-            switch byte {
-            case 0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C:
-                index += 1
-            case UInt8(ascii: "-") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "-"),
-                UInt8(ascii: "#"):
-                let start = index
-                while index < bytes.count && bytes[index] != 0x0A { index += 1 }
-                tokens.append(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))))
-            case UInt8(ascii: "/") where index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "*"):
-                let start = index
-                index += 2
-                while index + 1 < bytes.count && !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) {
-                    index += 1
-                }
-                index = min(bytes.count, index + 2)
-                tokens.append(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))))
-            case UInt8(ascii: "'"):
-                index += 1
-                open = UInt8(ascii: "'")
-                while index < bytes.count {
-                    if bytes[index] == UInt8(ascii: "\\") {
-                        index += 2
-                        continue
-                    }
-                    if bytes[index] == UInt8(ascii: "'") {
-                        if index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "'") {
-                            index += 2
-                            continue
-                        }
-                        open = nil
-                        break
-                    }
-                    index += 1
-                }
-                index += 1
-                tokens.append(.string)
-            case UInt8(ascii: "\""), UInt8(ascii: "`"), UInt8(ascii: "["):
-                let close = byte == UInt8(ascii: "[") ? UInt8(ascii: "]") : byte
-                index += 1
-                while index < bytes.count && bytes[index] != close { index += 1 }
-                if index >= bytes.count && byte == UInt8(ascii: "\"") { open = byte }
-                index += 1
-                tokens.append(.quotedIdentifier)
-            case UInt8(ascii: ";"):
-                index += 1
-                tokens.append(.semicolon)
-            case UInt8(ascii: "0")...UInt8(ascii: "9"):
-                while index < bytes.count && (isWordByte(bytes[index]) || bytes[index] == UInt8(ascii: ".")) { index += 1 }
-                tokens.append(.number)
-            default:
-                if isWordByte(byte) {
-                    let start = index
-                    while index < bytes.count && isWordByte(bytes[index]) { index += 1 }
-                    tokens.append(.word(String(decoding: bytes[start..<index], as: UTF8.self).lowercased()))
-                } else {
-                    index += 1
-                    tokens.append(.symbol(byte))
+        for dialect in SQLTokenizer.Dialect.all {
+            let plain = SQLTokenizer.tokens(bytes, dialect)
+            let isQuery = startsAsStatement(plain.tokens)
+            if let found = check(plain.tokens, mode: isQuery ? .query : .fragment) { return found }
+            // A balanced query is read as a query: turned inside out, its literals would read as code.
+            if isQuery && !plain.unterminated { continue }
+            for quote in [UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`")] where bytes.contains(quote) {
+                let spliced = SQLTokenizer.tokens([quote] + bytes, dialect).tokens
+                if let found = check(spliced, mode: .spliced) {
+                    return "\(found) (spliced into \(Character(Unicode.Scalar(quote)))…\(Character(Unicode.Scalar(quote))))"
                 }
             }
-        }
-        return (tokens, open)
-    }
-
-    /// Words a read-only query may not contain: statements and clauses that change data or schema, and functions with
-    /// side effects (files, sleeping, locks, sequences, large objects).
-    static let sideEffects: Set<String> = [
-        "insert", "update", "delete", "merge", "upsert", "drop", "alter", "create", "truncate", "rename", "grant",
-        "revoke", "attach", "detach", "copy", "pragma", "vacuum", "reindex", "analyze", "call", "exec", "execute", "do",
-        "set", "reset", "lock", "unlock", "load", "into", "outfile", "dumpfile", "load_file", "sleep", "pg_sleep",
-        "pg_sleep_for", "benchmark", "waitfor", "nextval", "setval", "lo_import", "lo_export", "dblink", "xp_cmdshell",
-        "pg_read_file", "pg_write_file", "pg_terminate_backend", "for",
-    ]
-
-    /// Why `text` is not exactly one read-only query (`SELECT …`, or `WITH …` ending in a SELECT), or nil when it is.
-    /// Comments are whitespace; words inside literals and quoted identifiers do not count.
-    static func readOnlyProblem(_ text: String) -> String? {
-        let (all, open) = tokens(Array(text.utf8))
-        if open != nil { return "an unterminated literal" }
-        var tokens = all.filter { !$0.isComment }
-        while tokens.last == .semicolon { tokens.removeLast() }
-        guard case .word(let first)? = tokens.first, first == "select" || first == "with" || first == "values" else {
-            return "it does not start with SELECT, WITH or VALUES"
-        }
-        if tokens.contains(.semicolon) { return "more than one statement" }
-        for token in tokens {
-            if case .word(let word) = token, sideEffects.contains(word) { return "it uses \(word.uppercased())" }
         }
         return nil
     }
 
-    static let timeFunctions: Set<String> = ["sleep", "pg_sleep", "benchmark", "dbms_lock", "pg_sleep_for"]
-    static let fileAndDatabase: Set<String> = [
-        "attach", "pragma", "load_file", "outfile", "dumpfile", "xp_cmdshell", "lo_import", "lo_export",
+    private enum Mode {
+        /// A whole statement.
+        case query
+        /// A value meant to be pasted into a query.
+        case fragment
+        /// A value read as if it closed the literal it is pasted into.
+        case spliced
+    }
+
+    static let statementKeywords: Set<String> = [
+        "select", "with", "values", "insert", "update", "delete", "merge", "replace", "create", "drop", "alter", "truncate",
+        "grant", "revoke", "exec", "execute", "call", "explain", "show", "describe", "pragma", "copy", "attach", "set",
+        "begin", "commit", "rollback", "declare",
     ]
 
-    static func check(_ all: [Token], spliced: Bool) -> String? {
-        let tokens = all.filter { !$0.isComment }
-        func word(_ index: Int) -> String? {
-            guard index < tokens.count, case .word(let text) = tokens[index] else { return nil }
-            return text
+    /// Whether the text starts with a statement keyword: then it is a query, not a fragment. (A parenthesised
+    /// `(SELECT …)` is an expression meant to replace a value: a fragment.)
+    private static func startsAsStatement(_ tokens: [Token]) -> Bool {
+        let first = tokens.first { !$0.isComment }
+        return first?.word.map(statementKeywords.contains) ?? false
+    }
+
+    static let timeFunctions: Set<String> = [
+        "sleep", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "benchmark", "sleepeachrow", "receive_message", "randomblob",
+    ]
+    static let fileFunctions: Set<String> = [
+        "load_file", "lo_import", "lo_export", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_write_file", "sys_exec",
+        "sys_eval", "utl_http", "utl_inaddr", "dbms_xmlgen", "xp_dirtree", "xp_fileexist", "openrowset", "opendatasource",
+    ]
+    /// Words that may appear in the arguments of a call written by SQL rather than by a person.
+    static let expressionWords: Set<String> = [
+        "select", "from", "where", "case", "when", "then", "else", "end", "null", "and", "or", "not", "xor", "if", "true",
+        "false", "dual", "as", "like", "in", "is", "all", "distinct", "limit", "union", "char", "chr", "concat", "cast",
+        "int", "integer", "varchar", "nvarchar", "char", "numeric", "text", "signed", "unsigned", "binary", "mod", "div",
+    ]
+
+    private static func check(_ all: [Token], mode: Mode) -> String? {
+        let code = all.filter { !$0.isComment }
+        func word(_ index: Int) -> String? { index < code.count ? code[index].word : nil }
+        func symbol(_ index: Int, _ character: Unicode.Scalar) -> Bool { index < code.count && code[index].isSymbol(character) }
+        func constant(_ index: Int) -> Bool { index < code.count && code[index].isConstant }
+        /// Whether `code[index]` is a function name followed by its argument list.
+        func call(_ index: Int) -> Bool {
+            guard word(index) != nil, symbol(index + 1, "(") else { return false }
+            return code[index].end == code[index + 1].start || argumentsLookLikeSQL(code, open: index + 1)
         }
-        func isConstant(_ index: Int) -> Bool {
-            guard index < tokens.count else { return false }
-            switch tokens[index] {
-            case .number, .string: return true
-            case .word(let text): return text == "true" || text == "false" || text == "null"
-            default: return false
+        /// The index after a comparison operator starting at `index`, if one starts there.
+        func comparison(_ index: Int) -> Int? {
+            guard index < code.count else { return nil }
+            if case .symbol(let op) = code[index].kind, [UInt8(ascii: "="), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "!")].contains(op) {
+                var next = index + 1
+                if case .symbol(let second)? = next < code.count ? code[next].kind : nil,
+                    second == UInt8(ascii: "=") || second == UInt8(ascii: ">")
+                {
+                    next += 1
+                }
+                return next
             }
+            if let text = word(index), ["like", "rlike", "regexp", "is", "in", "between", "sounds", "glob"].contains(text) {
+                return index + 1
+            }
+            return nil
         }
-        for (index, token) in tokens.enumerated() {
-            switch token {
+        let fragment = mode != .query
+
+        for (index, token) in code.enumerated() {
+            switch token.kind {
             case .semicolon:
-                if tokens[(index + 1)...].contains(where: { $0 != .semicolon }) { return "stacked statements" }
-            case .word(let text):
-                if text == "union" {
-                    var next = index + 1
-                    while let modifier = word(next), modifier == "all" || modifier == "distinct" { next += 1 }
-                    if word(next) == "select" || (next < tokens.count && tokens[next] == .symbol(UInt8(ascii: "("))) {
-                        return "UNION SELECT"
-                    }
-                }
-                if timeFunctions.contains(text), index + 1 < tokens.count, tokens[index + 1] == .symbol(UInt8(ascii: "(")) {
-                    return "time-based call \(text)()"
-                }
-                if text == "waitfor", word(index + 1) == "delay" { return "time-based WAITFOR DELAY" }
-                if fileAndDatabase.contains(text) { return "file or database access (\(text))" }
-                if text == "copy", let next = word(index + 1), next != "of" {
-                    if tokens[(index + 1)...].contains(where: {
-                        if case .word(let w) = $0 { return w == "to" || w == "from" || w == "program" }; return false
-                    }) {
-                        return "COPY statement"
-                    }
-                }
-                if text == "or" || text == "and" || text == "xor" {
-                    // A constant, or constant-comparison-constant, right after OR/AND: a condition always true.
-                    if isConstant(index + 1) {
-                        let after = index + 2
-                        if after >= tokens.count { return "tautology after \(text.uppercased())" }
-                        if case .symbol(let op) = tokens[after],
-                            [UInt8(ascii: "="), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "!")].contains(op)
-                        {
-                            var right = after + 1
-                            if right < tokens.count, case .symbol(let second) = tokens[right],
-                                second == UInt8(ascii: "=") || second == UInt8(ascii: ">")
-                            {
-                                right += 1
-                            }
-                            if isConstant(right) { return "tautology after \(text.uppercased())" }
-                        }
-                        if word(after) == "like" || word(after) == "is" { return "tautology after \(text.uppercased())" }
-                        if let next = word(after), ["or", "and", "limit", "order", "group", "union"].contains(next) {
-                            return "tautology after \(text.uppercased())"
-                        }
-                    }
+                if code[(index + 1)...].contains(where: { $0.kind != .semicolon }) { return "stacked statements" }
+            case .symbol(let byte) where fragment && byte == UInt8(ascii: "("):
+                if word(index + 1) == "select" && selectListLooksLikeSQL(code, from: index + 2) { return "subquery" }
+                if constant(index + 1), let right = comparison(index + 2), constant(right), symbol(right + 1, ")") {
+                    return "a constant condition in parentheses"
                 }
             default:
                 break
             }
+            guard let text = token.word else { continue }
+            if text == "union" {
+                var next = index + 1
+                while let modifier = word(next), modifier == "all" || modifier == "distinct" { next += 1 }
+                while symbol(next, "(") { next += 1 }
+                if word(next) == "select" { return "UNION SELECT" }
+            }
+            if timeFunctions.contains(text) && call(index) { return "time-based call \(text)()" }
+            if text == "waitfor", let next = word(index + 1), next == "delay" || next == "time" { return "time-based WAITFOR" }
+            if fileFunctions.contains(text) && call(index) { return "file or network access (\(text))" }
+            if text == "xp_cmdshell" { return "file or database access (xp_cmdshell)" }
+            if text == "into", let next = word(index + 1), next == "outfile" || next == "dumpfile" {
+                return "file write (INTO \(next.uppercased()))"
+            }
+            if text == "attach", word(index + 1) == "database" || (index + 1 < code.count && code[index + 1].kind == .string) {
+                return "file or database access (ATTACH)"
+            }
+            if text == "pragma", word(index + 1) != nil, index == 0 || code[index - 1].kind == .semicolon || fragment {
+                return "file or database access (PRAGMA)"
+            }
+            if text == "copy", copyStatement(code, from: index + 1) { return "COPY statement" }
+            if ["or", "and", "xor", "not"].contains(text) {
+                if let found = condition(after: index, operator: text) { return found }
+            }
+            guard fragment else { continue }
+            // Generated queries often say WHERE 1=1; a value that does is injecting a condition.
+            if text == "where" || text == "having", let found = condition(after: index, operator: text) { return found }
+            if text == "case", word(index + 1) == "when" { return "CASE expression" }
+            if (text == "rlike" || text == "regexp") && symbol(index + 1, "(") { return "\(text.uppercased()) on a subquery" }
+            if text == "order", word(index + 1) == "by", index + 2 < code.count, code[index + 2].kind == .number {
+                return "ORDER BY a column number"
+            }
+            if text == "procedure", word(index + 1) == "analyse" { return "PROCEDURE ANALYSE" }
+            if symbol(index + 1, "("), let found = conditionInsideCall(code, open: index + 1) { return found }
+        }
+        // `&&` and `||` are AND and OR in MySQL.
+        for index in code.indices.dropLast()
+        where (code[index].isSymbol("&") && code[index + 1].isSymbol("&")) || (code[index].isSymbol("|") && code[index + 1].isSymbol("|")) {
+            if code[index].end == code[index + 1].start, let found = condition(after: index + 1, operator: code[index].isSymbol("&") ? "and" : "or") {
+                return found
+            }
         }
         // A comment right after a string literal cuts the rest of a query off: in a value that closes the literal it is
-        // spliced into (`admin'--`), or in a whole query where the comment holds the quote it cut off
-        // (`… = 'admin'--'`). In a whole query such as `… = 'O''Brien' -- newest` it is only a comment.
-        for (index, token) in all.enumerated() where token == .string && index + 1 < all.count {
-            if case .comment(let holdsQuote) = all[index + 1], spliced || holdsQuote { return "comment after a string literal" }
+        // spliced into (`admin'--`), or where the comment holds the quote it cut off (`… = 'admin'--'`). In a whole
+        // query such as `… = 'O''Brien' -- newest` it is only a comment.
+        for (index, token) in all.enumerated() where token.kind == .string && index + 1 < all.count {
+            if case .comment(let holdsQuote) = all[index + 1].kind, mode == .spliced || holdsQuote {
+                return "comment after a string literal"
+            }
         }
-        if spliced, let first = all.first, first == .string, all.count >= 2, all[1] == .semicolon {
-            return "stacked statements"
+        return nil
+
+        /// What the condition after a boolean operator at `index` does, if it is an injection's.
+        func condition(after index: Int, operator text: String) -> String? {
+            var next = index + 1
+            while word(next) == "not" || symbol(next, "!") || symbol(next, "(") || symbol(next, "~") { next += 1 }
+            let name = text.uppercased()
+            if constant(next) {
+                let after = next + 1
+                // OR 1, OR true--, OR 'a' LIMIT …: a condition that is always true.
+                if text == "or" || text == "xor" {
+                    if after >= code.count { return "tautology after \(name)" }
+                    if let following = word(after), ["or", "and", "limit", "order", "group", "union", "having"].contains(following) {
+                        return "tautology after \(name)"
+                    }
+                }
+                if let right = comparison(after) {
+                    var operand = right
+                    while symbol(operand, "(") || symbol(operand, "-") { operand += 1 }
+                    if constant(operand) { return "tautology after \(name)" }
+                    if fragment && (word(operand) == "select" || word(operand) == "case" || call(operand)) {
+                        return "blind-injection condition after \(name)"
+                    }
+                }
+            }
+            guard fragment else { return nil }
+            if let following = word(next), following == "select" || following == "exists" || following == "case" {
+                return "\(following.uppercased()) in a condition after \(name)"
+            }
+            if call(next) { return "function call in a condition after \(name)" }
+            return nil
+        }
+    }
+
+    /// Whether the tokens after `SELECT` at `start` are a select list, not prose ("(select one)"): a constant, `*`,
+    /// `(`, `CASE`, `NULL`, or a name followed by `(`, `,`, `.` or `FROM`.
+    private static func selectListLooksLikeSQL(_ code: [Token], from start: Int) -> Bool {
+        guard start < code.count else { return false }
+        let first = code[start]
+        if first.isConstant || first.isSymbol("*") || first.isSymbol("(") || first.isSymbol("@") || first.word == "case"
+            || first.word == "distinct"
+        {
+            return true
+        }
+        guard first.word != nil || first.kind == .quotedIdentifier, start + 1 < code.count else { return false }
+        let second = code[start + 1]
+        return second.isSymbol("(") || second.isSymbol(",") || second.isSymbol(".") || second.word == "from"
+    }
+
+    /// Whether the argument list opening at `open` reads as SQL: every word in it is an SQL word or a function name,
+    /// and it holds a constant or a call. "sleep (0-3 months)" does not; "sleep (5)" and "SLEEP (IF(1=1,5,0))" do.
+    private static func argumentsLookLikeSQL(_ code: [Token], open: Int) -> Bool {
+        var depth = 0
+        var sawValue = false
+        var index = open
+        while index < code.count {
+            let token = code[index]
+            if token.isSymbol("(") {
+                depth += 1
+            } else if token.isSymbol(")") {
+                depth -= 1
+                if depth == 0 { return sawValue }
+            } else if token.isConstant {
+                sawValue = true
+            } else if case .word(let text) = token.kind {
+                let isCall = index + 1 < code.count && code[index + 1].isSymbol("(")
+                guard isCall || (text.map(expressionWords.contains) ?? false) else { return false }
+                if isCall { sawValue = true }
+            } else if token.kind == .semicolon {
+                return false
+            }
+            index += 1
+        }
+        return sawValue
+    }
+
+    /// A comparison of two constants inside the call whose argument list opens at `open` (`MAKE_SET(5=5,1)`,
+    /// `IIF(4276=4276,1,1/0)`), if there is one at its top level.
+    private static func conditionInsideCall(_ code: [Token], open: Int) -> String? {
+        var depth = 0
+        var index = open
+        while index < code.count {
+            let token = code[index]
+            if token.isSymbol("(") {
+                depth += 1
+            } else if token.isSymbol(")") {
+                depth -= 1
+                if depth == 0 { return nil }
+            } else if depth == 1, token.isConstant, index + 2 < code.count, code[index + 1].isSymbol("="),
+                code[index + 2].isConstant
+            {
+                return "a constant condition inside a function call"
+            }
+            index += 1
         }
         return nil
     }
-}
 
-extension SQLScanner.Token {
-    /// Whether the token is a comment (whitespace to SQL).
-    var isComment: Bool {
-        if case .comment = self { return true }
+    /// Whether the tokens after `COPY` at `start` are a COPY statement's: a table or `( query )`, then `TO` or `FROM`
+    /// and a file name, `PROGRAM`, `STDIN` or `STDOUT` ("copy to clipboard" is not).
+    private static func copyStatement(_ code: [Token], from start: Int) -> Bool {
+        var index = start
+        var depth = 0
+        var seen = 0
+        while index < code.count && seen < 64 {
+            let token = code[index]
+            if token.isSymbol("(") { depth += 1 } else if token.isSymbol(")") { depth -= 1 }
+            if depth == 0, let text = token.word, text == "to" || text == "from", index + 1 < code.count {
+                let target = code[index + 1]
+                return target.kind == .string || ["program", "stdin", "stdout"].contains(target.word ?? "")
+            }
+            index += 1
+            seen += 1
+        }
         return false
+    }
+
+    // MARK: read_only_sql
+
+    /// Words that change data or schema, anywhere in a query (a data-modifying `WITH` included).
+    static let modifyingWords: Set<String> = [
+        "insert", "update", "delete", "merge", "upsert", "drop", "alter", "create", "truncate", "rename", "grant",
+        "revoke", "into", "outfile", "dumpfile",
+    ]
+    /// Statements that cannot be nested in a query: refused where a statement starts (first, or after `(`).
+    static let statementOnlyWords: Set<String> = [
+        "attach", "detach", "copy", "pragma", "vacuum", "reindex", "analyze", "call", "exec", "execute", "do", "set", "reset",
+        "lock", "unlock", "load", "handler", "listen", "notify", "declare", "begin", "commit", "rollback", "savepoint",
+    ]
+    /// Functions with side effects (files, sleeping, locks, sequences, large objects, other servers).
+    static let sideEffectFunctions: Set<String> = timeFunctions.union(fileFunctions).union([
+        "nextval", "setval", "lo_create", "lo_unlink", "lo_from_bytea", "dblink", "dblink_exec", "xp_cmdshell",
+        "pg_terminate_backend", "pg_cancel_backend", "pg_advisory_lock", "pg_advisory_xact_lock", "get_lock", "set_config",
+        "pg_reload_conf", "pg_rotate_logfile", "txid_current", "query_to_xml", "dbms_lock",
+    ])
+
+    /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
+    /// nil when it is. Comments are whitespace; words inside literals and quoted identifiers do not count. The text
+    /// must be read-only in both dialects.
+    static func readOnlyProblem(_ text: String) -> String? {
+        for dialect in SQLTokenizer.Dialect.all {
+            if let problem = readOnlyProblem(SQLTokenizer.tokens(Array(text.utf8), dialect)) { return problem }
+        }
+        return nil
+    }
+
+    private static func readOnlyProblem(_ result: SQLTokenizer.Result) -> String? {
+        if result.unterminated { return "an unterminated literal, identifier or comment" }
+        var code = result.tokens.filter { !$0.isComment }
+        while code.last?.kind == .semicolon { code.removeLast() }
+        guard let first = code.first(where: { !$0.isSymbol("(") })?.word, ["select", "with", "values"].contains(first) else {
+            return "it does not start with SELECT, WITH or VALUES"
+        }
+        if code.contains(where: { $0.kind == .semicolon }) { return "more than one statement" }
+        for (index, token) in code.enumerated() {
+            guard let word = token.word else { continue }
+            let next = index + 1 < code.count ? code[index + 1] : nil
+            if modifyingWords.contains(word) { return "it uses \(word.uppercased())" }
+            if word == "for", let following = next?.word, ["update", "share", "no", "key"].contains(following) {
+                return "it locks rows (FOR \(following.uppercased()))"
+            }
+            if statementOnlyWords.contains(word), index == 0 || code[index - 1].isSymbol("(") {
+                return "it uses \(word.uppercased())"
+            }
+            if sideEffectFunctions.contains(word), next?.isSymbol("(") == true || next?.isSymbol(".") == true {
+                return "it calls \(word.uppercased())"
+            }
+        }
+        return nil
     }
 }

@@ -1,0 +1,210 @@
+/// SQL text as tokens, the way a database reads it: comments are whitespace, string literals and quoted identifiers
+/// are single tokens, `;` separates statements. Never regular expressions over raw text.
+///
+/// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
+/// tokenizer reads a text in one of two dialects and the callers try both:
+/// - `mysql`: a backslash escapes inside literals, `"…"` is a literal, `#` starts a comment, and the text of an
+///   executable comment (`/*!50000 SLEEP(5)*/`) is code;
+/// - `standard` (PostgreSQL, SQLite, SQL Server): no backslash escapes (except in `E'…'`), `#` is an operator, and
+///   `$tag$…$tag$` is a literal.
+struct SQLTokenizer {
+    /// What a dialect treats specially.
+    struct Dialect: Sendable {
+        var backslashEscapes: Bool
+        var hashComments: Bool
+        var executableComments: Bool
+        var dollarQuotes: Bool
+        var doubleQuotedStrings: Bool
+
+        static let mysql = Dialect(
+            backslashEscapes: true, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
+        static let standard = Dialect(
+            backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false)
+        static let all = [mysql, standard]
+    }
+
+    /// One token and where it is in the text.
+    struct Token: Equatable {
+        enum Kind: Equatable {
+            /// An identifier or keyword, lower-cased when it is ASCII (keywords are); `nil` text for other words.
+            case word(String?)
+            case number
+            /// A `'…'`, `E'…'` or `$tag$…$tag$` literal.
+            case string
+            /// A `"…"`, `` `…` `` or `[…]` identifier.
+            case quotedIdentifier
+            /// Whitespace to SQL; `holdsQuote` when a `'` is inside (left over from a literal the comment cut off).
+            case comment(holdsQuote: Bool)
+            case semicolon
+            case symbol(UInt8)
+        }
+
+        let kind: Kind
+        /// Byte offsets of the token in the text.
+        let start: Int
+        let end: Int
+
+        var isComment: Bool {
+            if case .comment = kind { return true }
+            return false
+        }
+
+        /// The keyword, if the token is an ASCII word.
+        var word: String? {
+            if case .word(let text) = kind { return text }
+            return nil
+        }
+
+        var isConstant: Bool {
+            switch kind {
+            case .number, .string: return true
+            case .word(let text): return text == "true" || text == "false" || text == "null"
+            default: return false
+            }
+        }
+
+        func isSymbol(_ character: Unicode.Scalar) -> Bool { kind == .symbol(UInt8(character.value)) }
+    }
+
+    /// The tokens of a text.
+    struct Result {
+        var tokens: [Token] = []
+        /// Whether a literal, quoted identifier or comment is still open at the end.
+        var unterminated = false
+    }
+
+    /// The tokens of `bytes` in `dialect`.
+    static func tokens(_ bytes: [UInt8], _ dialect: Dialect) -> Result {
+        var result = Result()
+        var index = 0
+        var inExecutableComment = false
+        func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
+        func add(_ kind: Token.Kind, from start: Int) { result.tokens.append(Token(kind: kind, start: start, end: index)) }
+        /// Skips a quoted run that started at `index` (the opening quote) and ends with `close`.
+        func skipQuoted(close: UInt8, escapes: Bool) {
+            index += 1
+            while index < bytes.count {
+                let byte = bytes[index]
+                if escapes && byte == UInt8(ascii: "\\") {
+                    index += 2
+                    continue
+                }
+                if byte == close {
+                    if at(1) == close {  // a doubled quote stands for itself
+                        index += 2
+                        continue
+                    }
+                    index += 1
+                    return
+                }
+                index += 1
+            }
+            index = bytes.count
+            result.unterminated = true
+        }
+        while index < bytes.count {
+            let start = index
+            let byte = bytes[index]
+            switch byte {
+            case 0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C:
+                index += 1
+            case UInt8(ascii: "-") where at(1) == UInt8(ascii: "-"):
+                while index < bytes.count && bytes[index] != 0x0A { index += 1 }
+                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+            case UInt8(ascii: "#") where dialect.hashComments:
+                while index < bytes.count && bytes[index] != 0x0A { index += 1 }
+                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+            case UInt8(ascii: "/") where at(1) == UInt8(ascii: "*"):
+                if dialect.executableComments && at(2) == UInt8(ascii: "!") {
+                    // MySQL runs what is inside /*! … */ (after an optional version number): it is code.
+                    index += 3
+                    while index < bytes.count && bytes[index] >= UInt8(ascii: "0") && bytes[index] <= UInt8(ascii: "9") { index += 1 }
+                    inExecutableComment = true
+                    continue
+                }
+                index += 2
+                while index + 1 < bytes.count && !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) {
+                    index += 1
+                }
+                if index + 1 >= bytes.count {
+                    index = bytes.count
+                    result.unterminated = true
+                } else {
+                    index += 2
+                }
+                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+            case UInt8(ascii: "*") where inExecutableComment && at(1) == UInt8(ascii: "/"):
+                index += 2
+                inExecutableComment = false
+            case UInt8(ascii: "'"):
+                skipQuoted(close: byte, escapes: dialect.backslashEscapes)
+                add(.string, from: start)
+            case UInt8(ascii: "e") where !dialect.backslashEscapes && at(1) == UInt8(ascii: "'"),
+                UInt8(ascii: "E") where !dialect.backslashEscapes && at(1) == UInt8(ascii: "'"):
+                index += 1
+                skipQuoted(close: UInt8(ascii: "'"), escapes: true)  // PostgreSQL E'…' escapes with backslashes
+                add(.string, from: start)
+            case UInt8(ascii: "\""):
+                skipQuoted(close: byte, escapes: dialect.backslashEscapes)
+                add(dialect.doubleQuotedStrings ? .string : .quotedIdentifier, from: start)
+            case UInt8(ascii: "`"):
+                skipQuoted(close: byte, escapes: false)
+                add(.quotedIdentifier, from: start)
+            case UInt8(ascii: "["):
+                skipQuoted(close: UInt8(ascii: "]"), escapes: false)
+                add(.quotedIdentifier, from: start)
+            case UInt8(ascii: "$") where dialect.dollarQuotes:
+                if let tagEnd = dollarTagEnd(bytes, from: index) {
+                    let tag = bytes[index...tagEnd]
+                    index = tagEnd + 1
+                    while index < bytes.count && !bytes[index...].starts(with: tag) { index += 1 }
+                    if index >= bytes.count {
+                        result.unterminated = true
+                    } else {
+                        index += tag.count
+                    }
+                    add(.string, from: start)
+                } else {
+                    index += 1
+                    add(.symbol(byte), from: start)
+                }
+            case UInt8(ascii: ";"):
+                index += 1
+                add(.semicolon, from: start)
+            case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                while index < bytes.count && (isWordByte(bytes[index]) || bytes[index] == UInt8(ascii: ".")) { index += 1 }
+                add(.number, from: start)
+            default:
+                if isWordByte(byte) {
+                    var ascii = true
+                    while index < bytes.count && isWordByte(bytes[index]) {
+                        if bytes[index] >= 0x80 { ascii = false }
+                        index += 1
+                    }
+                    add(.word(ascii ? String(decoding: bytes[start..<index], as: UTF8.self).lowercased() : nil), from: start)
+                } else {
+                    index += 1
+                    add(.symbol(byte), from: start)
+                }
+            }
+        }
+        if inExecutableComment { result.unterminated = true }
+        return result
+    }
+
+    static func isWordByte(_ byte: UInt8) -> Bool {
+        (byte >= 0x61 && byte <= 0x7A) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x30 && byte <= 0x39) || byte == 0x5F
+            || byte == 0x24 || byte >= 0x80
+    }
+
+    /// The index of the closing `$` of a dollar-quote tag (`$$`, `$tag$`) starting at `start`, if one starts there.
+    private static func dollarTagEnd(_ bytes: [UInt8], from start: Int) -> Int? {
+        var index = start + 1
+        if index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") { return nil }  // $1
+        while index < bytes.count, bytes[index] != UInt8(ascii: "$") {
+            guard isWordByte(bytes[index]) else { return nil }
+            index += 1
+        }
+        return index < bytes.count ? index : nil
+    }
+}
