@@ -30,6 +30,8 @@ public struct GatewayLimits: Sendable, Hashable {
     public var preAuthenticationBodyBytes: Int = 64 * 1024
     /// Requests bodies at least this large are decided off the event loop (so they never delay other requests).
     public var offloadDecisionBytes: Int = 64 * 1024
+    /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
+    public var maximumLargeDecisionsPerTenant: Int = 4
 
     /// Limits with production defaults (4 MiB bodies, depth 64, 30 s upstream head timeout, 16 MiB lists, …).
     public init(

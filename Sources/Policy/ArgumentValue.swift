@@ -146,9 +146,15 @@ public enum ArgumentCanonicalizer {
             text.utf8, limits: JSONLimits(maximumDepth: maximumNestedJSONDepth, maximumBytes: maximumNestedJSONBytes))
     }
 
-    /// A key as rules compare it: NFKC-normalised and lower-cased.
+    /// Longest argument name a rule may use, in UTF-8 bytes.
+    public static let maximumArgumentNameBytes = 256
+
+    /// A key as rules compare it: NFKC-normalised and lower-cased. A key over 1 KiB is only lower-cased: NFKC shrinks
+    /// text at most threefold, so it cannot fold to a rule's argument name, and normalising it would cost unbudgeted
+    /// work.
     public static func foldKey(_ key: String) -> String {
-        isPlainASCII(key) ? key.lowercased() : key.precomposedStringWithCompatibilityMapping.lowercased()
+        if isPlainASCII(key) || key.utf8.count > 4 * maximumArgumentNameBytes { return key.lowercased() }
+        return NormalizationCost.normalized(key).lowercased()
     }
 
     /// ASCII without `%` or `\\`: NFKC and percent-decoding leave it unchanged, so it has a single form.
@@ -190,7 +196,7 @@ public enum ArgumentCanonicalizer {
             }
             budget -= estimate
             if budget < 0 { return nil }
-            let next = decoded.precomposedStringWithCompatibilityMapping
+            let next = NormalizationCost.normalized(decoded)
             normalised = true
             // Compared as bytes: Swift `==` is canonical equivalence and would call a decomposed text its own NFKC form.
             if next.utf8.elementsEqual(current.utf8) {

@@ -111,6 +111,9 @@ extension PolicyDocument {
             var constraints: [ArgumentConstraint] = []
             if let argDeny = try reader.object("arg_deny") {
                 for member in argDeny.object.members {
+                    guard member.key.utf8.count <= ArgumentCanonicalizer.maximumArgumentNameBytes else {
+                        throw fail("arg_deny", "argument names are at most \(ArgumentCanonicalizer.maximumArgumentNameBytes) bytes")
+                    }
                     var constraint = ArgumentConstraint(key: member.key == "*" ? "*" : ArgumentCanonicalizer.foldKey(member.key))
                     switch member.value {
                     case .string(let text) where !text.isEmpty: constraint.denyTokens = [text.lowercased()]
@@ -143,6 +146,10 @@ extension PolicyDocument {
 
     private static func parseArgument(_ reader: JSONObjectReader, key: String) throws -> ArgumentConstraint {
         try reader.requireOnlyKeys(argumentKeys)
+        guard key.utf8.count <= ArgumentCanonicalizer.maximumArgumentNameBytes else {
+            throw JSONFieldError(
+                path: reader.path, reason: "argument names are at most \(ArgumentCanonicalizer.maximumArgumentNameBytes) bytes")
+        }
         var constraint = ArgumentConstraint(key: key == "*" ? "*" : ArgumentCanonicalizer.foldKey(key))
         func regexes(_ field: String) throws -> [LinearRegex] {
             try (try reader.strings(field) ?? []).enumerated().map { position, text in

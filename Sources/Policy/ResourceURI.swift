@@ -15,7 +15,9 @@ enum ResourceURI {
     static func canonical(_ uri: String) -> String? {
         let scalars = Array(uri.unicodeScalars)
         guard let colon = scalars.firstIndex(of: ":"), colon > 0,
-            scalars[..<colon].allSatisfy({ $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "+-.".unicodeScalars.contains($0)) })
+            scalars[..<colon].allSatisfy({
+                $0.isASCII && ($0.properties.isAlphabetic || $0.properties.numericType != nil || "+-.".unicodeScalars.contains($0))
+            })
         else {
             return nil
         }

@@ -83,7 +83,9 @@ enum SQLScanner {
         /// The index after a comparison operator starting at `index`, if one starts there.
         func comparison(_ index: Int) -> Int? {
             guard index < code.count else { return nil }
-            if case .symbol(let op) = code[index].kind, [UInt8(ascii: "="), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "!")].contains(op) {
+            if case .symbol(let op) = code[index].kind,
+                [UInt8(ascii: "="), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "!")].contains(op)
+            {
                 var next = index + 1
                 if case .symbol(let second)? = next < code.count ? code[next].kind : nil,
                     second == UInt8(ascii: "=") || second == UInt8(ascii: ">")
@@ -149,7 +151,9 @@ enum SQLScanner {
         // `&&` and `||` are AND and OR in MySQL.
         for index in code.indices.dropLast()
         where (code[index].isSymbol("&") && code[index + 1].isSymbol("&")) || (code[index].isSymbol("|") && code[index + 1].isSymbol("|")) {
-            if code[index].end == code[index + 1].start, let found = condition(after: index + 1, operator: code[index].isSymbol("&") ? "and" : "or") {
+            if code[index].end == code[index + 1].start,
+                let found = condition(after: index + 1, operator: code[index].isSymbol("&") ? "and" : "or")
+            {
                 return found
             }
         }

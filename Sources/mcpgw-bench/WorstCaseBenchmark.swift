@@ -76,6 +76,7 @@ enum WorstCaseBenchmark {
             ("percent-encoded overlong `%c0%af`", one(repeated("%c0%af"))),
             ("combining marks of alternating class", one("a" + repeated("\u{0316}\u{0301}"))),
             ("combining mark after every slash", one(repeated("/\u{0301}"))),
+            ("decomposed accents (e + U+0301)", one(repeated("e\u{0301}"))),
             ("fullwidth text", one(repeated("ａ．／"))),
             ("4,999 keys and values of 840 bytes", manyLeaves),
             ("20,000 leaves", tooMany),

@@ -29,6 +29,7 @@ struct ConfigurationFile {
         "max_filtered_response_bytes", "max_connections", "max_connections_per_source", "upstream_connect_timeout_seconds",
         "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_streams_per_tenant",
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
+        "max_large_decisions_per_tenant",
     ]
     static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key"]
     static let tlsKeys: Set<String> = [
@@ -115,6 +116,8 @@ struct ConfigurationFile {
             limits.maximumStreamsPerTenant = try positive("max_streams_per_tenant") ?? limits.maximumStreamsPerTenant
             limits.maximumStreamsPerAgent = try positive("max_streams_per_agent") ?? limits.maximumStreamsPerAgent
             limits.minimumBodyBytesPerSecond = try positive("min_body_bytes_per_second") ?? limits.minimumBodyBytesPerSecond
+            limits.maximumLargeDecisionsPerTenant =
+                try positive("max_large_decisions_per_tenant") ?? limits.maximumLargeDecisionsPerTenant
         }
         let mcpPath = try root.string("mcp_path") ?? "/mcp"
         guard mcpPath.hasPrefix("/"), mcpPath != "/healthz" else {

@@ -25,6 +25,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var request: ExchangeRequest?
     private var plan: ForwardPlan?
     private var reservation: AuditLog.Reservation?
+    /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
+    private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
     private var upstream: UpstreamConnection?
     /// Bumped for every request, so results of off-loop work for an earlier one are recognised and dropped.
@@ -101,6 +103,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
+        recordUndecided()
         perform(machine.clientClosed())
         finishAudit(
             status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
@@ -373,19 +376,28 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         if body.readableBytes >= services.limits.offloadDecisionBytes {
             // A large body can take long to canonicalise: decided off the loop, so other requests never wait.
+            // Its own low-priority threads, a few per tenant: one tenant's heavy calls never hold up another's.
             let generation = self.generation
-            services.offload(on: context!.eventLoop) { decisions.decidePost(request, body: body) }
-                .assumeIsolated().whenComplete { [self] result in
-                    guard generation == self.generation else { return }
-                    switch result {
-                    case .success(.success(let plan)): forward(plan)
-                    case .success(.failure(let refusal)): answer(refusal)
-                    case .failure:
-                        answer(
-                            request.unavailable(
-                                "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
-                    }
+            let limit = services.limits.maximumLargeDecisionsPerTenant
+            DecisionPool.shared.run(for: request.principal?.tenant ?? "", limit: limit, on: context!.eventLoop) {
+                decisions.decidePost(request, body: body)
+            }
+            .assumeIsolated().whenComplete { [self] result in
+                guard generation == self.generation else { return }
+                switch result {
+                case .success(.success(let plan)): forward(plan)
+                case .success(.failure(let refusal)): answer(refusal)
+                case .failure(let error) where error is DecisionPoolRefused:
+                    answer(
+                        request.unavailable(
+                            "this tenant already has \(limit) large calls being decided; try again", rule: "large_decision_budget",
+                            code: GatewayErrorCode.rateLimited, status: .tooManyRequests, headers: [("Retry-After", "1")]))
+                case .failure:
+                    answer(
+                        request.unavailable(
+                            "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
                 }
+            }
             return
         }
         switch decisions.decidePost(request, body: body) {
@@ -507,6 +519,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         services.audit.append(records, into: reservation)
     }
 
+    /// A request the connection lost before it was decided (its identity being checked, its body arriving, or its
+    /// decision being made off the loop) still gets its record; the late result of that work is then ignored.
+    private func recordUndecided() {
+        guard plan == nil, !connectionRefusalRecorded, let request, let services else { return }
+        let stage: String
+        switch machine.state {
+        case .authenticating: stage = "while its credentials were being checked"
+        case .receivingBody: stage = "while its body was arriving"
+        case .deciding: stage = "while it was being decided"
+        default: return
+        }
+        generation += 1
+        let cause = draining ? "the gateway shut down" : "the client closed the connection"
+        let record = request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")
+        try? services.audit.append(lines: record.lineBytes)
+    }
+
     private func releaseBudgets() {
         guard !heldBudgets.isEmpty else { return }
         services?.upstream.budgets.release(heldBudgets)
@@ -516,6 +545,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
     private func recordConnectionRefusal(_ reason: String, rule: String) {
         guard let services else { return }
+        connectionRefusalRecorded = true
         var record = AuditRecord(
             requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
         record.clientAddress = clientAddress

@@ -1,0 +1,67 @@
+import Foundation
+import Gateway
+import StrictJSON
+import TestSupport
+import Testing
+
+/// Large calls are decided on their own low-priority threads, a few per tenant, and a call cut off while it is being
+/// decided still leaves its record.
+@Suite("Large decisions", .serialized)
+struct LargeDecisionTests {
+    /// A call whose path argument is about `bytes` long: the path rules walk every one of its segments.
+    static func heavyCall(bytes: Int, id: Int = 1) -> String {
+        RPC.call("read_file", #"{"path":"\#(String(repeating: "a/", count: bytes / 2))x"}"#, id: id)
+    }
+
+    @Test("beyond its budget of large decisions in flight a tenant gets 429; another tenant is still served")
+    func perTenantBudget() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.maximumLargeDecisionsPerTenant = 1
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        var clients: [RawTLSClient] = []
+        for index in 0..<4 {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            try await client.send(RawTLSClient.post(Self.heavyCall(bytes: 2 * 1024 * 1024, id: index)))
+            clients.append(client)
+        }
+        for client in clients { await client.wait(timeout: .seconds(60)) { $0.contains("HTTP/1.1 ") && $0.contains("\r\n\r\n") } }
+        let statuses = clients.map { String($0.text.prefix(12)) }
+        #expect(statuses.contains("HTTP/1.1 429"), "\(statuses)")
+        #expect(statuses.contains("HTTP/1.1 200"), "\(statuses)")
+        let refused = try gateway.auditRecords().filter { $0["rule"] == .string("large_decision_budget") }
+        #expect(!refused.isEmpty)
+        #expect(refused.allSatisfy { $0["tenant"] == .string("acme") })
+        let other = try await gateway.client("globex/agents/bot1").send(body: RPC.call("search", #"{"q":"x"}"#), timeout: .seconds(10))
+        #expect(other.status == 200)
+        for client in clients { await client.close() }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a call whose client leaves while it is being decided is recorded as not decided, once")
+    func abandonedDecision() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(Self.heavyCall(bytes: 3 * 1024 * 1024)))
+        try await Task.sleep(for: .milliseconds(200))
+        await client.close()
+        let deadline = ContinuousClock.now + .seconds(60)
+        var records: [JSONObject] = []
+        while records.isEmpty && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            records = try gateway.auditRecords()
+        }
+        #expect(records.count == 1, "\(records)")
+        #expect(records.first?["rule"] == .string("abandoned"), "\(records)")
+        #expect(records.first?["reason"]?.stringValue?.contains("while it was being decided") == true, "\(records)")
+        #expect(records.first?["tenant"] == .string("acme"))
+        #expect(upstream.received.isEmpty)
+        // The decision finishing later adds nothing.
+        try await Task.sleep(for: .seconds(2))
+        #expect(try gateway.auditRecords().count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
