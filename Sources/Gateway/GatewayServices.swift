@@ -25,6 +25,8 @@ public struct GatewayServices: Sendable {
     public let mcpPath: String
     /// Request ids.
     let requestIDs = RequestIDs()
+    /// The `Mcp-Param-*` headers tenants' tools mirror, learned from `tools/list` results.
+    public let toolHeaders = ToolHeaderSchemas()
     /// Work taken off the event loops at once (fresh signature checks, large decisions).
     private let offloaded = OffloadCounter()
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).

@@ -1,5 +1,6 @@
 import Foundation
 import MCPDemoServer
+import NIOCore
 import StrictJSON
 import TestSupport
 import Testing
@@ -201,9 +202,9 @@ struct ProxyTests {
     }
 }
 
-@Suite("tools/list filtering")
-struct ToolListFilterTests {
-    @Test("JSON and SSE (CRLF or LF) tools/list results keep only callable tools")
+@Suite("List filtering, unit")
+struct ListFilterUnitTests {
+    @Test("JSON and SSE (CRLF, LF or CR) list results keep only what the caller may use; unreadable JSON is refused")
     func filtering() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
@@ -218,17 +219,25 @@ struct ToolListFilterTests {
         let snapshot = gateway.services.policy.snapshot
         let principal = try gateway.services.authenticator.authenticate(
             certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
-        let filter = ToolListFilter(snapshot: snapshot, principal: principal)
-        #expect(try names(try #require(filter.filterJSON(list))) == expected)
+        let filter = ListFilter(snapshot: snapshot, principal: principal, requests: ["1": .tools])
+        #expect(try names(String(decoding: try #require(filter.filterJSON(Array(list.utf8))), as: UTF8.self)) == expected)
         // Unreadable answers are refused, never passed on unfiltered.
-        #expect(filter.filterJSON(list.replacingOccurrences(of: #""id":1"#, with: #""id":1,"id":2"#)) == nil)
-        #expect(filter.filterEventStream("data: {not json}\n\n") == nil)
+        #expect(filter.filterJSON(Array(list.replacingOccurrences(of: #""id":1"#, with: #""id":1,"id":2"#).utf8)) == nil)
         for ending in ["\r\n", "\n", "\r"] {
+            var events = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
             let stream = "event: message" + ending + "data: " + list + ending + ending
-            let filtered = try #require(filter.filterEventStream(stream))
+            // Fed in two pieces, split inside the event: nothing comes out until the event is complete.
+            let cut = stream.utf8.count / 2
+            let first = try events.feed(ByteBuffer(bytes: Array(stream.utf8.prefix(cut))))
+            #expect(first.isEmpty)
+            let filtered = String(
+                decoding: try events.feed(ByteBuffer(bytes: Array(stream.utf8.dropFirst(cut)))) + events.finish(), as: UTF8.self)
             let data = try #require(filtered.split(separator: "\n").first { $0.hasPrefix("data: ") })
             #expect(try names(String(data.dropFirst(6))) == expected, "line ending \(ending.debugDescription)")
         }
+        // An event over the bound ends the stream rather than being held or relayed unread.
+        var small = SSEEventFilter(filter: filter, maximumEventBytes: 64)
+        #expect(throws: SSEEventFilter.EventTooLarge.self) { try small.feed(ByteBuffer(string: "data: " + list)) }
         try await gateway.stop()
         await upstream.stop()
     }
@@ -329,16 +338,19 @@ struct SessionBindingTests {
     }
 }
 
-@Suite("tools/list answers are bounded in time")
-struct ToolListTimeoutTests {
-    @Test("an upstream that never finishes its tools/list stream gets 504, not a hung exchange")
-    func unfinishedStream() async throws {
+@Suite("SSE list answers stream")
+struct ListStreamTests {
+    @Test("an SSE tools/list answer is relayed event by event: the first event arrives while the upstream holds the rest")
+    func streamsEvents() async throws {
         let upstream = try await RecordingUpstream.start(.gatedStream)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: GatewayLimits(upstreamTimeout: .seconds(1)))
-        let started = ContinuousClock.now
-        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, timeout: .seconds(10))
-        #expect(response.status == 504)
-        #expect(started.duration(to: .now) < .seconds(5))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, timeout: .seconds(10)) {
+            upstream.release()
+        }
+        #expect(response.status == 200)
+        #expect(response.chunks.count >= 2)
+        #expect(response.chunks.first?.1.contains("notifications/progress") == true)
+        #expect(response.body.contains(#""result":{"done":true,"cacheScope":"private"}"#))
         try await gateway.stop()
         await upstream.stop()
     }

@@ -91,7 +91,9 @@ struct ExchangeDecisions {
                 status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",
                 records: [request.record(.deny, "session belongs to another principal", rule: "session_binding")])
         }
-        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) {
+        let repeatedParam = Dictionary(grouping: head.headers.map { $0.name.lowercased() }.filter { $0.hasPrefix("mcp-param-") }) { $0 }
+            .first { $0.value.count > 1 }?.key
+        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) ?? repeatedParam {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
         }
         switch head.method {
@@ -150,35 +152,58 @@ struct ExchangeDecisions {
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
         }
+        if !parsed.isBatch, let message = parsed.messages.first, message.method == "tools/call",
+            let tool = message.params?.objectValue?["name"]?.stringValue,
+            let mismatch = services.toolHeaders.mismatch(
+                tenant: principal.tenant, tool: tool, arguments: message.params?.objectValue?["arguments"],
+                header: { head.headers.first(name: $0) })
+        {
+            return .failure(
+                Refusal(
+                    status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
+                    records: [request.record(.malformed, mismatch, rule: "header_mismatch", method: "tools/call")]))
+        }
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
         let now = services.monotonicSeconds
         for message in parsed.messages {
             do {
-                decided.append(try decide(message, principal: principal, now: now))
+                decided.append(try decide(message, principal: principal, protocolVersion: version, now: now))
             } catch {
-                return .failure(request.malformed(error))
+                return .failure(request.malformed(error, status: error.code == -32601 ? .notFound : .badRequest))
             }
         }
         if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
             return .failure(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
         }
         var response = ForwardPlan.ResponseHandling.relay
-        if decided.count == 1 && decided[0].message.kind == .request {
-            switch decided[0].message.method {
-            case "tools/list": response = .filterToolList
-            case "initialize": response = .bindSession
-            default: break
+        var listRequests: [String: ListFilter.Kind] = [:]
+        for item in decided where item.message.kind == .request {
+            if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method), let id = item.message.id {
+                listRequests[id.serialized] = kind
             }
         }
-        return .success(
-            ForwardPlan(
-                records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false))
+        if !listRequests.isEmpty {
+            response = .filterLists
+        } else if decided.count == 1 && decided[0].message.kind == .request && decided[0].message.method == "initialize" {
+            response = .bindSession
+        }
+        var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
+        plan.listRequests = listRequests
+        return .success(plan)
     }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
     func headerMismatch(_ headers: HTTPHeaders, _ parsed: MCPBody) -> String? {
-        guard let first = parsed.messages.first, !parsed.isBatch else { return nil }
+        if parsed.isBatch {
+            // Routing headers describe one message; on a batch they would describe none of them truthfully.
+            let routing = headers.map(\.name).first { name in
+                let lowered = name.lowercased()
+                return lowered == "mcp-method" || lowered == "mcp-name" || lowered.hasPrefix("mcp-param-")
+            }
+            return routing.map { "the MCP routing header \($0) cannot describe a batch" }
+        }
+        guard let first = parsed.messages.first else { return nil }
         if let method = headers.first(name: "mcp-method"), method != first.method {
             return "Mcp-Method header '\(method)' does not match the body's method '\(first.method ?? "")'"
         }
@@ -191,12 +216,19 @@ struct ExchangeDecisions {
         return nil
     }
 
-    func decide(_ message: JSONRPCMessage, principal: Principal, now: Double) throws(MCPRequestError) -> DecidedMessage {
+    func decide(
+        _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double
+    ) throws(MCPRequestError) -> DecidedMessage {
         guard let method = message.method else {
             return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("response to a server request"))
         }
-        guard MCPMethod.isGoverned(method) else {
+        switch MCPMethod.treatment(of: method, protocolVersion: protocolVersion) {
+        case .plumbing:
             return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("protocol method \(method)"))
+        case .removed(let version):
+            throw .methodNotFound("\(method) was removed in protocol version \(version)", id: message.id)
+        case .governed:
+            break
         }
         let (target, arguments) = try MCPMethod.target(of: message)
         let request = PolicyRequest(

@@ -85,13 +85,16 @@ struct ForwardPlan {
     var body: ByteBuffer?
     /// Whether this is a long-lived GET stream (counted against stream budgets).
     var isStream: Bool
+    /// The list requests in the body, by JSON-RPC id (serialised): their results are filtered on the way back.
+    var listRequests: [String: ListFilter.Kind] = [:]
 
     /// How the upstream's answer is passed on.
     enum ResponseHandling: Equatable {
         /// Streamed through as it arrives.
         case relay
-        /// Collected (bounded) and filtered to what the caller may call.
-        case filterToolList
+        /// List results filtered to what the caller may use: a JSON answer collected (bounded) first, an SSE answer
+        /// one event at a time.
+        case filterLists
         /// Streamed through; a 2xx `Mcp-Session-Id` binds that session to the caller.
         case bindSession
         /// Streamed through; a 2xx answer ends the session's binding.

@@ -25,6 +25,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var request: ExchangeRequest?
     private var plan: ForwardPlan?
     private var reservation: AuditLog.Reservation?
+    /// Filters list results out of an SSE answer as it streams (POST answers with list requests, and GET streams).
+    private var eventFilter: SSEEventFilter?
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
@@ -463,8 +465,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// Request headers passed to the upstream. Everything else — `Authorization`, cookies, `Host`, forwarding and
-    /// hop-by-hop headers, any header claiming an identity — stays at the gateway.
+    /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
+    /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
     static let forwardedRequestHeaders = [
         "accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name",
     ]
@@ -476,6 +478,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let incoming = request!.head.headers
         for name in Self.forwardedRequestHeaders {
             for value in incoming[name] { headers.add(name: name, value: value) }
+        }
+        // Arguments a tool mirrors into headers (MCP 2026-07-28); checked against the body when the schema is known.
+        for (name, value) in incoming where name.utf8.count > 10 && name.lowercased().hasPrefix("mcp-param-") {
+            headers.add(name: name, value: value)
         }
         if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
@@ -571,7 +577,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 break
             }
         }
-        let collect = plan?.response == .filterToolList
+        var head = head
+        let isEventStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        let filtersLists = plan?.response == .filterLists || plan?.isStream == true
+        let collect = filtersLists && !isEventStream && plan?.isStream != true
+        if filtersLists && isEventStream, let services, let plan {
+            // Filtered as it streams, one event at a time; the client's framing is chunked, since lengths change.
+            eventFilter = SSEEventFilter(
+                filter: listFilter(plan.isStream ? nil : plan.listRequests), maximumEventBytes: services.limits.maximumFilteredResponseBytes
+            )
+            head.headers.remove(name: "content-length")
+        }
         perform(machine.upstreamHead(head, collect: collect))
         if collect, case .collecting = machine.state, let context, let services {
             // Bounded in time too: an upstream that keeps a list stream open cannot hold the exchange.
@@ -583,17 +599,44 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 answer(
                     Refusal(
                         status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                        message: "upstream did not finish its tools/list answer in time", records: []))
+                        message: "upstream did not finish its list answer in time", records: []))
             }
         }
     }
 
     func upstreamResponseBody(_ part: ByteBuffer) {
-        perform(machine.upstreamBody(part))
+        guard eventFilter != nil else { return perform(machine.upstreamBody(part)) }
+        do {
+            let events = try eventFilter!.feed(part)
+            if !events.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: events))) }
+        } catch {
+            // An event that cannot be read within the bound is neither relayed unread nor held: the stream ends.
+            recordConnectionRefusal(
+                "upstream SSE event larger than \(eventFilter!.maximumEventBytes) bytes: stream closed", rule: "sse_event_too_large")
+            eventFilter = nil
+            upstream?.cancel()
+            upstream = nil
+            close()
+        }
     }
 
     func upstreamResponseEnd() {
+        if eventFilter != nil {
+            let rest = eventFilter!.finish()
+            eventFilter = nil
+            if !rest.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: rest))) }
+        }
         perform(machine.upstreamEnd())
+    }
+
+    /// The list filter for this caller and policy snapshot; it teaches the gateway the tools' `Mcp-Param-*` headers.
+    private func listFilter(_ requests: [String: ListFilter.Kind]?) -> ListFilter {
+        let services = services!
+        let principal = request!.principal!
+        var filter = ListFilter(snapshot: services.policy.snapshot, principal: principal, requests: requests)
+        let headers = services.toolHeaders
+        filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
+        return filter
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
@@ -607,33 +650,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// `tools/list` answers list only the tools this caller may call; what cannot be read is refused, never
-    /// passed on unfiltered.
+    /// A collected JSON answer with its list results filtered to what this caller may use; what cannot be read is
+    /// refused, never passed on unfiltered.
     private func filteredList(_ head: HTTPResponseHead, _ body: ByteBuffer) -> Refusal {
-        guard let services, let principal = request?.principal else { return Refusal(status: .badGateway, json: "{}", records: []) }
+        guard let plan else { return Refusal(status: .badGateway, json: "{}", records: []) }
         let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
-        let filter = ToolListFilter(snapshot: services.policy.snapshot, principal: principal)
-        let text = String(buffer: body)
-        let filtered: String?
-        if contentType.hasPrefix("application/json") {
-            filtered = filter.filterJSON(text)
-        } else if contentType.hasPrefix("text/event-stream") {
-            filtered = filter.filterEventStream(text)
-        } else {
-            filtered = nil
-        }
+        let filtered =
+            contentType.hasPrefix("application/json") ? listFilter(plan.listRequests).filterJSON(Array(body.readableBytesView)) : nil
         guard let filtered else {
             return Refusal(
                 status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                message: "upstream tools/list response is not valid JSON-RPC", records: [])
+                message: "upstream list response is not valid JSON-RPC", records: [])
         }
         var headers: [(String, String)] = []
         for name in ResponseFraming.forwardedResponseHeaders where name != "content-type" {
             for value in head.headers[name] { headers.append((name, value)) }
         }
-        var answer = Refusal(status: .ok, json: filtered, headers: headers, records: [])
-        if contentType.hasPrefix("text/event-stream") { answer.contentType = "text/event-stream" }
-        return answer
+        return Refusal(status: .ok, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])
     }
 }
 

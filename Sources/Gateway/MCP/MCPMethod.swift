@@ -1,18 +1,54 @@
 public import StrictJSON
 
-/// How the gateway treats an MCP method.
+/// How the gateway treats an MCP method, for both generations of the protocol: 2024-11-05 … 2025-11-25 ("legacy",
+/// sessions and a GET stream) and 2026-07-28 ("modern", stateless). One table, documented in docs/protocol.md.
 public enum MCPMethod {
-    /// Protocol plumbing that reaches no tool, resource or prompt: forwarded without a policy decision (still audited).
-    static let plumbing: Set<String> = [
-        "initialize", "ping", "tools/list", "resources/list", "resources/templates/list", "prompts/list",
-        "logging/setLevel", "resources/subscribe", "resources/unsubscribe", "server/discover",
-        "notifications/initialized", "notifications/cancelled", "notifications/progress",
-        "notifications/roots/list_changed",
+    /// What the gateway does with a method.
+    public enum Treatment: Equatable, Sendable {
+        /// Decided by policy (default deny): it reaches a tool, a resource, a prompt or a task, or is not an MCP method.
+        case governed
+        /// Protocol plumbing: forwarded without a policy decision, still audited (lists are filtered on the way back).
+        case plumbing
+        /// Not part of this generation: refused with JSON-RPC `-32601` (method not found) and HTTP 404.
+        case removed(since: String)
+    }
+
+    /// The generation a protocol version belongs to.
+    public static func isModern(_ protocolVersion: String?) -> Bool { protocolVersion == "2026-07-28" }
+
+    /// Methods that reach a server-side capability: always decided by policy.
+    static let governed: Set<String> = [
+        "tools/call", "resources/read", "prompts/get", "completion/complete", "tasks/get", "tasks/result", "tasks/list",
+        "tasks/cancel", "tasks/update",
     ]
 
-    /// Whether `method` is decided by policy: everything that is not plumbing — `tools/call`, `resources/read`,
-    /// `prompts/get`, `completion/complete`, and any method that is not an MCP method at all.
-    public static func isGoverned(_ method: String) -> Bool { !plumbing.contains(method) }
+    /// Plumbing in every generation.
+    static let plumbing: Set<String> = [
+        "tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/subscribe",
+        "resources/unsubscribe", "notifications/cancelled", "notifications/progress", "notifications/message",
+        "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed",
+        "notifications/resources/updated", "notifications/tasks/status", "notifications/elicitation/complete",
+        // Sent by the client while it negotiates: plumbing whatever version it announces.
+        "initialize", "notifications/initialized", "server/discover", "subscriptions/listen",
+    ]
+
+    /// Legacy-only plumbing that 2026-07-28 removed.
+    static let removedInModern: Set<String> = ["ping", "logging/setLevel", "notifications/roots/list_changed"]
+
+    /// What the gateway does with `method` sent under `protocolVersion` (nil: no header, read as 2025-03-26).
+    public static func treatment(of method: String, protocolVersion: String?) -> Treatment {
+        if governed.contains(method) { return .governed }
+        if plumbing.contains(method) { return .plumbing }
+        if removedInModern.contains(method) {
+            return isModern(protocolVersion) ? .removed(since: "2026-07-28") : .plumbing
+        }
+        return .governed
+    }
+
+    /// Whether `method` is decided by policy under `protocolVersion`.
+    public static func isGoverned(_ method: String, protocolVersion: String? = nil) -> Bool {
+        treatment(of: method, protocolVersion: protocolVersion) == .governed
+    }
 
     /// The policy target and arguments of a governed call: the tool name and `arguments` of `tools/call`, the URI
     /// of `resources/read`, the prompt name and `arguments` of `prompts/get`, and `params` for anything else.

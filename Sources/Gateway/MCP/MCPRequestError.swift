@@ -8,6 +8,8 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
     case invalidRequest(String, id: JSONValue?)
     /// A valid message whose params do not fit its method (-32602).
     case invalidParams(String, id: JSONValue?)
+    /// A method that does not exist in the request's protocol version (-32601).
+    case methodNotFound(String, id: JSONValue?)
 
     /// The JSON-RPC error code.
     public var code: Int {
@@ -15,6 +17,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
         case .parseError: -32700
         case .invalidRequest: -32600
         case .invalidParams: -32602
+        case .methodNotFound: -32601
         }
     }
 
@@ -22,7 +25,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
     public var id: JSONValue? {
         switch self {
         case .parseError: nil
-        case .invalidRequest(_, let id), .invalidParams(_, let id): id
+        case .invalidRequest(_, let id), .invalidParams(_, let id), .methodNotFound(_, let id): id
         }
     }
 
@@ -31,6 +34,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
         case .parseError(let why): "parse error: \(why)"
         case .invalidRequest(let why, _): "invalid request: \(why)"
         case .invalidParams(let why, _): "invalid params: \(why)"
+        case .methodNotFound(let why, _): "method not found: \(why)"
         }
     }
 }

@@ -118,9 +118,14 @@ final class UpstreamConnection: ChannelInboundHandler {
         close()
     }
 
-    /// Stops or resumes reading the response (backpressure from a slow client).
+    /// Stops or resumes reading the response (backpressure from a slow client). Only a response being read can be
+    /// paused: a client that falls behind after the response ended (its last bytes are still being written) must not
+    /// leave the connection paused in the pool.
     func setReading(_ reading: Bool) {
         guard let context, reading == readingPaused else { return }
+        if !reading {
+            guard case .streaming = phase else { return }
+        }
         readingPaused = !reading
         try? context.channel.syncOptions?.setOption(.autoRead, value: reading)
         if reading { context.read() }

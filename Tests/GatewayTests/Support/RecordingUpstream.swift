@@ -15,6 +15,8 @@ final class RecordingUpstream: Sendable {
         case gatedStream
         /// Never answers.
         case hang
+        /// Answers what the closure says: content type and body (status 200), for the request recorded.
+        case custom(@Sendable (Request) -> (contentType: String, body: String))
     }
 
     struct Request: Sendable {
@@ -105,12 +107,26 @@ final class RecordingUpstream: Sendable {
         }
 
         func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String) {
+            if case .custom(let answer) = behaviour {
+                let (type, text) = answer(
+                    Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body))
+                let bytes = ByteBuffer(string: text)
+                context.write(
+                    wrapOutboundOut(
+                        .head(
+                            HTTPResponseHead(
+                                version: .http1_1, status: .ok,
+                                headers: ["Content-Type": type, "Content-Length": "\(bytes.readableBytes)"]))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             let idText: String = {
                 guard let range = body.range(of: #""id":"#) else { return "null" }
                 return String(body[range.upperBound...].prefix { $0 != "," && $0 != "}" })
             }()
             switch behaviour {
-            case .hang:
+            case .hang, .custom:
                 return
             case .json:
                 if !body.contains(#""id""#) {

@@ -1,0 +1,116 @@
+import Identity
+import Policy
+import StrictJSON
+
+/// Removes from list results what the caller may not use, with the same policy that decides the calls: tools it may
+/// not call from `tools/list`, prompts it may not get from `prompts/list`, resources and resource templates it may
+/// not read from `resources/list` and `resources/templates/list`. Listing never reveals more than calling allows
+/// (calls are enforced separately, whatever a list said). A filtered result is marked `cacheScope: "private"`: it is
+/// this caller's list, not the server's.
+struct ListFilter {
+    /// The four kinds of list.
+    enum Kind: String, CaseIterable, Sendable {
+        case tools = "tools/list"
+        case prompts = "prompts/list"
+        case resources = "resources/list"
+        case resourceTemplates = "resources/templates/list"
+
+        /// The result's array.
+        var resultKey: String {
+            switch self {
+            case .tools: "tools"
+            case .prompts: "prompts"
+            case .resources: "resources"
+            case .resourceTemplates: "resourceTemplates"
+            }
+        }
+
+        /// The member of each item that the governed method takes.
+        var nameKey: String {
+            switch self {
+            case .tools, .prompts: "name"
+            case .resources: "uri"
+            case .resourceTemplates: "uriTemplate"
+            }
+        }
+
+        /// The method a listed item is used with.
+        var governedMethod: String {
+            switch self {
+            case .tools: "tools/call"
+            case .prompts: "prompts/get"
+            case .resources, .resourceTemplates: "resources/read"
+            }
+        }
+    }
+
+    let snapshot: PolicySnapshot
+    let principal: Principal
+    /// The list requests of the POST this answers, by JSON-RPC id (serialised); nil on a GET stream, where any
+    /// response shaped like a list result is filtered (a replayed list included).
+    let requests: [String: Kind]?
+    /// Told each tool a `tools/list` result declares, with its input schema (for `Mcp-Param-*` checks).
+    var learnTool: ((String, JSONValue?) -> Void)?
+
+    /// Whether the caller could use the item `name` of a list of `kind` with some arguments.
+    func mayUse(_ name: String, _ kind: Kind) -> Bool {
+        let request = PolicyRequest(
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: kind.governedMethod, target: name,
+            arguments: nil)
+        return snapshot.tenants[principal.tenant]?.mayCall(request) ?? false
+    }
+
+    /// A JSON-RPC message or batch with its list results filtered, or nil when nothing in it is a list result (then
+    /// the original bytes go on untouched).
+    func filter(_ value: JSONValue) -> JSONValue? {
+        switch value {
+        case .array(let elements):
+            var changed = false
+            let filtered = elements.map { element -> JSONValue in
+                guard let result = filter(element) else { return element }
+                changed = true
+                return result
+            }
+            return changed ? .array(filtered) : nil
+        case .object(let message):
+            guard let result = message["result"]?.objectValue, let kind = kind(of: message, result) else { return nil }
+            let items = result[kind.resultKey]?.arrayValue ?? []
+            let visible = items.filter { item in
+                guard let name = item.objectValue?[kind.nameKey]?.stringValue else { return false }
+                return mayUse(name, kind)
+            }
+            if kind == .tools, let learnTool {
+                for item in visible {
+                    if let name = item.objectValue?["name"]?.stringValue { learnTool(name, item.objectValue?["inputSchema"]) }
+                }
+            }
+            var members = result.members.filter { $0.key != "cacheScope" }.map { member -> JSONObject.Member in
+                member.key == kind.resultKey ? .init(key: kind.resultKey, value: .array(visible)) : member
+            }
+            members.append(.init(key: "cacheScope", value: .string("private")))
+            return .object(
+                JSONObject(message.members.map { $0.key == "result" ? .init(key: "result", value: .object(JSONObject(members))) : $0 }))
+        default:
+            return nil
+        }
+    }
+
+    /// The kind of list `result` answers: by the request's id on a POST, by its shape on a GET stream.
+    private func kind(of message: JSONObject, _ result: JSONObject) -> Kind? {
+        if let requests {
+            guard let id = message["id"] else { return nil }
+            return requests[id.serialized]
+        }
+        return Kind.allCases.first { kind in
+            guard let items = result[kind.resultKey]?.arrayValue else { return false }
+            return items.allSatisfy { $0.objectValue?[kind.nameKey]?.stringValue != nil }
+        }
+    }
+
+    /// A complete JSON response body with its list results filtered; nil when it is not strict JSON (it is then
+    /// refused, never passed on unfiltered). Unchanged bytes when nothing in it is a list result.
+    func filterJSON(_ bytes: [UInt8]) -> [UInt8]? {
+        guard let value = try? JSONParser.parse(bytes) else { return nil }
+        return filter(value)?.serializedBytes ?? bytes
+    }
+}

@@ -1,0 +1,191 @@
+import Foundation
+import Gateway
+import StrictJSON
+import TestSupport
+import Testing
+
+/// The method table of both protocol generations, list filtering in every form an answer takes, routing headers on
+/// batches, and `Mcp-Param-*` headers checked against the body (MCP 2026-07-28). Each test's upstream records what
+/// reached it.
+@Suite("MCP protocol completeness", .serialized)
+struct ProtocolCompletenessTests {
+    static let modern: [(String, String)] = [("MCP-Protocol-Version", "2026-07-28")]
+
+    /// An upstream that answers list requests with lists that hold things acme may and may not use.
+    static let lists: RecordingUpstream.Behaviour = .custom { request in
+        func result(_ id: String, _ method: String) -> String {
+            switch method {
+            case "tools/list":
+                return
+                    #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[{"name":"read_file","inputSchema":{"type":"object","properties":{"path":{"type":"string","x-mcp-header":"Path"}}}},{"name":"delete_file","inputSchema":{}},{"name":"exec_sql","inputSchema":{}}],"nextCursor":"page-2","cacheScope":"public"}}"#
+            case "prompts/list":
+                return #"{"jsonrpc":"2.0","id":\#(id),"result":{"prompts":[{"name":"summarize_doc"},{"name":"leak_secrets"}]}}"#
+            case "resources/list":
+                return
+                    #"{"jsonrpc":"2.0","id":\#(id),"result":{"resources":[{"uri":"file:///workspace/a.txt","name":"a"},{"uri":"file:///etc/passwd","name":"p"}]}}"#
+            case "resources/templates/list":
+                return
+                    #"{"jsonrpc":"2.0","id":\#(id),"result":{"resourceTemplates":[{"uriTemplate":"file:///workspace/{path}","name":"ws"},{"uriTemplate":"file:///{path}","name":"root"}]}}"#
+            default:
+                // A tool result that happens to carry a "tools" member: not a list, never filtered.
+                return #"{"jsonrpc":"2.0","id":\#(id),"result":{"content":[],"tools":[{"name":"delete_file"}]}}"#
+            }
+        }
+        guard request.method == "POST", let parsed = try? JSONParser.parse(request.body) else {
+            // A GET stream replaying an earlier tools/list answer after Last-Event-ID.
+            return ("text/event-stream", "id: 7\nevent: message\ndata: \(result("3", "tools/list"))\n\n")
+        }
+        let messages = parsed.arrayValue ?? [parsed]
+        let answers = messages.compactMap { message -> String? in
+            guard let id = message.objectValue?["id"] else { return nil }
+            return result(id.serialized, message.objectValue?["method"]?.stringValue ?? "")
+        }
+        if request.body.contains(#""id":"sse""#) {
+            let progress = #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#
+            return (
+                "text/event-stream",
+                "event: message\ndata: \(progress)\n\n" + answers.map { "event: message\r\ndata: \($0)\r\n\r\n" }.joined()
+            )
+        }
+        return ("application/json", parsed.arrayValue != nil ? "[" + answers.joined(separator: ",") + "]" : answers.first ?? "{}")
+    }
+
+    static func names(_ body: String, _ key: String, _ member: String = "name") throws -> [String] {
+        let value = try JSONParser.parse(body)
+        let message = value.arrayValue?.first { $0.objectValue?["result"]?.objectValue?[key] != nil } ?? value
+        return message.objectValue?["result"]?.objectValue?[key]?.arrayValue?.compactMap { $0.objectValue?[member]?.stringValue } ?? []
+    }
+
+    @Test("subscriptions/listen (2026-07-28) is plumbing: forwarded, not denied by default")
+    func subscriptionsListen() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let body =
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"toolsListChanged":true,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#
+        let response = try await gateway.client().send(body: body, headers: Self.modern + [("Mcp-Method", "subscriptions/listen")])
+        #expect(response.status == 200)
+        #expect(!response.body.contains("error"), "\(response.body)")
+        #expect(upstream.received.map(\.body) == [body])
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a method removed in 2026-07-28 gets 404 and -32601 there, and is forwarded under 2025-06-18")
+    func removedMethods() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let ping = #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        let refused = try await gateway.client().send(body: ping, headers: Self.modern + [("Mcp-Method", "ping")])
+        #expect(refused.status == 404)
+        #expect(refused.body.contains("-32601"), "\(refused.body)")
+        #expect(upstream.received.isEmpty)
+        let legacy = try await gateway.client().send(body: ping, headers: [("MCP-Protocol-Version", "2025-06-18")])
+        #expect(legacy.status == 200)
+        #expect(upstream.received.map(\.body) == [ping])
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "every kind of list is filtered by the policy that governs its calls, marked private, cursor kept",
+        arguments: [
+            ("tools/list", "tools", "name", ["read_file"]), ("prompts/list", "prompts", "name", ["summarize_doc"]),
+            ("resources/list", "resources", "uri", ["file:///workspace/a.txt"]),
+            ("resources/templates/list", "resourceTemplates", "uriTemplate", ["file:///workspace/{path}"]),
+        ])
+    func listsFiltered(method: String, key: String, member: String, expected: [String]) async throws {
+        let upstream = try await RecordingUpstream.start(Self.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        for id in ["5", #""sse""#] {
+            let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)"}"#)
+            #expect(response.status == 200)
+            let body =
+                id.contains("sse")
+                ? try #require(response.body.split(separator: "\n").last { $0.hasPrefix("data: ") && $0.contains("result") }).dropFirst(6)
+                    .description
+                : response.body
+            #expect(try Self.names(body, key, member) == expected, "\(id): \(body)")
+            #expect(body.contains(#""cacheScope":"private""#), "\(body)")
+            if method == "tools/list" { #expect(body.contains(#""nextCursor":"page-2""#)) }
+            if id.contains("sse") {
+                // Events that carry no list go through as they came, first.
+                #expect(response.body.hasPrefix("event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\""))
+            }
+        }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
+    func batchList() async throws {
+        let upstream = try await RecordingUpstream.start(Self.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let batch =
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#
+        let response = try await gateway.client().send(body: batch, headers: [("MCP-Protocol-Version", "2025-03-26")])
+        #expect(response.status == 200)
+        let answers = try #require(try JSONParser.parse(response.body).arrayValue)
+        let list = try #require(answers.first { $0.objectValue?["id"] == .number(JSONNumber(2)) })
+        #expect(try Self.names(list.serialized, "tools") == ["read_file"])
+        let call = try #require(answers.first { $0.objectValue?["id"] == .number(JSONNumber(1)) })
+        #expect(try Self.names(call.serialized, "tools") == ["delete_file"], "a tool's own result was filtered")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a GET stream replaying an earlier tools/list answer (Last-Event-ID) is filtered too")
+    func replayFiltered() async throws {
+        let upstream = try await RecordingUpstream.start(Self.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Last-Event-ID", "6"), ("Mcp-Session-Id", "s-replay")])
+        #expect(response.status == 200)
+        let data = try #require(response.body.split(separator: "\n").first { $0.hasPrefix("data: ") }).dropFirst(6)
+        #expect(try Self.names(String(data), "tools") == ["read_file"], "\(response.body)")
+        #expect(response.body.hasPrefix("id: 7\nevent: message\n"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("MCP routing headers on a batch are refused (400, -32020), nothing forwarded")
+    func batchRoutingHeaders() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let batch =
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}},{"jsonrpc":"2.0","id":2,"method":"tools/list"}]"#
+        for header in [("Mcp-Method", "tools/list"), ("Mcp-Name", "read_file"), ("Mcp-Param-Path", "a")] {
+            let response = try await gateway.client().send(body: batch, headers: [("MCP-Protocol-Version", "2025-03-26"), header])
+            #expect(response.status == 400, "\(header)")
+            #expect(response.body.contains("-32020"), "\(header): \(response.body)")
+        }
+        #expect(upstream.received.isEmpty)
+        #expect(try gateway.auditRecords().filter { $0["rule"] == .string("header_mismatch") }.count == 3)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("Mcp-Param-* headers are forwarded, and checked against the arguments once tools/list declared them")
+    func paramHeaders() async throws {
+        let upstream = try await RecordingUpstream.start(Self.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let call = RPC.call("read_file", #"{"path":"docs/ü.txt"}"#)
+        // Before the schema is known: forwarded as sent.
+        let early = try await gateway.client().send(body: call, headers: [("Mcp-Param-Path", "docs/other.txt")])
+        #expect(early.status == 200)
+        #expect(upstream.received.last?.header("Mcp-Param-Path") == "docs/other.txt")
+        _ = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
+        let forwardedSoFar = upstream.received.count
+        for wrong in [[("Mcp-Param-Path", "docs/other.txt")], [], [("Mcp-Param-Path", "=?base64?bm90IGl0?=")]] {
+            let response = try await gateway.client().send(body: call, headers: wrong)
+            #expect(response.status == 400, "\(wrong)")
+            #expect(response.body.contains("-32020"), "\(wrong): \(response.body)")
+        }
+        #expect(upstream.received.count == forwardedSoFar, "a mismatched call reached the upstream")
+        let encoded = "=?base64?" + Data("docs/ü.txt".utf8).base64EncodedString() + "?="
+        let right = try await gateway.client().send(body: call, headers: [("Mcp-Param-Path", encoded)])
+        #expect(right.status == 200, "\(right.body)")
+        #expect(upstream.received.last?.header("Mcp-Param-Path") == encoded)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
