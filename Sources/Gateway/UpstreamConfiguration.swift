@@ -12,6 +12,9 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     public var clientCertificateFile: String?
     /// The key of `clientCertificateFile` (PEM).
     public var clientKeyFile: String?
+    /// How long a `tools/call` may take to answer: the wait for its response head (an upstream answering in JSON
+    /// sends the head only with the result). Nil: the gateway's `upstream_timeout_seconds`, like every other request.
+    public var callTimeout: Duration?
 
     /// The system's CA bundle (Debian's ca-certificates).
     public static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"

@@ -31,7 +31,9 @@ struct ConfigurationFile {
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
         "max_large_decisions_per_tenant",
     ]
-    static let upstreamKeys: Set<String> = ["url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key"]
+    static let upstreamKeys: Set<String> = [
+        "url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key", "call_timeout_seconds",
+    ]
     static let tlsKeys: Set<String> = [
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
     ]
@@ -74,6 +76,12 @@ struct ConfigurationFile {
                 url: url, credentialHeader: try upstream.string("credential_header"), caFile: try upstream.string("ca_file").map(resolve),
                 clientCertificateFile: try upstream.string("client_certificate").map(resolve),
                 clientKeyFile: try upstream.string("client_key").map(resolve))
+            if let seconds = try upstream.int("call_timeout_seconds") {
+                guard seconds > 0 else {
+                    throw JSONFieldError(path: upstream.fieldPath("call_timeout_seconds"), reason: "must be positive")
+                }
+                configuration.callTimeout = .seconds(seconds)
+            }
             if (configuration.clientCertificateFile == nil) != (configuration.clientKeyFile == nil) {
                 throw JSONFieldError(
                     path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")

@@ -373,3 +373,29 @@ struct HTTPSUpstreamTests {
         await elsewhere.stop()
     }
 }
+
+/// A tool that answers only at the end (a JSON-answering upstream sends its head with the result) may run as long as
+/// its tenant's call timeout; everything else keeps the upstream timeout.
+@Suite("Call deadline", .serialized)
+struct CallDeadlineTests {
+    @Test("a tools/call answered after the upstream timeout succeeds within the tenant's call timeout; other methods still time out")
+    func callTimeout() async throws {
+        let upstream = try await RawUpstream.start(delay: .milliseconds(2500)) { request in
+            RequestPathTests.json200(RequestPathTests.id(in: request))
+        }
+        let limits = GatewayLimits(upstreamTimeout: .seconds(1))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, callTimeout: .seconds(10))
+        let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 31), timeout: .seconds(20))
+        #expect(call.status == 200)
+        #expect(call.body.contains(#""id":31,"result""#), "\(call.body)")
+        let list = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":32,"method":"tools/list"}"#, timeout: .seconds(20))
+        #expect(list.status == 504, "\(list.status) \(list.body)")
+        try await gateway.stop()
+        // Without a call timeout the same call gets the upstream timeout.
+        let plain = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let refused = try await plain.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 33), timeout: .seconds(20))
+        #expect(refused.status == 504)
+        try await plain.stop()
+        await upstream.stop()
+    }
+}

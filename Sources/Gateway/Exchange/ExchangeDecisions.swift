@@ -190,6 +190,7 @@ struct ExchangeDecisions {
         }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
+        plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         return .success(plan)
     }
 

@@ -87,6 +87,8 @@ struct ForwardPlan {
     var isStream: Bool
     /// The list requests in the body, by JSON-RPC id (serialised): their results are filtered on the way back.
     var listRequests: [String: ListFilter.Kind] = [:]
+    /// Whether the body holds a `tools/call` request (its answer may take the tenant's call timeout).
+    var isToolCall = false
 
     /// How the upstream's answer is passed on.
     enum ResponseHandling: Equatable {

@@ -455,8 +455,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     return
                 }
                 upstream = connection
+                // A tools/call may run as long as its tenant allows: a JSON-answering upstream sends its head last.
+                let headTimeout =
+                    plan.isToolCall ? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
                 connection.send(
-                    head, body: plan.body, to: self, headTimeout: TimeAmount(services.limits.upstreamTimeout),
+                    head, body: plan.body, to: self, headTimeout: TimeAmount(headTimeout),
                     idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))
             case .failure(let error):
                 guard generation == self.generation else { return }

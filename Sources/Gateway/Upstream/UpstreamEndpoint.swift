@@ -19,9 +19,12 @@ struct UpstreamEndpoint: Sendable {
     let serverName: String?
     /// The header the gateway adds (never the caller's credentials).
     let credential: (name: String, value: String)?
+    /// The deadline for a `tools/call`'s response head, when the tenant sets one.
+    let callTimeout: Duration?
 
     /// Parses `configuration.url` and builds its TLS context.
     init(_ configuration: UpstreamConfiguration) throws(UpstreamConfigurationError) {
+        callTimeout = configuration.callTimeout
         let url = configuration.url
         let secure: Bool
         let rest: Substring

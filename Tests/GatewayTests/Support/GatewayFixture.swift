@@ -19,6 +19,7 @@ struct GatewayFixture {
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
+        callTimeout: Duration? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -28,13 +29,15 @@ struct GatewayFixture {
             otherTenantKeys: ["upstream"])
         let auditPath = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-audit-\(UUID()).log").path
         let frozen: @Sendable () -> Double = { 1_000 }
+        var acme = UpstreamConfiguration(
+            url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA)
+        acme.callTimeout = callTimeout
         let services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: [
-                "acme": UpstreamConfiguration(
-                    url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA),
+                "acme": acme,
                 "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCA),
             ].filter { tenantsWithUpstream.contains($0.key) },
             limits: limits, clock: frozenClock ? frozen : nil)

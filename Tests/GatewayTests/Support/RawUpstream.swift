@@ -12,13 +12,13 @@ final class RawUpstream: Sendable {
 
     private init(channel: any Channel) { self.channel = channel }
 
-    /// `answer(request)` → bytes to write (nil: never answer).
-    static func start(_ answer: @escaping @Sendable (String) -> String?) async throws -> RawUpstream {
+    /// `answer(request)` → bytes to write (nil: never answer), written after `delay`.
+    static func start(delay: TimeAmount = .zero, _ answer: @escaping @Sendable (String) -> String?) async throws -> RawUpstream {
         let box = NIOLockedValueBox<RawUpstream?>(nil)
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(Handler(owner: box, answer: answer))
+                    try channel.pipeline.syncOperations.addHandler(Handler(owner: box, delay: delay, answer: answer))
                 }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -34,10 +34,12 @@ final class RawUpstream: Sendable {
         typealias OutboundOut = ByteBuffer
         let owner: NIOLockedValueBox<RawUpstream?>
         let answer: @Sendable (String) -> String?
+        let delay: TimeAmount
         var pending = ""
 
-        init(owner: NIOLockedValueBox<RawUpstream?>, answer: @escaping @Sendable (String) -> String?) {
+        init(owner: NIOLockedValueBox<RawUpstream?>, delay: TimeAmount, answer: @escaping @Sendable (String) -> String?) {
             self.owner = owner
+            self.delay = delay
             self.answer = answer
         }
 
@@ -56,7 +58,12 @@ final class RawUpstream: Sendable {
                 pending = String(pending[end...])
                 owner.withLockedValue { $0?.requests.withLockedValue { $0.append(request) } }
                 if let bytes = answer(request) {
-                    context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: bytes)), promise: nil)
+                    if delay == .zero {
+                        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: bytes)), promise: nil)
+                    } else {
+                        let channel = context.channel
+                        context.eventLoop.scheduleTask(in: delay) { channel.writeAndFlush(ByteBuffer(string: bytes), promise: nil) }
+                    }
                 }
             }
         }
