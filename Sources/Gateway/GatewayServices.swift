@@ -17,8 +17,8 @@ public struct GatewayServices: Sendable {
     public let audit: AuditLog
     /// The upstream client: tenants' upstreams, per-event-loop pools, budgets.
     public let upstream: UpstreamClient
-    /// Session → principal bindings.
-    public let sessions: SessionBindings
+    /// Sealed session handles and event ids (no session table: any process with the keys opens them).
+    public let sessionHandles: SessionHandles
     /// Per-request bounds.
     public let limits: GatewayLimits
     /// The path of the MCP endpoint (default `/mcp`).
@@ -35,14 +35,14 @@ public struct GatewayServices: Sendable {
     /// Services from their parts. Fails when an upstream URL or its TLS settings are invalid.
     public init(
         authenticator: Authenticator, policy: PolicyEngine, audit: AuditLog, upstreams: [String: UpstreamConfiguration],
-        sessions: SessionBindings = SessionBindings(), limits: GatewayLimits = GatewayLimits(), mcpPath: String = "/mcp",
+        sessionHandles: SessionHandles = .singleProcess(), limits: GatewayLimits = GatewayLimits(), mcpPath: String = "/mcp",
         clock: (@Sendable () -> Double)? = nil, logger: Logger = Logger(label: "mcpgw")
     ) throws(UpstreamConfigurationError) {
         self.identity = AuthenticatorStore(authenticator)
         self.policy = policy
         self.audit = audit
         self.upstream = try UpstreamClient(upstreams: upstreams, limits: limits, logger: logger)
-        self.sessions = sessions
+        self.sessionHandles = sessionHandles
         self.limits = limits
         self.mcpPath = mcpPath
         let origin = NIODeadline.now()

@@ -22,8 +22,14 @@ struct ConfigurationFile {
     var limits: GatewayLimits
     /// The MCP endpoint's path.
     var mcpPath: String
+    /// Keys that seal session handles and event ids (the first seals), and a handle's lifetime; nil: a random key
+    /// for this process only.
+    var sessionKeys: [SealedBox.Key]?
+    var sessionLifetime: Duration = .seconds(24 * 3600)
 
-    static let topLevelKeys: Set<String> = ["listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path"]
+    static let topLevelKeys: Set<String> = [
+        "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions",
+    ]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
         "max_filtered_response_bytes", "max_connections", "max_connections_per_source", "upstream_connect_timeout_seconds",
@@ -171,13 +177,69 @@ struct ConfigurationFile {
             tls = configuration
         }
         let audit = try root.string("audit_log") ?? "-"
+        var sessionKeys: [SealedBox.Key]?
+        var sessionLifetime = Duration.seconds(24 * 3600)
+        if let sessions = try root.object("sessions") {
+            try sessions.requireOnlyKeys(["keys", "lifetime_seconds"])
+            if let seconds = try sessions.int("lifetime_seconds") {
+                guard seconds > 0 else { throw JSONFieldError(path: "sessions.lifetime_seconds", reason: "must be positive") }
+                sessionLifetime = .seconds(seconds)
+            }
+            var keys: [SealedBox.Key] = []
+            for (index, entry) in (try sessions.objects("keys") ?? []).enumerated() {
+                try entry.requireOnlyKeys(["id", "secret_file"])
+                let id = try entry.requiredString("id")
+                let file = resolve(try entry.requiredString("secret_file"))
+                guard let data = FileManager.default.contents(atPath: file) else {
+                    throw JSONFieldError(path: "sessions.keys[\(index)].secret_file", reason: "cannot read \(file)")
+                }
+                // 32 random bytes, written as 64 hex digits or base64 (e.g. `openssl rand -hex 32`).
+                let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                let bytes = Self.hexBytes(text) ?? Data(base64Encoded: text).map(Array.init)
+                guard let bytes, let key = SealedBox.Key(id: id, bytes: bytes) else {
+                    throw JSONFieldError(
+                        path: "sessions.keys[\(index)]",
+                        reason: "needs an id of 1-32 letters, digits, - or _, and a secret_file with 32 bytes as 64 hex digits or base64")
+                }
+                guard !keys.contains(where: { $0.id == id }) else {
+                    throw JSONFieldError(path: "sessions.keys[\(index)].id", reason: "duplicate key id '\(id)'")
+                }
+                keys.append(key)
+            }
+            guard !keys.isEmpty else { throw JSONFieldError(path: "sessions.keys", reason: "needs at least one key") }
+            sessionKeys = keys
+        }
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
                 shutdownGracePeriod: .seconds(graceSeconds), maximumConnections: maximumConnections,
                 maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops),
             identity: identity, policies: try root.string("policies").map(resolve),
-            auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath)
+            auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
+            sessionKeys: sessionKeys, sessionLifetime: sessionLifetime)
+    }
+}
+
+extension ConfigurationFile {
+    /// The bytes of a text of hex digits, or nil.
+    static func hexBytes(_ text: String) -> [UInt8]? {
+        let digits = Array(text.utf8)
+        guard digits.count.isMultiple(of: 2) else { return nil }
+        var bytes: [UInt8] = []
+        for index in stride(from: 0, to: digits.count, by: 2) {
+            guard let high = hexValue(digits[index]), let low = hexValue(digits[index + 1]) else { return nil }
+            bytes.append(high << 4 | low)
+        }
+        return bytes
+    }
+
+    private static func hexValue(_ digit: UInt8) -> UInt8? {
+        switch digit {
+        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
+        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
+        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
+        default: nil
+        }
     }
 }
 

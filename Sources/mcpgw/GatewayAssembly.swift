@@ -3,6 +3,7 @@ import Gateway
 import Identity
 import Logging
 import Policy
+import TLS
 
 /// Builds the running gateway's services from a configuration file and command-line overrides.
 enum GatewayAssembly {
@@ -34,6 +35,11 @@ enum GatewayAssembly {
         for tenant in file.identity.tenants.keys.sorted() where upstreams[tenant] == nil {
             logger.warning("tenant \(tenant) has no upstream; its MCP requests will get 502 (set tenants.\(tenant).upstream or --upstream)")
         }
+        if file.sessionKeys == nil {
+            logger.warning(
+                "sessions.keys is not set: session handles and event ids are sealed with a random key of this process; replicas cannot share sessions, and a restart ends them all"
+            )
+        }
         let auditTarget = overrides.auditLog ?? file.auditLog
         let audit = try AuditLog(sink: auditTarget == "-" ? .standardOutput : .file(auditTarget))
         logger.info(
@@ -44,8 +50,10 @@ enum GatewayAssembly {
                 "audit.log": "\(auditTarget == "-" ? "stdout" : auditTarget)", "mcp.path": "\(file.mcpPath)",
             ])
         return try GatewayServices(
-            authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams, limits: file.limits,
-            mcpPath: file.mcpPath, logger: logger)
+            authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams,
+            sessionHandles: file.sessionKeys.map { SessionHandles(box: SealedBox(keys: $0), lifetime: file.sessionLifetime) }
+                ?? .singleProcess(),
+            limits: file.limits, mcpPath: file.mcpPath, logger: logger)
     }
 
     /// A policies directory, or a single classic policy file applied to every tenant.

@@ -1,6 +1,7 @@
 import Foundation
 import Gateway
 import StrictJSON
+import TLS
 import TestSupport
 import Testing
 
@@ -138,11 +139,21 @@ struct ProtocolCompletenessTests {
         let upstream = try await RecordingUpstream.start(Self.lists)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let response = try await gateway.client().send(
-            .GET, headers: [("Accept", "text/event-stream"), ("Last-Event-ID", "6"), ("Mcp-Session-Id", "s-replay")])
+            .GET,
+            headers: [
+                ("Accept", "text/event-stream"), ("Last-Event-ID", gateway.eventID("6", session: "s-replay")),
+                ("Mcp-Session-Id", gateway.sessionHandle("s-replay")),
+            ])
         #expect(response.status == 200)
+        #expect(upstream.received.last?.header("Last-Event-ID") == "6")
+        #expect(upstream.received.last?.header("Mcp-Session-Id") == "s-replay")
         let data = try #require(response.body.split(separator: "\n").first { $0.hasPrefix("data: ") }).dropFirst(6)
         #expect(try Self.names(String(data), "tools") == ["read_file"], "\(response.body)")
-        #expect(response.body.hasPrefix("id: 7\nevent: message\n"))
+        // The event id the client sees is the gateway's, sealed to this caller and session.
+        let id = try #require(response.body.split(separator: "\n").first { $0.hasPrefix("id: ") }).dropFirst(4)
+        #expect(id.hasPrefix("mcpgw1e."))
+        #expect(
+            gateway.services.sessionHandles.open(event: String(id), session: "s-replay", for: GatewayFixture.principal()) == .success("7"))
         try await gateway.stop()
         await upstream.stop()
     }
@@ -186,6 +197,52 @@ struct ProtocolCompletenessTests {
         #expect(right.status == 200, "\(right.body)")
         #expect(upstream.received.last?.header("Mcp-Param-Path") == encoded)
         try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+/// Sessions and stream positions are the gateway's sealed handles: bound to their principal, opened by any replica
+/// with the same keys, refused (404, audited) when foreign, altered or expired.
+@Suite("Sealed sessions and event ids end to end", .serialized)
+struct SealedSessionTests {
+    @Test("a foreign or forged Last-Event-ID is refused and audited, and never reaches the upstream")
+    func foreignLastEventID() async throws {
+        let upstream = try await RecordingUpstream.start(ProtocolCompletenessTests.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let session = gateway.sessionHandle("s-1")
+        for (name, eventID) in [
+            ("another tenant's", gateway.eventID("6", session: "s-1", tenant: "globex", agent: "bot1")),
+            ("another session's", gateway.eventID("6", session: "s-2")), ("a raw upstream", "6"),
+        ] {
+            let response = try await gateway.client().send(
+                .GET, headers: [("Accept", "text/event-stream"), ("Last-Event-ID", eventID), ("Mcp-Session-Id", session)])
+            #expect(response.status == 404, "\(name)")
+        }
+        #expect(upstream.received.isEmpty)
+        #expect(try gateway.auditRecords().filter { $0["rule"] == .string("event_binding") }.count == 3)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("two gateway processes with the same key serve one client session alternately")
+    func replicasShareSessions() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let key = SealedBox.Key(id: "shared", bytes: Array(repeating: 42, count: 32))!
+        let first = try await GatewayFixture.start(upstream: upstream.url, sessionKeys: [key])
+        let second = try await GatewayFixture.start(upstream: upstream.url, sessionKeys: [key])
+        let initialize =
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let handle = try #require(try await first.client().send(body: initialize).header("mcp-session-id"))
+        for (index, gateway) in [second, first, second].enumerated() {
+            let response = try await gateway.client().send(
+                body: RPC.call("read_file", id: 10 + index), headers: [("Mcp-Session-Id", handle)])
+            #expect(response.status == 200, "call \(index)")
+            #expect(upstream.received.last?.header("mcp-session-id") == "upstream-session-1")
+        }
+        // A gateway with another key does not know the session.
+        let stranger = try await GatewayFixture.start(upstream: upstream.url)
+        #expect(try await stranger.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", handle)]).status == 404)
+        for gateway in [first, second, stranger] { try await gateway.stop() }
         await upstream.stop()
     }
 }

@@ -2,10 +2,12 @@ import Foundation
 import MCPDemoServer
 import NIOCore
 import StrictJSON
+import TLS
 import TestSupport
 import Testing
 
 @testable import Gateway
+@testable import Identity
 
 @Suite("MCP proxy end to end (gateway on port 0, in-process upstreams)", .serialized)
 struct ProxyTests {
@@ -40,7 +42,7 @@ struct ProxyTests {
                 body: body,
                 headers: [
                     ("Authorization", "Bearer \(token)"), ("Cookie", "session=stolen"), ("X-Agent-Id", "admin"),
-                    ("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Session-Id", "s-1"),
+                    ("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Session-Id", gateway.sessionHandle("s-1")),
                 ])
             #expect(response.status == 200)
             #expect(response.body.contains(#""result":{"ok":true}"#))
@@ -187,17 +189,24 @@ struct ProxyTests {
 
     @Test("a session is bound to the principal that created it")
     func sessionBinding() async throws {
-        try await withGateway { gateway, _ in
+        try await withGateway { gateway, upstream in
             let initialize =
                 #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
             let created = try await gateway.client().send(body: initialize)
-            #expect(created.header("mcp-session-id") == "upstream-session-1")
-            let same = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
+            // The client sees a sealed handle, never the upstream's session id.
+            let handle = try #require(created.header("mcp-session-id"))
+            #expect(handle.hasPrefix("mcpgw1.") && !handle.contains("upstream-session-1"))
+            let same = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", handle)])
             #expect(same.status == 200)
-            let other = try await gateway.client("acme/agents/bot2").send(
-                body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "upstream-session-1")])
-            #expect(other.status == 404)
-            #expect(try error(other)["code"] == .number(JSONNumber(-31006)))
+            #expect(upstream.received.last?.header("mcp-session-id") == "upstream-session-1")
+            let forwardedSoFar = upstream.received.count
+            for (agent, presented) in [("acme/agents/bot2", handle), ("acme/agents/bot1", "upstream-session-1")] {
+                let other = try await gateway.client(agent).send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", presented)])
+                #expect(other.status == 404)
+                #expect(try error(other)["code"] == .number(JSONNumber(-31006)))
+            }
+            #expect(upstream.received.count == forwardedSoFar)
+            #expect(try gateway.auditRecords().filter { $0["rule"] == .string("session_binding") }.count == 2)
         }
     }
 }
@@ -324,17 +333,52 @@ struct AuditFailClosedTests {
     }
 }
 
-@Suite("Session bindings")
-struct SessionBindingTests {
-    @Test("bindings are bounded; the oldest are forgotten first")
-    func bounded() {
-        let sessions = SessionBindings(capacity: 3)
-        for index in 0..<5 { sessions.bind("s\(index)", to: "acme/bot\(index)") }
-        #expect(sessions.owner(of: "s0") == nil)
-        #expect(sessions.owner(of: "s1") == nil)
-        #expect(sessions.owner(of: "s4") == "acme/bot4")
-        sessions.unbind("s4")
-        #expect(sessions.owner(of: "s4") == nil)
+@Suite("Sealed session handles and event ids")
+struct SessionHandleTests {
+    static func principal(_ tenant: String, _ agent: String) -> Principal {
+        Principal(tenant: tenant, agent: agent, method: .jwt, scopes: [], expiresAt: nil, certificate: nil, token: nil)
+    }
+
+    @Test("a handle opens for its principal only, until it expires; altered or foreign-key handles never open")
+    func handles() {
+        let now = ManagedAtomicClock(1_000)
+        let key = SealedBox.Key(id: "k1", bytes: Array(repeating: 7, count: 32))!
+        let handles = SessionHandles(box: SealedBox(keys: [key]), lifetime: .seconds(60), clock: { now.value })
+        let acme = Self.principal("acme", "bot1")
+        let handle = handles.seal(session: "upstream-42", for: acme)
+        #expect(!handle.contains("upstream-42"))
+        #expect(handles.open(session: handle, for: acme) == .success("upstream-42"))
+        #expect(handles.open(session: handle, for: Self.principal("acme", "bot2")) == .failure(.foreign))
+        #expect(handles.open(session: handle, for: Self.principal("globex", "bot1")) == .failure(.foreign))
+        var altered = Array(handle.utf8)
+        altered[altered.count - 3] = altered[altered.count - 3] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(handles.open(session: String(decoding: altered, as: UTF8.self), for: acme) == .failure(.unreadable))
+        #expect(handles.open(session: "upstream-42", for: acme) == .failure(.unreadable))
+        let other = SessionHandles(box: SealedBox(keys: [SealedBox.Key(id: "k1", bytes: Array(repeating: 8, count: 32))!]))
+        #expect(other.open(session: handle, for: acme) == .failure(.unreadable))
+        // Rotation: a box whose second key is the old one still opens it.
+        let rotated = SessionHandles(
+            box: SealedBox(keys: [SealedBox.Key(id: "k2", bytes: Array(repeating: 9, count: 32))!, key]), clock: { now.value })
+        #expect(rotated.open(session: handle, for: acme) == .success("upstream-42"))
+        now.value = 1_061
+        #expect(handles.open(session: handle, for: acme) == .failure(.expired))
+        // Event ids are bound to principal and session, and are not session handles.
+        let event = handles.seal(event: "17", session: "upstream-42", for: acme)
+        #expect(handles.open(event: event, session: "upstream-42", for: acme) == .success("17"))
+        #expect(handles.open(event: event, session: "upstream-43", for: acme) == .failure(.otherSession))
+        #expect(handles.open(event: event, session: "upstream-42", for: Self.principal("globex", "bot1")) == .failure(.foreign))
+        #expect(handles.open(session: event, for: acme) == .failure(.unreadable))
+    }
+}
+
+/// A settable clock for tests.
+final class ManagedAtomicClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current: Int64
+    init(_ value: Int64) { current = value }
+    var value: Int64 {
+        get { lock.withLock { current } }
+        set { lock.withLock { current = newValue } }
     }
 }
 

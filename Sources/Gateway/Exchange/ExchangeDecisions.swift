@@ -84,12 +84,23 @@ struct ExchangeDecisions {
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
         let head = request.head
         let principal = request.principal!
-        if let session = head.headers.first(name: "mcp-session-id"), let owner = services.sessions.owner(of: session),
-            owner != "\(principal.tenant)/\(principal.agent)"
-        {
-            return Refusal(
-                status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",
-                records: [request.record(.deny, "session belongs to another principal", rule: "session_binding")])
+        if let handle = head.headers.first(name: "mcp-session-id") {
+            switch services.sessionHandles.open(session: handle, for: principal) {
+            case .success(let session): request.upstreamSession = session
+            case .failure(let problem):
+                return Refusal(
+                    status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",
+                    records: [request.record(.deny, "session handle \(problem)", rule: "session_binding")])
+            }
+        }
+        if let eventID = head.headers.first(name: "last-event-id") {
+            switch services.sessionHandles.open(event: eventID, session: request.upstreamSession, for: principal) {
+            case .success(let event): request.upstreamLastEventID = event
+            case .failure(let problem):
+                return Refusal(
+                    status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown Last-Event-ID for this caller",
+                    records: [request.record(.deny, "Last-Event-ID \(problem)", rule: "event_binding")])
+            }
         }
         let repeatedParam = Dictionary(grouping: head.headers.map { $0.name.lowercased() }.filter { $0.hasPrefix("mcp-param-") }) { $0 }
             .first { $0.value.count > 1 }?.key
@@ -121,7 +132,7 @@ struct ExchangeDecisions {
         let method = request.head.method == .GET ? "stream" : "session_end"
         let record = request.record(.allow, "\(method): forwarded without a policy decision", rule: "protocol", method: method)
         return ForwardPlan(
-            records: [record], response: request.head.method == .DELETE ? .unbindSession : .relay, body: nil,
+            records: [record], response: .relay, body: nil,
             isStream: request.head.method == .GET)
     }
 
@@ -183,11 +194,7 @@ struct ExchangeDecisions {
                 listRequests[id.serialized] = kind
             }
         }
-        if !listRequests.isEmpty {
-            response = .filterLists
-        } else if decided.count == 1 && decided[0].message.kind == .request && decided[0].message.method == "initialize" {
-            response = .bindSession
-        }
+        if !listRequests.isEmpty { response = .filterLists }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }

@@ -23,6 +23,10 @@ final class ExchangeRequest: @unchecked Sendable {
     let handshake: TLSHandshakeCompleted?
     /// The caller, once authenticated.
     var principal: Principal?
+    /// The upstream's session id, from the sealed `Mcp-Session-Id` handle the client presented.
+    var upstreamSession: String?
+    /// The upstream's event id, from the sealed `Last-Event-ID` the client presented.
+    var upstreamLastEventID: String?
 
     init(head: HTTPRequestHead, requestID: String, received: NIODeadline, clientAddress: String?, handshake: TLSHandshakeCompleted?) {
         self.head = head
@@ -97,9 +101,5 @@ struct ForwardPlan {
         /// List results filtered to what the caller may use: a JSON answer collected (bounded) first, an SSE answer
         /// one event at a time.
         case filterLists
-        /// Streamed through; a 2xx `Mcp-Session-Id` binds that session to the caller.
-        case bindSession
-        /// Streamed through; a 2xx answer ends the session's binding.
-        case unbindSession
     }
 }

@@ -470,9 +470,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
     /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
-    static let forwardedRequestHeaders = [
-        "accept", "content-type", "mcp-session-id", "mcp-protocol-version", "last-event-id", "mcp-method", "mcp-name",
-    ]
+    static let forwardedRequestHeaders = ["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"]
 
     private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
         var headers = HTTPHeaders()
@@ -482,6 +480,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         for name in Self.forwardedRequestHeaders {
             for value in incoming[name] { headers.add(name: name, value: value) }
         }
+        // The upstream's own session and event ids, unsealed from the handles the client presented.
+        if let session = request!.upstreamSession { headers.add(name: "Mcp-Session-Id", value: session) }
+        if let event = request!.upstreamLastEventID { headers.add(name: "Last-Event-ID", value: event) }
         // Arguments a tool mirrors into headers (MCP 2026-07-28); checked against the body when the schema is known.
         for (name, value) in incoming where name.utf8.count > 10 && name.lowercased().hasPrefix("mcp-param-") {
             headers.add(name: name, value: value)
@@ -568,27 +569,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         finishAudit(status: Int(head.status.code), note: nil)
-        if let plan, let services, let principal = request?.principal, (200..<300).contains(head.status.code) {
-            switch plan.response {
-            case .bindSession:
-                if let session = head.headers.first(name: "mcp-session-id") {
-                    services.sessions.bind(session, to: "\(principal.tenant)/\(principal.agent)")
-                }
-            case .unbindSession:
-                if let session = request?.head.headers.first(name: "mcp-session-id") { services.sessions.unbind(session) }
-            default:
-                break
-            }
-        }
         var head = head
+        if let services, let principal = request?.principal, let session = head.headers.first(name: "mcp-session-id") {
+            // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
+            head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: services.sessionHandles.seal(session: session, for: principal))
+        }
         let isEventStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true
         let collect = filtersLists && !isEventStream && plan?.isStream != true
-        if filtersLists && isEventStream, let services, let plan {
-            // Filtered as it streams, one event at a time; the client's framing is chunked, since lengths change.
+        if isEventStream, let services, let plan, let principal = request?.principal {
+            // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
+            // The client's framing is chunked, since lengths change.
+            let handles = services.sessionHandles
+            let session = request?.upstreamSession
             eventFilter = SSEEventFilter(
-                filter: listFilter(plan.isStream ? nil : plan.listRequests), maximumEventBytes: services.limits.maximumFilteredResponseBytes
-            )
+                filter: filtersLists ? listFilter(plan.isStream ? nil : plan.listRequests) : nil,
+                maximumEventBytes: services.limits.maximumFilteredResponseBytes,
+                sealEventID: { handles.seal(event: $0, session: session, for: principal) })
             head.headers.remove(name: "content-length")
         }
         perform(machine.upstreamHead(head, collect: collect))

@@ -1,20 +1,23 @@
 import NIOCore
 import StrictJSON
 
-/// Filters an SSE stream one event at a time, as it is relayed: bytes are held only until the blank line that ends
-/// the event they belong to, then the event goes on at once — unchanged, unless its data is a JSON-RPC message
-/// carrying a list result, which is filtered (`ListFilter`). An event larger than `maximumEventBytes` ends the stream:
-/// it can be neither relayed unread nor held without bound.
+/// Rewrites an SSE stream one event at a time, as it is relayed: bytes are held only until the blank line that ends
+/// the event they belong to, then the event goes on at once — unchanged, unless it has an `id:` (replaced by the
+/// gateway's sealed event id) or its data is a JSON-RPC message carrying a list result (filtered by `ListFilter`). An
+/// event larger than `maximumEventBytes` ends the stream: it can be neither relayed unread nor held without bound.
 struct SSEEventFilter {
-    let filter: ListFilter
+    let filter: ListFilter?
     let maximumEventBytes: Int
+    /// The event id the client sees for the upstream's.
+    let sealEventID: ((String) -> String)?
     private var pending: [UInt8] = []
     /// Where the scan for the end of the pending event resumes.
     private var scanned = 0
 
-    init(filter: ListFilter, maximumEventBytes: Int) {
+    init(filter: ListFilter?, maximumEventBytes: Int, sealEventID: ((String) -> String)? = nil) {
         self.filter = filter
         self.maximumEventBytes = maximumEventBytes
+        self.sealEventID = sealEventID
     }
 
     /// An event was larger than the bound.
@@ -64,27 +67,52 @@ struct SSEEventFilter {
         return nil
     }
 
-    /// The event, filtered if its data is a list result; otherwise its exact bytes.
+    /// The event with its id sealed and its list result filtered; its exact bytes when neither applies.
     private func transform(_ event: [UInt8]) -> [UInt8] {
+        let hasID = sealEventID != nil && Self.hasField("id", in: event)
+        let mayFilter = filter != nil && Self.hasField("data", in: event)
+        guard hasID || mayFilter else { return event }
         let text = String(decoding: event, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
-        let dataLines = lines.filter { $0.hasPrefix("data:") }
-        guard !dataLines.isEmpty else { return event }
-        let data = dataLines.map { line -> Substring in
-            let value = line.dropFirst(5)
-            return value.first == " " ? value.dropFirst() : value
-        }.joined(separator: "\n")
-        guard let value = try? JSONParser.parse(Array(data.utf8)), let filtered = filter.filter(value) else { return event }
+        var filtered: JSONValue?
+        if mayFilter, let filter {
+            let data = lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
+                let value = line.dropFirst(5)
+                return value.first == " " ? value.dropFirst() : value
+            }.joined(separator: "\n")
+            if let value = try? JSONParser.parse(Array(data.utf8)) { filtered = filter.filter(value) }
+        }
+        guard hasID || filtered != nil else { return event }
         var rebuilt = ""
         var wroteData = false
         for line in lines where !line.isEmpty {
-            if line.hasPrefix("data:") {
+            if line.hasPrefix("data:"), let filtered {
                 if !wroteData { rebuilt += "data: " + filtered.serialized + "\n" }
                 wroteData = true
+            } else if line == "id" || line.hasPrefix("id:"), let sealEventID {
+                // An empty id resets the client's last event id; it stays empty.
+                let value = line.dropFirst(3).drop { $0 == " " }
+                rebuilt += value.isEmpty ? "id\n" : "id: " + sealEventID(String(value)) + "\n"
             } else {
                 rebuilt += line + "\n"
             }
         }
         return Array((rebuilt + "\n").utf8)
+    }
+
+    /// Whether a line of `event` starts with `field` followed by `:` or the end of the line.
+    static func hasField(_ field: String, in event: [UInt8]) -> Bool {
+        let name = Array(field.utf8)
+        var lineStart = true
+        var index = 0
+        while index < event.count {
+            if lineStart && event[index...].starts(with: name) {
+                let after = index + name.count
+                if after == event.count || event[after] == UInt8(ascii: ":") || event[after] == 0x0A || event[after] == 0x0D { return true }
+            }
+            lineStart = event[index] == 0x0A || event[index] == 0x0D
+            index += 1
+        }
+        return false
     }
 }

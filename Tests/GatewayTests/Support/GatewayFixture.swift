@@ -19,7 +19,7 @@ struct GatewayFixture {
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
-        callTimeout: Duration? = nil,
+        callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -40,6 +40,7 @@ struct GatewayFixture {
                 "acme": acme,
                 "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCA),
             ].filter { tenantsWithUpstream.contains($0.key) },
+            sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
             limits: limits, clock: frozenClock ? frozen : nil)
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
@@ -53,6 +54,21 @@ struct GatewayFixture {
             configuration: configuration,
             services: services, logger: Logger(label: "gateway-test"))
         return GatewayFixture(listener: listener, services: services, auditPath: auditPath)
+    }
+
+    /// A caller of the dev PKI / tokens as a principal.
+    static func principal(_ tenant: String = "acme", _ agent: String = "bot1") -> Principal {
+        Principal(tenant: tenant, agent: agent, method: .jwt, scopes: [], expiresAt: nil, certificate: nil, token: nil)
+    }
+
+    /// The sealed handle this gateway would give `tenant`/`agent` for the upstream's `session`.
+    func sessionHandle(_ session: String, tenant: String = "acme", agent: String = "bot1") -> String {
+        services.sessionHandles.seal(session: session, for: Self.principal(tenant, agent))
+    }
+
+    /// The sealed event id this gateway would give `tenant`/`agent` for the upstream's `event` on `session`.
+    func eventID(_ event: String, session: String?, tenant: String = "acme", agent: String = "bot1") -> String {
+        services.sessionHandles.seal(event: event, session: session, for: Self.principal(tenant, agent))
     }
 
     func stop() async throws {

@@ -1,0 +1,107 @@
+import Glibc
+public import Identity
+import StrictJSON
+public import TLS
+
+/// Session handles and SSE event ids as the client sees them: sealed (`SealedBox`, AES-256-GCM) so that they bind the
+/// upstream's session id or event id to the principal that received them, and carry an expiry. There is no table of
+/// sessions: any gateway process with the same keys opens a handle another one issued, so replicas serve one client
+/// session alternately, and nothing grows with the number of sessions.
+///
+/// Forms: `mcpgw1.<key id>.<base64url>` for a session, `mcpgw1e.<key id>.<base64url>` for an event id.
+public struct SessionHandles: Sendable {
+    /// Why a handle presented by a caller is refused.
+    public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
+        /// Not a handle this gateway issued, altered, or sealed with a key it no longer has.
+        case unreadable
+        /// Issued to another tenant or agent.
+        case foreign
+        /// Past its expiry.
+        case expired
+        /// An event id from another session.
+        case otherSession
+
+        public var description: String {
+            switch self {
+            case .unreadable: "not a handle this gateway issued (or sealed with a retired key)"
+            case .foreign: "issued to another principal"
+            case .expired: "expired"
+            case .otherSession: "issued for another session"
+            }
+        }
+    }
+
+    let box: SealedBox
+    /// How long a session handle stays valid after it was issued.
+    public let lifetime: Duration
+    private let clock: @Sendable () -> Int64
+
+    /// Handles sealed with `box`, valid for `lifetime`; `clock` gives Unix seconds (injectable for tests).
+    public init(box: SealedBox, lifetime: Duration = .seconds(24 * 3600), clock: (@Sendable () -> Int64)? = nil) {
+        self.box = box
+        self.lifetime = lifetime
+        self.clock = clock ?? { Int64(time(nil)) }
+    }
+
+    /// Handles under a fresh random key: good for one process only.
+    public static func singleProcess() -> SessionHandles {
+        SessionHandles(box: SealedBox(keys: [.random(id: "local")]))
+    }
+
+    static let sessionContext = Array("mcpgw session handle".utf8)
+    static let eventContext = Array("mcpgw event id".utf8)
+
+    /// The handle for `upstreamSession`, issued to `principal`.
+    public func seal(session upstreamSession: String, for principal: Principal) -> String {
+        let payload = JSONValue.object(
+            JSONObject([
+                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
+                .init(key: "s", value: .string(upstreamSession)),
+                .init(key: "e", value: .number(JSONNumber(clock() + lifetime.components.seconds))),
+            ]))
+        let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.sessionContext)
+        return "mcpgw1.\(keyID).\(Base64URL.encode(sealed))"
+    }
+
+    /// The upstream's session id inside `handle`, when `principal` may use it now.
+    public func open(session handle: String, for principal: Principal) -> Result<String, Problem> {
+        guard let payload = unseal(handle, prefix: "mcpgw1", context: Self.sessionContext) else { return .failure(.unreadable) }
+        guard payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent else {
+            return .failure(.foreign)
+        }
+        guard let expiry = payload["e"]?.numberValue?.int64Value, expiry > clock() else { return .failure(.expired) }
+        guard let session = payload["s"]?.stringValue else { return .failure(.unreadable) }
+        return .success(session)
+    }
+
+    /// The event id the client sees for the upstream's `eventID` on a stream of `upstreamSession` (nil when there
+    /// is no session), received by `principal`.
+    public func seal(event eventID: String, session upstreamSession: String?, for principal: Principal) -> String {
+        let payload = JSONValue.object(
+            JSONObject([
+                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
+                .init(key: "s", value: upstreamSession.map(JSONValue.string) ?? .null), .init(key: "i", value: .string(eventID)),
+            ]))
+        let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.eventContext)
+        return "mcpgw1e.\(keyID).\(Base64URL.encode(sealed))"
+    }
+
+    /// The upstream's event id inside `sealed`, when it was issued to `principal` on `upstreamSession`.
+    public func open(event sealed: String, session upstreamSession: String?, for principal: Principal) -> Result<String, Problem> {
+        guard let payload = unseal(sealed, prefix: "mcpgw1e", context: Self.eventContext) else { return .failure(.unreadable) }
+        guard payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent else {
+            return .failure(.foreign)
+        }
+        guard payload["s"]?.stringValue == upstreamSession else { return .failure(.otherSession) }
+        guard let event = payload["i"]?.stringValue else { return .failure(.unreadable) }
+        return .success(event)
+    }
+
+    private func unseal(_ text: String, prefix: String, context: [UInt8]) -> JSONObject? {
+        let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
+        guard parts.count == 3, parts[0] == prefix, text.utf8.count <= 4096, let sealed = Base64URL.decode(Array(parts[2].utf8)),
+            let plaintext = box.open(sealed, keyID: String(parts[1]), context: context)
+        else { return nil }
+        return try? JSONParser.parse(plaintext).objectValue
+    }
+}
