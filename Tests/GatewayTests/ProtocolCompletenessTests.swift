@@ -181,21 +181,24 @@ struct ProtocolCompletenessTests {
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let call = RPC.call("read_file", #"{"path":"docs/ü.txt"}"#)
         // Before the schema is known: forwarded as sent.
-        let early = try await gateway.client().send(body: call, headers: [("Mcp-Param-Path", "docs/other.txt")])
+        let early = try await gateway.client().send(body: call, headers: Self.modern + [("Mcp-Param-Path", "docs/other.txt")])
         #expect(early.status == 200)
         #expect(upstream.received.last?.header("Mcp-Param-Path") == "docs/other.txt")
         _ = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
         let forwardedSoFar = upstream.received.count
         for wrong in [[("Mcp-Param-Path", "docs/other.txt")], [], [("Mcp-Param-Path", "=?base64?bm90IGl0?=")]] {
-            let response = try await gateway.client().send(body: call, headers: wrong)
+            let response = try await gateway.client().send(body: call, headers: Self.modern + wrong)
             #expect(response.status == 400, "\(wrong)")
             #expect(response.body.contains("-32020"), "\(wrong): \(response.body)")
         }
         #expect(upstream.received.count == forwardedSoFar, "a mismatched call reached the upstream")
         let encoded = "=?base64?" + Data("docs/ü.txt".utf8).base64EncodedString() + "?="
-        let right = try await gateway.client().send(body: call, headers: [("Mcp-Param-Path", encoded)])
+        let right = try await gateway.client().send(body: call, headers: Self.modern + [("Mcp-Param-Path", encoded)])
         #expect(right.status == 200, "\(right.body)")
         #expect(upstream.received.last?.header("Mcp-Param-Path") == encoded)
+        // A client of an earlier protocol version sends no such headers and is not asked to.
+        let legacy = try await gateway.client().send(body: call, headers: [("MCP-Protocol-Version", "2025-11-25")])
+        #expect(legacy.status == 200, "\(legacy.body)")
         try await gateway.stop()
         await upstream.stop()
     }
@@ -243,6 +246,58 @@ struct SealedSessionTests {
         let stranger = try await GatewayFixture.start(upstream: upstream.url)
         #expect(try await stranger.client().send(body: RPC.call("read_file"), headers: [("Mcp-Session-Id", handle)]).status == 404)
         for gateway in [first, second, stranger] { try await gateway.stop() }
+        await upstream.stop()
+    }
+}
+
+/// Ways an unfiltered list could reach a client, found in review; each must be filtered or refused.
+@Suite("List filtering holds against odd answers", .serialized)
+struct ListFilterEdgeTests {
+    static let fullList =
+        #"{"tools":[{"name":"read_file"},{"name":"delete_file"},{"name":"exec_sql"}]}"#
+
+    func names(_ text: String) throws -> [String] {
+        try ProtocolCompletenessTests.names(text, "tools")
+    }
+
+    @Test("a list request id that JSON readers spell differently (1.0, 1e0, 2^60) is refused")
+    func ambiguousIDs() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        for id in ["1.0", "1e0", "1152921504606846976"] {
+            let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":\#(id),"method":"tools/list"}"#)
+            #expect(response.status == 400, "\(id)")
+        }
+        let batch =
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}}},{"jsonrpc":"2.0","id":1,"method":"tools/list"}]"#
+        #expect(try await gateway.client().send(body: batch, headers: [("MCP-Protocol-Version", "2025-03-26")]).status == 400)
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "odd answers to tools/list are filtered or refused: an id the upstream respelled, a 203, a BOM, non-JSON SSE data",
+        arguments: [
+            (200, "application/json", #"{"jsonrpc":"2.0","id":"other","result":\#(fullList)}"#, "filtered"),
+            (203, "application/json", #"{"jsonrpc":"2.0","id":1,"result":\#(fullList)}"#, "filtered"),
+            (200, "text/event-stream", "\u{FEFF}data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\(fullList)}\n\n", "filtered"),
+            (200, "text/event-stream", "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":\(fullList),\"result\":{}}\n\n", "refused"),
+        ])
+    func oddAnswers(status: Int, contentType: String, body: String, expected: String) async throws {
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (status, contentType, body) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, timeout: .seconds(10))
+        #expect(!response.body.contains("delete_file"), "an unfiltered list reached the client: \(response.body)")
+        if expected == "filtered" {
+            let json =
+                contentType == "text/event-stream"
+                ? String(try #require(response.body.split(separator: "\n").first { $0.hasPrefix("data: ") }).dropFirst(6)) : response.body
+            #expect(try names(json) == ["read_file"], "\(json)")
+        } else {
+            #expect(try gateway.auditRecords().contains { $0["rule"] == .string("sse_event_unreadable") })
+        }
+        try await gateway.stop()
         await upstream.stop()
     }
 }

@@ -240,13 +240,17 @@ struct ListFilterUnitTests {
             let first = try events.feed(ByteBuffer(bytes: Array(stream.utf8.prefix(cut))))
             #expect(first.isEmpty)
             let filtered = String(
-                decoding: try events.feed(ByteBuffer(bytes: Array(stream.utf8.dropFirst(cut)))) + events.finish(), as: UTF8.self)
+                decoding: try events.feed(ByteBuffer(bytes: Array(stream.utf8.dropFirst(cut)))) + (try events.finish()), as: UTF8.self)
             let data = try #require(filtered.split(separator: "\n").first { $0.hasPrefix("data: ") })
             #expect(try names(String(data.dropFirst(6))) == expected, "line ending \(ending.debugDescription)")
         }
+        // An event whose CRLF blank line ends exactly at the end of what arrived is complete: relayed at once.
+        var crlf = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
+        #expect(!(try crlf.feed(ByteBuffer(string: "event: message\r\ndata: {}\r\n\r\n"))).isEmpty)
+        #expect(try crlf.feed(ByteBuffer(string: "data: {}\r\n\r")).isEmpty)  // a CR last: its LF may follow
         // An event over the bound ends the stream rather than being held or relayed unread.
         var small = SSEEventFilter(filter: filter, maximumEventBytes: 64)
-        #expect(throws: SSEEventFilter.EventTooLarge.self) { try small.feed(ByteBuffer(string: "data: " + list)) }
+        #expect(throws: SSEEventFilter.Unreadable.self) { try small.feed(ByteBuffer(string: "data: " + list)) }
         try await gateway.stop()
         await upstream.stop()
     }

@@ -1,20 +1,143 @@
 """An upstream MCP server built with the official Python SDK (MCPServer), for the conformance tests.
 
-    python sdk_upstream.py MODE PORT      MODE: stateful-sse | json | stateless
+    python sdk_upstream.py MODE PORT [extended]      MODE: stateful-sse | json | stateless
+
+With `extended` (test_mcp_modern.py), the server also has what the 2026-07-28 tests need, and only then, so the
+tools the older tests list stay as they were:
+
+- `read_file`'s `path` is mirrored into the `Mcp-Param-Path` header (`x-mcp-header: Path`);
+- prompts `summarize_doc` and `leak_secrets`, resources `file:///workspace/a.txt` and `file:///etc/passwd`, resource
+  templates `file:///workspace/{name}` and `file:///etc/{name}`;
+- every list result says `cacheScope: public` (with a ttl), so that a `private` seen by the client is the gateway's;
+- `POST /_test/add-tools` adds the tools `write_report` and `delete_everything` and publishes a tools list-changed
+  event to `subscriptions/listen` streams;
+- `GET /_test/requests` returns every POST /mcp the server received: its MCP headers and the body's method and name
+  (to tell what the gateway forwarded from what it refused).
 """
+import json
 import sys
+from typing import Annotated
+
+from pydantic import Field
 
 from mcp.server.mcpserver import MCPServer
 
 mode, port = sys.argv[1], int(sys.argv[2])
-server = MCPServer("sdk-upstream")
+extended = sys.argv[3:] == ["extended"]
 files = {"readme.txt": "hello from the SDK upstream"}
 
+if not extended:
+    server = MCPServer("sdk-upstream")
 
-@server.tool()
-def read_file(path: str) -> str:
-    """Read a file."""
-    return files.get(path, f"no such file: {path}")
+    @server.tool()
+    def read_file(path: str) -> str:
+        """Read a file."""
+        return files.get(path, f"no such file: {path}")
+
+else:
+    from mcp.server.caching import CacheHint
+    from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    bus = InMemorySubscriptionBus()
+    public = CacheHint(ttl_ms=60_000, scope="public")
+    server = MCPServer(
+        "sdk-upstream", subscriptions=bus,
+        cache_hints={method: public for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list")},
+    )
+
+    @server.tool()
+    def read_file(path: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Path"})]) -> str:
+        """Read a file (its path is mirrored into the Mcp-Param-Path header)."""
+        return files.get(path, f"no such file: {path}")
+
+    @server.prompt()
+    def summarize_doc(topic: str) -> str:
+        """Summarize a document."""
+        return f"Please summarize {topic}."
+
+    @server.prompt()
+    def leak_secrets() -> str:
+        """A prompt acme may not get."""
+        return "the secrets"
+
+    @server.resource("file:///workspace/a.txt")
+    def workspace_file() -> str:
+        return "contents of a.txt"
+
+    @server.resource("file:///etc/passwd")
+    def passwd() -> str:
+        return "root:x:0:0"
+
+    @server.resource("file:///workspace/{name}")
+    def workspace_template(name: str) -> str:
+        return f"contents of {name}"
+
+    @server.resource("file:///etc/{name}")
+    def etc_template(name: str) -> str:
+        return f"/etc/{name}"
+
+    @server.custom_route("/_test/add-tools", methods=["POST"])
+    async def add_tools(request: Request) -> JSONResponse:
+        def write_report(text: str) -> str:
+            """Write a report."""
+            return f"wrote {len(text)} characters"
+
+        def delete_everything() -> str:
+            """Delete everything."""
+            return "deleted"
+
+        for tool in (write_report, delete_everything):
+            if server._tool_manager.get_tool(tool.__name__) is None:  # noqa: SLF001 - test server
+                server.add_tool(tool)
+        await bus.publish(ToolsListChanged())
+        return JSONResponse({"tools": [tool.name for tool in await server.list_tools()]})
+
+    received: list[dict] = []
+
+    @server.custom_route("/_test/requests", methods=["GET"])
+    async def requests_seen(request: Request) -> JSONResponse:
+        return JSONResponse(received)
+
+    class RecordRequests:
+        """ASGI middleware: notes each POST /mcp (MCP headers, body method and name) before the SDK sees it."""
+
+        def __init__(self, app):
+            self.app = app
+
+        async def __call__(self, scope, receive, send):
+            if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/mcp":
+                return await self.app(scope, receive, send)
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            chunks = []
+            more = True
+            while more:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = b"".join(chunks)
+            try:
+                decoded = json.loads(body)
+            except ValueError:
+                decoded = None
+            params = decoded.get("params") if isinstance(decoded, dict) else None
+            received.append({
+                "headers": {k: v for k, v in headers.items() if k.startswith("mcp-")},
+                "method": decoded.get("method") if isinstance(decoded, dict) else None,
+                "name": (params or {}).get("name") if isinstance(params, dict) else None,
+                "arguments": (params or {}).get("arguments") if isinstance(params, dict) else None,
+            })
+            replayed = False
+
+            async def replay():
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            return await self.app(scope, replay, send)
 
 
 @server.tool()
@@ -30,10 +153,16 @@ def list_files() -> str:
     return "\n".join(sorted(files))
 
 
-server.run(
-    transport="streamable-http",
-    host="127.0.0.1",
-    port=port,
-    json_response=(mode == "json"),
-    stateless_http=(mode == "stateless"),
-)
+if not extended:
+    server.run(
+        transport="streamable-http",
+        host="127.0.0.1",
+        port=port,
+        json_response=(mode == "json"),
+        stateless_http=(mode == "stateless"),
+    )
+else:
+    import uvicorn
+
+    app = server.streamable_http_app(json_response=(mode == "json"), stateless_http=(mode == "stateless"))
+    uvicorn.run(RecordRequests(app), host="127.0.0.1", port=port, log_level="warning")

@@ -33,10 +33,10 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture(params=["stateful-sse", "json", "stateless"])
-def upstream(request):
+def start_upstream(mode: str, *options: str) -> tuple[subprocess.Popen, str]:
+    """Starts `sdk_upstream.py MODE PORT OPTIONS…`; returns the process and its MCP endpoint once it accepts connections."""
     port = free_port()
-    process = subprocess.Popen([sys.executable, os.path.join(HERE, "sdk_upstream.py"), request.param, str(port)],
+    process = subprocess.Popen([sys.executable, os.path.join(HERE, "sdk_upstream.py"), mode, str(port), *options],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 30
     while time.time() < deadline:
@@ -48,7 +48,13 @@ def upstream(request):
     else:
         process.kill()
         raise AssertionError("SDK upstream did not start: " + process.stderr.read().decode())
-    yield f"http://127.0.0.1:{port}/mcp"
+    return process, f"http://127.0.0.1:{port}/mcp"
+
+
+@pytest.fixture(params=["stateful-sse", "json", "stateless"])
+def upstream(request):
+    process, url = start_upstream(request.param)
+    yield url
     process.terminate()
     process.wait(timeout=10)
 

@@ -163,7 +163,8 @@ struct ExchangeDecisions {
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
         }
-        if !parsed.isBatch, let message = parsed.messages.first, message.method == "tools/call",
+        // Mcp-Param-* headers exist from 2026-07-28 on; earlier clients never send them and are not asked to.
+        if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first, message.method == "tools/call",
             let tool = message.params?.objectValue?["name"]?.stringValue,
             let mismatch = services.toolHeaders.mismatch(
                 tenant: principal.tenant, tool: tool, arguments: message.params?.objectValue?["arguments"],
@@ -172,7 +173,7 @@ struct ExchangeDecisions {
             return .failure(
                 Refusal(
                     status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
-                    records: [request.record(.malformed, mismatch, rule: "header_mismatch", method: "tools/call")]))
+                    records: [Self.mismatchRecord(request, mismatch, message: message, tool: tool)]))
         }
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
@@ -189,16 +190,44 @@ struct ExchangeDecisions {
         }
         var response = ForwardPlan.ResponseHandling.relay
         var listRequests: [String: ListFilter.Kind] = [:]
+        var seenIDs: Set<String> = []
         for item in decided where item.message.kind == .request {
-            if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method), let id = item.message.id {
-                listRequests[id.serialized] = kind
+            guard let id = item.message.id else { continue }
+            // Answers are matched to requests by id, so ids must be unambiguous: one spelling per number, none twice.
+            guard let key = Self.canonicalID(id), seenIDs.insert(key).inserted else {
+                return .failure(
+                    request.malformed(
+                        .invalidRequest("request ids must be strings or plain integers, each used once in a body", id: id)))
             }
+            if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method) { listRequests[key] = kind }
         }
         if !listRequests.isEmpty { response = .filterLists }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
+        plan.requestIDs = seenIDs
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         return .success(plan)
+    }
+
+    /// The record of a call refused because a header contradicts its body.
+    static func mismatchRecord(_ request: ExchangeRequest, _ reason: String, message: JSONRPCMessage, tool: String) -> AuditRecord {
+        var record = request.record(.malformed, reason, rule: "header_mismatch", method: "tools/call")
+        record.target = tool
+        record.jsonrpcID = message.id
+        return record
+    }
+
+    /// The id as answers will carry it: a string as is, an integer in its plain decimal form (within ±2^53, where
+    /// every JSON reader agrees); nil for other numbers (`1.0`, `1e0`, huge integers), which readers normalise
+    /// differently and which could therefore be answered under an id the gateway does not recognise.
+    static func canonicalID(_ id: JSONValue) -> String? {
+        switch id {
+        case .string: return id.serialized
+        case .number(let number):
+            guard let value = number.int64Value, abs(value) <= 1 << 53, String(value) == number.literal else { return nil }
+            return number.literal
+        default: return nil
+        }
     }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.

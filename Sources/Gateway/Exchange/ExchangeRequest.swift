@@ -91,6 +91,8 @@ struct ForwardPlan {
     var isStream: Bool
     /// The list requests in the body, by JSON-RPC id (serialised): their results are filtered on the way back.
     var listRequests: [String: ListFilter.Kind] = [:]
+    /// Every request id in the body, in canonical form.
+    var requestIDs: Set<String> = []
     /// Whether the body holds a `tools/call` request (its answer may take the tenant's call timeout).
     var isToolCall = false
 

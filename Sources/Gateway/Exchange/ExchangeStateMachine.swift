@@ -225,7 +225,8 @@ struct ExchangeStateMachine {
     /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed.
     mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool) -> Action {
         guard case .forwarding = state else { return .none }
-        if collect && head.status == .ok {
+        // Any 2xx with a body may carry a list: collected to be filtered.
+        if collect && (200..<300).contains(head.status.code) && head.status.code != 204 && head.status.code != 205 {
             state = .collecting
             collectedHead = head
             body.clear()

@@ -576,7 +576,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         let isEventStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true
-        let collect = filtersLists && !isEventStream && plan?.isStream != true
+        // A list answer that is not SSE is collected and filtered, whatever its 2xx status; so is a GET stream that
+        // answers with anything but SSE.
+        let collect = filtersLists && !isEventStream
         if isEventStream, let services, let plan, let principal = request?.principal {
             // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
             // The client's framing is chunked, since lengths change.
@@ -610,9 +612,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let events = try eventFilter!.feed(part)
             if !events.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: events))) }
         } catch {
-            // An event that cannot be read within the bound is neither relayed unread nor held: the stream ends.
-            recordConnectionRefusal(
-                "upstream SSE event larger than \(eventFilter!.maximumEventBytes) bytes: stream closed", rule: "sse_event_too_large")
+            // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
+            // held: the stream ends.
+            recordConnectionRefusal("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
             eventFilter = nil
             upstream?.cancel()
             upstream = nil
@@ -622,8 +624,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamResponseEnd() {
         if eventFilter != nil {
-            let rest = eventFilter!.finish()
+            let rest = try? eventFilter!.finish()
             eventFilter = nil
+            guard let rest else {
+                recordConnectionRefusal("upstream SSE stream closed: its last event could not be read", rule: "sse_event_unreadable")
+                upstream?.cancel()
+                upstream = nil
+                return close()
+            }
             if !rest.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: rest))) }
         }
         perform(machine.upstreamEnd())
@@ -634,6 +642,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let services = services!
         let principal = request!.principal!
         var filter = ListFilter(snapshot: services.policy.snapshot, principal: principal, requests: requests)
+        if requests != nil { filter.requestIDs = plan?.requestIDs ?? [] }
         let headers = services.toolHeaders
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
         return filter
@@ -655,8 +664,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func filteredList(_ head: HTTPResponseHead, _ body: ByteBuffer) -> Refusal {
         guard let plan else { return Refusal(status: .badGateway, json: "{}", records: []) }
         let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        let requests = plan.isStream ? nil : plan.listRequests
+        let bound = services?.limits.maximumFilteredResponseBytes ?? 0
         let filtered =
-            contentType.hasPrefix("application/json") ? listFilter(plan.listRequests).filterJSON(Array(body.readableBytesView)) : nil
+            contentType.hasPrefix("application/json")
+            ? listFilter(requests).filterJSON(Array(body.readableBytesView), maximumBytes: bound) : nil
         guard let filtered else {
             return Refusal(
                 status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,

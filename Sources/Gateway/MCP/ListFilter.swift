@@ -49,6 +49,8 @@ struct ListFilter {
     /// The list requests of the POST this answers, by JSON-RPC id (serialised); nil on a GET stream, where any
     /// response shaped like a list result is filtered (a replayed list included).
     let requests: [String: Kind]?
+    /// Every request id of the POST (canonical form); answers to those that are not lists are never filtered.
+    var requestIDs: Set<String> = []
     /// Told each tool a `tools/list` result declares, with its input schema (for `Mcp-Param-*` checks).
     var learnTool: ((String, JSONValue?) -> Void)?
 
@@ -95,11 +97,15 @@ struct ListFilter {
         }
     }
 
-    /// The kind of list `result` answers: by the request's id on a POST, by its shape on a GET stream.
+    /// The kind of list `result` answers: by the request's id on a POST (an id that matches no list request but
+    /// whose result is shaped like a list is filtered too: an upstream may spell an id differently), by its shape on
+    /// a GET stream.
     private func kind(of message: JSONObject, _ result: JSONObject) -> Kind? {
-        if let requests {
-            guard let id = message["id"] else { return nil }
-            return requests[id.serialized]
+        if let requests, let id = message["id"], let kind = requests[ExchangeDecisions.canonicalID(id) ?? id.serialized] {
+            return kind
+        }
+        if let requests, let id = message["id"], let key = ExchangeDecisions.canonicalID(id), requestIDs.contains(key) {
+            return nil  // the answer to a request that is not a list (a tool's own result)
         }
         return Kind.allCases.first { kind in
             guard let items = result[kind.resultKey]?.arrayValue else { return false }
@@ -109,8 +115,9 @@ struct ListFilter {
 
     /// A complete JSON response body with its list results filtered; nil when it is not strict JSON (it is then
     /// refused, never passed on unfiltered). Unchanged bytes when nothing in it is a list result.
-    func filterJSON(_ bytes: [UInt8]) -> [UInt8]? {
-        guard let value = try? JSONParser.parse(bytes) else { return nil }
+    func filterJSON(_ bytes: [UInt8], maximumBytes: Int = 16 * 1024 * 1024) -> [UInt8]? {
+        let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumBytes)
+        guard let value = try? JSONParser.parse(bytes, limits: limits) else { return nil }
         return filter(value)?.serializedBytes ?? bytes
     }
 }

@@ -20,28 +20,45 @@ struct SSEEventFilter {
         self.sealEventID = sealEventID
     }
 
-    /// An event was larger than the bound.
-    struct EventTooLarge: Error {}
+    /// An event that cannot be relayed: larger than the bound, or (where lists are filtered) data that is not JSON.
+    enum Unreadable: Error, CustomStringConvertible {
+        case tooLarge(Int)
+        case notJSON
+
+        var description: String {
+            switch self {
+            case .tooLarge(let bound): "an SSE event exceeded \(bound) bytes"
+            case .notJSON: "an SSE event's data is not strict JSON, so a list in it could not be filtered"
+            }
+        }
+    }
+    /// Whether the stream's first bytes have been seen (a leading byte-order mark is dropped, as readers do).
+    private var started = false
 
     /// The complete events in what has arrived so far, ready to relay.
-    mutating func feed(_ part: ByteBuffer) throws(EventTooLarge) -> [UInt8] {
+    mutating func feed(_ part: ByteBuffer) throws(Unreadable) -> [UInt8] {
         pending += part.readableBytesView
+        if !started {
+            guard pending.count >= 3 || pending.first != 0xEF else { return [] }
+            started = true
+            if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
+        }
         var output: [UInt8] = []
         var consumed = 0
         while let end = Self.eventEnd(in: pending, from: max(consumed, scanned)) {
-            output += transform(Array(pending[consumed..<end]))
+            output += try transform(Array(pending[consumed..<end]))
             consumed = end
         }
         pending.removeFirst(consumed)
         scanned = max(0, pending.count - 3)
-        if pending.count > maximumEventBytes { throw EventTooLarge() }
+        if pending.count > maximumEventBytes { throw .tooLarge(maximumEventBytes) }
         return output
     }
 
     /// What is left when the stream ends (an event without its closing blank line), filtered like the others.
-    mutating func finish() -> [UInt8] {
+    mutating func finish() throws(Unreadable) -> [UInt8] {
         defer { pending = [] }
-        return pending.isEmpty ? [] : transform(pending)
+        return pending.isEmpty ? [] : try transform(pending)
     }
 
     /// The index just past the blank line that ends the first event in `bytes` (line ends CRLF, LF or CR).
@@ -53,9 +70,10 @@ struct SSEEventFilter {
                 var next = index + 1
                 if byte == 0x0D && next < bytes.count && bytes[next] == 0x0A { next += 1 }
                 if next < bytes.count && (bytes[next] == 0x0A || bytes[next] == 0x0D) {
+                    // The blank line ends the event. A CR as the very last byte may still be followed by its LF.
+                    if bytes[next] == 0x0D && next + 1 == bytes.count { return nil }
                     var end = next + 1
-                    if bytes[next] == 0x0D && end < bytes.count && bytes[end] == 0x0A { end += 1 }
-                    if bytes[next] == 0x0D && end == bytes.count { return nil }  // CR at the end: LF may follow
+                    if bytes[next] == 0x0D && bytes[end] == 0x0A { end += 1 }
                     return end
                 }
                 if next >= bytes.count { return nil }
@@ -68,7 +86,7 @@ struct SSEEventFilter {
     }
 
     /// The event with its id sealed and its list result filtered; its exact bytes when neither applies.
-    private func transform(_ event: [UInt8]) -> [UInt8] {
+    private func transform(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
         let hasID = sealEventID != nil && Self.hasField("id", in: event)
         let mayFilter = filter != nil && Self.hasField("data", in: event)
         guard hasID || mayFilter else { return event }
@@ -80,7 +98,11 @@ struct SSEEventFilter {
                 let value = line.dropFirst(5)
                 return value.first == " " ? value.dropFirst() : value
             }.joined(separator: "\n")
-            if let value = try? JSONParser.parse(Array(data.utf8)) { filtered = filter.filter(value) }
+            if !data.isEmpty {
+                let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes)
+                guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else { throw .notJSON }
+                filtered = filter.filter(value)
+            }
         }
         guard hasID || filtered != nil else { return event }
         var rebuilt = ""

@@ -17,6 +17,8 @@ final class RecordingUpstream: Sendable {
         case hang
         /// Answers what the closure says: content type and body (status 200), for the request recorded.
         case custom(@Sendable (Request) -> (contentType: String, body: String))
+        /// Answers with the status, content type and body the closure says.
+        case withStatus(@Sendable (Request) -> (status: Int, contentType: String, body: String))
     }
 
     struct Request: Sendable {
@@ -107,15 +109,20 @@ final class RecordingUpstream: Sendable {
         }
 
         func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String) {
+            var answered: (status: Int, contentType: String, body: String)?
+            let recorded = Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body)
             if case .custom(let answer) = behaviour {
-                let (type, text) = answer(
-                    Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body))
+                let (type, text) = answer(recorded)
+                answered = (200, type, text)
+            }
+            if case .withStatus(let answer) = behaviour { answered = answer(recorded) }
+            if let (status, type, text) = answered {
                 let bytes = ByteBuffer(string: text)
                 context.write(
                     wrapOutboundOut(
                         .head(
                             HTTPResponseHead(
-                                version: .http1_1, status: .ok,
+                                version: .http1_1, status: HTTPResponseStatus(statusCode: status),
                                 headers: ["Content-Type": type, "Content-Length": "\(bytes.readableBytes)"]))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(bytes))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
@@ -126,7 +133,7 @@ final class RecordingUpstream: Sendable {
                 return String(body[range.upperBound...].prefix { $0 != "," && $0 != "}" })
             }()
             switch behaviour {
-            case .hang, .custom:
+            case .hang, .custom, .withStatus:
                 return
             case .json:
                 if !body.contains(#""id""#) {
