@@ -70,9 +70,10 @@ extension NormalizationCost {
 
     /// `text` in NFKC, normalised piece by piece. Pieces are cut before an ASCII scalar, which never composes with
     /// what precedes it and is never reordered, so the result is exactly NFKC. Text with no ASCII for a long stretch is
-    /// cut before a starter outside the Hangul jamo (stream-safe text has one at least every 31 scalars); in the rare
-    /// scripts whose starters compose with a preceding starter, a letter at such a cut may stay decomposed, which
-    /// never creates or hides a separator, a dot or a quote.
+    /// cut before a starter that is not a Hangul vowel or final jamo (stream-safe text has a starter at least every 31
+    /// scalars, and a run of vowel and final jamo is bounded the same way); in the rare scripts whose starters compose
+    /// with a preceding starter, a letter at such a cut may stay decomposed, which never creates or hides a separator,
+    /// a dot or a quote.
     static func normalized(_ text: String) -> String {
         guard text.utf8.count > pieceBytes else { return text.precomposedStringWithCompatibilityMapping }
         let scalars = text.unicodeScalars
@@ -97,11 +98,12 @@ extension NormalizationCost {
         return output
     }
 
-    /// A starter that is not a Hangul jamo (jamo compose with the jamo before them).
+    /// A starter that never composes with what precedes it: not a Hangul vowel or final jamo (which join the jamo or
+    /// syllable before them). Leading consonants and precomposed syllables start a new syllable, so they are cut points.
     private static func isCutPoint(_ scalar: Unicode.Scalar) -> Bool {
         guard scalar.properties.canonicalCombiningClass.rawValue == 0 else { return false }
         switch scalar.value {
-        case 0x1100...0x11FF, 0xA960...0xA97F, 0xD7B0...0xD7FF: return false
+        case 0x1160...0x11FF, 0xD7B0...0xD7FF: return false
         default: return true
         }
     }

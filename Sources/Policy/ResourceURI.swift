@@ -37,6 +37,10 @@ enum ResourceURI {
         let (path, valid, _) = ArgumentCanonicalizer.percentDecodedValidating(rawPath)
         guard valid, ArgumentCanonicalizer.percentDecoded(path) == path else { return nil }  // nested encodings
         guard isUnambiguous(path) else { return nil }
+        // A file has no query or fragment; a server that strips the scheme and resolves the rest would read dot
+        // segments in them. For other schemes, dot segments after `?` or `#` are refused for the same reason.
+        if scheme == "file" && !suffix.isEmpty { return nil }
+        if suffix.contains("/..") || suffix.contains("../") || suffix.contains("\\") || suffix.lowercased().contains("%2e") { return nil }
         return scheme + ":" + authority + removeDotSegments(path) + suffix
     }
 

@@ -22,11 +22,12 @@ enum SQLScanner {
             let plain = SQLTokenizer.tokens(bytes, dialect)
             let isQuery = startsAsStatement(plain.tokens)
             if let found = check(plain.tokens, mode: isQuery ? .query : .fragment) { return found }
-            // A balanced query is read as a query: turned inside out, its literals would read as code.
-            if isQuery && !plain.unterminated { continue }
+            // A balanced query spliced into a literal is read with the strong rules only: turned inside out, its
+            // literals read as code, where the shapes of blind injection would be false alarms.
+            let splicedMode: Mode = isQuery && !plain.unterminated ? .splicedQuery : .spliced
             for quote in [UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`")] where bytes.contains(quote) {
                 let spliced = SQLTokenizer.tokens([quote] + bytes, dialect).tokens
-                if let found = check(spliced, mode: .spliced) {
+                if let found = check(spliced, mode: splicedMode) {
                     return "\(found) (spliced into \(Character(Unicode.Scalar(quote)))…\(Character(Unicode.Scalar(quote))))"
                 }
             }
@@ -41,6 +42,8 @@ enum SQLScanner {
         case fragment
         /// A value read as if it closed the literal it is pasted into.
         case spliced
+        /// A whole query read as if it closed a literal: stacked statements only when a statement follows the `;`.
+        case splicedQuery
     }
 
     static let statementKeywords: Set<String> = [
@@ -49,15 +52,25 @@ enum SQLScanner {
         "begin", "commit", "rollback", "declare",
     ]
 
-    /// Whether the text starts with a statement keyword: then it is a query, not a fragment. (A parenthesised
-    /// `(SELECT …)` is an expression meant to replace a value: a fragment.)
+    /// Whether the text starts with a statement keyword followed by a space, `(` or `*`: then it is a query, not a
+    /// fragment. (`(SELECT …)` is an expression meant to replace a value, and `select' OR '1'='1` a word glued to the
+    /// quote that closes a literal: fragments.)
     private static func startsAsStatement(_ tokens: [Token]) -> Bool {
-        let first = tokens.first { !$0.isComment }
-        return first?.word.map(statementKeywords.contains) ?? false
+        let code = tokens.filter { !$0.isComment }
+        guard let first = code.first, first.word.map(statementKeywords.contains) == true else { return false }
+        guard code.count > 1 else { return true }
+        let second = code[1]
+        return second.start > first.end || second.isSymbol("(") || second.isSymbol("*")
     }
 
     static let timeFunctions: Set<String> = [
         "sleep", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "benchmark", "sleepeachrow", "receive_message", "randomblob",
+    ]
+    /// Statements that have no place inside a read-only query, wherever they appear (SQL Server runs a statement that
+    /// follows another without a `;`).
+    static let anywhereStatementWords: Set<String> = [
+        "exec", "execute", "waitfor", "shutdown", "backup", "restore", "kill", "dbcc", "declare", "openquery", "openrowset",
+        "opendatasource", "bulk", "handler", "sp_executesql", "xp_cmdshell",
     ]
     static let fileFunctions: Set<String> = [
         "load_file", "lo_import", "lo_export", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_write_file", "sys_exec",
@@ -99,12 +112,20 @@ enum SQLScanner {
             }
             return nil
         }
-        let fragment = mode != .query
+        let fragment = mode == .fragment || mode == .spliced
 
         for (index, token) in code.enumerated() {
             switch token.kind {
             case .semicolon:
-                if code[(index + 1)...].contains(where: { $0.kind != .semicolon }) { return "stacked statements" }
+                if mode == .splicedQuery {
+                    if let next = code[(index + 1)...].first(where: { $0.kind != .semicolon }),
+                        next.word.map(statementKeywords.union(anywhereStatementWords).contains) == true || next.isSymbol("(")
+                    {
+                        return "stacked statements"
+                    }
+                } else if code[(index + 1)...].contains(where: { $0.kind != .semicolon }) {
+                    return "stacked statements"
+                }
             case .symbol(let byte) where fragment && byte == UInt8(ascii: "("):
                 if word(index + 1) == "select" && selectListLooksLikeSQL(code, from: index + 2) { return "subquery" }
                 if constant(index + 1), let right = comparison(index + 2), constant(right), symbol(right + 1, ")") {
@@ -113,7 +134,7 @@ enum SQLScanner {
             default:
                 break
             }
-            guard let text = token.word else { continue }
+            guard let text = token.name else { continue }
             if text == "union" {
                 var next = index + 1
                 while let modifier = word(next), modifier == "all" || modifier == "distinct" { next += 1 }
@@ -161,7 +182,7 @@ enum SQLScanner {
         // spliced into (`admin'--`), or where the comment holds the quote it cut off (`… = 'admin'--'`). In a whole
         // query such as `… = 'O''Brien' -- newest` it is only a comment.
         for (index, token) in all.enumerated() where token.kind == .string && index + 1 < all.count {
-            if case .comment(let holdsQuote) = all[index + 1].kind, mode == .spliced || holdsQuote {
+            if case .comment(let holdsQuote) = all[index + 1].kind, mode == .spliced || mode == .splicedQuery || holdsQuote {
                 return "comment after a string literal"
             }
         }
@@ -209,7 +230,7 @@ enum SQLScanner {
         {
             return true
         }
-        guard first.word != nil || first.kind == .quotedIdentifier, start + 1 < code.count else { return false }
+        guard first.word != nil || first.isQuotedIdentifier, start + 1 < code.count else { return false }
         let second = code[start + 1]
         return second.isSymbol("(") || second.isSymbol(",") || second.isSymbol(".") || second.word == "from"
     }
@@ -298,7 +319,11 @@ enum SQLScanner {
     static let sideEffectFunctions: Set<String> = timeFunctions.union(fileFunctions).union([
         "nextval", "setval", "lo_create", "lo_unlink", "lo_from_bytea", "dblink", "dblink_exec", "xp_cmdshell",
         "pg_terminate_backend", "pg_cancel_backend", "pg_advisory_lock", "pg_advisory_xact_lock", "get_lock", "set_config",
-        "pg_reload_conf", "pg_rotate_logfile", "txid_current", "query_to_xml", "dbms_lock",
+        "pg_reload_conf", "pg_rotate_logfile", "txid_current", "query_to_xml", "dbms_lock", "load_extension", "writefile",
+        "readfile", "edit", "pg_notify", "lo_put", "lo_get", "dblink_connect", "dblink_send_query", "pg_try_advisory_lock",
+        "pg_try_advisory_xact_lock", "pg_advisory_unlock", "pg_logical_emit_message", "pg_create_logical_replication_slot",
+        "pg_drop_replication_slot", "pg_switch_wal", "pg_stat_reset", "pg_file_write", "pg_promote", "master_pos_wait",
+        "release_lock", "release_all_locks", "sp_oacreate", "sp_oamethod", "xp_regwrite", "xp_dirtree",
     ])
 
     /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
@@ -320,13 +345,14 @@ enum SQLScanner {
         }
         if code.contains(where: { $0.kind == .semicolon }) { return "more than one statement" }
         for (index, token) in code.enumerated() {
-            guard let word = token.word else { continue }
+            guard let word = token.name else { continue }
             let next = index + 1 < code.count ? code[index + 1] : nil
-            if modifyingWords.contains(word) { return "it uses \(word.uppercased())" }
-            if word == "for", let following = next?.word, ["update", "share", "no", "key"].contains(following) {
+            if token.word != nil && modifyingWords.contains(word) { return "it uses \(word.uppercased())" }
+            if token.word != nil && anywhereStatementWords.contains(word) { return "it uses \(word.uppercased())" }
+            if token.word != nil, word == "for", let following = next?.word, ["update", "share", "no", "key"].contains(following) {
                 return "it locks rows (FOR \(following.uppercased()))"
             }
-            if statementOnlyWords.contains(word), index == 0 || code[index - 1].isSymbol("(") {
+            if token.word != nil, statementOnlyWords.contains(word), index == 0 || code[index - 1].isSymbol("(") {
                 return "it uses \(word.uppercased())"
             }
             if sideEffectFunctions.contains(word), next?.isSymbol("(") == true || next?.isSymbol(".") == true {

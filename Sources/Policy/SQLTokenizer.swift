@@ -15,12 +15,16 @@ struct SQLTokenizer {
         var executableComments: Bool
         var dollarQuotes: Bool
         var doubleQuotedStrings: Bool
+        var bracketIdentifiers = false
 
         static let mysql = Dialect(
             backslashEscapes: true, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
         static let standard = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false)
-        static let all = [mysql, standard]
+        static let sqlServer = Dialect(
+            backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
+            bracketIdentifiers: true)
+        static let all = [mysql, standard, sqlServer]
     }
 
     /// One token and where it is in the text.
@@ -31,8 +35,8 @@ struct SQLTokenizer {
             case number
             /// A `'…'`, `E'…'` or `$tag$…$tag$` literal.
             case string
-            /// A `"…"`, `` `…` `` or `[…]` identifier.
-            case quotedIdentifier
+            /// A `"…"`, `` `…` `` or `[…]` identifier, with its text lower-cased when it is ASCII.
+            case quotedIdentifier(String?)
             /// Whitespace to SQL; `holdsQuote` when a `'` is inside (left over from a literal the comment cut off).
             case comment(holdsQuote: Bool)
             case semicolon
@@ -53,6 +57,19 @@ struct SQLTokenizer {
         var word: String? {
             if case .word(let text) = kind { return text }
             return nil
+        }
+
+        /// The name the token gives, as a word or as a quoted identifier (`"pg_sleep"` names `pg_sleep`).
+        var name: String? {
+            switch kind {
+            case .word(let text), .quotedIdentifier(let text): return text
+            default: return nil
+            }
+        }
+
+        var isQuotedIdentifier: Bool {
+            if case .quotedIdentifier = kind { return true }
+            return false
         }
 
         var isConstant: Bool {
@@ -80,6 +97,13 @@ struct SQLTokenizer {
         var inExecutableComment = false
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
         func add(_ kind: Token.Kind, from start: Int) { result.tokens.append(Token(kind: kind, start: start, end: index)) }
+        /// The text between the quotes of the identifier that started at `start` (lower-cased ASCII), if closed.
+        func identifier(_ start: Int) -> String? {
+            guard index - start >= 2, index <= bytes.count else { return nil }
+            let inner = bytes[(start + 1)..<(index - 1)]
+            guard inner.allSatisfy({ $0 < 0x80 }) else { return nil }
+            return String(decoding: inner, as: UTF8.self).lowercased()
+        }
         /// Skips a quoted run that started at `index` (the opening quote) and ends with `close`.
         func skipQuoted(close: UInt8, escapes: Bool) {
             index += 1
@@ -108,16 +132,20 @@ struct SQLTokenizer {
             switch byte {
             case 0x20, 0x09, 0x0A, 0x0D, 0x0B, 0x0C:
                 index += 1
-            case UInt8(ascii: "-") where at(1) == UInt8(ascii: "-"):
-                while index < bytes.count && bytes[index] != 0x0A { index += 1 }
+            // MySQL needs whitespace (or a control character) after `--`; `1--1` is 1 minus minus 1 there.
+            case UInt8(ascii: "-") where at(1) == UInt8(ascii: "-") && (!dialect.hashComments || (at(2).map { $0 <= 0x20 } ?? true)):
+                // A line comment ends at LF or CR (PostgreSQL ends it at either).
+                while index < bytes.count && bytes[index] != 0x0A && bytes[index] != 0x0D { index += 1 }
                 add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
             case UInt8(ascii: "#") where dialect.hashComments:
-                while index < bytes.count && bytes[index] != 0x0A { index += 1 }
+                while index < bytes.count && bytes[index] != 0x0A && bytes[index] != 0x0D { index += 1 }
                 add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
             case UInt8(ascii: "/") where at(1) == UInt8(ascii: "*"):
-                if dialect.executableComments && at(2) == UInt8(ascii: "!") {
-                    // MySQL runs what is inside /*! … */ (after an optional version number): it is code.
-                    index += 3
+                if dialect.executableComments
+                    && (at(2) == UInt8(ascii: "!") || (at(2) == UInt8(ascii: "M") && at(3) == UInt8(ascii: "!")))
+                {
+                    // MySQL runs what is inside /*! … */, MariaDB also /*M! … */ (after an optional version): code.
+                    index += at(2) == UInt8(ascii: "!") ? 3 : 4
                     while index < bytes.count && bytes[index] >= UInt8(ascii: "0") && bytes[index] <= UInt8(ascii: "9") { index += 1 }
                     inExecutableComment = true
                     continue
@@ -146,13 +174,13 @@ struct SQLTokenizer {
                 add(.string, from: start)
             case UInt8(ascii: "\""):
                 skipQuoted(close: byte, escapes: dialect.backslashEscapes)
-                add(dialect.doubleQuotedStrings ? .string : .quotedIdentifier, from: start)
+                add(dialect.doubleQuotedStrings ? .string : .quotedIdentifier(identifier(start)), from: start)
             case UInt8(ascii: "`"):
                 skipQuoted(close: byte, escapes: false)
-                add(.quotedIdentifier, from: start)
-            case UInt8(ascii: "["):
+                add(.quotedIdentifier(identifier(start)), from: start)
+            case UInt8(ascii: "[") where dialect.bracketIdentifiers:
                 skipQuoted(close: UInt8(ascii: "]"), escapes: false)
-                add(.quotedIdentifier, from: start)
+                add(.quotedIdentifier(identifier(start)), from: start)
             case UInt8(ascii: "$") where dialect.dollarQuotes:
                 if let tagEnd = dollarTagEnd(bytes, from: index) {
                     let tag = bytes[index...tagEnd]

@@ -77,6 +77,12 @@ public struct TenantPolicySet: Sendable {
     /// Whether some arguments exist with which `request`'s target could be called: unconditional denies and the
     /// default count, rules with argument conditions are given the benefit of the doubt. Used to filter lists.
     public func mayCall(_ request: PolicyRequest) -> Bool {
+        var request = request
+        if request.method == "resources/read", let uri = request.target {
+            // As a read would see it: a listed URI that cannot be read unambiguously is not shown.
+            guard let canonical = ResourceURI.canonical(uri) else { return false }
+            request.target = canonical
+        }
         var permitted = false
         for index in candidates(for: request) {
             let rule = rules[index]

@@ -77,6 +77,7 @@ enum WorstCaseBenchmark {
             ("combining marks of alternating class", one("a" + repeated("\u{0316}\u{0301}"))),
             ("combining mark after every slash", one(repeated("/\u{0301}"))),
             ("decomposed accents (e + U+0301)", one(repeated("e\u{0301}"))),
+            ("Hangul jamo (U+1100 U+1161)", one(repeated("\u{1100}\u{1161}"))),
             ("fullwidth text", one(repeated("ａ．／"))),
             ("4,999 keys and values of 840 bytes", manyLeaves),
             ("20,000 leaves", tooMany),

@@ -112,6 +112,14 @@ struct AttackTableTests {
             ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE id = 1 union distinct select password from users"}"#),
             ("acme", "query_db", #"{"sql":"SELECT a FROM t WHERE id = 1 and sleep/**/(5)"}"#),
             ("globex", "exec_sql", #"{"query":"select * from t where id = 1 or 2>1"}"#),
+            // Found by the sqlmap corpus and in review: quotes that even out, blind-injection shapes, dialects.
+            ("acme", "query_db", #"{"sql":"1' OR '1'='1"}"#), ("acme", "query_db", #"{"sql":"1') AND 5647=5647 AND ('OLKB'='OLKB"}"#),
+            ("acme", "query_db", #"{"sql":"1) AND 7779=UUID_TO_BIN(CONCAT('q',(SELECT (ELT(7779=7779,1))),'q'))-- x"}"#),
+            ("acme", "query_db", #"{"sql":"(SELECT CONCAT('qvpvq',(ELT(7199=7199,1)),'qvxpq'))"}"#),
+            ("acme", "query_db", #"{"sql":"select' OR 'a'='a"}"#), ("acme", "query_db", #"{"sql":"Show'; DROP TABLE users; SELECT '"}"#),
+            ("acme", "query_db", #"{"sql":"1 AND ARRAY[[1]] IS NOT NULL;DROP TABLE users;--]"}"#),
+            ("acme", "query_db", #"{"sql":"0--1 OR 1=1"}"#), ("acme", "query_db", #"{"sql":"1/*M! OR 1=1*/"}"#),
+            ("acme", "query_db", #"{"sql":"1 HAVING 4616=4616"}"#),
         ])
     func sqlInjection(tenant: String, tool: String, arguments: String) throws {
         let decision = try decide(tenant, tool, arguments)

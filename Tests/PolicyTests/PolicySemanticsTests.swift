@@ -75,6 +75,13 @@ struct PolicySemanticsTests {
             ("delete from t", false), ("with x as (delete from t returning *) select * from x", false),
             ("select pg_sleep(5)", false), ("select * into outfile '/tmp/x' from t", false), ("select * from t for update", false),
             ("' or 1=1", false), ("select 'unterminated", false), ("ATTACH DATABASE 'x.db' AS x", false),
+            // Found in review: dialect differences and statements that need no `;`.
+            ("SELECT ARRAY[[1]];DELETE FROM users;--]", false), ("SELECT 1 --\r;DELETE FROM users", false),
+            ("SELECT 1--1;DELETE FROM t", false), ("SELECT 1 /*M!; DELETE FROM t */", false),
+            ("SELECT 1 EXEC master..xp_cmdshell 'whoami'", false), ("SELECT 1 WAITFOR DELAY '0:0:10'", false),
+            (#"SELECT "pg_sleep"(10)"#, false), (#"SELECT pg_catalog."pg_read_file"('/etc/passwd')"#, false),
+            ("SELECT load_extension('x')", false), ("SELECT * FROM OPENQUERY(lnk,'DELETE FROM t')", false),
+            ("SELECT substring(name FROM 1 FOR 3), copy, sleep FROM ads", true), ("(SELECT 1) UNION (SELECT 2)", true),
         ])
     func readOnlySQL(query: String, allowed: Bool) throws {
         let set = try PolicyFixtures.set(

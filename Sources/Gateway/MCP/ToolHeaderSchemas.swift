@@ -45,7 +45,8 @@ public final class ToolHeaderSchemas: Sendable {
             let sent = header(name).map { MCPHeaderValue.decode($0) }
             switch (expected, sent) {
             case (nil, nil): continue
-            case (let value?, let header??) where value == header: continue
+            // Compared as bytes: Swift `==` is canonical equivalence (the Kelvin sign would equal a K).
+            case (let value?, let header??) where value.utf8.elementsEqual(header.utf8): continue
             case (_?, nil): return "\(name) header is missing for argument \(mirror.path.joined(separator: "."))"
             case (nil, _?): return "\(name) header is sent without its argument \(mirror.path.joined(separator: "."))"
             default: return "\(name) header does not match argument \(mirror.path.joined(separator: "."))"
