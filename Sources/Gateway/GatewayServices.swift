@@ -25,6 +25,8 @@ public struct GatewayServices: Sendable {
     public let mcpPath: String
     /// Request ids.
     let requestIDs = RequestIDs()
+    /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.
+    let legacyStreams = LegacyStreams()
     /// The `Mcp-Param-*` headers tenants' tools mirror, learned from `tools/list` results.
     public let toolHeaders = ToolHeaderSchemas()
     /// Work taken off the event loops at once (fresh signature checks, large decisions).

@@ -15,6 +15,9 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     /// How long a `tools/call` may take to answer: the wait for its response head (an upstream answering in JSON
     /// sends the head only with the result). Nil: the gateway's `upstream_timeout_seconds`, like every other request.
     public var callTimeout: Duration?
+    /// The upstream's legacy HTTP+SSE endpoint (2024-11-05), e.g. `http://127.0.0.1:9000/sse`: what the gateway's
+    /// `GET /sse` relays. Nil: the tenant has no legacy transport.
+    public var legacySSEURL: String?
 
     /// The system's CA bundle (Debian's ca-certificates).
     public static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"

@@ -39,6 +39,7 @@ struct ConfigurationFile {
     ]
     static let upstreamKeys: Set<String> = [
         "url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key", "call_timeout_seconds",
+        "legacy_sse_url",
     ]
     static let tlsKeys: Set<String> = [
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
@@ -82,6 +83,12 @@ struct ConfigurationFile {
                 url: url, credentialHeader: try upstream.string("credential_header"), caFile: try upstream.string("ca_file").map(resolve),
                 clientCertificateFile: try upstream.string("client_certificate").map(resolve),
                 clientKeyFile: try upstream.string("client_key").map(resolve))
+            if let legacy = try upstream.string("legacy_sse_url") {
+                guard legacy.hasPrefix("http://") || legacy.hasPrefix("https://") else {
+                    throw JSONFieldError(path: upstream.fieldPath("legacy_sse_url"), reason: "must be an http:// or https:// URL")
+                }
+                configuration.legacySSEURL = legacy
+            }
             if let seconds = try upstream.int("call_timeout_seconds") {
                 guard seconds > 0 else {
                     throw JSONFieldError(path: upstream.fieldPath("call_timeout_seconds"), reason: "must be positive")

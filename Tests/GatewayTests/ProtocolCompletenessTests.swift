@@ -301,3 +301,62 @@ struct ListFilterEdgeTests {
         await upstream.stop()
     }
 }
+
+/// The legacy HTTP+SSE transport (2024-11-05): `GET /sse` relays the upstream's stream with its `endpoint` event
+/// pointing at the gateway's own message endpoint, sealed to the caller; `POST /messages` is decided and audited like
+/// Streamable HTTP, and a refused message is answered on the caller's stream.
+@Suite("Legacy HTTP+SSE transport", .serialized)
+struct LegacySSETests {
+    static let upstream: RecordingUpstream.Behaviour = .withStatus { request in
+        if request.method == "GET" {
+            let list = #"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"}]}}"#
+            return (200, "text/event-stream", "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: message\ndata: \(list)\n\n")
+        }
+        return (202, "text/plain", "Accepted")
+    }
+
+    @Test(
+        "the endpoint event is the gateway's, sealed to the caller; messages are decided, audited and forwarded to the upstream's endpoint")
+    func legacyTransport() async throws {
+        let upstream = try await RecordingUpstream.start(Self.upstream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true)
+        let stream = try await gateway.client().send(.GET, path: "/sse", headers: [("Accept", "text/event-stream")])
+        #expect(stream.status == 200)
+        #expect(upstream.received.first?.uri == "/sse")
+        let endpoint = try #require(stream.body.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") }).dropFirst(6)
+        #expect(!endpoint.contains("session_id=abc"), "the upstream's endpoint leaked: \(endpoint)")
+        #expect(!stream.body.contains("delete_file"), "the list on the stream was not filtered: \(stream.body)")
+        // An allowed call is forwarded to the upstream's message endpoint; a denied one is not.
+        let allowed = try await gateway.client().send(path: String(endpoint), body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(allowed.status == 202)
+        #expect(upstream.received.last?.uri == "/messages/?session_id=abc")
+        #expect(upstream.received.last?.method == "POST")
+        let forwarded = upstream.received.count
+        let denied = try await gateway.client().send(path: String(endpoint), body: RPC.call("delete_file", #"{"path":"a.txt"}"#))
+        #expect(denied.status != 202 || denied.body.isEmpty)
+        #expect(upstream.received.count == forwarded)
+        // Another agent cannot post to this caller's endpoint; nor can anyone without the handle.
+        let foreign = try await gateway.client("acme/agents/bot2").send(path: String(endpoint), body: RPC.call("read_file"))
+        #expect(foreign.status == 404)
+        let bare = try await gateway.client().send(path: "/messages", body: RPC.call("read_file"))
+        #expect(bare.status == 400)
+        #expect(upstream.received.count == forwarded)
+        let records = try gateway.auditRecords()
+        #expect(records.contains { $0["decision"] == .string("deny") && $0["target"] == .string("delete_file") })
+        #expect(records.contains { $0["rule"] == .string("session_binding") && $0["agent"] == .string("bot2") })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a tenant without a legacy upstream gets 502 on GET /sse; /sse takes only GET and /messages only POST")
+    func legacyNotConfigured() async throws {
+        let upstream = try await RecordingUpstream.start(Self.upstream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        #expect(try await gateway.client().send(.GET, path: "/sse", headers: [("Accept", "text/event-stream")]).status == 502)
+        #expect(try await gateway.client().send(path: "/sse", body: RPC.call("read_file")).status == 405)
+        #expect(try await gateway.client().send(.GET, path: "/messages").status == 405)
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

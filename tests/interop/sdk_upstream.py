@@ -1,6 +1,6 @@
 """An upstream MCP server built with the official Python SDK (MCPServer), for the conformance tests.
 
-    python sdk_upstream.py MODE PORT [extended]      MODE: stateful-sse | json | stateless
+    python sdk_upstream.py MODE PORT [extended]      MODE: stateful-sse | json | stateless | legacy-sse
 
 With `extended` (test_mcp_modern.py), the server also has what the 2026-07-28 tests need, and only then, so the
 tools the older tests list stay as they were:
@@ -153,7 +153,10 @@ def list_files() -> str:
     return "\n".join(sorted(files))
 
 
-if not extended:
+if mode == "legacy-sse":
+    # The 2024-11-05 HTTP+SSE transport: GET /sse, POST /messages/?session_id=…
+    server.run(transport="sse", host="127.0.0.1", port=port)
+elif not extended:
     server.run(
         transport="streamable-http",
         host="127.0.0.1",

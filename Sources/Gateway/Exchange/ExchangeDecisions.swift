@@ -84,6 +84,20 @@ struct ExchangeDecisions {
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
         let head = request.head
         let principal = request.principal!
+        if request.transport == .legacyMessages {
+            // The message endpoint's `session` parameter is the handle the gateway gave on the stream.
+            let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
+            let handle = query.split(separator: "&").first { $0.hasPrefix("session=") }.map { String($0.dropFirst(8)) }
+            switch handle.map({ services.sessionHandles.open(session: $0, for: principal) }) {
+            case .success(let target)?: request.upstreamTarget = target
+            case .failure(let problem)?:
+                return Refusal(
+                    status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",
+                    records: [request.record(.deny, "message endpoint handle \(problem)", rule: "session_binding")])
+            case nil:
+                return request.malformed(.invalidRequest("POST /messages needs the session parameter from the stream", id: nil))
+            }
+        }
         if let handle = head.headers.first(name: "mcp-session-id") {
             switch services.sessionHandles.open(session: handle, for: principal) {
             case .success(let session): request.upstreamSession = session
@@ -201,7 +215,8 @@ struct ExchangeDecisions {
             }
             if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method) { listRequests[key] = kind }
         }
-        if !listRequests.isEmpty { response = .filterLists }
+        // Legacy messages are answered on the stream (filtered there); their POST gets only 202.
+        if !listRequests.isEmpty && request.transport != .legacyMessages { response = .filterLists }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
         plan.requestIDs = seenIDs

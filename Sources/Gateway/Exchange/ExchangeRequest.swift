@@ -27,6 +27,20 @@ final class ExchangeRequest: @unchecked Sendable {
     var upstreamSession: String?
     /// The upstream's event id, from the sealed `Last-Event-ID` the client presented.
     var upstreamLastEventID: String?
+    /// Which transport the request uses.
+    var transport = Transport.streamableHTTP
+    /// The upstream path and query to send the request to, when not the endpoint's own (a legacy message endpoint).
+    var upstreamTarget: String?
+
+    /// The MCP transports the gateway serves.
+    enum Transport: Equatable {
+        /// Streamable HTTP (2025-03-26 and later): the MCP endpoint.
+        case streamableHTTP
+        /// Legacy HTTP+SSE (2024-11-05): `GET /sse`, the server's stream.
+        case legacyStream
+        /// Legacy HTTP+SSE: `POST /messages?session=…`, a client message.
+        case legacyMessages
+    }
 
     init(head: HTTPRequestHead, requestID: String, received: NIODeadline, clientAddress: String?, handshake: TLSHandshakeCompleted?) {
         self.head = head

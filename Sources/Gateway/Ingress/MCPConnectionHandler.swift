@@ -27,6 +27,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var reservation: AuditLog.Reservation?
     /// Filters list results out of an SSE answer as it streams (POST answers with list requests, and GET streams).
     private var eventFilter: SSEEventFilter?
+    /// The legacy stream this connection relays, as registered in `LegacyStreams`.
+    private var legacyRegistration: (endpoint: String, token: UInt64)?
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
@@ -105,6 +107,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
+        if let (endpoint, token) = legacyRegistration {
+            services?.legacyStreams.remove(endpoint, token: token)
+            legacyRegistration = nil
+        }
         recordUndecided()
         perform(machine.clientClosed())
         finishAudit(
@@ -183,17 +189,33 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
                     headers: [("Allow", "GET, HEAD")], records: []))
         }
-        guard let services, let decisions, path == services.mcpPath else {
+        let transport: ExchangeRequest.Transport?
+        switch path {
+        case services?.mcpPath: transport = .streamableHTTP
+        case Self.legacyStreamPath: transport = .legacyStream
+        case Self.legacyMessagesPath: transport = .legacyMessages
+        default: transport = nil
+        }
+        guard let services, let decisions, let transport else {
             let record = request!.record(.malformed, "no such endpoint: \(head.method.rawValue) \(path.prefix(200))", rule: "path")
             return answer(Refusal(status: .notFound, json: #"{"error":"not found"}"#, records: services == nil ? [] : [record]))
         }
-        guard [.POST, .GET, .DELETE].contains(head.method) else {
+        request!.transport = transport
+        let allowed: [HTTPMethod] =
+            switch transport {
+            case .streamableHTTP: [.POST, .GET, .DELETE]
+            case .legacyStream: [.GET]
+            case .legacyMessages: [.POST]
+            }
+        guard allowed.contains(head.method) else {
+            let names = allowed.map(\.rawValue)
             let record = request!.record(
-                .malformed, "HTTP method \(head.method.rawValue) is not allowed on the MCP endpoint", rule: "http_method")
+                .malformed, "HTTP method \(head.method.rawValue) is not allowed on \(path)", rule: "http_method")
             return answer(
                 Refusal(
-                    status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","POST","DELETE"]}"#,
-                    headers: [("Allow", "GET, POST, DELETE")], records: [record]))
+                    status: .methodNotAllowed,
+                    json: #"{"error":"method not allowed","allow":[\#(names.map { "\"\($0)\"" }.joined(separator: ","))]}"#,
+                    headers: [("Allow", names.joined(separator: ", "))], records: [record]))
         }
         let pending = request!
         if let outcome = decisions.authenticate(pending, cheapOnly: true) {
@@ -371,6 +393,28 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     // MARK: - Deciding and forwarding
 
+    /// Writes an event the gateway itself sends on a legacy stream (the answer to a refused message), between the
+    /// relayed events: those go out whole, so the stream is always at an event boundary here.
+    func writeLegacyEvent(_ event: ByteBuffer) {
+        guard let context, case .relaying = machine.state else { return }
+        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(event))), promise: nil)
+    }
+
+    /// A refusal of a legacy message: its JSON-RPC error goes onto the caller's stream and the POST gets `202`, as
+    /// the upstream would answer; without a stream here, the refusal is answered on the POST itself.
+    private func refuseLegacyMessage(_ refusal: Refusal) -> Refusal {
+        guard let request, request.transport == .legacyMessages, let target = request.upstreamTarget, let principal = request.principal,
+            let services, refusal.status.code < 300 || refusal.status == .forbidden || refusal.status == .tooManyRequests,
+            refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) || refusal.body.starts(with: Array(#"[{"jsonrpc""#.utf8))
+        else { return refusal }
+        guard services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)") else {
+            return refusal
+        }
+        var accepted = Refusal(status: .accepted, json: "", records: refusal.records)
+        accepted.body = []
+        return accepted
+    }
+
     private func decide(_ body: ByteBuffer) {
         guard let services, let decisions, let request else { return close() }
         if request.head.method != .POST {
@@ -388,7 +432,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 guard generation == self.generation else { return }
                 switch result {
                 case .success(.success(let plan)): forward(plan)
-                case .success(.failure(let refusal)): answer(refusal)
+                case .success(.failure(let refusal)): answer(refuseLegacyMessage(refusal))
                 case .failure(let error) where error is DecisionPoolRefused:
                     answer(
                         request.unavailable(
@@ -404,13 +448,16 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         switch decisions.decidePost(request, body: body) {
         case .success(let plan): forward(plan)
-        case .failure(let refusal): answer(refusal)
+        case .failure(let refusal): answer(refuseLegacyMessage(refusal))
         }
     }
 
     private func forward(_ plan: ForwardPlan) {
         guard let services, let request, let principal = request.principal, let context else { return }
-        guard let endpoint = services.upstream.endpoint(for: principal.tenant) else {
+        let configured =
+            request.transport == .streamableHTTP
+            ? services.upstream.endpoint(for: principal.tenant) : services.upstream.legacyEndpoint(for: principal.tenant)
+        guard let endpoint = configured else {
             return answer(
                 Refusal(
                     status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
@@ -468,6 +515,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
+    /// The legacy HTTP+SSE transport's stream (`GET`) and message (`POST`) endpoints.
+    static let legacyStreamPath = "/sse"
+    static let legacyMessagesPath = "/messages"
+
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
     /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
     static let forwardedRequestHeaders = ["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"]
@@ -489,7 +540,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
-        return HTTPRequestHead(version: .http1_1, method: request!.head.method, uri: endpoint.path, headers: headers)
+        return HTTPRequestHead(
+            version: .http1_1, method: request!.head.method, uri: request!.upstreamTarget ?? endpoint.path, headers: headers)
     }
 
     private func budgetRefusal(_ full: UpstreamBudgets.Budget, plan: ForwardPlan) -> Refusal {
@@ -588,6 +640,24 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 filter: filtersLists ? listFilter(plan.isStream ? nil : plan.listRequests) : nil,
                 maximumEventBytes: services.limits.maximumFilteredResponseBytes,
                 sealEventID: { handles.seal(event: $0, session: session, for: principal) })
+            if request?.transport == .legacyStream, let context {
+                // The legacy stream announces where to post messages: the client is told the gateway's own message
+                // endpoint, with the upstream's sealed to it (so only this caller can post there, through the gateway).
+                // The stream is registered under that endpoint, so that refused messages are answered on it.
+                let streams = services.legacyStreams
+                let loop = context.eventLoop
+                let writer = NIOLoopBound(self, eventLoop: loop)
+                let owner = "\(principal.tenant)/\(principal.agent)"
+                eventFilter!.rewriteEndpoint = { [self] upstreamPath in
+                    legacyRegistration = (
+                        upstreamPath,
+                        streams.add(upstreamPath, owner: owner) { event in
+                            loop.execute { writer.value.writeLegacyEvent(event) }
+                        }
+                    )
+                    return Self.legacyMessagesPath + "?session=" + handles.seal(session: upstreamPath, for: principal)
+                }
+            }
             head.headers.remove(name: "content-length")
         }
         perform(machine.upstreamHead(head, collect: collect))
@@ -663,22 +733,30 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// refused, never passed on unfiltered.
     private func filteredList(_ head: HTTPResponseHead, _ body: ByteBuffer) -> Refusal {
         guard let plan else { return Refusal(status: .badGateway, json: "{}", records: []) }
-        let contentType = head.headers.first(name: "content-type")?.lowercased() ?? ""
+        let contentType = head.headers.first(name: "content-type") ?? ""
         let requests = plan.isStream ? nil : plan.listRequests
         let bound = services?.limits.maximumFilteredResponseBytes ?? 0
-        let filtered =
-            contentType.hasPrefix("application/json")
-            ? listFilter(requests).filterJSON(Array(body.readableBytesView), maximumBytes: bound) : nil
-        guard let filtered else {
-            return Refusal(
-                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
-                message: "upstream list response is not valid JSON-RPC", records: [])
-        }
+        let bytes = Array(body.readableBytesView)
         var headers: [(String, String)] = []
         for name in ResponseFraming.forwardedResponseHeaders where name != "content-type" {
             for value in head.headers[name] { headers.append((name, value)) }
         }
-        return Refusal(status: .ok, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])
+        // Whatever could be read as JSON is filtered, whatever its content type says; what cannot (a `202 Accepted`
+        // in plain text) holds no list any client would read, and goes on as it came.
+        let first = bytes.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
+        guard contentType.lowercased().hasPrefix("application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        else {
+            var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
+            passed.body = bytes
+            passed.contentType = contentType.isEmpty ? "application/octet-stream" : contentType
+            return passed
+        }
+        guard let filtered = listFilter(requests).filterJSON(bytes, maximumBytes: bound) else {
+            return Refusal(
+                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                message: "upstream list response is not valid JSON-RPC", records: [])
+        }
+        return Refusal(status: head.status, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])
     }
 }
 

@@ -10,6 +10,8 @@ struct SSEEventFilter {
     let maximumEventBytes: Int
     /// The event id the client sees for the upstream's.
     let sealEventID: ((String) -> String)?
+    /// The message endpoint the client is told for the upstream's (the `endpoint` event of the legacy transport).
+    var rewriteEndpoint: ((String) -> String)?
     private var pending: [UInt8] = []
     /// Where the scan for the end of the pending event resumes.
     private var scanned = 0
@@ -87,6 +89,7 @@ struct SSEEventFilter {
 
     /// The event with its id sealed and its list result filtered; its exact bytes when neither applies.
     private func transform(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
+        if let rewriteEndpoint, Self.isEndpointEvent(event) { return try Self.endpoint(event, rewrite: rewriteEndpoint) }
         let hasID = sealEventID != nil && Self.hasField("id", in: event)
         let mayFilter = filter != nil && Self.hasField("data", in: event)
         guard hasID || mayFilter else { return event }
@@ -115,6 +118,41 @@ struct SSEEventFilter {
                 // An empty id resets the client's last event id; it stays empty.
                 let value = line.dropFirst(3).drop { $0 == " " }
                 rebuilt += value.isEmpty ? "id\n" : "id: " + sealEventID(String(value)) + "\n"
+            } else {
+                rebuilt += line + "\n"
+            }
+        }
+        return Array((rebuilt + "\n").utf8)
+    }
+
+    /// Whether the event is an `endpoint` event (legacy HTTP+SSE: where the client posts its messages).
+    static func isEndpointEvent(_ event: [UInt8]) -> Bool {
+        String(decoding: event, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
+            .contains { $0 == "event: endpoint" || $0 == "event:endpoint" }
+    }
+
+    /// The endpoint event with its target replaced: the upstream's path and query (an absolute URL is reduced to its
+    /// path and query) go to `rewrite`. An endpoint that is not a path is refused: the stream ends.
+    static func endpoint(_ event: [UInt8], rewrite: (String) -> String) throws(Unreadable) -> [UInt8] {
+        let lines = String(decoding: event, as: UTF8.self).split(omittingEmptySubsequences: false) {
+            $0 == "\n" || $0 == "\r" || $0 == "\r\n"
+        }
+        let data = lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
+            let value = line.dropFirst(5)
+            return value.first == " " ? value.dropFirst() : value
+        }.joined(separator: "\n")
+        var target = Substring(data)
+        if let scheme = target.range(of: "://") {
+            let afterHost = target[scheme.upperBound...]
+            target = afterHost.firstIndex(of: "/").map { afterHost[$0...] } ?? "/"
+        }
+        guard target.hasPrefix("/"), !target.hasPrefix("//"), !target.contains(where: { $0.isNewline }) else { throw .notJSON }
+        var rebuilt = ""
+        var wroteData = false
+        for line in lines where !line.isEmpty {
+            if line.hasPrefix("data:") {
+                if !wroteData { rebuilt += "data: " + rewrite(String(target)) + "\n" }
+                wroteData = true
             } else {
                 rebuilt += line + "\n"
             }

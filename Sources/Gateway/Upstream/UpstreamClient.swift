@@ -6,6 +6,8 @@ import Synchronization
 /// that keep tenants and agents from starving each other. Shared by every connection.
 public final class UpstreamClient: Sendable {
     private let endpoints: [String: UpstreamEndpoint]
+    /// Tenants' legacy HTTP+SSE endpoints (`GET /sse` and the message endpoints it announces live there).
+    private let legacyEndpoints: [String: UpstreamEndpoint]
     let budgets = UpstreamBudgets()
     private let limits: GatewayLimits
     private let logger: Logger
@@ -14,14 +16,26 @@ public final class UpstreamClient: Sendable {
     /// A client for these tenants' upstreams; every URL is parsed and every TLS context built now.
     public init(upstreams: [String: UpstreamConfiguration], limits: GatewayLimits, logger: Logger) throws(UpstreamConfigurationError) {
         var endpoints: [String: UpstreamEndpoint] = [:]
-        for (tenant, configuration) in upstreams { endpoints[tenant] = try UpstreamEndpoint(configuration) }
+        var legacy: [String: UpstreamEndpoint] = [:]
+        for (tenant, configuration) in upstreams {
+            endpoints[tenant] = try UpstreamEndpoint(configuration)
+            if let url = configuration.legacySSEURL {
+                var legacyConfiguration = configuration
+                legacyConfiguration.url = url
+                legacy[tenant] = try UpstreamEndpoint(legacyConfiguration)
+            }
+        }
         self.endpoints = endpoints
+        self.legacyEndpoints = legacy
         self.limits = limits
         self.logger = logger
     }
 
     /// The upstream of `tenant`, if one is configured.
     func endpoint(for tenant: String) -> UpstreamEndpoint? { endpoints[tenant] }
+
+    /// The tenant's legacy HTTP+SSE endpoint, if it has one.
+    func legacyEndpoint(for tenant: String) -> UpstreamEndpoint? { legacyEndpoints[tenant] }
 
     /// The pool of `eventLoop` (made on first use).
     func pool(for eventLoop: any EventLoop) -> UpstreamPool {

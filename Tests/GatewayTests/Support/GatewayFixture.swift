@@ -19,7 +19,7 @@ struct GatewayFixture {
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
-        callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil,
+        callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -32,6 +32,7 @@ struct GatewayFixture {
         var acme = UpstreamConfiguration(
             url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA)
         acme.callTimeout = callTimeout
+        if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
         let services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: root + "/policies"),

@@ -25,6 +25,8 @@ final class RecordingUpstream: Sendable {
         let method: String
         let headers: [(String, String)]
         let body: String
+        /// The request target (path and query).
+        var uri = ""
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -101,7 +103,9 @@ final class RecordingUpstream: Sendable {
                 let text = String(buffer: body)
                 owner.withLockedValue {
                     $0?.requests.withLockedValue {
-                        $0.append(Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text))
+                        $0.append(
+                            Request(
+                                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text, uri: head.uri))
                     }
                 }
                 respond(context: context, head: head, body: text)
@@ -110,7 +114,8 @@ final class RecordingUpstream: Sendable {
 
         func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String) {
             var answered: (status: Int, contentType: String, body: String)?
-            let recorded = Request(method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body)
+            let recorded = Request(
+                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body, uri: head.uri)
             if case .custom(let answer) = behaviour {
                 let (type, text) = answer(recorded)
                 answered = (200, type, text)

@@ -1,0 +1,45 @@
+import NIOCore
+import Synchronization
+
+/// The legacy HTTP+SSE streams (`GET /sse`) open in this process, by the upstream message endpoint each one announced.
+/// In that transport a POST gets only `202` and its answer travels on the stream, so a message the gateway refuses
+/// must be answered there too: the refusal's JSON-RPC error is written onto the caller's stream, between events.
+final class LegacyStreams: Sendable {
+    /// Writes one SSE event onto a stream (on that stream's event loop).
+    typealias Writer = @Sendable (ByteBuffer) -> Void
+
+    private struct Stream {
+        let owner: String
+        let write: Writer
+        let token: UInt64
+    }
+
+    private let streams = Mutex<[String: Stream]>([:])
+    private let tokens = Atomic<UInt64>(0)
+
+    /// Registers the stream of `owner` (tenant/agent) that announced `upstreamEndpoint`; returns a token for `remove`.
+    func add(_ upstreamEndpoint: String, owner: String, write: @escaping Writer) -> UInt64 {
+        let token = tokens.wrappingAdd(1, ordering: .relaxed).newValue
+        streams.withLock { $0[upstreamEndpoint] = Stream(owner: owner, write: write, token: token) }
+        return token
+    }
+
+    /// Forgets the stream, unless another one has taken its place since.
+    func remove(_ upstreamEndpoint: String, token: UInt64) {
+        streams.withLock { streams in
+            if streams[upstreamEndpoint]?.token == token { streams[upstreamEndpoint] = nil }
+        }
+    }
+
+    /// Writes a JSON-RPC message as an SSE event onto the stream of `owner` that announced `upstreamEndpoint`; false
+    /// when there is no such stream here.
+    func deliver(_ message: [UInt8], to upstreamEndpoint: String, owner: String) -> Bool {
+        guard let stream = streams.withLock({ $0[upstreamEndpoint] }), stream.owner == owner else { return false }
+        var event = ByteBuffer()
+        event.writeString("event: message\ndata: ")
+        event.writeBytes(message)
+        event.writeString("\n\n")
+        stream.write(event)
+        return true
+    }
+}
