@@ -11,6 +11,17 @@ import Testing
 @Suite("MCP protocol completeness", .serialized)
 struct ProtocolCompletenessTests {
     static let modern: [(String, String)] = [("MCP-Protocol-Version", "2026-07-28")]
+    /// The `_meta` envelope every 2026-07-28 request carries.
+    static let envelope =
+        #""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}"#
+
+    /// A 2026-07-28 tools/call of `tool` with `arguments` (JSON), and its routing headers.
+    static func modernCall(_ tool: String, _ arguments: String) -> (body: String, headers: [(String, String)]) {
+        (
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\#(tool)","arguments":\#(arguments),\#(envelope)}}"#,
+            modern + [("Mcp-Method", "tools/call"), ("Mcp-Name", tool)]
+        )
+    }
 
     /// An upstream that answers list requests with lists that hold things acme may and may not use.
     static let lists: RecordingUpstream.Behaviour = .custom { request in
@@ -62,7 +73,7 @@ struct ProtocolCompletenessTests {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let body =
-            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"toolsListChanged":true,"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"toolsListChanged":true,\#(Self.envelope)}}"#
         let response = try await gateway.client().send(body: body, headers: Self.modern + [("Mcp-Method", "subscriptions/listen")])
         #expect(response.status == 200)
         #expect(!response.body.contains("error"), "\(response.body)")
@@ -75,7 +86,7 @@ struct ProtocolCompletenessTests {
     func removedMethods() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
-        let ping = #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        let ping = #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{\#(Self.envelope)}}"#
         let refused = try await gateway.client().send(body: ping, headers: Self.modern + [("Mcp-Method", "ping")])
         #expect(refused.status == 404)
         #expect(refused.body.contains("-32601"), "\(refused.body)")
@@ -179,21 +190,21 @@ struct ProtocolCompletenessTests {
     func paramHeaders() async throws {
         let upstream = try await RecordingUpstream.start(Self.lists)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
-        let call = RPC.call("read_file", #"{"path":"docs/ü.txt"}"#)
+        let (call, routing) = Self.modernCall("read_file", #"{"path":"docs/ü.txt"}"#)
         // Before the schema is known: forwarded as sent.
-        let early = try await gateway.client().send(body: call, headers: Self.modern + [("Mcp-Param-Path", "docs/other.txt")])
+        let early = try await gateway.client().send(body: call, headers: routing + [("Mcp-Param-Path", "docs/other.txt")])
         #expect(early.status == 200)
         #expect(upstream.received.last?.header("Mcp-Param-Path") == "docs/other.txt")
         _ = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#)
         let forwardedSoFar = upstream.received.count
         for wrong in [[("Mcp-Param-Path", "docs/other.txt")], [], [("Mcp-Param-Path", "=?base64?bm90IGl0?=")]] {
-            let response = try await gateway.client().send(body: call, headers: Self.modern + wrong)
+            let response = try await gateway.client().send(body: call, headers: routing + wrong)
             #expect(response.status == 400, "\(wrong)")
             #expect(response.body.contains("-32020"), "\(wrong): \(response.body)")
         }
         #expect(upstream.received.count == forwardedSoFar, "a mismatched call reached the upstream")
         let encoded = "=?base64?" + Data("docs/ü.txt".utf8).base64EncodedString() + "?="
-        let right = try await gateway.client().send(body: call, headers: Self.modern + [("Mcp-Param-Path", encoded)])
+        let right = try await gateway.client().send(body: call, headers: routing + [("Mcp-Param-Path", encoded)])
         #expect(right.status == 200, "\(right.body)")
         #expect(upstream.received.last?.header("Mcp-Param-Path") == encoded)
         // A client of an earlier protocol version sends no such headers and is not asked to.
@@ -356,6 +367,48 @@ struct LegacySSETests {
         #expect(try await gateway.client().send(path: "/sse", body: RPC.call("read_file")).status == 405)
         #expect(try await gateway.client().send(.GET, path: "/messages").status == 405)
         #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+/// Every 2026-07-28 request carries its envelope in `params._meta` and mirrors itself in headers; the gateway checks
+/// both before deciding, as the specification asks of intermediaries.
+@Suite("2026-07-28 request envelope", .serialized)
+struct ModernEnvelopeTests {
+    @Test(
+        "a 2026-07-28 request without its _meta envelope (-32602) or its routing headers (-32020) is refused, not forwarded",
+        arguments: [
+            (
+                "no _meta", #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}}}"#, true, true,
+                "-32602"
+            ),
+            (
+                "no capabilities",
+                #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+                true, true, "-32602"
+            ),
+            (
+                "another version in _meta",
+                #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{},"_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+                true, true, "-32020"
+            ),
+            ("no Mcp-Method", ProtocolCompletenessTests.modernCall("read_file", "{}").body, false, true, "-32020"),
+            ("no Mcp-Name", ProtocolCompletenessTests.modernCall("read_file", "{}").body, true, false, "-32020"),
+        ])
+    func envelope(name: String, body: String, method: Bool, target: Bool, code: String) async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var headers = ProtocolCompletenessTests.modern
+        if method { headers.append(("Mcp-Method", "tools/call")) }
+        if target { headers.append(("Mcp-Name", "read_file")) }
+        let response = try await gateway.client().send(body: body, headers: headers)
+        #expect(response.status == 400, "\(name)")
+        #expect(response.body.contains(code), "\(name): \(response.body)")
+        #expect(upstream.received.isEmpty, "\(name) was forwarded")
+        // The complete request goes through.
+        let (complete, routing) = ProtocolCompletenessTests.modernCall("read_file", #"{"path":"a.txt"}"#)
+        #expect(try await gateway.client().send(body: complete, headers: routing).status == 200)
         try await gateway.stop()
         await upstream.stop()
     }

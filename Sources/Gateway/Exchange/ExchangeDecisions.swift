@@ -171,6 +171,17 @@ struct ExchangeDecisions {
             return .failure(
                 request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
+        if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first,
+            let problem = Self.modernEnvelopeProblem(message, head.headers, version: version!)
+        {
+            if case .headerMismatch(let reason, let id) = problem {
+                return .failure(
+                    Refusal(
+                        status: .badRequest, id: id, code: GatewayErrorCode.headerMismatch, message: reason,
+                        records: [request.record(.malformed, reason, rule: "header_mismatch", method: message.method)]))
+            }
+            return .failure(request.malformed(problem))
+        }
         if let mismatch = headerMismatch(head.headers, parsed) {
             return .failure(
                 Refusal(
@@ -263,10 +274,41 @@ struct ExchangeDecisions {
             let decoded = MCPHeaderValue.decode(name)
             let params = first.params?.objectValue
             let bodyName = params?["name"]?.stringValue ?? params?["uri"]?.stringValue
-            if decoded != bodyName { return "Mcp-Name header does not match the body" }
+            // Compared as bytes: Swift `==` is canonical equivalence.
+            if !(decoded?.utf8.elementsEqual(bodyName?.utf8 ?? "".utf8) ?? false) || bodyName == nil {
+                return "Mcp-Name header does not match the body"
+            }
         }
         return nil
     }
+
+    /// What a 2026-07-28 request lacks: `params._meta` with the protocol version and client capabilities (then
+    /// `-32602`), the version agreeing with the `MCP-Protocol-Version` header, and the `Mcp-Method` header — and
+    /// `Mcp-Name` for a call that names its target (then `-32020`). Nil when the envelope is complete.
+    static func modernEnvelopeProblem(_ message: JSONRPCMessage, _ headers: HTTPHeaders, version: String) -> MCPRequestError? {
+        guard message.kind == .request, let method = message.method else { return nil }
+        guard let meta = message.params?.objectValue?["_meta"]?.objectValue else {
+            return .invalidParams("params._meta must be an object carrying \(protocolVersionKey) and \(capabilitiesKey)", id: message.id)
+        }
+        let missing = [protocolVersionKey, capabilitiesKey].filter { meta[$0] == nil }
+        if !missing.isEmpty {
+            return .invalidParams("params._meta is missing \(missing.joined(separator: ", "))", id: message.id)
+        }
+        if meta[protocolVersionKey]?.stringValue != version {
+            return .headerMismatch("MCP-Protocol-Version header does not match params._meta's protocol version", id: message.id)
+        }
+        if headers.first(name: "mcp-method") == nil {
+            return .headerMismatch("the Mcp-Method header is missing", id: message.id)
+        }
+        let named = ["tools/call": "name", "prompts/get": "name", "resources/read": "uri"][method]
+        if let named, message.params?.objectValue?[named] != nil, headers.first(name: "mcp-name") == nil {
+            return .headerMismatch("the Mcp-Name header is missing", id: message.id)
+        }
+        return nil
+    }
+
+    static let protocolVersionKey = "io.modelcontextprotocol/protocolVersion"
+    static let capabilitiesKey = "io.modelcontextprotocol/clientCapabilities"
 
     func decide(
         _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double

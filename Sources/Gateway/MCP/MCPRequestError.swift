@@ -10,6 +10,8 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
     case invalidParams(String, id: JSONValue?)
     /// A method that does not exist in the request's protocol version (-32601).
     case methodNotFound(String, id: JSONValue?)
+    /// A routing header that is missing or contradicts the body (-32020, MCP 2026-07-28).
+    case headerMismatch(String, id: JSONValue?)
 
     /// The JSON-RPC error code.
     public var code: Int {
@@ -18,6 +20,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
         case .invalidRequest: -32600
         case .invalidParams: -32602
         case .methodNotFound: -32601
+        case .headerMismatch: -32020
         }
     }
 
@@ -25,7 +28,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
     public var id: JSONValue? {
         switch self {
         case .parseError: nil
-        case .invalidRequest(_, let id), .invalidParams(_, let id), .methodNotFound(_, let id): id
+        case .invalidRequest(_, let id), .invalidParams(_, let id), .methodNotFound(_, let id), .headerMismatch(_, let id): id
         }
     }
 
@@ -35,6 +38,7 @@ public enum MCPRequestError: Error, Sendable, Hashable, CustomStringConvertible 
         case .invalidRequest(let why, _): "invalid request: \(why)"
         case .invalidParams(let why, _): "invalid params: \(why)"
         case .methodNotFound(let why, _): "method not found: \(why)"
+        case .headerMismatch(let why, _): "header mismatch: \(why)"
         }
     }
 }
