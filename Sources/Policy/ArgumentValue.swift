@@ -226,7 +226,7 @@ public enum ArgumentCanonicalizer {
         var index = 0
         while index < bytes.count {
             if bytes[index] == UInt8(ascii: "%"), index + 2 < bytes.count,
-                let high = hexValue(bytes[index + 1]), let low = hexValue(bytes[index + 2])
+                let high = HexDigit.value(bytes[index + 1]), let low = HexDigit.value(bytes[index + 2])
             {
                 output.append(high << 4 | low)
                 index += 3
@@ -238,14 +238,5 @@ public enum ArgumentCanonicalizer {
         let changed = output.count != bytes.count
         if let valid = String(validating: output, as: UTF8.self) { return (valid, true, changed) }
         return (String(decoding: output, as: UTF8.self), false, changed)
-    }
-
-    private static func hexValue(_ byte: UInt8) -> UInt8? {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): byte - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): byte - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): byte - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }

@@ -202,7 +202,7 @@ struct ConfigurationFile {
                 }
                 // 32 random bytes, written as 64 hex digits or base64 (e.g. `openssl rand -hex 32`).
                 let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-                let bytes = Self.hexBytes(text) ?? Data(base64Encoded: text).map(Array.init)
+                let bytes = HexDigit.bytes(text) ?? Data(base64Encoded: text).map(Array.init)
                 guard let bytes, let key = SealedBox.Key(id: id, bytes: bytes) else {
                     throw JSONFieldError(
                         path: "sessions.keys[\(index)]",
@@ -224,29 +224,6 @@ struct ConfigurationFile {
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
             sessionKeys: sessionKeys, sessionLifetime: sessionLifetime)
-    }
-}
-
-extension ConfigurationFile {
-    /// The bytes of a text of hex digits, or nil.
-    static func hexBytes(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count.isMultiple(of: 2) else { return nil }
-        var bytes: [UInt8] = []
-        for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let high = hexValue(digits[index]), let low = hexValue(digits[index + 1]) else { return nil }
-            bytes.append(high << 4 | low)
-        }
-        return bytes
-    }
-
-    private static func hexValue(_ digit: UInt8) -> UInt8? {
-        switch digit {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"): digit - UInt8(ascii: "0")
-        case UInt8(ascii: "a")...UInt8(ascii: "f"): digit - UInt8(ascii: "a") + 10
-        case UInt8(ascii: "A")...UInt8(ascii: "F"): digit - UInt8(ascii: "A") + 10
-        default: nil
-        }
     }
 }
 
