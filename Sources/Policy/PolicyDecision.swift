@@ -41,6 +41,8 @@ public struct PolicyDecision: Sendable, Hashable {
         public let findings: [ArgumentFinding]
         /// Whether the rule asks for full arguments in the audit record.
         public let logArguments: Bool
+        /// How long a call this rule lets through may take (`call_timeout_seconds`), if it says.
+        public var callTimeoutSeconds: Int? = nil
     }
 
     /// The outcome.
@@ -55,6 +57,8 @@ public struct PolicyDecision: Sendable, Hashable {
     public let matches: [RuleMatch]
     /// Whether the audit record should carry the full arguments.
     public let logArguments: Bool
+    /// How long the call may take to answer, when the deciding allow or audit rule says (`call_timeout_seconds`).
+    public var callTimeoutSeconds: Int?
 
     /// A decision from its parts (the gateway makes its own for protocol plumbing it forwards undecided).
     public init(outcome: Outcome, rule: String, document: String, reason: String, matches: [RuleMatch], logArguments: Bool) {

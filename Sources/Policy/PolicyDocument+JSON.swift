@@ -4,7 +4,7 @@ extension PolicyDocument {
     static let documentKeys: Set<String> = ["name", "description", "default_action", "rules", "rate_limits"]
     static let ruleKeys: Set<String> = [
         "id", "description", "action", "tools", "agents", "arg_deny", "args", "methods", "resources", "prompts", "scopes",
-        "log_arguments", "nested_json",
+        "log_arguments", "nested_json", "call_timeout_seconds",
     ]
     static let argumentKeys: Set<String> = [
         "deny", "allow", "path", "max_length", "min_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
@@ -134,7 +134,8 @@ extension PolicyDocument {
                 id: id, description: try reader.string("description"), action: action, methods: methods, tools: tools,
                 resources: resources, prompts: prompts, agents: try patterns(reader, "agents"), scopes: scopes,
                 constraints: constraints, logArguments: try reader.bool("log_arguments") ?? false,
-                inspectsNestedJSON: try reader.bool("nested_json") ?? true, document: document, file: file)
+                inspectsNestedJSON: try reader.bool("nested_json") ?? true, callTimeoutSeconds: try callTimeout(reader, action),
+                document: document, file: file)
         } catch let error as PolicyLoadError {
             throw error
         } catch let error as JSONFieldError {
@@ -142,6 +143,18 @@ extension PolicyDocument {
         } catch let error as RegexError {
             throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: reader.fieldPath("args"), reason: "\(error)")
         }
+    }
+
+    /// `call_timeout_seconds`: 1 s to 24 h, on allow and audit rules.
+    private static func callTimeout(_ reader: JSONObjectReader, _ action: PolicyAction) throws -> Int? {
+        guard let seconds = try reader.int("call_timeout_seconds") else { return nil }
+        guard (1...86_400).contains(seconds) else {
+            throw JSONFieldError(path: reader.fieldPath("call_timeout_seconds"), reason: "must be 1 to 86400 seconds")
+        }
+        guard action != .deny else {
+            throw JSONFieldError(path: reader.fieldPath("call_timeout_seconds"), reason: "belongs on allow or audit rules")
+        }
+        return seconds
     }
 
     private static func parseArgument(_ reader: JSONObjectReader, key: String) throws -> ArgumentConstraint {

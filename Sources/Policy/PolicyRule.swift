@@ -24,6 +24,8 @@ public struct PolicyRule: Sendable {
     public let logArguments: Bool
     /// Whether the argument constraints also see what string arguments hold as JSON (`nested_json`, default true).
     public let inspectsNestedJSON: Bool
+    /// How long a call this rule lets through may take to answer (`call_timeout_seconds`), overriding the tenant's.
+    public let callTimeoutSeconds: Int?
     /// The document the rule comes from.
     public let document: String
     /// The file it was loaded from.

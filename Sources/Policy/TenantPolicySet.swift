@@ -124,9 +124,11 @@ public struct TenantPolicySet: Sendable {
                 let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
                 // Full arguments are logged only when the deciding rule asks: a call denied by one rule never has its
                 // arguments (a secret, say) logged because another matching rule wanted them.
-                return PolicyDecision(
+                var decision = PolicyDecision(
                     outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
                     matches: matches, logArguments: deciding.logArguments)
+                if wanted != .deny { decision.callTimeoutSeconds = deciding.callTimeoutSeconds }
+                return decision
             }
         }
         let outcome: PolicyDecision.Outcome = defaultAction == .deny ? .deny : defaultAction == .audit ? .audit : .allow
@@ -155,7 +157,7 @@ public struct TenantPolicySet: Sendable {
         func match(_ effect: PolicyAction, _ reason: String, _ findings: [ArgumentFinding] = []) -> PolicyDecision.RuleMatch {
             PolicyDecision.RuleMatch(
                 rule: rule.id, document: rule.document, action: rule.action, effect: effect, reason: reason, findings: findings,
-                logArguments: rule.logArguments)
+                logArguments: rule.logArguments, callTimeoutSeconds: rule.callTimeoutSeconds)
         }
         if rule.action != .deny {
             let missing = rule.scopes.filter { !request.scopes.contains($0) }

@@ -399,3 +399,26 @@ struct CallDeadlineTests {
         await upstream.stop()
     }
 }
+
+extension CallDeadlineTests {
+    @Test("a policy rule's call_timeout_seconds lets the calls it allows run longer than the upstream timeout")
+    func ruleCallTimeout() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-policies-\(UUID())")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        try
+            #"{"name":"t","default_action":"deny","rules":[{"id":"SLOW","action":"allow","tools":["slow_report"],"call_timeout_seconds":10},{"id":"FAST","action":"allow","tools":["read_file"]}]}"#
+            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let upstream = try await RawUpstream.start(delay: .milliseconds(2500)) { request in
+            RequestPathTests.json200(RequestPathTests.id(in: request))
+        }
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url, limits: GatewayLimits(upstreamTimeout: .seconds(1)), policies: directory.path)
+        let slow = try await gateway.client().send(body: RPC.call("slow_report", "{}", id: 41), timeout: .seconds(20))
+        #expect(slow.status == 200, "\(slow.body)")
+        let fast = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a"}"#, id: 42), timeout: .seconds(20))
+        #expect(fast.status == 504)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

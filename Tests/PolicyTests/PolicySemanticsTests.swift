@@ -186,6 +186,21 @@ struct PolicySemanticsTests {
         #expect(throws: PolicyLoadError.self) { try set(#","nested_json":"no""#) }
     }
 
+    @Test("call_timeout_seconds: carried by the decisions of the allow or audit rule that decides; refused on deny rules")
+    func callTimeout() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"c","default_action":"deny","rules":[{"id":"A","action":"allow","tools":["slow"],"call_timeout_seconds":600},{"id":"B","action":"allow","tools":["fast"]}]}"#
+        )
+        #expect(set.evaluate(try PolicyFixtures.call("slow", "{}")).callTimeoutSeconds == 600)
+        #expect(set.evaluate(try PolicyFixtures.call("fast", "{}")).callTimeoutSeconds == nil)
+        #expect(throws: PolicyLoadError.self) {
+            try PolicyFixtures.set(#"{"name":"c","rules":[{"id":"D","action":"deny","tools":["x"],"call_timeout_seconds":5}]}"#)
+        }
+        #expect(throws: PolicyLoadError.self) {
+            try PolicyFixtures.set(#"{"name":"c","rules":[{"id":"E","action":"allow","tools":["x"],"call_timeout_seconds":0}]}"#)
+        }
+    }
+
     @Test("full arguments are logged only when the deciding rule asks for them")
     func argumentLoggingFollowsTheDecidingRule() throws {
         let set = try PolicyFixtures.set(

@@ -232,6 +232,7 @@ struct ExchangeDecisions {
         plan.listRequests = listRequests
         plan.requestIDs = seenIDs
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
+        if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
         return .success(plan)
     }
 

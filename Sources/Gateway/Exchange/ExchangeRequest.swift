@@ -109,6 +109,8 @@ struct ForwardPlan {
     var requestIDs: Set<String> = []
     /// Whether the body holds a `tools/call` request (its answer may take the tenant's call timeout).
     var isToolCall = false
+    /// The call deadline the deciding policy rule sets, if it does (overrides the tenant's).
+    var ruleCallTimeout: Duration?
 
     /// How the upstream's answer is passed on.
     enum ResponseHandling: Equatable {

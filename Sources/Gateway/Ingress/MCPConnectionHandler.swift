@@ -504,7 +504,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 upstream = connection
                 // A tools/call may run as long as its tenant allows: a JSON-answering upstream sends its head last.
                 let headTimeout =
-                    plan.isToolCall ? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
+                    plan.isToolCall
+                    ? plan.ruleCallTimeout ?? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
                 connection.send(
                     head, body: plan.body, to: self, headTimeout: TimeAmount(headTimeout),
                     idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))

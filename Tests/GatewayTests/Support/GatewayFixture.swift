@@ -19,7 +19,7 @@ struct GatewayFixture {
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
-        callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false,
+        callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -35,7 +35,7 @@ struct GatewayFixture {
         if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
         let services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
-            policy: try PolicyEngine(directory: root + "/policies"),
+            policy: try PolicyEngine(directory: policies ?? root + "/policies"),
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: [
                 "acme": acme,
