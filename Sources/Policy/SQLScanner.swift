@@ -63,6 +63,9 @@ enum SQLScanner {
         return second.start > first.end || second.isSymbol("(") || second.isSymbol("*")
     }
 
+    /// Words that start a statement after a `;`.
+    static let statementStarts = statementKeywords.union(anywhereStatementWords)
+
     static let timeFunctions: Set<String> = [
         "sleep", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "benchmark", "sleepeachrow", "receive_message", "randomblob",
     ]
@@ -88,10 +91,17 @@ enum SQLScanner {
         func word(_ index: Int) -> String? { index < code.count ? code[index].word : nil }
         func symbol(_ index: Int, _ character: Unicode.Scalar) -> Bool { index < code.count && code[index].isSymbol(character) }
         func constant(_ index: Int) -> Bool { index < code.count && code[index].isConstant }
+        // Everything below looks ahead a bounded number of tokens, or uses these facts computed in one pass, so
+        // that checking is linear in the value's size (`;;;;…`, `not not …` and `a(a(a(…` cost no more than text).
+        let groups = ParenthesisGroups(code)
+        var nextNonSemicolon = [Int](repeating: code.count, count: code.count + 1)
+        for index in stride(from: code.count - 1, through: 0, by: -1) {
+            nextNonSemicolon[index] = code[index].kind == .semicolon ? nextNonSemicolon[index + 1] : index
+        }
         /// Whether `code[index]` is a function name followed by its argument list.
         func call(_ index: Int) -> Bool {
             guard word(index) != nil, symbol(index + 1, "(") else { return false }
-            return code[index].end == code[index + 1].start || argumentsLookLikeSQL(code, open: index + 1)
+            return code[index].end == code[index + 1].start || groups.looksLikeSQL(open: index + 1)
         }
         /// The index after a comparison operator starting at `index`, if one starts there.
         func comparison(_ index: Int) -> Int? {
@@ -117,13 +127,12 @@ enum SQLScanner {
         for (index, token) in code.enumerated() {
             switch token.kind {
             case .semicolon:
+                let next = nextNonSemicolon[index + 1]
                 if mode == .splicedQuery {
-                    if let next = code[(index + 1)...].first(where: { $0.kind != .semicolon }),
-                        next.word.map(statementKeywords.union(anywhereStatementWords).contains) == true || next.isSymbol("(")
-                    {
+                    if next < code.count, code[next].word.map(statementStarts.contains) == true || code[next].isSymbol("(") {
                         return "stacked statements"
                     }
-                } else if code[(index + 1)...].contains(where: { $0.kind != .semicolon }) {
+                } else if next < code.count {
                     return "stacked statements"
                 }
             case .symbol(let byte) where fragment && byte == UInt8(ascii: "("):
@@ -137,8 +146,8 @@ enum SQLScanner {
             guard let text = token.name else { continue }
             if text == "union" {
                 var next = index + 1
-                while let modifier = word(next), modifier == "all" || modifier == "distinct" { next += 1 }
-                while symbol(next, "(") { next += 1 }
+                while next < index + 32, let modifier = word(next), modifier == "all" || modifier == "distinct" { next += 1 }
+                while next < index + 64, symbol(next, "(") { next += 1 }
                 if word(next) == "select" { return "UNION SELECT" }
             }
             if timeFunctions.contains(text) && call(index) { return "time-based call \(text)()" }
@@ -167,7 +176,9 @@ enum SQLScanner {
                 return "ORDER BY a column number"
             }
             if text == "procedure", word(index + 1) == "analyse" { return "PROCEDURE ANALYSE" }
-            if symbol(index + 1, "("), let found = conditionInsideCall(code, open: index + 1) { return found }
+            if symbol(index + 1, "("), groups.hasConstantCondition(open: index + 1) {
+                return "a constant condition inside a function call"
+            }
         }
         // `&&` and `||` are AND and OR in MySQL.
         for index in code.indices.dropLast()
@@ -191,7 +202,7 @@ enum SQLScanner {
         /// What the condition after a boolean operator at `index` does, if it is an injection's.
         func condition(after index: Int, operator text: String) -> String? {
             var next = index + 1
-            while word(next) == "not" || symbol(next, "!") || symbol(next, "(") || symbol(next, "~") { next += 1 }
+            while next < index + 32, word(next) == "not" || symbol(next, "!") || symbol(next, "(") || symbol(next, "~") { next += 1 }
             let name = text.uppercased()
             if constant(next) {
                 let after = next + 1
@@ -233,55 +244,6 @@ enum SQLScanner {
         guard first.word != nil || first.isQuotedIdentifier, start + 1 < code.count else { return false }
         let second = code[start + 1]
         return second.isSymbol("(") || second.isSymbol(",") || second.isSymbol(".") || second.word == "from"
-    }
-
-    /// Whether the argument list opening at `open` reads as SQL: every word in it is an SQL word or a function name,
-    /// and it holds a constant or a call. "sleep (0-3 months)" does not; "sleep (5)" and "SLEEP (IF(1=1,5,0))" do.
-    private static func argumentsLookLikeSQL(_ code: [Token], open: Int) -> Bool {
-        var depth = 0
-        var sawValue = false
-        var index = open
-        while index < code.count {
-            let token = code[index]
-            if token.isSymbol("(") {
-                depth += 1
-            } else if token.isSymbol(")") {
-                depth -= 1
-                if depth == 0 { return sawValue }
-            } else if token.isConstant {
-                sawValue = true
-            } else if case .word(let text) = token.kind {
-                let isCall = index + 1 < code.count && code[index + 1].isSymbol("(")
-                guard isCall || (text.map(expressionWords.contains) ?? false) else { return false }
-                if isCall { sawValue = true }
-            } else if token.kind == .semicolon {
-                return false
-            }
-            index += 1
-        }
-        return sawValue
-    }
-
-    /// A comparison of two constants inside the call whose argument list opens at `open` (`MAKE_SET(5=5,1)`,
-    /// `IIF(4276=4276,1,1/0)`), if there is one at its top level.
-    private static func conditionInsideCall(_ code: [Token], open: Int) -> String? {
-        var depth = 0
-        var index = open
-        while index < code.count {
-            let token = code[index]
-            if token.isSymbol("(") {
-                depth += 1
-            } else if token.isSymbol(")") {
-                depth -= 1
-                if depth == 0 { return nil }
-            } else if depth == 1, token.isConstant, index + 2 < code.count, code[index + 1].isSymbol("="),
-                code[index + 2].isConstant
-            {
-                return "a constant condition inside a function call"
-            }
-            index += 1
-        }
-        return nil
     }
 
     /// Whether the tokens after `COPY` at `start` are a COPY statement's: a table or `( query )`, then `TO` or `FROM`
@@ -361,4 +323,66 @@ enum SQLScanner {
         }
         return nil
     }
+}
+
+/// What the scanner needs to know of each parenthesised group, found in one pass over the tokens: whether its contents
+/// read as SQL (every word an SQL word or a function name, and a constant or a call in it: "sleep (0-3 months)" does
+/// not, "sleep (5)" and "SLEEP (IF(1=1,5,0))" do), and whether a comparison of two constants stands at its top level
+/// (`MAKE_SET(5=5,1)`, `IIF(4276=4276,1,1/0)`). A group left open counts up to the end of the text.
+struct ParenthesisGroups {
+    private var sqlLike: [Int: Bool] = [:]
+    private var conditions: Set<Int> = []
+
+    init(_ code: [SQLTokenizer.Token]) {
+        struct Open {
+            let index: Int
+            var sawValue = false
+            var wordsAreSQL = true
+            var hasCondition = false
+        }
+        var stack: [Open] = []
+        var sqlLike: [Int: Bool] = [:]
+        var conditions: Set<Int> = []
+        func close(_ group: Open) {
+            sqlLike[group.index] = group.wordsAreSQL && group.sawValue
+            if group.hasCondition { conditions.insert(group.index) }
+            if !stack.isEmpty {
+                stack[stack.count - 1].sawValue = stack[stack.count - 1].sawValue || group.sawValue
+                stack[stack.count - 1].wordsAreSQL = stack[stack.count - 1].wordsAreSQL && group.wordsAreSQL
+            }
+        }
+        for (index, token) in code.enumerated() {
+            if token.isSymbol("(") {
+                stack.append(Open(index: index))
+                continue
+            }
+            if token.isSymbol(")") {
+                if let group = stack.popLast() { close(group) }
+                continue
+            }
+            guard !stack.isEmpty else { continue }
+            let top = stack.count - 1
+            if token.isConstant {
+                stack[top].sawValue = true
+                if index + 2 < code.count, code[index + 1].isSymbol("="), code[index + 2].isConstant { stack[top].hasCondition = true }
+            } else if case .word(let text) = token.kind {
+                if index + 1 < code.count && code[index + 1].isSymbol("(") {
+                    stack[top].sawValue = true
+                } else if !(text.map(SQLScanner.expressionWords.contains) ?? false) {
+                    stack[top].wordsAreSQL = false
+                }
+            } else if token.kind == .semicolon {
+                stack[top].wordsAreSQL = false
+            }
+        }
+        while let group = stack.popLast() { close(group) }
+        self.sqlLike = sqlLike
+        self.conditions = conditions
+    }
+
+    /// Whether the group opening at token `open` reads as SQL.
+    func looksLikeSQL(open: Int) -> Bool { sqlLike[open] ?? false }
+
+    /// Whether two constants are compared at the top level of the group opening at token `open`.
+    func hasConstantCondition(open: Int) -> Bool { conditions.contains(open) }
 }

@@ -229,8 +229,9 @@ struct SQLTokenizer {
     private static func dollarTagEnd(_ bytes: [UInt8], from start: Int) -> Int? {
         var index = start + 1
         if index < bytes.count, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") { return nil }  // $1
+        // PostgreSQL tags are identifiers (at most 63 bytes); a longer run is no tag, and matching it would be slow.
         while index < bytes.count, bytes[index] != UInt8(ascii: "$") {
-            guard isWordByte(bytes[index]) else { return nil }
+            guard isWordByte(bytes[index]), index - start <= 64 else { return nil }
             index += 1
         }
         return index < bytes.count ? index : nil
