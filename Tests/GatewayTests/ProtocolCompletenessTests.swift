@@ -1,9 +1,10 @@
 import Foundation
-import Gateway
 import StrictJSON
 import TLS
 import TestSupport
 import Testing
+
+@testable import Gateway
 
 /// The method table of both protocol generations, list filtering in every form an answer takes, routing headers on
 /// batches, and `Mcp-Param-*` headers checked against the body (MCP 2026-07-28). Each test's upstream records what
@@ -409,6 +410,23 @@ struct ModernEnvelopeTests {
         // The complete request goes through.
         let (complete, routing) = ProtocolCompletenessTests.modernCall("read_file", #"{"path":"a.txt"}"#)
         #expect(try await gateway.client().send(body: complete, headers: routing).status == 200)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+extension ProtocolCompletenessTests {
+    @Test("an Mcp-Param-* header sent twice (in any case) is refused, not forwarded")
+    func repeatedParamHeader() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let (call, routing) = Self.modernCall("read_file", #"{"path":"a.txt"}"#)
+        let response = try await gateway.client().send(
+            body: call, headers: routing + [("Mcp-Param-Path", "a.txt"), ("mcp-param-path", "../etc/passwd")])
+        #expect(response.status == 400)
+        #expect(response.body.contains("mcp-param-path"), "\(response.body)")
+        #expect(upstream.received.isEmpty)
+        #expect(MCPHeaderValue.isParamHeader("MCP-PARAM-Region") && !MCPHeaderValue.isParamHeader("Mcp-Param-"))
         try await gateway.stop()
         await upstream.stop()
     }

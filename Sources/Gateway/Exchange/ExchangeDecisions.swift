@@ -116,9 +116,9 @@ struct ExchangeDecisions {
                     records: [request.record(.deny, "Last-Event-ID \(problem)", rule: "event_binding")])
             }
         }
-        let repeatedParam = Dictionary(grouping: head.headers.map { $0.name.lowercased() }.filter { $0.hasPrefix("mcp-param-") }) { $0 }
-            .first { $0.value.count > 1 }?.key
-        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 }) ?? repeatedParam {
+        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 })
+            ?? MCPHeaderValue.repeatedParamHeader(in: head.headers)
+        {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
         }
         switch head.method {
@@ -216,7 +216,11 @@ struct ExchangeDecisions {
         var response = ForwardPlan.ResponseHandling.relay
         var listRequests: [String: ListFilter.Kind] = [:]
         var seenIDs: Set<String> = []
-        for item in decided where item.message.kind == .request {
+        // Ids matter only where answers are matched to requests: in batches, and for list requests. A single call
+        // (the common case) skips this.
+        let matchesAnswers =
+            parsed.isBatch || decided.contains { $0.message.method.map { ListFilter.Kind(rawValue: $0) != nil } ?? false }
+        for item in decided where matchesAnswers && item.message.kind == .request {
             guard let id = item.message.id else { continue }
             // Answers are matched to requests by id, so ids must be unambiguous: one spelling per number, none twice.
             guard let key = Self.canonicalID(id), seenIDs.insert(key).inserted else {
@@ -263,7 +267,7 @@ struct ExchangeDecisions {
             // Routing headers describe one message; on a batch they would describe none of them truthfully.
             let routing = headers.map(\.name).first { name in
                 let lowered = name.lowercased()
-                return lowered == "mcp-method" || lowered == "mcp-name" || lowered.hasPrefix("mcp-param-")
+                return lowered == "mcp-method" || lowered == "mcp-name" || MCPHeaderValue.isParamHeader(name)
             }
             return routing.map { "the MCP routing header \($0) cannot describe a batch" }
         }

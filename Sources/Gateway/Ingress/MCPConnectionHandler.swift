@@ -536,7 +536,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let session = request!.upstreamSession { headers.add(name: "Mcp-Session-Id", value: session) }
         if let event = request!.upstreamLastEventID { headers.add(name: "Last-Event-ID", value: event) }
         // Arguments a tool mirrors into headers (MCP 2026-07-28); checked against the body when the schema is known.
-        for (name, value) in incoming where name.utf8.count > 10 && name.lowercased().hasPrefix("mcp-param-") {
+        for (name, value) in incoming where MCPHeaderValue.isParamHeader(name) {
             headers.add(name: name, value: value)
         }
         if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }

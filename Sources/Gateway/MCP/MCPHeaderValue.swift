@@ -1,6 +1,28 @@
 /// Values of MCP headers that mirror the body (`Mcp-Name`, `Mcp-Param-*`): non-ASCII text travels as
 /// `=?base64?…?=` (MCP 2026-07-28).
 enum MCPHeaderValue {
+    /// Whether `name` is an `Mcp-Param-*` header (any case), without allocating: checked for every header of every
+    /// request.
+    static func isParamHeader(_ name: String) -> Bool {
+        let prefix = "mcp-param-".utf8
+        guard name.utf8.count > prefix.count else { return false }
+        return zip(name.utf8, prefix).allSatisfy { pair in
+            let byte = pair.0 >= UInt8(ascii: "A") && pair.0 <= UInt8(ascii: "Z") ? pair.0 | 0x20 : pair.0
+            return byte == pair.1
+        }
+    }
+
+    /// The first `Mcp-Param-*` header that appears more than once (lower-cased), if any.
+    static func repeatedParamHeader(in headers: some Sequence<(name: String, value: String)>) -> String? {
+        var seen: [String] = []
+        for (name, _) in headers where isParamHeader(name) {
+            let lowered = name.lowercased()
+            if seen.contains(lowered) { return lowered }
+            seen.append(lowered)
+        }
+        return nil
+    }
+
     /// `=?base64?…?=` → its UTF-8 text (nil when it is not valid base64 or UTF-8); anything else as is.
     static func decode(_ value: String) -> String? {
         guard value.hasPrefix("=?base64?"), value.hasSuffix("?=") else { return value }
