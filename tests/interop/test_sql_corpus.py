@@ -70,17 +70,23 @@ def test_every_stacked_payload_is_detected(result):
         pytest.fail(f"{len(missed)} of {len(stacked)} stacked payloads not detected, e.g. {missed[:10]}", pytrace=False)
 
 
-def test_detection_rates_do_not_regress(result):
+def below_measured(result, key: str, measured: dict, measured_overall: float) -> dict:
+    """Techniques (and "all") whose rate of `key` (a count in corpus.summary) fell below the measured rate."""
     s = corpus.summary(result)
     below = {}
-    for technique, measured in MEASURED_DETECTION.items():
+    for technique, expected in measured.items():
         row = s["per_technique"][technique]
-        got = rate(row["mcpgw"], row["payloads"])
-        if got < measured - MARGIN_POINTS:
-            below[technique] = (round(got, 1), measured)
-    overall = rate(s["mcpgw"], s["total"])
-    if overall < MEASURED_DETECTION_OVERALL - MARGIN_POINTS:
-        below["all"] = (round(overall, 1), MEASURED_DETECTION_OVERALL)
+        got = rate(row[key], row["payloads"])
+        if got < expected - MARGIN_POINTS:
+            below[technique] = (round(got, 1), expected)
+    overall = rate(s[key], s["total"])
+    if overall < measured_overall - MARGIN_POINTS:
+        below["all"] = (round(overall, 1), measured_overall)
+    return below
+
+
+def test_detection_rates_do_not_regress(result):
+    below = below_measured(result, "mcpgw", MEASURED_DETECTION, MEASURED_DETECTION_OVERALL)
     assert below == {}, f"detection fell below the measured rates (got, measured): {below}"
 
 
@@ -98,16 +104,7 @@ def test_read_only_sql_accepts_the_benign_queries(result):
 
 
 def test_read_only_sql_rejection_of_wrapped_payloads_does_not_regress(result):
-    s = corpus.summary(result)
-    below = {}
-    for technique, measured in MEASURED_RO_REJECTION.items():
-        row = s["per_technique"][technique]
-        got = rate(row["ro_rejected"], row["payloads"])
-        if got < measured - MARGIN_POINTS:
-            below[technique] = (round(got, 1), measured)
-    overall = rate(s["ro_rejected"], s["total"])
-    if overall < MEASURED_RO_REJECTION_OVERALL - MARGIN_POINTS:
-        below["all"] = (round(overall, 1), MEASURED_RO_REJECTION_OVERALL)
+    below = below_measured(result, "ro_rejected", MEASURED_RO_REJECTION, MEASURED_RO_REJECTION_OVERALL)
     assert below == {}, f"read_only_sql rejection fell below the measured rates (got, measured): {below}"
 
 
