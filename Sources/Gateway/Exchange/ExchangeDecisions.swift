@@ -200,6 +200,14 @@ struct ExchangeDecisions {
                     status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [Self.mismatchRecord(request, mismatch, message: message, tool: tool)]))
         }
+        var body = body
+        var upstreamName: String?
+        if TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: body.readableBytesView) {
+            switch openTaskHandles(request, parsed, body: body) {
+            case .success(let opened): (body, upstreamName) = (opened.body ?? body, opened.name)
+            case .failure(let refusal): return .failure(refusal)
+            }
+        }
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
         let now = services.monotonicSeconds
@@ -231,13 +239,73 @@ struct ExchangeDecisions {
             if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method) { listRequests[key] = kind }
         }
         // Legacy messages are answered on the stream (filtered there); their POST gets only 202.
-        if !listRequests.isEmpty && request.transport != .legacyMessages { response = .filterLists }
+        let mayCarryTasks = decided.contains { TaskHandleRewrite.answerMayCarryTasks($0.message) }
+        if (!listRequests.isEmpty || mayCarryTasks) && request.transport != .legacyMessages { response = .filterLists }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
         plan.requestIDs = seenIDs
+        plan.upstreamName = upstreamName
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
         return .success(plan)
+    }
+
+    /// The body with the client's task handles replaced by the upstream's task ids (nil: unchanged), and the
+    /// `Mcp-Name` the upstream gets for a task method; a refusal when a handle is not this caller's, when a task
+    /// method names no task, or when `tasks/list` is asked outside a session (an upstream without sessions cannot
+    /// scope its list to one caller behind the gateway, and sealing its ids would hand this caller everyone's tasks).
+    func openTaskHandles(_ request: ExchangeRequest, _ parsed: MCPBody, body: ByteBuffer) -> Result<(body: ByteBuffer?, name: String?), Refusal> {
+        let principal = request.principal!
+        let handles = services.sessionHandles
+        if request.upstreamSession == nil, let list = parsed.messages.first(where: { $0.method == "tasks/list" }) {
+            let reason = "tasks/list needs an MCP session: without one the upstream cannot scope its list to this caller"
+            return .failure(
+                Refusal(
+                    status: .badRequest, id: list.id, code: -32602, message: reason,
+                    records: [request.record(.deny, reason, rule: "task_binding", method: "tasks/list")]))
+        }
+        let value: JSONValue
+        do {
+            value = try body.withUnsafeReadableBytes { try JSONParser.parse($0) }
+        } catch {
+            return .failure(request.malformed(.parseError("\(error)")))
+        }
+        var name: String?
+        func open(_ message: JSONValue) throws(TaskHandleRewrite.Refused) -> JSONValue? {
+            guard let object = message.objectValue else { return nil }
+            let opened = try TaskHandleRewrite.opened(object) { handle in
+                guard case .success(let task) = handles.open(task: handle, for: principal) else { return nil }
+                return task
+            }
+            if let method = object["method"]?.stringValue, TaskHandleRewrite.methodsNamingATask.contains(method) {
+                name = opened?["params"]?.objectValue?["taskId"]?.stringValue
+            }
+            return opened.map(JSONValue.object)
+        }
+        do {
+            let rewritten: JSONValue?
+            if case .array(let messages) = value {
+                var changed = false
+                var elements: [JSONValue] = []
+                for message in messages {
+                    let opened = try open(message)
+                    changed = changed || opened != nil
+                    elements.append(opened ?? message)
+                }
+                rewritten = changed ? .array(elements) : nil
+            } else {
+                rewritten = try open(value)
+            }
+            return .success((rewritten.map { ByteBuffer(bytes: $0.serializedBytes) }, parsed.isBatch ? nil : name))
+        } catch {
+            // The same answer whether the handle is another caller's, forged or unreadable: nothing about other
+            // callers' tasks is revealed. The record keeps the detail.
+            let method = parsed.messages.first { $0.id == error.id && $0.kind == .request }?.method
+            return .failure(
+                Refusal(
+                    status: .badRequest, id: error.id, code: -32602, message: "unknown task",
+                    records: [request.record(.deny, error.reason, rule: "task_binding", method: method)]))
+        }
     }
 
     /// The record of a call refused because a header contradicts its body.
@@ -278,7 +346,10 @@ struct ExchangeDecisions {
         if let name = headers.first(name: "mcp-name") {
             let decoded = MCPHeaderValue.decode(name)
             let params = first.params?.objectValue
-            let bodyName = params?["name"]?.stringValue ?? params?["uri"]?.stringValue
+            // A task method names its task (the handle the client was given).
+            let bodyName =
+                TaskHandleRewrite.methodsNamingATask.contains(first.method ?? "")
+                ? params?["taskId"]?.stringValue : params?["name"]?.stringValue ?? params?["uri"]?.stringValue
             // Compared as bytes: Swift `==` is canonical equivalence.
             if !(decoded?.utf8.elementsEqual(bodyName?.utf8 ?? "".utf8) ?? false) || bodyName == nil {
                 return "Mcp-Name header does not match the body"

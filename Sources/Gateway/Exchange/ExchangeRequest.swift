@@ -109,6 +109,9 @@ struct ForwardPlan {
     var requestIDs: Set<String> = []
     /// Whether the body holds a `tools/call` request (its answer may take the tenant's call timeout).
     var isToolCall = false
+    /// The `Mcp-Name` the upstream gets instead of the client's: the upstream's task id for a task method whose
+    /// handle the client named.
+    var upstreamName: String?
     /// The call deadline the deciding policy rule sets, if it does (overrides the tenant's).
     var ruleCallTimeout: Duration?
 
@@ -116,8 +119,8 @@ struct ForwardPlan {
     enum ResponseHandling: Equatable {
         /// Streamed through as it arrives.
         case relay
-        /// List results filtered to what the caller may use: a JSON answer collected (bounded) first, an SSE answer
-        /// one event at a time.
+        /// List results filtered to what the caller may use, and task ids sealed to it: a JSON answer collected
+        /// (bounded) first, an SSE answer one event at a time.
         case filterLists
     }
 }

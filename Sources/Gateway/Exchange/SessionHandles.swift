@@ -8,7 +8,12 @@ public import TLS
 /// sessions: any gateway process with the same keys opens a handle another one issued, so replicas serve one client
 /// session alternately, and nothing grows with the number of sessions.
 ///
-/// Forms: `mcpgw1.<key id>.<base64url>` for a session, `mcpgw1e.<key id>.<base64url>` for an event id.
+/// Task handles work the same way: the task ids an upstream hands out are sealed to the principal that received
+/// them, so that another caller cannot poll, cancel or answer a task it did not create, whatever the upstream's ids
+/// look like.
+///
+/// Forms: `mcpgw1.<key id>.<base64url>` for a session, `mcpgw1e.<key id>.<base64url>` for an event id,
+/// `mcpgw1k.<key id>.<base64url>` for a task.
 public struct SessionHandles: Sendable {
     /// Why a handle presented by a caller is refused.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
@@ -50,6 +55,9 @@ public struct SessionHandles: Sendable {
 
     static let sessionContext = Array("mcpgw session handle".utf8)
     static let eventContext = Array("mcpgw event id".utf8)
+    static let taskContext = Array("mcpgw task handle".utf8)
+    /// What every task handle starts with.
+    public static let taskHandlePrefix = "mcpgw1k."
 
     /// The handle for `upstreamSession`, issued to `principal`.
     public func seal(session upstreamSession: String, for principal: Principal) -> String {
@@ -95,6 +103,28 @@ public struct SessionHandles: Sendable {
         guard payload["s"]?.stringValue == upstreamSession else { return .failure(.otherSession) }
         guard let event = payload["i"]?.stringValue else { return .failure(.unreadable) }
         return .success(event)
+    }
+
+    /// The handle the client sees for the upstream's task `taskID`, received by `principal`. It has no expiry of its
+    /// own: the upstream's task lifetime (`ttl`) governs, and a retired key ends it.
+    public func seal(task taskID: String, for principal: Principal) -> String {
+        let payload = JSONValue.object(
+            JSONObject([
+                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
+                .init(key: "k", value: .string(taskID)),
+            ]))
+        let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.taskContext)
+        return "mcpgw1k.\(keyID).\(Base64URL.encode(sealed))"
+    }
+
+    /// The upstream's task id inside `handle`, when it was issued to `principal`.
+    public func open(task handle: String, for principal: Principal) -> Result<String, Problem> {
+        guard let payload = unseal(handle, prefix: "mcpgw1k", context: Self.taskContext) else { return .failure(.unreadable) }
+        guard payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent else {
+            return .failure(.foreign)
+        }
+        guard let task = payload["k"]?.stringValue else { return .failure(.unreadable) }
+        return .success(task)
     }
 
     private func unseal(_ text: String, prefix: String, context: [UInt8]) -> JSONObject? {

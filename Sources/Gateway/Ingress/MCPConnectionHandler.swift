@@ -539,6 +539,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         for (name, value) in incoming where MCPHeaderValue.isParamHeader(name) {
             headers.add(name: name, value: value)
         }
+        // A task method's Mcp-Name is the handle the client knows; the upstream gets its own task id there.
+        if let name = plan?.upstreamName, headers.contains(name: "mcp-name") {
+            headers.replaceOrAdd(name: "Mcp-Name", value: MCPHeaderValue.encode(name))
+        }
         if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
         return HTTPRequestHead(
@@ -716,6 +720,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if requests != nil { filter.requestIDs = plan?.requestIDs ?? [] }
         let headers = services.toolHeaders
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
+        let handles = services.sessionHandles
+        filter.sealTask = { handles.seal(task: $0, for: principal) }
         return filter
     }
 

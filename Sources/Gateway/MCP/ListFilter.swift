@@ -7,6 +7,9 @@ import StrictJSON
 /// not read from `resources/list` and `resources/templates/list`. Listing never reveals more than calling allows
 /// (calls are enforced separately, whatever a list said). A filtered result is marked `cacheScope: "private"`: it is
 /// this caller's list, not the server's.
+///
+/// The same pass seals the task ids an answer carries (`TaskHandleRewrite`), so that an answer is read once however
+/// many things in it are the caller's own.
 struct ListFilter {
     /// The four kinds of list.
     enum Kind: String, CaseIterable, Sendable {
@@ -53,6 +56,8 @@ struct ListFilter {
     var requestIDs: Set<String> = []
     /// Told each tool a `tools/list` result declares, with its input schema (for `Mcp-Param-*` checks).
     var learnTool: ((String, JSONValue?) -> Void)?
+    /// Seals the task ids the answer carries to the caller (`TaskHandleRewrite`); nil where no task can appear.
+    var sealTask: ((String) -> String)?
 
     /// Whether the caller could use the item `name` of a list of `kind` with some arguments.
     func mayUse(_ name: String, _ kind: Kind) -> Bool {
@@ -62,8 +67,8 @@ struct ListFilter {
         return snapshot.tenants[principal.tenant]?.mayCall(request) ?? false
     }
 
-    /// A JSON-RPC message or batch with its list results filtered, or nil when nothing in it is a list result (then
-    /// the original bytes go on untouched).
+    /// A JSON-RPC message or batch with its list results filtered and task ids sealed, or nil when nothing in it
+    /// is either (then the original bytes go on untouched).
     func filter(_ value: JSONValue) -> JSONValue? {
         switch value {
         case .array(let elements):
@@ -75,26 +80,34 @@ struct ListFilter {
             }
             return changed ? .array(filtered) : nil
         case .object(let message):
-            guard let result = message["result"]?.objectValue, let kind = kind(of: message, result) else { return nil }
-            let items = result[kind.resultKey]?.arrayValue ?? []
-            let visible = items.filter { item in
-                guard let name = item.objectValue?[kind.nameKey]?.stringValue else { return false }
-                return mayUse(name, kind)
+            var rewritten: JSONObject?
+            if let result = message["result"]?.objectValue, let kind = kind(of: message, result) {
+                rewritten = filtered(message, result, kind)
             }
-            if kind == .tools, let learnTool {
-                for item in visible {
-                    if let name = item.objectValue?["name"]?.stringValue { learnTool(name, item.objectValue?["inputSchema"]) }
-                }
-            }
-            var members = result.members.filter { $0.key != "cacheScope" }.map { member -> JSONObject.Member in
-                member.key == kind.resultKey ? .init(key: kind.resultKey, value: .array(visible)) : member
-            }
-            members.append(.init(key: "cacheScope", value: .string("private")))
-            return .object(
-                JSONObject(message.members.map { $0.key == "result" ? .init(key: "result", value: .object(JSONObject(members))) : $0 }))
+            if let sealTask, let sealed = TaskHandleRewrite.sealed(rewritten ?? message, seal: sealTask) { rewritten = sealed }
+            return rewritten.map(JSONValue.object)
         default:
             return nil
         }
+    }
+
+    /// `message` with its list result cut to what the caller may use, and marked private.
+    private func filtered(_ message: JSONObject, _ result: JSONObject, _ kind: Kind) -> JSONObject {
+        let items = result[kind.resultKey]?.arrayValue ?? []
+        let visible = items.filter { item in
+            guard let name = item.objectValue?[kind.nameKey]?.stringValue else { return false }
+            return mayUse(name, kind)
+        }
+        if kind == .tools, let learnTool {
+            for item in visible {
+                if let name = item.objectValue?["name"]?.stringValue { learnTool(name, item.objectValue?["inputSchema"]) }
+            }
+        }
+        var members = result.members.filter { $0.key != "cacheScope" }.map { member -> JSONObject.Member in
+            member.key == kind.resultKey ? .init(key: kind.resultKey, value: .array(visible)) : member
+        }
+        members.append(.init(key: "cacheScope", value: .string("private")))
+        return JSONObject(message.members.map { $0.key == "result" ? .init(key: "result", value: .object(JSONObject(members))) : $0 })
     }
 
     /// The kind of list `result` answers: by the request's id on a POST (an id that matches no list request but

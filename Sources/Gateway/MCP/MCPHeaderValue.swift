@@ -1,3 +1,5 @@
+import Identity
+
 /// Values of MCP headers that mirror the body (`Mcp-Name`, `Mcp-Param-*`): non-ASCII text travels as
 /// `=?base64?…?=` (MCP 2026-07-28).
 enum MCPHeaderValue {
@@ -29,6 +31,15 @@ enum MCPHeaderValue {
         let inner = Array(value.utf8.dropFirst(9).dropLast(2))
         guard let bytes = base64(inner) else { return nil }
         return String(validating: bytes, as: UTF8.self)
+    }
+
+    /// `text` as a header value: as is when it is visible ASCII without surrounding spaces, `=?base64?…?=` otherwise.
+    static func encode(_ text: String) -> String {
+        let plain = text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } && text.first != " " && text.last != " "
+        guard !plain || text.hasPrefix("=?base64?") else { return text }
+        var encoded = Base64URL.encode(text.utf8).map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
+        while encoded.count % 4 != 0 { encoded.append("=") }
+        return "=?base64?" + String(encoded) + "?="
     }
 
     /// Standard base64 (RFC 4648 §4, padding optional).

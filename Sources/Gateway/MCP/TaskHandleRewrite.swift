@@ -1,0 +1,146 @@
+import StrictJSON
+
+/// Where task ids travel in MCP messages, and the two rewrites that bind them to the caller: on the way out, every
+/// task id the upstream hands out is replaced by a handle sealed to the principal (`SessionHandles.seal(task:for:)`);
+/// on the way in, every handle is opened again, and a task method whose handle does not open for this caller is
+/// refused before anything reaches the upstream.
+///
+/// Both generations are covered: 2025-11-25 tasks (`result.task.taskId` of a task-augmented call, `tasks/list`'s
+/// `result.tasks[].taskId`, `tasks/get`/`tasks/cancel` results, `notifications/tasks/status`, and the
+/// `io.modelcontextprotocol/related-task` `_meta` on any message) and the 2026-07-28 tasks extension (`resultType:
+/// "task"` results with a top-level `taskId`, `notifications/tasks`, and the `taskIds` of `subscriptions/listen` and
+/// its acknowledgment).
+enum TaskHandleRewrite {
+    /// The `_meta` key that ties a message to a task (2025-11-25).
+    static let relatedTaskKey = "io.modelcontextprotocol/related-task"
+    /// The extension a 2026-07-28 client declares when it accepts task results.
+    static let tasksExtension = "io.modelcontextprotocol/tasks"
+    /// Task methods whose `params.taskId` names a server-side task.
+    static let methodsNamingATask: Set<String> = ["tasks/get", "tasks/result", "tasks/cancel", "tasks/update"]
+
+    /// A handle the caller presented that does not open for it.
+    struct Refused: Error {
+        /// The request's id, when the refused message is a request.
+        let id: JSONValue?
+        /// What the audit record says.
+        let reason: String
+    }
+
+    /// Whether the answer to `message` may carry task ids: a task method, `subscriptions/listen`, or a `tools/call`
+    /// that asks for a task (2025-11-25 `params.task`) or accepts one (the 2026-07-28 tasks extension).
+    static func answerMayCarryTasks(_ message: JSONRPCMessage) -> Bool {
+        guard message.kind == .request, let method = message.method else { return false }
+        if method.hasPrefix("tasks/") || method == "subscriptions/listen" { return true }
+        guard method == "tools/call", let params = message.params?.objectValue else { return false }
+        if params["task"] != nil { return true }
+        let capabilities = params["_meta"]?.objectValue?[ExchangeDecisions.capabilitiesKey]?.objectValue
+        return capabilities?["extensions"]?.objectValue?[tasksExtension] != nil
+    }
+
+    /// Whether a request body must be read for task handles: it holds a task method, or a sealed handle anywhere.
+    static func requestMayCarryHandles(_ messages: [JSONRPCMessage], body: some Collection<UInt8>) -> Bool {
+        messages.contains { $0.method?.hasPrefix("tasks/") ?? false }
+            || body.firstRange(of: Array(SessionHandles.taskHandlePrefix.utf8)) != nil
+    }
+
+    // MARK: - Upstream to client
+
+    /// `message` (from the upstream) with every task id it carries sealed by `seal`; nil when it carries none.
+    static func sealed(_ message: JSONObject, seal: (String) -> String) -> JSONObject? {
+        var changed = false
+        func sealID(_ value: JSONValue) -> JSONValue {
+            guard case .string(let id) = value else { return value }
+            changed = true
+            return .string(seal(id))
+        }
+        func sealIDs(_ value: JSONValue) -> JSONValue {
+            guard case .array(let ids) = value else { return value }
+            return .array(ids.map(sealID))
+        }
+        func sealTask(_ task: JSONObject) -> JSONObject { task.updating("taskId", sealID) }
+        func sealMeta(_ object: JSONObject) -> JSONObject {
+            object.updatingObject("_meta") { $0.updatingObject(relatedTaskKey, sealTask) }
+        }
+        var rewritten = message
+        rewritten = rewritten.updatingObject("result") { result in
+            sealMeta(result).updating("taskId", sealID).updatingObject("task", sealTask).updating("tasks") { tasks in
+                guard case .array(let items) = tasks else { return tasks }
+                return .array(items.map { item in item.objectValue.map { .object(sealTask($0)) } ?? item })
+            }
+        }
+        let method = message["method"]?.stringValue ?? ""
+        rewritten = rewritten.updatingObject("params") { params in
+            var params = sealMeta(params)
+            if method.hasPrefix("notifications/tasks") { params = sealTask(params) }
+            if method == "notifications/subscriptions/acknowledged" {
+                params = params.updatingObject("notifications") { $0.updating("taskIds", sealIDs) }
+            }
+            return params
+        }
+        return changed ? rewritten : nil
+    }
+
+    // MARK: - Client to upstream
+
+    /// `message` (from the client) with every task handle it carries replaced by the upstream's task id, as `open`
+    /// reads it (nil: the handle does not open for this caller); nil when it carries none. A task method must name
+    /// its task with a handle; elsewhere (related-task `_meta`, `subscriptions/listen`'s `taskIds`) values that are
+    /// not handles are the client's own task ids and pass as they are.
+    static func opened(_ message: JSONObject, open: (String) -> String?) throws(Refused) -> JSONObject? {
+        let method = message["method"]?.stringValue
+        let id = method == nil ? nil : message["id"]
+        var refusal: Refused?
+        var changed = false
+        func openID(_ value: JSONValue, required: Bool) -> JSONValue {
+            guard case .string(let handle) = value, required || handle.hasPrefix(SessionHandles.taskHandlePrefix) else {
+                if required { refusal = refusal ?? Refused(id: id, reason: "\(method ?? "") needs a string taskId") }
+                return value
+            }
+            guard let task = open(handle) else {
+                refusal = refusal ?? Refused(id: id, reason: "task handle not issued to this caller (or unreadable)")
+                return value
+            }
+            changed = true
+            return .string(task)
+        }
+        func openMeta(_ object: JSONObject) -> JSONObject {
+            object.updatingObject("_meta") {
+                $0.updatingObject(relatedTaskKey) { $0.updating("taskId") { openID($0, required: false) } }
+            }
+        }
+        var rewritten = message.updatingObject("result", openMeta)
+        if let method, methodsNamingATask.contains(method), message["params"]?.objectValue?["taskId"] == nil {
+            throw Refused(id: id, reason: "\(method) needs params.taskId")
+        }
+        rewritten = rewritten.updatingObject("params") { params in
+            var params = openMeta(params)
+            if let method, methodsNamingATask.contains(method) {
+                params = params.updating("taskId") { openID($0, required: true) }
+            }
+            if method == "subscriptions/listen" {
+                params = params.updatingObject("notifications") {
+                    $0.updating("taskIds") { ids in
+                        guard case .array(let items) = ids else { return ids }
+                        return .array(items.map { openID($0, required: false) })
+                    }
+                }
+            }
+            return params
+        }
+        if let refusal { throw refusal }
+        return changed ? rewritten : nil
+    }
+}
+
+extension JSONObject {
+    /// This object with the value of `key` (when present) replaced by `transform` of it.
+    func updating(_ key: String, _ transform: (JSONValue) -> JSONValue) -> JSONObject {
+        guard members.contains(where: { $0.key == key }) else { return self }
+        return JSONObject(members.map { $0.key == key ? Member(key: key, value: transform($0.value)) : $0 })
+    }
+
+    /// This object with the object under `key` (when there is one) replaced by `transform` of it.
+    func updatingObject(_ key: String, _ transform: (JSONObject) -> JSONObject) -> JSONObject {
+        updating(key) { value in value.objectValue.map { .object(transform($0)) } ?? value }
+    }
+}

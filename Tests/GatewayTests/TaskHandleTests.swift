@@ -1,0 +1,209 @@
+import StrictJSON
+import TestSupport
+import Testing
+
+@testable import Gateway
+
+/// Task ids bound to the principal that created the task: the client sees sealed handles (`mcpgw1k.…`) wherever the
+/// upstream hands out a task id, and a task method with a handle that is not the caller's is refused before the
+/// upstream sees it. The upstream below numbers its tasks `task-1`, `task-2`, … — as guessable as ids get.
+@Suite("Task handles bound to their creator", .serialized)
+struct TaskHandleTests {
+    /// An upstream with tasks in both generations: a task-augmented `tools/call` creates `task-1` (2025-11-25 shape,
+    /// or the 2026-07-28 `resultType: "task"` shape when the call declares the tasks extension); `tasks/get` answers
+    /// the task it was asked about; `tasks/list` lists two tasks; a GET stream announces a status change.
+    static let tasks: RecordingUpstream.Behaviour = .custom { request in
+        guard request.method == "POST", let message = try? JSONParser.parse(request.body).objectValue else {
+            let status = #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-1","status":"completed"}}"#
+            return ("text/event-stream", "event: message\ndata: \(status)\n\n")
+        }
+        let id = message["id"]?.serialized ?? "null"
+        let params = message["params"]?.objectValue
+        let asked = params?["taskId"]?.stringValue ?? "none"
+        let related = #""_meta":{"io.modelcontextprotocol/related-task":{"taskId":"\#(asked)"}}"#
+        switch message["method"]?.stringValue {
+        case "tools/call" where params?["task"] != nil:
+            return ("application/json", #"{"jsonrpc":"2.0","id":\#(id),"result":{"task":{"taskId":"task-1","status":"working"}}}"#)
+        case "tools/call" where params?["_meta"] != nil:
+            return (
+                "text/event-stream",
+                #"data: {"jsonrpc":"2.0","id":\#(id),"result":{"resultType":"task","taskId":"task-1","status":"working"}}"# + "\n\n"
+            )
+        case "tasks/get":
+            return ("application/json", #"{"jsonrpc":"2.0","id":\#(id),"result":{"taskId":"\#(asked)","status":"working",\#(related)}}"#)
+        case "tasks/list":
+            return (
+                "application/json",
+                #"{"jsonrpc":"2.0","id":\#(id),"result":{"tasks":[{"taskId":"task-1","status":"working"},{"taskId":"task-2","status":"completed"}]}}"#
+            )
+        default:
+            return ("application/json", #"{"jsonrpc":"2.0","id":\#(id),"result":{"content":[],"taskId":"not-a-task-answer"}}"#)
+        }
+    }
+
+    static func taskGet(_ handle: String, id: Int = 2) -> String {
+        #"{"jsonrpc":"2.0","id":\#(id),"method":"tasks/get","params":{"taskId":"\#(handle)"}}"#
+    }
+
+    static func result(_ body: String) throws -> JSONObject {
+        try #require(try JSONParser.parse(body).objectValue?["result"]?.objectValue)
+    }
+
+    @Test("a task created by acme/bot1 is followed by bot1 only: its id is sealed, and another agent's or tenant's use is refused")
+    func legacyTaskBinding() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let created = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"task":{"ttl":60000}}}"#)
+        #expect(created.status == 200)
+        let handle = try #require(try Self.result(created.body)["task"]?.objectValue?["taskId"]?.stringValue)
+        #expect(handle.hasPrefix("mcpgw1k."), "the client saw the upstream's own task id: \(handle)")
+
+        // The creator polls with its handle: the upstream gets its own id, and the answer's ids are sealed again.
+        let polled = try await gateway.client().send(body: Self.taskGet(handle))
+        #expect(polled.status == 200)
+        #expect(upstream.received.last?.body.contains(#""taskId":"task-1""#) == true)
+        let answer = try Self.result(polled.body)
+        #expect(answer["taskId"]?.stringValue?.hasPrefix("mcpgw1k.") == true)
+        let related = answer["_meta"]?.objectValue?[TaskHandleRewrite.relatedTaskKey]?.objectValue?["taskId"]?.stringValue
+        #expect(related?.hasPrefix("mcpgw1k.") == true)
+        let forwarded = upstream.received.count
+
+        // Another agent of acme (bearer token), another tenant, the raw upstream id, and a forged handle.
+        let bot2 = try GatewayFixture.token(agent: "bot2")
+        let globex = try GatewayFixture.token(tenant: "globex")
+        for (who, client, headers, presented) in [
+            ("acme/bot2", gateway.client(nil), [("Authorization", "Bearer \(bot2)")], handle),
+            ("globex", gateway.client(nil), [("Authorization", "Bearer \(globex)")], handle),
+            ("the raw id", gateway.client(), [], "task-1"),
+            ("a forged handle", gateway.client(), [], "mcpgw1k.local.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        ] {
+            let refused = try await client.send(body: Self.taskGet(handle == presented ? handle : presented, id: 9), headers: headers)
+            #expect(refused.status == 400, "\(who)")
+            let error = try JSONParser.parse(refused.body).objectValue?["error"]?.objectValue
+            #expect(error?["code"] == .number(JSONNumber(-32602)), "\(who)")
+            #expect(error?["message"] == .string("unknown task"), "\(who): the answer must not say whose task it is")
+        }
+        #expect(upstream.received.count == forwarded, "a refused task method reached the upstream")
+        let bindings = try gateway.auditRecords().filter { $0["rule"] == .string("task_binding") }
+        #expect(bindings.count == 4)
+        #expect(bindings.allSatisfy { $0["method"] == .string("tasks/get") && $0["decision"] == .string("deny") })
+        #expect(bindings.contains { $0["reason"]?.stringValue?.contains("not issued to this caller") == true })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("2026-07-28: a resultType task answer on SSE is sealed; tasks/get's Mcp-Name is checked against the handle and forwarded as the upstream's id")
+    func modernTaskBinding() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let envelope =
+            #""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{"extensions":{"io.modelcontextprotocol/tasks":{}}}}"#
+        let modern = ProtocolCompletenessTests.modern
+        let created = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},\#(envelope)}}"#,
+            headers: modern + [("Mcp-Method", "tools/call"), ("Mcp-Name", "read_file")])
+        #expect(created.status == 200)
+        let data = try #require(created.body.split(separator: "\n").first { $0.hasPrefix("data: ") }?.dropFirst(6))
+        let handle = try #require(try Self.result(String(data))["taskId"]?.stringValue)
+        #expect(handle.hasPrefix("mcpgw1k."))
+
+        let get = #"{"jsonrpc":"2.0","id":2,"method":"tasks/get","params":{"taskId":"\#(handle)",\#(envelope)}}"#
+        let polled = try await gateway.client().send(body: get, headers: modern + [("Mcp-Method", "tasks/get"), ("Mcp-Name", handle)])
+        #expect(polled.status == 200, "\(polled.body)")
+        #expect(upstream.received.last?.header("mcp-name") == "task-1")
+        #expect(upstream.received.last?.body.contains(#""taskId":"task-1""#) == true)
+        // An Mcp-Name that is not the body's handle (the raw id, say) is a header mismatch, not forwarded.
+        let before = upstream.received.count
+        let mismatched = try await gateway.client().send(body: get, headers: modern + [("Mcp-Method", "tasks/get"), ("Mcp-Name", "task-1")])
+        #expect(mismatched.status == 400)
+        #expect(try JSONParser.parse(mismatched.body).objectValue?["error"]?.objectValue?["code"] == .number(JSONNumber(-32020)))
+        #expect(upstream.received.count == before)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("tasks/list is refused outside a session, and inside one lists handles sealed to the caller")
+    func taskList() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let list = #"{"jsonrpc":"2.0","id":3,"method":"tasks/list","params":{}}"#
+        let refused = try await gateway.client().send(body: list)
+        #expect(refused.status == 400)
+        #expect(upstream.received.isEmpty)
+        let listed = try await gateway.client().send(body: list, headers: [("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        #expect(listed.status == 200)
+        let ids = try Self.result(listed.body)["tasks"]?.arrayValue?.compactMap { $0.objectValue?["taskId"]?.stringValue } ?? []
+        #expect(ids.count == 2 && ids.allSatisfy { $0.hasPrefix("mcpgw1k.") })
+        // Each listed handle opens for the caller (and polls the task it names).
+        let polled = try await gateway.client().send(body: Self.taskGet(ids[1]), headers: [("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        #expect(polled.status == 200)
+        #expect(upstream.received.last?.body.contains(#""taskId":"task-2""#) == true)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("status notifications on the session's GET stream carry sealed handles; a tool's own result is left alone")
+    func streamsAndPlainResults() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let stream = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        #expect(stream.status == 200)
+        #expect(stream.body.contains("notifications/tasks/status"))
+        #expect(!stream.body.contains("task-1") && stream.body.contains(#""taskId":"mcpgw1k."#))
+        // A call that asked for no task is relayed as it came, whatever its result holds.
+        let plain = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a"}"#))
+        #expect(plain.body.contains(#""taskId":"not-a-task-answer""#))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+@Suite("Task handle rewrite")
+struct TaskHandleRewriteTests {
+    @Test("every place a task id travels is sealed, and opened again on the way in")
+    func placements() throws {
+        let seal: (String) -> String = { "mcpgw1k.x." + $0 }
+        let open: (String) -> String? = { $0.hasPrefix("mcpgw1k.x.") ? String($0.dropFirst(10)) : nil }
+        let outbound = [
+            #"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"a"}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"a"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"result":{"tasks":[{"taskId":"a"},{"taskId":"a"}]}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"a"}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"a"}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"taskIds":["a","a"]}}}"#,
+            #"{"jsonrpc":"2.0","id":5,"method":"elicitation/create","params":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"a"}}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"result":{"content":[],"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"a"}}}}"#,
+        ]
+        for text in outbound {
+            let message = try #require(try JSONParser.parse(text).objectValue)
+            let sealed = try #require(TaskHandleRewrite.sealed(message, seal: seal), "\(text)")
+            #expect(!JSONValue.object(sealed).serialized.contains(#""a""#), "\(text) left an id unsealed")
+            #expect(JSONValue.object(sealed).serialized.contains("mcpgw1k.x.a"))
+        }
+        let untouched = #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"taskId"}],"structuredContent":{"taskId":"a"}}}"#
+        let plain = try #require(try JSONParser.parse(untouched).objectValue)
+        #expect(TaskHandleRewrite.sealed(plain, seal: seal) == nil)
+
+        let inbound = [
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"taskId":"mcpgw1k.x.a"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a"]}}}"#,
+            #"{"jsonrpc":"2.0","id":5,"result":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mcpgw1k.x.a"}}}}"#,
+        ]
+        for text in inbound {
+            let message = try #require(try JSONParser.parse(text).objectValue)
+            let opened = try #require(try TaskHandleRewrite.opened(message, open: open))
+            #expect(!JSONValue.object(opened).serialized.contains("mcpgw1k"), "\(text)")
+        }
+        for refused in [
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/update","params":{"taskId":7}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.y.a"]}}}"#,
+        ] {
+            let message = try #require(try JSONParser.parse(refused).objectValue)
+            #expect(throws: TaskHandleRewrite.Refused.self, "\(refused)") { try TaskHandleRewrite.opened(message, open: open) }
+        }
+    }
+}
