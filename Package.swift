@@ -74,6 +74,7 @@ let package = Package(
             name: "mcpgw",
             dependencies: [
                 "Gateway", "TLS", "Identity", "Policy", "StrictJSON", "MCPDemoServer",
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -23,6 +23,10 @@ public struct GatewayServices: Sendable {
     public let limits: GatewayLimits
     /// The path of the MCP endpoint (default `/mcp`).
     public let mcpPath: String
+    /// What the gateway publishes as an OAuth protected resource (RFC 9728), if configured.
+    public var oauth: OAuthResources?
+    /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
+    public var keyFetcher: RemoteKeyFetcher?
     /// Request ids.
     let requestIDs = RequestIDs()
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.

@@ -67,6 +67,37 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         }
     }
 
+    /// What an unauthenticated caller is told: the kind of failure in general terms, never configuration (which
+    /// `kid`s, issuers, algorithms or audiences exist). The audit record keeps `description`.
+    public var publicReason: String {
+        switch self {
+        case .noCredentials: "no credentials: present a client certificate or a bearer token"
+        case .expired, .notYetValid, .issuedInFuture: "the token is expired or not yet valid"
+        case .badSignature, .algorithmNone, .unsupportedAlgorithm, .algorithmMismatch: "the token's signature does not verify"
+        case .unknownKeyID, .keyNotSelectable: "the token is signed by an unknown key"
+        case .wrongAudience: "the token was not issued for this resource (audience)"
+        case .wrongIssuer, .unknownTenant: "the token's issuer is not trusted"
+        case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "the token is malformed or lacks a required claim"
+        case .tenantMismatch, .agentMismatch: "the presented credentials name different callers"
+        case .certificateRefused: "the client certificate is not accepted"
+        }
+    }
+
+    /// A stable name of the failure's kind, as unauthenticated callers see it (see `publicReason`).
+    public var publicCode: String {
+        switch self {
+        case .noCredentials: "no_credentials"
+        case .expired, .notYetValid, .issuedInFuture: "token_expired"
+        case .badSignature, .algorithmNone, .unsupportedAlgorithm, .algorithmMismatch: "bad_signature"
+        case .unknownKeyID, .keyNotSelectable: "unknown_key"
+        case .wrongAudience: "wrong_audience"
+        case .wrongIssuer, .unknownTenant: "untrusted_issuer"
+        case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "malformed_token"
+        case .tenantMismatch, .agentMismatch: "credentials_disagree"
+        case .certificateRefused: "certificate_refused"
+        }
+    }
+
     public var description: String {
         switch self {
         case .noCredentials: "no client certificate and no bearer token"

@@ -11,6 +11,8 @@ public struct TenantIdentity: Sendable {
     public var certificateRules: CertificateIdentityRules
     /// How bearer tokens are verified; nil when the tenant accepts no tokens.
     public var jwt: TenantJWTSettings?
+    /// How opaque (non-JWT) bearer tokens are checked, if the tenant accepts them.
+    public var introspection: IntrospectionSettings?
 
     /// A tenant from its parts.
     public init(clientCABundles: [String], crlFiles: [String], certificateRules: CertificateIdentityRules, jwt: TenantJWTSettings?) {
@@ -29,6 +31,8 @@ public struct IdentityConfiguration: Sendable {
     public var maximumTokenBytes: Int
     /// How many verified tokens are remembered.
     public var tokenCacheCapacity: Int
+    /// What the gateway publishes as an OAuth protected resource, when `identity.public_url` is set.
+    public var oauth: OAuthResources?
 
     /// A configuration from its parts.
     public init(tenants: [String: TenantIdentity], maximumTokenBytes: Int = 8192, tokenCacheCapacity: Int = 10_000) {
@@ -37,25 +41,31 @@ public struct IdentityConfiguration: Sendable {
         self.tokenCacheCapacity = tokenCacheCapacity
     }
 
-    /// The authenticator these settings describe (validates kids and issuers across tenants).
-    public func makeAuthenticator() throws(IdentityConfigurationError) -> Authenticator {
+    /// The authenticator these settings describe (validates kids and issuers across tenants); keys fetched over
+    /// HTTPS are read from `remoteKeys`.
+    public func makeAuthenticator(remoteKeys: RemoteKeyRing? = nil) throws(IdentityConfigurationError) -> Authenticator {
         Authenticator(
             certificates: CertificateAuthenticator(tenants: tenants.mapValues(\.certificateRules)),
             tokens: try JWTVerifier(
                 tenants: tenants.compactMapValues(\.jwt), maximumTokenBytes: maximumTokenBytes,
-                cacheCapacity: tokenCacheCapacity))
+                cacheCapacity: tokenCacheCapacity, remoteKeys: remoteKeys))
     }
 }
 
 extension IdentityConfiguration {
     /// Keys allowed in the `identity` section.
     static let identityKeys: Set<String> = [
-        "audience", "spiffe_trust_domain", "max_token_bytes", "token_cache_size", "leeway_seconds",
+        "audience", "spiffe_trust_domain", "max_token_bytes", "token_cache_size", "leeway_seconds", "public_url", "oauth",
     ]
     /// Keys allowed in a tenant object.
-    static let tenantKeys: Set<String> = ["client_ca", "crl", "spiffe_trust_domain", "agent_from_common_name", "jwt"]
+    static let tenantKeys: Set<String> = ["client_ca", "crl", "spiffe_trust_domain", "agent_from_common_name", "jwt", "oauth"]
     static let jwtKeys: Set<String> = [
         "issuers", "audience", "tenant_claim", "agent_claim", "require_exp", "leeway_seconds", "keys", "jwks_file",
+        "jwks_uri", "discovery", "ca_file", "jwks_min_refetch_seconds", "jwks_lifetime_seconds",
+    ]
+    static let oauthKeys: Set<String> = ["authorization_servers", "scopes_supported", "introspection"]
+    static let introspectionKeys: Set<String> = [
+        "url", "client_id", "client_secret_file", "ca_file", "cache_seconds", "cache_size", "agent_claim",
     ]
     static let keyKeys: Set<String> = ["kid", "alg", "public_key_file", "secret_file"]
 
@@ -64,9 +74,25 @@ extension IdentityConfiguration {
     /// at start-up, with the path of the setting in the message.
     /// `otherTenantKeys` are tenant keys that other parts of the configuration read (e.g. `upstream`).
     public static func read(
-        identity: JSONObjectReader?, tenants: JSONObjectReader, baseDirectory: String, otherTenantKeys: Set<String> = []
+        identity: JSONObjectReader?, tenants: JSONObjectReader, baseDirectory: String, otherTenantKeys: Set<String> = [],
+        mcpPath: String = "/mcp"
     ) throws(JSONFieldError) -> IdentityConfiguration {
         try identity?.requireOnlyKeys(identityKeys)
+        let publicURL = try identity?.string("public_url").map { url throws(JSONFieldError) in
+            try checkedURL(url, field: identity!.fieldPath("public_url"), originOnly: true)
+        }
+        var shared: ProtectedResource?
+        if let reader = try identity?.object("oauth") {
+            guard let publicURL else {
+                throw JSONFieldError(path: reader.path, reason: "needs identity.public_url (the origin clients reach the gateway at)")
+            }
+            let (servers, scopes, introspection) = try readOAuth(reader, baseDirectory: baseDirectory)
+            guard introspection == nil else {
+                throw JSONFieldError(path: reader.fieldPath("introspection"), reason: "belongs in a tenant's oauth section")
+            }
+            shared = ProtectedResource(publicURL: publicURL, path: mcpPath, authorizationServers: servers, scopesSupported: scopes)
+        }
+        var tenantResources: [String: ProtectedResource] = [:]
         let audience = try identity?.string("audience") ?? "mcpgw"
         let trustDomain = try identity?.string("spiffe_trust_domain") ?? "mcpgw.dev"
         let leeway = try identity?.int("leeway_seconds") ?? 60
@@ -86,12 +112,88 @@ extension IdentityConfiguration {
             if let jwtReader = try reader.object("jwt") {
                 jwt = try readJWT(jwtReader, audience: audience, leeway: leeway, baseDirectory: baseDirectory)
             }
-            result[tenant] = TenantIdentity(
+            var introspection: IntrospectionSettings?
+            if let oauthReader = try reader.object("oauth") {
+                guard let publicURL else {
+                    throw JSONFieldError(
+                        path: oauthReader.path, reason: "needs identity.public_url (the origin clients reach the gateway at)")
+                }
+                let (servers, scopes, introspected) = try readOAuth(oauthReader, baseDirectory: baseDirectory)
+                let resource = ProtectedResource(
+                    publicURL: publicURL, path: OAuthResources.tenantPrefix + tenant + mcpPath, authorizationServers: servers,
+                    scopesSupported: scopes)
+                tenantResources[tenant] = resource
+                jwt?.resourceAudiences.append(resource.resource)
+                introspection = introspected
+            }
+            if let shared { jwt?.resourceAudiences.append(shared.resource) }
+            var identity = TenantIdentity(
                 clientCABundles: try paths("client_ca"), crlFiles: try paths("crl"), certificateRules: rules, jwt: jwt)
+            identity.introspection = introspection
+            result[tenant] = identity
         }
-        return IdentityConfiguration(
+        var configuration = IdentityConfiguration(
             tenants: result, maximumTokenBytes: try identity?.int("max_token_bytes") ?? 8192,
             tokenCacheCapacity: try identity?.int("token_cache_size") ?? 10_000)
+        if let publicURL {
+            configuration.oauth = OAuthResources(publicURL: publicURL, shared: shared, tenants: tenantResources)
+        }
+        return configuration
+    }
+
+    private static func readOAuth(
+        _ reader: JSONObjectReader, baseDirectory: String
+    ) throws(JSONFieldError) -> (servers: [String], scopes: [String], introspection: IntrospectionSettings?) {
+        try reader.requireOnlyKeys(oauthKeys)
+        guard let servers = try reader.strings("authorization_servers"), !servers.isEmpty else {
+            throw JSONFieldError(path: reader.fieldPath("authorization_servers"), reason: "needs at least one authorization server")
+        }
+        for (index, server) in servers.enumerated() {
+            _ = try checkedURL(server, field: reader.fieldPath("authorization_servers") + "[\(index)]", originOnly: false)
+        }
+        var introspection: IntrospectionSettings?
+        if let settings = try reader.object("introspection") {
+            try settings.requireOnlyKeys(introspectionKeys)
+            guard let url = try settings.string("url") else { throw JSONFieldError(path: settings.fieldPath("url"), reason: "is required") }
+            _ = try checkedURL(url, field: settings.fieldPath("url"), originOnly: false)
+            guard let clientID = try settings.string("client_id"), let secretFile = try settings.string("client_secret_file") else {
+                throw JSONFieldError(path: settings.path, reason: "needs client_id and client_secret_file")
+            }
+            var secret: [UInt8]
+            do {
+                secret = try fileBytes(resolve(secretFile, baseDirectory))
+            } catch {
+                throw JSONFieldError(path: settings.fieldPath("client_secret_file"), reason: "\(error)")
+            }
+            while secret.last == UInt8(ascii: "\n") || secret.last == UInt8(ascii: "\r") { secret.removeLast() }
+            let cacheSeconds = try settings.int("cache_seconds") ?? 60
+            let cacheSize = try settings.int("cache_size") ?? 10_000
+            guard (0...3600).contains(cacheSeconds), (1...1_000_000).contains(cacheSize) else {
+                throw JSONFieldError(path: settings.path, reason: "cache_seconds must be 0-3600 and cache_size 1-1000000")
+            }
+            introspection = IntrospectionSettings(
+                url: url, clientID: clientID, clientSecret: String(decoding: secret, as: UTF8.self),
+                caFile: try settings.string("ca_file").map { resolve($0, baseDirectory) }, cacheSeconds: cacheSeconds,
+                cacheSize: cacheSize, agentClaim: try settings.string("agent_claim") ?? "sub")
+        }
+        return (servers, try reader.strings("scopes_supported") ?? [], introspection)
+    }
+
+    /// `url` when it is an `https` URL (only an origin, without path, query or trailing slash, with `originOnly`).
+    /// Plain `http` is refused: tokens and keys travel over these URLs.
+    static func checkedURL(_ url: String, field: String, originOnly: Bool) throws(JSONFieldError) -> String {
+        guard url.hasPrefix("https://"), url.count > 8, !url.contains(where: { $0 == " " || $0 == "#" || $0.isNewline }) else {
+            throw JSONFieldError(path: field, reason: "must be an https:// URL")
+        }
+        let rest = url.dropFirst(8)
+        let authority = rest.prefix { $0 != "/" && $0 != "?" }
+        guard !authority.isEmpty, !authority.contains("@") else {
+            throw JSONFieldError(path: field, reason: "needs a host (and no user information)")
+        }
+        if originOnly && authority.count != rest.count {
+            throw JSONFieldError(path: field, reason: "must be an origin (https://host[:port]) without a path or trailing slash")
+        }
+        return url
     }
 
     private static func readJWT(
@@ -113,14 +215,46 @@ extension IdentityConfiguration {
                 throw JSONFieldError(path: reader.fieldPath("jwks_file"), reason: "\(path): \(error)")
             }
         }
-        guard !keys.isEmpty else {
-            throw JSONFieldError(path: reader.path, reason: "needs at least one key ('keys' or 'jwks_file')")
+        var remote: RemoteKeySettings?
+        let jwksURI = try reader.string("jwks_uri")
+        let discovery = try reader.bool("discovery") ?? false
+        switch (jwksURI, discovery) {
+        case (let uri?, false):
+            remote = RemoteKeySettings(source: .jwks(try checkedURL(uri, field: reader.fieldPath("jwks_uri"), originOnly: false)))
+        case (nil, true):
+            guard issuers.count == 1 else {
+                throw JSONFieldError(
+                    path: reader.fieldPath("discovery"), reason: "needs exactly one issuer (whose metadata names the JWKS)")
+            }
+            remote = RemoteKeySettings(
+                source: .discovery(issuer: try checkedURL(issuers[0], field: reader.fieldPath("issuers") + "[0]", originOnly: false)))
+        case (_?, true):
+            throw JSONFieldError(path: reader.path, reason: "jwks_uri and discovery exclude each other")
+        case (nil, false):
+            for key in ["ca_file", "jwks_min_refetch_seconds", "jwks_lifetime_seconds"] where reader.object[key] != nil {
+                throw JSONFieldError(path: reader.fieldPath(key), reason: "applies only with jwks_uri or discovery")
+            }
         }
-        return TenantJWTSettings(
+        if var settings = remote {
+            settings.caFile = try reader.string("ca_file").map { resolve($0, baseDirectory) }
+            settings.minimumRefetchSeconds = try reader.int("jwks_min_refetch_seconds") ?? settings.minimumRefetchSeconds
+            settings.defaultLifetimeSeconds = try reader.int("jwks_lifetime_seconds") ?? settings.defaultLifetimeSeconds
+            guard (1...3600).contains(settings.minimumRefetchSeconds), (10...86_400).contains(settings.defaultLifetimeSeconds) else {
+                throw JSONFieldError(
+                    path: reader.path, reason: "jwks_min_refetch_seconds must be 1-3600 and jwks_lifetime_seconds 10-86400")
+            }
+            remote = settings
+        }
+        guard !keys.isEmpty || remote != nil else {
+            throw JSONFieldError(path: reader.path, reason: "needs at least one key ('keys', 'jwks_file', 'jwks_uri' or 'discovery')")
+        }
+        var settings = TenantJWTSettings(
             issuers: issuers, keys: keys, audience: try reader.string("audience") ?? audience,
             tenantClaim: try reader.string("tenant_claim") ?? "tenant", agentClaim: try reader.string("agent_claim") ?? "sub",
             requireExpiry: try reader.bool("require_exp") ?? true,
             leewaySeconds: Int64(try reader.int("leeway_seconds") ?? leeway))
+        settings.remoteKeys = remote
+        return settings
     }
 
     private static func readKey(_ reader: JSONObjectReader, baseDirectory: String) throws(JSONFieldError) -> JWTVerificationKey {

@@ -43,6 +43,8 @@ public struct PolicyDecision: Sendable, Hashable {
         public let logArguments: Bool
         /// How long a call this rule lets through may take (`call_timeout_seconds`), if it says.
         public var callTimeoutSeconds: Int? = nil
+        /// The scopes an allow or audit rule requires, when it denied only because the token lacks some of them.
+        public var requiredScopes: [String] = []
     }
 
     /// The outcome.
@@ -59,6 +61,9 @@ public struct PolicyDecision: Sendable, Hashable {
     public let logArguments: Bool
     /// How long the call may take to answer, when the deciding allow or audit rule says (`call_timeout_seconds`).
     public var callTimeoutSeconds: Int?
+    /// Every scope the call needs, when it was denied only for want of scopes (a token with them would be
+    /// allowed by the rules that denied it): what an `insufficient_scope` challenge lists. Empty otherwise.
+    public var insufficientScopes: [String] = []
 
     /// A decision from its parts (the gateway makes its own for protocol plumbing it forwards undecided).
     public init(outcome: Outcome, rule: String, document: String, reason: String, matches: [RuleMatch], logArguments: Bool) {

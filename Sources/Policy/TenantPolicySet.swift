@@ -128,6 +128,13 @@ public struct TenantPolicySet: Sendable {
                     outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
                     matches: matches, logArguments: deciding.logArguments)
                 if wanted != .deny { decision.callTimeoutSeconds = deciding.callTimeoutSeconds }
+                let denials = matches.filter { $0.effect == .deny }
+                if wanted == .deny, denials.allSatisfy({ !$0.requiredScopes.isEmpty }) {
+                    // Denied only for want of scopes: a token with these would pass the rules that denied it.
+                    var needed: [String] = []
+                    for scope in denials.flatMap(\.requiredScopes) where !needed.contains(scope) { needed.append(scope) }
+                    decision.insufficientScopes = needed
+                }
                 return decision
             }
         }
@@ -162,7 +169,9 @@ public struct TenantPolicySet: Sendable {
         if rule.action != .deny {
             let missing = rule.scopes.filter { !request.scopes.contains($0) }
             if !missing.isEmpty {
-                return match(.deny, "rule \(rule.id) requires scope \(missing.joined(separator: " "))")
+                var denial = match(.deny, "rule \(rule.id) requires scope \(missing.joined(separator: " "))")
+                denial.requiredScopes = rule.scopes
+                return denial
             }
         }
         guard !rule.constraints.isEmpty else {

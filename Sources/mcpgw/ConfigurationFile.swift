@@ -67,9 +67,14 @@ struct ConfigurationFile {
         guard let tenantsReader = try root.object("tenants") else {
             throw JSONFieldError(path: "tenants", reason: "is required (one object per tenant)")
         }
+        let mcpPath = try root.string("mcp_path") ?? "/mcp"
+        guard mcpPath.hasPrefix("/"), mcpPath != "/healthz", !mcpPath.hasPrefix("/.well-known/"), !mcpPath.hasPrefix("/tenants/")
+        else {
+            throw JSONFieldError(path: "mcp_path", reason: "must start with / and not be /healthz, /.well-known/… or /tenants/…")
+        }
         let identity = try IdentityConfiguration.read(
             identity: try root.object("identity"), tenants: tenantsReader, baseDirectory: baseDirectory,
-            otherTenantKeys: ["upstream"])
+            otherTenantKeys: ["upstream"], mcpPath: mcpPath)
         let resolve = { (path: String) in path.hasPrefix("/") ? path : baseDirectory + "/" + path }
         var upstreams: [String: UpstreamConfiguration] = [:]
         for (tenant, reader) in try tenantsReader.objectMembers() {
@@ -139,10 +144,6 @@ struct ConfigurationFile {
             limits.minimumBodyBytesPerSecond = try positive("min_body_bytes_per_second") ?? limits.minimumBodyBytesPerSecond
             limits.maximumLargeDecisionsPerTenant =
                 try positive("max_large_decisions_per_tenant") ?? limits.maximumLargeDecisionsPerTenant
-        }
-        let mcpPath = try root.string("mcp_path") ?? "/mcp"
-        guard mcpPath.hasPrefix("/"), mcpPath != "/healthz" else {
-            throw JSONFieldError(path: "mcp_path", reason: "must start with / and not be /healthz")
         }
 
         var listen = ListenAddress(host: "127.0.0.1", port: 8443)

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Identity
 import Logging
+import NIOPosix
 import Policy
 import TLS
 
@@ -16,7 +17,14 @@ enum GatewayAssembly {
 
     /// Authenticator, policy engine, audit log, upstreams and HTTP client. Every file is read and validated now.
     static func services(_ file: ConfigurationFile, _ overrides: Overrides, logger: Logger) throws -> GatewayServices {
-        let authenticator = try file.identity.makeAuthenticator()
+        // Keys fetched over HTTPS (jwks_uri, discovery) live in a ring the verifier reads, filled in the background.
+        let remote = file.identity.tenants.compactMapValues { $0.jwt?.remoteKeys }
+        let fetcher =
+            remote.isEmpty
+            ? nil
+            : RemoteKeyFetcher(
+                tenants: remote, ring: RemoteKeyRing(), eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        let authenticator = try file.identity.makeAuthenticator(remoteKeys: fetcher?.ring)
         guard let policies = overrides.policies ?? file.policies else {
             throw ConfigurationError("no policies: set \"policies\" in the configuration or pass --policies DIR|FILE")
         }
@@ -49,11 +57,15 @@ enum GatewayAssembly {
                 "policy.tenants": "\(engine.snapshot.tenants.keys.sorted().joined(separator: ","))",
                 "audit.log": "\(auditTarget == "-" ? "stdout" : auditTarget)", "mcp.path": "\(file.mcpPath)",
             ])
-        return try GatewayServices(
+        var services = try GatewayServices(
             authenticator: authenticator, policy: engine, audit: audit, upstreams: upstreams,
             sessionHandles: file.sessionKeys.map { SessionHandles(box: SealedBox(keys: $0), lifetime: file.sessionLifetime) }
                 ?? .singleProcess(),
             limits: file.limits, mcpPath: file.mcpPath, logger: logger)
+        services.oauth = file.identity.oauth
+        services.keyFetcher = fetcher
+        fetcher?.start()
+        return services
     }
 
     /// A policies directory, or a single classic policy file applied to every tenant.

@@ -125,7 +125,9 @@ struct ServeCommand: AsyncParsableCommand {
             running.append(
                 ReloadService(
                     engine: services.policy, identity: services.identity,
-                    loadAuthenticator: { try ConfigurationFile.load(configPath).identity.makeAuthenticator() }, audit: services.audit,
+                    loadAuthenticator: { [ring = services.keyFetcher?.ring] in
+                        try ConfigurationFile.load(configPath).identity.makeAuthenticator(remoteKeys: ring)
+                    }, audit: services.audit,
                     reloadTLS: reloadTLS, logger: logger))
         }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)

@@ -54,7 +54,9 @@ struct TaskHandleTests {
         let upstream = try await RecordingUpstream.start(Self.tasks)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let created = try await gateway.client().send(
-            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"task":{"ttl":60000}}}"#)
+            body:
+                #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"task":{"ttl":60000}}}"#
+        )
         #expect(created.status == 200)
         let handle = try #require(try Self.result(created.body)["task"]?.objectValue?["taskId"]?.stringValue)
         #expect(handle.hasPrefix("mcpgw1k."), "the client saw the upstream's own task id: \(handle)")
@@ -93,7 +95,9 @@ struct TaskHandleTests {
         await upstream.stop()
     }
 
-    @Test("2026-07-28: a resultType task answer on SSE is sealed; tasks/get's Mcp-Name is checked against the handle and forwarded as the upstream's id")
+    @Test(
+        "2026-07-28: a resultType task answer on SSE is sealed; tasks/get's Mcp-Name is checked against the handle and forwarded as the upstream's id"
+    )
     func modernTaskBinding() async throws {
         let upstream = try await RecordingUpstream.start(Self.tasks)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
@@ -115,7 +119,8 @@ struct TaskHandleTests {
         #expect(upstream.received.last?.body.contains(#""taskId":"task-1""#) == true)
         // An Mcp-Name that is not the body's handle (the raw id, say) is a header mismatch, not forwarded.
         let before = upstream.received.count
-        let mismatched = try await gateway.client().send(body: get, headers: modern + [("Mcp-Method", "tasks/get"), ("Mcp-Name", "task-1")])
+        let mismatched = try await gateway.client().send(
+            body: get, headers: modern + [("Mcp-Method", "tasks/get"), ("Mcp-Name", "task-1")])
         #expect(mismatched.status == 400)
         #expect(try JSONParser.parse(mismatched.body).objectValue?["error"]?.objectValue?["code"] == .number(JSONNumber(-32020)))
         #expect(upstream.received.count == before)
@@ -136,7 +141,8 @@ struct TaskHandleTests {
         let ids = try Self.result(listed.body)["tasks"]?.arrayValue?.compactMap { $0.objectValue?["taskId"]?.stringValue } ?? []
         #expect(ids.count == 2 && ids.allSatisfy { $0.hasPrefix("mcpgw1k.") })
         // Each listed handle opens for the caller (and polls the task it names).
-        let polled = try await gateway.client().send(body: Self.taskGet(ids[1]), headers: [("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        let polled = try await gateway.client().send(
+            body: Self.taskGet(ids[1]), headers: [("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
         #expect(polled.status == 200)
         #expect(upstream.received.last?.body.contains(#""taskId":"task-2""#) == true)
         try await gateway.stop()
@@ -182,7 +188,8 @@ struct TaskHandleRewriteTests {
             #expect(!JSONValue.object(sealed).serialized.contains(#""a""#), "\(text) left an id unsealed")
             #expect(JSONValue.object(sealed).serialized.contains("mcpgw1k.x.a"))
         }
-        let untouched = #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"taskId"}],"structuredContent":{"taskId":"a"}}}"#
+        let untouched =
+            #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"taskId"}],"structuredContent":{"taskId":"a"}}}"#
         let plain = try #require(try JSONParser.parse(untouched).objectValue)
         #expect(TaskHandleRewrite.sealed(plain, seal: seal) == nil)
 

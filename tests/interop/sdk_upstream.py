@@ -1,6 +1,6 @@
 """An upstream MCP server built with the official Python SDK (MCPServer), for the conformance tests.
 
-    python sdk_upstream.py MODE PORT [extended]      MODE: stateful-sse | json | stateless | legacy-sse
+    python sdk_upstream.py MODE PORT [extended | interactive]      MODE: stateful-sse | json | stateless | legacy-sse
 
 With `extended` (test_mcp_modern.py), the server also has what the 2026-07-28 tests need, and only then, so the
 tools the older tests list stay as they were:
@@ -12,7 +12,19 @@ tools the older tests list stay as they were:
 - `POST /_test/add-tools` adds the tools `write_report` and `delete_everything` and publishes a tools list-changed
   event to `subscriptions/listen` streams;
 - `GET /_test/requests` returns every POST /mcp the server received: its MCP headers and the body's method and name
-  (to tell what the gateway forwarded from what it refused).
+  (to tell what the gateway forwarded from what it refused), the keys of `params.inputResponses` and whether
+  `params.requestState` was there (a 2026-07-28 multi round-trip retry), the JSON-RPC id, a cancelled request's id
+  (`notifications/cancelled`), and whether the body was a response (to a server-to-client request).
+
+With `interactive` (test_mcp_interactions.py), everything `extended` has, plus tools that talk back to the client
+(named `write_*`, which acme's policy allows and audits: R2):
+
+- `write_with_progress(steps)` reports progress `steps` times before it answers;
+- `write_with_sampling(prompt)`, `write_with_elicitation(question)` and `write_with_roots()` ask the client to sample, to
+  fill in a form and for its roots (a standalone server-to-client request before 2026-07-28, an
+  `InputRequiredResult` answered by a retry with `inputResponses` from 2026-07-28 on) and echo the answer;
+- `write_slowly(tag, seconds)` sleeps up to `seconds` unless cancelled; `GET /_test/slow` returns what became of each
+  call: `{"tag", "outcome": "running" | "completed" | "cancelled", "elapsed"}`.
 """
 import json
 import sys
@@ -23,7 +35,8 @@ from pydantic import Field
 from mcp.server.mcpserver import MCPServer
 
 mode, port = sys.argv[1], int(sys.argv[2])
-extended = sys.argv[3:] == ["extended"]
+interactive = sys.argv[3:] == ["interactive"]
+extended = interactive or sys.argv[3:] == ["extended"]
 files = {"readme.txt": "hello from the SDK upstream"}
 
 if not extended:
@@ -127,6 +140,12 @@ else:
                 "method": decoded.get("method") if isinstance(decoded, dict) else None,
                 "name": (params or {}).get("name") if isinstance(params, dict) else None,
                 "arguments": (params or {}).get("arguments") if isinstance(params, dict) else None,
+                "input_responses": sorted(params["inputResponses"])
+                if isinstance(params, dict) and isinstance(params.get("inputResponses"), dict) else None,
+                "request_state": isinstance(params, dict) and "requestState" in params,
+                "cancelled": (params or {}).get("requestId") if isinstance(params, dict) else None,
+                "id": decoded.get("id") if isinstance(decoded, dict) else None,
+                "response": isinstance(decoded, dict) and ("result" in decoded or "error" in decoded),
             })
             replayed = False
 
@@ -138,6 +157,74 @@ else:
                 return await receive()
 
             return await self.app(scope, replay, send)
+
+    if interactive:
+        import time
+
+        import anyio
+        from mcp_types import CreateMessageResult, ListRootsResult, SamplingMessage, TextContent
+        from pydantic import BaseModel
+
+        from mcp.server.mcpserver import Context, Elicit, Resolve, Sample
+        from mcp.server.mcpserver import ListRoots as AskRoots
+
+        @server.tool()
+        async def write_with_progress(ctx: Context, steps: int = 3) -> str:
+            """Report progress `steps` times, then answer."""
+            for step in range(1, steps + 1):
+                await ctx.report_progress(step, steps, f"step {step} of {steps}")
+                await anyio.sleep(0.05)
+            return f"progressed {steps} steps"
+
+        def ask_model(prompt: str) -> Sample:
+            return Sample([SamplingMessage(role="user", content=TextContent(type="text", text=prompt))], max_tokens=50)
+
+        @server.tool()
+        def write_with_sampling(prompt: str, sampled: Annotated[CreateMessageResult, Resolve(ask_model)]) -> str:
+            """Ask the client's model, echo its answer."""
+            return f"model {sampled.model} said: {sampled.content.text}"
+
+        class Answer(BaseModel):
+            name: str
+            count: int
+
+        def ask_user(question: str) -> Elicit[Answer]:
+            return Elicit(question, Answer)
+
+        @server.tool()
+        def write_with_elicitation(question: str, answer: Annotated[Answer, Resolve(ask_user)]) -> str:
+            """Ask the user, echo the answer."""
+            return f"user said: name={answer.name} count={answer.count}"
+
+        def ask_roots() -> AskRoots:
+            return AskRoots()
+
+        @server.tool()
+        def write_with_roots(roots: Annotated[ListRootsResult, Resolve(ask_roots)]) -> str:
+            """List the client's roots, echo them."""
+            return "roots: " + ", ".join(f"{root.name}={root.uri}" for root in roots.roots)
+
+        slow: list[dict] = []
+
+        @server.tool()
+        async def write_slowly(tag: str, seconds: float = 20) -> str:
+            """Sleep `seconds` unless cancelled; what happened is at GET /_test/slow."""
+            entry = {"tag": tag, "outcome": "running", "elapsed": None}
+            slow.append(entry)
+            started = time.monotonic()
+            try:
+                await anyio.sleep(seconds)
+            except anyio.get_cancelled_exc_class():
+                entry["outcome"] = "cancelled"
+                raise
+            finally:
+                entry["elapsed"] = round(time.monotonic() - started, 3)
+            entry["outcome"] = "completed"
+            return f"slept {seconds} s"
+
+        @server.custom_route("/_test/slow", methods=["GET"])
+        async def slow_seen(request: Request) -> JSONResponse:
+            return JSONResponse(slow)
 
 
 @server.tool()

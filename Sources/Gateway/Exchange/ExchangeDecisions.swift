@@ -62,13 +62,41 @@ struct ExchangeDecisions {
         case .tenantMismatch, .agentMismatch: forbidden = true
         default: forbidden = false
         }
+        // The caller learns what kind of failure it was, never what is configured; the record keeps the detail.
+        var refusal = Refusal(
+            status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
+            message: "authentication failed: \(error.publicReason)", data: .object(JSONObject(["code": .string(error.publicCode)])),
+            headers: forbidden ? [] : [("WWW-Authenticate", challenge(request, error: error))], records: [record])
+        if case .unknownKeyID = error, case .success(let token?) = Self.bearerToken(request.head.headers) {
+            refusal.unknownKeyTenant = services.authenticator.tokens.tenantToRefetch(for: token)
+        }
+        return .failure(refusal)
+    }
+
+    /// The `WWW-Authenticate` challenge of a `401`: where the protected resource's metadata is (RFC 9728), the scopes it
+    /// knows, and — when a token was presented — `invalid_token` with the failure in general terms.
+    func challenge(_ request: ExchangeRequest, error: AuthenticationError) -> String {
         var challenge = #"Bearer realm="mcpgw""#
-        if case .noCredentials = error {} else { challenge += #", error="invalid_token", error_description="\#(error.code)""# }
-        return .failure(
-            Refusal(
-                status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
-                message: "authentication failed: \(error.description)", data: .object(JSONObject(["code": .string(error.code)])),
-                headers: forbidden ? [] : [("WWW-Authenticate", challenge)], records: [record]))
+        if let resource = services.oauth?.challenged(tenant: request.pathTenant) {
+            challenge += #", resource_metadata="\#(resource.metadataURL)""#
+            if !resource.scopesSupported.isEmpty { challenge += #", scope="\#(resource.scopesSupported.joined(separator: " "))""# }
+        }
+        if case .noCredentials = error {
+        } else {
+            challenge += #", error="invalid_token", error_description="\#(error.publicReason)""#
+        }
+        return challenge
+    }
+
+    /// The `403` of a call its policy would allow with more scopes (RFC 6750 §3.1 `insufficient_scope`), listing every
+    /// scope the call needs, so that the client can ask for a token with them.
+    func insufficientScope(_ scopes: [String], tenant: String?) -> (String, String) {
+        var challenge = #"Bearer realm="mcpgw", error="insufficient_scope", scope="\#(scopes.joined(separator: " "))""#
+        if let resource = services.oauth?.challenged(tenant: tenant) {
+            challenge += #", resource_metadata="\#(resource.metadataURL)""#
+        }
+        challenge += #", error_description="the call needs scope \#(scopes.joined(separator: " "))""#
+        return ("WWW-Authenticate", challenge)
     }
 
     // MARK: - Checks on the head
@@ -254,7 +282,9 @@ struct ExchangeDecisions {
     /// `Mcp-Name` the upstream gets for a task method; a refusal when a handle is not this caller's, when a task
     /// method names no task, or when `tasks/list` is asked outside a session (an upstream without sessions cannot
     /// scope its list to one caller behind the gateway, and sealing its ids would hand this caller everyone's tasks).
-    func openTaskHandles(_ request: ExchangeRequest, _ parsed: MCPBody, body: ByteBuffer) -> Result<(body: ByteBuffer?, name: String?), Refusal> {
+    func openTaskHandles(
+        _ request: ExchangeRequest, _ parsed: MCPBody, body: ByteBuffer
+    ) -> Result<(body: ByteBuffer?, name: String?), Refusal> {
         let principal = request.principal!
         let handles = services.sessionHandles
         if request.upstreamSession == nil, let list = parsed.messages.first(where: { $0.method == "tasks/list" }) {
@@ -449,7 +479,14 @@ struct ExchangeDecisions {
         for item in decided where !item.decision.outcome.permits {
             if case .rateLimited(let wait) = item.decision.outcome { retryAfter = max(retryAfter ?? 0, wait) }
         }
-        let headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
+        var headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
+        // Refused only for want of scopes (every refused message): the OAuth step-up answer, 403 with the scopes.
+        let refused = decided.filter { !$0.decision.outcome.permits }
+        var neededScopes: [String] = []
+        if retryAfter == nil, refused.allSatisfy({ !$0.decision.insufficientScopes.isEmpty }) {
+            for scope in refused.flatMap(\.decision.insufficientScopes) where !neededScopes.contains(scope) { neededScopes.append(scope) }
+            headers.append(insufficientScope(neededScopes, tenant: request.pathTenant ?? request.principal?.tenant))
+        }
         let errors = decided.filter { $0.message.kind == .request }.map { item in
             Self.errorObject(
                 id: item.message.id, for: item.decision.outcome.permits ? first.decision : item.decision,
@@ -467,7 +504,8 @@ struct ExchangeDecisions {
             return Refusal(status: retryAfter != nil ? .tooManyRequests : .forbidden, json: body, headers: headers, records: records)
         }
         let payload = isBatch ? JSONValue.array(errors).serialized : errors[0].serialized
-        return Refusal(status: retryAfter != nil ? .tooManyRequests : .ok, json: payload, headers: headers, records: records)
+        let status: HTTPResponseStatus = retryAfter != nil ? .tooManyRequests : neededScopes.isEmpty ? .ok : .forbidden
+        return Refusal(status: status, json: payload, headers: headers, records: records)
     }
 
     static func errorObject(id: JSONValue?, for decision: PolicyDecision, batchNote: Bool) -> JSONValue {
@@ -481,6 +519,9 @@ struct ExchangeDecisions {
             message = "rate limited: \(decision.reason)"
             data.append(
                 .init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
+        }
+        if !decision.insufficientScopes.isEmpty {
+            data.append(.init(key: "required_scopes", value: .array(decision.insufficientScopes.map(JSONValue.string))))
         }
         if batchNote { message = "not forwarded: another message in the batch was refused (\(decision.rule))" }
         return .object(

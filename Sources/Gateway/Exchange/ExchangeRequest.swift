@@ -29,6 +29,9 @@ final class ExchangeRequest: @unchecked Sendable {
     var upstreamLastEventID: String?
     /// Which transport the request uses.
     var transport = Transport.streamableHTTP
+    /// The tenant the request's path names (`/tenants/<tenant>/…`): its OAuth metadata is what a `401` points to,
+    /// and only its principals are served there.
+    var pathTenant: String?
     /// The upstream path and query to send the request to, when not the endpoint's own (a legacy message endpoint).
     var upstreamTarget: String?
 

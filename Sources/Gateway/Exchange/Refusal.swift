@@ -18,6 +18,8 @@ struct Refusal: Error {
     var closeConnection = false
     /// The body's media type.
     var contentType = "application/json"
+    /// The tenant whose fetched signing keys might verify the refused token after a refetch (its `kid` was unknown).
+    var unknownKeyTenant: String?
 
     /// A refusal with a plain JSON body.
     init(status: HTTPResponseStatus, json: String, headers: [(String, String)] = [], records: [AuditRecord]) {

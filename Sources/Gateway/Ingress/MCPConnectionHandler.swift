@@ -189,12 +189,21 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
                     headers: [("Allow", "GET, HEAD")], records: []))
         }
-        let transport: ExchangeRequest.Transport?
+        if path.hasPrefix(ProtectedResource.wellKnown), let services { return answer(protectedResourceMetadata(path, head, services)) }
+        var transport: ExchangeRequest.Transport?
         switch path {
         case services?.mcpPath: transport = .streamableHTTP
         case Self.legacyStreamPath: transport = .legacyStream
         case Self.legacyMessagesPath: transport = .legacyMessages
-        default: transport = nil
+        default:
+            // A tenant's own MCP endpoint, `/tenants/<tenant>` + the MCP path: the same endpoint, which tells an
+            // unauthenticated client where its tenant's OAuth metadata is.
+            if let services, let tenant = OAuthResources.tenant(inPath: path, mcpPath: services.mcpPath),
+                services.policy.snapshot.tenants[tenant] != nil
+            {
+                transport = .streamableHTTP
+                request!.pathTenant = tenant
+            }
         }
         guard let services, let decisions, let transport else {
             let record = request!.record(.malformed, "no such endpoint: \(head.method.rawValue) \(path.prefix(200))", rule: "path")
@@ -223,18 +232,55 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         } else {
             // A fresh signature check can take tens of microseconds (RSA): off the loop, so it never delays others.
             let generation = self.generation
-            let future = services.offload(on: context!.eventLoop) { decisions.authenticate(pending)! }
-            future.assumeIsolated().whenComplete { [self] result in
-                guard generation == self.generation else { return }
-                switch result {
-                case .success(let outcome): authenticated(outcome)
-                case .failure:
-                    answer(
-                        pending.unavailable(
-                            "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+            authenticateOffLoop(pending, refetchedKeys: false)
+        }
+    }
+
+    /// Authenticates off the event loop. A token whose `kid` is unknown, of a tenant whose keys are fetched over
+    /// HTTPS, may cause one refetch (rate-limited by the fetcher) and is then checked once more; nothing blocks
+    /// while the keys are fetched.
+    private func authenticateOffLoop(_ pending: ExchangeRequest, refetchedKeys: Bool) {
+        guard let services, let decisions, let loop = context?.eventLoop else { return }
+        let generation = self.generation
+        let future = services.offload(on: loop) { decisions.authenticate(pending)! }
+        future.assumeIsolated().whenComplete { [self] result in
+            guard generation == self.generation else { return }
+            switch result {
+            case .success(.failure(let refusal)):
+                guard !refetchedKeys, let tenant = refusal.unknownKeyTenant, let fetcher = services.keyFetcher else {
+                    return authenticated(.failure(refusal))
                 }
+                fetcher.refetchForUnknownKey(tenant: tenant).hop(to: loop).assumeIsolated().whenComplete { [self] fetched in
+                    guard generation == self.generation else { return }
+                    if case .success(true) = fetched {
+                        authenticateOffLoop(pending, refetchedKeys: true)
+                    } else {
+                        authenticated(.failure(refusal))
+                    }
+                }
+            case .success(let outcome): authenticated(outcome)
+            case .failure:
+                answer(
+                    pending.unavailable(
+                        "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
             }
         }
+    }
+
+    /// `GET /.well-known/oauth-protected-resource…`: the RFC 9728 document of the resource served at that path, or
+    /// 404. Public (no credentials needed), audited.
+    private func protectedResourceMetadata(_ path: String, _ head: HTTPRequestHead, _ services: GatewayServices) -> Refusal {
+        guard head.method == .GET || head.method == .HEAD else {
+            return Refusal(
+                status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
+                headers: [("Allow", "GET, HEAD")], records: [request!.record(.malformed, "metadata takes GET", rule: "http_method")])
+        }
+        guard let resource = services.oauth?.metadata(at: path) else {
+            let record = request!.record(.malformed, "no protected resource metadata at \(path.prefix(200))", rule: "path")
+            return Refusal(status: .notFound, json: #"{"error":"not found"}"#, records: [record])
+        }
+        let record = request!.record(.allow, "protected resource metadata for \(resource.resource)", rule: "oauth_metadata")
+        return Refusal(status: .ok, json: resource.document.serialized, records: [record])
     }
 
     private func authenticated(_ outcome: Result<Principal, Refusal>) {
@@ -243,6 +289,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             answer(refusal)
         case .success(let principal):
             request?.principal = principal
+            if let tenant = request?.pathTenant, tenant != principal.tenant {
+                // A tenant's endpoint serves that tenant's agents only.
+                return answer(
+                    Refusal(
+                        status: .forbidden, id: nil, code: GatewayErrorCode.authenticationFailed,
+                        message: "these credentials belong to another tenant than this endpoint's",
+                        records: [
+                            request!.record(
+                                .deny, "credentials of tenant \(principal.tenant) on the endpoint of \(tenant)", rule: "tenant_path")
+                        ]))
+            }
             if let refusal = decisions?.checkHead(request!) { return answer(refusal) }
             perform(machine.authenticated())
         }

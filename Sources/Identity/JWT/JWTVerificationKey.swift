@@ -120,6 +120,27 @@ extension JWTVerificationKey {
 
     /// Every key of a JWK Set document (`{"keys":[...]}`); each key must have a `kid`.
     public static func jwks(_ document: [UInt8]) throws(JWTKeyError) -> [JWTVerificationKey] {
+        try jwks(document, skippingUnusable: false)
+    }
+
+    /// The keys of a JWKS document fetched from an identity provider: keys mcpgw cannot use for signatures (other
+    /// key types, `"use": "enc"`, no `kid`) are skipped rather than failing the set, since providers publish them.
+    /// Fails when the document is not a JWKS or holds no usable key.
+    public static func jwks(_ document: [UInt8], skippingUnusable: Bool) throws(JWTKeyError) -> [JWTVerificationKey] {
+        guard skippingUnusable else { return try strictJWKS(document) }
+        guard let keys = (try? JSONParser.parse(document))?.objectValue?["keys"]?.arrayValue else {
+            throw .invalid("not a JWKS (a JSON object with a 'keys' array)")
+        }
+        let usable = keys.compactMap { entry -> JWTVerificationKey? in
+            guard let object = entry.objectValue, object["kid"]?.stringValue != nil, object["use"]?.stringValue ?? "sig" == "sig"
+            else { return nil }
+            return try? jwk(object)
+        }
+        guard !usable.isEmpty else { throw .invalid("the JWKS holds no usable signing key") }
+        return usable
+    }
+
+    private static func strictJWKS(_ document: [UInt8]) throws(JWTKeyError) -> [JWTVerificationKey] {
         let value: JSONValue
         do {
             value = try JSONParser.parse(document)

@@ -17,19 +17,24 @@ public struct JWTVerifier: Sendable {
     private let keysByID: [String: KeyEntry]
     private let tenantByIssuer: [String: String]
     private let cache: VerifiedTokenCache
+    /// Keys fetched over HTTPS for tenants that have `remoteKeys`.
+    private let remoteKeys: RemoteKeyRing?
     /// Largest token accepted, in bytes.
     public let maximumTokenBytes: Int
 
     /// A verifier for these tenants. Fails when a `kid` or issuer is claimed by two tenants, or a tenant has no
     /// issuer or key.
     public init(
-        tenants: [String: TenantJWTSettings], maximumTokenBytes: Int = 8192, cacheCapacity: Int = 10_000
+        tenants: [String: TenantJWTSettings], maximumTokenBytes: Int = 8192, cacheCapacity: Int = 10_000,
+        remoteKeys: RemoteKeyRing? = nil
     ) throws(IdentityConfigurationError) {
         var keysByID: [String: KeyEntry] = [:]
         var tenantByIssuer: [String: String] = [:]
         for (tenant, settings) in tenants.sorted(by: { $0.key < $1.key }) {
             guard !settings.issuers.isEmpty else { throw .init("tenant '\(tenant)': JWT settings need at least one issuer") }
-            guard !settings.keys.isEmpty else { throw .init("tenant '\(tenant)': JWT settings need at least one key") }
+            guard !settings.keys.isEmpty || settings.remoteKeys != nil else {
+                throw .init("tenant '\(tenant)': JWT settings need at least one key, or keys fetched over HTTPS")
+            }
             guard !settings.audience.isEmpty else { throw .init("tenant '\(tenant)': JWT audience must not be empty") }
             for issuer in settings.issuers {
                 if let owner = tenantByIssuer[issuer], owner != tenant {
@@ -50,6 +55,18 @@ public struct JWTVerifier: Sendable {
         self.tenantByIssuer = tenantByIssuer
         self.cache = VerifiedTokenCache(capacity: cacheCapacity)
         self.maximumTokenBytes = maximumTokenBytes
+        self.remoteKeys = remoteKeys
+    }
+
+    /// The tenant whose fetched key set a token with an unknown `kid` might be signed by: the tenant of its
+    /// (unverified) issuer, when that tenant fetches keys over HTTPS. Only ever used to decide which configured URL to
+    /// refetch — never a URL from the token.
+    public func tenantToRefetch(for token: String) -> String? {
+        guard let jws = try? CompactJWS(parsing: token, maximumBytes: maximumTokenBytes),
+            let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer],
+            tenants[tenant]?.remoteKeys != nil
+        else { return nil }
+        return tenant
     }
 
     /// How many verified tokens are cached.
@@ -84,16 +101,24 @@ public struct JWTVerifier: Sendable {
     private func selectKey(_ jws: CompactJWS) throws(AuthenticationError) -> KeyEntry {
         if let kidValue = jws.header["kid"] {
             guard let kid = kidValue.stringValue else { throw .malformedToken("header 'kid' is not a string") }
-            guard let entry = keysByID[kid] else { throw .unknownKeyID(kid) }
-            return entry
+            if let entry = keysByID[kid] { return entry }
+            // A fetched key: looked up in the set of the tenant the issuer names (kids need not be unique across
+            // identity providers; issuers are unique across tenants).
+            if let remoteKeys, let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer],
+                let key = remoteKeys.keys(for: tenant).first(where: { $0.keyID == kid })
+            {
+                return KeyEntry(tenant: tenant, key: key)
+            }
+            throw .unknownKeyID(kid)
         }
         // No kid: the issuer (still unverified, used only to pick a key) must have exactly one key.
         guard let issuer = jws.payload["iss"]?.stringValue else { throw .keyNotSelectable("token has neither 'kid' nor 'iss'") }
         guard let tenant = tenantByIssuer[issuer], let settings = tenants[tenant] else { throw .wrongIssuer(issuer) }
-        guard settings.keys.count == 1 else {
-            throw .keyNotSelectable("token has no 'kid' and issuer '\(issuer)' has \(settings.keys.count) keys")
+        let keys = settings.keys + (remoteKeys?.keys(for: tenant) ?? [])
+        guard keys.count == 1 else {
+            throw .keyNotSelectable("token has no 'kid' and issuer '\(issuer)' has \(keys.count) keys")
         }
-        return KeyEntry(tenant: tenant, key: settings.keys[0])
+        return KeyEntry(tenant: tenant, key: keys[0])
     }
 
     private func checkClaims(
@@ -116,7 +141,10 @@ public struct JWTVerifier: Sendable {
 
         let issuer = try string(claims, "iss", required: true)!
         guard settings.issuers.contains(issuer) else { throw .wrongIssuer(issuer) }
-        guard try audiences(claims).contains(settings.audience) else { throw .wrongAudience(expected: settings.audience) }
+        let audiences = try audiences(claims)
+        guard audiences.contains(settings.audience) || settings.resourceAudiences.contains(where: audiences.contains) else {
+            throw .wrongAudience(expected: settings.audience)
+        }
 
         let named = try string(claims, settings.tenantClaim, required: true)!
         guard tenants[named] != nil else { throw .unknownTenant(named) }

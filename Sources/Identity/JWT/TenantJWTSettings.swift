@@ -4,8 +4,13 @@ public struct TenantJWTSettings: Sendable {
     public var issuers: [String]
     /// Keys that may sign this tenant's tokens; `kid`s are unique across all tenants.
     public var keys: [JWTVerificationKey]
-    /// The value `aud` must contain.
+    /// A value `aud` must contain: this, or one of `resourceAudiences`.
     public var audience: String
+    /// The canonical URIs of the OAuth protected resources that serve this tenant (RFC 8707): a token issued for
+    /// one of them is accepted too.
+    public var resourceAudiences: [String] = []
+    /// Where more keys are fetched over HTTPS, if anywhere (they then live in the verifier's `RemoteKeyRing`).
+    public var remoteKeys: RemoteKeySettings?
     /// Claim that names the tenant (default `tenant`).
     public var tenantClaim: String
     /// Claim that names the agent (default `sub`).
