@@ -27,6 +27,8 @@ public struct GatewayServices: Sendable {
     public var oauth: OAuthResources?
     /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
     public var keyFetcher: RemoteKeyFetcher?
+    /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
+    public var introspector: TokenIntrospector?
     /// Request ids.
     let requestIDs = RequestIDs()
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.

@@ -40,6 +40,8 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
     case agentMismatch(certificate: String, token: String)
     /// The client certificate cannot be mapped to an agent of the tenant whose CA verified it.
     case certificateRefused(String)
+    /// An opaque token its authorization server says is not active (or that no tenant's introspection covers).
+    case inactiveToken(String)
 
     /// A stable, machine-readable name of the failure.
     public var code: String {
@@ -64,6 +66,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .tenantMismatch: "tenant_mismatch"
         case .agentMismatch: "agent_mismatch"
         case .certificateRefused: "certificate_refused"
+        case .inactiveToken: "token_inactive"
         }
     }
 
@@ -80,6 +83,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "the token is malformed or lacks a required claim"
         case .tenantMismatch, .agentMismatch: "the presented credentials name different callers"
         case .certificateRefused: "the client certificate is not accepted"
+        case .inactiveToken: "the token is not active"
         }
     }
 
@@ -95,6 +99,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "malformed_token"
         case .tenantMismatch, .agentMismatch: "credentials_disagree"
         case .certificateRefused: "certificate_refused"
+        case .inactiveToken: "token_inactive"
         }
     }
 
@@ -120,6 +125,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .tenantMismatch(let why): "tenant mismatch: \(why)"
         case .agentMismatch(let certificate, let token): "certificate names agent '\(certificate)' but the token names '\(token)'"
         case .certificateRefused(let why): "client certificate refused: \(why)"
+        case .inactiveToken(let why): "opaque token refused: \(why)"
         }
     }
 }

@@ -33,6 +33,8 @@ public struct IdentityConfiguration: Sendable {
     public var tokenCacheCapacity: Int
     /// What the gateway publishes as an OAuth protected resource, when `identity.public_url` is set.
     public var oauth: OAuthResources?
+    /// The audience tokens name by default (`identity.audience`, default `mcpgw`).
+    public var audience = "mcpgw"
 
     /// A configuration from its parts.
     public init(tenants: [String: TenantIdentity], maximumTokenBytes: Int = 8192, tokenCacheCapacity: Int = 10_000) {
@@ -135,6 +137,7 @@ extension IdentityConfiguration {
         var configuration = IdentityConfiguration(
             tenants: result, maximumTokenBytes: try identity?.int("max_token_bytes") ?? 8192,
             tokenCacheCapacity: try identity?.int("token_cache_size") ?? 10_000)
+        configuration.audience = audience
         if let publicURL {
             configuration.oauth = OAuthResources(publicURL: publicURL, shared: shared, tenants: tenantResources)
         }

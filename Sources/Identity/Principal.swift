@@ -10,6 +10,8 @@ public struct Principal: Sendable, Hashable {
         case jwt
         /// Both, agreeing on tenant (and agent).
         case both
+        /// An opaque bearer token its authorization server vouched for (RFC 7662 introspection).
+        case introspection
     }
 
     /// Facts from the client certificate, for audit records.

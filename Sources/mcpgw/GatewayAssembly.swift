@@ -64,6 +64,18 @@ enum GatewayAssembly {
             limits: file.limits, mcpPath: file.mcpPath, logger: logger)
         services.oauth = file.identity.oauth
         services.keyFetcher = fetcher
+        let introspection = file.identity.tenants.compactMapValues(\.introspection)
+        if !introspection.isEmpty {
+            // What an introspected token's `aud` may name: the tenant's JWT audience and its protected resources.
+            let audiences = Dictionary(
+                uniqueKeysWithValues: introspection.keys.map { tenant in
+                    let jwt = file.identity.tenants[tenant]?.jwt
+                    let resources = [file.identity.oauth?.tenants[tenant]?.resource, file.identity.oauth?.shared?.resource]
+                    return (tenant, [jwt?.audience ?? file.identity.audience] + resources.compactMap { $0 })
+                })
+            services.introspector = try TokenIntrospector(
+                settings: introspection, audiences: audiences, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        }
         fetcher?.start()
         return services
     }

@@ -54,6 +54,12 @@ struct ExchangeDecisions {
                 error = failure
             }
         }
+        return .failure(authenticationRefusal(request, error))
+    }
+
+    /// The answer to credentials that do not authenticate: 401 (403 for credentials that disagree), with the
+    /// challenge, the failure in general terms, and a record with the detail.
+    func authenticationRefusal(_ request: ExchangeRequest, _ error: AuthenticationError) -> Refusal {
         var record = request.record(.authenticationFailed, error.description, rule: error.code)
         if let certificate = request.handshake?.peerCertificate { record.agent = certificate.leaf.uris.first ?? certificate.leaf.subject }
         // Credentials that were each valid but disagree are a 403; everything else asks for credentials (401).
@@ -70,7 +76,29 @@ struct ExchangeDecisions {
         if case .unknownKeyID = error, case .success(let token?) = Self.bearerToken(request.head.headers) {
             refusal.unknownKeyTenant = services.authenticator.tokens.tenantToRefetch(for: token)
         }
-        return .failure(refusal)
+        return refusal
+    }
+
+    /// The principal for an opaque token its authorization server vouched for, with the client certificate (if any)
+    /// agreeing on tenant and agent.
+    func introspected(_ request: ExchangeRequest, _ principal: Principal) -> Result<Principal, Refusal> {
+        guard let certificate = request.handshake?.peerCertificate else { return .success(principal) }
+        do throws(AuthenticationError) {
+            let fromCertificate = try services.authenticator.certificates.principal(for: certificate)
+            guard fromCertificate.tenant == principal.tenant else {
+                throw .tenantMismatch("client certificate belongs to tenant '\(fromCertificate.tenant)', token to '\(principal.tenant)'")
+            }
+            guard fromCertificate.agent == principal.agent else {
+                throw .agentMismatch(certificate: fromCertificate.agent, token: principal.agent)
+            }
+            return .success(
+                Principal(
+                    tenant: principal.tenant, agent: principal.agent, method: .both, scopes: principal.scopes,
+                    expiresAt: [fromCertificate.expiresAt, principal.expiresAt].compactMap { $0 }.min(),
+                    certificate: fromCertificate.certificate, token: nil))
+        } catch {
+            return .failure(authenticationRefusal(request, error))
+        }
     }
 
     /// The `WWW-Authenticate` challenge of a `401`: where the protected resource's metadata is (RFC 9728), the scopes it

@@ -78,13 +78,14 @@ final class ExchangeRequest: @unchecked Sendable {
     }
 
     /// A refusal because the gateway cannot serve the request now (503 unless told otherwise).
+    /// `detail`, when given, goes to the record only (the caller sees `reason`).
     func unavailable(
         _ reason: String, rule: String, code: Int, status: HTTPResponseStatus = .serviceUnavailable,
-        headers: [(String, String)] = []
+        headers: [(String, String)] = [], detail: String? = nil
     ) -> Refusal {
         Refusal(
             status: status, id: nil, code: code, message: reason, headers: headers,
-            records: [record(.unavailable, reason, rule: rule)])
+            records: [record(.unavailable, detail.map { "\(reason): \($0)" } ?? reason, rule: rule)])
     }
 }
 

@@ -227,6 +227,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     headers: [("Allow", names.joined(separator: ", "))], records: [record]))
         }
         let pending = request!
+        if let introspector = services.introspector, case .success(let token?) = ExchangeDecisions.bearerToken(head.headers),
+            TokenIntrospector.isOpaque(token)
+        {
+            return authenticateOpaque(pending, token, introspector)
+        }
         if let outcome = decisions.authenticate(pending, cheapOnly: true) {
             authenticated(outcome)
         } else {
@@ -263,6 +268,29 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 answer(
                     pending.unavailable(
                         "the gateway is overloaded; try again", rule: "offload", code: GatewayErrorCode.upstreamUnavailable))
+            }
+        }
+    }
+
+    /// An opaque bearer token: asked of the authorization server of the tenant this endpoint serves (or the only
+    /// tenant that introspects), without blocking the loop.
+    private func authenticateOpaque(_ pending: ExchangeRequest, _ token: String, _ introspector: TokenIntrospector) {
+        guard let decisions, let loop = context?.eventLoop else { return }
+        guard let tenant = introspector.tenant(forPathTenant: pending.pathTenant) else {
+            let error = AuthenticationError.inactiveToken("opaque token, and no tenant introspection covers this endpoint")
+            return authenticated(.failure(decisions.authenticationRefusal(pending, error)))
+        }
+        let generation = self.generation
+        introspector.introspect(token, tenant: tenant).hop(to: loop).assumeIsolated().whenSuccess { [self] outcome in
+            guard generation == self.generation else { return }
+            switch outcome {
+            case .principal(let principal): authenticated(decisions.introspected(pending, principal))
+            case .refused(let error): authenticated(.failure(decisions.authenticationRefusal(pending, error)))
+            case .unavailable(let why):
+                answer(
+                    pending.unavailable(
+                        "the authorization server could not check the token; try again", rule: "introspection_unavailable",
+                        code: GatewayErrorCode.authenticationFailed, status: .serviceUnavailable, detail: why))
             }
         }
     }

@@ -20,10 +20,11 @@ struct GatewayFixture {
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
-        configure: (inout GatewayConfiguration) -> Void = { _ in }
+        configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
-        let document = try JSONObjectReader(try JSONParser.parse(Array(FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!)))
+        let text = editConfiguration(String(decoding: FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!, as: UTF8.self))
+        let document = try JSONObjectReader(try JSONParser.parse(Array(text.utf8)))
         let identity = try IdentityConfiguration.read(
             identity: try document.object("identity"), tenants: try document.object("tenants")!, baseDirectory: root,
             otherTenantKeys: ["upstream"])
@@ -33,7 +34,7 @@ struct GatewayFixture {
             url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA)
         acme.callTimeout = callTimeout
         if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
-        let services = try GatewayServices(
+        var services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
             policy: try PolicyEngine(directory: policies ?? root + "/policies"),
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
@@ -43,6 +44,7 @@ struct GatewayFixture {
             ].filter { tenantsWithUpstream.contains($0.key) },
             sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
             limits: limits, clock: frozenClock ? frozen : nil)
+        services.oauth = identity.oauth
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [
@@ -96,12 +98,13 @@ struct GatewayFixture {
 
     /// A development bearer token.
     static func token(
-        tenant: String = "acme", agent: String = "bot1", scopes: [String] = ["tools:read"], lifetime: Int64 = 600
+        tenant: String = "acme", agent: String = "bot1", scopes: [String] = ["tools:read"], lifetime: Int64 = 600,
+        audience: String = "mcpgw"
     ) throws -> String {
         let key = try JWTSigningKey.privateKey(pem: Array(FileManager.default.contents(atPath: DevPKI.path("jwt/\(tenant)-rs256.key"))!))
         return try TokenMinter(key: key, keyID: "\(tenant)-rs256").mint(
             .init(
-                issuer: "https://issuer.mcpgw.dev/\(tenant)", audience: "mcpgw", tenant: tenant, agent: agent, scopes: scopes,
+                issuer: "https://issuer.mcpgw.dev/\(tenant)", audience: audience, tenant: tenant, agent: agent, scopes: scopes,
                 issuedAt: Date(), lifetimeSeconds: lifetime))
     }
 }

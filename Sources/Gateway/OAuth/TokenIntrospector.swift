@@ -1,0 +1,178 @@
+public import Identity
+public import Logging
+public import NIOCore
+import NIOHTTP1
+import StrictJSON
+import Synchronization
+
+import struct Foundation.Date
+import func Glibc.time
+
+/// Opaque (non-JWT) bearer tokens, checked with the tenant's authorization server by RFC 7662 introspection, over
+/// the gateway's own HTTPS client, with a bounded cache of the answers.
+///
+/// - An answer is remembered for the tenant's `cache_seconds`, never past the token's `exp`; inactive answers too
+///   (so a flood of made-up tokens costs the authorization server one request each, at most `maximumInFlight` at a
+///   time per tenant — beyond that the caller gets `503`, not a queue).
+/// - An active answer must name a valid agent (`sub`, or the configured claim), and, when it has an `aud`, include
+///   the tenant's audience or resource URI. Its `scope` becomes the principal's scopes.
+/// - Introspection that fails (unreachable, not JSON, not 2xx) refuses the request with `503`: fail closed.
+public final class TokenIntrospector: Sendable {
+    /// One tenant's introspection: settings, its HTTPS endpoint, and what the token's `aud` may name.
+    struct Tenant: Sendable {
+        let settings: IntrospectionSettings
+        let fetch: HTTPSFetch
+        let audiences: [String]
+    }
+
+    /// What introspection says about a token.
+    public enum Outcome: Sendable {
+        /// Active: the principal it names.
+        case principal(Principal)
+        /// Not active, or unusable: the reason (for the audit record).
+        case refused(AuthenticationError)
+        /// The authorization server could not be asked.
+        case unavailable(String)
+    }
+
+    private struct Entry {
+        let outcome: Outcome
+        let until: Double
+    }
+
+    private let tenants: [String: Tenant]
+    private let cache = Mutex<[String: Entry]>([:])
+    private let inFlight = Mutex<[String: Int]>([:])
+    private let eventLoop: any EventLoop
+    private let logger: Logger
+    private let clock: @Sendable () -> Double
+    /// Introspection requests one tenant may have open at once.
+    static let maximumInFlight = 32
+
+    /// An introspector for these tenants' settings; `audiences` are what a token's `aud` may name, per tenant.
+    public init(
+        settings: [String: IntrospectionSettings], audiences: [String: [String]], eventLoop: any EventLoop, logger: Logger,
+        clock: (@Sendable () -> Double)? = nil
+    ) throws(UpstreamConfigurationError) {
+        var tenants: [String: Tenant] = [:]
+        for (tenant, settings) in settings {
+            tenants[tenant] = Tenant(
+                settings: settings, fetch: try HTTPSFetch(url: settings.url, caFile: settings.caFile, maximumBytes: 64 * 1024),
+                audiences: audiences[tenant] ?? [])
+        }
+        self.tenants = tenants
+        self.eventLoop = eventLoop
+        self.logger = logger
+        let origin = NIODeadline.now()
+        self.clock = clock ?? { Double((NIODeadline.now() - origin).nanoseconds) / 1e9 }
+    }
+
+    /// Whether `token` is opaque: not the three dot-separated parts of a JWS (those are verified as JWTs).
+    public static func isOpaque(_ token: String) -> Bool { token.utf8.lazy.filter { $0 == UInt8(ascii: ".") }.count != 2 }
+
+    /// The tenant whose introspection covers a request: the tenant its path names, or the only tenant that
+    /// introspects.
+    public func tenant(forPathTenant pathTenant: String?) -> String? {
+        if let pathTenant { return tenants[pathTenant] == nil ? nil : pathTenant }
+        return tenants.count == 1 ? tenants.keys.first : nil
+    }
+
+    /// What `tenant`'s authorization server says about `token` (from the cache when it answered recently).
+    public func introspect(_ token: String, tenant: String) -> EventLoopFuture<Outcome> {
+        guard let configuration = tenants[tenant] else {
+            return eventLoop.makeSucceededFuture(.refused(.inactiveToken("no introspection for tenant \(tenant)")))
+        }
+        let key = SHA256Digest.hex(Array(token.utf8))
+        let now = clock()
+        if let entry = cache.withLock({ $0[key] }), entry.until > now { return eventLoop.makeSucceededFuture(entry.outcome) }
+        let admitted = inFlight.withLock { counts -> Bool in
+            guard counts[tenant, default: 0] < Self.maximumInFlight else { return false }
+            counts[tenant, default: 0] += 1
+            return true
+        }
+        guard admitted else { return eventLoop.makeSucceededFuture(.unavailable("too many introspections in flight")) }
+        let settings = configuration.settings
+        let credentials = Array("\(Self.formEncode(settings.clientID)):\(Self.formEncode(settings.clientSecret))".utf8)
+        let body = Array("token=\(Self.formEncode(token))&token_type_hint=access_token".utf8)
+        return configuration.fetch.send(
+            .POST,
+            headers: [
+                ("Content-Type", "application/x-www-form-urlencoded"), ("Authorization", "Basic " + Self.base64(credentials)),
+            ], body: body, on: eventLoop
+        ).map { response -> Outcome in
+            let outcome = Self.outcome(response.body, tenant: tenant, configuration: configuration, now: Int64(time(nil)))
+            if case .unavailable = outcome { return outcome }
+            var until = now + Double(settings.cacheSeconds)
+            if case .principal(let principal) = outcome, let expiry = principal.expiresAt?.timeIntervalSince1970 {
+                until = min(until, now + max(0, expiry - Double(time(nil))))
+            }
+            self.remember(key, Entry(outcome: outcome, until: until), capacity: settings.cacheSize, now: now)
+            return outcome
+        }.recover { error in
+            self.logger.warning("token introspection failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            return .unavailable("introspection endpoint: \(error)")
+        }.always { _ in
+            self.inFlight.withLock { $0[tenant, default: 1] -= 1 }
+        }
+    }
+
+    private func remember(_ key: String, _ entry: Entry, capacity: Int, now: Double) {
+        cache.withLock { cache in
+            if cache.count >= capacity {
+                cache = cache.filter { $0.value.until > now }
+                while cache.count >= capacity, let victim = cache.keys.first { cache[victim] = nil }
+            }
+            cache[key] = entry
+        }
+    }
+
+    /// Reads an RFC 7662 answer.
+    static func outcome(_ body: [UInt8], tenant: String, configuration: Tenant, now: Int64) -> Outcome {
+        guard let answer = (try? JSONParser.parse(body))?.objectValue, let active = answer["active"]?.boolValue else {
+            return .unavailable("introspection answer is not a JSON object with a boolean 'active'")
+        }
+        guard active else { return .refused(.inactiveToken("the authorization server says the token is not active")) }
+        if let expiry = answer["exp"]?.numberValue?.int64Value, expiry <= now {
+            return .refused(.inactiveToken("the introspection answer says the token expired at \(expiry)"))
+        }
+        if let audience = answer["aud"] {
+            let named = audience.stringValue.map { [$0] } ?? audience.arrayValue?.compactMap(\.stringValue) ?? []
+            guard named.contains(where: configuration.audiences.contains) else {
+                return .refused(.wrongAudience(expected: configuration.audiences.first ?? ""))
+            }
+        }
+        guard let agent = answer[configuration.settings.agentClaim]?.stringValue, IdentifierRules.isValid(agent) else {
+            return .refused(.missingClaim("\(configuration.settings.agentClaim) (a valid agent id) in the introspection answer"))
+        }
+        let scopes = Set((answer["scope"]?.stringValue ?? "").split(separator: " ").map(String.init))
+        let expiry = answer["exp"]?.numberValue?.int64Value.map { Date(timeIntervalSince1970: Double($0)) }
+        return .principal(
+            Principal(
+                tenant: tenant, agent: agent, method: .introspection, scopes: scopes, expiresAt: expiry, certificate: nil, token: nil))
+    }
+
+    /// `application/x-www-form-urlencoded` (RFC 6749 appendix B): unreserved characters as they are, the rest %XX.
+    static func formEncode(_ text: String) -> String {
+        var encoded = ""
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+                UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "~"):
+                encoded.append(Character(Unicode.Scalar(byte)))
+            default:
+                encoded += "%" + String(byte, radix: 16, uppercase: true).leftPadded
+            }
+        }
+        return encoded
+    }
+
+    static func base64(_ bytes: [UInt8]) -> String {
+        var encoded = Base64URL.encode(bytes).map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
+        while encoded.count % 4 != 0 { encoded.append("=") }
+        return String(encoded)
+    }
+}
+
+extension String {
+    fileprivate var leftPadded: String { count == 1 ? "0" + self : self }
+}

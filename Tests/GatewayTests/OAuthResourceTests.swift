@@ -1,0 +1,208 @@
+import Foundation
+import Identity
+import StrictJSON
+import TestSupport
+import Testing
+
+@testable import Gateway
+
+/// mcpgw as an OAuth 2.0 resource server: RFC 9728 metadata (per tenant and shared) and the `401` that points to it,
+/// RFC 8707 audiences, `insufficient_scope` step-up, and `401` texts that say what kind of failure it was but never
+/// what is configured.
+@Suite("OAuth resource server", .serialized)
+struct OAuthResourceTests {
+    static let origin = "https://gateway.test"
+    static let acmeResource = origin + "/tenants/acme/mcp"
+
+    /// The dev configuration, published as a protected resource: acme with its own authorization server, and a
+    /// shared one for the MCP endpoint itself.
+    static func start(_ upstream: RecordingUpstream) async throws -> GatewayFixture {
+        try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: { text in
+                text.replacingOccurrences(
+                    of: #""identity": {"#,
+                    with: #""identity": {"public_url": "\#(origin)", "oauth": {"authorization_servers": ["https://shared-as.test"]},"#
+                ).replacingOccurrences(
+                    of: #""acme": {"#,
+                    with:
+                        #""acme": {"oauth": {"authorization_servers": ["https://as.acme.test"], "scopes_supported": ["tools:read", "tools:write"]},"#
+                )
+            })
+    }
+
+    static func bearer(_ token: String) -> [(String, String)] { [("Authorization", "Bearer \(token)")] }
+
+    @Test("a 401 points to the metadata of the resource the client asked for, and that document is served")
+    func metadataAndChallenge() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let client = gateway.client(nil)
+
+        let tenantChallenge = try await client.send(path: "/tenants/acme/mcp", body: RPC.call("read_file"))
+        #expect(tenantChallenge.status == 401)
+        let header = try #require(tenantChallenge.header("www-authenticate"))
+        #expect(header.contains(#"resource_metadata="https://gateway.test/.well-known/oauth-protected-resource/tenants/acme/mcp""#))
+        #expect(header.contains(#"scope="tools:read tools:write""#))
+        #expect(!header.contains("error="), "no credentials: no error code (RFC 6750 §3.1)")
+
+        let document = try await client.send(.GET, path: "/.well-known/oauth-protected-resource/tenants/acme/mcp")
+        #expect(document.status == 200)
+        let metadata = try #require(try JSONParser.parse(document.body).objectValue)
+        #expect(metadata["resource"] == .string(Self.acmeResource))
+        #expect(metadata["authorization_servers"] == .array([.string("https://as.acme.test")]))
+        #expect(metadata["bearer_methods_supported"] == .array([.string("header")]))
+
+        let shared = try await client.send(body: RPC.call("read_file"))
+        #expect(
+            shared.header("www-authenticate")?.contains(
+                #"resource_metadata="https://gateway.test/.well-known/oauth-protected-resource/mcp""#) == true)
+        let sharedDocument = try await client.send(.GET, path: "/.well-known/oauth-protected-resource/mcp")
+        #expect(try JSONParser.parse(sharedDocument.body).objectValue?["resource"] == .string(Self.origin + "/mcp"))
+
+        // No such resource: 404, recorded. globex has no oauth section, and no tenant named nobody exists.
+        #expect(try await client.send(.GET, path: "/.well-known/oauth-protected-resource/tenants/globex/mcp").status == 404)
+        #expect(try await client.send(path: "/tenants/nobody/mcp", body: RPC.call("read_file")).status == 404)
+        #expect(upstream.received.isEmpty)
+        let records = try gateway.auditRecords()
+        #expect(records.filter { $0["rule"] == .string("oauth_metadata") }.count == 2)
+        #expect(records.filter { $0["rule"] == .string("path") }.count == 2)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("RFC 8707: a token for this resource or the configured audience is accepted; one for another resource is not")
+    func audience() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let client = gateway.client(nil)
+        for (audience, status) in [
+            (Self.acmeResource, 200), ("mcpgw", 200), (Self.origin + "/mcp", 200), (Self.origin + "/tenants/globex/mcp", 401),
+            ("https://evil.test/tenants/acme/mcp", 401), (Self.acmeResource + "/", 401),
+        ] {
+            let token = try GatewayFixture.token(audience: audience)
+            let response = try await client.send(path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: Self.bearer(token))
+            #expect(response.status == status, "aud \(audience)")
+            if status == 401 {
+                #expect(
+                    try JSONParser.parse(response.body).objectValue?["error"]?.objectValue?["data"]
+                        == .object(JSONObject(["code": .string("wrong_audience")])))
+            }
+        }
+        #expect(upstream.received.count == 3)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a tenant's endpoint serves only that tenant's agents")
+    func tenantEndpoint() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let globex = try GatewayFixture.token(tenant: "globex")
+        let response = try await gateway.client(nil).send(
+            path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: Self.bearer(globex))
+        #expect(response.status == 403)
+        let certificate = try await gateway.client("globex/agents/bot1").send(path: "/tenants/acme/mcp", body: RPC.call("read_file"))
+        #expect(certificate.status == 403)
+        #expect(upstream.received.isEmpty)
+        #expect(try gateway.auditRecords().filter { $0["rule"] == .string("tenant_path") }.count == 2)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a call its policy allows only with more scopes gets 403 insufficient_scope listing them, and is recorded")
+    func insufficientScope() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let query = RPC.call("query_db", #"{"sql":"select 1"}"#, id: 5)
+        let without = try GatewayFixture.token(scopes: [])
+        let refused = try await gateway.client(nil).send(path: "/tenants/acme/mcp", body: query, headers: Self.bearer(without))
+        #expect(refused.status == 403)
+        let header = try #require(refused.header("www-authenticate"))
+        #expect(header.contains(#"error="insufficient_scope""#) && header.contains(#"scope="tools:read""#))
+        #expect(header.contains(#"resource_metadata="https://gateway.test/.well-known/oauth-protected-resource/tenants/acme/mcp""#))
+        let error = try JSONParser.parse(refused.body).objectValue?["error"]?.objectValue
+        #expect(error?["data"]?.objectValue?["required_scopes"] == .array([.string("tools:read")]))
+        #expect(upstream.received.isEmpty)
+
+        // A call denied for another reason too (a denied tool) is a plain denial, not a step-up.
+        let denied = try await gateway.client(nil).send(
+            path: "/tenants/acme/mcp", body: RPC.call("delete_file", #"{"path":"a"}"#), headers: Self.bearer(without))
+        #expect(denied.status == 200 && denied.header("www-authenticate") == nil)
+
+        let with = try GatewayFixture.token(scopes: ["tools:read"])
+        #expect(try await gateway.client(nil).send(path: "/tenants/acme/mcp", body: query, headers: Self.bearer(with)).status == 200)
+        let records = try gateway.auditRecords().filter { $0["target"] == .string("query_db") }
+        #expect(records.map { $0["decision"] } == [.string("deny"), .string("audit")])
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("401 texts name the kind of failure, never the configured kids, algorithms, issuers or audiences")
+    func unrevealingTexts() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let good = try GatewayFixture.token()
+        let parts = good.split(separator: ".").map(String.init)
+        func encoded(_ json: String) -> String { Base64URL.encode(Array(json.utf8)) }
+        let now = Int(Date().timeIntervalSince1970)
+        let claims = #"{"iss":"https://issuer.mcpgw.dev/acme","aud":"mcpgw","tenant":"acme","sub":"bot1","exp":\#(now + 600)}"#
+        let cases: [(String, String, String)] = [
+            ("expired", try GatewayFixture.token(lifetime: -3600), "token_expired"),
+            ("bad signature", parts[0] + "." + parts[1] + ".AAAA" + parts[2].dropFirst(4), "bad_signature"),
+            ("unknown kid", encoded(#"{"alg":"RS256","kid":"nope"}"#) + "." + encoded(claims) + ".AAAA", "unknown_key"),
+            ("alg mismatch", encoded(#"{"alg":"HS256","kid":"acme-rs256"}"#) + "." + encoded(claims) + ".AAAA", "bad_signature"),
+            ("alg none", encoded(#"{"alg":"none"}"#) + "." + encoded(claims) + ".", "malformed_token"),  // empty signature: refused unread
+            ("no kid, issuer with two keys", encoded(#"{"alg":"RS256"}"#) + "." + encoded(claims) + ".AAAA", "unknown_key"),
+            (
+                "unknown issuer",
+                encoded(#"{"alg":"RS256"}"#) + "." + encoded(claims.replacingOccurrences(of: "issuer.mcpgw.dev", with: "other.test"))
+                    + ".AAAA",
+                "untrusted_issuer"
+            ),
+            ("wrong audience", try GatewayFixture.token(audience: "https://elsewhere.test"), "wrong_audience"),
+            ("garbage", "not-a-token", "malformed_token"),
+        ]
+        let configuration = [
+            "acme-rs256", "acme-hs256", "RS256", "HS256", "issuer.mcpgw.dev", "has 2 keys", "kid", "'mcpgw'", "audience does not include",
+        ]
+        for (name, token, code) in cases {
+            let response = try await gateway.client(nil).send(
+                path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: Self.bearer(token))
+            #expect(response.status == 401, "\(name)")
+            let seen = response.body + (response.header("www-authenticate") ?? "")
+            for secret in configuration {
+                #expect(!seen.contains(secret), "\(name): the answer reveals '\(secret)': \(seen)")
+            }
+            let data = try JSONParser.parse(response.body).objectValue?["error"]?.objectValue?["data"]
+            #expect(data == .object(JSONObject(["code": .string(code)])), "\(name): \(response.body)")
+        }
+        // The audit log keeps the detail.
+        let reasons = try gateway.auditRecords().compactMap { $0["reason"]?.stringValue }
+        #expect(reasons.contains { $0.contains("no key with kid 'nope'") })
+        #expect(reasons.contains { $0.contains("registered for RS256") })
+        #expect(reasons.contains { $0.contains("has 2 keys") })
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("every authentication failure's public text is one of the general ones")
+    func publicTexts() {
+        let errors: [AuthenticationError] = [
+            .noCredentials, .tokenTooLarge(bytes: 9000, limit: 8192), .malformedToken("header 'kid' is not a string"), .algorithmNone,
+            .unsupportedAlgorithm("ES999"), .algorithmMismatch(header: "HS256", key: .rs256), .unknownKeyID("acme-rs256"),
+            .keyNotSelectable("issuer 'https://issuer.mcpgw.dev/acme' has 2 keys"), .badSignature, .expired(exp: 1, now: 2),
+            .notYetValid(nbf: 3, now: 2), .issuedInFuture(iat: 3, now: 2), .missingClaim("tenant"), .invalidClaim("scp", reason: "x"),
+            .wrongIssuer("https://issuer.mcpgw.dev/acme"), .wrongAudience(expected: "mcpgw-secret-audience"), .unknownTenant("acme"),
+            .tenantMismatch("tenant 'acme' vs 'globex'"), .agentMismatch(certificate: "bot1", token: "bot2"),
+            .certificateRefused("CN=bot1"), .inactiveToken("revoked at the AS"),
+        ]
+        for error in errors {
+            for detail in ["acme", "globex", "issuer.mcpgw.dev", "RS256", "HS256", "ES999", "mcpgw-secret-audience", "bot1", "8192"] {
+                #expect(!error.publicReason.contains(detail), "\(error.code): \(error.publicReason)")
+                #expect(!error.publicCode.contains(detail))
+            }
+        }
+    }
+}
