@@ -206,3 +206,62 @@ struct OAuthResourceTests {
         }
     }
 }
+
+/// Opaque tokens checked by RFC 7662 introspection at the tenant's authorization server (a scripted HTTPS server
+/// here, which records what the gateway asked).
+@Suite("Token introspection", .serialized)
+struct IntrospectionTests {
+    @Test(
+        "an active opaque token becomes acme's principal; inactive, foreign-audience and unanswerable ones are refused; answers are cached")
+    func introspection() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { request in
+                let token = request.body.split(separator: "&").first { $0.hasPrefix("token=") }?.dropFirst(6) ?? ""
+                switch token {
+                case "opaque-good": return (200, "application/json", #"{"active":true,"sub":"bot7","scope":"tools:read","aud":"mcpgw"}"#)
+                case "opaque-elsewhere": return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"https://other.test"}"#)
+                case "opaque-broken": return (500, "text/plain", "oops")
+                default: return (200, "application/json", #"{"active":false}"#)
+                }
+            }, tls: try HTTPSUpstreamTests.serverContext())
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
+        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.json)
+        let introspection =
+            #"{"authorization_servers": ["https://as.acme.test"], "introspection": {"url": "\#(authorizationServer.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: {
+                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
+                    .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection),"#)
+            })
+        let client = gateway.client(nil)
+        func call(_ token: String) async throws -> TestHTTPClient.Response {
+            try await client.send(path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(token)")])
+        }
+        #expect(try await call("opaque-good").status == 200)
+        #expect(try await call("opaque-good").status == 200)
+        #expect(authorizationServer.received.count == 1, "the second use was not answered from the cache")
+        let asked = try #require(authorizationServer.received.first)
+        #expect(asked.body == "token=opaque-good&token_type_hint=access_token")
+        #expect(asked.header("authorization") == "Basic " + TokenIntrospector.base64(Array("mcpgw:s3cret".utf8)))
+        #expect(upstream.received.count == 2)
+
+        let inactive = try await call("opaque-revoked")
+        #expect(inactive.status == 401 && inactive.body.contains("token_inactive"))
+        #expect(try await call("opaque-elsewhere").status == 401)
+        #expect(try await call("opaque-broken").status == 503)
+        // On /mcp, the only tenant with introspection covers it.
+        #expect(try await client.send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer opaque-good")]).status == 200)
+        #expect(upstream.received.count == 3)
+
+        let records = try gateway.auditRecords()
+        let allowed = records.filter { $0["decision"] == .string("allow") }
+        #expect(
+            allowed.count == 3 && allowed.allSatisfy { $0["auth_method"] == .string("introspection") && $0["agent"] == .string("bot7") })
+        #expect(records.contains { $0["rule"] == .string("introspection_unavailable") })
+        try await gateway.stop()
+        await upstream.stop()
+        await authorizationServer.stop()
+    }
+}

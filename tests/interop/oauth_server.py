@@ -114,6 +114,7 @@ class AuthorizationServer:
         self.authorize_requests: list[dict] = []
         self.issued: list[dict] = []  # claims of every token issued
         self._lock = threading.Lock()
+        self._stopped = False
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -132,6 +133,9 @@ class AuthorizationServer:
 
     def stop(self) -> None:
         """Stops answering and closes the listening socket (connections are then refused)."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)

@@ -124,7 +124,8 @@ extension JWTVerificationKey {
     }
 
     /// The keys of a JWKS document fetched from an identity provider: keys mcpgw cannot use for signatures (other
-    /// key types, `"use": "enc"`, no `kid`) are skipped rather than failing the set, since providers publish them.
+    /// key types, `"use": "enc"`, no `kid`) are skipped rather than failing the set, since providers publish them;
+    /// so are shared secrets (`"kty": "oct"`), which a published set must never carry.
     /// Fails when the document is not a JWKS or holds no usable key.
     public static func jwks(_ document: [UInt8], skippingUnusable: Bool) throws(JWTKeyError) -> [JWTVerificationKey] {
         guard skippingUnusable else { return try strictJWKS(document) }
@@ -132,7 +133,9 @@ extension JWTVerificationKey {
             throw .invalid("not a JWKS (a JSON object with a 'keys' array)")
         }
         let usable = keys.compactMap { entry -> JWTVerificationKey? in
-            guard let object = entry.objectValue, object["kid"]?.stringValue != nil, object["use"]?.stringValue ?? "sig" == "sig"
+            // A shared secret has no place in a published key set: anyone who can read the set could sign with it.
+            guard let object = entry.objectValue, object["kid"]?.stringValue != nil, object["use"]?.stringValue ?? "sig" == "sig",
+                object["kty"]?.stringValue != "oct"
             else { return nil }
             return try? jwk(object)
         }

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Identity
 import Logging
+import NIOPosix
 import Policy
 import StrictJSON
 import TLS
@@ -45,6 +46,13 @@ struct GatewayFixture {
             sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
             limits: limits, clock: frozenClock ? frozen : nil)
         services.oauth = identity.oauth
+        let introspection = identity.tenants.compactMapValues(\.introspection)
+        if !introspection.isEmpty {
+            services.introspector = try TokenIntrospector(
+                settings: introspection,
+                audiences: introspection.mapValues { _ in ["mcpgw"] + (identity.oauth?.tenants.values.map(\.resource) ?? []) },
+                eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"))
+        }
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
             trustedCABundles: [
