@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 import jwt
 from cryptography import x509
@@ -282,7 +282,6 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         if not header.startswith("Basic "):
             return None
-        from urllib.parse import unquote
         client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
         return unquote(client_id), unquote(secret)
 

@@ -9,8 +9,12 @@ tools the older tests list stay as they were:
 - prompts `summarize_doc` and `leak_secrets`, resources `file:///workspace/a.txt` and `file:///etc/passwd`, resource
   templates `file:///workspace/{name}` and `file:///etc/{name}`;
 - every list result says `cacheScope: public` (with a ttl), so that a `private` seen by the client is the gateway's;
-- `POST /_test/add-tools` adds the tools `write_report` and `delete_everything` and publishes a tools list-changed
-  event to `subscriptions/listen` streams;
+- `POST /_test/add-tools` adds the tools `write_report` and `delete_everything`, publishes a tools list-changed
+  event to `subscriptions/listen` streams, and sends `notifications/tools/list_changed` on the GET stream of every live
+  2025-11-25 session (the session generation's channel for it; initialize then advertises `tools.listChanged`, except
+  in `stateless` mode, which has no sessions); it answers
+  `{"tools": [...], "notified": [session ids whose GET stream was open]}`;
+- `GET /_test/get-streams` returns the ids of the sessions whose GET stream is open (to wait for one before a change);
 - `GET /_test/requests` returns every POST /mcp the server received: its MCP headers and the body's method and name
   (to tell what the gateway forwarded from what it refused), the keys of `params.inputResponses` and whether
   `params.requestState` was there (a 2026-07-28 multi round-trip retry), the JSON-RPC id, a cancelled request's id
@@ -49,6 +53,8 @@ if not extended:
 
 else:
     from mcp.server.caching import CacheHint
+    from mcp.server.lowlevel.server import NotificationOptions
+    from mcp.server.streamable_http import GET_STREAM_KEY
     from mcp.server.subscriptions import InMemorySubscriptionBus, ToolsListChanged
     from starlette.requests import Request
     from starlette.responses import JSONResponse
@@ -59,6 +65,27 @@ else:
         "sdk-upstream", subscriptions=bus,
         cache_hints={method: public for method in ("tools/list", "prompts/list", "resources/list", "resources/templates/list")},
     )
+
+    # The session generation: remember each session's connection, to send it notifications/tools/list_changed on its
+    # GET stream (the connection's standalone channel) when the tool list changes, and say so at initialize.
+    sessions: dict = {}  # session id -> Connection
+
+    async def remember_sessions(ctx, call_next):
+        connection = ctx.session._connection  # noqa: SLF001 - test server
+        if connection.session_id is not None:
+            sessions[connection.session_id] = connection
+        return await call_next(ctx)
+
+    server.middleware.append(remember_sessions)
+    if mode != "stateless":  # a stateless server has no GET stream to send it on
+        lowlevel = server._lowlevel_server  # noqa: SLF001 - test server
+        initialization_options = lowlevel.create_initialization_options
+        lowlevel.create_initialization_options = lambda notification_options=None, *args, **kwargs: \
+            initialization_options(notification_options or NotificationOptions(tools_changed=True), *args, **kwargs)
+
+    def open_get_streams() -> list[str]:
+        instances = server.session_manager._server_instances  # noqa: SLF001 - test server
+        return [sid for sid, transport in instances.items() if GET_STREAM_KEY in transport._request_streams]  # noqa: SLF001
 
     @server.tool()
     def read_file(path: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Path"})]) -> str:
@@ -105,7 +132,14 @@ else:
             if server._tool_manager.get_tool(tool.__name__) is None:  # noqa: SLF001 - test server
                 server.add_tool(tool)
         await bus.publish(ToolsListChanged())
-        return JSONResponse({"tools": [tool.name for tool in await server.list_tools()]})
+        notified = [sid for sid in open_get_streams() if sid in sessions]
+        for sid in notified:
+            await sessions[sid].send_tool_list_changed()
+        return JSONResponse({"tools": [tool.name for tool in await server.list_tools()], "notified": notified})
+
+    @server.custom_route("/_test/get-streams", methods=["GET"])
+    async def get_streams(request: Request) -> JSONResponse:
+        return JSONResponse(open_get_streams())
 
     received: list[dict] = []
 

@@ -63,13 +63,14 @@ def credentials(auth: str) -> tuple[ssl.SSLContext, dict[str, str]]:
 
 
 @asynccontextmanager
-async def connect(port: int, auth: str = "mtls", mode: str = "auto"):
-    """An SDK `Client` through the gateway, as acme/bot1 (mode: "auto" discovers, "legacy" initializes)."""
+async def connect(port: int, auth: str = "mtls", mode: str = "auto", **options):
+    """An SDK `Client` through the gateway, as acme/bot1 (mode: "auto" discovers, "legacy" initializes; `options` go
+    to `Client`, e.g. `message_handler`)."""
     context, headers = credentials(auth)
     http = httpx2.AsyncClient(verify=context, headers=headers, timeout=httpx2.Timeout(WAIT, read=3 * WAIT))
     async with http:
         transport = streamable_http_client(f"https://localhost:{port}/mcp", http_client=http)
-        async with Client(transport, mode=mode, read_timeout_seconds=3 * WAIT) as client:
+        async with Client(transport, mode=mode, read_timeout_seconds=3 * WAIT, **options) as client:
             yield client
 
 
@@ -351,3 +352,137 @@ def test_legacy_client_calls_a_tool_whose_schema_mirrors_an_argument(gateway, up
     assert tools == ["list_files", "read_file"]
     refusals = [(r.get("rule"), r.get("reason")) for r in audit_records(audit) if r["decision"] != "allow"]
     assert read == "hello from the SDK upstream", f"legacy tools/call refused: {read}; audit: {refusals}"
+
+
+@pytest.mark.parametrize("auth", ["mtls", "jwt"])
+def test_legacy_client_gets_tools_list_changed_on_its_get_stream_and_the_relist_stays_filtered(gateway, upstream, auth,
+                                                                                                request):
+    """The session generation (2025-11-25, the SDK's `mode="legacy"`) has no `subscriptions/listen`: a server sends
+    `notifications/tools/list_changed` on the session's GET stream, which the SDK client opens after `initialize`.
+
+    `POST /_test/add-tools` sends it to every session whose GET stream is open at the upstream, outside any request
+    (so it cannot ride a POST's response stream). A stateful upstream (`stateful-sse`, and `json`, whose GET stream is
+    SSE all the same) delivers it; a `stateless` one gives no session id, so the client opens no GET stream and there
+    is nothing to carry. The baseline (the SDK client straight to a fresh upstream of the same mode, since the tool
+    list changes once) is checked against that, and the gateway must give the client the same: the notification,
+    relayed from the upstream's GET stream (waited for: a re-list alone proves nothing), and a re-list still filtered
+    (`delete_*`: R3) and marked `cacheScope: private`.
+    """
+    port, audit = gateway
+    mode = request.node.callspec.params["upstream"]
+    sessions = mode != "stateless"
+
+    async def run(target: str | int) -> dict:
+        received: list[str] = []
+        changed = anyio.Event()
+
+        async def on_message(message) -> None:
+            if isinstance(message, Exception):
+                received.append(f"exception: {message!r}")
+                return
+            received.append(message.method)
+            if message.method == "notifications/tools/list_changed":
+                changed.set()
+
+        base = upstream_base(target if isinstance(target, str) else upstream)
+        if isinstance(target, str):
+            opened = Client(target, mode="legacy", read_timeout_seconds=3 * WAIT, message_handler=on_message)
+        else:
+            opened = connect(target, auth, mode="legacy", message_handler=on_message)
+        async with opened as client, httpx2.AsyncClient(timeout=WAIT) as plain:
+            capability = client.session.server_capabilities.tools
+            outcome = {"version": client.protocol_version, "list_changed": capability and capability.list_changed,
+                       "before": sorted(tool.name for tool in (await client.list_tools()).tools)}
+            streams = (await plain.get(base + "/_test/get-streams")).json()
+            if sessions:
+                try:
+                    with anyio.fail_after(WAIT):  # the client opens its GET stream in the background
+                        while not streams:
+                            await anyio.sleep(0.05)
+                            streams = (await plain.get(base + "/_test/get-streams")).json()
+                except TimeoutError:
+                    return {**outcome, "failure": f"no GET stream open at the upstream within {WAIT} s of initialize"}
+            outcome["streams"] = len(streams)
+            added = (await plain.post(base + "/_test/add-tools")).json()
+            outcome["upstream"] = sorted(added["tools"])
+            outcome["notified"] = len(added["notified"])
+            if added["notified"]:
+                try:
+                    with anyio.fail_after(WAIT):
+                        await changed.wait()
+                except TimeoutError:
+                    return {**outcome, "received": received,
+                            "failure": f"the upstream sent notifications/tools/list_changed on its GET stream "
+                                       f"(session {added['notified']}); the client received {received} in {WAIT} s"}
+            after = await client.list_tools(cache_mode="refresh")
+            outcome.update(received=list(received), after=sorted(tool.name for tool in after.tools),
+                           scope=after.cache_scope)
+            return outcome
+
+    process, url = start_upstream(mode, "extended")
+    try:
+        direct = anyio.run(run, url)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert "failure" not in direct, direct
+    assert direct["version"] == LEGACY
+    assert direct["list_changed"] is sessions
+    assert direct["before"] == ["delete_file", "list_files", "read_file"]
+    assert (direct["streams"], direct["notified"]) == ((1, 1) if sessions else (0, 0))
+    assert direct["received"] == (["notifications/tools/list_changed"] if sessions else [])
+    assert direct["after"] == ["delete_everything", "delete_file", "list_files", "read_file", "write_report"]
+
+    through = anyio.run(run, port)
+    records = audit_records(audit)
+    trail = [(r.get("http_method"), r.get("method"), r.get("target"), r["decision"], r.get("rule")) for r in records]
+    assert "failure" not in through, f"{through['failure']}; outcome: {through}; audit: {trail}"
+    assert through["version"] == LEGACY
+    assert through["list_changed"] == direct["list_changed"]
+    assert through["before"] == ["list_files", "read_file"]  # delete_file: R3
+    assert (through["streams"], through["notified"]) == (direct["streams"], direct["notified"]), \
+        (through, "directly:", direct)
+    assert through["upstream"] == ["delete_everything", "delete_file", "list_files", "read_file", "write_report"]
+    assert through["received"] == direct["received"], (through, "directly:", direct)
+    assert through["after"] == ["list_files", "read_file", "write_report"]  # delete_*: R3; write_*: R2 (audit)
+    # On a 2025-11-25 session the SDK drops `cacheScope` (a 2026-07-28 field) and reports its default, `private`,
+    # whatever the wire said (the direct baseline, whose upstream sends none, says `private` too): the wire is checked
+    # below, on a re-list written by hand.
+    assert through["scope"] == "private"
+
+    assert all(r["tenant"] == "acme" and r["agent"] == "bot1" and r["auth_method"] == auth for r in records)
+    streams = [(r.get("http_method"), r["decision"], r.get("rule")) for r in records if r.get("method") == "stream"]
+    assert streams == ([("GET", "allow", "protocol")] if sessions else []), trail
+    assert [r["decision"] for r in records if r.get("method") == "tools/list"] == ["allow", "allow"], trail
+    assert not [r for r in records if r["decision"] not in ("allow", "audit")], trail
+    assert raw_legacy_tools_list(port, auth) == (["list_files", "read_file", "write_report"], "private"), \
+        "a filtered 2025-11-25 list must be marked cacheScope: private on the wire"
+
+
+def raw_legacy_tools_list(port: int, auth: str) -> tuple[list[str], str | None]:
+    """A 2025-11-25 session written by hand through the gateway (initialize, initialized, tools/list, DELETE): the
+    listed names and the `cacheScope` the gateway put on the wire."""
+    context, credential = credentials(auth)
+    head = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream", **credential}
+
+    def answer(response: httpx2.Response) -> dict:
+        assert response.status_code == 200, response.text
+        if response.headers.get("content-type", "").startswith("text/event-stream"):
+            return next(json.loads(line[5:]) for line in response.text.splitlines()
+                        if line.startswith("data:") and '"result"' in line)
+        return response.json()
+
+    with httpx2.Client(verify=context, timeout=WAIT) as http:
+        url = f"https://localhost:{port}/mcp"
+        opened = http.post(url, headers=head, json={
+            "jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": LEGACY, "capabilities": {}, "clientInfo": {"name": "raw", "version": "1"}}})
+        answer(opened)
+        if "mcp-session-id" in opened.headers:
+            head["Mcp-Session-Id"] = opened.headers["mcp-session-id"]
+        head["MCP-Protocol-Version"] = LEGACY
+        http.post(url, headers=head, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+        result = answer(http.post(url, headers=head, json={"jsonrpc": "2.0", "id": 2, "method": "tools/list"}))["result"]
+        if "Mcp-Session-Id" in head:
+            http.delete(url, headers=head)
+    return sorted(tool["name"] for tool in result["tools"]), result.get("cacheScope")

@@ -13,7 +13,6 @@ The authorization server / JWKS host is oauth_server.py (HTTPS with a throwaway 
 import concurrent.futures
 import json
 import math
-import re
 import secrets
 import signal
 import socket
@@ -111,6 +110,33 @@ class Gateway:
             if len(records) >= minimum or time.time() > deadline:
                 return records
             time.sleep(0.05)
+
+    def wait_record(self, predicate, since: int = 0) -> dict:
+        """The first audit record (from line `since` on) that satisfies `predicate`, waiting for it (bounded)."""
+        deadline = time.time() + WAIT
+        while True:
+            found = [r for r in self.records(since=since) if predicate(r)]
+            if found:
+                return found[0]
+            assert time.time() < deadline, f"no such audit record in {self.records(since=since)}"
+            time.sleep(0.05)
+
+    def audited(self, send):
+        """`send()`'s result and the one audit record it caused (the gateway writes it as the exchange ends)."""
+        before = self.settled_audit_length()
+        result = send()
+        records = self.records(minimum=1, since=before)
+        assert len(records) == 1, records
+        return result, records[0]
+
+    def settled_audit_length(self) -> int:
+        """The audit log's length once records of earlier exchanges (written as they end) stopped arriving."""
+        length, stable_since, deadline = self.audit_length(), time.time(), time.time() + WAIT
+        while time.time() - stable_since < 0.2 and time.time() < deadline:
+            time.sleep(0.05)
+            if (current := self.audit_length()) != length:
+                length, stable_since = current, time.time()
+        return length
 
     def audit_length(self) -> int:
         return len(self.audit.read_text().splitlines()) if self.audit.exists() else 0
@@ -335,7 +361,7 @@ async def sdk_session(url: str, provider, context: ssl.SSLContext, exchanges: li
     async def seen(response: httpx2.Response) -> None:
         request = response.request
         exchanges.append((request.method, str(request.url), response.status_code,
-                          request.headers.get("authorization", "")))
+                          request.headers.get("authorization", ""), response.headers.get("www-authenticate", "")))
 
     outcome = {}
     http = httpx2.AsyncClient(auth=provider, verify=context, timeout=httpx2.Timeout(WAIT, read=3 * WAIT),
@@ -381,7 +407,7 @@ def test_sdk_oauth_client_discovers_authorizes_and_calls_through_the_gateway(
 
     # The flow as the SDK walked it: 401 → the metadata named by resource_metadata → the AS's RFC 8414 metadata →
     # (registration, authorization) → token → the MCP request again, now with the token.
-    steps = [(method, url, status) for method, url, status, _ in exchanges]
+    steps = [exchange[:3] for exchange in exchanges]
     as_base = auth_server.issuer
     expected = [("POST", gateway.resource, 401), ("GET", gateway.metadata_url, 200),
                 ("GET", as_base + "/.well-known/oauth-authorization-server", 200)]
@@ -390,7 +416,10 @@ def test_sdk_oauth_client_discovers_authorizes_and_calls_through_the_gateway(
     expected += [("POST", as_base + "/token", 200), ("POST", gateway.resource, 200)]
     assert steps[:len(expected)] == expected, steps
     assert exchanges[len(expected) - 1][3].startswith("Bearer ")
-    assert all(status == 200 or status == 202 for _, url, status in steps[len(expected):] if url == gateway.resource), steps
+    # The SDK was sent to the metadata by the challenge itself (RFC 9728 §5.1), scope included.
+    assert f'resource_metadata="{gateway.metadata_url}"' in exchanges[0][4], exchanges[0]
+    assert 'scope="tools:read"' in exchanges[0][4], exchanges[0]
+    assert all(status in (200, 202) for _, url, status in steps[len(expected):] if url == gateway.resource), steps
 
     # The token was asked for this resource (RFC 8707) and issued for it.
     prm = httpx2.get(gateway.metadata_url, verify=context, timeout=WAIT).json()
@@ -398,16 +427,18 @@ def test_sdk_oauth_client_discovers_authorizes_and_calls_through_the_gateway(
     [token_request] = auth_server.token_requests
     assert token_request["grant_type"] == grant
     assert token_request["resource"] == prm["resource"]
-    assert token_request.get("scope") == "tools:read"  # from the challenge's scope
     if grant == "authorization_code":
         [authorize] = auth_server.authorize_requests
         assert authorize["resource"] == prm["resource"] and authorize["code_challenge_method"] == "S256"
+        assert authorize["scope"] == "tools:read"  # from the challenge's scope
+    else:
+        assert token_request["scope"] == "tools:read"
     assert auth_server.issued[-1]["aud"] == gateway.resource
 
+    record = gateway.wait_record(lambda r: r.get("method") == "tools/call" and r.get("target") == "read_file")
+    assert record["decision"] == "allow", record
+    assert (record["auth_method"], record["tenant"], record["agent"]) == ("jwt", "acme", "bot1"), record
     records = gateway.records()
-    allowed = [r for r in records if r.get("method") == "tools/call" and r.get("target") == "read_file"]
-    assert allowed and all(r["decision"] == "allow" for r in allowed), records
-    assert all(r["auth_method"] == "jwt" and r["tenant"] == "acme" and r["agent"] == "bot1" for r in allowed), allowed
     # The unauthenticated first request was audited as such, and the metadata fetch as allowed.
     assert any(r["decision"] == "authentication_failed" and r.get("rule") == "no_credentials" for r in records), records
     assert any(r.get("rule") == "oauth_metadata" and r["decision"] == "allow" for r in records), records
@@ -432,10 +463,9 @@ def test_rotated_keys_are_fetched_without_sighup(tmp_path, tls, auth_server, gat
     assert_read_file_answered(rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_b)))
     assert auth_server.hits("/jwks.json") == fetches + 1
     # A is no longer published, so a token signed by it is refused.
-    reply = rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_a))
+    reply, refusal = gateway.audited(lambda: rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_a)))
     assert_refused(reply, "unknown_key")
-    assert "reason=unknown kid" in gateway.log() or "unknown kid" in gateway.log()
-    refusal = gateway.records()[-1]
+    assert "reason=unknown kid" in gateway.log()  # why the keys were fetched again
     assert refusal["decision"] == "authentication_failed" and refusal["rule"] == "unknown_kid", refusal
     assert "'a'" in refusal["reason"], refusal
 
@@ -513,7 +543,7 @@ def test_failing_jwks_endpoint_keeps_the_last_good_keys(failure, tmp_path, tls, 
     auth_server.jwks_keys = [key.jwk()]
     auth_server.jwks_cache_control = "max-age=1"
     gateway = remote_keys_gateway(gateways, tmp_path, auth_server, tls[0], stateless_upstream,
-                                  jwks_min_refetch_seconds=1, jwks_lifetime_seconds=10)
+                                  jwks_min_refetch_seconds=1, jwks_lifetime_seconds=60)
     assert_read_file_answered(rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key)))
     # With max-age=1 the gateway refreshes about every second.
     deadline = time.time() + WAIT
@@ -604,10 +634,8 @@ CONFIGURATION = ["acme-rs256", "acme-hs256", "globex-rs256", "RS256", "HS256", "
 @pytest.mark.parametrize("path", ["/tenants/acme/mcp", "/mcp"])
 def test_401_answers_reveal_no_configuration_and_the_audit_keeps_the_detail(dev_gateway, path):
     gateway = dev_gateway
-    since = gateway.audit_length()
-    replies = []
-    for name, make, public_code, _, _ in FAILURES:
-        reply = rpc(gateway.port, make(), path=path)
+    for name, make, public_code, rule, detail in FAILURES:
+        reply, record = gateway.audited(lambda: rpc(gateway.port, make(), path=path))
         assert_refused(reply, public_code)
         visible = reply.text + "\n" + reply.challenge.replace('realm="mcpgw"', "", 1)
         for secret in CONFIGURATION:
@@ -616,25 +644,23 @@ def test_401_answers_reveal_no_configuration_and_the_audit_keeps_the_detail(dev_
             assert f'resource_metadata="{gateway.metadata_url}"' in reply.challenge, reply
         if public_code != "no_credentials":
             assert 'error="invalid_token"' in reply.challenge, reply
-        replies.append(reply)
-    records = [r for r in gateway.records(minimum=len(FAILURES), since=since) if r["decision"] == "authentication_failed"]
-    assert len(records) == len(FAILURES), records
-    for (name, _, _, rule, detail), record in zip(FAILURES, records):
-        assert record["rule"] == rule, (name, record)
+        # The audit record keeps what the caller is not told.
+        assert record["decision"] == "authentication_failed" and record["rule"] == rule, (name, record)
         assert detail in record["reason"], (name, record)
 
 
 def test_protected_resource_metadata_and_challenge(dev_gateway):
     gateway = dev_gateway
-    document = httpx2.get(gateway.metadata_url, verify=trust(), timeout=WAIT)
+    document, record = gateway.audited(lambda: httpx2.get(gateway.metadata_url, verify=trust(), timeout=WAIT))
+    assert (record["decision"], record["rule"]) == ("allow", "oauth_metadata"), record
     assert document.status_code == 200
     assert document.headers["content-type"].startswith("application/json")
     assert document.json() == {"resource": gateway.resource, "authorization_servers": ["https://auth.acme.example"],
                                "scopes_supported": ["tools:read"], "bearer_methods_supported": ["header"]}
-    globex = httpx2.get(gateway.origin + "/.well-known/oauth-protected-resource/tenants/globex/mcp", verify=trust(),
-                        timeout=WAIT).json()
+    globex, _ = gateway.audited(lambda: httpx2.get(
+        gateway.origin + "/.well-known/oauth-protected-resource/tenants/globex/mcp", verify=trust(), timeout=WAIT).json())
     assert globex["resource"] == gateway.origin + "/tenants/globex/mcp"
-    reply = rpc(gateway.port, None)
+    reply, _ = gateway.audited(lambda: rpc(gateway.port, None))
     assert reply.status == 401
     assert reply.challenge == (f'Bearer realm="mcpgw", resource_metadata="{gateway.metadata_url}", scope="tools:read"')
 
@@ -645,14 +671,14 @@ def test_protected_resource_metadata_and_challenge(dev_gateway):
 def test_token_audience_must_be_this_resource_or_the_configured_audience(dev_gateway):
     gateway = dev_gateway
     globex_resource = gateway.origin + "/tenants/globex/mcp"
-    since = gateway.audit_length()
-    refused = [globex_resource, "https://evil.example/mcp", ["https://evil.example/mcp", globex_resource]]
-    for audience in refused:
-        assert_refused(rpc(gateway.port, dev_token(aud=audience)), "wrong_audience")
-    records = gateway.records(minimum=len(refused), since=since)
-    assert [r["rule"] for r in records] == ["wrong_audience"] * len(refused), records
+    for audience in [globex_resource, "https://evil.example/mcp", ["https://evil.example/mcp", globex_resource]]:
+        reply, record = gateway.audited(lambda: rpc(gateway.port, dev_token(aud=audience)))
+        assert_refused(reply, "wrong_audience")
+        assert record["rule"] == "wrong_audience", record
     for audience in [gateway.resource, "mcpgw", ["https://evil.example/mcp", gateway.resource]]:
-        assert_read_file_answered(rpc(gateway.port, dev_token(aud=audience)))
+        reply, record = gateway.audited(lambda: rpc(gateway.port, dev_token(aud=audience)))
+        assert_read_file_answered(reply)
+        assert (record["decision"], record["auth_method"], record["agent"]) == ("allow", "jwt", "bot1"), record
 
 
 # MARK: - 7. insufficient_scope
@@ -661,23 +687,21 @@ def test_token_audience_must_be_this_resource_or_the_configured_audience(dev_gat
 def test_call_allowed_only_with_a_scope_gets_403_insufficient_scope(dev_gateway):
     gateway = dev_gateway
     query = ("query_db", {"sql": "select 1"})
-    since = gateway.audit_length()
-    reply = rpc(gateway.port, dev_token(aud=gateway.resource, scope="tools:write"), call=query)
+    reply, record = gateway.audited(lambda: rpc(gateway.port, dev_token(aud=gateway.resource, scope="tools:write"), call=query))
     assert reply.status == 403, reply
     assert reply.challenge.startswith('Bearer realm="mcpgw", error="insufficient_scope", scope="tools:read"'), reply
     assert f'resource_metadata="{gateway.metadata_url}"' in reply.challenge, reply
     assert reply.error["data"]["required_scopes"] == ["tools:read"], reply
-    [record] = gateway.records(minimum=1, since=since)
     assert (record["decision"], record["method"], record["target"]) == ("deny", "tools/call", "query_db"), record
     assert record["auth_method"] == "jwt" and record["agent"] == "bot1", record
 
     # Without any scope claim: the same.
-    assert rpc(gateway.port, dev_token(aud=gateway.resource), call=query).status == 403
+    reply, record = gateway.audited(lambda: rpc(gateway.port, dev_token(aud=gateway.resource), call=query))
+    assert reply.status == 403 and reply.error["data"]["required_scopes"] == ["tools:read"], reply
+    assert record["decision"] == "deny", record
     # With tools:read the call is allowed (A2 audits it) and forwarded.
-    since = gateway.audit_length()
-    reply = rpc(gateway.port, dev_token(aud=gateway.resource, scope="tools:read"), call=query)
+    reply, record = gateway.audited(lambda: rpc(gateway.port, dev_token(aud=gateway.resource, scope="tools:read"), call=query))
     assert reply.status == 200, reply
     assert "insufficient_scope" not in reply.challenge
     assert (reply.error or {}).get("code") != -31001, reply
-    [record] = gateway.records(minimum=1, since=since)
     assert (record["decision"], record["rule"], record["target"]) == ("audit", "A2", "query_db"), record

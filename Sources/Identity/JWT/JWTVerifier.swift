@@ -11,6 +11,8 @@ public struct JWTVerifier: Sendable {
     private struct KeyEntry: Sendable {
         let tenant: String
         let key: JWTVerificationKey
+        /// The generation of the fetched set the key came from; nil for a configured key.
+        var keySetGeneration: Int? = nil
     }
 
     private let tenants: [String: TenantJWTSettings]
@@ -84,7 +86,11 @@ public struct JWTVerifier: Sendable {
             throw .tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)
         }
         let digest = JWSCrypto.sha256(Array(token.utf8))
-        if let cached = cache.lookup(digest, now: now) { return cached }
+        if let cached = cache.lookup(digest, now: now),
+            cached.keySetGeneration == nil || cached.keySetGeneration == remoteKeys?.generation(for: cached.tenant)
+        {
+            return cached
+        }
         if cachedOnly { return nil }
         let jws = try CompactJWS(parsing: token, maximumBytes: maximumTokenBytes)
         guard let algorithmName = jws.algorithmName else { throw .malformedToken("header has no string 'alg'") }
@@ -93,7 +99,8 @@ public struct JWTVerifier: Sendable {
         let entry = try selectKey(jws)
         guard entry.key.algorithm == algorithm else { throw .algorithmMismatch(header: algorithmName, key: entry.key.algorithm) }
         guard entry.key.verify(signature: jws.signature, signingInput: jws.signingInput) else { throw .badSignature }
-        let verified = try checkClaims(jws.payload, tenant: entry.tenant, key: entry.key, now: now)
+        var verified = try checkClaims(jws.payload, tenant: entry.tenant, key: entry.key, now: now)
+        verified.keySetGeneration = entry.keySetGeneration
         cache.store(digest, verified, now: now)
         return verified
     }
@@ -104,21 +111,23 @@ public struct JWTVerifier: Sendable {
             if let entry = keysByID[kid] { return entry }
             // A fetched key: looked up in the set of the tenant the issuer names (kids need not be unique across
             // identity providers; issuers are unique across tenants).
-            if let remoteKeys, let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer],
-                let key = remoteKeys.keys(for: tenant).first(where: { $0.keyID == kid })
-            {
-                return KeyEntry(tenant: tenant, key: key)
+            if let remoteKeys, let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer] {
+                let fetched = remoteKeys.keySet(for: tenant)
+                if let key = fetched.keys.first(where: { $0.keyID == kid }) {
+                    return KeyEntry(tenant: tenant, key: key, keySetGeneration: fetched.generation)
+                }
             }
             throw .unknownKeyID(kid)
         }
         // No kid: the issuer (still unverified, used only to pick a key) must have exactly one key.
         guard let issuer = jws.payload["iss"]?.stringValue else { throw .keyNotSelectable("token has neither 'kid' nor 'iss'") }
         guard let tenant = tenantByIssuer[issuer], let settings = tenants[tenant] else { throw .wrongIssuer(issuer) }
-        let keys = settings.keys + (remoteKeys?.keys(for: tenant) ?? [])
+        let fetched = remoteKeys?.keySet(for: tenant) ?? (generation: 0, keys: [])
+        let keys = settings.keys + fetched.keys
         guard keys.count == 1 else {
             throw .keyNotSelectable("token has no 'kid' and issuer '\(issuer)' has \(keys.count) keys")
         }
-        return KeyEntry(tenant: tenant, key: keys[0])
+        return KeyEntry(tenant: tenant, key: keys[0], keySetGeneration: settings.keys.isEmpty ? fetched.generation : nil)
     }
 
     private func checkClaims(

@@ -15,4 +15,8 @@ public struct VerifiedToken: Sendable, Hashable {
     public let acceptedFrom: Date?
     /// The instant after which the token (plus leeway) is no longer accepted; nil when it has no `exp`.
     public let acceptedUntil: Date?
+    /// For a token verified by a key fetched over HTTPS: the generation of its tenant's fetched key set then. A cached
+    /// answer is used only while that set is still the one in force (a withdrawn key's tokens are verified again,
+    /// and refused).
+    public var keySetGeneration: Int?
 }

@@ -4,14 +4,24 @@ import Synchronization
 /// tenant's set as a whole when a fetch succeeds and leave it alone when one fails, so the last good set stays in
 /// force. It outlives reloads: a new verifier built on SIGHUP reads the same ring.
 public final class RemoteKeyRing: Sendable {
-    private let sets = Mutex<[String: [JWTVerificationKey]]>([:])
+    private let sets = Mutex<[String: (generation: Int, keys: [JWTVerificationKey])]>([:])
 
     /// An empty ring.
     public init() {}
 
     /// The keys fetched for `tenant` (empty before the first successful fetch).
-    public func keys(for tenant: String) -> [JWTVerificationKey] { sets.withLock { $0[tenant] ?? [] } }
+    public func keys(for tenant: String) -> [JWTVerificationKey] { sets.withLock { $0[tenant]?.keys ?? [] } }
 
-    /// Puts `keys` in force for `tenant`.
-    public func replace(_ keys: [JWTVerificationKey], for tenant: String) { sets.withLock { $0[tenant] = keys } }
+    /// The keys fetched for `tenant` and the generation of that set (0 before the first fetch).
+    public func keySet(for tenant: String) -> (generation: Int, keys: [JWTVerificationKey]) {
+        sets.withLock { $0[tenant] ?? (0, []) }
+    }
+
+    /// How many times `tenant`'s set has been replaced: tokens verified under an earlier generation are verified again.
+    public func generation(for tenant: String) -> Int { sets.withLock { $0[tenant]?.generation ?? 0 } }
+
+    /// Puts `keys` in force for `tenant`, as a new generation.
+    public func replace(_ keys: [JWTVerificationKey], for tenant: String) {
+        sets.withLock { $0[tenant] = (($0[tenant]?.generation ?? 0) + 1, keys) }
+    }
 }

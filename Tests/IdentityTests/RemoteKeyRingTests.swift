@@ -1,0 +1,50 @@
+import Foundation
+import Testing
+
+@testable import Identity
+
+/// Keys fetched over HTTPS, as the verifier sees them: looked up by the tenant of the token's issuer, and a cached
+/// verification is only as good as the key set it was made under.
+@Suite("Fetched signing keys")
+struct RemoteKeyRingTests {
+    static let issuer = "https://login.acme.test"
+
+    static func verifier(_ ring: RemoteKeyRing) throws -> JWTVerifier {
+        var settings = TenantJWTSettings(issuers: [issuer], keys: [], audience: "mcpgw")
+        settings.remoteKeys = RemoteKeySettings(source: .discovery(issuer: issuer))
+        return try JWTVerifier(tenants: ["acme": settings], remoteKeys: ring)
+    }
+
+    static func token(secret: String, kid: String) throws -> String {
+        try TokenMinter(key: try JWTSigningKey.hmac(secret: Array(secret.utf8)), keyID: kid).mint(
+            .init(issuer: issuer, audience: "mcpgw", tenant: "acme", agent: "bot1", scopes: [], issuedAt: Date(), lifetimeSeconds: 600))
+    }
+
+    @Test("a token verified under a key that the next fetched set withdraws is refused, even from the cache")
+    func withdrawnKey() throws {
+        let ring = RemoteKeyRing()
+        let verifier = try Self.verifier(ring)
+        let secretA = String(repeating: "a", count: 32)
+        let token = try Self.token(secret: secretA, kid: "a")
+        #expect(throws: AuthenticationError.unknownKeyID("a")) { try verifier.verify(token, now: Date()) }
+        ring.replace([try JWTVerificationKey.hmac(secret: Array(secretA.utf8), keyID: "a")], for: "acme")
+        #expect(try verifier.verify(token, now: Date()).tenant == "acme")
+        #expect(try verifier.verify(token, now: Date(), cachedOnly: true) != nil, "the second check is a cache hit")
+
+        ring.replace([try JWTVerificationKey.hmac(secret: Array(String(repeating: "b", count: 32).utf8), keyID: "b")], for: "acme")
+        #expect(try verifier.verify(token, now: Date(), cachedOnly: true) == nil, "a cached answer outlived its key set")
+        #expect(throws: AuthenticationError.unknownKeyID("a")) { try verifier.verify(token, now: Date()) }
+        #expect(try verifier.verify(try Self.token(secret: String(repeating: "b", count: 32), kid: "b"), now: Date()).agent == "bot1")
+    }
+
+    @Test("a kid is looked up in the set of the tenant its issuer names, never another tenant's")
+    func perTenantLookup() throws {
+        let ring = RemoteKeyRing()
+        let verifier = try Self.verifier(ring)
+        let secret = String(repeating: "s", count: 32)
+        ring.replace([try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "shared")], for: "globex")
+        #expect(throws: AuthenticationError.unknownKeyID("shared")) {
+            try verifier.verify(try Self.token(secret: secret, kid: "shared"), now: Date())
+        }
+    }
+}
