@@ -37,9 +37,7 @@ enum MCPHeaderValue {
     static func encode(_ text: String) -> String {
         let plain = text.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } && text.first != " " && text.last != " "
         guard !plain || text.hasPrefix("=?base64?") else { return text }
-        var encoded = Base64URL.encode(text.utf8).map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
-        while encoded.count % 4 != 0 { encoded.append("=") }
-        return "=?base64?" + String(encoded) + "?="
+        return "=?base64?" + Base64URL.encodeStandard(text.utf8) + "?="
     }
 
     /// Standard base64 (RFC 4648 §4, padding optional).

@@ -97,7 +97,7 @@ public final class TokenIntrospector: Sendable {
         return configuration.fetch.send(
             .POST,
             headers: [
-                ("Content-Type", "application/x-www-form-urlencoded"), ("Authorization", "Basic " + Self.base64(credentials)),
+                ("Content-Type", "application/x-www-form-urlencoded"), ("Authorization", "Basic " + Base64URL.encodeStandard(credentials)),
             ], body: body, on: eventLoop
         ).map { response -> Outcome in
             let outcome = Self.outcome(response.body, tenant: tenant, configuration: configuration, now: Int64(time(nil)))
@@ -166,11 +166,6 @@ public final class TokenIntrospector: Sendable {
         return encoded
     }
 
-    static func base64(_ bytes: [UInt8]) -> String {
-        var encoded = Base64URL.encode(bytes).map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
-        while encoded.count % 4 != 0 { encoded.append("=") }
-        return String(encoded)
-    }
 }
 
 extension String {

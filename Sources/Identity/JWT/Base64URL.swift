@@ -8,6 +8,14 @@ public enum Base64URL {
         return table
     }()
 
+    /// The standard, padded base64 text of `bytes` (RFC 4648 §4), for HTTP headers (Basic credentials, MCP header
+    /// values).
+    public static func encodeStandard(_ bytes: some Sequence<UInt8>) -> String {
+        var encoded = encode(bytes).map { $0 == "-" ? "+" : $0 == "_" ? "/" : $0 }
+        while encoded.count % 4 != 0 { encoded.append("=") }
+        return String(encoded)
+    }
+
     /// The unpadded base64url text of `bytes`.
     public static func encode(_ bytes: some Sequence<UInt8>) -> String {
         let input = Array(bytes)
