@@ -27,6 +27,12 @@ public struct GatewayServices: Sendable {
     public var oauth: OAuthResources?
     /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
     public var keyFetcher: RemoteKeyFetcher?
+    /// Prometheus metrics, counted from the audit records and read at scrape time.
+    public let metrics: GatewayMetrics
+    /// Holds back repeated log lines about one failing thing (an unreachable upstream).
+    let operationalLogThrottle = LogThrottle()
+    /// The log of what operators must see (upstream failures), rate-limited per cause.
+    let logger: Logger
     /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
     public var introspector: TokenIntrospector?
     /// Request ids.
@@ -53,6 +59,8 @@ public struct GatewayServices: Sendable {
         self.sessionHandles = sessionHandles
         self.limits = limits
         self.mcpPath = mcpPath
+        self.metrics = GatewayMetrics(policy: policy.snapshot)
+        self.logger = logger
         let origin = NIODeadline.now()
         self.clock = clock ?? { Double((NIODeadline.now() - origin).nanoseconds) / 1e9 }
     }

@@ -2,6 +2,9 @@
 public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     /// Host name or IP address (IPv6 without brackets).
     public var host: String
+
+    /// Whether the address is on loopback (`localhost`, 127.0.0.0/8, `::1`).
+    public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
     /// TCP port; 0 asks the system for a free one.
     public var port: Int
 

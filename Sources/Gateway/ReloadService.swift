@@ -2,20 +2,150 @@ public import Identity
 public import Logging
 public import Policy
 public import ServiceLifecycle
+public import StrictJSON
 import UnixSignals
 
-/// Reloads on SIGHUP: the policies, (when given) the identity settings — JWT keys, JWK Sets, issuers — so that a
-/// rotated key is accepted without a restart, and the audit log file (reopened by path, for log rotation). Each part
-/// is validated on the side and swapped in whole; an invalid one is refused and logged, and the previous one keeps
-/// serving. With `reloadTLS`, also the listener's certificate chain and key, the tenants' client CA bundles and the
-/// CRLs (for new handshakes; established connections keep theirs).
+/// What a reload did, part by part: policies, identity, TLS, the audit file.
+public struct ReloadReport: Sendable {
+    /// One part's outcome.
+    public struct Part: Sendable {
+        /// `policies`, `identity`, `tls` or `audit_log`.
+        public let name: String
+        /// Whether the new settings are in force (otherwise the previous ones still are).
+        public let succeeded: Bool
+        /// What changed, or why it was refused.
+        public let detail: String
+    }
+
+    /// The parts, in the order they were reloaded.
+    public var parts: [Part] = []
+
+    /// Whether every part succeeded.
+    public var succeeded: Bool { parts.allSatisfy(\.succeeded) }
+
+    /// `{"reloaded": bool, "parts": {"policies": {"ok": …, "detail": …}, …}}`.
+    public var json: JSONValue {
+        .object(
+            JSONObject([
+                .init(key: "reloaded", value: .bool(succeeded)),
+                .init(
+                    key: "parts",
+                    value: .object(
+                        JSONObject(
+                            parts.map { part in
+                                .init(
+                                    key: part.name,
+                                    value: .object(
+                                        JSONObject([
+                                            .init(key: "ok", value: .bool(part.succeeded)),
+                                            .init(key: "detail", value: .string(part.detail)),
+                                        ])))
+                            }))),
+            ]))
+    }
+}
+
+/// Reloads the policies, (when given) the identity settings — JWT keys, JWK Sets, issuers — so that a rotated key is
+/// accepted without a restart, the audit log file (reopened by path, for log rotation) and, with `reloadTLS`, the
+/// listener's certificate chain and key, the tenants' client CA bundles and the CRLs (for new handshakes; established
+/// connections keep theirs). Each part is validated on the side and swapped in whole; an invalid one is refused and
+/// logged, and the previous one keeps serving. SIGHUP and the admin listener's `POST /reload` both run it.
+public struct Reloader: Sendable {
+    let engine: PolicyEngine
+    let audit: AuditLog?
+    let identity: AuthenticatorStore?
+    let loadAuthenticator: (@Sendable () throws -> Authenticator)?
+    let reloadTLS: (@Sendable () throws -> Void)?
+    let metrics: GatewayMetrics?
+    let logger: Logger
+
+    /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
+    /// with `reloadTLS`, of the listener's TLS settings.
+    public init(
+        engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
+        audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, metrics: GatewayMetrics? = nil, logger: Logger
+    ) {
+        self.engine = engine
+        self.audit = audit
+        self.identity = identity
+        self.loadAuthenticator = loadAuthenticator
+        self.reloadTLS = reloadTLS
+        self.metrics = metrics
+        self.logger = logger
+    }
+
+    /// Reloads every part; reports what changed. Failures are logged once each (reloads are rare).
+    public func reload() -> ReloadReport {
+        var report = ReloadReport()
+        let before = engine.snapshot
+        do {
+            let snapshot = try engine.reload()
+            metrics?.policiesReloaded(snapshot)
+            let detail = Self.policyChanges(before, snapshot)
+            logger.notice("policies reloaded", metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.changes": "\(detail)"])
+            report.parts.append(.init(name: "policies", succeeded: true, detail: detail))
+        } catch {
+            logger.error("policy reload refused; the previous policies stay in force", metadata: ["error": "\(error)"])
+            report.parts.append(.init(name: "policies", succeeded: false, detail: "refused, previous policies in force: \(error)"))
+        }
+        if let identity, let loadAuthenticator {
+            do {
+                identity.replace(with: try loadAuthenticator())
+                logger.notice("identity settings reloaded (JWT keys, JWK Sets, issuers)")
+                report.parts.append(.init(name: "identity", succeeded: true, detail: "JWT keys, JWK Sets and issuers re-read"))
+            } catch {
+                logger.error("identity reload refused; the previous keys stay in force", metadata: ["error": "\(error)"])
+                report.parts.append(.init(name: "identity", succeeded: false, detail: "refused, previous keys in force: \(error)"))
+            }
+        }
+        if let reloadTLS {
+            do {
+                try reloadTLS()
+                logger.notice("TLS reloaded (certificate chain, key, client CA bundles, CRLs) for new connections")
+                report.parts.append(.init(name: "tls", succeeded: true, detail: "certificate chain, key, client CAs and CRLs re-read"))
+            } catch {
+                logger.error("TLS reload refused; the previous certificate and trust stay in force", metadata: ["error": "\(error)"])
+                report.parts.append(.init(name: "tls", succeeded: false, detail: "refused, previous TLS settings in force: \(error)"))
+            }
+        }
+        if let audit {
+            do {
+                try audit.reopen()
+                report.parts.append(.init(name: "audit_log", succeeded: true, detail: "reopened"))
+            } catch {
+                logger.error("audit log could not be reopened; writing on to the old file", metadata: ["error": "\(error)"])
+                report.parts.append(.init(name: "audit_log", succeeded: false, detail: "not reopened: \(error)"))
+            }
+        }
+        metrics?.reloaded(success: report.succeeded)
+        return report
+    }
+
+    /// Tenants added and removed, and each remaining tenant's rules added and removed (`unchanged` when none).
+    static func policyChanges(_ before: PolicySnapshot, _ after: PolicySnapshot) -> String {
+        var changes: [String] = []
+        let added = Set(after.tenants.keys).subtracting(before.tenants.keys).sorted()
+        let removed = Set(before.tenants.keys).subtracting(after.tenants.keys).sorted()
+        if !added.isEmpty { changes.append("tenants added: \(added.joined(separator: ", "))") }
+        if !removed.isEmpty { changes.append("tenants removed: \(removed.joined(separator: ", "))") }
+        for tenant in Set(after.tenants.keys).intersection(before.tenants.keys).sorted() {
+            let old = before.tenants[tenant]!.ruleIDs
+            let new = after.tenants[tenant]!.ruleIDs
+            let plus = new.subtracting(old).sorted()
+            let minus = old.subtracting(new).sorted()
+            if !plus.isEmpty { changes.append("\(tenant): rules added \(plus.joined(separator: ", "))") }
+            if !minus.isEmpty { changes.append("\(tenant): rules removed \(minus.joined(separator: ", "))") }
+        }
+        return changes.isEmpty ? "rule ids unchanged (rules re-read)" : changes.joined(separator: "; ")
+    }
+}
+
+/// Runs the `Reloader` on SIGHUP.
 public struct ReloadService: Service {
-    private let engine: PolicyEngine
-    private let audit: AuditLog?
-    private let identity: AuthenticatorStore?
-    private let loadAuthenticator: (@Sendable () throws -> Authenticator)?
-    private let reloadTLS: (@Sendable () throws -> Void)?
-    private let logger: Logger
+    private let reloader: Reloader
+
+    /// A service reloading with `reloader` on SIGHUP.
+    public init(reloader: Reloader) { self.reloader = reloader }
 
     /// A service reloading `engine`, with `loadAuthenticator` the authenticator in `identity`, and reopening
     /// `audit`, on SIGHUP.
@@ -23,46 +153,14 @@ public struct ReloadService: Service {
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
         audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, logger: Logger
     ) {
-        self.reloadTLS = reloadTLS
-        self.engine = engine
-        self.audit = audit
-        self.identity = identity
-        self.loadAuthenticator = loadAuthenticator
-        self.logger = logger
+        reloader = Reloader(
+            engine: engine, identity: identity, loadAuthenticator: loadAuthenticator, audit: audit, reloadTLS: reloadTLS, logger: logger)
     }
 
     public func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         for await _ in signals.cancelOnGracefulShutdown() {
-            do {
-                let snapshot = try engine.reload()
-                logger.notice(
-                    "policies reloaded",
-                    metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.directory": "\(snapshot.directory)"])
-            } catch {
-                logger.error("policy reload refused; the previous policies stay in force: \(error)")
-            }
-            if let identity, let loadAuthenticator {
-                do {
-                    identity.replace(with: try loadAuthenticator())
-                    logger.notice("identity settings reloaded (JWT keys, JWK Sets, issuers)")
-                } catch {
-                    logger.error("identity reload refused; the previous keys stay in force: \(error)")
-                }
-            }
-            if let reloadTLS {
-                do {
-                    try reloadTLS()
-                    logger.notice("TLS reloaded (certificate chain, key, client CA bundles, CRLs) for new connections")
-                } catch {
-                    logger.error("TLS reload refused; the previous certificate and trust stay in force: \(error)")
-                }
-            }
-            do {
-                try audit?.reopen()
-            } catch {
-                logger.error("audit log could not be reopened; writing on to the old file: \(error)")
-            }
+            _ = reloader.reload()
         }
     }
 }

@@ -17,6 +17,9 @@ public struct TenantPolicySet: Sendable {
     /// Every rate limit.
     public let rateLimits: [RateLimitRule]
 
+    /// The ids of the tenant's rules and rate limits (the rule names its decisions can carry).
+    public var ruleIDs: Set<String> { Set(rules.map(\.id)).union(rateLimits.map(\.id)) }
+
     private let exactTools: [String: [Int]]
     private let prefixTools: [String: [Int]]
     private let prefixLengths: [Int]

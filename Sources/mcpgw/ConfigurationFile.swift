@@ -26,9 +26,17 @@ struct ConfigurationFile {
     /// for this process only.
     var sessionKeys: [SealedBox.Key]?
     var sessionLifetime: Duration = .seconds(24 * 3600)
+    /// The admin listener (`admin`), if configured.
+    var admin: AdminSettings?
+
+    /// Where the admin listener listens, and its TLS (client certificates required) when set.
+    struct AdminSettings {
+        var listen: ListenAddress
+        var tls: TLSConfiguration?
+    }
 
     static let topLevelKeys: Set<String> = [
-        "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions",
+        "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions", "admin",
     ]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
@@ -217,6 +225,25 @@ struct ConfigurationFile {
             guard !keys.isEmpty else { throw JSONFieldError(path: "sessions.keys", reason: "needs at least one key") }
             sessionKeys = keys
         }
+        var admin: AdminSettings?
+        if let reader = try root.object("admin") {
+            try reader.requireOnlyKeys(["listen", "tls"])
+            let text = try reader.string("listen") ?? "127.0.0.1:9464"
+            guard let address = ListenAddress(parsing: text) else {
+                throw JSONFieldError(path: "admin.listen", reason: "'\(text)' is not HOST:PORT")
+            }
+            var settings = AdminSettings(listen: address)
+            if let tlsSettings = try reader.object("tls") {
+                try tlsSettings.requireOnlyKeys(["certificate_chain", "private_key", "client_ca"])
+                // Operators only: a client certificate from the admin CA is required.
+                settings.tls = TLSConfiguration(
+                    certificateChainFile: resolve(try tlsSettings.requiredString("certificate_chain")),
+                    privateKeyFile: resolve(try tlsSettings.requiredString("private_key")),
+                    trustedCABundles: [.init(label: "admin", path: resolve(try tlsSettings.requiredString("client_ca")))],
+                    clientAuthentication: .required)
+            }
+            admin = settings
+        }
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
@@ -224,7 +251,7 @@ struct ConfigurationFile {
                 maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops),
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
-            sessionKeys: sessionKeys, sessionLifetime: sessionLifetime)
+            sessionKeys: sessionKeys, sessionLifetime: sessionLifetime, admin: admin)
     }
 }
 

@@ -6,6 +6,8 @@ struct MCPGW: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mcpgw",
         abstract: "A policy gateway (reverse proxy) for Model Context Protocol servers.",
-        subcommands: [DemoCommand.self, ServeCommand.self, IssueTokenCommand.self, VerifyTokenCommand.self, PolicyCommand.self]
+        subcommands: [
+            DemoCommand.self, ServeCommand.self, IssueTokenCommand.self, VerifyTokenCommand.self, PolicyCommand.self, ConfigCommand.self,
+        ]
     )
 }

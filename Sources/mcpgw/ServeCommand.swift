@@ -64,6 +64,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Flag(help: "Serve plain HTTP without TLS. Insecure: credentials and arguments cross the network in clear text.")
     var insecurePlainHttp = false
 
+    @Option(
+        help:
+            "Admin listener (/healthz, /readyz, /metrics, POST /reload) on HOST:PORT, e.g. 127.0.0.1:9464. Overrides admin.listen; off unless one is set."
+    )
+    var adminListen: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -78,6 +84,14 @@ struct ServeCommand: AsyncParsableCommand {
         var services: GatewayServices?
         let configPath = config ?? (FileManager.default.fileExists(atPath: "mcpgw.dev.json") && clientCAs.isEmpty ? "mcpgw.dev.json" : nil)
         if let configPath {
+            // The same checks as `mcpgw config check`, with the same messages: all of them, before anything starts.
+            let problems = ConfigCommand.Check.problems(
+                in: configPath, policies: policies, upstreamOverridden: upstream != nil,
+                tlsOverridden: cert != nil || key != nil || insecurePlainHttp)
+            if !problems.isEmpty {
+                for problem in problems { logger.critical("configuration refused: \(problem)") }
+                throw ConfigurationError("the configuration has \(problems.count) problem(s): \(problems.joined(separator: "; "))")
+            }
             let file = try ConfigurationFile.load(configPath)
             logger.info(
                 "configuration loaded",
@@ -122,13 +136,35 @@ struct ServeCommand: AsyncParsableCommand {
                     try store.reload(flags.apply(to: tls))
                 }
             }
-            running.append(
-                ReloadService(
-                    engine: services.policy, identity: services.identity,
-                    loadAuthenticator: { [ring = services.keyFetcher?.ring] in
-                        try ConfigurationFile.load(configPath).identity.makeAuthenticator(remoteKeys: ring)
-                    }, audit: services.audit,
-                    reloadTLS: reloadTLS, logger: logger))
+            let reloader = Reloader(
+                engine: services.policy, identity: services.identity,
+                loadAuthenticator: { [ring = services.keyFetcher?.ring] in
+                    try ConfigurationFile.load(configPath).identity.makeAuthenticator(remoteKeys: ring)
+                }, audit: services.audit,
+                reloadTLS: reloadTLS, metrics: services.metrics, logger: logger)
+            running.append(ReloadService(reloader: reloader))
+            let file = try ConfigurationFile.load(configPath)
+            var admin = file.admin
+            if let adminListen {
+                guard let address = ListenAddress(parsing: adminListen) else {
+                    throw ValidationError("--admin-listen '\(adminListen)' is not HOST:PORT")
+                }
+                admin = .init(listen: address, tls: admin?.tls)
+            }
+            if let admin {
+                let tls = try admin.tls.map { try TLSContext(role: .server, configuration: $0) }
+                if tls == nil && !admin.listen.isLoopback {
+                    logger.warning(
+                        "the admin listener is not on loopback and has no TLS: anyone who reaches it can read metrics and reload",
+                        metadata: ["admin.listen": "\(admin.listen)"])
+                }
+                running.append(
+                    AdminService(
+                        address: admin.listen, tls: tls, services: services,
+                        operations: .init(reload: { reloader.reload() }), logger: logger))
+            }
+        } else if adminListen != nil {
+            throw ValidationError("--admin-listen needs a gateway with tenants: pass --config FILE")
         }
         let group = ServiceGroup(services: running, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         do {

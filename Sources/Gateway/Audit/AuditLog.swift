@@ -1,4 +1,5 @@
 import Foundation
+public import Logging
 import Synchronization
 
 /// Why an audit record could not be accepted; the request it belongs to is refused (fail closed).
@@ -66,14 +67,16 @@ public final class AuditLog: Sendable {
     private let state = Mutex(State())
     private let writer: any AuditWriter
     private let capacityBytes: Int
+    private let logger: Logger
     /// A queue this large is written at once rather than at the next 20 ms tick.
     static let earlyWriteBytes = 256 * 1024
     private let wakeUp = NSCondition()
     private let writerDone = Mutex(false)
     private let finished = NSCondition()
 
-    /// Opens the sink and starts the writer thread.
-    public init(sink: Sink, capacityBytes: Int = 16 * 1024 * 1024) throws {
+    /// Opens the sink and starts the writer thread; write failures and recoveries are logged to `logger`.
+    public init(sink: Sink, capacityBytes: Int = 16 * 1024 * 1024, logger: Logger = Logger(label: "mcpgw.audit")) throws {
+        self.logger = logger
         switch sink {
         case .standardOutput: writer = try FileAuditWriter(path: nil)
         case .file(let path): writer = try FileAuditWriter(path: path)
@@ -227,7 +230,7 @@ public final class AuditLog: Sendable {
                         defer { state.failure = nil }
                         return state.failure != nil
                     }
-                    if recovered { Self.report("audit log writes succeed again; accepting requests") }
+                    if recovered { logger.notice("audit log writes succeed again; accepting requests") }
                     backoff = 0.02
                 } catch {
                     let rest = Array(batch[min(error.written, batch.count)...])
@@ -239,7 +242,10 @@ public final class AuditLog: Sendable {
                         defer { state.failure = "write failed: \(error.reason)" }
                         return state.failure == nil
                     }
-                    if firstFailure { Self.report("audit log write failed (\(error.reason)); refusing requests and retrying") }
+                    // Logged once per outage (the transition), not per retry or per refused request.
+                    if firstFailure {
+                        logger.error("audit log write failed; refusing requests and retrying", metadata: ["error": "\(error.reason)"])
+                    }
                     backoff = min(1.0, backoff * 2)
                     continue
                 }
@@ -259,7 +265,4 @@ public final class AuditLog: Sendable {
         bytes.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
     }
 
-    private static func report(_ message: String) {
-        FileHandle.standardError.write(Data("mcpgw: \(message)\n".utf8))
-    }
 }

@@ -59,6 +59,8 @@ public struct AuditRecord: Sendable {
     public var latencyMicroseconds: Int?
     /// The MCP session id, if any.
     public var sessionID: String?
+    /// The W3C trace id of the request (the client's, or one the gateway started).
+    public var traceID: String?
     /// The arguments: keys and a digest by default, in full where a rule asks.
     public var arguments: JSONValue?
 
@@ -160,6 +162,7 @@ public struct AuditRecord: Sendable {
             writer.raw("latency_ms", text)
         }
         writer.optionalString("session_id", sessionID)
+        writer.optionalString("trace_id", traceID)
         if let arguments { writer.value("arguments", arguments) }
         return writer.finishLine()
     }

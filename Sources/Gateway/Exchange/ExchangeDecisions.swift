@@ -256,12 +256,23 @@ struct ExchangeDecisions {
                     status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [Self.mismatchRecord(request, mismatch, message: message, tool: tool)]))
         }
+        let original = body
         var body = body
         var upstreamName: String?
         if TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: body.readableBytesView) {
             switch openTaskHandles(request, parsed, body: body) {
             case .success(let opened): (body, upstreamName) = (opened.body ?? body, opened.name)
             case .failure(let refusal): return .failure(refusal)
+            }
+        }
+        // 2026-07-28 carries trace context in params._meta: the upstream is told the gateway's span there as well.
+        if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first, message.kind == .request {
+            let meta = message.params?.objectValue?["_meta"]?.objectValue
+            if head.headers.first(name: "traceparent") == nil, meta?["traceparent"] != nil {
+                request.trace = TraceContext.of(head.headers, meta: meta)
+            }
+            if let trace = request.trace, let traced = Self.withTraceContext(body, message: message, rewritten: body != original, trace) {
+                body = traced
             }
         }
         var decided: [DecidedMessage] = []
@@ -364,6 +375,33 @@ struct ExchangeDecisions {
                     status: .badRequest, id: error.id, code: -32602, message: "unknown task",
                     records: [request.record(.deny, error.reason, rule: "task_binding", method: method)]))
         }
+    }
+
+    /// A 2026-07-28 request with `params._meta.traceparent` (and `tracestate`) set to the gateway's hop; nil when
+    /// the message has no object `params._meta` (the envelope check refuses those). Built from the checked message
+    /// (whose only members are `jsonrpc`, `id`, `method` and `params`) unless an earlier step rewrote the body.
+    static func withTraceContext(_ body: ByteBuffer, message: JSONRPCMessage, rewritten: Bool, _ trace: TraceContext) -> ByteBuffer? {
+        var object: JSONObject
+        if rewritten {
+            guard let parsed = (try? body.withUnsafeReadableBytes { try JSONParser.parse($0) })?.objectValue else { return nil }
+            object = parsed
+        } else {
+            guard let id = message.id, let method = message.method, let params = message.params else { return nil }
+            object = JSONObject([
+                .init(key: "jsonrpc", value: .string("2.0")), .init(key: "id", value: id), .init(key: "method", value: .string(method)),
+                .init(key: "params", value: params),
+            ])
+        }
+        guard object["params"]?.objectValue?["_meta"]?.objectValue != nil else { return nil }
+        object = object.updatingObject("params") { params in
+            params.updatingObject("_meta") { meta in
+                var members = meta.members.filter { $0.key != "traceparent" && $0.key != "tracestate" }
+                members.append(.init(key: "traceparent", value: .string(trace.upstreamTraceparent)))
+                if let state = trace.state { members.append(.init(key: "tracestate", value: .string(state))) }
+                return JSONObject(members)
+            }
+        }
+        return ByteBuffer(bytes: JSONValue.object(object).serializedBytes)
     }
 
     /// The record of a call refused because a header contradicts its body.

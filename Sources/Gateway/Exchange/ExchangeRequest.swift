@@ -29,6 +29,8 @@ final class ExchangeRequest: @unchecked Sendable {
     var upstreamLastEventID: String?
     /// Which transport the request uses.
     var transport = Transport.streamableHTTP
+    /// The request's trace context (W3C), continued from the client's or started here.
+    var trace: TraceContext?
     /// The tenant the request's path names (`/tenants/<tenant>/…`): its OAuth metadata is what a `401` points to,
     /// and only its principals are served there.
     var pathTenant: String?
@@ -64,6 +66,7 @@ final class ExchangeRequest: @unchecked Sendable {
         record.authMethod = principal?.method.rawValue
         record.clientAddress = clientAddress
         record.sessionID = head.headers.first(name: "mcp-session-id")
+        record.traceID = trace?.traceID
         record.latencyMicroseconds = elapsedMicroseconds
         record.rule = rule
         record.method = method

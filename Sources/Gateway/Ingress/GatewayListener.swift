@@ -51,6 +51,7 @@ public final class GatewayListener: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 if let refusal = connections.admit(channel, maximum: configuration.maximumConnections, perSource: perSource) {
+                    services?.metrics.connectionRefused(reason: refusal == .listenerFull ? "listener_full" : "source_full")
                     // Logged at most once a second: a flood of connections must not become a flood of log lines.
                     if connections.shouldLogRefusal() {
                         let why =

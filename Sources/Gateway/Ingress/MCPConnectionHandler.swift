@@ -179,6 +179,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let requestID = services?.requestIDs.next() ?? "-"
         request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
+        request!.trace = TraceContext.of(head.headers, meta: nil)
         plan = nil
         if path == "/healthz" {
             if head.method == .GET || head.method == .HEAD {
@@ -417,7 +418,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             for record in refusal.records { lines += record.lineBytes }
             do {
                 try services.audit.append(lines: lines)
+                services.metrics.observe(refusal.records)
             } catch {
+                services.metrics.observe(
+                    [request?.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")].compactMap { $0 })
                 refusal = Refusal(
                     status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
                     message: "audit log unavailable; request refused", records: [])
@@ -608,6 +612,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
     /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
     static let forwardedRequestHeaders = ["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"]
+    // `traceparent` and `tracestate` are the gateway's own (its span as the parent), added with the trace context.
 
     private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
         var headers = HTTPHeaders()
@@ -627,6 +632,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // A task method's Mcp-Name is the handle the client knows; the upstream gets its own task id there.
         if let name = plan?.upstreamName, headers.contains(name: "mcp-name") {
             headers.replaceOrAdd(name: "Mcp-Name", value: MCPHeaderValue.encode(name))
+        }
+        if let trace = request!.trace {
+            headers.add(name: "traceparent", value: trace.upstreamTraceparent)
+            if let state = trace.state { headers.add(name: "tracestate", value: state) }
         }
         if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
         if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
@@ -669,6 +678,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return record
         }
         services.audit.append(records, into: reservation)
+        services.metrics.observe(records)
+        services.metrics.observeUpstream(tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status)
     }
 
     /// A request the connection lost before it was decided (its identity being checked, its body arriving, or its
@@ -686,6 +697,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let cause = draining ? "the gateway shut down" : "the client closed the connection"
         let record = request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")
         try? services.audit.append(lines: record.lineBytes)
+        services.metrics.observe([record])
     }
 
     private func releaseBudgets() {
@@ -704,7 +716,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         record.rule = rule
         record.tenant = request?.principal?.tenant
         record.agent = request?.principal?.agent
+        record.traceID = request?.trace?.traceID
         try? services.audit.append(lines: record.lineBytes)
+        services.metrics.observe([record])
     }
 
     // MARK: - Upstream responses
@@ -811,6 +825,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
+        if let services, let tenant = request?.principal?.tenant, let held = services.operationalLogThrottle.admit("upstream/\(tenant)") {
+            // An operator must see an upstream that fails, but once a minute per tenant, not once per request.
+            services.logger.warning(
+                "upstream request failed",
+                metadata: ["tenant": "\(tenant)", "error": "\(failure)", "similar.failures.held.back": "\(held)"])
+        }
         perform(machine.upstreamFailed(failure))
     }
 

@@ -26,6 +26,17 @@ final class UpstreamBudgets: Sendable {
         }
     }
 
+    /// Open GET streams per tenant.
+    func streamsByTenant() -> [String: Int] {
+        counts.withLock { counts in
+            var result: [String: Int] = [:]
+            for (budget, count) in counts {
+                if case .tenantStreams(let tenant) = budget { result[tenant] = count }
+            }
+            return result
+        }
+    }
+
     /// Gives back one unit of each budget.
     func release(_ budgets: [Budget]) {
         counts.withLock { counts in

@@ -1,4 +1,5 @@
 public import StrictJSON
+import Synchronization
 
 public import struct Foundation.Date
 
@@ -89,9 +90,11 @@ public struct JWTVerifier: Sendable {
         if let cached = cache.lookup(digest, now: now),
             cached.keySetGeneration == nil || cached.keySetGeneration == remoteKeys?.generation(for: cached.tenant)
         {
+            TokenCacheStatistics.hits.wrappingAdd(1, ordering: .relaxed)
             return cached
         }
         if cachedOnly { return nil }
+        TokenCacheStatistics.misses.wrappingAdd(1, ordering: .relaxed)
         let jws = try CompactJWS(parsing: token, maximumBytes: maximumTokenBytes)
         guard let algorithmName = jws.algorithmName else { throw .malformedToken("header has no string 'alg'") }
         guard algorithmName.lowercased() != "none" else { throw .algorithmNone }

@@ -49,3 +49,15 @@ final class VerifiedTokenCache: Sendable {
     /// How many tokens are cached.
     var count: Int { entries.withLock { $0.count } }
 }
+
+/// How often verified-token caches answered, process-wide (for metrics): a hit is a token answered from a cache, a
+/// miss one that needed a signature check.
+public enum TokenCacheStatistics {
+    static let hits = Atomic<Int>(0)
+    static let misses = Atomic<Int>(0)
+
+    /// The counts since the process started.
+    public static var current: (hits: Int, misses: Int) {
+        (hits.load(ordering: .relaxed), misses.load(ordering: .relaxed))
+    }
+}

@@ -1,0 +1,187 @@
+public import Logging
+public import NIOCore
+import NIOHTTP1
+public import NIOPosix
+public import ServiceLifecycle
+import StrictJSON
+public import TLS
+
+/// The operator's listener, apart from the MCP one: `GET /healthz` (alive), `GET /readyz` (ready to serve),
+/// `GET /metrics` (Prometheus text format) and `POST /reload` (what SIGHUP does, answering what changed). Bound to
+/// loopback by default; with TLS settings that require client certificates, only holders of a certificate from the
+/// admin CA are served.
+public final class AdminListener: Sendable {
+    /// The address bound (with the real port when port 0 was asked for).
+    public let localAddress: SocketAddress
+    private let channel: any Channel
+
+    private init(channel: any Channel) {
+        self.channel = channel
+        self.localAddress = channel.localAddress!
+    }
+
+    /// What `/readyz` checks and `POST /reload` does, supplied by the process that runs the gateway.
+    public struct Operations: Sendable {
+        /// Reloads policies, identity, TLS and the audit file; the report of what changed.
+        public var reload: @Sendable () -> ReloadReport
+        /// How long ago (seconds) an upstream failure still makes the gateway unready.
+        public var upstreamFailureWindow: Double
+
+        /// Operations from their parts.
+        public init(reload: @escaping @Sendable () -> ReloadReport, upstreamFailureWindow: Double = 30) {
+            self.reload = reload
+            self.upstreamFailureWindow = upstreamFailureWindow
+        }
+    }
+
+    /// Binds `address` (TLS when `tls` is given) and serves `services`' health, readiness and metrics.
+    public static func bind(
+        address: ListenAddress, tls: TLSContext?, services: GatewayServices, operations: Operations, logger: Logger,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> AdminListener {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls { try pipeline.addHandler(TLSHandler(context: tls, logger: logger)) }
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(AdminHandler(services: services, operations: operations))
+                }
+            }
+        let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+        logger.info("admin listener ready", metadata: ["admin.address": "\(channel.localAddress!)", "tls": "\(tls != nil)"])
+        return AdminListener(channel: channel)
+    }
+
+    /// Stops accepting connections.
+    public func close() async throws { try await channel.close() }
+
+    /// Readiness, as `/readyz` reports it: each check and whether the gateway is ready.
+    static func readiness(_ services: GatewayServices, window: Double) -> (ready: Bool, body: JSONValue) {
+        let policies = !services.policy.snapshot.tenants.isEmpty
+        let audit = services.audit.isAccepting
+        let failing = services.metrics.failingUpstreams(within: window)
+        let ready = policies && audit && failing.isEmpty
+        let body = JSONValue.object(
+            JSONObject([
+                .init(key: "ready", value: .bool(ready)),
+                .init(
+                    key: "checks",
+                    value: .object(
+                        JSONObject([
+                            .init(key: "policies_loaded", value: .bool(policies)),
+                            .init(key: "audit_writable", value: .bool(audit)),
+                            .init(key: "upstreams_failing", value: .array(failing.map(JSONValue.string))),
+                        ]))),
+            ]))
+        return (ready, body)
+    }
+}
+
+/// Answers one admin request at a time (bodies are not read: none of these takes one).
+private final class AdminHandler: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let services: GatewayServices
+    let operations: AdminListener.Operations
+    var head: HTTPRequestHead?
+
+    init(services: GatewayServices, operations: AdminListener.Operations) {
+        self.services = services
+        self.operations = operations
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let request): head = request
+        case .body: break
+        case .end:
+            guard let head else { return }
+            self.head = nil
+            route(head, context)
+        }
+    }
+
+    private func route(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let allowed: HTTPMethod = path == "/reload" ? .POST : .GET
+        let known = ["/healthz", "/readyz", "/metrics", "/reload"].contains(path)
+        guard known else { return respond(context, head, .notFound, json: #"{"error":"not found"}"#) }
+        guard head.method == allowed || (allowed == .GET && head.method == .HEAD) else {
+            return respond(
+                context, head, .methodNotAllowed, json: #"{"error":"method not allowed"}"#, extra: [("Allow", allowed.rawValue)])
+        }
+        switch path {
+        case "/healthz":
+            respond(context, head, .ok, json: #"{"status":"ok"}"#)
+        case "/readyz":
+            let (ready, body) = AdminListener.readiness(services, window: operations.upstreamFailureWindow)
+            respond(context, head, ready ? .ok : .serviceUnavailable, json: body.serialized)
+        case "/metrics":
+            let text = services.metrics.render(services: services)
+            respond(context, head, .ok, body: text, contentType: "text/plain; version=0.0.4; charset=utf-8")
+        default:
+            // Reading files and building contexts takes time: off the event loop.
+            let reload = operations.reload
+            let loop = context.eventLoop
+            let bound = NIOLoopBound((self, context), eventLoop: loop)
+            NIOThreadPool.singleton.runIfActive(eventLoop: loop) { reload() }.whenComplete { result in
+                let (handler, context) = bound.value
+                switch result {
+                case .success(let report):
+                    handler.respond(context, head, report.succeeded ? .ok : .internalServerError, json: report.json.serialized)
+                case .failure(let error):
+                    handler.respond(context, head, .serviceUnavailable, json: #"{"error":"reload not run: \#(error)"}"#)
+                }
+            }
+        }
+    }
+
+    private func respond(
+        _ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus, json: String,
+        extra: [(String, String)] = []
+    ) {
+        respond(context, request, status, body: Array(json.utf8), contentType: "application/json", extra: extra)
+    }
+
+    private func respond(
+        _ context: ChannelHandlerContext, _ request: HTTPRequestHead, _ status: HTTPResponseStatus, body: [UInt8],
+        contentType: String, extra: [(String, String)] = []
+    ) {
+        var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(body.count)), ("Cache-Control", "no-store")])
+        for (name, value) in extra { headers.add(name: name, value: value) }
+        context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+        if request.method != .HEAD {
+            context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+    }
+}
+
+/// The admin listener as a swift-service-lifecycle `Service`: binds in `run()`, closes on graceful shutdown.
+public struct AdminService: Service {
+    let address: ListenAddress
+    let tls: TLSContext?
+    let services: GatewayServices
+    let operations: AdminListener.Operations
+    let logger: Logger
+
+    /// An admin listener on `address` (TLS when `tls` is given) for `services`.
+    public init(
+        address: ListenAddress, tls: TLSContext?, services: GatewayServices, operations: AdminListener.Operations, logger: Logger
+    ) {
+        self.address = address
+        self.tls = tls
+        self.services = services
+        self.operations = operations
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        let listener = try await AdminListener.bind(address: address, tls: tls, services: services, operations: operations, logger: logger)
+        try? await gracefulShutdown()
+        try await listener.close()
+    }
+}

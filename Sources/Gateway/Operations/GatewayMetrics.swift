@@ -1,0 +1,191 @@
+import CoreMetrics
+public import Identity
+import NIOCore
+public import Policy
+public import Prometheus
+import Synchronization
+import TLS
+
+/// The gateway's Prometheus metrics, through swift-metrics with swift-prometheus as the backend (a registry of its
+/// own, not the process-wide `MetricsSystem`, so that tests and embedders run several gateways side by side).
+///
+/// Requests and decisions are counted from the audit records as they are written — the one place every decision
+/// passes exactly once — so metrics and audit log cannot disagree. Label values come from bounded sets only: tenants
+/// and rule ids from the loaded configuration and policies, methods from the MCP method table, decisions and reasons
+/// from the gateway's own vocabulary. Anything else a request could put there (an unknown method, a tool name) is
+/// counted as `other`, never as itself. Names and labels are listed in docs/metrics.md.
+public final class GatewayMetrics: Sendable {
+    /// Where the metrics are kept and rendered from.
+    public let registry = PrometheusCollectorRegistry()
+    private let factory: PrometheusMetricsFactory
+    /// What label values may be: tenants and each tenant's rule ids, replaced when policies are reloaded.
+    private let vocabulary: Mutex<Vocabulary>
+    /// Values of process-wide counters at the last scrape (they are exported as increments of Prometheus counters).
+    private let lastSeen = Mutex<[String: Int]>([:])
+    /// When each tenant's upstream last answered, and last failed to (monotonic seconds), for readiness.
+    private let upstreamHealth = Mutex<[String: (lastSuccess: Double, lastFailure: Double)]>([:])
+
+    struct Vocabulary {
+        var tenants: Set<String>
+        var rules: [String: Set<String>]
+    }
+
+    /// Methods that may appear as a label: the MCP method table, and the gateway's own names for GET/DELETE.
+    static let methods: Set<String> =
+        MCPMethod.governed.union(MCPMethod.plumbing).union(MCPMethod.removedInModern).union([
+            "stream", "session_end", "response", "tasks/list",
+        ])
+
+    /// Metrics for `policy`'s tenants and rules.
+    public init(policy: PolicySnapshot) {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .milliseconds(1), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30),
+        ]
+        self.factory = factory
+        vocabulary = Mutex(Self.vocabulary(policy))
+        // Declared at once, so that a scrape shows them (at zero) before the first event.
+        for result in ["success", "failure"] { counter("mcpgw_reloads_total", ["result": result]).increment(by: 0) }
+        counter("mcpgw_audit_write_errors_total", [:]).increment(by: 0)
+    }
+
+    static func vocabulary(_ policy: PolicySnapshot) -> Vocabulary {
+        Vocabulary(tenants: Set(policy.tenants.keys), rules: policy.tenants.mapValues(\.ruleIDs))
+    }
+
+    /// Takes the tenants and rule ids of reloaded policies.
+    public func policiesReloaded(_ policy: PolicySnapshot) { vocabulary.withLock { $0 = Self.vocabulary(policy) } }
+
+    // MARK: - Events
+
+    /// Counts what `records` say: requests by tenant, method and decision; policy decisions by rule; rate-limited
+    /// calls; authentication failures by reason; refusals of connections and requests by the gateway's limits.
+    func observe(_ records: [AuditRecord]) {
+        let vocabulary = self.vocabulary.withLock { $0 }
+        for record in records {
+            let tenant = tenantLabel(record.tenant, vocabulary)
+            let method = record.method.map { Self.methods.contains($0) ? $0 : "other" } ?? "none"
+            let decision = record.decision.rawValue
+            counter("mcpgw_requests_total", ["tenant": tenant, "method": method, "decision": decision]).increment()
+            let rule = ruleLabel(record.rule, tenant: record.tenant, vocabulary)
+            switch record.decision {
+            case .allow, .audit, .deny:
+                counter("mcpgw_policy_decisions_total", ["tenant": tenant, "decision": decision, "rule": rule]).increment()
+            case .rateLimited:
+                counter("mcpgw_policy_decisions_total", ["tenant": tenant, "decision": decision, "rule": rule]).increment()
+                counter("mcpgw_rate_limited_total", ["tenant": tenant, "rule": rule]).increment()
+            case .authenticationFailed:
+                counter("mcpgw_authentication_failures_total", ["reason": rule]).increment()
+            case .malformed, .unavailable:
+                counter("mcpgw_refusals_total", ["tenant": tenant, "reason": rule]).increment()
+            }
+        }
+    }
+
+    /// One forwarded exchange's upstream answer: its latency (to the response head) and status.
+    func observeUpstream(tenant: String?, seconds: Double, status: Int?) {
+        let vocabulary = self.vocabulary.withLock { $0 }
+        let label = tenantLabel(tenant, vocabulary)
+        let failed = status.map { $0 == 502 || $0 == 504 } ?? true
+        if failed {
+            counter("mcpgw_upstream_errors_total", ["tenant": label, "status": status.map(String.init) ?? "none"]).increment()
+        } else {
+            CoreMetrics.Timer(label: "mcpgw_upstream_response_seconds", dimensions: [("tenant", label)], factory: factory)
+                .recordNanoseconds(Int64(seconds * 1e9))
+        }
+        guard let tenant else { return }
+        let now = Self.monotonicSeconds()
+        upstreamHealth.withLock { health in
+            var entry = health[tenant] ?? (-.infinity, -.infinity)
+            if failed { entry.lastFailure = now } else { entry.lastSuccess = now }
+            health[tenant] = entry
+        }
+    }
+
+    /// A connection refused at accept (`listener_full`, `source_full`).
+    func connectionRefused(reason: String) { counter("mcpgw_connections_refused_total", ["reason": reason]).increment() }
+
+    /// A reload (SIGHUP or `POST /reload`) ended.
+    public func reloaded(success: Bool) { counter("mcpgw_reloads_total", ["result": success ? "success" : "failure"]).increment() }
+
+    /// Tenants whose upstream failed last, within `window` seconds, and has not answered since.
+    public func failingUpstreams(within window: Double) -> [String] {
+        let now = Self.monotonicSeconds()
+        return upstreamHealth.withLock { health in
+            health.filter { $0.value.lastFailure > $0.value.lastSuccess && now - $0.value.lastFailure < window }.keys.sorted()
+        }
+    }
+
+    // MARK: - Scrape
+
+    /// The Prometheus text exposition, with the gauges and process-wide counters brought up to date first.
+    func render(services: GatewayServices) -> [UInt8] {
+        let audit = services.audit
+        gauge("mcpgw_audit_queue_bytes", [:]).record(Int64(audit.queuedBytes))
+        gauge("mcpgw_audit_accepting", [:]).record(audit.isAccepting ? 1 : 0)
+        catchUp("mcpgw_audit_write_errors_total", [:], to: audit.writeErrors)
+        catchUp("mcpgw_audit_records_total", [:], to: audit.writtenRecords)
+        let vocabulary = self.vocabulary.withLock { $0 }
+        let streams = services.upstream.budgets.streamsByTenant()
+        for tenant in vocabulary.tenants.sorted() {
+            gauge("mcpgw_streams_in_flight", ["tenant": tenant]).record(Int64(streams[tenant] ?? 0))
+        }
+        for (key, count) in TLSHandshakeCounters.shared.snapshot() {
+            catchUp(
+                "mcpgw_tls_handshakes_total", ["result": key.result, "version": key.version, "reason": key.reason], to: count)
+        }
+        let cache = TokenCacheStatistics.current
+        catchUp("mcpgw_token_cache_requests_total", ["result": "hit"], to: cache.hits)
+        catchUp("mcpgw_token_cache_requests_total", ["result": "miss"], to: cache.misses)
+        return registry.emitToBuffer()
+    }
+
+    // MARK: - Helpers
+
+    private func counter(_ name: String, _ labels: KeyValuePairs<String, String>) -> CoreMetrics.Counter {
+        CoreMetrics.Counter(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+    }
+
+    private func gauge(_ name: String, _ labels: KeyValuePairs<String, String>) -> CoreMetrics.Gauge {
+        CoreMetrics.Gauge(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+    }
+
+    /// Brings a counter to a process-wide total kept elsewhere (it only ever goes up).
+    private func catchUp(_ name: String, _ labels: KeyValuePairs<String, String>, to total: Int) {
+        let key = name + labels.map { "|\($0.key)=\($0.value)" }.joined()
+        let previous = lastSeen.withLock { seen in
+            defer { seen[key] = max(seen[key] ?? 0, total) }
+            return seen[key] ?? 0
+        }
+        counter(name, labels).increment(by: Int64(max(0, total - previous)))
+    }
+
+    private func tenantLabel(_ tenant: String?, _ vocabulary: Vocabulary) -> String {
+        guard let tenant else { return "none" }
+        return vocabulary.tenants.contains(tenant) ? tenant : "other"
+    }
+
+    /// A rule id of the tenant's loaded policies, or one of the gateway's own reasons (lower-case words, as the
+    /// gateway writes them); anything else is `other`.
+    private func ruleLabel(_ rule: String?, tenant: String?, _ vocabulary: Vocabulary) -> String {
+        guard let rule else { return "none" }
+        if let tenant, vocabulary.rules[tenant]?.contains(rule) == true { return rule }
+        return Self.gatewayReasons.contains(rule) || rule.hasPrefix("jsonrpc_") && rule.count <= 14 ? rule : "other"
+    }
+
+    /// The gateway's own rule names in audit records (not policy rule ids).
+    static let gatewayReasons: Set<String> = [
+        "default", "protocol", "header_mismatch", "task_binding", "session_binding", "event_binding", "path", "http_method",
+        "oauth_metadata", "tenant_path", "abandoned", "offload", "introspection_unavailable", "resource_uri", "accept",
+        "agent_stream_budget", "tenant_stream_budget", "tenant_request_budget", "upstream_connection_budget",
+        "large_decision_budget", "slow_request_head", "slow_request_body", "sse_event_unreadable", "http_parse",
+        "body_too_large", "audit_unavailable", "upstream", "shutdown",
+        "no_credentials", "token_too_large", "malformed_token", "algorithm_none", "unsupported_algorithm",
+        "algorithm_mismatch", "unknown_kid", "key_not_selectable", "bad_signature", "token_expired", "token_not_yet_valid",
+        "token_issued_in_future", "missing_claim", "invalid_claim", "wrong_issuer", "wrong_audience", "unknown_tenant",
+        "tenant_mismatch", "agent_mismatch", "certificate_refused", "token_inactive",
+    ]
+
+    static func monotonicSeconds() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+}
