@@ -40,7 +40,7 @@ struct TraceContext: Sendable, Equatable {
     static func parse(_ text: String) -> (traceID: String, spanID: String, flags: String)? {
         let parts = text.split(separator: "-", omittingEmptySubsequences: false)
         guard parts.count >= 4, parts[0].count == 2, parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
-            parts.allSatisfy({ $0.utf8.allSatisfy(isLowerHex) }), parts[0] != "ff", parts[0] == "00" ? parts.count == 4 : true,
+            parts.prefix(4).allSatisfy({ $0.utf8.allSatisfy(isLowerHex) }), parts[0] != "ff", parts[0] == "00" ? parts.count == 4 : true,
             parts[1].contains(where: { $0 != "0" }), parts[2].contains(where: { $0 != "0" })
         else { return nil }
         return (String(parts[1]), String(parts[2]), String(parts[3]))
