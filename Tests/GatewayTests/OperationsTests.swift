@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import StrictJSON
+import TLS
 import TestSupport
 import Testing
 
@@ -184,5 +185,33 @@ struct OperationsTests {
         for second in 1..<30 { #expect(throttle.admit("upstream/acme", now: Double(second)) == nil) }
         #expect(throttle.admit("upstream/globex", now: 30) == 0)
         #expect(throttle.admit("upstream/acme", now: 61) == 29)
+    }
+}
+
+@Suite("Admin listener over mutual TLS", .serialized)
+struct AdminTLSTests {
+    @Test("with TLS settings, only holders of a certificate from the admin CA are served")
+    func mutualTLS() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let tls = try TLSContext(
+            role: .server,
+            configuration: TLSConfiguration(
+                certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+                trustedCABundles: [.init(label: "admin", path: DevPKI.tenantCA("acme"))], clientAuthentication: .required))
+        let admin = try await AdminListener.bind(
+            address: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, services: gateway.services,
+            operations: .init(reload: { ReloadReport() }), logger: Logger(label: "admin-test"))
+        let port = admin.localAddress.port!
+        let scraped = try await TestHTTPClient(port: port, agent: "acme/agents/bot1").send(.GET, path: "/metrics")
+        #expect(scraped.status == 200 && scraped.body.contains("mcpgw_audit_accepting"))
+        // Without a certificate, or with one from another CA, the handshake fails: nothing is answered.
+        for agent in [nil, "globex/agents/bot1"] {
+            let refused = try? await TestHTTPClient(port: port, agent: agent).send(.GET, path: "/metrics")
+            #expect(refused == nil || refused?.status == 0, "\(agent ?? "no certificate"): \(refused?.status ?? 0) \(refused?.body.prefix(80) ?? "")")
+        }
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
     }
 }
