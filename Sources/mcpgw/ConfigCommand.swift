@@ -4,6 +4,7 @@ import Gateway
 import Identity
 import Logging
 import Policy
+import StrictJSON
 import TLS
 
 /// `mcpgw config check FILE`: everything `serve` would load, checked without serving.
@@ -41,27 +42,18 @@ struct ConfigCommand: ParsableCommand {
             throw ExitCode.failure
         }
 
-        /// Every problem found in the file and what it refers to, each naming the file and the field. `policies`
-        /// and `upstreamOverridden` stand for command-line flags of `serve` that replace parts of the file.
+        /// Every problem found in the file and what it refers to, each naming the file and the field. `policies`,
+        /// `upstreamOverridden` and `tlsOverridden` stand for command-line flags of `serve` that replace parts of the
+        /// file.
         static func problems(
             in path: String, policies override: String? = nil, upstreamOverridden: Bool = false, tlsOverridden: Bool = false
         ) -> [String] {
-            let loaded: ConfigurationFile
-            do {
-                loaded = try ConfigurationFile.load(path)
-            } catch {
-                // The document itself cannot be read as a configuration: nothing further can be checked.
-                return ["\(error)"]
-            }
-            var problems: [String] = []
+            var (loaded, problems) = documentProblems(path)
+            guard let loaded else { return problems }
             if tlsOverridden {
                 // `serve`'s TLS flags replace the file's settings; they are checked when the listener starts.
             } else if let tls = loaded.gateway.tls {
-                do {
-                    _ = try TLSContext(role: .server, configuration: tls)
-                } catch {
-                    problems.append("\(path): tls (certificate_chain, private_key, tenants' client_ca and crl): \(error)")
-                }
+                problems += tlsProblems(tls, loaded.identity, path)
             } else if !loaded.gateway.allowInsecurePlainHTTP {
                 problems.append("\(path): tls: required")
             }
@@ -96,6 +88,106 @@ struct ConfigCommand: ParsableCommand {
                 _ = try loaded.identity.makeAuthenticator()
             } catch {
                 problems.append("\(path): tenants (jwt): \(error)")
+            }
+            return problems
+        }
+
+        /// The configuration as far as it can be read, and the problems of its document: after each problem, the
+        /// part it is in (a tenant's `jwt`, `upstream`, … or a top-level section) is set aside and the rest read
+        /// again, so that one broken part does not hide the others. Nil when a part the rest depends on is broken.
+        static func documentProblems(_ path: String) -> (ConfigurationFile?, [String]) {
+            guard let data = FileManager.default.contents(atPath: path),
+                var document = try? JSONParser.parse(Array(data), limits: JSONLimits(maximumDepth: 32))
+            else {
+                do {
+                    return (try ConfigurationFile.load(path), [])
+                } catch {
+                    return (nil, ["\(error)"])
+                }
+            }
+            let base = (path as NSString).deletingLastPathComponent
+            var problems: [String] = []
+            var setAside: [[String]] = []
+            for _ in 0..<64 {
+                do {
+                    let file = try ConfigurationFile.parse(document.serializedBytes, baseDirectory: base.isEmpty ? "." : base)
+                    return (file, problems)
+                } catch let error as JSONFieldError {
+                    let part = Self.part(of: error.path)
+                    // A problem caused by setting a part aside (a required section now missing) is not reported.
+                    if setAside.contains(part) { return (nil, problems) }
+                    problems.append("\(path): \(error)")
+                    guard let pruned = Self.removing(part, from: document) else { return (nil, problems) }
+                    setAside.append(part)
+                    document = pruned
+                } catch {
+                    problems.append("\(path): \(error)")
+                    return (nil, problems)
+                }
+            }
+            return (nil, problems)
+        }
+
+        /// The part of the document a field belongs to: `tenants.<t>.<section>` for a tenant's settings, the
+        /// top-level key otherwise.
+        static func part(of fieldPath: String) -> [String] {
+            let components = fieldPath.split(separator: ".").map { String($0.prefix { $0 != "[" }) }
+            return components.first == "tenants" ? Array(components.prefix(3)) : Array(components.prefix(1))
+        }
+
+        /// `document` without the member at `keyPath`; nil when there is none to remove.
+        static func removing(_ keyPath: [String], from document: JSONValue) -> JSONValue? {
+            guard let first = keyPath.first, let object = document.objectValue, object[first] != nil else { return nil }
+            if keyPath.count == 1 { return .object(JSONObject(object.members.filter { $0.key != first })) }
+            guard let inner = removing(Array(keyPath.dropFirst()), from: object[first]!) else { return nil }
+            return .object(JSONObject(object.members.map { $0.key == first ? .init(key: first, value: inner) : $0 }))
+        }
+
+        /// Problems of the listener's TLS settings, each under the field that causes it: the certificate and key
+        /// first (nothing else can be checked without them), then each tenant's client CA bundles and CRLs.
+        static func tlsProblems(_ tls: TLSConfiguration, _ identity: IdentityConfiguration, _ path: String) -> [String] {
+            var own = tls
+            own.trustedCABundles = []
+            own.crlFiles = []
+            own.clientAuthentication = .none
+            do {
+                _ = try TLSContext(role: .server, configuration: own)
+            } catch {
+                let field = "\(error)".contains("private key") ? "tls.private_key" : "tls.certificate_chain"
+                return ["\(path): \(field): \(error)"]
+            }
+            var problems: [String] = []
+            for (tenant, settings) in identity.tenants.sorted(by: { $0.key < $1.key }) {
+                var goodBundles: [TLSConfiguration.TrustedCABundle] = []
+                for bundle in settings.clientCABundles {
+                    var single = own
+                    single.trustedCABundles = [.init(label: tenant, path: bundle)]
+                    single.clientAuthentication = .optional
+                    do {
+                        _ = try TLSContext(role: .server, configuration: single)
+                        goodBundles.append(.init(label: tenant, path: bundle))
+                    } catch {
+                        problems.append("\(path): tenants.\(tenant).client_ca: \(error)")
+                    }
+                }
+                for crl in settings.crlFiles where !goodBundles.isEmpty {
+                    var single = own
+                    single.trustedCABundles = goodBundles
+                    single.crlFiles = [crl]
+                    single.clientAuthentication = .optional
+                    do {
+                        _ = try TLSContext(role: .server, configuration: single)
+                    } catch {
+                        problems.append("\(path): tenants.\(tenant).crl: \(error)")
+                    }
+                }
+            }
+            if problems.isEmpty {
+                do {
+                    _ = try TLSContext(role: .server, configuration: tls)
+                } catch {
+                    problems.append("\(path): tls: \(error)")
+                }
             }
             return problems
         }

@@ -208,7 +208,9 @@ struct AdminTLSTests {
         // Without a certificate, or with one from another CA, the handshake fails: nothing is answered.
         for agent in [nil, "globex/agents/bot1"] {
             let refused = try? await TestHTTPClient(port: port, agent: agent).send(.GET, path: "/metrics")
-            #expect(refused == nil || refused?.status == 0, "\(agent ?? "no certificate"): \(refused?.status ?? 0) \(refused?.body.prefix(80) ?? "")")
+            #expect(
+                refused == nil || refused?.status == 0,
+                "\(agent ?? "no certificate"): \(refused?.status ?? 0) \(refused?.body.prefix(80) ?? "")")
         }
         try await admin.close()
         try await gateway.stop()

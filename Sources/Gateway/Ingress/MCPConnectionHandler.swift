@@ -2,6 +2,7 @@ import Identity
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 import TLS
 
 /// The handler at the top of every client connection. It feeds HTTP parts, upstream responses and the results of
@@ -386,7 +387,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let limit = services?.limits.maximumFilteredResponseBytes ?? 0
             answer(
                 Refusal(
-                    status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                     message: "upstream list response larger than \(limit) bytes", records: []))
         case .answerUpstreamFailure(let failure):
             upstream = nil
@@ -395,7 +396,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             finishAudit(status: Int(status.code), note: "upstream: \(failure)")
             answer(
                 Refusal(
-                    status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    status: status, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                     message: failure.isTimeout ? "upstream did not answer in time" : "upstream unavailable", records: []))
         case .closeConnection:
             close()
@@ -549,7 +550,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard let endpoint = configured else {
             return answer(
                 Refusal(
-                    status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                     message: "no upstream is configured for this tenant",
                     records: plan.records.map { record in
                         var record = record
@@ -603,6 +604,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 upstreamFailed(error)
             }
         }
+    }
+
+    /// The JSON-RPC id an error about the upstream answers: the request's, for a body of one request (a batch, a
+    /// notification or a GET stream gets `null`: no single id is the right one).
+    static func answeredID(_ plan: ForwardPlan?) -> JSONValue? {
+        guard let plan, plan.records.count == 1 else { return nil }
+        return plan.records[0].jsonrpcID
     }
 
     /// The legacy HTTP+SSE transport's stream (`GET`) and message (`POST`) endpoints.
@@ -661,7 +669,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return record
         }
         return Refusal(
-            status: status, id: nil, code: GatewayErrorCode.upstreamUnavailable, message: reason, headers: [("Retry-After", "1")],
+            status: status, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable, message: reason,
+            headers: [("Retry-After", "1")],
             records: records)
     }
 
@@ -774,7 +783,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 upstream = nil
                 answer(
                     Refusal(
-                        status: .gatewayTimeout, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                        status: .gatewayTimeout, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                         message: "upstream did not finish its list answer in time", records: []))
             }
         }
@@ -865,7 +874,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         guard let filtered = listFilter(requests).filterJSON(bytes, maximumBytes: bound) else {
             return Refusal(
-                status: .badGateway, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                 message: "upstream list response is not valid JSON-RPC", records: [])
         }
         return Refusal(status: head.status, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])

@@ -1,0 +1,592 @@
+"""Operating the gateway: `mcpgw config check` (and `serve` refusing the same configurations), the admin listener
+(/healthz, /readyz, /metrics, POST /reload), JSON logs, and an unreachable upstream (rate-limited log line, /readyz).
+
+Every gateway here is a real `mcpgw serve` process; MCP traffic goes over TLS with the dev client certificates to a
+real MCP Python SDK upstream.
+"""
+import copy
+import json
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import httpx2
+import pytest
+
+from conftest import ROOT, mcpgw_binary
+from test_mcp_sdk_conformance import free_port, start_upstream
+
+CERTS = ROOT / "certs-dev"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+TRACEPARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
+
+
+# --- configuration files ------------------------------------------------------------------------------------------
+
+def dev_config(tmp_path) -> dict:
+    """mcpgw.dev.json with absolute paths (it is written into tmp_path) and a private copy of policies/."""
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text())
+    absolute = lambda relative: str(ROOT / relative)  # noqa: E731
+    policies = tmp_path / "policies"
+    if not policies.exists():
+        shutil.copytree(ROOT / "policies", policies)
+    config["policies"] = str(policies)
+    config["tls"]["certificate_chain"] = absolute(config["tls"]["certificate_chain"])
+    config["tls"]["private_key"] = absolute(config["tls"]["private_key"])
+    for tenant in config["tenants"].values():
+        tenant["client_ca"] = [absolute(path) for path in tenant["client_ca"]]
+        tenant["crl"] = [absolute(path) for path in tenant["crl"]]
+        for key in tenant["jwt"]["keys"]:
+            for field in ("public_key_file", "secret_file"):
+                if field in key:
+                    key[field] = absolute(key[field])
+    return config
+
+
+def write_config(tmp_path, config: dict, name: str = "config.json") -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(config, indent=2))
+    return str(path)
+
+
+def config_check(path: str) -> tuple[int, list[str], str]:
+    """`mcpgw config check PATH` → (exit status, stdout lines, stderr)."""
+    result = subprocess.run([mcpgw_binary(), "config", "check", path], cwd=ROOT, capture_output=True, text=True,
+                            timeout=30)
+    return result.returncode, result.stdout.splitlines(), result.stderr
+
+
+def problems(path: str) -> list[str]:
+    """The problems `config check` prints for PATH (without "error: "); asserts exit 1 and one line per problem."""
+    status, lines, stderr = config_check(path)
+    assert status == 1, (status, lines, stderr)
+    assert lines, f"no problem printed; stderr: {stderr}"
+    for line in lines:
+        assert line.startswith(f"error: {path}: "), f"every line is 'error: <file>: ...': {line!r}"
+    return [line[len("error: "):] for line in lines]
+
+
+def only_problem(path: str) -> str:
+    found = problems(path)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def break_tls_key(config: dict) -> None:
+    config["tls"]["private_key"] = str(CERTS / "acme" / "agents" / "bot1.key")  # not server.pem's key
+
+
+def break_policy_key(tmp_path) -> str:
+    """Renames R2's `tools` to `tool` in the tmp copy of policies/acme/production.json; returns the file."""
+    policy = tmp_path / "policies" / "acme" / "production.json"
+    document = json.loads(policy.read_text())
+    assert document["rules"][1]["id"] == "R2"
+    document["rules"][1]["tool"] = document["rules"][1].pop("tools")
+    policy.write_text(json.dumps(document, indent=2))
+    return str(policy)
+
+
+def test_shipped_dev_configuration_passes(mcpgw):
+    status, out = mcpgw("config", "check", "mcpgw.dev.json")
+    assert status == 0, out
+    assert out.startswith("ok: mcpgw.dev.json"), out
+    assert "error:" not in out
+
+
+def test_unknown_top_level_key(tmp_path):
+    config = dev_config(tmp_path)
+    config["listne"] = "127.0.0.1:1"
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}: listne: unknown key"), problem
+    assert "allowed:" in problem and "listen" in problem
+
+
+def test_unknown_key_inside_tenant_jwt(tmp_path):
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["jwt"]["audiences"] = ["mcpgw"]
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}: tenants.acme.jwt.audiences: unknown key"), problem
+
+
+def test_tls_private_key_that_does_not_match_the_certificate(tmp_path):
+    config = dev_config(tmp_path)
+    break_tls_key(config)
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert str(CERTS / "acme" / "agents" / "bot1.key") in problem, problem
+    assert "mismatch" in problem or "does not match" in problem, problem
+    assert re.search(r": tls\.private_key: ", problem), f"the problem must name the field tls.private_key: {problem}"
+
+
+def test_unreadable_certificate_file(tmp_path):
+    config = dev_config(tmp_path)
+    missing = str(tmp_path / "no-such-server.pem")
+    config["tls"]["certificate_chain"] = missing
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert missing in problem and ("No such file" in problem or "cannot" in problem), problem
+    assert re.search(r": tls\.certificate_chain: ", problem), \
+        f"the problem must name the field tls.certificate_chain: {problem}"
+
+
+def test_client_ca_that_is_not_pem(tmp_path):
+    config = dev_config(tmp_path)
+    bad = tmp_path / "not-a-ca.pem"
+    bad.write_text("this is not a PEM certificate\n")
+    config["tenants"]["acme"]["client_ca"] = [str(bad)]
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert str(bad) in problem and "no PEM certificate" in problem, problem
+    assert re.search(r": tenants\.acme\.client_ca(\[0\])?: ", problem), \
+        f"the problem must name the field tenants.acme.client_ca: {problem}"
+
+
+def test_crl_that_is_not_a_crl(tmp_path):
+    config = dev_config(tmp_path)
+    not_a_crl = str(CERTS / "acme" / "ca.pem")  # a certificate, not a CRL
+    config["tenants"]["acme"]["crl"] = [not_a_crl]
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert not_a_crl in problem and "CRL" in problem, problem
+    assert re.search(r": tenants\.acme\.crl(\[0\])?: ", problem), \
+        f"the problem must name the field tenants.acme.crl: {problem}"
+
+
+def test_policy_file_with_a_syntax_error(tmp_path):
+    config = dev_config(tmp_path)
+    policy = tmp_path / "policies" / "acme" / "production.json"
+    policy.write_text('{"name": "production", "rules": [ {"id": "R1",, }\n')
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}: policies: {policy}: not valid JSON"), problem
+
+
+def test_policy_file_with_an_unknown_rule_key(tmp_path):
+    config = dev_config(tmp_path)
+    policy = break_policy_key(tmp_path)
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}: policies: {policy}: "), problem
+    assert "rule R2" in problem and "rules[1].tool: unknown key" in problem, problem
+
+
+@pytest.mark.parametrize("url, words", [("ftp://x", "http:// or https://"), ("http://", "needs a host")])
+def test_malformed_upstream_url(tmp_path, url, words):
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["upstream"] = {"url": url}
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert re.match(re.escape(path) + r": tenants\.acme\.upstream(\.url)?: ", problem), problem
+    assert words in problem, problem
+
+
+def test_jwt_key_file_missing(tmp_path):
+    config = dev_config(tmp_path)
+    missing = str(tmp_path / "missing-acme.pub")
+    config["tenants"]["acme"]["jwt"]["keys"][0]["public_key_file"] = missing
+    path = write_config(tmp_path, config)
+    problem = only_problem(path)
+    assert problem.startswith(f"{path}: tenants.acme.jwt.keys[0]"), problem
+    assert missing in problem and "cannot read" in problem, problem
+
+
+def second_problem_policy(tmp_path, config):
+    return [f"policies: {break_policy_key(tmp_path)}: rule R2: rules[1].tool: unknown key"]
+
+
+def second_problem_jwt(tmp_path, config):
+    missing = str(tmp_path / "missing-acme.pub")
+    config["tenants"]["acme"]["jwt"]["keys"][0]["public_key_file"] = missing
+    return ["tenants.acme.jwt.keys[0]", missing]
+
+
+def second_problem_upstream(tmp_path, config):
+    config["tenants"]["acme"]["upstream"] = {"url": "ftp://x"}
+    return ["tenants.acme.upstream", "http:// or https://"]
+
+
+@pytest.mark.parametrize("second", [second_problem_policy, second_problem_jwt, second_problem_upstream],
+                         ids=["policy", "jwt-key-file", "upstream-url"])
+def test_problems_in_two_parts_are_both_reported(tmp_path, second):
+    """A broken TLS key does not hide a problem in another part, and the other way round."""
+    config = dev_config(tmp_path)
+    break_tls_key(config)
+    expected = second(tmp_path, config)
+    path = write_config(tmp_path, config)
+    found = problems(path)
+    assert len(found) == 2, found
+    assert any("bot1.key" in problem and "mismatch" in problem for problem in found), found
+    assert any(all(words in problem for words in expected) for problem in found), (expected, found)
+
+
+@pytest.mark.parametrize("broken", ["tls-and-policy", "upstream"])
+def test_serve_refuses_the_configuration_with_the_same_problems(tmp_path, broken):
+    config = dev_config(tmp_path)
+    if broken == "tls-and-policy":
+        break_tls_key(config)
+        break_policy_key(tmp_path)
+    else:
+        config["tenants"]["acme"]["upstream"] = {"url": "http://"}
+    path = write_config(tmp_path, config)
+    found = problems(path)
+    result = subprocess.run([mcpgw_binary(), "serve", "--config", path, "--listen", "127.0.0.1:0"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "listening" not in result.stderr
+    for problem in found:
+        assert f"configuration refused: {problem}" in result.stderr, (problem, result.stderr)
+
+
+# --- running gateways -----------------------------------------------------------------------------------------------
+
+class Gateway:
+    """A `mcpgw serve` process; a thread collects its stderr lines (so that the pipe never fills)."""
+
+    def __init__(self, *args: str, json_logs: bool = False, admin_port: int | None = None):
+        if admin_port:
+            args = (*args, "--admin-listen", f"127.0.0.1:{admin_port}")
+        if json_logs:
+            args = (*args, "--log-format", "json")
+        self.admin_port = admin_port
+        self.process = subprocess.Popen([mcpgw_binary(), "serve", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.listening = threading.Event()
+        self.port = None
+        self.reader = threading.Thread(target=self._read, args=(json_logs,), daemon=True)
+        self.reader.start()
+        if not self.listening.wait(30):
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise AssertionError("gateway did not start: " + "".join(self.lines))
+        if admin_port:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                try:
+                    if self.admin("GET", "/healthz")[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.05)
+            else:
+                self.stop()
+                raise AssertionError("admin listener did not answer: " + "".join(self.lines))
+
+    def _read(self, json_logs: bool) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+            if self.port is None:
+                if json_logs:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    address = entry.get("listen.address", "") if entry.get("message") == "listening" else ""
+                else:
+                    address = line if "listening" in line else ""
+                match = re.search(r"127\.0\.0\.1:(\d+)", address)
+                if match and ("listen.address" in line):
+                    self.port = int(match.group(1))
+                    self.listening.set()
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.reader.join(timeout=10)
+        return self.process.returncode
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.lines)
+
+    def admin(self, method: str, path: str) -> tuple[int, str, dict]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
+                                         data=b"" if method == "POST" else None)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode(), dict(error.headers)
+
+    def metrics(self) -> dict:
+        status, text, headers = self.admin("GET", "/metrics")
+        assert status == 200, text
+        return parse_metrics(text)
+
+    def url(self) -> str:
+        return f"https://localhost:{self.port}/mcp"
+
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (-?[0-9.eE+-]+|NaN|[+-]Inf)$')
+LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> dict:
+    """Prometheus text exposition → {(name, frozenset(labels)): value}; every sample line must parse."""
+    samples = {}
+    typed = set()
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+            continue
+        if line.startswith("#"):
+            continue
+        match = SAMPLE.match(line)
+        assert match, f"not a Prometheus sample line: {line!r}"
+        name, _, labels, value = match.groups()
+        assert name in typed or re.sub(r"_(bucket|sum|count)$", "", name) in typed, f"no # TYPE for {name}"
+        samples[(name, frozenset(LABEL.findall(labels or "")))] = float(value)
+    return samples
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def tls_client(agent: str | None = "acme/agents/bot1") -> httpx2.Client:
+    context = ssl.create_default_context(cafile=str(CERTS / "gateway-ca.pem"))
+    if agent:
+        context.load_cert_chain(str(CERTS / f"{agent}.pem"), str(CERTS / f"{agent}.key"))
+    return httpx2.Client(verify=context, timeout=httpx2.Timeout(20))
+
+
+MCP_HEADERS = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+
+
+def initialize(client: httpx2.Client, url: str) -> dict:
+    """Initializes an MCP session; returns the headers for the session's further requests."""
+    response = client.post(url, headers=MCP_HEADERS, json={
+        "jsonrpc": "2.0", "id": 0, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "ops-test", "version": "1"}}})
+    assert response.status_code == 200, response.text
+    headers = {**MCP_HEADERS, "Mcp-Protocol-Version": "2025-06-18"}
+    if "mcp-session-id" in response.headers:
+        headers["Mcp-Session-Id"] = response.headers["mcp-session-id"]
+    answer = client.post(url, headers=headers, json={"jsonrpc": "2.0", "method": "notifications/initialized"})
+    assert answer.status_code in (200, 202), answer.text
+    return headers
+
+
+def call_tool(client, url, headers, id_, name, arguments) -> tuple[int, dict]:
+    response = client.post(url, headers=headers, json={
+        "jsonrpc": "2.0", "id": id_, "method": "tools/call", "params": {"name": name, "arguments": arguments}})
+    return response.status_code, response.json()
+
+
+def wait_for(predicate, timeout: float = 5.0):
+    deadline = time.time() + timeout
+    while True:
+        value = predicate()
+        if value or time.time() > deadline:
+            return value
+        time.sleep(0.05)
+
+
+# --- admin listener -------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sdk_upstream():
+    process, url = start_upstream("json")
+    yield url
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def admin_gateway(sdk_upstream, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("admin")
+    shutil.copytree(ROOT / "policies", folder / "policies")
+    audit = folder / "audit.log"
+    gateway = Gateway("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--policies", str(folder / "policies"), "--audit-log", str(audit), admin_port=free_port())
+    gateway.folder, gateway.audit = folder, audit
+    yield gateway
+    assert gateway.stop() == 0, gateway.stderr
+
+
+def test_admin_health_and_readiness(admin_gateway):
+    status, body, _ = admin_gateway.admin("GET", "/healthz")
+    assert status == 200 and json.loads(body) == {"status": "ok"}
+    status, body, _ = admin_gateway.admin("GET", "/readyz")
+    answer = json.loads(body)
+    assert status == 200, body
+    assert answer["ready"] is True and isinstance(answer["checks"], dict) and answer["checks"], answer
+    assert answer["checks"].get("upstreams_failing") == [], answer
+
+
+def test_admin_wrong_method_and_unknown_path(admin_gateway):
+    status, _, headers = admin_gateway.admin("GET", "/reload")
+    assert status == 405
+    assert headers.get("Allow") == "POST"
+    assert admin_gateway.admin("GET", "/no-such-thing")[0] == 404
+    assert admin_gateway.admin("POST", "/healthz")[0] == 405
+
+
+def test_admin_metrics_count_real_mcp_traffic(admin_gateway):
+    url = admin_gateway.url()
+    before = admin_gateway.metrics()
+    with tls_client() as client:
+        headers = initialize(client, url)  # two audit records: initialize, notifications/initialized
+        status, answer = call_tool(client, url, headers, 1, "read_file", {"path": "readme.txt"})
+        assert status == 200 and "result" in answer, answer
+        status, answer = call_tool(client, url, headers, 2, "delete_file", {"path": "readme.txt"})
+        assert "error" in answer and answer["error"]["data"]["rule"] == "R3", answer
+    with tls_client(agent=None) as anonymous:
+        response = anonymous.post(url, headers=MCP_HEADERS, json={"jsonrpc": "2.0", "id": 3, "method": "tools/list"})
+        assert response.status_code == 401, response.text
+    after = wait_for(lambda: (lambda m: m if metric(m, "mcpgw_audit_records_total")
+                              - metric(before, "mcpgw_audit_records_total") >= 5 else None)(admin_gateway.metrics()))
+    after = after or admin_gateway.metrics()
+
+    def delta(name, **labels):
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert delta("mcpgw_requests_total", tenant="acme", method="tools/call", decision="allow") == 1
+    assert delta("mcpgw_requests_total", tenant="acme", method="tools/call", decision="deny") == 1
+    assert delta("mcpgw_policy_decisions_total", tenant="acme", decision="allow", rule="R1") == 1
+    assert delta("mcpgw_policy_decisions_total", tenant="acme", decision="deny", rule="R3") == 1
+    assert delta("mcpgw_authentication_failures_total", reason="no_credentials") == 1
+    assert delta("mcpgw_audit_records_total") == 5  # initialize, initialized, allow, deny, authentication failure
+    handshakes = sum(value - before.get(key, 0.0) for key, value in after.items()
+                     if key[0] == "mcpgw_tls_handshakes_total" and ("result", "success") in key[1])
+    assert handshakes >= 1, [key for key in after if key[0] == "mcpgw_tls_handshakes_total"]
+    for key in after:
+        if key[0] == "mcpgw_tls_handshakes_total":
+            assert {label for label, _ in key[1]} == {"result", "version", "reason"}, key
+    names = {key[0] for key in after}
+    for name in ("mcpgw_reloads_total", "mcpgw_audit_records_total", "mcpgw_requests_total",
+                 "mcpgw_policy_decisions_total", "mcpgw_authentication_failures_total", "mcpgw_tls_handshakes_total"):
+        assert name in names, name
+
+
+def test_traceparent_reaches_the_audit_record(admin_gateway):
+    url = admin_gateway.url()
+    with tls_client() as client:
+        headers = initialize(client, url)
+        status, answer = call_tool(client, url, {**headers, "traceparent": TRACEPARENT}, 4711, "read_file",
+                                   {"path": "readme.txt"})
+        assert status == 200 and "result" in answer, answer
+
+    def record():
+        for line in admin_gateway.audit.read_text().splitlines():
+            entry = json.loads(line)
+            if entry.get("jsonrpc_id") == 4711:
+                return entry
+        return None
+
+    entry = wait_for(record)
+    assert entry is not None, admin_gateway.audit.read_text()[-2000:]
+    assert entry["trace_id"] == TRACE_ID, entry
+
+
+def test_admin_reload_succeeds_then_refuses_a_broken_policy(admin_gateway):
+    before = admin_gateway.metrics()
+    status, body, _ = admin_gateway.admin("POST", "/reload")
+    answer = json.loads(body)
+    assert status == 200, body
+    assert answer["reloaded"] is True, answer
+    for part in ("policies", "identity", "tls", "audit_log"):
+        assert answer["parts"][part]["ok"] is True and "detail" in answer["parts"][part], answer
+    middle = admin_gateway.metrics()
+    assert metric(middle, "mcpgw_reloads_total", result="success") - metric(before, "mcpgw_reloads_total", result="success") == 1
+
+    policy = admin_gateway.folder / "policies" / "acme" / "production.json"
+    original = policy.read_text()
+    policy.write_text('{"name": broken')
+    try:
+        status, body, _ = admin_gateway.admin("POST", "/reload")
+        answer = json.loads(body)
+        assert status == 500, body
+        assert answer["reloaded"] is False, answer
+        assert answer["parts"]["policies"]["ok"] is False, answer
+        assert str(policy) in answer["parts"]["policies"]["detail"], answer
+        assert "not valid JSON" in answer["parts"]["policies"]["detail"], answer
+        after = admin_gateway.metrics()
+        assert metric(after, "mcpgw_reloads_total", result="failure") - metric(middle, "mcpgw_reloads_total", result="failure") == 1
+        # The previous policies stay in force: still ready, and read_file is still allowed.
+        status, body, _ = admin_gateway.admin("GET", "/readyz")
+        assert status == 200 and json.loads(body)["ready"] is True, body
+        url = admin_gateway.url()
+        with tls_client() as client:
+            headers = initialize(client, url)
+            status, answer = call_tool(client, url, headers, 5, "read_file", {"path": "readme.txt"})
+            assert status == 200 and "result" in answer, answer
+    finally:
+        policy.write_text(original)
+    status, body, _ = admin_gateway.admin("POST", "/reload")
+    assert status == 200 and json.loads(body)["reloaded"] is True, body
+
+
+# --- JSON logs --------------------------------------------------------------------------------------------------------
+
+def test_json_log_format_every_line_is_an_object(sdk_upstream):
+    gateway = Gateway("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", "/dev/null", json_logs=True)
+    try:
+        with tls_client() as client:
+            headers = initialize(client, gateway.url())
+            status, answer = call_tool(client, gateway.url(), headers, 1, "read_file", {"path": "readme.txt"})
+            assert status == 200 and "result" in answer, answer
+    finally:
+        status = gateway.stop()
+    assert status == 0, gateway.stderr
+    assert len(gateway.lines) >= 3, gateway.stderr
+    entries = []
+    for line in gateway.lines:
+        entry = json.loads(line)
+        assert isinstance(entry, dict), line
+        for field in ("time", "level", "logger", "message"):
+            assert isinstance(entry.get(field), str) and entry[field], (field, line)
+        assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", entry["time"]), line
+        assert entry["level"] in {"trace", "debug", "info", "notice", "warning", "error", "critical"}, line
+        entries.append(entry)
+    listening = [entry for entry in entries if entry["message"] == "listening"]
+    assert len(listening) == 1, entries
+    assert listening[0]["listen.address"] == f"127.0.0.1:{gateway.port}", listening
+    assert any(entry["message"] == "listener stopped" for entry in entries), entries
+
+
+# --- unreachable upstream ---------------------------------------------------------------------------------------------
+
+def test_unreachable_upstream_logs_once_and_fails_readiness():
+    closed = free_port()
+    gateway = Gateway("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--upstream",
+                      f"http://127.0.0.1:{closed}/mcp", "--audit-log", "/dev/null", admin_port=free_port())
+    try:
+        answers = []
+        with tls_client() as client:
+            for index in range(20):
+                response = client.post(gateway.url(), headers=MCP_HEADERS, json={
+                    "jsonrpc": "2.0", "id": 100 + index, "method": "tools/call",
+                    "params": {"name": "read_file", "arguments": {"path": "readme.txt"}}})
+                answers.append((response.status_code, response.json()))
+        for index, (status, answer) in enumerate(answers):
+            assert status >= 500 and "error" in answer and "result" not in answer, answer
+            assert answer["error"]["code"] == -31004, answer
+        status, body, _ = gateway.admin("GET", "/readyz")
+        answer = json.loads(body)
+        assert status == 503, body
+        assert answer["ready"] is False and answer["checks"]["upstreams_failing"] == ["acme"], answer
+    finally:
+        gateway.stop()
+    failures = [line for line in gateway.lines if "upstream request failed" in line]
+    assert len(failures) == 1, failures
+    assert "tenant=acme" in failures[0], failures
+    # JSON-RPC 2.0: the error answers the request it was for (its id was read: the policy decided on it).
+    wrong_ids = [(100 + index, answer.get("id")) for index, (_, answer) in enumerate(answers)
+                 if answer.get("id") != 100 + index]
+    assert not wrong_ids, f"(request id, error id) pairs that do not match: {wrong_ids[:3]}"
