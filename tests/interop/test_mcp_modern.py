@@ -195,11 +195,12 @@ def test_modern_client_discovers_and_sees_only_what_acme_may_use(gateway, upstre
 # 2. Mcp-Param-* headers ------------------------------------------------------------------------------------------------
 
 
-def test_mcp_param_header_is_forwarded_and_checked(gateway, upstream):
+@pytest.mark.parametrize("auth", ["mtls", "jwt"])
+def test_mcp_param_header_is_forwarded_and_checked(gateway, upstream, auth):
     port, audit = gateway
 
     async def sdk_calls() -> dict:
-        async with connect(port) as client:
+        async with connect(port, auth) as client:
             assert client.protocol_version == MODERN
             tools = await client.list_tools()  # teaches the client and the gateway read_file's x-mcp-header
             schema = next(tool.input_schema for tool in tools.tools if tool.name == "read_file")
@@ -263,11 +264,12 @@ def test_modern_client_that_never_listed_recovers_from_the_gateways_header_misma
 # 3. subscriptions/listen -----------------------------------------------------------------------------------------------
 
 
-def test_listen_relays_tools_list_changed_and_the_relist_stays_filtered(gateway, upstream):
+@pytest.mark.parametrize("auth", ["mtls", "jwt"])
+def test_listen_relays_tools_list_changed_and_the_relist_stays_filtered(gateway, upstream, auth):
     port, audit = gateway
 
     async def run() -> dict:
-        async with connect(port) as client, AsyncExitStack() as stack:
+        async with connect(port, auth) as client, AsyncExitStack() as stack:
             assert client.protocol_version == MODERN
             before = sorted(tool.name for tool in (await client.list_tools()).tools)
             try:
@@ -333,14 +335,15 @@ def test_legacy_client_still_lists_filtered_and_calls(gateway, upstream):
     assert ("server/discover", "allow") not in decisions
 
 
-def test_legacy_client_calls_a_tool_whose_schema_mirrors_an_argument(gateway, upstream):
+@pytest.mark.parametrize("auth", ["mtls", "jwt"])
+def test_legacy_client_calls_a_tool_whose_schema_mirrors_an_argument(gateway, upstream, auth):
     """`x-mcp-header` / `Mcp-Param-*` belong to 2026-07-28 (docs/protocol.md: "In 2026-07-28 every POST carries
     headers that mirror the body"); a 2025-11-25 client sends no such header and its upstream checks none. The
     gateway must not refuse its call because a tools/list taught it the schema."""
     port, audit = gateway
 
     async def run() -> tuple[list[str], str | tuple]:
-        async with connect(port, mode="legacy") as client:
+        async with connect(port, auth, mode="legacy") as client:
             assert client.protocol_version == LEGACY
             tools = sorted(tool.name for tool in (await client.list_tools()).tools)
             try:

@@ -259,7 +259,7 @@ struct ExchangeDecisions {
         let original = body
         var body = body
         var upstreamName: String?
-        if TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: body.readableBytesView) {
+        if body.withUnsafeReadableBytes({ TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: $0) }) {
             switch openTaskHandles(request, parsed, body: body) {
             case .success(let opened): (body, upstreamName) = (opened.body ?? body, opened.name)
             case .failure(let refusal): return .failure(refusal)

@@ -1,5 +1,6 @@
 import NIOHTTP1
 import StrictJSON
+import Synchronization
 
 /// W3C trace context (`traceparent`, `tracestate`) for one request: the client's, continued, or one the gateway
 /// starts. The gateway is a hop of its own: the upstream is told the gateway's span as its parent, with the
@@ -50,14 +51,37 @@ struct TraceContext: Sendable, Equatable {
         (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
     }
 
+    /// `count` random bytes as lower-case hex, never all zero. Ids only need to be unique and unpredictable enough
+    /// to tell traces apart (W3C), not secret: they come from SplitMix64 over a counter seeded once from the system's
+    /// generator, which costs no system call per request.
     private static func randomHex(bytes count: Int) -> String {
-        var generator = SystemRandomNumberGenerator()
-        var text = ""
-        text.reserveCapacity(count * 2)
-        for _ in 0..<count {
-            let byte = UInt8.random(in: 0...255, using: &generator)
-            text += byte < 16 ? "0" + String(byte, radix: 16) : String(byte, radix: 16)
+        let digits: [UInt8] = Array("0123456789abcdef".utf8)
+        return String(unsafeUninitializedCapacity: count * 2) { buffer in
+            var written = 0
+            while written < count * 2 {
+                var word = IDSource.next()
+                for _ in 0..<8 where written < count * 2 {
+                    buffer[written] = digits[Int(word >> 4 & 0xF)]
+                    buffer[written + 1] = digits[Int(word & 0xF)]
+                    word >>= 8
+                    written += 2
+                }
+            }
+            return written
         }
-        return text.allSatisfy({ $0 == "0" }) ? randomHex(bytes: count) : text
+    }
+}
+
+/// A process-wide source of well-mixed 64-bit values for trace and span ids (SplitMix64 over an atomic counter).
+enum IDSource {
+    private static let counter = Atomic<UInt64>(UInt64.random(in: 1...UInt64.max))
+
+    /// The next value (never zero).
+    static func next() -> UInt64 {
+        var value = counter.wrappingAdd(0x9E37_79B9_7F4A_7C15, ordering: .relaxed).newValue
+        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
+        value ^= value >> 31
+        return value == 0 ? 1 : value
     }
 }

@@ -38,9 +38,23 @@ enum TaskHandleRewrite {
     }
 
     /// Whether a request body must be read for task handles: it holds a task method, or a sealed handle anywhere.
-    static func requestMayCarryHandles(_ messages: [JSONRPCMessage], body: some Collection<UInt8>) -> Bool {
-        messages.contains { $0.method?.hasPrefix("tasks/") ?? false }
-            || body.firstRange(of: Array(SessionHandles.taskHandlePrefix.utf8)) != nil
+    static func requestMayCarryHandles(_ messages: [JSONRPCMessage], body: UnsafeRawBufferPointer) -> Bool {
+        if messages.contains(where: { $0.method?.hasPrefix("tasks/") ?? false }) { return true }
+        // Every request body is scanned, so this is a plain loop over its bytes: `mcpgw1k.` starts with `m` and
+        // its other bytes are compared only where an `m` is followed by `cpgw1k.`.
+        let needle: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (109, 99, 112, 103, 119, 49, 107, 46)
+        guard body.count >= 8 else { return false }
+        var index = 0
+        while index <= body.count - 8 {
+            if body[index] == needle.0 && body[index + 1] == needle.1 && body[index + 2] == needle.2 && body[index + 3] == needle.3
+                && body[index + 4] == needle.4 && body[index + 5] == needle.5 && body[index + 6] == needle.6
+                && body[index + 7] == needle.7
+            {
+                return true
+            }
+            index += 1
+        }
+        return false
     }
 
     // MARK: - Upstream to client

@@ -46,8 +46,8 @@ public final class GatewayMetrics: Sendable {
         self.factory = factory
         vocabulary = Mutex(Self.vocabulary(policy))
         // Declared at once, so that a scrape shows them (at zero) before the first event.
-        for result in ["success", "failure"] { counter("mcpgw_reloads_total", ["result": result]).increment(by: 0) }
-        counter("mcpgw_audit_write_errors_total", [:]).increment(by: 0)
+        for result in ["success", "failure"] { counter("mcpgw_reloads_total", "result", result).increment(by: 0) }
+        counter("mcpgw_audit_write_errors_total").increment(by: 0)
     }
 
     static func vocabulary(_ policy: PolicySnapshot) -> Vocabulary {
@@ -67,18 +67,18 @@ public final class GatewayMetrics: Sendable {
             let tenant = tenantLabel(record.tenant, vocabulary)
             let method = record.method.map { Self.methods.contains($0) ? $0 : "other" } ?? "none"
             let decision = record.decision.rawValue
-            counter("mcpgw_requests_total", ["tenant": tenant, "method": method, "decision": decision]).increment()
+            counter("mcpgw_requests_total", "tenant", tenant, "method", method, "decision", decision).increment()
             let rule = ruleLabel(record.rule, tenant: record.tenant, vocabulary)
             switch record.decision {
             case .allow, .audit, .deny:
-                counter("mcpgw_policy_decisions_total", ["tenant": tenant, "decision": decision, "rule": rule]).increment()
+                counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule).increment()
             case .rateLimited:
-                counter("mcpgw_policy_decisions_total", ["tenant": tenant, "decision": decision, "rule": rule]).increment()
-                counter("mcpgw_rate_limited_total", ["tenant": tenant, "rule": rule]).increment()
+                counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule).increment()
+                counter("mcpgw_rate_limited_total", "tenant", tenant, "rule", rule).increment()
             case .authenticationFailed:
-                counter("mcpgw_authentication_failures_total", ["reason": rule]).increment()
+                counter("mcpgw_authentication_failures_total", "reason", rule).increment()
             case .malformed, .unavailable:
-                counter("mcpgw_refusals_total", ["tenant": tenant, "reason": rule]).increment()
+                counter("mcpgw_refusals_total", "tenant", tenant, "reason", rule).increment()
             }
         }
     }
@@ -89,10 +89,9 @@ public final class GatewayMetrics: Sendable {
         let label = tenantLabel(tenant, vocabulary)
         let failed = status.map { $0 == 502 || $0 == 504 } ?? true
         if failed {
-            counter("mcpgw_upstream_errors_total", ["tenant": label, "status": status.map(String.init) ?? "none"]).increment()
+            counter("mcpgw_upstream_errors_total", "tenant", label, "status", status.map(String.init) ?? "none").increment()
         } else {
-            CoreMetrics.Timer(label: "mcpgw_upstream_response_seconds", dimensions: [("tenant", label)], factory: factory)
-                .recordNanoseconds(Int64(seconds * 1e9))
+            timer(label).recordNanoseconds(Int64(seconds * 1e9))
         }
         guard let tenant else { return }
         let now = Self.monotonicSeconds()
@@ -104,10 +103,10 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// A connection refused at accept (`listener_full`, `source_full`).
-    func connectionRefused(reason: String) { counter("mcpgw_connections_refused_total", ["reason": reason]).increment() }
+    func connectionRefused(reason: String) { counter("mcpgw_connections_refused_total", "reason", reason).increment() }
 
     /// A reload (SIGHUP or `POST /reload`) ended.
-    public func reloaded(success: Bool) { counter("mcpgw_reloads_total", ["result": success ? "success" : "failure"]).increment() }
+    public func reloaded(success: Bool) { counter("mcpgw_reloads_total", "result", success ? "success" : "failure").increment() }
 
     /// Tenants whose upstream failed last, within `window` seconds, and has not answered since.
     public func failingUpstreams(within window: Double) -> [String] {
@@ -122,43 +121,82 @@ public final class GatewayMetrics: Sendable {
     /// The Prometheus text exposition, with the gauges and process-wide counters brought up to date first.
     func render(services: GatewayServices) -> [UInt8] {
         let audit = services.audit
-        gauge("mcpgw_audit_queue_bytes", [:]).record(Int64(audit.queuedBytes))
-        gauge("mcpgw_audit_accepting", [:]).record(audit.isAccepting ? 1 : 0)
-        catchUp("mcpgw_audit_write_errors_total", [:], to: audit.writeErrors)
-        catchUp("mcpgw_audit_records_total", [:], to: audit.writtenRecords)
+        gauge("mcpgw_audit_queue_bytes").record(Int64(audit.queuedBytes))
+        gauge("mcpgw_audit_accepting").record(audit.isAccepting ? 1 : 0)
+        catchUp("mcpgw_audit_write_errors_total", to: audit.writeErrors)
+        catchUp("mcpgw_audit_records_total", to: audit.writtenRecords)
         let vocabulary = self.vocabulary.withLock { $0 }
         let streams = services.upstream.budgets.streamsByTenant()
         for tenant in vocabulary.tenants.sorted() {
-            gauge("mcpgw_streams_in_flight", ["tenant": tenant]).record(Int64(streams[tenant] ?? 0))
+            gauge("mcpgw_streams_in_flight", "tenant", tenant).record(Int64(streams[tenant] ?? 0))
         }
         for (key, count) in TLSHandshakeCounters.shared.snapshot() {
             catchUp(
-                "mcpgw_tls_handshakes_total", ["result": key.result, "version": key.version, "reason": key.reason], to: count)
+                "mcpgw_tls_handshakes_total", "result", key.result, "version", key.version, "reason", key.reason, to: count)
         }
         let cache = TokenCacheStatistics.current
-        catchUp("mcpgw_token_cache_requests_total", ["result": "hit"], to: cache.hits)
-        catchUp("mcpgw_token_cache_requests_total", ["result": "miss"], to: cache.misses)
+        catchUp("mcpgw_token_cache_requests_total", "result", "hit", to: cache.hits)
+        catchUp("mcpgw_token_cache_requests_total", "result", "miss", to: cache.misses)
         return registry.emitToBuffer()
     }
 
     // MARK: - Helpers
 
-    private func counter(_ name: String, _ labels: KeyValuePairs<String, String>) -> CoreMetrics.Counter {
-        CoreMetrics.Counter(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+    /// A series: the metric's name and up to three label values (the label names are the metric's own).
+    private struct SeriesKey: Hashable {
+        let name: String
+        let values: (String, String, String)
+
+        static func == (left: SeriesKey, right: SeriesKey) -> Bool { left.name == right.name && left.values == right.values }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(name)
+            hasher.combine(values.0)
+            hasher.combine(values.1)
+            hasher.combine(values.2)
+        }
     }
 
-    private func gauge(_ name: String, _ labels: KeyValuePairs<String, String>) -> CoreMetrics.Gauge {
-        CoreMetrics.Gauge(label: name, dimensions: labels.map { ($0.key, $0.value) }, factory: factory)
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+
+    /// The upstream latency histogram of `tenant` (made once).
+    private func timer(_ tenant: String) -> CoreMetrics.Timer {
+        if let existing = timers.withLock({ $0[tenant] }) { return existing }
+        let made = CoreMetrics.Timer(label: "mcpgw_upstream_response_seconds", dimensions: [("tenant", tenant)], factory: factory)
+        timers.withLock { $0[tenant] = made }
+        return made
+    }
+
+    /// Counters already made, so that counting one event costs a lookup rather than a registry query and an object.
+    private let counters = Mutex<[SeriesKey: CoreMetrics.Counter]>([:])
+
+    private func counter(
+        _ name: String, _ k0: String = "", _ v0: String = "", _ k1: String = "", _ v1: String = "", _ k2: String = "",
+        _ v2: String = ""
+    ) -> CoreMetrics.Counter {
+        let key = SeriesKey(name: name, values: (v0, v1, v2))
+        if let existing = counters.withLock({ $0[key] }) { return existing }
+        let dimensions = [(k0, v0), (k1, v1), (k2, v2)].filter { !$0.0.isEmpty }
+        let made = CoreMetrics.Counter(label: name, dimensions: dimensions, factory: factory)
+        counters.withLock { $0[key] = made }
+        return made
+    }
+
+    private func gauge(_ name: String, _ k0: String = "", _ v0: String = "") -> CoreMetrics.Gauge {
+        CoreMetrics.Gauge(label: name, dimensions: k0.isEmpty ? [] : [(k0, v0)], factory: factory)
     }
 
     /// Brings a counter to a process-wide total kept elsewhere (it only ever goes up).
-    private func catchUp(_ name: String, _ labels: KeyValuePairs<String, String>, to total: Int) {
-        let key = name + labels.map { "|\($0.key)=\($0.value)" }.joined()
+    private func catchUp(
+        _ name: String, _ k0: String = "", _ v0: String = "", _ k1: String = "", _ v1: String = "", _ k2: String = "",
+        _ v2: String = "", to total: Int
+    ) {
+        let key = [name, v0, v1, v2].joined(separator: "|")
         let previous = lastSeen.withLock { seen in
             defer { seen[key] = max(seen[key] ?? 0, total) }
             return seen[key] ?? 0
         }
-        counter(name, labels).increment(by: Int64(max(0, total - previous)))
+        counter(name, k0, v0, k1, v1, k2, v2).increment(by: Int64(max(0, total - previous)))
     }
 
     private func tenantLabel(_ tenant: String?, _ vocabulary: Vocabulary) -> String {
