@@ -86,6 +86,16 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .executableTarget(
+            name: "mcpgw-fuzz",
+            dependencies: [
+                "Gateway", "TLS", "Identity", "Policy", "StrictJSON",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
             name: "mcpgw-bench",
             dependencies: ["Identity", "Policy", "StrictJSON"],
             swiftSettings: strictSettings

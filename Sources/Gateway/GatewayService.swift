@@ -36,8 +36,13 @@ public struct GatewayService: Service {
         try await listener.shutdown()
         if let services {
             await services.upstream.shutdown()
-            services.audit.close()
+            let lost = services.audit.close()
             logger.info("audit log flushed", metadata: ["audit.records": "\(services.audit.writtenRecords)"])
+            if lost > 0 {
+                // A supervisor must be able to tell: the exit status says records were lost.
+                try? await ownGroup.shutdownGracefully()
+                throw GatewayError.auditRecordsLost(bytes: lost)
+            }
         }
         try? await ownGroup.shutdownGracefully()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import NIOCore
 import StrictJSON
 import TLS
 import TestSupport
@@ -435,5 +436,20 @@ extension ProtocolCompletenessTests {
         #expect(MCPHeaderValue.isParamHeader("MCP-PARAM-Region") && !MCPHeaderValue.isParamHeader("Mcp-Param-"))
         try await gateway.stop()
         await upstream.stop()
+    }
+}
+
+/// The end of an upstream's SSE stream, as SSE readers treat it (found by fuzzing: an unterminated last event was
+/// relayed, and a rebuilt one would have been completed).
+@Suite("SSE stream end")
+struct SSEStreamEndTests {
+    @Test("an event without its blank line at the end of the stream is dropped; one whose blank line ends in CR is relayed")
+    func streamEnd() throws {
+        var unterminated = SSEEventFilter(filter: nil, maximumEventBytes: 1024, sealEventID: { "sealed-" + $0 })
+        #expect(try unterminated.feed(ByteBuffer(string: "data: {\"a\":1}\n\nid: 7\ndata: {}\n")) == Array("data: {\"a\":1}\n\n".utf8))
+        #expect(try unterminated.finish().isEmpty, "an unfinished event must not be completed by the gateway")
+        var crEnded = SSEEventFilter(filter: nil, maximumEventBytes: 1024, sealEventID: { "sealed-" + $0 })
+        #expect(try crEnded.feed(ByteBuffer(string: "id: 7\rdata: {}\r\r")).isEmpty)  // a final CR may still get its LF
+        #expect(String(decoding: try crEnded.finish(), as: UTF8.self) == "id: sealed-7\ndata: {}\n\n")
     }
 }

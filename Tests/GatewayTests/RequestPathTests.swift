@@ -103,7 +103,9 @@ struct RequestPathTests {
         let big = String(repeating: "x", count: size)
         let upstream = try await RawUpstream.start { request in
             if request.hasPrefix("GET") {
-                return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: \(size)\r\n\r\n" + big
+                // One (large) event whose data is JSON, ended by its blank line (an unterminated event is dropped at
+                // the end of the stream, and data on a GET stream must be JSON to be filtered).
+                return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: \(size + 10)\r\n\r\ndata: \"" + big + "\"\n\n"
             }
             return Self.json200(Self.id(in: request))
         }

@@ -181,7 +181,9 @@ public final class AuditLog: Sendable {
 
     /// Writes everything queued (retrying failed writes for up to `timeout`) and stops the writer. Later `append`s
     /// throw.
-    public func close(timeout: Duration = .seconds(10)) {
+    /// Returns how many bytes could not be written (0 when every record reached the sink).
+    @discardableResult
+    public func close(timeout: Duration = .seconds(10)) -> Int {
         state.withLock { $0.closed = true }
         let deadline = ContinuousClock.now + timeout
         wake()
@@ -192,8 +194,9 @@ public final class AuditLog: Sendable {
         finished.unlock()
         let lost = state.withLock { $0.queue.count + $0.retry.count }
         if lost > 0 {
-            FileHandle.standardError.write(Data("mcpgw: audit log closed with \(lost) bytes unwritten\n".utf8))
+            logger.critical("audit log closed with records unwritten", metadata: ["audit.unwritten_bytes": "\(lost)"])
         }
+        return lost
     }
 
     private func wake() {

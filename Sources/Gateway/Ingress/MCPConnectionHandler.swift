@@ -371,9 +371,16 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             upstream = nil
             flushPending = false
             releaseBudgets()
-            // Finished before the end is written: writing it may deliver the next pipelined request at once.
-            if !close { exchangeFinished() }
-            let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            // Finished before the end is written: writing it may deliver the next pipelined request at once. (While
+            // shutting down, the connection closes only once the end is written.)
+            let written: EventLoopFuture<Void>
+            if draining {
+                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                if !close { exchangeFinished(ending: written) }
+            } else {
+                if !close { exchangeFinished() }
+                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            }
             if close {
                 closing = true
                 written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
@@ -423,9 +430,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             } catch {
                 services.metrics.observe(
                     [request?.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")].compactMap { $0 })
+                // The request is refused unrecorded (the log cannot take records): counted, and answered under its id.
                 refusal = Refusal(
-                    status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
-                    message: "audit log unavailable; request refused", records: [])
+                    status: .serviceUnavailable, id: refusal.records.count == 1 ? refusal.records[0].jsonrpcID : nil,
+                    code: GatewayErrorCode.auditUnavailable, message: "audit log unavailable; request refused", records: [])
             }
         }
         releaseBudgets()
@@ -440,22 +448,35 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         // The exchange moves on before the end is written: writing it may deliver the next pipelined request at once.
         let next = keepAlive ? machine.answerWritten() : .closeConnection
-        if case .idle = machine.state { exchangeFinished() }
-        let written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        let written: EventLoopFuture<Void>
+        if draining {
+            written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            if case .idle = machine.state { exchangeFinished(ending: written) }
+        } else {
+            if case .idle = machine.state { exchangeFinished() }
+            written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        }
         if case .closeConnection = next {
             closing = true
             written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
         }
     }
 
-    /// The response is complete and the connection stays open for the next request.
-    private func exchangeFinished() {
+    /// The response is complete and the connection stays open for the next request. When the gateway is shutting
+    /// down, the connection closes instead — once `ending` (the write of the response's end, if one is under way)
+    /// has completed, so that nothing already written to the client is discarded by the close.
+    private func exchangeFinished(ending: EventLoopFuture<Void>? = nil) {
         collectTimer?.cancel()
         collectTimer = nil
         slowClients.exchangeFinished()
         request = nil
         plan = nil
-        if draining { return close() }
+        if draining {
+            guard let ending else { return close() }
+            closing = true
+            ending.assumeIsolated().whenComplete { [self] _ in close() }
+            return
+        }
         if !pipelined.isEmpty, let context {
             // After the current call returns: the response's end must be written before the next request starts.
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
@@ -575,9 +596,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         do {
             reservation = try services.audit.reserve(bytes: plan.records.count * 1024 + (plan.body?.readableBytes ?? 0))
         } catch {
+            services.metrics.observe([request.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")])
             return answer(
                 Refusal(
-                    status: .serviceUnavailable, id: nil, code: GatewayErrorCode.auditUnavailable,
+                    status: .serviceUnavailable, id: Self.answeredID(plan), code: GatewayErrorCode.auditUnavailable,
                     message: "audit log unavailable; request refused", records: []))
         }
         self.plan = plan

@@ -57,10 +57,14 @@ struct SSEEventFilter {
         return output
     }
 
-    /// What is left when the stream ends (an event without its closing blank line), filtered like the others.
+    /// What is left when the stream ends: an event whose blank line ends exactly at the end (a last CR, which a
+    /// following LF could no longer join), filtered like the others. An event without its blank line is dropped, as
+    /// every SSE reader drops it: relaying it rebuilt (with a blank line) would make the client act on an event the
+    /// upstream never finished.
     mutating func finish() throws(Unreadable) -> [UInt8] {
         defer { pending = [] }
-        return pending.isEmpty ? [] : try transform(pending)
+        guard !pending.isEmpty, Self.eventEnd(in: pending + [0], from: 0) == pending.count else { return [] }
+        return try transform(pending)
     }
 
     /// The index just past the blank line that ends the first event in `bytes` (line ends CRLF, LF or CR).
