@@ -22,7 +22,10 @@ if [ "${1:-}" = "--list" ]; then printf '%s\n' "${TARGETS[@]}"; exit 0; fi
 
 BIN=.build-fuzz/debug/mcpgw-fuzz
 build() {
-  swift build --sanitize=fuzzer --sanitize=address -Xswiftc -DFUZZING --product mcpgw-fuzz --scratch-path .build-fuzz \
+  # `--sanitize` links libFuzzer and ASan; `-Xswiftc -sanitize=…` makes sure every Swift module (not only some) is
+  # compiled with coverage instrumentation, without which the fuzzer is blind (checked after each run below).
+  swift build --sanitize=fuzzer --sanitize=address -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING \
+    --product mcpgw-fuzz --scratch-path .build-fuzz \
     2>&1 | grep -v "Cannot export local symbol" >&2
   [ -x "$BIN" ] || { echo "fuzz build failed" >&2; exit 1; }
 }
@@ -40,7 +43,13 @@ fuzz() {
     echo "  swift build && .build/debug/mcpgw-fuzz $target $crashes/<file>" >&2
     return 1
   fi
-  grep -E "^stat::number_of_executed_units|^stat::new_units_added|Done [0-9]+ runs" "$log" | tr '\n' ' '; echo
+  local counters
+  counters=$(sed -n 's/.*Loaded 1 modules *(\([0-9]*\) inline 8-bit counters.*/\1/p' "$log" | head -n 1)
+  if [ "${counters:-0}" -lt 50000 ]; then
+    echo "fuzz target $target ran without coverage instrumentation of the gateway's modules (${counters:-no} counters)" >&2
+    return 1
+  fi
+  echo "coverage counters $counters; $(grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$log" | tr -s ' ' | tr '\n' ' ')"
 }
 
 case "$1" in

@@ -29,7 +29,9 @@ struct ProxyAttackTableTests {
         ),
         (
             "escaped duplicate key",
-            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","\u006dethod":"ping","params":{"name":"delete_file"}}"#, [], "acme/agents/bot1"
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","\u006dethod":"ping","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
+            [],
+            "acme/agents/bot1"
         ),
         (
             "batch hiding a denied call",
@@ -72,13 +74,13 @@ struct ProxyAttackTableTests {
         ),
         (
             "Mcp-Method header disagreeing with the body",
-            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
             [("Mcp-Method", "tools/list")], "acme/agents/bot1"
         ),
         (
             "Mcp-Name header disagreeing with the body",
-            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"delete_file","arguments":{}}}"#, [("Mcp-Name", "read_file")],
-            "acme/agents/bot1"
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
+            [("Mcp-Name", "list_files")], "acme/agents/bot1"
         ),
         ("unknown non-MCP method", #"{"jsonrpc":"2.0","id":1,"method":"admin/shutdown","params":{}}"#, [], "acme/agents/bot1"),
         (
@@ -167,6 +169,13 @@ struct ProxyAttackTableTests {
         ),
     ]
 
+    /// Rows whose call the policy would allow: only the defence they name can refuse them, and it must be the one
+    /// that does (its audit rule, and for header mismatches the JSON-RPC code -32020).
+    static let refusedBy: [String: String] = [
+        "escaped duplicate key": "jsonrpc_32700", "Mcp-Method header disagreeing with the body": "header_mismatch",
+        "Mcp-Name header disagreeing with the body": "header_mismatch",
+    ]
+
     @Test("every attack is refused, audited, and not forwarded", arguments: 0..<attacks.count)
     func attack(index: Int) async throws {
         let attack = Self.attacks[index]
@@ -185,11 +194,17 @@ struct ProxyAttackTableTests {
             #expect(response.status != 202, "\(attack.name)")
             let refused = response.status >= 400 || response.body.contains(#""error""#)
             #expect(refused, "\(attack.name) was not refused: \(response.status) \(response.body)")
+            if Self.refusedBy[attack.name] == "header_mismatch" {
+                #expect(response.status == 400 && response.body.contains(#""code":-32020"#), "\(attack.name): \(response.body)")
+            }
         }
         #expect(upstream.received.isEmpty, "\(attack.name) reached the upstream: \(upstream.received.map(\.body))")
         let records = try gateway.auditRecords()
         #expect(!records.isEmpty, "\(attack.name) left no audit record")
         #expect(records.allSatisfy { !["allow", "audit"].contains($0["decision"]?.stringValue ?? "") }, "\(attack.name): \(records)")
+        if let rule = Self.refusedBy[attack.name] {
+            #expect(records.map { $0["rule"]?.stringValue } == [rule], "\(attack.name) refused for another reason: \(records)")
+        }
         try await gateway.stop()
         await upstream.stop()
     }
