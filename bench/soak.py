@@ -36,6 +36,7 @@ streams, the audit queue and the reload counts; and for the window: requests, re
 tools/call requests, errors.
 """
 import argparse
+import datetime
 import http.client
 import json
 import os
@@ -757,8 +758,22 @@ def cmd_report(args):
             except ValueError:
                 records.append({"unparsable": line[:200]})
 
+    # The gateway's own view of the same windows: latency_ms of the tools/call records (arrival to the upstream's
+    # response head, or to the refusal), so that client-side scheduling noise can be told from the gateway's.
+    interval = data["interval"]
+    by_step = {}
+    for record in records:
+        if record.get("method") != "tools/call" or "latency_ms" not in record or "time" not in record:
+            continue
+        when = datetime.datetime.fromisoformat(record["time"].replace("Z", "+00:00")).timestamp()
+        by_step.setdefault(int((when - data["started_wall"]) // interval) + 1, []).append(record["latency_ms"])
+    for row in rows:
+        latencies = by_step.get(round(row["t"] / interval))
+        row["gw_p99_ms"] = round(percentile(latencies, 0.99), 2) if latencies and row["t"] > 0 else None
+
     # CSV
     columns = ["t", "rss_mib", "fds", "threads", "cpu_pct", "requests", "rps", "calls", "p50_ms", "p99_ms", "max_ms",
+               "gw_p99_ms",
                "errors", "errors_total", "decisions", "audit_records", "streams_open", "gw_streams",
                "gw_audit_queue_bytes", "gw_reloads_ok", "gw_reloads_failed"]
     lines = [",".join(columns)]
@@ -805,6 +820,7 @@ def cmd_report(args):
     fds = [row["fds"] for row in rows]
     threads = [row["threads"] for row in rows]
     p99 = [row["p99_ms"] for row in body if row.get("p99_ms") is not None]
+    gw_p99 = [row["gw_p99_ms"] for row in body if row.get("gw_p99_ms") is not None]
     rps = [row["rps"] for row in body]
     # growth over the second half (least squares), in MiB per 10 minutes
     half = rows[len(rows) // 2:]
@@ -827,6 +843,8 @@ def cmd_report(args):
                 "kinds_start": data["samples"][0].get("fd_kinds"), "kinds_after_stop": data["after_stop"].get("fd_kinds")},
         "threads": {"start": threads[0], "end": threads[-1], "max": max(threads)},
         "p99_ms": {"min": min(p99) if p99 else None, "median": percentile(p99, 0.5), "max": max(p99) if p99 else None},
+        "gateway_p99_ms": {"min": min(gw_p99) if gw_p99 else None, "median": percentile(gw_p99, 0.5),
+                           "max": max(gw_p99) if gw_p99 else None},
         "rps": {"mean": round(sum(rps) / len(rps), 1) if rps else 0, "min": min(rps) if rps else 0,
                 "max": max(rps) if rps else 0},
         "audit": {"records": len(records), "requests_answered": len(answered),
@@ -859,7 +877,9 @@ def cmd_report(args):
     tb = [row["t"] / 60 for row in body]
     axes[2].plot(tb, [row.get("p99_ms") for row in body], color="tab:red", label="p99")
     axes[2].plot(tb, [row.get("p50_ms") for row in body], color="tab:orange", label="p50")
-    axes[2].set_ylabel("tools/call latency (ms)")
+    axes[2].plot(tb, [row.get("gw_p99_ms") for row in body], color="tab:brown", linestyle="--", linewidth=1,
+                 label="p99, gateway's view (audit latency_ms)")
+    axes[2].set_ylabel("tools/call latency (ms)\nclient side")
     axes[2].set_ylim(bottom=0)
     axes[2].legend(loc="upper right", fontsize=8)
     axes[3].plot(tb, rps, color="tab:purple", label="requests/s")
@@ -887,7 +907,8 @@ def cmd_report(args):
     print(f"  fds start {s['fds']['start']} end {s['fds']['end']} max {s['fds']['max']}, with the loops stopped "
           f"{s['fds']['after_stop']} ({s['fds']['kinds_after_stop']}); threads {s['threads']['start']}/{s['threads']['end']}/{s['threads']['max']}")
     print(f"  p99 ms per {data['interval']:.0f} s window: min {s['p99_ms']['min']} median {s['p99_ms']['median']} "
-          f"max {s['p99_ms']['max']}")
+          f"max {s['p99_ms']['max']}; gateway's view (audit latency_ms) min {s['gateway_p99_ms']['min']} median "
+          f"{s['gateway_p99_ms']['median']} max {s['gateway_p99_ms']['max']}")
     print(f"  audit records {len(records)} vs requests answered {len(answered)} "
           f"({'equal' if s['audit']['equal'] else 'DIFFERENT'}); ids missing {len(missing_ids)}, duplicated "
           f"{len(duplicated)}, unknown {len(unknown_ids)}; 401s sent {unauthenticated_sent}; by decision: "
