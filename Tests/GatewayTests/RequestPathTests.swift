@@ -128,6 +128,34 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a pooled upstream connection idle for longer than the reuse window is not reused (servers close theirs after ~5 s)")
+    func staleConnectionsAreNotReused() async throws {
+        let upstream = try await RawUpstream.start { request in Self.json200(Self.id(in: request)) }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        // Two calls in quick succession share one upstream connection.
+        for id in [1, 2] {
+            try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: id)))
+            #expect(await client.wait { $0.contains(#""id":\#(id),"result""#) })
+        }
+        #expect(upstream.closes.withLockedValue { $0.isEmpty })
+        // Idle past the reuse window (3 s): the next call takes a new connection, and the old one is closed at its
+        // idle timeout (5 s after its last answer), not 5 s after this call as it would be had it been reused.
+        let lastAnswer = ContinuousClock.now
+        try await Task.sleep(for: .milliseconds(3500))
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3)))
+        #expect(await client.wait { $0.contains(#""id":3,"result""#) })
+        let closed = ContinuousClock.now + .seconds(10)
+        while upstream.closes.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < closed {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let firstClose = try #require(upstream.closes.withLockedValue { $0.first })
+        #expect(firstClose - lastAnswer < .milliseconds(7000), "the stale connection was reused: closed \(firstClose - lastAnswer) after")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a GET stream's head reaches the client before its first event")
     func headFlushed() async throws {
         let upstream = try await RawUpstream.start { request in

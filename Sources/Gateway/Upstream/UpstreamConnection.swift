@@ -67,8 +67,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// Reading stopped for a slow client; always resumed before the connection carries another request.
     private var readingPaused = false
     private var ticker: RepeatedTask?
-    /// An idle pooled connection is closed after this long unused.
-    static let poolIdleTimeout = TimeAmount.seconds(60)
+    /// An idle pooled connection is closed after this long unused (it is no longer reused after `reuseWindow`).
+    static let poolIdleTimeout = TimeAmount.seconds(5)
 
     init(key: String, pool: UpstreamPool) {
         self.key = key
@@ -77,9 +77,14 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     /// Whether the connection can carry a request now.
     var isUsable: Bool {
-        guard let context, context.channel.isActive, case .idle = phase else { return false }
-        return true
+        guard let context, context.channel.isActive, case .idle(let since) = phase else { return false }
+        // Servers close idle keep-alive connections after a few seconds (uvicorn and Node after 5): one idle for
+        // longer may be closing as the request goes out, and a POST cannot be retried safely. Not reused then.
+        return NIODeadline.now() - since < Self.reuseWindow
     }
+
+    /// How long an idle pooled connection may be reused: below the shortest common server keep-alive timeout.
+    static let reuseWindow = TimeAmount.seconds(3)
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
