@@ -45,17 +45,27 @@ public struct Authenticator: Sendable {
         case (let certificate?, let token?):
             let fromCertificate = try certificates.principal(for: certificate)
             guard let verified = try verify(token) else { return nil }
-            guard verified.tenant == fromCertificate.tenant else {
-                throw .tenantMismatch(
-                    "client certificate belongs to tenant '\(fromCertificate.tenant)', token to tenant '\(verified.tenant)'")
-            }
-            if let agent = verified.agent, agent != fromCertificate.agent {
-                throw .agentMismatch(certificate: fromCertificate.agent, token: agent)
-            }
-            let expiry = [fromCertificate.expiresAt, verified.facts.expiresAt].compactMap { $0 }.min()
-            return Principal(
-                tenant: fromCertificate.tenant, agent: fromCertificate.agent, method: .both, scopes: verified.scopes,
-                expiresAt: expiry, certificate: fromCertificate.certificate, token: verified.facts)
+            return try Self.agreeing(
+                fromCertificate, tokenTenant: verified.tenant, tokenAgent: verified.agent, scopes: verified.scopes,
+                tokenExpiry: verified.facts.expiresAt, facts: verified.facts)
         }
+    }
+
+    /// The principal of a client certificate and a token presented together (a JWT, or an opaque token its
+    /// authorization server vouched for): they must name the same tenant, and the same agent when the token names one.
+    public static func agreeing(
+        _ fromCertificate: Principal, tokenTenant: String, tokenAgent: String?, scopes: Set<String>, tokenExpiry: Date?,
+        facts: Principal.TokenFacts?
+    ) throws(AuthenticationError) -> Principal {
+        guard tokenTenant == fromCertificate.tenant else {
+            throw .tenantMismatch("client certificate belongs to tenant '\(fromCertificate.tenant)', token to tenant '\(tokenTenant)'")
+        }
+        if let agent = tokenAgent, agent != fromCertificate.agent {
+            throw .agentMismatch(certificate: fromCertificate.agent, token: agent)
+        }
+        return Principal(
+            tenant: fromCertificate.tenant, agent: fromCertificate.agent, method: .both, scopes: scopes,
+            expiresAt: [fromCertificate.expiresAt, tokenExpiry].compactMap { $0 }.min(), certificate: fromCertificate.certificate,
+            token: facts)
     }
 }

@@ -85,17 +85,10 @@ struct ExchangeDecisions {
         guard let certificate = request.handshake?.peerCertificate else { return .success(principal) }
         do throws(AuthenticationError) {
             let fromCertificate = try services.authenticator.certificates.principal(for: certificate)
-            guard fromCertificate.tenant == principal.tenant else {
-                throw .tenantMismatch("client certificate belongs to tenant '\(fromCertificate.tenant)', token to '\(principal.tenant)'")
-            }
-            guard fromCertificate.agent == principal.agent else {
-                throw .agentMismatch(certificate: fromCertificate.agent, token: principal.agent)
-            }
             return .success(
-                Principal(
-                    tenant: principal.tenant, agent: principal.agent, method: .both, scopes: principal.scopes,
-                    expiresAt: [fromCertificate.expiresAt, principal.expiresAt].compactMap { $0 }.min(),
-                    certificate: fromCertificate.certificate, token: nil))
+                try Authenticator.agreeing(
+                    fromCertificate, tokenTenant: principal.tenant, tokenAgent: principal.agent, scopes: principal.scopes,
+                    tokenExpiry: principal.expiresAt, facts: nil))
         } catch {
             return .failure(authenticationRefusal(request, error))
         }
