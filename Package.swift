@@ -40,6 +40,16 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(
+            name: "Redis",
+            dependencies: [
+                "TLS", "COpenSSL",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .target(
             name: "Identity",
             dependencies: ["TLS", "COpenSSL", "StrictJSON"],
             swiftSettings: strictSettings
@@ -52,7 +62,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "TLS", "Identity", "Policy", "StrictJSON",
+                "TLS", "Identity", "Policy", "StrictJSON", "Redis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -141,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "GatewayTests",
             dependencies: [
-                "Gateway", "TLS", "TestSupport", "Identity", "Policy", "StrictJSON", "MCPDemoServer",
+                "Gateway", "TLS", "TestSupport", "Identity", "Policy", "StrictJSON", "MCPDemoServer", "Redis",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

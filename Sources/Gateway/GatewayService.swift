@@ -36,6 +36,7 @@ public struct GatewayService: Service {
         try await listener.shutdown()
         if let services {
             await services.upstream.shutdown()
+            services.sharedLimits?.shutdown()
             let lost = services.audit.close()
             logger.info("audit log flushed", metadata: ["audit.records": "\(services.audit.writtenRecords)"])
             if lost > 0 {

@@ -35,6 +35,8 @@ public struct GatewayServices: Sendable {
     let logger: Logger
     /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
     public var introspector: TokenIntrospector?
+    /// Rate limits shared across replicas through Redis, if configured.
+    public var sharedLimits: SharedLimiter?
     /// Request ids.
     let requestIDs = RequestIDs()
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.
@@ -67,6 +69,11 @@ public struct GatewayServices: Sendable {
 
     /// Seconds on a monotonic clock, for rate limiting.
     var monotonicSeconds: Double { clock() }
+
+    /// Shares rate limits across replicas through the Redis server of `settings` (on this services' clock).
+    public mutating func shareRateLimits(_ settings: SharedLimitSettings) {
+        sharedLimits = SharedLimiter(settings: settings, clock: clock, logger: logger)
+    }
 
     /// Most pieces of work off the loops at once; beyond, requests are refused (503) rather than queued unboundedly.
     static let maximumOffloaded = 512

@@ -10,6 +10,9 @@ public struct PolicyDecision: Sendable, Hashable {
         case deny
         /// Allowed by policy but over a rate limit; retry after this many seconds.
         case rateLimited(retryAfter: Double)
+        /// Allowed by policy, but a shared rate limit could not be consulted (its store is unreachable) and the
+        /// tenant fails closed.
+        case limitsUnavailable
 
         /// `allow`, `audit`, `deny` or `rate_limited`.
         public var name: String {
@@ -18,6 +21,7 @@ public struct PolicyDecision: Sendable, Hashable {
             case .audit: "audit"
             case .deny: "deny"
             case .rateLimited: "rate_limited"
+            case .limitsUnavailable: "unavailable"
             }
         }
 
@@ -61,6 +65,9 @@ public struct PolicyDecision: Sendable, Hashable {
     public let logArguments: Bool
     /// How long the call may take to answer, when the deciding allow or audit rule says (`call_timeout_seconds`).
     public var callTimeoutSeconds: Int?
+    /// Set when shared rate limits could not be consulted and this decision used the replica's local share instead
+    /// (`local_fallback`), or refused for that reason (`fail_closed`): what the audit record says about it.
+    public var sharedLimitsNote: SharedLimitsNote?
     /// Every scope the call needs, when it was denied only for want of scopes (a token with them would be
     /// allowed by the rules that denied it): what an `insufficient_scope` challenge lists. Empty otherwise.
     public var insufficientScopes: [String] = []
@@ -74,4 +81,12 @@ public struct PolicyDecision: Sendable, Hashable {
         self.matches = matches
         self.logArguments = logArguments
     }
+}
+
+/// How a decision was reached while the shared rate-limit store was out of reach.
+public enum SharedLimitsNote: String, Sendable, Hashable {
+    /// The replica's local share of each shared limit applied.
+    case localFallback = "local_fallback"
+    /// The call was refused: the tenant fails closed.
+    case failClosed = "fail_closed"
 }

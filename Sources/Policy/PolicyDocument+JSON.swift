@@ -10,7 +10,7 @@ extension PolicyDocument {
         "deny", "allow", "path", "max_length", "min_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
     ]
     static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
-    static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per"]
+    static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per", "scope"]
     static let toolsCallOnly = ["tools/call"]
     static let jsonTypes: Set<String> = ["string", "number", "boolean", "array", "object", "null"]
 
@@ -230,10 +230,17 @@ extension PolicyDocument {
             guard let scope = RateLimitRule.Scope(rawValue: scopeText) else {
                 throw JSONFieldError(path: reader.fieldPath("per"), reason: "must be tenant, agent, tool or agent+tool")
             }
+            var sharing: RateLimitRule.Sharing?
+            if let text = try reader.string("scope") {
+                guard let parsed = RateLimitRule.Sharing(rawValue: text) else {
+                    throw JSONFieldError(path: reader.fieldPath("scope"), reason: "must be global or local")
+                }
+                sharing = parsed
+            }
             let tools = try patterns(reader, "tools")
             return RateLimitRule(
                 id: id, methods: try reader.strings("methods") ?? ["tools/call"], tools: tools, agents: try patterns(reader, "agents"),
-                ratePerSecond: rate, burst: burst, scope: scope, document: document)
+                ratePerSecond: rate, burst: burst, scope: scope, document: document, sharing: sharing)
         } catch let error as JSONFieldError {
             throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: error.path, reason: error.reason)
         }

@@ -33,20 +33,82 @@ public final class PolicyEngine: Sendable {
     }
 
     /// The full decision for `request` at `now` (seconds on a monotonic clock): policy first, then, for calls the
-    /// policy lets through, the tenant's rate limits.
+    /// policy lets through, the tenant's rate limits (all kept in this process).
     public func decide(_ request: PolicyRequest, now: Double) -> PolicyDecision {
-        let snapshot = self.snapshot
-        let decision = snapshot.evaluate(request)
-        guard decision.outcome.permits, let set = snapshot.tenants[request.tenant] else { return decision }
-        guard
-            let refusal = limiter.consume(
-                tenant: request.tenant, agent: request.agent, method: request.method, tool: request.target,
-                limits: set.rateLimits, now: now)
-        else { return decision }
-        return PolicyDecision(
-            outcome: .rateLimited(retryAfter: refusal.retryAfter), rule: refusal.limit.id, document: refusal.limit.document,
-            reason:
-                "rate limit \(refusal.limit.id) (\(refusal.limit.ratePerSecond)/s, burst \(Int(refusal.limit.burst)), per \(refusal.limit.scope.rawValue)) exceeded",
-            matches: decision.matches, logArguments: decision.logArguments)
+        guard case .decided(let decision) = decide(request, now: now, shared: nil, ledger: nil) else {
+            preconditionFailure("without a shared store every decision is made at once")
+        }
+        return decision
     }
+
+    /// The full decision for `request` at `now`, with the limits `shared` keeps counted there. A call whose shared
+    /// buckets have nothing on hand is not decided (`mustAsk`) and nothing is counted for it; the tokens a decided
+    /// call took are written to `ledger`, so that an attempt abandoned for another call's sake can give them back.
+    ///
+    /// All-or-nothing across both kinds: shared tokens are taken first (they are on hand here, so giving them back
+    /// is exact), then local ones; a local refusal gives the shared tokens back.
+    public func decide(
+        _ request: PolicyRequest, now: Double, shared: (any SharedRateLimits)?, ledger: RateLimitLedger?
+    ) -> DecisionStep {
+        let snapshot = self.snapshot
+        var decision = snapshot.evaluate(request)
+        guard decision.outcome.permits, let set = snapshot.tenants[request.tenant] else { return .decided(decision) }
+        let applicable = set.rateLimits.filter { $0.counts(method: request.method, target: request.target, agent: request.agent) }
+        guard !applicable.isEmpty else { return .decided(decision) }
+        var local = applicable
+        var buckets: [SharedBucket] = []
+        var fallback = false
+        if let shared {
+            local = applicable.filter { !shared.isShared($0) }
+            buckets = applicable.filter { shared.isShared($0) }.map {
+                SharedBucket(tenant: request.tenant, limit: $0, agent: request.agent, tool: request.target ?? "")
+            }
+        }
+        if let shared, !buckets.isEmpty {
+            switch shared.take(buckets, now: now) {
+            case .mustAsk(let missing):
+                return .mustAsk(missing)
+            case .unavailable:
+                var refused = PolicyDecision(
+                    outcome: .limitsUnavailable, rule: buckets[0].limit.id, document: buckets[0].limit.document,
+                    reason:
+                        "rate limit \(buckets[0].limit.id) is shared across replicas and its store is unreachable; this tenant fails closed",
+                    matches: decision.matches, logArguments: decision.logArguments)
+                refused.sharedLimitsNote = .failClosed
+                return .decided(refused)
+            case .refused(let index, let retryAfter, let fellBack):
+                return .decided(Self.rateLimited(buckets[index].limit, retryAfter, decision, note: fellBack ? .localFallback : nil))
+            case .taken(let fellBack):
+                fallback = fellBack
+            }
+        }
+        let refusal = limiter.consume(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local, now: now)
+        if let refusal {
+            shared?.giveBack(buckets, fallback: fallback, now: now)
+            return .decided(Self.rateLimited(refusal.limit, refusal.retryAfter, decision, note: fallback ? .localFallback : nil))
+        }
+        ledger?.recordLocal(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local)
+        ledger?.recordShared(buckets, fallback: fallback)
+        if fallback { decision.sharedLimitsNote = .localFallback }
+        return .decided(decision)
+    }
+
+    private static func rateLimited(
+        _ limit: RateLimitRule, _ retryAfter: Double, _ decision: PolicyDecision, note: SharedLimitsNote?
+    ) -> PolicyDecision {
+        var refused = PolicyDecision(
+            outcome: .rateLimited(retryAfter: retryAfter), rule: limit.id, document: limit.document,
+            reason: "rate limit \(limit.id) (\(limit.ratePerSecond)/s, burst \(Int(limit.burst)), per \(limit.scope.rawValue)) exceeded",
+            matches: decision.matches, logArguments: decision.logArguments)
+        refused.sharedLimitsNote = note
+        return refused
+    }
+}
+
+/// A decision, or what must be fetched before it can be made.
+public enum DecisionStep: Sendable {
+    /// Decided.
+    case decided(PolicyDecision)
+    /// These shared buckets have nothing on hand: fetch them, then decide again.
+    case mustAsk([SharedBucket])
 }

@@ -56,6 +56,14 @@ public struct RateLimitRule: Sendable, Hashable {
         case agentTool = "agent+tool"
     }
 
+    /// Where a limit's buckets are kept when the gateway has a shared store (Redis) configured.
+    public enum Sharing: String, Sendable, Hashable, CaseIterable {
+        /// In the shared store: one bucket across every replica.
+        case global
+        /// In this process: each replica keeps its own bucket.
+        case local
+    }
+
     /// The limit's id, unique within its tenant.
     public let id: String
     /// Methods it counts (default `tools/call`).
@@ -72,6 +80,8 @@ public struct RateLimitRule: Sendable, Hashable {
     public let scope: Scope
     /// The document it comes from.
     public let document: String
+    /// `scope` as written: global or local; nil means global when a shared store is configured.
+    public var sharing: Sharing?
 
     /// Whether this limit counts a call of `method` on `target` (the tool name for `tools/call`) by `agent`.
     public func counts(method: String, target: String?, agent: String) -> Bool {
@@ -83,8 +93,9 @@ public struct RateLimitRule: Sendable, Hashable {
     /// A limit from its parts.
     public init(
         id: String, methods: [String], tools: [NamePattern], agents: [NamePattern], ratePerSecond: Double, burst: Double,
-        scope: Scope, document: String
+        scope: Scope, document: String, sharing: Sharing? = nil
     ) {
+        self.sharing = sharing
         self.id = id
         self.methods = methods
         self.tools = tools
@@ -93,5 +104,16 @@ public struct RateLimitRule: Sendable, Hashable {
         self.burst = burst
         self.scope = scope
         self.document = document
+    }
+}
+
+extension RateLimitRule {
+    /// This limit with its rate and burst divided by `replicas` (each at least its smallest useful value): what one
+    /// of that many replicas enforces alone when the shared store is out of reach.
+    public func share(of replicas: Int) -> RateLimitRule {
+        let parts = Double(max(1, replicas))
+        return RateLimitRule(
+            id: id, methods: methods, tools: tools, agents: agents, ratePerSecond: ratePerSecond / parts,
+            burst: max(1, (burst / parts).rounded(.down)), scope: scope, document: document, sharing: sharing)
     }
 }

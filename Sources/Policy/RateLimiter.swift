@@ -54,9 +54,23 @@ public final class RateLimiter: Sendable {
         tenant: String, agent: String, method: String, tool: String?, limits: [RateLimitRule], now: Double
     ) -> (limit: RateLimitRule, retryAfter: Double)? {
         let applicable = limits.filter { $0.counts(method: method, target: tool, agent: agent) }
-        guard !applicable.isEmpty else { return nil }
+        return consume(tenant: tenant, agent: agent, tool: tool, applicable: applicable, now: now).refusal
+    }
+
+    /// Takes a token from each of `applicable` (limits known to count the call), or from none; on success, the keys
+    /// of the buckets the tokens came from.
+    public func consume(
+        tenant: String, agent: String, tool: String?, limits applicable: [RateLimitRule], now: Double
+    ) -> (limit: RateLimitRule, retryAfter: Double)? {
+        consume(tenant: tenant, agent: agent, tool: tool, applicable: applicable, now: now).refusal
+    }
+
+    func consume(
+        tenant: String, agent: String, tool: String?, applicable: [RateLimitRule], now: Double
+    ) -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) {
+        guard !applicable.isEmpty else { return (nil, []) }
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
-        return box.state.withLock { shard -> (limit: RateLimitRule, retryAfter: Double)? in
+        return box.state.withLock { shard -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) in
             var keys: [BucketKey] = []
             for limit in applicable {
                 var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
@@ -83,9 +97,27 @@ public final class RateLimiter: Sendable {
                 let wait = shard.entries[key]!.bucket.secondsUntilToken(rate: limit.ratePerSecond)
                 if refusal == nil || wait > refusal!.retryAfter { refusal = (limit, wait) }
             }
-            if refusal != nil { return refusal }
+            if refusal != nil { return (refusal, []) }
             for key in keys { shard.entries[key]!.bucket.take() }
-            return nil
+            return (nil, keys)
+        }
+    }
+
+    /// Puts back one token into each bucket of `limits` that counted a call by `agent` of `tool` (taken by
+    /// `consume` for a call that did not go through after all), never above a limit's burst.
+    public func giveBack(tenant: String, agent: String, tool: String?, limits: [RateLimitRule], now: Double) {
+        let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
+        box.state.withLock { shard in
+            for limit in limits {
+                var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
+                if shard.entries[key] == nil {
+                    key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                }
+                guard var entry = shard.entries[key] else { continue }
+                entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
+                entry.bucket.giveBack(burst: limit.burst)
+                shard.entries[key] = entry
+            }
         }
     }
 

@@ -26,6 +26,9 @@ public struct TokenBucket: Sendable, Hashable {
     /// Takes a token; call only when `hasToken`.
     public mutating func take() { tokens -= 1 }
 
+    /// Returns a token taken for a call that did not go through, never above `burst`.
+    public mutating func giveBack(burst: Double) { tokens = min(burst, tokens + 1) }
+
     /// Seconds until a token will be there at `rate`.
     public func secondsUntilToken(rate: Double) -> Double { max(0, (1 - tokens) / rate) }
 

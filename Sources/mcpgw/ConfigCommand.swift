@@ -34,7 +34,7 @@ struct ConfigCommand: ParsableCommand {
             if problems.isEmpty {
                 let loaded = try ConfigurationFile.load(file)
                 print(
-                    "ok: \(file): \(loaded.identity.tenants.count) tenants, policies \(loaded.policies ?? "(none)"), TLS \(loaded.gateway.tls == nil ? "off" : "on")"
+                    "ok: \(file): \(loaded.identity.tenants.count) tenants, policies \(loaded.policies ?? "(none)"), TLS \(loaded.gateway.tls == nil ? "off" : "on")\(loaded.sharedLimits.map { ", rate limits shared through Redis at \($0.redis.address)" } ?? "")"
                 )
                 return
             }

@@ -28,6 +28,8 @@ struct ConfigurationFile {
     var sessionLifetime: Duration = .seconds(24 * 3600)
     /// The admin listener (`admin`), if configured.
     var admin: AdminSettings?
+    /// Rate limits shared across replicas through Redis (`redis`, or `--redis`), if configured.
+    var sharedLimits: SharedLimitSettings?
 
     /// Where the admin listener listens, and its TLS (client certificates required) when set.
     struct AdminSettings {
@@ -37,6 +39,7 @@ struct ConfigurationFile {
 
     static let topLevelKeys: Set<String> = [
         "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions", "admin",
+        "redis",
     ]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
@@ -53,14 +56,14 @@ struct ConfigurationFile {
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
     ]
 
-    /// Loads and validates `path`.
-    static func load(_ path: String) throws -> ConfigurationFile {
+    /// Loads and validates `path`; `redisURL` (the `--redis` flag) sets or overrides `redis.url`.
+    static func load(_ path: String, redisURL: String? = nil) throws -> ConfigurationFile {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw ConfigurationError("cannot read configuration file \(path)")
         }
         let base = URL(fileURLWithPath: path).deletingLastPathComponent().path
         do {
-            return try parse(Array(data), baseDirectory: base)
+            return try parse(Array(data), baseDirectory: base, redisURL: redisURL)
         } catch let error as JSONParseError {
             throw ConfigurationError("\(path): not valid JSON: \(error)")
         } catch let error as JSONFieldError {
@@ -69,7 +72,7 @@ struct ConfigurationFile {
     }
 
     /// Parses a configuration document.
-    static func parse(_ bytes: [UInt8], baseDirectory: String) throws -> ConfigurationFile {
+    static func parse(_ bytes: [UInt8], baseDirectory: String, redisURL: String? = nil) throws -> ConfigurationFile {
         let root = try JSONObjectReader(try JSONParser.parse(bytes, limits: JSONLimits(maximumDepth: 32)))
         try root.requireOnlyKeys(topLevelKeys)
         guard let tenantsReader = try root.object("tenants") else {
@@ -82,7 +85,7 @@ struct ConfigurationFile {
         }
         let identity = try IdentityConfiguration.read(
             identity: try root.object("identity"), tenants: tenantsReader, baseDirectory: baseDirectory,
-            otherTenantKeys: ["upstream"], mcpPath: mcpPath)
+            otherTenantKeys: ["upstream", "redis_failure_mode"], mcpPath: mcpPath)
         let resolve = { (path: String) in path.hasPrefix("/") ? path : baseDirectory + "/" + path }
         var upstreams: [String: UpstreamConfiguration] = [:]
         for (tenant, reader) in try tenantsReader.objectMembers() {
@@ -244,6 +247,7 @@ struct ConfigurationFile {
             }
             admin = settings
         }
+        let sharedLimits = try RedisSection.read(try root.object("redis"), url: redisURL, tenants: tenantsReader, resolve: resolve)
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
@@ -251,7 +255,7 @@ struct ConfigurationFile {
                 maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops),
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
-            sessionKeys: sessionKeys, sessionLifetime: sessionLifetime, admin: admin)
+            sessionKeys: sessionKeys, sessionLifetime: sessionLifetime, admin: admin, sharedLimits: sharedLimits)
     }
 }
 

@@ -63,6 +63,16 @@ enum GatewayAssembly {
                 ?? .singleProcess(),
             limits: file.limits, mcpPath: file.mcpPath, logger: logger)
         services.oauth = file.identity.oauth
+        if let shared = file.sharedLimits {
+            services.shareRateLimits(shared)
+            let counted = engine.snapshot.tenants.values.flatMap(\.rateLimits).filter { ($0.sharing ?? .global) == .global }.count
+            logger.info(
+                "rate limits shared through Redis",
+                metadata: [
+                    "redis": "\(shared.redis.address)", "redis.tls": "\(shared.redis.tls != nil)", "shared.limits": "\(counted)",
+                    "replicas": "\(shared.replicas)", "failure_mode.default": "\(shared.defaultFailureMode.rawValue)",
+                ])
+        }
         services.keyFetcher = fetcher
         let introspection = file.identity.tenants.compactMapValues(\.introspection)
         if !introspection.isEmpty {

@@ -70,6 +70,12 @@ struct ServeCommand: AsyncParsableCommand {
     )
     var adminListen: String?
 
+    @Option(
+        help:
+            "Share rate limits across replicas through this Redis server (redis://HOST:PORT/DB, rediss:// for TLS). Overrides redis.url; the password goes in redis.password_file."
+    )
+    var redis: String?
+
     @OptionGroup var logging: LoggingOptions
 
     func validate() throws {
@@ -92,7 +98,7 @@ struct ServeCommand: AsyncParsableCommand {
                 for problem in problems { logger.critical("configuration refused: \(problem)") }
                 throw ConfigurationError("the configuration has \(problems.count) problem(s): \(problems.joined(separator: "; "))")
             }
-            let file = try ConfigurationFile.load(configPath)
+            let file = try ConfigurationFile.load(configPath, redisURL: redis)
             logger.info(
                 "configuration loaded",
                 metadata: [
@@ -103,8 +109,8 @@ struct ServeCommand: AsyncParsableCommand {
                 file, .init(upstream: upstream, policies: policies, auditLog: auditLog), logger: logger)
             configuration = file.gateway
         } else {
-            guard upstream == nil, policies == nil, auditLog == nil else {
-                throw ValidationError("--upstream, --policies and --audit-log need tenants: pass --config FILE")
+            guard upstream == nil, policies == nil, auditLog == nil, redis == nil else {
+                throw ValidationError("--upstream, --policies, --audit-log and --redis need tenants: pass --config FILE")
             }
             configuration = GatewayConfiguration(tls: try defaultTLS())
         }

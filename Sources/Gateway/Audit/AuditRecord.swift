@@ -63,6 +63,9 @@ public struct AuditRecord: Sendable {
     public var traceID: String?
     /// The arguments: keys and a digest by default, in full where a rule asks.
     public var arguments: JSONValue?
+    /// Set when shared rate limits were out of reach for this decision: `local_fallback` (the replica's local share
+    /// applied) or `fail_closed` (refused for it).
+    public var sharedLimits: String?
 
     /// A record for one decision.
     public init(requestID: String, httpMethod: String, decision: Decision, reason: String) {
@@ -163,6 +166,7 @@ public struct AuditRecord: Sendable {
         }
         writer.optionalString("session_id", sessionID)
         writer.optionalString("trace_id", traceID)
+        writer.optionalString("shared_limits", sharedLimits)
         if let arguments { writer.value("arguments", arguments) }
         return writer.finishLine()
     }

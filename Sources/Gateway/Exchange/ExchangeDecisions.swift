@@ -201,8 +201,33 @@ struct ExchangeDecisions {
 
     // MARK: - POST bodies
 
+    /// What became of a POST body.
+    enum PostDecision {
+        /// Forward it as planned.
+        case forward(ForwardPlan)
+        /// Refuse it.
+        case refuse(Refusal)
+        /// Not decided: these shared rate-limit buckets have nothing on hand here. Fetch them and decide again
+        /// (nothing was counted for this attempt).
+        case ask([SharedBucket])
+    }
+
     /// Parses and decides a POST body: a plan to forward the exact bytes, or a refusal with its records.
-    func decidePost(_ request: ExchangeRequest, body: ByteBuffer) -> Result<ForwardPlan, Refusal> {
+    func decidePost(_ request: ExchangeRequest, body: ByteBuffer) -> PostDecision {
+        switch decideBody(request, body: body) {
+        case .success(let plan): .forward(plan)
+        case .failure(.refused(let refusal)): .refuse(refusal)
+        case .failure(.mustAsk(let buckets)): .ask(buckets)
+        }
+    }
+
+    /// Why a body is not forwarded (yet).
+    enum NotForwarded: Error {
+        case refused(Refusal)
+        case mustAsk([SharedBucket])
+    }
+
+    private func decideBody(_ request: ExchangeRequest, body: ByteBuffer) -> Result<ForwardPlan, NotForwarded> {
         let principal = request.principal!
         let head = request.head
         let version = head.headers.first(name: "mcp-protocol-version")
@@ -214,25 +239,25 @@ struct ExchangeDecisions {
                     limits: JSONLimits(maximumDepth: services.limits.maximumJSONDepth, maximumBytes: services.limits.maximumBodyBytes))
             }
         } catch {
-            return .failure(request.malformed(error))
+            return .refusing(request.malformed(error))
         }
         if parsed.isBatch && !MCPMethod.allowsBatches(protocolVersion: version) {
-            return .failure(
+            return .refusing(
                 request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
         if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first,
             let problem = Self.modernEnvelopeProblem(message, head.headers, version: version!)
         {
             if case .headerMismatch(let reason, let id) = problem {
-                return .failure(
+                return .refusing(
                     Refusal(
                         status: .badRequest, id: id, code: GatewayErrorCode.headerMismatch, message: reason,
                         records: [request.record(.malformed, reason, rule: "header_mismatch", method: message.method)]))
             }
-            return .failure(request.malformed(problem))
+            return .refusing(request.malformed(problem))
         }
         if let mismatch = headerMismatch(head.headers, parsed) {
-            return .failure(
+            return .refusing(
                 Refusal(
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
@@ -244,7 +269,7 @@ struct ExchangeDecisions {
                 tenant: principal.tenant, tool: tool, arguments: message.params?.objectValue?["arguments"],
                 header: { head.headers.first(name: $0) })
         {
-            return .failure(
+            return .refusing(
                 Refusal(
                     status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [Self.mismatchRecord(request, mismatch, message: message, tool: tool)]))
@@ -255,7 +280,7 @@ struct ExchangeDecisions {
         if body.withUnsafeReadableBytes({ TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: $0) }) {
             switch openTaskHandles(request, parsed, body: body) {
             case .success(let opened): (body, upstreamName) = (opened.body ?? body, opened.name)
-            case .failure(let refusal): return .failure(refusal)
+            case .failure(let refusal): return .failure(.refused(refusal))
             }
         }
         // 2026-07-28 carries trace context in params._meta: the upstream is told the gateway's span there as well.
@@ -271,15 +296,23 @@ struct ExchangeDecisions {
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
         let now = services.monotonicSeconds
+        let ledger = services.sharedLimits.map { _ in RateLimitLedger() }
         for message in parsed.messages {
             do {
-                decided.append(try decide(message, principal: principal, protocolVersion: version, now: now))
+                switch try decide(message, principal: principal, protocolVersion: version, now: now, ledger: ledger) {
+                case .decided(let item):
+                    decided.append(item)
+                case .mustAsk(let buckets):
+                    // Earlier calls of a batch give their tokens back: the whole body is decided again.
+                    ledger?.giveBack(limiter: services.policy.limiter, store: services.sharedLimits, now: now)
+                    return .failure(.mustAsk(buckets))
+                }
             } catch {
-                return .failure(request.malformed(error, status: error.code == -32601 ? .notFound : .badRequest))
+                return .refusing(request.malformed(error, status: error.code == -32601 ? .notFound : .badRequest))
             }
         }
         if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
-            return .failure(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
+            return .refusing(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
         }
         var response = ForwardPlan.ResponseHandling.relay
         var listRequests: [String: ListFilter.Kind] = [:]
@@ -292,7 +325,7 @@ struct ExchangeDecisions {
             guard let id = item.message.id else { continue }
             // Answers are matched to requests by id, so ids must be unambiguous: one spelling per number, none twice.
             guard let key = Self.canonicalID(id), seenIDs.insert(key).inserted else {
-                return .failure(
+                return .refusing(
                     request.malformed(
                         .invalidRequest("request ids must be strings or plain integers, each used once in a body", id: id)))
             }
@@ -475,15 +508,23 @@ struct ExchangeDecisions {
     static let protocolVersionKey = "io.modelcontextprotocol/protocolVersion"
     static let capabilitiesKey = "io.modelcontextprotocol/clientCapabilities"
 
+    /// One message decided, or the shared buckets to fetch before it can be.
+    enum MessageStep {
+        case decided(DecidedMessage)
+        case mustAsk([SharedBucket])
+    }
+
     func decide(
-        _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double
-    ) throws(MCPRequestError) -> DecidedMessage {
+        _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double, ledger: RateLimitLedger?
+    ) throws(MCPRequestError) -> MessageStep {
         guard let method = message.method else {
-            return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("response to a server request"))
+            return .decided(
+                DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("response to a server request")))
         }
         switch MCPMethod.treatment(of: method, protocolVersion: protocolVersion) {
         case .plumbing:
-            return DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("protocol method \(method)"))
+            return .decided(
+                DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("protocol method \(method)")))
         case .removed(let version):
             throw .methodNotFound("\(method) was removed in protocol version \(version)", id: message.id)
         case .governed:
@@ -493,7 +534,12 @@ struct ExchangeDecisions {
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments
         )
-        return DecidedMessage(message: message, target: target, arguments: arguments, decision: services.policy.decide(request, now: now))
+        switch services.policy.decide(request, now: now, shared: services.sharedLimits, ledger: ledger) {
+        case .decided(let decision):
+            return .decided(DecidedMessage(message: message, target: target, arguments: arguments, decision: decision))
+        case .mustAsk(let buckets):
+            return .mustAsk(buckets)
+        }
     }
 
     static func passThrough(_ reason: String) -> PolicyDecision {
@@ -511,8 +557,10 @@ struct ExchangeDecisions {
         case .audit: outcome = .audit
         case .deny: outcome = .deny
         case .rateLimited: outcome = .rateLimited
+        case .limitsUnavailable: outcome = .unavailable
         }
         var record = request.record(decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason, rule: item.decision.rule)
+        record.sharedLimits = item.decision.sharedLimitsNote?.rawValue
         record.method = item.message.method ?? "response"
         record.target = item.target
         record.jsonrpcID = item.message.id
@@ -535,9 +583,13 @@ struct ExchangeDecisions {
             }
         }
         var retryAfter: Double?
+        var storeUnavailable = false
         for item in decided where !item.decision.outcome.permits {
             if case .rateLimited(let wait) = item.decision.outcome { retryAfter = max(retryAfter ?? 0, wait) }
+            if item.decision.outcome == .limitsUnavailable { storeUnavailable = true }
         }
+        // Shared limits out of reach (the tenant fails closed): 503, and a retry soon may find them back.
+        if storeUnavailable { retryAfter = max(retryAfter ?? 0, 1) }
         var headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
         // Refused only for want of scopes (every refused message): the OAuth step-up answer, 403 with the scopes.
         let refused = decided.filter { !$0.decision.outcome.permits }
@@ -555,15 +607,20 @@ struct ExchangeDecisions {
             // Only notifications/responses: no JSON-RPC response may be sent.
             let body = JSONValue.object(
                 JSONObject([
-                    .init(key: "error", value: .string(retryAfter != nil ? "rate limited" : "denied by policy")),
+                    .init(
+                        key: "error",
+                        value: .string(
+                            storeUnavailable ? "rate limits unavailable" : retryAfter != nil ? "rate limited" : "denied by policy")),
                     .init(key: "rule", value: .string(first.decision.rule)),
                     .init(key: "reason", value: .string(first.decision.reason)),
                 ])
             ).serialized
-            return Refusal(status: retryAfter != nil ? .tooManyRequests : .forbidden, json: body, headers: headers, records: records)
+            let status: HTTPResponseStatus = storeUnavailable ? .serviceUnavailable : retryAfter != nil ? .tooManyRequests : .forbidden
+            return Refusal(status: status, json: body, headers: headers, records: records)
         }
         let payload = isBatch ? JSONValue.array(errors).serialized : errors[0].serialized
-        let status: HTTPResponseStatus = retryAfter != nil ? .tooManyRequests : neededScopes.isEmpty ? .ok : .forbidden
+        let status: HTTPResponseStatus =
+            storeUnavailable ? .serviceUnavailable : retryAfter != nil ? .tooManyRequests : neededScopes.isEmpty ? .ok : .forbidden
         return Refusal(status: status, json: payload, headers: headers, records: records)
     }
 
@@ -578,6 +635,10 @@ struct ExchangeDecisions {
             message = "rate limited: \(decision.reason)"
             data.append(
                 .init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
+        }
+        if decision.outcome == .limitsUnavailable {
+            code = GatewayErrorCode.sharedLimitsUnavailable
+            message = "rate limits unavailable: \(decision.reason)"
         }
         if !decision.insufficientScopes.isEmpty {
             data.append(.init(key: "required_scopes", value: .array(decision.insufficientScopes.map(JSONValue.string))))
@@ -597,4 +658,9 @@ struct ExchangeDecisions {
                         ]))),
             ]))
     }
+}
+
+extension Result where Success == ForwardPlan, Failure == ExchangeDecisions.NotForwarded {
+    /// A refusal of the body.
+    static func refusing(_ refusal: Refusal) -> Self { .failure(.refused(refusal)) }
 }

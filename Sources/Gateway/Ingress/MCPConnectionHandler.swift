@@ -526,7 +526,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         return accepted
     }
 
-    private func decide(_ body: ByteBuffer) {
+    private func decide(_ body: ByteBuffer, attempt: Int = 0) {
         guard let services, let decisions, let request else { return close() }
         if request.head.method != .POST {
             return forward(decisions.passThroughPlan(request))
@@ -542,8 +542,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             .assumeIsolated().whenComplete { [self] result in
                 guard generation == self.generation else { return }
                 switch result {
-                case .success(.success(let plan)): forward(plan)
-                case .success(.failure(let refusal)): answer(refuseLegacyMessage(refusal))
+                case .success(let outcome): settle(outcome, body: body, attempt: attempt)
                 case .failure(let error) where error is DecisionPoolRefused:
                     answer(
                         request.unavailable(
@@ -557,9 +556,34 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             return
         }
-        switch decisions.decidePost(request, body: body) {
-        case .success(let plan): forward(plan)
-        case .failure(let refusal): answer(refuseLegacyMessage(refusal))
+        settle(decisions.decidePost(request, body: body), body: body, attempt: attempt)
+    }
+
+    /// Most times one body is decided again after fetching shared rate-limit leases (other calls can spend a
+    /// fetched lease first).
+    static let maximumDecisionAttempts = 4
+
+    private func settle(_ outcome: ExchangeDecisions.PostDecision, body: ByteBuffer, attempt: Int) {
+        switch outcome {
+        case .forward(let plan):
+            forward(plan)
+        case .refuse(let refusal):
+            answer(refuseLegacyMessage(refusal))
+        case .ask(let buckets):
+            guard let request, let context else { return close() }
+            guard let shared = services?.sharedLimits, attempt + 1 < Self.maximumDecisionAttempts else {
+                return answer(
+                    request.unavailable(
+                        "the shared rate limits this call needs were spent by concurrent calls while it waited; try again",
+                        rule: "shared_limits_contended", code: GatewayErrorCode.rateLimited, status: .tooManyRequests,
+                        headers: [("Retry-After", "1")]))
+            }
+            // Waits on this loop for the leases (bounded by the Redis command deadline), then decides again.
+            let generation = self.generation
+            shared.ask(buckets, on: context.eventLoop).assumeIsolated().whenComplete { [self] _ in
+                guard generation == self.generation else { return }
+                decide(body, attempt: attempt + 1)
+            }
         }
     }
 

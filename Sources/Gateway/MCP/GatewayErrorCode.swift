@@ -13,6 +13,9 @@ public enum GatewayErrorCode {
     public static let auditUnavailable = -31005
     /// The session belongs to another principal.
     public static let sessionNotYours = -31006
+    /// A rate limit shared across replicas could not be consulted (its store, Redis, is out of reach) and the
+    /// tenant fails closed; retry shortly.
+    public static let sharedLimitsUnavailable = -31007
     /// A header that mirrors the body (`Mcp-Method`, `Mcp-Name`) disagrees with it (MCP's own code).
     public static let headerMismatch = -32020
 }

@@ -1,0 +1,236 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+public import Policy
+public import Redis
+import Synchronization
+
+/// Rate limits shared by every replica through Redis, at the cost of a round trip per lease, not per call.
+///
+/// Each replica takes tokens from a Redis bucket a lease at a time (`SharedLimitSettings.leaseSize`) and spends them
+/// locally; when a lease runs low (half spent) the next is fetched in the background, so most calls are decided
+/// with no I/O at all. A call finding its lease empty waits, on its event loop, for the lease being fetched (the
+/// Redis command's deadline bounds the wait). When Redis grants nothing, the replica remembers until when the bucket
+/// is empty and refuses meanwhile without asking again.
+///
+/// Over-admission bound: every token spent was first taken from the Redis bucket, so over any window the replicas
+/// together admit at most what one exact bucket admits, plus the tokens they held when the window began: at most
+/// `replicas × lease` tokens above the limit.
+///
+/// When Redis is out of reach the tenant's failure mode applies — `fail_closed` refuses (503), `local_fallback`
+/// applies 1/replicas of each limit in this process — and tokens already leased are still spent. A background
+/// probe (and the client's reconnect backoff) brings Redis back into use as soon as it answers again.
+public final class SharedLimiter: SharedRateLimits {
+    struct LeaseKey: Hashable {
+        let tenant: String
+        let limit: String
+        let agent: String
+        let tool: String
+
+        init(_ bucket: SharedBucket) {
+            (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool)
+        }
+    }
+
+    /// The tokens this replica holds of one Redis bucket.
+    struct Lease {
+        var tokens = 0
+        /// Until when (monotonic seconds) Redis said the bucket is empty.
+        var emptyUntil = -Double.infinity
+        /// The fetch in progress, if any.
+        var fetching: EventLoopFuture<Void>?
+        var lastUsed: Double
+    }
+
+    /// The settings in use.
+    public let settings: SharedLimitSettings
+    let client: RedisClient
+    private let leases = Mutex<[LeaseKey: Lease]>([:])
+    /// The local shares used while Redis is out of reach (`local_fallback`).
+    private let fallback = RateLimiter()
+    private let storeUp = Atomic<Bool>(true)
+    private let lastProbe = Mutex<Double>(-.infinity)
+    private let clock: @Sendable () -> Double
+    private let logger: Logger
+    private let logThrottle = LogThrottle(interval: 30)
+    /// Lease requests answered and failed, for metrics.
+    let requestsAnswered = Atomic<Int>(0)
+    let requestsFailed = Atomic<Int>(0)
+    /// Most leases kept; idle ones are forgotten beyond this.
+    static let maximumLeases = 100_000
+
+    /// A limiter sharing buckets through `settings.redis`, reading time from `clock` (the gateway's monotonic
+    /// seconds).
+    public init(settings: SharedLimitSettings, clock: @escaping @Sendable () -> Double, logger: Logger) {
+        self.settings = settings
+        self.client = RedisClient(settings: settings.redis, logger: logger)
+        self.clock = clock
+        self.logger = logger
+    }
+
+    /// Whether Redis answered the last time it was asked.
+    public var isStoreReachable: Bool { storeUp.load(ordering: .relaxed) }
+
+    public func isShared(_ limit: RateLimitRule) -> Bool { (limit.sharing ?? .global) == .global }
+
+    public func take(_ buckets: [SharedBucket], now: Double) -> SharedTake {
+        let reachable = storeUp.load(ordering: .relaxed)
+        var prefetch: [SharedBucket] = []
+        let onHand = leases.withLock { leases -> SharedTake? in
+            var refusal: (index: Int, wait: Double)?
+            var missing: [SharedBucket] = []
+            for (index, bucket) in buckets.enumerated() {
+                let lease = leases[LeaseKey(bucket)]
+                if let lease, lease.tokens >= 1 { continue }
+                if reachable, let lease, lease.emptyUntil > now {
+                    let wait = lease.emptyUntil - now
+                    if refusal == nil || wait > refusal!.wait { refusal = (index, wait) }
+                } else {
+                    missing.append(bucket)
+                }
+            }
+            if let refusal { return .refused(index: refusal.index, retryAfter: refusal.wait, fallback: false) }
+            if !missing.isEmpty { return reachable ? .mustAsk(missing) : nil }
+            for bucket in buckets {
+                let key = LeaseKey(bucket)
+                leases[key]!.tokens -= 1
+                leases[key]!.lastUsed = now
+                let lease = leases[key]!
+                let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                if reachable, lease.fetching == nil, lease.tokens * 2 <= size, lease.emptyUntil <= now { prefetch.append(bucket) }
+            }
+            return .taken(fallback: false)
+        }
+        if !prefetch.isEmpty {
+            let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
+            _ = ask(prefetch, on: eventLoop)
+        }
+        if let onHand { return onHand }
+        // Redis is out of reach and some bucket has nothing on hand here: the tenant's failure mode decides.
+        probe()
+        let tenant = buckets[0].tenant
+        switch settings.failureMode(of: tenant) {
+        case .failClosed:
+            return .unavailable
+        case .localFallback:
+            let shares = buckets.map { $0.limit.share(of: settings.replicas) }
+            let refusal = fallback.consume(tenant: tenant, agent: buckets[0].agent, tool: buckets[0].tool, limits: shares, now: now)
+            guard let refusal else { return .taken(fallback: true) }
+            let index = shares.firstIndex { $0.id == refusal.limit.id } ?? 0
+            return .refused(index: index, retryAfter: refusal.retryAfter, fallback: true)
+        }
+    }
+
+    public func giveBack(_ buckets: [SharedBucket], fallback wasFallback: Bool, now: Double) {
+        if wasFallback {
+            guard let first = buckets.first else { return }
+            fallback.giveBack(
+                tenant: first.tenant, agent: first.agent, tool: first.tool, limits: buckets.map { $0.limit.share(of: settings.replicas) },
+                now: now)
+            return
+        }
+        leases.withLock { leases in
+            for bucket in buckets { leases[LeaseKey(bucket)]?.tokens += 1 }
+        }
+    }
+
+    /// Fetches a lease for each of `buckets` that has none on hand (or joins the fetch under way); the future
+    /// succeeds when every fetch has ended, whatever it brought — the caller decides again.
+    public func ask(_ buckets: [SharedBucket], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let now = clock()
+        var waits: [EventLoopFuture<Void>] = []
+        var start: [(SharedBucket, Int, EventLoopPromise<Void>)] = []
+        leases.withLock { leases in
+            if leases.count >= Self.maximumLeases { Self.forgetIdle(&leases, now: now) }
+            for bucket in buckets {
+                let key = LeaseKey(bucket)
+                var lease = leases[key] ?? Lease(lastUsed: now)
+                if let fetching = lease.fetching {
+                    waits.append(fetching)
+                    continue
+                }
+                let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                guard lease.tokens * 2 <= size, lease.emptyUntil <= now else { continue }
+                let promise = eventLoop.makePromise(of: Void.self)
+                lease.fetching = promise.futureResult
+                leases[key] = lease
+                waits.append(promise.futureResult)
+                start.append((bucket, size - lease.tokens, promise))
+            }
+        }
+        for (bucket, want, promise) in start { fetch(bucket, want: want, on: eventLoop).cascade(to: promise) }
+        return EventLoopFuture.andAllComplete(waits, on: eventLoop)
+    }
+
+    /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach.
+    private func fetch(_ bucket: SharedBucket, want: Int, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let key = LeaseKey(bucket)
+        return TokenBucketScript.script.run(
+            keys: [TokenBucketScript.key(bucket, prefix: settings.keyPrefix)],
+            arguments: TokenBucketScript.arguments(bucket.limit, want: want), on: client, eventLoop: eventLoop
+        ).map { [self] reply in
+            let now = clock()
+            let grant = TokenBucketScript.grant(reply)
+            leases.withLock { leases in
+                leases[key]?.fetching = nil
+                guard let grant else { return }
+                leases[key]?.tokens += grant.granted
+                if grant.granted == 0 { leases[key]?.emptyUntil = now + grant.wait }
+            }
+            if grant == nil {
+                failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
+            } else {
+                reachable()
+            }
+        }.recover { [self] error in
+            leases.withLock { leases in leases[key]?.fetching = nil }
+            failed(error)
+        }
+    }
+
+    /// While Redis is out of reach, at most every 250 ms: a `PING`, whose answer brings shared limits back.
+    private func probe() {
+        let now = clock()
+        let due = lastProbe.withLock { last in
+            guard now - last >= 0.25 else { return false }
+            last = now
+            return true
+        }
+        guard due else { return }
+        client.send(["PING"], on: MultiThreadedEventLoopGroup.singleton.any()).whenComplete { [self] result in
+            switch result {
+            case .success: reachable()
+            case .failure(let error): failed(error)
+            }
+        }
+    }
+
+    private func reachable() {
+        requestsAnswered.wrappingAdd(1, ordering: .relaxed)
+        if !storeUp.exchange(true, ordering: .relaxed) {
+            logger.notice(
+                "shared rate limits: Redis answers again; limits are shared again", metadata: ["redis": "\(settings.redis.address)"])
+        }
+    }
+
+    private func failed(_ error: any Error) {
+        requestsFailed.wrappingAdd(1, ordering: .relaxed)
+        // A server that refuses the script (out of memory, ACL) is as unusable as one that does not answer.
+        let unreachable = (error as? RedisError)?.isUnavailability ?? true
+        storeUp.store(false, ordering: .relaxed)
+        if let suppressed = logThrottle.admit("redis") {
+            logger.error(
+                "shared rate limits: Redis \(unreachable ? "is out of reach" : "refused a lease request"): \(error); tenants' failure modes apply (fail_closed: 503, local_fallback: local shares)",
+                metadata: ["redis": "\(settings.redis.address)", "suppressed": "\(suppressed)"])
+        }
+    }
+
+    /// Forgets leases with nothing on hand and nothing under way that were not used for 10 s (their tokens, if any,
+    /// are lost: fewer calls admitted, never more).
+    private static func forgetIdle(_ leases: inout [LeaseKey: Lease], now: Double) {
+        leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < 10 }
+    }
+
+    /// Closes the Redis connections.
+    public func shutdown() { client.close() }
+}

@@ -1,0 +1,72 @@
+import Policy
+import Redis
+
+/// The token bucket as Redis keeps it: a hash per bucket (`t`: tokens, `u`: when they were counted, in Redis's own
+/// microseconds), refilled and taken from atomically by one Lua script, so that any number of replicas share it
+/// exactly. Redis's clock is the only clock involved: replicas' clocks may disagree without effect.
+///
+/// The script grants up to the requested number of whole tokens (a lease), fewer when fewer are there; when none
+/// is, it says in how many microseconds one will be. A bucket's key expires once it would have refilled completely
+/// (a full bucket and no bucket are the same), so idle agents leave nothing behind.
+enum TokenBucketScript {
+    static let script = RedisScript(
+        """
+        local rate = tonumber(ARGV[1])
+        local burst = tonumber(ARGV[2])
+        local want = tonumber(ARGV[3])
+        local clock = redis.call('TIME')
+        local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+        local state = redis.call('HMGET', KEYS[1], 't', 'u')
+        local tokens = tonumber(state[1])
+        local updated = tonumber(state[2])
+        if tokens == nil or updated == nil then
+          tokens = burst
+          updated = now
+        end
+        if now > updated then
+          tokens = tokens + (now - updated) * rate / 1000000
+          updated = now
+        end
+        if tokens > burst then tokens = burst end
+        local granted = math.floor(tokens)
+        if granted > want then granted = want end
+        if granted < 0 then granted = 0 end
+        tokens = tokens - granted
+        redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
+        redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+        local wait = 0
+        if granted == 0 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
+        return {granted, wait}
+        """)
+
+    /// The key of `bucket`: the prefix, then tenant, limit, agent and tool, each escaped so that no two buckets
+    /// share a key (`%` and `:` are percent-encoded, as are control bytes).
+    static func key(_ bucket: SharedBucket, prefix: String) -> [UInt8] {
+        var key = Array(prefix.utf8)
+        for (index, part) in [bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool].enumerated() {
+            if index > 0 { key.append(UInt8(ascii: ":")) }
+            for byte in part.utf8 {
+                if byte == UInt8(ascii: "%") || byte == UInt8(ascii: ":") || byte < 0x20 || byte == 0x7F {
+                    let hex = Array("0123456789ABCDEF".utf8)
+                    key += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
+                } else {
+                    key.append(byte)
+                }
+            }
+        }
+        return key
+    }
+
+    /// The script's arguments for a lease of `want` tokens of `limit`.
+    static func arguments(_ limit: RateLimitRule, want: Int) -> [[UInt8]] {
+        [Array(String(limit.ratePerSecond).utf8), Array(String(limit.burst).utf8), Array(String(want).utf8)]
+    }
+
+    /// Granted tokens and the wait (seconds) until one will be there, from the script's reply.
+    static func grant(_ reply: RESPValue) -> (granted: Int, wait: Double)? {
+        guard case .array(let values?) = reply, values.count == 2, let granted = values[0].integer, let wait = values[1].integer,
+            granted >= 0, wait >= 0
+        else { return nil }
+        return (Int(granted), Double(wait) / 1e6)
+    }
+}

@@ -1,0 +1,80 @@
+/// One bucket of a limit kept in a shared store: which bucket (the same key a local bucket would have) and the
+/// limit's rate and burst, which the store applies.
+public struct SharedBucket: Sendable, Hashable {
+    /// The tenant.
+    public let tenant: String
+    /// The limit.
+    public let limit: RateLimitRule
+    /// The calling agent.
+    public let agent: String
+    /// The called tool ("" for methods without one).
+    public let tool: String
+    /// The agent the bucket is kept for ("" when the limit is not per agent).
+    public let keyAgent: String
+    /// The tool the bucket is kept for ("" when the limit is not per tool).
+    public let keyTool: String
+
+    /// The bucket of `limit` that counts a call by `agent` of `tool` (keyed as the limit's `per` says).
+    public init(tenant: String, limit: RateLimitRule, agent: String, tool: String) {
+        self.tenant = tenant
+        self.limit = limit
+        self.agent = agent
+        self.tool = tool
+        switch limit.scope {
+        case .tenant: (keyAgent, keyTool) = ("", "")
+        case .agent: (keyAgent, keyTool) = (agent, "")
+        case .tool: (keyAgent, keyTool) = ("", tool)
+        case .agentTool: (keyAgent, keyTool) = (agent, tool)
+        }
+    }
+}
+
+/// What a shared store says to taking one token from each of some buckets.
+public enum SharedTake: Sendable, Hashable {
+    /// Taken from every bucket. `fallback`: the store was out of reach and the replica's local share was used.
+    case taken(fallback: Bool)
+    /// Not taken: the bucket at `index` is empty for `retryAfter` seconds (nothing was taken from any bucket).
+    case refused(index: Int, retryAfter: Double, fallback: Bool)
+    /// Not known without asking the store: these buckets have nothing on hand here. Nothing was taken; ask the
+    /// store (asynchronously) and decide again.
+    case mustAsk([SharedBucket])
+    /// The store is out of reach and the tenant fails closed. Nothing was taken.
+    case unavailable
+}
+
+/// Rate-limit buckets shared by every replica of the gateway, consulted without blocking: what is on hand is
+/// answered at once, and what is not is fetched asynchronously by the caller (`mustAsk`) before deciding again.
+public protocol SharedRateLimits: Sendable {
+    /// Whether `limit` is kept in the shared store (otherwise this replica's own limiter counts it).
+    func isShared(_ limit: RateLimitRule) -> Bool
+    /// Takes a token from each of `buckets` (all of one tenant), or from none.
+    func take(_ buckets: [SharedBucket], now: Double) -> SharedTake
+    /// Gives back tokens taken by `take` for a call that was not let through after all.
+    func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double)
+}
+
+/// The tokens one decision attempt took, so that an attempt that cannot finish yet (a shared bucket must be asked
+/// for first) gives them all back before it is tried again: a batch's earlier calls are not counted twice.
+public final class RateLimitLedger {
+    private var local: [(tenant: String, agent: String, tool: String?, limits: [RateLimitRule])] = []
+    private var shared: [(buckets: [SharedBucket], fallback: Bool)] = []
+
+    /// An empty ledger.
+    public init() {}
+
+    func recordLocal(tenant: String, agent: String, tool: String?, limits: [RateLimitRule]) {
+        if !limits.isEmpty { local.append((tenant, agent, tool, limits)) }
+    }
+
+    func recordShared(_ buckets: [SharedBucket], fallback: Bool) {
+        if !buckets.isEmpty { shared.append((buckets, fallback)) }
+    }
+
+    /// Gives every recorded token back, to `limiter` and `store`.
+    public func giveBack(limiter: RateLimiter, store: (any SharedRateLimits)?, now: Double) {
+        for entry in local { limiter.giveBack(tenant: entry.tenant, agent: entry.agent, tool: entry.tool, limits: entry.limits, now: now) }
+        for entry in shared { store?.giveBack(entry.buckets, fallback: entry.fallback, now: now) }
+        local.removeAll()
+        shared.removeAll()
+    }
+}

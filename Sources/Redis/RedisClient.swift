@@ -1,0 +1,180 @@
+public import Logging
+public import NIOCore
+import NIOPosix
+import Synchronization
+import TLS
+
+/// A small Redis client written for the gateway's event loops: RESP2 over SwiftNIO, optionally through the
+/// gateway's own OpenSSL TLS client, with a few pipelined connections per event loop.
+///
+/// Hand-written because no Swift Redis client is available to this project, and hiredis's blocking or callback API
+/// would need its own thread and a hop per command. A command sent from an event loop goes out on a connection of
+/// that loop and its reply comes back on it, with no thread hop.
+///
+/// Failures: every command has a deadline (`commandTimeout`); a connection that fails, times out or answers
+/// nonsense is closed with every command waiting on it failed. After a failed connection attempt the loop's pool
+/// waits (100 ms doubling to 2 s by default) before trying again, and fails commands at once meanwhile, so an
+/// unreachable server costs callers nothing but an error. Recovery needs no action: the next command after the
+/// wait connects again.
+public final class RedisClient: Sendable {
+    /// The settings in use.
+    public let settings: RedisSettings
+    private let pools = Mutex<[ObjectIdentifier: LoopPool]>([:])
+    private let logger: Logger
+
+    /// A client of the server `settings` name; connections are made on demand, on the loops commands come from.
+    public init(settings: RedisSettings, logger: Logger) {
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Sends one command (its arguments as bytes) on a connection of `eventLoop`; the reply comes back there. An
+    /// error reply fails the future with `RedisError.server`.
+    public func send(_ arguments: [[UInt8]], on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+        let pool = self.pool(for: eventLoop)
+        if eventLoop.inEventLoop { return pool.send(arguments) }
+        return eventLoop.flatSubmit { pool.send(arguments) }
+    }
+
+    /// Sends a command given as text arguments.
+    public func send(_ arguments: [String], on eventLoop: any EventLoop) -> EventLoopFuture<RESPValue> {
+        send(arguments.map { Array($0.utf8) }, on: eventLoop)
+    }
+
+    /// Closes every connection.
+    public func close() {
+        let all = pools.withLock { pools in
+            defer { pools.removeAll() }
+            return Array(pools.values)
+        }
+        for pool in all { pool.eventLoop.execute { pool.closeAll() } }
+    }
+
+    private func pool(for eventLoop: any EventLoop) -> LoopPool {
+        pools.withLock { pools in
+            let key = ObjectIdentifier(eventLoop)
+            if let pool = pools[key] { return pool }
+            let pool = LoopPool(eventLoop: eventLoop, settings: settings, logger: logger)
+            pools[key] = pool
+            return pool
+        }
+    }
+}
+
+/// One event loop's connections. Touched only on that loop (every entry point runs there), hence `@unchecked`.
+final class LoopPool: @unchecked Sendable {
+    let eventLoop: any EventLoop
+    private let settings: RedisSettings
+    private let logger: Logger
+    private var ready: [(channel: any Channel, handler: RedisCommandHandler)] = []
+    private var connecting: EventLoopFuture<Void>?
+    private var failures = 0
+    private var backoffUntil = NIODeadline.uptimeNanoseconds(0)
+    private var next = 0
+
+    init(eventLoop: any EventLoop, settings: RedisSettings, logger: Logger) {
+        self.eventLoop = eventLoop
+        self.settings = settings
+        self.logger = logger
+    }
+
+    func send(_ arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
+        eventLoop.preconditionInEventLoop()
+        // A further connection while the pool is short, unless one is on its way or the server is failing.
+        if ready.count < settings.poolSize, connecting == nil, NIODeadline.now() >= backoffUntil { connect() }
+        if !ready.isEmpty {
+            next = (next + 1) % ready.count
+            return write(arguments, to: ready[next].channel)
+        }
+        if let connecting {
+            return connecting.flatMap { [self] in
+                guard let connection = ready.first else { return eventLoop.makeFailedFuture(RedisError.connectionClosed) }
+                return write(arguments, to: connection.channel)
+            }
+        }
+        let left = Double((backoffUntil - NIODeadline.now()).nanoseconds) / 1e9
+        return eventLoop.makeFailedFuture(RedisError.backingOff(secondsLeft: max(0, left)))
+    }
+
+    func closeAll() {
+        for connection in ready { connection.channel.close(promise: nil) }
+        ready.removeAll()
+    }
+
+    private func write(_ arguments: [[UInt8]], to channel: any Channel) -> EventLoopFuture<RESPValue> {
+        let promise = eventLoop.makePromise(of: RESPValue.self)
+        let command = RedisCommandHandler.Command(
+            arguments: arguments, promise: promise, deadline: .now() + TimeAmount(settings.commandTimeout))
+        channel.writeAndFlush(command, promise: nil)
+        return promise.futureResult.flatMapThrowing { reply in
+            if let error = reply.errorText { throw RedisError.server(error) }
+            return reply
+        }
+    }
+
+    /// Opens one connection (TLS, `AUTH`, `SELECT`); on failure, starts the next backoff.
+    private func connect() {
+        let settings = self.settings
+        let logger = self.logger
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(TimeAmount(settings.connectTimeout))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let pipeline = channel.pipeline.syncOperations
+                    if let tls = settings.tls {
+                        try pipeline.addHandler(TLSHandler(context: tls, serverHostname: settings.serverName, logger: logger))
+                    }
+                    try pipeline.addHandler(RedisCommandHandler())
+                }
+            }
+        let attempt = bootstrap.connect(host: settings.host, port: settings.port).flatMap { [self] channel in
+            handshake(channel).map { channel }.flatMapErrorThrowing { error in
+                channel.close(promise: nil)
+                throw error
+            }
+        }
+        .flatMapErrorThrowing { error -> any Channel in
+            throw (error as? RedisError).map { error in
+                if case .server(let text) = error { return RedisError.connectionFailed("refused: \(text)") }
+                return error
+            } ?? RedisError.connectionFailed("\(error)")
+        }
+        connecting = attempt.map { _ in }
+        attempt.whenComplete { [self] result in
+            connecting = nil
+            switch result {
+            case .success(let channel):
+                failures = 0
+                let handler = try! channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self)
+                ready.append((channel, handler))
+                channel.closeFuture.whenComplete { [self] _ in ready.removeAll { $0.channel === channel } }
+            case .failure:
+                failures += 1
+                let base =
+                    Double(settings.minimumBackoff.components.seconds) + Double(settings.minimumBackoff.components.attoseconds) / 1e18
+                let cap = Double(settings.maximumBackoff.components.seconds) + Double(settings.maximumBackoff.components.attoseconds) / 1e18
+                let wait = min(cap, base * Double(1 << min(failures - 1, 20)))
+                // Jitter (±20 %) keeps replicas and loops from reconnecting in lockstep.
+                let seconds = wait * Double.random(in: 0.8...1.2)
+                backoffUntil = .now() + .nanoseconds(Int64(seconds * 1e9))
+            }
+        }
+    }
+
+    /// `AUTH` and `SELECT`, as the first commands of a connection. Each has the command deadline, which also bounds a
+    /// TLS handshake that never finishes (a connection without either is bounded by its first command's deadline).
+    private func handshake(_ channel: any Channel) -> EventLoopFuture<Void> {
+        var future = eventLoop.makeSucceededVoidFuture()
+        if let password = settings.password {
+            let arguments = [Array("AUTH".utf8)] + (settings.username.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)]
+            future = future.flatMap { [self] in write(arguments, to: channel).map { _ in } }
+        }
+        if settings.database != 0 {
+            future = future.flatMap { [self] in
+                write(["SELECT", String(settings.database)].map { Array($0.utf8) }, to: channel).map { _ in }
+            }
+        }
+        return future
+    }
+}

@@ -1,0 +1,112 @@
+public import TLS
+
+/// Where the Redis server is and how to reach it.
+public struct RedisSettings: Sendable {
+    /// Host name or address (no brackets).
+    public var host: String
+    /// TCP port (default 6379).
+    public var port: Int
+    /// The database `SELECT`ed on every connection (default 0).
+    public var database: Int
+    /// The TLS client context for `rediss://` (the gateway's own OpenSSL client), nil for plain TCP.
+    public var tls: TLSContext?
+    /// Checked against the server's certificate; names are sent as SNI.
+    public var serverName: String?
+    /// The ACL user (`AUTH user password`); nil: `AUTH password` as the default user, when a password is set.
+    public var username: String?
+    /// The password, read from a file (never from the URL or the command line, where `ps` would show it).
+    public var password: String?
+    /// How long a connection (with TLS and `AUTH`) may take.
+    public var connectTimeout: Duration
+    /// How long a command may wait for its reply.
+    public var commandTimeout: Duration
+    /// Connections per event loop; commands are pipelined on them.
+    public var poolSize: Int
+    /// The first wait after a failed connection; it doubles per failure up to `maximumBackoff`.
+    public var minimumBackoff: Duration
+    /// The longest wait between connection attempts.
+    public var maximumBackoff: Duration
+
+    /// Settings for `url` (`redis://[user@]host[:port][/db]`, or `rediss://…` for TLS). A password in the URL is
+    /// refused: it belongs in a file.
+    public init(url: String) throws(RedisURLError) {
+        let secure: Bool
+        var rest: Substring
+        if url.hasPrefix("rediss://") {
+            (secure, rest) = (true, url.dropFirst(9))
+        } else if url.hasPrefix("redis://") {
+            (secure, rest) = (false, url.dropFirst(8))
+        } else {
+            throw RedisURLError(url: url, reason: "must start with redis:// or rediss://")
+        }
+        var database = 0
+        if let slash = rest.firstIndex(of: "/") {
+            let path = rest[rest.index(after: slash)...]
+            if !path.isEmpty {
+                guard let number = Int(path), (0...1_000_000).contains(number) else {
+                    throw RedisURLError(url: url, reason: "the path must be a database number, not '\(path)'")
+                }
+                database = number
+            }
+            rest = rest[..<slash]
+        }
+        var username: String?
+        if let at = rest.lastIndex(of: "@") {
+            let user = rest[..<at]
+            if let colon = user.firstIndex(of: ":") {
+                let redacted = (secure ? "rediss://" : "redis://") + user[..<colon] + ":***@" + rest[rest.index(after: at)...]
+                throw RedisURLError(url: redacted, reason: "a password does not belong in the URL; put it in redis.password_file")
+            }
+            username = user.isEmpty ? nil : String(user)
+            rest = rest[rest.index(after: at)...]
+        }
+        var host = rest
+        var port = 6379
+        if rest.hasPrefix("[") {
+            guard let close = rest.firstIndex(of: "]") else { throw RedisURLError(url: url, reason: "unclosed IPv6 bracket") }
+            host = rest[rest.index(after: rest.startIndex)..<close]
+            let after = rest[rest.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let number = Int(after.dropFirst()), (1...65535).contains(number) else {
+                    throw RedisURLError(url: url, reason: "port '\(after.dropFirst())' is not 1-65535")
+                }
+                port = number
+            }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = rest[..<colon]
+            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
+                throw RedisURLError(url: url, reason: "port '\(rest[rest.index(after: colon)...])' is not 1-65535")
+            }
+            port = number
+        }
+        guard !host.isEmpty else { throw RedisURLError(url: url, reason: "needs a host") }
+        self.host = String(host)
+        self.port = port
+        self.database = database
+        self.username = username
+        self.serverName = secure ? String(host) : nil
+        self.tls = nil
+        self.password = nil
+        self.connectTimeout = .seconds(2)
+        self.commandTimeout = .milliseconds(250)
+        self.poolSize = 2
+        self.minimumBackoff = .milliseconds(100)
+        self.maximumBackoff = .seconds(2)
+        self.wantsTLS = secure
+    }
+
+    /// Whether the URL asked for TLS (`rediss://`): then `tls` must be set before connecting.
+    public let wantsTLS: Bool
+
+    /// `host:port`, for logs.
+    public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+/// A Redis URL that cannot be used.
+public struct RedisURLError: Error, Sendable, CustomStringConvertible {
+    /// The URL (never carries a password: such URLs are refused).
+    public let url: String
+    /// What is wrong.
+    public let reason: String
+    public var description: String { "Redis URL \(url): \(reason)" }
+}
