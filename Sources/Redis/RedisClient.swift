@@ -162,18 +162,19 @@ final class LoopPool: @unchecked Sendable {
         }
     }
 
-    /// `AUTH` and `SELECT`, as the first commands of a connection. Each has the command deadline, which also bounds a
-    /// TLS handshake that never finishes (a connection without either is bounded by its first command's deadline).
+    /// `AUTH` and `SELECT` — or `PING` when neither is needed — as the first commands of a connection: it is in the
+    /// pool only once the server has answered (so a TLS handshake or a password that fails counts as a failed
+    /// connection, and backs off). Each has the command deadline, which also bounds a handshake that never finishes.
     private func handshake(_ channel: any Channel) -> EventLoopFuture<Void> {
-        var future = eventLoop.makeSucceededVoidFuture()
+        var commands: [[[UInt8]]] = []
         if let password = settings.password {
-            let arguments = [Array("AUTH".utf8)] + (settings.username.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)]
-            future = future.flatMap { [self] in write(arguments, to: channel).map { _ in } }
+            commands.append([Array("AUTH".utf8)] + (settings.username.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)])
         }
-        if settings.database != 0 {
-            future = future.flatMap { [self] in
-                write(["SELECT", String(settings.database)].map { Array($0.utf8) }, to: channel).map { _ in }
-            }
+        if settings.database != 0 { commands.append(["SELECT", String(settings.database)].map { Array($0.utf8) }) }
+        if commands.isEmpty { commands.append([Array("PING".utf8)]) }
+        var future = eventLoop.makeSucceededVoidFuture()
+        for command in commands {
+            future = future.flatMap { [self] in write(command, to: channel).map { _ in } }
         }
         return future
     }

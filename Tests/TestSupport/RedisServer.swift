@@ -7,14 +7,25 @@ public final class RedisServer: Sendable {
     /// The port it listens on (127.0.0.1).
     public let port: Int
     private let extra: [String]
+    private let tls: Bool
     private let process = Mutex<Process?>(nil)
 
-    /// `redis://127.0.0.1:PORT`.
-    public var url: String { "redis://127.0.0.1:\(port)" }
+    /// `redis://127.0.0.1:PORT`, or `rediss://localhost:PORT` with TLS (the dev server certificate names localhost).
+    public var url: String { tls ? "rediss://localhost:\(port)" : "redis://127.0.0.1:\(port)" }
 
-    /// Starts a server on a free port, with `arguments` added to its command line (e.g. `--requirepass`).
-    public init(arguments: [String] = []) async throws {
+    /// Starts a server on a free port, with `arguments` added to its command line (e.g. `--requirepass`). With `tls`,
+    /// it speaks only TLS, with the dev PKI's server certificate (`certs-dev/server.pem`, from the gateway CA), and
+    /// `clientCA`, if given, must have signed the client's certificate.
+    public init(arguments: [String] = [], tls: Bool = false, clientCA: String? = nil) async throws {
         port = try Self.freePort()
+        self.tls = tls
+        var arguments = arguments
+        if tls {
+            arguments += [
+                "--tls-cert-file", DevPKI.serverChain, "--tls-key-file", DevPKI.serverKey,
+                "--tls-ca-cert-file", clientCA ?? DevPKI.gatewayCA, "--tls-auth-clients", clientCA == nil ? "no" : "yes",
+            ]
+        }
         extra = arguments
         try await start()
     }
@@ -25,29 +36,39 @@ public final class RedisServer: Sendable {
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments =
             [
-                "redis-server", "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "redis-server", "--port", tls ? "0" : String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--daemonize", "no", "--loglevel", "notice",
-            ] + extra
+            ] + (tls ? ["--tls-port", String(port)] : []) + extra
         let output = Pipe()
         process.standardOutput = output
         process.standardError = output
         let ready = AsyncStream<Bool>.makeStream()
         let seen = Mutex<[UInt8]>([])
-        output.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                ready.continuation.yield(false)
-                return
+        // Read on a thread of its own with blocking reads (FileHandle's readabilityHandler can crash libdispatch
+        // when its handle goes away): until the ready line, then on to the end so that the server never blocks on
+        // a full pipe.
+        let reading = output.fileHandleForReading
+        let reader = Thread {
+            var announced = false
+            while true {
+                let data = reading.availableData
+                if data.isEmpty { break }
+                guard !announced else { continue }
+                let text = seen.withLock { seen -> String in
+                    seen += data
+                    if seen.count > 1 << 16 { seen.removeFirst(seen.count - (1 << 16)) }
+                    return String(decoding: seen, as: UTF8.self)
+                }
+                if text.contains("Ready to accept connections") {
+                    announced = true
+                    ready.continuation.yield(true)
+                }
             }
-            let text = seen.withLock { seen -> String in
-                seen += data
-                if seen.count > 1 << 16 { seen.removeFirst(seen.count - (1 << 16)) }
-                return String(decoding: seen, as: UTF8.self)
-            }
-            if text.contains("Ready to accept connections") { ready.continuation.yield(true) }
+            ready.continuation.yield(false)
         }
         try process.run()
+        try? output.fileHandleForWriting.close()
+        reader.start()
         self.process.withLock { $0 = process }
         let timeout = Task {
             try await Task.sleep(for: .seconds(15))

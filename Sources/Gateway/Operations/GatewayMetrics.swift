@@ -80,6 +80,9 @@ public final class GatewayMetrics: Sendable {
             case .malformed, .unavailable:
                 counter("mcpgw_refusals_total", "tenant", tenant, "reason", rule).increment()
             }
+            if let mode = record.sharedLimits {
+                counter("mcpgw_shared_limits_degraded_decisions_total", "tenant", tenant, "mode", mode).increment()
+            }
         }
     }
 
@@ -133,6 +136,11 @@ public final class GatewayMetrics: Sendable {
         for (key, count) in TLSHandshakeCounters.shared.snapshot() {
             catchUp(
                 "mcpgw_tls_handshakes_total", "result", key.result, "version", key.version, "reason", key.reason, to: count)
+        }
+        if let shared = services.sharedLimits {
+            gauge("mcpgw_shared_limits_store_up").record(shared.isStoreReachable ? 1 : 0)
+            catchUp("mcpgw_shared_limits_store_requests_total", "result", "answered", to: shared.requestsAnswered.load(ordering: .relaxed))
+            catchUp("mcpgw_shared_limits_store_requests_total", "result", "failed", to: shared.requestsFailed.load(ordering: .relaxed))
         }
         let cache = TokenCacheStatistics.current
         catchUp("mcpgw_token_cache_requests_total", "result", "hit", to: cache.hits)

@@ -53,7 +53,7 @@ public final class SharedLimiter: SharedRateLimits {
     private let clock: @Sendable () -> Double
     private let logger: Logger
     private let logThrottle = LogThrottle(interval: 30)
-    /// Lease requests answered and failed, for metrics.
+    /// Requests to Redis (lease fetches and probes) answered and failed, for metrics.
     let requestsAnswered = Atomic<Int>(0)
     let requestsFailed = Atomic<Int>(0)
     /// Most leases kept; idle ones are forgotten beyond this.

@@ -1,0 +1,69 @@
+"""The `redis` section of the configuration and the `scope` of rate limits: `mcpgw config check` names every
+mistake by file and field (and never repeats a password), and `serve --redis` needs a configuration."""
+import json
+import subprocess
+
+from conftest import ROOT, mcpgw_binary
+from test_operations import config_check, dev_config, problems, write_config
+
+
+def with_redis(tmp_path, section: dict, **tenant_settings) -> str:
+    config = dev_config(tmp_path)
+    config["redis"] = section
+    for tenant, settings in tenant_settings.items():
+        config["tenants"][tenant].update(settings)
+    return write_config(tmp_path, config)
+
+
+def test_a_valid_section_is_reported(tmp_path):
+    password = tmp_path / "redis-password"
+    password.write_text("s3cret\n")
+    path = with_redis(tmp_path, {"url": "redis://mcpgw@127.0.0.1:6390/2", "password_file": str(password), "replicas": 3,
+                                 "failure_mode": "local_fallback", "lease_seconds": 0.1, "max_lease": 16},
+                      acme={"redis_failure_mode": "fail_closed"})
+    status, lines, stderr = config_check(path)
+    assert status == 0, (lines, stderr)
+    assert "rate limits shared through Redis at 127.0.0.1:6390" in lines[0], lines
+
+
+def test_mistakes_name_the_field(tmp_path):
+    cases = [
+        ({"url": "http://127.0.0.1:6379"}, {}, "redis.url: must start with redis:// or rediss://"),
+        ({"url": "redis://127.0.0.1:6379", "tls": {"ca_file": "x.pem"}}, {}, "redis.tls: needs a rediss:// URL"),
+        ({"url": "redis://127.0.0.1:6379", "pool": 3}, {}, "redis.pool: unknown key"),
+        ({"url": "redis://127.0.0.1:6379", "replicas": 0}, {}, "redis.replicas: must be positive"),
+        ({"url": "redis://127.0.0.1:6379", "failure_mode": "fail_open"}, {}, "redis.failure_mode: must be fail_closed or local_fallback"),
+        ({"url": "redis://127.0.0.1:6379", "password_file": "/nonexistent/redis-password"}, {}, "redis.password_file: cannot read"),
+        ({"url": "redis://127.0.0.1:6379/x"}, {}, "redis.url: the path must be a database number"),
+        ({}, {}, "redis.url: is required"),
+        ({"url": "redis://127.0.0.1:6379"}, {"acme": {"redis_failure_mode": "open"}},
+         "tenants.acme.redis_failure_mode: must be fail_closed or local_fallback"),
+    ]
+    for section, tenants, expected in cases:
+        path = with_redis(tmp_path, section, **tenants)
+        found = problems(path)
+        assert any(expected in problem for problem in found), (expected, found)
+
+
+def test_a_password_in_the_url_is_refused_and_not_repeated(tmp_path):
+    path = with_redis(tmp_path, {"url": "redis://mcpgw:hunter2@127.0.0.1:6379"})
+    status, lines, stderr = config_check(path)
+    assert status == 1
+    assert any("password_file" in line for line in lines), lines
+    assert "hunter2" not in "\n".join(lines) + stderr
+
+
+def test_rate_limit_scope_must_be_global_or_local(tmp_path):
+    config = dev_config(tmp_path)
+    document = tmp_path / "policies" / "acme" / "limits.json"
+    document.write_text(json.dumps({"name": "limits", "rules": [],
+                                    "rate_limits": [{"id": "G", "rate_per_second": 5, "scope": "cluster"}]}))
+    found = problems(write_config(tmp_path, config))
+    assert any("scope" in problem and "must be global or local" in problem for problem in found), found
+
+
+def test_serve_redis_needs_a_configuration():
+    result = subprocess.run([mcpgw_binary(), "serve", "--redis", "redis://127.0.0.1:6379", "--insecure-plain-http"],
+                            cwd=ROOT / "tests", capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--redis" in result.stderr and "--config" in result.stderr, result.stderr
