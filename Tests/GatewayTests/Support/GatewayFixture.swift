@@ -21,6 +21,7 @@ struct GatewayFixture {
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
+        sharedLimits: SharedLimitSettings? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -46,6 +47,7 @@ struct GatewayFixture {
             sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
             limits: limits, clock: frozenClock ? frozen : nil)
         services.oauth = identity.oauth
+        if let sharedLimits { services.shareRateLimits(sharedLimits) }
         let introspection = identity.tenants.compactMapValues(\.introspection)
         if !introspection.isEmpty {
             services.introspector = try TokenIntrospector(
@@ -85,6 +87,7 @@ struct GatewayFixture {
     func stop() async throws {
         try await listener.shutdown()
         await services.upstream.shutdown()
+        services.sharedLimits?.shutdown()
         services.audit.close()
         try? FileManager.default.removeItem(atPath: auditPath)
     }

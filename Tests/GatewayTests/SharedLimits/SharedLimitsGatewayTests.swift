@@ -1,0 +1,91 @@
+import Foundation
+import Redis
+import StrictJSON
+import TestSupport
+import Testing
+
+@testable import Gateway
+
+/// Shared rate limits through the gateway's own request path, with a real `redis-server`.
+@Suite struct SharedLimitsGatewayTests {
+    /// acme may call read_file and list_files; G is shared per agent and tool, L is local per agent with a burst of 3.
+    static func policies() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-shared-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory + "/acme", withIntermediateDirectories: true)
+        let document = #"""
+            {"name": "limits", "rules": [{"id": "R", "action": "allow", "tools": ["read_file", "list_files"]}],
+             "rate_limits": [{"id": "G", "rate_per_second": 100, "burst": 100, "per": "agent+tool"},
+                             {"id": "L", "rate_per_second": 0.001, "burst": 3, "per": "agent", "scope": "local"}]}
+            """#
+        try Data(document.utf8).write(to: URL(fileURLWithPath: directory + "/acme/limits.json"))
+        return directory
+    }
+
+    static func settings(_ url: String, mode: SharedLimitFailureMode = .failClosed) throws -> SharedLimitSettings {
+        var redis = try RedisSettings(url: url)
+        redis.commandTimeout = .seconds(2)
+        var settings = SharedLimitSettings(redis: redis)
+        settings.defaultFailureMode = mode
+        return settings
+    }
+
+    /// A batch whose second call needs a lease that is not on hand is decided again as a whole once it is fetched —
+    /// and the first call's tokens, taken in the abandoned attempt, are given back, not counted twice.
+    @Test func aBatchWaitingForALeaseIsCountedOnce() async throws {
+        let server = try await RedisServer()
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url, policies: try Self.policies(), sharedLimits: try Self.settings(server.url))
+        let client = gateway.client()
+        // read_file's lease is fetched now (the call waits for it); L has 2 tokens left.
+        #expect(try await client.send(body: RPC.call("read_file", #"{"path":"a"}"#)).status == 200)
+        // list_files has no lease yet: the batch is decided twice. Counted once, L has exactly 2 tokens for it.
+        let batch = "[\(RPC.call("read_file", #"{"path":"b"}"#, id: 2)),\(RPC.call("list_files", "{}", id: 3))]"
+        let answer = try await client.send(body: batch)
+        #expect(answer.status == 200)
+        #expect(!answer.body.contains("-3100"), "\(answer.body)")
+        #expect(upstream.received.count == 2)
+        // L is now spent: the next call is refused by it, with 429.
+        let refused = try await client.send(body: RPC.call("read_file", #"{"path":"c"}"#, id: 4))
+        #expect(refused.status == 429)
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["decision"]?.stringValue } == ["allow", "allow", "allow", "rate_limited"])
+        #expect(records.last?["rule"]?.stringValue == "L")
+        #expect(records.allSatisfy { $0["shared_limits"] == nil })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// Redis out of reach: a fail_closed tenant's calls get 503 with the gateway's code and an audit record saying
+    /// why; a local_fallback tenant's calls go on under the local share, and their records say so.
+    @Test(arguments: [SharedLimitFailureMode.failClosed, .localFallback])
+    func redisOutOfReach(mode: SharedLimitFailureMode) async throws {
+        let nothingListens = "redis://127.0.0.1:\(try RedisServer.freePort())"
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url, policies: try Self.policies(), sharedLimits: try Self.settings(nothingListens, mode: mode))
+        let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a"}"#, id: 7))
+        let records = try gateway.auditRecords()
+        #expect(records.count == 1)
+        #expect(records.first?["shared_limits"]?.stringValue == mode.rawValue)
+        switch mode {
+        case .failClosed:
+            #expect(response.status == 503)
+            #expect(response.header("Retry-After") == "1")
+            let error = try JSONParser.parse(response.body).objectValue?["error"]?.objectValue
+            #expect(error?["code"]?.numberValue?.int64Value == Int64(GatewayErrorCode.sharedLimitsUnavailable))
+            #expect(error?["message"]?.stringValue?.hasPrefix("rate limits unavailable") == true)
+            #expect(records.first?["decision"]?.stringValue == "unavailable")
+            #expect(upstream.received.isEmpty)
+        case .localFallback:
+            #expect(response.status == 200)
+            #expect(records.first?["decision"]?.stringValue == "allow")
+            #expect(upstream.received.count == 1)
+        }
+        let metrics = String(decoding: gateway.services.metrics.render(services: gateway.services), as: UTF8.self)
+        #expect(metrics.contains("mcpgw_shared_limits_store_up 0"))
+        #expect(metrics.contains(#"mcpgw_shared_limits_degraded_decisions_total{tenant="acme",mode="\#(mode.rawValue)"} 1"#))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
