@@ -12,14 +12,15 @@ import TLS
 /// that loop and its reply comes back on it, with no thread hop.
 ///
 /// Failures: every command has a deadline (`commandTimeout`); a connection that fails, times out or answers
-/// nonsense is closed with every command waiting on it failed. After a failed connection attempt the loop's pool
-/// waits (100 ms doubling to 2 s by default) before trying again, and fails commands at once meanwhile, so an
-/// unreachable server costs callers nothing but an error. Recovery needs no action: the next command after the
-/// wait connects again.
+/// nonsense is closed with every command waiting on it failed. After a failed connection attempt the client waits
+/// (100 ms doubling to 2 s by default) before trying again, and fails commands at once meanwhile, so an unreachable
+/// server costs callers nothing but an error. The wait is the client's, not one loop's: a connection made on any
+/// loop ends it for all of them. Recovery needs no action: the next command after the wait connects again.
 public final class RedisClient: Sendable {
     /// The settings in use.
     public let settings: RedisSettings
     private let pools = Mutex<[ObjectIdentifier: LoopPool]>([:])
+    private let backoff = Backoff()
     private let logger: Logger
 
     /// A client of the server `settings` name; connections are made on demand, on the loops commands come from.
@@ -54,7 +55,7 @@ public final class RedisClient: Sendable {
         pools.withLock { pools in
             let key = ObjectIdentifier(eventLoop)
             if let pool = pools[key] { return pool }
-            let pool = LoopPool(eventLoop: eventLoop, settings: settings, logger: logger)
+            let pool = LoopPool(eventLoop: eventLoop, settings: settings, backoff: backoff, logger: logger)
             pools[key] = pool
             return pool
         }
@@ -68,20 +69,21 @@ final class LoopPool: @unchecked Sendable {
     private let logger: Logger
     private var ready: [(channel: any Channel, handler: RedisCommandHandler)] = []
     private var connecting: EventLoopFuture<Void>?
-    private var failures = 0
-    private var backoffUntil = NIODeadline.uptimeNanoseconds(0)
+    private let backoff: Backoff
     private var next = 0
 
-    init(eventLoop: any EventLoop, settings: RedisSettings, logger: Logger) {
+    init(eventLoop: any EventLoop, settings: RedisSettings, backoff: Backoff, logger: Logger) {
         self.eventLoop = eventLoop
         self.settings = settings
+        self.backoff = backoff
         self.logger = logger
     }
 
     func send(_ arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
         eventLoop.preconditionInEventLoop()
         // A further connection while the pool is short, unless one is on its way or the server is failing.
-        if ready.count < settings.poolSize, connecting == nil, NIODeadline.now() >= backoffUntil { connect() }
+        let waitLeft = backoff.secondsLeft()
+        if ready.count < settings.poolSize, connecting == nil, waitLeft == 0 { connect() }
         if !ready.isEmpty {
             next = (next + 1) % ready.count
             return write(arguments, to: ready[next].channel)
@@ -92,8 +94,7 @@ final class LoopPool: @unchecked Sendable {
                 return write(arguments, to: connection.channel)
             }
         }
-        let left = Double((backoffUntil - NIODeadline.now()).nanoseconds) / 1e9
-        return eventLoop.makeFailedFuture(RedisError.backingOff(secondsLeft: max(0, left)))
+        return eventLoop.makeFailedFuture(RedisError.backingOff(secondsLeft: waitLeft))
     }
 
     func closeAll() {
@@ -145,19 +146,12 @@ final class LoopPool: @unchecked Sendable {
             connecting = nil
             switch result {
             case .success(let channel):
-                failures = 0
+                backoff.succeeded()
                 let handler = try! channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self)
                 ready.append((channel, handler))
                 channel.closeFuture.whenComplete { [self] _ in ready.removeAll { $0.channel === channel } }
             case .failure:
-                failures += 1
-                let base =
-                    Double(settings.minimumBackoff.components.seconds) + Double(settings.minimumBackoff.components.attoseconds) / 1e18
-                let cap = Double(settings.maximumBackoff.components.seconds) + Double(settings.maximumBackoff.components.attoseconds) / 1e18
-                let wait = min(cap, base * Double(1 << min(failures - 1, 20)))
-                // Jitter (±20 %) keeps replicas and loops from reconnecting in lockstep.
-                let seconds = wait * Double.random(in: 0.8...1.2)
-                backoffUntil = .now() + .nanoseconds(Int64(seconds * 1e9))
+                backoff.failed(minimum: settings.minimumBackoff, maximum: settings.maximumBackoff)
             }
         }
     }
@@ -177,5 +171,32 @@ final class LoopPool: @unchecked Sendable {
             future = future.flatMap { [self] in write(command, to: channel).map { _ in } }
         }
         return future
+    }
+}
+
+/// The client's wait between connection attempts after failures, shared by its loops' pools.
+final class Backoff: Sendable {
+    private let state = Mutex<(failures: Int, until: UInt64)>((0, 0))
+
+    /// Seconds until connecting may be tried again (0: now).
+    func secondsLeft() -> Double {
+        let now = NIODeadline.now().uptimeNanoseconds
+        return state.withLock { state in state.until > now ? Double(state.until - now) / 1e9 : 0 }
+    }
+
+    /// A connection succeeded: no more waiting, anywhere.
+    func succeeded() { state.withLock { $0 = (0, 0) } }
+
+    /// A connection failed: the wait doubles from `minimum` up to `maximum`, with ±20 % jitter so that replicas
+    /// and loops do not reconnect in lockstep.
+    func failed(minimum: Duration, maximum: Duration) {
+        let seconds = { (duration: Duration) in
+            Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
+        }
+        state.withLock { state in
+            state.failures += 1
+            let wait = min(seconds(maximum), seconds(minimum) * Double(1 << min(state.failures - 1, 20)))
+            state.until = NIODeadline.now().uptimeNanoseconds + UInt64(wait * Double.random(in: 0.8...1.2) * 1e9)
+        }
     }
 }

@@ -212,9 +212,12 @@ struct ExchangeDecisions {
         case ask([SharedBucket])
     }
 
-    /// Parses and decides a POST body: a plan to forward the exact bytes, or a refusal with its records.
-    func decidePost(_ request: ExchangeRequest, body: ByteBuffer) -> PostDecision {
-        switch decideBody(request, body: body) {
+    /// Parses and decides a POST body: a plan to forward the exact bytes, or a refusal with its records. On the
+    /// `lastAttempt`, a shared bucket with nothing on hand refuses instead of asking Redis again.
+    func decidePost(_ request: ExchangeRequest, body: ByteBuffer, lastAttempt: Bool = false) -> PostDecision {
+        let shared: (any SharedRateLimits)? =
+            lastAttempt ? services.sharedLimits.map { LastAttemptLimits(limiter: $0) } : services.sharedLimits
+        return switch decideBody(request, body: body, shared: shared) {
         case .success(let plan): .forward(plan)
         case .failure(.refused(let refusal)): .refuse(refusal)
         case .failure(.mustAsk(let buckets)): .ask(buckets)
@@ -227,7 +230,9 @@ struct ExchangeDecisions {
         case mustAsk([SharedBucket])
     }
 
-    private func decideBody(_ request: ExchangeRequest, body: ByteBuffer) -> Result<ForwardPlan, NotForwarded> {
+    private func decideBody(
+        _ request: ExchangeRequest, body: ByteBuffer, shared: (any SharedRateLimits)?
+    ) -> Result<ForwardPlan, NotForwarded> {
         let principal = request.principal!
         let head = request.head
         let version = head.headers.first(name: "mcp-protocol-version")
@@ -296,15 +301,15 @@ struct ExchangeDecisions {
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
         let now = services.monotonicSeconds
-        let ledger = services.sharedLimits.map { _ in RateLimitLedger() }
+        let ledger = shared.map { _ in RateLimitLedger() }
         for message in parsed.messages {
             do {
-                switch try decide(message, principal: principal, protocolVersion: version, now: now, ledger: ledger) {
+                switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
                 case .decided(let item):
                     decided.append(item)
                 case .mustAsk(let buckets):
                     // Earlier calls of a batch give their tokens back: the whole body is decided again.
-                    ledger?.giveBack(limiter: services.policy.limiter, store: services.sharedLimits, now: now)
+                    ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
                     return .failure(.mustAsk(buckets))
                 }
             } catch {
@@ -515,7 +520,8 @@ struct ExchangeDecisions {
     }
 
     func decide(
-        _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double, ledger: RateLimitLedger?
+        _ message: JSONRPCMessage, principal: Principal, protocolVersion: String?, now: Double,
+        shared: (any SharedRateLimits)?, ledger: RateLimitLedger?
     ) throws(MCPRequestError) -> MessageStep {
         guard let method = message.method else {
             return .decided(
@@ -534,7 +540,7 @@ struct ExchangeDecisions {
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments
         )
-        switch services.policy.decide(request, now: now, shared: services.sharedLimits, ledger: ledger) {
+        switch services.policy.decide(request, now: now, shared: shared, ledger: ledger) {
         case .decided(let decision):
             return .decided(DecidedMessage(message: message, target: target, arguments: arguments, decision: decision))
         case .mustAsk(let buckets):

@@ -536,8 +536,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // Its own low-priority threads, a few per tenant: one tenant's heavy calls never hold up another's.
             let generation = self.generation
             let limit = services.limits.maximumLargeDecisionsPerTenant
+            let lastAttempt = attempt + 1 >= Self.maximumDecisionAttempts
             DecisionPool.shared.run(for: request.principal?.tenant ?? "", limit: limit, on: context!.eventLoop) {
-                decisions.decidePost(request, body: body)
+                decisions.decidePost(request, body: body, lastAttempt: lastAttempt)
             }
             .assumeIsolated().whenComplete { [self] result in
                 guard generation == self.generation else { return }
@@ -556,12 +557,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             return
         }
-        settle(decisions.decidePost(request, body: body), body: body, attempt: attempt)
+        settle(
+            decisions.decidePost(request, body: body, lastAttempt: attempt + 1 >= Self.maximumDecisionAttempts), body: body,
+            attempt: attempt)
     }
 
-    /// Most times one body is decided again after fetching shared rate-limit leases (other calls can spend a
-    /// fetched lease first).
-    static let maximumDecisionAttempts = 4
+    /// Most times one body is decided: after waiting for shared rate-limit leases it is decided again, and the last
+    /// attempt refuses (rate limited) rather than wait once more (other calls can spend a fetched lease first).
+    static let maximumDecisionAttempts = 6
 
     private func settle(_ outcome: ExchangeDecisions.PostDecision, body: ByteBuffer, attempt: Int) {
         switch outcome {
@@ -571,12 +574,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             answer(refuseLegacyMessage(refusal))
         case .ask(let buckets):
             guard let request, let context else { return close() }
+            // The last attempt never asks (LastAttemptLimits): this refusal is for a broken invariant, audited all the same.
             guard let shared = services?.sharedLimits, attempt + 1 < Self.maximumDecisionAttempts else {
                 return answer(
                     request.unavailable(
-                        "the shared rate limits this call needs were spent by concurrent calls while it waited; try again",
-                        rule: "shared_limits_contended", code: GatewayErrorCode.rateLimited, status: .tooManyRequests,
-                        headers: [("Retry-After", "1")]))
+                        "shared rate limits could not be decided; try again", rule: "shared_limits",
+                        code: GatewayErrorCode.sharedLimitsUnavailable, headers: [("Retry-After", "1")]))
             }
             // Waits on this loop for the leases (bounded by the Redis command deadline), then decides again.
             let generation = self.generation

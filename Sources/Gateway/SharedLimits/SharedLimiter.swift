@@ -39,6 +39,9 @@ public final class SharedLimiter: SharedRateLimits {
         var emptyUntil = -Double.infinity
         /// The fetch in progress, if any.
         var fetching: EventLoopFuture<Void>?
+        /// Calls waiting for that fetch: what it asks Redis for, at least (so that calls arriving together are not
+        /// served one token at a time).
+        var demand = 0
         var lastUsed: Double
     }
 
@@ -103,7 +106,7 @@ public final class SharedLimiter: SharedRateLimits {
         }
         if !prefetch.isEmpty {
             let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
-            _ = ask(prefetch, on: eventLoop)
+            _ = ask(prefetch, on: eventLoop, waiting: false)
         }
         if let onHand { return onHand }
         // Redis is out of reach and some bucket has nothing on hand here: the tenant's failure mode decides.
@@ -134,9 +137,10 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
-    /// Fetches a lease for each of `buckets` that has none on hand (or joins the fetch under way); the future
-    /// succeeds when every fetch has ended, whatever it brought — the caller decides again.
-    public func ask(_ buckets: [SharedBucket], on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    /// Fetches a lease for each of `buckets` that has none on hand (or joins the fetch under way) for a call that
+    /// waits for it (`waiting`; a prefetch does not); the future succeeds when every fetch has ended, whatever it
+    /// brought — the caller decides again.
+    public func ask(_ buckets: [SharedBucket], on eventLoop: any EventLoop, waiting: Bool = true) -> EventLoopFuture<Void> {
         let now = clock()
         var waits: [EventLoopFuture<Void>] = []
         var start: [(SharedBucket, Int, EventLoopPromise<Void>)] = []
@@ -146,6 +150,7 @@ public final class SharedLimiter: SharedRateLimits {
                 let key = LeaseKey(bucket)
                 var lease = leases[key] ?? Lease(lastUsed: now)
                 if let fetching = lease.fetching {
+                    if waiting { leases[key]!.demand += 1 }
                     waits.append(fetching)
                     continue
                 }
@@ -153,38 +158,65 @@ public final class SharedLimiter: SharedRateLimits {
                 guard lease.tokens * 2 <= size, lease.emptyUntil <= now else { continue }
                 let promise = eventLoop.makePromise(of: Void.self)
                 lease.fetching = promise.futureResult
+                lease.demand = waiting ? 1 : 0
                 leases[key] = lease
                 waits.append(promise.futureResult)
                 start.append((bucket, size - lease.tokens, promise))
             }
         }
-        for (bucket, want, promise) in start { fetch(bucket, want: want, on: eventLoop).cascade(to: promise) }
+        for (bucket, want, promise) in start { fetch(bucket, want: want, round: 1, on: eventLoop, promise: promise) }
         return EventLoopFuture.andAllComplete(waits, on: eventLoop)
     }
 
-    /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach.
-    private func fetch(_ bucket: SharedBucket, want: Int, on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+    /// Most lease requests one fetch makes when calls keep joining it.
+    static let maximumFetchRounds = 3
+
+    /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach. When Redis
+    /// granted all that was asked and more calls are waiting than tokens are on hand (they joined while the request
+    /// was under way), another request follows for the difference before the waiting calls are let go.
+    private func fetch(_ bucket: SharedBucket, want: Int, round: Int, on eventLoop: any EventLoop, promise: EventLoopPromise<Void>) {
         let key = LeaseKey(bucket)
-        return TokenBucketScript.script.run(
+        TokenBucketScript.script.run(
             keys: [TokenBucketScript.key(bucket, prefix: settings.keyPrefix)],
             arguments: TokenBucketScript.arguments(bucket.limit, want: want), on: client, eventLoop: eventLoop
-        ).map { [self] reply in
+        ).whenComplete { [self] result in
             let now = clock()
-            let grant = TokenBucketScript.grant(reply)
-            leases.withLock { leases in
-                leases[key]?.fetching = nil
-                guard let grant else { return }
-                leases[key]?.tokens += grant.granted
-                if grant.granted == 0 { leases[key]?.emptyUntil = now + grant.wait }
-            }
-            if grant == nil {
-                failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
-            } else {
+            switch result {
+            case .success(let reply):
+                guard let grant = TokenBucketScript.grant(reply) else {
+                    endFetch(key)
+                    failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
+                    return promise.succeed(())
+                }
+                let more = leases.withLock { leases -> Int? in
+                    guard var lease = leases[key] else { return nil }
+                    lease.tokens += grant.granted
+                    // The bucket in Redis holds less than a token until then: calls beyond the lease are refused.
+                    if grant.wait > 0 { lease.emptyUntil = now + grant.wait }
+                    var more: Int?
+                    if grant.granted == want, lease.demand > lease.tokens, round < Self.maximumFetchRounds {
+                        more = min(lease.demand - lease.tokens, Int(bucket.limit.burst))
+                    } else {
+                        (lease.fetching, lease.demand) = (nil, 0)
+                    }
+                    leases[key] = lease
+                    return more
+                }
                 reachable()
+                if let more { return fetch(bucket, want: more, round: round + 1, on: eventLoop, promise: promise) }
+                promise.succeed(())
+            case .failure(let error):
+                endFetch(key)
+                failed(error)
+                promise.succeed(())
             }
-        }.recover { [self] error in
-            leases.withLock { leases in leases[key]?.fetching = nil }
-            failed(error)
+        }
+    }
+
+    private func endFetch(_ key: LeaseKey) {
+        leases.withLock { leases in
+            leases[key]?.fetching = nil
+            leases[key]?.demand = 0
         }
     }
 
@@ -207,7 +239,7 @@ public final class SharedLimiter: SharedRateLimits {
 
     private func reachable() {
         requestsAnswered.wrappingAdd(1, ordering: .relaxed)
-        if !storeUp.exchange(true, ordering: .relaxed) {
+        if !storeUp.exchange(true, ordering: .relaxed), logThrottle.admit("redis-back") != nil {
             logger.notice(
                 "shared rate limits: Redis answers again; limits are shared again", metadata: ["redis": "\(settings.redis.address)"])
         }

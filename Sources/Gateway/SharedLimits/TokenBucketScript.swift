@@ -5,8 +5,8 @@ import Redis
 /// microseconds), refilled and taken from atomically by one Lua script, so that any number of replicas share it
 /// exactly. Redis's clock is the only clock involved: replicas' clocks may disagree without effect.
 ///
-/// The script grants up to the requested number of whole tokens (a lease), fewer when fewer are there; when none
-/// is, it says in how many microseconds one will be. A bucket's key expires once it would have refilled completely
+/// The script grants up to the requested number of whole tokens (a lease), fewer when fewer are there; when less
+/// than a whole token is left, it says in how many microseconds one will be. A bucket's key expires once it would have refilled completely
 /// (a full bucket and no bucket are the same), so idle agents leave nothing behind.
 enum TokenBucketScript {
     static let script = RedisScript(
@@ -35,7 +35,7 @@ enum TokenBucketScript {
         redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
         redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
         local wait = 0
-        if granted == 0 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
+        if tokens < 1 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
         return {granted, wait}
         """)
 
@@ -62,7 +62,8 @@ enum TokenBucketScript {
         [Array(String(limit.ratePerSecond).utf8), Array(String(limit.burst).utf8), Array(String(want).utf8)]
     }
 
-    /// Granted tokens and the wait (seconds) until one will be there, from the script's reply.
+    /// Granted tokens and the wait (seconds) until the bucket holds a whole token again (0: it holds one now), from
+    /// the script's reply.
     static func grant(_ reply: RESPValue) -> (granted: Int, wait: Double)? {
         guard case .array(let values?) = reply, values.count == 2, let granted = values[0].integer, let wait = values[1].integer,
             granted >= 0, wait >= 0
