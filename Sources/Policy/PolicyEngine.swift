@@ -98,7 +98,7 @@ public final class PolicyEngine: Sendable {
     ) -> PolicyDecision {
         var refused = PolicyDecision(
             outcome: .rateLimited(retryAfter: retryAfter), rule: limit.id, document: limit.document,
-            reason: "rate limit \(limit.id) (\(limit.ratePerSecond)/s, burst \(Int(limit.burst)), per \(limit.scope.rawValue)) exceeded",
+            reason: "rate limit \(limit.id) (\(limit.ratePerSecond)/s, burst \(limit.burstText), per \(limit.scope.rawValue)) exceeded",
             matches: decision.matches, logArguments: decision.logArguments)
         refused.sharedLimitsNote = note
         return refused

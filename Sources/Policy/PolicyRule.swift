@@ -108,6 +108,11 @@ public struct RateLimitRule: Sendable, Hashable {
 }
 
 extension RateLimitRule {
+    /// The burst as people write it: a whole number without a fraction (any size, without trapping).
+    public var burstText: String {
+        burst < 1e15 && burst == burst.rounded(.down) ? String(Int64(burst)) : String(burst)
+    }
+
     /// This limit with its rate and burst divided by `replicas` (each at least its smallest useful value): what one
     /// of that many replicas enforces alone when the shared store is out of reach.
     public func share(of replicas: Int) -> RateLimitRule {

@@ -100,7 +100,7 @@ struct PolicyCommand: ParsableCommand {
                     }
                 }
                 for limit in limits {
-                    print("rate limit \(limit.id): \(limit.ratePerSecond)/s, burst \(Int(limit.burst)), per \(limit.scope.rawValue)")
+                    print("rate limit \(limit.id): \(limit.ratePerSecond)/s, burst \(limit.burstText), per \(limit.scope.rawValue)")
                 }
             }
             if !decision.outcome.permits { throw ExitCode(2) }

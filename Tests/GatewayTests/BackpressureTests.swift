@@ -20,6 +20,10 @@ struct BackpressureTests {
         typealias OutboundOut = HTTPServerResponsePart
         let total: Int
         let written = NIOLockedValueBox(0)
+        /// Bytes handed to the channel (written or still in flight), and whether the end was sent: what bounds the
+        /// writes, so that writability changes while writes are in flight never write past the total.
+        let scheduled = NIOLockedValueBox(0)
+        let ended = NIOLockedValueBox(false)
         let isPost = NIOLockedValueBox(false)
         static let event: [UInt8] = Array(("data: \"" + String(repeating: "x", count: 64 * 1024 - 11) + "\"\n\n").utf8)
 
@@ -52,16 +56,21 @@ struct BackpressureTests {
         }
 
         private func writeMore(context: ChannelHandlerContext) {
-            while context.channel.isWritable && written.withLockedValue({ $0 }) < total {
+            while context.channel.isWritable && scheduled.withLockedValue({ $0 }) < total {
                 let buffer = context.channel.allocator.buffer(bytes: Self.event)
                 let promise = context.eventLoop.makePromise(of: Void.self)
                 let counter = written
                 promise.futureResult.whenSuccess { counter.withLockedValue { $0 += Self.event.count } }
-                // Counted when written to the socket; marked as in flight now so the loop stops at the total.
+                // Counted as written when the socket took it; as scheduled now, so the loop stops at the total.
+                scheduled.withLockedValue { $0 += Self.event.count }
                 context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: promise)
-                if written.withLockedValue({ $0 }) + Self.event.count >= total { break }
             }
-            if written.withLockedValue({ $0 }) >= total { context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil) }
+            let finish =
+                scheduled.withLockedValue { $0 } >= total
+                && !ended.withLockedValue { ended in
+                    defer { ended = true }; return ended
+                }
+            if finish { context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil) }
         }
     }
 

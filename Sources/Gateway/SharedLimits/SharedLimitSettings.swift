@@ -34,7 +34,8 @@ public struct SharedLimitSettings: Sendable {
 
     /// The lease size, in tokens, for a limit of `rate` per second and `burst`.
     public func leaseSize(rate: Double, burst: Double) -> Int {
-        let byRate = Int((rate * leaseSeconds).rounded(.down))
-        return max(1, min(byRate, maximumLease, Int(burst.rounded(.down))))
+        // In floating point until bounded: a policy may say 1e300 per second.
+        let tokens = min(rate * leaseSeconds, burst, Double(maximumLease)).rounded(.down)
+        return tokens.isFinite && tokens >= 1 ? Int(tokens) : 1
     }
 }

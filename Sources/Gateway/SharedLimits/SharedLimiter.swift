@@ -195,7 +195,7 @@ public final class SharedLimiter: SharedRateLimits {
                     if grant.wait > 0 { lease.emptyUntil = now + grant.wait }
                     var more: Int?
                     if grant.granted == want, lease.demand > lease.tokens, round < Self.maximumFetchRounds {
-                        more = min(lease.demand - lease.tokens, Int(bucket.limit.burst))
+                        more = Int(min(Double(lease.demand - lease.tokens), bucket.limit.burst))
                     } else {
                         (lease.fetching, lease.demand) = (nil, 0)
                     }
@@ -257,10 +257,12 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
-    /// Forgets leases with nothing on hand and nothing under way that were not used for 10 s (their tokens, if any,
-    /// are lost: fewer calls admitted, never more).
+    /// Forgets leases not used for 10 s, then — if the table is still full (many agents or tools within 10 s) —
+    /// every lease with no fetch under way. Their tokens are lost: fewer calls admitted, never more. The table
+    /// holds at most `maximumLeases` plus the fetches under way.
     private static func forgetIdle(_ leases: inout [LeaseKey: Lease], now: Double) {
         leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < 10 }
+        if leases.count >= maximumLeases { leases = leases.filter { _, lease in lease.fetching != nil } }
     }
 
     /// Closes the Redis connections.
