@@ -18,6 +18,9 @@ final class DecisionPool: Sendable {
 
     private let pool: NIOThreadPool
     private let perTenant = Mutex<[String: Int]>([:])
+    /// Decisions begun and ended on the pool's threads since the process started.
+    let started = Atomic<Int>(0)
+    let finished = Atomic<Int>(0)
 
     private init(threads: Int) {
         pool = NIOThreadPool(numberOfThreads: threads)
@@ -35,8 +38,10 @@ final class DecisionPool: Sendable {
             return true
         }
         guard admitted else { return eventLoop.makeFailedFuture(DecisionPoolRefused()) }
-        let result = pool.runIfActive(eventLoop: eventLoop) {
+        let result = pool.runIfActive(eventLoop: eventLoop) { [self] in
             Self.lowerPriorityOnce()
+            started.wrappingAdd(1, ordering: .relaxed)
+            defer { finished.wrappingAdd(1, ordering: .relaxed) }
             return work()
         }
         result.whenComplete { [self] _ in

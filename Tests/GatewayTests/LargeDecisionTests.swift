@@ -1,8 +1,9 @@
 import Foundation
-import Gateway
 import StrictJSON
 import TestSupport
 import Testing
+
+@testable import Gateway
 
 /// Large calls are decided on their own low-priority threads, a few per tenant, and a call cut off while it is being
 /// decided still leaves its record.
@@ -44,8 +45,15 @@ struct LargeDecisionTests {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let client = try await RawTLSClient.connect(port: gateway.port)
+        let pool = DecisionPool.shared
+        let (startedBefore, finishedBefore) = (pool.started.load(ordering: .relaxed), pool.finished.load(ordering: .relaxed))
         try await client.send(RawTLSClient.post(Self.heavyCall(bytes: 3 * 1024 * 1024)))
-        try await Task.sleep(for: .milliseconds(200))
+        // The body is read and its decision has begun (this suite runs alone: no other large decision is under way).
+        let begun = ContinuousClock.now + .seconds(30)
+        while pool.started.load(ordering: .relaxed) == startedBefore && ContinuousClock.now < begun {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(pool.started.load(ordering: .relaxed) > startedBefore, "the decision never began")
         await client.close()
         let deadline = ContinuousClock.now + .seconds(60)
         var records: [JSONObject] = []
@@ -59,7 +67,11 @@ struct LargeDecisionTests {
         #expect(records.first?["tenant"] == .string("acme"))
         #expect(upstream.received.isEmpty)
         // The decision finishing later adds nothing.
-        try await Task.sleep(for: .seconds(2))
+        let ended = ContinuousClock.now + .seconds(60)
+        while pool.finished.load(ordering: .relaxed) == finishedBefore && ContinuousClock.now < ended {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(pool.finished.load(ordering: .relaxed) > finishedBefore, "the decision never ended")
         #expect(try gateway.auditRecords().count == 1)
         try await gateway.stop()
         await upstream.stop()

@@ -268,7 +268,8 @@ struct GracefulShutdownTests {
             Task {
                 try await gateway.listener.shutdown(); await shutdown.finished()
             }
-            try? await Task.sleep(for: .milliseconds(100))
+            // Once the listening socket is closed, a new connection must be refused.
+            for _ in 0..<500 where gateway.listener.isAccepting { try? await Task.sleep(for: .milliseconds(5)) }
             let late = try? await gateway.client().send(body: RPC.call("read_file", id: 10), timeout: .seconds(2))
             await shutdown.record(lateStatus: late?.status ?? 0)
             upstream.release()

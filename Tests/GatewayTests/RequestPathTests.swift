@@ -114,9 +114,14 @@ struct RequestPathTests {
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 76)))
         #expect(await client.wait { $0.contains(#""id":76,"result""#) })
         try await client.setReading(false)
+        let pausesBefore = gateway.services.upstream.statistics.readPauses.load(ordering: .relaxed)
         try await client.send("GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        // Not reading: the gateway's socket buffer fills and it stops reading the upstream.
-        try await Task.sleep(for: .milliseconds(500))
+        // Not reading: the gateway's socket buffer fills and it stops reading the upstream (which it counts).
+        let paused = ContinuousClock.now + .seconds(20)
+        while gateway.services.upstream.statistics.readPauses.load(ordering: .relaxed) == pausesBefore && ContinuousClock.now < paused {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        #expect(gateway.services.upstream.statistics.readPauses.load(ordering: .relaxed) > pausesBefore)
         try await client.setReading(true)
         #expect(await client.wait(timeout: .seconds(20)) { _ in client.receivedCount > size })
         // The same client connection, so the same event loop and its pooled upstream connection.

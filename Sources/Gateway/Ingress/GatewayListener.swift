@@ -103,6 +103,9 @@ public final class GatewayListener: Sendable {
         return listener
     }
 
+    /// Whether the listening socket is open (false once `shutdown` has begun).
+    public var isAccepting: Bool { serverChannel.isActive }
+
     /// Stops accepting, lets requests in flight finish (idle connections close at once), closes whatever is still
     /// open after the configured grace period, and returns once every connection is closed (every exchange has
     /// written its audit records by then).

@@ -142,6 +142,7 @@ public final class GatewayMetrics: Sendable {
             catchUp("mcpgw_shared_limits_store_requests_total", "result", "answered", to: shared.requestsAnswered.load(ordering: .relaxed))
             catchUp("mcpgw_shared_limits_store_requests_total", "result", "failed", to: shared.requestsFailed.load(ordering: .relaxed))
         }
+        catchUp("mcpgw_upstream_read_pauses_total", to: services.upstream.statistics.readPauses.load(ordering: .relaxed))
         let cache = TokenCacheStatistics.current
         catchUp("mcpgw_token_cache_requests_total", "result", "hit", to: cache.hits)
         catchUp("mcpgw_token_cache_requests_total", "result", "miss", to: cache.misses)

@@ -9,6 +9,8 @@ public final class UpstreamClient: Sendable {
     /// Tenants' legacy HTTP+SSE endpoints (`GET /sse` and the message endpoints it announces live there).
     private let legacyEndpoints: [String: UpstreamEndpoint]
     let budgets = UpstreamBudgets()
+    /// Counts of what the connections did, for metrics.
+    let statistics = UpstreamStatistics()
     private let limits: GatewayLimits
     private let logger: Logger
     private let pools = Mutex<[ObjectIdentifier: UpstreamPool]>([:])
@@ -42,7 +44,7 @@ public final class UpstreamClient: Sendable {
         let id = ObjectIdentifier(eventLoop)
         return pools.withLock { pools in
             if let pool = pools[id] { return pool }
-            let pool = UpstreamPool(eventLoop: eventLoop, budgets: budgets, limits: limits, logger: logger)
+            let pool = UpstreamPool(eventLoop: eventLoop, budgets: budgets, statistics: statistics, limits: limits, logger: logger)
             pools[id] = pool
             return pool
         }
@@ -55,4 +57,10 @@ public final class UpstreamClient: Sendable {
             try? await pool.eventLoop.submit { pool.closeIdle() }.get()
         }
     }
+}
+
+/// What the upstream connections of one gateway did, counted across event loops.
+final class UpstreamStatistics: Sendable {
+    /// Times a connection stopped reading its upstream because the client could not take more (backpressure).
+    let readPauses = Atomic<Int>(0)
 }

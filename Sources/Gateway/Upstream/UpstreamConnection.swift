@@ -132,6 +132,7 @@ final class UpstreamConnection: ChannelInboundHandler {
             guard case .streaming = phase else { return }
         }
         readingPaused = !reading
+        if !reading { pool?.statistics.readPauses.wrappingAdd(1, ordering: .relaxed) }
         try? context.channel.syncOptions?.setOption(.autoRead, value: reading)
         if reading { context.read() }
     }

@@ -14,11 +14,14 @@ final class UpstreamPool {
 
     let eventLoop: any EventLoop
     private let budgets: UpstreamBudgets
+    /// The gateway's counts of what upstream connections did.
+    let statistics: UpstreamStatistics
     private let limits: GatewayLimits
     private let logger: Logger
     private var idle: [String: [UpstreamConnection]] = [:]
 
-    init(eventLoop: any EventLoop, budgets: UpstreamBudgets, limits: GatewayLimits, logger: Logger) {
+    init(eventLoop: any EventLoop, budgets: UpstreamBudgets, statistics: UpstreamStatistics, limits: GatewayLimits, logger: Logger) {
+        self.statistics = statistics
         self.eventLoop = eventLoop
         self.budgets = budgets
         self.limits = limits
