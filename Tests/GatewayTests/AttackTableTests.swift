@@ -171,9 +171,47 @@ struct ProxyAttackTableTests {
 
     /// Rows whose call the policy would allow: only the defence they name can refuse them, and it must be the one
     /// that does (its audit rule, and for header mismatches the JSON-RPC code -32020).
-    static let refusedBy: [String: String] = [
-        "escaped duplicate key": "jsonrpc_32700", "Mcp-Method header disagreeing with the body": "header_mismatch",
-        "Mcp-Name header disagreeing with the body": "header_mismatch",
+    /// What refuses each row: its audit records' `rule`s, in order, and words of the first record's reason. Each row
+    /// must be refused by the defence it is about, not by another one that happens to catch it too (a prefix
+    /// allowlist behind a traversal check, a tool rule behind a parser check), so that removing that defence fails
+    /// the row. `jsonrpc_32700` is the strict parser, `jsonrpc_32600` the envelope checks, `header_mismatch` the
+    /// mirrored headers; `A1`, `G2`, `X4`, `X5` and `resource_uri` are argument checks of the shipped policies, `R3`,
+    /// `G1` and `default` their tool rules. The agent named in a `default` reason is the one the certificate names.
+    static let refusedBy: [String: (rules: [String], reason: String)] = [
+        "duplicate method key": (["jsonrpc_32700"], #"duplicate key "method""#),
+        "duplicate params key": (["jsonrpc_32700"], #"duplicate key "params""#),
+        "duplicate name inside params": (["jsonrpc_32700"], #"duplicate key "name""#),
+        "escaped duplicate key": (["jsonrpc_32700"], #"duplicate key "method""#),
+        "METHOD case variant": (["jsonrpc_32600"], #"unknown member "METHOD""#),
+        "batch in a version without batches": (["jsonrpc_32600"], "batches are not allowed"),
+        "non-JSON content type": (["jsonrpc_32600"], "Content-Type must be application/json"),
+        "batch hiding a denied call": (["R1", "R3"], "another message in it was refused (R3)"),
+        "traversal": (["A1"], "path_traversal: '..' path segment"),
+        "encoded traversal": (["A1"], "path_traversal: '..' path segment"),
+        "fullwidth traversal": (["A1"], "path_traversal: '..' path segment"),
+        "nested traversal under a case variant": (["A1"], "opts.PATH path_traversal: '..' path segment"),
+        "spoofed agent headers": (["default"], "query_db for agent bot2; the default is deny"),
+        "notification carrying a denied call": (["R3"], "R3 denies delete_file"),
+        "Mcp-Method header disagreeing with the body": (["header_mismatch"], "does not match the body's method"),
+        "Mcp-Name header disagreeing with the body": (["header_mismatch"], "Mcp-Name header does not match the body"),
+        "unknown non-MCP method": (["default"], "admin/shutdown for agent bot1; the default is deny"),
+        "resource outside the allowed URIs": (["default"], "resources/read file:///etc/passwd"),
+        "another tenant's tool": (["default"], "search_docs for agent bot1; the default is deny"),
+        "global deny": (["G1"], "no shell access"),
+        "JSON inside a string argument hiding a traversal": (["A1"], "files<json>[0].path path_traversal"),
+        "a combining mark gluing itself onto the root slash": (["A1"], "combining or format character next to a separator"),
+        "a division slash standing in for /": (["A1"], "path_traversal: '..' path segment"),
+        "JSON inside a string hiding \\u002e-escaped dots": (["A1"], "files<json>[0].path path_traversal"),
+        "a NUL glued to an accent": (["A1"], "NUL byte"),
+        "an overlong UTF-8 slash": (["G2"], "decodes to invalid UTF-8"),
+        "stacked SQL with comments as whitespace": (["X5"], "sql_injection: stacked statements"),
+        "an SQL tautology": (["X5"], "sql_injection: tautology"),
+        "UNION SELECT behind a comment": (["X5"], "sql_injection: UNION SELECT"),
+        "a time-based SQL call": (["X5"], "sql_injection: time-based call"),
+        "a resource URI leaving its base through dot segments": (["default"], "resources/read file:///etc/passwd"),
+        "a resource URI leaving its base through encoded dot segments": (["resource_uri"], "cannot be read unambiguously"),
+        "a shell separator closing a single-quoted splice": (["X4"], "command separator ';' (spliced"),
+        "shell command substitution": (["X4"], "command substitution"),
     ]
 
     @Test("every attack is refused, audited, and not forwarded", arguments: 0..<attacks.count)
@@ -194,7 +232,7 @@ struct ProxyAttackTableTests {
             #expect(response.status != 202, "\(attack.name)")
             let refused = response.status >= 400 || response.body.contains(#""error""#)
             #expect(refused, "\(attack.name) was not refused: \(response.status) \(response.body)")
-            if Self.refusedBy[attack.name] == "header_mismatch" {
+            if Self.refusedBy[attack.name]?.rules == ["header_mismatch"] {
                 #expect(response.status == 400 && response.body.contains(#""code":-32020"#), "\(attack.name): \(response.body)")
             }
         }
@@ -202,9 +240,11 @@ struct ProxyAttackTableTests {
         let records = try gateway.auditRecords()
         #expect(!records.isEmpty, "\(attack.name) left no audit record")
         #expect(records.allSatisfy { !["allow", "audit"].contains($0["decision"]?.stringValue ?? "") }, "\(attack.name): \(records)")
-        if let rule = Self.refusedBy[attack.name] {
-            #expect(records.map { $0["rule"]?.stringValue } == [rule], "\(attack.name) refused for another reason: \(records)")
-        }
+        let expected = try #require(Self.refusedBy[attack.name], "\(attack.name) names no refusing rule")
+        #expect(records.map { $0["rule"]?.stringValue } == expected.rules, "\(attack.name) refused by another rule: \(records)")
+        #expect(
+            records.first?["reason"]?.stringValue?.contains(expected.reason) == true,
+            "\(attack.name) refused for another reason: \(records.first?["reason"]?.stringValue ?? "none")")
         try await gateway.stop()
         await upstream.stop()
     }
