@@ -153,6 +153,7 @@ let package = Package(
             dependencies: [
                 "Gateway", "TLS", "TestSupport", "Identity", "Policy", "StrictJSON", "MCPDemoServer", "Redis",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

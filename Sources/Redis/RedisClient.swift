@@ -68,7 +68,8 @@ final class LoopPool: @unchecked Sendable {
     private let settings: RedisSettings
     private let logger: Logger
     private var ready: [(channel: any Channel, handler: RedisCommandHandler)] = []
-    private var connecting: EventLoopFuture<Void>?
+    private var connecting: EventLoopFuture<any Channel>?
+    private var closed = false
     private let backoff: Backoff
     private var next = 0
 
@@ -89,23 +90,22 @@ final class LoopPool: @unchecked Sendable {
             return write(arguments, to: ready[next].channel)
         }
         if let connecting {
-            return connecting.flatMap { [self] in
-                guard let connection = ready.first else { return eventLoop.makeFailedFuture(RedisError.connectionClosed) }
-                return write(arguments, to: connection.channel)
-            }
+            return connecting.flatMap { [self] channel in write(arguments, to: channel) }
         }
         return eventLoop.makeFailedFuture(RedisError.backingOff(secondsLeft: waitLeft))
     }
 
+    /// Closes every connection, and any still being made when it is made.
     func closeAll() {
+        closed = true
         for connection in ready { connection.channel.close(promise: nil) }
         ready.removeAll()
     }
 
-    private func write(_ arguments: [[UInt8]], to channel: any Channel) -> EventLoopFuture<RESPValue> {
+    private func write(_ arguments: [[UInt8]], to channel: any Channel, deadline: NIODeadline? = nil) -> EventLoopFuture<RESPValue> {
         let promise = eventLoop.makePromise(of: RESPValue.self)
         let command = RedisCommandHandler.Command(
-            arguments: arguments, promise: promise, deadline: .now() + TimeAmount(settings.commandTimeout))
+            arguments: arguments, promise: promise, deadline: deadline ?? .now() + TimeAmount(settings.commandTimeout))
         channel.writeAndFlush(command, promise: nil)
         return promise.futureResult.flatMapThrowing { reply in
             if let error = reply.errorText { throw RedisError.server(error) }
@@ -129,8 +129,10 @@ final class LoopPool: @unchecked Sendable {
                     try pipeline.addHandler(RedisCommandHandler())
                 }
             }
+        // TCP, TLS and the handshake's commands, all within the connect timeout.
+        let deadline = NIODeadline.now() + TimeAmount(settings.connectTimeout)
         let attempt = bootstrap.connect(host: settings.host, port: settings.port).flatMap { [self] channel in
-            handshake(channel).map { channel }.flatMapErrorThrowing { error in
+            handshake(channel, deadline: deadline).map { channel }.flatMapErrorThrowing { error in
                 channel.close(promise: nil)
                 throw error
             }
@@ -141,12 +143,13 @@ final class LoopPool: @unchecked Sendable {
                 return error
             } ?? RedisError.connectionFailed("\(error)")
         }
-        connecting = attempt.map { _ in }
+        connecting = attempt
         attempt.whenComplete { [self] result in
             connecting = nil
             switch result {
             case .success(let channel):
                 backoff.succeeded()
+                guard !closed else { return channel.close(promise: nil) }
                 let handler = try! channel.pipeline.syncOperations.handler(type: RedisCommandHandler.self)
                 ready.append((channel, handler))
                 channel.closeFuture.whenComplete { [self] _ in ready.removeAll { $0.channel === channel } }
@@ -158,8 +161,9 @@ final class LoopPool: @unchecked Sendable {
 
     /// `AUTH` and `SELECT` — or `PING` when neither is needed — as the first commands of a connection: it is in the
     /// pool only once the server has answered (so a TLS handshake or a password that fails counts as a failed
-    /// connection, and backs off). Each has the command deadline, which also bounds a handshake that never finishes.
-    private func handshake(_ channel: any Channel) -> EventLoopFuture<Void> {
+    /// connection, and backs off). Their deadline is the connection's: TCP, TLS and these answers within
+    /// `connectTimeout`.
+    private func handshake(_ channel: any Channel, deadline: NIODeadline) -> EventLoopFuture<Void> {
         var commands: [[[UInt8]]] = []
         if let password = settings.password {
             commands.append([Array("AUTH".utf8)] + (settings.username.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)])
@@ -168,7 +172,7 @@ final class LoopPool: @unchecked Sendable {
         if commands.isEmpty { commands.append([Array("PING".utf8)]) }
         var future = eventLoop.makeSucceededVoidFuture()
         for command in commands {
-            future = future.flatMap { [self] in write(command, to: channel).map { _ in } }
+            future = future.flatMap { [self] in write(command, to: channel, deadline: deadline).map { _ in } }
         }
         return future
     }

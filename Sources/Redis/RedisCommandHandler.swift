@@ -18,6 +18,9 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     private let parser: RESPParser
+    /// Most bytes of replies held at once (a complete reply or the start of one). The gateway's replies are a few
+    /// dozen bytes; a peer sending more is not the Redis this client talks to.
+    static let maximumBufferedBytes = 64 * 1024
     private var waiting = CircularBuffer<(promise: EventLoopPromise<RESPValue>, deadline: NIODeadline)>()
     private var received: ByteBuffer?
     private var timer: Scheduled<Void>?
@@ -44,6 +47,8 @@ final class RedisCommandHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         var bytes = unwrapInboundIn(data)
+        // Bytes with no command waiting can only be nonsense (or a server pushing what was not asked for).
+        guard !waiting.isEmpty else { return fail(context: context, .protocolError("bytes arrived that no command asked for")) }
         if received == nil || received!.readableBytes == 0 {
             received = bytes
         } else {
@@ -58,7 +63,13 @@ final class RedisCommandHandler: ChannelDuplexHandler {
                 next.promise.succeed(value)
                 armTimer(context: context)
             }
-            if received!.readableBytes == 0 { received = nil } else { received!.discardReadBytes() }
+            if received!.readableBytes == 0 {
+                received = nil
+            } else if received!.readableBytes > Self.maximumBufferedBytes {
+                fail(context: context, .protocolError("a reply larger than \(Self.maximumBufferedBytes) bytes"))
+            } else {
+                received!.discardReadBytes()
+            }
         } catch {
             fail(context: context, .protocolError(error.reason))
         }

@@ -39,26 +39,27 @@ public struct RedisSettings: Sendable {
         } else {
             throw RedisURLError(url: url, reason: "must start with redis:// or rediss://")
         }
+        // Credentials first: a password may contain `/`, and nothing of it may reach an error message.
+        var username: String?
+        if let at = rest.lastIndex(of: "@") {
+            let user = rest[..<at]
+            if user.contains(":") {
+                let redacted = (secure ? "rediss://" : "redis://") + user.prefix { $0 != ":" } + ":***@" + rest[rest.index(after: at)...]
+                throw RedisURLError(url: redacted, reason: "a password does not belong in the URL; put it in redis.password_file")
+            }
+            username = user.isEmpty ? nil : String(user)
+            rest = rest[rest.index(after: at)...]
+        }
         var database = 0
         if let slash = rest.firstIndex(of: "/") {
             let path = rest[rest.index(after: slash)...]
             if !path.isEmpty {
                 guard let number = Int(path), (0...1_000_000).contains(number) else {
-                    throw RedisURLError(url: url, reason: "the path must be a database number, not '\(path)'")
+                    throw RedisURLError(url: url, reason: "the path must be a database number (0, 1, …)")
                 }
                 database = number
             }
             rest = rest[..<slash]
-        }
-        var username: String?
-        if let at = rest.lastIndex(of: "@") {
-            let user = rest[..<at]
-            if let colon = user.firstIndex(of: ":") {
-                let redacted = (secure ? "rediss://" : "redis://") + user[..<colon] + ":***@" + rest[rest.index(after: at)...]
-                throw RedisURLError(url: redacted, reason: "a password does not belong in the URL; put it in redis.password_file")
-            }
-            username = user.isEmpty ? nil : String(user)
-            rest = rest[rest.index(after: at)...]
         }
         var host = rest
         var port = 6379

@@ -44,6 +44,11 @@ enum RedisSection {
                 redis.poolSize = size
             }
         }
+        if redis.username != nil && redis.password == nil {
+            throw JSONFieldError(
+                path: field("username"),
+                reason: "needs password_file (AUTH needs the user's password; without it the default user would be used)")
+        }
         let tlsReader = try reader?.object("tls")
         try tlsReader?.requireOnlyKeys(tlsKeys)
         if redis.wantsTLS || tlsReader != nil {

@@ -36,6 +36,7 @@ def test_mistakes_name_the_field(tmp_path):
         ({"url": "redis://127.0.0.1:6379", "password_file": "/nonexistent/redis-password"}, {}, "redis.password_file: cannot read"),
         ({"url": "redis://127.0.0.1:6379/x"}, {}, "redis.url: the path must be a database number"),
         ({}, {}, "redis.url: is required"),
+        ({"url": "redis://mcpgw@127.0.0.1:6379"}, {}, "redis.username: needs password_file"),
         ({"url": "redis://127.0.0.1:6379"}, {"acme": {"redis_failure_mode": "open"}},
          "tenants.acme.redis_failure_mode: must be fail_closed or local_fallback"),
     ]

@@ -301,7 +301,9 @@ struct ExchangeDecisions {
         var decided: [DecidedMessage] = []
         decided.reserveCapacity(parsed.messages.count)
         let now = services.monotonicSeconds
-        let ledger = shared.map { _ in RateLimitLedger() }
+        // What this attempt counted, given back if it is abandoned (to wait for a lease) or a batch is refused after
+        // some of its calls were counted. A single call without shared limits needs none.
+        let ledger = shared != nil || parsed.isBatch ? RateLimitLedger() : nil
         for message in parsed.messages {
             do {
                 switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
@@ -313,10 +315,12 @@ struct ExchangeDecisions {
                     return .failure(.mustAsk(buckets))
                 }
             } catch {
+                ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
                 return .refusing(request.malformed(error, status: error.code == -32601 ? .notFound : .badRequest))
             }
         }
         if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
+            ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
             return .refusing(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
         }
         var response = ForwardPlan.ResponseHandling.relay
@@ -330,6 +334,7 @@ struct ExchangeDecisions {
             guard let id = item.message.id else { continue }
             // Answers are matched to requests by id, so ids must be unambiguous: one spelling per number, none twice.
             guard let key = Self.canonicalID(id), seenIDs.insert(key).inserted else {
+                ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
                 return .refusing(
                     request.malformed(
                         .invalidRequest("request ids must be strings or plain integers, each used once in a body", id: id)))

@@ -8,14 +8,15 @@ import Synchronization
 /// Rate limits shared by every replica through Redis, at the cost of a round trip per lease, not per call.
 ///
 /// Each replica takes tokens from a Redis bucket a lease at a time (`SharedLimitSettings.leaseSize`) and spends them
-/// locally; when a lease runs low (half spent) the next is fetched in the background, so most calls are decided
-/// with no I/O at all. A call finding its lease empty waits, on its event loop, for the lease being fetched (the
-/// Redis command's deadline bounds the wait). When Redis grants nothing, the replica remembers until when the bucket
+/// locally; when a lease runs low (half spent) the next is fetched in the background, on the caller's event loop, so
+/// most calls are decided with no I/O at all. A call finding its lease empty waits, on its event loop, for the lease
+/// being fetched (the Redis command's deadline bounds the wait); calls waiting together get one fetch sized to them. When Redis grants nothing, the replica remembers until when the bucket
 /// is empty and refuses meanwhile without asking again.
 ///
 /// Over-admission bound: every token spent was first taken from the Redis bucket, so over any window the replicas
 /// together admit at most what one exact bucket admits, plus the tokens they held when the window began: at most
-/// `replicas × lease` tokens above the limit.
+/// `replicas × lease` tokens above the limit, plus calls already waiting for a lease then (tokens fetched for
+/// waiting calls beyond a lease are dropped after `surplusSeconds` if those calls did not take them).
 ///
 /// When Redis is out of reach the tenant's failure mode applies — `fail_closed` refuses (503), `local_fallback`
 /// applies 1/replicas of each limit in this process — and tokens already leased are still spent. A background
@@ -42,6 +43,9 @@ public final class SharedLimiter: SharedRateLimits {
         /// Calls waiting for that fetch: what it asks Redis for, at least (so that calls arriving together are not
         /// served one token at a time).
         var demand = 0
+        /// Tokens above a lease fetched for waiting calls are theirs until then; what they leave is dropped (so
+        /// that a replica never holds more than a lease for long).
+        var surplusUntil = -Double.infinity
         var lastUsed: Double
     }
 
@@ -53,9 +57,10 @@ public final class SharedLimiter: SharedRateLimits {
     private let fallback = RateLimiter()
     private let storeUp = Atomic<Bool>(true)
     private let lastProbe = Mutex<Double>(-.infinity)
+    private let lastCompaction = Mutex<Double>(-.infinity)
     private let clock: @Sendable () -> Double
     private let logger: Logger
-    private let logThrottle = LogThrottle(interval: 30)
+    private let logThrottle = LogThrottle(interval: 5)
     /// Requests to Redis (lease fetches and probes) answered and failed, for metrics.
     let requestsAnswered = Atomic<Int>(0)
     let requestsFailed = Atomic<Int>(0)
@@ -83,7 +88,12 @@ public final class SharedLimiter: SharedRateLimits {
             var refusal: (index: Int, wait: Double)?
             var missing: [SharedBucket] = []
             for (index, bucket) in buckets.enumerated() {
-                let lease = leases[LeaseKey(bucket)]
+                let key = LeaseKey(bucket)
+                if let lease = leases[key], lease.tokens > 1, now > lease.surplusUntil {
+                    let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                    if lease.tokens > size { leases[key]!.tokens = size }
+                }
+                let lease = leases[key]
                 if let lease, lease.tokens >= 1 { continue }
                 if reachable, let lease, lease.emptyUntil > now {
                     let wait = lease.emptyUntil - now
@@ -104,10 +114,7 @@ public final class SharedLimiter: SharedRateLimits {
             }
             return .taken(fallback: false)
         }
-        if !prefetch.isEmpty {
-            let eventLoop = MultiThreadedEventLoopGroup.singleton.any()
-            _ = ask(prefetch, on: eventLoop, waiting: false)
-        }
+        if !prefetch.isEmpty { _ = ask(prefetch, on: Self.currentLoop, waiting: false) }
         if let onHand { return onHand }
         // Redis is out of reach and some bucket has nothing on hand here: the tenant's failure mode decides.
         probe()
@@ -145,7 +152,10 @@ public final class SharedLimiter: SharedRateLimits {
         var waits: [EventLoopFuture<Void>] = []
         var start: [(SharedBucket, Int, EventLoopPromise<Void>)] = []
         leases.withLock { leases in
-            if leases.count >= Self.maximumLeases { Self.forgetIdle(&leases, now: now) }
+            if leases.count >= Self.maximumLeases, now - lastCompaction.withLock({ $0 }) >= 1 {
+                lastCompaction.withLock { $0 = now }
+                Self.forgetIdle(&leases, now: now)
+            }
             for bucket in buckets {
                 let key = LeaseKey(bucket)
                 var lease = leases[key] ?? Lease(lastUsed: now)
@@ -170,6 +180,9 @@ public final class SharedLimiter: SharedRateLimits {
 
     /// Most lease requests one fetch makes when calls keep joining it.
     static let maximumFetchRounds = 3
+    /// How long tokens fetched beyond a lease for waiting calls stay theirs (they decide again within
+    /// microseconds of the fetch; a call whose client left, or that another limit refused, leaves its token).
+    static let surplusSeconds = 0.05
 
     /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach. When Redis
     /// granted all that was asked and more calls are waiting than tokens are on hand (they joined while the request
@@ -197,6 +210,7 @@ public final class SharedLimiter: SharedRateLimits {
                     if grant.granted == want, lease.demand > lease.tokens, round < Self.maximumFetchRounds {
                         more = Int(min(Double(lease.demand - lease.tokens), bucket.limit.burst))
                     } else {
+                        if lease.demand > 0 { lease.surplusUntil = now + Self.surplusSeconds }
                         (lease.fetching, lease.demand) = (nil, 0)
                     }
                     leases[key] = lease
@@ -220,7 +234,8 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
-    /// While Redis is out of reach, at most every 250 ms: a `PING`, whose answer brings shared limits back.
+    /// While Redis is out of reach, at most every 250 ms: the lease script on a probe key, whose answer brings shared
+    /// limits back.
     private func probe() {
         let now = clock()
         let due = lastProbe.withLock { last in
@@ -229,9 +244,20 @@ public final class SharedLimiter: SharedRateLimits {
             return true
         }
         guard due else { return }
-        client.send(["PING"], on: MultiThreadedEventLoopGroup.singleton.any()).whenComplete { [self] result in
+        // The lease script itself on a key of its own, asking for nothing: a server that answers PING but refuses
+        // the script (out of memory, an ACL without EVALSHA, an old Redis) is not taken back into use.
+        let probe = SharedBucket(
+            tenant: "",
+            limit: RateLimitRule(
+                id: "probe", methods: [], tools: [], agents: [], ratePerSecond: 1, burst: 1, scope: .tenant, document: ""),
+            agent: "", tool: "")
+        TokenBucketScript.script.run(
+            keys: [TokenBucketScript.key(probe, prefix: settings.keyPrefix)], arguments: TokenBucketScript.arguments(probe.limit, want: 0),
+            on: client, eventLoop: Self.currentLoop
+        ).whenComplete { [self] result in
             switch result {
-            case .success: reachable()
+            case .success(let reply) where TokenBucketScript.grant(reply) != nil: reachable()
+            case .success(let reply): failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
             case .failure(let error): failed(error)
             }
         }
@@ -245,24 +271,33 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
+    /// Logged once per outage (when Redis goes from answering to not), at most every few seconds when it flaps.
     private func failed(_ error: any Error) {
         requestsFailed.wrappingAdd(1, ordering: .relaxed)
         // A server that refuses the script (out of memory, ACL) is as unusable as one that does not answer.
         let unreachable = (error as? RedisError)?.isUnavailability ?? true
-        storeUp.store(false, ordering: .relaxed)
-        if let suppressed = logThrottle.admit("redis") {
+        if storeUp.exchange(false, ordering: .relaxed), let suppressed = logThrottle.admit("redis") {
             logger.error(
                 "shared rate limits: Redis \(unreachable ? "is out of reach" : "refused a lease request"): \(error); tenants' failure modes apply (fail_closed: 503, local_fallback: local shares)",
                 metadata: ["redis": "\(settings.redis.address)", "suppressed": "\(suppressed)"])
         }
     }
 
-    /// Forgets leases not used for 10 s, then — if the table is still full (many agents or tools within 10 s) —
-    /// every lease with no fetch under way. Their tokens are lost: fewer calls admitted, never more. The table
-    /// holds at most `maximumLeases` plus the fetches under way.
+    /// Forgets leases not used for 10 s, then — if more than 80 % of `maximumLeases` remain (many agents or tools
+    /// within 10 s) — the least recently used of those with no fetch under way, down to 80 %. Their tokens are lost:
+    /// fewer calls admitted, never more. Runs at most once a second (the table may grow past its bound by what
+    /// arrives in that second).
     private static func forgetIdle(_ leases: inout [LeaseKey: Lease], now: Double) {
         leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < 10 }
-        if leases.count >= maximumLeases { leases = leases.filter { _, lease in lease.fetching != nil } }
+        let target = maximumLeases * 4 / 5
+        guard leases.count > target else { return }
+        let oldest = leases.filter { $0.value.fetching == nil }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+        for (key, _) in oldest.prefix(leases.count - target) { leases[key] = nil }
+    }
+
+    /// The event loop the caller runs on (a gateway loop), or any loop for callers off the loops (large decisions).
+    private static var currentLoop: any EventLoop {
+        MultiThreadedEventLoopGroup.currentEventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
     }
 
     /// Closes the Redis connections.

@@ -1,7 +1,8 @@
 import Policy
 import Redis
 
-/// The token bucket as Redis keeps it: a hash per bucket (`t`: tokens, `u`: when they were counted, in Redis's own
+/// The token bucket as Redis keeps it (Redis 5 or later; on 3.2 and 4 the script asks for effects replication, which
+/// `TIME` before a write needs): a hash per bucket (`t`: tokens, `u`: when they were counted, in Redis's own
 /// microseconds), refilled and taken from atomically by one Lua script, so that any number of replicas share it
 /// exactly. Redis's clock is the only clock involved: replicas' clocks may disagree without effect.
 ///
@@ -11,6 +12,7 @@ import Redis
 enum TokenBucketScript {
     static let script = RedisScript(
         """
+        if redis.replicate_commands then redis.replicate_commands() end
         local rate = tonumber(ARGV[1])
         local burst = tonumber(ARGV[2])
         local want = tonumber(ARGV[3])
@@ -33,9 +35,12 @@ enum TokenBucketScript {
         if granted < 0 then granted = 0 end
         tokens = tokens - granted
         redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
-        redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+        local ttl = math.ceil((burst - tokens) / rate * 1000) + 1000
+        if ttl > 1000000000000 then ttl = 1000000000000 end
+        redis.call('PEXPIRE', KEYS[1], ttl)
         local wait = 0
         if tokens < 1 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
+        if wait > 1000000000000000 then wait = 1000000000000000 end
         return {granted, wait}
         """)
 

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Policy
 import Redis
+import Synchronization
 import TestSupport
 import Testing
 
@@ -152,6 +153,38 @@ import Testing
         }
         #expect(recovered)
         #expect(limiter.isStoreReachable)
+    }
+
+    /// Calls waiting together get a fetch sized to them; tokens they leave (a client gone, another limit refusing)
+    /// are dropped soon after, so a replica holds no more than a lease for long: the bound stays replicas × lease.
+    @Test func tokensFetchedForWaitingCallsDoNotOutliveThem() async throws {
+        let server = try await RedisServer()
+        let time = Mutex<Double>(100)
+        var redis = try RedisSettings(url: server.url)
+        redis.commandTimeout = .seconds(5)
+        let limiter = SharedLimiter(
+            settings: SharedLimitSettings(redis: redis), clock: { time.withLock { $0 } }, logger: Logger(label: "test.shared"))
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 20, burst: 20)  // leases of 1 token
+        let bucket = SharedBucket(tenant: "acme", limit: limit, agent: "a", tool: "t")
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        // Ten calls wait for one fetch (all asking before it answers, on its loop).
+        try await loop.flatSubmit {
+            EventLoopFuture.andAllComplete((0..<10).map { _ in limiter.ask([bucket], on: loop) }, on: loop)
+        }.get()
+        // Within the surplus window, the ten find their tokens.
+        var taken = 0
+        for _ in 0..<10 where limiter.take([bucket], now: 100) == .taken(fallback: false) { taken += 1 }
+        #expect(taken == 10)
+        // Again, but nine of them never come back: after the window, one lease's worth is left, not nine.
+        try await loop.flatSubmit {
+            EventLoopFuture.andAllComplete((0..<10).map { _ in limiter.ask([bucket], on: loop) }, on: loop)
+        }.get()
+        #expect(limiter.take([bucket], now: 100) == .taken(fallback: false))
+        time.withLock { $0 = 101 }
+        var left = 0
+        while case .taken = limiter.take([bucket], now: 101) { left += 1 }
+        #expect(left <= limiter.settings.leaseSize(rate: 20, burst: 20), "\(left) tokens outlived the calls they were fetched for")
     }
 
     @Test func keysCannotCollide() throws {

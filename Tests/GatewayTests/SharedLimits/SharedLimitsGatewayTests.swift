@@ -56,6 +56,21 @@ import Testing
         await upstream.stop()
     }
 
+    /// A batch refused for one of its calls counts none of them against any limit (local ones here, without Redis).
+    @Test func aRefusedBatchCountsNothing() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: try Self.policies())
+        let client = gateway.client()
+        let batch = "[\(RPC.call("read_file", #"{"path":"a"}"#, id: 1)),\(RPC.call("delete_file", "{}", id: 2))]"
+        #expect(try await client.send(body: batch).body.contains("-31001"))
+        // L (burst 3 per agent) still has all three tokens.
+        for id in 3...5 { #expect(try await client.send(body: RPC.call("read_file", #"{"path":"a"}"#, id: id)).status == 200) }
+        #expect(try await client.send(body: RPC.call("read_file", #"{"path":"a"}"#, id: 6)).status == 429)
+        #expect(upstream.received.count == 3)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     /// Redis out of reach: a fail_closed tenant's calls get 503 with the gateway's code and an audit record saying
     /// why; a local_fallback tenant's calls go on under the local share, and their records say so.
     @Test(arguments: [SharedLimitFailureMode.failClosed, .localFallback])
