@@ -49,7 +49,10 @@ fuzz() {
     echo "fuzz target $target ran without coverage instrumentation of the gateway's modules (${counters:-no} counters)" >&2
     return 1
   fi
-  echo "coverage counters $counters; $(grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$log" | tr -s ' ' | tr '\n' ' ')"
+  # What this target reached: the last status line's edges (cov) and features (ft), and the corpus it ended with.
+  local reached
+  reached=$(grep -E '^#[0-9]+.*cov: [0-9]+' "$log" | tail -n 1 | grep -oE '(cov|ft|corp): [0-9]+(/[0-9]+[a-zA-Z]*)?' | tr '\n' ' ')
+  echo "instrumented counters $counters; reached ${reached:-?}; $(grep -E "^stat::number_of_executed_units|^stat::new_units_added" "$log" | tr -s ' ' | tr '\n' ' ')"
 }
 
 case "$1" in
