@@ -13,6 +13,7 @@
 #   acme/agents/expired.pem               expired acme agent (for tests)
 #   acme/agents/revoked.pem               revoked acme agent, listed in acme/ca.crl.pem (for tests)
 #   acme/agents/names-globex.pem          signed by acme's CA but naming tenant globex (for tests)
+#   acme/agents/two-ids.pem               two SPIFFE ids (bot1 and bot2): refused, an agent has one id (for tests)
 #   acme/agents/cn-only.pem               acme agent without a SPIFFE id, named only by its CN (for tests)
 #   untrusted/ca.pem, untrusted/agents/rogue.pem   a CA nobody trusts and an agent it signed (for tests)
 #   jwt/<tenant>-rs256.key / .pub         RSA key pair for signing development JWTs
@@ -87,6 +88,7 @@ issue acme acme/agents/expired "expired" "$(agent_san acme expired)" clientAuth 
 issue acme acme/agents/revoked "revoked" "$(agent_san acme revoked)" clientAuth -days $DAYS
 issue acme acme/agents/names-globex "names-globex" "$(agent_san globex bot1)" clientAuth -days $DAYS
 issue acme acme/agents/cn-only "cn-only" "DNS:cn-only.agents.mcpgw.dev" clientAuth -days $DAYS
+issue acme acme/agents/two-ids "two-ids" "$(agent_san acme bot1),$(agent_san acme bot2)" clientAuth -days $DAYS
 openssl ca -batch -config .ca-work/acme/ca.cnf -revoke acme/agents/revoked.pem -crl_reason keyCompromise 2>/dev/null
 for tenant in acme globex; do
   openssl ca -batch -config ".ca-work/$tenant/ca.cnf" -gencrl -out "$tenant/ca.crl.pem" 2>/dev/null

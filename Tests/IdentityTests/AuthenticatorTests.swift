@@ -95,6 +95,13 @@ struct AuthenticatorTests {
         #expect(principal.certificate?.spiffeID == nil)
     }
 
+    @Test("a certificate with two SPIFFE ids is refused: an agent has one identity")
+    func twoSPIFFEIDs() throws {
+        let error = failure(certificate: try certificate("acme/agents/two-ids"), token: nil)
+        #expect(error?.code == "certificate_refused")
+        #expect("\(error.map { "\($0)" } ?? "")".contains("2 SPIFFE ids"))
+    }
+
     @Test("a SPIFFE id from another trust domain is refused")
     func trustDomain() throws {
         let otherDomain = CertificateAuthenticator(tenants: ["acme": CertificateIdentityRules(trustDomain: "other.dev")])
