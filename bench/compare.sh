@@ -74,7 +74,7 @@ if [ "$WITH_MCPGW" = 1 ] && [ ! -x "$MCPGW_BIN" ]; then
 fi
 [ "$WITH_MCPGW" = 0 ] || [ -f "$TEMPLATE" ] || die "no mcpgw config template $TEMPLATE"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+source "$ROOT/bench/lib.sh"
 PORTS=(9000 9444 9445)
 [ "$WITH_MCPGW" = 1 ] && PORTS+=(9447 9448)
 for p in "${PORTS[@]}"; do port_busy "$p" && die "127.0.0.1:$p is already in use (another benchmark still running?)"; done
@@ -82,81 +82,7 @@ for p in "${PORTS[@]}"; do port_busy "$p" && die "127.0.0.1:$p is already in use
 mkdir -p "$W/run" "$W/certs" || die "cannot create $W"
 rm -f "$W"/run/*
 
-# ---------------------------------------------------------------------------------------------- processes
-declare -A PID=()
-cleanup() {
-  local name p
-  for name in "${!PID[@]}"; do kill "${PID[$name]}" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for name in "${!PID[@]}"; do kill -0 "${PID[$name]}" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for name in "${!PID[@]}"; do
-    p=${PID[$name]}
-    kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-  done
-  wait 2>/dev/null
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# start NAME CMD...: runs CMD in the background (it must stay in the foreground itself), output to run/NAME.log.
-start() { local name=$1; shift; "$@" >"$W/run/$name.log" 2>&1 & PID[$name]=$!; }
-# stop NAME: SIGTERM, then SIGKILL after 20 s; waits for the exit.
-stop() {
-  local name=$1 p=${PID[$1]:-}
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null
-  for _ in $(seq 1 200); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && { echo "warning: $name did not stop in 20 s; killed" >&2; kill -KILL "$p" 2>/dev/null; }
-  wait "$p" 2>/dev/null
-  unset "PID[$name]"
-}
-# wait_port NAME PORT: until 127.0.0.1:PORT accepts (10 s at most) while NAME runs.
-wait_port() {
-  for _ in $(seq 1 100); do
-    port_busy "$2" && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || { echo "$1 exited:" >&2; tail -n 20 "$W/run/$1.log" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "$1 is not listening on 127.0.0.1:$2 after 10 s" >&2; tail -n 20 "$W/run/$1.log" >&2; return 1
-}
-
-# ---------------------------------------------------------------------------------------------- keys, token
-cd "$W/certs" || die "no $W/certs"
-if [ ! -s server.pem ] || [ ! -s jwt.pub ]; then
-  {
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt -days 3650 -subj "/CN=bench-ca" &&
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr -subj "/CN=localhost" &&
-    printf "subjectAltName=DNS:localhost,IP:127.0.0.1\n" > server.ext &&
-    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 3650 -extfile server.ext &&
-    cat server.crt server.key > server.pem &&
-    openssl genrsa -out jwt.key 2048 && openssl rsa -in jwt.key -pubout -out jwt.pub
-  } >/dev/null 2>&1 || die "certificate generation failed in $W/certs"
-fi
-NOW=$(date +%s)
-CLAIMS="{\"sub\":\"bot1\",\"tenant\":\"acme\",\"iss\":\"https://idp.dev\",\"aud\":\"mcpgw\",\"iat\":$NOW,\"exp\":$((NOW + 86400))}"
-PY=${BENCH_PYTHON:-}
-if [ -z "$PY" ]; then
-  for candidate in "$ROOT/.venv/bin/python" python3; do
-    "$candidate" -c "import jwt, cryptography" >/dev/null 2>&1 && { PY=$candidate; break; }
-  done
-fi
-if [ -n "$PY" ]; then
-  TOKEN=$("$PY" -c 'import json, sys, jwt
-print(jwt.encode(json.loads(sys.argv[1]), open("jwt.key").read(), algorithm="RS256", headers={"kid": "k1"}))' "$CLAIMS") ||
-    die "minting the token with $PY (PyJWT) failed"
-  MINTED="PyJWT ($PY)"
-else  # RS256 = RSASSA-PKCS1-v1_5 with SHA-256, which is what openssl dgst -sign makes with an RSA key.
-  b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
-  SIGNING_INPUT="$(printf '%s' '{"alg":"RS256","typ":"JWT","kid":"k1"}' | b64url).$(printf '%s' "$CLAIMS" | b64url)"
-  TOKEN="$SIGNING_INPUT.$(printf '%s' "$SIGNING_INPUT" | openssl dgst -sha256 -sign jwt.key -binary | b64url)"
-  MINTED="openssl"
-fi
-export TOKEN
-cd "$W" || die "no $W"
+bench_credentials
 
 render() { sed -e "s#@BENCH_DIR@#$W#g" "$@"; }
 render "$C/upstream.conf" > upstream.conf
