@@ -98,19 +98,6 @@ fi
 BODY_OK='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"docs/a.txt"}}}'
 BODY_DENIED_TOOL='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"docs/a.txt"}}}'
 BODY_DENIED_ARG='{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}'
-# probe URL TOKEN BODY: prints "STATUS BODY" of one request.
-probe() {
-  local headers=(-H "Content-Type: application/json" -H "Accept: application/json, text/event-stream")
-  [ -n "$2" ] && headers+=(-H "Authorization: Bearer $2")
-  local out status
-  out=$(curl -sS --max-time 5 --cacert "$W/certs/ca.crt" "${headers[@]}" --data "$3" -w '\n%{http_code}' "$1" 2>&1)
-  status=${out##*$'\n'}
-  out="$status $(printf '%s' "${out%$'\n'*}" | tr -d '\n' | cut -c1-200)"
-  printf '%s <- %s %s\n' "$out" "$1" "$(cut -c1-90 <<<"$3")" >> "$W/run/checks.txt"
-  printf '%s' "$out"
-}
-# served: 200 with the upstream's canned result.
-served() { [[ $1 == 200\ * && $1 == *'"result"'* ]]; }
 # check NAME URL LEVEL: the allowed call gets the canned result; LEVEL 1: a call without a token and a call of a
 # tool outside the allowlist are refused; LEVEL 2: also a call whose path argument has '..' (mcpgw's constraint).
 check() {

@@ -87,3 +87,18 @@ print(jwt.encode(json.loads(sys.argv[1]), open("jwt.key").read(), algorithm="RS2
   export TOKEN
   cd "$W" || die "no $W"
 }
+
+# ---------------------------------------------------------------------------------------------- checks
+# probe URL TOKEN BODY: prints "STATUS BODY" of one request (and notes it in run/checks.txt).
+probe() {
+  local headers=(-H "Content-Type: application/json" -H "Accept: application/json, text/event-stream")
+  [ -n "$2" ] && headers+=(-H "Authorization: Bearer $2")
+  local out status
+  out=$(curl -sS --max-time 5 --cacert "$W/certs/ca.crt" "${headers[@]}" --data "$3" -w '\n%{http_code}' "$1" 2>&1)
+  status=${out##*$'\n'}
+  out="$status $(printf '%s' "${out%$'\n'*}" | tr -d '\n' | cut -c1-200)"
+  printf '%s <- %s %s\n' "$out" "$1" "$(cut -c1-90 <<<"$3")" >> "$W/run/checks.txt"
+  printf '%s' "$out"
+}
+# served: 200 with the upstream's canned result.
+served() { [[ $1 == 200\ * && $1 == *'"result"'* ]]; }

@@ -119,31 +119,19 @@ config() {
 # ---------------------------------------------------------------------------------------------- checks
 BODY_OK='{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"docs/a.txt"}}}'
 BODY_DENIED_TOOL='{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"docs/a.txt"}}}'
-# probe TOKEN BODY: prints "STATUS BODY" of one request to mcpgw.
-probe() {
-  local headers=(-H "Content-Type: application/json" -H "Accept: application/json, text/event-stream")
-  [ -n "$1" ] && headers+=(-H "Authorization: Bearer $1")
-  local out status
-  out=$(curl -sS --max-time 5 --cacert "$W/certs/ca.crt" "${headers[@]}" --data "$2" -w '\n%{http_code}' "$URL" 2>&1)
-  status=${out##*$'\n'}
-  out="$status $(printf '%s' "${out%$'\n'*}" | tr -d '\n' | cut -c1-200)"
-  printf '%s <- %s\n' "$out" "$(cut -c1-90 <<<"$2")" >> "$W/run/checks.txt"
-  printf '%s' "$out"
-}
-served() { [[ $1 == 200\ * && $1 == *'"result"'* ]]; }
 # check_admitting KEY: the allowed call is served; a call without a token and a denied tool are refused.
 check_admitting() {
   local r ok=1
-  r=$(probe "$TOKEN" "$BODY_OK"); served "$r" || { echo "check $1: the allowed call was not served: $r" >&2; ok=0; }
-  r=$(probe "" "$BODY_OK"); served "$r" && { echo "check $1: a call without a token was served" >&2; ok=0; }
-  r=$(probe "$TOKEN" "$BODY_DENIED_TOOL"); served "$r" && { echo "check $1: a denied tool was served" >&2; ok=0; }
+  r=$(probe "$URL" "$TOKEN" "$BODY_OK"); served "$r" || { echo "check $1: the allowed call was not served: $r" >&2; ok=0; }
+  r=$(probe "$URL" "" "$BODY_OK"); served "$r" && { echo "check $1: a call without a token was served" >&2; ok=0; }
+  r=$(probe "$URL" "$TOKEN" "$BODY_DENIED_TOOL"); served "$r" && { echo "check $1: a denied tool was served" >&2; ok=0; }
   [ "$ok" = 1 ]
 }
 # check_refusing KEY: of two calls in a row, the second is refused by the limit (429, JSON-RPC -31002).
 check_refusing() {
   local r
-  probe "$TOKEN" "$BODY_OK" >/dev/null
-  r=$(probe "$TOKEN" "$BODY_OK")
+  probe "$URL" "$TOKEN" "$BODY_OK" >/dev/null
+  r=$(probe "$URL" "$TOKEN" "$BODY_OK")
   [[ $r == 429\ * && $r == *'-31002'* ]] || { echo "check $1: the second call was not rate limited: $r" >&2; return 1; }
 }
 
