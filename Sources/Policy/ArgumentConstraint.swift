@@ -71,10 +71,14 @@ public struct ArgumentConstraint: Sendable, Hashable {
 
     private func problem(with leaf: ArgumentValue) -> String? {
         if let problem = leaf.encodingProblem { return problem }
-        for form in leaf.forms {
-            let lowered = form.lowercased()
-            if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }
-            if let hit = denyPatterns.first(where: { $0.matches(form) }) { return "matches denied pattern /\(hit.pattern)/" }
+        if !denyTokens.isEmpty || !denyPatterns.isEmpty {
+            for form in leaf.forms {
+                if !denyTokens.isEmpty {
+                    let lowered = form.lowercased()
+                    if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }
+                }
+                if let hit = denyPatterns.first(where: { $0.matches(form) }) { return "matches denied pattern /\(hit.pattern)/" }
+            }
         }
         for detector in detectors {
             if let found = detector.finding(in: leaf) { return "\(detector.rawValue): \(found)" }
@@ -115,6 +119,12 @@ public struct ArgumentConstraint: Sendable, Hashable {
     }
 
     static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
+        if case .decided(let problem) = ASCIIPath.problem(canonical, rule) { return problem }
+        return scalarPathProblem(canonical, rule)
+    }
+
+    /// `pathProblem` worked out on Unicode scalars (`PathText`): the general way, for any text.
+    static func scalarPathProblem(_ canonical: String, _ rule: PathRule) -> String? {
         let path = PathText(canonical)
         if let refusal = path.refusal { return refusal }
         if path.isAbsolute && !rule.allowAbsolute { return "absolute path" }
@@ -128,7 +138,11 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
         }
         guard !rule.allowedPrefixes.isEmpty else { return nil }
-        let normalised = (path.isRooted ? "/" : "") + segments.joined(separator: "/")
+        return prefixProblem((path.isRooted ? "/" : "") + segments.joined(separator: "/"), rule)
+    }
+
+    /// Whether the normalised path `normalised` lies under one of the rule's allowed prefixes (which must not be empty).
+    static func prefixProblem(_ normalised: String, _ rule: PathRule) -> String? {
         let inside = rule.allowedPrefixes.contains { prefix in
             let trimmed = prefix.hasSuffix("/") && prefix.count > 1 ? String(prefix.dropLast()) : prefix
             return normalised == trimmed || normalised.hasPrefix(trimmed.hasSuffix("/") ? trimmed : trimmed + "/")

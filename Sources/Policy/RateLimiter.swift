@@ -71,34 +71,51 @@ public final class RateLimiter: Sendable {
         guard !applicable.isEmpty else { return (nil, []) }
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
         return box.state.withLock { shard -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) in
+            // Each bucket is found by its key once (a key hashes four strings, and this runs for every call): by
+            // index, which stays valid until an entry is added; when one was, the indices are looked up again.
             var keys: [BucketKey] = []
+            var indices: [Dictionary<BucketKey, Entry>.Index] = []
+            keys.reserveCapacity(applicable.count)
+            indices.reserveCapacity(applicable.count)
+            var added = false
             for limit in applicable {
                 var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
-                if shard.entries[key] == nil && shard.entries.count >= bucketsPerShard {
-                    Self.sweep(&shard, now: now)
+                if let index = shard.entries.index(forKey: key) {
+                    indices.append(index)
+                } else {
                     if shard.entries.count >= bucketsPerShard {
-                        key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                        Self.sweep(&shard, now: now)
+                        if shard.entries.count >= bucketsPerShard {
+                            key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                        }
                     }
+                    if shard.entries[key] == nil {
+                        shard.entries[key] = Entry(
+                            bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+                    }
+                    added = true
+                    indices.append(shard.entries.startIndex)
                 }
-                // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
-                var entry =
-                    shard.entries[key]
-                    ?? Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
-                if entry.rate != limit.ratePerSecond || entry.burst != limit.burst {
-                    entry = Entry(bucket: entry.bucket, rate: limit.ratePerSecond, burst: limit.burst)
-                }
-                entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
-                shard.entries[key] = entry
                 keys.append(key)
+            }
+            if added { indices = keys.map { shard.entries.index(forKey: $0)! } }
+            for (limit, index) in zip(applicable, indices) {
+                // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
+                if shard.entries.values[index].rate != limit.ratePerSecond || shard.entries.values[index].burst != limit.burst {
+                    shard.entries.values[index] = Entry(
+                        bucket: shard.entries.values[index].bucket, rate: limit.ratePerSecond, burst: limit.burst)
+                }
+                let (rate, burst) = (shard.entries.values[index].rate, shard.entries.values[index].burst)
+                shard.entries.values[index].bucket.refill(rate: rate, burst: burst, now: now)
             }
             // All-or-nothing: refuse with the longest wait among empty buckets.
             var refusal: (limit: RateLimitRule, retryAfter: Double)?
-            for (limit, key) in zip(applicable, keys) where !(shard.entries[key]!.bucket.hasToken) {
-                let wait = shard.entries[key]!.bucket.secondsUntilToken(rate: limit.ratePerSecond)
+            for (limit, index) in zip(applicable, indices) where !(shard.entries.values[index].bucket.hasToken) {
+                let wait = shard.entries.values[index].bucket.secondsUntilToken(rate: limit.ratePerSecond)
                 if refusal == nil || wait > refusal!.retryAfter { refusal = (limit, wait) }
             }
             if refusal != nil { return (refusal, []) }
-            for key in keys { shard.entries[key]!.bucket.take() }
+            for index in indices { shard.entries.values[index].bucket.take() }
             return (nil, keys)
         }
     }

@@ -68,13 +68,30 @@ public struct TenantPolicySet: Sendable {
     func candidates(for request: PolicyRequest) -> [Int] {
         guard request.method == "tools/call" else { return byMethod[request.method] ?? [] }
         guard let tool = request.target else { return anyTool }
+        // Each list is sorted and free of repeats; most calls find one list, which is then the answer as it is (this
+        // runs for every call, so no set is built unless lists must be merged).
         var found = anyTool
-        if let exact = exactTools[tool] { found += exact }
-        for length in prefixLengths {
-            guard length < tool.count else { break }
-            if let rules = prefixTools[String(tool.prefix(length))] { found += rules }
+        var lists = found.isEmpty ? 0 : 1
+        if let exact = exactTools[tool] {
+            found += exact
+            lists += 1
         }
-        return Array(Set(found)).sorted()
+        if !prefixLengths.isEmpty {
+            let count = tool.count
+            for length in prefixLengths {
+                guard length < count else { break }
+                if let rules = prefixTools[String(tool.prefix(length))] {
+                    found += rules
+                    lists += 1
+                }
+            }
+        }
+        guard lists > 1 else { return found }
+        found.sort()
+        var merged: [Int] = []
+        merged.reserveCapacity(found.count)
+        for index in found where merged.last != index { merged.append(index) }
+        return merged
     }
 
     /// Whether some arguments exist with which `request`'s target could be called: unconditional denies and the

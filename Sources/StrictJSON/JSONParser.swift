@@ -69,11 +69,16 @@ public struct JSONParser {
         if depth > limits.maximumDepth { throw error("nesting deeper than \(limits.maximumDepth) levels") }
     }
 
+    /// Up to this many members, a new key is compared with each one before it; beyond, a set of keys is kept.
+    static let keysScannedForRepeats = 12
+
     private mutating func parseObject() throws(JSONParseError) -> JSONObject {
         try enterContainer()
         index += 1
         var members: [JSONObject.Member] = []
-        var seen = Set<String>()
+        // Repeated keys are found by looking through the members while they are few (no set to allocate for the
+        // small objects of nearly every message), and through a set once there are many.
+        var seen: Set<String>?
         skipWhitespace()
         if current == UInt8(ascii: "}") {
             index += 1
@@ -85,9 +90,20 @@ public struct JSONParser {
             guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = index
             let key = try parseString()
-            guard seen.insert(key).inserted else {
+            let repeated: Bool
+            if seen != nil {
+                repeated = !seen!.insert(key).inserted
+            } else {
+                repeated = members.contains { $0.key == key }
+                if !repeated && members.count >= Self.keysScannedForRepeats {
+                    seen = Set(members.map(\.key))
+                    seen!.insert(key)
+                }
+            }
+            guard !repeated else {
                 throw JSONParseError(reason: "duplicate key \"\(key)\"", offset: keyOffset)
             }
+            if members.isEmpty { members.reserveCapacity(4) }
             skipWhitespace()
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after a key") }
             index += 1

@@ -27,6 +27,18 @@ struct AuditRecordTests {
         #expect(!line.contains("secret"))
         #expect(parsed["arguments"]?.objectValue?["sha256"]?.stringValue?.count == 64)
     }
+
+    @Test("time and latency are written in place: ISO 8601 UTC, and milliseconds with three decimals")
+    func timeAndLatency() throws {
+        for (microseconds, text) in [(0, "0.000"), (5, "0.005"), (1234, "1.234"), (60_000_001, "60000.001")] {
+            var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .allow, reason: "ok")
+            record.unixMilliseconds = 1_795_566_449_777
+            record.latencyMicroseconds = microseconds
+            let line = record.jsonLine
+            #expect(line.hasPrefix(#"{"time":"2026-11-25T00:27:29.777Z","request_id":"r1""#), "\(line)")
+            #expect(line.hasSuffix(#","latency_ms":\#(text)}"#), "\(line)")
+        }
+    }
 }
 
 @Suite("Audit log rotation")

@@ -38,6 +38,23 @@ struct JSONParserTests {
         }
     }
 
+    @Test("a repeated key is found in objects of every size, before and after the parser switches to a key set")
+    func repeatedKeysInLargeObjects() throws {
+        for count in [2, 11, 12, 13, 14, 40] {
+            let keys = (0..<count).map { "k\($0)" }
+            let unique = "{" + keys.map { "\"\($0)\":0" }.joined(separator: ",") + "}"
+            #expect(try JSONParser.parse(unique).objectValue?.keys == keys)
+            for (first, second) in [(0, count - 1), (count - 2, count - 1), (0, 1)] {
+                var repeated = keys
+                repeated[second] = keys[first]
+                let text = "{" + repeated.map { "\"\($0)\":0" }.joined(separator: ",") + "}"
+                #expect("\(count) keys, \(first) repeated at \(second)") { try JSONParser.parse(text) } throws: { error in
+                    "\(error)".contains("duplicate key")
+                }
+            }
+        }
+    }
+
     @Test("invalid UTF-8 is refused")
     func invalidUTF8() {
         #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xC3, 0x28, 0x22]) }

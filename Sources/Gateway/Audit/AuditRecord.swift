@@ -137,10 +137,7 @@ public struct AuditRecord: Sendable {
     /// The record as one line of JSON bytes, ending in a newline.
     public var lineBytes: [UInt8] {
         var writer = JSONLineWriter(capacity: 384 + reason.utf8.count)
-        var time: [UInt8] = [UInt8(ascii: "\"")]
-        Self.appendTimestamp(unixMilliseconds, to: &time)
-        time.append(UInt8(ascii: "\""))
-        writer.raw("time", time)
+        writer.timestamp("time", unixMilliseconds)
         writer.string("request_id", requestID)
         writer.optionalString("tenant", tenant)
         writer.optionalString("agent", agent)
@@ -154,16 +151,7 @@ public struct AuditRecord: Sendable {
         writer.optionalString("rule", rule)
         writer.string("reason", reason)
         if let upstreamStatus { writer.integer("upstream_status", upstreamStatus) }
-        if let latencyMicroseconds {
-            var text: [UInt8] = []
-            JSONLineWriter.appendInteger(latencyMicroseconds / 1000, to: &text)
-            let fraction = latencyMicroseconds % 1000
-            text.append(UInt8(ascii: "."))
-            text.append(UInt8(ascii: "0") + UInt8(fraction / 100))
-            text.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
-            text.append(UInt8(ascii: "0") + UInt8(fraction % 10))
-            writer.raw("latency_ms", text)
-        }
+        if let latencyMicroseconds { writer.milliseconds("latency_ms", microseconds: latencyMicroseconds) }
         writer.optionalString("session_id", sessionID)
         writer.optionalString("trace_id", traceID)
         writer.optionalString("shared_limits", sharedLimits)

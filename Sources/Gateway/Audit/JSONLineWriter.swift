@@ -35,6 +35,25 @@ struct JSONLineWriter {
         Self.appendInteger(value, to: &bytes)
     }
 
+    /// `"key":"2026-11-25T01:07:29.777Z"` for a time in milliseconds since 1970 (UTC), written in place.
+    mutating func timestamp(_ key: StaticString, _ unixMilliseconds: Int64) {
+        member(key)
+        bytes.append(UInt8(ascii: "\""))
+        AuditRecord.appendTimestamp(unixMilliseconds, to: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// `"key":<milliseconds with three decimals>` for a non-negative duration in microseconds (`1234` → `1.234`).
+    mutating func milliseconds(_ key: StaticString, microseconds: Int) {
+        member(key)
+        Self.appendInteger(microseconds / 1000, to: &bytes)
+        let fraction = abs(microseconds % 1000)
+        bytes.append(UInt8(ascii: "."))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction / 10 % 10))
+        bytes.append(UInt8(ascii: "0") + UInt8(fraction % 10))
+    }
+
     /// `"key":<raw JSON>`: bytes that are already valid JSON text on one line.
     mutating func raw(_ key: StaticString, _ json: some Sequence<UInt8>) {
         member(key)

@@ -17,23 +17,27 @@ struct ExchangeDecisions {
     static func bearerToken(_ headers: HTTPHeaders) -> Result<String?, AuthenticationError> {
         var found: String?
         var count = 0
-        for (name, value) in headers where name.utf8.count == 13 && name.lowercased() == "authorization" {
+        for (name, value) in headers where MCPHeaderValue.isHeader(name, "authorization") {
             count += 1
             found = value
         }
         guard count <= 1 else { return .failure(.malformedToken("more than one Authorization header")) }
-        guard let authorization = found else { return .success(nil) }
-        let utf8 = Array(authorization.utf8)
-        // "Bearer" (any case), one or more spaces, the token; surrounding blanks ignored.
-        guard utf8.count > 7, String(decoding: utf8[0..<6], as: UTF8.self).lowercased() == "bearer", utf8[6] == 0x20 else {
-            return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
+        guard var authorization = found else { return .success(nil) }
+        // "Bearer" (any case), one or more spaces, the token; surrounding blanks ignored. Read in place (no copy).
+        return authorization.withUTF8 { utf8 in
+            guard utf8.count > 7,
+                MCPHeaderValue.isHeader(String(decoding: UnsafeBufferPointer(rebasing: utf8[0..<6]), as: UTF8.self), "bearer"),
+                utf8[6] == 0x20
+            else {
+                return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
+            }
+            var start = 7
+            var end = utf8.count
+            while start < end && (utf8[start] == 0x20 || utf8[start] == 0x09) { start += 1 }
+            while end > start && (utf8[end - 1] == 0x20 || utf8[end - 1] == 0x09) { end -= 1 }
+            guard start < end else { return .failure(.malformedToken("Authorization must be 'Bearer <token>'")) }
+            return .success(String(decoding: UnsafeBufferPointer(rebasing: utf8[start..<end]), as: UTF8.self))
         }
-        var start = 7
-        var end = utf8.count
-        while start < end && (utf8[start] == 0x20 || utf8[start] == 0x09) { start += 1 }
-        while end > start && (utf8[end - 1] == 0x20 || utf8[end - 1] == 0x09) { end -= 1 }
-        guard start < end else { return .failure(.malformedToken("Authorization must be 'Bearer <token>'")) }
-        return .success(String(decoding: utf8[start..<end], as: UTF8.self))
     }
 
     /// The caller's principal, or the refusal (401, or 403 for credentials that disagree) with its record. With
@@ -128,6 +132,16 @@ struct ExchangeDecisions {
         "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept",
     ]
 
+    /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
+    /// headers, counting, since this runs for every request.
+    static func repeatedSingleValuedHeader(in headers: HTTPHeaders) -> String? {
+        var seen = [Int](repeating: 0, count: singleValuedHeaders.count)
+        for (name, _) in headers {
+            if let index = singleValuedHeaders.firstIndex(where: { MCPHeaderValue.isHeader(name, $0) }) { seen[index] += 1 }
+        }
+        return seen.firstIndex { $0 > 1 }.map { singleValuedHeaders[$0] }
+    }
+
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
@@ -165,9 +179,7 @@ struct ExchangeDecisions {
                     records: [request.record(.deny, "Last-Event-ID \(problem)", rule: "event_binding")])
             }
         }
-        if let repeated = Self.singleValuedHeaders.first(where: { head.headers[$0].count > 1 })
-            ?? MCPHeaderValue.repeatedParamHeader(in: head.headers)
-        {
+        if let repeated = Self.repeatedSingleValuedHeader(in: head.headers) ?? MCPHeaderValue.repeatedParamHeader(in: head.headers) {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
         }
         switch head.method {

@@ -297,15 +297,26 @@ enum ResponseFraming {
     static func frame(
         _ upstream: HTTPResponseHead, requestMethod: HTTPMethod, clientVersion: HTTPVersion, keepAlive: Bool
     ) -> (head: HTTPResponseHead, bodyAllowed: Bool) {
+        // One pass over the upstream's headers (this runs for every response): the forwarded ones, by their lower-case
+        // names, and the framing headers.
         var headers = HTTPHeaders()
-        for name in forwardedResponseHeaders {
-            for value in upstream.headers[name] { headers.add(name: name, value: value) }
+        headers.reserveCapacity(4)
+        var contentLength: String?
+        var hasTransferEncoding = false
+        for (name, value) in upstream.headers {
+            if let forwarded = forwardedResponseHeaders.first(where: { MCPHeaderValue.isHeader(name, $0) }) {
+                headers.add(name: forwarded, value: value)
+            } else if MCPHeaderValue.isHeader(name, "content-length") {
+                contentLength = contentLength ?? value
+            } else if MCPHeaderValue.isHeader(name, "transfer-encoding") {
+                hasTransferEncoding = true
+            }
         }
         let code = upstream.status.code
         let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 304
         var close = !keepAlive
         if bodyAllowed {
-            if let length = upstream.headers.first(name: "content-length"), !upstream.headers.contains(name: "transfer-encoding") {
+            if let length = contentLength, !hasTransferEncoding {
                 headers.add(name: "Content-Length", value: length)
             } else if clientVersion.major > 1 || (clientVersion.major == 1 && clientVersion.minor >= 1) {
                 headers.add(name: "Transfer-Encoding", value: "chunked")
@@ -313,7 +324,7 @@ enum ResponseFraming {
                 // An HTTP/1.0 client learns where the body ends when the connection closes.
                 close = true
             }
-        } else if code == 304 || requestMethod == .HEAD, let length = upstream.headers.first(name: "content-length") {
+        } else if code == 304 || requestMethod == .HEAD, let length = contentLength {
             // The length of the representation the request would have got; no body follows.
             headers.add(name: "Content-Length", value: length)
         }

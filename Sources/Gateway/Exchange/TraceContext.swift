@@ -1,6 +1,7 @@
 import NIOHTTP1
 import StrictJSON
 import Synchronization
+import TLS
 
 /// W3C trace context (`traceparent`, `tracestate`) for one request: the client's, continued, or one the gateway
 /// starts. The gateway is a hop of its own: the upstream is told the gateway's span as its parent, with the
@@ -55,14 +56,13 @@ struct TraceContext: Sendable, Equatable {
     /// to tell traces apart (W3C), not secret: they come from SplitMix64 over a counter seeded once from the system's
     /// generator, which costs no system call per request.
     private static func randomHex(bytes count: Int) -> String {
-        let digits: [UInt8] = Array("0123456789abcdef".utf8)
-        return String(unsafeUninitializedCapacity: count * 2) { buffer in
+        String(unsafeUninitializedCapacity: count * 2) { buffer in
             var written = 0
             while written < count * 2 {
                 var word = IDSource.next()
                 for _ in 0..<8 where written < count * 2 {
-                    buffer[written] = digits[Int(word >> 4 & 0xF)]
-                    buffer[written + 1] = digits[Int(word & 0xF)]
+                    buffer[written] = HexText.digit(UInt8(truncatingIfNeeded: word >> 4) & 0xF)
+                    buffer[written + 1] = HexText.digit(UInt8(truncatingIfNeeded: word) & 0xF)
                     word >>= 8
                     written += 2
                 }

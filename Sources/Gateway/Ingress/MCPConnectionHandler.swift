@@ -177,7 +177,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             expectsBody: head.headers.contains(name: "transfer-encoding")
                 || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
         guard case .authenticate = machine.requestHead(head) else { return close() }
-        let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
+        let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
         let requestID = services?.requestIDs.next() ?? "-"
         request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
         request!.trace = TraceContext.of(head.headers, meta: nil)
@@ -675,17 +675,21 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         var headers = HTTPHeaders()
         headers.reserveCapacity(8)
         headers.add(name: "Host", value: endpoint.hostHeader)
-        let incoming = request!.head.headers
-        for name in Self.forwardedRequestHeaders {
-            for value in incoming[name] { headers.add(name: name, value: value) }
+        // One pass over the client's headers (this runs for every request): the forwarded ones by their lower-case
+        // names, and arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema
+        // is known), which go after the session headers.
+        var parameters: [(String, String)] = []
+        for (name, value) in request!.head.headers {
+            if let forwarded = Self.forwardedRequestHeaders.first(where: { MCPHeaderValue.isHeader(name, $0) }) {
+                headers.add(name: forwarded, value: value)
+            } else if MCPHeaderValue.isParamHeader(name) {
+                parameters.append((name, value))
+            }
         }
         // The upstream's own session and event ids, unsealed from the handles the client presented.
         if let session = request!.upstreamSession { headers.add(name: "Mcp-Session-Id", value: session) }
         if let event = request!.upstreamLastEventID { headers.add(name: "Last-Event-ID", value: event) }
-        // Arguments a tool mirrors into headers (MCP 2026-07-28); checked against the body when the schema is known.
-        for (name, value) in incoming where MCPHeaderValue.isParamHeader(name) {
-            headers.add(name: name, value: value)
-        }
+        headers.add(contentsOf: parameters)
         // A task method's Mcp-Name is the handle the client knows; the upstream gets its own task id there.
         if let name = plan?.upstreamName, headers.contains(name: "mcp-name") {
             headers.replaceOrAdd(name: "Mcp-Name", value: MCPHeaderValue.encode(name))

@@ -8,10 +8,17 @@ enum MCPHeaderValue {
     static func isParamHeader(_ name: String) -> Bool {
         let prefix = "mcp-param-".utf8
         guard name.utf8.count > prefix.count else { return false }
-        return zip(name.utf8, prefix).allSatisfy { pair in
-            let byte = pair.0 >= UInt8(ascii: "A") && pair.0 <= UInt8(ascii: "Z") ? pair.0 | 0x20 : pair.0
-            return byte == pair.1
-        }
+        return zip(name.utf8, prefix).allSatisfy { pair in lowercased(pair.0) == pair.1 }
+    }
+
+    /// Whether header name `name` is `lowercaseName` (given in lower case), ignoring ASCII case: header names are
+    /// compared byte by byte, without building a lower-cased copy.
+    static func isHeader(_ name: String, _ lowercaseName: String) -> Bool {
+        name.utf8.count == lowercaseName.utf8.count && name.utf8.elementsEqual(lowercaseName.utf8) { lowercased($0) == $1 }
+    }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 
     /// The first `Mcp-Param-*` header that appears more than once (lower-cased), if any.

@@ -69,13 +69,12 @@ final class UpstreamPool {
 
     /// A connection whose response is complete and that may carry another request.
     func release(_ connection: UpstreamConnection) {
-        var list = idle[connection.key, default: []]
-        if list.count >= Self.maximumIdlePerUpstream {
+        if idle[connection.key]?.count ?? 0 >= Self.maximumIdlePerUpstream {
             connection.cancel()
             return
         }
-        list.append(connection)
-        idle[connection.key] = list
+        // Appended in place: copying the list out and back would copy its storage for every request.
+        idle[connection.key, default: []].append(connection)
     }
 
     /// Forgets a connection that closed.

@@ -1,0 +1,37 @@
+import NIOHTTP1
+import Testing
+
+@testable import Gateway
+
+@Suite("Request ids and header reading")
+struct RequestIDsTests {
+    @Test("ids are the process prefix and a hexadecimal counter, each one new")
+    func ids() throws {
+        let ids = RequestIDs()
+        let all = (0..<5000).map { _ in ids.next() }
+        let prefix = try #require(all[0].split(separator: "-").first)
+        #expect(Set(all).count == all.count)
+        for (offset, id) in all.enumerated() {
+            #expect(id == "\(prefix)-\(String(offset + 1, radix: 16))")
+        }
+    }
+
+    @Test("header names compare without regard to ASCII case, and only whole")
+    func headerNames() {
+        #expect(MCPHeaderValue.isHeader("Authorization", "authorization"))
+        #expect(MCPHeaderValue.isHeader("CONTENT-TYPE", "content-type"))
+        #expect(!MCPHeaderValue.isHeader("content-typ", "content-type"))
+        #expect(!MCPHeaderValue.isHeader("content-typeX", "content-type"))
+        #expect(!MCPHeaderValue.isHeader("contentXtype", "content-type"))
+    }
+
+    @Test("a repeated single-valued header is found whatever its case, in the list's order")
+    func repeatedHeaders() {
+        #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([("Accept", "a"), ("Content-Type", "x")])) == nil)
+        #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([("Accept", "a"), ("ACCEPT", "b")])) == "accept")
+        #expect(
+            ExchangeDecisions.repeatedSingleValuedHeader(
+                in: HTTPHeaders([("mcp-name", "a"), ("Accept", "x"), ("mcp-name", "b"), ("accept", "y")]))
+                == "mcp-name")  // mcp-name comes before accept in the list
+    }
+}
