@@ -51,7 +51,10 @@ final class UpstreamPool {
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
-                    try pipeline.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+                    // The gateway's own request encoder (head and body in one write), and NIO's response decoder,
+                    // which learns each request's method from the heads written through it.
+                    try pipeline.addHandler(UpstreamRequestEncoder())
+                    try pipeline.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
                     try pipeline.addHandler(connection.value)
                 }
             }

@@ -1,0 +1,121 @@
+import NIOCore
+import NIOHTTP1
+
+/// Writes the gateway's upstream requests as HTTP/1.1 bytes. The head and a body that fits in one piece leave as one
+/// buffer: one write to the socket (and one TLS record to an `https` upstream), where NIO's `HTTPRequestEncoder`
+/// writes head, body and end as separate buffers and checks again the framing headers the gateway has already set.
+///
+/// It serves what `UpstreamConnection.send` writes: a head that carries its own framing (`Content-Length` when a body
+/// follows, nothing when none does), then at most one body buffer, then the end. A header name or value with a CR,
+/// LF or NUL byte, a file-region body or trailers fail their write (the request then fails, and the client gets 502):
+/// the gateway never sends them, and none of them may reach the upstream.
+final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
+    typealias OutboundIn = HTTPClientRequestPart
+    typealias OutboundOut = IOData
+
+    /// What the encoder refuses to write.
+    enum EncodingError: Error, Equatable {
+        /// A header name or value contains CR, LF or NUL (header injection).
+        case invalidHeader(String)
+        /// A body as a file region, or trailers: never sent by the gateway.
+        case unsupportedPart
+    }
+
+    /// Bodies up to this size are copied behind the head; larger ones are written as their own buffer.
+    static let coalescedBodyBytes = 16 * 1024
+
+    private var pending: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+
+    /// A new encoder, for one upstream connection.
+    init() {}
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            writePending(context: context)
+            var buffer = context.channel.allocator.buffer(capacity: 512)
+            do {
+                try Self.render(head, into: &buffer)
+            } catch {
+                promise?.fail(error)
+                context.fireErrorCaught(error)
+                return
+            }
+            pending = buffer
+            hold(promise)
+        case .body(.byteBuffer(var body)):
+            if pending != nil && body.readableBytes <= Self.coalescedBodyBytes {
+                pending!.writeBuffer(&body)
+                hold(promise)
+            } else {
+                writePending(context: context)
+                context.write(wrapOutboundOut(.byteBuffer(body)), promise: promise)
+            }
+        case .body(.fileRegion):
+            fail(promise, context: context)
+        case .end(let trailers):
+            guard trailers == nil else { return fail(promise, context: context) }
+            hold(promise)
+            if pending == nil, let promise = pendingPromise {
+                // Everything was written already: the end completes after it.
+                pendingPromise = nil
+                context.write(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+            }
+            writePending(context: context)
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        writePending(context: context)
+        context.flush()
+    }
+
+    /// `METHOD target HTTP/1.1`, the headers as given, and the blank line.
+    static func render(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) throws(EncodingError) {
+        buffer.writeString(head.method.rawValue)
+        buffer.writeInteger(UInt8(ascii: " "))
+        guard isClean(head.uri) else { throw .invalidHeader("request target") }
+        buffer.writeString(head.uri)
+        buffer.writeStaticString(" HTTP/")
+        buffer.writeString(String(head.version.major))
+        buffer.writeInteger(UInt8(ascii: "."))
+        buffer.writeString(String(head.version.minor))
+        buffer.writeStaticString("\r\n")
+        for (name, value) in head.headers {
+            guard isClean(name) else { throw .invalidHeader("header name") }
+            guard isClean(value) else { throw .invalidHeader("value of header \(name)") }
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        buffer.writeStaticString("\r\n")
+    }
+
+    private static func isClean(_ text: String) -> Bool {
+        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+    }
+
+    private func hold(_ promise: EventLoopPromise<Void>?) {
+        guard let promise else { return }
+        if let held = pendingPromise {
+            held.futureResult.cascade(to: promise)
+        } else {
+            pendingPromise = promise
+        }
+    }
+
+    private func writePending(context: ChannelHandlerContext) {
+        guard let buffer = pending else { return }
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
+    }
+
+    private func fail(_ promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        promise?.fail(EncodingError.unsupportedPart)
+        context.fireErrorCaught(EncodingError.unsupportedPart)
+    }
+}
