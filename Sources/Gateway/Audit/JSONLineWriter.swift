@@ -116,8 +116,18 @@ struct JSONLineWriter {
             var index = 0
             while index < utf8.count {
                 let byte = utf8[index]
-                if byte >= 0x20 && byte < 0x7F {
-                    if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { bytes.append(UInt8(ascii: "\\")) }
+                if byte >= 0x20 && byte < 0x7F && byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") {
+                    // A run of bytes that need no escape is copied in one piece.
+                    let start = index
+                    index += 1
+                    while index < utf8.count, utf8[index] >= 0x20, utf8[index] < 0x7F, utf8[index] != UInt8(ascii: "\""),
+                        utf8[index] != UInt8(ascii: "\\")
+                    {
+                        index += 1
+                    }
+                    bytes.append(contentsOf: UnsafeBufferPointer(rebasing: utf8[start..<index]))
+                } else if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") {
+                    bytes.append(UInt8(ascii: "\\"))
                     bytes.append(byte)
                     index += 1
                 } else if byte < 0x80 {

@@ -374,6 +374,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // Finished before the end is written: writing it may deliver the next pipelined request at once. (While
             // shutting down, the connection closes only once the end is written.)
             let written: EventLoopFuture<Void>
+            if !draining && !close {
+                // The common case: nothing waits for the end to be written (no promise to allocate).
+                exchangeFinished()
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             if draining {
                 written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
                 if !close { exchangeFinished(ending: written) }
