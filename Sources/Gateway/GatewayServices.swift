@@ -6,47 +6,142 @@ public import Policy
 import Synchronization
 
 /// Everything the MCP endpoint needs to decide and forward: shared by all connections, safe across threads.
+///
+/// A value whose members live in one shared box: every connection handler and decision holds a copy, and a copy
+/// costs one reference count instead of one per member. The members that can be set (`oauth`, `keyFetcher`,
+/// `introspector`, `sharedLimits`, while the gateway is assembled) are copied on write, so a copy never sees another
+/// copy's change.
 public struct GatewayServices: Sendable {
+    /// The members. Mutated only through `GatewayServices`' setters, on a box no other copy holds.
+    private final class Storage: @unchecked Sendable {
+        let identity: AuthenticatorStore
+        let policy: PolicyEngine
+        let audit: AuditLog
+        let upstream: UpstreamClient
+        let sessionHandles: SessionHandles
+        let limits: GatewayLimits
+        let mcpPath: String
+        var oauth: OAuthResources?
+        var keyFetcher: RemoteKeyFetcher?
+        let metrics: GatewayMetrics
+        let operationalLogThrottle: LogThrottle
+        let logger: Logger
+        var introspector: TokenIntrospector?
+        var sharedLimits: SharedLimiter?
+        let requestIDs: RequestIDs
+        let legacyStreams: LegacyStreams
+        let toolHeaders: ToolHeaderSchemas
+        let offloaded: OffloadCounter
+        let clock: @Sendable () -> Double
+
+        init(
+            identity: AuthenticatorStore, policy: PolicyEngine, audit: AuditLog, upstream: UpstreamClient,
+            sessionHandles: SessionHandles, limits: GatewayLimits, mcpPath: String, metrics: GatewayMetrics, logger: Logger,
+            clock: @escaping @Sendable () -> Double
+        ) {
+            self.identity = identity
+            self.policy = policy
+            self.audit = audit
+            self.upstream = upstream
+            self.sessionHandles = sessionHandles
+            self.limits = limits
+            self.mcpPath = mcpPath
+            self.metrics = metrics
+            self.operationalLogThrottle = LogThrottle()
+            self.logger = logger
+            self.requestIDs = RequestIDs()
+            self.legacyStreams = LegacyStreams()
+            self.toolHeaders = ToolHeaderSchemas()
+            self.offloaded = OffloadCounter()
+            self.clock = clock
+        }
+
+        /// A box with the same members (the shared ones shared), for a copy that is about to change one.
+        private init(copying other: Storage) {
+            identity = other.identity
+            policy = other.policy
+            audit = other.audit
+            upstream = other.upstream
+            sessionHandles = other.sessionHandles
+            limits = other.limits
+            mcpPath = other.mcpPath
+            oauth = other.oauth
+            keyFetcher = other.keyFetcher
+            metrics = other.metrics
+            operationalLogThrottle = other.operationalLogThrottle
+            logger = other.logger
+            introspector = other.introspector
+            sharedLimits = other.sharedLimits
+            requestIDs = other.requestIDs
+            legacyStreams = other.legacyStreams
+            toolHeaders = other.toolHeaders
+            offloaded = other.offloaded
+            clock = other.clock
+        }
+
+        func copy() -> Storage { Storage(copying: self) }
+    }
+
+    private var storage: Storage
+
+    /// The box, made this copy's own before a member changes.
+    private mutating func ownStorage() -> Storage {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        return storage
+    }
+
     /// Authenticates callers (replaceable on SIGHUP).
-    public let identity: AuthenticatorStore
+    public var identity: AuthenticatorStore { storage.identity }
     /// The authenticator in force.
     public var authenticator: Authenticator { identity.authenticator }
     /// Decides calls.
-    public let policy: PolicyEngine
+    public var policy: PolicyEngine { storage.policy }
     /// Records decisions.
-    public let audit: AuditLog
+    public var audit: AuditLog { storage.audit }
     /// The upstream client: tenants' upstreams, per-event-loop pools, budgets.
-    public let upstream: UpstreamClient
+    public var upstream: UpstreamClient { storage.upstream }
     /// Sealed session handles and event ids (no session table: any process with the keys opens them).
-    public let sessionHandles: SessionHandles
+    public var sessionHandles: SessionHandles { storage.sessionHandles }
     /// Per-request bounds.
-    public let limits: GatewayLimits
+    public var limits: GatewayLimits { storage.limits }
     /// The path of the MCP endpoint (default `/mcp`).
-    public let mcpPath: String
+    public var mcpPath: String { storage.mcpPath }
     /// What the gateway publishes as an OAuth protected resource (RFC 9728), if configured.
-    public var oauth: OAuthResources?
+    public var oauth: OAuthResources? {
+        get { storage.oauth }
+        set { ownStorage().oauth = newValue }
+    }
     /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
-    public var keyFetcher: RemoteKeyFetcher?
+    public var keyFetcher: RemoteKeyFetcher? {
+        get { storage.keyFetcher }
+        set { ownStorage().keyFetcher = newValue }
+    }
     /// Prometheus metrics, counted from the audit records and read at scrape time.
-    public let metrics: GatewayMetrics
+    public var metrics: GatewayMetrics { storage.metrics }
     /// Holds back repeated log lines about one failing thing (an unreachable upstream).
-    let operationalLogThrottle = LogThrottle()
+    var operationalLogThrottle: LogThrottle { storage.operationalLogThrottle }
     /// The log of what operators must see (upstream failures), rate-limited per cause.
-    let logger: Logger
+    var logger: Logger { storage.logger }
     /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
-    public var introspector: TokenIntrospector?
+    public var introspector: TokenIntrospector? {
+        get { storage.introspector }
+        set { ownStorage().introspector = newValue }
+    }
     /// Rate limits shared across replicas through Redis, if configured.
-    public var sharedLimits: SharedLimiter?
+    public var sharedLimits: SharedLimiter? {
+        get { storage.sharedLimits }
+        set { ownStorage().sharedLimits = newValue }
+    }
     /// Request ids.
-    let requestIDs = RequestIDs()
+    var requestIDs: RequestIDs { storage.requestIDs }
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.
-    let legacyStreams = LegacyStreams()
+    var legacyStreams: LegacyStreams { storage.legacyStreams }
     /// The `Mcp-Param-*` headers tenants' tools mirror, learned from `tools/list` results.
-    public let toolHeaders = ToolHeaderSchemas()
+    public var toolHeaders: ToolHeaderSchemas { storage.toolHeaders }
     /// Work taken off the event loops at once (fresh signature checks, large decisions).
-    private let offloaded = OffloadCounter()
+    private var offloaded: OffloadCounter { storage.offloaded }
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
-    private let clock: @Sendable () -> Double
+    private var clock: @Sendable () -> Double { storage.clock }
 
     /// Services from their parts. Fails when an upstream URL or its TLS settings are invalid.
     public init(
@@ -54,17 +149,12 @@ public struct GatewayServices: Sendable {
         sessionHandles: SessionHandles = .singleProcess(), limits: GatewayLimits = GatewayLimits(), mcpPath: String = "/mcp",
         clock: (@Sendable () -> Double)? = nil, logger: Logger = Logger(label: "mcpgw")
     ) throws(UpstreamConfigurationError) {
-        self.identity = AuthenticatorStore(authenticator)
-        self.policy = policy
-        self.audit = audit
-        self.upstream = try UpstreamClient(upstreams: upstreams, limits: limits, logger: logger)
-        self.sessionHandles = sessionHandles
-        self.limits = limits
-        self.mcpPath = mcpPath
-        self.metrics = GatewayMetrics(policy: policy.snapshot)
-        self.logger = logger
         let origin = NIODeadline.now()
-        self.clock = clock ?? { Double((NIODeadline.now() - origin).nanoseconds) / 1e9 }
+        storage = Storage(
+            identity: AuthenticatorStore(authenticator), policy: policy, audit: audit,
+            upstream: try UpstreamClient(upstreams: upstreams, limits: limits, logger: logger), sessionHandles: sessionHandles,
+            limits: limits, mcpPath: mcpPath, metrics: GatewayMetrics(policy: policy.snapshot), logger: logger,
+            clock: clock ?? { Double((NIODeadline.now() - origin).nanoseconds) / 1e9 })
     }
 
     /// Seconds on a monotonic clock, for rate limiting.

@@ -29,7 +29,7 @@ public struct JSONRPCMessage: Sendable {
     static func check(_ value: JSONValue) throws(MCPRequestError) -> JSONRPCMessage {
         guard case .object(let object) = value else { throw .invalidRequest("a JSON-RPC message must be an object", id: nil) }
         let id = object["id"]
-        if let unknown = object.keys.first(where: { !allowedKeys.contains($0) }) {
+        if let unknown = object.members.first(where: { !allowedKeys.contains($0.key) })?.key {
             throw .invalidRequest("unknown member \"\(unknown)\" in a JSON-RPC message", id: validID(id))
         }
         guard object["jsonrpc"] == .string("2.0") else { throw .invalidRequest("\"jsonrpc\" must be \"2.0\"", id: validID(id)) }
