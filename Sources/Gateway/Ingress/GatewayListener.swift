@@ -76,7 +76,7 @@ public final class GatewayListener: Sendable {
                         headTimeout: TimeAmount(limits.requestHeadTimeout), minimumBytesPerSecond: limits.minimumBodyBytesPerSecond,
                         gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
                     try pipeline.addHandler(slowClients)
-                    try pipeline.addHandler(IdleStateHandler(allTimeout: idleTimeout))
+                    try pipeline.addHandler(IdleConnectionTimer(timeout: idleTimeout))
                     // NIO's HTTP/1.1 codec without its pipelining handler (the connection handler holds pipelined
                     // requests itself, without toggling read interest per request) or outbound header validation
                     // (every header the gateway writes is a constant or came through the HTTP parser).

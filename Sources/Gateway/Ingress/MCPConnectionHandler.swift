@@ -133,7 +133,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             draining = true
             if case .idle = machine.state { context.close(promise: nil) }
             return
-        } else if event is IdleStateHandler.IdleStateEvent {
+        } else if event is ConnectionIdle {
             // Idle means no bytes either way; a quiet stream being relayed is not idle.
             if case .idle = machine.state { context.close(promise: nil) }
             return

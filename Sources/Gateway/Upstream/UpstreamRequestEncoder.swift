@@ -45,8 +45,11 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
             pending = buffer
             hold(promise)
         case .body(.byteBuffer(var body)):
-            if pending != nil && body.readableBytes <= Self.coalescedBodyBytes {
-                pending!.writeBuffer(&body)
+            if var buffer = pending, body.readableBytes <= Self.coalescedBodyBytes {
+                // Taken out first, so the buffer is uniquely held and grows in place.
+                pending = nil
+                buffer.writeBuffer(&body)
+                pending = buffer
                 hold(promise)
             } else {
                 writePending(context: context)
