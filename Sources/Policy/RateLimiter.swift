@@ -98,7 +98,15 @@ public final class RateLimiter: Sendable {
                 }
                 keys.append(key)
             }
-            if added { indices = keys.map { shard.entries.index(forKey: $0)! } }
+            if added {
+                // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
+                // full bucket is swept): it comes back full, which is what it was.
+                for (limit, key) in zip(applicable, keys) where shard.entries[key] == nil {
+                    shard.entries[key] = Entry(
+                        bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+                }
+                indices = keys.map { shard.entries.index(forKey: $0)! }
+            }
             for (limit, index) in zip(applicable, indices) {
                 // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
                 if shard.entries.values[index].rate != limit.ratePerSecond || shard.entries.values[index].burst != limit.burst {

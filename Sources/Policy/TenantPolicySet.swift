@@ -68,25 +68,23 @@ public struct TenantPolicySet: Sendable {
     func candidates(for request: PolicyRequest) -> [Int] {
         guard request.method == "tools/call" else { return byMethod[request.method] ?? [] }
         guard let tool = request.target else { return anyTool }
-        // Each list is sorted and free of repeats; most calls find one list, which is then the answer as it is (this
-        // runs for every call, so no set is built unless lists must be merged).
+        // Each list is sorted and free of repeats; most calls find one list, which is then the answer as it is, shared
+        // (this runs for every call, so nothing is allocated unless lists must be merged).
         var found = anyTool
-        var lists = found.isEmpty ? 0 : 1
-        if let exact = exactTools[tool] {
-            found += exact
-            lists += 1
+        var others: [[Int]] = []
+        func take(_ list: [Int]) {
+            if found.isEmpty { found = list } else if !list.isEmpty { others.append(list) }
         }
+        if let exact = exactTools[tool] { take(exact) }
         if !prefixLengths.isEmpty {
             let count = tool.count
             for length in prefixLengths {
                 guard length < count else { break }
-                if let rules = prefixTools[String(tool.prefix(length))] {
-                    found += rules
-                    lists += 1
-                }
+                if let rules = prefixTools[String(tool.prefix(length))] { take(rules) }
             }
         }
-        guard lists > 1 else { return found }
+        guard !others.isEmpty else { return found }
+        for list in others { found += list }
         found.sort()
         var merged: [Int] = []
         merged.reserveCapacity(found.count)
@@ -116,6 +114,9 @@ public struct TenantPolicySet: Sendable {
         return permitted || defaultAction != .deny
     }
 
+    /// Which matching rule's effect decides: a deny wins over an audit, which wins over an allow.
+    private static let precedence: [PolicyAction] = [.deny, .audit, .allow]
+
     /// The policy's answer for `request` (rate limits are not consulted here).
     public func evaluate(_ request: PolicyRequest) -> PolicyDecision {
         var request = request
@@ -139,7 +140,7 @@ public struct TenantPolicySet: Sendable {
                 matches.append(match)
             }
         }
-        for wanted in [PolicyAction.deny, .audit, .allow] {
+        for wanted in Self.precedence {
             if let deciding = matches.first(where: { $0.effect == wanted }) {
                 let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
                 // Full arguments are logged only when the deciding rule asks: a call denied by one rule never has its
@@ -148,8 +149,9 @@ public struct TenantPolicySet: Sendable {
                     outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
                     matches: matches, logArguments: deciding.logArguments)
                 if wanted != .deny { decision.callTimeoutSeconds = deciding.callTimeoutSeconds }
-                let denials = matches.filter { $0.effect == .deny }
-                if wanted == .deny, denials.allSatisfy({ !$0.requiredScopes.isEmpty }) {
+                if wanted == .deny, case let denials = matches.filter({ $0.effect == .deny }),
+                    denials.allSatisfy({ !$0.requiredScopes.isEmpty })
+                {
                     // Denied only for want of scopes: a token with these would pass the rules that denied it.
                     var needed: [String] = []
                     for scope in denials.flatMap(\.requiredScopes) where !needed.contains(scope) { needed.append(scope) }
@@ -203,7 +205,9 @@ public struct TenantPolicySet: Sendable {
         guard let allLeaves = arguments.leaves else {
             return match(.deny, arguments.refusal?.reason ?? ArgumentCanonicalizer.Refusal.tooManyValues.reason)
         }
-        let leaves = rule.inspectsNestedJSON ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
+        let leaves =
+            rule.inspectsNestedJSON || !allLeaves.contains(where: \.isInsideJSONString)
+            ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
         let topLevel = arguments.topLevelTypes
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
         if findings.isEmpty {

@@ -30,7 +30,9 @@ struct AuditRecordTests {
 
     @Test("time and latency are written in place: ISO 8601 UTC, and milliseconds with three decimals")
     func timeAndLatency() throws {
-        for (microseconds, text) in [(0, "0.000"), (5, "0.005"), (1234, "1.234"), (60_000_001, "60000.001")] {
+        for (microseconds, text) in [
+            (0, "0.000"), (5, "0.005"), (1234, "1.234"), (60_000_001, "60000.001"), (-5, "-0.005"), (-1500, "-1.500"),
+        ] {
             var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .allow, reason: "ok")
             record.unixMilliseconds = 1_795_566_449_777
             record.latencyMicroseconds = microseconds

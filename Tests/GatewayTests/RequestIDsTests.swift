@@ -25,6 +25,14 @@ struct RequestIDsTests {
         #expect(!MCPHeaderValue.isHeader("contentXtype", "content-type"))
     }
 
+    @Test("header values' prefixes compare without regard to ASCII case")
+    func valuePrefixes() {
+        #expect(MCPHeaderValue.hasPrefix("Application/JSON; charset=utf-8", "application/json"))
+        #expect(MCPHeaderValue.hasPrefix("text/event-stream", "text/event-stream"))
+        #expect(!MCPHeaderValue.hasPrefix("application/jso", "application/json"))
+        #expect(!MCPHeaderValue.hasPrefix("text/html", "application/json"))
+    }
+
     @Test("a repeated single-valued header is found whatever its case, in the list's order")
     func repeatedHeaders() {
         #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([("Accept", "a"), ("Content-Type", "x")])) == nil)

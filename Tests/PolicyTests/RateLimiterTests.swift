@@ -17,6 +17,17 @@ struct RateLimiterTests {
         limiter.consume(tenant: "acme", agent: agent, method: "tools/call", tool: tool, limits: limits, now: now)?.retryAfter
     }
 
+    @Test("a shard at its cap: a sweep for one limit of a call never loses another limit's bucket of the same call")
+    func sweepDuringOneCall() {
+        // One bucket per shard: the first limit's new (full) bucket fills the shard; the second limit finds it full,
+        // sweeps, and the sweep drops that first bucket. The call must still be counted by both (and not crash).
+        let limiter = RateLimiter(maximumBuckets: 1, shardCount: 1)
+        let limits = [Self.limit("A", rate: 1, burst: 2, per: .tenant), Self.limit("B", rate: 1, burst: 2, per: .agentTool)]
+        #expect(take(limiter, limits, at: 100) == nil)
+        #expect(take(limiter, limits, agent: "b", at: 200) == nil)
+        #expect(take(limiter, limits, agent: "c", at: 300) == nil)
+    }
+
     @Test("burst, then refusal with a retry time, then refill at the rate")
     func burstAndRefill() {
         let limiter = RateLimiter()

@@ -43,10 +43,11 @@ struct JSONLineWriter {
         bytes.append(UInt8(ascii: "\""))
     }
 
-    /// `"key":<milliseconds with three decimals>` for a non-negative duration in microseconds (`1234` → `1.234`).
+    /// `"key":<milliseconds with three decimals>` for a duration in microseconds (`1234` → `1.234`, `-5` → `-0.005`).
     mutating func milliseconds(_ key: StaticString, microseconds: Int) {
         member(key)
-        Self.appendInteger(microseconds / 1000, to: &bytes)
+        if microseconds < 0 { bytes.append(UInt8(ascii: "-")) }
+        Self.appendInteger(abs(microseconds / 1000), to: &bytes)
         let fraction = abs(microseconds % 1000)
         bytes.append(UInt8(ascii: "."))
         bytes.append(UInt8(ascii: "0") + UInt8(fraction / 100))

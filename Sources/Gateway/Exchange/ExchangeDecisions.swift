@@ -187,7 +187,7 @@ struct ExchangeDecisions {
             if let version = head.headers.first(name: "mcp-protocol-version"), !MCPMethod.knownVersions.contains(version) {
                 return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
             }
-            if let type = head.headers.first(name: "content-type"), !type.lowercased().hasPrefix("application/json") {
+            if let type = head.headers.first(name: "content-type"), !MCPHeaderValue.hasPrefix(type, "application/json") {
                 return request.malformed(.invalidRequest("Content-Type must be application/json", id: nil), status: .unsupportedMediaType)
             }
         case .GET:

@@ -69,7 +69,9 @@ struct ExchangeStateMachine {
 
     /// The state.
     private(set) var state = State.idle
-    private var body = ByteBuffer()
+    private var body = Self.noBody
+    /// An empty body, shared: resetting `body` to it allocates nothing (a new or cleared buffer would).
+    private static let noBody = ByteBuffer()
     private var requestEnded = false
     private var keepAlive = true
     private var requestMethod = HTTPMethod.GET
@@ -101,7 +103,7 @@ struct ExchangeStateMachine {
             return .closeConnection
         }
         state = .authenticating
-        body.clear()
+        body = Self.noBody
         requestEnded = false
         keepAlive = head.isKeepAlive
         requestMethod = head.method
@@ -130,13 +132,11 @@ struct ExchangeStateMachine {
         switch state {
         case .authenticating:
             guard body.readableBytes + part.readableBytes <= limits.maximumBodyBytes else { return .refuseBodyTooLarge }
-            var part = part
-            body.writeBuffer(&part)
+            collect(part)
             return body.readableBytes > limits.preAuthenticationBodyBytes ? .pauseReading : .none
         case .receivingBody:
             guard body.readableBytes + part.readableBytes <= limits.maximumBodyBytes else { return .refuseBodyTooLarge }
-            var part = part
-            body.writeBuffer(&part)
+            collect(part)
             return .none
         case .draining(let allowance):
             let left = allowance - part.readableBytes
@@ -151,6 +151,17 @@ struct ExchangeStateMachine {
         }
     }
 
+    /// Adds a piece to the body. The first piece is kept as it came (a body read whole, nearly every request, is then
+    /// never copied); later ones are appended.
+    private mutating func collect(_ part: ByteBuffer) {
+        if body.readableBytes == 0 {
+            body = part
+        } else {
+            var part = part
+            body.writeBuffer(&part)
+        }
+    }
+
     /// The request is complete.
     mutating func requestEnd() -> Action {
         requestEnded = true
@@ -158,7 +169,7 @@ struct ExchangeStateMachine {
         case .receivingBody:
             state = .deciding
             let complete = body
-            body = ByteBuffer()
+            body = Self.noBody
             return .decide(complete)
         case .draining:
             state = .idle
@@ -229,7 +240,7 @@ struct ExchangeStateMachine {
         if collect && (200..<300).contains(head.status.code) && head.status.code != 204 && head.status.code != 205 {
             state = .collecting
             collectedHead = head
-            body.clear()
+            body = Self.noBody
             return .none
         }
         let framed = ResponseFraming.frame(
@@ -263,7 +274,7 @@ struct ExchangeStateMachine {
             return .writeResponseEnd(closeConnection: close)
         case .collecting:
             let collected = body
-            body = ByteBuffer()
+            body = Self.noBody
             return .filterCollected(status: collectedHead!, body: collected)
         default:
             return .none

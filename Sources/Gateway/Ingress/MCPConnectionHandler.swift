@@ -638,27 +638,39 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         self.plan = plan
         machine.forwarded()
         let head = upstreamRequestHead(endpoint, body: plan.body)
+        let pool = services.upstream.pool(for: context.eventLoop)
+        if let connection = pool.idleConnection(endpoint) {
+            return send(head, plan: plan, endpoint: endpoint, on: connection, services: services)
+        }
         let generation = self.generation
-        services.upstream.pool(for: context.eventLoop).acquire(endpoint) { [self] result in
+        pool.acquire(endpoint) { [self] result in
             switch result {
             case .success(let connection):
                 guard generation == self.generation, case .forwarding = machine.state else {
                     connection.cancel()
                     return
                 }
-                upstream = connection
-                // A tools/call may run as long as its tenant allows: a JSON-answering upstream sends its head last.
-                let headTimeout =
-                    plan.isToolCall
-                    ? plan.ruleCallTimeout ?? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
-                connection.send(
-                    head, body: plan.body, to: self, headTimeout: TimeAmount(headTimeout),
-                    idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))
+                send(head, plan: plan, endpoint: endpoint, on: connection, services: services)
             case .failure(let error):
                 guard generation == self.generation else { return }
                 upstreamFailed(error)
             }
         }
+    }
+
+    /// Sends the request on `connection`, which this exchange now holds.
+    private func send(
+        _ head: HTTPRequestHead, plan: ForwardPlan, endpoint: UpstreamEndpoint, on connection: UpstreamConnection,
+        services: GatewayServices
+    ) {
+        upstream = connection
+        // A tools/call may run as long as its tenant allows: a JSON-answering upstream sends its head last.
+        let headTimeout =
+            plan.isToolCall
+            ? plan.ruleCallTimeout ?? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
+        connection.send(
+            head, body: plan.body, to: self, headTimeout: TimeAmount(headTimeout),
+            idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))
     }
 
     /// The JSON-RPC id an error about the upstream answers: the request's, for a body of one request (a batch, a
@@ -798,7 +810,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
             head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: services.sessionHandles.seal(session: session, for: principal))
         }
-        let isEventStream = head.headers.first(name: "content-type")?.lowercased().hasPrefix("text/event-stream") ?? false
+        let isEventStream = head.headers.first(name: "content-type").map { MCPHeaderValue.hasPrefix($0, "text/event-stream") } ?? false
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true
         // A list answer that is not SSE is collected and filtered, whatever its 2xx status; so is a GET stream that
         // answers with anything but SSE.
@@ -924,7 +936,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // Whatever could be read as JSON is filtered, whatever its content type says; what cannot (a `202 Accepted`
         // in plain text) holds no list any client would read, and goes on as it came.
         let first = bytes.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
-        guard contentType.lowercased().hasPrefix("application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        guard MCPHeaderValue.hasPrefix(contentType, "application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
         else {
             var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
             passed.body = bytes

@@ -17,6 +17,13 @@ enum MCPHeaderValue {
         name.utf8.count == lowercaseName.utf8.count && name.utf8.elementsEqual(lowercaseName.utf8) { lowercased($0) == $1 }
     }
 
+    /// Whether header value `text` starts with `lowercasePrefix` (given in lower case), ignoring ASCII case, without
+    /// building a lower-cased copy (`Content-Type: Application/JSON; charset=utf-8`).
+    static func hasPrefix(_ text: String, _ lowercasePrefix: String) -> Bool {
+        text.utf8.count >= lowercasePrefix.utf8.count
+            && zip(text.utf8, lowercasePrefix.utf8).allSatisfy { pair in lowercased(pair.0) == pair.1 }
+    }
+
     private static func lowercased(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }

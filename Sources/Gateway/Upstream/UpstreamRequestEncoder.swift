@@ -8,7 +8,8 @@ import NIOHTTP1
 /// It serves what `UpstreamConnection.send` writes: a head that carries its own framing (`Content-Length` when a body
 /// follows, nothing when none does), then at most one body buffer, then the end. A header name or value with a CR,
 /// LF or NUL byte, a file-region body or trailers fail their write (the request then fails, and the client gets 502):
-/// the gateway never sends them, and none of them may reach the upstream.
+/// the gateway never sends them, and none of them may reach the upstream. After a refused head, the request's body and
+/// end are refused too, so no body is ever written without its head.
 final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHandler {
     typealias OutboundIn = HTTPClientRequestPart
     typealias OutboundOut = IOData
@@ -26,6 +27,8 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
 
     private var pending: ByteBuffer?
     private var pendingPromise: EventLoopPromise<Void>?
+    /// The current request's head was refused: its body and end are refused too (never written without a head).
+    private var refused = false
 
     /// A new encoder, for one upstream connection.
     init() {}
@@ -38,12 +41,16 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
             do {
                 try Self.render(head, into: &buffer)
             } catch {
+                refused = true
                 promise?.fail(error)
                 context.fireErrorCaught(error)
                 return
             }
+            refused = false
             pending = buffer
             hold(promise)
+        case .body where refused, .end where refused:
+            promise?.fail(EncodingError.unsupportedPart)
         case .body(.byteBuffer(var body)):
             if var buffer = pending, body.readableBytes <= Self.coalescedBodyBytes {
                 // Taken out first, so the buffer is uniquely held and grows in place.
