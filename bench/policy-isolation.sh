@@ -72,46 +72,12 @@ die() { echo "policy-isolation.sh: $*" >&2; exit 1; }
 for cmd in nginx taskset timeout; do command -v "$cmd" >/dev/null 2>&1 || die "missing: $cmd (bench/install-bench-deps.sh)"; done
 [ "$PERF" = 0 ] || command -v perf >/dev/null 2>&1 || die "--perf needs perf"
 [[ $SETUPS == *pinned* ]] && { taskset -c 1 true 2>/dev/null || die "the pinned setup needs 2 CPUs (set BENCH_SETUPS=shared)"; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Process handling (start, stop, wait_port, cleanup on exit) and port_busy, shared with the other benchmarks.
+source "$ROOT/bench/lib.sh"
 for p in $UPORT $GPORT; do port_busy "$p" && die "127.0.0.1:$p is already in use"; done
 
 mkdir -p "$W/run" || die "cannot create $W"
 rm -rf "$W"/run/* "$W/policies"
-
-# ---------------------------------------------------------------------------------------------- processes
-declare -A PID=()
-cleanup() {
-  local name
-  for name in "${!PID[@]}"; do kill "${PID[$name]}" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for name in "${!PID[@]}"; do kill -0 "${PID[$name]}" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for name in "${!PID[@]}"; do kill -0 "${PID[$name]}" 2>/dev/null && kill -KILL "${PID[$name]}" 2>/dev/null; done
-  wait 2>/dev/null
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-start() { local name=$1; shift; "$@" >"$W/run/$name.log" 2>&1 & PID[$name]=$!; }
-stop() {
-  local name=$1 p=${PID[$1]:-}
-  [ -n "$p" ] || return 0
-  kill "$p" 2>/dev/null
-  for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-  wait "$p" 2>/dev/null
-  unset "PID[$name]"
-}
-wait_port() {
-  for _ in $(seq 1 100); do
-    port_busy "$2" && return 0
-    kill -0 "${PID[$1]}" 2>/dev/null || { echo "$1 exited:" >&2; tail -n 20 "$W/run/$1.log" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "$1 is not listening on 127.0.0.1:$2 after 10 s" >&2; return 1
-}
 
 # ---------------------------------------------------------------------------------------------- upstream
 # bench/compare's upstream, on UPORT, with its pid/log in our work folder and no request-body limit (nginx's
