@@ -7,13 +7,12 @@ import Synchronization
 
 /// Everything the MCP endpoint needs to decide and forward: shared by all connections, safe across threads.
 ///
-/// A value whose members live in one shared box: every connection handler and decision holds a copy, and a copy
-/// costs one reference count instead of one per member. The members that can be set (`oauth`, `keyFetcher`,
-/// `introspector`, `sharedLimits`, while the gateway is assembled) are copied on write, so a copy never sees another
-/// copy's change.
+/// Every connection handler and decision holds a copy, so the parts that never change after start-up live in one
+/// shared, immutable box: a copy costs a few reference counts instead of one per member. The few members set while
+/// the gateway is assembled (`oauth`, `keyFetcher`, `introspector`, `sharedLimits`) are ordinary stored properties.
 public struct GatewayServices: Sendable {
-    /// The members. Mutated only through `GatewayServices`' setters, on a box no other copy holds.
-    private final class Storage: @unchecked Sendable {
+    /// The members fixed at start-up.
+    private final class Parts: Sendable {
         let identity: AuthenticatorStore
         let policy: PolicyEngine
         let audit: AuditLog
@@ -21,17 +20,13 @@ public struct GatewayServices: Sendable {
         let sessionHandles: SessionHandles
         let limits: GatewayLimits
         let mcpPath: String
-        var oauth: OAuthResources?
-        var keyFetcher: RemoteKeyFetcher?
         let metrics: GatewayMetrics
-        let operationalLogThrottle: LogThrottle
+        let operationalLogThrottle = LogThrottle()
         let logger: Logger
-        var introspector: TokenIntrospector?
-        var sharedLimits: SharedLimiter?
-        let requestIDs: RequestIDs
-        let legacyStreams: LegacyStreams
-        let toolHeaders: ToolHeaderSchemas
-        let offloaded: OffloadCounter
+        let requestIDs = RequestIDs()
+        let legacyStreams = LegacyStreams()
+        let toolHeaders = ToolHeaderSchemas()
+        let offloaded = OffloadCounter()
         let clock: @Sendable () -> Double
 
         init(
@@ -47,48 +42,12 @@ public struct GatewayServices: Sendable {
             self.limits = limits
             self.mcpPath = mcpPath
             self.metrics = metrics
-            self.operationalLogThrottle = LogThrottle()
             self.logger = logger
-            self.requestIDs = RequestIDs()
-            self.legacyStreams = LegacyStreams()
-            self.toolHeaders = ToolHeaderSchemas()
-            self.offloaded = OffloadCounter()
             self.clock = clock
         }
-
-        /// A box with the same members (the shared ones shared), for a copy that is about to change one.
-        private init(copying other: Storage) {
-            identity = other.identity
-            policy = other.policy
-            audit = other.audit
-            upstream = other.upstream
-            sessionHandles = other.sessionHandles
-            limits = other.limits
-            mcpPath = other.mcpPath
-            oauth = other.oauth
-            keyFetcher = other.keyFetcher
-            metrics = other.metrics
-            operationalLogThrottle = other.operationalLogThrottle
-            logger = other.logger
-            introspector = other.introspector
-            sharedLimits = other.sharedLimits
-            requestIDs = other.requestIDs
-            legacyStreams = other.legacyStreams
-            toolHeaders = other.toolHeaders
-            offloaded = other.offloaded
-            clock = other.clock
-        }
-
-        func copy() -> Storage { Storage(copying: self) }
     }
 
-    private var storage: Storage
-
-    /// The box, made this copy's own before a member changes.
-    private mutating func ownStorage() -> Storage {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
-        return storage
-    }
+    private let storage: Parts
 
     /// Authenticates callers (replaceable on SIGHUP).
     public var identity: AuthenticatorStore { storage.identity }
@@ -107,15 +66,9 @@ public struct GatewayServices: Sendable {
     /// The path of the MCP endpoint (default `/mcp`).
     public var mcpPath: String { storage.mcpPath }
     /// What the gateway publishes as an OAuth protected resource (RFC 9728), if configured.
-    public var oauth: OAuthResources? {
-        get { storage.oauth }
-        set { ownStorage().oauth = newValue }
-    }
+    public var oauth: OAuthResources?
     /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
-    public var keyFetcher: RemoteKeyFetcher? {
-        get { storage.keyFetcher }
-        set { ownStorage().keyFetcher = newValue }
-    }
+    public var keyFetcher: RemoteKeyFetcher?
     /// Prometheus metrics, counted from the audit records and read at scrape time.
     public var metrics: GatewayMetrics { storage.metrics }
     /// Holds back repeated log lines about one failing thing (an unreachable upstream).
@@ -123,15 +76,9 @@ public struct GatewayServices: Sendable {
     /// The log of what operators must see (upstream failures), rate-limited per cause.
     var logger: Logger { storage.logger }
     /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
-    public var introspector: TokenIntrospector? {
-        get { storage.introspector }
-        set { ownStorage().introspector = newValue }
-    }
+    public var introspector: TokenIntrospector?
     /// Rate limits shared across replicas through Redis, if configured.
-    public var sharedLimits: SharedLimiter? {
-        get { storage.sharedLimits }
-        set { ownStorage().sharedLimits = newValue }
-    }
+    public var sharedLimits: SharedLimiter?
     /// Request ids.
     var requestIDs: RequestIDs { storage.requestIDs }
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.
@@ -150,7 +97,7 @@ public struct GatewayServices: Sendable {
         clock: (@Sendable () -> Double)? = nil, logger: Logger = Logger(label: "mcpgw")
     ) throws(UpstreamConfigurationError) {
         let origin = NIODeadline.now()
-        storage = Storage(
+        storage = Parts(
             identity: AuthenticatorStore(authenticator), policy: policy, audit: audit,
             upstream: try UpstreamClient(upstreams: upstreams, limits: limits, logger: logger), sessionHandles: sessionHandles,
             limits: limits, mcpPath: mcpPath, metrics: GatewayMetrics(policy: policy.snapshot), logger: logger,

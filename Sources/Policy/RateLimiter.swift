@@ -22,6 +22,11 @@ public final class RateLimiter: Sendable {
         var bucket: TokenBucket
         let rate: Double
         let burst: Double
+
+        /// A full bucket for `limit`.
+        static func fresh(_ limit: RateLimitRule, now: Double) -> Entry {
+            Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+        }
     }
 
     struct Shard: Sendable {
@@ -89,10 +94,7 @@ public final class RateLimiter: Sendable {
                             key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
                         }
                     }
-                    if shard.entries[key] == nil {
-                        shard.entries[key] = Entry(
-                            bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
-                    }
+                    if shard.entries[key] == nil { shard.entries[key] = .fresh(limit, now: now) }
                     added = true
                     indices.append(shard.entries.startIndex)
                 }
@@ -102,8 +104,7 @@ public final class RateLimiter: Sendable {
                 // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
                 // full bucket is swept): it comes back full, which is what it was.
                 for (limit, key) in zip(applicable, keys) where shard.entries[key] == nil {
-                    shard.entries[key] = Entry(
-                        bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+                    shard.entries[key] = .fresh(limit, now: now)
                 }
                 indices = keys.map { shard.entries.index(forKey: $0)! }
             }

@@ -9,7 +9,7 @@ import Testing
 
 @Suite("Gateway services")
 struct GatewayServicesTests {
-    @Test("copies share the parts, and a member set on one copy is not seen by another (copy on write)")
+    @Test("copies share the parts, and a member set on one copy is not seen by another")
     func valueSemantics() throws {
         let root = DevPKI.repositoryRoot
         let text = String(decoding: FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!, as: UTF8.self)

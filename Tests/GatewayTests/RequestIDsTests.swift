@@ -18,19 +18,19 @@ struct RequestIDsTests {
 
     @Test("header names compare without regard to ASCII case, and only whole")
     func headerNames() {
-        #expect(MCPHeaderValue.isHeader("Authorization", "authorization"))
-        #expect(MCPHeaderValue.isHeader("CONTENT-TYPE", "content-type"))
-        #expect(!MCPHeaderValue.isHeader("content-typ", "content-type"))
-        #expect(!MCPHeaderValue.isHeader("content-typeX", "content-type"))
-        #expect(!MCPHeaderValue.isHeader("contentXtype", "content-type"))
+        #expect(HeaderText.isName("Authorization", "authorization"))
+        #expect(HeaderText.isName("CONTENT-TYPE", "content-type"))
+        #expect(!HeaderText.isName("content-typ", "content-type"))
+        #expect(!HeaderText.isName("content-typeX", "content-type"))
+        #expect(!HeaderText.isName("contentXtype", "content-type"))
     }
 
     @Test("header values' prefixes compare without regard to ASCII case")
     func valuePrefixes() {
-        #expect(MCPHeaderValue.hasPrefix("Application/JSON; charset=utf-8", "application/json"))
-        #expect(MCPHeaderValue.hasPrefix("text/event-stream", "text/event-stream"))
-        #expect(!MCPHeaderValue.hasPrefix("application/jso", "application/json"))
-        #expect(!MCPHeaderValue.hasPrefix("text/html", "application/json"))
+        #expect(HeaderText.hasPrefix("Application/JSON; charset=utf-8", "application/json"))
+        #expect(HeaderText.hasPrefix("text/event-stream", "text/event-stream"))
+        #expect(!HeaderText.hasPrefix("application/jso", "application/json"))
+        #expect(!HeaderText.hasPrefix("text/html", "application/json"))
     }
 
     @Test("a repeated single-valued header is found whatever its case, in the list's order")

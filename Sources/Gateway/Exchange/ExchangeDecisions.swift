@@ -17,20 +17,17 @@ struct ExchangeDecisions {
     static func bearerToken(_ headers: HTTPHeaders) -> Result<String?, AuthenticationError> {
         var found: String?
         var count = 0
-        for (name, value) in headers where MCPHeaderValue.isHeader(name, "authorization") {
+        for (name, value) in headers where HeaderText.isName(name, "authorization") {
             count += 1
             found = value
         }
         guard count <= 1 else { return .failure(.malformedToken("more than one Authorization header")) }
         guard var authorization = found else { return .success(nil) }
         // "Bearer" (any case), one or more spaces, the token; surrounding blanks ignored. Read in place (no copy).
+        guard authorization.utf8.count > 7, HeaderText.hasPrefix(authorization, "bearer ") else {
+            return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
+        }
         return authorization.withUTF8 { utf8 in
-            guard utf8.count > 7,
-                MCPHeaderValue.isHeader(String(decoding: UnsafeBufferPointer(rebasing: utf8[0..<6]), as: UTF8.self), "bearer"),
-                utf8[6] == 0x20
-            else {
-                return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
-            }
             var start = 7
             var end = utf8.count
             while start < end && (utf8[start] == 0x20 || utf8[start] == 0x09) { start += 1 }
@@ -137,7 +134,7 @@ struct ExchangeDecisions {
     static func repeatedSingleValuedHeader(in headers: HTTPHeaders) -> String? {
         var seen = [Int](repeating: 0, count: singleValuedHeaders.count)
         for (name, _) in headers {
-            if let index = singleValuedHeaders.firstIndex(where: { MCPHeaderValue.isHeader(name, $0) }) { seen[index] += 1 }
+            if let index = singleValuedHeaders.firstIndex(where: { HeaderText.isName(name, $0) }) { seen[index] += 1 }
         }
         return seen.firstIndex { $0 > 1 }.map { singleValuedHeaders[$0] }
     }
@@ -187,7 +184,7 @@ struct ExchangeDecisions {
             if let version = head.headers.first(name: "mcp-protocol-version"), !MCPMethod.knownVersions.contains(version) {
                 return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
             }
-            if let type = head.headers.first(name: "content-type"), !MCPHeaderValue.hasPrefix(type, "application/json") {
+            if let type = head.headers.first(name: "content-type"), !HeaderText.hasPrefix(type, "application/json") {
                 return request.malformed(.invalidRequest("Content-Type must be application/json", id: nil), status: .unsupportedMediaType)
             }
         case .GET:

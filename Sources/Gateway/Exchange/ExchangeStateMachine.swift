@@ -315,11 +315,11 @@ enum ResponseFraming {
         var contentLength: String?
         var hasTransferEncoding = false
         for (name, value) in upstream.headers {
-            if let forwarded = forwardedResponseHeaders.first(where: { MCPHeaderValue.isHeader(name, $0) }) {
+            if let forwarded = forwardedResponseHeaders.first(where: { HeaderText.isName(name, $0) }) {
                 headers.add(name: forwarded, value: value)
-            } else if MCPHeaderValue.isHeader(name, "content-length") {
+            } else if HeaderText.isName(name, "content-length") {
                 contentLength = contentLength ?? value
-            } else if MCPHeaderValue.isHeader(name, "transfer-encoding") {
+            } else if HeaderText.isName(name, "transfer-encoding") {
                 hasTransferEncoding = true
             }
         }

@@ -698,7 +698,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // is known), which go after the session headers.
         var parameters: [(String, String)] = []
         for (name, value) in request!.head.headers {
-            if let forwarded = Self.forwardedRequestHeaders.first(where: { MCPHeaderValue.isHeader(name, $0) }) {
+            if let forwarded = Self.forwardedRequestHeaders.first(where: { HeaderText.isName(name, $0) }) {
                 headers.add(name: forwarded, value: value)
             } else if MCPHeaderValue.isParamHeader(name) {
                 parameters.append((name, value))
@@ -810,7 +810,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
             head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: services.sessionHandles.seal(session: session, for: principal))
         }
-        let isEventStream = head.headers.first(name: "content-type").map { MCPHeaderValue.hasPrefix($0, "text/event-stream") } ?? false
+        let isEventStream = head.headers.first(name: "content-type").map { HeaderText.hasPrefix($0, "text/event-stream") } ?? false
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true
         // A list answer that is not SSE is collected and filtered, whatever its 2xx status; so is a GET stream that
         // answers with anything but SSE.
@@ -936,7 +936,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // Whatever could be read as JSON is filtered, whatever its content type says; what cannot (a `202 Accepted`
         // in plain text) holds no list any client would read, and goes on as it came.
         let first = bytes.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
-        guard MCPHeaderValue.hasPrefix(contentType, "application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        guard HeaderText.hasPrefix(contentType, "application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
         else {
             var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
             passed.body = bytes

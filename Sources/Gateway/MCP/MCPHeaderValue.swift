@@ -6,26 +6,7 @@ enum MCPHeaderValue {
     /// Whether `name` is an `Mcp-Param-*` header (any case), without allocating: checked for every header of every
     /// request.
     static func isParamHeader(_ name: String) -> Bool {
-        let prefix = "mcp-param-".utf8
-        guard name.utf8.count > prefix.count else { return false }
-        return zip(name.utf8, prefix).allSatisfy { pair in lowercased(pair.0) == pair.1 }
-    }
-
-    /// Whether header name `name` is `lowercaseName` (given in lower case), ignoring ASCII case: header names are
-    /// compared byte by byte, without building a lower-cased copy.
-    static func isHeader(_ name: String, _ lowercaseName: String) -> Bool {
-        name.utf8.count == lowercaseName.utf8.count && name.utf8.elementsEqual(lowercaseName.utf8) { lowercased($0) == $1 }
-    }
-
-    /// Whether header value `text` starts with `lowercasePrefix` (given in lower case), ignoring ASCII case, without
-    /// building a lower-cased copy (`Content-Type: Application/JSON; charset=utf-8`).
-    static func hasPrefix(_ text: String, _ lowercasePrefix: String) -> Bool {
-        text.utf8.count >= lowercasePrefix.utf8.count
-            && zip(text.utf8, lowercasePrefix.utf8).allSatisfy { pair in lowercased(pair.0) == pair.1 }
-    }
-
-    private static func lowercased(_ byte: UInt8) -> UInt8 {
-        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+        name.utf8.count > "mcp-param-".utf8.count && HeaderText.hasPrefix(name, "mcp-param-")
     }
 
     /// The first `Mcp-Param-*` header that appears more than once (lower-cased), if any.
