@@ -10,6 +10,11 @@ public struct JSONParser {
     private var index = 0
     private var depth = 0
     private let limits: JSONLimits
+    /// Keys whose values' byte ranges are recorded (`spans`); empty: none.
+    private var spanPath: [String] = []
+    private var spans: [JSONSpan] = []
+    /// The element of a top-level array being parsed (0 when the text is not an array).
+    private var element = 0
 
     /// Parses one JSON text.
     public static func parse(_ input: some Collection<UInt8>, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
@@ -22,6 +27,25 @@ public struct JSONParser {
         parser.skipWhitespace()
         guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the JSON value") }
         return value
+    }
+
+    /// Parses one JSON text and reports where the values along `path` lie in `input`: for `["params", "arguments"]`,
+    /// the byte range of the value of `params` and of the value of `arguments` inside it, for the text itself or, when
+    /// the text is an array, for each of its elements (in the order the values end: inner before outer). Keys are
+    /// compared after escapes are resolved.
+    public static func parse(
+        _ input: some Collection<UInt8>, limits: JSONLimits = JSONLimits(), spansAlong path: [String]
+    ) throws(JSONParseError) -> (value: JSONValue, spans: [JSONSpan]) {
+        guard input.count <= limits.maximumBytes else {
+            throw JSONParseError(reason: "input of \(input.count) bytes exceeds the limit of \(limits.maximumBytes)", offset: 0)
+        }
+        var parser = JSONParser(bytes: Array(input), limits: limits)
+        parser.spanPath = path
+        parser.skipWhitespace()
+        let value = try parser.parseValue(along: path.isEmpty ? nil : 0)
+        parser.skipWhitespace()
+        guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the JSON value") }
+        return (value, parser.spans)
     }
 
     /// Parses one JSON text given as a string.
@@ -42,11 +66,12 @@ public struct JSONParser {
         while let byte = current, byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09 { index += 1 }
     }
 
-    private mutating func parseValue() throws(JSONParseError) -> JSONValue {
+    /// `along`: how many keys of `spanPath` lead to this value (nil: it is off the path).
+    private mutating func parseValue(along position: Int? = nil) throws(JSONParseError) -> JSONValue {
         guard let byte = current else { throw error("unexpected end of input") }
         switch byte {
-        case UInt8(ascii: "{"): return .object(try parseObject())
-        case UInt8(ascii: "["): return .array(try parseArray())
+        case UInt8(ascii: "{"): return .object(try parseObject(along: position))
+        case UInt8(ascii: "["): return .array(try parseArray(along: position))
         case UInt8(ascii: "\""): return .string(try parseString())
         case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
         case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
@@ -72,7 +97,7 @@ public struct JSONParser {
     /// Up to this many members, a new key is compared with each one before it; beyond, a set of keys is kept.
     static let keysScannedForRepeats = 12
 
-    private mutating func parseObject() throws(JSONParseError) -> JSONObject {
+    private mutating func parseObject(along position: Int? = nil) throws(JSONParseError) -> JSONObject {
         try enterContainer()
         index += 1
         var members: [JSONObject.Member] = []
@@ -108,7 +133,13 @@ public struct JSONParser {
             guard current == UInt8(ascii: ":") else { throw error("expected ':' after a key") }
             index += 1
             skipWhitespace()
-            members.append(.init(key: key, value: try parseValue()))
+            if let position, position < spanPath.count, key == spanPath[position] {
+                let start = index
+                members.append(.init(key: key, value: try parseValue(along: position + 1)))
+                spans.append(JSONSpan(element: element, depth: position + 1, range: start..<index))
+            } else {
+                members.append(.init(key: key, value: try parseValue()))
+            }
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","):
@@ -123,7 +154,9 @@ public struct JSONParser {
         }
     }
 
-    private mutating func parseArray() throws(JSONParseError) -> [JSONValue] {
+    /// `along` is 0 only for a top-level array, whose elements are each followed along the span path.
+    private mutating func parseArray(along position: Int? = nil) throws(JSONParseError) -> [JSONValue] {
+        let followsElements = position == 0 && depth == 0
         try enterContainer()
         index += 1
         var elements: [JSONValue] = []
@@ -135,7 +168,12 @@ public struct JSONParser {
         }
         while true {
             skipWhitespace()
-            elements.append(try parseValue())
+            if followsElements {
+                element = elements.count
+                elements.append(try parseValue(along: 0))
+            } else {
+                elements.append(try parseValue())
+            }
             skipWhitespace()
             switch current {
             case UInt8(ascii: ","):
@@ -270,4 +308,14 @@ public struct JSONParser {
     private static func printable(_ byte: UInt8) -> String {
         (0x21...0x7E).contains(byte) ? String(UnicodeScalar(byte)) : "0x" + String(byte, radix: 16)
     }
+}
+
+/// Where a value along a key path lies in the bytes a `JSONParser` read.
+public struct JSONSpan: Sendable, Hashable {
+    /// The element of a top-level array the path was followed in (0 when the text is not an array).
+    public let element: Int
+    /// How many keys of the path lead to the value (1: the value of the first key).
+    public let depth: Int
+    /// The value's bytes, as offsets into the input.
+    public let range: Range<Int>
 }

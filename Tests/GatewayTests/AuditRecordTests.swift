@@ -18,14 +18,18 @@ struct AuditRecordTests {
     @Test("a record is one line of JSON; arguments are redacted to keys and a digest")
     func line() throws {
         var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "line\nbreak \"quoted\"")
-        record.arguments = AuditRecord.redacted(try JSONParser.parse(#"{"path":"secret","n":1}"#))
+        let sent = Array(#"{"path" : "secret", "n":1}"#.utf8)
+        record.arguments = sent.withUnsafeBytes { AuditRecord.redacted(try? JSONParser.parse(sent), bytes: $0) }
         let line = record.jsonLine
         #expect(!line.contains("\n"))
         let parsed = try #require(try JSONParser.parse(line).objectValue)
         #expect(parsed["reason"] == .string("line\nbreak \"quoted\""))
         #expect(parsed["arguments"]?.objectValue?["keys"] == .array([.string("path"), .string("n")]))
         #expect(!line.contains("secret"))
-        #expect(parsed["arguments"]?.objectValue?["sha256"]?.stringValue?.count == 64)
+        // The digest is over the bytes as sent (`printf '{"path" : "secret", "n":1}' | sha256sum`).
+        #expect(
+            parsed["arguments"]?.objectValue?["sha256"]?.stringValue
+                == "e6a3e17ea2ee73ff081099fbff4265d953d4211b33f59f86828af63034e383aa")
     }
 
     @Test("time and latency are written in place: ISO 8601 UTC, and milliseconds with three decimals")

@@ -72,7 +72,7 @@ struct AuditLineEscapingTests {
     func escaped(text: String) throws {
         var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .deny, reason: text)
         record.target = text
-        record.arguments = .object(JSONObject([.init(key: text, value: .string(text))]))
+        record.arguments = .full(.object(JSONObject([.init(key: text, value: .string(text))])))
         let bytes = record.lineBytes
         #expect(bytes.last == 0x0A)
         let line = String(decoding: bytes.dropLast(), as: UTF8.self)

@@ -70,6 +70,33 @@ struct JSONParserTests {
         #expect { try JSONParser.parse("[1,2,3]", limits: JSONLimits(maximumBytes: 3)) } throws: { "\($0)".contains("exceeds") }
     }
 
+    @Test(
+        "spans along a key path are the exact bytes of those values, in the text or in each element of a top-level array",
+        arguments: [
+            (#"{"params" : {"name":"x", "arguments": {"path" : "a\/b"} }, "id":1}"#, [(0, 1), (0, 2)]),
+            (#"{"p\u0061rams":{"\u0061rguments":[1, 2 ]}}"#, [(0, 1), (0, 2)]),
+            (#"[{"params":{"arguments":{}}}, {"id":2}, {"params":[{"arguments":1}]}]"#, [(0, 1), (0, 2), (2, 1)]),
+            (#"{"x":{"params":{"arguments":1}},"arguments":2}"#, []),
+            (#"[[{"params":1}]]"#, []),
+            (#"{"params":{"other":{"arguments":1}}}"#, [(0, 1)]),
+        ])
+    func spans(text: String, expected: [(element: Int, depth: Int)]) throws {
+        let bytes = Array(text.utf8)
+        let (value, spans) = try JSONParser.parse(bytes, spansAlong: ["params", "arguments"])
+        let found = spans.map { [$0.element, $0.depth] }.sorted { $0.lexicographicallyPrecedes($1) }
+        #expect(found == expected.map { [$0.element, $0.depth] })
+        for span in spans {
+            var container = value
+            if case .array(let elements) = value { container = elements[span.element] }
+            let atPath = ["params", "arguments"].prefix(span.depth).reduce(container) { $0.objectValue?[$1] ?? .null }
+            #expect(try JSONParser.parse(Array(bytes[span.range])) == atPath, "\(span)")
+            // The span is the value's bytes exactly: no surrounding whitespace or separators.
+            #expect(![0x20, 0x2C, 0x3A].contains(bytes[span.range.lowerBound]))
+            #expect(![0x20, 0x2C].contains(bytes[span.range.upperBound - 1]))
+        }
+        #expect(try JSONParser.parse(bytes) == value)
+    }
+
     @Test("random byte strings never crash the parser (bounded fuzz)")
     func fuzz() throws {
         var generator = SystemRandomNumberGenerator()

@@ -1,5 +1,6 @@
 """The request path of the real `mcpgw serve` process under hostile and ending load: memory stays bounded when
 unauthenticated clients send large bodies, and SIGTERM under load loses no audit record."""
+import hashlib
 import json
 import signal
 import socket
@@ -151,3 +152,32 @@ def test_sigterm_under_load_keeps_a_record_of_every_decision(tmp_path):
     assert decisions == ["allow"] * 15 + ["deny"] * 5, decisions
     # The calls cut by shutdown say so in their records.
     assert sum("the gateway shut down" in record["reason"] for record in records) == 15
+
+
+def test_argument_digest_is_sha256_of_the_bytes_the_client_sent(tmp_path):
+    """A redacted record's digest is hashlib's SHA-256 of exactly the arguments' bytes in the body, whitespace and
+    escapes as sent, for each message of a batch."""
+    audit = tmp_path / "audit.log"
+    process, port, _ = start("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--audit-log", str(audit))
+    try:
+        first = b'{"path" : "..\\/secret",\n "n":[1, 2.50]}'
+        second = b'{ "p\\u0061th":"../etc/passwd" }'
+        body = (b'[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":' + first + b'}},'
+                b' {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"arguments":' + second
+                + b' ,"name":"read_file"}}]')
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with tls_context("acme/agents/bot1").wrap_socket(raw, server_hostname="localhost") as conn:
+                conn.sendall(b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+                             b"Accept: application/json, text/event-stream\r\nConnection: close\r\n"
+                             + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+                answer = b""
+                while chunk := conn.recv(65536):
+                    answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200") and answer.count(b"-31001") == 2, answer[:300]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    records = {record["jsonrpc_id"]: record for record in map(json.loads, audit.read_text().splitlines())}
+    assert records[1]["arguments"] == {"keys": ["path", "n"], "sha256": hashlib.sha256(first).hexdigest()}
+    assert records[2]["arguments"] == {"keys": ["path"], "sha256": hashlib.sha256(second).hexdigest()}
+    assert "secret" not in audit.read_text() and "passwd" not in audit.read_text()

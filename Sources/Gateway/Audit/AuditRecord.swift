@@ -1,4 +1,4 @@
-import Identity
+public import Identity
 public import StrictJSON
 
 public import struct Foundation.Date
@@ -62,7 +62,7 @@ public struct AuditRecord: Sendable {
     /// The W3C trace id of the request (the client's, or one the gateway started).
     public var traceID: String?
     /// The arguments: keys and a digest by default, in full where a rule asks.
-    public var arguments: JSONValue?
+    public var arguments: LoggedArguments?
     /// Set when shared rate limits were out of reach for this decision: `local_fallback` (the replica's local share
     /// applied) or `fail_closed` (refused for it).
     public var sharedLimits: String?
@@ -82,17 +82,24 @@ public struct AuditRecord: Sendable {
         return Int64(now.tv_sec) * 1000 + Int64(now.tv_nsec) / 1_000_000
     }
 
-    /// `{"keys":[...],"sha256":"..."}` — what the audit log keeps of arguments unless a rule asks for them in full.
-    public static func redacted(_ arguments: JSONValue?) -> JSONValue? {
+    /// What a record keeps of a call's arguments.
+    public enum LoggedArguments: Sendable, Equatable {
+        /// In full: the deciding rule asked for them (`log_arguments`).
+        case full(JSONValue)
+        /// `{"keys":[...],"sha256":"..."}`: the top-level keys of `arguments` (none when it is not an object), and
+        /// the SHA-256 of the bytes the client sent for them.
+        case redacted(JSONValue, sha256: SHA256Digest)
+    }
+
+    /// The redacted form of `arguments`, digesting `bytes`: exactly what the client sent for them (the arguments'
+    /// range of the request body). Without those bytes, the digest is taken over the compact serialization the audit
+    /// log itself would write.
+    public static func redacted(_ arguments: JSONValue?, bytes: UnsafeRawBufferPointer? = nil) -> LoggedArguments? {
         guard let arguments else { return nil }
-        let keys = arguments.objectValue?.keys ?? []
+        if let bytes { return .redacted(arguments, sha256: SHA256Digest(of: bytes)) }
         var serialized: [UInt8] = []
         JSONLineWriter.append(arguments, to: &serialized)
-        return .object(
-            JSONObject([
-                .init(key: "keys", value: .array(keys.map(JSONValue.string))),
-                .init(key: "sha256", value: .string(SHA256Digest.hex(serialized))),
-            ]))
+        return .redacted(arguments, sha256: SHA256Digest(of: serialized))
     }
 
     /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision, written by hand (it runs for every record).
@@ -155,7 +162,11 @@ public struct AuditRecord: Sendable {
         writer.optionalString("session_id", sessionID)
         writer.optionalString("trace_id", traceID)
         writer.optionalString("shared_limits", sharedLimits)
-        if let arguments { writer.value("arguments", arguments) }
+        switch arguments {
+        case .full(let value)?: writer.value("arguments", value)
+        case .redacted(let value, let digest)?: writer.redactedArguments("arguments", value, digest)
+        case nil: break
+        }
         return writer.finishLine()
     }
 

@@ -1,3 +1,4 @@
+import Identity
 import StrictJSON
 
 /// Writes one JSON object as bytes, member by member, for the audit log: no intermediate `JSONValue` tree and no
@@ -65,6 +66,22 @@ struct JSONLineWriter {
     mutating func value(_ key: StaticString, _ value: JSONValue) {
         member(key)
         Self.append(value, to: &bytes)
+    }
+
+    /// `"key":{"keys":[...],"sha256":"..."}`: the top-level keys of `arguments` (none when it is not an object) and a
+    /// digest.
+    mutating func redactedArguments(_ key: StaticString, _ arguments: JSONValue, _ digest: SHA256Digest) {
+        member(key)
+        bytes.append(contentsOf: #"{"keys":["#.utf8)
+        if case .object(let object) = arguments {
+            for (position, member) in object.members.enumerated() {
+                if position > 0 { bytes.append(UInt8(ascii: ",")) }
+                Self.appendQuoted(member.key, to: &bytes)
+            }
+        }
+        bytes.append(contentsOf: #"],"sha256":""#.utf8)
+        digest.appendHex(to: &bytes)
+        bytes.append(contentsOf: #""}"#.utf8)
     }
 
     /// Closes the object and ends the line.

@@ -316,7 +316,12 @@ struct ExchangeDecisions {
         for message in parsed.messages {
             do {
                 switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
-                case .decided(let item):
+                case .decided(var item):
+                    if !item.decision.logArguments, item.arguments != nil, let range = item.argumentBytes {
+                        item.argumentDigest = original.withUnsafeReadableBytes {
+                            SHA256Digest(of: UnsafeRawBufferPointer(rebasing: $0[range]))
+                        }
+                    }
                     decided.append(item)
                 case .mustAsk(let buckets):
                     // Earlier calls of a batch give their tokens back: the whole body is decided again.
@@ -550,13 +555,15 @@ struct ExchangeDecisions {
         case .governed:
             break
         }
-        let (target, arguments) = try MCPMethod.target(of: message)
+        let (target, arguments, argumentBytes) = try MCPMethod.target(of: message)
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments
         )
         switch services.policy.decide(request, now: now, shared: shared, ledger: ledger) {
         case .decided(let decision):
-            return .decided(DecidedMessage(message: message, target: target, arguments: arguments, decision: decision))
+            return .decided(
+                DecidedMessage(
+                    message: message, target: target, arguments: arguments, decision: decision, argumentBytes: argumentBytes))
         case .mustAsk(let buckets):
             return .mustAsk(buckets)
         }
@@ -584,7 +591,11 @@ struct ExchangeDecisions {
         record.method = item.message.method ?? "response"
         record.target = item.target
         record.jsonrpcID = item.message.id
-        record.arguments = item.decision.logArguments ? item.arguments : AuditRecord.redacted(item.arguments)
+        if let arguments = item.arguments {
+            record.arguments =
+                item.decision.logArguments
+                ? .full(arguments) : item.argumentDigest.map { .redacted(arguments, sha256: $0) } ?? AuditRecord.redacted(arguments)
+        }
         return record
     }
 

@@ -98,6 +98,10 @@ struct DecidedMessage {
     let target: String?
     let arguments: JSONValue?
     let decision: PolicyDecision
+    /// Where `arguments` lie in the parsed body.
+    var argumentBytes: Range<Int>? = nil
+    /// SHA-256 of those bytes, for the audit record (taken when the record redacts the arguments).
+    var argumentDigest: SHA256Digest? = nil
 }
 
 /// What to do with a request the gateway accepts: where it goes and the records written once the upstream answered.

@@ -20,6 +20,10 @@ public struct JSONRPCMessage: Sendable {
     public let id: JSONValue?
     /// `params`, if present.
     public let params: JSONValue?
+    /// Where `params` lies in the body it was parsed from (offsets into those bytes), when known.
+    public internal(set) var paramsBytes: Range<Int>?
+    /// Where `params.arguments` lies in the body it was parsed from, when present and known.
+    public internal(set) var argumentsBytes: Range<Int>?
 
     /// The members a JSON-RPC 2.0 message may have. Anything else — including case variants such as `METHOD` —
     /// is refused, so that no server behind the gateway can read the message differently from the policy.
@@ -75,20 +79,34 @@ public struct MCPBody: Sendable {
     /// Whether the body was a JSON array (a batch).
     public let isBatch: Bool
 
-    /// Parses a request body strictly (RFC 8259, duplicate keys refused, bounded depth and size).
+    /// Parses a request body strictly (RFC 8259, duplicate keys refused, bounded depth and size). Each message knows
+    /// where its `params` and `params.arguments` lie in `bytes` (audit records digest those bytes).
     public static func parse(_ bytes: some Collection<UInt8>, limits: JSONLimits) throws(MCPRequestError) -> MCPBody {
         let value: JSONValue
+        let spans: [JSONSpan]
         do {
-            value = try JSONParser.parse(bytes, limits: limits)
+            (value, spans) = try JSONParser.parse(bytes, limits: limits, spansAlong: ["params", "arguments"])
         } catch {
             throw .parseError("\(error)")
         }
+        var messages: [JSONRPCMessage] = []
+        let isBatch: Bool
         if case .array(let elements) = value {
             guard !elements.isEmpty else { throw .invalidRequest("an empty batch", id: nil) }
-            var messages: [JSONRPCMessage] = []
+            messages.reserveCapacity(elements.count)
             for element in elements { messages.append(try JSONRPCMessage.check(element)) }
-            return MCPBody(messages: messages, isBatch: true)
+            isBatch = true
+        } else {
+            messages.append(try JSONRPCMessage.check(value))
+            isBatch = false
         }
-        return MCPBody(messages: [try JSONRPCMessage.check(value)], isBatch: false)
+        for span in spans where span.element < messages.count {
+            if span.depth == 1 {
+                messages[span.element].paramsBytes = span.range
+            } else {
+                messages[span.element].argumentsBytes = span.range
+            }
+        }
+        return MCPBody(messages: messages, isBatch: isBatch)
     }
 }

@@ -51,8 +51,11 @@ public enum MCPMethod {
     }
 
     /// The policy target and arguments of a governed call: the tool name and `arguments` of `tools/call`, the URI
-    /// of `resources/read`, the prompt name and `arguments` of `prompts/get`, and `params` for anything else.
-    public static func target(of message: JSONRPCMessage) throws(MCPRequestError) -> (target: String?, arguments: JSONValue?) {
+    /// of `resources/read`, the prompt name and `arguments` of `prompts/get`, and `params` for anything else; with
+    /// where those arguments lie in the parsed body, when the message knows.
+    public static func target(
+        of message: JSONRPCMessage
+    ) throws(MCPRequestError) -> (target: String?, arguments: JSONValue?, argumentBytes: Range<Int>?) {
         let params = message.params?.objectValue
         func requiredString(_ key: String) throws(MCPRequestError) -> String {
             guard let params else { throw .invalidParams("\(message.method ?? "") needs params", id: message.id) }
@@ -67,10 +70,10 @@ public enum MCPMethod {
             return arguments
         }
         switch message.method {
-        case "tools/call": return (try requiredString("name"), try arguments())
-        case "prompts/get": return (try requiredString("name"), try arguments())
-        case "resources/read": return (try requiredString("uri"), message.params)
-        default: return (nil, message.params)
+        case "tools/call": return (try requiredString("name"), try arguments(), message.argumentsBytes)
+        case "prompts/get": return (try requiredString("name"), try arguments(), message.argumentsBytes)
+        case "resources/read": return (try requiredString("uri"), message.params, message.paramsBytes)
+        default: return (nil, message.params, message.paramsBytes)
         }
     }
 
