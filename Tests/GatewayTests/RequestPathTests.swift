@@ -100,12 +100,14 @@ struct RequestPathTests {
     @Test("an upstream connection paused for a slow client reads again before it serves the next request")
     func pausedConnectionReused() async throws {
         let size = 8 * 1024 * 1024
-        let big = String(repeating: "x", count: size)
+        // 128 events of 64 KiB whose data is JSON, each ended by its blank line (data on a GET stream must be JSON to
+        // be filtered, and the gateway relays each event once it is whole): written to the client while the upstream
+        // is still sending.
+        let event = "data: \"" + String(repeating: "x", count: size / 128 - 10) + "\"\n\n"
+        let stream = String(repeating: event, count: 128)
         let upstream = try await RawUpstream.start { request in
             if request.hasPrefix("GET") {
-                // One (large) event whose data is JSON, ended by its blank line (an unterminated event is dropped at
-                // the end of the stream, and data on a GET stream must be JSON to be filtered).
-                return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: \(size + 10)\r\n\r\ndata: \"" + big + "\"\n\n"
+                return "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: \(stream.utf8.count)\r\n\r\n" + stream
             }
             return Self.json200(Self.id(in: request))
         }

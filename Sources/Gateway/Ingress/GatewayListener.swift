@@ -77,12 +77,14 @@ public final class GatewayListener: Sendable {
                         gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
                     try pipeline.addHandler(slowClients)
                     try pipeline.addHandler(IdleConnectionTimer(timeout: idleTimeout))
-                    // NIO's HTTP/1.1 codec without its pipelining handler (the connection handler holds pipelined
-                    // requests itself, without toggling read interest per request) or outbound header validation
-                    // (every header the gateway writes is a constant or came through the HTTP parser).
-                    try pipeline.addHandler(HTTPResponseEncoder())
+                    // NIO's HTTP/1.1 request decoder without its pipelining handler (the connection handler holds
+                    // pipelined requests itself, without toggling read interest per request), and the gateway's own
+                    // response encoder.
+                    let responseEncoder = ClientResponseEncoder()
+                    try pipeline.addHandler(responseEncoder)
                     try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
-                    try pipeline.addHandler(MCPConnectionHandler(services: services, slowClients: slowClients))
+                    try pipeline.addHandler(
+                        MCPConnectionHandler(services: services, slowClients: slowClients, responseEncoder: responseEncoder))
                 }
             }
         let channel: any Channel

@@ -17,6 +17,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private let services: GatewayServices?
     private let decisions: ExchangeDecisions?
     private let slowClients: SlowClientGuard
+    private let responseEncoder: ClientResponseEncoder
     private var machine: ExchangeStateMachine
     private var context: ChannelHandlerContext?
     private var handshake: TLSHandshakeCompleted?
@@ -48,10 +49,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var readPending = false
     private var draining = false
 
-    init(services: GatewayServices?, slowClients: SlowClientGuard) {
+    init(services: GatewayServices?, slowClients: SlowClientGuard, responseEncoder: ClientResponseEncoder) {
         self.services = services
         self.decisions = services.map(ExchangeDecisions.init)
         self.slowClients = slowClients
+        self.responseEncoder = responseEncoder
         let limits = services?.limits ?? GatewayLimits()
         machine = ExchangeStateMachine(
             limits: .init(
@@ -361,7 +363,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .writeResponseHead(let head):
             // Flushed when this read from the upstream has been handed over (`upstreamReadComplete`): the head
             // leaves at once, together with whatever body came in the same read.
-            context.write(wrapOutboundOut(.head(head)), promise: nil)
+            writeHead(head, context: context)
             flushPending = true
         case .writeResponseBody(let part):
             context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
@@ -419,6 +421,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
+    /// Writes a response head. One that answers a HEAD request declares the body a GET would get, and none follows:
+    /// the encoder is told, so that it frames the response without one.
+    private func writeHead(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
+        if request?.head.method == .HEAD { responseEncoder.nextHeadAnswersHEAD() }
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+    }
+
     private func close() {
         closing = true
         context?.close(promise: nil)
@@ -446,7 +455,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard machine.answering(), let context, let request else { return }
         let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !draining
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        writeHead(head, context: context)
         if request.head.method != .HEAD {
             var body = context.channel.allocator.buffer(capacity: refusal.body.count)
             body.writeBytes(refusal.body)

@@ -1,0 +1,251 @@
+import NIOCore
+import NIOHTTP1
+
+/// Writes the gateway's responses to a client as HTTP/1.1 bytes. The head and the parts written after it until the
+/// next flush leave as one buffer (one TLS record), where NIO's `HTTPResponseEncoder` wrote head, body and end as
+/// separate buffers and rebuilt the head's headers to frame it.
+///
+/// Framing follows the status, as NIO's encoder did: a 1xx, 204 or 304 head carries no `Content-Length` or
+/// `Transfer-Encoding` (they are removed) and no body; any other head keeps its `Content-Length` (and loses a
+/// `Transfer-Encoding` beside it), and without one is sent chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
+///
+/// It also holds the framing it declared, so that no write can desynchronise the client: a header name or value with
+/// CR, LF or NUL, a body after a head that declared none, more body bytes than `Content-Length` said, an end before
+/// all of them, a file region or trailers — each fails its write and closes the connection.
+final class ClientResponseEncoder: ChannelOutboundHandler {
+    typealias OutboundIn = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
+
+    /// What the encoder refuses to write.
+    enum EncodingError: Error, Equatable {
+        /// A header name or value contains CR, LF or NUL (response splitting).
+        case invalidHeader(String)
+        /// A body part the head's framing does not allow, or an end before the declared body was complete.
+        case framing(String)
+        /// A body as a file region, or trailers: never sent by the gateway.
+        case unsupportedPart
+    }
+
+    /// How the current response's body is delimited.
+    enum Framing: Equatable {
+        /// No body may follow (1xx, 204, 304), or the response is not under way.
+        case none
+        /// Exactly this many bytes remain.
+        case length(remaining: Int)
+        /// Each part as a chunk; the end writes the last chunk.
+        case chunked
+        /// Until the connection closes (an HTTP/1.0 head without `Content-Length`).
+        case close
+    }
+
+    /// Parts up to this size are copied behind what is pending; larger ones are written as their own buffer.
+    static let coalescedBodyBytes = 16 * 1024
+
+    private var framing = Framing.none
+    /// The next head answers a HEAD request.
+    private var nextAnswersHEAD = false
+    private var pending: ByteBuffer?
+    private var pendingPromise: EventLoopPromise<Void>?
+    /// A write was refused: the connection is closing, and nothing more is written to it.
+    private var failed = false
+
+    /// A new encoder, for one client connection.
+    init() {}
+
+    /// The next head answers a HEAD request: it keeps the `Content-Length` a GET would get, and no body follows.
+    func nextHeadAnswersHEAD() { nextAnswersHEAD = true }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard !failed else {
+            promise?.fail(EncodingError.framing("the connection is closing after a refused write"))
+            return
+        }
+        switch unwrapOutboundIn(data) {
+        case .head(let head):
+            var buffer = context.channel.allocator.buffer(capacity: 256)
+            let answersHEAD = nextAnswersHEAD
+            nextAnswersHEAD = false
+            do {
+                framing = try Self.render(head, into: &buffer, answersHEAD: answersHEAD)
+            } catch {
+                return refuse(error, promise: promise, context: context)
+            }
+            append(&buffer, promise: promise, context: context)
+        case .body(.byteBuffer(var body)):
+            switch framing {
+            case .none:
+                return refuse(.framing("a body after a head that declared none"), promise: promise, context: context)
+            case .length(let remaining):
+                guard body.readableBytes <= remaining else {
+                    return refuse(.framing("more body than its Content-Length"), promise: promise, context: context)
+                }
+                framing = .length(remaining: remaining - body.readableBytes)
+                append(&body, promise: promise, context: context)
+            case .close:
+                append(&body, promise: promise, context: context)
+            case .chunked:
+                // An empty chunk would end the body: nothing to write.
+                guard body.readableBytes > 0 else { return append(nil, promise: promise, context: context) }
+                if body.readableBytes <= Self.coalescedBodyBytes {
+                    var buffer = pending ?? context.channel.allocator.buffer(capacity: body.readableBytes + 16)
+                    pending = nil
+                    Self.writeChunkSize(body.readableBytes, into: &buffer)
+                    buffer.writeBuffer(&body)
+                    buffer.writeStaticString("\r\n")
+                    pending = buffer
+                    hold(promise)
+                } else {
+                    var prefix = context.channel.allocator.buffer(capacity: 16)
+                    Self.writeChunkSize(body.readableBytes, into: &prefix)
+                    append(&prefix, promise: nil, context: context)
+                    append(&body, promise: nil, context: context)
+                    var suffix = ByteBuffer(staticString: "\r\n")
+                    append(&suffix, promise: promise, context: context)
+                }
+            }
+        case .body(.fileRegion):
+            refuse(.unsupportedPart, promise: promise, context: context)
+        case .end(let trailers):
+            guard trailers == nil else { return refuse(.unsupportedPart, promise: promise, context: context) }
+            let ended = framing
+            framing = .none
+            switch ended {
+            case .length(let remaining) where remaining > 0:
+                return refuse(
+                    .framing("the response ended \(remaining) bytes short of its Content-Length"), promise: promise,
+                    context: context)
+            case .chunked:
+                var last = ByteBuffer(staticString: "0\r\n\r\n")
+                append(&last, promise: promise, context: context)
+            default:
+                append(nil, promise: promise, context: context)
+            }
+            writePending(context: context)
+        }
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        writePending(context: context)
+        context.flush()
+    }
+
+    /// The status line and headers, framed as the type's documentation says; returns the framing of the body. A head
+    /// that `answersHEAD` keeps its headers as they are (they describe the body a GET would get), and no body follows.
+    static func render(
+        _ head: HTTPResponseHead, into buffer: inout ByteBuffer, answersHEAD: Bool = false
+    ) throws(EncodingError) -> Framing {
+        let status = head.status.code
+        let mayHaveBody = !((100..<200).contains(status) || status == 204 || status == 304)
+        buffer.writeStaticString("HTTP/")
+        buffer.writeString(String(head.version.major))
+        buffer.writeInteger(UInt8(ascii: "."))
+        buffer.writeString(String(head.version.minor))
+        buffer.writeInteger(UInt8(ascii: " "))
+        buffer.writeString(String(status))
+        buffer.writeInteger(UInt8(ascii: " "))
+        let reason = head.status.reasonPhrase
+        guard isClean(reason) else { throw .invalidHeader("reason phrase") }
+        buffer.writeString(reason)
+        buffer.writeStaticString("\r\n")
+        var length: Int?
+        for (name, value) in head.headers {
+            guard isClean(name), !name.isEmpty else { throw .invalidHeader("header name") }
+            guard isClean(value) else { throw .invalidHeader("value of header \(name)") }
+            if HeaderText.isName(name, "transfer-encoding") && !answersHEAD { continue }
+            if HeaderText.isName(name, "content-length") && !answersHEAD {
+                guard mayHaveBody else { continue }
+                guard length == nil, let declared = Int(value), declared >= 0 else {
+                    throw .invalidHeader("Content-Length \(value)")
+                }
+                length = declared
+            }
+            buffer.writeString(name)
+            buffer.writeStaticString(": ")
+            buffer.writeString(value)
+            buffer.writeStaticString("\r\n")
+        }
+        let framing: Framing
+        if !mayHaveBody || answersHEAD {
+            framing = .none
+        } else if let length {
+            framing = .length(remaining: length)
+        } else if head.version.major == 1 && head.version.minor >= 1 {
+            buffer.writeStaticString("Transfer-Encoding: chunked\r\n")
+            framing = .chunked
+        } else {
+            framing = .close
+        }
+        buffer.writeStaticString("\r\n")
+        return framing
+    }
+
+    private static func isClean(_ text: String) -> Bool {
+        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+    }
+
+    private static func writeChunkSize(_ size: Int, into buffer: inout ByteBuffer) {
+        buffer.writeString(String(size, radix: 16))
+        buffer.writeStaticString("\r\n")
+    }
+
+    /// Adds small `bytes` behind what is pending (copied), or starts the pending buffer with them; writes large ones
+    /// at once, after what is pending.
+    private func append(_ bytes: inout ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        if bytes.readableBytes > Self.coalescedBodyBytes {
+            writePending(context: context)
+            context.write(wrapOutboundOut(bytes), promise: promise)
+            return
+        }
+        if var buffer = pending {
+            // Taken out first, so the buffer is uniquely held and grows in place.
+            pending = nil
+            buffer.writeBuffer(&bytes)
+            pending = buffer
+        } else {
+            pending = bytes
+        }
+        hold(promise)
+    }
+
+    private func append(_ nothing: ByteBuffer?, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        guard var bytes = nothing else {
+            if pending == nil, let promise {
+                // Everything before was written already: this promise completes after it.
+                context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+            } else {
+                hold(promise)
+            }
+            return
+        }
+        append(&bytes, promise: promise, context: context)
+    }
+
+    private func hold(_ promise: EventLoopPromise<Void>?) {
+        guard let promise else { return }
+        if let held = pendingPromise {
+            held.futureResult.cascade(to: promise)
+        } else {
+            pendingPromise = promise
+        }
+    }
+
+    private func writePending(context: ChannelHandlerContext) {
+        guard let buffer = pending else { return }
+        pending = nil
+        let promise = pendingPromise
+        pendingPromise = nil
+        context.write(wrapOutboundOut(buffer), promise: promise)
+    }
+
+    /// Fails the write, drops what is pending (it cannot be framed any more) and closes the connection.
+    private func refuse(_ error: EncodingError, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+        failed = true
+        pending = nil
+        let held = pendingPromise
+        pendingPromise = nil
+        held?.fail(error)
+        promise?.fail(error)
+        context.fireErrorCaught(error)
+        context.close(promise: nil)
+    }
+}
