@@ -133,7 +133,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             handshake = event
         } else if event is GatewayDraining {
             draining = true
-            if case .idle = machine.state { context.close(promise: nil) }
+            if case .idle = machine.state { close() }
             return
         } else if event is ConnectionIdle {
             // Idle means no bytes either way; a quiet stream being relayed is not idle.
@@ -379,7 +379,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if !draining && !close {
                 // The common case: nothing waits for the end to be written (no promise to allocate).
                 exchangeFinished()
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                context.write(wrapOutboundOut(.end(nil)), promise: nil)
+                FlushBatch.flushSoon(context.channel)
                 return
             }
             if draining {
@@ -428,8 +429,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         context.write(wrapOutboundOut(.head(head)), promise: nil)
     }
 
+    /// Closes the connection; what was written is flushed first (the last answer's flush may still be waiting for
+    /// the end of the loop's round in `FlushBatch`).
     private func close() {
         closing = true
+        context?.flush()
         context?.close(promise: nil)
     }
 
@@ -469,7 +473,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if case .idle = machine.state { exchangeFinished(ending: written) }
         } else {
             if case .idle = machine.state { exchangeFinished() }
-            written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            if case .closeConnection = next {
+                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            } else {
+                // The connection stays open: flushed with the rest of this round (no promise to allocate).
+                context.write(wrapOutboundOut(.end(nil)), promise: nil)
+                FlushBatch.flushSoon(context.channel)
+                return
+            }
         }
         if case .closeConnection = next {
             closing = true
@@ -924,9 +935,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func upstreamReadComplete() {
-        if flushPending {
+        if flushPending, let context {
             flushPending = false
-            context?.flush()
+            FlushBatch.flushSoon(context.channel)
         }
     }
 

@@ -113,7 +113,8 @@ final class UpstreamConnection: ChannelInboundHandler {
         phase = .awaitingHead(deadline: .now() + headTimeout, idleTimeout: idleTimeout)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        FlushBatch.flushSoon(context.channel)
     }
 
     /// Abandons the request in flight: the receiver hears nothing more, and the connection closes (an unfinished
