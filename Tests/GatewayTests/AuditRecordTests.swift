@@ -32,6 +32,25 @@ struct AuditRecordTests {
                 == "e6a3e17ea2ee73ff081099fbff4265d953d4211b33f59f86828af63034e383aa")
     }
 
+    @Test("each message of a body knows where its params and arguments lie in the bytes")
+    func argumentRanges() throws {
+        let text =
+            #"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments": {"x" : 1}}},"#
+            + #" {"jsonrpc":"2.0","method":"notifications/x"}, {"jsonrpc":"2.0","id":2,"method":"ping","params":{ }}]"#
+        let bytes = Array(text.utf8)
+        let body = try MCPBody.parse(bytes, limits: JSONLimits())
+        let ranges = body.messages.map { ($0.paramsBytes, $0.argumentsBytes) }
+        #expect(ranges.count == 3)
+        let (params, arguments) = (try #require(ranges[0].0), try #require(ranges[0].1))
+        #expect(String(decoding: bytes[arguments], as: UTF8.self) == #"{"x" : 1}"#)
+        #expect(try JSONParser.parse(Array(bytes[params])) == body.messages[0].params)
+        #expect(ranges[1].0 == nil && ranges[1].1 == nil)
+        #expect(String(decoding: bytes[try #require(ranges[2].0)], as: UTF8.self) == "{ }")
+        #expect(ranges[2].1 == nil)
+        let (_, _, argumentBytes) = try MCPMethod.target(of: body.messages[0])
+        #expect(argumentBytes == arguments)
+    }
+
     @Test("time and latency are written in place: ISO 8601 UTC, and milliseconds with three decimals")
     func timeAndLatency() throws {
         for (microseconds, text) in [

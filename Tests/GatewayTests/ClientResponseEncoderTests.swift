@@ -137,7 +137,8 @@ struct ClientResponseEncoderTests {
         "CR, LF or NUL in a header never reach the client, and a bad Content-Length is refused",
         arguments: [
             ("X-Test", "a\r\nSet-Cookie: x=1"), ("X-Test", "a\nb"), ("X-Te\rst", "a"), ("X-Test", "a\u{0}b"), ("", "a"),
-            ("Content-Length", "-1"), ("Content-Length", "1, 1"),
+            ("Content-Length", "-1"), ("Content-Length", "1, 1"), ("Content-Length", "+5"), ("Content-Length", "5 "),
+            ("Content-Length", "-0"), ("Content-Length", ""),
         ])
     func injection(name: String, value: String) throws {
         let channel = try channel()
@@ -149,6 +150,40 @@ struct ClientResponseEncoderTests {
         #expect(Self.failed(part))
         #expect(try outbound(channel).isEmpty)
         #expect(!channel.isActive)
+        _ = try? channel.finish()
+    }
+
+    @Test("a head while a response is open, or a write after a close-delimited body, closes the connection")
+    func openResponse() throws {
+        let open = try channel()
+        open.write(head(.ok, [("Content-Length", "10")]), promise: nil)
+        open.write(body("abc"), promise: nil)
+        let second = open.eventLoop.makePromise(of: Void.self)
+        open.write(head(.ok, [("Content-Length", "2")]), promise: second)
+        #expect(Self.failed(second))
+        #expect(!open.isActive)
+        _ = try? open.finish()
+
+        let closeDelimited = try channel()
+        closeDelimited.write(head(.ok, [], version: .http1_0), promise: nil)
+        closeDelimited.write(body("abc"), promise: nil)
+        closeDelimited.writeAndFlush(HTTPServerResponsePart.end(nil), promise: nil)
+        #expect(try outbound(closeDelimited) == ["HTTP/1.0 200 OK\r\n\r\nabc"])
+        let after = closeDelimited.eventLoop.makePromise(of: Void.self)
+        closeDelimited.write(head(.ok, [("Content-Length", "0")], version: .http1_0), promise: after)
+        #expect(Self.failed(after))
+        #expect(!closeDelimited.isActive)
+        _ = try? closeDelimited.finish()
+    }
+
+    @Test("closing sends what was written before the close, even without a flush")
+    func closeFlushes() throws {
+        let channel = try channel()
+        channel.write(head(.ok, [("Content-Length", "2")]), promise: nil)
+        channel.write(body("ok"), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.close(promise: nil)
+        #expect(try outbound(channel) == ["HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"])
         _ = try? channel.finish()
     }
 

@@ -203,4 +203,14 @@ struct ExchangeStateMachineTests {
         _ = machine.requestHead(head())
         #expect(machine.requestHead(head()) == .closeConnection)
     }
+
+    @Test(
+        "an upstream's Content-Length reaches the client as plain digits, or not at all",
+        arguments: [
+            ("5", "5"), ("5 ", "5"), (" 007\t", "7"), ("+5", nil), ("-0", nil), ("", nil), ("1,1", nil), ("99999999999999999999", nil),
+        ]
+            as [(String, String?)])
+    func contentLength(upstream: String, relayed: String?) {
+        #expect(ResponseFraming.length(upstream) == relayed)
+    }
 }

@@ -36,4 +36,25 @@ struct FlushBatchTests {
         _ = try first.finish()
         _ = try second.finish()
     }
+
+    @Test("a flush asked for off the channel's loop, or beside another loop's round on the same thread, goes out at once")
+    func otherLoops() throws {
+        let busy = EmbeddedEventLoop()
+        let other = EmbeddedEventLoop()
+        let first = EmbeddedChannel(loop: busy)
+        let second = EmbeddedChannel(loop: other)
+        for channel in [first, second] {
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        }
+        first.write(ByteBuffer(string: "a"), promise: nil)
+        FlushBatch.flushSoon(first)
+        second.write(ByteBuffer(string: "b"), promise: nil)
+        FlushBatch.flushSoon(second)
+        #expect(try second.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "b"))
+        #expect(try first.readOutbound(as: ByteBuffer.self) == nil)
+        busy.run()
+        #expect(try first.readOutbound(as: ByteBuffer.self) == ByteBuffer(string: "a"))
+        _ = try first.finish()
+        _ = try second.finish()
+    }
 }

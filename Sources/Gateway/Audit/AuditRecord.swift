@@ -86,20 +86,21 @@ public struct AuditRecord: Sendable {
     public enum LoggedArguments: Sendable, Equatable {
         /// In full: the deciding rule asked for them (`log_arguments`).
         case full(JSONValue)
-        /// `{"keys":[...],"sha256":"..."}`: the top-level keys of `arguments` (none when it is not an object), and
-        /// the SHA-256 of the bytes the client sent for them.
-        case redacted(JSONValue, sha256: SHA256Digest)
+        /// `{"keys":[...],"sha256":"..."}`: the top-level keys of the arguments (none when they are not an object),
+        /// and the SHA-256 of the bytes the client sent for them. No value is kept.
+        case redacted(keys: [String], sha256: SHA256Digest)
     }
 
     /// The redacted form of `arguments`, digesting `bytes`: exactly what the client sent for them (the arguments'
-    /// range of the request body). Without those bytes, the digest is taken over the compact serialization the audit
-    /// log itself would write.
+    /// range of the request body). Without those bytes (arguments the gateway did not parse from a body), the digest
+    /// is taken over the compact serialization the audit log itself would write.
     public static func redacted(_ arguments: JSONValue?, bytes: UnsafeRawBufferPointer? = nil) -> LoggedArguments? {
         guard let arguments else { return nil }
-        if let bytes { return .redacted(arguments, sha256: SHA256Digest(of: bytes)) }
+        let keys = arguments.objectValue?.keys ?? []
+        if let bytes { return .redacted(keys: keys, sha256: SHA256Digest(of: bytes)) }
         var serialized: [UInt8] = []
         JSONLineWriter.append(arguments, to: &serialized)
-        return .redacted(arguments, sha256: SHA256Digest(of: serialized))
+        return .redacted(keys: keys, sha256: SHA256Digest(of: serialized))
     }
 
     /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision, written by hand (it runs for every record).
@@ -164,7 +165,7 @@ public struct AuditRecord: Sendable {
         writer.optionalString("shared_limits", sharedLimits)
         switch arguments {
         case .full(let value)?: writer.value("arguments", value)
-        case .redacted(let value, let digest)?: writer.redactedArguments("arguments", value, digest)
+        case .redacted(let keys, let digest)?: writer.redactedArguments("arguments", keys: keys, digest)
         case nil: break
         }
         return writer.finishLine()

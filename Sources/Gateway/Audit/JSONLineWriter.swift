@@ -68,16 +68,13 @@ struct JSONLineWriter {
         Self.append(value, to: &bytes)
     }
 
-    /// `"key":{"keys":[...],"sha256":"..."}`: the top-level keys of `arguments` (none when it is not an object) and a
-    /// digest.
-    mutating func redactedArguments(_ key: StaticString, _ arguments: JSONValue, _ digest: SHA256Digest) {
+    /// `"key":{"keys":[...],"sha256":"..."}`: the top-level argument names and a digest.
+    mutating func redactedArguments(_ key: StaticString, keys: [String], _ digest: SHA256Digest) {
         member(key)
         bytes.append(contentsOf: #"{"keys":["#.utf8)
-        if case .object(let object) = arguments {
-            for (position, member) in object.members.enumerated() {
-                if position > 0 { bytes.append(UInt8(ascii: ",")) }
-                Self.appendQuoted(member.key, to: &bytes)
-            }
+        for (position, name) in keys.enumerated() {
+            if position > 0 { bytes.append(UInt8(ascii: ",")) }
+            Self.appendQuoted(name, to: &bytes)
         }
         bytes.append(contentsOf: #"],"sha256":""#.utf8)
         digest.appendHex(to: &bytes)

@@ -592,9 +592,13 @@ struct ExchangeDecisions {
         record.target = item.target
         record.jsonrpcID = item.message.id
         if let arguments = item.arguments {
-            record.arguments =
-                item.decision.logArguments
-                ? .full(arguments) : item.argumentDigest.map { .redacted(arguments, sha256: $0) } ?? AuditRecord.redacted(arguments)
+            if item.decision.logArguments {
+                record.arguments = .full(arguments)
+            } else if let digest = item.argumentDigest {
+                record.arguments = .redacted(keys: arguments.objectValue?.keys ?? [], sha256: digest)
+            } else {
+                record.arguments = AuditRecord.redacted(arguments)
+            }
         }
         return record
     }

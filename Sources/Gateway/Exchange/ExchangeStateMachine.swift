@@ -303,6 +303,17 @@ enum ResponseFraming {
         "content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow",
     ]
 
+    /// An upstream's `Content-Length` as the client gets it: digits only, without the spaces around them that HTTP
+    /// parsers let through, and without leading zeros; nil when it is not a plain decimal length (then the body is
+    /// relayed chunked, framed by what the upstream connection read).
+    static func length(_ value: String) -> String? {
+        let digits = value.utf8.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }.reversed()
+        guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
+            let length = Int(String(decoding: digits, as: UTF8.self))
+        else { return nil }
+        return String(length)
+    }
+
     /// The head to send the client for an upstream head, and whether body bytes may follow it. Responses to HEAD, and
     /// 1xx, 204 and 304 responses, never carry a body, whatever the upstream sends after them.
     static func frame(
@@ -318,7 +329,7 @@ enum ResponseFraming {
             if let forwarded = forwardedResponseHeaders.first(where: { HeaderText.isName(name, $0) }) {
                 headers.add(name: forwarded, value: value)
             } else if HeaderText.isName(name, "content-length") {
-                contentLength = contentLength ?? value
+                contentLength = contentLength ?? ResponseFraming.length(value)
             } else if HeaderText.isName(name, "transfer-encoding") {
                 hasTransferEncoding = true
             }
@@ -335,8 +346,8 @@ enum ResponseFraming {
                 // An HTTP/1.0 client learns where the body ends when the connection closes.
                 close = true
             }
-        } else if code == 304 || requestMethod == .HEAD, let length = contentLength {
-            // The length of the representation the request would have got; no body follows.
+        } else if requestMethod == .HEAD, let length = contentLength {
+            // The length of the representation a GET would have got; no body follows.
             headers.add(name: "Content-Length", value: length)
         }
         if close { headers.add(name: "Connection", value: "close") }

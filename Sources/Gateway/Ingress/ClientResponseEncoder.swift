@@ -10,8 +10,10 @@ import NIOHTTP1
 /// `Transfer-Encoding` beside it), and without one is sent chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
 ///
 /// It also holds the framing it declared, so that no write can desynchronise the client: a header name or value with
-/// CR, LF or NUL, a body after a head that declared none, more body bytes than `Content-Length` said, an end before
-/// all of them, a file region or trailers — each fails its write and closes the connection.
+/// CR, LF or NUL, a `Content-Length` that is not plain digits, a head while a response is still open, a body after a
+/// head that declared none, more body bytes than `Content-Length` said, an end before all of them, a file region or
+/// trailers, anything after a body delimited by the connection's close — each fails its write and closes the
+/// connection.
 final class ClientResponseEncoder: ChannelOutboundHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = ByteBuffer
@@ -42,6 +44,10 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     static let coalescedBodyBytes = 16 * 1024
 
     private var framing = Framing.none
+    /// A final head was written and its end was not: no other head may start.
+    private var responseOpen = false
+    /// A body delimited by the connection's close has ended: any further write is refused.
+    private var endedByClose = false
     /// The next head answers a HEAD request.
     private var nextAnswersHEAD = false
     private var pending: ByteBuffer?
@@ -60,8 +66,14 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             promise?.fail(EncodingError.framing("the connection is closing after a refused write"))
             return
         }
+        if endedByClose {
+            return refuse(.framing("a write after a body delimited by the connection's close"), promise: promise, context: context)
+        }
         switch unwrapOutboundIn(data) {
         case .head(let head):
+            guard !responseOpen else {
+                return refuse(.framing("a head while the previous response is still open"), promise: promise, context: context)
+            }
             var buffer = context.channel.allocator.buffer(capacity: 256)
             let answersHEAD = nextAnswersHEAD
             nextAnswersHEAD = false
@@ -70,6 +82,9 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             } catch {
                 return refuse(error, promise: promise, context: context)
             }
+            // A 1xx head is followed by the final one.
+            let code = head.status.code
+            responseOpen = !(100..<200).contains(code) || code == 101
             append(&buffer, promise: promise, context: context)
         case .body(.byteBuffer(var body)):
             switch framing {
@@ -109,6 +124,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             guard trailers == nil else { return refuse(.unsupportedPart, promise: promise, context: context) }
             let ended = framing
             framing = .none
+            responseOpen = false
             switch ended {
             case .length(let remaining) where remaining > 0:
                 return refuse(
@@ -117,6 +133,10 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             case .chunked:
                 var last = ByteBuffer(staticString: "0\r\n\r\n")
                 append(&last, promise: promise, context: context)
+            case .close:
+                // The body ends with the connection (which the handler above closes): nothing may follow it.
+                endedByClose = true
+                append(nil, promise: promise, context: context)
             default:
                 append(nil, promise: promise, context: context)
             }
@@ -127,6 +147,20 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     func flush(context: ChannelHandlerContext) {
         writePending(context: context)
         context.flush()
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        // What is pending was written by the handler above before it closed: it goes out first.
+        writePending(context: context)
+        context.flush()
+        context.close(mode: mode, promise: promise)
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        pending = nil
+        let held = pendingPromise
+        pendingPromise = nil
+        held?.fail(ChannelError.ioOnClosedChannel)
     }
 
     /// The status line and headers, framed as the type's documentation says; returns the framing of the body. A head
@@ -154,7 +188,9 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             if HeaderText.isName(name, "transfer-encoding") && !answersHEAD { continue }
             if HeaderText.isName(name, "content-length") && !answersHEAD {
                 guard mayHaveBody else { continue }
-                guard length == nil, let declared = Int(value), declared >= 0 else {
+                guard length == nil, !value.isEmpty, value.utf8.count <= 18,
+                    value.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let declared = Int(value)
+                else {
                     throw .invalidHeader("Content-Length \(value)")
                 }
                 length = declared
@@ -246,6 +282,8 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         held?.fail(error)
         promise?.fail(error)
         context.fireErrorCaught(error)
+        // Earlier, complete responses already handed down still go out; the refused one does not.
+        context.flush()
         context.close(promise: nil)
     }
 }

@@ -110,10 +110,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
-        if let (endpoint, token) = legacyRegistration {
-            services?.legacyStreams.remove(endpoint, token: token)
-            legacyRegistration = nil
-        }
+        unregisterLegacyStream()
         recordUndecided()
         perform(machine.clientClosed())
         finishAudit(
@@ -137,12 +134,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return
         } else if event is ConnectionIdle {
             // Idle means no bytes either way; a quiet stream being relayed is not idle.
-            if case .idle = machine.state { context.close(promise: nil) }
+            if case .idle = machine.state { close() }
             return
         } else if let slow = event as? SlowClientDetected {
             let reason = slow == .headTimeout ? "request head not received in time" : "request body arrived too slowly"
             recordConnectionRefusal(reason, rule: slow == .headTimeout ? "slow_request_head" : "slow_request_body")
-            context.close(promise: nil)
+            close()
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -165,6 +162,16 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
             default:
                 context.close(promise: nil)
+            }
+            return
+        }
+        if let refused = error as? ClientResponseEncoder.EncodingError {
+            // A response the encoder would not frame (it closes the connection): recorded, and logged once a minute.
+            recordConnectionRefusal("response not sent: \(refused)", rule: "response_framing")
+            if let services, let held = services.operationalLogThrottle.admit("response_framing") {
+                services.logger.warning(
+                    "response refused by the encoder; connection closed",
+                    metadata: ["error": "\(refused)", "similar.failures.held.back": "\(held)"])
             }
             return
         }
@@ -494,6 +501,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func exchangeFinished(ending: EventLoopFuture<Void>? = nil) {
         collectTimer?.cancel()
         collectTimer = nil
+        // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
+        unregisterLegacyStream()
         slowClients.exchangeFinished()
         request = nil
         plan = nil
@@ -533,8 +542,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Writes an event the gateway itself sends on a legacy stream (the answer to a refused message), between the
     /// relayed events: those go out whole, so the stream is always at an event boundary here.
     func writeLegacyEvent(_ event: ByteBuffer) {
-        guard let context, case .relaying = machine.state else { return }
+        guard let context, legacyRegistration != nil, case .relaying = machine.state else { return }
         context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(event))), promise: nil)
+    }
+
+    private func unregisterLegacyStream() {
+        guard let (endpoint, token) = legacyRegistration else { return }
+        services?.legacyStreams.remove(endpoint, token: token)
+        legacyRegistration = nil
     }
 
     /// A refusal of a legacy message: its JSON-RPC error goes onto the caller's stream and the POST gets `202`, as
