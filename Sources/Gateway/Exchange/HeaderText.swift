@@ -13,6 +13,11 @@ enum HeaderText {
             && zip(text.utf8, lowercasePrefix.utf8).allSatisfy { pair in lowercased(pair.0) == pair.1 }
     }
 
+    /// Whether `text` can go into a header line: no CR, LF or NUL (which would end or cut the line: header injection).
+    static func fitsOnOneLine(_ text: String) -> Bool {
+        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+    }
+
     private static func lowercased(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }

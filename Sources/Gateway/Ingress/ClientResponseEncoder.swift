@@ -50,8 +50,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     private var endedByClose = false
     /// The next head answers a HEAD request.
     private var nextAnswersHEAD = false
-    private var pending: ByteBuffer?
-    private var pendingPromise: EventLoopPromise<Void>?
+    private var pending = PendingWrite()
     /// A write was refused: the connection is closing, and nothing more is written to it.
     private var failed = false
 
@@ -102,13 +101,12 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
                 // An empty chunk would end the body: nothing to write.
                 guard body.readableBytes > 0 else { return append(nil, promise: promise, context: context) }
                 if body.readableBytes <= Self.coalescedBodyBytes {
-                    var buffer = pending ?? context.channel.allocator.buffer(capacity: body.readableBytes + 16)
-                    pending = nil
-                    Self.writeChunkSize(body.readableBytes, into: &buffer)
-                    buffer.writeBuffer(&body)
-                    buffer.writeStaticString("\r\n")
-                    pending = buffer
-                    hold(promise)
+                    pending.write(startingWith: context.channel.allocator.buffer(capacity: body.readableBytes + 16)) { buffer in
+                        Self.writeChunkSize(body.readableBytes, into: &buffer)
+                        buffer.writeBuffer(&body)
+                        buffer.writeStaticString("\r\n")
+                    }
+                    pending.hold(promise)
                 } else {
                     var prefix = context.channel.allocator.buffer(capacity: 16)
                     Self.writeChunkSize(body.readableBytes, into: &prefix)
@@ -157,10 +155,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        pending = nil
-        let held = pendingPromise
-        pendingPromise = nil
-        held?.fail(ChannelError.ioOnClosedChannel)
+        pending.take().promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
     /// The status line and headers, framed as the type's documentation says; returns the framing of the body. A head
@@ -178,13 +173,13 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         buffer.writeString(String(status))
         buffer.writeInteger(UInt8(ascii: " "))
         let reason = head.status.reasonPhrase
-        guard isClean(reason) else { throw .invalidHeader("reason phrase") }
+        guard HeaderText.fitsOnOneLine(reason) else { throw .invalidHeader("reason phrase") }
         buffer.writeString(reason)
         buffer.writeStaticString("\r\n")
         var length: Int?
         for (name, value) in head.headers {
-            guard isClean(name), !name.isEmpty else { throw .invalidHeader("header name") }
-            guard isClean(value) else { throw .invalidHeader("value of header \(name)") }
+            guard HeaderText.fitsOnOneLine(name), !name.isEmpty else { throw .invalidHeader("header name") }
+            guard HeaderText.fitsOnOneLine(value) else { throw .invalidHeader("value of header \(name)") }
             if HeaderText.isName(name, "transfer-encoding") && !answersHEAD { continue }
             if HeaderText.isName(name, "content-length") && !answersHEAD {
                 guard mayHaveBody else { continue }
@@ -215,10 +210,6 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         return framing
     }
 
-    private static func isClean(_ text: String) -> Bool {
-        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
-    }
-
     private static func writeChunkSize(_ size: Int, into buffer: inout ByteBuffer) {
         buffer.writeString(String(size, radix: 16))
         buffer.writeStaticString("\r\n")
@@ -232,54 +223,33 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             context.write(wrapOutboundOut(bytes), promise: promise)
             return
         }
-        if var buffer = pending {
-            // Taken out first, so the buffer is uniquely held and grows in place.
-            pending = nil
-            buffer.writeBuffer(&bytes)
-            pending = buffer
-        } else {
-            pending = bytes
-        }
-        hold(promise)
+        pending.append(&bytes)
+        pending.hold(promise)
     }
 
     private func append(_ nothing: ByteBuffer?, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         guard var bytes = nothing else {
-            if pending == nil, let promise {
+            if pending.isEmpty, let promise {
                 // Everything before was written already: this promise completes after it.
                 context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
             } else {
-                hold(promise)
+                pending.hold(promise)
             }
             return
         }
         append(&bytes, promise: promise, context: context)
     }
 
-    private func hold(_ promise: EventLoopPromise<Void>?) {
-        guard let promise else { return }
-        if let held = pendingPromise {
-            held.futureResult.cascade(to: promise)
-        } else {
-            pendingPromise = promise
-        }
-    }
-
     private func writePending(context: ChannelHandlerContext) {
-        guard let buffer = pending else { return }
-        pending = nil
-        let promise = pendingPromise
-        pendingPromise = nil
+        let (buffer, promise) = pending.take()
+        guard let buffer else { return }
         context.write(wrapOutboundOut(buffer), promise: promise)
     }
 
     /// Fails the write, drops what is pending (it cannot be framed any more) and closes the connection.
     private func refuse(_ error: EncodingError, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         failed = true
-        pending = nil
-        let held = pendingPromise
-        pendingPromise = nil
-        held?.fail(error)
+        pending.take().promise?.fail(error)
         promise?.fail(error)
         context.fireErrorCaught(error)
         // Earlier, complete responses already handed down still go out; the refused one does not.

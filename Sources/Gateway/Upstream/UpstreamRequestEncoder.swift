@@ -25,8 +25,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
     /// Bodies up to this size are copied behind the head; larger ones are written as their own buffer.
     static let coalescedBodyBytes = 16 * 1024
 
-    private var pending: ByteBuffer?
-    private var pendingPromise: EventLoopPromise<Void>?
+    private var pending = PendingWrite()
     /// The current request's head was refused: its body and end are refused too (never written without a head).
     private var refused = false
 
@@ -47,17 +46,14 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
                 return
             }
             refused = false
-            pending = buffer
-            hold(promise)
+            pending.append(&buffer)
+            pending.hold(promise)
         case .body where refused, .end where refused:
             promise?.fail(EncodingError.unsupportedPart)
         case .body(.byteBuffer(var body)):
-            if var buffer = pending, body.readableBytes <= Self.coalescedBodyBytes {
-                // Taken out first, so the buffer is uniquely held and grows in place.
-                pending = nil
-                buffer.writeBuffer(&body)
-                pending = buffer
-                hold(promise)
+            if !pending.isEmpty, body.readableBytes <= Self.coalescedBodyBytes {
+                pending.append(&body)
+                pending.hold(promise)
             } else {
                 writePending(context: context)
                 context.write(wrapOutboundOut(.byteBuffer(body)), promise: promise)
@@ -66,11 +62,11 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
             fail(promise, context: context)
         case .end(let trailers):
             guard trailers == nil else { return fail(promise, context: context) }
-            hold(promise)
-            if pending == nil, let promise = pendingPromise {
+            if pending.isEmpty, let promise {
                 // Everything was written already: the end completes after it.
-                pendingPromise = nil
                 context.write(wrapOutboundOut(.byteBuffer(context.channel.allocator.buffer(capacity: 0))), promise: promise)
+            } else {
+                pending.hold(promise)
             }
             writePending(context: context)
         }
@@ -85,7 +81,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
     static func render(_ head: HTTPRequestHead, into buffer: inout ByteBuffer) throws(EncodingError) {
         buffer.writeString(head.method.rawValue)
         buffer.writeInteger(UInt8(ascii: " "))
-        guard isClean(head.uri) else { throw .invalidHeader("request target") }
+        guard HeaderText.fitsOnOneLine(head.uri) else { throw .invalidHeader("request target") }
         buffer.writeString(head.uri)
         buffer.writeStaticString(" HTTP/")
         buffer.writeString(String(head.version.major))
@@ -93,8 +89,8 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         buffer.writeString(String(head.version.minor))
         buffer.writeStaticString("\r\n")
         for (name, value) in head.headers {
-            guard isClean(name) else { throw .invalidHeader("header name") }
-            guard isClean(value) else { throw .invalidHeader("value of header \(name)") }
+            guard HeaderText.fitsOnOneLine(name) else { throw .invalidHeader("header name") }
+            guard HeaderText.fitsOnOneLine(value) else { throw .invalidHeader("value of header \(name)") }
             buffer.writeString(name)
             buffer.writeStaticString(": ")
             buffer.writeString(value)
@@ -103,24 +99,9 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         buffer.writeStaticString("\r\n")
     }
 
-    private static func isClean(_ text: String) -> Bool {
-        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
-    }
-
-    private func hold(_ promise: EventLoopPromise<Void>?) {
-        guard let promise else { return }
-        if let held = pendingPromise {
-            held.futureResult.cascade(to: promise)
-        } else {
-            pendingPromise = promise
-        }
-    }
-
     private func writePending(context: ChannelHandlerContext) {
-        guard let buffer = pending else { return }
-        pending = nil
-        let promise = pendingPromise
-        pendingPromise = nil
+        let (buffer, promise) = pending.take()
+        guard let buffer else { return }
         context.write(wrapOutboundOut(.byteBuffer(buffer)), promise: promise)
     }
 
