@@ -84,6 +84,24 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("an answer to HEAD keeps its Content-Length, carries no body, and the connection serves the next request")
+    func headOnKeepAlive() async throws {
+        let gateway = try await GatewayFixture.start(upstream: "http://127.0.0.1:9/mcp")
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send("HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(await client.wait { $0.contains("\r\n\r\n") })
+        try await client.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(await client.wait { statusLines($0).count == 2 && $0.hasSuffix(#"{"status":"ok"}"#) }, "\(client.text)")
+        let text = client.text
+        // The first answer is a head alone: the second status line follows its blank line directly.
+        #expect(text.hasPrefix("HTTP/1.1 200 OK\r\n"))
+        #expect(text.contains("Content-Length: 15\r\n"))
+        #expect(text.contains("\r\n\r\nHTTP/1.1 200 OK\r\n"), "\(text)")
+        #expect(!client.isClosed)
+        await client.close()
+        try await gateway.stop()
+    }
+
     @Test("an upstream that breaks framing gets a clean 502 for the client, and an audit record")
     func brokenUpstream() async throws {
         let upstream = try await RawUpstream.start { _ in "HTTP/1.1 200 OK\r\nContent-Length: banana\r\n\r\n{}" }
