@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import StrictJSON
 import Testing
 
@@ -19,7 +20,7 @@ struct AuditRecordTests {
     func line() throws {
         var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "line\nbreak \"quoted\"")
         let sent = Array(#"{"path" : "secret", "n":1}"#.utf8)
-        record.arguments = sent.withUnsafeBytes { AuditRecord.redacted(try? JSONParser.parse(sent), bytes: $0) }
+        record.arguments = AuditRecord.redacted(try JSONParser.parse(sent), digest: SHA256Digest(of: sent))
         let line = record.jsonLine
         #expect(!line.contains("\n"))
         let parsed = try #require(try JSONParser.parse(line).objectValue)

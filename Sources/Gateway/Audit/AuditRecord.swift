@@ -91,16 +91,15 @@ public struct AuditRecord: Sendable {
         case redacted(keys: [String], sha256: SHA256Digest)
     }
 
-    /// The redacted form of `arguments`, digesting `bytes`: exactly what the client sent for them (the arguments'
-    /// range of the request body). Without those bytes (arguments the gateway did not parse from a body), the digest
-    /// is taken over the compact serialization the audit log itself would write.
-    public static func redacted(_ arguments: JSONValue?, bytes: UnsafeRawBufferPointer? = nil) -> LoggedArguments? {
+    /// The redacted form of `arguments`, with `digest`: the SHA-256 of what the client sent for them (the arguments'
+    /// range of the request body). Without it (arguments the gateway did not parse from a body), the digest is taken
+    /// over the compact serialization the audit log itself would write.
+    public static func redacted(_ arguments: JSONValue?, digest: SHA256Digest? = nil) -> LoggedArguments? {
         guard let arguments else { return nil }
-        let keys = arguments.objectValue?.keys ?? []
-        if let bytes { return .redacted(keys: keys, sha256: SHA256Digest(of: bytes)) }
+        if let digest { return .redacted(keys: arguments.objectValue?.keys ?? [], sha256: digest) }
         var serialized: [UInt8] = []
         JSONLineWriter.append(arguments, to: &serialized)
-        return .redacted(keys: keys, sha256: SHA256Digest(of: serialized))
+        return .redacted(keys: arguments.objectValue?.keys ?? [], sha256: SHA256Digest(of: serialized))
     }
 
     /// `2026-11-25T01:07:29.777Z`: UTC, millisecond precision, written by hand (it runs for every record).

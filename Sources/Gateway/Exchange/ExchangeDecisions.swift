@@ -591,15 +591,9 @@ struct ExchangeDecisions {
         record.method = item.message.method ?? "response"
         record.target = item.target
         record.jsonrpcID = item.message.id
-        if let arguments = item.arguments {
-            if item.decision.logArguments {
-                record.arguments = .full(arguments)
-            } else if let digest = item.argumentDigest {
-                record.arguments = .redacted(keys: arguments.objectValue?.keys ?? [], sha256: digest)
-            } else {
-                record.arguments = AuditRecord.redacted(arguments)
-            }
-        }
+        record.arguments =
+            item.decision.logArguments
+            ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest)
         return record
     }
 
