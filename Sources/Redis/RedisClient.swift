@@ -82,6 +82,9 @@ final class LoopPool: @unchecked Sendable {
 
     func send(_ arguments: [[UInt8]]) -> EventLoopFuture<RESPValue> {
         eventLoop.preconditionInEventLoop()
+        // A connection whose close is still being delivered (its commands failed, its close callbacks not yet run)
+        // takes no more commands.
+        ready.removeAll { !$0.channel.isActive }
         // A further connection while the pool is short, unless one is on its way or the server is failing.
         let waitLeft = backoff.secondsLeft()
         if ready.count < settings.poolSize, connecting == nil, waitLeft == 0 { connect() }

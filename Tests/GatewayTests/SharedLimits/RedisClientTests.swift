@@ -89,24 +89,16 @@ import Testing
 
     @Test func anUnreachableServerFailsFastThenRecovers() async throws {
         let server = try await RedisServer()
-        // Backoff long enough that the three commands below surely fall within it, even on a busy machine.
+        // A backoff long enough that the commands below, sent back to back, surely fall within it.
         let client = try Self.client(server, backoff: .milliseconds(600))
         defer { client.close() }
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         #expect(try await client.send(["PING"], on: loop).get() == .simpleString("PONG"))
         server.stop()
-        // Three commands, each sent on the loop as soon as the one before has failed: no scheduling delay between
-        // them can outlast the backoff, however busy the machine.
-        let outcomes = try await loop.flatSubmit {
-            client.send(["PING"], on: loop).map { _ in [RedisError?]([nil]) }.flatMapError { first in
-                client.send(["PING"], on: loop).map { _ in [first as? RedisError, nil] }.flatMapError { second in
-                    client.send(["PING"], on: loop).map { _ in [first as? RedisError, second as? RedisError, nil] }
-                        .recover { third in [first as? RedisError, second as? RedisError, third as? RedisError] }
-                }
-            }
-        }.get()
-        let errors = outcomes.compactMap { $0 }
-        #expect(errors.count == 3, "\(outcomes)")
+        // Commands sent on the loop, each as soon as the one before has failed: no scheduling delay between them can
+        // outlast the backoff, however busy the machine.
+        let errors = try await loop.flatSubmit { Self.failures(of: ["PING"], count: 4, on: client, loop: loop) }.get()
+        #expect(errors.count == 4, "\(errors)")
         // After a refused connection the pool backs off and fails commands at once, saying so.
         #expect(errors.contains { if case .backingOff = $0 { true } else { false } }, "\(errors)")
         try await server.start()
@@ -116,6 +108,19 @@ import Testing
             if !answered { try await Task.sleep(for: .milliseconds(50)) }
         }
         #expect(answered)
+    }
+
+    /// Sends `command` `count` times back to back on `loop`, each after the previous one has failed; the errors, up
+    /// to the first success.
+    private static func failures(
+        of command: [String], count: Int, on client: RedisClient, loop: any EventLoop, soFar: [RedisError] = []
+    ) -> EventLoopFuture<[RedisError]> {
+        guard count > 0 else { return loop.makeSucceededFuture(soFar) }
+        return client.send(command, on: loop).map { _ in soFar }.flatMapError { error in
+            failures(
+                of: command, count: count - 1, on: client, loop: loop,
+                soFar: soFar + [(error as? RedisError) ?? .connectionFailed("\(error)")])
+        }
     }
 
     @Test func scriptsRunBySHAAndAreReloadedAfterAFlush() async throws {
