@@ -10,13 +10,31 @@ public struct SHA256Digest: Sendable, Hashable {
     /// The digest of `data`.
     public init(of data: UnsafeRawBufferPointer) {
         var digest = SIMD32<UInt8>()
-        withUnsafeMutableBytes(of: &digest) { output in
-            _ = SHA256(
-                data.baseAddress?.assumingMemoryBound(to: UInt8.self), data.count,
-                output.baseAddress!.assumingMemoryBound(to: UInt8.self))
+        let length = withUnsafeMutableBytes(of: &digest) { output in
+            var length: UInt32 = 0
+            guard
+                EVP_Digest(
+                    data.baseAddress, data.count, output.baseAddress!.assumingMemoryBound(to: UInt8.self), &length,
+                    Self.algorithm, nil) == 1
+            else { return 0 }
+            return Int(length)
         }
+        // A digest that is not computed must never stand for one (it keys the verified-token cache): libcrypto fails
+        // here only when it cannot allocate a few bytes.
+        precondition(length == 32, "libcrypto could not compute a SHA-256 digest")
         bytes = digest
     }
+
+    /// The digest of a string's UTF-8 bytes.
+    public init(ofUTF8 text: String) {
+        var text = text
+        self = text.withUTF8 { SHA256Digest(of: UnsafeRawBufferPointer($0)) }
+    }
+
+    /// SHA-256 fetched from libcrypto's default provider once per process. `SHA256()` and `EVP_sha256()` look the
+    /// algorithm up again on every call in OpenSSL 3 (a locked search by name, and allocations); this runs twice per
+    /// request (the token cache key, the audit record's argument digest). `EVP_sha256()` if the fetch fails.
+    nonisolated(unsafe) private static let algorithm: OpaquePointer? = EVP_MD_fetch(nil, "SHA256", nil) ?? EVP_sha256()
 
     /// The digest of `data`.
     public init(of data: [UInt8]) {

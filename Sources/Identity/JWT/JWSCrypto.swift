@@ -19,15 +19,6 @@ enum JWSCrypto {
         lhs.count == rhs.count && CRYPTO_memcmp(lhs, rhs, lhs.count) == 0
     }
 
-    /// SHA-256 of `data`.
-    static func sha256(_ data: [UInt8]) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: 32)
-        data.withUnsafeBytes { bytes in
-            _ = SHA256(bytes.baseAddress?.assumingMemoryBound(to: UInt8.self), bytes.count, &output)
-        }
-        return output
-    }
-
     /// Verifies `signature` (in OpenSSL's format: DER for ECDSA) over `data` with a digest (nil for Ed25519).
     static func verify(key: EVPKey, sha256 useSHA256: Bool, signature: [UInt8], data: [UInt8]) -> Bool {
         guard let context = EVP_MD_CTX_new() else { return false }

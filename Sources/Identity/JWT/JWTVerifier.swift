@@ -86,7 +86,7 @@ public struct JWTVerifier: Sendable {
         guard token.utf8.count <= maximumTokenBytes else {
             throw .tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)
         }
-        let digest = JWSCrypto.sha256(Array(token.utf8))
+        let digest = SHA256Digest(ofUTF8: token)
         if let cached = cache.lookup(digest, now: now),
             cached.keySetGeneration == nil || cached.keySetGeneration == remoteKeys?.generation(for: cached.tenant)
         {

@@ -15,12 +15,12 @@ final class VerifiedTokenCache: Sendable {
     }
 
     private let capacity: Int
-    private let entries = Mutex<[[UInt8]: Entry]>([:])
+    private let entries = Mutex<[SHA256Digest: Entry]>([:])
 
     init(capacity: Int) { self.capacity = max(0, capacity) }
 
     /// The cached result for this token digest, if still valid at `now`.
-    func lookup(_ digest: [UInt8], now: Date) -> VerifiedToken? {
+    func lookup(_ digest: SHA256Digest, now: Date) -> VerifiedToken? {
         entries.withLock { entries in
             guard let entry = entries[digest] else { return nil }
             guard now < entry.acceptedUntil else {
@@ -33,7 +33,7 @@ final class VerifiedTokenCache: Sendable {
     }
 
     /// Stores a verified token; tokens without an expiry are not cached.
-    func store(_ digest: [UInt8], _ token: VerifiedToken, now: Date) {
+    func store(_ digest: SHA256Digest, _ token: VerifiedToken, now: Date) {
         guard capacity > 0, let until = token.acceptedUntil, now < until else { return }
         entries.withLock { entries in
             if entries.count >= capacity {
