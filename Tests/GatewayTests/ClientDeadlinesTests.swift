@@ -4,29 +4,33 @@ import Testing
 
 @testable import Gateway
 
-/// Records idle events.
+/// Records idle and slow-client events.
 private final class IdleRecorder: ChannelInboundHandler {
     typealias InboundIn = NIOAny
     var events = 0
+    var slow: [SlowClientDetected] = []
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ConnectionIdle { events += 1 }
+        if let event = event as? SlowClientDetected { slow.append(event) }
     }
 }
 
-@Suite("Idle connection timer")
-struct IdleConnectionTimerTests {
-    private func channel() throws -> (EmbeddedChannel, IdleRecorder) {
+@Suite("Client connection deadlines")
+struct ClientDeadlinesTests {
+    private func channel() throws -> (EmbeddedChannel, IdleRecorder, ClientDeadlines) {
         let recorder = IdleRecorder()
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(IdleConnectionTimer(timeout: .seconds(60)))
+        let deadlines = ClientDeadlines(
+            idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
+        try channel.pipeline.syncOperations.addHandler(deadlines)
         try channel.pipeline.syncOperations.addHandler(recorder)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        return (channel, recorder)
+        return (channel, recorder, deadlines)
     }
 
     @Test("a connection with no traffic is reported idle after the timeout, and again after each further timeout")
     func quiet() throws {
-        let (channel, recorder) = try channel()
+        let (channel, recorder, _) = try channel()
         channel.embeddedEventLoop.advanceTime(by: .seconds(59))
         #expect(recorder.events == 0)
         channel.embeddedEventLoop.advanceTime(by: .seconds(1))
@@ -38,7 +42,7 @@ struct IdleConnectionTimerTests {
 
     @Test("reads and writes each restart the idle time")
     func activity() throws {
-        let (channel, recorder) = try channel()
+        let (channel, recorder, _) = try channel()
         channel.embeddedEventLoop.advanceTime(by: .seconds(50))
         try channel.writeInbound(ByteBuffer(string: "x"))
         channel.embeddedEventLoop.advanceTime(by: .seconds(50))
@@ -53,9 +57,41 @@ struct IdleConnectionTimerTests {
 
     @Test("no event after the connection closed")
     func closed() throws {
-        let (channel, recorder) = try channel()
+        let (channel, recorder, _) = try channel()
         _ = try channel.finish()
         channel.embeddedEventLoop.advanceTime(by: .seconds(120))
         #expect(recorder.events == 0)
+    }
+
+    @Test("a head that has not arrived within the head deadline of its first byte is reported, once; idle still runs")
+    func headDeadline() throws {
+        let (channel, recorder, _) = try channel()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(30))
+        try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        try channel.writeInbound(ByteBuffer(string: "Host: x\r\n"))
+        #expect(recorder.slow.isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(recorder.slow == [.headTimeout])
+        channel.embeddedEventLoop.advanceTime(by: .seconds(60))
+        #expect(recorder.slow == [.headTimeout])
+        #expect(recorder.events == 1)
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a head that arrives in time stops the head deadline; the next request's starts with its first byte")
+    func headInTime() throws {
+        let (channel, recorder, deadlines) = try channel()
+        try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\n"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        deadlines.headReceived(expectsBody: false)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        deadlines.exchangeFinished()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(20))
+        #expect(recorder.slow.isEmpty)
+        try channel.writeInbound(ByteBuffer(string: "G"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(recorder.slow == [.headTimeout])
+        _ = try channel.finish(acceptAlreadyClosed: true)
     }
 }

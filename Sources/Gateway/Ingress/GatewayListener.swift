@@ -72,11 +72,10 @@ public final class GatewayListener: Sendable {
                     if let tlsContext {
                         try pipeline.addHandler(TLSHandler(context: tlsContext.current, logger: logger))
                     }
-                    let slowClients = SlowClientGuard(
-                        headTimeout: TimeAmount(limits.requestHeadTimeout), minimumBytesPerSecond: limits.minimumBodyBytesPerSecond,
-                        gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
-                    try pipeline.addHandler(slowClients)
-                    try pipeline.addHandler(IdleConnectionTimer(timeout: idleTimeout))
+                    let deadlines = ClientDeadlines(
+                        idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
+                        minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
+                    try pipeline.addHandler(deadlines)
                     // NIO's HTTP/1.1 request decoder without its pipelining handler (the connection handler holds
                     // pipelined requests itself, without toggling read interest per request), and the gateway's own
                     // response encoder.
@@ -84,7 +83,7 @@ public final class GatewayListener: Sendable {
                     try pipeline.addHandler(responseEncoder)
                     try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
                     try pipeline.addHandler(
-                        MCPConnectionHandler(services: services, slowClients: slowClients, responseEncoder: responseEncoder))
+                        MCPConnectionHandler(services: services, deadlines: deadlines, responseEncoder: responseEncoder))
                 }
             }
         let channel: any Channel

@@ -16,7 +16,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private let services: GatewayServices?
     private let decisions: ExchangeDecisions?
-    private let slowClients: SlowClientGuard
+    private let deadlines: ClientDeadlines
     private let responseEncoder: ClientResponseEncoder
     private var machine: ExchangeStateMachine
     private var context: ChannelHandlerContext?
@@ -49,10 +49,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var readPending = false
     private var draining = false
 
-    init(services: GatewayServices?, slowClients: SlowClientGuard, responseEncoder: ClientResponseEncoder) {
+    init(services: GatewayServices?, deadlines: ClientDeadlines, responseEncoder: ClientResponseEncoder) {
         self.services = services
         self.decisions = services.map(ExchangeDecisions.init)
-        self.slowClients = slowClients
+        self.deadlines = deadlines
         self.responseEncoder = responseEncoder
         let limits = services?.limits ?? GatewayLimits()
         machine = ExchangeStateMachine(
@@ -88,7 +88,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .body(let part):
             perform(machine.requestBody(part))
         case .end:
-            slowClients.bodyReceived()
+            deadlines.bodyReceived()
             if case .draining = machine.state {
                 // The answer went out before the body was read; with the body drained the exchange is over.
                 _ = machine.requestEnd()
@@ -182,7 +182,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func requestHead(_ head: HTTPRequestHead) {
         generation += 1
-        slowClients.headReceived(
+        deadlines.headReceived(
             expectsBody: head.headers.contains(name: "transfer-encoding")
                 || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
         guard case .authenticate = machine.requestHead(head) else { return close() }
@@ -503,7 +503,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         collectTimer = nil
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
-        slowClients.exchangeFinished()
+        deadlines.exchangeFinished()
         request = nil
         plan = nil
         if draining {

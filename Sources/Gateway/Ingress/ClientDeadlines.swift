@@ -1,0 +1,180 @@
+import NIOCore
+
+/// Every deadline a client connection is held to, in one pipeline step (one step fewer for every read, write and
+/// flush of every request than a handler per deadline):
+///
+/// - **Idle:** no bytes read or written for `idleTimeout` sends `ConnectionIdle` up the pipeline.
+/// - **Request head:** the whole head must arrive within `headTimeout` from its first byte.
+/// - **Body rate:** after `gracePeriod`, a body must keep an average of `minimumBytesPerSecond`.
+///
+/// A slow client sends `SlowClientDetected` up the pipeline. The connection handler records and closes on either
+/// event. Sits below the HTTP decoder, so it sees every byte as it arrives; the connection handler tells it where the
+/// request is (`headReceived`, `bodyReceived`, `exchangeFinished`).
+///
+/// NIO's `IdleStateHandler` attaches a promise to every write to learn when it completes: two allocations per
+/// response part. Here a write counts when it is issued. A client that stops reading cannot hold the connection busy
+/// with writes that never complete: the gateway stops relaying when the socket is not writable, so no further writes
+/// are issued and the connection goes idle. The idle timer is one per connection, re-armed for the time left when it
+/// fires early; the head and body timers are armed only when a head or body spans reads, so the common request, whole
+/// in one read, arms none. Times come from the event loop's clock (`EventLoop.now`).
+final class ClientDeadlines: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+    typealias OutboundIn = NIOAny
+    typealias OutboundOut = NIOAny
+
+    private enum Phase {
+        /// Between requests: the head deadline starts with the next byte.
+        case awaitingHead(timer: Scheduled<Void>?)
+        /// Reading a body: bytes counted since `start`; the rate check runs once the body spans more than one read.
+        case readingBody(start: NIODeadline, bytes: Int, check: RepeatedTask?)
+        /// A request is being handled; only the idle timer runs.
+        case busy
+    }
+
+    private let idleTimeout: TimeAmount
+    private let headTimeout: TimeAmount
+    private let minimumBytesPerSecond: Int
+    private let gracePeriod: TimeAmount
+    private var phase = Phase.awaitingHead(timer: nil)
+    private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    private var idleTimer: Scheduled<Void>?
+    private var context: ChannelHandlerContext?
+
+    /// Deadlines for one client connection.
+    init(idleTimeout: TimeAmount, headTimeout: TimeAmount, minimumBytesPerSecond: Int, gracePeriod: TimeAmount) {
+        self.idleTimeout = idleTimeout
+        self.headTimeout = headTimeout
+        self.minimumBytesPerSecond = minimumBytesPerSecond
+        self.gracePeriod = gracePeriod
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        lastActivity = context.eventLoop.now
+        if context.channel.isActive { armIdle(context: context, in: idleTimeout) }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        stopTimers()
+        self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        lastActivity = context.eventLoop.now
+        if idleTimer == nil { armIdle(context: context, in: idleTimeout) }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        stopTimers()
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        lastActivity = context.eventLoop.now
+        if case .readingBody(let start, let bytes, let check) = phase {
+            phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
+        }
+        context.fireChannelRead(data)
+        switch phase {
+        case .awaitingHead(nil):
+            // Bytes arrived and no head came of them: the head deadline runs from now.
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let timer = context.eventLoop.scheduleTask(in: headTimeout) { bound.value.fire(.headTimeout) }
+            phase = .awaitingHead(timer: timer)
+        case .readingBody(let start, let bytes, nil):
+            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let elapsed = NIODeadline.now() - start
+            let check = context.eventLoop.scheduleRepeatedTask(
+                initialDelay: max(.zero, gracePeriod - elapsed), delay: .seconds(1)
+            ) { _ in bound.value.checkBodyRate() }
+            phase = .readingBody(start: start, bytes: bytes, check: check)
+        default:
+            break
+        }
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        lastActivity = context.eventLoop.now
+        context.write(data, promise: promise)
+    }
+
+    /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched.
+    func headReceived(expectsBody: Bool) {
+        stopRequestTimers()
+        phase = expectsBody ? .readingBody(start: .now(), bytes: 0, check: nil) : .busy
+    }
+
+    /// The request body is complete.
+    func bodyReceived() {
+        stopRequestTimers()
+        phase = .busy
+    }
+
+    /// The response is complete; the next request's head is awaited.
+    func exchangeFinished() {
+        stopRequestTimers()
+        phase = .awaitingHead(timer: nil)
+    }
+
+    private func armIdle(context: ChannelHandlerContext, in delay: TimeAmount) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: delay) {
+            let (handler, context) = bound.value
+            handler.idleTimerFired(context: context)
+        }
+    }
+
+    private func idleTimerFired(context: ChannelHandlerContext) {
+        guard context.channel.isActive else { return }
+        let quiet = context.eventLoop.now - lastActivity
+        if quiet >= idleTimeout {
+            armIdle(context: context, in: idleTimeout)
+            context.fireUserInboundEventTriggered(ConnectionIdle())
+        } else {
+            armIdle(context: context, in: idleTimeout - quiet)
+        }
+    }
+
+    private func checkBodyRate() {
+        guard case .readingBody(let start, let bytes, _) = phase else { return }
+        let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
+        if Double(bytes) < Double(minimumBytesPerSecond) * seconds { fire(.bodyTooSlow) }
+    }
+
+    private func fire(_ kind: SlowClientDetected) {
+        stopRequestTimers()
+        phase = .busy
+        context?.fireUserInboundEventTriggered(kind)
+    }
+
+    private func stopRequestTimers() {
+        switch phase {
+        case .awaitingHead(let timer?): timer.cancel()
+        case .readingBody(_, _, let check?): check.cancel()
+        default: break
+        }
+    }
+
+    private func stopTimers() {
+        stopRequestTimers()
+        idleTimer?.cancel()
+        idleTimer = nil
+    }
+}
+
+@available(*, unavailable)
+extension ClientDeadlines: Sendable {}
+
+/// A client too slow to be served: sent up the pipeline by `ClientDeadlines`.
+enum SlowClientDetected: Sendable {
+    /// The request head did not arrive within the head deadline.
+    case headTimeout
+    /// The body arrived slower than the minimum rate.
+    case bodyTooSlow
+}
+
+/// No bytes have been read from or written to the connection for the idle timeout: sent up the pipeline by
+/// `ClientDeadlines`.
+struct ConnectionIdle: Sendable {}
