@@ -221,7 +221,17 @@ public struct JSONParser {
         index += 1  // opening quote
         let start = index
         // Fast path: no escapes, so the string is the bytes between the quotes.
-        while let byte = current, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte >= 0x20 { index += 1 }
+        var bitsSet: UInt8 = 0
+        while let byte = current, byte != UInt8(ascii: "\""), byte != UInt8(ascii: "\\"), byte >= 0x20 {
+            bitsSet |= byte
+            index += 1
+        }
+        if current == UInt8(ascii: "\""), bitsSet < 0x80 {
+            // ASCII only: valid UTF-8 as it stands (and decoded without the generic validation's runtime lookups).
+            let text = bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<index]), as: UTF8.self) }
+            index += 1
+            return text
+        }
         if current == UInt8(ascii: "\"") {
             guard let text = String(validating: bytes[start..<index], as: UTF8.self) else {
                 throw JSONParseError(reason: "invalid UTF-8 in a string", offset: start)
