@@ -132,11 +132,16 @@ struct ExchangeDecisions {
     /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
     /// headers, counting, since this runs for every request.
     static func repeatedSingleValuedHeader(in headers: HTTPHeaders) -> String? {
-        var seen = [Int](repeating: 0, count: singleValuedHeaders.count)
+        // One bit per name seen, one per name seen again (the list has fewer than 64 names).
+        var seen: UInt64 = 0
+        var repeated: UInt64 = 0
         for (name, _) in headers {
-            if let index = singleValuedHeaders.firstIndex(where: { HeaderText.isName(name, $0) }) { seen[index] += 1 }
+            if let index = singleValuedHeaders.firstIndex(where: { HeaderText.isName(name, $0) }) {
+                repeated |= seen & (1 << index)
+                seen |= 1 << index
+            }
         }
-        return seen.firstIndex { $0 > 1 }.map { singleValuedHeaders[$0] }
+        return repeated == 0 ? nil : singleValuedHeaders[repeated.trailingZeroBitCount]
     }
 
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content

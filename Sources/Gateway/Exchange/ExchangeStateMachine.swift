@@ -307,11 +307,20 @@ enum ResponseFraming {
     /// parsers let through, and without leading zeros; nil when it is not a plain decimal length (then the body is
     /// relayed chunked, framed by what the upstream connection read).
     static func length(_ value: String) -> String? {
-        let digits = value.utf8.drop { $0 == 0x20 || $0 == 0x09 }.reversed().drop { $0 == 0x20 || $0 == 0x09 }.reversed()
-        guard !digits.isEmpty, digits.count <= 18, digits.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }),
-            let length = Int(String(decoding: digits, as: UTF8.self))
-        else { return nil }
-        return String(length)
+        var value = value
+        return value.withUTF8 { bytes -> String? in
+            var start = 0
+            var end = bytes.count
+            while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+            while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+            guard end > start, end - start <= 18 else { return nil }
+            var length = 0
+            for byte in bytes[start..<end] {
+                guard byte >= 0x30 && byte <= 0x39 else { return nil }
+                length = length * 10 + Int(byte - 0x30)
+            }
+            return String(length)
+        }
     }
 
     /// The head to send the client for an upstream head, and whether body bytes may follow it. Responses to HEAD, and
