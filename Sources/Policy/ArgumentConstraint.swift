@@ -147,8 +147,11 @@ public struct ArgumentConstraint: Sendable, Hashable {
             let trimmed = prefix.hasSuffix("/") && prefix.count > 1 ? String(prefix.dropLast()) : prefix
             return normalised == trimmed || normalised.hasPrefix(trimmed.hasSuffix("/") ? trimmed : trimmed + "/")
         }
-        return inside ? nil : "outside the allowed prefixes \(rule.allowedPrefixes)"
+        return inside ? nil : outsidePrefixes(rule)
     }
+
+    /// The problem of a path outside every allowed prefix.
+    static func outsidePrefixes(_ rule: PathRule) -> String { "outside the allowed prefixes \(rule.allowedPrefixes)" }
 }
 
 /// An argument value that made a rule decide, with the canonical form that was matched.
