@@ -1,3 +1,6 @@
+import NIOCore
+import NIOHTTP1
+
 /// HTTP header names and values compared byte by byte, ignoring ASCII case, without building lower-cased copies:
 /// these comparisons run for every header of every request and response.
 enum HeaderText {
@@ -24,7 +27,25 @@ enum HeaderText {
 
     /// Whether `text` can go into a header line: no CR, LF or NUL (which would end or cut the line: header injection).
     static func fitsOnOneLine(_ text: String) -> Bool {
-        !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+        let fits = text.utf8.withContiguousStorageIfAvailable { bytes in
+            for byte in bytes where byte == 0x0D || byte == 0x0A || byte == 0 { return false }
+            return true
+        }
+        return fits ?? !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+    }
+
+    /// Writes `major.minor` of an HTTP version (a single digit each, as every version in use has).
+    static func write(_ version: HTTPVersion, into buffer: inout ByteBuffer) {
+        func write(_ number: Int, into buffer: inout ByteBuffer) {
+            if (0...9).contains(number) {
+                buffer.writeInteger(UInt8(ascii: "0") + UInt8(number))
+            } else {
+                buffer.writeString(String(number))
+            }
+        }
+        write(version.major, into: &buffer)
+        buffer.writeInteger(UInt8(ascii: "."))
+        write(version.minor, into: &buffer)
     }
 
     private static func lowercased(_ byte: UInt8) -> UInt8 {

@@ -166,9 +166,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         let status = head.status.code
         let mayHaveBody = !((100..<200).contains(status) || status == 204 || status == 304)
         buffer.writeStaticString("HTTP/")
-        buffer.writeString(String(head.version.major))
-        buffer.writeInteger(UInt8(ascii: "."))
-        buffer.writeString(String(head.version.minor))
+        HeaderText.write(head.version, into: &buffer)
         buffer.writeInteger(UInt8(ascii: " "))
         buffer.writeString(String(status))
         buffer.writeInteger(UInt8(ascii: " "))

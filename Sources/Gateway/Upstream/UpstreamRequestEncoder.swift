@@ -84,9 +84,7 @@ final class UpstreamRequestEncoder: ChannelOutboundHandler, RemovableChannelHand
         guard HeaderText.fitsOnOneLine(head.uri) else { throw .invalidHeader("request target") }
         buffer.writeString(head.uri)
         buffer.writeStaticString(" HTTP/")
-        buffer.writeString(String(head.version.major))
-        buffer.writeInteger(UInt8(ascii: "."))
-        buffer.writeString(String(head.version.minor))
+        HeaderText.write(head.version, into: &buffer)
         buffer.writeStaticString("\r\n")
         for (name, value) in head.headers {
             guard HeaderText.fitsOnOneLine(name) else { throw .invalidHeader("header name") }
