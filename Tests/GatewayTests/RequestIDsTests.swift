@@ -41,5 +41,12 @@ struct RequestIDsTests {
             ExchangeDecisions.repeatedSingleValuedHeader(
                 in: HTTPHeaders([("mcp-name", "a"), ("Accept", "x"), ("mcp-name", "b"), ("accept", "y")]))
                 == "mcp-name")  // mcp-name comes before accept in the list
+        // Every name of the list, repeated in another case, is found (each has a bit of its own: under 64 names).
+        #expect(ExchangeDecisions.singleValuedHeaders.count < 64)
+        for name in ExchangeDecisions.singleValuedHeaders {
+            let headers = HTTPHeaders([("x-other", "1"), (name, "a"), ("Mcp-Param-" + name, "b"), (name.uppercased(), "c")])
+            #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: headers) == name)
+            #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([(name, "a"), (name + "x", "b")])) == nil)
+        }
     }
 }

@@ -132,17 +132,27 @@ struct ExchangeDecisions {
     /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
     /// headers, counting, since this runs for every request.
     static func repeatedSingleValuedHeader(in headers: HTTPHeaders) -> String? {
-        // One bit per name seen, one per name seen again (the list has fewer than 64 names).
+        // One bit per name seen, one per name seen again (the list has fewer than 64 names: `RequestIDsTests`).
         var seen: UInt64 = 0
         var repeated: UInt64 = 0
         for (name, _) in headers {
-            if let index = singleValuedHeaders.firstIndex(where: { HeaderText.isName(name, $0) }) {
+            let length = name.utf8.count
+            guard length < singleValuedByLength.count else { continue }
+            for index in singleValuedByLength[length] where HeaderText.isName(name, singleValuedHeaders[index]) {
                 repeated |= seen & (1 << index)
                 seen |= 1 << index
             }
         }
         return repeated == 0 ? nil : singleValuedHeaders[repeated.trailingZeroBitCount]
     }
+
+    /// The indices in `singleValuedHeaders` of the names of each length: a header is compared with the names of its
+    /// own length only (today one at most).
+    static let singleValuedByLength: [[Int]] = {
+        var byLength = [[Int]](repeating: [], count: (singleValuedHeaders.map(\.utf8.count).max() ?? 0) + 1)
+        for (index, name) in singleValuedHeaders.enumerated() { byLength[name.utf8.count].append(index) }
+        return byLength
+    }()
 
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
