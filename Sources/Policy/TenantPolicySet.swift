@@ -208,7 +208,9 @@ public struct TenantPolicySet: Sendable {
         let leaves =
             rule.inspectsNestedJSON || !allLeaves.contains(where: \.isInsideJSONString)
             ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
-        let topLevel = arguments.topLevelTypes
+        // Top-level types matter only to constraints on a named argument that is required or typed.
+        let needsTypes = rule.constraints.contains { $0.key != "*" && ($0.required || $0.type != nil) }
+        let topLevel = needsTypes ? arguments.topLevelTypes : [:]
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
         if findings.isEmpty {
             return rule.action == .deny
@@ -229,7 +231,7 @@ struct LazyArguments {
     private var cachedLeaves: [ArgumentValue]?
     /// Why the leaves were not examined, when they were not.
     private(set) var refusal: ArgumentCanonicalizer.Refusal?
-    private var cachedTypes: [String: [String]] = [:]
+    private var cachedTypes: [String: [String]]?
 
     init(_ arguments: JSONValue?) { self.arguments = arguments }
 
@@ -244,8 +246,15 @@ struct LazyArguments {
     /// Folded top-level key → JSON types of the arguments with that key (several when keys differ only in case).
     var topLevelTypes: [String: [String]] {
         mutating get {
-            compute()
-            return cachedTypes
+            if let cachedTypes { return cachedTypes }
+            var types: [String: [String]] = [:]
+            if case .object(let object) = arguments {
+                for member in object.members {
+                    types[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)
+                }
+            }
+            cachedTypes = types
+            return types
         }
     }
 
@@ -255,11 +264,6 @@ struct LazyArguments {
         switch ArgumentCanonicalizer.examine(arguments) {
         case .success(let leaves): cachedLeaves = leaves
         case .failure(let refusal): self.refusal = refusal
-        }
-        if case .object(let object) = arguments {
-            for member in object.members {
-                cachedTypes[ArgumentCanonicalizer.foldKey(member.key), default: []].append(member.value.typeName)
-            }
         }
     }
 }
