@@ -114,8 +114,12 @@ final class TLSConnection {
     /// Decrypts application data into `buffer`, at most `limit` bytes. Room is made only for what can come out: the
     /// plaintext OpenSSL holds plus the ciphertext waiting (a small request no longer costs a 16 KiB buffer).
     func read(into buffer: inout ByteBuffer, limit: Int) -> TLSStep<Int> {
-        OpenSSLErrorQueue.clear()
         let available = Int(SSL_pending(ssl)) + network.pendingInbound
+        // Nothing decrypted and no bytes from the network: SSL_read could only say it wants more (a partial record
+        // is kept inside OpenSSL until its rest arrives). Every read event ends with this call: skipping it saves an
+        // SSL_read and an error-queue clear per request.
+        if available == 0 && SSL_is_init_finished(ssl) == 1 { return .incomplete }
+        OpenSSLErrorQueue.clear()
         let room = min(limit, max(available, 256))
         var status: Int32 = 0
         let count = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: room) { target in
