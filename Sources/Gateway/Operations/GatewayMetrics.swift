@@ -28,7 +28,25 @@ public final class GatewayMetrics: Sendable {
     struct Vocabulary {
         var tenants: Set<String>
         var rules: [String: Set<String>]
+        /// The counters each kind of record increments, found once per kind: counting a request then costs one lookup
+        /// instead of label checks and a lookup per series. Emptied when the vocabulary is replaced; bounded, since
+        /// a record's method is the client's (an unknown one is labelled `other`, but is a kind of its own here).
+        var counters: [RecordKind: [CoreMetrics.Counter]] = [:]
+        /// Counts replacements, so that counters found under an older vocabulary are not remembered under a newer one.
+        var generation = 0
     }
+
+    /// What decides which series a record counts in.
+    struct RecordKind: Hashable {
+        let tenant: String?
+        let method: String?
+        let decision: AuditRecord.Decision
+        let rule: String?
+        let sharedLimits: String?
+    }
+
+    /// At most this many kinds of record have their counters remembered; others are looked up each time.
+    static let rememberedRecordKinds = 4096
 
     /// Methods that may appear as a label: the MCP method table, and the gateway's own names for GET/DELETE.
     static let methods: Set<String> =
@@ -55,41 +73,71 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// Takes the tenants and rule ids of reloaded policies.
-    public func policiesReloaded(_ policy: PolicySnapshot) { vocabulary.withLock { $0 = Self.vocabulary(policy) } }
+    public func policiesReloaded(_ policy: PolicySnapshot) {
+        var next = Self.vocabulary(policy)
+        vocabulary.withLock { state in
+            next.generation = state.generation + 1
+            state = next
+        }
+    }
 
     // MARK: - Events
 
     /// Counts what `records` say: requests by tenant, method and decision; policy decisions by rule; rate-limited
     /// calls; authentication failures by reason; refusals of connections and requests by the gateway's limits.
     func observe(_ records: [AuditRecord]) {
-        let vocabulary = self.vocabulary.withLock { $0 }
         for record in records {
-            let tenant = tenantLabel(record.tenant, vocabulary)
-            let method = record.method.map { Self.methods.contains($0) ? $0 : "other" } ?? "none"
-            let decision = record.decision.rawValue
-            counter("mcpgw_requests_total", "tenant", tenant, "method", method, "decision", decision).increment()
-            let rule = ruleLabel(record.rule, tenant: record.tenant, vocabulary)
-            switch record.decision {
-            case .allow, .audit, .deny:
-                counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule).increment()
-            case .rateLimited:
-                counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule).increment()
-                counter("mcpgw_rate_limited_total", "tenant", tenant, "rule", rule).increment()
-            case .authenticationFailed:
-                counter("mcpgw_authentication_failures_total", "reason", rule).increment()
-            case .malformed, .unavailable:
-                counter("mcpgw_refusals_total", "tenant", tenant, "reason", rule).increment()
+            let kind = RecordKind(
+                tenant: record.tenant, method: record.method, decision: record.decision, rule: record.rule,
+                sharedLimits: record.sharedLimits)
+            let (known, vocabulary) = self.vocabulary.withLock { state -> ([CoreMetrics.Counter]?, Vocabulary?) in
+                // The vocabulary is copied only when the kind is new.
+                if let known = state.counters[kind] { return (known, nil) }
+                return (nil, state)
             }
-            if let mode = record.sharedLimits {
-                counter("mcpgw_shared_limits_degraded_decisions_total", "tenant", tenant, "mode", mode).increment()
+            if let known {
+                for counter in known { counter.increment() }
+                continue
+            }
+            guard let vocabulary else { continue }
+            let counters = self.counters(for: record, vocabulary)
+            for counter in counters { counter.increment() }
+            self.vocabulary.withLock { state in
+                // Remembered only under the vocabulary its labels were checked against (a reload may have come since).
+                if state.generation == vocabulary.generation, state.counters.count < Self.rememberedRecordKinds {
+                    state.counters[kind] = counters
+                }
             }
         }
     }
 
+    /// The series `record` counts in, with its labels checked against `vocabulary`.
+    private func counters(for record: AuditRecord, _ vocabulary: Vocabulary) -> [CoreMetrics.Counter] {
+        let tenant = tenantLabel(record.tenant, vocabulary)
+        let method = record.method.map { Self.methods.contains($0) ? $0 : "other" } ?? "none"
+        let decision = record.decision.rawValue
+        var counters = [counter("mcpgw_requests_total", "tenant", tenant, "method", method, "decision", decision)]
+        let rule = ruleLabel(record.rule, tenant: record.tenant, vocabulary)
+        switch record.decision {
+        case .allow, .audit, .deny:
+            counters.append(counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule))
+        case .rateLimited:
+            counters.append(counter("mcpgw_policy_decisions_total", "tenant", tenant, "decision", decision, "rule", rule))
+            counters.append(counter("mcpgw_rate_limited_total", "tenant", tenant, "rule", rule))
+        case .authenticationFailed:
+            counters.append(counter("mcpgw_authentication_failures_total", "reason", rule))
+        case .malformed, .unavailable:
+            counters.append(counter("mcpgw_refusals_total", "tenant", tenant, "reason", rule))
+        }
+        if let mode = record.sharedLimits {
+            counters.append(counter("mcpgw_shared_limits_degraded_decisions_total", "tenant", tenant, "mode", mode))
+        }
+        return counters
+    }
+
     /// One forwarded exchange's upstream answer: its latency (to the response head) and status.
     func observeUpstream(tenant: String?, seconds: Double, status: Int?) {
-        let vocabulary = self.vocabulary.withLock { $0 }
-        let label = tenantLabel(tenant, vocabulary)
+        let label = vocabulary.withLock { tenantLabel(tenant, $0) }
         let failed = status.map { $0 == 502 || $0 == 504 } ?? true
         if failed {
             counter("mcpgw_upstream_errors_total", "tenant", label, "status", status.map(String.init) ?? "none").increment()

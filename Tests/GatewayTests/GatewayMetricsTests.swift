@@ -1,0 +1,50 @@
+import Policy
+import Testing
+
+@testable import Gateway
+
+/// The counters each kind of record increments are remembered; a policy reload must not keep labels checked against
+/// the old policies.
+@Suite("Gateway metrics, remembered series")
+struct GatewayMetricsTests {
+    private static func policy(rules: [String]) throws -> PolicySnapshot {
+        let rulesJSON = rules.map { #"{"id":"\#($0)","action":"allow","tools":["t_\#($0)"]}"# }.joined(separator: ",")
+        let document = try PolicyDocument.parse(
+            Array(#"{"default_action":"deny","rules":[\#(rulesJSON)]}"#.utf8), file: "acme/p.json", defaultName: "p")
+        return PolicySnapshot(tenantDocuments: ["acme": [document]], globalDocuments: [], directory: "/nonexistent")
+    }
+
+    private static func record(rule: String, method: String = "tools/call") -> AuditRecord {
+        var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .allow, reason: "ok")
+        record.tenant = "acme"
+        record.method = method
+        record.rule = rule
+        return record
+    }
+
+    private static func count(_ metrics: GatewayMetrics, _ series: String) -> Int? {
+        let text = String(decoding: metrics.registry.emitToBuffer(), as: UTF8.self)
+        return text.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { Int($0.split(separator: " ").last!) }
+    }
+
+    @Test("a rule added by a reload gets its own label, though its kind of record was counted (as other) before")
+    func reloadForgetsRememberedSeries() throws {
+        let metrics = GatewayMetrics(policy: try Self.policy(rules: ["R1"]))
+        for _ in 0..<3 { metrics.observe([Self.record(rule: "R9")]) }
+        #expect(Self.count(metrics, #"mcpgw_policy_decisions_total{tenant="acme",decision="allow",rule="other"}"#) == 3)
+        metrics.policiesReloaded(try Self.policy(rules: ["R1", "R9"]))
+        for _ in 0..<2 { metrics.observe([Self.record(rule: "R9")]) }
+        #expect(Self.count(metrics, #"mcpgw_policy_decisions_total{tenant="acme",decision="allow",rule="R9"}"#) == 2)
+        #expect(Self.count(metrics, #"mcpgw_policy_decisions_total{tenant="acme",decision="allow",rule="other"}"#) == 3)
+        #expect(Self.count(metrics, #"mcpgw_requests_total{tenant="acme",method="tools/call",decision="allow"}"#) == 5)
+    }
+
+    @Test("more kinds of record than are remembered are still counted, each once")
+    func beyondTheBound() throws {
+        let metrics = GatewayMetrics(policy: try Self.policy(rules: ["R1"]))
+        let kinds = GatewayMetrics.rememberedRecordKinds + 50
+        for index in 0..<kinds { metrics.observe([Self.record(rule: "R1", method: "made/up\(index)")]) }
+        for index in 0..<kinds { metrics.observe([Self.record(rule: "R1", method: "made/up\(index)")]) }
+        #expect(Self.count(metrics, #"mcpgw_requests_total{tenant="acme",method="other",decision="allow"}"#) == 2 * kinds)
+    }
+}
