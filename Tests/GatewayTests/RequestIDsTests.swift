@@ -23,6 +23,15 @@ struct RequestIDsTests {
         #expect(!HeaderText.isName("content-typ", "content-type"))
         #expect(!HeaderText.isName("content-typeX", "content-type"))
         #expect(!HeaderText.isName("contentXtype", "content-type"))
+        // A list of names: any case, whole names only, names of one length told apart, and no name longer than any.
+        let names = HeaderNames(["accept", "allow", "x-aaaa", "content-type"])
+        #expect(names.index(of: "ACCEPT") == 0)
+        #expect(names.index(of: "X-AaAa") == 2)
+        #expect(names.index(of: "Content-Type") == 3)
+        #expect(names.index(of: "accep") == nil)
+        #expect(names.index(of: "x-aaab") == nil)
+        #expect(names.index(of: "content-type-and-more") == nil)
+        #expect(names.index(of: "") == nil)
     }
 
     @Test("header values' prefixes compare without regard to ASCII case")
@@ -42,8 +51,8 @@ struct RequestIDsTests {
                 in: HTTPHeaders([("mcp-name", "a"), ("Accept", "x"), ("mcp-name", "b"), ("accept", "y")]))
                 == "mcp-name")  // mcp-name comes before accept in the list
         // Every name of the list, repeated in another case, is found (each has a bit of its own: under 64 names).
-        #expect(ExchangeDecisions.singleValuedHeaders.count < 64)
-        for name in ExchangeDecisions.singleValuedHeaders {
+        #expect(ExchangeDecisions.singleValuedHeaders.names.count < 64)
+        for name in ExchangeDecisions.singleValuedHeaders.names {
             let headers = HTTPHeaders([("x-other", "1"), (name, "a"), ("Mcp-Param-" + name, "b"), (name.uppercased(), "c")])
             #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: headers) == name)
             #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([(name, "a"), (name + "x", "b")])) == nil)

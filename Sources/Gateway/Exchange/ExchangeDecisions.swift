@@ -125,9 +125,9 @@ struct ExchangeDecisions {
 
     /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
     /// copies could be read differently by each.
-    static let singleValuedHeaders = [
+    static let singleValuedHeaders = HeaderNames([
         "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept",
-    ]
+    ])
 
     /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
     /// headers, counting, since this runs for every request.
@@ -136,23 +136,12 @@ struct ExchangeDecisions {
         var seen: UInt64 = 0
         var repeated: UInt64 = 0
         for (name, _) in headers {
-            let length = name.utf8.count
-            guard length < singleValuedByLength.count else { continue }
-            for index in singleValuedByLength[length] where HeaderText.isName(name, singleValuedHeaders[index]) {
-                repeated |= seen & (1 << index)
-                seen |= 1 << index
-            }
+            guard let index = singleValuedHeaders.index(of: name) else { continue }
+            repeated |= seen & (1 << index)
+            seen |= 1 << index
         }
-        return repeated == 0 ? nil : singleValuedHeaders[repeated.trailingZeroBitCount]
+        return repeated == 0 ? nil : singleValuedHeaders.names[repeated.trailingZeroBitCount]
     }
-
-    /// The indices in `singleValuedHeaders` of the names of each length: a header is compared with the names of its
-    /// own length only (today one at most).
-    static let singleValuedByLength: [[Int]] = {
-        var byLength = [[Int]](repeating: [], count: (singleValuedHeaders.map(\.utf8.count).max() ?? 0) + 1)
-        for (index, name) in singleValuedHeaders.enumerated() { byLength[name.utf8.count].append(index) }
-        return byLength
-    }()
 
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.

@@ -299,9 +299,9 @@ struct ExchangeStateMachine {
 /// Response framing by RFC 9112 §6.3: which responses may carry a body, and the headers that say how long it is.
 enum ResponseFraming {
     /// Response headers passed back to the client.
-    static let forwardedResponseHeaders = [
+    static let forwardedResponseHeaders = HeaderNames([
         "content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow",
-    ]
+    ])
 
     /// An upstream's `Content-Length` as the client gets it: digits only, without the spaces around them that HTTP
     /// parsers let through, and without leading zeros; nil when it is not a plain decimal length (then the body is
@@ -335,8 +335,8 @@ enum ResponseFraming {
         var contentLength: String?
         var hasTransferEncoding = false
         for (name, value) in upstream.headers {
-            if let forwarded = forwardedResponseHeaders.first(where: { HeaderText.isName(name, $0) }) {
-                headers.add(name: forwarded, value: value)
+            if let forwarded = forwardedResponseHeaders.index(of: name) {
+                headers.add(name: forwardedResponseHeaders.names[forwarded], value: value)
             } else if HeaderText.isName(name, "content-length") {
                 contentLength = contentLength ?? ResponseFraming.length(value)
             } else if HeaderText.isName(name, "transfer-encoding") {

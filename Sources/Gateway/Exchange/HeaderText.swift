@@ -52,3 +52,27 @@ enum HeaderText {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 }
+
+/// A fixed list of lower-case header names, looked up by a header's name ignoring ASCII case. A name is compared
+/// only with the listed names of its own length (the lists the gateway keeps have one name per length, so a lookup
+/// is at most one comparison): this runs for every header of every request and response.
+struct HeaderNames: Sendable {
+    /// The names, in the order given.
+    let names: [String]
+    private let byLength: [[Int]]
+
+    /// A list of `names`, given in lower case.
+    init(_ names: [String]) {
+        self.names = names
+        var byLength = [[Int]](repeating: [], count: (names.map(\.utf8.count).max() ?? 0) + 1)
+        for (index, name) in names.enumerated() { byLength[name.utf8.count].append(index) }
+        self.byLength = byLength
+    }
+
+    /// The position in `names` of header name `name` (any case); nil when it is not listed.
+    func index(of name: String) -> Int? {
+        let length = name.utf8.count
+        guard length < byLength.count else { return nil }
+        return byLength[length].first { HeaderText.isName(name, names[$0]) }
+    }
+}

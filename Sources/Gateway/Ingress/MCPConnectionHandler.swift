@@ -721,7 +721,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
     /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
-    static let forwardedRequestHeaders = ["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"]
+    static let forwardedRequestHeaders = HeaderNames(["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"])
     // `traceparent` and `tracestate` are the gateway's own (its span as the parent), added with the trace context.
 
     private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
@@ -733,8 +733,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // is known), which go after the session headers.
         var parameters: [(String, String)] = []
         for (name, value) in request!.head.headers {
-            if let forwarded = Self.forwardedRequestHeaders.first(where: { HeaderText.isName(name, $0) }) {
-                headers.add(name: forwarded, value: value)
+            if let forwarded = Self.forwardedRequestHeaders.index(of: name) {
+                headers.add(name: Self.forwardedRequestHeaders.names[forwarded], value: value)
             } else if MCPHeaderValue.isParamHeader(name) {
                 parameters.append((name, value))
             }
@@ -965,7 +965,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let bound = services?.limits.maximumFilteredResponseBytes ?? 0
         let bytes = Array(body.readableBytesView)
         var headers: [(String, String)] = []
-        for name in ResponseFraming.forwardedResponseHeaders where name != "content-type" {
+        for name in ResponseFraming.forwardedResponseHeaders.names where name != "content-type" {
             for value in head.headers[name] { headers.append((name, value)) }
         }
         // Whatever could be read as JSON is filtered, whatever its content type says; what cannot (a `202 Accepted`
