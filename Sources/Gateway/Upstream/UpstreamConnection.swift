@@ -70,9 +70,13 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// An idle pooled connection is closed after this long unused (it is no longer reused after `reuseWindow`).
     static let poolIdleTimeout = TimeAmount.seconds(5)
 
-    init(key: String, pool: UpstreamPool) {
+    /// The decoder of this connection's responses, told the method of each request sent.
+    private let responseDecoder: UpstreamResponseDecoder
+
+    init(key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder) {
         self.key = key
         self.pool = pool
+        self.responseDecoder = responseDecoder
     }
 
     /// Whether the connection can carry a request now.
@@ -111,6 +115,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         self.receiver = receiver
         keepAlive = head.isKeepAlive
         phase = .awaitingHead(deadline: .now() + headTimeout, idleTimeout: idleTimeout)
+        responseDecoder.requestSent(head)
         context.write(wrapOutboundOut(.head(head)), promise: nil)
         if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
         context.write(wrapOutboundOut(.end(nil)), promise: nil)

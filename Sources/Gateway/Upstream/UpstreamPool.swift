@@ -37,7 +37,9 @@ final class UpstreamPool {
         if budgets.acquire([(budget, limits.maximumUpstreamConnections)]) != nil {
             return completion(.failure(.connectionBudget))
         }
-        let connection = NIOLoopBound(UpstreamConnection(key: endpoint.key, pool: self), eventLoop: eventLoop)
+        let responseDecoder = NIOLoopBound(UpstreamResponseDecoder(), eventLoop: eventLoop)
+        let connection = NIOLoopBound(
+            UpstreamConnection(key: endpoint.key, pool: self, responseDecoder: responseDecoder.value), eventLoop: eventLoop)
         let logger = self.logger
         let budgets = self.budgets
         let bootstrap = ClientBootstrap(group: eventLoop)
@@ -50,9 +52,9 @@ final class UpstreamPool {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
                     // The gateway's own request encoder (head and body in one write), and NIO's response decoder,
-                    // which learns each request's method from the heads written through it.
+                    // which the connection tells each request's method (so its handler is inbound only).
                     try pipeline.addHandler(UpstreamRequestEncoder())
-                    try pipeline.addHandler(ByteToMessageHandler(HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)))
+                    try pipeline.addHandler(ByteToMessageHandler(responseDecoder.value))
                     try pipeline.addHandler(connection.value)
                 }
             }
