@@ -38,7 +38,7 @@ struct ClientResponseEncoderTests {
     /// complete only when flushed).
     private static func failed(_ promise: EventLoopPromise<Void>) -> Bool {
         var failure: (any Error)?
-        promise.futureResult.whenFailure { failure = $0 }
+        promise.futureResult.assumeIsolated().whenFailure { failure = $0 }
         return failure is ClientResponseEncoder.EncodingError
     }
 
@@ -48,7 +48,7 @@ struct ClientResponseEncoderTests {
         let answer = #"{"jsonrpc":"2.0","id":1,"result":{}}"#
         let ended = channel.eventLoop.makePromise(of: Void.self)
         var done = false
-        ended.futureResult.whenSuccess { done = true }
+        ended.futureResult.assumeIsolated().whenSuccess { done = true }
         channel.write(head(.ok, [("Content-Type", "application/json"), ("Content-Length", "\(answer.utf8.count)")]), promise: nil)
         channel.write(body(answer), promise: nil)
         channel.write(HTTPServerResponsePart.end(nil), promise: ended)
