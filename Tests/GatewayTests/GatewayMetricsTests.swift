@@ -39,12 +39,15 @@ struct GatewayMetricsTests {
         #expect(Self.count(metrics, #"mcpgw_requests_total{tenant="acme",method="tools/call",decision="allow"}"#) == 5)
     }
 
-    @Test("more kinds of record than are remembered are still counted, each once")
-    func beyondTheBound() throws {
+    @Test("records with methods the client made up are counted (as other), each once, and not remembered")
+    func madeUpMethods() throws {
         let metrics = GatewayMetrics(policy: try Self.policy(rules: ["R1"]))
         let kinds = GatewayMetrics.rememberedRecordKinds + 50
         for index in 0..<kinds { metrics.observe([Self.record(rule: "R1", method: "made/up\(index)")]) }
         for index in 0..<kinds { metrics.observe([Self.record(rule: "R1", method: "made/up\(index)")]) }
         #expect(Self.count(metrics, #"mcpgw_requests_total{tenant="acme",method="other",decision="allow"}"#) == 2 * kinds)
+        #expect(metrics.rememberedKinds == 0)
+        metrics.observe([Self.record(rule: "R1")])
+        #expect(metrics.rememberedKinds == 1)
     }
 }

@@ -29,9 +29,10 @@ public final class GatewayMetrics: Sendable {
         var tenants: Set<String>
         var rules: [String: Set<String>]
         /// The counters each kind of record increments, found once per kind: counting a request then costs one lookup
-        /// instead of label checks and a lookup per series. Emptied when the vocabulary is replaced; bounded, since
-        /// a record's method is the client's (an unknown one is labelled `other`, but is a kind of its own here).
-        var counters: [RecordKind: [CoreMetrics.Counter]] = [:]
+        /// instead of label checks and a lookup per series. Emptied when the vocabulary is replaced. Only kinds with a
+        /// known method and tenant are kept (a record's method is the client's text, of any length), and at most
+        /// `rememberedRecordKinds` of them.
+        var series: [RecordKind: [CoreMetrics.Counter]] = [:]
         /// Counts replacements, so that counters found under an older vocabulary are not remembered under a newer one.
         var generation = 0
     }
@@ -92,7 +93,7 @@ public final class GatewayMetrics: Sendable {
                 sharedLimits: record.sharedLimits)
             let (known, vocabulary) = self.vocabulary.withLock { state -> ([CoreMetrics.Counter]?, Vocabulary?) in
                 // The vocabulary is copied only when the kind is new.
-                if let known = state.counters[kind] { return (known, nil) }
+                if let known = state.series[kind] { return (known, nil) }
                 return (nil, state)
             }
             if let known {
@@ -100,19 +101,24 @@ public final class GatewayMetrics: Sendable {
                 continue
             }
             guard let vocabulary else { continue }
-            let counters = self.counters(for: record, vocabulary)
-            for counter in counters { counter.increment() }
+            let found = series(of: record, vocabulary)
+            for counter in found { counter.increment() }
+            guard record.method.map(Self.methods.contains) ?? true, record.tenant.map(vocabulary.tenants.contains) ?? true
+            else { continue }
             self.vocabulary.withLock { state in
                 // Remembered only under the vocabulary its labels were checked against (a reload may have come since).
-                if state.generation == vocabulary.generation, state.counters.count < Self.rememberedRecordKinds {
-                    state.counters[kind] = counters
+                if state.generation == vocabulary.generation, state.series.count < Self.rememberedRecordKinds {
+                    state.series[kind] = found
                 }
             }
         }
     }
 
-    /// The series `record` counts in, with its labels checked against `vocabulary`.
-    private func counters(for record: AuditRecord, _ vocabulary: Vocabulary) -> [CoreMetrics.Counter] {
+    /// How many kinds of record have their counters remembered.
+    var rememberedKinds: Int { vocabulary.withLock { $0.series.count } }
+
+    /// The counters of the series `record` counts in, with its labels checked against `vocabulary`.
+    private func series(of record: AuditRecord, _ vocabulary: Vocabulary) -> [CoreMetrics.Counter] {
         let tenant = tenantLabel(record.tenant, vocabulary)
         let method = record.method.map { Self.methods.contains($0) ? $0 : "other" } ?? "none"
         let decision = record.decision.rawValue
