@@ -50,10 +50,14 @@ public struct ArgumentConstraint: Sendable, Hashable {
         key == "*" || value.keys.contains(key)
     }
 
-    /// Every violation of this constraint by the call's leaves.
+    /// Whether `violations` reads the top-level argument types (a named argument that is required or typed): they
+    /// are worked out only for rules with such a constraint.
+    var checksTopLevel: Bool { key != "*" && (required || type != nil) }
+
+    /// Every violation of this constraint by the call's leaves; `topLevel` is read only when `checksTopLevel`.
     func violations(in leaves: [ArgumentValue], topLevel: [String: [String]]) -> [ArgumentFinding] {
         var findings: [ArgumentFinding] = []
-        if key != "*" {
+        if checksTopLevel {
             if required && topLevel[key] == nil {
                 findings.append(ArgumentFinding(location: key, value: "", problem: "required argument is missing"))
             }

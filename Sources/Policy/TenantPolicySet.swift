@@ -208,9 +208,7 @@ public struct TenantPolicySet: Sendable {
         let leaves =
             rule.inspectsNestedJSON || !allLeaves.contains(where: \.isInsideJSONString)
             ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
-        // Top-level types matter only to constraints on a named argument that is required or typed.
-        let needsTypes = rule.constraints.contains { $0.key != "*" && ($0.required || $0.type != nil) }
-        let topLevel = needsTypes ? arguments.topLevelTypes : [:]
+        let topLevel = rule.constraints.contains(where: \.checksTopLevel) ? arguments.topLevelTypes : [:]
         let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
         if findings.isEmpty {
             return rule.action == .deny
