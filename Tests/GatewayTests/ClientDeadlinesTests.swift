@@ -15,6 +15,17 @@ private final class IdleRecorder: ChannelInboundHandler {
     }
 }
 
+/// Stands for the HTTP decoder and connection handler: each read is a whole request, answered before the read returns.
+private final class ImmediateAnswers: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let deadlines: ClientDeadlines
+    init(_ deadlines: ClientDeadlines) { self.deadlines = deadlines }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deadlines.headReceived(expectsBody: false)
+        deadlines.exchangeFinished()
+    }
+}
+
 @Suite("Client connection deadlines")
 struct ClientDeadlinesTests {
     private func channel() throws -> (EmbeddedChannel, IdleRecorder, ClientDeadlines) {
@@ -92,6 +103,24 @@ struct ClientDeadlinesTests {
         try channel.writeInbound(ByteBuffer(string: "G"))
         channel.embeddedEventLoop.advanceTime(by: .seconds(10))
         #expect(recorder.slow == [.headTimeout])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a request whole in one read and answered before the read returns starts no head deadline")
+    func answeredWithinTheRead() throws {
+        let recorder = IdleRecorder()
+        let channel = EmbeddedChannel()
+        let deadlines = ClientDeadlines(
+            idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
+        try channel.pipeline.syncOperations.addHandlers(deadlines, ImmediateAnswers(deadlines), recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
+        // A keep-alive client between requests is held to the idle timeout, not to the head deadline.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(recorder.slow.isEmpty)
+        #expect(channel.isActive)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(recorder.events == 1)
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 }

@@ -269,14 +269,18 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
-    @Test("a keep-alive connection waiting between requests is not cut by the head deadline")
-    func idleBetweenRequests() async throws {
+    /// The first call is forwarded (answered later, from the upstream) or refused by policy (answered before the read
+    /// that brought it returns).
+    @Test(
+        "a keep-alive connection waiting between requests is not cut by the head deadline",
+        arguments: ["read_file", "delete_file"])
+    func idleBetweenRequests(firstTool: String) async throws {
         var limits = GatewayLimits()
         limits.requestHeadTimeout = .milliseconds(300)
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
         let client = try await RawTLSClient.connect(port: gateway.port)
-        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1)))
+        try await client.send(RawTLSClient.post(RPC.call(firstTool, #"{"path":"a.txt"}"#, id: 1)))
         #expect(await client.wait { statusLines($0).count == 1 })
         try await Task.sleep(for: .milliseconds(800))
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2)))

@@ -40,6 +40,9 @@ final class ClientDeadlines: ChannelDuplexHandler {
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var idleTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
+    /// Whether a request head arrived while the current read was passed up (a request whole in one read, often
+    /// answered before the read returns).
+    private var headInThisRead = false
 
     /// Deadlines for one client connection.
     init(idleTimeout: TimeAmount, headTimeout: TimeAmount, minimumBytesPerSecond: Int, gracePeriod: TimeAmount) {
@@ -76,10 +79,13 @@ final class ClientDeadlines: ChannelDuplexHandler {
         if case .readingBody(let start, let bytes, let check) = phase {
             phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
         }
+        headInThisRead = false
         context.fireChannelRead(data)
         switch phase {
-        case .awaitingHead(nil):
-            // Bytes arrived and no head came of them: the head deadline runs from now.
+        case .awaitingHead(nil) where !headInThisRead:
+            // Bytes arrived and no head came of them: the head deadline runs from now. (A request whole in this
+            // read and already answered is not the start of another; bytes of a next head that came with it are
+            // left to the idle timeout.)
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let timer = context.eventLoop.scheduleTask(in: headTimeout) { bound.value.fire(.headTimeout) }
             phase = .awaitingHead(timer: timer)
@@ -102,6 +108,7 @@ final class ClientDeadlines: ChannelDuplexHandler {
 
     /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched.
     func headReceived(expectsBody: Bool) {
+        headInThisRead = true
         stopRequestTimers()
         phase = expectsBody ? .readingBody(start: .now(), bytes: 0, check: nil) : .busy
     }
