@@ -78,6 +78,14 @@ class Replicas:
     def alive(self) -> dict[str, bool]:
         return {name: gateway.process.poll() is None for name, gateway in self.gateways.items()}
 
+    def deaths(self) -> str:
+        """For each replica that has exited: its exit status and the last lines it wrote (why it died)."""
+        for gateway in self.gateways.values():
+            if gateway.process.poll() is not None:
+                gateway.reader.join(5)
+        return "\n".join(f"replica {name} exited with {gateway.process.returncode}:\n" + "".join(gateway.lines[-40:])
+                         for name, gateway in self.gateways.items() if gateway.process.poll() is not None)
+
     def stop(self) -> dict[str, int]:
         return {name: gateway.stop() for name, gateway in self.gateways.items()}
 
@@ -137,7 +145,7 @@ def test_two_replicas_share_one_limit(lease_seconds, upstream, redis, tmp_path):
                             redis={"url": redis.url, "lease_seconds": lease_seconds, "replicas": REPLICAS})
     with Replicas(tmp_path, config) as replicas:
         calls, elapsed = run_load(replicas, f"shared-{lease}")
-        assert replicas.alive() == {"a": True, "b": True}
+        assert replicas.alive() == {"a": True, "b": True}, replicas.deaths()
         assert replicas.stop() == {"a": 0, "b": 0}
     seen = counts(calls)
     admitted = seen.get("admitted", 0)
@@ -313,9 +321,10 @@ def test_redis_killed_under_load_fail_closed_then_recovers(upstream, redis, tmp_
         finally:
             calls = load.stop()
         alive = replicas.alive()
+        deaths = replicas.deaths()
         logs = log_counts(replicas)
         stopped = replicas.stop()
-    assert alive == {"a": True, "b": True}, "a gateway exited while Redis was down"
+    assert alive == {"a": True, "b": True}, "a gateway exited while Redis was down: " + deaths
     assert stopped == {"a": 0, "b": 0}
     seen = counts(calls)
     assert set(seen) <= {"admitted", "limited", "unavailable"}, \
@@ -373,9 +382,10 @@ def test_redis_killed_under_load_local_fallback_then_recovers(upstream, redis, t
         finally:
             calls = load.stop()
         alive = replicas.alive()
+        deaths = replicas.deaths()
         logs = log_counts(replicas)
         stopped = replicas.stop()
-    assert alive == {"a": True, "b": True}, "a gateway exited while Redis was down"
+    assert alive == {"a": True, "b": True}, "a gateway exited while Redis was down: " + deaths
     assert stopped == {"a": 0, "b": 0}
     seen = counts(calls)
     assert set(seen) <= {"admitted", "limited"}, \

@@ -180,9 +180,11 @@ public final class SharedLimiter: SharedRateLimits {
 
     /// Most lease requests one fetch makes when calls keep joining it.
     static let maximumFetchRounds = 3
-    /// How long tokens fetched beyond a lease for waiting calls stay theirs (they decide again within
-    /// microseconds of the fetch; a call whose client left, or that another limit refused, leaves its token).
-    static let surplusSeconds = 0.05
+    /// How long tokens fetched beyond a lease for waiting calls stay theirs. The calls decide again within
+    /// milliseconds of the fetch, but a loaded machine can hold a loop up for tens of milliseconds: a shorter
+    /// window dropped tokens before the calls they were fetched for came back, and refused those calls with the
+    /// Redis bucket not empty. A call whose client left, or that another limit refused, leaves its token.
+    static let surplusSeconds = 0.5
 
     /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach. When Redis
     /// granted all that was asked and more calls are waiting than tokens are on hand (they joined while the request
