@@ -19,8 +19,14 @@ final class UpstreamPool {
     private let limits: GatewayLimits
     private let logger: Logger
     private var idle: [String: [UpstreamConnection]] = [:]
+    /// Resolves upstream host names; nil: NIO's (getaddrinfo).
+    private let resolver: (any Resolver & Sendable)?
 
-    init(eventLoop: any EventLoop, budgets: UpstreamBudgets, statistics: UpstreamStatistics, limits: GatewayLimits, logger: Logger) {
+    init(
+        eventLoop: any EventLoop, budgets: UpstreamBudgets, statistics: UpstreamStatistics, limits: GatewayLimits, logger: Logger,
+        resolver: (any Resolver & Sendable)? = nil
+    ) {
+        self.resolver = resolver
         self.statistics = statistics
         self.eventLoop = eventLoop
         self.budgets = budgets
@@ -37,16 +43,17 @@ final class UpstreamPool {
         if budgets.acquire([(budget, limits.maximumUpstreamConnections)]) != nil {
             return completion(.failure(.connectionBudget))
         }
-        let responseDecoder = NIOLoopBound(UpstreamResponseDecoder(), eventLoop: eventLoop)
-        let connection = NIOLoopBound(
-            UpstreamConnection(key: endpoint.key, pool: self, responseDecoder: responseDecoder.value), eventLoop: eventLoop)
+        let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let logger = self.logger
         let budgets = self.budgets
-        let bootstrap = ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(limits.upstreamConnectTimeout))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Handlers of their own for every channel: a host name with several addresses makes one channel
+                    // per address tried, and a losing attempt's handlers are removed after the winner's are added.
+                    let responseDecoder = UpstreamResponseDecoder()
                     let pipeline = channel.pipeline.syncOperations
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
@@ -54,15 +61,23 @@ final class UpstreamPool {
                     // The gateway's own request encoder (head and body in one write), and NIO's response decoder,
                     // which the connection tells each request's method (so its handler is inbound only).
                     try pipeline.addHandler(UpstreamRequestEncoder())
-                    try pipeline.addHandler(ByteToMessageHandler(responseDecoder.value))
-                    try pipeline.addHandler(connection.value)
+                    try pipeline.addHandler(ByteToMessageHandler(responseDecoder))
+                    try pipeline.addHandler(
+                        UpstreamConnection(key: endpoint.key, pool: pool.value, responseDecoder: responseDecoder))
                 }
             }
+        if let resolver { bootstrap = bootstrap.resolver(resolver) }
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
                 channel.closeFuture.whenComplete { _ in budgets.release([budget]) }
-                completion(.success(connection.value))
+                do {
+                    completion(.success(try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)))
+                } catch {
+                    // Closed before it could be used (its handlers are gone): a failed connection like any other.
+                    channel.close(promise: nil)
+                    completion(.failure(.connect("the connection closed as it opened")))
+                }
             case .failure(let error):
                 budgets.release([budget])
                 completion(.failure(.connect("\(error)")))
