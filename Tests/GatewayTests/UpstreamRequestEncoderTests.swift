@@ -56,7 +56,7 @@ struct UpstreamRequestEncoderTests {
     /// complete only when flushed).
     private static func failed(_ promise: EventLoopPromise<Void>) -> Bool {
         var failure: (any Error)?
-        promise.futureResult.whenFailure { failure = $0 }
+        promise.futureResult.assumeIsolated().whenFailure { failure = $0 }
         return failure is UpstreamRequestEncoder.EncodingError
     }
 

@@ -1,7 +1,7 @@
 public import Identity
 public import StrictJSON
 
-public import struct Foundation.Date
+import struct Foundation.Date
 
 #if canImport(Glibc)
 import Glibc

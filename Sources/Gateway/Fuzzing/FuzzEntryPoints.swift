@@ -1,4 +1,4 @@
-public import Identity
+import Identity
 import NIOCore
 public import Policy
 import StrictJSON

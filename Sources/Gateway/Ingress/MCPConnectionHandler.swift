@@ -247,7 +247,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             authenticated(outcome)
         } else {
             // A fresh signature check can take tens of microseconds (RSA): off the loop, so it never delays others.
-            let generation = self.generation
             authenticateOffLoop(pending, refetchedKeys: false)
         }
     }

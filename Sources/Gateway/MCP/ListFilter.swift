@@ -117,7 +117,7 @@ struct ListFilter {
         if let requests, let id = message["id"], let kind = requests[ExchangeDecisions.canonicalID(id) ?? id.serialized] {
             return kind
         }
-        if let requests, let id = message["id"], let key = ExchangeDecisions.canonicalID(id), requestIDs.contains(key) {
+        if requests != nil, let id = message["id"], let key = ExchangeDecisions.canonicalID(id), requestIDs.contains(key) {
             return nil  // the answer to a request that is not a list (a tool's own result)
         }
         return Kind.allCases.first { kind in

@@ -1,4 +1,4 @@
-public import StrictJSON
+import StrictJSON
 import Synchronization
 
 /// What each tenant's tools mirror into `Mcp-Param-*` headers, learned from their `inputSchema` as `tools/list`

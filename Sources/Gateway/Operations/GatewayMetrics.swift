@@ -1,5 +1,5 @@
 import CoreMetrics
-public import Identity
+import Identity
 import NIOCore
 public import Policy
 public import Prometheus

@@ -2,7 +2,7 @@ public import Logging
 public import NIOCore
 import NIOPosix
 public import Policy
-public import Redis
+import Redis
 import Synchronization
 
 /// Rate limits shared by every replica through Redis, at the cost of a round trip per lease, not per call.

@@ -1,4 +1,4 @@
-public import StrictJSON
+import StrictJSON
 import Synchronization
 
 public import struct Foundation.Date

@@ -1,4 +1,4 @@
-public import StrictJSON
+import StrictJSON
 
 public import struct Foundation.Date
 

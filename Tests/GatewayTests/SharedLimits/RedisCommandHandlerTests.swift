@@ -22,7 +22,7 @@ import Testing
 
     static func failure(_ future: EventLoopFuture<RESPValue>) -> RedisError? {
         var result: RedisError?
-        future.whenFailure { result = $0 as? RedisError }
+        future.assumeIsolated().whenFailure { result = $0 as? RedisError }
         return result
     }
 
