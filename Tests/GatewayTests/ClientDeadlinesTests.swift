@@ -26,6 +26,24 @@ private final class ImmediateAnswers: ChannelInboundHandler {
     }
 }
 
+/// Stands for the HTTP decoder and connection handler: the first read brings a head whose body follows, the next
+/// one the rest of the body, and the request is answered before that read returns.
+private final class BodyInSecondRead: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let deadlines: ClientDeadlines
+    private var reads = 0
+    init(_ deadlines: ClientDeadlines) { self.deadlines = deadlines }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reads += 1
+        if reads == 1 {
+            deadlines.headReceived(expectsBody: true)
+        } else {
+            deadlines.bodyReceived()
+            deadlines.exchangeFinished()
+        }
+    }
+}
+
 @Suite("Client connection deadlines")
 struct ClientDeadlinesTests {
     private func channel() throws -> (EmbeddedChannel, IdleRecorder, ClientDeadlines) {
@@ -103,6 +121,34 @@ struct ClientDeadlinesTests {
         try channel.writeInbound(ByteBuffer(string: "G"))
         channel.embeddedEventLoop.advanceTime(by: .seconds(10))
         #expect(recorder.slow == [.headTimeout])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a body whose end arrives in a later read, answered before that read returns, starts no head deadline")
+    func bodyEndedInALaterRead() throws {
+        let recorder = IdleRecorder()
+        let channel = EmbeddedChannel()
+        let deadlines = ClientDeadlines(
+            idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
+        try channel.pipeline.syncOperations.addHandlers(deadlines, BodyInSecondRead(deadlines), recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"))
+        try channel.writeInbound(ByteBuffer(string: "cd"))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(59))
+        #expect(recorder.slow.isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(recorder.events == 1)
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a head taken from the pipelining queue (outside any read) whose body never comes is cut by the body rate")
+    func pipelinedHeadWithoutBody() throws {
+        let (channel, recorder, deadlines) = try channel()
+        // The gateway hands over a queued head after the previous answer, on a later turn of the loop: no read
+        // follows if the client sends nothing more.
+        deadlines.headReceived(expectsBody: true)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(5))
+        #expect(recorder.slow == [.bodyTooSlow])
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 

@@ -44,6 +44,49 @@ struct ExchangeStateMachineTests {
         #expect(machine.state == .idle)
     }
 
+    @Test("Expect: 100-continue: the client is told to send its body once its credentials are accepted, never before")
+    func expectContinue() {
+        var expecting = head(length: 4)
+        expecting.headers.add(name: "Expect", value: "100-Continue")
+        var machine = Machine(limits: Self.limits)
+        #expect(machine.requestHead(expecting) == .authenticate)
+        #expect(machine.authenticated() == .continueAndResumeReading)
+        #expect(machine.requestBody(ByteBuffer(string: "abcd")) == .none)
+        #expect(machine.requestEnd() == .decide(ByteBuffer(string: "abcd")))
+        // Without a body, or from an HTTP/1.0 client, there is nothing to continue.
+        var empty = head(length: 0)
+        empty.headers.add(name: "Expect", value: "100-continue")
+        var bodiless = Machine(limits: Self.limits)
+        _ = bodiless.requestHead(empty)
+        _ = bodiless.requestEnd()
+        #expect(bodiless.authenticated() == .decide(ByteBuffer()))
+        var old = expecting
+        old.version = .http1_0
+        old.headers.add(name: "Connection", value: "keep-alive")
+        var oldClient = Machine(limits: Self.limits)
+        _ = oldClient.requestHead(old)
+        #expect(oldClient.authenticated() == .resumeReading)
+    }
+
+    @Test("Expect: 100-continue refused before the client was told to continue: the connection closes after the answer")
+    func expectContinueRefused() {
+        var expecting = head(length: 4)
+        expecting.headers.add(name: "Expect", value: "100-continue")
+        var machine = Machine(limits: Self.limits)
+        _ = machine.requestHead(expecting)
+        // Refused while authenticating: the body may or may not follow, so nothing after it can be framed.
+        let answering = machine.answering()
+        #expect(answering)
+        #expect(machine.closesAfterAnswer)
+        #expect(machine.answerWritten() == .closeConnection)
+        // The same small body without the expectation is drained and the connection kept.
+        var plain = Machine(limits: Self.limits)
+        _ = plain.requestHead(head(length: 4))
+        let plainAnswering = plain.answering()
+        #expect(plainAnswering)
+        #expect(!plain.closesAfterAnswer)
+    }
+
     @Test("body bytes that arrive while credentials are checked are held, and reading pauses beyond the bound")
     func preAuthentication() {
         var machine = Machine(limits: Self.limits)

@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import StrictJSON
 import TLS
 import TestSupport
@@ -265,6 +267,87 @@ struct RequestPathTests {
         #expect(ContinuousClock.now - started < .seconds(3))
         #expect(try gateway.auditRecords().contains { $0["rule"] == .string("slow_request_head") })
         #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "Expect: 100-continue: 100 Continue once the credentials are accepted, then the answer; refused: no 100, and the connection closes")
+    func expectContinue() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let body = RPC.call("read_file", #"{"path":"a.txt"}"#, id: 7)
+        let head = RawTLSClient.post(body, headers: [("Expect", "100-continue")]).replacingOccurrences(of: body, with: "")
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(head)
+        #expect(await client.wait { $0.hasPrefix("HTTP/1.1 100 Continue\r\n\r\n") }, "\(client.text)")
+        try await client.send(body)
+        #expect(await client.wait { statusLines($0) == ["HTTP/1.1 100", "HTTP/1.1 200"] }, "\(client.text)")
+        #expect(upstream.received.count == 1)
+        // Still open for the next request.
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 8)))
+        #expect(await client.wait { statusLines($0).count == 3 }, "\(client.text)")
+        await client.close()
+        // Without credentials: 401 at once, no 100 (the body is never asked for), and the connection closes.
+        let stranger = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await stranger.send(head)
+        #expect(await stranger.waitForClose(timeout: .seconds(5)))
+        #expect(statusLines(stranger.text) == ["HTTP/1.1 401"], "\(stranger.text)")
+        #expect(upstream.received.count == 2)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a body past the pre-authentication bound that arrives while a token is checked off the loop: the connection reads on")
+    func readsResumeAfterOffLoopAuthentication() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        // A token the gateway has not verified yet is checked on the shared thread pool: held busy here until the
+        // whole body (100 KB, past the 64 KiB read before authentication) has arrived and reading has paused.
+        let token = try GatewayFixture.token()
+        let gate = DispatchSemaphore(value: 0)
+        let blockers = (0..<NIOSingletons.blockingPoolThreadCountSuggestion).map { _ in
+            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { gate.wait() }
+        }
+        let padding = String(repeating: "x", count: 100_000)
+        let first = RPC.call("read_file", #"{"path":"a.txt","note":"\#(padding)"}"#, id: 1)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send(RawTLSClient.post(first, headers: [("Authorization", "Bearer \(token)")]))
+        try await Task.sleep(for: .milliseconds(500))
+        for _ in blockers { gate.signal() }
+        for blocker in blockers { try await blocker.get() }
+        #expect(await client.wait { statusLines($0).count == 1 }, "\(client.text)")
+        try await client.send(
+            RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2), headers: [("Authorization", "Bearer \(token)")]))
+        #expect(await client.wait(timeout: .seconds(5)) { statusLines($0).count == 2 }, "the next request was never read: \(client.text)")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("bytes that are not HTTP behind a request whose token is checked off the loop: one record, and nothing forwarded")
+    func unparsableBytesWhileAuthenticating() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        // A forged signature: found out only by the check off the loop, whose refusal comes back after the 400.
+        let signed = try GatewayFixture.token()
+        let token = String(signed.dropLast(4)) + (signed.hasSuffix("AAAA") ? "BBBB" : "AAAA")
+        let gate = DispatchSemaphore(value: 0)
+        let blockers = (0..<NIOSingletons.blockingPoolThreadCountSuggestion).map { _ in
+            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { gate.wait() }
+        }
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [("Authorization", "Bearer \(token)")])
+        try await client.send(call + "\u{1}\u{2} not HTTP\r\n\r\n")
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        for _ in blockers { gate.signal() }
+        for blocker in blockers { try await blocker.get() }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(statusLines(client.text) == ["HTTP/1.1 400"], "\(client.text)")
+        // The token's check came back after the connection was refused: dropped, not answered or recorded again.
+        #expect(upstream.received.isEmpty)
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["rule"]?.stringValue ?? "-" } == ["http_parse"], "\(records)")
         try await gateway.stop()
         await upstream.stop()
     }

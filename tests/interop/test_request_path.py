@@ -181,3 +181,53 @@ def test_argument_digest_is_sha256_of_the_bytes_the_client_sent(tmp_path):
     assert records[1]["arguments"] == {"keys": ["path", "n"], "sha256": hashlib.sha256(first).hexdigest()}
     assert records[2]["arguments"] == {"keys": ["path"], "sha256": hashlib.sha256(second).hexdigest()}
     assert "secret" not in audit.read_text() and "passwd" not in audit.read_text()
+
+
+def test_a_client_that_does_not_read_its_answers_is_not_read_from(tmp_path):
+    """Requests answered at once (401: no credentials), pipelined by a client that never reads its answers: once the
+    answers back up, the gateway stops reading from that client, instead of answering everything into its memory.
+    Without the pause, all 60,000 requests are answered (and recorded); with it, what the socket buffers hold."""
+    audit = tmp_path / "audit.jsonl"
+    process, port, _ = start("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--audit-log", str(audit))
+    request = (b"POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    batch, batches = 500, 120
+    stop = threading.Event()
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # the client's side holds little of the answers
+    raw.settimeout(60)
+    raw.connect(("127.0.0.1", port))
+    conn = tls_context(None).wrap_socket(raw, server_hostname="localhost")
+
+    def send() -> None:
+        try:
+            for _ in range(batches):
+                if stop.is_set():
+                    return
+                conn.sendall(request * batch)
+        except OSError:
+            pass
+
+    def records() -> int:
+        return sum(1 for _ in open(audit)) if audit.exists() else 0
+
+    sender = threading.Thread(target=send, daemon=True)
+    try:
+        sender.start()
+        # Until the count of records has not moved for 2 s (bounded).
+        answered, steady_since, deadline = -1, time.monotonic(), time.monotonic() + 90
+        while time.monotonic() < deadline:
+            now = records()
+            if now != answered:
+                answered, steady_since = now, time.monotonic()
+            elif time.monotonic() - steady_since > 2:
+                break
+            time.sleep(0.25)
+        print(f"\n[backpressure] {answered} of {batch * batches} pipelined requests answered while the client read nothing")
+        assert process.poll() is None
+        assert 0 < answered < batch * batches // 2, f"{answered} of {batch * batches} requests answered to a client that reads nothing"
+    finally:
+        stop.set()
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        conn.close()
+        sender.join(timeout=10)

@@ -45,6 +45,8 @@ struct ExchangeStateMachine {
         case pauseReading
         /// Read again.
         case resumeReading
+        /// Tell the client to send its body (`100 Continue`: it asked with `Expect: 100-continue`), and read again.
+        case continueAndResumeReading
         /// Refuse: the body is larger than allowed (the connection closes after the answer).
         case refuseBodyTooLarge
         /// Decide the complete request (`body` is empty for bodiless requests).
@@ -77,6 +79,8 @@ struct ExchangeStateMachine {
     private var requestMethod = HTTPMethod.GET
     private var requestVersion = HTTPVersion.http1_1
     private var declaredBodyBytes: Int?
+    /// The client asked to be told before it sends its body (`Expect: 100-continue`) and has not been told yet.
+    private var awaitingContinue = false
     private var collectedHead: HTTPResponseHead?
     private let limits: Limits
 
@@ -113,6 +117,10 @@ struct ExchangeStateMachine {
             head.headers.contains(name: "transfer-encoding")
             ? nil : head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
         collectedHead = nil
+        // RFC 9110 §10.1.1: only an HTTP/1.1 client with a body to send waits for `100 Continue`.
+        awaitingContinue =
+            declaredBodyBytes != 0 && head.headers.contains(name: "expect") && head.version != .http1_0
+            && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
         return .authenticate
     }
 
@@ -124,6 +132,10 @@ struct ExchangeStateMachine {
             return .decide(body)
         }
         state = .receivingBody
+        if awaitingContinue {
+            awaitingContinue = false
+            return .continueAndResumeReading
+        }
         return .resumeReading
     }
 
@@ -212,6 +224,8 @@ struct ExchangeStateMachine {
     var closesAfterAnswer: Bool {
         if !keepAlive { return true }
         if requestEnded { return false }
+        // A client never told to continue may send its body or not: what follows cannot be framed.
+        if awaitingContinue { return true }
         guard let declared = declaredBodyBytes else { return true }
         return declared > limits.drainAllowance
     }

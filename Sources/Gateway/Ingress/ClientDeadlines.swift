@@ -40,9 +40,11 @@ final class ClientDeadlines: ChannelDuplexHandler {
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
     private var idleTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
-    /// Whether a request head arrived while the current read was passed up (a request whole in one read, often
-    /// answered before the read returns).
-    private var headInThisRead = false
+    /// Whether a read is being passed up the pipeline now.
+    private var reading = false
+    /// Whether an exchange finished while the current read was passed up (a request, or the rest of its body, in
+    /// this read, answered before the read returned).
+    private var exchangeEndedInThisRead = false
 
     /// Deadlines for one client connection.
     init(idleTimeout: TimeAmount, headTimeout: TimeAmount, minimumBytesPerSecond: Int, gracePeriod: TimeAmount) {
@@ -79,26 +81,33 @@ final class ClientDeadlines: ChannelDuplexHandler {
         if case .readingBody(let start, let bytes, let check) = phase {
             phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
         }
-        headInThisRead = false
+        (reading, exchangeEndedInThisRead) = (true, false)
         context.fireChannelRead(data)
+        reading = false
         switch phase {
-        case .awaitingHead(nil) where !headInThisRead:
-            // Bytes arrived and no head came of them: the head deadline runs from now. (A request whole in this
-            // read and already answered is not the start of another; bytes of a next head that came with it are
-            // left to the idle timeout.)
+        case .awaitingHead(nil) where !exchangeEndedInThisRead:
+            // Bytes arrived and no head came of them: the head deadline runs from now. (An exchange that ended in
+            // this read leaves nothing known to be waiting; bytes of a next head that came with it are left to the
+            // idle timeout.)
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             let timer = context.eventLoop.scheduleTask(in: headTimeout) { bound.value.fire(.headTimeout) }
             phase = .awaitingHead(timer: timer)
-        case .readingBody(let start, let bytes, nil):
-            let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let elapsed = NIODeadline.now() - start
-            let check = context.eventLoop.scheduleRepeatedTask(
-                initialDelay: max(.zero, gracePeriod - elapsed), delay: .seconds(1)
-            ) { _ in bound.value.checkBodyRate() }
-            phase = .readingBody(start: start, bytes: bytes, check: check)
+        case .readingBody(_, _, nil):
+            armBodyRateCheck(context: context)
         default:
             break
         }
+    }
+
+    /// The body rate is checked from `gracePeriod` after the head on, every second.
+    private func armBodyRateCheck(context: ChannelHandlerContext) {
+        guard case .readingBody(let start, let bytes, nil) = phase else { return }
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let elapsed = NIODeadline.now() - start
+        let check = context.eventLoop.scheduleRepeatedTask(
+            initialDelay: max(.zero, gracePeriod - elapsed), delay: .seconds(1)
+        ) { _ in bound.value.checkBodyRate() }
+        phase = .readingBody(start: start, bytes: bytes, check: check)
     }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
@@ -106,11 +115,12 @@ final class ClientDeadlines: ChannelDuplexHandler {
         context.write(data, promise: promise)
     }
 
-    /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched.
+    /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched. (A head taken from
+    /// the pipelining queue, outside a read, has its check armed at once: no read may ever come to arm it.)
     func headReceived(expectsBody: Bool) {
-        headInThisRead = true
         stopRequestTimers()
         phase = expectsBody ? .readingBody(start: .now(), bytes: 0, check: nil) : .busy
+        if expectsBody, !reading, let context { armBodyRateCheck(context: context) }
     }
 
     /// The request body is complete.
@@ -121,6 +131,7 @@ final class ClientDeadlines: ChannelDuplexHandler {
 
     /// The response is complete; the next request's head is awaited.
     func exchangeFinished() {
+        if reading { exchangeEndedInThisRead = true }
         stopRequestTimers()
         phase = .awaitingHead(timer: nil)
     }

@@ -100,7 +100,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func read(context: ChannelHandlerContext) {
-        if pausedForAuthentication || pausedForPipelining {
+        // A client that does not read its answers is not read from either: requests answered at once (refusals,
+        // /healthz) cannot pile answers up in the gateway's memory.
+        if pausedForAuthentication || pausedForPipelining || !context.channel.isWritable {
             readPending = true
         } else {
             context.read()
@@ -122,6 +124,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // A client that does not read slows the upstream instead of filling the gateway's memory.
         upstream?.setReading(context.channel.isWritable)
+        if context.channel.isWritable {
+            if !pipelined.isEmpty, case .idle = machine.state { handlePipelined() }
+            resumeReadsIfPossible()
+        }
         context.fireChannelWritabilityChanged()
     }
 
@@ -322,6 +328,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     private func authenticated(_ outcome: Result<Principal, Refusal>) {
+        endAuthenticationPause()
         switch outcome {
         case .failure(let refusal):
             answer(refusal)
@@ -353,8 +360,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .pauseReading:
             pausedForAuthentication = true
         case .resumeReading:
-            pausedForAuthentication = false
-            resumeReadsIfPossible()
+            endAuthenticationPause()
+        case .continueAndResumeReading:
+            if let request {
+                writeHead(HTTPResponseHead(version: request.head.version, status: .continue), context: context)
+                context.flush()
+            }
+            endAuthenticationPause()
         case .refuseBodyTooLarge:
             guard let request, let services else { return close() }
             var refusal = Refusal(
@@ -462,6 +474,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
         }
         releaseBudgets()
+        endAuthenticationPause()
         guard machine.answering(), let context, let request else { return }
         let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !draining
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
@@ -518,9 +531,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// Handles queued parts until one belongs to a request that must wait again.
+    /// Handles queued parts until one belongs to a request that must wait again, or the client stops reading its
+    /// answers (resumed when it reads again).
     private func handlePipelined() {
-        while let part = pipelined.first, !(part.isHead && machine.state != .idle) {
+        while let part = pipelined.first, !(part.isHead && (machine.state != .idle || context?.channel.isWritable == false)) {
             pipelined.removeFirst()
             handle(part)
         }
@@ -531,9 +545,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     private func resumeReadsIfPossible() {
-        guard !pausedForAuthentication, !pausedForPipelining, readPending, let context else { return }
+        guard !pausedForAuthentication, !pausedForPipelining, readPending, let context, context.channel.isWritable else { return }
         readPending = false
         context.read()
+    }
+
+    /// The exchange is past authentication (accepted, refused or answered otherwise): reads paused while the
+    /// credentials were checked resume, whatever comes next (the rest of a body to decide or drain, the next request).
+    private func endAuthenticationPause() {
+        guard pausedForAuthentication else { return }
+        pausedForAuthentication = false
+        resumeReadsIfPossible()
     }
 
     // MARK: - Deciding and forwarding
@@ -824,6 +846,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func recordConnectionRefusal(_ reason: String, rule: String) {
         guard let services else { return }
         connectionRefusalRecorded = true
+        // This record stands for the request under way, if any: a result still to come for it (credentials checked
+        // off the loop, a decision, a lease) is dropped, so the request is never answered or recorded again.
+        generation += 1
         var record = AuditRecord(
             requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
         record.clientAddress = clientAddress
