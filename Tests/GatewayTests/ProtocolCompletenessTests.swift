@@ -136,6 +136,21 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test(
+        "a list answer with bytes before its JSON (a byte-order mark) under a content type that is not JSON is refused, not relayed unfiltered",
+        arguments: ["\u{FEFF}", "x"])
+    func listBehindLeadingBytes(prefix: String) async throws {
+        let list =
+            #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file","inputSchema":{}},{"name":"delete_file","inputSchema":{}}]}}"#
+        let upstream = try await RecordingUpstream.start(.custom { _ in ("text/plain; x=application/json", prefix + list) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(response.status == 502, "\(response.status) \(response.body)")
+        #expect(!response.body.contains("delete_file"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
     func batchList() async throws {
         let upstream = try await RecordingUpstream.start(Self.lists)

@@ -1,6 +1,8 @@
+import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import NIOHTTP1
 import NIOPosix
 import Testing
@@ -16,13 +18,17 @@ private struct TwoAddresses: Resolver, Sendable {
     func cancelQueries() {}
 }
 
-/// Collects one upstream response.
+/// Collects one upstream response; `onHead` runs when its head arrives (a client pausing the stream, say).
 private final class ResponseCollector: UpstreamResponseReceiver {
     let done: EventLoopPromise<(status: Int, body: String)>
     private var status = 0
     private var body = ""
+    var onHead: () -> Void = {}
     init(_ done: EventLoopPromise<(status: Int, body: String)>) { self.done = done }
-    func upstreamResponseHead(_ head: HTTPResponseHead) { status = Int(head.status.code) }
+    func upstreamResponseHead(_ head: HTTPResponseHead) {
+        status = Int(head.status.code)
+        onHead()
+    }
     func upstreamResponseBody(_ part: ByteBuffer) { body += String(buffer: part) }
     func upstreamResponseEnd() { done.succeed((status, body)) }
     func upstreamFailed(_ failure: UpstreamFailure) { done.fail(failure) }
@@ -42,24 +48,135 @@ struct UpstreamPoolTests {
 
     /// One request through `pool` on its loop.
     private func call(_ pool: UpstreamPool, _ endpoint: UpstreamEndpoint, id: Int) async throws -> (status: Int, body: String) {
+        try await calls(pool, endpoint, ids: [id])[0].get()
+    }
+
+    /// Requests started together on `pool`'s loop (each needs a connection of its own), and what each got.
+    private func calls(
+        _ pool: UpstreamPool, _ endpoint: UpstreamEndpoint, ids: [Int], idleTimeout: TimeAmount = .seconds(5),
+        onHead: @escaping @Sendable (UpstreamConnection) -> Void = { _ in }
+    ) async throws -> [Result<(status: Int, body: String), any Error>] {
         let loop = pool.eventLoop
-        return try await loop.flatSubmit {
-            let done = loop.makePromise(of: (status: Int, body: String).self)
-            pool.acquire(endpoint) { result in
-                switch result {
-                case .failure(let failure): done.fail(failure)
-                case .success(let connection):
-                    var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
-                    head.headers.add(name: "Host", value: "upstream.test")
-                    head.headers.add(name: "Content-Type", value: "application/json")
-                    let body = ByteBuffer(string: RPC.call("read_file", #"{"path":"a.txt"}"#, id: id))
-                    head.headers.add(name: "Content-Length", value: "\(body.readableBytes)")
-                    connection.send(
-                        head, body: body, to: ResponseCollector(done), headTimeout: .seconds(5), idleTimeout: .seconds(5))
+        let futures = try await loop.submit {
+            ids.map { id in
+                let done = loop.makePromise(of: (status: Int, body: String).self)
+                pool.acquire(endpoint) { result in
+                    switch result {
+                    case .failure(let failure): done.fail(failure)
+                    case .success(let connection):
+                        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
+                        head.headers.add(name: "Host", value: "upstream.test")
+                        head.headers.add(name: "Content-Type", value: "application/json")
+                        let body = ByteBuffer(string: RPC.call("read_file", #"{"path":"a.txt"}"#, id: id))
+                        head.headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+                        let collector = ResponseCollector(done)
+                        collector.onHead = { onHead(connection) }
+                        connection.send(head, body: body, to: collector, headTimeout: .seconds(5), idleTimeout: idleTimeout)
+                    }
                 }
+                return done.futureResult
             }
-            return done.futureResult
         }.get()
+        var results: [Result<(status: Int, body: String), any Error>] = []
+        for future in futures {
+            do { results.append(.success(try await future.get())) } catch { results.append(.failure(error)) }
+        }
+        return results
+    }
+
+    private func pool(
+        on loop: any EventLoop, budgets: UpstreamBudgets = UpstreamBudgets(), limits: GatewayLimits = GatewayLimits()
+    ) -> UpstreamPool {
+        UpstreamPool(
+            eventLoop: loop, budgets: budgets, statistics: UpstreamStatistics(), limits: limits,
+            logger: Logger(label: "test.upstream-pool"))
+    }
+
+    @Test("an idle connection too old to reuse is closed when found: its place in the connection budget opens at once")
+    func staleIdleConnectionGivesItsBudgetBack() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.maximumUpstreamConnections = 1
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next(), limits: limits)
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        #expect(try await call(pool, endpoint, id: 1).status == 200)
+        // Past the reuse window (but before the pool's own idle timeout closes it): not reused, and not in the way.
+        try await Task.sleep(for: .milliseconds(Int64(UpstreamConnection.reuseWindow.nanoseconds / 1_000_000) + 300))
+        #expect(try await call(pool, endpoint, id: 2).status == 200)
+        await upstream.stop()
+    }
+
+    @Test("idle connections of all loops together hold at most half of the upstream's budget: another loop still connects")
+    func idleConnectionsLeaveRoomForOtherLoops() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.maximumUpstreamConnections = 4
+        let budgets = UpstreamBudgets()
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+        let loops = Array(group.makeIterator())
+        let first = pool(on: loops[0], budgets: budgets, limits: limits)
+        let second = pool(on: loops[1], budgets: budgets, limits: limits)
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        // Four connections at once on the first loop; all four responses complete, and at most two stay idle there.
+        let burst = try await calls(first, endpoint, ids: [1, 2, 3, 4])
+        #expect(burst.allSatisfy { (try? $0.get().status) == 200 }, "\(burst)")
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(endpoint.idleConnections.value <= 2)
+        #expect(try await call(second, endpoint, id: 5).status == 200)
+        await upstream.stop()
+        try await group.shutdownGracefully()
+    }
+
+    @Test("a stream paused for a slow client is not cut by the idle-stream timeout: the upstream is not being read")
+    func pausedStreamIsNotIdle() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let pool = pool(on: loop)
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        // Paused for twice the idle-stream timeout, then read again; the upstream ends the stream right away.
+        async let result = calls(pool, endpoint, ids: [1], idleTimeout: .milliseconds(300)) { connection in
+            connection.setReading(false)
+            let bound = NIOLoopBound(connection, eventLoop: loop)
+            loop.scheduleTask(in: .milliseconds(700)) {
+                bound.value.setReading(true)
+                upstream.release()
+            }
+        }
+        let response = try await result
+        #expect((try? response[0].get().status) == 200, "\(response)")
+        await upstream.stop()
+    }
+
+    @Test("an upstream that answers 101 Switching Protocols fails the request (what follows is not HTTP)")
+    func switchingProtocolsIsRefused() async throws {
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (101, "text/plain", "") })
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        let response = try await calls(pool, endpoint, ids: [1])[0]
+        guard case .failure(let error) = response, case .protocolError(let reason)? = error as? UpstreamFailure else {
+            Issue.record("101 relayed: \(response)")
+            await upstream.stop()
+            return
+        }
+        #expect(reason.contains("101"))
+        await upstream.stop()
+    }
+
+    @Test("a connection still connecting is not closed by the pool's idle timeout (a connect timeout above 5 s holds)")
+    func connectingIsNotIdle() throws {
+        let channel = EmbeddedChannel()
+        let pool = pool(on: channel.embeddedEventLoop)
+        let connection = UpstreamConnection(
+            key: "http://upstream.test:80", pool: pool, responseDecoder: UpstreamResponseDecoder(),
+            idleConnections: IdleConnectionCount())
+        var closed = false
+        channel.closeFuture.assumeIsolated().whenComplete { _ in closed = true }
+        try channel.pipeline.syncOperations.addHandler(connection)
+        // The pool's idle timeout reads the real clock; its ticker runs on the loop's.
+        Thread.sleep(forTimeInterval: Double(UpstreamConnection.poolIdleTimeout.nanoseconds) / 1e9 + 0.3)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
+        #expect(!closed, "closed while connecting")
+        _ = try? channel.finish()
     }
 
     @Test("a host name with several addresses: the connection that wins has handlers of its own, and carries requests")

@@ -112,6 +112,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
+        // The event filter's endpoint rewriting refers back to this handler: dropped, or the two keep each other.
+        eventFilter = nil
         unregisterLegacyStream()
         recordUndecided()
         perform(machine.clientClosed())
@@ -515,6 +517,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         collectTimer = nil
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
+        eventFilter = nil
         deadlines.exchangeFinished()
         request = nil
         plan = nil
@@ -892,6 +895,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 let writer = NIOLoopBound(self, eventLoop: loop)
                 let owner = "\(principal.tenant)/\(principal.agent)"
                 eventFilter!.rewriteEndpoint = { [self] upstreamPath in
+                    // A second `endpoint` event replaces the first: the earlier registration goes.
+                    unregisterLegacyStream()
                     legacyRegistration = (
                         upstreamPath,
                         streams.add(upstreamPath, owner: owner) { event in
@@ -992,10 +997,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         for name in ResponseFraming.forwardedResponseHeaders.names where name != "content-type" {
             for value in head.headers[name] { headers.append((name, value)) }
         }
-        // Whatever could be read as JSON is filtered, whatever its content type says; what cannot (a `202 Accepted`
-        // in plain text) holds no list any client would read, and goes on as it came.
-        let first = bytes.first { ![0x20, 0x09, 0x0A, 0x0D].contains($0) }
-        guard HeaderText.hasPrefix(contentType, "application/json") || first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+        // Whatever might hold JSON is filtered, whatever its content type says, and refused if it is not JSON-RPC (a
+        // byte-order mark or other bytes before the JSON would let a lenient client read an unfiltered list). Only a
+        // body without a single `{` or `[` (a `202 Accepted` in plain text) holds no list, and goes on as it came.
+        guard
+            HeaderText.hasPrefix(contentType, "application/json")
+                || bytes.contains(where: { $0 == UInt8(ascii: "{") || $0 == UInt8(ascii: "[") })
         else {
             var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
             passed.body = bytes

@@ -48,3 +48,30 @@ final class UpstreamBudgets: Sendable {
     }
 
 }
+
+/// How many connections to one upstream sit idle in the pools of all event loops together. Idle connections count
+/// against the upstream's connection budget: without a bound across loops, one loop's idle connections could hold all
+/// of it while another loop has none and must refuse.
+final class IdleConnectionCount: Sendable {
+    private let count = Atomic<Int>(0)
+
+    /// A new count, at zero.
+    init() {}
+
+    /// Takes a place if fewer than `limit` are taken.
+    func enter(limit: Int) -> Bool {
+        var current = count.load(ordering: .relaxed)
+        while current < limit {
+            let (exchanged, found) = count.compareExchange(expected: current, desired: current + 1, ordering: .relaxed)
+            if exchanged { return true }
+            current = found
+        }
+        return false
+    }
+
+    /// Gives a place back.
+    func leave() { count.wrappingSubtract(1, ordering: .relaxed) }
+
+    /// The places taken now.
+    var value: Int { count.load(ordering: .relaxed) }
+}

@@ -27,6 +27,17 @@ public final class UpstreamClient: Sendable {
                 legacy[tenant] = try UpstreamEndpoint(legacyConfiguration)
             }
         }
+        // Endpoints of one upstream (tenants sharing a URL) share their pooled connections, and so the count of them.
+        var idleCounts: [String: IdleConnectionCount] = [:]
+        func shareIdleCount(_ endpoint: inout UpstreamEndpoint) {
+            if let shared = idleCounts[endpoint.key] {
+                endpoint.idleConnections = shared
+            } else {
+                idleCounts[endpoint.key] = endpoint.idleConnections
+            }
+        }
+        for tenant in endpoints.keys { shareIdleCount(&endpoints[tenant]!) }
+        for tenant in legacy.keys { shareIdleCount(&legacy[tenant]!) }
         self.endpoints = endpoints
         self.legacyEndpoints = legacy
         self.limits = limits

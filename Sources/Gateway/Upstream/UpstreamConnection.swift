@@ -50,6 +50,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     typealias OutboundOut = HTTPClientRequestPart
 
     private enum Phase {
+        /// Being connected: only the connect timeout (the bootstrap's) applies.
+        case connecting
         case idle(since: NIODeadline)
         case awaitingHead(deadline: NIODeadline, idleTimeout: TimeAmount)
         case streaming(idleTimeout: TimeAmount)
@@ -61,7 +63,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     private weak var pool: UpstreamPool?
     private var context: ChannelHandlerContext?
     private var receiver: (any UpstreamResponseReceiver)?
-    private var phase = Phase.idle(since: .now())
+    private var phase = Phase.connecting
     private var lastRead = NIODeadline.now()
     private var keepAlive = true
     /// Reading stopped for a slow client; always resumed before the connection carries another request.
@@ -73,10 +75,33 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// The decoder of this connection's responses, told the method of each request sent.
     private let responseDecoder: UpstreamResponseDecoder
 
-    init(key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder) {
+    /// Idle connections to this upstream in all pools (this one counts while it sits in its pool).
+    let idleConnections: IdleConnectionCount
+    /// The connection budget this connection holds, given back once, when it starts closing.
+    private var budget: (budgets: UpstreamBudgets, budget: UpstreamBudgets.Budget)?
+
+    init(key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder, idleConnections: IdleConnectionCount) {
         self.key = key
         self.pool = pool
         self.responseDecoder = responseDecoder
+        self.idleConnections = idleConnections
+    }
+
+    /// The connect succeeded (NIO reports it before `channelActive`): the connection is idle, ready for a request,
+    /// and holds `budget` of `budgets` until it starts closing (gives it back at once if it already has).
+    func opened(holding budget: UpstreamBudgets.Budget, of budgets: UpstreamBudgets) {
+        if case .closed = phase {
+            budgets.release([budget])
+            return
+        }
+        self.budget = (budgets, budget)
+        if let context { startTimers(context: context) }
+    }
+
+    private func releaseBudget() {
+        guard let held = budget else { return }
+        budget = nil
+        held.budgets.release([held.budget])
     }
 
     /// Whether the connection can carry a request now.
@@ -92,6 +117,18 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        if context.channel.isActive { startTimers(context: context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        startTimers(context: context)
+        context.fireChannelActive()
+    }
+
+    /// Connected: the connection is idle until it carries a request, and its timers run from now.
+    private func startTimers(context: ChannelHandlerContext) {
+        guard ticker == nil else { return }
+        if case .connecting = phase { phase = .idle(since: .now()) }
         let tick = UpstreamPool.tickInterval
         let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
         ticker = context.eventLoop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in bound.value.checkTimers() }
@@ -139,6 +176,8 @@ final class UpstreamConnection: ChannelInboundHandler {
         }
         readingPaused = !reading
         if !reading { pool?.statistics.readPauses.wrappingAdd(1, ordering: .relaxed) }
+        // Time paused for the client is not the upstream's silence: the idle-stream timeout starts again.
+        if reading { lastRead = .now() }
         try? context.channel.syncOptions?.setOption(.autoRead, value: reading)
         if reading { context.read() }
     }
@@ -149,6 +188,11 @@ final class UpstreamConnection: ChannelInboundHandler {
         case .head(let head):
             guard case .awaitingHead(_, let idleTimeout) = phase else {
                 fail(.protocolError("a response without a request"))
+                return
+            }
+            // The gateway never asks to switch protocols; what follows a 101 is not HTTP.
+            guard head.status != .switchingProtocols else {
+                fail(.protocolError("upstream answered 101 Switching Protocols"))
                 return
             }
             keepAlive = keepAlive && head.isKeepAlive
@@ -190,6 +234,7 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     func channelInactive(context: ChannelHandlerContext) {
         phase = .closed
+        releaseBudget()
         if let receiver {
             self.receiver = nil
             receiver.upstreamFailed(.closed)
@@ -208,18 +253,22 @@ final class UpstreamConnection: ChannelInboundHandler {
     private func close() {
         if case .closed = phase { return }
         phase = .closed
+        releaseBudget()
         context?.close(promise: nil)
     }
 
     private func checkTimers() {
         let now = NIODeadline.now()
         switch phase {
+        case .connecting:
+            break
         case .idle(let since):
             if now - since > Self.poolIdleTimeout { close() }
         case .awaitingHead(let deadline, _):
             if now >= deadline { fail(.headTimeout) }
         case .streaming(let idleTimeout):
-            if now - lastRead > idleTimeout { fail(.idleTimeout) }
+            // Paused for a slow client, the upstream is not silent: it is not being read.
+            if !readingPaused, now - lastRead > idleTimeout { fail(.idleTimeout) }
         case .closed:
             break
         }

@@ -21,6 +21,8 @@ struct UpstreamEndpoint: Sendable {
     let credential: (name: String, value: String)?
     /// The deadline for a `tools/call`'s response head, when the tenant sets one.
     let callTimeout: Duration?
+    /// Idle connections to this upstream in all pools; shared by every endpoint with the same `key`.
+    var idleConnections = IdleConnectionCount()
 
     /// Parses `configuration.url` and builds its TLS context.
     init(_ configuration: UpstreamConfiguration) throws(UpstreamConfigurationError) {

@@ -63,18 +63,24 @@ final class UpstreamPool {
                     try pipeline.addHandler(UpstreamRequestEncoder())
                     try pipeline.addHandler(ByteToMessageHandler(responseDecoder))
                     try pipeline.addHandler(
-                        UpstreamConnection(key: endpoint.key, pool: pool.value, responseDecoder: responseDecoder))
+                        UpstreamConnection(
+                            key: endpoint.key, pool: pool.value, responseDecoder: responseDecoder,
+                            idleConnections: endpoint.idleConnections))
                 }
             }
         if let resolver { bootstrap = bootstrap.resolver(resolver) }
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
-                channel.closeFuture.whenComplete { _ in budgets.release([budget]) }
                 do {
-                    completion(.success(try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)))
+                    let connection = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+                    // Given back as soon as the connection starts closing, so that a request right after can open
+                    // another in its place.
+                    connection.opened(holding: budget, of: budgets)
+                    completion(.success(connection))
                 } catch {
                     // Closed before it could be used (its handlers are gone): a failed connection like any other.
+                    budgets.release([budget])
                     channel.close(promise: nil)
                     completion(.failure(.connect("the connection closed as it opened")))
                 }
@@ -91,14 +97,21 @@ final class UpstreamPool {
         eventLoop.preconditionInEventLoop()
         guard let index = idle.index(forKey: endpoint.key) else { return nil }
         while let connection = idle.values[index].popLast() {
+            connection.idleConnections.leave()
             if connection.isUsable { return connection }
+            // Idle too long to be reused safely: closed now, which gives its connection budget back at once.
+            connection.cancel()
         }
         return nil
     }
 
-    /// A connection whose response is complete and that may carry another request.
+    /// A connection whose response is complete and that may carry another request. Kept idle within this loop's
+    /// bound and, across all loops, within half the upstream's connection budget (so that every loop can still open
+    /// connections); closed otherwise.
     func release(_ connection: UpstreamConnection) {
-        if idle[connection.key]?.count ?? 0 >= Self.maximumIdlePerUpstream {
+        guard idle[connection.key]?.count ?? 0 < Self.maximumIdlePerUpstream,
+            connection.idleConnections.enter(limit: max(1, limits.maximumUpstreamConnections / 2))
+        else {
             connection.cancel()
             return
         }
@@ -108,14 +121,19 @@ final class UpstreamPool {
 
     /// Forgets a connection that closed.
     func remove(_ connection: UpstreamConnection) {
-        idle[connection.key]?.removeAll { $0 === connection }
+        guard let index = idle[connection.key]?.firstIndex(where: { $0 === connection }) else { return }
+        idle[connection.key]!.remove(at: index)
+        connection.idleConnections.leave()
     }
 
     /// Closes every idle connection (shutdown).
     func closeIdle() {
         let all = idle.values.flatMap { $0 }
         idle = [:]
-        for connection in all { connection.cancel() }
+        for connection in all {
+            connection.idleConnections.leave()
+            connection.cancel()
+        }
     }
 }
 
