@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -163,20 +162,24 @@ struct UpstreamPoolTests {
     }
 
     @Test("a connection still connecting is not closed by the pool's idle timeout (a connect timeout above 5 s holds)")
-    func connectingIsNotIdle() throws {
-        let channel = EmbeddedChannel()
-        let pool = pool(on: channel.embeddedEventLoop)
-        let connection = UpstreamConnection(
-            key: "http://upstream.test:80", pool: pool, responseDecoder: UpstreamResponseDecoder(),
-            idleConnections: IdleConnectionCount())
-        var closed = false
-        channel.closeFuture.assumeIsolated().whenComplete { _ in closed = true }
-        try channel.pipeline.syncOperations.addHandler(connection)
-        // The pool's idle timeout reads the real clock; its ticker runs on the loop's.
-        Thread.sleep(forTimeInterval: Double(UpstreamConnection.poolIdleTimeout.nanoseconds) / 1e9 + 0.3)
-        channel.embeddedEventLoop.advanceTime(by: .seconds(1))
-        #expect(!closed, "closed while connecting")
-        _ = try? channel.finish()
+    func connectingIsNotIdle() async throws {
+        let channel = NIOAsyncTestingChannel()
+        let loop = channel.testingEventLoop
+        let pool = pool(on: loop)
+        let closed = NIOLockedValueBox(false)
+        channel.closeFuture.whenComplete { _ in closed.withLockedValue { $0 = true } }
+        try await loop.executeInContext {
+            try channel.pipeline.syncOperations.addHandler(
+                UpstreamConnection(
+                    key: "http://upstream.test:80", pool: pool, responseDecoder: UpstreamResponseDecoder(),
+                    idleConnections: IdleConnectionCount()))
+        }
+        // The pool's idle timeout reads the real clock; its ticker runs on the loop's. (Waited without holding a
+        // thread: other tests run meanwhile.)
+        try await Task.sleep(for: .nanoseconds(UpstreamConnection.poolIdleTimeout.nanoseconds + 300_000_000))
+        await loop.advanceTime(by: .seconds(1))
+        #expect(!closed.withLockedValue { $0 }, "closed while connecting")
+        _ = try? await channel.finish()
     }
 
     @Test("a host name with several addresses: the connection that wins has handlers of its own, and carries requests")

@@ -11,6 +11,8 @@ final class LegacyStreams: Sendable {
     private struct Stream {
         let owner: String
         let write: Writer
+        /// Whether the stream's client is keeping up (its connection writable); read from any thread.
+        let isWritable: @Sendable () -> Bool
         let token: UInt64
     }
 
@@ -18,9 +20,12 @@ final class LegacyStreams: Sendable {
     private let tokens = Atomic<UInt64>(0)
 
     /// Registers the stream of `owner` (tenant/agent) that announced `upstreamEndpoint`; returns a token for `remove`.
-    func add(_ upstreamEndpoint: String, owner: String, write: @escaping Writer) -> UInt64 {
+    /// `isWritable` says whether the stream's client keeps up with what is written to it.
+    func add(
+        _ upstreamEndpoint: String, owner: String, isWritable: @escaping @Sendable () -> Bool, write: @escaping Writer
+    ) -> UInt64 {
         let token = tokens.wrappingAdd(1, ordering: .relaxed).newValue
-        streams.withLock { $0[upstreamEndpoint] = Stream(owner: owner, write: write, token: token) }
+        streams.withLock { $0[upstreamEndpoint] = Stream(owner: owner, write: write, isWritable: isWritable, token: token) }
         return token
     }
 
@@ -32,9 +37,12 @@ final class LegacyStreams: Sendable {
     }
 
     /// Writes a JSON-RPC message as an SSE event onto the stream of `owner` that announced `upstreamEndpoint`; false
-    /// when there is no such stream here.
+    /// when there is no such stream here, or when its client is not reading what the stream already holds (the
+    /// message is then answered on the POST itself, instead of piling up in the gateway's memory).
     func deliver(_ message: [UInt8], to upstreamEndpoint: String, owner: String) -> Bool {
-        guard let stream = streams.withLock({ $0[upstreamEndpoint] }), stream.owner == owner else { return false }
+        guard let stream = streams.withLock({ $0[upstreamEndpoint] }), stream.owner == owner, stream.isWritable() else {
+            return false
+        }
         var event = ByteBuffer()
         event.writeString("event: message\ndata: ")
         event.writeBytes(message)

@@ -899,7 +899,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     unregisterLegacyStream()
                     legacyRegistration = (
                         upstreamPath,
-                        streams.add(upstreamPath, owner: owner) { event in
+                        streams.add(upstreamPath, owner: owner, isWritable: { [channel = context.channel] in channel.isWritable }) {
+                            event in
                             loop.execute { writer.value.writeLegacyEvent(event) }
                         }
                     )
