@@ -35,7 +35,7 @@ public struct Authenticator: Sendable {
         case (nil, nil):
             throw .noCredentials
         case (let certificate?, nil):
-            return try certificates.principal(for: certificate)
+            return try certificates.principal(for: certificate, now: now)
         case (nil, let token?):
             guard let verified = try verify(token) else { return nil }
             guard let agent = verified.agent else { throw .missingClaim("agent (token has no agent claim)") }
@@ -43,7 +43,7 @@ public struct Authenticator: Sendable {
                 tenant: verified.tenant, agent: agent, method: .jwt, scopes: verified.scopes,
                 expiresAt: verified.facts.expiresAt, certificate: nil, token: verified.facts)
         case (let certificate?, let token?):
-            let fromCertificate = try certificates.principal(for: certificate)
+            let fromCertificate = try certificates.principal(for: certificate, now: now)
             guard let verified = try verify(token) else { return nil }
             return try Self.agreeing(
                 fromCertificate, tokenTenant: verified.tenant, tokenAgent: verified.agent, scopes: verified.scopes,

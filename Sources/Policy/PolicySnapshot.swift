@@ -62,7 +62,29 @@ public struct PolicySnapshot: Sendable {
             if entry == globalFolder { global = documents } else { tenants[entry] = documents }
         }
         guard !tenants.isEmpty else { throw PolicyLoadError(file: directory, reason: "no tenant folders (policies/<tenant>/*.json)") }
+        for (tenant, documents) in tenants.sorted(by: { $0.key < $1.key }) {
+            try checkRateLimitIDs(of: tenant, global + documents)
+        }
         return PolicySnapshot(tenantDocuments: tenants, globalDocuments: global, directory: directory)
+    }
+
+    /// A rate limit's id names its buckets (with the tenant, agent and tool): two limits of one tenant with one id
+    /// would count in the same buckets, each refilling them at its own rate. So an id is unique among all documents
+    /// that apply to a tenant, global ones included.
+    private static func checkRateLimitIDs(of tenant: String, _ documents: [PolicyDocument]) throws(PolicyLoadError) {
+        var seen: [String: String] = [:]
+        for document in documents {
+            for limit in document.rateLimits {
+                if let other = seen[limit.id] {
+                    throw PolicyLoadError(
+                        file: document.file, rule: limit.id,
+                        reason:
+                            "rate limit id '\(limit.id)' is also used by \(other), which applies to tenant \(tenant) too (ids name the limits' buckets)"
+                    )
+                }
+                seen[limit.id] = document.file
+            }
+        }
     }
 
     private static func loadFolder(_ path: String) throws(PolicyLoadError) -> [PolicyDocument] {

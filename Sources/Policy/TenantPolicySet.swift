@@ -79,7 +79,8 @@ public struct TenantPolicySet: Sendable {
         if !prefixLengths.isEmpty {
             let count = tool.count
             for length in prefixLengths {
-                guard length < count else { break }
+                // `*` matches an empty run too: a prefix as long as the name applies to it (`exec*` covers `exec`).
+                guard length <= count else { break }
                 if let rules = prefixTools[String(tool.prefix(length))] { take(rules) }
             }
         }

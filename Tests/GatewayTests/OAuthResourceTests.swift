@@ -221,6 +221,9 @@ struct IntrospectionTests {
                 case "opaque-good": return (200, "application/json", #"{"active":true,"sub":"bot7","scope":"tools:read","aud":"mcpgw"}"#)
                 case "opaque-elsewhere": return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"https://other.test"}"#)
                 case "opaque-broken": return (500, "text/plain", "oops")
+                // An expiry in the past written with an exponent, and one that is not a number.
+                case "opaque-old": return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw","exp":1.0e9}"#)
+                case "opaque-someday": return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw","exp":"soon"}"#)
                 default: return (200, "application/json", #"{"active":false}"#)
                 }
             }, tls: try HTTPSUpstreamTests.serverContext())
@@ -251,6 +254,8 @@ struct IntrospectionTests {
         #expect(inactive.status == 401 && inactive.body.contains("token_inactive"))
         #expect(try await call("opaque-elsewhere").status == 401)
         #expect(try await call("opaque-broken").status == 503)
+        #expect(try await call("opaque-old").status == 401)
+        #expect(try await call("opaque-someday").status == 401)
         // On /mcp, the only tenant with introspection covers it.
         #expect(try await client.send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer opaque-good")]).status == 200)
         #expect(upstream.received.count == 3)
@@ -263,5 +268,46 @@ struct IntrospectionTests {
         try await gateway.stop()
         await upstream.stop()
         await authorizationServer.stop()
+    }
+
+    @Test("answers are remembered per tenant: a token inactive at one tenant's server is still asked about at another's")
+    func cachePerTenant() async throws {
+        let acmeServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#) },
+            tls: try HTTPSUpstreamTests.serverContext())
+        let globexServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":false}"#) }, tls: try HTTPSUpstreamTests.serverContext())
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
+        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.json)
+        func introspection(_ server: RecordingUpstream, _ issuer: String) -> String {
+            #"{"authorization_servers": ["\#(issuer)"], "introspection": {"url": "\#(server.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
+        }
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: {
+                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
+                    .replacingOccurrences(
+                        of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection(acmeServer, "https://as.acme.test")),"#
+                    )
+                    .replacingOccurrences(
+                        of: #""globex": {"#, with: #""globex": {"oauth": \#(introspection(globexServer, "https://as.globex.test")),"#)
+            })
+        func call(_ tenant: String) async throws -> Int {
+            try await gateway.client(nil).send(
+                path: "/tenants/\(tenant)/mcp", body: RPC.call("read_file"), headers: [("Authorization", "Bearer opaque-shared")]
+            ).status
+        }
+        #expect(try await call("globex") == 401)
+        #expect(try await call("acme") == 200)
+        #expect(globexServer.received.count == 1 && acmeServer.received.count == 1)
+        // Each answer is then remembered for its own tenant.
+        #expect(try await call("globex") == 401)
+        #expect(try await call("acme") == 200)
+        #expect(globexServer.received.count == 1 && acmeServer.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+        await acmeServer.stop()
+        await globexServer.stop()
     }
 }

@@ -1,8 +1,9 @@
 import Foundation
-import Identity
 import TLS
 import TestSupport
 import Testing
+
+@testable import Identity
 
 @Suite("Certificate identity and combined authentication")
 struct AuthenticatorTests {
@@ -90,9 +91,32 @@ struct AuthenticatorTests {
         let lenient = CertificateAuthenticator(tenants: [
             "acme": CertificateIdentityRules(trustDomain: "mcpgw.dev", agentFromCommonName: true)
         ])
-        let principal = try lenient.principal(for: cnOnly)
+        let principal = try lenient.principal(for: cnOnly, now: Date())
         #expect(principal.agent == "cn-only")
         #expect(principal.certificate?.spiffeID == nil)
+    }
+
+    @Test("a certificate past its notAfter (or before its notBefore) is refused on each request, not only at the handshake")
+    func validityPeriod() throws {
+        let bot1 = try certificate("acme/agents/bot1")
+        let authenticator = CertificateAuthenticator(tenants: ["acme": CertificateIdentityRules(trustDomain: "mcpgw.dev")])
+        #expect(try authenticator.principal(for: bot1, now: bot1.leaf.notAfter.addingTimeInterval(-1)).agent == "bot1")
+        #expect {
+            try authenticator.principal(for: bot1, now: bot1.leaf.notAfter.addingTimeInterval(1))
+        } throws: { "\($0)".contains("expired") }
+        #expect {
+            try authenticator.principal(for: bot1, now: bot1.leaf.notBefore.addingTimeInterval(-1))
+        } throws: { "\($0)".contains("valid from") }
+    }
+
+    @Test(
+        "the CN is read from the subject's RDNs as RFC 2253 escapes them: a CN inside another attribute's value is not one",
+        arguments: [
+            ("CN=bot1,O=Acme", "bot1"), ("O=Acme\\, Inc.,CN=bot1", "bot1"), ("OU=x\\,CN=admin", nil), ("OU=x\\,CN=admin,O=Acme", nil),
+            ("CN=a\\,b", nil), ("CN=bot1,CN=bot2", nil), ("OU=x+CN=bot3", "bot3"), ("O=Acme", nil),
+        ] as [(String, String?)])
+    func commonNameParsing(subject: String, expected: String?) {
+        #expect(CertificateAuthenticator.commonName(subject) == expected)
     }
 
     @Test("a certificate with two SPIFFE ids is refused: an agent has one identity")
@@ -106,7 +130,7 @@ struct AuthenticatorTests {
     func trustDomain() throws {
         let otherDomain = CertificateAuthenticator(tenants: ["acme": CertificateIdentityRules(trustDomain: "other.dev")])
         #expect {
-            try otherDomain.principal(for: try certificate("acme/agents/bot1"))
+            try otherDomain.principal(for: try certificate("acme/agents/bot1"), now: Date())
         } throws: { "\($0)".contains("trust domain") }
     }
 

@@ -71,6 +71,19 @@ struct PolicyLoadingTests {
             (["acme/readme.txt": "x"], "no *.json policy documents"),
             (["_global/p.json": "{}"], "no tenant folders"),
             (["acme/a.json": #"{"name":"same"}"#, "acme/b.json": #"{"name":"same"}"#], "also used by"),
+            // One limit id in two documents of a tenant (or in a global one): both would count in the same buckets.
+            (
+                [
+                    "acme/a.json": #"{"rate_limits":[{"id":"calls","rate_per_second":100,"burst":100}]}"#,
+                    "acme/b.json": #"{"rate_limits":[{"id":"calls","rate_per_second":1,"burst":5,"tools":["dangerous"]}]}"#,
+                ], "rate limit id 'calls' is also used by"
+            ),
+            (
+                [
+                    "_global/g.json": #"{"rate_limits":[{"id":"calls","rate_per_second":100,"burst":100}]}"#,
+                    "acme/a.json": #"{"rate_limits":[{"id":"calls","rate_per_second":1,"burst":5}]}"#,
+                ], "rate limit id 'calls' is also used by"
+            ),
         ] {
             let root = try temporaryPolicies(files)
             defer { try? FileManager.default.removeItem(atPath: root) }

@@ -309,6 +309,15 @@ struct PolicySemanticsTests {
         #expect(stranger.rule == "no_policy")
     }
 
+    @Test("a wildcard matches an empty run: `exec*` applies to `exec` itself, in decisions and in lists")
+    func wildcardMatchesEmptyRun() throws {
+        let set = try PolicyFixtures.set(#"{"default_action":"allow","rules":[{"id":"D","action":"deny","tools":["exec*"]}]}"#)
+        #expect(set.evaluate(try PolicyFixtures.call("exec")).rule == "D")
+        #expect(set.evaluate(try PolicyFixtures.call("exec_shell")).rule == "D")
+        #expect(set.evaluate(try PolicyFixtures.call("exe")).outcome == .allow)
+        #expect(!set.mayCall(try PolicyFixtures.call("exec")))
+    }
+
     @Test("evaluation only looks at rules indexed for the tool")
     func indexing() throws {
         var rules: [String] = []

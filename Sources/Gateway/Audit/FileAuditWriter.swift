@@ -22,16 +22,21 @@ final class FileAuditWriter: AuditWriter {
     }
 
     func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
-        let fd = descriptor.withLock { $0 }
-        var offset = 0
-        while offset < bytes.count {
-            let result = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw AuditWriteError(written: offset, reason: String(cString: strerror(errno)))
+        // The descriptor stays locked while it is written to: `reopen` (on SIGHUP) cannot close it in between, and
+        // its number cannot be given to another file or a client's socket while records are on their way to it.
+        let failure = descriptor.withLock { fd -> AuditWriteError? in
+            var offset = 0
+            while offset < bytes.count {
+                let result = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if result < 0 {
+                    if errno == EINTR { continue }
+                    return AuditWriteError(written: offset, reason: String(cString: strerror(errno)))
+                }
+                offset += result
             }
-            offset += result
+            return nil
         }
+        if let failure { throw failure }
     }
 
     func reopen() throws(AuditWriteError) {
@@ -42,12 +47,12 @@ final class FileAuditWriter: AuditWriter {
         } catch {
             throw AuditWriteError(written: 0, reason: error.reason)
         }
-        let old = descriptor.withLock { current in
-            defer { current = fresh }
-            return current
+        // Swapped and closed under the lock: no write is using the old descriptor, and none will.
+        descriptor.withLock { current in
+            fsync(current)
+            close(current)
+            current = fresh
         }
-        fsync(old)
-        close(old)
     }
 
     func synchronize() {

@@ -85,7 +85,7 @@ struct ExchangeDecisions {
     func introspected(_ request: ExchangeRequest, _ principal: Principal) -> Result<Principal, Refusal> {
         guard let certificate = request.handshake?.peerCertificate else { return .success(principal) }
         do throws(AuthenticationError) {
-            let fromCertificate = try services.authenticator.certificates.principal(for: certificate)
+            let fromCertificate = try services.authenticator.certificates.principal(for: certificate, now: Date())
             return .success(
                 try Authenticator.agreeing(
                     fromCertificate, tokenTenant: principal.tenant, tokenAgent: principal.agent, scopes: principal.scopes,

@@ -82,7 +82,8 @@ public final class TokenIntrospector: Sendable {
         guard let configuration = tenants[tenant] else {
             return eventLoop.makeSucceededFuture(.refused(.inactiveToken("no introspection for tenant \(tenant)")))
         }
-        let key = SHA256Digest.hex(Array(token.utf8))
+        // Per tenant: one tenant's authorization server never answers for another's.
+        let key = SHA256Digest.hex(Array(tenant.utf8) + [0] + Array(token.utf8))
         let now = clock()
         if let entry = cache.withLock({ $0[key] }), entry.until > now { return eventLoop.makeSucceededFuture(entry.outcome) }
         let admitted = inFlight.withLock { counts -> Bool in
@@ -132,8 +133,16 @@ public final class TokenIntrospector: Sendable {
             return .unavailable("introspection answer is not a JSON object with a boolean 'active'")
         }
         guard active else { return .refused(.inactiveToken("the authorization server says the token is not active")) }
-        if let expiry = answer["exp"]?.numberValue?.int64Value, expiry <= now {
-            return .refused(.inactiveToken("the introspection answer says the token expired at \(expiry)"))
+        // A NumericDate may be written with a fraction or an exponent; one that is not a number at all is refused.
+        var expiry: Double?
+        if let value = answer["exp"] {
+            guard let seconds = value.numberValue?.doubleValue, seconds.isFinite else {
+                return .refused(.inactiveToken("the introspection answer's exp is not a number"))
+            }
+            expiry = seconds
+        }
+        if let expiry, expiry <= Double(now) {
+            return .refused(.inactiveToken("the introspection answer says the token expired at \(Int64(expiry))"))
         }
         if let audience = answer["aud"] {
             let named = audience.stringValue.map { [$0] } ?? audience.arrayValue?.compactMap(\.stringValue) ?? []
@@ -145,10 +154,10 @@ public final class TokenIntrospector: Sendable {
             return .refused(.missingClaim("\(configuration.settings.agentClaim) (a valid agent id) in the introspection answer"))
         }
         let scopes = Set((answer["scope"]?.stringValue ?? "").split(separator: " ").map(String.init))
-        let expiry = answer["exp"]?.numberValue?.int64Value.map { Date(timeIntervalSince1970: Double($0)) }
         return .principal(
             Principal(
-                tenant: tenant, agent: agent, method: .introspection, scopes: scopes, expiresAt: expiry, certificate: nil, token: nil))
+                tenant: tenant, agent: agent, method: .introspection, scopes: scopes,
+                expiresAt: expiry.map { Date(timeIntervalSince1970: $0) }, certificate: nil, token: nil))
     }
 
     /// `application/x-www-form-urlencoded` (RFC 6749 appendix B): unreserved characters as they are, the rest %XX.

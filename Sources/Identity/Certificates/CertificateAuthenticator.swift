@@ -1,5 +1,7 @@
 public import TLS
 
+public import struct Foundation.Date
+
 /// Maps a verified client certificate to a principal.
 ///
 /// The tenant is the one whose CA bundle anchored the chain (the TLS layer reports it). The agent comes from the
@@ -13,13 +15,16 @@ public struct CertificateAuthenticator: Sendable {
         self.tenants = tenants
     }
 
-    /// The principal for `certificate`.
-    public func principal(for certificate: PeerCertificate) throws(AuthenticationError) -> Principal {
+    /// The principal for `certificate` at time `now`. The TLS handshake checked the validity period once; a
+    /// keep-alive connection outlives that check, so every request checks it again.
+    public func principal(for certificate: PeerCertificate, now: Date) throws(AuthenticationError) -> Principal {
         guard let tenant = certificate.trustAnchorLabel else {
             throw .certificateRefused("no tenant CA anchored the certificate chain")
         }
         guard let rules = tenants[tenant] else { throw .unknownTenant(tenant) }
         let leaf = certificate.leaf
+        guard now < leaf.notAfter else { throw .certificateRefused("the client certificate expired at \(leaf.notAfter)") }
+        guard now >= leaf.notBefore else { throw .certificateRefused("the client certificate is valid from \(leaf.notBefore) only") }
         let spiffeURIs = leaf.uris.filter { $0.lowercased().hasPrefix("spiffe:") }
         let agent: String
         var spiffeID: String?
@@ -58,7 +63,27 @@ public struct CertificateAuthenticator: Sendable {
 
     /// The CN of an RFC 2253 subject (`CN=bot1,O=...`), if there is exactly one and it has no escapes.
     static func commonName(_ subject: String) -> String? {
-        let names = subject.split(separator: ",").filter { $0.hasPrefix("CN=") }
+        // Split at the separators RFC 2253 does not escape (`,` between RDNs, `+` inside one): an escaped `\,` is
+        // part of a value, so `OU=x\,CN=admin` is one OU, not a CN.
+        var attributes: [String] = []
+        var current = ""
+        var escaped = false
+        for character in subject {
+            if escaped {
+                current.append(character)
+                escaped = false
+            } else if character == "\\" {
+                current.append(character)
+                escaped = true
+            } else if character == "," || character == "+" {
+                attributes.append(current)
+                current = ""
+            } else {
+                current.append(character)
+            }
+        }
+        attributes.append(current)
+        let names = attributes.filter { $0.hasPrefix("CN=") }
         guard names.count == 1, !names[0].contains("\\") else { return nil }
         return String(names[0].dropFirst(3))
     }
