@@ -89,7 +89,9 @@ public final class SharedLimiter: SharedRateLimits {
             var missing: [SharedBucket] = []
             for (index, bucket) in buckets.enumerated() {
                 let key = LeaseKey(bucket)
-                if let lease = leases[key], lease.tokens > 1, now > lease.surplusUntil {
+                // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
+                // is still under way (more rounds to come), and for `surplusSeconds` after it ended.
+                if let lease = leases[key], lease.tokens > 1, lease.fetching == nil, now > lease.surplusUntil {
                     let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
@@ -180,10 +182,9 @@ public final class SharedLimiter: SharedRateLimits {
 
     /// Most lease requests one fetch makes when calls keep joining it.
     static let maximumFetchRounds = 3
-    /// How long tokens fetched beyond a lease for waiting calls stay theirs. The calls decide again within
-    /// milliseconds of the fetch, but a loaded machine can hold a loop up for tens of milliseconds: a shorter
-    /// window dropped tokens before the calls they were fetched for came back, and refused those calls with the
-    /// Redis bucket not empty. A call whose client left, or that another limit refused, leaves its token.
+    /// How long tokens fetched beyond a lease for waiting calls stay theirs after the fetch ended (while it is under
+    /// way they always are). The calls decide again within milliseconds, later on a loaded machine. A call whose
+    /// client left, or that another limit refused, leaves its token.
     static let surplusSeconds = 0.5
 
     /// One lease request: the script's grant goes into the lease; a failure marks Redis out of reach. When Redis
