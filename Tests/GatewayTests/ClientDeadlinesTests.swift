@@ -46,12 +46,17 @@ private final class BodyInSecondRead: ChannelInboundHandler {
 
 @Suite("Client connection deadlines")
 struct ClientDeadlinesTests {
-    private func channel() throws -> (EmbeddedChannel, IdleRecorder, ClientDeadlines) {
+    /// Deadlines (idle 60 s, head 10 s, grace 5 s), then `above` (standing for the HTTP decoder and connection
+    /// handler, if given), then a recorder of the events.
+    private func channel(
+        above: ((ClientDeadlines) -> any ChannelHandler)? = nil
+    ) throws -> (EmbeddedChannel, IdleRecorder, ClientDeadlines) {
         let recorder = IdleRecorder()
         let channel = EmbeddedChannel()
         let deadlines = ClientDeadlines(
             idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
         try channel.pipeline.syncOperations.addHandler(deadlines)
+        if let above { try channel.pipeline.syncOperations.addHandler(above(deadlines)) }
         try channel.pipeline.syncOperations.addHandler(recorder)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return (channel, recorder, deadlines)
@@ -126,12 +131,7 @@ struct ClientDeadlinesTests {
 
     @Test("a body whose end arrives in a later read, answered before that read returns, starts no head deadline")
     func bodyEndedInALaterRead() throws {
-        let recorder = IdleRecorder()
-        let channel = EmbeddedChannel()
-        let deadlines = ClientDeadlines(
-            idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
-        try channel.pipeline.syncOperations.addHandlers(deadlines, BodyInSecondRead(deadlines), recorder)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let (channel, recorder, _) = try channel { BodyInSecondRead($0) }
         try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"))
         try channel.writeInbound(ByteBuffer(string: "cd"))
         channel.embeddedEventLoop.advanceTime(by: .seconds(59))
@@ -154,12 +154,7 @@ struct ClientDeadlinesTests {
 
     @Test("a request whole in one read and answered before the read returns starts no head deadline")
     func answeredWithinTheRead() throws {
-        let recorder = IdleRecorder()
-        let channel = EmbeddedChannel()
-        let deadlines = ClientDeadlines(
-            idleTimeout: .seconds(60), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5))
-        try channel.pipeline.syncOperations.addHandlers(deadlines, ImmediateAnswers(deadlines), recorder)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let (channel, recorder, _) = try channel { ImmediateAnswers($0) }
         try channel.writeInbound(ByteBuffer(string: "POST /mcp HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"))
         // A keep-alive client between requests is held to the idle timeout, not to the head deadline.
         channel.embeddedEventLoop.advanceTime(by: .seconds(59))

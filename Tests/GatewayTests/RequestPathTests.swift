@@ -305,17 +305,13 @@ struct RequestPathTests {
         // A token the gateway has not verified yet is checked on the shared thread pool: held busy here until the
         // whole body (100 KB, past the 64 KiB read before authentication) has arrived and reading has paused.
         let token = try GatewayFixture.token()
-        let gate = DispatchSemaphore(value: 0)
-        let blockers = (0..<NIOSingletons.blockingPoolThreadCountSuggestion).map { _ in
-            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { gate.wait() }
-        }
+        let pool = HeldThreadPool()
         let padding = String(repeating: "x", count: 100_000)
         let first = RPC.call("read_file", #"{"path":"a.txt","note":"\#(padding)"}"#, id: 1)
         let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
         try await client.send(RawTLSClient.post(first, headers: [("Authorization", "Bearer \(token)")]))
         try await Task.sleep(for: .milliseconds(500))
-        for _ in blockers { gate.signal() }
-        for blocker in blockers { try await blocker.get() }
+        try await pool.release()
         #expect(await client.wait { statusLines($0).count == 1 }, "\(client.text)")
         try await client.send(
             RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 2), headers: [("Authorization", "Bearer \(token)")]))
@@ -332,16 +328,12 @@ struct RequestPathTests {
         // A forged signature: found out only by the check off the loop, whose refusal comes back after the 400.
         let signed = try GatewayFixture.token()
         let token = String(signed.dropLast(4)) + (signed.hasSuffix("AAAA") ? "BBBB" : "AAAA")
-        let gate = DispatchSemaphore(value: 0)
-        let blockers = (0..<NIOSingletons.blockingPoolThreadCountSuggestion).map { _ in
-            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { gate.wait() }
-        }
+        let pool = HeldThreadPool()
         let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
         let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [("Authorization", "Bearer \(token)")])
         try await client.send(call + "\u{1}\u{2} not HTTP\r\n\r\n")
         #expect(await client.waitForClose(timeout: .seconds(5)))
-        for _ in blockers { gate.signal() }
-        for blocker in blockers { try await blocker.get() }
+        try await pool.release()
         try await Task.sleep(for: .milliseconds(300))
         #expect(statusLines(client.text) == ["HTTP/1.1 400"], "\(client.text)")
         // The token's check came back after the connection was refused: dropped, not answered or recorded again.
@@ -562,5 +554,25 @@ extension CallDeadlineTests {
         #expect(fast.status == 504)
         try await gateway.stop()
         await upstream.stop()
+    }
+}
+
+/// Holds every thread of NIO's shared thread pool busy until `release()`: work the gateway sends off its loops (a
+/// fresh token's signature check) waits meanwhile, so a test can make things happen before its result comes back.
+private struct HeldThreadPool {
+    private let gate = DispatchSemaphore(value: 0)
+    private let blockers: [EventLoopFuture<Void>]
+
+    init() {
+        let gate = self.gate
+        blockers = (0..<NIOSingletons.blockingPoolThreadCountSuggestion).map { _ in
+            NIOThreadPool.singleton.runIfActive(eventLoop: MultiThreadedEventLoopGroup.singleton.next()) { gate.wait() }
+        }
+    }
+
+    /// Lets the pool's threads go, and waits until they have.
+    func release() async throws {
+        for _ in blockers { gate.signal() }
+        for blocker in blockers { try await blocker.get() }
     }
 }
