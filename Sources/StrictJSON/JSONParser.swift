@@ -6,7 +6,8 @@
 /// surrogate escapes, leading zeros, `NaN`/`Infinity`, trailing commas, comments, anything after the value, a
 /// byte-order mark, and input beyond the configured depth or size.
 public struct JSONParser {
-    private let bytes: [UInt8]
+    /// The input, borrowed for the duration of one `parse` call.
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var index = 0
     private var depth = 0
     private let limits: JSONLimits
@@ -16,17 +17,9 @@ public struct JSONParser {
     /// The element of a top-level array being parsed (0 when the text is not an array).
     private var element = 0
 
-    /// Parses one JSON text.
+    /// Parses one JSON text. Contiguous input (an array, a buffer's bytes) is read where it lies, without a copy.
     public static func parse(_ input: some Collection<UInt8>, limits: JSONLimits = JSONLimits()) throws(JSONParseError) -> JSONValue {
-        guard input.count <= limits.maximumBytes else {
-            throw JSONParseError(reason: "input of \(input.count) bytes exceeds the limit of \(limits.maximumBytes)", offset: 0)
-        }
-        var parser = JSONParser(bytes: Array(input), limits: limits)
-        parser.skipWhitespace()
-        let value = try parser.parseValue()
-        parser.skipWhitespace()
-        guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the JSON value") }
-        return value
+        try parse(input, limits: limits, spansAlong: []).value
     }
 
     /// Parses one JSON text and reports where the values along `path` lie in `input`: for `["params", "arguments"]`,
@@ -39,13 +32,10 @@ public struct JSONParser {
         guard input.count <= limits.maximumBytes else {
             throw JSONParseError(reason: "input of \(input.count) bytes exceeds the limit of \(limits.maximumBytes)", offset: 0)
         }
-        var parser = JSONParser(bytes: Array(input), limits: limits)
-        parser.spanPath = path
-        parser.skipWhitespace()
-        let value = try parser.parseValue(along: path.isEmpty ? nil : 0)
-        parser.skipWhitespace()
-        guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the JSON value") }
-        return (value, parser.spans)
+        let parsed =
+            input.withContiguousStorageIfAvailable { bytes in parseContiguous(bytes, limits: limits, path: path) }
+            ?? Array(input).withUnsafeBufferPointer { bytes in parseContiguous(bytes, limits: limits, path: path) }
+        return try parsed.get()
     }
 
     /// Parses one JSON text given as a string.
@@ -53,7 +43,22 @@ public struct JSONParser {
         try parse(Array(text.utf8), limits: limits)
     }
 
-    private init(bytes: [UInt8], limits: JSONLimits) {
+    /// The parse itself, over bytes that stay valid for its duration (the parser never outlives this call).
+    private static func parseContiguous(
+        _ bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits, path: [String]
+    ) -> Result<(value: JSONValue, spans: [JSONSpan]), JSONParseError> {
+        var parser = JSONParser(bytes: bytes, limits: limits)
+        parser.spanPath = path
+        return Result { () throws(JSONParseError) in
+            parser.skipWhitespace()
+            let value = try parser.parseValue(along: path.isEmpty ? nil : 0)
+            parser.skipWhitespace()
+            guard parser.index == parser.bytes.count else { throw parser.error("unexpected data after the JSON value") }
+            return (value, parser.spans)
+        }
+    }
+
+    private init(bytes: UnsafeBufferPointer<UInt8>, limits: JSONLimits) {
         self.bytes = bytes
         self.limits = limits
     }
@@ -208,7 +213,7 @@ public struct JSONParser {
             guard let digit = current, Self.isDigit(digit) else { throw error("expected a digit in the exponent") }
             skipDigits()
         }
-        return JSONNumber(literal: String(decoding: bytes[start..<index], as: UTF8.self))
+        return JSONNumber(literal: String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self))
     }
 
     private mutating func skipDigits() {
@@ -228,12 +233,12 @@ public struct JSONParser {
         }
         if current == UInt8(ascii: "\""), bitsSet < 0x80 {
             // ASCII only: valid UTF-8 as it stands (and decoded without the generic validation's runtime lookups).
-            let text = bytes.withUnsafeBufferPointer { String(decoding: UnsafeBufferPointer(rebasing: $0[start..<index]), as: UTF8.self) }
+            let text = String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self)
             index += 1
             return text
         }
         if current == UInt8(ascii: "\"") {
-            guard let text = String(validating: bytes[start..<index], as: UTF8.self) else {
+            guard let text = String(validating: UnsafeBufferPointer(rebasing: bytes[start..<index]), as: UTF8.self) else {
                 throw JSONParseError(reason: "invalid UTF-8 in a string", offset: start)
             }
             index += 1
@@ -243,12 +248,12 @@ public struct JSONParser {
         // a time is quadratic: 4 MiB of escapes took 37 s).
         var utf8: [UInt8] = []
         var runStart = start
-        func flushRun(_ bytes: [UInt8], upTo end: Int) throws(JSONParseError) {
+        func flushRun(_ bytes: UnsafeBufferPointer<UInt8>, upTo end: Int) throws(JSONParseError) {
             guard end > runStart else { return }
-            guard String(validating: bytes[runStart..<end], as: UTF8.self) != nil else {
+            guard String(validating: UnsafeBufferPointer(rebasing: bytes[runStart..<end]), as: UTF8.self) != nil else {
                 throw JSONParseError(reason: "invalid UTF-8 in a string", offset: runStart)
             }
-            utf8.append(contentsOf: bytes[runStart..<end])
+            utf8.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<end]))
         }
         while true {
             guard let byte = current else { throw error("unterminated string") }

@@ -97,6 +97,24 @@ struct JSONParserTests {
         #expect(try JSONParser.parse(bytes) == value)
     }
 
+    @Test("bytes read in place (a slice, raw memory) and bytes copied first (a lazy collection) parse alike, spans from 0")
+    func contiguousAndCopiedInputAgree() throws {
+        let text = Array(#"{"id":1,"params":{"name":"caf\u00e9","arguments":{"p":"ü"}}}"#.utf8)
+        let expected = try JSONParser.parse(text, spansAlong: ["params", "arguments"])
+        let slice = (Array("ignored".utf8) + text)[7...]
+        let fromSlice = try JSONParser.parse(slice, spansAlong: ["params", "arguments"])
+        let fromRaw = try text.withUnsafeBytes { try JSONParser.parse($0, spansAlong: ["params", "arguments"]) }
+        let fromLazy = try JSONParser.parse(text.lazy.map { $0 }, spansAlong: ["params", "arguments"])
+        for parsed in [fromSlice, fromRaw, fromLazy] {
+            #expect(parsed.value == expected.value)
+            #expect(parsed.spans == expected.spans)
+        }
+        #expect(expected.spans.map(\.range.lowerBound).sorted() == [17, 49])
+        let broken = text.dropLast()
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(broken.lazy.map { $0 }) }
+        #expect(throws: JSONParseError.self) { try broken.withUnsafeBytes { try JSONParser.parse($0) } }
+    }
+
     @Test("random byte strings never crash the parser (bounded fuzz)")
     func fuzz() throws {
         var generator = SystemRandomNumberGenerator()
