@@ -1,3 +1,5 @@
+import Policy
+
 /// Bounds on what one request, one tenant and one agent may cost. Every field has a production default.
 public struct GatewayLimits: Sendable, Hashable {
     /// Largest request body, in bytes (413 beyond).
@@ -32,6 +34,9 @@ public struct GatewayLimits: Sendable, Hashable {
     public var offloadDecisionBytes: Int = 64 * 1024
     /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
     public var maximumLargeDecisionsPerTenant: Int = 4
+    /// Local rate-limit buckets one tenant may hold (idle ones are forgotten; beyond, its new keys share an overflow
+    /// bucket per limit). Per tenant, so one tenant's agents never crowd out another's.
+    public var maximumRateLimitBucketsPerTenant: Int = RateLimiter.defaultBucketsPerTenant
 
     /// Limits with production defaults (4 MiB bodies, depth 64, 30 s upstream head timeout, 16 MiB lists, …).
     public init(

@@ -5,10 +5,11 @@ import Synchronization
 /// Buckets are kept per (tenant, limit, agent and/or tool) as each limit's `per` says. A call that several limits
 /// count takes a token from each of them or from none (all-or-nothing, under one lock per tenant shard).
 ///
-/// Memory: at most `maximumBuckets` buckets in all. When a shard is full, buckets that have refilled completely
+/// Memory: at most `maximumBucketsPerTenant` buckets for each tenant (plus one overflow bucket per limit), so one
+/// tenant's keys never take room from another's. When a tenant is at its cap, buckets that have refilled completely
 /// are forgotten first — a full bucket is indistinguishable from a new one, so this never loosens a limit. If the
-/// shard is still full, a new key shares one overflow bucket per limit: inventing agent names then yields one
-/// extra bucket's worth of calls in total, not one per name.
+/// tenant is still at its cap, its new keys share one overflow bucket per limit: inventing agent names then yields
+/// one extra bucket's worth of calls in total, not one per name, and only that tenant's new keys are affected.
 public final class RateLimiter: Sendable {
     struct BucketKey: Hashable, Sendable {
         let tenant: String
@@ -31,7 +32,16 @@ public final class RateLimiter: Sendable {
 
     struct Shard: Sendable {
         var entries: [BucketKey: Entry] = [:]
+        /// How many of `entries` belong to each tenant (tenants over the cap use their overflow buckets).
+        var bucketsByTenant: [String: Int] = [:]
         var lastSweep: Double = -.infinity
+
+        /// Adds a full bucket for `limit` under `key` unless one is there.
+        mutating func addIfMissing(_ key: BucketKey, _ limit: RateLimitRule, now: Double) {
+            guard entries[key] == nil else { return }
+            entries[key] = .fresh(limit, now: now)
+            bucketsByTenant[key.tenant, default: 0] += 1
+        }
     }
 
     /// One lock-protected part of the bucket table (tenants are spread over shards by hash).
@@ -40,14 +50,18 @@ public final class RateLimiter: Sendable {
     }
 
     private let shards: [ShardBox]
-    private let bucketsPerShard: Int
+    private let bucketsPerTenant: Int
     /// Key used for the shared overflow bucket of a limit.
     static let overflowKey = "\u{0}overflow"
 
-    /// A limiter holding at most `maximumBuckets` buckets.
-    public init(maximumBuckets: Int = 100_000, shardCount: Int = 16) {
+    /// How many buckets a tenant may hold by default (about 4 MiB of keys and counts).
+    public static let defaultBucketsPerTenant = 20_000
+
+    /// A limiter holding at most `maximumBucketsPerTenant` buckets for each tenant; tenants are spread over
+    /// `shardCount` lock-protected shards.
+    public init(maximumBucketsPerTenant: Int = RateLimiter.defaultBucketsPerTenant, shardCount: Int = 16) {
         shards = (0..<max(1, shardCount)).map { _ in ShardBox() }
-        bucketsPerShard = max(1, maximumBuckets / max(1, shardCount))
+        bucketsPerTenant = max(1, maximumBucketsPerTenant)
     }
 
     /// How many buckets exist now.
@@ -88,13 +102,13 @@ public final class RateLimiter: Sendable {
                 if let index = shard.entries.index(forKey: key) {
                     indices.append(index)
                 } else {
-                    if shard.entries.count >= bucketsPerShard {
+                    if shard.bucketsByTenant[tenant, default: 0] >= bucketsPerTenant {
                         Self.sweep(&shard, now: now)
-                        if shard.entries.count >= bucketsPerShard {
+                        if shard.bucketsByTenant[tenant, default: 0] >= bucketsPerTenant {
                             key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
                         }
                     }
-                    if shard.entries[key] == nil { shard.entries[key] = .fresh(limit, now: now) }
+                    shard.addIfMissing(key, limit, now: now)
                     added = true
                     indices.append(shard.entries.startIndex)
                 }
@@ -103,9 +117,7 @@ public final class RateLimiter: Sendable {
             if added {
                 // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
                 // full bucket is swept): it comes back full, which is what it was.
-                for (limit, key) in zip(applicable, keys) where shard.entries[key] == nil {
-                    shard.entries[key] = .fresh(limit, now: now)
-                }
+                for (limit, key) in zip(applicable, keys) { shard.addIfMissing(key, limit, now: now) }
                 indices = keys.map { shard.entries.index(forKey: $0)! }
             }
             for (limit, index) in zip(applicable, indices) {
@@ -157,6 +169,8 @@ public final class RateLimiter: Sendable {
             refilled.refill(rate: entry.rate, burst: entry.burst, now: now)
             return !refilled.isFull(burst: entry.burst)
         }
+        shard.bucketsByTenant = [:]
+        for key in shard.entries.keys { shard.bucketsByTenant[key.tenant, default: 0] += 1 }
     }
 
     static func key(tenant: String, agent: String, tool: String, limit: RateLimitRule) -> BucketKey {

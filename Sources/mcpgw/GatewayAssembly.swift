@@ -28,7 +28,9 @@ enum GatewayAssembly {
         guard let policies = overrides.policies ?? file.policies else {
             throw ConfigurationError("no policies: set \"policies\" in the configuration or pass --policies DIR|FILE")
         }
-        let engine = PolicyEngine(snapshot: try policySnapshot(policies, tenants: Array(file.identity.tenants.keys)))
+        let engine = PolicyEngine(
+            snapshot: try policySnapshot(policies, tenants: Array(file.identity.tenants.keys)),
+            limiter: RateLimiter(maximumBucketsPerTenant: file.limits.maximumRateLimitBucketsPerTenant))
         var upstreams = file.upstreams
         if let upstream = overrides.upstream {
             guard upstream.hasPrefix("http://") || upstream.hasPrefix("https://") else {

@@ -21,7 +21,7 @@ struct RateLimiterTests {
     func sweepDuringOneCall() {
         // One bucket per shard: the first limit's new (full) bucket fills the shard; the second limit finds it full,
         // sweeps, and the sweep drops that first bucket. The call must still be counted by both (and not crash).
-        let limiter = RateLimiter(maximumBuckets: 1, shardCount: 1)
+        let limiter = RateLimiter(maximumBucketsPerTenant: 1, shardCount: 1)
         let limits = [Self.limit("A", rate: 1, burst: 2, per: .tenant), Self.limit("B", rate: 1, burst: 2, per: .agentTool)]
         #expect(take(limiter, limits, at: 100) == nil)
         #expect(take(limiter, limits, agent: "b", at: 200) == nil)
@@ -79,7 +79,7 @@ struct RateLimiterTests {
 
     @Test("memory is bounded: full buckets are forgotten, and at the cap invented names share one overflow bucket")
     func bounded() {
-        let limiter = RateLimiter(maximumBuckets: 16, shardCount: 1)
+        let limiter = RateLimiter(maximumBucketsPerTenant: 16, shardCount: 1)
         let limits = [Self.limit(rate: 1, burst: 2, per: .agent)]
         for index in 0..<16 { #expect(take(limiter, limits, agent: "agent\(index)", at: 0) == nil) }
         #expect(limiter.bucketCount == 16)
@@ -91,6 +91,26 @@ struct RateLimiterTests {
         // Later every bucket has refilled: they are forgotten, and a new agent gets its own bucket.
         #expect(take(limiter, limits, agent: "fresh", at: 10) == nil)
         #expect(limiter.bucketCount <= 2)
+    }
+
+    @Test("the bucket cap is per tenant: a tenant at its cap never pushes another tenant's agents into an overflow bucket")
+    func capPerTenant() {
+        // One shard for every tenant, so both tenants' buckets sit side by side.
+        let limiter = RateLimiter(maximumBucketsPerTenant: 8, shardCount: 1)
+        let limits = [Self.limit(rate: 1, burst: 2, per: .agent)]
+        func take(_ tenant: String, _ agent: String) -> Bool {
+            limiter.consume(tenant: tenant, agent: agent, method: "tools/call", tool: "t", limits: limits, now: 0) == nil
+        }
+        // acme invents agents: 8 buckets, then its new agents share acme's overflow bucket (burst 2).
+        for index in 0..<8 { #expect(take("acme", "bot\(index)")) }
+        #expect(take("acme", "invented1") && take("acme", "invented2"))
+        #expect(!take("acme", "invented3"))
+        // globex's agents each still get their own bucket with its full burst.
+        for index in 0..<8 {
+            #expect(take("globex", "agent\(index)") && take("globex", "agent\(index)"), "agent\(index)")
+            #expect(!take("globex", "agent\(index)"))
+        }
+        #expect(limiter.bucketCount == 8 + 1 + 8)
     }
 
     @Test("exact under concurrency: 8 threads × 1000 calls at one instant get exactly `burst` tokens")

@@ -116,6 +116,17 @@ def test_unknown_key_inside_tenant_jwt(tmp_path):
     assert problem.startswith(f"{path}: tenants.acme.jwt.audiences: unknown key"), problem
 
 
+def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
+    config = dev_config(tmp_path)
+    config.setdefault("limits", {})["max_rate_limit_buckets_per_tenant"] = 5000
+    status, lines, stderr = config_check(write_config(tmp_path, config))
+    assert status == 0, (lines, stderr)
+    config["limits"]["max_rate_limit_buckets_per_tenant"] = 0
+    path = write_config(tmp_path, config, "zero.json")
+    problem = only_problem(path)
+    assert "limits.max_rate_limit_buckets_per_tenant" in problem, problem
+
+
 def test_tls_private_key_that_does_not_match_the_certificate(tmp_path):
     config = dev_config(tmp_path)
     break_tls_key(config)
