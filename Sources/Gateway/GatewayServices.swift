@@ -8,8 +8,9 @@ import Synchronization
 /// Everything the MCP endpoint needs to decide and forward: shared by all connections, safe across threads.
 ///
 /// Every connection handler and decision holds a copy, so the parts that never change after start-up live in one
-/// shared, immutable box: a copy costs a few reference counts instead of one per member. The few members set while
-/// the gateway is assembled (`oauth`, `keyFetcher`, `introspector`, `sharedLimits`) are ordinary stored properties.
+/// shared, immutable box, and the few members set while the gateway is assembled (`oauth`, `keyFetcher`,
+/// `introspector`, `sharedLimits`) in a second one, replaced whole when one of them is set: a copy costs two
+/// reference counts instead of one per member.
 public struct GatewayServices: Sendable {
     /// The members fixed at start-up.
     private final class Parts: Sendable {
@@ -47,7 +48,26 @@ public struct GatewayServices: Sendable {
         }
     }
 
+    /// The members set while the gateway is assembled.
+    private final class Assembled: Sendable {
+        let oauth: OAuthResources?
+        let keyFetcher: RemoteKeyFetcher?
+        let introspector: TokenIntrospector?
+        let sharedLimits: SharedLimiter?
+
+        init(
+            oauth: OAuthResources? = nil, keyFetcher: RemoteKeyFetcher? = nil, introspector: TokenIntrospector? = nil,
+            sharedLimits: SharedLimiter? = nil
+        ) {
+            self.oauth = oauth
+            self.keyFetcher = keyFetcher
+            self.introspector = introspector
+            self.sharedLimits = sharedLimits
+        }
+    }
+
     private let storage: Parts
+    private var assembled = Assembled()
 
     /// Authenticates callers (replaceable on SIGHUP).
     public var identity: AuthenticatorStore { storage.identity }
@@ -66,9 +86,20 @@ public struct GatewayServices: Sendable {
     /// The path of the MCP endpoint (default `/mcp`).
     public var mcpPath: String { storage.mcpPath }
     /// What the gateway publishes as an OAuth protected resource (RFC 9728), if configured.
-    public var oauth: OAuthResources?
+    public var oauth: OAuthResources? {
+        get { assembled.oauth }
+        set {
+            assembled = Assembled(
+                oauth: newValue, keyFetcher: keyFetcher, introspector: introspector, sharedLimits: sharedLimits)
+        }
+    }
     /// Fetches tenants' signing keys over HTTPS, if any tenant has them there.
-    public var keyFetcher: RemoteKeyFetcher?
+    public var keyFetcher: RemoteKeyFetcher? {
+        get { assembled.keyFetcher }
+        set {
+            assembled = Assembled(oauth: oauth, keyFetcher: newValue, introspector: introspector, sharedLimits: sharedLimits)
+        }
+    }
     /// Prometheus metrics, counted from the audit records and read at scrape time.
     public var metrics: GatewayMetrics { storage.metrics }
     /// Holds back repeated log lines about one failing thing (an unreachable upstream).
@@ -76,9 +107,19 @@ public struct GatewayServices: Sendable {
     /// The log of what operators must see (upstream failures), rate-limited per cause.
     var logger: Logger { storage.logger }
     /// Checks opaque bearer tokens with tenants' authorization servers, if any tenant has introspection.
-    public var introspector: TokenIntrospector?
+    public var introspector: TokenIntrospector? {
+        get { assembled.introspector }
+        set {
+            assembled = Assembled(oauth: oauth, keyFetcher: keyFetcher, introspector: newValue, sharedLimits: sharedLimits)
+        }
+    }
     /// Rate limits shared across replicas through Redis, if configured.
-    public var sharedLimits: SharedLimiter?
+    public var sharedLimits: SharedLimiter? {
+        get { assembled.sharedLimits }
+        set {
+            assembled = Assembled(oauth: oauth, keyFetcher: keyFetcher, introspector: introspector, sharedLimits: newValue)
+        }
+    }
     /// Request ids.
     var requestIDs: RequestIDs { storage.requestIDs }
     /// Legacy HTTP+SSE streams open here, so refusals of their messages can be answered on them.
