@@ -91,6 +91,19 @@ struct TaskHandleTests {
         #expect(bindings.count == 4)
         #expect(bindings.allSatisfy { $0["method"] == .string("tasks/get") && $0["decision"] == .string("deny") })
         #expect(bindings.contains { $0["reason"]?.stringValue?.contains("not issued to this caller") == true })
+
+        // The raw id where a handle belongs outside a task method: subscribing to it (whose acknowledgment and
+        // notifications would come back sealed to this caller) or naming it as a request's related task.
+        for body in [
+            #"{"jsonrpc":"2.0","id":10,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["task-1"]}}}"#,
+            #"{"jsonrpc":"2.0","id":11,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-1"}}}}"#,
+        ] {
+            let refused = try await gateway.client().send(body: body)
+            #expect(refused.status == 400, "\(body)")
+        }
+        #expect(upstream.received.count == forwarded, "a raw task id reached the upstream")
+        let laundering = try gateway.auditRecords().filter { $0["rule"] == .string("task_binding") }.dropFirst(4)
+        #expect(laundering.map { $0["method"]?.stringValue } == ["subscriptions/listen", "tools/call"])
         try await gateway.stop()
         await upstream.stop()
     }
@@ -203,11 +216,24 @@ struct TaskHandleRewriteTests {
             let opened = try #require(try TaskHandleRewrite.opened(message, open: open))
             #expect(!JSONValue.object(opened).serialized.contains("mcpgw1k"), "\(text)")
         }
+        // The client's own task (one the server asked it to run) is named raw in a response's or notification's
+        // related-task `_meta`: it passes as it is.
+        for own in [
+            #"{"jsonrpc":"2.0","id":5,"result":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"client-task"}}}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"client-task"}}}}"#,
+        ] {
+            let message = try #require(try JSONParser.parse(own).objectValue)
+            #expect(try TaskHandleRewrite.opened(message, open: open) == nil, "\(own)")
+        }
         for refused in [
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"a"}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/update","params":{"taskId":7}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.y.a"]}}}"#,
+            // A raw id where the server's task is meant: forwarded, its answer's ids would be sealed to this caller.
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["task-1"]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a",7]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-1"}}}}"#,
         ] {
             let message = try #require(try JSONParser.parse(refused).objectValue)
             #expect(throws: TaskHandleRewrite.Refused.self, "\(refused)") { try TaskHandleRewrite.opened(message, open: open) }

@@ -37,9 +37,16 @@ enum TaskHandleRewrite {
         return capabilities?["extensions"]?.objectValue?[tasksExtension] != nil
     }
 
-    /// Whether a request body must be read for task handles: it holds a task method, or a sealed handle anywhere.
+    /// Whether a request body must be read for task handles: it holds a task method, `subscriptions/listen`, a
+    /// request naming a related task, or a sealed handle anywhere (the places `opened` requires handles, and the
+    /// ones it opens).
     static func requestMayCarryHandles(_ messages: [JSONRPCMessage], body: UnsafeRawBufferPointer) -> Bool {
-        if messages.contains(where: { $0.method?.hasPrefix("tasks/") ?? false }) { return true }
+        let namesTasks = messages.contains { message in
+            guard let method = message.method else { return false }
+            if method.hasPrefix("tasks/") || method == "subscriptions/listen" { return true }
+            return message.kind == .request && message.params?.objectValue?["_meta"]?.objectValue?[relatedTaskKey] != nil
+        }
+        if namesTasks { return true }
         // Every request body is scanned, so this is a plain loop over its bytes: `mcpgw1k.` starts with `m` and
         // its other bytes are compared only where an `m` is followed by `cpgw1k.`.
         let needle: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (109, 99, 112, 103, 119, 49, 107, 46)
@@ -97,17 +104,22 @@ enum TaskHandleRewrite {
     // MARK: - Client to upstream
 
     /// `message` (from the client) with every task handle it carries replaced by the upstream's task id, as `open`
-    /// reads it (nil: the handle does not open for this caller); nil when it carries none. A task method must name
-    /// its task with a handle; elsewhere (related-task `_meta`, `subscriptions/listen`'s `taskIds`) values that are
-    /// not handles are the client's own task ids and pass as they are.
+    /// reads it (nil: the handle does not open for this caller); nil when it carries none.
+    ///
+    /// Wherever a client names one of the server's tasks it must do so with a handle: a task method's `taskId`,
+    /// `subscriptions/listen`'s `taskIds`, and the related-task `_meta` of a request. A raw id there is refused:
+    /// passed on, the upstream would answer about that task and the answer's ids would be sealed to this caller,
+    /// turning a guessed id into a handle of its own. Only the related-task `_meta` of a response or a notification
+    /// may carry a value that is not a handle: the client's own task (one the server asked it to run).
     static func opened(_ message: JSONObject, open: (String) -> String?) throws(Refused) -> JSONObject? {
         let method = message["method"]?.stringValue
         let id = method == nil ? nil : message["id"]
+        let isRequest = method != nil && message["id"] != nil
         var refusal: Refused?
         var changed = false
         func openID(_ value: JSONValue, required: Bool) -> JSONValue {
             guard case .string(let handle) = value, required || handle.hasPrefix(SessionHandles.taskHandlePrefix) else {
-                if required { refusal = refusal ?? Refused(id: id, reason: "\(method ?? "") needs a string taskId") }
+                if required { refusal = refusal ?? Refused(id: id, reason: "\(method ?? "") needs task handles issued by the gateway") }
                 return value
             }
             guard let task = open(handle) else {
@@ -119,7 +131,7 @@ enum TaskHandleRewrite {
         }
         func openMeta(_ object: JSONObject) -> JSONObject {
             object.updatingObject("_meta") {
-                $0.updatingObject(relatedTaskKey) { $0.updating("taskId") { openID($0, required: false) } }
+                $0.updatingObject(relatedTaskKey) { $0.updating("taskId") { openID($0, required: isRequest) } }
             }
         }
         var rewritten = message.updatingObject("result", openMeta)
@@ -135,7 +147,7 @@ enum TaskHandleRewrite {
                 params = params.updatingObject("notifications") {
                     $0.updating("taskIds") { ids in
                         guard case .array(let items) = ids else { return ids }
-                        return .array(items.map { openID($0, required: false) })
+                        return .array(items.map { openID($0, required: true) })
                     }
                 }
             }
