@@ -188,7 +188,10 @@ final class TLSConnection {
             guard let reverified = reverifiedChain(leaf) else { return nil }
             chain = reverified
         }
-        let anchor = chain.reversed().lazy.compactMap { self.context.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) }.first
+        // A chain names its owner only when every trusted CA in it carries the same label (contexts refuse bundles
+        // whose CAs issue one another, so this is a second line).
+        let labels = Set(chain.compactMap { self.context.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) })
+        let anchor = labels.count == 1 ? labels.first : nil
         return PeerCertificate(leaf: X509Reader.info(leaf), verifiedChain: chain, trustAnchorLabel: anchor)
     }
 

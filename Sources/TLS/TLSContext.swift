@@ -141,31 +141,35 @@ public final class TLSContext: @unchecked Sendable {
             throw .invalidConfiguration("SSL_CTX has no certificate store", openSSL: OpenSSLErrorQueue.drain())
         }
         var anchors: [String: String] = [:]
+        // Every bundle's certificates stay loaded until the end, so that CAs of different bundles can be compared.
+        var loaded: [(label: String, path: String, certificate: OpaquePointer)] = []
+        defer { for entry in loaded { X509_free(entry.certificate) } }
         for bundle in configuration.trustedCABundles {
-            // Owned here until the end of the bundle, whatever happens: a failure half-way leaks none of them.
-            let certificates = try PEMFile.certificates(bundle.path)
-            defer { for certificate in certificates { X509_free(certificate) } }
-            for certificate in certificates {
-                let fingerprint = X509Reader.fingerprint(certificate)
-                if let owner = anchors[fingerprint], owner != bundle.label {
-                    throw .invalidConfiguration(
-                        "CA certificate \(fingerprint) in \(bundle.path) is already trusted for '\(owner)'; "
-                            + "one CA cannot anchor both '\(owner)' and '\(bundle.label)'", openSSL: [])
-                }
-                anchors[fingerprint] = bundle.label
-                OpenSSLErrorQueue.clear()
-                if X509_STORE_add_cert(store, certificate) != 1 {
-                    // Adding the same certificate twice (same label) is harmless; anything else is not.
-                    let errors = OpenSSLErrorQueue.drain()
-                    if !errors.allSatisfy({ $0.reason.contains("cert already in hash table") }) {
-                        throw .invalidConfiguration("cannot trust a certificate from \(bundle.path)", openSSL: errors)
-                    }
-                }
-                if role == .server {
-                    try check(SSL_CTX_add_client_CA(context, certificate) == 1, "cannot announce CA from \(bundle.path)")
-                }
+            for certificate in try PEMFile.certificates(bundle.path) {
+                loaded.append((bundle.label, bundle.path, certificate))
             }
         }
+        for (label, path, certificate) in loaded {
+            let fingerprint = X509Reader.fingerprint(certificate)
+            if let owner = anchors[fingerprint], owner != label {
+                throw .invalidConfiguration(
+                    "CA certificate \(fingerprint) in \(path) is already trusted for '\(owner)'; "
+                        + "one CA cannot anchor both '\(owner)' and '\(label)'", openSSL: [])
+            }
+            anchors[fingerprint] = label
+            OpenSSLErrorQueue.clear()
+            if X509_STORE_add_cert(store, certificate) != 1 {
+                // Adding the same certificate twice (same label) is harmless; anything else is not.
+                let errors = OpenSSLErrorQueue.drain()
+                if !errors.allSatisfy({ $0.reason.contains("cert already in hash table") }) {
+                    throw .invalidConfiguration("cannot trust a certificate from \(path)", openSSL: errors)
+                }
+            }
+            if role == .server {
+                try check(SSL_CTX_add_client_CA(context, certificate) == 1, "cannot announce CA from \(path)")
+            }
+        }
+        try refuseCrossLabelIssuers(loaded)
         for path in configuration.crlFiles {
             let revocationLists = try PEMFile.revocationLists(path)
             defer { for crl in revocationLists { X509_CRL_free(crl) } }
@@ -186,11 +190,40 @@ public final class TLSContext: @unchecked Sendable {
             SSL_CTX_set_verify(context, SSL_VERIFY_NONE, nil)
         }
         if role == .server {
-            // Needed for session resumption when client certificates are verified.
-            let sessionContext = Array("mcpgw".utf8)
-            _ = SSL_CTX_set_session_id_context(context, sessionContext, UInt32(sessionContext.count))
+            // Sessions resume only into a context that verifies clients the same way: the same client-certificate
+            // mode and the same labelled CAs. A ticket from a listener that asks for no certificate (or trusts other
+            // CAs) then starts a full handshake on one that requires a certificate, instead of skipping the request
+            // for it (OpenSSL does not ask for a certificate on resumption).
+            var sessionContext = Self.sessionContext(configuration.clientAuthentication, anchors: anchors)
+            _ = SSL_CTX_set_session_id_context(context, &sessionContext, UInt32(sessionContext.count))
         }
         return anchors
+    }
+
+    /// A CA of one bundle issued by a CA of another would make a chain through both name two owners (two tenants):
+    /// refused when the context is built.
+    private static func refuseCrossLabelIssuers(_ loaded: [(label: String, path: String, certificate: OpaquePointer)]) throws(TLSError) {
+        for issuer in loaded {
+            for subject in loaded where subject.label != issuer.label {
+                guard X509_check_issued(issuer.certificate, subject.certificate) == X509_V_OK else { continue }
+                throw .invalidConfiguration(
+                    "CA certificate \(X509Reader.fingerprint(subject.certificate)) in \(subject.path) ('\(subject.label)') is "
+                        + "issued by a CA in \(issuer.path) ('\(issuer.label)'): a chain through both would name both; "
+                        + "give each its own CAs", openSSL: [])
+            }
+        }
+    }
+
+    /// The session id context of a server context: SHA-256 over the client-certificate mode and the labelled CA
+    /// fingerprints (32 bytes, OpenSSL's maximum).
+    static func sessionContext(_ mode: TLSConfiguration.ClientAuthentication, anchors: [String: String]) -> [UInt8] {
+        var text = "mcpgw session context 1\n\(mode.rawValue)\n"
+        for (fingerprint, label) in anchors.sorted(by: { $0.key < $1.key }) { text += "\(label) \(fingerprint)\n" }
+        let bytes = Array(text.utf8)
+        var digest = [UInt8](repeating: 0, count: 32)
+        var length: UInt32 = 0
+        _ = EVP_Digest(bytes, bytes.count, &digest, &length, EVP_sha256(), nil)
+        return digest
     }
 
     static func check(_ succeeded: Bool, _ what: @autoclosure () -> String) throws(TLSError) {

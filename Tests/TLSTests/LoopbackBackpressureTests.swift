@@ -96,7 +96,7 @@ struct LoopbackBackpressureTests {
 
         // 2. The client stops reading and keeps writing 64 MiB.
         // Everything sent so far has been echoed and read (waited for above): no read is in flight when reading stops.
-        try await client.setOption(.autoRead, value: false)
+        try await client.setOption(.autoRead, value: false).get()
         let alreadyEchoed = clientLog.count
         let flood = DataTransferTests.payload(64 * 1024 * 1024, seed: 9)
         client.writeAndFlush(flood, promise: nil)
@@ -115,7 +115,7 @@ struct LoopbackBackpressureTests {
         #expect(buffered < 4 * 1024 * 1024, "server buffered \(buffered) bytes for a client that does not read")
 
         // 3. The client reads again: everything arrives, intact.
-        try await client.setOption(.autoRead, value: true)
+        try await client.setOption(.autoRead, value: true).get()
         client.read()
         try await waitUntil(seconds: 60) { clientLog.count >= alreadyEchoed + flood.readableBytes }
         var received = clientLog.data

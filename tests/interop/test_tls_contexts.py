@@ -1,0 +1,98 @@
+"""TLS contexts that must not vouch for one another: a session from the MCP listener does not resume on the admin
+listener (which requires an operator certificate), and tenants whose CAs issue one another are refused at load."""
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import ROOT, mcpgw_binary
+from test_mcp_sdk_conformance import free_port
+from test_operations import dev_config, only_problem, write_config
+from test_serve_cli import start
+
+CERTS = ROOT / "certs-dev"
+
+
+def s_client(port: int, mode: list[str], session: str, resume: bool, path: str) -> str:
+    request = f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+               "-CAfile", str(CERTS / "gateway-ca.pem"), "-ign_eof", *mode,
+               "-sess_in" if resume else "-sess_out", session]
+    result = subprocess.run(command, input=request, capture_output=True, text=True, timeout=30)
+    return result.stdout + result.stderr
+
+
+def wait_for_port(port: int) -> None:
+    import socket
+    for _ in range(100):
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing listens on {port}")
+
+
+@pytest.mark.parametrize("mode", [["-tls1_3"], ["-tls1_2"]], ids=["TLS 1.3 ticket", "TLS 1.2 ticket"])
+def test_a_session_from_the_mcp_listener_does_not_resume_on_the_admin_listener(tmp_path, mode):
+    config = dev_config(tmp_path)
+    admin_port = free_port()
+    # Operators' certificates come from a CA of their own; here, the dev gateway CA (no tenant trusts it).
+    config["admin"] = {"listen": f"127.0.0.1:{admin_port}",
+                       "tls": {"certificate_chain": str(CERTS / "server.pem"), "private_key": str(CERTS / "server.key"),
+                               "client_ca": str(CERTS / "gateway-ca.pem")}}
+    path = write_config(tmp_path, config)
+    process, port, _ = start("--config", path, "--listen", "127.0.0.1:0")
+    session = str(tmp_path / "session.pem")
+    try:
+        wait_for_port(admin_port)
+        # No certificate: the MCP listener's client authentication is optional.
+        first = s_client(port, mode, session, resume=False, path="/healthz")
+        assert "HTTP/1.1 200" in first, first[-2000:]
+        # The same session offered to the admin listener, still without a certificate.
+        second = s_client(admin_port, mode, session, resume=True, path="/metrics")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    assert "Reused," not in second, "the admin listener resumed the MCP listener's session: " + second[-2000:]
+    assert "HTTP/1.1 200" not in second, "metrics served without an operator certificate: " + second[-2000:]
+    assert "mcpgw_" not in second
+
+
+def make_ca(folder, name: str, issuer: tuple[str, str] | None = None) -> tuple[str, str]:
+    """A CA certificate and key (self-signed, or issued by `issuer`'s (cert, key)); returns their paths."""
+    key, cert = str(folder / f"{name}.key"), str(folder / f"{name}.pem")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+                   check=True, capture_output=True)
+    extensions = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"]
+    if issuer is None:
+        subprocess.run(["openssl", "req", "-x509", "-new", "-key", key, "-subj", f"/CN={name}", "-days", "30",
+                        "-out", cert, *extensions], check=True, capture_output=True)
+    else:
+        request = str(folder / f"{name}.csr")
+        subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", request, *extensions],
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", issuer[0], "-CAkey", issuer[1],
+                        "-CAcreateserial", "-days", "30", "-copy_extensions", "copy", "-out", cert],
+                       check=True, capture_output=True)
+    return cert, key
+
+
+def test_a_tenant_ca_issued_by_another_tenants_ca_is_refused(tmp_path):
+    # One company root for acme, and globex's issuing CA under it: a chain through globex's CA would end at acme's
+    # root, and name both tenants.
+    root = make_ca(tmp_path, "company-root")
+    issuing = make_ca(tmp_path, "globex-issuing", issuer=root)
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["client_ca"] = [root[0]]
+    config["tenants"]["globex"]["client_ca"] = [issuing[0]]
+    for tenant in config["tenants"].values():
+        tenant["crl"] = []
+    problem = only_problem(write_config(tmp_path, config))
+    assert "is issued by a CA in" in problem and "company-root.pem" in problem, problem
+    # Each tenant with a CA of its own is fine.
+    config["tenants"]["acme"]["client_ca"] = [make_ca(tmp_path, "acme-own")[0]]
+    result = subprocess.run([mcpgw_binary(), "config", "check", write_config(tmp_path, config, "own.json")], cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stdout + result.stderr
