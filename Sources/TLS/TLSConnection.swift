@@ -62,6 +62,9 @@ final class TLSConnection {
                 throw .invalidConfiguration("invalid server address '\(name)'", openSSL: OpenSSLErrorQueue.drain())
             }
         } else {
+            // The name must be in the certificate's subjectAltName: no fallback to the subject's CN (deprecated by
+            // RFC 6125 and CA/B rules), and a wildcard only as a whole leftmost label.
+            SSL_set_hostflags(ssl, UInt32(X509_CHECK_FLAG_NEVER_CHECK_SUBJECT | X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS))
             guard CMCPGW_SSL_set_tlsext_host_name(ssl, name) == 1, SSL_set1_host(ssl, name) == 1 else {
                 throw .invalidConfiguration("invalid server name '\(name)'", openSSL: OpenSSLErrorQueue.drain())
             }

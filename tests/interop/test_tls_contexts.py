@@ -2,8 +2,11 @@
 listener (which requires an operator certificate), and tenants whose CAs issue one another are refused at load."""
 import json
 import signal
+import ssl
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -96,3 +99,67 @@ def test_a_tenant_ca_issued_by_another_tenants_ca_is_refused(tmp_path):
     result = subprocess.run([mcpgw_binary(), "config", "check", write_config(tmp_path, config, "own.json")], cwd=ROOT,
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def make_server_certificate(folder, name: str, issuer: tuple[str, str], san: str | None) -> tuple[str, str]:
+    """A serverAuth leaf with CN=localhost, and `san` as its subjectAltName (or none at all)."""
+    key, cert, request = str(folder / f"{name}.key"), str(folder / f"{name}.pem"), str(folder / f"{name}.csr")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+                   check=True, capture_output=True)
+    extensions = ["-addext", "extendedKeyUsage=serverAuth"] + (["-addext", f"subjectAltName={san}"] if san else [])
+    subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", "/CN=localhost", "-out", request, *extensions],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", issuer[0], "-CAkey", issuer[1], "-CAcreateserial",
+                    "-days", "30", "-copy_extensions", "copy", "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+class JSONUpstream(BaseHTTPRequestHandler):
+    def do_POST(self):
+        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+        answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": {"ok": True}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
+
+
+def call_through(tmp_path, upstream_ca: str, certificate: tuple[str, str], name: str) -> str:
+    """Starts an HTTPS upstream on 127.0.0.1 serving `certificate`, a gateway sending acme to https://localhost:PORT
+    (trusting `upstream_ca`), and makes one allowed call; returns the HTTP status the client got."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), JSONUpstream)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    upstream.socket = context.wrap_socket(upstream.socket, server_side=True)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = dev_config(tmp_path)
+    for tenant in config["tenants"].values():
+        tenant["upstream"] = {"url": f"https://localhost:{upstream.server_address[1]}/mcp", "ca_file": upstream_ca}
+    process, port, _ = start("--config", write_config(tmp_path, config, f"{name}.json"), "--listen", "127.0.0.1:0")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    agent = CERTS / "acme" / "agents" / "bot1"
+    try:
+        result = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert",
+             str(CERTS / "gateway-ca.pem"), "--cert", f"{agent}.pem", "--key", f"{agent}.key",
+             "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+             "--data", body, f"https://localhost:{port}/mcp"], capture_output=True, text=True, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    return result.stdout.strip()
+
+
+def test_an_https_upstream_is_named_by_its_subject_alt_name_not_its_common_name(tmp_path):
+    root = make_ca(tmp_path, "upstream-root")
+    named = make_server_certificate(tmp_path, "named", root, "DNS:localhost")
+    assert call_through(tmp_path, root[0], named, "named") == "200"
+    # CN=localhost and no subjectAltName: not a certificate for localhost.
+    cn_only = make_server_certificate(tmp_path, "cn-only", root, None)
+    assert call_through(tmp_path, root[0], cn_only, "cn-only") == "502"
