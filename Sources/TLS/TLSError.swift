@@ -10,6 +10,9 @@ public enum TLSError: Error, Sendable, CustomStringConvertible {
     case closedDuringHandshake
     /// Reading or writing application data failed after the handshake.
     case connectionFailed(String, openSSL: [OpenSSLError])
+    /// The server's side of the connection ended without a TLS close_notify: whatever it was sending may have been
+    /// cut short by anyone on the path (a forged TCP FIN), so data whose end is the connection's end is not complete.
+    case uncleanShutdown
 
     public var description: String {
         switch self {
@@ -23,6 +26,8 @@ public enum TLSError: Error, Sendable, CustomStringConvertible {
             return "connection closed during the TLS handshake"
         case .connectionFailed(let what, let errors):
             return "TLS connection failed: \(what)\(Self.suffix(errors))"
+        case .uncleanShutdown:
+            return "TLS connection closed by the peer without close_notify (possibly truncated)"
         }
     }
 

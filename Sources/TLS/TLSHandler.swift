@@ -75,6 +75,11 @@ public final class TLSHandler: ChannelDuplexHandler {
             failBufferedWrites(TLSError.closedDuringHandshake)
         } else if wasActive && !receivedCloseNotify {
             logger.trace("TLS connection closed without close_notify", metadata: ["peer.address": "\(peer)"])
+            if tlsContext.role == .client {
+                // Towards a server, the end of the connection may be the end of a response (one without a length):
+                // said before the layers above learn of the close, so that they do not take a cut for the end.
+                context.fireErrorCaught(TLSError.uncleanShutdown)
+            }
         }
         failBufferedWrites(ChannelError.ioOnClosedChannel)
         context.fireChannelInactive()

@@ -183,6 +183,9 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // A connection that failed (or was closed) takes nothing more: in particular not the end of a response
+        // that its decoder infers from the close, after the close was found unclean.
+        if case .closed = phase { return }
         lastRead = .now()
         switch unwrapInboundIn(data) {
         case .head(let head):
