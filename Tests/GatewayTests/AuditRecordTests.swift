@@ -33,6 +33,32 @@ struct AuditRecordTests {
                 == "e6a3e17ea2ee73ff081099fbff4265d953d4211b33f59f86828af63034e383aa")
     }
 
+    @Test("the room a forwarded call reserves covers its record as written, and follows what the record keeps, not the body")
+    func reservation() throws {
+        let large = String(repeating: "x", count: 100_000)
+        let sent = Array(#"{"path":"a.txt","pad":"\#(large)"}"#.utf8)
+        let arguments = try JSONParser.parse(sent)
+        var record = AuditRecord(requestID: "0123456789ab-42", httpMethod: "POST", decision: .allow, reason: "rule R1 allows read_file")
+        (record.tenant, record.agent, record.authMethod, record.clientAddress) = ("acme", "bot1", "mtls", "127.0.0.1:50000")
+        (record.method, record.target, record.rule) = ("tools/call", "read_file", "R1")
+        record.jsonrpcID = .string("é-\u{1}-id")
+        record.arguments = AuditRecord.redacted(arguments, digest: SHA256Digest(of: sent))
+        let redactedRoom = record.reservationBytes
+        #expect(redactedRoom < 2048, "a redacted record reserved \(redactedRoom) bytes for a 100 kB body")
+        for logged in [
+            record,
+            {
+                var full = record; full.arguments = .full(arguments); return full
+            }(),
+        ] {
+            var written = logged
+            written.upstreamStatus = 200
+            written.latencyMicroseconds = 123_456_789
+            written.reason += "; not completed: the client closed the connection"
+            #expect(logged.reservationBytes >= written.lineBytes.count, "\(logged.reservationBytes) < \(written.lineBytes.count)")
+        }
+    }
+
     @Test("each message of a body knows where its params and arguments lie in the bytes")
     func argumentRanges() throws {
         let text =
@@ -88,5 +114,23 @@ struct AuditRotationTests {
         #expect(fresh.contains(#""request_id":"after""#) && !fresh.contains(#""request_id":"before""#))
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test("reopen does not wait for calls in flight: their records, reserved, go to the new file when they end")
+    func reopenWithCallInFlight() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-rotate-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/audit.log"
+        let log = try AuditLog(sink: .file(path))
+        let reservation = try log.reserve(bytes: 1024)
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        // The flush before a reopen waits up to 5 s for what it waits for; a call in flight is not part of it.
+        let started = ContinuousClock.now
+        try log.reopen()
+        #expect(ContinuousClock.now - started < .seconds(3), "reopen waited for a call in flight")
+        log.append([AuditRecord(requestID: "in-flight", httpMethod: "POST", decision: .allow, reason: "r")], into: reservation)
+        log.close()
+        #expect(try String(contentsOfFile: path, encoding: .utf8).contains(#""request_id":"in-flight""#))
     }
 }

@@ -576,3 +576,37 @@ private struct HeldThreadPool {
         for blocker in blockers { try await blocker.get() }
     }
 }
+
+/// The audit log's bound (records waiting to be written, and room promised to calls in flight) is shared by every
+/// tenant: what a call promises must follow its record, not its body.
+@Suite("Audit room for calls in flight", .serialized)
+struct AuditRoomTests {
+    @Test("calls with large bodies held by a slow upstream reserve their records' room, not their bodies: no tenant is refused")
+    func largeBodiesInFlight() async throws {
+        let upstream = try await RawUpstream.start(delay: .milliseconds(1500)) { request in
+            RequestPathTests.json200(RequestPathTests.id(in: request))
+        }
+        // Four bodies of 120 kB would promise 480 kB of a 256 KiB log if their bodies counted.
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 256 * 1024)
+        let pad = String(repeating: "x", count: 120_000)
+        let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+            for index in 0..<4 {
+                group.addTask {
+                    try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt","pad":"\#(pad)"}"#, id: index + 1)).status
+                }
+            }
+            group.addTask {
+                // Another tenant, while acme's four calls wait for the upstream.
+                try await Task.sleep(for: .milliseconds(500))
+                let token = try GatewayFixture.token(tenant: "globex")
+                return try await gateway.client(nil).send(
+                    body: RPC.call("read_file", #"{"path":"b.txt"}"#, id: 9), headers: [("Authorization", "Bearer \(token)")]
+                ).status
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(statuses == [200, 200, 200, 200, 200], "\(statuses)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

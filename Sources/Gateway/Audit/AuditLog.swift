@@ -91,7 +91,9 @@ public final class AuditLog: Sendable {
     /// Reopens the file by its path (after log rotation moved it): what is queued is written to the old file first,
     /// later records go to the new one. A no-op for standard output.
     public func reopen() throws {
-        flush()
+        // Records of calls still in flight (reserved room) go to the new file: waiting for them would hold a reload
+        // for as long as the slowest upstream takes.
+        flush(waitingForReservations: false)
         do {
             try writer.reopen()
         } catch {
@@ -169,10 +171,14 @@ public final class AuditLog: Sendable {
         }
     }
 
-    /// Waits (at most `timeout`) until every record queued so far has been written to the sink, or a write failed.
-    public func flush(timeout: Duration = .seconds(5)) {
+    /// Waits (at most `timeout`) until every record queued so far has been written to the sink, or a write failed;
+    /// with `waitingForReservations`, also the records of calls in flight that reserved room.
+    public func flush(timeout: Duration = .seconds(5), waitingForReservations: Bool = true) {
         let deadline = ContinuousClock.now + timeout
-        while state.withLock({ $0.failure == nil && (!$0.queue.isEmpty || !$0.retry.isEmpty || $0.writing || $0.reserved > 0) })
+        while state.withLock({ state in
+            state.failure == nil
+                && (!state.queue.isEmpty || !state.retry.isEmpty || state.writing || (waitingForReservations && state.reserved > 0))
+        })
             && ContinuousClock.now < deadline
         {
             wake()

@@ -683,10 +683,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return answer(budgetRefusal(full, plan: plan))
         }
         heldBudgets = budgets.map(\.0)
-        // Room for the records is reserved before anything is forwarded: a forwarded call always has its record. An
-        // estimate: a record is well under 1 KiB plus its arguments, which can never exceed the body.
+        // Room for the records is reserved before anything is forwarded: a forwarded call always has its record. The
+        // room is what the records will take (their arguments only as far as they keep them), not the body: calls
+        // with large bodies held by a slow upstream would otherwise fill the log's bound and refuse every tenant.
         do {
-            reservation = try services.audit.reserve(bytes: plan.records.count * 1024 + (plan.body?.readableBytes ?? 0))
+            reservation = try services.audit.reserve(bytes: plan.records.reduce(0) { $0 + $1.reservationBytes })
         } catch {
             services.metrics.observe([request.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")])
             return answer(
