@@ -97,7 +97,7 @@ extension IdentityConfiguration {
         var tenantResources: [String: ProtectedResource] = [:]
         let audience = try identity?.string("audience") ?? "mcpgw"
         let trustDomain = try identity?.string("spiffe_trust_domain") ?? "mcpgw.dev"
-        let leeway = try identity?.int("leeway_seconds") ?? 60
+        let leeway = try identity?.int("leeway_seconds", in: 0...3600) ?? 60
         var result: [String: TenantIdentity] = [:]
         for (tenant, reader) in try tenants.objectMembers() {
             guard IdentifierRules.isValid(tenant) else {
@@ -135,8 +135,8 @@ extension IdentityConfiguration {
             result[tenant] = identity
         }
         var configuration = IdentityConfiguration(
-            tenants: result, maximumTokenBytes: try identity?.int("max_token_bytes") ?? 8192,
-            tokenCacheCapacity: try identity?.int("token_cache_size") ?? 10_000)
+            tenants: result, maximumTokenBytes: try identity?.int("max_token_bytes", in: 256...1_048_576) ?? 8192,
+            tokenCacheCapacity: try identity?.int("token_cache_size", in: 0...10_000_000) ?? 10_000)
         configuration.audience = audience
         if let publicURL {
             configuration.oauth = OAuthResources(publicURL: publicURL, shared: shared, tenants: tenantResources)
@@ -255,7 +255,7 @@ extension IdentityConfiguration {
             issuers: issuers, keys: keys, audience: try reader.string("audience") ?? audience,
             tenantClaim: try reader.string("tenant_claim") ?? "tenant", agentClaim: try reader.string("agent_claim") ?? "sub",
             requireExpiry: try reader.bool("require_exp") ?? true,
-            leewaySeconds: Int64(try reader.int("leeway_seconds") ?? leeway))
+            leewaySeconds: Int64(try reader.int("leeway_seconds", in: 0...3600) ?? leeway))
         settings.remoteKeys = remote
         return settings
     }

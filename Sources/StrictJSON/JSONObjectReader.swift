@@ -94,6 +94,15 @@ public struct JSONObjectReader: Sendable {
         return Int(integer)
     }
 
+    /// An integer field that must lie in `range`, or nil when absent.
+    public func int(_ key: String, in range: ClosedRange<Int>) throws(JSONFieldError) -> Int? {
+        guard let value = try int(key) else { return nil }
+        guard range.contains(value) else {
+            throw JSONFieldError(path: fieldPath(key), reason: "must be between \(range.lowerBound) and \(range.upperBound) (got \(value))")
+        }
+        return value
+    }
+
     /// A nested object field, or nil when absent.
     public func object(_ key: String) throws(JSONFieldError) -> JSONObjectReader? {
         guard let value = object[key] else { return nil }

@@ -83,6 +83,9 @@ struct ConfigurationFile {
         else {
             throw JSONFieldError(path: "mcp_path", reason: "must start with / and not be /healthz, /.well-known/… or /tenants/…")
         }
+        guard mcpPath.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0 != "?" && $0 != "#" && $0 != "%" }) else {
+            throw JSONFieldError(path: "mcp_path", reason: "must be a plain path: visible ASCII without spaces, ?, # or %")
+        }
         let identity = try IdentityConfiguration.read(
             identity: try root.object("identity"), tenants: tenantsReader, baseDirectory: baseDirectory,
             otherTenantKeys: ["upstream", "redis_failure_mode"], mcpPath: mcpPath)
@@ -137,14 +140,15 @@ struct ConfigurationFile {
                 return value
             }
             limits.maximumBodyBytes = try positive("max_body_bytes") ?? limits.maximumBodyBytes
-            limits.maximumJSONDepth = try positive("max_json_depth") ?? limits.maximumJSONDepth
+            // Nesting is parsed and walked recursively: deeper than this would risk a thread's stack.
+            limits.maximumJSONDepth = try reader.int("max_json_depth", in: 1...512) ?? limits.maximumJSONDepth
             limits.upstreamTimeout = .seconds(try positive("upstream_timeout_seconds") ?? 30)
             limits.maximumFilteredResponseBytes = try positive("max_filtered_response_bytes") ?? limits.maximumFilteredResponseBytes
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
             maximumConnections = try positive("max_connections") ?? maximumConnections
             perSource = try positive("max_connections_per_source")
-            eventLoops = try positive("event_loops")
+            eventLoops = try reader.int("event_loops", in: 1...1024)
             if let seconds = try positive("upstream_connect_timeout_seconds") { limits.upstreamConnectTimeout = .seconds(seconds) }
             if let seconds = try positive("upstream_idle_stream_timeout_seconds") { limits.upstreamIdleStreamTimeout = .seconds(seconds) }
             if let seconds = try positive("request_head_timeout_seconds") { limits.requestHeadTimeout = .seconds(seconds) }
@@ -188,7 +192,7 @@ struct ConfigurationFile {
                 }
                 configuration.minimumVersion = parsed
             }
-            configuration.verifyDepth = try tlsReader.int("verify_depth") ?? configuration.verifyDepth
+            configuration.verifyDepth = try tlsReader.int("verify_depth", in: 1...32) ?? configuration.verifyDepth
             // Client certificates are trusted per tenant: each tenant's bundles are labelled with its id.
             for (tenant, settings) in identity.tenants.sorted(by: { $0.key < $1.key }) {
                 configuration.trustedCABundles += settings.clientCABundles.map { .init(label: tenant, path: $0) }
@@ -202,8 +206,7 @@ struct ConfigurationFile {
         var sessionLifetime = Duration.seconds(24 * 3600)
         if let sessions = try root.object("sessions") {
             try sessions.requireOnlyKeys(["keys", "lifetime_seconds"])
-            if let seconds = try sessions.int("lifetime_seconds") {
-                guard seconds > 0 else { throw JSONFieldError(path: "sessions.lifetime_seconds", reason: "must be positive") }
+            if let seconds = try sessions.int("lifetime_seconds", in: 1...366 * 24 * 3600) {
                 sessionLifetime = .seconds(seconds)
             }
             var keys: [SealedBox.Key] = []

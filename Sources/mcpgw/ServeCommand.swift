@@ -85,6 +85,9 @@ struct ServeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // A SIGHUP (log rotation's `postrotate`) must never end the gateway: not while it starts, before the reload
+        // service takes the signal over, and not when it runs without a configuration file (nothing to reload).
+        signal(SIGHUP, SIG_IGN)
         let logger = logging.bootstrap(label: "mcpgw")
         var configuration: GatewayConfiguration
         var services: GatewayServices?

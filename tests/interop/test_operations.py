@@ -127,6 +127,26 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
     assert "limits.max_rate_limit_buckets_per_tenant" in problem, problem
 
 
+@pytest.mark.parametrize("section, key, value, field", [
+    ("limits", "max_json_depth", 100000000, "limits.max_json_depth"),
+    ("limits", "event_loops", 100000, "limits.event_loops"),
+    ("identity", "leeway_seconds", 9223372036854775807, "identity.leeway_seconds"),
+    ("identity", "leeway_seconds", -5, "identity.leeway_seconds"),
+    ("identity", "max_token_bytes", 0, "identity.max_token_bytes"),
+    ("identity", "token_cache_size", -1, "identity.token_cache_size"),
+    ("tls", "verify_depth", -1, "tls.verify_depth"),
+    ("sessions", "lifetime_seconds", 9223372036854775807, "sessions.lifetime_seconds"),
+    (None, "mcp_path", "/mcp?x", "mcp_path"),
+], ids=lambda value: str(value)[:20])
+def test_values_that_would_crash_or_silently_break_the_gateway_are_refused(tmp_path, section, key, value, field):
+    # A depth of 100,000,000 let one request overflow the parser's stack; a leeway near Int64.max overflowed on the
+    # first token; a query in mcp_path matched no request.
+    config = dev_config(tmp_path)
+    (config.setdefault(section, {}) if section else config)[key] = value
+    problem = only_problem(write_config(tmp_path, config))
+    assert field in problem, problem
+
+
 def test_tls_private_key_that_does_not_match_the_certificate(tmp_path):
     config = dev_config(tmp_path)
     break_tls_key(config)

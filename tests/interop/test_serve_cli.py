@@ -66,3 +66,17 @@ def test_serve_refuses_duplicate_keys_in_the_configuration(tmp_path):
     result = subprocess.run([mcpgw_binary(), "serve", "--config", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert 'duplicate key "listen"' in result.stderr
+
+
+def test_sighup_does_not_end_a_gateway_started_from_flags_alone():
+    # No configuration file (flags only: TLS and health): nothing to reload, and a SIGHUP must not kill it.
+    process, port, _ = start("--client-ca", "acme=certs-dev/acme/ca.pem", "--listen", "127.0.0.1:0")
+    try:
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert process.poll() is None, f"SIGHUP ended the gateway: exit {process.returncode}"
+        assert curl(port) == "200"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 0, stderr
