@@ -23,11 +23,17 @@ public final class PolicyEngine: Sendable {
     /// The snapshot being served.
     public var snapshot: PolicySnapshot { current.withLock { $0 } }
 
-    /// Loads `directory` (default: the current snapshot's) and swaps it in if every file is valid; otherwise
+    /// Loads `directory` (default: what the current snapshot was loaded from, a directory or a single file) and swaps
+    /// it in if every file is valid; otherwise
     /// throws and keeps serving the previous snapshot.
     @discardableResult
     public func reload(directory: String? = nil) throws(PolicyLoadError) -> PolicySnapshot {
-        let fresh = try PolicySnapshot.load(directory: directory ?? snapshot.directory)
+        let fresh: PolicySnapshot
+        if let directory {
+            fresh = try PolicySnapshot.load(directory: directory)
+        } else {
+            fresh = try PolicySnapshot.reload(snapshot)
+        }
         current.withLock { $0 = fresh }
         return fresh
     }

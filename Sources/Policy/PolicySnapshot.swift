@@ -6,16 +6,23 @@ public struct PolicySnapshot: Sendable {
     public let tenants: [String: TenantPolicySet]
     /// The documents that apply to every tenant.
     public let globalDocuments: [PolicyDocument]
-    /// Where it was loaded from.
+    /// Where it was loaded from: a policy directory, or one document file (`singleFileTenants`).
     public let directory: String
+    /// When the snapshot is one document file applied to every tenant: those tenants (reloads read the file again
+    /// for them); nil for a policy directory.
+    public let singleFileTenants: [String]?
 
     /// The name of the folder whose documents apply to every tenant.
     public static let globalFolder = "_global"
 
     /// A snapshot from tenant documents and global documents.
-    public init(tenantDocuments: [String: [PolicyDocument]], globalDocuments: [PolicyDocument], directory: String) {
+    public init(
+        tenantDocuments: [String: [PolicyDocument]], globalDocuments: [PolicyDocument], directory: String,
+        singleFileTenants: [String]? = nil
+    ) {
         self.globalDocuments = globalDocuments
         self.directory = directory
+        self.singleFileTenants = singleFileTenants
         self.tenants = Dictionary(
             uniqueKeysWithValues: tenantDocuments.map { tenant, documents in
                 (tenant, TenantPolicySet(tenant: tenant, documents: globalDocuments + documents))
@@ -30,6 +37,24 @@ public struct PolicySnapshot: Sendable {
                 reason: "tenant '\(request.tenant)' has no policy directory", matches: [], logArguments: false)
         }
         return set.evaluate(request)
+    }
+
+    /// Loads one policy document file that applies to every tenant of `tenants` (the single-file mode).
+    public static func load(file: String, tenants: [String]) throws(PolicyLoadError) -> PolicySnapshot {
+        guard let data = FileManager.default.contents(atPath: file) else {
+            throw PolicyLoadError(file: file, reason: "cannot read")
+        }
+        let name = URL(fileURLWithPath: file).deletingPathExtension().lastPathComponent
+        let document = try PolicyDocument.parse(Array(data), file: file, defaultName: name)
+        return PolicySnapshot(
+            tenantDocuments: Dictionary(uniqueKeysWithValues: tenants.map { ($0, [document]) }), globalDocuments: [], directory: file,
+            singleFileTenants: tenants)
+    }
+
+    /// Loads what `previous` was loaded from again: its directory, or its single file for the same tenants.
+    public static func reload(_ previous: PolicySnapshot) throws(PolicyLoadError) -> PolicySnapshot {
+        if let tenants = previous.singleFileTenants { return try load(file: previous.directory, tenants: tenants) }
+        return try load(directory: previous.directory)
     }
 
     /// Loads `directory/<tenant>/*.json` for every tenant folder and `directory/_global/*.json`. Every file is

@@ -43,12 +43,13 @@ struct ConfigCommand: ParsableCommand {
         }
 
         /// Every problem found in the file and what it refers to, each naming the file and the field. `policies`,
-        /// `upstreamOverridden` and `tlsOverridden` stand for command-line flags of `serve` that replace parts of the
-        /// file.
+        /// `upstreamOverridden`, `tlsOverridden` and `redisURL` stand for command-line flags of `serve` that replace
+        /// parts of the file.
         static func problems(
-            in path: String, policies override: String? = nil, upstreamOverridden: Bool = false, tlsOverridden: Bool = false
+            in path: String, policies override: String? = nil, upstreamOverridden: Bool = false, tlsOverridden: Bool = false,
+            redisURL: String? = nil
         ) -> [String] {
-            var (loaded, problems) = documentProblems(path)
+            var (loaded, problems) = documentProblems(path, redisURL: redisURL)
             guard let loaded else { return problems }
             if tlsOverridden {
                 // `serve`'s TLS flags replace the file's settings; they are checked when the listener starts.
@@ -95,12 +96,12 @@ struct ConfigCommand: ParsableCommand {
         /// The configuration as far as it can be read, and the problems of its document: after each problem, the
         /// part it is in (a tenant's `jwt`, `upstream`, … or a top-level section) is set aside and the rest read
         /// again, so that one broken part does not hide the others. Nil when a part the rest depends on is broken.
-        static func documentProblems(_ path: String) -> (ConfigurationFile?, [String]) {
+        static func documentProblems(_ path: String, redisURL: String? = nil) -> (ConfigurationFile?, [String]) {
             guard let data = FileManager.default.contents(atPath: path),
                 var document = try? JSONParser.parse(Array(data), limits: JSONLimits(maximumDepth: 32))
             else {
                 do {
-                    return (try ConfigurationFile.load(path), [])
+                    return (try ConfigurationFile.load(path, redisURL: redisURL), [])
                 } catch {
                     return (nil, ["\(error)"])
                 }
@@ -110,7 +111,8 @@ struct ConfigCommand: ParsableCommand {
             var setAside: [[String]] = []
             for _ in 0..<64 {
                 do {
-                    let file = try ConfigurationFile.parse(document.serializedBytes, baseDirectory: base.isEmpty ? "." : base)
+                    let file = try ConfigurationFile.parse(
+                        document.serializedBytes, baseDirectory: base.isEmpty ? "." : base, redisURL: redisURL)
                     return (file, problems)
                 } catch let error as JSONFieldError {
                     let part = Self.part(of: error.path)

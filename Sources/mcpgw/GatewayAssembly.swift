@@ -99,10 +99,6 @@ enum GatewayAssembly {
             throw ConfigurationError("policies: \(path) does not exist")
         }
         if isDirectory.boolValue { return try PolicySnapshot.load(directory: path) }
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConfigurationError("cannot read \(path)") }
-        let name = URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
-        let document = try PolicyDocument.parse(Array(data), file: path, defaultName: name)
-        return PolicySnapshot(
-            tenantDocuments: Dictionary(uniqueKeysWithValues: tenants.map { ($0, [document]) }), globalDocuments: [], directory: path)
+        return try PolicySnapshot.load(file: path, tenants: tenants)
     }
 }

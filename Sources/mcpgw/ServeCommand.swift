@@ -96,7 +96,7 @@ struct ServeCommand: AsyncParsableCommand {
             // The same checks as `mcpgw config check`, with the same messages: all of them, before anything starts.
             let problems = ConfigCommand.Check.problems(
                 in: configPath, policies: policies, upstreamOverridden: upstream != nil,
-                tlsOverridden: cert != nil || key != nil || insecurePlainHttp)
+                tlsOverridden: cert != nil || key != nil || insecurePlainHttp, redisURL: redis)
             if !problems.isEmpty {
                 for problem in problems { logger.critical("configuration refused: \(problem)") }
                 throw ConfigurationError("the configuration has \(problems.count) problem(s): \(problems.joined(separator: "; "))")
@@ -140,19 +140,19 @@ struct ServeCommand: AsyncParsableCommand {
             var reloadTLS: (@Sendable () throws -> Void)?
             if let store = tlsContexts {
                 let flags = tlsFlags
-                reloadTLS = {
-                    guard let tls = try ConfigurationFile.load(configPath).gateway.tls else { return }
+                reloadTLS = { [redis] in
+                    guard let tls = try ConfigurationFile.load(configPath, redisURL: redis).gateway.tls else { return }
                     try store.reload(flags.apply(to: tls))
                 }
             }
             let reloader = Reloader(
                 engine: services.policy, identity: services.identity,
-                loadAuthenticator: { [ring = services.keyFetcher?.ring] in
-                    try ConfigurationFile.load(configPath).identity.makeAuthenticator(remoteKeys: ring)
+                loadAuthenticator: { [ring = services.keyFetcher?.ring, redis] in
+                    try ConfigurationFile.load(configPath, redisURL: redis).identity.makeAuthenticator(remoteKeys: ring)
                 }, audit: services.audit,
                 reloadTLS: reloadTLS, metrics: services.metrics, logger: logger)
             running.append(ReloadService(reloader: reloader))
-            let file = try ConfigurationFile.load(configPath)
+            let file = try ConfigurationFile.load(configPath, redisURL: redis)
             var admin = file.admin
             if let adminListen {
                 guard let address = ListenAddress(parsing: adminListen) else {

@@ -562,6 +562,29 @@ def test_admin_reload_succeeds_then_refuses_a_broken_policy(admin_gateway):
     assert status == 200 and json.loads(body)["reloaded"] is True, body
 
 
+def test_admin_reload_reads_a_single_policy_file_again(sdk_upstream, tmp_path):
+    # The single-file mode (`--policies FILE`): one document for every tenant; a reload reads that file again.
+    policy = tmp_path / "only.json"
+    shutil.copy(ROOT / "policies" / "acme" / "production.json", policy)
+    gateway = Gateway("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--policies", str(policy), "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    try:
+        url = gateway.url()
+        with tls_client() as client:
+            headers = initialize(client, url)
+            status, answer = call_tool(client, url, headers, 5, "read_file", {"path": "readme.txt"})
+            assert status == 200 and "result" in answer, answer
+            document = json.loads(policy.read_text())
+            document["rules"].insert(0, {"id": "NOREAD", "action": "deny", "tools": ["read_file"]})
+            policy.write_text(json.dumps(document))
+            status, body, _ = gateway.admin("POST", "/reload")
+            assert status == 200 and json.loads(body)["parts"]["policies"]["ok"] is True, body
+            status, answer = call_tool(client, url, headers, 6, "read_file", {"path": "readme.txt"})
+            assert answer.get("error", {}).get("data", {}).get("rule") == "NOREAD", answer
+    finally:
+        assert gateway.stop() == 0, gateway.stderr
+
+
 # --- JSON logs --------------------------------------------------------------------------------------------------------
 
 def test_json_log_format_every_line_is_an_object(sdk_upstream):

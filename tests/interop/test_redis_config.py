@@ -68,3 +68,23 @@ def test_serve_redis_needs_a_configuration():
                             cwd=ROOT / "tests", capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "--redis" in result.stderr and "--config" in result.stderr, result.stderr
+
+
+def test_serve_redis_supplies_the_url_the_file_leaves_out(tmp_path):
+    # `--redis URL` sets redis.url: a file whose section has everything else starts, and reloads, with it.
+    from shared_limits_helpers import RedisServer
+    from test_mcp_sdk_conformance import free_port
+    from test_operations import Gateway
+
+    redis = RedisServer(tmp_path).start()
+    path = with_redis(tmp_path, {"replicas": 2, "failure_mode": "fail_closed"})
+    try:
+        gateway = Gateway("--config", path, "--listen", "127.0.0.1:0", "--redis", redis.url, admin_port=free_port())
+        try:
+            assert "rate limits shared through Redis" in gateway.stderr, gateway.stderr
+            status, body, _ = gateway.admin("POST", "/reload")
+            assert status == 200 and json.loads(body)["reloaded"] is True, body
+        finally:
+            assert gateway.stop() == 0, gateway.stderr
+    finally:
+        redis.stop()
