@@ -116,6 +116,27 @@ struct AuditRotationTests {
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
     }
 
+    @Test("a file deleted or moved away without a reopen is noticed before the next write: records go to its path again")
+    func followsThePath() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-follow-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/audit.log"
+        let log = try AuditLog(sink: .file(path))
+        try log.append(AuditRecord(requestID: "first", httpMethod: "POST", decision: .allow, reason: "r"))
+        log.flush()
+        try FileManager.default.removeItem(atPath: path)
+        try log.append(AuditRecord(requestID: "after-rm", httpMethod: "POST", decision: .allow, reason: "r"))
+        log.flush()
+        #expect(try String(contentsOfFile: path, encoding: .utf8).contains(#""request_id":"after-rm""#))
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try log.append(AuditRecord(requestID: "after-mv", httpMethod: "POST", decision: .allow, reason: "r"))
+        log.close()
+        #expect(try String(contentsOfFile: path, encoding: .utf8).contains(#""request_id":"after-mv""#))
+        #expect(!(try String(contentsOfFile: path + ".1", encoding: .utf8)).contains("after-mv"))
+        #expect(log.writtenRecords == 3)
+    }
+
     @Test("reopen does not wait for calls in flight: their records, reserved, go to the new file when they end")
     func reopenWithCallInFlight() throws {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-rotate-\(UUID())").path

@@ -79,7 +79,8 @@ public final class AuditLog: Sendable {
         self.logger = logger
         switch sink {
         case .standardOutput: writer = try FileAuditWriter(path: nil)
-        case .file(let path): writer = try FileAuditWriter(path: path)
+        case .file(let path):
+            writer = try FileAuditWriter(path: path) { [logger] notice in logger.warning("\(notice)") }
         case .writer(let custom): writer = custom
         }
         self.capacityBytes = capacityBytes
