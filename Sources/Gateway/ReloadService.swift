@@ -3,6 +3,7 @@ public import Logging
 public import Policy
 public import ServiceLifecycle
 public import StrictJSON
+import Synchronization
 import UnixSignals
 
 /// What a reload did, part by part: policies, identity, TLS, the audit file.
@@ -76,6 +77,14 @@ public struct Reloader: Sendable {
 
     /// Reloads every part; reports what changed. Failures are logged once each (reloads are rare).
     public func reload() -> ReloadReport {
+        // One reload at a time in the process (SIGHUP and `POST /reload` alike): two side by side could swap an
+        // older snapshot in after a newer one.
+        Self.serial.withLock { _ in reloadNow() }
+    }
+
+    private static let serial = Mutex(())
+
+    private func reloadNow() -> ReloadReport {
         var report = ReloadReport()
         let before = engine.snapshot
         do {

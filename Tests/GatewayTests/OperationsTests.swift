@@ -130,6 +130,25 @@ struct OperationsTests {
         await upstream.stop()
     }
 
+    @Test("a reload runs on a thread of its own: it completes while every thread of the pool that verifies fresh tokens is busy")
+    func reloadOffTheSharedPool() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let admin = try await AdminListener.bind(
+            address: ListenAddress(host: "127.0.0.1", port: 0), tls: nil, services: gateway.services,
+            operations: .init(reload: { ReloadReport(parts: [.init(name: "policies", succeeded: true, detail: "test")]) }),
+            logger: Logger(label: "admin-test"))
+        let pool = HeldThreadPool()
+        let result = try await ExternalProcess.run([
+            "curl", "-s", "--max-time", "10", "-X", "POST", "-w", "\n%{http_code}", "http://127.0.0.1:\(admin.localAddress.port!)/reload",
+        ])
+        try await pool.release()
+        #expect(result.stdout.hasSuffix("\n200"), "\(result.stdout)")
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("the client's trace continues to the upstream (header and 2026-07-28 _meta) with the gateway's span, and into the audit record")
     func traceContext() async throws {
         let upstream = try await RecordingUpstream.start(.json)

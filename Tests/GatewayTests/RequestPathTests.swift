@@ -559,7 +559,7 @@ extension CallDeadlineTests {
 
 /// Holds every thread of NIO's shared thread pool busy until `release()`: work the gateway sends off its loops (a
 /// fresh token's signature check) waits meanwhile, so a test can make things happen before its result comes back.
-private struct HeldThreadPool {
+struct HeldThreadPool {
     private let gate = DispatchSemaphore(value: 0)
     private let blockers: [EventLoopFuture<Void>]
 

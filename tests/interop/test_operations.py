@@ -342,9 +342,9 @@ class Gateway:
     def stderr(self) -> str:
         return "".join(self.lines)
 
-    def admin(self, method: str, path: str) -> tuple[int, str, dict]:
+    def admin(self, method: str, path: str, headers: dict | None = None) -> tuple[int, str, dict]:
         request = urllib.request.Request(f"http://127.0.0.1:{self.admin_port}{path}", method=method,
-                                         data=b"" if method == "POST" else None)
+                                         data=b"" if method == "POST" else None, headers=headers or {})
         try:
             with urllib.request.urlopen(request, timeout=10) as response:
                 return response.status, response.read().decode(), dict(response.headers)
@@ -465,6 +465,22 @@ def test_admin_wrong_method_and_unknown_path(admin_gateway):
     assert headers.get("Allow") == "POST"
     assert admin_gateway.admin("GET", "/no-such-thing")[0] == 404
     assert admin_gateway.admin("POST", "/healthz")[0] == 405
+
+
+def test_admin_refuses_browsers_and_foreign_host_names(admin_gateway):
+    before = admin_gateway.metrics()
+    # A web page's cross-site POST (a "simple" request: no preflight) carries Origin.
+    status, body, _ = admin_gateway.admin("POST", "/reload", {"Origin": "https://attacker.example",
+                                                             "Content-Type": "text/plain"})
+    assert status == 403 and "Origin" in body, body
+    # A page that rebinds its own name to the admin address reads with that name in Host.
+    status, body, _ = admin_gateway.admin("GET", "/metrics", {"Host": f"rebind.attacker.example:{admin_gateway.admin_port}"})
+    assert status == 403 and "mcpgw_" not in body, body
+    after = admin_gateway.metrics()
+    assert metric(after, "mcpgw_reloads_total", result="success") == metric(before, "mcpgw_reloads_total", result="success")
+    # The listener's own address and localhost are served.
+    for host in (f"127.0.0.1:{admin_gateway.admin_port}", f"localhost:{admin_gateway.admin_port}", "localhost"):
+        assert admin_gateway.admin("GET", "/healthz", {"Host": host})[0] == 200, host
 
 
 def test_admin_metrics_count_real_mcp_traffic(admin_gateway):

@@ -46,7 +46,8 @@ public final class AdminListener: Sendable {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(TLSHandler(context: tls, logger: logger)) }
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(AdminHandler(services: services, operations: operations))
+                    try pipeline.addHandler(
+                        AdminHandler(services: services, operations: operations, plainHTTPHost: tls == nil ? address.host : nil))
                 }
             }
         let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
@@ -86,11 +87,40 @@ private final class AdminHandler: ChannelInboundHandler {
 
     let services: GatewayServices
     let operations: AdminListener.Operations
+    /// Without TLS, the listen address's host: the only name (besides IP literals and `localhost`) a request may
+    /// give in `Host`. A web page that rebinds its own name to this address cannot read the answers then.
+    let plainHTTPHost: String?
     var head: HTTPRequestHead?
 
-    init(services: GatewayServices, operations: AdminListener.Operations) {
+    /// Reloads run one at a time on a thread of their own: never beside each other (an older snapshot swapped in after
+    /// a newer one), and never on the shared pool that verifies fresh tokens.
+    static let reloads: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        return pool
+    }()
+
+    init(services: GatewayServices, operations: AdminListener.Operations, plainHTTPHost: String?) {
         self.services = services
         self.operations = operations
+        self.plainHTTPHost = plainHTTPHost
+    }
+
+    /// Why a request is not for this listener: sent by a browser (it carries `Origin`: a page's cross-site POST, or a
+    /// read after DNS rebinding), or, without TLS, naming a host that is not this listener's.
+    func foreignRequestProblem(_ head: HTTPRequestHead) -> String? {
+        if head.headers.contains(name: "origin") { return "the admin listener does not serve browsers (Origin present)" }
+        guard let listen = plainHTTPHost, let host = head.headers.first(name: "host") else { return nil }
+        var name = Substring(host)
+        if name.hasPrefix("[") {
+            name = name.dropFirst().prefix { $0 != "]" }
+        } else if let colon = name.lastIndex(of: ":") {
+            name = name[..<colon]
+        }
+        let lowered = name.lowercased()
+        let isIPAddress = !lowered.isEmpty && (lowered.contains(":") || lowered.allSatisfy { $0.isNumber || $0 == "." })
+        if isIPAddress || lowered == "localhost" || lowered == listen.lowercased() { return nil }
+        return "Host '\(host.prefix(100))' is not this listener (use its address)"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -105,6 +135,10 @@ private final class AdminHandler: ChannelInboundHandler {
     }
 
     private func route(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        if let problem = foreignRequestProblem(head) {
+            return respond(
+                context, head, .forbidden, json: JSONValue.object(JSONObject([.init(key: "error", value: .string(problem))])).serialized)
+        }
         let path = head.uri.split(separator: "?", maxSplits: 1).first.map(String.init) ?? head.uri
         let allowed: HTTPMethod = path == "/reload" ? .POST : .GET
         let known = ["/healthz", "/readyz", "/metrics", "/reload"].contains(path)
@@ -127,7 +161,7 @@ private final class AdminHandler: ChannelInboundHandler {
             let reload = operations.reload
             let loop = context.eventLoop
             let bound = NIOLoopBound((self, context), eventLoop: loop)
-            NIOThreadPool.singleton.runIfActive(eventLoop: loop) { reload() }.whenComplete { result in
+            Self.reloads.runIfActive(eventLoop: loop) { reload() }.whenComplete { result in
                 let (handler, context) = bound.value
                 switch result {
                 case .success(let report):
