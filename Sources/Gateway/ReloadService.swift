@@ -10,7 +10,7 @@ import UnixSignals
 public struct ReloadReport: Sendable {
     /// One part's outcome.
     public struct Part: Sendable {
-        /// `policies`, `identity`, `tls` or `audit_log`.
+        /// `policies`, `identity`, `tls`, `audit_log` or `restart_only_settings`.
         public let name: String
         /// Whether the new settings are in force (otherwise the previous ones still are).
         public let succeeded: Bool
@@ -59,12 +59,16 @@ public struct Reloader: Sendable {
     let reloadTLS: (@Sendable () throws -> Void)?
     let metrics: GatewayMetrics?
     let logger: Logger
+    /// The settings of the configuration file a reload does not apply that changed since start (nil: unknown).
+    let restartOnlyChanges: (@Sendable () -> [String]?)?
 
     /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
-    /// with `reloadTLS`, of the listener's TLS settings.
+    /// with `reloadTLS`, of the listener's TLS settings; `restartOnlyChanges` names the settings edited in the file
+    /// that only a restart applies (reported as a refused part, so that nobody is told they are in force).
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
-        audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, metrics: GatewayMetrics? = nil, logger: Logger
+        audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, metrics: GatewayMetrics? = nil, logger: Logger,
+        restartOnlyChanges: (@Sendable () -> [String]?)? = nil
     ) {
         self.engine = engine
         self.audit = audit
@@ -73,6 +77,7 @@ public struct Reloader: Sendable {
         self.reloadTLS = reloadTLS
         self.metrics = metrics
         self.logger = logger
+        self.restartOnlyChanges = restartOnlyChanges
     }
 
     /// Reloads every part; reports what changed. Failures are logged once each (reloads are rare).
@@ -124,6 +129,18 @@ public struct Reloader: Sendable {
             } catch {
                 logger.error("audit log could not be reopened; writing on to the old file", metadata: ["error": "\(error)"])
                 report.parts.append(.init(name: "audit_log", succeeded: false, detail: "not reopened: \(error)"))
+            }
+        }
+        if let restartOnlyChanges, let changes = restartOnlyChanges() {
+            if changes.isEmpty {
+                report.parts.append(.init(name: "restart_only_settings", succeeded: true, detail: "unchanged"))
+            } else {
+                let list = changes.prefix(20).joined(separator: ", ") + (changes.count > 20 ? ", …" : "")
+                logger.warning("configuration changed in settings only a restart applies", metadata: ["changed": "\(list)"])
+                report.parts.append(
+                    .init(
+                        name: "restart_only_settings", succeeded: false,
+                        detail: "changed in the file but applied only by a restart (the running values stay in force): \(list)"))
             }
         }
         metrics?.reloaded(success: report.succeeded)

@@ -150,7 +150,11 @@ struct ServeCommand: AsyncParsableCommand {
                 loadAuthenticator: { [ring = services.keyFetcher?.ring, redis] in
                     try ConfigurationFile.load(configPath, redisURL: redis).identity.makeAuthenticator(remoteKeys: ring)
                 }, audit: services.audit,
-                reloadTLS: reloadTLS, metrics: services.metrics, logger: logger)
+                reloadTLS: reloadTLS, metrics: services.metrics, logger: logger,
+                restartOnlyChanges: { [atStart = RestartOnlySettings(path: configPath)] in
+                    guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
+                    return atStart.changes(comparedWith: now)
+                })
             running.append(ReloadService(reloader: reloader))
             let file = try ConfigurationFile.load(configPath, redisURL: redis)
             var admin = file.admin

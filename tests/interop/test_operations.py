@@ -601,6 +601,35 @@ def test_admin_reload_reads_a_single_policy_file_again(sdk_upstream, tmp_path):
         assert gateway.stop() == 0, gateway.stderr
 
 
+def test_admin_reload_names_the_settings_only_a_restart_applies(sdk_upstream, tmp_path):
+    config = dev_config(tmp_path)
+    path = write_config(tmp_path, config)
+    gateway = Gateway("--config", path, "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    try:
+        status, body, _ = gateway.admin("POST", "/reload")
+        assert status == 200 and json.loads(body)["parts"]["restart_only_settings"] == {"ok": True, "detail": "unchanged"}, body
+        # Reloaded settings (a tenant's JWT issuers, the TLS minimum version) are not restart-only …
+        config["tenants"]["acme"]["jwt"]["issuers"].append("https://issuer.example/extra")
+        config["tls"]["min_version"] = "TLSv1.3"
+        write_config(tmp_path, config)
+        status, body, _ = gateway.admin("POST", "/reload")
+        assert status == 200, body
+        # … a body limit and a tenant's upstream are: the reload says so instead of claiming success.
+        config.setdefault("limits", {})["max_body_bytes"] = 1024
+        config["tenants"]["globex"]["upstream"] = {"url": "http://127.0.0.1:9/mcp"}
+        write_config(tmp_path, config)
+        status, body, _ = gateway.admin("POST", "/reload")
+        answer = json.loads(body)
+        assert status == 500 and answer["reloaded"] is False, body
+        part = answer["parts"]["restart_only_settings"]
+        assert part["ok"] is False, part
+        assert "limits.max_body_bytes" in part["detail"] and "tenants.globex.upstream" in part["detail"], part
+        assert answer["parts"]["policies"]["ok"] is True and answer["parts"]["identity"]["ok"] is True, answer
+    finally:
+        assert gateway.stop() == 0, gateway.stderr
+
+
 # --- JSON logs --------------------------------------------------------------------------------------------------------
 
 def test_json_log_format_every_line_is_an_object(sdk_upstream):
