@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import StrictJSON
 import TLS
@@ -54,7 +55,8 @@ struct ProtocolCompletenessTests {
             guard let id = message.objectValue?["id"] else { return nil }
             return result(id.serialized, message.objectValue?["method"]?.stringValue ?? "")
         }
-        if request.body.contains(#""id":"sse""#) {
+        // The gateway forwards list requests under ids of its own: the SSE answer is asked for by a cursor.
+        if request.body.contains(#""cursor":"sse""#) {
             let progress = #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#
             return (
                 "text/event-stream",
@@ -117,7 +119,8 @@ struct ProtocolCompletenessTests {
         let upstream = try await RecordingUpstream.start(Self.lists)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         for id in ["5", #""sse""#] {
-            let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)"}"#)
+            let params = id.contains("sse") ? #","params":{"cursor":"sse"}"# : ""
+            let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)"\#(params)}"#)
             #expect(response.status == 200)
             let body =
                 id.contains("sse")
@@ -126,6 +129,9 @@ struct ProtocolCompletenessTests {
                 : response.body
             #expect(try Self.names(body, key, member) == expected, "\(id): \(body)")
             #expect(body.contains(#""cacheScope":"private""#), "\(body)")
+            // Forwarded under an id of the gateway's own; answered under the client's.
+            #expect(try JSONParser.parse(body).objectValue?["id"]?.serialized == id, "\(body)")
+            #expect(upstream.received.last?.body.contains(#""id":"mcpgw-list-"#) == true)
             if method == "tools/list" { #expect(body.contains(#""nextCursor":"page-2""#)) }
             if id.contains("sse") {
                 // Events that carry no list go through as they came, first.
@@ -466,5 +472,39 @@ struct SSEStreamEndTests {
         var crEnded = SSEEventFilter(filter: nil, maximumEventBytes: 1024, sealEventID: { "sealed-" + $0 })
         #expect(try crEnded.feed(ByteBuffer(string: "id: 7\rdata: {}\r\r")).isEmpty)  // a final CR may still get its LF
         #expect(String(decoding: try crEnded.finish(), as: UTF8.self) == "id: sealed-7\ndata: {}\n\n")
+    }
+}
+
+extension ProtocolCompletenessTests {
+    @Test("a POST reusing a list request's id never receives that list unfiltered from an upstream that routes answers by id")
+    func listIDReuse() async throws {
+        // Like the official SDK under a race: an answer goes to the stream of the last POST that used its id. The
+        // list is held until another POST with the same id comes, and is answered there, with everything in it.
+        let heldLists = NIOLockedValueBox<Set<String>>([])
+        let upstream = try await RawUpstream.start { request in
+            let body = request.components(separatedBy: "\r\n\r\n").dropFirst().joined(separator: "\r\n\r\n")
+            guard let message = try? JSONParser.parse(body).objectValue, let id = message["id"]?.serialized else { return nil }
+            if message["method"]?.stringValue == "tools/list" {
+                heldLists.withLockedValue { _ = $0.insert(id) }
+                return nil
+            }
+            guard heldLists.withLockedValue({ $0.remove(id) }) != nil else { return RequestPathTests.json200(id) }
+            let list =
+                #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[{"name":"read_file","inputSchema":{}},{"name":"delete_file","inputSchema":{}}]}}"#
+            return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(list.utf8.count)\r\n\r\n" + list
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: GatewayLimits(upstreamTimeout: .seconds(2)))
+        let listing = Task { try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#) }
+        let arrived = ContinuousClock.now + .seconds(10)
+        while upstream.requests.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < arrived {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 7))
+        #expect(call.status == 200)
+        #expect(!call.body.contains("delete_file"), "the call's POST carried the list unfiltered: \(call.body)")
+        #expect(call.body.contains(#""result":{"ok":true}"#), "\(call.body)")
+        _ = try? await listing.value
+        try await gateway.stop()
+        await upstream.stop()
     }
 }

@@ -586,9 +586,10 @@ struct AuditRoomTests {
         let upstream = try await RawUpstream.start(delay: .milliseconds(1500)) { request in
             RequestPathTests.json200(RequestPathTests.id(in: request))
         }
-        // Four bodies of 120 kB would promise 480 kB of a 256 KiB log if their bodies counted.
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 256 * 1024)
-        let pad = String(repeating: "x", count: 120_000)
+        // Four bodies of 60 kB (decided on the loop: under 64 KiB) would promise 240 kB of a 128 KiB log if their
+        // bodies counted.
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 128 * 1024)
+        let pad = String(repeating: "x", count: 60_000)
         let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
             for index in 0..<4 {
                 group.addTask {

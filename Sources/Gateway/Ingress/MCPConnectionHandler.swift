@@ -963,6 +963,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let principal = request!.principal!
         var filter = ListFilter(snapshot: services.policy.snapshot, principal: principal, requests: requests)
         if requests != nil { filter.requestIDs = plan?.requestIDs ?? [] }
+        filter.clientIDs = plan?.clientIDs ?? [:]
         let headers = services.toolHeaders
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
         let handles = services.sessionHandles
