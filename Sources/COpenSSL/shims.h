@@ -41,6 +41,8 @@ static inline int CMCPGW_sk_GENERAL_NAME_num(const STACK_OF(GENERAL_NAME) *s) { 
 static inline GENERAL_NAME *CMCPGW_sk_GENERAL_NAME_value(const STACK_OF(GENERAL_NAME) *s, int i) { return sk_GENERAL_NAME_value(s, i); }
 static inline void CMCPGW_GENERAL_NAMES_free(STACK_OF(GENERAL_NAME) *s) { GENERAL_NAMES_free(s); }
 static inline void CMCPGW_sk_X509_pop_free(STACK_OF(X509) *s) { sk_X509_pop_free(s, X509_free); }
+static inline STACK_OF(X509) *CMCPGW_sk_X509_new_null(void) { return sk_X509_new_null(); }
+static inline int CMCPGW_sk_X509_push(STACK_OF(X509) *s, X509 *x) { return sk_X509_push(s, x); }
 
 static inline int CMCPGW_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
 static inline int CMCPGW_EVP_PKEY_RSA(void) { return EVP_PKEY_RSA; }

@@ -213,7 +213,15 @@ final class TLSConnection {
         defer { X509_STORE_CTX_free(verification) }
         OpenSSLErrorQueue.clear()
         defer { OpenSSLErrorQueue.clear() }
-        guard X509_STORE_CTX_init(verification, store, leaf, SSL_get_peer_cert_chain(ssl)) == 1 else { return nil }
+        // The certificates the client sent after its leaf: on a connection resumed from a ticket, the ones kept in it.
+        var sent = SSL_get_peer_cert_chain(ssl)
+        var kept: OpaquePointer?
+        if sent == nil || CMCPGW_sk_X509_num(sent) == 0 {
+            kept = TicketChain.certificates(of: ssl)
+            sent = kept
+        }
+        defer { if let kept { CMCPGW_sk_X509_pop_free(kept) } }
+        guard X509_STORE_CTX_init(verification, store, leaf, sent) == 1 else { return nil }
         _ = X509_STORE_CTX_set_purpose(verification, X509_PURPOSE_SSL_CLIENT)
         X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(verification), Int32(context.configuration.verifyDepth))
         guard X509_verify_cert(verification) == 1, let verified = X509_STORE_CTX_get0_chain(verification) else { return nil }

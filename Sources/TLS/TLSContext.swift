@@ -53,6 +53,8 @@ public final class TLSContext: @unchecked Sendable {
         if role == .server {
             // Tickets are protected by the process's rotating keys, shared across reloads.
             _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(pointer, ticketKeyCallback)
+            // A client's intermediate certificates go into its tickets: resumption verifies the leaf again.
+            _ = SSL_CTX_set_session_ticket_cb(pointer, TicketChain.generate, nil, nil)
         }
         if role == .server && !alpnWire.isEmpty {
             // Cannot fail; the callback finds this context through its argument, which lives as long as the SSL_CTX.

@@ -374,6 +374,22 @@ struct SessionHandleTests {
         #expect(handles.open(event: event, session: "upstream-42", for: Self.principal("globex", "bot1")) == .failure(.foreign))
         #expect(handles.open(session: event, for: acme) == .failure(.unreadable))
     }
+
+    @Test("a task handle opens for its principal until it expires: an upstream that restarts and reuses task ids cannot revive it")
+    func taskHandlesExpire() {
+        let now = ManagedAtomicClock(1_000)
+        let handles = SessionHandles(
+            box: SealedBox(keys: [SealedBox.Key(id: "k1", bytes: Array(repeating: 7, count: 32))!]), lifetime: .seconds(60),
+            clock: { now.value })
+        let acme = Self.principal("acme", "bot1")
+        let task = handles.seal(task: "task-1", for: acme)
+        #expect(handles.open(task: task, for: acme) == .success("task-1"))
+        #expect(handles.open(task: task, for: Self.principal("acme", "bot2")) == .failure(.foreign))
+        now.value = 1_061
+        #expect(handles.open(task: task, for: acme) == .failure(.expired))
+        // Session handles, event ids and task handles are not interchangeable.
+        #expect(handles.open(task: handles.seal(session: "task-1", for: acme), for: acme) == .failure(.unreadable))
+    }
 }
 
 /// A settable clock for tests.

@@ -1,6 +1,7 @@
 """TLS contexts that must not vouch for one another: a session from the MCP listener does not resume on the admin
 listener (which requires an operator certificate), and tenants whose CAs issue one another are refused at load."""
 import json
+import os
 import signal
 import ssl
 import subprocess
@@ -163,3 +164,67 @@ def test_an_https_upstream_is_named_by_its_subject_alt_name_not_its_common_name(
     # CN=localhost and no subjectAltName: not a certificate for localhost.
     cn_only = make_server_certificate(tmp_path, "cn-only", root, None)
     assert call_through(tmp_path, root[0], cn_only, "cn-only") == "502"
+
+
+def make_agent_certificate(folder, name: str, issuer: tuple[str, str], agent: str) -> tuple[str, str]:
+    """A clientAuth leaf naming acme's `agent` by its SPIFFE id, issued by `issuer`."""
+    key, cert, request = str(folder / f"{name}.key"), str(folder / f"{name}.pem"), str(folder / f"{name}.csr")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={agent}", "-out", request,
+                    "-addext", "extendedKeyUsage=clientAuth",
+                    "-addext", f"subjectAltName=URI:spiffe://mcpgw.dev/tenant/acme/agent/{agent}"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", issuer[0], "-CAkey", issuer[1], "-CAcreateserial",
+                    "-days", "30", "-copy_extensions", "copy", "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.mark.parametrize("mode", [["-tls1_3"], ["-tls1_2"], ["-tls1_2", "-no_ticket"]],
+                         ids=["TLS 1.3 tickets", "TLS 1.2 tickets", "TLS 1.2 session cache"])
+def test_an_agent_under_an_intermediate_ca_resumes_as_itself(tmp_path, mode):
+    # root (acme's client_ca) → issuing CA (sent by the agent, not trusted on its own) → agent.
+    root = make_ca(tmp_path, "acme-root")
+    issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
+    leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), JSONUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    audit = tmp_path / "audit.log"
+    config = dev_config(tmp_path)
+    config["audit_log"] = str(audit)
+    config["tenants"]["acme"]["client_ca"] = [root[0]]
+    for tenant in config["tenants"].values():
+        tenant["crl"] = []
+        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
+    process, port, _ = start("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    request = ("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Accept: application/json, text/event-stream\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+
+    def connect(resume_from: str | None, save_to: str) -> str:
+        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost",
+                   "-CAfile", str(CERTS / "gateway-ca.pem"), "-cert", leaf[0], "-key", leaf[1], "-cert_chain", issuing[0],
+                   "-ign_eof", *mode, "-sess_out", save_to, *(["-sess_in", resume_from] if resume_from else [])]
+        result = subprocess.run(command, input=request, capture_output=True, text=True, timeout=30)
+        return result.stdout + result.stderr
+
+    first_session, second_session = str(tmp_path / "first.pem"), str(tmp_path / "second.pem")
+    try:
+        first = connect(None, first_session)
+        second = connect(first_session, second_session)
+        # Resumed again from a ticket the resumed connection was given, when it was given one (a new ticket is made
+        # from the resumed session, which no longer holds the certificates the client sent).
+        renewed = os.path.exists(second_session)
+        third = connect(second_session, str(tmp_path / "third.pem")) if renewed else second
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    assert "HTTP/1.1 200" in first, first[-2000:]
+    for resumed in (second, third):
+        assert "Reused," in resumed, "the connection did not resume: " + resumed[-2000:]
+        assert "HTTP/1.1 200" in resumed, "the resumed connection was not authenticated: " + resumed[-2000:]
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [(r["tenant"], r["agent"], r["auth_method"]) for r in records] == [("acme", "bot1", "mtls")] * (3 if renewed else 2), records

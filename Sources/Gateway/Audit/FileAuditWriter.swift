@@ -6,9 +6,9 @@ import Glibc
 
 /// Appends to a file (created with mode 0600) or to standard output, with plain `write(2)`.
 ///
-/// The file is followed by its path: before each batch, a file that was deleted or replaced at the path (rotation
-/// without a SIGHUP, a mistaken `rm`) is noticed and the path opened again, so that records never go on into a file
-/// nobody can read.
+/// Records never go into a deleted file: before each batch, a file found deleted (a mistaken `rm`, a rotation that
+/// removes instead of moving) is noticed and its path opened again. A file moved away keeps receiving records until
+/// `reopen` (SIGHUP), as log rotation expects: they are in the moved file, not lost.
 final class FileAuditWriter: AuditWriter {
     private let path: String?
     private let descriptor: Mutex<Int32>
@@ -19,21 +19,18 @@ final class FileAuditWriter: AuditWriter {
     init(path: String?, followed: @escaping @Sendable (String) -> Void = { _ in }) throws(AuditUnavailable) {
         self.path = path
         self.followed = followed
-        descriptor = Mutex(try path.map(Self.open) ?? STDOUT_FILENO)
+        descriptor = Mutex(try path.map { path throws(AuditUnavailable) in try Self.open(path) } ?? STDOUT_FILENO)
     }
 
-    /// Why the file open as `fd` is no longer the one at `path` (deleted, or another file there now), or nil.
-    private static func lost(_ fd: Int32, _ path: String) -> String? {
-        var open = stat()
-        guard fstat(fd, &open) == 0 else { return nil }
-        if open.st_nlink == 0 { return "deleted" }
-        var named = stat()
-        guard stat(path, &named) == 0 else { return "gone from its path" }
-        return named.st_dev != open.st_dev || named.st_ino != open.st_ino ? "replaced at its path" : nil
+    /// Whether the regular file open as `fd` has been deleted (no name left: nobody can read what goes into it).
+    private static func deleted(_ fd: Int32) -> Bool {
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { return false }
+        return status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 0
     }
 
-    private static func open(_ path: String) throws(AuditUnavailable) -> Int32 {
-        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o600)
+    private static func open(_ path: String, flags: Int32 = 0) throws(AuditUnavailable) -> Int32 {
+        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | flags, 0o600)
         guard descriptor >= 0 else { throw AuditUnavailable(reason: "cannot open \(path): \(String(cString: strerror(errno)))") }
         return descriptor
     }
@@ -43,14 +40,15 @@ final class FileAuditWriter: AuditWriter {
         // its number cannot be given to another file or a client's socket while records are on their way to it.
         var notice: String?
         let failure = descriptor.withLock { fd -> AuditWriteError? in
-            if let path, let why = Self.lost(fd, path) {
+            if let path, Self.deleted(fd) {
                 do throws(AuditUnavailable) {
-                    let fresh = try Self.open(path)
+                    // Non-blocking: whatever is at the path now (a FIFO without a reader) must not hold the writer.
+                    let fresh = try Self.open(path, flags: O_NONBLOCK)
                     close(fd)
                     fd = fresh
-                    notice = "the audit file was \(why); records go to \(path) again"
+                    notice = "the audit file was deleted; records go to a new file at \(path)"
                 } catch {
-                    return AuditWriteError(written: 0, reason: "the audit file was \(why) and \(error.reason)")
+                    return AuditWriteError(written: 0, reason: "the audit file was deleted and \(error.reason)")
                 }
             }
             var offset = 0

@@ -105,13 +105,15 @@ public struct SessionHandles: Sendable {
         return .success(event)
     }
 
-    /// The handle the client sees for the upstream's task `taskID`, received by `principal`. It has no expiry of its
-    /// own: the upstream's task lifetime (`ttl`) governs, and a retired key ends it.
+    /// The handle the client sees for the upstream's task `taskID`, received by `principal`, valid as long as a
+    /// session handle (`lifetime`): an upstream that restarts and numbers its tasks from the start again would
+    /// otherwise let an old handle name another caller's new task for ever.
     public func seal(task taskID: String, for principal: Principal) -> String {
         let payload = JSONValue.object(
             JSONObject([
                 .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
                 .init(key: "k", value: .string(taskID)),
+                .init(key: "e", value: .number(JSONNumber(clock() + lifetime.components.seconds))),
             ]))
         let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.taskContext)
         return "mcpgw1k.\(keyID).\(Base64URL.encode(sealed))"
@@ -123,6 +125,7 @@ public struct SessionHandles: Sendable {
         guard payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent else {
             return .failure(.foreign)
         }
+        guard let expiry = payload["e"]?.numberValue?.int64Value, expiry > clock() else { return .failure(.expired) }
         guard let task = payload["k"]?.stringValue else { return .failure(.unreadable) }
         return .success(task)
     }
