@@ -30,17 +30,27 @@ public final class RateLimiter: Sendable {
         }
     }
 
-    struct Shard: Sendable {
+    /// One tenant's buckets: counted against its own cap, and swept on their own (a tenant at its cap never makes
+    /// another tenant's calls pay for a sweep).
+    struct TenantBuckets: Sendable {
         var entries: [BucketKey: Entry] = [:]
-        /// How many of `entries` belong to each tenant (tenants over the cap use their overflow buckets).
-        var bucketsByTenant: [String: Int] = [:]
         var lastSweep: Double = -.infinity
 
         /// Adds a full bucket for `limit` under `key` unless one is there.
         mutating func addIfMissing(_ key: BucketKey, _ limit: RateLimitRule, now: Double) {
-            guard entries[key] == nil else { return }
-            entries[key] = .fresh(limit, now: now)
-            bucketsByTenant[key.tenant, default: 0] += 1
+            if entries[key] == nil { entries[key] = .fresh(limit, now: now) }
+        }
+    }
+
+    /// The tenants of one shard.
+    struct Shard: Sendable {
+        var tenants: [String: TenantBuckets] = [:]
+
+        /// Runs `body` on `tenant`'s buckets (taken out of the table meanwhile, so that they are changed in place).
+        mutating func withTenant<Result>(_ tenant: String, _ body: (inout TenantBuckets) -> Result) -> Result {
+            var buckets = tenants.removeValue(forKey: tenant) ?? TenantBuckets()
+            defer { tenants[tenant] = buckets.entries.isEmpty ? nil : buckets }
+            return body(&buckets)
         }
     }
 
@@ -65,7 +75,9 @@ public final class RateLimiter: Sendable {
     }
 
     /// How many buckets exist now.
-    public var bucketCount: Int { shards.reduce(0) { $0 + $1.state.withLock { $0.entries.count } } }
+    public var bucketCount: Int {
+        shards.reduce(0) { total, box in total + box.state.withLock { $0.tenants.values.reduce(0) { $0 + $1.entries.count } } }
+    }
 
     /// Consults every limit of `limits` that counts this call; takes a token from each, or from none.
     /// Returns nil when the call may go on, or the refusing limit and the seconds until a retry can succeed.
@@ -89,55 +101,58 @@ public final class RateLimiter: Sendable {
     ) -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) {
         guard !applicable.isEmpty else { return (nil, []) }
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
-        return box.state.withLock { shard -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) in
-            // Each bucket is found by its key once (a key hashes four strings, and this runs for every call): by
-            // index, which stays valid until an entry is added; when one was, the indices are looked up again.
-            var keys: [BucketKey] = []
-            var indices: [Dictionary<BucketKey, Entry>.Index] = []
-            keys.reserveCapacity(applicable.count)
-            indices.reserveCapacity(applicable.count)
-            var added = false
-            for limit in applicable {
-                var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
-                if let index = shard.entries.index(forKey: key) {
-                    indices.append(index)
-                } else {
-                    if shard.bucketsByTenant[tenant, default: 0] >= bucketsPerTenant {
-                        Self.sweep(&shard, now: now)
-                        if shard.bucketsByTenant[tenant, default: 0] >= bucketsPerTenant {
-                            key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+        let cap = bucketsPerTenant
+        return box.state.withLock { shard in
+            shard.withTenant(tenant) { table -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, keys: [BucketKey]) in
+                // Each bucket is found by its key once (a key hashes four strings, and this runs for every call): by
+                // index, which stays valid until an entry is added; when one was, the indices are looked up again.
+                var keys: [BucketKey] = []
+                var indices: [Dictionary<BucketKey, Entry>.Index] = []
+                keys.reserveCapacity(applicable.count)
+                indices.reserveCapacity(applicable.count)
+                var added = false
+                for limit in applicable {
+                    var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
+                    if let index = table.entries.index(forKey: key) {
+                        indices.append(index)
+                    } else {
+                        if table.entries.count >= cap {
+                            Self.sweep(&table, now: now)
+                            if table.entries.count >= cap {
+                                key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                            }
                         }
+                        table.addIfMissing(key, limit, now: now)
+                        added = true
+                        indices.append(table.entries.startIndex)
                     }
-                    shard.addIfMissing(key, limit, now: now)
-                    added = true
-                    indices.append(shard.entries.startIndex)
+                    keys.append(key)
                 }
-                keys.append(key)
-            }
-            if added {
-                // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
-                // full bucket is swept): it comes back full, which is what it was.
-                for (limit, key) in zip(applicable, keys) { shard.addIfMissing(key, limit, now: now) }
-                indices = keys.map { shard.entries.index(forKey: $0)! }
-            }
-            for (limit, index) in zip(applicable, indices) {
-                // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
-                if shard.entries.values[index].rate != limit.ratePerSecond || shard.entries.values[index].burst != limit.burst {
-                    shard.entries.values[index] = Entry(
-                        bucket: shard.entries.values[index].bucket, rate: limit.ratePerSecond, burst: limit.burst)
+                if added {
+                    // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
+                    // full bucket is swept): it comes back full, which is what it was.
+                    for (limit, key) in zip(applicable, keys) { table.addIfMissing(key, limit, now: now) }
+                    indices = keys.map { table.entries.index(forKey: $0)! }
                 }
-                let (rate, burst) = (shard.entries.values[index].rate, shard.entries.values[index].burst)
-                shard.entries.values[index].bucket.refill(rate: rate, burst: burst, now: now)
+                for (limit, index) in zip(applicable, indices) {
+                    // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
+                    if table.entries.values[index].rate != limit.ratePerSecond || table.entries.values[index].burst != limit.burst {
+                        table.entries.values[index] = Entry(
+                            bucket: table.entries.values[index].bucket, rate: limit.ratePerSecond, burst: limit.burst)
+                    }
+                    let (rate, burst) = (table.entries.values[index].rate, table.entries.values[index].burst)
+                    table.entries.values[index].bucket.refill(rate: rate, burst: burst, now: now)
+                }
+                // All-or-nothing: refuse with the longest wait among empty buckets.
+                var refusal: (limit: RateLimitRule, retryAfter: Double)?
+                for (limit, index) in zip(applicable, indices) where !(table.entries.values[index].bucket.hasToken) {
+                    let wait = table.entries.values[index].bucket.secondsUntilToken(rate: limit.ratePerSecond)
+                    if refusal == nil || wait > refusal!.retryAfter { refusal = (limit, wait) }
+                }
+                if refusal != nil { return (refusal, []) }
+                for index in indices { table.entries.values[index].bucket.take() }
+                return (nil, keys)
             }
-            // All-or-nothing: refuse with the longest wait among empty buckets.
-            var refusal: (limit: RateLimitRule, retryAfter: Double)?
-            for (limit, index) in zip(applicable, indices) where !(shard.entries.values[index].bucket.hasToken) {
-                let wait = shard.entries.values[index].bucket.secondsUntilToken(rate: limit.ratePerSecond)
-                if refusal == nil || wait > refusal!.retryAfter { refusal = (limit, wait) }
-            }
-            if refusal != nil { return (refusal, []) }
-            for index in indices { shard.entries.values[index].bucket.take() }
-            return (nil, keys)
         }
     }
 
@@ -146,31 +161,31 @@ public final class RateLimiter: Sendable {
     public func giveBack(tenant: String, agent: String, tool: String?, limits: [RateLimitRule], now: Double) {
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
         box.state.withLock { shard in
-            for limit in limits {
-                var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
-                if shard.entries[key] == nil {
-                    key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+            shard.withTenant(tenant) { table in
+                for limit in limits {
+                    var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
+                    if table.entries[key] == nil {
+                        key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
+                    }
+                    guard var entry = table.entries[key] else { continue }
+                    entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
+                    entry.bucket.giveBack(burst: limit.burst)
+                    table.entries[key] = entry
                 }
-                guard var entry = shard.entries[key] else { continue }
-                entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
-                entry.bucket.giveBack(burst: limit.burst)
-                shard.entries[key] = entry
             }
         }
     }
 
     /// Forgets buckets that have refilled completely (lossless: a full bucket equals a new one). O(buckets), so
     /// it runs at most once per second per shard; new keys cannot make every call pay for a sweep.
-    private static func sweep(_ shard: inout Shard, now: Double) {
-        guard now - shard.lastSweep >= 1 else { return }
-        shard.lastSweep = now
-        shard.entries = shard.entries.filter { _, entry in
+    private static func sweep(_ buckets: inout TenantBuckets, now: Double) {
+        guard now - buckets.lastSweep >= 1 else { return }
+        buckets.lastSweep = now
+        buckets.entries = buckets.entries.filter { _, entry in
             var refilled = entry.bucket
             refilled.refill(rate: entry.rate, burst: entry.burst, now: now)
             return !refilled.isFull(burst: entry.burst)
         }
-        shard.bucketsByTenant = [:]
-        for key in shard.entries.keys { shard.bucketsByTenant[key.tenant, default: 0] += 1 }
     }
 
     static func key(tenant: String, agent: String, tool: String, limit: RateLimitRule) -> BucketKey {

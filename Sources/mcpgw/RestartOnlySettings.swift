@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import StrictJSON
 
 /// The settings of a configuration file that a reload does not apply: everything except what the reload re-reads
@@ -22,27 +23,42 @@ struct RestartOnlySettings: Sendable {
     static let reloadedTenantKeys: Set<String> = ["client_ca", "crl", "spiffe_trust_domain", "agent_from_common_name"]
     static let fetchedJWTKeys: Set<String> = ["jwks_uri", "discovery", "ca_file", "jwks_min_refetch_seconds", "jwks_lifetime_seconds"]
 
+    /// Keys whose values name files read once at start: a file rotated in place at the same path is a change too, so
+    /// these are compared by their contents' SHA-256 as well as by their paths.
+    static let fileKeys: Set<String> = ["client_certificate", "client_key", "certificate_chain", "private_key", "client_ca", "crl"]
+
     /// The restart-only settings of the configuration file at `path` (nil when it cannot be read as JSON: the reload
-    /// of its other parts says why).
+    /// of its other parts says why). Relative file paths are read against the file's directory.
     init?(path: String) {
         guard let data = FileManager.default.contents(atPath: path),
             let value = try? JSONParser.parse(Array(data), limits: JSONLimits(maximumDepth: 32))
         else { return nil }
-        self.init(document: value)
+        let directory = (path as NSString).deletingLastPathComponent
+        self.init(document: value) { file in
+            let resolved = file.hasPrefix("/") ? file : (directory.isEmpty ? "." : directory) + "/" + file
+            return FileManager.default.contents(atPath: resolved).map { SHA256Digest(of: Array($0)).hex }
+        }
     }
 
-    init(document value: JSONValue) {
+    /// `contents` gives the SHA-256 (hex) of a named file's contents, nil when it cannot be read.
+    init(document value: JSONValue, contents: (String) -> String? = { _ in nil }) {
         guard let root = value.objectValue else {
             document = Self.sorted(value)
             return
         }
+        // Some reloaded settings are read once at start all the same: the audience of a tenant that introspects
+        // tokens (and `identity.audience`, which it defaults to), and the issuer a tenant discovers its keys from.
+        let introspects = { (tenant: JSONObject) in tenant["oauth"]?.objectValue?["introspection"] != nil }
+        let anyIntrospects =
+            root["tenants"]?.objectValue?.members.contains { $0.value.objectValue.map(introspects) ?? false } ?? false
         var kept: [JSONObject.Member] = []
         for member in root.members {
             switch member.key {
             case "tls":
                 kept.append(.init(key: "tls", value: Self.without(Self.reloadedTLSKeys, in: member.value)))
             case "identity":
-                kept.append(.init(key: "identity", value: Self.without(Self.reloadedIdentityKeys, in: member.value)))
+                let reloaded = anyIntrospects ? Self.reloadedIdentityKeys.subtracting(["audience"]) : Self.reloadedIdentityKeys
+                kept.append(.init(key: "identity", value: Self.without(reloaded, in: member.value)))
             case "tenants":
                 guard let tenants = member.value.objectValue else {
                     kept.append(member)
@@ -52,8 +68,10 @@ struct RestartOnlySettings: Sendable {
                     guard let settings = tenant.value.objectValue else { return tenant }
                     var members = settings.members.filter { !Self.reloadedTenantKeys.contains($0.key) }
                     if let index = members.firstIndex(where: { $0.key == "jwt" }), let jwt = members[index].value.objectValue {
-                        members[index] = .init(
-                            key: "jwt", value: .object(JSONObject(jwt.members.filter { Self.fetchedJWTKeys.contains($0.key) })))
+                        var readAtStart = Self.fetchedJWTKeys
+                        if jwt["discovery"] == .bool(true) { readAtStart.insert("issuers") }
+                        if introspects(settings) { readAtStart.insert("audience") }
+                        members[index] = .init(key: "jwt", value: .object(JSONObject(jwt.members.filter { readAtStart.contains($0.key) })))
                     }
                     return .init(key: tenant.key, value: .object(JSONObject(members)))
                 }
@@ -62,7 +80,44 @@ struct RestartOnlySettings: Sendable {
                 kept.append(member)
             }
         }
-        document = Self.sorted(.object(JSONObject(kept)))
+        document = Self.sorted(Self.withoutEmptyObjects(Self.withFileContents(.object(JSONObject(kept)), contents: contents)))
+    }
+
+    /// `value` with every file setting (a key ending in `_file`, or one of `fileKeys`) turned into its path and its
+    /// contents' digest.
+    private static func withFileContents(_ value: JSONValue, contents: (String) -> String?) -> JSONValue {
+        func stamped(_ path: JSONValue) -> JSONValue {
+            path.stringValue.map { .string("\($0) sha256:\(contents($0) ?? "unreadable")") } ?? path
+        }
+        switch value {
+        case .object(let object):
+            return .object(
+                JSONObject(
+                    object.members.map { member in
+                        guard member.key.hasSuffix("_file") || fileKeys.contains(member.key) else {
+                            return .init(key: member.key, value: withFileContents(member.value, contents: contents))
+                        }
+                        if case .array(let paths) = member.value { return .init(key: member.key, value: .array(paths.map(stamped))) }
+                        return .init(key: member.key, value: stamped(member.value))
+                    }))
+        case .array(let elements):
+            return .array(elements.map { withFileContents($0, contents: contents) })
+        default:
+            return value
+        }
+    }
+
+    /// `value` without members whose value is an object left empty (a section of reloaded settings only: adding or
+    /// removing it changes nothing a restart would apply).
+    private static func withoutEmptyObjects(_ value: JSONValue) -> JSONValue {
+        guard case .object(let object) = value else { return value }
+        return .object(
+            JSONObject(
+                object.members.compactMap { member in
+                    let inner = withoutEmptyObjects(member.value)
+                    if case .object(let nested) = inner, nested.members.isEmpty { return nil }
+                    return .init(key: member.key, value: inner)
+                }))
     }
 
     /// The places (dotted paths, at most four levels deep) where `other` differs from these settings.
@@ -74,7 +129,11 @@ struct RestartOnlySettings: Sendable {
 
     private static func differences(_ old: JSONValue, _ new: JSONValue, path: String, depth: Int, into found: inout [String]) {
         guard old != new else { return }
-        guard depth < 4, let before = old.objectValue, let after = new.objectValue else {
+        // A section present on one side only is compared with an empty one, so that its settings are named.
+        let empty = JSONObject([])
+        guard depth < 4, let before = old.objectValue ?? (old == .null ? empty : nil),
+            let after = new.objectValue ?? (new == .null ? empty : nil)
+        else {
             found.append(path.isEmpty ? "(the whole file)" : path)
             return
         }

@@ -41,10 +41,11 @@ struct AuditRecordTests {
         var record = AuditRecord(requestID: "0123456789ab-42", httpMethod: "POST", decision: .allow, reason: "rule R1 allows read_file")
         (record.tenant, record.agent, record.authMethod, record.clientAddress) = ("acme", "bot1", "mtls", "127.0.0.1:50000")
         (record.method, record.target, record.rule) = ("tools/call", "read_file", "R1")
-        record.jsonrpcID = .string("é-\u{1}-id")
+        // A client's id can be all control characters: each is written as six bytes (\u0001).
+        record.jsonrpcID = .string("é-" + String(repeating: "\u{1}", count: 5_000) + "-\u{85}\u{2028}-id")
         record.arguments = AuditRecord.redacted(arguments, digest: SHA256Digest(of: sent))
         let redactedRoom = record.reservationBytes
-        #expect(redactedRoom < 2048, "a redacted record reserved \(redactedRoom) bytes for a 100 kB body")
+        #expect(redactedRoom < 32_000, "a redacted record reserved \(redactedRoom) bytes for a 100 kB body")
         for logged in [
             record,
             {

@@ -131,7 +131,7 @@ struct ProtocolCompletenessTests {
             #expect(body.contains(#""cacheScope":"private""#), "\(body)")
             // Forwarded under an id of the gateway's own; answered under the client's.
             #expect(try JSONParser.parse(body).objectValue?["id"]?.serialized == id, "\(body)")
-            #expect(upstream.received.last?.body.contains(#""id":"mcpgw-list-"#) == true)
+            #expect(upstream.received.last?.body.contains(#""id":"mcpgw1l."#) == true)
             if method == "tools/list" { #expect(body.contains(#""nextCursor":"page-2""#)) }
             if id.contains("sse") {
                 // Events that carry no list go through as they came, first.
@@ -504,6 +504,42 @@ extension ProtocolCompletenessTests {
         #expect(!call.body.contains("delete_file"), "the call's POST carried the list unfiltered: \(call.body)")
         #expect(call.body.contains(#""result":{"ok":true}"#), "\(call.body)")
         _ = try? await listing.value
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+extension ProtocolCompletenessTests {
+    @Test("a list request's answer comes back under the client's id on every path: an error status, and a GET stream's replay")
+    func listIDGivenBack() async throws {
+        // The upstream refuses the list with 400 and remembers the id it was sent under; its GET stream then replays a
+        // list answer under that id (an SDK resuming a stream the client lost).
+        let seen = NIOLockedValueBox<String?>(nil)
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in
+                if request.method == "GET" {
+                    let id = seen.withLockedValue { $0 } ?? "null"
+                    let list = #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[{"name":"read_file"},{"name":"delete_file"}]}}"#
+                    return (200, "text/event-stream", "id: 9\nevent: message\ndata: \(list)\n\n")
+                }
+                let id = (try? JSONParser.parse(request.body).objectValue?["id"]?.serialized) ?? "null"
+                seen.withLockedValue { $0 = id }
+                return (400, "application/json", #"{"jsonrpc":"2.0","id":\#(id),"error":{"code":-32602,"message":"bad cursor"}}"#)
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let refused = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":"mine","method":"tools/list","params":{"cursor":"x"}}"#)
+        #expect(refused.status == 400)
+        #expect(try JSONParser.parse(refused.body).objectValue?["id"] == .string("mine"), "\(refused.body)")
+        #expect(seen.withLockedValue { $0 }?.hasPrefix(#""mcpgw1l."#) == true)
+        let replay = try await gateway.client().send(
+            .GET,
+            headers: [
+                ("Accept", "text/event-stream"), ("Last-Event-ID", gateway.eventID("8", session: "s1")),
+                ("Mcp-Session-Id", gateway.sessionHandle("s1")),
+            ])
+        let data = try #require(replay.body.split(separator: "\n").first { $0.hasPrefix("data: ") }).dropFirst(6)
+        #expect(try JSONParser.parse(String(data)).objectValue?["id"] == .string("mine"), "\(replay.body)")
+        #expect(try Self.names(String(data), "tools") == ["read_file"])
         try await gateway.stop()
         await upstream.stop()
     }

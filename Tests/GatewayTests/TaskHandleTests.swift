@@ -233,6 +233,7 @@ struct TaskHandleRewriteTests {
             // A raw id where the server's task is meant: forwarded, its answer's ids would be sealed to this caller.
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["task-1"]}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a",7]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":"task-1"}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-1"}}}}"#,
         ] {
             let message = try #require(try JSONParser.parse(refused).objectValue)

@@ -603,18 +603,30 @@ def test_admin_reload_reads_a_single_policy_file_again(sdk_upstream, tmp_path):
 
 def test_admin_reload_names_the_settings_only_a_restart_applies(sdk_upstream, tmp_path):
     config = dev_config(tmp_path)
+    credential = tmp_path / "upstream-key.txt"
+    credential.write_text("first-secret\n")
+    config["tenants"]["acme"]["upstream"] = {"url": sdk_upstream, "credential_header": "X-Upstream-Key",
+                                             "credential_file": str(credential)}
     path = write_config(tmp_path, config)
     gateway = Gateway("--config", path, "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
                       "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
     try:
         status, body, _ = gateway.admin("POST", "/reload")
         assert status == 200 and json.loads(body)["parts"]["restart_only_settings"] == {"ok": True, "detail": "unchanged"}, body
-        # Reloaded settings (a tenant's JWT issuers, the TLS minimum version) are not restart-only …
+        # Reloaded settings (a tenant's JWT issuers, the TLS minimum version, a whole identity section of reloaded
+        # settings taken out) are not restart-only …
         config["tenants"]["acme"]["jwt"]["issuers"].append("https://issuer.example/extra")
         config["tls"]["min_version"] = "TLSv1.3"
+        del config["identity"]
         write_config(tmp_path, config)
         status, body, _ = gateway.admin("POST", "/reload")
         assert status == 200, body
+        # … a file read once at start, rotated in place at the same path, is.
+        credential.write_text("second-secret\n")
+        status, body, _ = gateway.admin("POST", "/reload")
+        part = json.loads(body)["parts"]["restart_only_settings"]
+        assert status == 500 and "tenants.acme.upstream.credential_file" in part["detail"], body
+        credential.write_text("first-secret\n")
         # … a body limit and a tenant's upstream are: the reload says so instead of claiming success.
         config.setdefault("limits", {})["max_body_bytes"] = 1024
         config["tenants"]["globex"]["upstream"] = {"url": "http://127.0.0.1:9/mcp"}

@@ -170,32 +170,47 @@ public struct AuditRecord: Sendable {
         return writer.finishLine()
     }
 
-    /// About how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note),
-    /// reckoned without writing the line: every forwarded call reserves this much room in the audit log. Text is
-    /// counted twice (room for escapes) plus 512 bytes for names, punctuation and the answer's fields; arguments
-    /// count only as far as the record keeps them (their keys, or in full when the rule logs them).
+    /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note),
+    /// reckoned without writing the line: every forwarded call reserves this much room in the audit log. Each text is
+    /// counted as escaped at worst (6 bytes for a control character, 3 per byte of any other non-ASCII character),
+    /// plus 512 bytes for names, punctuation and the answer's fields; arguments count only as far as the record keeps
+    /// them (their keys, or in full when the rule logs them).
     public var reservationBytes: Int {
-        var text = requestID.utf8.count + httpMethod.utf8.count + reason.utf8.count
+        var text = Self.escapedBytes(requestID) + Self.escapedBytes(httpMethod) + Self.escapedBytes(reason)
         for field in [tenant, agent, authMethod, clientAddress, method, target, rule, sessionID, traceID, sharedLimits] {
-            text += field?.utf8.count ?? 0
+            if let field { text += Self.escapedBytes(field) }
         }
         if let jsonrpcID { text += Self.textBytes(jsonrpcID) }
         switch arguments {
         case .full(let value)?: text += Self.textBytes(value)
-        case .redacted(let keys, _)?: text += keys.reduce(100) { $0 + $1.utf8.count + 3 }
+        case .redacted(let keys, _)?: text += keys.reduce(100) { $0 + Self.escapedBytes($1) + 3 }
         case nil: break
         }
-        return 512 + 2 * text
+        return 512 + text
     }
 
-    /// The bytes of `value`'s strings and numbers plus a few per member or element (its JSON text, unescaped).
+    /// The most bytes `text` can take once escaped into a record.
+    private static func escapedBytes(_ text: String) -> Int {
+        var bytes = 2
+        for byte in text.utf8 {
+            switch byte {
+            case 0x00..<0x20, 0x7F: bytes += 6
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes += 2
+            case 0x80...: bytes += 3
+            default: bytes += 1
+            }
+        }
+        return bytes
+    }
+
+    /// The most bytes `value` can take written into a record.
     private static func textBytes(_ value: JSONValue) -> Int {
         switch value {
-        case .string(let text): text.utf8.count + 2
+        case .string(let text): escapedBytes(text)
         case .number(let number): number.literal.utf8.count
         case .bool, .null: 5
         case .array(let elements): elements.reduce(2) { $0 + textBytes($1) + 1 }
-        case .object(let object): object.members.reduce(2) { $0 + $1.key.utf8.count + 4 + textBytes($1.value) }
+        case .object(let object): object.members.reduce(2) { $0 + escapedBytes($1.key) + 2 + textBytes($1.value) }
         }
     }
 

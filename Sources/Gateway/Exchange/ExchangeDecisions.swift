@@ -362,10 +362,14 @@ struct ExchangeDecisions {
         // Legacy messages are answered on the stream (filtered there); their POST gets only 202.
         let mayCarryTasks = decided.contains { TaskHandleRewrite.answerMayCarryTasks($0.message) }
         if (!listRequests.isEmpty || mayCarryTasks) && request.transport != .legacyMessages { response = .filterLists }
-        var clientIDs: [String: JSONValue] = [:]
-        if !listRequests.isEmpty && request.transport != .legacyMessages {
-            let limits = JSONLimits(maximumDepth: services.limits.maximumJSONDepth, maximumBytes: services.limits.maximumBodyBytes)
-            guard let renamed = ListRequestIDs.rewrite(body, lists: listRequests, limits: limits) else {
+        let renamesListRequests = !listRequests.isEmpty && request.transport != .legacyMessages
+        if renamesListRequests {
+            let handles = services.sessionHandles
+            guard
+                let renamed = ListRequestIDs.rewrite(
+                    body, lists: listRequests, maximumDepth: services.limits.maximumJSONDepth,
+                    seal: { handles.seal(listRequestID: $0, for: principal) })
+            else {
                 ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
                 return .refusing(request.malformed(.parseError("the body could not be read again")))
             }
@@ -373,12 +377,11 @@ struct ExchangeDecisions {
             seenIDs.subtract(listRequests.keys)
             seenIDs.formUnion(renamed.lists.keys)
             listRequests = renamed.lists
-            clientIDs = renamed.originals
         }
         var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
         plan.requestIDs = seenIDs
-        plan.clientIDs = clientIDs
+        plan.renamesListRequests = renamesListRequests
         plan.upstreamName = upstreamName
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }

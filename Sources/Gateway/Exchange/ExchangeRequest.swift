@@ -118,9 +118,9 @@ struct ForwardPlan {
     var listRequests: [String: ListFilter.Kind] = [:]
     /// Every request id in the body, in canonical form (as forwarded).
     var requestIDs: Set<String> = []
-    /// The client's ids of list requests forwarded under ids of the gateway's (`ListRequestIDs`), by the canonical
-    /// form of the gateway's id: answers get the client's back.
-    var clientIDs: [String: JSONValue] = [:]
+    /// Whether list requests went upstream under ids of the gateway's (`ListRequestIDs`): every answer with a body is
+    /// then read, errors too, to give the client its ids back.
+    var renamesListRequests = false
     /// Whether the body holds a `tools/call` request (its answer may take the tenant's call timeout).
     var isToolCall = false
     /// The `Mcp-Name` the upstream gets instead of the client's: the upstream's task id for a task method whose

@@ -247,11 +247,13 @@ struct ExchangeStateMachine {
 
     // MARK: - Upstream events
 
-    /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed.
-    mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool) -> Action {
+    /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed; `collectErrors`:
+    /// error answers (4xx, 5xx) too (they carry ids to give back, `ListRequestIDs`).
+    mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool, collectErrors: Bool = false) -> Action {
         guard case .forwarding = state else { return .none }
         // Any 2xx with a body may carry a list: collected to be filtered.
-        if collect && (200..<300).contains(head.status.code) && head.status.code != 204 && head.status.code != 205 {
+        let code = head.status.code
+        if collect && (((200..<300).contains(code) && code != 204 && code != 205) || (collectErrors && code >= 400)) {
             state = .collecting
             collectedHead = head
             body = Self.noBody

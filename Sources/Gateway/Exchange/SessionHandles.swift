@@ -13,7 +13,7 @@ public import TLS
 /// look like.
 ///
 /// Forms: `mcpgw1.<key id>.<base64url>` for a session, `mcpgw1e.<key id>.<base64url>` for an event id,
-/// `mcpgw1k.<key id>.<base64url>` for a task.
+/// `mcpgw1k.<key id>.<base64url>` for a task, `mcpgw1l.<key id>.<base64url>` for a list request's id upstream.
 public struct SessionHandles: Sendable {
     /// Why a handle presented by a caller is refused.
     public enum Problem: Error, Sendable, Equatable, CustomStringConvertible {
@@ -129,6 +129,32 @@ public struct SessionHandles: Sendable {
         guard let task = payload["k"]?.stringValue else { return .failure(.unreadable) }
         return .success(task)
     }
+
+    /// The id a list request of `principal` goes upstream under, in place of the client's `id`: the client's id
+    /// sealed (so that any stream the answer comes back on, the request's own or the session's GET stream, can give the
+    /// client its id back, and nobody else can use or guess it).
+    func seal(listRequestID id: JSONValue, for principal: Principal) -> String {
+        let payload = JSONValue.object(
+            JSONObject([
+                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
+                .init(key: "i", value: .string(id.serialized)),
+            ]))
+        let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.listRequestContext)
+        return "\(Self.listRequestPrefix)\(keyID).\(Base64URL.encode(sealed))"
+    }
+
+    /// The client's id inside a list request id the gateway sealed for `principal`; nil when it is not one.
+    func open(listRequestID text: String, for principal: Principal) -> JSONValue? {
+        guard let payload = unseal(text, prefix: "mcpgw1l", context: Self.listRequestContext),
+            payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent,
+            let id = payload["i"]?.stringValue
+        else { return nil }
+        return try? JSONParser.parse(id)
+    }
+
+    static let listRequestContext = Array("mcpgw list request id".utf8)
+    /// What every list request id of the gateway's starts with.
+    public static let listRequestPrefix = "mcpgw1l."
 
     private func unseal(_ text: String, prefix: String, context: [UInt8]) -> JSONObject? {
         let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)

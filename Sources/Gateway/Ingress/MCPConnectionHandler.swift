@@ -910,7 +910,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             head.headers.remove(name: "content-length")
         }
-        perform(machine.upstreamHead(head, collect: collect))
+        perform(machine.upstreamHead(head, collect: collect, collectErrors: plan?.renamesListRequests == true))
         if collect, case .collecting = machine.state, let context, let services {
             // Bounded in time too: an upstream that keeps a list stream open cannot hold the exchange.
             let generation = self.generation
@@ -963,11 +963,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let principal = request!.principal!
         var filter = ListFilter(snapshot: services.policy.snapshot, principal: principal, requests: requests)
         if requests != nil { filter.requestIDs = plan?.requestIDs ?? [] }
-        filter.clientIDs = plan?.clientIDs ?? [:]
         let headers = services.toolHeaders
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
         let handles = services.sessionHandles
         filter.sealTask = { handles.seal(task: $0, for: principal) }
+        filter.openListRequestID = { handles.open(listRequestID: $0, for: principal) }
         return filter
     }
 

@@ -54,9 +54,9 @@ struct ListFilter {
     let requests: [String: Kind]?
     /// Every request id of the POST (canonical form); answers to those that are not lists are never filtered.
     var requestIDs: Set<String> = []
-    /// The client's ids of list requests forwarded under the gateway's own ids, by the canonical gateway id: every
-    /// answer under such an id (a result or an error) gets the client's id back.
-    var clientIDs: [String: JSONValue] = [:]
+    /// Opens a list request id of the gateway's (`ListRequestIDs`) into the client's id: every answer under such an
+    /// id, a result or an error, on any stream, gets the client's id back.
+    var openListRequestID: ((String) -> JSONValue?)?
     /// Told each tool a `tools/list` result declares, with its input schema (for `Mcp-Param-*` checks).
     var learnTool: ((String, JSONValue?) -> Void)?
     /// Seals the task ids the answer carries to the caller (`TaskHandleRewrite`); nil where no task can appear.
@@ -88,8 +88,8 @@ struct ListFilter {
                 rewritten = filtered(message, result, kind)
             }
             if let sealTask, let sealed = TaskHandleRewrite.sealed(rewritten ?? message, seal: sealTask) { rewritten = sealed }
-            if !clientIDs.isEmpty, message["method"] == nil, let id = message["id"],
-                let original = clientIDs[ExchangeDecisions.canonicalID(id) ?? id.serialized]
+            if let openListRequestID, message["method"] == nil, case .string(let id)? = message["id"],
+                id.hasPrefix(SessionHandles.listRequestPrefix), let original = openListRequestID(id)
             {
                 rewritten = (rewritten ?? message).updating("id") { _ in original }
             }

@@ -146,7 +146,10 @@ enum TaskHandleRewrite {
             if method == "subscriptions/listen" {
                 params = params.updatingObject("notifications") {
                     $0.updating("taskIds") { ids in
-                        guard case .array(let items) = ids else { return ids }
+                        guard case .array(let items) = ids else {
+                            // One id given bare would be read as one by a lenient upstream: it must be a handle too.
+                            return openID(ids, required: true)
+                        }
                         return .array(items.map { openID($0, required: true) })
                     }
                 }
