@@ -43,11 +43,11 @@ struct ConfigCommand: ParsableCommand {
         }
 
         /// Every problem found in the file and what it refers to, each naming the file and the field. `policies`,
-        /// `upstreamOverridden`, `tlsOverridden` and `redisURL` stand for command-line flags of `serve` that replace
-        /// parts of the file.
+        /// `upstreamOverridden`, `tlsOverridden`, `redisURL` and `auditLogOverridden` stand for command-line flags of
+        /// `serve` that replace parts of the file.
         static func problems(
             in path: String, policies override: String? = nil, upstreamOverridden: Bool = false, tlsOverridden: Bool = false,
-            redisURL: String? = nil
+            redisURL: String? = nil, auditLogOverridden: Bool = false
         ) -> [String] {
             var (loaded, problems) = documentProblems(path, redisURL: redisURL)
             guard let loaded else { return problems }
@@ -85,12 +85,29 @@ struct ConfigCommand: ParsableCommand {
                     problems.append("\(path): tenants.\(tenant).upstream: \(error)")
                 }
             }
+            if !auditLogOverridden, let problem = auditLogProblem(loaded.auditLog) { problems.append("\(path): audit_log: \(problem)") }
             do {
                 _ = try loaded.identity.makeAuthenticator()
             } catch {
                 problems.append("\(path): tenants (jwt): \(error)")
             }
             return problems
+        }
+
+        /// Why the audit log could not be opened for appending (its directory missing or not writable, the file not
+        /// writable), or nil; checked without creating anything.
+        static func auditLogProblem(_ path: String) -> String? {
+            guard path != "-" else { return nil }
+            let directory = (path as NSString).deletingLastPathComponent
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: directory.isEmpty ? "." : directory, isDirectory: &isDirectory),
+                isDirectory.boolValue
+            else { return "\(path): the directory \(directory) does not exist" }
+            if FileManager.default.fileExists(atPath: path) {
+                return access(path, W_OK) == 0 ? nil : "\(path) is not writable by this user"
+            }
+            return access(directory.isEmpty ? "." : directory, W_OK | X_OK) == 0
+                ? nil : "\(path) cannot be created: \(directory) is not writable by this user"
         }
 
         /// The configuration as far as it can be read, and the problems of its document: after each problem, the

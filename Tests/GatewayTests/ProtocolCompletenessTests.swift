@@ -544,3 +544,25 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    @Test("resources/subscribe is allowed to whoever may read the resource, and refused, unforwarded, to anyone else")
+    func subscribeDecidedAsRead() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        func subscribe(_ uri: String) async throws -> TestHTTPClient.Response {
+            try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":4,"method":"resources/subscribe","params":{"uri":"\#(uri)"}}"#)
+        }
+        let allowed = try await subscribe("file:///workspace/a.txt")
+        #expect(allowed.status == 200)
+        #expect(upstream.received.count == 1)
+        let refused = try await subscribe("file:///etc/passwd")
+        #expect(try JSONParser.parse(refused.body).objectValue?["error"] != nil, "\(refused.body)")
+        #expect(upstream.received.count == 1, "a subscription to a resource the caller may not read reached the upstream")
+        let records = try gateway.auditRecords().filter { $0["method"] == .string("resources/subscribe") }
+        #expect(records.map { $0["decision"]?.stringValue } == ["allow", "deny"])
+        #expect(records.first?["rule"] == .string("A3"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

@@ -387,8 +387,12 @@ struct SessionHandleTests {
         #expect(handles.open(task: task, for: Self.principal("acme", "bot2")) == .failure(.foreign))
         now.value = 1_061
         #expect(handles.open(task: task, for: acme) == .failure(.expired))
-        // Session handles, event ids and task handles are not interchangeable.
+        // Session handles, event ids, task handles and message endpoints are not interchangeable.
         #expect(handles.open(task: handles.seal(session: "task-1", for: acme), for: acme) == .failure(.unreadable))
+        let endpoint = handles.seal(messagesEndpoint: "/messages/?session_id=1", for: acme)
+        #expect(handles.open(messagesEndpoint: endpoint, for: acme) == .success("/messages/?session_id=1"))
+        #expect(handles.open(session: endpoint, for: acme) == .failure(.unreadable))
+        #expect(handles.open(messagesEndpoint: handles.seal(session: "s", for: acme), for: acme) == .failure(.unreadable))
     }
 }
 

@@ -152,7 +152,7 @@ struct ExchangeDecisions {
             // The message endpoint's `session` parameter is the handle the gateway gave on the stream.
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
             let handle = query.split(separator: "&").first { $0.hasPrefix("session=") }.map { String($0.dropFirst(8)) }
-            switch handle.map({ services.sessionHandles.open(session: $0, for: principal) }) {
+            switch handle.map({ services.sessionHandles.open(messagesEndpoint: $0, for: principal) }) {
             case .success(let target)?: request.upstreamTarget = target
             case .failure(let problem)?:
                 return Refusal(
@@ -567,6 +567,9 @@ struct ExchangeDecisions {
             return .decided(
                 DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("response to a server request")))
         }
+        if method == "resources/subscribe" {
+            return .decided(try subscription(message, principal: principal))
+        }
         switch MCPMethod.treatment(of: method, protocolVersion: protocolVersion) {
         case .plumbing:
             return .decided(
@@ -588,6 +591,24 @@ struct ExchangeDecisions {
         case .mustAsk(let buckets):
             return .mustAsk(buckets)
         }
+    }
+
+    /// `resources/subscribe` tells the caller whether a resource exists and when it changes: it is allowed to whoever
+    /// may read the resource, by the policy's answer for `resources/read` of its URI (no rate limit: a subscription is
+    /// not a read).
+    func subscription(_ message: JSONRPCMessage, principal: Principal) throws(MCPRequestError) -> DecidedMessage {
+        guard let uri = message.params?.objectValue?["uri"]?.stringValue, !uri.isEmpty else {
+            throw .invalidParams("resources/subscribe needs a string \"uri\"", id: message.id)
+        }
+        let read = services.policy.snapshot.evaluate(
+            PolicyRequest(
+                tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "resources/read", target: uri,
+                arguments: message.params))
+        var decision = PolicyDecision(
+            outcome: read.outcome, rule: read.rule, document: read.document,
+            reason: "subscribing is decided as reading \(uri): \(read.reason)", matches: read.matches, logArguments: false)
+        decision.insufficientScopes = read.insufficientScopes
+        return DecidedMessage(message: message, target: uri, arguments: nil, decision: decision)
     }
 
     static func passThrough(_ reason: String) -> PolicyDecision {

@@ -61,25 +61,46 @@ public struct SessionHandles: Sendable {
 
     /// The handle for `upstreamSession`, issued to `principal`.
     public func seal(session upstreamSession: String, for principal: Principal) -> String {
-        let payload = JSONValue.object(
-            JSONObject([
-                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
-                .init(key: "s", value: .string(upstreamSession)),
-                .init(key: "e", value: .number(JSONNumber(clock() + lifetime.components.seconds))),
-            ]))
-        let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.sessionContext)
-        return "mcpgw1.\(keyID).\(Base64URL.encode(sealed))"
+        sealExpiring(upstreamSession, for: principal, prefix: "mcpgw1", context: Self.sessionContext)
     }
 
     /// The upstream's session id inside `handle`, when `principal` may use it now.
     public func open(session handle: String, for principal: Principal) -> Result<String, Problem> {
-        guard let payload = unseal(handle, prefix: "mcpgw1", context: Self.sessionContext) else { return .failure(.unreadable) }
+        openExpiring(handle, for: principal, prefix: "mcpgw1", context: Self.sessionContext)
+    }
+
+    static let messagesContext = Array("mcpgw legacy messages endpoint".utf8)
+
+    /// The `session` parameter of the gateway's legacy `/messages` endpoint: the upstream's message endpoint, issued
+    /// to `principal`. Its own kind of handle (neither a session handle nor usable as one).
+    public func seal(messagesEndpoint upstreamPath: String, for principal: Principal) -> String {
+        sealExpiring(upstreamPath, for: principal, prefix: "mcpgw1m", context: Self.messagesContext)
+    }
+
+    /// The upstream's message endpoint inside `handle`, when `principal` may use it now.
+    public func open(messagesEndpoint handle: String, for principal: Principal) -> Result<String, Problem> {
+        openExpiring(handle, for: principal, prefix: "mcpgw1m", context: Self.messagesContext)
+    }
+
+    private func sealExpiring(_ value: String, for principal: Principal, prefix: String, context: [UInt8]) -> String {
+        let payload = JSONValue.object(
+            JSONObject([
+                .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
+                .init(key: "s", value: .string(value)),
+                .init(key: "e", value: .number(JSONNumber(clock() + lifetime.components.seconds))),
+            ]))
+        let (keyID, sealed) = box.seal(payload.serializedBytes, context: context)
+        return "\(prefix).\(keyID).\(Base64URL.encode(sealed))"
+    }
+
+    private func openExpiring(_ handle: String, for principal: Principal, prefix: String, context: [UInt8]) -> Result<String, Problem> {
+        guard let payload = unseal(handle, prefix: prefix, context: context) else { return .failure(.unreadable) }
         guard payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent else {
             return .failure(.foreign)
         }
         guard let expiry = payload["e"]?.numberValue?.int64Value, expiry > clock() else { return .failure(.expired) }
-        guard let session = payload["s"]?.stringValue else { return .failure(.unreadable) }
-        return .success(session)
+        guard let value = payload["s"]?.stringValue else { return .failure(.unreadable) }
+        return .success(value)
     }
 
     /// The event id the client sees for the upstream's `eventID` on a stream of `upstreamSession` (nil when there

@@ -905,7 +905,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                             loop.execute { writer.value.writeLegacyEvent(event) }
                         }
                     )
-                    return Self.legacyMessagesPath + "?session=" + handles.seal(session: upstreamPath, for: principal)
+                    return Self.legacyMessagesPath + "?session=" + handles.seal(messagesEndpoint: upstreamPath, for: principal)
                 }
             }
             head.headers.remove(name: "content-length")
