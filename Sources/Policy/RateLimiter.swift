@@ -46,11 +46,10 @@ public final class RateLimiter: Sendable {
     struct Shard: Sendable {
         var tenants: [String: TenantBuckets] = [:]
 
-        /// Runs `body` on `tenant`'s buckets (taken out of the table meanwhile, so that they are changed in place).
+        /// Runs `body` on `tenant`'s buckets, in place (one lookup; a tenant's table stays once made: tenants are
+        /// few, set by the configuration).
         mutating func withTenant<Result>(_ tenant: String, _ body: (inout TenantBuckets) -> Result) -> Result {
-            var buckets = tenants.removeValue(forKey: tenant) ?? TenantBuckets()
-            defer { tenants[tenant] = buckets.entries.isEmpty ? nil : buckets }
-            return body(&buckets)
+            body(&tenants[tenant, default: TenantBuckets()])
         }
     }
 

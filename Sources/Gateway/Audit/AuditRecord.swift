@@ -172,14 +172,16 @@ public struct AuditRecord: Sendable {
 
     /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note),
     /// reckoned without writing the line: every forwarded call reserves this much room in the audit log. Each text is
-    /// counted as escaped at worst (6 bytes for a control character, 3 per byte of any other non-ASCII character),
-    /// plus 512 bytes for names, punctuation and the answer's fields; arguments count only as far as the record keeps
-    /// them (their keys, or in full when the rule logs them).
+    /// counted as escaped at worst (6 bytes per byte), plus 512 bytes for names, punctuation and the answer's fields;
+    /// arguments count only as far as the record keeps them (their keys, or in full when the rule logs them).
     public var reservationBytes: Int {
-        var text = Self.escapedBytes(requestID) + Self.escapedBytes(httpMethod) + Self.escapedBytes(reason)
-        for field in [tenant, agent, authMethod, clientAddress, method, target, rule, sessionID, traceID, sharedLimits] {
-            if let field { text += Self.escapedBytes(field) }
-        }
+        // Byte counts of the text fields, summed without gathering them first (no array per call).
+        var bytes = requestID.utf8.count + httpMethod.utf8.count + reason.utf8.count
+        bytes += (tenant?.utf8.count ?? 0) + (agent?.utf8.count ?? 0) + (authMethod?.utf8.count ?? 0)
+        bytes += (clientAddress?.utf8.count ?? 0) + (method?.utf8.count ?? 0) + (target?.utf8.count ?? 0)
+        bytes += (rule?.utf8.count ?? 0) + (sessionID?.utf8.count ?? 0) + (traceID?.utf8.count ?? 0)
+        bytes += sharedLimits?.utf8.count ?? 0
+        var text = 6 * bytes + 2 * 13
         if let jsonrpcID { text += Self.textBytes(jsonrpcID) }
         switch arguments {
         case .full(let value)?: text += Self.textBytes(value)
@@ -189,19 +191,9 @@ public struct AuditRecord: Sendable {
         return 512 + text
     }
 
-    /// The most bytes `text` can take once escaped into a record.
-    private static func escapedBytes(_ text: String) -> Int {
-        var bytes = 2
-        for byte in text.utf8 {
-            switch byte {
-            case 0x00..<0x20, 0x7F: bytes += 6
-            case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes += 2
-            case 0x80...: bytes += 3
-            default: bytes += 1
-            }
-        }
-        return bytes
-    }
+    /// The most bytes `text` can take once escaped into a record: six per byte (a control character becomes
+    /// `\u00XX`; nothing takes more), counted without reading the text (this runs for every forwarded call).
+    private static func escapedBytes(_ text: String) -> Int { 6 * text.utf8.count + 2 }
 
     /// The most bytes `value` can take written into a record.
     private static func textBytes(_ value: JSONValue) -> Int {
