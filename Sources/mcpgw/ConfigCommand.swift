@@ -103,7 +103,8 @@ struct ConfigCommand: ParsableCommand {
             guard FileManager.default.fileExists(atPath: directory.isEmpty ? "." : directory, isDirectory: &isDirectory),
                 isDirectory.boolValue
             else { return "\(path): the directory \(directory) does not exist" }
-            if FileManager.default.fileExists(atPath: path) {
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+                if isDirectory.boolValue { return "\(path) is a directory, not a file" }
                 return access(path, W_OK) == 0 ? nil : "\(path) is not writable by this user"
             }
             return access(directory.isEmpty ? "." : directory, W_OK | X_OK) == 0

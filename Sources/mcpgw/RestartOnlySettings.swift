@@ -36,6 +36,11 @@ struct RestartOnlySettings: Sendable {
         let directory = (path as NSString).deletingLastPathComponent
         self.init(document: value) { file in
             let resolved = file.hasPrefix("/") ? file : (directory.isEmpty ? "." : directory) + "/" + file
+            // Regular files of a sane size only: a FIFO or a device named in the file must not hold the reload.
+            guard let attributes = try? FileManager.default.attributesOfItem(atPath: resolved),
+                attributes[.type] as? FileAttributeType == .typeRegular,
+                let size = attributes[.size] as? Int, size <= 16 * 1024 * 1024
+            else { return nil }
             return FileManager.default.contents(atPath: resolved).map { SHA256Digest(of: Array($0)).hex }
         }
     }
@@ -80,12 +85,12 @@ struct RestartOnlySettings: Sendable {
                 kept.append(member)
             }
         }
-        document = Self.sorted(Self.withoutEmptyObjects(Self.withFileContents(.object(JSONObject(kept)), contents: contents)))
+        document = Self.sorted(Self.withoutEmptyObjects(Self.withFileContents(.object(JSONObject(kept)), contents: contents), key: ""))
     }
 
     /// `value` with every file setting (a key ending in `_file`, or one of `fileKeys`) turned into its path and its
-    /// contents' digest.
-    private static func withFileContents(_ value: JSONValue, contents: (String) -> String?) -> JSONValue {
+    /// contents' digest; a tenant's `jwt.ca_file` keeps its path only (every key fetch reads it again).
+    private static func withFileContents(_ value: JSONValue, contents: (String) -> String?, parent: String = "") -> JSONValue {
         func stamped(_ path: JSONValue) -> JSONValue {
             path.stringValue.map { .string("\($0) sha256:\(contents($0) ?? "unreadable")") } ?? path
         }
@@ -94,28 +99,30 @@ struct RestartOnlySettings: Sendable {
             return .object(
                 JSONObject(
                     object.members.map { member in
-                        guard member.key.hasSuffix("_file") || fileKeys.contains(member.key) else {
-                            return .init(key: member.key, value: withFileContents(member.value, contents: contents))
+                        let readAgain = parent == "jwt" && member.key == "ca_file"
+                        guard !readAgain, member.key.hasSuffix("_file") || fileKeys.contains(member.key) else {
+                            return .init(key: member.key, value: withFileContents(member.value, contents: contents, parent: member.key))
                         }
                         if case .array(let paths) = member.value { return .init(key: member.key, value: .array(paths.map(stamped))) }
                         return .init(key: member.key, value: stamped(member.value))
                     }))
         case .array(let elements):
-            return .array(elements.map { withFileContents($0, contents: contents) })
+            return .array(elements.map { withFileContents($0, contents: contents, parent: parent) })
         default:
             return value
         }
     }
 
-    /// `value` without members whose value is an object left empty (a section of reloaded settings only: adding or
-    /// removing it changes nothing a restart would apply).
-    private static func withoutEmptyObjects(_ value: JSONValue) -> JSONValue {
+    /// `value` (the member `key`) without members whose value is an object left empty (a section of reloaded settings
+    /// only: adding or removing it changes nothing a restart would apply). A tenant stays, empty or not: tenants
+    /// added or removed need a restart for what is set once per tenant at start (`--upstream`, a single policy file).
+    private static func withoutEmptyObjects(_ value: JSONValue, key: String) -> JSONValue {
         guard case .object(let object) = value else { return value }
         return .object(
             JSONObject(
                 object.members.compactMap { member in
-                    let inner = withoutEmptyObjects(member.value)
-                    if case .object(let nested) = inner, nested.members.isEmpty { return nil }
+                    let inner = withoutEmptyObjects(member.value, key: member.key)
+                    if key != "tenants", case .object(let nested) = inner, nested.members.isEmpty { return nil }
                     return .init(key: member.key, value: inner)
                 }))
     }

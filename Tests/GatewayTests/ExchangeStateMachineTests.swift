@@ -137,9 +137,10 @@ struct ExchangeStateMachineTests {
     }
 
     @Test(
-        "responses that carry no body never relay one: 204, 304, 1xx and HEAD",
+        "responses that carry no body never relay one: 204, 205, 304, 1xx and HEAD",
         arguments: [
-            (HTTPMethod.POST, HTTPResponseStatus.noContent), (.POST, .notModified), (.HEAD, .ok), (.POST, .continue),
+            (HTTPMethod.POST, HTTPResponseStatus.noContent), (.POST, .resetContent), (.POST, .notModified), (.HEAD, .ok),
+            (.POST, .continue),
         ])
     func noBody(method: HTTPMethod, status: HTTPResponseStatus) {
         var machine = Machine(limits: Self.limits)

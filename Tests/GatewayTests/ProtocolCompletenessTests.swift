@@ -566,3 +566,17 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    @Test("an error page that is not JSON-RPC, answering a POST with a list request, goes on as it came (status and body)")
+    func nonJSONErrorPassesThrough() async throws {
+        let page = "<html><style>body { color: red }</style><body>Service Unavailable</body></html>"
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (503, "text/html", page) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(response.status == 503)
+        #expect(response.body == page)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

@@ -138,6 +138,7 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
     ("sessions", "lifetime_seconds", 9223372036854775807, "sessions.lifetime_seconds"),
     (None, "mcp_path", "/mcp?x", "mcp_path"),
     (None, "audit_log", "/nonexistent/dir/audit.log", "audit_log"),
+    (None, "audit_log", "/tmp", "audit_log"),
 ], ids=lambda value: str(value)[:20])
 def test_values_that_would_crash_or_silently_break_the_gateway_are_refused(tmp_path, section, key, value, field):
     # A depth of 100,000,000 let one request overflow the parser's stack; a leeway near Int64.max overflowed on the

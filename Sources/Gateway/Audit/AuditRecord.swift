@@ -170,30 +170,50 @@ public struct AuditRecord: Sendable {
         return writer.finishLine()
     }
 
-    /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note),
-    /// reckoned without writing the line: every forwarded call reserves this much room in the audit log. Each text is
-    /// counted as escaped at worst (6 bytes per byte), plus 512 bytes for names, punctuation and the answer's fields;
-    /// arguments count only as far as the record keeps them (their keys, or in full when the rule logs them).
+    /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note of
+    /// at most `noteBytes`), reckoned without writing the line: every forwarded call reserves this much room in the
+    /// audit log. Short texts count six bytes per byte (the worst escape, `\u00XX`), without reading them; long ones
+    /// are read for what they escape to, so that a long URI or id does not reserve six times its size. Arguments
+    /// count only as far as the record keeps them (their keys, or in full when the rule logs them).
     public var reservationBytes: Int {
-        // Byte counts of the text fields, summed without gathering them first (no array per call).
-        var bytes = requestID.utf8.count + httpMethod.utf8.count + reason.utf8.count
-        bytes += (tenant?.utf8.count ?? 0) + (agent?.utf8.count ?? 0) + (authMethod?.utf8.count ?? 0)
-        bytes += (clientAddress?.utf8.count ?? 0) + (method?.utf8.count ?? 0) + (target?.utf8.count ?? 0)
-        bytes += (rule?.utf8.count ?? 0) + (sessionID?.utf8.count ?? 0) + (traceID?.utf8.count ?? 0)
-        bytes += sharedLimits?.utf8.count ?? 0
-        var text = 6 * bytes + 2 * 13
+        var text = Self.escapedBytes(requestID) + Self.escapedBytes(httpMethod) + Self.escapedBytes(reason)
+        if let tenant { text += Self.escapedBytes(tenant) }
+        if let agent { text += Self.escapedBytes(agent) }
+        if let authMethod { text += Self.escapedBytes(authMethod) }
+        if let clientAddress { text += Self.escapedBytes(clientAddress) }
+        if let method { text += Self.escapedBytes(method) }
+        if let target { text += Self.escapedBytes(target) }
+        if let rule { text += Self.escapedBytes(rule) }
+        if let sessionID { text += Self.escapedBytes(sessionID) }
+        if let traceID { text += Self.escapedBytes(traceID) }
+        if let sharedLimits { text += Self.escapedBytes(sharedLimits) }
         if let jsonrpcID { text += Self.textBytes(jsonrpcID) }
         switch arguments {
         case .full(let value)?: text += Self.textBytes(value)
         case .redacted(let keys, _)?: text += keys.reduce(100) { $0 + Self.escapedBytes($1) + 3 }
         case nil: break
         }
-        return 512 + text
+        return 512 + 6 * Self.noteBytes + text
     }
 
-    /// The most bytes `text` can take once escaped into a record: six per byte (a control character becomes
-    /// `\u00XX`; nothing takes more), counted without reading the text (this runs for every forwarded call).
-    private static func escapedBytes(_ text: String) -> Int { 6 * text.utf8.count + 2 }
+    /// The longest note (`"; " + note`) a record's reason gets once its call ends.
+    public static let noteBytes = 256
+
+    /// The most bytes `text` can take once escaped into a record (quotes included).
+    private static func escapedBytes(_ text: String) -> Int {
+        let count = text.utf8.count
+        guard count > 256 else { return 6 * count + 2 }
+        var bytes = 2
+        for byte in text.utf8 {
+            switch byte {
+            case 0x00..<0x20, 0x7F: bytes += 6
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"): bytes += 2
+            case 0x80...: bytes += 3
+            default: bytes += 1
+            }
+        }
+        return bytes
+    }
 
     /// The most bytes `value` can take written into a record.
     private static func textBytes(_ value: JSONValue) -> Int {

@@ -606,7 +606,7 @@ struct ExchangeDecisions {
                 arguments: message.params))
         var decision = PolicyDecision(
             outcome: read.outcome, rule: read.rule, document: read.document,
-            reason: "subscribing is decided as reading \(uri): \(read.reason)", matches: read.matches, logArguments: false)
+            reason: "resources/subscribe decided as resources/read: \(read.reason)", matches: read.matches, logArguments: false)
         decision.insufficientScopes = read.insufficientScopes
         return DecidedMessage(message: message, target: uri, arguments: nil, decision: decision)
     }

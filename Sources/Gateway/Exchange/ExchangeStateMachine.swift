@@ -248,12 +248,12 @@ struct ExchangeStateMachine {
     // MARK: - Upstream events
 
     /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed; `collectErrors`:
-    /// error answers (4xx, 5xx) too (they carry ids to give back, `ListRequestIDs`).
+    /// redirections and error answers (3xx, 4xx, 5xx) too (they carry ids to give back, `ListRequestIDs`).
     mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool, collectErrors: Bool = false) -> Action {
         guard case .forwarding = state else { return .none }
         // Any 2xx with a body may carry a list: collected to be filtered.
         let code = head.status.code
-        if collect && (((200..<300).contains(code) && code != 204 && code != 205) || (collectErrors && code >= 400)) {
+        if collect && (((200..<300).contains(code) && code != 204 && code != 205) || (collectErrors && code >= 300 && code != 304)) {
             state = .collecting
             collectedHead = head
             body = Self.noBody
@@ -340,7 +340,7 @@ enum ResponseFraming {
     }
 
     /// The head to send the client for an upstream head, and whether body bytes may follow it. Responses to HEAD, and
-    /// 1xx, 204 and 304 responses, never carry a body, whatever the upstream sends after them.
+    /// 1xx, 204, 205 and 304 responses, never carry a body, whatever the upstream sends after them.
     static func frame(
         _ upstream: HTTPResponseHead, requestMethod: HTTPMethod, clientVersion: HTTPVersion, keepAlive: Bool
     ) -> (head: HTTPResponseHead, bodyAllowed: Bool) {
@@ -360,7 +360,7 @@ enum ResponseFraming {
             }
         }
         let code = upstream.status.code
-        let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 304
+        let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 205 && code != 304
         var close = !keepAlive
         if bodyAllowed {
             if let length = contentLength, !hasTransferEncoding {

@@ -166,7 +166,8 @@ public struct SessionHandles: Sendable {
 
     /// The client's id inside a list request id the gateway sealed for `principal`; nil when it is not one.
     func open(listRequestID text: String, for principal: Principal) -> JSONValue? {
-        guard let payload = unseal(text, prefix: "mcpgw1l", context: Self.listRequestContext),
+        // As long as the client's id made it (bounded by the body it came in), not the 4 KiB of other handles.
+        guard let payload = unseal(text, prefix: "mcpgw1l", context: Self.listRequestContext, maximumBytes: .max),
             payload["t"]?.stringValue == principal.tenant, payload["a"]?.stringValue == principal.agent,
             let id = payload["i"]?.stringValue
         else { return nil }
@@ -177,9 +178,9 @@ public struct SessionHandles: Sendable {
     /// What every list request id of the gateway's starts with.
     public static let listRequestPrefix = "mcpgw1l."
 
-    private func unseal(_ text: String, prefix: String, context: [UInt8]) -> JSONObject? {
+    private func unseal(_ text: String, prefix: String, context: [UInt8], maximumBytes: Int = 4096) -> JSONObject? {
         let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
-        guard parts.count == 3, parts[0] == prefix, text.utf8.count <= 4096, let sealed = Base64URL.decode(Array(parts[2].utf8)),
+        guard parts.count == 3, parts[0] == prefix, text.utf8.count <= maximumBytes, let sealed = Base64URL.decode(Array(parts[2].utf8)),
             let plaintext = box.open(sealed, keyID: String(parts[1]), context: context)
         else { return nil }
         return try? JSONParser.parse(plaintext).objectValue

@@ -814,7 +814,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             var record = record
             record.upstreamStatus = status
             record.latencyMicroseconds = latency
-            if let note { record.reason += "; \(note)" }
+            // Capped: the record's reserved room counts on at most this much (`AuditRecord.noteBytes`).
+            if let note { record.reason += "; " + String(note.utf8.prefix(AuditRecord.noteBytes))! }
             return record
         }
         services.audit.append(records, into: reservation)
@@ -1013,6 +1014,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return passed
         }
         guard let filtered = listFilter(requests).filterJSON(bytes, maximumBytes: bound) else {
+            // An error answer that is not JSON-RPC (an HTML error page, an empty body) carries no list and no id to give
+            // back: it goes on as it came, status and headers kept.
+            if head.status.code >= 300 {
+                var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
+                passed.body = bytes
+                passed.contentType = contentType.isEmpty ? "application/octet-stream" : contentType
+                return passed
+            }
             return Refusal(
                 status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                 message: "upstream list response is not valid JSON-RPC", records: [])
