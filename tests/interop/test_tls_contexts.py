@@ -7,7 +7,7 @@ import ssl
 import subprocess
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -15,6 +15,7 @@ from conftest import ROOT, mcpgw_binary
 from test_mcp_sdk_conformance import free_port
 from test_operations import dev_config, only_problem, write_config
 from test_serve_cli import start
+from test_tls_resumption import EchoUpstream
 
 CERTS = ROOT / "certs-dev"
 
@@ -115,24 +116,10 @@ def make_server_certificate(folder, name: str, issuer: tuple[str, str], san: str
     return cert, key
 
 
-class JSONUpstream(BaseHTTPRequestHandler):
-    def do_POST(self):
-        request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
-        answer = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": {"ok": True}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(answer)))
-        self.end_headers()
-        self.wfile.write(answer)
-
-    def log_message(self, *args):
-        pass
-
-
 def call_through(tmp_path, upstream_ca: str, certificate: tuple[str, str], name: str) -> str:
     """Starts an HTTPS upstream on 127.0.0.1 serving `certificate`, a gateway sending acme to https://localhost:PORT
     (trusting `upstream_ca`), and makes one allowed call; returns the HTTP status the client got."""
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), JSONUpstream)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(*certificate)
     upstream.socket = context.wrap_socket(upstream.socket, server_side=True)
@@ -187,7 +174,7 @@ def test_an_agent_under_an_intermediate_ca_resumes_as_itself(tmp_path, mode):
     root = make_ca(tmp_path, "acme-root")
     issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
     leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), JSONUpstream)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     audit = tmp_path / "audit.log"
     config = dev_config(tmp_path)
