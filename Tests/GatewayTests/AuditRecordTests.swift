@@ -97,10 +97,16 @@ struct AuditRecordTests {
 
 @Suite("Audit log rotation")
 struct AuditRotationTests {
+    /// A fresh directory for one test's audit file (the caller removes it).
+    static func temporaryDirectory() throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-audit-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
     @Test("reopen after the file was moved: old records stay in the moved file, new ones go to a new file")
     func reopen() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-rotate-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/audit.log"
         let log = try AuditLog(sink: .file(path))
@@ -120,8 +126,7 @@ struct AuditRotationTests {
 
     @Test("a file deleted without a reopen is noticed before the next write: records go to its path again; a moved one keeps them")
     func followsThePath() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-follow-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/audit.log"
         let log = try AuditLog(sink: .file(path))
@@ -142,8 +147,7 @@ struct AuditRotationTests {
 
     @Test("reopen does not wait for calls in flight: their records, reserved, go to the new file when they end")
     func reopenWithCallInFlight() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-rotate-\(UUID())").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let directory = try Self.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let path = directory + "/audit.log"
         let log = try AuditLog(sink: .file(path))
