@@ -580,3 +580,78 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    /// A 2026-07-28 `subscriptions/listen` asking updates of `uris` (a JSON array), and its routing headers.
+    static func listen(_ resourceSubscriptions: String) -> (body: String, headers: [(String, String)]) {
+        (
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"toolsListChanged":true,"resourceSubscriptions":\#(resourceSubscriptions)},\#(envelope)}}"#,
+            modern + [("Mcp-Method", "subscriptions/listen")]
+        )
+    }
+
+    @Test("subscriptions/listen's resource subscriptions are decided as reads: refused, unforwarded, when any URI may not be read")
+    func listenResourceSubscriptionsDecidedAsReads() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let allowed = Self.listen(#"["file:///workspace/a.txt","file:///workspace/b.txt"]"#)
+        let accepted = try await gateway.client().send(body: allowed.body, headers: allowed.headers)
+        #expect(accepted.status == 200, "\(accepted.body)")
+        #expect(upstream.received.count == 1)
+        let denied = Self.listen(#"["file:///workspace/a.txt","file:///workspace/../../etc/passwd"]"#)
+        let refused = try await gateway.client().send(body: denied.body, headers: denied.headers)
+        #expect(refused.status == 200, "\(refused.body)")  // a policy refusal is a JSON-RPC error, as for any call
+        #expect(try JSONParser.parse(refused.body).objectValue?["error"] != nil, "\(refused.body)")
+        #expect(upstream.received.count == 1, "a subscription to a resource the caller may not read reached the upstream")
+        let records = try gateway.auditRecords().filter { $0["method"] == .string("subscriptions/listen") }
+        #expect(records.map { $0["decision"]?.stringValue } == ["allow", "deny"])
+        #expect(records.first?["rule"] == .string("A3"))
+        #expect(records.last?["target"] == .string("file:///workspace/../../etc/passwd"))
+        // What the gateway cannot read it cannot decide: refused as invalid params.
+        for malformed in [#""file:///workspace/a.txt""#, #"[7]"#, #"[""]"#, #"{"uri":"file:///etc/passwd"}"#] {
+            let request = Self.listen(malformed)
+            let response = try await gateway.client().send(body: request.body, headers: request.headers)
+            #expect(response.status == 400, "\(malformed): \(response.body)")
+            #expect(response.body.contains("-32602"), "\(malformed): \(response.body)")
+        }
+        let notObject = #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":5,\#(Self.envelope)}}"#
+        let response = try await gateway.client().send(body: notObject, headers: allowed.headers)
+        #expect(response.status == 400, "\(response.body)")
+        #expect(upstream.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("notifications/resources/updated reaches only callers who may read the resource, on a listen stream and a GET stream")
+    func resourceUpdatesWithheld() async throws {
+        func updated(_ uri: String) -> String {
+            #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1},"uri":"\#(uri)"}}"#
+        }
+        let ack =
+            #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"_meta":{"io.modelcontextprotocol/subscriptionId":1}}}"#
+        let events = [
+            ack, updated("file:///workspace/a.txt"), updated("file:///etc/shadow"),
+            "[" + updated("file:///etc/passwd") + "," + updated("file:///workspace/c.txt") + "]",
+            "[" + updated("file:///etc/passwd") + "]",
+            #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{}}"#,
+        ]
+        let stream = events.enumerated().map { "id: \($0.offset)\nevent: message\ndata: \($0.element)\n\n" }.joined()
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (200, "text/event-stream", stream) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let listen = Self.listen(#"["file:///workspace/a.txt"]"#)
+        let posted = try await gateway.client().send(body: listen.body, headers: listen.headers)
+        let get = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s1"))])
+        for response in [posted, get] {
+            #expect(response.status == 200, "\(response.body)")
+            let data = response.body.split(separator: "\n").filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+            #expect(data.count == 3, "\(response.body)")
+            #expect(data.first == ack)
+            #expect(data.dropFirst().allSatisfy { $0.contains("file:///workspace/") }, "\(data)")
+            #expect(!response.body.contains("/etc/"), "\(response.body)")
+            #expect(data.last.map { try! JSONParser.parse($0).arrayValue?.count } == 1, "\(data)")
+        }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

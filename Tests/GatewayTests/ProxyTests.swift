@@ -1,6 +1,8 @@
 import Foundation
 import MCPDemoServer
+import NIOConcurrencyHelpers
 import NIOCore
+import Policy
 import StrictJSON
 import TLS
 import TestSupport
@@ -251,6 +253,32 @@ struct ListFilterUnitTests {
         // An event over the bound ends the stream rather than being held or relayed unread.
         var small = SSEEventFilter(filter: filter, maximumEventBytes: 64)
         #expect(throws: SSEEventFilter.Unreadable.self) { try small.feed(ByteBuffer(string: "data: " + list)) }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a resource update is withheld by the policy in force when it arrives, not the one when the stream began")
+    func resourceUpdatesFollowReloads() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let principal = try gateway.services.authenticator.authenticate(
+            certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
+        let current = NIOLockedValueBox(gateway.services.policy.snapshot)
+        let filter = ListFilter(currentPolicy: { current.withLockedValue { $0 } }, principal: principal, requests: nil)
+        let update = try JSONParser.parse(
+            #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///workspace/a.txt"}}"#)
+        #expect(!filter.withholds(update))
+        #expect(
+            filter.withholds(
+                .array([
+                    update,
+                    try JSONParser.parse(
+                        #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///etc/passwd"}}"#),
+                ])) == false)
+        // The policy is replaced by one without this tenant (as a reload that removes its directory): withheld.
+        current.withLockedValue { $0 = PolicySnapshot(tenantDocuments: [:], globalDocuments: [], directory: "") }
+        #expect(filter.withholds(update))
+        #expect(filter.filterJSON(Array(#"[{"jsonrpc":"2.0","id":1,"result":{}}]"#.utf8)) != nil)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -570,6 +570,9 @@ struct ExchangeDecisions {
         if method == "resources/subscribe" {
             return .decided(try subscription(message, principal: principal))
         }
+        if method == "subscriptions/listen", let uris = try Self.resourceSubscriptions(of: message) {
+            return .decided(listen(message, resources: uris, principal: principal))
+        }
         switch MCPMethod.treatment(of: method, protocolVersion: protocolVersion) {
         case .plumbing:
             return .decided(
@@ -609,6 +612,63 @@ struct ExchangeDecisions {
             reason: "resources/subscribe decided as resources/read: \(read.reason)", matches: read.matches, logArguments: false)
         decision.insufficientScopes = read.insufficientScopes
         return DecidedMessage(message: message, target: uri, arguments: nil, decision: decision)
+    }
+
+    /// The resource URIs a `subscriptions/listen` request (2026-07-28) asks updates of, in
+    /// `params.notifications.resourceSubscriptions`; nil when it asks none. Anything but an array of non-empty strings
+    /// there (or a `notifications` that is not an object) is refused: what the gateway cannot read it cannot decide.
+    static func resourceSubscriptions(of message: JSONRPCMessage) throws(MCPRequestError) -> [String]? {
+        guard let notifications = message.params?.objectValue?["notifications"] else { return nil }
+        guard let filter = notifications.objectValue else {
+            throw .invalidParams("subscriptions/listen's notifications must be an object", id: message.id)
+        }
+        guard let requested = filter["resourceSubscriptions"] else { return nil }
+        guard let items = requested.arrayValue else {
+            throw .invalidParams("notifications.resourceSubscriptions must be an array of resource URIs", id: message.id)
+        }
+        var uris: [String] = []
+        uris.reserveCapacity(items.count)
+        for item in items {
+            guard let uri = item.stringValue, !uri.isEmpty else {
+                throw .invalidParams("notifications.resourceSubscriptions must hold only non-empty URI strings", id: message.id)
+            }
+            uris.append(uri)
+        }
+        return uris.isEmpty ? nil : uris
+    }
+
+    /// `subscriptions/listen` with resource subscriptions is the 2026-07-28 form of `resources/subscribe`: each URI is
+    /// decided as `resources/read` of it (no rate limit), and the request is refused with the first URI the caller may
+    /// not read. The other notifications it may ask for (list changes) stay plumbing.
+    func listen(_ message: JSONRPCMessage, resources uris: [String], principal: Principal) -> DecidedMessage {
+        var rules: [String] = []
+        var document = ""
+        var outcome = PolicyDecision.Outcome.allow
+        var matches: [PolicyDecision.RuleMatch] = []
+        for uri in uris {
+            let read = services.policy.snapshot.evaluate(
+                PolicyRequest(
+                    tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "resources/read", target: uri,
+                    arguments: nil))
+            guard read.outcome.permits else {
+                var decision = PolicyDecision(
+                    outcome: read.outcome, rule: read.rule, document: read.document,
+                    reason: "subscriptions/listen's resource subscription decided as resources/read: \(read.reason)", matches: read.matches,
+                    logArguments: false)
+                decision.insufficientScopes = read.insufficientScopes
+                return DecidedMessage(message: message, target: uri, arguments: nil, decision: decision)
+            }
+            if read.outcome == .audit { outcome = .audit }
+            if rules.isEmpty { document = read.document }
+            if !rules.contains(read.rule) { rules.append(read.rule) }
+            if matches.count < 16 { matches.append(contentsOf: read.matches.prefix(16 - matches.count)) }
+        }
+        let named = rules.prefix(4).joined(separator: ", ") + (rules.count > 4 ? " and \(rules.count - 4) more" : "")
+        let decision = PolicyDecision(
+            outcome: outcome, rule: rules[0], document: document,
+            reason: "subscriptions/listen: \(uris.count) resource subscription(s) decided as resources/read, allowed by \(named)",
+            matches: matches, logArguments: false)
+        return DecidedMessage(message: message, target: uris.count == 1 ? uris[0] : nil, arguments: nil, decision: decision)
     }
 
     static func passThrough(_ reason: String) -> PolicyDecision {

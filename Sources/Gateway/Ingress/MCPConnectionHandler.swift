@@ -962,7 +962,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func listFilter(_ requests: [String: ListFilter.Kind]?) -> ListFilter {
         let services = services!
         let principal = request!.principal!
-        var filter = ListFilter(snapshot: services.policy.snapshot, principal: principal, requests: requests)
+        let policy = services.policy
+        var filter = ListFilter(currentPolicy: { policy.snapshot }, principal: principal, requests: requests)
         if requests != nil { filter.requestIDs = plan?.requestIDs ?? [] }
         let headers = services.toolHeaders
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }

@@ -47,7 +47,8 @@ struct ListFilter {
         }
     }
 
-    let snapshot: PolicySnapshot
+    /// The policy in force, read at every decision: a stream that stays open follows reloads.
+    let currentPolicy: () -> PolicySnapshot
     let principal: Principal
     /// The list requests of the POST this answers, by JSON-RPC id (serialised); nil on a GET stream, where any
     /// response shaped like a list result is filtered (a replayed list included).
@@ -62,21 +63,57 @@ struct ListFilter {
     /// Seals the task ids the answer carries to the caller (`TaskHandleRewrite`); nil where no task can appear.
     var sealTask: ((String) -> String)?
 
+    /// A filter for `principal`'s answers to `requests`, deciding by the policy `currentPolicy` returns.
+    init(currentPolicy: @escaping () -> PolicySnapshot, principal: Principal, requests: [String: Kind]?) {
+        self.currentPolicy = currentPolicy
+        self.principal = principal
+        self.requests = requests
+    }
+
+    /// A filter deciding by one fixed policy snapshot.
+    init(snapshot: PolicySnapshot, principal: Principal, requests: [String: Kind]?) {
+        self.init(currentPolicy: { snapshot }, principal: principal, requests: requests)
+    }
+
     /// Whether the caller could use the item `name` of a list of `kind` with some arguments.
     func mayUse(_ name: String, _ kind: Kind) -> Bool {
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: kind.governedMethod, target: name,
             arguments: nil)
-        return snapshot.tenants[principal.tenant]?.mayCall(request) ?? false
+        return currentPolicy().tenants[principal.tenant]?.mayCall(request) ?? false
     }
 
-    /// A JSON-RPC message or batch with its list results filtered and task ids sealed, or nil when nothing in it
-    /// is either (then the original bytes go on untouched).
+    /// Whether `value` must not reach the caller at all: a `notifications/resources/updated` about a resource the
+    /// caller may not read (now: the policy may have changed since it subscribed), or one that names no resource; or
+    /// a batch of nothing else. Telling a caller when a resource changes tells it the resource exists.
+    func withholds(_ value: JSONValue) -> Bool {
+        switch value {
+        case .array(let elements):
+            return !elements.isEmpty && elements.allSatisfy(withholds)
+        case .object(let message):
+            guard message["method"]?.stringValue == Self.resourceUpdated else { return false }
+            guard let uri = message["params"]?.objectValue?["uri"]?.stringValue else { return true }
+            return !mayUse(uri, .resources)
+        default:
+            return false
+        }
+    }
+
+    /// The notification that tells a subscriber a resource changed.
+    static let resourceUpdated = "notifications/resources/updated"
+
+    /// A JSON-RPC message or batch with its list results filtered, task ids sealed and withheld notifications taken
+    /// out, or nil when nothing in it is any of these (then the original bytes go on untouched). A message that is
+    /// withheld as a whole is the caller's to drop (`withholds`).
     func filter(_ value: JSONValue) -> JSONValue? {
         switch value {
         case .array(let elements):
             var changed = false
-            let filtered = elements.map { element -> JSONValue in
+            let filtered = elements.compactMap { element -> JSONValue? in
+                if withholds(element) {
+                    changed = true
+                    return nil
+                }
                 guard let result = filter(element) else { return element }
                 changed = true
                 return result
@@ -134,11 +171,11 @@ struct ListFilter {
         }
     }
 
-    /// A complete JSON response body with its list results filtered; nil when it is not strict JSON (it is then
-    /// refused, never passed on unfiltered). Unchanged bytes when nothing in it is a list result.
+    /// A complete JSON response body with its list results filtered; nil when it is not strict JSON, or is nothing but
+    /// withheld notifications (it is then refused, never passed on unfiltered). Unchanged bytes when nothing in it is a list result.
     func filterJSON(_ bytes: [UInt8], maximumBytes: Int = 16 * 1024 * 1024) -> [UInt8]? {
         let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumBytes)
-        guard let value = try? JSONParser.parse(bytes, limits: limits) else { return nil }
+        guard let value = try? JSONParser.parse(bytes, limits: limits), !withholds(value) else { return nil }
         return filter(value)?.serializedBytes ?? bytes
     }
 }

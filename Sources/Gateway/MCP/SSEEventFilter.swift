@@ -3,7 +3,8 @@ import StrictJSON
 
 /// Rewrites an SSE stream one event at a time, as it is relayed: bytes are held only until the blank line that ends
 /// the event they belong to, then the event goes on at once — unchanged, unless it has an `id:` (replaced by the
-/// gateway's sealed event id) or its data is a JSON-RPC message carrying a list result (filtered by `ListFilter`). An
+/// gateway's sealed event id) or its data is a JSON-RPC message carrying a list result (filtered by `ListFilter`), or
+/// a resource update the caller may not see (dropped, `ListFilter.withholds`). An
 /// event larger than `maximumEventBytes` ends the stream: it can be neither relayed unread nor held without bound.
 struct SSEEventFilter {
     let filter: ListFilter?
@@ -108,6 +109,9 @@ struct SSEEventFilter {
             if !data.isEmpty {
                 let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes)
                 guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else { throw .notJSON }
+                // A notification the caller may not see goes, event and all (its id too: the client resumes after
+                // the last event it did see).
+                if filter.withholds(value) { return [] }
                 filtered = filter.filter(value)
             }
         }
