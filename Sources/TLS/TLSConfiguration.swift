@@ -58,6 +58,10 @@ public struct TLSConfiguration: Sendable {
     public var trustedCABundles: [TrustedCABundle]
     /// For a server: whether to request client certificates.
     public var clientAuthentication: ClientAuthentication
+    /// For a server that requests client certificates: whether the request names the trusted CAs (OpenSSL's client CA
+    /// list). Some clients pick their certificate by that list; leaving it out keeps the CAs' names (and so, on a
+    /// shared gateway, which tenants it serves) from anyone who merely connects.
+    public var announcesClientCAs: Bool
     /// Lowest protocol version accepted; never lower than TLS 1.2.
     public var minimumVersion: ProtocolVersion
     /// Highest protocol version offered or accepted; nil means the newest this OpenSSL supports.
@@ -85,6 +89,7 @@ public struct TLSConfiguration: Sendable {
         privateKeyFile: String? = nil,
         trustedCABundles: [TrustedCABundle] = [],
         clientAuthentication: ClientAuthentication = .none,
+        announcesClientCAs: Bool = true,
         minimumVersion: ProtocolVersion = .tls1_2,
         maximumVersion: ProtocolVersion? = nil,
         cipherList: String = TLSConfiguration.intermediateCipherList,
@@ -100,6 +105,7 @@ public struct TLSConfiguration: Sendable {
         self.privateKeyFile = privateKeyFile
         self.trustedCABundles = trustedCABundles
         self.clientAuthentication = clientAuthentication
+        self.announcesClientCAs = announcesClientCAs
         self.minimumVersion = minimumVersion
         self.maximumVersion = maximumVersion
         self.cipherList = cipherList

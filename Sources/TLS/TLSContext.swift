@@ -167,7 +167,7 @@ public final class TLSContext: @unchecked Sendable {
                     throw .invalidConfiguration("cannot trust a certificate from \(path)", openSSL: errors)
                 }
             }
-            if role == .server {
+            if role == .server && configuration.announcesClientCAs {
                 try check(SSL_CTX_add_client_CA(context, certificate) == 1, "cannot announce CA from \(path)")
             }
         }

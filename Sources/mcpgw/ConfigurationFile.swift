@@ -54,6 +54,7 @@ struct ConfigurationFile {
     ]
     static let tlsKeys: Set<String> = [
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
+        "announce_client_cas",
     ]
 
     /// Loads and validates `path`; `redisURL` (the `--redis` flag) sets or overrides `redis.url`.
@@ -193,6 +194,7 @@ struct ConfigurationFile {
                 configuration.minimumVersion = parsed
             }
             configuration.verifyDepth = try tlsReader.int("verify_depth", in: 1...32) ?? configuration.verifyDepth
+            configuration.announcesClientCAs = try tlsReader.bool("announce_client_cas") ?? true
             // Client certificates are trusted per tenant: each tenant's bundles are labelled with its id.
             for (tenant, settings) in identity.tenants.sorted(by: { $0.key < $1.key }) {
                 configuration.trustedCABundles += settings.clientCABundles.map { .init(label: tenant, path: $0) }

@@ -16,7 +16,9 @@ struct RestartOnlySettings: Sendable {
     /// What a reload re-reads, per place in the document: `tls` except `insecure_plain_http`, `identity` except
     /// `public_url` and `oauth`, and in each tenant its CAs, CRLs, SPIFFE settings and `jwt` except the settings of
     /// keys fetched over HTTPS.
-    static let reloadedTLSKeys: Set<String> = ["certificate_chain", "private_key", "client_auth", "min_version", "verify_depth"]
+    static let reloadedTLSKeys: Set<String> = [
+        "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "announce_client_cas",
+    ]
     static let reloadedIdentityKeys: Set<String> = [
         "audience", "spiffe_trust_domain", "max_token_bytes", "token_cache_size", "leeway_seconds",
     ]

@@ -215,3 +215,49 @@ def test_an_agent_under_an_intermediate_ca_resumes_as_itself(tmp_path, mode):
         assert "HTTP/1.1 200" in resumed, "the resumed connection was not authenticated: " + resumed[-2000:]
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert [(r["tenant"], r["agent"], r["auth_method"]) for r in records] == [("acme", "bot1", "mtls")] * (3 if renewed else 2), records
+
+
+def client_ca_names(port: int, agent: str | None) -> str:
+    """openssl s_client's report of the CA names in the certificate request, and the answer to a tools/call sent with
+    `agent`'s certificate (or none)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    request = ("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Accept: application/json, text/event-stream\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-tls1_3",
+               "-CAfile", str(CERTS / "gateway-ca.pem"), "-ign_eof"]
+    if agent:
+        base = CERTS / "acme" / "agents" / agent
+        command += ["-cert", f"{base}.pem", "-key", f"{base}.key"]
+    result = subprocess.run(command, input=request, capture_output=True, text=True, timeout=30)
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("announce", [True, False], ids=["announced (default)", "announce_client_cas: false"])
+def test_the_certificate_request_names_the_tenant_cas_only_when_told_to(tmp_path, announce):
+    config = dev_config(tmp_path)
+    if not announce:
+        config["tls"]["announce_client_cas"] = False
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    for tenant in config["tenants"].values():
+        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
+    path = write_config(tmp_path, config)
+    process, port, _ = start("--config", path, "--listen", "127.0.0.1:0")
+    try:
+        wait_for_port(port)
+        anonymous = client_ca_names(port, None)
+        with_certificate = client_ca_names(port, "bot1")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    if announce:
+        assert "Acceptable client certificate CA names" in anonymous, anonymous[-3000:]
+        assert "acme" in anonymous.split("Acceptable client certificate CA names", 1)[1].split("---", 1)[0]
+    else:
+        assert "No client certificate CA names sent" in anonymous, anonymous[-3000:]
+        assert "acme" not in anonymous.split("Server certificate", 1)[1].split("SSL handshake", 1)[0]
+    # A client that sends its certificate anyway is authenticated either way (the upstream saw the call).
+    assert "HTTP/1.1 200" in with_certificate and "\"ok\": true" in with_certificate, with_certificate[-3000:]
