@@ -19,4 +19,10 @@ public final class TLSContextStore: Sendable {
         context.withLock { $0 = fresh }
         return fresh
     }
+
+    /// Puts `fresh` in force for connections that start from now on (a context built and checked elsewhere, so that
+    /// several stores can change together).
+    public func replace(with fresh: TLSContext) {
+        context.withLock { $0 = fresh }
+    }
 }

@@ -244,13 +244,13 @@ struct ConfigurationFile {
             }
             var settings = AdminSettings(listen: address)
             if let tlsSettings = try reader.object("tls") {
-                try tlsSettings.requireOnlyKeys(["certificate_chain", "private_key", "client_ca"])
-                // Operators only: a client certificate from the admin CA is required.
+                try tlsSettings.requireOnlyKeys(["certificate_chain", "private_key", "client_ca", "crl"])
+                // Operators only: a client certificate from the admin CA is required (and, with CRLs, not revoked).
                 settings.tls = TLSConfiguration(
                     certificateChainFile: resolve(try tlsSettings.requiredString("certificate_chain")),
                     privateKeyFile: resolve(try tlsSettings.requiredString("private_key")),
                     trustedCABundles: [.init(label: "admin", path: resolve(try tlsSettings.requiredString("client_ca")))],
-                    clientAuthentication: .required)
+                    clientAuthentication: .required, crlFiles: (try tlsSettings.strings("crl") ?? []).map(resolve))
             }
             admin = settings
         }

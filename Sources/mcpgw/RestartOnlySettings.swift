@@ -3,9 +3,9 @@ import Identity
 import StrictJSON
 
 /// The settings of a configuration file that a reload does not apply: everything except what the reload re-reads
-/// (the TLS material, the identity settings behind the authenticator, tenants' client CAs, CRLs and JWT keys).
-/// Listen address, limits, upstreams, policy and audit paths, sessions, admin, Redis, OAuth metadata and keys fetched
-/// over HTTPS are read once, at start.
+/// (the TLS material, the admin listener's TLS material, the identity settings behind the authenticator, tenants'
+/// client CAs, CRLs and JWT keys). Listen addresses, limits, upstreams, policy and audit paths, sessions, whether the
+/// admin listener has TLS, Redis, OAuth metadata and keys fetched over HTTPS are read once, at start.
 ///
 /// The reload compares them with those in force and names what changed, so that an operator who edited one of them
 /// is told it needs a restart instead of being told the reload succeeded.
@@ -13,7 +13,7 @@ struct RestartOnlySettings: Sendable {
     /// The restart-only part of the document, with object members sorted (member order is not a change).
     let document: JSONValue
 
-    /// What a reload re-reads, per place in the document: `tls` except `insecure_plain_http`, `identity` except
+    /// What a reload re-reads, per place in the document: `tls` except `insecure_plain_http`, `admin.tls`, `identity` except
     /// `public_url` and `oauth`, and in each tenant its CAs, CRLs, SPIFFE settings and `jwt` except the settings of
     /// keys fetched over HTTPS.
     static let reloadedTLSKeys: Set<String> = [
@@ -63,6 +63,14 @@ struct RestartOnlySettings: Sendable {
             switch member.key {
             case "tls":
                 kept.append(.init(key: "tls", value: Self.without(Self.reloadedTLSKeys, in: member.value)))
+            case "admin":
+                // The admin listener's TLS material is re-read; whether it has TLS at all is set at start.
+                guard let admin = member.value.objectValue else {
+                    kept.append(member)
+                    continue
+                }
+                let settings = admin.members.map { $0.key == "tls" ? .init(key: "tls", value: .bool(true)) : $0 }
+                kept.append(.init(key: "admin", value: .object(JSONObject(settings))))
             case "identity":
                 let reloaded = anyIntrospects ? Self.reloadedIdentityKeys.subtracting(["audience"]) : Self.reloadedIdentityKeys
                 kept.append(.init(key: "identity", value: Self.without(reloaded, in: member.value)))

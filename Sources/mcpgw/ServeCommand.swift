@@ -135,14 +135,33 @@ struct ServeCommand: AsyncParsableCommand {
             GatewayService(configuration: configuration, services: services, tlsContexts: tlsContexts, logger: logger)
         ]
         if let services, let configPath {
+            let file = try ConfigurationFile.load(configPath, redisURL: redis)
+            var admin = file.admin
+            if let adminListen {
+                guard let address = ListenAddress(parsing: adminListen) else {
+                    throw ValidationError("--admin-listen '\(adminListen)' is not HOST:PORT")
+                }
+                admin = .init(listen: address, tls: admin?.tls)
+            }
+            let adminTLS = try admin?.tls.map { TLSContextStore(try TLSContext(role: .server, configuration: $0)) }
             // SIGHUP re-reads the configuration file: identity (rotated JWT keys, JWK Sets, issuers) and TLS (the
-            // certificate chain and key, the tenants' client CA bundles, the CRLs), each validated before it is used.
+            // certificate chain and key, the tenants' client CA bundles, the CRLs; the admin listener's certificate,
+            // operator CA and CRLs), each validated before it is used.
             var reloadTLS: (@Sendable () throws -> Void)?
-            if let store = tlsContexts {
+            if tlsContexts != nil || adminTLS != nil {
                 let flags = tlsFlags
                 reloadTLS = { [redis] in
-                    guard let tls = try ConfigurationFile.load(configPath, redisURL: redis).gateway.tls else { return }
-                    try store.reload(flags.apply(to: tls))
+                    let file = try ConfigurationFile.load(configPath, redisURL: redis)
+                    // Both contexts are built before either is put in force: a reload changes both or neither.
+                    var adminContext: TLSContext?
+                    if adminTLS != nil {
+                        guard let settings = file.admin?.tls else {
+                            throw ConfigurationError("admin.tls was removed: the admin listener keeps its TLS until a restart")
+                        }
+                        adminContext = try TLSContext(role: .server, configuration: settings)
+                    }
+                    if let store = tlsContexts, let tls = file.gateway.tls { try store.reload(flags.apply(to: tls)) }
+                    if let adminTLS, let adminContext { adminTLS.replace(with: adminContext) }
                 }
             }
             let reloader = Reloader(
@@ -156,24 +175,15 @@ struct ServeCommand: AsyncParsableCommand {
                     return atStart.changes(comparedWith: now)
                 })
             running.append(ReloadService(reloader: reloader))
-            let file = try ConfigurationFile.load(configPath, redisURL: redis)
-            var admin = file.admin
-            if let adminListen {
-                guard let address = ListenAddress(parsing: adminListen) else {
-                    throw ValidationError("--admin-listen '\(adminListen)' is not HOST:PORT")
-                }
-                admin = .init(listen: address, tls: admin?.tls)
-            }
             if let admin {
-                let tls = try admin.tls.map { try TLSContext(role: .server, configuration: $0) }
-                if tls == nil && !admin.listen.isLoopback {
+                if adminTLS == nil && !admin.listen.isLoopback {
                     logger.warning(
                         "the admin listener is not on loopback and has no TLS: anyone who reaches it can read metrics and reload",
                         metadata: ["admin.listen": "\(admin.listen)"])
                 }
                 running.append(
                     AdminService(
-                        address: admin.listen, tls: tls, services: services,
+                        address: admin.listen, tls: adminTLS, services: services,
                         operations: .init(reload: { reloader.reload() }), logger: logger))
             }
         } else if adminListen != nil {

@@ -219,7 +219,7 @@ struct AdminTLSTests {
                 certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
                 trustedCABundles: [.init(label: "admin", path: DevPKI.tenantCA("acme"))], clientAuthentication: .required))
         let admin = try await AdminListener.bind(
-            address: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, services: gateway.services,
+            address: ListenAddress(host: "127.0.0.1", port: 0), tls: TLSContextStore(tls), services: gateway.services,
             operations: .init(reload: { ReloadReport() }), logger: Logger(label: "admin-test"))
         let port = admin.localAddress.port!
         let scraped = try await TestHTTPClient(port: port, agent: "acme/agents/bot1").send(.GET, path: "/metrics")

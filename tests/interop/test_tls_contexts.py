@@ -261,3 +261,91 @@ def test_the_certificate_request_names_the_tenant_cas_only_when_told_to(tmp_path
         assert "acme" not in anonymous.split("Server certificate", 1)[1].split("SSL handshake", 1)[0]
     # A client that sends its certificate anyway is authenticated either way (the upstream saw the call).
     assert "HTTP/1.1 200" in with_certificate and "\"ok\": true" in with_certificate, with_certificate[-3000:]
+
+
+def make_client_certificate(folder, name: str, issuer: tuple[str, str]) -> tuple[str, str]:
+    """A clientAuth leaf with CN=`name`, issued by `issuer` (cert, key)."""
+    key, cert, request = str(folder / f"{name}.key"), str(folder / f"{name}.pem"), str(folder / f"{name}.csr")
+    subprocess.run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "req", "-new", "-key", key, "-subj", f"/CN={name}", "-out", request,
+                    "-addext", "extendedKeyUsage=clientAuth"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", request, "-CA", issuer[0], "-CAkey", issuer[1], "-CAcreateserial",
+                    "-days", "30", "-copy_extensions", "copy", "-out", cert], check=True, capture_output=True)
+    return cert, key
+
+
+def write_crl(path, issuer: tuple[str, str], revoked: list[str]) -> None:
+    """A CRL signed by `issuer` (cert, key) revoking the certificates in the files `revoked`."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    with open(issuer[0], "rb") as cert_file, open(issuer[1], "rb") as key_file:
+        ca = x509.load_pem_x509_certificate(cert_file.read())
+        key = serialization.load_pem_private_key(key_file.read(), password=None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = x509.CertificateRevocationListBuilder().issuer_name(ca.subject) \
+        .last_update(now - datetime.timedelta(minutes=1)).next_update(now + datetime.timedelta(days=1))
+    for file in revoked:
+        with open(file, "rb") as leaf:
+            serial = x509.load_pem_x509_certificate(leaf.read()).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - datetime.timedelta(minutes=1)).build())
+    path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def admin_get(port: int, operator: tuple[str, str], path: str = "/metrics") -> str:
+    """The HTTP status curl got for GET `path` on the admin listener with `operator`'s certificate ("000": none)."""
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert", str(CERTS / "gateway-ca.pem"),
+         "--cert", operator[0], "--key", operator[1], f"https://localhost:{port}{path}"],
+        capture_output=True, text=True, timeout=30)
+    return result.stdout
+
+
+def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operators(tmp_path):
+    operators = make_ca(tmp_path, "operators")
+    alice = make_client_certificate(tmp_path, "alice", operators)
+    bob = make_client_certificate(tmp_path, "bob", operators)
+    config = dev_config(tmp_path)
+    admin_port = free_port()
+    config["admin"] = {"listen": f"127.0.0.1:{admin_port}",
+                       "tls": {"certificate_chain": str(CERTS / "server.pem"), "private_key": str(CERTS / "server.key"),
+                               "client_ca": operators[0]}}
+    path = write_config(tmp_path, config)
+    process, _, _ = start("--config", path, "--listen", "127.0.0.1:0")
+    try:
+        wait_for_port(admin_port)
+        assert admin_get(admin_port, alice) == "200"
+        assert admin_get(admin_port, bob) == "200"
+        # Alice leaves: her certificate is revoked in a CRL the admin listener is now given, and the file reloaded.
+        crl = tmp_path / "operators.crl.pem"
+        write_crl(crl, operators, [alice[0]])
+        config["admin"]["tls"]["crl"] = [str(crl)]
+        write_config(tmp_path, config)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while admin_get(admin_port, alice) == "200" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert admin_get(admin_port, alice) == "000", "a revoked operator certificate is still served after the reload"
+        assert admin_get(admin_port, bob) == "200"
+        # The reload reports nothing that needs a restart (the admin TLS files are re-read).
+        result = subprocess.run(
+            ["curl", "-sS", "-X", "POST", "--max-time", "20", "--cacert", str(CERTS / "gateway-ca.pem"), "--cert", bob[0],
+             "--key", bob[1], f"https://localhost:{admin_port}/reload"], capture_output=True, text=True, timeout=30)
+        answer = json.loads(result.stdout)
+        assert answer["parts"]["tls"]["ok"] is True, answer
+        assert answer["parts"]["restart_only_settings"]["ok"] is True, answer
+        # Taking TLS away from the admin listener needs a restart: refused, and the listener keeps its TLS.
+        del config["admin"]["tls"]
+        write_config(tmp_path, config)
+        result = subprocess.run(
+            ["curl", "-sS", "-X", "POST", "--max-time", "20", "--cacert", str(CERTS / "gateway-ca.pem"), "--cert", bob[0],
+             "--key", bob[1], f"https://localhost:{admin_port}/reload"], capture_output=True, text=True, timeout=30)
+        answer = json.loads(result.stdout)
+        assert answer["parts"]["tls"]["ok"] is False and "admin.tls" in answer["parts"]["tls"]["detail"], answer
+        assert answer["parts"]["restart_only_settings"]["ok"] is False, answer
+        assert admin_get(admin_port, bob) == "200"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)

@@ -34,9 +34,10 @@ public final class AdminListener: Sendable {
         }
     }
 
-    /// Binds `address` (TLS when `tls` is given) and serves `services`' health, readiness and metrics.
+    /// Binds `address` (TLS when `tls` is given: each connection takes the store's current context, so a reload
+    /// that replaces it applies to new connections) and serves `services`' health, readiness and metrics.
     public static func bind(
-        address: ListenAddress, tls: TLSContext?, services: GatewayServices, operations: Operations, logger: Logger,
+        address: ListenAddress, tls: TLSContextStore?, services: GatewayServices, operations: Operations, logger: Logger,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws -> AdminListener {
         let bootstrap = ServerBootstrap(group: group)
@@ -44,7 +45,7 @@ public final class AdminListener: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(TLSHandler(context: tls, logger: logger)) }
+                    if let tls { try pipeline.addHandler(TLSHandler(context: tls.current, logger: logger)) }
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandler(
                         AdminHandler(services: services, operations: operations, plainHTTPHost: tls == nil ? address.host : nil))
@@ -197,14 +198,14 @@ private final class AdminHandler: ChannelInboundHandler {
 /// The admin listener as a swift-service-lifecycle `Service`: binds in `run()`, closes on graceful shutdown.
 public struct AdminService: Service {
     let address: ListenAddress
-    let tls: TLSContext?
+    let tls: TLSContextStore?
     let services: GatewayServices
     let operations: AdminListener.Operations
     let logger: Logger
 
     /// An admin listener on `address` (TLS when `tls` is given) for `services`.
     public init(
-        address: ListenAddress, tls: TLSContext?, services: GatewayServices, operations: AdminListener.Operations, logger: Logger
+        address: ListenAddress, tls: TLSContextStore?, services: GatewayServices, operations: AdminListener.Operations, logger: Logger
     ) {
         self.address = address
         self.tls = tls
