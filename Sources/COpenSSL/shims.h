@@ -32,6 +32,8 @@ static inline void CMCPGW_BIO_clear_retry_flags(BIO *b) { BIO_clear_retry_flags(
 static inline uint64_t CMCPGW_SSL_OP_NO_RENEGOTIATION(void) { return SSL_OP_NO_RENEGOTIATION; }
 static inline uint64_t CMCPGW_SSL_OP_NO_COMPRESSION(void) { return SSL_OP_NO_COMPRESSION; }
 static inline uint64_t CMCPGW_SSL_OP_ALL(void) { return SSL_OP_ALL; }
+static inline uint64_t CMCPGW_SSL_OP_NO_TICKET(void) { return SSL_OP_NO_TICKET; }
+static inline long CMCPGW_SSL_SESS_CACHE_OFF(void) { return SSL_SESS_CACHE_OFF; }
 static inline unsigned long CMCPGW_XN_FLAG_RFC2253(void) { return XN_FLAG_RFC2253; }
 static inline long CMCPGW_SSL_MODE_RELEASE_BUFFERS(void) { return SSL_MODE_RELEASE_BUFFERS; }
 

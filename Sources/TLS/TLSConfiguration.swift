@@ -62,6 +62,10 @@ public struct TLSConfiguration: Sendable {
     /// list). Some clients pick their certificate by that list; leaving it out keeps the CAs' names (and so, on a
     /// shared gateway, which tenants it serves) from anyone who merely connects.
     public var announcesClientCAs: Bool
+    /// For a server: whether sessions resume (tickets and the session cache). A listener that never reads the
+    /// re-verification of a resumed client certificate (the admin listener) turns it off, so that every connection's
+    /// certificate is checked in full against the trust store (and CRLs) in force.
+    public var resumesSessions: Bool
     /// Lowest protocol version accepted; never lower than TLS 1.2.
     public var minimumVersion: ProtocolVersion
     /// Highest protocol version offered or accepted; nil means the newest this OpenSSL supports.
@@ -90,6 +94,7 @@ public struct TLSConfiguration: Sendable {
         trustedCABundles: [TrustedCABundle] = [],
         clientAuthentication: ClientAuthentication = .none,
         announcesClientCAs: Bool = true,
+        resumesSessions: Bool = true,
         minimumVersion: ProtocolVersion = .tls1_2,
         maximumVersion: ProtocolVersion? = nil,
         cipherList: String = TLSConfiguration.intermediateCipherList,
@@ -106,6 +111,7 @@ public struct TLSConfiguration: Sendable {
         self.trustedCABundles = trustedCABundles
         self.clientAuthentication = clientAuthentication
         self.announcesClientCAs = announcesClientCAs
+        self.resumesSessions = resumesSessions
         self.minimumVersion = minimumVersion
         self.maximumVersion = maximumVersion
         self.cipherList = cipherList

@@ -50,7 +50,12 @@ public final class TLSContext: @unchecked Sendable {
         self.pointer = context
         self.alpnWire = alpnWire
         self.trustAnchors = anchors
-        if role == .server {
+        if role == .server && !configuration.resumesSessions {
+            // No tickets (TLS 1.2 and 1.3) and no session cache: every handshake is a full one.
+            SSL_CTX_set_options(pointer, CMCPGW_SSL_OP_NO_TICKET())
+            _ = SSL_CTX_set_num_tickets(pointer, 0)
+            _ = CMCPGW_SSL_CTX_set_session_cache_mode(pointer, CMCPGW_SSL_SESS_CACHE_OFF())
+        } else if role == .server {
             // Tickets are protected by the process's rotating keys, shared across reloads.
             _ = SSL_CTX_set_tlsext_ticket_key_evp_cb(pointer, ticketKeyCallback)
             // A client's intermediate certificates go into its tickets: resumption verifies the leaf again.

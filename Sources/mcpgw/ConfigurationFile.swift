@@ -245,12 +245,14 @@ struct ConfigurationFile {
             var settings = AdminSettings(listen: address)
             if let tlsSettings = try reader.object("tls") {
                 try tlsSettings.requireOnlyKeys(["certificate_chain", "private_key", "client_ca", "crl"])
-                // Operators only: a client certificate from the admin CA is required (and, with CRLs, not revoked).
+                // Operators only: a client certificate from the admin CA is required (and, with CRLs, not revoked), checked
+                // in full on every connection (no resumed sessions: the admin handler has no principal to re-verify).
                 settings.tls = TLSConfiguration(
                     certificateChainFile: resolve(try tlsSettings.requiredString("certificate_chain")),
                     privateKeyFile: resolve(try tlsSettings.requiredString("private_key")),
                     trustedCABundles: [.init(label: "admin", path: resolve(try tlsSettings.requiredString("client_ca")))],
-                    clientAuthentication: .required, crlFiles: (try tlsSettings.strings("crl") ?? []).map(resolve))
+                    clientAuthentication: .required, resumesSessions: false,
+                    crlFiles: (try tlsSettings.strings("crl") ?? []).map(resolve))
             }
             admin = settings
         }

@@ -606,7 +606,22 @@ extension ProtocolCompletenessTests {
         let records = try gateway.auditRecords().filter { $0["method"] == .string("subscriptions/listen") }
         #expect(records.map { $0["decision"]?.stringValue } == ["allow", "deny"])
         #expect(records.first?["rule"] == .string("A3"))
+        #expect(
+            records.first?["arguments"]?.objectValue?["resourceSubscriptions"]
+                == .array([.string("file:///workspace/a.txt"), .string("file:///workspace/b.txt")]), "\(records)")
         #expect(records.last?["target"] == .string("file:///workspace/../../etc/passwd"))
+        // Other spellings a lenient server reads as the same field (the Python SDK takes `resource_subscriptions`),
+        // in `notifications` or in `params` itself, are decided too.
+        for spelling in [
+            #""notifications":{"resource_subscriptions":["file:///etc/passwd"]}"#,
+            #""notifications":{"Resource-Subscriptions":["file:///etc/passwd"]}"#,
+            #""resourceSubscriptions":["file:///etc/passwd"]"#,
+        ] {
+            let body = #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{\#(spelling),\#(Self.envelope)}}"#
+            let response = try await gateway.client().send(body: body, headers: allowed.headers)
+            #expect(response.body.contains("denied by policy"), "\(spelling): \(response.body)")
+        }
+        #expect(upstream.received.count == 1)
         // What the gateway cannot read it cannot decide: refused as invalid params.
         for malformed in [#""file:///workspace/a.txt""#, #"[7]"#, #"[""]"#, #"{"uri":"file:///etc/passwd"}"#] {
             let request = Self.listen(malformed)
@@ -651,6 +666,103 @@ extension ProtocolCompletenessTests {
             #expect(!response.body.contains("/etc/"), "\(response.body)")
             #expect(data.last.map { try! JSONParser.parse($0).arrayValue?.count } == 1, "\(data)")
         }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+extension ProtocolCompletenessTests {
+    /// A policy directory for acme: workspace files may be read, but not those whose URI says `secret` (an argument
+    /// condition), nor, in `withoutReads`, any file at all.
+    static func resourcePolicies(withoutReads: Bool = false) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-resource-policies-\(UUID())")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        try writeResourcePolicy(directory, withoutReads: withoutReads)
+        return directory
+    }
+
+    static func writeResourcePolicy(_ directory: URL, withoutReads: Bool) throws {
+        let reads = withoutReads ? "" : #"{"id":"A3","action":"allow","methods":["resources/read"],"resources":["file:///workspace/*"]},"#
+        try
+            #"{"name":"t","default_action":"deny","rules":[\#(reads){"id":"S1","action":"deny","methods":["resources/read"],"resources":["file:///workspace/*"],"arg_deny":{"uri":"secret"}},{"id":"T1","action":"allow","tools":["read_file"]}]}"#
+            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+    }
+
+    static func updated(_ uri: String) -> String {
+        #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"\#(uri)"}}"#
+    }
+
+    @Test("a resource subscription and its updates are decided as the read would be, argument conditions included")
+    func resourceSubscriptionsHonourArgumentConditions() async throws {
+        let directory = try Self.resourcePolicies()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let stream = [Self.updated("file:///workspace/secret/plan.txt"), Self.updated("file:///workspace/a.txt")].map {
+            "event: message\ndata: \($0)\n\n"
+        }.joined()
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (200, "text/event-stream", stream) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: directory.path)
+        let read = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///workspace/secret/plan.txt"}}"#)
+        #expect(read.body.contains("S1"), "\(read.body)")
+        let listen = Self.listen(#"["file:///workspace/secret/plan.txt"]"#)
+        let refused = try await gateway.client().send(body: listen.body, headers: listen.headers)
+        #expect(refused.body.contains("S1"), "\(refused.body)")
+        #expect(upstream.received.isEmpty)
+        let get = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s1"))])
+        #expect(!get.body.contains("secret"), "\(get.body)")
+        #expect(get.body.contains("file:///workspace/a.txt"), "\(get.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("resource updates in the SSE answer of an ordinary call are withheld too, however the method name is escaped")
+    func resourceUpdatesWithheldOnCallStreams() async throws {
+        let escaped = #"{"jsonrpc":"2.0","method":"notifications\/resources\/upd\u0061ted","params":{"uri":"file:///etc/passwd"}}"#
+        let events = [
+            Self.updated("file:///etc/passwd"), escaped, Self.updated("file:///workspace/a.txt"), "not json at all",
+            #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"updated"}]}}"#,
+        ]
+        let stream = events.map { "event: message\ndata: \($0)\n\n" }.joined()
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in
+                request.body.contains("status")
+                    ? (500, "application/json", Self.updated("file:///etc/passwd")) : (200, "text/event-stream", stream)
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+        #expect(call.status == 200)
+        #expect(!call.body.contains("/etc/passwd"), "\(call.body)")
+        #expect(call.body.contains("file:///workspace/a.txt") && call.body.contains("not json at all"), "\(call.body)")
+        #expect(call.body.contains(#""text":"updated""#), "\(call.body)")
+        // A JSON answer (an error status here) holding nothing but such an update is refused, not passed on.
+        let list = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"status"}}"#)
+        #expect(list.status == 502, "\(list.body)")
+        #expect(!list.body.contains("/etc/passwd"), "\(list.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a stream that stays open follows a policy reload: an update allowed when it began is withheld after")
+    func resourceUpdatesFollowReloadOnAStream() async throws {
+        let directory = try Self.resourcePolicies()
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(
+                first: "event: message\ndata: \(Self.updated("file:///workspace/a.txt"))\n\n",
+                afterRelease: "event: message\ndata: \(Self.updated("file:///workspace/b.txt"))\n\n"))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: directory.path)
+        let client = try gateway.client()
+        let session = try gateway.sessionHandle("s1")
+        let streaming = Task { try await client.send(.GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", session)]) }
+        for _ in 0..<200 where upstream.received.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(200))  // the head and first event are relayed by now
+        try Self.writeResourcePolicy(directory, withoutReads: true)
+        _ = try gateway.services.policy.reload()
+        upstream.release()
+        let response = try await streaming.value
+        #expect(response.body.contains("file:///workspace/a.txt"), "\(response.body)")
+        #expect(!response.body.contains("file:///workspace/b.txt"), "withheld by the policy in force when it arrived: \(response.body)")
         try await gateway.stop()
         await upstream.stop()
     }

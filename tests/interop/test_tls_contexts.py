@@ -303,6 +303,16 @@ def admin_get(port: int, operator: tuple[str, str], path: str = "/metrics") -> s
     return result.stdout
 
 
+def operator_s_client(port: int, operator: tuple[str, str], mode: str, session: str, resume: bool) -> str:
+    """GET /metrics through openssl s_client with `operator`'s certificate, saving or offering the TLS session."""
+    request = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", mode,
+               "-CAfile", str(CERTS / "gateway-ca.pem"), "-cert", operator[0], "-key", operator[1], "-ign_eof",
+               "-sess_in" if resume else "-sess_out", session]
+    result = subprocess.run(command, input=request, capture_output=True, text=True, timeout=30)
+    return result.stdout + result.stderr
+
+
 def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operators(tmp_path):
     operators = make_ca(tmp_path, "operators")
     alice = make_client_certificate(tmp_path, "alice", operators)
@@ -318,6 +328,12 @@ def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operat
         wait_for_port(admin_port)
         assert admin_get(admin_port, alice) == "200"
         assert admin_get(admin_port, bob) == "200"
+        # Alice keeps a TLS session (TLS 1.3 and 1.2), to offer it again once she is revoked.
+        sessions = {}
+        for mode in ("-tls1_3", "-tls1_2"):
+            sessions[mode] = str(tmp_path / f"alice{mode}.pem")
+            first = operator_s_client(admin_port, alice, mode, sessions[mode], resume=False)
+            assert "HTTP/1.1 200" in first, first[-2000:]
         # Alice leaves: her certificate is revoked in a CRL the admin listener is now given, and the file reloaded.
         crl = tmp_path / "operators.crl.pem"
         write_crl(crl, operators, [alice[0]])
@@ -329,6 +345,11 @@ def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operat
             time.sleep(0.1)
         assert admin_get(admin_port, alice) == "000", "a revoked operator certificate is still served after the reload"
         assert admin_get(admin_port, bob) == "200"
+        # Nor does her old session get her in: the admin listener resumes no sessions at all.
+        for mode, session in sessions.items():
+            resumed = operator_s_client(admin_port, alice, mode, session, resume=True)
+            assert "Reused," not in resumed, mode + ": " + resumed[-2000:]
+            assert "HTTP/1.1 200" not in resumed and "mcpgw_" not in resumed, mode + ": " + resumed[-2000:]
         # The reload reports nothing that needs a restart (the admin TLS files are re-read).
         result = subprocess.run(
             ["curl", "-sS", "-X", "POST", "--max-time", "20", "--cacert", str(CERTS / "gateway-ca.pem"), "--cert", bob[0],

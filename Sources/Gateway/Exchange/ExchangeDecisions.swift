@@ -615,41 +615,57 @@ struct ExchangeDecisions {
     }
 
     /// The resource URIs a `subscriptions/listen` request (2026-07-28) asks updates of, in
-    /// `params.notifications.resourceSubscriptions`; nil when it asks none. Anything but an array of non-empty strings
-    /// there (or a `notifications` that is not an object) is refused: what the gateway cannot read it cannot decide.
+    /// `params.notifications.resourceSubscriptions`; nil when it asks none. Every spelling a lenient server might read
+    /// as that field (case, `_` and `-` ignored: the Python SDK also takes `resource_subscriptions`), in `notifications`
+    /// or directly in `params`, counts. Anything but an array of non-empty strings there (or a `notifications` that is
+    /// not an object) is refused: what the gateway cannot read it cannot decide.
     static func resourceSubscriptions(of message: JSONRPCMessage) throws(MCPRequestError) -> [String]? {
-        guard let notifications = message.params?.objectValue?["notifications"] else { return nil }
-        guard let filter = notifications.objectValue else {
-            throw .invalidParams("subscriptions/listen's notifications must be an object", id: message.id)
-        }
-        guard let requested = filter["resourceSubscriptions"] else { return nil }
-        guard let items = requested.arrayValue else {
-            throw .invalidParams("notifications.resourceSubscriptions must be an array of resource URIs", id: message.id)
+        guard let params = message.params?.objectValue else { return nil }
+        var places = [params]
+        if let notifications = params["notifications"] {
+            guard let filter = notifications.objectValue else {
+                throw .invalidParams("subscriptions/listen's notifications must be an object", id: message.id)
+            }
+            places.append(filter)
         }
         var uris: [String] = []
-        uris.reserveCapacity(items.count)
-        for item in items {
-            guard let uri = item.stringValue, !uri.isEmpty else {
-                throw .invalidParams("notifications.resourceSubscriptions must hold only non-empty URI strings", id: message.id)
+        for place in places {
+            for member in place.members where Self.isResourceSubscriptionsKey(member.key) {
+                guard let items = member.value.arrayValue else {
+                    throw .invalidParams("notifications.resourceSubscriptions must be an array of resource URIs", id: message.id)
+                }
+                for item in items {
+                    guard let uri = item.stringValue, !uri.isEmpty else {
+                        throw .invalidParams("notifications.resourceSubscriptions must hold only non-empty URI strings", id: message.id)
+                    }
+                    uris.append(uri)
+                }
             }
-            uris.append(uri)
         }
         return uris.isEmpty ? nil : uris
     }
 
+    /// Whether `key` reads as `resourceSubscriptions` with case, `_` and `-` ignored.
+    static func isResourceSubscriptionsKey(_ key: String) -> Bool {
+        var letters = key.utf8.lazy.filter { $0 != UInt8(ascii: "_") && $0 != UInt8(ascii: "-") }.makeIterator()
+        for expected in "resourcesubscriptions".utf8 {
+            guard let byte = letters.next(), byte | 0x20 == expected else { return false }
+        }
+        return letters.next() == nil
+    }
+
     /// `subscriptions/listen` with resource subscriptions is the 2026-07-28 form of `resources/subscribe`: each URI is
-    /// decided as `resources/read` of it (no rate limit), and the request is refused with the first URI the caller may
-    /// not read. The other notifications it may ask for (list changes) stay plumbing.
+    /// decided as the `resources/read` of it would be (`ListFilter.readRequest`: the same arguments, no rate limit),
+    /// and the request is refused with the first URI the caller may not read. The other notifications it may ask for
+    /// (list changes) stay plumbing. The URIs are recorded as the decision's arguments.
     func listen(_ message: JSONRPCMessage, resources uris: [String], principal: Principal) -> DecidedMessage {
         var rules: [String] = []
         var document = ""
         var outcome = PolicyDecision.Outcome.allow
         var matches: [PolicyDecision.RuleMatch] = []
+        let snapshot = services.policy.snapshot
         for uri in uris {
-            let read = services.policy.snapshot.evaluate(
-                PolicyRequest(
-                    tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "resources/read", target: uri,
-                    arguments: nil))
+            let read = snapshot.evaluate(ListFilter.readRequest(uri, principal: principal))
             guard read.outcome.permits else {
                 var decision = PolicyDecision(
                     outcome: read.outcome, rule: read.rule, document: read.document,
@@ -667,8 +683,10 @@ struct ExchangeDecisions {
         let decision = PolicyDecision(
             outcome: outcome, rule: rules[0], document: document,
             reason: "subscriptions/listen: \(uris.count) resource subscription(s) decided as resources/read, allowed by \(named)",
-            matches: matches, logArguments: false)
-        return DecidedMessage(message: message, target: uris.count == 1 ? uris[0] : nil, arguments: nil, decision: decision)
+            matches: matches, logArguments: true)
+        let subscribed = JSONValue.object(
+            JSONObject([.init(key: "resourceSubscriptions", value: .array(uris.map(JSONValue.string)))]))
+        return DecidedMessage(message: message, target: uris.count == 1 ? uris[0] : nil, arguments: subscribed, decision: decision)
     }
 
     static func passThrough(_ reason: String) -> PolicyDecision {

@@ -888,6 +888,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 filter: filtersLists ? listFilter(plan.isStream ? nil : plan.listRequests) : nil,
                 maximumEventBytes: services.limits.maximumFilteredResponseBytes,
                 sealEventID: { handles.seal(event: $0, session: session, for: principal) })
+            if !filtersLists {
+                // The answer to an ordinary call: only resource updates the caller may not see are taken out.
+                let policy = services.policy
+                eventFilter!.updateFilter = ListFilter(currentPolicy: { policy.snapshot }, principal: principal, requests: nil)
+            }
             if request?.transport == .legacyStream, let context {
                 // The legacy stream announces where to post messages: the client is told the gateway's own message
                 // endpoint, with the upstream's sealed to it (so only this caller can post there, through the gateway).
@@ -1014,18 +1019,24 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             passed.contentType = contentType.isEmpty ? "application/octet-stream" : contentType
             return passed
         }
-        guard let filtered = listFilter(requests).filterJSON(bytes, maximumBytes: bound) else {
+        let filtered: [UInt8]
+        do {
+            filtered = try listFilter(requests).filterJSON(bytes, maximumBytes: bound)
+        } catch .notJSON where head.status.code >= 300 {
             // An error answer that is not JSON-RPC (an HTML error page, an empty body) carries no list and no id to give
             // back: it goes on as it came, status and headers kept.
-            if head.status.code >= 300 {
-                var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
-                passed.body = bytes
-                passed.contentType = contentType.isEmpty ? "application/octet-stream" : contentType
-                return passed
-            }
+            var passed = Refusal(status: head.status, json: "", headers: headers, records: [])
+            passed.body = bytes
+            passed.contentType = contentType.isEmpty ? "application/octet-stream" : contentType
+            return passed
+        } catch .notJSON {
             return Refusal(
                 status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
                 message: "upstream list response is not valid JSON-RPC", records: [])
+        } catch {
+            return Refusal(
+                status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
+                message: "upstream answered with nothing but notifications this caller may not see", records: [])
         }
         return Refusal(status: head.status, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])
     }

@@ -85,7 +85,9 @@ struct ListFilter {
 
     /// Whether `value` must not reach the caller at all: a `notifications/resources/updated` about a resource the
     /// caller may not read (now: the policy may have changed since it subscribed), or one that names no resource; or
-    /// a batch of nothing else. Telling a caller when a resource changes tells it the resource exists.
+    /// a batch of nothing else. Telling a caller when a resource changes tells it the resource exists. Decided as the
+    /// read of that URI would be, argument conditions included (`readRequest`), not with the benefit of the doubt a
+    /// list gets.
     func withholds(_ value: JSONValue) -> Bool {
         switch value {
         case .array(let elements):
@@ -93,10 +95,17 @@ struct ListFilter {
         case .object(let message):
             guard message["method"]?.stringValue == Self.resourceUpdated else { return false }
             guard let uri = message["params"]?.objectValue?["uri"]?.stringValue else { return true }
-            return !mayUse(uri, .resources)
+            return !currentPolicy().evaluate(Self.readRequest(uri, principal: principal)).outcome.permits
         default:
             return false
         }
+    }
+
+    /// The policy request of `principal` reading `uri` with `resources/read`, its params as a client sends them.
+    static func readRequest(_ uri: String, principal: Principal) -> PolicyRequest {
+        PolicyRequest(
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "resources/read", target: uri,
+            arguments: .object(JSONObject([.init(key: "uri", value: .string(uri))])))
     }
 
     /// The notification that tells a subscriber a resource changed.
@@ -171,11 +180,20 @@ struct ListFilter {
         }
     }
 
-    /// A complete JSON response body with its list results filtered; nil when it is not strict JSON, or is nothing but
-    /// withheld notifications (it is then refused, never passed on unfiltered). Unchanged bytes when nothing in it is a list result.
-    func filterJSON(_ bytes: [UInt8], maximumBytes: Int = 16 * 1024 * 1024) -> [UInt8]? {
+    /// Why a complete JSON answer cannot go on: it is not strict JSON, or it is nothing but notifications the caller
+    /// may not see.
+    enum Unsendable: Error {
+        case notJSON
+        case withheld
+    }
+
+    /// A complete JSON response body with its list results filtered; an error when it is not strict JSON or is
+    /// nothing but withheld notifications (it is then refused, never passed on unfiltered). Unchanged bytes when
+    /// nothing in it is a list result.
+    func filterJSON(_ bytes: [UInt8], maximumBytes: Int = 16 * 1024 * 1024) throws(Unsendable) -> [UInt8] {
         let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumBytes)
-        guard let value = try? JSONParser.parse(bytes, limits: limits), !withholds(value) else { return nil }
+        guard let value = try? JSONParser.parse(bytes, limits: limits) else { throw .notJSON }
+        if withholds(value) { throw .withheld }
         return filter(value)?.serializedBytes ?? bytes
     }
 }

@@ -13,6 +13,9 @@ struct SSEEventFilter {
     let sealEventID: ((String) -> String)?
     /// The message endpoint the client is told for the upstream's (the `endpoint` event of the legacy transport).
     var rewriteEndpoint: ((String) -> String)?
+    /// On a stream whose lists are not filtered (the answer to an ordinary call): withholds only the resource updates
+    /// the caller may not see (`ListFilter.withholds`); any other event goes on as it came, JSON or not.
+    var updateFilter: ListFilter?
     private var pending: [UInt8] = []
     /// Where the scan for the end of the pending event resumes.
     private var scanned = 0
@@ -97,15 +100,21 @@ struct SSEEventFilter {
         if let rewriteEndpoint, Self.isEndpointEvent(event) { return try Self.endpoint(event, rewrite: rewriteEndpoint) }
         let hasID = sealEventID != nil && Self.hasField("id", in: event)
         let mayFilter = filter != nil && Self.hasField("data", in: event)
-        guard hasID || mayFilter else { return event }
+        let mayWithhold = filter == nil && updateFilter != nil && Self.mayNameUpdate(event)
+        guard hasID || mayFilter || mayWithhold else { return event }
         let text = String(decoding: event, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
+        if mayWithhold, let updateFilter {
+            let data = Self.data(of: lines)
+            let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes)
+            if !data.isEmpty, let value = try? JSONParser.parse(Array(data.utf8), limits: limits), updateFilter.withholds(value) {
+                return []
+            }
+            guard hasID else { return event }
+        }
         var filtered: JSONValue?
         if mayFilter, let filter {
-            let data = lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
-                let value = line.dropFirst(5)
-                return value.first == " " ? value.dropFirst() : value
-            }.joined(separator: "\n")
+            let data = Self.data(of: lines)
             if !data.isEmpty {
                 let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes)
                 guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else { throw .notJSON }
@@ -133,6 +142,27 @@ struct SSEEventFilter {
         return Array((rebuilt + "\n").utf8)
     }
 
+    /// The event's data: its `data` lines' values joined by line feeds.
+    static func data(of lines: [Substring]) -> String {
+        lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
+            let value = line.dropFirst(5)
+            return value.first == " " ? value.dropFirst() : value
+        }.joined(separator: "\n")
+    }
+
+    /// Whether the event could hold a `notifications/resources/updated`: its bytes contain `updated`, or a `\u` escape
+    /// (the only way JSON can spell a letter of it otherwise). Events without either are relayed unread.
+    static func mayNameUpdate(_ event: [UInt8]) -> Bool {
+        let word = Array("updated".utf8)
+        var index = 0
+        while index < event.count {
+            if event[index] == UInt8(ascii: "\\"), index + 1 < event.count, event[index + 1] == UInt8(ascii: "u") { return true }
+            if event[index] == word[0], event[index...].starts(with: word) { return true }
+            index += 1
+        }
+        return false
+    }
+
     /// Whether the event is an `endpoint` event (legacy HTTP+SSE: where the client posts its messages).
     static func isEndpointEvent(_ event: [UInt8]) -> Bool {
         String(decoding: event, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
@@ -145,11 +175,7 @@ struct SSEEventFilter {
         let lines = String(decoding: event, as: UTF8.self).split(omittingEmptySubsequences: false) {
             $0 == "\n" || $0 == "\r" || $0 == "\r\n"
         }
-        let data = lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
-            let value = line.dropFirst(5)
-            return value.first == " " ? value.dropFirst() : value
-        }.joined(separator: "\n")
-        var target = Substring(data)
+        var target = Substring(data(of: lines))
         if let scheme = target.range(of: "://") {
             let afterHost = target[scheme.upperBound...]
             target = afterHost.firstIndex(of: "/").map { afterHost[$0...] } ?? "/"

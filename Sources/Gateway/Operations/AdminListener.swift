@@ -187,11 +187,19 @@ private final class AdminHandler: ChannelInboundHandler {
     ) {
         var headers = HTTPHeaders([("Content-Type", contentType), ("Content-Length", String(body.count)), ("Cache-Control", "no-store")])
         for (name, value) in extra { headers.add(name: name, value: value) }
+        // A client that asked for the connection to close (or an HTTP/1.0 one that did not ask to keep it) gets
+        // `Connection: close`, and the connection closes once the answer is written.
+        let keepAlive = request.isKeepAlive
+        if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
         if request.method != .HEAD {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         }
-        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+        let ended = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if !keepAlive {
+            let channel = context.channel
+            ended.whenComplete { _ in channel.close(promise: nil) }
+        }
     }
 }
 

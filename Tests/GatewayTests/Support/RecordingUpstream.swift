@@ -13,6 +13,8 @@ final class RecordingUpstream: Sendable {
         case json
         /// An SSE response: a first event at once, the second only after `release()`.
         case gatedStream
+        /// An SSE response: `first` (SSE text) at once, `afterRelease` only after `release()`, then the end.
+        case gatedEvents(first: String, afterRelease: String)
         /// Never answers.
         case hang
         /// Answers what the closure says: content type and body (status 200), for the request recorded.
@@ -160,6 +162,20 @@ final class RecordingUpstream: Sendable {
                                 ]))), promise: nil)
                 context.write(wrapOutboundOut(.body(.byteBuffer(json))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            case .gatedEvents(let first, let afterRelease):
+                context.write(
+                    wrapOutboundOut(
+                        .head(
+                            HTTPResponseHead(
+                                version: .http1_1, status: .ok,
+                                headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: first)))), promise: nil)
+                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+                gate.hop(to: context.eventLoop).whenSuccess {
+                    let (handler, context) = bound.value
+                    context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: afterRelease)))), promise: nil)
+                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
+                }
             case .gatedStream:
                 context.write(
                     wrapOutboundOut(
