@@ -399,6 +399,34 @@ struct LegacySSETests {
         try await gateway.stop()
         await upstream.stop()
     }
+
+    /// A client that leaves mid-stream must end the exchange at once: its stream budget goes back to the agent.
+    @Test("a client that leaves a legacy stream midway gives its stream back")
+    func legacyStreamLeftMidway() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        var limits = GatewayLimits()
+        limits.maximumStreamsPerAgent = 1
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
+        let request = "GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n"
+        let first = try await RawTLSClient.connect(port: gateway.port)
+        try await first.send(request)
+        #expect(await first.wait { $0.contains("data: /messages?session=") })
+        await first.close()
+        // The agent's one stream is free again once the gateway has seen the client go.
+        var reopened = false
+        for _ in 0..<20 where !reopened {
+            let next = try await RawTLSClient.connect(port: gateway.port)
+            try await next.send(request)
+            reopened = await next.wait(timeout: .seconds(1)) { $0.contains("data: /messages?session=") }
+            await next.close()
+            if !reopened { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        #expect(reopened, "the stream the client left still counts against the agent")
+        upstream.release()
+        try await gateway.stop()
+        await upstream.stop()
+    }
 }
 
 /// Every 2026-07-28 request carries its envelope in `params._meta` and mirrors itself in headers; the gateway checks
