@@ -42,7 +42,8 @@ enum SQLScanner {
         case fragment
         /// A value read as if it closed the literal it is pasted into.
         case spliced
-        /// A whole query read as if it closed a literal: stacked statements only when a statement follows the `;`.
+        /// A whole query read as if it closed a literal: stacked statements only when a statement follows the `;`, and
+        /// the blind-injection shapes after AND/OR, but not the fragment rules its literals turned inside out would trip.
         case splicedQuery
     }
 
@@ -63,8 +64,15 @@ enum SQLScanner {
         return second.start > first.end || second.isSymbol("(") || second.isSymbol("*")
     }
 
-    /// Words that start a statement after a `;`.
-    static let statementStarts = statementKeywords.union(anywhereStatementWords)
+    /// Words that start a statement after a `;`: the statement keywords, and statements of PostgreSQL, SQLite, MySQL and
+    /// SQL Server that a value never starts with (`; DO $$ … $$` runs code in PostgreSQL).
+    static let statementStarts = statementKeywords.union(anywhereStatementWords).union([
+        "do", "load", "lock", "unlock", "vacuum", "analyze", "analyse", "listen", "notify", "unlisten", "prepare", "deallocate",
+        "cluster", "refresh", "checkpoint", "reindex", "table", "reset", "discard", "fetch", "move", "close", "import",
+        "comment", "security", "abort", "start", "end", "savepoint", "release", "detach", "upsert", "rename", "use", "handler",
+        "optimize", "repair", "flush", "purge", "install", "uninstall", "restart", "get", "open", "print", "raiserror", "throw",
+        "reconfigure", "deny", "revert", "setuser", "if", "while", "goto", "return",
+    ])
 
     static let timeFunctions: Set<String> = [
         "sleep", "pg_sleep", "pg_sleep_for", "pg_sleep_until", "benchmark", "sleepeachrow", "receive_message", "randomblob",
@@ -123,6 +131,9 @@ enum SQLScanner {
             return nil
         }
         let fragment = mode == .fragment || mode == .spliced
+        // The shapes of blind injection after AND/OR are looked for in every spliced reading: a value that starts like a
+        // query (`select ' OR (SELECT …)='s`) is spliced into a literal all the same.
+        let blind = fragment || mode == .splicedQuery
 
         for (index, token) in code.enumerated() {
             switch token.kind {
@@ -217,12 +228,12 @@ enum SQLScanner {
                     var operand = right
                     while symbol(operand, "(") || symbol(operand, "-") { operand += 1 }
                     if constant(operand) { return "tautology after \(name)" }
-                    if fragment && (word(operand) == "select" || word(operand) == "case" || call(operand)) {
+                    if blind && (word(operand) == "select" || word(operand) == "case" || call(operand)) {
                         return "blind-injection condition after \(name)"
                     }
                 }
             }
-            guard fragment else { return nil }
+            guard blind else { return nil }
             if let following = word(next), following == "select" || following == "exists" || following == "case" {
                 return "\(following.uppercased()) in a condition after \(name)"
             }

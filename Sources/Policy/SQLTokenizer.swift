@@ -2,11 +2,13 @@
 /// are single tokens, `;` separates statements. Never regular expressions over raw text.
 ///
 /// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
-/// tokenizer reads a text in one of two dialects and the callers try both:
+/// tokenizer reads a text in one of several dialects and the callers try them all:
 /// - `mysql`: a backslash escapes inside literals, `"…"` is a literal, `#` starts a comment, and the text of an
 ///   executable comment (`/*!50000 SLEEP(5)*/`) is code;
-/// - `standard` (PostgreSQL, SQLite, SQL Server): no backslash escapes (except in `E'…'`), `#` is an operator, and
-///   `$tag$…$tag$` is a literal.
+/// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`), `#` is an operator, `$tag$…$tag$` is a
+///   literal, and block comments nest (`/* /* */ still a comment */`);
+/// - `sqlServer`: `[…]` is an identifier, block comments nest;
+/// - `sqlite`: `[…]` is an identifier, block comments do not nest, no dollar quotes.
 struct SQLTokenizer {
     /// What a dialect treats specially.
     struct Dialect: Sendable {
@@ -16,15 +18,22 @@ struct SQLTokenizer {
         var dollarQuotes: Bool
         var doubleQuotedStrings: Bool
         var bracketIdentifiers = false
+        /// Whether a `/*` inside a block comment opens a nested one (PostgreSQL, SQL Server), so that the comment ends
+        /// only at the matching `*/`.
+        var nestedComments = false
 
         static let mysql = Dialect(
             backslashEscapes: true, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
         static let standard = Dialect(
-            backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false)
+            backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false,
+            nestedComments: true)
         static let sqlServer = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
+            bracketIdentifiers: true, nestedComments: true)
+        static let sqlite = Dialect(
+            backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
             bracketIdentifiers: true)
-        static let all = [mysql, standard, sqlServer]
+        static let all = [mysql, standard, sqlServer, sqlite]
     }
 
     /// One token and where it is in the text.
@@ -151,14 +160,22 @@ struct SQLTokenizer {
                     continue
                 }
                 index += 2
-                while index + 1 < bytes.count && !(bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/")) {
-                    index += 1
+                var depth = 1
+                while index + 1 < bytes.count {
+                    if bytes[index] == UInt8(ascii: "*") && bytes[index + 1] == UInt8(ascii: "/") {
+                        index += 2
+                        depth -= 1
+                        if depth == 0 { break }
+                    } else if dialect.nestedComments && bytes[index] == UInt8(ascii: "/") && bytes[index + 1] == UInt8(ascii: "*") {
+                        index += 2
+                        depth += 1
+                    } else {
+                        index += 1
+                    }
                 }
-                if index + 1 >= bytes.count {
+                if depth > 0 {
                     index = bytes.count
                     result.unterminated = true
-                } else {
-                    index += 2
                 }
                 add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
             case UInt8(ascii: "*") where inExecutableComment && at(1) == UInt8(ascii: "/"):

@@ -120,6 +120,13 @@ struct AttackTableTests {
             ("acme", "query_db", #"{"sql":"1 AND ARRAY[[1]] IS NOT NULL;DROP TABLE users;--]"}"#),
             ("acme", "query_db", #"{"sql":"0--1 OR 1=1"}"#), ("acme", "query_db", #"{"sql":"1/*M! OR 1=1*/"}"#),
             ("acme", "query_db", #"{"sql":"1 HAVING 4616=4616"}"#),
+            // Found in review: nested block comments (PostgreSQL, SQL Server) hiding the rest from the other readings,
+            // and values that start like a query but are spliced into a literal.
+            ("acme", "query_db", #"{"sql":"SELECT 1 /* /* */ # $a$ [ */ ; DROP TABLE t; -- ] $a$"}"#),
+            ("acme", "query_db", #"{"sql":"1 /* /* */ # $a$ [ */ UNION SELECT password FROM users -- ] $a$"}"#),
+            ("acme", "query_db", #"{"sql":"select '; DO $$BEGIN DELETE FROM t; END$$ LANGUAGE plpgsql --'"}"#),
+            ("acme", "query_db", #"{"sql":"select ' OR (SELECT substr(password,1,1) FROM users WHERE id=1)='s"}"#),
+            ("acme", "query_db", #"{"sql":"select ' OR CAST((SELECT password FROM users LIMIT 1) AS int)=1 OR name='"}"#),
         ])
     func sqlInjection(tenant: String, tool: String, arguments: String) throws {
         let decision = try decide(tenant, tool, arguments)

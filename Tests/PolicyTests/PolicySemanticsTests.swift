@@ -82,6 +82,8 @@ struct PolicySemanticsTests {
             (#"SELECT "pg_sleep"(10)"#, false), (#"SELECT pg_catalog."pg_read_file"('/etc/passwd')"#, false),
             ("SELECT load_extension('x')", false), ("SELECT * FROM OPENQUERY(lnk,'DELETE FROM t')", false),
             ("SELECT substring(name FROM 1 FOR 3), copy, sleep FROM ads", true), ("(SELECT 1) UNION (SELECT 2)", true),
+            // Found in review: PostgreSQL and SQL Server nest block comments; the statements after the first `*/` run.
+            ("SELECT 1 /* /* */ # $a$ [ */ ; DELETE FROM t; -- ] $a$", false), ("SELECT 1 /* a /* b */ c */ FROM t", true),
         ])
     func readOnlySQL(query: String, allowed: Bool) throws {
         let set = try PolicyFixtures.set(
