@@ -405,6 +405,70 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test(
+        "CONNECT and Upgrade heads are refused and their connection closed: what follows is never held",
+        arguments: [
+            ("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: foo\r\n\r\n", "HTTP/1.1 400"),
+            ("CONNECT a:1 HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 405"),
+            (
+                "POST /mcp HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+                    + "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                "HTTP/1.1 400"
+            ),
+        ])
+    func upgradesRefused(head: String, status: String) async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send(head)
+        // Without the refusal the decoder stops framing and holds every byte that follows (1 GB in seconds).
+        let chunk = [UInt8](repeating: UInt8(ascii: "A"), count: 64 * 1024)
+        for _ in 0..<64 where !client.isClosed {
+            do { try await client.send(bytes: chunk) } catch { break }
+        }
+        #expect(await client.waitForClose(timeout: .seconds(5)), "\(client.text.prefix(300))")
+        #expect(client.text.hasPrefix(status), "\(client.text.prefix(300))")
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("http_upgrade") })
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("unreadable bytes after a call in flight: the call is still answered and recorded, then the connection closes")
+    func unreadableBytesAfterACallInFlight() async throws {
+        let upstream = try await RawUpstream.start(delay: .milliseconds(300)) { request in
+            RequestPathTests.json200(RequestPathTests.id(in: request))
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1)))
+        try await Task.sleep(for: .milliseconds(100))
+        try await client.send("GARBAGE\r\n\r\n")
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
+        #expect(client.text.contains(#""result""#), "\(client.text)")
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["rule"]?.stringValue ?? "-" }.sorted() == ["R1", "http_parse"].sorted(), "\(records)")
+        #expect(!records.contains { JSONValue.object($0).serialized.contains("client closed") }, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("bytes after a request that asked to close the connection are ignored: that request is answered")
+    func bytesAfterConnectionClose() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), keepAlive: false)
+        try await client.send(call + RawTLSClient.post(RPC.call("read_file", #"{"path":"b.txt"}"#, id: 2)))
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
+        #expect(upstream.received.count == 1)
+        #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("http_parse") })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("requests the HTTP parser refuses are recorded, answered 400 and their connection closed")
     func parserRefusal() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -81,7 +81,11 @@ public final class GatewayListener: Sendable {
                     // response encoder.
                     let responseEncoder = ClientResponseEncoder()
                     try pipeline.addHandler(responseEncoder)
-                    try pipeline.addHandler(ByteToMessageHandler(HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes)))
+                    // Bytes the decoder has not framed yet are held only up to a bound (a head's worth and a read): a
+                    // request it stops parsing after must not let the rest of the stream pile up.
+                    try pipeline.addHandler(
+                        ByteToMessageHandler(
+                            HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes), maximumBufferSize: Self.maximumUnframedBytes))
                     try pipeline.addHandler(
                         MCPConnectionHandler(services: services, deadlines: deadlines, responseEncoder: responseEncoder))
                 }
@@ -103,6 +107,9 @@ public final class GatewayListener: Sendable {
             ])
         return listener
     }
+
+    /// The most request bytes held before the HTTP decoder has framed them.
+    static let maximumUnframedBytes = 1 << 20
 
     /// Whether the listening socket is open (false once `shutdown` has begun).
     public var isAccepting: Bool { serverChannel.isActive }

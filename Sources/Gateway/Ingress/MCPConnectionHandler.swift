@@ -48,6 +48,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var pipelined = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 2)
     private var readPending = false
     private var draining = false
+    /// What follows the request in flight cannot be read as HTTP: the connection closes once that exchange is over.
+    private var unreadableRest = false
+    /// Whether the connection closes after the exchange in flight (the gateway shuts down, or nothing after it can be
+    /// framed).
+    private var closesAfterExchange: Bool { draining || unreadableRest }
 
     init(services: GatewayServices?, deadlines: ClientDeadlines, responseEncoder: ClientResponseEncoder) {
         self.services = services
@@ -154,11 +159,27 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError {
+        if error is HTTPParserError || error is ByteToMessageDecoderError.PayloadTooLargeError {
             // A request cut short by the connection closing (ours or the client's) is not a refusal.
             guard context.channel.isActive, !closing else { return }
+            // Bytes after a request that asked for the connection to close: ignored, as RFC 9112 asks (that request
+            // is answered, then the connection closes).
+            if let parserError = error as? HTTPParserError, parserError == .closedConnection { return }
+            let problem =
+                error is HTTPParserError
+                ? "invalid HTTP request: \(error)"
+                : "more than \(GatewayListener.maximumUnframedBytes) bytes that cannot be framed as a request"
+            switch machine.state {
+            case .forwarding, .relaying, .collecting, .deciding:
+                // The bytes after the request in flight cannot be read: that request is still answered (and
+                // recorded as it completes), and the connection closes after it. Nothing later can be framed.
+                recordUnreadableRest(problem)
+                return
+            default:
+                break
+            }
             // The bytes cannot be read as HTTP: record it and close at once (no further request can be framed).
-            recordConnectionRefusal("invalid HTTP request: \(error)", rule: "http_parse")
+            recordConnectionRefusal(problem, rule: "http_parse")
             switch machine.state {
             case .idle, .authenticating, .receivingBody, .draining:
                 let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
@@ -199,6 +220,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
         request!.trace = TraceContext.of(head.headers, meta: nil)
         plan = nil
+        if head.method == .CONNECT || head.headers.contains(name: "upgrade") {
+            // The HTTP decoder stops framing after such a head: nothing after it could be read, so the request is
+            // refused and the connection closed.
+            let what = head.method == .CONNECT ? "CONNECT is not supported" : "protocol upgrades (an Upgrade header) are not supported"
+            let record = request!.record(.malformed, what, rule: "http_upgrade")
+            var refusal = Refusal(
+                status: head.method == .CONNECT ? .methodNotAllowed : .badRequest, json: #"{"error":"\#(what)"}"#,
+                records: services == nil ? [] : [record])
+            refusal.closeConnection = true
+            return answer(refusal)
+        }
         if path == "/healthz" {
             if head.method == .GET || head.method == .HEAD {
                 return answer(Refusal(status: .ok, json: #"{"status":"ok"}"#, records: []))
@@ -396,14 +428,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // Finished before the end is written: writing it may deliver the next pipelined request at once. (While
             // shutting down, the connection closes only once the end is written.)
             let written: EventLoopFuture<Void>
-            if !draining && !close {
+            if !closesAfterExchange && !close {
                 // The common case: nothing waits for the end to be written (no promise to allocate).
                 exchangeFinished()
                 context.write(wrapOutboundOut(.end(nil)), promise: nil)
                 FlushBatch.flushSoon(context.channel)
                 return
             }
-            if draining {
+            if closesAfterExchange {
                 written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
                 if !close { exchangeFinished(ending: written) }
             } else {
@@ -478,7 +510,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         releaseBudgets()
         endAuthenticationPause()
         guard machine.answering(), let context, let request else { return }
-        let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !draining
+        let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !closesAfterExchange
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
         writeHead(head, context: context)
         if request.head.method != .HEAD {
@@ -489,7 +521,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // The exchange moves on before the end is written: writing it may deliver the next pipelined request at once.
         let next = keepAlive ? machine.answerWritten() : .closeConnection
         let written: EventLoopFuture<Void>
-        if draining {
+        if closesAfterExchange {
             written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
             if case .idle = machine.state { exchangeFinished(ending: written) }
         } else {
@@ -521,7 +553,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         deadlines.exchangeFinished()
         request = nil
         plan = nil
-        if draining {
+        if closesAfterExchange {
             guard let ending else { return close() }
             closing = true
             ending.assumeIsolated().whenComplete { [self] _ in close() }
@@ -848,6 +880,22 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
+    /// Records that the bytes after the request in flight cannot be read, without touching that request (it is
+    /// answered and recorded as it completes), and has the connection close after it.
+    private func recordUnreadableRest(_ reason: String) {
+        unreadableRest = true
+        guard let services else { return }
+        var record = AuditRecord(
+            requestID: services.requestIDs.next(), httpMethod: "-", decision: .malformed,
+            reason: "\(reason) after the request in flight; the connection closes once that request is answered")
+        record.clientAddress = clientAddress
+        record.rule = "http_parse"
+        record.tenant = request?.principal?.tenant
+        record.agent = request?.principal?.agent
+        try? services.audit.append(lines: record.lineBytes)
+        services.metrics.observe([record])
+    }
+
     private func recordConnectionRefusal(_ reason: String, rule: String) {
         guard let services else { return }
         connectionRefusalRecorded = true
