@@ -60,6 +60,8 @@ public enum ArgumentCanonicalizer {
         case tooManyValues
         /// Canonicalising them would cost more than `canonicalisationBudget`.
         case overBudget
+        /// A string argument holds JSON nested deeper than `maximumNestedJSONDepth` (at this location).
+        case nestedJSONTooDeep(String)
 
         /// In words, for the decision's reason.
         public var reason: String {
@@ -67,6 +69,8 @@ public enum ArgumentCanonicalizer {
             case .tooManyValues: "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined"
             case .overBudget:
                 "canonicalising the arguments would take more than \(ArgumentCanonicalizer.canonicalisationBudget) bytes of work; refused unexamined"
+            case .nestedJSONTooDeep(let location):
+                "the string argument \(location.prefix(200)) holds JSON nested deeper than \(ArgumentCanonicalizer.maximumNestedJSONDepth) levels, which a server would decode but the gateway cannot check; refused unexamined"
             }
         }
     }
@@ -116,8 +120,19 @@ public enum ArgumentCanonicalizer {
             case .string(let text):
                 add(location, keys, "string", text, nested)
                 // A string that holds JSON is also checked as the structure a server will decode from it (the
-                // official Python SDK json-decodes strings given to list, dict and model parameters).
-                if let inner = nestedJSON(text) { walk(inner, location: location + "<json>", keys: keys, nested: true) }
+                // official Python SDK json-decodes strings given to list, dict and model parameters), read as leniently
+                // as Python reads it. Its parse is paid from the same budget as canonicalisation.
+                guard looksLikeJSON(text) else { return }
+                budget -= text.utf8.count
+                if budget < 0 {
+                    failure = .overBudget
+                    return
+                }
+                switch nestedJSON(text) {
+                case .value(let inner): walk(inner, location: location + "<json>", keys: keys, nested: true)
+                case .tooDeep: failure = .nestedJSONTooDeep(location.isEmpty ? "(top level)" : location)
+                case .notJSON: break
+                }
             case .number(let number):
                 add(location, keys, "number", number.literal, nested)
             case .bool(let flag):
@@ -131,19 +146,57 @@ public enum ArgumentCanonicalizer {
         return .success(result)
     }
 
-    /// Strings of at most this many bytes are tried as nested JSON.
-    public static let maximumNestedJSONBytes = 64 * 1024
-    /// Nesting depth allowed inside a nested JSON string.
-    static let maximumNestedJSONDepth = 16
+    /// Nesting depth checked inside a nested JSON string; deeper JSON refuses the call (`nestedJSONTooDeep`).
+    public static let maximumNestedJSONDepth = 64
 
-    /// The object or array a string leaf holds as JSON text (after leading whitespace), if it is strict JSON within the
-    /// bounds; nil otherwise (then the string is only a string).
-    static func nestedJSON(_ text: String) -> JSONValue? {
-        guard let first = text.utf8.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }),
-            first == UInt8(ascii: "{") || first == UInt8(ascii: "["), text.utf8.count <= maximumNestedJSONBytes
-        else { return nil }
-        return try? JSONParser.parse(
-            text.utf8, limits: JSONLimits(maximumDepth: maximumNestedJSONDepth, maximumBytes: maximumNestedJSONBytes))
+    /// What a string holds as JSON.
+    enum NestedJSON {
+        /// Not JSON (as Python's `json.loads` reads it): the string is only a string.
+        case notJSON
+        /// The object or array it holds.
+        case value(JSONValue)
+        /// Brackets nested deeper than `maximumNestedJSONDepth`: a server may decode it, the gateway does not.
+        case tooDeep
+    }
+
+    /// Whether a string starts (after leading whitespace) with `{` or `[`: the strings tried as JSON.
+    static func looksLikeJSON(_ text: String) -> Bool {
+        guard let first = text.utf8.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) else { return false }
+        return first == UInt8(ascii: "{") || first == UInt8(ascii: "[")
+    }
+
+    /// The object or array a string leaf holds as JSON text (after leading whitespace), read as Python's `json.loads`
+    /// reads it (repeated keys, `NaN`, lone surrogates: `JSONLimits.lenient`), at any size (the caller pays it from the
+    /// budget). Text whose brackets nest deeper than the bound outside strings is `tooDeep` without being parsed (the
+    /// parser is recursive).
+    static func nestedJSON(_ text: String) -> NestedJSON {
+        guard looksLikeJSON(text) else { return .notJSON }
+        var depth = 0
+        var inString = false
+        var escaped = false
+        for byte in text.utf8 {
+            if inString {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inString = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inString = true
+            case UInt8(ascii: "{"), UInt8(ascii: "["):
+                depth += 1
+                if depth > maximumNestedJSONDepth { return .tooDeep }
+            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
+            default: break
+            }
+        }
+        let limits = JSONLimits(maximumDepth: maximumNestedJSONDepth, maximumBytes: Int.max, lenient: true)
+        guard let value = try? JSONParser.parse(text.utf8, limits: limits) else { return .notJSON }
+        return .value(value)
     }
 
     /// Longest argument name a rule may use, in UTF-8 bytes.

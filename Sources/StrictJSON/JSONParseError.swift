@@ -14,10 +14,15 @@ public struct JSONLimits: Sendable, Hashable {
     public var maximumDepth: Int
     /// Largest input in bytes.
     public var maximumBytes: Int
+    /// Read what Python's `json.loads` reads, not only strict JSON: a repeated key is kept (every value, in order),
+    /// `NaN`, `Infinity` and `-Infinity` are numbers, and a lone surrogate escape is U+FFFD. For text a server will
+    /// decode leniently (JSON inside a string argument), so that nothing it decodes escapes the gateway's checks.
+    public var lenient: Bool
 
-    /// Limits with defaults fit for requests: depth 64, 4 MiB.
-    public init(maximumDepth: Int = 64, maximumBytes: Int = 4 * 1024 * 1024) {
+    /// Limits with defaults fit for requests: depth 64, 4 MiB, strict.
+    public init(maximumDepth: Int = 64, maximumBytes: Int = 4 * 1024 * 1024, lenient: Bool = false) {
         self.maximumDepth = maximumDepth
         self.maximumBytes = maximumBytes
+        self.lenient = lenient
     }
 }

@@ -4,7 +4,8 @@
 ///
 /// Refused: duplicate keys (compared after escapes are resolved), invalid UTF-8, unescaped control characters, lone
 /// surrogate escapes, leading zeros, `NaN`/`Infinity`, trailing commas, comments, anything after the value, a
-/// byte-order mark, and input beyond the configured depth or size.
+/// byte-order mark, and input beyond the configured depth or size. (`JSONLimits.lenient` reads repeated keys, `NaN`,
+/// `Infinity` and lone surrogates as Python's `json.loads` does, for JSON that a server decodes from a string.)
 public struct JSONParser {
     /// The input, borrowed for the duration of one `parse` call.
     private let bytes: UnsafeBufferPointer<UInt8>
@@ -81,7 +82,12 @@ public struct JSONParser {
         case UInt8(ascii: "t"): try expectWord("true"); return .bool(true)
         case UInt8(ascii: "f"): try expectWord("false"); return .bool(false)
         case UInt8(ascii: "n"): try expectWord("null"); return .null
+        case UInt8(ascii: "-") where limits.lenient && index + 1 < bytes.count && bytes[index + 1] == UInt8(ascii: "I"):
+            try expectWord("-Infinity")
+            return .number(JSONNumber(literal: "-Infinity"))
         case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try parseNumber())
+        case UInt8(ascii: "N") where limits.lenient: try expectWord("NaN"); return .number(JSONNumber(literal: "NaN"))
+        case UInt8(ascii: "I") where limits.lenient: try expectWord("Infinity"); return .number(JSONNumber(literal: "Infinity"))
         default: throw error("unexpected character '\(Self.printable(byte))'")
         }
     }
@@ -120,8 +126,10 @@ public struct JSONParser {
             guard current == UInt8(ascii: "\"") else { throw error("expected a string key") }
             let keyOffset = index
             let key = try parseString()
-            let repeated: Bool
-            if seen != nil {
+            var repeated = false
+            if limits.lenient {
+                // Every value of a repeated key is kept.
+            } else if seen != nil {
                 repeated = !seen!.insert(key).inserted
             } else {
                 repeated = members.contains { $0.key == key }
@@ -292,15 +300,23 @@ public struct JSONParser {
             let unit = try parseHex4()
             if (0xD800...0xDBFF).contains(unit) {
                 guard current == UInt8(ascii: "\\"), index + 1 < bytes.count, bytes[index + 1] == UInt8(ascii: "u") else {
+                    if limits.lenient { return "\u{FFFD}" }
                     throw error("lone high surrogate \\u\(String(unit, radix: 16, uppercase: true))")
                 }
                 index += 2
                 let low = try parseHex4()
-                guard (0xDC00...0xDFFF).contains(low) else { throw error("high surrogate not followed by a low surrogate") }
+                guard (0xDC00...0xDFFF).contains(low) else {
+                    if limits.lenient {
+                        index -= 6  // the escape after the lone high surrogate is read on its own
+                        return "\u{FFFD}"
+                    }
+                    throw error("high surrogate not followed by a low surrogate")
+                }
                 let value = 0x10000 + ((UInt32(unit) - 0xD800) << 10) + (UInt32(low) - 0xDC00)
                 return Unicode.Scalar(value)!
             }
             guard !(0xDC00...0xDFFF).contains(unit), let scalar = Unicode.Scalar(UInt32(unit)) else {
+                if limits.lenient { return "\u{FFFD}" }
                 throw error("lone low surrogate \\u\(String(unit, radix: 16, uppercase: true))")
             }
             return scalar

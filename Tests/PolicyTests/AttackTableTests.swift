@@ -65,16 +65,28 @@ struct AttackTableTests {
             #"{"files":"[{\"path\":\"\\u002e\\u002e/\\u002e\\u002e/etc/passwd\"}]"}"#,
             #"{"opts":" {\"path\": \"/etc/shadow\"}"}"#,
             #"{"files":"[\"{\\\"path\\\":\\\"../x\\\"}\"]"}"#,
+            // Found in review: JSON that Python's json.loads reads and a strict parser does not, or that was over the
+            // bounds the gateway once tried.
+            #"{"files":"[{\"path\":\"../../etc/passwd\",\"n\":NaN}]"}"#,
+            #"{"files":"[{\"path\":\"../../etc/passwd\",\"n\":-Infinity}]"}"#,
+            #"{"files":"[{\"path\":\"ok\",\"path\":\"../../etc/passwd\"}]"}"#,
+            #"{"files":"[{\"path\":\"../../etc/passwd\",\"x\":\"\\ud800\"}]"}"#,
+            #"{"files":"[{\"path\":\"../../etc/passwd\"}"# + String(repeating: " ", count: 70_000) + #"]"}"#,
+            #"{"opts":""# + String(repeating: #"{\"a\":"#, count: 17) + #"{\"path\":\"../../etc/passwd\"}"#
+                + String(repeating: "}", count: 17) + #""}"#,
+            #"{"opts":""# + String(repeating: #"{\"a\":"#, count: 70) + #"{\"path\":\"../../etc/passwd\"}"#
+                + String(repeating: "}", count: 70) + #""}"#,
         ])
     func nestedJSON(arguments: String) throws {
         let decision = try decide("acme", "read_file", arguments)
-        #expect(decision.outcome == .deny, "\(arguments): \(decision.reason)")
+        #expect(decision.outcome == .deny, "\(arguments.prefix(200)): \(decision.reason)")
     }
 
     @Test("a string that merely looks like JSON, or holds benign JSON, passes")
     func benignNestedJSON() throws {
         #expect(try decide("acme", "read_file", #"{"path":"notes.txt","files":"[{\"path\":\"docs/a.txt\"}]"}"#).outcome == .allow)
         #expect(try decide("acme", "read_file", #"{"path":"[draft] notes.txt"}"#).outcome == .allow)
+        #expect(try decide("acme", "read_file", #"{"path":"notes.txt","opts":"[1, NaN, {\"a\": \"b\", \"a\": \"c\"}]"}"#).outcome == .allow)
     }
 
     @Test(

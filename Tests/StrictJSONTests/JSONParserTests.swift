@@ -14,6 +14,23 @@ struct JSONParserTests {
         #expect(try JSONParser.parse(value.serialized) == value)
     }
 
+    @Test("the lenient reading takes what Python's json.loads takes; the strict one refuses it")
+    func lenient() throws {
+        let lenient = JSONLimits(lenient: true)
+        let text = #"{"a":1,"a":NaN,"b":[Infinity,-Infinity],"c":"x\ud800y\udc00\ud800\u0041"}"#
+        #expect(throws: JSONParseError.self) { try JSONParser.parse(text) }
+        let value = try JSONParser.parse(text, limits: lenient)
+        let members = try #require(value.objectValue?.members)
+        #expect(members.map(\.key) == ["a", "a", "b", "c"])
+        #expect(members[1].value.serialized == "NaN")
+        #expect(members[2].value.arrayValue?.map(\.serialized) == ["Infinity", "-Infinity"])
+        #expect(members[3].value == .string("x\u{FFFD}y\u{FFFD}\u{FFFD}A"))
+        // What Python refuses stays refused: trailing commas, comments, leading zeros, control characters.
+        for refused in ["[1,]", "[1]//", "[01]", "[\"a\u{01}\"]", "[nan]", "[-NaN]"] {
+            #expect(throws: JSONParseError.self, "\(refused)") { try JSONParser.parse(refused, limits: lenient) }
+        }
+    }
+
     @Test("numbers keep their exact literal text")
     func numberPrecision() throws {
         let value = try JSONParser.parse(#"{"n":9007199254740993,"f":0.1000000000000000055511151231257827}"#)
