@@ -51,7 +51,9 @@ public struct TenantPolicySet: Sendable {
         }
         self.exactTools = exact.mapValues { Array(Set($0)).sorted() }
         self.prefixTools = prefix.mapValues { Array(Set($0)).sorted() }
-        self.prefixLengths = Set(prefix.keys.map(\.count)).sorted()
+        // Lengths in Unicode scalars, as `NamePattern` matches: a combining mark after the prefix would join its last
+        // character and hide the prefix from a lookup by characters.
+        self.prefixLengths = Set(prefix.keys.map(\.unicodeScalars.count)).sorted()
         self.anyTool = Array(Set(any)).sorted()
         self.byMethod = methods
     }
@@ -77,11 +79,12 @@ public struct TenantPolicySet: Sendable {
         }
         if let exact = exactTools[tool] { take(exact) }
         if !prefixLengths.isEmpty {
-            let count = tool.count
+            let scalars = tool.unicodeScalars
+            let count = scalars.count
             for length in prefixLengths {
                 // `*` matches an empty run too: a prefix as long as the name applies to it (`exec*` covers `exec`).
                 guard length <= count else { break }
-                if let rules = prefixTools[String(tool.prefix(length))] { take(rules) }
+                if let rules = prefixTools[String(String.UnicodeScalarView(scalars.prefix(length)))] { take(rules) }
             }
         }
         guard !others.isEmpty else { return found }

@@ -38,3 +38,20 @@ struct NamePatternTests {
         #expect(pattern.matches(String(repeating: "a", count: 10_000)) == false)
     }
 }
+
+@Suite("Tool rules found by their prefix")
+struct ToolPrefixIndexTests {
+    @Test("a combining mark after a deny rule's prefix does not hide the tool from it")
+    func combiningMarkAfterPrefix() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"ALL","action":"allow","tools":["*"]},{"id":"DEL","action":"deny","tools":["delete_*"]}]}"#
+        )
+        for tool in ["delete_\u{0301}x", "delete_x", "delete_\u{200D}", "delete_"] {
+            let decision = set.evaluate(try PolicyFixtures.call(tool, "{}"))
+            #expect(
+                decision.outcome == .deny && decision.rule == "DEL",
+                "\(tool.unicodeScalars.map { String($0.value, radix: 16) }): \(decision.rule)")
+        }
+        #expect(set.evaluate(try PolicyFixtures.call("read_file", "{}")).outcome == .allow)
+    }
+}
