@@ -81,7 +81,13 @@ public struct ArgumentConstraint: Sendable, Hashable {
                     let lowered = form.lowercased()
                     if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }
                 }
-                if let hit = denyPatterns.first(where: { $0.matches(form) }) { return "matches denied pattern /\(hit.pattern)/" }
+                for pattern in denyPatterns {
+                    switch pattern.search(form) {
+                    case .matched: return "matches denied pattern /\(pattern.pattern)/"
+                    case .tooCostly: return "too long to search for denied pattern /\(pattern.pattern)/ (refused unexamined)"
+                    case .notMatched: continue
+                    }
+                }
             }
         }
         for detector in detectors {
@@ -101,8 +107,19 @@ public struct ArgumentConstraint: Sendable, Hashable {
             return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"
         }
         if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
-        if !allowPatterns.isEmpty && !allowPatterns.contains(where: { $0.matches(canonical) }) {
-            return "matches none of the allowed patterns"
+        if !allowPatterns.isEmpty {
+            var costly: LinearRegex?
+            var allowed = false
+            for pattern in allowPatterns {
+                switch pattern.search(canonical) {
+                case .matched: allowed = true
+                case .tooCostly: costly = pattern
+                case .notMatched: break
+                }
+                if allowed { break }
+            }
+            if !allowed, let costly { return "too long to search for allowed pattern /\(costly.pattern)/ (refused unexamined)" }
+            if !allowed { return "matches none of the allowed patterns" }
         }
         if let path { return Self.pathProblem(canonical, path) }
         return nil

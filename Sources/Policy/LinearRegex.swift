@@ -47,9 +47,28 @@ public struct LinearRegex: Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { pattern }
 
-    /// Whether the pattern matches anywhere in `text`.
-    public func matches(_ text: String) -> Bool {
+    /// What a search found.
+    public enum Outcome: Sendable, Hashable {
+        case matched
+        case notMatched
+        /// The search was given up after `stepBudget(forScalars:)` steps (a large pattern over a large value): the
+        /// caller fails closed.
+        case tooCostly
+    }
+
+    /// Steps (active threads summed over positions) one search may take: a million, and 16 per input scalar. A few
+    /// milliseconds for a value decided on the event loop; a pattern that keeps thousands of threads alive over a
+    /// long value (`[a-z0-9]{1000}Q` over 64 KiB: 64 million steps) is given up instead.
+    public static func stepBudget(forScalars count: Int) -> Int { 1_000_000 + 16 * count }
+
+    /// Whether the pattern matches anywhere in `text` (false also when the search was given up: use `search` where
+    /// that must fail closed).
+    public func matches(_ text: String) -> Bool { search(text) == .matched }
+
+    /// Whether the pattern matches anywhere in `text`, or that the search would cost more than its budget.
+    public func search(_ text: String) -> Outcome {
         let input = Array((caseInsensitive ? text.lowercased() : text).unicodeScalars)
+        var budget = Self.stepBudget(forScalars: input.count)
         // `seen[pc] == generation` marks instructions already on the list being built for this step.
         var seen = [Int](repeating: -1, count: program.count)
         var generation = 0
@@ -69,8 +88,10 @@ public struct LinearRegex: Sendable, Hashable, CustomStringConvertible {
         var current: [Int] = []
         add(0, to: &current, at: 0)
         for position in 0...input.count {
-            if current.contains(where: { program[$0] == .match }) { return true }
-            guard position < input.count else { return false }
+            if current.contains(where: { program[$0] == .match }) { return .matched }
+            guard position < input.count else { return .notMatched }
+            budget -= current.count
+            if budget < 0 { return .tooCostly }
             let scalar = input[position]
             generation += 1
             var next: [Int] = []
@@ -88,7 +109,7 @@ public struct LinearRegex: Sendable, Hashable, CustomStringConvertible {
             add(0, to: &next, at: position + 1)
             current = next
         }
-        return false
+        return .notMatched
     }
 }
 

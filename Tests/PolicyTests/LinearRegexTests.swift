@@ -1,4 +1,5 @@
 import Policy
+import StrictJSON
 import Testing
 
 @Suite("Linear-time regular expressions")
@@ -32,5 +33,26 @@ struct LinearRegexTests {
         #expect(evil.matches(String(repeating: "a", count: 5_000) + "!") == false)
         let nested = try LinearRegex("(a|aa)*b")
         #expect(nested.matches(String(repeating: "a", count: 5_000)) == false)
+    }
+
+    @Test("a search that would keep thousands of threads alive over a long value is given up, and the value refused")
+    func stepBudget() throws {
+        let wide = try LinearRegex("[a-z0-9]{1000}Q")
+        let value = String(repeating: "a", count: 64 * 1024)
+        #expect(wide.search(value) == .tooCostly)
+        #expect(wide.search(String(repeating: "a", count: 1000) + "Q") == .matched)
+        // Ordinary patterns over large values stay within the budget.
+        #expect(try LinearRegex("(?i)^\\s*select\\s").search(String(repeating: "x", count: 1 << 20)) == .notMatched)
+        #expect(try LinearRegex("\\d{1,3}(\\.\\d{1,3}){3}").search(String(repeating: "1234.", count: 1 << 16)) == .notMatched)
+        // Either way round, a value too long to search is refused.
+        for field in ["deny", "allow"] {
+            let set = try PolicyFixtures.set(
+                #"{"name":"r","default_action":"deny","rules":[{"id":"R","action":"allow","tools":["t"],"args":{"q":{"\#(field)":["[a-z0-9]{1000}Q"]}}}]}"#
+            )
+            let call = PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "q", value: .string(value))])))
+            let decision = set.evaluate(call)
+            #expect(decision.outcome == .deny && decision.reason.contains("too long to search"), "\(field): \(decision.reason)")
+        }
     }
 }
