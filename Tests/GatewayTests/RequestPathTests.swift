@@ -469,6 +469,32 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("an HTTP/1.1 request without Host, or with two, is refused 400 and not forwarded (RFC 9112 §3.2)")
+    func hostRequired() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let body = RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1)
+        let post = RawTLSClient.post(body)
+        for request in [
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: ""),
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost\r\nHost: evil.example\r\n"),
+        ] {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            try await client.send(request)
+            #expect(await client.wait { statusLines($0).count == 1 })
+            #expect(statusLines(client.text) == ["HTTP/1.1 400"], "\(client.text)")
+            await client.close()
+        }
+        #expect(upstream.received.isEmpty)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(post)
+        #expect(await client.wait { statusLines($0).count == 1 })
+        #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("requests the HTTP parser refuses are recorded, answered 400 and their connection closed")
     func parserRefusal() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -126,7 +126,7 @@ struct ExchangeDecisions {
     /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
     /// copies could be read differently by each.
     static let singleValuedHeaders = HeaderNames([
-        "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept",
+        "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept", "host",
     ])
 
     /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
@@ -182,6 +182,10 @@ struct ExchangeDecisions {
         }
         if let repeated = Self.repeatedSingleValuedHeader(in: head.headers) ?? MCPHeaderValue.repeatedParamHeader(in: head.headers) {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
+        }
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (the gateway never routes on it).
+        if head.version.major == 1, head.version.minor >= 1, !head.headers.contains(name: "host") {
+            return request.malformed(.invalidRequest("the Host header is missing (required by HTTP/1.1)", id: nil))
         }
         switch head.method {
         case .POST:
