@@ -795,3 +795,19 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    @Test("a list answer the gateway cannot pass on is recorded with the status the client got, and why")
+    func collectedListFailureRecorded() async throws {
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (200, "application/json", "{not json") })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(response.status == 502, "\(response.body)")
+        let records = try gateway.auditRecords().filter { $0["method"] == .string("tools/list") }
+        #expect(records.count == 1, "\(records)")
+        #expect(records.first?["upstream_status"] == .number(JSONNumber(502)), "\(records)")
+        #expect(records.first?["reason"]?.stringValue?.contains("the upstream answered 200") == true, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

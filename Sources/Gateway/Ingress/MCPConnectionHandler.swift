@@ -448,11 +448,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
         case .filterCollected(let head, let body):
             upstream = nil
-            answer(filteredList(head, body))
+            let filtered = filteredList(head, body)
+            finishAudit(
+                status: Int(filtered.status.code),
+                note: filtered.status == head.status
+                    ? nil : "the upstream answered \(head.status.code); its answer could not be passed on (see the client's error)")
+            answer(filtered)
         case .refuseCollectedTooLarge:
             upstream?.cancel()
             upstream = nil
             let limit = services?.limits.maximumFilteredResponseBytes ?? 0
+            finishAudit(status: 502, note: "the upstream's list answer was larger than \(limit) bytes")
             answer(
                 Refusal(
                     status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
@@ -916,7 +922,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     // MARK: - Upstream responses
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
-        finishAudit(status: Int(head.status.code), note: nil)
         var head = head
         if let services, let principal = request?.principal, let session = head.headers.first(name: "mcp-session-id") {
             // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
@@ -927,6 +932,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // A list answer that is not SSE is collected and filtered, whatever its 2xx status; so is a GET stream that
         // answers with anything but SSE.
         let collect = filtersLists && !isEventStream
+        // A relayed answer is recorded now, with the upstream's status. A collected one only once the client's answer
+        // is known (the filtered list, or the gateway's own 502/504), with the status the client got.
+        if !collect { finishAudit(status: Int(head.status.code), note: nil) }
         if isEventStream, let services, let plan, let principal = request?.principal {
             // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
             // The client's framing is chunked, since lengths change.
@@ -972,6 +980,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 guard generation == self.generation, case .collecting = machine.state else { return }
                 upstream?.cancel()
                 upstream = nil
+                finishAudit(status: 504, note: "the upstream did not finish its list answer in time")
                 answer(
                     Refusal(
                         status: .gatewayTimeout, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
