@@ -67,7 +67,8 @@ extension IdentityConfiguration {
     ]
     static let oauthKeys: Set<String> = ["authorization_servers", "scopes_supported", "introspection"]
     static let introspectionKeys: Set<String> = [
-        "url", "client_id", "client_secret_file", "ca_file", "cache_seconds", "cache_size", "agent_claim",
+        "url", "client_id", "client_secret_file", "ca_file", "cache_seconds", "cache_size", "agent_claim", "tenant_claim",
+        "require_tenant_claim",
     ]
     static let keyKeys: Set<String> = ["kid", "alg", "public_key_file", "secret_file"]
 
@@ -134,6 +135,17 @@ extension IdentityConfiguration {
             identity.introspection = introspection
             result[tenant] = identity
         }
+        // An introspection endpoint that answers for more than one tenant (another tenant introspects there too, or it
+        // belongs to a gateway-wide authorization server) must say whose token it is: its answers need the tenant
+        // claim, or any of its users would become a principal of the tenant whose endpoint was asked.
+        let introspectionURLs = result.values.compactMap(\.introspection?.url)
+        let sharedOrigins = Set((shared?.authorizationServers ?? []).map(Self.origin))
+        for (tenant, identity) in result {
+            guard let url = identity.introspection?.url else { continue }
+            if introspectionURLs.filter({ $0 == url }).count > 1 || sharedOrigins.contains(Self.origin(url)) {
+                result[tenant]?.introspection?.requiresTenantClaim = true
+            }
+        }
         var configuration = IdentityConfiguration(
             tenants: result, maximumTokenBytes: try identity?.int("max_token_bytes", in: 256...1_048_576) ?? 8192,
             tokenCacheCapacity: try identity?.int("token_cache_size", in: 0...10_000_000) ?? 10_000)
@@ -178,8 +190,17 @@ extension IdentityConfiguration {
                 url: url, clientID: clientID, clientSecret: String(decoding: secret, as: UTF8.self),
                 caFile: try settings.string("ca_file").map { resolve($0, baseDirectory) }, cacheSeconds: cacheSeconds,
                 cacheSize: cacheSize, agentClaim: try settings.string("agent_claim") ?? "sub")
+            introspection?.tenantClaim = try settings.string("tenant_claim") ?? "tenant"
+            introspection?.requiresTenantClaim = try settings.bool("require_tenant_claim") ?? false
+            introspection?.issuers = servers
         }
         return (servers, try reader.strings("scopes_supported") ?? [], introspection)
+    }
+
+    /// The origin (`https://host[:port]`, lower-cased) of an https URL.
+    static func origin(_ url: String) -> String {
+        let rest = url.dropFirst(url.hasPrefix("https://") ? 8 : 0)
+        return "https://" + rest.prefix { $0 != "/" && $0 != "?" }.lowercased()
     }
 
     /// `url` when it is an `https` URL (only an origin, without path, query or trailing slash, with `originOnly`).

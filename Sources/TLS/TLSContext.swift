@@ -185,7 +185,9 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
         if !configuration.crlFiles.isEmpty {
-            X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK))
+            // Every certificate of the chain, not only the leaf: an issuing CA revoked in its root's CRL takes every
+            // certificate it issued with it (each issuer in the chain must then have a CRL: fail closed).
+            X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL))
         }
         if verifies {
             var mode = SSL_VERIFY_PEER

@@ -270,6 +270,55 @@ struct IntrospectionTests {
         await authorizationServer.stop()
     }
 
+    @Test("an answer naming another tenant or a foreign issuer is refused; a shared endpoint must name the tenant")
+    func introspectionTenantAndIssuer() async throws {
+        let server = try await RecordingUpstream.start(
+            .withStatus { request in
+                let token = request.body.split(separator: "&").first { $0.hasPrefix("token=") }?.dropFirst(6) ?? ""
+                switch token {
+                case "tok-globex": return (200, "application/json", #"{"active":true,"sub":"mallory","tenant":"globex","aud":"mcpgw"}"#)
+                case "tok-foreign-iss":
+                    return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw","iss":"https://evil.test"}"#)
+                case "tok-acme":
+                    return (
+                        200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw","tenant":"acme","iss":"https://as.test/"}"#
+                    )
+                default: return (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#)
+                }
+            }, tls: try HTTPSUpstreamTests.serverContext())
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
+        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let oauth =
+            #"{"authorization_servers": ["https://as.test"], "introspection": {"url": "\#(server.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
+        let upstream = try await RecordingUpstream.start(.json)
+        for shared in [false, true] {
+            let gateway = try await GatewayFixture.start(
+                upstream: upstream.url,
+                editConfiguration: {
+                    var text = $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
+                        .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(oauth),"#)
+                    if shared { text = text.replacingOccurrences(of: #""globex": {"#, with: #""globex": {"oauth": \#(oauth),"#) }
+                    return text
+                })
+            func call(_ token: String, _ tenant: String = "acme") async throws -> Int {
+                try await gateway.client(nil).send(
+                    path: "/tenants/\(tenant)/mcp", body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(token)")]
+                ).status
+            }
+            #expect(try await call("tok-globex") == 403, "shared: \(shared)")  // tenant_mismatch is 403, as for JWTs
+            #expect(try await call("tok-foreign-iss") == 401, "shared: \(shared)")
+            #expect(try await call("tok-acme") == 200, "shared: \(shared)")
+            // An answer that names no tenant is this tenant's only where the endpoint answers for it alone.
+            #expect(try await call("tok-unnamed") == (shared ? 401 : 200), "shared: \(shared)")
+            if shared { #expect(try await call("tok-acme", "globex") == 403) }
+            let refusals = try gateway.auditRecords().filter { $0["decision"] == .string("authentication_failed") }
+            #expect(refusals.contains { JSONValue.object($0).serialized.contains("tenant_mismatch") }, "\(refusals)")
+            try await gateway.stop()
+        }
+        await upstream.stop()
+        await server.stop()
+    }
+
     @Test("answers are remembered per tenant: a token inactive at one tenant's server is still asked about at another's")
     func cachePerTenant() async throws {
         let acmeServer = try await RecordingUpstream.start(

@@ -370,3 +370,40 @@ def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operat
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("revoked", [True, False], ids=["issuing CA revoked by the root", "nothing revoked"])
+def test_an_issuing_ca_revoked_in_its_roots_crl_takes_its_agents_with_it(tmp_path, revoked):
+    # root (acme's client_ca, with a CRL) → issuing CA (with its own, empty CRL) → agent.
+    root = make_ca(tmp_path, "acme-root")
+    issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
+    leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
+    root_crl, issuing_crl = tmp_path / "root.crl.pem", tmp_path / "issuing.crl.pem"
+    write_crl(root_crl, root, [issuing[0]] if revoked else [])
+    write_crl(issuing_crl, issuing, [])
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["client_ca"] = [root[0]]
+    config["tenants"]["acme"]["crl"] = [str(root_crl), str(issuing_crl)]
+    for tenant in config["tenants"].values():
+        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
+    process, port, _ = start("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf[0]).read() + open(issuing[0]).read())
+    try:
+        result = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert",
+             str(CERTS / "gateway-ca.pem"), "--cert", str(chain), "--key", leaf[1],
+             "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+             "--data", body, f"https://localhost:{port}/mcp"], capture_output=True, text=True, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    if revoked:
+        assert result.stdout != "200", "an agent under a revoked issuing CA was served: " + result.stderr
+    else:
+        assert result.stdout == "200", result.stdout + result.stderr

@@ -150,6 +150,24 @@ public final class TokenIntrospector: Sendable {
                 return .refused(.wrongAudience(expected: configuration.audiences.first ?? ""))
             }
         }
+        // Whose token it is: an answer that names another tenant is refused, and so is one that names none where the
+        // endpoint answers for more than this tenant; its issuer, when it says, must be one of this tenant's servers.
+        let settings = configuration.settings
+        if let claimed = answer[settings.tenantClaim] {
+            guard claimed.stringValue == tenant else {
+                return .refused(.tenantMismatch("the introspection answer's \(settings.tenantClaim) is not \(tenant)"))
+            }
+        } else if settings.requiresTenantClaim {
+            return .refused(
+                .missingClaim("\(settings.tenantClaim) in the introspection answer (its endpoint answers for more than one tenant)"))
+        }
+        if let issuer = answer["iss"], !settings.issuers.isEmpty {
+            let named = issuer.stringValue ?? ""
+            let trimmed = { (text: String) in text.hasSuffix("/") ? String(text.dropLast()) : text }
+            guard settings.issuers.contains(where: { trimmed($0) == trimmed(named) }) else {
+                return .refused(.wrongIssuer(String(named.prefix(200))))
+            }
+        }
         guard let agent = answer[configuration.settings.agentClaim]?.stringValue, IdentifierRules.isValid(agent) else {
             return .refused(.missingClaim("\(configuration.settings.agentClaim) (a valid agent id) in the introspection answer"))
         }

@@ -50,6 +50,14 @@ public struct IntrospectionSettings: Sendable, Equatable {
     public var cacheSize: Int
     /// The claim of the answer that names the agent (default `sub`).
     public var agentClaim: String
+    /// The claim of the answer that names the tenant (default `tenant`): an answer that names another tenant is
+    /// refused.
+    public var tenantClaim: String = "tenant"
+    /// Whether an answer without the tenant claim is refused: set when the endpoint answers for more than this tenant
+    /// (another tenant introspects there, or it is one of the gateway-wide authorization servers), or asked for.
+    public var requiresTenantClaim = false
+    /// The tenant's authorization servers: an answer's `iss`, when it has one, must be one of them.
+    public var issuers: [String] = []
 
     /// Settings from their parts.
     public init(
