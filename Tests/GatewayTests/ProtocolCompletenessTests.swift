@@ -811,3 +811,25 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    @Test("answers that would be collected but are relayed (a GET stream answered 405, a list answered 204) are recorded")
+    func relayedInsteadOfCollectedRecorded() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in request.method == "GET" ? (405, "text/plain", "Method Not Allowed") : (204, "application/json", "") })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let stream = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s1"))])
+        #expect(stream.status == 405)
+        let list = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(list.status == 204)
+        let records = try gateway.auditRecords()
+        #expect(records.filter { $0["upstream_status"] == .number(JSONNumber(405)) }.count == 1, "\(records)")
+        #expect(records.filter { $0["upstream_status"] == .number(JSONNumber(204)) }.count == 1, "\(records)")
+        // Nothing is left reserved: the audit room of both exchanges was used (and the queue drains).
+        for _ in 0..<200 where gateway.services.audit.queuedBytes != 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(gateway.services.audit.queuedBytes == 0)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

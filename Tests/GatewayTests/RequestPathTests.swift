@@ -447,6 +447,8 @@ struct RequestPathTests {
         #expect(await client.waitForClose(timeout: .seconds(5)))
         #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
         #expect(client.text.contains(#""result""#), "\(client.text)")
+        // The answer says the connection closes after it.
+        #expect(client.text.lowercased().contains("connection: close"), "\(client.text)")
         let records = try gateway.auditRecords()
         #expect(records.map { $0["rule"]?.stringValue ?? "-" }.sorted() == ["R1", "http_parse"].sorted(), "\(records)")
         #expect(!records.contains { JSONValue.object($0).serialized.contains("client closed") }, "\(records)")

@@ -249,11 +249,16 @@ struct ExchangeStateMachine {
 
     /// The upstream's response head arrived. `collect`: the answer is to be filtered, not relayed; `collectErrors`:
     /// redirections and error answers (3xx, 4xx, 5xx) too (they carry ids to give back, `ListRequestIDs`).
+    /// Whether an upstream answer is collected (to be filtered) rather than relayed: where answers are collected, any
+    /// 2xx with a body (it may carry a list), and with `collectErrors` any error status but 304.
+    static func collects(_ head: HTTPResponseHead, collect: Bool, collectErrors: Bool) -> Bool {
+        let code = head.status.code
+        return collect && (((200..<300).contains(code) && code != 204 && code != 205) || (collectErrors && code >= 300 && code != 304))
+    }
+
     mutating func upstreamHead(_ head: HTTPResponseHead, collect: Bool, collectErrors: Bool = false) -> Action {
         guard case .forwarding = state else { return .none }
-        // Any 2xx with a body may carry a list: collected to be filtered.
-        let code = head.status.code
-        if collect && (((200..<300).contains(code) && code != 204 && code != 205) || (collectErrors && code >= 300 && code != 304)) {
+        if Self.collects(head, collect: collect, collectErrors: collectErrors) {
             state = .collecting
             collectedHead = head
             body = Self.noBody

@@ -412,7 +412,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             answer(refusal)
         case .decide(let body):
             decide(body)
-        case .writeResponseHead(let head):
+        case .writeResponseHead(var head):
+            // The connection closes after this answer (shutting down, or unreadable bytes behind it): it says so.
+            if closesAfterExchange && !head.headers.contains(name: "connection") {
+                head.headers.add(name: "Connection", value: "close")
+            }
             // Flushed when this read from the upstream has been handed over (`upstreamReadComplete`): the head
             // leaves at once, together with whatever body came in the same read.
             writeHead(head, context: context)
@@ -934,7 +938,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let collect = filtersLists && !isEventStream
         // A relayed answer is recorded now, with the upstream's status. A collected one only once the client's answer
         // is known (the filtered list, or the gateway's own 502/504), with the status the client got.
-        if !collect { finishAudit(status: Int(head.status.code), note: nil) }
+        let collectErrors = plan?.renamesListRequests == true
+        if !ExchangeStateMachine.collects(head, collect: collect, collectErrors: collectErrors) {
+            finishAudit(status: Int(head.status.code), note: nil)
+        }
         if isEventStream, let services, let plan, let principal = request?.principal {
             // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
             // The client's framing is chunked, since lengths change.
@@ -972,7 +979,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             head.headers.remove(name: "content-length")
         }
-        perform(machine.upstreamHead(head, collect: collect, collectErrors: plan?.renamesListRequests == true))
+        perform(machine.upstreamHead(head, collect: collect, collectErrors: collectErrors))
         if collect, case .collecting = machine.state, let context, let services {
             // Bounded in time too: an upstream that keeps a list stream open cannot hold the exchange.
             let generation = self.generation
