@@ -55,7 +55,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
     var checksTopLevel: Bool { key != "*" && (required || type != nil) }
 
     /// Every violation of this constraint by the call's leaves; `topLevel` is read only when `checksTopLevel`.
-    func violations(in leaves: [ArgumentValue], topLevel: [String: [String]]) -> [ArgumentFinding] {
+    func violations(in leaves: [ArgumentValue], topLevel: [String: [String]], searchSteps: inout Int) -> [ArgumentFinding] {
         var findings: [ArgumentFinding] = []
         if checksTopLevel {
             if required && topLevel[key] == nil {
@@ -66,14 +66,14 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
         }
         for leaf in leaves where covers(leaf) || (key == "*" && leaf.type == "key") {
-            if let problem = problem(with: leaf) {
+            if let problem = problem(with: leaf, searchSteps: &searchSteps) {
                 findings.append(ArgumentFinding(location: leaf.location, value: leaf.canonical, problem: problem))
             }
         }
         return findings
     }
 
-    private func problem(with leaf: ArgumentValue) -> String? {
+    private func problem(with leaf: ArgumentValue, searchSteps: inout Int) -> String? {
         if let problem = leaf.encodingProblem { return problem }
         if !denyTokens.isEmpty || !denyPatterns.isEmpty {
             for form in leaf.forms {
@@ -82,7 +82,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
                     if let hit = denyTokens.first(where: { Self.containsToken(lowered, $0) }) { return "contains '\(hit)'" }
                 }
                 for pattern in denyPatterns {
-                    switch pattern.search(form) {
+                    switch pattern.search(form, steps: &searchSteps) {
                     case .matched: return "matches denied pattern /\(pattern.pattern)/"
                     case .tooCostly: return "too long to search for denied pattern /\(pattern.pattern)/ (refused unexamined)"
                     case .notMatched: continue
@@ -111,7 +111,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             var costly: LinearRegex?
             var allowed = false
             for pattern in allowPatterns {
-                switch pattern.search(canonical) {
+                switch pattern.search(canonical, steps: &searchSteps) {
                 case .matched: allowed = true
                 case .tooCostly: costly = pattern
                 case .notMatched: break

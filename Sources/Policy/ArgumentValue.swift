@@ -48,6 +48,9 @@ public enum ArgumentCanonicalizer {
     static let maximumRounds = 8
     /// Leaves beyond this many are not examined; the call is refused instead (see `TenantPolicySet`).
     public static let maximumLeaves = 10_000
+    /// Leaves found inside JSON held by string arguments (a JSON document passed as a string), counted apart: beyond
+    /// this many the call is refused as well.
+    public static let maximumNestedLeaves = 50_000
 
     /// Bytes of canonicalisation work (every form of every leaf, nested JSON included) one call may cost; beyond it the
     /// call is refused with that reason. A plain 4 MiB argument costs 4 MiB; encodings nested round after round cost
@@ -62,6 +65,8 @@ public enum ArgumentCanonicalizer {
         case overBudget
         /// A string argument holds JSON nested deeper than `maximumNestedJSONDepth` (at this location).
         case nestedJSONTooDeep(String)
+        /// More than `maximumNestedLeaves` values inside JSON held by string arguments.
+        case tooManyNestedValues
 
         /// In words, for the decision's reason.
         public var reason: String {
@@ -69,6 +74,8 @@ public enum ArgumentCanonicalizer {
             case .tooManyValues: "arguments have more than \(ArgumentCanonicalizer.maximumLeaves) values; refused unexamined"
             case .overBudget:
                 "canonicalising the arguments would take more than \(ArgumentCanonicalizer.canonicalisationBudget) bytes of work; refused unexamined"
+            case .tooManyNestedValues:
+                "JSON held by string arguments has more than \(ArgumentCanonicalizer.maximumNestedLeaves) values; refused unexamined"
             case .nestedJSONTooDeep(let location):
                 "the string argument \(location.prefix(200)) holds JSON nested deeper than \(ArgumentCanonicalizer.maximumNestedJSONDepth) levels, which a server would decode but the gateway cannot check; refused unexamined"
             }
@@ -90,7 +97,24 @@ public enum ArgumentCanonicalizer {
         var result: [ArgumentValue] = []
         var failure: Refusal?
         var budget = canonicalisationBudget
+        var topLevelLeaves = 0
+        var nestedLeaves = 0
         func add(_ location: String, _ keys: [String], _ type: String, _ raw: String, _ nested: Bool) {
+            guard failure == nil else { return }
+            // Leaves of the arguments themselves, and leaves inside JSON held by their strings, are counted apart.
+            if nested {
+                nestedLeaves += 1
+                if nestedLeaves > maximumNestedLeaves {
+                    failure = .tooManyNestedValues
+                    return
+                }
+            } else {
+                topLevelLeaves += 1
+                if topLevelLeaves > maximumLeaves {
+                    failure = .tooManyValues
+                    return
+                }
+            }
             if let value = ArgumentValue(
                 location: location, keys: keys, type: type, raw: raw, isInsideJSONString: nested, budget: &budget)
             {
@@ -101,10 +125,6 @@ public enum ArgumentCanonicalizer {
         }
         func walk(_ value: JSONValue, location: String, keys: [String], nested: Bool) {
             guard failure == nil else { return }
-            if result.count >= maximumLeaves {
-                failure = .tooManyValues
-                return
-            }
             switch value {
             case .object(let object):
                 for member in object.members {
@@ -167,36 +187,16 @@ public enum ArgumentCanonicalizer {
 
     /// The object or array a string leaf holds as JSON text (after leading whitespace), read as Python's `json.loads`
     /// reads it (repeated keys, `NaN`, lone surrogates: `JSONLimits.lenient`), at any size (the caller pays it from the
-    /// budget). Text whose brackets nest deeper than the bound outside strings is `tooDeep` without being parsed (the
-    /// parser is recursive).
+    /// budget). Text that is valid JSON until it nests deeper than the bound is `tooDeep` (the parser stops there: it
+    /// is recursive); text that stops being JSON first is `notJSON`.
     static func nestedJSON(_ text: String) -> NestedJSON {
         guard looksLikeJSON(text) else { return .notJSON }
-        var depth = 0
-        var inString = false
-        var escaped = false
-        for byte in text.utf8 {
-            if inString {
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inString = false
-                }
-                continue
-            }
-            switch byte {
-            case UInt8(ascii: "\""): inString = true
-            case UInt8(ascii: "{"), UInt8(ascii: "["):
-                depth += 1
-                if depth > maximumNestedJSONDepth { return .tooDeep }
-            case UInt8(ascii: "}"), UInt8(ascii: "]"): depth -= 1
-            default: break
-            }
-        }
         let limits = JSONLimits(maximumDepth: maximumNestedJSONDepth, maximumBytes: Int.max, lenient: true)
-        guard let value = try? JSONParser.parse(text.utf8, limits: limits) else { return .notJSON }
-        return .value(value)
+        do {
+            return .value(try JSONParser.parse(text.utf8, limits: limits))
+        } catch {
+            return error.isTooDeep ? .tooDeep : .notJSON
+        }
     }
 
     /// Longest argument name a rule may use, in UTF-8 bytes.

@@ -65,10 +65,16 @@ public struct LinearRegex: Sendable, Hashable, CustomStringConvertible {
     /// that must fail closed).
     public func matches(_ text: String) -> Bool { search(text) == .matched }
 
-    /// Whether the pattern matches anywhere in `text`, or that the search would cost more than its budget.
+    /// Whether the pattern matches anywhere in `text`, or that the search would cost more than its own budget.
     public func search(_ text: String) -> Outcome {
+        var steps = Self.stepBudget(forScalars: text.unicodeScalars.count)
+        return search(text, steps: &steps)
+    }
+
+    /// Whether the pattern matches anywhere in `text`, taking its steps from `steps` (shared by the searches of one
+    /// call), or that they ran out.
+    public func search(_ text: String, steps budget: inout Int) -> Outcome {
         let input = Array((caseInsensitive ? text.lowercased() : text).unicodeScalars)
-        var budget = Self.stepBudget(forScalars: input.count)
         // `seen[pc] == generation` marks instructions already on the list being built for this step.
         var seen = [Int](repeating: -1, count: program.count)
         var generation = 0

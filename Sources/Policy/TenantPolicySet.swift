@@ -213,7 +213,12 @@ public struct TenantPolicySet: Sendable {
             rule.inspectsNestedJSON || !allLeaves.contains(where: \.isInsideJSONString)
             ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
         let topLevel = rule.constraints.contains(where: \.checksTopLevel) ? arguments.topLevelTypes : [:]
-        let findings = rule.constraints.flatMap { $0.violations(in: leaves, topLevel: topLevel) }
+        var steps = arguments.searchSteps
+        var findings: [ArgumentFinding] = []
+        for constraint in rule.constraints {
+            findings += constraint.violations(in: leaves, topLevel: topLevel, searchSteps: &steps)
+        }
+        arguments.searchSteps = steps
         if findings.isEmpty {
             return rule.action == .deny
                 ? nil
@@ -260,11 +265,20 @@ struct LazyArguments {
         }
     }
 
+    /// Steps left for the regular-expression searches of this call (`LinearRegex.search`): one budget for every
+    /// pattern, leaf and form, so that splitting a value into many leaves cannot multiply the work. A million, and 16
+    /// per byte of the leaves' forms; set when the leaves are computed.
+    var searchSteps = 0
+
     private mutating func compute() {
         guard !computed else { return }
         computed = true
         switch ArgumentCanonicalizer.examine(arguments) {
-        case .success(let leaves): cachedLeaves = leaves
+        case .success(let leaves):
+            cachedLeaves = leaves
+            var bytes = 0
+            for leaf in leaves { for form in leaf.forms { bytes += form.utf8.count } }
+            searchSteps = LinearRegex.stepBudget(forScalars: bytes)
         case .failure(let refusal): self.refusal = refusal
         }
     }

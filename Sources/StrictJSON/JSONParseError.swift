@@ -4,6 +4,8 @@ public struct JSONParseError: Error, Sendable, Hashable, CustomStringConvertible
     public let reason: String
     /// Byte offset in the input.
     public let offset: Int
+    /// Whether the text was valid up to a nesting deeper than the limit (`JSONLimits.maximumDepth`).
+    public var isTooDeep = false
 
     public var description: String { "\(reason) at byte \(offset)" }
 }

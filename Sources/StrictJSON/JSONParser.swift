@@ -102,7 +102,11 @@ public struct JSONParser {
 
     private mutating func enterContainer() throws(JSONParseError) {
         depth += 1
-        if depth > limits.maximumDepth { throw error("nesting deeper than \(limits.maximumDepth) levels") }
+        if depth > limits.maximumDepth {
+            var tooDeep = error("nesting deeper than \(limits.maximumDepth) levels")
+            tooDeep.isTooDeep = true
+            throw tooDeep
+        }
     }
 
     /// Up to this many members, a new key is compared with each one before it; beyond, a set of keys is kept.

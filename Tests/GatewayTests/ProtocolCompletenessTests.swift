@@ -747,8 +747,11 @@ extension ProtocolCompletenessTests {
     @Test("resource updates in the SSE answer of an ordinary call are withheld too, however the method name is escaped")
     func resourceUpdatesWithheldOnCallStreams() async throws {
         let escaped = #"{"jsonrpc":"2.0","method":"notifications\/resources\/upd\u0061ted","params":{"uri":"file:///etc/passwd"}}"#
+        let progress = #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#
         let events = [
             Self.updated("file:///etc/passwd"), escaped, Self.updated("file:///workspace/a.txt"), "not json at all",
+            "[" + Self.updated("file:///etc/batch") + "," + progress + "]",
+            #"{"jsonrpc":"2.0","method":"x","method":"notifications/resources/updated","params":{"uri":"file:///etc/dup"}}"#,
             #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"updated"}]}}"#,
         ]
         let stream = events.map { "event: message\ndata: \($0)\n\n" }.joined()
@@ -760,7 +763,8 @@ extension ProtocolCompletenessTests {
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
         #expect(call.status == 200)
-        #expect(!call.body.contains("/etc/passwd"), "\(call.body)")
+        #expect(!call.body.contains("/etc/"), "\(call.body)")
+        #expect(call.body.contains("notifications/progress"), "the rest of the batch goes on: \(call.body)")
         #expect(call.body.contains("file:///workspace/a.txt") && call.body.contains("not json at all"), "\(call.body)")
         #expect(call.body.contains(#""text":"updated""#), "\(call.body)")
         // A JSON answer (an error status here) holding nothing but such an update is refused, not passed on.

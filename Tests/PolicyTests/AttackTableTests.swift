@@ -87,6 +87,13 @@ struct AttackTableTests {
         #expect(try decide("acme", "read_file", #"{"path":"notes.txt","files":"[{\"path\":\"docs/a.txt\"}]"}"#).outcome == .allow)
         #expect(try decide("acme", "read_file", #"{"path":"[draft] notes.txt"}"#).outcome == .allow)
         #expect(try decide("acme", "read_file", #"{"path":"notes.txt","opts":"[1, NaN, {\"a\": \"b\", \"a\": \"c\"}]"}"#).outcome == .allow)
+        // A JSON document passed as a string has a budget of values of its own (50,000), apart from the arguments'.
+        let document = "[" + Array(repeating: "1", count: 15_000).joined(separator: ",") + "]"
+        let large = try decide("acme", "read_file", #"{"path":"notes.txt","content":"\#(document)"}"#)
+        #expect(large.outcome == .allow, "\(large.reason)")
+        // Text that stops being JSON before it nests deep is only text, however many brackets follow.
+        let brackets = "[" + String(repeating: "see {", count: 70)
+        #expect(try decide("acme", "read_file", #"{"path":"notes.txt","note":"\#(brackets)"}"#).outcome == .allow)
     }
 
     @Test(

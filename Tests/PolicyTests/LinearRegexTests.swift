@@ -53,6 +53,18 @@ struct LinearRegexTests {
                 tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "q", value: .string(value))])))
             let decision = set.evaluate(call)
             #expect(decision.outcome == .deny && decision.reason.contains("too long to search"), "\(field): \(decision.reason)")
+            // The same bytes split over many leaves share one budget: splitting does not multiply the work.
+            let split = PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "t",
+                arguments: .object(
+                    JSONObject([
+                        .init(key: "q", value: .array(Array(repeating: .string(String(repeating: "a", count: 1000)), count: 60)))
+                    ])))
+            let splitDecision = set.evaluate(split)
+            // (An allow pattern refuses the first piece as unmatched already.)
+            #expect(
+                splitDecision.outcome == .deny && (field == "allow" || splitDecision.reason.contains("too long to search")),
+                "\(field): \(splitDecision.reason)")
         }
     }
 }

@@ -93,12 +93,30 @@ struct ListFilter {
         case .array(let elements):
             return !elements.isEmpty && elements.allSatisfy(withholds)
         case .object(let message):
-            guard message["method"]?.stringValue == Self.resourceUpdated else { return false }
-            guard let uri = message["params"]?.objectValue?["uri"]?.stringValue else { return true }
-            return !currentPolicy().evaluate(Self.readRequest(uri, principal: principal)).outcome.permits
+            // Every spelling counts where a lenient reading kept repeated keys: any `method` naming an update makes
+            // it one, and every `uri` it names must be readable.
+            guard message.members.contains(where: { $0.key == "method" && $0.value.stringValue == Self.resourceUpdated }) else {
+                return false
+            }
+            let uris = message.members.filter { $0.key == "params" }.flatMap { params in
+                (params.value.objectValue?.members ?? []).filter { $0.key == "uri" }.map(\.value.stringValue)
+            }
+            guard !uris.isEmpty else { return true }
+            let policy = currentPolicy()
+            return uris.contains { uri in
+                guard let uri else { return true }
+                return !policy.evaluate(Self.readRequest(uri, principal: principal)).outcome.permits
+            }
         default:
             return false
         }
+    }
+
+    /// A batch with the notifications the caller may not see taken out; nil when nothing in it is withheld.
+    func withoutWithheld(_ value: JSONValue) -> JSONValue? {
+        guard case .array(let elements) = value else { return nil }
+        let kept = elements.filter { !withholds($0) }
+        return kept.count == elements.count ? nil : .array(kept)
     }
 
     /// The policy request of `principal` reading `uri` with `resources/read`, its params as a client sends them.

@@ -104,15 +104,17 @@ struct SSEEventFilter {
         guard hasID || mayFilter || mayWithhold else { return event }
         let text = String(decoding: event, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
-        if mayWithhold, let updateFilter {
-            let data = Self.data(of: lines)
-            let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes)
-            if !data.isEmpty, let value = try? JSONParser.parse(Array(data.utf8), limits: limits), updateFilter.withholds(value) {
-                return []
-            }
-            guard hasID else { return event }
-        }
         var filtered: JSONValue?
+        if mayWithhold, let updateFilter {
+            // Read as leniently as a client might (repeated keys kept): an update spelled twice is still seen.
+            let data = Self.data(of: lines)
+            let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes, lenient: true)
+            if !data.isEmpty, let value = try? JSONParser.parse(Array(data.utf8), limits: limits) {
+                if updateFilter.withholds(value) { return [] }
+                filtered = updateFilter.withoutWithheld(value)
+            }
+            guard hasID || filtered != nil else { return event }
+        }
         if mayFilter, let filter {
             let data = Self.data(of: lines)
             if !data.isEmpty {
