@@ -116,6 +116,15 @@ def make_server_certificate(folder, name: str, issuer: tuple[str, str], san: str
     return cert, key
 
 
+def curl_post(port: int, certificate: str, key: str, body: str) -> subprocess.CompletedProcess:
+    """POST `body` to the gateway's /mcp with curl and a client certificate; stdout is the HTTP status."""
+    return subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert",
+         str(CERTS / "gateway-ca.pem"), "--cert", certificate, "--key", key,
+         "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+         "--data", body, f"https://localhost:{port}/mcp"], capture_output=True, text=True, timeout=30)
+
+
 def call_through(tmp_path, upstream_ca: str, certificate: tuple[str, str], name: str) -> str:
     """Starts an HTTPS upstream on 127.0.0.1 serving `certificate`, a gateway sending acme to https://localhost:PORT
     (trusting `upstream_ca`), and makes one allowed call; returns the HTTP status the client got."""
@@ -132,11 +141,7 @@ def call_through(tmp_path, upstream_ca: str, certificate: tuple[str, str], name:
                        "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
     agent = CERTS / "acme" / "agents" / "bot1"
     try:
-        result = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert",
-             str(CERTS / "gateway-ca.pem"), "--cert", f"{agent}.pem", "--key", f"{agent}.key",
-             "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
-             "--data", body, f"https://localhost:{port}/mcp"], capture_output=True, text=True, timeout=30)
+        result = curl_post(port, f"{agent}.pem", f"{agent}.key", body)
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)
@@ -394,11 +399,7 @@ def test_an_issuing_ca_revoked_in_its_roots_crl_takes_its_agents_with_it(tmp_pat
     chain = tmp_path / "chain.pem"
     chain.write_text(open(leaf[0]).read() + open(issuing[0]).read())
     try:
-        result = subprocess.run(
-            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert",
-             str(CERTS / "gateway-ca.pem"), "--cert", str(chain), "--key", leaf[1],
-             "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
-             "--data", body, f"https://localhost:{port}/mcp"], capture_output=True, text=True, timeout=30)
+        result = curl_post(port, str(chain), leaf[1], body)
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=30)

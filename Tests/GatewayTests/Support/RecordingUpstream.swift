@@ -163,47 +163,30 @@ final class RecordingUpstream: Sendable {
                 context.write(wrapOutboundOut(.body(.byteBuffer(json))), promise: nil)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             case .gatedEvents(let first, let afterRelease):
-                context.write(
-                    wrapOutboundOut(
-                        .head(
-                            HTTPResponseHead(
-                                version: .http1_1, status: .ok,
-                                headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: first)))), promise: nil)
-                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                gate.hop(to: context.eventLoop).whenSuccess {
-                    let (handler, context) = bound.value
-                    context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: afterRelease)))), promise: nil)
-                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
-                }
+                streamGated(context, first: first, afterRelease: afterRelease)
             case .gatedStream:
-                context.write(
-                    wrapOutboundOut(
-                        .head(
-                            HTTPResponseHead(
-                                version: .http1_1, status: .ok,
-                                headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
-                context.writeAndFlush(
-                    wrapOutboundOut(
-                        .body(
-                            .byteBuffer(
-                                ByteBuffer(
-                                    string:
-                                        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n"
-                                )))), promise: nil)
-                let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-                gate.hop(to: context.eventLoop).whenSuccess {
-                    let (handler, context) = bound.value
-                    context.write(
-                        handler.wrapOutboundOut(
-                            .body(
-                                .byteBuffer(
-                                    ByteBuffer(
-                                        string:
-                                            "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\(idText),\"result\":{\"done\":true}}\n\n")))
-                        ), promise: nil)
-                    context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
-                }
+                streamGated(
+                    context,
+                    first:
+                        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{\"progress\":1}}\n\n",
+                    afterRelease: "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":\(idText),\"result\":{\"done\":true}}\n\n")
+            }
+        }
+
+        /// An SSE answer: `first` at once, `afterRelease` and the end once the gate opens.
+        private func streamGated(_ context: ChannelHandlerContext, first: String, afterRelease: String) {
+            context.write(
+                wrapOutboundOut(
+                    .head(
+                        HTTPResponseHead(
+                            version: .http1_1, status: .ok,
+                            headers: ["Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"]))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: first)))), promise: nil)
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            gate.hop(to: context.eventLoop).whenSuccess {
+                let (handler, context) = bound.value
+                context.write(handler.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: afterRelease)))), promise: nil)
+                context.writeAndFlush(handler.wrapOutboundOut(.end(nil)), promise: nil)
             }
         }
     }
