@@ -80,3 +80,45 @@ def test_sighup_does_not_end_a_gateway_started_from_flags_alone():
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert process.returncode == 0, stderr
+
+
+def test_serves_as_an_unprivileged_user():
+    """The listener, upstream and Redis sockets set TCP options at the TCP level: set at the socket level, option 1 is
+    SO_DEBUG, which only root may set, and every connection of an unprivileged gateway was reset."""
+    import os
+    import threading
+    from http.server import ThreadingHTTPServer
+    import pytest
+    from test_tls_resumption import EchoUpstream
+    if os.geteuid() != 0:
+        pytest.skip("runs the gateway as nobody, which needs root to switch to")
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", mcpgw_binary(), "serve",
+               "--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0", "--audit-log", "-",
+               "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}/mcp"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = None
+    deadline = time.time() + 30
+    while time.time() < deadline and port is None:
+        line = process.stderr.readline()
+        if not line:
+            break
+        match = re.search(r"listen.address=127\.0\.0\.1:(\d+)", line)
+        if match and "listening" in line:
+            port = int(match.group(1))
+    try:
+        assert port, "the gateway did not start as nobody"
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                           "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", "certs-dev/gateway-ca.pem", "-w", "\n%{http_code}",
+             "--cert", "certs-dev/acme/agents/bot1.pem", "--key", "certs-dev/acme/agents/bot1.key",
+             "-H", "Content-Type: application/json", "-H", "Accept: application/json, text/event-stream",
+             "--data", body, f"https://localhost:{port}/mcp"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=30)
+        upstream.shutdown()
+    assert result.stdout.strip().endswith("200"), result.stdout + result.stderr + stderr[-2000:]
+    assert '"ok": true' in result.stdout

@@ -48,7 +48,7 @@ public final class GatewayListener: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 if let refusal = connections.admit(channel, maximum: configuration.maximumConnections, perSource: perSource) {
                     services?.metrics.connectionRefused(reason: refusal == .listenerFull ? "listener_full" : "source_full")

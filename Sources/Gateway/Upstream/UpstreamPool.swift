@@ -48,7 +48,7 @@ final class UpstreamPool {
         let budgets = self.budgets
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(limits.upstreamConnectTimeout))
-            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     // Handlers of their own for every channel: a host name with several addresses makes one channel
