@@ -1,5 +1,6 @@
 import Foundation
 import Identity
+import NIOConcurrencyHelpers
 import StrictJSON
 import Testing
 
@@ -122,6 +123,34 @@ struct AuditRotationTests {
         #expect(fresh.contains(#""request_id":"after""#) && !fresh.contains(#""request_id":"before""#))
         let attributes = try FileManager.default.attributesOfItem(atPath: path)
         #expect((attributes[.posixPermissions] as? Int) == 0o600)
+    }
+
+    @Test("a reopen that finds a FIFO without a reader at the path fails at once, and records keep their file")
+    func reopenDoesNotWaitForAFIFO() throws {
+        let directory = try Self.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/audit.log"
+        let log = try AuditLog(sink: .file(path))
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        #expect(mkfifo(path, 0o600) == 0)
+        // On a thread of its own: a reopen that waits for a reader would never return.
+        let finished = DispatchSemaphore(value: 0)
+        let outcome = NIOLockedValueBox<Bool?>(nil)
+        Thread.detachNewThread {
+            outcome.withLockedValue { $0 = (try? log.reopen()) != nil }
+            finished.signal()
+        }
+        let waited = finished.wait(timeout: .now() + 5)
+        // A reader lets a blocked open go (so that a failing run ends instead of hanging).
+        let reader = open(path, O_RDONLY | O_NONBLOCK)
+        defer { if reader >= 0 { close(reader) } }
+        if waited != .success { _ = finished.wait(timeout: .now() + 5) }
+        #expect(waited == .success, "the reopen waited for a reader of the FIFO")
+        #expect(outcome.withLockedValue { $0 } == false, "the reopen should fail, naming the path")
+        try log.append(AuditRecord(requestID: "after", httpMethod: "POST", decision: .allow, reason: "r"))
+        log.flush()
+        #expect(try String(contentsOfFile: path + ".1", encoding: .utf8).contains(#""request_id":"after""#))
+        log.close()
     }
 
     @Test("a file deleted without a reopen is noticed before the next write: records go to its path again; a moved one keeps them")

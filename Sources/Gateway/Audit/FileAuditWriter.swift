@@ -70,10 +70,14 @@ final class FileAuditWriter: AuditWriter {
         guard let path else { return }
         let fresh: Int32
         do {
-            fresh = try Self.open(path)
+            // Non-blocking: a FIFO without a reader at the path (or anything else that would wait) fails the reopen
+            // at once instead of holding the reload, and with it every later reload and shutdown. Writes then block
+            // again, as they always have.
+            fresh = try Self.open(path, flags: O_NONBLOCK)
         } catch {
             throw AuditWriteError(written: 0, reason: error.reason)
         }
+        _ = fcntl(fresh, F_SETFL, fcntl(fresh, F_GETFL) & ~O_NONBLOCK)
         // Swapped and closed under the lock: no write is using the old descriptor, and none will.
         descriptor.withLock { current in
             fsync(current)
