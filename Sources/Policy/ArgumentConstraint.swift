@@ -75,6 +75,21 @@ public struct ArgumentConstraint: Sendable, Hashable {
 
     private func problem(with leaf: ArgumentValue, searchSteps: inout Int) -> String? {
         if let problem = leaf.encodingProblem { return problem }
+        // The cheap checks first: a value too long is refused before any detector or pattern reads it.
+        if leaf.type != "key" {
+            let canonical = leaf.canonical
+            // Lengths count Unicode scalars: a "character" can carry any number of combining marks.
+            let length = canonical.unicodeScalars.count
+            if let maximumLength, length > maximumLength {
+                return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
+            }
+            if let minimumLength, length < minimumLength {
+                return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
+            }
+            if let maximumBytes, canonical.utf8.count > maximumBytes {
+                return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"
+            }
+        }
         if !denyTokens.isEmpty || !denyPatterns.isEmpty {
             for form in leaf.forms {
                 if !denyTokens.isEmpty {
@@ -95,17 +110,6 @@ public struct ArgumentConstraint: Sendable, Hashable {
         }
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
-        // Lengths count Unicode scalars: a "character" can carry any number of combining marks.
-        let length = canonical.unicodeScalars.count
-        if let maximumLength, length > maximumLength {
-            return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
-        }
-        if let minimumLength, length < minimumLength {
-            return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
-        }
-        if let maximumBytes, canonical.utf8.count > maximumBytes {
-            return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"
-        }
         if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
         if !allowPatterns.isEmpty {
             var costly: LinearRegex?

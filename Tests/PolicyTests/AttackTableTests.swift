@@ -221,6 +221,10 @@ struct AttackTableTests {
         #expect(try decide("acme", "query_db", #"{"sql":"SELECT 1 "}"#, scopes: []).outcome == .deny)
         #expect(try decide("acme", "query_db", #"{"sql":7}"#).outcome == .deny)
         #expect(try decide("acme", "query_db", #"{}"#).outcome == .deny)
+        // Too long is found before any detector reads the value (the cheap check first: a 62 KiB value took the SQL
+        // detector hundreds of milliseconds on the event loop).
+        let long = try decide("acme", "query_db", #"{"sql":"' OR 1=1 --\#(String(repeating: " ", count: 3000))"}"#)
+        #expect(long.outcome == .deny && long.reason.contains("longer than 2000"), "\(long.reason)")
         let audited = try decide("acme", "query_db", #"{"sql":"SELECT 1 "}"#, agent: "analyst-7")
         #expect(audited.outcome == .audit)
         #expect(audited.logArguments)
