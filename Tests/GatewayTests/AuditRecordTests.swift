@@ -17,6 +17,33 @@ struct AuditRecordTests {
         }
     }
 
+    @Test("fields the caller chooses are cut to a bound, with their length and digest: a record stays one readable line")
+    func fieldsCapped() throws {
+        let name = String(repeating: "é", count: 1_500_000)  // 3 MB
+        var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "no rule matches tools/call \(name)")
+        record.method = "tools/call"
+        record.target = name
+        record.jsonrpcID = .string(String(repeating: "i", count: 40_000))
+        let keys = (0..<200).map { "k\($0)" } + [String(repeating: "K", count: 40_000)]
+        record.arguments = .redacted(keys: keys, sha256: SHA256Digest(of: Array("{}".utf8)))
+        let line = record.lineBytes
+        #expect(line.count < 16 * 1024, "\(line.count) bytes")
+        let parsed = try #require(try JSONParser.parse(line.dropLast()).objectValue)
+        let target = try #require(parsed["target"]?.stringValue)
+        #expect(target.hasPrefix("éé") && target.contains("[cut: 3000000 bytes, sha256 "), "\(target.suffix(120))")
+        #expect(target.hasSuffix(SHA256Digest.hex(Array(name.utf8)) + "]"))
+        #expect(parsed["jsonrpc_id"]?.stringValue?.contains("[cut: 40000 bytes") == true)
+        #expect(parsed["reason"]?.stringValue?.utf8.count ?? .max < 2 * AuditRecord.fieldBytes + 200)
+        let listed = try #require(parsed["arguments"]?.objectValue?["keys"]?.arrayValue)
+        #expect(listed.count == AuditRecord.listedKeys + 1 && listed.last == .string("…[137 more keys]"), "\(listed.suffix(2))")
+        // Short fields are kept as they are.
+        var short = AuditRecord(requestID: "r2", httpMethod: "POST", decision: .allow, reason: "ok")
+        short.target = "read_file"
+        short.jsonrpcID = .number(JSONNumber(7))
+        let kept = try #require(try JSONParser.parse(short.lineBytes.dropLast()).objectValue)
+        #expect(kept["target"] == .string("read_file") && kept["jsonrpc_id"] == .number(JSONNumber(7)))
+    }
+
     @Test("a record is one line of JSON; arguments are redacted to keys and a digest")
     func line() throws {
         var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "line\nbreak \"quoted\"")

@@ -141,6 +141,31 @@ public struct AuditRecord: Sendable {
         bytes.append(UInt8(ascii: "Z"))
     }
 
+    /// The longest text a record keeps of a field the caller chooses (method, target, JSON-RPC id, an argument key, a
+    /// session or trace id), in UTF-8 bytes; `reason`, which quotes some of them, keeps twice as much. A longer text is
+    /// cut, and the cut says how long it was and its SHA-256: a record stays one line a log shipper reads (Fluent
+    /// Bit's default line buffer is 32 KiB) however long a name the caller sends.
+    public static let fieldBytes = 1024
+    /// The most argument keys a redacted record lists (the rest are counted).
+    public static let listedKeys = 64
+
+    /// `text` cut to `limit` UTF-8 bytes (on a scalar boundary), with its length and SHA-256, when it is longer.
+    static func capped(_ text: String, _ limit: Int = fieldBytes) -> String {
+        guard text.utf8.count > limit else { return text }
+        let bytes = Array(text.utf8)
+        var end = limit
+        while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 }  // not inside a scalar's bytes
+        return String(decoding: bytes[..<end], as: UTF8.self) + "…[cut: \(bytes.count) bytes, sha256 \(SHA256Digest.hex(bytes))]"
+    }
+
+    /// `value` as the record keeps it: itself, or its JSON text cut when that is longer than `fieldBytes`.
+    static func capped(_ value: JSONValue) -> JSONValue {
+        if case .string(let text) = value { return .string(capped(text)) }
+        if case .number(let number) = value, number.literal.utf8.count <= fieldBytes { return value }
+        let text = value.serialized
+        return text.utf8.count <= fieldBytes ? value : .string(capped(text))
+    }
+
     /// The record as one line of JSON bytes, ending in a newline.
     public var lineBytes: [UInt8] {
         var writer = JSONLineWriter(capacity: 384 + reason.utf8.count)
@@ -151,20 +176,23 @@ public struct AuditRecord: Sendable {
         writer.optionalString("auth_method", authMethod)
         writer.optionalString("client_address", clientAddress)
         writer.string("http_method", httpMethod)
-        writer.optionalString("method", method)
-        writer.optionalString("target", target)
-        if let jsonrpcID { writer.value("jsonrpc_id", jsonrpcID) }
+        writer.optionalString("method", method.map { Self.capped($0) })
+        writer.optionalString("target", target.map { Self.capped($0) })
+        if let jsonrpcID { writer.value("jsonrpc_id", Self.capped(jsonrpcID)) }
         writer.string("decision", decision.rawValue)
-        writer.optionalString("rule", rule)
-        writer.string("reason", reason)
+        writer.optionalString("rule", rule.map { Self.capped($0) })
+        writer.string("reason", Self.capped(reason, 2 * Self.fieldBytes))
         if let upstreamStatus { writer.integer("upstream_status", upstreamStatus) }
         if let latencyMicroseconds { writer.milliseconds("latency_ms", microseconds: latencyMicroseconds) }
-        writer.optionalString("session_id", sessionID)
-        writer.optionalString("trace_id", traceID)
+        writer.optionalString("session_id", sessionID.map { Self.capped($0) })
+        writer.optionalString("trace_id", traceID.map { Self.capped($0) })
         writer.optionalString("shared_limits", sharedLimits)
         switch arguments {
         case .full(let value)?: writer.value("arguments", value)
-        case .redacted(let keys, let digest)?: writer.redactedArguments("arguments", keys: keys, digest)
+        case .redacted(let keys, let digest)?:
+            var listed = keys.prefix(Self.listedKeys).map { Self.capped($0) }
+            if keys.count > Self.listedKeys { listed.append("…[\(keys.count - Self.listedKeys) more keys]") }
+            writer.redactedArguments("arguments", keys: listed, digest)
         case nil: break
         }
         return writer.finishLine()
