@@ -12,45 +12,107 @@ import Synchronization
 /// 1–1.6× with the decision threads deprioritised). So large decisions get their own threads, one per CPU, each at
 /// nice 19 from its first piece of work (on Linux the nice value is per thread), and each tenant may have only
 /// `GatewayLimits.maximumLargeDecisionsPerTenant` of them waiting or running at once.
+///
+/// The threads are shared fairly: each tenant's decisions wait in a queue of their own, the queues are served in turn
+/// (round robin), and one tenant runs on at most all threads but one, so that another tenant's decision never waits
+/// behind a queue of someone else's.
 final class DecisionPool: Sendable {
     /// The process's decision pool, started on first use and kept for the life of the process.
     static let shared = DecisionPool(threads: max(1, System.coreCount))
 
     private let pool: NIOThreadPool
-    private let perTenant = Mutex<[String: Int]>([:])
+    private let threads: Int
     /// Decisions begun and ended on the pool's threads since the process started.
     let started = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
 
-    private init(threads: Int) {
+    private struct Job {
+        let work: @Sendable () -> Void
+    }
+
+    private struct State {
+        /// Decisions admitted and not yet ended, per tenant (waiting or running).
+        var admitted: [String: Int] = [:]
+        /// Decisions running, per tenant, and in all.
+        var running: [String: Int] = [:]
+        var runningTotal = 0
+        /// Waiting decisions, per tenant, in order.
+        var queues: [String: [Job]] = [:]
+        /// Tenants with waiting decisions, in the order they are served.
+        var turn: [String] = []
+    }
+
+    private let state = Mutex(State())
+
+    init(threads: Int) {
+        self.threads = threads
         pool = NIOThreadPool(numberOfThreads: threads)
         pool.start()
     }
+
+    /// How many decisions one tenant may run at once: every thread but one, so that one is always there for another.
+    private var perTenantRunning: Int { max(1, threads - 1) }
 
     /// Runs `work` for `tenant` at low priority; its result comes back on `eventLoop`. Fails with
     /// `DecisionPoolRefused` when the tenant already has `limit` decisions waiting or running.
     func run<Value: Sendable>(
         for tenant: String, limit: Int, on eventLoop: any EventLoop, _ work: @escaping @Sendable () -> Value
     ) -> EventLoopFuture<Value> {
-        let admitted = perTenant.withLock { counts in
-            guard counts[tenant, default: 0] < limit else { return false }
-            counts[tenant, default: 0] += 1
-            return true
-        }
-        guard admitted else { return eventLoop.makeFailedFuture(DecisionPoolRefused()) }
-        let result = pool.runIfActive(eventLoop: eventLoop) { [self] in
+        let promise = eventLoop.makePromise(of: Value.self)
+        let job = Job { [self] in
             Self.lowerPriorityOnce()
             started.wrappingAdd(1, ordering: .relaxed)
-            defer { finished.wrappingAdd(1, ordering: .relaxed) }
-            return work()
+            let value = work()
+            finished.wrappingAdd(1, ordering: .relaxed)
+            promise.succeed(value)
         }
-        result.whenComplete { [self] _ in
-            perTenant.withLock { counts in
-                counts[tenant, default: 1] -= 1
-                if counts[tenant] == 0 { counts[tenant] = nil }
+        let admitted = state.withLock { state in
+            guard state.admitted[tenant, default: 0] < limit else { return false }
+            state.admitted[tenant, default: 0] += 1
+            if state.queues[tenant, default: []].isEmpty { state.turn.append(tenant) }
+            state.queues[tenant, default: []].append(job)
+            return true
+        }
+        guard admitted else {
+            promise.fail(DecisionPoolRefused())
+            return promise.futureResult
+        }
+        dispatch()
+        return promise.futureResult
+    }
+
+    /// Starts waiting decisions while threads are free, taking the tenants in turn.
+    private func dispatch() {
+        while let (tenant, job) = state.withLock({ state -> (String, Job)? in
+            guard state.runningTotal < threads else { return nil }
+            for _ in 0..<state.turn.count {
+                let tenant = state.turn.removeFirst()
+                guard var queue = state.queues[tenant], !queue.isEmpty else { continue }
+                guard state.running[tenant, default: 0] < perTenantRunning else {
+                    state.turn.append(tenant)  // its turn again later, once one of its decisions ends
+                    continue
+                }
+                let job = queue.removeFirst()
+                state.queues[tenant] = queue.isEmpty ? nil : queue
+                if !queue.isEmpty { state.turn.append(tenant) }
+                state.running[tenant, default: 0] += 1
+                state.runningTotal += 1
+                return (tenant, job)
+            }
+            return nil
+        }) {
+            pool.submit { [self] _ in
+                job.work()
+                state.withLock { state in
+                    state.runningTotal -= 1
+                    state.running[tenant, default: 1] -= 1
+                    if state.running[tenant] == 0 { state.running[tenant] = nil }
+                    state.admitted[tenant, default: 1] -= 1
+                    if state.admitted[tenant] == 0 { state.admitted[tenant] = nil }
+                }
+                dispatch()
             }
         }
-        return result
     }
 
     /// Sets the calling thread's nice value to 19, once per thread.

@@ -1,4 +1,6 @@
 import Foundation
+import NIOConcurrencyHelpers
+import NIOPosix
 import StrictJSON
 import TestSupport
 import Testing
@@ -75,5 +77,38 @@ struct LargeDecisionTests {
         #expect(try gateway.auditRecords().count == 1)
         try await gateway.stop()
         await upstream.stop()
+    }
+}
+
+@Suite("Decision pool fairness")
+struct DecisionPoolFairnessTests {
+    @Test("a tenant with its decisions queued never holds another tenant's decision behind them")
+    func tenantsTakeTurns() async throws {
+        let pool = DecisionPool(threads: 2)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let gate = DispatchSemaphore(value: 0)
+        let heavyRunning = NIOLockedValueBox(0)
+        // acme fills its four places with decisions that hold their thread until released.
+        let heavy = (0..<4).map { _ in
+            pool.run(for: "acme", limit: 4, on: loop) {
+                heavyRunning.withLockedValue { $0 += 1 }
+                gate.wait()
+                return 1
+            }
+        }
+        for _ in 0..<200 where heavyRunning.withLockedValue({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        // globex's one decision runs at once on the thread acme may not take.
+        let light = pool.run(for: "globex", limit: 4, on: loop) { 2 }
+        let answered = NIOLockedValueBox(false)
+        light.whenSuccess { _ in answered.withLockedValue { $0 = true } }
+        for _ in 0..<400 where !answered.withLockedValue({ $0 }) { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(answered.withLockedValue { $0 }, "globex waited behind acme's queue")
+        #expect(heavyRunning.withLockedValue { $0 } == 1, "acme took every thread")
+        // A fifth acme decision is refused; once released, acme's four all finish.
+        let refused = pool.run(for: "acme", limit: 4, on: loop) { 0 }
+        await #expect(throws: DecisionPoolRefused.self) { try await refused.get() }
+        for _ in 0..<4 { gate.signal() }
+        for decision in heavy { #expect(try await decision.get() == 1) }
+        #expect(try await light.get() == 2)
     }
 }
