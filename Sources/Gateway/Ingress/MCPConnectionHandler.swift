@@ -889,7 +889,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         heldBudgets = []
     }
 
-    /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
     /// Records that the bytes after the request in flight cannot be read, without touching that request (it is
     /// answered and recorded as it completes), and has the connection close after it.
     private func recordUnreadableRest(_ reason: String) {
@@ -906,6 +905,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         services.metrics.observe([record])
     }
 
+    /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
     private func recordConnectionRefusal(_ reason: String, rule: String) {
         guard let services else { return }
         connectionRefusalRecorded = true
