@@ -190,9 +190,13 @@ public struct AuditRecord: Sendable {
         switch arguments {
         case .full(let value)?: writer.value("arguments", value)
         case .redacted(let keys, let digest)?:
-            var listed = keys.prefix(Self.listedKeys).map { Self.capped($0) }
-            if keys.count > Self.listedKeys { listed.append("…[\(keys.count - Self.listedKeys) more keys]") }
-            writer.redactedArguments("arguments", keys: listed, digest)
+            if keys.count <= Self.listedKeys && keys.allSatisfy({ $0.utf8.count <= Self.fieldBytes }) {
+                writer.redactedArguments("arguments", keys: keys, digest)  // the common case: nothing to cut or copy
+            } else {
+                var listed = keys.prefix(Self.listedKeys).map { Self.capped($0) }
+                if keys.count > Self.listedKeys { listed.append("…[\(keys.count - Self.listedKeys) more keys]") }
+                writer.redactedArguments("arguments", keys: listed, digest)
+            }
         case nil: break
         }
         return writer.finishLine()
