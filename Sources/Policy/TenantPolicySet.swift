@@ -79,12 +79,18 @@ public struct TenantPolicySet: Sendable {
         }
         if let exact = exactTools[tool] { take(exact) }
         if !prefixLengths.isEmpty {
+            // Walked once, in scalars: each prefix is a slice of the name up to its length (ascending).
             let scalars = tool.unicodeScalars
-            let count = scalars.count
+            var end = scalars.startIndex
+            var taken = 0
             for length in prefixLengths {
+                while taken < length && end != scalars.endIndex {
+                    end = scalars.index(after: end)
+                    taken += 1
+                }
                 // `*` matches an empty run too: a prefix as long as the name applies to it (`exec*` covers `exec`).
-                guard length <= count else { break }
-                if let rules = prefixTools[String(String.UnicodeScalarView(scalars.prefix(length)))] { take(rules) }
+                guard taken == length else { break }
+                if let rules = prefixTools[String(tool[..<end])] { take(rules) }
             }
         }
         guard !others.isEmpty else { return found }
