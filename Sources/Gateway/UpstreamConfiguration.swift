@@ -18,6 +18,10 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     /// The upstream's legacy HTTP+SSE endpoint (2024-11-05), e.g. `http://127.0.0.1:9000/sse`: what the gateway's
     /// `GET /sse` relays. Nil: the tenant has no legacy transport.
     public var legacySSEURL: String?
+    /// The upstream scopes tasks to the MCP session (each session sees only its own), not to the credential the
+    /// gateway presents there, which every agent of the tenant shares. Only then are task ids the upstream announces
+    /// unasked (`tasks/list`, status notifications on a GET stream) the caller's own, and sealed to it. Default false.
+    public var tasksScopedToSession = false
 
     /// The system's CA bundle (Debian's ca-certificates).
     public static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"

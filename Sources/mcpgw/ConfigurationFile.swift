@@ -50,7 +50,7 @@ struct ConfigurationFile {
     ]
     static let upstreamKeys: Set<String> = [
         "url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key", "call_timeout_seconds",
-        "legacy_sse_url",
+        "legacy_sse_url", "tasks_scoped_to_session",
     ]
     static let tlsKeys: Set<String> = [
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
@@ -109,6 +109,7 @@ struct ConfigurationFile {
                 }
                 configuration.legacySSEURL = legacy
             }
+            configuration.tasksScopedToSession = try upstream.bool("tasks_scoped_to_session") ?? false
             if let seconds = try upstream.int("call_timeout_seconds") {
                 guard seconds > 0 else {
                     throw JSONFieldError(path: upstream.fieldPath("call_timeout_seconds"), reason: "must be positive")

@@ -22,4 +22,24 @@ struct LegacyStreamsTests {
         #expect(!streams.deliver(error, to: "/messages/?session_id=abc", owner: "acme/bot1"))
         #expect(written.withLockedValue { $0 } == 1)
     }
+
+    @Test("two owners whose upstreams announce the same message endpoint each keep their own stream")
+    func ownersDoNotReplaceEachOther() {
+        let streams = LegacyStreams()
+        let written = NIOLockedValueBox<[String]>([])
+        let acme = streams.add("/messages/?session_id=1", owner: "acme/bot1", isWritable: { true }) { _ in
+            written.withLockedValue { $0.append("acme") }
+        }
+        _ = streams.add("/messages/?session_id=1", owner: "globex/bot1", isWritable: { true }) { _ in
+            written.withLockedValue { $0.append("globex") }
+        }
+        let error = Array(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"denied"}}"#.utf8)
+        #expect(streams.deliver(error, to: "/messages/?session_id=1", owner: "acme/bot1"))
+        #expect(streams.deliver(error, to: "/messages/?session_id=1", owner: "globex/bot1"))
+        // Removing one owner's registration leaves the other's.
+        streams.remove("/messages/?session_id=1", owner: "acme/bot1", token: acme)
+        #expect(!streams.deliver(error, to: "/messages/?session_id=1", owner: "acme/bot1"))
+        #expect(streams.deliver(error, to: "/messages/?session_id=1", owner: "globex/bot1"))
+        #expect(written.withLockedValue { $0 } == ["acme", "globex", "globex"])
+    }
 }

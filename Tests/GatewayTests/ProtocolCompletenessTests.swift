@@ -267,6 +267,28 @@ struct SealedSessionTests {
         await upstream.stop()
     }
 
+    @Test("the event ids of an initialize answered on SSE are sealed to the session that answer opens, so they resume on it")
+    func initializeEventsBelongToTheNewSession() async throws {
+        let upstream = try await RawUpstream.start { _ in
+            let event =
+                "id: ev-1\ndata: " + #"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}"# + "\n\n"
+            return
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nMcp-Session-Id: up-7\r\nContent-Length: \(event.utf8.count)\r\n\r\n"
+                + event
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let initialize =
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let response = try await gateway.client().send(body: initialize)
+        #expect(response.status == 200)
+        let line = try #require(response.body.split(separator: "\n").first { $0.hasPrefix("id: ") })
+        let eventID = String(line.dropFirst(4))
+        let principal = GatewayFixture.principal()
+        #expect(gateway.services.sessionHandles.open(event: eventID, session: "up-7", for: principal) == .success("ev-1"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("two gateway processes with the same key serve one client session alternately")
     func replicasShareSessions() async throws {
         let upstream = try await RecordingUpstream.start(.json)
@@ -401,6 +423,50 @@ struct LegacySSETests {
     }
 
     /// A client that leaves mid-stream must end the exchange at once: its stream budget goes back to the agent.
+    @Test("a refusal of a readable message (an unknown task) is answered on the caller's open stream, and the POST gets 202")
+    func legacyRefusalOnTheStream() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true)
+        let stream = try await RawTLSClient.connect(port: gateway.port)
+        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await stream.wait { $0.contains("data: /messages?session=") })
+        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
+        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let posted = try await gateway.client().send(
+            path: endpoint, body: #"{"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":"task-1"}}"#)
+        #expect(posted.status == 202, "\(posted.status) \(posted.body)")
+        #expect(await stream.wait { $0.contains(#""id":4"#) && $0.contains("-32602") && $0.contains("unknown task") })
+        // A message the gateway cannot read is answered on the POST, as the upstream answers one it cannot parse.
+        let unreadable = try await gateway.client().send(path: endpoint, body: "{")
+        #expect(unreadable.status == 400)
+        upstream.release()
+        await stream.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an upstream that answers a legacy message in the POST's body instead of on the stream has its list filtered")
+    func legacyAnswerInTheBody() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in
+                if request.method == "GET" { return (200, "text/event-stream", "event: endpoint\ndata: /messages/?session_id=abc\n\n") }
+                return (
+                    200, "application/json",
+                    #"{"jsonrpc":"2.0","id":3,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"}]}}"#
+                )
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true)
+        let stream = try await gateway.client().send(.GET, path: "/sse", headers: [("Accept", "text/event-stream")])
+        let endpoint = try #require(stream.body.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") }).dropFirst(6)
+        let listed = try await gateway.client().send(
+            path: String(endpoint), body: #"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}"#)
+        #expect(listed.body.contains("read_file"), "\(listed.body)")
+        #expect(!listed.body.contains("delete_file"), "an unfiltered list in the POST's body: \(listed.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a client that leaves a legacy stream midway gives its stream back")
     func legacyStreamLeftMidway() async throws {
         let upstream = try await RecordingUpstream.start(

@@ -232,6 +232,12 @@ struct ListFilterUnitTests {
             certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
         let filter = ListFilter(snapshot: snapshot, principal: principal, requests: ["1": .tools])
         #expect(try names(String(decoding: try filter.filterJSON(Array(list.utf8)), as: UTF8.self)) == expected)
+        // On a stream, where lists are known by their shape: one item without a name does not let the list through
+        // unfiltered (that item goes too).
+        let stream = ListFilter(snapshot: snapshot, principal: principal, requests: nil)
+        let odd = list.replacingOccurrences(of: #"{"name":"exec_sql"}"#, with: #"{"title":"no name"}"#)
+        #expect(try names(String(decoding: try stream.filterJSON(Array(odd.utf8)), as: UTF8.self)) == expected)
+        #expect(!String(decoding: try stream.filterJSON(Array(odd.utf8)), as: UTF8.self).contains("no name"))
         // Unreadable answers are refused, never passed on unfiltered.
         #expect(throws: ListFilter.Unsendable.notJSON) {
             try filter.filterJSON(Array(list.replacingOccurrences(of: #""id":1"#, with: #""id":1,"id":2"#).utf8))
@@ -402,6 +408,11 @@ struct SessionHandleTests {
         #expect(handles.open(event: event, session: "upstream-43", for: acme) == .failure(.otherSession))
         #expect(handles.open(event: event, session: "upstream-42", for: Self.principal("globex", "bot1")) == .failure(.foreign))
         #expect(handles.open(session: event, for: acme) == .failure(.unreadable))
+        // … and expire like a session handle: a stream position without a session is not good for ever.
+        let sessionless = handles.seal(event: "18", session: nil, for: acme)
+        #expect(handles.open(event: sessionless, session: nil, for: acme) == .success("18"))
+        now.value = 1_122
+        #expect(handles.open(event: sessionless, session: nil, for: acme) == .failure(.expired))
     }
 
     @Test("a task handle opens for its principal until it expires: an upstream that restarts and reuses task ids cannot revive it")

@@ -1,3 +1,4 @@
+import Policy
 import StrictJSON
 import TestSupport
 import Testing
@@ -90,7 +91,9 @@ struct TaskHandleTests {
         let bindings = try gateway.auditRecords().filter { $0["rule"] == .string("task_binding") }
         #expect(bindings.count == 4)
         #expect(bindings.allSatisfy { $0["method"] == .string("tasks/get") && $0["decision"] == .string("deny") })
-        #expect(bindings.contains { $0["reason"]?.stringValue?.contains("not issued to this caller") == true })
+        // The record says which case it was: another caller's handle, or one the gateway never issued.
+        #expect(bindings.contains { $0["reason"]?.stringValue == "task handle issued to another principal" })
+        #expect(bindings.contains { $0["reason"]?.stringValue?.hasPrefix("task handle not a handle this gateway issued") == true })
 
         // The raw id where a handle belongs outside a task method: subscribing to it (whose acknowledgment and
         // notifications would come back sealed to this caller) or naming it as a request's related task.
@@ -141,10 +144,29 @@ struct TaskHandleTests {
         await upstream.stop()
     }
 
-    @Test("tasks/list is refused outside a session, and inside one lists handles sealed to the caller")
-    func taskList() async throws {
+    @Test(
+        "tasks/list is refused where the upstream's list may hold other agents' tasks: outside a session, or from an upstream not known to scope tasks to the session"
+    )
+    func taskListNeedsASessionScopedUpstream() async throws {
         let upstream = try await RecordingUpstream.start(Self.tasks)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let list = #"{"jsonrpc":"2.0","id":3,"method":"tasks/list","params":{}}"#
+        // The upstream scopes tasks to the credential the gateway presents, which every agent of acme shares: its list
+        // would hold bot2's tasks too, and sealing them would hand bot1 each of them.
+        let inSession = try await gateway.client().send(body: list, headers: [("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        #expect(inSession.status == 400)
+        #expect(inSession.body.contains("tasks_scoped_to_session"))
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "tasks/list is refused outside a session, and inside one (of an upstream that scopes tasks to it) lists handles sealed to the caller"
+    )
+    func taskList() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, tasksScopedToSession: true)
         let list = #"{"jsonrpc":"2.0","id":3,"method":"tasks/list","params":{}}"#
         let refused = try await gateway.client().send(body: list)
         #expect(refused.status == 400)
@@ -162,10 +184,25 @@ struct TaskHandleTests {
         await upstream.stop()
     }
 
+    @Test(
+        "status notifications about tasks the caller did not name are withheld from a GET stream, unless the upstream scopes tasks to the session"
+    )
+    func unaskedStatusIsWithheld() async throws {
+        let upstream = try await RecordingUpstream.start(Self.tasks)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let stream = try await gateway.client().send(
+            .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
+        #expect(stream.status == 200)
+        #expect(!stream.body.contains("notifications/tasks/status"), "another agent's task status reached bot1")
+        #expect(!stream.body.contains("mcpgw1k."))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("status notifications on the session's GET stream carry sealed handles; a tool's own result is left alone")
     func streamsAndPlainResults() async throws {
         let upstream = try await RecordingUpstream.start(Self.tasks)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, tasksScopedToSession: true)
         let stream = try await gateway.client().send(
             .GET, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", gateway.sessionHandle("s-1"))])
         #expect(stream.status == 200)
@@ -184,7 +221,9 @@ struct TaskHandleRewriteTests {
     @Test("every place a task id travels is sealed, and opened again on the way in")
     func placements() throws {
         let seal: (String) -> String = { "mcpgw1k.x." + $0 }
-        let open: (String) -> String? = { $0.hasPrefix("mcpgw1k.x.") ? String($0.dropFirst(10)) : nil }
+        let open: (String) -> Result<String, SessionHandles.Problem> = {
+            $0.hasPrefix("mcpgw1k.x.") ? .success(String($0.dropFirst(10))) : .failure(.foreign)
+        }
         let outbound = [
             #"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"a"}}}"#,
             #"{"jsonrpc":"2.0","id":1,"result":{"resultType":"task","taskId":"a"}}"#,
@@ -209,6 +248,9 @@ struct TaskHandleRewriteTests {
         let inbound = [
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"taskId":"mcpgw1k.x.a"}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a"]}}}"#,
+            // Every spelling a lenient server reads as the field is opened too.
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"mcpgw1k.x.a","task_id":"mcpgw1k.x.a"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task_ids":["mcpgw1k.x.a"]}}}"#,
             #"{"jsonrpc":"2.0","id":5,"result":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mcpgw1k.x.a"}}}}"#,
         ]
         for text in inbound {
@@ -235,9 +277,54 @@ struct TaskHandleRewriteTests {
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a",7]}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":"task-1"}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-1"}}}}"#,
+            // A raw id under another spelling of the field: a lenient upstream reads it as the task asked about.
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/result","params":{"taskId":"mcpgw1k.x.a","task_id":"task-1"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/cancel","params":{"taskId":"mcpgw1k.x.a","TaskId":"task-1"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task_ids":["task-1"]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task-IDS":"task-1"}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"taskIds":["task-1"]}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/related-task":{"task_id":"task-1"}}}}"#,
         ] {
             let message = try #require(try JSONParser.parse(refused).objectValue)
             #expect(throws: TaskHandleRewrite.Refused.self, "\(refused)") { try TaskHandleRewrite.opened(message, open: open) }
         }
+    }
+
+    @Test(
+        "only the caller's own tasks are sealed: those its request named, the one its request created, or any where the upstream scopes tasks to its session"
+    )
+    func ownership() throws {
+        let principal = GatewayFixture.principal()
+        var filter = ListFilter(
+            snapshot: PolicySnapshot(tenantDocuments: [:], globalDocuments: [], directory: ""), principal: principal, requests: [:])
+        filter.sealTask = { "mcpgw1k.x." + $0 }
+        filter.ownedTasks = ["task-1"]
+        filter.taskRequestIDs = ["7"]
+        func filtered(_ text: String) throws -> String {
+            let value = try JSONParser.parse(text)
+            return (filter.filter(value) ?? value).serialized
+        }
+        // tasks/get of the caller's task, answered with another task beside it: only the caller's is sealed.
+        let answer = try filtered(
+            #"{"jsonrpc":"2.0","id":2,"result":{"taskId":"task-1","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-2"}}}}"#)
+        #expect(answer.contains("mcpgw1k.x.task-1") && !answer.contains("mcpgw1k.x.task-2") && answer.contains(#""task-2""#))
+        // The answer to the request that asked for a task: the task it creates is the caller's.
+        #expect(try filtered(#"{"jsonrpc":"2.0","id":7,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k.x.task-9"))
+        #expect(try filtered(#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"task","taskId":"task-9"}}"#).contains("mcpgw1k.x.task-9"))
+        // … but not when another request's answer names a task, nor a listen acknowledgment of tasks not asked for.
+        #expect(!(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k")))
+        #expect(
+            !(try filtered(
+                #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"taskIds":["task-9"]}}}"#
+            ).contains("mcpgw1k")))
+        // A status notification about another task is withheld; about the caller's, sealed.
+        let other = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-2"}}"#)
+        let own = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-1"}}"#)
+        #expect(filter.withholds(other) && !filter.withholds(own))
+        #expect(filter.withoutWithheld(JSONValue.array([other, own])) == JSONValue.array([own]))
+        // An upstream that scopes tasks to the caller's session: every id is the caller's.
+        filter.tasksAreTheCallers = true
+        #expect(!filter.withholds(other))
+        #expect(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k.x.task-9"))
     }
 }

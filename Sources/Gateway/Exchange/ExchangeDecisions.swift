@@ -299,9 +299,10 @@ struct ExchangeDecisions {
         let original = body
         var body = body
         var upstreamName: String?
+        var ownedTasks: Set<String> = []
         if body.withUnsafeReadableBytes({ TaskHandleRewrite.requestMayCarryHandles(parsed.messages, body: $0) }) {
             switch openTaskHandles(request, parsed, body: body) {
-            case .success(let opened): (body, upstreamName) = (opened.body ?? body, opened.name)
+            case .success(let opened): (body, upstreamName, ownedTasks) = (opened.body ?? body, opened.name, opened.tasks)
             case .failure(let refusal): return .failure(.refused(refusal))
             }
         }
@@ -363,9 +364,10 @@ struct ExchangeDecisions {
             }
             if let method = item.message.method, let kind = ListFilter.Kind(rawValue: method) { listRequests[key] = kind }
         }
-        // Legacy messages are answered on the stream (filtered there); their POST gets only 202.
+        // Legacy messages are answered on the stream (filtered there), and their POST gets only 202; an upstream that
+        // answers in the POST's body instead is filtered all the same.
         let mayCarryTasks = decided.contains { TaskHandleRewrite.answerMayCarryTasks($0.message) }
-        if (!listRequests.isEmpty || mayCarryTasks) && request.transport != .legacyMessages { response = .filterLists }
+        if !listRequests.isEmpty || mayCarryTasks { response = .filterLists }
         let renamesListRequests = !listRequests.isEmpty && request.transport != .legacyMessages
         if renamesListRequests {
             let handles = services.sessionHandles
@@ -387,26 +389,39 @@ struct ExchangeDecisions {
         plan.requestIDs = seenIDs
         plan.renamesListRequests = renamesListRequests
         plan.upstreamName = upstreamName
+        plan.ownedTasks = ownedTasks
+        plan.taskRequestIDs = Set(
+            decided.lazy.filter { TaskHandleRewrite.answerMayCarryTasks($0.message) }.compactMap { $0.message.id.flatMap(Self.canonicalID) }
+        )
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
         return .success(plan)
     }
 
-    /// The body with the client's task handles replaced by the upstream's task ids (nil: unchanged), and the
-    /// `Mcp-Name` the upstream gets for a task method; a refusal when a handle is not this caller's, when a task
-    /// method names no task, or when `tasks/list` is asked outside a session (an upstream without sessions cannot
-    /// scope its list to one caller behind the gateway, and sealing its ids would hand this caller everyone's tasks).
+    /// The body with the client's task handles replaced by the upstream's task ids (nil: unchanged), the `Mcp-Name`
+    /// the upstream gets for a task method, and the task ids opened; a refusal when a handle is not this caller's,
+    /// when a task method names no task, or when `tasks/list` is asked where the upstream does not scope tasks to one
+    /// caller: outside a session, or from an upstream not known to scope tasks to the session
+    /// (`tasksScopedToSession`). Behind the gateway every agent of a tenant is one client to the upstream, and sealing
+    /// the ids of such a list would hand this caller every agent's tasks.
     func openTaskHandles(
         _ request: ExchangeRequest, _ parsed: MCPBody, body: ByteBuffer
-    ) -> Result<(body: ByteBuffer?, name: String?), Refusal> {
+    ) -> Result<(body: ByteBuffer?, name: String?, tasks: Set<String>), Refusal> {
         let principal = request.principal!
         let handles = services.sessionHandles
-        if request.upstreamSession == nil, let list = parsed.messages.first(where: { $0.method == "tasks/list" }) {
-            let reason = "tasks/list needs an MCP session: without one the upstream cannot scope its list to this caller"
-            return .failure(
-                Refusal(
-                    status: .badRequest, id: list.id, code: -32602, message: reason,
-                    records: [request.record(.deny, reason, rule: "task_binding", method: "tasks/list")]))
+        if let list = parsed.messages.first(where: { $0.method == "tasks/list" }) {
+            let reason: String? =
+                request.upstreamSession == nil
+                ? "tasks/list needs an MCP session: without one the upstream cannot scope its list to this caller"
+                : !tasksAreTheCallers(request)
+                    ? "tasks/list is not answered: the upstream is not configured as scoping tasks to the session (tasks_scoped_to_session), so its list may hold other agents' tasks"
+                    : nil
+            if let reason {
+                return .failure(
+                    Refusal(
+                        status: .badRequest, id: list.id, code: -32602, message: reason,
+                        records: [request.record(.deny, reason, rule: "task_binding", method: "tasks/list")]))
+            }
         }
         let value: JSONValue
         do {
@@ -415,10 +430,12 @@ struct ExchangeDecisions {
             return .failure(request.malformed(.parseError("\(error)")))
         }
         var name: String?
+        var tasks: Set<String> = []
         func open(_ message: JSONValue) throws(TaskHandleRewrite.Refused) -> JSONValue? {
             guard let object = message.objectValue else { return nil }
             let opened = try TaskHandleRewrite.opened(object) { handle in
-                guard case .success(let task) = handles.open(task: handle, for: principal) else { return nil }
+                let task = handles.open(task: handle, for: principal)
+                if case .success(let id) = task { tasks.insert(id) }
                 return task
             }
             if let method = object["method"]?.stringValue, TaskHandleRewrite.methodsNamingATask.contains(method) {
@@ -440,7 +457,7 @@ struct ExchangeDecisions {
             } else {
                 rewritten = try open(value)
             }
-            return .success((rewritten.map { ByteBuffer(bytes: $0.serializedBytes) }, parsed.isBatch ? nil : name))
+            return .success((rewritten.map { ByteBuffer(bytes: $0.serializedBytes) }, parsed.isBatch ? nil : name, tasks))
         } catch {
             // The same answer whether the handle is another caller's, forged or unreadable: nothing about other
             // callers' tasks is revealed. The record keeps the detail.
@@ -450,6 +467,13 @@ struct ExchangeDecisions {
                     status: .badRequest, id: error.id, code: -32602, message: "unknown task",
                     records: [request.record(.deny, error.reason, rule: "task_binding", method: method)]))
         }
+    }
+
+    /// Whether every task id the upstream hands out in `request`'s answers is this caller's: the request is in an MCP
+    /// session (sealed to the caller) and the tenant's upstream scopes tasks to the session.
+    func tasksAreTheCallers(_ request: ExchangeRequest) -> Bool {
+        guard request.upstreamSession != nil, let tenant = request.principal?.tenant else { return false }
+        return services.upstream.endpoint(for: tenant)?.tasksScopedToSession ?? false
     }
 
     /// A 2026-07-28 request with `params._meta.traceparent` (and `tracestate`) set to the gateway's hop; nil when
@@ -651,11 +675,7 @@ struct ExchangeDecisions {
 
     /// Whether `key` reads as `resourceSubscriptions` with case, `_` and `-` ignored.
     static func isResourceSubscriptionsKey(_ key: String) -> Bool {
-        var letters = key.utf8.lazy.filter { $0 != UInt8(ascii: "_") && $0 != UInt8(ascii: "-") }.makeIterator()
-        for expected in "resourcesubscriptions".utf8 {
-            guard let byte = letters.next(), byte | 0x20 == expected else { return false }
-        }
-        return letters.next() == nil
+        LenientKey.matches(key, "resourcesubscriptions")
     }
 
     /// `subscriptions/listen` with resource subscriptions is the 2026-07-28 form of `resources/subscribe`: each URI is

@@ -128,6 +128,10 @@ struct ForwardPlan {
     var upstreamName: String?
     /// The call deadline the deciding policy rule sets, if it does (overrides the tenant's).
     var ruleCallTimeout: Duration?
+    /// The upstream's task ids the client named with its handles (`ListFilter.ownedTasks`).
+    var ownedTasks: Set<String> = []
+    /// The ids (canonical) of the requests that ask for a task (`ListFilter.taskRequestIDs`).
+    var taskRequestIDs: Set<String> = []
 
     /// How the upstream's answer is passed on.
     enum ResponseHandling: Equatable {

@@ -18,6 +18,8 @@ struct Refusal: Error {
     var closeConnection = false
     /// The body's media type.
     var contentType = "application/json"
+    /// The JSON-RPC error code of the body, when it is a JSON-RPC error the gateway wrote.
+    var code: Int?
     /// The tenant whose fetched signing keys might verify the refused token after a refetch (its `kid` was unknown).
     var unknownKeyTenant: String?
 
@@ -38,6 +40,7 @@ struct Refusal: Error {
         self.body = Self.errorBody(id: id, code: code, message: message, data: data)
         self.headers = headers
         self.records = records
+        self.code = code
     }
 
     /// `{"jsonrpc":"2.0","id":…,"error":{"code":…,"message":…,"data":…}}` as bytes.

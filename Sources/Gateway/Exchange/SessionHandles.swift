@@ -110,6 +110,7 @@ public struct SessionHandles: Sendable {
             JSONObject([
                 .init(key: "t", value: .string(principal.tenant)), .init(key: "a", value: .string(principal.agent)),
                 .init(key: "s", value: upstreamSession.map(JSONValue.string) ?? .null), .init(key: "i", value: .string(eventID)),
+                .init(key: "e", value: .number(JSONNumber(clock() + lifetime.components.seconds))),
             ]))
         let (keyID, sealed) = box.seal(payload.serializedBytes, context: Self.eventContext)
         return "mcpgw1e.\(keyID).\(Base64URL.encode(sealed))"
@@ -122,6 +123,8 @@ public struct SessionHandles: Sendable {
             return .failure(.foreign)
         }
         guard payload["s"]?.stringValue == upstreamSession else { return .failure(.otherSession) }
+        // As long as a session handle: a stream position without a session would otherwise stay good for ever.
+        guard let expiry = payload["e"]?.numberValue?.int64Value, expiry > clock() else { return .failure(.expired) }
         guard let event = payload["i"]?.stringValue else { return .failure(.unreadable) }
         return .success(event)
     }

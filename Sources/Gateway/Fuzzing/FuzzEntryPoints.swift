@@ -23,7 +23,7 @@ public enum FuzzEntryPoints {
         }
         _ = TaskHandleRewrite.requestMayCarryHandles(body.messages, body: bytes)
         guard let value = try? JSONParser.parse(bytes), let object = value.objectValue else { return }
-        let opened = try? TaskHandleRewrite.opened(object) { $0.hasPrefix("mcpgw1k.") ? "task" : nil }
+        let opened = try? TaskHandleRewrite.opened(object) { $0.hasPrefix("mcpgw1k.") ? .success("task") : .failure(.unreadable) }
         if let opened, JSONValue.object(opened).serialized.contains("mcpgw1k.") && !object.keys.contains("result") {
             // Only a request's own fields are opened; handles elsewhere (arguments, say) may remain. Nothing to check
             // beyond not crashing, but the rewritten message must still be strict JSON.
@@ -62,6 +62,7 @@ public enum FuzzEntryPoints {
     public static func listAnswer(_ bytes: [UInt8], policy: PolicySnapshot) {
         var filter = listFilter(policy)
         filter.sealTask = { "mcpgw1k.fuzz." + $0 }
+        filter.ownedTasks = ["task-1"]
         guard let filtered = try? filter.filterJSON(bytes, maximumBytes: 1 << 20) else { return }
         // A filtered answer is strict JSON again, and filtering it once more changes nothing further.
         guard let again = try? JSONParser.parse(filtered) else { fatalError("filtered answer is not JSON") }

@@ -1,7 +1,8 @@
 import NIOCore
 import Synchronization
 
-/// The legacy HTTP+SSE streams (`GET /sse`) open in this process, by the upstream message endpoint each one announced.
+/// The legacy HTTP+SSE streams (`GET /sse`) open in this process, by their owner and the upstream message endpoint
+/// each one announced (two tenants' upstreams may announce the same path).
 /// In that transport a POST gets only `202` and its answer travels on the stream, so a message the gateway refuses
 /// must be answered there too: the refusal's JSON-RPC error is written onto the caller's stream, between events.
 final class LegacyStreams: Sendable {
@@ -16,7 +17,12 @@ final class LegacyStreams: Sendable {
         let token: UInt64
     }
 
-    private let streams = Mutex<[String: Stream]>([:])
+    private let streams = Mutex<[Key: Stream]>([:])
+
+    private struct Key: Hashable {
+        let owner: String
+        let endpoint: String
+    }
     private let tokens = Atomic<UInt64>(0)
 
     /// Registers the stream of `owner` (tenant/agent) that announced `upstreamEndpoint`; returns a token for `remove`.
@@ -25,14 +31,16 @@ final class LegacyStreams: Sendable {
         _ upstreamEndpoint: String, owner: String, isWritable: @escaping @Sendable () -> Bool, write: @escaping Writer
     ) -> UInt64 {
         let token = tokens.wrappingAdd(1, ordering: .relaxed).newValue
-        streams.withLock { $0[upstreamEndpoint] = Stream(owner: owner, write: write, isWritable: isWritable, token: token) }
+        let key = Key(owner: owner, endpoint: upstreamEndpoint)
+        streams.withLock { $0[key] = Stream(owner: owner, write: write, isWritable: isWritable, token: token) }
         return token
     }
 
-    /// Forgets the stream, unless another one has taken its place since.
-    func remove(_ upstreamEndpoint: String, token: UInt64) {
+    /// Forgets the stream of `owner`, unless another one has taken its place since.
+    func remove(_ upstreamEndpoint: String, owner: String, token: UInt64) {
+        let key = Key(owner: owner, endpoint: upstreamEndpoint)
         streams.withLock { streams in
-            if streams[upstreamEndpoint]?.token == token { streams[upstreamEndpoint] = nil }
+            if streams[key]?.token == token { streams[key] = nil }
         }
     }
 
@@ -40,7 +48,7 @@ final class LegacyStreams: Sendable {
     /// when there is no such stream here, or when its client is not reading what the stream already holds (the
     /// message is then answered on the POST itself, instead of piling up in the gateway's memory).
     func deliver(_ message: [UInt8], to upstreamEndpoint: String, owner: String) -> Bool {
-        guard let stream = streams.withLock({ $0[upstreamEndpoint] }), stream.owner == owner, stream.isWritable() else {
+        guard let stream = streams.withLock({ $0[Key(owner: owner, endpoint: upstreamEndpoint)] }), stream.isWritable() else {
             return false
         }
         var event = ByteBuffer()

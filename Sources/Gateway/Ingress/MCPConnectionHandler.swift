@@ -30,7 +30,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Filters list results out of an SSE answer as it streams (POST answers with list requests, and GET streams).
     private var eventFilter: SSEEventFilter?
     /// The legacy stream this connection relays, as registered in `LegacyStreams`.
-    private var legacyRegistration: (endpoint: String, token: UInt64)?
+    private var legacyRegistration: (endpoint: String, owner: String, token: UInt64)?
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
@@ -613,16 +613,20 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     private func unregisterLegacyStream() {
-        guard let (endpoint, token) = legacyRegistration else { return }
-        services?.legacyStreams.remove(endpoint, token: token)
+        guard let (endpoint, owner, token) = legacyRegistration else { return }
+        services?.legacyStreams.remove(endpoint, owner: owner, token: token)
         legacyRegistration = nil
     }
 
     /// A refusal of a legacy message: its JSON-RPC error goes onto the caller's stream and the POST gets `202`, as
-    /// the upstream would answer; without a stream here, the refusal is answered on the POST itself.
+    /// the upstream would answer; without a stream here, the refusal is answered on the POST itself. So is a message
+    /// the gateway could not read as JSON-RPC (`-32700`, `-32600`), as the upstream answers one it cannot parse.
     private func refuseLegacyMessage(_ refusal: Refusal) -> Refusal {
+        let answeredOnStream =
+            refusal.status.code < 300 || refusal.status == .forbidden || refusal.status == .tooManyRequests
+            || (refusal.status == .badRequest && refusal.code.map { $0 != -32700 && $0 != -32600 } == true)
         guard let request, request.transport == .legacyMessages, let target = request.upstreamTarget, let principal = request.principal,
-            let services, refusal.status.code < 300 || refusal.status == .forbidden || refusal.status == .tooManyRequests,
+            let services, answeredOnStream,
             refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) || refusal.body.starts(with: Array(#"[{"jsonrpc""#.utf8))
         else { return refusal }
         guard services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)") else {
@@ -927,6 +931,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         var head = head
+        // The session the answer belongs to: the one it opens (an `initialize` answered on SSE), else the request's.
+        let answerSession = head.headers.first(name: "mcp-session-id") ?? request?.upstreamSession
         if let services, let principal = request?.principal, let session = head.headers.first(name: "mcp-session-id") {
             // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
             head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: services.sessionHandles.seal(session: session, for: principal))
@@ -946,7 +952,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
             // The client's framing is chunked, since lengths change.
             let handles = services.sessionHandles
-            let session = request?.upstreamSession
+            let session = answerSession
             eventFilter = SSEEventFilter(
                 filter: filtersLists ? listFilter(plan.isStream ? nil : plan.listRequests) : nil,
                 maximumEventBytes: services.limits.maximumFilteredResponseBytes,
@@ -968,7 +974,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     // A second `endpoint` event replaces the first: the earlier registration goes.
                     unregisterLegacyStream()
                     legacyRegistration = (
-                        upstreamPath,
+                        upstreamPath, owner,
                         streams.add(upstreamPath, owner: owner, isWritable: { [channel = context.channel] in channel.isWritable }) {
                             event in
                             loop.execute { writer.value.writeLegacyEvent(event) }
@@ -1038,6 +1044,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
         let handles = services.sessionHandles
         filter.sealTask = { handles.seal(task: $0, for: principal) }
+        filter.ownedTasks = plan?.ownedTasks ?? []
+        filter.taskRequestIDs = plan?.taskRequestIDs ?? []
+        if let request, let decisions { filter.tasksAreTheCallers = decisions.tasksAreTheCallers(request) }
         filter.openListRequestID = { handles.open(listRequestID: $0, for: principal) }
         return filter
     }

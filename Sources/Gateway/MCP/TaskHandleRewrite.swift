@@ -66,11 +66,13 @@ enum TaskHandleRewrite {
 
     // MARK: - Upstream to client
 
-    /// `message` (from the upstream) with every task id it carries sealed by `seal`; nil when it carries none.
-    static func sealed(_ message: JSONObject, seal: (String) -> String) -> JSONObject? {
+    /// `message` (from the upstream) with every task id it carries that `owns` says is the caller's sealed by `seal`;
+    /// nil when it carries none. Ids the caller does not own are left as they are: a raw id opens nothing, since task
+    /// methods take only handles, while a sealed one would hand the caller another agent's task.
+    static func sealed(_ message: JSONObject, seal: (String) -> String, owns: (String) -> Bool = { _ in true }) -> JSONObject? {
         var changed = false
         func sealID(_ value: JSONValue) -> JSONValue {
-            guard case .string(let id) = value else { return value }
+            guard case .string(let id) = value, owns(id) else { return value }
             changed = true
             return .string(seal(id))
         }
@@ -101,17 +103,36 @@ enum TaskHandleRewrite {
         return changed ? rewritten : nil
     }
 
+    /// The task id a task notification (`notifications/tasks/status`, 2026-07-28 `notifications/tasks`) is about, as
+    /// it will be sealed; nil for other messages.
+    static func notifiedTask(_ message: JSONObject) -> String? {
+        guard message["id"] == nil, let method = message["method"]?.stringValue, method.hasPrefix("notifications/tasks") else {
+            return nil
+        }
+        return message["params"]?.objectValue?["taskId"]?.stringValue
+    }
+
+    /// The task a response creates for the caller, when it answers a request that asked for one: the 2025-11-25
+    /// `result.task.taskId`, or the 2026-07-28 `result.taskId` of a `resultType: "task"` result.
+    static func createdTask(_ result: JSONObject) -> String? {
+        if let id = result["task"]?.objectValue?["taskId"]?.stringValue { return id }
+        guard result["resultType"]?.stringValue == "task" else { return nil }
+        return result["taskId"]?.stringValue
+    }
+
     // MARK: - Client to upstream
 
     /// `message` (from the client) with every task handle it carries replaced by the upstream's task id, as `open`
-    /// reads it (nil: the handle does not open for this caller); nil when it carries none.
+    /// reads it (a failure: the handle does not open for this caller, and why); nil when it carries none.
     ///
     /// Wherever a client names one of the server's tasks it must do so with a handle: a task method's `taskId`,
     /// `subscriptions/listen`'s `taskIds`, and the related-task `_meta` of a request. A raw id there is refused:
     /// passed on, the upstream would answer about that task and the answer's ids would be sealed to this caller,
     /// turning a guessed id into a handle of its own. Only the related-task `_meta` of a response or a notification
     /// may carry a value that is not a handle: the client's own task (one the server asked it to run).
-    static func opened(_ message: JSONObject, open: (String) -> String?) throws(Refused) -> JSONObject? {
+    static func opened(
+        _ message: JSONObject, open: (String) -> Result<String, SessionHandles.Problem>
+    ) throws(Refused) -> JSONObject? {
         let method = message["method"]?.stringValue
         let id = method == nil ? nil : message["id"]
         let isRequest = method != nil && message["id"] != nil
@@ -122,8 +143,11 @@ enum TaskHandleRewrite {
                 if required { refusal = refusal ?? Refused(id: id, reason: "\(method ?? "") needs task handles issued by the gateway") }
                 return value
             }
-            guard let task = open(handle) else {
-                refusal = refusal ?? Refused(id: id, reason: "task handle not issued to this caller (or unreadable)")
+            let task: String
+            switch open(handle) {
+            case .success(let opened): task = opened
+            case .failure(let problem):
+                refusal = refusal ?? Refused(id: id, reason: "task handle \(problem)")
                 return value
             }
             changed = true
@@ -131,8 +155,15 @@ enum TaskHandleRewrite {
         }
         func openMeta(_ object: JSONObject) -> JSONObject {
             object.updatingObject("_meta") {
-                $0.updatingObject(relatedTaskKey) { $0.updating("taskId") { openID($0, required: isRequest) } }
+                $0.updatingObject(relatedTaskKey) { $0.updatingMembers(where: isTaskIDKey) { openID($0, required: isRequest) } }
             }
+        }
+        func openIDs(_ ids: JSONValue) -> JSONValue {
+            guard case .array(let items) = ids else {
+                // One id given bare would be read as one by a lenient upstream: it must be a handle too.
+                return openID(ids, required: true)
+            }
+            return .array(items.map { openID($0, required: true) })
         }
         var rewritten = message.updatingObject("result", openMeta)
         if let method, methodsNamingATask.contains(method), message["params"]?.objectValue?["taskId"] == nil {
@@ -141,17 +172,13 @@ enum TaskHandleRewrite {
         rewritten = rewritten.updatingObject("params") { params in
             var params = openMeta(params)
             if let method, methodsNamingATask.contains(method) {
-                params = params.updating("taskId") { openID($0, required: true) }
+                params = params.updatingMembers(where: isTaskIDKey) { openID($0, required: true) }
             }
             if method == "subscriptions/listen" {
-                params = params.updatingObject("notifications") {
-                    $0.updating("taskIds") { ids in
-                        guard case .array(let items) = ids else {
-                            // One id given bare would be read as one by a lenient upstream: it must be a handle too.
-                            return openID(ids, required: true)
-                        }
-                        return .array(items.map { openID($0, required: true) })
-                    }
+                // In `notifications`, where the protocol puts them, or directly in `params`, where a lenient server
+                // may look too.
+                params = params.updatingMembers(where: isTaskIDsKey, openIDs).updatingObject("notifications") {
+                    $0.updatingMembers(where: isTaskIDsKey, openIDs)
                 }
             }
             return params
@@ -159,6 +186,12 @@ enum TaskHandleRewrite {
         if let refusal { throw refusal }
         return changed ? rewritten : nil
     }
+
+    /// Whether `key` reads as `taskId` to a lenient server (`task_id`, `TaskId`, …).
+    static func isTaskIDKey(_ key: String) -> Bool { LenientKey.matches(key, "taskid") }
+
+    /// Whether `key` reads as `taskIds` to a lenient server (`task_ids`, …).
+    static func isTaskIDsKey(_ key: String) -> Bool { LenientKey.matches(key, "taskids") }
 }
 
 extension JSONObject {
@@ -166,6 +199,12 @@ extension JSONObject {
     func updating(_ key: String, _ transform: (JSONValue) -> JSONValue) -> JSONObject {
         guard members.contains(where: { $0.key == key }) else { return self }
         return JSONObject(members.map { $0.key == key ? Member(key: key, value: transform($0.value)) : $0 })
+    }
+
+    /// This object with the value of every member whose key satisfies `matches` replaced by `transform` of it.
+    func updatingMembers(where matches: (String) -> Bool, _ transform: (JSONValue) -> JSONValue) -> JSONObject {
+        guard members.contains(where: { matches($0.key) }) else { return self }
+        return JSONObject(members.map { matches($0.key) ? Member(key: $0.key, value: transform($0.value)) : $0 })
     }
 
     /// This object with the object under `key` (when there is one) replaced by `transform` of it.

@@ -21,12 +21,15 @@ struct UpstreamEndpoint: Sendable {
     let credential: (name: String, value: String)?
     /// The deadline for a `tools/call`'s response head, when the tenant sets one.
     let callTimeout: Duration?
+    /// Whether the upstream scopes tasks to the MCP session (`UpstreamConfiguration.tasksScopedToSession`).
+    let tasksScopedToSession: Bool
     /// Idle connections to this upstream in all pools; shared by every endpoint with the same `key`.
     var idleConnections = IdleConnectionCount()
 
     /// Parses `configuration.url` and builds its TLS context.
     init(_ configuration: UpstreamConfiguration) throws(UpstreamConfigurationError) {
         callTimeout = configuration.callTimeout
+        tasksScopedToSession = configuration.tasksScopedToSession
         let url = configuration.url
         let secure: Bool
         let rest: Substring

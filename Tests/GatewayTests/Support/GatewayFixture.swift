@@ -21,7 +21,7 @@ struct GatewayFixture {
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
-        sharedLimits: SharedLimitSettings? = nil,
+        sharedLimits: SharedLimitSettings? = nil, tasksScopedToSession: Bool = false,
         configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 }
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
@@ -35,6 +35,7 @@ struct GatewayFixture {
         var acme = UpstreamConfiguration(
             url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA)
         acme.callTimeout = callTimeout
+        acme.tasksScopedToSession = tasksScopedToSession
         if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
         var services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
