@@ -148,7 +148,11 @@ struct PolicyCommand: ParsableCommand {
                                         .init(key: "id", value: .string(limit.id)),
                                         .init(
                                             key: "rate_per_second", value: JSONNumber(limit.ratePerSecond).map(JSONValue.number) ?? .null),
-                                        .init(key: "burst", value: .number(JSONNumber(Int64(limit.burst)))),
+                                        .init(
+                                            key: "burst",
+                                            value: limit.burst < 1e15 && limit.burst == limit.burst.rounded(.down)
+                                                ? .number(JSONNumber(Int64(limit.burst)))
+                                                : JSONNumber(limit.burst).map(JSONValue.number) ?? .null),
                                         .init(key: "per", value: .string(limit.scope.rawValue)),
                                     ]))
                             })),

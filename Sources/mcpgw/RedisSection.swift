@@ -17,6 +17,8 @@ enum RedisSection {
     static func read(
         _ reader: JSONObjectReader?, url override: String?, tenants: JSONObjectReader, resolve: (String) -> String
     ) throws -> SharedLimitSettings? {
+        // Checked with or without a `redis` section: a typo'd mode must not wait for the day Redis is configured.
+        let failureModes = try tenantFailureModes(tenants)
         guard reader != nil || override != nil else { return nil }
         try reader?.requireOnlyKeys(keys)
         let field = { (key: String) in reader?.fieldPath(key) ?? "redis.\(key)" }
@@ -37,8 +39,13 @@ enum RedisSection {
                 }
                 redis.password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
-            if let milliseconds = try positive(reader, "connect_timeout_ms") { redis.connectTimeout = .milliseconds(milliseconds) }
-            if let milliseconds = try positive(reader, "command_timeout_ms") { redis.commandTimeout = .milliseconds(milliseconds) }
+            // Bounded: a call waits on these, and a silent Redis must not hold calls for hours.
+            if let milliseconds = try reader.int("connect_timeout_ms", in: 1...60_000) {
+                redis.connectTimeout = .milliseconds(milliseconds)
+            }
+            if let milliseconds = try reader.int("command_timeout_ms", in: 1...60_000) {
+                redis.commandTimeout = .milliseconds(milliseconds)
+            }
             if let size = try positive(reader, "pool_size") {
                 guard size <= 64 else { throw JSONFieldError(path: field("pool_size"), reason: "must be 1-64") }
                 redis.poolSize = size
@@ -83,8 +90,8 @@ enum RedisSection {
                 guard seconds > 0, seconds <= 10 else { throw JSONFieldError(path: field("lease_seconds"), reason: "must be in (0, 10]") }
                 settings.leaseSeconds = seconds
             }
-            if let lease = try positive(reader, "max_lease") { settings.maximumLease = lease }
-            if let replicas = try positive(reader, "replicas") { settings.replicas = replicas }
+            if let lease = try reader.int("max_lease", in: 1...1_000_000) { settings.maximumLease = lease }
+            if let replicas = try reader.int("replicas", in: 1...1_024) { settings.replicas = replicas }
             if let mode = try reader.string("failure_mode") {
                 guard let parsed = SharedLimitFailureMode(rawValue: mode) else {
                     throw JSONFieldError(path: field("failure_mode"), reason: "must be fail_closed or local_fallback")
@@ -92,14 +99,21 @@ enum RedisSection {
                 settings.defaultFailureMode = parsed
             }
         }
+        settings.failureModes = failureModes
+        return settings
+    }
+
+    /// The tenants' `redis_failure_mode`s.
+    private static func tenantFailureModes(_ tenants: JSONObjectReader) throws -> [String: SharedLimitFailureMode] {
+        var modes: [String: SharedLimitFailureMode] = [:]
         for (tenant, tenantReader) in try tenants.objectMembers() {
             guard let mode = try tenantReader.string("redis_failure_mode") else { continue }
             guard let parsed = SharedLimitFailureMode(rawValue: mode) else {
                 throw JSONFieldError(path: tenantReader.fieldPath("redis_failure_mode"), reason: "must be fail_closed or local_fallback")
             }
-            settings.failureModes[tenant] = parsed
+            modes[tenant] = parsed
         }
-        return settings
+        return modes
     }
 
     private static func positive(_ reader: JSONObjectReader, _ key: String) throws -> Int? {

@@ -96,6 +96,25 @@ struct ProxyTests {
         }
     }
 
+    @Test("a limit of one call in billions of years refuses the second call with a bounded Retry-After, and the gateway lives on")
+    func tinyRateRetryAfter() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-tiny-rate-\(UUID())")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try
+            #"{"name":"t","default_action":"allow","rules":[],"rate_limits":[{"id":"L1","rate_per_second":1e-19,"burst":1,"per":"agent","scope":"local"}]}"#
+            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, frozenClock: true, policies: directory.path)
+        #expect(try await gateway.client().send(body: RPC.call("read_file", id: 1)).status == 200)
+        let limited = try await gateway.client().send(body: RPC.call("read_file", id: 2))
+        #expect(limited.status == 429)
+        #expect(limited.header("retry-after") == "1000000000")
+        #expect(try await gateway.client().send(.GET, path: "/healthz").status == 200)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("authentication failures: 401 with a challenge, 403 when credentials disagree; each audited")
     func authentication() async throws {
         try await withGateway { gateway, upstream in

@@ -60,3 +60,16 @@ def test_explain_other_methods(mcpgw):
     assert status == 2 and answer["rule"] == "default"
     status, answer = explain(mcpgw, "--tenant", "acme", "--agent", "bot1", "--method", "resources/read", "--target", "file:///workspace/a.md")
     assert status == 0 and answer["rule"] == "A3"
+
+
+def test_explain_json_with_a_huge_burst(mcpgw, tmp_path):
+    # A burst no 64-bit integer holds is written as the number it is, not a crash.
+    tenant = tmp_path / "acme"
+    tenant.mkdir()
+    (tenant / "p.json").write_text(json.dumps({"name": "p", "default_action": "allow", "rules": [],
+                                               "rate_limits": [{"id": "L1", "rate_per_second": 1, "burst": 1e300}]}))
+    status, out = mcpgw("policy", "explain", "--policies", str(tmp_path), "--json", "--tenant", "acme", "--agent", "bot1",
+                        "--tool", "read_file")
+    assert status == 0, out
+    limits = json.loads(out)["rate_limits"]
+    assert limits[0]["burst"] == 1e300, limits

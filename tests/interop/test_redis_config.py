@@ -31,7 +31,7 @@ def test_mistakes_name_the_field(tmp_path):
         ({"url": "http://127.0.0.1:6379"}, {}, "redis.url: must start with redis:// or rediss://"),
         ({"url": "redis://127.0.0.1:6379", "tls": {"ca_file": "x.pem"}}, {}, "redis.tls: needs a rediss:// URL"),
         ({"url": "redis://127.0.0.1:6379", "pool": 3}, {}, "redis.pool: unknown key"),
-        ({"url": "redis://127.0.0.1:6379", "replicas": 0}, {}, "redis.replicas: must be positive"),
+        ({"url": "redis://127.0.0.1:6379", "replicas": 0}, {}, "redis.replicas: must be between 1 and 1024"),
         ({"url": "redis://127.0.0.1:6379", "failure_mode": "fail_open"}, {}, "redis.failure_mode: must be fail_closed or local_fallback"),
         ({"url": "redis://127.0.0.1:6379", "password_file": "/nonexistent/redis-password"}, {}, "redis.password_file: cannot read"),
         ({"url": "redis://127.0.0.1:6379/x"}, {}, "redis.url: the path must be a database number"),
@@ -39,11 +39,24 @@ def test_mistakes_name_the_field(tmp_path):
         ({"url": "redis://mcpgw@127.0.0.1:6379"}, {}, "redis.username: needs password_file"),
         ({"url": "redis://127.0.0.1:6379"}, {"acme": {"redis_failure_mode": "open"}},
          "tenants.acme.redis_failure_mode: must be fail_closed or local_fallback"),
+        # Bounded: a call waits on these, and a silent Redis must not hold calls for hours.
+        ({"url": "redis://127.0.0.1:6379", "command_timeout_ms": 9223372036854775807}, {},
+         "redis.command_timeout_ms: must be between 1 and 60000"),
+        ({"url": "redis://127.0.0.1:6379", "connect_timeout_ms": 3600000}, {}, "redis.connect_timeout_ms: must be between 1 and 60000"),
+        ({"url": "redis://127.0.0.1:6379", "replicas": 100000}, {}, "redis.replicas: must be between 1 and 1024"),
     ]
     for section, tenants, expected in cases:
         path = with_redis(tmp_path, section, **tenants)
         found = problems(path)
         assert any(expected in problem for problem in found), (expected, found)
+
+
+def test_a_tenant_failure_mode_is_checked_without_a_redis_section(tmp_path):
+    # A typo must not wait for the day Redis is configured (then `serve --redis` would refuse the file).
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["redis_failure_mode"] = "fail_open"
+    found = problems(write_config(tmp_path, config))
+    assert any("tenants.acme.redis_failure_mode: must be fail_closed or local_fallback" in problem for problem in found), found
 
 
 def test_a_password_in_the_url_is_refused_and_not_repeated(tmp_path):

@@ -763,7 +763,8 @@ struct ExchangeDecisions {
         }
         // Shared limits out of reach (the tenant fails closed): 503, and a retry soon may find them back.
         if storeUnavailable { retryAfter = max(retryAfter ?? 0, 1) }
-        var headers = retryAfter.map { [("Retry-After", String(max(1, Int($0.rounded(.up)))))] } ?? []
+        // Whole seconds, at least 1, and bounded: a limit of one call in centuries gives a wait no integer holds.
+        var headers = retryAfter.map { [("Retry-After", String(max(1, Int(min($0.rounded(.up), Self.maximumRetryAfter)))))] } ?? []
         // Refused only for want of scopes (every refused message): the OAuth step-up answer, 403 with the scopes.
         let refused = decided.filter { !$0.decision.outcome.permits }
         var neededScopes: [String] = []
@@ -797,6 +798,9 @@ struct ExchangeDecisions {
         return Refusal(status: status, json: payload, headers: headers, records: records)
     }
 
+    /// The longest `Retry-After` the gateway writes (about 31 years, as the shared buckets' script caps its wait).
+    static let maximumRetryAfter = 1e9
+
     static func errorObject(id: JSONValue?, for decision: PolicyDecision, batchNote: Bool) -> JSONValue {
         var code = GatewayErrorCode.policyDenied
         var message = "denied by policy: \(decision.reason)"
@@ -807,7 +811,9 @@ struct ExchangeDecisions {
             code = GatewayErrorCode.rateLimited
             message = "rate limited: \(decision.reason)"
             data.append(
-                .init(key: "retry_after_seconds", value: JSONNumber((wait * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
+                .init(
+                    key: "retry_after_seconds",
+                    value: JSONNumber((min(wait, maximumRetryAfter) * 1000).rounded(.up) / 1000).map(JSONValue.number) ?? .null))
         }
         if decision.outcome == .limitsUnavailable {
             code = GatewayErrorCode.sharedLimitsUnavailable

@@ -38,6 +38,12 @@ public final class SharedLimiter: SharedRateLimits {
         var tokens = 0
         /// Until when (monotonic seconds) Redis said the bucket is empty.
         var emptyUntil = -Double.infinity
+        /// The limit's rate and burst when Redis said so: a reload that changes them makes that answer void.
+        var rate = 0.0
+        var burst = 0.0
+        /// Until when (monotonic seconds) this bucket's key is not asked for again: Redis refused the script on it
+        /// (`WRONGTYPE`: another program wrote the key). Only this bucket falls to the failure mode meanwhile.
+        var brokenUntil = -Double.infinity
         /// The fetch in progress, if any.
         var fetching: EventLoopFuture<Void>?
         /// Calls waiting for that fetch: what it asks Redis for, at least (so that calls arriving together are not
@@ -87,6 +93,7 @@ public final class SharedLimiter: SharedRateLimits {
         let onHand = leases.withLock { leases -> SharedTake? in
             var refusal: (index: Int, wait: Double)?
             var missing: [SharedBucket] = []
+            var unusable = false
             for (index, bucket) in buckets.enumerated() {
                 let key = LeaseKey(bucket)
                 // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
@@ -95,9 +102,16 @@ public final class SharedLimiter: SharedRateLimits {
                     let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
+                if let lease = leases[key], lease.rate != bucket.limit.ratePerSecond || lease.burst != bucket.limit.burst {
+                    // The policy changed since Redis said when the bucket refills: ask again.
+                    leases[key]!.emptyUntil = -.infinity
+                    (leases[key]!.rate, leases[key]!.burst) = (bucket.limit.ratePerSecond, bucket.limit.burst)
+                }
                 let lease = leases[key]
                 if let lease, lease.tokens >= 1 { continue }
-                if reachable, let lease, lease.emptyUntil > now {
+                if let lease, lease.brokenUntil > now {
+                    unusable = true
+                } else if reachable, let lease, lease.emptyUntil > now {
                     let wait = lease.emptyUntil - now
                     if refusal == nil || wait > refusal!.wait { refusal = (index, wait) }
                 } else {
@@ -105,6 +119,7 @@ public final class SharedLimiter: SharedRateLimits {
                 }
             }
             if let refusal { return .refused(index: refusal.index, retryAfter: refusal.wait, fallback: false) }
+            if unusable { return nil }
             if !missing.isEmpty { return reachable ? .mustAsk(missing) : nil }
             for bucket in buckets {
                 let key = LeaseKey(bucket)
@@ -118,8 +133,9 @@ public final class SharedLimiter: SharedRateLimits {
         }
         if !prefetch.isEmpty { _ = ask(prefetch, on: Self.currentLoop, waiting: false) }
         if let onHand { return onHand }
-        // Redis is out of reach and some bucket has nothing on hand here: the tenant's failure mode decides.
-        probe()
+        // Redis is out of reach (or refuses one of these buckets' keys) and some bucket has nothing on hand here: the
+        // tenant's failure mode decides.
+        if !reachable { probe() }
         let tenant = buckets[0].tenant
         switch settings.failureMode(of: tenant) {
         case .failClosed:
@@ -166,8 +182,11 @@ public final class SharedLimiter: SharedRateLimits {
                     waits.append(fetching)
                     continue
                 }
+                if lease.rate != bucket.limit.ratePerSecond || lease.burst != bucket.limit.burst {
+                    (lease.emptyUntil, lease.rate, lease.burst) = (-.infinity, bucket.limit.ratePerSecond, bucket.limit.burst)
+                }
                 let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
-                guard lease.tokens * 2 <= size, lease.emptyUntil <= now else { continue }
+                guard lease.tokens * 2 <= size, lease.emptyUntil <= now, lease.brokenUntil <= now else { continue }
                 let promise = eventLoop.makePromise(of: Void.self)
                 lease.fetching = promise.futureResult
                 lease.demand = waiting ? 1 : 0
@@ -199,7 +218,7 @@ public final class SharedLimiter: SharedRateLimits {
             let now = clock()
             switch result {
             case .success(let reply):
-                guard let grant = TokenBucketScript.grant(reply) else {
+                guard let grant = TokenBucketScript.grant(reply, want: want) else {
                     endFetch(key)
                     failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
                     return promise.succeed(())
@@ -207,8 +226,11 @@ public final class SharedLimiter: SharedRateLimits {
                 let more = leases.withLock { leases -> Int? in
                     guard var lease = leases[key] else { return nil }
                     lease.tokens += grant.granted
-                    // The bucket in Redis holds less than a token until then: calls beyond the lease are refused.
-                    if grant.wait > 0 { lease.emptyUntil = now + grant.wait }
+                    // The bucket in Redis holds less than a token until then: calls beyond the lease are refused. Unless
+                    // the limit changed while the request was under way (a reload): that answer was for the old one.
+                    if grant.wait > 0, lease.rate == bucket.limit.ratePerSecond, lease.burst == bucket.limit.burst {
+                        lease.emptyUntil = now + grant.wait
+                    }
                     var more: Int?
                     if grant.granted == want, lease.demand > lease.tokens, round < Self.maximumFetchRounds {
                         more = Int(min(Double(lease.demand - lease.tokens), bucket.limit.burst))
@@ -222,12 +244,32 @@ public final class SharedLimiter: SharedRateLimits {
                 reachable()
                 if let more { return fetch(bucket, want: more, round: round + 1, on: eventLoop, promise: promise) }
                 promise.succeed(())
+            case .failure(let error) where Self.isKeyError(error):
+                // This key holds something else (another program's value): this bucket fails, the others go on.
+                leases.withLock { leases in
+                    leases[key]?.brokenUntil = now + 1
+                    leases[key]?.fetching = nil
+                    leases[key]?.demand = 0
+                }
+                requestsFailed.wrappingAdd(1, ordering: .relaxed)
+                if let suppressed = logThrottle.admit("redis-key") {
+                    logger.error(
+                        "shared rate limits: Redis refused a bucket's key: \(error); that bucket's tenant's failure mode applies to it (check key_prefix: another program may use these keys)",
+                        metadata: ["tenant": "\(bucket.tenant)", "limit": "\(bucket.limit.id)", "suppressed": "\(suppressed)"])
+                }
+                promise.succeed(())
             case .failure(let error):
                 endFetch(key)
                 failed(error)
                 promise.succeed(())
             }
         }
+    }
+
+    /// Whether `error` concerns one key, not the server: the script met a value of another type there.
+    static func isKeyError(_ error: any Error) -> Bool {
+        guard case .server(let message) = error as? RedisError else { return false }
+        return message.contains("WRONGTYPE")
     }
 
     private func endFetch(_ key: LeaseKey) {
@@ -259,7 +301,7 @@ public final class SharedLimiter: SharedRateLimits {
             on: client, eventLoop: Self.currentLoop
         ).whenComplete { [self] result in
             switch result {
-            case .success(let reply) where TokenBucketScript.grant(reply) != nil: reachable()
+            case .success(let reply) where TokenBucketScript.grant(reply, want: 0) != nil: reachable()
             case .success(let reply): failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
             case .failure(let error): failed(error)
             }

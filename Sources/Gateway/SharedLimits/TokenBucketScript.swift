@@ -68,10 +68,12 @@ enum TokenBucketScript {
     }
 
     /// Granted tokens and the wait (seconds) until the bucket holds a whole token again (0: it holds one now), from
-    /// the script's reply.
-    static func grant(_ reply: RESPValue) -> (granted: Int, wait: Double)? {
+    /// the script's reply to a request for `want` tokens. Nil when the reply is not the script's: anything but two
+    /// integers, or a grant of more than was asked (which would admit beyond the limit, and in the extreme overflow
+    /// the lease's count: the default `redis://` is plain TCP, so a reply may be forged on the way).
+    static func grant(_ reply: RESPValue, want: Int) -> (granted: Int, wait: Double)? {
         guard case .array(let values?) = reply, values.count == 2, let granted = values[0].integer, let wait = values[1].integer,
-            granted >= 0, wait >= 0
+            granted >= 0, granted <= want, wait >= 0
         else { return nil }
         return (Int(granted), Double(wait) / 1e6)
     }

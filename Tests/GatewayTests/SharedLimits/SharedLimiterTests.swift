@@ -117,6 +117,57 @@ import Testing
         #expect(limiter.take([one], now: Self.clock()) == .taken(fallback: false))
     }
 
+    /// A reload that raises a limit takes effect at once: the replica does not keep refusing until the old limit's
+    /// bucket would have refilled (here 1,000 s).
+    @Test func aReloadedLimitTakesEffectAtOnce() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server)
+        defer { limiter.shutdown() }
+        let slow = SharedBucket(tenant: "acme", limit: Self.limit(rate: 0.001, burst: 1), agent: "a", tool: "t")
+        #expect(await Self.take(limiter, [slow]) == .taken(fallback: false))
+        guard case .refused(_, let wait, false) = await Self.take(limiter, [slow]) else {
+            Issue.record("the burst of one was exceeded")
+            return
+        }
+        #expect(wait > 100)
+        // The same bucket in Redis, now refilling at 100/s: admitted, or refused for the few milliseconds until its
+        // next token (it was empty a moment ago), never for the old limit's 1,000 s.
+        let fast = SharedBucket(tenant: "acme", limit: Self.limit(rate: 100, burst: 100), agent: "a", tool: "t")
+        switch await Self.take(limiter, [fast]) {
+        case .taken(fallback: false): break
+        case .refused(_, let wait, false): #expect(wait < 0.05, "the old limit's wait still applies: \(wait) s")
+        case let other: Issue.record("unexpected \(other)")
+        }
+    }
+
+    /// A key that holds another program's value (the script meets `WRONGTYPE` there) fails its own bucket only:
+    /// other buckets, and other tenants, keep their shared limits.
+    @Test func aKeyOfAnotherTypeFailsOnlyItsBucket() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server, modes: ["acme": .failClosed])
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 0.01, burst: 50)
+        let broken = SharedBucket(tenant: "acme", limit: limit, agent: "broken", tool: "t")
+        let healthy = SharedBucket(tenant: "acme", limit: limit, agent: "healthy", tool: "t")
+        let key = String(decoding: TokenBucketScript.key(broken, prefix: limiter.settings.keyPrefix), as: UTF8.self)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        _ = try await limiter.client.send(["SET", key, "not a bucket"], on: loop).get()
+        for round in 0..<5 {
+            #expect(await Self.take(limiter, [broken]) == .unavailable, "round \(round)")
+            #expect(await Self.take(limiter, [healthy]) == .taken(fallback: false), "round \(round)")
+            #expect(limiter.isStoreReachable, "one bad key took the store down")
+        }
+    }
+
+    /// A reply granting more than was asked is not the script's: refused, never added to the lease.
+    @Test func aGrantAboveTheRequestIsRefused() {
+        let reply = { (granted: Int64) in RESPValue.array([.integer(granted), .integer(0)]) }
+        #expect(TokenBucketScript.grant(reply(3), want: 3)?.granted == 3)
+        #expect(TokenBucketScript.grant(reply(4), want: 3) == nil)
+        #expect(TokenBucketScript.grant(reply(.max), want: 3) == nil)
+        #expect(TokenBucketScript.grant(reply(1), want: 0) == nil)
+    }
+
     @Test func failureModesApplyWhileRedisIsDownAndSharingResumesAfter() async throws {
         let server = try await RedisServer()
         let limiter = try Self.limiter(server, replicas: 2, modes: ["closed": .failClosed, "fallback": .localFallback])
