@@ -54,7 +54,7 @@ public struct RedisSettings: Sendable {
         if let slash = rest.firstIndex(of: "/") {
             let path = rest[rest.index(after: slash)...]
             if !path.isEmpty {
-                guard let number = Int(path), (0...1_000_000).contains(number) else {
+                guard let number = Self.decimal(path), (0...1_000_000).contains(number) else {
                     throw RedisURLError(url: url, reason: "the path must be a database number (0, 1, …)")
                 }
                 database = number
@@ -68,19 +68,23 @@ public struct RedisSettings: Sendable {
             host = rest[rest.index(after: rest.startIndex)..<close]
             let after = rest[rest.index(after: close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":"), let number = Int(after.dropFirst()), (1...65535).contains(number) else {
+                guard after.hasPrefix(":"), let number = Self.decimal(after.dropFirst()), (1...65535).contains(number) else {
                     throw RedisURLError(url: url, reason: "port '\(after.dropFirst())' is not 1-65535")
                 }
                 port = number
             }
         } else if let colon = rest.lastIndex(of: ":") {
             host = rest[..<colon]
-            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
+            guard let number = Self.decimal(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
                 throw RedisURLError(url: url, reason: "port '\(rest[rest.index(after: colon)...])' is not 1-65535")
             }
             port = number
         }
         guard !host.isEmpty else { throw RedisURLError(url: url, reason: "needs a host") }
+        // A host name or address: no blanks, controls, or URL delimiters a resolver would read another way.
+        guard
+            host.unicodeScalars.allSatisfy({ $0.isASCII && $0.value > 0x20 && $0.value != 0x7F && !"/?#@[]%".unicodeScalars.contains($0) })
+        else { throw RedisURLError(url: url, reason: "host '\(host)' is not a host name or address") }
         self.host = String(host)
         self.port = port
         self.database = database
@@ -94,6 +98,14 @@ public struct RedisSettings: Sendable {
         self.minimumBackoff = .milliseconds(100)
         self.maximumBackoff = .seconds(2)
         self.wantsTLS = secure
+    }
+
+    /// `text` as a number written in decimal digits only (`Int` alone also reads `+1`).
+    private static func decimal(_ text: Substring) -> Int? {
+        guard !text.isEmpty, text.utf8.count <= 9, text.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+            return nil
+        }
+        return Int(text)
     }
 
     /// Whether the URL asked for TLS (`rediss://`): then `tls` must be set before connecting.

@@ -175,6 +175,11 @@ struct ConfigurationFile {
         guard let tlsReader = try root.object("tls") else { throw JSONFieldError(path: "tls", reason: "is required") }
         try tlsReader.requireOnlyKeys(tlsKeys)
         let insecure = try tlsReader.bool("insecure_plain_http") ?? false
+        if insecure, let unused = try ["certificate_chain", "private_key"].first(where: { try tlsReader.string($0) != nil }) {
+            // Plain HTTP with a certificate configured reads as TLS to whoever reviews the file: said, not ignored.
+            throw JSONFieldError(
+                path: "tls.insecure_plain_http", reason: "is true, so tls.\(unused) would be ignored: remove one or the other")
+        }
         var tls: TLSConfiguration?
         if !insecure {
             var configuration = TLSConfiguration(

@@ -569,6 +569,20 @@ struct SSEStreamEndTests {
     }
 }
 
+extension SSEStreamEndTests {
+    @Test("a legacy endpoint event is rewritten only when its target is a plain path: a blank or control byte would split the request line")
+    func endpointTargets() throws {
+        let rewrite: (String) -> String = { "/messages?session=sealed(" + $0 + ")" }
+        let plain = try SSEEventFilter.endpoint(Array("event: endpoint\ndata: /messages/?session_id=abc\n\n".utf8), rewrite: rewrite)
+        #expect(String(decoding: plain, as: UTF8.self).contains("sealed(/messages/?session_id=abc)"))
+        for target in ["/messages/?a b", "/messages/?a\tb", "/messages/?a\u{0}b", "//evil/x", "/m\u{e9}"] {
+            #expect(throws: SSEEventFilter.Unreadable.self, "\(target.debugDescription)") {
+                try SSEEventFilter.endpoint(Array("event: endpoint\ndata: \(target)\n\n".utf8), rewrite: rewrite)
+            }
+        }
+    }
+}
+
 extension ProtocolCompletenessTests {
     @Test("a POST reusing a list request's id never receives that list unfiltered from an upstream that routes answers by id")
     func listIDReuse() async throws {

@@ -135,6 +135,9 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
     ("identity", "max_token_bytes", 0, "identity.max_token_bytes"),
     ("identity", "token_cache_size", -1, "identity.token_cache_size"),
     ("tls", "verify_depth", -1, "tls.verify_depth"),
+    # Plain HTTP with a certificate configured (the certificate silently unused).
+    ("tls", "insecure_plain_http", True, "tls.insecure_plain_http"),
+    ("tenants.acme.upstream", "url", "http://127.0.0.1:9/mcp\u0000", "tenants.acme.upstream"),
     ("sessions", "lifetime_seconds", 9223372036854775807, "sessions.lifetime_seconds"),
     (None, "mcp_path", "/mcp?x", "mcp_path"),
     (None, "audit_log", "/nonexistent/dir/audit.log", "audit_log"),
@@ -144,7 +147,10 @@ def test_values_that_would_crash_or_silently_break_the_gateway_are_refused(tmp_p
     # A depth of 100,000,000 let one request overflow the parser's stack; a leeway near Int64.max overflowed on the
     # first token; a query in mcp_path matched no request.
     config = dev_config(tmp_path)
-    (config.setdefault(section, {}) if section else config)[key] = value
+    place = config
+    for part in (section.split(".") if section else []):
+        place = place.setdefault(part, {})
+    place[key] = value
     problem = only_problem(write_config(tmp_path, config))
     assert field in problem, problem
 

@@ -44,6 +44,9 @@ def test_mistakes_name_the_field(tmp_path):
          "redis.command_timeout_ms: must be between 1 and 60000"),
         ({"url": "redis://127.0.0.1:6379", "connect_timeout_ms": 3600000}, {}, "redis.connect_timeout_ms: must be between 1 and 60000"),
         ({"url": "redis://127.0.0.1:6379", "replicas": 100000}, {}, "redis.replicas: must be between 1 and 1024"),
+        ({"url": "redis://h o st:6379"}, {}, "redis.url: host 'h o st' is not a host name or address"),
+        ({"url": "redis://127.0.0.1:+6379"}, {}, "redis.url: port '+6379' is not 1-65535"),
+        ({"url": "redis://127.0.0.1/+1"}, {}, "redis.url: the path must be a database number"),
     ]
     for section, tenants, expected in cases:
         path = with_redis(tmp_path, section, **tenants)

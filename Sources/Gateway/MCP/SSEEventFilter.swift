@@ -182,7 +182,10 @@ struct SSEEventFilter {
             let afterHost = target[scheme.upperBound...]
             target = afterHost.firstIndex(of: "/").map { afterHost[$0...] } ?? "/"
         }
-        guard target.hasPrefix("/"), !target.hasPrefix("//"), !target.contains(where: { $0.isNewline }) else { throw .notJSON }
+        // It becomes a request line's target: visible ASCII only (a blank or control byte would split the line).
+        guard target.hasPrefix("/"), !target.hasPrefix("//"), target.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F }) else {
+            throw .notJSON
+        }
         var rebuilt = ""
         var wroteData = false
         for line in lines where !line.isEmpty {

@@ -42,6 +42,12 @@ struct UpstreamEndpoint: Sendable {
         } else {
             throw UpstreamConfigurationError(url: url, reason: "must start with http:// or https://")
         }
+        // The path and authority go into every request line and Host header as they are: a blank, CR, LF or other
+        // control byte there would split or end the request.
+        guard url.utf8.allSatisfy({ $0 > 0x20 && $0 < 0x7F && $0 != UInt8(ascii: "#") }) else {
+            throw UpstreamConfigurationError(
+                url: url, reason: "must be visible ASCII without blanks or a fragment (percent-encode the rest)")
+        }
         let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
         let authority = rest[..<authorityEnd]
         var path = String(rest[authorityEnd...])
@@ -71,7 +77,9 @@ struct UpstreamEndpoint: Sendable {
         }
         let port: Int
         if let portText {
-            guard let parsed = Int(portText), (1...65535).contains(parsed) else {
+            guard portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), portText.utf8.count <= 5,
+                let parsed = Int(portText), (1...65535).contains(parsed)
+            else {
                 throw UpstreamConfigurationError(url: url, reason: "port '\(portText)' is not 1-65535")
             }
             port = parsed
