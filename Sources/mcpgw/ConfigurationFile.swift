@@ -175,8 +175,9 @@ struct ConfigurationFile {
         guard let tlsReader = try root.object("tls") else { throw JSONFieldError(path: "tls", reason: "is required") }
         try tlsReader.requireOnlyKeys(tlsKeys)
         let insecure = try tlsReader.bool("insecure_plain_http") ?? false
-        if insecure, let unused = try ["certificate_chain", "private_key"].first(where: { try tlsReader.string($0) != nil }) {
-            // Plain HTTP with a certificate configured reads as TLS to whoever reviews the file: said, not ignored.
+        if insecure, let unused = tlsKeys.sorted().first(where: { $0 != "insecure_plain_http" && tlsReader.object[$0] != nil }) {
+            // Plain HTTP with a certificate or client authentication configured reads as TLS (or mTLS) to whoever
+            // reviews the file: said, not ignored.
             throw JSONFieldError(
                 path: "tls.insecure_plain_http", reason: "is true, so tls.\(unused) would be ignored: remove one or the other")
         }

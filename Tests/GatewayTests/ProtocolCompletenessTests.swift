@@ -467,6 +467,42 @@ struct LegacySSETests {
         await upstream.stop()
     }
 
+    @Test("a legacy upstream's empty 202, typed application/json, goes on as a 202")
+    func legacyEmptyJSONAccepted() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in
+                if request.method == "GET" { return (200, "text/event-stream", "event: endpoint\ndata: /messages/?session_id=abc\n\n") }
+                return (202, "application/json", "")
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true)
+        let stream = try await gateway.client().send(.GET, path: "/sse", headers: [("Accept", "text/event-stream")])
+        let endpoint = try #require(stream.body.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") }).dropFirst(6)
+        let listed = try await gateway.client().send(
+            path: String(endpoint), body: #"{"jsonrpc":"2.0","id":3,"method":"tools/list","params":{}}"#)
+        #expect(listed.status == 202, "\(listed.status) \(listed.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("on the legacy transport, an upstream that scopes tasks to the session has its task ids sealed to the caller")
+    func legacyTasksOfAScopedUpstream() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { request in
+                let created = #"{"jsonrpc":"2.0","id":5,"result":{"task":{"taskId":"task-77","status":"working"}}}"#
+                if request.method == "GET" {
+                    return (
+                        200, "text/event-stream", "event: endpoint\ndata: /messages/?session_id=abc\n\nevent: message\ndata: \(created)\n\n"
+                    )
+                }
+                return (202, "text/plain", "Accepted")
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true, tasksScopedToSession: true)
+        let stream = try await gateway.client().send(.GET, path: "/sse", headers: [("Accept", "text/event-stream")])
+        #expect(stream.body.contains(#""taskId":"mcpgw1k."#) && !stream.body.contains("task-77"), "\(stream.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a client that leaves a legacy stream midway gives its stream back")
     func legacyStreamLeftMidway() async throws {
         let upstream = try await RecordingUpstream.start(

@@ -250,6 +250,7 @@ struct TaskHandleRewriteTests {
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"taskIds":["mcpgw1k.x.a"]}}}"#,
             // Every spelling a lenient server reads as the field is opened too.
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"mcpgw1k.x.a","task_id":"mcpgw1k.x.a"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"task_id":"mcpgw1k.x.a"}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task_ids":["mcpgw1k.x.a"]}}}"#,
             #"{"jsonrpc":"2.0","id":5,"result":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mcpgw1k.x.a"}}}}"#,
         ]
@@ -298,8 +299,8 @@ struct TaskHandleRewriteTests {
         var filter = ListFilter(
             snapshot: PolicySnapshot(tenantDocuments: [:], globalDocuments: [], directory: ""), principal: principal, requests: [:])
         filter.sealTask = { "mcpgw1k.x." + $0 }
-        filter.ownedTasks = ["task-1"]
-        filter.taskRequestIDs = ["7"]
+        filter.tasks = TaskOwnership(
+            all: false, named: ["task-1"], taskRequests: ["7", ExchangeDecisions.requestKey(try JSONParser.parse("1.0"))])
         func filtered(_ text: String) throws -> String {
             let value = try JSONParser.parse(text)
             return (filter.filter(value) ?? value).serialized
@@ -308,23 +309,42 @@ struct TaskHandleRewriteTests {
         let answer = try filtered(
             #"{"jsonrpc":"2.0","id":2,"result":{"taskId":"task-1","_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-2"}}}}"#)
         #expect(answer.contains("mcpgw1k.x.task-1") && !answer.contains("mcpgw1k.x.task-2") && answer.contains(#""task-2""#))
-        // The answer to the request that asked for a task: the task it creates is the caller's.
+        // The answer to the request that asked for a task: the task it creates is the caller's (an id JSON readers
+        // may spell differently too, when it comes back as it went).
         #expect(try filtered(#"{"jsonrpc":"2.0","id":7,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k.x.task-9"))
         #expect(try filtered(#"{"jsonrpc":"2.0","id":7,"result":{"resultType":"task","taskId":"task-9"}}"#).contains("mcpgw1k.x.task-9"))
+        #expect(try filtered(#"{"jsonrpc":"2.0","id":1.0,"result":{"task":{"taskId":"task-8"}}}"#).contains("mcpgw1k.x.task-8"))
         // … but not when another request's answer names a task, nor a listen acknowledgment of tasks not asked for.
-        #expect(!(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k")))
+        #expect(!(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-5"}}}"#).contains("mcpgw1k")))
         #expect(
             !(try filtered(
-                #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"taskIds":["task-9"]}}}"#
+                #"{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":{"taskIds":["task-5"]}}}"#
             ).contains("mcpgw1k")))
-        // A status notification about another task is withheld; about the caller's, sealed.
-        let other = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-2"}}"#)
+        // A server message about another task is withheld, in any spelling; about the caller's (named, or created
+        // earlier on this stream), it goes on.
+        let related = #""_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-2"}}"#
+        for other in [
+            #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-2"}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"task_id":"task-2"}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":2}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"task":{"taskId":"task-2"}}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{\#(related)}}"#,
+            #"{"jsonrpc":"2.0","id":"srv-9","method":"elicitation/create","params":{"message":"bot2's task needs input",\#(related)}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1,\#(related)}}"#,
+        ] {
+            #expect(filter.withholds(try JSONParser.parse(other)), "\(other)")
+        }
         let own = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":"task-1"}}"#)
-        #expect(filter.withholds(other) && !filter.withholds(own))
+        let created = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-9"}}"#)
+        let elicitation = try JSONParser.parse(
+            #"{"jsonrpc":"2.0","id":"srv-1","method":"elicitation/create","params":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"task-1"}}}}"#
+        )
+        #expect(!filter.withholds(own) && !filter.withholds(created) && !filter.withholds(elicitation))
+        let other = try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/tasks/status","params":{"taskId":"task-2"}}"#)
         #expect(filter.withoutWithheld(JSONValue.array([other, own])) == JSONValue.array([own]))
         // An upstream that scopes tasks to the caller's session: every id is the caller's.
-        filter.tasksAreTheCallers = true
+        filter.tasks = TaskOwnership(all: true)
         #expect(!filter.withholds(other))
-        #expect(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-9"}}}"#).contains("mcpgw1k.x.task-9"))
+        #expect(try filtered(#"{"jsonrpc":"2.0","id":8,"result":{"task":{"taskId":"task-5"}}}"#).contains("mcpgw1k.x.task-5"))
     }
 }

@@ -391,7 +391,7 @@ struct ExchangeDecisions {
         plan.upstreamName = upstreamName
         plan.ownedTasks = ownedTasks
         plan.taskRequestIDs = Set(
-            decided.lazy.filter { TaskHandleRewrite.answerMayCarryTasks($0.message) }.compactMap { $0.message.id.flatMap(Self.canonicalID) }
+            decided.lazy.filter { TaskHandleRewrite.answerMayCarryTasks($0.message) }.compactMap { $0.message.id.map(Self.requestKey) }
         )
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
@@ -439,7 +439,7 @@ struct ExchangeDecisions {
                 return task
             }
             if let method = object["method"]?.stringValue, TaskHandleRewrite.methodsNamingATask.contains(method) {
-                name = opened?["params"]?.objectValue?["taskId"]?.stringValue
+                name = opened?["params"]?.objectValue?.members.first { TaskHandleRewrite.isTaskIDKey($0.key) }?.value.stringValue
             }
             return opened.map(JSONValue.object)
         }
@@ -470,9 +470,11 @@ struct ExchangeDecisions {
     }
 
     /// Whether every task id the upstream hands out in `request`'s answers is this caller's: the request is in an MCP
-    /// session (sealed to the caller) and the tenant's upstream scopes tasks to the session.
+    /// session (sealed to the caller; a legacy stream and its messages are one) and the tenant's upstream scopes tasks
+    /// to the session.
     func tasksAreTheCallers(_ request: ExchangeRequest) -> Bool {
-        guard request.upstreamSession != nil, let tenant = request.principal?.tenant else { return false }
+        let inSession = request.upstreamSession != nil || request.transport == .legacyStream || request.transport == .legacyMessages
+        guard inSession, let tenant = request.principal?.tenant else { return false }
         return services.upstream.endpoint(for: tenant)?.tasksScopedToSession ?? false
     }
 
@@ -523,6 +525,10 @@ struct ExchangeDecisions {
         default: return nil
         }
     }
+
+    /// A key for a request id that answers are matched by: its canonical form, or else its exact text (an id JSON
+    /// readers may spell differently matches only when the upstream gives it back as it came).
+    static func requestKey(_ id: JSONValue) -> String { canonicalID(id) ?? "\u{0}" + id.serialized }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
     func headerMismatch(_ headers: HTTPHeaders, _ parsed: MCPBody) -> String? {

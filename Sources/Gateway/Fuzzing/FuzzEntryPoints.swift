@@ -36,6 +36,7 @@ public enum FuzzEntryPoints {
     public static func sseStream(_ bytes: UnsafeRawBufferPointer, policy: PolicySnapshot) {
         var filter = listFilter(policy)
         filter.sealTask = { "mcpgw1k.fuzz." + $0 }
+        filter.tasks = TaskOwnership(all: bytes.first.map { $0 & 1 == 1 } ?? false, named: ["task-1"], taskRequests: ["1"])
         var events = SSEEventFilter(filter: filter, maximumEventBytes: 64 * 1024, sealEventID: { "sealed-" + $0 })
         let split = bytes.isEmpty ? 0 : Int(bytes[0]) % (bytes.count + 1)
         var output: [UInt8] = []
@@ -62,7 +63,7 @@ public enum FuzzEntryPoints {
     public static func listAnswer(_ bytes: [UInt8], policy: PolicySnapshot) {
         var filter = listFilter(policy)
         filter.sealTask = { "mcpgw1k.fuzz." + $0 }
-        filter.ownedTasks = ["task-1"]
+        filter.tasks = TaskOwnership(all: false, named: ["task-1"], taskRequests: ["1"])
         guard let filtered = try? filter.filterJSON(bytes, maximumBytes: 1 << 20) else { return }
         // A filtered answer is strict JSON again, and filtering it once more changes nothing further.
         guard let again = try? JSONParser.parse(filtered) else { fatalError("filtered answer is not JSON") }

@@ -961,6 +961,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 // The answer to an ordinary call: only resource updates the caller may not see are taken out.
                 let policy = services.policy
                 eventFilter!.updateFilter = ListFilter(currentPolicy: { policy.snapshot }, principal: principal, requests: nil)
+                eventFilter!.updateFilter!.tasks = taskOwnership()
             }
             if request?.transport == .legacyStream, let context {
                 // The legacy stream announces where to post messages: the client is told the gateway's own message
@@ -1044,11 +1045,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         filter.learnTool = { name, schema in headers.learn(tenant: principal.tenant, tool: name, inputSchema: schema) }
         let handles = services.sessionHandles
         filter.sealTask = { handles.seal(task: $0, for: principal) }
-        filter.ownedTasks = plan?.ownedTasks ?? []
-        filter.taskRequestIDs = plan?.taskRequestIDs ?? []
-        if let request, let decisions { filter.tasksAreTheCallers = decisions.tasksAreTheCallers(request) }
+        filter.tasks = taskOwnership()
         filter.openListRequestID = { handles.open(listRequestID: $0, for: principal) }
         return filter
+    }
+
+    /// Which task ids in this exchange's answer are the caller's (`TaskOwnership`).
+    private func taskOwnership() -> TaskOwnership {
+        let all = request.flatMap { request in decisions?.tasksAreTheCallers(request) } ?? false
+        return TaskOwnership(all: all, named: plan?.ownedTasks ?? [], taskRequests: plan?.taskRequestIDs ?? [])
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
@@ -1082,9 +1087,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         // Whatever might hold JSON is filtered, whatever its content type says, and refused if it is not JSON-RPC (a
         // byte-order mark or other bytes before the JSON would let a lenient client read an unfiltered list). Only a
-        // body without a single `{` or `[` (a `202 Accepted` in plain text) holds no list, and goes on as it came.
+        // body without a single `{` or `[` (a `202 Accepted` in plain text) holds no list, and goes on as it came; so
+        // does an empty one, whatever its type (a legacy server's `202` with `application/json` and nothing in it).
+        let empty = bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0A || $0 == 0x0D }
         guard
-            HeaderText.hasPrefix(contentType, "application/json")
+            !empty && HeaderText.hasPrefix(contentType, "application/json")
                 || bytes.contains(where: { $0 == UInt8(ascii: "{") || $0 == UInt8(ascii: "[") })
         else {
             var passed = Refusal(status: head.status, json: "", headers: headers, records: [])

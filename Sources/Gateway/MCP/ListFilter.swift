@@ -62,17 +62,9 @@ struct ListFilter {
     var learnTool: ((String, JSONValue?) -> Void)?
     /// Seals the task ids the answer carries to the caller (`TaskHandleRewrite`); nil where no task can appear.
     var sealTask: ((String) -> String)?
-    /// The upstream's task ids the caller proved are its own: those it named with its handles in the request answered
-    /// here. Only these, the task a request of the caller's creates (`taskRequestIDs`), and every id where the upstream
-    /// scopes tasks to the caller's session (`tasksAreTheCallers`) are sealed to it; a task notification about any
-    /// other is withheld. The upstream sees every agent of a tenant as one client: a task it announces unasked may be
-    /// another agent's.
-    var ownedTasks: Set<String> = []
-    /// The ids (canonical) of the requests answered here that asked for a task: their result's task is the caller's.
-    var taskRequestIDs: Set<String> = []
-    /// Every task id here is the caller's: the upstream scopes tasks to the MCP session, and this answer is in one
-    /// (sealed to this caller).
-    var tasksAreTheCallers = false
+    /// Which task ids here are the caller's: only those are sealed, and a server message about any other task is
+    /// withheld. Nil: task ids are neither sealed nor looked at.
+    var tasks: TaskOwnership?
 
     /// A filter for `principal`'s answers to `requests`, deciding by the policy `currentPolicy` returns.
     init(currentPolicy: @escaping () -> PolicySnapshot, principal: Principal, requests: [String: Kind]?) {
@@ -98,15 +90,16 @@ struct ListFilter {
     /// caller may not read (now: the policy may have changed since it subscribed), or one that names no resource; or
     /// a batch of nothing else. Telling a caller when a resource changes tells it the resource exists. Decided as the
     /// read of that URI would be, argument conditions included (`readRequest`), not with the benefit of the doubt a
-    /// list gets. Where task ids are sealed, a task notification about a task that is not the caller's is withheld
-    /// too (`ownedTasks`).
+    /// list gets. Where task ownership is known (`tasks`), a server message about a task that is not the caller's is
+    /// withheld too.
     func withholds(_ value: JSONValue) -> Bool {
         switch value {
         case .array(let elements):
             return !elements.isEmpty && elements.allSatisfy(withholds)
         case .object(let message):
-            // A task notification about a task that is not the caller's.
-            if sealTask != nil, let task = TaskHandleRewrite.notifiedTask(message), !owns(task, in: message) { return true }
+            // A server message about a task that is not the caller's (its status, or a request or notification tied to
+            // it): the caller could learn of, and answer for, another agent's task.
+            if let tasks, TaskHandleRewrite.taskReferences(message).contains(where: { !tasks.owns($0) }) { return true }
             // Every spelling counts where a lenient reading kept repeated keys: any `method` naming an update makes
             // it one, and every `uri` it names must be readable.
             guard message.members.contains(where: { $0.key == "method" && $0.value.stringValue == Self.resourceUpdated }) else {
@@ -165,10 +158,9 @@ struct ListFilter {
             if let result = message["result"]?.objectValue, let kind = kind(of: message, result) {
                 rewritten = filtered(message, result, kind)
             }
-            if let sealTask,
-                let sealed = TaskHandleRewrite.sealed(rewritten ?? message, seal: sealTask, owns: { owns($0, in: message) })
-            {
-                rewritten = sealed
+            if let sealTask, let tasks {
+                tasks.learn(from: message)
+                if let sealed = TaskHandleRewrite.sealed(rewritten ?? message, seal: sealTask, owns: tasks.owns) { rewritten = sealed }
             }
             if let openListRequestID, message["method"] == nil, case .string(let id)? = message["id"],
                 id.hasPrefix(SessionHandles.listRequestPrefix), let original = openListRequestID(id)
@@ -179,16 +171,6 @@ struct ListFilter {
         default:
             return nil
         }
-    }
-
-    /// Whether the upstream's task `id`, found in `message`, is the caller's: named by its request, created by it (the
-    /// result answering a request that asked for a task), or any where the upstream scopes tasks to its session.
-    private func owns(_ id: String, in message: JSONObject) -> Bool {
-        if tasksAreTheCallers || ownedTasks.contains(id) { return true }
-        guard message["method"] == nil, let requestID = message["id"], let key = ExchangeDecisions.canonicalID(requestID),
-            taskRequestIDs.contains(key), let result = message["result"]?.objectValue
-        else { return false }
-        return TaskHandleRewrite.createdTask(result) == id
     }
 
     /// `message` with its list result cut to what the caller may use, and marked private.

@@ -14,7 +14,8 @@ struct SSEEventFilter {
     /// The message endpoint the client is told for the upstream's (the `endpoint` event of the legacy transport).
     var rewriteEndpoint: ((String) -> String)?
     /// On a stream whose lists are not filtered (the answer to an ordinary call): withholds only the resource updates
-    /// the caller may not see (`ListFilter.withholds`); any other event goes on as it came, JSON or not.
+    /// the caller may not see and the messages about other agents' tasks (`ListFilter.withholds`); any other event
+    /// goes on as it came, JSON or not.
     var updateFilter: ListFilter?
     private var pending: [UInt8] = []
     /// Where the scan for the end of the pending event resumes.
@@ -152,14 +153,21 @@ struct SSEEventFilter {
         }.joined(separator: "\n")
     }
 
-    /// Whether the event could hold a `notifications/resources/updated`: its bytes contain `updated`, or a `\u` escape
-    /// (the only way JSON can spell a letter of it otherwise). Events without either are relayed unread.
+    /// Whether the event could hold a `notifications/resources/updated` or a message about a task: its bytes contain
+    /// `updated`, `task` in any case, or a `\u` escape (the only way JSON can spell a letter otherwise). Events without
+    /// any are relayed unread.
     static func mayNameUpdate(_ event: [UInt8]) -> Bool {
         let word = Array("updated".utf8)
         var index = 0
         while index < event.count {
             if event[index] == UInt8(ascii: "\\"), index + 1 < event.count, event[index + 1] == UInt8(ascii: "u") { return true }
             if event[index] == word[0], event[index...].starts(with: word) { return true }
+            // `task` in any case: a message about a task (`taskId`, `task_id`, `related-task`, `notifications/tasks`).
+            if event[index] | 0x20 == UInt8(ascii: "t"), index + 3 < event.count, event[index + 1] | 0x20 == UInt8(ascii: "a"),
+                event[index + 2] | 0x20 == UInt8(ascii: "s"), event[index + 3] | 0x20 == UInt8(ascii: "k")
+            {
+                return true
+            }
             index += 1
         }
         return false

@@ -103,13 +103,34 @@ enum TaskHandleRewrite {
         return changed ? rewritten : nil
     }
 
-    /// The task id a task notification (`notifications/tasks/status`, 2026-07-28 `notifications/tasks`) is about, as
-    /// it will be sealed; nil for other messages.
-    static func notifiedTask(_ message: JSONObject) -> String? {
-        guard message["id"] == nil, let method = message["method"]?.stringValue, method.hasPrefix("notifications/tasks") else {
-            return nil
+    /// The tasks a server message (a request or a notification; responses answer the caller's own requests) is
+    /// about: the task of a task notification (`notifications/tasks/status`, 2026-07-28 `notifications/tasks`; its
+    /// `params.taskId` or `params.task.taskId`) and the related task of any message (`_meta`), in every spelling a
+    /// lenient client reads, every repeated key included. A value that is not a string is given as one no task has,
+    /// so that it is never taken for the caller's.
+    static func taskReferences(_ message: JSONObject) -> [String] {
+        let methods = message.members.filter { $0.key == "method" }.compactMap(\.value.stringValue)
+        guard !methods.isEmpty else { return [] }
+        let isTaskNotification = methods.contains { $0.hasPrefix("notifications/tasks") }
+        var references: [String] = []
+        func collect(_ object: JSONObject) {
+            for member in object.members where isTaskIDKey(member.key) {
+                references.append(member.value.stringValue ?? "\u{0}not a task id: " + member.value.serialized)
+            }
         }
-        return message["params"]?.objectValue?["taskId"]?.stringValue
+        for params in message.members where params.key == "params" {
+            guard let params = params.value.objectValue else { continue }
+            if isTaskNotification {
+                collect(params)
+                for task in params.members where task.key == "task" { task.value.objectValue.map(collect) }
+            }
+            for meta in params.members where meta.key == "_meta" {
+                for related in meta.value.objectValue?.members ?? [] where related.key == relatedTaskKey {
+                    related.value.objectValue.map(collect)
+                }
+            }
+        }
+        return references
     }
 
     /// The task a response creates for the caller, when it answers a request that asked for one: the 2025-11-25
@@ -166,7 +187,9 @@ enum TaskHandleRewrite {
             return .array(items.map { openID($0, required: true) })
         }
         var rewritten = message.updatingObject("result", openMeta)
-        if let method, methodsNamingATask.contains(method), message["params"]?.objectValue?["taskId"] == nil {
+        if let method, methodsNamingATask.contains(method),
+            !(message["params"]?.objectValue?.members.contains { isTaskIDKey($0.key) } ?? false)
+        {
             throw Refused(id: id, reason: "\(method) needs params.taskId")
         }
         rewritten = rewritten.updatingObject("params") { params in

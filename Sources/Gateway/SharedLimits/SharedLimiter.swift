@@ -93,7 +93,7 @@ public final class SharedLimiter: SharedRateLimits {
         let onHand = leases.withLock { leases -> SharedTake? in
             var refusal: (index: Int, wait: Double)?
             var missing: [SharedBucket] = []
-            var unusable = false
+            var broken: [Int] = []
             for (index, bucket) in buckets.enumerated() {
                 let key = LeaseKey(bucket)
                 // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
@@ -110,7 +110,7 @@ public final class SharedLimiter: SharedRateLimits {
                 let lease = leases[key]
                 if let lease, lease.tokens >= 1 { continue }
                 if let lease, lease.brokenUntil > now {
-                    unusable = true
+                    broken.append(index)
                 } else if reachable, let lease, lease.emptyUntil > now {
                     let wait = lease.emptyUntil - now
                     if refusal == nil || wait > refusal!.wait { refusal = (index, wait) }
@@ -119,9 +119,24 @@ public final class SharedLimiter: SharedRateLimits {
                 }
             }
             if let refusal { return .refused(index: refusal.index, retryAfter: refusal.wait, fallback: false) }
-            if unusable { return nil }
             if !missing.isEmpty { return reachable ? .mustAsk(missing) : nil }
-            for bucket in buckets {
+            var spent = Array(buckets.indices)
+            var usedFallback = false
+            if !broken.isEmpty {
+                // Buckets whose keys Redis refuses (while it answers for the others): the failure mode decides for
+                // those alone. The call's other buckets are charged in Redis as usual, so a local share stands in for
+                // the broken bucket only, never for a healthy one.
+                guard settings.failureMode(of: buckets[0].tenant) == .localFallback else { return .unavailable }
+                let shares = broken.map { buckets[$0].limit.share(of: settings.replicas) }
+                let first = buckets[0]
+                if let refused = fallback.consume(tenant: first.tenant, agent: first.agent, tool: first.tool, limits: shares, now: now) {
+                    let index = broken.first { buckets[$0].limit.id == refused.limit.id } ?? broken[0]
+                    return .refused(index: index, retryAfter: refused.retryAfter, fallback: true)
+                }
+                spent.removeAll { broken.contains($0) }
+                usedFallback = true
+            }
+            for bucket in spent.map({ buckets[$0] }) {
                 let key = LeaseKey(bucket)
                 leases[key]!.tokens -= 1
                 leases[key]!.lastUsed = now
@@ -129,13 +144,14 @@ public final class SharedLimiter: SharedRateLimits {
                 let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                 if reachable, lease.fetching == nil, lease.tokens * 2 <= size, lease.emptyUntil <= now { prefetch.append(bucket) }
             }
-            return .taken(fallback: false)
+            // A call charged partly to local shares is marked so: given back, it returns tokens to the local shares (a
+            // healthy bucket's lease loses one: fewer calls admitted, never more).
+            return .taken(fallback: usedFallback)
         }
         if !prefetch.isEmpty { _ = ask(prefetch, on: Self.currentLoop, waiting: false) }
         if let onHand { return onHand }
-        // Redis is out of reach (or refuses one of these buckets' keys) and some bucket has nothing on hand here: the
-        // tenant's failure mode decides.
-        if !reachable { probe() }
+        // Redis is out of reach and some bucket has nothing on hand here: the tenant's failure mode decides.
+        probe()
         let tenant = buckets[0].tenant
         switch settings.failureMode(of: tenant) {
         case .failClosed:
