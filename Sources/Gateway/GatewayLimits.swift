@@ -34,6 +34,14 @@ public struct GatewayLimits: Sendable, Hashable {
     public var offloadDecisionBytes: Int = 64 * 1024
     /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
     public var maximumLargeDecisionsPerTenant: Int = 4
+    /// A decision on an event loop that takes longer than this marks its tenant as costly (`CostlyTenants`): for a
+    /// minute, the tenant's bodies from `costlyDecisionOffloadBytes` up are decided off the loops.
+    public var costlyDecision: Duration = .milliseconds(5)
+    /// From this size, a costly tenant's bodies are decided off the loops (at most `maximumCostlyDecisionsPerTenant`
+    /// of them waiting or running at once; `429` beyond).
+    public var costlyDecisionOffloadBytes: Int = 4 * 1024
+    /// Decisions of a costly tenant's mid-sized bodies one tenant may have waiting or running off the loops at once.
+    public var maximumCostlyDecisionsPerTenant: Int = 64
     /// Local rate-limit buckets one tenant may hold (idle ones are forgotten; beyond, its new keys share an overflow
     /// bucket per limit). Per tenant, so one tenant's agents never crowd out another's.
     public var maximumRateLimitBucketsPerTenant: Int = RateLimiter.defaultBucketsPerTenant

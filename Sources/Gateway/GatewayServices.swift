@@ -28,6 +28,7 @@ public struct GatewayServices: Sendable {
         let legacyStreams = LegacyStreams()
         let toolHeaders = ToolHeaderSchemas()
         let offloaded = OffloadCounter()
+        let costlyTenants = CostlyTenants()
         let clock: @Sendable () -> Double
 
         init(
@@ -128,6 +129,8 @@ public struct GatewayServices: Sendable {
     public var toolHeaders: ToolHeaderSchemas { storage.toolHeaders }
     /// Work taken off the event loops at once (fresh signature checks, large decisions).
     private var offloaded: OffloadCounter { storage.offloaded }
+    /// Tenants whose decisions recently took long on a loop (their mid-sized calls are decided off the loops).
+    var costlyTenants: CostlyTenants { storage.costlyTenants }
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
     private var clock: @Sendable () -> Double { storage.clock }
 

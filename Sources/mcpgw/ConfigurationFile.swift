@@ -46,7 +46,8 @@ struct ConfigurationFile {
         "max_filtered_response_bytes", "max_connections", "max_connections_per_source", "upstream_connect_timeout_seconds",
         "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_streams_per_tenant",
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
-        "max_large_decisions_per_tenant", "max_rate_limit_buckets_per_tenant",
+        "max_large_decisions_per_tenant", "max_rate_limit_buckets_per_tenant", "costly_decision_ms",
+        "costly_decision_offload_bytes", "max_costly_decisions_per_tenant",
     ]
     static let upstreamKeys: Set<String> = [
         "url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key", "call_timeout_seconds",
@@ -163,6 +164,13 @@ struct ConfigurationFile {
                 try positive("max_large_decisions_per_tenant") ?? limits.maximumLargeDecisionsPerTenant
             limits.maximumRateLimitBucketsPerTenant =
                 try positive("max_rate_limit_buckets_per_tenant") ?? limits.maximumRateLimitBucketsPerTenant
+            if let milliseconds = try reader.int("costly_decision_ms", in: 1...10_000) {
+                limits.costlyDecision = .milliseconds(milliseconds)
+            }
+            limits.costlyDecisionOffloadBytes =
+                try reader.int("costly_decision_offload_bytes", in: 1...(64 * 1024 * 1024)) ?? limits.costlyDecisionOffloadBytes
+            limits.maximumCostlyDecisionsPerTenant =
+                try positive("max_costly_decisions_per_tenant") ?? limits.maximumCostlyDecisionsPerTenant
         }
 
         var listen = ListenAddress(host: "127.0.0.1", port: 8443)

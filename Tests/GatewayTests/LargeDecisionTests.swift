@@ -42,6 +42,30 @@ struct LargeDecisionTests {
         await upstream.stop()
     }
 
+    @Test(
+        "a tenant whose decision held a loop too long has its mid-sized calls decided off the loops; small ones and other tenants are not affected"
+    )
+    func costlyTenantsGoOffTheLoop() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.costlyDecision = .nanoseconds(1)  // every timed decision counts as slow here
+        limits.maximumCostlyDecisionsPerTenant = 0  // so that a call sent off the loop shows: refused, 429
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        // A mid-sized call, decided on the loop: slow (by the limit above), so acme is marked.
+        let first = try await gateway.client().send(body: Self.heavyCall(bytes: 8 * 1024, id: 1))
+        #expect(first.status == 200)
+        #expect(gateway.services.costlyTenants.isCostly("acme", now: gateway.services.monotonicSeconds))
+        let second = try await gateway.client().send(body: Self.heavyCall(bytes: 8 * 1024, id: 2))
+        #expect(second.status == 429, "the costly tenant's mid-sized call was decided on the loop again")
+        // Small calls stay on the loop; another tenant's first mid-sized call too.
+        #expect(try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3)).status == 200)
+        let other = try await gateway.client("globex/agents/bot1").send(
+            body: RPC.call("search", #"{"q":"\#(String(repeating: "x", count: 8 * 1024))"}"#, id: 4))
+        #expect(other.status != 429)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a call whose client leaves while it is being decided is recorded as not decided, once")
     func abandonedDecision() async throws {
         let upstream = try await RecordingUpstream.start(.json)

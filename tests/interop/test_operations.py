@@ -130,6 +130,7 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
 @pytest.mark.parametrize("section, key, value, field", [
     ("limits", "max_json_depth", 100000000, "limits.max_json_depth"),
     ("limits", "event_loops", 100000, "limits.event_loops"),
+    ("limits", "costly_decision_ms", 0, "limits.costly_decision_ms"),
     ("identity", "leeway_seconds", 9223372036854775807, "identity.leeway_seconds"),
     ("identity", "leeway_seconds", -5, "identity.leeway_seconds"),
     ("identity", "max_token_bytes", 0, "identity.max_token_bytes"),

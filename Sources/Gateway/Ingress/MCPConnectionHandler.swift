@@ -642,13 +642,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if request.head.method != .POST {
             return forward(decisions.passThroughPlan(request))
         }
-        if body.readableBytes >= services.limits.offloadDecisionBytes {
+        let tenant = request.principal?.tenant ?? ""
+        let size = body.readableBytes
+        let limits = services.limits
+        let large = size >= limits.offloadDecisionBytes
+        // A mid-sized body of a tenant whose decisions recently held a loop too long goes off the loop as well.
+        if large || (size >= limits.costlyDecisionOffloadBytes && services.costlyTenants.isCostly(tenant, now: services.monotonicSeconds)) {
             // A large body can take long to canonicalise: decided off the loop, so other requests never wait.
             // Its own low-priority threads, a few per tenant: one tenant's heavy calls never hold up another's.
             let generation = self.generation
-            let limit = services.limits.maximumLargeDecisionsPerTenant
+            let limit = large ? limits.maximumLargeDecisionsPerTenant : limits.maximumCostlyDecisionsPerTenant
             let lastAttempt = attempt + 1 >= Self.maximumDecisionAttempts
-            DecisionPool.shared.run(for: request.principal?.tenant ?? "", limit: limit, on: context!.eventLoop) {
+            DecisionPool.shared.run(for: tenant, limit: limit, on: context!.eventLoop) {
                 decisions.decidePost(request, body: body, lastAttempt: lastAttempt)
             }
             .assumeIsolated().whenComplete { [self] result in
@@ -668,9 +673,21 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             return
         }
-        settle(
-            decisions.decidePost(request, body: body, lastAttempt: attempt + 1 >= Self.maximumDecisionAttempts), body: body,
-            attempt: attempt)
+        let started = size >= limits.costlyDecisionOffloadBytes ? NIODeadline.now() : nil
+        let outcome = decisions.decidePost(request, body: body, lastAttempt: attempt + 1 >= Self.maximumDecisionAttempts)
+        if let started, NIODeadline.now() - started > TimeAmount(limits.costlyDecision),
+            services.costlyTenants.mark(tenant, now: services.monotonicSeconds),
+            let held = services.operationalLogThrottle.admit("costly/\(tenant)")
+        {
+            // Bodies smaller than the mark's size cannot take long (checks are linear in the bytes): not timed.
+            services.logger.notice(
+                "a decision held its event loop too long; this tenant's mid-sized calls are decided off the loops for a while",
+                metadata: [
+                    "tenant": "\(tenant)", "body.bytes": "\(size)", "similar.held.back": "\(held)",
+                    "seconds": "\(Int(CostlyTenants.memory))",
+                ])
+        }
+        settle(outcome, body: body, attempt: attempt)
     }
 
     /// Most times one body is decided: after waiting for shared rate-limit leases it is decided again, and the last

@@ -1,0 +1,29 @@
+import Synchronization
+
+/// Tenants whose calls recently took long to decide on an event loop. A call under the offload size is decided on
+/// its connection's loop, where it delays every other connection of that loop, whatever tenant they serve; a value
+/// crafted for an expensive check (the SQL detector reads about 1 ms per KiB at worst) can hold the loop for tens of
+/// milliseconds. So a tenant one of whose decisions on a loop took longer than `GatewayLimits.costlyDecision` has
+/// its calls from `costlyDecisionOffloadBytes` up decided off the loops for `memory`: an adversary gets one such delay
+/// per tenant per `memory`, not one per call.
+final class CostlyTenants: Sendable {
+    /// How long a tenant stays marked after its last slow decision on a loop.
+    static let memory = 60.0
+
+    private let until = Mutex<[String: Double]>([:])
+
+    /// Whether `tenant` had a slow decision on a loop within `memory` before `now` (monotonic seconds).
+    func isCostly(_ tenant: String, now: Double) -> Bool {
+        until.withLock { $0[tenant].map { $0 > now } ?? false }
+    }
+
+    /// Marks `tenant`: one of its decisions on a loop just took long. Returns whether it was not marked already.
+    @discardableResult
+    func mark(_ tenant: String, now: Double) -> Bool {
+        until.withLock { until in
+            let fresh = (until[tenant] ?? -.infinity) <= now
+            until[tenant] = now + Self.memory
+            return fresh
+        }
+    }
+}
