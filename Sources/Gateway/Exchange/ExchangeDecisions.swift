@@ -225,8 +225,9 @@ struct ExchangeDecisions {
         /// Refuse it.
         case refuse(Refusal)
         /// Not decided: these shared rate-limit buckets have nothing on hand here. Fetch them and decide again
-        /// (nothing was counted for this attempt).
-        case ask([SharedBucket])
+        /// (nothing was counted for this attempt). `waiting` holds a record for each message of the body, written if
+        /// the body is abandoned while it waits.
+        case ask([SharedBucket], waiting: [AuditRecord])
     }
 
     /// Parses and decides a POST body: a plan to forward the exact bytes, or a refusal with its records. On the
@@ -237,14 +238,15 @@ struct ExchangeDecisions {
         return switch decideBody(request, body: body, shared: shared) {
         case .success(let plan): .forward(plan)
         case .failure(.refused(let refusal)): .refuse(refusal)
-        case .failure(.mustAsk(let buckets)): .ask(buckets)
+        case .failure(.mustAsk(let buckets, let waiting)): .ask(buckets, waiting: waiting)
         }
     }
 
     /// Why a body is not forwarded (yet).
     enum NotForwarded: Error {
         case refused(Refusal)
-        case mustAsk([SharedBucket])
+        /// Waiting for shared rate-limit leases; with a record for each message, should the body be abandoned.
+        case mustAsk([SharedBucket], waiting: [AuditRecord])
     }
 
     private func decideBody(
@@ -335,7 +337,7 @@ struct ExchangeDecisions {
                 case .mustAsk(let buckets):
                     // Earlier calls of a batch give their tokens back: the whole body is decided again.
                     ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
-                    return .failure(.mustAsk(buckets))
+                    return .failure(.mustAsk(buckets, waiting: parsed.messages.map { waitingRecord($0, request) }))
                 }
             } catch {
                 ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
@@ -744,6 +746,17 @@ struct ExchangeDecisions {
         record.arguments =
             item.decision.logArguments
             ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest)
+        return record
+    }
+
+    /// The record of `message` should its body be abandoned while it waits for a shared rate-limit lease (the reason is
+    /// completed then with the cause).
+    func waitingRecord(_ message: JSONRPCMessage, _ request: ExchangeRequest) -> AuditRecord {
+        var record = request.record(.unavailable, "not decided", rule: "abandoned", method: message.method ?? "response")
+        record.jsonrpcID = message.id
+        if message.kind == .request || message.kind == .notification, let target = try? MCPMethod.target(of: message).target {
+            record.target = target
+        }
         return record
     }
 

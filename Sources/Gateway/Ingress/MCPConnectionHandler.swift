@@ -31,6 +31,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var eventFilter: SSEEventFilter?
     /// The legacy stream this connection relays, as registered in `LegacyStreams`.
     private var legacyRegistration: (endpoint: String, owner: String, token: UInt64)?
+    /// The records of a body waiting for shared rate-limit leases, written if it is abandoned meanwhile.
+    private var waitingRecords: [AuditRecord] = []
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
@@ -700,7 +702,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             forward(plan)
         case .refuse(let refusal):
             answer(refuseLegacyMessage(refusal))
-        case .ask(let buckets):
+        case .ask(let buckets, let waiting):
             guard let request, let context else { return close() }
             // The last attempt never asks (LastAttemptLimits): this refusal is for a broken invariant, audited all the same.
             guard let shared = services?.sharedLimits, attempt + 1 < Self.maximumDecisionAttempts else {
@@ -709,10 +711,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                         "shared rate limits could not be decided; try again", rule: "shared_limits",
                         code: GatewayErrorCode.sharedLimitsUnavailable, headers: [("Retry-After", "1")]))
             }
-            // Waits on this loop for the leases (bounded by the Redis command deadline), then decides again.
+            // Waits on this loop for the leases (bounded by the Redis command deadline), then decides again. Should the
+            // body be abandoned meanwhile, each of its messages is recorded.
             let generation = self.generation
+            waitingRecords = waiting
             shared.ask(buckets, on: context.eventLoop).assumeIsolated().whenComplete { [self] _ in
                 guard generation == self.generation else { return }
+                waitingRecords = []
                 decide(body, attempt: attempt + 1)
             }
         }
@@ -899,9 +904,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         generation += 1
         let cause = draining ? "the gateway shut down" : "the client closed the connection"
-        let record = request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")
-        try? services.audit.append(lines: record.lineBytes)
-        services.metrics.observe([record])
+        // A body waiting for a shared rate-limit lease: one record per message, as a decided body would have.
+        let records =
+            waitingRecords.isEmpty
+            ? [request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")]
+            : waitingRecords.map { waiting in
+                var record = waiting
+                record.reason = "not decided: \(cause) while it waited for a shared rate-limit lease"
+                record.latencyMicroseconds = request.elapsedMicroseconds
+                return record
+            }
+        waitingRecords = []
+        try? services.audit.append(lines: records.flatMap(\.lineBytes))
+        services.metrics.observe(records)
     }
 
     private func releaseBudgets() {

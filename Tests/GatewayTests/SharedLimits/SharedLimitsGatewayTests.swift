@@ -1,4 +1,6 @@
 import Foundation
+import NIOCore
+import NIOPosix
 import Redis
 import StrictJSON
 import TestSupport
@@ -52,6 +54,35 @@ import Testing
         #expect(records.map { $0["decision"]?.stringValue } == ["allow", "allow", "allow", "rate_limited"])
         #expect(records.last?["rule"]?.stringValue == "L")
         #expect(records.allSatisfy { $0["shared_limits"] == nil })
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// A batch whose client leaves while it waits for a lease (from a Redis that accepts connections and never
+    /// answers) leaves one record per message, each with its method, target and id, as a decided batch would.
+    @Test func aBatchAbandonedWhileWaitingIsRecordedPerMessage() async throws {
+        let deaf = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { deaf.close(promise: nil) }
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url, policies: try Self.policies(),
+            sharedLimits: try Self.settings("redis://127.0.0.1:\(deaf.localAddress!.port!)"))
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        let batch = "[\(RPC.call("read_file", #"{"path":"b"}"#, id: 2)),\(RPC.call("list_files", "{}", id: 3))]"
+        try await client.send(RawTLSClient.post(batch))
+        try await Task.sleep(for: .milliseconds(300))
+        await client.close()
+        var abandoned: [JSONObject] = []
+        for _ in 0..<100 where abandoned.count < 2 {
+            try await Task.sleep(for: .milliseconds(50))
+            abandoned = try gateway.auditRecords().filter { $0["rule"] == .string("abandoned") }
+        }
+        #expect(abandoned.map { $0["target"]?.stringValue } == ["read_file", "list_files"])
+        #expect(abandoned.map { $0["jsonrpc_id"] } == [.number(JSONNumber(2)), .number(JSONNumber(3))])
+        #expect(abandoned.allSatisfy { $0["reason"]?.stringValue?.contains("shared rate-limit lease") == true })
+        #expect(upstream.received.isEmpty)
         try await gateway.stop()
         await upstream.stop()
     }
