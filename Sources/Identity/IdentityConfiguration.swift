@@ -135,14 +135,19 @@ extension IdentityConfiguration {
             identity.introspection = introspection
             result[tenant] = identity
         }
-        // An introspection endpoint that answers for more than one tenant (another tenant introspects there too, or it
-        // belongs to a gateway-wide authorization server) must say whose token it is: its answers need the tenant
-        // claim, or any of its users would become a principal of the tenant whose endpoint was asked.
-        let introspectionURLs = result.values.compactMap(\.introspection?.url)
+        // An introspection endpoint that answers for more than one tenant (another tenant introspects at the same
+        // origin, however its URL is spelled; another tenant names one of its authorization servers too; or it belongs
+        // to a gateway-wide authorization server) must say whose token it is: its answers need the tenant claim, or any
+        // of its users would become a principal of the tenant whose endpoint was asked.
         let sharedOrigins = Set((shared?.authorizationServers ?? []).map(Self.origin))
+        func servers(_ tenant: String) -> Set<String> { Set((tenantResources[tenant]?.authorizationServers ?? []).map(Self.origin)) }
         for (tenant, identity) in result {
             guard let url = identity.introspection?.url else { continue }
-            if introspectionURLs.filter({ $0 == url }).count > 1 || sharedOrigins.contains(Self.origin(url)) {
+            let origin = Self.origin(url)
+            let others = result.filter { $0.key != tenant }
+            let sharesEndpoint = others.values.contains { $0.introspection.map { Self.origin($0.url) == origin } ?? false }
+            let sharesServer = others.keys.contains { !servers($0).isDisjoint(with: servers(tenant)) }
+            if sharesEndpoint || sharesServer || sharedOrigins.contains(origin) || !sharedOrigins.isDisjoint(with: servers(tenant)) {
                 result[tenant]?.introspection?.requiresTenantClaim = true
             }
         }
@@ -200,7 +205,9 @@ extension IdentityConfiguration {
     /// The origin (`https://host[:port]`, lower-cased) of an https URL.
     static func origin(_ url: String) -> String {
         let rest = url.dropFirst(url.hasPrefix("https://") ? 8 : 0)
-        return "https://" + rest.prefix { $0 != "/" && $0 != "?" }.lowercased()
+        let authority = rest.prefix { $0 != "/" && $0 != "?" }.lowercased()
+        // The default port said or not is the same origin.
+        return "https://" + (authority.hasSuffix(":443") ? String(authority.dropLast(4)) : authority)
     }
 
     /// `url` when it is an `https` URL (only an origin, without path, query or trailing slash, with `originOnly`).

@@ -1,5 +1,6 @@
 public import ArgumentParser
 import Foundation
+import Gateway
 public import Logging
 import StrictJSON
 
@@ -23,7 +24,7 @@ struct LoggingOptions: ParsableArguments {
         LoggingSystem.bootstrap { name in
             switch format {
             case .text:
-                var handler = StreamLogHandler.standardError(label: name)
+                var handler = OneLineLogHandler(StreamLogHandler.standardError(label: name))
                 handler.logLevel = level
                 return handler
             case .json:

@@ -30,8 +30,63 @@ final class FlakySink: AuditWriter {
     var records: [String] { lines.withLock { $0.joined() }.split(separator: "\n").map(String.init) }
 }
 
+/// A destination that fails once, after half of a batch, and then moves to a new file (as rotation or a deleted file
+/// would): what each file received is kept apart.
+final class RotatingSink: AuditWriter {
+    let files = Mutex<[[UInt8]]>([[]])
+    let failNext = Mutex(true)
+
+    var destination: Int { files.withLock { $0.count - 1 } }
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        if failNext.withLock({
+            let fail = $0; $0 = false; return fail
+        }) {
+            let half = bytes.count / 2
+            files.withLock { $0[$0.count - 1] += bytes[..<half] }
+            files.withLock { $0.append([]) }  // the file is rotated after the failure
+            throw AuditWriteError(written: half, reason: "File too large")
+        }
+        files.withLock { $0[$0.count - 1] += bytes }
+    }
+
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+}
+
 @Suite("Audit log failure and recovery")
 struct AuditRecoveryTests {
+    @Test("a record cut by a failed write is written whole to the file that follows, never split across two files")
+    func cutRecordIsWrittenWhole() throws {
+        let sink = RotatingSink()
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(AuditRecord(requestID: "r1", httpMethod: "POST", decision: .allow, reason: String(repeating: "x", count: 300)))
+        log.close()
+        let files = sink.files.withLock { $0 }
+        #expect(files.count == 2)
+        // The new file holds only whole records, the cut one among them.
+        let lines = String(decoding: files[1], as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.last == "")
+        for line in lines.dropLast() { #expect((try? JSONParser.parse(String(line))) != nil, "\(line.prefix(40))") }
+        #expect(lines.contains { $0.contains(#""request_id":"r1""#) })
+    }
+
+    @Test("one tenant's calls in flight hold at most half of the log's room: the others' records always fit")
+    func reservationsPerTenant() throws {
+        let sink = FlakySink()
+        sink.failing.withLock { $0 = false }
+        let log = try AuditLog(sink: .writer(sink), capacityBytes: 1000)
+        let first = try log.reserve(bytes: 400, tenant: "acme")
+        #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 200, tenant: "acme") }
+        let other = try log.reserve(bytes: 400, tenant: "globex")
+        // Released as the calls end: acme may reserve again.
+        log.append([AuditRecord(requestID: "a", httpMethod: "POST", decision: .allow, reason: "done")], into: first)
+        let again = try log.reserve(bytes: 400, tenant: "acme")
+        log.append([AuditRecord(requestID: "g", httpMethod: "POST", decision: .allow, reason: "done")], into: other)
+        log.append([AuditRecord(requestID: "a2", httpMethod: "POST", decision: .allow, reason: "done")], into: again)
+        log.close()
+    }
+
     @Test("a failed write keeps its records, the log refuses until the sink recovers, then accepts by itself")
     func recovers() throws {
         let sink = FlakySink()

@@ -51,3 +51,16 @@ struct GatewayMetricsTests {
         #expect(metrics.rememberedKinds == 1)
     }
 }
+
+@Suite("One line per log entry")
+struct OneLineLogHandlerTests {
+    @Test("control characters a peer put in a logged value are escaped: no forged log line")
+    func escapes() {
+        #expect(OneLineLogHandler.escaped("https://idp.test/jwks") == "https://idp.test/jwks")
+        let forged = OneLineLogHandler.escaped("https://idp.test/jwks\r\n2026-11-26T00:00:00+0000 error forged: admin logged in")
+        #expect(!forged.contains("\n") && !forged.contains("\r") && forged.contains("\\u{D}\\u{A}2026"))
+        #expect(OneLineLogHandler.escaped("a\u{2028}b\u{85}c\u{1B}[31m") == "a\\u{2028}b\\u{85}c\\u{1B}[31m")
+        let value = OneLineLogHandler.escaped(.dictionary(["url": .array([.string("x\ny")])]))
+        #expect(value == .dictionary(["url": .array([.string("x\\u{A}y")])]))
+    }
+}

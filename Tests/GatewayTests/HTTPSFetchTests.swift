@@ -1,4 +1,5 @@
 import Identity
+import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -45,6 +46,34 @@ struct HTTPSFetchTests {
         }
     }
 
+    @Test("fetches for unknown kids add no refreshes of their own: after a flood the key set is fetched at its own pace")
+    func unknownKidFloodLeavesOneRefresh() async throws {
+        let n =
+            "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"
+        let jwks = #"{"keys":[{"kty":"RSA","kid":"k1","n":"\#(n)","e":"AQAB"}]}"#
+        let server = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", jwks) }, tls: try HTTPSUpstreamTests.serverContext())
+        // A set kept 4 s: refreshed every 3.6 s; unknown kids refetch at most once a second.
+        let settings = RemoteKeySettings(
+            source: .jwks(server.url), caFile: DevPKI.gatewayCA, minimumRefetchSeconds: 1, defaultLifetimeSeconds: 4)
+        let fetcher = RemoteKeyFetcher(
+            tenants: ["acme": settings], ring: RemoteKeyRing(), eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: Logger(label: "test.keys"))
+        #expect(try await fetcher.start().get() == [true])
+        for _ in 0..<35 {
+            _ = try await fetcher.refetchForUnknownKey(tenant: "acme").get()
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let before = fetcher.counts(for: "acme").fetches
+        try await Task.sleep(for: .seconds(4))
+        let quiet = fetcher.counts(for: "acme").fetches - before
+        fetcher.stop()
+        // One refresh every 3.6 s: one, or two, in 4 s. A refresh added by each of the flood's refetches (three,
+        // a second apart) made it four.
+        #expect(quiet <= 2, "\(quiet) fetches in 4 quiet seconds")
+        await server.stop()
+    }
+
     @Test("a server whose certificate does not chain to the configured CA is not spoken to")
     func untrusted() async throws {
         let upstream = try await RecordingUpstream.start(.json, tls: try HTTPSUpstreamTests.serverContext())
@@ -79,5 +108,28 @@ struct HTTPSFetchTests {
         ] {
             #expect(throws: (any Error).self, "\(bad)") { try RemoteKeyFetcher.jwksURI(in: Array(bad.utf8), issuer: "https://as.test") }
         }
+    }
+}
+
+@Suite("Introspection answers")
+struct IntrospectionAnswerTests {
+    @Test("an answer's times are read safely: a token not valid yet is refused, an absurd exp refuses without a crash")
+    func times() throws {
+        let settings = IntrospectionSettings(url: "https://as.test/introspect", clientID: "mcpgw", clientSecret: "s")
+        let tenant = TokenIntrospector.Tenant(
+            settings: settings, fetch: try HTTPSFetch(url: settings.url, caFile: DevPKI.gatewayCA, maximumBytes: 1024),
+            audiences: ["mcpgw"])
+        func outcome(_ body: String) -> TokenIntrospector.Outcome {
+            TokenIntrospector.outcome(Array(body.utf8), tenant: "acme", configuration: tenant, now: 1_800_000_000)
+        }
+        func refused(_ body: String) -> Bool {
+            if case .refused = outcome(body) { return true }
+            return false
+        }
+        #expect(!refused(#"{"active":true,"sub":"bot7","exp":1800000600,"nbf":1799999000}"#))
+        #expect(refused(#"{"active":true,"sub":"bot7","exp":1800000600,"nbf":1800003600}"#), "an nbf an hour ahead")
+        #expect(refused(#"{"active":true,"sub":"bot7","nbf":"soon"}"#))
+        #expect(refused(#"{"active":true,"sub":"bot7","exp":-1e300}"#))
+        #expect(refused(#"{"active":true,"sub":"bot7","exp":-9.3e18}"#))
     }
 }

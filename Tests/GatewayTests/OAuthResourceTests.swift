@@ -291,13 +291,20 @@ struct IntrospectionTests {
         let oauth =
             #"{"authorization_servers": ["https://as.test"], "introspection": {"url": "\#(server.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
         let upstream = try await RecordingUpstream.start(.json)
-        for shared in [false, true] {
+        // globex introspects nowhere; at the same URL; at the same origin spelled otherwise; or elsewhere, for the same
+        // authorization server (found by review: only the exact URL counted).
+        let otherwise = oauth.replacingOccurrences(of: server.url, with: server.url + "?")
+        let elsewhere = oauth.replacingOccurrences(of: server.url, with: "https://127.0.0.1:1/introspect")
+        for globexOAuth in [nil, oauth, otherwise, elsewhere] {
+            let shared = globexOAuth != nil
             let gateway = try await GatewayFixture.start(
                 upstream: upstream.url,
                 editConfiguration: {
                     var text = $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
                         .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(oauth),"#)
-                    if shared { text = text.replacingOccurrences(of: #""globex": {"#, with: #""globex": {"oauth": \#(oauth),"#) }
+                    if let globexOAuth {
+                        text = text.replacingOccurrences(of: #""globex": {"#, with: #""globex": {"oauth": \#(globexOAuth),"#)
+                    }
                     return text
                 })
             func call(_ token: String, _ tenant: String = "acme") async throws -> Int {
@@ -310,7 +317,7 @@ struct IntrospectionTests {
             #expect(try await call("tok-acme") == 200, "shared: \(shared)")
             // An answer that names no tenant is this tenant's only where the endpoint answers for it alone.
             #expect(try await call("tok-unnamed") == (shared ? 401 : 200), "shared: \(shared)")
-            if shared { #expect(try await call("tok-acme", "globex") == 403) }
+            if globexOAuth == oauth { #expect(try await call("tok-acme", "globex") == 403) }
             let refusals = try gateway.auditRecords().filter { $0["decision"] == .string("authentication_failed") }
             #expect(refusals.contains { JSONValue.object($0).serialized.contains("tenant_mismatch") }, "\(refusals)")
             try await gateway.stop()

@@ -115,6 +115,39 @@ struct ProxyTests {
         await upstream.stop()
     }
 
+    @Test("arguments a rule logs in full are kept in full up to 16 KiB; larger ones as keys and digest, and the record says so")
+    func fullArgumentsAreBounded() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        for (id, pad) in [(1, 100), (2, 20 * 1024)] {
+            let call = RPC.call("query_db", #"{"sql":"select 1","pad":"\#(String(repeating: "x", count: pad))"}"#, id: id)
+            let response = try await gateway.client(nil).send(
+                body: call, headers: [("Authorization", "Bearer \(try GatewayFixture.token())")])
+            #expect(response.status == 200, "\(response.body)")
+        }
+        let records = try gateway.auditRecords().filter { $0["target"] == .string("query_db") }
+        #expect(records.count == 2)
+        #expect(records.first?["arguments"]?.objectValue?["sql"] == .string("select 1"))
+        let large = try #require(records.last?["arguments"]?.objectValue)
+        #expect(large["sha256"] != nil && large["keys"] == .array([.string("sql"), .string("pad")]), "\(large)")
+        #expect(records.last?["reason"]?.stringValue?.contains("logged as keys and SHA-256") == true)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a method /healthz does not take gets 405 and a record, like every other refusal")
+    func healthzMethodRecorded() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(path: "/healthz", body: "{}")
+        #expect(response.status == 405)
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("http_method") && $0["http_method"] == .string("POST") })
+        #expect(MCPConnectionHandler.cut("aé€😀", toBytes: 4) == "aé")  // never inside a character
+        #expect(MCPConnectionHandler.cut("abc", toBytes: 4) == "abc")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("authentication failures: 401 with a challenge, 403 when credentials disagree; each audited")
     func authentication() async throws {
         try await withGateway { gateway, upstream in

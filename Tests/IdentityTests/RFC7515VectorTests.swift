@@ -55,4 +55,35 @@ struct RFC7515VectorTests {
             #expect(Base64URL.decode(Base64URL.encode(bytes)) == bytes)
         }
     }
+
+    @Test("keys anyone can forge signatures for are refused: RSA with e = 1 or an even e, Ed25519 points of small order")
+    func forgeableKeys() throws {
+        let n =
+            "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"
+        func rsa(_ e: String) throws -> JSONObject {
+            try #require(try JSONParser.parse(#"{"kty":"RSA","n":"\#(n)","e":"\#(e)"}"#).objectValue)
+        }
+        #expect(try JWTVerificationKey.jwk(rsa("AQAB")).algorithm == .rs256)
+        #expect(try JWTVerificationKey.jwk(rsa("Aw")).algorithm == .rs256)  // e = 3 is sound with a strict verifier
+        for weak in ["AQ", "Ag", "AQAA"] {  // 1, 2, 65536
+            #expect(throws: JWTKeyError.self, "e \(weak)") { try JWTVerificationKey.jwk(try rsa(weak)) }
+        }
+        func okp(_ point: [UInt8]) throws -> JSONObject {
+            try #require(try JSONParser.parse(#"{"kty":"OKP","crv":"Ed25519","x":"\#(Base64URL.encode(point))"}"#).objectValue)
+        }
+        let identity = [0x01] + [UInt8](repeating: 0, count: 31)
+        let orderTwo = [0xEC] + [UInt8](repeating: 0xFF, count: 30) + [0x7F]
+        var orderEight: [UInt8] = [
+            0x26, 0xE8, 0x95, 0x8F, 0xC2, 0xB2, 0x27, 0xB0, 0x45, 0xC3, 0xF4, 0x89, 0xF2, 0xEF, 0x98, 0xF0, 0xD5, 0xDF, 0xAC, 0x05,
+            0xD3, 0xC6, 0x33, 0x39, 0xB1, 0x38, 0x02, 0x88, 0x6D, 0x53, 0xFC, 0x05,
+        ]
+        orderEight[31] |= 0x80  // the other sign of x: the same point of small order
+        for point in [identity, orderTwo, orderEight] {
+            #expect(throws: JWTKeyError.self, "\(point.prefix(2))") { try JWTVerificationKey.jwk(try okp(point)) }
+        }
+        // RFC 8037's example key is an ordinary point.
+        let rfc8037 = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        let example = try #require(try JSONParser.parse(#"{"kty":"OKP","crv":"Ed25519","x":"\#(rfc8037)"}"#).objectValue)
+        #expect(try JWTVerificationKey.jwk(example).algorithm == .edDSA)
+    }
 }

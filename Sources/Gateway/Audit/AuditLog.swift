@@ -17,6 +17,17 @@ public protocol AuditWriter: Sendable {
     func reopen() throws(AuditWriteError)
     /// Makes what was written durable.
     func synchronize()
+    /// Counts the destinations written to so far: it moves when a write goes to another file than the one before
+    /// (reopened on rotation, or opened again because the file was deleted). A record cut by a failed write is then
+    /// written whole to the new file.
+    var destination: Int { get }
+    /// Moves to a new destination if the current one can no longer be read by anyone (a deleted file).
+    func followPath()
+}
+
+extension AuditWriter {
+    public var destination: Int { 0 }
+    public func followPath() {}
 }
 
 /// A failed write: how many bytes of the batch did reach the destination, and why the rest did not.
@@ -55,6 +66,11 @@ public final class AuditLog: Sendable {
         var queue: [UInt8] = []
         /// Bytes of a failed write, written again before anything newer.
         var retry: [UInt8] = []
+        /// The beginning of the record a failed write cut, which reached destination `partialDestination`: written
+        /// again, before `retry`, if the rest goes to another destination (so that no file holds half a record whose
+        /// other half is in another file).
+        var partial: [UInt8] = []
+        var partialDestination = 0
         var failure: String?
         var closed = false
         var written = 0
@@ -62,6 +78,9 @@ public final class AuditLog: Sendable {
         var writeErrors = 0
         /// Bytes promised to records whose call is being forwarded (counted against the capacity).
         var reserved = 0
+        /// The same, per tenant: one tenant may hold at most half the capacity, so that its calls held by a slow
+        /// upstream never leave the log without room for every other tenant's records.
+        var reservedByTenant: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
@@ -142,21 +161,30 @@ public final class AuditLog: Sendable {
     /// call is forwarded, so that a forwarded call always has its record.
     public struct Reservation: Sendable {
         let bytes: Int
+        let tenant: String?
     }
 
-    /// Reserves room for records of about `bytes`; throws when the log cannot promise it (then do not forward).
-    public func reserve(bytes: Int) throws(AuditUnavailable) -> Reservation {
+    /// Reserves room for records of about `bytes` for a call of `tenant`; throws when the log cannot promise it (then
+    /// do not forward): the log failed or is full, or the tenant already holds half of its room.
+    public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
         let problem: String? = state.withLock { state in
             if let failure = state.failure { return failure }
             if state.closed { return "the log is closed" }
             if state.queue.count + state.reserved + bytes > capacityBytes {
                 return "more than \(capacityBytes) bytes waiting to be written"
             }
+            if let tenant {
+                let held = state.reservedByTenant[tenant, default: 0]
+                guard held + bytes <= capacityBytes / 2 else {
+                    return "this tenant's calls in flight already hold half of the log's \(capacityBytes) bytes of room"
+                }
+                state.reservedByTenant[tenant] = held + bytes
+            }
             state.reserved += bytes
             return nil
         }
         if let problem { throw AuditUnavailable(reason: problem) }
-        return Reservation(bytes: bytes)
+        return Reservation(bytes: bytes, tenant: tenant)
     }
 
     /// Queues records into room reserved earlier. Never refused: the reservation is released and the lines queued
@@ -168,6 +196,10 @@ public final class AuditLog: Sendable {
         for record in records.dropFirst() { lines += record.lineBytes }
         state.withLock { state in
             state.reserved -= reservation.bytes
+            if let tenant = reservation.tenant {
+                let held = state.reservedByTenant[tenant, default: 0] - reservation.bytes
+                state.reservedByTenant[tenant] = held > 0 ? held : nil
+            }
             state.queue += lines
         }
     }
@@ -219,13 +251,19 @@ public final class AuditLog: Sendable {
             wakeUp.lock()
             _ = wakeUp.wait(until: Date().addingTimeInterval(backoff))
             wakeUp.unlock()
-            let (batch, closed) = state.withLock { state -> ([UInt8], Bool) in
-                var batch = state.retry
+            writer.followPath()
+            let destination = writer.destination
+            let (batch, resumed, closed) = state.withLock { state -> ([UInt8], [UInt8], Bool) in
+                // A record cut in another destination starts again from its beginning here.
+                var batch = !state.partial.isEmpty && state.partialDestination != destination ? state.partial : []
+                let resumed = batch.isEmpty ? state.partial : []
+                batch += state.retry
                 batch += state.queue
                 state.retry = []
                 state.queue = []
+                state.partial = []
                 state.writing = !batch.isEmpty
-                return (batch, state.closed && state.reserved == 0)
+                return (batch, resumed, state.closed && state.reserved == 0)
             }
             if !batch.isEmpty {
                 do throws(AuditWriteError) {
@@ -244,10 +282,21 @@ public final class AuditLog: Sendable {
                     if recovered { logger.notice("audit log writes succeed again; accepting requests") }
                     backoff = 0.02
                 } catch {
-                    let rest = Array(batch[min(error.written, batch.count)...])
+                    let cut = min(error.written, batch.count)
+                    let rest = Array(batch[cut...])
+                    // What of the cut record reached the destination: from the last line end written (or, with none,
+                    // what an earlier cut had written of the same record, plus this).
+                    let partial: [UInt8]
+                    if let lastEnd = batch[..<cut].lastIndex(of: 0x0A) {
+                        partial = Array(batch[(lastEnd + 1)..<cut])
+                    } else {
+                        partial = resumed + batch[..<cut]
+                    }
                     let firstFailure = state.withLock { state -> Bool in
-                        state.written += Self.countLines(batch[..<min(error.written, batch.count)])
+                        state.written += Self.countLines(batch[..<cut])
                         state.retry = rest
+                        state.partial = partial
+                        state.partialDestination = destination
                         state.writing = false
                         state.writeErrors += 1
                         defer { state.failure = "write failed: \(error.reason)" }

@@ -228,6 +228,10 @@ public struct AuditRecord: Sendable {
         return 512 + 6 * Self.noteBytes + text
     }
 
+    /// The most bytes of arguments (as the client sent them) a record keeps in full (`log_arguments`); larger ones
+    /// are logged redacted.
+    public static let maximumFullArgumentsBytes = 16 * 1024
+
     /// The longest note (`"; " + note`) a record's reason gets once its call ends.
     public static let noteBytes = 256
 

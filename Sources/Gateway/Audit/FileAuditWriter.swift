@@ -12,6 +12,7 @@ import Glibc
 final class FileAuditWriter: AuditWriter {
     private let path: String?
     private let descriptor: Mutex<Int32>
+    private let opened = Atomic<Int>(0)
     /// Told when the file at the path was found deleted or replaced and opened again.
     private let followed: @Sendable (String) -> Void
 
@@ -35,21 +36,34 @@ final class FileAuditWriter: AuditWriter {
         return descriptor
     }
 
+    var destination: Int { opened.load(ordering: .relaxed) }
+
+    func followPath() {
+        var notice: String?
+        descriptor.withLock { fd in
+            guard let path, Self.deleted(fd) else { return }
+            do throws(AuditUnavailable) {
+                // Non-blocking: whatever is at the path now (a FIFO without a reader) must not hold the writer.
+                let fresh = try Self.open(path, flags: O_NONBLOCK)
+                close(fd)
+                fd = fresh
+                opened.wrappingAdd(1, ordering: .relaxed)
+                notice = "the audit file was deleted; records go to a new file at \(path)"
+            } catch {
+                // The next write tries again, and fails into the log's retry.
+            }
+        }
+        if let notice { followed(notice) }
+    }
+
     func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
         // The descriptor stays locked while it is written to: `reopen` (on SIGHUP) cannot close it in between, and
         // its number cannot be given to another file or a client's socket while records are on their way to it.
-        var notice: String?
         let failure = descriptor.withLock { fd -> AuditWriteError? in
-            if let path, Self.deleted(fd) {
-                do throws(AuditUnavailable) {
-                    // Non-blocking: whatever is at the path now (a FIFO without a reader) must not hold the writer.
-                    let fresh = try Self.open(path, flags: O_NONBLOCK)
-                    close(fd)
-                    fd = fresh
-                    notice = "the audit file was deleted; records go to a new file at \(path)"
-                } catch {
-                    return AuditWriteError(written: 0, reason: "the audit file was deleted and \(error.reason)")
-                }
+            if path != nil, Self.deleted(fd) {
+                // Found deleted since `followPath`: nothing goes into a file nobody can read; the log retries (and
+                // follows the path first).
+                return AuditWriteError(written: 0, reason: "the audit file was deleted")
             }
             var offset = 0
             while offset < bytes.count {
@@ -62,7 +76,6 @@ final class FileAuditWriter: AuditWriter {
             }
             return nil
         }
-        if let notice { followed(notice) }
         if let failure { throw failure }
     }
 
@@ -83,6 +96,7 @@ final class FileAuditWriter: AuditWriter {
             fsync(current)
             close(current)
             current = fresh
+            opened.wrappingAdd(1, ordering: .relaxed)
         }
     }
 

@@ -328,7 +328,9 @@ struct ExchangeDecisions {
             do {
                 switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
                 case .decided(var item):
-                    if !item.decision.logArguments, item.arguments != nil, let range = item.argumentBytes {
+                    if item.arguments != nil, let range = item.argumentBytes,
+                        !item.decision.logArguments || range.count > AuditRecord.maximumFullArgumentsBytes
+                    {
                         item.argumentDigest = original.withUnsafeReadableBytes {
                             SHA256Digest(of: UnsafeRawBufferPointer(rebasing: $0[range]))
                         }
@@ -743,9 +745,13 @@ struct ExchangeDecisions {
         record.method = item.message.method ?? "response"
         record.target = item.target
         record.jsonrpcID = item.message.id
-        record.arguments =
-            item.decision.logArguments
-            ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest)
+        // In full where the rule asks, up to a bound: a record is one line a log shipper must take, and room for it is
+        // reserved while the call is in flight.
+        let inFull = item.decision.logArguments && (item.argumentBytes?.count ?? 0) <= AuditRecord.maximumFullArgumentsBytes
+        record.arguments = inFull ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest)
+        if item.decision.logArguments && !inFull {
+            record.reason += "; arguments over \(AuditRecord.maximumFullArgumentsBytes / 1024) KiB are logged as keys and SHA-256"
+        }
         return record
     }
 

@@ -209,6 +209,14 @@ struct ExchangeStateMachine {
     }
 
     /// The gateway answers the request itself (a refusal or a filtered list). False when the connection is gone.
+    /// Whether an answer of the gateway's own can still be given (`answering` would succeed).
+    var canAnswer: Bool {
+        switch state {
+        case .authenticating, .receivingBody, .deciding, .forwarding, .collecting: true
+        default: false
+        }
+    }
+
     mutating func answering() -> Bool {
         switch state {
         case .authenticating, .receivingBody, .deciding, .forwarding, .collecting:

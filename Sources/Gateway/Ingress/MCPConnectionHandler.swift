@@ -237,10 +237,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if head.method == .GET || head.method == .HEAD {
                 return answer(Refusal(status: .ok, json: #"{"status":"ok"}"#, records: []))
             }
+            let record = request!.record(.malformed, "/healthz takes GET and HEAD", rule: "http_method")
             return answer(
                 Refusal(
                     status: .methodNotAllowed, json: #"{"error":"method not allowed","allow":["GET","HEAD"]}"#,
-                    headers: [("Allow", "GET, HEAD")], records: []))
+                    headers: [("Allow", "GET, HEAD")], records: services == nil ? [] : [record]))
         }
         if path.hasPrefix(ProtectedResource.wellKnown), let services { return answer(protectedResourceMetadata(path, head, services)) }
         var transport: ExchangeRequest.Transport?
@@ -405,6 +406,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             endAuthenticationPause()
         case .refuseBodyTooLarge:
             guard let request, let services else { return close() }
+            // Work begun for this request (a fresh credential checked off the loop) is void now.
+            generation += 1
             var refusal = Refusal(
                 status: .payloadTooLarge, id: nil, code: -32600, message: "request body too large",
                 records: [
@@ -503,6 +506,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Writes the gateway's own answer and its records (records first: an answer is never sent unrecorded).
     private func answer(_ refusal: Refusal) {
+        // An exchange already answered (a late result of work begun before its answer) gets no second record.
+        guard machine.canAnswer else { return }
         var refusal = refusal
         if !refusal.records.isEmpty, let services {
             var lines: [UInt8] = []
@@ -655,7 +660,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let generation = self.generation
             let limit = large ? limits.maximumLargeDecisionsPerTenant : limits.maximumCostlyDecisionsPerTenant
             let lastAttempt = attempt + 1 >= Self.maximumDecisionAttempts
-            DecisionPool.shared.run(for: tenant, limit: limit, on: context!.eventLoop) {
+            // A costly tenant's mid-sized calls wait in a queue of their own, not behind its large ones (which may
+            // take seconds each).
+            let queue = large ? tenant : tenant + " (mid-sized)"
+            DecisionPool.shared.run(for: queue, limit: limit, on: context!.eventLoop) {
                 decisions.decidePost(request, body: body, lastAttempt: lastAttempt)
             }
             .assumeIsolated().whenComplete { [self] result in
@@ -755,7 +763,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // room is what the records will take (their arguments only as far as they keep them), not the body: calls
         // with large bodies held by a slow upstream would otherwise fill the log's bound and refuse every tenant.
         do {
-            reservation = try services.audit.reserve(bytes: plan.records.reduce(0) { $0 + $1.reservationBytes })
+            reservation = try services.audit.reserve(
+                bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
         } catch {
             services.metrics.observe([request.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")])
             return answer(
@@ -806,6 +815,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     static func answeredID(_ plan: ForwardPlan?) -> JSONValue? {
         guard let plan, plan.records.count == 1 else { return nil }
         return plan.records[0].jsonrpcID
+    }
+
+    /// `text` cut to at most `bytes` bytes of UTF-8, at a character boundary.
+    static func cut(_ text: String, toBytes bytes: Int) -> String {
+        guard text.utf8.count > bytes else { return text }
+        var kept = String.UnicodeScalarView()
+        var count = 0
+        for scalar in text.unicodeScalars {
+            count += UTF8.width(scalar)
+            guard count <= bytes else { break }
+            kept.append(scalar)
+        }
+        return String(kept)
     }
 
     /// The legacy HTTP+SSE transport's stream (`GET`) and message (`POST`) endpoints.
@@ -883,7 +905,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             record.upstreamStatus = status
             record.latencyMicroseconds = latency
             // Capped: the record's reserved room counts on at most this much (`AuditRecord.noteBytes`).
-            if let note { record.reason += "; " + String(note.utf8.prefix(AuditRecord.noteBytes))! }
+            if let note { record.reason += "; " + Self.cut(note, toBytes: AuditRecord.noteBytes) }
             return record
         }
         services.audit.append(records, into: reservation)

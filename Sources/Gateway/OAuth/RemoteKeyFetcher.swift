@@ -31,6 +31,9 @@ public final class RemoteKeyFetcher: Sendable {
         var failures = 0
         /// Why the last fetch failed, if it did.
         var lastError: String?
+        /// The one scheduled refresh: every fetch that ends moves it, so fetches caused by unknown `kid`s never add
+        /// refreshes of their own.
+        var refresh: Scheduled<Void>?
     }
 
     private let states: Mutex<[String: State]>
@@ -73,7 +76,10 @@ public final class RemoteKeyFetcher: Sendable {
     }
 
     /// Stops scheduling refreshes.
-    public func stop() { stopped.store(true, ordering: .relaxed) }
+    public func stop() {
+        stopped.store(true, ordering: .relaxed)
+        for refresh in states.withLock({ $0.values.compactMap(\.refresh) }) { refresh.cancel() }
+    }
 
     /// A token of `tenant` named a `kid` the ring does not have: fetch again, unless the last fetch is younger than
     /// the tenant's minimum refetch interval (then join the fetch in progress, or answer false at once).
@@ -156,12 +162,19 @@ public final class RemoteKeyFetcher: Sendable {
         logger.warning("signing key fetch failed; the last good keys stay in force", metadata: ["tenant": "\(tenant)", "error": "\(why)"])
     }
 
+    /// Moves `tenant`'s one refresh to `seconds` from now.
     private func schedule(_ tenant: String, in seconds: Double) {
         guard !stopped.load(ordering: .relaxed) else { return }
-        eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [self] in
+        let task = eventLoop.scheduleTask(in: .milliseconds(Int64(seconds * 1000))) { [self] in
             guard !stopped.load(ordering: .relaxed) else { return }
             _ = fetch(tenant, reason: "refresh")
         }
+        let replaced = states.withLock { states -> Scheduled<Void>? in
+            let previous = states[tenant]?.refresh
+            states[tenant]?.refresh = task
+            return previous
+        }
+        replaced?.cancel()
     }
 
     /// The JWKS URL: configured, remembered, or read from the issuer's metadata (OpenID Connect discovery first,

@@ -48,6 +48,8 @@ public final class TokenIntrospector: Sendable {
     private let clock: @Sendable () -> Double
     /// Introspection requests one tenant may have open at once.
     static let maximumInFlight = 32
+    /// How far ahead of the gateway's clock an answer's `nbf` may be (clocks differ a little).
+    static let notBeforeLeewaySeconds: Int64 = 60
 
     /// An introspector for these tenants' settings; `audiences` are what a token's `aud` may name, per tenant.
     public init(
@@ -142,7 +144,18 @@ public final class TokenIntrospector: Sendable {
             expiry = seconds
         }
         if let expiry, expiry <= Double(now) {
-            return .refused(.inactiveToken("the introspection answer says the token expired at \(Int64(expiry))"))
+            // Written as a whole number where one holds it: an answer may say -1e300.
+            let when = abs(expiry) < 1e15 ? String(Int64(expiry)) : String(expiry)
+            return .refused(.inactiveToken("the introspection answer says the token expired at \(when)"))
+        }
+        // A token not valid yet (RFC 7662 `nbf`): the server's `active` should have said so; the gateway checks too.
+        if let value = answer["nbf"] {
+            guard let seconds = value.numberValue?.doubleValue, seconds.isFinite else {
+                return .refused(.inactiveToken("the introspection answer's nbf is not a number"))
+            }
+            if seconds > Double(now) + Double(Self.notBeforeLeewaySeconds) {
+                return .refused(.inactiveToken("the introspection answer says the token is not valid yet"))
+            }
         }
         if let audience = answer["aud"] {
             let named = audience.stringValue.map { [$0] } ?? audience.arrayValue?.compactMap(\.stringValue) ?? []
