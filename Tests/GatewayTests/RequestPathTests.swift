@@ -344,6 +344,29 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a body too large while a fresh token is checked off the loop: one answer (413) and one record")
+    func bodyTooLargeWhileAuthenticating() async throws {
+        var limits = GatewayLimits()
+        limits.maximumBodyBytes = 1000
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let signed = try GatewayFixture.token()
+        let token = String(signed.dropLast(4)) + (signed.hasSuffix("AAAA") ? "BBBB" : "AAAA")
+        let pool = HeldThreadPool()
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        let body = RPC.call("read_file", #"{"path":"a.txt","pad":"\#(String(repeating: "x", count: 3000))"}"#, id: 1)
+        try await client.send(RawTLSClient.post(body, headers: [("Authorization", "Bearer \(token)")]))
+        #expect(await client.wait { $0.contains("HTTP/1.1 413") })
+        try await pool.release()
+        try await Task.sleep(for: .milliseconds(300))
+        // The token's check came back after the 413: dropped, not recorded as a second refusal of the same request.
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["rule"]?.stringValue ?? "-" } == ["body_too_large"], "\(records)")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     /// The first call is forwarded (answered later, from the upstream) or refused by policy (answered before the read
     /// that brought it returns).
     @Test(
