@@ -53,6 +53,16 @@ final class DecisionPool: Sendable {
     /// How many decisions one tenant may run at once: every thread but one, so that one is always there for another.
     private var perTenantRunning: Int { max(1, threads - 1) }
 
+    /// The queue of a tenant's mid-sized decisions (`CostlyTenants`): a queue of its own, so that they do not wait
+    /// behind the tenant's large ones, but the same tenant for the threads it may use at once.
+    static func midSizedQueue(of tenant: String) -> String { tenant + midSizedSuffix }
+    private static let midSizedSuffix = " (mid-sized)"
+
+    /// The tenant a queue belongs to (tenant ids hold no blanks, so no tenant's own queue ends with the suffix).
+    private static func tenant(of queue: String) -> String {
+        queue.hasSuffix(midSizedSuffix) ? String(queue.dropLast(midSizedSuffix.count)) : queue
+    }
+
     /// Runs `work` for `tenant` at low priority; its result comes back on `eventLoop`. Fails with
     /// `DecisionPoolRefused` when the tenant already has `limit` decisions waiting or running.
     func run<Value: Sendable>(
@@ -88,14 +98,14 @@ final class DecisionPool: Sendable {
             for _ in 0..<state.turn.count {
                 let tenant = state.turn.removeFirst()
                 guard var queue = state.queues[tenant], !queue.isEmpty else { continue }
-                guard state.running[tenant, default: 0] < perTenantRunning else {
+                guard state.running[Self.tenant(of: tenant), default: 0] < perTenantRunning else {
                     state.turn.append(tenant)  // its turn again later, once one of its decisions ends
                     continue
                 }
                 let job = queue.removeFirst()
                 state.queues[tenant] = queue.isEmpty ? nil : queue
                 if !queue.isEmpty { state.turn.append(tenant) }
-                state.running[tenant, default: 0] += 1
+                state.running[Self.tenant(of: tenant), default: 0] += 1
                 state.runningTotal += 1
                 return (tenant, job)
             }
@@ -105,8 +115,9 @@ final class DecisionPool: Sendable {
                 job.work()
                 state.withLock { state in
                     state.runningTotal -= 1
-                    state.running[tenant, default: 1] -= 1
-                    if state.running[tenant] == 0 { state.running[tenant] = nil }
+                    let owner = Self.tenant(of: tenant)
+                    state.running[owner, default: 1] -= 1
+                    if state.running[owner] == 0 { state.running[owner] = nil }
                     state.admitted[tenant, default: 1] -= 1
                     if state.admitted[tenant] == 0 { state.admitted[tenant] = nil }
                 }

@@ -135,19 +135,23 @@ extension IdentityConfiguration {
             identity.introspection = introspection
             result[tenant] = identity
         }
-        // An introspection endpoint that answers for more than one tenant (another tenant introspects at the same
-        // origin, however its URL is spelled; another tenant names one of its authorization servers too; or it belongs
-        // to a gateway-wide authorization server) must say whose token it is: its answers need the tenant claim, or any
-        // of its users would become a principal of the tenant whose endpoint was asked.
+        // An introspection endpoint that answers for more than one tenant (another tenant introspects at the same URL,
+        // however it is spelled; another tenant names one of its authorization servers too; or it belongs to a
+        // gateway-wide authorization server) must say whose token it is: its answers need the tenant claim, or any of
+        // its users would become a principal of the tenant whose endpoint was asked. Endpoints on one host with paths
+        // of their own (Keycloak realms) are separate servers, told apart by their `iss`.
         let sharedOrigins = Set((shared?.authorizationServers ?? []).map(Self.origin))
-        func servers(_ tenant: String) -> Set<String> { Set((tenantResources[tenant]?.authorizationServers ?? []).map(Self.origin)) }
+        let sharedServers = Set((shared?.authorizationServers ?? []).map(Self.normalized))
+        func servers(_ tenant: String) -> Set<String> { Set((tenantResources[tenant]?.authorizationServers ?? []).map(Self.normalized)) }
         for (tenant, identity) in result {
             guard let url = identity.introspection?.url else { continue }
-            let origin = Self.origin(url)
+            let endpoint = Self.normalized(url)
             let others = result.filter { $0.key != tenant }
-            let sharesEndpoint = others.values.contains { $0.introspection.map { Self.origin($0.url) == origin } ?? false }
+            let sharesEndpoint = others.values.contains { $0.introspection.map { Self.normalized($0.url) == endpoint } ?? false }
             let sharesServer = others.keys.contains { !servers($0).isDisjoint(with: servers(tenant)) }
-            if sharesEndpoint || sharesServer || sharedOrigins.contains(origin) || !sharedOrigins.isDisjoint(with: servers(tenant)) {
+            if sharesEndpoint || sharesServer || sharedOrigins.contains(Self.origin(url))
+                || !sharedServers.isDisjoint(with: servers(tenant))
+            {
                 result[tenant]?.introspection?.requiresTenantClaim = true
             }
         }
@@ -203,6 +207,14 @@ extension IdentityConfiguration {
     }
 
     /// The origin (`https://host[:port]`, lower-cased) of an https URL.
+    /// `url` as one spelling: the origin as `origin` writes it, then the path without a trailing `/` or `?`.
+    static func normalized(_ url: String) -> String {
+        let rest = url.dropFirst(url.hasPrefix("https://") ? 8 : 0)
+        var path = String(rest.drop { $0 != "/" && $0 != "?" })
+        while path.hasSuffix("/") || path.hasSuffix("?") { path.removeLast() }
+        return origin(url) + path
+    }
+
     static func origin(_ url: String) -> String {
         let rest = url.dropFirst(url.hasPrefix("https://") ? 8 : 0)
         let authority = rest.prefix { $0 != "/" && $0 != "?" }.lowercased()

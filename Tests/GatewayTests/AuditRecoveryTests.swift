@@ -71,6 +71,22 @@ struct AuditRecoveryTests {
         #expect(lines.contains { $0.contains(#""request_id":"r1""#) })
     }
 
+    @Test("reopening the same file keeps the destination (a cut record continues there); a moved file changes it")
+    func destinationFollowsTheFile() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-destination-\(UUID())").path
+        defer {
+            try? FileManager.default.removeItem(atPath: path)
+            try? FileManager.default.removeItem(atPath: path + ".1")
+        }
+        let writer = try FileAuditWriter(path: path)
+        let first = writer.destination
+        try writer.reopen()
+        #expect(writer.destination == first, "a reload without a rotation counted as a new file")
+        try FileManager.default.moveItem(atPath: path, toPath: path + ".1")
+        try writer.reopen()
+        #expect(writer.destination != first)
+    }
+
     @Test("one tenant's calls in flight hold at most half of the log's room: the others' records always fit")
     func reservationsPerTenant() throws {
         let sink = FlakySink()

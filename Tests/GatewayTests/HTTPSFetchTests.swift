@@ -129,6 +129,7 @@ struct IntrospectionAnswerTests {
         #expect(!refused(#"{"active":true,"sub":"bot7","exp":1800000600,"nbf":1799999000}"#))
         #expect(refused(#"{"active":true,"sub":"bot7","exp":1800000600,"nbf":1800003600}"#), "an nbf an hour ahead")
         #expect(refused(#"{"active":true,"sub":"bot7","nbf":"soon"}"#))
+        #expect(!refused(#"{"active":true,"sub":"bot7","nbf":null}"#), "a null nbf is an absent one")
         #expect(refused(#"{"active":true,"sub":"bot7","exp":-1e300}"#))
         #expect(refused(#"{"active":true,"sub":"bot7","exp":-9.3e18}"#))
     }

@@ -295,8 +295,11 @@ struct IntrospectionTests {
         // authorization server (found by review: only the exact URL counted).
         let otherwise = oauth.replacingOccurrences(of: server.url, with: server.url + "?")
         let elsewhere = oauth.replacingOccurrences(of: server.url, with: "https://127.0.0.1:1/introspect")
-        for globexOAuth in [nil, oauth, otherwise, elsewhere] {
-            let shared = globexOAuth != nil
+        // Another realm on the same host (its own path, its own authorization server): a separate server.
+        let realm = oauth.replacingOccurrences(of: server.url, with: server.url + "/realms/b")
+            .replacingOccurrences(of: "https://as.test", with: "https://as.test/realms/b")
+        for globexOAuth in [nil, oauth, otherwise, elsewhere, realm] {
+            let shared = globexOAuth != nil && globexOAuth != realm
             let gateway = try await GatewayFixture.start(
                 upstream: upstream.url,
                 editConfiguration: {

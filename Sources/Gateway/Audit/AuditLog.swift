@@ -6,7 +6,15 @@ import Synchronization
 public struct AuditUnavailable: Error, Sendable, CustomStringConvertible {
     /// What is wrong with the log.
     public let reason: String
+    /// The log is fine: the calling tenant's calls in flight hold their share of its room (`AuditLog.reserve`).
+    public var tenantShare = false
     public var description: String { "audit log unavailable: \(reason)" }
+
+    /// The log cannot take records: `reason`.
+    public init(reason: String, tenantShare: Bool = false) {
+        self.reason = reason
+        self.tenantShare = tenantShare
+    }
 }
 
 /// Where the audit log's bytes finally go. `FileAuditWriter` is the production one; tests inject failures.
@@ -167,23 +175,26 @@ public final class AuditLog: Sendable {
     /// Reserves room for records of about `bytes` for a call of `tenant`; throws when the log cannot promise it (then
     /// do not forward): the log failed or is full, or the tenant already holds half of its room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
-        let problem: String? = state.withLock { state in
-            if let failure = state.failure { return failure }
-            if state.closed { return "the log is closed" }
+        let problem: AuditUnavailable? = state.withLock { state in
+            if let failure = state.failure { return AuditUnavailable(reason: failure) }
+            if state.closed { return AuditUnavailable(reason: "the log is closed") }
             if state.queue.count + state.reserved + bytes > capacityBytes {
-                return "more than \(capacityBytes) bytes waiting to be written"
+                return AuditUnavailable(reason: "more than \(capacityBytes) bytes waiting to be written")
             }
             if let tenant {
+                // Half the room, unless this is the tenant's only call in flight (one call always gets its room).
                 let held = state.reservedByTenant[tenant, default: 0]
-                guard held + bytes <= capacityBytes / 2 else {
-                    return "this tenant's calls in flight already hold half of the log's \(capacityBytes) bytes of room"
+                guard held == 0 || held + bytes <= capacityBytes / 2 else {
+                    return AuditUnavailable(
+                        reason: "this tenant's calls in flight already hold half of the log's \(capacityBytes) bytes of room",
+                        tenantShare: true)
                 }
                 state.reservedByTenant[tenant] = held + bytes
             }
             state.reserved += bytes
             return nil
         }
-        if let problem { throw AuditUnavailable(reason: problem) }
+        if let problem { throw problem }
         return Reservation(bytes: bytes, tenant: tenant)
     }
 

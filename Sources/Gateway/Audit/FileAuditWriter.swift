@@ -30,6 +30,14 @@ final class FileAuditWriter: AuditWriter {
         return status.st_mode & S_IFMT == S_IFREG && status.st_nlink == 0
     }
 
+    /// Whether two descriptors are open on the same file.
+    private static func sameFile(_ first: Int32, _ second: Int32) -> Bool {
+        var a = stat()
+        var b = stat()
+        guard fstat(first, &a) == 0, fstat(second, &b) == 0 else { return false }
+        return a.st_dev == b.st_dev && a.st_ino == b.st_ino
+    }
+
     private static func open(_ path: String, flags: Int32 = 0) throws(AuditUnavailable) -> Int32 {
         let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | flags, 0o600)
         guard descriptor >= 0 else { throw AuditUnavailable(reason: "cannot open \(path): \(String(cString: strerror(errno)))") }
@@ -93,10 +101,12 @@ final class FileAuditWriter: AuditWriter {
         _ = fcntl(fresh, F_SETFL, fcntl(fresh, F_GETFL) & ~O_NONBLOCK)
         // Swapped and closed under the lock: no write is using the old descriptor, and none will.
         descriptor.withLock { current in
+            // Another file only if the path now names another one (a rotation moved it): reopening the same file
+            // continues where a cut record stopped.
+            if !Self.sameFile(current, fresh) { opened.wrappingAdd(1, ordering: .relaxed) }
             fsync(current)
             close(current)
             current = fresh
-            opened.wrappingAdd(1, ordering: .relaxed)
         }
     }
 

@@ -339,7 +339,10 @@ struct ExchangeDecisions {
                 case .mustAsk(let buckets):
                     // Earlier calls of a batch give their tokens back: the whole body is decided again.
                     ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
-                    return .failure(.mustAsk(buckets, waiting: parsed.messages.map { waitingRecord($0, request) }))
+                    // A record per message, for a batch of a sensible size (a huge one gets the request's one record).
+                    let waiting =
+                        parsed.messages.count <= Self.maximumWaitingRecords ? parsed.messages.map { waitingRecord($0, request) } : []
+                    return .failure(.mustAsk(buckets, waiting: waiting))
                 }
             } catch {
                 ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
@@ -754,6 +757,9 @@ struct ExchangeDecisions {
         }
         return record
     }
+
+    /// Most messages of one body recorded one by one when it is abandoned waiting for a lease.
+    static let maximumWaitingRecords = 1000
 
     /// The record of `message` should its body be abandoned while it waits for a shared rate-limit lease (the reason is
     /// completed then with the cause).

@@ -662,7 +662,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let lastAttempt = attempt + 1 >= Self.maximumDecisionAttempts
             // A costly tenant's mid-sized calls wait in a queue of their own, not behind its large ones (which may
             // take seconds each).
-            let queue = large ? tenant : tenant + " (mid-sized)"
+            let queue = large ? tenant : DecisionPool.midSizedQueue(of: tenant)
             DecisionPool.shared.run(for: queue, limit: limit, on: context!.eventLoop) {
                 decisions.decidePost(request, body: body, lastAttempt: lastAttempt)
             }
@@ -673,7 +673,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 case .failure(let error) where error is DecisionPoolRefused:
                     answer(
                         request.unavailable(
-                            "this tenant already has \(limit) large calls being decided; try again", rule: "large_decision_budget",
+                            large
+                                ? "this tenant already has \(limit) large calls being decided; try again"
+                                : "this tenant already has \(limit) mid-sized calls being decided off the event loops (its decisions were slow there); try again",
+                            rule: large ? "large_decision_budget" : "costly_decision_budget",
                             code: GatewayErrorCode.rateLimited, status: .tooManyRequests, headers: [("Retry-After", "1")]))
                 case .failure:
                     answer(
@@ -683,9 +686,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             return
         }
-        let started = size >= limits.costlyDecisionOffloadBytes ? NIODeadline.now() : nil
+        // The thread's CPU time, not the wall clock: an event loop preempted meanwhile did not decide slowly.
+        let started = size >= limits.costlyDecisionOffloadBytes ? Self.threadCPUNanoseconds() : nil
         let outcome = decisions.decidePost(request, body: body, lastAttempt: attempt + 1 >= Self.maximumDecisionAttempts)
-        if let started, NIODeadline.now() - started > TimeAmount(limits.costlyDecision),
+        if let started, Self.threadCPUNanoseconds() - started > TimeAmount(limits.costlyDecision).nanoseconds,
             services.costlyTenants.mark(tenant, now: services.monotonicSeconds),
             let held = services.operationalLogThrottle.admit("costly/\(tenant)")
         {
@@ -765,6 +769,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         do {
             reservation = try services.audit.reserve(
                 bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
+        } catch  where error.tenantShare {
+            // The log is fine; this tenant's calls in flight hold their share of its room: refused, and recorded.
+            return answer(
+                Refusal(
+                    status: .serviceUnavailable, id: Self.answeredID(plan), code: GatewayErrorCode.auditUnavailable,
+                    message: "this tenant has too many calls in flight for the audit log's room; try again",
+                    headers: [("Retry-After", "1")],
+                    records: [request.record(.unavailable, error.reason, rule: "audit_room")]))
         } catch {
             services.metrics.observe([request.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")])
             return answer(
@@ -815,6 +827,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     static func answeredID(_ plan: ForwardPlan?) -> JSONValue? {
         guard let plan, plan.records.count == 1 else { return nil }
         return plan.records[0].jsonrpcID
+    }
+
+    /// The CPU time the calling thread has used, in nanoseconds.
+    static func threadCPUNanoseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 
     /// `text` cut to at most `bytes` bytes of UTF-8, at a character boundary.
@@ -927,9 +946,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         generation += 1
         let cause = draining ? "the gateway shut down" : "the client closed the connection"
         // A body waiting for a shared rate-limit lease: one record per message, as a decided body would have.
-        let records =
+        let single = request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")
+        var records =
             waitingRecords.isEmpty
-            ? [request.record(.unavailable, "not decided: \(cause) \(stage)", rule: "abandoned")]
+            ? [single]
             : waitingRecords.map { waiting in
                 var record = waiting
                 record.reason = "not decided: \(cause) while it waited for a shared rate-limit lease"
@@ -937,7 +957,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 return record
             }
         waitingRecords = []
-        try? services.audit.append(lines: records.flatMap(\.lineBytes))
+        do {
+            try services.audit.append(lines: records.flatMap(\.lineBytes))
+        } catch {
+            // More than the log takes at once: the one record of the request, at least.
+            records = [single]
+            try? services.audit.append(lines: single.lineBytes)
+        }
         services.metrics.observe(records)
     }
 

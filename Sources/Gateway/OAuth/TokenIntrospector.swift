@@ -149,7 +149,7 @@ public final class TokenIntrospector: Sendable {
             return .refused(.inactiveToken("the introspection answer says the token expired at \(when)"))
         }
         // A token not valid yet (RFC 7662 `nbf`): the server's `active` should have said so; the gateway checks too.
-        if let value = answer["nbf"] {
+        if let value = answer["nbf"], value != .null {
             guard let seconds = value.numberValue?.doubleValue, seconds.isFinite else {
                 return .refused(.inactiveToken("the introspection answer's nbf is not a number"))
             }
