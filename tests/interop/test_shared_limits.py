@@ -351,7 +351,9 @@ def test_redis_killed_under_load_fail_closed_then_recovers(upstream, redis, tmp_
     unavailable = [call for call in calls if call.kind == "unavailable"]
     first_503 = {name: first(calls, "unavailable", name, killed).answered - killed for name in "ab"}
     # A replica answers 503 once its lease is spent; from then on until Redis is back it admits at most what it had
-    # already been granted (a lease reply read just before the kill): one lease.
+    # already been granted (a reply read just before the kill): one lease, or, for calls waiting together on a fetch,
+    # one token for each of them (docs/scaling.md's bound: a lease, plus the calls already waiting). A loaded CI run
+    # saw 2 for a lease of 1: two calls waited on one fetch whose reply came in just as the first 503 went out.
     late = {name: sum(1 for call in calls if call.kind == "admitted" and call.replica == name
                       and killed + first_503[name] < call.answered < restarted) for name in "ab"}
     recovery = recovery_seconds(
@@ -361,7 +363,7 @@ def test_redis_killed_under_load_fail_closed_then_recovers(upstream, redis, tmp_
     show("fail_closed outage", outage_seconds=f"{restarted - killed:.2f}", first_503_after=fmt(first_503),
          admitted_after_first_503=late, last_503_after_restart=fmt(recovery),
          admitted_between_restart_and_last_503=flapped, logs_out_back=logs, calls=len(calls), seen=seen)
-    assert all(count <= lease_size(0.05) for count in late.values()), \
+    assert all(count <= lease_size(0.05) + THREADS for count in late.values()), \
         f"admitted after the replica's first 503 while Redis was down: {late}"
     for call in unavailable:
         assert call.outcome.headers.get("retry-after") == "1", call.outcome.brief()
