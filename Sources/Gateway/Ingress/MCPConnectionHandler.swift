@@ -769,7 +769,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         do {
             reservation = try services.audit.reserve(
                 bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
-        } catch where error.tenantShare {
+        } catch  where error.tenantShare {
             // The log is fine; this tenant's calls in flight hold their share of its room: refused, and recorded.
             return answer(
                 Refusal(
