@@ -373,8 +373,12 @@ struct ExchangeDecisions {
         }
         // Legacy messages are answered on the stream (filtered there), and their POST gets only 202; an upstream that
         // answers in the POST's body instead is filtered all the same.
-        let mayCarryTasks = decided.contains { TaskHandleRewrite.answerMayCarryTasks($0.message) }
-        if !listRequests.isEmpty || mayCarryTasks { response = .filterLists }
+        // The requests whose answers may carry tasks (requests all have ids): read once, for both uses.
+        var taskRequestIDs: Set<String> = []
+        for item in decided where TaskHandleRewrite.answerMayCarryTasks(item.message) {
+            if let id = item.message.id { taskRequestIDs.insert(Self.requestKey(id)) }
+        }
+        if !listRequests.isEmpty || !taskRequestIDs.isEmpty { response = .filterLists }
         let renamesListRequests = !listRequests.isEmpty && request.transport != .legacyMessages
         if renamesListRequests {
             let handles = services.sessionHandles
@@ -397,9 +401,7 @@ struct ExchangeDecisions {
         plan.renamesListRequests = renamesListRequests
         plan.upstreamName = upstreamName
         plan.ownedTasks = ownedTasks
-        plan.taskRequestIDs = Set(
-            decided.lazy.filter { TaskHandleRewrite.answerMayCarryTasks($0.message) }.compactMap { $0.message.id.map(Self.requestKey) }
-        )
+        plan.taskRequestIDs = taskRequestIDs
         plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
         if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
         return .success(plan)
