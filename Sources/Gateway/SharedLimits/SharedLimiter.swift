@@ -53,6 +53,13 @@ public final class SharedLimiter: SharedRateLimits {
         /// that a replica never holds more than a lease for long).
         var surplusUntil = -Double.infinity
         var lastUsed: Double
+
+        /// Takes `limit`'s rate and burst; when they differ from those Redis last answered for (a reload changed the
+        /// policy), that answer's "empty until" is void and Redis is asked again.
+        mutating func follow(_ limit: RateLimitRule) {
+            guard rate != limit.ratePerSecond || burst != limit.burst else { return }
+            (emptyUntil, rate, burst) = (-.infinity, limit.ratePerSecond, limit.burst)
+        }
     }
 
     /// The settings in use.
@@ -102,11 +109,7 @@ public final class SharedLimiter: SharedRateLimits {
                     let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
-                if let lease = leases[key], lease.rate != bucket.limit.ratePerSecond || lease.burst != bucket.limit.burst {
-                    // The policy changed since Redis said when the bucket refills: ask again.
-                    leases[key]!.emptyUntil = -.infinity
-                    (leases[key]!.rate, leases[key]!.burst) = (bucket.limit.ratePerSecond, bucket.limit.burst)
-                }
+                leases[key]?.follow(bucket.limit)
                 let lease = leases[key]
                 if let lease, lease.tokens >= 1 { continue }
                 if let lease, lease.brokenUntil > now {
@@ -198,9 +201,7 @@ public final class SharedLimiter: SharedRateLimits {
                     waits.append(fetching)
                     continue
                 }
-                if lease.rate != bucket.limit.ratePerSecond || lease.burst != bucket.limit.burst {
-                    (lease.emptyUntil, lease.rate, lease.burst) = (-.infinity, bucket.limit.ratePerSecond, bucket.limit.burst)
-                }
+                lease.follow(bucket.limit)
                 let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                 guard lease.tokens * 2 <= size, lease.emptyUntil <= now, lease.brokenUntil <= now else { continue }
                 let promise = eventLoop.makePromise(of: Void.self)
@@ -262,11 +263,7 @@ public final class SharedLimiter: SharedRateLimits {
                 promise.succeed(())
             case .failure(let error) where Self.isKeyError(error):
                 // This key holds something else (another program's value): this bucket fails, the others go on.
-                leases.withLock { leases in
-                    leases[key]?.brokenUntil = now + 1
-                    leases[key]?.fetching = nil
-                    leases[key]?.demand = 0
-                }
+                endFetch(key, brokenUntil: now + 1)
                 requestsFailed.wrappingAdd(1, ordering: .relaxed)
                 if let suppressed = logThrottle.admit("redis-key") {
                     logger.error(
@@ -288,8 +285,10 @@ public final class SharedLimiter: SharedRateLimits {
         return message.contains("WRONGTYPE")
     }
 
-    private func endFetch(_ key: LeaseKey) {
+    /// Ends `key`'s fetch without a grant; `brokenUntil` marks its key refused by Redis until then.
+    private func endFetch(_ key: LeaseKey, brokenUntil: Double? = nil) {
         leases.withLock { leases in
+            if let brokenUntil { leases[key]?.brokenUntil = brokenUntil }
             leases[key]?.fetching = nil
             leases[key]?.demand = 0
         }
