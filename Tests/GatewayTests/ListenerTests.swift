@@ -244,6 +244,43 @@ struct ConnectionLimitTests {
     }
 }
 
+@Suite("Connections per source")
+struct ConnectionsPerSourceTests {
+    @Test("a source holding its share of connections is refused more; another source is still served")
+    func share() async throws {
+        let tls = TLSConfiguration(certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey)
+        let (logger, log) = RecordingLogHandler.logger()
+        let listener = try await GatewayListener.bind(
+            configuration: GatewayConfiguration(
+                listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, maximumConnections: 8, maximumConnectionsPerSource: 2),
+            logger: logger)
+        let port = listener.localAddress.port!
+        func healthz(from source: String) async throws -> ExternalProcess.Result {
+            try await ExternalProcess.run([
+                "curl", "-sS", "--max-time", "5", "--interface", source, "--cacert", DevPKI.gatewayCA,
+                "--resolve", "localhost:\(port):127.0.0.1", "https://localhost:\(port)/healthz",
+            ])
+        }
+        // 127.0.0.1 takes its two slots with plain TCP sockets (counted at accept).
+        let held = [
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
+        ]
+        var refused = try await healthz(from: "127.0.0.1")
+        for _ in 0..<20 where refused.status == 0 {
+            try await Task.sleep(for: .milliseconds(50))  // the held sockets may not have been accepted yet (bounded)
+            refused = try await healthz(from: "127.0.0.1")
+        }
+        #expect(refused.status != 0)
+        #expect(log.all.contains { $0.contains("source already holds its share of 2 connections") })
+        // Six slots are free, and 127.0.0.2 is another source.
+        let other = try await healthz(from: "127.0.0.2")
+        #expect(other.stdout.contains(#""status":"ok""#), "\(other.stderr)")
+        for channel in held { try await channel.close() }
+        try await listener.shutdown()
+    }
+}
+
 @Suite("Idle connections")
 struct IdleTimeoutTests {
     @Test("a connection that completes its handshake and then stays silent is closed after the idle timeout")

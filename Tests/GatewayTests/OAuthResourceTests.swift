@@ -1,5 +1,8 @@
 import Foundation
 import Identity
+import Logging
+import NIOCore
+import NIOPosix
 import StrictJSON
 import TestSupport
 import Testing
@@ -211,6 +214,37 @@ struct OAuthResourceTests {
 /// here, which records what the gateway asked).
 @Suite("Token introspection", .serialized)
 struct IntrospectionTests {
+    @Test("one client source holds at most its share of a tenant's introspections in flight; other sources still get theirs")
+    func introspectionsInFlightPerSource() async throws {
+        let authorizationServer = try await RecordingUpstream.start(.hang, tls: try HTTPSUpstreamTests.serverContext())
+        let settings = IntrospectionSettings(
+            url: authorizationServer.url, clientID: "mcpgw", clientSecret: "s", caFile: DevPKI.gatewayCA, cacheSeconds: 60,
+            cacheSize: 100, agentClaim: "sub")
+        let introspector = try TokenIntrospector(
+            settings: ["acme": settings], audiences: ["acme": ["mcpgw"]], eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: Logger(label: "introspection-test"), timeout: .seconds(1))
+        let share = TokenIntrospector.maximumInFlightPerSource
+        let held = (0..<share).map { introspector.introspect("flood-\($0)", tenant: "acme", source: "192.0.2.7") }
+        // The next one from that source is refused at once; another source is still asked (it waits like the others).
+        let refused = try await introspector.introspect("flood-more", tenant: "acme", source: "192.0.2.7").get()
+        guard case .unavailable(let why) = refused else { Issue.record("got \(refused)"); return }
+        #expect(why.contains("source address"))
+        let other = introspector.introspect("someone-else", tenant: "acme", source: "198.51.100.1")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(authorizationServer.received.count == share + 1, "the other source's token was not asked")
+        for future in held + [other] {
+            guard case .unavailable(let why) = try await future.get() else {
+                Issue.record("a held introspection did not time out"); continue
+            }
+            #expect(!why.contains("source address"))
+        }
+        // Their slots are free again.
+        let again = try await introspector.introspect("flood-again", tenant: "acme", source: "192.0.2.7").get()
+        guard case .unavailable(let timedOut) = again else { Issue.record("got \(again)"); return }
+        #expect(!timedOut.contains("in flight"))
+        await authorizationServer.stop()
+    }
+
     @Test(
         "an active opaque token becomes acme's principal; inactive, foreign-audience and unanswerable ones are refused; answers are cached")
     func introspection() async throws {

@@ -1,8 +1,8 @@
 import NIOConcurrencyHelpers
 import NIOCore
 
-/// The open client connections of one listener: counted in all and per source address (so one source cannot hold
-/// every slot), and kept so that shutdown can drain and close them.
+/// The open client connections of one listener: counted in all and per source (an IPv4 address or an IPv6 /64:
+/// `ClientSource`, so one source cannot hold every slot), and kept so that shutdown can drain and close them.
 final class ConnectionRegistry: Sendable {
     private struct State {
         var channels: [ObjectIdentifier: any Channel] = [:]
@@ -23,7 +23,7 @@ final class ConnectionRegistry: Sendable {
 
     /// Admits `channel` within the limits and tracks it until it closes; nil when admitted.
     func admit(_ channel: any Channel, maximum: Int, perSource: Int) -> Refusal? {
-        let source = Self.sourceKey(channel.remoteAddress)
+        let source = ClientSource.key(channel.remoteAddress)
         let id = ObjectIdentifier(channel)
         let refusal: Refusal? = state.withLockedValue { state in
             if state.channels.count >= maximum {
@@ -47,11 +47,6 @@ final class ConnectionRegistry: Sendable {
             }
         }
         return nil
-    }
-
-    /// The address without its port (IPv4 or IPv6), or "unknown".
-    static func sourceKey(_ address: SocketAddress?) -> String {
-        address?.ipAddress ?? "unknown"
     }
 
     /// Whether a refusal should be logged now (at most one log line a second).

@@ -22,6 +22,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var context: ChannelHandlerContext?
     private var handshake: TLSHandshakeCompleted?
     private var clientAddress: String?
+    /// The client's source for per-source shares (`ClientSource`).
+    private var source = "unknown"
 
     // The exchange in progress.
     private var request: ExchangeRequest?
@@ -71,6 +73,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         clientAddress = context.channel.remoteAddress?.hostAndPort
+        source = ClientSource.key(context.channel.remoteAddress)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
@@ -334,7 +337,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return authenticated(.failure(decisions.authenticationRefusal(pending, error)))
         }
         let generation = self.generation
-        introspector.introspect(token, tenant: tenant).hop(to: loop).assumeIsolated().whenSuccess { [self] outcome in
+        introspector.introspect(token, tenant: tenant, source: source).hop(to: loop).assumeIsolated().whenSuccess { [self] outcome in
             guard generation == self.generation else { return }
             switch outcome {
             case .principal(let principal): authenticated(decisions.introspected(pending, principal))

@@ -13,7 +13,8 @@ import func Glibc.time
 ///
 /// - An answer is remembered for the tenant's `cache_seconds`, never past the token's `exp`; inactive answers too
 ///   (so a flood of made-up tokens costs the authorization server one request each, at most `maximumInFlight` at a
-///   time per tenant — beyond that the caller gets `503`, not a queue).
+///   time per tenant and `maximumInFlightPerSource` per client source — beyond that the caller gets `503`, not a
+///   queue; one source cannot take every slot of a tenant whose authorization server is slow).
 /// - An active answer must name a valid agent (`sub`, or the configured claim), and, when it has an `aud`, include
 ///   the tenant's audience or resource URI. Its `scope` becomes the principal's scopes.
 /// - Introspection that fails (unreachable, not JSON, not 2xx) refuses the request with `503`: fail closed.
@@ -42,24 +43,29 @@ public final class TokenIntrospector: Sendable {
 
     private let tenants: [String: Tenant]
     private let cache = Mutex<[String: Entry]>([:])
-    private let inFlight = Mutex<[String: Int]>([:])
+    /// Introspections in flight, per tenant and per client source.
+    private let inFlight = Mutex<(perTenant: [String: Int], perSource: [String: Int])>(([:], [:]))
     private let eventLoop: any EventLoop
     private let logger: Logger
     private let clock: @Sendable () -> Double
     /// Introspection requests one tenant may have open at once.
     static let maximumInFlight = 32
+    /// Introspection requests one client source (`ClientSource`) may have open at once, over all tenants.
+    static let maximumInFlightPerSource = 8
     /// How far ahead of the gateway's clock an answer's `nbf` may be (clocks differ a little).
     static let notBeforeLeewaySeconds: Int64 = 60
 
-    /// An introspector for these tenants' settings; `audiences` are what a token's `aud` may name, per tenant.
+    /// An introspector for these tenants' settings; `audiences` are what a token's `aud` may name, per tenant. An
+    /// endpoint that has not answered within `timeout` (connecting included) is unavailable.
     public init(
         settings: [String: IntrospectionSettings], audiences: [String: [String]], eventLoop: any EventLoop, logger: Logger,
-        clock: (@Sendable () -> Double)? = nil
+        clock: (@Sendable () -> Double)? = nil, timeout: TimeAmount = .seconds(5)
     ) throws(UpstreamConfigurationError) {
         var tenants: [String: Tenant] = [:]
         for (tenant, settings) in settings {
             tenants[tenant] = Tenant(
-                settings: settings, fetch: try HTTPSFetch(url: settings.url, caFile: settings.caFile, maximumBytes: 64 * 1024),
+                settings: settings,
+                fetch: try HTTPSFetch(url: settings.url, caFile: settings.caFile, maximumBytes: 64 * 1024, timeout: timeout),
                 audiences: audiences[tenant] ?? [])
         }
         self.tenants = tenants
@@ -79,8 +85,9 @@ public final class TokenIntrospector: Sendable {
         return tenants.count == 1 ? tenants.keys.first : nil
     }
 
-    /// What `tenant`'s authorization server says about `token` (from the cache when it answered recently).
-    public func introspect(_ token: String, tenant: String) -> EventLoopFuture<Outcome> {
+    /// What `tenant`'s authorization server says about `token` (from the cache when it answered recently), asked for a
+    /// client from `source`.
+    public func introspect(_ token: String, tenant: String, source: String) -> EventLoopFuture<Outcome> {
         guard let configuration = tenants[tenant] else {
             return eventLoop.makeSucceededFuture(.refused(.inactiveToken("no introspection for tenant \(tenant)")))
         }
@@ -88,12 +95,18 @@ public final class TokenIntrospector: Sendable {
         let key = SHA256Digest.hex(Array(tenant.utf8) + [0] + Array(token.utf8))
         let now = clock()
         if let entry = cache.withLock({ $0[key] }), entry.until > now { return eventLoop.makeSucceededFuture(entry.outcome) }
-        let admitted = inFlight.withLock { counts -> Bool in
-            guard counts[tenant, default: 0] < Self.maximumInFlight else { return false }
-            counts[tenant, default: 0] += 1
-            return true
+        let refusal = inFlight.withLock { counts -> String? in
+            guard counts.perTenant[tenant, default: 0] < Self.maximumInFlight else {
+                return "too many introspections in flight for the tenant"
+            }
+            guard counts.perSource[source, default: 0] < Self.maximumInFlightPerSource else {
+                return "too many introspections in flight for this client's source address"
+            }
+            counts.perTenant[tenant, default: 0] += 1
+            counts.perSource[source, default: 0] += 1
+            return nil
         }
-        guard admitted else { return eventLoop.makeSucceededFuture(.unavailable("too many introspections in flight")) }
+        if let refusal { return eventLoop.makeSucceededFuture(.unavailable(refusal)) }
         let settings = configuration.settings
         let credentials = Array("\(Self.formEncode(settings.clientID)):\(Self.formEncode(settings.clientSecret))".utf8)
         let body = Array("token=\(Self.formEncode(token))&token_type_hint=access_token".utf8)
@@ -115,7 +128,10 @@ public final class TokenIntrospector: Sendable {
             self.logger.warning("token introspection failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
             return .unavailable("introspection endpoint: \(error)")
         }.always { _ in
-            self.inFlight.withLock { $0[tenant, default: 1] -= 1 }
+            self.inFlight.withLock { counts in
+                counts.perTenant[tenant] = counts.perTenant[tenant, default: 1] > 1 ? counts.perTenant[tenant]! - 1 : nil
+                counts.perSource[source] = counts.perSource[source, default: 1] > 1 ? counts.perSource[source]! - 1 : nil
+            }
         }
     }
 
