@@ -189,6 +189,52 @@ struct ExchangeStateMachineTests {
         #expect(machine.upstreamEnd() == .writeResponseEnd(closeConnection: true))
     }
 
+    @Test(
+        "of a repeated Content-Type, Mcp-Session-Id, MCP-Protocol-Version or Retry-After only the first (the one the gateway read) is passed on"
+    )
+    func repeatedSingletonHeaders() {
+        var machine = Machine(limits: Self.limits)
+        _ = machine.requestHead(head(length: 0))
+        _ = machine.authenticated()
+        _ = machine.requestEnd()
+        machine.forwarded()
+        let upstream = upstreamHead(
+            .ok,
+            [
+                ("Content-Type", "text/event-stream"), ("content-type", "application/json"), ("Mcp-Session-Id", "s1"),
+                ("Mcp-Session-Id", "s2"), ("MCP-Protocol-Version", "2025-11-25"), ("mcp-protocol-version", "2026-07-28"),
+                ("Retry-After", "1"), ("Retry-After", "2"), ("WWW-Authenticate", "Bearer a"), ("WWW-Authenticate", "Basic b"),
+            ])
+        guard case .writeResponseHead(let sent) = machine.upstreamHead(upstream, collect: false) else {
+            Issue.record("no head")
+            return
+        }
+        #expect(sent.headers["content-type"] == ["text/event-stream"])
+        #expect(sent.headers["mcp-session-id"] == ["s1"])
+        #expect(sent.headers["mcp-protocol-version"] == ["2025-11-25"])
+        #expect(sent.headers["retry-after"] == ["1"])
+        #expect(sent.headers["www-authenticate"] == ["Bearer a", "Basic b"], "challenges may repeat")
+    }
+
+    @Test("an HTTP/1.0 client that asked for keep-alive is told the connection is kept")
+    func http10KeepAlive() {
+        var machine = Machine(limits: Self.limits)
+        var request = head(length: 0)
+        request.version = .http1_0
+        request.headers.add(name: "Connection", value: "keep-alive")
+        _ = machine.requestHead(request)
+        _ = machine.authenticated()
+        _ = machine.requestEnd()
+        machine.forwarded()
+        guard case .writeResponseHead(let sent) = machine.upstreamHead(upstreamHead(.ok, [("Content-Length", "2")]), collect: false)
+        else {
+            Issue.record("no head")
+            return
+        }
+        #expect(sent.headers["connection"] == ["keep-alive"])
+        #expect(sent.headers["content-length"] == ["2"])
+    }
+
     @Test("the client going away cancels the upstream request; an upstream failure mid-response closes the client")
     func cancellation() {
         var machine = Machine(limits: Self.limits)

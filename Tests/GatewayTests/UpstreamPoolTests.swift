@@ -91,13 +91,30 @@ struct UpstreamPoolTests {
             logger: Logger(label: "test.upstream-pool"))
     }
 
+    @Test("tenants of one upstream never share a connection: each tenant's idle connections are reused for it alone")
+    func connectionsPooledPerTenant() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        let acme = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
+        let globex = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "globex")
+        for (endpoint, id) in [(acme, 1), (acme, 2), (globex, 3), (acme, 4), (globex, 5)] {
+            #expect(try await call(pool, endpoint, id: id).status == 200)
+        }
+        let ports = upstream.received.map(\.peerPort)
+        #expect(ports.count == 5 && ports.allSatisfy { $0 != nil })
+        #expect(ports[0] == ports[1] && ports[0] == ports[3], "acme's connection was not reused: \(ports)")
+        #expect(ports[2] == ports[4], "globex's connection was not reused: \(ports)")
+        #expect(ports[2] != ports[0], "globex's request went out on acme's connection: \(ports)")
+        await upstream.stop()
+    }
+
     @Test("an idle connection too old to reuse is closed when found: its place in the connection budget opens at once")
     func staleIdleConnectionGivesItsBudgetBack() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         var limits = GatewayLimits()
         limits.maximumUpstreamConnections = 1
         let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next(), limits: limits)
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         #expect(try await call(pool, endpoint, id: 1).status == 200)
         // Past the reuse window (but before the pool's own idle timeout closes it): not reused, and not in the way.
         try await Task.sleep(for: .milliseconds(Int64(UpstreamConnection.reuseWindow.nanoseconds / 1_000_000) + 300))
@@ -115,7 +132,7 @@ struct UpstreamPoolTests {
         let loops = Array(group.makeIterator())
         let first = pool(on: loops[0], budgets: budgets, limits: limits)
         let second = pool(on: loops[1], budgets: budgets, limits: limits)
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         // Four connections at once on the first loop; all four responses complete, and at most two stay idle there.
         let burst = try await calls(first, endpoint, ids: [1, 2, 3, 4])
         #expect(burst.allSatisfy { (try? $0.get().status) == 200 }, "\(burst)")
@@ -131,7 +148,7 @@ struct UpstreamPoolTests {
         let upstream = try await RecordingUpstream.start(.gatedStream)
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let pool = pool(on: loop)
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         // Paused for twice the idle-stream timeout, then read again; the upstream ends the stream right away.
         async let result = calls(pool, endpoint, ids: [1], idleTimeout: .milliseconds(300)) { connection in
             connection.setReading(false)
@@ -150,7 +167,7 @@ struct UpstreamPoolTests {
     func switchingProtocolsIsRefused() async throws {
         let upstream = try await RecordingUpstream.start(.withStatus { _ in (101, "text/plain", "") })
         let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url))
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         let response = try await calls(pool, endpoint, ids: [1])[0]
         guard case .failure(let error) = response, case .protocolError(let reason)? = error as? UpstreamFailure else {
             Issue.record("101 relayed: \(response)")
@@ -194,7 +211,7 @@ struct UpstreamPoolTests {
         let pool = UpstreamPool(
             eventLoop: loop, budgets: UpstreamBudgets(), statistics: UpstreamStatistics(), limits: GatewayLimits(),
             logger: Logger(label: "test.upstream-pool"), resolver: TwoAddresses(addresses: addresses, loop: loop))
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: "http://upstream.test:\(upstreamPort)/mcp"))
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: "http://upstream.test:\(upstreamPort)/mcp"), tenant: "acme")
         // The refused attempt's handlers are removed on a later turn of the loop, after the winner's were added;
         // handlers shared between the two would leave the winner with a stopped response parser.
         for id in 1...3 {

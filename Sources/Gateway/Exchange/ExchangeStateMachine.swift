@@ -331,6 +331,11 @@ enum ResponseFraming {
     static let forwardedResponseHeaders = HeaderNames([
         "content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow",
     ])
+    /// Those of `forwardedResponseHeaders` that may appear once (bits by index): of each, only the first is passed on,
+    /// the one the gateway read (a second `Content-Type` would have the client read as JSON an answer the gateway
+    /// filtered as SSE, or the other way round).
+    static let singletonResponseHeaders: UInt32 = ["content-type", "mcp-session-id", "mcp-protocol-version", "retry-after"]
+        .reduce(0) { $0 | 1 << forwardedResponseHeaders.index(of: $1)! }
 
     /// An upstream's `Content-Length` as the client gets it: digits only, without the spaces around them that HTTP
     /// parsers let through, and without leading zeros; nil when it is not a plain decimal length (then the body is
@@ -363,8 +368,14 @@ enum ResponseFraming {
         headers.reserveCapacity(4)
         var contentLength: String?
         var hasTransferEncoding = false
+        var singletonsSeen: UInt32 = 0
         for (name, value) in upstream.headers {
             if let forwarded = forwardedResponseHeaders.index(of: name) {
+                let bit: UInt32 = 1 << forwarded
+                if singletonResponseHeaders & bit != 0 {
+                    guard singletonsSeen & bit == 0 else { continue }
+                    singletonsSeen |= bit
+                }
                 headers.add(name: forwardedResponseHeaders.names[forwarded], value: value)
             } else if HeaderText.isName(name, "content-length") {
                 contentLength = contentLength ?? ResponseFraming.length(value)
@@ -388,7 +399,12 @@ enum ResponseFraming {
             // The length of the representation a GET would have got; no body follows.
             headers.add(name: "Content-Length", value: length)
         }
-        if close { headers.add(name: "Connection", value: "close") }
+        if close {
+            headers.add(name: "Connection", value: "close")
+        } else if clientVersion.major == 1 && clientVersion.minor == 0 {
+            // An HTTP/1.0 client that asked to keep the connection expects to be told it is kept.
+            headers.add(name: "Connection", value: "keep-alive")
+        }
         return (HTTPResponseHead(version: clientVersion, status: upstream.status, headers: headers), bodyAllowed)
     }
 }

@@ -11,11 +11,10 @@ enum MCPHeaderValue {
 
     /// The first `Mcp-Param-*` header that appears more than once (lower-cased), if any.
     static func repeatedParamHeader(in headers: some Sequence<(name: String, value: String)>) -> String? {
-        var seen: [String] = []
+        var seen: Set<String> = []  // a set: thousands of such headers fit in a request head
         for (name, _) in headers where isParamHeader(name) {
             let lowered = name.lowercased()
-            if seen.contains(lowered) { return lowered }
-            seen.append(lowered)
+            if !seen.insert(lowered).inserted { return lowered }
         }
         return nil
     }

@@ -50,7 +50,7 @@ struct HTTPSFetch: Sendable {
     /// A fetcher for `url` (https only), trusting `caFile` (nil: the system's CA bundle).
     init(url: String, caFile: String?, maximumBytes: Int, timeout: TimeAmount = .seconds(5)) throws(UpstreamConfigurationError) {
         guard url.hasPrefix("https://") else { throw UpstreamConfigurationError(url: url, reason: "must be an https:// URL") }
-        endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: url, caFile: caFile))
+        endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: url, caFile: caFile), tenant: "")  // one connection per fetch, never pooled
         self.maximumBytes = maximumBytes
         self.timeout = timeout
     }

@@ -20,14 +20,15 @@ public final class UpstreamClient: Sendable {
         var endpoints: [String: UpstreamEndpoint] = [:]
         var legacy: [String: UpstreamEndpoint] = [:]
         for (tenant, configuration) in upstreams {
-            endpoints[tenant] = try UpstreamEndpoint(configuration)
+            endpoints[tenant] = try UpstreamEndpoint(configuration, tenant: tenant)
             if let url = configuration.legacySSEURL {
                 var legacyConfiguration = configuration
                 legacyConfiguration.url = url
-                legacy[tenant] = try UpstreamEndpoint(legacyConfiguration)
+                legacy[tenant] = try UpstreamEndpoint(legacyConfiguration, tenant: tenant)
             }
         }
-        // Endpoints of one upstream (tenants sharing a URL) share their pooled connections, and so the count of them.
+        // Endpoints of one upstream (tenants sharing a URL) share the bound on idle connections to it (each tenant's
+        // connections are pooled apart: `UpstreamEndpoint.connectionKey`).
         var idleCounts: [String: IdleConnectionCount] = [:]
         func shareIdleCount(_ endpoint: inout UpstreamEndpoint) {
             if let shared = idleCounts[endpoint.key] {

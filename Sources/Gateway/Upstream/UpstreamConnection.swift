@@ -58,7 +58,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         case closed
     }
 
-    /// The pool key (`scheme://host:port`).
+    /// The pool key (`UpstreamEndpoint.connectionKey`: the upstream and the tenant).
     let key: String
     private weak var pool: UpstreamPool?
     private var context: ChannelHandlerContext?

@@ -3,8 +3,13 @@ import TLS
 
 /// A tenant's upstream, ready to connect to: parsed URL, TLS client context, credential header.
 struct UpstreamEndpoint: Sendable {
-    /// `scheme://host:port`: the key of connection pools and per-upstream budgets.
+    /// `scheme://host:port`: the key of per-upstream budgets (connections, idle connections).
     let key: String
+    /// The key of pooled connections: the upstream's `key` and the tenant it serves. A connection carries one tenant's
+    /// TLS client identity and was verified with that tenant's CAs; and an answer an upstream sends unasked (or late)
+    /// would be read as the answer to the connection's next request. So a connection never carries another tenant's
+    /// requests, even to the same upstream.
+    let connectionKey: String
     /// Host name or address to connect to (no brackets).
     let host: String
     /// TCP port.
@@ -26,8 +31,9 @@ struct UpstreamEndpoint: Sendable {
     /// Idle connections to this upstream in all pools; shared by every endpoint with the same `key`.
     var idleConnections = IdleConnectionCount()
 
-    /// Parses `configuration.url` and builds its TLS context.
-    init(_ configuration: UpstreamConfiguration) throws(UpstreamConfigurationError) {
+    /// Parses `configuration.url` and builds its TLS context, for `tenant`'s requests (its connections are pooled apart
+    /// from every other tenant's).
+    init(_ configuration: UpstreamConfiguration, tenant: String) throws(UpstreamConfigurationError) {
         callTimeout = configuration.callTimeout
         tasksScopedToSession = configuration.tasksScopedToSession
         let url = configuration.url
@@ -92,6 +98,7 @@ struct UpstreamEndpoint: Sendable {
         self.path = path
         self.hostHeader = String(authority)
         self.key = (secure ? "https://" : "http://") + authority
+        self.connectionKey = key + " " + tenant
         if let header = configuration.credentialHeader, let value = configuration.credentialValue {
             credential = (header, value)
         } else {

@@ -4,12 +4,13 @@ import NIOHTTP1
 import NIOPosix
 import TLS
 
-/// The upstream connections of one event loop: idle keep-alive connections per upstream, reused by requests of
-/// the same loop, so a request never leaves its loop. Touched only on that loop.
+/// The upstream connections of one event loop: idle keep-alive connections per upstream and tenant
+/// (`UpstreamEndpoint.connectionKey`), reused by requests of the same loop, so a request never leaves its loop.
+/// Touched only on that loop.
 final class UpstreamPool {
     /// How often each connection checks its timers (head, idle stream, idle in the pool).
     static let tickInterval = TimeAmount.milliseconds(100)
-    /// Idle connections kept per upstream on one loop; more are closed when released.
+    /// Idle connections kept per upstream and tenant on one loop; more are closed when released.
     static let maximumIdlePerUpstream = 64
 
     let eventLoop: any EventLoop
@@ -64,7 +65,7 @@ final class UpstreamPool {
                     try pipeline.addHandler(ByteToMessageHandler(responseDecoder))
                     try pipeline.addHandler(
                         UpstreamConnection(
-                            key: endpoint.key, pool: pool.value, responseDecoder: responseDecoder,
+                            key: endpoint.connectionKey, pool: pool.value, responseDecoder: responseDecoder,
                             idleConnections: endpoint.idleConnections))
                 }
             }
@@ -95,7 +96,7 @@ final class UpstreamPool {
     /// common case of a busy gateway asks this first).
     func idleConnection(_ endpoint: UpstreamEndpoint) -> UpstreamConnection? {
         eventLoop.preconditionInEventLoop()
-        guard let index = idle.index(forKey: endpoint.key) else { return nil }
+        guard let index = idle.index(forKey: endpoint.connectionKey) else { return nil }
         while let connection = idle.values[index].popLast() {
             connection.idleConnections.leave()
             if connection.isUsable { return connection }

@@ -29,6 +29,8 @@ final class RecordingUpstream: Sendable {
         let body: String
         /// The request target (path and query).
         var uri = ""
+        /// The port the gateway's side of the connection had (which connection carried the request).
+        var peerPort: Int?
         func header(_ name: String) -> String? { headers.first { $0.0.lowercased() == name.lowercased() }?.1 }
     }
 
@@ -107,7 +109,8 @@ final class RecordingUpstream: Sendable {
                     $0?.requests.withLockedValue {
                         $0.append(
                             Request(
-                                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text, uri: head.uri))
+                                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: text, uri: head.uri,
+                                peerPort: context.channel.remoteAddress?.port))
                     }
                 }
                 respond(context: context, head: head, body: text)
