@@ -47,34 +47,37 @@ public struct ReloadReport: Sendable {
 }
 
 /// Reloads the policies, (when given) the identity settings — JWT keys, JWK Sets, issuers — so that a rotated key is
-/// accepted without a restart, the audit log file (reopened by path, for log rotation) and, with `reloadTLS`, the
-/// listener's certificate chain and key, the tenants' client CA bundles and the CRLs (for new handshakes; established
-/// connections keep theirs). Each part is validated on the side and swapped in whole; an invalid one is refused and
-/// logged, and the previous one keeps serving. SIGHUP and the admin listener's `POST /reload` both run it.
+/// accepted without a restart, the audit log file (reopened by path, for log rotation) and, with `prepareTLS`, the
+/// listener's certificate chain and key, the tenants' client CA bundles and the CRLs (for new handshakes; open
+/// connections with a client certificate have it checked again on their next request). Each part is validated on the
+/// side and swapped in whole; an invalid one is refused and logged, and the previous one keeps serving. Identity and
+/// TLS go together: both say who a tenant's agents are (its CAs in TLS, how a certificate names an agent in identity),
+/// so when either is refused neither is applied. SIGHUP and the admin listener's `POST /reload` both run it.
 public struct Reloader: Sendable {
     let engine: PolicyEngine
     let audit: AuditLog?
     let identity: AuthenticatorStore?
     let loadAuthenticator: (@Sendable () throws -> Authenticator)?
-    let reloadTLS: (@Sendable () throws -> Void)?
+    let prepareTLS: (@Sendable () throws -> @Sendable () -> Void)?
     let metrics: GatewayMetrics?
     let logger: Logger
     /// The settings of the configuration file a reload does not apply that changed since start (nil: unknown).
     let restartOnlyChanges: (@Sendable () -> [String]?)?
 
     /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
-    /// with `reloadTLS`, of the listener's TLS settings; `restartOnlyChanges` names the settings edited in the file
-    /// that only a restart applies (reported as a refused part, so that nobody is told they are in force).
+    /// with `prepareTLS`, of the listeners' TLS settings (`prepareTLS` builds and checks them, and returns what puts
+    /// them in force); `restartOnlyChanges` names the settings edited in the file that only a restart applies
+    /// (reported as a refused part, so that nobody is told they are in force).
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
-        audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, metrics: GatewayMetrics? = nil, logger: Logger,
-        restartOnlyChanges: (@Sendable () -> [String]?)? = nil
+        audit: AuditLog? = nil, prepareTLS: (@Sendable () throws -> @Sendable () -> Void)? = nil, metrics: GatewayMetrics? = nil,
+        logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil
     ) {
         self.engine = engine
         self.audit = audit
         self.identity = identity
         self.loadAuthenticator = loadAuthenticator
-        self.reloadTLS = reloadTLS
+        self.prepareTLS = prepareTLS
         self.metrics = metrics
         self.logger = logger
         self.restartOnlyChanges = restartOnlyChanges
@@ -102,22 +105,45 @@ public struct Reloader: Sendable {
             logger.error("policy reload refused; the previous policies stay in force", metadata: ["error": "\(error)"])
             report.parts.append(.init(name: "policies", succeeded: false, detail: "refused, previous policies in force: \(error)"))
         }
-        if let identity, let loadAuthenticator {
-            do {
-                identity.replace(with: try loadAuthenticator())
+        // Identity and TLS are both built before either is put in force: a reload changes both or neither.
+        var authenticator: Result<Authenticator, any Error>?
+        if identity != nil, let loadAuthenticator { authenticator = Result { try loadAuthenticator() } }
+        var commitTLS: Result<@Sendable () -> Void, any Error>?
+        if let prepareTLS { commitTLS = Result { try prepareTLS() } }
+        let identityRefused: (any Error)? = if case .failure(let error) = authenticator { error } else { nil }
+        let tlsRefused: (any Error)? = if case .failure(let error) = commitTLS { error } else { nil }
+        if let identity, let authenticator {
+            switch authenticator {
+            case .success(let fresh) where tlsRefused == nil:
+                identity.replace(with: fresh)
                 logger.notice("identity settings reloaded (JWT keys, JWK Sets, issuers)")
                 report.parts.append(.init(name: "identity", succeeded: true, detail: "JWT keys, JWK Sets and issuers re-read"))
-            } catch {
+            case .success:
+                logger.error("identity reload not applied: the TLS part was refused, and the two change together")
+                report.parts.append(
+                    .init(
+                        name: "identity", succeeded: false,
+                        detail: "valid, but not applied: the TLS part was refused and the two change together; previous keys in force"))
+            case .failure(let error):
                 logger.error("identity reload refused; the previous keys stay in force", metadata: ["error": "\(error)"])
                 report.parts.append(.init(name: "identity", succeeded: false, detail: "refused, previous keys in force: \(error)"))
             }
         }
-        if let reloadTLS {
-            do {
-                try reloadTLS()
-                logger.notice("TLS reloaded (certificate chain, key, client CA bundles, CRLs) for new connections")
+        if let commitTLS {
+            switch commitTLS {
+            case .success(let commit) where identityRefused == nil:
+                commit()
+                logger.notice("TLS reloaded (certificate chain, key, client CA bundles, CRLs)")
                 report.parts.append(.init(name: "tls", succeeded: true, detail: "certificate chain, key, client CAs and CRLs re-read"))
-            } catch {
+            case .success:
+                logger.error("TLS reload not applied: the identity part was refused, and the two change together")
+                report.parts.append(
+                    .init(
+                        name: "tls", succeeded: false,
+                        detail:
+                            "valid, but not applied: the identity part was refused and the two change together; previous TLS settings in force"
+                    ))
+            case .failure(let error):
                 logger.error("TLS reload refused; the previous certificate and trust stay in force", metadata: ["error": "\(error)"])
                 report.parts.append(.init(name: "tls", succeeded: false, detail: "refused, previous TLS settings in force: \(error)"))
             }
@@ -177,10 +203,10 @@ public struct ReloadService: Service {
     /// `audit`, on SIGHUP.
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
-        audit: AuditLog? = nil, reloadTLS: (@Sendable () throws -> Void)? = nil, logger: Logger
+        audit: AuditLog? = nil, prepareTLS: (@Sendable () throws -> @Sendable () -> Void)? = nil, logger: Logger
     ) {
         reloader = Reloader(
-            engine: engine, identity: identity, loadAuthenticator: loadAuthenticator, audit: audit, reloadTLS: reloadTLS, logger: logger)
+            engine: engine, identity: identity, loadAuthenticator: loadAuthenticator, audit: audit, prepareTLS: prepareTLS, logger: logger)
     }
 
     public func run() async throws {

@@ -166,36 +166,49 @@ final class TLSConnection {
         return version == "unknown" ? "unknown" : version
     }
 
-    /// What was negotiated, and the verified peer certificate; valid after the handshake.
-    func handshakeSummary() -> TLSHandshakeCompleted {
+    /// What was negotiated, and the verified peer certificate; valid after the handshake. With `trust`, the peer's
+    /// certificate is verified again against that context's store (its CAs and CRLs as they are now): a connection
+    /// that outlived a reload of its trust is held to the new one.
+    func handshakeSummary(checkedAgainst trust: TLSContext? = nil) -> TLSHandshakeCompleted {
         let version = String(cString: SSL_get_version(ssl))
         let cipher = SSL_get_current_cipher(ssl).flatMap { SSL_CIPHER_get_name($0) }.map { String(cString: $0) } ?? ""
         var alpnPointer: UnsafePointer<UInt8>?
         var alpnLength: UInt32 = 0
         SSL_get0_alpn_selected(ssl, &alpnPointer, &alpnLength)
         let alpn = alpnPointer.map { String(decoding: UnsafeBufferPointer(start: $0, count: Int(alpnLength)), as: UTF8.self) }
+        let (certificate, refusal) = peerCertificate(checkedAgainst: trust)
         return TLSHandshakeCompleted(
-            protocolVersion: version, cipherSuite: cipher, alpnProtocol: alpn,
-            peerCertificate: peerCertificate(), sessionReused: SSL_session_reused(ssl) == 1)
+            protocolVersion: version, cipherSuite: cipher, alpnProtocol: alpn, peerCertificate: certificate,
+            sessionReused: SSL_session_reused(ssl) == 1, peerCertificateRefusal: refusal)
     }
 
-    private func peerCertificate() -> PeerCertificate? {
-        guard SSL_get_verify_result(ssl) == X509_V_OK, let leaf = SSL_get0_peer_certificate(ssl) else { return nil }
+    /// The peer's verified certificate, or why a certificate it presented does not verify (any more).
+    private func peerCertificate(checkedAgainst trust: TLSContext?) -> (PeerCertificate?, String?) {
+        guard SSL_get_verify_result(ssl) == X509_V_OK, let leaf = SSL_get0_peer_certificate(ssl) else { return (nil, nil) }
+        let anchors = trust ?? context
         var chain: [CertificateInfo] = []
-        if let verified = SSL_get0_verified_chain(ssl) {
+        if trust == nil, let verified = SSL_get0_verified_chain(ssl) {
             chain = Self.certificates(in: verified)
-        } else if context.role == .server && SSL_session_reused(ssl) == 1 {
+        } else if context.role == .server && (trust != nil || SSL_session_reused(ssl) == 1) {
             // A resumed session keeps the leaf and its old verify result but no chain, so nothing would say which CA
-            // (hence which tenant) anchors it. The leaf is verified again against the store as it is now: a
-            // certificate revoked, expired or no longer anchored since the session was issued resumes into nothing.
-            guard let reverified = reverifiedChain(leaf) else { return nil }
+            // (hence which tenant) anchors it; and a connection open across a reload was verified against the old
+            // trust. The leaf is verified again against the store as it is now: a certificate revoked, expired or no
+            // longer anchored since then no longer names anyone — and the caller is told so, not served as no one.
+            guard let reverified = reverifiedChain(leaf, against: anchors) else {
+                return (
+                    nil,
+                    trust == nil
+                        ? "the client certificate of the resumed TLS session no longer verifies (revoked, expired or its CA no longer trusted)"
+                        : "the connection's client certificate no longer verifies against the reloaded trust (revoked, expired or its CA no longer trusted)"
+                )
+            }
             chain = reverified
         }
         // A chain names its owner only when every trusted CA in it carries the same label (contexts refuse bundles
         // whose CAs issue one another, so this is a second line).
-        let labels = Set(chain.compactMap { self.context.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) })
+        let labels = Set(chain.compactMap { anchors.trustAnchorLabel(forFingerprint: $0.sha256Fingerprint) })
         let anchor = labels.count == 1 ? labels.first : nil
-        return PeerCertificate(leaf: X509Reader.info(leaf), verifiedChain: chain, trustAnchorLabel: anchor)
+        return (PeerCertificate(leaf: X509Reader.info(leaf), verifiedChain: chain, trustAnchorLabel: anchor), nil)
     }
 
     private static func certificates(in stack: OpaquePointer) -> [CertificateInfo] {
@@ -206,10 +219,10 @@ final class TLSConnection {
         return chain
     }
 
-    /// The chain of `leaf` verified now against the context's store (its CAs and CRLs), for a client certificate;
-    /// nil when it does not verify.
-    private func reverifiedChain(_ leaf: OpaquePointer) -> [CertificateInfo]? {
-        guard let store = SSL_CTX_get_cert_store(context.pointer), let verification = X509_STORE_CTX_new() else { return nil }
+    /// The chain of `leaf` verified now against `anchors`' store (its CAs and CRLs), for a client certificate; nil
+    /// when it does not verify.
+    private func reverifiedChain(_ leaf: OpaquePointer, against anchors: TLSContext) -> [CertificateInfo]? {
+        guard let store = SSL_CTX_get_cert_store(anchors.pointer), let verification = X509_STORE_CTX_new() else { return nil }
         defer { X509_STORE_CTX_free(verification) }
         OpenSSLErrorQueue.clear()
         defer { OpenSSLErrorQueue.clear() }
@@ -223,7 +236,7 @@ final class TLSConnection {
         defer { if let kept { CMCPGW_sk_X509_pop_free(kept) } }
         guard X509_STORE_CTX_init(verification, store, leaf, sent) == 1 else { return nil }
         _ = X509_STORE_CTX_set_purpose(verification, X509_PURPOSE_SSL_CLIENT)
-        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(verification), Int32(context.configuration.verifyDepth))
+        X509_VERIFY_PARAM_set_depth(X509_STORE_CTX_get0_param(verification), Int32(anchors.configuration.verifyDepth))
         guard X509_verify_cert(verification) == 1, let verified = X509_STORE_CTX_get0_chain(verification) else { return nil }
         return Self.certificates(in: verified)
     }
@@ -241,4 +254,8 @@ public struct TLSHandshakeCompleted: Sendable, Hashable {
     public let peerCertificate: PeerCertificate?
     /// Whether the session was resumed from an earlier one.
     public let sessionReused: Bool
+    /// Set when the peer presented a certificate that does not verify now (a resumed session, or a connection open
+    /// across a reload, whose certificate was revoked, expired or lost its CA since): the reason. `peerCertificate`
+    /// is nil then, and the peer must be refused, not served as a caller without a certificate.
+    public var peerCertificateRefusal: String?
 }

@@ -4,6 +4,11 @@ import Synchronization
 /// a new CRL). A connection keeps the context it started with, so established connections are never disturbed.
 public final class TLSContextStore: Sendable {
     private let context: Mutex<TLSContext>
+    private let changes = Atomic<Int>(0)
+
+    /// Counts the contexts put in force: a connection that saw another count than its own was verified against an
+    /// earlier trust (read it before `current`).
+    public var generation: Int { changes.load(ordering: .acquiring) }
 
     /// A store serving `context`.
     public init(_ context: TLSContext) { self.context = Mutex(context) }
@@ -16,7 +21,7 @@ public final class TLSContextStore: Sendable {
     @discardableResult
     public func reload(_ configuration: TLSConfiguration) throws(TLSError) -> TLSContext {
         let fresh = try TLSContext(role: current.role, configuration: configuration)
-        context.withLock { $0 = fresh }
+        replace(with: fresh)
         return fresh
     }
 
@@ -24,5 +29,6 @@ public final class TLSContextStore: Sendable {
     /// several stores can change together).
     public func replace(with fresh: TLSContext) {
         context.withLock { $0 = fresh }
+        changes.add(1, ordering: .releasing)
     }
 }

@@ -41,6 +41,14 @@ public final class TLSHandler: ChannelDuplexHandler {
     /// What the handshake negotiated, once it is complete.
     public private(set) var handshakeResult: TLSHandshakeCompleted?
 
+    /// The handshake's result with the peer's certificate verified again against `trust` (its CAs and CRLs as they
+    /// are now), for a connection open across a reload; nil before the handshake completed.
+    public func handshakeRechecked(against trust: TLSContext) -> TLSHandshakeCompleted? {
+        guard handshakeResult != nil, let connection else { return nil }
+        handshakeResult = connection.handshakeSummary(checkedAgainst: trust)
+        return handshakeResult
+    }
+
     /// A handler for one connection. `serverHostname` (clients only) is sent as SNI and checked against the
     /// server's certificate.
     public init(context: TLSContext, serverHostname: String? = nil, logger: Logger) {

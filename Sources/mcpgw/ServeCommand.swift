@@ -147,10 +147,10 @@ struct ServeCommand: AsyncParsableCommand {
             // SIGHUP re-reads the configuration file: identity (rotated JWT keys, JWK Sets, issuers) and TLS (the
             // certificate chain and key, the tenants' client CA bundles, the CRLs; the admin listener's certificate,
             // operator CA and CRLs), each validated before it is used.
-            var reloadTLS: (@Sendable () throws -> Void)?
+            var prepareTLS: (@Sendable () throws -> @Sendable () -> Void)?
             if tlsContexts != nil || adminTLS != nil {
                 let flags = tlsFlags
-                reloadTLS = { [redis] in
+                prepareTLS = { [redis] in
                     let file = try ConfigurationFile.load(configPath, redisURL: redis)
                     // Both contexts are built before either is put in force: a reload changes both or neither.
                     var adminContext: TLSContext?
@@ -160,8 +160,14 @@ struct ServeCommand: AsyncParsableCommand {
                         }
                         adminContext = try TLSContext(role: .server, configuration: settings)
                     }
-                    if let store = tlsContexts, let tls = file.gateway.tls { try store.reload(flags.apply(to: tls)) }
-                    if let adminTLS, let adminContext { adminTLS.replace(with: adminContext) }
+                    var gatewayContext: TLSContext?
+                    if let store = tlsContexts, let tls = file.gateway.tls {
+                        gatewayContext = try TLSContext(role: store.current.role, configuration: flags.apply(to: tls))
+                    }
+                    return { [gatewayContext, adminContext] in
+                        if let store = tlsContexts, let gatewayContext { store.replace(with: gatewayContext) }
+                        if let adminTLS, let adminContext { adminTLS.replace(with: adminContext) }
+                    }
                 }
             }
             let reloader = Reloader(
@@ -169,7 +175,7 @@ struct ServeCommand: AsyncParsableCommand {
                 loadAuthenticator: { [ring = services.keyFetcher?.ring, redis] in
                     try ConfigurationFile.load(configPath, redisURL: redis).identity.makeAuthenticator(remoteKeys: ring)
                 }, audit: services.audit,
-                reloadTLS: reloadTLS, metrics: services.metrics, logger: logger,
+                prepareTLS: prepareTLS, metrics: services.metrics, logger: logger,
                 restartOnlyChanges: { [atStart = RestartOnlySettings(path: configPath)] in
                     guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
                     return atStart.changes(comparedWith: now)

@@ -63,13 +63,23 @@ struct OAuthResourceTests {
         let sharedDocument = try await client.send(.GET, path: "/.well-known/oauth-protected-resource/mcp")
         #expect(try JSONParser.parse(sharedDocument.body).objectValue?["resource"] == .string(Self.origin + "/mcp"))
 
-        // No such resource: 404, recorded. globex has no oauth section, and no tenant named nobody exists.
+        // No such resource: 404, recorded. globex has no oauth section.
         #expect(try await client.send(.GET, path: "/.well-known/oauth-protected-resource/tenants/globex/mcp").status == 404)
-        #expect(try await client.send(path: "/tenants/nobody/mcp", body: RPC.call("read_file")).status == 404)
+        // The endpoint of a tenant that does not exist answers as globex's does (which has no metadata of its own):
+        // without credentials 401, to another tenant's agent 403. Nothing tells which tenants exist.
+        let nobody = try await client.send(path: "/tenants/nobody/mcp", body: RPC.call("read_file"))
+        let globex = try await client.send(path: "/tenants/globex/mcp", body: RPC.call("read_file"))
+        #expect(nobody.status == 401 && globex.status == 401)
+        #expect(nobody.header("www-authenticate") == globex.header("www-authenticate") && nobody.body == globex.body)
+        let agent = gateway.client("acme/agents/bot1")
+        let foreignNobody = try await agent.send(path: "/tenants/nobody/mcp", body: RPC.call("read_file"))
+        let foreignGlobex = try await agent.send(path: "/tenants/globex/mcp", body: RPC.call("read_file"))
+        #expect(foreignNobody.status == 403 && foreignGlobex.status == 403 && foreignNobody.body == foreignGlobex.body)
         #expect(upstream.received.isEmpty)
         let records = try gateway.auditRecords()
         #expect(records.filter { $0["rule"] == .string("oauth_metadata") }.count == 2)
-        #expect(records.filter { $0["rule"] == .string("path") }.count == 2)
+        #expect(records.filter { $0["rule"] == .string("path") }.count == 1)
+        #expect(records.filter { $0["rule"] == .string("tenant_path") }.count == 2)
         try await gateway.stop()
         await upstream.stop()
     }

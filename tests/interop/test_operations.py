@@ -710,3 +710,51 @@ def test_unreachable_upstream_logs_once_and_fails_readiness():
     wrong_ids = [(100 + index, answer.get("id")) for index, (_, answer) in enumerate(answers)
                  if answer.get("id") != 100 + index]
     assert not wrong_ids, f"(request id, error id) pairs that do not match: {wrong_ids[:3]}"
+
+
+def test_a_reload_applies_identity_and_tls_together_or_neither(sdk_upstream, tmp_path):
+    """Identity and TLS both say who a tenant's agents are: a reload whose TLS part is refused (a broken CRL) does not
+    apply its identity part either (a new JWT key stays unknown); once the CRL is fixed, both apply."""
+    import jwt
+    secret = "n" * 40
+    (tmp_path / "new.secret").write_text(secret)
+    dev = str(ROOT / "certs-dev")
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text().replace('"certs-dev/', f'"{dev}/'))
+    config["policies"] = str(ROOT / "policies")
+    shutil.copy(ROOT / "certs-dev" / "globex" / "ca.crl.pem", tmp_path / "globex.crl.pem")
+    config["tenants"]["globex"]["crl"] = [str(tmp_path / "globex.crl.pem")]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    gateway = Gateway("--config", str(path), "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    token = jwt.encode({"iss": "https://issuer.mcpgw.dev/acme", "aud": "mcpgw", "sub": "bot1", "tenant": "acme",
+                        "exp": int(time.time()) + 600}, secret, algorithm="HS256", headers={"kid": "acme-new"})
+
+    INITIALIZE = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+
+    def status() -> int:
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "10", "--cacert", str(ROOT / "certs-dev" / "gateway-ca.pem"), "-o", "/dev/null",
+             "-w", "%{http_code}", "-H", f"Authorization: Bearer {token}", "-H", "Content-Type: application/json",
+             "-H", "Accept: application/json, text/event-stream", "-d", json.dumps(INITIALIZE),
+             f"https://localhost:{gateway.port}/mcp"], capture_output=True, text=True, timeout=30)
+        return int(result.stdout or 0)
+    try:
+        assert status() == 401
+        config["tenants"]["acme"]["jwt"]["keys"].append({"kid": "acme-new", "secret_file": str(tmp_path / "new.secret")})
+        path.write_text(json.dumps(config))
+        (tmp_path / "globex.crl.pem").write_text("-----BEGIN X509 CRL-----\nbroken\n-----END X509 CRL-----\n")
+        code, body, _ = gateway.admin("POST", "/reload")
+        answer = json.loads(body)
+        assert code == 500 and answer["parts"]["tls"]["ok"] is False, answer
+        assert answer["parts"]["identity"]["ok"] is False and "not applied" in answer["parts"]["identity"]["detail"], answer
+        assert status() == 401, "the new key was put in force although the TLS part was refused"
+
+        shutil.copy(ROOT / "certs-dev" / "globex" / "ca.crl.pem", tmp_path / "globex.crl.pem")
+        code, body, _ = gateway.admin("POST", "/reload")
+        answer = json.loads(body)
+        assert answer["parts"]["tls"]["ok"] is True and answer["parts"]["identity"]["ok"] is True, answer
+        assert status() == 200
+    finally:
+        assert gateway.stop() == 0, gateway.stderr

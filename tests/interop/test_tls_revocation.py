@@ -86,3 +86,96 @@ def test_a_certificate_revoked_between_two_connections_is_refused_on_the_resumed
     assert "Reused," in revoked and "Reused," in still_valid, revoked[-1500:]
     assert "HTTP/1.1 200" in still_valid, still_valid[-1500:]
     assert "HTTP/1.1 401" in revoked and "HTTP/1.1 200" not in revoked, revoked[-1500:]
+
+
+def _gateway_with_own_crl(tmp_path, audit):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    shutil.copy(DEV / "acme" / "ca.crl.pem", tmp_path / "acme.crl.pem")
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text().replace('"certs-dev/', f'"{DEV}/'))
+    config["tenants"]["acme"]["crl"] = [str(tmp_path / "acme.crl.pem")]
+    config["policies"] = str(ROOT / "policies")
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    process, port, _ = start("--config", str(tmp_path / "config.json"), "--listen", "127.0.0.1:0", "--audit-log", str(audit),
+                             "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}/mcp")
+    log: list = []
+    threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True).start()
+    return upstream, process, port, log
+
+
+def _keep_alive_connection(port, agent):
+    import http.client
+    import ssl
+    context = ssl.create_default_context(cafile=str(DEV / "gateway-ca.pem"))
+    context.load_cert_chain(DEV / "acme" / "agents" / f"{agent}.pem", DEV / "acme" / "agents" / f"{agent}.key")
+    return http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+
+
+def _call(connection, headers=None):
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    connection.request("POST", "/mcp", body, {"Content-Type": "application/json",
+                                              "Accept": "application/json, text/event-stream", **(headers or {})})
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+def test_a_certificate_revoked_while_its_connection_is_open_is_refused_on_that_connection(tmp_path):
+    """A CRL reload reaches connections that are already open: the next request of the revoked agent's keep-alive
+    connection is refused (401, recorded as certificate_refused), another agent's open connection goes on."""
+    audit = tmp_path / "audit.jsonl"
+    upstream, process, port, log = _gateway_with_own_crl(tmp_path, audit)
+    try:
+        revoked, valid = _keep_alive_connection(port, "bot1"), _keep_alive_connection(port, "bot2")
+        assert _call(revoked)[0] == 200 and _call(valid)[0] == 200
+        revoke(tmp_path / "acme.crl.pem", "bot1")
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(log, "TLS reloaded"), "".join(log)
+        status, body = _call(revoked)
+        assert status == 401 and "certificate_refused" in body, body
+        assert _call(valid)[0] == 200
+        assert _call(valid)[0] == 200, "the other agent's connection is checked again on every request"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [r for r in records if r.get("rule") == "certificate_refused"]
+    assert len(refused) == 1 and "reloaded trust" in refused[0]["reason"], refused
+
+
+def test_a_resumed_session_whose_certificate_was_revoked_is_refused_even_with_a_valid_token(tmp_path, mcpgw):
+    """The revoked certificate of a resumed session is not taken for no certificate: a bearer token on that
+    connection does not make it a token-only caller."""
+    status, token = mcpgw("issue-token", "--tenant", "acme", "--agent", "bot1")
+    assert status == 0, token
+    audit = tmp_path / "audit.jsonl"
+    upstream, process, port, log = _gateway_with_own_crl(tmp_path, audit)
+    import subprocess
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    request = ("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+               "Accept: application/json, text/event-stream\r\n"
+               f"Authorization: Bearer {token.strip()}\r\n"
+               f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n{body}")
+    base = DEV / "acme" / "agents" / "bot1"
+
+    def s_client(resume):
+        command = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-servername", "localhost", "-tls1_3",
+                   "-CAfile", str(DEV / "gateway-ca.pem"), "-cert", f"{base}.pem", "-key", f"{base}.key",
+                   "-ign_eof", "-sess_in" if resume else "-sess_out", str(tmp_path / "bot1.session")]
+        return subprocess.run(command, input=request, capture_output=True, text=True, timeout=30).stdout
+    try:
+        assert "HTTP/1.1 200" in s_client(resume=False)
+        revoke(tmp_path / "acme.crl.pem", "bot1")
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(log, "TLS reloaded"), "".join(log)
+        resumed = s_client(resume=True)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    assert "Reused," in resumed, resumed[-1500:]
+    assert "HTTP/1.1 401" in resumed and "certificate_refused" in resumed, resumed[-1500:]
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert any(r.get("rule") == "certificate_refused" and "resumed" in r["reason"] for r in records), records

@@ -40,6 +40,10 @@ struct ExchangeDecisions {
     /// The caller's principal, or the refusal (401, or 403 for credentials that disagree) with its record. With
     /// `cheapOnly`, nil when that needs a fresh signature check (worth leaving the event loop for).
     func authenticate(_ request: ExchangeRequest, cheapOnly: Bool = false) -> Result<Principal, Refusal>? {
+        if let refusal = request.handshake?.peerCertificateRefusal {
+            // A certificate that no longer verifies: never served as a caller without one (a token alone would pass).
+            return .failure(authenticationRefusal(request, .certificateRefused(refusal)))
+        }
         let error: AuthenticationError
         switch Self.bearerToken(request.head.headers) {
         case .failure(let failure):
@@ -83,6 +87,9 @@ struct ExchangeDecisions {
     /// The principal for an opaque token its authorization server vouched for, with the client certificate (if any)
     /// agreeing on tenant and agent.
     func introspected(_ request: ExchangeRequest, _ principal: Principal) -> Result<Principal, Refusal> {
+        if let refusal = request.handshake?.peerCertificateRefusal {
+            return .failure(authenticationRefusal(request, .certificateRefused(refusal)))
+        }
         guard let certificate = request.handshake?.peerCertificate else { return .success(principal) }
         do throws(AuthenticationError) {
             let fromCertificate = try services.authenticator.certificates.principal(for: certificate, now: Date())

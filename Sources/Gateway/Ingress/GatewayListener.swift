@@ -69,8 +69,13 @@ public final class GatewayListener: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
+                    var tlsTrust: MCPConnectionHandler.TLSTrust?
                     if let tlsContext {
-                        try pipeline.addHandler(TLSHandler(context: tlsContext.current, logger: logger))
+                        // The generation first: a reload between the two reads makes the connection check once more.
+                        let generation = tlsContext.generation
+                        let handler = TLSHandler(context: tlsContext.current, logger: logger)
+                        try pipeline.addHandler(handler)
+                        tlsTrust = .init(contexts: tlsContext, handler: handler, generation: generation)
                     }
                     let deadlines = ClientDeadlines(
                         idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
@@ -87,7 +92,8 @@ public final class GatewayListener: Sendable {
                         ByteToMessageHandler(
                             HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes), maximumBufferSize: Self.maximumUnframedBytes))
                     try pipeline.addHandler(
-                        MCPConnectionHandler(services: services, deadlines: deadlines, responseEncoder: responseEncoder))
+                        MCPConnectionHandler(
+                            services: services, deadlines: deadlines, responseEncoder: responseEncoder, tlsTrust: tlsTrust))
                 }
             }
         let channel: any Channel

@@ -58,7 +58,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// framed).
     private var closesAfterExchange: Bool { draining || unreadableRest }
 
-    init(services: GatewayServices?, deadlines: ClientDeadlines, responseEncoder: ClientResponseEncoder) {
+    /// The listener's TLS contexts, this connection's TLS handler, and the contexts' generation its handshake was
+    /// verified against (a connection open across a reload of the trust has its client certificate checked again).
+    struct TLSTrust {
+        let contexts: TLSContextStore
+        let handler: TLSHandler
+        var generation: Int
+    }
+
+    private var tlsTrust: TLSTrust?
+
+    init(services: GatewayServices?, deadlines: ClientDeadlines, responseEncoder: ClientResponseEncoder, tlsTrust: TLSTrust? = nil) {
+        self.tlsTrust = tlsTrust
         self.services = services
         self.decisions = services.map(ExchangeDecisions.init)
         self.deadlines = deadlines
@@ -77,6 +88,17 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+
+    /// A connection with a client certificate that outlived a reload of the TLS trust (a CRL that revokes it, its CA
+    /// removed): its certificate is verified again against the trust in force, so each request is decided as a new
+    /// connection's would be. One atomic read per request otherwise.
+    private func recheckClientCertificateAfterReload() {
+        guard handshake?.peerCertificate != nil, let trust = tlsTrust else { return }
+        let generation = trust.contexts.generation
+        guard generation != trust.generation else { return }
+        tlsTrust!.generation = generation
+        if let rechecked = trust.handler.handshakeRechecked(against: trust.contexts.current) { handshake = rechecked }
+    }
 
     // MARK: - Channel events
 
@@ -222,6 +244,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard case .authenticate = machine.requestHead(head) else { return close() }
         let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
         let requestID = services?.requestIDs.next() ?? "-"
+        recheckClientCertificateAfterReload()
         request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
         request!.trace = TraceContext.of(head.headers, meta: nil)
         plan = nil
@@ -254,10 +277,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case Self.legacyMessagesPath: transport = .legacyMessages
         default:
             // A tenant's own MCP endpoint, `/tenants/<tenant>` + the MCP path: the same endpoint, which tells an
-            // unauthenticated client where its tenant's OAuth metadata is.
-            if let services, let tenant = OAuthResources.tenant(inPath: path, mcpPath: services.mcpPath),
-                services.policy.snapshot.tenants[tenant] != nil
-            {
+            // unauthenticated client where its tenant's OAuth metadata is. Any tenant name is an endpoint, served only
+            // to that tenant's principals: one without credentials gets the same 401 for a tenant that does not exist
+            // as for one that does, and another tenant's principal the same 403, so the answers list no tenants.
+            if let services, let tenant = OAuthResources.tenant(inPath: path, mcpPath: services.mcpPath) {
                 transport = .streamableHTTP
                 request!.pathTenant = tenant
             }
