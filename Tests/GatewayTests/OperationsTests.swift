@@ -1,5 +1,8 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
 import StrictJSON
 import TLS
 import TestSupport
@@ -231,6 +234,103 @@ struct AdminTLSTests {
                 refused == nil || refused?.status == 0,
                 "\(agent ?? "no certificate"): \(refused?.status ?? 0) \(refused?.body.prefix(80) ?? "")")
         }
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
+/// The admin listener's own bounds: connections in all and per source, idle and request-head deadlines, and the Host
+/// check that keeps a rebinding web page out.
+@Suite("Admin listener limits", .serialized)
+struct AdminLimitsTests {
+    static func bind(_ gateway: GatewayFixture, limits: AdminListener.Limits) async throws -> AdminListener {
+        try await AdminListener.bind(
+            address: ListenAddress(host: "127.0.0.1", port: 0), tls: nil, services: gateway.services,
+            operations: .init(reload: { ReloadReport() }), logger: Logger(label: "admin-test"), limits: limits)
+    }
+
+    static func healthz(_ port: Int, from source: String = "127.0.0.1", _ extra: [String] = []) async throws -> Int {
+        let result = try await ExternalProcess.run(
+            ["curl", "-s", "--max-time", "5", "--interface", source, "-o", "/dev/null", "-w", "%{http_code}"] + extra
+                + ["http://127.0.0.1:\(port)/healthz"])
+        return Int(result.stdout) ?? 0
+    }
+
+    @Test("a source holding its share of admin connections is refused more; another source is served")
+    func connectionsPerSource() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var limits = AdminListener.Limits()
+        limits.maximumConnectionsPerSource = 2
+        let admin = try await Self.bind(gateway, limits: limits)
+        let port = admin.localAddress.port!
+        let held = [
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
+        ]
+        var refused = try await Self.healthz(port)
+        for _ in 0..<20 where refused == 200 {
+            try await Task.sleep(for: .milliseconds(50))  // the held sockets may not have been accepted yet (bounded)
+            refused = try await Self.healthz(port)
+        }
+        #expect(refused != 200)
+        #expect(try await Self.healthz(port, from: "127.0.0.2") == 200)
+        for channel in held { try await channel.close() }
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an admin connection whose request head trickles past its deadline, or that stays silent, is closed")
+    func deadlines() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var limits = AdminListener.Limits()
+        limits.requestHeadTimeout = .milliseconds(300)
+        limits.idleTimeout = .milliseconds(600)
+        let admin = try await Self.bind(gateway, limits: limits)
+        let port = admin.localAddress.port!
+        for partial in ["GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", ""] {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port)
+                .get()
+            if !partial.isEmpty { try await channel.writeAndFlush(ByteBuffer(string: partial)) }
+            // Closed by the gateway, not by this watchdog (which only bounds the test on a loaded machine).
+            let watchdogClosed = NIOLockedValueBox(false)
+            let watchdog = Task {
+                try await Task.sleep(for: .seconds(30))
+                watchdogClosed.withLockedValue { $0 = true }
+                try await channel.close()
+            }
+            try await channel.closeFuture.get()
+            watchdog.cancel()
+            #expect(
+                !watchdogClosed.withLockedValue { $0 }, "the gateway kept the connection (\(partial.isEmpty ? "silent" : "partial head"))")
+        }
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("Host must be one, with a numeric port: none, two, or 'evil.example:1:2' are refused on a plain HTTP admin listener")
+    func hostChecks() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let admin = try await Self.bind(gateway, limits: AdminListener.Limits())
+        let port = admin.localAddress.port!
+        #expect(try await Self.healthz(port) == 200)
+        #expect(try await Self.healthz(port, ["-H", "Host: [::1]:80"]) == 200)
+        #expect(try await Self.healthz(port, ["-H", "Host:"]) == 403)
+        #expect(try await Self.healthz(port, ["-H", "Host: evil.example:1:2"]) == 403)
+        // Two Host headers (curl sends only one of them): a raw request.
+        let twice = try await ExternalProcess.run([
+            "python3", "-c",
+            "import socket; s = socket.create_connection(('127.0.0.1', \(port))); "
+                + "s.sendall(b'GET /healthz HTTP/1.1\\r\\nHost: 127.0.0.1\\r\\nHost: evil.example\\r\\n\\r\\n'); "
+                + "print(s.recv(100).split()[1].decode())",
+        ])
+        #expect(twice.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "403", "\(twice.stdout) \(twice.stderr)")
+        #expect(try await Self.healthz(port, ["-H", "Host: evil.example"]) == 403)
         try await admin.close()
         try await gateway.stop()
         await upstream.stop()

@@ -20,6 +20,23 @@ public final class AdminListener: Sendable {
         self.localAddress = channel.localAddress!
     }
 
+    /// How much of the process the admin listener's clients may hold: connections (in all and per source: an IPv4
+    /// address or an IPv6 /64), how long a connection may stay silent, and how long a request head may take to arrive.
+    public struct Limits: Sendable {
+        /// Connections open at once (more are closed at accept).
+        public var maximumConnections = 64
+        /// Connections one source may hold.
+        public var maximumConnectionsPerSource = 16
+        /// A connection with no traffic for this long is closed.
+        public var idleTimeout = TimeAmount.seconds(60)
+        /// A request head must arrive whole within this time from its first byte (a body, which no admin request
+        /// needs, at 1 KiB/s on average after 5 s).
+        public var requestHeadTimeout = TimeAmount.seconds(10)
+
+        /// The defaults: 64 connections, 16 per source, 60 s idle, 10 s for a head.
+        public init() {}
+    }
+
     /// What `/readyz` checks and `POST /reload` does, supplied by the process that runs the gateway.
     public struct Operations: Sendable {
         /// Reloads policies, identity, TLS and the audit file; the report of what changed.
@@ -38,17 +55,34 @@ public final class AdminListener: Sendable {
     /// that replaces it applies to new connections) and serves `services`' health, readiness and metrics.
     public static func bind(
         address: ListenAddress, tls: TLSContextStore?, services: GatewayServices, operations: Operations, logger: Logger,
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, limits: Limits = Limits()
     ) async throws -> AdminListener {
+        let connections = ConnectionRegistry()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                // Whoever can reach the listener can open connections before any TLS work: capped in all and per
+                // source, like the MCP listener's, so they cannot take the process's descriptors.
+                if connections.admit(channel, maximum: limits.maximumConnections, perSource: limits.maximumConnectionsPerSource) != nil {
+                    if connections.shouldLogRefusal() {
+                        logger.warning(
+                            "admin connection refused: the admin listener holds its connections",
+                            metadata: ["peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")"])
+                    }
+                    return channel.close()
+                }
+                return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
                     if let tls { try pipeline.addHandler(TLSHandler(context: tls.current, logger: logger)) }
+                    let deadlines = ClientDeadlines(
+                        idleTimeout: limits.idleTimeout, headTimeout: limits.requestHeadTimeout, minimumBytesPerSecond: 1024,
+                        gracePeriod: .seconds(5))
+                    try pipeline.addHandler(deadlines)
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
                     try pipeline.addHandler(
-                        AdminHandler(services: services, operations: operations, plainHTTPHost: tls == nil ? address.host : nil))
+                        AdminHandler(
+                            services: services, operations: operations, plainHTTPHost: tls == nil ? address.host : nil,
+                            deadlines: deadlines))
                 }
             }
         let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
@@ -101,36 +135,67 @@ private final class AdminHandler: ChannelInboundHandler {
         return pool
     }()
 
-    init(services: GatewayServices, operations: AdminListener.Operations, plainHTTPHost: String?) {
+    /// The connection's idle and request-head deadlines.
+    let deadlines: ClientDeadlines
+
+    init(services: GatewayServices, operations: AdminListener.Operations, plainHTTPHost: String?, deadlines: ClientDeadlines) {
         self.services = services
         self.operations = operations
         self.plainHTTPHost = plainHTTPHost
+        self.deadlines = deadlines
+    }
+
+    /// A connection silent for the idle timeout, or whose request head took longer than its deadline, is closed.
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ConnectionIdle || event is SlowClientDetected { return context.close(promise: nil) }
+        context.fireUserInboundEventTriggered(event)
     }
 
     /// Why a request is not for this listener: sent by a browser (it carries `Origin`: a page's cross-site POST, or a
     /// read after DNS rebinding), or, without TLS, naming a host that is not this listener's.
     func foreignRequestProblem(_ head: HTTPRequestHead) -> String? {
         if head.headers.contains(name: "origin") { return "the admin listener does not serve browsers (Origin present)" }
-        guard let listen = plainHTTPHost, let host = head.headers.first(name: "host") else { return nil }
+        let hosts = head.headers["host"]
+        // HTTP/1.1 requires exactly one Host (RFC 9112 §3.2); two could be read differently here and by a proxy.
+        if hosts.count > 1 || (hosts.isEmpty && (head.version.major > 1 || head.version.minor >= 1)) {
+            return "exactly one Host header is required"
+        }
+        guard let listen = plainHTTPHost, let host = hosts.first else { return nil }
         var name = Substring(host)
+        var bracketed = false
         if name.hasPrefix("[") {
             name = name.dropFirst().prefix { $0 != "]" }
+            bracketed = true
         } else if let colon = name.lastIndex(of: ":") {
+            guard name[name.index(after: colon)...].allSatisfy({ $0.isASCII && $0.isNumber }) else {
+                return "Host '\(host.prefix(100))' has a malformed port"
+            }
             name = name[..<colon]
         }
         let lowered = name.lowercased()
-        let isIPAddress = !lowered.isEmpty && (lowered.contains(":") || lowered.allSatisfy { $0.isNumber || $0 == "." })
+        // A colon belongs only to a bracketed IPv6 literal; an unbracketed name with one (`evil.example:1:2`) is none.
+        let isIPAddress =
+            !lowered.isEmpty
+            && (bracketed
+                ? lowered.allSatisfy { $0.isHexDigit || $0 == ":" || $0 == "." }
+                : lowered.allSatisfy { ($0.isASCII && $0.isNumber) || $0 == "." })
         if isIPAddress || lowered == "localhost" || lowered == listen.lowercased() { return nil }
         return "Host '\(host.prefix(100))' is not this listener (use its address)"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
-        case .head(let request): head = request
+        case .head(let request):
+            head = request
+            // No admin request needs a body; one that comes is read (and dropped) at a minimum rate, or cut.
+            deadlines.headReceived(
+                expectsBody: request.headers.contains(name: "transfer-encoding")
+                    || (request.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
         case .body: break
         case .end:
             guard let head else { return }
             self.head = nil
+            deadlines.bodyReceived()
             route(head, context)
         }
     }
@@ -196,6 +261,7 @@ private final class AdminHandler: ChannelInboundHandler {
             context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(bytes: body)))), promise: nil)
         }
         let ended = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        deadlines.exchangeFinished()
         if !keepAlive {
             let channel = context.channel
             ended.whenComplete { _ in channel.close(promise: nil) }
