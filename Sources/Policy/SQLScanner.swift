@@ -106,20 +106,48 @@ enum SQLScanner {
         for index in stride(from: code.count - 1, through: 0, by: -1) {
             nextNonSemicolon[index] = code[index].kind == .semicolon ? nextNonSemicolon[index + 1] : index
         }
-        /// Whether `code[index]` is a function name followed by its argument list.
+        /// Whether `code[index]` is a function name followed by its argument list. The name may be quoted: `"pg_sleep"(10)`,
+        /// `` `sleep`(5) `` and `[sleep](5)` are calls of those functions.
         func call(_ index: Int) -> Bool {
-            guard word(index) != nil, symbol(index + 1, "(") else { return false }
+            guard index < code.count, code[index].name != nil, symbol(index + 1, "(") else { return false }
             return code[index].end == code[index + 1].start || groups.looksLikeSQL(open: index + 1)
         }
-        /// The index after a comparison operator starting at `index`, if one starts there.
+        /// The index after a constant expression starting at `index`, if one starts there: a literal with any signs
+        /// (`-1`), a prefixed literal (`N'a'`, `b'1'`, `x'41'`, `_utf8mb4'a'`), a server variable (`@@version`),
+        /// arithmetic on those (`2-1`), and a `COLLATE` after it. A few terms at most: the scan stays linear.
+        func constantEnd(_ start: Int) -> Int? {
+            var end = start
+            for term in 0..<4 {
+                var index = end
+                while index < end + 8, symbol(index, "-") || symbol(index, "+") || symbol(index, "~") { index += 1 }
+                guard index < code.count else { return term == 0 ? nil : end }
+                if code[index].isConstant {
+                    end = index + 1
+                } else if let prefix = word(index),
+                    prefix == "n" || prefix == "b" || prefix == "x" || prefix == "e" || prefix.hasPrefix("_"),
+                    index + 1 < code.count, code[index + 1].kind == .string, code[index].end == code[index + 1].start
+                {
+                    end = index + 2
+                } else if symbol(index, "@"), symbol(index + 1, "@"), word(index + 2) != nil {
+                    end = index + 3
+                } else {
+                    return term == 0 ? nil : end - 1
+                }
+                if word(end) == "collate", code.indices.contains(end + 1), code[end + 1].name != nil { end += 2 }
+                guard symbol(end, "-") || symbol(end, "+") || symbol(end, "*") || symbol(end, "/") || symbol(end, "%") else { break }
+                end += 1
+            }
+            return end
+        }
+        /// The index after a comparison operator starting at `index`, if one starts there (`=`, `<>`, `!=`, `<=>`, …).
         func comparison(_ index: Int) -> Int? {
             guard index < code.count else { return nil }
             if case .symbol(let op) = code[index].kind,
                 [UInt8(ascii: "="), UInt8(ascii: "<"), UInt8(ascii: ">"), UInt8(ascii: "!")].contains(op)
             {
                 var next = index + 1
-                if case .symbol(let second)? = next < code.count ? code[next].kind : nil,
-                    second == UInt8(ascii: "=") || second == UInt8(ascii: ">")
+                while next < index + 3, case .symbol(let more)? = next < code.count ? code[next].kind : nil,
+                    more == UInt8(ascii: "=") || more == UInt8(ascii: ">")
                 {
                     next += 1
                 }
@@ -215,9 +243,8 @@ enum SQLScanner {
             var next = index + 1
             while next < index + 32, word(next) == "not" || symbol(next, "!") || symbol(next, "(") || symbol(next, "~") { next += 1 }
             let name = text.uppercased()
-            if constant(next) {
-                let after = next + 1
-                // OR 1, OR true--, OR 'a' LIMIT …: a condition that is always true.
+            if let after = constantEnd(next) {
+                // OR 1, OR -1, OR 2-1, OR @@version, OR true--, OR 'a' LIMIT …: a condition that is always true.
                 if text == "or" || text == "xor" {
                     if after >= code.count { return "tautology after \(name)" }
                     if let following = word(after), ["or", "and", "limit", "order", "group", "union", "having"].contains(following) {
@@ -226,14 +253,25 @@ enum SQLScanner {
                 }
                 if let right = comparison(after) {
                     var operand = right
-                    while symbol(operand, "(") || symbol(operand, "-") { operand += 1 }
-                    if constant(operand) { return "tautology after \(name)" }
+                    while operand < right + 8, symbol(operand, "(") || word(operand) == "not" { operand += 1 }
+                    // 1=1, 'a'<=>'a', N'a'=N'a', 1 IS NOT NULL.
+                    if constantEnd(operand) != nil { return "tautology after \(name)" }
                     if blind && (word(operand) == "select" || word(operand) == "case" || call(operand)) {
                         return "blind-injection condition after \(name)"
                     }
                 }
             }
             guard blind else { return nil }
+            // OR id=id: a column compared with itself (by a comparison symbol, not prose's "is"), ending the value or
+            // followed by what follows a condition ("this or that = that one" is prose).
+            if text == "or" || text == "xor", let left = code.indices.contains(next) ? code[next].name : nil, !call(next),
+                next + 1 < code.count, case .symbol = code[next + 1].kind, let right = comparison(next + 1),
+                right < code.count, code[right].name == left,
+                right + 1 == code.count || code[right + 1].kind == .string
+                    || word(right + 1).map(["or", "and", "xor", "limit", "order", "group", "union", "having"].contains) == true
+            {
+                return "tautology after \(name)"
+            }
             if let following = word(next), following == "select" || following == "exists" || following == "case" {
                 return "\(following.uppercased()) in a condition after \(name)"
             }

@@ -95,6 +95,32 @@ struct PolicySemanticsTests {
         #expect((decision.outcome == .allow) == allowed, "\(query): \(decision.reason)")
     }
 
+    @Test(
+        "sql_injection sees calls of quoted function names and tautologies written with signs, arithmetic, <=>, IS NOT NULL, prefixed literals, server variables, COLLATE and a column compared with itself",
+        arguments: [
+            // Found in review: a quoted name is a call all the same (SQLite, MySQL, PostgreSQL and SQL Server run these).
+            (#"1 OR "pg_sleep"(10)"#, false), ("1 AND `sleep`(5)", false), ("1 AND [sleep](5)", false),
+            (#"1 AND "randomblob"(300000000)"#, false), ("x' and `updatexml`(1,concat(0x7e,user()),1) and '", false),
+            ("1 or `load_file`(0x2f)", false), (#"1 AND "load_extension"('x')"#, false),
+            // Found in review: always-true conditions.
+            ("1 OR -1", false), ("1 OR +1", false), ("1 OR 2-1", false), ("1 OR 1<=>1", false), ("1 OR 1 IS NOT NULL", false),
+            ("1 OR id=id", false), ("x' OR name=name AND 'a", false), ("1 or @@version", false), ("1 OR b'1'", false),
+            ("x' OR 'a'<=>'a", false),
+            ("x' OR N'a'=N'a", false), ("x' OR 'a' COLLATE utf8mb4_bin = 'a", false),
+            // Prose and ordinary values stay allowed.
+            ("Tom or Jerry", true), ("rock and roll", true), ("pick 1 or 2 apples", true), ("pay 5 or -1 later", true),
+            ("either this or that = that one", true), ("x-1", true), ("O'Brien", true),
+        ])
+    func sqlInjectionDetector(value: String, allowed: Bool) throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"Q","action":"allow","tools":["q"],"args":{"v":{"detectors":["sql_injection"]}}}]}"#
+        )
+        let decision = set.evaluate(
+            PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "q", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+        #expect((decision.outcome == .allow) == allowed, "\(value): \(decision.reason)")
+    }
+
     @Test("text with more than 30 combining marks in a row is refused, not normalised (reordering it is quadratic)")
     func streamSafeText() throws {
         let set = try PolicyFixtures.set(
