@@ -298,7 +298,7 @@ struct ExchangeDecisions {
             let tool = message.params?.objectValue?["name"]?.stringValue,
             let mismatch = services.toolHeaders.mismatch(
                 tenant: principal.tenant, tool: tool, arguments: message.params?.objectValue?["arguments"],
-                header: { head.headers.first(name: $0) })
+                headers: head.headers)
         {
             return .refusing(
                 Refusal(
