@@ -14,6 +14,11 @@ public struct GatewayLimits: Sendable, Hashable {
     public var upstreamIdleStreamTimeout: Duration = .seconds(300)
     /// Largest list response the gateway buffers to filter (larger ones are refused with 502).
     public var maximumFilteredResponseBytes: Int = 16 * 1024 * 1024
+    /// Bytes one tenant's answers held whole may take at once (collected lists and task answers, SSE events being
+    /// assembled, collected answers not yet read by their client); `503` beyond.
+    public var maximumHeldResponseBytesPerTenant: Int = 64 * 1024 * 1024
+    /// Bytes all tenants' answers held whole may take at once; `503` beyond.
+    public var maximumHeldResponseBytes: Int = 512 * 1024 * 1024
     /// Upstream connections open at once to one upstream (`scheme://host:port`), over all event loops.
     public var maximumUpstreamConnections: Int = 512
     /// Requests one tenant may have in flight upstream at once (503 beyond).

@@ -43,7 +43,8 @@ struct ConfigurationFile {
     ]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
-        "max_filtered_response_bytes", "max_connections", "max_connections_per_source", "upstream_connect_timeout_seconds",
+        "max_filtered_response_bytes", "max_held_response_bytes_per_tenant", "max_held_response_bytes", "max_connections",
+        "max_connections_per_source", "upstream_connect_timeout_seconds",
         "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_streams_per_tenant",
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
         "max_large_decisions_per_tenant", "max_rate_limit_buckets_per_tenant", "costly_decision_ms",
@@ -147,6 +148,9 @@ struct ConfigurationFile {
             limits.maximumJSONDepth = try reader.int("max_json_depth", in: 1...512) ?? limits.maximumJSONDepth
             limits.upstreamTimeout = .seconds(try positive("upstream_timeout_seconds") ?? 30)
             limits.maximumFilteredResponseBytes = try positive("max_filtered_response_bytes") ?? limits.maximumFilteredResponseBytes
+            limits.maximumHeldResponseBytesPerTenant =
+                try positive("max_held_response_bytes_per_tenant") ?? limits.maximumHeldResponseBytesPerTenant
+            limits.maximumHeldResponseBytes = try positive("max_held_response_bytes") ?? limits.maximumHeldResponseBytes
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
             maximumConnections = try positive("max_connections") ?? maximumConnections

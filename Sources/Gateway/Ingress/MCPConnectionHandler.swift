@@ -38,6 +38,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
+    /// Bytes this exchange holds of an answer seen whole (`HeldResponseBytes`), and the tenant they count against.
+    private var heldBytes = 0
+    private var heldTenant = ""
     private var upstream: UpstreamConnection?
     /// Bumped for every request, so results of off-loop work for an earlier one are recognised and dropped.
     private var generation = 0
@@ -152,6 +155,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         finishAudit(
             status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
         releaseBudgets()
+        releaseHeldBytes()
         context.fireChannelInactive()
     }
 
@@ -552,6 +556,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         releaseBudgets()
         endAuthenticationPause()
+        // A collected answer's bytes stay held until the client has taken its rewritten answer: one that does not read
+        // holds them, within the tenant's share, not the process's memory beyond it.
+        let collected = heldBytes > 0 ? (bytes: refusal.body.count, tenant: heldTenant) : nil
+        releaseHeldBytes()
         guard machine.answering(), let context, let request else { return }
         let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !closesAfterExchange
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
@@ -559,7 +567,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if request.head.method != .HEAD {
             var body = context.channel.allocator.buffer(capacity: refusal.body.count)
             body.writeBytes(refusal.body)
-            context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            if let collected, let held = services?.upstream.heldBytes {
+                _ = held.take(collected.bytes, tenant: collected.tenant, always: true)
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenComplete { _ in held.give(collected.bytes, tenant: collected.tenant) }
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: written)
+            } else {
+                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+            }
         }
         // The exchange moves on before the end is written: writing it may deliver the next pipelined request at once.
         let next = keepAlive ? machine.answerWritten() : .closeConnection
@@ -593,6 +608,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
         eventFilter = nil
+        releaseHeldBytes()
         deadlines.exchangeFinished()
         request = nil
         plan = nil
@@ -993,6 +1009,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         services.metrics.observe(records)
     }
 
+    /// Gives back the bytes of answer this exchange holds.
+    private func releaseHeldBytes() {
+        guard heldBytes > 0 else { return }
+        services?.upstream.heldBytes.give(heldBytes, tenant: heldTenant)
+        heldBytes = 0
+    }
+
     private func releaseBudgets() {
         guard !heldBudgets.isEmpty else { return }
         services?.upstream.budgets.release(heldBudgets)
@@ -1110,9 +1133,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func upstreamResponseBody(_ part: ByteBuffer) {
-        guard eventFilter != nil else { return perform(machine.upstreamBody(part)) }
+        guard eventFilter != nil else {
+            if case .collecting = machine.state, !hold(heldBytes + part.readableBytes) { return refuseHeldBytes() }
+            return perform(machine.upstreamBody(part))
+        }
         do {
             let events = try eventFilter!.feed(part)
+            guard hold(eventFilter!.pendingBytes) else {
+                // The event being assembled would take more than the tenant's share of held bytes: like an event too
+                // large to read, neither relayed unread nor held; the stream ends.
+                recordConnectionRefusal(
+                    "upstream SSE stream closed: its unfinished event would hold more than the bytes allowed for this tenant's answers",
+                    rule: "held_response_bytes")
+                eventFilter = nil
+                upstream?.cancel()
+                upstream = nil
+                return close()
+            }
             if !events.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: events))) }
         } catch {
             // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
@@ -1123,6 +1160,32 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             upstream = nil
             close()
         }
+    }
+
+    /// Makes this exchange hold `bytes` of answer in all (taking the difference from the tenant's share, or giving it
+    /// back); false, holding what it held, when the tenant's share or the total would be passed.
+    private func hold(_ bytes: Int) -> Bool {
+        guard bytes != heldBytes, let held = services?.upstream.heldBytes else { return true }
+        if bytes < heldBytes {
+            held.give(heldBytes - bytes, tenant: heldTenant)
+        } else {
+            if heldBytes == 0 { heldTenant = request?.principal?.tenant ?? "" }
+            guard held.take(bytes - heldBytes, tenant: heldTenant) else { return false }
+        }
+        heldBytes = bytes
+        return true
+    }
+
+    /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`, recorded,
+    /// and the upstream request cancelled.
+    private func refuseHeldBytes() {
+        upstream?.cancel()
+        upstream = nil
+        finishAudit(status: 503, note: "the answers held whole for this tenant (or for all tenants) reached their bound")
+        answer(
+            Refusal(
+                status: .serviceUnavailable, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
+                message: "the gateway holds as much of this tenant's answers as it may; try again", records: []))
     }
 
     func upstreamResponseEnd() {

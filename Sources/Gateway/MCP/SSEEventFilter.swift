@@ -18,6 +18,8 @@ struct SSEEventFilter {
     /// goes on as it came, JSON or not.
     var updateFilter: ListFilter?
     private var pending: [UInt8] = []
+    /// Bytes of the event being assembled, held until it is complete.
+    var pendingBytes: Int { pending.count }
     /// Where the scan for the end of the pending event resumes.
     private var scanned = 0
 

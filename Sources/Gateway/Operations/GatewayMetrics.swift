@@ -180,6 +180,7 @@ public final class GatewayMetrics: Sendable {
         let audit = services.audit
         gauge("mcpgw_audit_queue_bytes").record(Int64(audit.queuedBytes))
         gauge("mcpgw_audit_accepting").record(audit.isAccepting ? 1 : 0)
+        gauge("mcpgw_held_response_bytes").record(Int64(services.upstream.heldBytes.total))
         catchUp("mcpgw_audit_write_errors_total", to: audit.writeErrors)
         catchUp("mcpgw_audit_records_total", to: audit.writtenRecords)
         let vocabulary = self.vocabulary.withLock { $0 }

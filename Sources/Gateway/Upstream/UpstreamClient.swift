@@ -9,6 +9,8 @@ public final class UpstreamClient: Sendable {
     /// Tenants' legacy HTTP+SSE endpoints (`GET /sse` and the message endpoints it announces live there).
     private let legacyEndpoints: [String: UpstreamEndpoint]
     let budgets = UpstreamBudgets()
+    /// Bytes of answers held whole, per tenant and in all.
+    let heldBytes: HeldResponseBytes
     /// Counts of what the connections did, for metrics.
     let statistics = UpstreamStatistics()
     private let limits: GatewayLimits
@@ -43,6 +45,8 @@ public final class UpstreamClient: Sendable {
         self.legacyEndpoints = legacy
         self.limits = limits
         self.logger = logger
+        self.heldBytes = HeldResponseBytes(
+            maximumPerTenant: limits.maximumHeldResponseBytesPerTenant, maximumTotal: limits.maximumHeldResponseBytes)
     }
 
     /// The upstream of `tenant`, if one is configured.
