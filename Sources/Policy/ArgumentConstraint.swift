@@ -77,17 +77,18 @@ public struct ArgumentConstraint: Sendable, Hashable {
         if let problem = leaf.encodingProblem { return problem }
         // The cheap checks first: a value too long is refused before any detector or pattern reads it.
         if leaf.type != "key" {
-            let canonical = leaf.canonical
-            // Lengths count Unicode scalars: a "character" can carry any number of combining marks.
-            let length = canonical.unicodeScalars.count
-            if let maximumLength, length > maximumLength {
+            // Lengths count Unicode scalars: a "character" can carry any number of combining marks. The upper bounds
+            // hold for every form, the value as sent included (20 characters percent-encoded seven times are 43 KB
+            // for the tool); the lower one for the canonical value.
+            if let maximumLength, let length = leaf.forms.lazy.map(\.unicodeScalars.count).first(where: { $0 > maximumLength }) {
                 return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
             }
+            let length = leaf.canonical.unicodeScalars.count
             if let minimumLength, length < minimumLength {
                 return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
             }
-            if let maximumBytes, canonical.utf8.count > maximumBytes {
-                return "longer than \(maximumBytes) bytes (\(canonical.utf8.count))"
+            if let maximumBytes, let bytes = leaf.forms.lazy.map(\.utf8.count).first(where: { $0 > maximumBytes }) {
+                return "longer than \(maximumBytes) bytes (\(bytes))"
             }
         }
         if !denyTokens.isEmpty || !denyPatterns.isEmpty {
@@ -111,11 +112,13 @@ public struct ArgumentConstraint: Sendable, Hashable {
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
         if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
-        if !allowPatterns.isEmpty {
+        // Every form must be allowed, the value as sent included: the tool receives that one, and a backslash or a
+        // percent-escape the canonical form folds away must not pass a pattern that admits neither.
+        for form in allowPatterns.isEmpty ? [] : leaf.forms {
             var costly: LinearRegex?
             var allowed = false
             for pattern in allowPatterns {
-                switch pattern.search(canonical, steps: &searchSteps) {
+                switch pattern.search(form, steps: &searchSteps) {
                 case .matched: allowed = true
                 case .tooCostly: costly = pattern
                 case .notMatched: break
@@ -123,7 +126,10 @@ public struct ArgumentConstraint: Sendable, Hashable {
                 if allowed { break }
             }
             if !allowed, let costly { return "too long to search for allowed pattern /\(costly.pattern)/ (refused unexamined)" }
-            if !allowed { return "matches none of the allowed patterns" }
+            if !allowed {
+                return form == canonical
+                    ? "matches none of the allowed patterns" : "matches none of the allowed patterns as sent (before canonicalisation)"
+            }
         }
         if let path { return Self.pathProblem(canonical, path) }
         return nil

@@ -6,7 +6,9 @@ import Foundation
 ///
 /// Servers disagree on the rest, and each disagreement is a way out of a pattern's base, so a URI whose path depends
 /// on it cannot be read and is refused: a backslash (a separator on Windows, a name on POSIX); an encoded `/` or `\`
-/// (`%2f`, `%5c`: decoded before or after the path is split); encoding nested twice (`%252e`: decoded once or twice);
+/// (`%2f`, `%5c`: decoded before or after the path is split); an encoded `?` or `#` (`%3f`, `%23`) right after a dot
+/// segment (a server that decodes before it parses ends the path there: `/workspace/..%3F` is `/workspace/..` to it;
+/// elsewhere, as in `a%23b.txt`, it is a name's character either way); encoding nested twice (`%252e`: decoded once or twice);
 /// an empty segment (`//..` climbs from the root on POSIX, and is dropped by dot-segment removal); a segment that some
 /// server reads as `..` but RFC 3986 does not (`..;x`, `...`, `.. `); slash and dot look-alikes and characters that
 /// NFKC turns into `.`, `/` or `%` (`．．`, `‥`); control characters and invalid UTF-8.
@@ -33,7 +35,7 @@ enum ResourceURI {
         let queryStart = rest.firstIndex { $0 == "?" || $0 == "#" } ?? rest.endIndex
         let rawPath = String(rest[..<queryStart])
         let suffix = String(rest[queryStart...])
-        guard !rawPath.contains("\\"), !containsEncodedSeparator(rawPath) else { return nil }
+        guard !rawPath.contains("\\"), !containsEncodedDelimiter(rawPath) else { return nil }
         let (path, valid, _) = ArgumentCanonicalizer.percentDecodedValidating(rawPath)
         guard valid, ArgumentCanonicalizer.percentDecoded(path) == path else { return nil }  // nested encodings
         guard isUnambiguous(path) else { return nil }
@@ -44,14 +46,23 @@ enum ResourceURI {
         return scheme + ":" + authority + removeDotSegments(path) + suffix
     }
 
-    /// Whether `%2f` or `%5c` (any case) occurs.
-    private static func containsEncodedSeparator(_ text: String) -> Bool {
+    /// Whether `%2f` or `%5c` (any case) occurs, or `%3f` or `%23` right after a dot segment (`/..%3F`, `/.%23`).
+    private static func containsEncodedDelimiter(_ text: String) -> Bool {
         let bytes = Array(text.utf8)
         guard bytes.count >= 3 else { return false }
         for index in 0..<(bytes.count - 2) where bytes[index] == UInt8(ascii: "%") {
             let high = bytes[index + 1], low = bytes[index + 2] | 0x20
-            if (high == UInt8(ascii: "2") && low == UInt8(ascii: "f")) || (high == UInt8(ascii: "5") && low == UInt8(ascii: "c")) {
+            switch (high, low) {
+            case (UInt8(ascii: "2"), UInt8(ascii: "f")), (UInt8(ascii: "5"), UInt8(ascii: "c")):
                 return true
+            case (UInt8(ascii: "3"), UInt8(ascii: "f")), (UInt8(ascii: "2"), UInt8(ascii: "3")):
+                // What the segment holds before it, decoded: a dot segment there is where a decode-then-parse server
+                // would end the path.
+                let start = bytes[..<index].lastIndex(of: UInt8(ascii: "/")).map { $0 + 1 } ?? 0
+                let before = ArgumentCanonicalizer.percentDecoded(String(decoding: bytes[start..<index], as: UTF8.self))
+                if before == "." || before == ".." { return true }
+            default:
+                continue
             }
         }
         return false

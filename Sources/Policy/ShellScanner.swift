@@ -12,6 +12,8 @@
 /// - parameter expansion: `${`, `$NAME`, and the special parameters `$?`, `$$`, `$!`, `$#`, `$*`, `$@` (positional
 ///   `$1` is not reported: it would make every price a finding, and it expands to text, never to a command);
 /// - ANSI-C quoting `$'…'`, which spells any byte (`$'\x3b'`) and exists to hide characters;
+/// - a comment: `#` at the start of a word (the value's start, read bare, or after an unquoted blank), which makes the
+///   shell ignore the rest of the line (the options and pipes a tool puts after the value);
 /// - NUL, in any state.
 ///
 /// A character escaped for the state it is read in (`\;` bare, `\$` inside double quotes) is literal to the shell in
@@ -45,6 +47,8 @@ enum ShellScanner {
     static func finding(in bytes: [UInt8], from context: Context) -> String? {
         var state = context
         var index = 0
+        // Whether the byte at `index` starts a word (a `#` there starts a comment).
+        var atWordStart = context == .bare
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
         func found(_ what: String) -> String {
             context == .bare ? what : "\(what) (\(context.description))"
@@ -73,10 +77,13 @@ enum ShellScanner {
                 }
                 index += 1
             case .bare:
+                let startsWord = atWordStart
+                atWordStart = byte == 0x20 || byte == 0x09
                 switch byte {
                 case UInt8(ascii: "\\"):
                     index += 2  // escapes the next byte (an escaped newline joins lines)
                     continue
+                case UInt8(ascii: "#") where startsWord: return found("comment '#'")
                 case UInt8(ascii: "'"): state = .singleQuoted
                 case UInt8(ascii: "\""): state = .doubleQuoted
                 case UInt8(ascii: ";"): return found("command separator ';'")

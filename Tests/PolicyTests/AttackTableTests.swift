@@ -191,6 +191,9 @@ struct AttackTableTests {
     func benignShell() throws {
         #expect(try decide("globex", "convert_document", #"{"filename":"Q3 report (final).pdf"}"#).outcome == .allow)
         #expect(try decide("globex", "convert_document", #"{"filename":"price-$5.pdf"}"#).outcome == .allow)
+        // `#` inside a word is a character of it, not a comment.
+        #expect(try decide("globex", "convert_document", #"{"filename":"issue#42.pdf"}"#).outcome == .allow)
+        #expect(try decide("globex", "convert_document", #"{"filename":"a\\ #b.pdf"}"#).outcome == .deny, "the folded form reads `a/ #b`")
         // A shell would read `\;` as a literal semicolon, but the slash-folded form (`a/;b`) is checked too: fail closed.
         #expect(try decide("globex", "convert_document", #"{"filename":"a\\;b.pdf"}"#).outcome == .deny)
     }
@@ -201,6 +204,8 @@ struct AttackTableTests {
             ("'; reboot; '", "spliced into '…'"), ("x'$(id)'", "spliced into '…'"), ("\"; reboot; \"", "spliced into \"…\""),
             ("'`id`'", "spliced into '…'"), ("$'\\x3b'reboot", "ANSI-C"), ("a$?b", "special parameter"),
             ("\"$(id)\"", "command substitution"), ("a\u{0}b", "NUL byte"),
+            // Found in review: a comment cuts off what the tool puts after the value.
+            ("report.txt #", "comment"), ("#", "comment"), ("x' #", "comment"),
         ])
     func shellQuoting(filename: String, expected: String) throws {
         let json = try jsonLiteral(filename)

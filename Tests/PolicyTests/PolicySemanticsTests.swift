@@ -38,6 +38,9 @@ struct PolicySemanticsTests {
             ("file:///workspace/%252e%252e/secret", "deny"), ("file:///workspace/..%2f..%2fetc/passwd", "deny"),
             ("file:///workspace/..\\..\\etc/passwd", "deny"), ("file:///workspace/./../x", "deny"),
             ("file:///workspace/%00x", "deny"),
+            // Found in review: an encoded '?' or '#' after a dot segment ends the path for a server that decodes first.
+            ("file:///workspace/..%3F", "deny"), ("file:///workspace/..%23", "deny"), ("file:///workspace/a/../..%3f/etc", "deny"),
+            ("file:///workspace/%2e%2e%3F", "deny"), ("file:///workspace/a%23b.txt", "allow"), ("file:///workspace/what%3F.md", "allow"),
         ])
     func resourceURIs(uri: String, outcome: String) throws {
         let set = try PolicyFixtures.set(
@@ -119,6 +122,43 @@ struct PolicySemanticsTests {
             PolicyRequest(
                 tenant: "acme", agent: "bot1", target: "q", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
         #expect((decision.outcome == .allow) == allowed, "\(value): \(decision.reason)")
+    }
+
+    @Test(
+        "allow patterns and upper length bounds hold for the value as sent, not only its canonical form",
+        arguments: [
+            // Found in review: a backslash folded to '/' passed a pattern that admits neither; an encoded value passed a
+            // length bound its decoded form kept.
+            ("abc\\", false), ("a\\\\b", false), ("a%2Fb", false), ("plain-name_1.txt", true), ("a/b", true),
+        ])
+    func allowPatternOnEveryForm(value: String, allowed: Bool) throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"W","action":"allow","tools":["t"],"args":{"v":{"allow":["^[A-Za-z0-9_./-]+$"]}}}]}"#
+        )
+        let decision = set.evaluate(
+            PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+        #expect((decision.outcome == .allow) == allowed, "\(value): \(decision.reason)")
+    }
+
+    @Test("max_length and max_bytes count the longest form: 20 characters percent-encoded over and over are refused")
+    func lengthOfEveryForm() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"L","action":"allow","tools":["t"],"args":{"v":{"max_length":20}}},{"id":"B","action":"allow","tools":["u"],"args":{"v":{"max_bytes":20}}}]}"#
+        )
+        var encoded = String(repeating: "A", count: 20)
+        for _ in 0..<3 { encoded = encoded.unicodeScalars.map { "%" + String($0.value, radix: 16, uppercase: true) }.joined() }
+        for tool in ["t", "u"] {
+            func decide(_ value: String) -> PolicyDecision {
+                set.evaluate(
+                    PolicyRequest(
+                        tenant: "acme", agent: "bot1", target: tool,
+                        arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+            }
+            #expect(decide(String(repeating: "A", count: 20)).outcome == .allow)
+            let decision = decide(encoded)
+            #expect(decision.outcome == .deny && decision.reason.contains("longer than 20"), "\(tool): \(decision.reason)")
+        }
     }
 
     @Test("text with more than 30 combining marks in a row is refused, not normalised (reordering it is quadratic)")
