@@ -80,14 +80,14 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // Lengths count Unicode scalars: a "character" can carry any number of combining marks. The upper bounds
             // hold for every form, the value as sent included (20 characters percent-encoded seven times are 43 KB
             // for the tool); the lower one for the canonical value.
-            if let maximumLength, let length = leaf.forms.lazy.map(\.unicodeScalars.count).first(where: { $0 > maximumLength }) {
+            if let maximumLength, let length = leaf.checkedForms.lazy.map(\.unicodeScalars.count).first(where: { $0 > maximumLength }) {
                 return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
             }
             let length = leaf.canonical.unicodeScalars.count
             if let minimumLength, length < minimumLength {
                 return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
             }
-            if let maximumBytes, let bytes = leaf.forms.lazy.map(\.utf8.count).first(where: { $0 > maximumBytes }) {
+            if let maximumBytes, let bytes = leaf.checkedForms.lazy.map(\.utf8.count).first(where: { $0 > maximumBytes }) {
                 return "longer than \(maximumBytes) bytes (\(bytes))"
             }
         }
@@ -112,9 +112,9 @@ public struct ArgumentConstraint: Sendable, Hashable {
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
         if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
-        // Every form must be allowed, the value as sent included: the tool receives that one, and a backslash or a
-        // percent-escape the canonical form folds away must not pass a pattern that admits neither.
-        for form in allowPatterns.isEmpty ? [] : leaf.forms {
+        // The value as sent must be allowed too when it holds what canonicalisation folds away (a backslash, a
+        // percent-escape): the tool receives that one.
+        for form in allowPatterns.isEmpty ? [] : leaf.checkedForms {
             var costly: LinearRegex?
             var allowed = false
             for pattern in allowPatterns {
@@ -127,7 +127,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
             if !allowed, let costly { return "too long to search for allowed pattern /\(costly.pattern)/ (refused unexamined)" }
             if !allowed {
-                return form == canonical
+                return form.utf8.elementsEqual(canonical.utf8)
                     ? "matches none of the allowed patterns" : "matches none of the allowed patterns as sent (before canonicalisation)"
             }
         }

@@ -15,6 +15,15 @@ public struct ArgumentValue: Sendable, Hashable {
     public let forms: [String]
     /// The final canonical form: fully percent-decoded, NFKC-normalised, backslashes folded to `/`.
     public var canonical: String { forms.last ?? raw }
+    /// The forms allow patterns and upper length bounds check: the canonical one, and the value as sent when it holds a
+    /// `%` or a backslash (which canonicalisation folds away, but the tool receives). A value that differs only by
+    /// Unicode normalisation (decomposed text, as macOS writes file names) is checked as canonical only.
+    public var checkedForms: [String] {
+        guard raw.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "\\") }), raw != canonical else {
+            return [canonical]
+        }
+        return [raw, canonical]
+    }
     /// Why the value cannot be read unambiguously (percent-encoding nested past the bound, or decoding to invalid
     /// UTF-8 such as the overlong `%c0%af`); any constraint refuses such a value.
     public let encodingProblem: String?

@@ -58,7 +58,10 @@ enum ResourceURI {
             case (UInt8(ascii: "3"), UInt8(ascii: "f")), (UInt8(ascii: "2"), UInt8(ascii: "3")):
                 // What the segment holds before it, decoded: a dot segment there is where a decode-then-parse server
                 // would end the path.
-                let start = bytes[..<index].lastIndex(of: UInt8(ascii: "/")).map { $0 + 1 } ?? 0
+                // Only a segment start of at most six bytes can decode to `.` or `..` (`%2e%2e`): looked at only then,
+                // so the scan stays linear however many delimiters a segment holds.
+                let start = (max(0, index - 7)..<index).last { bytes[$0] == UInt8(ascii: "/") }.map { $0 + 1 } ?? (index <= 6 ? 0 : -1)
+                guard start >= 0 else { continue }
                 let before = ArgumentCanonicalizer.percentDecoded(String(decoding: bytes[start..<index], as: UTF8.self))
                 if before == "." || before == ".." { return true }
             default:

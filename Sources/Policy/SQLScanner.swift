@@ -243,7 +243,9 @@ enum SQLScanner {
             var next = index + 1
             while next < index + 32, word(next) == "not" || symbol(next, "!") || symbol(next, "(") || symbol(next, "~") { next += 1 }
             let name = text.uppercased()
-            if let after = constantEnd(next) {
+            if let end = constantEnd(next) {
+                var after = end
+                while after < end + 8, symbol(after, ")") { after += 1 }  // OR (1)=(1), OR(1)--
                 // OR 1, OR -1, OR 2-1, OR @@version, OR true--, OR 'a' LIMIT …: a condition that is always true.
                 if text == "or" || text == "xor" {
                     if after >= code.count { return "tautology after \(name)" }

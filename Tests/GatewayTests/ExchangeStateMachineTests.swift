@@ -233,6 +233,7 @@ struct ExchangeStateMachineTests {
         }
         #expect(sent.headers["connection"] == ["keep-alive"])
         #expect(sent.headers["content-length"] == ["2"])
+        #expect(machine.upstreamEnd() == .writeResponseEnd(closeConnection: false), "the connection said to be kept is closed")
     }
 
     @Test("the client going away cancels the upstream request; an upstream failure mid-response closes the client")

@@ -322,6 +322,8 @@ struct AdminLimitsTests {
         #expect(try await Self.healthz(port, ["-H", "Host: [::1]:80"]) == 200)
         #expect(try await Self.healthz(port, ["-H", "Host:"]) == 403)
         #expect(try await Self.healthz(port, ["-H", "Host: evil.example:1:2"]) == 403)
+        #expect(try await Self.healthz(port, ["-H", "Host: [::1]evil.example"]) == 403)
+        #expect(try await Self.healthz(port, ["-H", "Host: [::1]:x.evil.example"]) == 403)
         // Two Host headers (curl sends only one of them): a raw request.
         let twice = try await ExternalProcess.run([
             "python3", "-c",

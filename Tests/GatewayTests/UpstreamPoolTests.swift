@@ -108,6 +108,20 @@ struct UpstreamPoolTests {
         await upstream.stop()
     }
 
+    @Test("another tenant's idle connection gives way when the upstream's connection budget is full")
+    func idleConnectionOfAnotherTenantGivesWay() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.maximumUpstreamConnections = 1
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next(), limits: limits)
+        let acme = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
+        let globex = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "globex")
+        #expect(try await call(pool, acme, id: 1).status == 200)
+        #expect(try await call(pool, globex, id: 2).status == 200, "acme's idle connection held the only place")
+        #expect(try await call(pool, acme, id: 3).status == 200)
+        await upstream.stop()
+    }
+
     @Test("an idle connection too old to reuse is closed when found: its place in the connection budget opens at once")
     func staleIdleConnectionGivesItsBudgetBack() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -109,7 +109,7 @@ struct PolicySemanticsTests {
             ("1 OR -1", false), ("1 OR +1", false), ("1 OR 2-1", false), ("1 OR 1<=>1", false), ("1 OR 1 IS NOT NULL", false),
             ("1 OR id=id", false), ("x' OR name=name AND 'a", false), ("1 or @@version", false), ("1 OR b'1'", false),
             ("x' OR 'a'<=>'a", false),
-            ("x' OR N'a'=N'a", false), ("x' OR 'a' COLLATE utf8mb4_bin = 'a", false),
+            ("x' OR N'a'=N'a", false), ("x' OR 'a' COLLATE utf8mb4_bin = 'a", false), ("1 OR (1)=(1)", false), ("1 OR(1)--", false),
             // Prose and ordinary values stay allowed.
             ("Tom or Jerry", true), ("rock and roll", true), ("pick 1 or 2 apples", true), ("pay 5 or -1 later", true),
             ("either this or that = that one", true), ("x-1", true), ("O'Brien", true),
@@ -139,6 +139,19 @@ struct PolicySemanticsTests {
             PolicyRequest(
                 tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
         #expect((decision.outcome == .allow) == allowed, "\(value): \(decision.reason)")
+    }
+
+    @Test("decomposed text (as macOS writes file names) is checked as its canonical form: it passes what the composed form passes")
+    func decomposedTextAllowed() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"W","action":"allow","tools":["t"],"args":{"v":{"allow":["^[a-zé ]+$"],"max_length":4}}}]}"#
+        )
+        for value in ["caf\u{E9}", "cafe\u{301}"] {
+            let decision = set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+            #expect(decision.outcome == .allow, "\(value.unicodeScalars.count) scalars: \(decision.reason)")
+        }
     }
 
     @Test("max_length and max_bytes count the longest form: 20 characters percent-encoded over and over are refused")

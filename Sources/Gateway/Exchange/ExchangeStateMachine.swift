@@ -221,6 +221,7 @@ struct ExchangeStateMachine {
         switch state {
         case .authenticating, .receivingBody, .deciding, .forwarding, .collecting:
             state = .answering
+            body = Self.noBody  // a collected answer refused (too large, held-bytes bound, upstream failure) is dropped now
             return true
         default:
             return false
@@ -274,7 +275,7 @@ struct ExchangeStateMachine {
         }
         let framed = ResponseFraming.frame(
             head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
-        if framed.head.headers.contains(name: "connection") { keepAlive = false }
+        if framed.head.headers["connection"].contains("close") { keepAlive = false }
         state = .relaying(bodyAllowed: framed.bodyAllowed)
         return .writeResponseHead(framed.head)
     }

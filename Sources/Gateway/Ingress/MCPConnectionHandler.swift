@@ -1251,8 +1251,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let bound = services?.limits.maximumFilteredResponseBytes ?? 0
         let bytes = Array(body.readableBytesView)
         var headers: [(String, String)] = []
-        for name in ResponseFraming.forwardedResponseHeaders.names where name != "content-type" {
-            for value in head.headers[name] { headers.append((name, value)) }
+        for (index, name) in ResponseFraming.forwardedResponseHeaders.names.enumerated() where name != "content-type" {
+            // Of a header that may appear once, only the first (as on relayed answers).
+            let single = ResponseFraming.singletonResponseHeaders & (1 << index) != 0
+            for value in single ? Array(head.headers[name].prefix(1)) : head.headers[name] { headers.append((name, value)) }
         }
         // Whatever might hold JSON is filtered, whatever its content type says, and refused if it is not JSON-RPC (a
         // byte-order mark or other bytes before the JSON would let a lenient client read an unfiltered list). Only a

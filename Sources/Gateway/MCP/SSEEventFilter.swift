@@ -58,7 +58,9 @@ struct SSEEventFilter {
             output += try transform(Array(pending[consumed..<end]))
             consumed = end
         }
-        pending.removeFirst(consumed)
+        // Emptied for real once no event is pending: an array keeps its capacity, and a quiet stream would keep its
+        // largest event's memory.
+        if consumed == pending.count { pending = [] } else { pending.removeFirst(consumed) }
         scanned = max(0, pending.count - 3)
         if pending.count > maximumEventBytes { throw .tooLarge(maximumEventBytes) }
         return output

@@ -30,15 +30,21 @@ public final class ToolHeaderSchemas: Sendable {
     /// Remembers what `tool` of `tenant` mirrors (forgets it when it mirrors nothing).
     func learn(tenant: String, tool: String, inputSchema: JSONValue?) {
         let mirrors = Self.mirrors(in: inputSchema)
+        // Changed in place: copying a tenant's table of up to 10,000 tools for every tool learned made a list's learning
+        // cost tools × tools.
         tenants.withLock { tenants in
-            var tools = tenants[tenant, default: [:]]
             if mirrors.isEmpty {
-                tools[tool] = nil
+                guard tenants[tenant]?[tool] != nil else { return }
+                tenants[tenant]![tool] = nil
+                if tenants[tenant]!.isEmpty { tenants[tenant] = nil }
             } else {
-                if tools.count >= Self.maximumTools, tools[tool] == nil, let any = tools.keys.first { tools[any] = nil }
-                tools[tool] = mirrors
+                if let count = tenants[tenant]?.count, count >= Self.maximumTools, tenants[tenant]![tool] == nil,
+                    let any = tenants[tenant]!.keys.first
+                {
+                    tenants[tenant]![any] = nil
+                }
+                tenants[tenant, default: [:]][tool] = mirrors
             }
-            tenants[tenant] = tools.isEmpty ? nil : tools
         }
     }
 

@@ -164,7 +164,12 @@ private final class AdminHandler: ChannelInboundHandler {
         var name = Substring(host)
         var bracketed = false
         if name.hasPrefix("[") {
-            name = name.dropFirst().prefix { $0 != "]" }
+            guard let close = name.firstIndex(of: "]") else { return "Host '\(host.prefix(100))' has an unclosed bracket" }
+            let after = name[name.index(after: close)...]
+            guard after.isEmpty || (after.first == ":" && after.dropFirst().allSatisfy({ $0.isASCII && $0.isNumber })) else {
+                return "Host '\(host.prefix(100))' has a malformed port"
+            }
+            name = name[name.index(after: name.startIndex)..<close]
             bracketed = true
         } else if let colon = name.lastIndex(of: ":") {
             guard name[name.index(after: colon)...].allSatisfy({ $0.isASCII && $0.isNumber }) else {

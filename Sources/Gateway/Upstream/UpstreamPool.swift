@@ -42,7 +42,11 @@ final class UpstreamPool {
         if let connection = idleConnection(endpoint) { return completion(.success(connection)) }
         let budget = UpstreamBudgets.Budget.upstreamConnections(endpoint.key)
         if budgets.acquire([(budget, limits.maximumUpstreamConnections)]) != nil {
-            return completion(.failure(.connectionBudget))
+            // Connections are pooled per tenant, but counted per upstream: another tenant's idle connection to the same
+            // upstream gives way (closing it gives its place back at once), so idle connections never refuse a request.
+            guard closeIdleConnection(ofUpstream: endpoint.key, except: endpoint.connectionKey),
+                budgets.acquire([(budget, limits.maximumUpstreamConnections)]) == nil
+            else { return completion(.failure(.connectionBudget)) }
         }
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let logger = self.logger
@@ -118,6 +122,18 @@ final class UpstreamPool {
         }
         // Appended in place: copying the list out and back would copy its storage for every request.
         idle[connection.key, default: []].append(connection)
+    }
+
+    /// Closes one idle connection of this loop to upstream `key` that another tenant's requests use (not
+    /// `connectionKey`'s); whether there was one.
+    private func closeIdleConnection(ofUpstream key: String, except connectionKey: String) -> Bool {
+        let prefix = key + " "
+        guard let index = idle.firstIndex(where: { $0.key != connectionKey && $0.key.hasPrefix(prefix) && !$0.value.isEmpty }),
+            let connection = idle.values[index].popLast()
+        else { return false }
+        connection.idleConnections.leave()
+        connection.cancel()
+        return true
     }
 
     /// Forgets a connection that closed.
