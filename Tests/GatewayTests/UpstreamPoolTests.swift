@@ -163,13 +163,15 @@ struct UpstreamPoolTests {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
         let pool = pool(on: loop)
         let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
-        // Paused for twice the idle-stream timeout, then read again; the upstream ends the stream right away.
-        async let result = calls(pool, endpoint, ids: [1], idleTimeout: .milliseconds(300)) { connection in
+        // Paused for more than twice the idle-stream timeout, then read again; the upstream is told to end the stream
+        // first, so that its bytes are there when reading resumes (a loaded machine may otherwise leave a gap as long
+        // as the timeout after the resumption, which is rightly cut).
+        async let result = calls(pool, endpoint, ids: [1], idleTimeout: .seconds(1)) { connection in
             connection.setReading(false)
             let bound = NIOLoopBound(connection, eventLoop: loop)
-            loop.scheduleTask(in: .milliseconds(700)) {
-                bound.value.setReading(true)
+            loop.scheduleTask(in: .milliseconds(2500)) {
                 upstream.release()
+                bound.value.setReading(true)
             }
         }
         let response = try await result
