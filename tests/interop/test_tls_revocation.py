@@ -59,17 +59,7 @@ def wait_for(lines: list, text: str, timeout: float = 10) -> bool:
 
 @pytest.mark.parametrize("mode", [["-tls1_3"], ["-tls1_2"]], ids=["TLS 1.3 tickets", "TLS 1.2 tickets"])
 def test_a_certificate_revoked_between_two_connections_is_refused_on_the_resumed_one(tmp_path, mode):
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    shutil.copy(DEV / "acme" / "ca.crl.pem", tmp_path / "acme.crl.pem")
-    config = json.loads((ROOT / "mcpgw.dev.json").read_text().replace('"certs-dev/', f'"{DEV}/'))
-    config["tenants"]["acme"]["crl"] = [str(tmp_path / "acme.crl.pem")]
-    config["policies"] = str(ROOT / "policies")
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    process, port, _ = start("--config", str(tmp_path / "config.json"), "--listen", "127.0.0.1:0", "--audit-log", "/dev/null",
-                             "--upstream", f"http://127.0.0.1:{upstream.server_address[1]}/mcp")
-    log: list = []
-    threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True).start()
+    upstream, process, port, log = _gateway_with_own_crl(tmp_path, "/dev/null")
     try:
         assert "HTTP/1.1 200" in _s_client(port, mode, "bot1", tmp_path / "bot1.session", resume=False)
         assert "HTTP/1.1 200" in _s_client(port, mode, "bot2", tmp_path / "bot2.session", resume=False)

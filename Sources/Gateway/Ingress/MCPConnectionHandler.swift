@@ -494,14 +494,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     ? nil : "the upstream answered \(head.status.code); its answer could not be passed on (see the client's error)")
             answer(filtered)
         case .refuseCollectedTooLarge:
-            upstream?.cancel()
-            upstream = nil
             let limit = services?.limits.maximumFilteredResponseBytes ?? 0
-            finishAudit(status: 502, note: "the upstream's list answer was larger than \(limit) bytes")
-            answer(
-                Refusal(
-                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
-                    message: "upstream list response larger than \(limit) bytes", records: []))
+            refuseCollected(
+                .badGateway, note: "the upstream's list answer was larger than \(limit) bytes",
+                message: "upstream list response larger than \(limit) bytes")
         case .answerUpstreamFailure(let failure):
             upstream = nil
             let status: HTTPResponseStatus = failure.isTimeout ? .gatewayTimeout : .badGateway
@@ -1121,13 +1117,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let generation = self.generation
             collectTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(services.limits.upstreamTimeout)) { [self] in
                 guard generation == self.generation, case .collecting = machine.state else { return }
-                upstream?.cancel()
-                upstream = nil
-                finishAudit(status: 504, note: "the upstream did not finish its list answer in time")
-                answer(
-                    Refusal(
-                        status: .gatewayTimeout, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
-                        message: "upstream did not finish its list answer in time", records: []))
+                refuseCollected(
+                    .gatewayTimeout, note: "the upstream did not finish its list answer in time",
+                    message: "upstream did not finish its list answer in time")
             }
         }
     }
@@ -1142,23 +1134,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             guard hold(eventFilter!.pendingBytes) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
-                recordConnectionRefusal(
+                return endStream(
                     "upstream SSE stream closed: its unfinished event would hold more than the bytes allowed for this tenant's answers",
                     rule: "held_response_bytes")
-                eventFilter = nil
-                upstream?.cancel()
-                upstream = nil
-                return close()
             }
             if !events.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: events))) }
         } catch {
             // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
             // held: the stream ends.
-            recordConnectionRefusal("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
-            eventFilter = nil
-            upstream?.cancel()
-            upstream = nil
-            close()
+            endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
         }
     }
 
@@ -1176,28 +1160,39 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         return true
     }
 
-    /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`, recorded,
-    /// and the upstream request cancelled.
+    /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`.
     private func refuseHeldBytes() {
+        refuseCollected(
+            .serviceUnavailable, note: "the answers held whole for this tenant (or for all tenants) reached their bound",
+            message: "the gateway holds as much of this tenant's answers as it may; try again")
+    }
+
+    /// An answer being collected that will not be passed on: the upstream request is cancelled, the record gets
+    /// `status` and `note`, and the client gets the gateway's own error under the request's id.
+    private func refuseCollected(_ status: HTTPResponseStatus, note: String, message: String) {
         upstream?.cancel()
         upstream = nil
-        finishAudit(status: 503, note: "the answers held whole for this tenant (or for all tenants) reached their bound")
+        finishAudit(status: Int(status.code), note: note)
         answer(
-            Refusal(
-                status: .serviceUnavailable, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
-                message: "the gateway holds as much of this tenant's answers as it may; try again", records: []))
+            Refusal(status: status, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable, message: message, records: []))
+    }
+
+    /// Ends an SSE answer that cannot go on (an event unreadable or too large to hold): recorded, the upstream request
+    /// cancelled, and the client's connection closed (the framing of what was relayed cannot be finished cleanly).
+    private func endStream(_ reason: String, rule: String) {
+        recordConnectionRefusal(reason, rule: rule)
+        eventFilter = nil
+        upstream?.cancel()
+        upstream = nil
+        close()
     }
 
     func upstreamResponseEnd() {
         if eventFilter != nil {
-            let rest = try? eventFilter!.finish()
-            eventFilter = nil
-            guard let rest else {
-                recordConnectionRefusal("upstream SSE stream closed: its last event could not be read", rule: "sse_event_unreadable")
-                upstream?.cancel()
-                upstream = nil
-                return close()
+            guard let rest = try? eventFilter!.finish() else {
+                return endStream("upstream SSE stream closed: its last event could not be read", rule: "sse_event_unreadable")
             }
+            eventFilter = nil
             if !rest.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: rest))) }
         }
         perform(machine.upstreamEnd())
