@@ -102,9 +102,12 @@ struct UpstreamPoolTests {
         }
         let ports = upstream.received.map(\.peerPort)
         #expect(ports.count == 5 && ports.allSatisfy { $0 != nil })
-        #expect(ports[0] == ports[1] && ports[0] == ports[3], "acme's connection was not reused: \(ports)")
-        #expect(ports[2] == ports[4], "globex's connection was not reused: \(ports)")
-        #expect(ports[2] != ports[0], "globex's request went out on acme's connection: \(ports)")
+        // Back to back, acme's idle connection is reused (so the pool does pool); later reuse depends on the reuse window,
+        // which a loaded machine can outlast, so only isolation is asserted for the rest.
+        #expect(ports[0] == ports[1], "acme's connection was not reused: \(ports)")
+        let acmePorts = Set([ports[0], ports[1], ports[3]])
+        let globexPorts = Set([ports[2], ports[4]])
+        #expect(acmePorts.isDisjoint(with: globexPorts), "a connection carried both tenants' requests: \(ports)")
         await upstream.stop()
     }
 
