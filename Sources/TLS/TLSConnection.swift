@@ -179,11 +179,15 @@ final class TLSConnection {
         let (certificate, refusal) = peerCertificate(checkedAgainst: trust)
         return TLSHandshakeCompleted(
             protocolVersion: version, cipherSuite: cipher, alpnProtocol: alpn, peerCertificate: certificate,
-            sessionReused: SSL_session_reused(ssl) == 1, peerCertificateRefusal: refusal)
+            sessionReused: SSL_session_reused(ssl) == 1, peerCertificateRefusal: refusal?.reason,
+            refusedPeerCertificate: refusal?.certificate)
     }
 
-    /// The peer's verified certificate, or why a certificate it presented does not verify (any more).
-    private func peerCertificate(checkedAgainst trust: TLSContext?) -> (PeerCertificate?, String?) {
+    /// The peer's verified certificate, or why a certificate it presented does not verify (any more) and that
+    /// certificate.
+    private func peerCertificate(
+        checkedAgainst trust: TLSContext?
+    ) -> (PeerCertificate?, (reason: String, certificate: CertificateInfo)?) {
         guard SSL_get_verify_result(ssl) == X509_V_OK, let leaf = SSL_get0_peer_certificate(ssl) else { return (nil, nil) }
         let anchors = trust ?? context
         var chain: [CertificateInfo] = []
@@ -195,12 +199,11 @@ final class TLSConnection {
             // trust. The leaf is verified again against the store as it is now: a certificate revoked, expired or no
             // longer anchored since then no longer names anyone — and the caller is told so, not served as no one.
             guard let reverified = reverifiedChain(leaf, against: anchors) else {
-                return (
-                    nil,
+                let reason =
                     trust == nil
-                        ? "the client certificate of the resumed TLS session no longer verifies (revoked, expired or its CA no longer trusted)"
-                        : "the connection's client certificate no longer verifies against the reloaded trust (revoked, expired or its CA no longer trusted)"
-                )
+                    ? "the client certificate of the resumed TLS session no longer verifies (revoked, expired or its CA no longer trusted)"
+                    : "the connection's client certificate no longer verifies against the reloaded trust (revoked, expired or its CA no longer trusted)"
+                return (nil, (reason, X509Reader.info(leaf)))
             }
             chain = reverified
         }
@@ -258,4 +261,6 @@ public struct TLSHandshakeCompleted: Sendable, Hashable {
     /// across a reload, whose certificate was revoked, expired or lost its CA since): the reason. `peerCertificate`
     /// is nil then, and the peer must be refused, not served as a caller without a certificate.
     public var peerCertificateRefusal: String?
+    /// The certificate `peerCertificateRefusal` is about (for the record of the refusal: who it was).
+    public var refusedPeerCertificate: CertificateInfo?
 }

@@ -225,6 +225,36 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("pipelined requests still queued when the client goes away each get a record")
+    func queuedPipelinedRequestsRecorded() async throws {
+        let upstream = try await RawUpstream.start { _ in nil }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(
+            RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+                + RawTLSClient.post(RPC.call("read_file", #"{"path":"b.txt"}"#, id: 2))
+                + "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        let deadline = ContinuousClock.now + .seconds(10)
+        while upstream.requests.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(5))
+        }
+        await client.close()
+        var records: [JSONObject] = []
+        while records.count < 3 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+            records = try gateway.auditRecords()
+        }
+        #expect(records.count == 3, "\(records)")
+        #expect(records.first?["decision"] == .string("allow"))
+        let queued = records.dropFirst()
+        #expect(queued.map { $0["http_method"] } == [.string("POST"), .string("GET")])
+        #expect(queued.allSatisfy { $0["rule"] == .string("abandoned") && $0["decision"] == .string("unavailable") })
+        #expect(queued.allSatisfy { $0["reason"]?.stringValue?.contains("client closed") == true })
+        #expect(upstream.requests.withLockedValue { $0.count } == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("100 long-lived GET streams of one agent: within its budget the rest get 429, and another tenant's call completes under 1 s")
     func streamBudgets() async throws {
         let upstream = try await RecordingUpstream.start(.gatedStream)

@@ -132,6 +132,9 @@ def test_a_certificate_revoked_while_its_connection_is_open_is_refused_on_that_c
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     refused = [r for r in records if r.get("rule") == "certificate_refused"]
     assert len(refused) == 1 and "reloaded trust" in refused[0]["reason"], refused
+    # The record says which certificate was refused.
+    assert refused[0]["agent"] == "spiffe://mcpgw.dev/tenant/acme/agent/bot1", refused
+    assert "serial " in refused[0]["reason"] and "CN=bot1" in refused[0]["reason"], refused
 
 
 def test_a_resumed_session_whose_certificate_was_revoked_is_refused_even_with_a_valid_token(tmp_path, mcpgw):

@@ -66,7 +66,13 @@ struct ExchangeDecisions {
     /// challenge, the failure in general terms, and a record with the detail.
     func authenticationRefusal(_ request: ExchangeRequest, _ error: AuthenticationError) -> Refusal {
         var record = request.record(.authenticationFailed, error.description, rule: error.code)
-        if let certificate = request.handshake?.peerCertificate { record.agent = certificate.leaf.uris.first ?? certificate.leaf.subject }
+        if let certificate = request.handshake?.peerCertificate?.leaf ?? request.handshake?.refusedPeerCertificate {
+            record.agent = certificate.uris.first ?? certificate.subject
+            if request.handshake?.peerCertificate == nil {
+                // A certificate refused after the handshake: which one, for revocation forensics.
+                record.reason += " (serial \(certificate.serialNumber), subject \(certificate.subject))"
+            }
+        }
         // Credentials that were each valid but disagree are a 403; everything else asks for credentials (401).
         let forbidden: Bool
         switch error {

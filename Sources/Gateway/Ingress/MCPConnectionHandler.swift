@@ -154,6 +154,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         perform(machine.clientClosed())
         finishAudit(
             status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
+        recordQueuedRequests()
         releaseBudgets()
         releaseHeldBytes()
         context.fireChannelInactive()
@@ -1002,6 +1003,28 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             records = [single]
             try? services.audit.append(lines: single.lineBytes)
         }
+        services.metrics.observe(records)
+    }
+
+    /// Pipelined requests still waiting for their turn when the connection ends: each gets a record, as it was
+    /// received but never decided (nothing about it is known beyond its head).
+    private func recordQueuedRequests() {
+        guard let services else { return }
+        let cause =
+            draining ? "the gateway shut down" : closing ? "the gateway closed the connection" : "the client closed the connection"
+        var records: [AuditRecord] = []
+        for part in pipelined {
+            guard case .head(let head) = part else { continue }
+            var record = AuditRecord(
+                requestID: services.requestIDs.next(), httpMethod: head.method.rawValue, decision: .unavailable,
+                reason: "not decided: \(cause) before the pipelined requests ahead of it were answered")
+            record.clientAddress = clientAddress
+            record.rule = "abandoned"
+            records.append(record)
+        }
+        pipelined.removeAll()
+        guard !records.isEmpty else { return }
+        try? services.audit.append(lines: records.flatMap(\.lineBytes))
         services.metrics.observe(records)
     }
 
