@@ -39,15 +39,19 @@ public struct Authenticator: Sendable {
         case (nil, let token?):
             guard let verified = try verify(token) else { return nil }
             guard let agent = verified.agent else { throw .missingClaim("agent (token has no agent claim)") }
-            return Principal(
+            var principal = Principal(
                 tenant: verified.tenant, agent: agent, method: .jwt, scopes: verified.scopes,
                 expiresAt: verified.facts.expiresAt, certificate: nil, token: verified.facts)
+            principal.acceptedUntil = verified.acceptedUntil
+            return principal
         case (let certificate?, let token?):
             let fromCertificate = try certificates.principal(for: certificate, now: now)
             guard let verified = try verify(token) else { return nil }
-            return try Self.agreeing(
+            var principal = try Self.agreeing(
                 fromCertificate, tokenTenant: verified.tenant, tokenAgent: verified.agent, scopes: verified.scopes,
                 tokenExpiry: verified.facts.expiresAt, facts: verified.facts)
+            principal.acceptedUntil = [fromCertificate.expiresAt, verified.acceptedUntil].compactMap { $0 }.min()
+            return principal
         }
     }
 

@@ -58,6 +58,10 @@ public struct Principal: Sendable, Hashable {
     public let scopes: Set<String>
     /// When the credential stops being valid (the earlier of token `exp` and certificate `notAfter`).
     public let expiresAt: Date?
+    /// The last instant these credentials are accepted: `expiresAt`, or for a JWT its `exp` plus the configured
+    /// leeway (a request made then would still be served). Something that lasts beyond one request, such as a
+    /// stream, ends here.
+    public var acceptedUntil: Date?
     /// Certificate facts, when a certificate was presented.
     public let certificate: CertificateFacts?
     /// Token facts, when a token was presented.
@@ -73,6 +77,7 @@ public struct Principal: Sendable, Hashable {
         self.method = method
         self.scopes = scopes
         self.expiresAt = expiresAt
+        self.acceptedUntil = expiresAt
         self.certificate = certificate
         self.token = token
     }

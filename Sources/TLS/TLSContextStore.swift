@@ -5,6 +5,7 @@ import Synchronization
 public final class TLSContextStore: Sendable {
     private let context: Mutex<TLSContext>
     private let changes = Atomic<Int>(0)
+    private let observers = Mutex<[@Sendable () -> Void]>([])
 
     /// Counts the contexts put in force: a connection that saw another count than its own was verified against an
     /// earlier trust (read it before `current`).
@@ -30,5 +31,12 @@ public final class TLSContextStore: Sendable {
     public func replace(with fresh: TLSContext) {
         context.withLock { $0 = fresh }
         changes.add(1, ordering: .releasing)
+        for observer in observers.withLock({ $0 }) { observer() }
+    }
+
+    /// Calls `observer` after each context put in force (so that connections verified against an earlier trust can
+    /// check again without waiting for their next request).
+    public func onReplace(_ observer: @escaping @Sendable () -> Void) {
+        observers.withLock { $0.append(observer) }
     }
 }

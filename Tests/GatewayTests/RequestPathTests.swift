@@ -280,6 +280,29 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a GET stream ends when its caller's token stops being accepted (exp plus leeway), and says so in a record")
+    func streamEndsWhenCredentialsExpire() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: { $0.replacingOccurrences(of: #""leeway_seconds": 60"#, with: #""leeway_seconds": 2"#) })
+        let minted = ContinuousClock.now
+        let token = try GatewayFixture.token(lifetime: 2)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send(
+            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(await client.wait { $0.contains("HTTP/1.1 200") && $0.contains("data:") }, "\(client.text)")
+        #expect(await client.waitForClose(timeout: .seconds(10)))
+        // Not before exp + leeway: 2 s + 2 s after the token's iat (whole seconds), so over 3 s after it was minted
+        // (at exp itself, the token would still be accepted: a client reconnecting with it would be cut again at once).
+        #expect(ContinuousClock.now - minted > .seconds(3))
+        let record = try #require(try gateway.auditRecords().first { $0["rule"] == .string("credentials_expired") })
+        #expect(record["decision"] == .string("authentication_failed"))
+        #expect(record["agent"] == .string("bot1"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a request head trickled slower than the head deadline is cut, and recorded")
     func slowHead() async throws {
         var limits = GatewayLimits()

@@ -78,8 +78,28 @@ def test_a_certificate_revoked_between_two_connections_is_refused_on_the_resumed
     assert "HTTP/1.1 401" in revoked and "HTTP/1.1 200" not in revoked, revoked[-1500:]
 
 
-def _gateway_with_own_crl(tmp_path, audit):
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+class StreamingUpstream(EchoUpstream):
+    """Echoes calls, and answers GET with an SSE stream: one event every 100 ms for up to 20 s."""
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        try:
+            for number in range(200):
+                event = f'data: {{"jsonrpc":"2.0","method":"notifications/message","params":{{"n":{number}}}}}\n\n'.encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+                self.wfile.flush()
+                time.sleep(0.1)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass
+
+
+def _gateway_with_own_crl(tmp_path, audit, handler=EchoUpstream):
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
     shutil.copy(DEV / "acme" / "ca.crl.pem", tmp_path / "acme.crl.pem")
     config = json.loads((ROOT / "mcpgw.dev.json").read_text().replace('"certs-dev/', f'"{DEV}/'))
@@ -172,3 +192,56 @@ def test_a_resumed_session_whose_certificate_was_revoked_is_refused_even_with_a_
     assert "HTTP/1.1 401" in resumed and "certificate_refused" in resumed, resumed[-1500:]
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     assert any(r.get("rule") == "certificate_refused" and "resumed" in r["reason"] for r in records), records
+
+
+def _open_stream(port, agent):
+    import socket
+    import ssl
+    context = ssl.create_default_context(cafile=str(DEV / "gateway-ca.pem"))
+    context.load_cert_chain(DEV / "acme" / "agents" / f"{agent}.pem", DEV / "acme" / "agents" / f"{agent}.key")
+    stream = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    stream.sendall(b"GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+    return stream
+
+
+def _read_until(stream, predicate, timeout=8):
+    """Reads until predicate(text so far) holds; returns (text, whether the stream ended)."""
+    text, deadline = b"", time.time() + timeout
+    while time.time() < deadline and not predicate(text.decode(errors="replace")):
+        try:
+            chunk = stream.recv(65536)
+        except OSError:
+            return text.decode(errors="replace"), True
+        if not chunk:
+            return text.decode(errors="replace"), True
+        text += chunk
+    return text.decode(errors="replace"), False
+
+
+def test_a_stream_whose_certificate_is_revoked_ends_at_the_reload(tmp_path):
+    """A GET stream outlives the request that opened it: a CRL reload ends the revoked agent's open stream at once
+    (recorded as certificate_refused), and another agent's stream goes on."""
+    audit = tmp_path / "audit.jsonl"
+    upstream, process, port, log = _gateway_with_own_crl(tmp_path, audit, StreamingUpstream)
+    try:
+        revoked, valid = _open_stream(port, "bot1"), _open_stream(port, "bot2")
+        for stream in (revoked, valid):
+            text, ended = _read_until(stream, lambda t: "data:" in t)
+            assert "HTTP/1.1 200" in text and not ended, text
+        revoke(tmp_path / "acme.crl.pem", "bot1")
+        process.send_signal(signal.SIGHUP)
+        assert wait_for(log, "TLS reloaded"), "".join(log)
+        _, ended = _read_until(revoked, lambda t: False, timeout=5)
+        assert ended, "the revoked agent's stream is still open after the reload"
+        text, ended = _read_until(valid, lambda t: t.count("data:") >= 5)
+        assert not ended and text.count("data:") >= 5, text
+        revoked.close()
+        valid.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    refused = [r for r in records if r.get("rule") == "certificate_refused"]
+    assert len(refused) == 1 and refused[0]["reason"].startswith("stream ended:"), refused
+    assert refused[0]["decision"] == "authentication_failed" and "CN=bot1" in refused[0]["reason"], refused

@@ -72,6 +72,13 @@ final class ConnectionRegistry: Sendable {
         }
     }
 
+    /// Tells every connection that the TLS trust was reloaded (`TrustReloaded`).
+    func trustReloaded() {
+        for channel in state.withLockedValue({ Array($0.channels.values) }) {
+            channel.pipeline.fireUserInboundEventTriggered(TrustReloaded())
+        }
+    }
+
     /// Closes every open connection now (TLS connections send close_notify first) and waits until they are closed,
     /// so that every exchange has written its records.
     func closeAll() async {

@@ -42,6 +42,8 @@ public final class GatewayListener: Sendable {
             throw GatewayError.plainHTTPNotAllowed
         }
         let connections = ConnectionRegistry()
+        // Streams outlive the decision that opened them: a reloaded trust (a CRL) reaches them at once.
+        tlsContext?.onReplace { [weak connections] in connections?.trustReloaded() }
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         let limits = services?.limits ?? GatewayLimits()
         let perSource = configuration.maximumConnectionsPerSource ?? max(1, configuration.maximumConnections / 2)

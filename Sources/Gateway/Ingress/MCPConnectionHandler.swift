@@ -48,6 +48,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var flushPending = false
     /// Bounds the time a list answer may take to arrive whole.
     private var collectTimer: Scheduled<Void>?
+    /// Whether the exchange relays a listening stream (a GET stream, the legacy SSE stream, `subscriptions/listen`):
+    /// its caller's credentials are checked again while it lasts.
+    private var listeningStream = false
+    /// Ends a listening stream when its caller's credentials expire.
+    private var credentialsTimer: Scheduled<Void>?
     private var closing = false
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
@@ -103,6 +108,40 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let rechecked = trust.handler.handshakeRechecked(against: trust.contexts.current) { handshake = rechecked }
     }
 
+    /// A listening stream's caller is checked again when the TLS trust is reloaded: a client certificate that no
+    /// longer verifies (revoked, expired, its CA removed) ends the stream at once, not at its next request.
+    private func recheckListeningStream() {
+        guard listeningStream, case .relaying = machine.state else { return }
+        recheckClientCertificateAfterReload()
+        if let refusal = handshake?.peerCertificateRefusal {
+            let name = handshake?.refusedPeerCertificate.map { " (serial \($0.serialNumber), subject \($0.subject))" } ?? ""
+            endStream("stream ended: \(refusal)\(name)", rule: "certificate_refused", decision: .authenticationFailed)
+        }
+    }
+
+    /// Watches a listening stream now relayed: it ends when its caller's credentials stop being accepted (token `exp`
+    /// plus leeway, certificate `notAfter`), as its next request would be refused then.
+    private func startListening(_ principal: Principal, context: ChannelHandlerContext) {
+        listeningStream = true
+        guard let expiry = principal.acceptedUntil else { return }
+        let generation = self.generation
+        // At most a year ahead (a timer amount must not overflow); a stream that long is ended by other bounds first.
+        let seconds = min(max(0, expiry.timeIntervalSinceNow), 366 * 86_400)
+        credentialsTimer = context.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(Int64(seconds * 1e9))) { [self] in
+            guard generation == self.generation, listeningStream, case .relaying = machine.state else { return }
+            endStream(
+                "stream ended: the caller's credentials are not accepted after \(AuditRecord.timestamp(expiry))",
+                rule: "credentials_expired",
+                decision: .authenticationFailed)
+        }
+    }
+
+    private func endListening() {
+        listeningStream = false
+        credentialsTimer?.cancel()
+        credentialsTimer = nil
+    }
+
     // MARK: - Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -147,6 +186,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
+        endListening()
         // The event filter's endpoint rewriting refers back to this handler: dropped, or the two keep each other.
         eventFilter = nil
         unregisterLegacyStream()
@@ -173,6 +213,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? TLSHandshakeCompleted {
             handshake = event
+        } else if event is TrustReloaded {
+            recheckListeningStream()
+            return
         } else if event is GatewayDraining {
             draining = true
             if case .idle = machine.state { close() }
@@ -602,6 +645,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func exchangeFinished(ending: EventLoopFuture<Void>? = nil) {
         collectTimer?.cancel()
         collectTimer = nil
+        endListening()
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
         eventFilter = nil
@@ -1058,14 +1102,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
-    private func recordConnectionRefusal(_ reason: String, rule: String) {
+    private func recordConnectionRefusal(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
         guard let services else { return }
         connectionRefusalRecorded = true
         // This record stands for the request under way, if any: a result still to come for it (credentials checked
         // off the loop, a decision, a lease) is dropped, so the request is never answered or recorded again.
         generation += 1
         var record = AuditRecord(
-            requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: .malformed, reason: reason)
+            requestID: services.requestIDs.next(), httpMethod: request?.head.method.rawValue ?? "-", decision: decision, reason: reason)
         record.clientAddress = clientAddress
         record.rule = rule
         record.tenant = request?.principal?.tenant
@@ -1133,6 +1177,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 }
             }
             head.headers.remove(name: "content-length")
+            if plan.isStream || plan.records.contains(where: { $0.method == "subscriptions/listen" }), let context {
+                startListening(principal, context: context)
+            }
         }
         perform(machine.upstreamHead(head, collect: collect, collectErrors: collectErrors))
         if collect, case .collecting = machine.state, let context, let services {
@@ -1202,8 +1249,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Ends an SSE answer that cannot go on (an event unreadable or too large to hold): recorded, the upstream request
     /// cancelled, and the client's connection closed (the framing of what was relayed cannot be finished cleanly).
-    private func endStream(_ reason: String, rule: String) {
-        recordConnectionRefusal(reason, rule: rule)
+    private func endStream(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
+        recordConnectionRefusal(reason, rule: rule, decision: decision)
         eventFilter = nil
         upstream?.cancel()
         upstream = nil
@@ -1324,3 +1371,6 @@ extension HTTPServerRequestPart {
 
 /// Sent to every connection on shutdown: close when no request is in flight.
 struct GatewayDraining: Sendable {}
+
+/// Fired on every connection when the listener's TLS trust was reloaded.
+struct TrustReloaded: Sendable {}
