@@ -53,6 +53,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var listeningStream = false
     /// Ends a listening stream when its caller's credentials expire.
     private var credentialsTimer: Scheduled<Void>?
+    /// Whether a collected list answer is being filtered on the decision threads (its result is still wanted).
+    private var filteringOffLoop = false
     private var closing = false
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
@@ -186,6 +188,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
+        filteringOffLoop = false
         endListening()
         // The event filter's endpoint rewriting refers back to this handler: dropped, or the two keep each other.
         eventFilter = nil
@@ -531,12 +534,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
         case .filterCollected(let head, let body):
             upstream = nil
-            let filtered = filteredList(head, body)
-            finishAudit(
-                status: Int(filtered.status.code),
-                note: filtered.status == head.status
-                    ? nil : "the upstream answered \(head.status.code); its answer could not be passed on (see the client's error)")
-            answer(filtered)
+            filterCollected(head, body)
         case .refuseCollectedTooLarge:
             let limit = services?.limits.maximumFilteredResponseBytes ?? 0
             refuseCollected(
@@ -645,6 +643,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func exchangeFinished(ending: EventLoopFuture<Void>? = nil) {
         collectTimer?.cancel()
         collectTimer = nil
+        filteringOffLoop = false
         endListening()
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
@@ -1307,13 +1306,61 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// A collected JSON answer with its list results filtered to what this caller may use; what cannot be read is
-    /// refused, never passed on unfiltered.
-    private func filteredList(_ head: HTTPResponseHead, _ body: ByteBuffer) -> Refusal {
-        guard let plan else { return Refusal(status: .badGateway, json: "{}", records: []) }
+    /// Filters a collected list answer and answers with the result. A large one (`offload_decision_bytes` and up:
+    /// parsing, deciding every item and writing it again takes long) is filtered on the decision threads, in its
+    /// tenant's share of them, so that one tenant's large catalogues asked for in a loop never hold an event loop.
+    private func filterCollected(_ head: HTTPResponseHead, _ body: ByteBuffer) {
+        guard let plan, let services, let context, let tenant = request?.principal?.tenant else {
+            return answerFiltered(head, Refusal(status: .badGateway, json: "{}", records: []))
+        }
+        let filter = listFilter(plan.isStream ? nil : plan.listRequests)
+        let bound = services.limits.maximumFilteredResponseBytes
+        let answeredID = Self.answeredID(plan)
+        guard body.readableBytes >= services.limits.offloadDecisionBytes else {
+            return answerFiltered(head, Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID))
+        }
+        // The upstream has answered in full: only the filtering is still to come.
+        collectTimer?.cancel()
+        collectTimer = nil
+        filteringOffLoop = true
+        let generation = self.generation
+        let limit = services.limits.maximumLargeDecisionsPerTenant
+        // Handed over whole: the loop does not touch this filter (nor its task ownership) until the result is back.
+        let handedOver = HandedOver(filter)
+        DecisionPool.shared.run(for: tenant, limit: limit, on: context.eventLoop) {
+            Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID)
+        }
+        .assumeIsolated().whenComplete { [self] result in
+            guard filteringOffLoop, generation == self.generation else { return }
+            filteringOffLoop = false
+            switch result {
+            case .success(let filtered):
+                answerFiltered(head, filtered)
+            case .failure(let error) where error is DecisionPoolRefused:
+                refuseCollected(
+                    .serviceUnavailable, note: "this tenant already has \(limit) large calls or list answers being processed",
+                    message: "this tenant already has \(limit) large calls or list answers being processed; try again")
+            case .failure:
+                refuseCollected(.serviceUnavailable, note: "the gateway is overloaded", message: "the gateway is overloaded; try again")
+            }
+        }
+    }
+
+    /// Records and answers a filtered list answer.
+    private func answerFiltered(_ head: HTTPResponseHead, _ filtered: Refusal) {
+        finishAudit(
+            status: Int(filtered.status.code),
+            note: filtered.status == head.status
+                ? nil : "the upstream answered \(head.status.code); its answer could not be passed on (see the client's error)")
+        answer(filtered)
+    }
+
+    /// A collected JSON answer with its list results filtered by `filter`; what cannot be read is refused, never
+    /// passed on unfiltered.
+    private static func filteredList(
+        _ head: HTTPResponseHead, _ body: ByteBuffer, filter: ListFilter, bound: Int, answeredID: JSONValue?
+    ) -> Refusal {
         let contentType = head.headers.first(name: "content-type") ?? ""
-        let requests = plan.isStream ? nil : plan.listRequests
-        let bound = services?.limits.maximumFilteredResponseBytes ?? 0
         let bytes = Array(body.readableBytesView)
         var headers: [(String, String)] = []
         for (index, name) in ResponseFraming.forwardedResponseHeaders.names.enumerated() where name != "content-type" {
@@ -1337,7 +1384,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         let filtered: [UInt8]
         do {
-            filtered = try listFilter(requests).filterJSON(bytes, maximumBytes: bound)
+            filtered = try filter.filterJSON(bytes, maximumBytes: bound)
         } catch .notJSON where head.status.code >= 300 {
             // An error answer that is not JSON-RPC (an HTML error page, an empty body) carries no list and no id to give
             // back: it goes on as it came, status and headers kept.
@@ -1347,11 +1394,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return passed
         } catch .notJSON {
             return Refusal(
-                status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
+                status: .badGateway, id: answeredID, code: GatewayErrorCode.upstreamUnavailable,
                 message: "upstream list response is not valid JSON-RPC", records: [])
         } catch {
             return Refusal(
-                status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
+                status: .badGateway, id: answeredID, code: GatewayErrorCode.upstreamUnavailable,
                 message: "upstream answered with nothing but notifications this caller may not see", records: [])
         }
         return Refusal(status: head.status, json: String(decoding: filtered, as: UTF8.self), headers: headers, records: [])
@@ -1371,6 +1418,13 @@ extension HTTPServerRequestPart {
 
 /// Sent to every connection on shutdown: close when no request is in flight.
 struct GatewayDraining: Sendable {}
+
+/// A value handed from the event loop to another thread and not touched by the loop until it comes back (the loop
+/// waits for the result): safe to send although its type holds unsynchronised state.
+private struct HandedOver<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
 
 /// Fired on every connection when the listener's TLS trust was reloaded.
 struct TrustReloaded: Sendable {}

@@ -48,7 +48,7 @@ struct ListFilter {
     }
 
     /// The policy in force, read at every decision: a stream that stays open follows reloads.
-    let currentPolicy: () -> PolicySnapshot
+    let currentPolicy: @Sendable () -> PolicySnapshot
     let principal: Principal
     /// The list requests of the POST this answers, by JSON-RPC id (serialised); nil on a GET stream, where any
     /// response shaped like a list result is filtered (a replayed list included).
@@ -57,17 +57,17 @@ struct ListFilter {
     var requestIDs: Set<String> = []
     /// Opens a list request id of the gateway's (`ListRequestIDs`) into the client's id: every answer under such an
     /// id, a result or an error, on any stream, gets the client's id back.
-    var openListRequestID: ((String) -> JSONValue?)?
+    var openListRequestID: (@Sendable (String) -> JSONValue?)?
     /// Told each tool a `tools/list` result declares, with its input schema (for `Mcp-Param-*` checks).
-    var learnTool: ((String, JSONValue?) -> Void)?
+    var learnTool: (@Sendable (String, JSONValue?) -> Void)?
     /// Seals the task ids the answer carries to the caller (`TaskHandleRewrite`); nil where no task can appear.
-    var sealTask: ((String) -> String)?
+    var sealTask: (@Sendable (String) -> String)?
     /// Which task ids here are the caller's: only those are sealed, and a server message about any other task is
     /// withheld. Nil: task ids are neither sealed nor looked at.
     var tasks: TaskOwnership?
 
     /// A filter for `principal`'s answers to `requests`, deciding by the policy `currentPolicy` returns.
-    init(currentPolicy: @escaping () -> PolicySnapshot, principal: Principal, requests: [String: Kind]?) {
+    init(currentPolicy: @escaping @Sendable () -> PolicySnapshot, principal: Principal, requests: [String: Kind]?) {
         self.currentPolicy = currentPolicy
         self.principal = principal
         self.requests = requests
