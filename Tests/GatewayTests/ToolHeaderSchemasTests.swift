@@ -28,6 +28,27 @@ struct ToolHeaderSchemasTests {
         #expect(ToolHeaderSchemas.mirrors(in: try Self.schema(mirrors: limit + 1)).isEmpty)
     }
 
+    @Test("what a tenant's tools mirror is bounded in bytes: older tools are forgotten to make room, other tenants keep theirs")
+    func byteBound() throws {
+        let schemas = ToolHeaderSchemas()
+        let schema = try Self.schema(mirrors: ToolHeaderSchemas.maximumMirrorsPerTool)
+        schemas.learn(tenant: "globex", tool: "kept", inputSchema: schema)
+        // Each tool costs about 4.5 KB here: 2,000 of them are over twice the bound, and under the bound in tools.
+        for index in 0..<2_000 { schemas.learn(tenant: "acme", tool: "tool-\(index)", inputSchema: schema) }
+        let bytes = schemas.rememberedBytes(tenant: "acme")
+        #expect(bytes <= ToolHeaderSchemas.maximumBytesPerTenant && bytes > ToolHeaderSchemas.maximumBytesPerTenant / 2)
+        let arguments = try JSONParser.parse(#"{"a0": "v"}"#)
+        #expect(schemas.mismatch(tenant: "acme", tool: "tool-1999", arguments: arguments, headers: []) != nil, "the latest is remembered")
+        #expect(schemas.mismatch(tenant: "globex", tool: "kept", arguments: arguments, headers: []) != nil)
+        // Learned again, and forgotten: the count follows.
+        schemas.learn(tenant: "acme", tool: "tool-1999", inputSchema: schema)
+        #expect(schemas.rememberedBytes(tenant: "acme") == bytes)
+        schemas.learn(tenant: "acme", tool: "tool-1999", inputSchema: nil)
+        #expect(
+            schemas.rememberedBytes(tenant: "acme") == bytes
+                - ToolHeaderSchemas.cost(of: "tool-1999", ToolHeaderSchemas.mirrors(in: schema)))
+    }
+
     @Test("headers are matched by token case-insensitively, once each, whatever else the request carries")
     func matching() throws {
         let schemas = ToolHeaderSchemas()

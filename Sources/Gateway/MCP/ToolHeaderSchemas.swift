@@ -4,10 +4,11 @@ import Synchronization
 /// What each tenant's tools mirror into `Mcp-Param-*` headers, learned from their `inputSchema` as `tools/list`
 /// results pass through (an `x-mcp-header` annotation on a property, reached through `properties` only), so that a
 /// `tools/call` whose header disagrees with its arguments is refused like an `Mcp-Name` that disagrees with the body.
-/// Bounded: at most `maximumTools` tools per tenant are remembered (the oldest are forgotten first), each with at most
-/// `maximumMirrorsPerTool` mirrors whose names and paths are short (`maximumNameBytes`); a tool whose schema goes
-/// beyond that (which no real tool does: they mirror a few arguments) is not remembered, like a tool not yet seen, so
-/// an upstream cannot make the gateway keep unbounded memory or make each call's check costly.
+/// Bounded: at most `maximumTools` tools and `maximumBytesPerTenant` bytes of names per tenant are remembered (others
+/// are forgotten to make room), each tool with at most `maximumMirrorsPerTool` mirrors whose names and paths are short
+/// (`maximumNameBytes`); a tool whose schema goes beyond that (which no real tool does: they mirror a few arguments)
+/// is not remembered, like a tool not yet seen, so an upstream cannot make the gateway keep unbounded memory or make
+/// each call's check costly.
 public final class ToolHeaderSchemas: Sendable {
     /// One mirrored argument: its path of property names, and the header name's suffix.
     struct Mirror: Sendable, Equatable {
@@ -22,7 +23,24 @@ public final class ToolHeaderSchemas: Sendable {
     /// Longest header token and property name (bytes) of a mirror, and deepest path.
     static let maximumNameBytes = 128
 
-    private let tenants = Mutex<[String: [String: [Mirror]]]>([:])
+    /// Bytes of tool names, mirror tokens and property paths remembered per tenant (with a per-entry overhead).
+    static let maximumBytesPerTenant = 4 << 20
+
+    /// One tenant's tools and what they take.
+    private struct Table {
+        var tools: [String: [Mirror]] = [:]
+        var bytes = 0
+    }
+
+    private let tenants = Mutex<[String: Table]>([:])
+
+    /// What remembering `mirrors` of `tool` takes: its name, each token and path name, and a fixed overhead per entry
+    /// (the collections and strings themselves).
+    static func cost(of tool: String, _ mirrors: [Mirror]) -> Int {
+        mirrors.reduce(64 + tool.utf8.count) { total, mirror in
+            total + 48 + mirror.token.utf8.count + mirror.path.reduce(0) { $0 + 16 + $1.utf8.count }
+        }
+    }
 
     /// A store that knows no tool yet.
     public init() {}
@@ -30,23 +48,34 @@ public final class ToolHeaderSchemas: Sendable {
     /// Remembers what `tool` of `tenant` mirrors (forgets it when it mirrors nothing).
     func learn(tenant: String, tool: String, inputSchema: JSONValue?) {
         let mirrors = Self.mirrors(in: inputSchema)
+        let cost = mirrors.isEmpty ? 0 : Self.cost(of: tool, mirrors)
         // Changed in place: copying a tenant's table of up to 10,000 tools for every tool learned made a list's learning
         // cost tools × tools.
         tenants.withLock { tenants in
-            if mirrors.isEmpty {
-                guard tenants[tenant]?[tool] != nil else { return }
-                tenants[tenant]![tool] = nil
-                if tenants[tenant]!.isEmpty { tenants[tenant] = nil }
-            } else {
-                if let count = tenants[tenant]?.count, count >= Self.maximumTools, tenants[tenant]![tool] == nil,
-                    let any = tenants[tenant]!.keys.first
-                {
-                    tenants[tenant]![any] = nil
-                }
-                tenants[tenant, default: [:]][tool] = mirrors
+            if let known = tenants[tenant]?.tools[tool] {
+                tenants[tenant]!.tools[tool] = nil
+                tenants[tenant]!.bytes -= Self.cost(of: tool, known)
             }
+            guard !mirrors.isEmpty, cost <= Self.maximumBytesPerTenant else {
+                if tenants[tenant]?.tools.isEmpty == true { tenants[tenant] = nil }
+                return
+            }
+            var table = tenants.removeValue(forKey: tenant) ?? Table()
+            // Room made by forgetting other tools (an arbitrary one at a time), as for a tool not seen yet.
+            while table.tools.count >= Self.maximumTools || table.bytes + cost > Self.maximumBytesPerTenant,
+                let other = table.tools.first
+            {
+                table.tools[other.key] = nil
+                table.bytes -= Self.cost(of: other.key, other.value)
+            }
+            table.tools[tool] = mirrors
+            table.bytes += cost
+            tenants[tenant] = table
         }
     }
+
+    /// The bytes remembered for `tenant` (`cost(of:_:)` summed).
+    func rememberedBytes(tenant: String) -> Int { tenants.withLock { $0[tenant]?.bytes ?? 0 } }
 
     /// Why the `Mcp-Param-*` headers of a call of `tool` disagree with its `arguments`, or nil when they agree (or the
     /// tool's schema is not known). `headers` are the request's (each `Mcp-Param-*` appears at most once: checked
@@ -56,7 +85,7 @@ public final class ToolHeaderSchemas: Sendable {
     )
         -> String?
     {
-        guard let mirrors = tenants.withLock({ $0[tenant]?[tool] }) else { return nil }
+        guard let mirrors = tenants.withLock({ $0[tenant]?.tools[tool] }) else { return nil }
         var sentByToken: [String: String] = [:]
         for (name, value) in headers where MCPHeaderValue.isParamHeader(name) {
             sentByToken[String(name.dropFirst("mcp-param-".count)).lowercased()] = value
