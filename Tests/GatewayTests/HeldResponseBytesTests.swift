@@ -76,4 +76,24 @@ struct HeldResponseBytesTests {
         try await gateway.stop()
         await upstream.stop()
     }
+
+    @Test("a large SSE event written to a client that does not read counts in its tenant's share until it is written out")
+    func writtenEventHeldUntilTaken() async throws {
+        let event = "data: " + String(repeating: "x", count: 15_000_000) + "\n\n"
+        let upstream = try await RecordingUpstream.start(.gatedEvents(first: event, afterRelease: "data: {}\n\n"))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let held = gateway.services.upstream.heldBytes
+        let stalled = try await RawTLSClient.connect(port: gateway.port)
+        try await stalled.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(await stalled.wait { $0.contains(#""status":"ok""#) })
+        try await stalled.setReading(false)
+        try await stalled.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#)))
+        // The kernel takes some megabytes of it; the rest stays in the gateway's output, and so does the charge.
+        #expect(try await Self.eventually { held.total >= 15_000_000 }, "the written event is not counted: \(held.total)")
+        await stalled.close()
+        #expect(try await Self.eventually { held.total == 0 }, "the share did not come back: \(held.total)")
+        upstream.release()
+        try await gateway.stop()
+        await upstream.stop()
+    }
 }

@@ -53,6 +53,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var listeningStream = false
     /// Ends a listening stream when its caller's credentials expire.
     private var credentialsTimer: Scheduled<Void>?
+    /// The held bytes a large SSE event about to be written takes (`chargedEventWriteBytes`), given back once written.
+    private var eventWriteCharge: (bytes: Int, tenant: String)?
+    /// Smallest SSE event whose write is counted in held bytes.
+    static let chargedEventWriteBytes = 64 * 1024
     /// Whether a collected list answer is being filtered on the decision threads (its result is still wanted).
     private var filteringOffLoop = false
     private var closing = false
@@ -504,7 +508,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             writeHead(head, context: context)
             flushPending = true
         case .writeResponseBody(let part):
-            context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            if let charge = eventWriteCharge, let held = services?.upstream.heldBytes {
+                eventWriteCharge = nil
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenComplete { _ in held.give(charge.bytes, tenant: charge.tenant) }
+                context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
+            } else {
+                context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+            }
             flushPending = true
             if !context.channel.isWritable { upstream?.setReading(false) }
         case .writeResponseEnd(let close):
@@ -1207,7 +1218,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     "upstream SSE stream closed: its unfinished event would hold more than the bytes allowed for this tenant's answers",
                     rule: "held_response_bytes")
             }
+            if events.count >= Self.chargedEventWriteBytes, let held = services?.upstream.heldBytes {
+                // A large event written to a client that does not read would stay in the connection's output: its
+                // bytes count in the tenant's share until they are written out (backpressure bounds smaller ones).
+                let tenant = request?.principal?.tenant ?? ""
+                guard held.take(events.count, tenant: tenant) else {
+                    return endStream(
+                        "upstream SSE stream closed: its next event would hold more than the bytes allowed for this tenant's answers",
+                        rule: "held_response_bytes")
+                }
+                eventWriteCharge = (events.count, tenant)
+            }
             if !events.isEmpty { perform(machine.upstreamBody(ByteBuffer(bytes: events))) }
+            if let charge = eventWriteCharge {
+                // Not written (the exchange moved on): given back at once.
+                eventWriteCharge = nil
+                services?.upstream.heldBytes.give(charge.bytes, tenant: charge.tenant)
+            }
         } catch {
             // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
             // held: the stream ends.
