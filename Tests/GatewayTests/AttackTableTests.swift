@@ -82,6 +82,11 @@ struct ProxyAttackTableTests {
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"}}}"#,
             [("Mcp-Name", "list_files")], "acme/agents/bot1"
         ),
+        (
+            "Mcp-Name naming a denied resource through a name member beside an allowed uri",
+            #"{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///workspace/a.txt","name":"file:///etc/passwd"}}"#,
+            [("Mcp-Name", "file:///etc/passwd")], "acme/agents/bot1"
+        ),
         ("unknown non-MCP method", #"{"jsonrpc":"2.0","id":1,"method":"admin/shutdown","params":{}}"#, [], "acme/agents/bot1"),
         (
             "resource outside the allowed URIs",
@@ -194,6 +199,9 @@ struct ProxyAttackTableTests {
         "notification carrying a denied call": (["R3"], "R3 denies delete_file"),
         "Mcp-Method header disagreeing with the body": (["header_mismatch"], "does not match the body's method"),
         "Mcp-Name header disagreeing with the body": (["header_mismatch"], "Mcp-Name header does not match the body"),
+        "Mcp-Name naming a denied resource through a name member beside an allowed uri": (
+            ["header_mismatch"], "Mcp-Name header does not match the body"
+        ),
         "unknown non-MCP method": (["default"], "admin/shutdown for agent bot1; the default is deny"),
         "resource outside the allowed URIs": (["default"], "resources/read file:///etc/passwd"),
         "another tenant's tool": (["default"], "search_docs for agent bot1; the default is deny"),

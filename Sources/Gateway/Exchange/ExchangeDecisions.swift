@@ -569,16 +569,23 @@ struct ExchangeDecisions {
         if let name = headers.first(name: "mcp-name") {
             let decoded = MCPHeaderValue.decode(name)
             let params = first.params?.objectValue
-            // A task method names its task (the handle the client was given).
-            let bodyName =
-                TaskHandleRewrite.methodsNamingATask.contains(first.method ?? "")
-                ? params?["taskId"]?.stringValue : params?["name"]?.stringValue ?? params?["uri"]?.stringValue
+            let bodyName = Self.namedTarget(method: first.method ?? "", params: params)
             // Compared as bytes: Swift `==` is canonical equivalence.
             if !(decoded?.utf8.elementsEqual(bodyName?.utf8 ?? "".utf8) ?? false) || bodyName == nil {
                 return "Mcp-Name header does not match the body"
             }
         }
         return nil
+    }
+
+    /// What `Mcp-Name` must equal for `method`: the resource's `uri` for the resource methods, the task (the handle the
+    /// client was given) for a task method, the `name` for the others (`tools/call`, `prompts/get`). Never the member
+    /// of another method: a `resources/read` carrying a `name` beside its `uri` is named by its `uri`, which the policy
+    /// decides on.
+    static func namedTarget(method: String, params: JSONObject?) -> String? {
+        if TaskHandleRewrite.methodsNamingATask.contains(method) { return params?["taskId"]?.stringValue }
+        if method.hasPrefix("resources/") { return params?["uri"]?.stringValue }
+        return params?["name"]?.stringValue
     }
 
     /// What a 2026-07-28 request lacks: `params._meta` with the protocol version and client capabilities (then
