@@ -157,6 +157,26 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test("a result holding several lists has each filtered: on a GET stream (by shape) and in the answer to a tools/list")
+    func everyListInAResultFiltered() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let principal = try gateway.services.authenticator.authenticate(
+            certificate: nil, bearerToken: try GatewayFixture.token(), now: Date())
+        let result =
+            #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"read_file"},{"name":"delete_file"}],"prompts":[{"name":"summarize_doc"},{"name":"leak_secrets"}],"resources":[{"uri":"file:///workspace/a.txt"},{"uri":"file:///etc/passwd"}],"resourceTemplates":[{"uriTemplate":"file:///workspace/{path}"},{"uriTemplate":"file:///{path}"}]}}"#
+        for requests in [nil, ["1": ListFilter.Kind.tools]] {
+            let filter = ListFilter(snapshot: gateway.services.policy.snapshot, principal: principal, requests: requests)
+            let body = String(decoding: try filter.filterJSON(Array(result.utf8)), as: UTF8.self)
+            #expect(try Self.names(body, "tools") == ["read_file"], "\(body)")
+            #expect(try Self.names(body, "prompts") == ["summarize_doc"], "\(body)")
+            #expect(try Self.names(body, "resources", "uri") == ["file:///workspace/a.txt"], "\(body)")
+            #expect(try Self.names(body, "resourceTemplates", "uriTemplate") == ["file:///workspace/{path}"], "\(body)")
+        }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a large list answer is filtered on the decision threads, in its tenant's share of them")
     func largeListFilteredOffTheLoop() async throws {
         // 300 tools (about 30 KB): over an offload bound of 16 KiB.
@@ -643,6 +663,10 @@ extension SSEStreamEndTests {
         let rewrite: (String) -> String = { "/messages?session=sealed(" + $0 + ")" }
         let plain = try SSEEventFilter.endpoint(Array("event: endpoint\ndata: /messages/?session_id=abc\n\n".utf8), rewrite: rewrite)
         #expect(String(decoding: plain, as: UTF8.self).contains("sealed(/messages/?session_id=abc)"))
+        // The upstream's event id is not passed on (found by review).
+        let withID = try SSEEventFilter.endpoint(
+            Array("id: upstream-evt-42\nevent: endpoint\ndata: /messages/?session_id=abc\n\n".utf8), rewrite: rewrite)
+        #expect(String(decoding: withID, as: UTF8.self) == "event: endpoint\ndata: /messages?session=sealed(/messages/?session_id=abc)\n\n")
         for target in ["/messages/?a b", "/messages/?a\tb", "/messages/?a\u{0}b", "//evil/x", "/m\u{e9}"] {
             #expect(throws: SSEEventFilter.Unreadable.self, "\(target.debugDescription)") {
                 try SSEEventFilter.endpoint(Array("event: endpoint\ndata: \(target)\n\n".utf8), rewrite: rewrite)
@@ -919,6 +943,29 @@ extension ProtocolCompletenessTests {
         let list = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":7,"method":"tools/list","params":{"cursor":"status"}}"#)
         #expect(list.status == 502, "\(list.body)")
         #expect(!list.body.contains("/etc/passwd"), "\(list.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "an update in a call's SSE answer is never passed unread: nested too deep to read, it ends the stream; with NaN, it is read leniently and withheld",
+        arguments: [
+            #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"deep":"# + String(repeating: "[", count: 70)
+                + String(repeating: "]", count: 70) + #","uri":"file:///etc/passwd"}}"#,
+            #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"n":NaN,"uri":"file:///etc/passwd"}}"#,
+        ])
+    func unreadableUpdateEndsTheStream(update: String) async throws {
+        let progress = #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#
+        let stream = [progress, update].map { "event: message\ndata: \($0)\n\n" }.joined()
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (200, "text/event-stream", stream) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let call = try? await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+        #expect(call?.body.contains("/etc/passwd") != true, "\(call?.body ?? "")")
+        if update.contains("[[[") {
+            // Too deep to read: the stream ends (NaN is read leniently, and the update withheld).
+            let records = try gateway.auditRecords()
+            #expect(records.contains { $0["rule"] == .string("sse_event_unreadable") }, "\(records)")
+        }
         try await gateway.stop()
         await upstream.stop()
     }

@@ -155,8 +155,9 @@ struct ListFilter {
             return changed ? .array(filtered) : nil
         case .object(let message):
             var rewritten: JSONObject?
-            if let result = message["result"]?.objectValue, let kind = kind(of: message, result) {
-                rewritten = filtered(message, result, kind)
+            if let result = message["result"]?.objectValue {
+                let kinds = kinds(of: message, result)
+                if !kinds.isEmpty { rewritten = filtered(message, result, kinds) }
             }
             if let sealTask, let tasks {
                 tasks.learn(from: message)
@@ -173,40 +174,45 @@ struct ListFilter {
         }
     }
 
-    /// `message` with its list result cut to what the caller may use, and marked private.
-    private func filtered(_ message: JSONObject, _ result: JSONObject, _ kind: Kind) -> JSONObject {
-        let items = result[kind.resultKey]?.arrayValue ?? []
-        let visible = items.filter { item in
-            guard let name = item.objectValue?[kind.nameKey]?.stringValue else { return false }
-            return mayUse(name, kind)
-        }
-        if kind == .tools, let learnTool {
-            for item in visible {
-                if let name = item.objectValue?["name"]?.stringValue { learnTool(name, item.objectValue?["inputSchema"]) }
+    /// `message` with its list results (of each of `kinds`) cut to what the caller may use, and marked private.
+    private func filtered(_ message: JSONObject, _ result: JSONObject, _ kinds: [Kind]) -> JSONObject {
+        var visible: [String: [JSONValue]] = [:]
+        for kind in kinds {
+            let items = result[kind.resultKey]?.arrayValue ?? []
+            visible[kind.resultKey] = items.filter { item in
+                guard let name = item.objectValue?[kind.nameKey]?.stringValue else { return false }
+                return mayUse(name, kind)
+            }
+            if kind == .tools, let learnTool {
+                for item in visible[kind.resultKey]! {
+                    if let name = item.objectValue?["name"]?.stringValue { learnTool(name, item.objectValue?["inputSchema"]) }
+                }
             }
         }
         var members = result.members.filter { $0.key != "cacheScope" }.map { member -> JSONObject.Member in
-            member.key == kind.resultKey ? .init(key: kind.resultKey, value: .array(visible)) : member
+            visible[member.key].map { .init(key: member.key, value: .array($0)) } ?? member
         }
         members.append(.init(key: "cacheScope", value: .string("private")))
         return JSONObject(message.members.map { $0.key == "result" ? .init(key: "result", value: .object(JSONObject(members))) : $0 })
     }
 
-    /// The kind of list `result` answers: by the request's id on a POST (an id that matches no list request but
-    /// whose result is shaped like a list is filtered too: an upstream may spell an id differently), by its shape on
-    /// a GET stream. The shape is an array of objects under the list's key: one item without a name does not make a
-    /// list pass unfiltered (`filtered` drops such items).
-    private func kind(of message: JSONObject, _ result: JSONObject) -> Kind? {
-        if let requests, let id = message["id"], let kind = requests[ExchangeDecisions.canonicalID(id) ?? id.serialized] {
-            return kind
-        }
-        if requests != nil, let id = message["id"], let key = ExchangeDecisions.canonicalID(id), requestIDs.contains(key) {
-            return nil  // the answer to a request that is not a list (a tool's own result)
-        }
-        return Kind.allCases.first { kind in
+    /// The kinds of list `result` holds: by the request's id on a POST (an id that matches no list request but whose
+    /// result is shaped like a list is filtered too: an upstream may spell an id differently), by its shape on a GET
+    /// stream; and every other list it is shaped to hold besides (a tools result carrying `prompts` too has both
+    /// filtered: a client may read either). The shape is an array of objects under the list's key: one item without
+    /// a name does not make a list pass unfiltered (`filtered` drops such items).
+    private func kinds(of message: JSONObject, _ result: JSONObject) -> [Kind] {
+        let shaped = Kind.allCases.filter { kind in
             guard let items = result[kind.resultKey]?.arrayValue else { return false }
             return items.contains { $0.objectValue != nil }
         }
+        if let requests, let id = message["id"], let kind = requests[ExchangeDecisions.canonicalID(id) ?? id.serialized] {
+            return [kind] + shaped.filter { $0 != kind }
+        }
+        if requests != nil, let id = message["id"], let key = ExchangeDecisions.canonicalID(id), requestIDs.contains(key) {
+            return []  // the answer to a request that is not a list (a tool's own result)
+        }
+        return shaped
     }
 
     /// Why a complete JSON answer cannot go on: it is not strict JSON, or it is nothing but notifications the caller

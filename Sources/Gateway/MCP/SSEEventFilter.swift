@@ -15,7 +15,8 @@ struct SSEEventFilter {
     var rewriteEndpoint: ((String) -> String)?
     /// On a stream whose lists are not filtered (the answer to an ordinary call): withholds only the resource updates
     /// the caller may not see and the messages about other agents' tasks (`ListFilter.withholds`); any other event
-    /// goes on as it came, JSON or not.
+    /// goes on as it came, JSON or not, unless its bytes might name an update or a task (`mayNameUpdate`) and its data
+    /// cannot be read: then the stream ends.
     var updateFilter: ListFilter?
     private var pending: [UInt8] = []
     /// Bytes of the event being assembled, held until it is complete.
@@ -37,7 +38,7 @@ struct SSEEventFilter {
         var description: String {
             switch self {
             case .tooLarge(let bound): "an SSE event exceeded \(bound) bytes"
-            case .notJSON: "an SSE event's data is not strict JSON, so a list in it could not be filtered"
+            case .notJSON: "an SSE event's data is not JSON the gateway can read, so what it carries could not be checked"
             }
         }
     }
@@ -114,7 +115,10 @@ struct SSEEventFilter {
             // Read as leniently as a client might (repeated keys kept): an update spelled twice is still seen.
             let data = Self.data(of: lines)
             let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes, lenient: true)
-            if !data.isEmpty, let value = try? JSONParser.parse(Array(data.utf8), limits: limits) {
+            if !data.isEmpty {
+                // Data that might name an update or a task but cannot be read (nested too deep, `NaN`) is not relayed
+                // unread: a lenient client could still read it, so the stream ends.
+                guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else { throw .notJSON }
                 if updateFilter.withholds(value) { return [] }
                 filtered = updateFilter.withoutWithheld(value)
             }
@@ -184,7 +188,7 @@ struct SSEEventFilter {
     }
 
     /// The endpoint event with its target replaced: the upstream's path and query (an absolute URL is reduced to its
-    /// path and query) go to `rewrite`. An endpoint that is not a path is refused: the stream ends.
+    /// path and query) go to `rewrite`, and its event id (if any) dropped. An endpoint that is not a path is refused: the stream ends.
     static func endpoint(_ event: [UInt8], rewrite: (String) -> String) throws(Unreadable) -> [UInt8] {
         let lines = String(decoding: event, as: UTF8.self).split(omittingEmptySubsequences: false) {
             $0 == "\n" || $0 == "\r" || $0 == "\r\n"
@@ -204,6 +208,9 @@ struct SSEEventFilter {
             if line.hasPrefix("data:") {
                 if !wroteData { rebuilt += "data: " + rewrite(String(target)) + "\n" }
                 wroteData = true
+            } else if line == "id" || line.hasPrefix("id:") {
+                // The upstream's event id never reaches the client; nothing resumes at an endpoint event, so it goes.
+                continue
             } else {
                 rebuilt += line + "\n"
             }
