@@ -58,9 +58,16 @@ final class DecisionPool: Sendable {
     static func midSizedQueue(of tenant: String) -> String { tenant + midSizedSuffix }
     private static let midSizedSuffix = " (mid-sized)"
 
+    /// The queue of a tenant's large list answers being filtered: apart from its large calls (a tenant holding its
+    /// share of large calls still gets its lists), within the same threads the tenant may use.
+    static func listQueue(of tenant: String) -> String { tenant + listSuffix }
+    private static let listSuffix = " (lists)"
+
     /// The tenant a queue belongs to (tenant ids hold no blanks, so no tenant's own queue ends with the suffix).
     private static func tenant(of queue: String) -> String {
-        queue.hasSuffix(midSizedSuffix) ? String(queue.dropLast(midSizedSuffix.count)) : queue
+        if queue.hasSuffix(midSizedSuffix) { return String(queue.dropLast(midSizedSuffix.count)) }
+        if queue.hasSuffix(listSuffix) { return String(queue.dropLast(listSuffix.count)) }
+        return queue
     }
 
     /// Runs `work` for `tenant` at low priority; its result comes back on `eventLoop`. Fails with

@@ -124,10 +124,116 @@ struct AuditRecoveryTests {
         #expect(log.isAccepting)
         try log.append(AuditRecord(requestID: "after", httpMethod: "POST", decision: .allow, reason: "after"))
         log.close()
-        let ids = try sink.records.map { try #require(try JSONParser.parse($0).objectValue?["request_id"]?.stringValue) }
-        #expect(ids == (0..<10).map { "r\($0)" } + ["reserved", "after"])
-        #expect(log.writtenRecords == 12)
+        let records = try sink.records.map { try #require(try JSONParser.parse($0).objectValue) }
+        let ids = records.compactMap { $0["request_id"]?.stringValue }
+        #expect(ids.filter { !$0.hasPrefix("audit-outage-") } == (0..<10).map { "r\($0)" } + ["reserved", "after"])
+        // The refused record is told in one summary once writes succeed again.
+        let summaries = records.filter { $0["rule"] == .string("audit_unavailable") }
+        #expect(summaries.count == 1 && summaries.first?["reason"]?.stringValue?.hasPrefix("1 request(s) refused") == true, "\(summaries)")
+        #expect(log.writtenRecords == 13)
         #expect(log.writeErrors >= 1)
+    }
+}
+
+/// A sink whose writes block until released (hung storage, a socket nobody reads).
+final class BlockingSink: AuditWriter {
+    let released = Mutex(false)
+    let lines = Mutex<[String]>([])
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        let deadline = ContinuousClock.now + .seconds(30)
+        while !released.withLock({ $0 }) && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        lines.withLock { $0.append(String(decoding: bytes, as: UTF8.self)) }
+    }
+
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+}
+
+extension AuditRecoveryTests {
+    static func record(_ id: String) -> AuditRecord {
+        AuditRecord(requestID: id, httpMethod: "POST", decision: .allow, reason: String(repeating: "r", count: 200))
+    }
+
+    @Test(
+        "a FIFO nobody reads fails the writes instead of holding the writer: the log refuses, a reopen returns, and once read every record arrives"
+    )
+    func fifoNobodyReads() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-fifo-\(UUID())").path
+        #expect(mkfifo(path, 0o600) == 0)
+        defer { unlink(path) }
+        let reader = open(path, O_RDONLY | O_NONBLOCK)
+        #expect(reader >= 0)
+        defer { close(reader) }
+        let log = try AuditLog(sink: .file(path))
+        // Far more than a pipe holds (64 KiB): the writer finds it full, waits a second, and fails the write.
+        for index in 0..<1_000 { try log.append(Self.record("f\(index)")) }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(log.writeErrors > 0)
+        #expect(!log.isAccepting)
+        let reopening = ContinuousClock.now
+        try log.reopen()
+        #expect(ContinuousClock.now - reopening < .seconds(5), "a reopen waits for the blocked writer")
+        // Read everything, until every record has arrived.
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        let reading = ContinuousClock.now + .seconds(20)
+        while received.count(where: { $0 == 0x0A }) < 1_000 && ContinuousClock.now < reading {
+            let count = read(reader, &buffer, buffer.count)
+            if count > 0 { received += buffer[..<count] } else { Thread.sleep(forTimeInterval: 0.01) }
+        }
+        let ids = try String(decoding: received, as: UTF8.self).split(separator: "\n").map {
+            try #require(try JSONParser.parse(String($0)).objectValue?["request_id"]?.stringValue)
+        }
+        #expect(ids == (0..<1_000).map { "f\($0)" })
+        let recovered = ContinuousClock.now + .seconds(5)
+        while !log.isAccepting && ContinuousClock.now < recovered { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(log.isAccepting)
+        log.close(timeout: .seconds(2))
+    }
+
+    @Test("records still unwritten when the log closes go to standard error, not nowhere")
+    func unwrittenRecordsToStandardError() throws {
+        let sink = FlakySink()
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(Self.record("kept-on-stderr"))
+        let deadline = ContinuousClock.now + .seconds(5)
+        while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
+        defer { unlink(path) }
+        let saved = dup(STDERR_FILENO)
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        dup2(file, STDERR_FILENO)
+        let lost = log.close(timeout: .milliseconds(300))
+        dup2(saved, STDERR_FILENO)
+        close(file)
+        close(saved)
+        #expect(lost > 0)
+        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+        #expect(text.contains(#""request_id":"kept-on-stderr""#), "\(text.prefix(500))")
+    }
+
+    @Test("a write that does not return for seconds makes the log refuse records until it does")
+    func stalledWriteRefuses() throws {
+        let sink = BlockingSink()
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(Self.record("s0"))
+        // The writer takes the record within 20 ms and blocks; past the stall bound, records are refused.
+        let deadline = ContinuousClock.now + .seconds(15)
+        while log.isAccepting && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.05) }
+        #expect(!log.isAccepting)
+        #expect(throws: AuditUnavailable.self) { try log.append(Self.record("s1")) }
+        #expect(throws: AuditUnavailable.self) { _ = try log.reserve(bytes: 100) }
+        sink.released.withLock { $0 = true }
+        let recovered = ContinuousClock.now + .seconds(5)
+        while !log.isAccepting && ContinuousClock.now < recovered { Thread.sleep(forTimeInterval: 0.01) }
+        #expect(log.isAccepting)
+        log.close()
+        // The record written, and the summary of the two refused meanwhile.
+        #expect(log.writtenRecords == 2)
+        let summary = sink.lines.withLock { $0.joined() }.split(separator: "\n").last.map(String.init) ?? ""
+        #expect(summary.contains("2 request(s) refused") && summary.contains("has not completed"), "\(summary)")
     }
 }
 

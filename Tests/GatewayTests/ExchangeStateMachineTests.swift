@@ -97,16 +97,26 @@ struct ExchangeStateMachineTests {
         #expect(machine.requestEnd() == .decide(ByteBuffer(string: "0123456789x")))
     }
 
-    @Test("a body over the limit is refused, whether or not the caller is authenticated yet")
+    @Test("a body over the limit is refused, whether or not the caller is authenticated yet, and a declared one before it is read")
     func tooLarge() {
         var machine = Machine(limits: Self.limits)
         _ = machine.requestHead(head(length: 101))
         #expect(machine.requestBody(ByteBuffer(repeating: 0, count: 101)) == .refuseBodyTooLarge)
+        // Declared too large: refused as soon as the caller is known, before a byte of it is read, and without telling a
+        // client that expects it to continue (found by review: it was read until it passed the limit, or cut as slow).
+        var declared = head(length: 101)
+        declared.headers.add(name: "Expect", value: "100-continue")
         var authenticated = Machine(limits: Self.limits)
-        _ = authenticated.requestHead(head(length: 101))
-        _ = authenticated.authenticated()
-        #expect(authenticated.requestBody(ByteBuffer(repeating: 0, count: 60)) == .none)
-        #expect(authenticated.requestBody(ByteBuffer(repeating: 0, count: 41)) == .refuseBodyTooLarge)
+        _ = authenticated.requestHead(declared)
+        #expect(authenticated.authenticated() == .refuseBodyTooLarge)
+        // Chunked (no declared length): refused as it passes the limit.
+        var chunked = head()
+        chunked.headers.add(name: "Transfer-Encoding", value: "chunked")
+        var streaming = Machine(limits: Self.limits)
+        _ = streaming.requestHead(chunked)
+        #expect(streaming.authenticated() == .resumeReading)
+        #expect(streaming.requestBody(ByteBuffer(repeating: 0, count: 60)) == .none)
+        #expect(streaming.requestBody(ByteBuffer(repeating: 0, count: 41)) == .refuseBodyTooLarge)
     }
 
     @Test("an answer before the body was read: a small declared body is drained and the connection kept; a large one closes")

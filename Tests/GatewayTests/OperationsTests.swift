@@ -240,6 +240,30 @@ struct AdminTLSTests {
     }
 }
 
+extension OperationsTests {
+    @Test("an open admin connection closes when the admin TLS trust is reloaded (it was verified against the old one)")
+    func adminConnectionsCloseOnTrustReload() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let configuration = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [.init(label: "admin", path: DevPKI.tenantCA("acme"))], clientAuthentication: .required)
+        let store = TLSContextStore(try TLSContext(role: .server, configuration: configuration))
+        let admin = try await AdminListener.bind(
+            address: ListenAddress(host: "127.0.0.1", port: 0), tls: store, services: gateway.services,
+            operations: .init(reload: { ReloadReport() }), logger: Logger(label: "admin-test"))
+        let client = try await RawTLSClient.connect(port: admin.localAddress.port!)
+        try await client.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(await client.wait { $0.contains(#""status":"ok""#) })
+        #expect(!client.isClosed, "kept alive")
+        store.replace(with: try TLSContext(role: .server, configuration: configuration))
+        #expect(await client.waitForClose(timeout: .seconds(5)), "the connection outlived the reload")
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}
+
 /// The admin listener's own bounds: connections in all and per source, idle and request-head deadlines, and the Host
 /// check that keeps a rebinding web page out.
 @Suite("Admin listener limits", .serialized)

@@ -203,7 +203,7 @@ struct ProtocolCompletenessTests {
         let refusing = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
         let refused = try await refusing.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         #expect(refused.status == 503, "\(refused.body.prefix(300))")
-        #expect(refused.body.contains("list answers being processed") && !refused.body.contains("delete_file"))
+        #expect(refused.body.contains("large list answers being filtered") && !refused.body.contains("delete_file"))
         #expect(try refusing.auditRecords().last?["upstream_status"] == .number(JSONNumber(503)))
         try await refusing.stop()
         await upstream.stop()

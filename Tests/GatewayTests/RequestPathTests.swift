@@ -221,6 +221,8 @@ struct RequestPathTests {
         let record = try #require(try gateway.auditRecords().last)
         #expect(record["decision"] == .string("allow"))
         #expect(record["reason"]?.stringValue?.contains("client closed") == true)
+        // A client cancelling says nothing about the upstream: the gateway stays ready (found by review).
+        #expect(gateway.services.metrics.failingUpstreams(within: 60).isEmpty)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -97,14 +97,18 @@ struct UpstreamPoolTests {
         let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
         let acme = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         let globex = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "globex")
+        var answered: [ContinuousClock.Instant] = []
         for (endpoint, id) in [(acme, 1), (acme, 2), (globex, 3), (acme, 4), (globex, 5)] {
             #expect(try await call(pool, endpoint, id: id).status == 200)
+            answered.append(.now)
         }
         let ports = upstream.received.map(\.peerPort)
         #expect(ports.count == 5 && ports.allSatisfy { $0 != nil })
-        // Back to back, acme's idle connection is reused (so the pool does pool); later reuse depends on the reuse window,
-        // which a loaded machine can outlast, so only isolation is asserted for the rest.
-        #expect(ports[0] == ports[1], "acme's connection was not reused: \(ports)")
+        // Back to back, acme's idle connection is reused (so the pool does pool) — when the second call came well within
+        // the reuse window: a loaded CI machine has left more than the window between two calls of this loop.
+        if answered[1] - answered[0] < .seconds(1) {
+            #expect(ports[0] == ports[1], "acme's connection was not reused: \(ports)")
+        }
         let acmePorts = Set([ports[0], ports[1], ports[3]])
         let globexPorts = Set([ports[2], ports[4]])
         #expect(acmePorts.isDisjoint(with: globexPorts), "a connection carried both tenants' requests: \(ports)")

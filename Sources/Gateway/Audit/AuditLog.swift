@@ -2,6 +2,10 @@ import Foundation
 public import Logging
 import Synchronization
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Why an audit record could not be accepted; the request it belongs to is refused (fail closed).
 public struct AuditUnavailable: Error, Sendable, CustomStringConvertible {
     /// What is wrong with the log.
@@ -83,6 +87,15 @@ public final class AuditLog: Sendable {
         var closed = false
         var written = 0
         var writing = false
+        /// When the write in progress began (monotonic nanoseconds).
+        var writingSince: UInt64 = 0
+        /// Set by a successful `reopen`: the writer retries at once instead of after its backoff.
+        var retryNow = false
+        /// Records refused (appends and reservations) since the log last could take them, and since when: told in one
+        /// summary record once it can again (a refused request has no record of its own: there was nowhere to put it).
+        var refused = 0
+        var refusedSince: Int64 = 0
+        var refusedBecause = ""
         var writeErrors = 0
         /// Bytes promised to records whose call is being forwarded (counted against the capacity).
         var reserved = 0
@@ -92,6 +105,50 @@ public final class AuditLog: Sendable {
     }
 
     private let state = Mutex(State())
+    /// A write in progress for longer than this (a destination that blocks: hung storage, a socket nobody reads) makes
+    /// the log refuse records, as a failed write does, until it completes.
+    static let stallNanoseconds: UInt64 = 5_000_000_000
+
+    private static func monotonicNanoseconds() -> UInt64 {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
+    }
+
+    /// Counts a refusal for the summary record (`State.refused`), unless the log is closed; returns `reason`.
+    private static func refusing(_ state: inout State, _ reason: String) -> String {
+        guard !state.closed else { return reason }
+        if state.refused == 0 {
+            state.refusedSince = AuditRecord.nowMilliseconds()
+            state.refusedBecause = reason
+        }
+        state.refused += 1
+        return reason
+    }
+
+    /// The record that tells how many records the log refused, and since when (then forgotten); nil when none.
+    private static func refusalSummary(_ state: inout State) -> [UInt8]? {
+        guard state.refused > 0 else { return nil }
+        defer { state.refused = 0 }
+        let since = AuditRecord.timestamp(Date(timeIntervalSince1970: Double(state.refusedSince) / 1000))
+        var record = AuditRecord(
+            requestID: "audit-outage-\(state.refusedSince)", httpMethod: "-", decision: .unavailable,
+            reason:
+                "\(state.refused) request(s) refused from \(since) until now without records of their own: the audit log could not take them (first: \(state.refusedBecause))"
+        )
+        record.rule = "audit_unavailable"
+        return record.lineBytes
+    }
+
+    /// Why the log cannot take records now (failed, closed, or stalled in a write), or nil.
+    private static func unavailability(_ state: State) -> String? {
+        if let failure = state.failure { return failure }
+        if state.closed { return "the log is closed" }
+        if state.writing, monotonicNanoseconds() &- state.writingSince > stallNanoseconds {
+            return "a write to the audit destination has not completed for over \(stallNanoseconds / 1_000_000_000) s"
+        }
+        return nil
+    }
     private let writer: any AuditWriter
     private let capacityBytes: Int
     private let logger: Logger
@@ -127,6 +184,9 @@ public final class AuditLog: Sendable {
         } catch {
             throw AuditUnavailable(reason: "cannot reopen: \(error.reason)")
         }
+        // A log failing until now retries at once on the reopened destination (not after its backoff of up to 1 s).
+        state.withLock { $0.retryNow = true }
+        wake()
     }
 
     /// How many records have been written to the sink so far.
@@ -146,10 +206,9 @@ public final class AuditLog: Sendable {
     /// Queues whole lines; throws when the log cannot take them.
     func append(lines: [UInt8]) throws(AuditUnavailable) {
         let (problem, queued): (String?, Int) = state.withLock { state in
-            if let failure = state.failure { return (failure, 0) }
-            if state.closed { return ("the log is closed", 0) }
+            if let problem = Self.unavailability(state) { return (Self.refusing(&state, problem), 0) }
             if state.queue.count + state.reserved + lines.count > capacityBytes {
-                return ("more than \(capacityBytes) bytes waiting to be written", 0)
+                return (Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"), 0)
             }
             state.queue += lines
             return (nil, state.queue.count)
@@ -162,7 +221,7 @@ public final class AuditLog: Sendable {
 
     /// Whether a record would be accepted now.
     public var isAccepting: Bool {
-        state.withLock { $0.failure == nil && !$0.closed && $0.queue.count + $0.reserved < capacityBytes }
+        state.withLock { Self.unavailability($0) == nil && $0.queue.count + $0.reserved < capacityBytes }
     }
 
     /// Room promised to records that can only be completed later (after the upstream answered), taken before the
@@ -176,10 +235,9 @@ public final class AuditLog: Sendable {
     /// do not forward): the log failed or is full, or the tenant already holds half of its room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
         let problem: AuditUnavailable? = state.withLock { state in
-            if let failure = state.failure { return AuditUnavailable(reason: failure) }
-            if state.closed { return AuditUnavailable(reason: "the log is closed") }
+            if let problem = Self.unavailability(state) { return AuditUnavailable(reason: Self.refusing(&state, problem)) }
             if state.queue.count + state.reserved + bytes > capacityBytes {
-                return AuditUnavailable(reason: "more than \(capacityBytes) bytes waiting to be written")
+                return AuditUnavailable(reason: Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"))
             }
             if let tenant {
                 // Half the room, unless this is the tenant's only call in flight (one call always gets its room).
@@ -243,11 +301,25 @@ public final class AuditLog: Sendable {
             _ = finished.wait(until: Date().addingTimeInterval(0.05))
         }
         finished.unlock()
-        let lost = state.withLock { $0.queue.count + $0.retry.count }
-        if lost > 0 {
-            logger.critical("audit log closed with records unwritten", metadata: ["audit.unwritten_bytes": "\(lost)"])
+        let (unwritten, cut) = state.withLock { ($0.retry + $0.queue, $0.partial) }
+        if !unwritten.isEmpty {
+            logger.critical(
+                "audit log closed with records unwritten; they follow on standard error",
+                metadata: ["audit.unwritten_bytes": "\(unwritten.count)"])
+            // Not lost without a trace: the lines go to standard error (the gateway's own log), where an operator can
+            // take them back.
+            // A record cut by the failed write is given whole (its beginning reached the destination).
+            (cut + unwritten).withUnsafeBytes { bytes in
+                var offset = 0
+                while offset < bytes.count {
+                    let result = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
+                    if result < 0 && errno == EINTR { continue }
+                    guard result > 0 else { break }
+                    offset += result
+                }
+            }
         }
-        return lost
+        return unwritten.count
     }
 
     private func wake() {
@@ -262,6 +334,11 @@ public final class AuditLog: Sendable {
             wakeUp.lock()
             _ = wakeUp.wait(until: Date().addingTimeInterval(backoff))
             wakeUp.unlock()
+            if state.withLock({ state in
+                defer { state.retryNow = false }; return state.retryNow
+            }) {
+                backoff = 0.02
+            }
             writer.followPath()
             let destination = writer.destination
             let (batch, resumed, closed) = state.withLock { state -> ([UInt8], [UInt8], Bool) in
@@ -274,6 +351,7 @@ public final class AuditLog: Sendable {
                 state.queue = []
                 state.partial = []
                 state.writing = !batch.isEmpty
+                state.writingSince = Self.monotonicNanoseconds()
                 return (batch, resumed, state.closed && state.reserved == 0)
             }
             if !batch.isEmpty {
@@ -287,6 +365,8 @@ public final class AuditLog: Sendable {
                     let recovered = state.withLock { state -> Bool in
                         state.written += lines
                         state.writing = false
+                        // Writes succeed: what was refused meanwhile is told (written with the next batch).
+                        if let summary = Self.refusalSummary(&state) { state.queue += summary }
                         defer { state.failure = nil }
                         return state.failure != nil
                     }

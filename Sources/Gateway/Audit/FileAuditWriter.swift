@@ -6,6 +6,11 @@ import Glibc
 
 /// Appends to a file (created with mode 0600) or to standard output, with plain `write(2)`.
 ///
+/// Writes never wait without bound on a reader: the descriptor is non-blocking (for standard output that is a pipe or
+/// a terminal, the gateway's own description of it, opened through `/proc/self/fd/1`, so the shared one is left as it
+/// is), and a destination that takes nothing for `stallTimeout` (a FIFO or a log collector's pipe nobody reads) fails
+/// the write: its records are kept and retried, requests are refused meanwhile, and a reload can reopen the path.
+///
 /// Records never go into a deleted file: before each batch, a file found deleted (a mistaken `rm`, a rotation that
 /// removes instead of moving) is noticed and its path opened again. A file moved away keeps receiving records until
 /// `reopen` (SIGHUP), as log rotation expects: they are in the moved file, not lost.
@@ -20,7 +25,30 @@ final class FileAuditWriter: AuditWriter {
     init(path: String?, followed: @escaping @Sendable (String) -> Void = { _ in }) throws(AuditUnavailable) {
         self.path = path
         self.followed = followed
-        descriptor = Mutex(try path.map { path throws(AuditUnavailable) in try Self.open(path) } ?? STDOUT_FILENO)
+        let fd: Int32
+        if let path {
+            // Opened blocking (a FIFO waits for its reader here, at start), then written without blocking.
+            fd = try Self.open(path)
+            _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        } else {
+            fd = Self.privateStandardOutput()
+        }
+        descriptor = Mutex(fd)
+    }
+
+    /// How long a destination may take no bytes at all before the write fails (and is retried).
+    static let stallTimeout: Int32 = 1000
+
+    /// Standard output as a description of the gateway's own, non-blocking, when it is a pipe or a terminal (setting
+    /// `O_NONBLOCK` on the shared description would change it for every process that shares it); otherwise (a regular
+    /// file, or a socket, which cannot be opened again by path) standard output itself.
+    private static func privateStandardOutput() -> Int32 {
+        var status = stat()
+        guard fstat(STDOUT_FILENO, &status) == 0 else { return STDOUT_FILENO }
+        let type = status.st_mode & S_IFMT
+        guard type == S_IFIFO || type == S_IFCHR else { return STDOUT_FILENO }
+        let own = Glibc.open("/proc/self/fd/1", O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK)
+        return own >= 0 ? own : STDOUT_FILENO
     }
 
     /// Whether the regular file open as `fd` has been deleted (no name left: nobody can read what goes into it).
@@ -78,6 +106,16 @@ final class FileAuditWriter: AuditWriter {
                 let result = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
                 if result < 0 {
                     if errno == EINTR { continue }
+                    if errno == EAGAIN || errno == EWOULDBLOCK {
+                        // Full (a pipe whose reader is behind): wait for room, but not without bound.
+                        var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+                        if poll(&ready, 1, Self.stallTimeout) > 0 { continue }
+                        return AuditWriteError(
+                            written: offset,
+                            reason:
+                                "the audit destination took nothing for \(Self.stallTimeout) ms (a pipe or FIFO whose reader stopped reading)"
+                        )
+                    }
                     return AuditWriteError(written: offset, reason: String(cString: strerror(errno)))
                 }
                 offset += result
@@ -92,13 +130,12 @@ final class FileAuditWriter: AuditWriter {
         let fresh: Int32
         do {
             // Non-blocking: a FIFO without a reader at the path (or anything else that would wait) fails the reopen
-            // at once instead of holding the reload, and with it every later reload and shutdown. Writes then block
-            // again, as they always have.
+            // at once instead of holding the reload, and with it every later reload and shutdown; and writes to it
+            // wait at most `stallTimeout`.
             fresh = try Self.open(path, flags: O_NONBLOCK)
         } catch {
             throw AuditWriteError(written: 0, reason: error.reason)
         }
-        _ = fcntl(fresh, F_SETFL, fcntl(fresh, F_GETFL) & ~O_NONBLOCK)
         // Swapped and closed under the lock: no write is using the old descriptor, and none will.
         descriptor.withLock { current in
             // Another file only if the path now names another one (a rotation moved it): reopening the same file

@@ -127,6 +127,9 @@ struct ExchangeStateMachine {
     /// The credentials were accepted.
     mutating func authenticated() -> Action {
         guard case .authenticating = state else { return .none }
+        // A body declared larger than allowed is refused before it is read (and before a client that expects
+        // `100 Continue` is told to send it), not once that much of it has arrived.
+        if let declared = declaredBodyBytes, declared > limits.maximumBodyBytes { return .refuseBodyTooLarge }
         if requestEnded {
             state = .deciding
             return .decide(body)

@@ -1022,7 +1022,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         services.audit.append(records, into: reservation)
         services.metrics.observe(records)
-        services.metrics.observeUpstream(tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status)
+        // A call its client (or the gateway's shutdown) ended before the upstream answered says nothing about the
+        // upstream: neither a failure (a client cancelling would make the gateway report not ready) nor a latency.
+        if let status {
+            services.metrics.observeUpstream(tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status)
+        }
     }
 
     /// A request the connection lost before it was decided (its identity being checked, its body arriving, or its
@@ -1354,7 +1358,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let limit = services.limits.maximumLargeDecisionsPerTenant
         // Handed over whole: the loop does not touch this filter (nor its task ownership) until the result is back.
         let handedOver = HandedOver(filter)
-        DecisionPool.shared.run(for: tenant, limit: limit, on: context.eventLoop) {
+        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) {
             Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID)
         }
         .assumeIsolated().whenComplete { [self] result in
@@ -1365,8 +1369,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 answerFiltered(head, filtered)
             case .failure(let error) where error is DecisionPoolRefused:
                 refuseCollected(
-                    .serviceUnavailable, note: "this tenant already has \(limit) large calls or list answers being processed",
-                    message: "this tenant already has \(limit) large calls or list answers being processed; try again")
+                    .serviceUnavailable, note: "this tenant already has \(limit) large list answers being filtered",
+                    message: "this tenant already has \(limit) large list answers being filtered; try again")
             case .failure:
                 refuseCollected(.serviceUnavailable, note: "the gateway is overloaded", message: "the gateway is overloaded; try again")
             }

@@ -58,6 +58,9 @@ public final class AdminListener: Sendable {
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, limits: Limits = Limits()
     ) async throws -> AdminListener {
         let connections = ConnectionRegistry()
+        // A reloaded trust (an operator's certificate revoked, the operator CA replaced) reaches open connections too:
+        // they close once their request in progress is answered, and reconnect against the new trust.
+        tls?.onReplace { [weak connections] in connections?.trustReloaded() }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -145,9 +148,20 @@ private final class AdminHandler: ChannelInboundHandler {
         self.deadlines = deadlines
     }
 
-    /// A connection silent for the idle timeout, or whose request head took longer than its deadline, is closed.
+    /// Whether a request is being answered (from its head until its answer is written).
+    private var answering = false
+    /// Set when the TLS trust was reloaded during a request: the connection closes after its answer.
+    private var closesAfterAnswer = false
+
+    /// A connection silent for the idle timeout, or whose request head took longer than its deadline, is closed; so is
+    /// one open when the TLS trust is reloaded (after the request it is answering, if any: it was verified against the
+    /// old trust).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ConnectionIdle || event is SlowClientDetected { return context.close(promise: nil) }
+        if event is TrustReloaded {
+            if answering { closesAfterAnswer = true } else { context.close(promise: nil) }
+            return
+        }
         context.fireUserInboundEventTriggered(event)
     }
 
@@ -192,6 +206,7 @@ private final class AdminHandler: ChannelInboundHandler {
         switch unwrapInboundIn(data) {
         case .head(let request):
             head = request
+            answering = true
             // No admin request needs a body; one that comes is read (and dropped) at a minimum rate, or cut.
             deadlines.headReceived(
                 expectsBody: request.headers.contains(name: "transfer-encoding")
@@ -259,7 +274,8 @@ private final class AdminHandler: ChannelInboundHandler {
         for (name, value) in extra { headers.add(name: name, value: value) }
         // A client that asked for the connection to close (or an HTTP/1.0 one that did not ask to keep it) gets
         // `Connection: close`, and the connection closes once the answer is written.
-        let keepAlive = request.isKeepAlive
+        let keepAlive = request.isKeepAlive && !closesAfterAnswer
+        answering = false
         if !keepAlive { headers.add(name: "Connection", value: "close") }
         context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
         if request.method != .HEAD {

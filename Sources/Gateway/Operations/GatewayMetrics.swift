@@ -142,11 +142,11 @@ public final class GatewayMetrics: Sendable {
     }
 
     /// One forwarded exchange's upstream answer: its latency (to the response head) and status.
-    func observeUpstream(tenant: String?, seconds: Double, status: Int?) {
+    func observeUpstream(tenant: String?, seconds: Double, status: Int) {
         let label = vocabulary.withLock { tenantLabel(tenant, $0) }
-        let failed = status.map { $0 == 502 || $0 == 504 } ?? true
+        let failed = status == 502 || status == 504
         if failed {
-            counter("mcpgw_upstream_errors_total", "tenant", label, "status", status.map(String.init) ?? "none").increment()
+            counter("mcpgw_upstream_errors_total", "tenant", label, "status", String(status)).increment()
         } else {
             timer(label).recordNanoseconds(Int64(seconds * 1e9))
         }
