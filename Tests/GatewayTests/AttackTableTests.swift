@@ -190,7 +190,7 @@ struct ProxyAttackTableTests {
         "METHOD case variant": (["jsonrpc_32600"], #"unknown member "METHOD""#),
         "batch in a version without batches": (["jsonrpc_32600"], "batches are not allowed"),
         "non-JSON content type": (["jsonrpc_32600"], "Content-Type must be application/json"),
-        "batch hiding a denied call": (["R1", "R3"], "another message in it was refused (R3)"),
+        "batch hiding a denied call": (["batch", "R3"], "another message in it was refused (R3); this one alone was allowed by R1"),
         "traversal": (["A1"], "path_traversal: '..' path segment"),
         "encoded traversal": (["A1"], "path_traversal: '..' path segment"),
         "fullwidth traversal": (["A1"], "path_traversal: '..' path segment"),

@@ -765,7 +765,11 @@ struct ExchangeDecisions {
         case .rateLimited: outcome = .rateLimited
         case .limitsUnavailable: outcome = .unavailable
         }
-        var record = request.record(decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason, rule: item.decision.rule)
+        // Overridden (a message its policy allowed, refused with its batch): the rule is the batch's, not the allow rule
+        // (a deny under an allow rule would read as that rule denying, in records and metrics); the reason names both.
+        var record = request.record(
+            decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason,
+            rule: decisionOverride == nil ? item.decision.rule : "batch")
         record.sharedLimits = item.decision.sharedLimitsNote?.rawValue
         record.method = item.message.method ?? "response"
         record.target = item.target
@@ -803,7 +807,10 @@ struct ExchangeDecisions {
                 records.append(
                     record(
                         for: item, request,
-                        decisionOverride: (.deny, "batch refused: another message in it was refused (\(first.decision.rule))")))
+                        decisionOverride: (
+                            .deny,
+                            "batch refused: another message in it was refused (\(first.decision.rule)); this one alone was allowed by \(item.decision.rule)"
+                        )))
             } else {
                 records.append(record(for: item, request))
             }
