@@ -53,10 +53,12 @@ struct IssueTokenCommand: ParsableCommand {
 
     func validate() throws {
         if decode != nil { return }
-        guard let tenant, IdentifierRules.isValid(tenant) else {
-            throw ValidationError("--tenant is required (letters, digits, . _ - : @)")
+        for (option, value) in [("--tenant", tenant), ("--agent", agent)] {
+            guard let value else { throw ValidationError("\(option) is required (letters, digits, . _ - : @)") }
+            guard IdentifierRules.isValid(value) else {
+                throw ValidationError("\(option) '\(value.prefix(64))' is not a valid id: 1–128 letters, digits, . _ - : @")
+            }
         }
-        guard let agent, IdentifierRules.isValid(agent) else { throw ValidationError("--agent is required (letters, digits, . _ - : @)") }
         if key != nil && secretFile != nil { throw ValidationError("give --key or --secret-file, not both") }
         if secretFile != nil && alg != .hs256 { throw ValidationError("--secret-file signs HS256; use --alg HS256") }
         if key != nil && alg == .hs256 { throw ValidationError("HS256 signs with --secret-file, not --key") }

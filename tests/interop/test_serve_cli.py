@@ -122,3 +122,29 @@ def test_serves_as_an_unprivileged_user():
         upstream.shutdown()
     assert result.stdout.strip().endswith("200"), result.stdout + result.stderr + stderr[-2000:]
     assert '"ok": true' in result.stdout
+
+
+def test_a_port_in_use_names_the_listener_that_could_not_bind():
+    """The MCP listener and the admin listener each say which of them could not listen."""
+    import socket
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    taken = holder.getsockname()[1]
+    try:
+        for args, expected in [(["--listen", f"127.0.0.1:{taken}"], f"cannot listen on 127.0.0.1:{taken}: "),
+                               (["--listen", "127.0.0.1:0", "--admin-listen", f"127.0.0.1:{taken}"],
+                                f"cannot listen on 127.0.0.1:{taken}: admin listener: ")]:
+            result = subprocess.run([mcpgw_binary(), "serve", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+            assert result.returncode != 0 and expected in result.stderr, result.stderr[-800:]
+    finally:
+        holder.close()
+
+
+def test_issue_token_says_when_an_id_is_invalid_rather_than_missing():
+    result = subprocess.run([mcpgw_binary(), "issue-token", "--tenant", 'a"b', "--agent", "x"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 64 and "--tenant 'a\"b' is not a valid id" in result.stderr, result.stderr
+    missing = subprocess.run([mcpgw_binary(), "issue-token", "--agent", "x"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=60)
+    assert missing.returncode == 64 and "--tenant is required" in missing.stderr, missing.stderr

@@ -88,7 +88,12 @@ public final class AdminListener: Sendable {
                             deadlines: deadlines))
                 }
             }
-        let channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(host: address.host, port: address.port).get()
+        } catch {
+            throw GatewayError.cannotListen(address, reason: "admin listener: \(error)")
+        }
         logger.info("admin listener ready", metadata: ["admin.address": "\(channel.localAddress!)", "tls": "\(tls != nil)"])
         return AdminListener(channel: channel)
     }
