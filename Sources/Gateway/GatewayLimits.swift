@@ -37,6 +37,10 @@ public struct GatewayLimits: Sendable, Hashable {
     public var preAuthenticationBodyBytes: Int = 64 * 1024
     /// Requests bodies at least this large are decided off the event loop (so they never delay other requests).
     public var offloadDecisionBytes: Int = 64 * 1024
+    /// JSON list answers at least this large are filtered off the event loop (a multi-megabyte catalogue asked for over
+    /// and over would hold the loop). Smaller ones, the common case, stay on the loop: the decision threads run at the
+    /// lowest priority, and a busy gateway would leave ordinary lists waiting there.
+    public var offloadListBytes: Int = 1 << 20
     /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
     public var maximumLargeDecisionsPerTenant: Int = 4
     /// A decision on an event loop that takes longer than this marks its tenant as costly (`CostlyTenants`): for a

@@ -1337,8 +1337,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// Filters a collected list answer and answers with the result. A large one (`offload_decision_bytes` and up:
-    /// parsing, deciding every item and writing it again takes long) is filtered on the decision threads, in its
+    /// Filters a collected list answer and answers with the result. A large one (`offloadListBytes` and up: parsing,
+    /// deciding every item and writing it again takes long) is filtered on the decision threads, in its
     /// tenant's share of them, so that one tenant's large catalogues asked for in a loop never hold an event loop.
     private func filterCollected(_ head: HTTPResponseHead, _ body: ByteBuffer) {
         guard let plan, let services, let context, let tenant = request?.principal?.tenant else {
@@ -1347,7 +1347,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let filter = listFilter(plan.isStream ? nil : plan.listRequests)
         let bound = services.limits.maximumFilteredResponseBytes
         let answeredID = Self.answeredID(plan)
-        guard body.readableBytes >= services.limits.offloadDecisionBytes else {
+        guard body.readableBytes >= services.limits.offloadListBytes else {
             return answerFiltered(head, Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID))
         }
         // The upstream has answered in full: only the filtering is still to come.
