@@ -41,6 +41,9 @@ public struct GatewayLimits: Sendable, Hashable {
     /// and over would hold the loop). Smaller ones, the common case, stay on the loop: the decision threads run at the
     /// lowest priority, and a busy gateway would leave ordinary lists waiting there.
     public var offloadListBytes: Int = 1 << 20
+    /// Large list answers (see `offloadListBytes`) one tenant may have waiting for or in filtering at once; beyond,
+    /// `503`. Generous: each holds its bytes in the tenant's share of held bytes, which is the real bound.
+    public var maximumLargeListsPerTenant: Int = 64
     /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
     public var maximumLargeDecisionsPerTenant: Int = 4
     /// A decision on an event loop that takes longer than this marks its tenant as costly (`CostlyTenants`): for a

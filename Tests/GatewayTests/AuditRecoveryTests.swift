@@ -135,6 +135,34 @@ struct AuditRecoveryTests {
     }
 }
 
+/// A sink whose write fails only after 5 s (storage that hangs, then errs): longer than `close` waits.
+final class SlowFailingSink: AuditWriter {
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        Thread.sleep(forTimeInterval: 5)
+        throw AuditWriteError(written: 0, reason: "took nothing")
+    }
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+}
+
+/// A sink whose write takes `seconds`, taking a little every half second (a slow but steady reader).
+final class SlowProgressSink: AuditWriter {
+    let seconds: Int
+    let lastProgress = Atomic<UInt64>(0)
+    let done = Mutex(false)
+    init(seconds: Int) { self.seconds = seconds }
+    var progress: UInt64 { lastProgress.load(ordering: .relaxed) }
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        for _ in 0..<(seconds * 2) {
+            Thread.sleep(forTimeInterval: 0.5)
+            lastProgress.store(AuditLog.monotonicNanoseconds(), ordering: .relaxed)
+        }
+        done.withLock { $0 = true }
+    }
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+}
+
 /// A sink whose writes block until released (hung storage, a socket nobody reads).
 final class BlockingSink: AuditWriter {
     let released = Mutex(false)
@@ -200,6 +228,7 @@ extension AuditRecoveryTests {
         try log.append(Self.record("kept-on-stderr"))
         let deadline = ContinuousClock.now + .seconds(5)
         while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
+        #expect(throws: AuditUnavailable.self) { try log.append(Self.record("refused")) }
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
         defer { unlink(path) }
         let saved = dup(STDERR_FILENO)
@@ -212,6 +241,44 @@ extension AuditRecoveryTests {
         #expect(lost > 0)
         let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
         #expect(text.contains(#""request_id":"kept-on-stderr""#), "\(text.prefix(500))")
+        // The outage never ended: the summary of what it refused goes with them (found by review).
+        #expect(text.contains("1 request(s) refused"), "\(text.prefix(800))")
+    }
+
+    @Test("records in a write still in progress when the log closes are reported too (found by review: a write held them)")
+    func inFlightBatchReportedAtClose() throws {
+        let sink = SlowFailingSink()
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(Self.record("in-flight"))
+        // The writer takes it within 20 ms and spends 5 s failing to write it; close gives up before.
+        Thread.sleep(forTimeInterval: 0.1)
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
+        defer { unlink(path) }
+        let saved = dup(STDERR_FILENO)
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        dup2(file, STDERR_FILENO)
+        let lost = log.close(timeout: .milliseconds(100))
+        dup2(saved, STDERR_FILENO)
+        close(file)
+        close(saved)
+        #expect(lost > 0)
+        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+        #expect(text.contains(#""request_id":"in-flight""#), "\(text.prefix(500))")
+    }
+
+    @Test("a write that takes long but keeps making progress is not a stall (found by review: a slow reader got 503s)")
+    func slowProgressIsNotAStall() throws {
+        let sink = SlowProgressSink(seconds: 7)
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(Self.record("slow"))
+        let deadline = ContinuousClock.now + .seconds(7)
+        var refused = false
+        while ContinuousClock.now < deadline && !sink.done.withLock({ $0 }) {
+            refused = refused || !log.isAccepting
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(!refused, "refused while the write was making progress")
+        log.close()
     }
 
     @Test("a write that does not return for seconds makes the log refuse records until it does")

@@ -200,11 +200,11 @@ struct ProtocolCompletenessTests {
         #expect(DecisionPool.shared.started.load(ordering: .relaxed) > started)
         try await gateway.stop()
         // A tenant without a share of the decision threads gets 503 for such an answer, never an unfiltered list.
-        limits.maximumLargeDecisionsPerTenant = 0
+        limits.maximumLargeListsPerTenant = 0
         let refusing = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
         let refused = try await refusing.client("globex/agents/bot1").send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         #expect(refused.status == 503, "\(refused.body.prefix(300))")
-        #expect(refused.body.contains("large list answers being filtered") && !refused.body.contains("delete_docs"))
+        #expect(refused.body.contains("large list answers waiting to be filtered") && !refused.body.contains("delete_docs"))
         #expect(try refusing.auditRecords().last?["upstream_status"] == .number(JSONNumber(503)))
         try await refusing.stop()
         await upstream.stop()
@@ -967,6 +967,21 @@ extension ProtocolCompletenessTests {
             let records = try gateway.auditRecords()
             #expect(records.contains { $0["rule"] == .string("sse_event_unreadable") }, "\(records)")
         }
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a tool's own result that says \"Task\" but cannot be read (nested too deep) goes on as it came")
+    func unreadableResultThatIsNoUpdatePasses() async throws {
+        let result =
+            #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Task list"}],"structuredContent":{"deep":"#
+            + String(repeating: "[", count: 70) + String(repeating: "]", count: 70) + "}}}"
+        let upstream = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "text/event-stream", "event: message\ndata: \(result)\n\n") })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+        #expect(call.body.contains("Task list") && call.body.contains(String(repeating: "[", count: 70)), "\(call.body.prefix(300))")
+        #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("sse_event_unreadable") })
         try await gateway.stop()
         await upstream.stop()
     }

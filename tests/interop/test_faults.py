@@ -525,9 +525,12 @@ def test_audit_sink_full_then_unwritable_then_recovering(healthy, tmp_path):
           f"{len(audit_records(recovered))} records in the recovered file")
     assert len(answered) + len(refused) == len(outcomes)
     # Every call that was forwarded has its one record (the ones from the outage held and written to the new file);
-    # a refused call was never acted on and has none.
+    # a refused call was never acted on and has none of its own: one summary record tells how many were refused.
     records = audit_records(recovered)
-    assert_one_record_per_request(records, answered)
+    summaries = [record for record in records if record.get("rule") == "audit_unavailable"]
+    assert len(summaries) == 1, summaries
+    assert summaries[0]["reason"].startswith(f"{len(refused)} request(s) refused from "), (summaries, len(refused))
+    assert_one_record_per_request([record for record in records if record not in summaries], answered)
     assert healthy.received() == len(answered)
 
 

@@ -35,11 +35,15 @@ public protocol AuditWriter: Sendable {
     var destination: Int { get }
     /// Moves to a new destination if the current one can no longer be read by anyone (a deleted file).
     func followPath()
+    /// When the destination last took bytes (monotonic nanoseconds; 0 when not told): a write in progress that
+    /// still makes progress is not stalled.
+    var progress: UInt64 { get }
 }
 
 extension AuditWriter {
     public var destination: Int { 0 }
     public func followPath() {}
+    public var progress: UInt64 { 0 }
 }
 
 /// A failed write: how many bytes of the batch did reach the destination, and why the rest did not.
@@ -91,6 +95,10 @@ public final class AuditLog: Sendable {
         var writingSince: UInt64 = 0
         /// Set by a successful `reopen`: the writer retries at once instead of after its backoff.
         var retryNow = false
+        /// The batch of the write in progress (shared storage with the writer's copy: no bytes are copied).
+        var inFlight: [UInt8] = []
+        /// Set when `close` gives up waiting: the writer ends after its current attempt, whatever is left.
+        var abandoned = false
         /// Records refused (appends and reservations) since the log last could take them, and since when: told in one
         /// summary record once it can again (a refused request has no record of its own: there was nowhere to put it).
         var refused = 0
@@ -109,7 +117,7 @@ public final class AuditLog: Sendable {
     /// the log refuse records, as a failed write does, until it completes.
     static let stallNanoseconds: UInt64 = 5_000_000_000
 
-    private static func monotonicNanoseconds() -> UInt64 {
+    static func monotonicNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)
@@ -140,11 +148,12 @@ public final class AuditLog: Sendable {
         return record.lineBytes
     }
 
-    /// Why the log cannot take records now (failed, closed, or stalled in a write), or nil.
-    private static func unavailability(_ state: State) -> String? {
+    /// Why the log cannot take records now (failed, closed, or stalled in a write: no byte taken for
+    /// `stallNanoseconds`, counting from the write's start or the writer's last progress), or nil.
+    private static func unavailability(_ state: State, progress: UInt64) -> String? {
         if let failure = state.failure { return failure }
         if state.closed { return "the log is closed" }
-        if state.writing, monotonicNanoseconds() &- state.writingSince > stallNanoseconds {
+        if state.writing, monotonicNanoseconds() &- max(state.writingSince, progress) > stallNanoseconds {
             return "a write to the audit destination has not completed for over \(stallNanoseconds / 1_000_000_000) s"
         }
         return nil
@@ -206,7 +215,7 @@ public final class AuditLog: Sendable {
     /// Queues whole lines; throws when the log cannot take them.
     func append(lines: [UInt8]) throws(AuditUnavailable) {
         let (problem, queued): (String?, Int) = state.withLock { state in
-            if let problem = Self.unavailability(state) { return (Self.refusing(&state, problem), 0) }
+            if let problem = Self.unavailability(state, progress: writer.progress) { return (Self.refusing(&state, problem), 0) }
             if state.queue.count + state.reserved + lines.count > capacityBytes {
                 return (Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"), 0)
             }
@@ -221,7 +230,7 @@ public final class AuditLog: Sendable {
 
     /// Whether a record would be accepted now.
     public var isAccepting: Bool {
-        state.withLock { Self.unavailability($0) == nil && $0.queue.count + $0.reserved < capacityBytes }
+        state.withLock { Self.unavailability($0, progress: writer.progress) == nil && $0.queue.count + $0.reserved < capacityBytes }
     }
 
     /// Room promised to records that can only be completed later (after the upstream answered), taken before the
@@ -235,7 +244,9 @@ public final class AuditLog: Sendable {
     /// do not forward): the log failed or is full, or the tenant already holds half of its room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
         let problem: AuditUnavailable? = state.withLock { state in
-            if let problem = Self.unavailability(state) { return AuditUnavailable(reason: Self.refusing(&state, problem)) }
+            if let problem = Self.unavailability(state, progress: writer.progress) {
+                return AuditUnavailable(reason: Self.refusing(&state, problem))
+            }
             if state.queue.count + state.reserved + bytes > capacityBytes {
                 return AuditUnavailable(reason: Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"))
             }
@@ -296,20 +307,30 @@ public final class AuditLog: Sendable {
         state.withLock { $0.closed = true }
         let deadline = ContinuousClock.now + timeout
         wake()
-        finished.lock()
-        while !writerDone.withLock({ $0 }) && ContinuousClock.now < deadline {
-            _ = finished.wait(until: Date().addingTimeInterval(0.05))
+        waitForWriter(until: deadline)
+        if !writerDone.withLock({ $0 }) {
+            // Still failing: the writer stops after its current attempt (a pipe's ends within a second), so that
+            // what it holds is back in the queue to be reported.
+            state.withLock { $0.abandoned = true }
+            wake()
+            waitForWriter(until: ContinuousClock.now + .seconds(3))
         }
-        finished.unlock()
-        let (unwritten, cut) = state.withLock { ($0.retry + $0.queue, $0.partial) }
-        if !unwritten.isEmpty {
+        let (unwritten, cut, summary) = state.withLock { state in
+            // A write that never returned (storage that hangs) still holds its batch: reported too, though part of it
+            // may have reached the file.
+            (
+                (state.writing ? state.inFlight : []) + state.retry + state.queue, state.partial,
+                Self.refusalSummary(&state) ?? []
+            )
+        }
+        if !unwritten.isEmpty || !summary.isEmpty {
             logger.critical(
                 "audit log closed with records unwritten; they follow on standard error",
                 metadata: ["audit.unwritten_bytes": "\(unwritten.count)"])
             // Not lost without a trace: the lines go to standard error (the gateway's own log), where an operator can
-            // take them back.
-            // A record cut by the failed write is given whole (its beginning reached the destination).
-            (cut + unwritten).withUnsafeBytes { bytes in
+            // take them back: a record cut by the failed write whole (its beginning reached the destination), and the
+            // summary of requests refused meanwhile.
+            (cut + unwritten + summary).withUnsafeBytes { bytes in
                 var offset = 0
                 while offset < bytes.count {
                     let result = Glibc.write(STDERR_FILENO, bytes.baseAddress! + offset, bytes.count - offset)
@@ -319,7 +340,15 @@ public final class AuditLog: Sendable {
                 }
             }
         }
-        return unwritten.count
+        return unwritten.count + summary.count
+    }
+
+    private func waitForWriter(until deadline: ContinuousClock.Instant) {
+        finished.lock()
+        while !writerDone.withLock({ $0 }) && ContinuousClock.now < deadline {
+            _ = finished.wait(until: Date().addingTimeInterval(0.05))
+        }
+        finished.unlock()
     }
 
     private func wake() {
@@ -339,6 +368,14 @@ public final class AuditLog: Sendable {
             }) {
                 backoff = 0.02
             }
+            if state.withLock({ $0.abandoned }) {
+                // `close` gave up waiting: what is left stays queued, for it to report.
+                writerDone.withLock { $0 = true }
+                finished.lock()
+                finished.broadcast()
+                finished.unlock()
+                return
+            }
             writer.followPath()
             let destination = writer.destination
             let (batch, resumed, closed) = state.withLock { state -> ([UInt8], [UInt8], Bool) in
@@ -352,6 +389,7 @@ public final class AuditLog: Sendable {
                 state.partial = []
                 state.writing = !batch.isEmpty
                 state.writingSince = Self.monotonicNanoseconds()
+                state.inFlight = batch
                 return (batch, resumed, state.closed && state.reserved == 0)
             }
             if !batch.isEmpty {
@@ -365,6 +403,7 @@ public final class AuditLog: Sendable {
                     let recovered = state.withLock { state -> Bool in
                         state.written += lines
                         state.writing = false
+                        state.inFlight = []
                         // Writes succeed: what was refused meanwhile is told (written with the next batch).
                         if let summary = Self.refusalSummary(&state) { state.queue += summary }
                         defer { state.failure = nil }
@@ -389,6 +428,7 @@ public final class AuditLog: Sendable {
                         state.partial = partial
                         state.partialDestination = destination
                         state.writing = false
+                        state.inFlight = []
                         state.writeErrors += 1
                         defer { state.failure = "write failed: \(error.reason)" }
                         return state.failure == nil

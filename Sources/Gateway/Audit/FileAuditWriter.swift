@@ -18,6 +18,7 @@ final class FileAuditWriter: AuditWriter {
     private let path: String?
     private let descriptor: Mutex<Int32>
     private let opened = Atomic<Int>(0)
+    private let lastProgress = Atomic<UInt64>(0)
     /// Told when the file at the path was found deleted or replaced and opened again.
     private let followed: @Sendable (String) -> Void
 
@@ -74,6 +75,8 @@ final class FileAuditWriter: AuditWriter {
 
     var destination: Int { opened.load(ordering: .relaxed) }
 
+    var progress: UInt64 { lastProgress.load(ordering: .relaxed) }
+
     func followPath() {
         var notice: String?
         descriptor.withLock { fd in
@@ -119,6 +122,7 @@ final class FileAuditWriter: AuditWriter {
                     return AuditWriteError(written: offset, reason: String(cString: strerror(errno)))
                 }
                 offset += result
+                lastProgress.store(AuditLog.monotonicNanoseconds(), ordering: .relaxed)
             }
             return nil
         }

@@ -117,7 +117,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// A listening stream's caller is checked again when the TLS trust is reloaded: a client certificate that no
     /// longer verifies (revoked, expired, its CA removed) ends the stream at once, not at its next request.
     private func recheckListeningStream() {
-        guard listeningStream, case .relaying = machine.state else { return }
+        guard listeningStream, !closing, case .relaying = machine.state else { return }
         recheckClientCertificateAfterReload()
         if let refusal = handshake?.peerCertificateRefusal {
             let name = handshake?.refusedPeerCertificate.map { " (serial \($0.serialNumber), subject \($0.subject))" } ?? ""
@@ -1201,6 +1201,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let generation = self.generation
             collectTimer = context.eventLoop.assumeIsolated().scheduleTask(in: TimeAmount(services.limits.upstreamTimeout)) { [self] in
                 guard generation == self.generation, case .collecting = machine.state else { return }
+                if filteringOffLoop {
+                    // Answered in full, but still waiting for (or in) its filtering on the decision threads.
+                    filteringOffLoop = false
+                    return refuseCollected(
+                        .gatewayTimeout, note: "the list answer could not be filtered in time (the decision threads were busy)",
+                        message: "the list answer could not be filtered in time; try again")
+                }
                 refuseCollected(
                     .gatewayTimeout, note: "the upstream did not finish its list answer in time",
                     message: "upstream did not finish its list answer in time")
@@ -1280,6 +1287,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Ends an SSE answer that cannot go on (an event unreadable or too large to hold): recorded, the upstream request
     /// cancelled, and the client's connection closed (the framing of what was relayed cannot be finished cleanly).
     private func endStream(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
+        // Ended once: no later check (a reload, the credentials' expiry) ends it again before the close completes.
+        endListening()
         recordConnectionRefusal(reason, rule: rule, decision: decision)
         eventFilter = nil
         upstream?.cancel()
@@ -1350,12 +1359,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard body.readableBytes >= services.limits.offloadListBytes else {
             return answerFiltered(head, Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID))
         }
-        // The upstream has answered in full: only the filtering is still to come.
-        collectTimer?.cancel()
-        collectTimer = nil
+        // The upstream has answered in full: only the filtering is still to come, within what is left of the collect
+        // timer (the decision threads yield to everything else: on a saturated gateway the wait is bounded by it).
         filteringOffLoop = true
         let generation = self.generation
-        let limit = services.limits.maximumLargeDecisionsPerTenant
+        // Lists wait rather than being refused at the tenant's bound of large calls (a fleet of agents of one tenant
+        // asks for its catalogue at once): what bounds them is the held bytes they take (each is 1 MiB or more, held
+        // until answered) and the collect timer.
+        let limit = services.limits.maximumLargeListsPerTenant
         // Handed over whole: the loop does not touch this filter (nor its task ownership) until the result is back.
         let handedOver = HandedOver(filter)
         DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) {
@@ -1369,8 +1380,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 answerFiltered(head, filtered)
             case .failure(let error) where error is DecisionPoolRefused:
                 refuseCollected(
-                    .serviceUnavailable, note: "this tenant already has \(limit) large list answers being filtered",
-                    message: "this tenant already has \(limit) large list answers being filtered; try again")
+                    .serviceUnavailable, note: "this tenant already has \(limit) large list answers waiting to be filtered",
+                    message: "this tenant already has \(limit) large list answers waiting to be filtered; try again")
             case .failure:
                 refuseCollected(.serviceUnavailable, note: "the gateway is overloaded", message: "the gateway is overloaded; try again")
             }

@@ -116,9 +116,13 @@ struct SSEEventFilter {
             let data = Self.data(of: lines)
             let limits = JSONLimits(maximumDepth: 64, maximumBytes: maximumEventBytes, lenient: true)
             if !data.isEmpty {
-                // Data that might name an update or a task but cannot be read (nested too deep, `NaN`) is not relayed
-                // unread: a lenient client could still read it, so the stream ends.
-                guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else { throw .notJSON }
+                guard let value = try? JSONParser.parse(Array(data.utf8), limits: limits) else {
+                    // Data that cannot be read (nested too deep, `Infinity`) but might be a message that is withheld is
+                    // not relayed unread — a lenient client could still read it — so the stream ends. Anything else
+                    // (a tool's own text that says "task") goes on as it came.
+                    if Self.mayBeWithheld(data) { throw .notJSON }
+                    return event
+                }
                 if updateFilter.withholds(value) { return [] }
                 filtered = updateFilter.withoutWithheld(value)
             }
@@ -179,6 +183,13 @@ struct SSEEventFilter {
             index += 1
         }
         return false
+    }
+
+    /// Whether unreadable `data` could be a message `ListFilter.withholds`: one whose method is
+    /// `notifications/resources/updated` or `notifications/tasks…`, or that carries a related-task `_meta` — or any
+    /// escape, which could spell those.
+    static func mayBeWithheld(_ data: String) -> Bool {
+        data.utf8.contains(UInt8(ascii: "\\")) || data.contains("notifications/") || data.contains("related-task")
     }
 
     /// Whether the event is an `endpoint` event (legacy HTTP+SSE: where the client posts its messages).
