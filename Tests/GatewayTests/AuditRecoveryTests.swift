@@ -179,6 +179,20 @@ final class BlockingSink: AuditWriter {
 }
 
 extension AuditRecoveryTests {
+    /// Closes `log` with standard error sent to a file: what `close` returned, and what it wrote there.
+    static func closingWithStandardError(_ log: AuditLog, timeout: Duration) -> (lost: Int, text: String) {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
+        defer { unlink(path) }
+        let saved = dup(STDERR_FILENO)
+        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        dup2(file, STDERR_FILENO)
+        let lost = log.close(timeout: timeout)
+        dup2(saved, STDERR_FILENO)
+        close(file)
+        close(saved)
+        return (lost, String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self))
+    }
+
     static func record(_ id: String) -> AuditRecord {
         AuditRecord(requestID: id, httpMethod: "POST", decision: .allow, reason: String(repeating: "r", count: 200))
     }
@@ -229,17 +243,8 @@ extension AuditRecoveryTests {
         let deadline = ContinuousClock.now + .seconds(5)
         while log.writeErrors == 0 && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.005) }
         #expect(throws: AuditUnavailable.self) { try log.append(Self.record("refused")) }
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
-        defer { unlink(path) }
-        let saved = dup(STDERR_FILENO)
-        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        dup2(file, STDERR_FILENO)
-        let lost = log.close(timeout: .milliseconds(300))
-        dup2(saved, STDERR_FILENO)
-        close(file)
-        close(saved)
+        let (lost, text) = Self.closingWithStandardError(log, timeout: .milliseconds(300))
         #expect(lost > 0)
-        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
         #expect(text.contains(#""request_id":"kept-on-stderr""#), "\(text.prefix(500))")
         // The outage never ended: the summary of what it refused goes with them (found by review).
         #expect(text.contains("1 request(s) refused"), "\(text.prefix(800))")
@@ -252,17 +257,8 @@ extension AuditRecoveryTests {
         try log.append(Self.record("in-flight"))
         // The writer takes it within 20 ms and spends 5 s failing to write it; close gives up before.
         Thread.sleep(forTimeInterval: 0.1)
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
-        defer { unlink(path) }
-        let saved = dup(STDERR_FILENO)
-        let file = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        dup2(file, STDERR_FILENO)
-        let lost = log.close(timeout: .milliseconds(100))
-        dup2(saved, STDERR_FILENO)
-        close(file)
-        close(saved)
+        let (lost, text) = Self.closingWithStandardError(log, timeout: .milliseconds(100))
         #expect(lost > 0)
-        let text = String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
         #expect(text.contains(#""request_id":"in-flight""#), "\(text.prefix(500))")
     }
 

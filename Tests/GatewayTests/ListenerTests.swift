@@ -286,7 +286,8 @@ struct ConnectionsPerSourceTests {
         // Six slots are free, and 127.0.0.2 is another source.
         let other = try await healthz(from: "127.0.0.2")
         #expect(other.stdout.contains(#""status":"ok""#), "\(other.stderr)")
-        for channel in held { try await channel.close() }
+        // The gateway may have closed them already (no handshake within its deadline, on a slow CI machine).
+        for channel in held { try? await channel.close() }
         try await listener.shutdown()
     }
 }

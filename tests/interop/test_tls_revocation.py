@@ -113,12 +113,28 @@ def _gateway_with_own_crl(tmp_path, audit, handler=EchoUpstream):
     return upstream, process, port, log
 
 
-def _keep_alive_connection(port, agent):
-    import http.client
+def _stop(process, upstream):
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=30)
+    upstream.shutdown()
+
+
+def _refusals(audit):
+    """The certificate_refused records of the audit log at `audit`."""
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    return [r for r in records if r.get("rule") == "certificate_refused"]
+
+
+def _client_context(agent):
     import ssl
     context = ssl.create_default_context(cafile=str(DEV / "gateway-ca.pem"))
     context.load_cert_chain(DEV / "acme" / "agents" / f"{agent}.pem", DEV / "acme" / "agents" / f"{agent}.key")
-    return http.client.HTTPSConnection("localhost", port, context=context, timeout=10)
+    return context
+
+
+def _keep_alive_connection(port, agent):
+    import http.client
+    return http.client.HTTPSConnection("localhost", port, context=_client_context(agent), timeout=10)
 
 
 def _call(connection, headers=None):
@@ -146,11 +162,8 @@ def test_a_certificate_revoked_while_its_connection_is_open_is_refused_on_that_c
         assert _call(valid)[0] == 200
         assert _call(valid)[0] == 200, "the other agent's connection is checked again on every request"
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-        upstream.shutdown()
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
-    refused = [r for r in records if r.get("rule") == "certificate_refused"]
+        _stop(process, upstream)
+    refused = _refusals(audit)
     assert len(refused) == 1 and "reloaded trust" in refused[0]["reason"], refused
     # The record says which certificate was refused.
     assert refused[0]["agent"] == "spiffe://mcpgw.dev/tenant/acme/agent/bot1", refused
@@ -196,10 +209,7 @@ def test_a_resumed_session_whose_certificate_was_revoked_is_refused_even_with_a_
 
 def _open_stream(port, agent):
     import socket
-    import ssl
-    context = ssl.create_default_context(cafile=str(DEV / "gateway-ca.pem"))
-    context.load_cert_chain(DEV / "acme" / "agents" / f"{agent}.pem", DEV / "acme" / "agents" / f"{agent}.key")
-    stream = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    stream = _client_context(agent).wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
     stream.sendall(b"GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
     return stream
 
@@ -238,10 +248,7 @@ def test_a_stream_whose_certificate_is_revoked_ends_at_the_reload(tmp_path):
         revoked.close()
         valid.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-        upstream.shutdown()
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
-    refused = [r for r in records if r.get("rule") == "certificate_refused"]
+        _stop(process, upstream)
+    refused = _refusals(audit)
     assert len(refused) == 1 and refused[0]["reason"].startswith("stream ended:"), refused
     assert refused[0]["decision"] == "authentication_failed" and "CN=bot1" in refused[0]["reason"], refused
