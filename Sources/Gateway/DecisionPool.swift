@@ -159,3 +159,18 @@ private final class ThreadSpecificFlag: Sendable {
         set { pthread_setspecific(key, newValue ? UnsafeRawPointer(bitPattern: 1) : nil) }
     }
 }
+
+/// A value handed from the event loop to another thread and not touched by the loop until it comes back (the loop
+/// waits for the result, or never touches it again once it gave up on it): safe to send although its type holds
+/// unsynchronised state.
+struct HandedOver<Value>: @unchecked Sendable {
+    let value: Value
+    init(_ value: Value) { self.value = value }
+}
+
+/// Set when the exchange that handed work to another thread no longer wants its result.
+final class OffloadCancellation: Sendable {
+    private let cancelled = Atomic<Bool>(false)
+    var isSet: Bool { cancelled.load(ordering: .relaxed) }
+    func set() { cancelled.store(true, ordering: .relaxed) }
+}

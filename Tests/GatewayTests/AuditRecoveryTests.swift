@@ -262,6 +262,45 @@ extension AuditRecoveryTests {
         #expect(text.contains(#""request_id":"in-flight""#), "\(text.prefix(500))")
     }
 
+    @Test("a reopen does not wait for a write to a slow reader: the write stops between pieces and reports how far it got")
+    func reopenInterruptsASlowWrite() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-fifo-\(UUID())").path
+        #expect(mkfifo(path, 0o600) == 0)
+        defer { unlink(path) }
+        let reader = open(path, O_RDONLY | O_NONBLOCK)
+        defer { close(reader) }
+        let stop = Mutex(false)
+        // A slow but steady reader: 4 KiB every 50 ms (2 MB would take about 25 s).
+        let trickle = Thread {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            while !stop.withLock({ $0 }) {
+                _ = read(reader, &buffer, buffer.count)
+                Thread.sleep(forTimeInterval: 0.05)
+            }
+        }
+        trickle.start()
+        defer { stop.withLock { $0 = true } }
+        let writer = try FileAuditWriter(path: path)
+        let outcome = Mutex<AuditWriteError?>(nil)
+        let finished = Mutex(false)
+        let writing = Thread {
+            let bytes = [UInt8](repeating: UInt8(ascii: "x"), count: 2_000_000)
+            bytes.withUnsafeBytes { raw in
+                do throws(AuditWriteError) { try writer.write(raw) } catch { outcome.withLock { $0 = error } }
+            }
+            finished.withLock { $0 = true }
+        }
+        writing.start()
+        Thread.sleep(forTimeInterval: 0.3)
+        let reopening = ContinuousClock.now
+        try writer.reopen()
+        #expect(ContinuousClock.now - reopening < .seconds(3), "the reopen waited for the slow write")
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !finished.withLock({ $0 }) && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+        let error = outcome.withLock { $0 }
+        #expect(error?.interrupted == true && (error?.written ?? .max) < 2_000_000, "\(String(describing: error))")
+    }
+
     @Test("a write that takes long but keeps making progress is not a stall (found by review: a slow reader got 503s)")
     func slowProgressIsNotAStall() throws {
         let sink = SlowProgressSink(seconds: 7)

@@ -977,10 +977,12 @@ extension ProtocolCompletenessTests {
             #"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Task list"}],"structuredContent":{"deep":"#
             + String(repeating: "[", count: 70) + String(repeating: "]", count: 70) + "}}}"
         let upstream = try await RecordingUpstream.start(
-            .withStatus { _ in (200, "text/event-stream", "event: message\ndata: \(result)\n\n") })
+            .withStatus { _ in (200, "text/event-stream", "id: upstream-7\nevent: message\ndata: \(result)\n\n") })
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
         let call = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
         #expect(call.body.contains("Task list") && call.body.contains(String(repeating: "[", count: 70)), "\(call.body.prefix(300))")
+        // Its id is still sealed (found by review: the raw upstream id went out with the unread event).
+        #expect(call.body.contains("id: mcpgw1e.") && !call.body.contains("upstream-7"), "\(call.body.prefix(300))")
         #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("sse_event_unreadable") })
         try await gateway.stop()
         await upstream.stop()

@@ -38,12 +38,16 @@ public protocol AuditWriter: Sendable {
     /// When the destination last took bytes (monotonic nanoseconds; 0 when not told): a write in progress that
     /// still makes progress is not stalled.
     var progress: UInt64 { get }
+    /// The log has given up (closing while the destination fails): a write in progress should stop soon and report
+    /// how far it got (`AuditWriteError.interrupted`).
+    func abandon()
 }
 
 extension AuditWriter {
     public var destination: Int { 0 }
     public func followPath() {}
     public var progress: UInt64 { 0 }
+    public func abandon() {}
 }
 
 /// A failed write: how many bytes of the batch did reach the destination, and why the rest did not.
@@ -52,9 +56,13 @@ public struct AuditWriteError: Error, Sendable, CustomStringConvertible {
     public var written: Int
     /// What failed, in words.
     public var reason: String
-    public init(written: Int, reason: String) {
+    /// Stopped on purpose (a reopen, or the log giving up), not failed: the rest is written again, and the log keeps
+    /// accepting records.
+    public var interrupted: Bool
+    public init(written: Int, reason: String, interrupted: Bool = false) {
         self.written = written
         self.reason = reason
+        self.interrupted = interrupted
     }
     public var description: String { reason }
 }
@@ -95,8 +103,10 @@ public final class AuditLog: Sendable {
         var writingSince: UInt64 = 0
         /// Set by a successful `reopen`: the writer retries at once instead of after its backoff.
         var retryNow = false
-        /// The batch of the write in progress (shared storage with the writer's copy: no bytes are copied).
+        /// The batch of the write in progress (shared storage with the writer's copy: no bytes are copied), and the
+        /// beginning of the record it continues, which reached the destination earlier (`partial`, taken for it).
         var inFlight: [UInt8] = []
+        var inFlightResumed: [UInt8] = []
         /// Set when `close` gives up waiting: the writer ends after its current attempt, whatever is left.
         var abandoned = false
         /// Records refused (appends and reservations) since the log last could take them, and since when: told in one
@@ -142,7 +152,7 @@ public final class AuditLog: Sendable {
         var record = AuditRecord(
             requestID: "audit-outage-\(state.refusedSince)", httpMethod: "-", decision: .unavailable,
             reason:
-                "\(state.refused) request(s) refused from \(since) until now without records of their own: the audit log could not take them (first: \(state.refusedBecause))"
+                "\(state.refused) request(s) refused (or connection events not recorded) from \(since) until now without records of their own: the audit log could not take them (first: \(state.refusedBecause))"
         )
         record.rule = "audit_unavailable"
         return record.lineBytes
@@ -212,12 +222,16 @@ public final class AuditLog: Sendable {
         try append(lines: record.lineBytes)
     }
 
-    /// Queues whole lines; throws when the log cannot take them.
-    func append(lines: [UInt8]) throws(AuditUnavailable) {
+    /// Queues whole lines; throws when the log cannot take them. `counted`: a refusal counts in the outage summary
+    /// (false for a second attempt at the same request's record).
+    func append(lines: [UInt8], counted: Bool = true) throws(AuditUnavailable) {
         let (problem, queued): (String?, Int) = state.withLock { state in
-            if let problem = Self.unavailability(state, progress: writer.progress) { return (Self.refusing(&state, problem), 0) }
+            if let problem = Self.unavailability(state, progress: writer.progress) {
+                return (counted ? Self.refusing(&state, problem) : problem, 0)
+            }
             if state.queue.count + state.reserved + lines.count > capacityBytes {
-                return (Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"), 0)
+                let problem = "more than \(capacityBytes) bytes waiting to be written"
+                return (counted ? Self.refusing(&state, problem) : problem, 0)
             }
             state.queue += lines
             return (nil, state.queue.count)
@@ -312,6 +326,7 @@ public final class AuditLog: Sendable {
             // Still failing: the writer stops after its current attempt (a pipe's ends within a second), so that
             // what it holds is back in the queue to be reported.
             state.withLock { $0.abandoned = true }
+            writer.abandon()
             wake()
             waitForWriter(until: ContinuousClock.now + .seconds(3))
         }
@@ -319,8 +334,8 @@ public final class AuditLog: Sendable {
             // A write that never returned (storage that hangs) still holds its batch: reported too, though part of it
             // may have reached the file.
             (
-                (state.writing ? state.inFlight : []) + state.retry + state.queue, state.partial,
-                Self.refusalSummary(&state) ?? []
+                (state.writing ? state.inFlight : []) + state.retry + state.queue,
+                state.writing ? state.inFlightResumed : state.partial, Self.refusalSummary(&state) ?? []
             )
         }
         if !unwritten.isEmpty || !summary.isEmpty {
@@ -390,6 +405,7 @@ public final class AuditLog: Sendable {
                 state.writing = !batch.isEmpty
                 state.writingSince = Self.monotonicNanoseconds()
                 state.inFlight = batch
+                state.inFlightResumed = resumed
                 return (batch, resumed, state.closed && state.reserved == 0)
             }
             if !batch.isEmpty {
@@ -429,9 +445,15 @@ public final class AuditLog: Sendable {
                         state.partialDestination = destination
                         state.writing = false
                         state.inFlight = []
+                        // Stopped on purpose (a reopen, or close giving up): not a failure; the rest goes again.
+                        if error.interrupted { return false }
                         state.writeErrors += 1
                         defer { state.failure = "write failed: \(error.reason)" }
                         return state.failure == nil
+                    }
+                    if error.interrupted {
+                        backoff = 0.02
+                        continue
                     }
                     // Logged once per outage (the transition), not per retry or per refused request.
                     if firstFailure {

@@ -19,6 +19,12 @@ final class FileAuditWriter: AuditWriter {
     private let descriptor: Mutex<Int32>
     private let opened = Atomic<Int>(0)
     private let lastProgress = Atomic<UInt64>(0)
+    /// Set while a reopen waits for the descriptor, and for good once the log gives up (`abandon`): a write in
+    /// progress stops between two pieces and reports how far it got, instead of holding on for a slow reader.
+    private let interruptions = Atomic<Int>(0)
+    private let abandoned = Atomic<Bool>(false)
+    /// Largest piece written at once: progress is seen (and an interruption heard) at least this often.
+    static let pieceBytes = 256 * 1024
     /// Told when the file at the path was found deleted or replaced and opened again.
     private let followed: @Sendable (String) -> Void
 
@@ -48,7 +54,7 @@ final class FileAuditWriter: AuditWriter {
         guard fstat(STDOUT_FILENO, &status) == 0 else { return STDOUT_FILENO }
         let type = status.st_mode & S_IFMT
         guard type == S_IFIFO || type == S_IFCHR else { return STDOUT_FILENO }
-        let own = Glibc.open("/proc/self/fd/1", O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK)
+        let own = Glibc.open("/proc/self/fd/1", O_WRONLY | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
         return own >= 0 ? own : STDOUT_FILENO
     }
 
@@ -68,7 +74,7 @@ final class FileAuditWriter: AuditWriter {
     }
 
     private static func open(_ path: String, flags: Int32 = 0) throws(AuditUnavailable) -> Int32 {
-        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | flags, 0o600)
+        let descriptor = Glibc.open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY | flags, 0o600)
         guard descriptor >= 0 else { throw AuditUnavailable(reason: "cannot open \(path): \(String(cString: strerror(errno)))") }
         return descriptor
     }
@@ -106,7 +112,10 @@ final class FileAuditWriter: AuditWriter {
             }
             var offset = 0
             while offset < bytes.count {
-                let result = Glibc.write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+                if abandoned.load(ordering: .relaxed) || interruptions.load(ordering: .relaxed) > 0 {
+                    return AuditWriteError(written: offset, reason: "interrupted", interrupted: true)
+                }
+                let result = Glibc.write(fd, bytes.baseAddress! + offset, min(bytes.count - offset, Self.pieceBytes))
                 if result < 0 {
                     if errno == EINTR { continue }
                     if errno == EAGAIN || errno == EWOULDBLOCK {
@@ -140,7 +149,11 @@ final class FileAuditWriter: AuditWriter {
         } catch {
             throw AuditWriteError(written: 0, reason: error.reason)
         }
-        // Swapped and closed under the lock: no write is using the old descriptor, and none will.
+        // Swapped and closed under the lock: no write is using the old descriptor, and none will. A write in progress
+        // is asked to stop between two pieces (the log writes the rest again, to the new file), so a slow reader does
+        // not hold the reload.
+        interruptions.wrappingAdd(1, ordering: .relaxed)
+        defer { interruptions.wrappingSubtract(1, ordering: .relaxed) }
         descriptor.withLock { current in
             // Another file only if the path now names another one (a rotation moved it): reopening the same file
             // continues where a cut record stopped.
@@ -150,6 +163,8 @@ final class FileAuditWriter: AuditWriter {
             current = fresh
         }
     }
+
+    func abandon() { abandoned.store(true, ordering: .relaxed) }
 
     func synchronize() {
         _ = descriptor.withLock { fsync($0) }

@@ -57,6 +57,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var eventWriteCharge: (bytes: Int, tenant: String)?
     /// Smallest SSE event whose write is counted in held bytes.
     static let chargedEventWriteBytes = 64 * 1024
+    /// Tells the decision thread's job that its result is no longer wanted.
+    private var offloadCancellation: OffloadCancellation?
     /// Whether a collected list answer is being filtered on the decision threads (its result is still wanted).
     private var filteringOffLoop = false
     private var closing = false
@@ -192,7 +194,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func channelInactive(context: ChannelHandlerContext) {
         collectTimer?.cancel()
         collectTimer = nil
-        filteringOffLoop = false
+        stopOffloadedFiltering()
         endListening()
         // The event filter's endpoint rewriting refers back to this handler: dropped, or the two keep each other.
         eventFilter = nil
@@ -654,7 +656,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func exchangeFinished(ending: EventLoopFuture<Void>? = nil) {
         collectTimer?.cancel()
         collectTimer = nil
-        filteringOffLoop = false
+        stopOffloadedFiltering()
         endListening()
         // A legacy stream that ended takes no more events: a later exchange on this connection is not that stream.
         unregisterLegacyStream()
@@ -1059,7 +1061,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         } catch {
             // More than the log takes at once: the one record of the request, at least.
             records = [single]
-            try? services.audit.append(lines: single.lineBytes)
+            try? services.audit.append(lines: single.lineBytes, counted: false)
         }
         services.metrics.observe(records)
     }
@@ -1203,9 +1205,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 guard generation == self.generation, case .collecting = machine.state else { return }
                 if filteringOffLoop {
                     // Answered in full, but still waiting for (or in) its filtering on the decision threads.
-                    filteringOffLoop = false
+                    stopOffloadedFiltering()
                     return refuseCollected(
-                        .gatewayTimeout, note: "the list answer could not be filtered in time (the decision threads were busy)",
+                        .gatewayTimeout,
+                        note:
+                            "the list answer was not filtered within the upstream timeout (the upstream's time and the filtering's together)",
                         message: "the list answer could not be filtered in time; try again")
                 }
                 refuseCollected(
@@ -1362,6 +1366,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // The upstream has answered in full: only the filtering is still to come, within what is left of the collect
         // timer (the decision threads yield to everything else: on a saturated gateway the wait is bounded by it).
         filteringOffLoop = true
+        let cancelled = OffloadCancellation()
+        offloadCancellation = cancelled
+        // The job holds the answer's bytes until it ends, whatever becomes of the exchange meanwhile (a 504, the
+        // client leaving): they stay counted in the tenant's held bytes until then.
+        let charge = (bytes: heldBytes, tenant: heldTenant)
+        heldBytes = 0
+        let held = services.upstream.heldBytes
         let generation = self.generation
         // Lists wait rather than being refused at the tenant's bound of large calls (a fleet of agents of one tenant
         // asks for its catalogue at once): what bounds them is the held bytes they take (each is 1 MiB or more, held
@@ -1369,15 +1380,25 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let limit = services.limits.maximumLargeListsPerTenant
         // Handed over whole: the loop does not touch this filter (nor its task ownership) until the result is back.
         let handedOver = HandedOver(filter)
-        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) {
-            Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID)
+        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) { () -> Refusal? in
+            // Not begun for an exchange that gave up while it waited.
+            guard !cancelled.isSet else { return nil }
+            return Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID)
         }
         .assumeIsolated().whenComplete { [self] result in
-            guard filteringOffLoop, generation == self.generation else { return }
-            filteringOffLoop = false
+            guard filteringOffLoop, generation == self.generation else {
+                held.give(charge.bytes, tenant: charge.tenant)
+                return
+            }
+            stopOffloadedFiltering()
+            // The exchange's again, until the client has taken its answer.
+            heldBytes = charge.bytes
+            heldTenant = charge.tenant
             switch result {
-            case .success(let filtered):
+            case .success(let filtered?):
                 answerFiltered(head, filtered)
+            case .success(nil):
+                refuseCollected(.serviceUnavailable, note: "the list answer's filtering was cancelled", message: "try again")
             case .failure(let error) where error is DecisionPoolRefused:
                 refuseCollected(
                     .serviceUnavailable, note: "this tenant already has \(limit) large list answers waiting to be filtered",
@@ -1386,6 +1407,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 refuseCollected(.serviceUnavailable, note: "the gateway is overloaded", message: "the gateway is overloaded; try again")
             }
         }
+    }
+
+    /// The exchange no longer waits for its list's filtering: the job is not begun if it has not been (its result,
+    /// if any, is dropped; it gives back the bytes it holds when it ends).
+    private func stopOffloadedFiltering() {
+        filteringOffLoop = false
+        offloadCancellation?.set()
+        offloadCancellation = nil
     }
 
     /// Records and answers a filtered list answer.
@@ -1460,13 +1489,6 @@ extension HTTPServerRequestPart {
 
 /// Sent to every connection on shutdown: close when no request is in flight.
 struct GatewayDraining: Sendable {}
-
-/// A value handed from the event loop to another thread and not touched by the loop until it comes back (the loop
-/// waits for the result): safe to send although its type holds unsynchronised state.
-private struct HandedOver<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
-}
 
 /// Fired on every connection when the listener's TLS trust was reloaded.
 struct TrustReloaded: Sendable {}

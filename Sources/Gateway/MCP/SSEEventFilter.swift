@@ -121,7 +121,9 @@ struct SSEEventFilter {
                     // not relayed unread — a lenient client could still read it — so the stream ends. Anything else
                     // (a tool's own text that says "task") goes on as it came.
                     if Self.mayBeWithheld(data) { throw .notJSON }
-                    return event
+                    // Its id is still the gateway's sealed one (rebuilt below, data as it came).
+                    guard hasID else { return event }
+                    return rebuilt(lines, filtered: nil)
                 }
                 if updateFilter.withholds(value) { return [] }
                 filtered = updateFilter.withoutWithheld(value)
@@ -140,6 +142,11 @@ struct SSEEventFilter {
             }
         }
         guard hasID || filtered != nil else { return event }
+        return rebuilt(lines, filtered: filtered)
+    }
+
+    /// The event from its `lines`, with its id sealed and its data replaced by `filtered` (when not nil).
+    private func rebuilt(_ lines: [Substring], filtered: JSONValue?) -> [UInt8] {
         var rebuilt = ""
         var wroteData = false
         for line in lines where !line.isEmpty {

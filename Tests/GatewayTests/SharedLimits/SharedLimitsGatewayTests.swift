@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Redis
@@ -61,8 +62,12 @@ import Testing
     /// A batch whose client leaves while it waits for a lease (from a Redis that accepts connections and never
     /// answers) leaves one record per message, each with its method, target and id, as a decided batch would.
     @Test func aBatchAbandonedWhileWaitingIsRecordedPerMessage() async throws {
+        let heard = NIOLockedValueBox("")
         let deaf = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { $0.eventLoop.makeSucceededVoidFuture() }
+            .childChannelInitializer { channel in
+                heard.withLockedValue { $0 += "connected\n" }
+                return channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Listening(heard: heard)) }
+            }
             .bind(host: "127.0.0.1", port: 0).get()
         defer { deaf.close(promise: nil) }
         let upstream = try await RecordingUpstream.start(.json)
@@ -72,6 +77,9 @@ import Testing
         let client = try await RawTLSClient.connect(port: gateway.port)
         let batch = "[\(RPC.call("read_file", #"{"path":"b"}"#, id: 2)),\(RPC.call("list_files", "{}", id: 3))]"
         try await client.send(RawTLSClient.post(batch))
+        // The client leaves once the gateway waits for its lease (it has reached the deaf Redis), not after a fixed
+        // time a loaded CI machine can outlast before the body is even decided.
+        for _ in 0..<200 where !heard.withLockedValue({ $0.contains("connected") }) { try await Task.sleep(for: .milliseconds(25)) }
         try await Task.sleep(for: .milliseconds(300))
         await client.close()
         var abandoned: [JSONObject] = []
@@ -133,5 +141,16 @@ import Testing
         #expect(metrics.contains(#"mcpgw_shared_limits_degraded_decisions_total{tenant="acme",mode="\#(mode.rawValue)"} 1"#))
         try await gateway.stop()
         await upstream.stop()
+    }
+}
+
+/// Takes in what a client sends and never answers (a Redis that has stopped answering).
+private final class Listening: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let heard: NIOLockedValueBox<String>
+    init(heard: NIOLockedValueBox<String>) { self.heard = heard }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = unwrapInboundIn(data)
+        heard.withLockedValue { $0 += String(decoding: bytes.readableBytesView, as: UTF8.self) }
     }
 }
