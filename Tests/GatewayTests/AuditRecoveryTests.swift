@@ -54,7 +54,7 @@ final class RotatingSink: AuditWriter {
     func synchronize() {}
 }
 
-@Suite("Audit log failure and recovery")
+@Suite("Audit log failure and recovery", .serialized)
 struct AuditRecoveryTests {
     @Test("a record cut by a failed write is written whole to the file that follows, never split across two files")
     func cutRecordIsWrittenWhole() throws {
@@ -179,7 +179,8 @@ final class BlockingSink: AuditWriter {
 }
 
 extension AuditRecoveryTests {
-    /// Closes `log` with standard error sent to a file: what `close` returned, and what it wrote there.
+    /// Closes `log` with standard error sent to a file: what `close` returned, and what it wrote there. (Standard error
+    /// is the process's: the suite is serialized so that two captures never overlap.)
     static func closingWithStandardError(_ log: AuditLog, timeout: Duration) -> (lost: Int, text: String) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-stderr-\(UUID())").path
         defer { unlink(path) }

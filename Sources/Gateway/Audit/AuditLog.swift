@@ -160,10 +160,11 @@ public final class AuditLog: Sendable {
 
     /// Why the log cannot take records now (failed, closed, or stalled in a write: no byte taken for
     /// `stallNanoseconds`, counting from the write's start or the writer's last progress), or nil.
-    private static func unavailability(_ state: State, progress: UInt64) -> String? {
+    private static func unavailability(_ state: State, writer: any AuditWriter) -> String? {
         if let failure = state.failure { return failure }
         if state.closed { return "the log is closed" }
-        if state.writing, monotonicNanoseconds() &- max(state.writingSince, progress) > stallNanoseconds {
+        // The clock and the writer's progress are read only while a write is in progress (not on every append).
+        if state.writing, monotonicNanoseconds() &- max(state.writingSince, writer.progress) > stallNanoseconds {
             return "a write to the audit destination has not completed for over \(stallNanoseconds / 1_000_000_000) s"
         }
         return nil
@@ -226,7 +227,7 @@ public final class AuditLog: Sendable {
     /// (false for a second attempt at the same request's record).
     func append(lines: [UInt8], counted: Bool = true) throws(AuditUnavailable) {
         let (problem, queued): (String?, Int) = state.withLock { state in
-            if let problem = Self.unavailability(state, progress: writer.progress) {
+            if let problem = Self.unavailability(state, writer: writer) {
                 return (counted ? Self.refusing(&state, problem) : problem, 0)
             }
             if state.queue.count + state.reserved + lines.count > capacityBytes {
@@ -244,7 +245,7 @@ public final class AuditLog: Sendable {
 
     /// Whether a record would be accepted now.
     public var isAccepting: Bool {
-        state.withLock { Self.unavailability($0, progress: writer.progress) == nil && $0.queue.count + $0.reserved < capacityBytes }
+        state.withLock { Self.unavailability($0, writer: writer) == nil && $0.queue.count + $0.reserved < capacityBytes }
     }
 
     /// Room promised to records that can only be completed later (after the upstream answered), taken before the
@@ -258,7 +259,7 @@ public final class AuditLog: Sendable {
     /// do not forward): the log failed or is full, or the tenant already holds half of its room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
         let problem: AuditUnavailable? = state.withLock { state in
-            if let problem = Self.unavailability(state, progress: writer.progress) {
+            if let problem = Self.unavailability(state, writer: writer) {
                 return AuditUnavailable(reason: Self.refusing(&state, problem))
             }
             if state.queue.count + state.reserved + bytes > capacityBytes {
