@@ -163,6 +163,19 @@ final class SlowProgressSink: AuditWriter {
     func synchronize() {}
 }
 
+/// A sink whose write takes a second and whose progress is always a moment ahead of the log's clock: the writer
+/// thread stored it after the log read the clock (the race a review found).
+final class AheadProgressSink: AuditWriter {
+    let done = Mutex(false)
+    var progress: UInt64 { AuditLog.monotonicNanoseconds() + 1_000_000 }
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        Thread.sleep(forTimeInterval: 1)
+        done.withLock { $0 = true }
+    }
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+}
+
 /// A sink whose writes block until released (hung storage, a socket nobody reads).
 final class BlockingSink: AuditWriter {
     let released = Mutex(false)
@@ -312,6 +325,21 @@ extension AuditRecoveryTests {
         while ContinuousClock.now < deadline && !sink.done.withLock({ $0 }) {
             refused = refused || !log.isAccepting
             Thread.sleep(forTimeInterval: 0.1)
+        }
+        #expect(!refused, "refused while the write was making progress")
+        log.close()
+    }
+
+    @Test("progress stored by the writer after the log read its clock is no stall (found by review: a spurious 503)")
+    func progressAheadOfTheClockIsNotAStall() throws {
+        let sink = AheadProgressSink()
+        let log = try AuditLog(sink: .writer(sink))
+        try log.append(Self.record("ahead"))
+        let deadline = ContinuousClock.now + .seconds(5)
+        var refused = false
+        while ContinuousClock.now < deadline && !sink.done.withLock({ $0 }) {
+            refused = refused || !log.isAccepting
+            Thread.sleep(forTimeInterval: 0.01)
         }
         #expect(!refused, "refused while the write was making progress")
         log.close()

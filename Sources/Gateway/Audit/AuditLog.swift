@@ -163,8 +163,12 @@ public final class AuditLog: Sendable {
     private static func unavailability(_ state: State, writer: any AuditWriter) -> String? {
         if let failure = state.failure { return failure }
         if state.closed { return "the log is closed" }
-        // The clock and the writer's progress are read only while a write is in progress (not on every append).
-        if state.writing, monotonicNanoseconds() &- max(state.writingSince, writer.progress) > stallNanoseconds {
+        // The clock and the writer's progress are read only while a write is in progress (not on every append). The
+        // writer thread stores its progress without the lock: one stored after the clock was read is later than
+        // "now", which is no stall (a wrapping difference made it one; found by review: a spurious 503).
+        if state.writing, case let last = max(state.writingSince, writer.progress),
+            case let now = monotonicNanoseconds(), now > last, now - last > stallNanoseconds
+        {
             return "a write to the audit destination has not completed for over \(stallNanoseconds / 1_000_000_000) s"
         }
         return nil
