@@ -271,6 +271,12 @@ struct RegexParser {
         while true {
             guard let scalar = current else { throw fail("missing ']'") }
             if scalar == "]" && !first { index += 1; break }
+            // `[` inside a class means different things in different engines: a POSIX class (`[[:digit:]]`), a
+            // union (Java), a literal (here, before). Refused rather than guessed (found by review: a deny pattern
+            // `[[:digit:]]` copied from elsewhere matched "d:]" and no digit).
+            if scalar == "[" {
+                throw fail("'[' inside [...] must be escaped as \\[ (POSIX classes such as [:digit:] are not supported: use \\d, \\s, \\w)")
+            }
             first = false
             index += 1
             var low: UInt32

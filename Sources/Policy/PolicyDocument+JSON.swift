@@ -92,6 +92,11 @@ extension PolicyDocument {
             let resources = try patterns(reader, "resources")
             let prompts = try patterns(reader, "prompts")
             var methods = try reader.strings("methods") ?? []
+            // A rule on a method the gateway never decides would never apply (found by review: a deny rule on
+            // tools/list loaded, and the list was served).
+            for (position, method) in methods.enumerated() {
+                if let problem = PolicyMethods.neverDecidedProblem(method) { throw fail("methods[\(position)]", problem) }
+            }
             if methods.isEmpty {
                 guard !tools.isEmpty || !resources.isEmpty || !prompts.isEmpty else {
                     throw fail("tools", "a rule names tools, resources, prompts or methods")
@@ -213,6 +218,17 @@ extension PolicyDocument {
         if constraint.required && key == "*" {
             throw JSONFieldError(path: reader.fieldPath("required"), reason: "needs a named argument, not '*'")
         }
+        // A constraint that checks nothing is never violated: on a deny rule, the rule would never apply (found by
+        // review: `"args": {"cmd": {}}` loaded and denied nothing).
+        guard
+            !constraint.denyPatterns.isEmpty || !constraint.allowPatterns.isEmpty || constraint.path != nil
+                || constraint.maximumLength != nil || constraint.minimumLength != nil || constraint.maximumBytes != nil
+                || constraint.readOnlySQL || constraint.type != nil || !constraint.detectors.isEmpty || constraint.required
+        else {
+            throw JSONFieldError(
+                path: reader.path,
+                reason: "checks nothing: give at least one of \(argumentKeys.sorted().joined(separator: ", ")) (with a non-empty list)")
+        }
         return constraint
     }
 
@@ -238,8 +254,18 @@ extension PolicyDocument {
                 sharing = parsed
             }
             let tools = try patterns(reader, "tools")
+            let methods = try reader.strings("methods") ?? ["tools/call"]
+            // An empty list selects no request: the limit would never count anything (found by review).
+            guard !methods.isEmpty else {
+                throw JSONFieldError(path: reader.fieldPath("methods"), reason: "is empty: name methods, or leave it out for tools/call")
+            }
+            for (position, method) in methods.enumerated() {
+                if let problem = PolicyMethods.neverDecidedProblem(method) {
+                    throw JSONFieldError(path: "\(reader.fieldPath("methods"))[\(position)]", reason: problem)
+                }
+            }
             return RateLimitRule(
-                id: id, methods: try reader.strings("methods") ?? ["tools/call"], tools: tools, agents: try patterns(reader, "agents"),
+                id: id, methods: methods, tools: tools, agents: try patterns(reader, "agents"),
                 ratePerSecond: rate, burst: burst, scope: scope, document: document, sharing: sharing)
         } catch let error as JSONFieldError {
             throw PolicyLoadError(file: file, rule: id.isEmpty ? nil : id, field: error.path, reason: error.reason)

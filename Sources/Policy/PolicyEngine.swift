@@ -27,12 +27,18 @@ public final class PolicyEngine: Sendable {
     /// it in if every file is valid; otherwise
     /// throws and keeps serving the previous snapshot.
     @discardableResult
-    public func reload(directory: String? = nil) throws(PolicyLoadError) -> PolicySnapshot {
+    public func reload(directory: String? = nil, requiring tenants: [String] = []) throws(PolicyLoadError) -> PolicySnapshot {
         let fresh: PolicySnapshot
         if let directory {
             fresh = try PolicySnapshot.load(directory: directory)
         } else {
             fresh = try PolicySnapshot.reload(snapshot)
+        }
+        // What start-up refuses, a reload refuses too (found by review: a removed tenant folder was reloaded, every
+        // call of that tenant then denied, and the reload reported as a success).
+        for tenant in tenants.sorted() where fresh.tenants[tenant] == nil {
+            throw PolicyLoadError(
+                file: fresh.directory, reason: "no policies for tenant \(tenant), which the configuration has (every call would be denied)")
         }
         current.withLock { $0 = fresh }
         return fresh

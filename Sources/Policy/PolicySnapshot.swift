@@ -75,7 +75,10 @@ public struct PolicySnapshot: Sendable {
         var global: [PolicyDocument] = []
         for entry in entries where !entry.hasPrefix(".") {
             let path = directory + "/" + entry
-            guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else { continue }
+            guard manager.fileExists(atPath: path, isDirectory: &isDirectory) else {
+                // Listed but not there: a symbolic link to nothing (found by review: its tenant was dropped silently).
+                throw PolicyLoadError(file: path, reason: "cannot be read (a symbolic link to nothing?)")
+            }
             guard isDirectory.boolValue else {
                 throw PolicyLoadError(
                     file: path, reason: "policy files live in tenant folders (policies/<tenant>/*.json) or \(globalFolder)/")
@@ -115,7 +118,10 @@ public struct PolicySnapshot: Sendable {
     private static func loadFolder(_ path: String) throws(PolicyLoadError) -> [PolicyDocument] {
         let files: [String]
         do {
-            files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") }.sorted()
+            // Hidden files are skipped, as hidden folders are one level up (an editor's `.x.json.swp`, a
+            // `.disabled.json` moved aside): found by review, a hidden document was in force.
+            files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
+                .sorted()
         } catch {
             throw PolicyLoadError(file: path, reason: "cannot list: \(error.localizedDescription)")
         }

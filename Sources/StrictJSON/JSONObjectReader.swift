@@ -79,8 +79,10 @@ public struct JSONObjectReader: Sendable {
     /// A number field, or nil when absent.
     public func double(_ key: String) throws(JSONFieldError) -> Double? {
         guard let value = object[key] else { return nil }
-        guard case .number(let number) = value, let double = number.doubleValue, double.isFinite else {
-            throw mistyped(key, "a number", value)
+        guard case .number(let number) = value else { throw mistyped(key, "a number", value) }
+        guard let double = number.doubleValue, double.isFinite else {
+            // A number all the same: say what is wrong with it (found by review: "expected a number, found number").
+            throw JSONFieldError(path: fieldPath(key), reason: "\(number) is out of range (at most about 1.8e308)")
         }
         return double
     }

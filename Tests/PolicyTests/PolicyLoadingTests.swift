@@ -27,6 +27,25 @@ struct PolicyLoadingTests {
             (#"{"rate_limits":[{"id":"L","rate_per_second":0}]}"#, "rate_per_second: is required and must be positive"),
             (#"{"rules":[],"rules":[]}"#, "duplicate key"),
             (#"{"rules":[{"id":"R1","action":"allow","tools":[]}]}"#, "must not be empty"),
+            // Found by review: each of these loaded and never applied.
+            (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"cmd":{}}}]}"#, "rules[0].args.cmd: checks nothing"),
+            (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"cmd":{"deny":[]}}}]}"#, "checks nothing"),
+            (#"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":[]}]}"#, "rate_limits[0].methods: is empty"),
+            (#"{"rate_limits":[{"id":"L","rate_per_second":1e400,"burst":1}]}"#, "rate_per_second: 1e400 is out of range"),
+            (#"{"rules":[{"id":"R1","action":"deny","methods":["tools/list"]}]}"#, "rules[0].methods[0]: tools/list is protocol plumbing"),
+            (#"{"rules":[{"id":"R1","action":"deny","methods":["initialize"]}]}"#, "initialize is protocol plumbing"),
+            (
+                #"{"rules":[{"id":"R1","action":"deny","methods":["resources/subscribe"]}]}"#,
+                "resources/subscribe is decided as resources/read"
+            ),
+            (
+                #"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":["tools/list"]}]}"#,
+                "rate_limits[0].methods[0]: tools/list is protocol plumbing"
+            ),
+            (
+                #"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["[[:digit:]]"]}}}]}"#,
+                "'[' inside [...] must be escaped"
+            ),
         ])
     func loadErrors(json: String, expected: String) {
         #expect {
@@ -61,6 +80,33 @@ struct PolicyLoadingTests {
             toFile: root + "/acme/p.json", atomically: true, encoding: .utf8)
         #expect(throws: PolicyLoadError.self) { try engine.reload() }
         #expect(engine.decide(call, now: 0).outcome == .deny)
+    }
+
+    @Test("a reload without policies for a tenant the configuration has is refused, as start-up is (found by review)")
+    func reloadKeepsConfiguredTenants() throws {
+        let root = try temporaryPolicies([
+            "acme/p.json": #"{"rules":[{"id":"A","action":"allow","tools":["x"]}]}"#, "globex/p.json": #"{"rules":[]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let engine = try PolicyEngine(directory: root)
+        try FileManager.default.removeItem(atPath: root + "/acme")
+        #expect { try engine.reload(requiring: ["acme", "globex"]) } throws: { "\($0)".contains("no policies for tenant acme") }
+        #expect(engine.decide(try PolicyFixtures.call("x"), now: 0).outcome == .allow)
+        #expect(throws: Never.self) { try engine.reload(requiring: ["globex"]) }
+    }
+
+    @Test("hidden files in a tenant folder are skipped like hidden folders; a link to nothing is an error (found by review)")
+    func hiddenAndDanglingEntries() throws {
+        let root = try temporaryPolicies([
+            "acme/p.json": #"{"rules":[{"id":"A","action":"deny","tools":["x"]}]}"#,
+            "acme/.allow-all.json": #"{"default_action":"allow","rules":[{"id":"B","action":"allow","tools":["*"]}]}"#,
+        ])
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let snapshot = try PolicySnapshot.load(directory: root)
+        #expect(snapshot.tenants["acme"]?.documents.count == 1)
+        #expect(snapshot.evaluate(try PolicyFixtures.call("x")).outcome == .deny)
+        try FileManager.default.createSymbolicLink(atPath: root + "/globex", withDestinationPath: root + "/missing")
+        #expect { try PolicySnapshot.load(directory: root) } throws: { "\($0)".contains("symbolic link to nothing") }
     }
 
     @Test("directory layout errors: stray files, bad tenant names, empty tenants, no tenants")

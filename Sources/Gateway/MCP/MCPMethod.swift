@@ -1,3 +1,4 @@
+import Policy
 public import StrictJSON
 
 /// How the gateway treats an MCP method, for both generations of the protocol: 2024-11-05 … 2025-11-25 ("legacy",
@@ -22,18 +23,11 @@ public enum MCPMethod {
         "tasks/cancel", "tasks/update",
     ]
 
-    /// Plumbing in every generation.
-    static let plumbing: Set<String> = [
-        "tools/list", "resources/list", "resources/templates/list", "prompts/list", "resources/subscribe",
-        "resources/unsubscribe", "notifications/cancelled", "notifications/progress", "notifications/message",
-        "notifications/tools/list_changed", "notifications/prompts/list_changed", "notifications/resources/list_changed",
-        "notifications/resources/updated", "notifications/tasks/status", "notifications/elicitation/complete",
-        // Sent by the client while it negotiates: plumbing whatever version it announces.
-        "initialize", "notifications/initialized", "server/discover", "subscriptions/listen",
-    ]
+    /// Plumbing in every generation (the policy module's table: it refuses rules on these).
+    static var plumbing: Set<String> { PolicyMethods.plumbing }
 
     /// Legacy-only plumbing that 2026-07-28 removed.
-    static let removedInModern: Set<String> = ["ping", "logging/setLevel", "notifications/roots/list_changed"]
+    static var removedInModern: Set<String> { PolicyMethods.removedInModern }
 
     /// What the gateway does with `method` sent under `protocolVersion` (nil: no header, read as 2025-03-26).
     public static func treatment(of method: String, protocolVersion: String?) -> Treatment {
