@@ -63,16 +63,20 @@ public struct Reloader: Sendable {
     let logger: Logger
     /// The settings of the configuration file a reload does not apply that changed since start (nil: unknown).
     let restartOnlyChanges: (@Sendable () -> [String]?)?
+    /// Tenants of the configuration: a policy reload that has none for one of them is refused, as start-up is.
+    let requiredTenants: [String]
 
     /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
     /// with `prepareTLS`, of the listeners' TLS settings (`prepareTLS` builds and checks them, and returns what puts
     /// them in force); `restartOnlyChanges` names the settings edited in the file that only a restart applies
-    /// (reported as a refused part, so that nobody is told they are in force).
+    /// (reported as a refused part, so that nobody is told they are in force); a policy reload without policies for
+    /// one of `requiredTenants` is refused.
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
         audit: AuditLog? = nil, prepareTLS: (@Sendable () throws -> @Sendable () -> Void)? = nil, metrics: GatewayMetrics? = nil,
-        logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil
+        logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil, requiredTenants: [String] = []
     ) {
+        self.requiredTenants = requiredTenants
         self.engine = engine
         self.audit = audit
         self.identity = identity
@@ -96,7 +100,7 @@ public struct Reloader: Sendable {
         var report = ReloadReport()
         let before = engine.snapshot
         do {
-            let snapshot = try engine.reload()
+            let snapshot = try engine.reload(requiring: requiredTenants)
             metrics?.policiesReloaded(snapshot)
             let detail = Self.policyChanges(before, snapshot)
             logger.notice("policies reloaded", metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.changes": "\(detail)"])

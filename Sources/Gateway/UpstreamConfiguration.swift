@@ -23,6 +23,38 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     /// unasked (`tasks/list`, status notifications on a GET stream) the caller's own, and sealed to it. Default false.
     public var tasksScopedToSession = false
 
+    /// Headers the gateway writes itself or that frame the message: a credential header may not be one of them (a
+    /// second `Content-Length`, or a `Transfer-Encoding` beside one, is how requests are smuggled).
+    static let reservedCredentialHeaders: Set<String> = [
+        "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
+        "upgrade", "expect", "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id",
+        "traceparent", "tracestate",
+    ]
+
+    /// Why `name` cannot be a credential header (not an HTTP field name, or one the gateway writes itself), or nil.
+    public static func credentialHeaderProblem(_ name: String) -> String? {
+        // RFC 9110 token characters.
+        let tokenSymbols = Set("!#$%&'*+-.^_`|~".utf8)
+        guard !name.isEmpty,
+            name.utf8.allSatisfy({ byte in
+                (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || tokenSymbols.contains(byte)
+            })
+        else { return "'\(name)' is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)" }
+        guard !reservedCredentialHeaders.contains(name.lowercased()) else {
+            return "'\(name)' is a header the gateway writes itself or that frames the request; choose another"
+        }
+        return nil
+    }
+
+    /// Why `value` cannot be sent as a header value (control characters such as a line break), or nil.
+    public static func credentialValueProblem(_ value: String) -> String? {
+        guard !value.isEmpty else { return "is empty" }
+        guard value.utf8.allSatisfy({ $0 == 0x09 || ($0 >= 0x20 && $0 != 0x7F) }) else {
+            return "contains a line break or another control character, which no header value may hold"
+        }
+        return nil
+    }
+
     /// The system's CA bundle (Debian's ca-certificates).
     public static let systemCABundle = "/etc/ssl/certs/ca-certificates.crt"
 

@@ -122,6 +122,9 @@ struct ConfigurationFile {
                 throw JSONFieldError(
                     path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")
             }
+            if let header = configuration.credentialHeader, let problem = UpstreamConfiguration.credentialHeaderProblem(header) {
+                throw JSONFieldError(path: upstream.fieldPath("credential_header"), reason: problem)
+            }
             if let file = try upstream.string("credential_file") {
                 guard configuration.credentialHeader != nil else {
                     throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "needs credential_header")
@@ -129,7 +132,11 @@ struct ConfigurationFile {
                 guard let data = FileManager.default.contents(atPath: resolve(file)) else {
                     throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "cannot read \(resolve(file))")
                 }
-                configuration.credentialValue = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                let value = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                if let problem = UpstreamConfiguration.credentialValueProblem(value) {
+                    throw JSONFieldError(path: upstream.fieldPath("credential_file"), reason: "\(resolve(file)) \(problem)")
+                }
+                configuration.credentialValue = value
             }
             upstreams[tenant] = configuration
         }
@@ -219,10 +226,23 @@ struct ConfigurationFile {
                 configuration.trustedCABundles += settings.clientCABundles.map { .init(label: tenant, path: $0) }
                 configuration.crlFiles += settings.crlFiles
             }
-            if configuration.trustedCABundles.isEmpty { configuration.clientAuthentication = .none }
+            if configuration.trustedCABundles.isEmpty {
+                // Nothing could verify a client certificate: `required` would let no one in, and silently weakening it
+                // to none (found by review) would let in callers the operator meant to refuse.
+                guard configuration.clientAuthentication != .required else {
+                    throw JSONFieldError(
+                        path: "tls.client_auth",
+                        reason: "required, but no tenant has client_ca: list the CAs that sign client certificates under a tenant")
+                }
+                configuration.clientAuthentication = .none
+            }
             tls = configuration
         }
         let audit = try root.string("audit_log") ?? "-"
+        // An empty name, or one ending in '/', names no file (found by review: "" crashed the check).
+        guard !audit.isEmpty, !audit.hasSuffix("/") else {
+            throw JSONFieldError(path: "audit_log", reason: "must name a file, or be \"-\" for standard output")
+        }
         var sessionKeys: [SealedBox.Key]?
         var sessionLifetime = Duration.seconds(24 * 3600)
         if let sessions = try root.object("sessions") {

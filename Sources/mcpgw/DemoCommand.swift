@@ -60,7 +60,7 @@ struct DemoCommand: AsyncParsableCommand {
               \(curl) \\
                 --cert certs-dev/acme/agents/bot1.pem --key certs-dev/acme/agents/bot1.key \(url) \\
                 -d '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"readme.txt"}}}'
-            Denied by rule R4 (path traversal):
+            Denied by rule A1 (path traversal, argument path):
               ... -d '{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}'
             Denied by rule R3:
               ... -d '{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"delete_file","arguments":{"path":"readme.txt"}}}'

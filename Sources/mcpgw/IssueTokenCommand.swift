@@ -59,6 +59,14 @@ struct IssueTokenCommand: ParsableCommand {
                 throw ValidationError("\(option) '\(value.prefix(64))' is not a valid id: 1–128 letters, digits, . _ - : @")
             }
         }
+        // The minted token carries these itself: a second member of one name is read differently by different
+        // parsers (found by review: `--tenant-claim sub` minted `"sub"` twice).
+        let ownClaims = ["iss", "sub", "aud", "iat", "nbf", "exp", "jti", "scope"]
+        guard !tenantClaim.isEmpty, !ownClaims.contains(tenantClaim) else {
+            throw ValidationError(
+                "--tenant-claim '\(tenantClaim)' cannot be used: the token carries \(ownClaims.joined(separator: ", ")) itself; name another claim"
+            )
+        }
         if key != nil && secretFile != nil { throw ValidationError("give --key or --secret-file, not both") }
         if secretFile != nil && alg != .hs256 { throw ValidationError("--secret-file signs HS256; use --alg HS256") }
         if key != nil && alg == .hs256 { throw ValidationError("HS256 signs with --secret-file, not --key") }

@@ -12,25 +12,37 @@ struct PolicyCommand: ParsableCommand {
     )
 
     /// The policies in `directory`, or a validation error that says why they cannot be loaded.
-    static func loadSnapshot(_ directory: String) throws -> PolicySnapshot {
+    static func loadSnapshot(_ path: String, tenants: [String]) throws -> PolicySnapshot {
         do {
-            return try PolicySnapshot.load(directory: directory)
+            return try load(path, tenants: tenants)
         } catch {
-            throw ValidationError("cannot load policies: \(error)")
+            FileHandle.standardError.write(Data("error: cannot load policies: \(error)\n".utf8))
+            throw ExitCode.failure
         }
+    }
+
+    /// A policies directory, or one classic policy document applied to `tenants` (as `serve --policies FILE` does).
+    static func load(_ path: String, tenants: [String]) throws(PolicyLoadError) -> PolicySnapshot {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), !isDirectory.boolValue {
+            return try PolicySnapshot.load(file: path, tenants: tenants)
+        }
+        return try PolicySnapshot.load(directory: path)
     }
 
     /// `mcpgw policy check DIR`.
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Validate a policies directory (policies/<tenant>/*.json, optional _global/). Exit 1 on the first error.")
+            abstract:
+                "Validate a policies directory (policies/<tenant>/*.json, optional _global/) or one policy file. Exit 1 on the first error."
+        )
 
-        @Argument(help: "The policies directory.")
+        @Argument(help: "The policies directory, or one policy file (applied to every tenant).")
         var directory: String = "policies"
 
         func run() throws {
             do {
-                let snapshot = try PolicySnapshot.load(directory: directory)
+                let snapshot = try PolicyCommand.load(directory, tenants: ["(every tenant)"])
                 for (tenant, set) in snapshot.tenants.sorted(by: { $0.key < $1.key }) {
                     print(
                         "\(tenant): \(set.documents.count) documents, \(set.ruleCount) rules, \(set.rateLimits.count) rate limits, default \(set.defaultAction.rawValue)"
@@ -50,7 +62,7 @@ struct PolicyCommand: ParsableCommand {
             abstract: "Show what the gateway would decide for a call, and why.",
             discussion: "Rate limits are listed but not consumed: explain describes a single call.")
 
-        @Option(help: "The policies directory.")
+        @Option(help: "The policies directory, or one policy file (applied to every tenant).")
         var policies: String = "policies"
         @Option(help: "Tenant of the caller.")
         var tenant: String
@@ -70,7 +82,9 @@ struct PolicyCommand: ParsableCommand {
         var json = false
 
         func run() throws {
-            let snapshot = try PolicyCommand.loadSnapshot(policies)
+            // What the gateway never asks the policy about has no policy answer to explain.
+            if let problem = PolicyMethods.neverDecidedProblem(method) { throw ValidationError("--method: \(problem)") }
+            let snapshot = try PolicyCommand.loadSnapshot(policies, tenants: [tenant])
             let arguments: JSONValue
             do {
                 arguments = try JSONParser.parse(args)

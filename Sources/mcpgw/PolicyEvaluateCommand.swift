@@ -14,11 +14,17 @@ extension PolicyCommand {
                 {"error": …} for a line that cannot be read. Rate limits are not consumed.
                 """)
 
-        @Option(help: "The policies directory.")
+        @Option(help: "The policies directory, or one policy file (applied to every tenant).")
         var policies: String = "policies"
 
         func run() throws {
-            let snapshot = try PolicyCommand.loadSnapshot(policies)
+            // A policy file applies to every tenant: its snapshot is made for the tenants the lines name.
+            var snapshots: [String: PolicySnapshot] = [:]
+            var isDirectory: ObjCBool = false
+            let singleFile = FileManager.default.fileExists(atPath: policies, isDirectory: &isDirectory) && !isDirectory.boolValue
+            // Loaded once up front either way: a policy that does not load is one error, not one per line.
+            let loaded = try PolicyCommand.loadSnapshot(policies, tenants: [])
+            let directorySnapshot = singleFile ? nil : loaded
             while let line = readLine(strippingNewline: true) {
                 guard !line.isEmpty else { continue }
                 do {
@@ -28,6 +34,18 @@ extension PolicyCommand {
                         tenant: try call.requiredString("tenant"), agent: try call.requiredString("agent"),
                         scopes: Set(try call.strings("scopes") ?? []), method: try call.string("method") ?? "tools/call",
                         target: try call.string("tool") ?? call.string("target"), arguments: call.object["arguments"])
+                    if let problem = PolicyMethods.neverDecidedProblem(request.method) {
+                        throw ValidationError("method: \(problem)")
+                    }
+                    let snapshot: PolicySnapshot
+                    if let directorySnapshot {
+                        snapshot = directorySnapshot
+                    } else if let known = snapshots[request.tenant] {
+                        snapshot = known
+                    } else {
+                        snapshot = try PolicySnapshot.load(file: policies, tenants: [request.tenant])
+                        snapshots[request.tenant] = snapshot
+                    }
                     let decision = snapshot.evaluate(request)
                     let considered = snapshot.tenants[request.tenant]?.candidateRules(for: request) ?? []
                     print(Explain.json(decision, considered: considered, limits: []).serialized)

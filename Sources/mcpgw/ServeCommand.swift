@@ -91,7 +91,11 @@ struct ServeCommand: AsyncParsableCommand {
         let logger = logging.bootstrap(label: "mcpgw")
         var configuration: GatewayConfiguration
         var services: GatewayServices?
-        let configPath = config ?? (FileManager.default.fileExists(atPath: "mcpgw.dev.json") && clientCAs.isEmpty ? "mcpgw.dev.json" : nil)
+        // Trust flags (--client-ca, --crl) mean "no configuration file": mcpgw.dev.json in the working directory is
+        // then not picked up, and the flags are not silently dropped (found by review: a --crl was ignored).
+        let configPath =
+            config
+            ?? (FileManager.default.fileExists(atPath: "mcpgw.dev.json") && clientCAs.isEmpty && crls.isEmpty ? "mcpgw.dev.json" : nil)
         if let configPath {
             // The same checks as `mcpgw config check`, with the same messages: all of them, before anything starts.
             let problems = ConfigCommand.Check.problems(
@@ -179,7 +183,7 @@ struct ServeCommand: AsyncParsableCommand {
                 restartOnlyChanges: { [atStart = RestartOnlySettings(path: configPath)] in
                     guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
                     return atStart.changes(comparedWith: now)
-                })
+                }, requiredTenants: Array(file.identity.tenants.keys))
             running.append(ReloadService(reloader: reloader))
             if let admin {
                 if adminTLS == nil && !admin.listen.isLoopback {

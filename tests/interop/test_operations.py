@@ -758,3 +758,112 @@ def test_a_reload_applies_identity_and_tls_together_or_neither(sdk_upstream, tmp
         assert status() == 200
     finally:
         assert gateway.stop() == 0, gateway.stderr
+
+
+# --- found by the review of the command line and configuration (2026-11-27) --------------------------------------
+
+def test_client_auth_required_without_any_client_ca_is_refused_not_weakened(tmp_path):
+    config = dev_config(tmp_path)
+    config["tls"]["client_auth"] = "required"
+    for tenant in config["tenants"].values():
+        tenant.pop("client_ca")
+        tenant.pop("crl")
+    problem = only_problem(write_config(tmp_path, config))
+    assert "tls.client_auth: required, but no tenant has client_ca" in problem, problem
+
+
+@pytest.mark.parametrize("value, expected", [("", "audit_log: must name a file"), ("logs/", "audit_log: must name a file")])
+def test_an_audit_log_that_names_no_file_is_a_clear_error(tmp_path, value, expected):
+    config = dev_config(tmp_path)
+    config["audit_log"] = value
+    # Relative to a configuration file given by a relative path: the empty name used to crash the check.
+    (tmp_path / "rel.json").write_text(json.dumps(config))
+    result = subprocess.run([mcpgw_binary(), "config", "check", "rel.json"], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    assert expected in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("header", ["Host", "content-length", "Transfer-Encoding", "Mcp-Session-Id", "X Bad", ""])
+def test_a_credential_header_the_gateway_writes_or_that_frames_the_request_is_refused(tmp_path, header):
+    config = dev_config(tmp_path)
+    (tmp_path / "secret.txt").write_text("s3cret\n")
+    config["tenants"]["acme"]["upstream"] = {"url": "http://127.0.0.1:9/mcp", "credential_header": header,
+                                             "credential_file": str(tmp_path / "secret.txt")}
+    problem = only_problem(write_config(tmp_path, config))
+    assert "tenants.acme.upstream.credential_header:" in problem, problem
+
+
+def test_a_credential_with_a_line_break_inside_is_refused(tmp_path):
+    config = dev_config(tmp_path)
+    (tmp_path / "secret.txt").write_text("abc\r\nX-Injected: 1\n")
+    config["tenants"]["acme"]["upstream"] = {"url": "http://127.0.0.1:9/mcp", "credential_header": "Authorization",
+                                             "credential_file": str(tmp_path / "secret.txt")}
+    problem = only_problem(write_config(tmp_path, config))
+    assert "credential_file" in problem and "line break" in problem, problem
+    (tmp_path / "secret.txt").write_text("Bearer abc\n")
+    status, lines, stderr = config_check(write_config(tmp_path, config, "ok.json"))
+    assert status == 0, (lines, stderr)
+
+
+def test_serve_crl_flag_is_not_dropped_for_an_implicit_dev_configuration(tmp_path):
+    # A folder with an mcpgw.dev.json that has no CRLs: `serve --crl` there must not quietly use that file instead.
+    config = json.loads((ROOT / "mcpgw.dev.json").read_text())
+    for tenant in config["tenants"].values():
+        tenant.pop("crl")
+    (tmp_path / "mcpgw.dev.json").write_text(json.dumps(config))
+    for name in ("certs-dev", "policies"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    process = subprocess.Popen([mcpgw_binary(), "serve", "--listen", "127.0.0.1:0", "--crl",
+                                str(CERTS / "acme" / "ca.crl.pem")],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port, lines, deadline = None, [], time.time() + 30
+        while time.time() < deadline and port is None:
+            line = process.stderr.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"listen.address=127\.0\.0\.1:(\d+)", line)
+            if match and "listening" in line:
+                port = int(match.group(1))
+        assert port, "".join(lines)
+        assert not any("config.file=mcpgw.dev.json" in line for line in lines), "".join(lines)
+        result = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert",
+             str(CERTS / "gateway-ca.pem"), "--cert", str(CERTS / "acme/agents/revoked.pem"), "--key",
+             str(CERTS / "acme/agents/revoked.key"), f"https://localhost:{port}/healthz"],
+            capture_output=True, text=True, timeout=30)
+        assert result.stdout == "000", (result.stdout, result.stderr)  # refused in the handshake: revoked
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("claim", ["sub", "exp", "aud", "iss", "scope"])
+def test_issue_token_refuses_a_tenant_claim_the_token_carries_itself(claim):
+    result = subprocess.run([mcpgw_binary(), "issue-token", "--tenant", "acme", "--agent", "bot1", "--tenant-claim", claim],
+                            cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 64 and f"--tenant-claim '{claim}' cannot be used" in result.stderr, result.stderr
+
+
+def test_policy_tools_refuse_methods_the_gateway_never_decides(mcpgw):
+    status, out = mcpgw("policy", "explain", "--policies", "policies", "--tenant", "acme", "--agent", "bot1",
+                        "--method", "tools/list")
+    assert status == 64 and out == ""
+    status, out = mcpgw("policy", "evaluate", "--policies", "policies",
+                        stdin='{"tenant":"acme","agent":"bot1","method":"resources/subscribe","target":"file:///x"}\n')
+    assert status == 0 and "decided as resources/read" in json.loads(out)["error"], out
+
+
+def test_policy_tools_read_a_single_policy_file(mcpgw, tmp_path):
+    document = tmp_path / "classic.json"
+    document.write_text(json.dumps({"default_action": "deny", "rules": [{"id": "R1", "action": "allow", "tools": ["x"]}]}))
+    status, out = mcpgw("policy", "check", str(document))
+    assert status == 0 and "ok:" in out, out
+    status, out = mcpgw("policy", "explain", "--policies", str(document), "--tenant", "acme", "--agent", "bot1",
+                        "--tool", "x", "--json")
+    assert status == 0 and json.loads(out)["rule"] == "R1", out
+    status, out = mcpgw("policy", "evaluate", "--policies", str(document),
+                        stdin='{"tenant":"globex","agent":"a","tool":"y"}\n')
+    assert status == 0 and json.loads(out)["decision"] == "deny", out
