@@ -143,12 +143,23 @@ extension IdentityConfiguration {
         let sharedOrigins = Set((shared?.authorizationServers ?? []).map(Self.origin))
         let sharedServers = Set((shared?.authorizationServers ?? []).map(Self.normalized))
         func servers(_ tenant: String) -> Set<String> { Set((tenantResources[tenant]?.authorizationServers ?? []).map(Self.normalized)) }
+        // Every server a tenant takes tokens from: its authorization servers, and the issuers its JWTs may name (found
+        // by review: a server one tenant trusted as its JWT issuer, and another introspected at, answered for both
+        // without naming the tenant, and the first tenant's users became the second's).
+        func trusted(_ tenant: String) -> Set<String> {
+            var all = servers(tenant)
+            if let jwt = result[tenant]?.jwt {
+                all.formUnion(jwt.issuers.map(Self.normalized))
+                if case .discovery(let issuer)? = jwt.remoteKeys?.source { all.insert(Self.normalized(issuer)) }
+            }
+            return all
+        }
         for (tenant, identity) in result {
             guard let url = identity.introspection?.url else { continue }
             let endpoint = Self.normalized(url)
             let others = result.filter { $0.key != tenant }
             let sharesEndpoint = others.values.contains { $0.introspection.map { Self.normalized($0.url) == endpoint } ?? false }
-            let sharesServer = others.keys.contains { !servers($0).isDisjoint(with: servers(tenant)) }
+            let sharesServer = others.keys.contains { !trusted($0).isDisjoint(with: servers(tenant)) }
             if sharesEndpoint || sharesServer || sharedOrigins.contains(Self.origin(url))
                 || !sharedServers.isDisjoint(with: servers(tenant))
             {

@@ -70,6 +70,9 @@ public final class RateLimitLedger {
         if !buckets.isEmpty { shared.append((buckets, fallback)) }
     }
 
+    /// The shared buckets recorded (one entry per token taken), of the store's own leases and of local shares alike.
+    public var sharedBuckets: [SharedBucket] { shared.flatMap(\.buckets) }
+
     /// Gives every recorded token back, to `limiter` and `store`.
     public func giveBack(limiter: RateLimiter, store: (any SharedRateLimits)?, now: Double) {
         for entry in local { limiter.giveBack(tenant: entry.tenant, agent: entry.agent, tool: entry.tool, limits: entry.limits, now: now) }

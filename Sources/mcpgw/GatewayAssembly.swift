@@ -86,7 +86,8 @@ enum GatewayAssembly {
                     return (tenant, [jwt?.audience ?? file.identity.audience] + resources.compactMap { $0 })
                 })
             services.introspector = try TokenIntrospector(
-                settings: introspection, audiences: audiences, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+                settings: introspection, audiences: audiences, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger,
+                maximumTokenBytes: file.identity.maximumTokenBytes)
         }
         fetcher?.start()
         return services

@@ -163,6 +163,12 @@ struct ProxyTests {
             #expect(garbage.status == 401)
             let basic = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Basic YTpi")])
             #expect(basic.status == 401)
+            // RFC 6750 §3.1 (found by review): no error code for an unsupported scheme; two Authorization headers are
+            // an invalid request.
+            #expect(basic.header("www-authenticate")?.contains("error=") == false, "\(basic.header("www-authenticate") ?? "")")
+            let twice = try await gateway.client(nil).send(
+                body: RPC.call("read_file"), headers: [("Authorization", "Bearer a.b.c"), ("Authorization", "Bearer d.e.f")])
+            #expect(twice.status == 400 && twice.header("www-authenticate")?.contains(#"error="invalid_request""#) == true)
             let crossTenant = try await gateway.client("globex/agents/bot1").send(
                 body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(tenant: "acme"))")])
             #expect(crossTenant.status == 403)
@@ -173,12 +179,12 @@ struct ProxyTests {
             #expect(namesGlobex.status == 403)
             #expect(upstream.received.isEmpty)
             let records = try gateway.auditRecords()
-            #expect(records.count == 7)
+            #expect(records.count == 8)
             #expect(records.allSatisfy { $0["decision"] == .string("authentication_failed") })
             #expect(
                 records.map { $0["rule"]?.stringValue ?? "" } == [
-                    "no_credentials", "token_expired", "malformed_token", "malformed_token", "tenant_mismatch", "agent_mismatch",
-                    "tenant_mismatch",
+                    "no_credentials", "token_expired", "malformed_token", "malformed_token", "malformed_token", "tenant_mismatch",
+                    "agent_mismatch", "tenant_mismatch",
                 ])
         }
     }

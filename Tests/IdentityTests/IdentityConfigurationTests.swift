@@ -65,6 +65,21 @@ struct IdentityConfigurationTests {
         #expect(message.contains(expected), "\(message)")
     }
 
+    @Test(
+        "an introspection endpoint at a server another tenant takes JWTs from must name the tenant (found by review)",
+        arguments: [
+            ("https://as.test", true), ("https://as.test/", true), ("https://as.test/realms/b", false), ("https://other.test", false),
+        ])
+    func introspectionAtAnotherTenantsIssuer(globexIssuer: String, shared: Bool) throws {
+        let introspection =
+            #"{"url": "https://as.test/introspect", "client_id": "mcpgw", "client_secret_file": "certs-dev/jwt/acme-hs256.secret"}"#
+        let configuration = try read(
+            #"{"acme":{"oauth":{"authorization_servers":["https://as.test"],"introspection":\#(introspection)}},"#
+                + #""globex":{"jwt":{"issuers":["\#(globexIssuer)"],"keys":[\#(Self.acmeKey)]}}}"#,
+            identity: #"{"public_url":"https://gateway.test"}"#)
+        #expect(configuration.tenants["acme"]?.introspection?.requiresTenantClaim == shared)
+    }
+
     @Test("identity defaults apply to tenants and can be overridden per tenant")
     func defaults() throws {
         let configuration = try read(

@@ -37,6 +37,38 @@ struct RemoteKeyRingTests {
         #expect(try verifier.verify(try Self.token(secret: String(repeating: "b", count: 32), kid: "b"), now: Date()).agent == "bot1")
     }
 
+    @Test("another tenant's configured key of the same kid does not hide the issuer's fetched one (found by review)")
+    func configuredKidOfAnotherTenant() throws {
+        let ring = RemoteKeyRing()
+        var acme = TenantJWTSettings(issuers: [Self.issuer], keys: [], audience: "mcpgw")
+        acme.remoteKeys = RemoteKeySettings(source: .discovery(issuer: Self.issuer))
+        let otherSecret = Array(String(repeating: "g", count: 32).utf8)
+        let globex = TenantJWTSettings(
+            issuers: ["https://login.globex.test"], keys: [try JWTVerificationKey.hmac(secret: otherSecret, keyID: "k")],
+            audience: "mcpgw")
+        let verifier = try JWTVerifier(tenants: ["acme": acme, "globex": globex], remoteKeys: ring)
+        let secret = String(repeating: "a", count: 32)
+        ring.replace([try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "k")], for: "acme")
+        #expect(try verifier.verify(try Self.token(secret: secret, kid: "k"), now: Date()).tenant == "acme")
+    }
+
+    @Test("a fetched set with two keys under one kid: a token signed by either verifies (found by review)")
+    func twoKeysUnderOneKid() throws {
+        let ring = RemoteKeyRing()
+        let verifier = try Self.verifier(ring)
+        let first = String(repeating: "1", count: 32), second = String(repeating: "2", count: 32)
+        ring.replace(
+            [
+                try JWTVerificationKey.hmac(secret: Array(first.utf8), keyID: "d"),
+                try JWTVerificationKey.hmac(secret: Array(second.utf8), keyID: "d"),
+            ], for: "acme")
+        #expect(try verifier.verify(try Self.token(secret: first, kid: "d"), now: Date()).tenant == "acme")
+        #expect(try verifier.verify(try Self.token(secret: second, kid: "d"), now: Date()).tenant == "acme")
+        #expect(throws: AuthenticationError.badSignature) {
+            try verifier.verify(try Self.token(secret: String(repeating: "3", count: 32), kid: "d"), now: Date())
+        }
+    }
+
     @Test("a kid is looked up in the set of the tenant its issuer names, never another tenant's")
     func perTenantLookup() throws {
         let ring = RemoteKeyRing()

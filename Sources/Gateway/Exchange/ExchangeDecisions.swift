@@ -73,17 +73,38 @@ struct ExchangeDecisions {
                 record.reason += " (serial \(certificate.serialNumber), subject \(certificate.subject))"
             }
         }
-        // Credentials that were each valid but disagree are a 403; everything else asks for credentials (401).
-        let forbidden: Bool
+        // A certificate and a token that were each valid but disagree are a 403; everything else asks for credentials
+        // (401). A token alone that names another tenant is a token not issued for this resource (RFC 6750
+        // `invalid_token`, found by review: it was a 403 "credentials disagree" without a challenge, and an OAuth
+        // client could not tell it to fetch another token).
+        let tokenAlone = request.handshake?.peerCertificate == nil
+        var status: HTTPResponseStatus = .unauthorized
+        var (publicCode, publicReason) = (error.publicCode, error.publicReason)
         switch error {
-        case .tenantMismatch, .agentMismatch: forbidden = true
-        default: forbidden = false
+        case .tenantMismatch where tokenAlone:
+            (publicCode, publicReason) = ("wrong_tenant", "the token was not issued for this tenant")
+        case .tenantMismatch, .agentMismatch: status = .forbidden
+        default: break
+        }
+        var headers: [(String, String)] = []
+        if status == .unauthorized {
+            let authorizations = request.head.headers.filter { HeaderText.isName($0.name, "authorization") }
+            if authorizations.count > 1 {
+                // RFC 6750 §3.1: a request that repeats a parameter is an invalid request (400).
+                status = .badRequest
+                headers = [("WWW-Authenticate", challenge(request, error: error, code: "invalid_request", description: publicReason))]
+            } else if let scheme = authorizations.first?.value, !HeaderText.hasPrefix(scheme, "bearer ") {
+                // An unsupported scheme gets the challenge without an error code (RFC 6750 §3.1).
+                headers = [("WWW-Authenticate", challenge(request, error: .noCredentials))]
+            } else {
+                headers = [("WWW-Authenticate", challenge(request, error: error, description: publicReason))]
+            }
         }
         // The caller learns what kind of failure it was, never what is configured; the record keeps the detail.
         var refusal = Refusal(
-            status: forbidden ? .forbidden : .unauthorized, id: nil, code: GatewayErrorCode.authenticationFailed,
-            message: "authentication failed: \(error.publicReason)", data: .object(JSONObject(["code": .string(error.publicCode)])),
-            headers: forbidden ? [] : [("WWW-Authenticate", challenge(request, error: error))], records: [record])
+            status: status, id: nil, code: GatewayErrorCode.authenticationFailed,
+            message: "authentication failed: \(publicReason)", data: .object(JSONObject(["code": .string(publicCode)])),
+            headers: headers, records: [record])
         if case .unknownKeyID = error, case .success(let token?) = Self.bearerToken(request.head.headers) {
             refusal.unknownKeyTenant = services.authenticator.tokens.tenantToRefetch(for: token)
         }
@@ -110,7 +131,10 @@ struct ExchangeDecisions {
 
     /// The `WWW-Authenticate` challenge of a `401`: where the protected resource's metadata is (RFC 9728), the scopes it
     /// knows, and — when a token was presented — `invalid_token` with the failure in general terms.
-    func challenge(_ request: ExchangeRequest, error: AuthenticationError) -> String {
+    /// `code` and `description` replace `invalid_token` and the error's public reason.
+    func challenge(
+        _ request: ExchangeRequest, error: AuthenticationError, code: String = "invalid_token", description: String? = nil
+    ) -> String {
         var challenge = #"Bearer realm="mcpgw""#
         if let resource = services.oauth?.challenged(tenant: request.pathTenant) {
             challenge += #", resource_metadata="\#(resource.metadataURL)""#
@@ -118,7 +142,7 @@ struct ExchangeDecisions {
         }
         if case .noCredentials = error {
         } else {
-            challenge += #", error="invalid_token", error_description="\#(error.publicReason)""#
+            challenge += #", error="\#(code)", error_description="\#(description ?? error.publicReason)""#
         }
         return challenge
     }
@@ -337,6 +361,11 @@ struct ExchangeDecisions {
         // What this attempt counted, given back if it is abandoned (to wait for a lease) or a batch is refused after
         // some of its calls were counted. A single call without shared limits needs none.
         let ledger = shared != nil || parsed.isBatch ? RateLimitLedger() : nil
+        // Shared buckets some message found nothing on hand for, once per message that needs them. The messages after
+        // the first such one are still looked at, so that one fetch brings every bucket the body needs, each sized to
+        // the calls it counts (found by review: a batch asked for one bucket, or one token, per attempt, and ran out
+        // of attempts inside its limits).
+        var missing: [SharedBucket] = []
         for message in parsed.messages {
             do {
                 switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
@@ -350,17 +379,22 @@ struct ExchangeDecisions {
                     }
                     decided.append(item)
                 case .mustAsk(let buckets):
-                    // Earlier calls of a batch give their tokens back: the whole body is decided again.
-                    ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
-                    // A record per message, for a batch of a sensible size (a huge one gets the request's one record).
-                    let waiting =
-                        parsed.messages.count <= Self.maximumWaitingRecords ? parsed.messages.map { waitingRecord($0, request) } : []
-                    return .failure(.mustAsk(buckets, waiting: waiting))
+                    missing += buckets
                 }
             } catch {
                 ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
                 return .refusing(request.malformed(error, status: error.code == -32601 ? .notFound : .badRequest))
             }
+        }
+        if !missing.isEmpty {
+            // The body is decided again once the store has answered: what this attempt took is given back, and asked
+            // for with the rest (a bucket named once per call that counts in it).
+            let taken = ledger?.sharedBuckets ?? []
+            ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
+            // A record per message, for a batch of a sensible size (a huge one gets the request's one record).
+            let waiting =
+                parsed.messages.count <= Self.maximumWaitingRecords ? parsed.messages.map { waitingRecord($0, request) } : []
+            return .failure(.mustAsk(missing + taken, waiting: waiting))
         }
         if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
             ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)

@@ -46,6 +46,8 @@ public final class TokenIntrospector: Sendable {
     /// Introspections in flight, per tenant and per client source.
     private let inFlight = Mutex<(perTenant: [String: Int], perSource: [String: Int])>(([:], [:]))
     private let eventLoop: any EventLoop
+    /// Longer tokens are refused without asking anyone (`identity.max_token_bytes`, as for JWTs).
+    private let maximumTokenBytes: Int
     private let logger: Logger
     private let clock: @Sendable () -> Double
     /// Introspection requests one tenant may have open at once.
@@ -59,8 +61,9 @@ public final class TokenIntrospector: Sendable {
     /// endpoint that has not answered within `timeout` (connecting included) is unavailable.
     public init(
         settings: [String: IntrospectionSettings], audiences: [String: [String]], eventLoop: any EventLoop, logger: Logger,
-        clock: (@Sendable () -> Double)? = nil, timeout: TimeAmount = .seconds(5)
+        clock: (@Sendable () -> Double)? = nil, timeout: TimeAmount = .seconds(5), maximumTokenBytes: Int = 8192
     ) throws(UpstreamConfigurationError) {
+        self.maximumTokenBytes = maximumTokenBytes
         var tenants: [String: Tenant] = [:]
         for (tenant, settings) in settings {
             tenants[tenant] = Tenant(
@@ -90,6 +93,10 @@ public final class TokenIntrospector: Sendable {
     public func introspect(_ token: String, tenant: String, source: String) -> EventLoopFuture<Outcome> {
         guard let configuration = tenants[tenant] else {
             return eventLoop.makeSucceededFuture(.refused(.inactiveToken("no introspection for tenant \(tenant)")))
+        }
+        // Found by review: an opaque token of any size was sent on to the authorization server (60 KB per made-up one).
+        guard token.utf8.count <= maximumTokenBytes else {
+            return eventLoop.makeSucceededFuture(.refused(.tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)))
         }
         // Per tenant: one tenant's authorization server never answers for another's.
         let key = SHA256Digest.hex(Array(tenant.utf8) + [0] + Array(token.utf8))
@@ -138,8 +145,13 @@ public final class TokenIntrospector: Sendable {
     private func remember(_ key: String, _ entry: Entry, capacity: Int, now: Double) {
         cache.withLock { cache in
             if cache.count >= capacity {
+                // Expired answers go, and then an eighth of the rest at once, so that a full cache is not copied again on
+                // every answer that follows (found by review: a cache full of live answers was copied per insert).
                 cache = cache.filter { $0.value.until > now }
-                while cache.count >= capacity, let victim = cache.keys.first { cache[victim] = nil }
+                let room = max(1, capacity / 8)
+                if cache.count > capacity - room {
+                    for victim in Array(cache.keys.prefix(cache.count - (capacity - room))) { cache[victim] = nil }
+                }
             }
             cache[key] = entry
         }

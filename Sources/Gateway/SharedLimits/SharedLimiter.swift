@@ -181,35 +181,49 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
-    /// Fetches a lease for each of `buckets` that has none on hand (or joins the fetch under way) for a call that
-    /// waits for it (`waiting`; a prefetch does not); the future succeeds when every fetch has ended, whatever it
-    /// brought — the caller decides again.
+    /// Fetches a lease for each of `buckets` that has too little on hand (or joins the fetch under way) for calls
+    /// that wait for it (`waiting`; a prefetch does not). A bucket named n times is needed by n calls (a batch): the
+    /// fetch asks for at least that many tokens. The future succeeds when every fetch has ended, whatever it brought
+    /// — the caller decides again.
     public func ask(_ buckets: [SharedBucket], on eventLoop: any EventLoop, waiting: Bool = true) -> EventLoopFuture<Void> {
         let now = clock()
         var waits: [EventLoopFuture<Void>] = []
         var start: [(SharedBucket, Int, EventLoopPromise<Void>)] = []
+        var needed: [LeaseKey: (bucket: SharedBucket, calls: Int)] = [:]
+        var order: [LeaseKey] = []
+        for bucket in buckets {
+            let key = LeaseKey(bucket)
+            if needed[key] == nil { order.append(key) }
+            needed[key, default: (bucket, 0)].calls += 1
+        }
         leases.withLock { leases in
             if leases.count >= Self.maximumLeases, now - lastCompaction.withLock({ $0 }) >= 1 {
                 lastCompaction.withLock { $0 = now }
                 Self.forgetIdle(&leases, now: now)
             }
-            for bucket in buckets {
-                let key = LeaseKey(bucket)
+            for key in order {
+                let (bucket, calls) = needed[key]!
                 var lease = leases[key] ?? Lease(lastUsed: now)
                 if let fetching = lease.fetching {
-                    if waiting { leases[key]!.demand += 1 }
+                    if waiting { leases[key]!.demand += calls }
                     waits.append(fetching)
                     continue
                 }
                 lease.follow(bucket.limit)
                 let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
-                guard lease.tokens * 2 <= size, lease.emptyUntil <= now, lease.brokenUntil <= now else { continue }
+                let wanted = waiting ? calls : 0
+                guard lease.tokens * 2 <= size || lease.tokens < wanted, lease.emptyUntil <= now, lease.brokenUntil <= now else {
+                    continue
+                }
                 let promise = eventLoop.makePromise(of: Void.self)
                 lease.fetching = promise.futureResult
-                lease.demand = waiting ? 1 : 0
+                lease.demand = wanted
                 leases[key] = lease
                 waits.append(promise.futureResult)
-                start.append((bucket, size - lease.tokens, promise))
+                // A lease, or what the waiting calls need beyond what is on hand (never more than the burst: a batch
+                // beyond it cannot be admitted whole anyway).
+                let want = Int(min(Double(max(size, wanted) - lease.tokens), max(bucket.limit.burst.rounded(.down), 1)))
+                start.append((bucket, max(want, 1), promise))
             }
         }
         for (bucket, want, promise) in start { fetch(bucket, want: want, round: 1, on: eventLoop, promise: promise) }
@@ -235,7 +249,7 @@ public final class SharedLimiter: SharedRateLimits {
             let now = clock()
             switch result {
             case .success(let reply):
-                guard let grant = TokenBucketScript.grant(reply, want: want) else {
+                guard let grant = TokenBucketScript.grant(reply, want: want, rate: bucket.limit.ratePerSecond) else {
                     endFetch(key)
                     failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
                     return promise.succeed(())
@@ -316,7 +330,7 @@ public final class SharedLimiter: SharedRateLimits {
             on: client, eventLoop: Self.currentLoop
         ).whenComplete { [self] result in
             switch result {
-            case .success(let reply) where TokenBucketScript.grant(reply, want: 0) != nil: reachable()
+            case .success(let reply) where TokenBucketScript.grant(reply, want: 0, rate: probe.limit.ratePerSecond) != nil: reachable()
             case .success(let reply): failed(RedisError.protocolError("the token-bucket script answered \(reply)"))
             case .failure(let error): failed(error)
             }

@@ -25,6 +25,8 @@ enum TokenBucketScript {
           tokens = burst
           updated = now
         end
+        if tokens ~= tokens or tokens < 0 or tokens == math.huge then tokens = 0 end
+        if updated ~= updated or updated == math.huge or updated == -math.huge then updated = now end
         if now > updated then
           tokens = tokens + (now - updated) * rate / 1000000
           updated = now
@@ -69,12 +71,19 @@ enum TokenBucketScript {
 
     /// Granted tokens and the wait (seconds) until the bucket holds a whole token again (0: it holds one now), from
     /// the script's reply to a request for `want` tokens. Nil when the reply is not the script's: anything but two
-    /// integers, or a grant of more than was asked (which would admit beyond the limit, and in the extreme overflow
-    /// the lease's count: the default `redis://` is plain TCP, so a reply may be forged on the way).
-    static func grant(_ reply: RESPValue, want: Int) -> (granted: Int, wait: Double)? {
+    /// integers, a grant of more than was asked (which would admit beyond the limit, and in the extreme overflow
+    /// the lease's count: the default `redis://` is plain TCP, so a reply may be forged on the way), or a wait longer
+    /// than one token takes to refill at `rate` (the script never says more; found by review: a forged wait of 31
+    /// years refused an agent for good, Redis never asked again).
+    static func grant(_ reply: RESPValue, want: Int, rate: Double) -> (granted: Int, wait: Double)? {
         guard case .array(let values?) = reply, values.count == 2, let granted = values[0].integer, let wait = values[1].integer,
-            granted >= 0, granted <= want, wait >= 0
+            granted >= 0, granted <= want, wait >= 0, Double(wait) <= maximumWaitMicroseconds(rate: rate)
         else { return nil }
         return (Int(granted), Double(wait) / 1e6)
+    }
+
+    /// The longest wait the script answers at `rate`: a whole token's refill, rounded up, within its cap.
+    static func maximumWaitMicroseconds(rate: Double) -> Double {
+        min((1e6 / rate).rounded(.up) + 1, 1e15)
     }
 }

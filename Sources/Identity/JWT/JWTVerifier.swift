@@ -99,27 +99,46 @@ public struct JWTVerifier: Sendable {
         guard let algorithmName = jws.algorithmName else { throw .malformedToken("header has no string 'alg'") }
         guard algorithmName.lowercased() != "none" else { throw .algorithmNone }
         guard let algorithm = JWTAlgorithm(rawValue: algorithmName) else { throw .unsupportedAlgorithm(algorithmName) }
-        let entry = try selectKey(jws)
-        guard entry.key.algorithm == algorithm else { throw .algorithmMismatch(header: algorithmName, key: entry.key.algorithm) }
-        guard entry.key.verify(signature: jws.signature, signingInput: jws.signingInput) else { throw .badSignature }
+        let candidates = try selectKeys(jws)
+        guard let first = candidates.first(where: { $0.key.algorithm == algorithm }) else {
+            throw .algorithmMismatch(header: algorithmName, key: candidates[0].key.algorithm)
+        }
+        // Usually one key; a fetched set may hold several under one kid (each is tried).
+        guard
+            let entry = first.key.verify(signature: jws.signature, signingInput: jws.signingInput)
+                ? first
+                : candidates.dropFirst().first(where: {
+                    $0.key.algorithm == algorithm && $0.key.verify(signature: jws.signature, signingInput: jws.signingInput)
+                })
+        else { throw .badSignature }
         var verified = try checkClaims(jws.payload, tenant: entry.tenant, key: entry.key, now: now)
         verified.keySetGeneration = entry.keySetGeneration
         cache.store(digest, verified, now: now)
         return verified
     }
 
-    private func selectKey(_ jws: CompactJWS) throws(AuthenticationError) -> KeyEntry {
+    /// The keys a token may be signed with (never empty): those of its `kid` in the keys of the tenant its issuer
+    /// names, configured or fetched.
+    private func selectKeys(_ jws: CompactJWS) throws(AuthenticationError) -> [KeyEntry] {
         if let kidValue = jws.header["kid"] {
             guard let kid = kidValue.stringValue else { throw .malformedToken("header 'kid' is not a string") }
-            if let entry = keysByID[kid] { return entry }
-            // A fetched key: looked up in the set of the tenant the issuer names (kids need not be unique across
-            // identity providers; issuers are unique across tenants).
-            if let remoteKeys, let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer] {
-                let fetched = remoteKeys.keySet(for: tenant)
-                if let key = fetched.keys.first(where: { $0.keyID == kid }) {
-                    return KeyEntry(tenant: tenant, key: key, keySetGeneration: fetched.generation)
+            // Looked up in the keys of the tenant the issuer names: kids need not be unique across identity providers,
+            // issuers are unique across tenants (found by review: another tenant's configured key of the same kid
+            // was tried instead of the issuer's fetched one, and its tokens failed).
+            if let issuer = jws.payload["iss"]?.stringValue, let tenant = tenantByIssuer[issuer] {
+                var found: [KeyEntry] = []
+                if let entry = keysByID[kid], entry.tenant == tenant { found.append(entry) }
+                if let remoteKeys {
+                    let fetched = remoteKeys.keySet(for: tenant)
+                    for key in fetched.keys where key.keyID == kid {
+                        found.append(KeyEntry(tenant: tenant, key: key, keySetGeneration: fetched.generation))
+                    }
                 }
+                guard !found.isEmpty else { throw .unknownKeyID(kid) }
+                return found
             }
+            // An issuer no tenant has: the key's own tenant refuses it (wrong issuer) once the signature is checked.
+            if let entry = keysByID[kid] { return [entry] }
             throw .unknownKeyID(kid)
         }
         // No kid: the issuer (still unverified, used only to pick a key) must have exactly one key.
@@ -130,7 +149,7 @@ public struct JWTVerifier: Sendable {
         guard keys.count == 1 else {
             throw .keyNotSelectable("token has no 'kid' and issuer '\(issuer)' has \(keys.count) keys")
         }
-        return KeyEntry(tenant: tenant, key: keys[0], keySetGeneration: settings.keys.isEmpty ? fetched.generation : nil)
+        return [KeyEntry(tenant: tenant, key: keys[0], keySetGeneration: settings.keys.isEmpty ? fetched.generation : nil)]
     }
 
     private func checkClaims(

@@ -195,10 +195,46 @@ import Testing
     /// A reply granting more than was asked is not the script's: refused, never added to the lease.
     @Test func aGrantAboveTheRequestIsRefused() {
         let reply = { (granted: Int64) in RESPValue.array([.integer(granted), .integer(0)]) }
-        #expect(TokenBucketScript.grant(reply(3), want: 3)?.granted == 3)
-        #expect(TokenBucketScript.grant(reply(4), want: 3) == nil)
-        #expect(TokenBucketScript.grant(reply(.max), want: 3) == nil)
-        #expect(TokenBucketScript.grant(reply(1), want: 0) == nil)
+        #expect(TokenBucketScript.grant(reply(3), want: 3, rate: 20)?.granted == 3)
+        #expect(TokenBucketScript.grant(reply(4), want: 3, rate: 20) == nil)
+        #expect(TokenBucketScript.grant(reply(.max), want: 3, rate: 20) == nil)
+        #expect(TokenBucketScript.grant(reply(1), want: 0, rate: 20) == nil)
+    }
+
+    /// A wait longer than one token's refill is not the script's (found by review: a forged reply of 31 years refused
+    /// an agent for good, and Redis was never asked again).
+    @Test func aWaitBeyondOneTokensRefillIsRefused() {
+        let reply = { (wait: Int64) in RESPValue.array([.integer(0), .integer(wait)]) }
+        #expect(TokenBucketScript.grant(reply(50_000), want: 1, rate: 20)?.wait == 0.05)
+        #expect(TokenBucketScript.grant(reply(50_001), want: 1, rate: 20) != nil)
+        #expect(TokenBucketScript.grant(reply(1_000_000_000_000_000), want: 1, rate: 20) == nil)
+        #expect(TokenBucketScript.grant(reply(60_000), want: 1, rate: 20) == nil)
+        // A limit of one call in centuries waits long, up to the script's cap.
+        #expect(TokenBucketScript.grant(reply(1_000_000_000_000_000), want: 1, rate: 1e-12) != nil)
+    }
+
+    /// A bucket whose hash holds numbers that are not finite (another program's write) is read as empty, in that
+    /// bucket alone: the script does not fail, so the store is not taken for out of reach (found by review: `t = nan`
+    /// made the script error, and every tenant's shared limits fell to their failure modes).
+    @Test func aBucketHoldingNonFiniteNumbersIsReadAsEmpty() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server, modes: ["acme": .failClosed])
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 0.01, burst: 50)
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        for (index, value) in ["nan", "inf", "-inf", "-1e300"].enumerated() {
+            let corrupt = SharedBucket(tenant: "acme", limit: limit, agent: "corrupt\(index)", tool: "t")
+            let key = String(decoding: TokenBucketScript.key(corrupt, prefix: limiter.settings.keyPrefix), as: UTF8.self)
+            _ = try await limiter.client.send(["HSET", key, "t", value, "u", "1e30"], on: loop).get()
+            let answer = await Self.take(limiter, [corrupt])
+            guard case .refused = answer else {
+                Issue.record("t = \(value): \(answer)")
+                continue
+            }
+            #expect(limiter.isStoreReachable, "t = \(value) took the store down")
+            let healthy = SharedBucket(tenant: "acme", limit: limit, agent: "healthy\(index)", tool: "t")
+            #expect(await Self.take(limiter, [healthy]) == .taken(fallback: false), "t = \(value)")
+        }
     }
 
     @Test func failureModesApplyWhileRedisIsDownAndSharingResumesAfter() async throws {

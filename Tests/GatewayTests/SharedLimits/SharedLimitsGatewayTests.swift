@@ -98,6 +98,43 @@ import Testing
     }
 
     /// A batch refused for one of its calls counts none of them against any limit (local ones here, without Redis).
+    /// A policy allowing every tool, with one shared limit.
+    static func policies(limit: String) throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-shared-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory + "/acme", withIntermediateDirectories: true)
+        let document = #"{"name": "limits", "rules": [{"id": "R", "action": "allow", "tools": ["*"]}], "rate_limits": [\#(limit)]}"#
+        try Data(document.utf8).write(to: URL(fileURLWithPath: directory + "/acme/limits.json"))
+        return directory
+    }
+
+    /// Batches well inside their shared limits are admitted whole (found by review): ten calls on one bucket whose
+    /// lease is a single token (each attempt used to fetch one more token, and the batch ran out of attempts), and
+    /// ten calls on ten buckets new to this replica (each attempt used to ask for one message's bucket only).
+    @Test(arguments: [
+        (#"{"id": "S", "rate_per_second": 20, "burst": 20, "per": "agent"}"#, false),
+        (#"{"id": "S", "rate_per_second": 1000, "burst": 1000, "per": "agent+tool"}"#, true),
+    ])
+    func aBatchWithinItsSharedLimitsIsAdmitted(limit: String, manyTools: Bool) async throws {
+        let server = try await RedisServer()
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url, policies: try Self.policies(limit: limit), sharedLimits: try Self.settings(server.url))
+        let client = gateway.client()
+        // A first call leaves the replica a lease with a token on hand (refilled after the call): the batch's first
+        // attempt then takes it and finds nothing for the others.
+        #expect(try await client.send(body: RPC.call("read_file", #"{"path":"a"}"#, id: 0)).status == 200)
+        try await Task.sleep(for: .milliseconds(300))
+        let calls = (1...10).map { RPC.call(manyTools ? "tool_\($0)" : "read_file", #"{"path":"a"}"#, id: $0) }
+        let answer = try await client.send(body: "[\(calls.joined(separator: ","))]")
+        #expect(answer.status == 200, "\(answer.body)")
+        #expect(!answer.body.contains("-3100"), "\(answer.body)")
+        #expect(upstream.received.count == 2)
+        let records = try gateway.auditRecords()
+        #expect(records.count == 11 && records.allSatisfy { $0["decision"]?.stringValue == "allow" }, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test func aRefusedBatchCountsNothing() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: try Self.policies())

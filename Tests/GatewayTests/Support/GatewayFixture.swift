@@ -54,7 +54,8 @@ struct GatewayFixture {
             services.introspector = try TokenIntrospector(
                 settings: introspection,
                 audiences: introspection.mapValues { _ in ["mcpgw"] + (identity.oauth?.tenants.values.map(\.resource) ?? []) },
-                eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"))
+                eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"),
+                maximumTokenBytes: identity.maximumTokenBytes)
         }
         let tls = TLSConfiguration(
             certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
