@@ -318,7 +318,9 @@ struct AdminLimitsTests {
         for partial in ["GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n", ""] {
             let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port)
                 .get()
-            if !partial.isEmpty { try await channel.writeAndFlush(ByteBuffer(string: partial)) }
+            // On a loaded machine the gateway may already have closed the connection (its deadline passed before this
+            // write): that is the outcome the test waits for, not a failure.
+            if !partial.isEmpty { try? await channel.writeAndFlush(ByteBuffer(string: partial)) }
             // Closed by the gateway, not by this watchdog (which only bounds the test on a loaded machine).
             let watchdogClosed = NIOLockedValueBox(false)
             let watchdog = Task {
