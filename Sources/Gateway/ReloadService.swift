@@ -63,8 +63,9 @@ public struct Reloader: Sendable {
     let logger: Logger
     /// The settings of the configuration file a reload does not apply that changed since start (nil: unknown).
     let restartOnlyChanges: (@Sendable () -> [String]?)?
-    /// Tenants of the configuration: a policy reload that has none for one of them is refused, as start-up is.
-    let requiredTenants: [String]
+    /// Tenants of the configuration, read at each reload: a policy reload that has none for one of them is refused,
+    /// as start-up is.
+    let requiredTenants: @Sendable () -> [String]
 
     /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
     /// with `prepareTLS`, of the listeners' TLS settings (`prepareTLS` builds and checks them, and returns what puts
@@ -74,7 +75,7 @@ public struct Reloader: Sendable {
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
         audit: AuditLog? = nil, prepareTLS: (@Sendable () throws -> @Sendable () -> Void)? = nil, metrics: GatewayMetrics? = nil,
-        logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil, requiredTenants: [String] = []
+        logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil, requiredTenants: @escaping @Sendable () -> [String] = { [] }
     ) {
         self.requiredTenants = requiredTenants
         self.engine = engine
@@ -100,7 +101,7 @@ public struct Reloader: Sendable {
         var report = ReloadReport()
         let before = engine.snapshot
         do {
-            let snapshot = try engine.reload(requiring: requiredTenants)
+            let snapshot = try engine.reload(requiring: requiredTenants())
             metrics?.policiesReloaded(snapshot)
             let detail = Self.policyChanges(before, snapshot)
             logger.notice("policies reloaded", metadata: ["policy.tenants": "\(snapshot.tenants.count)", "policy.changes": "\(detail)"])

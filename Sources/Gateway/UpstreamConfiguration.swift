@@ -23,12 +23,12 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     /// unasked (`tasks/list`, status notifications on a GET stream) the caller's own, and sealed to it. Default false.
     public var tasksScopedToSession = false
 
-    /// Headers the gateway writes itself or that frame the message: a credential header may not be one of them (a
-    /// second `Content-Length`, or a `Transfer-Encoding` beside one, is how requests are smuggled).
+    /// Headers the gateway writes itself or that frame the message (and every `Mcp-*` one): a credential header may
+    /// not be one of them (a second `Content-Length`, or a `Transfer-Encoding` beside one, is how requests are
+    /// smuggled).
     static let reservedCredentialHeaders: Set<String> = [
         "host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te", "trailer",
-        "upgrade", "expect", "content-type", "accept", "mcp-session-id", "mcp-protocol-version", "last-event-id",
-        "traceparent", "tracestate",
+        "upgrade", "expect", "content-type", "content-encoding", "accept", "last-event-id", "traceparent", "tracestate",
     ]
 
     /// Why `name` cannot be a credential header (not an HTTP field name, or one the gateway writes itself), or nil.
@@ -40,7 +40,9 @@ public struct UpstreamConfiguration: Sendable, Hashable {
                 (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A) || tokenSymbols.contains(byte)
             })
         else { return "'\(name)' is not an HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)" }
-        guard !reservedCredentialHeaders.contains(name.lowercased()) else {
+        // Every `Mcp-*` header is the protocol's (`Mcp-Session-Id`, `Mcp-Method`, `Mcp-Name`, `Mcp-Param-*`…): the gateway
+        // checks them against the body, and a credential must not replace one (found by review).
+        guard !reservedCredentialHeaders.contains(name.lowercased()), !name.lowercased().hasPrefix("mcp-") else {
             return "'\(name)' is a header the gateway writes itself or that frames the request; choose another"
         }
         return nil

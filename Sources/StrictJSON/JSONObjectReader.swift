@@ -90,8 +90,11 @@ public struct JSONObjectReader: Sendable {
     /// An integer field, or nil when absent.
     public func int(_ key: String) throws(JSONFieldError) -> Int? {
         guard let value = object[key] else { return nil }
-        guard case .number(let number) = value, let integer = number.int64Value else {
-            throw mistyped(key, "an integer", value)
+        guard case .number(let number) = value else { throw mistyped(key, "an integer", value) }
+        guard let integer = number.int64Value else {
+            // A number all the same: say what is wrong with it (found by review: "expected an integer, found number").
+            throw JSONFieldError(
+                path: fieldPath(key), reason: "\(number) is not a whole number written without a fraction or exponent, within ±9.2e18")
         }
         return Int(integer)
     }

@@ -117,7 +117,9 @@ struct ServeCommand: AsyncParsableCommand {
             configuration = file.gateway
         } else {
             guard upstream == nil, policies == nil, auditLog == nil, redis == nil else {
-                throw ValidationError("--upstream, --policies, --audit-log and --redis need tenants: pass --config FILE")
+                throw ValidationError(
+                    "--upstream, --policies, --audit-log and --redis need tenants: pass --config FILE (and no --client-ca or --crl, which are for a gateway without a configuration file)"
+                )
             }
             configuration = GatewayConfiguration(tls: try defaultTLS())
         }
@@ -183,7 +185,12 @@ struct ServeCommand: AsyncParsableCommand {
                 restartOnlyChanges: { [atStart = RestartOnlySettings(path: configPath)] in
                     guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
                     return atStart.changes(comparedWith: now)
-                }, requiredTenants: Array(file.identity.tenants.keys))
+                },
+                // The tenants of the configuration as the reload finds it (a tenant removed from it needs no policies;
+                // found by review: the tenants at start were required for good, and every later reload was refused).
+                requiredTenants: { [atStart = Array(file.identity.tenants.keys)] in
+                    (try? ConfigurationFile.load(configPath, redisURL: redis)).map { Array($0.identity.tenants.keys) } ?? atStart
+                })
             running.append(ReloadService(reloader: reloader))
             if let admin {
                 if adminTLS == nil && !admin.listen.isLoopback {

@@ -166,6 +166,9 @@ struct ProxyTests {
             // RFC 6750 §3.1 (found by review): no error code for an unsupported scheme; two Authorization headers are
             // an invalid request.
             #expect(basic.header("www-authenticate")?.contains("error=") == false, "\(basic.header("www-authenticate") ?? "")")
+            // The Bearer scheme without a token is a bad token, not another scheme.
+            let empty = try await gateway.client(nil).send(body: RPC.call("read_file"), headers: [("Authorization", "Bearer ")])
+            #expect(empty.status == 401 && empty.header("www-authenticate")?.contains(#"error="invalid_token""#) == true)
             let twice = try await gateway.client(nil).send(
                 body: RPC.call("read_file"), headers: [("Authorization", "Bearer a.b.c"), ("Authorization", "Bearer d.e.f")])
             #expect(twice.status == 400 && twice.header("www-authenticate")?.contains(#"error="invalid_request""#) == true)
@@ -179,12 +182,12 @@ struct ProxyTests {
             #expect(namesGlobex.status == 403)
             #expect(upstream.received.isEmpty)
             let records = try gateway.auditRecords()
-            #expect(records.count == 8)
+            #expect(records.count == 9)
             #expect(records.allSatisfy { $0["decision"] == .string("authentication_failed") })
             #expect(
                 records.map { $0["rule"]?.stringValue ?? "" } == [
-                    "no_credentials", "token_expired", "malformed_token", "malformed_token", "malformed_token", "tenant_mismatch",
-                    "agent_mismatch", "tenant_mismatch",
+                    "no_credentials", "token_expired", "malformed_token", "malformed_token", "malformed_token", "malformed_token",
+                    "tenant_mismatch", "agent_mismatch", "tenant_mismatch",
                 ])
         }
     }

@@ -32,6 +32,7 @@ struct PolicyLoadingTests {
             (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"cmd":{"deny":[]}}}]}"#, "checks nothing"),
             (#"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":[]}]}"#, "rate_limits[0].methods: is empty"),
             (#"{"rate_limits":[{"id":"L","rate_per_second":1e400,"burst":1}]}"#, "rate_per_second: 1e400 is out of range"),
+            (#"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"max_length":1.5}}}]}"#, "1.5 is not a whole number"),
             (#"{"rules":[{"id":"R1","action":"deny","methods":["tools/list"]}]}"#, "rules[0].methods[0]: tools/list is protocol plumbing"),
             (#"{"rules":[{"id":"R1","action":"deny","methods":["initialize"]}]}"#, "initialize is protocol plumbing"),
             (

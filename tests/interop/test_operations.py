@@ -784,7 +784,8 @@ def test_an_audit_log_that_names_no_file_is_a_clear_error(tmp_path, value, expec
     assert expected in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("header", ["Host", "content-length", "Transfer-Encoding", "Mcp-Session-Id", "X Bad", ""])
+@pytest.mark.parametrize("header", ["Host", "content-length", "Transfer-Encoding", "Mcp-Session-Id", "Mcp-Method",
+                                    "mcp-param-path", "Content-Encoding", "X Bad", ""])
 def test_a_credential_header_the_gateway_writes_or_that_frames_the_request_is_refused(tmp_path, header):
     config = dev_config(tmp_path)
     (tmp_path / "secret.txt").write_text("s3cret\n")
@@ -867,3 +868,25 @@ def test_policy_tools_read_a_single_policy_file(mcpgw, tmp_path):
     status, out = mcpgw("policy", "evaluate", "--policies", str(document),
                         stdin='{"tenant":"globex","agent":"a","tool":"y"}\n')
     assert status == 0 and json.loads(out)["decision"] == "deny", out
+
+
+def test_a_reload_needs_policies_for_the_configured_tenants_as_the_file_has_them_now(sdk_upstream, tmp_path):
+    config = dev_config(tmp_path)
+    path = write_config(tmp_path, config)
+    gateway = Gateway("--config", path, "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    try:
+        # globex's policies removed while the configuration still has globex: refused, as start-up would be.
+        policies = tmp_path / "policies"
+        shutil.move(str(policies / "globex"), str(tmp_path / "globex-policies"))
+        status, body, _ = gateway.admin("POST", "/reload")
+        part = json.loads(body)["parts"]["policies"]
+        assert status == 500 and part["ok"] is False and "no policies for tenant globex" in part["detail"], body
+        # globex removed from the configuration too: its policies are no longer needed (found by review: the tenants
+        # at start were required for good, and every later reload was refused).
+        del config["tenants"]["globex"]
+        write_config(tmp_path, config)
+        status, body, _ = gateway.admin("POST", "/reload")
+        assert json.loads(body)["parts"]["policies"]["ok"] is True, body
+    finally:
+        gateway.stop()

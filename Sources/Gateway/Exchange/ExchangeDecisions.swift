@@ -93,7 +93,9 @@ struct ExchangeDecisions {
                 // RFC 6750 §3.1: a request that repeats a parameter is an invalid request (400).
                 status = .badRequest
                 headers = [("WWW-Authenticate", challenge(request, error: error, code: "invalid_request", description: publicReason))]
-            } else if let scheme = authorizations.first?.value, !HeaderText.hasPrefix(scheme, "bearer ") {
+            } else if let value = authorizations.first?.value,
+                value.split(separator: " ", maxSplits: 1).first?.lowercased() != "bearer"
+            {
                 // An unsupported scheme gets the challenge without an error code (RFC 6750 §3.1).
                 headers = [("WWW-Authenticate", challenge(request, error: .noCredentials))]
             } else {

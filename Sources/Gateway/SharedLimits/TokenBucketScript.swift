@@ -27,6 +27,7 @@ enum TokenBucketScript {
         end
         if tokens ~= tokens or tokens < 0 or tokens == math.huge then tokens = 0 end
         if updated ~= updated or updated == math.huge or updated == -math.huge then updated = now end
+        if updated > now then updated = now end
         if now > updated then
           tokens = tokens + (now - updated) * rate / 1000000
           updated = now

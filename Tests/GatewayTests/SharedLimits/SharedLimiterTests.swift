@@ -213,6 +213,23 @@ import Testing
         #expect(TokenBucketScript.grant(reply(1_000_000_000_000_000), want: 1, rate: 1e-12) != nil)
     }
 
+    /// A bucket counted at a time later than Redis's clock (its clock stepped back, or another program wrote it)
+    /// refills from Redis's now, instead of not at all while calls keep its key alive (found by review).
+    @Test func aBucketCountedInTheFutureStillRefills() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server, modes: ["acme": .failClosed], commandTimeout: .seconds(5))
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 1000, burst: 5)
+        let bucket = SharedBucket(tenant: "acme", limit: limit, agent: "skewed", tool: "t")
+        let key = String(decoding: TokenBucketScript.key(bucket, prefix: limiter.settings.keyPrefix), as: UTF8.self)
+        _ = try await limiter.client.send(["HSET", key, "t", "0", "u", "1e30"], on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        var admitted = false
+        for _ in 0..<20 where !admitted {
+            if case .taken = await Self.take(limiter, [bucket]) { admitted = true } else { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(admitted, "a bucket counted in the future never refilled")
+    }
+
     /// A bucket whose hash holds numbers that are not finite (another program's write) is read as empty, in that
     /// bucket alone: the script does not fail, so the store is not taken for out of reach (found by review: `t = nan`
     /// made the script error, and every tenant's shared limits fell to their failure modes).
