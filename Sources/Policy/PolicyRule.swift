@@ -1,5 +1,6 @@
-/// One rule of a policy document.
-public struct PolicyRule: Sendable {
+/// One rule of a policy document. A class: evaluation looks rules up on every call, and a reference is one retain
+/// where a struct of a dozen arrays and strings is a dozen.
+public final class PolicyRule: Sendable {
     /// The rule's id, unique within its document.
     public let id: String
     /// Free text for people.
@@ -30,6 +31,29 @@ public struct PolicyRule: Sendable {
     public let document: String
     /// The file it was loaded from.
     public let file: String
+
+    /// A rule with these parts (see each property).
+    public init(
+        id: String, description: String?, action: PolicyAction, methods: [String], tools: [NamePattern], resources: [NamePattern],
+        prompts: [NamePattern], agents: [NamePattern], scopes: [String], constraints: [ArgumentConstraint], logArguments: Bool,
+        inspectsNestedJSON: Bool, callTimeoutSeconds: Int?, document: String, file: String
+    ) {
+        self.id = id
+        self.description = description
+        self.action = action
+        self.methods = methods
+        self.tools = tools
+        self.resources = resources
+        self.prompts = prompts
+        self.agents = agents
+        self.scopes = scopes
+        self.constraints = constraints
+        self.logArguments = logArguments
+        self.inspectsNestedJSON = inspectsNestedJSON
+        self.callTimeoutSeconds = callTimeoutSeconds
+        self.document = document
+        self.file = file
+    }
 
     /// The target patterns that apply to `method` (tools, resources or prompts).
     func targets(for method: String) -> [NamePattern] {

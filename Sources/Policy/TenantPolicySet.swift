@@ -4,8 +4,9 @@ import StrictJSON
 ///
 /// Deny overrides across every document: any matching deny wins, then any audit, then any allow, else the most
 /// restrictive default of all the documents. Rules are indexed by exact tool name and by literal prefix, so a
-/// decision looks only at rules that can match the tool.
-public struct TenantPolicySet: Sendable {
+/// decision looks only at rules that can match the tool. A class: every call looks its tenant's set up, and a
+/// reference is one retain where a struct of ten arrays and dictionaries is ten.
+public final class TenantPolicySet: Sendable {
     /// The tenant.
     public let tenant: String
     /// The documents, global ones first, then the tenant's in file-name order.
