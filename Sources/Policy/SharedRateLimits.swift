@@ -70,8 +70,9 @@ public final class RateLimitLedger {
         if !buckets.isEmpty { shared.append((buckets, fallback)) }
     }
 
-    /// The shared buckets recorded (one entry per token taken), of the store's own leases and of local shares alike.
-    public var sharedBuckets: [SharedBucket] { shared.flatMap(\.buckets) }
+    /// The shared buckets recorded as taken from the store's leases (one entry per token; not those charged to local
+    /// shares while the store was out of reach).
+    public var sharedBuckets: [SharedBucket] { shared.filter { !$0.fallback }.flatMap(\.buckets) }
 
     /// Gives every recorded token back, to `limiter` and `store`.
     public func giveBack(limiter: RateLimiter, store: (any SharedRateLimits)?, now: Double) {

@@ -24,10 +24,10 @@ public enum MCPMethod {
     ]
 
     /// Plumbing in every generation (the policy module's table: it refuses rules on these).
-    static var plumbing: Set<String> { PolicyMethods.plumbing }
+    static let plumbing: Set<String> = PolicyMethods.plumbing
 
     /// Legacy-only plumbing that 2026-07-28 removed.
-    static var removedInModern: Set<String> { PolicyMethods.removedInModern }
+    static let removedInModern: Set<String> = PolicyMethods.removedInModern
 
     /// What the gateway does with `method` sent under `protocolVersion` (nil: no header, read as 2025-03-26).
     public static func treatment(of method: String, protocolVersion: String?) -> Treatment {
