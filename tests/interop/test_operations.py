@@ -21,6 +21,7 @@ import pytest
 
 from conftest import ROOT, mcpgw_binary
 from test_mcp_sdk_conformance import free_port, start_upstream
+from test_serve_cli import start as start_serve
 
 CERTS = ROOT / "certs-dev"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -815,20 +816,8 @@ def test_serve_crl_flag_is_not_dropped_for_an_implicit_dev_configuration(tmp_pat
     (tmp_path / "mcpgw.dev.json").write_text(json.dumps(config))
     for name in ("certs-dev", "policies"):
         (tmp_path / name).symlink_to(ROOT / name)
-    process = subprocess.Popen([mcpgw_binary(), "serve", "--listen", "127.0.0.1:0", "--crl",
-                                str(CERTS / "acme" / "ca.crl.pem")],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process, port, lines = start_serve("--listen", "127.0.0.1:0", "--crl", str(CERTS / "acme" / "ca.crl.pem"), cwd=tmp_path)
     try:
-        port, lines, deadline = None, [], time.time() + 30
-        while time.time() < deadline and port is None:
-            line = process.stderr.readline()
-            if not line:
-                break
-            lines.append(line)
-            match = re.search(r"listen.address=127\.0\.0\.1:(\d+)", line)
-            if match and "listening" in line:
-                port = int(match.group(1))
-        assert port, "".join(lines)
         assert not any("config.file=mcpgw.dev.json" in line for line in lines), "".join(lines)
         result = subprocess.run(
             ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", "--cacert",

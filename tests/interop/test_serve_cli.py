@@ -8,9 +8,10 @@ import time
 from conftest import ROOT, mcpgw_binary
 
 
-def start(*args):
+def start(*args, cwd=ROOT):
+    """`mcpgw serve ARGS` in `cwd`, once it listens: (process, port, the standard error lines read so far)."""
     process = subprocess.Popen(
-        [mcpgw_binary(), "serve", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [mcpgw_binary(), "serve", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 30
     lines = []
