@@ -74,18 +74,19 @@ import Testing
         // A long command timeout: on a loaded CI machine the lease must still be awaited (not failed) when the client
         // leaves.
         var settings = try Self.settings("redis://127.0.0.1:\(deaf.localAddress!.port!)")
-        settings.redis.commandTimeout = .seconds(15)
+        settings.redis.commandTimeout = .seconds(40)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: try Self.policies(), sharedLimits: settings)
         let client = try await RawTLSClient.connect(port: gateway.port)
         let batch = "[\(RPC.call("read_file", #"{"path":"b"}"#, id: 2)),\(RPC.call("list_files", "{}", id: 3))]"
         try await client.send(RawTLSClient.post(batch))
         // The client leaves once the gateway waits for its lease (it has reached the deaf Redis), not after a fixed
         // time a loaded CI machine can outlast before the body is even decided.
-        for _ in 0..<200 where !heard.withLockedValue({ $0.contains("connected") }) { try await Task.sleep(for: .milliseconds(25)) }
+        // Bounded generously: a loaded CI run took over 5 s to get there once.
+        for _ in 0..<1200 where !heard.withLockedValue({ $0.contains("connected") }) { try await Task.sleep(for: .milliseconds(25)) }
         try await Task.sleep(for: .seconds(1))
         await client.close()
         var abandoned: [JSONObject] = []
-        for _ in 0..<100 where abandoned.count < 2 {
+        for _ in 0..<400 where abandoned.count < 2 {
             try await Task.sleep(for: .milliseconds(50))
             abandoned = try gateway.auditRecords().filter { $0["rule"] == .string("abandoned") }
         }
