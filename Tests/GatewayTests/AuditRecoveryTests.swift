@@ -315,34 +315,35 @@ extension AuditRecoveryTests {
         #expect(error?.interrupted == true && (error?.written ?? .max) < 2_000_000, "\(String(describing: error))")
     }
 
+    /// Whether the log refused records at any moment while the one write to `sink` was under way (`isDone` says when
+    /// it ended; watched at most `seconds`, every `poll` seconds).
+    static func refusedWhileWriting(
+        to sink: any AuditWriter, isDone: () -> Bool, seconds: Int, poll: Double
+    ) throws -> Bool {
+        let log = try AuditLog(sink: .writer(sink))
+        defer { log.close() }
+        try log.append(record("write"))
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        var refused = false
+        while ContinuousClock.now < deadline && !isDone() {
+            refused = refused || !log.isAccepting
+            Thread.sleep(forTimeInterval: poll)
+        }
+        return refused
+    }
+
     @Test("a write that takes long but keeps making progress is not a stall (found by review: a slow reader got 503s)")
     func slowProgressIsNotAStall() throws {
         let sink = SlowProgressSink(seconds: 7)
-        let log = try AuditLog(sink: .writer(sink))
-        try log.append(Self.record("slow"))
-        let deadline = ContinuousClock.now + .seconds(7)
-        var refused = false
-        while ContinuousClock.now < deadline && !sink.done.withLock({ $0 }) {
-            refused = refused || !log.isAccepting
-            Thread.sleep(forTimeInterval: 0.1)
-        }
+        let refused = try Self.refusedWhileWriting(to: sink, isDone: { sink.done.withLock { $0 } }, seconds: 7, poll: 0.1)
         #expect(!refused, "refused while the write was making progress")
-        log.close()
     }
 
     @Test("progress stored by the writer after the log read its clock is no stall (found by review: a spurious 503)")
     func progressAheadOfTheClockIsNotAStall() throws {
         let sink = AheadProgressSink()
-        let log = try AuditLog(sink: .writer(sink))
-        try log.append(Self.record("ahead"))
-        let deadline = ContinuousClock.now + .seconds(5)
-        var refused = false
-        while ContinuousClock.now < deadline && !sink.done.withLock({ $0 }) {
-            refused = refused || !log.isAccepting
-            Thread.sleep(forTimeInterval: 0.01)
-        }
+        let refused = try Self.refusedWhileWriting(to: sink, isDone: { sink.done.withLock { $0 } }, seconds: 5, poll: 0.01)
         #expect(!refused, "refused while the write was making progress")
-        log.close()
     }
 
     @Test("a write that does not return for seconds makes the log refuse records until it does")
