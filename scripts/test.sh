@@ -2,8 +2,9 @@
 # Runs every mcpgw test: installs what is missing, builds, runs the Swift test suites (unit, in-memory TLS,
 # loopback tests against curl and openssl s_client), the TLS, StrictJSON and Identity suites again under
 # AddressSanitizer, then the interoperability tests against independent implementations (PyJWT, the MCP Python SDK,
-# openssl s_client) in a Python venv this script creates, and finally a short libFuzzer pass over every parser of
-# hostile bytes (scripts/fuzz.sh --all; 30 s a target, or FUZZ_SECONDS).
+# openssl s_client) in a Python venv this script creates — once against the debug build, once against the release
+# build that ships (it is compiled with cross-module optimisation, see Package.swift) — and finally a short libFuzzer
+# pass over every parser of hostile bytes (scripts/fuzz.sh --all; 30 s a target, or FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -12,4 +13,6 @@ swift test --skip-build
 scripts/asan.sh
 python=$(scripts/python-env.sh)
 (cd tests/interop && MCPGW_BIN="$PWD/../../.build/debug/mcpgw" "$python" -m pytest -q -p no:cacheprovider)
+swift build -c release --product mcpgw
+(cd tests/interop && MCPGW_BIN="$PWD/../../.build/release/mcpgw" "$python" -m pytest -q -p no:cacheprovider)
 scripts/fuzz.sh --all "${FUZZ_SECONDS:-30}"

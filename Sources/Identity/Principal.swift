@@ -55,7 +55,7 @@ public struct Principal: Sendable, Hashable {
     /// How the principal was authenticated.
     public let method: AuthenticationMethod
     /// Scopes granted by the token (empty for certificate-only callers).
-    public let scopes: Set<String>
+    public var scopes: Set<String> { details.scopes }
     /// When the credential stops being valid (the earlier of token `exp` and certificate `notAfter`).
     public let expiresAt: Date?
     /// The last instant these credentials are accepted: `expiresAt`, or for a JWT its `exp` plus the configured
@@ -63,9 +63,35 @@ public struct Principal: Sendable, Hashable {
     /// stream, ends here.
     public var acceptedUntil: Date?
     /// Certificate facts, when a certificate was presented.
-    public let certificate: CertificateFacts?
+    public var certificate: CertificateFacts? { details.certificate }
     /// Token facts, when a token was presented.
-    public let token: TokenFacts?
+    public var token: TokenFacts? { details.token }
+    /// The scopes and the facts, kept behind one reference: a principal is copied several times for every request,
+    /// and a copy then retains three references instead of a dozen strings.
+    private let details: Details
+
+    /// The parts of a principal that only some steps read (`scopes`, `certificate`, `token`).
+    private final class Details: Sendable, Hashable {
+        let scopes: Set<String>
+        let certificate: CertificateFacts?
+        let token: TokenFacts?
+
+        init(scopes: Set<String>, certificate: CertificateFacts?, token: TokenFacts?) {
+            self.scopes = scopes
+            self.certificate = certificate
+            self.token = token
+        }
+
+        static func == (lhs: Details, rhs: Details) -> Bool {
+            lhs === rhs || (lhs.scopes == rhs.scopes && lhs.certificate == rhs.certificate && lhs.token == rhs.token)
+        }
+
+        func hash(into hasher: inout Hasher) {
+            hasher.combine(scopes)
+            hasher.combine(certificate)
+            hasher.combine(token)
+        }
+    }
 
     /// A principal from its parts.
     public init(
@@ -75,11 +101,9 @@ public struct Principal: Sendable, Hashable {
         self.tenant = tenant
         self.agent = agent
         self.method = method
-        self.scopes = scopes
         self.expiresAt = expiresAt
         self.acceptedUntil = expiresAt
-        self.certificate = certificate
-        self.token = token
+        self.details = Details(scopes: scopes, certificate: certificate, token: token)
     }
 }
 

@@ -75,6 +75,33 @@ public struct AuditRecord: Sendable {
         self.reason = reason
     }
 
+    /// A record with every field a decision on a request sets, given at once: built in one step, it is returned
+    /// without the copy a record built and then completed field by field costs.
+    init(
+        requestID: String, httpMethod: String, decision: Decision, reason: String, tenant: String?, agent: String?,
+        authMethod: String?, clientAddress: String?, method: String?, target: String? = nil, jsonrpcID: JSONValue? = nil,
+        rule: String?, latencyMicroseconds: Int?, sessionID: String?, traceID: String?, arguments: LoggedArguments? = nil,
+        sharedLimits: String? = nil
+    ) {
+        self.requestID = requestID
+        self.tenant = tenant
+        self.agent = agent
+        self.authMethod = authMethod
+        self.clientAddress = clientAddress
+        self.httpMethod = httpMethod
+        self.method = method
+        self.target = target
+        self.jsonrpcID = jsonrpcID
+        self.decision = decision
+        self.rule = rule
+        self.reason = reason
+        self.latencyMicroseconds = latencyMicroseconds
+        self.sessionID = sessionID
+        self.traceID = traceID
+        self.arguments = arguments
+        self.sharedLimits = sharedLimits
+    }
+
     /// Milliseconds since 1970 from the system's real-time clock.
     public static func nowMilliseconds() -> Int64 {
         var now = timespec()

@@ -398,18 +398,18 @@ struct ExchangeDecisions {
                 parsed.messages.count <= Self.maximumWaitingRecords ? parsed.messages.map { waitingRecord($0, request) } : []
             return .failure(.mustAsk(missing + taken, waiting: waiting))
         }
-        if let firstRefused = decided.first(where: { !$0.decision.outcome.permits }) {
+        let survey = DecisionSurvey(decided)
+        if let firstRefused = survey.firstRefused {
             ledger?.giveBack(limiter: services.policy.limiter, store: shared, now: now)
-            return .refusing(refuse(request, decided, first: firstRefused, isBatch: parsed.isBatch))
+            return .refusing(refuse(request, decided, first: decided[firstRefused], isBatch: parsed.isBatch))
         }
         var response = ForwardPlan.ResponseHandling.relay
         var listRequests: [String: ListFilter.Kind] = [:]
         var seenIDs: Set<String> = []
         // Ids matter only where answers are matched to requests: in batches, and for list requests. A single call
         // (the common case) skips this.
-        let matchesAnswers =
-            parsed.isBatch || decided.contains { $0.message.method.map { ListFilter.Kind(rawValue: $0) != nil } ?? false }
-        for item in decided where matchesAnswers && item.message.kind == .request {
+        let matchesAnswers = parsed.isBatch || survey.hasListRequest
+        for item in matchesAnswers ? decided : [] where item.message.kind == .request {
             guard let id = item.message.id else { continue }
             // Answers are matched to requests by id, so ids must be unambiguous: one spelling per number, none twice.
             guard let key = Self.canonicalID(id), seenIDs.insert(key).inserted else {
@@ -423,10 +423,7 @@ struct ExchangeDecisions {
         // Legacy messages are answered on the stream (filtered there), and their POST gets only 202; an upstream that
         // answers in the POST's body instead is filtered all the same.
         // The requests whose answers may carry tasks (requests all have ids): read once, for both uses.
-        var taskRequestIDs: Set<String> = []
-        for item in decided where TaskHandleRewrite.answerMayCarryTasks(item.message) {
-            if let id = item.message.id { taskRequestIDs.insert(Self.requestKey(id)) }
-        }
+        let taskRequestIDs = survey.taskRequestIDs
         if !listRequests.isEmpty || !taskRequestIDs.isEmpty { response = .filterLists }
         let renamesListRequests = !listRequests.isEmpty && request.transport != .legacyMessages
         if renamesListRequests {
@@ -444,16 +441,50 @@ struct ExchangeDecisions {
             seenIDs.formUnion(renamed.lists.keys)
             listRequests = renamed.lists
         }
-        var plan = ForwardPlan(records: decided.map { record(for: $0, request) }, response: response, body: body, isStream: false)
+        let records = decided.withUnsafeBufferPointer { items in items.indices.map { record(for: items[$0], request) } }
+        var plan = ForwardPlan(records: records, response: response, body: body, isStream: false)
         plan.listRequests = listRequests
         plan.requestIDs = seenIDs
         plan.renamesListRequests = renamesListRequests
         plan.upstreamName = upstreamName
         plan.ownedTasks = ownedTasks
         plan.taskRequestIDs = taskRequestIDs
-        plan.isToolCall = decided.contains { $0.message.kind == .request && $0.message.method == "tools/call" }
-        if let seconds = decided.compactMap(\.decision.callTimeoutSeconds).max() { plan.ruleCallTimeout = .seconds(seconds) }
+        plan.isToolCall = survey.hasToolCall
+        if let seconds = survey.callTimeoutSeconds { plan.ruleCallTimeout = .seconds(seconds) }
         return .success(plan)
+    }
+
+    /// What a body's decisions say as a whole, found in one pass that reads each decision in place (every `for` loop,
+    /// `contains` or `map` over the array copies each decision, retaining and releasing every field of it).
+    struct DecisionSurvey {
+        /// The first decision that refuses its message.
+        var firstRefused: Int?
+        /// Whether a message asks for a list whose answer is filtered (`ListFilter.Kind`).
+        var hasListRequest = false
+        /// Whether a message is a `tools/call` request.
+        var hasToolCall = false
+        /// The longest call deadline a deciding rule sets.
+        var callTimeoutSeconds: Int?
+        /// The keys (`requestKey`) of the requests whose answers may carry tasks.
+        var taskRequestIDs: Set<String> = []
+
+        init(_ decided: [DecidedMessage]) {
+            decided.withUnsafeBufferPointer { items in
+                for index in items.indices {
+                    if firstRefused == nil, !items[index].decision.outcome.permits { firstRefused = index }
+                    if let seconds = items[index].decision.callTimeoutSeconds {
+                        callTimeoutSeconds = max(callTimeoutSeconds ?? seconds, seconds)
+                    }
+                    if let method = items[index].message.method {
+                        if ListFilter.Kind(rawValue: method) != nil { hasListRequest = true }
+                        if items[index].message.kind == .request, method == "tools/call" { hasToolCall = true }
+                    }
+                    if TaskHandleRewrite.answerMayCarryTasks(items[index].message), let id = items[index].message.id {
+                        taskRequestIDs.insert(ExchangeDecisions.requestKey(id))
+                    }
+                }
+            }
+        }
     }
 
     /// The body with the client's task handles replaced by the upstream's task ids (nil: unchanged), the `Mcp-Name`
@@ -803,21 +834,18 @@ struct ExchangeDecisions {
         }
         // Overridden (a message its policy allowed, refused with its batch): the rule is the batch's, not the allow rule
         // (a deny under an allow rule would read as that rule denying, in records and metrics); the reason names both.
-        var record = request.record(
-            decisionOverride?.0 ?? outcome, decisionOverride?.1 ?? item.decision.reason,
-            rule: decisionOverride == nil ? item.decision.rule : "batch")
-        record.sharedLimits = item.decision.sharedLimitsNote?.rawValue
-        record.method = item.message.method ?? "response"
-        record.target = item.target
-        record.jsonrpcID = item.message.id
         // In full where the rule asks, up to a bound: a record is one line a log shipper must take, and room for it is
         // reserved while the call is in flight.
         let inFull = item.decision.logArguments && (item.argumentBytes?.count ?? 0) <= AuditRecord.maximumFullArgumentsBytes
-        record.arguments = inFull ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest)
+        var reason = decisionOverride?.1 ?? item.decision.reason
         if item.decision.logArguments && !inFull {
-            record.reason += "; arguments over \(AuditRecord.maximumFullArgumentsBytes / 1024) KiB are logged as keys and SHA-256"
+            reason += "; arguments over \(AuditRecord.maximumFullArgumentsBytes / 1024) KiB are logged as keys and SHA-256"
         }
-        return record
+        return request.record(
+            decisionOverride?.0 ?? outcome, reason, rule: decisionOverride == nil ? item.decision.rule : "batch",
+            method: item.message.method ?? "response", target: item.target, jsonrpcID: item.message.id,
+            arguments: inFull ? item.arguments.map { .full($0) } : AuditRecord.redacted(item.arguments, digest: item.argumentDigest),
+            sharedLimits: item.decision.sharedLimitsNote?.rawValue)
     }
 
     /// Most messages of one body recorded one by one when it is abandoned waiting for a lease.

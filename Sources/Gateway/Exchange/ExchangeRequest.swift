@@ -59,18 +59,18 @@ final class ExchangeRequest: @unchecked Sendable {
     var elapsedMicroseconds: Int { Int((NIODeadline.now() - received).nanoseconds / 1000) }
 
     /// A record of this request with the caller's identity filled in.
-    func record(_ decision: AuditRecord.Decision, _ reason: String, rule: String? = nil, method: String? = nil) -> AuditRecord {
-        var record = AuditRecord(requestID: requestID, httpMethod: head.method.rawValue, decision: decision, reason: reason)
-        record.tenant = principal?.tenant
-        record.agent = principal?.agent
-        record.authMethod = principal?.method.rawValue
-        record.clientAddress = clientAddress
-        record.sessionID = head.headers.first(name: "mcp-session-id")
-        record.traceID = trace?.traceID
-        record.latencyMicroseconds = elapsedMicroseconds
-        record.rule = rule
-        record.method = method
-        return record
+    /// `target`, `jsonrpcID`, `arguments` and `sharedLimits` describe one message of the body, when the record is a
+    /// message's.
+    func record(
+        _ decision: AuditRecord.Decision, _ reason: String, rule: String? = nil, method: String? = nil, target: String? = nil,
+        jsonrpcID: JSONValue? = nil, arguments: AuditRecord.LoggedArguments? = nil, sharedLimits: String? = nil
+    ) -> AuditRecord {
+        AuditRecord(
+            requestID: requestID, httpMethod: head.method.rawValue, decision: decision, reason: reason,
+            tenant: principal?.tenant, agent: principal?.agent, authMethod: principal?.method.rawValue,
+            clientAddress: clientAddress, method: method, target: target, jsonrpcID: jsonrpcID, rule: rule,
+            latencyMicroseconds: elapsedMicroseconds, sessionID: head.headers.first(name: "mcp-session-id"),
+            traceID: trace?.traceID, arguments: arguments, sharedLimits: sharedLimits)
     }
 
     /// A refusal of a request that could not be read, with its record.

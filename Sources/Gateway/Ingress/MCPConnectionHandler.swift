@@ -862,8 +862,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // room is what the records will take (their arguments only as far as they keep them), not the body: calls
         // with large bodies held by a slow upstream would otherwise fill the log's bound and refuse every tenant.
         do {
-            reservation = try services.audit.reserve(
-                bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
+            let bytes = plan.records.withUnsafeBufferPointer { records in
+                records.indices.reduce(0) { $0 + records[$1].reservationBytes }
+            }
+            reservation = try services.audit.reserve(bytes: bytes, tenant: request.principal?.tenant)
         } catch  where error.tenantShare {
             // The log is fine; this tenant's calls in flight hold their share of its room: refused, and recorded.
             return answer(
@@ -1011,19 +1013,20 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Writes the plan's records into their reservation, once, with the upstream's status.
     private func finishAudit(status: Int?, note: String?) {
-        guard let reservation, let plan, let services, let request else { return }
+        guard let reservation, plan != nil, let services, let request else { return }
         self.reservation = nil
         let latency = request.elapsedMicroseconds
-        let records = plan.records.map { record in
-            var record = record
-            record.upstreamStatus = status
-            record.latencyMicroseconds = latency
+        // Completed in place, in the plan this exchange holds (a copy of the plan or of each record would retain and
+        // release every field of it).
+        let cutNote = note.map { "; " + Self.cut($0, toBytes: AuditRecord.noteBytes) }
+        for index in plan!.records.indices {
+            plan!.records[index].upstreamStatus = status
+            plan!.records[index].latencyMicroseconds = latency
             // Capped: the record's reserved room counts on at most this much (`AuditRecord.noteBytes`).
-            if let note { record.reason += "; " + Self.cut(note, toBytes: AuditRecord.noteBytes) }
-            return record
+            if let cutNote { plan!.records[index].reason += cutNote }
         }
-        services.audit.append(records, into: reservation)
-        services.metrics.observe(records)
+        services.audit.append(plan!.records, into: reservation)
+        services.metrics.observe(plan!.records)
         // A call its client (or the gateway's shutdown) ended before the upstream answered says nothing about the
         // upstream: neither a failure (a client cancelling would make the gateway report not ready) nor a latency.
         if let status {

@@ -87,29 +87,34 @@ public final class GatewayMetrics: Sendable {
     /// Counts what `records` say: requests by tenant, method and decision; policy decisions by rule; rate-limited
     /// calls; authentication failures by reason; refusals of connections and requests by the gateway's limits.
     func observe(_ records: [AuditRecord]) {
-        for record in records {
-            let kind = RecordKind(
-                tenant: record.tenant, method: record.method, decision: record.decision, rule: record.rule,
-                sharedLimits: record.sharedLimits)
-            let (known, vocabulary) = self.vocabulary.withLock { state -> ([CoreMetrics.Counter]?, Vocabulary?) in
-                // The vocabulary is copied only when the kind is new.
-                if let known = state.series[kind] { return (known, nil) }
-                return (nil, state)
-            }
-            if let known {
-                for counter in known { counter.increment() }
-                continue
-            }
-            guard let vocabulary else { continue }
-            let found = series(of: record, vocabulary)
-            for counter in found { counter.increment() }
-            guard record.method.map(Self.methods.contains) ?? true, record.tenant.map(vocabulary.tenants.contains) ?? true
-            else { continue }
-            self.vocabulary.withLock { state in
-                // Remembered only under the vocabulary its labels were checked against (a reload may have come since).
-                if state.generation == vocabulary.generation, state.series.count < Self.rememberedRecordKinds {
-                    state.series[kind] = found
-                }
+        // Read in place: a `for` loop over the array would copy each record.
+        records.withUnsafeBufferPointer { records in
+            for index in records.indices { observe(records[index]) }
+        }
+    }
+
+    private func observe(_ record: borrowing AuditRecord) {
+        let kind = RecordKind(
+            tenant: record.tenant, method: record.method, decision: record.decision, rule: record.rule,
+            sharedLimits: record.sharedLimits)
+        let (known, vocabulary) = self.vocabulary.withLock { state -> ([CoreMetrics.Counter]?, Vocabulary?) in
+            // The vocabulary is copied only when the kind is new.
+            if let known = state.series[kind] { return (known, nil) }
+            return (nil, state)
+        }
+        if let known {
+            for counter in known { counter.increment() }
+            return
+        }
+        guard let vocabulary else { return }
+        let found = series(of: record, vocabulary)
+        for counter in found { counter.increment() }
+        guard record.method.map(Self.methods.contains) ?? true, record.tenant.map(vocabulary.tenants.contains) ?? true
+        else { return }
+        self.vocabulary.withLock { state in
+            // Remembered only under the vocabulary its labels were checked against (a reload may have come since).
+            if state.generation == vocabulary.generation, state.series.count < Self.rememberedRecordKinds {
+                state.series[kind] = found
             }
         }
     }
