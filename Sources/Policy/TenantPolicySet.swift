@@ -143,33 +143,40 @@ public final class TenantPolicySet: Sendable {
         }
         var matches: [PolicyDecision.RuleMatch] = []
         var arguments = LazyArguments(request.arguments)
+        // The deciding match: the first of the highest precedence, noted as matches are found (searching the list
+        // afterwards would copy each match it looks at).
+        var decidingIndex: Int?
+        var decidingRank = Self.precedence.count
         for index in candidates(for: request) {
             let rule = rules[index]
             guard applies(rule, to: request) else { continue }
             // Keep going after a match: every matching rule is reported, and a later deny still wins.
             if let match = effect(of: rule, on: request, arguments: &arguments) {
+                if let rank = Self.precedence.firstIndex(of: match.effect), rank < decidingRank {
+                    (decidingIndex, decidingRank) = (matches.count, rank)
+                }
                 matches.append(match)
             }
         }
-        for wanted in Self.precedence {
-            if let deciding = matches.first(where: { $0.effect == wanted }) {
-                let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
-                // Full arguments are logged only when the deciding rule asks: a call denied by one rule never has its
-                // arguments (a secret, say) logged because another matching rule wanted them.
-                var decision = PolicyDecision(
-                    outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
-                    matches: matches, logArguments: deciding.logArguments)
-                if wanted != .deny { decision.callTimeoutSeconds = deciding.callTimeoutSeconds }
-                if wanted == .deny, case let denials = matches.filter({ $0.effect == .deny }),
-                    denials.allSatisfy({ !$0.requiredScopes.isEmpty })
-                {
-                    // Denied only for want of scopes: a token with these would pass the rules that denied it.
-                    var needed: [String] = []
-                    for scope in denials.flatMap(\.requiredScopes) where !needed.contains(scope) { needed.append(scope) }
-                    decision.insufficientScopes = needed
-                }
-                return decision
+        if let decidingIndex {
+            let wanted = Self.precedence[decidingRank]
+            let deciding = matches[decidingIndex]
+            let outcome: PolicyDecision.Outcome = wanted == .deny ? .deny : wanted == .audit ? .audit : .allow
+            // Full arguments are logged only when the deciding rule asks: a call denied by one rule never has its
+            // arguments (a secret, say) logged because another matching rule wanted them.
+            var decision = PolicyDecision(
+                outcome: outcome, rule: deciding.rule, document: deciding.document, reason: deciding.reason,
+                matches: matches, logArguments: deciding.logArguments)
+            if wanted != .deny { decision.callTimeoutSeconds = deciding.callTimeoutSeconds }
+            if wanted == .deny, case let denials = matches.filter({ $0.effect == .deny }),
+                denials.allSatisfy({ !$0.requiredScopes.isEmpty })
+            {
+                // Denied only for want of scopes: a token with these would pass the rules that denied it.
+                var needed: [String] = []
+                for scope in denials.flatMap(\.requiredScopes) where !needed.contains(scope) { needed.append(scope) }
+                decision.insufficientScopes = needed
             }
+            return decision
         }
         let outcome: PolicyDecision.Outcome = defaultAction == .deny ? .deny : defaultAction == .audit ? .audit : .allow
         let what = request.target.map { "\(request.method) \($0)" } ?? request.method

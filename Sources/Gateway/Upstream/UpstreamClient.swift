@@ -21,26 +21,23 @@ public final class UpstreamClient: Sendable {
     public init(upstreams: [String: UpstreamConfiguration], limits: GatewayLimits, logger: Logger) throws(UpstreamConfigurationError) {
         var endpoints: [String: UpstreamEndpoint] = [:]
         var legacy: [String: UpstreamEndpoint] = [:]
-        for (tenant, configuration) in upstreams {
-            endpoints[tenant] = try UpstreamEndpoint(configuration, tenant: tenant)
-            if let url = configuration.legacySSEURL {
-                var legacyConfiguration = configuration
-                legacyConfiguration.url = url
-                legacy[tenant] = try UpstreamEndpoint(legacyConfiguration, tenant: tenant)
-            }
-        }
         // Endpoints of one upstream (tenants sharing a URL) share the bound on idle connections to it (each tenant's
         // connections are pooled apart: `UpstreamEndpoint.connectionKey`).
         var idleCounts: [String: IdleConnectionCount] = [:]
-        func shareIdleCount(_ endpoint: inout UpstreamEndpoint) {
-            if let shared = idleCounts[endpoint.key] {
-                endpoint.idleConnections = shared
-            } else {
-                idleCounts[endpoint.key] = endpoint.idleConnections
+        func idleCount(_ key: String) -> IdleConnectionCount {
+            if let shared = idleCounts[key] { return shared }
+            let count = IdleConnectionCount()
+            idleCounts[key] = count
+            return count
+        }
+        for (tenant, configuration) in upstreams {
+            endpoints[tenant] = try UpstreamEndpoint(configuration, tenant: tenant, idleCount: idleCount)
+            if let url = configuration.legacySSEURL {
+                var legacyConfiguration = configuration
+                legacyConfiguration.url = url
+                legacy[tenant] = try UpstreamEndpoint(legacyConfiguration, tenant: tenant, idleCount: idleCount)
             }
         }
-        for tenant in endpoints.keys { shareIdleCount(&endpoints[tenant]!) }
-        for tenant in legacy.keys { shareIdleCount(&legacy[tenant]!) }
         self.endpoints = endpoints
         self.legacyEndpoints = legacy
         self.limits = limits

@@ -2,7 +2,10 @@ import NIOHTTP1
 import TLS
 
 /// A tenant's upstream, ready to connect to: parsed URL, TLS client context, credential header.
-struct UpstreamEndpoint: Sendable {
+///
+/// A class: it is read for every forwarded request, and handing it on then costs one reference, not a copy of each
+/// of its strings. Nothing in it changes once built.
+final class UpstreamEndpoint: Sendable {
     /// `scheme://host:port`: the key of per-upstream budgets (connections, idle connections).
     let key: String
     /// The key of pooled connections: the upstream's `key` and the tenant it serves. A connection carries one tenant's
@@ -29,11 +32,15 @@ struct UpstreamEndpoint: Sendable {
     /// Whether the upstream scopes tasks to the MCP session (`UpstreamConfiguration.tasksScopedToSession`).
     let tasksScopedToSession: Bool
     /// Idle connections to this upstream in all pools; shared by every endpoint with the same `key`.
-    var idleConnections = IdleConnectionCount()
+    let idleConnections: IdleConnectionCount
 
     /// Parses `configuration.url` and builds its TLS context, for `tenant`'s requests (its connections are pooled apart
-    /// from every other tenant's).
-    init(_ configuration: UpstreamConfiguration, tenant: String) throws(UpstreamConfigurationError) {
+    /// from every other tenant's). `idleCount` gives the count of idle connections for the upstream's `key` (shared
+    /// by the endpoints of one upstream; by default, one of its own).
+    init(
+        _ configuration: UpstreamConfiguration, tenant: String,
+        idleCount: (_ key: String) -> IdleConnectionCount = { _ in IdleConnectionCount() }
+    ) throws(UpstreamConfigurationError) {
         callTimeout = configuration.callTimeout
         tasksScopedToSession = configuration.tasksScopedToSession
         let url = configuration.url
@@ -99,6 +106,7 @@ struct UpstreamEndpoint: Sendable {
         self.hostHeader = String(authority)
         self.key = (secure ? "https://" : "http://") + authority
         self.connectionKey = key + " " + tenant
+        self.idleConnections = idleCount(key)
         if let header = configuration.credentialHeader, let value = configuration.credentialValue {
             credential = (header, value)
         } else {
