@@ -4,10 +4,6 @@ import PackageDescription
 let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("InternalImportsByDefault"),
-    // Release builds inline and specialise across the gateway's own modules (StrictJSON, Policy, Identity, TLS,
-    // Gateway): the request path crosses them for every call. Measured with bench/ab-cpu.sh: 22 % less CPU time per
-    // call. scripts/test.sh runs the interoperability suite against this release binary as well as the debug one.
-    .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -97,11 +93,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strictSettings,
-            // The release binary allocates with jemalloc (Debian: libjemalloc-dev to build, libjemalloc2 to run):
-            // a request makes some seventy allocations, and with glibc's allocator the gateway spent 11 % more CPU
-            // time per call (bench/ab-cpu.sh). Debug builds, tests and sanitizer builds keep the system allocator.
-            linkerSettings: [.linkedLibrary("jemalloc", .when(platforms: [.linux], configuration: .release))]
+            swiftSettings: strictSettings
         ),
         .executableTarget(
             name: "mcpgw-fuzz",

@@ -3,8 +3,8 @@
 # loopback tests against curl and openssl s_client), the TLS, StrictJSON and Identity suites again under
 # AddressSanitizer, then the interoperability tests against independent implementations (PyJWT, the MCP Python SDK,
 # openssl s_client) in a Python venv this script creates — once against the debug build, once against the release
-# build that ships (it is compiled with cross-module optimisation, see Package.swift) — and finally a short libFuzzer
-# pass over every parser of hostile bytes (scripts/fuzz.sh --all; 30 s a target, or FUZZ_SECONDS).
+# build that ships and that bench/ measures — and finally a short libFuzzer pass over every parser of hostile bytes
+# (scripts/fuzz.sh --all; 30 s a target, or FUZZ_SECONDS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
