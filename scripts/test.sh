@@ -13,6 +13,6 @@ swift test --skip-build
 scripts/asan.sh
 python=$(scripts/python-env.sh)
 (cd tests/interop && MCPGW_BIN="$PWD/../../.build/debug/mcpgw" "$python" -m pytest -q -p no:cacheprovider)
-swift build -c release --product mcpgw
+swift build -c release  # every product: the interop tests use mcpgw and mcpgw-fuzz from one build
 (cd tests/interop && MCPGW_BIN="$PWD/../../.build/release/mcpgw" "$python" -m pytest -q -p no:cacheprovider)
 scripts/fuzz.sh --all "${FUZZ_SECONDS:-30}"

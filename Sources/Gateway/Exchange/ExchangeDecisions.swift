@@ -422,7 +422,7 @@ struct ExchangeDecisions {
         }
         // Legacy messages are answered on the stream (filtered there), and their POST gets only 202; an upstream that
         // answers in the POST's body instead is filtered all the same.
-        // The requests whose answers may carry tasks (requests all have ids): read once, for both uses.
+        // The requests whose answers may carry tasks (requests all have ids): they too make the answer filtered.
         let taskRequestIDs = survey.taskRequestIDs
         if !listRequests.isEmpty || !taskRequestIDs.isEmpty { response = .filterLists }
         let renamesListRequests = !listRequests.isEmpty && request.transport != .legacyMessages
