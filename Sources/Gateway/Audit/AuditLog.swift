@@ -290,13 +290,9 @@ public final class AuditLog: Sendable {
     /// even if they are longer than estimated, even if the log failed or was closed in the meantime (a closing log
     /// still writes what is queued).
     public func append(_ records: [AuditRecord], into reservation: Reservation) {
-        // One record (nearly every request) is its line as it is: no second buffer to copy it through. Records are
-        // read in place (a `for` loop over the array would copy each one, every field retained and released).
-        let lines = records.withUnsafeBufferPointer { records in
-            var lines = records.isEmpty ? [] : records[0].lineBytes
-            for index in records.indices.dropFirst() { lines += records[index].lineBytes }
-            return lines
-        }
+        // One record (nearly every request) is its line as it is: no second buffer to copy it through.
+        var lines = records.first?.lineBytes ?? []
+        for record in records.dropFirst() { lines += record.lineBytes }
         state.withLock { state in
             state.reserved -= reservation.bytes
             if let tenant = reservation.tenant {

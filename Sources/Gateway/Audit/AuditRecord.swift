@@ -75,8 +75,8 @@ public struct AuditRecord: Sendable {
         self.reason = reason
     }
 
-    /// A record with every field a decision on a request sets, given at once: built in one step, it is returned
-    /// without the copy a record built and then completed field by field costs.
+    /// A record with every field a decision on a request sets, given at once (`ExchangeRequest.record`): a record
+    /// built and then completed field by field there was copied once more before it was returned.
     init(
         requestID: String, httpMethod: String, decision: Decision, reason: String, tenant: String?, agent: String?,
         authMethod: String?, clientAddress: String?, method: String?, target: String? = nil, jsonrpcID: JSONValue? = nil,

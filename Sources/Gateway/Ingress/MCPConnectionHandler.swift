@@ -862,10 +862,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // room is what the records will take (their arguments only as far as they keep them), not the body: calls
         // with large bodies held by a slow upstream would otherwise fill the log's bound and refuse every tenant.
         do {
-            let bytes = plan.records.withUnsafeBufferPointer { records in
-                records.indices.reduce(0) { $0 + records[$1].reservationBytes }
-            }
-            reservation = try services.audit.reserve(bytes: bytes, tenant: request.principal?.tenant)
+            reservation = try services.audit.reserve(
+                bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
         } catch  where error.tenantShare {
             // The log is fine; this tenant's calls in flight hold their share of its room: refused, and recorded.
             return answer(
