@@ -239,7 +239,9 @@ struct ConnectionLimitTests {
         }
         #expect(refused.status != 0)
         #expect(log.all.contains { $0.contains("connection refused: 1 connections already open") })
-        try await held.close()
+        // On a loaded machine the checks above can outlast the handshake deadline (10 s), and the gateway closes the
+        // held socket first: either way its slot is free now.
+        try? await held.close()
         var afterwards = try await ExternalProcess.run([
             "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
         ])
