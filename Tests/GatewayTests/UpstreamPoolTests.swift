@@ -63,14 +63,13 @@ struct UpstreamPoolTests {
                     switch result {
                     case .failure(let failure): done.fail(failure)
                     case .success(let connection):
-                        var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/mcp")
-                        head.headers.add(name: "Host", value: "upstream.test")
-                        head.headers.add(name: "Content-Type", value: "application/json")
-                        let body = ByteBuffer(string: RPC.call("read_file", #"{"path":"a.txt"}"#, id: id))
-                        head.headers.add(name: "Content-Length", value: "\(body.readableBytes)")
+                        var request = try! UpstreamRequest(method: .POST, target: "/mcp", allocator: ByteBufferAllocator())
+                        try! request.add(name: "Host", value: "upstream.test")
+                        try! request.add(name: "Content-Type", value: "application/json")
+                        request.finish(body: ByteBuffer(string: RPC.call("read_file", #"{"path":"a.txt"}"#, id: id)))
                         let collector = ResponseCollector(done)
                         collector.onHead = { onHead(connection) }
-                        connection.send(head, body: body, to: collector, headTimeout: .seconds(5), idleTimeout: idleTimeout)
+                        connection.send(request, to: collector, headTimeout: .seconds(5), idleTimeout: idleTimeout)
                     }
                 }
                 return done.futureResult

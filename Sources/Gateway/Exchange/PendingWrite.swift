@@ -2,7 +2,8 @@ import NIOCore
 
 /// What an encoder has been given since the last flush and holds back, so that a head and the parts behind it leave
 /// as one buffer (one socket write, one TLS record); with the promises of the writes it came from, completed when
-/// that buffer has been written. Shared by the gateway's two HTTP/1.1 encoders.
+/// that buffer has been written. Used by the client response encoder (upstream requests are written as one buffer
+/// already: `UpstreamRequest`).
 struct PendingWrite {
     private var buffer: ByteBuffer?
     private var promise: EventLoopPromise<Void>?

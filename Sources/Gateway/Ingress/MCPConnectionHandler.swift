@@ -847,6 +847,22 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                         return record
                     }))
         }
+        let upstreamRequest: UpstreamRequest
+        do {
+            upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: context.channel.allocator)
+        } catch {
+            // A header the client sent or the gateway holds that no header line can carry: nothing is sent.
+            return answer(
+                Refusal(
+                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
+                    message: "the request cannot be sent upstream: \(error)",
+                    records: plan.records.map { record in
+                        var record = record
+                        record.upstreamStatus = 502
+                        record.reason += "; upstream: request not sent: \(error)"
+                        return record
+                    }))
+        }
         var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [
             (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)
         ]
@@ -881,10 +897,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         self.plan = plan
         machine.forwarded()
-        let head = upstreamRequestHead(endpoint, body: plan.body)
         let pool = services.upstream.pool(for: context.eventLoop)
         if let connection = pool.idleConnection(endpoint) {
-            return send(head, plan: plan, endpoint: endpoint, on: connection, services: services)
+            return send(upstreamRequest, plan: plan, endpoint: endpoint, on: connection, services: services)
         }
         let generation = self.generation
         pool.acquire(endpoint) { [self] result in
@@ -894,7 +909,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     connection.cancel()
                     return
                 }
-                send(head, plan: plan, endpoint: endpoint, on: connection, services: services)
+                send(upstreamRequest, plan: plan, endpoint: endpoint, on: connection, services: services)
             case .failure(let error):
                 guard generation == self.generation else { return }
                 upstreamFailed(error)
@@ -904,7 +919,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Sends the request on `connection`, which this exchange now holds.
     private func send(
-        _ head: HTTPRequestHead, plan: ForwardPlan, endpoint: UpstreamEndpoint, on connection: UpstreamConnection,
+        _ upstreamRequest: UpstreamRequest, plan: ForwardPlan, endpoint: UpstreamEndpoint, on connection: UpstreamConnection,
         services: GatewayServices
     ) {
         upstream = connection
@@ -913,7 +928,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             plan.isToolCall
             ? plan.ruleCallTimeout ?? endpoint.callTimeout ?? services.limits.upstreamTimeout : services.limits.upstreamTimeout
         connection.send(
-            head, body: plan.body, to: self, headTimeout: TimeAmount(headTimeout),
+            upstreamRequest, to: self, headTimeout: TimeAmount(headTimeout),
             idleTimeout: TimeAmount(services.limits.upstreamIdleStreamTimeout))
     }
 
@@ -951,39 +966,49 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
     /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
     static let forwardedRequestHeaders = HeaderNames(["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"])
+    private static let mcpNameIndex = forwardedRequestHeaders.index(of: "mcp-name")!
     // `traceparent` and `tracestate` are the gateway's own (its span as the parent), added with the trace context.
 
-    private func upstreamRequestHead(_ endpoint: UpstreamEndpoint, body: ByteBuffer?) -> HTTPRequestHead {
-        var headers = HTTPHeaders()
-        headers.reserveCapacity(8)
-        headers.add(name: "Host", value: endpoint.hostHeader)
+    /// The request as the upstream gets it: the client's method and target (or the upstream's path), `Host`, the
+    /// forwarded headers, the gateway's own (session, trace, credential) and the body.
+    private func upstreamRequest(
+        _ endpoint: UpstreamEndpoint, plan: ForwardPlan, allocator: ByteBufferAllocator
+    ) throws(UpstreamRequest.InvalidHeader) -> UpstreamRequest {
+        let request = self.request!
+        var upstream = try UpstreamRequest(
+            method: request.head.method, target: request.upstreamTarget ?? endpoint.path, allocator: allocator)
+        try upstream.add(name: "Host", value: endpoint.hostHeader)
         // One pass over the client's headers (this runs for every request): the forwarded ones by their lower-case
         // names, and arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema
-        // is known), which go after the session headers.
+        // is known), which go after the session headers. A task method's Mcp-Name is the handle the client knows: the
+        // upstream gets its own task id there, once.
         var parameters: [(String, String)] = []
-        for (name, value) in request!.head.headers {
+        var upstreamName = plan.upstreamName
+        for (name, value) in request.head.headers {
             if let forwarded = Self.forwardedRequestHeaders.index(of: name) {
-                headers.add(name: Self.forwardedRequestHeaders.names[forwarded], value: value)
+                if forwarded == Self.mcpNameIndex, plan.upstreamName != nil {
+                    guard let name = upstreamName else { continue }
+                    upstreamName = nil
+                    try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(name))
+                } else {
+                    try upstream.add(name: Self.forwardedRequestHeaders.names[forwarded], value: value)
+                }
             } else if MCPHeaderValue.isParamHeader(name) {
                 parameters.append((name, value))
             }
         }
         // The upstream's own session and event ids, unsealed from the handles the client presented.
-        if let session = request!.upstreamSession { headers.add(name: "Mcp-Session-Id", value: session) }
-        if let event = request!.upstreamLastEventID { headers.add(name: "Last-Event-ID", value: event) }
-        headers.add(contentsOf: parameters)
-        // A task method's Mcp-Name is the handle the client knows; the upstream gets its own task id there.
-        if let name = plan?.upstreamName, headers.contains(name: "mcp-name") {
-            headers.replaceOrAdd(name: "Mcp-Name", value: MCPHeaderValue.encode(name))
+        if let session = request.upstreamSession { try upstream.add(name: "Mcp-Session-Id", value: session) }
+        if let event = request.upstreamLastEventID { try upstream.add(name: "Last-Event-ID", value: event) }
+        for (name, value) in parameters { try upstream.add(name: name, value: value) }
+        if let trace = request.trace {
+            try upstream.add(name: "traceparent", value: trace.upstreamTraceparent)
+            if let state = trace.state { try upstream.add(name: "tracestate", value: state) }
         }
-        if let trace = request!.trace {
-            headers.add(name: "traceparent", value: trace.upstreamTraceparent)
-            if let state = trace.state { headers.add(name: "tracestate", value: state) }
-        }
-        if let credential = endpoint.credential { headers.replaceOrAdd(name: credential.name, value: credential.value) }
-        if let body { headers.add(name: "Content-Length", value: String(body.readableBytes)) }
-        return HTTPRequestHead(
-            version: .http1_1, method: request!.head.method, uri: request!.upstreamTarget ?? endpoint.path, headers: headers)
+        // Its name is none of the headers above (`UpstreamConfiguration.credentialHeaderProblem`).
+        if let credential = endpoint.credential { try upstream.add(name: credential.name, value: credential.value) }
+        upstream.finish(body: plan.body)
+        return upstream
     }
 
     private func budgetRefusal(_ full: UpstreamBudgets.Budget, plan: ForwardPlan) -> Refusal {

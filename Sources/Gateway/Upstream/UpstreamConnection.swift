@@ -47,7 +47,7 @@ protocol UpstreamResponseReceiver: AnyObject {
 /// closed client cancels its upstream request at once, and TLS goes through the gateway's one TLS library.
 final class UpstreamConnection: ChannelInboundHandler {
     typealias InboundIn = HTTPClientResponsePart
-    typealias OutboundOut = HTTPClientRequestPart
+    typealias OutboundOut = ByteBuffer
 
     private enum Phase {
         /// Being connected: only the connect timeout (the bootstrap's) applies.
@@ -140,22 +140,21 @@ final class UpstreamConnection: ChannelInboundHandler {
         self.context = nil
     }
 
-    /// Sends a request; the response goes to `receiver`. The body (if any) is written as one buffer.
+    /// Sends a request, as its bytes (head and body) are; the response goes to `receiver`.
     func send(
-        _ head: HTTPRequestHead, body: ByteBuffer?, to receiver: any UpstreamResponseReceiver, headTimeout: TimeAmount,
-        idleTimeout: TimeAmount
+        _ request: UpstreamRequest, to receiver: any UpstreamResponseReceiver, headTimeout: TimeAmount, idleTimeout: TimeAmount
     ) {
         guard let context, case .idle = phase else {
             receiver.upstreamFailed(.closed)
             return
         }
         self.receiver = receiver
-        keepAlive = head.isKeepAlive
+        // An HTTP/1.1 request without `Connection: close` (the gateway never sends one): the response decides.
+        keepAlive = true
         phase = .awaitingHead(deadline: .now() + headTimeout, idleTimeout: idleTimeout)
-        responseDecoder.requestSent(head)
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
-        if let body, body.readableBytes > 0 { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
-        context.write(wrapOutboundOut(.end(nil)), promise: nil)
+        responseDecoder.requestSent(method: request.method)
+        context.write(wrapOutboundOut(request.head), promise: nil)
+        if let body = request.separateBody { context.write(wrapOutboundOut(body), promise: nil) }
         FlushBatch.flushSoon(context.channel)
     }
 

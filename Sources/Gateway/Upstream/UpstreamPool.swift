@@ -63,9 +63,9 @@ final class UpstreamPool {
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
-                    // The gateway's own request encoder (head and body in one write), and NIO's response decoder,
-                    // which the connection tells each request's method (so its handler is inbound only).
-                    try pipeline.addHandler(UpstreamRequestEncoder())
+                    // NIO's response decoder, which the connection tells each request's method (so its handler is
+                    // inbound only). Requests need no encoder: the connection writes them as rendered
+                    // (`UpstreamRequest`).
                     try pipeline.addHandler(ByteToMessageHandler(responseDecoder))
                     try pipeline.addHandler(
                         UpstreamConnection(

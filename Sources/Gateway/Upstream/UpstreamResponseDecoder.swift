@@ -19,10 +19,24 @@ struct UpstreamResponseDecoder: ByteToMessageDecoder {
         decoder = HTTPResponseDecoder(leftOverBytesStrategy: .dropBytes)
     }
 
-    /// The head of a request sent on the connection: its response is read by its method (`HEAD` has no body).
-    func requestSent(_ head: HTTPRequestHead) {
-        decoder.write(data: .head(head))
+    /// A request sent on the connection: its response is read by its method (`HEAD` has no body).
+    func requestSent(method: HTTPMethod) {
+        decoder.write(data: .head(Self.head(of: method)))
     }
+
+    /// A request head with `method`, as the decoder takes it (it reads only the method): made once for the methods
+    /// the gateway forwards.
+    static func head(of method: HTTPMethod) -> HTTPRequestHead {
+        switch method {
+        case .POST: postHead
+        case .GET: getHead
+        case .DELETE: deleteHead
+        default: HTTPRequestHead(version: .http1_1, method: method, uri: "/")
+        }
+    }
+    private static let postHead = HTTPRequestHead(version: .http1_1, method: .POST, uri: "/")
+    private static let getHead = HTTPRequestHead(version: .http1_1, method: .GET, uri: "/")
+    private static let deleteHead = HTTPRequestHead(version: .http1_1, method: .DELETE, uri: "/")
 
     func decoderAdded(context: ChannelHandlerContext) { decoder.decoderAdded(context: context) }
 
