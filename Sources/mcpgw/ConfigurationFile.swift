@@ -35,7 +35,14 @@ struct ConfigurationFile {
     struct AdminSettings {
         var listen: ListenAddress
         var tls: TLSConfiguration?
+        /// `admin.limits`: the listener's own connection bounds.
+        var limits = AdminListener.Limits()
     }
+
+    /// The keys of `admin.limits`.
+    static let adminLimitKeys: Set<String> = [
+        "max_connections", "max_connections_per_source", "idle_timeout_seconds", "request_head_timeout_seconds",
+    ]
 
     static let topLevelKeys: Set<String> = [
         "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions", "admin",
@@ -276,12 +283,13 @@ struct ConfigurationFile {
         }
         var admin: AdminSettings?
         if let reader = try root.object("admin") {
-            try reader.requireOnlyKeys(["listen", "tls"])
+            try reader.requireOnlyKeys(["listen", "tls", "limits"])
             let text = try reader.string("listen") ?? "127.0.0.1:9464"
             guard let address = ListenAddress(parsing: text) else {
                 throw JSONFieldError(path: "admin.listen", reason: "'\(text)' is not HOST:PORT")
             }
             var settings = AdminSettings(listen: address)
+            if let limits = try reader.object("limits") { settings.limits = try Self.adminLimits(limits) }
             if let tlsSettings = try reader.object("tls") {
                 try tlsSettings.requireOnlyKeys(["certificate_chain", "private_key", "client_ca", "crl"])
                 // Operators only: a client certificate from the admin CA is required (and, with CRLs, not revoked), checked
@@ -304,6 +312,29 @@ struct ConfigurationFile {
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
             sessionKeys: sessionKeys, sessionLifetime: sessionLifetime, admin: admin, sharedLimits: sharedLimits)
+    }
+
+    /// `admin.limits`, each bound within what one process can hold (`max_connections_per_source` no more than
+    /// `max_connections`); the defaults for what is not given.
+    static func adminLimits(_ reader: JSONObjectReader) throws(JSONFieldError) -> AdminListener.Limits {
+        try reader.requireOnlyKeys(adminLimitKeys)
+        var limits = AdminListener.Limits()
+        limits.maximumConnections = try reader.int("max_connections", in: 1...65_536) ?? limits.maximumConnections
+        if let perSource = try reader.int("max_connections_per_source", in: 1...65_536) {
+            guard perSource <= limits.maximumConnections else {
+                throw JSONFieldError(
+                    path: reader.fieldPath("max_connections_per_source"),
+                    reason: "must be at most max_connections (\(limits.maximumConnections); got \(perSource))")
+            }
+            limits.maximumConnectionsPerSource = perSource
+        } else {
+            limits.maximumConnectionsPerSource = min(limits.maximumConnectionsPerSource, limits.maximumConnections)
+        }
+        if let seconds = try reader.int("idle_timeout_seconds", in: 1...86_400) { limits.idleTimeout = .seconds(Int64(seconds)) }
+        if let seconds = try reader.int("request_head_timeout_seconds", in: 1...3_600) {
+            limits.requestHeadTimeout = .seconds(Int64(seconds))
+        }
+        return limits
     }
 }
 

@@ -147,7 +147,7 @@ struct ServeCommand: AsyncParsableCommand {
                 guard let address = ListenAddress(parsing: adminListen) else {
                     throw ValidationError("--admin-listen '\(adminListen)' is not HOST:PORT")
                 }
-                admin = .init(listen: address, tls: admin?.tls)
+                admin = .init(listen: address, tls: admin?.tls, limits: admin?.limits ?? .init())
             }
             let adminTLS = try admin?.tls.map { TLSContextStore(try TLSContext(role: .server, configuration: $0)) }
             // SIGHUP re-reads the configuration file: identity (rotated JWT keys, JWK Sets, issuers) and TLS (the
@@ -201,7 +201,7 @@ struct ServeCommand: AsyncParsableCommand {
                 running.append(
                     AdminService(
                         address: admin.listen, tls: adminTLS, services: services,
-                        operations: .init(reload: { reloader.reload() }), logger: logger))
+                        operations: .init(reload: { reloader.reload() }), limits: admin.limits, logger: logger))
             }
         } else if adminListen != nil {
             throw ValidationError("--admin-listen needs a gateway with tenants: pass --config FILE")

@@ -5,10 +5,13 @@ Every gateway here is a real `mcpgw serve` process; MCP traffic goes over TLS wi
 real MCP Python SDK upstream.
 """
 import copy
+import http.client
 import json
 import re
+import select
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -144,6 +147,10 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
     (None, "mcp_path", "/mcp?x", "mcp_path"),
     (None, "audit_log", "/nonexistent/dir/audit.log", "audit_log"),
     (None, "audit_log", "/tmp", "audit_log"),
+    ("admin.limits", "max_connections", 0, "admin.limits.max_connections"),
+    ("admin.limits", "idle_timeout_seconds", 1000000000, "admin.limits.idle_timeout_seconds"),
+    ("admin.limits", "request_head_timeout_seconds", -1, "admin.limits.request_head_timeout_seconds"),
+    ("admin.limits", "max_connection", 8, "admin.limits"),
 ], ids=lambda value: str(value)[:20])
 def test_values_that_would_crash_or_silently_break_the_gateway_are_refused(tmp_path, section, key, value, field):
     # A depth of 100,000,000 let one request overflow the parser's stack; a leeway near Int64.max overflowed on the
@@ -155,6 +162,13 @@ def test_values_that_would_crash_or_silently_break_the_gateway_are_refused(tmp_p
     place[key] = value
     problem = only_problem(write_config(tmp_path, config))
     assert field in problem, problem
+
+
+def test_admin_limit_per_source_above_the_total_is_refused(tmp_path):
+    config = dev_config(tmp_path)
+    config["admin"] = {"limits": {"max_connections": 4, "max_connections_per_source": 8}}
+    problem = only_problem(write_config(tmp_path, config))
+    assert "admin.limits.max_connections_per_source" in problem and "at most max_connections (4" in problem, problem
 
 
 def test_tls_private_key_that_does_not_match_the_certificate(tmp_path):
@@ -457,6 +471,52 @@ def admin_gateway(sdk_upstream, tmp_path_factory):
     gateway.folder, gateway.audit = folder, audit
     yield gateway
     assert gateway.stop() == 0, gateway.stderr
+
+
+def healthz_from(port: int, source: str) -> int:
+    """GET /healthz on the admin listener from `source` (a loopback address): its status, or 0 when the connection is
+    closed without an answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5, source_address=(source, 0))
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        connection.close()
+
+
+def held_admin_connection(port: int) -> socket.socket:
+    """A connection the admin listener admitted (not closed within 0.3 s): one closed at accept, while the listener
+    still counts a connection that has just ended (the start-up check's), is replaced. Bounded."""
+    for _ in range(20):
+        connection = socket.create_connection(("127.0.0.1", port), timeout=10)
+        readable, _, _ = select.select([connection], [], [], 0.3)
+        if not readable:
+            return connection
+        connection.close()
+    raise AssertionError("the admin listener closed every connection")
+
+
+def test_admin_limits_from_the_configuration_file(sdk_upstream, tmp_path):
+    # Two connections per source and 3 s of silence (`--admin-listen` overrides the address only): a third connection
+    # from the source holding two is closed at accept while another source is served, and once the silent two are
+    # closed the first source is served again.
+    config = dev_config(tmp_path)
+    config["admin"] = {"limits": {"max_connections_per_source": 2, "idle_timeout_seconds": 3}}
+    gateway = Gateway("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    try:
+        held = [held_admin_connection(gateway.admin_port) for _ in range(2)]
+        assert healthz_from(gateway.admin_port, "127.0.0.1") == 0, "a third connection was served"
+        assert healthz_from(gateway.admin_port, "127.0.0.2") == 200
+        for connection in held:
+            # Closed by the gateway after 3 s of silence (the default is 60 s; the 10 s socket timeout bounds this).
+            assert connection.recv(1) == b""
+            connection.close()
+        assert wait_for(lambda: healthz_from(gateway.admin_port, "127.0.0.1") == 200)
+    finally:
+        assert gateway.stop() == 0, gateway.stderr
 
 
 def test_admin_health_and_readiness(admin_gateway):

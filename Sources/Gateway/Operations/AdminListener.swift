@@ -301,21 +301,25 @@ public struct AdminService: Service {
     let tls: TLSContextStore?
     let services: GatewayServices
     let operations: AdminListener.Operations
+    let limits: AdminListener.Limits
     let logger: Logger
 
-    /// An admin listener on `address` (TLS when `tls` is given) for `services`.
+    /// An admin listener on `address` (TLS when `tls` is given) for `services`, within `limits`.
     public init(
-        address: ListenAddress, tls: TLSContextStore?, services: GatewayServices, operations: AdminListener.Operations, logger: Logger
+        address: ListenAddress, tls: TLSContextStore?, services: GatewayServices, operations: AdminListener.Operations,
+        limits: AdminListener.Limits = .init(), logger: Logger
     ) {
         self.address = address
         self.tls = tls
         self.services = services
         self.operations = operations
+        self.limits = limits
         self.logger = logger
     }
 
     public func run() async throws {
-        let listener = try await AdminListener.bind(address: address, tls: tls, services: services, operations: operations, logger: logger)
+        let listener = try await AdminListener.bind(
+            address: address, tls: tls, services: services, operations: operations, logger: logger, limits: limits)
         try? await gracefulShutdown()
         try await listener.close()
     }
