@@ -210,6 +210,59 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test("a large list answer on SSE is filtered on the decision threads; the events around it keep their order")
+    func largeSSEListFilteredOffTheLoop() async throws {
+        // A notification, a list of 300 tools (about 30 KB: over an offload bound of 16 KiB) and three more
+        // notifications, in one SSE answer of five chunks written at once (those behind the list arrive while it is
+        // filtered, and wait).
+        let upstream = try await RecordingUpstream.start(
+            .chunks { request in
+                let id = (try? JSONParser.parse(request.body).objectValue?["id"]?.serialized) ?? "null"
+                let padding = String(repeating: "x", count: 60)
+                let tools = (0..<300).map {
+                    #"{"name":"\#($0 % 2 == 0 ? "search_docs" : "delete_docs")","description":"\#(padding)","inputSchema":{}}"#
+                }
+                let note = { (text: String) in
+                    #"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"\#(text)"}}"#
+                }
+                let list = #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[\#(tools.joined(separator: ","))]}}"#
+                return (
+                    "text/event-stream",
+                    ["data: \(note("before"))\n\n", "data: \(list)\n\n"] + (1...3).map { "data: \(note("after \($0)"))\n\n" }
+                )
+            })
+        var limits = GatewayLimits()
+        limits.offloadListBytes = 16 * 1024
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let started = DecisionPool.shared.started.load(ordering: .relaxed)
+        // As globex: other suites keep acme's share of the decision threads busy with large calls.
+        let response = try await gateway.client("globex/agents/bot1").send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(response.status == 200, "\(response.body.prefix(300))")
+        let data = response.body.split(separator: "\n").filter { $0.hasPrefix("data: ") }.map { String($0.dropFirst(6)) }
+        #expect(data.count == 5, "\(response.body.prefix(300))")
+        if data.count == 5 {
+            #expect(data[0].contains("before") && data[2].contains("after 1") && data[3].contains("after 2") && data[4].contains("after 3"))
+            #expect(try Self.names(data[1], "tools") == Array(repeating: "search_docs", count: 150))
+        }
+        #expect(DecisionPool.shared.started.load(ordering: .relaxed) > started)
+        try await gateway.stop()
+        // A tenant without a share of the decision threads: the stream ends there (its head is sent), recorded, and
+        // the list never goes on unfiltered.
+        limits.maximumLargeListsPerTenant = 0
+        let refusing = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let refused = try? await refusing.client("globex/agents/bot1").send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(refused?.body.contains("delete_docs") != true)
+        #expect(refused?.body.contains("after") != true)
+        var rules: [String] = []
+        for _ in 0..<100 where !rules.contains("large_list_budget") {
+            try await Task.sleep(for: .milliseconds(20))
+            rules = try refusing.auditRecords().compactMap { $0["rule"]?.stringValue }
+        }
+        #expect(rules.contains("large_list_budget"), "\(rules)")
+        try await refusing.stop()
+        await upstream.stop()
+    }
+
     @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
     func batchList() async throws {
         let upstream = try await RecordingUpstream.start(Self.lists)
@@ -247,6 +300,27 @@ struct ProtocolCompletenessTests {
         #expect(id.hasPrefix("mcpgw1e."))
         #expect(
             gateway.services.sessionHandles.open(event: String(id), session: "s-replay", for: GatewayFixture.principal()) == .success("7"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a request whose header cannot go on a header line is refused (502) and recorded, and nothing is sent")
+    func unsendableHeaderRefused() async throws {
+        // An upstream's event id with a NUL (sealed into a handle like any other), presented back as Last-Event-ID.
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(
+            .GET,
+            headers: [
+                ("Accept", "text/event-stream"), ("Last-Event-ID", gateway.eventID("e\u{0}v", session: "s-nul")),
+                ("Mcp-Session-Id", gateway.sessionHandle("s-nul")),
+            ])
+        #expect(response.status == 502, "\(response.body)")
+        #expect(response.body.contains("Last-Event-ID contains CR, LF or NUL"), "\(response.body)")
+        #expect(upstream.received.isEmpty)
+        let record = try #require(try gateway.auditRecords().last)
+        #expect(record["upstream_status"] == .number(JSONNumber(502)))
+        #expect(record["reason"]?.stringValue?.contains("request not sent") == true, "\(record)")
         try await gateway.stop()
         await upstream.stop()
     }

@@ -322,6 +322,22 @@ struct ListFilterUnitTests {
         // An event over the bound ends the stream rather than being held or relayed unread.
         var small = SSEEventFilter(filter: filter, maximumEventBytes: 64)
         #expect(throws: SSEEventFilter.Unreadable.self) { try small.feed(ByteBuffer(string: "data: " + list)) }
+        // An event of the given size or more that must be read is deferred, unread, for filtering elsewhere: what
+        // precedes it is relayed, what follows it waits for the next feed. A large event that needs no reading (a
+        // comment) goes on at once.
+        var deferring = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
+        let large = "data: " + list + "\n\n"
+        let fed = try deferring.feed(ByteBuffer(string: "data: {}\n\n" + large + "data: []\n\n"), deferringFrom: 64)
+        #expect(String(decoding: fed.events, as: UTF8.self) == "data: {}\n\n")
+        #expect(fed.deferred.map { String(decoding: $0, as: UTF8.self) } == large)
+        let transformed = String(decoding: try deferring.transformed(Array(large.utf8)), as: UTF8.self)
+        let transformedData = try #require(transformed.split(separator: "\n").first { $0.hasPrefix("data: ") })
+        #expect(try names(String(transformedData.dropFirst(6))) == expected)
+        let rest = try deferring.feed(ByteBuffer(), deferringFrom: 64)
+        #expect(rest.deferred == nil && String(decoding: rest.events, as: UTF8.self) == "data: []\n\n")
+        var comment = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
+        let padding = ": " + String(repeating: "x", count: 100) + "\n\n"
+        #expect(try comment.feed(ByteBuffer(string: padding), deferringFrom: 64).deferred == nil)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -61,6 +61,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var offloadCancellation: OffloadCancellation?
     /// Whether a collected list answer is being filtered on the decision threads (its result is still wanted).
     private var filteringOffLoop = false
+    /// A large SSE event being filtered on the decision threads: the upstream's reading is paused meanwhile, and what
+    /// still arrives (and the end) waits here, in order.
+    private var eventOffload: EventOffload?
     private var closing = false
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
@@ -211,7 +214,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // A client that does not read slows the upstream instead of filling the gateway's memory.
-        upstream?.setReading(context.channel.isWritable)
+        upstream?.setReading(context.channel.isWritable && eventOffload == nil)
         if context.channel.isWritable {
             if !pipelined.isEmpty, case .idle = machine.state { handlePipelined() }
             resumeReadsIfPossible()
@@ -852,6 +855,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: context.channel.allocator)
         } catch {
             // A header the client sent or the gateway holds that no header line can carry: nothing is sent.
+            if let held = services.operationalLogThrottle.admit("unsendable/\(principal.tenant)") {
+                services.logger.warning(
+                    "a request could not be sent upstream",
+                    metadata: ["tenant": "\(principal.tenant)", "error": "\(error)", "similar.held.back": "\(held)"])
+            }
             return answer(
                 Refusal(
                     status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
@@ -1250,15 +1258,39 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if case .collecting = machine.state, !hold(heldBytes + part.readableBytes) { return refuseHeldBytes() }
             return perform(machine.upstreamBody(part))
         }
+        if eventOffload != nil {
+            // Behind an event being filtered off the loop: kept, in order, counted in the tenant's held bytes.
+            eventOffload!.backlog.append(part)
+            eventOffload!.backlogBytes += part.readableBytes
+            guard hold(eventFilter!.pendingBytes + eventOffload!.backlogBytes) else {
+                return endStream(
+                    "upstream SSE stream closed: what arrived behind an event being filtered would hold more than the bytes allowed for this tenant's answers",
+                    rule: "held_response_bytes")
+            }
+            return
+        }
         do {
-            let events = try eventFilter!.feed(part)
-            guard hold(eventFilter!.pendingBytes) else {
+            let fed = try eventFilter!.feed(part, deferringFrom: services?.limits.offloadListBytes ?? .max)
+            guard hold(eventFilter!.pendingBytes + (fed.deferred?.count ?? 0)) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
                 return endStream(
                     "upstream SSE stream closed: its unfinished event would hold more than the bytes allowed for this tenant's answers",
                     rule: "held_response_bytes")
             }
+            relayEvents(fed.events)
+            // (Unless relaying ended the stream.)
+            if let deferred = fed.deferred, eventFilter != nil { filterEventOffLoop(deferred) }
+        } catch {
+            // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
+            // held: the stream ends.
+            endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
+        }
+    }
+
+    /// Relays filtered SSE events to the client; a large write counts in the tenant's held bytes until written.
+    private func relayEvents(_ events: [UInt8]) {
+        do {
             if events.count >= Self.chargedEventWriteBytes, let held = services?.upstream.heldBytes {
                 // A large event written to a client that does not read would stay in the connection's output: its
                 // bytes count in the tenant's share until they are written out (backpressure bounds smaller ones).
@@ -1276,10 +1308,79 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 eventWriteCharge = nil
                 services?.upstream.heldBytes.give(charge.bytes, tenant: charge.tenant)
             }
-        } catch {
-            // An event that cannot be read (too large, or not JSON where a list may be) is neither relayed unread nor
-            // held: the stream ends.
-            endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
+        }
+    }
+
+    /// What waits while a large SSE event is filtered on the decision threads.
+    private struct EventOffload {
+        /// Set when the exchange no longer wants the result.
+        let cancelled: OffloadCancellation
+        /// Body parts that arrived meanwhile, in order, and their bytes.
+        var backlog: [ByteBuffer] = []
+        var backlogBytes = 0
+        /// The upstream's answer ended meanwhile, or its connection failed.
+        var ended = false
+        var failure: UpstreamFailure?
+    }
+
+    /// Filters `event` (of `offloadListBytes` or more, to be parsed) on the decision threads, in its tenant's share of
+    /// them, as large JSON list answers are: one tenant's multi-megabyte SSE events never hold an event loop. The
+    /// stream waits meanwhile (the upstream's reading paused); the filtered event, then what arrived behind it, go on
+    /// in order when it is back.
+    private func filterEventOffLoop(_ event: [UInt8]) {
+        guard let services, let context, let filter = eventFilter, let tenant = request?.principal?.tenant else {
+            return endStream("upstream SSE stream closed: its event could not be filtered", rule: "offload")
+        }
+        let cancelled = OffloadCancellation()
+        eventOffload = EventOffload(cancelled: cancelled)
+        upstream?.setReading(false)
+        // The job holds the event's bytes until it ends, whatever becomes of the exchange meanwhile.
+        let charge = (bytes: event.count, tenant: heldTenant)
+        heldBytes -= event.count
+        let held = services.upstream.heldBytes
+        let generation = self.generation
+        let limit = services.limits.maximumLargeListsPerTenant
+        // Handed over whole: the loop does not feed this filter (nor touch its task ownership) until the result is back.
+        let handedOver = HandedOver(filter)
+        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) {
+            () -> Result<[UInt8], SSEEventFilter.Unreadable>? in
+            guard !cancelled.isSet else { return nil }
+            return Result { () throws(SSEEventFilter.Unreadable) in try handedOver.value.transformed(event) }
+        }
+        .assumeIsolated().whenComplete { [self] result in
+            held.give(charge.bytes, tenant: charge.tenant)
+            guard generation == self.generation, let offload = eventOffload, offload.cancelled === cancelled else { return }
+            eventOffload = nil
+            switch result {
+            case .success(.success(let events)?):
+                relayEvents(events)
+            case .success(.failure(let error)?):
+                return endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
+            case .success(nil):
+                return endStream("upstream SSE stream closed: its event's filtering was cancelled", rule: "offload")
+            case .failure(let error) where error is DecisionPoolRefused:
+                return endStream(
+                    "upstream SSE stream closed: this tenant already has \(limit) large answers waiting to be filtered",
+                    rule: "large_list_budget")
+            case .failure:
+                return endStream("upstream SSE stream closed: the gateway is overloaded", rule: "offload")
+            }
+            // The events that followed it, as they would have gone on (each may be deferred in its turn), unless the
+            // stream ended meanwhile (an event unreadable or too large to hold).
+            guard eventFilter != nil else { return }
+            upstreamResponseBody(ByteBuffer())
+            for part in offload.backlog {
+                guard eventFilter != nil else { return }
+                upstreamResponseBody(part)
+            }
+            guard eventFilter != nil else { return }
+            if offload.ended { return upstreamResponseEnd() }
+            if let failure = offload.failure { return upstreamFailed(failure) }
+            if eventOffload == nil, let context = self.context { upstream?.setReading(context.channel.isWritable) }
+            if flushPending, let context = self.context {
+                flushPending = false
+                FlushBatch.flushSoon(context.channel)
+            }
         }
     }
 
@@ -1319,6 +1420,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func endStream(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
         // Ended once: no later check (a reload, the credentials' expiry) ends it again before the close completes.
         endListening()
+        stopOffloadedFiltering()
         recordConnectionRefusal(reason, rule: rule, decision: decision)
         eventFilter = nil
         upstream?.cancel()
@@ -1327,6 +1429,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func upstreamResponseEnd() {
+        if eventOffload != nil {
+            // After the event being filtered off the loop, and what arrived behind it.
+            eventOffload!.ended = true
+            return
+        }
         if eventFilter != nil {
             guard let rest = try? eventFilter!.finish() else {
                 return endStream("upstream SSE stream closed: its last event could not be read", rule: "sse_event_unreadable")
@@ -1360,6 +1467,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
+        if eventOffload != nil {
+            // After the event being filtered off the loop, and what arrived before the failure.
+            eventOffload!.failure = failure
+            return
+        }
         if let services, let tenant = request?.principal?.tenant, let held = services.operationalLogThrottle.admit("upstream/\(tenant)") {
             // An operator must see an upstream that fails, but once a minute per tenant, not once per request.
             services.logger.warning(
@@ -1441,6 +1553,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         filteringOffLoop = false
         offloadCancellation?.set()
         offloadCancellation = nil
+        eventOffload?.cancelled.set()
+        eventOffload = nil
     }
 
     /// Records and answers a filtered list answer.

@@ -47,24 +47,60 @@ struct SSEEventFilter {
 
     /// The complete events in what has arrived so far, ready to relay.
     mutating func feed(_ part: ByteBuffer) throws(Unreadable) -> [UInt8] {
+        try feed(part, deferringFrom: .max).events
+    }
+
+    /// What `feed(_:deferringFrom:)` found: the events ready to relay, and the event it stopped at, unread.
+    struct Fed {
+        /// Complete events, filtered, ready to relay.
+        var events: [UInt8]
+        /// A complete event of the size given or more that must be read (parsed) to be relayed, left to
+        /// `transformed(_:)`; the events after it stay pending until the next `feed`.
+        var deferred: [UInt8]?
+    }
+
+    /// The complete events in what has arrived so far (`part` added), filtered, up to the first one of `deferredBytes`
+    /// or more that must be read to be relayed: that one is returned as it came, for the caller to filter elsewhere
+    /// (`transformed(_:)`) and relay before it feeds this filter again.
+    mutating func feed(_ part: ByteBuffer, deferringFrom deferredBytes: Int) throws(Unreadable) -> Fed {
         pending += part.readableBytesView
         if !started {
-            guard pending.count >= 3 || pending.first != 0xEF else { return [] }
+            guard pending.count >= 3 || pending.first != 0xEF else { return Fed(events: []) }
             started = true
             if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
         }
-        var output: [UInt8] = []
+        var fed = Fed(events: [])
         var consumed = 0
         while let end = Self.eventEnd(in: pending, from: max(consumed, scanned)) {
-            output += try transform(Array(pending[consumed..<end]))
+            let event = Array(pending[consumed..<end])
             consumed = end
+            if event.count >= deferredBytes, mustRead(event) {
+                fed.deferred = event
+                break
+            }
+            fed.events += try transform(event)
         }
         // Emptied for real once no event is pending: an array keeps its capacity, and a quiet stream would keep its
         // largest event's memory.
         if consumed == pending.count { pending = [] } else { pending.removeFirst(consumed) }
-        scanned = max(0, pending.count - 3)
+        // After a deferred event the rest has not been searched for event ends yet.
+        scanned = fed.deferred == nil ? max(0, pending.count - 3) : 0
         if pending.count > maximumEventBytes { throw .tooLarge(maximumEventBytes) }
-        return output
+        return fed
+    }
+
+    /// `event` as it is relayed (filtered, its id sealed), or nothing when it is withheld: for an event `feed` deferred.
+    /// It reads only this filter's settings, so it may run on another thread while the filter is not fed meanwhile.
+    func transformed(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
+        try transform(event)
+    }
+
+    /// Whether relaying `event` means parsing its data (a list result to filter, or an update or task message that may
+    /// be withheld), as opposed to relaying it as it came or with its id sealed.
+    private func mustRead(_ event: [UInt8]) -> Bool {
+        if rewriteEndpoint != nil, Self.isEndpointEvent(event) { return false }
+        if filter != nil { return Self.hasField("data", in: event) }
+        return updateFilter != nil && Self.mayNameUpdate(event)
     }
 
     /// What is left when the stream ends: an event whose blank line ends exactly at the end (a last CR, which a

@@ -21,6 +21,8 @@ final class RecordingUpstream: Sendable {
         case custom(@Sendable (Request) -> (contentType: String, body: String))
         /// Answers with the status, content type and body the closure says.
         case withStatus(@Sendable (Request) -> (status: Int, contentType: String, body: String))
+        /// Answers 200 with the content type and body chunks the closure says, chunked, all in one write.
+        case chunks(@Sendable (Request) -> (contentType: String, chunks: [String]))
     }
 
     struct Request: Sendable {
@@ -126,6 +128,18 @@ final class RecordingUpstream: Sendable {
                 answered = (200, type, text)
             }
             if case .withStatus(let answer) = behaviour { answered = answer(recorded) }
+            if case .chunks(let answer) = behaviour {
+                let (type, chunks) = answer(recorded)
+                context.write(
+                    wrapOutboundOut(
+                        .head(
+                            HTTPResponseHead(
+                                version: .http1_1, status: .ok, headers: ["Content-Type": type, "Transfer-Encoding": "chunked"]))),
+                    promise: nil)
+                for chunk in chunks { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: chunk)))), promise: nil) }
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                return
+            }
             if let (status, type, text) = answered {
                 let bytes = ByteBuffer(string: text)
                 context.write(
@@ -143,7 +157,7 @@ final class RecordingUpstream: Sendable {
                 return String(body[range.upperBound...].prefix { $0 != "," && $0 != "}" })
             }()
             switch behaviour {
-            case .hang, .custom, .withStatus:
+            case .hang, .custom, .withStatus, .chunks:
                 return
             case .json:
                 if !body.contains(#""id""#) {
