@@ -338,6 +338,11 @@ struct ListFilterUnitTests {
         var comment = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
         let padding = ": " + String(repeating: "x", count: 100) + "\n\n"
         #expect(try comment.feed(ByteBuffer(string: padding), deferringFrom: 64).deferred == nil)
+        // Event ids are sealed; one with a NUL, which every SSE client ignores, is dropped (never sealed into an id the
+        // client would present back).
+        var ids = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
+        let sealed = try ids.feed(ByteBuffer(string: "id: 7\ndata: a\n\nid: e\u{0}v\ndata: b\n\n"))
+        #expect(String(decoding: sealed, as: UTF8.self) == "id: sealed-7\ndata: a\n\ndata: b\n\n")
         try await gateway.stop()
         await upstream.stop()
     }

@@ -75,5 +75,9 @@ def test_sighup_picks_up_a_rotated_jwks_and_reopens_the_audit_log(tmp_path):
     assert "identity reload refused" in stderr
     old = [json.loads(line) for line in (tmp_path / "audit.log.1").read_text().splitlines()]
     new = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
-    assert [r["decision"] for r in old] == ["deny", "authentication_failed"]
+    decisions = [r["decision"] for r in old]
+    assert decisions[:2] == ["deny", "authentication_failed"]
+    # A poll served before the reload took effect was refused, and recorded in the old file (which the same reload
+    # reopens): a loaded CI machine made one.
+    assert all(decision == "authentication_failed" for decision in decisions[2:]), decisions
     assert new and all(r["decision"] in ("deny", "authentication_failed") for r in new)

@@ -214,7 +214,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         // A client that does not read slows the upstream instead of filling the gateway's memory.
-        upstream?.setReading(context.channel.isWritable && eventOffload == nil)
+        upstream?.setReading(context.channel.isWritable && eventOffload == nil, for: self)
         if context.channel.isWritable {
             if !pipelined.isEmpty, case .idle = machine.state { handlePipelined() }
             resumeReadsIfPossible()
@@ -522,7 +522,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
             }
             flushPending = true
-            if !context.channel.isWritable { upstream?.setReading(false) }
+            if !context.channel.isWritable { upstream?.setReading(false, for: self) }
         case .writeResponseEnd(let close):
             upstream = nil
             flushPending = false
@@ -568,7 +568,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .closeConnection:
             close()
         case .cancelUpstream:
-            upstream?.cancel()
+            upstream?.cancel(for: self)
             upstream = nil
         }
     }
@@ -1333,7 +1333,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         let cancelled = OffloadCancellation()
         eventOffload = EventOffload(cancelled: cancelled)
-        upstream?.setReading(false)
+        upstream?.setReading(false, for: self)
         // The job holds the event's bytes until it ends, whatever becomes of the exchange meanwhile.
         let charge = (bytes: event.count, tenant: heldTenant)
         heldBytes -= event.count
@@ -1376,7 +1376,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             guard eventFilter != nil else { return }
             if offload.ended { return upstreamResponseEnd() }
             if let failure = offload.failure { return upstreamFailed(failure) }
-            if eventOffload == nil, let context = self.context { upstream?.setReading(context.channel.isWritable) }
+            if eventOffload == nil, let context = self.context { upstream?.setReading(context.channel.isWritable, for: self) }
             if flushPending, let context = self.context {
                 flushPending = false
                 FlushBatch.flushSoon(context.channel)
@@ -1408,7 +1408,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// An answer being collected that will not be passed on: the upstream request is cancelled, the record gets
     /// `status` and `note`, and the client gets the gateway's own error under the request's id.
     private func refuseCollected(_ status: HTTPResponseStatus, note: String, message: String) {
-        upstream?.cancel()
+        upstream?.cancel(for: self)
         upstream = nil
         finishAudit(status: Int(status.code), note: note)
         answer(
@@ -1423,15 +1423,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         stopOffloadedFiltering()
         recordConnectionRefusal(reason, rule: rule, decision: decision)
         eventFilter = nil
-        upstream?.cancel()
+        upstream?.cancel(for: self)
         upstream = nil
         close()
     }
 
     func upstreamResponseEnd() {
         if eventOffload != nil {
-            // After the event being filtered off the loop, and what arrived behind it.
+            // After the event being filtered off the loop, and what arrived behind it. The connection is done with this
+            // exchange now (back in its pool for the next request, or closing): never paused or cancelled from here
+            // again (found by review: another request's stream, on the reused connection, was paused for good).
             eventOffload!.ended = true
+            upstream = nil
             return
         }
         if eventFilter != nil {
@@ -1468,8 +1471,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         if eventOffload != nil {
-            // After the event being filtered off the loop, and what arrived before the failure.
+            // After the event being filtered off the loop, and what arrived before the failure (the connection is
+            // done with this exchange, as at the end).
             eventOffload!.failure = failure
+            upstream = nil
             return
         }
         if let services, let tenant = request?.principal?.tenant, let held = services.operationalLogThrottle.admit("upstream/\(tenant)") {

@@ -192,6 +192,10 @@ struct SSEEventFilter {
             } else if line == "id" || line.hasPrefix("id:"), let sealEventID {
                 // An empty id resets the client's last event id; it stays empty.
                 let value = line.dropFirst(3).drop { $0 == " " }
+                // An id with a NUL is ignored by every SSE client (the HTML standard's parsing rules): so it is here,
+                // rather than sealed into an id the client would keep and present back for a position the upstream
+                // cannot be sent (a header value never holds a NUL). The client keeps its last event id.
+                if value.utf8.contains(0) { continue }
                 rebuilt += value.isEmpty ? "id\n" : "id: " + sealEventID(String(value)) + "\n"
             } else {
                 rebuilt += line + "\n"

@@ -165,6 +165,19 @@ final class UpstreamConnection: ChannelInboundHandler {
         close()
     }
 
+    /// `cancel()` on behalf of `receiver`; nothing once the connection no longer serves it (its response ended, and the
+    /// connection may already carry another exchange's request).
+    func cancel(for receiver: any UpstreamResponseReceiver) {
+        guard self.receiver === receiver else { return }
+        cancel()
+    }
+
+    /// `setReading(_:)` on behalf of `receiver`; nothing once the connection no longer serves it.
+    func setReading(_ reading: Bool, for receiver: any UpstreamResponseReceiver) {
+        guard self.receiver === receiver else { return }
+        setReading(reading)
+    }
+
     /// Stops or resumes reading the response (backpressure from a slow client). Only a response being read can be
     /// paused: a client that falls behind after the response ended (its last bytes are still being written) must not
     /// leave the connection paused in the pool.

@@ -2,6 +2,7 @@ import Foundation
 import Gateway
 import Identity
 import Logging
+import NIOCore
 import NIOPosix
 import Policy
 import StrictJSON
@@ -22,7 +23,8 @@ struct GatewayFixture {
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
         sharedLimits: SharedLimitSettings? = nil, tasksScopedToSession: Bool = false,
-        configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 }
+        configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 },
+        group: (any EventLoopGroup)? = nil
     ) async throws -> GatewayFixture {
         let root = DevPKI.repositoryRoot
         let text = editConfiguration(String(decoding: FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!, as: UTF8.self))
@@ -67,7 +69,7 @@ struct GatewayFixture {
         configure(&configuration)
         let listener = try await GatewayListener.bind(
             configuration: configuration,
-            services: services, logger: Logger(label: "gateway-test"))
+            services: services, logger: Logger(label: "gateway-test"), group: group ?? MultiThreadedEventLoopGroup.singleton)
         return GatewayFixture(listener: listener, services: services, auditPath: auditPath)
     }
 

@@ -23,6 +23,10 @@ final class RecordingUpstream: Sendable {
         case withStatus(@Sendable (Request) -> (status: Int, contentType: String, body: String))
         /// Answers 200 with the content type and body chunks the closure says, chunked, all in one write.
         case chunks(@Sendable (Request) -> (contentType: String, chunks: [String]))
+        /// Answers each request as the behaviour the closure picks for it says.
+        indirect case routed(@Sendable (Request) -> Behaviour)
+        /// `chunks`, and then `written` once they are written.
+        case chunksThen(@Sendable (Request) -> (contentType: String, chunks: [String]), written: @Sendable () -> Void)
     }
 
     struct Request: Sendable {
@@ -120,15 +124,23 @@ final class RecordingUpstream: Sendable {
         }
 
         func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String) {
+            respond(context: context, head: head, body: body, as: behaviour)
+        }
+
+        func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String, as behaviour: Behaviour) {
             var answered: (status: Int, contentType: String, body: String)?
             let recorded = Request(
                 method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body, uri: head.uri)
+            if case .routed(let route) = behaviour { return respond(context: context, head: head, body: body, as: route(recorded)) }
+            var chunked: (answer: @Sendable (Request) -> (contentType: String, chunks: [String]), written: (@Sendable () -> Void)?)?
+            if case .chunks(let answer) = behaviour { chunked = (answer, nil) }
+            if case .chunksThen(let answer, let written) = behaviour { chunked = (answer, written) }
             if case .custom(let answer) = behaviour {
                 let (type, text) = answer(recorded)
                 answered = (200, type, text)
             }
             if case .withStatus(let answer) = behaviour { answered = answer(recorded) }
-            if case .chunks(let answer) = behaviour {
+            if let (answer, written) = chunked {
                 let (type, chunks) = answer(recorded)
                 context.write(
                     wrapOutboundOut(
@@ -137,7 +149,7 @@ final class RecordingUpstream: Sendable {
                                 version: .http1_1, status: .ok, headers: ["Content-Type": type, "Transfer-Encoding": "chunked"]))),
                     promise: nil)
                 for chunk in chunks { context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: chunk)))), promise: nil) }
-                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+                context.writeAndFlush(wrapOutboundOut(.end(nil))).whenSuccess { written?() }
                 return
             }
             if let (status, type, text) = answered {
@@ -157,7 +169,7 @@ final class RecordingUpstream: Sendable {
                 return String(body[range.upperBound...].prefix { $0 != "," && $0 != "}" })
             }()
             switch behaviour {
-            case .hang, .custom, .withStatus, .chunks:
+            case .hang, .custom, .withStatus, .chunks, .chunksThen, .routed:
                 return
             case .json:
                 if !body.contains(#""id""#) {
