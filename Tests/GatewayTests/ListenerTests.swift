@@ -225,8 +225,10 @@ struct ConnectionLimitTests {
             configuration: GatewayConfiguration(listen: ListenAddress(host: "127.0.0.1", port: 0), tls: tls, maximumConnections: 1),
             logger: logger)
         let port = listener.localAddress.port!
-        // Hold the one allowed connection open with a plain TCP socket (the gateway counts it at accept).
-        let held = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+        // Hold the one allowed connection open (the gateway counts it at accept): a TLS connection past its handshake,
+        // which only the idle timeout (60 s) closes. A plain TCP socket was closed by the handshake deadline (10 s)
+        // while a loaded CI machine was still at the checks below, and the refused connection was then served.
+        let held = try await RawTLSClient.connect(port: port, agent: nil)
         var refused = try await ExternalProcess.run([
             "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
         ])
@@ -239,9 +241,7 @@ struct ConnectionLimitTests {
         }
         #expect(refused.status != 0)
         #expect(log.all.contains { $0.contains("connection refused: 1 connections already open") })
-        // On a loaded machine the checks above can outlast the handshake deadline (10 s), and the gateway closes the
-        // held socket first: either way its slot is free now.
-        try? await held.close()
+        await held.close()
         var afterwards = try await ExternalProcess.run([
             "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
         ])
@@ -273,11 +273,9 @@ struct ConnectionsPerSourceTests {
                 "--resolve", "localhost:\(port):127.0.0.1", "https://localhost:\(port)/healthz",
             ])
         }
-        // 127.0.0.1 takes its two slots with plain TCP sockets (counted at accept).
-        let held = [
-            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
-            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get(),
-        ]
+        // 127.0.0.1 takes its two slots (counted at accept) with TLS connections past their handshake, which only the
+        // idle timeout closes (plain sockets would be closed by the handshake deadline on a loaded machine).
+        let held = [try await RawTLSClient.connect(port: port, agent: nil), try await RawTLSClient.connect(port: port, agent: nil)]
         var refused = try await healthz(from: "127.0.0.1")
         for _ in 0..<20 where refused.status == 0 {
             try await Task.sleep(for: .milliseconds(50))  // the held sockets may not have been accepted yet (bounded)
@@ -288,8 +286,7 @@ struct ConnectionsPerSourceTests {
         // Six slots are free, and 127.0.0.2 is another source.
         let other = try await healthz(from: "127.0.0.2")
         #expect(other.stdout.contains(#""status":"ok""#), "\(other.stderr)")
-        // The gateway may have closed them already (no handshake within its deadline, on a slow CI machine).
-        for channel in held { try? await channel.close() }
+        for client in held { await client.close() }
         try await listener.shutdown()
     }
 }

@@ -178,17 +178,23 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    /// A `tools/list` result answering `request`: 300 tools (about 30 KB), every other one `delete_docs`, which globex
+    /// denies, the others `search_docs`.
+    static func halfDeniedList(answering request: RecordingUpstream.Request) -> String {
+        let id = (try? JSONParser.parse(request.body).objectValue?["id"]?.serialized) ?? "null"
+        let padding = String(repeating: "x", count: 60)
+        let tools = (0..<300).map {
+            #"{"name":"\#($0 % 2 == 0 ? "search_docs" : "delete_docs")","description":"\#(padding)","inputSchema":{}}"#
+        }
+        return #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[\#(tools.joined(separator: ","))]}}"#
+    }
+
     @Test("a large list answer is filtered on the decision threads, in its tenant's share of them")
     func largeListFilteredOffTheLoop() async throws {
         // 300 tools (about 30 KB): over an offload bound of 16 KiB (1 MiB by default).
         let upstream = try await RecordingUpstream.start(
             .custom { request in
-                let id = (try? JSONParser.parse(request.body).objectValue?["id"]?.serialized) ?? "null"
-                let padding = String(repeating: "x", count: 60)
-                let tools = (0..<300).map {
-                    #"{"name":"\#($0 % 2 == 0 ? "search_docs" : "delete_docs")","description":"\#(padding)","inputSchema":{}}"#
-                }
-                return ("application/json", #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[\#(tools.joined(separator: ","))]}}"#)
+                ("application/json", Self.halfDeniedList(answering: request))
             })
         var limits = GatewayLimits()
         limits.offloadListBytes = 16 * 1024
@@ -218,15 +224,10 @@ struct ProtocolCompletenessTests {
         // filtered, and wait).
         let upstream = try await RecordingUpstream.start(
             .chunks { request in
-                let id = (try? JSONParser.parse(request.body).objectValue?["id"]?.serialized) ?? "null"
-                let padding = String(repeating: "x", count: 60)
-                let tools = (0..<300).map {
-                    #"{"name":"\#($0 % 2 == 0 ? "search_docs" : "delete_docs")","description":"\#(padding)","inputSchema":{}}"#
-                }
                 let note = { (text: String) in
                     #"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"\#(text)"}}"#
                 }
-                let list = #"{"jsonrpc":"2.0","id":\#(id),"result":{"tools":[\#(tools.joined(separator: ","))]}}"#
+                let list = Self.halfDeniedList(answering: request)
                 return (
                     "text/event-stream",
                     ["data: \(note("before"))\n\n", "data: \(list)\n\n"] + (1...3).map { "data: \(note("after \($0)"))\n\n" }

@@ -840,15 +840,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             ? services.upstream.endpoint(for: principal.tenant) : services.upstream.legacyEndpoint(for: principal.tenant)
         guard let endpoint = configured else {
             return answer(
-                Refusal(
-                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
-                    message: "no upstream is configured for this tenant",
-                    records: plan.records.map { record in
-                        var record = record
-                        record.upstreamStatus = 502
-                        record.reason += "; upstream: no upstream configured for tenant"
-                        return record
-                    }))
+                Self.notSent(plan, message: "no upstream is configured for this tenant", note: "no upstream configured for tenant"))
         }
         let upstreamRequest: UpstreamRequest
         do {
@@ -860,16 +852,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     "a request could not be sent upstream",
                     metadata: ["tenant": "\(principal.tenant)", "error": "\(error)", "similar.held.back": "\(held)"])
             }
-            return answer(
-                Refusal(
-                    status: .badGateway, id: Self.answeredID(plan), code: GatewayErrorCode.upstreamUnavailable,
-                    message: "the request cannot be sent upstream: \(error)",
-                    records: plan.records.map { record in
-                        var record = record
-                        record.upstreamStatus = 502
-                        record.reason += "; upstream: request not sent: \(error)"
-                        return record
-                    }))
+            return answer(Self.notSent(plan, message: "the request cannot be sent upstream: \(error)", note: "request not sent: \(error)"))
         }
         var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [
             (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)
@@ -923,6 +906,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 upstreamFailed(error)
             }
         }
+    }
+
+    /// `502` for a decided request that cannot go upstream: the caller gets `message`, each record `note`.
+    private static func notSent(_ plan: ForwardPlan, message: String, note: String) -> Refusal {
+        Refusal(
+            status: .badGateway, id: answeredID(plan), code: GatewayErrorCode.upstreamUnavailable, message: message,
+            records: plan.records.map { record in
+                var record = record
+                record.upstreamStatus = 502
+                record.reason += "; upstream: " + note
+                return record
+            })
     }
 
     /// Sends the request on `connection`, which this exchange now holds.
