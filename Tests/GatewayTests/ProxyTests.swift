@@ -343,6 +343,8 @@ struct ListFilterUnitTests {
         var ids = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
         let sealed = try ids.feed(ByteBuffer(string: "id: 7\ndata: a\n\nid: e\u{0}v\ndata: b\n\n"))
         #expect(String(decoding: sealed, as: UTF8.self) == "id: sealed-7\ndata: a\n\ndata: b\n\n")
+        // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
+        #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -201,6 +201,8 @@ struct SSEEventFilter {
                 rebuilt += line + "\n"
             }
         }
+        // Nothing left (an event of only an ignored id): nothing to relay, not a lone blank line.
+        guard !rebuilt.isEmpty else { return [] }
         return Array((rebuilt + "\n").utf8)
     }
 
