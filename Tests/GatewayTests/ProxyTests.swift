@@ -345,6 +345,10 @@ struct ListFilterUnitTests {
         #expect(String(decoding: sealed, as: UTF8.self) == "id: sealed-7\ndata: a\n\ndata: b\n\n")
         // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
         #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)
+        // An event ending in a bare CR, relayed as it came, ends in CR LF: the event after the dropped one begins with an
+        // LF, which a client would otherwise read as part of that CR's line end (found by the fuzzer).
+        let around = try ids.feed(ByteBuffer(string: "data: a\r\rid: \u{0}\n\n\ndata: b\n\n"))
+        #expect(String(decoding: around, as: UTF8.self) == "data: a\r\r\n\ndata: b\n\n")
         try await gateway.stop()
         await upstream.stop()
     }

@@ -78,7 +78,7 @@ struct SSEEventFilter {
                 fed.deferred = event
                 break
             }
-            fed.events += try transform(event)
+            fed.events += try relayable(event)
         }
         // Emptied for real once no event is pending: an array keeps its capacity, and a quiet stream would keep its
         // largest event's memory.
@@ -92,7 +92,7 @@ struct SSEEventFilter {
     /// `event` as it is relayed (filtered, its id sealed), or nothing when it is withheld: for an event `feed` deferred.
     /// It reads only this filter's settings, so it may run on another thread while the filter is not fed meanwhile.
     func transformed(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
-        try transform(event)
+        try relayable(event)
     }
 
     /// Whether relaying `event` means parsing its data (a list result to filter, or an update or task message that may
@@ -110,7 +110,7 @@ struct SSEEventFilter {
     mutating func finish() throws(Unreadable) -> [UInt8] {
         defer { pending = [] }
         guard !pending.isEmpty, Self.eventEnd(in: pending + [0], from: 0) == pending.count else { return [] }
-        return try transform(pending)
+        return try relayable(pending)
     }
 
     /// The index just past the blank line that ends the first event in `bytes` (line ends CRLF, LF or CR).
@@ -135,6 +135,16 @@ struct SSEEventFilter {
             index += 1
         }
         return nil
+    }
+
+    /// `transform(event)`, ending in LF when it ends in a bare CR. In the upstream's stream a CR that ends an event is
+    /// never followed by an LF (that LF would belong to it), but the event relayed after it may begin with one once an
+    /// event between them is dropped (withheld, or nothing left of it): the client would read that CR and LF as one line
+    /// end, and the events would shift (found by the fuzzer). A CR then LF ends a line as a CR alone does.
+    private func relayable(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
+        var relayed = try transform(event)
+        if relayed.last == 0x0D { relayed.append(0x0A) }
+        return relayed
     }
 
     /// The event with its id sealed and its list result filtered; its exact bytes when neither applies.
