@@ -364,7 +364,7 @@ struct ProtocolCompletenessTests {
                 ("Mcp-Session-Id", gateway.sessionHandle("s-nul")),
             ])
         #expect(response.status == 502, "\(response.body)")
-        #expect(response.body.contains("Last-Event-ID contains CR, LF or NUL"), "\(response.body)")
+        #expect(response.body.contains("Last-Event-ID contains a control character"), "\(response.body)")
         #expect(upstream.received.isEmpty)
         let record = try #require(try gateway.auditRecords().last)
         #expect(record["upstream_status"] == .number(JSONNumber(502)))
@@ -460,6 +460,32 @@ struct SealedSessionTests {
         let eventID = String(line.dropFirst(4))
         let principal = GatewayFixture.principal()
         #expect(gateway.services.sessionHandles.open(event: eventID, session: "up-7", for: principal) == .success("ev-1"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "an upstream session id the client could never come back to is a 502, recorded, never a handle",
+        arguments: ["3,000 bytes", "a space", "a byte that is not ASCII"])
+    func unusableUpstreamSession(kind: String) async throws {
+        // Too long for a handle the gateway opens (4,096 bytes), a space, a byte that is not ASCII: MCP allows visible
+        // ASCII only, and a handle for any of these would be refused (or forward another id) on the client's next request.
+        let session = ["3,000 bytes": String(repeating: "s", count: 3000), "a space": "up 7"][kind] ?? "up-7\u{80}"
+        let upstream = try await RawUpstream.start { _ in
+            let body = #"{"jsonrpc":"2.0","id":1,"result":{"protocolVersion":"2025-06-18","capabilities":{}}}"#
+            return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: \(session)\r\n"
+                + "Content-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let initialize =
+            #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#
+        let response = try await gateway.client().send(body: initialize)
+        #expect(response.status == 502, "\(response.body)")
+        #expect(response.header("mcp-session-id") == nil)
+        #expect(response.body.contains("upstream unavailable"), "\(response.body)")
+        let record = try #require(try gateway.auditRecords().last)
+        #expect(record["upstream_status"] == .number(JSONNumber(502)))
+        #expect(record["reason"]?.stringValue?.contains("Mcp-Session-Id is not usable") == true, "\(record)")
         try await gateway.stop()
         await upstream.stop()
     }

@@ -343,6 +343,15 @@ struct ListFilterUnitTests {
         var ids = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
         let sealed = try ids.feed(ByteBuffer(string: "id: 7\ndata: a\n\nid: e\u{0}v\ndata: b\n\n"))
         #expect(String(decoding: sealed, as: UTF8.self) == "id: sealed-7\ndata: a\n\ndata: b\n\n")
+        // So is any id that could not come back as `Last-Event-ID` as it came: another control character, a space or
+        // tab at either end (past the one space after the colon, which is the field's), or one too long to seal into an
+        // id the gateway opens. The event itself goes on.
+        let unsendable = try ids.feed(
+            ByteBuffer(string: "id: e\u{1}v\ndata: c\n\nid:  lead\ndata: d\n\nid: tail\t\ndata: e\n\nid: e\u{7F}\ndata: f\n\n"))
+        #expect(String(decoding: unsendable, as: UTF8.self) == "data: c\n\ndata: d\n\ndata: e\n\ndata: f\n\n")
+        #expect(String(decoding: try ids.feed(ByteBuffer(string: "id:x\tz\n\n")), as: UTF8.self) == "id: sealed-x\tz\n\n")
+        let longID = String(repeating: "7", count: SessionHandles.maximumHandleBytes)
+        #expect(String(decoding: try ids.feed(ByteBuffer(string: "id: \(longID)\ndata: g\n\n")), as: UTF8.self) == "data: g\n\n")
         // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
         #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)
         // An event ending in a bare CR, relayed as it came, ends in CR LF: the event after the dropped one begins with an

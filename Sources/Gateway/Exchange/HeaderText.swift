@@ -25,13 +25,21 @@ enum HeaderText {
         return zip(text.utf8, lowercasePrefix.utf8).allSatisfy { pair in lowercased(pair.0) == pair.1 }
     }
 
-    /// Whether `text` can go into a header line: no CR, LF or NUL (which would end or cut the line: header injection).
+    /// Whether `text` can go into a header line: no control byte but HTAB. CR, LF and NUL would end or cut the line
+    /// (header injection); the others are not allowed in a field value (RFC 9110 §5.5), and peers refuse them or read
+    /// them each their own way.
     static func fitsOnOneLine(_ text: String) -> Bool {
         let fits = text.utf8.withContiguousStorageIfAvailable { bytes in
-            for byte in bytes where byte == 0x0D || byte == 0x0A || byte == 0 { return false }
+            for byte in bytes where isControl(byte) { return false }
             return true
         }
-        return fits ?? !text.utf8.contains { $0 == 0x0D || $0 == 0x0A || $0 == 0 }
+        return fits ?? !text.utf8.contains(where: isControl)
+    }
+
+    /// Whether `byte` is a control byte a field value may not hold: 0x00–0x1F but HTAB, and DEL.
+    @inline(__always)
+    static func isControl(_ byte: UInt8) -> Bool {
+        (byte < 0x20 && byte != 0x09) || byte == 0x7F
     }
 
     /// Writes `major.minor` of an HTTP version (a single digit each, as every version in use has).

@@ -181,7 +181,18 @@ public struct SessionHandles: Sendable {
     /// What every list request id of the gateway's starts with.
     public static let listRequestPrefix = "mcpgw1l."
 
-    private func unseal(_ text: String, prefix: String, context: [UInt8], maximumBytes: Int = 4096) -> JSONObject? {
+    /// The longest handle or sealed event id the gateway opens (list request ids excepted): what it issues longer is
+    /// of no use, so it issues nothing longer (an upstream session id or event id that would need more is refused or
+    /// dropped).
+    public static let maximumHandleBytes = 4096
+
+    /// Whether `session` is a session id as MCP allows it (visible ASCII, 0x21–0x7E, at least one byte): one with
+    /// anything else could not be sent back upstream as it came.
+    public static func isUsable(session: String) -> Bool {
+        !session.isEmpty && session.utf8.allSatisfy { (0x21...0x7E).contains($0) }
+    }
+
+    private func unseal(_ text: String, prefix: String, context: [UInt8], maximumBytes: Int = maximumHandleBytes) -> JSONObject? {
         let parts = text.split(separator: ".", maxSplits: 2, omittingEmptySubsequences: false)
         guard parts.count == 3, parts[0] == prefix, text.utf8.count <= maximumBytes, let sealed = Base64URL.decode(Array(parts[2].utf8)),
             let plaintext = box.open(sealed, keyID: String(parts[1]), context: context)

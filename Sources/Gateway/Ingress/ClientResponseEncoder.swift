@@ -10,7 +10,7 @@ import NIOHTTP1
 /// `Transfer-Encoding` beside it), and without one is sent chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
 ///
 /// It also holds the framing it declared, so that no write can desynchronise the client: a header name or value with
-/// CR, LF or NUL, a `Content-Length` that is not plain digits, a head while a response is still open, a body after a
+/// a control character (CR, LF, NUL or another but HTAB), a `Content-Length` that is not plain digits, a head while a response is still open, a body after a
 /// head that declared none, more body bytes than `Content-Length` said, an end before all of them, a file region or
 /// trailers, anything after a body delimited by the connection's close — each fails its write and closes the
 /// connection.
@@ -20,7 +20,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
 
     /// What the encoder refuses to write.
     enum EncodingError: Error, Equatable {
-        /// A header name or value contains CR, LF or NUL (response splitting).
+        /// A header name or value contains a control character: CR, LF, NUL (response splitting) or another but HTAB.
         case invalidHeader(String)
         /// A body part the head's framing does not allow, or an end before the declared body was complete.
         case framing(String)

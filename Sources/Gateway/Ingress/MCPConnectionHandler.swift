@@ -1172,7 +1172,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let answerSession = head.headers.first(name: "mcp-session-id") ?? request?.upstreamSession
         if let services, let principal = request?.principal, let session = head.headers.first(name: "mcp-session-id") {
             // The client gets a sealed handle binding the upstream's session to it, never the session id itself.
-            head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: services.sessionHandles.seal(session: session, for: principal))
+            let handle = services.sessionHandles.seal(session: session, for: principal)
+            guard SessionHandles.isUsable(session: session), handle.utf8.count <= SessionHandles.maximumHandleBytes else {
+                // A session the client could never come back to (an id MCP does not allow, which could not go back
+                // upstream as it came, or one too long for a handle the gateway opens): the upstream broke the
+                // protocol, and the client hears 502 now rather than on its next request.
+                upstream?.cancel(for: self)
+                upstream = nil
+                return upstreamFailed(
+                    .protocolError(
+                        "the upstream's Mcp-Session-Id is not usable (\(session.utf8.count) bytes; MCP allows 0x21-0x7E only, and "
+                            + "its handle may not exceed \(SessionHandles.maximumHandleBytes) bytes)"))
+            }
+            head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: handle)
         }
         let isEventStream = head.headers.first(name: "content-type").map { HeaderText.hasPrefix($0, "text/event-stream") } ?? false
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true

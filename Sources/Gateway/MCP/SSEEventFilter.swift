@@ -201,12 +201,21 @@ struct SSEEventFilter {
                 wroteData = true
             } else if line == "id" || line.hasPrefix("id:"), let sealEventID {
                 // An empty id resets the client's last event id; it stays empty.
-                let value = line.dropFirst(3).drop { $0 == " " }
-                // An id with a NUL is ignored by every SSE client (the HTML standard's parsing rules): so it is here,
-                // rather than sealed into an id the client would keep and present back for a position the upstream
-                // cannot be sent (a header value never holds a NUL). The client keeps its last event id.
-                if value.utf8.contains(0) { continue }
-                rebuilt += value.isEmpty ? "id\n" : "id: " + sealEventID(String(value)) + "\n"
+                // One space after the colon is the field's own (the HTML standard's parsing rules), the rest the id's.
+                let field = line.dropFirst(3)
+                let value = field.first == " " ? field.dropFirst() : field
+                if value.isEmpty {
+                    rebuilt += "id\n"
+                    continue
+                }
+                // An id that could not come back is dropped rather than sealed into one the client would keep and
+                // present for a position the upstream cannot be sent (or that this gateway would not open again). An
+                // id with a NUL is ignored by every SSE client anyway (the HTML standard's parsing rules); the client
+                // keeps its last event id.
+                guard Self.canComeBack(value) else { continue }
+                let sealed = sealEventID(String(value))
+                guard sealed.utf8.count <= SessionHandles.maximumHandleBytes else { continue }
+                rebuilt += "id: " + sealed + "\n"
             } else {
                 rebuilt += line + "\n"
             }
@@ -214,6 +223,15 @@ struct SSEEventFilter {
         // Nothing left (an event of only an ignored id): nothing to relay, not a lone blank line.
         guard !rebuilt.isEmpty else { return [] }
         return Array((rebuilt + "\n").utf8)
+    }
+
+    /// Whether the upstream's event id `value` survives the trip back as `Last-Event-ID`: no control character (a
+    /// field value holds none but HTAB; NUL also makes SSE clients ignore the id) and no space or tab at either end
+    /// (HTTP parsers trim those, so the upstream would read another id).
+    static func canComeBack(_ value: Substring) -> Bool {
+        guard let first = value.utf8.first, let last = value.utf8.last else { return true }
+        let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+        return !blank(first) && !blank(last) && !value.utf8.contains(where: HeaderText.isControl)
     }
 
     /// The event's data: its `data` lines' values joined by line feeds.

@@ -6,14 +6,14 @@ import NIOHTTP1
 /// socket write, one TLS record to an `https` upstream). No header table or request head is built for it and no encoder
 /// handler reads it again: this runs for every forwarded request.
 ///
-/// A target, header name or value with a CR, LF or NUL byte is refused (`InvalidHeader`), so nothing the gateway
+/// A target, header name or value with a control byte (CR, LF, NUL or any other but HTAB) is refused (`InvalidHeader`), so nothing the gateway
 /// forwards can end a header line early, add a header of its own or split the request.
 struct UpstreamRequest {
     /// A part of the request that cannot go on a header line.
     struct InvalidHeader: Error, Equatable, CustomStringConvertible {
         /// Which part: `request target`, `header name`, or `value of header <name>`.
         let what: String
-        var description: String { "\(what) contains CR, LF or NUL" }
+        var description: String { "\(what) contains a control character (CR, LF, NUL or another)" }
     }
 
     /// Bodies up to this size are copied behind the head; larger ones are written as a buffer of their own.
