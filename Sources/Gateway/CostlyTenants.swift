@@ -5,7 +5,9 @@ import Synchronization
 /// crafted for an expensive check (the SQL detector reads about 1 ms per KiB at worst) can hold the loop for tens of
 /// milliseconds. So a tenant one of whose decisions on a loop took longer than `GatewayLimits.costlyDecision` has
 /// its calls from `costlyDecisionOffloadBytes` up decided off the loops for `memory`: an adversary gets one such delay
-/// per tenant per `memory`, not one per call.
+/// per tenant per `memory`, not one per call. The gateway keeps a second set for list answers: a tenant whose list
+/// answer (or SSE events) took longer than that to filter on a loop has its list answers from that size up filtered
+/// off the loops.
 final class CostlyTenants: Sendable {
     /// How long a tenant stays marked after its last slow decision on a loop.
     static let memory = 60.0

@@ -47,10 +47,13 @@ public struct GatewayLimits: Sendable, Hashable {
     /// Large decisions (see `offloadDecisionBytes`) one tenant may have waiting or running at once; beyond, `429`.
     public var maximumLargeDecisionsPerTenant: Int = 4
     /// A decision on an event loop that takes longer than this marks its tenant as costly (`CostlyTenants`): for a
-    /// minute, the tenant's bodies from `costlyDecisionOffloadBytes` up are decided off the loops.
+    /// minute, the tenant's bodies from `costlyDecisionOffloadBytes` up are decided off the loops. Filtering a list
+    /// answer (or SSE events) on a loop for longer marks the tenant's lists alike: for a minute, its list answers and
+    /// events that must be read are filtered off the loops from that size up.
     public var costlyDecision: Duration = .milliseconds(5)
     /// From this size, a costly tenant's bodies are decided off the loops (at most `maximumCostlyDecisionsPerTenant`
-    /// of them waiting or running at once; `429` beyond).
+    /// of them waiting or running at once; `429` beyond), and its list answers filtered off the loops when its lists
+    /// are costly (in the bound of `maximumLargeListsPerTenant`).
     public var costlyDecisionOffloadBytes: Int = 4 * 1024
     /// Decisions of a costly tenant's mid-sized bodies one tenant may have waiting or running off the loops at once.
     public var maximumCostlyDecisionsPerTenant: Int = 64

@@ -29,6 +29,7 @@ public struct GatewayServices: Sendable {
         let toolHeaders = ToolHeaderSchemas()
         let offloaded = OffloadCounter()
         let costlyTenants = CostlyTenants()
+        let costlyListTenants = CostlyTenants()
         let clock: @Sendable () -> Double
 
         init(
@@ -131,6 +132,9 @@ public struct GatewayServices: Sendable {
     private var offloaded: OffloadCounter { storage.offloaded }
     /// Tenants whose decisions recently took long on a loop (their mid-sized calls are decided off the loops).
     var costlyTenants: CostlyTenants { storage.costlyTenants }
+    /// Tenants whose list answers recently took long to filter on a loop (their mid-sized ones are filtered off the
+    /// loops).
+    var costlyListTenants: CostlyTenants { storage.costlyListTenants }
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
     private var clock: @Sendable () -> Double { storage.clock }
 

@@ -265,6 +265,50 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test(
+        "a tenant whose list filtering held a loop too long has its mid-sized lists (JSON or SSE) filtered off the loops; another tenant is not affected"
+    )
+    func costlyListsGoOffTheLoop() async throws {
+        // 300 tools (about 30 KB): under the default offload size of 1 MiB, over the costly size of 4 KiB.
+        let json = try await RecordingUpstream.start(.custom { ("application/json", Self.halfDeniedList(answering: $0)) })
+        let sse = try await RecordingUpstream.start(.chunks { ("text/event-stream", ["data: \(Self.halfDeniedList(answering: $0))\n\n"]) })
+        var limits = GatewayLimits()
+        limits.costlyDecision = .nanoseconds(1)  // every timed filtering counts as slow here
+        limits.maximumLargeListsPerTenant = 0  // so that a list sent off the loop shows: refused
+        let list = #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
+        let gateway = try await GatewayFixture.start(upstream: json.url, limits: limits)
+        // Filtered on the loop: slow (by the limit above), so globex's lists are marked.
+        let first = try await gateway.client("globex/agents/bot1").send(body: list)
+        #expect(first.status == 200, "\(first.body.prefix(300))")
+        #expect(try Self.names(first.body, "tools") == Array(repeating: "search_docs", count: 150))
+        #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+        #expect(!gateway.services.costlyTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+        let second = try await gateway.client("globex/agents/bot1").send(body: list)
+        #expect(second.status == 503, "the costly tenant's list was filtered on the loop again")
+        #expect(!second.body.contains("delete_docs"))
+        // Another tenant's first list is filtered on its loop as usual.
+        #expect(try await gateway.client().send(body: list).status == 200)
+        try await gateway.stop()
+        // The same for a list on SSE: the second one's event goes off the loop, where the tenant has no share; the
+        // stream ends, recorded, and the list never goes on unfiltered.
+        let streaming = try await GatewayFixture.start(upstream: sse.url, limits: limits)
+        let relayed = try await streaming.client("globex/agents/bot1").send(body: list)
+        #expect(relayed.status == 200 && relayed.body.contains("search_docs") && !relayed.body.contains("delete_docs"))
+        #expect(streaming.services.costlyListTenants.isCostly("globex", now: streaming.services.monotonicSeconds))
+        let cut = try? await streaming.client("globex/agents/bot1").send(body: list)
+        #expect(cut?.body.contains("search_docs") != true, "the costly tenant's SSE list was filtered on the loop again")
+        #expect(cut?.body.contains("delete_docs") != true)
+        var rules: [String] = []
+        for _ in 0..<100 where !rules.contains("large_list_budget") {
+            try await Task.sleep(for: .milliseconds(20))
+            rules = try streaming.auditRecords().compactMap { $0["rule"]?.stringValue }
+        }
+        #expect(rules.contains("large_list_budget"), "\(rules)")
+        try await streaming.stop()
+        await json.stop()
+        await sse.stop()
+    }
+
     @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
     func batchList() async throws {
         let upstream = try await RecordingUpstream.start(Self.lists)

@@ -1277,7 +1277,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return
         }
         do {
-            let fed = try eventFilter!.feed(part, deferringFrom: services?.limits.offloadListBytes ?? .max)
+            // Timed when an event of the costly size may complete here: a tenant whose events held the loop too long
+            // has its events from that size up filtered off the loops for a while. Only a feed that completed events
+            // on the loop counts (one that only gathered part of an event did no filtering).
+            let gathered = eventFilter!.pendingBytes + part.readableBytes
+            let started = gathered >= services?.limits.costlyDecisionOffloadBytes ?? .max ? Self.threadCPUNanoseconds() : nil
+            let fed = try eventFilter!.feed(part, deferringFrom: listOffloadBytes())
+            if let started, gathered - eventFilter!.pendingBytes - (fed.deferred?.count ?? 0) > 0 {
+                noteListFilteringTime(since: started, bytes: gathered)
+            }
             guard hold(eventFilter!.pendingBytes + (fed.deferred?.count ?? 0)) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
@@ -1330,7 +1338,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         var failure: UpstreamFailure?
     }
 
-    /// Filters `event` (of `offloadListBytes` or more, to be parsed) on the decision threads, in its tenant's share of
+    /// Filters `event` (of `offloadListBytes` or more, to be parsed; less for a costly tenant: `listOffloadBytes`) on the decision threads, in its tenant's share of
     /// them, as large JSON list answers are: one tenant's multi-megabyte SSE events never hold an event loop. The
     /// stream waits meanwhile (the upstream's reading paused); the filtered event, then what arrived behind it, go on
     /// in order when it is back.
@@ -1500,7 +1508,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// Filters a collected list answer and answers with the result. A large one (`offloadListBytes` and up: parsing,
+    /// Filters a collected list answer and answers with the result. A large one (`offloadListBytes` and up, less for a costly tenant: `listOffloadBytes`; parsing,
     /// deciding every item and writing it again takes long) is filtered on the decision threads, in its
     /// tenant's share of them, so that one tenant's large catalogues asked for in a loop never hold an event loop.
     private func filterCollected(_ head: HTTPResponseHead, _ body: ByteBuffer) {
@@ -1510,8 +1518,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let filter = listFilter(plan.isStream ? nil : plan.listRequests)
         let bound = services.limits.maximumFilteredResponseBytes
         let answeredID = Self.answeredID(plan)
-        guard body.readableBytes >= services.limits.offloadListBytes else {
-            return answerFiltered(head, Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID))
+        guard body.readableBytes >= listOffloadBytes() else {
+            let started = body.readableBytes >= services.limits.costlyDecisionOffloadBytes ? Self.threadCPUNanoseconds() : nil
+            let filtered = Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID)
+            if let started { noteListFilteringTime(since: started, bytes: body.readableBytes) }
+            return answerFiltered(head, filtered)
         }
         // The upstream has answered in full: only the filtering is still to come, within what is left of the collect
         // timer (the decision threads yield to everything else: on a saturated gateway the wait is bounded by it).
@@ -1557,6 +1568,35 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 refuseCollected(.serviceUnavailable, note: "the gateway is overloaded", message: "the gateway is overloaded; try again")
             }
         }
+    }
+
+    /// From what size this exchange's list answers and SSE events that must be read are filtered off the loops:
+    /// `offloadListBytes`, or `costlyDecisionOffloadBytes` for a tenant whose filtering recently held a loop too long.
+    private func listOffloadBytes() -> Int {
+        guard let services else { return .max }
+        let limits = services.limits
+        guard let tenant = request?.principal?.tenant,
+            services.costlyListTenants.isCostly(tenant, now: services.monotonicSeconds)
+        else { return limits.offloadListBytes }
+        return min(limits.offloadListBytes, limits.costlyDecisionOffloadBytes)
+    }
+
+    /// Filtering on the loop that began at `started` (thread CPU time) has ended: if it took longer than
+    /// `costlyDecision`, its tenant's mid-sized list answers and events are filtered off the loops for a while
+    /// (`CostlyTenants`), so that a catalogue just under the offload size, asked for over and over, holds a loop once
+    /// per tenant and minute rather than once per request.
+    private func noteListFilteringTime(since started: Int64, bytes: Int) {
+        guard let services, let tenant = request?.principal?.tenant,
+            Self.threadCPUNanoseconds() - started > TimeAmount(services.limits.costlyDecision).nanoseconds,
+            services.costlyListTenants.mark(tenant, now: services.monotonicSeconds),
+            let held = services.operationalLogThrottle.admit("costly-list/\(tenant)")
+        else { return }
+        services.logger.notice(
+            "filtering a list answer held its event loop too long; this tenant's mid-sized list answers are filtered off the loops for a while",
+            metadata: [
+                "tenant": "\(tenant)", "answer.bytes": "\(bytes)", "similar.held.back": "\(held)",
+                "seconds": "\(Int(CostlyTenants.memory))",
+            ])
     }
 
     /// The exchange no longer waits for its list's filtering: the job is not begun if it has not been (its result,
