@@ -260,9 +260,15 @@ extension PolicyDocument {
                 throw JSONFieldError(path: reader.fieldPath("methods"), reason: "is empty: name methods, or leave it out for tools/call")
             }
             for (position, method) in methods.enumerated() {
-                if let problem = PolicyMethods.neverDecidedProblem(method) {
+                if let problem = PolicyMethods.uncountedProblem(method) {
                     throw JSONFieldError(path: "\(reader.fieldPath("methods"))[\(position)]", reason: problem)
                 }
+            }
+            // A plumbing request names no tool: a limit that selects tools would never count it.
+            if !tools.isEmpty, let plumbing = methods.first(where: PolicyMethods.isPlumbingRequest) {
+                throw JSONFieldError(
+                    path: reader.fieldPath("tools"),
+                    reason: "selects calls by tool name, and \(plumbing) names no tool: count it in a limit without 'tools'")
             }
             return RateLimitRule(
                 id: id, methods: methods, tools: tools, agents: try patterns(reader, "agents"),

@@ -63,8 +63,28 @@ public final class PolicyEngine: Sendable {
         _ request: PolicyRequest, now: Double, shared: (any SharedRateLimits)?, ledger: RateLimitLedger?
     ) -> DecisionStep {
         let snapshot = self.snapshot
-        var decision = snapshot.evaluate(request)
-        guard decision.outcome.permits, let set = snapshot.tenants[request.tenant] else { return .decided(decision) }
+        let decision = snapshot.evaluate(request)
+        guard decision.outcome.permits else { return .decided(decision) }
+        return count(request, passing: decision, in: snapshot, now: now, shared: shared, ledger: ledger)
+    }
+
+    /// `request` — a protocol request the policy does not decide (a list, `initialize`, `ping`: its `method`, no
+    /// target) — counted against the tenant's rate limits that name its method, as `decide` counts a permitted call:
+    /// `decision` when every such limit had a token (or none names it), else the refusal; `mustAsk` when shared buckets
+    /// must be fetched first.
+    public func count(
+        _ request: PolicyRequest, passing decision: PolicyDecision, now: Double, shared: (any SharedRateLimits)?,
+        ledger: RateLimitLedger?
+    ) -> DecisionStep {
+        count(request, passing: decision, in: snapshot, now: now, shared: shared, ledger: ledger)
+    }
+
+    private func count(
+        _ request: PolicyRequest, passing decision: PolicyDecision, in snapshot: PolicySnapshot, now: Double,
+        shared: (any SharedRateLimits)?, ledger: RateLimitLedger?
+    ) -> DecisionStep {
+        var decision = decision
+        guard let set = snapshot.tenants[request.tenant] else { return .decided(decision) }
         let applicable = set.rateLimits.filter { $0.counts(method: request.method, target: request.target, agent: request.agent) }
         guard !applicable.isEmpty else { return .decided(decision) }
         var local = applicable

@@ -115,6 +115,36 @@ struct ProxyTests {
         await upstream.stop()
     }
 
+    @Test("a rate limit naming tools/list counts list requests per agent: the second gets 429; calls and other agents are not counted")
+    func listRequestsRateLimited() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-list-rate-\(UUID())")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try
+            #"{"name":"t","default_action":"allow","rules":[],"rate_limits":[{"id":"LL","methods":["tools/list"],"rate_per_second":1e-9,"burst":1,"per":"agent","scope":"local"}]}"#
+            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, frozenClock: true, policies: directory.path)
+        let list = #"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#
+        #expect(try await gateway.client().send(body: list).status == 200)
+        let limited = try await gateway.client().send(body: list)
+        #expect(limited.status == 429, "\(limited.body)")
+        #expect(limited.header("retry-after") != nil)
+        #expect(try error(limited)["code"] == .number(JSONNumber(-31002)))
+        #expect(try JSONParser.parse(limited.body).objectValue?["id"] == .number(JSONNumber(7)))
+        // Calls are not counted by a limit on lists, and another agent has a bucket of its own.
+        #expect(try await gateway.client().send(body: RPC.call("read_file", id: 8)).status == 200)
+        let other = try await gateway.client(nil).send(
+            body: list, headers: [("Authorization", "Bearer \(try GatewayFixture.token(agent: "bot2"))")])
+        #expect(other.status == 200, "\(other.body)")
+        #expect(upstream.received.count == 3)
+        let refused = try gateway.auditRecords().filter { $0["decision"] == .string("rate_limited") }
+        #expect(refused.count == 1)
+        #expect(refused.first?["rule"] == .string("LL") && refused.first?["method"] == .string("tools/list"), "\(refused)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("arguments a rule logs in full are kept in full up to 16 KiB; larger ones as keys and digest, and the record says so")
     func fullArgumentsAreBounded() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -40,8 +40,16 @@ struct PolicyLoadingTests {
                 "resources/subscribe is decided as resources/read"
             ),
             (
-                #"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":["tools/list"]}]}"#,
-                "rate_limits[0].methods[0]: tools/list is protocol plumbing"
+                #"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":["notifications/initialized"]}]}"#,
+                "rate_limits[0].methods[0]: notifications/initialized is a notification"
+            ),
+            (
+                #"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":["resources/subscribe"]}]}"#,
+                "resources/subscribe is decided as resources/read"
+            ),
+            (
+                #"{"rate_limits":[{"id":"L","rate_per_second":1,"burst":1,"methods":["tools/call","tools/list"],"tools":["x"]}]}"#,
+                "rate_limits[0].tools: selects calls by tool name, and tools/list names no tool"
             ),
             (
                 #"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["[[:digit:]]"]}}}]}"#,

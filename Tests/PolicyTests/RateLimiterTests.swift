@@ -147,4 +147,36 @@ struct RateLimiterTests {
         // Denied calls do not consume tokens.
         #expect(engine.decide(try PolicyFixtures.call("x"), now: 0).outcome == .deny)
     }
+
+    @Test("a limit naming a plumbing request counts it without a decision; calls and other methods are not counted there")
+    func plumbingRequests() throws {
+        let snapshot = PolicySnapshot(
+            tenantDocuments: [
+                "acme": [
+                    try PolicyFixtures.document(
+                        #"{"default_action":"allow","rules":[],"rate_limits":[{"id":"LL","methods":["tools/list","ping"],"rate_per_second":1,"burst":1,"per":"agent"}]}"#
+                    )
+                ]
+            ],
+            globalDocuments: [], directory: "")
+        let engine = PolicyEngine(snapshot: snapshot)
+        let passing = PolicyDecision(outcome: .allow, rule: "protocol", document: "", reason: "plumbing", matches: [], logArguments: false)
+        func count(_ method: String, agent: String = "a1", now: Double = 0) -> PolicyDecision? {
+            let request = PolicyRequest(tenant: "acme", agent: agent, scopes: [], method: method, target: nil, arguments: nil)
+            guard case .decided(let decision) = engine.count(request, passing: passing, now: now, shared: nil, ledger: nil) else {
+                return nil
+            }
+            return decision
+        }
+        #expect(count("tools/list")?.rule == "protocol")
+        let limited = count("ping")
+        #expect(limited?.outcome == .rateLimited(retryAfter: 1) && limited?.rule == "LL", "\(String(describing: limited))")
+        // Another agent has a bucket of its own; a method the limit does not name is not counted; nor are calls.
+        #expect(count("tools/list", agent: "a2")?.outcome == .allow)
+        #expect(count("prompts/list")?.outcome == .allow)
+        #expect(engine.decide(try PolicyFixtures.call("w"), now: 0).outcome == .allow)
+        #expect(engine.decide(try PolicyFixtures.call("w"), now: 0).outcome == .allow)
+        // A second later the bucket has a token again.
+        #expect(count("tools/list", now: 1)?.outcome == .allow)
+    }
 }

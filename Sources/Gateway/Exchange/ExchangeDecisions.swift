@@ -705,8 +705,19 @@ struct ExchangeDecisions {
         }
         switch MCPMethod.treatment(of: method, protocolVersion: protocolVersion) {
         case .plumbing:
-            return .decided(
-                DecidedMessage(message: message, target: nil, arguments: nil, decision: Self.passThrough("protocol method \(method)")))
+            let passing = Self.passThrough("protocol method \(method)")
+            // A plumbing request is counted by the tenant's rate limits that name its method (a notification never is).
+            guard message.kind == .request else {
+                return .decided(DecidedMessage(message: message, target: nil, arguments: nil, decision: passing))
+            }
+            let request = PolicyRequest(
+                tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: nil, arguments: nil)
+            switch services.policy.count(request, passing: passing, now: now, shared: shared, ledger: ledger) {
+            case .decided(let decision):
+                return .decided(DecidedMessage(message: message, target: nil, arguments: nil, decision: decision))
+            case .mustAsk(let buckets):
+                return .mustAsk(buckets)
+            }
         case .removed(let version):
             throw .methodNotFound("\(method) was removed in protocol version \(version)", id: message.id)
         case .governed:
