@@ -63,9 +63,15 @@ final class DecisionPool: Sendable {
     static func listQueue(of tenant: String) -> String { tenant + listSuffix }
     private static let listSuffix = " (lists)"
 
+    /// The queue of a tenant's mid-sized list answers, filtered off the loops because its lists were slow there
+    /// (`CostlyTenants`): apart from its large ones, so that neither fills the other's places.
+    static func midSizedListQueue(of tenant: String) -> String { tenant + midSizedListSuffix }
+    private static let midSizedListSuffix = " (mid-sized lists)"
+
     /// The tenant a queue belongs to (tenant ids hold no blanks, so no tenant's own queue ends with the suffix).
     private static func tenant(of queue: String) -> String {
         if queue.hasSuffix(midSizedSuffix) { return String(queue.dropLast(midSizedSuffix.count)) }
+        if queue.hasSuffix(midSizedListSuffix) { return String(queue.dropLast(midSizedListSuffix.count)) }
         if queue.hasSuffix(listSuffix) { return String(queue.dropLast(listSuffix.count)) }
         return queue
     }

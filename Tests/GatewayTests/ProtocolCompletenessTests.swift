@@ -274,39 +274,55 @@ struct ProtocolCompletenessTests {
         let sse = try await RecordingUpstream.start(.chunks { ("text/event-stream", ["data: \(Self.halfDeniedList(answering: $0))\n\n"]) })
         var limits = GatewayLimits()
         limits.costlyDecision = .nanoseconds(1)  // every timed filtering counts as slow here
-        limits.maximumLargeListsPerTenant = 0  // so that a list sent off the loop shows: refused
         let list = #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
-        let gateway = try await GatewayFixture.start(upstream: json.url, limits: limits)
-        // Filtered on the loop: slow (by the limit above), so globex's lists are marked.
-        let first = try await gateway.client("globex/agents/bot1").send(body: list)
-        #expect(first.status == 200, "\(first.body.prefix(300))")
-        #expect(try Self.names(first.body, "tools") == Array(repeating: "search_docs", count: 150))
-        #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
-        #expect(!gateway.services.costlyTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
-        let second = try await gateway.client("globex/agents/bot1").send(body: list)
-        #expect(second.status == 503, "the costly tenant's list was filtered on the loop again")
-        #expect(!second.body.contains("delete_docs"))
-        // Another tenant's first list is filtered on its loop as usual.
-        #expect(try await gateway.client().send(body: list).status == 200)
-        try await gateway.stop()
-        // The same for a list on SSE: the second one's event goes off the loop, where the tenant has no share; the
-        // stream ends, recorded, and the list never goes on unfiltered.
-        let streaming = try await GatewayFixture.start(upstream: sse.url, limits: limits)
-        let relayed = try await streaming.client("globex/agents/bot1").send(body: list)
-        #expect(relayed.status == 200 && relayed.body.contains("search_docs") && !relayed.body.contains("delete_docs"))
-        #expect(streaming.services.costlyListTenants.isCostly("globex", now: streaming.services.monotonicSeconds))
-        let cut = try? await streaming.client("globex/agents/bot1").send(body: list)
-        #expect(cut?.body.contains("search_docs") != true, "the costly tenant's SSE list was filtered on the loop again")
-        #expect(cut?.body.contains("delete_docs") != true)
-        var rules: [String] = []
-        for _ in 0..<100 where !rules.contains("large_list_budget") {
-            try await Task.sleep(for: .milliseconds(20))
-            rules = try streaming.auditRecords().compactMap { $0["rule"]?.stringValue }
+        let pool = DecisionPool.shared
+        func filtered(_ body: String) -> Bool { body.contains("search_docs") && !body.contains("delete_docs") }
+        for upstream in [json, sse] {
+            let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+            // Filtered on the loop: slow (by the limit above), so globex's lists are marked (not its calls).
+            let first = try await gateway.client("globex/agents/bot1").send(body: list)
+            #expect(first.status == 200 && filtered(first.body), "\(first.body.prefix(300))")
+            #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+            #expect(!gateway.services.costlyTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+            #expect(!gateway.services.costlyListTenants.isCostly("acme", now: gateway.services.monotonicSeconds))
+            // The next one goes to the decision threads.
+            let started = pool.started.load(ordering: .relaxed)
+            let second = try await gateway.client("globex/agents/bot1").send(body: list)
+            #expect(second.status == 200 && filtered(second.body), "\(second.body.prefix(300))")
+            #expect(pool.started.load(ordering: .relaxed) > started, "the costly tenant's list was filtered on the loop again")
+            try await gateway.stop()
         }
-        #expect(rules.contains("large_list_budget"), "\(rules)")
-        try await streaming.stop()
+        // A marked tenant whose queue of mid-sized lists is full has them filtered on the loop, as before it was marked:
+        // never a 503 or an ended stream for a list under the offload size.
+        limits.maximumLargeListsPerTenant = 0
+        for upstream in [json, sse] {
+            let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+            for _ in 0..<2 {
+                let response = try await gateway.client("globex/agents/bot1").send(body: list)
+                #expect(response.status == 200 && filtered(response.body), "\(response.body.prefix(300))")
+            }
+            #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+            #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("large_list_budget") })
+            try await gateway.stop()
+        }
         await json.stop()
         await sse.stop()
+    }
+
+    @Test("many small SSE events filtered on the loop never mark the tenant: only an event of the costly size would move")
+    func smallEventsDoNotMark() async throws {
+        let note = #"{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"x"}}"#
+        let upstream = try await RecordingUpstream.start(
+            .chunks { _ in ("text/event-stream", [String(repeating: "data: \(note)\n\n", count: 200)]) })
+        var limits = GatewayLimits()
+        limits.costlyDecision = .nanoseconds(1)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let response = try await gateway.client("globex/agents/bot1").send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(response.status == 200)
+        #expect(response.body.components(separatedBy: "notifications/message").count - 1 == 200)
+        #expect(!gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
+        try await gateway.stop()
+        await upstream.stop()
     }
 
     @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
@@ -530,6 +546,10 @@ struct SealedSessionTests {
         let record = try #require(try gateway.auditRecords().last)
         #expect(record["upstream_status"] == .number(JSONNumber(502)))
         #expect(record["reason"]?.stringValue?.contains("Mcp-Session-Id is not usable") == true, "\(record)")
+        // One record for the one request, and the upstream connection closed, not returned to the pool mid-answer.
+        #expect(try gateway.auditRecords().count == 1)
+        for _ in 0..<200 where upstream.closes.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!upstream.closes.withLockedValue { $0.isEmpty })
         try await gateway.stop()
         await upstream.stop()
     }

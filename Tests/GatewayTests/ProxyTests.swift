@@ -382,6 +382,17 @@ struct ListFilterUnitTests {
         #expect(String(decoding: try ids.feed(ByteBuffer(string: "id:x\tz\n\n")), as: UTF8.self) == "id: sealed-x\tz\n\n")
         let longID = String(repeating: "7", count: SessionHandles.maximumHandleBytes)
         #expect(String(decoding: try ids.feed(ByteBuffer(string: "id: \(longID)\ndata: g\n\n")), as: UTF8.self) == "data: g\n\n")
+        // Fields are read as bytes, as clients read them: a combining mark after the colon hides neither an id (here one
+        // that is not ASCII, so dropped rather than relayed unsealed) nor data (here a list that cannot be read, so the
+        // stream ends rather than relay it unfiltered). Found by review. Ids that are not visible ASCII are dropped too.
+        #expect(String(decoding: try ids.feed(ByteBuffer(string: "id:\u{301}up-7\ndata: h\n\n")), as: UTF8.self) == "data: h\n\n")
+        #expect(String(decoding: try ids.feed(ByteBuffer(string: "id: é\ndata: i\n\n")), as: UTF8.self) == "data: i\n\n")
+        #expect(
+            String(
+                decoding: try ids.feed(ByteBuffer(bytes: Array("id: bad".utf8) + [0xFF] + Array("utf\ndata: j\n\n".utf8))), as: UTF8.self)
+                == "data: j\n\n")
+        var marked = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
+        #expect(throws: SSEEventFilter.Unreadable.self) { try marked.feed(ByteBuffer(string: "data:\u{301}" + list + "\n\n")) }
         // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
         #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)
         // An event ending in a bare CR, relayed as it came, ends in CR LF: the event after the dropped one begins with an
@@ -540,6 +551,27 @@ struct SessionHandleTests {
         #expect(handles.open(event: sessionless, session: nil, for: acme) == .success("18"))
         now.value = 1_122
         #expect(handles.open(event: sessionless, session: nil, for: acme) == .failure(.expired))
+    }
+
+    @Test("a handle the gateway issues within its length bound always opens; the bound is where opening stops")
+    func handleLengthBound() {
+        let handles = SessionHandles(box: SealedBox(keys: [SealedBox.Key(id: "k1", bytes: Array(repeating: 7, count: 32))!]))
+        let acme = Self.principal("acme", "bot1")
+        var lastOpened = 0
+        var firstRefused = 0
+        for length in stride(from: 2_800, through: 3_200, by: 1) where firstRefused == 0 {
+            let session = String(repeating: "s", count: length)
+            let handle = handles.seal(session: session, for: acme)
+            if handle.utf8.count <= SessionHandles.maximumHandleBytes {
+                #expect(handles.open(session: handle, for: acme) == .success(session), "\(length)")
+                lastOpened = length
+            } else {
+                #expect(handles.open(session: handle, for: acme) == .failure(.unreadable), "\(length)")
+                firstRefused = length
+            }
+        }
+        // The boundary lies in the range searched, so both sides were seen.
+        #expect(lastOpened > 0 && firstRefused > lastOpened, "\(lastOpened) \(firstRefused)")
     }
 
     @Test("a task handle opens for its principal until it expires: an upstream that restarts and reuses task ids cannot revive it")

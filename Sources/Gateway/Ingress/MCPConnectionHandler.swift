@@ -1278,14 +1278,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         do {
             // Timed when an event of the costly size may complete here: a tenant whose events held the loop too long
-            // has its events from that size up filtered off the loops for a while. Only a feed that completed events
-            // on the loop counts (one that only gathered part of an event did no filtering).
+            // has its events from that size up filtered off the loops for a while. Only a feed that filtered such an
+            // event on the loop counts: marking would not move smaller ones (nor does gathering part of an event cost).
             let gathered = eventFilter!.pendingBytes + part.readableBytes
-            let started = gathered >= services?.limits.costlyDecisionOffloadBytes ?? .max ? Self.threadCPUNanoseconds() : nil
-            let fed = try eventFilter!.feed(part, deferringFrom: listOffloadBytes())
-            if let started, gathered - eventFilter!.pendingBytes - (fed.deferred?.count ?? 0) > 0 {
-                noteListFilteringTime(since: started, bytes: gathered)
-            }
+            let costlySize = services?.limits.costlyDecisionOffloadBytes ?? .max
+            let started = gathered >= costlySize ? Self.threadCPUNanoseconds() : nil
+            let fed = try eventFilter!.feed(
+                part, deferringFrom: gathered >= costlySize ? listOffloadBytes() : services?.limits.offloadListBytes ?? .max)
+            if let started, fed.largestEventBytes >= costlySize { noteListFilteringTime(since: started, bytes: fed.largestEventBytes) }
             guard hold(eventFilter!.pendingBytes + (fed.deferred?.count ?? 0)) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
@@ -1355,9 +1355,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let held = services.upstream.heldBytes
         let generation = self.generation
         let limit = services.limits.maximumLargeListsPerTenant
+        // Under the offload size, off the loop only because the tenant's lists were slow there (`listOffloadBytes`).
+        let midSized = event.count < services.limits.offloadListBytes
         // Handed over whole: the loop does not feed this filter (nor touch its task ownership) until the result is back.
         let handedOver = HandedOver(filter)
-        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) {
+        let queue = midSized ? DecisionPool.midSizedListQueue(of: tenant) : DecisionPool.listQueue(of: tenant)
+        DecisionPool.shared.run(for: queue, limit: limit, on: context.eventLoop) {
             () -> Result<[UInt8], SSEEventFilter.Unreadable>? in
             guard !cancelled.isSet else { return nil }
             return Result { () throws(SSEEventFilter.Unreadable) in try handedOver.value.transformed(event) }
@@ -1373,6 +1376,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 return endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
             case .success(nil):
                 return endStream("upstream SSE stream closed: its event's filtering was cancelled", rule: "offload")
+            case .failure(let error) where error is DecisionPoolRefused && midSized:
+                // The tenant's queue of mid-sized lists is full: filtered here, as it was before its lists were marked
+                // (the job never ran, so the filter is the loop's again). The stream never ends for it.
+                do throws(SSEEventFilter.Unreadable) {
+                    relayEvents(try handedOver.value.transformed(event))
+                } catch {
+                    return endStream("upstream SSE stream closed: \(error)", rule: "sse_event_unreadable")
+                }
             case .failure(let error) where error is DecisionPoolRefused:
                 return endStream(
                     "upstream SSE stream closed: this tenant already has \(limit) large answers waiting to be filtered",
@@ -1539,9 +1550,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // asks for its catalogue at once): what bounds them is the held bytes they take (each is 1 MiB or more, held
         // until answered) and the collect timer.
         let limit = services.limits.maximumLargeListsPerTenant
+        // Under the offload size, off the loop only because the tenant's lists were slow there (`listOffloadBytes`).
+        let midSized = body.readableBytes < services.limits.offloadListBytes
         // Handed over whole: the loop does not touch this filter (nor its task ownership) until the result is back.
         let handedOver = HandedOver(filter)
-        DecisionPool.shared.run(for: DecisionPool.listQueue(of: tenant), limit: limit, on: context.eventLoop) { () -> Refusal? in
+        let queue = midSized ? DecisionPool.midSizedListQueue(of: tenant) : DecisionPool.listQueue(of: tenant)
+        DecisionPool.shared.run(for: queue, limit: limit, on: context.eventLoop) { () -> Refusal? in
             // Not begun for an exchange that gave up while it waited.
             guard !cancelled.isSet else { return nil }
             return Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID)
@@ -1560,6 +1574,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 answerFiltered(head, filtered)
             case .success(nil):
                 refuseCollected(.serviceUnavailable, note: "the list answer's filtering was cancelled", message: "try again")
+            case .failure(let error) where error is DecisionPoolRefused && midSized:
+                // The tenant's queue of mid-sized lists is full: filtered here, as it was before its lists were marked
+                // (the job never ran, so the filter is the loop's again).
+                answerFiltered(head, Self.filteredList(head, body, filter: handedOver.value, bound: bound, answeredID: answeredID))
             case .failure(let error) where error is DecisionPoolRefused:
                 refuseCollected(
                     .serviceUnavailable, note: "this tenant already has \(limit) large list answers waiting to be filtered",

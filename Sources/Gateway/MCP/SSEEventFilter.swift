@@ -57,6 +57,8 @@ struct SSEEventFilter {
         /// A complete event of the size given or more that must be read (parsed) to be relayed, left to
         /// `transformed(_:)`; the events after it stay pending until the next `feed`.
         var deferred: [UInt8]?
+        /// The size of the largest event this feed filtered (not the deferred one): what its time on the loop was for.
+        var largestEventBytes = 0
     }
 
     /// The complete events in what has arrived so far (`part` added), filtered, up to the first one of `deferredBytes`
@@ -78,6 +80,7 @@ struct SSEEventFilter {
                 fed.deferred = event
                 break
             }
+            fed.largestEventBytes = max(fed.largestEventBytes, event.count)
             fed.events += try relayable(event)
         }
         // Emptied for real once no event is pending: an array keeps its capacity, and a quiet stream would keep its
@@ -196,14 +199,11 @@ struct SSEEventFilter {
         var rebuilt = ""
         var wroteData = false
         for line in lines where !line.isEmpty {
-            if line.hasPrefix("data:"), let filtered {
+            if let filtered, Self.value(of: "data", on: line) != nil {
                 if !wroteData { rebuilt += "data: " + filtered.serialized + "\n" }
                 wroteData = true
-            } else if line == "id" || line.hasPrefix("id:"), let sealEventID {
+            } else if let sealEventID, let value = Self.value(of: "id", on: line) {
                 // An empty id resets the client's last event id; it stays empty.
-                // One space after the colon is the field's own (the HTML standard's parsing rules), the rest the id's.
-                let field = line.dropFirst(3)
-                let value = field.first == " " ? field.dropFirst() : field
                 if value.isEmpty {
                     rebuilt += "id\n"
                     continue
@@ -213,7 +213,7 @@ struct SSEEventFilter {
                 // id with a NUL is ignored by every SSE client anyway (the HTML standard's parsing rules); the client
                 // keeps its last event id.
                 guard Self.canComeBack(value) else { continue }
-                let sealed = sealEventID(String(value))
+                let sealed = sealEventID(value)
                 guard sealed.utf8.count <= SessionHandles.maximumHandleBytes else { continue }
                 rebuilt += "id: " + sealed + "\n"
             } else {
@@ -225,21 +225,36 @@ struct SSEEventFilter {
         return Array((rebuilt + "\n").utf8)
     }
 
-    /// Whether the upstream's event id `value` survives the trip back as `Last-Event-ID`: no control character (a
-    /// field value holds none but HTAB; NUL also makes SSE clients ignore the id) and no space or tab at either end
-    /// (HTTP parsers trim those, so the upstream would read another id).
-    static func canComeBack(_ value: Substring) -> Bool {
+    /// Whether the upstream's event id `value` survives the trip back as `Last-Event-ID` exactly: visible ASCII, with
+    /// spaces and tabs inside only. A control character cannot go in a field value (NUL also makes SSE clients ignore
+    /// the id); HTTP parsers trim a space or tab at either end, and servers read other bytes each their own way (Latin-1
+    /// or UTF-8, a byte that is not UTF-8 repaired), so the upstream would read another id. The ids servers issue
+    /// (numbers, `<stream>_<n>`, UUIDs) are all visible ASCII.
+    static func canComeBack(_ value: String) -> Bool {
         guard let first = value.utf8.first, let last = value.utf8.last else { return true }
         let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
-        return !blank(first) && !blank(last) && !value.utf8.contains(where: HeaderText.isControl)
+        return !blank(first) && !blank(last) && value.utf8.allSatisfy { (0x20...0x7E).contains($0) || $0 == 0x09 }
+    }
+
+    /// The value of field `name` on `line`, or nil when the line is another field: the line is `name` alone (an empty
+    /// value) or `name:` and the value, one space after the colon dropped, as the HTML standard's parsing rules read
+    /// it. Compared as bytes, never as characters: a combining mark after the colon joins it into one character, which
+    /// hid `id:` and `data:` lines from a character comparison while every SSE client still reads them (found by
+    /// review: an id relayed unsealed, a list relayed unfiltered).
+    static func value(of name: String, on line: Substring) -> String? {
+        var rest = line.utf8[...]
+        guard rest.starts(with: name.utf8) else { return nil }
+        rest = rest.dropFirst(name.utf8.count)
+        guard let colon = rest.first else { return "" }
+        guard colon == UInt8(ascii: ":") else { return nil }
+        rest = rest.dropFirst()
+        if rest.first == 0x20 { rest = rest.dropFirst() }
+        return String(decoding: rest, as: UTF8.self)
     }
 
     /// The event's data: its `data` lines' values joined by line feeds.
     static func data(of lines: [Substring]) -> String {
-        lines.filter { $0.hasPrefix("data:") }.map { line -> Substring in
-            let value = line.dropFirst(5)
-            return value.first == " " ? value.dropFirst() : value
-        }.joined(separator: "\n")
+        lines.compactMap { value(of: "data", on: $0) }.joined(separator: "\n")
     }
 
     /// Whether the event could hold a `notifications/resources/updated` or a message about a task: its bytes contain
@@ -272,7 +287,7 @@ struct SSEEventFilter {
     /// Whether the event is an `endpoint` event (legacy HTTP+SSE: where the client posts its messages).
     static func isEndpointEvent(_ event: [UInt8]) -> Bool {
         String(decoding: event, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
-            .contains { $0 == "event: endpoint" || $0 == "event:endpoint" }
+            .contains { value(of: "event", on: $0) == "endpoint" }
     }
 
     /// The endpoint event with its target replaced: the upstream's path and query (an absolute URL is reduced to its
@@ -293,10 +308,10 @@ struct SSEEventFilter {
         var rebuilt = ""
         var wroteData = false
         for line in lines where !line.isEmpty {
-            if line.hasPrefix("data:") {
+            if value(of: "data", on: line) != nil {
                 if !wroteData { rebuilt += "data: " + rewrite(String(target)) + "\n" }
                 wroteData = true
-            } else if line == "id" || line.hasPrefix("id:") {
+            } else if value(of: "id", on: line) != nil {
                 // The upstream's event id never reaches the client; nothing resumes at an endpoint event, so it goes.
                 continue
             } else {
