@@ -53,7 +53,7 @@ public struct GatewayLimits: Sendable, Hashable {
     public var costlyDecision: Duration = .milliseconds(5)
     /// From this size, a costly tenant's bodies are decided off the loops (at most `maximumCostlyDecisionsPerTenant`
     /// of them waiting or running at once; `429` beyond), and its list answers filtered off the loops when its lists
-    /// are costly (in the bound of `maximumLargeListsPerTenant`).
+    /// are costly (at most `maximumLargeListsPerTenant` waiting in a queue of their own; beyond, filtered on the loop).
     public var costlyDecisionOffloadBytes: Int = 4 * 1024
     /// Decisions of a costly tenant's mid-sized bodies one tenant may have waiting or running off the loops at once.
     public var maximumCostlyDecisionsPerTenant: Int = 64

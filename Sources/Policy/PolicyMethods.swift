@@ -1,8 +1,8 @@
 /// Which MCP methods a policy can decide. The gateway forwards protocol plumbing without a policy decision (lists are
-/// filtered on the way back by the rules of the calls they list), and decides a resource subscription as a read of
-/// its URI: a rule naming such a method would never apply, so it is refused when the policy loads, and
-/// `policy explain` / `evaluate` refuse to decide it. A rate limit may name a plumbing request (a list, `initialize`,
-/// `ping`): the gateway counts those without deciding them. The gateway's method table (`MCPMethod`) is built from these.
+/// filtered on the way back by the rules of the calls they list), and decides a resource subscription as a read of its
+/// URI: a rule naming such a method would never apply, so it is refused when the policy loads, and `policy explain` /
+/// `evaluate` refuse to decide it. A rate limit may name a plumbing request (a list, `initialize`, `ping`): the gateway
+/// counts those without deciding them. The gateway's method table (`MCPMethod`) is built from these.
 public enum PolicyMethods {
     /// Protocol plumbing in every protocol generation: forwarded without a policy decision, still audited.
     public static let plumbing: Set<String> = [

@@ -9,11 +9,11 @@ import NIOHTTP1
 /// `Transfer-Encoding` (they are removed) and no body; any other head keeps its `Content-Length` (and loses a
 /// `Transfer-Encoding` beside it), and without one is sent chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
 ///
-/// It also holds the framing it declared, so that no write can desynchronise the client: a header name or value with
-/// a control character (CR, LF, NUL or another but HTAB), a `Content-Length` that is not plain digits, a head while a response is still open, a body after a
-/// head that declared none, more body bytes than `Content-Length` said, an end before all of them, a file region or
-/// trailers, anything after a body delimited by the connection's close — each fails its write and closes the
-/// connection.
+/// It also holds the framing it declared, so that no write can desynchronise the client: a header name or value with a
+/// control character (CR, LF, NUL or another but HTAB), a `Content-Length` that is not plain digits, a head while a
+/// response is still open, a body after a head that declared none, more body bytes than `Content-Length` said, an end
+/// before all of them, a file region or trailers, anything after a body delimited by the connection's close — each
+/// fails its write and closes the connection.
 final class ClientResponseEncoder: ChannelOutboundHandler {
     typealias OutboundIn = HTTPServerResponsePart
     typealias OutboundOut = ByteBuffer

@@ -1285,7 +1285,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let started = gathered >= costlySize ? Self.threadCPUNanoseconds() : nil
             let fed = try eventFilter!.feed(
                 part, deferringFrom: gathered >= costlySize ? listOffloadBytes() : services?.limits.offloadListBytes ?? .max)
-            if let started, fed.largestEventBytes >= costlySize { noteListFilteringTime(since: started, bytes: fed.largestEventBytes) }
+            if let started, fed.largestEventBytes >= costlySize {
+                noteListFilteringTime(since: started, bytes: fed.largestEventBytes)
+            }
             guard hold(eventFilter!.pendingBytes + (fed.deferred?.count ?? 0)) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
@@ -1338,10 +1340,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         var failure: UpstreamFailure?
     }
 
-    /// Filters `event` (of `offloadListBytes` or more, to be parsed; less for a costly tenant: `listOffloadBytes`) on the decision threads, in its tenant's share of
-    /// them, as large JSON list answers are: one tenant's multi-megabyte SSE events never hold an event loop. The
-    /// stream waits meanwhile (the upstream's reading paused); the filtered event, then what arrived behind it, go on
-    /// in order when it is back.
+    /// Filters `event` (of `offloadListBytes` or more, to be parsed; less for a costly tenant: `listOffloadBytes`) on
+    /// the decision threads, in its tenant's share of them, as large JSON list answers are: one tenant's multi-megabyte
+    /// SSE events never hold an event loop. The stream waits meanwhile (the upstream's reading paused); the filtered
+    /// event, then what arrived behind it, go on in order when it is back.
     private func filterEventOffLoop(_ event: [UInt8]) {
         guard let services, let context, let filter = eventFilter, let tenant = request?.principal?.tenant else {
             return endStream("upstream SSE stream closed: its event could not be filtered", rule: "offload")
@@ -1519,9 +1521,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
     }
 
-    /// Filters a collected list answer and answers with the result. A large one (`offloadListBytes` and up, less for a costly tenant: `listOffloadBytes`; parsing,
-    /// deciding every item and writing it again takes long) is filtered on the decision threads, in its
-    /// tenant's share of them, so that one tenant's large catalogues asked for in a loop never hold an event loop.
+    /// Filters a collected list answer and answers with the result. A large one (`offloadListBytes` and up, less for a
+    /// costly tenant: `listOffloadBytes`; parsing, deciding every item and writing it again takes long) is filtered on
+    /// the decision threads, in its tenant's share of them, so that one tenant's large catalogues asked for in a loop
+    /// never hold an event loop.
     private func filterCollected(_ head: HTTPResponseHead, _ body: ByteBuffer) {
         guard let plan, let services, let context, let tenant = request?.principal?.tenant else {
             return answerFiltered(head, Refusal(status: .badGateway, json: "{}", records: []))

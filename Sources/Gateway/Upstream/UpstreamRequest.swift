@@ -6,8 +6,8 @@ import NIOHTTP1
 /// socket write, one TLS record to an `https` upstream). No header table or request head is built for it and no encoder
 /// handler reads it again: this runs for every forwarded request.
 ///
-/// A target, header name or value with a control byte (CR, LF, NUL or any other but HTAB) is refused (`InvalidHeader`), so nothing the gateway
-/// forwards can end a header line early, add a header of its own or split the request.
+/// A target, header name or value with a control byte (CR, LF, NUL or any other but HTAB) is refused (`InvalidHeader`),
+/// so nothing the gateway forwards can end a header line early, add a header of its own or split the request.
 struct UpstreamRequest {
     /// A part of the request that cannot go on a header line.
     struct InvalidHeader: Error, Equatable, CustomStringConvertible {
