@@ -1,3 +1,4 @@
+import Glibc
 import Synchronization
 
 /// Tenants whose calls recently took long to decide on an event loop. A call under the offload size is decided on
@@ -13,6 +14,14 @@ final class CostlyTenants: Sendable {
     static let memory = 60.0
 
     private let until = Mutex<[String: Double]>([:])
+
+    /// The CPU time the calling thread has used, in nanoseconds: what a slow decision is measured in (not the wall
+    /// clock: an event loop preempted meanwhile did not decide slowly).
+    static func threadCPUNanoseconds() -> Int64 {
+        var time = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
+        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
+    }
 
     /// Whether `tenant` had a slow decision on a loop within `memory` before `now` (monotonic seconds).
     func isCostly(_ tenant: String, now: Double) -> Bool {

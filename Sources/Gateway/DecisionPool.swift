@@ -40,6 +40,8 @@ final class DecisionPool: Sendable {
         var queues: [String: [Job]] = [:]
         /// Tenants with waiting decisions, in the order they are served.
         var turn: [String] = []
+        /// Decisions begun, per queue (a handful of queues per tenant).
+        var startedByQueue: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
@@ -48,6 +50,16 @@ final class DecisionPool: Sendable {
         self.threads = threads
         pool = NIOThreadPool(numberOfThreads: threads)
         pool.start()
+    }
+
+    /// Whether `queue` has `limit` decisions waiting or running: the next one would be refused.
+    func isFull(_ queue: String, limit: Int) -> Bool {
+        state.withLock { $0.admitted[queue, default: 0] >= limit }
+    }
+
+    /// How many pieces of work of `queue` have begun since the process started.
+    func started(queue: String) -> Int {
+        state.withLock { $0.startedByQueue[queue, default: 0] }
     }
 
     /// How many decisions one tenant may run at once: every thread but one, so that one is always there for another.
@@ -120,6 +132,7 @@ final class DecisionPool: Sendable {
                 if !queue.isEmpty { state.turn.append(tenant) }
                 state.running[Self.tenant(of: tenant), default: 0] += 1
                 state.runningTotal += 1
+                state.startedByQueue[tenant, default: 0] += 1
                 return (tenant, job)
             }
             return nil

@@ -276,6 +276,7 @@ struct ProtocolCompletenessTests {
         limits.costlyDecision = .nanoseconds(1)  // every timed filtering counts as slow here
         let list = #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#
         let pool = DecisionPool.shared
+        let queue = DecisionPool.midSizedListQueue(of: "globex")
         func filtered(_ body: String) -> Bool { body.contains("search_docs") && !body.contains("delete_docs") }
         for upstream in [json, sse] {
             let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
@@ -285,16 +286,17 @@ struct ProtocolCompletenessTests {
             #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
             #expect(!gateway.services.costlyTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
             #expect(!gateway.services.costlyListTenants.isCostly("acme", now: gateway.services.monotonicSeconds))
-            // The next one goes to the decision threads.
-            let started = pool.started.load(ordering: .relaxed)
+            // The next one goes to the decision threads, in the tenant's queue of mid-sized lists.
+            let started = pool.started(queue: queue)
             let second = try await gateway.client("globex/agents/bot1").send(body: list)
             #expect(second.status == 200 && filtered(second.body), "\(second.body.prefix(300))")
-            #expect(pool.started.load(ordering: .relaxed) > started, "the costly tenant's list was filtered on the loop again")
+            #expect(pool.started(queue: queue) == started + 1, "the costly tenant's list was filtered on the loop again")
             try await gateway.stop()
         }
         // A marked tenant whose queue of mid-sized lists is full has them filtered on the loop, as before it was marked:
-        // never a 503 or an ended stream for a list under the offload size.
+        // never a 503 or an ended stream for a list under the offload size (nor handed over only to be refused).
         limits.maximumLargeListsPerTenant = 0
+        let startedBefore = pool.started(queue: queue)
         for upstream in [json, sse] {
             let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
             for _ in 0..<2 {
@@ -303,6 +305,9 @@ struct ProtocolCompletenessTests {
             }
             #expect(gateway.services.costlyListTenants.isCostly("globex", now: gateway.services.monotonicSeconds))
             #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("large_list_budget") })
+            #expect(pool.started(queue: queue) == startedBefore)
+            // Filtered in the feed, not deferred, refused and filtered after: the upstream's reading was never paused.
+            #expect(gateway.services.upstream.statistics.readPauses.load(ordering: .relaxed) == 0)
             try await gateway.stop()
         }
         await json.stop()
@@ -546,10 +551,12 @@ struct SealedSessionTests {
         let record = try #require(try gateway.auditRecords().last)
         #expect(record["upstream_status"] == .number(JSONNumber(502)))
         #expect(record["reason"]?.stringValue?.contains("Mcp-Session-Id is not usable") == true, "\(record)")
-        // One record for the one request, and the upstream connection closed, not returned to the pool mid-answer.
-        #expect(try gateway.auditRecords().count == 1)
+        // The upstream connection closed, not returned to the pool mid-answer; and one record for the one request (none
+        // came later).
         for _ in 0..<200 where upstream.closes.withLockedValue({ $0.isEmpty }) { try await Task.sleep(for: .milliseconds(10)) }
         #expect(!upstream.closes.withLockedValue { $0.isEmpty })
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try gateway.auditRecords().count == 1)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -393,6 +393,17 @@ struct ListFilterUnitTests {
                 == "data: j\n\n")
         var marked = SSEEventFilter(filter: filter, maximumEventBytes: 1 << 20)
         #expect(throws: SSEEventFilter.Unreadable.self) { try marked.feed(ByteBuffer(string: "data:\u{301}" + list + "\n\n")) }
+        // A field name after a character some readers take for a line break (httpx-sse before 0.4.2 split lines with
+        // Python's splitlines) is refused: those readers would see an id never sealed, data never filtered. The same
+        // characters elsewhere go on.
+        for hidden in ["\u{2028}id: up-7", "\u{2029}data: {}", "\u{85}event: x", "\u{0B}data:{}", "\u{0C}retry: 1", "\u{1E}id"] {
+            var reader = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
+            #expect(throws: SSEEventFilter.Unreadable.self, "\(hidden.unicodeScalars.first!.value)") {
+                try reader.feed(ByteBuffer(string: "event: message\(hidden)\ndata: a\n\n"))
+            }
+        }
+        let prose = "data: {\"text\":\"a\u{2028}b\u{2029}\u{0C}c, the data and the id\"}\n\n"
+        #expect(String(decoding: try ids.feed(ByteBuffer(string: prose)), as: UTF8.self) == prose)
         // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
         #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)
         // An event ending in a bare CR, relayed as it came, ends in CR LF: the event after the dropped one begins with an

@@ -785,9 +785,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return
         }
         // The thread's CPU time, not the wall clock: an event loop preempted meanwhile did not decide slowly.
-        let started = size >= limits.costlyDecisionOffloadBytes ? Self.threadCPUNanoseconds() : nil
+        let started = size >= limits.costlyDecisionOffloadBytes ? CostlyTenants.threadCPUNanoseconds() : nil
         let outcome = decisions.decidePost(request, body: body, lastAttempt: attempt + 1 >= Self.maximumDecisionAttempts)
-        if let started, Self.threadCPUNanoseconds() - started > TimeAmount(limits.costlyDecision).nanoseconds,
+        if let started, CostlyTenants.threadCPUNanoseconds() - started > TimeAmount(limits.costlyDecision).nanoseconds,
             services.costlyTenants.mark(tenant, now: services.monotonicSeconds),
             let held = services.operationalLogThrottle.admit("costly/\(tenant)")
         {
@@ -940,13 +940,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     static func answeredID(_ plan: ForwardPlan?) -> JSONValue? {
         guard let plan, plan.records.count == 1 else { return nil }
         return plan.records[0].jsonrpcID
-    }
-
-    /// The CPU time the calling thread has used, in nanoseconds.
-    static func threadCPUNanoseconds() -> Int64 {
-        var time = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &time)
-        return Int64(time.tv_sec) * 1_000_000_000 + Int64(time.tv_nsec)
     }
 
     /// `text` cut to at most `bytes` bytes of UTF-8, at a character boundary.
@@ -1277,17 +1270,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return
         }
         do {
-            // Timed when an event of the costly size may complete here: a tenant whose events held the loop too long
-            // has its events from that size up filtered off the loops for a while. Only a feed that filtered such an
-            // event on the loop counts: marking would not move smaller ones (nor does gathering part of an event cost).
+            // The events of the costly size filtered here are timed: a tenant whose events held the loop too long has
+            // its events from that size up filtered off the loops for a while. Smaller ones are not (marking would not
+            // move them), nor is gathering part of an event.
             let gathered = eventFilter!.pendingBytes + part.readableBytes
             let costlySize = services?.limits.costlyDecisionOffloadBytes ?? .max
-            let started = gathered >= costlySize ? Self.threadCPUNanoseconds() : nil
             let fed = try eventFilter!.feed(
-                part, deferringFrom: gathered >= costlySize ? listOffloadBytes() : services?.limits.offloadListBytes ?? .max)
-            if let started, fed.largestEventBytes >= costlySize {
-                noteListFilteringTime(since: started, bytes: fed.largestEventBytes)
-            }
+                part, deferringFrom: gathered >= costlySize ? listOffloadBytes() : services?.limits.offloadListBytes ?? .max,
+                timingFrom: costlySize)
+            if fed.largeEventNanoseconds > 0 { noteListFilteringTime(fed.largeEventNanoseconds, bytes: gathered) }
             guard hold(eventFilter!.pendingBytes + (fed.deferred?.count ?? 0)) else {
                 // The event being assembled would take more than the tenant's share of held bytes: like an event too
                 // large to read, neither relayed unread nor held; the stream ends.
@@ -1533,9 +1524,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let bound = services.limits.maximumFilteredResponseBytes
         let answeredID = Self.answeredID(plan)
         guard body.readableBytes >= listOffloadBytes() else {
-            let started = body.readableBytes >= services.limits.costlyDecisionOffloadBytes ? Self.threadCPUNanoseconds() : nil
+            let started = body.readableBytes >= services.limits.costlyDecisionOffloadBytes ? CostlyTenants.threadCPUNanoseconds() : nil
             let filtered = Self.filteredList(head, body, filter: filter, bound: bound, answeredID: answeredID)
-            if let started { noteListFilteringTime(since: started, bytes: body.readableBytes) }
+            if let started { noteListFilteringTime(CostlyTenants.threadCPUNanoseconds() - started, bytes: body.readableBytes) }
             return answerFiltered(head, filtered)
         }
         // The upstream has answered in full: only the filtering is still to come, within what is left of the collect
@@ -1596,19 +1587,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func listOffloadBytes() -> Int {
         guard let services else { return .max }
         let limits = services.limits
+        // Not lowered while the tenant's queue of mid-sized lists is full: they are filtered here then, in the feed,
+        // rather than handed over only to be refused and filtered here one by one (found by review: each refusal
+        // comes back at once, and went on to defer the next event, one stack level per event).
         guard let tenant = request?.principal?.tenant,
-            services.costlyListTenants.isCostly(tenant, now: services.monotonicSeconds)
+            services.costlyListTenants.isCostly(tenant, now: services.monotonicSeconds),
+            !DecisionPool.shared.isFull(DecisionPool.midSizedListQueue(of: tenant), limit: limits.maximumLargeListsPerTenant)
         else { return limits.offloadListBytes }
         return min(limits.offloadListBytes, limits.costlyDecisionOffloadBytes)
     }
 
-    /// Filtering on the loop that began at `started` (thread CPU time) has ended: if it took longer than
-    /// `costlyDecision`, its tenant's mid-sized list answers and events are filtered off the loops for a while
-    /// (`CostlyTenants`), so that a catalogue just under the offload size, asked for over and over, holds a loop once
-    /// per tenant and minute rather than once per request.
-    private func noteListFilteringTime(since started: Int64, bytes: Int) {
+    /// Filtering on the loop took `nanoseconds` of the thread's CPU time: if longer than `costlyDecision`, its tenant's
+    /// mid-sized list answers and events are filtered off the loops for a while (`CostlyTenants`), so that a catalogue
+    /// just under the offload size, asked for over and over, holds a loop once per tenant and minute rather than once
+    /// per request.
+    private func noteListFilteringTime(_ nanoseconds: Int64, bytes: Int) {
         guard let services, let tenant = request?.principal?.tenant,
-            Self.threadCPUNanoseconds() - started > TimeAmount(services.limits.costlyDecision).nanoseconds,
+            nanoseconds > TimeAmount(services.limits.costlyDecision).nanoseconds,
             services.costlyListTenants.mark(tenant, now: services.monotonicSeconds),
             let held = services.operationalLogThrottle.admit("costly-list/\(tenant)")
         else { return }

@@ -34,11 +34,16 @@ struct SSEEventFilter {
     enum Unreadable: Error, CustomStringConvertible {
         case tooLarge(Int)
         case notJSON
+        /// A field name right after a character some SSE readers take for a line break (`hidesField(in:)`).
+        case ambiguousLineBreak
 
         var description: String {
             switch self {
             case .tooLarge(let bound): "an SSE event exceeded \(bound) bytes"
             case .notJSON: "an SSE event's data is not JSON the gateway can read, so what it carries could not be checked"
+            case .ambiguousLineBreak:
+                "an SSE event has a field name right after a character some clients read as a line break (U+2028, U+2029, "
+                    + "NEL, VT, FF, FS, GS or RS), so clients would not all read it as the gateway does"
             }
         }
     }
@@ -50,21 +55,25 @@ struct SSEEventFilter {
         try feed(part, deferringFrom: .max).events
     }
 
-    /// What `feed(_:deferringFrom:)` found: the events ready to relay, and the event it stopped at, unread.
+    /// What `feed(_:deferringFrom:timingFrom:)` found: the events ready to relay, and the event it stopped at, unread.
     struct Fed {
         /// Complete events, filtered, ready to relay.
         var events: [UInt8]
         /// A complete event of the size given or more that must be read (parsed) to be relayed, left to
         /// `transformed(_:)`; the events after it stay pending until the next `feed`.
         var deferred: [UInt8]?
-        /// The size of the largest event this feed filtered (not the deferred one): what its time on the loop was for.
-        var largestEventBytes = 0
+        /// The thread CPU time this feed spent on events of the timed size or more (not the deferred one), in
+        /// nanoseconds: what such events cost where they were filtered.
+        var largeEventNanoseconds: Int64 = 0
     }
 
     /// The complete events in what has arrived so far (`part` added), filtered, up to the first one of `deferredBytes`
     /// or more that must be read to be relayed: that one is returned as it came, for the caller to filter elsewhere
-    /// (`transformed(_:)`) and relay before it feeds this filter again.
-    mutating func feed(_ part: ByteBuffer, deferringFrom deferredBytes: Int) throws(Unreadable) -> Fed {
+    /// (`transformed(_:)`) and relay before it feeds this filter again. The events of `timedBytes` or more filtered here
+    /// are timed (`Fed.largeEventNanoseconds`).
+    mutating func feed(
+        _ part: ByteBuffer, deferringFrom deferredBytes: Int, timingFrom timedBytes: Int = .max
+    ) throws(Unreadable) -> Fed {
         pending += part.readableBytesView
         if !started {
             guard pending.count >= 3 || pending.first != 0xEF else { return Fed(events: []) }
@@ -80,8 +89,9 @@ struct SSEEventFilter {
                 fed.deferred = event
                 break
             }
-            fed.largestEventBytes = max(fed.largestEventBytes, event.count)
+            let started = event.count >= timedBytes ? CostlyTenants.threadCPUNanoseconds() : nil
             fed.events += try relayable(event)
+            if let started { fed.largeEventNanoseconds += CostlyTenants.threadCPUNanoseconds() - started }
         }
         // Emptied for real once no event is pending: an array keeps its capacity, and a quiet stream would keep its
         // largest event's memory.
@@ -152,6 +162,8 @@ struct SSEEventFilter {
 
     /// The event with its id sealed and its list result filtered; its exact bytes when neither applies.
     private func transform(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
+        // Read the way the standard reads it, an event must also read that way to every client the gateway relays it to.
+        if Self.hidesField(in: event) { throw .ambiguousLineBreak }
         if let rewriteEndpoint, Self.isEndpointEvent(event) { return try Self.endpoint(event, rewrite: rewriteEndpoint) }
         let hasID = sealEventID != nil && Self.hasField("id", in: event)
         let mayFilter = filter != nil && Self.hasField("data", in: event)
@@ -320,6 +332,28 @@ struct SSEEventFilter {
         }
         return Array((rebuilt + "\n").utf8)
     }
+
+    /// Whether a field name (`id`, `data`, `event`, `retry`) follows, in `event`, a character that some SSE readers take
+    /// for a line break though the standard does not: VT, FF, FS, GS, RS, NEL, U+2028 or U+2029 (Python's
+    /// `str.splitlines`, which httpx-sse, the MCP Python SDK's reader, used before 0.4.2). Such a reader sees a field
+    /// the gateway does not: an id it never sealed, data it never filtered (found by review). Field names only, with or
+    /// without a colon after them, wherever they follow: what matters is that no reader can find a field there.
+    static func hidesField(in event: [UInt8]) -> Bool {
+        var index = 0
+        while index < event.count {
+            let after: Int? =
+                switch event[index] {
+                case 0x0B, 0x0C, 0x1C, 0x1D, 0x1E: index + 1
+                case 0xC2 where index + 1 < event.count && event[index + 1] == 0x85: index + 2
+                case 0xE2 where index + 2 < event.count && event[index + 1] == 0x80 && (event[index + 2] | 1) == 0xA9: index + 3
+                default: nil
+                }
+            if let after, fieldNames.contains(where: { event[after...].starts(with: $0) }) { return true }
+            index += 1
+        }
+        return false
+    }
+    private static let fieldNames = ["id", "data", "event", "retry"].map { Array($0.utf8) }
 
     /// Whether a line of `event` starts with `field` followed by `:` or the end of the line.
     static func hasField(_ field: String, in event: [UInt8]) -> Bool {
