@@ -335,7 +335,7 @@ struct SSEEventFilter {
 
     /// Whether a field name (`id`, `data`, `event`, `retry`) follows, in `event`, a character that some SSE readers take
     /// for a line break though the standard does not: VT, FF, FS, GS, RS, NEL, U+2028 or U+2029 (Python's
-    /// `str.splitlines`, which httpx-sse, the MCP Python SDK's reader, used before 0.4.2). Such a reader sees a field
+    /// `str.splitlines`, which httpx-sse, the MCP Python SDK 1.x's reader, used before 0.4.2). Such a reader sees a field
     /// the gateway does not: an id it never sealed, data it never filtered (found by review). Field names only, with or
     /// without a colon after them, wherever they follow: what matters is that no reader can find a field there.
     static func hidesField(in event: [UInt8]) -> Bool {

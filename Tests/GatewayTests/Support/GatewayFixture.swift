@@ -48,7 +48,7 @@ struct GatewayFixture {
                 "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCA),
             ].filter { tenantsWithUpstream.contains($0.key) },
             sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
-            limits: limits, clock: frozenClock ? frozen : nil)
+            limits: Self.learnedCostsOff(limits), clock: frozenClock ? frozen : nil)
         services.oauth = identity.oauth
         if let sharedLimits { services.shareRateLimits(sharedLimits) }
         let introspection = identity.tenants.compactMapValues(\.introspection)
@@ -71,6 +71,16 @@ struct GatewayFixture {
             configuration: configuration,
             services: services, logger: Logger(label: "gateway-test"), group: group ?? MultiThreadedEventLoopGroup.singleton)
         return GatewayFixture(listener: listener, services: services, auditPath: auditPath)
+    }
+
+    /// `limits`, with the learned costs of decisions and list filtering (`costlyDecision`) off unless the test set them:
+    /// a debug or ASan build takes many times a release build's time, so its 64 KiB events and lists pass 5 ms, and a
+    /// tenant marked costly has them wait on the decision threads behind the large calls other suites send (found in a
+    /// clean-clone run: a stream of 128 such events took over 20 s). Tests of those costs set `costlyDecision`.
+    static func learnedCostsOff(_ limits: GatewayLimits) -> GatewayLimits {
+        var limits = limits
+        if limits.costlyDecision == GatewayLimits().costlyDecision { limits.costlyDecision = .seconds(3600) }
+        return limits
     }
 
     /// A caller of the dev PKI / tokens as a principal.
