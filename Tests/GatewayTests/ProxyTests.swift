@@ -402,7 +402,7 @@ struct ListFilterUnitTests {
                 try reader.feed(ByteBuffer(string: "event: message\(hidden)\ndata: a\n\n"))
             }
         }
-        let prose = "data: {\"text\":\"a\u{2028}b\u{2029}\u{0C}c, the data and the id\"}\n\n"
+        let prose = "data: {\"text\":\"a\u{2028}b\u{2029}\u{0C}c, \u{2028}identity and \u{2029}database, \u{85}events\"}\n\n"
         #expect(String(decoding: try ids.feed(ByteBuffer(string: prose)), as: UTF8.self) == prose)
         // An event of nothing but such an id is nothing to relay (not a lone blank line; found by the fuzzer).
         #expect(try ids.feed(ByteBuffer(string: "id: e\u{0}v\n\n")).isEmpty)

@@ -336,24 +336,38 @@ struct SSEEventFilter {
     /// Whether a field name (`id`, `data`, `event`, `retry`) follows, in `event`, a character that some SSE readers take
     /// for a line break though the standard does not: VT, FF, FS, GS, RS, NEL, U+2028 or U+2029 (Python's
     /// `str.splitlines`, which httpx-sse, the MCP Python SDK 1.x's reader, used before 0.4.2). Such a reader sees a field
-    /// the gateway does not: an id it never sealed, data it never filtered (found by review). Field names only, with or
-    /// without a colon after them, wherever they follow: what matters is that no reader can find a field there.
+    /// the gateway does not: an id it never sealed, data it never filtered (found by review). A field is its name then
+    /// a colon or the end of the line, as such a reader reads it; prose after those characters (`identity`,
+    /// `database`) is no field and goes on.
     static func hidesField(in event: [UInt8]) -> Bool {
         var index = 0
         while index < event.count {
-            let after: Int? =
-                switch event[index] {
-                case 0x0B, 0x0C, 0x1C, 0x1D, 0x1E: index + 1
-                case 0xC2 where index + 1 < event.count && event[index + 1] == 0x85: index + 2
-                case 0xE2 where index + 2 < event.count && event[index + 1] == 0x80 && (event[index + 2] | 1) == 0xA9: index + 3
-                default: nil
+            if let after = lineBreakEnd(in: event, at: index, alsoStandard: false),
+                let name = fieldNames.first(where: { event[after...].starts(with: $0) })
+            {
+                let end = after + name.count
+                if end == event.count || event[end] == UInt8(ascii: ":") || lineBreakEnd(in: event, at: end, alsoStandard: true) != nil {
+                    return true
                 }
-            if let after, fieldNames.contains(where: { event[after...].starts(with: $0) }) { return true }
+            }
             index += 1
         }
         return false
     }
     private static let fieldNames = ["id", "data", "event", "retry"].map { Array($0.utf8) }
+
+    /// Where the line break at `index` ends, for a character that Python's `str.splitlines` takes for one and the SSE
+    /// standard does not (VT, FF, FS, GS, RS, NEL, U+2028, U+2029), and with `alsoStandard` for CR and LF too; nil when
+    /// there is none there.
+    private static func lineBreakEnd(in event: [UInt8], at index: Int, alsoStandard: Bool) -> Int? {
+        switch event[index] {
+        case 0x0A, 0x0D: alsoStandard ? index + 1 : nil
+        case 0x0B, 0x0C, 0x1C, 0x1D, 0x1E: index + 1
+        case 0xC2 where index + 1 < event.count && event[index + 1] == 0x85: index + 2
+        case 0xE2 where index + 2 < event.count && event[index + 1] == 0x80 && (event[index + 2] | 1) == 0xA9: index + 3
+        default: nil
+        }
+    }
 
     /// Whether a line of `event` starts with `field` followed by `:` or the end of the line.
     static func hasField(_ field: String, in event: [UInt8]) -> Bool {
