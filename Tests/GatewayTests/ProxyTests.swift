@@ -96,14 +96,20 @@ struct ProxyTests {
         }
     }
 
+    /// A fresh policies directory whose only document, acme's, is `document`.
+    static func acmePolicies(_ document: String) throws -> URL {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-policies-\(UUID())")
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        try document.write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        return directory
+    }
+
     @Test("a limit of one call in billions of years refuses the second call with a bounded Retry-After, and the gateway lives on")
     func tinyRateRetryAfter() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-tiny-rate-\(UUID())")
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try
+        let directory = try Self.acmePolicies(
             #"{"name":"t","default_action":"allow","rules":[],"rate_limits":[{"id":"L1","rate_per_second":1e-19,"burst":1,"per":"agent","scope":"local"}]}"#
-            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        )
+        defer { try? FileManager.default.removeItem(at: directory) }
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, frozenClock: true, policies: directory.path)
         #expect(try await gateway.client().send(body: RPC.call("read_file", id: 1)).status == 200)
@@ -117,12 +123,10 @@ struct ProxyTests {
 
     @Test("a rate limit naming tools/list counts list requests per agent: the second gets 429; calls and other agents are not counted")
     func listRequestsRateLimited() async throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-list-rate-\(UUID())")
-        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        try
+        let directory = try Self.acmePolicies(
             #"{"name":"t","default_action":"allow","rules":[],"rate_limits":[{"id":"LL","methods":["tools/list"],"rate_per_second":1e-9,"burst":1,"per":"agent","scope":"local"}]}"#
-            .write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        )
+        defer { try? FileManager.default.removeItem(at: directory) }
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url, frozenClock: true, policies: directory.path)
         let list = #"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#

@@ -127,17 +127,17 @@ struct RateLimiterTests {
         #expect(granted.load(ordering: .relaxed) == 500)
     }
 
+    /// An engine whose only document, acme's, is `document`.
+    static func acmeEngine(_ document: String) throws -> PolicyEngine {
+        PolicyEngine(
+            snapshot: PolicySnapshot(tenantDocuments: ["acme": [try PolicyFixtures.document(document)]], globalDocuments: [], directory: "")
+        )
+    }
+
     @Test("the engine returns rate_limited with the limit's id after the policy allows")
     func engine() throws {
-        let snapshot = PolicySnapshot(
-            tenantDocuments: [
-                "acme": [
-                    try PolicyFixtures.document(
-                        #"{"rules":[{"id":"A","action":"allow","tools":["w"]}],"rate_limits":[{"id":"L","rate_per_second":1,"burst":2}]}"#)
-                ]
-            ],
-            globalDocuments: [], directory: "")
-        let engine = PolicyEngine(snapshot: snapshot)
+        let engine = try Self.acmeEngine(
+            #"{"rules":[{"id":"A","action":"allow","tools":["w"]}],"rate_limits":[{"id":"L","rate_per_second":1,"burst":2}]}"#)
         let call = try PolicyFixtures.call("w")
         #expect(engine.decide(call, now: 0).outcome == .allow)
         #expect(engine.decide(call, now: 0).outcome == .allow)
@@ -150,16 +150,9 @@ struct RateLimiterTests {
 
     @Test("a limit naming a plumbing request counts it without a decision; calls and other methods are not counted there")
     func plumbingRequests() throws {
-        let snapshot = PolicySnapshot(
-            tenantDocuments: [
-                "acme": [
-                    try PolicyFixtures.document(
-                        #"{"default_action":"allow","rules":[],"rate_limits":[{"id":"LL","methods":["tools/list","ping"],"rate_per_second":1,"burst":1,"per":"agent"}]}"#
-                    )
-                ]
-            ],
-            globalDocuments: [], directory: "")
-        let engine = PolicyEngine(snapshot: snapshot)
+        let engine = try Self.acmeEngine(
+            #"{"default_action":"allow","rules":[],"rate_limits":[{"id":"LL","methods":["tools/list","ping"],"rate_per_second":1,"burst":1,"per":"agent"}]}"#
+        )
         let passing = PolicyDecision(outcome: .allow, rule: "protocol", document: "", reason: "plumbing", matches: [], logArguments: false)
         func count(_ method: String, agent: String = "a1", now: Double = 0) -> PolicyDecision? {
             let request = PolicyRequest(tenant: "acme", agent: agent, scopes: [], method: method, target: nil, arguments: nil)
