@@ -5,7 +5,8 @@ import Synchronization
 /// persistence, for tests. Started and known ready by its own log line, not by waiting.
 public final class RedisServer: Sendable {
     /// The port it listens on (127.0.0.1).
-    public let port: Int
+    public var port: Int { chosenPort.withLock { $0 } }
+    private let chosenPort: Mutex<Int>
     private let extra: [String]
     private let tls: Bool
     private let process = Mutex<Process?>(nil)
@@ -16,8 +17,11 @@ public final class RedisServer: Sendable {
     /// Starts a server on a free port, with `arguments` added to its command line (e.g. `--requirepass`). With `tls`,
     /// it speaks only TLS, with the dev PKI's server certificate (`certs-dev/server.pem`, from the gateway CA), and
     /// `clientCA`, if given, must have signed the client's certificate.
+    ///
+    /// A free port can be taken by another socket (a client's ephemeral port, another test's server) before
+    /// redis-server binds it; it is then started again on another free port, up to five times in all.
     public init(arguments: [String] = [], tls: Bool = false, clientCA: String? = nil) async throws {
-        port = try Self.freePort()
+        chosenPort = Mutex(try Self.freePort())
         self.tls = tls
         var arguments = arguments
         if tls {
@@ -27,7 +31,15 @@ public final class RedisServer: Sendable {
             ]
         }
         extra = arguments
-        try await start()
+        for attempt in 1... {
+            do {
+                try await start()
+                return
+            } catch let error as RedisServerError where attempt < 5 && error.log.contains("Address already in use") {
+                let port = try Self.freePort()
+                chosenPort.withLock { $0 = port }
+            }
+        }
     }
 
     /// Starts it (again) on the same port.
