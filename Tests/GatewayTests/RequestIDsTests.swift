@@ -58,4 +58,16 @@ struct RequestIDsTests {
             #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([(name, "a"), (name + "x", "b")])) == nil)
         }
     }
+
+    @Test("a read or forwarded header whose value holds U+FFFD (bytes that were not UTF-8) is found; other headers are not read")
+    func headersNotUTF8() {
+        #expect(HeaderText.holdsReplacementCharacter("a\u{FFFD}"))
+        #expect(HeaderText.holdsReplacementCharacter("\u{FFFD}b"))
+        #expect(!HeaderText.holdsReplacementCharacter("é ü \u{FFFC}\u{FFFE} ab"))
+        #expect(!HeaderText.holdsReplacementCharacter(""))
+        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Accept", "a"), ("X-Other", "\u{FFFD}")])) == nil)
+        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Accept", "a"), ("ACCEPT", "b\u{FFFD}")])) == "ACCEPT")
+        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Mcp-Param-Path", "/tmp/\u{FFFD}")])) == "Mcp-Param-Path")
+        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Mcp-Param-Path", "/tmp/é")])) == nil)
+    }
 }

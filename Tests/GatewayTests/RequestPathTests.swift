@@ -534,6 +534,32 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test(
+        "a header value that is not UTF-8 is refused (400) and recorded before anything is forwarded; the connection goes on",
+        arguments: [("MCP-Protocol-Version", "2025-06-18MARK"), ("Mcp-Param-Path", "xMARKy")])
+    func headerNotUTF8(name: String, value: String) async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        // NIO's decoder reads 0xFF as U+FFFD: forwarded, the upstream would get EF BF BD where the client sent FF.
+        let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [(name, value)])
+        var bytes = Array(call.utf8)
+        let mark = Array("MARK".utf8)
+        let at = try #require((0...(bytes.count - mark.count)).first { Array(bytes[$0..<($0 + mark.count)]) == mark })
+        bytes.replaceSubrange(at..<(at + mark.count), with: [0xFF])
+        try await client.send(bytes: bytes)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"b.txt"}"#, id: 2)))
+        #expect(await client.wait(timeout: .seconds(5)) { statusLines($0).count == 2 }, "\(client.text)")
+        #expect(statusLines(client.text) == ["HTTP/1.1 400", "HTTP/1.1 200"], "\(client.text)")
+        #expect(client.text.contains("the value of header \(name) is not valid UTF-8"), "\(client.text)")
+        #expect(upstream.received.count == 1)
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["decision"]?.stringValue ?? "-" } == ["malformed", "allow"], "\(records)")
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("bytes after a request that asked to close the connection are ignored: that request is answered")
     func bytesAfterConnectionClose() async throws {
         let upstream = try await RecordingUpstream.start(.json)

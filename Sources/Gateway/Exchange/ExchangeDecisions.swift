@@ -182,6 +182,17 @@ struct ExchangeDecisions {
         return repeated == 0 ? nil : singleValuedHeaders.names[repeated.trailingZeroBitCount]
     }
 
+    /// The name of the first header the gateway reads or forwards (one of `singleValuedHeaders`, or `Mcp-Param-*`)
+    /// whose value holds U+FFFD. The HTTP decoder puts that character in place of bytes that are not UTF-8, so such a
+    /// value is not what the client sent: the upstream would get other bytes, and a value checked against the body
+    /// would be checked as something the client never meant. A client that sent U+FFFD itself is refused alike.
+    static func headerNotUTF8(in headers: HTTPHeaders) -> String? {
+        for (name, value) in headers where singleValuedHeaders.index(of: name) != nil || MCPHeaderValue.isParamHeader(name) {
+            if HeaderText.holdsReplacementCharacter(value) { return name }
+        }
+        return nil
+    }
+
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
@@ -221,6 +232,9 @@ struct ExchangeDecisions {
         }
         if let repeated = Self.repeatedSingleValuedHeader(in: head.headers) ?? MCPHeaderValue.repeatedParamHeader(in: head.headers) {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
+        }
+        if let name = Self.headerNotUTF8(in: head.headers) {
+            return request.malformed(.invalidRequest("the value of header \(name) is not valid UTF-8", id: nil))
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (the gateway never routes on it).
         if head.version.major == 1, head.version.minor >= 1, !head.headers.contains(name: "host") {

@@ -36,6 +36,20 @@ enum HeaderText {
         return fits ?? !text.utf8.contains(where: isControl)
     }
 
+    /// Whether `text` holds U+FFFD (EF BF BD in UTF-8), the character a decoder puts in place of bytes that are not
+    /// UTF-8.
+    static func holdsReplacementCharacter(_ text: String) -> Bool {
+        let found = text.utf8.withContiguousStorageIfAvailable { bytes in
+            var index = 0
+            while index + 2 < bytes.count {
+                if bytes[index] == 0xEF, bytes[index + 1] == 0xBF, bytes[index + 2] == 0xBD { return true }
+                index += 1
+            }
+            return false
+        }
+        return found ?? text.unicodeScalars.contains("\u{FFFD}")
+    }
+
     /// Whether `byte` is a control byte a field value may not hold: 0x00–0x1F but HTAB, and DEL.
     @inline(__always)
     static func isControl(_ byte: UInt8) -> Bool {
