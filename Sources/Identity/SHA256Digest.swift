@@ -41,6 +41,12 @@ public struct SHA256Digest: Sendable, Hashable {
         self = data.withUnsafeBytes { SHA256Digest(of: $0) }
     }
 
+    /// Feeds the 32 bytes to `hasher` at once (the synthesised conformance fed the vector's 32 lanes one by one; this
+    /// runs for every token cache lookup).
+    public func hash(into hasher: inout Hasher) {
+        withUnsafeBytes(of: bytes) { hasher.combine(bytes: $0) }
+    }
+
     /// Appends the digest as 64 lower-case hexadecimal digits.
     public func appendHex(to text: inout [UInt8]) {
         for index in 0..<32 {

@@ -80,15 +80,20 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // Lengths count Unicode scalars: a "character" can carry any number of combining marks. The upper bounds
             // hold for every form, the value as sent included (20 characters percent-encoded seven times are 43 KB
             // for the tool); the lower one for the canonical value.
-            if let maximumLength, let length = leaf.checkedForms.lazy.map(\.unicodeScalars.count).first(where: { $0 > maximumLength }) {
-                return "longer than \(maximumLength) characters (\(length) Unicode scalars)"
+            // Plain loops: a key path in a lazy map is projected through the runtime (this runs for every leaf of
+            // every call a constraint covers). A form of at most `maximumLength` bytes has at most as many scalars.
+            let forms = maximumLength != nil || maximumBytes != nil ? leaf.checkedForms : []
+            if let maximumLength {
+                for form in forms where form.utf8.count > maximumLength {
+                    let length = form.unicodeScalars.count
+                    if length > maximumLength { return "longer than \(maximumLength) characters (\(length) Unicode scalars)" }
+                }
             }
-            let length = leaf.canonical.unicodeScalars.count
-            if let minimumLength, length < minimumLength {
+            if let minimumLength, case let length = leaf.canonical.unicodeScalars.count, length < minimumLength {
                 return "shorter than \(minimumLength) characters (\(length) Unicode scalars)"
             }
-            if let maximumBytes, let bytes = leaf.checkedForms.lazy.map(\.utf8.count).first(where: { $0 > maximumBytes }) {
-                return "longer than \(maximumBytes) bytes (\(bytes))"
+            if let maximumBytes {
+                for form in forms where form.utf8.count > maximumBytes { return "longer than \(maximumBytes) bytes (\(form.utf8.count))" }
             }
         }
         if !denyTokens.isEmpty || !denyPatterns.isEmpty {

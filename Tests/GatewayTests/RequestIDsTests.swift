@@ -44,19 +44,34 @@ struct RequestIDsTests {
 
     @Test("a repeated single-valued header is found whatever its case, in the list's order")
     func repeatedHeaders() {
-        #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([("Accept", "a"), ("Content-Type", "x")])) == nil)
-        #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([("Accept", "a"), ("ACCEPT", "b")])) == "accept")
-        #expect(
-            ExchangeDecisions.repeatedSingleValuedHeader(
-                in: HTTPHeaders([("mcp-name", "a"), ("Accept", "x"), ("mcp-name", "b"), ("accept", "y")]))
-                == "mcp-name")  // mcp-name comes before accept in the list
-        // Every name of the list, repeated in another case, is found (each has a bit of its own: under 64 names).
-        #expect(ExchangeDecisions.singleValuedHeaders.names.count < 64)
-        for name in ExchangeDecisions.singleValuedHeaders.names {
-            let headers = HTTPHeaders([("x-other", "1"), (name, "a"), ("Mcp-Param-" + name, "b"), (name.uppercased(), "c")])
-            #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: headers) == name)
-            #expect(ExchangeDecisions.repeatedSingleValuedHeader(in: HTTPHeaders([(name, "a"), (name + "x", "b")])) == nil)
+        func repeated(_ headers: [(String, String)]) -> String? { RequestHeaderValues(HTTPHeaders(headers)).repeatedSingleValued }
+        #expect(repeated([("Accept", "a"), ("Content-Type", "x")]) == nil)
+        #expect(repeated([("Accept", "a"), ("ACCEPT", "b")]) == "accept")
+        #expect(repeated([("mcp-name", "a"), ("Accept", "x"), ("mcp-name", "b"), ("accept", "y")]) == "mcp-name")  // mcp-name comes before accept
+        // Every single-valued name, repeated in another case, is found; other names the gateway reads are not reported.
+        let names = RequestHeaderValues.names.names
+        #expect(names.count == RequestHeaderValues.Name.allCases.count && names.count <= 32)
+        for (index, name) in names.enumerated() {
+            let headers = [("x-other", "1"), (name, "a"), ("Mcp-Param-" + name, "b"), (name.uppercased(), "c")]
+            #expect(repeated(headers) == (index < RequestHeaderValues.singleValuedCount ? name : nil))
+            #expect(repeated([(name, "a"), (name + "x", "b")]) == nil)
         }
+    }
+
+    @Test("the first value of each header the gateway reads, whatever its case, as HTTPHeaders.first(name:) gives it")
+    func firstValues() {
+        for (index, name) in RequestHeaderValues.names.names.enumerated() {
+            let raw = HTTPHeaders([("x-other", "0"), (name.uppercased(), "first \(index)"), ("Mcp-Param-X", "p"), (name, "second")])
+            let values = RequestHeaderValues(raw)
+            let header = RequestHeaderValues.Name(rawValue: index)!
+            #expect(values.first(header) == raw.first(name: name))
+            #expect(values.contains(header) && values.isRepeated(header))
+            for other in RequestHeaderValues.Name.allCases where other != header {
+                #expect(values.first(other) == nil && !values.contains(other))
+            }
+            #expect(values.hasParameterHeaders)
+        }
+        #expect(!RequestHeaderValues(HTTPHeaders([("Accept", "a")])).hasParameterHeaders)
     }
 
     @Test("a read or forwarded header whose value holds U+FFFD (bytes that were not UTF-8) is found; other headers are not read")
@@ -65,9 +80,10 @@ struct RequestIDsTests {
         #expect(HeaderText.holdsReplacementCharacter("\u{FFFD}b"))
         #expect(!HeaderText.holdsReplacementCharacter("é ü \u{FFFC}\u{FFFE} ab"))
         #expect(!HeaderText.holdsReplacementCharacter(""))
-        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Accept", "a"), ("X-Other", "\u{FFFD}")])) == nil)
-        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Accept", "a"), ("ACCEPT", "b\u{FFFD}")])) == "ACCEPT")
-        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Mcp-Param-Path", "/tmp/\u{FFFD}")])) == "Mcp-Param-Path")
-        #expect(ExchangeDecisions.headerNotUTF8(in: HTTPHeaders([("Mcp-Param-Path", "/tmp/é")])) == nil)
+        func notUTF8(_ headers: [(String, String)]) -> String? { RequestHeaderValues(HTTPHeaders(headers)).notUTF8 }
+        #expect(notUTF8([("Accept", "a"), ("X-Other", "\u{FFFD}"), ("Authorization", "Bearer \u{FFFD}")]) == nil)
+        #expect(notUTF8([("Accept", "a"), ("ACCEPT", "b\u{FFFD}")]) == "ACCEPT")
+        #expect(notUTF8([("Mcp-Param-Path", "/tmp/\u{FFFD}")]) == "Mcp-Param-Path")
+        #expect(notUTF8([("Mcp-Param-Path", "/tmp/é")]) == nil)
     }
 }

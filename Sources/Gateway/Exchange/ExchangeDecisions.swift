@@ -14,15 +14,9 @@ struct ExchangeDecisions {
     // MARK: - Authentication (on the head, before any body is read)
 
     /// The bearer token of the `Authorization` header, or why the header cannot be used.
-    static func bearerToken(_ headers: HTTPHeaders) -> Result<String?, AuthenticationError> {
-        var found: String?
-        var count = 0
-        for (name, value) in headers where HeaderText.isName(name, "authorization") {
-            count += 1
-            found = value
-        }
-        guard count <= 1 else { return .failure(.malformedToken("more than one Authorization header")) }
-        guard var authorization = found else { return .success(nil) }
+    static func bearerToken(_ headers: RequestHeaderValues) -> Result<String?, AuthenticationError> {
+        guard !headers.isRepeated(.authorization) else { return .failure(.malformedToken("more than one Authorization header")) }
+        guard var authorization = headers.first(.authorization) else { return .success(nil) }
         // "Bearer" (any case), one or more spaces, the token; surrounding blanks ignored. Read in place (no copy).
         guard authorization.utf8.count > 7, HeaderText.hasPrefix(authorization, "bearer ") else {
             return .failure(.malformedToken("Authorization must be 'Bearer <token>'"))
@@ -45,7 +39,7 @@ struct ExchangeDecisions {
             return .failure(authenticationRefusal(request, .certificateRefused(refusal)))
         }
         let error: AuthenticationError
-        switch Self.bearerToken(request.head.headers) {
+        switch Self.bearerToken(request.headers) {
         case .failure(let failure):
             error = failure
         case .success(let token):
@@ -107,7 +101,7 @@ struct ExchangeDecisions {
             status: status, id: nil, code: GatewayErrorCode.authenticationFailed,
             message: "authentication failed: \(publicReason)", data: .object(JSONObject(["code": .string(publicCode)])),
             headers: headers, records: [record])
-        if case .unknownKeyID = error, case .success(let token?) = Self.bearerToken(request.head.headers) {
+        if case .unknownKeyID = error, case .success(let token?) = Self.bearerToken(request.headers) {
             refusal.unknownKeyTenant = services.authenticator.tokens.tenantToRefetch(for: token)
         }
         return refusal
@@ -162,37 +156,6 @@ struct ExchangeDecisions {
 
     // MARK: - Checks on the head
 
-    /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two
-    /// copies could be read differently by each.
-    static let singleValuedHeaders = HeaderNames([
-        "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept", "host",
-    ])
-
-    /// The first of `singleValuedHeaders` (in that list's order) that `headers` has more than once: one pass over the
-    /// headers, counting, since this runs for every request.
-    static func repeatedSingleValuedHeader(in headers: HTTPHeaders) -> String? {
-        // One bit per name seen, one per name seen again (the list has fewer than 64 names: `RequestIDsTests`).
-        var seen: UInt64 = 0
-        var repeated: UInt64 = 0
-        for (name, _) in headers {
-            guard let index = singleValuedHeaders.index(of: name) else { continue }
-            repeated |= seen & (1 << index)
-            seen |= 1 << index
-        }
-        return repeated == 0 ? nil : singleValuedHeaders.names[repeated.trailingZeroBitCount]
-    }
-
-    /// The name of the first header the gateway reads or forwards (one of `singleValuedHeaders`, or `Mcp-Param-*`)
-    /// whose value holds U+FFFD. The HTTP decoder puts that character in place of bytes that are not UTF-8, so such a
-    /// value is not what the client sent: the upstream would get other bytes, and a value checked against the body
-    /// would be checked as something the client never meant. A client that sent U+FFFD itself is refused alike.
-    static func headerNotUTF8(in headers: HTTPHeaders) -> String? {
-        for (name, value) in headers where singleValuedHeaders.index(of: name) != nil || MCPHeaderValue.isParamHeader(name) {
-            if HeaderText.holdsReplacementCharacter(value) { return name }
-        }
-        return nil
-    }
-
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
@@ -212,7 +175,8 @@ struct ExchangeDecisions {
                 return request.malformed(.invalidRequest("POST /messages needs the session parameter from the stream", id: nil))
             }
         }
-        if let handle = head.headers.first(name: "mcp-session-id") {
+        let headers = request.headers
+        if let handle = headers.first(.mcpSessionID) {
             switch services.sessionHandles.open(session: handle, for: principal) {
             case .success(let session): request.upstreamSession = session
             case .failure(let problem):
@@ -221,7 +185,7 @@ struct ExchangeDecisions {
                     records: [request.record(.deny, "session handle \(problem)", rule: "session_binding")])
             }
         }
-        if let eventID = head.headers.first(name: "last-event-id") {
+        if let eventID = headers.first(.lastEventID) {
             switch services.sessionHandles.open(event: eventID, session: request.upstreamSession, for: principal) {
             case .success(let event): request.upstreamLastEventID = event
             case .failure(let problem):
@@ -230,26 +194,28 @@ struct ExchangeDecisions {
                     records: [request.record(.deny, "Last-Event-ID \(problem)", rule: "event_binding")])
             }
         }
-        if let repeated = Self.repeatedSingleValuedHeader(in: head.headers) ?? MCPHeaderValue.repeatedParamHeader(in: head.headers) {
+        if let repeated = headers.repeatedSingleValued
+            ?? (headers.hasParameterHeaders ? MCPHeaderValue.repeatedParamHeader(in: head.headers) : nil)
+        {
             return request.malformed(.invalidRequest("header \(repeated) appears more than once", id: nil))
         }
-        if let name = Self.headerNotUTF8(in: head.headers) {
+        if let name = headers.notUTF8 {
             return request.malformed(.invalidRequest("the value of header \(name) is not valid UTF-8", id: nil))
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (the gateway never routes on it).
-        if head.version.major == 1, head.version.minor >= 1, !head.headers.contains(name: "host") {
+        if head.version.major == 1, head.version.minor >= 1, !headers.contains(.host) {
             return request.malformed(.invalidRequest("the Host header is missing (required by HTTP/1.1)", id: nil))
         }
         switch head.method {
         case .POST:
-            if let version = head.headers.first(name: "mcp-protocol-version"), !MCPMethod.knownVersions.contains(version) {
+            if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {
                 return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
             }
-            if let type = head.headers.first(name: "content-type"), !HeaderText.hasPrefix(type, "application/json") {
+            if let type = headers.first(.contentType), !HeaderText.hasPrefix(type, "application/json") {
                 return request.malformed(.invalidRequest("Content-Type must be application/json", id: nil), status: .unsupportedMediaType)
             }
         case .GET:
-            if !(head.headers.first(name: "accept")?.contains("text/event-stream") ?? false) {
+            if !(headers.first(.accept)?.contains("text/event-stream") ?? false) {
                 return Refusal(
                     status: .notAcceptable, json: #"{"error":"GET needs Accept: text/event-stream"}"#,
                     records: [request.record(.malformed, "GET without Accept: text/event-stream", rule: "accept")])
@@ -307,7 +273,8 @@ struct ExchangeDecisions {
     ) -> Result<ForwardPlan, NotForwarded> {
         let principal = request.principal!
         let head = request.head
-        let version = head.headers.first(name: "mcp-protocol-version")
+        let headers = request.headers
+        let version = headers.first(.mcpProtocolVersion)
         let parsed: MCPBody
         do {
             parsed = try body.withUnsafeReadableBytes { bytes throws(MCPRequestError) in
@@ -323,7 +290,7 @@ struct ExchangeDecisions {
                 request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
         if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first,
-            let problem = Self.modernEnvelopeProblem(message, head.headers, version: version!)
+            let problem = Self.modernEnvelopeProblem(message, headers, version: version!)
         {
             if case .headerMismatch(let reason, let id) = problem {
                 return .refusing(
@@ -333,7 +300,7 @@ struct ExchangeDecisions {
             }
             return .refusing(request.malformed(problem))
         }
-        if let mismatch = headerMismatch(head.headers, parsed) {
+        if let mismatch = headerMismatch(headers, routing: head.headers, parsed) {
             return .refusing(
                 Refusal(
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
@@ -364,8 +331,8 @@ struct ExchangeDecisions {
         // 2026-07-28 carries trace context in params._meta: the upstream is told the gateway's span there as well.
         if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first, message.kind == .request {
             let meta = message.params?.objectValue?["_meta"]?.objectValue
-            if head.headers.first(name: "traceparent") == nil, meta?["traceparent"] != nil {
-                request.trace = TraceContext.of(head.headers, meta: meta)
+            if !headers.contains(.traceparent), meta?["traceparent"] != nil {
+                request.trace = TraceContext.of(headers, meta: meta)
             }
             if let trace = request.trace, let traced = Self.withTraceContext(body, message: message, rewritten: body != original, trace) {
                 body = traced
@@ -634,20 +601,20 @@ struct ExchangeDecisions {
     static func requestKey(_ id: JSONValue) -> String { canonicalID(id) ?? "\u{0}" + id.serialized }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
-    func headerMismatch(_ headers: HTTPHeaders, _ parsed: MCPBody) -> String? {
+    func headerMismatch(_ headers: RequestHeaderValues, routing all: HTTPHeaders, _ parsed: MCPBody) -> String? {
         if parsed.isBatch {
             // Routing headers describe one message; on a batch they would describe none of them truthfully.
-            let routing = headers.map(\.name).first { name in
+            let routing = all.map(\.name).first { name in
                 let lowered = name.lowercased()
                 return lowered == "mcp-method" || lowered == "mcp-name" || MCPHeaderValue.isParamHeader(name)
             }
             return routing.map { "the MCP routing header \($0) cannot describe a batch" }
         }
         guard let first = parsed.messages.first else { return nil }
-        if let method = headers.first(name: "mcp-method"), method != first.method {
+        if let method = headers.first(.mcpMethod), method != first.method {
             return "Mcp-Method header '\(method)' does not match the body's method '\(first.method ?? "")'"
         }
-        if let name = headers.first(name: "mcp-name") {
+        if let name = headers.first(.mcpName) {
             let decoded = MCPHeaderValue.decode(name)
             let params = first.params?.objectValue
             let bodyName = Self.namedTarget(method: first.method ?? "", params: params)
@@ -672,7 +639,7 @@ struct ExchangeDecisions {
     /// What a 2026-07-28 request lacks: `params._meta` with the protocol version and client capabilities (then
     /// `-32602`), the version agreeing with the `MCP-Protocol-Version` header, and the `Mcp-Method` header — and
     /// `Mcp-Name` for a call that names its target (then `-32020`). Nil when the envelope is complete.
-    static func modernEnvelopeProblem(_ message: JSONRPCMessage, _ headers: HTTPHeaders, version: String) -> MCPRequestError? {
+    static func modernEnvelopeProblem(_ message: JSONRPCMessage, _ headers: RequestHeaderValues, version: String) -> MCPRequestError? {
         guard message.kind == .request, let method = message.method else { return nil }
         guard let meta = message.params?.objectValue?["_meta"]?.objectValue else {
             return .invalidParams("params._meta must be an object carrying \(protocolVersionKey) and \(capabilitiesKey)", id: message.id)
@@ -684,11 +651,11 @@ struct ExchangeDecisions {
         if meta[protocolVersionKey]?.stringValue != version {
             return .headerMismatch("MCP-Protocol-Version header does not match params._meta's protocol version", id: message.id)
         }
-        if headers.first(name: "mcp-method") == nil {
+        if !headers.contains(.mcpMethod) {
             return .headerMismatch("the Mcp-Method header is missing", id: message.id)
         }
         let named = ["tools/call": "name", "prompts/get": "name", "resources/read": "uri"][method]
-        if let named, message.params?.objectValue?[named] != nil, headers.first(name: "mcp-name") == nil {
+        if let named, message.params?.objectValue?[named] != nil, !headers.contains(.mcpName) {
             return .headerMismatch("the Mcp-Name header is missing", id: message.id)
         }
         return nil

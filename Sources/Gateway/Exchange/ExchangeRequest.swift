@@ -13,6 +13,8 @@ import TLS
 final class ExchangeRequest: @unchecked Sendable {
     /// The request head as received.
     let head: HTTPRequestHead
+    /// The headers of `head` the gateway reads, found in one pass.
+    let headers: RequestHeaderValues
     /// The gateway's id for it.
     let requestID: String
     /// When its head arrived.
@@ -47,8 +49,12 @@ final class ExchangeRequest: @unchecked Sendable {
         case legacyMessages
     }
 
-    init(head: HTTPRequestHead, requestID: String, received: NIODeadline, clientAddress: String?, handshake: TLSHandshakeCompleted?) {
+    init(
+        head: HTTPRequestHead, headers: RequestHeaderValues, requestID: String, received: NIODeadline, clientAddress: String?,
+        handshake: TLSHandshakeCompleted?
+    ) {
         self.head = head
+        self.headers = headers
         self.requestID = requestID
         self.received = received
         self.clientAddress = clientAddress
@@ -69,7 +75,7 @@ final class ExchangeRequest: @unchecked Sendable {
             requestID: requestID, httpMethod: head.method.rawValue, decision: decision, reason: reason,
             tenant: principal?.tenant, agent: principal?.agent, authMethod: principal?.method.rawValue,
             clientAddress: clientAddress, method: method, target: target, jsonrpcID: jsonrpcID, rule: rule,
-            latencyMicroseconds: elapsedMicroseconds, sessionID: head.headers.first(name: "mcp-session-id"),
+            latencyMicroseconds: elapsedMicroseconds, sessionID: headers.first(.mcpSessionID),
             traceID: trace?.traceID, arguments: arguments, sharedLimits: sharedLimits)
     }
 

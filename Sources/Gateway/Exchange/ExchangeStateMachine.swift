@@ -100,8 +100,8 @@ struct ExchangeStateMachine {
 
     // MARK: - Client events
 
-    /// A request head arrived.
-    mutating func requestHead(_ head: HTTPRequestHead) -> Action {
+    /// A request head arrived; `headers`, when given, are the values of its headers already read.
+    mutating func requestHead(_ head: HTTPRequestHead, headers: RequestHeaderValues? = nil) -> Action {
         guard case .idle = state else {
             state = .closed
             return .closeConnection
@@ -113,13 +113,13 @@ struct ExchangeStateMachine {
         requestMethod = head.method
         requestVersion = head.version
         // RFC 9112 §6.3: without Transfer-Encoding, Content-Length (or its absence: zero) says how long the body is.
+        let headers = headers ?? RequestHeaderValues(head.headers)
         declaredBodyBytes =
-            head.headers.contains(name: "transfer-encoding")
-            ? nil : head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0
+            headers.contains(.transferEncoding) ? nil : headers.first(.contentLength).flatMap { Int($0) } ?? 0
         collectedHead = nil
         // RFC 9110 §10.1.1: only an HTTP/1.1 client with a body to send waits for `100 Continue`.
         awaitingContinue =
-            declaredBodyBytes != 0 && head.headers.contains(name: "expect") && head.version != .http1_0
+            declaredBodyBytes != 0 && headers.contains(.expect) && head.version != .http1_0
             && head.headers[canonicalForm: "expect"].contains { $0.lowercased() == "100-continue" }
         return .authenticate
     }

@@ -24,11 +24,11 @@ struct TraceContext: Sendable, Equatable {
 
     /// The trace context of a request: its `traceparent` header, else `params._meta.traceparent` of its message,
     /// else a new trace. A malformed value is ignored (a new trace starts), as W3C specifies.
-    static func of(_ headers: HTTPHeaders, meta: JSONObject?) -> TraceContext {
+    static func of(_ headers: RequestHeaderValues, meta: JSONObject?) -> TraceContext {
         let spanID = randomHex(bytes: 8)
-        let header = headers.first(name: "traceparent")
+        let header = headers.first(.traceparent)
         let parsed = (header.flatMap(parse) ?? meta?["traceparent"]?.stringValue.flatMap(parse))
-        let state = (header != nil ? headers.first(name: "tracestate") : meta?["tracestate"]?.stringValue).flatMap {
+        let state = (header != nil ? headers.first(.tracestate) : meta?["tracestate"]?.stringValue).flatMap {
             $0.utf8.count <= 512 && $0.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F } ? $0 : nil
         }
         guard let parsed else {

@@ -298,17 +298,18 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func requestHead(_ head: HTTPRequestHead) {
         generation += 1
+        let headers = RequestHeaderValues(head.headers)
         deadlines.headReceived(
-            expectsBody: head.headers.contains(name: "transfer-encoding")
-                || (head.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
-        guard case .authenticate = machine.requestHead(head) else { return close() }
+            expectsBody: headers.contains(.transferEncoding) || (headers.first(.contentLength).flatMap { Int($0) } ?? 0) > 0)
+        guard case .authenticate = machine.requestHead(head, headers: headers) else { return close() }
         let path = head.uri.utf8.firstIndex(of: UInt8(ascii: "?")).map { String(head.uri[..<$0]) } ?? head.uri
         let requestID = services?.requestIDs.next() ?? "-"
         recheckClientCertificateAfterReload()
-        request = ExchangeRequest(head: head, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
-        request!.trace = TraceContext.of(head.headers, meta: nil)
+        request = ExchangeRequest(
+            head: head, headers: headers, requestID: requestID, received: .now(), clientAddress: clientAddress, handshake: handshake)
+        request!.trace = TraceContext.of(request!.headers, meta: nil)
         plan = nil
-        if head.method == .CONNECT || head.headers.contains(name: "upgrade") {
+        if head.method == .CONNECT || headers.contains(.upgrade) {
             // The HTTP decoder stops framing after such a head: nothing after it could be read, so the request is
             // refused and the connection closed.
             let what = head.method == .CONNECT ? "CONNECT is not supported" : "protocol upgrades (an Upgrade header) are not supported"
@@ -367,7 +368,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     headers: [("Allow", names.joined(separator: ", "))], records: [record]))
         }
         let pending = request!
-        if let introspector = services.introspector, case .success(let token?) = ExchangeDecisions.bearerToken(head.headers),
+        if let introspector = services.introspector, case .success(let token?) = ExchangeDecisions.bearerToken(request!.headers),
             TokenIntrospector.isOpaque(token)
         {
             return authenticateOpaque(pending, token, introspector)
