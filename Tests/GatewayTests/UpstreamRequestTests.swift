@@ -59,6 +59,18 @@ struct UpstreamRequestTests {
         #expect(String(buffer: request.head) == "GET /mcp HTTP/1.1\r\nX-Test: a\tb é\r\n\r\n")
     }
 
+    @Test("traceparent is written in pieces as the trace context's own text gives it")
+    func traceparent() throws {
+        var request = try UpstreamRequest(method: .POST, target: "/mcp", allocator: ByteBufferAllocator())
+        let trace = TraceContext(
+            traceID: "4bf92f3577b34da6a3ce929d0e0e4736", parentSpanID: "00f067aa0ba902b7", spanID: "a3ce929d0e0e4736", flags: "01",
+            state: nil)
+        try request.addTraceparent(trace)
+        request.finish(body: nil)
+        #expect(String(buffer: request.head) == "POST /mcp HTTP/1.1\r\ntraceparent: \(trace.upstreamTraceparent)\r\n\r\n")
+        #expect(trace.upstreamTraceparent == "00-4bf92f3577b34da6a3ce929d0e0e4736-a3ce929d0e0e4736-01")
+    }
+
     @Test("the response decoder is told the method: the answer to HEAD has no body")
     func headResponse() throws {
         let decoder = UpstreamResponseDecoder()

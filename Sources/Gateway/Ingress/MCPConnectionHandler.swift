@@ -999,7 +999,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let event = request.upstreamLastEventID { try upstream.add(name: "Last-Event-ID", value: event) }
         for (name, value) in parameters { try upstream.add(name: name, value: value) }
         if let trace = request.trace {
-            try upstream.add(name: "traceparent", value: trace.upstreamTraceparent)
+            try upstream.addTraceparent(trace)
             if let state = trace.state { try upstream.add(name: "tracestate", value: state) }
         }
         // Its name is none of the headers above (`UpstreamConfiguration.credentialHeaderProblem`).
