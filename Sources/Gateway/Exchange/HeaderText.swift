@@ -76,8 +76,8 @@ enum HeaderText {
 }
 
 /// A fixed list of lower-case header names, looked up by a header's name ignoring ASCII case. A name is compared
-/// only with the listed names of its own length (the lists the gateway keeps have one name per length, so a lookup
-/// is at most one comparison): this runs for every header of every request and response.
+/// only with the listed names of its own length (in the lists the gateway keeps at most two names share a length,
+/// so a lookup is at most two comparisons): this runs for every header of every request and response.
 struct HeaderNames: Sendable {
     /// The names, in the order given.
     let names: [String]

@@ -9,7 +9,7 @@ import NIOHTTP1
 /// the first read or forwarded value that is not UTF-8. A class: handed from step to step as one reference, not as
 /// a copy of every value.
 final class RequestHeaderValues: Sendable {
-    /// A header the gateway reads. The first eight are the single-valued ones (`singleValued`), in the order their
+    /// A header the gateway reads. The first `singleValuedCount` are the single-valued ones, in the order their
     /// repetition is reported.
     enum Name: Int, CaseIterable {
         case contentType, mcpSessionID, mcpProtocolVersion, mcpMethod, mcpName, lastEventID, accept, host
