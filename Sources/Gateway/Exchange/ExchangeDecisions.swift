@@ -300,7 +300,7 @@ struct ExchangeDecisions {
             }
             return .refusing(request.malformed(problem))
         }
-        if let mismatch = headerMismatch(headers, routing: head.headers, parsed) {
+        if let mismatch = headerMismatch(headers, parsed) {
             return .refusing(
                 Refusal(
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
@@ -601,13 +601,12 @@ struct ExchangeDecisions {
     static func requestKey(_ id: JSONValue) -> String { canonicalID(id) ?? "\u{0}" + id.serialized }
 
     /// `Mcp-Method` / `Mcp-Name` must agree with the body (MCP 2026-07-28); intermediaries check, never trust.
-    func headerMismatch(_ headers: RequestHeaderValues, routing all: HTTPHeaders, _ parsed: MCPBody) -> String? {
+    func headerMismatch(_ headers: RequestHeaderValues, _ parsed: MCPBody) -> String? {
         if parsed.isBatch {
             // Routing headers describe one message; on a batch they would describe none of them truthfully.
-            let routing = all.map(\.name).first { name in
-                let lowered = name.lowercased()
-                return lowered == "mcp-method" || lowered == "mcp-name" || MCPHeaderValue.isParamHeader(name)
-            }
+            let routing =
+                headers.contains(.mcpMethod)
+                ? "Mcp-Method" : headers.contains(.mcpName) ? "Mcp-Name" : headers.hasParameterHeaders ? "Mcp-Param-*" : nil
             return routing.map { "the MCP routing header \($0) cannot describe a batch" }
         }
         guard let first = parsed.messages.first else { return nil }
