@@ -22,6 +22,11 @@ public struct UpstreamConfiguration: Sendable, Hashable {
     /// gateway presents there, which every agent of the tenant shares. Only then are task ids the upstream announces
     /// unasked (`tasks/list`, status notifications on a GET stream) the caller's own, and sealed to it. Default false.
     public var tasksScopedToSession = false
+    /// How long the upstream keeps an idle connection open (its keep-alive timeout). A pooled connection is reused
+    /// only while it has been idle for less than this minus a second, so that a request never goes out on a connection
+    /// the upstream is closing; zero or one second: every request gets a connection of its own. Nil: at least 4 s is
+    /// assumed (reused within 3 s, below the usual 5 s). A `Keep-Alive: timeout=N` the upstream sends shortens it.
+    public var keepAlive: Duration?
 
     /// Headers the gateway writes itself or that frame the message (and every `Mcp-*` one): a credential header may
     /// not be one of them (a second `Content-Length`, or a `Transfer-Encoding` beside one, is how requests are

@@ -59,7 +59,7 @@ struct ConfigurationFile {
     ]
     static let upstreamKeys: Set<String> = [
         "url", "credential_header", "credential_file", "ca_file", "client_certificate", "client_key", "call_timeout_seconds",
-        "legacy_sse_url", "tasks_scoped_to_session",
+        "legacy_sse_url", "tasks_scoped_to_session", "keep_alive_seconds",
     ]
     static let tlsKeys: Set<String> = [
         "certificate_chain", "private_key", "client_auth", "min_version", "verify_depth", "insecure_plain_http",
@@ -124,6 +124,12 @@ struct ConfigurationFile {
                     throw JSONFieldError(path: upstream.fieldPath("call_timeout_seconds"), reason: "must be positive")
                 }
                 configuration.callTimeout = .seconds(seconds)
+            }
+            if let seconds = try upstream.int("keep_alive_seconds") {
+                guard (0...3600).contains(seconds) else {
+                    throw JSONFieldError(path: upstream.fieldPath("keep_alive_seconds"), reason: "must be 0 to 3600 seconds")
+                }
+                configuration.keepAlive = .seconds(seconds)
             }
             if (configuration.clientCertificateFile == nil) != (configuration.clientKeyFile == nil) {
                 throw JSONFieldError(

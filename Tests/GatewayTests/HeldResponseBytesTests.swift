@@ -18,13 +18,6 @@ struct HeldResponseBytesTests {
         )
     }
 
-    /// Waits (bounded) until `condition` holds.
-    static func eventually(_ condition: () -> Bool) async throws -> Bool {
-        let deadline = ContinuousClock.now + .seconds(20)
-        while !condition() && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        return condition()
-    }
-
     @Test(
         "a client that does not read its list holds the list's bytes in its tenant's share: the tenant's next list is refused (503, recorded), another tenant's is served, and the share comes back when the client goes"
     )
@@ -43,7 +36,7 @@ struct HeldResponseBytesTests {
         #expect(await stalled.wait { $0.contains(#""status":"ok""#) })
         try await stalled.setReading(false)
         try await stalled.send(RawTLSClient.post(list))
-        #expect(try await Self.eventually { held.total >= 4_000_000 }, "the stalled client's answer is not held")
+        #expect(try await eventually { held.total >= 4_000_000 }, "the stalled client's answer is not held")
 
         let refused = try await gateway.client().send(body: list)
         #expect(refused.status == 503, "\(refused.body.prefix(300))")
@@ -51,7 +44,7 @@ struct HeldResponseBytesTests {
         #expect(other.status == 200)
 
         await stalled.close()
-        #expect(try await Self.eventually { held.total == 0 }, "the share did not come back: \(held.total)")
+        #expect(try await eventually { held.total == 0 }, "the share did not come back: \(held.total)")
         #expect(try await gateway.client().send(body: list).status == 200)
         let records = try gateway.auditRecords()
         #expect(
@@ -72,7 +65,7 @@ struct HeldResponseBytesTests {
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
         let response = try? await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
         #expect(response?.body.contains("xxxx") != true)
-        #expect(try await Self.eventually { gateway.services.upstream.heldBytes.total == 0 })
+        #expect(try await eventually { gateway.services.upstream.heldBytes.total == 0 })
         let records = try gateway.auditRecords()
         #expect(records.contains { $0["rule"] == .string("held_response_bytes") }, "\(records)")
         try await gateway.stop()
@@ -91,9 +84,9 @@ struct HeldResponseBytesTests {
         try await stalled.setReading(false)
         try await stalled.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#)))
         // The kernel takes some megabytes of it; the rest stays in the gateway's output, and so does the charge.
-        #expect(try await Self.eventually { held.total >= 15_000_000 }, "the written event is not counted: \(held.total)")
+        #expect(try await eventually { held.total >= 15_000_000 }, "the written event is not counted: \(held.total)")
         await stalled.close()
-        #expect(try await Self.eventually { held.total == 0 }, "the share did not come back: \(held.total)")
+        #expect(try await eventually { held.total == 0 }, "the share did not come back: \(held.total)")
         upstream.release()
         try await gateway.stop()
         await upstream.stop()

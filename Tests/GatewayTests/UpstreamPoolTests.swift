@@ -136,11 +136,78 @@ struct UpstreamPoolTests {
         let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next(), limits: limits)
         let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         #expect(try await call(pool, endpoint, id: 1).status == 200)
-        // Past the reuse window (but before the pool's own idle timeout closes it): not reused, and not in the way.
-        try await Task.sleep(for: .milliseconds(Int64(UpstreamConnection.reuseWindow.nanoseconds / 1_000_000) + 300))
+        // Past the reuse window: not reused, and not in the way.
+        try await Task.sleep(for: .milliseconds(Int64(UpstreamConnection.defaultReuseWindow.nanoseconds / 1_000_000) + 300))
         #expect(try await call(pool, endpoint, id: 2).status == 200)
         await upstream.stop()
     }
+
+    @Test("an upstream keep-alive of one second (below the margin): each request gets its own connection, closed after its answer")
+    func shortKeepAliveNeverReuses() async throws {
+        let upstream = try await RawUpstream.start { _ in Self.answer }
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        var configuration = UpstreamConfiguration(url: upstream.url)
+        configuration.keepAlive = .seconds(1)
+        let endpoint = try UpstreamEndpoint(configuration, tenant: "acme")
+        #expect(try await call(pool, endpoint, id: 1).status == 200)
+        // Closed by the gateway right after the answer (well before the default window would close it), not left for the
+        // upstream to close under the next request.
+        #expect(try await eventually(within: .seconds(2)) { upstream.closes.withLockedValue { $0.count } == 1 }, "the connection was kept")
+        #expect(try await call(pool, endpoint, id: 2).status == 200)
+        #expect(try await eventually { upstream.closes.withLockedValue { $0.count } == 2 })
+        await upstream.stop()
+    }
+
+    @Test("a configured keep-alive longer than the default: an idle connection is reused past the default window")
+    func longKeepAliveReuses() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        var configuration = UpstreamConfiguration(url: upstream.url)
+        configuration.keepAlive = .seconds(30)
+        let endpoint = try UpstreamEndpoint(configuration, tenant: "acme")
+        #expect(try await call(pool, endpoint, id: 1).status == 200)
+        try await Task.sleep(for: .milliseconds(Int64(UpstreamConnection.defaultReuseWindow.nanoseconds / 1_000_000) + 500))
+        #expect(try await call(pool, endpoint, id: 2).status == 200)
+        let ports = upstream.received.map(\.peerPort)
+        #expect(ports.count == 2 && ports[0] != nil && ports[0] == ports[1], "not reused: \(ports)")
+        await upstream.stop()
+    }
+
+    @Test("an upstream's Keep-Alive: timeout=1 shortens the reuse window: its connection is closed after the answer")
+    func keepAliveHintShortensReuse() async throws {
+        let upstream = try await RawUpstream.start { _ in Self.answer(headers: "Keep-Alive: timeout=1, max=100\r\n") }
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
+        #expect(try await call(pool, endpoint, id: 1).status == 200)
+        #expect(
+            try await eventually(within: .seconds(2)) { upstream.closes.withLockedValue { $0.count } == 1 },
+            "the connection was kept for reuse")
+        #expect(try await call(pool, endpoint, id: 2).status == 200)
+        #expect(upstream.requests.withLockedValue { $0.count } == 2)
+        await upstream.stop()
+    }
+
+    @Test("Keep-Alive timeouts read as servers write them; anything else is no hint")
+    func keepAliveTimeoutParsing() {
+        let cases: [(String, Int?)] = [
+            ("timeout=5, max=1000", 5), ("max=100, Timeout = 2", 2), ("timeout=\"7\"", 7), ("timeout=0", 0),
+            ("timeout=99999999999999999999999", 86_400), ("max=5", nil), ("timeout=", nil), ("timeout=-1", nil),
+            ("timeout=1.5", nil), ("timeout=abc", nil), ("", nil),
+        ]
+        for (value, expected) in cases {
+            #expect(UpstreamConnection.keepAliveTimeout(["Keep-Alive": value]) == expected, "\(value)")
+        }
+        #expect(UpstreamConnection.keepAliveTimeout([:]) == nil)
+        #expect(UpstreamConnection.reuseWindow(keepAlive: .seconds(1)) == .zero)
+        #expect(UpstreamConnection.reuseWindow(keepAlive: .seconds(5)) == .seconds(4))
+    }
+
+    /// A JSON-RPC answer with `Content-Length`, and `headers` (whole lines) if given.
+    private static func answer(headers: String = "") -> String {
+        let body = #"{"jsonrpc":"2.0","id":1,"result":{}}"#
+        return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
+    }
+    private static var answer: String { answer() }
 
     @Test("idle connections of all loops together hold at most half of the upstream's budget: another loop still connects")
     func idleConnectionsLeaveRoomForOtherLoops() async throws {
@@ -200,7 +267,7 @@ struct UpstreamPoolTests {
         await upstream.stop()
     }
 
-    @Test("a connection still connecting is not closed by the pool's idle timeout (a connect timeout above 5 s holds)")
+    @Test("a connection still connecting is not closed as idle (a connect timeout longer than the reuse window holds)")
     func connectingIsNotIdle() async throws {
         let channel = NIOAsyncTestingChannel()
         let loop = channel.testingEventLoop
@@ -213,9 +280,9 @@ struct UpstreamPoolTests {
                     key: "http://upstream.test:80", pool: pool, responseDecoder: UpstreamResponseDecoder(),
                     idleConnections: IdleConnectionCount()))
         }
-        // The pool's idle timeout reads the real clock; its ticker runs on the loop's. (Waited without holding a
-        // thread: other tests run meanwhile.)
-        try await Task.sleep(for: .nanoseconds(UpstreamConnection.poolIdleTimeout.nanoseconds + 300_000_000))
+        // The idle close reads the real clock; its ticker runs on the loop's. (Waited without holding a thread: other
+        // tests run meanwhile.)
+        try await Task.sleep(for: .nanoseconds(UpstreamConnection.defaultReuseWindow.nanoseconds + 300_000_000))
         await loop.advanceTime(by: .seconds(1))
         #expect(!closed.withLockedValue { $0 }, "closed while connecting")
         _ = try? await channel.finish()

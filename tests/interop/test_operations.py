@@ -131,6 +131,18 @@ def test_rate_limit_bucket_cap_per_tenant_is_a_positive_limit(tmp_path):
     assert "limits.max_rate_limit_buckets_per_tenant" in problem, problem
 
 
+def test_upstream_keep_alive_seconds_is_checked(tmp_path):
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["upstream"] = {"url": "http://127.0.0.1:9/mcp", "keep_alive_seconds": 2}
+    status, lines, stderr = config_check(write_config(tmp_path, config))
+    assert status == 0, (lines, stderr)
+    for bad, name in ((-1, "negative.json"), (3601, "long.json"), ("5", "text.json")):
+        config["tenants"]["acme"]["upstream"]["keep_alive_seconds"] = bad
+        path = write_config(tmp_path, config, name)
+        problem = only_problem(path)
+        assert "tenants.acme.upstream.keep_alive_seconds" in problem, problem
+
+
 @pytest.mark.parametrize("section, key, value, field", [
     ("limits", "max_json_depth", 100000000, "limits.max_json_depth"),
     ("limits", "event_loops", 100000, "limits.event_loops"),

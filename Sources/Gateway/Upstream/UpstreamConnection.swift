@@ -69,8 +69,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// Reading stopped for a slow client; always resumed before the connection carries another request.
     private var readingPaused = false
     private var ticker: RepeatedTask?
-    /// An idle pooled connection is closed after this long unused (it is no longer reused after `reuseWindow`).
-    static let poolIdleTimeout = TimeAmount.seconds(5)
+    /// How long this connection may sit idle and still be reused: the upstream's configured window, shortened by the
+    /// `Keep-Alive: timeout` of its last response. Past it, an idle connection is closed.
+    private var reuseWindow: TimeAmount
+    /// The window the upstream's configuration gives (`UpstreamEndpoint.reuseWindow`).
+    private let configuredReuseWindow: TimeAmount
 
     /// The decoder of this connection's responses, told the method of each request sent.
     private let responseDecoder: UpstreamResponseDecoder
@@ -80,11 +83,16 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// The connection budget this connection holds, given back once, when it starts closing.
     private var budget: (budgets: UpstreamBudgets, budget: UpstreamBudgets.Budget)?
 
-    init(key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder, idleConnections: IdleConnectionCount) {
+    init(
+        key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder, idleConnections: IdleConnectionCount,
+        reuseWindow: TimeAmount = UpstreamConnection.defaultReuseWindow
+    ) {
         self.key = key
         self.pool = pool
         self.responseDecoder = responseDecoder
         self.idleConnections = idleConnections
+        self.reuseWindow = reuseWindow
+        self.configuredReuseWindow = reuseWindow
     }
 
     /// The connect succeeded (NIO reports it before `channelActive`): the connection is idle, ready for a request,
@@ -107,13 +115,47 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// Whether the connection can carry a request now.
     var isUsable: Bool {
         guard let context, context.channel.isActive, case .idle(let since) = phase else { return false }
-        // Servers close idle keep-alive connections after a few seconds (uvicorn and Node after 5): one idle for
-        // longer may be closing as the request goes out, and a POST cannot be retried safely. Not reused then.
-        return NIODeadline.now() - since < Self.reuseWindow
+        // Servers close idle keep-alive connections after a few seconds (uvicorn and Node after 5, gunicorn after 2):
+        // one idle for longer may be closing as the request goes out, and a POST cannot be retried safely. Not reused
+        // then.
+        return NIODeadline.now() - since < reuseWindow
     }
 
-    /// How long an idle pooled connection may be reused: below the shortest common server keep-alive timeout.
-    static let reuseWindow = TimeAmount.seconds(3)
+    /// How long an idle pooled connection may be reused when the upstream's keep-alive timeout is not configured:
+    /// below the usual 5 s (uvicorn, Node).
+    static let defaultReuseWindow = TimeAmount.seconds(3)
+
+    /// The margin kept below an upstream's keep-alive timeout: a request must reach the upstream before it closes the
+    /// connection, and the clocks of the two ends start apart by up to a round trip.
+    static let keepAliveMargin = TimeAmount.seconds(1)
+
+    /// The reuse window for an upstream that closes idle connections after `keepAlive`.
+    static func reuseWindow(keepAlive: Duration) -> TimeAmount {
+        max(.zero, TimeAmount(keepAlive) - keepAliveMargin)
+    }
+
+    /// The `timeout` parameter of a response's `Keep-Alive` headers (`timeout=5, max=100`), in seconds; nil when there
+    /// is none that reads as a whole number of seconds.
+    static func keepAliveTimeout(_ headers: HTTPHeaders) -> Int? {
+        for value in headers[canonicalForm: "keep-alive"] {
+            let parameter = value.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard parameter.count == 2, trimmed(parameter[0]).lowercased() == "timeout" else { continue }
+            var seconds = trimmed(parameter[1])
+            if seconds.count >= 2, seconds.first == "\"", seconds.last == "\"" { seconds = seconds.dropFirst().dropLast() }
+            guard !seconds.isEmpty, seconds.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            return Int(seconds).map { min($0, 86_400) } ?? 86_400
+        }
+        return nil
+    }
+
+    /// `text` without the blanks (spaces, tabs) around it.
+    private static func trimmed(_ text: Substring) -> Substring {
+        let isBlank = { (character: Character) in character == " " || character == "\t" }
+        guard let start = text.firstIndex(where: { !isBlank($0) }), let end = text.lastIndex(where: { !isBlank($0) }) else {
+            return ""
+        }
+        return text[start...end]
+    }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
@@ -211,6 +253,9 @@ final class UpstreamConnection: ChannelInboundHandler {
                 return
             }
             keepAlive = keepAlive && head.isKeepAlive
+            if let seconds = Self.keepAliveTimeout(head.headers) {
+                reuseWindow = min(configuredReuseWindow, Self.reuseWindow(keepAlive: .seconds(seconds)))
+            }
             phase = .streaming(idleTimeout: idleTimeout)
             receiver?.upstreamResponseHead(head)
         case .body(let part):
@@ -225,7 +270,8 @@ final class UpstreamConnection: ChannelInboundHandler {
                 // Back to the pool only after this read has been fully decoded: bytes after the response (a body
                 // where none was declared) surface as a decoder error first and close the connection instead.
                 context.eventLoop.assumeIsolated().execute { [self] in
-                    if self.isUsable { self.pool?.release(self) }
+                    // Not to be reused (the upstream's keep-alive is shorter than a margin): closed now, not left open.
+                    if self.isUsable { self.pool?.release(self) } else { self.close() }
                 }
             } else {
                 close()
@@ -278,7 +324,8 @@ final class UpstreamConnection: ChannelInboundHandler {
         case .connecting:
             break
         case .idle(let since):
-            if now - since > Self.poolIdleTimeout { close() }
+            // No longer to be reused: closed, which frees the upstream's side too.
+            if now - since >= reuseWindow { close() }
         case .awaitingHead(let deadline, _):
             if now >= deadline { fail(.headTimeout) }
         case .streaming(let idleTimeout):

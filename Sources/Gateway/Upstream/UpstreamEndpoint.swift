@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import TLS
 
@@ -33,6 +34,8 @@ final class UpstreamEndpoint: Sendable {
     let tasksScopedToSession: Bool
     /// Idle connections to this upstream in all pools; shared by every endpoint with the same `key`.
     let idleConnections: IdleConnectionCount
+    /// How long an idle pooled connection may be reused (`UpstreamConfiguration.keepAlive` less a margin).
+    let reuseWindow: TimeAmount
 
     /// Parses `configuration.url` and builds its TLS context, for `tenant`'s requests (its connections are pooled apart
     /// from every other tenant's). `idleCount` gives the count of idle connections for the upstream's `key` (shared
@@ -43,6 +46,7 @@ final class UpstreamEndpoint: Sendable {
     ) throws(UpstreamConfigurationError) {
         callTimeout = configuration.callTimeout
         tasksScopedToSession = configuration.tasksScopedToSession
+        reuseWindow = configuration.keepAlive.map(UpstreamConnection.reuseWindow(keepAlive:)) ?? UpstreamConnection.defaultReuseWindow
         let url = configuration.url
         let secure: Bool
         let rest: Substring

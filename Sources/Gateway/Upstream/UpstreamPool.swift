@@ -70,7 +70,7 @@ final class UpstreamPool {
                     try pipeline.addHandler(
                         UpstreamConnection(
                             key: endpoint.connectionKey, pool: pool.value, responseDecoder: responseDecoder,
-                            idleConnections: endpoint.idleConnections))
+                            idleConnections: endpoint.idleConnections, reuseWindow: endpoint.reuseWindow))
                 }
             }
         if let resolver { bootstrap = bootstrap.resolver(resolver) }
