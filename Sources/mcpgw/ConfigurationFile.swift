@@ -125,12 +125,7 @@ struct ConfigurationFile {
                 }
                 configuration.callTimeout = .seconds(seconds)
             }
-            if let seconds = try upstream.int("keep_alive_seconds") {
-                guard (0...3600).contains(seconds) else {
-                    throw JSONFieldError(path: upstream.fieldPath("keep_alive_seconds"), reason: "must be 0 to 3600 seconds")
-                }
-                configuration.keepAlive = .seconds(seconds)
-            }
+            if let seconds = try upstream.int("keep_alive_seconds", in: 0...3600) { configuration.keepAlive = .seconds(seconds) }
             if (configuration.clientCertificateFile == nil) != (configuration.clientKeyFile == nil) {
                 throw JSONFieldError(
                     path: upstream.fieldPath("client_certificate"), reason: "needs client_key too (and the other way round)")

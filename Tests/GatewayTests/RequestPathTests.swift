@@ -166,8 +166,8 @@ struct RequestPathTests {
             #expect(await client.wait { $0.contains(#""id":\#(id),"result""#) })
         }
         #expect(upstream.closes.withLockedValue { $0.isEmpty })
-        // Idle past the reuse window (3 s): the next call takes a new connection, and the old one is closed when
-        // found (or at its idle timeout, 5 s after its last answer), not 5 s after this call had it been reused.
+        // Idle past the reuse window (3 s): the next call takes a new connection, and the old one is closed (once past
+        // the window, or when found), not 5 s after this call had it been reused.
         let lastAnswer = ContinuousClock.now
         try await Task.sleep(for: .milliseconds(3500))
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3)))

@@ -128,7 +128,9 @@ struct UpstreamPoolTests {
         await upstream.stop()
     }
 
-    @Test("an idle connection too old to reuse is closed when found: its place in the connection budget opens at once")
+    @Test(
+        "an idle connection past its reuse window is closed (by its ticker, or when found): its place in the connection budget opens at once"
+    )
     func staleIdleConnectionGivesItsBudgetBack() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         var limits = GatewayLimits()
@@ -192,7 +194,7 @@ struct UpstreamPoolTests {
         let cases: [(String, Int?)] = [
             ("timeout=5, max=1000", 5), ("max=100, Timeout = 2", 2), ("timeout=\"7\"", 7), ("timeout=0", 0),
             ("timeout=99999999999999999999999", 86_400), ("max=5", nil), ("timeout=", nil), ("timeout=-1", nil),
-            ("timeout=1.5", nil), ("timeout=abc", nil), ("", nil),
+            ("timeout=1.5", nil), ("timeout=abc", nil), ("", nil), ("timeout=abc, timeout=4", 4),
         ]
         for (value, expected) in cases {
             #expect(UpstreamConnection.keepAliveTimeout(["Keep-Alive": value]) == expected, "\(value)")
@@ -208,6 +210,42 @@ struct UpstreamPoolTests {
         return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\(headers)\r\n\(body)"
     }
     private static var answer: String { answer() }
+
+    @Test("an idle connection found past its reuse window before its ticker closes it: not handed out, closed, its budget back")
+    func staleIdleConnectionClosedWhenFound() async throws {
+        // A testing loop runs no scheduled task unless told to, so the connection's ticker never closes it here;
+        // `isUsable` reads the real clock.
+        let channel = NIOAsyncTestingChannel()
+        let loop = channel.testingEventLoop
+        let budgets = UpstreamBudgets()
+        let pool = pool(on: loop, budgets: budgets)
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: "http://upstream.test/mcp"), tenant: "acme")
+        let budget = UpstreamBudgets.Budget.upstreamConnections(endpoint.key)
+        #expect(budgets.acquire([(budget, 1)]) == nil)
+        let closed = NIOLockedValueBox(false)
+        channel.closeFuture.whenComplete { _ in closed.withLockedValue { $0 = true } }
+        try await loop.executeInContext {
+            try channel.pipeline.syncOperations.addHandler(
+                UpstreamConnection(
+                    key: endpoint.connectionKey, pool: pool, responseDecoder: UpstreamResponseDecoder(),
+                    idleConnections: endpoint.idleConnections, reuseWindow: .milliseconds(200)))
+        }
+        try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 80)).get()
+        try await loop.executeInContext {
+            let connection = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+            connection.opened(holding: budget, of: budgets)
+            pool.release(connection)
+        }
+        #expect(endpoint.idleConnections.value == 1)
+        try await Task.sleep(for: .milliseconds(300))
+        let found = try await loop.executeInContext { pool.idleConnection(endpoint) != nil }
+        #expect(!found, "a connection past its reuse window was handed out")
+        #expect(endpoint.idleConnections.value == 0)
+        await loop.run()  // the close's callbacks
+        #expect(closed.withLockedValue { $0 }, "not closed when found")
+        #expect(budgets.acquire([(budget, 1)]) == nil, "its connection budget was not given back")
+        _ = try? await channel.finish()
+    }
 
     @Test("idle connections of all loops together hold at most half of the upstream's budget: another loop still connects")
     func idleConnectionsLeaveRoomForOtherLoops() async throws {

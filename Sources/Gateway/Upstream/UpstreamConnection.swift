@@ -70,7 +70,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var readingPaused = false
     private var ticker: RepeatedTask?
     /// How long this connection may sit idle and still be reused: the upstream's configured window, shortened by the
-    /// `Keep-Alive: timeout` of its last response. Past it, an idle connection is closed.
+    /// `Keep-Alive: timeout` of the last response that gave one. Past it, an idle connection is closed.
     private var reuseWindow: TimeAmount
     /// The window the upstream's configuration gives (`UpstreamEndpoint.reuseWindow`).
     private let configuredReuseWindow: TimeAmount
@@ -134,15 +134,15 @@ final class UpstreamConnection: ChannelInboundHandler {
         max(.zero, TimeAmount(keepAlive) - keepAliveMargin)
     }
 
-    /// The `timeout` parameter of a response's `Keep-Alive` headers (`timeout=5, max=100`), in seconds; nil when there
-    /// is none that reads as a whole number of seconds.
+    /// The first `timeout` parameter of a response's `Keep-Alive` headers (`timeout=5, max=100`) that reads as a whole
+    /// number of seconds (at most a day); nil when there is none. A hint can only shorten the configured window.
     static func keepAliveTimeout(_ headers: HTTPHeaders) -> Int? {
         for value in headers[canonicalForm: "keep-alive"] {
             let parameter = value.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard parameter.count == 2, trimmed(parameter[0]).lowercased() == "timeout" else { continue }
             var seconds = trimmed(parameter[1])
             if seconds.count >= 2, seconds.first == "\"", seconds.last == "\"" { seconds = seconds.dropFirst().dropLast() }
-            guard !seconds.isEmpty, seconds.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+            guard !seconds.isEmpty, seconds.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { continue }
             return Int(seconds).map { min($0, 86_400) } ?? 86_400
         }
         return nil
