@@ -73,6 +73,29 @@ enum HeaderText {
     private static func lowercased(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
+
+    /// The directives of a comma-separated header (`Cache-Control: public, max-age=600`, `Keep-Alive: timeout=5,
+    /// max=100`), in order: each name in lower case, with its value when it has one (after `=`), blanks around both
+    /// and quotes around the value removed.
+    static func directives(_ headers: HTTPHeaders, _ header: String) -> [(name: String, value: Substring?)] {
+        headers[canonicalForm: header].map { directive in
+            let parts = directive.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            var value = parts.count == 2 ? trimmedBlanks(parts[1]) : nil
+            if let quoted = value, quoted.count >= 2, quoted.first == "\"", quoted.last == "\"" {
+                value = quoted.dropFirst().dropLast()
+            }
+            return (trimmedBlanks(parts[0]).lowercased(), value)
+        }
+    }
+
+    /// `text` without the blanks (spaces, tabs) around it.
+    private static func trimmedBlanks(_ text: Substring) -> Substring {
+        let isBlank = { (character: Character) in character == " " || character == "\t" }
+        guard let start = text.firstIndex(where: { !isBlank($0) }), let end = text.lastIndex(where: { !isBlank($0) }) else {
+            return ""
+        }
+        return text[start...end]
+    }
 }
 
 /// A fixed list of lower-case header names, looked up by a header's name ignoring ASCII case. A name is compared

@@ -229,19 +229,11 @@ public final class RemoteKeyFetcher: Sendable {
     /// minimum refetch interval and a day; otherwise the configured default.
     static func lifetime(_ headers: HTTPHeaders, _ settings: RemoteKeySettings) -> Double {
         let minimum = Double(settings.minimumRefetchSeconds)
-        let directives = headers["cache-control"].flatMap { $0.split(separator: ",") }.map {
-            $0.trimmingCharacters(in: " \t").lowercased()
-        }
-        if directives.contains("no-store") || directives.contains("no-cache") { return minimum }
-        for directive in directives where directive.hasPrefix("max-age=") {
-            if let seconds = Double(directive.dropFirst(8)), seconds >= 0 { return min(max(seconds, minimum), 86_400) }
+        let directives = HeaderText.directives(headers, "cache-control")
+        if directives.contains(where: { $0.name == "no-store" || $0.name == "no-cache" }) { return minimum }
+        for directive in directives where directive.name == "max-age" {
+            if let seconds = directive.value.flatMap({ Double($0) }), seconds >= 0 { return min(max(seconds, minimum), 86_400) }
         }
         return Double(settings.defaultLifetimeSeconds)
-    }
-}
-
-extension Substring {
-    fileprivate func trimmingCharacters(in set: String) -> String {
-        String(drop { set.contains($0) }.reversed().drop { set.contains($0) }.reversed())
     }
 }

@@ -137,24 +137,12 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// The first `timeout` parameter of a response's `Keep-Alive` headers (`timeout=5, max=100`) that reads as a whole
     /// number of seconds (at most a day); nil when there is none. A hint can only shorten the configured window.
     static func keepAliveTimeout(_ headers: HTTPHeaders) -> Int? {
-        for value in headers[canonicalForm: "keep-alive"] {
-            let parameter = value.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parameter.count == 2, trimmed(parameter[0]).lowercased() == "timeout" else { continue }
-            var seconds = trimmed(parameter[1])
-            if seconds.count >= 2, seconds.first == "\"", seconds.last == "\"" { seconds = seconds.dropFirst().dropLast() }
-            guard !seconds.isEmpty, seconds.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { continue }
+        for directive in HeaderText.directives(headers, "keep-alive") where directive.name == "timeout" {
+            guard let seconds = directive.value, !seconds.isEmpty, seconds.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 })
+            else { continue }
             return Int(seconds).map { min($0, 86_400) } ?? 86_400
         }
         return nil
-    }
-
-    /// `text` without the blanks (spaces, tabs) around it.
-    private static func trimmed(_ text: Substring) -> Substring {
-        let isBlank = { (character: Character) in character == " " || character == "\t" }
-        guard let start = text.firstIndex(where: { !isBlank($0) }), let end = text.lastIndex(where: { !isBlank($0) }) else {
-            return ""
-        }
-        return text[start...end]
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
