@@ -93,7 +93,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strictSettings
+            swiftSettings: strictSettings,
+            // The release binary allocates with mimalloc (Debian: libmimalloc-dev), in place of glibc's malloc:
+            // about 4 % less CPU per call (docs/architecture.md, "Memory allocator"). Debug, sanitizer and fuzz
+            // builds keep the system allocator, which the sanitizers replace with their own.
+            linkerSettings: [.linkedLibrary("mimalloc", .when(platforms: [.linux], configuration: .release))]
         ),
         .executableTarget(
             name: "mcpgw-fuzz",

@@ -19,7 +19,7 @@
 # that a call without a token and a denied call are refused (so no row measures refusals).
 #
 # Usage: bench/compare.sh [--build] [--no-mcpgw]
-#   --build        swift build -c release --product mcpgw first (otherwise the binary must exist)
+#   --build        scripts/install-deps.sh, then swift build -c release --product mcpgw (otherwise the binary must exist)
 #   --no-mcpgw     only the direct, nginx and haproxy rows and nginx's idle-connection memory
 # Environment:
 #   MCPGW_BIN          gateway binary (default .build/release/mcpgw, relative to the repository root)
@@ -67,7 +67,8 @@ taskset -c 1 true 2>/dev/null || die "needs at least 2 CPUs (proxies on CPU 1, w
 grep -q USE_OPENSSL=1 <<<"$(haproxy -vv 2>/dev/null)" || die "this haproxy has no TLS support"
 
 if [ "$BUILD" = 1 ]; then
-  (cd "$ROOT" && swift build -c release --product mcpgw) || die "swift build failed"
+  # The build's own packages first (the release binary links mimalloc: libmimalloc-dev).
+  (cd "$ROOT" && scripts/install-deps.sh && swift build -c release --product mcpgw) || die "swift build failed"
 fi
 if [ "$WITH_MCPGW" = 1 ] && [ ! -x "$MCPGW_BIN" ]; then
   die "no mcpgw binary at $MCPGW_BIN: pass --build, set MCPGW_BIN, or --no-mcpgw for the other rows only"

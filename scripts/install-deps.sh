@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages mcpgw's build and tests need, if any is missing (Debian/Ubuntu).
 #   libssl-dev + pkg-config   the OpenSSL headers and libraries the COpenSSL target links
+#   libmimalloc-dev           mimalloc, the allocator the release binary links (Package.swift)
 #   openssl + curl            real TLS peers used by the loopback tests
 #   python3 + venv            the interoperability tests (PyJWT) run in a venv
 #   redis-server (7)          shared rate limits: the tests start their own servers on loopback ports
 set -euo pipefail
-packages=(libssl-dev pkg-config openssl curl redis-server)
+packages=(libssl-dev pkg-config libmimalloc-dev openssl curl redis-server)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()

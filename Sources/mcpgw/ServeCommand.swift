@@ -89,6 +89,7 @@ struct ServeCommand: AsyncParsableCommand {
         // service takes the signal over, and not when it runs without a configuration file (nothing to reload).
         signal(SIGHUP, SIG_IGN)
         let logger = logging.bootstrap(label: "mcpgw")
+        logger.info("starting", metadata: ["memory.allocator": "\(MemoryAllocator.description)"])
         var configuration: GatewayConfiguration
         var services: GatewayServices?
         // Trust flags (--client-ca, --crl) mean "no configuration file": mcpgw.dev.json in the working directory is

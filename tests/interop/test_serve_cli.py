@@ -1,5 +1,7 @@
 """`mcpgw serve` as an operator runs it: configuration file, real listener, curl with a client certificate, SIGTERM."""
 import json
+import os
+import pathlib
 import re
 import signal
 import subprocess
@@ -49,6 +51,27 @@ def test_serve_with_config_answers_and_stops_on_sigterm():
     assert process.returncode == 0, stderr
     assert "listener stopped" in stderr
     assert "certificate revoked" in stderr
+
+
+def test_release_builds_allocate_with_mimalloc():
+    """The release build links mimalloc in place of glibc's malloc (less CPU per call); debug builds, which the
+    sanitizers also use, keep glibc's. The start-up log names the allocator the process runs with, and the libraries
+    it has mapped agree."""
+    release = f"{os.sep}release{os.sep}" in os.path.realpath(mcpgw_binary())
+    process, port, lines = start("--config", "mcpgw.dev.json", "--listen", "127.0.0.1:0")
+    try:
+        maps = pathlib.Path(f"/proc/{process.pid}/maps").read_text()
+        assert curl(port) == "200"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+    starting = next(line for line in lines if "starting" in line and "memory.allocator=" in line)
+    if release:
+        assert re.search(r"memory\.allocator=mimalloc \d+\.\d+\.\d+", starting), starting
+        assert "libmimalloc" in maps
+    else:
+        assert "memory.allocator=system" in starting, starting
+        assert "libmimalloc" not in maps
 
 
 def test_serve_refuses_a_configuration_with_a_typo(tmp_path):
