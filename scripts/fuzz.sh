@@ -12,7 +12,7 @@
 # input copied to Fuzz/regressions/TARGET/, which the ordinary test run replays (tests/interop/test_fuzz_corpus.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TARGETS=(arguments json jsonrpc jws policy sse tls)
+TARGETS=(arguments http1 json jsonrpc jws policy sse tls)
 
 usage() { echo "usage: scripts/fuzz.sh --list | TARGET SECONDS | --all SECONDS" >&2; exit 2; }
 

@@ -14,6 +14,7 @@ enum FuzzTargets {
     /// Every target, by the name `scripts/fuzz.sh` uses.
     static let all: [String: @Sendable (UnsafeRawBufferPointer) -> Void] = [
         "json": json, "jsonrpc": jsonRPC, "jws": jws, "arguments": arguments, "policy": policy, "tls": tls, "sse": sse,
+        "http1": http1,
     ]
 
     /// StrictJSON: whatever it accepts serialises to text it accepts again, as the same value.
@@ -85,6 +86,9 @@ enum FuzzTargets {
         FuzzEntryPoints.sseStream(bytes, policy: Shared.policy)
         FuzzEntryPoints.listAnswer(Array(bytes), policy: Shared.policy)
     }
+
+    /// HTTP/1.1 request and response framing (see `FuzzEntryPoints.http1`): the same parts however the bytes are read.
+    static func http1(_ bytes: UnsafeRawBufferPointer) { FuzzEntryPoints.http1(bytes) }
 
     /// What the targets share, built once.
     enum Shared {

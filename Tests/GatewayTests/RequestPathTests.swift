@@ -512,6 +512,25 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a request head over 80 KiB is refused (400) and recorded, without waiting for its end, and the connection closes")
+    func headTooLarge() async throws {
+        let upstream = try await RawUpstream.start { request in RequestPathTests.json200(RequestPathTests.id(in: request)) }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        // A head of 79 KiB goes through; one that passes 80 KiB without ending is cut as soon as it does.
+        let fits = String(repeating: "a", count: 79 * 1024)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [("X-Padding", fits)]))
+        #expect(await client.wait(timeout: .seconds(5)) { statusLines($0).count == 1 }, "\(client.text.prefix(300))")
+        try await client.send("POST /mcp HTTP/1.1\r\nX-Padding: " + String(repeating: "a", count: 81 * 1024))
+        #expect(await client.waitForClose(timeout: .seconds(5)), "\(client.text.prefix(300))")
+        #expect(statusLines(client.text) == ["HTTP/1.1 200", "HTTP/1.1 400"], "\(client.text.prefix(300))")
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["rule"]?.stringValue ?? "-" } == ["R1", "http_parse"], "\(records)")
+        #expect(records.last?["reason"]?.stringValue?.contains("more than 81920 bytes") == true, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("unreadable bytes after a call in flight: the call is still answered and recorded, then the connection closes")
     func unreadableBytesAfterACallInFlight() async throws {
         let upstream = try await RawUpstream.start(delay: .milliseconds(300)) { request in

@@ -75,7 +75,7 @@ struct UpstreamRequestTests {
     func headResponse() throws {
         let decoder = UpstreamResponseDecoder()
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(decoder))
+        try channel.pipeline.syncOperations.addHandler(decoder)
         decoder.requestSent(method: .HEAD)
         decoder.requestSent(method: .POST)
         try channel.writeInbound(

@@ -19,7 +19,7 @@ def targets() -> list[str]:
 def test_the_script_and_the_binary_name_the_same_targets():
     listed = subprocess.run([str(FUZZ), "--list"], capture_output=True, text=True, check=True).stdout.split()
     assert listed == targets()
-    assert len(listed) == 7
+    assert len(listed) == 8
 
 
 @pytest.mark.parametrize("target", targets())

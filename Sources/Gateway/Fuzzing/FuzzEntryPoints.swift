@@ -1,5 +1,6 @@
 import Identity
 import NIOCore
+import NIOHTTP1
 public import Policy
 import StrictJSON
 
@@ -56,6 +57,77 @@ public enum FuzzEntryPoints {
                 fatalError("relayed a partial SSE event")
             }
             start = end
+        }
+    }
+
+    /// HTTP/1.1 framing of hostile bytes, as a client's requests (`RequestFraming`) and as an upstream's responses
+    /// (`UpstreamResponseFraming`, to a POST and, if the first byte says, a HEAD before it, then the close). Framing
+    /// must not depend on how the bytes are split into reads: the input whole and cut where the first byte says
+    /// frame to the same parts (bodies joined) and the same error, and no body holds more bytes than came in.
+    public static func http1(_ bytes: UnsafeRawBufferPointer) {
+        let input = Array(bytes)
+        let cut = input.isEmpty ? 0 : Int(input[0]) % (input.count + 1)
+        func requests(_ pieces: [[UInt8]]) -> ([String], HTTPFramingError?) {
+            var framing = RequestFraming(maximumHeadBytes: 1 << 20)
+            var parts = FramedParts()
+            for piece in pieces {
+                if let error = framing.feed(ByteBuffer(bytes: piece), { parts.take($0) }) { return (parts.parts, error) }
+            }
+            return (parts.parts, nil)
+        }
+        func responses(_ pieces: [[UInt8]]) -> ([String], HTTPFramingError?) {
+            var framing = UpstreamResponseFraming(maximumHeadBytes: 1 << 20)
+            if input.first.map({ $0 & 1 == 1 }) ?? false { framing.requestSent(method: .HEAD) }
+            framing.requestSent(method: .POST)
+            var parts = FramedParts()
+            for piece in pieces {
+                if let error = framing.feed(ByteBuffer(bytes: piece), { parts.take($0) }) { return (parts.parts, error) }
+            }
+            return (parts.parts, framing.closed { parts.take($0) })
+        }
+        let pieces = [Array(input[..<cut]), Array(input[cut...])]
+        let (wholeRequests, requestError) = requests([input])
+        let (cutRequests, cutRequestError) = requests(pieces)
+        // An error stops framing where it is found, so parts before it may differ by where the read ended.
+        if requestError == nil || cutRequestError == nil {
+            guard wholeRequests == cutRequests, requestError == cutRequestError else { fatalError("request framing depends on the reads") }
+        }
+        let (wholeResponses, responseError) = responses([input])
+        let (cutResponses, cutResponseError) = responses(pieces)
+        if responseError == nil || cutResponseError == nil {
+            guard wholeResponses == cutResponses, responseError == cutResponseError else {
+                fatalError("response framing depends on the reads")
+            }
+        }
+        for parts in [wholeRequests, wholeResponses]
+        where parts.reduce(0, { $0 + ($1.hasPrefix("body ") ? $1.count - 5 : 0) }) > input.count {
+            fatalError("more body bytes than input")
+        }
+    }
+
+    /// Framed parts as text, consecutive body parts joined (how reads split a body does not matter).
+    private struct FramedParts {
+        var parts: [String] = []
+
+        mutating func take(_ part: HTTPServerRequestPart) {
+            switch part {
+            case .head(let head): parts.append("head \(head.method.rawValue) \(head.uri) \(head.version) \(head.headers)")
+            case .body(let bytes): body(bytes)
+            case .end: parts.append("end")
+            }
+        }
+
+        mutating func take(_ part: HTTPClientResponsePart) {
+            switch part {
+            case .head(let head): parts.append("head \(head.status.code) \(head.version) \(head.headers)")
+            case .body(let bytes): body(bytes)
+            case .end: parts.append("end")
+            }
+        }
+
+        private mutating func body(_ bytes: ByteBuffer) {
+            let text = String(decoding: bytes.readableBytesView.map { $0 == 0 ? 1 : $0 }, as: Unicode.ASCII.self)
+            if let last = parts.last, last.hasPrefix("body ") { parts[parts.count - 1] = last + text } else { parts.append("body " + text) }
         }
     }
 

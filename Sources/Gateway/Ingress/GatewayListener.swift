@@ -88,16 +88,12 @@ public final class GatewayListener: Sendable {
                         idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
                         minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
                     try pipeline.addHandler(deadlines)
-                    // NIO's HTTP/1.1 request decoder without its pipelining handler (the connection handler holds
-                    // pipelined requests itself, without toggling read interest per request), and the gateway's own
-                    // response encoder.
+                    // The gateway's own HTTP/1.1 response encoder and request decoder (no pipelining handler: the
+                    // connection handler holds pipelined requests itself, without toggling read interest per request).
                     let responseEncoder = ClientResponseEncoder()
                     try pipeline.addHandler(responseEncoder)
-                    // Bytes the decoder has not framed yet are held only up to a bound (a head's worth and a read): a
-                    // request it stops parsing after must not let the rest of the stream pile up.
-                    try pipeline.addHandler(
-                        ByteToMessageHandler(
-                            HTTPRequestDecoder(leftOverBytesStrategy: .dropBytes), maximumBufferSize: Self.maximumUnframedBytes))
+                    // A head is held only up to a bound while it arrives; after a framing error nothing is held.
+                    try pipeline.addHandler(RequestDecoder(maximumHeadBytes: Self.maximumRequestHeadBytes))
                     try pipeline.addHandler(
                         MCPConnectionHandler(
                             services: services, deadlines: deadlines, responseEncoder: responseEncoder, tlsTrust: tlsTrust))
@@ -121,8 +117,8 @@ public final class GatewayListener: Sendable {
         return listener
     }
 
-    /// The most request bytes held before the HTTP decoder has framed them.
-    static let maximumUnframedBytes = 1 << 20
+    /// The most bytes a request head may take (held until it is whole): 80 KiB, the bound NIO's decoder had.
+    static let maximumRequestHeadBytes = 80 * 1024
 
     /// Whether the listening socket is open (false once `shutdown` has begun).
     public var isAccepting: Bool { serverChannel.isActive }

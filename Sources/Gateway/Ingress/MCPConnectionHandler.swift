@@ -246,16 +246,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if error is HTTPParserError || error is ByteToMessageDecoderError.PayloadTooLargeError {
-            // A request cut short by the connection closing (ours or the client's) is not a refusal.
+        if let framingError = error as? HTTPFramingError {
+            // Bytes that came after the gateway started closing are not a refusal. (Bytes after a request that asked
+            // for the connection to close never get here: the decoder drops them, as RFC 9112 asks.)
             guard context.channel.isActive, !closing else { return }
-            // Bytes after a request that asked for the connection to close: ignored, as RFC 9112 asks (that request
-            // is answered, then the connection closes).
-            if let parserError = error as? HTTPParserError, parserError == .closedConnection { return }
             let problem =
-                error is HTTPParserError
-                ? "invalid HTTP request: \(error)"
-                : "more than \(GatewayListener.maximumUnframedBytes) bytes that cannot be framed as a request"
+                switch framingError {
+                case .invalid(let why): "invalid HTTP request: \(why)"
+                case .tooLarge(let bound): "more than \(bound) bytes that cannot be framed as a request"
+                }
             switch machine.state {
             case .forwarding, .relaying, .collecting, .deciding:
                 // The bytes after the request in flight cannot be read: that request is still answered (and

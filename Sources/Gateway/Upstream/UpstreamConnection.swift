@@ -240,7 +240,8 @@ final class UpstreamConnection: ChannelInboundHandler {
                 fail(.protocolError("upstream answered 101 Switching Protocols"))
                 return
             }
-            keepAlive = keepAlive && head.isKeepAlive
+            // A body read up to the close leaves nothing to reuse, whatever the head says.
+            keepAlive = keepAlive && head.isKeepAlive && !responseDecoder.bodyEndsAtClose
             if let seconds = Self.keepAliveTimeout(head.headers) {
                 reuseWindow = min(configuredReuseWindow, Self.reuseWindow(keepAlive: .seconds(seconds)))
             }
@@ -274,7 +275,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? HTTPParserError {
+        if let error = error as? HTTPFramingError {
             fail(.protocolError("invalid HTTP from upstream: \(error)"))
         } else {
             fail(.protocolError("\(error)"))

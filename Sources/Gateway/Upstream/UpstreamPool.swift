@@ -63,10 +63,10 @@ final class UpstreamPool {
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
-                    // NIO's response decoder, which the connection tells each request's method (so its handler is
+                    // The gateway's response decoder, which the connection tells each request's method (so it is
                     // inbound only). Requests need no encoder: the connection writes them as rendered
                     // (`UpstreamRequest`).
-                    try pipeline.addHandler(ByteToMessageHandler(responseDecoder))
+                    try pipeline.addHandler(responseDecoder)
                     try pipeline.addHandler(
                         UpstreamConnection(
                             key: endpoint.connectionKey, pool: pool.value, responseDecoder: responseDecoder,
