@@ -183,6 +183,30 @@ enum HTTP1Syntax {
     }
 }
 
+/// Bytes read and not framed yet (part of a head, a chunk-size line or trailers), held between reads.
+struct UnframedBytes {
+    private var held: ByteBuffer?
+
+    /// The bytes held, followed by `bytes` (just `bytes` when none are held, without a copy).
+    mutating func joined(with bytes: ByteBuffer) -> ByteBuffer {
+        guard var held = held.take() else { return bytes }
+        var bytes = bytes
+        held.writeBuffer(&bytes)
+        return held
+    }
+
+    /// Holds what `input` has left unread (its read part given back once it grows large).
+    mutating func hold(_ input: ByteBuffer) {
+        guard input.readableBytes > 0 else { return }
+        var input = input
+        if input.readerIndex > 4096 { input.discardReadBytes() }
+        held = input
+    }
+
+    /// Whether any bytes are held.
+    var isEmpty: Bool { (held?.readableBytes ?? 0) == 0 }
+}
+
 /// A message body's framing, read from the bytes after its head: a length, chunked (RFC 9112, 7.1), or up to the
 /// connection's close. Body bytes are handed out as slices of the bytes read (no copy).
 struct BodyFraming {

@@ -12,7 +12,7 @@ import NIOHTTP1
 /// connection. Body bytes are handed out as slices of the bytes read (no copy). Bytes after a request that ends its
 /// connection (`Connection: close`, HTTP/1.0 without keep-alive, CONNECT, an `Upgrade` header) are dropped: RFC 9112
 /// asks that they be ignored, and the connection handler answers that request and closes.
-struct RequestFraming {
+struct RequestFraming: HTTP1Framing {
     private enum State {
         /// Awaiting or reading a request head; `scanned` bytes of the pending head have been looked at already.
         case head(scanned: Int)
@@ -28,7 +28,7 @@ struct RequestFraming {
     let maximumHeadBytes: Int
     private var state = State.head(scanned: 0)
     /// Bytes read but not framed yet (part of a head, a chunk-size line or trailers).
-    private var pending: ByteBuffer?
+    private var pending = UnframedBytes()
     /// Whether the request being read lets another follow on its connection.
     private var continues = true
 
@@ -40,24 +40,20 @@ struct RequestFraming {
     /// Frames what `bytes` completes, handing each part to `emit` in order. Stops at the first error, which it
     /// returns once; every later call drops its bytes and returns nil.
     mutating func feed(_ bytes: ByteBuffer, _ emit: (HTTPServerRequestPart) -> Void) -> HTTPFramingError? {
-        var input: ByteBuffer
-        if var held = pending.take() {
-            var bytes = bytes
-            held.writeBuffer(&bytes)
-            input = held
-        } else {
-            input = bytes
-        }
+        var input = pending.joined(with: bytes)
         do {
             try frame(&input, emit)
         } catch {
             state = .failed
             return error as? HTTPFramingError ?? .invalid("\(error)")
         }
-        if input.readableBytes > 0 {
-            if input.readerIndex > 4096 { input.discardReadBytes() }
-            pending = input
-        }
+        pending.hold(input)
+        return nil
+    }
+
+    /// A client's close completes nothing: a request it cut short is the connection handler's to record.
+    mutating func closed(_ emit: (HTTPServerRequestPart) -> Void) -> HTTPFramingError? {
+        state = .finished
         return nil
     }
 

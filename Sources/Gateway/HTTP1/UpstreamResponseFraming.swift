@@ -11,7 +11,7 @@ import NIOHTTP1
 /// an upstream that breaks it (both `Content-Length` and `Transfer-Encoding`, bare LFs, a coding other than
 /// chunked, bytes when no request is outstanding, a close inside a response) gets an `HTTPFramingError`, and its
 /// connection is closed rather than reused.
-struct UpstreamResponseFraming {
+struct UpstreamResponseFraming: HTTP1Framing {
     private enum State {
         /// Awaiting or reading a response head; `scanned` bytes of the pending head have been looked at already.
         case head(scanned: Int)
@@ -24,7 +24,7 @@ struct UpstreamResponseFraming {
     /// The most bytes a head may take.
     let maximumHeadBytes: Int
     private var state = State.head(scanned: 0)
-    private var pending: ByteBuffer?
+    private var pending = UnframedBytes()
     /// Whether each request sent and not answered yet was a `HEAD`, oldest first.
     private var outstanding: [Bool] = []
     /// Whether the response being read ends at the connection's close (no length, not chunked): its connection
@@ -45,24 +45,14 @@ struct UpstreamResponseFraming {
     /// Frames what `bytes` completes, handing each part to `emit` in order. Stops at the first error, which it
     /// returns once; every later call drops its bytes and returns nil.
     mutating func feed(_ bytes: ByteBuffer, _ emit: (HTTPClientResponsePart) -> Void) -> HTTPFramingError? {
-        var input: ByteBuffer
-        if var held = pending.take() {
-            var bytes = bytes
-            held.writeBuffer(&bytes)
-            input = held
-        } else {
-            input = bytes
-        }
+        var input = pending.joined(with: bytes)
         do {
             try frame(&input, emit)
         } catch {
             state = .finished
             return error as? HTTPFramingError ?? .invalid("\(error)")
         }
-        if input.readableBytes > 0 {
-            if input.readerIndex > 4096 { input.discardReadBytes() }
-            pending = input
-        }
+        pending.hold(input)
         return nil
     }
 
@@ -74,7 +64,7 @@ struct UpstreamResponseFraming {
             emit(.end(nil))
             return nil
         case .head:
-            return (pending?.readableBytes ?? 0) > 0 ? .invalid("the connection closed inside a response head") : nil
+            return !pending.isEmpty ? .invalid("the connection closed inside a response head") : nil
         case .body:
             return .invalid("the connection closed inside a response body")
         case .finished:
