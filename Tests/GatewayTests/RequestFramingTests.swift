@@ -142,6 +142,13 @@ private let invalidRequests: [(String, String)] = [
     ("chunk data longer than its size", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n"),
     ("chunk size line ending in LF", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"),
     ("control character in a chunk extension", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;a\u{1}\r\nhello\r\n0\r\n\r\n"),
+    (
+        "bare CR at a line's start, hiding the fields after it",
+        "POST /mcp HTTP/1.1\r\nHost: a\r\n\rContent-Length: 5\r\nAuthorization: Bearer x\r\n\r\nhello"
+    ),
+    ("bare CR at a trailer line's start", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\rX\u{1}junk\r\n\r\n"),
+    ("blanks after a chunk size", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"),
+    ("non-ASCII target", "GET /caf\u{E9} HTTP/1.1\r\n\r\n"),
     ("folded trailer", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n"),
 ]
 
@@ -285,6 +292,24 @@ private final class ReenteringCollector: ChannelInboundHandler {
     }
 }
 
+/// Records parts and the close in order; closes the channel on the first head.
+private final class ClosingCollector: ChannelInboundHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    var events: [String] = []
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            events.append("head \(head.uri)")
+            if events.count == 1 { context.close(promise: nil) }
+        case .body: events.append("body")
+        case .end: events.append("end")
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) { events.append("inactive") }
+}
+
 @Suite("Request decoder (the pipeline step)")
 struct RequestDecoderTests {
     @Test("bytes read while parts are being passed up are framed after them: parts never overtake each other")
@@ -295,6 +320,16 @@ struct RequestDecoderTests {
         try channel.writeInbound(ByteBuffer(string: "POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /second HTTP/1.1\r\n\r\n"))
         #expect(collector.parts == ["head /first", "body", "end", "head /second", "end", "head /third", "end"])
         _ = try channel.finish()
+    }
+
+    @Test("a close while parts are being passed up goes up after them, never between a head and its body")
+    func closeWhileFiring() throws {
+        let collector = ClosingCollector()
+        let channel = EmbeddedChannel()
+        try channel.pipeline.syncOperations.addHandlers([RequestDecoder(maximumHeadBytes: 4096), collector])
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        try channel.writeInbound(ByteBuffer(string: "POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"))
+        #expect(collector.events == ["head /first", "body", "end", "inactive"])
     }
 
     @Test("a framing error goes up the pipeline once, as the error the connection handler answers with 400")

@@ -101,6 +101,7 @@ private let invalidResponses: [(String, String, [HTTPMethod], Bool)] = [
     ("gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", [.POST], true),
     ("bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", [.POST], false),
     ("folded header", "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n", [.POST], false),
+    ("bare CR at a line's start, hiding the length", "HTTP/1.1 200 OK\r\n\rContent-Length: 5\r\n\r\nhello", [.POST], true),
     ("two-digit status", "HTTP/1.1 20 OK\r\n\r\n", [.POST], false),
     ("status out of range", "HTTP/1.1 700 Odd\r\nContent-Length: 0\r\n\r\n", [.POST], false),
     ("HTTP/2", "HTTP/2 200 OK\r\nContent-Length: 0\r\n\r\n", [.POST], false),

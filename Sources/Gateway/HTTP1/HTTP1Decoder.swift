@@ -28,6 +28,9 @@ final class HTTP1Decoder<Framing: HTTP1Framing>: ChannelInboundHandler, Removabl
     /// Whether parts are being passed up now: a read that arrives meanwhile (a handler above reading more
     /// synchronously) waits in `queued`, so parts never overtake each other.
     private var firing = false
+    /// The connection closed while parts were being passed up (a handler above closed it): its close goes up
+    /// after them.
+    private var closedWhileFiring = false
     private var queued: [ByteBuffer] = []
     /// The parts of one read, kept between reads so that framing one allocates nothing.
     private var scratch: [Framing.Part] = []
@@ -41,7 +44,6 @@ final class HTTP1Decoder<Framing: HTTP1Framing>: ChannelInboundHandler, Removabl
         let bytes = unwrapInboundIn(data)
         guard !firing else { return queued.append(bytes) }
         firing = true
-        defer { firing = false }
         var next: ByteBuffer? = bytes
         while let input = next {
             var parts: [Framing.Part] = []
@@ -53,9 +55,23 @@ final class HTTP1Decoder<Framing: HTTP1Framing>: ChannelInboundHandler, Removabl
             if let error { context.fireErrorCaught(error) }
             next = queued.isEmpty ? nil : queued.removeFirst()
         }
+        firing = false
+        if closedWhileFiring {
+            closedWhileFiring = false
+            closeFraming(context: context)
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        guard !firing else {
+            closedWhileFiring = true
+            return
+        }
+        closeFraming(context: context)
+    }
+
+    /// The close goes to the framing (a body read up to it ends; a message cut short is an error), then up.
+    private func closeFraming(context: ChannelHandlerContext) {
         var parts: [Framing.Part] = []
         if let error = framing.closed({ parts.append($0) }) { context.fireErrorCaught(error) }
         for part in parts { context.fireChannelRead(wrapInboundOut(part)) }

@@ -81,7 +81,14 @@ enum HTTP1Syntax {
     static func readFields(_ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool) throws {
         var index = 0
         while index < bytes.count {
-            if bytes[index] == 0x0D { return }  // the empty line
+            if bytes[index] == 0x0D {
+                // The empty line, which ends `bytes`. A CR anywhere else at a line's start is a bare CR, refused
+                // (RFC 9112 2.2): read as a line end it would end the fields early and hide the ones after it.
+                guard index + 2 == bytes.count, bytes[index + 1] == 0x0A else {
+                    throw HTTPFramingError.invalid("a CR without LF at the start of a header line")
+                }
+                return
+            }
             let nameStart = index
             while index < bytes.count, isTokenByte(bytes[index]) { index += 1 }
             guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else {
@@ -330,7 +337,10 @@ struct BodyFraming {
                 index += 1
             }
             guard index > 0 else { throw HTTPFramingError.invalid("chunk size is not hexadecimal") }
+            let digitsEnd = index
             while index < bytes.count, bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }
+            // Blanks may come before an extension's `;` only (RFC 9112 7.1.1), never at the end of the line.
+            guard index < bytes.count || index == digitsEnd else { throw HTTPFramingError.invalid("blanks after a chunk size") }
             if index < bytes.count {
                 guard bytes[index] == UInt8(ascii: ";") else { throw HTTPFramingError.invalid("chunk size is not hexadecimal") }
                 for byte in bytes[index...] where byte != 0x09 && (byte < 0x20 || byte == 0x7F) {
