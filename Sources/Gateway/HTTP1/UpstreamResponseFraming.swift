@@ -6,8 +6,7 @@ import NIOHTTP1
 /// around it.
 ///
 /// Informational (1xx) responses are read and dropped. A body is framed by the first rule of RFC 9112 6.3 that
-/// applies: none for a `HEAD`, a 204 or 304; chunked;
-/// `Content-Length`; else up to the connection's close. The syntax is `HTTP1Syntax`'s, as strict as for requests:
+/// applies: none for a `HEAD`, a 204 or 304; chunked; `Content-Length`; else up to the connection's close. The syntax is `HTTP1Syntax`'s, as strict as for requests:
 /// an upstream that breaks it (both `Content-Length` and `Transfer-Encoding`, bare LFs, a coding other than
 /// chunked, bytes when no request is outstanding, a close inside a response) gets an `HTTPFramingError`, and its
 /// connection is closed rather than reused.
