@@ -157,7 +157,7 @@ enum HTTP1Syntax {
                     continue
                 }
             }
-            for byte in bytes[index..<min(index + 8, bytes.count)] where (byte < 0x20 && byte != 0x09) || byte == 0x7F {
+            for byte in bytes[index..<min(index + 8, bytes.count)] where HeaderText.isControl(byte) {
                 return true
             }
             index += 8
@@ -343,7 +343,7 @@ struct BodyFraming {
             guard index < bytes.count || index == digitsEnd else { throw HTTPFramingError.invalid("blanks after a chunk size") }
             if index < bytes.count {
                 guard bytes[index] == UInt8(ascii: ";") else { throw HTTPFramingError.invalid("chunk size is not hexadecimal") }
-                for byte in bytes[index...] where byte != 0x09 && (byte < 0x20 || byte == 0x7F) {
+                for byte in bytes[index...] where HeaderText.isControl(byte) {
                     throw HTTPFramingError.invalid("control character in a chunk extension")
                 }
             }
