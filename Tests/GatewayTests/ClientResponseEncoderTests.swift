@@ -9,7 +9,7 @@ import Testing
 struct ClientResponseEncoderTests {
     private func channel(_ encoder: ClientResponseEncoder = ClientResponseEncoder()) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(encoder)
+        try channel.pipeline.syncOperations.addHandler(EncodingStep(encoder))
         // NIO's pipeline description (printed for an unhandled error) traps when no handler is inbound.
         try channel.pipeline.syncOperations.addHandler(InboundTail())
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
@@ -18,6 +18,28 @@ struct ClientResponseEncoderTests {
 
     private final class InboundTail: ChannelInboundHandler {
         typealias InboundIn = Never
+    }
+
+    /// Drives the encoder as the connection handler does (its `write`, `flush` and `close`), from a handler of its own,
+    /// so that response parts can be written to an embedded channel; a refusal goes up the pipeline.
+    private final class EncodingStep: ChannelOutboundHandler {
+        typealias OutboundIn = HTTPServerResponsePart
+        typealias OutboundOut = ByteBuffer
+        let encoder: ClientResponseEncoder
+
+        init(_ encoder: ClientResponseEncoder) { self.encoder = encoder }
+
+        func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+            encoder.write(unwrapOutboundIn(data), promise: promise, context: context) { context.fireErrorCaught($0) }
+        }
+
+        func flush(context: ChannelHandlerContext) { encoder.flush(context: context) }
+
+        func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+            encoder.close(context: context, mode: mode, promise: promise)
+        }
+
+        func handlerRemoved(context: ChannelHandlerContext) { encoder.dropPending() }
     }
 
     private func head(
@@ -257,7 +279,7 @@ struct ClientResponseEncoderTests {
             if Bool.random(using: &generator) { headers.append(("Transfer-Encoding", "chunked")) }
             if Bool.random(using: &generator) { headers.append(("Mcp-Session-Id", "s-\(total)")) }
             let parts = [head(status, headers)] + bodies.map(body) + [.end(nil)]
-            let ours = try decoded(parts, encoder: ClientResponseEncoder())
+            let ours = try decoded(parts, encoder: EncodingStep(ClientResponseEncoder()))
             let nio = try decoded(parts, encoder: HTTPResponseEncoder())
             #expect(ours == nio, "\(headers) \(bodies.map(\.utf8.count))")
         }

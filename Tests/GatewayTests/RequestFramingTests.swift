@@ -272,74 +272,105 @@ struct RequestFramingTests {
     }
 }
 
-/// Collects the parts that reach it; on the first head, feeds more bytes into the pipeline from inside the read.
-private final class ReenteringCollector: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
-    var parts: [String] = []
-    var reentered = false
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            parts.append("head \(head.uri)")
-            if !reentered {
-                reentered = true
-                context.pipeline.fireChannelRead(ByteBuffer(string: "GET /third HTTP/1.1\r\n\r\n"))
-            }
-        case .body: parts.append("body")
-        case .end: parts.append("end")
-        }
-    }
-}
-
-/// Records parts and the close in order; closes the channel on the first head.
-private final class ClosingCollector: ChannelInboundHandler {
-    typealias InboundIn = HTTPServerRequestPart
+/// Request framing as the connection handler runs it: each read through `FramedPartsRelay` into `RequestFraming`, each
+/// part to `handle`, which may read more or close from inside (as the handler does when it answers a request).
+private final class RelayedRequests {
+    var framing = RequestFraming(maximumHeadBytes: 4096)
+    let relay = FramedPartsRelay<HTTPServerRequestPart>()
     var events: [String] = []
+    var handle: (HTTPServerRequestPart) -> Void = { _ in }
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        switch unwrapInboundIn(data) {
-        case .head(let head):
-            events.append("head \(head.uri)")
-            if events.count == 1 { context.close(promise: nil) }
+    func read(_ text: String) {
+        relay.read(
+            ByteBuffer(string: text), frame: { self.framing.feed($0, $1) }, fire: { self.record($0) },
+            fail: { self.events.append("error \($0)") }, close: { self.closeNow() })
+    }
+
+    func close() { relay.closed { closeNow() } }
+
+    private func closeNow() {
+        relay.close(frame: { self.framing.closed($0) }, fire: { self.record($0) }, fail: { self.events.append("error \($0)") })
+        events.append("closed")
+    }
+
+    private func record(_ part: HTTPServerRequestPart) {
+        switch part {
+        case .head(let head): events.append("head \(head.uri)")
         case .body: events.append("body")
         case .end: events.append("end")
         }
+        handle(part)
     }
-
-    func channelInactive(context: ChannelHandlerContext) { events.append("inactive") }
 }
 
-@Suite("Request decoder (the pipeline step)")
-struct RequestDecoderTests {
-    @Test("bytes read while parts are being passed up are framed after them: parts never overtake each other")
-    func reentrantRead() throws {
-        let collector = ReenteringCollector()
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandlers([RequestDecoder(maximumHeadBytes: 4096), collector])
-        try channel.writeInbound(ByteBuffer(string: "POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /second HTTP/1.1\r\n\r\n"))
-        #expect(collector.parts == ["head /first", "body", "end", "head /second", "end", "head /third", "end"])
-        _ = try channel.finish()
-    }
-
-    @Test("a close while parts are being passed up goes up after them, never between a head and its body")
-    func closeWhileFiring() throws {
-        let collector = ClosingCollector()
-        let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandlers([RequestDecoder(maximumHeadBytes: 4096), collector])
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
-        try channel.writeInbound(ByteBuffer(string: "POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nab"))
-        #expect(collector.events == ["head /first", "body", "end", "inactive"])
-    }
-
-    @Test("a framing error goes up the pipeline once, as the error the connection handler answers with 400")
-    func errorGoesUp() throws {
-        let channel = EmbeddedChannel(handler: RequestDecoder(maximumHeadBytes: 4096))
-        #expect(throws: HTTPFramingError.self) {
-            try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+@Suite("Request parts relayed to the connection handler (FramedPartsRelay)")
+struct RequestRelayTests {
+    @Test("bytes read while parts are being handled are framed after them: parts never overtake each other")
+    func reentrantRead() {
+        let requests = RelayedRequests()
+        var reentered = false
+        requests.handle = { part in
+            guard case .head = part, !reentered else { return }
+            reentered = true
+            requests.read("GET /third HTTP/1.1\r\n\r\n")
         }
-        try channel.writeInbound(ByteBuffer(string: "GET / HTTP/1.1\r\n\r\n"))
-        #expect(try channel.readInbound(as: HTTPServerRequestPart.self) == nil)
-        _ = try channel.finish()
+        requests.read("POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nabGET /second HTTP/1.1\r\n\r\n")
+        #expect(requests.events == ["head /first", "body", "end", "head /second", "end", "head /third", "end"])
+    }
+
+    @Test("a close while parts are being handled comes after them, never between a head and its body")
+    func closeWhileFiring() {
+        let requests = RelayedRequests()
+        requests.handle = { part in if case .head = part, requests.events.count == 1 { requests.close() } }
+        requests.read("POST /first HTTP/1.1\r\nContent-Length: 2\r\n\r\nab")
+        #expect(requests.events == ["head /first", "body", "end", "closed"])
+    }
+
+    @Test("a framing error is reported once, after the parts before it; nothing is framed after it")
+    func errorOnce() {
+        let requests = RelayedRequests()
+        requests.read("GET /ok HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        requests.read("GET /later HTTP/1.1\r\n\r\n")
+        #expect(requests.events.count == 3)
+        #expect(requests.events.prefix(2) == ["head /ok", "end"])
+        #expect(requests.events.last?.hasPrefix("error ") == true)
+    }
+}
+
+@Suite("Connection reuse (the Connection header's options)")
+struct ConnectionReuseTests {
+    @Test("read byte by byte, it decides as NIO's isKeepAlive does, for every value and version tried")
+    func sameAsNIO() {
+        let values: [[String]] = [
+            [], ["close"], ["Close"], ["keep-alive"], ["Keep-Alive"], ["KEEP-ALIVE, Upgrade"], ["upgrade"], [" close "],
+            ["\tclose"], ["keep-alive, close"], ["close, keep-alive"], ["keep-alive", "keep-alive"], ["keep-alive", "close"],
+            ["te, keep-alive"], ["closed"], ["keep-alives"], ["clos"], [","], [", ,close,"], ["x-close"], [""],
+            ["keep-alive,keep-alive"], ["foo", "bar"],
+        ]
+        for value in values {
+            let headers = HTTPHeaders(value.map { ("Connection", $0) } + [("Host", "a")])
+            for version in [HTTPVersion.http1_0, .http1_1] {
+                #expect(
+                    ConnectionReuse.of(headers).keepsAlive(version)
+                        == HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers).isKeepAlive,
+                    "Connection: \(value) in \(version)")
+            }
+        }
+    }
+
+    @Test("the request framing reads it from the field bytes: a request that closes its connection ends the framing")
+    func framingReadsIt() {
+        for (request, ends) in [
+            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /next HTTP/1.1\r\n\r\n", true),
+            ("GET / HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\nGET /next HTTP/1.1\r\n\r\n", true),
+            ("GET / HTTP/1.0\r\n\r\nGET /next HTTP/1.1\r\n\r\n", true),
+            ("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\nGET /next HTTP/1.1\r\n\r\n", false),
+            ("GET / HTTP/1.1\r\nConnection: upgrade-later\r\n\r\nGET /next HTTP/1.1\r\n\r\n", false),
+        ] {
+            var framing = RequestFraming(maximumHeadBytes: 4096)
+            var heads = 0
+            _ = framing.feed(ByteBuffer(string: request)) { part in if case .head = part { heads += 1 } }
+            #expect(heads == (ends ? 1 : 2), "\(request)")
+        }
     }
 }

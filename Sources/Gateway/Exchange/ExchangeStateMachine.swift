@@ -109,7 +109,7 @@ struct ExchangeStateMachine {
         state = .authenticating
         body = Self.noBody
         requestEnded = false
-        keepAlive = head.isKeepAlive
+        keepAlive = ConnectionReuse.of(head.headers).keepsAlive(head.version)
         requestMethod = head.method
         requestVersion = head.version
         // RFC 9112 §6.3: without Transfer-Encoding, Content-Length (or its absence: zero) says how long the body is.
@@ -278,7 +278,7 @@ struct ExchangeStateMachine {
         }
         let framed = ResponseFraming.frame(
             head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
-        if framed.head.headers["connection"].contains("close") { keepAlive = false }
+        if ConnectionReuse.of(framed.head.headers) == .close { keepAlive = false }
         state = .relaying(bodyAllowed: framed.bodyAllowed)
         return .writeResponseHead(framed.head)
     }

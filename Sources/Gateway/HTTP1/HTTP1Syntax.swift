@@ -70,6 +70,8 @@ enum HTTP1Syntax {
         var contentLength: Int?
         var chunked = false
         var upgrade = false
+        /// What the `Connection` fields say about reusing the connection.
+        var connection = ConnectionReuse.unstated
 
         /// Fields to be kept (`keep`) or only checked.
         init(keep: Bool) { if keep { headers.reserveCapacity(16) } }
@@ -134,6 +136,8 @@ enum HTTP1Syntax {
             guard !fields.chunked else { throw HTTPFramingError.invalid("more than one Transfer-Encoding") }
             guard equalsIgnoringCase(value, "chunked") else { throw HTTPFramingError.invalid("Transfer-Encoding other than chunked") }
             fields.chunked = true
+        } else if equalsIgnoringCase(name, "connection") {
+            fields.connection.read(value)
         } else if equalsIgnoringCase(name, "upgrade") {
             fields.upgrade = true
         }
@@ -187,6 +191,57 @@ enum HTTP1Syntax {
             if folded != expected[index] { return false }
         }
         return true
+    }
+}
+
+/// What a message's `Connection` options say about reusing its connection (RFC 9112 §9.3), read as NIO's
+/// `isKeepAlive` reads them: `close` closes; `keep-alive` keeps the connection open when it is the only option named,
+/// and a second one closes it; with neither, HTTP/1.1 keeps it open and HTTP/1.0 does not. Read byte by byte from
+/// each value (NIO's version built arrays of lower-cased copies, three times for every request).
+enum ConnectionReuse: Equatable {
+    /// Neither option was named.
+    case unstated
+    /// The connection closes after this message.
+    case close
+    /// The connection stays open (HTTP/1.0's way of asking).
+    case keepAlive
+
+    /// Takes in the comma-separated options of one `Connection` value.
+    mutating func read(_ value: UnsafeRawBufferPointer) {
+        var start = 0
+        while start <= value.count {
+            var end = start
+            while end < value.count && value[end] != UInt8(ascii: ",") { end += 1 }
+            var (low, high) = (start, end)
+            while low < high && (value[low] == 0x20 || value[low] == 0x09) { low += 1 }
+            while high > low && (value[high - 1] == 0x20 || value[high - 1] == 0x09) { high -= 1 }
+            let option = UnsafeRawBufferPointer(rebasing: value[low..<high])
+            if HTTP1Syntax.equalsIgnoringCase(option, "close") {
+                self = .close
+            } else if HTTP1Syntax.equalsIgnoringCase(option, "keep-alive") {
+                self = self == .unstated ? .keepAlive : .close
+            }
+            start = end + 1
+        }
+    }
+
+    /// Whether a message of `version` with these options leaves its connection open for another.
+    func keepsAlive(_ version: HTTPVersion) -> Bool {
+        switch self {
+        case .close: false
+        case .keepAlive: true
+        case .unstated: version.major == 1 && version.minor >= 1
+        }
+    }
+
+    /// The options of `headers`' `Connection` fields.
+    static func of(_ headers: HTTPHeaders) -> ConnectionReuse {
+        var reuse = ConnectionReuse.unstated
+        for (name, value) in headers where HeaderText.isName(name, "connection") {
+            var value = value
+            value.withUTF8 { reuse.read(UnsafeRawBufferPointer($0)) }
+        }
+        return reuse
     }
 }
 

@@ -2,8 +2,8 @@ import NIOCore
 import NIOHTTP1
 
 /// HTTP/1.1 request framing (RFC 9112) for client connections: bytes in, request parts out. A value type that takes
-/// each read's bytes and hands out heads, body slices and ends, tested without a channel; `RequestDecoder` is the
-/// pipeline step around it.
+/// each read's bytes and hands out heads, body slices and ends, tested without a channel; `MCPConnectionHandler`
+/// feeds it each read.
 ///
 /// Strict where a proxy must be (request smuggling): one way to frame a body only (`Content-Length` or
 /// `Transfer-Encoding: chunked`, never both, neither repeated; no other transfer coding), CRLF line ends only, no line
@@ -140,6 +140,6 @@ struct RequestFraming: HTTP1Framing {
         let head = HTTPRequestHead(version: version, method: httpMethod, uri: target, headers: HTTPHeaders(fields.headers))
         return Head(
             head: head, length: fields.contentLength ?? 0, chunked: fields.chunked,
-            endsConnection: !head.isKeepAlive || httpMethod == .CONNECT || fields.upgrade)
+            endsConnection: !fields.connection.keepsAlive(version) || httpMethod == .CONNECT || fields.upgrade)
     }
 }

@@ -5,6 +5,10 @@ import NIOHTTP1
 /// next flush leave as one buffer (one TLS record), where NIO's `HTTPResponseEncoder` wrote head, body and end as
 /// separate buffers and rebuilt the head's headers to frame it.
 ///
+/// Not a pipeline step of its own: the connection handler calls it with its own context (`write`, `flush`, `close`),
+/// and its bytes go to the handler below (one pipeline step fewer for every part of every response, and no response
+/// part wrapped in `NIOAny`).
+///
 /// Framing follows the status, as NIO's encoder did: a 1xx, 204 or 304 head carries no `Content-Length` or
 /// `Transfer-Encoding` (they are removed) and no body; any other head keeps its `Content-Length` (and loses a
 /// `Transfer-Encoding` beside it), and without one is sent chunked (HTTP/1.1) or delimited by the close (HTTP/1.0).
@@ -14,9 +18,7 @@ import NIOHTTP1
 /// response is still open, a body after a head that declared none, more body bytes than `Content-Length` said, an end
 /// before all of them, a file region or trailers, anything after a body delimited by the connection's close — each
 /// fails its write and closes the connection.
-final class ClientResponseEncoder: ChannelOutboundHandler {
-    typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = ByteBuffer
+final class ClientResponseEncoder {
 
     /// What the encoder refuses to write.
     enum EncodingError: Error, Equatable {
@@ -60,18 +62,25 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     /// The next head answers a HEAD request: it keeps the `Content-Length` a GET would get, and no body follows.
     func nextHeadAnswersHEAD() { nextAnswersHEAD = true }
 
-    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    /// Encodes `part` and writes its bytes from `context` (the handler above the encoder's bytes), or holds them for
+    /// the next flush. A part the framing does not allow fails its write: `onRefusal` hears why, then what is pending
+    /// is dropped and the connection closes.
+    func write(
+        _ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext,
+        onRefusal: (EncodingError) -> Void
+    ) {
         guard !failed else {
             promise?.fail(EncodingError.framing("the connection is closing after a refused write"))
             return
         }
+        func refuse(_ error: EncodingError) { self.refuse(error, promise: promise, context: context, onRefusal: onRefusal) }
         if endedByClose {
-            return refuse(.framing("a write after a body delimited by the connection's close"), promise: promise, context: context)
+            return refuse(.framing("a write after a body delimited by the connection's close"))
         }
-        switch unwrapOutboundIn(data) {
+        switch part {
         case .head(let head):
             guard !responseOpen else {
-                return refuse(.framing("a head while the previous response is still open"), promise: promise, context: context)
+                return refuse(.framing("a head while the previous response is still open"))
             }
             var buffer = context.channel.allocator.buffer(capacity: 256)
             let answersHEAD = nextAnswersHEAD
@@ -79,7 +88,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
             do {
                 framing = try Self.render(head, into: &buffer, answersHEAD: answersHEAD)
             } catch {
-                return refuse(error, promise: promise, context: context)
+                return refuse(error)
             }
             // A 1xx head is followed by the final one.
             let code = head.status.code
@@ -88,10 +97,10 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         case .body(.byteBuffer(var body)):
             switch framing {
             case .none:
-                return refuse(.framing("a body after a head that declared none"), promise: promise, context: context)
+                return refuse(.framing("a body after a head that declared none"))
             case .length(let remaining):
                 guard body.readableBytes <= remaining else {
-                    return refuse(.framing("more body than its Content-Length"), promise: promise, context: context)
+                    return refuse(.framing("more body than its Content-Length"))
                 }
                 framing = .length(remaining: remaining - body.readableBytes)
                 append(&body, promise: promise, context: context)
@@ -117,17 +126,15 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
                 }
             }
         case .body(.fileRegion):
-            refuse(.unsupportedPart, promise: promise, context: context)
+            refuse(.unsupportedPart)
         case .end(let trailers):
-            guard trailers == nil else { return refuse(.unsupportedPart, promise: promise, context: context) }
+            guard trailers == nil else { return refuse(.unsupportedPart) }
             let ended = framing
             framing = .none
             responseOpen = false
             switch ended {
             case .length(let remaining) where remaining > 0:
-                return refuse(
-                    .framing("the response ended \(remaining) bytes short of its Content-Length"), promise: promise,
-                    context: context)
+                return refuse(.framing("the response ended \(remaining) bytes short of its Content-Length"))
             case .chunked:
                 var last = ByteBuffer(staticString: "0\r\n\r\n")
                 append(&last, promise: promise, context: context)
@@ -142,19 +149,21 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         }
     }
 
+    /// Writes what is pending and flushes.
     func flush(context: ChannelHandlerContext) {
         writePending(context: context)
         context.flush()
     }
 
-    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        // What is pending was written by the handler above before it closed: it goes out first.
+    /// Closes the connection; what is pending was written before the close, and goes out first.
+    func close(context: ChannelHandlerContext, mode: CloseMode = .all, promise: EventLoopPromise<Void>? = nil) {
         writePending(context: context)
         context.flush()
         context.close(mode: mode, promise: promise)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) {
+    /// The connection's pipeline is gone: what is pending is never written.
+    func dropPending() {
         pending.take().promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
@@ -218,7 +227,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     private func append(_ bytes: inout ByteBuffer, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
         if bytes.readableBytes > Self.coalescedBodyBytes {
             writePending(context: context)
-            context.write(wrapOutboundOut(bytes), promise: promise)
+            context.write(NIOAny(bytes), promise: promise)
             return
         }
         pending.append(&bytes)
@@ -229,7 +238,7 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
         guard var bytes = nothing else {
             if pending.isEmpty, let promise {
                 // Everything before was written already: this promise completes after it.
-                context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+                context.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
             } else {
                 pending.hold(promise)
             }
@@ -241,15 +250,17 @@ final class ClientResponseEncoder: ChannelOutboundHandler {
     private func writePending(context: ChannelHandlerContext) {
         let (buffer, promise) = pending.take()
         guard let buffer else { return }
-        context.write(wrapOutboundOut(buffer), promise: promise)
+        context.write(NIOAny(buffer), promise: promise)
     }
 
     /// Fails the write, drops what is pending (it cannot be framed any more) and closes the connection.
-    private func refuse(_ error: EncodingError, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext) {
+    private func refuse(
+        _ error: EncodingError, promise: EventLoopPromise<Void>?, context: ChannelHandlerContext, onRefusal: (EncodingError) -> Void
+    ) {
         failed = true
         pending.take().promise?.fail(error)
         promise?.fail(error)
-        context.fireErrorCaught(error)
+        onRefusal(error)
         // Earlier, complete responses already handed down still go out; the refused one does not.
         context.flush()
         context.close(promise: nil)

@@ -88,15 +88,13 @@ public final class GatewayListener: Sendable {
                         idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
                         minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
                     try pipeline.addHandler(deadlines)
-                    // The gateway's own HTTP/1.1 response encoder and request decoder (no pipelining handler: the
-                    // connection handler holds pipelined requests itself, without toggling read interest per request).
-                    let responseEncoder = ClientResponseEncoder()
-                    try pipeline.addHandler(responseEncoder)
-                    // A head is held only up to a bound while it arrives; after a framing error nothing is held.
-                    try pipeline.addHandler(RequestDecoder(maximumHeadBytes: Self.maximumRequestHeadBytes))
+                    // The connection handler frames requests and encodes responses itself (HTTP/1.1; no pipelining
+                    // handler either: it holds pipelined requests without toggling read interest per request). A head
+                    // is held only up to a bound while it arrives; after a framing error nothing is held.
                     try pipeline.addHandler(
                         MCPConnectionHandler(
-                            services: services, deadlines: deadlines, responseEncoder: responseEncoder, tlsTrust: tlsTrust))
+                            services: services, deadlines: deadlines, maximumHeadBytes: Self.maximumRequestHeadBytes,
+                            tlsTrust: tlsTrust))
                 }
             }
         let channel: any Channel

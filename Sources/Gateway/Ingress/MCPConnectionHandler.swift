@@ -5,20 +5,27 @@ import NIOPosix
 import StrictJSON
 import TLS
 
-/// The handler at the top of every client connection. It feeds HTTP parts, upstream responses and the results of
-/// off-loop work into the connection's `ExchangeStateMachine`, and performs the actions it returns. Everything
-/// runs on the connection's event loop; only a fresh signature check and the decision on a large body leave it
-/// (on the shared thread pool) and come back.
+/// The handler at the top of every client connection. It frames the client's bytes into requests itself
+/// (`RequestFraming`) and encodes its responses itself (`ClientResponseEncoder`): one pipeline step fewer each way
+/// for every part of every exchange than a decoder and an encoder of their own. It feeds the
+/// parts, upstream responses and the results of off-loop work into the connection's `ExchangeStateMachine`, and
+/// performs the actions it returns. Everything runs on the connection's event loop; only a fresh signature check and
+/// the decision on a large body leave it (on the shared thread pool) and come back.
 final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver {
-    typealias InboundIn = HTTPServerRequestPart
+    typealias InboundIn = ByteBuffer
     typealias OutboundIn = HTTPServerResponsePart
-    typealias OutboundOut = HTTPServerResponsePart
+    typealias OutboundOut = ByteBuffer
 
     private let services: GatewayServices?
     private let decisions: ExchangeDecisions?
     private let deadlines: ClientDeadlines
-    private let responseEncoder: ClientResponseEncoder
+    /// Frames and encodes the responses (called directly; not a pipeline step).
+    private let responseEncoder = ClientResponseEncoder()
     private var machine: ExchangeStateMachine
+    /// The client's requests, framed from its bytes (RFC 9112); nothing is framed after a framing error.
+    private var framing: RequestFraming
+    /// Keeps the parts of a read in order when a read or the close arrives while they are handled.
+    private let relay = FramedPartsRelay<HTTPServerRequestPart>()
     private var context: ChannelHandlerContext?
     private var handshake: TLSHandshakeCompleted?
     private var clientAddress: String?
@@ -87,12 +94,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private var tlsTrust: TLSTrust?
 
-    init(services: GatewayServices?, deadlines: ClientDeadlines, responseEncoder: ClientResponseEncoder, tlsTrust: TLSTrust? = nil) {
+    /// A handler for one client connection, framing request heads of at most `maximumHeadBytes`.
+    init(
+        services: GatewayServices?, deadlines: ClientDeadlines, maximumHeadBytes: Int, tlsTrust: TLSTrust? = nil
+    ) {
+        self.framing = RequestFraming(maximumHeadBytes: maximumHeadBytes)
         self.tlsTrust = tlsTrust
         self.services = services
         self.decisions = services.map(ExchangeDecisions.init)
         self.deadlines = deadlines
-        self.responseEncoder = responseEncoder
         let limits = services?.limits ?? GatewayLimits()
         machine = ExchangeStateMachine(
             limits: .init(
@@ -106,7 +116,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         source = ClientSource.key(context.channel.remoteAddress)
     }
 
-    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
+    func handlerRemoved(context: ChannelHandlerContext) {
+        responseEncoder.dropPending()
+        self.context = nil
+    }
 
     /// A connection with a client certificate that outlived a reload of the TLS trust (a CRL that revokes it, its CA
     /// removed): its certificate is verified again against the trust in force, so each request is decided as a new
@@ -156,7 +169,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     // MARK: - Channel events
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let part = unwrapInboundIn(data)
+        relay.read(
+            unwrapInboundIn(data), frame: { self.framing.feed($0, $1) }, fire: { self.take($0) },
+            fail: { self.framingFailed($0, context: context) }, close: { self.connectionClosed(context: context) })
+    }
+
+    /// A part of a request, as framed.
+    private func take(_ part: HTTPServerRequestPart) {
         // A pipelined request waits (with reading paused) until the one before it has been answered.
         if !pipelined.isEmpty || (part.isHead && machine.state != .idle) {
             pipelined.append(part)
@@ -195,6 +214,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // After the parts of a read being handled now, if any: the close never comes between a head and its body.
+        relay.closed { connectionClosed(context: context) }
+    }
+
+    private func connectionClosed(context: ChannelHandlerContext) {
+        relay.close(
+            frame: { self.framing.closed($0) }, fire: { self.take($0) }, fail: { self.framingFailed($0, context: context) })
         collectTimer?.cancel()
         collectTimer = nil
         stopOffloadedFiltering()
@@ -245,42 +271,61 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         context.fireUserInboundEventTriggered(event)
     }
 
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let framingError = error as? HTTPFramingError {
-            // Bytes that came after the gateway started closing are not a refusal. (Bytes after a request that asked
-            // for the connection to close never get here: the decoder drops them, as RFC 9112 asks.)
-            guard context.channel.isActive, !closing else { return }
-            let problem =
-                switch framingError {
-                case .invalid(let why): "invalid HTTP request: \(why)"
-                case .tooLarge(let bound): "more than \(bound) bytes that cannot be framed as a request"
-                }
-            switch machine.state {
-            case .forwarding, .relaying, .collecting, .deciding:
-                // The bytes after the request in flight cannot be read: that request is still answered (and
-                // recorded as it completes), and the connection closes after it. Nothing later can be framed.
-                recordUnreadableRest(problem)
-                return
-            default:
-                break
+    /// The client's bytes cannot be framed as HTTP/1.1 (`RequestFraming` refused them).
+    private func framingFailed(_ framingError: HTTPFramingError, context: ChannelHandlerContext) {
+        // Bytes that came after the gateway started closing are not a refusal. (Bytes after a request that asked for
+        // the connection to close never get here: the framing drops them, as RFC 9112 asks.)
+        guard context.channel.isActive, !closing else { return }
+        let problem =
+            switch framingError {
+            case .invalid(let why): "invalid HTTP request: \(why)"
+            case .tooLarge(let bound): "more than \(bound) bytes that cannot be framed as a request"
             }
-            // The bytes cannot be read as HTTP: record it and close at once (no further request can be framed).
-            recordConnectionRefusal(problem, rule: "http_parse")
-            switch machine.state {
-            case .idle, .authenticating, .receivingBody, .draining:
-                let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
-                var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
-                headers.add(name: "Connection", value: "close")
-                context.write(
-                    wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers))), promise: nil)
-                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
-                context.writeAndFlush(wrapOutboundOut(.end(nil))).assumeIsolated().whenComplete { _ in context.close(promise: nil) }
-            default:
-                context.close(promise: nil)
-            }
+        switch machine.state {
+        case .forwarding, .relaying, .collecting, .deciding:
+            // The bytes after the request in flight cannot be read: that request is still answered (and
+            // recorded as it completes), and the connection closes after it. Nothing later can be framed.
+            recordUnreadableRest(problem)
             return
+        default:
+            break
         }
-        if let refused = error as? ClientResponseEncoder.EncodingError {
+        // The bytes cannot be read as HTTP: record it and close at once (no further request can be framed).
+        recordConnectionRefusal(problem, rule: "http_parse")
+        switch machine.state {
+        case .idle, .authenticating, .receivingBody, .draining:
+            let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
+            var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
+            headers.add(name: "Connection", value: "close")
+            emit(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
+            emit(.body(.byteBuffer(body)), context: context)
+            emitAndFlush(.end(nil), context: context).assumeIsolated().whenComplete { [self] _ in
+                responseEncoder.close(context: context)
+            }
+        default:
+            responseEncoder.close(context: context)
+        }
+    }
+
+    // MARK: - Writing to the client
+
+    /// A response part written by another handler or from outside the pipeline goes through the encoder too.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        emit(unwrapOutboundIn(data), promise: promise, context: context)
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        responseEncoder.flush(context: context)
+    }
+
+    func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+        responseEncoder.close(context: context, mode: mode, promise: promise)
+    }
+
+    /// Writes a response part to the client, framed and encoded by `responseEncoder` (its bytes go to the handlers
+    /// below, or wait for the next flush).
+    private func emit(_ part: HTTPServerResponsePart, promise: EventLoopPromise<Void>? = nil, context: ChannelHandlerContext) {
+        responseEncoder.write(part, promise: promise, context: context) { refused in
             // A response the encoder would not frame (it closes the connection): recorded, and logged once a minute.
             recordConnectionRefusal("response not sent: \(refused)", rule: "response_framing")
             if let services, let held = services.operationalLogThrottle.admit("response_framing") {
@@ -288,9 +333,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     "response refused by the encoder; connection closed",
                     metadata: ["error": "\(refused)", "similar.failures.held.back": "\(held)"])
             }
-            return
         }
-        context.fireErrorCaught(error)
+    }
+
+    /// `emit`, then a flush; the future completes when the part has been written.
+    private func emitAndFlush(_ part: HTTPServerResponsePart, context: ChannelHandlerContext) -> EventLoopFuture<Void> {
+        let written = context.eventLoop.makePromise(of: Void.self)
+        emit(part, promise: written, context: context)
+        responseEncoder.flush(context: context)
+        return written.futureResult
     }
 
     // MARK: - Request head
@@ -487,7 +538,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .continueAndResumeReading:
             if let request {
                 writeHead(HTTPResponseHead(version: request.head.version, status: .continue), context: context)
-                context.flush()
+                responseEncoder.flush(context: context)
             }
             endAuthenticationPause()
         case .refuseBodyTooLarge:
@@ -517,9 +568,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 eventWriteCharge = nil
                 let written = context.eventLoop.makePromise(of: Void.self)
                 written.futureResult.whenComplete { _ in held.give(charge.bytes, tenant: charge.tenant) }
-                context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: written)
+                emit(.body(.byteBuffer(part)), promise: written, context: context)
             } else {
-                context.write(wrapOutboundOut(.body(.byteBuffer(part))), promise: nil)
+                emit(.body(.byteBuffer(part)), promise: nil, context: context)
             }
             flushPending = true
             if !context.channel.isWritable { upstream?.setReading(false, for: self) }
@@ -533,20 +584,20 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if !closesAfterExchange && !close {
                 // The common case: nothing waits for the end to be written (no promise to allocate).
                 exchangeFinished()
-                context.write(wrapOutboundOut(.end(nil)), promise: nil)
+                emit(.end(nil), promise: nil, context: context)
                 FlushBatch.flushSoon(context.channel)
                 return
             }
             if closesAfterExchange {
-                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                written = emitAndFlush(.end(nil), context: context)
                 if !close { exchangeFinished(ending: written) }
             } else {
                 if !close { exchangeFinished() }
-                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                written = emitAndFlush(.end(nil), context: context)
             }
             if close {
                 closing = true
-                written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+                written.assumeIsolated().whenComplete { [self] _ in responseEncoder.close(context: context) }
             }
         case .filterCollected(let head, let body):
             upstream = nil
@@ -577,15 +628,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// the encoder is told, so that it frames the response without one.
     private func writeHead(_ head: HTTPResponseHead, context: ChannelHandlerContext) {
         if request?.head.method == .HEAD { responseEncoder.nextHeadAnswersHEAD() }
-        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        emit(.head(head), promise: nil, context: context)
     }
 
     /// Closes the connection; what was written is flushed first (the last answer's flush may still be waiting for
     /// the end of the loop's round in `FlushBatch`).
     private func close() {
         closing = true
-        context?.flush()
-        context?.close(promise: nil)
+        if let context { responseEncoder.close(context: context) }
     }
 
     /// Writes the gateway's own answer and its records (records first: an answer is never sent unrecorded).
@@ -625,31 +675,31 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 _ = held.take(collected.bytes, tenant: collected.tenant, always: true)
                 let written = context.eventLoop.makePromise(of: Void.self)
                 written.futureResult.whenComplete { _ in held.give(collected.bytes, tenant: collected.tenant) }
-                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: written)
+                emit(.body(.byteBuffer(body)), promise: written, context: context)
             } else {
-                context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+                emit(.body(.byteBuffer(body)), promise: nil, context: context)
             }
         }
         // The exchange moves on before the end is written: writing it may deliver the next pipelined request at once.
         let next = keepAlive ? machine.answerWritten() : .closeConnection
         let written: EventLoopFuture<Void>
         if closesAfterExchange {
-            written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+            written = emitAndFlush(.end(nil), context: context)
             if case .idle = machine.state { exchangeFinished(ending: written) }
         } else {
             if case .idle = machine.state { exchangeFinished() }
             if case .closeConnection = next {
-                written = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+                written = emitAndFlush(.end(nil), context: context)
             } else {
                 // The connection stays open: flushed with the rest of this round (no promise to allocate).
-                context.write(wrapOutboundOut(.end(nil)), promise: nil)
+                emit(.end(nil), promise: nil, context: context)
                 FlushBatch.flushSoon(context.channel)
                 return
             }
         }
         if case .closeConnection = next {
             closing = true
-            written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+            written.assumeIsolated().whenComplete { [self] _ in responseEncoder.close(context: context) }
         }
     }
 
@@ -714,7 +764,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// relayed events: those go out whole, so the stream is always at an event boundary here.
     func writeLegacyEvent(_ event: ByteBuffer) {
         guard let context, legacyRegistration != nil, case .relaying = machine.state else { return }
-        context.writeAndFlush(wrapOutboundOut(.body(.byteBuffer(event))), promise: nil)
+        emit(.body(.byteBuffer(event)), context: context)
+        responseEncoder.flush(context: context)
     }
 
     private func unregisterLegacyStream() {

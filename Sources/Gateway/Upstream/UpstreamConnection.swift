@@ -241,7 +241,7 @@ final class UpstreamConnection: ChannelInboundHandler {
                 return
             }
             // A body read up to the close leaves nothing to reuse, whatever the head says.
-            keepAlive = keepAlive && head.isKeepAlive && !responseDecoder.bodyEndsAtClose
+            keepAlive = keepAlive && ConnectionReuse.of(head.headers).keepsAlive(head.version) && !responseDecoder.bodyEndsAtClose
             if let seconds = Self.keepAliveTimeout(head.headers) {
                 reuseWindow = min(configuredReuseWindow, Self.reuseWindow(keepAlive: .seconds(seconds)))
             }
