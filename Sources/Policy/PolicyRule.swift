@@ -31,6 +31,11 @@ public final class PolicyRule: Sendable {
     public let document: String
     /// The file it was loaded from.
     public let file: String
+    /// `rule <id> <verb> `, the start of the reason a match of this rule records (built once, not per call).
+    private let reasonPrefix: String
+    /// `rule <id>: <description>`, the reason a match without argument constraints records when the rule has a
+    /// description.
+    let describedReason: String?
 
     /// A rule with these parts (see each property).
     public init(
@@ -53,6 +58,20 @@ public final class PolicyRule: Sendable {
         self.callTimeoutSeconds = callTimeoutSeconds
         self.document = document
         self.file = file
+        self.reasonPrefix = "rule \(id) \(action.verb) "
+        self.describedReason = description.map { "rule \(id): \($0)" }
+    }
+
+    /// `rule <id> <verb> <target>`, with `; arguments satisfy its constraints` when `constraintsSatisfied`: the reason
+    /// a match records, in one string allocated once (interpolation built it in three, for every call).
+    func reason(for target: String, constraintsSatisfied: Bool) -> String {
+        let tail = constraintsSatisfied ? "; arguments satisfy its constraints" : ""
+        var text = ""
+        text.reserveCapacity(reasonPrefix.utf8.count + target.utf8.count + tail.utf8.count)
+        text += reasonPrefix
+        text += target
+        text += tail
+        return text
     }
 
     /// The target patterns that apply to `method` (tools, resources or prompts).

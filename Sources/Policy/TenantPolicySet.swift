@@ -216,9 +216,7 @@ public final class TenantPolicySet: Sendable {
         }
         guard !rule.constraints.isEmpty else {
             return match(
-                rule.action,
-                rule.description.map { "rule \(rule.id): \($0)" }
-                    ?? "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method)")
+                rule.action, rule.describedReason ?? rule.reason(for: request.target ?? request.method, constraintsSatisfied: false))
         }
         guard let allLeaves = arguments.leaves else {
             return match(.deny, arguments.refusal?.reason ?? ArgumentCanonicalizer.Refusal.tooManyValues.reason)
@@ -236,9 +234,7 @@ public final class TenantPolicySet: Sendable {
         if findings.isEmpty {
             return rule.action == .deny
                 ? nil
-                : match(
-                    rule.action,
-                    "rule \(rule.id) \(rule.action.verb) \(request.target ?? request.method); arguments satisfy its constraints")
+                : match(rule.action, rule.reason(for: request.target ?? request.method, constraintsSatisfied: true))
         }
         let first = findings[0]
         return match(.deny, "rule \(rule.id): argument \(first.location) \(first.problem)", findings)

@@ -27,52 +27,190 @@ public struct AuditRecord: Sendable {
         case unavailable
     }
 
+    /// The fields, shared by copies of a record until one of them changes one (copy on write). A record is copied
+    /// several times on its way to the log (decision, plan, completion, metrics); a copy of the fields themselves
+    /// retained and released each of their strings. Mutated only through `uniqueFields()`, within a mutating access to
+    /// the one record that holds them: a shared instance is never written to, which is what makes it safe to send, and
+    /// every access to one is ordered by the static exclusivity of the record that holds it (so the properties need no
+    /// dynamic checks of their own, which would cost each read of a field more than the copy saved).
+    private final class Fields: @unchecked Sendable {
+        @exclusivity(unchecked) var unixMilliseconds: Int64 = AuditRecord.nowMilliseconds()
+        @exclusivity(unchecked) var requestID: String
+        @exclusivity(unchecked) var tenant: String?
+        @exclusivity(unchecked) var agent: String?
+        @exclusivity(unchecked) var authMethod: String?
+        @exclusivity(unchecked) var clientAddress: String?
+        @exclusivity(unchecked) var httpMethod: String
+        @exclusivity(unchecked) var method: String?
+        @exclusivity(unchecked) var target: String?
+        @exclusivity(unchecked) var jsonrpcID: JSONValue?
+        @exclusivity(unchecked) var decision: Decision
+        @exclusivity(unchecked) var rule: String?
+        @exclusivity(unchecked) var reason: String
+        @exclusivity(unchecked) var upstreamStatus: Int?
+        @exclusivity(unchecked) var latencyMicroseconds: Int?
+        @exclusivity(unchecked) var sessionID: String?
+        @exclusivity(unchecked) var traceID: String?
+        @exclusivity(unchecked) var arguments: LoggedArguments?
+        @exclusivity(unchecked) var sharedLimits: String?
+
+        init(requestID: String, httpMethod: String, decision: Decision, reason: String) {
+            self.requestID = requestID
+            self.httpMethod = httpMethod
+            self.decision = decision
+            self.reason = reason
+        }
+
+        init(copying other: Fields) {
+            unixMilliseconds = other.unixMilliseconds
+            requestID = other.requestID
+            tenant = other.tenant
+            agent = other.agent
+            authMethod = other.authMethod
+            clientAddress = other.clientAddress
+            httpMethod = other.httpMethod
+            method = other.method
+            target = other.target
+            jsonrpcID = other.jsonrpcID
+            decision = other.decision
+            rule = other.rule
+            reason = other.reason
+            upstreamStatus = other.upstreamStatus
+            latencyMicroseconds = other.latencyMicroseconds
+            sessionID = other.sessionID
+            traceID = other.traceID
+            arguments = other.arguments
+            sharedLimits = other.sharedLimits
+        }
+    }
+
+    private var fields: Fields
+
+    /// The fields, for a change: copied first if another record shares them.
+    private mutating func uniqueFields() -> Fields {
+        if !isKnownUniquelyReferenced(&fields) { fields = Fields(copying: fields) }
+        return fields
+    }
+
     /// When the decision was made, in milliseconds since 1970 (UTC).
-    public var unixMilliseconds: Int64 = AuditRecord.nowMilliseconds()
+    public var unixMilliseconds: Int64 {
+        get { fields.unixMilliseconds }
+        set { uniqueFields().unixMilliseconds = newValue }
+        _modify { yield &uniqueFields().unixMilliseconds }
+    }
     /// The gateway's id for the HTTP request (shared by the messages of a batch).
-    public var requestID: String
+    public var requestID: String {
+        get { fields.requestID }
+        set { uniqueFields().requestID = newValue }
+        _modify { yield &uniqueFields().requestID }
+    }
     /// The caller's tenant, when known.
-    public var tenant: String?
+    public var tenant: String? {
+        get { fields.tenant }
+        set { uniqueFields().tenant = newValue }
+        _modify { yield &uniqueFields().tenant }
+    }
     /// The caller's agent, when known.
-    public var agent: String?
+    public var agent: String? {
+        get { fields.agent }
+        set { uniqueFields().agent = newValue }
+        _modify { yield &uniqueFields().agent }
+    }
     /// `mtls`, `jwt` or `both`, when authenticated.
-    public var authMethod: String?
+    public var authMethod: String? {
+        get { fields.authMethod }
+        set { uniqueFields().authMethod = newValue }
+        _modify { yield &uniqueFields().authMethod }
+    }
     /// The client's address.
-    public var clientAddress: String?
+    public var clientAddress: String? {
+        get { fields.clientAddress }
+        set { uniqueFields().clientAddress = newValue }
+        _modify { yield &uniqueFields().clientAddress }
+    }
     /// The HTTP method of the request.
-    public var httpMethod: String
+    public var httpMethod: String {
+        get { fields.httpMethod }
+        set { uniqueFields().httpMethod = newValue }
+        _modify { yield &uniqueFields().httpMethod }
+    }
     /// The JSON-RPC method (or `stream` for a GET, `session_end` for a DELETE).
-    public var method: String?
+    public var method: String? {
+        get { fields.method }
+        set { uniqueFields().method = newValue }
+        _modify { yield &uniqueFields().method }
+    }
     /// The tool name, resource URI or prompt name.
-    public var target: String?
+    public var target: String? {
+        get { fields.target }
+        set { uniqueFields().target = newValue }
+        _modify { yield &uniqueFields().target }
+    }
     /// The JSON-RPC id (a string or a number).
-    public var jsonrpcID: JSONValue?
+    public var jsonrpcID: JSONValue? {
+        get { fields.jsonrpcID }
+        set { uniqueFields().jsonrpcID = newValue }
+        _modify { yield &uniqueFields().jsonrpcID }
+    }
     /// The decision.
-    public var decision: Decision
+    public var decision: Decision {
+        get { fields.decision }
+        set { uniqueFields().decision = newValue }
+        _modify { yield &uniqueFields().decision }
+    }
     /// The deciding rule (`default`, a rule id, a rate limit id, or a code such as `token_expired`).
-    public var rule: String?
+    public var rule: String? {
+        get { fields.rule }
+        set { uniqueFields().rule = newValue }
+        _modify { yield &uniqueFields().rule }
+    }
     /// Why, in words.
-    public var reason: String
+    public var reason: String {
+        get { fields.reason }
+        set { uniqueFields().reason = newValue }
+        _modify { yield &uniqueFields().reason }
+    }
     /// The upstream's HTTP status, when the call was forwarded (or 502/504 when the upstream failed).
-    public var upstreamStatus: Int?
+    public var upstreamStatus: Int? {
+        get { fields.upstreamStatus }
+        set { uniqueFields().upstreamStatus = newValue }
+        _modify { yield &uniqueFields().upstreamStatus }
+    }
     /// Microseconds from receiving the request to the decision (refusals) or to the upstream's response head.
-    public var latencyMicroseconds: Int?
+    public var latencyMicroseconds: Int? {
+        get { fields.latencyMicroseconds }
+        set { uniqueFields().latencyMicroseconds = newValue }
+        _modify { yield &uniqueFields().latencyMicroseconds }
+    }
     /// The MCP session id, if any.
-    public var sessionID: String?
+    public var sessionID: String? {
+        get { fields.sessionID }
+        set { uniqueFields().sessionID = newValue }
+        _modify { yield &uniqueFields().sessionID }
+    }
     /// The W3C trace id of the request (the client's, or one the gateway started).
-    public var traceID: String?
+    public var traceID: String? {
+        get { fields.traceID }
+        set { uniqueFields().traceID = newValue }
+        _modify { yield &uniqueFields().traceID }
+    }
     /// The arguments: keys and a digest by default, in full where a rule asks.
-    public var arguments: LoggedArguments?
+    public var arguments: LoggedArguments? {
+        get { fields.arguments }
+        set { uniqueFields().arguments = newValue }
+        _modify { yield &uniqueFields().arguments }
+    }
     /// Set when shared rate limits were out of reach for this decision: `local_fallback` (the replica's local share
     /// applied) or `fail_closed` (refused for it).
-    public var sharedLimits: String?
+    public var sharedLimits: String? {
+        get { fields.sharedLimits }
+        set { uniqueFields().sharedLimits = newValue }
+        _modify { yield &uniqueFields().sharedLimits }
+    }
 
     /// A record for one decision.
     public init(requestID: String, httpMethod: String, decision: Decision, reason: String) {
-        self.requestID = requestID
-        self.httpMethod = httpMethod
-        self.decision = decision
-        self.reason = reason
+        fields = Fields(requestID: requestID, httpMethod: httpMethod, decision: decision, reason: reason)
     }
 
     /// A record with every field a decision on a request sets, given at once (`ExchangeRequest.record`): a record
@@ -83,23 +221,21 @@ public struct AuditRecord: Sendable {
         rule: String?, latencyMicroseconds: Int?, sessionID: String?, traceID: String?, arguments: LoggedArguments? = nil,
         sharedLimits: String? = nil
     ) {
-        self.requestID = requestID
-        self.tenant = tenant
-        self.agent = agent
-        self.authMethod = authMethod
-        self.clientAddress = clientAddress
-        self.httpMethod = httpMethod
-        self.method = method
-        self.target = target
-        self.jsonrpcID = jsonrpcID
-        self.decision = decision
-        self.rule = rule
-        self.reason = reason
-        self.latencyMicroseconds = latencyMicroseconds
-        self.sessionID = sessionID
-        self.traceID = traceID
-        self.arguments = arguments
-        self.sharedLimits = sharedLimits
+        let fields = Fields(requestID: requestID, httpMethod: httpMethod, decision: decision, reason: reason)
+        fields.tenant = tenant
+        fields.agent = agent
+        fields.authMethod = authMethod
+        fields.clientAddress = clientAddress
+        fields.method = method
+        fields.target = target
+        fields.jsonrpcID = jsonrpcID
+        fields.rule = rule
+        fields.latencyMicroseconds = latencyMicroseconds
+        fields.sessionID = sessionID
+        fields.traceID = traceID
+        fields.arguments = arguments
+        fields.sharedLimits = sharedLimits
+        self.fields = fields
     }
 
     /// Milliseconds since 1970 from the system's real-time clock.
@@ -195,7 +331,9 @@ public struct AuditRecord: Sendable {
 
     /// The record as one line of JSON bytes, ending in a newline.
     public var lineBytes: [UInt8] {
-        var writer = JSONLineWriter(capacity: 384 + reason.utf8.count)
+        // Room for a typical record's fixed fields and redacted arguments (with the 64-digit digest near the end), so
+        // the line is not copied to a larger buffer as it is written.
+        var writer = JSONLineWriter(capacity: 512 + reason.utf8.count)
         writer.timestamp("time", unixMilliseconds)
         writer.string("request_id", requestID)
         writer.optionalString("tenant", tenant)
