@@ -94,116 +94,116 @@ public struct AuditRecord: Sendable {
 
     /// When the decision was made, in milliseconds since 1970 (UTC).
     public var unixMilliseconds: Int64 {
-        get { fields.unixMilliseconds }
+        _read { yield fields.unixMilliseconds }
         set { uniqueFields().unixMilliseconds = newValue }
         _modify { yield &uniqueFields().unixMilliseconds }
     }
     /// The gateway's id for the HTTP request (shared by the messages of a batch).
     public var requestID: String {
-        get { fields.requestID }
+        _read { yield fields.requestID }
         set { uniqueFields().requestID = newValue }
         _modify { yield &uniqueFields().requestID }
     }
     /// The caller's tenant, when known.
     public var tenant: String? {
-        get { fields.tenant }
+        _read { yield fields.tenant }
         set { uniqueFields().tenant = newValue }
         _modify { yield &uniqueFields().tenant }
     }
     /// The caller's agent, when known.
     public var agent: String? {
-        get { fields.agent }
+        _read { yield fields.agent }
         set { uniqueFields().agent = newValue }
         _modify { yield &uniqueFields().agent }
     }
     /// `mtls`, `jwt` or `both`, when authenticated.
     public var authMethod: String? {
-        get { fields.authMethod }
+        _read { yield fields.authMethod }
         set { uniqueFields().authMethod = newValue }
         _modify { yield &uniqueFields().authMethod }
     }
     /// The client's address.
     public var clientAddress: String? {
-        get { fields.clientAddress }
+        _read { yield fields.clientAddress }
         set { uniqueFields().clientAddress = newValue }
         _modify { yield &uniqueFields().clientAddress }
     }
     /// The HTTP method of the request.
     public var httpMethod: String {
-        get { fields.httpMethod }
+        _read { yield fields.httpMethod }
         set { uniqueFields().httpMethod = newValue }
         _modify { yield &uniqueFields().httpMethod }
     }
     /// The JSON-RPC method (or `stream` for a GET, `session_end` for a DELETE).
     public var method: String? {
-        get { fields.method }
+        _read { yield fields.method }
         set { uniqueFields().method = newValue }
         _modify { yield &uniqueFields().method }
     }
     /// The tool name, resource URI or prompt name.
     public var target: String? {
-        get { fields.target }
+        _read { yield fields.target }
         set { uniqueFields().target = newValue }
         _modify { yield &uniqueFields().target }
     }
     /// The JSON-RPC id (a string or a number).
     public var jsonrpcID: JSONValue? {
-        get { fields.jsonrpcID }
+        _read { yield fields.jsonrpcID }
         set { uniqueFields().jsonrpcID = newValue }
         _modify { yield &uniqueFields().jsonrpcID }
     }
     /// The decision.
     public var decision: Decision {
-        get { fields.decision }
+        _read { yield fields.decision }
         set { uniqueFields().decision = newValue }
         _modify { yield &uniqueFields().decision }
     }
     /// The deciding rule (`default`, a rule id, a rate limit id, or a code such as `token_expired`).
     public var rule: String? {
-        get { fields.rule }
+        _read { yield fields.rule }
         set { uniqueFields().rule = newValue }
         _modify { yield &uniqueFields().rule }
     }
     /// Why, in words.
     public var reason: String {
-        get { fields.reason }
+        _read { yield fields.reason }
         set { uniqueFields().reason = newValue }
         _modify { yield &uniqueFields().reason }
     }
     /// The upstream's HTTP status, when the call was forwarded (or 502/504 when the upstream failed).
     public var upstreamStatus: Int? {
-        get { fields.upstreamStatus }
+        _read { yield fields.upstreamStatus }
         set { uniqueFields().upstreamStatus = newValue }
         _modify { yield &uniqueFields().upstreamStatus }
     }
     /// Microseconds from receiving the request to the decision (refusals) or to the upstream's response head.
     public var latencyMicroseconds: Int? {
-        get { fields.latencyMicroseconds }
+        _read { yield fields.latencyMicroseconds }
         set { uniqueFields().latencyMicroseconds = newValue }
         _modify { yield &uniqueFields().latencyMicroseconds }
     }
     /// The MCP session id, if any.
     public var sessionID: String? {
-        get { fields.sessionID }
+        _read { yield fields.sessionID }
         set { uniqueFields().sessionID = newValue }
         _modify { yield &uniqueFields().sessionID }
     }
     /// The W3C trace id of the request (the client's, or one the gateway started).
     public var traceID: String? {
-        get { fields.traceID }
+        _read { yield fields.traceID }
         set { uniqueFields().traceID = newValue }
         _modify { yield &uniqueFields().traceID }
     }
     /// The arguments: keys and a digest by default, in full where a rule asks.
     public var arguments: LoggedArguments? {
-        get { fields.arguments }
+        _read { yield fields.arguments }
         set { uniqueFields().arguments = newValue }
         _modify { yield &uniqueFields().arguments }
     }
     /// Set when shared rate limits were out of reach for this decision: `local_fallback` (the replica's local share
     /// applied) or `fail_closed` (refused for it).
     public var sharedLimits: String? {
-        get { fields.sharedLimits }
+        _read { yield fields.sharedLimits }
         set { uniqueFields().sharedLimits = newValue }
         _modify { yield &uniqueFields().sharedLimits }
     }

@@ -109,11 +109,11 @@ struct ExchangeStateMachine {
         state = .authenticating
         body = Self.noBody
         requestEnded = false
-        keepAlive = ConnectionReuse.of(head.headers).keepsAlive(head.version)
         requestMethod = head.method
         requestVersion = head.version
         // RFC 9112 §6.3: without Transfer-Encoding, Content-Length (or its absence: zero) says how long the body is.
         let headers = headers ?? RequestHeaderValues(head.headers)
+        keepAlive = headers.connection.keepsAlive(head.version)
         declaredBodyBytes =
             headers.contains(.transferEncoding) ? nil : headers.first(.contentLength).flatMap { Int($0) } ?? 0
         collectedHead = nil
@@ -278,7 +278,7 @@ struct ExchangeStateMachine {
         }
         let framed = ResponseFraming.frame(
             head, requestMethod: requestMethod, clientVersion: requestVersion, keepAlive: keepAlive && requestEnded)
-        if ConnectionReuse.of(framed.head.headers) == .close { keepAlive = false }
+        if framed.closesConnection { keepAlive = false }
         state = .relaying(bodyAllowed: framed.bodyAllowed)
         return .writeResponseHead(framed.head)
     }
@@ -365,7 +365,7 @@ enum ResponseFraming {
     /// 1xx, 204, 205 and 304 responses, never carry a body, whatever the upstream sends after them.
     static func frame(
         _ upstream: HTTPResponseHead, requestMethod: HTTPMethod, clientVersion: HTTPVersion, keepAlive: Bool
-    ) -> (head: HTTPResponseHead, bodyAllowed: Bool) {
+    ) -> (head: HTTPResponseHead, bodyAllowed: Bool, closesConnection: Bool) {
         // One pass over the upstream's headers (this runs for every response): the forwarded ones, by their lower-case
         // names, and the framing headers.
         var headers = HTTPHeaders()
@@ -409,6 +409,6 @@ enum ResponseFraming {
             // An HTTP/1.0 client that asked to keep the connection expects to be told it is kept.
             headers.add(name: "Connection", value: "keep-alive")
         }
-        return (HTTPResponseHead(version: clientVersion, status: upstream.status, headers: headers), bodyAllowed)
+        return (HTTPResponseHead(version: clientVersion, status: upstream.status, headers: headers), bodyAllowed, close)
     }
 }

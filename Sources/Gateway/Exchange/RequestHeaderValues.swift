@@ -13,13 +13,14 @@ final class RequestHeaderValues: Sendable {
     /// repetition is reported.
     enum Name: Int, CaseIterable {
         case contentType, mcpSessionID, mcpProtocolVersion, mcpMethod, mcpName, lastEventID, accept, host
-        case authorization, traceparent, tracestate, contentLength, transferEncoding, upgrade, expect
+        case authorization, traceparent, tracestate, contentLength, transferEncoding, upgrade, expect, connection
     }
 
     /// The lower-case names, in `Name` order.
     static let names = HeaderNames([
         "content-type", "mcp-session-id", "mcp-protocol-version", "mcp-method", "mcp-name", "last-event-id", "accept", "host",
         "authorization", "traceparent", "tracestate", "content-length", "transfer-encoding", "upgrade", "expect",
+        "connection",
     ])
 
     /// Headers that must appear at most once: the gateway reads them and the upstream reads them, and two copies could
@@ -27,10 +28,12 @@ final class RequestHeaderValues: Sendable {
     static let singleValuedCount = 8
 
     /// The first value of each name (nil when absent), in `Name` order.
-    private let firstValues: InlineArray<15, String?>
+    private let firstValues: InlineArray<16, String?>
     /// One bit per name seen, and one per name seen again.
     private let seen: UInt32
     private let repeated: UInt32
+    /// What the `Connection` headers (all of them) say about reusing the connection.
+    let connection: ConnectionReuse
     /// Whether any `Mcp-Param-*` header is present.
     let hasParameterHeaders: Bool
     /// The name, as sent, of the first single-valued or `Mcp-Param-*` header whose value holds U+FFFD: the HTTP
@@ -39,11 +42,12 @@ final class RequestHeaderValues: Sendable {
 
     /// The values of `headers`, read in one pass.
     init(_ headers: HTTPHeaders) {
-        var firstValues = InlineArray<15, String?>(repeating: nil)
+        var firstValues = InlineArray<16, String?>(repeating: nil)
         var seen: UInt32 = 0
         var repeated: UInt32 = 0
         var hasParameterHeaders = false
         var notUTF8: String?
+        var connection = ConnectionReuse.unstated
         for (name, value) in headers {
             guard let index = Self.names.index(of: name) else {
                 if MCPHeaderValue.isParamHeader(name) {
@@ -53,6 +57,10 @@ final class RequestHeaderValues: Sendable {
                 continue
             }
             if index < Self.singleValuedCount, notUTF8 == nil, HeaderText.holdsReplacementCharacter(value) { notUTF8 = name }
+            if index == Name.connection.rawValue {
+                var value = value
+                value.withUTF8 { connection.read(UnsafeRawBufferPointer($0)) }
+            }
             let bit: UInt32 = 1 << index
             repeated |= seen & bit
             guard seen & bit == 0 else { continue }
@@ -64,6 +72,7 @@ final class RequestHeaderValues: Sendable {
         self.repeated = repeated
         self.hasParameterHeaders = hasParameterHeaders
         self.notUTF8 = notUTF8
+        self.connection = connection
     }
 
     /// The first value of header `name`, as `HTTPHeaders.first(name:)` gives it.
