@@ -1011,9 +1011,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     static let legacyMessagesPath = "/messages"
 
     /// Request headers passed to the upstream, with `Mcp-Param-*`. Everything else — `Authorization`, cookies, `Host`,
-    /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway.
-    static let forwardedRequestHeaders = HeaderNames(["accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name"])
-    private static let mcpNameIndex = forwardedRequestHeaders.index(of: "mcp-name")!
+    /// forwarding and hop-by-hop headers, any header claiming an identity — stays at the gateway. Each of them may
+    /// appear once only (a request repeating one is refused with its head, `RequestHeaderValues.singleValuedCount`), so
+    /// its value is the one the pass over the head found.
+    static let forwardedRequestHeaders: [(name: String, header: RequestHeaderValues.Name)] = [
+        ("accept", .accept), ("content-type", .contentType), ("mcp-protocol-version", .mcpProtocolVersion),
+        ("mcp-method", .mcpMethod), ("mcp-name", .mcpName),
+    ]
     // `traceparent` and `tracestate` are the gateway's own (its span as the parent), added with the trace context.
 
     /// The request as the upstream gets it: the client's method and target (or the upstream's path), `Host`, the
@@ -1025,29 +1029,25 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         var upstream = try UpstreamRequest(
             method: request.head.method, target: request.upstreamTarget ?? endpoint.path, allocator: allocator)
         try upstream.add(name: "Host", value: endpoint.hostHeader)
-        // One pass over the client's headers (this runs for every request): the forwarded ones by their lower-case
-        // names, and arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema
-        // is known), which go after the session headers. A task method's Mcp-Name is the handle the client knows: the
-        // upstream gets its own task id there, once.
-        var parameters: [(String, String)] = []
-        var upstreamName = plan.upstreamName
-        for (name, value) in request.head.headers {
-            if let forwarded = Self.forwardedRequestHeaders.index(of: name) {
-                if forwarded == Self.mcpNameIndex, plan.upstreamName != nil {
-                    guard let name = upstreamName else { continue }
-                    upstreamName = nil
-                    try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(name))
-                } else {
-                    try upstream.add(name: Self.forwardedRequestHeaders.names[forwarded], value: value)
-                }
-            } else if MCPHeaderValue.isParamHeader(name) {
-                parameters.append((name, value))
+        // The forwarded headers from the values read with the head (this runs for every request: no second pass over
+        // the client's headers). A task method's Mcp-Name is the handle the client knows: the upstream gets its own
+        // task id there instead.
+        for (name, header) in Self.forwardedRequestHeaders {
+            guard let value = request.headers.first(header) else { continue }
+            if header == .mcpName, let upstreamName = plan.upstreamName {
+                try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(upstreamName))
+            } else {
+                try upstream.add(name: name, value: value)
             }
         }
         // The upstream's own session and event ids, unsealed from the handles the client presented.
         if let session = request.upstreamSession { try upstream.add(name: "Mcp-Session-Id", value: session) }
         if let event = request.upstreamLastEventID { try upstream.add(name: "Last-Event-ID", value: event) }
-        for (name, value) in parameters { try upstream.add(name: name, value: value) }
+        // Arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema is known), in
+        // the client's order; only a request that has any is searched for them.
+        if request.headers.hasParameterHeaders {
+            for (name, value) in request.head.headers where MCPHeaderValue.isParamHeader(name) { try upstream.add(name: name, value: value) }
+        }
         if let trace = request.trace {
             try upstream.addTraceparent(trace)
             if let state = trace.state { try upstream.add(name: "tracestate", value: state) }
