@@ -352,13 +352,11 @@ struct ExchangeDecisions {
         for message in parsed.messages {
             do {
                 switch try decide(message, principal: principal, protocolVersion: version, now: now, shared: shared, ledger: ledger) {
-                case .decided(var item):
+                case .decided(let item):
                     if item.arguments != nil, let range = item.argumentBytes,
                         !item.decision.logArguments || range.count > AuditRecord.maximumFullArgumentsBytes
                     {
-                        item.argumentDigest = original.withUnsafeReadableBytes {
-                            SHA256Digest(of: UnsafeRawBufferPointer(rebasing: $0[range]))
-                        }
+                        item.digestArguments(in: original)
                     }
                     decided.append(item)
                 case .mustAsk(let buckets):

@@ -98,16 +98,39 @@ final class ExchangeRequest: @unchecked Sendable {
     }
 }
 
-/// One JSON-RPC message's decision, ready for its audit record and its refusal.
-struct DecidedMessage {
+/// One JSON-RPC message's decision, ready for its audit record and its refusal. A class: a decision is read from
+/// several places on its way (survey, records, refusal), and a copy of a struct of a message, its arguments and its
+/// policy decision retained every string and array in them.
+final class DecidedMessage {
+    /// The message.
     let message: JSONRPCMessage
+    /// The tool name, resource URI or prompt name it names.
     let target: String?
+    /// Its arguments.
     let arguments: JSONValue?
+    /// The policy's decision on it.
     let decision: PolicyDecision
     /// Where `arguments` lie in the parsed body.
-    var argumentBytes: Range<Int>? = nil
-    /// SHA-256 of those bytes, for the audit record (taken when the record redacts the arguments).
-    var argumentDigest: SHA256Digest? = nil
+    let argumentBytes: Range<Int>?
+    /// SHA-256 of those bytes, for the audit record (taken, once, when the record redacts the arguments).
+    private(set) var argumentDigest: SHA256Digest?
+
+    /// A decided message.
+    init(
+        message: JSONRPCMessage, target: String?, arguments: JSONValue?, decision: PolicyDecision, argumentBytes: Range<Int>? = nil
+    ) {
+        self.message = message
+        self.target = target
+        self.arguments = arguments
+        self.decision = decision
+        self.argumentBytes = argumentBytes
+    }
+
+    /// Takes the digest of the arguments' bytes in `body` (the bytes the message was parsed from).
+    func digestArguments(in body: ByteBuffer) {
+        guard let range = argumentBytes else { return }
+        argumentDigest = body.withUnsafeReadableBytes { SHA256Digest(of: UnsafeRawBufferPointer(rebasing: $0[range])) }
+    }
 }
 
 /// What to do with a request the gateway accepts: where it goes and the records written once the upstream answered.

@@ -1046,7 +1046,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // Arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema is known), in
         // the client's order; only a request that has any is searched for them.
         if request.headers.hasParameterHeaders {
-            for (name, value) in request.head.headers where MCPHeaderValue.isParamHeader(name) { try upstream.add(name: name, value: value) }
+            for (name, value) in request.head.headers where MCPHeaderValue.isParamHeader(name) {
+                try upstream.add(name: name, value: value)
+            }
         }
         if let trace = request.trace {
             try upstream.addTraceparent(trace)
