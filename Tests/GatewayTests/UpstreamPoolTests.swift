@@ -227,7 +227,7 @@ struct UpstreamPoolTests {
         try await loop.executeInContext {
             try channel.pipeline.syncOperations.addHandler(
                 UpstreamConnection(
-                    key: endpoint.connectionKey, pool: pool, responseDecoder: UpstreamResponseDecoder(),
+                    key: endpoint.connectionKey, pool: pool,
                     idleConnections: endpoint.idleConnections, reuseWindow: .milliseconds(200)))
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 80)).get()
@@ -315,7 +315,7 @@ struct UpstreamPoolTests {
         try await loop.executeInContext {
             try channel.pipeline.syncOperations.addHandler(
                 UpstreamConnection(
-                    key: "http://upstream.test:80", pool: pool, responseDecoder: UpstreamResponseDecoder(),
+                    key: "http://upstream.test:80", pool: pool,
                     idleConnections: IdleConnectionCount()))
         }
         // The idle close reads the real clock; its ticker runs on the loop's. (Waited without holding a thread: other

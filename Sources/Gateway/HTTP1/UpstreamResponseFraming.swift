@@ -2,8 +2,7 @@ import NIOCore
 import NIOHTTP1
 
 /// HTTP/1.1 response framing (RFC 9112) for upstream connections: bytes in, response parts out, told the method of
-/// each request sent (`requestSent`), as a `HEAD`'s answer has no body. `UpstreamResponseDecoder` is the pipeline step
-/// around it.
+/// each request sent (`requestSent`), as a `HEAD`'s answer has no body. `UpstreamConnection` feeds it each read.
 ///
 /// Informational (1xx) responses are read and dropped. A body is framed by the first rule of RFC 9112 6.3 that
 /// applies: none for a `HEAD`, a 204 or 304; chunked; `Content-Length`; else up to the connection's close. The syntax is `HTTP1Syntax`'s, as strict as for requests:

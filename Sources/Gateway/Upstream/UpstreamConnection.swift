@@ -44,9 +44,12 @@ protocol UpstreamResponseReceiver: AnyObject {
 /// complete keep-alive response it goes back to the pool, otherwise it closes.
 ///
 /// Written by hand on NIOHTTP1 (rather than async-http-client) so that a request never leaves its event loop, a
-/// closed client cancels its upstream request at once, and TLS goes through the gateway's one TLS library.
+/// closed client cancels its upstream request at once, and TLS goes through the gateway's one TLS library. It frames
+/// the responses itself (`UpstreamResponseFraming`, told each request's method): one pipeline step fewer for every
+/// part of every response than a decoder of its own, and it knows when the parts of a read have all been handled, the
+/// moment a finished connection goes back to its pool.
 final class UpstreamConnection: ChannelInboundHandler {
-    typealias InboundIn = HTTPClientResponsePart
+    typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private enum Phase {
@@ -75,8 +78,15 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// The window the upstream's configuration gives (`UpstreamEndpoint.reuseWindow`).
     private let configuredReuseWindow: TimeAmount
 
-    /// The decoder of this connection's responses, told the method of each request sent.
-    private let responseDecoder: UpstreamResponseDecoder
+    /// The framing of this connection's responses, told the method of each request sent.
+    private var framing = UpstreamResponseFraming(maximumHeadBytes: UpstreamConnection.maximumResponseHeadBytes)
+    /// Keeps the parts of a read in order when a read or the close arrives while they are handled.
+    private let relay = FramedPartsRelay<HTTPClientResponsePart>()
+    /// A keep-alive response ended in the read being handled: the connection goes back to its pool once every part
+    /// of that read has been handled (bytes after the response surface as a framing error first, and close it).
+    private var releaseAfterRead = false
+    /// The most bytes a response head may take.
+    static let maximumResponseHeadBytes = 1 << 20
 
     /// Idle connections to this upstream in all pools (this one counts while it sits in its pool).
     let idleConnections: IdleConnectionCount
@@ -84,12 +94,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var budget: (budgets: UpstreamBudgets, budget: UpstreamBudgets.Budget)?
 
     init(
-        key: String, pool: UpstreamPool, responseDecoder: UpstreamResponseDecoder, idleConnections: IdleConnectionCount,
+        key: String, pool: UpstreamPool, idleConnections: IdleConnectionCount,
         reuseWindow: TimeAmount = UpstreamConnection.defaultReuseWindow
     ) {
         self.key = key
         self.pool = pool
-        self.responseDecoder = responseDecoder
         self.idleConnections = idleConnections
         self.reuseWindow = reuseWindow
         self.configuredReuseWindow = reuseWindow
@@ -182,7 +191,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         // An HTTP/1.1 request without `Connection: close` (the gateway never sends one): the response decides.
         keepAlive = true
         phase = .awaitingHead(deadline: .now() + headTimeout, idleTimeout: idleTimeout)
-        responseDecoder.requestSent(method: request.method)
+        framing.requestSent(method: request.method)
         context.write(wrapOutboundOut(request.head), promise: nil)
         if let body = request.separateBody { context.write(wrapOutboundOut(body), promise: nil) }
         FlushBatch.flushSoon(context.channel)
@@ -225,11 +234,29 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        relay.read(
+            unwrapInboundIn(data), frame: { self.framing.feed($0, $1) }, fire: { self.take($0) },
+            fail: { self.framingFailed($0) }, close: { self.connectionClosed(context: context) })
+        // Not from inside a read being handled (a read that arrived meanwhile waits for it, and so does this).
+        if releaseAfterRead && !relay.isFiring { returnToPool() }
+    }
+
+    /// A keep-alive response ended and every part of its read has been handled.
+    private func returnToPool() {
+        releaseAfterRead = false
+        // Failed or closed meanwhile (bytes after the response), or not to be reused (the upstream's keep-alive is
+        // shorter than a margin): closed now, not left open.
+        guard case .idle = phase else { return }
+        if isUsable { pool?.release(self) } else { close() }
+    }
+
+    /// A part of a response, as framed.
+    private func take(_ part: HTTPClientResponsePart) {
         // A connection that failed (or was closed) takes nothing more: in particular not the end of a response
-        // that its decoder infers from the close, after the close was found unclean.
+        // that its framing infers from the close, after the close was found unclean.
         if case .closed = phase { return }
         lastRead = .now()
-        switch unwrapInboundIn(data) {
+        switch part {
         case .head(let head):
             guard case .awaitingHead(_, let idleTimeout) = phase else {
                 fail(.protocolError("a response without a request"))
@@ -241,7 +268,7 @@ final class UpstreamConnection: ChannelInboundHandler {
                 return
             }
             // A body read up to the close leaves nothing to reuse, whatever the head says.
-            keepAlive = keepAlive && ConnectionReuse.of(head.headers).keepsAlive(head.version) && !responseDecoder.bodyEndsAtClose
+            keepAlive = keepAlive && ConnectionReuse.of(head.headers).keepsAlive(head.version) && !framing.bodyEndsAtClose
             if let seconds = Self.keepAliveTimeout(head.headers) {
                 reuseWindow = min(configuredReuseWindow, Self.reuseWindow(keepAlive: .seconds(seconds)))
             }
@@ -256,12 +283,9 @@ final class UpstreamConnection: ChannelInboundHandler {
             // A connection paused for a slow client must read again before it serves anyone else.
             setReading(true)
             if keepAlive {
-                // Back to the pool only after this read has been fully decoded: bytes after the response (a body
-                // where none was declared) surface as a decoder error first and close the connection instead.
-                context.eventLoop.assumeIsolated().execute { [self] in
-                    // Not to be reused (the upstream's keep-alive is shorter than a margin): closed now, not left open.
-                    if self.isUsable { self.pool?.release(self) } else { self.close() }
-                }
+                // Back to the pool only after this read has been fully framed: bytes after the response (a body
+                // where none was declared) surface as a framing error first and close the connection instead.
+                releaseAfterRead = true
             } else {
                 close()
             }
@@ -275,14 +299,22 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        if let error = error as? HTTPFramingError {
-            fail(.protocolError("invalid HTTP from upstream: \(error)"))
-        } else {
-            fail(.protocolError("\(error)"))
-        }
+        fail(.protocolError("\(error)"))
+    }
+
+    private func framingFailed(_ error: HTTPFramingError) {
+        fail(.protocolError("invalid HTTP from upstream: \(error)"))
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // After the parts of a read being handled now, if any; the close ends a body read up to it, or cuts a response
+        // short (an error).
+        relay.closed { connectionClosed(context: context) }
+    }
+
+    private func connectionClosed(context: ChannelHandlerContext) {
+        relay.close(frame: { self.framing.closed($0) }, fire: { self.take($0) }, fail: { self.framingFailed($0) })
+        releaseAfterRead = false
         phase = .closed
         releaseBudget()
         if let receiver {

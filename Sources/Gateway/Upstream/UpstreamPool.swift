@@ -58,19 +58,16 @@ final class UpstreamPool {
                 channel.eventLoop.makeCompletedFuture {
                     // Handlers of their own for every channel: a host name with several addresses makes one channel
                     // per address tried, and a losing attempt's handlers are removed after the winner's are added.
-                    let responseDecoder = UpstreamResponseDecoder()
                     let pipeline = channel.pipeline.syncOperations
                     if let tls = endpoint.tls {
                         try pipeline.addHandler(TLSHandler(context: tls, serverHostname: endpoint.serverName, logger: logger))
                     }
-                    // The gateway's response decoder, which the connection tells each request's method (so it is
-                    // inbound only). Requests need no encoder: the connection writes them as rendered
-                    // (`UpstreamRequest`).
-                    try pipeline.addHandler(responseDecoder)
+                    // The connection frames its responses itself; requests need no encoder: it writes them as
+                    // rendered (`UpstreamRequest`).
                     try pipeline.addHandler(
                         UpstreamConnection(
-                            key: endpoint.connectionKey, pool: pool.value, responseDecoder: responseDecoder,
-                            idleConnections: endpoint.idleConnections, reuseWindow: endpoint.reuseWindow))
+                            key: endpoint.connectionKey, pool: pool.value, idleConnections: endpoint.idleConnections,
+                            reuseWindow: endpoint.reuseWindow))
                 }
             }
         if let resolver { bootstrap = bootstrap.resolver(resolver) }
