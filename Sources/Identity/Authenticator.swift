@@ -6,7 +6,10 @@ public import struct Foundation.Date
 ///
 /// With both, they must name the same tenant, and the same agent when the token names one; a token-only caller
 /// must name its agent.
-public struct Authenticator: Sendable {
+///
+/// A class: every request reads the authenticator in force, and a copy of a struct of both halves retained each of
+/// their tables.
+public final class Authenticator: Sendable {
     /// Certificate → principal.
     public let certificates: CertificateAuthenticator
     /// Token → verified claims.

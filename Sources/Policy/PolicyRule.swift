@@ -36,6 +36,8 @@ public final class PolicyRule: Sendable {
     /// `rule <id>: <description>`, the reason a match without argument constraints records when the rule has a
     /// description.
     let describedReason: String?
+    /// Whether a constraint checks the arguments' top level (their keys and types), found once.
+    let constraintsCheckTopLevel: Bool
 
     /// A rule with these parts (see each property).
     public init(
@@ -60,6 +62,7 @@ public final class PolicyRule: Sendable {
         self.file = file
         self.reasonPrefix = "rule \(id) \(action.verb) "
         self.describedReason = description.map { "rule \(id): \($0)" }
+        self.constraintsCheckTopLevel = constraints.contains(where: \.checksTopLevel)
     }
 
     /// `rule <id> <verb> <target>`, with `; arguments satisfy its constraints` when `constraintsSatisfied`: the reason

@@ -224,11 +224,14 @@ public final class TenantPolicySet: Sendable {
         let leaves =
             rule.inspectsNestedJSON || !allLeaves.contains(where: \.isInsideJSONString)
             ? allLeaves : allLeaves.filter { !$0.isInsideJSONString }
-        let topLevel = rule.constraints.contains(where: \.checksTopLevel) ? arguments.topLevelTypes : [:]
+        let topLevel = rule.constraintsCheckTopLevel ? arguments.topLevelTypes : [:]
         var steps = arguments.searchSteps
         var findings: [ArgumentFinding] = []
-        for constraint in rule.constraints {
-            findings += constraint.violations(in: leaves, topLevel: topLevel, searchSteps: &steps)
+        // Read in place: a `for` loop over the array would copy each constraint (its patterns and lists).
+        rule.constraints.withUnsafeBufferPointer { constraints in
+            for index in constraints.indices {
+                findings += constraints[index].violations(in: leaves, topLevel: topLevel, searchSteps: &steps)
+            }
         }
         arguments.searchSteps = steps
         if findings.isEmpty {
