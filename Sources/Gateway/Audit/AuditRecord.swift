@@ -27,190 +27,52 @@ public struct AuditRecord: Sendable {
         case unavailable
     }
 
-    /// The fields, shared by copies of a record until one of them changes one (copy on write). A record is copied
-    /// several times on its way to the log (decision, plan, completion, metrics); a copy of the fields themselves
-    /// retained and released each of their strings. Mutated only through `uniqueFields()`, within a mutating access to
-    /// the one record that holds them: a shared instance is never written to, which is what makes it safe to send, and
-    /// every access to one is ordered by the static exclusivity of the record that holds it (so the properties need no
-    /// dynamic checks of their own, which would cost each read of a field more than the copy saved).
-    private final class Fields: @unchecked Sendable {
-        @exclusivity(unchecked) var unixMilliseconds: Int64 = AuditRecord.nowMilliseconds()
-        @exclusivity(unchecked) var requestID: String
-        @exclusivity(unchecked) var tenant: String?
-        @exclusivity(unchecked) var agent: String?
-        @exclusivity(unchecked) var authMethod: String?
-        @exclusivity(unchecked) var clientAddress: String?
-        @exclusivity(unchecked) var httpMethod: String
-        @exclusivity(unchecked) var method: String?
-        @exclusivity(unchecked) var target: String?
-        @exclusivity(unchecked) var jsonrpcID: JSONValue?
-        @exclusivity(unchecked) var decision: Decision
-        @exclusivity(unchecked) var rule: String?
-        @exclusivity(unchecked) var reason: String
-        @exclusivity(unchecked) var upstreamStatus: Int?
-        @exclusivity(unchecked) var latencyMicroseconds: Int?
-        @exclusivity(unchecked) var sessionID: String?
-        @exclusivity(unchecked) var traceID: String?
-        @exclusivity(unchecked) var arguments: LoggedArguments?
-        @exclusivity(unchecked) var sharedLimits: String?
-
-        init(requestID: String, httpMethod: String, decision: Decision, reason: String) {
-            self.requestID = requestID
-            self.httpMethod = httpMethod
-            self.decision = decision
-            self.reason = reason
-        }
-
-        init(copying other: Fields) {
-            unixMilliseconds = other.unixMilliseconds
-            requestID = other.requestID
-            tenant = other.tenant
-            agent = other.agent
-            authMethod = other.authMethod
-            clientAddress = other.clientAddress
-            httpMethod = other.httpMethod
-            method = other.method
-            target = other.target
-            jsonrpcID = other.jsonrpcID
-            decision = other.decision
-            rule = other.rule
-            reason = other.reason
-            upstreamStatus = other.upstreamStatus
-            latencyMicroseconds = other.latencyMicroseconds
-            sessionID = other.sessionID
-            traceID = other.traceID
-            arguments = other.arguments
-            sharedLimits = other.sharedLimits
-        }
-    }
-
-    private var fields: Fields
-
-    /// The fields, for a change: copied first if another record shares them.
-    private mutating func uniqueFields() -> Fields {
-        if !isKnownUniquelyReferenced(&fields) { fields = Fields(copying: fields) }
-        return fields
-    }
-
     /// When the decision was made, in milliseconds since 1970 (UTC).
-    public var unixMilliseconds: Int64 {
-        _read { yield fields.unixMilliseconds }
-        set { uniqueFields().unixMilliseconds = newValue }
-        _modify { yield &uniqueFields().unixMilliseconds }
-    }
+    public var unixMilliseconds: Int64 = AuditRecord.nowMilliseconds()
     /// The gateway's id for the HTTP request (shared by the messages of a batch).
-    public var requestID: String {
-        _read { yield fields.requestID }
-        set { uniqueFields().requestID = newValue }
-        _modify { yield &uniqueFields().requestID }
-    }
+    public var requestID: String
     /// The caller's tenant, when known.
-    public var tenant: String? {
-        _read { yield fields.tenant }
-        set { uniqueFields().tenant = newValue }
-        _modify { yield &uniqueFields().tenant }
-    }
+    public var tenant: String?
     /// The caller's agent, when known.
-    public var agent: String? {
-        _read { yield fields.agent }
-        set { uniqueFields().agent = newValue }
-        _modify { yield &uniqueFields().agent }
-    }
+    public var agent: String?
     /// `mtls`, `jwt` or `both`, when authenticated.
-    public var authMethod: String? {
-        _read { yield fields.authMethod }
-        set { uniqueFields().authMethod = newValue }
-        _modify { yield &uniqueFields().authMethod }
-    }
+    public var authMethod: String?
     /// The client's address.
-    public var clientAddress: String? {
-        _read { yield fields.clientAddress }
-        set { uniqueFields().clientAddress = newValue }
-        _modify { yield &uniqueFields().clientAddress }
-    }
+    public var clientAddress: String?
     /// The HTTP method of the request.
-    public var httpMethod: String {
-        _read { yield fields.httpMethod }
-        set { uniqueFields().httpMethod = newValue }
-        _modify { yield &uniqueFields().httpMethod }
-    }
+    public var httpMethod: String
     /// The JSON-RPC method (or `stream` for a GET, `session_end` for a DELETE).
-    public var method: String? {
-        _read { yield fields.method }
-        set { uniqueFields().method = newValue }
-        _modify { yield &uniqueFields().method }
-    }
+    public var method: String?
     /// The tool name, resource URI or prompt name.
-    public var target: String? {
-        _read { yield fields.target }
-        set { uniqueFields().target = newValue }
-        _modify { yield &uniqueFields().target }
-    }
+    public var target: String?
     /// The JSON-RPC id (a string or a number).
-    public var jsonrpcID: JSONValue? {
-        _read { yield fields.jsonrpcID }
-        set { uniqueFields().jsonrpcID = newValue }
-        _modify { yield &uniqueFields().jsonrpcID }
-    }
+    public var jsonrpcID: JSONValue?
     /// The decision.
-    public var decision: Decision {
-        _read { yield fields.decision }
-        set { uniqueFields().decision = newValue }
-        _modify { yield &uniqueFields().decision }
-    }
+    public var decision: Decision
     /// The deciding rule (`default`, a rule id, a rate limit id, or a code such as `token_expired`).
-    public var rule: String? {
-        _read { yield fields.rule }
-        set { uniqueFields().rule = newValue }
-        _modify { yield &uniqueFields().rule }
-    }
+    public var rule: String?
     /// Why, in words.
-    public var reason: String {
-        _read { yield fields.reason }
-        set { uniqueFields().reason = newValue }
-        _modify { yield &uniqueFields().reason }
-    }
+    public var reason: String
     /// The upstream's HTTP status, when the call was forwarded (or 502/504 when the upstream failed).
-    public var upstreamStatus: Int? {
-        _read { yield fields.upstreamStatus }
-        set { uniqueFields().upstreamStatus = newValue }
-        _modify { yield &uniqueFields().upstreamStatus }
-    }
+    public var upstreamStatus: Int?
     /// Microseconds from receiving the request to the decision (refusals) or to the upstream's response head.
-    public var latencyMicroseconds: Int? {
-        _read { yield fields.latencyMicroseconds }
-        set { uniqueFields().latencyMicroseconds = newValue }
-        _modify { yield &uniqueFields().latencyMicroseconds }
-    }
+    public var latencyMicroseconds: Int?
     /// The MCP session id, if any.
-    public var sessionID: String? {
-        _read { yield fields.sessionID }
-        set { uniqueFields().sessionID = newValue }
-        _modify { yield &uniqueFields().sessionID }
-    }
+    public var sessionID: String?
     /// The W3C trace id of the request (the client's, or one the gateway started).
-    public var traceID: String? {
-        _read { yield fields.traceID }
-        set { uniqueFields().traceID = newValue }
-        _modify { yield &uniqueFields().traceID }
-    }
+    public var traceID: String?
     /// The arguments: keys and a digest by default, in full where a rule asks.
-    public var arguments: LoggedArguments? {
-        _read { yield fields.arguments }
-        set { uniqueFields().arguments = newValue }
-        _modify { yield &uniqueFields().arguments }
-    }
+    public var arguments: LoggedArguments?
     /// Set when shared rate limits were out of reach for this decision: `local_fallback` (the replica's local share
     /// applied) or `fail_closed` (refused for it).
-    public var sharedLimits: String? {
-        _read { yield fields.sharedLimits }
-        set { uniqueFields().sharedLimits = newValue }
-        _modify { yield &uniqueFields().sharedLimits }
-    }
+    public var sharedLimits: String?
 
     /// A record for one decision.
     public init(requestID: String, httpMethod: String, decision: Decision, reason: String) {
-        fields = Fields(requestID: requestID, httpMethod: httpMethod, decision: decision, reason: reason)
+        self.requestID = requestID
+        self.httpMethod = httpMethod
+        self.decision = decision
+        self.reason = reason
     }
 
     /// A record with every field a decision on a request sets, given at once (`ExchangeRequest.record`): a record
@@ -221,21 +83,23 @@ public struct AuditRecord: Sendable {
         rule: String?, latencyMicroseconds: Int?, sessionID: String?, traceID: String?, arguments: LoggedArguments? = nil,
         sharedLimits: String? = nil
     ) {
-        let fields = Fields(requestID: requestID, httpMethod: httpMethod, decision: decision, reason: reason)
-        fields.tenant = tenant
-        fields.agent = agent
-        fields.authMethod = authMethod
-        fields.clientAddress = clientAddress
-        fields.method = method
-        fields.target = target
-        fields.jsonrpcID = jsonrpcID
-        fields.rule = rule
-        fields.latencyMicroseconds = latencyMicroseconds
-        fields.sessionID = sessionID
-        fields.traceID = traceID
-        fields.arguments = arguments
-        fields.sharedLimits = sharedLimits
-        self.fields = fields
+        self.requestID = requestID
+        self.tenant = tenant
+        self.agent = agent
+        self.authMethod = authMethod
+        self.clientAddress = clientAddress
+        self.httpMethod = httpMethod
+        self.method = method
+        self.target = target
+        self.jsonrpcID = jsonrpcID
+        self.decision = decision
+        self.rule = rule
+        self.reason = reason
+        self.latencyMicroseconds = latencyMicroseconds
+        self.sessionID = sessionID
+        self.traceID = traceID
+        self.arguments = arguments
+        self.sharedLimits = sharedLimits
     }
 
     /// Milliseconds since 1970 from the system's real-time clock.

@@ -19,7 +19,7 @@ protocol HTTP1Framing {
 /// their framing: pass a read's parts up in order, then its error; hold a read or the
 /// close that arrives while parts are being passed up (a handler above reading more, or closing, from inside a
 /// read) until they have all gone, so parts never overtake each other and the close never comes between a head
-/// and its body. The framing stays with the decoder, so nothing holds it while parts go up.
+/// and its body. The framing stays with its owner, so nothing holds it while parts are handled.
 final class FramedPartsRelay<Part> {
     private var firing = false
     /// Whether the parts of a read are being handed out now.
