@@ -339,7 +339,7 @@ struct RequestRelayTests {
 
 @Suite("Connection reuse (the Connection header's options)")
 struct ConnectionReuseTests {
-    @Test("read byte by byte, it decides as NIO's isKeepAlive does, for every value and version tried")
+    @Test("read byte by byte with the request headers, it decides as NIO's isKeepAlive does, for every value and version tried")
     func sameAsNIO() {
         let values: [[String]] = [
             [], ["close"], ["Close"], ["keep-alive"], ["Keep-Alive"], ["KEEP-ALIVE, Upgrade"], ["upgrade"], [" close "],
@@ -351,10 +351,27 @@ struct ConnectionReuseTests {
             let headers = HTTPHeaders(value.map { ("Connection", $0) } + [("Host", "a")])
             for version in [HTTPVersion.http1_0, .http1_1] {
                 #expect(
-                    ConnectionReuse.of(headers).keepsAlive(version)
+                    RequestHeaderValues(headers).connection.keepsAlive(version)
                         == HTTPRequestHead(version: version, method: .GET, uri: "/", headers: headers).isKeepAlive,
                     "Connection: \(value) in \(version)")
             }
+        }
+    }
+
+    @Test("the response framing reads it from the field bytes, and a body that ends at the close never keeps the connection")
+    func responseFramingReadsIt() {
+        for (response, keeps) in [
+            ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true),
+            ("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false),
+            ("HTTP/1.1 200 OK\r\nConnection: keep-alive, keep-alive\r\nContent-Length: 2\r\n\r\nok", false),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+            ("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\nok", true),
+            ("HTTP/1.1 200 OK\r\n\r\nuntil the close", false),
+        ] {
+            var framing = UpstreamResponseFraming(maximumHeadBytes: 4096)
+            framing.requestSent(method: .POST)
+            #expect(framing.feed(ByteBuffer(string: response)) { _ in } == nil)
+            #expect(framing.responseKeepsConnection == keeps, "\(response)")
         }
     }
 

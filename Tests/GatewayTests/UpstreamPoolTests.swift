@@ -189,6 +189,23 @@ struct UpstreamPoolTests {
         await upstream.stop()
     }
 
+    @Test(
+        "an answer whose Connection options end its connection is not followed by another request on it, even when the upstream leaves the socket open",
+        arguments: ["Connection: close\r\n", "Connection: keep-alive, close\r\n", "Connection: Keep-Alive\r\nConnection: keep-alive\r\n"])
+    func connectionOptionsEndReuse(headers: String) async throws {
+        let upstream = try await RawUpstream.start { _ in Self.answer(headers: headers) }
+        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
+        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
+        #expect(try await call(pool, endpoint, id: 1).status == 200)
+        // Closed by the gateway at once (the reuse window, 3 s, would close a pooled connection much later).
+        #expect(
+            try await eventually(within: .seconds(1)) { upstream.closes.withLockedValue { $0.count } == 1 },
+            "the connection was kept for reuse")
+        #expect(try await call(pool, endpoint, id: 2).status == 200)
+        #expect(upstream.requests.withLockedValue { $0.count } == 2)
+        await upstream.stop()
+    }
+
     @Test("Keep-Alive timeouts read as servers write them; anything else is no hint")
     func keepAliveTimeoutParsing() {
         let cases: [(String, Int?)] = [

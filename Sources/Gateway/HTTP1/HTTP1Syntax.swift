@@ -233,16 +233,6 @@ enum ConnectionReuse: Equatable {
         case .unstated: version.major == 1 && version.minor >= 1
         }
     }
-
-    /// The options of `headers`' `Connection` fields.
-    static func of(_ headers: HTTPHeaders) -> ConnectionReuse {
-        var reuse = ConnectionReuse.unstated
-        for (name, value) in headers where HeaderText.isName(name, "connection") {
-            var value = value
-            value.withUTF8 { reuse.read(UnsafeRawBufferPointer($0)) }
-        }
-        return reuse
-    }
 }
 
 /// Bytes read and not framed yet (part of a head, a chunk-size line or trailers), held between reads.

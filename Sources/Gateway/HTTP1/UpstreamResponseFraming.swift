@@ -28,6 +28,9 @@ struct UpstreamResponseFraming: HTTP1Framing {
     /// Whether the response being read ends at the connection's close (no length, not chunked): its connection
     /// cannot carry another.
     private(set) var bodyEndsAtClose = false
+    /// Whether the response being read leaves its connection open for another: its `Connection` options allow it
+    /// (read from the field bytes, `ConnectionReuse`) and its body does not end at the close.
+    private(set) var responseKeepsConnection = true
 
     /// Framing with heads bounded to `maximumHeadBytes`.
     init(maximumHeadBytes: Int) {
@@ -109,6 +112,7 @@ struct UpstreamResponseFraming: HTTP1Framing {
                     bodyEndsAtClose = true
                     state = .body(BodyFraming(.untilClose))
                 }
+                responseKeepsConnection = fields.connection.keepsAlive(head.version) && !bodyEndsAtClose
             case .body(var body):
                 let ended = try body.read(&input) { emit(.body($0)) }
                 guard ended else {

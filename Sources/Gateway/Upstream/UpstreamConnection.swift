@@ -267,8 +267,9 @@ final class UpstreamConnection: ChannelInboundHandler {
                 fail(.protocolError("upstream answered 101 Switching Protocols"))
                 return
             }
-            // A body read up to the close leaves nothing to reuse, whatever the head says.
-            keepAlive = keepAlive && ConnectionReuse.of(head.headers).keepsAlive(head.version) && !framing.bodyEndsAtClose
+            // What the head's options say, and a body read up to the close leaves nothing to reuse (read by the
+            // framing from the field bytes; this is the one response outstanding, the last head of the read).
+            keepAlive = keepAlive && framing.responseKeepsConnection
             if let seconds = Self.keepAliveTimeout(head.headers) {
                 reuseWindow = min(configuredReuseWindow, Self.reuseWindow(keepAlive: .seconds(seconds)))
             }
