@@ -12,7 +12,7 @@ import NIOHTTP1
 /// connection. Body bytes are handed out as slices of the bytes read (no copy). Bytes after a request that ends its
 /// connection (`Connection: close`, HTTP/1.0 without keep-alive, CONNECT, an `Upgrade` header) are dropped: RFC 9112
 /// asks that they be ignored, and the connection handler answers that request and closes.
-struct RequestFraming: HTTP1Framing {
+struct RequestFraming {
     private enum State {
         /// Awaiting or reading a request head; `scanned` bytes of the pending head have been looked at already.
         case head(scanned: Int)

@@ -9,7 +9,7 @@ import NIOHTTP1
 /// an upstream that breaks it (both `Content-Length` and `Transfer-Encoding`, bare LFs, a coding other than
 /// chunked, bytes when no request is outstanding, a close inside a response) gets an `HTTPFramingError`, and its
 /// connection is closed rather than reused.
-struct UpstreamResponseFraming: HTTP1Framing {
+struct UpstreamResponseFraming {
     private enum State {
         /// Awaiting or reading a response head; `scanned` bytes of the pending head have been looked at already.
         case head(scanned: Int)

@@ -1,25 +1,10 @@
 import NIOCore
-import NIOHTTP1
 
-/// A framing of HTTP/1.1 bytes into message parts: `RequestFraming` (a client's requests) and
-/// `UpstreamResponseFraming` (an upstream's responses).
-protocol HTTP1Framing {
-    /// What it frames bytes into.
-    associatedtype Part
-
-    /// Frames what `bytes` completes, handing each part to `emit` in order; the first error is returned once, and
-    /// nothing is framed after it.
-    mutating func feed(_ bytes: ByteBuffer, _ emit: (Part) -> Void) -> HTTPFramingError?
-
-    /// The connection closed: parts that the close completes, or an error for a message it cut short.
-    mutating func closed(_ emit: (Part) -> Void) -> HTTPFramingError?
-}
-
-/// What both framings' owners (`MCPConnectionHandler` for requests, `UpstreamConnection` for responses) do around
-/// their framing: pass a read's parts up in order, then its error; hold a read or the
-/// close that arrives while parts are being passed up (a handler above reading more, or closing, from inside a
-/// read) until they have all gone, so parts never overtake each other and the close never comes between a head
-/// and its body. The framing stays with its owner, so nothing holds it while parts are handled.
+/// What both framings' owners (`MCPConnectionHandler` with `RequestFraming`, `UpstreamConnection` with
+/// `UpstreamResponseFraming`) do around their framing: hand a read's parts on in order, then its error; hold a read
+/// or the close that arrives while parts are being handled (the handling reading more, or closing, from inside a
+/// read) until they have all been handled, so parts never overtake each other and the close never comes between a
+/// head and its body. The framing stays with its owner, so nothing holds it while parts are handled.
 final class FramedPartsRelay<Part> {
     private var firing = false
     /// Whether the parts of a read are being handed out now.
