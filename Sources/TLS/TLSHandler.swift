@@ -37,6 +37,9 @@ public final class TLSHandler: ChannelDuplexHandler {
     private var receivedCloseNotify = false
     private var handshakeTimer: Scheduled<Void>?
     private var peer = "unknown"
+    /// The channel's allocator, taken once: asked through the channel on every read and write, it is a call through
+    /// the channel's existential and an event-loop check each time.
+    private var allocator = ByteBufferAllocator()
 
     /// What the handshake negotiated, once it is complete.
     public private(set) var handshakeResult: TLSHandshakeCompleted?
@@ -58,6 +61,7 @@ public final class TLSHandler: ChannelDuplexHandler {
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
+        allocator = context.channel.allocator
         if context.channel.isActive { start(context: context) }
     }
 
@@ -268,11 +272,11 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     private func readApplicationData(context: ChannelHandlerContext) {
         guard let connection else { return }
-        var plaintext = context.channel.allocator.buffer(capacity: 0)
+        var plaintext = allocator.buffer(capacity: 0)
         func deliver() {
             if plaintext.readableBytes > 0 {
                 context.fireChannelRead(wrapInboundOut(plaintext))
-                plaintext = context.channel.allocator.buffer(capacity: 0)
+                plaintext = allocator.buffer(capacity: 0)
             }
         }
         reading: while true {
@@ -324,7 +328,7 @@ public final class TLSHandler: ChannelDuplexHandler {
                 fail(context: context, error: error)
                 return
             }
-            if let ciphertext = connection.takeNetworkOutput(allocator: context.channel.allocator) {
+            if let ciphertext = connection.takeNetworkOutput(allocator: allocator) {
                 context.write(wrapOutboundOut(ciphertext), promise: remaining.readableBytes == 0 ? promise : nil)
             } else if remaining.readableBytes == 0 {
                 promise?.succeed(())
@@ -357,14 +361,14 @@ public final class TLSHandler: ChannelDuplexHandler {
     // MARK: - Network output
 
     private func flushNetworkOutput(context: ChannelHandlerContext) {
-        guard let output = connection?.takeNetworkOutput(allocator: context.channel.allocator) else { return }
+        guard let output = connection?.takeNetworkOutput(allocator: allocator) else { return }
         context.writeAndFlush(wrapOutboundOut(output), promise: nil)
     }
 
     /// Sends whatever OpenSSL queued (close_notify, an alert), then closes; a peer that does not take the bytes
     /// within `closeTimeout` is closed on anyway.
     private func closeAfterSending(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
-        guard let output = connection?.takeNetworkOutput(allocator: context.channel.allocator) else {
+        guard let output = connection?.takeNetworkOutput(allocator: allocator) else {
             context.close(mode: mode, promise: promise)
             return
         }

@@ -1,3 +1,4 @@
+import NIOCore
 import NIOHTTP1
 import Testing
 
@@ -32,6 +33,19 @@ struct RequestIDsTests {
         #expect(names.index(of: "x-aaab") == nil)
         #expect(names.index(of: "content-type-and-more") == nil)
         #expect(names.index(of: "") == nil)
+    }
+
+    @Test("a header line is written whole, as one write: name, colon and space, value, CRLF")
+    func fieldLines() {
+        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\n")
+        HeaderText.writeField("Content-Type", "application/json", into: &buffer)
+        HeaderText.writeField("X-Empty", "", into: &buffer)
+        // Small (inline) strings, long ones and non-ASCII text alike.
+        let long = String(repeating: "é", count: 3000)
+        HeaderText.writeField("a", long, into: &buffer)
+        #expect(
+            buffer.readString(length: buffer.readableBytes)
+                == "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Empty: \r\na: \(long)\r\n")
     }
 
     @Test("header values' prefixes compare without regard to ASCII case")

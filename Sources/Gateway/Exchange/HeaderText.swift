@@ -56,6 +56,38 @@ enum HeaderText {
         (byte < 0x20 && byte != 0x09) || byte == 0x7F
     }
 
+    /// Writes the header line `name: value` and its CRLF as one write into `buffer` (a write per piece checks the
+    /// buffer's capacity and uniqueness four times): this runs for every header the gateway sends either way. The two
+    /// are written as they are; the caller checks them first (`fitsOnOneLine`).
+    static func writeField(_ name: String, _ value: String, into buffer: inout ByteBuffer) {
+        let written: Void?? = name.utf8.withContiguousStorageIfAvailable { name in
+            value.utf8.withContiguousStorageIfAvailable { value in
+                let total = name.count + value.count + 4
+                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+                    var at = 0
+                    func put(_ bytes: UnsafeRawBufferPointer) {
+                        UnsafeMutableRawBufferPointer(rebasing: out[at..<at + bytes.count]).copyMemory(from: bytes)
+                        at += bytes.count
+                    }
+                    put(UnsafeRawBufferPointer(name))
+                    out[at] = UInt8(ascii: ":")
+                    out[at + 1] = UInt8(ascii: " ")
+                    at += 2
+                    put(UnsafeRawBufferPointer(value))
+                    out[at] = UInt8(ascii: "\r")
+                    out[at + 1] = UInt8(ascii: "\n")
+                    return total
+                }
+            }
+        }
+        guard written == nil || written! == nil else { return }
+        // A bridged or foreign string (none the gateway makes): piece by piece.
+        buffer.writeString(name)
+        buffer.writeStaticString(": ")
+        buffer.writeString(value)
+        buffer.writeStaticString("\r\n")
+    }
+
     /// Writes `major.minor` of an HTTP version (a single digit each, as every version in use has).
     static func write(_ version: HTTPVersion, into buffer: inout ByteBuffer) {
         func write(_ number: Int, into buffer: inout ByteBuffer) {

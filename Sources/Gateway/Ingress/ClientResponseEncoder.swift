@@ -56,6 +56,10 @@ final class ClientResponseEncoder {
     /// A write was refused: the connection is closing, and nothing more is written to it.
     private var failed = false
 
+    /// Allocates the buffers the encoder writes: the channel's, set by the connection handler when it is added (asked
+    /// through the channel, it is a call through the channel's existential and an event-loop check each time).
+    var allocator = ByteBufferAllocator()
+
     /// A new encoder, for one client connection.
     init() {}
 
@@ -82,7 +86,7 @@ final class ClientResponseEncoder {
             guard !responseOpen else {
                 return refuse(.framing("a head while the previous response is still open"))
             }
-            var buffer = context.channel.allocator.buffer(capacity: 256)
+            var buffer = allocator.buffer(capacity: 256)
             let answersHEAD = nextAnswersHEAD
             nextAnswersHEAD = false
             do {
@@ -110,14 +114,14 @@ final class ClientResponseEncoder {
                 // An empty chunk would end the body: nothing to write.
                 guard body.readableBytes > 0 else { return append(nil, promise: promise, context: context) }
                 if body.readableBytes <= Self.coalescedBodyBytes {
-                    pending.write(startingWith: context.channel.allocator.buffer(capacity: body.readableBytes + 16)) { buffer in
+                    pending.write(startingWith: allocator.buffer(capacity: body.readableBytes + 16)) { buffer in
                         Self.writeChunkSize(body.readableBytes, into: &buffer)
                         buffer.writeBuffer(&body)
                         buffer.writeStaticString("\r\n")
                     }
                     pending.hold(promise)
                 } else {
-                    var prefix = context.channel.allocator.buffer(capacity: 16)
+                    var prefix = allocator.buffer(capacity: 16)
                     Self.writeChunkSize(body.readableBytes, into: &prefix)
                     append(&prefix, promise: nil, context: context)
                     append(&body, promise: nil, context: context)
@@ -197,10 +201,7 @@ final class ClientResponseEncoder {
                 }
                 length = declared
             }
-            buffer.writeString(name)
-            buffer.writeStaticString(": ")
-            buffer.writeString(value)
-            buffer.writeStaticString("\r\n")
+            HeaderText.writeField(name, value, into: &buffer)
         }
         let framing: Framing
         if !mayHaveBody || answersHEAD {
@@ -238,7 +239,7 @@ final class ClientResponseEncoder {
         guard var bytes = nothing else {
             if pending.isEmpty, let promise {
                 // Everything before was written already: this promise completes after it.
-                context.write(NIOAny(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+                context.write(NIOAny(allocator.buffer(capacity: 0)), promise: promise)
             } else {
                 pending.hold(promise)
             }

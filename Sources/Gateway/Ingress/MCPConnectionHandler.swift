@@ -112,6 +112,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        responseEncoder.allocator = context.channel.allocator
         clientAddress = context.channel.remoteAddress?.hostAndPort
         source = ClientSource.key(context.channel.remoteAddress)
     }
@@ -895,7 +896,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         let upstreamRequest: UpstreamRequest
         do {
-            upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: context.channel.allocator)
+            upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: responseEncoder.allocator)
         } catch {
             // A header the client sent or the gateway holds that no header line can carry: nothing is sent.
             if let held = services.operationalLogThrottle.admit("unsendable/\(principal.tenant)") {
@@ -1087,7 +1088,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func finishAudit(status: Int?, note: String?) {
         guard let reservation, plan != nil, let services, let request else { return }
         self.reservation = nil
-        let latency = request.elapsedMicroseconds
+        let now = NIODeadline.now()
+        let latency = Int((now - request.received).nanoseconds / 1000)
         // Completed in place, in the plan this exchange holds (a copy of the plan or of each record would retain and
         // release every field of it).
         let cutNote = note.map { "; " + Self.cut($0, toBytes: AuditRecord.noteBytes) }
@@ -1102,7 +1104,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // A call its client (or the gateway's shutdown) ended before the upstream answered says nothing about the
         // upstream: neither a failure (a client cancelling would make the gateway report not ready) nor a latency.
         if let status {
-            services.metrics.observeUpstream(tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status)
+            services.metrics.observeUpstream(
+                tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status,
+                at: GatewayMetrics.monotonicSeconds(now))
         }
     }
 

@@ -146,8 +146,9 @@ public final class GatewayMetrics: Sendable {
         return counters
     }
 
-    /// One forwarded exchange's upstream answer: its latency (to the response head) and status.
-    func observeUpstream(tenant: String?, seconds: Double, status: Int) {
+    /// One forwarded exchange's upstream answer: its latency (to the response head) and status, observed at `now`
+    /// (`monotonicSeconds`).
+    func observeUpstream(tenant: String?, seconds: Double, status: Int, at now: Double = monotonicSeconds()) {
         let label = vocabulary.withLock { tenantLabel(tenant, $0) }
         let failed = status == 502 || status == 504
         if failed {
@@ -156,7 +157,6 @@ public final class GatewayMetrics: Sendable {
             timer(label).recordNanoseconds(Int64(seconds * 1e9))
         }
         guard let tenant else { return }
-        let now = Self.monotonicSeconds()
         upstreamHealth.withLock { health in
             var entry = health[tenant] ?? (-.infinity, -.infinity)
             if failed { entry.lastFailure = now } else { entry.lastSuccess = now }
@@ -294,5 +294,6 @@ public final class GatewayMetrics: Sendable {
         "tenant_mismatch", "agent_mismatch", "certificate_refused", "token_inactive",
     ]
 
-    static func monotonicSeconds() -> Double { Double(NIODeadline.now().uptimeNanoseconds) / 1e9 }
+    /// `now` (by default the clock's current time) in seconds on the monotonic clock the metrics' times use.
+    static func monotonicSeconds(_ now: NIODeadline = .now()) -> Double { Double(now.uptimeNanoseconds) / 1e9 }
 }

@@ -68,6 +68,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var receiver: (any UpstreamResponseReceiver)?
     private var phase = Phase.connecting
     private var lastRead = NIODeadline.now()
+    /// When the bytes being framed arrived: the clock is read once per read (or close), not once per part.
+    private var readTime = NIODeadline.now()
     private var keepAlive = true
     /// Reading stopped for a slow client; always resumed before the connection carries another request.
     private var readingPaused = false
@@ -127,8 +129,11 @@ final class UpstreamConnection: ChannelInboundHandler {
         // Servers close idle keep-alive connections after a few seconds (uvicorn and Node after 5, gunicorn after 2):
         // one idle for longer may be closing as the request goes out, and a POST cannot be retried safely. Not reused
         // then.
-        return NIODeadline.now() - since < reuseWindow
+        return isFresh(since: since, now: .now())
     }
+
+    /// Whether a connection idle since `since` may still be reused at `now` (within `reuseWindow`).
+    private func isFresh(since: NIODeadline, now: NIODeadline) -> Bool { now - since < reuseWindow }
 
     /// How long an idle pooled connection may be reused when the upstream's keep-alive timeout is not configured:
     /// below the usual 5 s (uvicorn, Node).
@@ -234,6 +239,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        readTime = .now()
         relay.read(
             unwrapInboundIn(data), frame: { self.framing.feed($0, $1) }, fire: { self.take($0) },
             fail: { self.framingFailed($0) }, close: { self.connectionClosed(context: context) })
@@ -246,8 +252,9 @@ final class UpstreamConnection: ChannelInboundHandler {
         releaseAfterRead = false
         // Failed or closed meanwhile (bytes after the response), or not to be reused (the upstream's keep-alive is
         // shorter than a margin): closed now, not left open.
-        guard case .idle = phase else { return }
-        if isUsable { pool?.release(self) } else { close() }
+        guard case .idle(let since) = phase else { return }
+        // The response ended in this read: the clock read for it is current.
+        if let context, context.channel.isActive, isFresh(since: since, now: readTime) { pool?.release(self) } else { close() }
     }
 
     /// A part of a response, as framed.
@@ -255,7 +262,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         // A connection that failed (or was closed) takes nothing more: in particular not the end of a response
         // that its framing infers from the close, after the close was found unclean.
         if case .closed = phase { return }
-        lastRead = .now()
+        lastRead = readTime
         switch part {
         case .head(let head):
             guard case .awaitingHead(_, let idleTimeout) = phase else {
@@ -280,7 +287,7 @@ final class UpstreamConnection: ChannelInboundHandler {
         case .end:
             let finished = receiver
             receiver = nil
-            phase = .idle(since: .now())
+            phase = .idle(since: readTime)
             // A connection paused for a slow client must read again before it serves anyone else.
             setReading(true)
             if keepAlive {
@@ -314,6 +321,7 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     private func connectionClosed(context: ChannelHandlerContext) {
+        readTime = .now()
         relay.close(frame: { self.framing.closed($0) }, fire: { self.take($0) }, fail: { self.framingFailed($0) })
         releaseAfterRead = false
         phase = .closed

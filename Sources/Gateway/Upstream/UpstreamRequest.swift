@@ -41,10 +41,7 @@ struct UpstreamRequest {
     mutating func add(name: String, value: String) throws(InvalidHeader) {
         guard HeaderText.fitsOnOneLine(name) else { throw InvalidHeader(what: "header name") }
         guard HeaderText.fitsOnOneLine(value) else { throw InvalidHeader(what: "value of header \(name)") }
-        head.writeString(name)
-        head.writeStaticString(": ")
-        head.writeString(value)
-        head.writeStaticString("\r\n")
+        HeaderText.writeField(name, value, into: &head)
     }
 
     /// Adds `traceparent: 00-<trace id>-<span id>-<flags>` for `trace` (the gateway's span as the parent), written in
