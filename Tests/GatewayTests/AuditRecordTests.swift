@@ -44,6 +44,26 @@ struct AuditRecordTests {
         #expect(kept["target"] == .string("read_file") && kept["jsonrpc_id"] == .number(JSONNumber(7)))
     }
 
+    @Test("lines as long as the scratch they are written in, one byte shorter or longer, come out whole")
+    func scratchBoundary() throws {
+        var lengths: [Int] = []
+        let base = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .allow, reason: "").lineBytes.count
+        let around = AuditRecord.scratchBytes - base
+        for extra in (around - 3)...(around + 3) {
+            // An escaped character near the end too: its six bytes straddle the boundary for some of the lengths.
+            let reason = String(repeating: "r", count: extra - 6) + "\u{1}"
+            let record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .allow, reason: reason)
+            let line = record.lineBytes
+            #expect(line.last == UInt8(ascii: "\n"))
+            let parsed = try #require(try JSONParser.parse(line.dropLast()).objectValue)
+            #expect(parsed["reason"] == .string(reason))
+            #expect(record.withLine { Array($0) } == line)
+            lengths.append(line.count)
+        }
+        #expect(lengths.first! < AuditRecord.scratchBytes && lengths.last! > AuditRecord.scratchBytes)
+        #expect(zip(lengths, lengths.dropFirst()).allSatisfy { $1 == $0 + 1 }, "\(lengths)")
+    }
+
     @Test("a record is one line of JSON; arguments are redacted to keys and a digest")
     func line() throws {
         var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "line\nbreak \"quoted\"")

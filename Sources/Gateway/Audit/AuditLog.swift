@@ -290,17 +290,21 @@ public final class AuditLog: Sendable {
     /// even if they are longer than estimated, even if the log failed or was closed in the meantime (a closing log
     /// still writes what is queued).
     public func append(_ records: [AuditRecord], into reservation: Reservation) {
-        // One record (nearly every request) is its line as it is: no second buffer to copy it through.
-        var lines = records.first?.lineBytes ?? []
-        for record in records.dropFirst() { lines += record.lineBytes }
-        state.withLock { state in
-            state.reserved -= reservation.bytes
-            if let tenant = reservation.tenant {
-                let held = state.reservedByTenant[tenant, default: 0] - reservation.bytes
-                state.reservedByTenant[tenant] = held > 0 ? held : nil
+        func queue(_ line: UnsafeRawBufferPointer) {
+            state.withLock { state in
+                state.reserved -= reservation.bytes
+                if let tenant = reservation.tenant {
+                    let held = state.reservedByTenant[tenant, default: 0] - reservation.bytes
+                    state.reservedByTenant[tenant] = held > 0 ? held : nil
+                }
+                state.queue.append(contentsOf: line)
             }
-            state.queue += lines
         }
+        // One record (nearly every request): its line goes from the scratch it is written in straight into the queue.
+        if records.count == 1 { return records[0].withLine(queue) }
+        var lines: [UInt8] = []
+        for record in records { record.withLine { lines.append(contentsOf: $0) } }
+        lines.withUnsafeBytes(queue)
     }
 
     /// Waits (at most `timeout`) until every record queued so far has been written to the sink, or a write failed;

@@ -125,7 +125,7 @@ public struct AuditRecord: Sendable {
         guard let arguments else { return nil }
         if let digest { return .redacted(keys: arguments.objectValue?.keys ?? [], sha256: digest) }
         var serialized: [UInt8] = []
-        JSONLineWriter.append(arguments, to: &serialized)
+        JSONText.append(arguments, to: &serialized)
         return .redacted(keys: arguments.objectValue?.keys ?? [], sha256: SHA256Digest(of: serialized))
     }
 
@@ -138,7 +138,7 @@ public struct AuditRecord: Sendable {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    static func appendTimestamp(_ milliseconds: Int64, to bytes: inout [UInt8]) {
+    static func appendTimestamp(_ milliseconds: Int64, to bytes: inout some JSONByteSink) {
         var whole = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&whole, &parts)
@@ -147,25 +147,25 @@ public struct AuditRecord: Sendable {
             for _ in 1..<width { divisor *= 10 }
             var rest = value
             while divisor > 0 {
-                bytes.append(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
+                bytes.put(UInt8(ascii: "0") + UInt8(rest / divisor % 10))
                 rest %= divisor
                 divisor /= 10
             }
         }
         pad(Int(parts.tm_year) + 1900, 4)
-        bytes.append(UInt8(ascii: "-"))
+        bytes.put(UInt8(ascii: "-"))
         pad(Int(parts.tm_mon) + 1, 2)
-        bytes.append(UInt8(ascii: "-"))
+        bytes.put(UInt8(ascii: "-"))
         pad(Int(parts.tm_mday), 2)
-        bytes.append(UInt8(ascii: "T"))
+        bytes.put(UInt8(ascii: "T"))
         pad(Int(parts.tm_hour), 2)
-        bytes.append(UInt8(ascii: ":"))
+        bytes.put(UInt8(ascii: ":"))
         pad(Int(parts.tm_min), 2)
-        bytes.append(UInt8(ascii: ":"))
+        bytes.put(UInt8(ascii: ":"))
         pad(Int(parts.tm_sec), 2)
-        bytes.append(UInt8(ascii: "."))
+        bytes.put(UInt8(ascii: "."))
         pad(Int(milliseconds % 1000), 3)
-        bytes.append(UInt8(ascii: "Z"))
+        bytes.put(UInt8(ascii: "Z"))
     }
 
     /// The longest text a record keeps of a field the caller chooses (method, target, JSON-RPC id, an argument key, a
@@ -194,10 +194,36 @@ public struct AuditRecord: Sendable {
     }
 
     /// The record as one line of JSON bytes, ending in a newline.
-    public var lineBytes: [UInt8] {
-        // Room for a typical record's fixed fields and redacted arguments (with the 64-digit digest near the end), so
-        // the line is not copied to a larger buffer as it is written.
-        var writer = JSONLineWriter(capacity: 512 + reason.utf8.count)
+    public var lineBytes: [UInt8] { withLine { Array($0) } }
+
+    /// Calls `body` with the record's line (JSON bytes ending in a newline), valid only during the call. The line is
+    /// written into scratch on the stack (no check of an array's storage per byte, and no array at all for a caller
+    /// that copies the line on, as the audit log's queue does); a line longer than the scratch (long reasons or ids,
+    /// arguments in full) is written into an array instead.
+    func withLine<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        var fitted = true
+        let result = try withUnsafeTemporaryAllocation(byteCount: Self.scratchBytes, alignment: 1) { scratch -> Result? in
+            var writer = JSONLineWriter(into: FixedByteSink(scratch))
+            write(into: &writer)
+            guard !writer.sink.overflowed else {
+                fitted = false
+                return nil
+            }
+            return try body(writer.sink.written)
+        }
+        if fitted { return result! }
+        var writer = JSONLineWriter(into: [UInt8]())
+        writer.reserveCapacity(2 * Self.scratchBytes)
+        write(into: &writer)
+        return try writer.sink.withUnsafeBytes(body)
+    }
+
+    /// Bytes of stack scratch a line is written into first: a typical record takes 300 to 600. (Up to 1 KiB, Swift
+    /// always takes temporary memory from the stack; a larger request may be allocated on the heap.)
+    static let scratchBytes = 1024
+
+    /// Writes the record's members and ends the line.
+    private func write(into writer: inout JSONLineWriter<some JSONByteSink>) {
         writer.timestamp("time", unixMilliseconds)
         writer.string("request_id", requestID)
         writer.optionalString("tenant", tenant)
@@ -228,7 +254,7 @@ public struct AuditRecord: Sendable {
             }
         case nil: break
         }
-        return writer.finishLine()
+        writer.finishLine()
     }
 
     /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note of

@@ -48,14 +48,14 @@ struct Refusal: Error {
         var bytes: [UInt8] = []
         bytes.reserveCapacity(96 + message.utf8.count)
         bytes += #"{"jsonrpc":"2.0","id":"#.utf8
-        JSONLineWriter.append(id ?? .null, to: &bytes)
+        JSONText.append(id ?? .null, to: &bytes)
         bytes += #","error":{"code":"#.utf8
-        JSONLineWriter.appendInteger(code, to: &bytes)
+        JSONText.appendInteger(code, to: &bytes)
         bytes += #","message":"#.utf8
-        JSONLineWriter.appendQuoted(message, to: &bytes)
+        JSONText.appendQuoted(message, to: &bytes)
         if let data {
             bytes += #","data":"#.utf8
-            JSONLineWriter.append(data, to: &bytes)
+            JSONText.append(data, to: &bytes)
         }
         bytes += "}}".utf8
         return bytes
