@@ -67,7 +67,8 @@ final class RequestHeaderValues: Sendable {
             seen |= bit
             firstValues[index] = value
         }
-        self.firstValues = firstValues
+        // Moved, not copied: a copy retains every value (16 optional strings) and the local then releases them all.
+        self.firstValues = consume firstValues
         self.seen = seen
         self.repeated = repeated
         self.hasParameterHeaders = hasParameterHeaders
