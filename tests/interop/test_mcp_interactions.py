@@ -291,6 +291,26 @@ async def cancel_slow_call(target: str | int, url: str, mode: str, auth: str, ta
     return outcome
 
 
+def sdk_stream_race(error: BaseException) -> bool:
+    """Whether `error` is (or holds) anyio's BrokenResourceError: the official SDK's client, cancelling a call, can
+    close its own read stream while its POST task still hands it the answer (seen once in a direct run, with no
+    gateway involved)."""
+    if isinstance(error, anyio.BrokenResourceError):
+        return True
+    return isinstance(error, BaseExceptionGroup) and error.subgroup(anyio.BrokenResourceError) is not None
+
+
+def direct_cancellation(url: str, mode: str, auth: str) -> dict:
+    """`cancel_slow_call` straight to the upstream (the baseline), once more under a new tag when the SDK's client
+    raced itself (`sdk_stream_race`): the baseline measures the upstream, not the client library."""
+    try:
+        return anyio.run(cancel_slow_call, url, url, mode, auth, "direct")
+    except BaseException as error:
+        if not sdk_stream_race(error):
+            raise
+        return anyio.run(cancel_slow_call, url, url, mode, auth, "direct-again")
+
+
 @pytest.mark.parametrize("auth", ["mtls", "jwt"])
 @pytest.mark.parametrize("mode", ["legacy", "auto"])
 def test_cancellation(gateway, upstream, upstream_mode, mode, auth):
@@ -302,7 +322,7 @@ def test_cancellation(gateway, upstream, upstream_mode, mode, auth):
     # (stateful-sse, json); a stateless server has no session to find the call in, and its task ends only when the
     # client's connection closes. A 2026-07-28 client closes the call's connection, which ends an SSE response's
     # task at once; an upstream answering with JSON lets the task run on.
-    direct = anyio.run(cancel_slow_call, url, url, mode, auth, "direct")
+    direct = direct_cancellation(url, mode, auth)
     assert direct["reached"] and "result" not in direct
     cancelled_at_once = not modern and upstream_mode != "stateless" or modern and upstream_mode != "json"
     assert direct["while_open"] == ("cancelled" if cancelled_at_once else "running"), direct
