@@ -82,7 +82,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // for the tool); the lower one for the canonical value.
             // Plain loops: a key path in a lazy map is projected through the runtime (this runs for every leaf of
             // every call a constraint covers). A form of at most `maximumLength` bytes has at most as many scalars.
-            let forms = maximumLength != nil || maximumBytes != nil ? leaf.checkedForms : []
+            let forms = maximumLength != nil || maximumBytes != nil ? leaf.checkedForms : .none
             if let maximumLength {
                 for form in forms where form.utf8.count > maximumLength {
                     let length = form.unicodeScalars.count
@@ -119,7 +119,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
         if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
         // The value as sent must be allowed too when it holds what canonicalisation folds away (a backslash, a
         // percent-escape): the tool receives that one.
-        for form in allowPatterns.isEmpty ? [] : leaf.checkedForms {
+        for form in allowPatterns.isEmpty ? .none : leaf.checkedForms {
             var costly: LinearRegex?
             var allowed = false
             for pattern in allowPatterns {

@@ -18,11 +18,11 @@ public struct ArgumentValue: Sendable, Hashable {
     /// The forms allow patterns and upper length bounds check: the canonical one, and the value as sent when it holds a
     /// `%` or a backslash (which canonicalisation folds away, but the tool receives). A value that differs only by
     /// Unicode normalisation (decomposed text, as macOS writes file names) is checked as canonical only.
-    public var checkedForms: [String] {
+    public var checkedForms: CheckedForms {
         guard raw.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "\\") }), raw != canonical else {
-            return [canonical]
+            return CheckedForms(canonical)
         }
-        return [raw, canonical]
+        return CheckedForms(raw, canonical)
     }
     /// Why the value cannot be read unambiguously (percent-encoding nested past the bound, or decoding to invalid
     /// UTF-8 such as the overlong `%c0%af`); any constraint refuses such a value.
@@ -48,6 +48,41 @@ public struct ArgumentValue: Sendable, Hashable {
         self.forms = canonicalised.forms
         self.encodingProblem = canonicalised.problem
     }
+}
+
+/// The one or two forms of a leaf that allow patterns and length bounds check (`ArgumentValue.checkedForms`), in
+/// order, without an array to allocate: this runs for every leaf a constraint covers.
+public struct CheckedForms: Sequence, Sendable {
+    private let first: String?
+    private let second: String?
+
+    /// No form (for a constraint that checks none).
+    public static let none = CheckedForms(first: nil, second: nil)
+
+    private init(first: String?, second: String?) {
+        self.first = first
+        self.second = second
+    }
+
+    /// One form.
+    init(_ only: String) { self.init(first: only, second: nil) }
+
+    /// Two forms, in this order.
+    init(_ first: String, _ second: String) { self.init(first: first, second: second) }
+
+    /// Yields the forms in order.
+    public struct Iterator: IteratorProtocol {
+        fileprivate var first: String?
+        fileprivate var second: String?
+
+        public mutating func next() -> String? {
+            let next = first
+            (first, second) = (second, nil)
+            return next
+        }
+    }
+
+    public func makeIterator() -> Iterator { Iterator(first: first, second: second) }
 }
 
 /// Turns a call's arguments into canonical leaves, so that encodings, Unicode look-alikes, key spellings and
@@ -104,6 +139,9 @@ public enum ArgumentCanonicalizer {
 
     private static func walkLeaves(of arguments: JSONValue?) -> Result<[ArgumentValue], Refusal> {
         var result: [ArgumentValue] = []
+        // Room for a few leaves at once (a call's arguments are mostly a handful of keys and values): the array is not
+        // grown leaf by leaf.
+        if arguments != nil { result.reserveCapacity(8) }
         var failure: Refusal?
         var budget = canonicalisationBudget
         var topLevelLeaves = 0
@@ -140,7 +178,9 @@ public enum ArgumentCanonicalizer {
                     let folded = foldKey(member.key)
                     let here = location.isEmpty ? member.key : "\(location).\(member.key)"
                     add(here, keys, "key", member.key, nested)
-                    walk(member.value, location: here, keys: keys + [folded], nested: nested)
+                    var inner = keys
+                    inner.append(folded)
+                    walk(member.value, location: here, keys: inner, nested: nested)
                 }
             case .array(let elements):
                 for (position, element) in elements.enumerated() {

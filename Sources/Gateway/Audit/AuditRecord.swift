@@ -201,17 +201,20 @@ public struct AuditRecord: Sendable {
     /// that copies the line on, as the audit log's queue does); a line longer than the scratch (long reasons or ids,
     /// arguments in full) is written into an array instead.
     func withLine<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
-        var fitted = true
-        let result = try withUnsafeTemporaryAllocation(byteCount: Self.scratchBytes, alignment: 1) { scratch -> Result? in
-            var writer = JSONLineWriter(into: FixedByteSink(scratch))
-            write(into: &writer)
-            guard !writer.sink.overflowed else {
-                fitted = false
-                return nil
+        // A record that may not fit (long texts, or arguments in full) goes straight to an array: not written twice.
+        if !mayOverflowScratch {
+            var fitted = true
+            let result = try withUnsafeTemporaryAllocation(byteCount: Self.scratchBytes, alignment: 1) { scratch -> Result? in
+                var writer = JSONLineWriter(into: FixedByteSink(scratch))
+                write(into: &writer)
+                guard !writer.sink.overflowed else {
+                    fitted = false
+                    return nil
+                }
+                return try body(writer.sink.written)
             }
-            return try body(writer.sink.written)
+            if fitted { return result! }
         }
-        if fitted { return result! }
         var writer = JSONLineWriter(into: [UInt8]())
         writer.reserveCapacity(2 * Self.scratchBytes)
         write(into: &writer)
@@ -222,8 +225,16 @@ public struct AuditRecord: Sendable {
     /// always takes temporary memory from the stack; a larger request may be allocated on the heap.)
     static let scratchBytes = 1024
 
+    /// Whether the line may not fit the scratch, told without writing it: texts that are long by themselves, or
+    /// arguments in full. (A line that is not told here and does not fit is written again into an array.)
+    private var mayOverflowScratch: Bool {
+        if case .full? = arguments { return true }
+        let longest = reason.utf8.count + (target?.utf8.count ?? 0) + (method?.utf8.count ?? 0) + (rule?.utf8.count ?? 0)
+        return longest > Self.scratchBytes / 2
+    }
+
     /// Writes the record's members and ends the line.
-    private func write(into writer: inout JSONLineWriter<some JSONByteSink>) {
+    func write(into writer: inout JSONLineWriter<some JSONByteSink>) {
         writer.timestamp("time", unixMilliseconds)
         writer.string("request_id", requestID)
         writer.optionalString("tenant", tenant)

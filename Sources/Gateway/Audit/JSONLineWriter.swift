@@ -75,7 +75,7 @@ struct FixedByteSink: JSONByteSink {
 /// backslash, C0 controls), DEL, C1 controls (U+0085 NEL among them), U+2028, U+2029 and the Unicode
 /// noncharacters are written as `\u` escapes. Input that is not valid UTF-8 cannot occur (Swift strings are).
 struct JSONLineWriter<Sink: JSONByteSink> {
-    /// The bytes written so far.
+    /// Where the line is written (an array, or scratch memory).
     private(set) var sink: Sink
     private var needsComma = false
 

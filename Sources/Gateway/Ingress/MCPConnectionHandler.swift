@@ -27,6 +27,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Keeps the parts of a read in order when a read or the close arrives while they are handled.
     private let relay = FramedPartsRelay<HTTPServerRequestPart>()
     private var context: ChannelHandlerContext?
+    /// The channel's allocator, taken once (asked through the channel, it is a call through the channel's existential
+    /// and an event-loop check each time): for the responses and for the requests this connection forwards.
+    private var allocator = ByteBufferAllocator()
     private var handshake: TLSHandshakeCompleted?
     private var clientAddress: String?
     /// The client's source for per-source shares (`ClientSource`).
@@ -112,7 +115,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
-        responseEncoder.allocator = context.channel.allocator
+        allocator = context.channel.allocator
+        responseEncoder.allocator = allocator
         clientAddress = context.channel.remoteAddress?.hostAndPort
         source = ClientSource.key(context.channel.remoteAddress)
     }
@@ -670,7 +674,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
         writeHead(head, context: context)
         if request.head.method != .HEAD {
-            var body = context.channel.allocator.buffer(capacity: refusal.body.count)
+            var body = allocator.buffer(capacity: refusal.body.count)
             body.writeBytes(refusal.body)
             if let collected, let held = services?.upstream.heldBytes {
                 _ = held.take(collected.bytes, tenant: collected.tenant, always: true)
@@ -896,7 +900,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         let upstreamRequest: UpstreamRequest
         do {
-            upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: responseEncoder.allocator)
+            upstreamRequest = try self.upstreamRequest(endpoint, plan: plan, allocator: allocator)
         } catch {
             // A header the client sent or the gateway holds that no header line can carry: nothing is sent.
             if let held = services.operationalLogThrottle.admit("unsendable/\(principal.tenant)") {

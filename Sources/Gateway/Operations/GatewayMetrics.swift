@@ -159,7 +159,8 @@ public final class GatewayMetrics: Sendable {
         guard let tenant else { return }
         upstreamHealth.withLock { health in
             var entry = health[tenant] ?? (-.infinity, -.infinity)
-            if failed { entry.lastFailure = now } else { entry.lastSuccess = now }
+            // Never back in time: another event loop may have stored a later time since `now` was read.
+            if failed { entry.lastFailure = max(entry.lastFailure, now) } else { entry.lastSuccess = max(entry.lastSuccess, now) }
             health[tenant] = entry
         }
     }

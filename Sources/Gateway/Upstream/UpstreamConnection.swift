@@ -68,7 +68,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var receiver: (any UpstreamResponseReceiver)?
     private var phase = Phase.connecting
     private var lastRead = NIODeadline.now()
-    /// When the bytes being framed arrived: the clock is read once per read (or close), not once per part.
+    /// The time of the latest read (or of the close) whose bytes are being framed: the clock is read once per read,
+    /// not once per part. (Parts of a read that arrived while another was handled carry the later one's time.)
     private var readTime = NIODeadline.now()
     private var keepAlive = true
     /// Reading stopped for a slow client; always resumed before the connection carries another request.
@@ -253,7 +254,9 @@ final class UpstreamConnection: ChannelInboundHandler {
         // Failed or closed meanwhile (bytes after the response), or not to be reused (the upstream's keep-alive is
         // shorter than a margin): closed now, not left open.
         guard case .idle(let since) = phase else { return }
-        // The response ended in this read: the clock read for it is current.
+        // `since` is this read's time (the response ended in it), so this asks only whether the reuse window is open at
+        // all (a `Keep-Alive: timeout` hint can close it); the pool checks the real clock again when it hands the
+        // connection out (`isUsable`).
         if let context, context.channel.isActive, isFresh(since: since, now: readTime) { pool?.release(self) } else { close() }
     }
 
@@ -262,7 +265,8 @@ final class UpstreamConnection: ChannelInboundHandler {
         // A connection that failed (or was closed) takes nothing more: in particular not the end of a response
         // that its framing infers from the close, after the close was found unclean.
         if case .closed = phase { return }
-        lastRead = readTime
+        // Never back in time: resuming a paused read (`setReading`) may have taken a later reading meanwhile.
+        lastRead = max(lastRead, readTime)
         switch part {
         case .head(let head):
             guard case .awaitingHead(_, let idleTimeout) = phase else {
