@@ -60,27 +60,29 @@ enum HeaderText {
     /// buffer's capacity and uniqueness four times): this runs for every header the gateway sends either way. The two
     /// are written as they are; the caller checks them first (`fitsOnOneLine`).
     static func writeField(_ name: String, _ value: String, into buffer: inout ByteBuffer) {
-        let written: Void?? = name.utf8.withContiguousStorageIfAvailable { name in
-            value.utf8.withContiguousStorageIfAvailable { value in
-                let total = name.count + value.count + 4
-                buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
-                    var at = 0
-                    func put(_ bytes: UnsafeRawBufferPointer) {
-                        UnsafeMutableRawBufferPointer(rebasing: out[at..<at + bytes.count]).copyMemory(from: bytes)
-                        at += bytes.count
+        let written =
+            name.utf8.withContiguousStorageIfAvailable { name in
+                value.utf8.withContiguousStorageIfAvailable { value in
+                    let total = name.count + value.count + 4
+                    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: total) { out in
+                        var at = 0
+                        func put(_ bytes: UnsafeRawBufferPointer) {
+                            UnsafeMutableRawBufferPointer(rebasing: out[at..<at + bytes.count]).copyMemory(from: bytes)
+                            at += bytes.count
+                        }
+                        put(UnsafeRawBufferPointer(name))
+                        out[at] = UInt8(ascii: ":")
+                        out[at + 1] = UInt8(ascii: " ")
+                        at += 2
+                        put(UnsafeRawBufferPointer(value))
+                        out[at] = UInt8(ascii: "\r")
+                        out[at + 1] = UInt8(ascii: "\n")
+                        return total
                     }
-                    put(UnsafeRawBufferPointer(name))
-                    out[at] = UInt8(ascii: ":")
-                    out[at + 1] = UInt8(ascii: " ")
-                    at += 2
-                    put(UnsafeRawBufferPointer(value))
-                    out[at] = UInt8(ascii: "\r")
-                    out[at + 1] = UInt8(ascii: "\n")
-                    return total
-                }
-            }
-        }
-        guard written == nil || written! == nil else { return }
+                    return true
+                } ?? false
+            } ?? false
+        if written { return }
         // A bridged or foreign string (none the gateway makes): piece by piece.
         buffer.writeString(name)
         buffer.writeStaticString(": ")
