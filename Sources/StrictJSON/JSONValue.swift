@@ -110,9 +110,11 @@ public struct JSONObject: Sendable, Hashable {
         self.members = pairs.map { Member(key: $0.key, value: $0.value) }
     }
 
-    /// The value of `key`, if present.
+    /// The value of `key`, if present. By index: `first(where:)` would copy each member it passes (a retain and a
+    /// release of its value), and members are looked up several times per message.
     public subscript(key: String) -> JSONValue? {
-        members.first { $0.key == key }?.value
+        for index in members.indices where members[index].key == key { return members[index].value }
+        return nil
     }
 
     /// The keys in order.

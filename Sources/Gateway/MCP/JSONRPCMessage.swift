@@ -25,15 +25,21 @@ public struct JSONRPCMessage: Sendable {
     /// Where `params.arguments` lies in the body it was parsed from, when present and known.
     public internal(set) var argumentsBytes: Range<Int>?
 
-    /// The members a JSON-RPC 2.0 message may have. Anything else — including case variants such as `METHOD` —
-    /// is refused, so that no server behind the gateway can read the message differently from the policy.
-    static let allowedKeys: Set<String> = ["jsonrpc", "id", "method", "params", "result", "error"]
+    /// Whether `key` is a member a JSON-RPC 2.0 message may have. Anything else — including case variants such as
+    /// `METHOD` — is refused, so that no server behind the gateway can read the message differently from the policy.
+    /// (Compared as strings: short ones compare as integers, where a set would hash each key.)
+    static func isAllowedKey(_ key: String) -> Bool {
+        switch key {
+        case "jsonrpc", "id", "method", "params", "result", "error": true
+        default: false
+        }
+    }
 
     /// Checks one message object.
     static func check(_ value: JSONValue) throws(MCPRequestError) -> JSONRPCMessage {
         guard case .object(let object) = value else { throw .invalidRequest("a JSON-RPC message must be an object", id: nil) }
         let id = object["id"]
-        if let unknown = object.members.first(where: { !allowedKeys.contains($0.key) })?.key {
+        if let unknown = object.members.indices.first(where: { !isAllowedKey(object.members[$0].key) }).map({ object.members[$0].key }) {
             throw .invalidRequest("unknown member \"\(unknown)\" in a JSON-RPC message", id: validID(id))
         }
         guard object["jsonrpc"] == .string("2.0") else { throw .invalidRequest("\"jsonrpc\" must be \"2.0\"", id: validID(id)) }
