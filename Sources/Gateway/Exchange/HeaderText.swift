@@ -104,7 +104,9 @@ enum HeaderText {
         write(version.minor, into: &buffer)
     }
 
-    private static func lowercased(_ byte: UInt8) -> UInt8 {
+    /// `byte` in lower case when it is an ASCII capital letter.
+    @inline(__always)
+    static func lowercased(_ byte: UInt8) -> UInt8 {
         byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 
@@ -134,24 +136,59 @@ enum HeaderText {
 
 /// A fixed list of lower-case header names, looked up by a header's name ignoring ASCII case. A name is compared
 /// only with the listed names of its own length (in the lists the gateway keeps at most two names share a length,
-/// so a lookup is at most two comparisons): this runs for every header of every request and response.
+/// so a lookup is at most two comparisons): this runs for every header of every request and response. The names are
+/// kept as one run of bytes, and the candidates of each length as plain integers, so a lookup copies no string or
+/// array (each copy of one is a reference-count operation).
 struct HeaderNames: Sendable {
     /// The names, in the order given.
     let names: [String]
-    private let byLength: [[Int]]
+    /// The names' bytes, one after the other.
+    private let bytes: [UInt8]
+    /// Where each name starts in `bytes`.
+    private let starts: [Int]
+    /// For each length, where its names' positions start in `candidates`; one more entry ends the last.
+    private let firstCandidate: [Int]
+    /// Positions in `names`, grouped by length.
+    private let candidates: [Int]
 
     /// A list of `names`, given in lower case.
     init(_ names: [String]) {
         self.names = names
-        var byLength = [[Int]](repeating: [], count: (names.map(\.utf8.count).max() ?? 0) + 1)
-        for (index, name) in names.enumerated() { byLength[name.utf8.count].append(index) }
-        self.byLength = byLength
+        var starts: [Int] = []
+        var bytes: [UInt8] = []
+        for name in names {
+            starts.append(bytes.count)
+            bytes += name.utf8
+        }
+        let longest = names.map(\.utf8.count).max() ?? 0
+        var candidates: [Int] = []
+        var firstCandidate: [Int] = []
+        for length in 0...longest {
+            firstCandidate.append(candidates.count)
+            candidates += names.indices.filter { names[$0].utf8.count == length }
+        }
+        firstCandidate.append(candidates.count)
+        (self.bytes, self.starts, self.firstCandidate, self.candidates) = (bytes, starts, firstCandidate, candidates)
     }
 
     /// The position in `names` of header name `name` (any case); nil when it is not listed.
     func index(of name: String) -> Int? {
         let length = name.utf8.count
-        guard length < byLength.count else { return nil }
-        return byLength[length].first { HeaderText.isName(name, names[$0]) }
+        guard length + 1 < firstCandidate.count else { return nil }
+        var position = firstCandidate[length]
+        while position < firstCandidate[length + 1] {
+            let candidate = candidates[position]
+            let start = starts[candidate]
+            let equal =
+                name.utf8.withContiguousStorageIfAvailable { text in
+                    bytes.withUnsafeBufferPointer { listed in
+                        for offset in 0..<length where HeaderText.lowercased(text[offset]) != listed[start + offset] { return false }
+                        return true
+                    }
+                } ?? HeaderText.isName(name, names[candidate])
+            if equal { return candidate }
+            position += 1
+        }
+        return nil
     }
 }
