@@ -65,9 +65,10 @@ public struct ArgumentConstraint: Sendable, Hashable {
                 findings.append(ArgumentFinding(location: key, value: "", problem: "must be a \(type), not a \(actual)"))
             }
         }
-        for leaf in leaves where covers(leaf) || (key == "*" && leaf.type == "key") {
-            if let problem = problem(with: leaf, searchSteps: &searchSteps) {
-                findings.append(ArgumentFinding(location: leaf.location, value: leaf.canonical, problem: problem))
+        // By index: a `for` over the leaves copies each one (a retain and a release of each of its strings and arrays).
+        for index in leaves.indices where covers(leaves[index]) || (key == "*" && leaves[index].type == "key") {
+            if let problem = problem(with: leaves[index], searchSteps: &searchSteps) {
+                findings.append(ArgumentFinding(location: leaves[index].location, value: leaves[index].canonical, problem: problem))
             }
         }
         return findings
