@@ -177,29 +177,26 @@ struct UpstreamPoolTests {
 
     @Test("an upstream's Keep-Alive: timeout=1 shortens the reuse window: its connection is closed after the answer")
     func keepAliveHintShortensReuse() async throws {
-        let upstream = try await RawUpstream.start { _ in Self.answer(headers: "Keep-Alive: timeout=1, max=100\r\n") }
-        let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
-        let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
-        #expect(try await call(pool, endpoint, id: 1).status == 200)
-        #expect(
-            try await eventually(within: .seconds(2)) { upstream.closes.withLockedValue { $0.count } == 1 },
-            "the connection was kept for reuse")
-        #expect(try await call(pool, endpoint, id: 2).status == 200)
-        #expect(upstream.requests.withLockedValue { $0.count } == 2)
-        await upstream.stop()
+        try await expectClosedAfterOneAnswer(headers: "Keep-Alive: timeout=1, max=100\r\n", within: .seconds(2))
     }
 
     @Test(
         "an answer whose Connection options end its connection is not followed by another request on it, even when the upstream leaves the socket open",
         arguments: ["Connection: close\r\n", "Connection: keep-alive, close\r\n", "Connection: Keep-Alive\r\nConnection: keep-alive\r\n"])
     func connectionOptionsEndReuse(headers: String) async throws {
+        // Closed by the gateway at once (the reuse window, 3 s, would close a pooled connection much later).
+        try await expectClosedAfterOneAnswer(headers: headers, within: .seconds(1))
+    }
+
+    /// An upstream answering with `headers` has its connection closed by the gateway within `bound` of the first
+    /// answer, and the next call is carried by a new connection.
+    private func expectClosedAfterOneAnswer(headers: String, within bound: Duration) async throws {
         let upstream = try await RawUpstream.start { _ in Self.answer(headers: headers) }
         let pool = pool(on: MultiThreadedEventLoopGroup.singleton.next())
         let endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: upstream.url), tenant: "acme")
         #expect(try await call(pool, endpoint, id: 1).status == 200)
-        // Closed by the gateway at once (the reuse window, 3 s, would close a pooled connection much later).
         #expect(
-            try await eventually(within: .seconds(1)) { upstream.closes.withLockedValue { $0.count } == 1 },
+            try await eventually(within: bound) { upstream.closes.withLockedValue { $0.count } == 1 },
             "the connection was kept for reuse")
         #expect(try await call(pool, endpoint, id: 2).status == 200)
         #expect(upstream.requests.withLockedValue { $0.count } == 2)
