@@ -148,4 +148,33 @@ struct UpstreamResponseFramingTests {
         #expect(framing.closed { parts.append("\($0)") } == nil)
         #expect(parts.count == 3 && parts.last == "end(nil)", "\(parts)")
     }
+
+    @Test("the gateway's framing keeps only the headers it reads, and still checks and frames by the others")
+    func keepsReadHeaders() {
+        let head =
+            "HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sat, 28 Nov 2026 05:00:00 GMT\r\nContent-Type: application/json\r\n"
+            + "X-Request-Id: 42\r\nKeep-Alive: timeout=5\r\nMcp-Session-Id: s1\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+        var framing = UpstreamResponseFraming(maximumHeadBytes: 4096, keptHeaders: UpstreamConnection.readResponseHeaders)
+        framing.requestSent(method: .POST)
+        var framed = Responses()
+        #expect(framing.feed(ByteBuffer(string: head)) { framed.take($0) } == nil)
+        #expect(
+            framed.responses
+                == [
+                    .init(
+                        status: 200,
+                        headers: ["Content-Type: application/json", "Keep-Alive: timeout=5", "Mcp-Session-Id: s1", "Content-Length: 2"],
+                        body: Array("ok".utf8), ended: true)
+                ], "\(framed)")
+        // `Connection: close` was read from the bytes, though not kept.
+        #expect(!framing.responseKeepsConnection)
+        // Every relayed header and every header the exchange reads is kept.
+        for name in ResponseFraming.forwardedResponseHeaders.names + ["content-length", "transfer-encoding", "keep-alive"] {
+            #expect(UpstreamConnection.readResponseHeaders.index(of: name.uppercased()) != nil, "\(name)")
+        }
+        // A header that is not kept is still checked: a control character in it refuses the response.
+        var strict = UpstreamResponseFraming(maximumHeadBytes: 4096, keptHeaders: UpstreamConnection.readResponseHeaders)
+        strict.requestSent(method: .POST)
+        #expect(strict.feed(ByteBuffer(string: "HTTP/1.1 200 OK\r\nServer: a\u{1}b\r\nContent-Length: 0\r\n\r\n")) { _ in } != nil)
+    }
 }

@@ -173,19 +173,22 @@ struct HeaderNames: Sendable {
 
     /// The position in `names` of header name `name` (any case); nil when it is not listed.
     func index(of name: String) -> Int? {
-        let length = name.utf8.count
+        name.utf8.withContiguousStorageIfAvailable { index(of: UnsafeRawBufferPointer($0)) }
+            ?? names.indices.first { HeaderText.isName(name, names[$0]) }
+    }
+
+    /// The position in `names` of the header name whose bytes are `name` (any case); nil when it is not listed.
+    func index(of name: UnsafeRawBufferPointer) -> Int? {
+        let length = name.count
         guard length + 1 < firstCandidate.count else { return nil }
         var position = firstCandidate[length]
         while position < firstCandidate[length + 1] {
             let candidate = candidates[position]
             let start = starts[candidate]
-            let equal =
-                name.utf8.withContiguousStorageIfAvailable { text in
-                    bytes.withUnsafeBufferPointer { listed in
-                        for offset in 0..<length where HeaderText.lowercased(text[offset]) != listed[start + offset] { return false }
-                        return true
-                    }
-                } ?? HeaderText.isName(name, names[candidate])
+            let equal = bytes.withUnsafeBufferPointer { listed in
+                for offset in 0..<length where HeaderText.lowercased(name[offset]) != listed[start + offset] { return false }
+                return true
+            }
             if equal { return candidate }
             position += 1
         }

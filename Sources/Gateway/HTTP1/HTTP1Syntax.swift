@@ -72,13 +72,19 @@ enum HTTP1Syntax {
         var upgrade = false
         /// What the `Connection` fields say about reusing the connection.
         var connection = ConnectionReuse.unstated
+        /// The only names kept, when not all are: the others are checked and read for framing, and no string is
+        /// made of them.
+        let keptNames: HeaderNames?
 
-        /// Fields to be kept (`keep`) or only checked.
-        init(keep: Bool) { if keep { headers.reserveCapacity(16) } }
+        /// Fields to be kept (`keep`) or only checked; with `keptNames`, only the fields of those names are kept.
+        init(keep: Bool, keptNames: HeaderNames? = nil) {
+            self.keptNames = keptNames
+            if keep { headers.reserveCapacity(keptNames == nil ? 16 : 8) }
+        }
     }
 
     /// Field lines up to the empty line that ends them (`bytes` ends with it; every LF in it has its CR), each
-    /// checked; kept in `fields` if `keep`, framing headers read either way. Values lose their leading and trailing
+    /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way. Values lose their leading and trailing
     /// blanks (RFC 9110, 5.5).
     static func readFields(_ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool) throws {
         var index = 0
@@ -115,7 +121,7 @@ enum HTTP1Syntax {
             let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
             index += 2
             try frameField(name, value, &fields)
-            if keep {
+            if keep, fields.keptNames.map({ $0.index(of: name) != nil }) ?? true {
                 fields.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             }
         }

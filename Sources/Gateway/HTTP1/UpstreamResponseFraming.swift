@@ -21,6 +21,9 @@ struct UpstreamResponseFraming {
 
     /// The most bytes a head may take.
     let maximumHeadBytes: Int
+    /// The only header names kept in a response's head (nil: all). The others are still checked, and the framing
+    /// headers read, but no string is made of them.
+    let keptHeaders: HeaderNames?
     private var state = State.head(scanned: 0)
     private var pending = UnframedBytes()
     /// Whether each request sent and not answered yet was a `HEAD`, oldest first.
@@ -32,9 +35,10 @@ struct UpstreamResponseFraming {
     /// (read from the field bytes, `ConnectionReuse`) and its body does not end at the close.
     private(set) var responseKeepsConnection = true
 
-    /// Framing with heads bounded to `maximumHeadBytes`.
-    init(maximumHeadBytes: Int) {
+    /// Framing with heads bounded to `maximumHeadBytes`, keeping the headers named in `keptHeaders` (all if nil).
+    init(maximumHeadBytes: Int, keptHeaders: HeaderNames? = nil) {
         self.maximumHeadBytes = maximumHeadBytes
+        self.keptHeaders = keptHeaders
         outstanding.reserveCapacity(2)
     }
 
@@ -86,7 +90,7 @@ struct UpstreamResponseFraming {
                     return
                 }
                 let (head, fields) = try input.withUnsafeReadableBytes { bytes in
-                    try Self.parseHead(UnsafeRawBufferPointer(rebasing: bytes[..<end]))
+                    try Self.parseHead(UnsafeRawBufferPointer(rebasing: bytes[..<end]), keeping: keptHeaders)
                 }
                 input.moveReaderIndex(forwardBy: end)
                 state = .head(scanned: 0)
@@ -137,7 +141,9 @@ struct UpstreamResponseFraming {
     }
 
     /// `HTTP-version SP status-code [SP reason-phrase] CRLF`, then the fields.
-    private static func parseHead(_ bytes: UnsafeRawBufferPointer) throws -> (HTTPResponseHead, HTTP1Syntax.Fields) {
+    private static func parseHead(
+        _ bytes: UnsafeRawBufferPointer, keeping keptHeaders: HeaderNames?
+    ) throws -> (HTTPResponseHead, HTTP1Syntax.Fields) {
         guard bytes.count >= 14, let version = HTTP1Syntax.version(UnsafeRawBufferPointer(rebasing: bytes[0..<8])),
             bytes[8] == 0x20
         else { throw HTTPFramingError.invalid("the status line does not start with HTTP/1.1 or HTTP/1.0") }
@@ -154,7 +160,7 @@ struct UpstreamResponseFraming {
         guard bytes[lineEnd + 1] == 0x0A, index == 12 ? lineEnd == 12 : true,
             !HTTP1Syntax.holdsControlCharacter(UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd]))
         else { throw HTTPFramingError.invalid("the status line holds a control character") }
-        var fields = HTTP1Syntax.Fields(keep: true)
+        var fields = HTTP1Syntax.Fields(keep: true, keptNames: keptHeaders)
         try HTTP1Syntax.readFields(UnsafeRawBufferPointer(rebasing: bytes[(lineEnd + 2)...]), into: &fields, keep: true)
         let head = HTTPResponseHead(version: version, status: HTTPResponseStatus(statusCode: code), headers: HTTPHeaders(fields.headers))
         return (head, fields)

@@ -82,7 +82,8 @@ final class UpstreamConnection: ChannelInboundHandler {
     private let configuredReuseWindow: TimeAmount
 
     /// The framing of this connection's responses, told the method of each request sent.
-    private var framing = UpstreamResponseFraming(maximumHeadBytes: UpstreamConnection.maximumResponseHeadBytes)
+    private var framing = UpstreamResponseFraming(
+        maximumHeadBytes: UpstreamConnection.maximumResponseHeadBytes, keptHeaders: UpstreamConnection.readResponseHeaders)
     /// Keeps the parts of a read in order when a read or the close arrives while they are handled.
     private let relay = FramedPartsRelay<HTTPClientResponsePart>()
     /// A keep-alive response ended in the read being handled: the connection goes back to its pool once every part
@@ -90,6 +91,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     private var releaseAfterRead = false
     /// The most bytes a response head may take.
     static let maximumResponseHeadBytes = 1 << 20
+    /// The response headers anything reads: those relayed to the client (`ResponseFraming.forwardedResponseHeaders`),
+    /// the framing headers the client's framing is built from, and `Keep-Alive` (`keepAliveTimeout`). The others
+    /// (`Server`, `Date` and the like) are checked and dropped while the head is read: no string is made of them.
+    static let readResponseHeaders = HeaderNames(
+        ResponseFraming.forwardedResponseHeaders.names + ["content-length", "transfer-encoding", "keep-alive"])
 
     /// Idle connections to this upstream in all pools (this one counts while it sits in its pool).
     let idleConnections: IdleConnectionCount
