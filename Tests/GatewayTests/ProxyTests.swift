@@ -65,6 +65,37 @@ struct ProxyTests {
         }
     }
 
+    @Test(
+        "a JSON body's Content-Type: charset utf-8 (any case, quoted or not) is taken and forwarded as plain application/json; another charset is 415"
+    )
+    func jsonMediaType() async throws {
+        try await withGateway { gateway, upstream in
+            let body = #"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"readme.txt"}}}"#
+            let token = try GatewayFixture.token()
+            for type in ["application/json; charset=UTF-8", #"Application/JSON;charset="utf-8"; q=1"#, "application/json"] {
+                let response = try await gateway.client().send(
+                    body: body, headers: [("Authorization", "Bearer \(token)"), ("Content-Type", type)])
+                #expect(response.status == 200, "\(type): \(response.status) \(response.body)")
+                // Whatever parameters the client's header had, the upstream is told the charset the gateway read.
+                #expect(upstream.received.last?.header("content-type") == "application/json", "\(type)")
+            }
+            let forwarded = upstream.received.count
+            for type in [
+                "application/json; charset=utf-7", #"application/json; charset="UTF-16""#, "application/json; charset=utf-8; charset=utf-7",
+                "application/json; x=\"a", "application/jsonp", "text/json",
+            ] {
+                let response = try await gateway.client().send(
+                    body: body, headers: [("Authorization", "Bearer \(token)"), ("Content-Type", type)])
+                #expect(response.status == 415, "\(type): \(response.status)")
+                #expect(try error(response)["code"] == .number(JSONNumber(-32600)), "\(type)")
+            }
+            #expect(upstream.received.count == forwarded)
+            let records = try gateway.auditRecords().suffix(6)
+            #expect(records.allSatisfy { $0["decision"] == .string("malformed") }, "\(records)")
+            #expect(records.first?["reason"]?.stringValue?.contains("charset must be utf-8") == true, "\(records)")
+        }
+    }
+
     @Test("denied call: JSON-RPC error with the request's id, rule and reason; nothing reaches the upstream")
     func denied() async throws {
         try await withGateway { gateway, upstream in
@@ -243,8 +274,9 @@ struct ProxyTests {
             }
             let large = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"\#(String(repeating: "a", count: 5000))"}"#))
             #expect(large.status == 413)
-            // The test client already sends Content-Type: application/json; a second one makes the request ambiguous.
-            let twoTypes = try await gateway.client().send(body: RPC.call("read_file"), headers: [("Content-Type", "text/plain")])
+            // A second Content-Type makes the request ambiguous.
+            let twoTypes = try await gateway.client().send(
+                body: RPC.call("read_file"), headers: [("Content-Type", "application/json"), ("Content-Type", "text/plain")])
             #expect(twoTypes.status == 400)
             let twoVersions = try await gateway.client().send(
                 body: RPC.call("read_file"), headers: [("MCP-Protocol-Version", "2025-06-18"), ("MCP-Protocol-Version", "2025-03-26")])

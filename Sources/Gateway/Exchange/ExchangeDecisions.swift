@@ -211,8 +211,8 @@ struct ExchangeDecisions {
             if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {
                 return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
             }
-            if let type = headers.first(.contentType), !HeaderText.hasPrefix(type, "application/json") {
-                return request.malformed(.invalidRequest("Content-Type must be application/json", id: nil), status: .unsupportedMediaType)
+            if let type = headers.first(.contentType), let problem = JSONMediaType.problem(type) {
+                return request.malformed(.invalidRequest(problem, id: nil), status: .unsupportedMediaType)
             }
         case .GET:
             if !(headers.first(.accept)?.contains("text/event-stream") ?? false) {

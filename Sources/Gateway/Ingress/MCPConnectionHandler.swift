@@ -1041,6 +1041,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             guard let value = request.headers.first(header) else { continue }
             if header == .mcpName, let upstreamName = plan.upstreamName {
                 try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(upstreamName))
+            } else if header == .contentType, plan.body != nil {
+                // A body the gateway read as UTF-8 JSON is announced as such, whatever parameters the client's
+                // header had (`JSONMediaType`): the upstream must not decode it by another charset.
+                try upstream.add(name: name, value: JSONMediaType.canonical)
             } else {
                 try upstream.add(name: name, value: value)
             }

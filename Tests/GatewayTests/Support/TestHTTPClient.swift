@@ -94,7 +94,10 @@ struct TestHTTPClient {
         var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
         head.headers.add(name: "Host", value: "localhost:\(port)")
         if body != nil {
-            head.headers.add(name: "Content-Type", value: "application/json")
+            // A Content-Type among `headers` replaces the default one.
+            if !headers.contains(where: { $0.0.lowercased() == "content-type" }) {
+                head.headers.add(name: "Content-Type", value: "application/json")
+            }
             head.headers.add(name: "Accept", value: "application/json, text/event-stream")
         }
         for (name, value) in headers { head.headers.add(name: name, value: value) }
