@@ -63,6 +63,22 @@ public enum MCPMethod {
             guard case .object = arguments else { throw .invalidParams("\"arguments\" must be an object", id: message.id) }
             return arguments
         }
+        // A member that a lenient server reads as the one decided on (`Name`, `ARGUMENTS`, `argumentſ`; Go's
+        // encoding/json takes the last of them) would have it run what the policy never saw.
+        func refuseVariants(of keys: StaticString...) throws(MCPRequestError) {
+            guard let params else { return }
+            for member in params.members {
+                for key in keys where LenientKey.isVariant(member.key, of: key) {
+                    throw .invalidParams(
+                        "params member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
+                }
+            }
+        }
+        switch message.method {
+        case "tools/call", "prompts/get": try refuseVariants(of: "name", "arguments")
+        case "resources/read": try refuseVariants(of: "uri")
+        default: break
+        }
         switch message.method {
         case "tools/call": return (try requiredString("name"), try arguments(), message.argumentsBytes)
         case "prompts/get": return (try requiredString("name"), try arguments(), message.argumentsBytes)
