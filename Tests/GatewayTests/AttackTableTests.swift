@@ -43,6 +43,18 @@ struct ProxyAttackTableTests {
             "acme/agents/bot1"
         ),
         (
+            // Go's encoding/json matches members ignoring case and keeps the last: a Go server runs delete_file.
+            "a case-variant Name and Arguments beside the decided ones",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"Name":"delete_file","Arguments":{"path":"a"}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
+            // `ſ` (U+017F) folds to `s` in Go: the server reads these arguments, which the gateway never checked.
+            "arguments spelled with a long s",
+            #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"a"},"argumentſ":{"path":"../../etc/passwd"}}}"#,
+            [], "acme/agents/bot1"
+        ),
+        (
             "traversal",
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"path":"../../etc/passwd"}}}"#, [],
             "acme/agents/bot1"
@@ -101,6 +113,13 @@ struct ProxyAttackTableTests {
             "globex/agents/bot1"
         ),
         ("non-JSON content type", #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#, [("Content-Type", "text/plain")], "acme/agents/bot1"),
+        (
+            // Pure ASCII and strict JSON: a ping to the gateway. Decoded as UTF-7 (as Node's body-parser and the MCP
+            // TypeScript SDK decode by the charset), each `+ACI-` is a quote, and the body is a tools/call.
+            "a UTF-7 charset turning a ping into a tools/call",
+            #"{"jsonrpc":"2.0","id":1,"method":"ping","params":{"a":"+ACI-},+ACI-method+ACI-:+ACI-tools/call+ACI-,+ACI-params+ACI-:{+ACI-name+ACI-:+ACI-delete_file+ACI-,+ACI-arguments+ACI-:{},+ACI-z+ACI-:+ACI-"}}"#,
+            [("Content-Type", "application/json; charset=utf-7")], "acme/agents/bot1"
+        ),
         (
             "JSON inside a string argument hiding a traversal",
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{"files":"[{\"path\":\"../../../../etc/cron.d/x\"}]"}}}"#,
@@ -190,7 +209,10 @@ struct ProxyAttackTableTests {
         "METHOD case variant": (["jsonrpc_32600"], #"unknown member "METHOD""#),
         "batch in a version without batches": (["jsonrpc_32600"], "batches are not allowed"),
         "non-JSON content type": (["jsonrpc_32600"], "Content-Type must be application/json"),
+        "a UTF-7 charset turning a ping into a tools/call": (["jsonrpc_32600"], "charset must be utf-8"),
         "batch hiding a denied call": (["batch", "R3"], "another message in it was refused (R3); this one alone was allowed by R1"),
+        "a case-variant Name and Arguments beside the decided ones": (["jsonrpc_32602"], #"params member "Name" reads as "name""#),
+        "arguments spelled with a long s": (["jsonrpc_32602"], #"params member "argumentſ" reads as "arguments""#),
         "traversal": (["A1"], "path_traversal: '..' path segment"),
         "encoded traversal": (["A1"], "path_traversal: '..' path segment"),
         "fullwidth traversal": (["A1"], "path_traversal: '..' path segment"),
