@@ -137,7 +137,24 @@ public struct ArgumentConstraint: Sendable, Hashable {
                     ? "matches none of the allowed patterns" : "matches none of the allowed patterns as sent (before canonicalisation)"
             }
         }
-        if let path { return Self.pathProblem(canonical, path) }
+        if let path {
+            if path.allowTraversal, let problem = Self.ambiguousTraversal(raw: leaf.raw, canonical: canonical) { return problem }
+            return Self.pathProblem(canonical, path)
+        }
+        return nil
+    }
+
+    /// Why a path with a `..` segment cannot be resolved the way every reader resolves it, when traversal is allowed;
+    /// nil when it can. The canonical form turns backslashes, percent-encoded characters and look-alikes into `/` and
+    /// `.`, which is safe for refusing (`..` anywhere is found) but not for counting: a reader for which
+    /// `data/a\b\c/../../../etc` has two segments before its three `..` lands outside `data`, where the canonical
+    /// form stays inside. So a `..` is only counted in a path whose every separator and dot is an ASCII `/` or `.`
+    /// as sent.
+    static func ambiguousTraversal(raw: String, canonical: String) -> String? {
+        guard PathText(canonical).segments.contains(where: PathText.isParent) else { return nil }
+        guard raw == canonical, !canonical.unicodeScalars.contains(where: { PathText.fold($0) != $0 }) else {
+            return "'..' in a path with an encoded, backslash or look-alike separator or dot (readers disagree where it leads)"
+        }
         return nil
     }
 

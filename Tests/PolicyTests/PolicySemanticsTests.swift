@@ -248,6 +248,44 @@ struct PolicySemanticsTests {
         #expect(decide("docs/caf\u{200B}e.txt").outcome == .allow)  // inside a name it hides nothing
     }
 
+    @Test("allow patterns check an argument's values, not the keys of an object given for it; a type keeps it a value")
+    func allowPatternsAndObjectKeys() throws {
+        func decide(_ constraint: String, _ arguments: String) throws -> PolicyDecision {
+            try PolicyFixtures.set(
+                #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"user":\#(constraint)}}]}"#
+            ).evaluate(try PolicyFixtures.call("t", arguments))
+        }
+        #expect(try decide(#"{"allow":["^[a-z]+$"]}"#, #"{"user":"bob"}"#).outcome == .allow)
+        #expect(try decide(#"{"allow":["^[a-z]+$"]}"#, #"{"user":"Bob!"}"#).outcome == .deny)
+        #expect(try decide(#"{"allow":["^[a-z]+$"]}"#, #"{"user":{"$ne":"x"}}"#).outcome == .allow)
+        #expect(try decide(#"{"allow":["^[a-z]+$"],"type":"string"}"#, #"{"user":{"$ne":"x"}}"#).outcome == .deny)
+    }
+
+    @Test("with traversal allowed, '..' counts only in paths whose separators and dots are plain ASCII as sent")
+    func traversalNeedsPlainSeparators() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["data"],"allow_traversal":true}}}}]}"#
+        )
+        func decide(_ path: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+        }
+        #expect(decide("data/a/b/../c").outcome == .allow)
+        #expect(decide("data/a/../../etc/passwd").outcome == .deny)
+        #expect(decide("data/a\\b\\c/x").outcome == .allow)  // no '..': nothing to count
+        // Two segments to a POSIX server, seven to the canonical form: seven '..' leave `data` there, not here.
+        let fakeSeparators = [
+            "data/a\\b\\c\\d\\e\\f\\g/../../../../../../../etc/passwd", "data/a\u{2215}b\u{2215}c/../../../etc/passwd",
+            "data/a%2fb%2fc/../../../etc/passwd", "data/a\u{FF0F}b/../../etc/passwd", "data/x/\u{FF0E}\u{FF0E}/y",
+        ]
+        for path in fakeSeparators {
+            let decision = decide(path)
+            #expect(decision.outcome == .deny, "\(path)")
+            #expect(decision.reason.contains("readers disagree"), "\(path): \(decision.reason)")
+        }
+    }
+
     @Test("JSON inside string arguments is inspected by default; nested_json: false switches it off for one rule")
     func nestedJSONSwitch() throws {
         func set(_ nested: String) throws -> TenantPolicySet {
