@@ -94,6 +94,42 @@ enum SQLScanner {
         "int", "integer", "varchar", "nvarchar", "char", "numeric", "text", "signed", "unsigned", "binary", "mod", "div",
     ]
 
+    /// Objects that `DROP`, `CREATE` and `ALTER` name.
+    static let schemaObjects: Set<String> = [
+        "table", "database", "view", "procedure", "proc", "function", "index", "schema", "user", "login", "trigger", "role",
+        "sequence", "type", "synonym", "assembly",
+    ]
+
+    /// The statement that starts at `code[index]`, in a shape no value has (`DELETE FROM`, `DROP TABLE`, `INSERT INTO`,
+    /// `UPDATE … SET`, `TRUNCATE TABLE`, `SHUTDOWN`, `EXEC name`, `DECLARE @`, `BACKUP DATABASE`), named; nil otherwise.
+    /// English words that happen to be keywords (`I said 'select all'`, `'drop' it`) do not make these shapes.
+    private static func statementShape(_ code: [Token], at index: Int) -> String? {
+        guard index < code.count, let first = code[index].word else { return nil }
+        func word(_ offset: Int) -> String? { index + offset < code.count ? code[index + offset].word : nil }
+        switch first {
+        case "delete" where word(1) == "from": return "DELETE FROM"
+        case "insert" where word(1) == "into": return "INSERT INTO"
+        case "truncate" where word(1) == "table": return "TRUNCATE TABLE"
+        case "drop", "create", "alter":
+            guard let object = word(1), schemaObjects.contains(object) else { return nil }
+            return "\(first.uppercased()) \(object.uppercased())"
+        case "update":
+            // UPDATE name SET, UPDATE schema.name SET, UPDATE [name] SET.
+            for offset in 2...5 where word(offset) == "set" { return "UPDATE … SET" }
+            return nil
+        case "shutdown":
+            return index + 1 == code.count || word(1) == "with" ? "SHUTDOWN" : nil
+        case "exec", "execute":
+            return index + 1 < code.count && (code[index + 1].name != nil || code[index + 1].isSymbol("(") || code[index + 1].isSymbol("@"))
+                ? "EXEC" : nil
+        case "declare" where index + 1 < code.count && code[index + 1].isSymbol("@"): return "DECLARE"
+        case "backup", "restore":
+            guard let object = word(1), object == "database" || object == "log" else { return nil }
+            return "\(first.uppercased()) \(object.uppercased())"
+        default: return nil
+        }
+    }
+
     private static func check(_ all: [Token], mode: Mode) -> String? {
         let code = all.filter { !$0.isComment }
         func word(_ index: Int) -> String? { index < code.count ? code[index].word : nil }
@@ -162,6 +198,13 @@ enum SQLScanner {
         // The shapes of blind injection after AND/OR are looked for in every spliced reading: a value that starts like a
         // query (`select ' OR (SELECT …)='s`) is spliced into a literal all the same.
         let blind = fragment || mode == .splicedQuery
+        // SQL Server runs a statement that follows another without a `;`: `x' DELETE FROM users --` closes the literal
+        // it is pasted into and stacks a statement behind it, as does `1 DROP TABLE users` pasted where a number goes.
+        let valueEnd: Int? =
+            mode == .spliced || mode == .splicedQuery ? (code.first?.kind == .string ? 1 : nil) : mode == .fragment ? constantEnd(0) : nil
+        if let valueEnd, let statement = statementShape(code, at: valueEnd) {
+            return "stacked statements (\(statement) after the value: SQL Server runs it without ';')"
+        }
 
         for (index, token) in code.enumerated() {
             switch token.kind {
