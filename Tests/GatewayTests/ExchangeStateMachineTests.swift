@@ -168,6 +168,27 @@ struct ExchangeStateMachineTests {
         #expect(machine.upstreamEnd() == .writeResponseEnd(closeConnection: false))
     }
 
+    @Test("a 205 says Content-Length: 0, so that an HTTP/1.0 client kept alive does not read until a close that never comes")
+    func resetContentToHTTP10() {
+        for version in [HTTPVersion.http1_0, .http1_1] {
+            var machine = Machine(limits: Self.limits)
+            var request = head(length: 0)
+            request.version = version
+            if version == .http1_0 { request.headers.add(name: "Connection", value: "keep-alive") }
+            _ = machine.requestHead(request)
+            _ = machine.authenticated()
+            _ = machine.requestEnd()
+            machine.forwarded()
+            guard case .writeResponseHead(let sent) = machine.upstreamHead(upstreamHead(.resetContent), collect: false) else {
+                Issue.record("no head")
+                return
+            }
+            #expect(sent.headers["content-length"] == ["0"], "\(version): \(sent.headers)")
+            #expect(sent.headers["transfer-encoding"].isEmpty)
+            #expect(machine.upstreamEnd() == .writeResponseEnd(closeConnection: false))
+        }
+    }
+
     @Test("202 keeps the upstream's framing: a declared length, or chunked when it declared none")
     func accepted() {
         for (headers, expected) in [([("Content-Length", "0")], "content-length"), ([], "transfer-encoding")] {

@@ -99,6 +99,10 @@ private let invalidResponses: [(String, String, [HTTPMethod], Bool)] = [
     ),
     ("two Content-Lengths", "HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", [.POST], false),
     ("gzip", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx", [.POST], true),
+    (
+        "chunked in HTTP/1.0", "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", [.POST],
+        false
+    ),
     ("bare LF", "HTTP/1.1 200 OK\nContent-Length: 0\n\n", [.POST], false),
     ("folded header", "HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 0\r\n\r\n", [.POST], false),
     ("bare CR at a line's start, hiding the length", "HTTP/1.1 200 OK\r\n\rContent-Length: 5\r\n\r\nhello", [.POST], true),

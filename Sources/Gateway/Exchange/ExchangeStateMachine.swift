@@ -75,6 +75,8 @@ struct ExchangeStateMachine {
     /// An empty body, shared: resetting `body` to it allocates nothing (a new or cleared buffer would).
     private static let noBody = ByteBuffer()
     private var requestEnded = false
+    /// Whether the exchange's whole request (head, body, end) has been read.
+    var requestComplete: Bool { requestEnded }
     private var keepAlive = true
     private var requestMethod = HTTPMethod.GET
     private var requestVersion = HTTPVersion.http1_1
@@ -402,6 +404,10 @@ enum ResponseFraming {
         } else if requestMethod == .HEAD, let length = contentLength {
             // The length of the representation a GET would have got; no body follows.
             headers.add(name: "Content-Length", value: length)
+        } else if code == 205 {
+            // A client frames a 205 like any other answer (RFC 9112 6.3 exempts only 1xx, 204 and 304): without a
+            // length an HTTP/1.0 client would read until the close that a kept connection never brings.
+            headers.add(name: "Content-Length", value: "0")
         }
         if close {
             headers.add(name: "Connection", value: "close")
