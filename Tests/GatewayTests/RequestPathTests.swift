@@ -376,7 +376,7 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
-    @Test("bytes that are not HTTP behind a request whose token is checked off the loop: one record, and nothing forwarded")
+    @Test("a body that cannot be framed while its request's token is checked off the loop: one record, and nothing forwarded")
     func unparsableBytesWhileAuthenticating() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
@@ -385,8 +385,13 @@ struct RequestPathTests {
         let token = String(signed.dropLast(4)) + (signed.hasSuffix("AAAA") ? "BBBB" : "AAAA")
         let pool = HeldThreadPool()
         let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
-        let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [("Authorization", "Bearer \(token)")])
-        try await client.send(call + "\u{1}\u{2} not HTTP\r\n\r\n")
+        // The request is not whole when its body breaks the framing (a chunk size that is no number), so it is refused
+        // with the connection. (Unreadable bytes behind a whole request leave that request to be answered first:
+        // `unreadableBytesBehindAWholeRequestWhileAuthenticating`.)
+        let head =
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
+            + "Authorization: Bearer \(token)\r\n\r\n"
+        try await client.send(head + "zz\u{1}\r\n{}\r\n")
         #expect(await client.waitForClose(timeout: .seconds(5)))
         try await pool.release()
         try await Task.sleep(for: .milliseconds(300))
@@ -549,6 +554,70 @@ struct RequestPathTests {
         let records = try gateway.auditRecords()
         #expect(records.map { $0["rule"]?.stringValue ?? "-" }.sorted() == ["R1", "http_parse"].sorted(), "\(records)")
         #expect(!records.contains { JSONValue.object($0).serialized.contains("client closed") }, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "unreadable bytes behind a whole request whose token is checked off the loop: that request is answered, then the connection closes")
+    func unreadableBytesBehindAWholeRequestWhileAuthenticating() async throws {
+        let upstream = try await RawUpstream.start { request in RequestPathTests.json200(RequestPathTests.id(in: request)) }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        // No client certificate, and a token the gateway has not seen: its RS256 signature is checked on the thread
+        // pool, and the bare LF behind the request is framed while that check runs.
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        let token = try GatewayFixture.token()
+        let call = RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1), headers: [("Authorization", "Bearer \(token)")])
+        try await client.send(call + "X\n")
+        #expect(await client.waitForClose(timeout: .seconds(5)))
+        #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
+        #expect(client.text.contains(#""result""#), "\(client.text)")
+        #expect(client.text.lowercased().contains("connection: close"), "\(client.text)")
+        #expect(upstream.requests.withLockedValue { $0.count } == 1)
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["decision"]?.stringValue ?? "-" }.sorted() == ["allow", "malformed"], "\(records)")
+        #expect(records.contains { $0["rule"]?.stringValue == "http_parse" }, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a request queued behind an answer after which the connection closes is never forwarded, however the client reads")
+    func noExchangeWhileClosing() async throws {
+        // The first call's answer is large: the client's socket fills, and the answer's end is written while the
+        // connection cannot take more. Writability comes back before that end has left.
+        let large = #"{"jsonrpc":"2.0","id":1,"result":{"text":""# + String(repeating: "x", count: 4 << 20) + #""}}"#
+        let upstream = try await RawUpstream.start { request in
+            RequestPathTests.id(in: request) == "1"
+                ? "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(large.utf8.count)\r\n\r\n" + large
+                : RequestPathTests.json200(RequestPathTests.id(in: request))
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        // Whether writability comes back while the end is still queued depends on timing: several rounds, each on a
+        // connection of its own, so that one of them almost surely hits it.
+        let rounds = 6
+        for round in 1...rounds {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            // A first call completes the TLS handshake before the client stops reading.
+            try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 0)))
+            #expect(await client.wait { statusLines($0).count == 1 })
+            try await client.setReading(false)
+            // The second call is queued behind the first; the garbage after it makes the connection close after the first.
+            try await client.send(
+                RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+                    + RawTLSClient.post(RPC.call("read_file", #"{"path":"b.txt"}"#, id: 2)) + "GARBAGE\r\n\r\n")
+            try await Task.sleep(for: .milliseconds(200))
+            try await client.setReading(true)
+            #expect(await client.waitForClose(timeout: .seconds(20)))
+            #expect(statusLines(client.text) == ["HTTP/1.1 200", "HTTP/1.1 200"], "round \(round): \(statusLines(client.text))")
+            #expect(upstream.requests.withLockedValue { $0.count } == 2 * round, "round \(round): the queued call reached the upstream")
+            // The queued call's record is written once the gateway's side of the connection has closed.
+            _ = try await eventually(within: .seconds(10)) { ((try? gateway.auditRecords()) ?? []).count >= 4 * round }
+            let records = try gateway.auditRecords()
+            #expect(
+                records.filter { $0["rule"]?.stringValue == "abandoned" }.count == round,
+                "round \(round): \(records.suffix(4).map { $0["rule"]?.stringValue ?? "-" })")
+            #expect(records.count == 4 * round, "round \(round)")
+        }
         try await gateway.stop()
         await upstream.stop()
     }

@@ -75,6 +75,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// still arrives (and the end) waits here, in order.
     private var eventOffload: EventOffload?
     private var closing = false
+    /// A request came after the connection started closing: it and everything after it are dropped.
+    private var discardingAfterClose = false
     private var pausedForAuthentication = false
     private var pausedForPipelining = false
     /// Parts of pipelined requests that arrived while an earlier request was being handled.
@@ -181,6 +183,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// A part of a request, as framed.
     private func take(_ part: HTTPServerRequestPart) {
+        // Once the connection is closing, no new exchange starts: a request that comes now is dropped, as bytes after
+        // a request that asked to close are (requests queued before are recorded as abandoned when it closes).
+        if closing && (part.isHead || discardingAfterClose) {
+            discardingAfterClose = true
+            return
+        }
         // A pipelined request waits (with reading paused) until the one before it has been answered.
         if !pipelined.isEmpty || (part.isHead && machine.state != .idle) {
             pipelined.append(part)
@@ -211,7 +219,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     func read(context: ChannelHandlerContext) {
         // A client that does not read its answers is not read from either: requests answered at once (refusals,
         // /healthz) cannot pile answers up in the gateway's memory.
-        if pausedForAuthentication || pausedForPipelining || !context.channel.isWritable {
+        // A connection that is closing reads on (what it reads is dropped), so that the client's close is seen.
+        if (!closing && (pausedForAuthentication || pausedForPipelining)) || !context.channel.isWritable {
             readPending = true
         } else {
             context.read()
@@ -290,6 +299,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .forwarding, .relaying, .collecting, .deciding:
             // The bytes after the request in flight cannot be read: that request is still answered (and
             // recorded as it completes), and the connection closes after it. Nothing later can be framed.
+            recordUnreadableRest(problem)
+            return
+        case .authenticating where machine.requestComplete:
+            // The same for a whole request whose credentials are still being checked off the loop.
             recordUnreadableRest(problem)
             return
         default:
@@ -727,6 +740,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             guard let ending else { return close() }
             closing = true
             ending.assumeIsolated().whenComplete { [self] _ in close() }
+            resumeReadsIfPossible()
             return
         }
         if !pipelined.isEmpty, let context {
@@ -739,6 +753,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Handles queued parts until one belongs to a request that must wait again, or the client stops reading its
     /// answers (resumed when it reads again).
     private func handlePipelined() {
+        // A connection that closes after the exchange in flight (or is closing already) starts no new one: what is
+        // queued is recorded when it closes. (Writing that exchange's end can make the channel writable again and
+        // call this before the exchange is finished.)
+        guard !closing, !closesAfterExchange else { return }
         while let part = pipelined.first, !(part.isHead && (machine.state != .idle || context?.channel.isWritable == false)) {
             pipelined.removeFirst()
             handle(part)
@@ -750,7 +768,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     private func resumeReadsIfPossible() {
-        guard !pausedForAuthentication, !pausedForPipelining, readPending, let context, context.channel.isWritable else { return }
+        guard closing || (!pausedForAuthentication && !pausedForPipelining), readPending, let context, context.channel.isWritable else {
+            return
+        }
         readPending = false
         context.read()
     }
