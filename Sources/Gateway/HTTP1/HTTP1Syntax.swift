@@ -84,8 +84,8 @@ enum HTTP1Syntax {
     }
 
     /// Field lines up to the empty line that ends them (`bytes` ends with it; every LF in it has its CR), each
-    /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way. Values lose their leading and trailing
-    /// blanks (RFC 9110, 5.5).
+    /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way.
+    /// Values lose their leading and trailing blanks (RFC 9110, 5.5).
     static func readFields(_ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool) throws {
         var index = 0
         while index < bytes.count {
