@@ -113,8 +113,14 @@ public final class RedisServer: Sendable {
 
     /// A port nothing listens on now (the kernel's choice for port 0).
     public static func freePort() throws -> Int {
+        let (fd, port) = try boundSocket()
+        close(fd)
+        return port
+    }
+
+    /// A TCP socket bound to a port of the kernel's choice on 127.0.0.1, not listening: its descriptor and port.
+    static func boundSocket() throws -> (fd: Int32, port: Int) {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -123,9 +129,25 @@ public final class RedisServer: Sendable {
         let bound = withUnsafeMutablePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
         }
-        guard bound else { throw RedisServerError(log: "no free port: errno \(errno)") }
-        return Int(UInt16(bigEndian: address.sin_port))
+        guard bound else {
+            close(fd)
+            throw RedisServerError(log: "no free port: errno \(errno)")
+        }
+        return (fd, Int(UInt16(bigEndian: address.sin_port)))
     }
+}
+
+/// A loopback port that refuses connections for as long as this value lives: bound and never listened on, so no other
+/// test can take it meanwhile (a port found free and let go can be bound by the next test that asks for one).
+public final class ClosedPort: Sendable {
+    /// The port (127.0.0.1).
+    public let port: Int
+    private let fd: Int32
+
+    /// Binds a port of the kernel's choice.
+    public init() throws { (fd, port) = try RedisServer.boundSocket() }
+
+    deinit { close(fd) }
 }
 
 /// `redis-server` did not start.

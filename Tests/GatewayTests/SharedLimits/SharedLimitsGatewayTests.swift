@@ -156,7 +156,9 @@ import Testing
     /// why; a local_fallback tenant's calls go on under the local share, and their records say so.
     @Test(arguments: [SharedLimitFailureMode.failClosed, .localFallback])
     func redisOutOfReach(mode: SharedLimitFailureMode) async throws {
-        let nothingListens = "redis://127.0.0.1:\(try RedisServer.freePort())"
+        // Bound and not listening for the whole test: a port merely found free could be taken by another test's server.
+        let closedPort = try ClosedPort()
+        let nothingListens = "redis://127.0.0.1:\(closedPort.port)"
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(
             upstream: upstream.url, policies: try Self.policies(), sharedLimits: try Self.settings(nothingListens, mode: mode))
@@ -183,6 +185,7 @@ import Testing
         #expect(metrics.contains(#"mcpgw_shared_limits_degraded_decisions_total{tenant="acme",mode="\#(mode.rawValue)"} 1"#))
         try await gateway.stop()
         await upstream.stop()
+        withExtendedLifetime(closedPort) {}
     }
 }
 
