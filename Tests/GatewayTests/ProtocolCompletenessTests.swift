@@ -479,6 +479,14 @@ struct ProtocolCompletenessTests {
         // A client of an earlier protocol version sends no such headers and is not asked to.
         let legacy = try await gateway.client().send(body: call, headers: [("MCP-Protocol-Version", "2025-11-25")])
         #expect(legacy.status == 200, "\(legacy.body)")
+        // Sent with an earlier version (or none), such headers are not held to the body: refused, not forwarded.
+        let forwarded = upstream.received.count
+        for version in [[("MCP-Protocol-Version", "2025-11-25")], []] {
+            let response = try await gateway.client().send(body: call, headers: version + [("Mcp-Param-Path", "../../etc/shadow")])
+            #expect(response.status == 400, "\(version): \(response.body)")
+            #expect(response.body.contains("only with MCP-Protocol-Version 2026-07-28"), "\(response.body)")
+        }
+        #expect(upstream.received.count == forwarded, "an unchecked Mcp-Param header reached the upstream")
         try await gateway.stop()
         await upstream.stop()
     }
@@ -488,6 +496,27 @@ struct ProtocolCompletenessTests {
 /// with the same keys, refused (404, audited) when foreign, altered or expired.
 @Suite("Sealed sessions and event ids end to end", .serialized)
 struct SealedSessionTests {
+    @Test("a 2026-07-28 request with a session handle is refused: that generation has no sessions to scope tasks to")
+    func noSessionsInModern() async throws {
+        let upstream = try await RecordingUpstream.start(ProtocolCompletenessTests.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, tasksScopedToSession: true)
+        let session = gateway.sessionHandle("s-1")
+        let body =
+            #"{"jsonrpc":"2.0","id":1,"method":"tasks/list","params":{\#(ProtocolCompletenessTests.envelope)}}"#
+        let response = try await gateway.client().send(
+            body: body, headers: ProtocolCompletenessTests.modern + [("Mcp-Method", "tasks/list"), ("Mcp-Session-Id", session)])
+        #expect(response.status == 400, "\(response.body)")
+        #expect(response.body.contains("no sessions"), "\(response.body)")
+        #expect(upstream.received.isEmpty)
+        // The same session under its own generation is accepted.
+        let legacy = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            headers: [("MCP-Protocol-Version", "2025-11-25"), ("Mcp-Session-Id", session)])
+        #expect(legacy.status == 200, "\(legacy.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a foreign or forged Last-Event-ID is refused and audited, and never reaches the upstream")
     func foreignLastEventID() async throws {
         let upstream = try await RecordingUpstream.start(ProtocolCompletenessTests.lists)
@@ -979,9 +1008,18 @@ extension ProtocolCompletenessTests {
         let refused = try await subscribe("file:///etc/passwd")
         #expect(try JSONParser.parse(refused.body).objectValue?["error"] != nil, "\(refused.body)")
         #expect(upstream.received.count == 1, "a subscription to a resource the caller may not read reached the upstream")
+        // A member a lenient server reads as `uri` would subscribe it to what the policy never saw.
+        let variant = try await gateway.client().send(
+            body:
+                #"{"jsonrpc":"2.0","id":5,"method":"resources/subscribe","params":{"uri":"file:///workspace/a.txt","URI":"file:///etc/passwd"}}"#
+        )
+        #expect(variant.status == 400, "\(variant.body)")
+        #expect(variant.body.contains("-32602") && variant.body.contains("reads as"), "\(variant.body)")
+        #expect(upstream.received.count == 1, "a subscription with a uri variant reached the upstream")
         let records = try gateway.auditRecords().filter { $0["method"] == .string("resources/subscribe") }
         #expect(records.map { $0["decision"]?.stringValue } == ["allow", "deny"])
         #expect(records.first?["rule"] == .string("A3"))
+        #expect(try gateway.auditRecords().last?["reason"]?.stringValue?.contains("reads as \"uri\"") == true)
         try await gateway.stop()
         await upstream.stop()
     }
@@ -1036,6 +1074,8 @@ extension ProtocolCompletenessTests {
             #""notifications":{"resource_subscriptions":["file:///etc/passwd"]}"#,
             #""notifications":{"Resource-Subscriptions":["file:///etc/passwd"]}"#,
             #""resourceSubscriptions":["file:///etc/passwd"]"#,
+            // `notifications` itself in another spelling (Go's encoding/json reads the last `Notifications`).
+            #""notifications":{},"Notifications":{"resourceSubscriptions":["file:///etc/passwd"]}"#,
         ] {
             let body = #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{\#(spelling),\#(Self.envelope)}}"#
             let response = try await gateway.client().send(body: body, headers: allowed.headers)

@@ -252,6 +252,7 @@ struct TaskHandleRewriteTests {
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"taskId":"mcpgw1k.x.a","task_id":"mcpgw1k.x.a"}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tasks/get","params":{"task_id":"mcpgw1k.x.a"}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task_ids":["mcpgw1k.x.a"]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"Notifications":{"taskIds":["mcpgw1k.x.a"]}}}"#,
             #"{"jsonrpc":"2.0","id":5,"result":{"_meta":{"io.modelcontextprotocol/related-task":{"taskId":"mcpgw1k.x.a"}}}}"#,
         ]
         for text in inbound {
@@ -284,6 +285,9 @@ struct TaskHandleRewriteTests {
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task_ids":["task-1"]}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{"task-IDS":"task-1"}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"taskIds":["task-1"]}}"#,
+            // …and under another spelling of `notifications` itself (Go's encoding/json reads `Notifications`).
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"notifications":{},"Notifications":{"taskIds":["task-1"]}}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"subscriptions/listen","params":{"NOTIFICATIONS":{"task_ids":["task-1"]}}}"#,
             #"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"t","_meta":{"io.modelcontextprotocol/related-task":{"task_id":"task-1"}}}}"#,
         ] {
             let message = try #require(try JSONParser.parse(refused).objectValue)

@@ -176,6 +176,20 @@ struct ExchangeDecisions {
             }
         }
         let headers = request.headers
+        // 2026-07-28 has no sessions: a session handle there would make the gateway trust what the upstream scopes to
+        // a session (`tasksAreTheCallers`) for a request the upstream does not read as in one.
+        if headers.contains(.mcpSessionID), MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
+            return request.malformed(
+                .invalidRequest("Mcp-Session-Id is not accepted with MCP-Protocol-Version 2026-07-28, which has no sessions", id: nil))
+        }
+        // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
+        // the body: sent with an earlier version, they would reach the upstream unchecked.
+        if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
+            let reason = "Mcp-Param-* headers are accepted only with MCP-Protocol-Version 2026-07-28"
+            return Refusal(
+                status: .badRequest, id: nil, code: GatewayErrorCode.headerMismatch, message: reason,
+                records: [request.record(.malformed, reason, rule: "header_mismatch")])
+        }
         if let handle = headers.first(.mcpSessionID) {
             switch services.sessionHandles.open(session: handle, for: principal) {
             case .success(let session): request.upstreamSession = session
@@ -719,6 +733,7 @@ struct ExchangeDecisions {
     /// may read the resource, by the policy's answer for `resources/read` of its URI (no rate limit: a subscription is
     /// not a read).
     func subscription(_ message: JSONRPCMessage, principal: Principal) throws(MCPRequestError) -> DecidedMessage {
+        try MCPMethod.refuseLenientVariants(in: message)
         guard let uri = message.params?.objectValue?["uri"]?.stringValue, !uri.isEmpty else {
             throw .invalidParams("resources/subscribe needs a string \"uri\"", id: message.id)
         }
@@ -736,13 +751,14 @@ struct ExchangeDecisions {
     /// The resource URIs a `subscriptions/listen` request (2026-07-28) asks updates of, in
     /// `params.notifications.resourceSubscriptions`; nil when it asks none. Every spelling a lenient server might read
     /// as that field (case, `_` and `-` ignored: the Python SDK also takes `resource_subscriptions`), in `notifications`
-    /// or directly in `params`, counts. Anything but an array of non-empty strings there (or a `notifications` that is
+    /// (itself in any such spelling) or directly in `params`, counts. Anything but an array of non-empty strings there (or a `notifications` that is
     /// not an object) is refused: what the gateway cannot read it cannot decide.
     static func resourceSubscriptions(of message: JSONRPCMessage) throws(MCPRequestError) -> [String]? {
         guard let params = message.params?.objectValue else { return nil }
         var places = [params]
-        if let notifications = params["notifications"] {
-            guard let filter = notifications.objectValue else {
+        // `notifications` in every spelling a lenient server reads as it (`Notifications`, …): each is read.
+        for member in params.members where LenientKey.matches(member.key, "notifications") {
+            guard let filter = member.value.objectValue else {
                 throw .invalidParams("subscriptions/listen's notifications must be an object", id: message.id)
             }
             places.append(filter)

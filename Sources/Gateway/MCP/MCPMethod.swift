@@ -63,27 +63,32 @@ public enum MCPMethod {
             guard case .object = arguments else { throw .invalidParams("\"arguments\" must be an object", id: message.id) }
             return arguments
         }
-        // A member that a lenient server reads as the one decided on (`Name`, `ARGUMENTS`, `argumentſ`; Go's
-        // encoding/json takes the last of them) would have it run what the policy never saw.
-        func refuseVariants(of keys: StaticString...) throws(MCPRequestError) {
-            guard let params else { return }
-            for member in params.members {
-                for key in keys where LenientKey.isVariant(member.key, of: key) {
-                    throw .invalidParams(
-                        "params member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
-                }
-            }
-        }
-        switch message.method {
-        case "tools/call", "prompts/get": try refuseVariants(of: "name", "arguments")
-        case "resources/read": try refuseVariants(of: "uri")
-        default: break
-        }
+        try refuseLenientVariants(in: message)
         switch message.method {
         case "tools/call": return (try requiredString("name"), try arguments(), message.argumentsBytes)
         case "prompts/get": return (try requiredString("name"), try arguments(), message.argumentsBytes)
         case "resources/read": return (try requiredString("uri"), message.params, message.paramsBytes)
         default: return (nil, message.params, message.paramsBytes)
+        }
+    }
+
+    /// Refuses a `params` member that a lenient server reads as one the gateway decides on without being exactly it
+    /// (`Name`, `ARGUMENTS`, `argumentſ` for `tools/call` and `prompts/get`; `URI` for `resources/read` and
+    /// `resources/subscribe`). Go's `encoding/json` takes the last of them, so such a server would act on what the
+    /// policy never saw.
+    static func refuseLenientVariants(in message: JSONRPCMessage) throws(MCPRequestError) {
+        let keys: [StaticString]
+        switch message.method {
+        case "tools/call", "prompts/get": keys = ["name", "arguments"]
+        case "resources/read", "resources/subscribe": keys = ["uri"]
+        default: return
+        }
+        guard let params = message.params?.objectValue else { return }
+        for member in params.members {
+            for key in keys where LenientKey.isVariant(member.key, of: key) {
+                throw .invalidParams(
+                    "params member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
+            }
         }
     }
 

@@ -198,10 +198,10 @@ enum TaskHandleRewrite {
                 params = params.updatingMembers(where: isTaskIDKey) { openID($0, required: true) }
             }
             if method == "subscriptions/listen" {
-                // In `notifications`, where the protocol puts them, or directly in `params`, where a lenient server
-                // may look too.
-                params = params.updatingMembers(where: isTaskIDsKey, openIDs).updatingObject("notifications") {
-                    $0.updatingMembers(where: isTaskIDsKey, openIDs)
+                // In `notifications` (in any spelling a lenient server reads as it), where the protocol puts them, or
+                // directly in `params`, where a lenient server may look too.
+                params = params.updatingMembers(where: isTaskIDsKey, openIDs).updatingMembers(where: isNotificationsKey) {
+                    $0.objectValue.map { .object($0.updatingMembers(where: isTaskIDsKey, openIDs)) } ?? $0
                 }
             }
             return params
@@ -215,6 +215,9 @@ enum TaskHandleRewrite {
 
     /// Whether `key` reads as `taskIds` to a lenient server (`task_ids`, …).
     static func isTaskIDsKey(_ key: String) -> Bool { LenientKey.matches(key, "taskids") }
+
+    /// Whether `key` reads as `notifications` to a lenient server (`Notifications`, …).
+    static func isNotificationsKey(_ key: String) -> Bool { LenientKey.matches(key, "notifications") }
 }
 
 extension JSONObject {
