@@ -93,6 +93,30 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test("a 2026-07-28 POST of a notification or a response is refused: that version has none from client to server")
+    func noClientNotificationsInModern() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        for (method, body) in [
+            ("notifications/cancelled", #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#),
+            ("notifications/progress", #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#),
+            ("", #"{"jsonrpc":"2.0","id":1,"result":{}}"#),
+        ] {
+            let response = try await gateway.client().send(
+                body: body, headers: Self.modern + (method.isEmpty ? [] : [("Mcp-Method", method)]))
+            #expect(response.status == 400, "\(body): \(response.body)")
+            #expect(response.body.contains("no client-to-server notifications"), "\(response.body)")
+        }
+        #expect(upstream.received.isEmpty, "a client notification reached a 2026-07-28 upstream")
+        // Under the session generation they are what they always were: forwarded.
+        let cancelled = #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#
+        let legacy = try await gateway.client().send(body: cancelled, headers: [("MCP-Protocol-Version", "2025-11-25")])
+        #expect(legacy.status == 200 || legacy.status == 202, "\(legacy.body)")
+        #expect(upstream.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a method removed in 2026-07-28 gets 404 and -32601 there, and is forwarded under 2025-06-18")
     func removedMethods() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -182,14 +182,6 @@ struct ExchangeDecisions {
             return request.malformed(
                 .invalidRequest("Mcp-Session-Id is not accepted with MCP-Protocol-Version 2026-07-28, which has no sessions", id: nil))
         }
-        // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
-        // the body: sent with an earlier version, they would reach the upstream unchecked.
-        if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
-            let reason = "Mcp-Param-* headers are accepted only with MCP-Protocol-Version 2026-07-28"
-            return Refusal(
-                status: .badRequest, id: nil, code: GatewayErrorCode.headerMismatch, message: reason,
-                records: [request.record(.malformed, reason, rule: "header_mismatch")])
-        }
         if let handle = headers.first(.mcpSessionID) {
             switch services.sessionHandles.open(session: handle, for: principal) {
             case .success(let session): request.upstreamSession = session
@@ -215,6 +207,14 @@ struct ExchangeDecisions {
         }
         if let name = headers.notUTF8 {
             return request.malformed(.invalidRequest("the value of header \(name) is not valid UTF-8", id: nil))
+        }
+        // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
+        // the body: sent with an earlier version, they would reach the upstream unchecked.
+        if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
+            let reason = "Mcp-Param-* headers are accepted only with MCP-Protocol-Version 2026-07-28"
+            return Refusal(
+                status: .badRequest, id: nil, code: GatewayErrorCode.headerMismatch, message: reason,
+                records: [request.record(.malformed, reason, rule: "header_mismatch")])
         }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (the gateway never routes on it).
         if head.version.major == 1, head.version.minor >= 1, !headers.contains(.host) {
@@ -647,11 +647,19 @@ struct ExchangeDecisions {
         return params?["name"]?.stringValue
     }
 
-    /// What a 2026-07-28 request lacks: `params._meta` with the protocol version and client capabilities (then
+    /// Why a 2026-07-28 message is refused: it is not a request (the version has no client-to-server notifications
+    /// or responses: `-32600`), or it lacks `params._meta` with the protocol version and client capabilities (then
     /// `-32602`), the version agreeing with the `MCP-Protocol-Version` header, and the `Mcp-Method` header — and
     /// `Mcp-Name` for a call that names its target (then `-32020`). Nil when the envelope is complete.
     static func modernEnvelopeProblem(_ message: JSONRPCMessage, _ headers: RequestHeaderValues, version: String) -> MCPRequestError? {
-        guard message.kind == .request, let method = message.method else { return nil }
+        // The 2026-07-28 HTTP transport has no client-to-server notifications or responses (closing a response
+        // stream cancels its request; a server asks for input in its result). Its upstream is stateless and sees
+        // every agent of a tenant as one client, so a `notifications/cancelled` naming a request id could reach
+        // another agent's call.
+        guard message.kind == .request, let method = message.method else {
+            return .invalidRequest(
+                "a 2026-07-28 POST carries one request: that version has no client-to-server notifications or responses", id: nil)
+        }
         guard let meta = message.params?.objectValue?["_meta"]?.objectValue else {
             return .invalidParams("params._meta must be an object carrying \(protocolVersionKey) and \(capabilitiesKey)", id: message.id)
         }
