@@ -130,6 +130,29 @@ struct AuditRecordTests {
         }
     }
 
+    @Test("the room reserved for fields the record cuts is bounded by their cut form, and still covers the line as written")
+    func reservationOfCutFields() throws {
+        // Names as long as a body allows, in characters that escape to the most bytes each: a record's room follows
+        // what its line can hold, not what the caller sent (one tenant's batch once reserved the whole log).
+        for filler in ["€", "\u{1}", "\u{2028}", "x"] {
+            let name = String(repeating: filler, count: 1_000_000)
+            var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "no rule matches tools/call \(name)")
+            (record.tenant, record.agent, record.method, record.target, record.rule) = ("acme", "bot1", "tools/call", name, "R1")
+            (record.sessionID, record.traceID) = (name, name)
+            record.jsonrpcID = .string(name)
+            let keys = (0..<200).map { "k\($0)" + name.prefix(2000) }
+            record.arguments = .redacted(keys: keys, sha256: SHA256Digest(of: Array("{}".utf8)))
+            let room = record.reservationBytes
+            // At most: 64 listed keys and six other cut fields at six bytes a byte, whatever their length as sent.
+            #expect(room <= 512 * 1024, "\(filler): \(room) bytes reserved")
+            var written = record
+            written.upstreamStatus = 200
+            written.latencyMicroseconds = 123_456_789
+            written.reason += "; " + String(repeating: filler, count: AuditRecord.noteBytes)
+            #expect(room >= written.lineBytes.count, "\(filler): \(room) < \(written.lineBytes.count)")
+        }
+    }
+
     @Test("each message of a body knows where its params and arguments lie in the bytes")
     func argumentRanges() throws {
         let text =

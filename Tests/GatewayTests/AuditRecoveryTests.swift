@@ -103,6 +103,18 @@ struct AuditRecoveryTests {
         log.close()
     }
 
+    @Test("a single call whose records would take more than half of the log's room is refused: it cannot starve other tenants")
+    func singleCallOverTheShare() throws {
+        let sink = FlakySink()
+        sink.failing.withLock { $0 = false }
+        let log = try AuditLog(sink: .writer(sink), capacityBytes: 1000)
+        let refused = #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 600, tenant: "acme") }
+        #expect(refused?.tenantShare == true)
+        let other = try log.reserve(bytes: 400, tenant: "globex")
+        log.append([AuditRecord(requestID: "g", httpMethod: "POST", decision: .allow, reason: "done")], into: other)
+        log.close()
+    }
+
     @Test("a failed write keeps its records, the log refuses until the sink recovers, then accepts by itself")
     func recovers() throws {
         let sink = FlakySink()

@@ -260,7 +260,8 @@ public final class AuditLog: Sendable {
     }
 
     /// Reserves room for records of about `bytes` for a call of `tenant`; throws when the log cannot promise it (then
-    /// do not forward): the log failed or is full, or the tenant already holds half of its room.
+    /// do not forward): the log failed or is full, or the calls in flight of `tenant` would hold more than half of its
+    /// room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
         let problem: AuditUnavailable? = state.withLock { state in
             if let problem = Self.unavailability(state, writer: writer) {
@@ -270,9 +271,10 @@ public final class AuditLog: Sendable {
                 return AuditUnavailable(reason: Self.refusing(&state, "more than \(capacityBytes) bytes waiting to be written"))
             }
             if let tenant {
-                // Half the room, unless this is the tenant's only call in flight (one call always gets its room).
+                // Half the room at most, even for a tenant's only call in flight: a call whose records would need more
+                // (a huge batch) is refused rather than left to take every other tenant's room.
                 let held = state.reservedByTenant[tenant, default: 0]
-                guard held == 0 || held + bytes <= capacityBytes / 2 else {
+                guard held + bytes <= capacityBytes / 2 else {
                     return AuditUnavailable(
                         reason: "this tenant's calls in flight already hold half of the log's \(capacityBytes) bytes of room",
                         tenantShare: true)

@@ -271,28 +271,40 @@ public struct AuditRecord: Sendable {
     /// At most how many bytes `lineBytes` will take once the upstream's answer is added (status, latency, a note of
     /// at most `noteBytes`), reckoned without writing the line: every forwarded call reserves this much room in the
     /// audit log. Short texts count six bytes per byte (the worst escape, `\u00XX`), without reading them; long ones
-    /// are read for what they escape to, so that a long URI or id does not reserve six times its size. Arguments
-    /// count only as far as the record keeps them (their keys, or in full when the rule logs them).
+    /// are read for what they escape to, so that a long URI or id does not reserve six times its size. A field the
+    /// record cuts (`capped`) counts no more than its cut form can take, however long the caller made it: room is
+    /// reserved for what the line can hold, so one tenant's long names cannot take the log's room from the others.
+    /// Arguments count only as far as the record keeps them (their listed keys, or in full when the rule logs them).
     public var reservationBytes: Int {
-        var text = Self.escapedBytes(requestID) + Self.escapedBytes(httpMethod) + Self.escapedBytes(reason)
+        var text = Self.escapedBytes(requestID) + Self.escapedBytes(httpMethod) + Self.cappedBytes(reason, 2 * Self.fieldBytes)
         if let tenant { text += Self.escapedBytes(tenant) }
         if let agent { text += Self.escapedBytes(agent) }
         if let authMethod { text += Self.escapedBytes(authMethod) }
         if let clientAddress { text += Self.escapedBytes(clientAddress) }
-        if let method { text += Self.escapedBytes(method) }
-        if let target { text += Self.escapedBytes(target) }
-        if let rule { text += Self.escapedBytes(rule) }
-        if let sessionID { text += Self.escapedBytes(sessionID) }
-        if let traceID { text += Self.escapedBytes(traceID) }
+        if let method { text += Self.cappedBytes(method) }
+        if let target { text += Self.cappedBytes(target) }
+        if let rule { text += Self.cappedBytes(rule) }
+        if let sessionID { text += Self.cappedBytes(sessionID) }
+        if let traceID { text += Self.cappedBytes(traceID) }
         if let sharedLimits { text += Self.escapedBytes(sharedLimits) }
-        if let jsonrpcID { text += Self.textBytes(jsonrpcID) }
+        if let jsonrpcID { text += min(Self.textBytes(jsonrpcID), Self.cutBytes(Self.fieldBytes)) }
         switch arguments {
         case .full(let value)?: text += Self.textBytes(value)
-        case .redacted(let keys, _)?: text += keys.reduce(100) { $0 + Self.escapedBytes($1) + 3 }
+        case .redacted(let keys, _)?:
+            text += keys.prefix(Self.listedKeys).reduce(100) { $0 + Self.cappedBytes($1) + 3 } + (keys.count > Self.listedKeys ? 64 : 0)
         case nil: break
         }
         return 512 + 6 * Self.noteBytes + text
     }
+
+    /// The most bytes `text` can take in a record that cuts it to `limit` bytes (`capped`), quotes included.
+    private static func cappedBytes(_ text: String, _ limit: Int = fieldBytes) -> Int {
+        text.utf8.count > limit ? cutBytes(limit) : escapedBytes(text)
+    }
+
+    /// The most bytes a text cut to `limit` bytes takes escaped: the kept bytes at six each, the cut's note (its
+    /// length and SHA-256, in ASCII that needs no escape) and the quotes.
+    private static func cutBytes(_ limit: Int) -> Int { 6 * limit + 128 }
 
     /// The most bytes of arguments (as the client sent them) a record keeps in full (`log_arguments`); larger ones
     /// are logged redacted.
