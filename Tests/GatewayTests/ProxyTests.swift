@@ -96,6 +96,32 @@ struct ProxyTests {
         }
     }
 
+    @Test("a tool name or resource URI past its bound is refused before any decision: it would key rate-limit buckets")
+    func targetLengthBounded() async throws {
+        try await withGateway { gateway, upstream in
+            func call(_ method: String, _ params: String) async throws -> TestHTTPClient.Response {
+                try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":3,"method":"\#(method)","params":{\#(params)}}"#)
+            }
+            // `write_*` is allowed and counted per agent and tool (L1): each long name would hold a bucket of its own.
+            let longest = "write_" + String(repeating: "x", count: MCPMethod.maximumNameBytes - 6)
+            let accepted = try await call("tools/call", #""name":"\#(longest)","arguments":{"path":"a.txt"}"#)
+            #expect(accepted.status == 200 && !accepted.body.contains("error"), "\(accepted.body)")
+            #expect(upstream.received.count == 1)
+            for (method, params) in [
+                ("tools/call", #""name":"\#(longest)é","arguments":{"path":"a.txt"}"#),
+                ("tools/call", #""name":"write_\#(String(repeating: "€", count: 1_000_000))""#),
+                ("resources/read", #""uri":"file:///workspace/\#(String(repeating: "a", count: MCPMethod.maximumURIBytes))""#),
+                ("resources/subscribe", #""uri":"file:///workspace/\#(String(repeating: "a", count: MCPMethod.maximumURIBytes))""#),
+            ] {
+                let response = try await call(method, params)
+                #expect(response.status == 400, "\(method): \(response.status)")
+                #expect(try error(response)["code"] == .number(JSONNumber(-32602)), "\(method)")
+                #expect(try error(response)["message"]?.stringValue?.contains("the gateway takes at most") == true, "\(method)")
+            }
+            #expect(upstream.received.count == 1, "a call naming an overlong target reached the upstream")
+        }
+    }
+
     @Test("denied call: JSON-RPC error with the request's id, rule and reason; nothing reaches the upstream")
     func denied() async throws {
         try await withGateway { gateway, upstream in

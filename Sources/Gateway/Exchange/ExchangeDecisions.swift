@@ -745,6 +745,7 @@ struct ExchangeDecisions {
         guard let uri = message.params?.objectValue?["uri"]?.stringValue, !uri.isEmpty else {
             throw .invalidParams("resources/subscribe needs a string \"uri\"", id: message.id)
         }
+        try MCPMethod.checkTargetLength(uri, key: "uri", of: message)
         let read = services.policy.snapshot.evaluate(
             PolicyRequest(
                 tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: "resources/read", target: uri,

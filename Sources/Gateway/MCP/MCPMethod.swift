@@ -56,6 +56,7 @@ public enum MCPMethod {
             guard let value = params[key]?.stringValue, !value.isEmpty else {
                 throw .invalidParams("\(message.method ?? "") needs a string \"\(key)\"", id: message.id)
             }
+            try checkTargetLength(value, key: key, of: message)
             return value
         }
         func arguments() throws(MCPRequestError) -> JSONValue? {
@@ -69,6 +70,22 @@ public enum MCPMethod {
         case "prompts/get": return (try requiredString("name"), try arguments(), message.argumentsBytes)
         case "resources/read": return (try requiredString("uri"), message.params, message.paramsBytes)
         default: return (nil, message.params, message.paramsBytes)
+        }
+    }
+
+    /// The longest tool or prompt name a call may name, in UTF-8 bytes (MCP asks for names of at most 128
+    /// characters). A target keys the rate-limit buckets (in memory and in Redis), so its length is bounded.
+    public static let maximumNameBytes = 512
+    /// The longest resource URI a call may name, in UTF-8 bytes.
+    public static let maximumURIBytes = 2048
+
+    /// Refuses a target (`name`, or `uri` when `key` says so) longer than its bound.
+    static func checkTargetLength(_ value: String, key: String, of message: JSONRPCMessage) throws(MCPRequestError) {
+        let bound = key == "uri" ? maximumURIBytes : maximumNameBytes
+        guard value.utf8.count <= bound else {
+            throw .invalidParams(
+                "\(message.method ?? "")'s \"\(key)\" is \(value.utf8.count) bytes long; the gateway takes at most \(bound)", id: message.id
+            )
         }
     }
 
