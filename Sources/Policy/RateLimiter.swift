@@ -5,28 +5,38 @@ import Synchronization
 /// Buckets are kept per (tenant, limit, agent and/or tool) as each limit's `per` says. A call that several limits
 /// count takes a token from each of them or from none (all-or-nothing, under one lock per tenant shard).
 ///
-/// Memory: at most `maximumBucketsPerTenant` buckets for each tenant (plus one overflow bucket per limit), so one
+/// Memory: at most `maximumBucketsPerTenant` buckets for each tenant (plus a few overflow buckets per limit), so one
 /// tenant's keys never take room from another's. When a tenant is at its cap, buckets that have refilled completely
 /// are forgotten first — a full bucket is indistinguishable from a new one, so this never loosens a limit. If the
 /// tenant is still at its cap, its new keys share one overflow bucket per limit: inventing agent names then yields
 /// one extra bucket's worth of calls in total, not one per name, and only that tenant's new keys are affected.
+///
+/// Within a tenant, one agent's calls make at most a quarter of its cap of buckets (`agentShare`); beyond, that
+/// agent's new keys share an overflow bucket of its own per limit. So an agent inventing tool names fills neither the
+/// tenant's table nor an overflow bucket its siblings use. (At most four agents can reach their share, so these
+/// overflow buckets stay few.)
 public final class RateLimiter: Sendable {
     struct BucketKey: Hashable, Sendable {
         let tenant: String
         let limit: String
         let agent: String
         let tool: String
+        /// An overflow bucket (of the tenant, or of `agent`): never the key of a real agent or tool, whatever they are
+        /// called.
+        var overflow = false
     }
 
-    /// A bucket with the rate and burst it refills by, so that a sweep can tell exactly whether it is full.
+    /// A bucket with the rate and burst it refills by, so that a sweep can tell exactly whether it is full, and the
+    /// agent whose call made it (whose share it counts in).
     struct Entry: Sendable {
         var bucket: TokenBucket
         let rate: Double
         let burst: Double
+        let owner: String
 
-        /// A full bucket for `limit`.
-        static func fresh(_ limit: RateLimitRule, now: Double) -> Entry {
-            Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst)
+        /// A full bucket for `limit`, made by a call of `owner`.
+        static func fresh(_ limit: RateLimitRule, owner: String, now: Double) -> Entry {
+            Entry(bucket: TokenBucket(burst: limit.burst, now: now), rate: limit.ratePerSecond, burst: limit.burst, owner: owner)
         }
     }
 
@@ -34,11 +44,15 @@ public final class RateLimiter: Sendable {
     /// another tenant's calls pay for a sweep).
     struct TenantBuckets: Sendable {
         var entries: [BucketKey: Entry] = [:]
+        /// How many (non-overflow) buckets each agent's calls made.
+        var owned: [String: Int] = [:]
         var lastSweep: Double = -.infinity
 
-        /// Adds a full bucket for `limit` under `key` unless one is there.
-        mutating func addIfMissing(_ key: BucketKey, _ limit: RateLimitRule, now: Double) {
-            if entries[key] == nil { entries[key] = .fresh(limit, now: now) }
+        /// Adds a full bucket for `limit` under `key`, made by a call of `owner`, unless one is there.
+        mutating func addIfMissing(_ key: BucketKey, _ limit: RateLimitRule, owner: String, now: Double) {
+            guard entries[key] == nil else { return }
+            entries[key] = .fresh(limit, owner: owner, now: now)
+            if !key.overflow { owned[owner, default: 0] += 1 }
         }
     }
 
@@ -60,8 +74,6 @@ public final class RateLimiter: Sendable {
 
     private let shards: [ShardBox]
     private let bucketsPerTenant: Int
-    /// Key used for the shared overflow bucket of a limit.
-    static let overflowKey = "\u{0}overflow"
 
     /// How many buckets a tenant may hold by default (about 4 MiB of keys and counts).
     public static let defaultBucketsPerTenant = 20_000
@@ -115,13 +127,8 @@ public final class RateLimiter: Sendable {
                     if let index = table.entries.index(forKey: key) {
                         indices.append(index)
                     } else {
-                        if table.entries.count >= cap {
-                            Self.sweep(&table, now: now)
-                            if table.entries.count >= cap {
-                                key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
-                            }
-                        }
-                        table.addIfMissing(key, limit, now: now)
+                        key = Self.placed(key, agent: agent, in: &table, cap: cap, now: now)
+                        table.addIfMissing(key, limit, owner: agent, now: now)
                         added = true
                         indices.append(table.entries.startIndex)
                     }
@@ -130,14 +137,15 @@ public final class RateLimiter: Sendable {
                 if added {
                     // A sweep for a later limit may have dropped a bucket an earlier limit of this call found or made (a
                     // full bucket is swept): it comes back full, which is what it was.
-                    for (limit, key) in zip(applicable, keys) { table.addIfMissing(key, limit, now: now) }
+                    for (limit, key) in zip(applicable, keys) { table.addIfMissing(key, limit, owner: agent, now: now) }
                     indices = keys.map { table.entries.index(forKey: $0)! }
                 }
                 for (limit, index) in zip(applicable, indices) {
                     // A reloaded limit with a new rate or burst applies from now on to its existing buckets.
                     if table.entries.values[index].rate != limit.ratePerSecond || table.entries.values[index].burst != limit.burst {
                         table.entries.values[index] = Entry(
-                            bucket: table.entries.values[index].bucket, rate: limit.ratePerSecond, burst: limit.burst)
+                            bucket: table.entries.values[index].bucket, rate: limit.ratePerSecond, burst: limit.burst,
+                            owner: table.entries.values[index].owner)
                     }
                     let (rate, burst) = (table.entries.values[index].rate, table.entries.values[index].burst)
                     table.entries.values[index].bucket.refill(rate: rate, burst: burst, now: now)
@@ -162,17 +170,37 @@ public final class RateLimiter: Sendable {
         box.state.withLock { shard in
             shard.withTenant(tenant) { table in
                 for limit in limits {
-                    var key = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
-                    if table.entries[key] == nil {
-                        key = BucketKey(tenant: tenant, limit: limit.id, agent: Self.overflowKey, tool: Self.overflowKey)
-                    }
-                    guard var entry = table.entries[key] else { continue }
+                    // The bucket the call was counted in: its own, or the agent's or the tenant's overflow bucket.
+                    let own = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
+                    let candidates = [
+                        own, BucketKey(tenant: tenant, limit: limit.id, agent: agent, tool: "", overflow: true),
+                        BucketKey(tenant: tenant, limit: limit.id, agent: "", tool: "", overflow: true),
+                    ]
+                    guard let key = candidates.first(where: { table.entries[$0] != nil }), var entry = table.entries[key] else { continue }
                     entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
                     entry.bucket.giveBack(burst: limit.burst)
                     table.entries[key] = entry
                 }
             }
         }
+    }
+
+    /// The most buckets one agent's calls make in a tenant's table of `cap`: a quarter of it.
+    public static func agentShare(_ cap: Int) -> Int { max(1, cap / 4) }
+
+    /// Where a new bucket for `key`, counting a call of `agent`, goes: under `key`, unless `agent` has made its share
+    /// of the tenant's buckets (then its own overflow bucket for the limit) or the tenant is at its cap (then the
+    /// tenant's overflow bucket for the limit). Buckets that have refilled are forgotten first.
+    private static func placed(_ key: BucketKey, agent: String, in table: inout TenantBuckets, cap: Int, now: Double) -> BucketKey {
+        let share = agentShare(cap)
+        if table.entries.count >= cap || table.owned[agent, default: 0] >= share { sweep(&table, now: now) }
+        if table.owned[agent, default: 0] >= share {
+            return BucketKey(tenant: key.tenant, limit: key.limit, agent: agent, tool: "", overflow: true)
+        }
+        if table.entries.count >= cap {
+            return BucketKey(tenant: key.tenant, limit: key.limit, agent: "", tool: "", overflow: true)
+        }
+        return key
     }
 
     /// Forgets buckets that have refilled completely (lossless: a full bucket equals a new one). O(buckets), so
@@ -185,6 +213,8 @@ public final class RateLimiter: Sendable {
             refilled.refill(rate: entry.rate, burst: entry.burst, now: now)
             return !refilled.isFull(burst: entry.burst)
         }
+        buckets.owned = [:]
+        for (key, entry) in buckets.entries where !key.overflow { buckets.owned[entry.owner, default: 0] += 1 }
     }
 
     static func key(tenant: String, agent: String, tool: String, limit: RateLimitRule) -> BucketKey {

@@ -113,6 +113,26 @@ struct RateLimiterTests {
         #expect(limiter.bucketCount == 8 + 1 + 8)
     }
 
+    @Test("one agent inventing tool names fills only its share of the tenant's buckets, and an overflow bucket of its own")
+    func agentShare() {
+        let limiter = RateLimiter(maximumBucketsPerTenant: 16, shardCount: 1)
+        let limits = [Self.limit(rate: 0.001, burst: 1, per: .agentTool)]
+        // bot1 invents 40 tools: 4 buckets (a quarter of the cap), then one overflow bucket of its own (burst 1).
+        let granted = (0..<40).filter { take(limiter, limits, agent: "bot1", tool: "write_\($0)", at: 0) == nil }.count
+        #expect(granted == RateLimiter.agentShare(16) + 1)
+        #expect(limiter.bucketCount == RateLimiter.agentShare(16) + 1)
+        // Its siblings still get a bucket for each tool they call, with its full burst.
+        for agent in ["bot2", "bot3"] {
+            for tool in ["write_notes", "read_file"] {
+                #expect(take(limiter, limits, agent: agent, tool: tool, at: 0) == nil, "\(agent) \(tool)")
+                #expect(take(limiter, limits, agent: agent, tool: tool, at: 0) != nil, "\(agent) \(tool)")
+            }
+        }
+        // A call given back goes back to the bucket it was taken from: bot1's overflow bucket.
+        limiter.giveBack(tenant: "acme", agent: "bot1", tool: "write_99", limits: limits, now: 0)
+        #expect(take(limiter, limits, agent: "bot1", tool: "write_77", at: 0) == nil)
+    }
+
     @Test("exact under concurrency: 8 threads × 1000 calls at one instant get exactly `burst` tokens")
     func concurrency() {
         let limiter = RateLimiter()
