@@ -384,11 +384,12 @@ extension AuditRecoveryTests {
 @Suite("Audit lines are one line for every reader")
 struct AuditLineEscapingTests {
     @Test(
-        "U+2028, U+2029, NEL, C1 controls and noncharacters are escaped; the text round-trips",
+        "U+2028, U+2029, NEL, C1 controls, noncharacters and invisible bidi and zero-width characters are escaped; the text round-trips",
         arguments: [
             "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\u{9F}b", "tab\tnl\ncr\r\"q\"\\",
             "é ü 漢字 🙂", "a" + String(Unicode.Scalar(0x10FFFF)!) + "b", "a" + String(Unicode.Scalar(0xFFFE)!) + "b",
-            "a" + String(Unicode.Scalar(0xFDD0)!) + "b",
+            "a" + String(Unicode.Scalar(0xFDD0)!) + "b", "write_\u{202E}\"yned\":\"noisiced\",", "a\u{2066}b\u{2069}",
+            "a\u{200B}\u{200F}\u{061C}\u{FEFF}b",
         ])
     func escaped(text: String) throws {
         var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .deny, reason: text)
@@ -397,7 +398,9 @@ struct AuditLineEscapingTests {
         let bytes = record.lineBytes
         #expect(bytes.last == 0x0A)
         let line = String(decoding: bytes.dropLast(), as: UTF8.self)
-        for separator: Character in ["\n", "\r", "\u{2028}", "\u{2029}", "\u{85}"] { #expect(!line.contains(separator)) }
+        for separator in ["\n", "\r", "\u{2028}", "\u{2029}", "\u{85}", "\u{202E}", "\u{2066}", "\u{200B}", "\u{200F}", "\u{FEFF}"] {
+            #expect(!line.unicodeScalars.contains(separator.unicodeScalars.first!))
+        }
         let parsed = try #require(try JSONParser.parse(line).objectValue)
         #expect(parsed["reason"] == .string(text))
         #expect(parsed["arguments"]?.objectValue?[text] == .string(text))

@@ -236,10 +236,16 @@ enum JSONText {
         }
     }
 
-    /// C1 controls, the Unicode line and paragraph separators, and noncharacters.
+    /// C1 controls, the Unicode line and paragraph separators, noncharacters, and the invisible format characters that
+    /// change how a line reads on screen: bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E–F,
+    /// U+202A–E, U+2066–9), zero-width characters (U+200B–D, U+2060–4) and the byte order mark. A caller's tool name
+    /// with U+202E in it would otherwise show a terminal or viewer the rest of the line reversed.
     static func needsEscape(_ scalar: UInt32) -> Bool {
-        (0x80...0x9F).contains(scalar) || scalar == 0x2028 || scalar == 0x2029 || (0xFDD0...0xFDEF).contains(scalar)
-            || scalar & 0xFFFE == 0xFFFE
+        switch scalar {
+        case 0x80...0x9F, 0x2028, 0x2029, 0xFDD0...0xFDEF: true
+        case 0x061C, 0x200B...0x200F, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x2069, 0xFEFF: true
+        default: scalar & 0xFFFE == 0xFFFE
+        }
     }
 
     private static func decodeScalar(_ utf8: UnsafeBufferPointer<UInt8>, at index: Int) -> (UInt32, Int) {
