@@ -1333,3 +1333,50 @@ extension ProtocolCompletenessTests {
         await upstream.stop()
     }
 }
+
+extension ProtocolCompletenessTests {
+    @Test("completion/complete is allowed only for a prompt the caller may get or a resource template it may read")
+    func completionFollowsItsReference() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("mcpgw-completion-policies-\(UUID())")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        try FileManager.default.createDirectory(at: directory.appendingPathComponent("acme"), withIntermediateDirectories: true)
+        try #"""
+        {"name":"c","default_action":"deny","rules":[
+         {"id":"C1","action":"allow","methods":["completion/complete"]},
+         {"id":"P1","action":"allow","methods":["prompts/get"],"prompts":["summarize*"]},
+         {"id":"R1","action":"allow","methods":["resources/read"],"resources":["file:///workspace/*"]}]}
+        """#.write(to: directory.appendingPathComponent("acme/p.json"), atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, policies: directory.path)
+        func complete(_ ref: String) async throws -> TestHTTPClient.Response {
+            try await gateway.client().send(
+                body:
+                    #"{"jsonrpc":"2.0","id":5,"method":"completion/complete","params":{"ref":\#(ref),"argument":{"name":"a","value":"x"}}}"#
+            )
+        }
+        for allowed in [#"{"type":"ref/prompt","name":"summarize_doc"}"#, #"{"type":"ref/resource","uri":"file:///workspace/{path}"}"#] {
+            let response = try await complete(allowed)
+            #expect(response.status == 200 && !response.body.contains("error"), "\(allowed): \(response.body)")
+        }
+        #expect(upstream.received.count == 2)
+        for denied in [#"{"type":"ref/prompt","name":"leak_secrets"}"#, #"{"type":"ref/resource","uri":"file:///{path}"}"#] {
+            let response = try await complete(denied)
+            #expect(response.body.contains("may not use it"), "\(denied): \(response.body)")
+        }
+        for malformed in [
+            #"{"type":"ref/tool","name":"x"}"#, #"{"type":"ref/prompt"}"#, #""summarize_doc""#,
+            #"{"type":"ref/prompt","name":"summarize_doc","NAME":"leak_secrets"}"#,
+        ] {
+            let response = try await complete(malformed)
+            #expect(response.status == 400 && response.body.contains("-32602"), "\(malformed): \(response.body)")
+        }
+        #expect(upstream.received.count == 2, "a completion for what the caller may not use reached the upstream")
+        let records = try gateway.auditRecords().filter { $0["method"] == .string("completion/complete") }
+        #expect(
+            records.filter { $0["rule"] == .string("completion_ref") }.map { $0["target"]?.stringValue } == [
+                "leak_secrets", "file:///{path}",
+            ])
+        try await gateway.stop()
+        await upstream.stop()
+    }
+}

@@ -723,6 +723,9 @@ struct ExchangeDecisions {
         case .governed:
             break
         }
+        if method == "completion/complete", let refused = try completionRefusal(message, principal: principal) {
+            return .decided(refused)
+        }
         let (target, arguments, argumentBytes) = try MCPMethod.target(of: message)
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: method, target: target, arguments: arguments
@@ -735,6 +738,47 @@ struct ExchangeDecisions {
         case .mustAsk(let buckets):
             return .mustAsk(buckets)
         }
+    }
+
+    /// `completion/complete` suggests values for an argument of a prompt or a resource template (`params.ref`), and
+    /// such suggestions tell what lies behind them (file names, record ids): besides the policy's own answer for
+    /// `completion/complete`, the caller must be one who could use what `ref` names — get the prompt, or read from the
+    /// resource template — as the lists show it (`TenantPolicySet.mayCall`). A deny when it could not (nothing is
+    /// counted), nil when it could; a `ref` the gateway cannot read, or a member a lenient server would read as one of
+    /// its fields, is refused as invalid params.
+    func completionRefusal(_ message: JSONRPCMessage, principal: Principal) throws(MCPRequestError) -> DecidedMessage? {
+        let needs = #"completion/complete needs params.ref: {"type":"ref/prompt","name":…} or {"type":"ref/resource","uri":…}"#
+        func refuseVariants(_ object: JSONObject?, _ keys: StaticString...) throws(MCPRequestError) {
+            for member in object?.members ?? [] {
+                for key in keys where LenientKey.isVariant(member.key, of: key) {
+                    throw .invalidParams(
+                        "member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
+                }
+            }
+        }
+        let params = message.params?.objectValue
+        try refuseVariants(params, "ref")
+        guard let ref = params?["ref"]?.objectValue else { throw .invalidParams(needs, id: message.id) }
+        try refuseVariants(ref, "type", "name", "uri")
+        let kind: ListFilter.Kind
+        let key: String
+        switch ref["type"]?.stringValue {
+        case "ref/prompt": (kind, key) = (.prompts, "name")
+        case "ref/resource": (kind, key) = (.resourceTemplates, "uri")
+        default: throw .invalidParams(needs, id: message.id)
+        }
+        guard let name = ref[key]?.stringValue, !name.isEmpty else { throw .invalidParams(needs, id: message.id) }
+        try MCPMethod.checkTargetLength(name, key: key, of: message)
+        let request = PolicyRequest(
+            tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: kind.governedMethod, target: name,
+            arguments: nil)
+        if services.policy.snapshot.tenants[principal.tenant]?.mayCall(request) ?? false { return nil }
+        let what = kind == .prompts ? "prompt" : "resource"
+        let decision = PolicyDecision(
+            outcome: .deny, rule: "completion_ref", document: "",
+            reason: "completion/complete for \(what) \(name): the caller may not use it (\(kind.governedMethod) is denied)", matches: [],
+            logArguments: false)
+        return DecidedMessage(message: message, target: name, arguments: nil, decision: decision)
     }
 
     /// `resources/subscribe` tells the caller whether a resource exists and when it changes: it is allowed to whoever
