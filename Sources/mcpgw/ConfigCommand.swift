@@ -31,6 +31,9 @@ struct ConfigCommand: ParsableCommand {
 
         func run() throws {
             let problems = Self.problems(in: file)
+            if let loaded = try? ConfigurationFile.load(file) {
+                for warning in Self.warnings(loaded, file) { print("warning: \(warning)") }
+            }
             if problems.isEmpty {
                 let loaded = try ConfigurationFile.load(file)
                 print(
@@ -92,6 +95,27 @@ struct ConfigCommand: ParsableCommand {
                 problems.append("\(path): tenants (jwt): \(error)")
             }
             return problems
+        }
+
+        /// Settings that load and work but are likely not what a production gateway wants, each naming the file and
+        /// the field: an admin listener reachable off the machine without TLS, or shared limits that fall back to
+        /// whole local limits on every replica during a Redis outage. `config check` prints them and still succeeds.
+        static func warnings(_ loaded: ConfigurationFile, _ path: String) -> [String] {
+            var warnings: [String] = []
+            if let admin = loaded.admin, admin.tls == nil, !admin.listen.isLoopback {
+                warnings.append(
+                    "\(path): admin.listen: \(admin.listen) is not on loopback and has no TLS: anyone who reaches it can read metrics and reload"
+                )
+            }
+            if let shared = loaded.sharedLimits, shared.replicas == 1 {
+                let falling = loaded.identity.tenants.keys.sorted().filter { shared.failureMode(of: $0) == .localFallback }
+                if !falling.isEmpty {
+                    warnings.append(
+                        "\(path): redis.replicas: 1, and tenants \(falling.joined(separator: ", ")) fall back to local limits: during a Redis outage each replica admits the whole limit (set replicas to the number of gateway replicas)"
+                    )
+                }
+            }
+            return warnings
         }
 
         /// Why the audit log could not be opened for appending (its directory missing or not writable, the file not

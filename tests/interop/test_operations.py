@@ -72,8 +72,8 @@ def problems(path: str) -> list[str]:
     assert status == 1, (status, lines, stderr)
     assert lines, f"no problem printed; stderr: {stderr}"
     for line in lines:
-        assert line.startswith(f"error: {path}: "), f"every line is 'error: <file>: ...': {line!r}"
-    return [line[len("error: "):] for line in lines]
+        assert line.startswith((f"error: {path}: ", f"warning: {path}: ")), f"every line is 'error|warning: <file>: ...': {line!r}"
+    return [line[len("error: "):] for line in lines if line.startswith("error: ")]
 
 
 def only_problem(path: str) -> str:
@@ -101,6 +101,26 @@ def test_shipped_dev_configuration_passes(mcpgw):
     assert status == 0, out
     assert out.startswith("ok: mcpgw.dev.json"), out
     assert "error:" not in out
+
+
+def test_settings_that_work_but_are_unsafe_are_warned_about(tmp_path):
+    """An admin listener off loopback without TLS, and shared limits falling back to whole local limits on every
+    replica: `config check` passes (serve would start) but says so, naming the field."""
+    config = dev_config(tmp_path)
+    config["admin"] = {"listen": "0.0.0.0:9464"}
+    config["redis"] = {"url": "redis://127.0.0.1:6379", "failure_mode": "local_fallback"}
+    path = write_config(tmp_path, config)
+    status, lines, stderr = config_check(path)
+    assert status == 0, (lines, stderr)
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert any("admin.listen: 0.0.0.0:9464 is not on loopback and has no TLS" in line for line in warnings), lines
+    assert any("redis.replicas: 1" in line and "acme" in line for line in warnings), lines
+    assert lines[-1].startswith("ok: "), lines
+    # The same file with the admin listener on loopback and the replicas counted: no warning.
+    config["admin"] = {"listen": "127.0.0.1:9464"}
+    config["redis"]["replicas"] = 3
+    status, lines, _ = config_check(write_config(tmp_path, config))
+    assert status == 0 and not [line for line in lines if line.startswith("warning: ")], lines
 
 
 def test_unknown_top_level_key(tmp_path):
