@@ -93,26 +93,58 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
-    @Test("a 2026-07-28 POST of a notification or a response is refused: that version has none from client to server")
+    @Test("a 2026-07-28 notification is acknowledged (202), recorded and not forwarded; a response is refused; an id makes no notification")
     func noClientNotificationsInModern() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
-        for (method, body) in [
-            ("notifications/cancelled", #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#),
-            ("notifications/progress", #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#),
-            ("", #"{"jsonrpc":"2.0","id":1,"result":{}}"#),
-        ] {
-            let response = try await gateway.client().send(
-                body: body, headers: Self.modern + (method.isEmpty ? [] : [("Mcp-Method", method)]))
-            #expect(response.status == 400, "\(body): \(response.body)")
-            #expect(response.body.contains("no client-to-server notifications"), "\(response.body)")
+        for method in ["notifications/cancelled", "notifications/progress"] {
+            let body = #"{"jsonrpc":"2.0","method":"\#(method)","params":{"requestId":1,"progressToken":1,"progress":1}}"#
+            let response = try await gateway.client().send(body: body, headers: Self.modern + [("Mcp-Method", method)])
+            #expect(response.status == 202 && response.body.isEmpty, "\(method): \(response.status) \(response.body)")
+        }
+        let result = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"result":{}}"#, headers: Self.modern)
+        #expect(result.status == 400 && result.body.contains("no client-to-server responses"), "\(result.body)")
+        // A removed notification is still answered as a removed method.
+        let roots = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","method":"notifications/roots/list_changed"}"#,
+            headers: Self.modern + [("Mcp-Method", "notifications/roots/list_changed")])
+        #expect(roots.status == 404 && roots.body.contains("-32601"), "\(roots.body)")
+        // A "notification" with an id is a request to a server dispatching by method: refused in every version.
+        for version in [Self.modern, [("MCP-Protocol-Version", "2025-11-25")]] {
+            let withID = #"{"jsonrpc":"2.0","id":7,"method":"notifications/cancelled","params":{"requestId":1,\#(Self.envelope)}}"#
+            let response = try await gateway.client().send(body: withID, headers: version + [("Mcp-Method", "notifications/cancelled")])
+            #expect(response.status == 400 && response.body.contains("it carries no id"), "\(version): \(response.body)")
         }
         #expect(upstream.received.isEmpty, "a client notification reached a 2026-07-28 upstream")
+        let records = try gateway.auditRecords()
+        #expect(
+            records.prefix(2).map { $0["rule"]?.stringValue } == ["protocol", "protocol"]
+                && records.prefix(2).allSatisfy { $0["reason"]?.stringValue?.contains("not forwarded") == true }, "\(records)")
         // Under the session generation they are what they always were: forwarded.
         let cancelled = #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#
         let legacy = try await gateway.client().send(body: cancelled, headers: [("MCP-Protocol-Version", "2025-11-25")])
         #expect(legacy.status == 200 || legacy.status == 202, "\(legacy.body)")
         #expect(upstream.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an upstream's Mcp-Session-Id on a 2026-07-28 answer is not passed on: that version has no sessions")
+    func noSessionHandedOutInModern() async throws {
+        let upstream = try await RawUpstream.start { _ in
+            let body = #"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#
+            return
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: up-1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let modern = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{\#(Self.envelope)}}"#,
+            headers: Self.modern + [("Mcp-Method", "tools/list")])
+        #expect(modern.status == 200, "\(modern.body)")
+        #expect(modern.header("mcp-session-id") == nil)
+        let legacy = try await gateway.client().send(
+            body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#, headers: [("MCP-Protocol-Version", "2025-11-25")])
+        #expect(legacy.header("mcp-session-id")?.hasPrefix("mcpgw1.") == true)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -303,6 +303,25 @@ struct ExchangeDecisions {
             return .refusing(
                 request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
+        // A notification carries no id: one that does is a request to a server dispatching by method, and could
+        // (`notifications/cancelled`) act on another agent's call.
+        if let message = parsed.messages.first(where: { $0.kind == .request && ($0.method?.hasPrefix("notifications/") ?? false) }) {
+            return .refusing(
+                request.malformed(.invalidRequest("\(message.method!) is a notification: it carries no id", id: message.id)))
+        }
+        if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first, message.kind == .notification,
+            let method = message.method, MCPMethod.treatment(of: method, protocolVersion: version) != .removed(since: version!)
+        {
+            // The 2026-07-28 HTTP transport has no client-to-server notifications (closing a response stream cancels
+            // its request). Its upstream is stateless and sees every agent of a tenant as one client, so a
+            // `notifications/cancelled` naming a request id could reach another agent's call: acknowledged as the
+            // protocol's servers do (clients in the field still send them), recorded, and not forwarded.
+            let reason = "\(method): not forwarded; protocol version \(version!) has no client-to-server notifications"
+            var acknowledged = Refusal(
+                status: .accepted, json: "", records: [request.record(.deny, reason, rule: "protocol", method: method)])
+            acknowledged.body = []
+            return .refusing(acknowledged)
+        }
         if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first,
             let problem = Self.modernEnvelopeProblem(message, headers, version: version!)
         {
@@ -647,19 +666,17 @@ struct ExchangeDecisions {
         return params?["name"]?.stringValue
     }
 
-    /// Why a 2026-07-28 message is refused: it is not a request (the version has no client-to-server notifications
-    /// or responses: `-32600`), or it lacks `params._meta` with the protocol version and client capabilities (then
+    /// Why a 2026-07-28 message is refused: it is a response (the version has none from client to server: `-32600`),
+    /// or a request that lacks `params._meta` with the protocol version and client capabilities (then
     /// `-32602`), the version agreeing with the `MCP-Protocol-Version` header, and the `Mcp-Method` header — and
     /// `Mcp-Name` for a call that names its target (then `-32020`). Nil when the envelope is complete.
     static func modernEnvelopeProblem(_ message: JSONRPCMessage, _ headers: RequestHeaderValues, version: String) -> MCPRequestError? {
-        // The 2026-07-28 HTTP transport has no client-to-server notifications or responses (closing a response
-        // stream cancels its request; a server asks for input in its result). Its upstream is stateless and sees
-        // every agent of a tenant as one client, so a `notifications/cancelled` naming a request id could reach
-        // another agent's call.
-        guard message.kind == .request, let method = message.method else {
-            return .invalidRequest(
-                "a 2026-07-28 POST carries one request: that version has no client-to-server notifications or responses", id: nil)
+        // The 2026-07-28 HTTP transport has no client-to-server responses (a server asks for input in its result),
+        // and its notifications are acknowledged without being forwarded (`decideBody`).
+        guard message.kind != .response else {
+            return .invalidRequest("protocol version 2026-07-28 has no client-to-server responses", id: nil)
         }
+        guard message.kind == .request, let method = message.method else { return nil }
         guard let meta = message.params?.objectValue?["_meta"]?.objectValue else {
             return .invalidParams("params._meta must be an object carrying \(protocolVersionKey) and \(capabilitiesKey)", id: message.id)
         }

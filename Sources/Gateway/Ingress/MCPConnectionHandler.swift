@@ -1246,6 +1246,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     func upstreamResponseHead(_ head: HTTPResponseHead) {
         var head = head
+        if let request, MCPMethod.isModern(request.headers.first(.mcpProtocolVersion)) {
+            // 2026-07-28 has no sessions: a client that kept a session id from this answer would have every later
+            // request refused (the gateway takes none with that version).
+            head.headers.remove(name: "mcp-session-id")
+        }
         // The session the answer belongs to: the one it opens (an `initialize` answered on SSE), else the request's.
         let answerSession = head.headers.first(name: "mcp-session-id") ?? request?.upstreamSession
         if let services, let principal = request?.principal, let session = head.headers.first(name: "mcp-session-id") {
