@@ -109,7 +109,7 @@ struct AuditRecoveryTests {
         sink.failing.withLock { $0 = false }
         let log = try AuditLog(sink: .writer(sink), capacityBytes: 1000)
         let refused = #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 600, tenant: "acme") }
-        #expect(refused?.tenantShare == true)
+        #expect(refused?.tenantShare == true && refused?.neverFits == true)
         let other = try log.reserve(bytes: 400, tenant: "globex")
         log.append([AuditRecord(requestID: "g", httpMethod: "POST", decision: .allow, reason: "done")], into: other)
         log.close()

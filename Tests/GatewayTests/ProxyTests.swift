@@ -109,7 +109,7 @@ struct ProxyTests {
             #expect(upstream.received.count == 1)
             for (method, params) in [
                 ("tools/call", #""name":"\#(longest)é","arguments":{"path":"a.txt"}"#),
-                ("tools/call", #""name":"write_\#(String(repeating: "€", count: 1_000_000))""#),
+                ("tools/call", #""name":"write_\#(String(repeating: "€", count: 1_000))""#),
                 ("resources/read", #""uri":"file:///workspace/\#(String(repeating: "a", count: MCPMethod.maximumURIBytes))""#),
                 ("resources/subscribe", #""uri":"file:///workspace/\#(String(repeating: "a", count: MCPMethod.maximumURIBytes))""#),
             ] {
@@ -544,13 +544,34 @@ struct AuditFailClosedTests {
     @Test("a full audit log refuses the request with 503 and nothing is forwarded")
     func fullLog() async throws {
         let upstream = try await RecordingUpstream.start(.json)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 16)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 16 * 1024)
+        // Room promised to other calls fills the log (a call's own record takes a few KiB).
+        let held = try gateway.services.audit.reserve(bytes: 16 * 1024 - 64)
         for body in [RPC.call("read_file", #"{"path":"a"}"#), RPC.call("delete_file")] {
             let response = try await gateway.client().send(body: body)
             #expect(response.status == 503)
             #expect(response.body.contains("-31005"))
         }
         #expect(upstream.received.isEmpty)
+        gateway.services.audit.append([AuditRecord(requestID: "held", httpMethod: "POST", decision: .allow, reason: "done")], into: held)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a call whose records alone would take more than a tenant's half of the audit log is refused for good (413)")
+    func callTooLargeForTheLog() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 64 * 1024)
+        // A 2025-03-26 batch of 40 calls: each record reserves a few KiB, together more than 32 KiB.
+        let batch = "[" + (1...40).map { RPC.call("read_file", #"{"path":"a.txt"}"#, id: $0) }.joined(separator: ",") + "]"
+        let response = try await gateway.client().send(body: batch, headers: [("MCP-Protocol-Version", "2025-03-26")])
+        #expect(response.status == 413, "\(response.status) \(response.body)")
+        #expect(response.header("retry-after") == nil)
+        #expect(response.body.contains("too large for the audit log"), "\(response.body)")
+        #expect(upstream.received.isEmpty)
+        // A single call still goes through.
+        let single = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(single.status == 200, "\(single.body)")
         try await gateway.stop()
         await upstream.stop()
     }

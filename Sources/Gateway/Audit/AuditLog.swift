@@ -12,12 +12,16 @@ public struct AuditUnavailable: Error, Sendable, CustomStringConvertible {
     public let reason: String
     /// The log is fine: the calling tenant's calls in flight hold their share of its room (`AuditLog.reserve`).
     public var tenantShare = false
+    /// The log is fine, but this call's records alone would take more than a tenant's share of its room: it never
+    /// fits, however long the caller waits.
+    public var neverFits = false
     public var description: String { "audit log unavailable: \(reason)" }
 
     /// The log cannot take records: `reason`.
-    public init(reason: String, tenantShare: Bool = false) {
+    public init(reason: String, tenantShare: Bool = false, neverFits: Bool = false) {
         self.reason = reason
         self.tenantShare = tenantShare
+        self.neverFits = neverFits
     }
 }
 
@@ -263,6 +267,11 @@ public final class AuditLog: Sendable {
     /// do not forward): the log failed or is full, or the calls in flight of `tenant` would hold more than half of its
     /// room.
     public func reserve(bytes: Int, tenant: String? = nil) throws(AuditUnavailable) -> Reservation {
+        if tenant != nil, bytes > capacityBytes / 2 {
+            throw AuditUnavailable(
+                reason: "the call's records would take \(bytes) bytes, more than a tenant's half of the log's \(capacityBytes)",
+                tenantShare: true, neverFits: true)
+        }
         let problem: AuditUnavailable? = state.withLock { state in
             if let problem = Self.unavailability(state, writer: writer) {
                 return AuditUnavailable(reason: Self.refusing(&state, problem))

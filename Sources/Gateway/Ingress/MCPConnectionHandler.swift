@@ -947,6 +947,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         do {
             reservation = try services.audit.reserve(
                 bytes: plan.records.reduce(0) { $0 + $1.reservationBytes }, tenant: request.principal?.tenant)
+        } catch  where error.neverFits {
+            // The call alone would need more of the log than a tenant may hold: it never fits, so no retry is offered.
+            return answer(
+                Refusal(
+                    status: .payloadTooLarge, id: Self.answeredID(plan), code: -32600,
+                    message: "the request is too large for the audit log: its records would take more than a tenant's share of its room",
+                    records: [request.record(.malformed, error.reason, rule: "audit_room")]))
         } catch  where error.tenantShare {
             // The log is fine; this tenant's calls in flight hold their share of its room: refused, and recorded.
             return answer(
