@@ -1149,6 +1149,17 @@ extension ProtocolCompletenessTests {
         let response = try await gateway.client().send(body: notObject, headers: allowed.headers)
         #expect(response.status == 400, "\(response.body)")
         #expect(upstream.received.count == 1)
+        // A URI past the bound any call's target has is refused; many URIs are recorded in full only up to 16 KiB.
+        let overlong = Self.listen(#"["file:///workspace/\#(String(repeating: "a", count: MCPMethod.maximumURIBytes))"]"#)
+        let refusedLong = try await gateway.client().send(body: overlong.body, headers: overlong.headers)
+        #expect(refusedLong.status == 400 && refusedLong.body.contains("the gateway takes at most"), "\(refusedLong.body)")
+        let many = (0..<40).map { #""file:///workspace/\#($0)-\#(String(repeating: "b", count: 1000))""# }.joined(separator: ",")
+        let large = Self.listen("[\(many)]")
+        let acceptedMany = try await gateway.client().send(body: large.body, headers: large.headers)
+        #expect(acceptedMany.status == 200, "\(acceptedMany.body)")
+        let manyRecord = try #require(try gateway.auditRecords().last)
+        #expect(manyRecord["arguments"]?.objectValue?["sha256"] != nil, "\(manyRecord)")
+        #expect(try JSONValue.object(manyRecord).serialized.utf8.count < 8 * 1024)
         try await gateway.stop()
         await upstream.stop()
     }

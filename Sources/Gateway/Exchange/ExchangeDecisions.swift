@@ -843,6 +843,7 @@ struct ExchangeDecisions {
                     guard let uri = item.stringValue, !uri.isEmpty else {
                         throw .invalidParams("notifications.resourceSubscriptions must hold only non-empty URI strings", id: message.id)
                     }
+                    try MCPMethod.checkTargetLength(uri, key: "uri", of: message)
                     uris.append(uri)
                 }
             }
@@ -884,10 +885,13 @@ struct ExchangeDecisions {
         let decision = PolicyDecision(
             outcome: outcome, rule: rules[0], document: document,
             reason: "subscriptions/listen: \(uris.count) resource subscription(s) decided as resources/read, allowed by \(named)",
-            matches: matches, logArguments: true)
+            // Logged in full only as far as any call's arguments are: the bound is on their bytes in the body (`params`).
+            matches: matches, logArguments: message.paramsBytes != nil)
         let subscribed = JSONValue.object(
             JSONObject([.init(key: "resourceSubscriptions", value: .array(uris.map(JSONValue.string)))]))
-        return DecidedMessage(message: message, target: uris.count == 1 ? uris[0] : nil, arguments: subscribed, decision: decision)
+        return DecidedMessage(
+            message: message, target: uris.count == 1 ? uris[0] : nil, arguments: subscribed, decision: decision,
+            argumentBytes: message.paramsBytes)
     }
 
     static func passThrough(_ reason: String) -> PolicyDecision {
