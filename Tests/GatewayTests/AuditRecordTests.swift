@@ -134,7 +134,7 @@ struct AuditRecordTests {
     func reservationOfCutFields() throws {
         // Names as long as a body allows, in characters that escape to the most bytes each: a record's room follows
         // what its line can hold, not what the caller sent (one tenant's batch once reserved the whole log).
-        for filler in ["€", "\u{1}", "\u{2028}", "x"] {
+        for filler in ["€", "\u{1}", "\u{2028}", "\u{E0069}", "x"] {
             let name = String(repeating: filler, count: 1_000_000)
             var record = AuditRecord(requestID: "r1", httpMethod: "POST", decision: .deny, reason: "no rule matches tools/call \(name)")
             (record.tenant, record.agent, record.method, record.target, record.rule) = ("acme", "bot1", "tools/call", name, "R1")

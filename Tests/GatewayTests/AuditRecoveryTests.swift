@@ -389,7 +389,7 @@ struct AuditLineEscapingTests {
             "a\u{2028}b", "a\u{2029}b", "a\u{85}b", "a\u{9F}b", "tab\tnl\ncr\r\"q\"\\",
             "é ü 漢字 🙂", "a" + String(Unicode.Scalar(0x10FFFF)!) + "b", "a" + String(Unicode.Scalar(0xFFFE)!) + "b",
             "a" + String(Unicode.Scalar(0xFDD0)!) + "b", "write_\u{202E}\"yned\":\"noisiced\",", "a\u{2066}b\u{2069}",
-            "a\u{200B}\u{200F}\u{061C}\u{FEFF}b",
+            "a\u{200B}\u{200F}\u{061C}\u{FEFF}b", "read_file\u{E0069}\u{E0067}\u{E006E}", "a\u{FE0F}\u{00AD}\u{3164}b",
         ])
     func escaped(text: String) throws {
         var record = AuditRecord(requestID: "r", httpMethod: "POST", decision: .deny, reason: text)
@@ -398,7 +398,11 @@ struct AuditLineEscapingTests {
         let bytes = record.lineBytes
         #expect(bytes.last == 0x0A)
         let line = String(decoding: bytes.dropLast(), as: UTF8.self)
-        for separator in ["\n", "\r", "\u{2028}", "\u{2029}", "\u{85}", "\u{202E}", "\u{2066}", "\u{200B}", "\u{200F}", "\u{FEFF}"] {
+        for separator in [
+            "\n", "\r", "\u{2028}", "\u{2029}", "\u{85}", "\u{202E}", "\u{2066}", "\u{200B}", "\u{200F}", "\u{FEFF}", "\u{E0069}",
+            "\u{FE0F}",
+            "\u{00AD}", "\u{3164}",
+        ] {
             #expect(!line.unicodeScalars.contains(separator.unicodeScalars.first!))
         }
         let parsed = try #require(try JSONParser.parse(line).objectValue)

@@ -236,14 +236,18 @@ enum JSONText {
         }
     }
 
-    /// C1 controls, the Unicode line and paragraph separators, noncharacters, and the invisible format characters that
+    /// C1 controls, the Unicode line and paragraph separators, noncharacters, and the characters that show nothing or
     /// change how a line reads on screen: bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E–F,
-    /// U+202A–E, U+2066–9), zero-width characters (U+200B–D, U+2060–4) and the byte order mark. A caller's tool name
-    /// with U+202E in it would otherwise show a terminal or viewer the rest of the line reversed.
+    /// U+202A–E, U+2066–9), zero-width and invisible characters (U+00AD, U+034F, U+115F–60, U+17B4–5, U+180E,
+    /// U+200B–D, U+2060–4, U+3164, U+FFA0, the byte order mark), variation selectors, interlinear annotations and tag
+    /// characters (U+E0000–7F, which spell hidden ASCII). A caller's tool name with U+202E in it would otherwise show a
+    /// terminal or viewer the rest of the line reversed, and `read_file` followed by tags would read as `read_file`.
     static func needsEscape(_ scalar: UInt32) -> Bool {
         switch scalar {
         case 0x80...0x9F, 0x2028, 0x2029, 0xFDD0...0xFDEF: true
         case 0x061C, 0x200B...0x200F, 0x202A...0x202E, 0x2060...0x2064, 0x2066...0x2069, 0xFEFF: true
+        case 0x00AD, 0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x3164, 0xFFA0, 0xFFF9...0xFFFB: true
+        case 0xFE00...0xFE0F, 0xE0000...0xE007F, 0xE0100...0xE01EF: true
         default: scalar & 0xFFFE == 0xFFFE
         }
     }
