@@ -92,9 +92,10 @@ public final class PolicyEngine: Sendable {
         var fallback = false
         if let shared {
             local = applicable.filter { !shared.isShared($0) }
-            buckets = applicable.filter { shared.isShared($0) }.map {
-                SharedBucket(tenant: request.tenant, limit: $0, agent: request.agent, tool: request.target ?? "")
-            }
+            buckets = shared.placed(
+                applicable.filter { shared.isShared($0) }.map {
+                    SharedBucket(tenant: request.tenant, limit: $0, agent: request.agent, tool: request.target ?? "")
+                })
         }
         if let shared, !buckets.isEmpty {
             switch shared.take(buckets, now: now) {

@@ -13,6 +13,9 @@ public struct SharedBucket: Sendable, Hashable {
     public let keyAgent: String
     /// The tool the bucket is kept for ("" when the limit is not per tool).
     public let keyTool: String
+    /// The calling agent's overflow bucket of the limit, which its new keys share once it holds its share of the
+    /// store's buckets (`SharedRateLimits.placed`); never the key of a real agent or tool.
+    public let isOverflow: Bool
 
     /// The bucket of `limit` that counts a call by `agent` of `tool` (keyed as the limit's `per` says).
     public init(tenant: String, limit: RateLimitRule, agent: String, tool: String) {
@@ -20,12 +23,21 @@ public struct SharedBucket: Sendable, Hashable {
         self.limit = limit
         self.agent = agent
         self.tool = tool
+        isOverflow = false
         switch limit.scope {
         case .tenant: (keyAgent, keyTool) = ("", "")
         case .agent: (keyAgent, keyTool) = (agent, "")
         case .tool: (keyAgent, keyTool) = ("", tool)
         case .agentTool: (keyAgent, keyTool) = (agent, tool)
         }
+    }
+
+    /// The overflow bucket of this bucket's limit for the calling agent.
+    public var overflow: SharedBucket { SharedBucket(overflowOf: self) }
+
+    private init(overflowOf bucket: SharedBucket) {
+        (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit, bucket.agent, bucket.tool)
+        (keyAgent, keyTool, isOverflow) = (bucket.agent, "", true)
     }
 }
 
@@ -51,6 +63,15 @@ public protocol SharedRateLimits: Sendable {
     func take(_ buckets: [SharedBucket], now: Double) -> SharedTake
     /// Gives back tokens taken by `take` for a call that was not let through after all.
     func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double)
+    /// The buckets a call counts in: `buckets`, except that an agent holding its share of the store's buckets counts
+    /// its new keys in its overflow bucket (`SharedBucket.overflow`), so that inventing tool names neither grows the
+    /// store without bound nor takes room from others.
+    func placed(_ buckets: [SharedBucket]) -> [SharedBucket]
+}
+
+extension SharedRateLimits {
+    /// Every bucket as it is.
+    public func placed(_ buckets: [SharedBucket]) -> [SharedBucket] { buckets }
 }
 
 /// The tokens one decision attempt took, so that an attempt that cannot finish yet (a shared bucket must be asked

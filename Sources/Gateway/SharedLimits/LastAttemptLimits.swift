@@ -18,4 +18,6 @@ struct LastAttemptLimits: SharedRateLimits {
     func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double) {
         limiter.giveBack(buckets, fallback: fallback, now: now)
     }
+
+    func placed(_ buckets: [SharedBucket]) -> [SharedBucket] { limiter.placed(buckets) }
 }

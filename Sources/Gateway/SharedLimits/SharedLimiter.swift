@@ -27,10 +27,18 @@ public final class SharedLimiter: SharedRateLimits {
         let limit: String
         let agent: String
         let tool: String
+        let isOverflow: Bool
 
         init(_ bucket: SharedBucket) {
             (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool)
+            isOverflow = bucket.isOverflow
         }
+    }
+
+    /// An agent of a tenant, whose calls made some of the leases.
+    struct Owner: Hashable {
+        let tenant: String
+        let agent: String
     }
 
     /// The tokens this replica holds of one Redis bucket.
@@ -53,6 +61,8 @@ public final class SharedLimiter: SharedRateLimits {
         /// that a replica never holds more than a lease for long).
         var surplusUntil = -Double.infinity
         var lastUsed: Double
+        /// The agent whose call made this lease (nil for an overflow bucket's, which counts in no share).
+        var owner: Owner?
 
         /// Takes `limit`'s rate and burst; when they differ from those Redis last answered for (a reload changed the
         /// policy), that answer's "empty until" is void and Redis is asked again.
@@ -66,6 +76,8 @@ public final class SharedLimiter: SharedRateLimits {
     public let settings: SharedLimitSettings
     let client: RedisClient
     private let leases = Mutex<[LeaseKey: Lease]>([:])
+    /// How many leases each agent's calls made (taken inside `leases`' lock, never the other way round).
+    private let owned = Mutex<[Owner: Int]>([:])
     /// The local shares used while Redis is out of reach (`local_fallback`).
     private let fallback = RateLimiter()
     private let storeUp = Atomic<Bool>(true)
@@ -79,6 +91,26 @@ public final class SharedLimiter: SharedRateLimits {
     let requestsFailed = Atomic<Int>(0)
     /// Most leases kept; idle ones are forgotten beyond this.
     static let maximumLeases = 100_000
+    /// Most leases one agent's calls make (each is a bucket in Redis); beyond, its new keys share its overflow bucket
+    /// of each limit. Leases idle for 10 s are forgotten, and with them their count.
+    static let leasesPerAgent = 1_000
+
+    public func placed(_ buckets: [SharedBucket]) -> [SharedBucket] {
+        let now = clock()
+        return leases.withLock { leases in
+            buckets.map { bucket in
+                guard !bucket.isOverflow, leases[LeaseKey(bucket)] == nil else { return bucket }
+                let owner = Owner(tenant: bucket.tenant, agent: bucket.agent)
+                if owned.withLock({ $0[owner, default: 0] }) >= Self.leasesPerAgent, now - lastCompaction.withLock({ $0 }) >= 1 {
+                    // The agent's idle leases are forgotten (at most once a second) before its new key overflows.
+                    lastCompaction.withLock { $0 = now }
+                    Self.forgetIdle(&leases, now: now)
+                    recount(leases)
+                }
+                return owned.withLock { $0[owner, default: 0] } >= Self.leasesPerAgent ? bucket.overflow : bucket
+            }
+        }
+    }
 
     /// A limiter sharing buckets through `settings.redis`, reading time from `clock` (the gateway's monotonic
     /// seconds).
@@ -200,10 +232,21 @@ public final class SharedLimiter: SharedRateLimits {
             if leases.count >= Self.maximumLeases, now - lastCompaction.withLock({ $0 }) >= 1 {
                 lastCompaction.withLock { $0 = now }
                 Self.forgetIdle(&leases, now: now)
+                recount(leases)
             }
             for key in order {
                 let (bucket, calls) = needed[key]!
-                var lease = leases[key] ?? Lease(lastUsed: now)
+                var lease: Lease
+                if let existing = leases[key] {
+                    lease = existing
+                } else {
+                    lease = Lease(lastUsed: now)
+                    if !bucket.isOverflow {
+                        let owner = Owner(tenant: bucket.tenant, agent: bucket.agent)
+                        lease.owner = owner
+                        owned.withLock { $0[owner, default: 0] += 1 }
+                    }
+                }
                 if let fetching = lease.fetching {
                     if waiting { leases[key]!.demand += calls }
                     waits.append(fetching)
@@ -367,6 +410,13 @@ public final class SharedLimiter: SharedRateLimits {
         guard leases.count > target else { return }
         let oldest = leases.filter { $0.value.fetching == nil }.sorted { $0.value.lastUsed < $1.value.lastUsed }
         for (key, _) in oldest.prefix(leases.count - target) { leases[key] = nil }
+    }
+
+    /// Counts again, after some were forgotten, the leases each agent's calls made.
+    private func recount(_ leases: [LeaseKey: Lease]) {
+        var counts: [Owner: Int] = [:]
+        for lease in leases.values { if let owner = lease.owner { counts[owner, default: 0] += 1 } }
+        owned.withLock { $0 = counts }
     }
 
     /// The event loop the caller runs on (a gateway loop), or any loop for callers off the loops (large decisions).

@@ -48,7 +48,7 @@ enum TokenBucketScript {
         """)
 
     /// The key of `bucket`: the prefix, then tenant, limit, agent and tool, each escaped so that no two buckets
-    /// share a key (`%` and `:` are percent-encoded, as are control bytes).
+    /// share a key (`%` and `:` are percent-encoded, as are control bytes); an agent's overflow bucket has a fifth part.
     static func key(_ bucket: SharedBucket, prefix: String) -> [UInt8] {
         var key = Array(prefix.utf8)
         for (index, part) in [bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool].enumerated() {
@@ -62,6 +62,8 @@ enum TokenBucketScript {
                 }
             }
         }
+        // A fifth part no escaped name can spell (`%` is always followed by two hex digits in the others).
+        if bucket.isOverflow { key += Array(":%overflow".utf8) }
         return key
     }
 

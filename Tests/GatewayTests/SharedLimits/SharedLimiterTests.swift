@@ -333,11 +333,42 @@ import Testing
         #expect(left <= 2 * limiter.settings.leaseSize(rate: 20, burst: 20), "\(left) tokens outlived the calls they were fetched for")
     }
 
+    /// One agent inventing tool names makes at most `leasesPerAgent` leases (each a key in Redis); its further new
+    /// keys share its overflow bucket of the limit, while other agents still get buckets of their own.
+    @Test func anAgentsNewKeysOverflowPastItsShare() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server)
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
+        func bucket(_ agent: String, _ tool: String) -> SharedBucket {
+            SharedBucket(tenant: "acme", limit: limit, agent: agent, tool: tool)
+        }
+        let invented = (0..<SharedLimiter.leasesPerAgent).map { bucket("bot1", "write_\($0)") }
+        try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        #expect(limiter.placed(invented).allSatisfy { !$0.isOverflow }, "a key with a lease is its own bucket")
+        let next = limiter.placed([bucket("bot1", "write_new")])
+        #expect(next.first?.isOverflow == true)
+        // The overflow bucket is one bucket in Redis: its burst (1) is shared by every new key of bot1.
+        #expect(await Self.take(limiter, next) == .taken(fallback: false))
+        #expect(await Self.take(limiter, limiter.placed([bucket("bot1", "write_other")])) != .taken(fallback: false))
+        // Another agent of the tenant is not affected.
+        let sibling = limiter.placed([bucket("bot2", "write_notes")])
+        #expect(sibling.first?.isOverflow == false)
+        #expect(await Self.take(limiter, sibling) == .taken(fallback: false))
+    }
+
     @Test func keysCannotCollide() throws {
         let limit = Self.limit(rate: 1, burst: 1, per: .agentTool)
         let first = SharedBucket(tenant: "a", limit: limit, agent: "b:c", tool: "d")
         let second = SharedBucket(tenant: "a", limit: limit, agent: "b", tool: "c:d")
         #expect(TokenBucketScript.key(first, prefix: "p:") != TokenBucketScript.key(second, prefix: "p:"))
         #expect(String(decoding: TokenBucketScript.key(first, prefix: "p:"), as: UTF8.self) == "p:a:L1:b%3Ac:d")
+        // An agent's overflow bucket has a key no agent or tool name spells.
+        let overflow = SharedBucket(tenant: "a", limit: limit, agent: "b", tool: "d").overflow
+        for name in ["", ":%overflow", "%overflow", "\u{0}overflow"] {
+            #expect(
+                TokenBucketScript.key(overflow, prefix: "p:")
+                    != TokenBucketScript.key(SharedBucket(tenant: "a", limit: limit, agent: "b", tool: name), prefix: "p:"))
+        }
     }
 }
