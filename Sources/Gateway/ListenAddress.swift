@@ -4,7 +4,9 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     public var host: String
 
     /// Whether the address is on loopback (`localhost`, 127.0.0.0/8, `::1`).
-    public var isLoopback: Bool { host == "localhost" || host == "::1" || host.hasPrefix("127.") }
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.") || host.lowercased().hasPrefix("::ffff:127.")
+    }
     /// TCP port; 0 asks the system for a free one.
     public var port: Int
 

@@ -122,6 +122,18 @@ struct ProxyTests {
         }
     }
 
+    @Test("a list never shows a tool whose name is past the bound a call's name has: it could not be called")
+    func listsHideOverlongNames() async throws {
+        let longest = "write_" + String(repeating: "x", count: MCPMethod.maximumNameBytes - 6)
+        let list = #"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"\#(longest)"},{"name":"\#(longest)y"}]}}"#
+        let upstream = try await RecordingUpstream.start(.withStatus { _ in (200, "application/json", list) })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        #expect(try ProtocolCompletenessTests.names(response.body, "tools") == [longest], "\(response.body.prefix(200))")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("denied call: JSON-RPC error with the request's id, rule and reason; nothing reaches the upstream")
     func denied() async throws {
         try await withGateway { gateway, upstream in

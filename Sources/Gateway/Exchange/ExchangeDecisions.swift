@@ -208,14 +208,6 @@ struct ExchangeDecisions {
         if let name = headers.notUTF8 {
             return request.malformed(.invalidRequest("the value of header \(name) is not valid UTF-8", id: nil))
         }
-        // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
-        // the body: sent with an earlier version, they would reach the upstream unchecked.
-        if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
-            let reason = "Mcp-Param-* headers are accepted only with MCP-Protocol-Version 2026-07-28"
-            return Refusal(
-                status: .badRequest, id: nil, code: GatewayErrorCode.headerMismatch, message: reason,
-                records: [request.record(.malformed, reason, rule: "header_mismatch")])
-        }
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400 (the gateway never routes on it).
         if head.version.major == 1, head.version.minor >= 1, !headers.contains(.host) {
             return request.malformed(.invalidRequest("the Host header is missing (required by HTTP/1.1)", id: nil))
@@ -224,6 +216,14 @@ struct ExchangeDecisions {
         case .POST:
             if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {
                 return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
+            }
+            // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
+            // the body: sent with an earlier version, they would reach the upstream unchecked.
+            if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {
+                let reason = "Mcp-Param-* headers are accepted only with MCP-Protocol-Version 2026-07-28"
+                return Refusal(
+                    status: .badRequest, id: nil, code: GatewayErrorCode.headerMismatch, message: reason,
+                    records: [request.record(.malformed, reason, rule: "header_mismatch")])
             }
             if let type = headers.first(.contentType), let problem = JSONMediaType.problem(type) {
                 return request.malformed(.invalidRequest(problem, id: nil), status: .unsupportedMediaType)

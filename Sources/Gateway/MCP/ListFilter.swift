@@ -80,6 +80,8 @@ struct ListFilter {
 
     /// Whether the caller could use the item `name` of a list of `kind` with some arguments.
     func mayUse(_ name: String, _ kind: Kind) -> Bool {
+        // A name past the bound a call's target has could not be called (`MCPMethod.checkTargetLength`).
+        guard name.utf8.count <= (kind.nameKey == "name" ? MCPMethod.maximumNameBytes : MCPMethod.maximumURIBytes) else { return false }
         let request = PolicyRequest(
             tenant: principal.tenant, agent: principal.agent, scopes: principal.scopes, method: kind.governedMethod, target: name,
             arguments: nil)
