@@ -98,6 +98,16 @@ done
 make_ca untrusted "mcpgw dev UNTRUSTED CA"
 issue untrusted untrusted/agents/rogue "rogue" "$(agent_san acme bot1)" clientAuth -days $DAYS
 
+# A CRL naming acme's CA as its issuer but signed with globex's key: what a tenant could list to lock another
+# tenant's agents out (the gateway refuses it at load).
+mkdir -p .ca-work/forged && touch .ca-work/forged/index.txt && echo 01 > .ca-work/forged/crlnumber
+openssl req -new -x509 -key globex/ca.key -subj "/O=mcpgw development/CN=mcpgw dev acme tenant CA" -days $DAYS \
+  -out .ca-work/forged/ca.pem 2>/dev/null
+printf '[ca]\ndefault_ca=forged\n[forged]\ndatabase=.ca-work/forged/index.txt\ncrlnumber=.ca-work/forged/crlnumber\ndefault_md=sha256\ndefault_crl_days=%s\n' "$DAYS" \
+  > .ca-work/forged/ca.cnf
+openssl ca -batch -config .ca-work/forged/ca.cnf -gencrl -keyfile globex/ca.key -cert .ca-work/forged/ca.pem \
+  -out untrusted/forged-acme.crl.pem 2>/dev/null
+
 # JWT signing material.
 mkdir -p jwt
 for tenant in acme globex; do

@@ -181,6 +181,21 @@ public final class TLSContext: @unchecked Sendable {
             let revocationLists = try PEMFile.revocationLists(path)
             defer { for crl in revocationLists { X509_CRL_free(crl) } }
             for crl in revocationLists {
+                // Only a CA trusted here may revoke: a CRL must name one of them as its issuer and carry that CA's
+                // signature. OpenSSL takes the newest CRL naming a certificate's issuer and checks its signature only
+                // then, so a CRL one tenant lists under another tenant's CA name, signed with any key, would fail
+                // every handshake of that tenant's agents ("CRL signature failure").
+                let issuer = X509_CRL_get_issuer(crl)
+                let signed = loaded.contains { trusted in
+                    X509_NAME_cmp(X509_get_subject_name(trusted.certificate), issuer) == 0
+                        && X509_CRL_verify(crl, X509_get0_pubkey(trusted.certificate)) == 1
+                }
+                OpenSSLErrorQueue.clear()
+                guard signed else {
+                    throw .invalidConfiguration(
+                        "the CRL in \(path) is not signed by a trusted CA named as its issuer (\(X509Reader.distinguishedName(issuer))); "
+                            + "a CRL is taken only from a CA listed in client_ca", openSSL: [])
+                }
                 try check(X509_STORE_add_crl(store, crl) == 1, "cannot add CRL from \(path)")
             }
         }

@@ -57,7 +57,8 @@ enum X509Reader {
         return bytes
     }
 
-    private static func distinguishedName(_ name: OpaquePointer?) -> String {
+    /// `name` in RFC 2253 form ("" when it cannot be printed).
+    static func distinguishedName(_ name: OpaquePointer?) -> String {
         guard let name, let bio = BIO_new(BIO_s_mem()) else { return "" }
         defer { BIO_free(bio) }
         guard X509_NAME_print_ex(bio, name, 0, CMCPGW_XN_FLAG_RFC2253()) >= 0 else { return "" }

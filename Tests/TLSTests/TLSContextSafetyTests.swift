@@ -51,4 +51,24 @@ struct TLSContextSafetyTests {
         let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
         #expect(error.map(message)?.contains("already trusted for 'acme'") == true)
     }
+
+    @Test("a CRL is taken only from a trusted CA named as its issuer: one tenant cannot revoke another tenant's agents")
+    func crlFromAnotherTenantsKey() throws {
+        var configuration = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [
+                .init(label: "acme", path: DevPKI.tenantCA("acme")), .init(label: "globex", path: DevPKI.tenantCA("globex")),
+            ],
+            clientAuthentication: .optional, crlFiles: [DevPKI.tenantCRL("acme"), DevPKI.tenantCRL("globex")])
+        _ = try TLSContext(role: .server, configuration: configuration)
+        // Listed by globex: it names acme's CA as its issuer, but globex's key signed it. Loaded, it would fail the
+        // handshake of every acme agent ("CRL signature failure").
+        configuration.crlFiles.append(DevPKI.path("untrusted/forged-acme.crl.pem"))
+        let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
+        #expect(error.map(message)?.contains("not signed by a trusted CA named as its issuer") == true, "\(String(describing: error))")
+        // A CRL of a CA no bundle holds is refused too.
+        configuration.crlFiles = [DevPKI.tenantCRL("acme")]
+        configuration.trustedCABundles = [.init(label: "globex", path: DevPKI.tenantCA("globex"))]
+        #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
+    }
 }

@@ -305,7 +305,9 @@ struct ExchangeDecisions {
         }
         // A notification carries no id: one that does is a request to a server dispatching by method, and could
         // (`notifications/cancelled`) act on another agent's call.
-        if let message = parsed.messages.first(where: { $0.kind == .request && ($0.method?.hasPrefix("notifications/") ?? false) }) {
+        if let message = parsed.messages.first(where: {
+            $0.kind == .request && ($0.method?.utf8.starts(with: "notifications/".utf8) ?? false)
+        }) {
             return .refusing(
                 request.malformed(.invalidRequest("\(message.method!) is a notification: it carries no id", id: message.id)))
         }
