@@ -65,6 +65,8 @@ enum GatewayAssembly {
                 ?? .singleProcess(),
             limits: file.limits, mcpPath: file.mcpPath, logger: logger)
         services.oauth = file.identity.oauth
+        // A key withdrawn from a fetched set ends the listening streams it authenticated, as a reload would.
+        fetcher?.ring.onKeysWithdrawn { [identity = services.identity] _ in identity.credentialsChanged() }
         if let shared = file.sharedLimits {
             services.shareRateLimits(shared)
             let counted = engine.snapshot.tenants.values.flatMap(\.rateLimits).filter { ($0.sharing ?? .global) == .global }.count

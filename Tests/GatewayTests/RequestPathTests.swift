@@ -1,4 +1,5 @@
 import Foundation
+import Identity
 import NIOCore
 import NIOPosix
 import StrictJSON
@@ -301,6 +302,41 @@ struct RequestPathTests {
         let record = try #require(try gateway.auditRecords().first { $0["rule"] == .string("credentials_expired") })
         #expect(record["decision"] == .string("authentication_failed"))
         #expect(record["agent"] == .string("bot1"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a GET stream ends when a reloaded identity no longer accepts its caller's token (its key removed), and says so")
+    func streamEndsWhenItsKeyIsRemoved() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let token = try GatewayFixture.token(lifetime: 3600)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send(
+            "GET /mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer \(token)\r\n\r\n")
+        #expect(await client.wait { $0.contains("HTTP/1.1 200") && $0.contains("data:") }, "\(client.text)")
+        // A reload that keeps the key changes nothing.
+        let root = DevPKI.repositoryRoot
+        func identity(_ edit: (String) -> String) throws -> Authenticator {
+            let text = edit(String(decoding: FileManager.default.contents(atPath: root + "/mcpgw.dev.json")!, as: UTF8.self))
+            let document = try JSONObjectReader(try JSONParser.parse(Array(text.utf8)))
+            return try IdentityConfiguration.read(
+                identity: try document.object("identity"), tenants: try document.object("tenants")!, baseDirectory: root,
+                otherTenantKeys: ["upstream"]
+            ).makeAuthenticator()
+        }
+        gateway.services.identity.replace(with: try identity { $0 })
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!client.isClosed, "a reload that still accepts the token ended the stream")
+        gateway.services.identity.replace(
+            with: try identity {
+                $0.replacingOccurrences(
+                    of: #"{"kid": "acme-rs256", "alg": "RS256", "public_key_file": "certs-dev/jwt/acme-rs256.pub"},"#, with: "")
+            })
+        #expect(await client.waitForClose(timeout: .seconds(5)), "the stream outlived the removal of its token's key")
+        let record = try #require(try gateway.auditRecords().first { $0["rule"] == .string("credentials_refused") })
+        #expect(record["decision"] == .string("authentication_failed"))
+        #expect(record["reason"]?.stringValue?.contains("no longer accepted") == true, "\(record)")
         try await gateway.stop()
         await upstream.stop()
     }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 
 @testable import Identity
@@ -35,6 +36,21 @@ struct RemoteKeyRingTests {
         #expect(try verifier.verify(token, now: Date(), cachedOnly: true) == nil, "a cached answer outlived its key set")
         #expect(throws: AuthenticationError.unknownKeyID("a")) { try verifier.verify(token, now: Date()) }
         #expect(try verifier.verify(try Self.token(secret: String(repeating: "b", count: 32), kid: "b"), now: Date()).agent == "bot1")
+    }
+
+    @Test("a fetched set that drops a key tells the observers (listening streams are checked again); one that keeps every key does not")
+    func withdrawalIsObserved() throws {
+        let ring = RemoteKeyRing()
+        let told = Mutex<[String]>([])
+        ring.onKeysWithdrawn { tenant in told.withLock { $0.append(tenant) } }
+        func key(_ id: String) throws -> JWTVerificationKey {
+            try JWTVerificationKey.hmac(secret: Array(String(repeating: id, count: 32).utf8), keyID: id)
+        }
+        ring.replace([try key("a"), try key("b")], for: "acme")
+        ring.replace([try key("a"), try key("b"), try key("c")], for: "acme")
+        #expect(told.withLock { $0 }.isEmpty)
+        ring.replace([try key("a"), try key("c")], for: "acme")
+        #expect(told.withLock { $0 } == ["acme"])
     }
 
     @Test("another tenant's configured key of the same kid does not hide the issuer's fetched one (found by review)")

@@ -44,6 +44,8 @@ public final class GatewayListener: Sendable {
         let connections = ConnectionRegistry()
         // Streams outlive the decision that opened them: a reloaded trust (a CRL) reaches them at once.
         tlsContext?.onReplace { [weak connections] in connections?.trustReloaded() }
+        // …and so does a reloaded identity (a JWT key removed) or a key withdrawn from a fetched set.
+        services?.identity.onChange { [weak connections] in connections?.trustReloaded() }
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         let limits = services?.limits ?? GatewayLimits()
         let perSource = configuration.maximumConnectionsPerSource ?? max(1, configuration.maximumConnections / 2)

@@ -139,14 +139,31 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let rechecked = trust.handler.handshakeRechecked(against: trust.contexts.current) { handshake = rechecked }
     }
 
-    /// A listening stream's caller is checked again when the TLS trust is reloaded: a client certificate that no
-    /// longer verifies (revoked, expired, its CA removed) ends the stream at once, not at its next request.
+    /// A listening stream's caller is checked again when the TLS trust or the identity is reloaded, or a fetched
+    /// signing key is withdrawn: a client certificate that no longer verifies (revoked, expired, its CA removed), or
+    /// credentials that no longer authenticate as the same caller (a JWT key removed), end the stream at once, not at
+    /// its next request. (A token that needs introspection is not asked about again here.)
     private func recheckListeningStream() {
         guard listeningStream, !closing, case .relaying = machine.state else { return }
         recheckClientCertificateAfterReload()
         if let refusal = handshake?.peerCertificateRefusal {
             let name = handshake?.refusedPeerCertificate.map { " (serial \($0.serialNumber), subject \($0.subject))" } ?? ""
             endStream("stream ended: \(refusal)\(name)", rule: "certificate_refused", decision: .authenticationFailed)
+            return
+        }
+        guard let decisions, let request, let caller = request.principal else { return }
+        switch decisions.authenticate(request) {
+        case .success(let principal)? where principal.tenant != caller.tenant || principal.agent != caller.agent:
+            endStream(
+                "stream ended: the caller's credentials now authenticate as \(principal.tenant)/\(principal.agent)",
+                rule: "credentials_refused", decision: .authenticationFailed)
+        case .failure(let refusal)?:
+            let why = refusal.records.first?.reason ?? "credentials refused"
+            endStream(
+                "stream ended: the caller's credentials are no longer accepted: \(why)", rule: "credentials_refused",
+                decision: .authenticationFailed)
+        case .success?, nil:
+            break
         }
     }
 

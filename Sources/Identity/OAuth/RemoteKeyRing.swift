@@ -5,6 +5,7 @@ import Synchronization
 /// force. It outlives reloads: a new verifier built on SIGHUP reads the same ring.
 public final class RemoteKeyRing: Sendable {
     private let sets = Mutex<[String: (generation: Int, keys: [JWTVerificationKey])]>([:])
+    private let observers = Mutex<[@Sendable (String) -> Void]>([])
 
     /// An empty ring.
     public init() {}
@@ -20,8 +21,19 @@ public final class RemoteKeyRing: Sendable {
     /// How many times `tenant`'s set has been replaced: tokens verified under an earlier generation are verified again.
     public func generation(for tenant: String) -> Int { sets.withLock { $0[tenant]?.generation ?? 0 } }
 
-    /// Puts `keys` in force for `tenant`, as a new generation.
+    /// Puts `keys` in force for `tenant`, as a new generation; tells the observers when a key of the previous set (by
+    /// id and algorithm) is no longer in it.
     public func replace(_ keys: [JWTVerificationKey], for tenant: String) {
-        sets.withLock { $0[tenant] = (($0[tenant]?.generation ?? 0) + 1, keys) }
+        let withdrawn = sets.withLock { sets -> Bool in
+            let previous = sets[tenant]?.keys ?? []
+            sets[tenant] = ((sets[tenant]?.generation ?? 0) + 1, keys)
+            return previous.contains { old in !keys.contains { $0.keyID == old.keyID && $0.algorithm == old.algorithm } }
+        }
+        if withdrawn { for observer in observers.withLock({ $0 }) { observer(tenant) } }
+    }
+
+    /// Calls `observer` with the tenant whose fetched set no longer holds a key it held.
+    public func onKeysWithdrawn(_ observer: @escaping @Sendable (String) -> Void) {
+        observers.withLock { $0.append(observer) }
     }
 }
