@@ -181,20 +181,19 @@ public final class TLSContext: @unchecked Sendable {
             let revocationLists = try PEMFile.revocationLists(path)
             defer { for crl in revocationLists { X509_CRL_free(crl) } }
             for crl in revocationLists {
-                // Only a CA trusted here may revoke: a CRL must name one of them as its issuer and carry that CA's
-                // signature. OpenSSL takes the newest CRL naming a certificate's issuer and checks its signature only
-                // then, so a CRL one tenant lists under another tenant's CA name, signed with any key, would fail
-                // every handshake of that tenant's agents ("CRL signature failure").
+                // A CRL naming a CA trusted here as its issuer must carry that CA's signature. OpenSSL takes the
+                // newest CRL naming a certificate's issuer and checks its signature only then, so a CRL one tenant
+                // lists under another tenant's CA name, signed with any key, would fail every handshake of that
+                // tenant's agents ("CRL signature failure"). (The CRL of an intermediate CA, which clients send in
+                // their chains and no bundle holds, is checked against it when a chain needs it.)
                 let issuer = X509_CRL_get_issuer(crl)
-                let signed = loaded.contains { trusted in
-                    X509_NAME_cmp(X509_get_subject_name(trusted.certificate), issuer) == 0
-                        && X509_CRL_verify(crl, X509_get0_pubkey(trusted.certificate)) == 1
-                }
+                let named = loaded.filter { X509_NAME_cmp(X509_get_subject_name($0.certificate), issuer) == 0 }
+                let signed = named.contains { X509_CRL_verify(crl, X509_get0_pubkey($0.certificate)) == 1 }
                 OpenSSLErrorQueue.clear()
-                guard signed else {
+                guard named.isEmpty || signed else {
                     throw .invalidConfiguration(
-                        "the CRL in \(path) is not signed by a trusted CA named as its issuer (\(X509Reader.distinguishedName(issuer))); "
-                            + "a CRL is taken only from a CA listed in client_ca", openSSL: [])
+                        "the CRL in \(path) names a trusted CA as its issuer (\(X509Reader.distinguishedName(issuer))) but is not "
+                            + "signed by it", openSSL: [])
                 }
                 try check(X509_STORE_add_crl(store, crl) == 1, "cannot add CRL from \(path)")
             }

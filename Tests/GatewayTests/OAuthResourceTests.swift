@@ -321,6 +321,36 @@ struct IntrospectionTests {
         await authorizationServer.stop()
     }
 
+    @Test("a listening stream opened with an introspected token is not ended by an identity reload (it is not a JWT to verify again)")
+    func introspectedStreamOutlivesAReload() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","scope":"tools:read","aud":"mcpgw"}"#) },
+            tls: try HTTPSUpstreamTests.serverContext())
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
+        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let introspection =
+            #"{"authorization_servers": ["https://as.acme.test"], "introspection": {"url": "\#(authorizationServer.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
+        let gateway = try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: {
+                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
+                    .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection),"#)
+            })
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await client.send(
+            "GET /tenants/acme/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer opaque-good\r\n\r\n")
+        #expect(await client.wait { $0.contains("HTTP/1.1 200") && $0.contains("data:") }, "\(client.text)")
+        gateway.services.identity.replace(with: gateway.services.authenticator)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(!client.isClosed, "an identity reload ended a stream whose token it cannot verify itself")
+        #expect(try gateway.auditRecords().allSatisfy { $0["rule"] != .string("credentials_refused") })
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+        await authorizationServer.stop()
+    }
+
     @Test("an answer naming another tenant or a foreign issuer is refused; a shared endpoint must name the tenant")
     func introspectionTenantAndIssuer() async throws {
         let server = try await RecordingUpstream.start(

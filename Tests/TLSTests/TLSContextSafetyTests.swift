@@ -65,10 +65,10 @@ struct TLSContextSafetyTests {
         // handshake of every acme agent ("CRL signature failure").
         configuration.crlFiles.append(DevPKI.path("untrusted/forged-acme.crl.pem"))
         let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
-        #expect(error.map(message)?.contains("not signed by a trusted CA named as its issuer") == true, "\(String(describing: error))")
-        // A CRL of a CA no bundle holds is refused too.
+        #expect(error.map(message)?.contains("names a trusted CA as its issuer") == true, "\(String(describing: error))")
+        // The CRL of a CA no bundle holds (an intermediate, sent by clients in their chains) is checked when used.
         configuration.crlFiles = [DevPKI.tenantCRL("acme")]
         configuration.trustedCABundles = [.init(label: "globex", path: DevPKI.tenantCA("globex"))]
-        #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
+        _ = try TLSContext(role: .server, configuration: configuration)
     }
 }

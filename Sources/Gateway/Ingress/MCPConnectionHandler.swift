@@ -151,7 +151,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             endStream("stream ended: \(refusal)\(name)", rule: "certificate_refused", decision: .authenticationFailed)
             return
         }
-        guard let decisions, let request, let caller = request.principal else { return }
+        guard let services, let decisions, let request, let caller = request.principal else { return }
+        if services.introspector != nil, case .success(let token?) = ExchangeDecisions.bearerToken(request.headers),
+            TokenIntrospector.isOpaque(token)
+        {
+            return  // Introspected, not verified here: asking again would take a round trip to the authorization server.
+        }
         switch decisions.authenticate(request) {
         case .success(let principal)? where principal.tenant != caller.tenant || principal.agent != caller.agent:
             endStream(
