@@ -257,6 +257,21 @@ struct IntrospectionTests {
         await authorizationServer.stop()
     }
 
+    /// A gateway in front of `upstream` whose tenant acme introspects opaque tokens at `authorizationServer` (client
+    /// `mcpgw`, secret `s3cret`).
+    static func introspectingGateway(upstream: RecordingUpstream, authorizationServer: RecordingUpstream) async throws -> GatewayFixture {
+        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
+        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
+        let introspection =
+            #"{"authorization_servers": ["https://as.acme.test"], "introspection": {"url": "\#(authorizationServer.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
+        return try await GatewayFixture.start(
+            upstream: upstream.url,
+            editConfiguration: {
+                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
+                    .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection),"#)
+            })
+    }
+
     @Test(
         "an active opaque token becomes acme's principal; inactive, foreign-audience and unanswerable ones are refused; answers are cached")
     func introspection() async throws {
@@ -273,17 +288,8 @@ struct IntrospectionTests {
                 default: return (200, "application/json", #"{"active":false}"#)
                 }
             }, tls: try HTTPSUpstreamTests.serverContext())
-        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
-        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let upstream = try await RecordingUpstream.start(.json)
-        let introspection =
-            #"{"authorization_servers": ["https://as.acme.test"], "introspection": {"url": "\#(authorizationServer.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
-        let gateway = try await GatewayFixture.start(
-            upstream: upstream.url,
-            editConfiguration: {
-                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
-                    .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection),"#)
-            })
+        let gateway = try await Self.introspectingGateway(upstream: upstream, authorizationServer: authorizationServer)
         let client = gateway.client(nil)
         func call(_ token: String) async throws -> TestHTTPClient.Response {
             try await client.send(path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(token)")])
@@ -326,17 +332,8 @@ struct IntrospectionTests {
         let authorizationServer = try await RecordingUpstream.start(
             .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","scope":"tools:read","aud":"mcpgw"}"#) },
             tls: try HTTPSUpstreamTests.serverContext())
-        let secret = FileManager.default.temporaryDirectory.appendingPathComponent("introspection-\(UUID())").path
-        try "s3cret\n".write(toFile: secret, atomically: true, encoding: .utf8)
         let upstream = try await RecordingUpstream.start(.gatedStream)
-        let introspection =
-            #"{"authorization_servers": ["https://as.acme.test"], "introspection": {"url": "\#(authorizationServer.url)", "client_id": "mcpgw", "client_secret_file": "\#(secret)", "ca_file": "\#(DevPKI.gatewayCA)"}}"#
-        let gateway = try await GatewayFixture.start(
-            upstream: upstream.url,
-            editConfiguration: {
-                $0.replacingOccurrences(of: #""identity": {"#, with: #""identity": {"public_url": "https://gateway.test","#)
-                    .replacingOccurrences(of: #""acme": {"#, with: #""acme": {"oauth": \#(introspection),"#)
-            })
+        let gateway = try await Self.introspectingGateway(upstream: upstream, authorizationServer: authorizationServer)
         let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
         try await client.send(
             "GET /tenants/acme/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer opaque-good\r\n\r\n")

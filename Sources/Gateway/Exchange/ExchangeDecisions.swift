@@ -767,18 +767,10 @@ struct ExchangeDecisions {
     /// its fields, is refused as invalid params.
     func completionRefusal(_ message: JSONRPCMessage, principal: Principal) throws(MCPRequestError) -> DecidedMessage? {
         let needs = #"completion/complete needs params.ref: {"type":"ref/prompt","name":…} or {"type":"ref/resource","uri":…}"#
-        func refuseVariants(_ object: JSONObject?, _ keys: StaticString...) throws(MCPRequestError) {
-            for member in object?.members ?? [] {
-                for key in keys where LenientKey.isVariant(member.key, of: key) {
-                    throw .invalidParams(
-                        "member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
-                }
-            }
-        }
         let params = message.params?.objectValue
-        try refuseVariants(params, "ref")
+        try MCPMethod.refuseVariants(in: params, of: ["ref"], where: "params", id: message.id)
         guard let ref = params?["ref"]?.objectValue else { throw .invalidParams(needs, id: message.id) }
-        try refuseVariants(ref, "type", "name", "uri")
+        try MCPMethod.refuseVariants(in: ref, of: ["type", "name", "uri"], where: "params.ref", id: message.id)
         let kind: ListFilter.Kind
         let key: String
         switch ref["type"]?.stringValue {

@@ -100,11 +100,17 @@ public enum MCPMethod {
         case "resources/read", "resources/subscribe": keys = ["uri"]
         default: return
         }
-        guard let params = message.params?.objectValue else { return }
-        for member in params.members {
+        try refuseVariants(in: message.params?.objectValue, of: keys, where: "params", id: message.id)
+    }
+
+    /// Refuses a member of `object` (`place` names it in the error) that a lenient server reads as one of `keys`
+    /// without being exactly it.
+    static func refuseVariants(
+        in object: JSONObject?, of keys: [StaticString], where place: String, id: JSONValue?
+    ) throws(MCPRequestError) {
+        for member in object?.members ?? [] {
             for key in keys where LenientKey.isVariant(member.key, of: key) {
-                throw .invalidParams(
-                    "params member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: message.id)
+                throw .invalidParams("\(place) member \"\(member.key)\" reads as \"\(key)\" to some servers; send \"\(key)\" only", id: id)
             }
         }
     }
