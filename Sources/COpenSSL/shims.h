@@ -45,6 +45,9 @@ static inline void CMCPGW_GENERAL_NAMES_free(STACK_OF(GENERAL_NAME) *s) { GENERA
 static inline void CMCPGW_sk_X509_pop_free(STACK_OF(X509) *s) { sk_X509_pop_free(s, X509_free); }
 static inline STACK_OF(X509) *CMCPGW_sk_X509_new_null(void) { return sk_X509_new_null(); }
 static inline int CMCPGW_sk_X509_push(STACK_OF(X509) *s, X509 *x) { return sk_X509_push(s, x); }
+static inline int CMCPGW_sk_X509_CRL_num(const STACK_OF(X509_CRL) *s) { return sk_X509_CRL_num(s); }
+static inline X509_CRL *CMCPGW_sk_X509_CRL_value(const STACK_OF(X509_CRL) *s, int i) { return sk_X509_CRL_value(s, i); }
+static inline X509_CRL *CMCPGW_sk_X509_CRL_delete(STACK_OF(X509_CRL) *s, int i) { return sk_X509_CRL_delete(s, i); }
 
 static inline int CMCPGW_EVP_PKEY_PUBLIC_KEY(void) { return EVP_PKEY_PUBLIC_KEY; }
 static inline int CMCPGW_EVP_PKEY_RSA(void) { return EVP_PKEY_RSA; }

@@ -185,7 +185,7 @@ public final class TLSContext: @unchecked Sendable {
                 // newest CRL naming a certificate's issuer and checks its signature only then, so a CRL one tenant
                 // lists under another tenant's CA name, signed with any key, would fail every handshake of that
                 // tenant's agents ("CRL signature failure"). (The CRL of an intermediate CA, which clients send in
-                // their chains and no bundle holds, is checked against it when a chain needs it.)
+                // their chains and no bundle holds, is kept only when that CA signed it: `SignedRevocationLists`.)
                 let issuer = X509_CRL_get_issuer(crl)
                 let named = loaded.filter { X509_NAME_cmp(X509_get_subject_name($0.certificate), issuer) == 0 }
                 let signed = named.contains { X509_CRL_verify(crl, X509_get0_pubkey($0.certificate)) == 1 }
@@ -202,6 +202,7 @@ public final class TLSContext: @unchecked Sendable {
             // Every certificate of the chain, not only the leaf: an issuing CA revoked in its root's CRL takes every
             // certificate it issued with it (each issuer in the chain must then have a CRL: fail closed).
             X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL))
+            SignedRevocationLists.install(on: store)
         }
         if verifies {
             var mode = SSL_VERIFY_PEER

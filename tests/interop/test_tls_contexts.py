@@ -280,8 +280,9 @@ def make_client_certificate(folder, name: str, issuer: tuple[str, str]) -> tuple
     return cert, key
 
 
-def write_crl(path, issuer: tuple[str, str], revoked: list[str]) -> None:
-    """A CRL signed by `issuer` (cert, key) revoking the certificates in the files `revoked`."""
+def write_crl(path, issuer: tuple[str, str], revoked: list[str], age_seconds: int = 60) -> None:
+    """A CRL signed by `issuer` (cert, key) revoking the certificates in the files `revoked`, issued `age_seconds`
+    ago."""
     import datetime
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -290,7 +291,7 @@ def write_crl(path, issuer: tuple[str, str], revoked: list[str]) -> None:
         key = serialization.load_pem_private_key(key_file.read(), password=None)
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = x509.CertificateRevocationListBuilder().issuer_name(ca.subject) \
-        .last_update(now - datetime.timedelta(minutes=1)).next_update(now + datetime.timedelta(days=1))
+        .last_update(now - datetime.timedelta(seconds=age_seconds)).next_update(now + datetime.timedelta(days=1))
     for file in revoked:
         with open(file, "rb") as leaf:
             serial = x509.load_pem_x509_certificate(leaf.read()).serial_number
@@ -408,3 +409,50 @@ def test_an_issuing_ca_revoked_in_its_roots_crl_takes_its_agents_with_it(tmp_pat
         assert result.stdout != "200", "an agent under a revoked issuing CA was served: " + result.stderr
     else:
         assert result.stdout == "200", result.stdout + result.stderr
+
+
+def test_a_forged_crl_for_another_tenants_intermediate_ca_does_not_lock_out_its_agents(tmp_path):
+    # acme: root (client_ca) → issuing CA (sent by the agent) → agent, with both CAs' genuine, empty CRLs. globex lists
+    # a newer CRL naming acme's issuing CA, signed with a key of its own. OpenSSL takes the newest CRL naming an
+    # issuer and checks its signature only then: without the look-up that keeps only CRLs signed by the chain's CA,
+    # every acme agent under that CA fails its handshake ("CRL signature failure").
+    root = make_ca(tmp_path, "acme-root")
+    issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
+    leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
+    root_crl, issuing_crl = tmp_path / "root.crl.pem", tmp_path / "issuing.crl.pem"
+    write_crl(root_crl, root, [])
+    write_crl(issuing_crl, issuing, [], age_seconds=60)
+    impostor_folder = tmp_path / "impostor"
+    impostor_folder.mkdir()
+    impostor = make_ca(impostor_folder, "acme-issuing")  # the same name, another key
+    forged_crl = tmp_path / "forged.crl.pem"
+    write_crl(forged_crl, impostor, [leaf[0]], age_seconds=5)
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["client_ca"] = [root[0]]
+    config["tenants"]["acme"]["crl"] = [str(root_crl), str(issuing_crl)]
+    config["tenants"]["globex"]["crl"] = config["tenants"]["globex"].get("crl", []) + [str(forged_crl)]
+    for tenant in config["tenants"].values():
+        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
+    process, port, _ = start("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0")
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+    chain = tmp_path / "chain.pem"
+    chain.write_text(open(leaf[0]).read() + open(issuing[0]).read())
+    try:
+        served = curl_post(port, str(chain), leaf[1], body)
+        # The genuine CRL still counts: the agent revoked in it is refused.
+        write_crl(issuing_crl, issuing, [leaf[0]], age_seconds=1)
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        revoked = curl_post(port, str(chain), leaf[1], body)
+        while revoked.stdout == "200" and time.monotonic() < deadline:
+            time.sleep(0.2)
+            revoked = curl_post(port, str(chain), leaf[1], body)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=30)
+        upstream.shutdown()
+    assert served.stdout == "200", "a forged CRL in globex's list locked out acme's agent: " + served.stderr
+    assert revoked.stdout != "200", "the genuine CRL of acme's issuing CA no longer revokes"
