@@ -20,6 +20,7 @@ import ssl
 import threading
 import time
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -485,6 +486,100 @@ def test_a_token_verified_before_its_key_was_withdrawn_is_refused_after(
     assert_refused(rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_a)), "unknown_key")
     # … and so is the A token accepted (and cached) before the rotation.
     assert_refused(rpc(gateway.port, token_a), "unknown_key")
+
+
+class _ListeningUpstream(BaseHTTPRequestHandler):
+    """An upstream whose GET is a server-to-client SSE stream (one event, then a comment every 0.2 s until the
+    gateway goes away, at most 60 s) and whose POST answers any call with UPSTREAM_TEXT."""
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        try:
+            self.wfile.write(b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n")
+            self.wfile.flush()
+            for _ in range(300):
+                time.sleep(0.2)
+                self.wfile.write(b": still here\n\n")
+                self.wfile.flush()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "result": {
+            "content": [{"type": "text", "text": UPSTREAM_TEXT}], "isError": False}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def test_a_listening_stream_ends_when_its_tokens_key_is_withdrawn_from_the_fetched_set(
+        tmp_path, tls, auth_server, gateways):
+    """`mcpgw serve` end to end: the key set fetched over HTTPS drops key A, and a GET stream opened with an A token
+    ends (recorded as `credentials_refused`), while the stream stays open for as long as A is published."""
+    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _ListeningUpstream)
+    upstream.daemon_threads = True
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    key_a, key_b = SigningKey("a"), SigningKey("b")
+    auth_server.jwks_keys = [key_a.jwk()]
+    gateway = remote_keys_gateway(gateways, tmp_path, auth_server, tls[0],
+                                  f"http://127.0.0.1:{upstream.server_address[1]}/mcp", jwks_min_refetch_seconds=1)
+    token_a = auth_server.mint(aud=gateway.resource, key=key_a)
+    raw = socket.create_connection(("127.0.0.1", gateway.port), timeout=WAIT)
+    stream = trust().wrap_socket(raw, server_hostname="localhost")
+    try:
+        stream.sendall((f"GET /tenants/acme/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n"
+                        f"Authorization: Bearer {token_a}\r\n\r\n").encode())
+        received = b""
+        deadline = time.time() + WAIT
+        while b"data:" not in received:
+            assert time.time() < deadline, received
+            chunk = stream.recv(65536)
+            assert chunk, "the stream ended before its first event: " + received.decode(errors="replace")
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200"), received
+        # A fetch that still publishes A (a B token nudges a refetch) leaves the stream alone.
+        auth_server.jwks_keys = [key_a.jwk(), key_b.jwk()]
+        time.sleep(1.2)
+        assert_read_file_answered(rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_b)))
+        gateway.wait_log("signing keys fetched", count=2)
+        stream.settimeout(1.0)
+        assert _still_open(stream), "the stream ended although its key is still published"
+        # A is withdrawn; the next fetch (nudged again) ends the stream.
+        auth_server.jwks_keys = [key_b.jwk()]
+        time.sleep(1.2)
+        assert_refused(rpc(gateway.port, auth_server.mint(aud=gateway.resource, key=key_a, kid="unknown")), "unknown_key")
+        gateway.wait_log("signing keys fetched", count=3)
+        deadline = time.time() + WAIT
+        while _still_open(stream):
+            assert time.time() < deadline, "the stream outlived the withdrawal of its token's key"
+    finally:
+        stream.close()
+        upstream.shutdown()
+    record = gateway.wait_record(lambda r: r.get("rule") == "credentials_refused")
+    assert record["decision"] == "authentication_failed" and record["method"] == "stream", record
+    assert (record["tenant"], record["agent"], record["auth_method"]) == ("acme", "bot1", "jwt"), record
+    assert "no longer accepted" in record["reason"], record
+
+
+def _still_open(stream: ssl.SSLSocket) -> bool:
+    """Reads what arrives for up to the socket's timeout; False once the gateway has closed the stream."""
+    try:
+        return stream.recv(65536) != b""
+    except (TimeoutError, socket.timeout):
+        return True
+    except (ssl.SSLError, OSError):
+        return False
 
 
 # MARK: - 3. the refetch rate limit under a flood of unknown kids

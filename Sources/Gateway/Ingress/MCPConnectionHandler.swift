@@ -1253,8 +1253,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         services.metrics.observe([record])
     }
 
-    /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP).
-    private func recordConnectionRefusal(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
+    /// Records a refusal that ends the connection outside any exchange (slow client, unreadable HTTP), or that ends
+    /// the stream `stream` records (its method, target, session and JSON-RPC id are repeated, so the end of a stream
+    /// can be told apart from the end of a connection).
+    private func recordConnectionRefusal(
+        _ reason: String, rule: String, decision: AuditRecord.Decision = .malformed, stream: AuditRecord? = nil
+    ) {
         guard let services else { return }
         connectionRefusalRecorded = true
         // This record stands for the request under way, if any: a result still to come for it (credentials checked
@@ -1267,6 +1271,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         record.tenant = request?.principal?.tenant
         record.agent = request?.principal?.agent
         record.traceID = request?.trace?.traceID
+        if let stream {
+            record.authMethod = stream.authMethod
+            record.method = stream.method
+            record.target = stream.target
+            record.jsonrpcID = stream.jsonrpcID
+            record.sessionID = stream.sessionID
+        }
         try? services.audit.append(lines: record.lineBytes)
         services.metrics.observe([record])
     }
@@ -1559,7 +1570,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // Ended once: no later check (a reload, the credentials' expiry) ends it again before the close completes.
         endListening()
         stopOffloadedFiltering()
-        recordConnectionRefusal(reason, rule: rule, decision: decision)
+        recordConnectionRefusal(reason, rule: rule, decision: decision, stream: plan?.records.first)
         eventFilter = nil
         upstream?.cancel(for: self)
         upstream = nil
