@@ -16,6 +16,7 @@ enum ASCIIPath {
     private static let slash = UInt8(ascii: "/")
     private static let backslash = UInt8(ascii: "\\")
     private static let dot = UInt8(ascii: ".")
+    private static let semicolon = UInt8(ascii: ";")
     private static let space = UInt8(ascii: " ")
 
     /// The problem `rule` finds with `text`, when `text` is printable ASCII.
@@ -106,8 +107,10 @@ enum ASCIIPath {
         return true
     }
 
-    /// `PathText.isParent` on bytes: dots only (two or more), or `..` followed by dots and spaces.
-    private static func isParent(_ segment: UnsafeBufferPointer<UInt8>) -> Bool {
+    /// `PathText.isParent` on bytes: dots only (two or more), or `..` followed by dots and spaces, each also with `;`
+    /// parameters after it.
+    private static func isParent(_ whole: UnsafeBufferPointer<UInt8>) -> Bool {
+        let segment = whole.firstIndex(of: semicolon).map { UnsafeBufferPointer(rebasing: whole[..<$0]) } ?? whole
         if segment.count >= 2 && segment.allSatisfy({ $0 == dot }) { return true }
         var count = segment.count
         while count > 2, segment[count - 1] == space || segment[count - 1] == dot { count -= 1 }

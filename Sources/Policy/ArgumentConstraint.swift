@@ -83,7 +83,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // for the tool); the lower one for the canonical value.
             // Plain loops: a key path in a lazy map is projected through the runtime (this runs for every leaf of
             // every call a constraint covers). A form of at most `maximumLength` bytes has at most as many scalars.
-            let forms = maximumLength != nil || maximumBytes != nil ? leaf.checkedForms : .none
+            let forms = maximumLength != nil || maximumBytes != nil ? leaf.forms : []
             if let maximumLength {
                 for form in forms where form.utf8.count > maximumLength {
                     let length = form.unicodeScalars.count
@@ -117,7 +117,16 @@ public struct ArgumentConstraint: Sendable, Hashable {
         }
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
-        if readOnlySQL, let problem = SQLScanner.readOnlyProblem(canonical) { return "not a read-only query: \(problem)" }
+        // Every form: the database gets the value as sent, and a tool may decode it first (`%27` is a quote to one,
+        // and `%` an operator to the other).
+        if readOnlySQL {
+            for form in leaf.forms {
+                if let problem = SQLScanner.readOnlyProblem(form) {
+                    return "not a read-only query: \(problem)"
+                        + (form.utf8.elementsEqual(canonical.utf8) ? "" : " (in the form \(Self.quoted(form)))")
+                }
+            }
+        }
         // The value as sent must be allowed too when it holds what canonicalisation folds away (a backslash, a
         // percent-escape): the tool receives that one.
         for form in allowPatterns.isEmpty ? .none : leaf.checkedForms {
@@ -139,9 +148,20 @@ public struct ArgumentConstraint: Sendable, Hashable {
         }
         if let path {
             if path.allowTraversal, let problem = Self.ambiguousTraversal(raw: leaf.raw, canonical: canonical) { return problem }
-            return Self.pathProblem(canonical, path)
+            if let problem = Self.pathProblem(canonical, path) { return problem }
+            // Prefixes hold for every form: `/srv/datª/x` is `/srv/data/x` once normalised, but the tool opens a sibling
+            // of `/srv/data`.
+            guard !path.allowedPrefixes.isEmpty else { return nil }
+            for form in leaf.forms where !form.utf8.elementsEqual(canonical.utf8) {
+                if let problem = Self.pathProblem(form, path) { return "\(problem) in the form \(Self.quoted(form))" }
+            }
         }
         return nil
+    }
+
+    /// `text` in quotes for a reason, cut to 80 characters.
+    private static func quoted(_ text: String) -> String {
+        "'" + (text.unicodeScalars.count > 80 ? String(String.UnicodeScalarView(text.unicodeScalars.prefix(80))) + "…" : text) + "'"
     }
 
     /// Why a path with a `..` segment cannot be resolved the way every reader resolves it, when traversal is allowed;
@@ -151,9 +171,13 @@ public struct ArgumentConstraint: Sendable, Hashable {
     /// form stays inside. So a `..` is only counted in a path whose every separator and dot is an ASCII `/` or `.`
     /// as sent.
     static func ambiguousTraversal(raw: String, canonical: String) -> String? {
-        guard PathText(canonical).segments.contains(where: PathText.isParent) else { return nil }
+        let parents = PathText(canonical).segments.filter(PathText.isParent)
+        guard !parents.isEmpty else { return nil }
         guard raw == canonical, !canonical.unicodeScalars.contains(where: { PathText.fold($0) != $0 }) else {
             return "'..' in a path with an encoded, backslash or look-alike separator or dot (readers disagree where it leads)"
+        }
+        if parents.contains(where: { $0.contains(";") }) {
+            return "'..;' in a path (a Java server reads it as '..', a file system as a name: readers disagree where it leads)"
         }
         return nil
     }

@@ -11,13 +11,13 @@ public struct ArgumentValue: Sendable, Hashable {
     public let type: String
     /// The value as received (a string's content, or a number's literal).
     public let raw: String
-    /// Every intermediate form (raw, each percent-decoding and NFKC round, slash-folded), without duplicates.
+    /// Every intermediate form (raw, each percent-decoding, each NFKC round, slash-folded), without duplicates.
     public let forms: [String]
     /// The final canonical form: fully percent-decoded, NFKC-normalised, backslashes folded to `/`.
     public var canonical: String { forms.last ?? raw }
-    /// The forms allow patterns and upper length bounds check: the canonical one, and the value as sent when it holds a
-    /// `%` or a backslash (which canonicalisation folds away, but the tool receives). A value that differs only by
-    /// Unicode normalisation (decomposed text, as macOS writes file names) is checked as canonical only.
+    /// The forms allow patterns check: the canonical one, and the value as sent when it holds a `%` or a backslash
+    /// (which canonicalisation folds away, but the tool receives). A value that differs only by Unicode normalisation
+    /// (decomposed text, as macOS writes file names) is matched as canonical only. (Length bounds hold for every form.)
     public var checkedForms: CheckedForms {
         guard raw.utf8.contains(where: { $0 == UInt8(ascii: "%") || $0 == UInt8(ascii: "\\") }), raw != canonical else {
             return CheckedForms(canonical)
@@ -305,6 +305,9 @@ public enum ArgumentCanonicalizer {
                 stable = true
                 break
             }
+            // The percent-decoded text is a form of its own when NFKC changes it again: a tool that only decodes sees
+            // `>` + U+0338 where NFKC makes `≯` of them.
+            if changed && !decoded.utf8.elementsEqual(next.utf8) && !decoded.utf8.elementsEqual(current.utf8) { forms.append(decoded) }
             current = next
             forms.append(current)
         }

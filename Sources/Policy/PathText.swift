@@ -44,10 +44,11 @@ struct PathText {
                 break
             }
         }
-        let cleaned = scalars.filter { !Self.isInvisible($0) }
+        // Marks and format characters elsewhere stay in their segment: `da` + U+200B + `ta` is not `data` to a file
+        // system, so it must not be to a prefix check.
         // Leading whitespace does not stop a path from being absolute.
-        let start = cleaned.firstIndex { !$0.properties.isWhitespace } ?? cleaned.endIndex
-        let body = Array(cleaned[start...])
+        let start = scalars.firstIndex { !$0.properties.isWhitespace } ?? scalars.endIndex
+        let body = Array(scalars[start...])
         let lowered = String(String.UnicodeScalarView(body.prefix(5))).lowercased()
         let isDrive = body.count >= 2 && body[1] == ":" && body[0].properties.isAlphabetic
         isRooted = body.first == "/"
@@ -57,9 +58,11 @@ struct PathText {
     }
 
     /// Whether `segment` climbs a level: `..`, or dots only (`....`, which Windows trims to nothing), or `..` with
-    /// trailing dots or spaces (trimmed by Windows).
+    /// trailing dots or spaces (trimmed by Windows), each also with `;` parameters after it (`..;x`, which Java
+    /// servers such as Tomcat read as `..` when a tool puts the path into a URL).
     static func isParent(_ segment: [Unicode.Scalar]) -> Bool {
-        var trimmed = segment[...]
+        let segment = segment.firstIndex(of: ";").map { segment[..<$0] } ?? segment[...]
+        var trimmed = segment
         let dotsOnly = segment.count >= 2 && segment.allSatisfy { $0 == "." }
         if dotsOnly { return true }
         while let last = trimmed.last, last == " " || last == ".", trimmed.count > 2 { trimmed = trimmed.dropLast() }

@@ -20,13 +20,19 @@ enum SQLScanner {
         let bytes = Array(text.utf8)
         for dialect in SQLTokenizer.Dialect.all {
             let plain = SQLTokenizer.tokens(bytes, dialect)
+            if plain.unicodeEscapedIdentifier { return unicodeEscapedIdentifier }
             let isQuery = startsAsStatement(plain.tokens)
             if let found = check(plain.tokens, mode: isQuery ? .query : .fragment) { return found }
             // A balanced query spliced into a literal is read with the strong rules only: turned inside out, its
             // literals read as code, where the shapes of blind injection would be false alarms.
             let splicedMode: Mode = isQuery && !plain.unterminated ? .splicedQuery : .spliced
             for quote in [UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`")] where bytes.contains(quote) {
-                let spliced = SQLTokenizer.tokens([quote] + bytes, dialect).tokens
+                let splicedResult = SQLTokenizer.tokens([quote] + bytes, dialect)
+                if splicedResult.unicodeEscapedIdentifier {
+                    return
+                        "\(unicodeEscapedIdentifier) (spliced into \(Character(Unicode.Scalar(quote)))…\(Character(Unicode.Scalar(quote))))"
+                }
+                let spliced = splicedResult.tokens
                 if let found = check(spliced, mode: splicedMode) {
                     return "\(found) (spliced into \(Character(Unicode.Scalar(quote)))…\(Character(Unicode.Scalar(quote))))"
                 }
@@ -34,6 +40,10 @@ enum SQLScanner {
         }
         return nil
     }
+
+    /// What both checks say of `U&"…"`: PostgreSQL decodes its escapes (`U&"pg\005fsleep"(5)` calls `pg_sleep`), so its
+    /// name cannot be compared with the names of functions and statements.
+    static let unicodeEscapedIdentifier = "an identifier written with Unicode escapes (U&\"…\"), whose name cannot be checked"
 
     private enum Mode {
         /// A whole statement.
@@ -101,7 +111,9 @@ enum SQLScanner {
     ]
 
     /// The statement that starts at `code[index]`, in a shape no value has (`DELETE FROM`, `DROP TABLE`, `INSERT INTO`,
-    /// `UPDATE … SET`, `TRUNCATE TABLE`, `SHUTDOWN`, `EXEC name`, `DECLARE @`, `BACKUP DATABASE`), named; nil otherwise.
+    /// `UPDATE … SET`, `TRUNCATE TABLE`, `SHUTDOWN`, `EXEC name`, `DECLARE @`, `BACKUP DATABASE`, `MERGE INTO`,
+    /// `GRANT … TO`, `DENY … ON`, `WHILE 1=1`, `DISABLE TRIGGER`, `BEGIN TRAN`, `SAVE TRAN`, a final `COMMIT`, `USE master`,
+    /// `SETUSER`, `RAISERROR(`), named; nil otherwise.
     /// English words that happen to be keywords (`I said 'select all'`, `'drop' it`) do not make these shapes.
     private static func statementShape(_ code: [Token], at index: Int) -> String? {
         guard index < code.count, let first = code[index].word else { return nil }
@@ -126,6 +138,47 @@ enum SQLScanner {
         case "backup", "restore":
             guard let object = word(1), object == "database" || object == "log" else { return nil }
             return "\(first.uppercased()) \(object.uppercased())"
+        case "merge":
+            // MERGE INTO t USING …, and SQL Server's MERGE t USING …
+            if word(1) == "into" { return "MERGE INTO" }
+            for offset in 2...4 where word(offset) == "using" { return "MERGE … USING" }
+            return nil
+        case "grant", "deny", "revoke":
+            // GRANT SELECT ON t TO public, DENY CONTROL TO x, REVOKE … FROM x: a permission, then ON, TO or FROM
+            // (`3 grant applications to review` names no permission).
+            guard let permission = word(1), permissions.contains(permission) else { return nil }
+            for offset in 2...8 {
+                guard index + offset < code.count else { return nil }
+                if let text = word(offset), ["on", "to", "from"].contains(text) { return "\(first.uppercased()) … \(text.uppercased())" }
+                if code[index + offset].isConstant { return nil }
+            }
+            return nil
+        case "while":
+            // A loop: WHILE 1=1 …, WHILE (…) …, WHILE @i < 5 …, WHILE EXISTS (…) …
+            guard index + 1 < code.count else { return nil }
+            let next = code[index + 1]
+            if next.isSymbol("(") || next.isSymbol("@") || next.word == "exists" || next.word == "not" { return "WHILE" }
+            if next.isConstant, index + 2 < code.count, case .symbol(let byte) = code[index + 2].kind,
+                byte == UInt8(ascii: "=") || byte == UInt8(ascii: "<") || byte == UInt8(ascii: ">") || byte == UInt8(ascii: "!")
+            {
+                return "WHILE"
+            }
+            return nil
+        case "enable" where word(1) == "trigger", "disable" where word(1) == "trigger": return "\(first.uppercased()) TRIGGER"
+        case "begin" where ["tran", "transaction", "distributed", "dialog", "conversation"].contains(word(1) ?? ""),
+            "save" where ["tran", "transaction"].contains(word(1) ?? ""):
+            return "\(first.uppercased()) \(word(1)!.uppercased())"
+        case "commit", "rollback":
+            // SELECT 1 COMMIT: a statement of its own at the end or before TRAN/WORK (a column named commit is followed
+            // by FROM, a comma or an operator).
+            return index + 1 == code.count || ["tran", "transaction", "work"].contains(word(1) ?? "") ? first.uppercased() : nil
+        case "use":
+            // USE master, USE [db] (`1 use case` is prose: an unquoted name other than a system database's is not taken).
+            guard let name = databaseChange(code, at: index), code[index + 1].isQuotedIdentifier || systemDatabases.contains(name)
+            else { return nil }
+            return "USE"
+        case "setuser", "reconfigure", "writetext", "updatetext", "revert": return first.uppercased()
+        case "raiserror" where index + 1 < code.count && code[index + 1].isSymbol("("): return "RAISERROR"
         default: return nil
         }
     }
@@ -371,6 +424,27 @@ enum SQLScanner {
         "attach", "detach", "copy", "pragma", "vacuum", "reindex", "analyze", "call", "exec", "execute", "do", "set", "reset",
         "lock", "unlock", "load", "handler", "listen", "notify", "declare", "begin", "commit", "rollback", "savepoint",
     ]
+    /// SQL Server's own databases.
+    static let systemDatabases: Set<String> = ["master", "tempdb", "msdb", "model"]
+
+    /// The database a `USE name` at `index` switches to, when the statement ends there or another starts after it; not
+    /// MySQL's index hint `USE INDEX (…)`.
+    private static func databaseChange(_ code: [Token], at index: Int) -> String? {
+        guard code[index].word == "use", index + 1 < code.count, let name = code[index + 1].name,
+            !["index", "key", "from"].contains(name),
+            index + 2 == code.count || code[index + 2].word.map(statementStarts.contains) == true
+        else { return nil }
+        return name
+    }
+
+    /// What GRANT, DENY and REVOKE give or take first (PostgreSQL, MySQL, SQL Server, SQLite has none).
+    static let permissions: Set<String> = [
+        "select", "insert", "update", "delete", "all", "control", "execute", "exec", "alter", "references", "usage",
+        "connect", "create", "impersonate", "view", "take", "unmask", "drop", "truncate", "trigger", "temporary", "temp",
+        "maintain", "grant", "file", "process", "super", "reload", "shutdown", "proxy", "event", "index", "lock",
+    ]
+    /// SQL Server table hints that take locks beyond the statement's own reads (`WITH (UPDLOCK, HOLDLOCK)`).
+    static let lockingHints: Set<String> = ["updlock", "xlock", "holdlock", "tablockx"]
     /// Functions with side effects (files, sleeping, locks, sequences, large objects, other servers).
     static let sideEffectFunctions: Set<String> = timeFunctions.union(fileFunctions).union([
         "nextval", "setval", "lo_create", "lo_unlink", "lo_from_bytea", "dblink", "dblink_exec", "xp_cmdshell",
@@ -379,7 +453,8 @@ enum SQLScanner {
         "readfile", "edit", "pg_notify", "lo_put", "lo_get", "dblink_connect", "dblink_send_query", "pg_try_advisory_lock",
         "pg_try_advisory_xact_lock", "pg_advisory_unlock", "pg_logical_emit_message", "pg_create_logical_replication_slot",
         "pg_drop_replication_slot", "pg_switch_wal", "pg_stat_reset", "pg_file_write", "pg_promote", "master_pos_wait",
-        "release_lock", "release_all_locks", "sp_oacreate", "sp_oamethod", "xp_regwrite", "xp_dirtree",
+        "release_lock", "release_all_locks", "sp_oacreate", "sp_oamethod", "xp_regwrite", "xp_dirtree", "lo_creat", "lowrite",
+        "lo_truncate", "lo_truncate64",
     ])
 
     /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
@@ -394,6 +469,7 @@ enum SQLScanner {
 
     private static func readOnlyProblem(_ result: SQLTokenizer.Result) -> String? {
         if result.unterminated { return "an unterminated literal, identifier or comment" }
+        if result.unicodeEscapedIdentifier { return "it uses \(unicodeEscapedIdentifier)" }
         var code = result.tokens.filter { !$0.isComment }
         while code.last?.kind == .semicolon { code.removeLast() }
         guard let first = code.first(where: { !$0.isSymbol("(") })?.word, ["select", "with", "values"].contains(first) else {
@@ -408,6 +484,11 @@ enum SQLScanner {
             if token.word != nil, word == "for", let following = next?.word, ["update", "share", "no", "key"].contains(following) {
                 return "it locks rows (FOR \(following.uppercased()))"
             }
+            if token.word != nil, word == "lock", next?.word == "in" { return "it locks rows (LOCK IN … MODE)" }
+            if token.word != nil, lockingHints.contains(word) { return "it locks rows (\(word.uppercased()))" }
+            // SQL Server runs a statement that follows another without a `;` (SELECT 1 WHILE 1=1 SELECT 1).
+            if token.word != nil, index > 0, let statement = statementShape(code, at: index) { return "it runs \(statement)" }
+            if index > 0, let database = databaseChange(code, at: index) { return "it runs USE \(database)" }
             if token.word != nil, statementOnlyWords.contains(word), index == 0 || code[index - 1].isSymbol("(") {
                 return "it uses \(word.uppercased())"
             }

@@ -21,12 +21,15 @@ struct SQLTokenizer {
         /// Whether a `/*` inside a block comment opens a nested one (PostgreSQL, SQL Server), so that the comment ends
         /// only at the matching `*/`.
         var nestedComments = false
+        /// Whether `U&"…"` is an identifier written with Unicode escapes (PostgreSQL: `U&"pg\005fsleep"` names
+        /// `pg_sleep`, and `UESCAPE` may pick another escape character, after any comment).
+        var unicodeEscapedIdentifiers = false
 
         static let mysql = Dialect(
             backslashEscapes: true, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
         static let standard = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false,
-            nestedComments: true)
+            nestedComments: true, unicodeEscapedIdentifiers: true)
         static let sqlServer = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
             bracketIdentifiers: true, nestedComments: true)
@@ -97,6 +100,9 @@ struct SQLTokenizer {
         var tokens: [Token] = []
         /// Whether a literal, quoted identifier or comment is still open at the end.
         var unterminated = false
+        /// Whether the text holds an identifier written with Unicode escapes (`U&"…"`), whose name the tokens do not
+        /// give: the callers refuse it rather than decode escapes whose escape character a later `UESCAPE` can change.
+        var unicodeEscapedIdentifier = false
     }
 
     /// The tokens of `bytes` in `dialect`.
@@ -227,6 +233,11 @@ struct SQLTokenizer {
                         index += 1
                     }
                     add(.word(ascii ? String(decoding: bytes[start..<index], as: UTF8.self).lowercased() : nil), from: start)
+                    if dialect.unicodeEscapedIdentifiers, index - start == 1, byte | 0x20 == UInt8(ascii: "u"),
+                        at(0) == UInt8(ascii: "&"), at(1) == UInt8(ascii: "\"")
+                    {
+                        result.unicodeEscapedIdentifier = true
+                    }
                 } else {
                     index += 1
                     add(.symbol(byte), from: start)

