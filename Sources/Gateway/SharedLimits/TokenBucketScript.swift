@@ -1,6 +1,8 @@
 import Policy
 import Redis
 
+import class Foundation.NSString
+
 /// The token bucket as Redis keeps it (Redis 5 or later; on 3.2 and 4 the script asks for effects replication, which
 /// `TIME` before a write needs): a hash per bucket (`t`: tokens, `u`: when they were counted, in Redis's own
 /// microseconds), refilled and taken from atomically by one Lua script, so that any number of replicas share it
@@ -47,13 +49,19 @@ enum TokenBucketScript {
         return {granted, wait}
         """)
 
-    /// The key of `bucket`: the prefix, then tenant, limit, agent and tool, each escaped so that no two buckets
-    /// share a key (`%` and `:` are percent-encoded, as are control bytes); an agent's overflow bucket has a fifth part.
+    /// The key of `bucket`: the prefix, then tenant, limit, agent and tool, each in NFC and escaped so that no two
+    /// buckets share a key (`%` and `:` are percent-encoded, as are control bytes); an agent's overflow bucket has a
+    /// fifth part.
+    ///
+    /// NFC because the gateway compares names by canonical equivalence (Swift strings): `café` composed and decomposed
+    /// are one tool to the policy, one local bucket and one lease, so they must be one Redis key too. Keyed by bytes,
+    /// one replica kept the lease under the first spelling it saw and another under the other, and an agent
+    /// alternating spellings got twice the limit.
     static func key(_ bucket: SharedBucket, prefix: String) -> [UInt8] {
         var key = Array(prefix.utf8)
         for (index, part) in [bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool].enumerated() {
             if index > 0 { key.append(UInt8(ascii: ":")) }
-            for byte in part.utf8 {
+            for byte in canonicalComposition(part).utf8 {
                 if byte == UInt8(ascii: "%") || byte == UInt8(ascii: ":") || byte < 0x20 || byte == 0x7F {
                     let hex = Array("0123456789ABCDEF".utf8)
                     key += [UInt8(ascii: "%"), hex[Int(byte >> 4)], hex[Int(byte & 0xF)]]
@@ -65,6 +73,11 @@ enum TokenBucketScript {
         // A fifth part no escaped name can spell (`%` is always followed by two hex digits in the others).
         if bucket.isOverflow { key += Array(":%overflow".utf8) }
         return key
+    }
+
+    /// `text` in Unicode normalisation form C (ASCII, the common case, is its own).
+    static func canonicalComposition(_ text: String) -> String {
+        text.utf8.allSatisfy { $0 < 0x80 } ? text : text.precomposedStringWithCanonicalMapping
     }
 
     /// The script's arguments for a lease of `want` tokens of `limit`.

@@ -357,6 +357,22 @@ import Testing
         #expect(await Self.take(limiter, sibling) == .taken(fallback: false))
     }
 
+    @Test("canonically equivalent spellings share a key, as they share a local bucket and a lease; other names do not")
+    func equivalentSpellingsShareAKey() throws {
+        let limit = Self.limit(rate: 1, burst: 1, per: .agentTool)
+        // Bytes, not `String`s: Swift's `==` on strings is canonical equivalence itself.
+        func key(_ agent: String, _ tool: String) -> [UInt8] {
+            TokenBucketScript.key(SharedBucket(tenant: "a", limit: limit, agent: agent, tool: tool), prefix: "p:")
+        }
+        // Found in review: keyed by bytes, a replica that saw `cafe` + U+0301 first and one that saw U+00E9 first kept
+        // two Redis buckets for one tool, and an agent alternating spellings got twice the limit.
+        #expect(key("bot", "caf\u{E9}") == key("bot", "cafe\u{301}"))
+        #expect(key("r\u{E9}my", "t") == key("re\u{301}my", "t"))
+        #expect(key("bot", "caf\u{E9}") == Array("p:a:L1:bot:caf\u{E9}".utf8))
+        #expect(key("bot", "cafe") != key("bot", "caf\u{E9}"))
+        #expect(key("bot", "\u{FB01}le") != key("bot", "file"))  // compatibility forms stay apart (NFC, not NFKC)
+    }
+
     @Test func keysCannotCollide() throws {
         let limit = Self.limit(rate: 1, burst: 1, per: .agentTool)
         let first = SharedBucket(tenant: "a", limit: limit, agent: "b:c", tool: "d")
