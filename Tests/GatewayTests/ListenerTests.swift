@@ -229,6 +229,11 @@ struct ConnectionLimitTests {
         // which only the idle timeout (60 s) closes. A plain TCP socket was closed by the handshake deadline (10 s)
         // while a loaded CI machine was still at the checks below, and the refused connection was then served.
         let held = try await RawTLSClient.connect(port: port, agent: nil)
+        // Served once before anything else connects: the connection is then counted. (Connecting alone was not enough:
+        // accepted connections are counted on their own event loops, so on a loaded machine the first curl below was
+        // once counted first and the held connection refused, and every curl was then served.)
+        try await held.send("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        #expect(await held.wait { $0.contains(#""status":"ok""#) }, "\(held.text)")
         var refused = try await ExternalProcess.run([
             "curl", "-sS", "--max-time", "5", "--cacert", DevPKI.gatewayCA, "https://localhost:\(port)/healthz",
         ])
