@@ -115,12 +115,12 @@ public final class PolicyEngine: Sendable {
                 fallback = fellBack
             }
         }
-        let refusal = limiter.consume(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local, now: now)
+        let (refusal, taken) = limiter.take(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local, now: now)
         if let refusal {
             shared?.giveBack(buckets, fallback: fallback, now: now)
             return .decided(Self.rateLimited(refusal.limit, refusal.retryAfter, decision, note: fallback ? .localFallback : nil))
         }
-        ledger?.recordLocal(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local)
+        ledger?.recordLocal(taken)
         ledger?.recordShared(buckets, fallback: fallback)
         if fallback { decision.sharedLimitsNote = .localFallback }
         return .decided(decision)

@@ -85,6 +85,14 @@ public final class RateLimiter: Sendable {
         bucketsPerTenant = max(1, maximumBucketsPerTenant)
     }
 
+    /// The buckets one successful `take` drew a token from.
+    public struct TakenTokens: Sendable {
+        let tenant: String
+        let keys: [BucketKey]
+        /// Whether no token was taken.
+        public var isEmpty: Bool { keys.isEmpty }
+    }
+
     /// How many buckets exist now.
     public var bucketCount: Int {
         shards.reduce(0) { total, box in total + box.state.withLock { $0.tenants.values.reduce(0) { $0 + $1.entries.count } } }
@@ -99,12 +107,21 @@ public final class RateLimiter: Sendable {
         return consume(tenant: tenant, agent: agent, tool: tool, applicable: applicable, now: now).refusal
     }
 
-    /// Takes a token from each of `applicable` (limits known to count the call), or from none; on success, the keys
-    /// of the buckets the tokens came from.
+    /// Takes a token from each of `applicable` (limits known to count the call), or from none. Returns nil when the
+    /// call may go on, or the refusing limit and the seconds until a retry can succeed.
     public func consume(
         tenant: String, agent: String, tool: String?, limits applicable: [RateLimitRule], now: Double
     ) -> (limit: RateLimitRule, retryAfter: Double)? {
         consume(tenant: tenant, agent: agent, tool: tool, applicable: applicable, now: now).refusal
+    }
+
+    /// Takes a token from each of `applicable` (limits known to count the call), or from none; on success, the tokens
+    /// taken, which `giveBack(_:now:)` returns to the very buckets they came from.
+    public func take(
+        tenant: String, agent: String, tool: String?, limits applicable: [RateLimitRule], now: Double
+    ) -> (refusal: (limit: RateLimitRule, retryAfter: Double)?, taken: TakenTokens) {
+        let (refusal, keys) = consume(tenant: tenant, agent: agent, tool: tool, applicable: applicable, now: now)
+        return (refusal, TakenTokens(tenant: tenant, keys: keys))
     }
 
     func consume(
@@ -163,8 +180,27 @@ public final class RateLimiter: Sendable {
         }
     }
 
+    /// Puts each token of `taken` back into the bucket it came from, never above the bucket's burst. A bucket forgotten
+    /// since (swept when full) needs nothing back.
+    public func giveBack(_ taken: TakenTokens, now: Double) {
+        guard !taken.keys.isEmpty else { return }
+        let box = shards[Int(UInt(bitPattern: taken.tenant.hashValue) % UInt(shards.count))]
+        box.state.withLock { shard in
+            shard.withTenant(taken.tenant) { table in
+                for key in taken.keys {
+                    guard var entry = table.entries[key] else { continue }
+                    entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
+                    entry.bucket.giveBack(burst: entry.burst)
+                    table.entries[key] = entry
+                }
+            }
+        }
+    }
+
     /// Puts back one token into each bucket of `limits` that counted a call by `agent` of `tool` (taken by
-    /// `consume` for a call that did not go through after all), never above a limit's burst.
+    /// `consume` for a call that did not go through after all), never above a limit's burst. The bucket is looked for
+    /// (the call's own, then the agent's overflow bucket, then the tenant's): prefer `take` and `giveBack(_:now:)`,
+    /// which return a token to exactly the bucket it came from.
     public func giveBack(tenant: String, agent: String, tool: String?, limits: [RateLimitRule], now: Double) {
         let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
         box.state.withLock { shard in

@@ -77,14 +77,14 @@ extension SharedRateLimits {
 /// The tokens one decision attempt took, so that an attempt that cannot finish yet (a shared bucket must be asked
 /// for first) gives them all back before it is tried again: a batch's earlier calls are not counted twice.
 public final class RateLimitLedger {
-    private var local: [(tenant: String, agent: String, tool: String?, limits: [RateLimitRule])] = []
+    private var local: [RateLimiter.TakenTokens] = []
     private var shared: [(buckets: [SharedBucket], fallback: Bool)] = []
 
     /// An empty ledger.
     public init() {}
 
-    func recordLocal(tenant: String, agent: String, tool: String?, limits: [RateLimitRule]) {
-        if !limits.isEmpty { local.append((tenant, agent, tool, limits)) }
+    func recordLocal(_ taken: RateLimiter.TakenTokens) {
+        if !taken.isEmpty { local.append(taken) }
     }
 
     func recordShared(_ buckets: [SharedBucket], fallback: Bool) {
@@ -97,7 +97,7 @@ public final class RateLimitLedger {
 
     /// Gives every recorded token back, to `limiter` and `store`.
     public func giveBack(limiter: RateLimiter, store: (any SharedRateLimits)?, now: Double) {
-        for entry in local { limiter.giveBack(tenant: entry.tenant, agent: entry.agent, tool: entry.tool, limits: entry.limits, now: now) }
+        for taken in local { limiter.giveBack(taken, now: now) }
         for entry in shared { store?.giveBack(entry.buckets, fallback: entry.fallback, now: now) }
         local.removeAll()
         shared.removeAll()

@@ -133,6 +133,29 @@ struct RateLimiterTests {
         #expect(take(limiter, limits, agent: "bot1", tool: "write_77", at: 0) == nil)
     }
 
+    @Test("tokens taken are given back to the buckets they came from, even when the call's own bucket appeared since")
+    func exactGiveBack() {
+        let limiter = RateLimiter(maximumBucketsPerTenant: 16, shardCount: 1)
+        let limits = [Self.limit(rate: 0.001, burst: 2, per: .agentTool)]
+        func take(_ tool: String, at now: Double) -> RateLimiter.TakenTokens? {
+            let (refusal, taken) = limiter.take(tenant: "acme", agent: "bot1", tool: tool, limits: limits, now: now)
+            return refusal == nil ? taken : nil
+        }
+        // bot1's share (4 buckets) at time 0, one token taken from each; then `x` goes to its overflow bucket, twice.
+        for index in 0..<4 { #expect(take("t\(index)", at: 0) != nil) }
+        #expect(take("x", at: 0) != nil)
+        let fromOverflow = take("x", at: 0)
+        #expect(fromOverflow != nil)
+        // At 1000 s the four are full again and are forgotten by the next placement, so `x` gets a bucket of its own
+        // (two tokens, one taken); the overflow bucket holds one token.
+        #expect(take("x", at: 1000) != nil)
+        // The call counted in the overflow bucket is given back there: `x`'s own bucket keeps its one token. (Looked for
+        // by name, the token went to `x`'s own bucket, which then granted two calls.)
+        limiter.giveBack(fromOverflow!, now: 1000)
+        #expect(take("x", at: 1000) != nil)
+        #expect(take("x", at: 1000) == nil)
+    }
+
     @Test("exact under concurrency: 8 threads × 1000 calls at one instant get exactly `burst` tokens")
     func concurrency() {
         let limiter = RateLimiter()
