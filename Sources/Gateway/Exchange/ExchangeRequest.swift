@@ -162,6 +162,10 @@ struct ForwardPlan {
     /// The ids (canonical) of the requests that ask for a task (`ListFilter.taskRequestIDs`).
     var taskRequestIDs: Set<String> = []
 
+    /// Whether the exchange opens a listening stream, which lasts beyond the request: a GET stream, or a
+    /// `subscriptions/listen` (2026-07-28). Both count against the stream budgets and have their credentials watched.
+    var listens: Bool { isStream || records.contains { $0.method == "subscriptions/listen" } }
+
     /// How the upstream's answer is passed on.
     enum ResponseHandling: Equatable {
         /// Streamed through as it arrives.

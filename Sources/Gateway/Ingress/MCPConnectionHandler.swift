@@ -295,8 +295,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if case .idle = machine.state { close() }
             return
         } else if event is ConnectionIdle {
-            // Idle means no bytes either way; a quiet stream being relayed is not idle.
-            if case .idle = machine.state { close() }
+            // Idle means no bytes either way; a quiet stream being relayed is not idle. A client that takes none of what
+            // waits for it (the socket stays unwritable, so relaying has stopped) is: it would hold its request, its
+            // upstream connection and its tenant's budgets for as long as it liked (found by review: four stalled
+            // readers of a large answer held a tenant's whole request budget).
+            if case .idle = machine.state {
+                close()
+            } else if !context.channel.isWritable {
+                endStream("the client read none of the answer for the idle timeout", rule: "slow_reader")
+            }
             return
         } else if let slow = event as? SlowClientDetected {
             let reason = slow == .headTimeout ? "request head not received in time" : "request body arrived too slowly"
@@ -955,7 +962,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [
             (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)
         ]
-        if plan.isStream {
+        if plan.listens {
             budgets.append((.tenantStreams(principal.tenant), services.limits.maximumStreamsPerTenant))
             budgets.append((.agentStreams("\(principal.tenant)/\(principal.agent)"), services.limits.maximumStreamsPerAgent))
         }
@@ -1309,7 +1316,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             head.headers.replaceOrAdd(name: "Mcp-Session-Id", value: handle)
         }
-        let isEventStream = head.headers.first(name: "content-type").map { HeaderText.hasPrefix($0, "text/event-stream") } ?? false
+        let answerType = AnswerMediaType(head.headers.first(name: "content-type"))
+        if case .ambiguous(let value) = answerType {
+            // Clients tell SSE apart differently (the TypeScript SDK looks for `text/event-stream` anywhere in the
+            // value, the Python SDK at its start): an answer one of them reads as events and the gateway as JSON would
+            // pass unfiltered (found by review: `application/json; profile="text/event-stream"`).
+            upstream?.cancel(for: self)
+            upstream = nil
+            return upstreamFailed(
+                .protocolError("the upstream's Content-Type names text/event-stream but is not it: \(value.prefix(200))"))
+        }
+        let isEventStream = answerType == .eventStream
+        // Every client reads the type the gateway read.
+        if isEventStream { head.headers.replaceOrAdd(name: "Content-Type", value: AnswerMediaType.eventStreamType) }
         let filtersLists = plan?.response == .filterLists || plan?.isStream == true
         // A list answer that is not SSE is collected and filtered, whatever its 2xx status; so is a GET stream that
         // answers with anything but SSE.
@@ -1357,7 +1376,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 }
             }
             head.headers.remove(name: "content-length")
-            if plan.isStream || plan.records.contains(where: { $0.method == "subscriptions/listen" }), let context {
+            if plan.listens, let context {
                 startListening(principal, context: context)
             }
         }
@@ -1574,6 +1593,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         eventFilter = nil
         upstream?.cancel(for: self)
         upstream = nil
+        // Free for others now: the close itself may wait for a client that does not read (the TLS close).
+        releaseBudgets()
         close()
     }
 

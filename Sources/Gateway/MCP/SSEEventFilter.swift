@@ -49,6 +49,10 @@ struct SSEEventFilter {
     }
     /// Whether the stream's first bytes have been seen (a leading byte-order mark is dropped, as readers do).
     private var started = false
+    /// The byte-order marks dropped at the start of a stream: U+FEFF, and U+FEFF's UTF-8 bytes read as Latin-1 and
+    /// encoded again (`ï»¿`), which `eventsource-parser` (the MCP TypeScript SDK's) strips from its first chunk. Left in,
+    /// the gateway read `ï»¿data:` as an unknown field and relayed an event that client reads as data (found by review).
+    static let byteOrderMarks: [[UInt8]] = [[0xEF, 0xBB, 0xBF], [0xC3, 0xAF, 0xC2, 0xBB, 0xC2, 0xBF]]
 
     /// The complete events in what has arrived so far, ready to relay.
     mutating func feed(_ part: ByteBuffer) throws(Unreadable) -> [UInt8] {
@@ -76,9 +80,10 @@ struct SSEEventFilter {
     ) throws(Unreadable) -> Fed {
         pending += part.readableBytesView
         if !started {
-            guard pending.count >= 3 || pending.first != 0xEF else { return Fed(events: []) }
+            // Until the stream's first bytes can no longer be the start of a byte-order mark.
+            if Self.byteOrderMarks.contains(where: { $0.count > pending.count && $0.starts(with: pending) }) { return Fed(events: []) }
             started = true
-            if pending.starts(with: [0xEF, 0xBB, 0xBF]) { pending.removeFirst(3) }
+            if let mark = Self.byteOrderMarks.first(where: { pending.starts(with: $0) }) { pending.removeFirst(mark.count) }
         }
         var fed = Fed(events: [])
         var consumed = 0

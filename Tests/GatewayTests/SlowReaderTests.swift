@@ -1,0 +1,149 @@
+import NIOCore
+import StrictJSON
+import TestSupport
+import Testing
+
+@testable import Gateway
+
+/// Clients that do not take what the gateway has for them, and answers whose type clients read differently.
+@Suite("Slow readers, listening budgets and answer types", .serialized)
+struct SlowReaderTests {
+    @Test("a client that reads none of a large answer for the idle timeout is cut: its request, upstream connection and budgets go")
+    func slowReaderCut() async throws {
+        // 16 MiB of JSON: far more than the socket buffers between the gateway and a client that does not read.
+        let result = String(repeating: "x", count: 16 * 1024 * 1024)
+        let upstream = try await RawUpstream.start { request in
+            let id = RequestPathTests.id(in: request)
+            let body =
+                #"{"jsonrpc":"2.0","id":\#(id),"result":{"content":[{"type":"text","text":"\#(request.contains("small") ? "ok" : result)"}]}}"#
+            return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        var limits = GatewayLimits()
+        limits.maximumRequestsPerTenant = 1
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits) { $0.idleTimeout = .seconds(1) }
+        let stalled = try await RawTLSClient.connect(port: gateway.port)
+        // The handshake needs reading: a small call and the large one in one write (pipelined, so that nothing is sent
+        // once the client stops reading, which a loaded machine may delay past the idle timeout); it stops reading as
+        // the small answer arrives.
+        try await stalled.send(
+            RawTLSClient.post(RPC.call("read_file", #"{"path":"small.txt"}"#, id: 9))
+                + RawTLSClient.post(RPC.call("read_file", #"{"path":"big.txt"}"#, id: 1)))
+        #expect(await stalled.wait { $0.contains(#""id":9,"result""#) })
+        try await stalled.setReading(false)
+        // Found in review: the stalled reader held its request (and its tenant's budget) for good.
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline, try !gateway.auditRecords().contains(where: { $0["rule"] == .string("slow_reader") }) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        let record = try #require(try gateway.auditRecords().first { $0["rule"] == .string("slow_reader") })
+        #expect(record["method"] == .string("tools/call") && record["target"] == .string("read_file"), "\(record)")
+        #expect(record["agent"] == .string("bot1"))
+        let closed = ContinuousClock.now + .seconds(5)
+        while upstream.closes.withLockedValue({ $0.isEmpty }) && ContinuousClock.now < closed {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(!upstream.closes.withLockedValue { $0.isEmpty }, "the upstream connection was not closed")
+        // The tenant's one request in flight is free again: another agent is served.
+        let other = try await RawTLSClient.connect(port: gateway.port, agent: "acme/agents/bot2")
+        try await other.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"small.txt"}"#, id: 2)))
+        #expect(await other.wait { $0.contains(#""id":2,"result""#) }, "\(other.text.prefix(300))")
+        await other.close()
+        await stalled.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a quiet answer a client keeps reading is not cut at the idle timeout")
+    func quietStreamKept() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url) { $0.idleTimeout = .seconds(1) }
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1)))
+        #expect(await client.wait { $0.contains("progress") })
+        try await Task.sleep(for: .milliseconds(2500))
+        #expect(!client.isClosed)
+        upstream.release()
+        #expect(await client.wait { $0.contains(#""done":true"#) })
+        #expect(try !gateway.auditRecords().contains { $0["rule"] == .string("slow_reader") })
+        await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("subscriptions/listen streams count against the agent's and the tenant's stream budgets, like GET streams")
+    func listenStreamsBudgeted() async throws {
+        let upstream = try await RecordingUpstream.start(.gatedStream)
+        var limits = GatewayLimits()
+        limits.maximumStreamsPerAgent = 1
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let listen = ProtocolCompletenessTests.listen("[]")
+        let first = try await RawTLSClient.connect(port: gateway.port)
+        try await first.send(RawTLSClient.post(listen.body, headers: listen.headers))
+        #expect(await first.wait { $0.contains("HTTP/1.1 200") && $0.contains("progress") }, "\(first.text)")
+        // Found in review: six listens of one agent were all relayed, past a budget of two.
+        let second = try await RawTLSClient.connect(port: gateway.port)
+        try await second.send(RawTLSClient.post(listen.body, headers: listen.headers))
+        #expect(await second.wait { $0.contains("HTTP/1.1 429") }, "\(second.text)")
+        #expect(second.text.contains("too many open streams for this agent"))
+        #expect(upstream.received.count == 1)
+        upstream.release()
+        await first.close()
+        await second.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("an answer's type is read as its media type: SSE is told as text/event-stream, a value naming it elsewhere is refused")
+    func answerTypes() async throws {
+        let event = #"data: {"jsonrpc":"2.0","id":1,"result":{"content":[]}}"# + "\n\n"
+        let upstream = try await RecordingUpstream.start(
+            .custom { request in
+                if request.body.contains("profile.txt") { return (#"application/json; profile="text/event-stream""#, event) }
+                if request.body.contains("upper.txt") { return ("Text/Event-Stream ; charset=utf-8", event) }
+                return ("text/event-streams", event)
+            })
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        func call(_ path: String) async throws -> TestHTTPClient.Response {
+            try await gateway.client().send(body: RPC.call("read_file", #"{"path":"\#(path)"}"#, id: 1))
+        }
+        // Found in review: the TypeScript SDK reads the first as SSE (it looks for text/event-stream anywhere), and
+        // the gateway relayed it unfiltered.
+        let profile = try await call("profile.txt")
+        #expect(profile.status == 502, "\(profile.status) \(profile.body)")
+        let almost = try await call("other.txt")
+        #expect(almost.status == 502, "\(almost.status) \(almost.body)")
+        let upper = try await call("upper.txt")
+        #expect(upper.status == 200)
+        #expect(upper.header("content-type") == "text/event-stream", "\(upper.headers)")
+        #expect(upper.body.contains(#""result""#))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("AnswerMediaType reads the media type before any parameter, in any case")
+    func mediaTypes() {
+        #expect(AnswerMediaType("text/event-stream") == .eventStream)
+        #expect(AnswerMediaType(" TEXT/EVENT-STREAM ;charset=utf-8") == .eventStream)
+        #expect(AnswerMediaType("application/json") == .other)
+        #expect(AnswerMediaType(nil) == .other)
+        #expect(
+            AnswerMediaType(#"application/json; profile="text/event-stream""#)
+                == .ambiguous(#"application/json; profile="text/event-stream""#))
+        #expect(AnswerMediaType("text/event-stream2") == .ambiguous("text/event-stream2"))
+    }
+
+    @Test("a stream starting with a byte-order mark, or its bytes encoded twice (ï»¿), is read and relayed without it")
+    func byteOrderMarks() throws {
+        // Found in review: `eventsource-parser` (the TypeScript SDK's) strips the second from its first chunk, so the
+        // gateway read `ï»¿data:` as an unknown field while that client dispatched the event.
+        for mark: [UInt8] in [[0xEF, 0xBB, 0xBF], [0xC3, 0xAF, 0xC2, 0xBB, 0xC2, 0xBF]] {
+            var filter = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20)
+            // Arriving a byte at a time: no decision before the mark is whole.
+            var relayed: [UInt8] = []
+            for byte in mark + Array("data: x\n\n".utf8) { relayed += try filter.feed(ByteBuffer(bytes: [byte])) }
+            #expect(relayed == Array("data: x\n\n".utf8), "\(mark)")
+        }
+        var plain = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20)
+        #expect(try plain.feed(ByteBuffer(string: "\u{C3}x: y\n\n")) == Array("\u{C3}x: y\n\n".utf8))
+    }
+}
