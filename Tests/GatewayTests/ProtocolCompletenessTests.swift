@@ -93,6 +93,33 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test("a body whose _meta names a protocol version the MCP-Protocol-Version header does not carry is refused (-32020), unforwarded")
+    func versionInBodyMustMatchHeader() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let call = Self.modernCall("read_file", #"{"path":"a.txt"}"#)
+        let cancel =
+            #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1,\#(Self.envelope)}}"#
+        // Found in review: without the header the gateway applied 2025 rules (a notification forwarded, a session kept)
+        // to a body a server reading `_meta` takes as 2026-07-28.
+        for (body, headers) in [
+            (call.body, [("Mcp-Method", "tools/call"), ("Mcp-Name", "read_file")]),
+            (call.body, [("MCP-Protocol-Version", "2025-06-18"), ("Mcp-Method", "tools/call"), ("Mcp-Name", "read_file")]),
+            (cancel, []),
+        ] {
+            let response = try await gateway.client().send(body: body, headers: headers)
+            #expect(response.status == 400, "\(response.status) \(response.body)")
+            #expect(response.body.contains("-32020"), "\(response.body)")
+        }
+        #expect(upstream.received.isEmpty)
+        #expect(try gateway.auditRecords().filter { $0["rule"] == .string("header_mismatch") }.count == 3)
+        // The same calls with the header are served.
+        let served = try await gateway.client().send(body: call.body, headers: call.headers)
+        #expect(served.status == 200)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a 2026-07-28 notification is acknowledged (202), recorded and not forwarded; a response is refused; an id makes no notification")
     func noClientNotificationsInModern() async throws {
         let upstream = try await RecordingUpstream.start(.json)
@@ -158,9 +185,11 @@ struct ProtocolCompletenessTests {
         #expect(refused.status == 404)
         #expect(refused.body.contains("-32601"), "\(refused.body)")
         #expect(upstream.received.isEmpty)
-        let legacy = try await gateway.client().send(body: ping, headers: [("MCP-Protocol-Version", "2025-06-18")])
+        // An earlier version's ping carries no 2026-07-28 envelope (one that did would be refused: header_mismatch).
+        let earlierPing = #"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        let legacy = try await gateway.client().send(body: earlierPing, headers: [("MCP-Protocol-Version", "2025-06-18")])
         #expect(legacy.status == 200)
-        #expect(upstream.received.map(\.body) == [ping])
+        #expect(upstream.received.map(\.body) == [earlierPing])
         try await gateway.stop()
         await upstream.stop()
     }
@@ -532,13 +561,15 @@ struct ProtocolCompletenessTests {
         let right = try await gateway.client().send(body: call, headers: routing + [("Mcp-Param-Path", encoded)])
         #expect(right.status == 200, "\(right.body)")
         #expect(upstream.received.last?.header("Mcp-Param-Path") == encoded)
-        // A client of an earlier protocol version sends no such headers and is not asked to.
-        let legacy = try await gateway.client().send(body: call, headers: [("MCP-Protocol-Version", "2025-11-25")])
+        // A client of an earlier protocol version sends no such headers and is not asked to (nor the 2026-07-28 envelope).
+        let earlierCall = call.replacingOccurrences(of: "," + Self.envelope, with: "")
+        #expect(earlierCall != call)
+        let legacy = try await gateway.client().send(body: earlierCall, headers: [("MCP-Protocol-Version", "2025-11-25")])
         #expect(legacy.status == 200, "\(legacy.body)")
         // Sent with an earlier version (or none), such headers are not held to the body: refused, not forwarded.
         let forwarded = upstream.received.count
         for version in [[("MCP-Protocol-Version", "2025-11-25")], []] {
-            let response = try await gateway.client().send(body: call, headers: version + [("Mcp-Param-Path", "../../etc/shadow")])
+            let response = try await gateway.client().send(body: earlierCall, headers: version + [("Mcp-Param-Path", "../../etc/shadow")])
             #expect(response.status == 400, "\(version): \(response.body)")
             #expect(response.body.contains("only with MCP-Protocol-Version 2026-07-28"), "\(response.body)")
         }

@@ -335,6 +335,21 @@ struct ExchangeDecisions {
             }
             return .refusing(request.malformed(problem))
         }
+        // A body that says 2026-07-28 (or any version) in `_meta` under another header, or none: a server that reads the
+        // body would take it as one version while the gateway applies another's rules (sessions, notifications,
+        // `Mcp-Param-*`). The header must say what the body says.
+        if !MCPMethod.isModern(version),
+            let message = parsed.messages.first(where: { $0.params?.objectValue?["_meta"]?.objectValue?[Self.protocolVersionKey] != nil }),
+            message.params?.objectValue?["_meta"]?.objectValue?[Self.protocolVersionKey]?.stringValue != version
+        {
+            let reason =
+                "params._meta carries \(Self.protocolVersionKey), which the MCP-Protocol-Version header "
+                + (version.map { "(\($0)) does not match" } ?? "does not carry")
+            return .refusing(
+                Refusal(
+                    status: .badRequest, id: message.id, code: GatewayErrorCode.headerMismatch, message: reason,
+                    records: [request.record(.malformed, reason, rule: "header_mismatch", method: message.method)]))
+        }
         if let mismatch = headerMismatch(headers, parsed) {
             return .refusing(
                 Refusal(

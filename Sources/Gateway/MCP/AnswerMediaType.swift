@@ -18,8 +18,13 @@ enum AnswerMediaType: Equatable {
 
     /// The type of an answer with `contentType` (nil: no `Content-Type`).
     init(_ contentType: String?) {
-        guard let contentType else {
+        // The common answers without a copy of their bytes.
+        guard let contentType, !HeaderText.isName(contentType, "application/json") else {
             self = .other
+            return
+        }
+        if HeaderText.isName(contentType, Self.eventStreamType) {
+            self = .eventStream
             return
         }
         let bytes = Array(contentType.utf8)
