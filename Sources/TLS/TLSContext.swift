@@ -177,6 +177,7 @@ public final class TLSContext: @unchecked Sendable {
             }
         }
         try refuseCrossLabelIssuers(loaded)
+        var verified: Set<SignedRevocationLists.Verified.Pair> = []
         for path in configuration.crlFiles {
             let revocationLists = try PEMFile.revocationLists(path)
             defer { for crl in revocationLists { X509_CRL_free(crl) } }
@@ -188,7 +189,9 @@ public final class TLSContext: @unchecked Sendable {
                 // their chains and no bundle holds, is kept only when that CA signed it: `SignedRevocationLists`.)
                 let issuer = X509_CRL_get_issuer(crl)
                 let named = loaded.filter { X509_NAME_cmp(X509_get_subject_name($0.certificate), issuer) == 0 }
-                let signed = named.contains { X509_CRL_verify(crl, X509_get0_pubkey($0.certificate)) == 1 }
+                let signers = named.filter { X509_CRL_verify(crl, X509_get0_pubkey($0.certificate)) == 1 }
+                for signer in signers { verified.insert(SignedRevocationLists.Verified.pair(crl: crl, issuer: signer.certificate)) }
+                let signed = !signers.isEmpty
                 OpenSSLErrorQueue.clear()
                 guard named.isEmpty || signed else {
                     throw .invalidConfiguration(
@@ -202,7 +205,7 @@ public final class TLSContext: @unchecked Sendable {
             // Every certificate of the chain, not only the leaf: an issuing CA revoked in its root's CRL takes every
             // certificate it issued with it (each issuer in the chain must then have a CRL: fail closed).
             X509_STORE_set_flags(store, UInt(X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL))
-            SignedRevocationLists.install(on: store)
+            SignedRevocationLists.install(on: store, verified: SignedRevocationLists.Verified(verified))
         }
         if verifies {
             var mode = SSL_VERIFY_PEER
