@@ -23,9 +23,14 @@ public struct GatewayLimits: Sendable, Hashable {
     public var maximumUpstreamConnections: Int = 512
     /// Requests one tenant may have in flight upstream at once (503 beyond).
     public var maximumRequestsPerTenant: Int = 256
-    /// Long-lived GET streams one tenant may hold open at once (429 beyond).
+    /// Requests one agent may have in flight upstream at once (503 beyond); nil: half of `maximumRequestsPerTenant`,
+    /// so that one agent (slow readers, a hanging tool) never holds all of its tenant's.
+    public var maximumRequestsPerAgent: Int?
+    /// `maximumRequestsPerAgent`, or its default.
+    public var requestsPerAgent: Int { maximumRequestsPerAgent ?? max(1, maximumRequestsPerTenant / 2) }
+    /// Listening streams (GET streams, `subscriptions/listen`) one tenant may hold open at once (429 beyond).
     public var maximumStreamsPerTenant: Int = 64
-    /// Long-lived GET streams one agent may hold open at once (429 beyond).
+    /// Listening streams (GET streams, `subscriptions/listen`) one agent may hold open at once (429 beyond).
     public var maximumStreamsPerAgent: Int = 8
     /// The whole request head must arrive within this time from its first byte (408 and close beyond).
     public var requestHeadTimeout: Duration = .seconds(10)

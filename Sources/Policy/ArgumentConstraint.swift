@@ -152,7 +152,9 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // Prefixes hold for every form: `/srv/datª/x` is `/srv/data/x` once normalised, but the tool opens a sibling
             // of `/srv/data`.
             guard !path.allowedPrefixes.isEmpty else { return nil }
-            for form in leaf.forms where !form.utf8.elementsEqual(canonical.utf8) {
+            // Not the forms canonically equivalent to the canonical one (`==` on strings): decomposed text, as macOS
+            // writes file names, names the same file, and its combining marks sit next to dots.
+            for form in leaf.forms where form != canonical {
                 if let problem = Self.pathProblem(form, path) { return "\(problem) in the form \(Self.quoted(form))" }
             }
         }

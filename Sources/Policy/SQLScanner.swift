@@ -169,15 +169,28 @@ enum SQLScanner {
             "save" where ["tran", "transaction"].contains(word(1) ?? ""):
             return "\(first.uppercased()) \(word(1)!.uppercased())"
         case "commit", "rollback":
-            // SELECT 1 COMMIT: a statement of its own at the end or before TRAN/WORK (a column named commit is followed
-            // by FROM, a comma or an operator).
-            return index + 1 == code.count || ["tran", "transaction", "work"].contains(word(1) ?? "") ? first.uppercased() : nil
+            // COMMIT TRAN, ROLLBACK WORK (`1 commit` and `ORDER BY commit` are prose and a column; `read_only_sql` is
+            // stricter: `readOnlyStatement`).
+            return ["tran", "transaction", "work"].contains(word(1) ?? "") ? "\(first.uppercased()) \(word(1)!.uppercased())" : nil
         case "use":
             // USE master, USE [db] (`1 use case` is prose: an unquoted name other than a system database's is not taken).
             guard let name = databaseChange(code, at: index), code[index + 1].isQuotedIdentifier || systemDatabases.contains(name)
             else { return nil }
             return "USE"
-        case "setuser", "reconfigure", "writetext", "updatetext", "revert": return first.uppercased()
+        case "setuser":
+            // SETUSER, SETUSER 'name' (`3 setuser` is no statement of SQL Server's).
+            return index + 1 == code.count || code[index + 1].kind == .string ? "SETUSER" : nil
+        case "reconfigure", "revert":
+            // RECONFIGURE [WITH OVERRIDE], REVERT [WITH COOKIE = @c]: alone or with WITH (`3 revert commits` is prose).
+            return index + 1 == code.count || word(1) == "with" ? first.uppercased() : nil
+        case "writetext", "updatetext":
+            // WRITETEXT table.column …
+            return index + 2 < code.count && code[index + 1].name != nil && code[index + 2].isSymbol(".") ? first.uppercased() : nil
+        case "receive" where word(1) == "top" || (index + 1 < code.count && code[index + 1].isSymbol("*")):
+            return "RECEIVE"
+        case "open" where ["symmetric", "master"].contains(word(1) ?? ""),
+            "close" where ["symmetric", "master", "all"].contains(word(1) ?? ""):
+            return "\(first.uppercased()) \(word(1)!.uppercased()) KEY"
         case "raiserror" where index + 1 < code.count && code[index + 1].isSymbol("("): return "RAISERROR"
         default: return nil
         }
@@ -441,10 +454,56 @@ enum SQLScanner {
     static let permissions: Set<String> = [
         "select", "insert", "update", "delete", "all", "control", "execute", "exec", "alter", "references", "usage",
         "connect", "create", "impersonate", "view", "take", "unmask", "drop", "truncate", "trigger", "temporary", "temp",
-        "maintain", "grant", "file", "process", "super", "reload", "shutdown", "proxy", "event", "index", "lock",
+        "maintain", "grant", "file", "process", "super", "reload", "shutdown", "proxy", "event", "index", "lock", "showplan",
+        "backup", "authenticate", "checkpoint", "subscribe", "receive", "send",
     ]
-    /// SQL Server table hints that take locks beyond the statement's own reads (`WITH (UPDLOCK, HOLDLOCK)`).
-    static let lockingHints: Set<String> = ["updlock", "xlock", "holdlock", "tablockx"]
+    /// SQL Server table hints that take locks beyond the statement's own reads, or hold them to the end of the
+    /// transaction (`WITH (UPDLOCK, HOLDLOCK)`, `WITH (SERIALIZABLE)`).
+    static let lockingHints: Set<String> = [
+        "updlock", "xlock", "holdlock", "tablockx", "serializable", "repeatableread", "tablock", "paglock",
+    ]
+
+    /// What `read_only_sql` refuses besides the detector's shapes, at `code[index]` (not the first token): words that
+    /// begin a statement of SQL Server's after another without a `;`, where a column of that name cannot stand.
+    /// - `WHILE` anywhere (a loop; no dialect lets it name a column unquoted in a query someone would send);
+    /// - `DENY` anywhere (a permission statement);
+    /// - `COMMIT`/`ROLLBACK` after a value (`SELECT 1 COMMIT SELECT 2`), not after `BY`, `,`, `(`, `.`, `SELECT` or an
+    ///   operator (`ORDER BY commit`, `SELECT a, rollback`), nor before `FROM`/`AS`/`,`/`)`;
+    /// - `SET` after a value (`SELECT 1 SET IMPLICIT_TRANSACTIONS ON`), not after `CHARACTER`/`CHAR` (MySQL's
+    ///   `CHARACTER SET utf8mb4`);
+    /// - `USE name (` (a database switch before a parenthesised query).
+    private static func readOnlyStatement(_ code: [Token], at index: Int) -> String? {
+        guard let word = code[index].word else { return nil }
+        let previous = code[index - 1]
+        let next = index + 1 < code.count ? code[index + 1] : nil
+        let afterValue =
+            previous.isConstant || previous.isSymbol(")") || (previous.name != nil && !readOnlyLeadIns.contains(previous.word ?? ""))
+        switch word {
+        case "while", "deny":
+            return word.uppercased()
+        case "commit", "rollback":
+            guard afterValue else { return nil }
+            if let next, next.isSymbol(",") || next.isSymbol(")") || ["from", "as", "and", "or"].contains(next.word ?? "") { return nil }
+            return word.uppercased()
+        case "set":
+            guard afterValue, !["character", "char", "charset"].contains(previous.word ?? "") else { return nil }
+            return "SET"
+        case "use":
+            guard let next, next.name != nil, !["index", "key", "from"].contains(next.name ?? ""), index + 2 < code.count,
+                code[index + 2].isSymbol("(")
+            else { return nil }
+            return "USE"
+        default:
+            return nil
+        }
+    }
+
+    /// Words after which a name is a column or an alias, not a statement (`ORDER BY commit`, `SELECT set`).
+    private static let readOnlyLeadIns: Set<String> = [
+        "by", "select", "distinct", "as", "from", "join", "where", "and", "or", "not", "on", "when", "then", "else", "in",
+        "is", "like", "between", "case", "all", "any", "some", "with", "into", "values", "having", "over", "partition",
+        "returning", "top", "limit", "offset", "union", "except", "intersect", "exists",
+    ]
     /// Functions with side effects (files, sleeping, locks, sequences, large objects, other servers).
     static let sideEffectFunctions: Set<String> = timeFunctions.union(fileFunctions).union([
         "nextval", "setval", "lo_create", "lo_unlink", "lo_from_bytea", "dblink", "dblink_exec", "xp_cmdshell",
@@ -454,7 +513,12 @@ enum SQLScanner {
         "pg_try_advisory_xact_lock", "pg_advisory_unlock", "pg_logical_emit_message", "pg_create_logical_replication_slot",
         "pg_drop_replication_slot", "pg_switch_wal", "pg_stat_reset", "pg_file_write", "pg_promote", "master_pos_wait",
         "release_lock", "release_all_locks", "sp_oacreate", "sp_oamethod", "xp_regwrite", "xp_dirtree", "lo_creat", "lowrite",
-        "lo_truncate", "lo_truncate64",
+        "lo_truncate", "lo_truncate64", "pg_create_physical_replication_slot", "pg_copy_physical_replication_slot",
+        "pg_copy_logical_replication_slot", "pg_replication_slot_advance", "pg_create_restore_point", "pg_advisory_lock_shared",
+        "pg_advisory_xact_lock_shared", "pg_try_advisory_lock_shared", "pg_try_advisory_xact_lock_shared",
+        "pg_advisory_unlock_shared", "pg_advisory_unlock_all", "pg_backup_start", "pg_backup_stop", "pg_start_backup",
+        "pg_stop_backup", "pg_wal_replay_pause", "pg_wal_replay_resume", "pg_log_backend_memory_contexts",
+        "pg_import_system_collations",
     ])
 
     /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
@@ -484,8 +548,14 @@ enum SQLScanner {
             if token.word != nil, word == "for", let following = next?.word, ["update", "share", "no", "key"].contains(following) {
                 return "it locks rows (FOR \(following.uppercased()))"
             }
-            if token.word != nil, word == "lock", next?.word == "in" { return "it locks rows (LOCK IN … MODE)" }
-            if token.word != nil, lockingHints.contains(word) { return "it locks rows (\(word.uppercased()))" }
+            if token.word != nil, word == "lock", next?.word == "in", index + 2 < code.count, code[index + 2].word == "share" {
+                return "it locks rows (LOCK IN SHARE MODE)"
+            }
+            // Table hints, in `WITH (…)` or SQL Server's older `t (NOLOCK)` form: inside a parenthesised list.
+            if token.word != nil, lockingHints.contains(word), index > 0, code[index - 1].isSymbol("(") || code[index - 1].isSymbol(",") {
+                return "it locks rows (\(word.uppercased()))"
+            }
+            if token.word != nil, index > 0, let statement = readOnlyStatement(code, at: index) { return "it runs \(statement)" }
             // SQL Server runs a statement that follows another without a `;` (SELECT 1 WHILE 1=1 SELECT 1).
             if token.word != nil, index > 0, let statement = statementShape(code, at: index) { return "it runs \(statement)" }
             if index > 0, let database = databaseChange(code, at: index) { return "it runs USE \(database)" }

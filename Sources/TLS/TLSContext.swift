@@ -82,6 +82,9 @@ public final class TLSContext: @unchecked Sendable {
         return wire
     }
 
+    /// The most CRLs one issuer may have among all the context's CRL files (a CA and its delta CRLs need a few).
+    public static let maximumRevocationListsPerIssuer = 8
+
     deinit {
         SSL_CTX_free(pointer)
     }
@@ -178,10 +181,21 @@ public final class TLSContext: @unchecked Sendable {
         }
         try refuseCrossLabelIssuers(loaded)
         var verified: Set<SignedRevocationLists.Verified.Pair> = []
+        var perIssuer: [String: Int] = [:]
         for path in configuration.crlFiles {
             let revocationLists = try PEMFile.revocationLists(path)
             defer { for crl in revocationLists { X509_CRL_free(crl) } }
             for crl in revocationLists {
+                // Each CRL naming a chain's CA is checked against it in every full handshake through that CA
+                // (`SignedRevocationLists`): a bound on them bounds that work, which a tenant listing many CRLs under
+                // another tenant's CA name would otherwise multiply.
+                let issuerName = X509Reader.distinguishedName(X509_CRL_get_issuer(crl))
+                perIssuer[issuerName, default: 0] += 1
+                guard perIssuer[issuerName]! <= Self.maximumRevocationListsPerIssuer else {
+                    throw .invalidConfiguration(
+                        "more than \(Self.maximumRevocationListsPerIssuer) CRLs name \(issuerName) as their issuer (the last in \(path))",
+                        openSSL: [])
+                }
                 // A CRL naming a CA trusted here as its issuer must carry that CA's signature. OpenSSL takes the
                 // newest CRL naming a certificate's issuer and checks its signature only then, so a CRL one tenant
                 // lists under another tenant's CA name, signed with any key, would fail every handshake of that

@@ -52,7 +52,8 @@ struct ConfigurationFile {
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
         "max_filtered_response_bytes", "max_held_response_bytes_per_tenant", "max_held_response_bytes", "max_connections",
         "max_connections_per_source", "upstream_connect_timeout_seconds",
-        "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_streams_per_tenant",
+        "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_requests_per_agent",
+        "max_streams_per_tenant",
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
         "max_large_decisions_per_tenant", "max_rate_limit_buckets_per_tenant", "costly_decision_ms",
         "costly_decision_offload_bytes", "max_costly_decisions_per_tenant",
@@ -176,6 +177,7 @@ struct ConfigurationFile {
             if let seconds = try positive("request_head_timeout_seconds") { limits.requestHeadTimeout = .seconds(seconds) }
             limits.maximumUpstreamConnections = try positive("max_upstream_connections") ?? limits.maximumUpstreamConnections
             limits.maximumRequestsPerTenant = try positive("max_requests_per_tenant") ?? limits.maximumRequestsPerTenant
+            limits.maximumRequestsPerAgent = try positive("max_requests_per_agent") ?? limits.maximumRequestsPerAgent
             limits.maximumStreamsPerTenant = try positive("max_streams_per_tenant") ?? limits.maximumStreamsPerTenant
             limits.maximumStreamsPerAgent = try positive("max_streams_per_agent") ?? limits.maximumStreamsPerAgent
             limits.minimumBodyBytesPerSecond = try positive("min_body_bytes_per_second") ?? limits.minimumBodyBytesPerSecond

@@ -29,7 +29,8 @@ struct SlowReaderTests {
             RawTLSClient.post(RPC.call("read_file", #"{"path":"small.txt"}"#, id: 9))
                 + RawTLSClient.post(RPC.call("read_file", #"{"path":"big.txt"}"#, id: 1)))
         #expect(await stalled.wait { $0.contains(#""id":9,"result""#) })
-        try await stalled.setReading(false)
+        // (On a loaded machine the gateway may already have found this client too slow and closed it: the same end.)
+        try? await stalled.setReading(false)
         // Found in review: the stalled reader held its request (and its tenant's budget) for good.
         let deadline = ContinuousClock.now + .seconds(15)
         while ContinuousClock.now < deadline, try !gateway.auditRecords().contains(where: { $0["rule"] == .string("slow_reader") }) {
@@ -49,6 +50,33 @@ struct SlowReaderTests {
         #expect(await other.wait { $0.contains(#""id":2,"result""#) }, "\(other.text.prefix(300))")
         await other.close()
         await stalled.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("one agent holds at most its share of the tenant's requests in flight (half by default): a sibling is still served")
+    func agentRequestShare() async throws {
+        let upstream = try await RecordingUpstream.start(.routed { request in request.body.contains("hang.txt") ? .hang : .json })
+        var limits = GatewayLimits()
+        limits.maximumRequestsPerTenant = 4
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        // bot1's two calls that never end hold its share (2 of 4).
+        var held: [RawTLSClient] = []
+        for id in 1...2 {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"hang.txt"}"#, id: id)))
+            held.append(client)
+        }
+        let arrived = ContinuousClock.now + .seconds(10)
+        while upstream.received.count < 2 && ContinuousClock.now < arrived { try await Task.sleep(for: .milliseconds(10)) }
+        let third = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 3))
+        #expect(third.status == 503, "\(third.status) \(third.body)")
+        #expect(third.body.contains("too many requests in flight for this agent"), "\(third.body)")
+        // Found in review: one agent's stalled calls held its tenant's whole budget, and its siblings got 503.
+        let sibling = try await gateway.client("acme/agents/bot2").send(body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 4))
+        #expect(sibling.status == 200, "\(sibling.status) \(sibling.body)")
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("agent_request_budget") })
+        for client in held { await client.close() }
         try await gateway.stop()
         await upstream.stop()
     }
@@ -136,7 +164,10 @@ struct SlowReaderTests {
     func byteOrderMarks() throws {
         // Found in review: `eventsource-parser` (the TypeScript SDK's) strips the second from its first chunk, so the
         // gateway read `ï»¿data:` as an unknown field while that client dispatched the event.
-        for mark: [UInt8] in [[0xEF, 0xBB, 0xBF], [0xC3, 0xAF, 0xC2, 0xBB, 0xC2, 0xBF]] {
+        // A real mark and then the twice-encoded one: the decoder drops the first, the parser the second.
+        for mark: [UInt8] in [
+            [0xEF, 0xBB, 0xBF], [0xC3, 0xAF, 0xC2, 0xBB, 0xC2, 0xBF], [0xEF, 0xBB, 0xBF, 0xC3, 0xAF, 0xC2, 0xBB, 0xC2, 0xBF],
+        ] {
             var filter = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20)
             // Arriving a byte at a time: no decision before the mark is whole.
             var relayed: [UInt8] = []

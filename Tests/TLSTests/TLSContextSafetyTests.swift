@@ -71,4 +71,19 @@ struct TLSContextSafetyTests {
         configuration.trustedCABundles = [.init(label: "globex", path: DevPKI.tenantCA("globex"))]
         _ = try TLSContext(role: .server, configuration: configuration)
     }
+
+    @Test("at most 8 CRLs may name one issuer: each is checked in every full handshake through that CA")
+    func crlsPerIssuerBounded() throws {
+        var configuration = TLSConfiguration(
+            certificateChainFile: DevPKI.serverChain, privateKeyFile: DevPKI.serverKey,
+            trustedCABundles: [.init(label: "globex", path: DevPKI.tenantCA("globex"))],
+            clientAuthentication: .optional,
+            crlFiles: Array(repeating: DevPKI.tenantCRL("acme"), count: TLSContext.maximumRevocationListsPerIssuer))
+        _ = try TLSContext(role: .server, configuration: configuration)
+        // Found in review: a tenant listing many CRLs under another tenant's (intermediate) CA name made every full
+        // handshake of that tenant's agents check each one.
+        configuration.crlFiles.append(DevPKI.tenantCRL("acme"))
+        let error = #expect(throws: TLSError.self) { try TLSContext(role: .server, configuration: configuration) }
+        #expect(error.map(message)?.contains("more than 8 CRLs name") == true, "\(String(describing: error))")
+    }
 }

@@ -452,7 +452,8 @@ def test_a_forged_crl_for_another_tenants_intermediate_ca_does_not_lock_out_its_
             revoked = curl_post(port, str(chain), leaf[1], body)
     finally:
         process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
+        _, log = process.communicate(timeout=30)
         upstream.shutdown()
     assert served.stdout == "200", "a forged CRL in globex's list locked out acme's agent: " + served.stderr
     assert revoked.stdout != "200", "the genuine CRL of acme's issuing CA no longer revokes"
+    assert "certificate revoked" in log, "refused, but not for the revocation: " + log[-2000:]

@@ -302,7 +302,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             if case .idle = machine.state {
                 close()
             } else if !context.channel.isWritable {
-                endStream("the client read none of the answer for the idle timeout", rule: "slow_reader")
+                endStream("the client read none of the answer for the idle timeout", rule: "slow_reader", decision: .unavailable)
             }
             return
         } else if let slow = event as? SlowClientDetected {
@@ -960,7 +960,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             return answer(Self.notSent(plan, message: "the request cannot be sent upstream: \(error)", note: "request not sent: \(error)"))
         }
         var budgets: [(UpstreamBudgets.Budget, limit: Int)] = [
-            (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant)
+            (.tenantRequests(principal.tenant), services.limits.maximumRequestsPerTenant),
+            (.agentRequests("\(principal.tenant)/\(principal.agent)"), services.limits.requestsPerAgent),
         ]
         if plan.listens {
             budgets.append((.tenantStreams(principal.tenant), services.limits.maximumStreamsPerTenant))
@@ -1132,6 +1133,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .tenantStreams: (reason, rule, status) = ("too many open streams for this tenant", "tenant_stream_budget", .tooManyRequests)
         case .tenantRequests:
             (reason, rule, status) = ("too many requests in flight for this tenant", "tenant_request_budget", .serviceUnavailable)
+        case .agentRequests:
+            (reason, rule, status) = ("too many requests in flight for this agent", "agent_request_budget", .serviceUnavailable)
         case .upstreamConnections:
             (reason, rule, status) = ("upstream connection budget exhausted", "upstream_connection_budget", .serviceUnavailable)
         }

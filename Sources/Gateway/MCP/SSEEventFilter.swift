@@ -79,11 +79,16 @@ struct SSEEventFilter {
         _ part: ByteBuffer, deferringFrom deferredBytes: Int, timingFrom timedBytes: Int = .max
     ) throws(Unreadable) -> Fed {
         pending += part.readableBytesView
-        if !started {
-            // Until the stream's first bytes can no longer be the start of a byte-order mark.
+        while !started {
+            // Until the stream's first bytes can no longer be the start of a byte-order mark; every leading mark goes (a
+            // real one and then the twice-encoded one: the TypeScript SDK's decoder drops the first, its SSE parser
+            // the second).
             if Self.byteOrderMarks.contains(where: { $0.count > pending.count && $0.starts(with: pending) }) { return Fed(events: []) }
-            started = true
-            if let mark = Self.byteOrderMarks.first(where: { pending.starts(with: $0) }) { pending.removeFirst(mark.count) }
+            if let mark = Self.byteOrderMarks.first(where: { pending.starts(with: $0) }) {
+                pending.removeFirst(mark.count)
+            } else {
+                started = true
+            }
         }
         var fed = Fed(events: [])
         var consumed = 0

@@ -7,6 +7,8 @@ final class UpstreamBudgets: Sendable {
     enum Budget: Hashable, Sendable {
         /// Requests of a tenant in flight upstream.
         case tenantRequests(String)
+        /// Requests of one agent (`tenant/agent`) in flight upstream.
+        case agentRequests(String)
         /// GET streams of a tenant.
         case tenantStreams(String)
         /// GET streams of one agent (`tenant/agent`).
