@@ -150,6 +150,14 @@ private let invalidRequests: [(String, String)] = [
     ("blanks after a chunk size", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"),
     ("non-ASCII target", "GET /caf\u{E9} HTTP/1.1\r\n\r\n"),
     ("folded trailer", "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: a\r\n b\r\n\r\n"),
+    // Found in review: a 70,000-byte method made a 70 KB audit line; 16 KiB of chunk extensions per line, without a
+    // bound for the body, sent 39 MB for 2,449 body bytes.
+    ("method longer than 32 bytes", String(repeating: "A", count: 33) + " / HTTP/1.1\r\nHost: a\r\n\r\n"),
+    (
+        "chunk extensions over 16 KiB in one body",
+        "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + String(repeating: "1;" + String(repeating: "a", count: 1000) + "\r\nx\r\n", count: 17) + "0\r\n\r\n"
+    ),
 ]
 
 /// The invalid bytes NIO's decoder accepts (the test checks the list is exact): the gateway refuses them all the same.
@@ -157,6 +165,7 @@ private let acceptedByNIO: Set<String> = [
     "chunked in HTTP/1.0",  // RFC 9112 6.1: a server must treat such framing as faulty and close the connection
     "gzip, chunked",  // a coding the gateway would have to undo before it could read the JSON body
     "double space",  // RFC 9112 3: one SP between the request line's parts
+    "chunk extensions over 16 KiB in one body",  // each line is within NIO's bound; the gateway bounds the body's total
 ]
 
 @Suite("Request framing (RFC 9112), against NIO's decoder")

@@ -288,6 +288,12 @@ struct BodyFraming {
     }
 
     private var state: State
+    /// Bytes of chunk-size lines past their size, over the whole body: extensions carry nothing the gateway uses, and
+    /// without a bound a body of a few bytes could take gigabytes on the wire (and hold its exchange as long), each
+    /// line within its own bound (found by review: 39 MB sent for 2,449 body bytes).
+    private var extensionBytes = 0
+    /// The most `extensionBytes` a body may have.
+    static let maximumExtensionBytes = HTTP1Syntax.lineBound
 
     /// The framing of a body delimited as `kind` says.
     init(_ kind: Kind) {
@@ -335,6 +341,11 @@ struct BodyFraming {
                     return false
                 }
                 let size = try Self.chunkSize(line)
+                // A size line is at most 16 hexadecimal digits (`chunkSize`); the rest is extensions.
+                extensionBytes += max(0, line.readableBytes - 16)
+                guard extensionBytes <= Self.maximumExtensionBytes else {
+                    throw HTTPFramingError.invalid("chunk extensions longer than \(Self.maximumExtensionBytes) bytes in one body")
+                }
                 state = size == 0 ? .trailers(scanned: 0) : .chunkData(remaining: size)
             case .trailers(let scanned):
                 guard let end = try HTTP1Syntax.headEnd(in: input, from: scanned, startsWithLine: false, bound: HTTP1Syntax.lineBound)

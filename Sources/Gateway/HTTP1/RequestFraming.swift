@@ -110,12 +110,20 @@ struct RequestFraming {
         return head
     }
 
+    /// The longest method a request line may have.
+    static let maximumMethodBytes = 32
+
     private static func parseHead(_ bytes: UnsafeRawBufferPointer) throws -> Head {
         // The request line: method SP request-target SP HTTP-version CRLF.
         var index = 0
         while index < bytes.count, HTTP1Syntax.isTokenByte(bytes[index]) { index += 1 }
         guard index > 0, index < bytes.count, bytes[index] == 0x20 else {
             throw HTTPFramingError.invalid("the request line has no method")
+        }
+        // The longest registered method has 17 letters; a longer one only makes audit lines long (found by review: a
+        // 70,000-byte method made a 70 KB record, past what log shippers read as one line).
+        guard index <= Self.maximumMethodBytes else {
+            throw HTTPFramingError.invalid("the method is longer than \(Self.maximumMethodBytes) bytes")
         }
         let method = String(decoding: UnsafeRawBufferPointer(rebasing: bytes[..<index]), as: UTF8.self)
         index += 1

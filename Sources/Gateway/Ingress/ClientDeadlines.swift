@@ -38,6 +38,8 @@ final class ClientDeadlines: ChannelDuplexHandler {
     private let gracePeriod: TimeAmount
     private var phase = Phase.awaitingHead(timer: nil)
     private var lastActivity = NIODeadline.uptimeNanoseconds(0)
+    /// Set by `connectionClosing()`.
+    private var closing = false
     private var idleTimer: Scheduled<Void>?
     private var context: ChannelHandlerContext?
     /// Whether a read is being passed up the pipeline now.
@@ -77,7 +79,9 @@ final class ClientDeadlines: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        lastActivity = context.eventLoop.now
+        // What a closing connection reads is dropped: it keeps nothing alive (a client that never takes the last
+        // answer but sends a byte now and then would otherwise hold the connection for good).
+        if !closing { lastActivity = context.eventLoop.now }
         if case .readingBody(let start, let bytes, let check) = phase {
             phase = .readingBody(start: start, bytes: bytes + unwrapInboundIn(data).readableBytes, check: check)
         }
@@ -128,6 +132,9 @@ final class ClientDeadlines: ChannelDuplexHandler {
         stopRequestTimers()
         phase = .busy
     }
+
+    /// The connection is closing: what it reads from now on no longer counts as activity.
+    func connectionClosing() { closing = true }
 
     /// The response is complete; the next request's head is awaited.
     func exchangeFinished() {

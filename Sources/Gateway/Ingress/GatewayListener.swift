@@ -53,6 +53,9 @@ public final class GatewayListener: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
+            // One socket read per wake-up (NIO's default is four): what one read brings is framed before the handler
+            // can stop reading, so this bounds the requests a client can queue at once.
+            .childChannelOption(.maxMessagesPerRead, value: 1)
             // NIO keeps each connection's last receive buffer for its next read, so an idle connection holds one
             // of the size its reads last needed. Starting at 512 bytes instead of NIO's 2 KiB: a TLS handshake's
             // messages need 1 KiB, and larger reads grow it (doubling, up to 64 KiB) where they come. 1 KiB less per

@@ -81,6 +81,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var pausedForPipelining = false
     /// Parts of pipelined requests that arrived while an earlier request was being handled.
     private var pipelined = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 2)
+    /// How many of `pipelined` are heads (requests).
+    private var pipelinedHeads = 0
+    /// Refusals of unauthenticated requests on this connection since its last authenticated one.
+    private var unauthenticatedRefusals = 0
+    /// The most refusals of unauthenticated requests in a row one connection gets before it is closed.
+    static let maximumUnauthenticatedRefusals = 16
     private var readPending = false
     private var draining = false
     /// What follows the request in flight cannot be read as HTTP: the connection closes once that exchange is over.
@@ -211,14 +217,31 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             discardingAfterClose = true
             return
         }
-        // A pipelined request waits (with reading paused) until the one before it has been answered.
-        if !pipelined.isEmpty || (part.isHead && machine.state != .idle) {
+        // A pipelined request waits (with reading paused) until the one before it has been answered, and until the
+        // client takes what it was answered: answers the gateway gives at once (refusals, /healthz) must not pile up
+        // for a client that does not read (found by review: 21-byte requests, answered ten thousand times over per
+        // connection, held 1.8 MB each).
+        if !pipelined.isEmpty || (part.isHead && (machine.state != .idle || context?.channel.isWritable == false)) {
+            if part.isHead {
+                pipelinedHeads += 1
+                if pipelinedHeads > Self.maximumPipelinedRequests {
+                    discardingAfterClose = true
+                    recordConnectionRefusal(
+                        "more than \(Self.maximumPipelinedRequests) pipelined requests waiting for their turn", rule: "pipeline_depth")
+                    close()
+                    return
+                }
+            }
             pipelined.append(part)
             pausedForPipelining = true
             return
         }
         handle(part)
     }
+
+    /// The most requests that may wait behind the one in flight (what one read brings beyond is refused and the
+    /// connection closed).
+    static let maximumPipelinedRequests = 64
 
     private func handle(_ part: HTTPServerRequestPart) {
         switch part {
@@ -555,6 +578,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             answer(refusal)
         case .success(let principal):
             request?.principal = principal
+            unauthenticatedRefusals = 0
             if let tenant = request?.pathTenant, tenant != principal.tenant {
                 // A tenant's endpoint serves that tenant's agents only.
                 return answer(
@@ -644,6 +668,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             }
             if close {
                 closing = true
+                deadlines.connectionClosing()
                 written.assumeIsolated().whenComplete { [self] _ in responseEncoder.close(context: context) }
             }
         case .filterCollected(let head, let body):
@@ -682,6 +707,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// the end of the loop's round in `FlushBatch`).
     private func close() {
         closing = true
+        deadlines.connectionClosing()
         if let context { responseEncoder.close(context: context) }
     }
 
@@ -690,6 +716,13 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // An exchange already answered (a late result of work begun before its answer) gets no second record.
         guard machine.canAnswer else { return }
         var refusal = refusal
+        // Refusals of callers who never authenticated, one after another on one connection: each costs the gateway an
+        // audit record some fifteen times the size of its request. After `maximumUnauthenticatedRefusals` the
+        // connection closes with the last, so flooding the log takes a TLS handshake per few records.
+        if request?.principal == nil && refusal.status.code >= 400 {
+            unauthenticatedRefusals += 1
+            if unauthenticatedRefusals >= Self.maximumUnauthenticatedRefusals { refusal.closeConnection = true }
+        }
         if !refusal.records.isEmpty, let services {
             var lines: [UInt8] = []
             for record in refusal.records { lines += record.lineBytes }
@@ -746,6 +779,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         }
         if case .closeConnection = next {
             closing = true
+            deadlines.connectionClosing()
             written.assumeIsolated().whenComplete { [self] _ in responseEncoder.close(context: context) }
         }
     }
@@ -768,6 +802,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if closesAfterExchange {
             guard let ending else { return close() }
             closing = true
+            deadlines.connectionClosing()
             ending.assumeIsolated().whenComplete { [self] _ in close() }
             resumeReadsIfPossible()
             return
@@ -788,6 +823,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard !closing, !closesAfterExchange else { return }
         while let part = pipelined.first, !(part.isHead && (machine.state != .idle || context?.channel.isWritable == false)) {
             pipelined.removeFirst()
+            if part.isHead { pipelinedHeads -= 1 }
             handle(part)
         }
         if pipelined.isEmpty {
@@ -1229,6 +1265,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             records.append(record)
         }
         pipelined.removeAll()
+        pipelinedHeads = 0
         guard !records.isEmpty else { return }
         try? services.audit.append(lines: records.flatMap(\.lineBytes))
         services.metrics.observe(records)

@@ -346,6 +346,13 @@ import Testing
         let invented = (0..<SharedLimiter.leasesPerAgent).map { bucket("bot1", "write_\($0)") }
         try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         #expect(limiter.placed(invented).allSatisfy { !$0.isOverflow }, "a key with a lease is its own bucket")
+        // A thousand leases at once: on a loaded machine (a full test run) a slow reply can mark the store out of reach,
+        // and takes then fall back to local shares. Back in reach (a take probes it) before the takes that count.
+        let reachable = ContinuousClock.now + .seconds(10)
+        while !limiter.isStoreReachable && ContinuousClock.now < reachable {
+            _ = limiter.take([bucket("bot3", "probe")], now: Self.clock())
+            try await Task.sleep(for: .milliseconds(100))
+        }
         let next = limiter.placed([bucket("bot1", "write_new")])
         #expect(next.first?.isOverflow == true)
         // The overflow bucket is one bucket in Redis: its burst (1) is shared by every new key of bot1.

@@ -12,9 +12,24 @@ final class RawTLSClient: Sendable {
         typealias InboundIn = ByteBuffer
         let received = NIOLockedValueBox<[UInt8]>([])
         let closed = NIOLockedValueBox(false)
+        /// Once the bytes received contain these, reading stops (on the channel's own loop, at once).
+        let stopMarker = NIOLockedValueBox<[UInt8]?>(nil)
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             let buffer = unwrapInboundIn(data)
-            received.withLockedValue { $0 += buffer.readableBytesView }
+            let stop = received.withLockedValue { received -> Bool in
+                received += buffer.readableBytesView
+                guard let marker = stopMarker.withLockedValue({ $0 }) else { return false }
+                return received.withUnsafeBufferPointer { bytes in
+                    bytes.count >= marker.count
+                        && (0...(bytes.count - marker.count)).contains { start in
+                            bytes[start..<start + marker.count].elementsEqual(marker)
+                        }
+                }
+            }
+            if stop {
+                stopMarker.withLockedValue { $0 = nil }
+                try? context.channel.syncOptions?.setOption(.autoRead, value: false)
+            }
         }
         func channelInactive(context: ChannelHandlerContext) { closed.withLockedValue { $0 = true } }
         func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
@@ -48,6 +63,10 @@ final class RawTLSClient: Sendable {
             .connect(host: "127.0.0.1", port: port).get()
         return RawTLSClient(channel: channel, collector: collector)
     }
+
+    /// Stops reading from the socket as soon as the bytes received contain `marker` (decided on the channel's loop,
+    /// not when a test task gets to it).
+    func stopReading(whenReceived marker: String) { collector.stopMarker.withLockedValue { $0 = Array(marker.utf8) } }
 
     /// Stops or resumes reading from the socket (a client that does not keep up).
     func setReading(_ reading: Bool) async throws {
