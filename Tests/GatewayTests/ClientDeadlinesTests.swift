@@ -152,6 +152,21 @@ struct ClientDeadlinesTests {
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
+    @Test("credentials accepted after the grace period restart the body rate's clock: a body held back for them was not slow")
+    func bodyRateFromAuthentication() throws {
+        let (channel, recorder, deadlines) = try channel()
+        deadlines.headReceived(expectsBody: true)
+        // Found in review: credentials checked for longer than the grace period (an introspection, a key fetch), while
+        // the gateway read no body or the client waited for `100 Continue`, had the client cut as slow.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        deadlines.authenticationFinished()
+        channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        #expect(recorder.slow.isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(recorder.slow == [.bodyTooSlow])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
     @Test("a request whole in one read and answered before the read returns starts no head deadline")
     func answeredWithinTheRead() throws {
         let (channel, recorder, _) = try channel { ImmediateAnswers($0) }

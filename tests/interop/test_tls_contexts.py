@@ -378,33 +378,53 @@ def test_the_admin_listener_rereads_its_tls_on_reload_and_refuses_revoked_operat
         process.communicate(timeout=30)
 
 
+class IssuingCAGateway:
+    """acme: root (its client_ca) → issuing CA (sent by the agent, with its own CRL) → agent bot1; a gateway and an
+    echo upstream for it. `globex_crls` are added to globex's CRL list."""
+
+    def __init__(self, tmp_path, revoked_by_root: bool = False, globex_crls: list[str] = ()):
+        self.root = make_ca(tmp_path, "acme-root")
+        self.issuing = make_ca(tmp_path, "acme-issuing", issuer=self.root)
+        self.leaf = make_agent_certificate(tmp_path, "bot1", self.issuing, "bot1")
+        self.root_crl, self.issuing_crl = tmp_path / "root.crl.pem", tmp_path / "issuing.crl.pem"
+        write_crl(self.root_crl, self.root, [self.issuing[0]] if revoked_by_root else [])
+        write_crl(self.issuing_crl, self.issuing, [])
+        self.chain = tmp_path / "chain.pem"
+        self.chain.write_text(open(self.leaf[0]).read() + open(self.issuing[0]).read())
+        self.tmp_path, self.globex_crls = tmp_path, list(globex_crls)
+
+    def start(self):
+        self.upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
+        threading.Thread(target=self.upstream.serve_forever, daemon=True).start()
+        config = dev_config(self.tmp_path)
+        config["tenants"]["acme"]["client_ca"] = [self.root[0]]
+        config["tenants"]["acme"]["crl"] = [str(self.root_crl), str(self.issuing_crl)]
+        config["tenants"]["globex"]["crl"] = config["tenants"]["globex"].get("crl", []) + self.globex_crls
+        for tenant in config["tenants"].values():
+            tenant["upstream"] = {"url": f"http://127.0.0.1:{self.upstream.server_address[1]}/mcp"}
+        self.process, self.port, _ = start("--config", write_config(self.tmp_path, config), "--listen", "127.0.0.1:0")
+        return self
+
+    def call(self) -> subprocess.CompletedProcess:
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                           "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
+        return curl_post(self.port, str(self.chain), self.leaf[1], body)
+
+    def stop(self) -> str:
+        """Stops the gateway and the upstream; returns the gateway's standard error."""
+        self.process.send_signal(signal.SIGTERM)
+        _, log = self.process.communicate(timeout=30)
+        self.upstream.shutdown()
+        return log
+
+
 @pytest.mark.parametrize("revoked", [True, False], ids=["issuing CA revoked by the root", "nothing revoked"])
 def test_an_issuing_ca_revoked_in_its_roots_crl_takes_its_agents_with_it(tmp_path, revoked):
-    # root (acme's client_ca, with a CRL) → issuing CA (with its own, empty CRL) → agent.
-    root = make_ca(tmp_path, "acme-root")
-    issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
-    leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
-    root_crl, issuing_crl = tmp_path / "root.crl.pem", tmp_path / "issuing.crl.pem"
-    write_crl(root_crl, root, [issuing[0]] if revoked else [])
-    write_crl(issuing_crl, issuing, [])
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    config = dev_config(tmp_path)
-    config["tenants"]["acme"]["client_ca"] = [root[0]]
-    config["tenants"]["acme"]["crl"] = [str(root_crl), str(issuing_crl)]
-    for tenant in config["tenants"].values():
-        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
-    process, port, _ = start("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0")
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
-    chain = tmp_path / "chain.pem"
-    chain.write_text(open(leaf[0]).read() + open(issuing[0]).read())
+    gateway = IssuingCAGateway(tmp_path, revoked_by_root=revoked).start()
     try:
-        result = curl_post(port, str(chain), leaf[1], body)
+        result = gateway.call()
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=30)
-        upstream.shutdown()
+        gateway.stop()
     if revoked:
         assert result.stdout != "200", "an agent under a revoked issuing CA was served: " + result.stderr
     else:
@@ -416,44 +436,25 @@ def test_a_forged_crl_for_another_tenants_intermediate_ca_does_not_lock_out_its_
     # a newer CRL naming acme's issuing CA, signed with a key of its own. OpenSSL takes the newest CRL naming an
     # issuer and checks its signature only then: without the look-up that keeps only CRLs signed by the chain's CA,
     # every acme agent under that CA fails its handshake ("CRL signature failure").
-    root = make_ca(tmp_path, "acme-root")
-    issuing = make_ca(tmp_path, "acme-issuing", issuer=root)
-    leaf = make_agent_certificate(tmp_path, "bot1", issuing, "bot1")
-    root_crl, issuing_crl = tmp_path / "root.crl.pem", tmp_path / "issuing.crl.pem"
-    write_crl(root_crl, root, [])
-    write_crl(issuing_crl, issuing, [], age_seconds=60)
+    forged_crl = tmp_path / "forged.crl.pem"
+    gateway = IssuingCAGateway(tmp_path, globex_crls=[str(forged_crl)])
     impostor_folder = tmp_path / "impostor"
     impostor_folder.mkdir()
     impostor = make_ca(impostor_folder, "acme-issuing")  # the same name, another key
-    forged_crl = tmp_path / "forged.crl.pem"
-    write_crl(forged_crl, impostor, [leaf[0]], age_seconds=5)
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), EchoUpstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    config = dev_config(tmp_path)
-    config["tenants"]["acme"]["client_ca"] = [root[0]]
-    config["tenants"]["acme"]["crl"] = [str(root_crl), str(issuing_crl)]
-    config["tenants"]["globex"]["crl"] = config["tenants"]["globex"].get("crl", []) + [str(forged_crl)]
-    for tenant in config["tenants"].values():
-        tenant["upstream"] = {"url": f"http://127.0.0.1:{upstream.server_address[1]}/mcp"}
-    process, port, _ = start("--config", write_config(tmp_path, config), "--listen", "127.0.0.1:0")
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                       "params": {"name": "read_file", "arguments": {"path": "notes.txt"}}})
-    chain = tmp_path / "chain.pem"
-    chain.write_text(open(leaf[0]).read() + open(issuing[0]).read())
+    write_crl(forged_crl, impostor, [gateway.leaf[0]], age_seconds=5)
+    gateway.start()
     try:
-        served = curl_post(port, str(chain), leaf[1], body)
+        served = gateway.call()
         # The genuine CRL still counts: the agent revoked in it is refused.
-        write_crl(issuing_crl, issuing, [leaf[0]], age_seconds=1)
-        process.send_signal(signal.SIGHUP)
+        write_crl(gateway.issuing_crl, gateway.issuing, [gateway.leaf[0]], age_seconds=1)
+        gateway.process.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + 10
-        revoked = curl_post(port, str(chain), leaf[1], body)
+        revoked = gateway.call()
         while revoked.stdout == "200" and time.monotonic() < deadline:
             time.sleep(0.2)
-            revoked = curl_post(port, str(chain), leaf[1], body)
+            revoked = gateway.call()
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=30)
-        upstream.shutdown()
+        log = gateway.stop()
     assert served.stdout == "200", "a forged CRL in globex's list locked out acme's agent: " + served.stderr
     assert revoked.stdout != "200", "the genuine CRL of acme's issuing CA no longer revokes"
     assert "certificate revoked" in log, "refused, but not for the revocation: " + log[-2000:]

@@ -162,6 +162,17 @@ final class ClientDeadlines: ChannelDuplexHandler {
         }
     }
 
+    /// The caller's credentials are accepted: the body rate is measured from now, with its grace period again (found
+    /// by review: credentials checked for longer than the grace period, while the gateway read no body or the client
+    /// waited for `100 Continue`, had a good client cut as slow).
+    func authenticationFinished() {
+        guard case .readingBody(_, _, let check) = phase else { return }
+        check?.cancel()
+        phase = .readingBody(start: .now(), bytes: 0, check: nil)
+        // Inside a read, the check is armed when the read has been handled.
+        if !reading, let context { armBodyRateCheck(context: context) }
+    }
+
     private func checkBodyRate() {
         guard case .readingBody(let start, let bytes, _) = phase else { return }
         let seconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9

@@ -579,6 +579,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .success(let principal):
             request?.principal = principal
             unauthenticatedRefusals = 0
+            // The body rate runs from here: a body held back while the credentials were checked (reading paused, or a
+            // client waiting for `100 Continue`) was not slow.
+            deadlines.authenticationFinished()
             if let tenant = request?.pathTenant, tenant != principal.tenant {
                 // A tenant's endpoint serves that tenant's agents only.
                 return answer(
