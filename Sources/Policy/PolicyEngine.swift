@@ -89,7 +89,7 @@ public final class PolicyEngine: Sendable {
         guard !applicable.isEmpty else { return .decided(decision) }
         var local = applicable
         var buckets: [SharedBucket] = []
-        var fallback = false
+        var sharedTokens: SharedTokens?
         if let shared {
             local = applicable.filter { !shared.isShared($0) }
             buckets = shared.placed(
@@ -111,17 +111,18 @@ public final class PolicyEngine: Sendable {
                 return .decided(refused)
             case .refused(let index, let retryAfter, let fellBack):
                 return .decided(Self.rateLimited(buckets[index].limit, retryAfter, decision, note: fellBack ? .localFallback : nil))
-            case .taken(let fellBack):
-                fallback = fellBack
+            case .taken(let tokens):
+                sharedTokens = tokens
             }
         }
+        let fallback = sharedTokens?.usedLocalShares == true
         let (refusal, taken) = limiter.take(tenant: request.tenant, agent: request.agent, tool: request.target, limits: local, now: now)
         if let refusal {
-            shared?.giveBack(buckets, fallback: fallback, now: now)
+            if let sharedTokens { shared?.giveBack(sharedTokens, now: now) }
             return .decided(Self.rateLimited(refusal.limit, refusal.retryAfter, decision, note: fallback ? .localFallback : nil))
         }
         ledger?.recordLocal(taken)
-        ledger?.recordShared(buckets, fallback: fallback)
+        if let sharedTokens { ledger?.recordShared(sharedTokens) }
         if fallback { decision.sharedLimitsNote = .localFallback }
         return .decided(decision)
     }

@@ -86,11 +86,13 @@ public final class RateLimiter: Sendable {
     }
 
     /// The buckets one successful `take` drew a token from.
-    public struct TakenTokens: Sendable {
+    public struct TakenTokens: Sendable, Hashable {
         let tenant: String
         let keys: [BucketKey]
         /// Whether no token was taken.
         public var isEmpty: Bool { keys.isEmpty }
+        /// No token.
+        public static let none = TakenTokens(tenant: "", keys: [])
     }
 
     /// How many buckets exist now.
@@ -191,30 +193,6 @@ public final class RateLimiter: Sendable {
                     guard var entry = table.entries[key] else { continue }
                     entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
                     entry.bucket.giveBack(burst: entry.burst)
-                    table.entries[key] = entry
-                }
-            }
-        }
-    }
-
-    /// Puts back one token into each bucket of `limits` that counted a call by `agent` of `tool` (taken by
-    /// `consume` for a call that did not go through after all), never above a limit's burst. The bucket is looked for
-    /// (the call's own, then the agent's overflow bucket, then the tenant's): prefer `take` and `giveBack(_:now:)`,
-    /// which return a token to exactly the bucket it came from.
-    public func giveBack(tenant: String, agent: String, tool: String?, limits: [RateLimitRule], now: Double) {
-        let box = shards[Int(UInt(bitPattern: tenant.hashValue) % UInt(shards.count))]
-        box.state.withLock { shard in
-            shard.withTenant(tenant) { table in
-                for limit in limits {
-                    // The bucket the call was counted in: its own, or the agent's or the tenant's overflow bucket.
-                    let own = Self.key(tenant: tenant, agent: agent, tool: tool ?? "", limit: limit)
-                    let candidates = [
-                        own, BucketKey(tenant: tenant, limit: limit.id, agent: agent, tool: "", overflow: true),
-                        BucketKey(tenant: tenant, limit: limit.id, agent: "", tool: "", overflow: true),
-                    ]
-                    guard let key = candidates.first(where: { table.entries[$0] != nil }), var entry = table.entries[key] else { continue }
-                    entry.bucket.refill(rate: entry.rate, burst: entry.burst, now: now)
-                    entry.bucket.giveBack(burst: limit.burst)
                     table.entries[key] = entry
                 }
             }

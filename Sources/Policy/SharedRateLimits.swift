@@ -41,10 +41,28 @@ public struct SharedBucket: Sendable, Hashable {
     }
 }
 
+/// The tokens one `SharedRateLimits.take` drew, kept so that `giveBack(_:now:)` returns each to where it came from.
+public struct SharedTokens: Sendable, Hashable {
+    /// The buckets a token was taken from out of this replica's leases of the store.
+    public let leased: [SharedBucket]
+    /// The tokens taken from this replica's local shares, standing in for buckets of the store while it (or the
+    /// bucket's key) was out of reach.
+    public let local: RateLimiter.TakenTokens
+
+    /// Tokens from `leased` and `local`.
+    public init(leased: [SharedBucket], local: RateLimiter.TakenTokens = .none) {
+        self.leased = leased
+        self.local = local
+    }
+
+    /// Whether local shares stood in for the store for some bucket.
+    public var usedLocalShares: Bool { !local.isEmpty }
+}
+
 /// What a shared store says to taking one token from each of some buckets.
 public enum SharedTake: Sendable, Hashable {
-    /// Taken from every bucket. `fallback`: the store was out of reach and the replica's local share was used.
-    case taken(fallback: Bool)
+    /// Taken from every bucket: from the store's leases, or (the store out of reach) from local shares.
+    case taken(SharedTokens)
     /// Not taken: the bucket at `index` is empty for `retryAfter` seconds (nothing was taken from any bucket).
     case refused(index: Int, retryAfter: Double, fallback: Bool)
     /// Not known without asking the store: these buckets have nothing on hand here. Nothing was taken; ask the
@@ -52,6 +70,12 @@ public enum SharedTake: Sendable, Hashable {
     case mustAsk([SharedBucket])
     /// The store is out of reach and the tenant fails closed. Nothing was taken.
     case unavailable
+
+    /// For `taken`: whether local shares stood in for the store (nil for every other answer).
+    public var takenFromLocalShares: Bool? {
+        guard case .taken(let tokens) = self else { return nil }
+        return tokens.usedLocalShares
+    }
 }
 
 /// Rate-limit buckets shared by every replica of the gateway, consulted without blocking: what is on hand is
@@ -61,8 +85,8 @@ public protocol SharedRateLimits: Sendable {
     func isShared(_ limit: RateLimitRule) -> Bool
     /// Takes a token from each of `buckets` (all of one tenant), or from none.
     func take(_ buckets: [SharedBucket], now: Double) -> SharedTake
-    /// Gives back tokens taken by `take` for a call that was not let through after all.
-    func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double)
+    /// Gives back the tokens `take` drew for a call that was not let through after all, each to where it came from.
+    func giveBack(_ tokens: SharedTokens, now: Double)
     /// The buckets a call counts in: `buckets`, except that an agent holding its share of the store's buckets counts
     /// its new keys in its overflow bucket (`SharedBucket.overflow`), so that inventing tool names neither grows the
     /// store without bound nor takes room from others.
@@ -78,7 +102,7 @@ extension SharedRateLimits {
 /// for first) gives them all back before it is tried again: a batch's earlier calls are not counted twice.
 public final class RateLimitLedger {
     private var local: [RateLimiter.TakenTokens] = []
-    private var shared: [(buckets: [SharedBucket], fallback: Bool)] = []
+    private var shared: [SharedTokens] = []
 
     /// An empty ledger.
     public init() {}
@@ -87,18 +111,18 @@ public final class RateLimitLedger {
         if !taken.isEmpty { local.append(taken) }
     }
 
-    func recordShared(_ buckets: [SharedBucket], fallback: Bool) {
-        if !buckets.isEmpty { shared.append((buckets, fallback)) }
+    func recordShared(_ tokens: SharedTokens) {
+        if !tokens.leased.isEmpty || tokens.usedLocalShares { shared.append(tokens) }
     }
 
     /// The shared buckets recorded as taken from the store's leases (one entry per token; not those charged to local
-    /// shares while the store was out of reach).
-    public var sharedBuckets: [SharedBucket] { shared.filter { !$0.fallback }.flatMap(\.buckets) }
+    /// shares while the store or a bucket's key was out of reach).
+    public var sharedBuckets: [SharedBucket] { shared.flatMap(\.leased) }
 
     /// Gives every recorded token back, to `limiter` and `store`.
     public func giveBack(limiter: RateLimiter, store: (any SharedRateLimits)?, now: Double) {
         for taken in local { limiter.giveBack(taken, now: now) }
-        for entry in shared { store?.giveBack(entry.buckets, fallback: entry.fallback, now: now) }
+        for tokens in shared { store?.giveBack(tokens, now: now) }
         local.removeAll()
         shared.removeAll()
     }

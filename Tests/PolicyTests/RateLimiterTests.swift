@@ -118,7 +118,12 @@ struct RateLimiterTests {
         let limiter = RateLimiter(maximumBucketsPerTenant: 16, shardCount: 1)
         let limits = [Self.limit(rate: 0.001, burst: 1, per: .agentTool)]
         // bot1 invents 40 tools: 4 buckets (a quarter of the cap), then one overflow bucket of its own (burst 1).
-        let granted = (0..<40).filter { take(limiter, limits, agent: "bot1", tool: "write_\($0)", at: 0) == nil }.count
+        var lastTaken = RateLimiter.TakenTokens.none
+        let granted = (0..<40).filter { index in
+            let (refusal, taken) = limiter.take(tenant: "acme", agent: "bot1", tool: "write_\(index)", limits: limits, now: 0)
+            if refusal == nil { lastTaken = taken }
+            return refusal == nil
+        }.count
         #expect(granted == RateLimiter.agentShare(16) + 1)
         #expect(limiter.bucketCount == RateLimiter.agentShare(16) + 1)
         // Its siblings still get a bucket for each tool they call, with its full burst.
@@ -129,7 +134,7 @@ struct RateLimiterTests {
             }
         }
         // A call given back goes back to the bucket it was taken from: bot1's overflow bucket.
-        limiter.giveBack(tenant: "acme", agent: "bot1", tool: "write_99", limits: limits, now: 0)
+        limiter.giveBack(lastTaken, now: 0)
         #expect(take(limiter, limits, agent: "bot1", tool: "write_77", at: 0) == nil)
     }
 

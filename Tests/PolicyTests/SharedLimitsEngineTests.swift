@@ -12,14 +12,24 @@ struct SharedLimitsEngineTests {
         let givenBack = Mutex<[String]>([])
         init(_ answer: SharedTake) { self.answer = Mutex(answer) }
         func isShared(_ limit: RateLimitRule) -> Bool { (limit.sharing ?? .global) == .global }
+        /// `taken` draws from every bucket asked for (the scripted answer's tokens are not used).
         func take(_ buckets: [SharedBucket], now: Double) -> SharedTake {
             let answer = self.answer.withLock { $0 }
-            if case .taken = answer { taken.withLock { $0 += buckets.map(\.limit.id) } }
-            return answer
+            guard case .taken(let tokens) = answer else { return answer }
+            taken.withLock { $0 += buckets.map(\.limit.id) }
+            return .taken(SharedTokens(leased: tokens.usedLocalShares ? [] : buckets, local: tokens.local))
         }
-        func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double) {
-            givenBack.withLock { $0 += buckets.map(\.limit.id) }
+        func giveBack(_ tokens: SharedTokens, now: Double) {
+            givenBack.withLock { $0 += tokens.leased.map(\.limit.id) }
         }
+    }
+
+    /// Tokens as a store answers while out of reach: one taken from a local share.
+    static func localShareTokens() -> SharedTokens {
+        let limit = RateLimitRule(
+            id: "G", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 1, burst: 5, scope: .agentTool, document: "d")
+        let (_, taken) = RateLimiter().take(tenant: "acme", agent: "a", tool: "w", limits: [limit], now: 0)
+        return SharedTokens(leased: [], local: taken)
     }
 
     /// acme allows `w`; G is shared (the default with a store), L is local with a burst of one.
@@ -51,7 +61,7 @@ struct SharedLimitsEngineTests {
             return
         }
         // The local limit (burst 1) still has its token.
-        store.answer.withLock { $0 = .taken(fallback: false) }
+        store.answer.withLock { $0 = .taken(SharedTokens(leased: [])) }
         #expect(Self.decided(engine.decide(call, now: 0, shared: store, ledger: nil))?.outcome == .allow)
         #expect(Self.decided(engine.decide(call, now: 0, shared: store, ledger: nil))?.rule == "L")
     }
@@ -59,7 +69,7 @@ struct SharedLimitsEngineTests {
     @Test("a local refusal gives the shared tokens back: all or nothing across both kinds")
     func localRefusalGivesSharedBack() throws {
         let engine = try Self.engine()
-        let store = ScriptedStore(.taken(fallback: false))
+        let store = ScriptedStore(.taken(SharedTokens(leased: [])))
         let call = try PolicyFixtures.call("w")
         #expect(Self.decided(engine.decide(call, now: 0, shared: store, ledger: nil))?.outcome == .allow)
         #expect(store.givenBack.withLock { $0 }.isEmpty)
@@ -71,7 +81,7 @@ struct SharedLimitsEngineTests {
     @Test("an abandoned attempt's ledger gives every token back")
     func ledgerGivesBack() throws {
         let engine = try Self.engine()
-        let store = ScriptedStore(.taken(fallback: false))
+        let store = ScriptedStore(.taken(SharedTokens(leased: [])))
         let call = try PolicyFixtures.call("w")
         let ledger = RateLimitLedger()
         #expect(Self.decided(engine.decide(call, now: 0, shared: store, ledger: ledger))?.outcome == .allow)
@@ -90,7 +100,7 @@ struct SharedLimitsEngineTests {
         #expect(closed?.outcome == .limitsUnavailable)
         #expect(closed?.sharedLimitsNote == .failClosed)
         #expect(closed?.rule == "G")
-        let fallback = Self.decided(engine.decide(call, now: 0, shared: ScriptedStore(.taken(fallback: true)), ledger: nil))
+        let fallback = Self.decided(engine.decide(call, now: 0, shared: ScriptedStore(.taken(Self.localShareTokens())), ledger: nil))
         #expect(fallback?.outcome == .allow)
         #expect(fallback?.sharedLimitsNote == .localFallback)
         let refused = Self.decided(

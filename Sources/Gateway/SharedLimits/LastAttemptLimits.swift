@@ -15,8 +15,8 @@ struct LastAttemptLimits: SharedRateLimits {
         return .refused(index: buckets.firstIndex { $0 == missing.first } ?? 0, retryAfter: 1, fallback: false)
     }
 
-    func giveBack(_ buckets: [SharedBucket], fallback: Bool, now: Double) {
-        limiter.giveBack(buckets, fallback: fallback, now: now)
+    func giveBack(_ tokens: SharedTokens, now: Double) {
+        limiter.giveBack(tokens, now: now)
     }
 
     func placed(_ buckets: [SharedBucket]) -> [SharedBucket] { limiter.placed(buckets) }

@@ -156,7 +156,7 @@ public final class SharedLimiter: SharedRateLimits {
             if let refusal { return .refused(index: refusal.index, retryAfter: refusal.wait, fallback: false) }
             if !missing.isEmpty { return reachable ? .mustAsk(missing) : nil }
             var spent = Array(buckets.indices)
-            var usedFallback = false
+            var local = RateLimiter.TakenTokens.none
             if !broken.isEmpty {
                 // Buckets whose keys Redis refuses (while it answers for the others): the failure mode decides for
                 // those alone. The call's other buckets are charged in Redis as usual, so a local share stands in for
@@ -164,12 +164,13 @@ public final class SharedLimiter: SharedRateLimits {
                 guard settings.failureMode(of: buckets[0].tenant) == .localFallback else { return .unavailable }
                 let shares = broken.map { buckets[$0].limit.share(of: settings.replicas) }
                 let first = buckets[0]
-                if let refused = fallback.consume(tenant: first.tenant, agent: first.agent, tool: first.tool, limits: shares, now: now) {
+                let (refused, taken) = fallback.take(tenant: first.tenant, agent: first.agent, tool: first.tool, limits: shares, now: now)
+                if let refused {
                     let index = broken.first { buckets[$0].limit.id == refused.limit.id } ?? broken[0]
                     return .refused(index: index, retryAfter: refused.retryAfter, fallback: true)
                 }
                 spent.removeAll { broken.contains($0) }
-                usedFallback = true
+                local = taken
             }
             for bucket in spent.map({ buckets[$0] }) {
                 let key = LeaseKey(bucket)
@@ -179,9 +180,9 @@ public final class SharedLimiter: SharedRateLimits {
                 let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
                 if reachable, lease.fetching == nil, lease.tokens * 2 <= size, lease.emptyUntil <= now { prefetch.append(bucket) }
             }
-            // A call charged partly to local shares is marked so: given back, it returns tokens to the local shares (a
-            // healthy bucket's lease loses one: fewer calls admitted, never more).
-            return .taken(fallback: usedFallback)
+            // Given back, each token returns where it came from: a healthy bucket's to its lease, a broken bucket's to
+            // the local share that stood in for it.
+            return .taken(SharedTokens(leased: spent.map { buckets[$0] }, local: local))
         }
         if !prefetch.isEmpty { _ = ask(prefetch, on: Self.currentLoop, waiting: false) }
         if let onHand { return onHand }
@@ -193,23 +194,18 @@ public final class SharedLimiter: SharedRateLimits {
             return .unavailable
         case .localFallback:
             let shares = buckets.map { $0.limit.share(of: settings.replicas) }
-            let refusal = fallback.consume(tenant: tenant, agent: buckets[0].agent, tool: buckets[0].tool, limits: shares, now: now)
-            guard let refusal else { return .taken(fallback: true) }
+            let (refusal, taken) = fallback.take(tenant: tenant, agent: buckets[0].agent, tool: buckets[0].tool, limits: shares, now: now)
+            guard let refusal else { return .taken(SharedTokens(leased: [], local: taken)) }
             let index = shares.firstIndex { $0.id == refusal.limit.id } ?? 0
             return .refused(index: index, retryAfter: refusal.retryAfter, fallback: true)
         }
     }
 
-    public func giveBack(_ buckets: [SharedBucket], fallback wasFallback: Bool, now: Double) {
-        if wasFallback {
-            guard let first = buckets.first else { return }
-            fallback.giveBack(
-                tenant: first.tenant, agent: first.agent, tool: first.tool, limits: buckets.map { $0.limit.share(of: settings.replicas) },
-                now: now)
-            return
-        }
+    public func giveBack(_ tokens: SharedTokens, now: Double) {
+        fallback.giveBack(tokens.local, now: now)
+        guard !tokens.leased.isEmpty else { return }
         leases.withLock { leases in
-            for bucket in buckets { leases[LeaseKey(bucket)]?.tokens += 1 }
+            for bucket in tokens.leased { leases[LeaseKey(bucket)]?.tokens += 1 }
         }
     }
 

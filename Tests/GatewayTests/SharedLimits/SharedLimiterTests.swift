@@ -67,8 +67,8 @@ import Testing
         var refused = 0
         for call in 0..<100 {
             switch await Self.take(replicas[call % 2], [bucket]) {
-            case .taken(let fallback):
-                #expect(!fallback)
+            case .taken(let tokens):
+                #expect(!tokens.usedLocalShares)
                 admitted += 1
             case .refused(_, let wait, _):
                 #expect(wait > 50)
@@ -108,16 +108,16 @@ import Testing
         let limit = Self.limit(rate: 0.01, burst: 3)
         let one = SharedBucket(tenant: "acme", limit: limit, agent: "one", tool: "t")
         let two = SharedBucket(tenant: "acme", limit: limit, agent: "two", tool: "t")
-        for _ in 0..<3 { #expect(await Self.take(limiter, [one]) == .taken(fallback: false)) }
+        for _ in 0..<3 { #expect(await Self.take(limiter, [one]).takenFromLocalShares == false) }
         guard case .refused(_, let wait, false) = await Self.take(limiter, [one]) else {
             Issue.record("a fourth call within the burst was admitted")
             return
         }
         #expect(wait > 10)
         // Another agent has its own bucket; a token given back can be taken again.
-        #expect(await Self.take(limiter, [two]) == .taken(fallback: false))
-        limiter.giveBack([one], fallback: false, now: Self.clock())
-        #expect(limiter.take([one], now: Self.clock()) == .taken(fallback: false))
+        #expect(await Self.take(limiter, [two]).takenFromLocalShares == false)
+        limiter.giveBack(SharedTokens(leased: [one]), now: Self.clock())
+        #expect(limiter.take([one], now: Self.clock()).takenFromLocalShares == false)
     }
 
     /// A reload that raises a limit takes effect at once: the replica does not keep refusing until the old limit's
@@ -127,7 +127,7 @@ import Testing
         let limiter = try Self.limiter(server)
         defer { limiter.shutdown() }
         let slow = SharedBucket(tenant: "acme", limit: Self.limit(rate: 0.001, burst: 1), agent: "a", tool: "t")
-        #expect(await Self.take(limiter, [slow]) == .taken(fallback: false))
+        #expect(await Self.take(limiter, [slow]).takenFromLocalShares == false)
         guard case .refused(_, let wait, false) = await Self.take(limiter, [slow]) else {
             Issue.record("the burst of one was exceeded")
             return
@@ -137,7 +137,7 @@ import Testing
         // next token (it was empty a moment ago), never for the old limit's 1,000 s.
         let fast = SharedBucket(tenant: "acme", limit: Self.limit(rate: 100, burst: 100), agent: "a", tool: "t")
         switch await Self.take(limiter, [fast]) {
-        case .taken(fallback: false): break
+        case .taken(let tokens) where !tokens.usedLocalShares: break
         case .refused(_, let wait, false): #expect(wait < 0.05, "the old limit's wait still applies: \(wait) s")
         case let other: Issue.record("unexpected \(other)")
         }
@@ -159,7 +159,7 @@ import Testing
         _ = try await limiter.client.send(["SET", key, "not a bucket"], on: loop).get()
         for round in 0..<5 {
             #expect(await Self.take(limiter, [broken]) == .unavailable, "round \(round)")
-            #expect(await Self.take(limiter, [healthy]) == .taken(fallback: false), "round \(round)")
+            #expect(await Self.take(limiter, [healthy]).takenFromLocalShares == false, "round \(round)")
             #expect(limiter.isStoreReachable, "one bad key took the store down")
         }
     }
@@ -191,6 +191,38 @@ import Testing
             }
         }
         #expect(admitted == 4, "the tenant-wide burst is 4, whichever agent's bucket is broken")
+        #expect(limiter.isStoreReachable)
+    }
+
+    /// A call charged partly to a local share (its per-agent bucket's key is broken) and then given back returns each
+    /// token where it came from: the tenant-wide bucket's to its lease, the broken bucket's to the local share that
+    /// stood in for it. (Given back to the local shares by name, as before, the lease lost its token: 2 calls
+    /// admitted afterwards instead of 3.)
+    @Test func aCallChargedPartlyLocallyIsGivenBackExactly() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server, replicas: 1, modes: ["acme": .localFallback], commandTimeout: .seconds(5))
+        defer { limiter.shutdown() }
+        let tenantWide = Self.limit(rate: 0.001, burst: 3, per: .tenant)
+        let perAgent = RateLimitRule(
+            id: "LA", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agent, document: "d")
+        let buckets = [
+            SharedBucket(tenant: "acme", limit: tenantWide, agent: "bot2", tool: "t"),
+            SharedBucket(tenant: "acme", limit: perAgent, agent: "bot2", tool: "t"),
+        ]
+        let key = String(decoding: TokenBucketScript.key(buckets[1], prefix: limiter.settings.keyPrefix), as: UTF8.self)
+        _ = try await limiter.client.send(["SET", key, "not a bucket"], on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        guard case .taken(let tokens) = await Self.take(limiter, buckets) else {
+            Issue.record("the first call was not admitted")
+            return
+        }
+        #expect(tokens.leased == [buckets[0]])
+        #expect(tokens.usedLocalShares)
+        limiter.giveBack(tokens, now: Self.clock())
+        var admitted = 0
+        for _ in 0..<6 {
+            if case .taken = await Self.take(limiter, buckets) { admitted += 1 }
+        }
+        #expect(admitted == 3, "both bursts are 3, and the call given back took nothing")
         #expect(limiter.isStoreReachable)
     }
 
@@ -254,7 +286,7 @@ import Testing
             }
             #expect(limiter.isStoreReachable, "t = \(value) took the store down")
             let healthy = SharedBucket(tenant: "acme", limit: limit, agent: "healthy\(index)", tool: "t")
-            #expect(await Self.take(limiter, [healthy]) == .taken(fallback: false), "t = \(value)")
+            #expect(await Self.take(limiter, [healthy]).takenFromLocalShares == false, "t = \(value)")
         }
     }
 
@@ -265,7 +297,7 @@ import Testing
         let limit = Self.limit(rate: 0.01, burst: 4)
         let closed = SharedBucket(tenant: "closed", limit: limit, agent: "a", tool: "t")
         let fallback = SharedBucket(tenant: "fallback", limit: limit, agent: "a", tool: "t")
-        #expect(await Self.take(limiter, [closed]) == .taken(fallback: false))
+        #expect(await Self.take(limiter, [closed]).takenFromLocalShares == false)
         #expect(limiter.isStoreReachable)
         server.stop()
         // Leased tokens are still spent; then fail_closed refuses, local_fallback admits its share (4 / 2).
@@ -275,7 +307,7 @@ import Testing
         #expect(!limiter.isStoreReachable)
         var fallbackAdmitted = 0
         for _ in 0..<5 {
-            if case .taken(true) = await Self.take(limiter, [fallback]) { fallbackAdmitted += 1 }
+            if await Self.take(limiter, [fallback]).takenFromLocalShares == true { fallbackAdmitted += 1 }
         }
         #expect(fallbackAdmitted == 2)
         guard case .refused(_, _, true) = await Self.take(limiter, [fallback]) else {
@@ -286,7 +318,7 @@ import Testing
         try await server.start()
         var recovered = false
         for _ in 0..<100 where !recovered {
-            if case .taken(false) = await Self.take(limiter, [closed]) {
+            if await Self.take(limiter, [closed]).takenFromLocalShares == false {
                 recovered = true
             } else {
                 try await Task.sleep(for: .milliseconds(50))
@@ -315,13 +347,13 @@ import Testing
         }.get()
         // Within the surplus window, the ten find their tokens.
         var taken = 0
-        for _ in 0..<10 where limiter.take([bucket], now: 100) == .taken(fallback: false) { taken += 1 }
+        for _ in 0..<10 where limiter.take([bucket], now: 100).takenFromLocalShares == false { taken += 1 }
         #expect(taken == 10)
         // Again, but nine of them never come back: after the window, one lease's worth is left, not nine.
         try await loop.flatSubmit {
             EventLoopFuture.andAllComplete((0..<10).map { _ in limiter.ask([bucket], on: loop) }, on: loop)
         }.get()
-        #expect(limiter.take([bucket], now: 100) == .taken(fallback: false))
+        #expect(limiter.take([bucket], now: 100).takenFromLocalShares == false)
         let later = 100 + SharedLimiter.surplusSeconds + 0.5
         time.withLock { $0 = later }
         // Tokens from the lease only: on a loaded machine a slow Redis reply can mark the store out of reach, and
@@ -329,7 +361,7 @@ import Testing
         // The first take also starts a background fetch of the next lease, which may land while this loop runs (it
         // did under a full test run): one lease on hand and one fetched, not the nine left behind.
         var left = 0
-        while case .taken(fallback: false) = limiter.take([bucket], now: later) { left += 1 }
+        while limiter.take([bucket], now: later).takenFromLocalShares == false { left += 1 }
         #expect(left <= 2 * limiter.settings.leaseSize(rate: 20, burst: 20), "\(left) tokens outlived the calls they were fetched for")
     }
 
@@ -356,12 +388,12 @@ import Testing
         let next = limiter.placed([bucket("bot1", "write_new")])
         #expect(next.first?.isOverflow == true)
         // The overflow bucket is one bucket in Redis: its burst (1) is shared by every new key of bot1.
-        #expect(await Self.take(limiter, next) == .taken(fallback: false))
-        #expect(await Self.take(limiter, limiter.placed([bucket("bot1", "write_other")])) != .taken(fallback: false))
+        #expect(await Self.take(limiter, next).takenFromLocalShares == false)
+        #expect(await Self.take(limiter, limiter.placed([bucket("bot1", "write_other")])).takenFromLocalShares != false)
         // Another agent of the tenant is not affected.
         let sibling = limiter.placed([bucket("bot2", "write_notes")])
         #expect(sibling.first?.isOverflow == false)
-        #expect(await Self.take(limiter, sibling) == .taken(fallback: false))
+        #expect(await Self.take(limiter, sibling).takenFromLocalShares == false)
     }
 
     @Test("canonically equivalent spellings share a key, as they share a local bucket and a lease; other names do not")
