@@ -34,6 +34,9 @@ public struct ArgumentConstraint: Sendable, Hashable {
     public var maximumBytes: Int?
     /// The value must be exactly one read-only SQL query (see `SQLScanner.readOnlyProblem`).
     public var readOnlySQL = false
+    /// The databases whose reading of SQL `readOnlySQL` and the `sql_injection` detector apply (every one the checks
+    /// know, unless the policy names the tool's own): a text must pass as each of them reads it.
+    public var sqlDialects: [SQLDialect] = SQLDialect.allCases
     /// Required JSON type (`string`, `number`, `boolean`, `array`, `object`, `null`) of the argument itself.
     public var type: String?
     /// Detectors that must not fire.
@@ -113,7 +116,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
         }
         for detector in detectors {
-            if let found = detector.finding(in: leaf) { return "\(detector.rawValue): \(found)" }
+            if let found = detector.finding(in: leaf, databases: sqlDialects) { return "\(detector.rawValue): \(found)" }
         }
         guard leaf.type != "key" else { return nil }
         let canonical = leaf.canonical
@@ -121,7 +124,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
         // and `%` an operator to the other).
         if readOnlySQL {
             for form in leaf.forms {
-                if let problem = SQLScanner.readOnlyProblem(form) {
+                if let problem = SQLScanner.readOnlyProblem(form, databases: sqlDialects) {
                     return "not a read-only query: \(problem)"
                         + (form.utf8.elementsEqual(canonical.utf8) ? "" : " (in the form \(Self.quoted(form)))")
                 }

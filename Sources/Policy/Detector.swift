@@ -9,22 +9,23 @@ public enum Detector: String, Sendable, Hashable, CaseIterable {
     /// parameter expansion, read bare and as if spliced into single or double quotes; NUL.
     case shellMetacharacters = "shell_metacharacters"
 
-    /// Whether the detector fires on `value` (any of its forms); the returned text says what was found.
-    func finding(in value: ArgumentValue) -> String? {
+    /// Whether the detector fires on `value` (any of its forms); the returned text says what was found. SQL is read as
+    /// each of `databases` reads it.
+    func finding(in value: ArgumentValue, databases: [SQLDialect] = SQLDialect.allCases) -> String? {
         for form in value.forms {
-            if let found = finding(in: form) { return found }
+            if let found = finding(in: form, databases: databases) { return found }
         }
         return nil
     }
 
-    private func finding(in text: String) -> String? {
+    private func finding(in text: String, databases: [SQLDialect]) -> String? {
         switch self {
         case .pathTraversal:
             if text.utf8.contains(0) { return "NUL byte" }
             // On scalars, with look-alikes folded and marks next to separators dropped (see `PathText`).
             return PathText(text).segments.contains(where: PathText.isParent) ? "'..' path segment" : nil
         case .sqlInjection:
-            return SQLScanner.finding(in: text)
+            return SQLScanner.finding(in: text, databases: databases)
         case .shellMetacharacters:
             return ShellScanner.finding(in: text)
         }

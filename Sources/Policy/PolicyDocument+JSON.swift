@@ -8,6 +8,7 @@ extension PolicyDocument {
     ]
     static let argumentKeys: Set<String> = [
         "deny", "allow", "path", "max_length", "min_length", "max_bytes", "type", "detectors", "required", "read_only_sql",
+        "sql_dialects",
     ]
     static let pathKeys: Set<String> = ["allowed_prefixes", "allow_absolute", "allow_traversal"]
     static let rateLimitKeys: Set<String> = ["id", "description", "methods", "tools", "agents", "rate_per_second", "burst", "per", "scope"]
@@ -213,6 +214,27 @@ extension PolicyDocument {
                     reason: "unknown detector '\(name)' (\(Detector.allCases.map(\.rawValue).joined(separator: ", ")))")
             }
             return detector
+        }
+        if let names = try reader.strings("sql_dialects") {
+            let field = reader.fieldPath("sql_dialects")
+            var dialects: [SQLDialect] = []
+            for (position, name) in names.enumerated() {
+                guard let dialect = SQLDialect(rawValue: name) else {
+                    throw JSONFieldError(
+                        path: "\(field)[\(position)]",
+                        reason: "unknown SQL dialect '\(name)' (\(SQLDialect.allCases.map(\.rawValue).joined(separator: ", ")))")
+                }
+                if !dialects.contains(dialect) { dialects.append(dialect) }
+            }
+            guard !dialects.isEmpty else {
+                throw JSONFieldError(path: field, reason: "names no database: leave it out to read SQL as every database does")
+            }
+            // A setting that changes nothing would let an author believe a check is narrowed (or applied) where it is not.
+            guard constraint.readOnlySQL || constraint.detectors.contains(.sqlInjection) else {
+                throw JSONFieldError(
+                    path: field, reason: "applies to read_only_sql and the sql_injection detector, and this argument has neither")
+            }
+            constraint.sqlDialects = dialects
         }
         constraint.required = try reader.bool("required") ?? false
         if constraint.required && key == "*" {

@@ -1,7 +1,7 @@
 /// The `sql_injection` detector and the `read_only_sql` constraint, on `SQLTokenizer` (never regular expressions over
 /// raw text).
 ///
-/// A value is read in both dialects, as it is, and as if spliced into each kind of quote it contains (`'`, `"`,
+/// A value is read in every dialect asked for (all four by default), as it is, and as if spliced into each kind of quote it contains (`'`, `"`,
 /// `` ` ``): `1' OR '1'='1` is harmless data on its own and a tautology once it closes the literal it is pasted into.
 /// (A value that starts like a query and leaves nothing open is read only as a query: turned inside out, its literals
 /// would read as code.)
@@ -15,10 +15,10 @@
 enum SQLScanner {
     private typealias Token = SQLTokenizer.Token
 
-    /// What the text does that a value must not, or nil.
-    static func finding(in text: String) -> String? {
+    /// What the text does that a value must not, read as each of `databases` reads it, or nil.
+    static func finding(in text: String, databases: [SQLDialect] = SQLDialect.allCases) -> String? {
         let bytes = Array(text.utf8)
-        for dialect in SQLTokenizer.Dialect.all {
+        for dialect in SQLTokenizer.Dialect.readings(of: databases) {
             let plain = SQLTokenizer.tokens(bytes, dialect)
             if plain.unicodeEscapedIdentifier { return unicodeEscapedIdentifier }
             let isQuery = startsAsStatement(plain.tokens)
@@ -523,9 +523,9 @@ enum SQLScanner {
 
     /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
     /// nil when it is. Comments are whitespace; words inside literals and quoted identifiers do not count. The text
-    /// must be read-only in both dialects.
-    static func readOnlyProblem(_ text: String) -> String? {
-        for dialect in SQLTokenizer.Dialect.all {
+    /// must be read-only as each of `databases` reads it.
+    static func readOnlyProblem(_ text: String, databases: [SQLDialect] = SQLDialect.allCases) -> String? {
+        for dialect in SQLTokenizer.Dialect.readings(of: databases) {
             if let problem = readOnlyProblem(SQLTokenizer.tokens(Array(text.utf8), dialect)) { return problem }
         }
         return nil

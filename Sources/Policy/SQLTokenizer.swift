@@ -3,12 +3,25 @@
 ///
 /// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
 /// tokenizer reads a text in one of several dialects and the callers try them all:
-/// - `mysql`: a backslash escapes inside literals, `"…"` is a literal, `#` starts a comment, and the text of an
-///   executable comment (`/*!50000 SLEEP(5)*/`) is code;
+/// - `mysql`: a backslash escapes inside literals (and, read a second time, does not: the server's
+///   `NO_BACKSLASH_ESCAPES` mode), `"…"` is a literal, `#` starts a comment, and the text of an executable comment
+///   (`/*!50000 SLEEP(5)*/`) is code;
 /// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`), `#` is an operator, `$tag$…$tag$` is a
 ///   literal, and block comments nest (`/* /* */ still a comment */`);
 /// - `sqlServer`: `[…]` is an identifier, block comments nest;
 /// - `sqlite`: `[…]` is an identifier, block comments do not nest, no dollar quotes.
+/// A database whose reading of SQL text the checks know (`sql_dialects` in a policy).
+public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
+    /// MySQL and MariaDB.
+    case mysql
+    /// PostgreSQL.
+    case postgresql
+    /// Microsoft SQL Server.
+    case sqlServer = "sqlserver"
+    /// SQLite.
+    case sqlite
+}
+
 struct SQLTokenizer {
     /// What a dialect treats specially.
     struct Dialect: Sendable {
@@ -36,7 +49,22 @@ struct SQLTokenizer {
         static let sqlite = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
             bracketIdentifiers: true)
-        static let all = [mysql, standard, sqlServer, sqlite]
+        /// MySQL in its `NO_BACKSLASH_ESCAPES` mode: a backslash is an ordinary character.
+        static let mysqlWithoutBackslashEscapes = Dialect(
+            backslashEscapes: false, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
+
+        /// How `database` reads SQL text: MySQL in two ways, since whether a backslash escapes is the server's setting.
+        static func readings(of database: SQLDialect) -> [Dialect] {
+            switch database {
+            case .mysql: [mysql, mysqlWithoutBackslashEscapes]
+            case .postgresql: [standard]
+            case .sqlServer: [sqlServer]
+            case .sqlite: [sqlite]
+            }
+        }
+
+        /// How each of `databases` reads SQL text.
+        static func readings(of databases: [SQLDialect]) -> [Dialect] { databases.flatMap(readings(of:)) }
     }
 
     /// One token and where it is in the text.
@@ -113,14 +141,19 @@ struct SQLTokenizer {
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
         func add(_ kind: Token.Kind, from start: Int) { result.tokens.append(Token(kind: kind, start: start, end: index)) }
         /// The text between the quotes of the identifier that started at `start` (lower-cased ASCII), if closed.
-        func identifier(_ start: Int) -> String? {
-            guard index - start >= 2, index <= bytes.count else { return nil }
-            let inner = bytes[(start + 1)..<(index - 1)]
+        /// The text of the quoted identifier from `start` to here; one left open at the end of the text is named by all
+        /// it holds (a value spliced into `"…"` ends in an open one: `x" OR "a"="a` compares `a` with `a`).
+        func identifier(_ start: Int, closed: Bool) -> String? {
+            let end = closed ? index - 1 : index
+            guard end > start, index <= bytes.count else { return nil }
+            let inner = bytes[(start + 1)..<end]
             guard inner.allSatisfy({ $0 < 0x80 }) else { return nil }
             return String(decoding: inner, as: UTF8.self).lowercased()
         }
-        /// Skips a quoted run that started at `index` (the opening quote) and ends with `close`.
-        func skipQuoted(close: UInt8, escapes: Bool) {
+        /// Skips a quoted run that started at `index` (the opening quote) and ends with `close`; false when the text
+        /// ends first.
+        @discardableResult
+        func skipQuoted(close: UInt8, escapes: Bool) -> Bool {
             index += 1
             while index < bytes.count {
                 let byte = bytes[index]
@@ -134,12 +167,13 @@ struct SQLTokenizer {
                         continue
                     }
                     index += 1
-                    return
+                    return true
                 }
                 index += 1
             }
             index = bytes.count
             result.unterminated = true
+            return false
         }
         while index < bytes.count {
             let start = index
@@ -196,14 +230,14 @@ struct SQLTokenizer {
                 skipQuoted(close: UInt8(ascii: "'"), escapes: true)  // PostgreSQL E'…' escapes with backslashes
                 add(.string, from: start)
             case UInt8(ascii: "\""):
-                skipQuoted(close: byte, escapes: dialect.backslashEscapes)
-                add(dialect.doubleQuotedStrings ? .string : .quotedIdentifier(identifier(start)), from: start)
+                let closed = skipQuoted(close: byte, escapes: dialect.backslashEscapes)
+                add(dialect.doubleQuotedStrings ? .string : .quotedIdentifier(identifier(start, closed: closed)), from: start)
             case UInt8(ascii: "`"):
-                skipQuoted(close: byte, escapes: false)
-                add(.quotedIdentifier(identifier(start)), from: start)
+                let closed = skipQuoted(close: byte, escapes: false)
+                add(.quotedIdentifier(identifier(start, closed: closed)), from: start)
             case UInt8(ascii: "[") where dialect.bracketIdentifiers:
-                skipQuoted(close: UInt8(ascii: "]"), escapes: false)
-                add(.quotedIdentifier(identifier(start)), from: start)
+                let closed = skipQuoted(close: UInt8(ascii: "]"), escapes: false)
+                add(.quotedIdentifier(identifier(start, closed: closed)), from: start)
             case UInt8(ascii: "$") where dialect.dollarQuotes:
                 if let tagEnd = dollarTagEnd(bytes, from: index) {
                     let tag = bytes[index...tagEnd]

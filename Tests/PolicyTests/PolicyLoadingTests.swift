@@ -55,6 +55,18 @@ struct PolicyLoadingTests {
                 #"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["[[:digit:]]"]}}}]}"#,
                 "'[' inside [...] must be escaped"
             ),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"q":{"read_only_sql":true,"sql_dialects":["postgres"]}}}]}"#,
+                "args.q.sql_dialects[0]: unknown SQL dialect 'postgres' (mysql, postgresql, sqlserver, sqlite)"
+            ),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"q":{"read_only_sql":true,"sql_dialects":[]}}}]}"#,
+                "sql_dialects: names no database"
+            ),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"q":{"max_length":9,"sql_dialects":["mysql"]}}}]}"#,
+                "sql_dialects: applies to read_only_sql and the sql_injection detector, and this argument has neither"
+            ),
         ])
     func loadErrors(json: String, expected: String) {
         #expect {

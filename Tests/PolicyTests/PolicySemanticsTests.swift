@@ -127,6 +127,32 @@ struct PolicySemanticsTests {
     }
 
     @Test(
+        "sql_dialects reads a query as the named databases do: what they read as one read-only query passes, and what any of them reads otherwise is refused",
+        arguments: [
+            // A literal ending in a backslash is closed for every database but MySQL.
+            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["postgresql"]"#, true),
+            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["sqlserver","sqlite"]"#, true),
+            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["mysql"]"#, false),
+            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["postgresql","mysql"]"#, false),
+            ("SELECT $$;$$", #"["postgresql"]"#, true), ("SELECT $$;$$", #"["sqlite"]"#, false),
+            ("SELECT [a;b] FROM t", #"["sqlserver"]"#, true), ("SELECT [a;b] FROM t", #"["postgresql"]"#, false),
+            // What each named database reads as a second statement, or as an open literal, is still refused.
+            (#"SELECT 'a\'; DROP TABLE t; -- '"#, #"["mysql"]"#, false), (#"SELECT 'a\'; DROP TABLE t; -- '"#, #"["postgresql"]"#, false),
+            ("SELECT 1 # '; DROP TABLE t", #"["postgresql"]"#, false), (#"SELECT "x"; DROP TABLE t"#, #"["sqlserver"]"#, false),
+            (#"SELECT U&"pg\005fsleep"(600)"#, #"["postgresql"]"#, false), ("SELECT 1 WHILE 1=1 SELECT 1", #"["sqlserver"]"#, false),
+            ("SELECT 1 %27; DROP TABLE t; -- '", #"["postgresql"]"#, false),
+        ])
+    func sqlDialects(query: String, dialects: String, allowed: Bool) throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"s","default_action":"deny","rules":[{"id":"Q","action":"allow","tools":["q"],"args":{"sql":{"read_only_sql":true,"sql_dialects":"#
+                + dialects + "}}}]}")
+        let decision = set.evaluate(
+            PolicyRequest(
+                tenant: "acme", agent: "bot1", target: "q", arguments: .object(JSONObject([.init(key: "sql", value: .string(query))]))))
+        #expect((decision.outcome == .allow) == allowed, "\(query) as \(dialects): \(decision.reason)")
+    }
+
+    @Test(
         "sql_injection sees calls of quoted function names and tautologies written with signs, arithmetic, <=>, IS NOT NULL, prefixed literals, server variables, COLLATE and a column compared with itself",
         arguments: [
             // Found in review: a quoted name is a call all the same (SQLite, MySQL, PostgreSQL and SQL Server run these).

@@ -42,6 +42,28 @@ struct SQLScannerTests {
         #expect(SQLScanner.finding(in: value)?.contains("Unicode escapes") == true, "\(value)")
     }
 
+    @Test(
+        "each database's reading alone: what hides in one reading is found in it, and what only another database reads is not",
+        arguments: [
+            // PostgreSQL: a `"…"` is an identifier, and a value spliced into one ends in an open one (`"a"="a"`).
+            (#"x" OR "a"="a"#, [SQLDialect.postgresql], true), (#"x" OR "a"="a"#, [.sqlServer], true),
+            ("1; SELECT pg_sleep(5)", [.postgresql], true), ("x' OR 'a'='a", [.sqlite], true),
+            // MySQL alone reads `#` as a comment and `\'` as an escaped quote.
+            ("x' # comment", [.mysql], true), ("x' # comment", [.postgresql], false),
+            ("it's #1", [.mysql], false), ("O'Brien", [.postgresql, .mysql], false),
+        ])
+    func perDatabase(value: String, databases: [SQLDialect], found: Bool) {
+        let finding = SQLScanner.finding(in: value, databases: databases)
+        #expect((finding != nil) == found, "\(value) as \(databases): \(finding ?? "nothing")")
+    }
+
+    @Test("MySQL is read with and without backslash escapes (NO_BACKSLASH_ESCAPES is the server's setting)")
+    func mysqlWithoutBackslashEscapes() {
+        // With escapes, one literal; without, a literal `'a\\'` and then a call of SLEEP.
+        #expect(SQLScanner.readOnlyProblem(#"SELECT 'a\' , SLEEP(5) -- '"#, databases: [.mysql]) == "it calls SLEEP")
+        #expect(SQLScanner.finding(in: #"x\' UNION SELECT password FROM users -- "#, databases: [.mysql]) != nil)
+    }
+
     @Test("the percent-decoded text is kept as a form between the value as sent and its NFKC form")
     func decodedForm() {
         #expect(ArgumentCanonicalizer.forms(of: "x %3E%CC%B8") == ["x %3E%CC%B8", "x >\u{338}", "x \u{226F}"])
