@@ -1,8 +1,9 @@
 /// The `sql_injection` detector and the `read_only_sql` constraint, on `SQLTokenizer` (never regular expressions over
 /// raw text).
 ///
-/// A value is read in every dialect asked for (all four by default), as it is, and as if spliced into each kind of quote it contains (`'`, `"`,
-/// `` ` ``): `1' OR '1'='1` is harmless data on its own and a tautology once it closes the literal it is pasted into.
+/// A value is read as every database asked for reads it (all four by default), as it is, and as if spliced into each
+/// kind of quote it contains (`'`, `"`, `` ` ``): `1' OR '1'='1` is harmless data on its own and a tautology once it
+/// closes the literal it is pasted into.
 /// (A value that starts like a query and leaves nothing open is read only as a query: turned inside out, its literals
 /// would read as code.)
 /// What a value is decides what is looked for:

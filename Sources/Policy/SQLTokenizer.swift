@@ -1,15 +1,3 @@
-/// SQL text as tokens, the way a database reads it: comments are whitespace, string literals and quoted identifiers
-/// are single tokens, `;` separates statements. Never regular expressions over raw text.
-///
-/// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
-/// tokenizer reads a text in one of several dialects and the callers try them all:
-/// - `mysql`: a backslash escapes inside literals (and, read a second time, does not: the server's
-///   `NO_BACKSLASH_ESCAPES` mode), `"…"` is a literal, `#` starts a comment, and the text of an executable comment
-///   (`/*!50000 SLEEP(5)*/`) is code;
-/// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`), `#` is an operator, `$tag$…$tag$` is a
-///   literal, and block comments nest (`/* /* */ still a comment */`);
-/// - `sqlServer`: `[…]` is an identifier, block comments nest;
-/// - `sqlite`: `[…]` is an identifier, block comments do not nest, no dollar quotes.
 /// A database whose reading of SQL text the checks know (`sql_dialects` in a policy).
 public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
     /// MySQL and MariaDB.
@@ -22,6 +10,18 @@ public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
     case sqlite
 }
 
+/// SQL text as tokens, the way a database reads it: comments are whitespace, string literals and quoted identifiers
+/// are single tokens, `;` separates statements. Never regular expressions over raw text.
+///
+/// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
+/// tokenizer reads a text in one of several dialects and the callers try every one their databases need:
+/// - `mysql`: a backslash escapes inside literals (and, read a second time, does not: the server's
+///   `NO_BACKSLASH_ESCAPES` mode), `"…"` is a literal, `#` starts a comment, and the text of an executable comment
+///   (`/*!50000 SLEEP(5)*/`) is code;
+/// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`), `#` is an operator, `$tag$…$tag$` is a
+///   literal, and block comments nest (`/* /* */ still a comment */`);
+/// - `sqlServer`: `[…]` is an identifier, block comments nest;
+/// - `sqlite`: `[…]` is an identifier, block comments do not nest, no dollar quotes.
 struct SQLTokenizer {
     /// What a dialect treats specially.
     struct Dialect: Sendable {
@@ -140,9 +140,9 @@ struct SQLTokenizer {
         var inExecutableComment = false
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
         func add(_ kind: Token.Kind, from start: Int) { result.tokens.append(Token(kind: kind, start: start, end: index)) }
-        /// The text between the quotes of the identifier that started at `start` (lower-cased ASCII), if closed.
-        /// The text of the quoted identifier from `start` to here; one left open at the end of the text is named by all
-        /// it holds (a value spliced into `"…"` ends in an open one: `x" OR "a"="a` compares `a` with `a`).
+        /// The text between the quotes of the identifier that started at `start` (lower-cased ASCII); one left open at
+        /// the end of the text is named by all it holds (a value spliced into `"…"` ends in an open one: `x" OR "a"="a`
+        /// compares `a` with `a`).
         func identifier(_ start: Int, closed: Bool) -> String? {
             let end = closed ? index - 1 : index
             guard end > start, index <= bytes.count else { return nil }
