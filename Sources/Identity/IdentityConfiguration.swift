@@ -49,7 +49,8 @@ public struct IdentityConfiguration: Sendable {
         Authenticator(
             certificates: CertificateAuthenticator(tenants: tenants.mapValues(\.certificateRules)),
             tokens: try JWTVerifier(
-                tenants: tenants.compactMapValues(\.jwt), maximumTokenBytes: maximumTokenBytes,
+                tenants: tenants.compactMapValues(\.jwt), tenantsWithoutTokens: Set(tenants.filter { $0.value.jwt == nil }.keys),
+                maximumTokenBytes: maximumTokenBytes,
                 cacheCapacity: tokenCacheCapacity, remoteKeys: remoteKeys))
     }
 }

@@ -183,9 +183,15 @@ extension PolicyDocument {
         constraint.allowPatterns = try regexes("allow")
         if let path = try reader.object("path") {
             try path.requireOnlyKeys(pathKeys)
-            constraint.path = .init(
+            let rule = ArgumentConstraint.PathRule(
                 allowedPrefixes: try path.strings("allowed_prefixes") ?? [], allowAbsolute: try path.bool("allow_absolute") ?? false,
                 allowTraversal: try path.bool("allow_traversal") ?? false)
+            for (position, prefix) in rule.allowedPrefixes.enumerated() {
+                if let problem = prefixProblem(prefix, rule) {
+                    throw JSONFieldError(path: "\(path.fieldPath("allowed_prefixes"))[\(position)]", reason: problem)
+                }
+            }
+            constraint.path = rule
         }
         if let length = try reader.int("max_length") {
             guard length > 0 else { throw JSONFieldError(path: reader.fieldPath("max_length"), reason: "must be positive") }
@@ -252,6 +258,27 @@ extension PolicyDocument {
                 reason: "checks nothing: give at least one of \(argumentKeys.sorted().joined(separator: ", ")) (with a non-empty list)")
         }
         return constraint
+    }
+
+    /// Why `prefix` of `rule` can never admit a value, or nil: values are compared once canonical and normalised
+    /// (found by review: `/srv/data` without `allow_absolute`, and `./docs`, loaded and admitted nothing).
+    static func prefixProblem(_ prefix: String, _ rule: ArgumentConstraint.PathRule) -> String? {
+        guard !prefix.isEmpty else { return "is empty" }
+        let canonical = ArgumentCanonicalizer.forms(of: prefix).last ?? prefix
+        guard canonical == prefix else {
+            return "'\(prefix)' is compared with canonical values, and is not one: write it as '\(canonical)'"
+        }
+        if PathText(prefix).isAbsolute && !rule.allowAbsolute {
+            return "'\(prefix)' is absolute, and no absolute path is admitted without \"allow_absolute\": true"
+        }
+        // The prefix, read as a value of this rule, must lie under itself: true exactly when it is written normalised.
+        let own = ArgumentConstraint.PathRule(allowedPrefixes: [prefix], allowAbsolute: true, allowTraversal: false)
+        if let problem = ArgumentConstraint.scalarPathProblem(prefix, own) {
+            return problem == ArgumentConstraint.outsidePrefixes(own)
+                ? "'\(prefix)' is compared with normalised paths (no '.', '..' or empty segments), and is not one"
+                : "'\(prefix)': \(problem)"
+        }
+        return nil
     }
 
     private static func parseRateLimit(_ reader: JSONObjectReader, document: String, file: String) throws -> RateLimitRule {

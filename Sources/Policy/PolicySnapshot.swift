@@ -120,10 +120,31 @@ public struct PolicySnapshot: Sendable {
         do {
             // Hidden files are skipped, as hidden folders are one level up (an editor's `.x.json.swp`, a
             // `.disabled.json` moved aside): found by review, a hidden document was in force.
-            files = try FileManager.default.contentsOfDirectory(atPath: path).filter { $0.hasSuffix(".json") && !$0.hasPrefix(".") }
-                .sorted()
+            files = try FileManager.default.contentsOfDirectory(atPath: path).filter { !$0.hasPrefix(".") }.sorted()
         } catch {
             throw PolicyLoadError(file: path, reason: "cannot list: \(error.localizedDescription)")
+        }
+        // Anything else is refused, not skipped (found by review: a deny rule in `acme/extra/deny.json` or
+        // `acme/Deny.JSON` loaded nothing, and `policy check` said ok).
+        for file in files {
+            let full = path + "/" + file
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: full, isDirectory: &isDirectory) else {
+                throw PolicyLoadError(file: full, reason: "cannot be read (a symbolic link to nothing?)")
+            }
+            if isDirectory.boolValue {
+                throw PolicyLoadError(
+                    file: full,
+                    reason:
+                        "folders inside a tenant folder are not read: its documents are <tenant>/*.json (move them up, or hide the folder with a leading '.')"
+                )
+            }
+            guard file.hasSuffix(".json") else {
+                throw PolicyLoadError(
+                    file: full,
+                    reason:
+                        "not a policy document: a tenant folder holds *.json files only (lower-case; hide other files with a leading '.')")
+            }
         }
         guard !files.isEmpty else { throw PolicyLoadError(file: path, reason: "no *.json policy documents") }
         var documents: [PolicyDocument] = []

@@ -98,14 +98,40 @@ struct ConfigCommand: ParsableCommand {
         }
 
         /// Settings that load and work but are likely not what a production gateway wants, each naming the file and
-        /// the field: an admin listener reachable off the machine without TLS, or shared limits that fall back to
-        /// whole local limits on every replica during a Redis outage. `config check` prints them and still succeeds.
+        /// the field: an admin listener reachable off the machine without TLS, a tenant without an upstream, a
+        /// `client_auth` that shuts out a tenant's callers or ignores its CA, or shared limits that fall back to whole
+        /// local limits on every replica during a Redis outage. `config check` prints them and still succeeds.
         static func warnings(_ loaded: ConfigurationFile, _ path: String) -> [String] {
             var warnings: [String] = []
             if let admin = loaded.admin, admin.tls == nil, !admin.listen.isLoopback {
                 warnings.append(
                     "\(path): admin.listen: \(admin.listen) is not on loopback and has no TLS: anyone who reaches it can read metrics and reload"
                 )
+            }
+            // Found by review: each of these made a whole tenant's callers fail, and `config check` said ok.
+            for tenant in loaded.identity.tenants.keys.sorted() where loaded.upstreams[tenant] == nil {
+                warnings.append(
+                    "\(path): tenants.\(tenant): no upstream: its MCP requests will get 502 (set tenants.\(tenant).upstream, or serve --upstream URL)"
+                )
+            }
+            if let tls = loaded.gateway.tls {
+                let tenants = loaded.identity.tenants.sorted(by: { $0.key < $1.key })
+                switch tls.clientAuthentication {
+                case .required:
+                    for (tenant, identity) in tenants where identity.clientCABundles.isEmpty {
+                        warnings.append(
+                            "\(path): tls.client_auth: required, and tenant \(tenant) has no client_ca: every handshake needs a certificate and this tenant has no CA to verify one, so its callers never get as far as presenting a token"
+                        )
+                    }
+                case .none:
+                    for (tenant, identity) in tenants where !identity.clientCABundles.isEmpty {
+                        warnings.append(
+                            "\(path): tls.client_auth: none, so tenant \(tenant)'s client_ca is never used: no client certificate is asked for, and its agents can only present tokens"
+                        )
+                    }
+                case .optional:
+                    break
+                }
             }
             if let shared = loaded.sharedLimits, shared.replicas == 1 {
                 let falling = loaded.identity.tenants.keys.sorted().filter { shared.failureMode(of: $0) == .localFallback }

@@ -30,6 +30,22 @@ struct PolicyCommand: ParsableCommand {
         return try PolicySnapshot.load(directory: path)
     }
 
+    /// The arguments the gateway decides a call with, from what `explain` or `evaluate` was given: for `resources/read`
+    /// these are the request's `params`, whose `uri` is the target (found by review: explain answered `allow` for a
+    /// read the gateway denied by an argument rule on `uri`, which it never saw); for every other method, `given`.
+    static func decidedArguments(method: String, target: String?, given: JSONValue?) throws -> JSONValue? {
+        guard method == "resources/read", let target else { return given }
+        guard let given else { return .object(JSONObject([.init(key: "uri", value: .string(target))])) }
+        guard let object = given.objectValue else { throw ValidationError("arguments of resources/read must be an object") }
+        if let uri = object["uri"] {
+            guard uri.stringValue == target else {
+                throw ValidationError("the arguments' \"uri\" is not the target; for resources/read they are the request's params")
+            }
+            return given
+        }
+        return .object(JSONObject([.init(key: "uri", value: .string(target))] + object.members))
+    }
+
     /// `mcpgw policy check DIR`.
     struct Check: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -74,7 +90,10 @@ struct PolicyCommand: ParsableCommand {
         var tool: String?
         @Option(help: "Resource URI (resources/read) or prompt name (prompts/get).")
         var target: String?
-        @Option(help: "Arguments as a JSON object.")
+        @Option(
+            help:
+                "Arguments as a JSON object: the call's `arguments` for tools/call and prompts/get; for other methods the request's `params` (for resources/read, --target is its `uri`)."
+        )
         var args: String = "{}"
         @Option(help: "Space-separated token scopes of the caller.")
         var scopes: String = ""
@@ -93,7 +112,8 @@ struct PolicyCommand: ParsableCommand {
             }
             let request = PolicyRequest(
                 tenant: tenant, agent: agent, scopes: Set(scopes.split(separator: " ").map(String.init)), method: method,
-                target: tool ?? target, arguments: arguments)
+                target: tool ?? target,
+                arguments: try PolicyCommand.decidedArguments(method: method, target: tool ?? target, given: arguments))
             let decision = snapshot.evaluate(request)
             let considered = snapshot.tenants[tenant]?.candidateRules(for: request) ?? []
             let limits =

@@ -10,7 +10,8 @@ extension PolicyCommand {
             abstract: "Decide calls read as JSON lines from standard input; print one JSON decision per line.",
             discussion: """
                 Each input line is an object: {"tenant": …, "agent": …, "method": "tools/call", "tool": … or "target": …, \
-                "arguments": {…}, "scopes": […]}. Each output line is what `policy explain --json` prints for that call, or \
+                "arguments": {…}, "scopes": […]}; "arguments" are the call's for tools/call and prompts/get, and the \
+                request's params for other methods (for resources/read, "target" is their "uri"). Each output line is what `policy explain --json` prints for that call, or \
                 {"error": …} for a line that cannot be read. Rate limits are not consumed.
                 """)
 
@@ -30,10 +31,12 @@ extension PolicyCommand {
                 do {
                     let call = try JSONObjectReader(try JSONParser.parse(line))
                     try call.requireOnlyKeys(["tenant", "agent", "method", "tool", "target", "arguments", "scopes"])
+                    let method = try call.string("method") ?? "tools/call"
+                    let target = try call.string("tool") ?? call.string("target")
                     let request = PolicyRequest(
                         tenant: try call.requiredString("tenant"), agent: try call.requiredString("agent"),
-                        scopes: Set(try call.strings("scopes") ?? []), method: try call.string("method") ?? "tools/call",
-                        target: try call.string("tool") ?? call.string("target"), arguments: call.object["arguments"])
+                        scopes: Set(try call.strings("scopes") ?? []), method: method, target: target,
+                        arguments: try PolicyCommand.decidedArguments(method: method, target: target, given: call.object["arguments"]))
                     if let problem = PolicyMethods.neverDecidedProblem(request.method) {
                         throw ValidationError("method: \(problem)")
                     }

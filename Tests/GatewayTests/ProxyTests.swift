@@ -281,8 +281,11 @@ struct ProxyTests {
             let wrongAgent = try await gateway.client("acme/agents/bot2").send(
                 body: RPC.call("read_file"), headers: [("Authorization", "Bearer \(try GatewayFixture.token(agent: "bot1"))")])
             #expect(wrongAgent.status == 403)
+            // A certificate alone that names another tenant than its CA's is a refused certificate (401), not two
+            // credentials that disagree (403).
             let namesGlobex = try await gateway.client("acme/agents/names-globex").send(body: RPC.call("read_file"))
-            #expect(namesGlobex.status == 403)
+            #expect(namesGlobex.status == 401)
+            #expect(namesGlobex.body.contains("certificate_refused"), "\(namesGlobex.body)")
             #expect(upstream.received.isEmpty)
             let records = try gateway.auditRecords()
             #expect(records.count == 9)
@@ -290,7 +293,7 @@ struct ProxyTests {
             #expect(
                 records.map { $0["rule"]?.stringValue ?? "" } == [
                     "no_credentials", "token_expired", "malformed_token", "malformed_token", "malformed_token", "malformed_token",
-                    "tenant_mismatch", "agent_mismatch", "tenant_mismatch",
+                    "tenant_mismatch", "agent_mismatch", "certificate_refused",
                 ])
         }
     }

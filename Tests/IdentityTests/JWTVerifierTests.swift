@@ -129,6 +129,22 @@ struct JWTVerifierTests {
         #expect(error.code == code, "\(name): \(error)")
     }
 
+    @Test("a token naming a configured tenant that accepts no tokens is told apart from one naming no tenant at all")
+    func tenantWithoutTokens() throws {
+        let verifier = try JWTVerifier(tenants: ["acme": DevKeys.settings("acme")], tenantsWithoutTokens: ["initech"])
+        let minter = try DevKeys.rsaMinter()
+        for (tenant, code) in [("initech", "tenant_mismatch"), ("nobody", "unknown_tenant")] {
+            var claims = DevKeys.claims()
+            claims.tenant = tenant
+            let token = try minter.mint(claims)
+            #expect {
+                try verifier.verify(token, now: DevKeys.now)
+            } throws: { error in
+                (error as? AuthenticationError)?.code == code && (code != "tenant_mismatch" || "\(error)".contains("accepts no tokens"))
+            }
+        }
+    }
+
     @Test("without a kid, a token is refused when its issuer has several keys, and verifies when it has one")
     func keySelectionWithoutKid() throws {
         let rsa = try JWTSigningKey.privateKey(pem: DevKeys.file("acme-rs256.key"))

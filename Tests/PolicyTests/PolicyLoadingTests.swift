@@ -55,6 +55,19 @@ struct PolicyLoadingTests {
                 #"{"rules":[{"id":"R1","action":"deny","tools":["x"],"args":{"p":{"deny":["[[:digit:]]"]}}}]}"#,
                 "'[' inside [...] must be escaped"
             ),
+            // Found by review: prefixes no value can ever lie under (values are compared canonical and normalised).
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"p":{"path":{"allowed_prefixes":["/srv/data"]}}}}]}"#,
+                #"args.p.path.allowed_prefixes[0]: '/srv/data' is absolute, and no absolute path is admitted without "allow_absolute": true"#
+            ),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"p":{"path":{"allowed_prefixes":["docs","./docs"]}}}}]}"#,
+                "allowed_prefixes[1]: './docs' is compared with normalised paths (no '.', '..' or empty segments), and is not one"
+            ),
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"p":{"path":{"allowed_prefixes":["ｄocs"]}}}}]}"#,
+                "'ｄocs' is compared with canonical values, and is not one: write it as 'docs'"
+            ),
             (
                 #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"q":{"read_only_sql":true,"sql_dialects":["postgres"]}}}]}"#,
                 "args.q.sql_dialects[0]: unknown SQL dialect 'postgres' (mysql, postgresql, sqlserver, sqlite)"
@@ -135,7 +148,10 @@ struct PolicyLoadingTests {
         for (files, expected) in [
             (["p.json": "{}"], "policy files live in tenant folders"),
             (["bad tenant/p.json": "{}"], "not a valid tenant id"),
-            (["acme/readme.txt": "x"], "no *.json policy documents"),
+            (["acme/readme.txt": "x"], "acme/readme.txt: not a policy document"),
+            // Found by review: documents a tenant folder holds in a subfolder or under another spelling were skipped.
+            (["acme/a.json": "{}", "acme/extra/deny.json": "{}"], "acme/extra: folders inside a tenant folder are not read"),
+            (["acme/a.json": "{}", "acme/Deny.JSON": "{}"], "acme/Deny.JSON: not a policy document"),
             (["_global/p.json": "{}"], "no tenant folders"),
             (["acme/a.json": #"{"name":"same"}"#, "acme/b.json": #"{"name":"same"}"#], "also used by"),
             // One limit id in two documents of a tenant (or in a global one): both would count in the same buckets.

@@ -99,8 +99,11 @@ def break_policy_key(tmp_path) -> str:
 def test_shipped_dev_configuration_passes(mcpgw):
     status, out = mcpgw("config", "check", "mcpgw.dev.json")
     assert status == 0, out
-    assert out.startswith("ok: mcpgw.dev.json"), out
+    lines = out.splitlines()
+    assert lines[-1].startswith("ok: mcpgw.dev.json"), out
     assert "error:" not in out
+    # The dev configuration names no upstream (`mcpgw demo` and `serve --upstream` give one), and says so.
+    assert [line for line in lines[:-1] if "no upstream" not in line] == [], out
 
 
 def test_settings_that_work_but_are_unsafe_are_warned_about(tmp_path):
@@ -116,11 +119,34 @@ def test_settings_that_work_but_are_unsafe_are_warned_about(tmp_path):
     assert any("admin.listen: 0.0.0.0:9464 is not on loopback and has no TLS" in line for line in warnings), lines
     assert any("redis.replicas: 1" in line and "acme" in line for line in warnings), lines
     assert lines[-1].startswith("ok: "), lines
-    # The same file with the admin listener on loopback and the replicas counted: no warning.
+    # The same file with the admin listener on loopback, the replicas counted and upstreams set: no warning.
     config["admin"] = {"listen": "127.0.0.1:9464"}
     config["redis"]["replicas"] = 3
+    for tenant in config["tenants"].values():
+        tenant["upstream"] = {"url": "http://127.0.0.1:9/mcp"}
     status, lines, _ = config_check(write_config(tmp_path, config))
     assert status == 0 and not [line for line in lines if line.startswith("warning: ")], lines
+
+
+def test_settings_that_shut_out_a_tenants_callers_are_warned_about(tmp_path):
+    """Found by review: a tenant without an upstream (every request 502), `client_auth: required` with a tenant that has
+    no CA (no handshake of its callers completes), and `client_auth: none` with a tenant's CA (never used) all
+    passed `config check` without a word."""
+    config = dev_config(tmp_path)
+    config["tenants"]["acme"]["upstream"] = {"url": "http://127.0.0.1:9/mcp"}
+    del config["tenants"]["globex"]["client_ca"], config["tenants"]["globex"]["crl"]
+    config["tls"]["client_auth"] = "required"
+    status, lines, stderr = config_check(write_config(tmp_path, config))
+    assert status == 0 and lines[-1].startswith("ok: "), (lines, stderr)
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert any("tenants.globex: no upstream: its MCP requests will get 502" in line for line in warnings), lines
+    assert not any("tenants.acme: no upstream" in line for line in warnings), lines
+    assert any("tls.client_auth: required, and tenant globex has no client_ca" in line for line in warnings), lines
+    config["tls"]["client_auth"] = "none"
+    status, lines, _ = config_check(write_config(tmp_path, config))
+    warnings = [line for line in lines if line.startswith("warning: ")]
+    assert status == 0 and any("tls.client_auth: none, so tenant acme's client_ca is never used" in line for line in warnings), lines
+    assert not any("client_auth" in line and "globex" in line for line in warnings), lines
 
 
 def test_unknown_top_level_key(tmp_path):

@@ -62,6 +62,27 @@ def test_explain_other_methods(mcpgw):
     assert status == 0 and answer["rule"] == "A3"
 
 
+def test_explain_and_evaluate_see_a_reads_uri_as_the_gateway_does(mcpgw, tmp_path):
+    # The gateway decides resources/read with its params as the arguments, so an argument rule on `uri` applies; explain
+    # and evaluate answered `allow` where the gateway denied (found by review).
+    tenant = tmp_path / "alpha"
+    tenant.mkdir()
+    (tenant / "p.json").write_text(json.dumps({"name": "r", "default_action": "deny", "rules": [
+        {"id": "P9", "action": "allow", "resources": ["file:///workspace/*"]},
+        {"id": "P11", "action": "deny", "resources": ["file:///workspace/*"], "arg_deny": {"uri": "secret"}}]}))
+    common = ("policy", "explain", "--policies", str(tmp_path), "--json", "--tenant", "alpha", "--agent", "w", "--method", "resources/read")
+    status, out = mcpgw(*common, "--target", "file:///workspace/secret")
+    assert status == 2 and json.loads(out)["rule"] == "P11", out
+    status, out = mcpgw(*common, "--target", "file:///workspace/notes")
+    assert status == 0 and json.loads(out)["rule"] == "P9", out
+    # A `uri` in the arguments that is not the target is refused, not decided.
+    status, out = mcpgw(*common, "--target", "file:///workspace/notes", "--args", '{"uri": "file:///workspace/secret"}')
+    assert status != 0 and not out.strip(), out
+    line = json.dumps({"tenant": "alpha", "agent": "w", "method": "resources/read", "target": "file:///workspace/secret"})
+    status, out = mcpgw("policy", "evaluate", "--policies", str(tmp_path), stdin=line + "\n")
+    assert status == 0 and json.loads(out)["rule"] == "P11", out
+
+
 def test_explain_json_with_a_huge_burst(mcpgw, tmp_path):
     # A burst no 64-bit integer holds is written as the number it is, not a crash.
     tenant = tmp_path / "acme"

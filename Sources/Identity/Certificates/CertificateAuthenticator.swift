@@ -44,8 +44,10 @@ public struct CertificateAuthenticator: Sendable {
             guard id.trustDomain == rules.trustDomain else {
                 throw .certificateRefused("SPIFFE trust domain '\(id.trustDomain)' is not '\(rules.trustDomain)'")
             }
+            // A certificate at odds with itself, not two credentials that disagree (found by review: a certificate
+            // alone got "the presented credentials name different callers").
             guard id.tenant == tenant else {
-                throw .tenantMismatch("certificate chains to the CA of tenant '\(tenant)' but names tenant '\(id.tenant)'")
+                throw .certificateRefused("certificate chains to the CA of tenant '\(tenant)' but names tenant '\(id.tenant)'")
             }
             guard IdentifierRules.isValid(id.agent) else { throw .certificateRefused("agent id '\(id.agent)' is not valid") }
             agent = id.agent

@@ -17,6 +17,9 @@ public struct JWTVerifier: Sendable {
     }
 
     private let tenants: [String: TenantJWTSettings]
+    /// Configured tenants that accept no tokens (no `jwt` settings): a token naming one is told apart from a token
+    /// naming a tenant that does not exist.
+    private let tenantsWithoutTokens: Set<String>
     private let keysByID: [String: KeyEntry]
     private let tenantByIssuer: [String: String]
     private let cache: VerifiedTokenCache
@@ -28,8 +31,8 @@ public struct JWTVerifier: Sendable {
     /// A verifier for these tenants. Fails when a `kid` or issuer is claimed by two tenants, or a tenant has no
     /// issuer or key.
     public init(
-        tenants: [String: TenantJWTSettings], maximumTokenBytes: Int = 8192, cacheCapacity: Int = 10_000,
-        remoteKeys: RemoteKeyRing? = nil
+        tenants: [String: TenantJWTSettings], tenantsWithoutTokens: Set<String> = [], maximumTokenBytes: Int = 8192,
+        cacheCapacity: Int = 10_000, remoteKeys: RemoteKeyRing? = nil
     ) throws(IdentityConfigurationError) {
         var keysByID: [String: KeyEntry] = [:]
         var tenantByIssuer: [String: String] = [:]
@@ -54,6 +57,7 @@ public struct JWTVerifier: Sendable {
             }
         }
         self.tenants = tenants
+        self.tenantsWithoutTokens = tenantsWithoutTokens
         self.keysByID = keysByID
         self.tenantByIssuer = tenantByIssuer
         self.cache = VerifiedTokenCache(capacity: cacheCapacity)
@@ -178,7 +182,11 @@ public struct JWTVerifier: Sendable {
         }
 
         let named = try string(claims, settings.tenantClaim, required: true)!
-        guard tenants[named] != nil else { throw .unknownTenant(named) }
+        guard tenants[named] != nil else {
+            // Found by review: "unknown tenant" for a tenant the configuration has, with certificates only.
+            guard tenantsWithoutTokens.contains(named) else { throw .unknownTenant(named) }
+            throw .tenantMismatch("token names tenant '\(named)', which accepts no tokens, but is signed by a key of tenant '\(tenant)'")
+        }
         guard named == tenant else {
             throw .tenantMismatch("token names tenant '\(named)' but is signed by a key of tenant '\(tenant)'")
         }
