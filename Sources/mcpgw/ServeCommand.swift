@@ -187,6 +187,7 @@ struct ServeCommand: AsyncParsableCommand {
                     guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
                     return atStart.changes(comparedWith: now)
                 },
+                restartOnlyChangeAffectsIdentity: RestartOnlySettings.affectsIdentity,
                 // The tenants of the configuration as the reload finds it (a tenant removed from it needs no policies;
                 // found by review: the tenants at start were required for good, and every later reload was refused).
                 requiredTenants: { [atStart = Array(file.identity.tenants.keys)] in
