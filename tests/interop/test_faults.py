@@ -402,7 +402,8 @@ def test_upstream_fault_is_contained(mode, faulty, healthy, tmp_path):
     assert after.ok(), f"acme after the upstream recovered: {after.brief()}\n{gateway.stderr}"
     assert status == 0, f"exit status {status} after {mode}:\n{gateway.stderr}"
     if "status" in expected:
-        assert ready_during["status"] == 503 and ready_during["checks"]["upstreams_failing"] == ["acme"], ready_during
+        # Listed, while globex's upstream still serves: ready (one tenant's upstream never takes the gateway out).
+        assert ready_during["status"] == 200 and ready_during["checks"]["upstreams_failing"] == ["acme"], ready_during
         assert ready_after["status"] == 200 and ready_after["checks"]["upstreams_failing"] == [], ready_after
     # The upstream saw each call once (none for a closed port), and the call after recovery.
     assert received == (1 if mode == "refuse" else ACME_CALLS + 1), received

@@ -101,12 +101,16 @@ public final class AdminListener: Sendable {
     /// Stops accepting connections.
     public func close() async throws { try await channel.close() }
 
-    /// Readiness, as `/readyz` reports it: each check and whether the gateway is ready.
+    /// Readiness, as `/readyz` reports it: each check and whether the gateway is ready. Upstreams that fail are listed;
+    /// they make the gateway not ready only when every tenant's does (found by review: one agent's slow call, or one
+    /// tenant's broken upstream, took a shared gateway out of its load balancer for every tenant).
     static func readiness(_ services: GatewayServices, window: Double) -> (ready: Bool, body: JSONValue) {
         let policies = !services.policy.snapshot.tenants.isEmpty
         let audit = services.audit.isAccepting
         let failing = services.metrics.failingUpstreams(within: window)
-        let ready = policies && audit && failing.isEmpty
+        let withUpstreams = services.upstream.tenants
+        let noneServed = !withUpstreams.isEmpty && withUpstreams.isSubset(of: failing)
+        let ready = policies && audit && !noneServed
         let body = JSONValue.object(
             JSONObject([
                 .init(key: "ready", value: .bool(ready)),

@@ -6,6 +6,9 @@ import Synchronization
 /// that keep tenants and agents from starving each other. Shared by every connection.
 public final class UpstreamClient: Sendable {
     private let endpoints: [String: UpstreamEndpoint]
+
+    /// The tenants that have an upstream.
+    public var tenants: Set<String> { Set(endpoints.keys) }
     /// Tenants' legacy HTTP+SSE endpoints (`GET /sse` and the message endpoints it announces live there).
     private let legacyEndpoints: [String: UpstreamEndpoint]
     let budgets = UpstreamBudgets()
