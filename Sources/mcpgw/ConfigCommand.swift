@@ -3,6 +3,7 @@ import Foundation
 import Gateway
 import Identity
 import Logging
+import NIOPosix
 import Policy
 import StrictJSON
 import TLS
@@ -46,11 +47,11 @@ struct ConfigCommand: ParsableCommand {
         }
 
         /// Every problem found in the file and what it refers to, each naming the file and the field. `policies`,
-        /// `upstreamOverridden`, `tlsOverridden`, `redisURL` and `auditLogOverridden` stand for command-line flags of
-        /// `serve` that replace parts of the file.
+        /// `upstreamOverridden`, `tlsOverridden`, `redisURL`, `auditLogOverridden` and `listenOverridden` stand for
+        /// command-line flags of `serve` that replace parts of the file.
         static func problems(
             in path: String, policies override: String? = nil, upstreamOverridden: Bool = false, tlsOverridden: Bool = false,
-            redisURL: String? = nil, auditLogOverridden: Bool = false
+            redisURL: String? = nil, auditLogOverridden: Bool = false, listenOverridden: Bool = false
         ) -> [String] {
             var (loaded, problems) = documentProblems(path, redisURL: redisURL)
             guard let loaded else { return problems }
@@ -89,12 +90,40 @@ struct ConfigCommand: ParsableCommand {
                 }
             }
             if !auditLogOverridden, let problem = auditLogProblem(loaded.auditLog) { problems.append("\(path): audit_log: \(problem)") }
+            // What the gateway fetches over HTTPS (keys, introspection) must be set up to succeed: the URL and its CA
+            // bundle (found by review: a missing `ca_file` passed this check; `serve` then died, or failed every fetch).
+            for (tenant, identity) in loaded.identity.tenants.sorted(by: { $0.key < $1.key }) {
+                if let remote = identity.jwt?.remoteKeys, let problem = RemoteKeyFetcher.problem(with: remote) {
+                    problems.append("\(path): tenants.\(tenant).jwt (keys fetched over HTTPS): \(problem)")
+                }
+                if let introspection = identity.introspection {
+                    do {
+                        _ = try TokenIntrospector(
+                            settings: [tenant: introspection], audiences: [:], eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                            logger: Logger(label: "config-check"))
+                    } catch {
+                        problems.append("\(path): tenants.\(tenant).oauth.introspection: \(error)")
+                    }
+                }
+            }
+            if !listenOverridden, let admin = loaded.admin, let problem = Self.sharedPortProblem(admin.listen, loaded.gateway.listen) {
+                problems.append("\(path): admin.listen: \(problem)")
+            }
             do {
                 _ = try loaded.identity.makeAuthenticator()
             } catch {
                 problems.append("\(path): tenants (jwt): \(error)")
             }
             return problems
+        }
+
+        /// Why the admin listener cannot listen at `admin` beside the MCP listener at `listen` (the same port on the same,
+        /// or a wildcard, address), or nil. Found by review: `serve` then died with "Address already in use".
+        static func sharedPortProblem(_ admin: ListenAddress, _ listen: ListenAddress) -> String? {
+            guard admin.port != 0, admin.port == listen.port else { return nil }
+            let wildcards: Set<String> = ["0.0.0.0", "::", "[::]", "*"]
+            guard admin.host == listen.host || wildcards.contains(admin.host) || wildcards.contains(listen.host) else { return nil }
+            return "\(admin) is the MCP listener's port too (listen \(listen)): give the admin listener a port of its own"
         }
 
         /// Settings that load and work but are likely not what a production gateway wants, each naming the file and

@@ -101,7 +101,8 @@ struct ServeCommand: AsyncParsableCommand {
             // The same checks as `mcpgw config check`, with the same messages: all of them, before anything starts.
             let problems = ConfigCommand.Check.problems(
                 in: configPath, policies: policies, upstreamOverridden: upstream != nil,
-                tlsOverridden: cert != nil || key != nil || insecurePlainHttp, redisURL: redis, auditLogOverridden: auditLog != nil)
+                tlsOverridden: cert != nil || key != nil || insecurePlainHttp, redisURL: redis, auditLogOverridden: auditLog != nil,
+                listenOverridden: listen != nil || adminListen != nil)
             if !problems.isEmpty {
                 for problem in problems { logger.critical("configuration refused: \(problem)") }
                 throw ConfigurationError("the configuration has \(problems.count) problem(s): \(problems.joined(separator: "; "))")

@@ -128,6 +128,26 @@ def test_settings_that_work_but_are_unsafe_are_warned_about(tmp_path):
     assert status == 0 and not [line for line in lines if line.startswith("warning: ")], lines
 
 
+def test_fetches_over_https_and_a_shared_admin_port_are_checked(tmp_path):
+    """Found by review: a key set or introspection endpoint whose `ca_file` is missing, and an admin listener on the
+    MCP listener's port, passed `config check`; `serve` then died ("Address already in use", an unnamed TLS error) or
+    failed every key fetch, so the tenant's tokens never verified."""
+    config = dev_config(tmp_path)
+    missing = str(tmp_path / "no-such-ca.pem")
+    secret = tmp_path / "client-secret.txt"
+    secret.write_text("s3cret\n")
+    config["tenants"]["acme"]["jwt"] = {"issuers": ["https://login.example/acme"], "jwks_uri": "https://login.example/jwks.json",
+                                        "ca_file": missing}
+    config["tenants"]["globex"]["oauth"] = {"authorization_servers": ["https://login.example/globex"], "introspection": {
+        "url": "https://login.example/introspect", "client_id": "mcpgw", "client_secret_file": str(secret), "ca_file": missing}}
+    config["identity"]["public_url"] = "https://mcp.example.com"
+    config["admin"] = {"listen": "127.0.0.1:" + config["listen"].rsplit(":", 1)[1]}
+    found = problems(write_config(tmp_path, config))
+    assert any("tenants.acme.jwt (keys fetched over HTTPS): " in line and "no-such-ca.pem" in line for line in found), found
+    assert any("tenants.globex.oauth.introspection: " in line and "no-such-ca.pem" in line for line in found), found
+    assert any("admin.listen: " in line and "is the MCP listener's port too" in line for line in found), found
+
+
 def test_settings_that_shut_out_a_tenants_callers_are_warned_about(tmp_path):
     """Found by review: a tenant without an upstream (every request 502), `client_auth: required` with a tenant that has
     no CA (no handshake of its callers completes), and `client_auth: none` with a tenant's CA (never used) all

@@ -194,6 +194,23 @@ public final class RemoteKeyFetcher: Sendable {
         }
     }
 
+    /// Why fetching keys as `settings` say can never succeed (the URL is not `https://`, its CA bundle does not load),
+    /// or nil: checked before the gateway starts (found by review: a missing `ca_file` passed `config check`, and the
+    /// started gateway failed every fetch, so the tenant's tokens never verified).
+    public static func problem(with settings: RemoteKeySettings) -> String? {
+        let url: String
+        switch settings.source {
+        case .jwks(let jwks): url = jwks
+        case .discovery(let issuer): url = issuer
+        }
+        do {
+            _ = try HTTPSFetch(url: url, caFile: settings.caFile, maximumBytes: settings.maximumBytes)
+            return nil
+        } catch {
+            return "\(error)"
+        }
+    }
+
     private func get(_ url: String, _ settings: RemoteKeySettings) -> EventLoopFuture<HTTPSFetch.Response> {
         do {
             return try HTTPSFetch(url: url, caFile: settings.caFile, maximumBytes: settings.maximumBytes).send(on: eventLoop)
