@@ -228,6 +228,37 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a call whose answer is cut short is recorded as not completed, with the status its answer began with")
+    func answerCutShort() async throws {
+        // An SSE answer: its head and a first event, then nothing (the result never comes).
+        let event = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\",\"params\":{}}\n\n"
+        let upstream = try await RawUpstream.start { _ in
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                + String(event.utf8.count, radix: 16) + "\r\n" + event + "\r\n"
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#)))
+        #expect(await client.wait(timeout: .seconds(5)) { $0.contains("data:") })
+        await client.close()
+        var records: [JSONObject] = []
+        let deadline = ContinuousClock.now + .seconds(5)
+        while records.isEmpty && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            records = try gateway.auditRecords()
+        }
+        // One record, written when the answer ended: not as answered (found by review: it was written at the head).
+        #expect(records.count == 1, "\(records)")
+        let record = try #require(records.first)
+        #expect(record["decision"] == .string("allow"))
+        #expect(record["upstream_status"] == .number(JSONNumber(200)))
+        #expect(
+            record["reason"]?.stringValue?.hasSuffix("not completed: the client closed the connection before the whole answer was relayed")
+                == true, "\(record)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("pipelined requests still queued when the client goes away each get a record")
     func queuedPipelinedRequestsRecorded() async throws {
         let upstream = try await RawUpstream.start { _ in nil }

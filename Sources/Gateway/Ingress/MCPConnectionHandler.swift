@@ -39,6 +39,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var request: ExchangeRequest?
     private var plan: ForwardPlan?
     private var reservation: AuditLog.Reservation?
+    /// A call's relayed answer that has begun (its status, and when its head came): its records are written when the
+    /// answer ends, saying whether it was relayed whole (found by review: an SSE answer cut short by the client or a
+    /// shutdown was recorded as answered, the record written at its head). Streams are recorded at their head.
+    private var answerBegun: (status: Int, at: NIODeadline)?
     /// Filters list results out of an SSE answer as it streams (POST answers with list requests, and GET streams).
     private var eventFilter: SSEEventFilter?
     /// The legacy stream this connection relays, as registered in `LegacyStreams`.
@@ -289,8 +293,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         unregisterLegacyStream()
         recordUndecided()
         perform(machine.clientClosed())
+        let cut = answerBegun != nil ? " before the whole answer was relayed" : ""
         finishAudit(
-            status: nil, note: draining ? "not completed: the gateway shut down" : "not completed: the client closed the connection")
+            status: answerBegun?.status,
+            note: draining ? "not completed: the gateway shut down\(cut)" : "not completed: the client closed the connection\(cut)",
+            answeredAt: answerBegun?.at)
         recordQueuedRequests()
         releaseBudgets()
         releaseHeldBytes()
@@ -651,6 +658,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .writeResponseEnd(let close):
             upstream = nil
             flushPending = false
+            if let begun = answerBegun { finishAudit(status: begun.status, note: nil, answeredAt: begun.at) }
             releaseBudgets()
             // Finished before the end is written: writing it may deliver the next pipelined request at once. (While
             // shutting down, the connection closes only once the end is written.)
@@ -1191,10 +1199,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     /// Writes the plan's records into their reservation, once, with the upstream's status.
-    private func finishAudit(status: Int?, note: String?) {
+    private func finishAudit(status: Int?, note: String?, answeredAt: NIODeadline? = nil) {
         guard let reservation, plan != nil, let services, let request else { return }
         self.reservation = nil
-        let now = NIODeadline.now()
+        answerBegun = nil
+        let now = answeredAt ?? NIODeadline.now()
         let latency = Int((now - request.received).nanoseconds / 1000)
         // Completed in place, in the plan this exchange holds (a copy of the plan or of each record would retain and
         // release every field of it).
@@ -1380,7 +1389,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // is known (the filtered list, or the gateway's own 502/504), with the status the client got.
         let collectErrors = plan?.renamesListRequests == true
         if !ExchangeStateMachine.collects(head, collect: collect, collectErrors: collectErrors) {
-            finishAudit(status: Int(head.status.code), note: nil)
+            if plan?.listens == true {
+                finishAudit(status: Int(head.status.code), note: nil)
+            } else {
+                answerBegun = (Int(head.status.code), .now())
+            }
         }
         if isEventStream, let services, let plan, let principal = request?.principal {
             // Relayed one event at a time: event ids sealed to this caller and its session, list results filtered.
@@ -1629,6 +1642,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Ends an SSE answer that cannot go on (an event unreadable or too large to hold): recorded, the upstream request
     /// cancelled, and the client's connection closed (the framing of what was relayed cannot be finished cleanly).
     private func endStream(_ reason: String, rule: String, decision: AuditRecord.Decision = .malformed) {
+        if let begun = answerBegun { finishAudit(status: begun.status, note: "not completed: \(reason)", answeredAt: begun.at) }
         // Ended once: no later check (a reload, the credentials' expiry) ends it again before the close completes.
         endListening()
         stopOffloadedFiltering()
@@ -1695,6 +1709,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             services.logger.warning(
                 "upstream request failed",
                 metadata: ["tenant": "\(tenant)", "error": "\(failure)", "similar.failures.held.back": "\(held)"])
+        }
+        if let begun = answerBegun {
+            finishAudit(
+                status: begun.status, note: "not completed: the upstream failed during its answer: \(failure)", answeredAt: begun.at)
         }
         perform(machine.upstreamFailed(failure))
     }
