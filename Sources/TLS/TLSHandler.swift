@@ -254,15 +254,22 @@ public final class TLSHandler: ChannelDuplexHandler {
         let wasHandshaking = machine.state == .handshaking
         guard case .fail = machine.failed() else { return }
         handshakeTimer?.cancel()
-        // Per-connection events stay at info at most (a flood of bad handshakes must not become a flood of
-        // warnings); the counters carry the totals.
+        // Per-connection events stay at info at most, and the first of each kind in a second is logged (a flood of bad
+        // handshakes must not become a flood of lines); the counters carry the totals.
         let version = connection?.negotiatedVersion ?? "unknown"
         if wasHandshaking {
             TLSHandshakeCounters.shared.record(result: "failure", version: version, reason: TLSHandshakeCounters.reason(error))
         }
-        logger.info(
-            "\(wasHandshaking ? "TLS handshake refused" : "TLS connection failed") from \(peer): \(error)",
-            metadata: ["peer.address": "\(peer)", "tls.version": "\(version)", "tls.failure": "\(TLSHandshakeCounters.reason(error))"])
+        let reason = TLSHandshakeCounters.reason(error)
+        let kind = wasHandshaking ? "TLS handshake refused" : "TLS connection failed"
+        if let heldBack = tlsContext.failureLog.admit("\(kind)/\(reason)") {
+            logger.info(
+                "\(kind) from \(peer): \(error)",
+                metadata: [
+                    "peer.address": "\(peer)", "tls.version": "\(version)", "tls.failure": "\(reason)",
+                    "similar.failures.held.back": "\(heldBack)",
+                ])
+        }
         failBufferedWrites(error)
         context.fireErrorCaught(error)
         closeAfterSending(context: context, mode: .all, promise: nil)

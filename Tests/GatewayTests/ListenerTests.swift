@@ -105,6 +105,26 @@ struct ListenerTests {
         #expect(TLSHandshakeCounters.shared.failures(reason: "protocol_version") > before)
     }
 
+    @Test("a flood of failed handshakes logs the first of each kind a second, with how many were held back")
+    func failedHandshakesThrottled() async throws {
+        let gateway = try await RunningGateway.start(clientAuthentication: .optional)
+        defer { Task { try await gateway.listener.shutdown() } }
+        let started = ContinuousClock.now
+        // 40 connections that each send plain HTTP where a TLS ClientHello belongs (found by review: each wrote a line).
+        for _ in 0..<40 {
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .connect(host: "127.0.0.1", port: gateway.port).get()
+            try await channel.writeAndFlush(ByteBuffer(string: "GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+            try await channel.closeFuture.get()
+        }
+        let seconds = Int((ContinuousClock.now - started).components.seconds) + 1
+        // Each connection was closed by the gateway after its failure was handled (and logged, if at all).
+        let lines = gateway.log.all.filter { $0.contains("TLS handshake refused") }
+        #expect(!lines.isEmpty)
+        #expect(lines.count <= seconds + 1, "\(lines.count) lines in about \(seconds) s")
+        #expect(lines.dropFirst().allSatisfy { $0.contains("similar.failures.held.back") }, "\(lines)")
+    }
+
     @Test("TLS sessions resume (tickets)")
     func resumption() async throws {
         let gateway = try await RunningGateway.start(clientAuthentication: .optional)
