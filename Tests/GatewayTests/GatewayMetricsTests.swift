@@ -1,3 +1,4 @@
+import Foundation
 import Policy
 import Testing
 
@@ -62,5 +63,31 @@ struct OneLineLogHandlerTests {
         #expect(OneLineLogHandler.escaped("a\u{2028}b\u{85}c\u{1B}[31m") == "a\\u{2028}b\\u{85}c\\u{1B}[31m")
         let value = OneLineLogHandler.escaped(.dictionary(["url": .array([.string("x\ny")])]))
         #expect(value == .dictionary(["url": .array([.string("x\\u{A}y")])]))
+    }
+}
+
+/// Every rule name the gateway writes into audit records is a label value of its own (found by review: fifteen of
+/// them, `pipeline_depth`, `slow_reader`, `http_upgrade`, `batch`, …, were counted as `other`). Read from the sources,
+/// so that a new one cannot be forgotten.
+@Suite("Gateway metrics, the gateway's own reasons")
+struct GatewayReasonLabelTests {
+    @Test func everyRuleNameTheGatewayWritesIsALabel() throws {
+        let sources = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/Gateway")
+        let files = try #require(FileManager.default.enumerator(at: sources, includingPropertiesForKeys: nil))
+        // Every lower-case literal on a line that sets a rule (`rule: "x"`, `rule: c ? "x" : "y"`, `rule = "x"`, the
+        // budgets' `(reason, rule, status)` tuples).
+        var names: Set<String> = []
+        for case let file as URL in files where file.pathExtension == "swift" {
+            for line in try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
+            where line.contains("rule: ") || line.contains("rule = \"") || line.contains("_budget\"") {
+                // (Not a method name given on the same line.)
+                let setting = line.replacing(#/method: [^,)]*/#, with: "")
+                for match in setting.matches(of: #/"([a-z]+(?:_[a-z]+)*)"/#) { names.insert(String(match.output.1)) }
+            }
+        }
+        #expect(names.count > 30, "\(names.sorted())")
+        let missing = names.subtracting(GatewayMetrics.gatewayReasons)
+        #expect(missing.isEmpty, "rule names counted as `other`: \(missing.sorted())")
     }
 }
