@@ -1,6 +1,9 @@
 import ArgumentParser
 import Foundation
+import Gateway
 import Identity
+import Logging
+import NIOPosix
 import StrictJSON
 
 /// `mcpgw verify-token`: asks the gateway's own verifier whether it accepts a token, and as whom.
@@ -19,7 +22,23 @@ struct VerifyTokenCommand: ParsableCommand {
 
     func run() throws {
         let file = try ConfigurationFile.load(config)
-        let authenticator = try file.identity.makeAuthenticator()
+        // Keys fetched over HTTPS are fetched once, as `serve` does at start (found by review: a token `serve`
+        // accepted was refused here as signed by an unknown key). A fetch that fails leaves those keys out: the
+        // answer then says the key is unknown, and the error is on standard error.
+        let remote = file.identity.tenants.compactMapValues { $0.jwt?.remoteKeys }
+        var ring: RemoteKeyRing?
+        if !remote.isEmpty {
+            let fetcher = RemoteKeyFetcher(
+                tenants: remote, ring: RemoteKeyRing(), eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+                logger: Logger(label: "verify-token"))
+            let fetched = try fetcher.start().wait()
+            fetcher.stop()
+            for (tenant, succeeded) in zip(fetcher.tenants.sorted(), fetched) where !succeeded {
+                FileHandle.standardError.write(Data("warning: the keys of tenant \(tenant) could not be fetched\n".utf8))
+            }
+            ring = fetcher.ring
+        }
+        let authenticator = try file.identity.makeAuthenticator(remoteKeys: ring)
         var text = token
         if text == "-" { text = readLine(strippingNewline: true) ?? "" }
         do {

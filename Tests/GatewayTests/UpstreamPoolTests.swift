@@ -365,3 +365,18 @@ struct UpstreamPoolTests {
         await upstream.stop()
     }
 }
+
+/// An upstream URL with user information is refused without echoing it (it may hold a password).
+@Suite("Upstream URLs in errors")
+struct UpstreamURLErrorTests {
+    @Test(arguments: [
+        "http://svc:S3cr3tPassw0rd@127.0.0.1:9/mcp", "https://svc:S3cr3tPassw0rd@upstream.example", "http://S3cr3tPassw0rd@h?q=1",
+    ])
+    func userInformationIsNotEchoed(url: String) {
+        #expect {
+            try UpstreamEndpoint(UpstreamConfiguration(url: url), tenant: "acme")
+        } throws: { error in
+            "\(error)".contains("no user information") && !"\(error)".contains("S3cr3tPassw0rd") && "\(error)".contains("***@")
+        }
+    }
+}

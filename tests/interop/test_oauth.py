@@ -17,6 +17,7 @@ import secrets
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ from mcp.client.session import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
 
-from conftest import ROOT, dev_file
+from conftest import ROOT, dev_file, mcpgw_binary
 from oauth_server import AuthorizationServer, SigningKey, make_tls
 from test_mcp_sdk_conformance import start_upstream
 from test_serve_cli import start
@@ -469,6 +470,21 @@ def test_rotated_keys_are_fetched_without_sighup(tmp_path, tls, auth_server, gat
     assert "reason=unknown kid" in gateway.log()  # why the keys were fetched again
     assert refusal["decision"] == "authentication_failed" and refusal["rule"] == "unknown_kid", refusal
     assert "'a'" in refusal["reason"], refusal
+
+
+def test_verify_token_fetches_the_keys_serve_fetches(tmp_path, tls, auth_server, gateways, stateless_upstream):
+    """Found by review: `verify-token --config` refused, as signed by an unknown key, a token `serve` accepted with
+    the same configuration, its keys being fetched over HTTPS."""
+    key = SigningKey("a")
+    auth_server.jwks_keys = [key.jwk()]
+    gateway = remote_keys_gateway(gateways, tmp_path, auth_server, tls[0], stateless_upstream)
+    token = auth_server.mint(aud=gateway.resource, key=key)
+    assert_read_file_answered(rpc(gateway.port, token))
+    result = subprocess.run([mcpgw_binary(), "verify-token", "--config", str(tmp_path / "mcpgw.json"), token],
+                            capture_output=True, text=True, timeout=60)
+    answer = json.loads(result.stdout)
+    assert result.returncode == 0 and answer["accepted"] is True and answer["tenant"] == "acme", (result.stdout, result.stderr)
+    assert answer["kid"] == "a", answer
 
 
 def test_a_token_verified_before_its_key_was_withdrawn_is_refused_after(

@@ -140,5 +140,16 @@ public struct UpstreamConfigurationError: Error, Sendable, CustomStringConvertib
     public let url: String
     /// What is wrong.
     public let reason: String
-    public var description: String { "upstream \(url): \(reason)" }
+    /// The error as logs and `config check` show it: a URL's user information (refused, but it may hold a password)
+    /// is never echoed (found by review: `http://svc:S3cr3t@host/mcp` was printed whole).
+    public var description: String { "upstream \(Self.redacted(url)): \(reason)" }
+
+    /// `url` with any user information before its host replaced by `***`.
+    static func redacted(_ url: String) -> String {
+        guard let scheme = url.range(of: "://") else { return url }
+        let rest = url[scheme.upperBound...]
+        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
+        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
+        return String(url[..<scheme.upperBound]) + "***" + String(rest[at...])
+    }
 }
