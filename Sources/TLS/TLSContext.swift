@@ -22,8 +22,6 @@ public final class TLSContext: @unchecked Sendable {
     let trustAnchors: [String: String]
     /// ALPN protocols in wire format (length-prefixed), server preference order.
     let alpnWire: [UInt8]
-    /// How often failed handshakes and connections through this context are logged (one line per kind a second).
-    let failureLog = TLSFailureLog()
 
     /// Builds and validates an OpenSSL context; every file is read now, so a bad path or key fails here, not per connection.
     public init(role: TLSRole, configuration: TLSConfiguration) throws(TLSError) {

@@ -23,6 +23,7 @@ public final class TLSHandler: ChannelDuplexHandler {
     private static let closeTimeout = TimeAmount.seconds(5)
 
     private let tlsContext: TLSContext
+    private let admitsFailureLog: (@Sendable (String) -> Int?)?
     private let serverHostname: String?
     private let logger: Logger
     /// Every lifecycle transition is decided there; this handler performs the actions.
@@ -54,10 +55,17 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     /// A handler for one connection. `serverHostname` (clients only) is sent as SNI and checked against the
     /// server's certificate.
-    public init(context: TLSContext, serverHostname: String? = nil, logger: Logger) {
+    /// `admitsFailureLog`, given a failure's kind, says whether to log it now and how many of that kind were held back
+    /// since the last line (nil: not now); without it every failure is logged. A listener passes its throttle, so that
+    /// a flood of bad handshakes is not a flood of lines (the counters still count every one).
+    public init(
+        context: TLSContext, serverHostname: String? = nil, logger: Logger,
+        admitsFailureLog: (@Sendable (String) -> Int?)? = nil
+    ) {
         self.tlsContext = context
         self.serverHostname = serverHostname
         self.logger = logger
+        self.admitsFailureLog = admitsFailureLog
     }
 
     public func handlerAdded(context: ChannelHandlerContext) {
@@ -254,15 +262,17 @@ public final class TLSHandler: ChannelDuplexHandler {
         let wasHandshaking = machine.state == .handshaking
         guard case .fail = machine.failed() else { return }
         handshakeTimer?.cancel()
-        // Per-connection events stay at info at most, and the first of each kind in a second is logged (a flood of bad
-        // handshakes must not become a flood of lines); the counters carry the totals.
+        // Per-connection events stay at info at most, and a listener logs the first of each kind in a second (a flood
+        // of bad handshakes must not become a flood of lines); the counters carry the totals.
         let version = connection?.negotiatedVersion ?? "unknown"
         if wasHandshaking {
             TLSHandshakeCounters.shared.record(result: "failure", version: version, reason: TLSHandshakeCounters.reason(error))
         }
         let reason = TLSHandshakeCounters.reason(error)
         let kind = wasHandshaking ? "TLS handshake refused" : "TLS connection failed"
-        if let heldBack = tlsContext.failureLog.admit("\(kind)/\(reason)") {
+        // Without a throttle every failure is logged; with one, only what it admits.
+        let admitted: Int? = admitsFailureLog.map { $0("\(kind)/\(reason)") } ?? 0
+        if let heldBack = admitted {
             logger.info(
                 "\(kind) from \(peer): \(error)",
                 metadata: [

@@ -49,6 +49,9 @@ public final class GatewayListener: Sendable {
         let idleTimeout = TimeAmount(configuration.idleTimeout)
         let limits = services?.limits ?? GatewayLimits()
         let perSource = configuration.maximumConnectionsPerSource ?? max(1, configuration.maximumConnections / 2)
+        // Failed handshakes: the first of each kind in a second is logged, with how many were held back (found by
+        // review: a junk record on each of 23,000 connections wrote 23,000 lines).
+        let handshakeFailureLog = LogThrottle(interval: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -85,7 +88,8 @@ public final class GatewayListener: Sendable {
                     if let tlsContext {
                         // The generation first: a reload between the two reads makes the connection check once more.
                         let generation = tlsContext.generation
-                        let handler = TLSHandler(context: tlsContext.current, logger: logger)
+                        let handler = TLSHandler(
+                            context: tlsContext.current, logger: logger, admitsFailureLog: { handshakeFailureLog.admit($0) })
                         try pipeline.addHandler(handler)
                         tlsTrust = .init(contexts: tlsContext, handler: handler, generation: generation)
                     }

@@ -61,6 +61,7 @@ public final class AdminListener: Sendable {
         // A reloaded trust (an operator's certificate revoked, the operator CA replaced) reaches open connections too:
         // they close once their request in progress is answered, and reconnect against the new trust.
         tls?.onReplace { [weak connections] in connections?.trustReloaded() }
+        let handshakeFailureLog = LogThrottle(interval: 1)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
@@ -76,7 +77,10 @@ public final class AdminListener: Sendable {
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    if let tls { try pipeline.addHandler(TLSHandler(context: tls.current, logger: logger)) }
+                    if let tls {
+                        try pipeline.addHandler(
+                            TLSHandler(context: tls.current, logger: logger, admitsFailureLog: { handshakeFailureLog.admit($0) }))
+                    }
                     let deadlines = ClientDeadlines(
                         idleTimeout: limits.idleTimeout, headTimeout: limits.requestHeadTimeout, minimumBytesPerSecond: 1024,
                         gracePeriod: .seconds(5))
