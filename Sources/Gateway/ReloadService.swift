@@ -63,9 +63,6 @@ public struct Reloader: Sendable {
     let logger: Logger
     /// The settings of the configuration file a reload does not apply that changed since start (nil: unknown).
     let restartOnlyChanges: (@Sendable () -> [String]?)?
-    /// Whether a restart-only change (as `restartOnlyChanges` names it) is one the authenticator is built from: while
-    /// one stands, the identity in force is kept whole (and TLS with it), since a new one would apply it in part.
-    let restartOnlyChangeAffectsIdentity: @Sendable (String) -> Bool
     /// Tenants of the configuration, read at each reload: a policy reload that has none for one of them is refused,
     /// as start-up is.
     let requiredTenants: @Sendable () -> [String]
@@ -73,17 +70,14 @@ public struct Reloader: Sendable {
     /// A reloader of `engine`, of the authenticator in `identity` (built by `loadAuthenticator`), of `audit`'s file and,
     /// with `prepareTLS`, of the listeners' TLS settings (`prepareTLS` builds and checks them, and returns what puts
     /// them in force); `restartOnlyChanges` names the settings edited in the file that only a restart applies
-    /// (reported as a refused part, so that nobody is told they are in force), and while one of them is a setting the
-    /// authenticator is built from (`restartOnlyChangeAffectsIdentity`), identity and TLS stay as they are; a policy
-    /// reload without policies for one of `requiredTenants` is refused.
+    /// (reported as a refused part, so that nobody is told they are in force; `loadAuthenticator` holds those it is
+    /// built from at their running values); a policy reload without policies for one of `requiredTenants` is refused.
     public init(
         engine: PolicyEngine, identity: AuthenticatorStore? = nil, loadAuthenticator: (@Sendable () throws -> Authenticator)? = nil,
         audit: AuditLog? = nil, prepareTLS: (@Sendable () throws -> @Sendable () -> Void)? = nil, metrics: GatewayMetrics? = nil,
         logger: Logger, restartOnlyChanges: (@Sendable () -> [String]?)? = nil,
-        restartOnlyChangeAffectsIdentity: @escaping @Sendable (String) -> Bool = { _ in false },
         requiredTenants: @escaping @Sendable () -> [String] = { [] }
     ) {
-        self.restartOnlyChangeAffectsIdentity = restartOnlyChangeAffectsIdentity
         self.requiredTenants = requiredTenants
         self.engine = engine
         self.audit = audit
@@ -118,15 +112,8 @@ public struct Reloader: Sendable {
             report.parts.append(.init(name: "policies", succeeded: false, detail: "refused, previous policies in force: \(error)"))
         }
         // Identity and TLS are both built before either is put in force: a reload changes both or neither.
-        let changes = restartOnlyChanges?()
-        let identityBlockers = (changes ?? []).filter(restartOnlyChangeAffectsIdentity)
         var authenticator: Result<Authenticator, any Error>?
-        if identity != nil, let loadAuthenticator {
-            authenticator =
-                identityBlockers.isEmpty
-                ? Result { try loadAuthenticator() }
-                : .failure(RestartNeeded(settings: identityBlockers))
-        }
+        if identity != nil, let loadAuthenticator { authenticator = Result { try loadAuthenticator() } }
         var commitTLS: Result<@Sendable () -> Void, any Error>?
         if let prepareTLS { commitTLS = Result { try prepareTLS() } }
         let identityRefused: (any Error)? = if case .failure(let error) = authenticator { error } else { nil }
@@ -176,7 +163,7 @@ public struct Reloader: Sendable {
                 report.parts.append(.init(name: "audit_log", succeeded: false, detail: "not reopened: \(error)"))
             }
         }
-        if restartOnlyChanges != nil, let changes {
+        if let restartOnlyChanges, let changes = restartOnlyChanges() {
             if changes.isEmpty {
                 report.parts.append(.init(name: "restart_only_settings", succeeded: true, detail: "unchanged"))
             } else {
@@ -208,16 +195,6 @@ public struct Reloader: Sendable {
             if !minus.isEmpty { changes.append("\(tenant): rules removed \(minus.joined(separator: ", "))") }
         }
         return changes.isEmpty ? "rule ids unchanged (rules re-read)" : changes.joined(separator: "; ")
-    }
-}
-
-/// Why a reload keeps the identity in force: the file changes settings it is built from that only a restart applies.
-struct RestartNeeded: Error, CustomStringConvertible {
-    let settings: [String]
-
-    var description: String {
-        let list = settings.prefix(10).joined(separator: ", ") + (settings.count > 10 ? ", …" : "")
-        return "the file changes settings the identity is built from that only a restart applies (\(list)); restart to apply them"
     }
 }
 

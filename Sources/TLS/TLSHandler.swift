@@ -270,8 +270,9 @@ public final class TLSHandler: ChannelDuplexHandler {
         }
         let reason = TLSHandshakeCounters.reason(error)
         let kind = wasHandshaking ? "TLS handshake refused" : "TLS connection failed"
-        // Without a throttle every failure is logged; with one, only what it admits.
-        let admitted: Int? = admitsFailureLog.map { $0("\(kind)/\(reason)") } ?? 0
+        // Without a throttle every failure is logged; with one, only what it admits: the first line a second for each
+        // kind and text of failure (a flood repeats one text; a revoked certificate's refusal still gets its own line).
+        let admitted: Int? = admitsFailureLog.map { $0("\(kind)/\(String("\(error)".prefix(240)))") } ?? 0
         if let heldBack = admitted {
             logger.info(
                 "\(kind) from \(peer): \(error)",

@@ -157,28 +157,17 @@ struct RestartOnlySettings: Sendable {
         let keys = Set(before.members.map(\.key)).union(after.members.map(\.key)).sorted()
         for key in keys {
             let here = path.isEmpty ? key : path + "." + key
-            // A tenant added or removed is a change even when it has no restart-only setting of its own: its upstream
+            // A tenant added is a change even when it has no restart-only setting of its own: its upstream
             // (`--upstream`) and its share of everything set per tenant are made at start (found by review: a tenant
             // added by reload was reported as fully applied, and its calls got 502).
-            if path == "tenants", (before[key] == nil) != (after[key] == nil) {
-                found.append(here + (before[key] == nil ? " (added)" : " (removed)"))
+            // (A tenant removed is dropped by the reload at once, from the authenticator and the required policies: no
+            // restart is owed for it.)
+            if path == "tenants", before[key] == nil, after[key] != nil {
+                found.append(here + " (added)")
                 continue
             }
             differences(before[key] ?? .null, after[key] ?? .null, path: here, depth: depth + 1, into: &found)
         }
-    }
-
-    /// Whether a restart-only change at `path` (as `changes` names it) is one the authenticator is built from: the
-    /// identity section's (`public_url`, `oauth`), the MCP path (both make the audiences OAuth tokens name), a
-    /// tenant's `jwt` (keys fetched over HTTPS) or `oauth`, or a tenant added or removed. While one stands, a reload
-    /// keeps the whole identity in force (found by review: a reload that reported `identity.public_url` as not
-    /// applied built the authenticator from it all the same, and every OAuth token got 401).
-    static func affectsIdentity(_ path: String) -> Bool {
-        let parts = path.split(separator: ".", omittingEmptySubsequences: false)
-        if parts.first == "identity" || path == "mcp_path" { return true }
-        guard parts.first == "tenants", parts.count >= 2 else { return false }
-        if path.hasSuffix(" (added)") || path.hasSuffix(" (removed)") { return true }
-        return parts.count >= 3 && (parts[2] == "jwt" || parts[2] == "oauth")
     }
 
     private static func without(_ keys: Set<String>, in value: JSONValue) -> JSONValue {

@@ -180,15 +180,16 @@ struct ServeCommand: AsyncParsableCommand {
             }
             let reloader = Reloader(
                 engine: services.policy, identity: services.identity,
-                loadAuthenticator: { [ring = services.keyFetcher?.ring, redis] in
-                    try ConfigurationFile.load(configPath, redisURL: redis).identity.makeAuthenticator(remoteKeys: ring)
+                loadAuthenticator: { [ring = services.keyFetcher?.ring, redis, running = file.identity] in
+                    // What only a restart applies stays as it runs (the published resources, fetched keys, the tenants).
+                    try ConfigurationFile.load(configPath, redisURL: redis).identity.holdingRestartOnlySettings(of: running)
+                        .makeAuthenticator(remoteKeys: ring)
                 }, audit: services.audit,
                 prepareTLS: prepareTLS, metrics: services.metrics, logger: logger,
                 restartOnlyChanges: { [atStart = RestartOnlySettings(path: configPath)] in
                     guard let atStart, let now = RestartOnlySettings(path: configPath) else { return nil }
                     return atStart.changes(comparedWith: now)
                 },
-                restartOnlyChangeAffectsIdentity: RestartOnlySettings.affectsIdentity,
                 // The tenants of the configuration as the reload finds it (a tenant removed from it needs no policies;
                 // found by review: the tenants at start were required for good, and every later reload was refused).
                 requiredTenants: { [atStart = Array(file.identity.tenants.keys)] in

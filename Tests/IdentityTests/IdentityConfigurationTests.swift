@@ -92,3 +92,37 @@ struct IdentityConfigurationTests {
         #expect(configuration.tenants["globex"]?.jwt == nil)
     }
 }
+
+/// A reload's identity holds what only a restart applies at its running values (found by review: a new `public_url`
+/// went into the authenticator while the old resource was still published).
+@Suite("Identity settings as a reload applies them")
+struct IdentityReloadTests {
+    func read(_ tenants: String, identity: String) throws -> IdentityConfiguration {
+        try IdentityConfiguration.read(
+            identity: try JSONObjectReader(try JSONParser.parse(identity), path: "identity"),
+            tenants: try JSONObjectReader(try JSONParser.parse(tenants), path: "tenants"),
+            baseDirectory: DevPKI.repositoryRoot)
+    }
+
+    static let acme =
+        #""acme":{"jwt":{"issuers":["https://i/acme"],"keys":[{"kid":"k1","public_key_file":"certs-dev/jwt/acme-rs256.pub"}]},"oauth":{"authorization_servers":["https://i/acme"]}}"#
+
+    @Test func restartOnlySettingsAreHeld() throws {
+        let running = try read("{\(Self.acme)}", identity: #"{"public_url":"https://mcp.example.com"}"#)
+        let edited = try read(
+            #"{"# + Self.acme.replacingOccurrences(of: "k1", with: "k2")
+                + #","initech":{"jwt":{"issuers":["https://i/initech"],"keys":[{"kid":"k3","public_key_file":"certs-dev/jwt/globex-rs256.pub"}]}}}"#,
+            identity: #"{"public_url":"https://elsewhere.example.com"}"#)
+        let held = edited.holdingRestartOnlySettings(of: running)
+        // The audience the published resource names is kept; the tenant added waits for the restart.
+        #expect(held.tenants["acme"]?.jwt?.resourceAudiences == ["https://mcp.example.com/tenants/acme/mcp"])
+        #expect(held.oauth?.publicURL == "https://mcp.example.com")
+        #expect(held.tenants["initech"] == nil)
+        // What a reload re-reads is the file's: the rotated key.
+        #expect(held.tenants["acme"]?.jwt?.keys.map(\.keyID) == ["k2"])
+        // A tenant removed is dropped at once.
+        #expect(running.holdingRestartOnlySettings(of: edited).tenants.keys.sorted() == ["acme"])
+        let removed = try read("{}", identity: #"{"public_url":"https://mcp.example.com"}"#)
+        #expect(removed.holdingRestartOnlySettings(of: running).tenants.isEmpty)
+    }
+}

@@ -23,7 +23,7 @@ def test_a_valid_section_is_reported(tmp_path):
                       acme={"redis_failure_mode": "fail_closed"})
     status, lines, stderr = config_check(path)
     assert status == 0, (lines, stderr)
-    assert "rate limits shared through Redis at 127.0.0.1:6390" in lines[0], lines
+    assert "rate limits shared through Redis at 127.0.0.1:6390" in lines[-1], lines
 
 
 def test_mistakes_name_the_field(tmp_path):

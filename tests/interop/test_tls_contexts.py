@@ -457,4 +457,6 @@ def test_a_forged_crl_for_another_tenants_intermediate_ca_does_not_lock_out_its_
         log = gateway.stop()
     assert served.stdout == "200", "a forged CRL in globex's list locked out acme's agent: " + served.stderr
     assert revoked.stdout != "200", "the genuine CRL of acme's issuing CA no longer revokes"
-    assert "certificate revoked" in log, "refused, but not for the revocation: " + log[-2000:]
+    # Refused in the handshake (the log says why), or, when the handshake raced the reload, on its request: the
+    # trust changed under the connection, and the request is checked against the new CRL (401).
+    assert "certificate revoked" in log or revoked.stdout == "401", "refused, but not for the revocation: " + log[-2000:]
