@@ -18,8 +18,9 @@ public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
 /// - `mysql`: a backslash escapes inside literals (and, read a second time, does not: the server's
 ///   `NO_BACKSLASH_ESCAPES` mode), `"…"` is a literal, `#` starts a comment, and the text of an executable comment
 ///   (`/*!50000 SLEEP(5)*/`) is code;
-/// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`), `#` is an operator, `$tag$…$tag$` is a
-///   literal, and block comments nest (`/* /* */ still a comment */`);
+/// - `standard` (PostgreSQL): no backslash escapes (except in `E'…'`; and, read a second time, in every literal: the
+///   server's `standard_conforming_strings = off`), `#` is an operator, `$tag$…$tag$` is a literal, and block comments
+///   nest (`/* /* */ still a comment */`);
 /// - `sqlServer`: `[…]` is an identifier, block comments nest;
 /// - `sqlite`: `[…]` is an identifier, block comments do not nest, no dollar quotes.
 struct SQLTokenizer {
@@ -53,11 +54,19 @@ struct SQLTokenizer {
         static let mysqlWithoutBackslashEscapes = Dialect(
             backslashEscapes: false, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
 
-        /// How `database` reads SQL text: MySQL in two ways, since whether a backslash escapes is the server's setting.
+        /// PostgreSQL with `standard_conforming_strings = off` (a server, database or role setting): a backslash escapes
+        /// inside every literal.
+        static let standardWithBackslashEscapes = Dialect(
+            backslashEscapes: true, hashComments: false, executableComments: false, dollarQuotes: true, doubleQuotedStrings: false,
+            nestedComments: true, unicodeEscapedIdentifiers: true)
+
+        /// How `database` reads SQL text: MySQL and PostgreSQL in two ways each, since whether a backslash escapes in a
+        /// literal is the server's setting (found by review: PostgreSQL read one way let
+        /// `SELECT '\' || '; DELETE FROM t; SELECT 1 --\'` through, a DELETE to a server with the setting off).
         static func readings(of database: SQLDialect) -> [Dialect] {
             switch database {
             case .mysql: [mysql, mysqlWithoutBackslashEscapes]
-            case .postgresql: [standard]
+            case .postgresql: [standard, standardWithBackslashEscapes]
             case .sqlServer: [sqlServer]
             case .sqlite: [sqlite]
             }

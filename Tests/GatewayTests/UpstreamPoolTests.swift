@@ -374,12 +374,15 @@ struct UpstreamPoolTests {
 struct UpstreamURLErrorTests {
     @Test(arguments: [
         "http://svc:S3cr3tPassw0rd@127.0.0.1:9/mcp", "https://svc:S3cr3tPassw0rd@upstream.example", "http://S3cr3tPassw0rd@h?q=1",
+        // Found by review of the first version: `/`, `?` and `#` in the password, and no scheme.
+        "http://svc:S3cr3t/Passw0rd@upstream/mcp", "https://svc:S3cr3tPa#ssw0rd@h", "http://svc:S3cr3tPa?ssw0rd@h/mcp",
+        "svc:S3cr3tPassw0rd@host/mcp",
     ])
     func userInformationIsNotEchoed(url: String) {
         #expect {
             try UpstreamEndpoint(UpstreamConfiguration(url: url), tenant: "acme")
         } throws: { error in
-            "\(error)".contains("no user information") && !"\(error)".contains("S3cr3tPassw0rd") && "\(error)".contains("***@")
+            !"\(error)".contains("S3cr3t") && "\(error)".contains("***@")
         }
     }
 }

@@ -129,8 +129,10 @@ struct PolicySemanticsTests {
     @Test(
         "sql_dialects reads a query as the named databases do: what they read as one read-only query passes, and what any of them reads otherwise is refused",
         arguments: [
-            // A literal ending in a backslash is closed for every database but MySQL.
-            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["postgresql"]"#, true),
+            // A literal ending in a backslash is closed for SQL Server and SQLite; MySQL, and PostgreSQL with
+            // `standard_conforming_strings` off, read it as open.
+            (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["postgresql"]"#, false),
+            (#"SELECT '\' || '; DELETE FROM t; SELECT 1 --\'"#, #"["postgresql"]"#, false),
             (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["sqlserver","sqlite"]"#, true),
             (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["mysql"]"#, false),
             (#"SELECT * FROM f WHERE p = 'C:\data\'"#, #"["postgresql","mysql"]"#, false),

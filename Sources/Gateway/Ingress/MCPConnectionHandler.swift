@@ -293,10 +293,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         unregisterLegacyStream()
         recordUndecided()
         perform(machine.clientClosed())
-        let cut = answerBegun != nil ? " before the whole answer was relayed" : ""
         finishAudit(
             status: answerBegun?.status,
-            note: draining ? "not completed: the gateway shut down\(cut)" : "not completed: the client closed the connection\(cut)",
+            note: "not completed: \(closeCause)\(answerBegun != nil ? " before the whole answer was relayed" : "")",
             answeredAt: answerBegun?.at)
         recordQueuedRequests()
         releaseBudgets()
@@ -1262,10 +1261,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Pipelined requests still waiting for their turn when the connection ends: each gets a record, as it was
     /// received but never decided (nothing about it is known beyond its head).
+    /// Why the connection closed, as records say it (found by review: an answer cut off by the gateway's own close,
+    /// `pipeline_depth` for one, was recorded as the client's doing).
+    private var closeCause: String {
+        draining ? "the gateway shut down" : closing ? "the gateway closed the connection" : "the client closed the connection"
+    }
+
     private func recordQueuedRequests() {
         guard let services else { return }
-        let cause =
-            draining ? "the gateway shut down" : closing ? "the gateway closed the connection" : "the client closed the connection"
+        let cause = closeCause
         var records: [AuditRecord] = []
         for part in pipelined {
             guard case .head(let head) = part else { continue }

@@ -97,7 +97,8 @@ final class UpstreamEndpoint: Sendable {
             guard portText.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }), portText.utf8.count <= 5,
                 let parsed = Int(portText), (1...65535).contains(parsed)
             else {
-                throw UpstreamConfigurationError(url: url, reason: "port '\(portText)' is not 1-65535")
+                // (Not the text itself: in `user:pass/word@host` it is part of the password.)
+                throw UpstreamConfigurationError(url: url, reason: "the port is not a number 1-65535")
             }
             port = parsed
         } else {
@@ -145,11 +146,12 @@ public struct UpstreamConfigurationError: Error, Sendable, CustomStringConvertib
     public var description: String { "upstream \(Self.redacted(url)): \(reason)" }
 
     /// `url` with any user information before its host replaced by `***`.
+    /// Everything up to the last `@` is taken for user information, wherever it is: a password may hold `/`, `?` or
+    /// `#` (found by review of the first version, which looked for `@` before the first `/` only).
     static func redacted(_ url: String) -> String {
-        guard let scheme = url.range(of: "://") else { return url }
-        let rest = url[scheme.upperBound...]
-        let authorityEnd = rest.firstIndex { $0 == "/" || $0 == "?" || $0 == "#" } ?? rest.endIndex
-        guard let at = rest[..<authorityEnd].lastIndex(of: "@") else { return url }
-        return String(url[..<scheme.upperBound]) + "***" + String(rest[at...])
+        guard let at = url.lastIndex(of: "@") else { return url }
+        let start = url.range(of: "://").map(\.upperBound) ?? url.startIndex
+        guard start <= at else { return url }
+        return String(url[..<start]) + "***" + String(url[at...])
     }
 }
