@@ -855,21 +855,58 @@ def test_unreachable_upstream_logs_once_and_fails_readiness_once_no_tenant_is_se
         for index, (status, answer) in enumerate(answers):
             assert status >= 500 and "error" in answer and "result" not in answer, answer
             assert answer["error"]["code"] == -31004, answer
-        # One tenant's upstream failing is listed, but does not take the gateway out of its load balancer for the
-        # others (found by review: one agent's slow call did, for every tenant).
-        status, body, _ = gateway.admin("GET", "/readyz")
-        answer = json.loads(body)
-        assert status == 200, body
-        assert answer["ready"] is True and answer["checks"]["upstreams_failing"] == ["acme"], answer
-        # Every tenant's failing: nobody can be served, and the gateway is not ready.
-        with tls_client("globex/agents/bot1") as client:
-            response = client.post(gateway.url(), headers=MCP_HEADERS, json={
-                "jsonrpc": "2.0", "id": 200, "method": "tools/call", "params": {"name": "get_weather", "arguments": {}}})
-            assert response.status_code >= 500, response.text
+        # Both tenants are served by this one upstream (`--upstream`): acme's failed connects make it unreachable for
+        # globex too, which has sent nothing, and no tenant can be served (before, failures were counted per tenant
+        # and globex, idle, counted as served).
         status, body, _ = gateway.admin("GET", "/readyz")
         answer = json.loads(body)
         assert status == 503, body
         assert answer["ready"] is False and answer["checks"]["upstreams_failing"] == ["acme", "globex"], answer
+        [entry] = answer["checks"]["upstreams_unreachable"]
+        assert entry["upstream"] == f"http://127.0.0.1:{closed}" and entry["tenants"] == ["acme", "globex"], entry
+        assert "refused" in entry["error"].lower() and entry["for_seconds"] >= 0, entry
+        with tls_client("globex/agents/bot1") as client:
+            response = client.post(gateway.url(), headers=MCP_HEADERS, json={
+                "jsonrpc": "2.0", "id": 200, "method": "tools/call", "params": {"name": "get_weather", "arguments": {}}})
+            assert response.status_code >= 500, response.text
+        # The upstream comes back (it accepts connections). No call is sent: `/readyz` probes what it found
+        # unreachable, and a later check sees the upstream reachable again. The probe sends no request.
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", closed))
+        listener.listen(8)
+        listener.settimeout(0.05)
+        accepted = []
+        try:
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                status, body, _ = gateway.admin("GET", "/readyz")
+                if status == 200:
+                    break
+                try:
+                    accepted.append(listener.accept()[0])
+                except socket.timeout:
+                    pass
+                time.sleep(0.2)
+            answer = json.loads(body)
+            assert status == 200 and answer["checks"]["upstreams_failing"] == [], body
+            assert answer["checks"]["upstreams_unreachable"] == [], body
+            while True:
+                try:
+                    accepted.append(listener.accept()[0])
+                except socket.timeout:
+                    break
+            assert accepted, "the probe never connected"
+            for connection in accepted:
+                connection.settimeout(0.5)
+                try:
+                    assert connection.recv(100) == b"", "a probe must send no request"
+                except socket.timeout:
+                    pass
+        finally:
+            for connection in accepted:
+                connection.close()
+            listener.close()
     finally:
         gateway.stop()
     failures = [line for line in gateway.lines if "upstream request failed" in line]

@@ -1216,11 +1216,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         services.audit.append(plan!.records, into: reservation)
         services.metrics.observe(plan!.records)
         // A call its client (or the gateway's shutdown) ended before the upstream answered says nothing about the
-        // upstream: neither a failure (a client cancelling would make the gateway report not ready) nor a latency.
+        // upstream: neither a failure nor a latency.
         if let status {
-            services.metrics.observeUpstream(
-                tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status,
-                at: GatewayMetrics.monotonicSeconds(now))
+            services.metrics.observeUpstream(tenant: request.principal?.tenant, seconds: Double(latency) / 1e6, status: status)
         }
     }
 

@@ -41,13 +41,14 @@ public final class AdminListener: Sendable {
     public struct Operations: Sendable {
         /// Reloads policies, identity, TLS and the audit file; the report of what changed.
         public var reload: @Sendable () -> ReloadReport
-        /// How long ago (seconds) an upstream failure still makes the gateway unready.
-        public var upstreamFailureWindow: Double
+        /// How long (seconds) after the latest attempt to reach an unreachable upstream `/readyz` may start a probe
+        /// of it.
+        public var upstreamProbeInterval: Double
 
         /// Operations from their parts.
-        public init(reload: @escaping @Sendable () -> ReloadReport, upstreamFailureWindow: Double = 30) {
+        public init(reload: @escaping @Sendable () -> ReloadReport, upstreamProbeInterval: Double = 1) {
             self.reload = reload
-            self.upstreamFailureWindow = upstreamFailureWindow
+            self.upstreamProbeInterval = upstreamProbeInterval
         }
     }
 
@@ -105,16 +106,36 @@ public final class AdminListener: Sendable {
     /// Stops accepting connections.
     public func close() async throws { try await channel.close() }
 
-    /// Readiness, as `/readyz` reports it: each check and whether the gateway is ready. Upstreams that fail are listed;
-    /// they make the gateway not ready only when every tenant's does (found by review: one agent's slow call, or one
-    /// tenant's broken upstream, took a shared gateway out of its load balancer for every tenant).
-    static func readiness(_ services: GatewayServices, window: Double) -> (ready: Bool, body: JSONValue) {
+    /// Readiness, as `/readyz` reports it: each check and whether the gateway is ready, at `now` (monotonic seconds).
+    ///
+    /// Upstreams the gateway cannot reach (their latest connect, or a tenant's latest TLS handshake with them, failed:
+    /// `UpstreamClient.unreachableUpstreams`) are listed, with the tenants they serve; they make the gateway not ready
+    /// only when no tenant's upstream can be reached, so one tenant's broken upstream cannot take a shared gateway out
+    /// of its load balancer. A slow or failed call is not a sign of an unreachable upstream: it was reached.
+    static func readiness(
+        _ services: GatewayServices, now: Double = GatewayMetrics.monotonicSeconds()
+    ) -> (
+        ready: Bool, body: JSONValue
+    ) {
         let policies = !services.policy.snapshot.tenants.isEmpty
         let audit = services.audit.isAccepting
-        let failing = services.metrics.failingUpstreams(within: window)
+        let unreachable = services.upstream.unreachableUpstreams()
         let withUpstreams = services.upstream.tenants
-        let noneServed = !withUpstreams.isEmpty && withUpstreams.isSubset(of: failing)
+        let noneServed = !withUpstreams.isEmpty && withUpstreams.isSubset(of: unreachable.keys)
         let ready = policies && audit && !noneServed
+        // One entry per upstream and failure (tenants whose handshakes failed alike are named together).
+        var upstreams: [UnreachableUpstream: [String]] = [:]
+        for (tenant, upstream) in unreachable { upstreams[upstream, default: []].append(tenant) }
+        let entries = upstreams.sorted { ($0.key.upstream, $0.key.error) < ($1.key.upstream, $1.key.error) }.map {
+            upstream, tenants in
+            JSONValue.object(
+                JSONObject([
+                    .init(key: "upstream", value: .string(upstream.upstream)),
+                    .init(key: "tenants", value: .array(tenants.sorted().map(JSONValue.string))),
+                    .init(key: "error", value: .string(upstream.error)),
+                    .init(key: "for_seconds", value: .number(JSONNumber(Int64(max(0, now - upstream.since))))),
+                ]))
+        }
         let body = JSONValue.object(
             JSONObject([
                 .init(key: "ready", value: .bool(ready)),
@@ -124,7 +145,8 @@ public final class AdminListener: Sendable {
                         JSONObject([
                             .init(key: "policies_loaded", value: .bool(policies)),
                             .init(key: "audit_writable", value: .bool(audit)),
-                            .init(key: "upstreams_failing", value: .array(failing.map(JSONValue.string))),
+                            .init(key: "upstreams_failing", value: .array(unreachable.keys.sorted().map(JSONValue.string))),
+                            .init(key: "upstreams_unreachable", value: .array(entries)),
                         ]))),
             ]))
         return (ready, body)
@@ -250,7 +272,10 @@ private final class AdminHandler: ChannelInboundHandler {
         case "/healthz":
             respond(context, head, .ok, json: #"{"status":"ok"}"#)
         case "/readyz":
-            let (ready, body) = AdminListener.readiness(services, window: operations.upstreamFailureWindow)
+            let (ready, body) = AdminListener.readiness(services)
+            // What this answer found unreachable is tried again now, so that the next check sees an upstream that
+            // came back, even with no call sent to it (the gateway is out of its load balancer meanwhile).
+            services.upstream.probeUnreachable(on: context.eventLoop, interval: operations.upstreamProbeInterval)
             respond(context, head, ready ? .ok : .serviceUnavailable, json: body.serialized)
         case "/metrics":
             let text = services.metrics.render(services: services)

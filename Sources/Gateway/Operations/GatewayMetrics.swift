@@ -22,8 +22,6 @@ public final class GatewayMetrics: Sendable {
     private let vocabulary: Mutex<Vocabulary>
     /// Values of process-wide counters at the last scrape (they are exported as increments of Prometheus counters).
     private let lastSeen = Mutex<[String: Int]>([:])
-    /// When each tenant's upstream last answered, and last failed to (monotonic seconds), for readiness.
-    private let upstreamHealth = Mutex<[String: (lastSuccess: Double, lastFailure: Double)]>([:])
 
     struct Vocabulary {
         var tenants: Set<String>
@@ -146,22 +144,14 @@ public final class GatewayMetrics: Sendable {
         return counters
     }
 
-    /// One forwarded exchange's upstream answer: its latency (to the response head) and status, observed at `now`
-    /// (`monotonicSeconds`).
-    func observeUpstream(tenant: String?, seconds: Double, status: Int, at now: Double = monotonicSeconds()) {
+    /// One forwarded exchange's upstream answer: its latency (to the response head) and status.
+    func observeUpstream(tenant: String?, seconds: Double, status: Int) {
         let label = vocabulary.withLock { tenantLabel(tenant, $0) }
         let failed = status == 502 || status == 504
         if failed {
             counter("mcpgw_upstream_errors_total", "tenant", label, "status", String(status)).increment()
         } else {
             timer(label).recordNanoseconds(Int64(seconds * 1e9))
-        }
-        guard let tenant else { return }
-        upstreamHealth.withLock { health in
-            var entry = health[tenant] ?? (-.infinity, -.infinity)
-            // Never back in time: another event loop may have stored a later time since `now` was read.
-            if failed { entry.lastFailure = max(entry.lastFailure, now) } else { entry.lastSuccess = max(entry.lastSuccess, now) }
-            health[tenant] = entry
         }
     }
 
@@ -170,14 +160,6 @@ public final class GatewayMetrics: Sendable {
 
     /// A reload (SIGHUP or `POST /reload`) ended.
     public func reloaded(success: Bool) { counter("mcpgw_reloads_total", "result", success ? "success" : "failure").increment() }
-
-    /// Tenants whose upstream failed last, within `window` seconds, and has not answered since.
-    public func failingUpstreams(within window: Double) -> [String] {
-        let now = Self.monotonicSeconds()
-        return upstreamHealth.withLock { health in
-            health.filter { $0.value.lastFailure > $0.value.lastSuccess && now - $0.value.lastFailure < window }.keys.sorted()
-        }
-    }
 
     // MARK: - Scrape
 
@@ -191,8 +173,13 @@ public final class GatewayMetrics: Sendable {
         catchUp("mcpgw_audit_records_total", to: audit.writtenRecords)
         let vocabulary = self.vocabulary.withLock { $0 }
         let streams = services.upstream.budgets.streamsByTenant()
+        let unreachable = services.upstream.unreachableUpstreams()
+        let withUpstreams = services.upstream.tenants
         for tenant in vocabulary.tenants.sorted() {
             gauge("mcpgw_streams_in_flight", "tenant", tenant).record(Int64(streams[tenant] ?? 0))
+            if withUpstreams.contains(tenant) {
+                gauge("mcpgw_upstream_reachable", "tenant", tenant).record(unreachable[tenant] == nil ? 1 : 0)
+            }
         }
         for (key, count) in TLSHandshakeCounters.shared.snapshot() {
             catchUp(

@@ -16,6 +16,8 @@ public final class UpstreamClient: Sendable {
     let heldBytes: HeldResponseBytes
     /// Counts of what the connections did, for metrics.
     let statistics = UpstreamStatistics()
+    /// The outcome of the latest connect and TLS handshake to each upstream, for readiness.
+    let reachability = UpstreamReachability()
     private let limits: GatewayLimits
     private let logger: Logger
     private let pools = Mutex<[ObjectIdentifier: UpstreamPool]>([:])
@@ -60,9 +62,50 @@ public final class UpstreamClient: Sendable {
         let id = ObjectIdentifier(eventLoop)
         return pools.withLock { pools in
             if let pool = pools[id] { return pool }
-            let pool = UpstreamPool(eventLoop: eventLoop, budgets: budgets, statistics: statistics, limits: limits, logger: logger)
+            let pool = UpstreamPool(
+                eventLoop: eventLoop, budgets: budgets, statistics: statistics, limits: limits, logger: logger,
+                reachability: reachability)
             pools[id] = pool
             return pool
+        }
+    }
+
+    /// Why each tenant's upstream cannot be reached, for the tenants whose latest connect (to the upstream, whichever
+    /// tenant's call made it) or latest TLS handshake (their own) failed. Tenants whose upstream was never tried, or
+    /// was reached, are not listed.
+    public func unreachableUpstreams() -> [String: UnreachableUpstream] {
+        var unreachable: [String: UnreachableUpstream] = [:]
+        for (tenant, endpoint) in endpoints {
+            for key in endpoint.tls == nil ? [endpoint.key] : [endpoint.key, endpoint.connectionKey] {
+                guard let outcome = reachability.outcome(key), !outcome.reached else { continue }
+                unreachable[tenant] = UnreachableUpstream(
+                    upstream: endpoint.key, error: outcome.error ?? "", since: outcome.since)
+                break
+            }
+        }
+        return unreachable
+    }
+
+    /// Starts, on `eventLoop`, a probe of each tenant's upstream found unreachable whose latest attempt ended at
+    /// least `interval` seconds ago (one probe at a time per upstream, and per tenant for its TLS handshake). What a
+    /// probe finds is recorded when it ends; this returns at once.
+    func probeUnreachable(on eventLoop: any EventLoop, interval: Double = 1) {
+        let pool = self.pool(for: eventLoop)
+        for endpoint in endpoints.values {
+            let tcp = reachability.outcome(endpoint.key)
+            let key: String
+            if let tcp, !tcp.reached {
+                key = endpoint.key
+            } else if endpoint.tls != nil, let tls = reachability.outcome(endpoint.connectionKey), !tls.reached {
+                key = endpoint.connectionKey
+            } else {
+                continue
+            }
+            guard reachability.beginProbe(key, interval: interval) else { continue }
+            let reachability = self.reachability
+            eventLoop.execute {
+                pool.probe(endpoint) { reachability.probeEnded(key) }
+            }
         }
     }
 
@@ -73,6 +116,16 @@ public final class UpstreamClient: Sendable {
             try? await pool.eventLoop.submit { pool.closeIdle() }.get()
         }
     }
+}
+
+/// A tenant's upstream that the latest attempt could not reach.
+public struct UnreachableUpstream: Sendable, Hashable {
+    /// The upstream, as `scheme://host:port`.
+    public var upstream: String
+    /// What failed: the connect or the TLS handshake, as the attempt reported it.
+    public var error: String
+    /// Since when (monotonic seconds) the upstream has been unreachable.
+    public var since: Double
 }
 
 /// What the upstream connections of one gateway did, counted across event loops.

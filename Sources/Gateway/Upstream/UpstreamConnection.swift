@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import TLS
 
 /// Why an upstream request produced no (complete) response.
 enum UpstreamFailure: Error, Sendable, Equatable {
@@ -101,11 +102,17 @@ final class UpstreamConnection: ChannelInboundHandler {
     let idleConnections: IdleConnectionCount
     /// The connection budget this connection holds, given back once, when it starts closing.
     private var budget: (budgets: UpstreamBudgets, budget: UpstreamBudgets.Budget)?
+    /// Where the outcome of this connection's TLS handshake is recorded (under `key`); nil for plain HTTP, and once
+    /// recorded.
+    private var handshakeOutcomes: UpstreamReachability?
+    /// A probe's: called once the handshake ended (the connection then closes) or the connection closed.
+    private var probeEnded: (() -> Void)?
 
     init(
         key: String, pool: UpstreamPool, idleConnections: IdleConnectionCount,
-        reuseWindow: TimeAmount = UpstreamConnection.defaultReuseWindow
+        reuseWindow: TimeAmount = UpstreamConnection.defaultReuseWindow, handshakeRecordedIn reachability: UpstreamReachability? = nil
     ) {
+        self.handshakeOutcomes = reachability
         self.key = key
         self.pool = pool
         self.idleConnections = idleConnections
@@ -216,6 +223,30 @@ final class UpstreamConnection: ChannelInboundHandler {
         close()
     }
 
+    /// For a probe (`UpstreamPool.probe`): closes once the TLS handshake has ended, at once when there is none (or
+    /// it already ended), then calls `ended`. The connection carries no request meanwhile: it is in no pool.
+    func closeOnceHandshaken(_ ended: @escaping () -> Void) {
+        guard handshakeOutcomes != nil, case .idle = phase else {
+            close()
+            return ended()
+        }
+        phase = .connecting
+        probeEnded = ended
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is TLSHandshakeCompleted, let outcomes = handshakeOutcomes {
+            handshakeOutcomes = nil
+            outcomes.reached(key)
+            if let ended = probeEnded {
+                probeEnded = nil
+                close()
+                ended()
+            }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     /// `cancel()` on behalf of `receiver`; nothing once the connection no longer serves it (its response ended, and the
     /// connection may already carry another exchange's request).
     func cancel(for receiver: any UpstreamResponseReceiver) {
@@ -317,6 +348,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Before the handshake ended: the TLS handshake failed (or the connection broke during it).
+        if let outcomes = handshakeOutcomes {
+            handshakeOutcomes = nil
+            outcomes.failed(key, error: "TLS handshake: \(error)")
+        }
         fail(.protocolError("\(error)"))
     }
 
@@ -339,6 +375,10 @@ final class UpstreamConnection: ChannelInboundHandler {
         if let receiver {
             self.receiver = nil
             receiver.upstreamFailed(.closed)
+        }
+        if let ended = probeEnded {
+            probeEnded = nil
+            ended()
         }
         pool?.remove(self)
         context.fireChannelInactive()

@@ -22,12 +22,15 @@ final class UpstreamPool {
     private var idle: [String: [UpstreamConnection]] = [:]
     /// Resolves upstream host names; nil: NIO's (getaddrinfo).
     private let resolver: (any Resolver & Sendable)?
+    /// Where the outcome of each connect and TLS handshake is recorded, for readiness.
+    let reachability: UpstreamReachability
 
     init(
         eventLoop: any EventLoop, budgets: UpstreamBudgets, statistics: UpstreamStatistics, limits: GatewayLimits, logger: Logger,
-        resolver: (any Resolver & Sendable)? = nil
+        resolver: (any Resolver & Sendable)? = nil, reachability: UpstreamReachability = UpstreamReachability()
     ) {
         self.resolver = resolver
+        self.reachability = reachability
         self.statistics = statistics
         self.eventLoop = eventLoop
         self.budgets = budgets
@@ -40,6 +43,24 @@ final class UpstreamPool {
     func acquire(_ endpoint: UpstreamEndpoint, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
         eventLoop.preconditionInEventLoop()
         if let connection = idleConnection(endpoint) { return completion(.success(connection)) }
+        connect(endpoint, completion)
+    }
+
+    /// Opens a connection to `endpoint` that carries no request: it closes as soon as its TLS handshake ends (at
+    /// once for plain HTTP), its outcomes recorded in `reachability` as any connection's are. `ended` is called on
+    /// this loop when the probe is over. Within the upstream's connection budget; no probe when it is spent (the
+    /// upstream is then being connected to anyway).
+    func probe(_ endpoint: UpstreamEndpoint, ended: @escaping () -> Void) {
+        eventLoop.preconditionInEventLoop()
+        connect(endpoint) { result in
+            guard case .success(let connection) = result else { return ended() }
+            connection.closeOnceHandshaken(ended)
+        }
+    }
+
+    /// A new connection to `endpoint`, within the upstream's connection budget. The outcome of the TCP connect is
+    /// recorded under the upstream's key (that of its TLS handshake, under the tenant's, by the connection).
+    private func connect(_ endpoint: UpstreamEndpoint, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
         let budget = UpstreamBudgets.Budget.upstreamConnections(endpoint.key)
         if budgets.acquire([(budget, limits.maximumUpstreamConnections)]) != nil {
             // Connections are pooled per tenant, but counted per upstream: another tenant's idle connection to the same
@@ -51,6 +72,7 @@ final class UpstreamPool {
         let pool = NIOLoopBound(self, eventLoop: eventLoop)
         let logger = self.logger
         let budgets = self.budgets
+        let reachability = self.reachability
         var bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(TimeAmount(limits.upstreamConnectTimeout))
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
@@ -67,13 +89,14 @@ final class UpstreamPool {
                     try pipeline.addHandler(
                         UpstreamConnection(
                             key: endpoint.connectionKey, pool: pool.value, idleConnections: endpoint.idleConnections,
-                            reuseWindow: endpoint.reuseWindow))
+                            reuseWindow: endpoint.reuseWindow, handshakeRecordedIn: endpoint.tls == nil ? nil : reachability))
                 }
             }
         if let resolver { bootstrap = bootstrap.resolver(resolver) }
         bootstrap.connect(host: endpoint.host, port: endpoint.port).assumeIsolated().whenComplete { result in
             switch result {
             case .success(let channel):
+                reachability.reached(endpoint.key)
                 do {
                     let connection = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
                     // Given back as soon as the connection starts closing, so that a request right after can open
@@ -88,6 +111,7 @@ final class UpstreamPool {
                 }
             case .failure(let error):
                 budgets.release([budget])
+                reachability.failed(endpoint.key, error: "\(error)")
                 completion(.failure(.connect("\(error)")))
             }
         }

@@ -21,6 +21,7 @@ struct GatewayFixture {
     static func start(
         upstream: String, limits: GatewayLimits = GatewayLimits(), frozenClock: Bool = false, auditCapacityBytes: Int = 16 * 1024 * 1024,
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
+        upstreamCAOfTenant: [String: String] = [:],
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
         sharedLimits: SharedLimitSettings? = nil, tasksScopedToSession: Bool = false,
         configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 },
@@ -36,6 +37,7 @@ struct GatewayFixture {
         let frozen: @Sendable () -> Double = { 1_000 }
         var acme = UpstreamConfiguration(
             url: upstream, credentialHeader: "X-Upstream-Key", credentialValue: "upstream-secret", caFile: upstreamCA)
+        acme.caFile = upstreamCAOfTenant["acme"] ?? upstreamCA
         acme.callTimeout = callTimeout
         acme.tasksScopedToSession = tasksScopedToSession
         if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
@@ -45,7 +47,7 @@ struct GatewayFixture {
             audit: try AuditLog(sink: auditSink ?? .file(auditPath), capacityBytes: auditCapacityBytes),
             upstreams: [
                 "acme": acme,
-                "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCA),
+                "globex": UpstreamConfiguration(url: upstream, caFile: upstreamCAOfTenant["globex"] ?? upstreamCA),
             ].filter { tenantsWithUpstream.contains($0.key) },
             sessionHandles: sessionKeys.map { SessionHandles(box: SealedBox(keys: $0)) } ?? .singleProcess(),
             limits: Self.learnedCostsOff(limits), clock: frozenClock ? frozen : nil)

@@ -58,8 +58,11 @@ final class RecordingUpstream: Sendable {
         self.secure = secure
     }
 
-    /// `tls`: serve HTTPS with this server context (the URL then names `localhost`).
-    static func start(_ behaviour: Behaviour, tls: TLSContext? = nil, host: String = "127.0.0.1") async throws -> RecordingUpstream {
+    /// `tls`: serve HTTPS with this server context (the URL then names `localhost`). `port` 0: one of the kernel's
+    /// choice.
+    static func start(
+        _ behaviour: Behaviour, tls: TLSContext? = nil, host: String = "127.0.0.1", port: Int = 0
+    ) async throws -> RecordingUpstream {
         let group = MultiThreadedEventLoopGroup.singleton
         let gate = group.next().makePromise(of: Void.self)
         let box = NIOLockedValueBox<RecordingUpstream?>(nil)
@@ -73,7 +76,7 @@ final class RecordingUpstream: Sendable {
                     try channel.pipeline.syncOperations.addHandler(Handler(behaviour: behaviour, owner: box, gate: gate.futureResult))
                 }
             }
-            .bind(host: host, port: 0).get()
+            .bind(host: host, port: port).get()
         let upstream = RecordingUpstream(channel: channel, gate: gate, secure: tls != nil, host: host)
         box.withLockedValue { $0 = upstream }
         return upstream
