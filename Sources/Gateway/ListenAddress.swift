@@ -36,4 +36,31 @@ public struct ListenAddress: Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+
+    /// Whether two listeners at `self` and `other` cannot both bind on Linux: the same port (not 0) on the same host,
+    /// or on a wildcard address that covers the other's. `0.0.0.0` covers IPv4 addresses; `::` covers both families
+    /// (Linux binds it dual-stack unless `bindv6only` is set); a specific IPv6 address and an IPv4 one never collide.
+    /// Host names are taken to name an address of either family.
+    public func collides(with other: ListenAddress) -> Bool {
+        guard port != 0, port == other.port else { return false }
+        if host.lowercased() == other.host.lowercased() { return true }
+        return covers(other.family) || other.covers(family)
+    }
+
+    private enum Family { case v4, v6, name }
+
+    private var family: Family {
+        if host.contains(":") { return .v6 }
+        return host.utf8.allSatisfy { $0 == UInt8(ascii: ".") || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }
+            ? .v4 : .name
+    }
+
+    /// Whether this address is a wildcard whose bind takes the port of every address of `family`.
+    private func covers(_ family: Family) -> Bool {
+        switch host {
+        case "::", "*": true
+        case "0.0.0.0": family != .v6
+        default: false
+        }
+    }
 }

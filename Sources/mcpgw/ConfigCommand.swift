@@ -117,12 +117,10 @@ struct ConfigCommand: ParsableCommand {
             return problems
         }
 
-        /// Why the admin listener cannot listen at `admin` beside the MCP listener at `listen` (the same port on the same,
-        /// or a wildcard, address), or nil. Found by review: `serve` then died with "Address already in use".
+        /// Why the admin listener cannot listen at `admin` beside the MCP listener at `listen`
+        /// (`ListenAddress.collides`), or nil. Found by review: `serve` then died with "Address already in use".
         static func sharedPortProblem(_ admin: ListenAddress, _ listen: ListenAddress) -> String? {
-            guard admin.port != 0, admin.port == listen.port else { return nil }
-            let wildcards: Set<String> = ["0.0.0.0", "::", "[::]", "*"]
-            guard admin.host == listen.host || wildcards.contains(admin.host) || wildcards.contains(listen.host) else { return nil }
+            guard admin.collides(with: listen) else { return nil }
             return "\(admin) is the MCP listener's port too (listen \(listen)): give the admin listener a port of its own"
         }
 

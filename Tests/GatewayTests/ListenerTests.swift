@@ -228,6 +228,24 @@ struct ListenerTests {
         #expect(ListenAddress(parsing: text) == ListenAddress(host: host, port: port))
     }
 
+    @Test(
+        "two listeners collide on one port when their hosts are equal or a wildcard covers the other's family",
+        arguments: [
+            ("127.0.0.1:9000", "127.0.0.1:9000", true), ("127.0.0.1:9000", "127.0.0.2:9000", false),
+            ("127.0.0.1:9000", "127.0.0.1:9001", false), ("127.0.0.1:0", "127.0.0.1:0", false),
+            ("0.0.0.0:9000", "127.0.0.1:9000", true), ("127.0.0.1:9000", "0.0.0.0:9000", true),
+            // Found by review: an IPv4 wildcard and IPv6 loopback were reported as one port, which they are not on Linux.
+            ("0.0.0.0:9000", "[::1]:9000", false), ("[::1]:9000", "0.0.0.0:9000", false),
+            ("[::]:9000", "127.0.0.1:9000", true), ("[::]:9000", "[::1]:9000", true), ("[::1]:9000", "127.0.0.1:9000", false),
+            ("0.0.0.0:9000", "localhost:9000", true), ("LOCALHOST:9000", "localhost:9000", true),
+            ("[::1]:9000", "[::1]:9000", true),
+        ])
+    func collisions(first: String, second: String, collide: Bool) throws {
+        let a = try #require(ListenAddress(parsing: first))
+        let b = try #require(ListenAddress(parsing: second))
+        #expect(a.collides(with: b) == collide)
+    }
+
     @Test("malformed listen addresses are refused", arguments: ["8443", "::1:8443", "host:", ":80", "h:99999", "h:+1", "[::1]8443"])
     func badListenAddress(text: String) {
         #expect(ListenAddress(parsing: text) == nil)
