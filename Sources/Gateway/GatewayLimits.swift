@@ -19,6 +19,14 @@ public struct GatewayLimits: Sendable, Hashable {
     public var maximumHeldResponseBytesPerTenant: Int = 64 * 1024 * 1024
     /// Bytes all tenants' answers held whole may take at once; `503` beyond.
     public var maximumHeldResponseBytes: Int = 512 * 1024 * 1024
+    /// Bytes of request bodies one tenant's callers may have on their way in at once (the first `unchargedBodyBytes`
+    /// of each body not counted); a body beyond gets `503` and its connection is closed.
+    public var maximumReceivingBodyBytesPerTenant: Int = 64 * 1024 * 1024
+    /// The same, for all tenants together.
+    public var maximumReceivingBodyBytes: Int = 256 * 1024 * 1024
+    /// The first bytes of each request body, not counted against `maximumReceivingBodyBytes`: nearly every body is
+    /// smaller and whole in one read, and never touches the shared count (the number of connections bounds these).
+    public static let unchargedBodyBytes = 64 * 1024
     /// Upstream connections open at once to one upstream (`scheme://host:port`), over all event loops.
     public var maximumUpstreamConnections: Int = 512
     /// Requests one tenant may have in flight upstream at once (503 beyond).
@@ -34,7 +42,8 @@ public struct GatewayLimits: Sendable, Hashable {
     public var maximumStreamsPerAgent: Int = 8
     /// The whole request head must arrive within this time from its first byte (408 and close beyond).
     public var requestHeadTimeout: Duration = .seconds(10)
-    /// A body arriving slower than this on average, after `bodyRateGracePeriod`, is cut (408 and close).
+    /// A body arriving slower than this over any window of `bodyRateGracePeriod`, after its first, is cut (408 and
+    /// close).
     public var minimumBodyBytesPerSecond: Int = 1024
     /// How long a body may take before its rate is checked.
     public var bodyRateGracePeriod: Duration = .seconds(5)

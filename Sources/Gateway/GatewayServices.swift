@@ -30,6 +30,7 @@ public struct GatewayServices: Sendable {
         let offloaded = OffloadCounter()
         let costlyTenants = CostlyTenants()
         let costlyListTenants = CostlyTenants()
+        let receivingBodies: HeldBytes
         let clock: @Sendable () -> Double
 
         init(
@@ -47,6 +48,8 @@ public struct GatewayServices: Sendable {
             self.metrics = metrics
             self.logger = logger
             self.clock = clock
+            self.receivingBodies = HeldBytes(
+                maximumPerTenant: limits.maximumReceivingBodyBytesPerTenant, maximumTotal: limits.maximumReceivingBodyBytes)
         }
     }
 
@@ -135,6 +138,8 @@ public struct GatewayServices: Sendable {
     /// Tenants whose list answers recently took long to filter on a loop (their mid-sized ones are filtered off the
     /// loops).
     var costlyListTenants: CostlyTenants { storage.costlyListTenants }
+    /// Request bodies being received, beyond the first `GatewayLimits.unchargedBodyBytes` of each, per tenant and in all.
+    var receivingBodies: HeldBytes { storage.receivingBodies }
     /// Seconds on a monotonic clock, for rate limiting (injectable for tests).
     private var clock: @Sendable () -> Double { storage.clock }
 

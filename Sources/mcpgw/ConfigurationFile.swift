@@ -51,6 +51,7 @@ struct ConfigurationFile {
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
         "max_filtered_response_bytes", "max_held_response_bytes_per_tenant", "max_held_response_bytes", "max_connections",
+        "max_receiving_body_bytes_per_tenant", "max_receiving_body_bytes",
         "max_connections_per_source", "upstream_connect_timeout_seconds",
         "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_requests_per_agent",
         "max_streams_per_tenant",
@@ -167,6 +168,9 @@ struct ConfigurationFile {
             limits.maximumHeldResponseBytesPerTenant =
                 try positive("max_held_response_bytes_per_tenant") ?? limits.maximumHeldResponseBytesPerTenant
             limits.maximumHeldResponseBytes = try positive("max_held_response_bytes") ?? limits.maximumHeldResponseBytes
+            limits.maximumReceivingBodyBytesPerTenant =
+                try positive("max_receiving_body_bytes_per_tenant") ?? limits.maximumReceivingBodyBytesPerTenant
+            limits.maximumReceivingBodyBytes = try positive("max_receiving_body_bytes") ?? limits.maximumReceivingBodyBytes
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
             maximumConnections = try positive("max_connections") ?? maximumConnections

@@ -1,5 +1,6 @@
 import NIOCore
 import NIOEmbedded
+import TestSupport
 import Testing
 
 @testable import Gateway
@@ -152,18 +153,47 @@ struct ClientDeadlinesTests {
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
-    @Test("credentials accepted after the grace period restart the body rate's clock: a body held back for them was not slow")
+    @Test("credentials checked for longer than the grace period, then accepted, restart the body rate's clock")
     func bodyRateFromAuthentication() throws {
         let (channel, recorder, deadlines) = try channel()
         deadlines.headReceived(expectsBody: true)
+        deadlines.authenticationStarted()
         // Found in review: credentials checked for longer than the grace period (an introspection, a key fetch), while
-        // the gateway read no body or the client waited for `100 Continue`, had the client cut as slow.
-        channel.embeddedEventLoop.advanceTime(by: .seconds(4))
+        // the gateway read no body or the client waited for `100 Continue`, had the client cut as slow. (A first fix
+        // restarted the clock only once they were accepted, which a check of over 5 s did not reach: found by review.)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(8))
+        #expect(recorder.slow.isEmpty)
         deadlines.authenticationFinished()
         channel.embeddedEventLoop.advanceTime(by: .seconds(4))
         #expect(recorder.slow.isEmpty)
         channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         #expect(recorder.slow == [.bodyTooSlow])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a body sent mostly at once and then held back is cut a window after it stops, not when its average runs out")
+    func frontLoadedBodyThenNothing() throws {
+        let (channel, recorder, deadlines) = try channel()
+        deadlines.headReceived(expectsBody: true)
+        // 100 bytes at once: at 1 byte a second, an average since the start lasts 100 s (found by review: 4 MiB at
+        // once held a connection and its memory for 68 minutes).
+        try channel.writeInbound(ByteBuffer(repeating: 0x41, count: 100))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(9))
+        #expect(recorder.slow.isEmpty)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        #expect(recorder.slow == [.bodyTooSlow])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a body that keeps the rate in every window is not cut, however long it takes")
+    func steadyBodyNotCut() throws {
+        let (channel, recorder, deadlines) = try channel()
+        deadlines.headReceived(expectsBody: true)
+        for _ in 0..<20 {
+            try channel.writeInbound(ByteBuffer(repeating: 0x41, count: 4))
+            channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        }
+        #expect(recorder.slow.isEmpty)
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
@@ -178,5 +208,67 @@ struct ClientDeadlinesTests {
         channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         #expect(recorder.events == 1)
         _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+}
+
+/// Request bodies on their way in count against their tenant's share and a total (beyond the first 64 KiB of each).
+@Suite("Request bodies being received", .serialized)
+struct ReceivingBodiesTests {
+    /// A head declaring a 1 MB body, and the first `sent` bytes of it.
+    static func partialPost(sending sent: Int) -> String {
+        "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            + "Content-Length: 1000000\r\n\r\n" + String(repeating: " ", count: sent)
+    }
+
+    @Test(
+        "bodies held on their way in count against the tenant's share: past it, 503 and the connection closed, recorded; another tenant is not affected; the share comes back when a body goes"
+    )
+    func tenantShareOfBodiesOnTheirWay() async throws {
+        var limits = GatewayLimits()
+        limits.maximumReceivingBodyBytesPerTenant = 200_000
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        // Two acme bodies of 150,000 bytes so far: 84,464 counted each (all but the first 65,536) (found by review: such bodies, sent mostly at
+        // once, held their memory on as many connections as a source may open).
+        let first = try await RawTLSClient.connect(port: gateway.port)
+        try await first.send(Self.partialPost(sending: 150_000))
+        let second = try await RawTLSClient.connect(port: gateway.port, agent: "acme/agents/bot2")
+        try await second.send(Self.partialPost(sending: 150_000))
+        #expect(try await eventually(within: .seconds(10)) { gateway.services.receivingBodies.total == 168_928 })
+        let third = try await RawTLSClient.connect(port: gateway.port)
+        try await third.send(Self.partialPost(sending: 150_000))
+        #expect(await third.wait { $0.contains("\r\n\r\n{") && $0.hasSuffix("}") })
+        #expect(third.text.hasPrefix("HTTP/1.1 503"), "\(third.text.prefix(300))")
+        #expect(third.text.contains("Retry-After: 1"))
+        #expect(await third.waitForClose())
+        // globex's share is its own.
+        let globex = try await RawTLSClient.connect(port: gateway.port, agent: "globex/agents/bot1")
+        try await globex.send(Self.partialPost(sending: 150_000))
+        #expect(try await eventually(within: .seconds(10)) { gateway.services.receivingBodies.total == 253_392 })
+        #expect(!globex.text.contains("503"))
+        // A body that goes gives its share back.
+        await first.close()
+        #expect(try await eventually(within: .seconds(10)) { gateway.services.receivingBodies.total == 168_928 })
+        await second.close()
+        await globex.close()
+        #expect(try await eventually(within: .seconds(10)) { gateway.services.receivingBodies.total == 0 })
+        let records = try gateway.auditRecords().filter { $0["rule"] == .string("receiving_body_bytes") }
+        #expect(records.count == 1)
+        #expect(records.first?["decision"] == .string("unavailable"))
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a body decided and forwarded gives its share back")
+    func shareGivenBackWhenDecided() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let padding = String(repeating: " ", count: 200_000)
+        let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#) + padding)
+        #expect(response.status == 200)
+        #expect(gateway.services.receivingBodies.total == 0)
+        try await gateway.stop()
+        await upstream.stop()
     }
 }

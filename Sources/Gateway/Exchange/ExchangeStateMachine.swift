@@ -144,6 +144,9 @@ struct ExchangeStateMachine {
         return .resumeReading
     }
 
+    /// Bytes of the request body collected so far (while it is received).
+    var receivedBodyBytes: Int { body.readableBytes }
+
     /// A piece of the request body arrived.
     mutating func requestBody(_ part: ByteBuffer) -> Action {
         switch state {

@@ -52,9 +52,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Whether a refusal that ends the connection was recorded (then a request cut short needs no second record).
     private var connectionRefusalRecorded = false
     private var heldBudgets: [UpstreamBudgets.Budget] = []
-    /// Bytes this exchange holds of an answer seen whole (`HeldResponseBytes`), and the tenant they count against.
+    /// Bytes this exchange holds of an answer seen whole (`HeldBytes`), and the tenant they count against.
     private var heldBytes = 0
     private var heldTenant = ""
+    /// Bytes of this exchange's request body counted against `GatewayServices.receivingBodies`, and the tenant.
+    private var chargedBodyBytes = 0
+    private var chargedBodyTenant = ""
     private var upstream: UpstreamConnection?
     /// Bumped for every request, so results of off-loop work for an earlier one are recognised and dropped.
     private var generation = 0
@@ -252,6 +255,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .head(let head):
             requestHead(head)
         case .body(let part):
+            if case .receivingBody = machine.state, !chargeBody(upTo: machine.receivedBodyBytes + part.readableBytes) {
+                return refuseReceivingBody()
+            }
             perform(machine.requestBody(part))
         case .end:
             deadlines.bodyReceived()
@@ -300,6 +306,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         recordQueuedRequests()
         releaseBudgets()
         releaseHeldBytes()
+        releaseBodyCharge()
         context.fireChannelInactive()
     }
 
@@ -497,12 +504,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let introspector = services.introspector, case .success(let token?) = ExchangeDecisions.bearerToken(request!.headers),
             TokenIntrospector.isOpaque(token)
         {
+            deadlines.authenticationStarted()
             return authenticateOpaque(pending, token, introspector)
         }
         if let outcome = decisions.authenticate(pending, cheapOnly: true) {
             authenticated(outcome)
         } else {
             // A fresh signature check can take tens of microseconds (RSA): off the loop, so it never delays others.
+            deadlines.authenticationStarted()
             authenticateOffLoop(pending, refetchedKeys: false)
         }
     }
@@ -579,15 +588,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func authenticated(_ outcome: Result<Principal, Refusal>) {
         endAuthenticationPause()
+        // The body rate runs from here: a body held back while the credentials were checked (reading paused, or a
+        // client waiting for `100 Continue`) was not slow; the rest of a refused request's body is drained at the rate.
+        deadlines.authenticationFinished()
         switch outcome {
         case .failure(let refusal):
             answer(refusal)
         case .success(let principal):
             request?.principal = principal
             unauthenticatedRefusals = 0
-            // The body rate runs from here: a body held back while the credentials were checked (reading paused, or a
-            // client waiting for `100 Continue`) was not slow.
-            deadlines.authenticationFinished()
             if let tenant = request?.pathTenant, tenant != principal.tenant {
                 // A tenant's endpoint serves that tenant's agents only.
                 return answer(
@@ -633,6 +642,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             refusal.closeConnection = true
             answer(refusal)
         case .decide(let body):
+            releaseBodyCharge()
             decide(body)
         case .writeResponseHead(var head):
             // The connection closes after this answer (shutting down, or unreadable bytes behind it): it says so.
@@ -754,6 +764,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // holds them, within the tenant's share, not the process's memory beyond it.
         let collected = heldBytes > 0 ? (bytes: refusal.body.count, tenant: heldTenant) : nil
         releaseHeldBytes()
+        releaseBodyCharge()
         guard machine.answering(), let context, let request else { return }
         let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !closesAfterExchange
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
@@ -806,6 +817,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         unregisterLegacyStream()
         eventFilter = nil
         releaseHeldBytes()
+        releaseBodyCharge()
         deadlines.exchangeFinished()
         request = nil
         plan = nil
@@ -1625,6 +1637,45 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`.
+    /// Counts the request body, now `total` bytes long, against its tenant's share of bodies being received (the
+    /// first `GatewayLimits.unchargedBodyBytes` of it are not counted); whether it stays within the bounds.
+    private func chargeBody(upTo total: Int) -> Bool {
+        let wanted = total - GatewayLimits.unchargedBodyBytes
+        guard wanted > chargedBodyBytes, let services else { return true }
+        if chargedBodyBytes == 0 { chargedBodyTenant = request?.principal?.tenant ?? "" }
+        guard services.receivingBodies.take(wanted - chargedBodyBytes, tenant: chargedBodyTenant) else { return false }
+        chargedBodyBytes = wanted
+        return true
+    }
+
+    /// Gives back what this exchange's request body counted against the bodies being received.
+    private func releaseBodyCharge() {
+        guard chargedBodyBytes > 0 else { return }
+        services?.receivingBodies.give(chargedBodyBytes, tenant: chargedBodyTenant)
+        chargedBodyBytes = 0
+    }
+
+    /// A request body that would take the tenant's (or every tenant's) bodies being received past their bound: `503`
+    /// with `Retry-After`, recorded, and the connection closed (the rest of the body is not read). Found by review:
+    /// bodies sent mostly at once and then slowly held up to 4 MiB each, on as many connections as a source may open.
+    private func refuseReceivingBody() {
+        guard let request, let services else { return close() }
+        generation += 1
+        let limits = services.limits
+        var refusal = Refusal(
+            status: .serviceUnavailable, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+            message: "too many request bytes are on their way in for this tenant; try again",
+            headers: [("Retry-After", "1")],
+            records: [
+                request.record(
+                    .unavailable,
+                    "request bodies being received reached their bound (\(limits.maximumReceivingBodyBytesPerTenant) bytes per tenant, \(limits.maximumReceivingBodyBytes) in all)",
+                    rule: "receiving_body_bytes")
+            ])
+        refusal.closeConnection = true
+        answer(refusal)
+    }
+
     private func refuseHeldBytes() {
         refuseCollected(
             .serviceUnavailable, note: "the answers held whole for this tenant (or for all tenants) reached their bound",

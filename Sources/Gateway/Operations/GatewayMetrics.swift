@@ -169,6 +169,7 @@ public final class GatewayMetrics: Sendable {
         gauge("mcpgw_audit_queue_bytes").record(Int64(audit.queuedBytes))
         gauge("mcpgw_audit_accepting").record(audit.isAccepting ? 1 : 0)
         gauge("mcpgw_held_response_bytes").record(Int64(services.upstream.heldBytes.total))
+        gauge("mcpgw_receiving_body_bytes").record(Int64(services.receivingBodies.total))
         catchUp("mcpgw_audit_write_errors_total", to: audit.writeErrors)
         catchUp("mcpgw_audit_records_total", to: audit.writtenRecords)
         let vocabulary = self.vocabulary.withLock { $0 }
@@ -273,7 +274,7 @@ public final class GatewayMetrics: Sendable {
     static let gatewayReasons: Set<String> = [
         "default", "protocol", "header_mismatch", "task_binding", "session_binding", "event_binding", "path", "http_method",
         "oauth_metadata", "tenant_path", "abandoned", "offload", "introspection_unavailable", "resource_uri", "accept",
-        "agent_stream_budget", "tenant_stream_budget", "tenant_request_budget", "upstream_connection_budget",
+        "agent_stream_budget", "tenant_stream_budget", "tenant_request_budget", "upstream_connection_budget", "receiving_body_bytes",
         "large_decision_budget", "slow_request_head", "slow_request_body", "sse_event_unreadable", "http_parse",
         "body_too_large", "audit_unavailable", "upstream", "shutdown",
         "no_credentials", "token_too_large", "malformed_token", "algorithm_none", "unsupported_algorithm",

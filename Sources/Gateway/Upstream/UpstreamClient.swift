@@ -13,7 +13,7 @@ public final class UpstreamClient: Sendable {
     private let legacyEndpoints: [String: UpstreamEndpoint]
     let budgets = UpstreamBudgets()
     /// Bytes of answers held whole, per tenant and in all.
-    let heldBytes: HeldResponseBytes
+    let heldBytes: HeldBytes
     /// Counts of what the connections did, for metrics.
     let statistics = UpstreamStatistics()
     /// The outcome of the latest connect and TLS handshake to each upstream, for readiness.
@@ -47,7 +47,7 @@ public final class UpstreamClient: Sendable {
         self.legacyEndpoints = legacy
         self.limits = limits
         self.logger = logger
-        self.heldBytes = HeldResponseBytes(
+        self.heldBytes = HeldBytes(
             maximumPerTenant: limits.maximumHeldResponseBytesPerTenant, maximumTotal: limits.maximumHeldResponseBytes)
     }
 

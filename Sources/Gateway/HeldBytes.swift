@@ -1,19 +1,23 @@
 import Synchronization
 
-/// Bytes the gateway holds to see answers whole: list and task answers collected to filter or rewrite them, SSE events
-/// being assembled, and collected answers written to a client that has not read them yet. Each answer is bounded on
-/// its own (`max_filtered_response_bytes`); this bounds their sum per tenant and in all, so one tenant's upstream, or
-/// clients that ask for large answers and never read them, cannot take the memory every tenant shares.
-final class HeldResponseBytes: Sendable {
+/// A bound on bytes the gateway holds on behalf of tenants, per tenant and in all, so that one tenant cannot take the
+/// memory every tenant shares. Two are kept:
+/// - answers held whole (`UpstreamClient.heldBytes`): list and task answers collected to filter or rewrite them, SSE
+///   events being assembled, and collected answers written to a client that has not read them yet. Each answer is
+///   bounded on its own (`max_filtered_response_bytes`).
+/// - request bodies being received (`GatewayServices.receivingBodies`), beyond the first bytes of each: each body is
+///   bounded on its own (`max_body_bytes`), and a body that stops arriving is cut (`ClientDeadlines`), but many
+///   connections sending large bodies slowly would hold their sum.
+final class HeldBytes: Sendable {
     private struct State {
         var total = 0
         var perTenant: [String: Int] = [:]
     }
 
     private let state = Mutex(State())
-    /// Bytes one tenant's answers may hold at once.
+    /// Bytes one tenant may hold at once.
     let maximumPerTenant: Int
-    /// Bytes all answers may hold at once.
+    /// Bytes all tenants may hold at once.
     let maximumTotal: Int
 
     /// A budget of `maximumPerTenant` bytes per tenant and `maximumTotal` in all.
@@ -23,7 +27,7 @@ final class HeldResponseBytes: Sendable {
     }
 
     /// Takes `bytes` for `tenant` when both its share and the total stay within bounds (nothing is taken otherwise);
-    /// with `always`, takes them regardless (an answer already in hand, which is written now).
+    /// with `always`, takes them regardless (bytes already in hand that cannot be refused now).
     func take(_ bytes: Int, tenant: String, always: Bool = false) -> Bool {
         state.withLock { state in
             let held = state.perTenant[tenant, default: 0]
