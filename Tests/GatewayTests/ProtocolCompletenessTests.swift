@@ -1,6 +1,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import StrictJSON
 import TLS
@@ -600,6 +601,34 @@ struct SealedSessionTests {
             body: #"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
             headers: [("MCP-Protocol-Version", "2025-11-25"), ("Mcp-Session-Id", session)])
         #expect(legacy.status == 200, "\(legacy.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "GET and DELETE: an unknown MCP-Protocol-Version is refused; Mcp-Method, Mcp-Name and Mcp-Param-* (which mirror a POSTed message) are not forwarded"
+    )
+    func streamAndSessionEndCarryNoMessageHeaders() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let session = gateway.sessionHandle("s-1")
+        let mirrors = [("Mcp-Method", "tools/call"), ("Mcp-Name", "delete_file"), ("Mcp-Param-Path", "/etc/passwd")]
+        for method in [HTTPMethod.GET, .DELETE] {
+            let unknown = try await gateway.client().send(
+                method, headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", session), ("MCP-Protocol-Version", "1999-01-01")])
+            #expect(unknown.status == 400, "\(method): \(unknown.body)")
+            _ = try await gateway.client().send(
+                method,
+                headers: [("Accept", "text/event-stream"), ("Mcp-Session-Id", session), ("MCP-Protocol-Version", "2025-11-25")]
+                    + mirrors, timeout: .seconds(5))
+        }
+        let received = upstream.received
+        #expect(received.map(\.method) == ["GET", "DELETE"])
+        for request in received {
+            let names = request.headers.map { $0.0.lowercased() }
+            #expect(!names.contains("mcp-method") && !names.contains("mcp-name") && !names.contains("mcp-param-path"), "\(names)")
+            #expect(names.contains("mcp-protocol-version"))
+        }
         try await gateway.stop()
         await upstream.stop()
     }

@@ -212,11 +212,13 @@ struct ExchangeDecisions {
         if head.version.major == 1, head.version.minor >= 1, !headers.contains(.host) {
             return request.malformed(.invalidRequest("the Host header is missing (required by HTTP/1.1)", id: nil))
         }
+        // On every method: a GET or DELETE carrying a version the gateway does not know was forwarded with it (found
+        // by review).
+        if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {
+            return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
+        }
         switch head.method {
         case .POST:
-            if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {
-                return request.malformed(.invalidRequest("unsupported MCP-Protocol-Version '\(version)'", id: nil))
-            }
             // Mcp-Param-* headers mirror arguments only from 2026-07-28 on, and only there does the gateway hold them to
             // the body: sent with an earlier version, they would reach the upstream unchecked.
             if headers.hasParameterHeaders, !MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {

@@ -1152,8 +1152,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // The forwarded headers from the values read with the head (this runs for every request: no second pass over
         // the client's headers). A task method's Mcp-Name is the handle the client knows: the upstream gets its own
         // task id there instead.
+        // `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` mirror a POSTed message, which the gateway checks them against: on
+        // a GET or DELETE there is none, and they would reach the upstream unchecked (found by review).
+        let mirrorsBody = request.head.method == .POST
         for (name, header) in Self.forwardedRequestHeaders {
             guard let value = request.headers.first(header) else { continue }
+            if !mirrorsBody && (header == .mcpMethod || header == .mcpName) { continue }
             if header == .mcpName, let upstreamName = plan.upstreamName {
                 try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(upstreamName))
             } else if header == .contentType, plan.body != nil {
@@ -1169,7 +1173,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if let event = request.upstreamLastEventID { try upstream.add(name: "Last-Event-ID", value: event) }
         // Arguments a tool mirrors into headers (MCP 2026-07-28; checked against the body when the schema is known), in
         // the client's order; only a request that has any is searched for them.
-        if request.headers.hasParameterHeaders {
+        if mirrorsBody && request.headers.hasParameterHeaders {
             for (name, value) in request.head.headers where MCPHeaderValue.isParamHeader(name) {
                 try upstream.add(name: name, value: value)
             }
