@@ -863,6 +863,68 @@ struct LegacySSETests {
         await upstream.stop()
     }
 
+    @Test(
+        "refusals of every kind of a readable legacy message go on the caller's stream, the POST getting 202; a refused notification gets 202 and no answer"
+    )
+    func legacyBudgetRefusalsOnTheStream() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        // The stream holds the tenant's one request in flight: every message is refused by the request budget.
+        var limits = GatewayLimits()
+        limits.maximumRequestsPerTenant = 1
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
+        let stream = try await RawTLSClient.connect(port: gateway.port)
+        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await stream.wait { $0.contains("data: /messages?session=") })
+        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
+        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        // Found by review: answered `503` on the POST, which ends the SDK's legacy session for good.
+        let call = try await gateway.client().send(path: endpoint, body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 7))
+        #expect(call.status == 202, "\(call.status) \(call.body)")
+        #expect(call.body.isEmpty)
+        #expect(await stream.wait { $0.contains(#""id":7"#) && $0.contains("too many requests in flight for this tenant") })
+        let notification = try await gateway.client().send(
+            path: endpoint, body: #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#)
+        #expect(notification.status == 202, "\(notification.status) \(notification.body)")
+        let records = try gateway.auditRecords().filter { $0["rule"] == .string("tenant_request_budget") }
+        #expect(records.count == 2)
+        upstream.release()
+        await stream.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test(
+        "a legacy refusal goes on the stream only once its records are written: with the audit log down, the stream says so, not the policy"
+    )
+    func legacyRefusalRecordedFirst() async throws {
+        let sink = FlakySink()
+        sink.failing.withLock { $0 = false }
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, auditSink: .writer(sink), legacySSE: true)
+        let stream = try await RawTLSClient.connect(port: gateway.port)
+        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await stream.wait { $0.contains("data: /messages?session=") })
+        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
+        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        sink.failing.withLock { $0 = true }
+        // The first write fails; from then on the log refuses records.
+        _ = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(try await eventually(within: .seconds(5)) { !gateway.services.audit.isAccepting })
+        // Found by review: the policy's refusal went onto the stream before its record was refused.
+        let denied = try await gateway.client().send(path: endpoint, body: RPC.call("delete_file", #"{"path":"a.txt"}"#, id: 9))
+        #expect(denied.status == 202, "\(denied.status) \(denied.body)")
+        #expect(await stream.wait { $0.contains(#""id":9"#) })
+        #expect(stream.text.contains("audit log unavailable"), "\(stream.text)")
+        #expect(!stream.text.contains("-31001"), "\(stream.text)")
+        sink.failing.withLock { $0 = false }
+        upstream.release()
+        await stream.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("an upstream that answers a legacy message in the POST's body instead of on the stream has its list filtered")
     func legacyAnswerInTheBody() async throws {
         let upstream = try await RecordingUpstream.start(

@@ -1004,7 +1004,9 @@ struct ExchangeDecisions {
                 ])
             ).serialized
             let status: HTTPResponseStatus = storeUnavailable ? .serviceUnavailable : retryAfter != nil ? .tooManyRequests : .forbidden
-            return Refusal(status: status, json: body, headers: headers, records: records)
+            var refusal = Refusal(status: status, json: body, headers: headers, records: records)
+            refusal.answersNoMessage = true
+            return refusal
         }
         let payload = isBatch ? JSONValue.array(errors).serialized : errors[0].serialized
         let status: HTTPResponseStatus =

@@ -20,6 +20,9 @@ struct Refusal: Error {
     var contentType = "application/json"
     /// The JSON-RPC error code of the body, when it is a JSON-RPC error the gateway wrote.
     var code: Int?
+    /// The refused body held only notifications (or responses): JSON-RPC allows no answer to it, and the body says
+    /// in plain JSON what was refused. On the legacy transport such a POST gets `202` and no body.
+    var answersNoMessage = false
     /// The tenant whose fetched signing keys might verify the refused token after a refetch (its `kid` was unknown).
     var unknownKeyTenant: String?
 

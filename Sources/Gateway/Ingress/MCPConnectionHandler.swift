@@ -55,6 +55,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Bytes this exchange holds of an answer seen whole (`HeldBytes`), and the tenant they count against.
     private var heldBytes = 0
     private var heldTenant = ""
+    /// The message being forwarded holds notifications (or responses) only: a refusal of it answers no request.
+    private var forwardsNotificationsOnly = false
     /// Bytes of this exchange's request body counted against `GatewayServices.receivingBodies`, and the tenant.
     private var chargedBodyBytes = 0
     private var chargedBodyTenant = ""
@@ -431,6 +433,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func requestHead(_ head: HTTPRequestHead) {
         generation += 1
+        forwardsNotificationsOnly = false
         let headers = RequestHeaderValues(head.headers)
         deadlines.headReceived(
             expectsBody: headers.contains(.transferEncoding) || (headers.first(.contentLength).flatMap { Int($0) } ?? 0) > 0)
@@ -758,6 +761,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     code: GatewayErrorCode.auditUnavailable, message: "audit log unavailable; request refused", records: [])
             }
         }
+        // On the legacy transport, after its records are written (found by review: a refusal put on the stream first
+        // went out unrecorded when the log then refused its records).
+        refusal = refuseLegacyMessage(refusal)
         releaseBudgets()
         endAuthenticationPause()
         // A collected answer's bytes stay held until the client has taken its rewritten answer: one that does not read
@@ -887,20 +893,34 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     }
 
     /// A refusal of a legacy message: its JSON-RPC error goes onto the caller's stream and the POST gets `202`, as
-    /// the upstream would answer; without a stream here, the refusal is answered on the POST itself. So is a message
-    /// the gateway could not read as JSON-RPC (`-32700`, `-32600`), as the upstream answers one it cannot parse.
+    /// the upstream would answer; without a stream here (another replica holds it, or its client is not reading),
+    /// the refusal is answered on the POST itself. Whatever refused the message (policy, rate limits, budgets, the
+    /// audit log's room): the SDK's legacy client stops sending on its session at the first POST answered otherwise
+    /// than `2xx` (found by review: a tenant's request budget, spent by another agent, ended an agent's session). A
+    /// body of notifications only gets `202` and no answer, as JSON-RPC has none for it. Left on the POST: a message
+    /// the gateway could not read as JSON-RPC (`-32700`, `-32600`, or no id), as the upstream answers one it cannot
+    /// parse, and refusals of the caller's credentials.
     private func refuseLegacyMessage(_ refusal: Refusal) -> Refusal {
-        let answeredOnStream =
-            refusal.status.code < 300 || refusal.status == .forbidden || refusal.status == .tooManyRequests
-            || (refusal.status == .badRequest && refusal.code.map { $0 != -32700 && $0 != -32600 } == true)
         guard let request, request.transport == .legacyMessages, let target = request.upstreamTarget, let principal = request.principal,
-            let services, answeredOnStream,
-            refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) || refusal.body.starts(with: Array(#"[{"jsonrpc""#.utf8))
+            let services
         else { return refusal }
-        guard services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)") else {
-            return refusal
-        }
-        var accepted = Refusal(status: .accepted, json: "", records: refusal.records)
+        if refusal.answersNoMessage || forwardsNotificationsOnly { return Self.legacyAccepted(records: refusal.records) }
+        let unreadable = refusal.status == .badRequest && (refusal.code == -32700 || refusal.code == -32600)
+        let answersAMessage =
+            refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) && !refusal.body.starts(with: Array(#"{"jsonrpc":"2.0","id":null"#.utf8))
+            || refusal.body.starts(with: Array(#"[{"jsonrpc""#.utf8))
+        guard !unreadable, answersAMessage,
+            services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)")
+        else { return refusal }
+        var accepted = Self.legacyAccepted(records: refusal.records)
+        // A refusal that reads no more of the request's body still closes the connection.
+        accepted.closeConnection = refusal.closeConnection
+        return accepted
+    }
+
+    /// `202` with no body: a legacy message whose answer, if any, travels on its stream.
+    private static func legacyAccepted(records: [AuditRecord]) -> Refusal {
+        var accepted = Refusal(status: .accepted, json: "", records: records)
         accepted.body = []
         return accepted
     }
@@ -974,7 +994,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .forward(let plan):
             forward(plan)
         case .refuse(let refusal):
-            answer(refuseLegacyMessage(refusal))
+            answer(refusal)
         case .ask(let buckets, let waiting):
             guard let request, let context else { return close() }
             // The last attempt never asks (LastAttemptLimits): this refusal is for a broken invariant, audited all the same.
@@ -998,6 +1018,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func forward(_ plan: ForwardPlan) {
         guard let services, let request, let principal = request.principal, let context else { return }
+        forwardsNotificationsOnly = plan.records.allSatisfy { $0.jsonrpcID == nil }
         let configured =
             request.transport == .streamableHTTP
             ? services.upstream.endpoint(for: principal.tenant) : services.upstream.legacyEndpoint(for: principal.tenant)
