@@ -633,6 +633,21 @@ struct SealedSessionTests {
         await upstream.stop()
     }
 
+    @Test("headers a client names in Connection are not forwarded (RFC 9110 7.6.1)")
+    func clientConnectionOptionsDropped() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(
+            body: RPC.call("read_file", #"{"path":"a.txt"}"#),
+            headers: [("Connection", "keep-alive, Mcp-Name"), ("Connection", "mcp-param-path"), ("Mcp-Name", "read_file")])
+        #expect(response.status == 200, "\(response.body)")
+        let names = try #require(upstream.received.last).headers.map { $0.0.lowercased() }
+        #expect(!names.contains("mcp-name"), "\(names)")
+        #expect(names.contains("content-type") && names.contains("accept"))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a foreign or forged Last-Event-ID is refused and audited, and never reaches the upstream")
     func foreignLastEventID() async throws {
         let upstream = try await RecordingUpstream.start(ProtocolCompletenessTests.lists)

@@ -367,6 +367,30 @@ struct ConnectionReuseTests {
         }
     }
 
+    @Test("headers an upstream names in Connection are not relayed (RFC 9110 7.6.1); close and keep-alive name none")
+    func upstreamConnectionOptionsDropped() {
+        let head = HTTPResponseHead(
+            version: .http1_1, status: .ok,
+            headers: HTTPHeaders([
+                ("Content-Type", "application/json"), ("Mcp-Session-Id", "s-1"), ("Cache-Control", "no-store"),
+                ("Connection", "Mcp-Session-Id, keep-alive"), ("connection", " cache-control "), ("Content-Length", "2"),
+            ]))
+        let framed = ResponseFraming.frame(head, requestMethod: .POST, clientVersion: .http1_1, keepAlive: true).head
+        #expect(framed.headers["mcp-session-id"].isEmpty && framed.headers["cache-control"].isEmpty, "\(framed.headers)")
+        #expect(framed.headers["content-type"] == ["application/json"])
+        #expect(HTTP1Syntax.connectionOptions(["close", "Keep-Alive, TE ,,x-a"]) == ["te", "x-a"])
+    }
+
+    @Test("the gateway's own answers tell an HTTP/1.0 client whether the connection is kept, as relayed answers do")
+    func ownAnswersToHTTP10() {
+        let refusal = Refusal(status: .notFound, json: #"{"error":"not found"}"#, records: [])
+        let kept = refusal.responseHead(version: .http1_0, keepAlive: true).headers
+        #expect(kept["connection"] == ["keep-alive"])
+        #expect(refusal.responseHead(version: .http1_0, keepAlive: false).headers["connection"] == ["close"])
+        #expect(refusal.responseHead(version: .http1_1, keepAlive: true).headers["connection"].isEmpty)
+        #expect(refusal.responseHead(version: .http1_1, keepAlive: false).headers["connection"] == ["close"])
+    }
+
     @Test("the response framing reads it from the field bytes, and a body that ends at the close never keeps the connection")
     func responseFramingReadsIt() {
         for (response, keeps) in [

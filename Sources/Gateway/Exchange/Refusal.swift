@@ -72,7 +72,13 @@ struct Refusal: Error {
         headers.add(name: "Content-Length", value: String(body.count))
         headers.add(name: "Cache-Control", value: "no-store")
         for (name, value) in self.headers { headers.add(name: name, value: value) }
-        if !keepAlive { headers.add(name: "Connection", value: "close") }
+        if !keepAlive {
+            headers.add(name: "Connection", value: "close")
+        } else if version.major == 1 && version.minor == 0 {
+            // RFC 9112 §9.3: an HTTP/1.0 client that asked to keep the connection takes an answer without
+            // `keep-alive` to mean it closes (found by review: relayed answers said so, the gateway's own did not).
+            headers.add(name: "Connection", value: "keep-alive")
+        }
         return HTTPResponseHead(version: version, status: status, headers: headers)
     }
 }

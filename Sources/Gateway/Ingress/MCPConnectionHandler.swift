@@ -1176,9 +1176,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // `Mcp-Method`, `Mcp-Name` and `Mcp-Param-*` mirror a POSTed message, which the gateway checks them against: on
         // a GET or DELETE there is none, and they would reach the upstream unchecked (found by review).
         let mirrorsBody = request.head.method == .POST
+        // RFC 9110 §7.6.1: headers the client names in `Connection` are for its hop only (found by review: they were
+        // forwarded). Read only when the request has a `Connection` header.
+        let hopOnly =
+            request.headers.contains(.connection)
+            ? HTTP1Syntax.connectionOptions(request.head.headers[canonicalForm: "connection"].map(String.init)) : []
         for (name, header) in Self.forwardedRequestHeaders {
             guard let value = request.headers.first(header) else { continue }
             if !mirrorsBody && (header == .mcpMethod || header == .mcpName) { continue }
+            if !hopOnly.isEmpty && hopOnly.contains(name) { continue }
             if header == .mcpName, let upstreamName = plan.upstreamName {
                 try upstream.add(name: "Mcp-Name", value: MCPHeaderValue.encode(upstreamName))
             } else if header == .contentType, plan.body != nil {
@@ -1196,6 +1202,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // the client's order; only a request that has any is searched for them.
         if mirrorsBody && request.headers.hasParameterHeaders {
             for (name, value) in request.head.headers where MCPHeaderValue.isParamHeader(name) {
+                if !hopOnly.isEmpty && hopOnly.contains(name.lowercased()) { continue }
                 try upstream.add(name: name, value: value)
             }
         }
