@@ -7,7 +7,7 @@ import Testing
 
 @Suite("Client response encoder")
 struct ClientResponseEncoderTests {
-    private func channel(_ encoder: ClientResponseEncoder = ClientResponseEncoder()) throws -> EmbeddedChannel {
+    private func channel(_ encoder: ClientResponseEncoder = ClientResponseEncoder(datesResponses: false)) throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
         try channel.pipeline.syncOperations.addHandler(EncodingStep(encoder))
         // NIO's pipeline description (printed for an unhandled error) traps when no handler is inbound.
@@ -62,6 +62,24 @@ struct ClientResponseEncoderTests {
         var failure: (any Error)?
         promise.futureResult.assumeIsolated().whenFailure { failure = $0 }
         return failure is ClientResponseEncoder.EncodingError
+    }
+
+    @Test("every head carries one Date (RFC 9110 6.6.1): the gateway's own, or the upstream's relayed as it is")
+    func dated() throws {
+        let channel = try channel(ClientResponseEncoder())
+        channel.write(head(.ok, [("Content-Length", "0")]), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.write(head(.ok, [("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Content-Length", "0")]), promise: nil)
+        channel.write(HTTPServerResponsePart.end(nil), promise: nil)
+        channel.flush()
+        let text = try outbound(channel).joined()
+        let dates = text.split(separator: "\r\n").filter { $0.hasPrefix("Date: ") }
+        #expect(dates.count == 2, "\(text)")
+        #expect(dates.last == "Date: Sun, 06 Nov 1994 08:49:37 GMT")
+        #expect(
+            String(dates.first ?? "").wholeMatch(of: /Date: (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT/)
+                != nil)
+        #expect(HTTPDate.field(for: 784_111_777) == Array("Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n".utf8))
     }
 
     @Test("head, body and end leave as one buffer; the end's promise completes when it is written")
@@ -212,7 +230,7 @@ struct ClientResponseEncoderTests {
 
     @Test("an answer to HEAD keeps the Content-Length a GET would get, carries no body, and the connection stays open")
     func head() throws {
-        let encoder = ClientResponseEncoder()
+        let encoder = ClientResponseEncoder(datesResponses: false)
         let channel = try channel(encoder)
         encoder.nextHeadAnswersHEAD()
         channel.write(head(.ok, [("Content-Length", "42")]), promise: nil)
@@ -279,7 +297,7 @@ struct ClientResponseEncoderTests {
             if Bool.random(using: &generator) { headers.append(("Transfer-Encoding", "chunked")) }
             if Bool.random(using: &generator) { headers.append(("Mcp-Session-Id", "s-\(total)")) }
             let parts = [head(status, headers)] + bodies.map(body) + [.end(nil)]
-            let ours = try decoded(parts, encoder: EncodingStep(ClientResponseEncoder()))
+            let ours = try decoded(parts, encoder: EncodingStep(ClientResponseEncoder(datesResponses: false)))
             let nio = try decoded(parts, encoder: HTTPResponseEncoder())
             #expect(ours == nio, "\(headers) \(bodies.map(\.utf8.count))")
         }

@@ -648,6 +648,23 @@ struct SealedSessionTests {
         await upstream.stop()
     }
 
+    @Test("headers an upstream names in Connection are not relayed to the client; the upstream's Date is")
+    func upstreamConnectionOptionsNotRelayed() async throws {
+        let upstream = try await RawUpstream.start { request in
+            let body = #"{"jsonrpc":"2.0","id":\#(RequestPathTests.id(in: request)),"result":{"ok":true}}"#
+            return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: private\r\nConnection: Cache-Control\r\n"
+                + "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let response = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
+        #expect(response.status == 200)
+        let names = response.headers.map { $0.0.lowercased() }
+        #expect(!names.contains("cache-control"), "\(response.headers)")
+        #expect(response.headers.filter { $0.0.lowercased() == "date" }.map(\.1) == ["Sun, 06 Nov 1994 08:49:37 GMT"])
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a foreign or forged Last-Event-ID is refused and audited, and never reaches the upstream")
     func foreignLastEventID() async throws {
         let upstream = try await RecordingUpstream.start(ProtocolCompletenessTests.lists)

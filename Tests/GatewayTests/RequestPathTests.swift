@@ -730,7 +730,9 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
-    @Test("an HTTP/1.1 request without Host, or with two, is refused 400 and not forwarded (RFC 9112 §3.2)")
+    @Test(
+        "an HTTP/1.1 request without Host, with two or with an invalid one is refused 400 and not forwarded (RFC 9112 §3.2); a target in absolute form is accepted"
+    )
     func hostRequired() async throws {
         let upstream = try await RecordingUpstream.start(.json)
         let gateway = try await GatewayFixture.start(upstream: upstream.url)
@@ -739,6 +741,10 @@ struct RequestPathTests {
         for request in [
             post.replacingOccurrences(of: "Host: localhost\r\n", with: ""),
             post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost\r\nHost: evil.example\r\n"),
+            // Found by review: an invalid value was accepted.
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost, evil.example\r\n"),
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: user@localhost\r\n"),
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost/mcp\r\n"),
         ] {
             let client = try await RawTLSClient.connect(port: gateway.port)
             try await client.send(request)
@@ -747,11 +753,23 @@ struct RequestPathTests {
             await client.close()
         }
         #expect(upstream.received.isEmpty)
-        let client = try await RawTLSClient.connect(port: gateway.port)
-        try await client.send(post)
-        #expect(await client.wait { statusLines($0).count == 1 })
-        #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(client.text)")
-        await client.close()
+        // Valid hosts, and a target in absolute form (RFC 9112 §3.2.2: a server accepts it; found by review).
+        for request in [
+            post, post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: [::1]:8443\r\n"),
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: 127.0.0.1:8443\r\n"),
+            post.replacingOccurrences(of: "POST /mcp ", with: "POST https://localhost:8443/mcp "),
+            post.replacingOccurrences(of: "POST /mcp ", with: "POST HTTP://elsewhere/mcp "),
+        ] {
+            let client = try await RawTLSClient.connect(port: gateway.port)
+            try await client.send(request)
+            #expect(await client.wait { statusLines($0).count == 1 })
+            #expect(statusLines(client.text) == ["HTTP/1.1 200"], "\(request.prefix(80)): \(client.text)")
+            await client.close()
+        }
+        #expect(HeaderText.originForm(ofAbsolute: "https://h:1?x=1") == "/?x=1")
+        #expect(HeaderText.originForm(ofAbsolute: "http://h") == "/")
+        #expect(HeaderText.originForm(ofAbsolute: "/mcp") == nil)
+        #expect(HeaderText.originForm(ofAbsolute: "httpx://h/mcp") == nil)
         try await gateway.stop()
         await upstream.stop()
     }

@@ -167,10 +167,13 @@ struct UpstreamResponseFramingTests {
                 == [
                     .init(
                         status: 200,
-                        headers: ["Content-Type: application/json", "Keep-Alive: timeout=5", "Mcp-Session-Id: s1", "Content-Length: 2"],
+                        headers: [
+                            "Date: Sat, 28 Nov 2026 05:00:00 GMT", "Content-Type: application/json", "Keep-Alive: timeout=5",
+                            "Mcp-Session-Id: s1", "Connection: close", "Content-Length: 2",
+                        ],
                         body: Array("ok".utf8), ended: true)
                 ], "\(framed)")
-        // `Connection: close` was read from the bytes, though not kept.
+        // `Connection: close` was read from the bytes (and kept: the headers it names are not relayed).
         #expect(!framing.responseKeepsConnection)
         // Every relayed header and every header the exchange reads is kept.
         for name in ResponseFraming.forwardedResponseHeaders.names + ["content-length", "transfer-encoding", "keep-alive"] {

@@ -212,6 +212,10 @@ struct ExchangeDecisions {
         if head.version.major == 1, head.version.minor >= 1, !headers.contains(.host) {
             return request.malformed(.invalidRequest("the Host header is missing (required by HTTP/1.1)", id: nil))
         }
+        // …and one whose Host is not a host (found by review: `localhost, evil.example` was accepted).
+        if let host = headers.first(.host), !HeaderText.isValidHost(host) {
+            return request.malformed(.invalidRequest("the Host header is not a host name or address with an optional port", id: nil))
+        }
         // On every method: a GET or DELETE carrying a version the gateway does not know was forwarded with it (found
         // by review).
         if let version = headers.first(.mcpProtocolVersion), !MCPMethod.knownVersions.contains(version) {

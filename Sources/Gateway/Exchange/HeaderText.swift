@@ -28,6 +28,35 @@ enum HeaderText {
     /// Whether `text` can go into a header line: no control byte but HTAB. CR, LF and NUL would end or cut the line
     /// (header injection); the others are not allowed in a field value (RFC 9110 §5.5), and peers refuse them or read
     /// them each their own way.
+    /// Whether `value` is a valid `Host` (RFC 9112 §3.2, RFC 3986 §3.2.2): a registered name, an IPv4 address or a
+    /// bracketed IP literal, and an optional port; empty is valid. Checked as bytes: unreserved and sub-delimiter
+    /// characters, `%`, `:`, `[` and `]` only (a blank, `/`, `@` or a control byte makes it invalid).
+    static func isValidHost(_ value: String) -> Bool {
+        value.utf8.allSatisfy { byte in
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
+                true
+            default: "-._~%!$&'()*+,;=:[]".utf8.contains(byte)
+            }
+        }
+    }
+
+    /// The origin form (`/path?query`) of an absolute-form request target (`http://host/path?query`, RFC 9112 §3.2.2),
+    /// which a server must accept; nil when `target` is not in absolute form.
+    static func originForm(ofAbsolute target: String) -> String? {
+        let rest: Substring
+        if hasPrefix(target, "http://") {
+            rest = target.dropFirst(7)
+        } else if hasPrefix(target, "https://") {
+            rest = target.dropFirst(8)
+        } else {
+            return nil
+        }
+        guard let start = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) else { return "/" }
+        let path = rest[start...]
+        return path.hasPrefix("?") ? "/" + path : String(path)
+    }
+
     static func fitsOnOneLine(_ text: String) -> Bool {
         let fits = text.utf8.withContiguousStorageIfAvailable { bytes in
             for byte in bytes where isControl(byte) { return false }

@@ -53,6 +53,8 @@ final class ClientResponseEncoder {
     /// The next head answers a HEAD request.
     private var nextAnswersHEAD = false
     private var pending = PendingWrite()
+    /// The `Date` field written into heads that carry none (the gateway's own answers, and upstreams' without one).
+    private var date = HTTPDate()
     /// A write was refused: the connection is closing, and nothing more is written to it.
     private var failed = false
 
@@ -60,8 +62,11 @@ final class ClientResponseEncoder {
     /// through the channel, it is a call through the channel's existential and an event-loop check each time).
     var allocator = ByteBufferAllocator()
 
+    /// Whether heads without a `Date` get one (off only for tests that compare bytes).
+    private let datesResponses: Bool
+
     /// A new encoder, for one client connection.
-    init() {}
+    init(datesResponses: Bool = true) { self.datesResponses = datesResponses }
 
     /// The next head answers a HEAD request: it keeps the `Content-Length` a GET would get, and no body follows.
     func nextHeadAnswersHEAD() { nextAnswersHEAD = true }
@@ -90,7 +95,7 @@ final class ClientResponseEncoder {
             let answersHEAD = nextAnswersHEAD
             nextAnswersHEAD = false
             do {
-                framing = try Self.render(head, into: &buffer, answersHEAD: answersHEAD)
+                framing = try Self.render(head, into: &buffer, answersHEAD: answersHEAD, date: datesResponses ? date.currentField() : nil)
             } catch {
                 return refuse(error)
             }
@@ -171,10 +176,11 @@ final class ClientResponseEncoder {
         pending.take().promise?.fail(ChannelError.ioOnClosedChannel)
     }
 
-    /// The status line and headers, framed as the type's documentation says; returns the framing of the body. A head
+    /// The status line and headers, framed as the type's documentation says, with the `date` field line when the head
+    /// has no `Date`; returns the framing of the body. A head
     /// that `answersHEAD` keeps its headers as they are (they describe the body a GET would get), and no body follows.
     static func render(
-        _ head: HTTPResponseHead, into buffer: inout ByteBuffer, answersHEAD: Bool = false
+        _ head: HTTPResponseHead, into buffer: inout ByteBuffer, answersHEAD: Bool = false, date: [UInt8]? = nil
     ) throws(EncodingError) -> Framing {
         let status = head.status.code
         let mayHaveBody = !((100..<200).contains(status) || status == 204 || status == 304)
@@ -188,6 +194,7 @@ final class ClientResponseEncoder {
         buffer.writeString(reason)
         buffer.writeStaticString("\r\n")
         var length: Int?
+        var dated = false
         for (name, value) in head.headers {
             guard HeaderText.fitsOnOneLine(name), !name.isEmpty else { throw .invalidHeader("header name") }
             guard HeaderText.fitsOnOneLine(value) else { throw .invalidHeader("value of header \(name)") }
@@ -201,8 +208,12 @@ final class ClientResponseEncoder {
                 }
                 length = declared
             }
+            if !dated && HeaderText.isName(name, "date") { dated = true }
             HeaderText.writeField(name, value, into: &buffer)
         }
+        // RFC 9110 §6.6.1: a final response carries the time it was made (1xx need none); an upstream's own `Date` is
+        // relayed as it is.
+        if !dated, status >= 200, let date { buffer.writeBytes(date) }
         let framing: Framing
         if !mayHaveBody || answersHEAD {
             framing = .none

@@ -432,6 +432,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     // MARK: - Request head
 
     private func requestHead(_ head: HTTPRequestHead) {
+        var head = head
+        // RFC 9112 §3.2.2: a server accepts a target in absolute form (found by review: `POST https://host/mcp` got
+        // `404`). Only its path is read; the upstream's target never comes from the client's.
+        if let first = head.uri.utf8.first, first | 0x20 == UInt8(ascii: "h"), let origin = HeaderText.originForm(ofAbsolute: head.uri) {
+            head.uri = origin
+        }
         generation += 1
         forwardsNotificationsOnly = false
         let headers = RequestHeaderValues(head.headers)

@@ -93,10 +93,11 @@ final class UpstreamConnection: ChannelInboundHandler {
     /// The most bytes a response head may take.
     static let maximumResponseHeadBytes = 1 << 20
     /// The response headers anything reads: those relayed to the client (`ResponseFraming.forwardedResponseHeaders`),
-    /// the framing headers the client's framing is built from, and `Keep-Alive` (`keepAliveTimeout`). The others
+    /// the framing headers the client's framing is built from, `Keep-Alive` (`keepAliveTimeout`) and `Connection` (the
+    /// headers it names are not relayed). The others
     /// (`Server`, `Date` and the like) are checked and dropped while the head is read: no string is made of them.
     static let readResponseHeaders = HeaderNames(
-        ResponseFraming.forwardedResponseHeaders.names + ["content-length", "transfer-encoding", "keep-alive"])
+        ResponseFraming.forwardedResponseHeaders.names + ["content-length", "transfer-encoding", "keep-alive", "connection"])
 
     /// Idle connections to this upstream in all pools (this one counts while it sits in its pool).
     let idleConnections: IdleConnectionCount
