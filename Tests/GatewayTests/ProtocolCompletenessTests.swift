@@ -855,6 +855,10 @@ struct LegacySSETests {
         let records = try gateway.auditRecords()
         #expect(records.contains { $0["decision"] == .string("deny") && $0["target"] == .string("delete_file") })
         #expect(records.contains { $0["rule"] == .string("session_binding") && $0["agent"] == .string("bot2") })
+        // The messages' records name their session: the handle the stream announced (found by review: none did).
+        let handle = String(endpoint.split(separator: "session=").last ?? "")
+        let messages = records.filter { $0["target"] == .string("read_file") || $0["target"] == .string("delete_file") }
+        #expect(messages.count >= 2 && messages.allSatisfy { $0["session_id"] == .string(handle) }, "\(messages)")
         try await gateway.stop()
         await upstream.stop()
     }

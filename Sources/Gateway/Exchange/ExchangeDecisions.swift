@@ -166,7 +166,9 @@ struct ExchangeDecisions {
             let query = head.uri.split(separator: "?", maxSplits: 1).dropFirst().first ?? ""
             let handle = query.split(separator: "&").first { $0.hasPrefix("session=") }.map { String($0.dropFirst(8)) }
             switch handle.map({ services.sessionHandles.open(messagesEndpoint: $0, for: principal) }) {
-            case .success(let target)?: request.upstreamTarget = target
+            case .success(let target)?:
+                request.upstreamTarget = target
+                request.messageHandle = handle
             case .failure(let problem)?:
                 return Refusal(
                     status: .notFound, id: nil, code: GatewayErrorCode.sessionNotYours, message: "unknown session for this caller",

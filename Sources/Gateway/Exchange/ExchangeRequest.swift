@@ -38,6 +38,11 @@ final class ExchangeRequest: @unchecked Sendable {
     var pathTenant: String?
     /// The upstream path and query to send the request to, when not the endpoint's own (a legacy message endpoint).
     var upstreamTarget: String?
+    /// The session a record names: the client's `Mcp-Session-Id`, or on the legacy transport the message handle its
+    /// stream announced (found by review: two legacy sessions of one agent could not be told apart in the log).
+    var recordedSession: String? { headers.first(.mcpSessionID) ?? messageHandle }
+    /// The legacy message handle (`session=` of `POST /messages`), once opened.
+    var messageHandle: String?
 
     /// The MCP transports the gateway serves.
     enum Transport: Equatable {
@@ -75,7 +80,7 @@ final class ExchangeRequest: @unchecked Sendable {
             requestID: requestID, httpMethod: head.method.rawValue, decision: decision, reason: reason,
             tenant: principal?.tenant, agent: principal?.agent, authMethod: principal?.method.rawValue,
             clientAddress: clientAddress, method: method, target: target, jsonrpcID: jsonrpcID, rule: rule,
-            latencyMicroseconds: elapsedMicroseconds, sessionID: headers.first(.mcpSessionID),
+            latencyMicroseconds: elapsedMicroseconds, sessionID: recordedSession,
             traceID: trace?.traceID, arguments: arguments, sharedLimits: sharedLimits)
     }
 
