@@ -1674,7 +1674,6 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         return true
     }
 
-    /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`.
     /// Counts the request body, now `total` bytes long, against its tenant's share of bodies being received (the
     /// first `GatewayLimits.unchargedBodyBytes` of it are not counted); whether it stays within the bounds.
     private func chargeBody(upTo total: Int) -> Bool {
@@ -1714,6 +1713,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         answer(refusal)
     }
 
+    /// A collected answer that would hold more than the tenant's share of held bytes (or the total): `503`.
     private func refuseHeldBytes() {
         refuseCollected(
             .serviceUnavailable, note: "the answers held whole for this tenant (or for all tenants) reached their bound",
