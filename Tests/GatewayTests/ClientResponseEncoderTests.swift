@@ -64,7 +64,7 @@ struct ClientResponseEncoderTests {
         return failure is ClientResponseEncoder.EncodingError
     }
 
-    @Test("every head carries one Date (RFC 9110 6.6.1): the gateway's own, or the upstream's relayed as it is")
+    @Test("every final head carries one Date (RFC 9110 6.6.1): the gateway's own, or one the head already has")
     func dated() throws {
         let channel = try channel(ClientResponseEncoder())
         channel.write(head(.ok, [("Content-Length", "0")]), promise: nil)

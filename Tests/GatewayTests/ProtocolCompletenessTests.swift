@@ -648,7 +648,7 @@ struct SealedSessionTests {
         await upstream.stop()
     }
 
-    @Test("headers an upstream names in Connection are not relayed to the client; the upstream's Date is")
+    @Test("headers an upstream names in Connection are not relayed to the client; the answer carries the gateway's Date")
     func upstreamConnectionOptionsNotRelayed() async throws {
         let upstream = try await RawUpstream.start { request in
             let body = #"{"jsonrpc":"2.0","id":\#(RequestPathTests.id(in: request)),"result":{"ok":true}}"#
@@ -660,7 +660,8 @@ struct SealedSessionTests {
         #expect(response.status == 200)
         let names = response.headers.map { $0.0.lowercased() }
         #expect(!names.contains("cache-control"), "\(response.headers)")
-        #expect(response.headers.filter { $0.0.lowercased() == "date" }.map(\.1) == ["Sun, 06 Nov 1994 08:49:37 GMT"])
+        let dates = response.headers.filter { $0.0.lowercased() == "date" }.map(\.1)
+        #expect(dates.count == 1 && dates.first?.hasSuffix(" GMT") == true && dates.first != "Sun, 06 Nov 1994 08:49:37 GMT", "\(dates)")
         try await gateway.stop()
         await upstream.stop()
     }

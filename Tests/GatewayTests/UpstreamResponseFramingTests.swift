@@ -168,8 +168,8 @@ struct UpstreamResponseFramingTests {
                     .init(
                         status: 200,
                         headers: [
-                            "Date: Sat, 28 Nov 2026 05:00:00 GMT", "Content-Type: application/json", "Keep-Alive: timeout=5",
-                            "Mcp-Session-Id: s1", "Connection: close", "Content-Length: 2",
+                            "Content-Type: application/json", "Keep-Alive: timeout=5", "Mcp-Session-Id: s1", "Connection: close",
+                            "Content-Length: 2",
                         ],
                         body: Array("ok".utf8), ended: true)
                 ], "\(framed)")

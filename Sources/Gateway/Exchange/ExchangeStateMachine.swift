@@ -339,12 +339,11 @@ enum ResponseFraming {
     /// Response headers passed back to the client.
     static let forwardedResponseHeaders = HeaderNames([
         "content-type", "mcp-session-id", "cache-control", "mcp-protocol-version", "retry-after", "www-authenticate", "allow",
-        "date",
     ])
     /// Those of `forwardedResponseHeaders` that may appear once (bits by index): of each, only the first is passed on,
     /// the one the gateway read (a second `Content-Type` would have the client read as JSON an answer the gateway
     /// filtered as SSE, or the other way round).
-    static let singletonResponseHeaders: UInt32 = ["content-type", "mcp-session-id", "mcp-protocol-version", "retry-after", "date"]
+    static let singletonResponseHeaders: UInt32 = ["content-type", "mcp-session-id", "mcp-protocol-version", "retry-after"]
         .reduce(0) { $0 | 1 << forwardedResponseHeaders.index(of: $1)! }
 
     /// An upstream's `Content-Length` as the client gets it: digits only, without the spaces around them that HTTP
@@ -392,7 +391,7 @@ enum ResponseFraming {
                 contentLength = contentLength ?? ResponseFraming.length(value)
             } else if HeaderText.isName(name, "transfer-encoding") {
                 hasTransferEncoding = true
-            } else if HeaderText.isName(name, "connection") {
+            } else if HeaderText.isName(name, "connection"), HTTP1Syntax.namesOptions(value) {
                 connectionOptions.append(value)
             }
         }

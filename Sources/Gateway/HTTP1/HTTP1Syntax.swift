@@ -155,13 +155,23 @@ enum HTTP1Syntax {
     /// lower-cased: every token but `close` and `keep-alive`. A proxy removes the fields they name before forwarding.
     static func connectionOptions(_ values: [String]) -> [String] {
         var options: [String] = []
-        for value in values {
-            for token in value.split(separator: ",") {
-                let name = token.trimmingCharacters(in: .whitespaces).lowercased()
-                if !name.isEmpty, name != "close", name != "keep-alive" { options.append(name) }
+        for value in values where namesOptions(value) {
+            for token in value.utf8.split(separator: UInt8(ascii: ",")) {
+                let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
+                guard let first = token.firstIndex(where: { !blank($0) }), let last = token.lastIndex(where: { !blank($0) }) else {
+                    continue
+                }
+                let name = String(decoding: token[first...last], as: UTF8.self).lowercased()
+                if name != "close", name != "keep-alive" { options.append(name) }
             }
         }
         return options
+    }
+
+    /// Whether a `Connection` value may name a header: anything but a bare `keep-alive` or `close` (what nearly every
+    /// peer sends, told without making a string).
+    static func namesOptions(_ value: String) -> Bool {
+        !(HeaderText.isName(value, "keep-alive") || HeaderText.isName(value, "close"))
     }
 
     static func holdsControlCharacter(_ bytes: UnsafeRawBufferPointer) -> Bool {

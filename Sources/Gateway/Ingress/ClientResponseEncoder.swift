@@ -53,7 +53,7 @@ final class ClientResponseEncoder {
     /// The next head answers a HEAD request.
     private var nextAnswersHEAD = false
     private var pending = PendingWrite()
-    /// The `Date` field written into heads that carry none (the gateway's own answers, and upstreams' without one).
+    /// The `Date` field written into every final head that carries none (all of them but a test's).
     private var date = HTTPDate()
     /// A write was refused: the connection is closing, and nothing more is written to it.
     private var failed = false
@@ -211,8 +211,8 @@ final class ClientResponseEncoder {
             if !dated && HeaderText.isName(name, "date") { dated = true }
             HeaderText.writeField(name, value, into: &buffer)
         }
-        // RFC 9110 §6.6.1: a final response carries the time it was made (1xx need none); an upstream's own `Date` is
-        // relayed as it is.
+        // RFC 9110 §6.6.1: a final response carries the time it was made (1xx need none). The gateway writes its own
+        // on relayed answers too (an upstream's is not kept: one string fewer per answer).
         if !dated, status >= 200, let date { buffer.writeBytes(date) }
         let framing: Framing
         if !mayHaveBody || answersHEAD {

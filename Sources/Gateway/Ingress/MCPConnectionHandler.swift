@@ -1185,8 +1185,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // RFC 9110 §7.6.1: headers the client names in `Connection` are for its hop only (found by review: they were
         // forwarded). Read only when the request has a `Connection` header.
         let hopOnly =
-            request.headers.contains(.connection)
-            ? HTTP1Syntax.connectionOptions(request.head.headers[canonicalForm: "connection"].map(String.init)) : []
+            request.headers.first(.connection).map(HTTP1Syntax.namesOptions) == true || request.headers.isRepeated(.connection)
+            ? HTTP1Syntax.connectionOptions(request.head.headers["connection"]) : []
         for (name, header) in Self.forwardedRequestHeaders {
             guard let value = request.headers.first(header) else { continue }
             if !mirrorsBody && (header == .mcpMethod || header == .mcpName) { continue }
