@@ -45,6 +45,12 @@ public struct GatewayLimits: Sendable, Hashable {
     /// A body arriving slower than this over any window of `bodyRateGracePeriod`, after its first, is cut (408 and
     /// close).
     public var minimumBodyBytesPerSecond: Int = 1024
+    /// A client that has fallen behind (its socket full) must take its answers at least this fast over each
+    /// `answerRateWindow` it spends behind; slower, the exchange is ended (recorded `slow_reader`) and the connection
+    /// closed.
+    public var minimumAnswerBytesPerSecond: Int = 1024
+    /// The window over which a client that has fallen behind is held to `minimumAnswerBytesPerSecond`.
+    public var answerRateWindow: Duration = .seconds(30)
     /// How long a body may take before its rate is checked.
     public var bodyRateGracePeriod: Duration = .seconds(5)
     /// Body bytes read while a fresh credential is still being verified; reading pauses beyond this.

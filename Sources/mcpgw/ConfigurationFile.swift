@@ -56,6 +56,7 @@ struct ConfigurationFile {
         "upstream_idle_stream_timeout_seconds", "max_upstream_connections", "max_requests_per_tenant", "max_requests_per_agent",
         "max_streams_per_tenant",
         "max_streams_per_agent", "request_head_timeout_seconds", "min_body_bytes_per_second", "event_loops",
+        "min_answer_bytes_per_second",
         "max_large_decisions_per_tenant", "max_rate_limit_buckets_per_tenant", "costly_decision_ms",
         "costly_decision_offload_bytes", "max_costly_decisions_per_tenant",
     ]
@@ -185,6 +186,7 @@ struct ConfigurationFile {
             limits.maximumStreamsPerTenant = try positive("max_streams_per_tenant") ?? limits.maximumStreamsPerTenant
             limits.maximumStreamsPerAgent = try positive("max_streams_per_agent") ?? limits.maximumStreamsPerAgent
             limits.minimumBodyBytesPerSecond = try positive("min_body_bytes_per_second") ?? limits.minimumBodyBytesPerSecond
+            limits.minimumAnswerBytesPerSecond = try positive("min_answer_bytes_per_second") ?? limits.minimumAnswerBytesPerSecond
             limits.maximumLargeDecisionsPerTenant =
                 try positive("max_large_decisions_per_tenant") ?? limits.maximumLargeDecisionsPerTenant
             limits.maximumRateLimitBucketsPerTenant =

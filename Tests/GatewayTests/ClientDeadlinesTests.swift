@@ -185,6 +185,52 @@ struct ClientDeadlinesTests {
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
+    @Test(
+        "a client behind on its answer must take it at the minimum rate over each window it spends behind; one that catches up is no longer watched"
+    )
+    func answerRate() throws {
+        let recorder = IdleRecorder()
+        let channel = EmbeddedChannel()
+        let deadlines = ClientDeadlines(
+            idleTimeout: .seconds(600), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5),
+            minimumAnswerBytesPerSecond: 100, answerRateWindow: .seconds(10))
+        try channel.pipeline.syncOperations.addHandler(deadlines)
+        try channel.pipeline.syncOperations.addHandler(recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        // Behind, and taking 2,000 bytes in the first window (enough), then 500 in the next (too few: found by review
+        // and left until now, a client reading at a trickle held its answer for good).
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        try channel.writeOutbound(ByteBuffer(repeating: 0x41, count: 2000))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(recorder.slow.isEmpty)
+        try channel.writeOutbound(ByteBuffer(repeating: 0x41, count: 500))
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
+        #expect(recorder.slow == [.answerTooSlow])
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("a client that falls behind once and catches up is not cut for a quiet stream afterwards")
+    func answerRateCaughtUp() throws {
+        let recorder = IdleRecorder()
+        let channel = EmbeddedChannel()
+        let deadlines = ClientDeadlines(
+            idleTimeout: .seconds(600), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5),
+            minimumAnswerBytesPerSecond: 100, answerRateWindow: .seconds(10))
+        try channel.pipeline.syncOperations.addHandler(deadlines)
+        try channel.pipeline.syncOperations.addHandler(recorder)
+        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        channel.isWritable = false
+        channel.pipeline.fireChannelWritabilityChanged()
+        try channel.writeOutbound(ByteBuffer(repeating: 0x41, count: 5000))
+        channel.isWritable = true
+        channel.pipeline.fireChannelWritabilityChanged()
+        // A quiet stream: nothing written for minutes, the socket never full again.
+        channel.embeddedEventLoop.advanceTime(by: .seconds(300))
+        #expect(recorder.slow.isEmpty)
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
     @Test("a body that keeps the rate in every window is not cut, however long it takes")
     func steadyBodyNotCut() throws {
         let (channel, recorder, deadlines) = try channel()

@@ -58,6 +58,41 @@ struct SlowReaderTests {
         await upstream.stop()
     }
 
+    @Test("a client that reads a large answer at a trickle, slower than the minimum answer rate, is cut and recorded")
+    func trickleReaderCut() async throws {
+        let result = String(repeating: "x", count: 16 * 1024 * 1024)
+        let upstream = try await RawUpstream.start { request in
+            let id = RequestPathTests.id(in: request)
+            let body = #"{"jsonrpc":"2.0","id":\#(id),"result":{"content":[{"type":"text","text":"\#(result)"}]}}"#
+            return "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        }
+        var limits = GatewayLimits()
+        // A rate no trickle below reaches; the idle timeout (60 s) never passes: the client reads every 300 ms.
+        limits.minimumAnswerBytesPerSecond = 8 * 1024 * 1024
+        limits.answerRateWindow = .seconds(1)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let reader = try await RawTLSClient.connect(port: gateway.port)
+        reader.stopReading(whenReceived: "HTTP/1.1 200")
+        try await reader.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"big.txt"}"#, id: 1)))
+        var cut = false
+        let deadline = ContinuousClock.now + .seconds(15)
+        while !cut && ContinuousClock.now < deadline && !reader.isClosed {
+            // A trickle: a moment of reading every 300 ms.
+            try await reader.setReading(true)
+            try await Task.sleep(for: .milliseconds(2))
+            try await reader.setReading(false)
+            try await Task.sleep(for: .milliseconds(300))
+            cut = try gateway.auditRecords().contains { $0["rule"] == .string("slow_reader") }
+        }
+        // Found by review (and left until now): such a reader was never cut, holding its request and budgets.
+        let record = try #require(try gateway.auditRecords().first { $0["rule"] == .string("slow_reader") })
+        #expect(record["reason"]?.stringValue?.contains("slower than") == true, "\(record)")
+        #expect(reader.receivedCount < 16 * 1024 * 1024)
+        await reader.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("one agent holds at most its share of the tenant's requests in flight (half by default): a sibling is still served")
     func agentRequestShare() async throws {
         let upstream = try await RecordingUpstream.start(.routed { request in request.body.contains("hang.txt") ? .hang : .json })

@@ -9,6 +9,11 @@ import NIOCore
 ///   (so a body sent mostly at once and then held back is cut a window after it stops, not once its average since
 ///   the start runs out); not while the caller's credentials are being checked.
 ///
+/// - **Answer rate:** once the client falls behind (its socket stops taking what is written), it must take at least
+///   `minimumAnswerBytesPerSecond` over each `answerRateWindow` in which it is behind; a client reading at a trickle
+///   would otherwise hold its request, its upstream connection and its tenant's budgets as long as it liked (it reads
+///   something every idle timeout, so it is never idle). Not watched at all until the socket first fills.
+///
 /// A slow client sends `SlowClientDetected` up the pipeline. The connection handler records and closes on either
 /// event. Sits below the HTTP decoder, so it sees every byte as it arrives; the connection handler tells it where the
 /// request is (`headReceived`, `bodyReceived`, `exchangeFinished`).
@@ -22,8 +27,8 @@ import NIOCore
 final class ClientDeadlines: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
-    typealias OutboundIn = NIOAny
-    typealias OutboundOut = NIOAny
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     private enum Phase {
         /// Between requests: the head deadline starts with the next byte.
@@ -55,13 +60,26 @@ final class ClientDeadlines: ChannelDuplexHandler {
     /// oldest first, each becoming the window's start once it is `gracePeriod` old.
     private var rateWindowStart = (at: NIODeadline.uptimeNanoseconds(0), bytes: 0)
     private var rateSamples: [(at: NIODeadline, bytes: Int)] = []
+    private let minimumAnswerBytesPerSecond: Int
+    private let answerRateWindow: TimeAmount
+    /// Runs while the client is behind (from the first time its socket fills): every `answerRateWindow`.
+    private var answerRateCheck: RepeatedTask?
+    /// Bytes written since the last answer-rate check (counted only while the check runs).
+    private var writtenSinceCheck = 0
+    /// Whether the socket was full at some point since the last answer-rate check.
+    private var behindSinceCheck = false
 
     /// Deadlines for one client connection.
-    init(idleTimeout: TimeAmount, headTimeout: TimeAmount, minimumBytesPerSecond: Int, gracePeriod: TimeAmount) {
+    init(
+        idleTimeout: TimeAmount, headTimeout: TimeAmount, minimumBytesPerSecond: Int, gracePeriod: TimeAmount,
+        minimumAnswerBytesPerSecond: Int = 1024, answerRateWindow: TimeAmount = .seconds(30)
+    ) {
         self.idleTimeout = idleTimeout
         self.headTimeout = headTimeout
         self.minimumBytesPerSecond = minimumBytesPerSecond
         self.gracePeriod = gracePeriod
+        self.minimumAnswerBytesPerSecond = minimumAnswerBytesPerSecond
+        self.answerRateWindow = answerRateWindow
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -126,7 +144,43 @@ final class ClientDeadlines: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         lastActivity = context.eventLoop.now
+        if answerRateCheck != nil { writtenSinceCheck += unwrapOutboundIn(data).readableBytes }
         context.write(data, promise: promise)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable {
+            behindSinceCheck = true
+            if answerRateCheck == nil {
+                writtenSinceCheck = 0
+                let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+                answerRateCheck = context.eventLoop.scheduleRepeatedTask(initialDelay: answerRateWindow, delay: answerRateWindow) { _ in
+                    bound.value.checkAnswerRate()
+                }
+            }
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    /// Every `answerRateWindow` while the client is behind: too little taken in a window it spent behind is slow; a
+    /// window it never fell behind in ends the watch (until its socket fills again).
+    private func checkAnswerRate() {
+        guard let context else { return }
+        let behind = behindSinceCheck || !context.channel.isWritable
+        let seconds = Double(answerRateWindow.nanoseconds) / 1e9
+        if behind && Double(writtenSinceCheck) < Double(minimumAnswerBytesPerSecond) * seconds {
+            stopAnswerRateCheck()
+            context.fireUserInboundEventTriggered(SlowClientDetected.answerTooSlow)
+            return
+        }
+        if !behind { stopAnswerRateCheck() }
+        writtenSinceCheck = 0
+        behindSinceCheck = !context.channel.isWritable
+    }
+
+    private func stopAnswerRateCheck() {
+        answerRateCheck?.cancel()
+        answerRateCheck = nil
     }
 
     /// The request head is complete; `expectsBody`: a body follows, whose rate is now watched. (A head taken from
@@ -222,6 +276,7 @@ final class ClientDeadlines: ChannelDuplexHandler {
 
     private func stopTimers() {
         stopRequestTimers()
+        stopAnswerRateCheck()
         idleTimer?.cancel()
         idleTimer = nil
     }
@@ -236,6 +291,8 @@ enum SlowClientDetected: Sendable {
     case headTimeout
     /// The body arrived slower than the minimum rate.
     case bodyTooSlow
+    /// The client, behind, took its answer slower than the minimum rate.
+    case answerTooSlow
 }
 
 /// No bytes have been read from or written to the connection for the idle timeout: sent up the pipeline by

@@ -95,7 +95,9 @@ public final class GatewayListener: Sendable {
                     }
                     let deadlines = ClientDeadlines(
                         idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
-                        minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod))
+                        minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod),
+                        minimumAnswerBytesPerSecond: limits.minimumAnswerBytesPerSecond,
+                        answerRateWindow: TimeAmount(limits.answerRateWindow))
                     try pipeline.addHandler(deadlines)
                     // The connection handler frames requests and encodes responses itself (HTTP/1.1; no pipelining
                     // handler either: it holds pipelined requests without toggling read interest per request). A head

@@ -343,6 +343,15 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 endStream("the client read none of the answer for the idle timeout", rule: "slow_reader", decision: .unavailable)
             }
             return
+        } else if let slow = event as? SlowClientDetected, slow == .answerTooSlow {
+            // Found by review (and left until now): a client reading a large answer at a trickle held it for good.
+            let rate = services?.limits.minimumAnswerBytesPerSecond ?? 0
+            if case .idle = machine.state {
+                close()
+            } else {
+                endStream("the client took the answer slower than \(rate) bytes/s", rule: "slow_reader", decision: .unavailable)
+            }
+            return
         } else if let slow = event as? SlowClientDetected {
             let reason = slow == .headTimeout ? "request head not received in time" : "request body arrived too slowly"
             recordConnectionRefusal(reason, rule: slow == .headTimeout ? "slow_request_head" : "slow_request_body")
