@@ -185,10 +185,8 @@ struct ClientDeadlinesTests {
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 
-    @Test(
-        "a client behind on its answer must take it at the minimum rate over each window it spends behind; one that catches up is no longer watched"
-    )
-    func answerRate() throws {
+    /// Deadlines held to 100 bytes a second of answer over 10 s windows, connected, then a recorder of the events.
+    private func answerRateChannel() throws -> (EmbeddedChannel, IdleRecorder) {
         let recorder = IdleRecorder()
         let channel = EmbeddedChannel()
         let deadlines = ClientDeadlines(
@@ -197,6 +195,14 @@ struct ClientDeadlinesTests {
         try channel.pipeline.syncOperations.addHandler(deadlines)
         try channel.pipeline.syncOperations.addHandler(recorder)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        return (channel, recorder)
+    }
+
+    @Test(
+        "a client behind on its answer must take it at the minimum rate over each window it spends behind; one that catches up is no longer watched"
+    )
+    func answerRate() throws {
+        let (channel, recorder) = try answerRateChannel()
         // Behind, and taking 2,000 bytes in the first window (enough), then 500 in the next (too few: found by review
         // and left until now, a client reading at a trickle held its answer for good).
         channel.isWritable = false
@@ -212,14 +218,7 @@ struct ClientDeadlinesTests {
 
     @Test("a client that falls behind once and catches up is not cut for a quiet stream afterwards")
     func answerRateCaughtUp() throws {
-        let recorder = IdleRecorder()
-        let channel = EmbeddedChannel()
-        let deadlines = ClientDeadlines(
-            idleTimeout: .seconds(600), headTimeout: .seconds(10), minimumBytesPerSecond: 1, gracePeriod: .seconds(5),
-            minimumAnswerBytesPerSecond: 100, answerRateWindow: .seconds(10))
-        try channel.pipeline.syncOperations.addHandler(deadlines)
-        try channel.pipeline.syncOperations.addHandler(recorder)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let (channel, recorder) = try answerRateChannel()
         channel.isWritable = false
         channel.pipeline.fireChannelWritabilityChanged()
         try channel.writeOutbound(ByteBuffer(repeating: 0x41, count: 5000))
