@@ -743,6 +743,7 @@ struct RequestPathTests {
             post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost\r\nHost: evil.example\r\n"),
             // Found by review: an invalid value was accepted.
             post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost, evil.example\r\n"),
+            post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost,evil.example\r\n"),
             post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: user@localhost\r\n"),
             post.replacingOccurrences(of: "Host: localhost\r\n", with: "Host: localhost/mcp\r\n"),
         ] {

@@ -25,18 +25,16 @@ enum HeaderText {
         return zip(text.utf8, lowercasePrefix.utf8).allSatisfy { pair in lowercased(pair.0) == pair.1 }
     }
 
-    /// Whether `text` can go into a header line: no control byte but HTAB. CR, LF and NUL would end or cut the line
-    /// (header injection); the others are not allowed in a field value (RFC 9110 §5.5), and peers refuse them or read
-    /// them each their own way.
     /// Whether `value` is a valid `Host` (RFC 9112 §3.2, RFC 3986 §3.2.2): a registered name, an IPv4 address or a
     /// bracketed IP literal, and an optional port; empty is valid. Checked as bytes: unreserved and sub-delimiter
-    /// characters, `%`, `:`, `[` and `]` only (a blank, `/`, `@` or a control byte makes it invalid).
+    /// characters, `%`, `:`, `[` and `]` only (a blank, `,`, `/`, `@` or a control byte makes it invalid: a comma,
+    /// though RFC 3986 allows it in a name, is how a list of hosts would be sent, and no DNS name holds one).
     static func isValidHost(_ value: String) -> Bool {
         value.utf8.allSatisfy { byte in
             switch byte {
             case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"):
                 true
-            default: "-._~%!$&'()*+,;=:[]".utf8.contains(byte)
+            default: "-._~%!$&'()*+;=:[]".utf8.contains(byte)
             }
         }
     }
@@ -57,6 +55,9 @@ enum HeaderText {
         return path.hasPrefix("?") ? "/" + path : String(path)
     }
 
+    /// Whether `text` can go into a header line: no control byte but HTAB. CR, LF and NUL would end or cut the line
+    /// (header injection); the others are not allowed in a field value (RFC 9110 §5.5), and peers refuse them or read
+    /// them each their own way.
     static func fitsOnOneLine(_ text: String) -> Bool {
         let fits = text.utf8.withContiguousStorageIfAvailable { bytes in
             for byte in bytes where isControl(byte) { return false }

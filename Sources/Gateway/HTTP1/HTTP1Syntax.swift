@@ -149,8 +149,6 @@ enum HTTP1Syntax {
         }
     }
 
-    /// Whether `bytes` hold a control character other than HTAB (below 0x20, or DEL): eight bytes at a time, a
-    /// byte at a time only for words that may hold one. Header values are most of a head's bytes (a bearer token).
     /// The header names a message's `Connection` values nominate as options of this connection only (RFC 9110 §7.6.1),
     /// lower-cased: every token but `close` and `keep-alive`. A proxy removes the fields they name before forwarding.
     static func connectionOptions(_ values: [String]) -> [String] {
@@ -174,6 +172,8 @@ enum HTTP1Syntax {
         !(HeaderText.isName(value, "keep-alive") || HeaderText.isName(value, "close"))
     }
 
+    /// Whether `bytes` hold a control character other than HTAB (below 0x20, or DEL): eight bytes at a time, a
+    /// byte at a time only for words that may hold one. Header values are most of a head's bytes (a bearer token).
     static func holdsControlCharacter(_ bytes: UnsafeRawBufferPointer) -> Bool {
         let ones: UInt64 = 0x0101_0101_0101_0101
         let highs: UInt64 = 0x8080_8080_8080_8080

@@ -168,7 +168,10 @@ final class ClientDeadlines: ChannelDuplexHandler {
         guard let context else { return }
         let behind = behindSinceCheck || !context.channel.isWritable
         let seconds = Double(answerRateWindow.nanoseconds) / 1e9
-        if behind && Double(writtenSinceCheck) < Double(minimumAnswerBytesPerSecond) * seconds {
+        // Cut only a client still behind now: one that took everything (its socket writable again) is not slow, however
+        // little was written since (found by review: one large answer, read at once, filled the socket for a moment,
+        // and the fast client's next call was cut 30 s later).
+        if !context.channel.isWritable && Double(writtenSinceCheck) < Double(minimumAnswerBytesPerSecond) * seconds {
             stopAnswerRateCheck()
             context.fireUserInboundEventTriggered(SlowClientDetected.answerTooSlow)
             return
