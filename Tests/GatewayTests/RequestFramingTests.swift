@@ -378,7 +378,8 @@ struct ConnectionReuseTests {
         let framed = ResponseFraming.frame(head, requestMethod: .POST, clientVersion: .http1_1, keepAlive: true).head
         #expect(framed.headers["mcp-session-id"].isEmpty && framed.headers["cache-control"].isEmpty, "\(framed.headers)")
         #expect(framed.headers["content-type"] == ["application/json"])
-        #expect(HTTP1Syntax.connectionOptions(["close", "Keep-Alive, TE ,,x-a"]) == ["te", "x-a"])
+        #expect(
+            HeaderText.connectionOptions(HTTPHeaders([("Connection", "close"), ("connection", "Keep-Alive, TE ,,x-a")])) == ["te", "x-a"])
     }
 
     @Test("the gateway's own answers tell an HTTP/1.0 client whether the connection is kept, as relayed answers do")

@@ -378,7 +378,7 @@ enum ResponseFraming {
         var contentLength: String?
         var hasTransferEncoding = false
         var singletonsSeen: UInt32 = 0
-        var connectionOptions: [String] = []
+        var namesConnectionOptions = false
         for (name, value) in upstream.headers {
             if let forwarded = forwardedResponseHeaders.index(of: name) {
                 let bit: UInt32 = 1 << forwarded
@@ -391,14 +391,14 @@ enum ResponseFraming {
                 contentLength = contentLength ?? ResponseFraming.length(value)
             } else if HeaderText.isName(name, "transfer-encoding") {
                 hasTransferEncoding = true
-            } else if HeaderText.isName(name, "connection"), HTTP1Syntax.namesOptions(value) {
-                connectionOptions.append(value)
+            } else if HeaderText.isName(name, "connection"), HeaderText.namesOptions(value) {
+                namesConnectionOptions = true
             }
         }
         // RFC 9110 §7.6.1: headers the upstream names in `Connection` are for this hop only, and are not relayed (found
         // by review: `Connection: Mcp-Session-Id` still had the session relayed).
-        if !connectionOptions.isEmpty {
-            for option in HTTP1Syntax.connectionOptions(connectionOptions) { headers.remove(name: option) }
+        if namesConnectionOptions {
+            for option in HeaderText.connectionOptions(upstream.headers) { headers.remove(name: option) }
         }
         let code = upstream.status.code
         let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 205 && code != 304

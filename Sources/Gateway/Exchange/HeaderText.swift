@@ -154,6 +154,17 @@ enum HeaderText {
         }
     }
 
+    /// The header names the `Connection` headers of `headers` nominate as options of this connection only (RFC 9110
+    /// §7.6.1), lower-cased: every token but `close` and `keep-alive`. A proxy removes the fields they name before
+    /// forwarding.
+    static func connectionOptions(_ headers: HTTPHeaders) -> [String] {
+        directives(headers, "connection").map(\.name).filter { !$0.isEmpty && $0 != "close" && $0 != "keep-alive" }
+    }
+
+    /// Whether a `Connection` value may name a header: anything but a bare `keep-alive` or `close` (what nearly every
+    /// peer sends, told without making a string).
+    static func namesOptions(_ value: String) -> Bool { !(isName(value, "keep-alive") || isName(value, "close")) }
+
     /// `text` without the blanks (spaces, tabs) around it.
     private static func trimmedBlanks(_ text: Substring) -> Substring {
         let isBlank = { (character: Character) in character == " " || character == "\t" }

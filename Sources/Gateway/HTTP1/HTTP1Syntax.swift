@@ -149,29 +149,6 @@ enum HTTP1Syntax {
         }
     }
 
-    /// The header names a message's `Connection` values nominate as options of this connection only (RFC 9110 §7.6.1),
-    /// lower-cased: every token but `close` and `keep-alive`. A proxy removes the fields they name before forwarding.
-    static func connectionOptions(_ values: [String]) -> [String] {
-        var options: [String] = []
-        for value in values where namesOptions(value) {
-            for token in value.utf8.split(separator: UInt8(ascii: ",")) {
-                let blank: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 }
-                guard let first = token.firstIndex(where: { !blank($0) }), let last = token.lastIndex(where: { !blank($0) }) else {
-                    continue
-                }
-                let name = String(decoding: token[first...last], as: UTF8.self).lowercased()
-                if name != "close", name != "keep-alive" { options.append(name) }
-            }
-        }
-        return options
-    }
-
-    /// Whether a `Connection` value may name a header: anything but a bare `keep-alive` or `close` (what nearly every
-    /// peer sends, told without making a string).
-    static func namesOptions(_ value: String) -> Bool {
-        !(HeaderText.isName(value, "keep-alive") || HeaderText.isName(value, "close"))
-    }
-
     /// Whether `bytes` hold a control character other than HTAB (below 0x20, or DEL): eight bytes at a time, a
     /// byte at a time only for words that may hold one. Header values are most of a head's bytes (a bearer token).
     static func holdsControlCharacter(_ bytes: UnsafeRawBufferPointer) -> Bool {
