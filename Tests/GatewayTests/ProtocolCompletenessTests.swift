@@ -923,8 +923,13 @@ struct LegacySSETests {
         let notification = try await gateway.client().send(
             path: endpoint, body: #"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":1,"progress":1}}"#)
         #expect(notification.status == 202, "\(notification.status) \(notification.body)")
+        // A client's response to a server's request: 202 too, and no error under the server's id on the stream.
+        let response = try await gateway.client().send(path: endpoint, body: #"{"jsonrpc":"2.0","id":"srv-1","result":{}}"#)
+        #expect(response.status == 202, "\(response.status) \(response.body)")
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(!stream.text.contains(#""id":"srv-1""#), "\(stream.text)")
         let records = try gateway.auditRecords().filter { $0["rule"] == .string("tenant_request_budget") }
-        #expect(records.count == 2)
+        #expect(records.count == 3)
         upstream.release()
         await stream.close()
         try await gateway.stop()

@@ -55,8 +55,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     /// Bytes this exchange holds of an answer seen whole (`HeldBytes`), and the tenant they count against.
     private var heldBytes = 0
     private var heldTenant = ""
-    /// The message being forwarded holds notifications (or responses) only: a refusal of it answers no request.
-    private var forwardsNotificationsOnly = false
+    /// The message being forwarded holds notifications and responses only: a refusal of it answers no request.
+    private var forwardsNoRequests = false
     /// Bytes of this exchange's request body counted against `GatewayServices.receivingBodies`, and the tenant.
     private var chargedBodyBytes = 0
     private var chargedBodyTenant = ""
@@ -448,7 +448,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             head.uri = origin
         }
         generation += 1
-        forwardsNotificationsOnly = false
+        forwardsNoRequests = false
         let headers = RequestHeaderValues(head.headers)
         deadlines.headReceived(
             expectsBody: headers.contains(.transferEncoding) || (headers.first(.contentLength).flatMap { Int($0) } ?? 0) > 0)
@@ -919,7 +919,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard let request, request.transport == .legacyMessages, let target = request.upstreamTarget, let principal = request.principal,
             let services
         else { return refusal }
-        if refusal.answersNoMessage || forwardsNotificationsOnly { return Self.legacyAccepted(records: refusal.records) }
+        if refusal.answersNoMessage || forwardsNoRequests { return Self.legacyAccepted(records: refusal.records) }
         let unreadable = refusal.status == .badRequest && (refusal.code == -32700 || refusal.code == -32600)
         let answersAMessage =
             refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) && !refusal.body.starts(with: Array(#"{"jsonrpc":"2.0","id":null"#.utf8))
@@ -1033,7 +1033,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     private func forward(_ plan: ForwardPlan) {
         guard let services, let request, let principal = request.principal, let context else { return }
-        forwardsNotificationsOnly = plan.records.allSatisfy { $0.jsonrpcID == nil }
+        // A client's response (to a server's request) is recorded as method `response` with the server's id: a refusal
+        // of it answers no request of the client's (found by review: it went onto the stream under the server's id).
+        forwardsNoRequests = plan.records.allSatisfy { $0.jsonrpcID == nil || $0.method == "response" }
         let configured =
             request.transport == .streamableHTTP
             ? services.upstream.endpoint(for: principal.tenant) : services.upstream.legacyEndpoint(for: principal.tenant)
@@ -1194,8 +1196,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // RFC 9110 §7.6.1: headers the client names in `Connection` are for its hop only (found by review: they were
         // forwarded). Read only when the request has a `Connection` header.
         let hopOnly =
-            request.headers.first(.connection).map(HTTP1Syntax.namesOptions) == true || request.headers.isRepeated(.connection)
-            ? HTTP1Syntax.connectionOptions(request.head.headers["connection"]) : []
+            request.headers.first(.connection).map(HeaderText.namesOptions) == true || request.headers.isRepeated(.connection)
+            ? HeaderText.connectionOptions(request.head.headers) : []
         for (name, header) in Self.forwardedRequestHeaders {
             guard let value = request.headers.first(header) else { continue }
             if !mirrorsBody && (header == .mcpMethod || header == .mcpName) { continue }
