@@ -172,6 +172,18 @@ struct ConfigurationFile {
             limits.maximumReceivingBodyBytesPerTenant =
                 try positive("max_receiving_body_bytes_per_tenant") ?? limits.maximumReceivingBodyBytesPerTenant
             limits.maximumReceivingBodyBytes = try positive("max_receiving_body_bytes") ?? limits.maximumReceivingBodyBytes
+            // A body the configuration allows must fit in the budgets of bodies being received, or it never could be.
+            let largestCharged = limits.maximumBodyBytes - GatewayLimits.unchargedBodyBytes
+            for (key, value) in [
+                ("max_receiving_body_bytes_per_tenant", limits.maximumReceivingBodyBytesPerTenant),
+                ("max_receiving_body_bytes", limits.maximumReceivingBodyBytes),
+            ] where value < largestCharged {
+                throw JSONFieldError(
+                    path: reader.fieldPath(key),
+                    reason:
+                        "is \(value), below max_body_bytes (\(limits.maximumBodyBytes)) less the first \(GatewayLimits.unchargedBodyBytes) bytes of each body, which are not counted: a body of max_body_bytes could never be received (raise it to at least \(largestCharged))"
+                )
+            }
             idleSeconds = try positive("idle_timeout_seconds") ?? idleSeconds
             graceSeconds = try positive("shutdown_grace_seconds") ?? graceSeconds
             maximumConnections = try positive("max_connections") ?? maximumConnections

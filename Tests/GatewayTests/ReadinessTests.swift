@@ -97,6 +97,60 @@ struct ReadinessTests {
         await upstream.stop()
     }
 
+    @Test("a TLS handshake that fails for one tenant has the upstream's other tenants probed: a broken certificate is listed for all")
+    func handshakeFailureProbesSiblings() async throws {
+        let upstream = try await RecordingUpstream.start(.json, tls: try HTTPSUpstreamTests.serverContext())
+        // Every tenant trusts another CA than the one that issued the upstream's certificate.
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, upstreamCA: DevPKI.tenantCA("acme"))
+        #expect(try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#)).status == 502)
+        // Only acme called: globex, whose handshake was never tried, is not known to fail yet.
+        var (ready, checks) = Self.checks(gateway.services)
+        #expect(ready)
+        #expect(Self.strings(checks["upstreams_failing"]) == ["acme"])
+        let reachability = gateway.services.upstream.reachability
+        let globexKey = try #require(gateway.services.upstream.endpoint(for: "globex")).connectionKey
+        #expect(reachability.outcome(globexKey) == nil)
+        gateway.services.upstream.probeUnreachable(on: MultiThreadedEventLoopGroup.singleton.next(), interval: 0)
+        #expect(try await eventually(within: .seconds(10)) { reachability.outcome(globexKey) != nil && !reachability.isProbing(globexKey) })
+        (ready, checks) = Self.checks(gateway.services)
+        #expect(!ready)
+        #expect(Self.strings(checks["upstreams_failing"]) == ["acme", "globex"])
+        // globex was tried after acme began failing: not probed again until acme's handshake recovers and fails anew.
+        let attempted = try #require(reachability.outcome(globexKey)).attempted
+        try await Task.sleep(for: .milliseconds(100))
+        gateway.services.upstream.probeUnreachable(on: MultiThreadedEventLoopGroup.singleton.next(), interval: 1000)
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(reachability.outcome(globexKey)?.attempted == attempted)
+        #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// Reads the client's first bytes (its ClientHello), then closes: a FIN, not a reset.
+    final class CloseOnFirstRead: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) { context.close(promise: nil) }
+    }
+
+    @Test("an HTTPS upstream that closes the connection during the handshake, with no alert, is unreachable")
+    func handshakeClosedByUpstream() async throws {
+        let closer = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(CloseOnFirstRead()) }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let gateway = try await GatewayFixture.start(
+            upstream: "https://127.0.0.1:\(closer.localAddress!.port!)/mcp", tenantsWithUpstream: ["acme"],
+            upstreamCA: DevPKI.gatewayCA)
+        #expect(try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#)).status == 502)
+        let (ready, checks) = Self.checks(gateway.services)
+        #expect(!ready)
+        let error = checks["upstreams_unreachable"]?.arrayValue?.first?.objectValue?["error"]?.stringValue ?? ""
+        #expect(error == "TLS handshake: the upstream closed the connection", "\(error)")
+        try await gateway.stop()
+        try await closer.close()
+    }
+
     @Test("/readyz probes an unreachable upstream, so one that comes back is seen without any call; the probe sends nothing")
     func probeSeesAnUpstreamComeBack() async throws {
         var closed: ClosedPort? = try ClosedPort()

@@ -249,6 +249,19 @@ def test_admin_limit_per_source_above_the_total_is_refused(tmp_path):
     assert "admin.limits.max_connections_per_source" in problem and "at most max_connections (4" in problem, problem
 
 
+def test_body_budgets_below_the_body_limit_are_refused(tmp_path):
+    """A budget of bodies being received smaller than one body the configuration allows (less its first 64 KiB, not
+    counted) would refuse every such body: refused by `config check`, not found by the first large call."""
+    config = dev_config(tmp_path)
+    config.setdefault("limits", {}).update({"max_body_bytes": 1048576 + 65536, "max_receiving_body_bytes_per_tenant": 1048576})
+    status, lines, stderr = config_check(write_config(tmp_path, config))
+    assert status == 0, (lines, stderr)
+    for key in ("max_receiving_body_bytes_per_tenant", "max_receiving_body_bytes"):
+        config["limits"] = {"max_body_bytes": 1048576 + 65537, key: 1048576}
+        problem = only_problem(write_config(tmp_path, config, f"{key}.json"))
+        assert f"limits.{key}" in problem and "at least 1048577" in problem, problem
+
+
 def test_tls_private_key_that_does_not_match_the_certificate(tmp_path):
     config = dev_config(tmp_path)
     break_tls_key(config)

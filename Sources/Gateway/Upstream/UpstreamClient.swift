@@ -89,19 +89,33 @@ public final class UpstreamClient: Sendable {
     /// Starts, on `eventLoop`, a probe of each tenant's upstream found unreachable whose latest attempt ended at
     /// least `interval` seconds ago (one probe at a time per upstream, and per tenant for its TLS handshake). What a
     /// probe finds is recorded when it ends; this returns at once.
+    ///
+    /// A TLS handshake is per tenant, but when one tenant's fails, the upstream's certificate may be what broke: every
+    /// other tenant of that upstream whose own handshake has not been tried since that tenant's began failing is
+    /// probed too (once), so a broken HTTPS upstream is listed for all the tenants it fails, not only the one that
+    /// called.
     func probeUnreachable(on eventLoop: any EventLoop, interval: Double = 1) {
         let pool = self.pool(for: eventLoop)
+        // Per upstream, since when a tenant's handshake with it has been failing (the latest such time).
+        var handshakesFailingSince: [String: Double] = [:]
+        for endpoint in endpoints.values where endpoint.tls != nil {
+            guard let tls = reachability.outcome(endpoint.connectionKey), !tls.reached else { continue }
+            handshakesFailingSince[endpoint.key] = max(handshakesFailingSince[endpoint.key] ?? -.infinity, tls.since)
+        }
         for endpoint in endpoints.values {
-            let tcp = reachability.outcome(endpoint.key)
             let key: String
-            if let tcp, !tcp.reached {
+            var unlessTriedSince: Double?
+            if let tcp = reachability.outcome(endpoint.key), !tcp.reached {
                 key = endpoint.key
             } else if endpoint.tls != nil, let tls = reachability.outcome(endpoint.connectionKey), !tls.reached {
                 key = endpoint.connectionKey
+            } else if endpoint.tls != nil, let since = handshakesFailingSince[endpoint.key] {
+                key = endpoint.connectionKey
+                unlessTriedSince = since
             } else {
                 continue
             }
-            guard reachability.beginProbe(key, interval: interval) else { continue }
+            guard reachability.beginProbe(key, interval: interval, unlessTriedSince: unlessTriedSince) else { continue }
             let reachability = self.reachability
             eventLoop.execute {
                 pool.probe(endpoint) { reachability.probeEnded(key) }

@@ -350,11 +350,15 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // Before the handshake ended: the TLS handshake failed (or the connection broke during it).
-        if let outcomes = handshakeOutcomes {
-            handshakeOutcomes = nil
-            outcomes.failed(key, error: "TLS handshake: \(error)")
-        }
+        handshakeFailed("\(error)")
         fail(.protocolError("\(error)"))
+    }
+
+    /// Records that the TLS handshake failed, and why, if it had not ended yet (nothing for plain HTTP).
+    private func handshakeFailed(_ reason: String) {
+        guard let outcomes = handshakeOutcomes else { return }
+        handshakeOutcomes = nil
+        outcomes.failed(key, error: "TLS handshake: \(reason)")
     }
 
     private func framingFailed(_ error: HTTPFramingError) {
@@ -369,6 +373,13 @@ final class UpstreamConnection: ChannelInboundHandler {
 
     private func connectionClosed(context: ChannelHandlerContext) {
         readTime = .now()
+        // Closed by the upstream before the TLS handshake ended (a FIN with no alert): the handshake failed. One the
+        // gateway closed itself (a cancelled request, shutdown) says nothing of the upstream.
+        if case .closed = phase {
+            handshakeOutcomes = nil
+        } else {
+            handshakeFailed("the upstream closed the connection")
+        }
         relay.close(frame: { self.framing.closed($0) }, fire: { self.take($0) }, fail: { self.framingFailed($0) })
         releaseAfterRead = false
         phase = .closed
@@ -408,7 +419,10 @@ final class UpstreamConnection: ChannelInboundHandler {
             // No longer to be reused: closed, which frees the upstream's side too.
             if now - since >= reuseWindow { close() }
         case .awaitingHead(let deadline, _):
-            if now >= deadline { fail(.headTimeout) }
+            guard now >= deadline else { break }
+            // An upstream that never finished the handshake in that time is not reachable.
+            handshakeFailed("no answer before the response head timeout")
+            fail(.headTimeout)
         case .streaming(let idleTimeout):
             // Paused for a slow client, the upstream is not silent: it is not being read.
             if !readingPaused, now - lastRead > idleTimeout { fail(.idleTimeout) }

@@ -26,7 +26,8 @@ final class UpstreamReachability: Sendable {
     }
 
     private struct Entry {
-        var outcome: Outcome
+        /// Nil while the first attempt on the key, a probe, runs.
+        var outcome: Outcome?
         var probing = false
     }
 
@@ -45,12 +46,20 @@ final class UpstreamReachability: Sendable {
     /// The latest outcome on `key`, if an attempt was made.
     func outcome(_ key: String) -> Outcome? { entries.withLock { $0[key]?.outcome } }
 
-    /// Whether a probe of `key` should start now: its latest attempt failed, ended at least `interval` seconds ago,
-    /// and no probe of it is running. When it should, it is marked as probing until `probeEnded`.
-    func beginProbe(_ key: String, interval: Double, at now: Double = GatewayMetrics.monotonicSeconds()) -> Bool {
+    /// Whether a probe of `key` should start now: its latest attempt failed and ended at least `interval` seconds ago
+    /// (or, with `unlessTriedSince`, no attempt on it ended since that time, whatever its outcome), and no probe of it
+    /// is running. When it should, it is marked as probing until `probeEnded`.
+    func beginProbe(
+        _ key: String, interval: Double, unlessTriedSince: Double? = nil, at now: Double = GatewayMetrics.monotonicSeconds()
+    ) -> Bool {
         entries.withLock { entries in
-            guard var entry = entries[key], !entry.outcome.reached, !entry.probing, now - entry.outcome.attempted >= interval
-            else { return false }
+            var entry = entries[key] ?? Entry()
+            guard !entry.probing else { return false }
+            if let since = unlessTriedSince {
+                guard (entry.outcome?.attempted ?? -.infinity) < since else { return false }
+            } else {
+                guard let outcome = entry.outcome, !outcome.reached, now - outcome.attempted >= interval else { return false }
+            }
             entry.probing = true
             entries[key] = entry
             return true
@@ -71,16 +80,19 @@ final class UpstreamReachability: Sendable {
     private func record(_ key: String, error: String?, at now: Double) {
         entries.withLock { entries in
             let reached = error == nil
-            guard var entry = entries[key] else {
-                entries[key] = Entry(outcome: Outcome(reached: reached, error: error, since: now, attempted: now))
+            var entry = entries[key] ?? Entry()
+            guard var outcome = entry.outcome else {
+                entry.outcome = Outcome(reached: reached, error: error, since: now, attempted: now)
+                entries[key] = entry
                 return
             }
             // Never back in time: another event loop may have recorded a later attempt since `now` was read.
-            guard now >= entry.outcome.attempted else { return }
-            if entry.outcome.reached != reached { entry.outcome.since = now }
-            entry.outcome.reached = reached
-            entry.outcome.error = error
-            entry.outcome.attempted = now
+            guard now >= outcome.attempted else { return }
+            if outcome.reached != reached { outcome.since = now }
+            outcome.reached = reached
+            outcome.error = error
+            outcome.attempted = now
+            entry.outcome = outcome
             entries[key] = entry
         }
     }
