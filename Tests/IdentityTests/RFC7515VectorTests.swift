@@ -56,7 +56,9 @@ struct RFC7515VectorTests {
         }
     }
 
-    @Test("keys anyone can forge signatures for are refused: RSA with e = 1 or an even e, Ed25519 points of small order")
+    @Test(
+        "keys anyone can forge signatures for are refused: RSA with e = 1 or an even e, Ed25519 points of small order; and RSA keys that make every check costly"
+    )
     func forgeableKeys() throws {
         let n =
             "ofgWCuLjybRlzo0tZWJjNiuSfb4p4fAkd_wWJcyQoTbji9k0l8W26mPddxHmfHQp-Vaw-4qPCJrcS2mJPMEzP1Pt0Bm4d4QlL-yRT-SFd2lZS-pCgNMsD1W_YpRPEwOWvG6b32690r2jZ47soMZo9wGzjb_7OMg0LOL-bSf63kpaSHSXndS5z5rexMdbBYUsLA9e-KXBdQOS-UTo7WTBEMa2R2CapHg665xsmtdVMTBQY4uDZlxvb3qCo5ZwKh9kG4LT6_I5IhlJH7aGhyxXFvUK-DWNmoudF8NAco9_h9iaGNj8q2ethFkMLs91kzk2PAcDTW9gb54h4FRWyuXpoQ"
@@ -68,6 +70,12 @@ struct RFC7515VectorTests {
         for weak in ["AQ", "Ag", "AQAA"] {  // 1, 2, 65536
             #expect(throws: JWTKeyError.self, "e \(weak)") { try JWTVerificationKey.jwk(try rsa(weak)) }
         }
+        // Keys that make every check costly: an exponent of 2^33 + 1, a modulus of 8,208 bits.
+        #expect(try JWTVerificationKey.jwk(rsa("_____w")).algorithm == .rs256)  // 2^32 - 1: the largest accepted
+        #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwk(try rsa("AgAAAAE")) }
+        let huge = String(repeating: "_", count: 1368)
+        let hugeKey = try #require(try JSONParser.parse(#"{"kty":"RSA","n":"\#(huge)","e":"AQAB"}"#).objectValue)
+        #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwk(hugeKey) }
         func okp(_ point: [UInt8]) throws -> JSONObject {
             try #require(try JSONParser.parse(#"{"kty":"OKP","crv":"Ed25519","x":"\#(Base64URL.encode(point))"}"#).objectValue)
         }

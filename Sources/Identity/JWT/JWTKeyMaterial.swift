@@ -39,7 +39,15 @@ final class EVPKey: @unchecked Sendable {
     func algorithm() -> Result<JWTAlgorithm, JWTKeyError> {
         if baseID == CMCPGW_EVP_PKEY_RSA() {
             guard bits >= 2048 else { return .failure(.unsuitable("RSA keys must have at least 2048 bits, this one has \(bits)")) }
-            guard rsaExponentIsSound else { return .failure(.unsuitable("the RSA public exponent must be odd and at least 3")) }
+            // Upper bounds too: a check's cost grows with the modulus and the exponent, and a tenant's key (or its
+            // JWKS) with huge ones would make every junk-signature token cost milliseconds on the pool all tenants
+            // share (found by review: a 3060-bit exponent, 300 times the usual cost).
+            guard bits <= Self.maximumRSABits else {
+                return .failure(.unsuitable("RSA keys must have at most \(Self.maximumRSABits) bits, this one has \(bits)"))
+            }
+            guard rsaExponentIsSound else {
+                return .failure(.unsuitable("the RSA public exponent must be odd, at least 3 and below 2^32 (65537 is usual)"))
+            }
             return .success(.rs256)
         }
         if baseID == CMCPGW_EVP_PKEY_EC() {
@@ -55,7 +63,10 @@ final class EVPKey: @unchecked Sendable {
         return .failure(.unsuitable("unsupported key type"))
     }
 
-    /// Whether an RSA key's public exponent is odd and at least 3.
+    /// The largest RSA modulus accepted, in bits.
+    static let maximumRSABits = 8192
+
+    /// Whether an RSA key's public exponent is odd, at least 3 and below 2^32.
     private var rsaExponentIsSound: Bool {
         var exponent: OpaquePointer?
         guard EVP_PKEY_get_bn_param(pointer, "e", &exponent) == 1, let exponent else {
@@ -63,7 +74,7 @@ final class EVPKey: @unchecked Sendable {
             return false
         }
         defer { BN_free(exponent) }
-        return BN_is_odd(exponent) == 1 && BN_num_bits(exponent) >= 2
+        return BN_is_odd(exponent) == 1 && BN_num_bits(exponent) >= 2 && BN_num_bits(exponent) <= 32
     }
 
     /// The raw public key (Ed25519: the 32-byte point encoding).
