@@ -6,6 +6,9 @@ public struct GatewayLimits: Sendable, Hashable {
     public var maximumBodyBytes: Int = 4 * 1024 * 1024
     /// Deepest JSON nesting in a request body.
     public var maximumJSONDepth: Int = 64
+    /// Most messages in one JSON-RPC batch (413 beyond): each message gets its own decision and audit record, so a
+    /// batch of many tiny messages would cost the log many times its size.
+    public var maximumBatchMessages: Int = 64
     /// How long the upstream may take to send its response head (504 beyond).
     public var upstreamTimeout: Duration = .seconds(30)
     /// How long connecting to an upstream (TCP and TLS) may take (502 beyond).

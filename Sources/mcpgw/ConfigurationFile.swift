@@ -49,7 +49,8 @@ struct ConfigurationFile {
         "redis",
     ]
     static let limitKeys: Set<String> = [
-        "max_body_bytes", "max_json_depth", "upstream_timeout_seconds", "idle_timeout_seconds", "shutdown_grace_seconds",
+        "max_body_bytes", "max_json_depth", "max_batch_messages", "upstream_timeout_seconds", "idle_timeout_seconds",
+        "shutdown_grace_seconds",
         "max_filtered_response_bytes", "max_held_response_bytes_per_tenant", "max_held_response_bytes", "max_connections",
         "max_receiving_body_bytes_per_tenant", "max_receiving_body_bytes",
         "max_connections_per_source", "upstream_connect_timeout_seconds",
@@ -164,6 +165,7 @@ struct ConfigurationFile {
             limits.maximumBodyBytes = try positive("max_body_bytes") ?? limits.maximumBodyBytes
             // Nesting is parsed and walked recursively: deeper than this would risk a thread's stack.
             limits.maximumJSONDepth = try reader.int("max_json_depth", in: 1...512) ?? limits.maximumJSONDepth
+            limits.maximumBatchMessages = try reader.int("max_batch_messages", in: 1...4096) ?? limits.maximumBatchMessages
             limits.upstreamTimeout = .seconds(try positive("upstream_timeout_seconds") ?? 30)
             limits.maximumFilteredResponseBytes = try positive("max_filtered_response_bytes") ?? limits.maximumFilteredResponseBytes
             limits.maximumHeldResponseBytesPerTenant =

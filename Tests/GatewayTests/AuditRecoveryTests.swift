@@ -103,6 +103,44 @@ struct AuditRecoveryTests {
         log.close()
     }
 
+    @Test("one tenant's refusals waiting for a slow disk hold at most half of the log's room: the others' still fit")
+    func appendsPerTenant() throws {
+        let sink = BlockingSink()
+        let log = try AuditLog(sink: .writer(sink), capacityBytes: 100_000)
+        // The writer takes the first line and then hangs in its write: everything after waits in the queue.
+        try log.append(lines: Array("{}\n".utf8), tenant: "acme")
+        Thread.sleep(forTimeInterval: 0.2)
+        let line = Array((String(repeating: "x", count: 999) + "\n").utf8)
+        var acme = 0
+        var refusal: AuditUnavailable?
+        while refusal == nil && acme < 200 {
+            do throws(AuditUnavailable) {
+                try log.append(lines: line, tenant: "acme")
+                acme += 1
+            } catch { refusal = error }
+        }
+        // Found by review: appends had no share, so one tenant's flood of refusals took the whole room.
+        #expect(acme == 50 && refusal?.tenantShare == true, "\(acme) \(String(describing: refusal))")
+        try log.append(lines: line, tenant: "globex")
+        try log.append(lines: line, tenant: AuditLog.anonymousShare)
+        sink.released.withLock { $0 = true }
+        log.close()
+    }
+
+    @Test("the log is not ready once its room cannot hold another call's records, though a tiny line might still fit")
+    func readinessNeedsRoomForACall() throws {
+        let sink = FlakySink()
+        sink.failing.withLock { $0 = false }
+        let log = try AuditLog(sink: .writer(sink), capacityBytes: 64 * 1024)
+        #expect(log.isAccepting)
+        let held = try log.reserve(bytes: 60 * 1024)
+        // Found by review: `/readyz` said ready while every call was refused for want of room.
+        #expect(!log.isAccepting)
+        log.append([AuditRecord(requestID: "a", httpMethod: "POST", decision: .allow, reason: "done")], into: held)
+        #expect(log.isAccepting)
+        log.close()
+    }
+
     @Test("a single call whose records would take more than half of the log's room is refused: it cannot starve other tenants")
     func singleCallOverTheShare() throws {
         let sink = FlakySink()

@@ -84,6 +84,29 @@ struct OAuthResourceTests {
         await upstream.stop()
     }
 
+    @Test("metadata requests without credentials count toward the connection's bound; anonymous records name no session")
+    func anonymousRequestsBounded() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await Self.start(upstream)
+        let anonymous = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        // Found in review: the public document was answered, and recorded, without end on one connection.
+        let get = "GET /.well-known/oauth-protected-resource/mcp HTTP/1.1\r\nHost: gateway.test\r\n\r\n"
+        try await anonymous.send(String(repeating: get, count: 40))
+        #expect(await anonymous.waitForClose(), "the connection stayed open")
+        #expect(statusLines(anonymous.text).count == MCPConnectionHandler.maximumUnauthenticatedAnswers)
+        #expect(try gateway.auditRecords().filter { $0["rule"] == .string("oauth_metadata") }.count == 16)
+        // A session id the caller chose is not written to the log before it authenticates.
+        let client = gateway.client(nil)
+        let refused = try await client.send(
+            path: "/mcp", body: RPC.call("read_file"), headers: [("Mcp-Session-Id", "someone-elses-session")])
+        #expect(refused.status == 401)
+        let records = try gateway.auditRecords()
+        #expect(!records.contains { $0["session_id"] != nil }, "\(records.filter { $0["session_id"] != nil })")
+        await anonymous.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("RFC 8707: a token for this resource or the configured audience is accepted; one for another resource is not")
     func audience() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -591,6 +591,30 @@ struct AuditFailClosedTests {
         await upstream.stop()
     }
 
+    @Test("a batch of more messages than the limit is refused with 413 and one record; one at the limit is forwarded")
+    func batchMessageLimit() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        var limits = GatewayLimits()
+        limits.maximumBatchMessages = 8
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        func batch(_ count: Int) -> String {
+            "[" + (1...count).map { #"{"jsonrpc":"2.0","id":\#($0),"method":"ping"}"# }.joined(separator: ",") + "]"
+        }
+        let version = [("MCP-Protocol-Version", "2025-03-26")]
+        // Found by review: 40-byte pings in a batch each got a 300-byte record, eleven times the body in the log.
+        let refused = try await gateway.client().send(body: batch(9), headers: version)
+        #expect(refused.status == 413, "\(refused.status) \(refused.body)")
+        #expect(refused.body.contains("at most 8 messages"), "\(refused.body)")
+        #expect(upstream.received.isEmpty)
+        let records = try gateway.auditRecords()
+        #expect(records.count == 1 && records.first?["rule"] == .string("batch_size"), "\(records)")
+        let allowed = try await gateway.client().send(body: batch(8), headers: version)
+        #expect(allowed.status == 200, "\(allowed.status) \(allowed.body)")
+        #expect(upstream.received.count == 1)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a tenant without an upstream gets 502, and the decision is still recorded")
     func noUpstream() async throws {
         let upstream = try await RecordingUpstream.start(.json)

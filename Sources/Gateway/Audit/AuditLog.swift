@@ -124,7 +124,14 @@ public final class AuditLog: Sendable {
         /// The same, per tenant: one tenant may hold at most half the capacity, so that its calls held by a slow
         /// upstream never leave the log without room for every other tenant's records.
         var reservedByTenant: [String: Int] = [:]
+        /// Bytes each tenant appended to `queue` since the writer last took it (anonymous callers share
+        /// `anonymousShare`): with what it reserved, at most half the capacity, so that one tenant's flood of refused
+        /// requests never leaves the log without room for the others while the disk is slow.
+        var queuedByTenant: [String: Int] = [:]
     }
+
+    /// The share of the log's room that requests without credentials hold together (`append(lines:tenant:)`).
+    static let anonymousShare = "\u{0}anonymous"
 
     private let state = Mutex(State())
     /// A write in progress for longer than this (a destination that blocks: hung storage, a socket nobody reads) makes
@@ -232,29 +239,47 @@ public final class AuditLog: Sendable {
     }
 
     /// Queues whole lines; throws when the log cannot take them. `counted`: a refusal counts in the outage summary
-    /// (false for a second attempt at the same request's record).
-    func append(lines: [UInt8], counted: Bool = true) throws(AuditUnavailable) {
-        let (problem, queued): (String?, Int) = state.withLock { state in
+    /// (false for a second attempt at the same request's record). `tenant`: whose records they are (`anonymousShare`
+    /// for requests without credentials); what one tenant has queued and reserved stays within half the room.
+    func append(lines: [UInt8], tenant: String? = nil, counted: Bool = true) throws(AuditUnavailable) {
+        let (problem, queued): (AuditUnavailable?, Int) = state.withLock { state in
             if let problem = Self.unavailability(state, writer: writer) {
-                return (counted ? Self.refusing(&state, problem) : problem, 0)
+                return (AuditUnavailable(reason: counted ? Self.refusing(&state, problem) : problem), 0)
             }
             if state.queue.count + state.reserved + lines.count > capacityBytes {
                 let problem = "more than \(capacityBytes) bytes waiting to be written"
-                return (counted ? Self.refusing(&state, problem) : problem, 0)
+                return (AuditUnavailable(reason: counted ? Self.refusing(&state, problem) : problem), 0)
+            }
+            if let tenant {
+                let held = state.queuedByTenant[tenant, default: 0]
+                guard held + state.reservedByTenant[tenant, default: 0] + lines.count <= capacityBytes / 2 else {
+                    let problem =
+                        "this tenant's records waiting to be written already take half of the log's \(capacityBytes) bytes of room"
+                    return (AuditUnavailable(reason: counted ? Self.refusing(&state, problem) : problem, tenantShare: true), 0)
+                }
+                state.queuedByTenant[tenant] = held + lines.count
             }
             state.queue += lines
             return (nil, state.queue.count)
         }
-        if let problem { throw AuditUnavailable(reason: problem) }
+        if let problem { throw problem }
         // The writer wakes every 20 ms by itself; waking it per record would cost a thread switch and a write(2)
         // per request. Only a large backlog wakes it early.
         if queued >= Self.earlyWriteBytes { wake() }
     }
 
-    /// Whether a record would be accepted now.
+    /// Whether the log takes records now: it has not failed, and has room for at least a call's records
+    /// (`readinessRoomBytes`). A log whose room is all promised or queued is not ready, though a tiny record might
+    /// still fit (found by review: `/readyz` said ready while every call was refused for want of room).
     public var isAccepting: Bool {
-        state.withLock { Self.unavailability($0, writer: writer) == nil && $0.queue.count + $0.reserved < capacityBytes }
+        state.withLock {
+            Self.unavailability($0, writer: writer) == nil
+                && $0.queue.count + $0.reserved + min(Self.readinessRoomBytes, capacityBytes) <= capacityBytes
+        }
     }
+
+    /// The room a typical call reserves for its records (`AuditRecord.reservationBytes` of a small call, rounded up).
+    static let readinessRoomBytes = 16 * 1024
 
     /// Room promised to records that can only be completed later (after the upstream answered), taken before the
     /// call is forwarded, so that a forwarded call always has its record.
@@ -421,6 +446,7 @@ public final class AuditLog: Sendable {
                 batch += state.queue
                 state.retry = []
                 state.queue = []
+                state.queuedByTenant = [:]
                 state.partial = []
                 state.writing = !batch.isEmpty
                 state.writingSince = Self.monotonicNanoseconds()

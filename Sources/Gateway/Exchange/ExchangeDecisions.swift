@@ -311,6 +311,19 @@ struct ExchangeDecisions {
             return .refusing(
                 request.malformed(.invalidRequest("JSON-RPC batches are not allowed in protocol version \(version ?? "")", id: nil)))
         }
+        // Each message of a batch is decided and recorded on its own: a batch of many tiny messages cost the log some
+        // eleven times its size (found by review), and filled its room. One record for the whole refused batch.
+        if parsed.isBatch && parsed.messages.count > services.limits.maximumBatchMessages {
+            let limit = services.limits.maximumBatchMessages
+            return .refusing(
+                Refusal(
+                    status: .payloadTooLarge, id: nil, code: -32600,
+                    message: "a batch may hold at most \(limit) messages; this one holds \(parsed.messages.count)",
+                    records: [
+                        request.record(
+                            .malformed, "batch of \(parsed.messages.count) messages, more than \(limit)", rule: "batch_size")
+                    ]))
+        }
         // A notification carries no id: one that does is a request to a server dispatching by method, and could
         // (`notifications/cancelled`) act on another agent's call.
         if let message = parsed.messages.first(where: {

@@ -40,7 +40,9 @@ final class ExchangeRequest: @unchecked Sendable {
     var upstreamTarget: String?
     /// The session a record names: the client's `Mcp-Session-Id`, or on the legacy transport the message handle its
     /// stream announced (found by review: two legacy sessions of one agent could not be told apart in the log).
-    var recordedSession: String? { headers.first(.mcpSessionID) ?? messageHandle }
+    /// Only an authenticated request names one: before that, it is whatever the caller chose to write, and the log
+    /// would attribute an anonymous caller's refusals to someone's session.
+    var recordedSession: String? { principal == nil ? nil : headers.first(.mcpSessionID) ?? messageHandle }
     /// The legacy message handle (`session=` of `POST /messages`), once opened.
     var messageHandle: String?
 

@@ -92,10 +92,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var pipelined = CircularBuffer<HTTPServerRequestPart>(initialCapacity: 2)
     /// How many of `pipelined` are heads (requests).
     private var pipelinedHeads = 0
-    /// Refusals of unauthenticated requests on this connection since its last authenticated one.
-    private var unauthenticatedRefusals = 0
-    /// The most refusals of unauthenticated requests in a row one connection gets before it is closed.
-    static let maximumUnauthenticatedRefusals = 16
+    /// Answers to requests without credentials (refusals, and the OAuth metadata) on this connection since its last
+    /// authenticated request.
+    private var unauthenticatedAnswers = 0
+    /// The most answers to requests without credentials in a row one connection gets before it is closed.
+    static let maximumUnauthenticatedAnswers = 16
     private var readPending = false
     private var draining = false
     /// What follows the request in flight cannot be read as HTTP: the connection closes once that exchange is over.
@@ -614,7 +615,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             answer(refusal)
         case .success(let principal):
             request?.principal = principal
-            unauthenticatedRefusals = 0
+            unauthenticatedAnswers = 0
             if let tenant = request?.pathTenant, tenant != principal.tenant {
                 // A tenant's endpoint serves that tenant's agents only.
                 return answer(
@@ -754,18 +755,23 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // An exchange already answered (a late result of work begun before its answer) gets no second record.
         guard machine.canAnswer else { return }
         var refusal = refusal
-        // Refusals of callers who never authenticated, one after another on one connection: each costs the gateway an
-        // audit record some fifteen times the size of its request. After `maximumUnauthenticatedRefusals` the
-        // connection closes with the last, so flooding the log takes a TLS handshake per few records.
-        if request?.principal == nil && refusal.status.code >= 400 {
-            unauthenticatedRefusals += 1
-            if unauthenticatedRefusals >= Self.maximumUnauthenticatedRefusals { refusal.closeConnection = true }
+        // Answers to callers who never authenticated, one after another on one connection: a refusal or a metadata
+        // document costs the gateway an audit record some fifteen times the size of its request. After
+        // `maximumUnauthenticatedAnswers` the connection closes with the last, so flooding the log takes a TLS
+        // handshake per few records (found by review: `GET` of the public metadata was answered and recorded without
+        // end on one connection, 115 MB of audit in 5 s). `/healthz` (unrecorded, and polled by load balancers over
+        // kept-alive connections) does not count.
+        if request?.principal == nil && (refusal.status.code >= 400 || !refusal.records.isEmpty) {
+            unauthenticatedAnswers += 1
+            if unauthenticatedAnswers >= Self.maximumUnauthenticatedAnswers { refusal.closeConnection = true }
         }
         if !refusal.records.isEmpty, let services {
             var lines: [UInt8] = []
             for record in refusal.records { lines += record.lineBytes }
             do {
-                try services.audit.append(lines: lines)
+                // Within the caller's tenant's share of the log's room (callers without credentials share one): a
+                // tenant's flood of refusals while the disk is slow does not take the room of the others.
+                try services.audit.append(lines: lines, tenant: request?.principal?.tenant ?? AuditLog.anonymousShare)
                 services.metrics.observe(refusal.records)
             } catch {
                 services.metrics.observe(
@@ -773,7 +779,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                 // The request is refused unrecorded (the log cannot take records): counted, and answered under its id.
                 refusal = Refusal(
                     status: .serviceUnavailable, id: refusal.records.count == 1 ? refusal.records[0].jsonrpcID : nil,
-                    code: GatewayErrorCode.auditUnavailable, message: "audit log unavailable; request refused", records: [])
+                    code: GatewayErrorCode.auditUnavailable,
+                    message: error.tenantShare
+                        ? "too many of this tenant's records are waiting for the audit log; request refused, try again"
+                        : "audit log unavailable; request refused",
+                    headers: error.tenantShare ? [("Retry-After", "1")] : [], records: [])
             }
         }
         // On the legacy transport, after its records are written (found by review: a refusal put on the stream first
@@ -783,7 +793,12 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         endAuthenticationPause()
         // A collected answer's bytes stay held until the client has taken its rewritten answer: one that does not read
         // holds them, within the tenant's share, not the process's memory beyond it.
-        let collected = heldBytes > 0 ? (bytes: refusal.body.count, tenant: heldTenant) : nil
+        // So do the gateway's own large answers (a batch's errors echo every id): until the client has taken them,
+        // they count in the tenant's share (found by review: a 5.5 MB answer to a client that did not read was held
+        // uncounted).
+        let collected =
+            heldBytes > 0 || refusal.body.count >= GatewayLimits.unchargedBodyBytes
+            ? (bytes: refusal.body.count, tenant: heldBytes > 0 ? heldTenant : request?.principal?.tenant ?? "") : nil
         releaseHeldBytes()
         releaseBodyCharge()
         guard machine.answering(), let context, let request else { return }
