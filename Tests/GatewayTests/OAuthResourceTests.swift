@@ -280,6 +280,37 @@ struct IntrospectionTests {
         await authorizationServer.stop()
     }
 
+    @Test("each tenant's answers are cached apart: one tenant's flood of tokens never evicts another tenant's answers")
+    func cacheSizedPerTenant() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#) },
+            tls: try HTTPSUpstreamTests.serverContext())
+        func settings(cacheSize: Int) -> IntrospectionSettings {
+            IntrospectionSettings(
+                url: authorizationServer.url, clientID: "mcpgw", clientSecret: "s", caFile: DevPKI.gatewayCA, cacheSeconds: 600,
+                cacheSize: cacheSize, agentClaim: "sub")
+        }
+        let introspector = try TokenIntrospector(
+            settings: ["acme": settings(cacheSize: 4), "globex": settings(cacheSize: 100)],
+            audiences: ["acme": ["mcpgw"], "globex": ["mcpgw"]], eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: Logger(label: "introspection-test"))
+        for index in 0..<30 {
+            guard case .principal = try await introspector.introspect("globex-\(index)", tenant: "globex", source: "198.51.100.1").get()
+            else { Issue.record("globex's token was not accepted"); return }
+        }
+        // Found by review: one cache for all tenants, trimmed to the size of whichever tenant inserted: a few tokens of
+        // acme (its cache_size is 4) evicted nearly all of globex's answers.
+        for index in 0..<6 { _ = try await introspector.introspect("acme-\(index)", tenant: "acme", source: "192.0.2.7").get() }
+        let asked = authorizationServer.received.count
+        #expect(asked == 36)
+        for index in 0..<30 { _ = try await introspector.introspect("globex-\(index)", tenant: "globex", source: "198.51.100.1").get() }
+        #expect(authorizationServer.received.count == asked, "globex's answers were evicted by acme's tokens")
+        // acme's own cache keeps to its size: of its six tokens, at most four are remembered.
+        for index in 0..<6 { _ = try await introspector.introspect("acme-\(index)", tenant: "acme", source: "192.0.2.7").get() }
+        #expect(authorizationServer.received.count >= asked + 2)
+        await authorizationServer.stop()
+    }
+
     /// A gateway in front of `upstream` whose tenant acme introspects opaque tokens at `authorizationServer` (client
     /// `mcpgw`, secret `s3cret`).
     static func introspectingGateway(upstream: RecordingUpstream, authorizationServer: RecordingUpstream) async throws -> GatewayFixture {

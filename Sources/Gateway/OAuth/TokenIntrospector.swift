@@ -17,7 +17,10 @@ import func Glibc.time
 ///   queue; one source cannot take every slot of a tenant whose authorization server is slow).
 /// - An active answer must name a valid agent (`sub`, or the configured claim), and, when it has an `aud`, include
 ///   the tenant's audience or resource URI. Its `scope` becomes the principal's scopes.
-/// - Introspection that fails (unreachable, not JSON, not 2xx) refuses the request with `503`: fail closed.
+/// - Each tenant has a cache of its own, of its own `cache_size`: one tenant's flood of made-up tokens never evicts
+///   another tenant's answers (and so never sends that tenant's agents back to its authorization server).
+/// - Introspection that fails (unreachable, not JSON, not 2xx) refuses the request with `503`: fail closed. The
+///   failure is logged at most once a second per tenant, with how many were held back.
 public final class TokenIntrospector: Sendable {
     /// One tenant's introspection: settings, its HTTPS endpoint, and what the token's `aud` may name.
     struct Tenant: Sendable {
@@ -42,7 +45,9 @@ public final class TokenIntrospector: Sendable {
     }
 
     private let tenants: [String: Tenant]
-    private let cache = Mutex<[String: Entry]>([:])
+    /// Answers per tenant, keyed by the token's SHA-256.
+    private let cache = Mutex<[String: [String: Entry]]>([:])
+    private let failureLog = LogThrottle(interval: 1)
     /// Introspections in flight, per tenant and per client source.
     private let inFlight = Mutex<(perTenant: [String: Int], perSource: [String: Int])>(([:], [:]))
     private let eventLoop: any EventLoop
@@ -99,9 +104,9 @@ public final class TokenIntrospector: Sendable {
             return eventLoop.makeSucceededFuture(.refused(.tokenTooLarge(bytes: token.utf8.count, limit: maximumTokenBytes)))
         }
         // Per tenant: one tenant's authorization server never answers for another's.
-        let key = SHA256Digest.hex(Array(tenant.utf8) + [0] + Array(token.utf8))
+        let key = SHA256Digest.hex(Array(token.utf8))
         let now = clock()
-        if let entry = cache.withLock({ $0[key] }), entry.until > now { return eventLoop.makeSucceededFuture(entry.outcome) }
+        if let entry = cache.withLock({ $0[tenant]?[key] }), entry.until > now { return eventLoop.makeSucceededFuture(entry.outcome) }
         let refusal = inFlight.withLock { counts -> String? in
             guard counts.perTenant[tenant, default: 0] < Self.maximumInFlight else {
                 return "too many introspections in flight for the tenant"
@@ -129,10 +134,15 @@ public final class TokenIntrospector: Sendable {
             if case .principal(let principal) = outcome, let expiry = principal.expiresAt?.timeIntervalSince1970 {
                 until = min(until, now + max(0, expiry - Double(time(nil))))
             }
-            self.remember(key, Entry(outcome: outcome, until: until), capacity: settings.cacheSize, now: now)
+            self.remember(key, Entry(outcome: outcome, until: until), tenant: tenant, capacity: settings.cacheSize, now: now)
             return outcome
         }.recover { error in
-            self.logger.warning("token introspection failed", metadata: ["tenant": "\(tenant)", "error": "\(error)"])
+            // Once a second per tenant at most: while the authorization server is down, every request fails here.
+            if let suppressed = self.failureLog.admit(tenant) {
+                self.logger.warning(
+                    "token introspection failed",
+                    metadata: ["tenant": "\(tenant)", "error": "\(error)", "suppressed_since_last": "\(suppressed)"])
+            }
             return .unavailable("introspection endpoint: \(error)")
         }.always { _ in
             self.inFlight.withLock { counts in
@@ -142,8 +152,10 @@ public final class TokenIntrospector: Sendable {
         }
     }
 
-    private func remember(_ key: String, _ entry: Entry, capacity: Int, now: Double) {
-        cache.withLock { cache in
+    private func remember(_ key: String, _ entry: Entry, tenant: String, capacity: Int, now: Double) {
+        cache.withLock { caches in
+            var cache = caches.removeValue(forKey: tenant) ?? [:]
+            defer { caches[tenant] = cache }
             if cache.count >= capacity {
                 // Expired answers go, and then an eighth of the rest at once, so that a full cache is not copied again on
                 // every answer that follows (found by review: a cache full of live answers was copied per insert).
