@@ -53,6 +53,29 @@ struct RemoteKeyRingTests {
         #expect(told.withLock { $0 } == ["acme"])
     }
 
+    @Test("the same keys fetched again keep the set's generation: verified tokens stay cached; a changed key does not")
+    func unchangedSetKeepsTheCache() throws {
+        let ring = RemoteKeyRing()
+        let verifier = try Self.verifier(ring)
+        let secret = String(repeating: "a", count: 32)
+        let rsa = try JWTVerificationKey.publicKey(pem: DevKeys.file("acme-rs256.pub"), keyID: "r")
+        ring.replace([try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "a"), rsa], for: "acme")
+        let token = try Self.token(secret: secret, kid: "a")
+        #expect(try verifier.verify(token, now: Date()).tenant == "acme")
+        // Found by review: a refetch for an unknown kid (anyone can send one) that found the same keys made a new
+        // generation, and every token of the tenant had its signature checked again.
+        let sameRSA = try JWTVerificationKey.publicKey(pem: DevKeys.file("acme-rs256.pub"), keyID: "r")
+        ring.replace([sameRSA, try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "a")], for: "acme")
+        #expect(ring.generation(for: "acme") == 1)
+        #expect(try verifier.verify(token, now: Date(), cachedOnly: true) != nil, "the cache was emptied by the same keys")
+        // Another RSA key under the same id is a change.
+        let otherRSA = try JWTVerificationKey.publicKey(pem: DevKeys.file("globex-rs256.pub"), keyID: "r")
+        #expect(!rsa.isSameKey(as: otherRSA) && rsa.isSameKey(as: sameRSA))
+        ring.replace([otherRSA, try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "a")], for: "acme")
+        #expect(ring.generation(for: "acme") == 2)
+        #expect(try verifier.verify(token, now: Date(), cachedOnly: true) == nil)
+    }
+
     @Test("another tenant's configured key of the same kid does not hide the issuer's fetched one (found by review)")
     func configuredKidOfAnotherTenant() throws {
         let ring = RemoteKeyRing()

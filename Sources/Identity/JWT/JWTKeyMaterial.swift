@@ -21,6 +21,12 @@ final class EVPKey: @unchecked Sendable {
         return key.map(EVPKey.init)
     }
 
+    /// Whether `other` is the same public key (`EVP_PKEY_eq`: type and parameters).
+    func hasSameParameters(as other: EVPKey) -> Bool {
+        defer { OpenSSLErrorDrain.clear() }
+        return EVP_PKEY_eq(pointer, other.pointer) == 1
+    }
+
     /// `EVP_PKEY_RSA`, `EVP_PKEY_EC`, `EVP_PKEY_ED25519`...
     var baseID: Int32 { EVP_PKEY_get_base_id(pointer) }
     /// Key size in bits.

@@ -43,6 +43,16 @@ public struct JWTVerificationKey: Sendable {
         return JWTVerificationKey(keyID: keyID, algorithm: natural, material: .publicKey(key))
     }
 
+    /// Whether `other` is the same key: the same id, algorithm and material (a public key compared by its parameters).
+    public func isSameKey(as other: JWTVerificationKey) -> Bool {
+        guard keyID == other.keyID, algorithm == other.algorithm else { return false }
+        switch (material, other.material) {
+        case (.secret(let mine), .secret(let theirs)): return mine == theirs
+        case (.publicKey(let mine), .publicKey(let theirs)): return mine.hasSameParameters(as: theirs)
+        default: return false
+        }
+    }
+
     /// Whether `jws` names this key's algorithm and carries a valid signature under it (no claim checks).
     public func verifies(_ jws: CompactJWS) -> Bool {
         jws.algorithmName == algorithm.rawValue && verify(signature: jws.signature, signingInput: jws.signingInput)

@@ -22,10 +22,17 @@ public final class RemoteKeyRing: Sendable {
     public func generation(for tenant: String) -> Int { sets.withLock { $0[tenant]?.generation ?? 0 } }
 
     /// Puts `keys` in force for `tenant`, as a new generation; tells the observers when a key of the previous set (by
-    /// id and algorithm) is no longer in it.
+    /// id and algorithm) is no longer in it. The same keys again (a refetch that found nothing new) keep the set's
+    /// generation: tokens verified under it stay verified (found by review: each refetch for an unknown `kid`, which
+    /// any caller can provoke, emptied the tenant's token cache and sent every agent back to the signature threads).
     public func replace(_ keys: [JWTVerificationKey], for tenant: String) {
         let withdrawn = sets.withLock { sets -> Bool in
             let previous = sets[tenant]?.keys ?? []
+            if sets[tenant] != nil, previous.count == keys.count,
+                keys.allSatisfy({ key in previous.contains { $0.isSameKey(as: key) } })
+            {
+                return false
+            }
             sets[tenant] = ((sets[tenant]?.generation ?? 0) + 1, keys)
             return previous.contains { old in !keys.contains { $0.keyID == old.keyID && $0.algorithm == old.algorithm } }
         }
