@@ -132,7 +132,8 @@ public struct GatewayServices: Sendable {
     /// The `Mcp-Param-*` headers tenants' tools mirror, learned from `tools/list` results.
     public var toolHeaders: ToolHeaderSchemas { storage.toolHeaders }
     /// Work taken off the event loops at once (fresh signature checks, large decisions).
-    private var offloaded: OffloadCounter { storage.offloaded }
+    /// Work off the loops in flight, in all and per source.
+    var offloaded: OffloadCounter { storage.offloaded }
     /// Tenants whose decisions recently took long on a loop (their mid-sized calls are decided off the loops).
     var costlyTenants: CostlyTenants { storage.costlyTenants }
     /// Tenants whose list answers recently took long to filter on a loop (their mid-sized ones are filtered off the
@@ -167,16 +168,22 @@ public struct GatewayServices: Sendable {
 
     /// Most pieces of work off the loops at once; beyond, requests are refused (503) rather than queued unboundedly.
     static let maximumOffloaded = 512
+    /// Most pieces of work off the loops at once for clients of one source (`ClientSource`): an eighth of all, so that
+    /// one source sending tokens with made-up signatures (each a fresh signature check) cannot fill the queue every
+    /// tenant's fresh credentials wait in.
+    static let maximumOffloadedPerSource = maximumOffloaded / 8
 
-    /// Runs `work` on the shared thread pool; its result comes back on `eventLoop`.
-    func offload<Value: Sendable>(on eventLoop: any EventLoop, _ work: @escaping @Sendable () -> Value) -> EventLoopFuture<Value> {
-        guard offloaded.enter(limit: Self.maximumOffloaded) else {
+    /// Runs `work` on the shared thread pool, for a client of `source`; its result comes back on `eventLoop`.
+    func offload<Value: Sendable>(
+        on eventLoop: any EventLoop, source: String, _ work: @escaping @Sendable () -> Value
+    ) -> EventLoopFuture<Value> {
+        guard offloaded.enter(source: source, limit: Self.maximumOffloaded, perSource: Self.maximumOffloadedPerSource) else {
             return eventLoop.makeFailedFuture(OffloadRefused())
         }
         let counter = offloaded
         let result = NIOThreadPool.singleton.runIfActive(eventLoop: eventLoop, work)
         // Given back however it ends, also when the pool refuses the work.
-        result.whenComplete { _ in counter.leave() }
+        result.whenComplete { _ in counter.leave(source: source) }
         return result
     }
 }
@@ -184,17 +191,30 @@ public struct GatewayServices: Sendable {
 /// Too much work is waiting off the event loops.
 struct OffloadRefused: Error {}
 
-/// Counts work in flight on the thread pool.
+/// Counts work in flight on the thread pool, in all and per client source.
 final class OffloadCounter: Sendable {
-    private let count = Atomic<Int>(0)
+    private let counts = Mutex<(total: Int, perSource: [String: Int])>((0, [:]))
 
-    func enter(limit: Int) -> Bool {
-        if count.wrappingAdd(1, ordering: .relaxed).newValue > limit {
-            count.wrappingSubtract(1, ordering: .relaxed)
-            return false
+    /// Counts one more piece of work of `source`, unless the total would pass `limit` or the source's `perSource`.
+    func enter(source: String, limit: Int, perSource: Int) -> Bool {
+        counts.withLock { counts in
+            let held = counts.perSource[source, default: 0]
+            guard counts.total < limit, held < perSource else { return false }
+            counts.total += 1
+            counts.perSource[source] = held + 1
+            return true
         }
-        return true
     }
 
-    func leave() { count.wrappingSubtract(1, ordering: .relaxed) }
+    /// Gives back a piece of work of `source`.
+    func leave(source: String) {
+        counts.withLock { counts in
+            counts.total -= 1
+            let held = counts.perSource[source, default: 1] - 1
+            counts.perSource[source] = held > 0 ? held : nil
+        }
+    }
+
+    /// Pieces of work in flight for `source`.
+    func inFlight(source: String) -> Int { counts.withLock { $0.perSource[source, default: 0] } }
 }

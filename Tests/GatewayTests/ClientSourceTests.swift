@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import Testing
 
 @testable import Gateway
@@ -14,5 +15,26 @@ struct ClientSourceTests {
         ])
     func sourceKey(address: String, source: String) throws {
         #expect(ClientSource.key(try SocketAddress(ipAddress: address, port: 443)) == source)
+    }
+
+    @Test("one source holds at most an eighth of the work off the loops (fresh signature checks); another source still gets its turn")
+    func offloadSharePerSource() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let services = gateway.services
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let share = GatewayServices.maximumOffloadedPerSource
+        // As if `share` tokens with made-up signatures of one source were waiting for the signature threads.
+        for _ in 0..<share {
+            #expect(services.offloaded.enter(source: "192.0.2.7", limit: GatewayServices.maximumOffloaded, perSource: share))
+        }
+        // Found by review: every fresh check went into one queue of 512, and one source could fill it.
+        await #expect(throws: OffloadRefused.self) { try await services.offload(on: loop, source: "192.0.2.7") { 1 }.get() }
+        #expect(try await services.offload(on: loop, source: "198.51.100.1") { 2 }.get() == 2)
+        for _ in 0..<share { services.offloaded.leave(source: "192.0.2.7") }
+        #expect(try await services.offload(on: loop, source: "192.0.2.7") { 3 }.get() == 3)
+        #expect(services.offloaded.inFlight(source: "192.0.2.7") == 0)
+        try await gateway.stop()
+        await upstream.stop()
     }
 }

@@ -541,7 +541,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private func authenticateOffLoop(_ pending: ExchangeRequest, refetchedKeys: Bool) {
         guard let services, let decisions, let loop = context?.eventLoop else { return }
         let generation = self.generation
-        let future = services.offload(on: loop) { decisions.authenticate(pending)! }
+        let future = services.offload(on: loop, source: source) { decisions.authenticate(pending)! }
         future.assumeIsolated().whenComplete { [self] result in
             guard generation == self.generation else { return }
             switch result {
