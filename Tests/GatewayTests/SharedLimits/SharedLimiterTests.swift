@@ -23,7 +23,10 @@ import Testing
         _ server: RedisServer, replicas: Int = 2, modes: [String: SharedLimitFailureMode] = [:], commandTimeout: Duration? = nil
     ) throws -> SharedLimiter {
         var redis = try RedisSettings(url: server.url)
-        if let commandTimeout { redis.commandTimeout = commandTimeout }
+        // Generous unless the test says otherwise: with the default 250 ms, one slow reply on a loaded machine marked
+        // the store out of reach and takes fell back to local shares (two clean-clone runs failed so; the tests that
+        // need the store down stop the server, which refuses at once).
+        redis.commandTimeout = commandTimeout ?? .seconds(5)
         redis.minimumBackoff = .milliseconds(20)
         redis.maximumBackoff = .milliseconds(100)
         var settings = SharedLimitSettings(redis: redis)
