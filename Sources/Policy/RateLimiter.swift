@@ -75,7 +75,8 @@ public final class RateLimiter: Sendable {
     private let shards: [ShardBox]
     private let bucketsPerTenant: Int
 
-    /// How many buckets a tenant may hold by default (about 4 MiB of keys and counts).
+    /// How many buckets a tenant may hold by default (each keeps its agent and tool names: about 12 MB for a tenant
+    /// at the cap with short names, up to about 45 MB with the longest, as measured by review).
     public static let defaultBucketsPerTenant = 20_000
 
     /// A limiter holding at most `maximumBucketsPerTenant` buckets for each tenant; tenants are spread over

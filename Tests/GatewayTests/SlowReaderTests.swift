@@ -48,11 +48,19 @@ struct SlowReaderTests {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(!upstream.closes.withLockedValue { $0.isEmpty }, "the upstream connection was not closed")
-        // The tenant's one request in flight is free again: another agent is served.
-        let other = try await RawTLSClient.connect(port: gateway.port, agent: "acme/agents/bot2")
-        try await other.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"small.txt"}"#, id: 2)))
-        #expect(await other.wait { $0.contains(#""id":2,"result""#) }, "\(other.text.prefix(300))")
-        await other.close()
+        // The tenant's one request in flight is free again: another agent is served. (A new connection may be cut by
+        // the 3 s idle timeout before its handshake ends on a loaded CI machine: "I/O on closed channel" in two clean-
+        // clone runs. A connection that closes before its answer is tried again, three times at most.)
+        var served = false
+        var seen = ""
+        for _ in 0..<3 where !served {
+            let other = try await RawTLSClient.connect(port: gateway.port, agent: "acme/agents/bot2")
+            try? await other.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"small.txt"}"#, id: 2)))
+            served = await other.wait { $0.contains(#""id":2,"result""#) }
+            seen = String(other.text.prefix(300))
+            await other.close()
+        }
+        #expect(served, "\(seen)")
         await stalled.close()
         try await gateway.stop()
         await upstream.stop()

@@ -212,6 +212,24 @@ struct JWTVerifierTests {
         }
     }
 
+    @Test("a tenant minting tokens without end evicts its own cached tokens, never another tenant's smaller set")
+    func cacheFairAcrossTenants() throws {
+        let small = try DevKeys.verifier(cacheCapacity: 16)
+        let globex = try (0..<4).map { try DevKeys.hmacMinter("globex").mint(DevKeys.claims(tenant: "globex", agent: "bot\($0)")) }
+        for token in globex { _ = try small.verify(token, now: DevKeys.now) }
+        // Found by review: an eighth of the cache went on each eviction, whichever tenant's entries they were.
+        let acme = try DevKeys.hmacMinter()
+        for index in 0..<200 {
+            _ = try small.verify(try acme.mint(DevKeys.claims(agent: "flood\(index)")), now: DevKeys.now)
+            #expect(small.cachedTokenCount <= 16)
+        }
+        for token in globex {
+            #expect(try small.verify(token, now: DevKeys.now, cachedOnly: true) != nil, "a globex token was evicted by acme's")
+        }
+        // acme alone may still use the whole cache.
+        #expect(small.cachedTokenCount >= 15)
+    }
+
     @Test("configuration errors: a kid or issuer shared by two tenants, weak keys")
     func configuration() throws {
         var globex = try DevKeys.settings("globex")

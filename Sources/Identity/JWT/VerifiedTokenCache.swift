@@ -6,25 +6,40 @@ import struct Foundation.Date
 /// request. Keyed by the SHA-256 of the token; an entry is used only inside the window the token itself allows
 /// (`nbf`/`iat` to `exp`, with leeway), so a cached answer never differs from a fresh verification.
 ///
-/// Bounded: at `capacity` entries, expired ones are dropped first, then an eighth of the rest (arbitrary ones);
-/// the cost of that is a fresh verification for the dropped tokens, never a wrong answer.
+/// Bounded: at `capacity` entries, expired ones are dropped first, then an eighth of the capacity from the tenant
+/// holding the most entries (arbitrary ones of it). So a tenant whose identity provider mints tokens without end
+/// (or whose agents hold very many) evicts its own entries, never another tenant's smaller set; one tenant alone may
+/// still use the whole cache. The cost of an eviction is a fresh verification for the dropped tokens, never a wrong
+/// answer.
 final class VerifiedTokenCache: Sendable {
     private struct Entry {
         let token: VerifiedToken
         let acceptedUntil: Date
     }
 
+    private struct State {
+        var entries: [SHA256Digest: Entry] = [:]
+        /// Entries per tenant.
+        var perTenant: [String: Int] = [:]
+
+        mutating func remove(_ digest: SHA256Digest) {
+            guard let entry = entries.removeValue(forKey: digest) else { return }
+            let left = perTenant[entry.token.tenant, default: 1] - 1
+            perTenant[entry.token.tenant] = left > 0 ? left : nil
+        }
+    }
+
     private let capacity: Int
-    private let entries = Mutex<[SHA256Digest: Entry]>([:])
+    private let state = Mutex(State())
 
     init(capacity: Int) { self.capacity = max(0, capacity) }
 
     /// The cached result for this token digest, if still valid at `now`.
     func lookup(_ digest: SHA256Digest, now: Date) -> VerifiedToken? {
-        entries.withLock { entries in
-            guard let entry = entries[digest] else { return nil }
+        state.withLock { state in
+            guard let entry = state.entries[digest] else { return nil }
             guard now < entry.acceptedUntil else {
-                entries[digest] = nil
+                state.remove(digest)
                 return nil
             }
             if let from = entry.token.acceptedFrom, now < from { return nil }
@@ -35,19 +50,28 @@ final class VerifiedTokenCache: Sendable {
     /// Stores a verified token; tokens without an expiry are not cached.
     func store(_ digest: SHA256Digest, _ token: VerifiedToken, now: Date) {
         guard capacity > 0, let until = token.acceptedUntil, now < until else { return }
-        entries.withLock { entries in
-            if entries.count >= capacity {
-                entries = entries.filter { now < $0.value.acceptedUntil }
-                if entries.count >= capacity {
-                    for key in entries.keys.prefix(max(1, capacity / 8)) { entries[key] = nil }
+        state.withLock { state in
+            if state.entries[digest] == nil && state.entries.count >= capacity {
+                for (key, entry) in state.entries where entry.acceptedUntil <= now { state.remove(key) }
+                if state.entries.count >= capacity {
+                    // Found by review: an eighth of the whole cache went, whichever tenant's, so one tenant minting
+                    // tokens emptied every other tenant's entries. The largest holder gives them up.
+                    let largest = state.perTenant.max { $0.value < $1.value }!.key
+                    let victims = state.entries.lazy.filter { $0.value.token.tenant == largest }.prefix(max(1, capacity / 8))
+                    for key in Array(victims.map(\.key)) { state.remove(key) }
                 }
             }
-            entries[digest] = Entry(token: token, acceptedUntil: until)
+            if state.entries.updateValue(Entry(token: token, acceptedUntil: until), forKey: digest) == nil {
+                state.perTenant[token.tenant, default: 0] += 1
+            }
         }
     }
 
     /// How many tokens are cached.
-    var count: Int { entries.withLock { $0.count } }
+    var count: Int { state.withLock { $0.entries.count } }
+
+    /// How many tokens of `tenant` are cached.
+    func count(of tenant: String) -> Int { state.withLock { $0.perTenant[tenant, default: 0] } }
 }
 
 /// How often verified-token caches answered, process-wide (for metrics): a hit is a token answered from a cache, a
