@@ -95,8 +95,9 @@ struct AuditRecoveryTests {
         let first = try log.reserve(bytes: 400, tenant: "acme")
         #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 200, tenant: "acme") }
         let other = try log.reserve(bytes: 400, tenant: "globex")
-        // Released as the calls end: acme may reserve again.
+        // Released as the calls end and their records are written: acme may reserve again.
         log.append([AuditRecord(requestID: "a", httpMethod: "POST", decision: .allow, reason: "done")], into: first)
+        log.flush(waitingForReservations: false)
         let again = try log.reserve(bytes: 400, tenant: "acme")
         log.append([AuditRecord(requestID: "g", httpMethod: "POST", decision: .allow, reason: "done")], into: other)
         log.append([AuditRecord(requestID: "a2", httpMethod: "POST", decision: .allow, reason: "done")], into: again)
@@ -123,6 +124,30 @@ struct AuditRecoveryTests {
         #expect(acme == 50 && refusal?.tenantShare == true, "\(acme) \(String(describing: refusal))")
         try log.append(lines: line, tenant: "globex")
         try log.append(lines: line, tenant: AuditLog.anonymousShare)
+        // Reservations count what the tenant has queued too (found by review: refusals queued to half the room, and
+        // reservations then took the other half).
+        let overShare = #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 1000, tenant: "acme") }
+        #expect(overShare?.tenantShare == true)
+        sink.released.withLock { $0 = true }
+        log.close()
+    }
+
+    @Test("records of completed calls count in their tenant's share until written: its next reservations cannot take the rest")
+    func completedRecordsCountInTheShare() throws {
+        let sink = BlockingSink()
+        let log = try AuditLog(sink: .writer(sink), capacityBytes: 100_000)
+        try log.append(lines: Array("{}\n".utf8), tenant: "acme")
+        Thread.sleep(forTimeInterval: 0.2)
+        // Ten completed calls of globex, each record about 2 KB: about 20 KB queued for globex.
+        for index in 0..<10 {
+            let reservation = try log.reserve(bytes: 3_000, tenant: "globex")
+            log.append(
+                [AuditRecord(requestID: "g\(index)", httpMethod: "POST", decision: .allow, reason: String(repeating: "r", count: 2_000))],
+                into: reservation)
+        }
+        let refused = #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 35_000, tenant: "globex") }
+        #expect(refused?.tenantShare == true)
+        _ = try log.reserve(bytes: 35_000, tenant: "acme")
         sink.released.withLock { $0 = true }
         log.close()
     }

@@ -95,6 +95,13 @@ struct OAuthResourceTests {
         #expect(await anonymous.waitForClose(), "the connection stayed open")
         #expect(statusLines(anonymous.text).count == MCPConnectionHandler.maximumUnauthenticatedAnswers)
         #expect(try gateway.auditRecords().filter { $0["rule"] == .string("oauth_metadata") }.count == 16)
+        // Those queued behind them (as many of the 24 as were read) share one record (found by review: one each made
+        // 40 records on this connection).
+        let written = ContinuousClock.now + .seconds(5)
+        while try gateway.auditRecords().count < 17 && ContinuousClock.now < written { try await Task.sleep(for: .milliseconds(20)) }
+        try await Task.sleep(for: .milliseconds(200))
+        let all = try gateway.auditRecords()
+        #expect(all.count <= 17, "\(all.map { $0["rule"]?.stringValue ?? "-" })")
         // A session id the caller chose is not written to the log before it authenticates.
         let client = gateway.client(nil)
         let refused = try await client.send(
@@ -308,6 +315,30 @@ struct IntrospectionTests {
         // acme's own cache keeps to its size: of its six tokens, at most four are remembered.
         for index in 0..<6 { _ = try await introspector.introspect("acme-\(index)", tenant: "acme", source: "192.0.2.7").get() }
         #expect(authorizationServer.received.count >= asked + 2)
+        await authorizationServer.stop()
+    }
+
+    @Test("a full cache drops inactive answers before active ones: made-up tokens do not send agents back to the server")
+    func inactiveAnswersEvictedFirst() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { request in
+                request.body.contains("token=good-")
+                    ? (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#)
+                    : (200, "application/json", #"{"active":false}"#)
+            }, tls: try HTTPSUpstreamTests.serverContext())
+        let settings = IntrospectionSettings(
+            url: authorizationServer.url, clientID: "mcpgw", clientSecret: "s", caFile: DevPKI.gatewayCA, cacheSeconds: 600,
+            cacheSize: 64, agentClaim: "sub")
+        let introspector = try TokenIntrospector(
+            settings: ["globex": settings], audiences: ["globex": ["mcpgw"]], eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            logger: Logger(label: "introspection-test"))
+        for index in 0..<30 { _ = try await introspector.introspect("good-\(index)", tenant: "globex", source: "198.51.100.1").get() }
+        // Found by review: anyone can send made-up tokens to a tenant's endpoint; their answers evicted active ones.
+        for index in 0..<200 { _ = try await introspector.introspect("made-up-\(index)", tenant: "globex", source: "192.0.2.7").get() }
+        let asked = authorizationServer.received.count
+        #expect(asked == 230)
+        for index in 0..<30 { _ = try await introspector.introspect("good-\(index)", tenant: "globex", source: "198.51.100.1").get() }
+        #expect(authorizationServer.received.count == asked, "active answers were evicted by made-up tokens")
         await authorizationServer.stop()
     }
 

@@ -132,7 +132,9 @@ struct RequestPathTests {
             }
             return Self.json200(Self.id(in: request))
         }
-        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        // A keep-alive longer than the test: on a loaded machine its steps took over the default 3 s, and the pooled
+        // connection was closed for its age, not for a fault (found in a parallel run).
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, upstreamKeepAlive: .seconds(60))
         let client = try await RawTLSClient.connect(port: gateway.port)
         try await client.send(RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 76)))
         #expect(await client.wait { $0.contains(#""id":76,"result""#) })

@@ -74,6 +74,14 @@ struct RemoteKeyRingTests {
         ring.replace([otherRSA, try JWTVerificationKey.hmac(secret: Array(secret.utf8), keyID: "a")], for: "acme")
         #expect(ring.generation(for: "acme") == 2)
         #expect(try verifier.verify(token, now: Date(), cachedOnly: true) == nil)
+        // One key repeated in place of another under the same id is a change (found by review: matched one way only,
+        // [A, B] then [A, A] counted as unchanged, and B stayed trusted).
+        let first = try JWTVerificationKey.hmac(secret: Array(String(repeating: "1", count: 32).utf8), keyID: "d")
+        let second = try JWTVerificationKey.hmac(secret: Array(String(repeating: "2", count: 32).utf8), keyID: "d")
+        ring.replace([first, second], for: "globex")
+        ring.replace([first, first], for: "globex")
+        #expect(ring.generation(for: "globex") == 2)
+        #expect(!ring.keys(for: "globex").contains { $0.isSameKey(as: second) })
     }
 
     @Test("another tenant's configured key of the same kid does not hide the issuer's fetched one (found by review)")

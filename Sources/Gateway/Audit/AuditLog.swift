@@ -307,10 +307,13 @@ public final class AuditLog: Sendable {
             if let tenant {
                 // Half the room at most, even for a tenant's only call in flight: a call whose records would need more
                 // (a huge batch) is refused rather than left to take every other tenant's room.
+                // What it reserved and what it queued since the writer last took the queue (found by review: refusals
+                // queued up to half the room, then reservations took the other half).
                 let held = state.reservedByTenant[tenant, default: 0]
-                guard held + bytes <= capacityBytes / 2 else {
+                guard held + state.queuedByTenant[tenant, default: 0] + bytes <= capacityBytes / 2 else {
                     return AuditUnavailable(
-                        reason: "this tenant's calls in flight already hold half of the log's \(capacityBytes) bytes of room",
+                        reason:
+                            "this tenant's calls in flight and records waiting to be written already hold half of the log's \(capacityBytes) bytes of room",
                         tenantShare: true)
                 }
                 state.reservedByTenant[tenant] = held + bytes
@@ -332,6 +335,9 @@ public final class AuditLog: Sendable {
                 if let tenant = reservation.tenant {
                     let held = state.reservedByTenant[tenant, default: 0] - reservation.bytes
                     state.reservedByTenant[tenant] = held > 0 ? held : nil
+                    // Queued now, and counted as the tenant's until the writer takes it (a completed call's records
+                    // must not free room that one tenant's next calls then take past its half).
+                    state.queuedByTenant[tenant, default: 0] += line.count
                 }
                 state.queue.append(contentsOf: line)
             }

@@ -85,13 +85,17 @@ enum HTTP1Syntax {
         }
     }
 
-    /// The most field lines one head (or trailer section) may have, as haproxy allows about a hundred.
-    static let maximumFieldLines = 128
+    /// The most field lines a request head may have (haproxy allows about a hundred). Request heads only: their
+    /// fields are all kept, while trailers are read and dropped, and an upstream's head is the upstream's to shape.
+    static let maximumRequestFieldLines = 128
 
     /// Field lines up to the empty line that ends them (`bytes` ends with it; every LF in it has its CR), each
     /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way.
     /// Values lose their leading and trailing blanks (RFC 9110, 5.5).
-    static func readFields(_ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool) throws {
+    /// At most `maximumLines` field lines (`400` beyond).
+    static func readFields(
+        _ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool, maximumLines: Int = .max
+    ) throws {
         var index = 0
         while index < bytes.count {
             if bytes[index] == 0x0D {
@@ -114,9 +118,7 @@ enum HTTP1Syntax {
             // Found by review: 15,000 one-letter fields fit the head's byte bound, and became 15,000 string pairs
             // (570 KB held per connection, for as long as its request lasted).
             fields.lines += 1
-            guard fields.lines <= maximumFieldLines else {
-                throw HTTPFramingError.invalid("more than \(maximumFieldLines) header fields")
-            }
+            guard fields.lines <= maximumLines else { throw HTTPFramingError.invalid("more than \(maximumLines) header fields") }
             let name = UnsafeRawBufferPointer(rebasing: bytes[nameStart..<index])
             index += 1
             while bytes[index] == 0x20 || bytes[index] == 0x09 { index += 1 }

@@ -140,7 +140,9 @@ struct RequestFraming {
             throw HTTPFramingError.invalid("the request line does not end in HTTP/1.1 or HTTP/1.0")
         }
         var fields = HTTP1Syntax.Fields(keep: true)
-        try HTTP1Syntax.readFields(UnsafeRawBufferPointer(rebasing: bytes[(index + 10)...]), into: &fields, keep: true)
+        try HTTP1Syntax.readFields(
+            UnsafeRawBufferPointer(rebasing: bytes[(index + 10)...]), into: &fields, keep: true,
+            maximumLines: HTTP1Syntax.maximumRequestFieldLines)
         if fields.chunked && version == .http1_0 {
             throw HTTPFramingError.invalid("Transfer-Encoding in an HTTP/1.0 request")
         }

@@ -776,14 +776,21 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             } catch {
                 services.metrics.observe(
                     [request?.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")].compactMap { $0 })
-                // The request is refused unrecorded (the log cannot take records): counted, and answered under its id.
-                refusal = Refusal(
-                    status: .serviceUnavailable, id: refusal.records.count == 1 ? refusal.records[0].jsonrpcID : nil,
-                    code: GatewayErrorCode.auditUnavailable,
-                    message: error.tenantShare
-                        ? "too many of this tenant's records are waiting for the audit log; request refused, try again"
-                        : "audit log unavailable; request refused",
-                    headers: error.tenantShare ? [("Retry-After", "1")] : [], records: [])
+                if error.tenantShare && refusal.status.code >= 400 {
+                    // The log is fine, and the request was refused anyway: it keeps its own answer (a `401` keeps the
+                    // `WWW-Authenticate` that OAuth clients follow; found by review), unrecorded but counted.
+                    refusal.records = []
+                } else {
+                    // The request is refused unrecorded (the log cannot take records): counted, and answered under its
+                    // id.
+                    refusal = Refusal(
+                        status: .serviceUnavailable, id: refusal.records.count == 1 ? refusal.records[0].jsonrpcID : nil,
+                        code: GatewayErrorCode.auditUnavailable,
+                        message: error.tenantShare
+                            ? "too many records of this tenant's (or, without credentials, of callers without them) are waiting for the audit log; try again"
+                            : "audit log unavailable; request refused",
+                        headers: error.tenantShare ? [("Retry-After", "1")] : [], records: [])
+                }
             }
         }
         // On the legacy transport, after its records are written (found by review: a refusal put on the stream first
@@ -793,25 +800,43 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         endAuthenticationPause()
         // A collected answer's bytes stay held until the client has taken its rewritten answer: one that does not read
         // holds them, within the tenant's share, not the process's memory beyond it.
-        // So do the gateway's own large answers (a batch's errors echo every id): until the client has taken them,
-        // they count in the tenant's share (found by review: a 5.5 MB answer to a client that did not read was held
-        // uncounted).
-        let collected =
-            heldBytes > 0 || refusal.body.count >= GatewayLimits.unchargedBodyBytes
-            ? (bytes: refusal.body.count, tenant: heldBytes > 0 ? heldTenant : request?.principal?.tenant ?? "") : nil
+        // (Those bytes are in hand already: taken again below however many the tenant holds.)
+        var charge = heldBytes > 0 ? (bytes: refusal.body.count, tenant: heldTenant, taken: false) : nil
         releaseHeldBytes()
         releaseBodyCharge()
-        guard machine.answering(), let context, let request else { return }
+        // So do the gateway's own large answers (a batch's errors echo every id), within the tenant's share: one that
+        // does not fit is replaced by a short `503` (found by review: a 5.5 MB answer to a client that did not read was
+        // held uncounted; then, counted regardless of the share, such answers took the room of every other tenant).
+        if charge == nil, refusal.body.count >= GatewayLimits.unchargedBodyBytes, request?.head.method != .HEAD,
+            let held = services?.upstream.heldBytes
+        {
+            let tenant = request?.principal?.tenant ?? ""
+            if held.take(refusal.body.count, tenant: tenant) {
+                charge = (refusal.body.count, tenant, true)
+            } else {
+                let closes = refusal.closeConnection
+                refusal = Refusal(
+                    status: .serviceUnavailable, id: nil, code: GatewayErrorCode.upstreamUnavailable,
+                    message:
+                        "the answer (\(refusal.body.count) bytes) would hold more than the bytes allowed for this tenant's answers not yet read; try again",
+                    headers: [("Retry-After", "1")], records: [])
+                refusal.closeConnection = closes
+            }
+        }
+        guard machine.answering(), let context, let request else {
+            if let charge, charge.taken { services?.upstream.heldBytes.give(charge.bytes, tenant: charge.tenant) }
+            return
+        }
         let keepAlive = !refusal.closeConnection && !machine.closesAfterAnswer && !closesAfterExchange
         let head = refusal.responseHead(version: request.head.version, keepAlive: keepAlive)
         writeHead(head, context: context)
         if request.head.method != .HEAD {
             var body = allocator.buffer(capacity: refusal.body.count)
             body.writeBytes(refusal.body)
-            if let collected, let held = services?.upstream.heldBytes {
-                _ = held.take(collected.bytes, tenant: collected.tenant, always: true)
+            if let charge, let held = services?.upstream.heldBytes {
+                if !charge.taken { _ = held.take(charge.bytes, tenant: charge.tenant, always: true) }
                 let written = context.eventLoop.makePromise(of: Void.self)
-                written.futureResult.whenComplete { _ in held.give(collected.bytes, tenant: collected.tenant) }
+                written.futureResult.whenComplete { _ in held.give(charge.bytes, tenant: charge.tenant) }
                 emit(.body(.byteBuffer(body)), promise: written, context: context)
             } else {
                 emit(.body(.byteBuffer(body)), promise: nil, context: context)
@@ -1341,18 +1366,32 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         draining ? "the gateway shut down" : closing ? "the gateway closed the connection" : "the client closed the connection"
     }
 
+    /// Up to this many queued requests get a record each when their connection ends; more share one.
+    static let queuedRecordsEach = 4
+
     private func recordQueuedRequests() {
         guard let services else { return }
         let cause = closeCause
         var records: [AuditRecord] = []
-        for part in pipelined {
-            guard case .head(let head) = part else { continue }
+        if pipelinedHeads > Self.queuedRecordsEach {
+            // Many: one record for them all (found by review: 16 refusals and then 64 queued requests, each with a
+            // record of its own, made 80 records per connection of a caller without credentials).
             var record = AuditRecord(
-                requestID: services.requestIDs.next(), httpMethod: head.method.rawValue, decision: .unavailable,
-                reason: "not decided: \(cause) before the pipelined requests ahead of it were answered")
+                requestID: services.requestIDs.next(), httpMethod: "-", decision: .unavailable,
+                reason: "\(pipelinedHeads) pipelined requests not decided: \(cause) before the requests ahead of them were answered")
             record.clientAddress = clientAddress
             record.rule = "abandoned"
             records.append(record)
+        } else {
+            for part in pipelined {
+                guard case .head(let head) = part else { continue }
+                var record = AuditRecord(
+                    requestID: services.requestIDs.next(), httpMethod: head.method.rawValue, decision: .unavailable,
+                    reason: "not decided: \(cause) before the pipelined requests ahead of it were answered")
+                record.clientAddress = clientAddress
+                record.rule = "abandoned"
+                records.append(record)
+            }
         }
         pipelined.removeAll()
         pipelinedHeads = 0

@@ -162,7 +162,13 @@ public final class TokenIntrospector: Sendable {
                 cache = cache.filter { $0.value.until > now }
                 let room = max(1, capacity / 8)
                 if cache.count > capacity - room {
-                    for victim in Array(cache.keys.prefix(cache.count - (capacity - room))) { cache[victim] = nil }
+                    // Refused answers first (found by review: anyone can send made-up tokens to a tenant's endpoint,
+                    // and their answers evicted the tenant's agents' active ones), then any.
+                    var excess = cache.count - (capacity - room)
+                    let refused = cache.lazy.filter { if case .principal = $0.value.outcome { false } else { true } }.map(\.key)
+                    for victim in Array(refused.prefix(excess)) { cache[victim] = nil }
+                    excess = cache.count - (capacity - room)
+                    if excess > 0 { for victim in Array(cache.keys.prefix(excess)) { cache[victim] = nil } }
                 }
             }
             cache[key] = entry

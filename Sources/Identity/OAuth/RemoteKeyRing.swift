@@ -26,17 +26,38 @@ public final class RemoteKeyRing: Sendable {
     /// generation: tokens verified under it stay verified (found by review: each refetch for an unknown `kid`, which
     /// any caller can provoke, emptied the tenant's token cache and sent every agent back to the signature threads).
     public func replace(_ keys: [JWTVerificationKey], for tenant: String) {
+        // Compared outside the lock, which every cache hit takes (a large set compares many keys).
+        let previous = sets.withLock { $0[tenant] }
+        let unchanged = previous.map { Self.sameKeys($0.keys, keys) } ?? false
         let withdrawn = sets.withLock { sets -> Bool in
-            let previous = sets[tenant]?.keys ?? []
-            if sets[tenant] != nil, previous.count == keys.count,
-                keys.allSatisfy({ key in previous.contains { $0.isSameKey(as: key) } })
-            {
-                return false
-            }
-            sets[tenant] = ((sets[tenant]?.generation ?? 0) + 1, keys)
-            return previous.contains { old in !keys.contains { $0.keyID == old.keyID && $0.algorithm == old.algorithm } }
+            let current = sets[tenant]
+            if unchanged, let current, current.generation == previous?.generation { return false }
+            sets[tenant] = ((current?.generation ?? 0) + 1, keys)
+            let old = current?.keys ?? []
+            return old.contains { old in !keys.contains { $0.keyID == old.keyID && $0.algorithm == old.algorithm } }
         }
         if withdrawn { for observer in observers.withLock({ $0 }) { observer(tenant) } }
+    }
+
+    /// Whether `a` and `b` hold the same keys (ids, algorithms and material), each as often, in any order. Keys are
+    /// compared only within a group of one id and algorithm (usually one key), both ways: a set that repeats one key
+    /// in place of another is a change (found by review).
+    static func sameKeys(_ a: [JWTVerificationKey], _ b: [JWTVerificationKey]) -> Bool {
+        guard a.count == b.count else { return false }
+        struct Group: Hashable {
+            let keyID: String?
+            let algorithm: JWTAlgorithm
+        }
+        let groupsA = Dictionary(grouping: a) { Group(keyID: $0.keyID, algorithm: $0.algorithm) }
+        let groupsB = Dictionary(grouping: b) { Group(keyID: $0.keyID, algorithm: $0.algorithm) }
+        guard groupsA.count == groupsB.count else { return false }
+        for (group, keysA) in groupsA {
+            guard let keysB = groupsB[group], keysA.count == keysB.count,
+                keysA.allSatisfy({ key in keysB.contains { $0.isSameKey(as: key) } }),
+                keysB.allSatisfy({ key in keysA.contains { $0.isSameKey(as: key) } })
+            else { return false }
+        }
+        return true
     }
 
     /// Calls `observer` with the tenant whose fetched set no longer holds a key it held.

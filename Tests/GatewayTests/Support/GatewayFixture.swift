@@ -23,7 +23,7 @@ struct GatewayFixture {
         tenantsWithUpstream: Set<String> = ["acme", "globex"], auditSink: AuditLog.Sink? = nil, upstreamCA: String? = nil,
         upstreamCAOfTenant: [String: String] = [:],
         callTimeout: Duration? = nil, sessionKeys: [SealedBox.Key]? = nil, legacySSE: Bool = false, policies: String? = nil,
-        sharedLimits: SharedLimitSettings? = nil, tasksScopedToSession: Bool = false,
+        sharedLimits: SharedLimitSettings? = nil, tasksScopedToSession: Bool = false, upstreamKeepAlive: Duration? = nil,
         configure: (inout GatewayConfiguration) -> Void = { _ in }, editConfiguration: (String) -> String = { $0 },
         group: (any EventLoopGroup)? = nil
     ) async throws -> GatewayFixture {
@@ -40,6 +40,7 @@ struct GatewayFixture {
         acme.caFile = upstreamCAOfTenant["acme"] ?? upstreamCA
         acme.callTimeout = callTimeout
         acme.tasksScopedToSession = tasksScopedToSession
+        acme.keepAlive = upstreamKeepAlive
         if legacySSE { acme.legacySSEURL = upstream.replacingOccurrences(of: "/mcp", with: "/sse") }
         var services = try GatewayServices(
             authenticator: try identity.makeAuthenticator(),
