@@ -33,11 +33,15 @@ public struct SharedBucket: Sendable, Hashable {
     }
 
     /// The overflow bucket of this bucket's limit for the calling agent.
-    public var overflow: SharedBucket { SharedBucket(overflowOf: self) }
+    public var overflow: SharedBucket { SharedBucket(overflowOf: self, agent: agent) }
 
-    private init(overflowOf bucket: SharedBucket) {
+    /// The overflow bucket of this bucket's limit for the whole tenant, which the tenant's new keys share once it holds
+    /// its share of the store's buckets (its key names no agent: agent ids are never empty).
+    public var tenantOverflow: SharedBucket { SharedBucket(overflowOf: self, agent: "") }
+
+    private init(overflowOf bucket: SharedBucket, agent keyAgent: String) {
         (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit, bucket.agent, bucket.tool)
-        (keyAgent, keyTool, isOverflow) = (bucket.agent, "", true)
+        (self.keyAgent, keyTool, isOverflow) = (keyAgent, "", true)
     }
 }
 
@@ -88,8 +92,9 @@ public protocol SharedRateLimits: Sendable {
     /// Gives back the tokens `take` drew for a call that was not let through after all, each to where it came from.
     func giveBack(_ tokens: SharedTokens, now: Double)
     /// The buckets a call counts in: `buckets`, except that an agent holding its share of the store's buckets counts
-    /// its new keys in its overflow bucket (`SharedBucket.overflow`), so that inventing tool names neither grows the
-    /// store without bound nor takes room from others.
+    /// its new keys in its overflow bucket (`SharedBucket.overflow`), and a tenant holding its share counts them in
+    /// the tenant's (`SharedBucket.tenantOverflow`), so that inventing tool or agent names neither grows the store
+    /// without bound nor takes room from others.
     func placed(_ buckets: [SharedBucket]) -> [SharedBucket]
 }
 

@@ -77,7 +77,7 @@ public final class SharedLimiter: SharedRateLimits {
     let client: RedisClient
     private let leases = Mutex<[LeaseKey: Lease]>([:])
     /// How many leases each agent's calls made (taken inside `leases`' lock, never the other way round).
-    private let owned = Mutex<[Owner: Int]>([:])
+    private let owned = Mutex<(perAgent: [Owner: Int], perTenant: [String: Int])>(([:], [:]))
     /// The local shares used while Redis is out of reach (`local_fallback`).
     private let fallback = RateLimiter()
     private let storeUp = Atomic<Bool>(true)
@@ -94,6 +94,10 @@ public final class SharedLimiter: SharedRateLimits {
     /// Most leases one agent's calls make (each is a bucket in Redis); beyond, its new keys share its overflow bucket
     /// of each limit. Leases idle for 10 s are forgotten, and with them their count.
     static let leasesPerAgent = 1_000
+    /// Most leases one tenant's calls make (a quarter of `maximumLeases` by default); beyond, its new keys share the
+    /// tenant's overflow bucket of each limit, so that a tenant inventing agent names (its identity provider mints
+    /// them) cannot fill the table and have every other tenant's leases forgotten (found by review).
+    let leasesPerTenant: Int
 
     public func placed(_ buckets: [SharedBucket]) -> [SharedBucket] {
         let now = clock()
@@ -101,20 +105,32 @@ public final class SharedLimiter: SharedRateLimits {
             buckets.map { bucket in
                 guard !bucket.isOverflow, leases[LeaseKey(bucket)] == nil else { return bucket }
                 let owner = Owner(tenant: bucket.tenant, agent: bucket.agent)
-                if owned.withLock({ $0[owner, default: 0] }) >= Self.leasesPerAgent, now - lastCompaction.withLock({ $0 }) >= 1 {
-                    // The agent's idle leases are forgotten (at most once a second) before its new key overflows.
+                func full() -> (agent: Bool, tenant: Bool) {
+                    owned.withLock {
+                        ($0.perAgent[owner, default: 0] >= Self.leasesPerAgent, $0.perTenant[owner.tenant, default: 0] >= leasesPerTenant)
+                    }
+                }
+                if full() != (false, false), now - lastCompaction.withLock({ $0 }) >= 1 {
+                    // Idle leases are forgotten (at most once a second) before a new key overflows.
                     lastCompaction.withLock { $0 = now }
                     Self.forgetIdle(&leases, now: now)
                     recount(leases)
                 }
-                return owned.withLock { $0[owner, default: 0] } >= Self.leasesPerAgent ? bucket.overflow : bucket
+                let (agentFull, tenantFull) = full()
+                return tenantFull ? bucket.tenantOverflow : agentFull ? bucket.overflow : bucket
             }
         }
     }
 
     /// A limiter sharing buckets through `settings.redis`, reading time from `clock` (the gateway's monotonic
     /// seconds).
-    public init(settings: SharedLimitSettings, clock: @escaping @Sendable () -> Double, logger: Logger) {
+    public convenience init(settings: SharedLimitSettings, clock: @escaping @Sendable () -> Double, logger: Logger) {
+        self.init(settings: settings, clock: clock, logger: logger, leasesPerTenant: SharedLimiter.maximumLeases / 4)
+    }
+
+    /// The same, with `leasesPerTenant` leases at most per tenant (tests use a small share).
+    init(settings: SharedLimitSettings, clock: @escaping @Sendable () -> Double, logger: Logger, leasesPerTenant: Int) {
+        self.leasesPerTenant = leasesPerTenant
         self.settings = settings
         self.client = RedisClient(settings: settings.redis, logger: logger)
         self.clock = clock
@@ -240,7 +256,10 @@ public final class SharedLimiter: SharedRateLimits {
                     if !bucket.isOverflow {
                         let owner = Owner(tenant: bucket.tenant, agent: bucket.agent)
                         lease.owner = owner
-                        owned.withLock { $0[owner, default: 0] += 1 }
+                        owned.withLock {
+                            $0.perAgent[owner, default: 0] += 1
+                            $0.perTenant[owner.tenant, default: 0] += 1
+                        }
                     }
                 }
                 if let fetching = lease.fetching {
@@ -411,8 +430,14 @@ public final class SharedLimiter: SharedRateLimits {
     /// Counts again, after some were forgotten, the leases each agent's calls made.
     private func recount(_ leases: [LeaseKey: Lease]) {
         var counts: [Owner: Int] = [:]
-        for lease in leases.values { if let owner = lease.owner { counts[owner, default: 0] += 1 } }
-        owned.withLock { $0 = counts }
+        var perTenant: [String: Int] = [:]
+        for lease in leases.values {
+            if let owner = lease.owner {
+                counts[owner, default: 0] += 1
+                perTenant[owner.tenant, default: 0] += 1
+            }
+        }
+        owned.withLock { $0 = (counts, perTenant) }
     }
 
     /// The event loop the caller runs on (a gateway loop), or any loop for callers off the loops (large decisions).

@@ -403,6 +403,33 @@ import Testing
         #expect(await Self.take(limiter, sibling).takenFromLocalShares == false)
     }
 
+    /// A tenant inventing agent names (its identity provider mints them) makes at most its share of leases; its further
+    /// new keys share the tenant's overflow bucket of the limit, while other tenants still get buckets of their own.
+    @Test func aTenantsNewAgentsOverflowPastItsShare() async throws {
+        let server = try await RedisServer()
+        var redis = try RedisSettings(url: server.url)
+        redis.commandTimeout = .seconds(5)
+        var settings = SharedLimitSettings(redis: redis)
+        settings.leaseSeconds = 0.1
+        let limiter = SharedLimiter(settings: settings, clock: Self.clock, logger: Logger(label: "test.shared"), leasesPerTenant: 20)
+        defer { limiter.shutdown() }
+        let limit = Self.limit(rate: 0.01, burst: 1)
+        let invented = (0..<20).map { SharedBucket(tenant: "acme", limit: limit, agent: "minted-\($0)", tool: "t") }
+        try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        #expect(limiter.placed(invented).allSatisfy { !$0.isOverflow })
+        // Found by review: the table of 100,000 leases had no share per tenant, only per agent.
+        let next = limiter.placed([SharedBucket(tenant: "acme", limit: limit, agent: "minted-new", tool: "t")])
+        #expect(next.first?.isOverflow == true && next.first?.keyAgent == "")
+        #expect(await Self.take(limiter, next).takenFromLocalShares == false)
+        // Every new agent of acme shares that one bucket, its token spent.
+        let another = SharedBucket(tenant: "acme", limit: limit, agent: "minted-other", tool: "t").tenantOverflow
+        #expect(await Self.take(limiter, [another]).takenFromLocalShares != false)
+        // Another tenant is not affected.
+        let globex = limiter.placed([SharedBucket(tenant: "globex", limit: limit, agent: "bot1", tool: "t")])
+        #expect(globex.first?.isOverflow == false)
+        #expect(await Self.take(limiter, globex).takenFromLocalShares == false)
+    }
+
     @Test("canonically equivalent spellings share a key, as they share a local bucket and a lease; other names do not")
     func equivalentSpellingsShareAKey() throws {
         let limit = Self.limit(rate: 1, burst: 1, per: .agentTool)
