@@ -11,7 +11,7 @@ struct LegacyStreamsTests {
         let streams = LegacyStreams()
         let writable = NIOLockedValueBox(true)
         let written = NIOLockedValueBox(0)
-        _ = streams.add("/messages/?session_id=abc", owner: "acme/bot1", isWritable: { writable.withLockedValue { $0 } }) { _ in
+        _ = streams.add("/messages/?session_id=abc", owner: "acme/bot1", isWritable: { writable.withLockedValue { $0 } }) { _, _ in
             written.withLockedValue { $0 += 1 }
         }
         let error = Array(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"denied"}}"#.utf8)
@@ -27,10 +27,10 @@ struct LegacyStreamsTests {
     func ownersDoNotReplaceEachOther() {
         let streams = LegacyStreams()
         let written = NIOLockedValueBox<[String]>([])
-        let acme = streams.add("/messages/?session_id=1", owner: "acme/bot1", isWritable: { true }) { _ in
+        let acme = streams.add("/messages/?session_id=1", owner: "acme/bot1", isWritable: { true }) { _, _ in
             written.withLockedValue { $0.append("acme") }
         }
-        _ = streams.add("/messages/?session_id=1", owner: "globex/bot1", isWritable: { true }) { _ in
+        _ = streams.add("/messages/?session_id=1", owner: "globex/bot1", isWritable: { true }) { _, _ in
             written.withLockedValue { $0.append("globex") }
         }
         let error = Array(#"{"jsonrpc":"2.0","id":1,"error":{"code":-32001,"message":"denied"}}"#.utf8)

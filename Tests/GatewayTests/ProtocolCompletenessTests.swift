@@ -967,6 +967,35 @@ struct LegacySSETests {
         await upstream.stop()
     }
 
+    @Test("a large legacy refusal on a stream whose client stopped reading counts in the tenant's held bytes until written")
+    func largeLegacyRefusalHeld() async throws {
+        let upstream = try await RecordingUpstream.start(
+            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        var limits = GatewayLimits()
+        limits.maximumBodyBytes = 16 * 1024 * 1024
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
+        let stream = try await RawTLSClient.connect(port: gateway.port)
+        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await stream.wait { $0.contains("data: /messages?session=") })
+        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
+        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        try await stream.setReading(false)
+        // A denied call under a 12 MB id: its error, echoing the id, goes onto the stream, which takes none of it.
+        let id = String(repeating: "i", count: 12_000_000)
+        let denied = try await gateway.client().send(
+            path: endpoint,
+            body: #"{"jsonrpc":"2.0","id":"\#(id)","method":"tools/call","params":{"name":"delete_file","arguments":{"path":"a.txt"}}}"#)
+        #expect(denied.status == 202, "\(denied.status)")
+        // Found by review: each stream that stopped reading held one such answer, counted nowhere.
+        #expect(try await eventually(within: .seconds(10)) { gateway.services.upstream.heldBytes.total >= 12_000_000 })
+        try await stream.setReading(true)
+        #expect(try await eventually(within: .seconds(20)) { gateway.services.upstream.heldBytes.total == 0 })
+        upstream.release()
+        await stream.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("an upstream that answers a legacy message in the POST's body instead of on the stream has its list filtered")
     func legacyAnswerInTheBody() async throws {
         let upstream = try await RecordingUpstream.start(

@@ -615,6 +615,38 @@ struct AuditFailClosedTests {
         await upstream.stop()
     }
 
+    @Test("a full share of the audit room: callers without credentials keep their 401 and its challenge; a tenant gets 503")
+    func fullShareAnswers() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        /// A gateway whose audit writer hangs in its write (a slow disk) after taking a first line: what follows stays
+        /// queued, and `fill` takes most of one share.
+        func gatewayWithFullShare(_ fill: (AuditLog) throws -> Void) async throws -> (GatewayFixture, BlockingSink) {
+            let sink = BlockingSink()
+            let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 64 * 1024, auditSink: .writer(sink))
+            try gateway.services.audit.append(lines: Array("{}\n".utf8))
+            try await Task.sleep(for: .milliseconds(200))
+            try fill(gateway.services.audit)
+            return (gateway, sink)
+        }
+        // Found by review: the 401 became a 503 without `WWW-Authenticate`, which OAuth clients need.
+        let (first, firstSink) = try await gatewayWithFullShare { audit in
+            try audit.append(lines: Array(repeating: UInt8(ascii: "x"), count: 32 * 1024 - 100) + [0x0A], tenant: AuditLog.anonymousShare)
+        }
+        let anonymous = try await first.client(nil).send(body: RPC.call("read_file"))
+        #expect(anonymous.status == 401 && anonymous.header("www-authenticate") != nil, "\(anonymous.status)")
+        firstSink.released.withLock { $0 = true }
+        try await first.stop()
+        // A tenant's own refusal is not sent unrecorded (found by the second review): a `403` for another tenant's
+        // endpoint becomes 503, and nothing is forwarded.
+        let (second, secondSink) = try await gatewayWithFullShare { audit in _ = try audit.reserve(bytes: 32 * 1024 - 100, tenant: "acme") }
+        let denied = try await second.client().send(path: "/tenants/globex/mcp", body: RPC.call("read_file"))
+        #expect(denied.status == 503 && denied.body.contains("\(GatewayErrorCode.auditUnavailable)"), "\(denied.status) \(denied.body)")
+        #expect(upstream.received.isEmpty)
+        secondSink.released.withLock { $0 = true }
+        try await second.stop()
+        await upstream.stop()
+    }
+
     @Test("a tenant without an upstream gets 502, and the decision is still recorded")
     func noUpstream() async throws {
         let upstream = try await RecordingUpstream.start(.json)

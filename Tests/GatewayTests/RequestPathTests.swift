@@ -291,6 +291,27 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("more than four pipelined requests still queued when the client goes away share one record that counts them")
+    func manyQueuedRequestsShareARecord() async throws {
+        let upstream = try await RawUpstream.start { _ in nil }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port)
+        try await client.send(
+            RawTLSClient.post(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 1))
+                + String(repeating: "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n", count: 9))
+        #expect(try await eventually(within: .seconds(10)) { !upstream.requests.withLockedValue { $0.isEmpty } })
+        await client.close()
+        // Found by review: one record each let a connection write a record per queued request (64 at most).
+        #expect(try await eventually(within: .seconds(10)) { ((try? gateway.auditRecords()) ?? []).count >= 2 })
+        try await Task.sleep(for: .milliseconds(200))
+        let records = try gateway.auditRecords()
+        #expect(records.count == 2, "\(records)")
+        #expect(records.last?["rule"] == .string("abandoned"))
+        #expect(records.last?["reason"]?.stringValue?.hasPrefix("9 pipelined requests not decided") == true, "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("100 long-lived GET streams of one agent: within its budget the rest get 429, and another tenant's call completes under 1 s")
     func streamBudgets() async throws {
         let upstream = try await RecordingUpstream.start(.gatedStream)

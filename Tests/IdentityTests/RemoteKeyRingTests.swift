@@ -78,9 +78,13 @@ struct RemoteKeyRingTests {
         // [A, B] then [A, A] counted as unchanged, and B stayed trusted).
         let first = try JWTVerificationKey.hmac(secret: Array(String(repeating: "1", count: 32).utf8), keyID: "d")
         let second = try JWTVerificationKey.hmac(secret: Array(String(repeating: "2", count: 32).utf8), keyID: "d")
+        let told = Mutex<[String]>([])
+        ring.onKeysWithdrawn { tenant in told.withLock { $0.append(tenant) } }
         ring.replace([first, second], for: "globex")
         ring.replace([first, first], for: "globex")
         #expect(ring.generation(for: "globex") == 2)
+        // ... and B's withdrawal is told, so streams opened with its tokens are checked again.
+        #expect(told.withLock { $0 } == ["globex"])
         #expect(!ring.keys(for: "globex").contains { $0.isSameKey(as: second) })
     }
 

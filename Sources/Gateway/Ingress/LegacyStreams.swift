@@ -6,8 +6,9 @@ import Synchronization
 /// In that transport a POST gets only `202` and its answer travels on the stream, so a message the gateway refuses
 /// must be answered there too: the refusal's JSON-RPC error is written onto the caller's stream, between events.
 final class LegacyStreams: Sendable {
-    /// Writes one SSE event onto a stream (on that stream's event loop).
-    typealias Writer = @Sendable (ByteBuffer) -> Void
+    /// Writes one SSE event onto a stream (on that stream's event loop), then calls the second argument, if any, once
+    /// the event has been written out (or dropped).
+    typealias Writer = @Sendable (ByteBuffer, (@Sendable () -> Void)?) -> Void
 
     private struct Stream {
         let owner: String
@@ -46,8 +47,11 @@ final class LegacyStreams: Sendable {
 
     /// Writes a JSON-RPC message as an SSE event onto the stream of `owner` that announced `upstreamEndpoint`; false
     /// when there is no such stream here, or when its client is not reading what the stream already holds (the
-    /// message is then answered on the POST itself, instead of piling up in the gateway's memory).
-    func deliver(_ message: [UInt8], to upstreamEndpoint: String, owner: String) -> Bool {
+    /// message is then answered on the POST itself, instead of piling up in the gateway's memory). `written` is called
+    /// once the event has been written out or dropped (not when this returns false).
+    func deliver(
+        _ message: [UInt8], to upstreamEndpoint: String, owner: String, written: (@Sendable () -> Void)? = nil
+    ) -> Bool {
         guard let stream = streams.withLock({ $0[Key(owner: owner, endpoint: upstreamEndpoint)] }), stream.isWritable() else {
             return false
         }
@@ -55,7 +59,7 @@ final class LegacyStreams: Sendable {
         event.writeString("event: message\ndata: ")
         event.writeBytes(message)
         event.writeString("\n\n")
-        stream.write(event)
+        stream.write(event, written)
         return true
     }
 }

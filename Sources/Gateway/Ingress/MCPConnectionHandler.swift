@@ -776,9 +776,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             } catch {
                 services.metrics.observe(
                     [request?.record(.unavailable, "audit log unavailable", rule: "audit_unavailable")].compactMap { $0 })
-                if error.tenantShare && refusal.status.code >= 400 {
-                    // The log is fine, and the request was refused anyway: it keeps its own answer (a `401` keeps the
-                    // `WWW-Authenticate` that OAuth clients follow; found by review), unrecorded but counted.
+                if error.tenantShare && request?.principal == nil {
+                    // The log is fine, and callers without credentials have filled their share: a `401` keeps its
+                    // `WWW-Authenticate`, and the public metadata document is still served, so that OAuth discovery
+                    // works (found by review), unrecorded but counted. A tenant's own refusals stay `503` (fail closed:
+                    // its agents never learn a decision the log does not hold).
                     refusal.records = []
                 } else {
                     // The request is refused unrecorded (the log cannot take records): counted, and answered under its
@@ -935,9 +937,19 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// Writes an event the gateway itself sends on a legacy stream (the answer to a refused message), between the
     /// relayed events: those go out whole, so the stream is always at an event boundary here.
-    func writeLegacyEvent(_ event: ByteBuffer) {
-        guard let context, legacyRegistration != nil, case .relaying = machine.state else { return }
-        emit(.body(.byteBuffer(event)), context: context)
+    /// Writes a refusal's event onto this legacy stream; `written` is called once it is written out or dropped.
+    func writeLegacyEvent(_ event: ByteBuffer, written: (@Sendable () -> Void)?) {
+        guard let context, legacyRegistration != nil, case .relaying = machine.state else {
+            written?()
+            return
+        }
+        if let written {
+            let promise = context.eventLoop.makePromise(of: Void.self)
+            promise.futureResult.whenComplete { _ in written() }
+            emit(.body(.byteBuffer(event)), promise: promise, context: context)
+        } else {
+            emit(.body(.byteBuffer(event)), context: context)
+        }
         responseEncoder.flush(context: context)
     }
 
@@ -964,9 +976,21 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         let answersAMessage =
             refusal.body.starts(with: Array(#"{"jsonrpc""#.utf8)) && !refusal.body.starts(with: Array(#"{"jsonrpc":"2.0","id":null"#.utf8))
             || refusal.body.starts(with: Array(#"[{"jsonrpc""#.utf8))
-        guard !unreadable, answersAMessage,
-            services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)")
-        else { return refusal }
+        guard !unreadable, answersAMessage else { return refusal }
+        // A large answer (a batch's errors echo every id) counts in the tenant's held bytes until the stream has
+        // written it, within the share; one that does not fit is answered on the POST, where it is replaced by a short
+        // `503` (found by review: each stream that stopped reading held one such answer, uncounted).
+        var written: (@Sendable () -> Void)?
+        if refusal.body.count >= GatewayLimits.unchargedBodyBytes {
+            let (held, tenant, bytes) = (services.upstream.heldBytes, principal.tenant, refusal.body.count)
+            guard held.take(bytes, tenant: tenant) else { return refusal }
+            written = { held.give(bytes, tenant: tenant) }
+        }
+        guard services.legacyStreams.deliver(refusal.body, to: target, owner: "\(principal.tenant)/\(principal.agent)", written: written)
+        else {
+            written?()
+            return refusal
+        }
         var accepted = Self.legacyAccepted(records: refusal.records)
         // A refusal that reads no more of the request's body still closes the connection.
         accepted.closeConnection = refusal.closeConnection
@@ -1373,12 +1397,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         guard let services else { return }
         let cause = closeCause
         var records: [AuditRecord] = []
-        if pipelinedHeads > Self.queuedRecordsEach {
+        // Counted in the queue (`pipelinedHeads` may count one more: the head that tripped the depth, recorded already).
+        let queued = pipelined.reduce(0) { count, part in if case .head = part { count + 1 } else { count } }
+        if queued > Self.queuedRecordsEach {
             // Many: one record for them all (found by review: 16 refusals and then 64 queued requests, each with a
             // record of its own, made 80 records per connection of a caller without credentials).
             var record = AuditRecord(
                 requestID: services.requestIDs.next(), httpMethod: "-", decision: .unavailable,
-                reason: "\(pipelinedHeads) pipelined requests not decided: \(cause) before the requests ahead of them were answered")
+                reason: "\(queued) pipelined requests not decided: \(cause) before the requests ahead of them were answered")
             record.clientAddress = clientAddress
             record.rule = "abandoned"
             records.append(record)
@@ -1541,8 +1567,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                     legacyRegistration = (
                         upstreamPath, owner,
                         streams.add(upstreamPath, owner: owner, isWritable: { [channel = context.channel] in channel.isWritable }) {
-                            event in
-                            loop.execute { writer.value.writeLegacyEvent(event) }
+                            event, written in
+                            loop.execute { writer.value.writeLegacyEvent(event, written: written) }
                         }
                     )
                     return Self.legacyMessagesPath + "?session=" + handles.seal(messagesEndpoint: upstreamPath, for: principal)

@@ -33,8 +33,10 @@ public final class RemoteKeyRing: Sendable {
             let current = sets[tenant]
             if unchanged, let current, current.generation == previous?.generation { return false }
             sets[tenant] = ((current?.generation ?? 0) + 1, keys)
+            // A key withdrawn is one whose material is gone, even if its id stays (found by review: judged by id and
+            // algorithm only, new material under an old id never had listening streams checked again).
             let old = current?.keys ?? []
-            return old.contains { old in !keys.contains { $0.keyID == old.keyID && $0.algorithm == old.algorithm } }
+            return old.contains { old in !keys.contains { $0.isSameKey(as: old) } }
         }
         if withdrawn { for observer in observers.withLock({ $0 }) { observer(tenant) } }
     }
