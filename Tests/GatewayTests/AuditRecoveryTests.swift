@@ -106,7 +106,7 @@ struct AuditRecoveryTests {
 
     @Test("one tenant's refusals waiting for a slow disk hold at most half of the log's room: the others' still fit")
     func appendsPerTenant() throws {
-        let sink = BlockingSink()
+        let sink = SlowDiskSink()
         let log = try AuditLog(sink: .writer(sink), capacityBytes: 100_000)
         // The writer takes the first line and then hangs in its write: everything after waits in the queue.
         try log.append(lines: Array("{}\n".utf8), tenant: "acme")
@@ -134,7 +134,7 @@ struct AuditRecoveryTests {
 
     @Test("records of completed calls count in their tenant's share until written: its next reservations cannot take the rest")
     func completedRecordsCountInTheShare() throws {
-        let sink = BlockingSink()
+        let sink = SlowDiskSink()
         let log = try AuditLog(sink: .writer(sink), capacityBytes: 100_000)
         try log.append(lines: Array("{}\n".utf8), tenant: "acme")
         Thread.sleep(forTimeInterval: 0.2)
@@ -147,8 +147,9 @@ struct AuditRecoveryTests {
         }
         let refused = #expect(throws: AuditUnavailable.self) { try log.reserve(bytes: 35_000, tenant: "globex") }
         #expect(refused?.tenantShare == true)
-        _ = try log.reserve(bytes: 35_000, tenant: "acme")
+        let acme = try log.reserve(bytes: 35_000, tenant: "acme")
         sink.released.withLock { $0 = true }
+        log.append([], into: acme)
         log.close()
     }
 
@@ -264,6 +265,21 @@ final class BlockingSink: AuditWriter {
 
     func reopen() throws(AuditWriteError) {}
     func synchronize() {}
+}
+
+/// A sink whose writes block until released while it says it is still making progress: the log sees a slow disk, not
+/// a stalled one (which it would refuse everything for after 5 s, however loaded the machine running the test).
+final class SlowDiskSink: AuditWriter {
+    let released = Mutex(false)
+
+    func write(_ bytes: UnsafeRawBufferPointer) throws(AuditWriteError) {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while !released.withLock({ $0 }) && ContinuousClock.now < deadline { Thread.sleep(forTimeInterval: 0.01) }
+    }
+
+    func reopen() throws(AuditWriteError) {}
+    func synchronize() {}
+    var progress: UInt64 { AuditLog.monotonicNanoseconds() }
 }
 
 extension AuditRecoveryTests {

@@ -620,8 +620,8 @@ struct AuditFailClosedTests {
         let upstream = try await RecordingUpstream.start(.json)
         /// A gateway whose audit writer hangs in its write (a slow disk) after taking a first line: what follows stays
         /// queued, and `fill` takes most of one share.
-        func gatewayWithFullShare(_ fill: (AuditLog) throws -> Void) async throws -> (GatewayFixture, BlockingSink) {
-            let sink = BlockingSink()
+        func gatewayWithFullShare(_ fill: (AuditLog) throws -> Void) async throws -> (GatewayFixture, SlowDiskSink) {
+            let sink = SlowDiskSink()
             let gateway = try await GatewayFixture.start(upstream: upstream.url, auditCapacityBytes: 64 * 1024, auditSink: .writer(sink))
             try gateway.services.audit.append(lines: Array("{}\n".utf8))
             try await Task.sleep(for: .milliseconds(200))
@@ -638,11 +638,15 @@ struct AuditFailClosedTests {
         try await first.stop()
         // A tenant's own refusal is not sent unrecorded (found by the second review): a `403` for another tenant's
         // endpoint becomes 503, and nothing is forwarded.
-        let (second, secondSink) = try await gatewayWithFullShare { audit in _ = try audit.reserve(bytes: 32 * 1024 - 100, tenant: "acme") }
+        var held: AuditLog.Reservation?
+        let (second, secondSink) = try await gatewayWithFullShare { audit in
+            held = try audit.reserve(bytes: 32 * 1024 - 100, tenant: "acme")
+        }
         let denied = try await second.client().send(path: "/tenants/globex/mcp", body: RPC.call("read_file"))
         #expect(denied.status == 503 && denied.body.contains("\(GatewayErrorCode.auditUnavailable)"), "\(denied.status) \(denied.body)")
         #expect(upstream.received.isEmpty)
         secondSink.released.withLock { $0 = true }
+        if let held { second.services.audit.append([], into: held) }
         try await second.stop()
         await upstream.stop()
     }
