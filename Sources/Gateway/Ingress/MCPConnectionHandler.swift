@@ -789,7 +789,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
                         status: .serviceUnavailable, id: refusal.records.count == 1 ? refusal.records[0].jsonrpcID : nil,
                         code: GatewayErrorCode.auditUnavailable,
                         message: error.tenantShare
-                            ? "too many records of this tenant's (or, without credentials, of callers without them) are waiting for the audit log; try again"
+                            ? "too many of this tenant's records are waiting for the audit log; try again"
                             : "audit log unavailable; request refused",
                         headers: error.tenantShare ? [("Retry-After", "1")] : [], records: [])
                 }

@@ -69,9 +69,6 @@ final class VerifiedTokenCache: Sendable {
 
     /// How many tokens are cached.
     var count: Int { state.withLock { $0.entries.count } }
-
-    /// How many tokens of `tenant` are cached.
-    func count(of tenant: String) -> Int { state.withLock { $0.perTenant[tenant, default: 0] } }
 }
 
 /// How often verified-token caches answered, process-wide (for metrics): a hit is a token answered from a cache, a
