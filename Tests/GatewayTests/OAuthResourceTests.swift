@@ -1,6 +1,7 @@
 import Foundation
 import Identity
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import StrictJSON
@@ -337,6 +338,58 @@ struct IntrospectionTests {
         for index in 0..<30 { _ = try await introspector.introspect("good-\(index)", tenant: "globex", source: "198.51.100.1").get() }
         #expect(authorizationServer.received.count == asked, "active answers were evicted by made-up tokens")
         await authorizationServer.stop()
+    }
+
+    @Test("a tenant's lookups reuse one kept-alive connection to its authorization server, not a handshake each")
+    func lookupsReuseConnections() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#) },
+            tls: try HTTPSUpstreamTests.serverContext())
+        let introspector = try TokenIntrospector(
+            settings: ["acme": Self.settings(authorizationServer)], audiences: ["acme": ["mcpgw"]],
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"))
+        for index in 0..<5 {
+            guard case .principal = try await introspector.introspect("token-\(index)", tenant: "acme", source: "192.0.2.7").get()
+            else { Issue.record("token-\(index) was not accepted"); return }
+        }
+        let asked = authorizationServer.received
+        #expect(asked.count == 5)
+        #expect(Set(asked.map(\.peerPort)).count == 1, "each lookup opened a connection: \(asked.map(\.peerPort))")
+        await authorizationServer.stop()
+    }
+
+    @Test("a kept-alive connection the authorization server closed instead of answering is retried once on a new one")
+    func closedConnectionRetried() async throws {
+        let closedOnce = NIOLockedValueBox(false)
+        let authorizationServer = try await RecordingUpstream.start(
+            .routed { request in
+                let close =
+                    request.body.contains("token=second")
+                    && closedOnce.withLockedValue { closed in
+                        defer { closed = true }
+                        return !closed
+                    }
+                return close ? .close : .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#) }
+            }, tls: try HTTPSUpstreamTests.serverContext())
+        let introspector = try TokenIntrospector(
+            settings: ["acme": Self.settings(authorizationServer)], audiences: ["acme": ["mcpgw"]],
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"))
+        guard case .principal = try await introspector.introspect("first", tenant: "acme", source: "192.0.2.7").get() else {
+            Issue.record("the first token was not accepted"); return
+        }
+        let second = try await introspector.introspect("second", tenant: "acme", source: "192.0.2.7").get()
+        guard case .principal = second else { Issue.record("the retried lookup failed: \(second)"); return }
+        let asked = authorizationServer.received
+        #expect(asked.count == 3)
+        #expect(Set(asked.map(\.peerPort)).count == 2)
+        await authorizationServer.stop()
+    }
+
+    /// Introspection settings for `authorizationServer` (client `mcpgw`), answers cached for a minute.
+    static func settings(_ authorizationServer: RecordingUpstream) -> IntrospectionSettings {
+        IntrospectionSettings(
+            url: authorizationServer.url, clientID: "mcpgw", clientSecret: "s", caFile: DevPKI.gatewayCA, cacheSeconds: 60,
+            cacheSize: 100, agentClaim: "sub")
     }
 
     /// A gateway in front of `upstream` whose tenant acme introspects opaque tokens at `authorizationServer` (client

@@ -8,6 +8,11 @@ import TLS
 /// introspection endpoint — through the gateway's own OpenSSL client (`TLSHandler`), on an event loop: nothing waits
 /// for it on a thread. Redirects are refused (a configured URL is the only one ever fetched), the answer is bounded
 /// in size and in time, and only `https` is spoken.
+///
+/// By default each fetch opens a connection of its own and closes it (key sets and metadata are fetched rarely). A
+/// fetcher made with `reusingConnectionsOn:` (token introspection, asked for every new token) keeps its connections
+/// alive in a pool of that event loop instead — the upstream client's (`UpstreamPool`), with its timeouts, framing and
+/// reuse window — so that a lookup costs a request, not a TCP and TLS handshake.
 struct HTTPSFetch: Sendable {
     /// A complete answer.
     struct Response: Sendable {
@@ -27,6 +32,8 @@ struct HTTPSFetch: Sendable {
         case redirected(Int)
         case status(Int)
         case closedEarly
+        case invalidAnswer(String)
+        case invalidRequest(String)
 
         var description: String {
             switch self {
@@ -36,6 +43,8 @@ struct HTTPSFetch: Sendable {
             case .redirected(let status): "redirected (\(status)); redirects are not followed"
             case .status(let status): "answered \(status)"
             case .closedEarly: "the connection closed before the answer was complete"
+            case .invalidAnswer(let why): "invalid answer: \(why)"
+            case .invalidRequest(let why): "the request cannot be sent: \(why)"
             }
         }
     }
@@ -46,13 +55,31 @@ struct HTTPSFetch: Sendable {
     let maximumBytes: Int
     /// How long the whole exchange may take.
     let timeout: TimeAmount
+    /// Kept-alive connections, for a fetcher that reuses them; nil: one connection per fetch.
+    private let pool: UpstreamPool?
 
-    /// A fetcher for `url` (https only), trusting `caFile` (nil: the system's CA bundle).
-    init(url: String, caFile: String?, maximumBytes: Int, timeout: TimeAmount = .seconds(5)) throws(UpstreamConfigurationError) {
+    /// A fetcher for `url` (https only), trusting `caFile` (nil: the system's CA bundle). With `eventLoop`, its
+    /// connections are kept alive in a pool of that loop (at most `maximumConnections` open at once, half of them
+    /// idle), apart from any other fetcher's: `poolKey` names whose they are (a tenant's introspection connections
+    /// carry its client credentials).
+    init(
+        url: String, caFile: String?, maximumBytes: Int, timeout: TimeAmount = .seconds(5),
+        reusingConnectionsOn eventLoop: (any EventLoop)? = nil, poolKey: String = "", maximumConnections: Int = 64,
+        logger: Logger = Logger(label: "mcpgw.fetch")
+    ) throws(UpstreamConfigurationError) {
         guard url.hasPrefix("https://") else { throw UpstreamConfigurationError(url: url, reason: "must be an https:// URL") }
-        endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: url, caFile: caFile), tenant: "")  // one connection per fetch, never pooled
+        endpoint = try UpstreamEndpoint(UpstreamConfiguration(url: url, caFile: caFile), tenant: poolKey)
         self.maximumBytes = maximumBytes
         self.timeout = timeout
+        if let eventLoop {
+            var limits = GatewayLimits()
+            limits.upstreamConnectTimeout = Duration.nanoseconds(timeout.nanoseconds)
+            limits.maximumUpstreamConnections = maximumConnections
+            pool = UpstreamPool(
+                eventLoop: eventLoop, budgets: UpstreamBudgets(), statistics: UpstreamStatistics(), limits: limits, logger: logger)
+        } else {
+            pool = nil
+        }
     }
 
     /// Sends one request (`GET`, or `POST` with a form body) and collects the answer on `eventLoop`. Only a `2xx`
@@ -61,6 +88,7 @@ struct HTTPSFetch: Sendable {
         _ method: HTTPMethod = .GET, headers extra: [(String, String)] = [], body: [UInt8]? = nil, on eventLoop: any EventLoop,
         acceptStatus: Set<Int> = []
     ) -> EventLoopFuture<Response> {
+        if let pool { return sendPooled(method, headers: extra, body: body, pool: pool, acceptStatus: acceptStatus) }
         let promise = eventLoop.makePromise(of: Response.self)
         var headers = HTTPHeaders([("Host", endpoint.hostHeader), ("Accept", "application/json"), ("Connection", "close")])
         for (name, value) in extra { headers.add(name: name, value: value) }
@@ -116,11 +144,8 @@ struct HTTPSFetch: Sendable {
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
             case .head(let response):
-                let status = Int(response.status.code)
-                if (300..<400).contains(status) { return fail(.redirected(status), context) }
-                if !(200..<300).contains(status) && !acceptStatus.contains(status) { return fail(.status(status), context) }
-                if let length = response.headers.first(name: "content-length").flatMap(Int.init), length > maximumBytes {
-                    return fail(.tooLarge(maximumBytes), context)
+                if let refusal = HTTPSFetch.refusal(of: response, maximumBytes: maximumBytes, acceptStatus: acceptStatus) {
+                    return fail(refusal, context)
                 }
                 head = response
             case .body(let part):
@@ -147,5 +172,17 @@ struct HTTPSFetch: Sendable {
             promise.fail(failure)
             context.close(promise: nil)
         }
+    }
+
+    /// Why an answer with `head` is not taken (a redirect, a status not asked for, a declared length over the bound);
+    /// nil when it is.
+    static func refusal(of head: HTTPResponseHead, maximumBytes: Int, acceptStatus: Set<Int>) -> Failure? {
+        let status = Int(head.status.code)
+        if (300..<400).contains(status) { return .redirected(status) }
+        if !(200..<300).contains(status) && !acceptStatus.contains(status) { return .status(status) }
+        if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maximumBytes {
+            return .tooLarge(maximumBytes)
+        }
+        return nil
     }
 }

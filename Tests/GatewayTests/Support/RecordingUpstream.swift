@@ -17,6 +17,8 @@ final class RecordingUpstream: Sendable {
         case gatedEvents(first: String, afterRelease: String)
         /// Never answers.
         case hang
+        /// Closes the connection without answering.
+        case close
         /// Answers what the closure says: content type and body (status 200), for the request recorded.
         case custom(@Sendable (Request) -> (contentType: String, body: String))
         /// Answers with the status, content type and body the closure says.
@@ -174,6 +176,8 @@ final class RecordingUpstream: Sendable {
             switch behaviour {
             case .hang, .custom, .withStatus, .chunks, .chunksThen, .routed:
                 return
+            case .close:
+                context.close(promise: nil)
             case .json:
                 if !body.contains(#""id""#) {
                     context.writeAndFlush(
