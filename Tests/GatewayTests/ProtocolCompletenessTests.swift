@@ -879,14 +879,9 @@ struct LegacySSETests {
     /// A client that leaves mid-stream must end the exchange at once: its stream budget goes back to the agent.
     @Test("a refusal of a readable message (an unknown task) is answered on the caller's open stream, and the POST gets 202")
     func legacyRefusalOnTheStream() async throws {
-        let upstream = try await RecordingUpstream.start(
-            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let upstream = try await Self.legacyUpstream()
         let gateway = try await GatewayFixture.start(upstream: upstream.url, legacySSE: true)
-        let stream = try await RawTLSClient.connect(port: gateway.port)
-        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        #expect(await stream.wait { $0.contains("data: /messages?session=") })
-        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
-        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (stream, endpoint) = try await Self.openLegacyStream(gateway)
         let posted = try await gateway.client().send(
             path: endpoint, body: #"{"jsonrpc":"2.0","id":4,"method":"tasks/get","params":{"taskId":"task-1"}}"#)
         #expect(posted.status == 202, "\(posted.status) \(posted.body)")
@@ -904,17 +899,12 @@ struct LegacySSETests {
         "refusals of every kind of a readable legacy message go on the caller's stream, the POST getting 202; a refused notification gets 202 and no answer"
     )
     func legacyBudgetRefusalsOnTheStream() async throws {
-        let upstream = try await RecordingUpstream.start(
-            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let upstream = try await Self.legacyUpstream()
         // The stream holds the tenant's one request in flight: every message is refused by the request budget.
         var limits = GatewayLimits()
         limits.maximumRequestsPerTenant = 1
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
-        let stream = try await RawTLSClient.connect(port: gateway.port)
-        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        #expect(await stream.wait { $0.contains("data: /messages?session=") })
-        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
-        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (stream, endpoint) = try await Self.openLegacyStream(gateway)
         // Found by review: answered `503` on the POST, which ends the SDK's legacy session for good.
         let call = try await gateway.client().send(path: endpoint, body: RPC.call("read_file", #"{"path":"a.txt"}"#, id: 7))
         #expect(call.status == 202, "\(call.status) \(call.body)")
@@ -942,14 +932,9 @@ struct LegacySSETests {
     func legacyRefusalRecordedFirst() async throws {
         let sink = FlakySink()
         sink.failing.withLock { $0 = false }
-        let upstream = try await RecordingUpstream.start(
-            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let upstream = try await Self.legacyUpstream()
         let gateway = try await GatewayFixture.start(upstream: upstream.url, auditSink: .writer(sink), legacySSE: true)
-        let stream = try await RawTLSClient.connect(port: gateway.port)
-        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        #expect(await stream.wait { $0.contains("data: /messages?session=") })
-        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
-        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (stream, endpoint) = try await Self.openLegacyStream(gateway)
         sink.failing.withLock { $0 = true }
         // The first write fails; from then on the log refuses records.
         _ = try await gateway.client().send(body: RPC.call("read_file", #"{"path":"a.txt"}"#))
@@ -969,16 +954,11 @@ struct LegacySSETests {
 
     @Test("a large legacy refusal on a stream whose client stopped reading counts in the tenant's held bytes until written")
     func largeLegacyRefusalHeld() async throws {
-        let upstream = try await RecordingUpstream.start(
-            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let upstream = try await Self.legacyUpstream()
         var limits = GatewayLimits()
         limits.maximumBodyBytes = 16 * 1024 * 1024
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
-        let stream = try await RawTLSClient.connect(port: gateway.port)
-        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
-        #expect(await stream.wait { $0.contains("data: /messages?session=") })
-        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
-        let endpoint = String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let (stream, endpoint) = try await Self.openLegacyStream(gateway)
         try await stream.setReading(false)
         // A denied call under a 12 MB id: its error, echoing the id, goes onto the stream, which takes none of it.
         let id = String(repeating: "i", count: 12_000_000)
@@ -1055,8 +1035,7 @@ struct LegacySSETests {
 
     @Test("a client that leaves a legacy stream midway gives its stream back")
     func legacyStreamLeftMidway() async throws {
-        let upstream = try await RecordingUpstream.start(
-            .gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+        let upstream = try await Self.legacyUpstream()
         var limits = GatewayLimits()
         limits.maximumStreamsPerAgent = 1
         let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits, legacySSE: true)
@@ -1078,6 +1057,22 @@ struct LegacySSETests {
         upstream.release()
         try await gateway.stop()
         await upstream.stop()
+    }
+}
+
+extension LegacySSETests {
+    /// A legacy upstream whose stream announces its message endpoint at once and then waits for `release()`.
+    static func legacyUpstream() async throws -> RecordingUpstream {
+        try await RecordingUpstream.start(.gatedEvents(first: "event: endpoint\ndata: /messages/?session_id=abc\n\n", afterRelease: ""))
+    }
+
+    /// Opens `GET /sse` on a raw TLS connection to `gateway` and reads the message endpoint the gateway announces on it.
+    static func openLegacyStream(_ gateway: GatewayFixture) async throws -> (stream: RawTLSClient, endpoint: String) {
+        let stream = try await RawTLSClient.connect(port: gateway.port)
+        try await stream.send("GET /sse HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n")
+        #expect(await stream.wait { $0.contains("data: /messages?session=") })
+        let line = try #require(stream.text.split(separator: "\n").first { $0.hasPrefix("data: /messages?session=") })
+        return (stream, String(line.dropFirst(6)).trimmingCharacters(in: .whitespacesAndNewlines))
     }
 }
 
