@@ -5,8 +5,9 @@
 #   openssl + curl            real TLS peers used by the loopback tests
 #   python3 + venv            the interoperability tests (PyJWT) run in a venv
 #   redis-server (7)          shared rate limits: the tests start their own servers on loopback ports
+#   haproxy                   a real load balancer writing PROXY protocol headers in front of the gateway
 set -euo pipefail
-packages=(libssl-dev pkg-config libmimalloc-dev openssl curl redis-server)
+packages=(libssl-dev pkg-config libmimalloc-dev openssl curl redis-server haproxy)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || packages+=(python3-venv)
 missing=()

@@ -18,6 +18,8 @@ public struct GatewayConfiguration: Sendable {
     public var maximumConnectionsPerSource: Int?
     /// Event loop threads; nil means one per core.
     public var eventLoopThreads: Int?
+    /// Load balancers whose connections start with a PROXY protocol header naming the client; nil: none.
+    public var proxyProtocol: ProxyProtocolSettings?
 
     /// A configuration listening on `listen` with the given TLS settings.
     public init(
@@ -28,8 +30,10 @@ public struct GatewayConfiguration: Sendable {
         shutdownGracePeriod: Duration = .seconds(10),
         maximumConnections: Int = 1024,
         maximumConnectionsPerSource: Int? = nil,
-        eventLoopThreads: Int? = nil
+        eventLoopThreads: Int? = nil,
+        proxyProtocol: ProxyProtocolSettings? = nil
     ) {
+        self.proxyProtocol = proxyProtocol
         self.maximumConnectionsPerSource = maximumConnectionsPerSource
         self.eventLoopThreads = eventLoopThreads
         self.listen = listen

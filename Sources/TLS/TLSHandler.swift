@@ -38,6 +38,7 @@ public final class TLSHandler: ChannelDuplexHandler {
     private var receivedCloseNotify = false
     private var handshakeTimer: Scheduled<Void>?
     private var peer = "unknown"
+    private let peerAddress: String?
     /// The channel's allocator, taken once: asked through the channel on every read and write, it is a call through
     /// the channel's existential and an event-loop check each time.
     private var allocator = ByteBufferAllocator()
@@ -58,10 +59,13 @@ public final class TLSHandler: ChannelDuplexHandler {
     /// `admitsFailureLog`, given a failure's kind, says whether to log it now and how many of that kind were held back
     /// since the last line (nil: not now); without it every failure is logged. A listener passes its throttle, so that
     /// a flood of bad handshakes is not a flood of lines (the counters still count every one).
+    /// `peerAddress` is how logs name the peer (nil: the connection's remote address; a load balancer's connection
+    /// names the client it carries).
     public init(
         context: TLSContext, serverHostname: String? = nil, logger: Logger,
-        admitsFailureLog: (@Sendable (String) -> Int?)? = nil
+        admitsFailureLog: (@Sendable (String) -> Int?)? = nil, peerAddress: String? = nil
     ) {
+        self.peerAddress = peerAddress
         self.tlsContext = context
         self.serverHostname = serverHostname
         self.logger = logger
@@ -208,7 +212,7 @@ public final class TLSHandler: ChannelDuplexHandler {
 
     private func start(context: ChannelHandlerContext) {
         guard case .startHandshake = machine.channelActive() else { return }
-        peer = context.remoteAddress?.hostAndPort ?? "unknown"
+        peer = peerAddress ?? context.remoteAddress?.hostAndPort ?? "unknown"
         do {
             connection = try TLSConnection(context: tlsContext, serverHostname: serverHostname)
         } catch {

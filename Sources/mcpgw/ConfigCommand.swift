@@ -127,7 +127,8 @@ struct ConfigCommand: ParsableCommand {
         /// Settings that load and work but are likely not what a production gateway wants, each naming the file and
         /// the field: an admin listener reachable off the machine without TLS, a tenant without an upstream, a
         /// `client_auth` that shuts out a tenant's callers or ignores its CA, or shared limits that fall back to whole
-        /// local limits on every replica during a Redis outage. `config check` prints them and still succeeds.
+        /// local limits on every replica during a Redis outage, or a wide range trusted to write PROXY protocol headers.
+        /// `config check` prints them and still succeeds.
         static func warnings(_ loaded: ConfigurationFile, _ path: String) -> [String] {
             var warnings: [String] = []
             if let admin = loaded.admin, admin.tls == nil, !admin.listen.isLoopback {
@@ -159,6 +160,13 @@ struct ConfigCommand: ParsableCommand {
                 case .optional:
                     break
                 }
+            }
+            // A trusted proxy's header decides whom every record and per-source share names: a range that takes in
+            // more than the load balancers lets anyone there name any address.
+            for range in loaded.gateway.proxyProtocol?.trustedProxies ?? [] where range.isWide {
+                warnings.append(
+                    "\(path): proxy_protocol.trusted_proxies: \(range) is a wide range: any host in it can name any client address (list the load balancers' own addresses)"
+                )
             }
             if let shared = loaded.sharedLimits, shared.replicas == 1 {
                 let falling = loaded.identity.tenants.keys.sorted().filter { shared.failureMode(of: $0) == .localFallback }

@@ -46,7 +46,7 @@ struct ConfigurationFile {
 
     static let topLevelKeys: Set<String> = [
         "listen", "tls", "identity", "tenants", "policies", "audit_log", "limits", "mcp_path", "sessions", "admin",
-        "redis",
+        "redis", "proxy_protocol",
     ]
     static let limitKeys: Set<String> = [
         "max_body_bytes", "max_json_depth", "max_batch_messages", "upstream_timeout_seconds", "idle_timeout_seconds",
@@ -326,15 +326,36 @@ struct ConfigurationFile {
             }
             admin = settings
         }
+        let proxyProtocol = try Self.proxyProtocol(try root.object("proxy_protocol"))
         let sharedLimits = try RedisSection.read(try root.object("redis"), url: redisURL, tenants: tenantsReader, resolve: resolve)
         return ConfigurationFile(
             gateway: GatewayConfiguration(
                 listen: listen, tls: tls, allowInsecurePlainHTTP: insecure, idleTimeout: .seconds(idleSeconds),
                 shutdownGracePeriod: .seconds(graceSeconds), maximumConnections: maximumConnections,
-                maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops),
+                maximumConnectionsPerSource: perSource, eventLoopThreads: eventLoops, proxyProtocol: proxyProtocol),
             identity: identity, policies: try root.string("policies").map(resolve),
             auditLog: audit == "-" ? "-" : resolve(audit), upstreams: upstreams, limits: limits, mcpPath: mcpPath,
             sessionKeys: sessionKeys, sessionLifetime: sessionLifetime, admin: admin, sharedLimits: sharedLimits)
+    }
+
+    /// `proxy_protocol`: the load balancers whose connections start with a PROXY protocol header
+    /// (`trusted_proxies`, addresses or CIDR ranges; at least one).
+    static func proxyProtocol(_ reader: JSONObjectReader?) throws(JSONFieldError) -> ProxyProtocolSettings? {
+        guard let reader else { return nil }
+        try reader.requireOnlyKeys(["trusted_proxies"])
+        guard let texts = try reader.strings("trusted_proxies"), !texts.isEmpty else {
+            throw JSONFieldError(
+                path: "proxy_protocol.trusted_proxies", reason: "is required: the addresses or ranges of the load balancers")
+        }
+        var ranges: [AddressRange] = []
+        for (index, text) in texts.enumerated() {
+            do {
+                ranges.append(try AddressRange(parsing: text))
+            } catch {
+                throw JSONFieldError(path: "proxy_protocol.trusted_proxies[\(index)]", reason: error.description)
+            }
+        }
+        return ProxyProtocolSettings(trustedProxies: ranges)
     }
 
     /// `admin.limits`, each bound within what one process can hold (`max_connections_per_source` no more than

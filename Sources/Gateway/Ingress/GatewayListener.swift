@@ -4,7 +4,8 @@ import NIOHTTP1
 public import NIOPosix
 public import TLS
 
-/// A bound listener: TLS (or, explicitly, plain HTTP) → slow-client guard → HTTP/1.1 → the gateway's handler.
+/// A bound listener: (a trusted load balancer's PROXY protocol header →) TLS (or, explicitly, plain HTTP) →
+/// slow-client guard → HTTP/1.1 → the gateway's handler.
 public final class GatewayListener: Sendable {
     /// The address the listener is bound to (with the real port when port 0 was asked for).
     public let localAddress: SocketAddress
@@ -52,6 +53,49 @@ public final class GatewayListener: Sendable {
         // Failed handshakes: the first of each kind in a second is logged, with how many were held back (found by
         // review: a junk record on each of 23,000 connections wrote 23,000 lines).
         let handshakeFailureLog = LogThrottle(interval: 1)
+        // Refusals at accept (or once a load balancer's header named the client): counted, and logged at most once a
+        // second — a flood of connections must not become a flood of log lines.
+        let refused = { @Sendable (refusal: ConnectionRegistry.Refusal, client: SocketAddress?) in
+            services?.metrics.connectionRefused(reason: refusal == .listenerFull ? "listener_full" : "source_full")
+            guard connections.shouldLogRefusal() else { return }
+            let why =
+                refusal == .listenerFull
+                ? "\(configuration.maximumConnections) connections already open"
+                : "source already holds its share of \(perSource) connections"
+            logger.warning(
+                "connection refused: \(why)",
+                metadata: [
+                    "peer.address": "\(client?.hostAndPort ?? "unknown")", "connections.refused": "\(connections.refusedCount)",
+                ])
+        }
+        let proxyHeaderFailureLog = LogThrottle(interval: 1)
+        /// The handlers of a client connection, after any PROXY protocol header: TLS, the deadlines, the gateway's
+        /// handler; `client` is the address a load balancer's header named (nil: the connection's peer).
+        let addHandlers = { @Sendable (pipeline: ChannelPipeline.SynchronousOperations, client: SocketAddress?) throws in
+            var tlsTrust: MCPConnectionHandler.TLSTrust?
+            if let tlsContext {
+                // The generation first: a reload between the two reads makes the connection check once more.
+                let generation = tlsContext.generation
+                let handler = TLSHandler(
+                    context: tlsContext.current, logger: logger, admitsFailureLog: { handshakeFailureLog.admit($0) },
+                    peerAddress: client?.hostAndPort)
+                try pipeline.addHandler(handler)
+                tlsTrust = .init(contexts: tlsContext, handler: handler, generation: generation)
+            }
+            let deadlines = ClientDeadlines(
+                idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
+                minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod),
+                minimumAnswerBytesPerSecond: limits.minimumAnswerBytesPerSecond,
+                answerRateWindow: TimeAmount(limits.answerRateWindow))
+            try pipeline.addHandler(deadlines)
+            // The connection handler frames requests and encodes responses itself (HTTP/1.1; no pipelining handler
+            // either: it holds pipelined requests without toggling read interest per request). A head is held only up
+            // to a bound while it arrives; after a framing error nothing is held.
+            try pipeline.addHandler(
+                MCPConnectionHandler(
+                    services: services, deadlines: deadlines, maximumHeadBytes: Self.maximumRequestHeadBytes, tlsTrust: tlsTrust,
+                    client: client))
+        }
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -65,47 +109,41 @@ public final class GatewayListener: Sendable {
             // idle connection (`bench/compare.sh`), the same CPU time per call (`bench/ab-cpu.sh`).
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: 65536))
             .childChannelInitializer { channel in
-                if let refusal = connections.admit(channel, maximum: configuration.maximumConnections, perSource: perSource) {
-                    services?.metrics.connectionRefused(reason: refusal == .listenerFull ? "listener_full" : "source_full")
-                    // Logged at most once a second: a flood of connections must not become a flood of log lines.
-                    if connections.shouldLogRefusal() {
-                        let why =
-                            refusal == .listenerFull
-                            ? "\(configuration.maximumConnections) connections already open"
-                            : "source already holds its share of \(perSource) connections"
-                        logger.warning(
-                            "connection refused: \(why)",
-                            metadata: [
-                                "peer.address": "\(channel.remoteAddress?.hostAndPort ?? "unknown")",
-                                "connections.refused": "\(connections.refusedCount)",
-                            ])
-                    }
+                let proxied = configuration.proxyProtocol?.trusts(channel.remoteAddress) ?? false
+                let admission = connections.admit(
+                    channel, maximum: configuration.maximumConnections, perSource: perSource, sourceLater: proxied)
+                if let refusal = admission {
+                    refused(refusal, channel.remoteAddress)
                     return channel.close()
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     let pipeline = channel.pipeline.syncOperations
-                    var tlsTrust: MCPConnectionHandler.TLSTrust?
-                    if let tlsContext {
-                        // The generation first: a reload between the two reads makes the connection check once more.
-                        let generation = tlsContext.generation
-                        let handler = TLSHandler(
-                            context: tlsContext.current, logger: logger, admitsFailureLog: { handshakeFailureLog.admit($0) })
-                        try pipeline.addHandler(handler)
-                        tlsTrust = .init(contexts: tlsContext, handler: handler, generation: generation)
-                    }
-                    let deadlines = ClientDeadlines(
-                        idleTimeout: idleTimeout, headTimeout: TimeAmount(limits.requestHeadTimeout),
-                        minimumBytesPerSecond: limits.minimumBodyBytesPerSecond, gracePeriod: TimeAmount(limits.bodyRateGracePeriod),
-                        minimumAnswerBytesPerSecond: limits.minimumAnswerBytesPerSecond,
-                        answerRateWindow: TimeAmount(limits.answerRateWindow))
-                    try pipeline.addHandler(deadlines)
-                    // The connection handler frames requests and encodes responses itself (HTTP/1.1; no pipelining
-                    // handler either: it holds pipelined requests without toggling read interest per request). A head
-                    // is held only up to a bound while it arrives; after a framing error nothing is held.
+                    guard proxied else { return try addHandlers(pipeline, nil) }
+                    // A load balancer's connection: its handlers are added once its header has named the client, whose
+                    // source it then counts against.
                     try pipeline.addHandler(
-                        MCPConnectionHandler(
-                            services: services, deadlines: deadlines, maximumHeadBytes: Self.maximumRequestHeadBytes,
-                            tlsTrust: tlsTrust))
+                        ProxyHeaderReader(
+                            deadline: TimeAmount(limits.requestHeadTimeout),
+                            install: { context, client in
+                                let source = ClientSource.key(client)
+                                guard connections.assignSource(context.channel, source: source, perSource: perSource) else {
+                                    refused(.sourceFull, client)
+                                    return false
+                                }
+                                try addHandlers(context.pipeline.syncOperations, client)
+                                return true
+                            },
+                            refused: { why, peer in
+                                services?.metrics.connectionRefused(reason: "proxy_header")
+                                if let suppressed = proxyHeaderFailureLog.admit("proxy_header") {
+                                    logger.warning(
+                                        "connection refused: \(why)",
+                                        metadata: [
+                                            "peer.address": "\(peer?.hostAndPort ?? "unknown")",
+                                            "similar.failures.held.back": "\(suppressed)",
+                                        ])
+                                }
+                            }))
                 }
             }
         let channel: any Channel

@@ -32,6 +32,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
     private var allocator = ByteBufferAllocator()
     private var handshake: TLSHandshakeCompleted?
     private var clientAddress: String?
+    /// The client's address when the connection is a load balancer's that named it (PROXY protocol); nil: the peer's.
+    private let client: SocketAddress?
     /// The client's source for per-source shares (`ClientSource`).
     private var source = "unknown"
 
@@ -117,8 +119,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
 
     /// A handler for one client connection, framing request heads of at most `maximumHeadBytes`.
     init(
-        services: GatewayServices?, deadlines: ClientDeadlines, maximumHeadBytes: Int, tlsTrust: TLSTrust? = nil
+        services: GatewayServices?, deadlines: ClientDeadlines, maximumHeadBytes: Int, tlsTrust: TLSTrust? = nil,
+        client: SocketAddress? = nil
     ) {
+        self.client = client
         self.framing = RequestFraming(maximumHeadBytes: maximumHeadBytes)
         self.tlsTrust = tlsTrust
         self.services = services
@@ -135,8 +139,9 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         self.context = context
         allocator = context.channel.allocator
         responseEncoder.allocator = allocator
-        clientAddress = context.channel.remoteAddress?.hostAndPort
-        source = ClientSource.key(context.channel.remoteAddress)
+        let address = client ?? context.channel.remoteAddress
+        clientAddress = address?.hostAndPort
+        source = ClientSource.key(address)
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {

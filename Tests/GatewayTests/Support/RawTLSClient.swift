@@ -44,7 +44,8 @@ final class RawTLSClient: Sendable {
     }
 
     /// Connects to 127.0.0.1:`port` as `agent` (a certs-dev path), or without a client certificate.
-    static func connect(port: Int, agent: String? = "acme/agents/bot1") async throws -> RawTLSClient {
+    /// `preamble`, when given, is written before the TLS handshake starts (a load balancer's PROXY protocol header).
+    static func connect(port: Int, agent: String? = "acme/agents/bot1", preamble: [UInt8]? = nil) async throws -> RawTLSClient {
         var configuration = TLSConfiguration(trustedCABundles: [.init(label: "gateway", path: DevPKI.gatewayCA)])
         if let agent {
             configuration.certificateChainFile = DevPKI.path(agent + ".pem")
@@ -55,6 +56,7 @@ final class RawTLSClient: Sendable {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let preamble { try channel.pipeline.syncOperations.addHandler(PreambleWriter(bytes: preamble)) }
                     try channel.pipeline.syncOperations.addHandler(
                         TLSHandler(context: context, serverHostname: "localhost", logger: Logger(label: "raw-client")))
                     try channel.pipeline.syncOperations.addHandler(collector)
@@ -133,4 +135,18 @@ func statusLines(_ text: String) -> [String] {
         rest = rest[range.upperBound...]
     }
     return lines
+}
+
+/// Writes its bytes to the socket as the connection opens, before the handlers behind it see it open.
+private final class PreambleWriter: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let bytes: [UInt8]
+
+    init(bytes: [UInt8]) { self.bytes = bytes }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(bytes: bytes)), promise: nil)
+        context.fireChannelActive()
+    }
 }
