@@ -202,8 +202,38 @@ public struct ArgumentConstraint: Sendable, Hashable {
     }
 
     static func pathProblem(_ canonical: String, _ rule: PathRule) -> String? {
-        if case .decided(let problem) = ASCIIPath.problem(canonical, rule) { return problem }
-        return scalarPathProblem(canonical, rule)
+        let problem: String?
+        if case .decided(let decided) = ASCIIPath.problem(canonical, rule) {
+            problem = decided
+        } else {
+            problem = scalarPathProblem(canonical, rule)
+        }
+        guard problem == nil, !rule.allowedPrefixes.isEmpty else { return problem }
+        return literalPrefixProblem(canonical, rule)
+    }
+
+    /// The prefix check as a POSIX file system reads `text`: only a plain `/` separates, nothing is trimmed or mapped.
+    /// The steps above read a backslash or a look-alike as a separator and skip leading blanks, as a Windows reader
+    /// does; a POSIX one opens `data\secret` or ` data/secret` as a sibling of `data` (found by review). A value must lie
+    /// under a prefix both ways. (Its `..` segments, if it may have any, are plain as sent: `ambiguousTraversal`.)
+    static func literalPrefixProblem(_ text: String, _ rule: PathRule) -> String? {
+        var segments: [Substring.UTF8View] = []
+        for segment in text.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: true) {
+            if segment.elementsEqual(".".utf8) { continue }
+            if segment.elementsEqual("..".utf8) {
+                if segments.popLast() == nil { return "path escapes its root" }
+                continue
+            }
+            segments.append(segment)
+        }
+        var literal = text.utf8.first == UInt8(ascii: "/") ? "/" : ""
+        for (index, segment) in segments.enumerated() {
+            if index > 0 { literal += "/" }
+            literal += String(Substring(segment))
+        }
+        guard prefixProblem(literal, rule) != nil else { return nil }
+        return outsidePrefixes(rule)
+            + " as a POSIX file system reads it (a backslash, look-alike or encoded separator, or a leading blank, makes a sibling)"
     }
 
     /// `pathProblem` worked out on Unicode scalars (`PathText`): the general way, for any text.

@@ -112,6 +112,17 @@ extension PolicyDocument {
             where !list.isEmpty && !methods.contains(method) {
                 throw fail(key, "'\(key)' needs '\(method)' among the rule's methods")
             }
+            // Found by review: `methods: [tools/call, prompts/get], tools: [safe_tool]` reads as narrowing both, and
+            // applied to every prompt. Once a rule names targets for one of its methods, it must for each.
+            let named = [(tools, "tools/call", "tools"), (resources, "resources/read", "resources"), (prompts, "prompts/get", "prompts")]
+            if named.contains(where: { !$0.0.isEmpty }) {
+                for (list, method, key) in named where list.isEmpty && methods.contains(method) {
+                    throw fail(
+                        key,
+                        "the rule lists '\(method)' but no '\(key)', while it names targets of its other methods: it would apply to every one; give '\(key)' (\"*\" for all) or put '\(method)' in a rule of its own"
+                    )
+                }
+            }
             let scopes = try reader.strings("scopes") ?? []
             if !scopes.isEmpty && action == .deny { throw fail("scopes", "scopes belong on allow or audit rules") }
             var constraints: [ArgumentConstraint] = []

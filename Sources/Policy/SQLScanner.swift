@@ -519,8 +519,25 @@ enum SQLScanner {
         "pg_advisory_xact_lock_shared", "pg_try_advisory_lock_shared", "pg_try_advisory_xact_lock_shared",
         "pg_advisory_unlock_shared", "pg_advisory_unlock_all", "pg_backup_start", "pg_backup_stop", "pg_start_backup",
         "pg_stop_backup", "pg_wal_replay_pause", "pg_wal_replay_resume", "pg_log_backend_memory_contexts",
-        "pg_import_system_collations",
+        "pg_import_system_collations", "pg_current_xact_id", "pg_switch_xlog", "pg_xlog_replay_pause", "pg_xlog_replay_resume",
+        "pg_prewarm", "gin_clean_pending_list", "pg_export_snapshot", "schedule", "schedule_in_database", "unschedule",
+        "alter_job", "table_import_from_s3", "query_export_to_s3", "invoke", "blob_put", "blob_delete", "lo_from_bytea",
     ])
+    /// Families of functions with side effects, by how their names start: PostgreSQL's statistics resets, replication
+    /// origins, slots and backups, the extensions that run SQL in the background (pg_background), write files
+    /// (adminpack's `pg_file_*`), reach other servers (dblink) or large objects, and SQL Server's extended procedures
+    /// (found by review: a list of names alone let `pg_file_unlink`, `pg_background_launch` and the statistics resets
+    /// through).
+    static let sideEffectPrefixes: [String] = [
+        "pg_stat_reset", "pg_stat_statements_reset", "pg_replication_origin_", "pg_background_", "pg_file_", "dblink", "lo_",
+        "pg_advisory", "pg_try_advisory", "pg_create_", "pg_drop_", "pg_copy_", "brin_summarize", "brin_desummarize",
+        "pg_logical_slot_get_", "pg_wal_replay_", "pg_xlog_replay_", "xp_", "sp_", "pg_backup_",
+    ]
+    /// The schemas whose functions a read-only query may call by a qualified name: the system catalogs. Any other
+    /// qualifier names an extension's functions (pg_cron's `cron.schedule`, `aws_s3`, `aws_lambda`, `azure_storage`), a
+    /// user's (which in PostgreSQL and MySQL may write), or a method of a value (SQL Server's `x.value(…)`): no list of
+    /// names can know what they do (found by review).
+    static let catalogSchemas: Set<String> = ["pg_catalog", "information_schema"]
 
     /// Why `text` is not exactly one read-only query (`SELECT …`, `WITH …` or `VALUES …`, in parentheses or not), or
     /// nil when it is. Comments are whitespace; words inside literals and quoted identifiers do not count. The text
@@ -565,6 +582,16 @@ enum SQLScanner {
             }
             if sideEffectFunctions.contains(word), next?.isSymbol("(") == true || next?.isSymbol(".") == true {
                 return "it calls \(word.uppercased())"
+            }
+            if next?.isSymbol("(") == true {
+                if index >= 2, code[index - 1].isSymbol("."), let qualifier = code[index - 2].name, !catalogSchemas.contains(qualifier) {
+                    return "it calls \(qualifier.uppercased()).\(word.uppercased()): a function outside the system catalogs may write"
+                }
+                if sideEffectPrefixes.contains(where: { word.hasPrefix($0) }) { return "it calls \(word.uppercased())" }
+            }
+            // The standard's (and SQL Server's) way to advance a sequence.
+            if token.word != nil, word == "next", next?.word == "value", index + 2 < code.count, code[index + 2].word == "for" {
+                return "it advances a sequence (NEXT VALUE FOR)"
             }
         }
         return nil

@@ -8,8 +8,9 @@
 ///
 /// - command separators and operators: `;`, `&`, `|`, newline and carriage return;
 /// - redirections and process substitution: `<`, `>`;
-/// - command substitution: `` ` `` and `$(`;
-/// - parameter expansion: `${`, `$NAME`, and the special parameters `$?`, `$$`, `$!`, `$#`, `$*`, `$@` (positional
+/// - command substitution: `` ` `` and `$(`, and zsh's process substitution `=(` at the start of a word;
+/// - arithmetic expansion `$[` (bash and zsh; `$((` is a `$(`);
+/// - parameter expansion: `${`, `$NAME`, and the special parameters `$?`, `$$`, `$!`, `$#`, `$*`, `$@`, `$-` (positional
 ///   `$1` is not reported: it would make every price a finding, and it expands to text, never to a command);
 /// - ANSI-C quoting `$'…'`, which spells any byte (`$'\x3b'`) and exists to hide characters;
 /// - a comment: `#` at the start of a word (the value's start, read bare, or after an unquoted blank), which makes the
@@ -84,6 +85,8 @@ enum ShellScanner {
                     index += 2  // escapes the next byte (an escaped newline joins lines)
                     continue
                 case UInt8(ascii: "#") where startsWord: return found("comment '#'")
+                // zsh runs `=(cmd)` at the start of a word and passes a file holding its output (found by review).
+                case UInt8(ascii: "=") where startsWord && at(1) == UInt8(ascii: "("): return found("process substitution '=(' (zsh)")
                 case UInt8(ascii: "'"): state = .singleQuoted
                 case UInt8(ascii: "\""): state = .doubleQuoted
                 case UInt8(ascii: ";"): return found("command separator ';'")
@@ -109,10 +112,12 @@ enum ShellScanner {
         switch next {
         case UInt8(ascii: "("): return "command substitution '$('"
         case UInt8(ascii: "{"): return "parameter expansion '${'"
+        case UInt8(ascii: "["): return "arithmetic expansion '$[' (bash, zsh)"
         case UInt8(ascii: "'") where !quoted: return "ANSI-C quoting \"$'\""
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "_"):
             return "parameter expansion '$\(Character(Unicode.Scalar(next)))'"
-        case UInt8(ascii: "?"), UInt8(ascii: "$"), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "*"), UInt8(ascii: "@"):
+        case UInt8(ascii: "?"), UInt8(ascii: "$"), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "*"), UInt8(ascii: "@"),
+            UInt8(ascii: "-"):
             return "special parameter '$\(Character(Unicode.Scalar(next)))'"
         default: return nil
         }

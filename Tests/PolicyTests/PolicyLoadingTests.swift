@@ -80,6 +80,15 @@ struct PolicyLoadingTests {
                 #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"q":{"max_length":9,"sql_dialects":["mysql"]}}}]}"#,
                 "sql_dialects: applies to read_only_sql and the sql_injection detector, and this argument has neither"
             ),
+            // Found by review: the tools narrowed tools/call only, and the rule allowed every prompt and resource.
+            (
+                #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","prompts/get","resources/read"],"tools":["safe_tool"]}]}"#,
+                "rules[0].resources: the rule lists 'resources/read' but no 'resources'"
+            ),
+            (
+                #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","resources/read"],"resources":["file:///w/*"]}]}"#,
+                "rules[0].tools: the rule lists 'tools/call' but no 'tools'"
+            ),
         ])
     func loadErrors(json: String, expected: String) {
         #expect {

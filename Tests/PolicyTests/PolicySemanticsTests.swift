@@ -388,6 +388,41 @@ struct PolicySemanticsTests {
         #expect(try decide(#"{"allow":["^[a-z]+$"],"type":"string"}"#, #"{"user":{"$ne":"x"}}"#).outcome == .deny)
     }
 
+    @Test("a path under a prefix only as a Windows reader sees it (backslash, look-alike slash, leading blank) is refused")
+    func prefixHeldForEveryReader() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["data"]}}}}]}"#
+        )
+        func decide(_ path: String) -> PolicyDecision {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+        }
+        // Found by review: each names a sibling of data/ to a POSIX file system.
+        for path in [" data/secret", "\u{A0}data/secret", "data\\secret", "data\u{FF0F}secret", "data\u{2215}secret", "data%2Fsecret"] {
+            #expect(decide(path).outcome == .deny, "\(path.debugDescription): \(decide(path).reason)")
+        }
+        for path in ["data", "data/secret", "data/sub/report.csv", "data/my%20file.txt", "./data/x", "data//x"] {
+            #expect(decide(path).outcome == .allow, "\(path.debugDescription): \(decide(path).reason)")
+        }
+    }
+
+    @Test("zsh's =(cmd), arithmetic $[…] and $- are shell findings; a price is not")
+    func shellForms() throws {
+        let set = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"v":{"detectors":["shell_metacharacters"]}}}]}"#
+        )
+        func decide(_ value: String) -> PolicyDecision.Outcome {
+            set.evaluate(
+                PolicyRequest(
+                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))])))
+            )
+            .outcome
+        }
+        for value in ["=(id)", "x =(id)", "$[1+1]", "echo $-", "\"$[1]\""] { #expect(decide(value) == .deny, "\(value)") }
+        for value in ["$0.99", "a=(b)", "x = (y)", "1+1=2"] { #expect(decide(value) == .allow, "\(value)") }
+    }
+
     @Test("with traversal allowed, '..' counts only in paths whose separators and dots are plain ASCII as sent")
     func traversalNeedsPlainSeparators() throws {
         let set = try PolicyFixtures.set(

@@ -70,3 +70,37 @@ struct SQLScannerTests {
         #expect(ArgumentCanonicalizer.forms(of: "a%2Fb") == ["a%2Fb", "a/b"])
     }
 }
+
+@Suite("read_only_sql: functions that write")
+struct ReadOnlyFunctionTests {
+    @Test(
+        "extension and user functions called by a qualified name, families of side-effect functions, and NEXT VALUE FOR are refused",
+        arguments: [
+            "SELECT cron.schedule('* * * * *', 'DELETE FROM users')",
+            "SELECT cron.schedule_in_database('j','* * * * *','DELETE FROM t','db')",
+            "SELECT aws_s3.table_import_from_s3('users','','(format csv)','b','k','us-east-1')",
+            "SELECT * FROM aws_s3.query_export_to_s3('SELECT * FROM users', aws_commons.create_s3_uri('b','k','r'))",
+            "SELECT aws_lambda.invoke('fn', '{}'::json)", "SELECT azure_storage.blob_put('acct','c','p','x')",
+            #"SELECT "cron"."schedule"('* * * * *', 'DELETE FROM users')"#, "SELECT dbo.reset_all()",
+            "SELECT pg_background_launch('DELETE FROM users')", "SELECT pg_file_unlink('/tmp/x')", "SELECT pg_file_rename('a','b')",
+            "SELECT pg_file_sync('/tmp/x')", "SELECT pg_stat_reset_shared('bgwriter')", "SELECT pg_stat_statements_reset()",
+            "SELECT pg_replication_origin_create('x')", "SELECT brin_summarize_new_values('i')", "SELECT gin_clean_pending_list('i')",
+            "SELECT pg_prewarm('users')", "SELECT NEXT VALUE FOR dbo.seq", "SELECT next value for seq",
+            "SELECT schedule('* * * * *', 'DELETE FROM users')",
+        ])
+    func refused(query: String) {
+        #expect(SQLScanner.readOnlyProblem(query) != nil, "\(query)")
+        #expect(SQLScanner.readOnlyProblem(query, databases: [.postgresql]) != nil || query.contains("NEXT VALUE"), "\(query)")
+    }
+
+    @Test(
+        "catalog functions, qualified tables and columns, and ordinary functions are still read-only",
+        arguments: [
+            "SELECT pg_catalog.lower(name) FROM public.users", "SELECT count(*) FROM s.t WHERE t.a = 1",
+            "SELECT information_schema._pg_truetypid(a, t) FROM x", "SELECT u.name, lower(u.email) FROM app.users u",
+            "SELECT coalesce(max(o.total), 0) FROM sales.orders o", "SELECT nextvalue FROM t", "SELECT value FROM next_values",
+        ])
+    func accepted(query: String) {
+        #expect(SQLScanner.readOnlyProblem(query) == nil, "\(query): \(SQLScanner.readOnlyProblem(query) ?? "")")
+    }
+}
