@@ -14,11 +14,15 @@ public final class Authenticator: Sendable {
     public let certificates: CertificateAuthenticator
     /// Token → verified claims.
     public let tokens: JWTVerifier
+    /// The tenants configured when it was built: a tenant a reload removed is not among them, and its callers are
+    /// refused however they authenticate (introspection, which is not part of this authenticator, asks this).
+    public let tenants: Set<String>
 
-    /// An authenticator from its two halves.
-    public init(certificates: CertificateAuthenticator, tokens: JWTVerifier) {
+    /// An authenticator from its two halves, for `tenants`.
+    public init(certificates: CertificateAuthenticator, tokens: JWTVerifier, tenants: Set<String>) {
         self.certificates = certificates
         self.tokens = tokens
+        self.tenants = tenants
     }
 
     /// The principal for these credentials at time `now`.

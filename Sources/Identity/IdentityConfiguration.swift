@@ -51,7 +51,8 @@ public struct IdentityConfiguration: Sendable {
             tokens: try JWTVerifier(
                 tenants: tenants.compactMapValues(\.jwt), tenantsWithoutTokens: Set(tenants.filter { $0.value.jwt == nil }.keys),
                 maximumTokenBytes: maximumTokenBytes,
-                cacheCapacity: tokenCacheCapacity, remoteKeys: remoteKeys))
+                cacheCapacity: tokenCacheCapacity, remoteKeys: remoteKeys),
+            tenants: Set(tenants.keys))
     }
 }
 

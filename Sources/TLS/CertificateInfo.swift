@@ -24,6 +24,9 @@ public struct CertificateInfo: Sendable, Hashable {
     public let sha256Fingerprint: String
     /// The DER encoding.
     public let der: [UInt8]
+    /// Whether the certificate may issue others: `basicConstraints` CA:TRUE, or a `keyUsage` with keyCertSign (an agent's
+    /// certificate must have neither, as the SPIFFE X.509-SVID specification says of leaves).
+    public let canIssueCertificates: Bool
 }
 
 /// A peer certificate that OpenSSL verified during the handshake, with the chain that verified it.

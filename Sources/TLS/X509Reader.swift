@@ -34,7 +34,10 @@ enum X509Reader {
             emailAddresses: names.emails,
             ipAddresses: names.ips,
             sha256Fingerprint: fingerprint(certificate),
-            der: der(certificate)
+            der: der(certificate),
+            canIssueCertificates: X509_check_ca(certificate) != 0
+                || (X509_get_extension_flags(certificate) & UInt32(EXFLAG_KUSAGE) != 0
+                    && X509_get_key_usage(certificate) & UInt32(KU_KEY_CERT_SIGN) != 0)
         )
     }
 

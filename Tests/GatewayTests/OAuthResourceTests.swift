@@ -142,7 +142,9 @@ struct OAuthResourceTests {
         let globex = try GatewayFixture.token(tenant: "globex")
         let response = try await gateway.client(nil).send(
             path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: Self.bearer(globex))
-        #expect(response.status == 403)
+        // A token alone: not issued for this resource, 401 with the challenge (found by review: a 403 without one).
+        #expect(response.status == 401 && response.body.contains("wrong_tenant"), "\(response.status) \(response.body)")
+        #expect(response.header("www-authenticate")?.contains(#"error="invalid_token""#) == true, "\(response.headers)")
         let certificate = try await gateway.client("globex/agents/bot1").send(path: "/tenants/acme/mcp", body: RPC.call("read_file"))
         #expect(certificate.status == 403)
         #expect(upstream.received.isEmpty)
@@ -478,6 +480,37 @@ struct IntrospectionTests {
         #expect(!client.isClosed, "an identity reload ended a stream whose token it cannot verify itself")
         #expect(try gateway.auditRecords().allSatisfy { $0["rule"] != .string("credentials_refused") })
         await client.close()
+        try await gateway.stop()
+        await upstream.stop()
+        await authorizationServer.stop()
+    }
+
+    @Test("a tenant a reload removed is refused for opaque tokens (cached answers too), and its introspected streams end")
+    func removedTenantRefused() async throws {
+        let authorizationServer = try await RecordingUpstream.start(
+            .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","scope":"tools:read","aud":"mcpgw"}"#) },
+            tls: try HTTPSUpstreamTests.serverContext())
+        let upstream = try await RecordingUpstream.start(
+            .routed { request in request.method == "GET" ? .gatedStream : .json })
+        let gateway = try await Self.introspectingGateway(upstream: upstream, authorizationServer: authorizationServer)
+        let call = {
+            try await gateway.client(nil).send(
+                path: "/tenants/acme/mcp", body: RPC.call("read_file"), headers: [("Authorization", "Bearer opaque-good")])
+        }
+        #expect(try await call().status == 200)
+        let stream = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        try await stream.send(
+            "GET /tenants/acme/mcp HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\nAuthorization: Bearer opaque-good\r\n\r\n")
+        #expect(await stream.wait { $0.contains("HTTP/1.1 200") && $0.contains("data:") }, "\(stream.text)")
+        // The reload: the same authenticator without acme (found by review: its opaque tokens were still introspected).
+        let old = gateway.services.authenticator
+        gateway.services.identity.replace(
+            with: Authenticator(certificates: old.certificates, tokens: old.tokens, tenants: old.tenants.subtracting(["acme"])))
+        #expect(await stream.waitForClose(), "the removed tenant's stream is still open")
+        let refused = try await call()
+        #expect(refused.status == 401, "\(refused.status) \(refused.body)")
+        #expect(upstream.received.filter { $0.method == "POST" }.count == 1)
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("credentials_refused") })
         try await gateway.stop()
         await upstream.stop()
         await authorizationServer.stop()

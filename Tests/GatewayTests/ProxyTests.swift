@@ -295,6 +295,10 @@ struct ProxyTests {
                     "no_credentials", "token_expired", "malformed_token", "malformed_token", "malformed_token", "malformed_token",
                     "tenant_mismatch", "agent_mismatch", "certificate_refused",
                 ])
+            // The refused certificate's record names no agent (its URI names globex's bot, whom a search of the log by
+            // agent must not find here); the reason says what it named (found by review).
+            #expect(records.last?["agent"] == nil, "\(String(describing: records.last))")
+            #expect(records.last?["reason"]?.stringValue?.contains("names spiffe://") == true, "\(String(describing: records.last))")
         }
     }
 

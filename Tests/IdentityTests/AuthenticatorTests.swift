@@ -1,9 +1,9 @@
 import Foundation
-import TLS
 import TestSupport
 import Testing
 
 @testable import Identity
+@testable import TLS
 
 @Suite("Certificate identity and combined authentication")
 struct AuthenticatorTests {
@@ -13,7 +13,7 @@ struct AuthenticatorTests {
         let rules = CertificateIdentityRules(trustDomain: "mcpgw.dev")
         authenticator = Authenticator(
             certificates: CertificateAuthenticator(tenants: ["acme": rules, "globex": rules]),
-            tokens: try DevKeys.verifier())
+            tokens: try DevKeys.verifier(), tenants: ["acme", "globex"])
     }
 
     func certificate(_ path: String) throws -> PeerCertificate {
@@ -152,5 +152,79 @@ struct AuthenticatorTests {
         let id = SPIFFEID(uri: "spiffe://mcpgw.dev/tenant/acme/agent/bot-1.a_b")
         #expect(id?.tenant == "acme")
         #expect(id?.agent == "bot-1.a_b")
+    }
+}
+
+/// Certificates a tenant's CA should never have issued to an agent, made with the openssl CLI at test time.
+@Suite("Agent certificates that can issue others")
+struct IssuingAgentCertificateTests {
+    /// A P-256 key and a certificate for acme agent `agent`, signed by `issuer` (certificate and key files) with the
+    /// extensions `extensions` (openssl config lines), written into `directory`: (certificate, key) paths.
+    static func issue(
+        _ agent: String, by issuer: (String, String), extensions: String, in directory: String
+    ) async throws -> (String, String) {
+        let base = directory + "/" + agent
+        try (extensions + "\nsubjectAltName=URI:spiffe://mcpgw.dev/tenant/acme/agent/\(agent)\nextendedKeyUsage=clientAuth\n")
+            .write(toFile: base + ".ext", atomically: true, encoding: .utf8)
+        for command in [
+            [
+                "openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj",
+                "/O=mcpgw development/CN=\(agent)",
+                "-keyout", base + ".key", "-out", base + ".csr",
+            ],
+            [
+                "openssl", "x509", "-req", "-in", base + ".csr", "-CA", issuer.0, "-CAkey", issuer.1, "-set_serial",
+                String(UInt32.random(in: 1...UInt32.max)), "-days", "30", "-extfile", base + ".ext", "-out", base + ".pem",
+            ],
+        ] {
+            let result = try await ExternalProcess.run(command)
+            try #require(result.status == 0, "\(command.joined(separator: " ")): \(result.stderr)")
+        }
+        return (base + ".pem", base + ".key")
+    }
+
+    @Test("a CA:TRUE or keyCertSign agent certificate is refused, and so is a leaf it issued for another agent")
+    func refused() async throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("issuing-agents-\(UUID())").path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let acmeCA = (DevPKI.tenantCA("acme"), DevPKI.path("acme/ca.key"))
+        let authenticator = try AuthenticatorTests().authenticator
+        func principal(_ chain: String, _ key: String) throws -> Result<Principal, AuthenticationError> {
+            let certificate = try #require(try DevTLS.verifiedCertificate(chainFile: chain, keyFile: key), "handshake failed")
+            return Result { () throws(AuthenticationError) in try authenticator.certificates.principal(for: certificate, now: Date()) }
+        }
+        // An ordinary agent certificate made the same way is accepted: the refusals below are for what they say.
+        let plain = try await Self.issue("bot8", by: acmeCA, extensions: "basicConstraints=critical,CA:FALSE", in: directory)
+        #expect(try principal(plain.0, plain.1).map(\.agent) == .success("bot8"))
+        // Found by review: accepted as acme/bot9, whose key then issued acme/admin.
+        let issuing = try await Self.issue(
+            "bot9", by: acmeCA, extensions: "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature,keyCertSign",
+            in: directory)
+        guard case .failure(.certificateRefused(let why)) = try principal(issuing.0, issuing.1) else {
+            Issue.record("a CA:TRUE agent certificate was accepted"); return
+        }
+        #expect(why.contains("CA certificate"))
+        let signing = try await Self.issue(
+            "bot10", by: acmeCA, extensions: "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyCertSign",
+            in: directory)
+        guard case .failure(.certificateRefused) = try principal(signing.0, signing.1) else {
+            Issue.record("a keyCertSign agent certificate was accepted"); return
+        }
+        // A leaf such a certificate issued: with CRLs configured the handshake already fails (its issuer has none); without,
+        // the chain verifies, and the authenticator refuses it. The verified chain is put together here from real
+        // certificates: an agent's leaf, the issuing agent's certificate, the tenant's CA.
+        let leaf = try #require(try DevTLS.verifiedCertificate(chainFile: plain.0, keyFile: plain.1))
+        let issuer = try #require(try DevTLS.verifiedCertificate(chainFile: issuing.0, keyFile: issuing.1))
+        let chained = PeerCertificate(
+            leaf: leaf.leaf, verifiedChain: [leaf.leaf, issuer.leaf, leaf.verifiedChain.last!], trustAnchorLabel: "acme")
+        guard
+            case .failure(.certificateRefused(let chainWhy)) = Result(catching: { () throws(AuthenticationError) in
+                try authenticator.certificates.principal(for: chained, now: Date())
+            })
+        else {
+            Issue.record("a leaf issued by an agent's certificate was accepted"); return
+        }
+        #expect(chainWhy.contains("names an agent"), "\(chainWhy)")
     }
 }

@@ -59,6 +59,15 @@ struct IdentityConfigurationTests {
                 #"{"a":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)]}},"b":{"jwt":{"issuers":["i"],"keys":[{"kid":"k2","public_key_file":"certs-dev/jwt/globex-rs256.pub"}]}}}"#,
                 "issuer 'i' is configured for both"
             ),
+            // Found by review: one key under two kids made each tenant's signer a signer of the other's tokens.
+            (
+                #"{"a":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)]}},"b":{"jwt":{"issuers":["j"],"keys":[{"kid":"k2","public_key_file":"certs-dev/jwt/acme-rs256.pub"}]}}}"#,
+                "tenants 'a' and 'b' are configured with the same JWT key"
+            ),
+            (
+                #"{"a":{"jwt":{"issuers":["i"],"keys":[{"kid":"s1","secret_file":"certs-dev/jwt/acme-hs256.secret"}]}},"b":{"jwt":{"issuers":["j"],"keys":[{"kid":"s2","secret_file":"certs-dev/jwt/acme-hs256.secret"}]}}}"#,
+                "tenants 'a' and 'b' are configured with the same JWT key"
+            ),
         ])
     func mistakes(tenants: String, expected: String) {
         let message = error(tenants)

@@ -123,9 +123,14 @@ extension DevTLS {
     /// The verified peer certificate the gateway sees when `path` (e.g. `acme/agents/bot1`) connects, from a real
     /// in-memory handshake; nil when the handshake refuses it.
     public static func verifiedCertificate(_ path: String) throws -> PeerCertificate? {
+        try verifiedCertificate(chainFile: DevPKI.path(path + ".pem"), keyFile: DevPKI.path(path + ".key"))
+    }
+
+    /// The same for a certificate chain (leaf first) and key anywhere.
+    public static func verifiedCertificate(chainFile: String, keyFile: String) throws -> PeerCertificate? {
         var client = DevTLS.client(tenant: nil)
-        client.certificateChainFile = DevPKI.path(path + ".pem")
-        client.privateKeyFile = DevPKI.path(path + ".key")
+        client.certificateChainFile = chainFile
+        client.privateKeyFile = keyFile
         let pair = try InMemoryTLSPair(server: DevTLS.server(), client: client)
         try pair.connect()
         return pair.serverRecorder.handshake?.peerCertificate

@@ -61,10 +61,15 @@ struct ExchangeDecisions {
     func authenticationRefusal(_ request: ExchangeRequest, _ error: AuthenticationError) -> Refusal {
         var record = request.record(.authenticationFailed, error.description, rule: error.code)
         if let certificate = request.handshake?.peerCertificate?.leaf ?? request.handshake?.refusedPeerCertificate {
-            record.agent = certificate.uris.first ?? certificate.subject
+            // What the certificate names goes into the reason, not the record's `agent`: it was not accepted, and its URI
+            // may name anyone (another tenant's agent), which a search of the log by agent would take at its word (found
+            // by review).
+            let named = certificate.uris.first.map { "names \(String($0.prefix(200)))" } ?? "subject \(certificate.subject)"
             if request.handshake?.peerCertificate == nil {
                 // A certificate refused after the handshake: which one, for revocation forensics.
-                record.reason += " (serial \(certificate.serialNumber), subject \(certificate.subject))"
+                record.reason += " (certificate serial \(certificate.serialNumber), subject \(certificate.subject), \(named))"
+            } else {
+                record.reason += " (certificate \(named))"
             }
         }
         // A certificate and a token that were each valid but disagree are a 403; everything else asks for credentials
@@ -158,6 +163,12 @@ struct ExchangeDecisions {
 
     /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
     /// type (POST), Accept (GET). Nil when it may go on.
+    /// The request headers the gateway reads and the upstream gets (as they are, or as the gateway's own version).
+    static let headersReadAndForwarded: Set<String> = [
+        "accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-session-id", "last-event-id",
+        "traceparent", "tracestate",
+    ]
+
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
         let head = request.head
         let principal = request.principal!
@@ -178,6 +189,16 @@ struct ExchangeDecisions {
             }
         }
         let headers = request.headers
+        // A header the gateway reads and forwards cannot also be for the client's hop only (RFC 9110 §7.6.1 has it
+        // removed): the upstream would read the request without it (found by review: `Connection: MCP-Protocol-Version`
+        // had the gateway decide under 2025-06-18 and the upstream read 2025-03-26).
+        if headers.first(.connection).map(HeaderText.namesOptions) == true || headers.isRepeated(.connection) {
+            for option in HeaderText.connectionOptions(request.head.headers)
+            where Self.headersReadAndForwarded.contains(option) || MCPHeaderValue.isParamHeader(option) {
+                return request.malformed(
+                    .invalidRequest("the Connection header names \(option), which the gateway reads and forwards", id: nil))
+            }
+        }
         // 2026-07-28 has no sessions: a session handle there would make the gateway trust what the upstream scopes to
         // a session (`tasksAreTheCallers`) for a request the upstream does not read as in one.
         if headers.contains(.mcpSessionID), MCPMethod.isModern(headers.first(.mcpProtocolVersion)) {

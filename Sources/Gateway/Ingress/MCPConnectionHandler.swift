@@ -176,7 +176,14 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         if services.introspector != nil, case .success(let token?) = ExchangeDecisions.bearerToken(request.headers),
             TokenIntrospector.isOpaque(token)
         {
-            return  // Introspected, not verified here: asking again would take a round trip to the authorization server.
+            // Introspected, not verified here (asking again would take a round trip to the authorization server); but a
+            // stream of a tenant a reload removed ends (found by review).
+            if !services.authenticator.tenants.contains(caller.tenant) {
+                endStream(
+                    "stream ended: tenant \(caller.tenant) is no longer configured", rule: "credentials_refused",
+                    decision: .authenticationFailed)
+            }
+            return
         }
         switch decisions.authenticate(request) {
         case .success(let principal)? where principal.tenant != caller.tenant || principal.agent != caller.agent:
@@ -579,6 +586,11 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             let error = AuthenticationError.inactiveToken("opaque token, and no tenant introspection covers this endpoint")
             return authenticated(.failure(decisions.authenticationRefusal(pending, error)))
         }
+        // Found by review: the introspector is built at start, and a tenant a reload removed went on introspecting.
+        guard decisions.services.authenticator.tenants.contains(tenant) else {
+            let error = AuthenticationError.inactiveToken("opaque token of tenant \(tenant), which is no longer configured")
+            return authenticated(.failure(decisions.authenticationRefusal(pending, error)))
+        }
         let generation = self.generation
         introspector.introspect(token, tenant: tenant, source: source).hop(to: loop).assumeIsolated().whenSuccess { [self] outcome in
             guard generation == self.generation else { return }
@@ -623,14 +635,22 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
             unauthenticatedAnswers = 0
             if let tenant = request?.pathTenant, tenant != principal.tenant {
                 // A tenant's endpoint serves that tenant's agents only.
+                let record = request!.record(
+                    .deny, "credentials of tenant \(principal.tenant) on the endpoint of \(tenant)", rule: "tenant_path")
+                if request!.handshake?.peerCertificate == nil, let decisions {
+                    // A token alone: one not issued for this resource, answered as RFC 6750 `invalid_token` with the
+                    // challenge that says where this endpoint's metadata is (found by review: a 403 without one left an
+                    // OAuth client no way to learn where to get the right token).
+                    var refusal = decisions.authenticationRefusal(
+                        request!, .tenantMismatch("the token is tenant \(principal.tenant)'s, on the endpoint of \(tenant)"))
+                    refusal.records = [record]
+                    return answer(refusal)
+                }
                 return answer(
                     Refusal(
                         status: .forbidden, id: nil, code: GatewayErrorCode.authenticationFailed,
                         message: "these credentials belong to another tenant than this endpoint's",
-                        records: [
-                            request!.record(
-                                .deny, "credentials of tenant \(principal.tenant) on the endpoint of \(tenant)", rule: "tenant_path")
-                        ]))
+                        records: [record]))
             }
             if let refusal = decisions?.checkHead(request!) { return answer(refusal) }
             perform(machine.authenticated())

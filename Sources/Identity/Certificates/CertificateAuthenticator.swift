@@ -23,6 +23,17 @@ public struct CertificateAuthenticator: Sendable {
         }
         guard let rules = tenants[tenant] else { throw .unknownTenant(tenant) }
         let leaf = certificate.leaf
+        // Found by review: a CA certificate a tenant's CA issued by mistake was accepted as an agent, and its key could
+        // then issue certificates naming any other agent of the tenant.
+        guard !leaf.canIssueCertificates else {
+            throw .certificateRefused("the client certificate is a CA certificate (CA:TRUE or keyCertSign): an agent's cannot be")
+        }
+        // …and one such certificate that issued another's: an issuer between the leaf and the tenant's CA that names an
+        // agent is an agent's certificate, not an issuing CA.
+        for issuer in certificate.verifiedChain.dropFirst().dropLast()
+        where issuer.uris.contains(where: { SPIFFEID(uri: $0) != nil }) {
+            throw .certificateRefused("the chain's issuer \(issuer.subject) names an agent: an agent's certificate cannot issue others")
+        }
         guard now < leaf.notAfter else { throw .certificateRefused("the client certificate expired at \(leaf.notAfter)") }
         guard now >= leaf.notBefore else { throw .certificateRefused("the client certificate is valid from \(leaf.notBefore) only") }
         let spiffeURIs = leaf.uris.filter { $0.lowercased().hasPrefix("spiffe:") }

@@ -45,7 +45,11 @@ public struct JWTVerificationKey: Sendable {
 
     /// Whether `other` is the same key: the same id, algorithm and material (a public key compared by its parameters).
     public func isSameKey(as other: JWTVerificationKey) -> Bool {
-        guard keyID == other.keyID, algorithm == other.algorithm else { return false }
+        keyID == other.keyID && algorithm == other.algorithm && hasSameMaterial(as: other)
+    }
+
+    /// Whether `other` holds the same material (the secret's bytes, or the public key's parameters), whatever its id.
+    public func hasSameMaterial(as other: JWTVerificationKey) -> Bool {
         switch (material, other.material) {
         case (.secret(let mine), .secret(let theirs)): return mine == theirs
         case (.publicKey(let mine), .publicKey(let theirs)): return mine.hasSameParameters(as: theirs)

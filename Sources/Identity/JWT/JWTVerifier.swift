@@ -28,14 +28,15 @@ public struct JWTVerifier: Sendable {
     /// Largest token accepted, in bytes.
     public let maximumTokenBytes: Int
 
-    /// A verifier for these tenants. Fails when a `kid` or issuer is claimed by two tenants, or a tenant has no
-    /// issuer or key.
+    /// A verifier for these tenants. Fails when a `kid`, an issuer or a key is claimed by two tenants, or a tenant has
+    /// no issuer or key.
     public init(
         tenants: [String: TenantJWTSettings], tenantsWithoutTokens: Set<String> = [], maximumTokenBytes: Int = 8192,
         cacheCapacity: Int = 10_000, remoteKeys: RemoteKeyRing? = nil
     ) throws(IdentityConfigurationError) {
         var keysByID: [String: KeyEntry] = [:]
         var tenantByIssuer: [String: String] = [:]
+        var configuredKeys: [KeyEntry] = []
         for (tenant, settings) in tenants.sorted(by: { $0.key < $1.key }) {
             guard !settings.issuers.isEmpty else { throw .init("tenant '\(tenant)': JWT settings need at least one issuer") }
             guard !settings.keys.isEmpty || settings.remoteKeys != nil else {
@@ -49,6 +50,12 @@ public struct JWTVerifier: Sendable {
                 tenantByIssuer[issuer] = tenant
             }
             for key in settings.keys {
+                // One key for two tenants: whoever signs with it (anyone, with a shared HS256 secret) mints tokens of
+                // both, under either tenant's kid (found by review: only kids were compared).
+                if let other = configuredKeys.first(where: { $0.tenant != tenant && $0.key.hasSameMaterial(as: key) }) {
+                    throw .init("tenants '\(other.tenant)' and '\(tenant)' are configured with the same JWT key: each tenant needs its own")
+                }
+                configuredKeys.append(KeyEntry(tenant: tenant, key: key))
                 guard let kid = key.keyID else { continue }
                 if let existing = keysByID[kid] {
                     throw .init("kid '\(kid)' is configured twice (tenants '\(existing.tenant)' and '\(tenant)')")
