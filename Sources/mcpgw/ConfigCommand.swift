@@ -127,7 +127,8 @@ struct ConfigCommand: ParsableCommand {
         /// Settings that load and work but are likely not what a production gateway wants, each naming the file and
         /// the field: an admin listener reachable off the machine without TLS, a tenant without an upstream, a
         /// `client_auth` that shuts out a tenant's callers or ignores its CA, or shared limits that fall back to whole
-        /// local limits on every replica during a Redis outage, or a wide range trusted to write PROXY protocol headers.
+        /// local limits on every replica during a Redis outage, a tenant without a CRL next to one with, or a wide range
+        /// trusted to write PROXY protocol headers.
         /// `config check` prints them and still succeeds.
         static func warnings(_ loaded: ConfigurationFile, _ path: String) -> [String] {
             var warnings: [String] = []
@@ -159,6 +160,17 @@ struct ConfigCommand: ParsableCommand {
                     }
                 case .optional:
                     break
+                }
+            }
+            // Found by review: CRL checking is switched on for every chain once any tenant has a CRL (OpenSSL's store
+            // flags are the listener's), and a chain whose CA has no CRL then fails its handshake.
+            let tenantsWithCRLs = loaded.identity.tenants.filter { !$0.value.crlFiles.isEmpty }.keys.sorted()
+            if let example = tenantsWithCRLs.first {
+                for (tenant, identity) in loaded.identity.tenants.sorted(by: { $0.key < $1.key })
+                where identity.crlFiles.isEmpty && !identity.clientCABundles.isEmpty {
+                    warnings.append(
+                        "\(path): tenants.\(tenant): no crl, while tenant \(example) has one: every client chain is then checked against CRLs, and \(tenant)'s agents fail the TLS handshake (give its CA a CRL, even an empty one)"
+                    )
                 }
             }
             // A trusted proxy's header decides whom every record and per-source share names: a range that takes in

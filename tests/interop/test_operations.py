@@ -126,6 +126,11 @@ def test_settings_that_work_but_are_unsafe_are_warned_about(tmp_path):
         tenant["upstream"] = {"url": "http://127.0.0.1:9/mcp"}
     status, lines, _ = config_check(write_config(tmp_path, config))
     assert status == 0 and not [line for line in lines if line.startswith("warning: ")], lines
+    # Found by review: with acme's CRL configured, a globex without one has every handshake of its agents fail.
+    config["tenants"]["globex"]["crl"] = []
+    status, lines, _ = config_check(write_config(tmp_path, config))
+    assert status == 0, lines
+    assert any("tenants.globex: no crl, while tenant acme has one" in line for line in lines), lines
 
 
 def test_fetches_over_https_and_a_shared_admin_port_are_checked(tmp_path):
