@@ -155,10 +155,12 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // Prefixes hold for every form: `/srv/datª/x` is `/srv/data/x` once normalised, but the tool opens a sibling
             // of `/srv/data`.
             guard !path.allowedPrefixes.isEmpty else { return nil }
-            // Not the forms canonically equivalent to the canonical one (`==` on strings): decomposed text, as macOS
-            // writes file names, names the same file, and its combining marks sit next to dots.
-            for form in leaf.forms where form != canonical {
-                if let problem = Self.pathProblem(form, path) { return "\(problem) in the form \(Self.quoted(form))" }
+            // The forms canonically equivalent to the canonical one (`==` on strings: decomposed text, as macOS writes
+            // file names, whose combining marks sit next to dots) are held to the prefixes byte for byte only: to a POSIX
+            // file system `cafe` + U+0301 or a Kelvin sign is another name (found by review).
+            for form in leaf.forms where !form.utf8.elementsEqual(canonical.utf8) {
+                let problem = form == canonical ? Self.literalPrefixProblem(form, path) : Self.pathProblem(form, path)
+                if let problem { return "\(problem) in the form \(Self.quoted(form))" }
             }
         }
         return nil
@@ -226,12 +228,20 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
             segments.append(segment)
         }
-        var literal = text.utf8.first == UInt8(ascii: "/") ? "/" : ""
+        var literal: [UInt8] = text.utf8.first == UInt8(ascii: "/") ? [UInt8(ascii: "/")] : []
         for (index, segment) in segments.enumerated() {
-            if index > 0 { literal += "/" }
-            literal += String(Substring(segment))
+            if index > 0 { literal.append(UInt8(ascii: "/")) }
+            literal += segment
         }
-        guard prefixProblem(literal, rule) != nil else { return nil }
+        // Byte for byte: `==` and `hasPrefix` on strings would take a Kelvin sign for a `K`.
+        let inside = rule.allowedPrefixes.contains { prefix in
+            var trimmed = Array(prefix.utf8)
+            if trimmed.count > 1, trimmed.last == UInt8(ascii: "/") { trimmed.removeLast() }
+            if literal == trimmed { return true }
+            if trimmed.last != UInt8(ascii: "/") { trimmed.append(UInt8(ascii: "/")) }
+            return literal.starts(with: trimmed)
+        }
+        guard !inside else { return nil }
         return outsidePrefixes(rule)
             + " as a POSIX file system reads it (a backslash, look-alike or encoded separator, or a leading blank, makes a sibling)"
     }

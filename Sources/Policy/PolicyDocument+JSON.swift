@@ -122,6 +122,14 @@ extension PolicyDocument {
                         "the rule lists '\(method)' but no '\(key)', while it names targets of its other methods: it would apply to every one; give '\(key)' (\"*\" for all) or put '\(method)' in a rule of its own"
                     )
                 }
+                // …and a method that takes no targets (`completion/complete`, `tasks/get`) would be governed whole
+                // (found by the review of the first version).
+                for (position, method) in methods.enumerated() where !named.contains(where: { $0.1 == method }) {
+                    throw fail(
+                        "methods[\(position)]",
+                        "'\(method)' takes no tools, resources or prompts, and this rule names some: it would govern every \(method); put it in a rule of its own"
+                    )
+                }
             }
             let scopes = try reader.strings("scopes") ?? []
             if !scopes.isEmpty && action == .deny { throw fail("scopes", "scopes belong on allow or audit rules") }

@@ -519,10 +519,17 @@ enum SQLScanner {
         "pg_advisory_xact_lock_shared", "pg_try_advisory_lock_shared", "pg_try_advisory_xact_lock_shared",
         "pg_advisory_unlock_shared", "pg_advisory_unlock_all", "pg_backup_start", "pg_backup_stop", "pg_start_backup",
         "pg_stop_backup", "pg_wal_replay_pause", "pg_wal_replay_resume", "pg_log_backend_memory_contexts",
-        "pg_import_system_collations", "pg_current_xact_id", "pg_switch_xlog", "pg_xlog_replay_pause", "pg_xlog_replay_resume",
-        "pg_prewarm", "gin_clean_pending_list", "pg_export_snapshot", "schedule", "schedule_in_database", "unschedule",
-        "alter_job", "table_import_from_s3", "query_export_to_s3", "invoke", "blob_put", "blob_delete", "lo_from_bytea",
+        "pg_import_system_collations",
     ])
+    /// Functions with side effects that are refused as calls only (a name followed by `(`): common words too (a table
+    /// named `schedule` is read-only), unlike the names above, which are also refused before a `.` (`dbms_lock.sleep`).
+    /// pg_cron's, the cloud extensions' and PostgreSQL's maintenance functions, reachable unqualified when their schema
+    /// is on the search path (found by review).
+    static let sideEffectCalls: Set<String> = [
+        "pg_current_xact_id", "pg_switch_xlog", "pg_xlog_replay_pause", "pg_xlog_replay_resume", "pg_prewarm",
+        "gin_clean_pending_list", "pg_export_snapshot", "schedule", "schedule_in_database", "unschedule", "alter_job",
+        "table_import_from_s3", "query_export_to_s3", "invoke", "blob_put", "blob_delete",
+    ]
     /// Families of functions with side effects, by how their names start: PostgreSQL's statistics resets, replication
     /// origins, slots and backups, the extensions that run SQL in the background (pg_background), write files
     /// (adminpack's `pg_file_*`), reach other servers (dblink) or large objects, and SQL Server's extended procedures
@@ -531,7 +538,7 @@ enum SQLScanner {
     static let sideEffectPrefixes: [String] = [
         "pg_stat_reset", "pg_stat_statements_reset", "pg_replication_origin_", "pg_background_", "pg_file_", "dblink", "lo_",
         "pg_advisory", "pg_try_advisory", "pg_create_", "pg_drop_", "pg_copy_", "brin_summarize", "brin_desummarize",
-        "pg_logical_slot_get_", "pg_wal_replay_", "pg_xlog_replay_", "xp_", "sp_", "pg_backup_",
+        "pg_logical_slot_get_", "pg_wal_replay_", "pg_xlog_replay_", "xp_", "sp_",
     ]
     /// The schemas whose functions a read-only query may call by a qualified name: the system catalogs. Any other
     /// qualifier names an extension's functions (pg_cron's `cron.schedule`, `aws_s3`, `aws_lambda`, `azure_storage`), a
@@ -544,12 +551,14 @@ enum SQLScanner {
     /// must be read-only as each of `databases` reads it.
     static func readOnlyProblem(_ text: String, databases: [SQLDialect] = SQLDialect.allCases) -> String? {
         for dialect in SQLTokenizer.Dialect.readings(of: databases) {
-            if let problem = readOnlyProblem(SQLTokenizer.tokens(Array(text.utf8), dialect)) { return problem }
+            if let problem = readOnlyProblem(SQLTokenizer.tokens(Array(text.utf8), dialect), readsTableHints: dialect.tableHints) {
+                return problem
+            }
         }
         return nil
     }
 
-    private static func readOnlyProblem(_ result: SQLTokenizer.Result) -> String? {
+    private static func readOnlyProblem(_ result: SQLTokenizer.Result, readsTableHints: Bool) -> String? {
         if result.unterminated { return "an unterminated literal, identifier or comment" }
         if result.unicodeEscapedIdentifier { return "it uses \(unicodeEscapedIdentifier)" }
         var code = result.tokens.filter { !$0.isComment }
@@ -559,6 +568,8 @@ enum SQLScanner {
         }
         if code.contains(where: { $0.kind == .semicolon }) { return "more than one statement" }
         for (index, token) in code.enumerated() {
+            // Before names are needed: a non-ASCII name has none (found by review: `"crön".f()` passed).
+            if let problem = qualifiedCallProblem(code, at: index, readsTableHints: readsTableHints) { return problem }
             guard let word = token.name else { continue }
             let next = index + 1 < code.count ? code[index + 1] : nil
             if token.word != nil && modifyingWords.contains(word) { return "it uses \(word.uppercased())" }
@@ -583,11 +594,8 @@ enum SQLScanner {
             if sideEffectFunctions.contains(word), next?.isSymbol("(") == true || next?.isSymbol(".") == true {
                 return "it calls \(word.uppercased())"
             }
-            if next?.isSymbol("(") == true {
-                if index >= 2, code[index - 1].isSymbol("."), let qualifier = code[index - 2].name, !catalogSchemas.contains(qualifier) {
-                    return "it calls \(qualifier.uppercased()).\(word.uppercased()): a function outside the system catalogs may write"
-                }
-                if sideEffectPrefixes.contains(where: { word.hasPrefix($0) }) { return "it calls \(word.uppercased())" }
+            if next?.isSymbol("(") == true, sideEffectCalls.contains(word) || sideEffectPrefixes.contains(where: { word.hasPrefix($0) }) {
+                return "it calls \(word.uppercased())"
             }
             // The standard's (and SQL Server's) way to advance a sequence.
             if token.word != nil, word == "next", next?.word == "value", index + 2 < code.count, code[index + 2].word == "for" {
@@ -595,6 +603,57 @@ enum SQLScanner {
             }
         }
         return nil
+    }
+}
+
+extension SQLScanner {
+    /// SQL Server's table hints, which its older form writes after a table in parentheses (`dbo.users (NOLOCK)`).
+    static let tableHints: Set<String> = lockingHints.union([
+        "nolock", "readuncommitted", "readcommitted", "readcommittedlock", "readpast", "rowlock", "nowait", "index", "forceseek",
+        "forcescan", "noexpand", "snapshot",
+    ])
+
+    /// Why the name at `code[index]` is a call of a function by a qualified name (`schema.f(…)`, `db.schema.f(…)`)
+    /// outside the system catalogs, or nil. Only the catalogs named bare count as such: a quoted `"PG_CATALOG"` is another
+    /// schema to PostgreSQL, and a non-ASCII name is none of them. Where the reading has SQL Server's table hints, a
+    /// table followed by a list of hints only is a table, not a call.
+    static func qualifiedCallProblem(_ code: [SQLTokenizer.Token], at index: Int, readsTableHints: Bool) -> String? {
+        guard index >= 2, index + 1 < code.count, code[index + 1].isSymbol("("), code[index - 1].isSymbol("."),
+            code[index].isIdentifier, code[index - 2].isIdentifier
+        else { return nil }
+        if let qualifier = code[index - 2].word, catalogSchemas.contains(qualifier) { return nil }
+        if readsTableHints, holdsOnlyTableHints(code, from: index + 1) { return nil }
+        let qualifier = code[index - 2].name?.uppercased() ?? "(a non-ASCII name)"
+        let function = code[index].name?.uppercased() ?? "(a non-ASCII name)"
+        return "it calls \(qualifier).\(function): a function outside the system catalogs may write"
+    }
+
+    /// Whether the parenthesised list opening at `code[open]` holds table hints only (`NOLOCK`, `INDEX(ix, 2)`,
+    /// `INDEX = ix`, separated by commas), and at least one.
+    static func holdsOnlyTableHints(_ code: [SQLTokenizer.Token], from open: Int) -> Bool {
+        var index = open + 1
+        var hints = 0
+        while index < code.count {
+            let token = code[index]
+            if token.isSymbol(")") { return hints > 0 }
+            index += 1
+            if token.isSymbol(",") { continue }
+            guard let word = token.word, tableHints.contains(word) else { return false }
+            hints += 1
+            guard word == "index", index < code.count else { continue }
+            if code[index].isSymbol("=") {
+                guard index + 1 < code.count, code[index + 1].isIdentifier || code[index + 1].kind == .number else { return false }
+                index += 2
+            } else if code[index].isSymbol("(") {
+                index += 1
+                while index < code.count, !code[index].isSymbol(")") {
+                    guard code[index].isIdentifier || code[index].kind == .number || code[index].isSymbol(",") else { return false }
+                    index += 1
+                }
+                index += 1
+            }
+        }
+        return false
     }
 }
 

@@ -38,6 +38,8 @@ struct SQLTokenizer {
         /// Whether `U&"…"` is an identifier written with Unicode escapes (PostgreSQL: `U&"pg\005fsleep"` names
         /// `pg_sleep`, and `UESCAPE` may pick another escape character, after any comment).
         var unicodeEscapedIdentifiers = false
+        /// Whether a table may be followed by a parenthesised list of table hints (SQL Server's older `t (NOLOCK)`).
+        var tableHints = false
 
         static let mysql = Dialect(
             backslashEscapes: true, hashComments: true, executableComments: true, dollarQuotes: false, doubleQuotedStrings: true)
@@ -46,7 +48,7 @@ struct SQLTokenizer {
             nestedComments: true, unicodeEscapedIdentifiers: true)
         static let sqlServer = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
-            bracketIdentifiers: true, nestedComments: true)
+            bracketIdentifiers: true, nestedComments: true, tableHints: true)
         static let sqlite = Dialect(
             backslashEscapes: false, hashComments: false, executableComments: false, dollarQuotes: false, doubleQuotedStrings: false,
             bracketIdentifiers: true)
@@ -113,6 +115,15 @@ struct SQLTokenizer {
             switch kind {
             case .word(let text), .quotedIdentifier(let text): return text
             default: return nil
+            }
+        }
+
+        /// Whether the token is a word or a quoted identifier, whether or not its text is ASCII (`name` is nil for one
+        /// that is not).
+        var isIdentifier: Bool {
+            switch kind {
+            case .word, .quotedIdentifier: true
+            default: false
             }
         }
 

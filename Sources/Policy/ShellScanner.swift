@@ -8,7 +8,8 @@
 ///
 /// - command separators and operators: `;`, `&`, `|`, newline and carriage return;
 /// - redirections and process substitution: `<`, `>`;
-/// - command substitution: `` ` `` and `$(`, and zsh's process substitution `=(` at the start of a word;
+/// - command substitution: `` ` `` and `$(`, zsh's process substitution `=(` at the start of a word, and zsh's glob
+///   qualifiers `(…)` right after a `*`, `?` or `]` (which may run code);
 /// - arithmetic expansion `$[` (bash and zsh; `$((` is a `$(`);
 /// - parameter expansion: `${`, `$NAME`, and the special parameters `$?`, `$$`, `$!`, `$#`, `$*`, `$@`, `$-` (positional
 ///   `$1` is not reported: it would make every price a finding, and it expands to text, never to a command);
@@ -87,6 +88,11 @@ enum ShellScanner {
                 case UInt8(ascii: "#") where startsWord: return found("comment '#'")
                 // zsh runs `=(cmd)` at the start of a word and passes a file holding its output (found by review).
                 case UInt8(ascii: "=") where startsWord && at(1) == UInt8(ascii: "("): return found("process substitution '=(' (zsh)")
+                // zsh reads `(…)` after a pattern as glob qualifiers, and `e:…:` and `+name` among them run code for each
+                // file the pattern matches (`*(e:reboot:)`; found by review).
+                case UInt8(ascii: "(")
+                where index > 0 && [UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "]")].contains(bytes[index - 1]):
+                    return found("glob qualifiers '(' after a pattern (zsh)")
                 case UInt8(ascii: "'"): state = .singleQuoted
                 case UInt8(ascii: "\""): state = .doubleQuoted
                 case UInt8(ascii: ";"): return found("command separator ';'")

@@ -36,6 +36,7 @@ enum X509Reader {
             sha256Fingerprint: fingerprint(certificate),
             der: der(certificate),
             canIssueCertificates: X509_check_ca(certificate) != 0
+                || X509_get_extension_flags(certificate) & UInt32(EXFLAG_CA) != 0
                 || (X509_get_extension_flags(certificate) & UInt32(EXFLAG_KUSAGE) != 0
                     && X509_get_key_usage(certificate) & UInt32(KU_KEY_CERT_SIGN) != 0)
         )

@@ -387,6 +387,34 @@ struct IntrospectionTests {
         await authorizationServer.stop()
     }
 
+    @Test("the retry goes out on a new connection, not on another idle one that may be just as stale (a restarted server)")
+    func retryOnANewConnection() async throws {
+        // After the "restart", every request on a connection opened before it is closed unanswered.
+        let state = NIOLockedValueBox((restarted: false, before: Set<Int>()))
+        let authorizationServer = try await RecordingUpstream.start(
+            .routed { request in
+                let stale = state.withLockedValue { state in
+                    guard let port = request.peerPort else { return false }
+                    if !state.restarted { state.before.insert(port) }
+                    return state.restarted && state.before.contains(port)
+                }
+                return stale ? .close : .withStatus { _ in (200, "application/json", #"{"active":true,"sub":"bot7","aud":"mcpgw"}"#) }
+            }, tls: try HTTPSUpstreamTests.serverContext())
+        let introspector = try TokenIntrospector(
+            settings: ["acme": Self.settings(authorizationServer)], audiences: ["acme": ["mcpgw"]],
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: Logger(label: "introspection-test"))
+        // Two lookups at once: two connections, both idle afterwards.
+        let both = ["one", "two"].map { introspector.introspect($0, tenant: "acme", source: "192.0.2.7") }
+        for lookup in both {
+            guard case .principal = try await lookup.get() else { Issue.record("a first lookup failed"); return }
+        }
+        #expect(Set(authorizationServer.received.map(\.peerPort)).count == 2)
+        state.withLockedValue { $0.restarted = true }
+        let third = try await introspector.introspect("three", tenant: "acme", source: "192.0.2.7").get()
+        guard case .principal = third else { Issue.record("retried on the other stale connection: \(third)"); return }
+        await authorizationServer.stop()
+    }
+
     /// Introspection settings for `authorizationServer` (client `mcpgw`), answers cached for a minute.
     static func settings(_ authorizationServer: RecordingUpstream) -> IntrospectionSettings {
         IntrospectionSettings(

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import StrictJSON
 import TLS
 import Testing
@@ -117,11 +118,13 @@ struct ProxyProtocolHeaderTests {
 /// counted; nobody else's header is read.
 @Suite("PROXY protocol at the listener", .serialized)
 struct ProxyProtocolListenerTests {
-    static func gateway(trusting proxies: [String], perSource: Int? = nil) async throws -> (GatewayFixture, RecordingUpstream) {
+    static func gateway(
+        trusting proxies: [String], perSource: Int? = nil, limits: GatewayLimits = GatewayLimits()
+    ) async throws -> (GatewayFixture, RecordingUpstream) {
         let upstream = try await RecordingUpstream.start(.json)
         let ranges = try proxies.map { try AddressRange(parsing: $0) }
         let gateway = try await GatewayFixture.start(
-            upstream: upstream.url,
+            upstream: upstream.url, limits: limits,
             configure: {
                 $0.proxyProtocol = ProxyProtocolSettings(trustedProxies: ranges)
                 $0.maximumConnectionsPerSource = perSource
@@ -201,6 +204,63 @@ struct ProxyProtocolListenerTests {
         #expect(try await Self.call(other, id: 2001))
         for client in held + [other] { await client.close() }
         try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// A plain TCP connection to `port` that has sent `bytes` (part of a header) and nothing more.
+    static func partialHeader(_ bytes: String, port: Int) async throws -> any Channel {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
+        try await channel.writeAndFlush(ByteBuffer(string: bytes)).get()
+        return channel
+    }
+
+    /// Whether `channel` closes within `seconds` (polled, bounded).
+    static func closes(_ channel: any Channel, within seconds: Int) async throws -> Bool {
+        for _ in 0..<(seconds * 20) where channel.isActive { try await Task.sleep(for: .milliseconds(50)) }
+        return !channel.isActive
+    }
+
+    @Test("a header that does not arrive whole within the request head timeout closes the connection")
+    func headerDeadline() async throws {
+        var limits = GatewayLimits()
+        limits.requestHeadTimeout = .seconds(1)
+        let (gateway, upstream) = try await Self.gateway(trusting: ["127.0.0.1"], limits: limits)
+        let trickling = try await Self.partialHeader("PROXY TCP4 203.0.113.7", port: gateway.port)
+        // Closed by the 1 s header deadline, long before the 60 s idle timeout.
+        #expect(try await Self.closes(trickling, within: 10))
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a closed connection gives its share back to the client its header named")
+    func shareGivenBack() async throws {
+        let (gateway, upstream) = try await Self.gateway(trusting: ["127.0.0.1"], perSource: 1)
+        let header = Array("PROXY TCP4 203.0.113.7 127.0.0.1 1001 443\r\n".utf8)
+        let first = try await RawTLSClient.connect(port: gateway.port, preamble: header)
+        #expect(try await Self.call(first, id: 1))
+        await first.close()
+        // The gateway sees the close a moment later; then the client's one connection is free again (bounded retries).
+        var served = false
+        for attempt in 0..<20 where !served {
+            let next = try await RawTLSClient.connect(port: gateway.port, preamble: header)
+            served = (try? await Self.call(next, id: 10 + attempt)) == true
+            await next.close()
+            if !served { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(served, "the closed connection still counts against 203.0.113.7")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("a connection still waiting for its header is closed when shutdown begins, not at the end of the grace period")
+    func drainedBeforeTheHeader() async throws {
+        let (gateway, upstream) = try await Self.gateway(trusting: ["127.0.0.1"])
+        let waiting = try await Self.partialHeader("PROXY TCP4 ", port: gateway.port)
+        try await Task.sleep(for: .milliseconds(100))  // accepted
+        let stopping = Task { try await gateway.stop() }
+        // The grace period is 10 s: closed at its end, this would take that long.
+        #expect(try await Self.closes(waiting, within: 5))
+        try await stopping.value
         await upstream.stop()
     }
 }

@@ -26,5 +26,12 @@ enum PolicyFixtures {
             arguments: try JSONParser.parse(arguments))
     }
 
+    /// `set`'s decision on acme's bot1 calling `tool` with one string argument, `key`: `value`.
+    static func decide(_ set: TenantPolicySet, tool: String = "t", _ key: String, _ value: String) -> PolicyDecision {
+        set.evaluate(
+            PolicyRequest(
+                tenant: "acme", agent: "bot1", target: tool, arguments: .object(JSONObject([.init(key: key, value: .string(value))]))))
+    }
+
     static func shipped() throws -> PolicySnapshot { try PolicySnapshot.load(directory: repositoryPolicies) }
 }

@@ -89,6 +89,10 @@ struct PolicyLoadingTests {
                 #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","resources/read"],"resources":["file:///w/*"]}]}"#,
                 "rules[0].tools: the rule lists 'tools/call' but no 'tools'"
             ),
+            (
+                #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","completion/complete"],"tools":["safe_tool"]}]}"#,
+                "rules[0].methods[1]: 'completion/complete' takes no tools, resources or prompts"
+            ),
         ])
     func loadErrors(json: String, expected: String) {
         #expect {

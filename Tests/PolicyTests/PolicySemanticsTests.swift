@@ -228,10 +228,7 @@ struct PolicySemanticsTests {
         for _ in 0..<3 { encoded = encoded.unicodeScalars.map { "%" + String($0.value, radix: 16, uppercase: true) }.joined() }
         for tool in ["t", "u"] {
             func decide(_ value: String) -> PolicyDecision {
-                set.evaluate(
-                    PolicyRequest(
-                        tenant: "acme", agent: "bot1", target: tool,
-                        arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+                PolicyFixtures.decide(set, tool: tool, "v", value)
             }
             #expect(decide(String(repeating: "A", count: 20)).outcome == .allow)
             let decision = decide(encoded)
@@ -245,10 +242,7 @@ struct PolicySemanticsTests {
             #"{"name":"s","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"*":{"max_length":10000000}}}]}"#
         )
         func decide(_ value: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))])))
-            )
+            PolicyFixtures.decide(set, "a", value)
         }
         let alternating = "a" + String(repeating: "\u{0316}\u{0301}", count: 200_000)
         let refused = decide(alternating)
@@ -268,10 +262,7 @@ struct PolicySemanticsTests {
             #"{"name":"l","default_action":"deny","rules":[{"id":"L","action":"allow","tools":["t"],"args":{"a":{"max_length":10,"min_length":3,"max_bytes":15}}}]}"#
         )
         func decide(_ value: String) -> PolicyDecision.Outcome {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))])))
-            ).outcome
+            PolicyFixtures.decide(set, "a", value).outcome
         }
         #expect(decide("abcdefghij") == .allow)
         #expect(decide("é" + String(repeating: "\u{0301}", count: 10)) == .deny)  // one Character, 11 scalars
@@ -286,9 +277,7 @@ struct PolicySemanticsTests {
         let set = try PolicyFixtures.set(
             #"{"name":"e","default_action":"deny","rules":[{"id":"A","action":"allow","tools":["t"],"args":{"*":{"max_length":1000}}}]}"#)
         func decide(_ value: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "a", value: .string(value))]))))
+            PolicyFixtures.decide(set, "a", value)
         }
         let deep = "%" + String(repeating: "25", count: 1) + String(repeating: "25", count: 9) + "2e%2e/x"
         #expect(decide(deep).outcome == .deny)
@@ -303,9 +292,7 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["docs"]}}}}]}"#
         )
         func decide(_ path: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+            PolicyFixtures.decide(set, "path", path)
         }
         #expect(decide("docs/x").outcome == .allow)
         #expect(decide("docs\u{200B}/x").outcome == .deny, "\(decide("docs\u{200B}/x").reason)")
@@ -319,9 +306,7 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["/srv/data"],"allow_absolute":true}}}}]}"#
         )
         func decide(_ path: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+            PolicyFixtures.decide(set, "path", path)
         }
         #expect(decide("/srv/data/x").outcome == .allow)
         #expect(decide("/srv/data/caf\u{200B}e.txt").outcome == .allow)
@@ -345,12 +330,7 @@ struct PolicySemanticsTests {
         let strict = try PolicyFixtures.set(
             #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{},"detectors":["path_traversal"]}}},{"id":"T","action":"allow","tools":["u"],"args":{"path":{"path":{"allowed_prefixes":["data"],"allow_traversal":true}}}}]}"#
         )
-        func decide(_ tool: String, _ path: String) -> PolicyDecision {
-            strict.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: tool, arguments: .object(JSONObject([.init(key: "path", value: .string(path))])))
-            )
-        }
+        func decide(_ tool: String, _ path: String) -> PolicyDecision { PolicyFixtures.decide(strict, tool: tool, "path", path) }
         for path in ["a/..;/..;/etc", "..%3b/admin", "a/..;x/b", "a/...;/b"] {
             #expect(decide("t", path).outcome == .deny, "\(path)")
         }
@@ -366,9 +346,7 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"v":{"detectors":["shell_metacharacters"]}}}]}"#
         )
         func decide(_ value: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))]))))
+            PolicyFixtures.decide(set, "v", value)
         }
         // `%3E%CC%B8` decodes to `>` + U+0338, which NFKC composes into `≯`: a tool that only decodes sees a redirection.
         #expect(decide("x %3E%CC%B8/tmp/evil").outcome == .deny, "\(decide("x %3E%CC%B8/tmp/evil").reason)")
@@ -394,9 +372,7 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["data"]}}}}]}"#
         )
         func decide(_ path: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+            PolicyFixtures.decide(set, "path", path)
         }
         // Found by review: each names a sibling of data/ to a POSIX file system.
         for path in [" data/secret", "\u{A0}data/secret", "data\\secret", "data\u{FF0F}secret", "data\u{2215}secret", "data%2Fsecret"] {
@@ -405,6 +381,15 @@ struct PolicySemanticsTests {
         for path in ["data", "data/secret", "data/sub/report.csv", "data/my%20file.txt", "./data/x", "data//x"] {
             #expect(decide(path).outcome == .allow, "\(path.debugDescription): \(decide(path).reason)")
         }
+        // Found by the review of the first version: a name canonically equivalent to the prefix is another directory to a
+        // POSIX file system.
+        let accented = try PolicyFixtures.set(
+            #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["Kb","café"]}}}}]}"#
+        )
+        for path in ["\u{212A}b/x", "cafe\u{301}/x"] {
+            #expect(PolicyFixtures.decide(accented, "path", path).outcome == .deny, "\(path.debugDescription)")
+        }
+        for path in ["Kb/x", "café/x"] { #expect(PolicyFixtures.decide(accented, "path", path).outcome == .allow, "\(path)") }
     }
 
     @Test("zsh's =(cmd), arithmetic $[…] and $- are shell findings; a price is not")
@@ -413,14 +398,12 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"S","action":"allow","tools":["t"],"args":{"v":{"detectors":["shell_metacharacters"]}}}]}"#
         )
         func decide(_ value: String) -> PolicyDecision.Outcome {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "v", value: .string(value))])))
-            )
-            .outcome
+            PolicyFixtures.decide(set, "v", value).outcome
         }
-        for value in ["=(id)", "x =(id)", "$[1+1]", "echo $-", "\"$[1]\""] { #expect(decide(value) == .deny, "\(value)") }
-        for value in ["$0.99", "a=(b)", "x = (y)", "1+1=2"] { #expect(decide(value) == .allow, "\(value)") }
+        for value in ["=(id)", "x =(id)", "$[1+1]", "echo $-", "\"$[1]\"", "*(e:reboot:)", "a?(+fn)", "[ab](e:id:)"] {
+            #expect(decide(value) == .deny, "\(value)")
+        }
+        for value in ["$0.99", "a=(b)", "x = (y)", "1+1=2", "price (USD)", "f(x)"] { #expect(decide(value) == .allow, "\(value)") }
     }
 
     @Test("with traversal allowed, '..' counts only in paths whose separators and dots are plain ASCII as sent")
@@ -429,9 +412,7 @@ struct PolicySemanticsTests {
             #"{"name":"p","default_action":"deny","rules":[{"id":"D","action":"allow","tools":["t"],"args":{"path":{"path":{"allowed_prefixes":["data"],"allow_traversal":true}}}}]}"#
         )
         func decide(_ path: String) -> PolicyDecision {
-            set.evaluate(
-                PolicyRequest(
-                    tenant: "acme", agent: "bot1", target: "t", arguments: .object(JSONObject([.init(key: "path", value: .string(path))]))))
+            PolicyFixtures.decide(set, "path", path)
         }
         #expect(decide("data/a/b/../c").outcome == .allow)
         #expect(decide("data/a/../../etc/passwd").outcome == .deny)

@@ -87,6 +87,8 @@ struct ReadOnlyFunctionTests {
             "SELECT pg_replication_origin_create('x')", "SELECT brin_summarize_new_values('i')", "SELECT gin_clean_pending_list('i')",
             "SELECT pg_prewarm('users')", "SELECT NEXT VALUE FOR dbo.seq", "SELECT next value for seq",
             "SELECT schedule('* * * * *', 'DELETE FROM users')",
+            // Found by the review of the first version: names that are not ASCII, and a quoted catalog name.
+            #"SELECT "crön".reset_all()"#, #"SELECT cron."schédule"(1)"#, #"SELECT "PG_CATALOG".reset_all()"#,
         ])
     func refused(query: String) {
         #expect(SQLScanner.readOnlyProblem(query) != nil, "\(query)")
@@ -99,8 +101,25 @@ struct ReadOnlyFunctionTests {
             "SELECT pg_catalog.lower(name) FROM public.users", "SELECT count(*) FROM s.t WHERE t.a = 1",
             "SELECT information_schema._pg_truetypid(a, t) FROM x", "SELECT u.name, lower(u.email) FROM app.users u",
             "SELECT coalesce(max(o.total), 0) FROM sales.orders o", "SELECT nextvalue FROM t", "SELECT value FROM next_values",
+            // Found by the review of the first version: tables named like pg_cron's and aws_lambda's functions, and a
+            // read-only function a prefix took in.
+            "SELECT schedule.id, schedule.start_at FROM schedule", "SELECT invoke.id FROM invoke", "SELECT pg_backup_start_time()",
         ])
     func accepted(query: String) {
         #expect(SQLScanner.readOnlyProblem(query) == nil, "\(query): \(SQLScanner.readOnlyProblem(query) ?? "")")
+    }
+
+    @Test("SQL Server's table hints after a qualified table are a table there, and a call in every other reading")
+    func tableHints() {
+        for query in [
+            "SELECT * FROM dbo.users (NOLOCK)", "SELECT * FROM dbo.users (NOLOCK, INDEX(ix_users, 2))",
+            "SELECT u.id FROM dbo.users (INDEX = ix_users) u JOIN dbo.orders (READPAST) o ON o.u = u.id",
+        ] {
+            #expect(SQLScanner.readOnlyProblem(query, databases: [.sqlServer]) == nil, "\(query)")
+            #expect(SQLScanner.readOnlyProblem(query) != nil, "\(query)")
+        }
+        for query in ["SELECT cron.schedule(nolock, 'DELETE FROM t')", "SELECT dbo.f(nolock, 1 + 1)", "SELECT * FROM dbo.users (UPDLOCK)"] {
+            #expect(SQLScanner.readOnlyProblem(query, databases: [.sqlServer]) != nil, "\(query)")
+        }
     }
 }

@@ -161,14 +161,14 @@ struct ExchangeDecisions {
 
     // MARK: - Checks on the head
 
-    /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
-    /// type (POST), Accept (GET). Nil when it may go on.
     /// The request headers the gateway reads and the upstream gets (as they are, or as the gateway's own version).
     static let headersReadAndForwarded: Set<String> = [
         "accept", "content-type", "mcp-protocol-version", "mcp-method", "mcp-name", "mcp-session-id", "last-event-id",
         "traceparent", "tracestate",
     ]
 
+    /// Checks an authenticated request's head: session ownership, repeated headers, protocol version, content
+    /// type (POST), Accept (GET). Nil when it may go on.
     func checkHead(_ request: ExchangeRequest) -> Refusal? {
         let head = request.head
         let principal = request.principal!

@@ -64,21 +64,37 @@ final class ProxyHeaderReader: ChannelInboundHandler, RemovableChannelHandler {
         case .invalid(let why):
             refuse(why, context)
         case .header(let length, let source):
-            finished = true
-            timer?.cancel()
-            timer = nil
             var rest = received!
-            received = nil
             rest.moveReaderIndex(forwardBy: length)
+            let installed: Bool
             do {
-                guard try install(context, source ?? context.channel.remoteAddress) else { return context.close(promise: nil) }
+                installed = try install(context, source ?? context.channel.remoteAddress)
             } catch {
+                // Found by review: `finished` was set first, and this refusal did nothing.
                 refuse("cannot set the connection up: \(error)", context)
                 return
             }
+            finished = true
+            received = nil
+            timer?.cancel()
+            timer = nil
+            guard installed else { return context.close(promise: nil) }
             if rest.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(rest)) }
             context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
         }
+    }
+
+    /// Shutdown began while the header was on its way: nothing is in flight on the connection, which closes now (found
+    /// by review: its handlers, added later, never heard of the drain and served on until the grace period ended).
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if !finished, event is GatewayDraining {
+            finished = true
+            received = nil
+            timer?.cancel()
+            timer = nil
+            return context.close(promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

@@ -165,6 +165,12 @@ public struct AddressRange: Sendable, Hashable, CustomStringConvertible {
         for bit in length..<(bytes.count * 8) where bytes[bit / 8] & (0x80 >> UInt8(bit % 8)) != 0 {
             throw Invalid(description: "'\(text.prefix(100))' has address bits set past its /\(length) prefix")
         }
+        // `::ffff:a.b.c.d/(96 + n)` is the IPv4 range `a.b.c.d/n`, as addresses seen on an IPv6 socket are compared
+        // (found by review: `::ffff:0:0/96` trusted every IPv4 client and was not counted as wide).
+        if bytes.count == 16, length >= 96, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+            bytes = Array(bytes[12..<16])
+            length -= 96
+        }
         network = bytes
         prefixLength = length
         self.text = text

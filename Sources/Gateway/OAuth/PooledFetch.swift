@@ -19,9 +19,10 @@ extension HTTPSFetch {
             return promise.futureResult
         }
         request.finish(body: body.map { ByteBuffer(bytes: $0) })
-        let exchange = { [endpoint, maximumBytes, timeout] in
+        let finished = request
+        let exchange: @Sendable () -> Void = { [endpoint, maximumBytes, timeout] in
             PooledExchange(
-                request: request, endpoint: endpoint, pool: pool, promise: promise, maximumBytes: maximumBytes,
+                request: finished, endpoint: endpoint, pool: pool, promise: promise, maximumBytes: maximumBytes,
                 acceptStatus: acceptStatus, timeout: timeout
             ).start()
         }
@@ -42,9 +43,10 @@ extension HTTPSFetch {
 }
 
 /// One request of a connection-reusing fetcher, on its pool's event loop: sent, its answer collected (bounded), the
-/// whole within the fetcher's timeout. A kept-alive connection the server closed before answering (it may have been
-/// closing as the request went out) is retried once on a new one: the gateway fetches only what is safe to ask twice
-/// (token introspection reads the token's state).
+/// whole within the fetcher's timeout. A kept-alive connection that failed before any answer — closed by the server,
+/// cleanly or not, or reset (it may have been closing as the request went out) — is retried once on a new connection,
+/// never another idle one: the gateway fetches only what is safe to ask twice (token introspection reads the token's
+/// state).
 private final class PooledExchange: UpstreamResponseReceiver {
     private let request: UpstreamRequest
     private let endpoint: UpstreamEndpoint
@@ -82,12 +84,12 @@ private final class PooledExchange: UpstreamResponseReceiver {
     }
 
     private func attempt() {
-        if let idle = pool.idleConnection(endpoint) {
+        if !retried, let idle = pool.idleConnection(endpoint) {
             reused = true
             return send(on: idle)
         }
         reused = false
-        pool.acquire(endpoint) { result in
+        pool.acquire(endpoint, reusingIdle: false) { result in
             switch result {
             case .success(let connection): self.send(on: connection)
             case .failure(let failure): self.finish(.failure(HTTPSFetch.failure(failure)))
@@ -123,7 +125,9 @@ private final class PooledExchange: UpstreamResponseReceiver {
 
     func upstreamFailed(_ failure: UpstreamFailure) {
         connection = nil
-        if failure == .closed, reused, head == nil, !retried, !finished {
+        // Found by review: only a clean close was retried, and a server that drops idle connections without TLS's
+        // close_notify (or resets them) failed the lookup.
+        if reused, head == nil, !retried, !finished, failure.mayBeAStaleConnection {
             retried = true
             return attempt()
         }
@@ -142,5 +146,16 @@ private final class PooledExchange: UpstreamResponseReceiver {
             connection.cancel(for: self)
         }
         promise.completeWith(result)
+    }
+}
+
+extension UpstreamFailure {
+    /// Whether a reused connection that failed so before any answer may just have been closing as the request went
+    /// out: closed (cleanly or not) or reset, or anything it read was not HTTP.
+    fileprivate var mayBeAStaleConnection: Bool {
+        switch self {
+        case .closed, .protocolError: true
+        case .connect, .headTimeout, .idleTimeout, .connectionBudget: false
+        }
     }
 }

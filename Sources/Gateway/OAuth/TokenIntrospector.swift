@@ -12,7 +12,7 @@ import func Glibc.time
 /// the gateway's own HTTPS client, with a bounded cache of the answers.
 ///
 /// - Each tenant's lookups reuse kept-alive connections to its endpoint (its own, at most `maximumInFlight`; idle
-///   ones are closed after 2 s), so a lookup costs one request rather than a TCP and TLS handshake.
+///   ones are closed after 3 s), so a lookup costs one request rather than a TCP and TLS handshake.
 /// - An answer is remembered for the tenant's `cache_seconds`, never past the token's `exp`; inactive answers too
 ///   (so a flood of made-up tokens costs the authorization server one request each, at most `maximumInFlight` at a
 ///   time per tenant and `maximumInFlightPerSource` per client source — beyond that the caller gets `503`, not a

@@ -38,11 +38,14 @@ final class UpstreamPool {
         self.logger = logger
     }
 
-    /// An idle connection to `endpoint`, or a new one (within the upstream's connection budget), handed to
-    /// `completion` on this loop.
-    func acquire(_ endpoint: UpstreamEndpoint, _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void) {
+    /// An idle connection to `endpoint` (unless `reusingIdle` is false), or a new one (within the upstream's connection
+    /// budget), handed to `completion` on this loop.
+    func acquire(
+        _ endpoint: UpstreamEndpoint, reusingIdle: Bool = true,
+        _ completion: @escaping (Result<UpstreamConnection, UpstreamFailure>) -> Void
+    ) {
         eventLoop.preconditionInEventLoop()
-        if let connection = idleConnection(endpoint) { return completion(.success(connection)) }
+        if reusingIdle, let connection = idleConnection(endpoint) { return completion(.success(connection)) }
         connect(endpoint, completion)
     }
 

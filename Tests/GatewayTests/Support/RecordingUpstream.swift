@@ -135,7 +135,8 @@ final class RecordingUpstream: Sendable {
         func respond(context: ChannelHandlerContext, head: HTTPRequestHead, body: String, as behaviour: Behaviour) {
             var answered: (status: Int, contentType: String, body: String)?
             let recorded = Request(
-                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body, uri: head.uri)
+                method: head.method.rawValue, headers: head.headers.map { ($0.name, $0.value) }, body: body, uri: head.uri,
+                peerPort: context.channel.remoteAddress?.port)
             if case .routed(let route) = behaviour { return respond(context: context, head: head, body: body, as: route(recorded)) }
             var chunked: (answer: @Sendable (Request) -> (contentType: String, chunks: [String]), written: (@Sendable () -> Void)?)?
             if case .chunks(let answer) = behaviour { chunked = (answer, nil) }
