@@ -284,7 +284,9 @@ extension PolicyDocument {
     static func prefixProblem(_ prefix: String, _ rule: ArgumentConstraint.PathRule) -> String? {
         guard !prefix.isEmpty else { return "is empty" }
         let canonical = ArgumentCanonicalizer.forms(of: prefix).last ?? prefix
-        guard canonical == prefix else {
+        // Byte for byte: values are held to prefixes so (a Kelvin sign is not a `K` to a POSIX file system), and `==` on
+        // strings would take a non-NFC prefix for its canonical form (found by review: it loaded and admitted nothing).
+        guard canonical.utf8.elementsEqual(prefix.utf8) else {
             return "'\(prefix)' is compared with canonical values, and is not one: write it as '\(canonical)'"
         }
         if PathText(prefix).isAbsolute && !rule.allowAbsolute {

@@ -618,11 +618,22 @@ extension SQLScanner {
     /// schema to PostgreSQL, and a non-ASCII name is none of them. Where the reading has SQL Server's table hints, a
     /// table followed by a list of hints only is a table, not a call.
     static func qualifiedCallProblem(_ code: [SQLTokenizer.Token], at index: Int, readsTableHints: Bool) -> String? {
+        // `db..f(` (SQL Server's `db.dbo.f`) is qualified too (found by review: only an identifier before the `.`
+        // counted).
         guard index >= 2, index + 1 < code.count, code[index + 1].isSymbol("("), code[index - 1].isSymbol("."),
-            code[index].isIdentifier, code[index - 2].isIdentifier
+            code[index].isIdentifier, code[index - 2].isIdentifier || code[index - 2].isSymbol(".")
         else { return nil }
         if let qualifier = code[index - 2].word, catalogSchemas.contains(qualifier) { return nil }
-        if readsTableHints, holdsOnlyTableHints(code, from: index + 1) { return nil }
+        // A table only where one stands: right after FROM or JOIN (found by review: hint words are not reserved, so a
+        // derived table could make them columns and pass them to any function, `dbo.f(nolock, readpast)`). A table
+        // later in a comma list needs the `WITH (NOLOCK)` form.
+        var start = index
+        while start >= 2, code[start - 1].isSymbol("."), code[start - 2].isIdentifier || code[start - 2].isSymbol(".") { start -= 2 }
+        if readsTableHints, start >= 1, let before = code[start - 1].word, before == "from" || before == "join",
+            holdsOnlyTableHints(code, from: index + 1)
+        {
+            return nil
+        }
         let qualifier = code[index - 2].name?.uppercased() ?? "(a non-ASCII name)"
         let function = code[index].name?.uppercased() ?? "(a non-ASCII name)"
         return "it calls \(qualifier).\(function): a function outside the system catalogs may write"

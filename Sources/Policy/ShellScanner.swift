@@ -9,7 +9,7 @@
 /// - command separators and operators: `;`, `&`, `|`, newline and carriage return;
 /// - redirections and process substitution: `<`, `>`;
 /// - command substitution: `` ` `` and `$(`, zsh's process substitution `=(` at the start of a word, and zsh's glob
-///   qualifiers `(…)` right after a `*`, `?` or `]` (which may run code);
+///   qualifiers: a `(` in a word after an unquoted `*`, `?` or `[` (`*.txt(e:cmd:)` runs `cmd`);
 /// - arithmetic expansion `$[` (bash and zsh; `$((` is a `$(`);
 /// - parameter expansion: `${`, `$NAME`, and the special parameters `$?`, `$$`, `$!`, `$#`, `$*`, `$@`, `$-` (positional
 ///   `$1` is not reported: it would make every price a finding, and it expands to text, never to a command);
@@ -51,6 +51,7 @@ enum ShellScanner {
         var index = 0
         // Whether the byte at `index` starts a word (a `#` there starts a comment).
         var atWordStart = context == .bare
+        var wordHasGlob = false
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
         func found(_ what: String) -> String {
             context == .bare ? what : "\(what) (\(context.description))"
@@ -81,17 +82,20 @@ enum ShellScanner {
             case .bare:
                 let startsWord = atWordStart
                 atWordStart = byte == 0x20 || byte == 0x09
+                // Whether the word so far has an unquoted glob character: zsh reads a `(` after it as glob qualifiers
+                // (`*.txt(e:cmd:)`; found by review: only a `(` right after one was caught).
+                if startsWord { wordHasGlob = false }
                 switch byte {
                 case UInt8(ascii: "\\"):
                     index += 2  // escapes the next byte (an escaped newline joins lines)
                     continue
+                case UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "["): wordHasGlob = true
                 case UInt8(ascii: "#") where startsWord: return found("comment '#'")
                 // zsh runs `=(cmd)` at the start of a word and passes a file holding its output (found by review).
                 case UInt8(ascii: "=") where startsWord && at(1) == UInt8(ascii: "("): return found("process substitution '=(' (zsh)")
                 // zsh reads `(…)` after a pattern as glob qualifiers, and `e:…:` and `+name` among them run code for each
                 // file the pattern matches (`*(e:reboot:)`; found by review).
-                case UInt8(ascii: "(")
-                where index > 0 && [UInt8(ascii: "*"), UInt8(ascii: "?"), UInt8(ascii: "]")].contains(bytes[index - 1]):
+                case UInt8(ascii: "(") where wordHasGlob:
                     return found("glob qualifiers '(' after a pattern (zsh)")
                 case UInt8(ascii: "'"): state = .singleQuoted
                 case UInt8(ascii: "\""): state = .doubleQuoted

@@ -108,6 +108,12 @@ struct ProxyProtocolHeaderTests {
         #expect(six.contains(Self.at("2001:db8:ffff::1", 1)))
         #expect(!six.contains(Self.at("2001:db9::1", 1)))
         #expect(try AddressRange(parsing: "0.0.0.0/0").contains(Self.at("198.51.100.1", 1)))
+        // IPv4 ranges written as IPv4-mapped IPv6 are IPv4 ranges; an IPv6 range takes in no IPv4 client (found by review).
+        let mapped = try AddressRange(parsing: "::ffff:10.0.8.0/120")
+        #expect(mapped.contains(Self.at("10.0.8.7", 1)) && mapped.contains(Self.at("::ffff:10.0.8.7", 1)))
+        #expect(!mapped.contains(Self.at("10.0.9.1", 1)) && !mapped.isWide)
+        #expect(try AddressRange(parsing: "::ffff:0:0/96").isWide)
+        #expect(!(try AddressRange(parsing: "::/80")).contains(Self.at("::ffff:1.2.3.4", 1)))
         for text in ["10.1.0.0/8", "10.0.0.0/33", "10.0.0.0/", "10.0.0.0/+8", "example.com", "::1/129", ""] {
             #expect(throws: AddressRange.Invalid.self, "\(text)") { try AddressRange(parsing: text) }
         }

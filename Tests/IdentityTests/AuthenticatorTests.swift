@@ -205,6 +205,12 @@ struct IssuingAgentCertificateTests {
             Issue.record("a CA:TRUE agent certificate was accepted"); return
         }
         #expect(why.contains("CA certificate"))
+        // CA:TRUE without keyCertSign: OpenSSL's own check says "not a CA", the basic constraint says otherwise.
+        let flagged = try await Self.issue(
+            "bot11", by: acmeCA, extensions: "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,digitalSignature", in: directory)
+        guard case .failure(.certificateRefused) = try principal(flagged.0, flagged.1) else {
+            Issue.record("a CA:TRUE agent certificate without keyCertSign was accepted"); return
+        }
         let signing = try await Self.issue(
             "bot10", by: acmeCA, extensions: "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyCertSign",
             in: directory)

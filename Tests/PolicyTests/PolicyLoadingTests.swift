@@ -89,6 +89,11 @@ struct PolicyLoadingTests {
                 #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","resources/read"],"resources":["file:///w/*"]}]}"#,
                 "rules[0].tools: the rule lists 'tools/call' but no 'tools'"
             ),
+            // Found by the third review: a prefix canonically equivalent to its canonical form, but not in it, admitted nothing.
+            (
+                #"{"rules":[{"id":"R1","action":"allow","tools":["x"],"args":{"p":{"path":{"allowed_prefixes":["\u212Ab"]}}}}]}"#,
+                "is compared with canonical values, and is not one: write it as 'Kb'"
+            ),
             (
                 #"{"rules":[{"id":"M1","action":"allow","methods":["tools/call","completion/complete"],"tools":["safe_tool"]}]}"#,
                 "rules[0].methods[1]: 'completion/complete' takes no tools, resources or prompts"

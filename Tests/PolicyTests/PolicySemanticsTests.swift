@@ -400,7 +400,10 @@ struct PolicySemanticsTests {
         func decide(_ value: String) -> PolicyDecision.Outcome {
             PolicyFixtures.decide(set, "v", value).outcome
         }
-        for value in ["=(id)", "x =(id)", "$[1+1]", "echo $-", "\"$[1]\"", "*(e:reboot:)", "a?(+fn)", "[ab](e:id:)"] {
+        for value in [
+            "=(id)", "x =(id)", "$[1+1]", "echo $-", "\"$[1]\"", "*(e:reboot:)", "a?(+fn)", "[ab](e:id:)", "*.txt(e:reboot:)",
+            "a*b(e:reboot:)",
+        ] {
             #expect(decide(value) == .deny, "\(value)")
         }
         for value in ["$0.99", "a=(b)", "x = (y)", "1+1=2", "price (USD)", "f(x)"] { #expect(decide(value) == .allow, "\(value)") }

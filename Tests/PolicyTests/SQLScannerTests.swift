@@ -89,6 +89,8 @@ struct ReadOnlyFunctionTests {
             "SELECT schedule('* * * * *', 'DELETE FROM users')",
             // Found by the review of the first version: names that are not ASCII, and a quoted catalog name.
             #"SELECT "crön".reset_all()"#, #"SELECT cron."schédule"(1)"#, #"SELECT "PG_CATALOG".reset_all()"#,
+            // …and SQL Server's `db..f` (found by the third review).
+            "SELECT mydb..evil(1)", "SELECT * FROM mydb..tvf(1)",
         ])
     func refused(query: String) {
         #expect(SQLScanner.readOnlyProblem(query) != nil, "\(query)")
@@ -118,7 +120,13 @@ struct ReadOnlyFunctionTests {
             #expect(SQLScanner.readOnlyProblem(query, databases: [.sqlServer]) == nil, "\(query)")
             #expect(SQLScanner.readOnlyProblem(query) != nil, "\(query)")
         }
-        for query in ["SELECT cron.schedule(nolock, 'DELETE FROM t')", "SELECT dbo.f(nolock, 1 + 1)", "SELECT * FROM dbo.users (UPDLOCK)"] {
+        // Found by the third review: hint words are not reserved, so a derived table can make them columns; only a
+        // table right after FROM or JOIN is read so.
+        for query in [
+            "SELECT cron.schedule(nolock, 'DELETE FROM t')", "SELECT dbo.f(nolock, 1 + 1)", "SELECT * FROM dbo.users (UPDLOCK)",
+            "SELECT dbo.transfer(nolock, readpast) FROM (SELECT 'acct' AS nolock, 1000 AS readpast) s",
+            "SELECT * FROM (SELECT 1 AS nolock) s CROSS APPLY dbo.tvf(nolock)",
+        ] {
             #expect(SQLScanner.readOnlyProblem(query, databases: [.sqlServer]) != nil, "\(query)")
         }
     }

@@ -187,7 +187,8 @@ public struct AddressRange: Sendable, Hashable, CustomStringConvertible {
         case .v6(let v6): bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
         default: return false
         }
-        if bytes.count == 16, network.count == 4, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
+        // An IPv4 client seen on an IPv6 socket is in IPv4 ranges only (found by review: `::/80` took in every one).
+        if bytes.count == 16, bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
             bytes = Array(bytes[12..<16])
         }
         guard bytes.count == network.count else { return false }
