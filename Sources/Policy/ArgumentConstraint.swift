@@ -211,6 +211,14 @@ public struct ArgumentConstraint: Sendable, Hashable {
             problem = scalarPathProblem(canonical, rule)
         }
         guard problem == nil, !rule.allowedPrefixes.isEmpty else { return problem }
+        // Printable ASCII without a backslash or a leading blank, where no `..` is allowed, reads the same both ways
+        // (ASCII has no look-alikes, and every segment of dots was refused above): the common case skips the second
+        // reading, which costs allocations on every call.
+        if !rule.allowTraversal, canonical.utf8.first != UInt8(ascii: " "),
+            canonical.utf8.allSatisfy({ $0 >= 0x20 && $0 <= 0x7E && $0 != UInt8(ascii: "\\") })
+        {
+            return nil
+        }
         return literalPrefixProblem(canonical, rule)
     }
 
