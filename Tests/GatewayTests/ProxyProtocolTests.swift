@@ -213,10 +213,12 @@ struct ProxyProtocolListenerTests {
         await upstream.stop()
     }
 
-    /// A plain TCP connection to `port` that has sent `bytes` (part of a header) and nothing more.
+    /// A plain TCP connection to `port` that has sent `bytes` (part of a header) and nothing more. (On a loaded machine the
+    /// gateway may have closed it before the write, the header deadline passed: "I/O on closed channel" in ci20. The
+    /// callers wait for the close either way.)
     static func partialHeader(_ bytes: String, port: Int) async throws -> any Channel {
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(host: "127.0.0.1", port: port).get()
-        try await channel.writeAndFlush(ByteBuffer(string: bytes)).get()
+        try? await channel.writeAndFlush(ByteBuffer(string: bytes)).get()
         return channel
     }
 
