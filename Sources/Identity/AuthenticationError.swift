@@ -32,6 +32,8 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
     case wrongIssuer(String)
     /// `aud` does not contain the gateway's audience.
     case wrongAudience(expected: String)
+    /// The header's `typ` (nil: none) is not one the tenant accepts.
+    case wrongTokenType(String?, accepted: [TokenType])
     /// The token names a tenant that is not configured.
     case unknownTenant(String)
     /// Two sources name different tenants (token vs. signing key, or certificate vs. token).
@@ -62,6 +64,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .invalidClaim: "invalid_claim"
         case .wrongIssuer: "wrong_issuer"
         case .wrongAudience: "wrong_audience"
+        case .wrongTokenType: "wrong_token_type"
         case .unknownTenant: "unknown_tenant"
         case .tenantMismatch: "tenant_mismatch"
         case .agentMismatch: "agent_mismatch"
@@ -79,6 +82,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .badSignature, .algorithmNone, .unsupportedAlgorithm, .algorithmMismatch: "the token's signature does not verify"
         case .unknownKeyID, .keyNotSelectable: "the token is signed by an unknown key"
         case .wrongAudience: "the token was not issued for this resource (audience)"
+        case .wrongTokenType: "the token is not of a type this resource accepts (typ)"
         case .wrongIssuer, .unknownTenant: "the token's issuer is not trusted"
         case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "the token is malformed or lacks a required claim"
         case .tenantMismatch, .agentMismatch: "the presented credentials name different callers"
@@ -95,6 +99,7 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .badSignature, .algorithmNone, .unsupportedAlgorithm, .algorithmMismatch: "bad_signature"
         case .unknownKeyID, .keyNotSelectable: "unknown_key"
         case .wrongAudience: "wrong_audience"
+        case .wrongTokenType: "wrong_token_type"
         case .wrongIssuer, .unknownTenant: "untrusted_issuer"
         case .tokenTooLarge, .malformedToken, .missingClaim, .invalidClaim: "malformed_token"
         case .tenantMismatch, .agentMismatch: "credentials_disagree"
@@ -121,6 +126,8 @@ public enum AuthenticationError: Error, Sendable, Hashable, CustomStringConverti
         case .invalidClaim(let name, let reason): "claim '\(name)' \(reason)"
         case .wrongIssuer(let issuer): "issuer '\(issuer)' is not trusted for this tenant"
         case .wrongAudience(let expected): "audience does not include '\(expected)'"
+        case .wrongTokenType(let type, let accepted):
+            "token type \(type.map { "'\($0)'" } ?? "missing (no typ)") is not accepted: the tenant accepts \(accepted.map(\.name).joined(separator: ", "))"
         case .unknownTenant(let tenant): "unknown tenant '\(tenant)'"
         case .tenantMismatch(let why): "tenant mismatch: \(why)"
         case .agentMismatch(let certificate, let token): "certificate names agent '\(certificate)' but the token names '\(token)'"

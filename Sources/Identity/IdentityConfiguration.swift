@@ -64,7 +64,7 @@ extension IdentityConfiguration {
     /// Keys allowed in a tenant object.
     static let tenantKeys: Set<String> = ["client_ca", "crl", "spiffe_trust_domain", "agent_from_common_name", "jwt", "oauth"]
     static let jwtKeys: Set<String> = [
-        "issuers", "audience", "tenant_claim", "agent_claim", "require_exp", "leeway_seconds", "keys", "jwks_file",
+        "issuers", "audience", "tenant_claim", "agent_claim", "require_exp", "leeway_seconds", "token_types", "keys", "jwks_file",
         "jwks_uri", "discovery", "ca_file", "jwks_min_refetch_seconds", "jwks_lifetime_seconds",
     ]
     static let oauthKeys: Set<String> = ["authorization_servers", "scopes_supported", "introspection"]
@@ -310,6 +310,19 @@ extension IdentityConfiguration {
             requireExpiry: try reader.bool("require_exp") ?? true,
             leewaySeconds: Int64(try reader.int("leeway_seconds", in: 0...3600) ?? leeway))
         settings.remoteKeys = remote
+        if let types = try reader.strings("token_types") {
+            guard !types.isEmpty else {
+                throw JSONFieldError(path: reader.fieldPath("token_types"), reason: "needs at least one type (leave it out to accept any)")
+            }
+            settings.tokenTypes = try types.enumerated().map { (index, text) throws(JSONFieldError) in
+                guard let type = TokenType(text) else {
+                    throw JSONFieldError(
+                        path: reader.fieldPath("token_types") + "[\(index)]",
+                        reason: "'\(text.prefix(64))' is not a media type name (e.g. at+jwt)")
+                }
+                return type
+            }
+        }
         return settings
     }
 

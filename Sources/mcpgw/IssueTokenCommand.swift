@@ -48,6 +48,9 @@ struct IssueTokenCommand: ParsableCommand {
     @Option(help: "Name of the claim that carries the tenant.")
     var tenantClaim: String = "tenant"
 
+    @Option(help: "The header's typ: JWT, or at+jwt for a tenant whose jwt.token_types asks for typed access tokens.")
+    var typ: String = "JWT"
+
     @Option(help: "Print the header and claims of TOKEN (not verified) instead of minting.")
     var decode: String?
 
@@ -74,6 +77,7 @@ struct IssueTokenCommand: ParsableCommand {
             throw ValidationError("\(alg.rawValue) needs --key (no development key ships for it)")
         }
         _ = try Self.seconds(ttl)
+        guard TokenType(typ) != nil else { throw ValidationError("--typ '\(typ.prefix(64))' is not a media type name (e.g. JWT, at+jwt)") }
     }
 
     func run() throws {
@@ -100,7 +104,7 @@ struct IssueTokenCommand: ParsableCommand {
             issuer: issuer ?? "https://issuer.mcpgw.dev/\(tenant)", audience: audience, tenant: tenant, agent: agent,
             scopes: scope.split(separator: " ").map(String.init), issuedAt: Date(), lifetimeSeconds: try Self.seconds(ttl),
             tenantClaim: tenantClaim)
-        print(try TokenMinter(key: signingKey, keyID: keyID).mint(claims))
+        print(try TokenMinter(key: signingKey, keyID: keyID, type: typ).mint(claims))
     }
 
     /// `90`, `90s`, `15m`, `1h`, `2d` → seconds (1 s … 30 d).

@@ -90,4 +90,17 @@ struct GatewayReasonLabelTests {
         let missing = names.subtracting(GatewayMetrics.gatewayReasons)
         #expect(missing.isEmpty, "rule names counted as `other`: \(missing.sorted())")
     }
+
+    /// An authentication failure's rule is its `AuthenticationError.code` (found while adding `wrong_token_type`).
+    @Test func everyAuthenticationCodeIsALabel() throws {
+        let file = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("Sources/Identity/AuthenticationError.swift")
+        let text = try String(contentsOf: file, encoding: .utf8)
+        let start = try #require(text.range(of: "public var code: String {"))
+        let end = try #require(text.range(of: "public var publicReason", range: start.upperBound..<text.endIndex))
+        let codes = Set(text[start.upperBound..<end.lowerBound].matches(of: #/"([a-z]+(?:_[a-z]+)*)"/#).map { String($0.output.1) })
+        #expect(codes.count > 20, "\(codes.sorted())")
+        let missing = codes.subtracting(GatewayMetrics.gatewayReasons)
+        #expect(missing.isEmpty, "authentication codes counted as `other`: \(missing.sorted())")
+    }
 }

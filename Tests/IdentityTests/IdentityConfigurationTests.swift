@@ -54,6 +54,15 @@ struct IdentityConfigurationTests {
             ),
             (#"{"acme":{"jwt":{"issuers":["i"],"keys":[{"kid":"k"}]}}}"#, "needs exactly one of public_key_file or secret_file"),
             (#"{"acme":{"clientca":[]}}"#, "tenants.acme.clientca: unknown key"),
+            (
+                #"{"acme":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)],"token_types":[]}}}"#,
+                "tenants.acme.jwt.token_types: needs at least one type"
+            ),
+            (
+                #"{"acme":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)],"token_types":["at+jwt","at jwt"]}}}"#,
+                "tenants.acme.jwt.token_types[1]: 'at jwt' is not a media type name"
+            ),
+            (#"{"acme":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)],"token_types":"at+jwt"}}}"#, "tenants.acme.jwt.token_types"),
             (#"{"ac/me":{}}"#, "tenant id must be"),
             (
                 #"{"a":{"jwt":{"issuers":["i"],"keys":[\#(acmeKey)]}},"b":{"jwt":{"issuers":["i"],"keys":[{"kid":"k2","public_key_file":"certs-dev/jwt/globex-rs256.pub"}]}}}"#,
@@ -89,6 +98,13 @@ struct IdentityConfigurationTests {
         #expect(configuration.tenants["acme"]?.introspection?.requiresTenantClaim == shared)
     }
 
+    @Test("token_types are read as media type names")
+    func tokenTypes() throws {
+        let configuration = try read(
+            #"{"acme":{"jwt":{"issuers":["i"],"keys":[\#(Self.acmeKey)],"token_types":["application/AT+JWT","JWT"]}}}"#)
+        #expect(configuration.tenants["acme"]?.jwt?.tokenTypes == [TokenType("at+jwt")!, TokenType("jwt")!])
+    }
+
     @Test("identity defaults apply to tenants and can be overridden per tenant")
     func defaults() throws {
         let configuration = try read(
@@ -96,6 +112,7 @@ struct IdentityConfigurationTests {
             identity: #"{"audience":"gw","leeway_seconds":30,"spiffe_trust_domain":"corp.example"}"#)
         #expect(configuration.tenants["acme"]?.jwt?.audience == "gw")
         #expect(configuration.tenants["acme"]?.jwt?.leewaySeconds == 5)
+        #expect(configuration.tenants["acme"]?.jwt?.tokenTypes == nil)
         #expect(configuration.tenants["acme"]?.certificateRules.trustDomain == "corp.example")
         #expect(configuration.tenants["globex"]?.certificateRules.trustDomain == "globex.example")
         #expect(configuration.tenants["globex"]?.jwt == nil)

@@ -37,7 +37,7 @@ struct JWTVerifierTests {
             "expired", "not yet valid", "issued in the future", "wrong issuer", "wrong audience", "missing tenant claim",
             "unknown tenant", "tenant of another key", "two segments", "four segments", "padded base64",
             "header not an object", "duplicate claim", "oversized", "empty signature", "missing exp", "alg NONE",
-            "unsupported alg", "crit header", "kid not a string",
+            "unsupported alg", "crit header", "kid not a string", "typ not a string",
         ])
     func refused(_ name: String) throws {
         let rsa = try JWTSigningKey.privateKey(pem: DevKeys.file("acme-rs256.key"))
@@ -119,6 +119,12 @@ struct JWTVerifierTests {
                 )
             case "kid not a string":
                 return (try DevKeys.craft(header: #"{"alg":"RS256","kid":7}"#, payload: DevKeys.payload(), key: rsa), "malformed_token")
+            case "typ not a string":
+                return (
+                    try DevKeys.craft(
+                        header: #"{"alg":"RS256","kid":"acme-rs256","typ":["at+jwt"]}"#, payload: DevKeys.payload(), key: rsa),
+                    "malformed_token"
+                )
             default:
                 Issue.record("no case \(name)")
                 return ("", "")
@@ -162,6 +168,33 @@ struct JWTVerifierTests {
         #expect {
             try single.verify(forged, now: DevKeys.now)
         } throws: { ($0 as? AuthenticationError)?.code == "algorithm_mismatch" }
+    }
+
+    @Test("a tenant that names token types accepts those (any case, with or without application/) and refuses others")
+    func tokenTypes() throws {
+        var typed = try DevKeys.settings("acme")
+        typed.tokenTypes = [TokenType("at+jwt")!]
+        let strict = try JWTVerifier(tenants: ["acme": typed, "globex": DevKeys.settings("globex")])
+        let rsa = try JWTSigningKey.privateKey(pem: DevKeys.file("acme-rs256.key"))
+        func token(_ typ: String?) throws -> String {
+            let header = typ.map { #"{"alg":"RS256","kid":"acme-rs256","typ":"\#($0)"}"# } ?? #"{"alg":"RS256","kid":"acme-rs256"}"#
+            return try DevKeys.craft(header: header, payload: DevKeys.payload(), key: rsa)
+        }
+        for accepted in ["at+jwt", "AT+JWT", "application/at+jwt", "Application/At+JWT"] {
+            #expect(try strict.verify(token(accepted), now: DevKeys.now).tenant == "acme", "\(accepted)")
+        }
+        for refused in ["JWT", "jwt", "id_token", "at+jwt ", "application/jwt", "text/at+jwt", "logout+jwt", nil] {
+            #expect {
+                try strict.verify(token(refused), now: DevKeys.now)
+            } throws: { ($0 as? AuthenticationError)?.code == "wrong_token_type" }
+        }
+        // The minter's typ; another tenant without token types, and a verifier without them, accept any typ.
+        let minted = try TokenMinter(key: rsa, keyID: "acme-rs256", type: "at+jwt").mint(DevKeys.claims())
+        #expect(try strict.verify(minted, now: DevKeys.now).agent == "bot1")
+        #expect(try strict.verify(DevKeys.rsaMinter("globex").mint(DevKeys.claims(tenant: "globex")), now: DevKeys.now).tenant == "globex")
+        #expect(rejection(try token("id_token")) == nil)
+        #expect(rejection(try token(nil)) == nil)
+        #expect(TokenType("") == nil && TokenType("at jwt") == nil && TokenType("application/") == nil && TokenType("a/b/c") == nil)
     }
 
     @Test("leeway: 60 s either side are tolerated, 61 s are not")

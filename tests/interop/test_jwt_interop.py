@@ -85,12 +85,8 @@ def test_issue_token_verifies_with_pyjwt(mcpgw, alg, verification_key):
     assert header["kid"] == f"acme-{alg.lower()}" and header["alg"] == alg
 
 
-def test_jwks_file_from_pyjwt(verify, tmp_path):
-    """A JWK Set written by PyJWT configures a tenant; its tokens verify and the old PEM keys are not needed."""
-    public_pem = dev_file("jwt/acme-rs256.pub")
-    jwk = json.loads(RSAAlgorithm.to_jwk(RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(public_pem)))
-    jwk.update({"kid": "rotated-1", "alg": "RS256", "use": "sig"})
-    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+def dev_config_with_absolute_paths() -> dict:
+    """mcpgw.dev.json with every file path made absolute, to be written elsewhere and edited."""
     config = json.loads((ROOT / "mcpgw.dev.json").read_text())
     for tenant in config["tenants"].values():
         tenant["client_ca"] = [str(ROOT / p) for p in tenant["client_ca"]]
@@ -98,6 +94,42 @@ def test_jwks_file_from_pyjwt(verify, tmp_path):
         for key in tenant["jwt"]["keys"]:
             key[next(k for k in key if k.endswith("_file"))] = str(ROOT / key[next(k for k in key if k.endswith("_file"))])
     config["tls"] = {k: str(ROOT / v) if k in ("certificate_chain", "private_key") else v for k, v in config["tls"].items()}
+    return config
+
+
+def test_typed_access_tokens(verify, mcpgw, tmp_path):
+    """A tenant with token_types ["at+jwt"] (RFC 9068) takes PyJWT's typed tokens and issue-token --typ at+jwt, and
+    refuses PyJWT's default typ (JWT), an untyped token and an ID token signed by its own key."""
+    config = dev_config_with_absolute_paths()
+    config["tenants"]["acme"]["jwt"]["token_types"] = ["at+jwt"]
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    check = lambda token: verify(token, config=str(path))
+    key = dev_file("jwt/acme-rs256.key")
+    for typ in ("at+jwt", "application/at+jwt", "AT+JWT"):
+        accepted, answer = check(jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "acme-rs256", "typ": typ}))
+        assert accepted, (typ, answer)
+    status, minted = mcpgw("issue-token", "--tenant", "acme", "--agent", "bot1", "--typ", "at+jwt")
+    assert status == 0 and jwt.get_unverified_header(minted.strip())["typ"] == "at+jwt"
+    assert check(minted.strip())[0]
+    untyped = jwt.encode(claims(), key, algorithm="RS256", headers={"kid": "acme-rs256", "typ": None})
+    assert "typ" not in jwt.get_unverified_header(untyped)
+    for token in (rs256(claims()), untyped, rs256(claims(nonce="n-0S6_WzA2Mj", auth_time=int(time.time())))):
+        accepted, answer = check(token)
+        assert not accepted and answer["code"] == "wrong_token_type", answer
+    # The other tenant names no types: its PyJWT tokens (typ JWT) still verify.
+    assert check(rs256(claims("globex"), "globex"))[0]
+    status, out = mcpgw("issue-token", "--tenant", "acme", "--agent", "bot1", "--typ", "at jwt")
+    assert status != 0 and not out.strip()
+
+
+def test_jwks_file_from_pyjwt(verify, tmp_path):
+    """A JWK Set written by PyJWT configures a tenant; its tokens verify and the old PEM keys are not needed."""
+    public_pem = dev_file("jwt/acme-rs256.pub")
+    jwk = json.loads(RSAAlgorithm.to_jwk(RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(public_pem)))
+    jwk.update({"kid": "rotated-1", "alg": "RS256", "use": "sig"})
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    config = dev_config_with_absolute_paths()
     config["tenants"]["acme"]["jwt"] = {"issuers": [ISSUER.format("acme")], "jwks_file": str(tmp_path / "jwks.json")}
     (tmp_path / "config.json").write_text(json.dumps(config))
     accepted, answer = verify(rs256(claims(), kid="rotated-1"), config=str(tmp_path / "config.json"))

@@ -280,7 +280,7 @@ public final class GatewayMetrics: Sendable {
         "no_credentials", "token_too_large", "malformed_token", "algorithm_none", "unsupported_algorithm",
         "algorithm_mismatch", "unknown_kid", "key_not_selectable", "bad_signature", "token_expired", "token_not_yet_valid",
         "token_issued_in_future", "missing_claim", "invalid_claim", "wrong_issuer", "wrong_audience", "unknown_tenant",
-        "tenant_mismatch", "agent_mismatch", "certificate_refused", "token_inactive",
+        "wrong_token_type", "tenant_mismatch", "agent_mismatch", "certificate_refused", "token_inactive",
         // Found by review: written to the audit log, and counted as `other`.
         "no_policy", "batch", "batch_size", "agent_request_budget", "costly_decision_budget", "pipeline_depth", "slow_reader", "audit_room",
         "held_response_bytes", "large_list_budget", "response_framing", "shared_limits", "credentials_refused",

@@ -7,7 +7,8 @@ public import struct Foundation.Date
 ///
 /// Order, after jwt-kit: size limit → strict split and decode → `alg` (never `none`) → key chosen by `kid`
 /// (or, without `kid`, by the issuer when it has exactly one key) → the key's fixed algorithm must equal `alg` →
-/// signature → only then the claims (`exp`, `nbf`, `iat`, `iss`, `aud`, tenant, agent, scopes).
+/// signature → only then the header's `typ` (where the tenant names types) and the claims (`exp`, `nbf`, `iat`, `iss`,
+/// `aud`, tenant, agent, scopes).
 public struct JWTVerifier: Sendable {
     private struct KeyEntry: Sendable {
         let tenant: String
@@ -122,7 +123,7 @@ public struct JWTVerifier: Sendable {
                     $0.key.algorithm == algorithm && $0.key.verify(signature: jws.signature, signingInput: jws.signingInput)
                 })
         else { throw .badSignature }
-        var verified = try checkClaims(jws.payload, tenant: entry.tenant, key: entry.key, now: now)
+        var verified = try checkClaims(jws, tenant: entry.tenant, key: entry.key, now: now)
         verified.keySetGeneration = entry.keySetGeneration
         cache.store(digest, verified, now: now)
         return verified
@@ -164,9 +165,16 @@ public struct JWTVerifier: Sendable {
     }
 
     private func checkClaims(
-        _ claims: JSONObject, tenant: String, key: JWTVerificationKey, now: Date
+        _ jws: CompactJWS, tenant: String, key: JWTVerificationKey, now: Date
     ) throws(AuthenticationError) -> VerifiedToken {
         guard let settings = tenants[tenant] else { throw .unknownTenant(tenant) }
+        if let accepted = settings.tokenTypes {
+            let type = jws.typeName
+            guard let type, let parsed = TokenType(type), accepted.contains(parsed) else {
+                throw .wrongTokenType(type, accepted: accepted)
+            }
+        }
+        let claims = jws.payload
         let current = Int64(now.timeIntervalSince1970.rounded(.down))
         let leeway = settings.leewaySeconds
 

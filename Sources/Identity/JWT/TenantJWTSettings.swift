@@ -19,6 +19,10 @@ public struct TenantJWTSettings: Sendable {
     public var requireExpiry: Bool
     /// Clock skew tolerated for `exp`, `nbf` and `iat`, in seconds (default 60).
     public var leewaySeconds: Int64
+    /// The header `typ` values accepted, as `TokenType`s; nil accepts any `typ` or none (the default). Set it to
+    /// `at+jwt` (RFC 9068) where the issuer types its access tokens, so that its ID tokens and other JWTs it signs for
+    /// the same audience are refused (RFC 8725 §3.11).
+    public var tokenTypes: [TokenType]? = nil
 
     /// Settings with the defaults above.
     public init(
@@ -33,6 +37,26 @@ public struct TenantJWTSettings: Sendable {
         self.requireExpiry = requireExpiry
         self.leewaySeconds = leewaySeconds
     }
+}
+
+/// A JWT header `typ` value, compared as RFC 7515 §4.1.9 says: case-insensitively, with or without the
+/// `application/` prefix.
+public struct TokenType: Sendable, Hashable, CustomStringConvertible {
+    /// The media type's subtype, lowercased (`at+jwt` for `application/at+JWT`).
+    public let name: String
+
+    /// The type `text` names, or nil when `text` is not a media type name (empty, or holding blanks, controls or
+    /// characters other than a subtype's).
+    public init?(_ text: String) {
+        var lowered = text.lowercased()
+        if lowered.hasPrefix("application/") { lowered.removeFirst("application/".count) }
+        // RFC 6838 §4.2 restricted names: letters, digits and ! # $ & - ^ _ . +
+        let allowed = Set("abcdefghijklmnopqrstuvwxyz0123456789!#$&-^_.+")
+        guard !lowered.isEmpty, lowered.count <= 127, lowered.allSatisfy(allowed.contains) else { return nil }
+        name = lowered
+    }
+
+    public var description: String { name }
 }
 
 /// A configuration that cannot be used, with the reason.

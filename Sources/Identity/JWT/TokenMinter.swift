@@ -43,18 +43,21 @@ public struct TokenMinter: Sendable {
     public let key: JWTSigningKey
     /// The `kid` put in the header, if any.
     public let keyID: String?
+    /// The header's `typ`.
+    public let type: String
 
-    /// A minter signing with `key`, announcing `keyID`.
-    public init(key: JWTSigningKey, keyID: String?) {
+    /// A minter signing with `key`, announcing `keyID` and `type` (`JWT` by default; `at+jwt` for RFC 9068).
+    public init(key: JWTSigningKey, keyID: String?, type: String = "JWT") {
         self.key = key
         self.keyID = keyID
+        self.type = type
     }
 
     /// A compact JWS with these claims (plus a random `jti`).
     public func mint(_ claims: Claims) throws(JWTKeyError) -> String {
         let issued = Int64(claims.issuedAt.timeIntervalSince1970.rounded(.down))
         var headerMembers: [JSONObject.Member] = [
-            .init(key: "alg", value: .string(key.algorithm.rawValue)), .init(key: "typ", value: .string("JWT")),
+            .init(key: "alg", value: .string(key.algorithm.rawValue)), .init(key: "typ", value: .string(type)),
         ]
         if let keyID { headerMembers.append(.init(key: "kid", value: .string(keyID))) }
         var payload: [JSONObject.Member] = [
