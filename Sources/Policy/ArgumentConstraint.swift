@@ -126,7 +126,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             for form in leaf.forms {
                 if let problem = SQLScanner.readOnlyProblem(form, databases: sqlDialects) {
                     return "not a read-only query: \(problem)"
-                        + (form.utf8.elementsEqual(canonical.utf8) ? "" : " (in the form \(Self.quoted(form)))")
+                        + (form.hasSameBytes(as: canonical) ? "" : " (in the form \(Self.quoted(form)))")
                 }
             }
         }
@@ -145,7 +145,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             }
             if !allowed, let costly { return "too long to search for allowed pattern /\(costly.pattern)/ (refused unexamined)" }
             if !allowed {
-                return form.utf8.elementsEqual(canonical.utf8)
+                return form.hasSameBytes(as: canonical)
                     ? "matches none of the allowed patterns" : "matches none of the allowed patterns as sent (before canonicalisation)"
             }
         }
@@ -158,7 +158,7 @@ public struct ArgumentConstraint: Sendable, Hashable {
             // The forms canonically equivalent to the canonical one (`==` on strings: decomposed text, as macOS writes
             // file names, whose combining marks sit next to dots) are held to the prefixes byte for byte only: to a POSIX
             // file system `cafe` + U+0301 or a Kelvin sign is another name (found by review).
-            for form in leaf.forms where !form.utf8.elementsEqual(canonical.utf8) {
+            for form in leaf.forms where !form.hasSameBytes(as: canonical) {
                 let problem = form == canonical ? Self.literalPrefixProblem(form, path) : Self.pathProblem(form, path)
                 if let problem { return "\(problem) in the form \(Self.quoted(form))" }
             }

@@ -68,13 +68,29 @@ extension NormalizationCost {
     /// pieces of this size, the work is linear.
     static let pieceBytes = 16 * 1024
 
-    /// `text` in NFKC, normalised piece by piece. Pieces are cut before an ASCII scalar, which never composes with
-    /// what precedes it and is never reordered, so the result is exactly NFKC. Text with no ASCII for a long stretch is
-    /// cut before a starter that is not a Hangul vowel or final jamo (stream-safe text has a starter at least every 31
-    /// scalars, and a run of vowel and final jamo is bounded the same way); in the rare scripts whose starters compose
-    /// with a preceding starter, a letter at such a cut may stay decomposed, which never creates or hides a separator,
-    /// a dot or a quote.
+    /// `text` in NFKC.
+    ///
+    /// Where every scalar is its own NFKC, the text's NFKC is its NFC (such a scalar has no compatibility mapping at any
+    /// depth of its canonical decomposition, so NFKD is NFD), and the standard library computes NFC natively, in one
+    /// linear pass over UTF-8. That is the case for nearly all text (accented letters, Cyrillic, CJK, emoji).
+    ///
+    /// Otherwise (`ﬁ`, fullwidth forms, the Kelvin sign) Foundation normalises it, piece by piece: Foundation bridges to
+    /// UTF-16 and back, ten times the cost per byte (a 3 MiB argument of accented text took 380 ms), and its NFKC is
+    /// quadratic on one long piece. Pieces are cut before an ASCII scalar, which never composes with what precedes it
+    /// and is never reordered, so the result is exactly NFKC. Text with no ASCII for a long stretch is cut before a
+    /// starter that is not a Hangul vowel or final jamo (stream-safe text has a starter at least every 31 scalars, and
+    /// a run of vowel and final jamo is bounded the same way); in the rare scripts whose starters compose with a
+    /// preceding starter, a letter at such a cut may stay decomposed, which never creates or hides a separator, a dot
+    /// or a quote.
     static func normalized(_ text: String) -> String {
+        var ownForms = OwnNFKCForms()
+        guard ownForms.holdsOnlyOwnForms(text.utf8) else { return normalizedByFoundation(text) }
+        let nfc = text._nfcCodeUnits
+        return text.hasSameBytes(as: nfc) ? text : String(decoding: nfc, as: UTF8.self)
+    }
+
+    /// `text` in NFKC by Foundation, piece by piece (see `normalized`).
+    private static func normalizedByFoundation(_ text: String) -> String {
         guard text.utf8.count > pieceBytes else { return text.precomposedStringWithCompatibilityMapping }
         let scalars = text.unicodeScalars
         var output = ""
@@ -96,6 +112,50 @@ extension NormalizationCost {
         }
         output += String(scalars[pieceStart...]).precomposedStringWithCompatibilityMapping
         return output
+    }
+
+    /// Which scalars are their own NFKC. The standard library's Changes_When_NFKC_Casefolded property answers for most
+    /// (a scalar it leaves unchanged is its own NFKC, since NFKC_Casefold(x) is in NFKC; `NFKCFormTests` checks every
+    /// scalar). The rest — upper-case letters, compatibility characters, default-ignorables — are asked of Foundation,
+    /// once per distinct scalar of a text. Answers are remembered in a small direct-mapped table, as the property
+    /// lookup costs more than the table.
+    struct OwnNFKCForms {
+        private var foundationAnswers: [UInt32: Bool] = [:]
+        /// Slot `value % 256`: the scalar's value, with bit 31 set when it is its own NFKC; 0 when empty.
+        private var recent: [UInt32] = []
+
+        /// Whether every scalar of `utf8` (valid UTF-8) is its own NFKC.
+        mutating func holdsOnlyOwnForms(_ utf8: String.UTF8View) -> Bool {
+            var iterator = utf8.makeIterator()
+            while let lead = iterator.next() {
+                guard lead >= 0x80 else { continue }
+                // Decoded by hand: the text is valid UTF-8, and a lead byte says how many continuation bytes follow.
+                var value = UInt32(lead)
+                let continuations = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : 1
+                value &= lead >= 0xF0 ? 0x07 : lead >= 0xE0 ? 0x0F : 0x1F
+                for _ in 0..<continuations { value = value << 6 | UInt32(iterator.next()! & 0x3F) }
+                if !isOwnNFKC(Unicode.Scalar(value)!) { return false }
+            }
+            return true
+        }
+
+        /// Whether NFKC leaves `scalar`, alone, unchanged.
+        mutating func isOwnNFKC(_ scalar: Unicode.Scalar) -> Bool {
+            if recent.isEmpty { recent = Array(repeating: 0, count: 256) }
+            let slot = Int(scalar.value & 0xFF)
+            if recent[slot] & 0x7FFF_FFFF == scalar.value { return recent[slot] & 0x8000_0000 != 0 }
+            let answer = answer(for: scalar)
+            recent[slot] = scalar.value | (answer ? 0x8000_0000 : 0)
+            return answer
+        }
+
+        private mutating func answer(for scalar: Unicode.Scalar) -> Bool {
+            if !scalar.properties.changesWhenNFKCCaseFolded { return true }
+            if let known = foundationAnswers[scalar.value] { return known }
+            let answer = String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.elementsEqual(CollectionOfOne(scalar))
+            foundationAnswers[scalar.value] = answer
+            return answer
+        }
     }
 
     /// A starter that never composes with what precedes it: not a Hangul vowel or final jamo (which join the jamo or

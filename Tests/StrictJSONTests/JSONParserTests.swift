@@ -78,6 +78,26 @@ struct JSONParserTests {
         #expect(throws: JSONParseError.self) { try JSONParser.parse([0x22, 0xED, 0xA0, 0x80, 0x22]) }
     }
 
+    @Test("invalid UTF-8 next to escapes is refused, at the run it is in; escapes never complete a broken sequence")
+    func invalidUTF8AroundEscapes() throws {
+        let quote: [UInt8] = [0x22]
+        func offset(_ bytes: [UInt8]) -> Int? {
+            do {
+                _ = try JSONParser.parse(quote + bytes + quote)
+                return nil
+            } catch {
+                return "\(error)".contains("invalid UTF-8") ? error.offset : -1
+            }
+        }
+        let e9 = Array(#"\u00e9"#.utf8), newline = Array(#"\n"#.utf8)
+        #expect(offset([0xC3] + e9) == 1)  // a lead byte cut short by an escape
+        #expect(offset(e9 + [0xA9]) == 7)  // a continuation byte after one
+        #expect(offset(Array("ab".utf8) + newline + Array("cd".utf8) + newline + [0xFF, 0x41]) == 9)
+        #expect(offset(Array(#"\ud83d\ude00"#.utf8) + [0x80]) == 13)
+        #expect(offset([0xC3, 0xA9] + newline + [0xC3, 0xA9] + e9) == nil)
+        #expect(try JSONParser.parse(quote + [0xC3, 0xA9] + newline + [0xC3, 0xA9] + e9 + quote).stringValue == "é\néé")
+    }
+
     @Test("depth and size limits hold")
     func limits() throws {
         let deep = String(repeating: "[", count: 65) + String(repeating: "]", count: 65)

@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+
+@testable import Policy
+
+/// `NormalizationCost.normalized` computes NFKC as NFC, natively, where every scalar is its own NFKC, and through
+/// Foundation elsewhere. These tests hold it to Foundation's NFKC.
+@Suite("NFKC forms")
+struct NFKCFormTests {
+    /// Every scalar that the standard library says NFKC case folding leaves alone is its own NFKC, by Foundation. The
+    /// fast path rests on this; a Unicode update that broke it would fail here, not in a policy decision.
+    @Test func scalarsUnchangedByNFKCCaseFoldingAreTheirOwnNFKC() {
+        var checked: [Unicode.Scalar] = []
+        for value in UInt32(0x80)...0x10FFFF {
+            guard let scalar = Unicode.Scalar(value), !scalar.properties.changesWhenNFKCCaseFolded,
+                scalar.properties.generalCategory != .unassigned
+            else { continue }
+            checked.append(scalar)
+        }
+        #expect(checked.count > 100_000)
+        // Each alone, between ASCII spaces (NFKC never joins across an ASCII scalar), in pieces of 2,000.
+        var mismatches: [String] = []
+        for start in stride(from: 0, to: checked.count, by: 2000) {
+            let piece = checked[start..<min(start + 2000, checked.count)]
+            let text = piece.map { String($0) }.joined(separator: " ")
+            let normalized = text.precomposedStringWithCompatibilityMapping
+            guard !normalized.unicodeScalars.elementsEqual(text.unicodeScalars) else { continue }
+            for scalar in piece where !String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.elementsEqual([scalar]) {
+                mismatches.append(String(scalar.value, radix: 16))
+            }
+        }
+        #expect(mismatches.isEmpty, "not their own NFKC: \(mismatches.prefix(20))")
+    }
+
+    /// Texts from an alphabet of every kind of scalar that NFKC treats differently: composing pairs in both orders,
+    /// marks to reorder, Hangul jamo and syllables, compatibility characters, upper-case letters, default-ignorables.
+    @Test func sameAsFoundationOnMixedText() {
+        let alphabet: [String] = [
+            "a", "e", "E", "/", " ", ".", "é", "É", "e\u{0301}", "\u{0301}", "\u{0316}", "\u{0327}", "\u{0338}", ">",
+            "ж", "Ж", "中", "\u{F900}", "ﬁ", "Ａ", "\u{212A}", "\u{2126}", "\u{00AD}", "\u{200B}", "\u{1100}", "\u{1161}",
+            "\u{11A8}", "한", "\u{0B47}", "\u{0B3E}", "\u{0DD9}", "\u{0DCF}", "\u{0F73}", "\u{FDFA}", "😀", "\u{1F1E6}",
+            "ß", "\u{0345}", "\u{1FBB}", "\u{00A0}", "Å", "A\u{030A}", "\u{212B}", "ǅ",
+        ]
+        var generator = SystemRandomNumberGenerator()
+        for round in 0..<400 {
+            let count = round < 390 ? Int.random(in: 1...40, using: &generator) : Int.random(in: 5000...12000, using: &generator)
+            let text = (0..<count).map { _ in alphabet.randomElement(using: &generator)! }.joined()
+            let expected = text.precomposedStringWithCompatibilityMapping
+            let normalized = NormalizationCost.normalized(text)
+            #expect(normalized.utf8.elementsEqual(expected.utf8), "\(text.unicodeScalars.map { String($0.value, radix: 16) })")
+        }
+    }
+
+    @Test("accented, Cyrillic and CJK text is returned in NFC without asking Foundation; compatibility forms are folded")
+    func examples() {
+        #expect(NormalizationCost.normalized("cre\u{0300}me bru\u{0302}le\u{0301}e").utf8.elementsEqual("crème brûlée".utf8))
+        #expect(NormalizationCost.normalized("ЖУРНАЛ журнал 中文").utf8.elementsEqual("ЖУРНАЛ журнал 中文".utf8))
+        #expect(NormalizationCost.normalized("ﬁle／Ｘ \u{212A}").utf8.elementsEqual("file/X K".utf8))
+        var forms = NormalizationCost.OwnNFKCForms()
+        #expect(forms.isOwnNFKC("é") && forms.isOwnNFKC("É") && forms.isOwnNFKC("Ж"))
+        #expect(!forms.isOwnNFKC("ﬁ") && !forms.isOwnNFKC("\u{212A}") && !forms.isOwnNFKC("\u{FF0F}"))
+    }
+
+    @Test("byte equality is not canonical equivalence")
+    func sameBytes() {
+        #expect("e\u{0301}" == "é" && !"e\u{0301}".hasSameBytes(as: "é") && "é".hasSameBytes(as: "é"))
+        #expect(
+            "".hasSameBytes(as: "") && !"a".hasSameBytes(as: "b") && "é".hasSameBytes(as: [0xC3, 0xA9]) && !"é".hasSameBytes(as: [0xC3]))
+        #expect("a\\b".containsByte(UInt8(ascii: "\\")) && !"ab".containsByte(UInt8(ascii: "\\")) && !"".containsByte(0x41))
+    }
+}
