@@ -111,6 +111,22 @@ public struct RedisSettings: Sendable {
     /// Whether the URL asked for TLS (`rediss://`): then `tls` must be set before connecting.
     public let wantsTLS: Bool
 
+    /// Whether the server is on this machine (`localhost`, 127.0.0.0/8, `::1`): plain `redis://` is then not on any
+    /// network.
+    public var isLoopback: Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.") || host.lowercased().hasPrefix("::ffff:127.")
+    }
+
+    /// Why plain `redis://` to this server is risky, or nil (TLS, or loopback). Found by review: `config check` said
+    /// nothing, while the password crossed the network in clear and anyone on the path could answer every lease
+    /// request with a full grant, switching the shared limits off unseen.
+    public var plaintextRisk: String? {
+        guard !wantsTLS, !isLoopback else { return nil }
+        return "redis://\(address) is plain TCP off this machine: anyone on the network path can read "
+            + (password == nil ? "" : "the password (AUTH is sent in clear) and ")
+            + "forge Redis's replies, admitting every call; use rediss://"
+    }
+
     /// `host:port`, for logs.
     public var address: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }

@@ -128,7 +128,7 @@ struct ConfigCommand: ParsableCommand {
         /// the field: an admin listener reachable off the machine without TLS, a tenant without an upstream, a
         /// `client_auth` that shuts out a tenant's callers or ignores its CA, or shared limits that fall back to whole
         /// local limits on every replica during a Redis outage, a tenant without a CRL next to one with, or a wide range
-        /// trusted to write PROXY protocol headers.
+        /// trusted to write PROXY protocol headers, or plain `redis://` off this machine.
         /// `config check` prints them and still succeeds.
         static func warnings(_ loaded: ConfigurationFile, _ path: String) -> [String] {
             var warnings: [String] = []
@@ -180,6 +180,7 @@ struct ConfigCommand: ParsableCommand {
                     "\(path): proxy_protocol.trusted_proxies: \(range) is a wide range: any host in it can name any client address (list the load balancers' own addresses)"
                 )
             }
+            if let risk = loaded.sharedLimits?.redis.plaintextRisk { warnings.append("\(path): redis.url: \(risk)") }
             if let shared = loaded.sharedLimits, shared.replicas == 1 {
                 let falling = loaded.identity.tenants.keys.sorted().filter { shared.failureMode(of: $0) == .localFallback }
                 if !falling.isEmpty {

@@ -37,7 +37,12 @@ enum RedisSection {
                 guard let data = FileManager.default.contents(atPath: resolve(file)) else {
                     throw JSONFieldError(path: field("password_file"), reason: "cannot read \(resolve(file))")
                 }
-                redis.password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                let password = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                // Found by review: an empty file passed `config check`, and every shared-limited call got 503 for good.
+                guard !password.isEmpty else {
+                    throw JSONFieldError(path: field("password_file"), reason: "\(resolve(file)) is empty (or only blanks)")
+                }
+                redis.password = password
             }
             // Bounded: a call waits on these, and a silent Redis must not hold calls for hours.
             if let milliseconds = try reader.int("connect_timeout_ms", in: 1...60_000) {

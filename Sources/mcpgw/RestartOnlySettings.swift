@@ -160,12 +160,14 @@ struct RestartOnlySettings: Sendable {
             // A tenant added is a change even when it has no restart-only setting of its own: its upstream
             // (`--upstream`) and its share of everything set per tenant are made at start (found by review: a tenant
             // added by reload was reported as fully applied, and its calls got 502).
-            // (A tenant removed is dropped by the reload at once, from the authenticator and the required policies: no
-            // restart is owed for it.)
             if path == "tenants", before[key] == nil, after[key] != nil {
                 found.append(here + " (added)")
                 continue
             }
+            // A tenant removed is dropped by the reload at once, from the authenticator and the required policies: no
+            // restart is owed for it (found by review: its restart-only settings were compared with none, named as
+            // still in force, and that reload and every later one reported failure).
+            if path == "tenants", before[key] != nil, after[key] == nil { continue }
             differences(before[key] ?? .null, after[key] ?? .null, path: here, depth: depth + 1, into: &found)
         }
     }

@@ -144,6 +144,7 @@ struct ServeCommand: AsyncParsableCommand {
         ]
         if let services, let configPath {
             let file = try ConfigurationFile.load(configPath, redisURL: redis)
+            if let risk = file.sharedLimits?.redis.plaintextRisk { logger.warning("shared rate limits: \(risk)") }
             var admin = file.admin
             if let adminListen {
                 guard let address = ListenAddress(parsing: adminListen) else {

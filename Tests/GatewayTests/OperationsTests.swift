@@ -360,6 +360,61 @@ struct AdminLimitsTests {
         await upstream.stop()
     }
 
+    /// Found by review: the 400 said `Connection: close`, and the socket stayed open until the request head deadline
+    /// (10 s by default), holding one of the listener's few slots.
+    @Test("a request the HTTP parser refuses gets 400 and its connection is closed at once")
+    func malformedRequestClosesTheConnection() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        var limits = AdminListener.Limits()
+        limits.requestHeadTimeout = .seconds(30)
+        limits.idleTimeout = .seconds(30)
+        let admin = try await Self.bind(gateway, limits: limits)
+        let port = admin.localAddress.port!
+        for request in [
+            "GET /healthz HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n", "\u{1}\u{2}junk\r\n\r\n",
+            "POST /reload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let received = NIOLockedValueBox(ByteBuffer())
+            let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(Collector(received)) }
+                }
+                .connect(host: "127.0.0.1", port: port).get()
+            try? await channel.writeAndFlush(ByteBuffer(string: request))
+            let closedByGateway = try await withThrowingTaskGroup(of: Bool.self) { group in
+                group.addTask {
+                    try await channel.closeFuture.get()
+                    return true
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(10))
+                    return false
+                }
+                let first = try await group.next()!
+                group.cancelAll()
+                return first
+            }
+            if !closedByGateway { try? await channel.close() }
+            #expect(closedByGateway, "still open after the 400: \(request.debugDescription)")
+            #expect(String(buffer: received.withLockedValue { $0 }).hasPrefix("HTTP/1.1 400"), "\(request.debugDescription)")
+        }
+        try await admin.close()
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// Keeps every byte read.
+    final class Collector: ChannelInboundHandler, Sendable {
+        typealias InboundIn = ByteBuffer
+        let received: NIOLockedValueBox<ByteBuffer>
+        init(_ received: NIOLockedValueBox<ByteBuffer>) { self.received = received }
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var bytes = unwrapInboundIn(data)
+            received.withLockedValue { $0.writeBuffer(&bytes) }
+        }
+    }
+
     @Test("Host must be one, with a numeric port: none, two, or 'evil.example:1:2' are refused on a plain HTTP admin listener")
     func hostChecks() async throws {
         let upstream = try await RecordingUpstream.start(.json)

@@ -148,11 +148,50 @@ struct ProtocolCompletenessTests {
         #expect(
             records.prefix(2).map { $0["rule"]?.stringValue } == ["protocol", "protocol"]
                 && records.prefix(2).allSatisfy { $0["reason"]?.stringValue?.contains("not forwarded") == true }, "\(records)")
-        // Under the session generation they are what they always were: forwarded.
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    /// Found by review: before 2026-07-28, a notification outside any session reached an upstream that cannot tell the
+    /// tenant's agents apart, and bot2's `notifications/cancelled` cancelled bot1's call in flight. Inside a session
+    /// (the upstream's own, sealed to the caller) it is forwarded as before.
+    @Test("before 2026-07-28, a client notification outside a session is acknowledged and not forwarded; inside one it is")
+    func sessionlessNotificationsNotForwarded() async throws {
+        let upstream = try await RawUpstream.start { request in
+            let body = request.contains("\"initialize\"") ? #"{"jsonrpc":"2.0","id":1,"result":{}}"# : ""
+            return body.isEmpty
+                ? "HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\n\r\n"
+                : "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMcp-Session-Id: up-1\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        }
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let legacy = [("MCP-Protocol-Version", "2025-11-25")]
+        for method in ["notifications/cancelled", "notifications/progress", "notifications/roots/list_changed"] {
+            let body = #"{"jsonrpc":"2.0","method":"\#(method)","params":{"requestId":1,"progressToken":1,"progress":1}}"#
+            let response = try await gateway.client().send(body: body, headers: legacy)
+            #expect(response.status == 202 && response.body.isEmpty, "\(method): \(response.status) \(response.body)")
+        }
+        let batch =
+            #"[{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#
+        let refused = try await gateway.client().send(body: batch, headers: [("MCP-Protocol-Version", "2025-03-26")])
+        #expect(refused.status == 400 && refused.body.contains("outside an MCP session"), "\(refused.body)")
+        #expect(upstream.requests.withLockedValue { $0 }.isEmpty, "a session-less notification reached the upstream")
+        let records = try gateway.auditRecords()
+        #expect(
+            records.prefix(3).allSatisfy { $0["decision"]?.stringValue == "deny" && $0["rule"]?.stringValue == "protocol" }, "\(records)")
+        // `notifications/initialized` names no other call: forwarded outside a session too.
+        let initialized = try await gateway.client().send(body: #"{"jsonrpc":"2.0","method":"notifications/initialized"}"#, headers: legacy)
+        #expect(initialized.status == 202)
+        #expect(upstream.requests.withLockedValue { $0 }.count == 1)
+        // In a session: forwarded.
+        let initialize = try await gateway.client().send(
+            body:
+                #"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#,
+            headers: legacy)
+        let session = try #require(initialize.header("mcp-session-id"))
         let cancelled = #"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#
-        let legacy = try await gateway.client().send(body: cancelled, headers: [("MCP-Protocol-Version", "2025-11-25")])
-        #expect(legacy.status == 200 || legacy.status == 202, "\(legacy.body)")
-        #expect(upstream.received.count == 1)
+        let inSession = try await gateway.client().send(body: cancelled, headers: legacy + [("Mcp-Session-Id", session)])
+        #expect(inSession.status == 202, "\(inSession.body)")
+        #expect(upstream.requests.withLockedValue { $0 }.last?.contains("notifications/cancelled") == true)
         try await gateway.stop()
         await upstream.stop()
     }

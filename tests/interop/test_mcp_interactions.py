@@ -343,6 +343,10 @@ def test_cancellation(gateway, upstream, upstream_mode, mode, auth):
     cancels = [entry for entry in seen if entry["method"] == "notifications/cancelled"]
     if modern:
         assert cancels == []  # 2026-07-28 has no notifications/cancelled: closing the connection is the cancellation
+    elif upstream_mode == "stateless":
+        # Outside a session the upstream cannot tell whose call a request id names (another agent's call could be
+        # cancelled): acknowledged, recorded and not forwarded. The stateless server could not apply it anyway.
+        assert cancels == []
     else:
         assert [entry["cancelled"] for entry in cancels] == [call["id"]], \
             "the client's notifications/cancelled did not reach the upstream for the call it cancels"
@@ -351,4 +355,5 @@ def test_cancellation(gateway, upstream, upstream_mode, mode, auth):
     mine = [r for r in records if r.get("method") == "tools/call" and r.get("target") == "write_slowly"]
     assert [(r["decision"], r.get("rule")) for r in mine] == [("audit", "R2")], mine
     if not modern:
-        assert [r["decision"] for r in records if r.get("method") == "notifications/cancelled"] == ["allow"]
+        expected = "deny" if upstream_mode == "stateless" else "allow"
+        assert [r["decision"] for r in records if r.get("method") == "notifications/cancelled"] == [expected]

@@ -827,6 +827,34 @@ def test_admin_reload_names_the_settings_only_a_restart_applies(sdk_upstream, tm
         assert gateway.stop() == 0, gateway.stderr
 
 
+def test_a_tenant_removed_by_a_reload_is_applied_not_owed_to_a_restart(sdk_upstream, tmp_path):
+    """Found by review: removing a tenant dropped it at once, yet the reload answered `reloaded: false`, named its
+    upstream as a setting whose running value "stays in force", and every later reload failed the same way."""
+    config = dev_config(tmp_path)
+    config["tenants"]["globex"]["upstream"] = {"url": sdk_upstream}
+    path = write_config(tmp_path, config)
+    gateway = Gateway("--config", path, "--listen", "127.0.0.1:0", "--upstream", sdk_upstream,
+                      "--audit-log", str(tmp_path / "audit.log"), admin_port=free_port())
+    try:
+        with tls_client("globex/agents/bot1") as client:
+            initialize(client, gateway.url())
+        del config["tenants"]["globex"]
+        write_config(tmp_path, config)
+        for _ in range(2):
+            status, body, _ = gateway.admin("POST", "/reload")
+            answer = json.loads(body)
+            assert status == 200 and answer["reloaded"] is True, body
+            assert answer["parts"]["restart_only_settings"] == {"ok": True, "detail": "unchanged"}, body
+        # Its CA left the TLS context with it: its agents' handshakes fail.
+        with tls_client("globex/agents/bot1") as client:
+            with pytest.raises(httpx2.HTTPError, match="unknown ca"):
+                client.post(gateway.url(), headers=MCP_HEADERS, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
+        with tls_client() as client:
+            initialize(client, gateway.url())
+    finally:
+        assert gateway.stop() == 0, gateway.stderr
+
+
 # --- JSON logs --------------------------------------------------------------------------------------------------------
 
 def test_json_log_format_every_line_is_an_object(sdk_upstream):

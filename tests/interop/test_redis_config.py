@@ -26,6 +26,27 @@ def test_a_valid_section_is_reported(tmp_path):
     assert "rate limits shared through Redis at 127.0.0.1:6390" in lines[-1], lines
 
 
+def test_plain_redis_off_this_machine_is_warned_about(tmp_path):
+    """Found by review: plain redis:// to another host passed the check silently, with the password sent in clear and
+    replies anyone on the path could forge. Loopback and rediss:// are not warned about."""
+    password = tmp_path / "redis-password"
+    password.write_text("s3cret\n")
+    for url, with_password, warned in [
+        ("redis://10.1.2.3:6379", True, "the password (AUTH is sent in clear)"),
+        ("redis://redis.internal:6379", False, "forge Redis's replies"),
+        ("redis://127.0.0.1:6379", True, None),
+        ("redis://[::1]:6379", False, None),
+    ]:
+        section = {"url": url, **({"password_file": str(password)} if with_password else {})}
+        status, lines, stderr = config_check(with_redis(tmp_path, section))
+        assert status == 0, (url, lines, stderr)
+        warnings = [line for line in lines if line.startswith("warning: ") and "redis.url" in line]
+        if warned:
+            assert len(warnings) == 1 and warned in warnings[0] and "use rediss://" in warnings[0], (url, lines)
+        else:
+            assert not warnings, (url, lines)
+
+
 def test_mistakes_name_the_field(tmp_path):
     cases = [
         ({"url": "http://127.0.0.1:6379"}, {}, "redis.url: must start with redis:// or rediss://"),
@@ -34,6 +55,8 @@ def test_mistakes_name_the_field(tmp_path):
         ({"url": "redis://127.0.0.1:6379", "replicas": 0}, {}, "redis.replicas: must be between 1 and 1024"),
         ({"url": "redis://127.0.0.1:6379", "failure_mode": "fail_open"}, {}, "redis.failure_mode: must be fail_closed or local_fallback"),
         ({"url": "redis://127.0.0.1:6379", "password_file": "/nonexistent/redis-password"}, {}, "redis.password_file: cannot read"),
+        # Found by review: an empty password file passed, and every shared-limited call got 503 for good.
+        ({"url": "redis://127.0.0.1:6379", "password_file": "EMPTY"}, {}, "redis.password_file: "),
         ({"url": "redis://127.0.0.1:6379/x"}, {}, "redis.url: the path must be a database number"),
         ({}, {}, "redis.url: is required"),
         ({"url": "redis://mcpgw@127.0.0.1:6379"}, {}, "redis.username: needs password_file"),
@@ -48,7 +71,12 @@ def test_mistakes_name_the_field(tmp_path):
         ({"url": "redis://127.0.0.1:+6379"}, {}, "redis.url: port '+6379' is not 1-65535"),
         ({"url": "redis://127.0.0.1/+1"}, {}, "redis.url: the path must be a database number"),
     ]
+    empty = tmp_path / "empty-password"
+    empty.write_text(" \n")
     for section, tenants, expected in cases:
+        if section.get("password_file") == "EMPTY":
+            section = {**section, "password_file": str(empty)}
+            expected = f"redis.password_file: {empty} is empty"
         path = with_redis(tmp_path, section, **tenants)
         found = problems(path)
         assert any(expected in problem for problem in found), (expected, found)

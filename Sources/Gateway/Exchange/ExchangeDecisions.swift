@@ -269,6 +269,14 @@ struct ExchangeDecisions {
         return nil
     }
 
+    /// Whether `message` is a client notification of the protocol's own that names or steers other calls
+    /// (`notifications/cancelled`, `progress`, `tasks/status`, `roots/list_changed`): every one but
+    /// `notifications/initialized`. Notifications no protocol version defines are decided by policy as usual.
+    static func actsOnOtherCalls(_ message: JSONRPCMessage, version: String?) -> Bool {
+        guard message.kind == .notification, let method = message.method, method != "notifications/initialized" else { return false }
+        return MCPMethod.treatment(of: method, protocolVersion: version) == .plumbing
+    }
+
     /// A plan for GET (server stream) and DELETE (end of session): forwarded without a policy decision.
     func passThroughPlan(_ request: ExchangeRequest) -> ForwardPlan {
         let method = request.head.method == .GET ? "stream" : "session_end"
@@ -397,6 +405,27 @@ struct ExchangeDecisions {
                 Refusal(
                     status: .badRequest, id: parsed.messages.first?.id, code: GatewayErrorCode.headerMismatch, message: mismatch,
                     records: [request.record(.malformed, mismatch, rule: "header_mismatch")]))
+        }
+        // Before 2026-07-28, a request outside any session (no `Mcp-Session-Id`, not on a legacy stream) reaches an
+        // upstream that cannot tell the tenant's agents apart either: a `notifications/cancelled` naming a request id
+        // cancelled another agent's call in flight on such an upstream (found by review). Handled as 2026-07-28 handles
+        // every client notification; `notifications/initialized` carries nothing about other calls.
+        if !MCPMethod.isModern(version), request.transport != .legacyMessages, request.upstreamSession == nil,
+            let message = parsed.messages.first(where: { Self.actsOnOtherCalls($0, version: version) })
+        {
+            let method = message.method!
+            guard !parsed.isBatch else {
+                return .refusing(
+                    request.malformed(
+                        .invalidRequest(
+                            "\(method) is not forwarded outside an MCP session (the upstream could not tell whose calls it names); a batch holding it is refused",
+                            id: nil)))
+            }
+            let reason = "\(method): not forwarded outside an MCP session; the upstream would read it as from any of the tenant's agents"
+            var acknowledged = Refusal(
+                status: .accepted, json: "", records: [request.record(.deny, reason, rule: "protocol", method: method)])
+            acknowledged.body = []
+            return .refusing(acknowledged)
         }
         // Mcp-Param-* headers exist from 2026-07-28 on; earlier clients never send them and are not asked to.
         if MCPMethod.isModern(version), !parsed.isBatch, let message = parsed.messages.first, message.method == "tools/call",

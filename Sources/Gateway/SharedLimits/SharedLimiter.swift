@@ -64,6 +64,16 @@ public final class SharedLimiter: SharedRateLimits {
         /// The agent whose call made this lease (nil for an overflow bucket's, which counts in no share).
         var owner: Owner?
 
+        /// How long the lease is kept once idle: until its bucket in Redis may be full again (a whole burst refilled,
+        /// at most a day), and at least 10 s. A lease is where its key counts: forgotten while the bucket was still
+        /// drained, the key looked new, and once its agent held its share of leases (made-up tool names keep it full)
+        /// it went to the agent's overflow bucket, a second full burst (found by review: 6 calls where one bucket admits
+        /// 3). Kept so, an agent's share also bounds the keys its calls keep alive in Redis, not only their rate.
+        var retentionSeconds: Double {
+            guard rate > 0, burst.isFinite else { return 10 }
+            return max(10, min(86_400, burst / rate + 1))
+        }
+
         /// Takes `limit`'s rate and burst; when they differ from those Redis last answered for (a reload changed the
         /// policy), that answer's "empty until" is void and Redis is asked again.
         mutating func follow(_ limit: RateLimitRule) {
@@ -92,7 +102,7 @@ public final class SharedLimiter: SharedRateLimits {
     /// Most leases kept; idle ones are forgotten beyond this.
     static let maximumLeases = 100_000
     /// Most leases one agent's calls make (each is a bucket in Redis); beyond, its new keys share its overflow bucket
-    /// of each limit. Leases idle for 10 s are forgotten, and with them their count.
+    /// of each limit. Leases idle past their `retentionSeconds` are forgotten, and with them their count.
     static let leasesPerAgent = 1_000
     /// Most leases one tenant's calls make (a quarter of `maximumLeases` by default); beyond, its new keys share the
     /// tenant's overflow bucket of each limit, so that a tenant inventing agent names (its identity provider mints
@@ -415,12 +425,11 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
-    /// Forgets leases not used for 10 s, then — if more than 80 % of `maximumLeases` remain (many agents or tools
-    /// within 10 s) — the least recently used of those with no fetch under way, down to 80 %. Their tokens are lost:
-    /// fewer calls admitted, never more. Runs at most once a second (the table may grow past its bound by what
-    /// arrives in that second).
+    /// Forgets leases idle for their `retentionSeconds`, then — if more than 80 % of `maximumLeases` remain — the
+    /// least recently used of those with no fetch under way, down to 80 %. Their tokens are lost: fewer calls admitted,
+    /// never more. Runs at most once a second (the table may grow past its bound by what arrives in that second).
     private static func forgetIdle(_ leases: inout [LeaseKey: Lease], now: Double) {
-        leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < 10 }
+        leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < lease.retentionSeconds }
         let target = maximumLeases * 4 / 5
         guard leases.count > target else { return }
         let oldest = leases.filter { $0.value.fetching == nil }.sorted { $0.value.lastUsed < $1.value.lastUsed }

@@ -403,6 +403,53 @@ import Testing
         #expect(await Self.take(limiter, sibling).takenFromLocalShares == false)
     }
 
+    /// Found by review: an agent drained its per-agent bucket, filled its share of leases with made-up tool names of
+    /// another limit, and waited 10 s. The drained lease was forgotten as idle, the key looked new, and with the share
+    /// full it went to the agent's overflow bucket: a second full burst (6 calls where one bucket admits 3). A lease is
+    /// now kept until its bucket may be full again.
+    @Test func aDrainedBucketIsNotForgottenIntoAFreshOverflowBucket() async throws {
+        let server = try await RedisServer()
+        var redis = try RedisSettings(url: server.url)
+        redis.commandTimeout = .seconds(5)
+        var settings = SharedLimitSettings(redis: redis)
+        settings.leaseSeconds = 0.1
+        let skipped = Mutex(0.0)
+        let clock: @Sendable () -> Double = { Self.clock() + skipped.withLock { $0 } }
+        let limiter = SharedLimiter(settings: settings, clock: clock, logger: Logger(label: "test.shared"))
+        defer { limiter.shutdown() }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let expensive = SharedBucket(
+            tenant: "acme",
+            limit: RateLimitRule(
+                id: "LE", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agent,
+                document: "d"), agent: "mallory", tool: "read_file")
+        func takeExpensive() async -> SharedTake {
+            for _ in 0..<4 {
+                let result = limiter.take(limiter.placed([expensive]), now: clock())
+                guard case .mustAsk(let missing) = result else { return result }
+                try? await limiter.ask(missing, on: loop).get()
+            }
+            return limiter.take(limiter.placed([expensive]), now: clock())
+        }
+        var admitted = 0
+        for _ in 0..<5 where await takeExpensive().takenFromLocalShares == false { admitted += 1 }
+        #expect(admitted == 3)
+        // The share filled with made-up tool names of another limit, used again after the drained lease went idle.
+        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
+        let invented = (0..<SharedLimiter.leasesPerAgent).map {
+            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
+        }
+        try await limiter.ask(limiter.placed(invented), on: loop).get()
+        skipped.withLock { $0 = 11 }
+        _ = limiter.take(limiter.placed(invented), now: clock())
+        _ = limiter.placed([SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t-new")])
+        #expect(limiter.placed([expensive]).first?.isOverflow == false, "the drained key went to a fresh overflow bucket")
+        for _ in 0..<3 {
+            let again = await takeExpensive()
+            #expect(again.takenFromLocalShares == nil, "admitted past the drained bucket: \(again)")
+        }
+    }
+
     /// A tenant inventing agent names (its identity provider mints them) makes at most its share of leases; its further
     /// new keys share the tenant's overflow bucket of the limit, while other tenants still get buckets of their own.
     @Test func aTenantsNewAgentsOverflowPastItsShare() async throws {
