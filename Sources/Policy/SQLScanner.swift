@@ -299,9 +299,11 @@ enum SQLScanner {
                 while next < index + 64, symbol(next, "(") { next += 1 }
                 if word(next) == "select" { return "UNION SELECT" }
             }
-            if timeFunctions.contains(text) && call(index) { return "time-based call \(text)()" }
+            // `call` first: a look at the next token, where the set lookup hashes the word (a fifth of the time of
+            // 4 MiB of one-letter words).
+            if call(index) && timeFunctions.contains(text) { return "time-based call \(text)()" }
             if text == "waitfor", let next = word(index + 1), next == "delay" || next == "time" { return "time-based WAITFOR" }
-            if fileFunctions.contains(text) && call(index) { return "file or network access (\(text))" }
+            if call(index) && fileFunctions.contains(text) { return "file or network access (\(text))" }
             if text == "xp_cmdshell" { return "file or database access (xp_cmdshell)" }
             if text == "into", let next = word(index + 1), next == "outfile" || next == "dumpfile" {
                 return "file write (INTO \(next.uppercased()))"
