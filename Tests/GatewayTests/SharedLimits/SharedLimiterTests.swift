@@ -36,6 +36,15 @@ import Testing
         return SharedLimiter(settings: settings, clock: clock, logger: Logger(label: "test.shared"))
     }
 
+    /// Settings for one limiter on `server`: a generous command timeout (a loaded machine), short leases.
+    static func settings(_ server: RedisServer) throws -> SharedLimitSettings {
+        var redis = try RedisSettings(url: server.url)
+        redis.commandTimeout = .seconds(5)
+        var settings = SharedLimitSettings(redis: redis)
+        settings.leaseSeconds = 0.1
+        return settings
+    }
+
     /// Takes a token as the gateway does: when the lease is empty, waits for it to be fetched and tries again.
     static func take(_ limiter: SharedLimiter, _ buckets: [SharedBucket]) async -> SharedTake {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -409,10 +418,7 @@ import Testing
     /// now kept until its bucket may be full again.
     @Test func aDrainedBucketIsNotForgottenIntoAFreshOverflowBucket() async throws {
         let server = try await RedisServer()
-        var redis = try RedisSettings(url: server.url)
-        redis.commandTimeout = .seconds(5)
-        var settings = SharedLimitSettings(redis: redis)
-        settings.leaseSeconds = 0.1
+        let settings = try Self.settings(server)
         let skipped = Mutex(0.0)
         let clock: @Sendable () -> Double = { Self.clock() + skipped.withLock { $0 } }
         let limiter = SharedLimiter(settings: settings, clock: clock, logger: Logger(label: "test.shared"))
@@ -454,10 +460,7 @@ import Testing
     /// new keys share the tenant's overflow bucket of the limit, while other tenants still get buckets of their own.
     @Test func aTenantsNewAgentsOverflowPastItsShare() async throws {
         let server = try await RedisServer()
-        var redis = try RedisSettings(url: server.url)
-        redis.commandTimeout = .seconds(5)
-        var settings = SharedLimitSettings(redis: redis)
-        settings.leaseSeconds = 0.1
+        let settings = try Self.settings(server)
         let limiter = SharedLimiter(settings: settings, clock: Self.clock, logger: Logger(label: "test.shared"), leasesPerTenant: 20)
         defer { limiter.shutdown() }
         let limit = Self.limit(rate: 0.01, burst: 1)
