@@ -284,6 +284,10 @@ public enum ArgumentCanonicalizer {
         var forms = [raw]
         var current = raw
         var problem: String?
+        if let unmapped = NormalizationCost.scalarWithoutKnownMapping(in: percentDecoded(raw)) {
+            problem =
+                "holds U+\(String(unmapped.value, radix: 16, uppercase: true)), which NFKC maps to other characters under Unicode tables newer than the gateway's (a tool with them could read it as ASCII)"
+        }
         var stable = false
         var normalised = false
         for _ in 0..<maximumRounds {

@@ -89,8 +89,17 @@ extension NormalizationCost {
         return text.hasSameBytes(as: nfc) ? text : String(decoding: nfc, as: UTF8.self)
     }
 
-    /// `text` in NFKC by Foundation, piece by piece (see `normalized`).
+    /// `text` in NFKC by Foundation, piece by piece (see `normalized`), then composed again by the standard library:
+    /// Foundation on Linux leaves some canonical compositions undone (a Hangul LV syllable and a trailing jamo,
+    /// `AC00 11A8`, stays two scalars where NFKC makes `AC01`; so does Kannada `0CCA 0CD5`), and the same text took
+    /// two forms depending on whether an unrelated scalar sent it down this path (found by review).
     private static func normalizedByFoundation(_ text: String) -> String {
+        let foundation = foundationPieces(text)
+        let nfc = foundation._nfcCodeUnits
+        return foundation.hasSameBytes(as: nfc) ? foundation : String(decoding: nfc, as: UTF8.self)
+    }
+
+    private static func foundationPieces(_ text: String) -> String {
         guard text.utf8.count > pieceBytes else { return text.precomposedStringWithCompatibilityMapping }
         let scalars = text.unicodeScalars
         var output = ""
@@ -112,6 +121,28 @@ extension NormalizationCost {
         }
         output += String(scalars[pieceStart...]).precomposedStringWithCompatibilityMapping
         return output
+    }
+
+    /// A scalar of `text` that the standard library says NFKC case folding changes for no reason it can name (not case,
+    /// not a default-ignorable), while Foundation's older Unicode tables leave it unchanged: a compatibility character
+    /// newer than those tables (found by review: U+1CCD6–1CCF9, outlined Latin letters and digits of Unicode 16, which
+    /// newer NFKC makes plain ASCII, and U+A7F1). The gateway cannot canonicalise it, so a value holding one is refused
+    /// by the constraints that cover it. Nil when there is none.
+    static func scalarWithoutKnownMapping(in text: String) -> Unicode.Scalar? {
+        var asked: [UInt32: Bool] = [:]
+        for scalar in text.unicodeScalars where !scalar.isASCII {
+            let properties = scalar.properties
+            guard properties.changesWhenNFKCCaseFolded, !properties.changesWhenCaseFolded, !properties.isDefaultIgnorableCodePoint
+            else { continue }
+            if let known = asked[scalar.value] {
+                if !known { return scalar }
+                continue
+            }
+            let mapped = !String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.elementsEqual(CollectionOfOne(scalar))
+            asked[scalar.value] = mapped
+            if !mapped { return scalar }
+        }
+        return nil
     }
 
     /// Which scalars are their own NFKC. The standard library's Changes_When_NFKC_Casefolded property answers for most

@@ -1,5 +1,9 @@
 public import TLS
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Where the Redis server is and how to reach it.
 public struct RedisSettings: Sendable {
     /// Host name or address (no brackets).
@@ -114,7 +118,16 @@ public struct RedisSettings: Sendable {
     /// Whether the server is on this machine (`localhost`, 127.0.0.0/8, `::1`): plain `redis://` is then not on any
     /// network.
     public var isLoopback: Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.") || host.lowercased().hasPrefix("::ffff:127.")
+        // Addresses parsed, not prefixes matched (found by review: `127.attacker.example` passed); of names, only
+        // `localhost`.
+        if host.lowercased() == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        guard inet_pton(AF_INET6, host, &v6) == 1 else { return false }
+        let bytes = withUnsafeBytes(of: v6) { Array($0) }
+        if bytes[..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }  // ::1
+        return bytes[..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF && bytes[12] == 127  // ::ffff:127.x
     }
 
     /// Why plain `redis://` to this server is risky, or nil (TLS, or loopback). Found by review: `config check` said

@@ -39,13 +39,15 @@ struct NFKCFormTests {
             "a", "e", "E", "/", " ", ".", "é", "É", "e\u{0301}", "\u{0301}", "\u{0316}", "\u{0327}", "\u{0338}", ">",
             "ж", "Ж", "中", "\u{F900}", "ﬁ", "Ａ", "\u{212A}", "\u{2126}", "\u{00AD}", "\u{200B}", "\u{1100}", "\u{1161}",
             "\u{11A8}", "한", "\u{0B47}", "\u{0B3E}", "\u{0DD9}", "\u{0DCF}", "\u{0F73}", "\u{FDFA}", "😀", "\u{1F1E6}",
-            "ß", "\u{0345}", "\u{1FBB}", "\u{00A0}", "Å", "A\u{030A}", "\u{212B}", "ǅ",
+            "ß", "\u{0345}", "\u{1FBB}", "\u{00A0}", "Å", "A\u{030A}", "\u{212B}", "ǅ", "\u{AC00}", "\u{0CCA}", "\u{0CD5}",
         ]
         var generator = SystemRandomNumberGenerator()
         for round in 0..<400 {
             let count = round < 390 ? Int.random(in: 1...40, using: &generator) : Int.random(in: 5000...12000, using: &generator)
             let text = (0..<count).map { _ in alphabet.randomElement(using: &generator)! }.joined()
-            let expected = text.precomposedStringWithCompatibilityMapping
+            // Foundation's NFKC, composed again by the standard library (Foundation on Linux leaves `AC00 11A8` and
+            // `0CCA 0CD5` uncomposed; checked against Python's unicodedata by review).
+            let expected = String(decoding: text.precomposedStringWithCompatibilityMapping._nfcCodeUnits, as: UTF8.self)
             let normalized = NormalizationCost.normalized(text)
             #expect(normalized.utf8.elementsEqual(expected.utf8), "\(text.unicodeScalars.map { String($0.value, radix: 16) })")
         }
@@ -56,6 +58,11 @@ struct NFKCFormTests {
         #expect(NormalizationCost.normalized("cre\u{0300}me bru\u{0302}le\u{0301}e").utf8.elementsEqual("crème brûlée".utf8))
         #expect(NormalizationCost.normalized("ЖУРНАЛ журнал 中文").utf8.elementsEqual("ЖУРНАЛ журнал 中文".utf8))
         #expect(NormalizationCost.normalized("ﬁle／Ｘ \u{212A}").utf8.elementsEqual("file/X K".utf8))
+        // One form whichever path the text takes (found by review: with an NBSP beside it, Foundation's path left the
+        // syllable and its final jamo apart).
+        #expect(NormalizationCost.normalized("\u{AC00}\u{11A8}").utf8.elementsEqual("\u{AC01}".utf8))
+        #expect(NormalizationCost.normalized("\u{AC00}\u{11A8}\u{00A0}").utf8.elementsEqual("\u{AC01} ".utf8))
+        #expect(NormalizationCost.normalized("\u{0CCA}\u{0CD5}\u{FB01}").utf8.elementsEqual("\u{0CCB}fi".utf8))
         var forms = NormalizationCost.OwnNFKCForms()
         #expect(forms.isOwnNFKC("é") && forms.isOwnNFKC("É") && forms.isOwnNFKC("Ж"))
         #expect(!forms.isOwnNFKC("ﬁ") && !forms.isOwnNFKC("\u{212A}") && !forms.isOwnNFKC("\u{FF0F}"))
@@ -67,5 +74,22 @@ struct NFKCFormTests {
         #expect(
             "".hasSameBytes(as: "") && !"a".hasSameBytes(as: "b") && "é".hasSameBytes(as: [0xC3, 0xA9]) && !"é".hasSameBytes(as: [0xC3]))
         #expect("a\\b".containsByte(UInt8(ascii: "\\")) && !"ab".containsByte(UInt8(ascii: "\\")) && !"".containsByte(0x41))
+    }
+
+    /// Found by review: compatibility characters newer than Foundation's Unicode tables (U+1CCD6–1CCF9, outlined Latin
+    /// letters and digits) were taken as their own NFKC, where newer tables make them plain ASCII: `DROP` spelled so
+    /// passed every deny token and detector.
+    @Test func compatibilityCharactersNewerThanTheTablesAreRefused() throws {
+        let newer = "\u{1CCD9}\u{1CCE9}\u{1CCE6}\u{1CCE7}"  // D R O P, outlined
+        #expect(NormalizationCost.scalarWithoutKnownMapping(in: newer)?.value == 0x1CCD9)
+        for known in ["ﬁle", "ＤＲＯＰ", "Crème", "ЖУРНАЛ", "a\u{00AD}b", "中文", "\u{212A}"] {
+            #expect(NormalizationCost.scalarWithoutKnownMapping(in: known) == nil, "\(known)")
+        }
+        let set = try PolicyFixtures.set(
+            #"{"name":"n","default_action":"deny","rules":[{"id":"R","action":"deny","tools":["t"],"arg_deny":{"q":"drop"}},{"id":"A","action":"allow","tools":["t"],"args":{"q":{"max_length":100}}}]}"#
+        )
+        let decision = PolicyFixtures.decide(set, "q", "x " + newer + " TABLE users")
+        #expect(decision.outcome == .deny && decision.reason.contains("Unicode tables newer"), "\(decision.reason)")
+        #expect(PolicyFixtures.decide(set, "q", "ＳＥＬＥＣＴ 1").outcome == .allow)
     }
 }

@@ -34,7 +34,9 @@ def test_plain_redis_off_this_machine_is_warned_about(tmp_path):
     for url, with_password, warned in [
         ("redis://10.1.2.3:6379", True, "the password (AUTH is sent in clear)"),
         ("redis://redis.internal:6379", False, "forge Redis's replies"),
+        ("redis://127.attacker.example:6379", True, "the password (AUTH is sent in clear)"),
         ("redis://127.0.0.1:6379", True, None),
+        ("redis://localhost:6379", True, None),
         ("redis://[::1]:6379", False, None),
     ]:
         section = {"url": url, **({"password_file": str(password)} if with_password else {})}

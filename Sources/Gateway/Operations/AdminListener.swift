@@ -188,15 +188,15 @@ private final class AdminHandler: ChannelInboundHandler {
     /// Set when the TLS trust was reloaded during a request: the connection closes after its answer.
     private var closesAfterAnswer = false
 
-    /// A connection silent for the idle timeout, or whose request head took longer than its deadline, is closed; so is
-    /// one open when the TLS trust is reloaded (after the request it is answering, if any: it was verified against the
-    /// old trust).
     /// A request the HTTP parser refused: NIO's error handler has written the `400` (with `Connection: close`) and
     /// leaves closing to the pipeline. Found by review: nothing closed, and the socket held a slot until the head deadline.
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         context.close(promise: nil)
     }
 
+    /// A connection silent for the idle timeout, or whose request head took longer than its deadline, is closed; so is
+    /// one open when the TLS trust is reloaded (after the request it is answering, if any: it was verified against the
+    /// old trust).
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ConnectionIdle || event is SlowClientDetected { return context.close(promise: nil) }
         if event is TrustReloaded {

@@ -126,8 +126,15 @@ public final class SharedLimiter: SharedRateLimits {
                     Self.forgetIdle(&leases, now: now)
                     recount(leases)
                 }
+                // Only keys a caller can multiply overflow: an agent, with tool names (a key per tool); a tenant, with
+                // agent names too (its identity provider mints them). A limit's key per agent, or its one key for the
+                // tenant, stays where it counts on every replica (found by review: with the agent's share full on one
+                // replica, its per-agent key went to the overflow bucket there and to the real bucket on another,
+                // and each admitted a burst).
                 let (agentFull, tenantFull) = full()
-                return tenantFull ? bucket.tenantOverflow : agentFull ? bucket.overflow : bucket
+                if tenantFull && !(bucket.keyAgent.isEmpty && bucket.keyTool.isEmpty) { return bucket.tenantOverflow }
+                if agentFull && !bucket.keyTool.isEmpty { return bucket.overflow }
+                return bucket
             }
         }
     }

@@ -427,7 +427,7 @@ import Testing
         let expensive = SharedBucket(
             tenant: "acme",
             limit: RateLimitRule(
-                id: "LE", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agent,
+                id: "LE", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agentTool,
                 document: "d"), agent: "mallory", tool: "read_file")
         func takeExpensive() async -> SharedTake {
             for _ in 0..<4 {
@@ -454,6 +454,33 @@ import Testing
             let again = await takeExpensive()
             #expect(again.takenFromLocalShares == nil, "admitted past the drained bucket: \(again)")
         }
+    }
+
+    /// Found by review of the fix above: with two replicas, the agent filled its share on one, and its per-agent key
+    /// went to the overflow bucket there and to the real bucket on the other: 6 calls where one bucket admits 3. A
+    /// key a caller cannot multiply (per agent, per tenant) never overflows.
+    @Test func aPerAgentKeyNeverOverflows() async throws {
+        let server = try await RedisServer()
+        let (first, second) = (try Self.limiter(server), try Self.limiter(server))
+        defer {
+            first.shutdown()
+            second.shutdown()
+        }
+        let perAgent = SharedBucket(
+            tenant: "acme", limit: Self.limit(rate: 0.001, burst: 3, per: .agent), agent: "mallory", tool: "read_file")
+        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
+        let invented = (0..<SharedLimiter.leasesPerAgent).map {
+            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
+        }
+        try await first.ask(first.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        #expect(first.placed([SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t-new")]).first?.isOverflow == true)
+        #expect(first.placed([perAgent]).first?.isOverflow == false)
+        var admitted = 0
+        for index in 0..<8 {
+            let replica = index % 2 == 0 ? first : second
+            if await Self.take(replica, replica.placed([perAgent])).takenFromLocalShares == false { admitted += 1 }
+        }
+        #expect(admitted <= 3, "\(admitted) admitted where one bucket admits 3")
     }
 
     /// A tenant inventing agent names (its identity provider mints them) makes at most its share of leases; its further
