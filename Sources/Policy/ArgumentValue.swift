@@ -284,14 +284,16 @@ public enum ArgumentCanonicalizer {
         var forms = [raw]
         var current = raw
         var problem: String?
-        if let unmapped = NormalizationCost.scalarWithoutKnownMapping(in: percentDecoded(raw)) {
-            problem =
-                "holds U+\(String(unmapped.value, radix: 16, uppercase: true)), which NFKC maps to other characters under Unicode tables newer than the gateway's (a tool with them could read it as ASCII)"
-        }
         var stable = false
         var normalised = false
         for _ in 0..<maximumRounds {
             let (decoded, valid, changed) = percentDecodedValidating(current)
+            // Every round's decoded text (found by review: `%25F0…` and fullwidth `％F0…` reach the outlined letters
+            // only in a later round).
+            if problem == nil, let unmapped = NormalizationCost.scalarWithoutKnownMapping(in: decoded) {
+                problem =
+                    "holds U+\(String(unmapped.value, radix: 16, uppercase: true)), which NFKC maps to other characters under Unicode tables newer than the gateway's (a tool with them could read it as ASCII)"
+            }
             if !valid && problem == nil { problem = "percent-encoding decodes to invalid UTF-8 (an overlong or truncated form)" }
             if !changed && normalised {
                 stable = true

@@ -74,14 +74,12 @@ extension NormalizationCost {
     /// depth of its canonical decomposition, so NFKD is NFD), and the standard library computes NFC natively, in one
     /// linear pass over UTF-8. That is the case for nearly all text (accented letters, Cyrillic, CJK, emoji).
     ///
-    /// Otherwise (`ﬁ`, fullwidth forms, the Kelvin sign) Foundation normalises it, piece by piece: Foundation bridges to
-    /// UTF-16 and back, ten times the cost per byte (a 3 MiB argument of accented text took 380 ms), and its NFKC is
-    /// quadratic on one long piece. Pieces are cut before an ASCII scalar, which never composes with what precedes it
-    /// and is never reordered, so the result is exactly NFKC. Text with no ASCII for a long stretch is cut before a
-    /// starter that is not a Hangul vowel or final jamo (stream-safe text has a starter at least every 31 scalars, and
-    /// a run of vowel and final jamo is bounded the same way); in the rare scripts whose starters compose with a
-    /// preceding starter, a letter at such a cut may stay decomposed, which never creates or hides a separator, a dot
-    /// or a quote.
+    /// Otherwise (`ﬁ`, fullwidth forms, the Kelvin sign) Foundation decomposes it (NFKD), piece by piece, and the
+    /// standard library composes the whole. Foundation bridges to UTF-16 and back, ten times the cost per byte (a 3 MiB
+    /// argument of accented text took 380 ms), and is quadratic on one long piece. Pieces are cut before an ASCII
+    /// scalar, or, in text with no ASCII for a long stretch, before a starter that is not a Hangul vowel or final jamo
+    /// (stream-safe text has a starter at least every 31 scalars): decomposition never crosses a starter, and the
+    /// composition runs over the whole text afterwards, so the result is exactly NFKC.
     static func normalized(_ text: String) -> String {
         var ownForms = OwnNFKCForms()
         guard ownForms.holdsOnlyOwnForms(text.utf8) else { return normalizedByFoundation(text) }
@@ -89,18 +87,17 @@ extension NormalizationCost {
         return text.hasSameBytes(as: nfc) ? text : String(decoding: nfc, as: UTF8.self)
     }
 
-    /// `text` in NFKC by Foundation, piece by piece (see `normalized`), then composed again by the standard library:
-    /// Foundation on Linux leaves some canonical compositions undone (a Hangul LV syllable and a trailing jamo,
-    /// `AC00 11A8`, stays two scalars where NFKC makes `AC01`; so does Kannada `0CCA 0CD5`), and the same text took
-    /// two forms depending on whether an unrelated scalar sent it down this path (found by review).
+    /// `text` in NFKC: Foundation's NFKD (compatibility decomposition), piece by piece (see `normalized`), composed by
+    /// the standard library. Foundation's own composition on Linux is wrong in places: it leaves `AC00 11A8` and
+    /// Kannada `0CCA 0CD5` apart, so one text took two forms depending on whether an unrelated scalar sent it down this
+    /// path, and its Hangul bounds are off by one (`1100 1176` became `AE4C`, `1100 1161 11A7` lost its `11A7`), which
+    /// composing its output again cannot undo (found by two reviews). NFC of NFKD is NFKC.
     private static func normalizedByFoundation(_ text: String) -> String {
-        let foundation = foundationPieces(text)
-        let nfc = foundation._nfcCodeUnits
-        return foundation.hasSameBytes(as: nfc) ? foundation : String(decoding: nfc, as: UTF8.self)
+        String(decoding: foundationDecomposition(text)._nfcCodeUnits, as: UTF8.self)
     }
 
-    private static func foundationPieces(_ text: String) -> String {
-        guard text.utf8.count > pieceBytes else { return text.precomposedStringWithCompatibilityMapping }
+    private static func foundationDecomposition(_ text: String) -> String {
+        guard text.utf8.count > pieceBytes else { return text.decomposedStringWithCompatibilityMapping }
         let scalars = text.unicodeScalars
         var output = ""
         output.reserveCapacity(text.utf8.count)
@@ -112,14 +109,14 @@ extension NormalizationCost {
             if pieceBytes >= Self.pieceBytes && index != pieceStart
                 && (scalar.isASCII || (pieceBytes >= 4 * Self.pieceBytes && isCutPoint(scalar)))
             {
-                output += String(scalars[pieceStart..<index]).precomposedStringWithCompatibilityMapping
+                output += String(scalars[pieceStart..<index]).decomposedStringWithCompatibilityMapping
                 pieceStart = index
                 pieceBytes = 0
             }
             pieceBytes += UTF8.width(scalar)
             index = scalars.index(after: index)
         }
-        output += String(scalars[pieceStart...]).precomposedStringWithCompatibilityMapping
+        output += String(scalars[pieceStart...]).decomposedStringWithCompatibilityMapping
         return output
     }
 

@@ -2,6 +2,8 @@ public import TLS
 
 #if canImport(Glibc)
 import Glibc
+#elseif canImport(Darwin)
+import Darwin
 #endif
 
 /// Where the Redis server is and how to reach it.

@@ -126,14 +126,16 @@ public final class SharedLimiter: SharedRateLimits {
                     Self.forgetIdle(&leases, now: now)
                     recount(leases)
                 }
-                // Only keys a caller can multiply overflow: an agent, with tool names (a key per tool); a tenant, with
-                // agent names too (its identity provider mints them). A limit's key per agent, or its one key for the
-                // tenant, stays where it counts on every replica (found by review: with the agent's share full on one
-                // replica, its per-agent key went to the overflow bucket there and to the real bucket on another,
-                // and each admitted a burst).
+                // Only keys a caller can multiply overflow: an agent's, by tool names (a key per tool); a tenant's, by
+                // agent names too (its identity provider mints them). A limit's key per agent stays where it counts
+                // while only the agent's share is full, and a limit's one key for the tenant always (found by review:
+                // with the agent's share full on one replica, its per-agent key went to the overflow bucket there and
+                // to the real bucket on another, and each admitted a burst). A per-tool key names no agent: it goes to
+                // the tenant's overflow bucket, never the agent's (each full agent had its own extra bucket of a
+                // limit the tenant shares, found by the next review).
                 let (agentFull, tenantFull) = full()
                 if tenantFull && !(bucket.keyAgent.isEmpty && bucket.keyTool.isEmpty) { return bucket.tenantOverflow }
-                if agentFull && !bucket.keyTool.isEmpty { return bucket.overflow }
+                if agentFull && !bucket.keyTool.isEmpty { return bucket.keyAgent.isEmpty ? bucket.tenantOverflow : bucket.overflow }
                 return bucket
             }
         }

@@ -475,6 +475,12 @@ import Testing
         try await first.ask(first.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
         #expect(first.placed([SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t-new")]).first?.isOverflow == true)
         #expect(first.placed([perAgent]).first?.isOverflow == false)
+        // A per-tool key names no agent: it overflows into the tenant's bucket, not one of the agent's own (each full
+        // agent had its own extra bucket of a limit the whole tenant shares: found by the next review).
+        let perToolOfTenant = SharedBucket(
+            tenant: "acme", limit: Self.limit(rate: 0.001, burst: 3, per: .tool), agent: "mallory", tool: "new")
+        let placedTool = first.placed([perToolOfTenant]).first
+        #expect(placedTool?.isOverflow == true && placedTool?.keyAgent == "", "\(String(describing: placedTool))")
         var admitted = 0
         for index in 0..<8 {
             let replica = index % 2 == 0 ? first : second
