@@ -169,9 +169,11 @@ public struct JWTVerifier: Sendable {
     ) throws(AuthenticationError) -> VerifiedToken {
         guard let settings = tenants[tenant] else { throw .unknownTenant(tenant) }
         if let accepted = settings.tokenTypes {
+            // A `typ` that is not a string is no type: refused here, ignored where no types are named (as PyJWT does;
+            // found by the differential test).
             let type = jws.typeName
             guard let type, let parsed = TokenType(type), accepted.contains(parsed) else {
-                throw .wrongTokenType(type, accepted: accepted)
+                throw .wrongTokenType(type ?? jws.header["typ"].map { "\($0)" }, accepted: accepted)
             }
         }
         let claims = jws.payload
