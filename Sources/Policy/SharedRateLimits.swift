@@ -9,13 +9,18 @@ public struct SharedBucket: Sendable, Hashable {
     public let agent: String
     /// The called tool ("" for methods without one).
     public let tool: String
-    /// The agent the bucket is kept for ("" when the limit is not per agent).
+    /// The agent the bucket is kept for ("" when the limit is not per agent). An overflowed bucket keeps its own key's
+    /// parts: the store charges that key when some replica keeps it, and the overflow bucket only when none does.
     public let keyAgent: String
     /// The tool the bucket is kept for ("" when the limit is not per tool).
     public let keyTool: String
-    /// The calling agent's overflow bucket of the limit, which its new keys share once it holds its share of the
-    /// store's buckets (`SharedRateLimits.placed`); never the key of a real agent or tool.
-    public let isOverflow: Bool
+    /// For a key counted in an overflow bucket (`SharedRateLimits.placed`): the agent part of that bucket's key (the
+    /// calling agent's, or "" for the tenant's); nil for a key counted as itself.
+    public let overflowAgent: String?
+
+    /// Whether the key is counted in an overflow bucket, which its agent's (or tenant's) new keys share once it holds
+    /// its share of the store's buckets, unless the store already keeps the key itself.
+    public var isOverflow: Bool { overflowAgent != nil }
 
     /// The bucket of `limit` that counts a call by `agent` of `tool` (keyed as the limit's `per` says).
     public init(tenant: String, limit: RateLimitRule, agent: String, tool: String) {
@@ -23,7 +28,7 @@ public struct SharedBucket: Sendable, Hashable {
         self.limit = limit
         self.agent = agent
         self.tool = tool
-        isOverflow = false
+        overflowAgent = nil
         switch limit.scope {
         case .tenant: (keyAgent, keyTool) = ("", "")
         case .agent: (keyAgent, keyTool) = (agent, "")
@@ -32,16 +37,16 @@ public struct SharedBucket: Sendable, Hashable {
         }
     }
 
-    /// The overflow bucket of this bucket's limit for the calling agent.
+    /// This key counted in the calling agent's overflow bucket of the limit.
     public var overflow: SharedBucket { SharedBucket(overflowOf: self, agent: agent) }
 
-    /// The overflow bucket of this bucket's limit for the whole tenant, which the tenant's new keys share once it holds
-    /// its share of the store's buckets (its key names no agent: agent ids are never empty).
+    /// This key counted in the whole tenant's overflow bucket of the limit, which the tenant's new keys share once it
+    /// holds its share of the store's buckets (its key names no agent: agent ids are never empty).
     public var tenantOverflow: SharedBucket { SharedBucket(overflowOf: self, agent: "") }
 
-    private init(overflowOf bucket: SharedBucket, agent keyAgent: String) {
+    private init(overflowOf bucket: SharedBucket, agent overflowAgent: String) {
         (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit, bucket.agent, bucket.tool)
-        (self.keyAgent, keyTool, isOverflow) = (keyAgent, "", true)
+        (keyAgent, keyTool, self.overflowAgent) = (bucket.keyAgent, bucket.keyTool, overflowAgent)
     }
 }
 

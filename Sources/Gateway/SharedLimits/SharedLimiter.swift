@@ -27,11 +27,13 @@ public final class SharedLimiter: SharedRateLimits {
         let limit: String
         let agent: String
         let tool: String
-        let isOverflow: Bool
+        /// A key counted in an overflow bucket has a lease of its own apart from the key's lease (its tokens came
+        /// from the overflow bucket or from the key, whichever Redis charged).
+        let overflowAgent: String?
 
         init(_ bucket: SharedBucket) {
             (tenant, limit, agent, tool) = (bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool)
-            isOverflow = bucket.isOverflow
+            overflowAgent = bucket.overflowAgent
         }
     }
 
@@ -61,8 +63,11 @@ public final class SharedLimiter: SharedRateLimits {
         /// that a replica never holds more than a lease for long).
         var surplusUntil = -Double.infinity
         var lastUsed: Double
-        /// The agent whose call made this lease (nil for an overflow bucket's, which counts in no share).
+        /// The agent whose call made this lease (nil for an overflowed key's, which counts in no share).
         var owner: Owner?
+        /// An overflowed key's: asked of Redis per call (no lease beyond what waiting calls need, no prefetch) and
+        /// forgotten soon after, so that keys an agent invents past its share hold no tokens and little room here.
+        var isOverflow = false
 
         /// How long the lease is kept once idle: until its bucket in Redis may be full again (a whole burst refilled,
         /// at most a day), and at least 10 s. A lease is where its key counts: forgotten while the bucket was still
@@ -70,9 +75,14 @@ public final class SharedLimiter: SharedRateLimits {
         /// it went to the agent's overflow bucket, a second full burst (found by review: 6 calls where one bucket admits
         /// 3). Kept so, an agent's share also bounds the keys its calls keep alive in Redis, not only their rate.
         var retentionSeconds: Double {
+            if isOverflow { return Self.overflowRetentionSeconds }
             guard rate > 0, burst.isFinite else { return 10 }
             return max(10, min(86_400, burst / rate + 1))
         }
+
+        /// How long an overflowed key's lease is kept once idle: long enough to serve the calls that waited for it
+        /// and to remember for a moment that Redis said its bucket is empty.
+        static let overflowRetentionSeconds = 1.0
 
         /// Takes `limit`'s rate and burst; when they differ from those Redis last answered for (a reload changed the
         /// policy), that answer's "empty until" is void and Redis is asked again.
@@ -173,7 +183,7 @@ public final class SharedLimiter: SharedRateLimits {
                 // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
                 // is still under way (more rounds to come), and for `surplusSeconds` after it ended.
                 if let lease = leases[key], lease.tokens > 1, lease.fetching == nil, now > lease.surplusUntil {
-                    let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                    let size = leaseSize(of: bucket)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
                 leases[key]?.follow(bucket.limit)
@@ -212,8 +222,10 @@ public final class SharedLimiter: SharedRateLimits {
                 leases[key]!.tokens -= 1
                 leases[key]!.lastUsed = now
                 let lease = leases[key]!
-                let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
-                if reachable, lease.fetching == nil, lease.tokens * 2 <= size, lease.emptyUntil <= now { prefetch.append(bucket) }
+                let size = leaseSize(of: bucket)
+                if reachable, !bucket.isOverflow, lease.fetching == nil, lease.tokens * 2 <= size, lease.emptyUntil <= now {
+                    prefetch.append(bucket)
+                }
             }
             // Given back, each token returns where it came from: a healthy bucket's to its lease, a broken bucket's to
             // the local share that stood in for it.
@@ -272,6 +284,7 @@ public final class SharedLimiter: SharedRateLimits {
                     lease = existing
                 } else {
                     lease = Lease(lastUsed: now)
+                    lease.isOverflow = bucket.isOverflow
                     if !bucket.isOverflow {
                         let owner = Owner(tenant: bucket.tenant, agent: bucket.agent)
                         lease.owner = owner
@@ -287,7 +300,7 @@ public final class SharedLimiter: SharedRateLimits {
                     continue
                 }
                 lease.follow(bucket.limit)
-                let size = settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                let size = leaseSize(of: bucket)
                 let wanted = waiting ? calls : 0
                 guard lease.tokens * 2 <= size || lease.tokens < wanted, lease.emptyUntil <= now, lease.brokenUntil <= now else {
                     continue
@@ -307,6 +320,12 @@ public final class SharedLimiter: SharedRateLimits {
         return EventLoopFuture.andAllComplete(waits, on: eventLoop)
     }
 
+    /// The tokens a lease of `bucket` holds: `SharedLimitSettings.leaseSize`, or none beyond what waiting calls
+    /// need for a key counted in an overflow bucket (asked of Redis per call).
+    private func leaseSize(of bucket: SharedBucket) -> Int {
+        bucket.isOverflow ? 0 : settings.leaseSize(rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+    }
+
     /// Most lease requests one fetch makes when calls keep joining it.
     static let maximumFetchRounds = 3
     /// How long tokens fetched beyond a lease for waiting calls stay theirs after the fetch ended (while it is under
@@ -320,7 +339,7 @@ public final class SharedLimiter: SharedRateLimits {
     private func fetch(_ bucket: SharedBucket, want: Int, round: Int, on eventLoop: any EventLoop, promise: EventLoopPromise<Void>) {
         let key = LeaseKey(bucket)
         TokenBucketScript.script.run(
-            keys: [TokenBucketScript.key(bucket, prefix: settings.keyPrefix)],
+            keys: TokenBucketScript.keys(bucket, prefix: settings.keyPrefix),
             arguments: TokenBucketScript.arguments(bucket.limit, want: want), on: client, eventLoop: eventLoop
         ).whenComplete { [self] result in
             let now = clock()

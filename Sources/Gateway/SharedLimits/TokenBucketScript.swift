@@ -11,6 +11,10 @@ import class Foundation.NSString
 /// The script grants up to the requested number of whole tokens (a lease), fewer when fewer are there; when less
 /// than a whole token is left, it says in how many microseconds one will be. A bucket's key expires once it would have refilled completely
 /// (a full bucket and no bucket are the same), so idle agents leave nothing behind.
+///
+/// A key counted in an overflow bucket comes with its own key second: the script charges that key when it exists
+/// (some replica keeps the key as itself, and every replica must count it there) and the overflow bucket only when
+/// it does not, so an overflow never creates a key.
 enum TokenBucketScript {
     static let script = RedisScript(
         """
@@ -18,9 +22,11 @@ enum TokenBucketScript {
         local rate = tonumber(ARGV[1])
         local burst = tonumber(ARGV[2])
         local want = tonumber(ARGV[3])
+        local key = KEYS[1]
+        if KEYS[2] ~= nil and redis.call('EXISTS', KEYS[2]) == 1 then key = KEYS[2] end
         local clock = redis.call('TIME')
         local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-        local state = redis.call('HMGET', KEYS[1], 't', 'u')
+        local state = redis.call('HMGET', key, 't', 'u')
         local tokens = tonumber(state[1])
         local updated = tonumber(state[2])
         if tokens == nil or updated == nil then
@@ -39,27 +45,40 @@ enum TokenBucketScript {
         if granted > want then granted = want end
         if granted < 0 then granted = 0 end
         tokens = tokens - granted
-        redis.call('HSET', KEYS[1], 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
+        redis.call('HSET', key, 't', string.format('%.17g', tokens), 'u', string.format('%.17g', updated))
         local ttl = math.ceil((burst - tokens) / rate * 1000) + 1000
         if ttl > 1000000000000 then ttl = 1000000000000 end
-        redis.call('PEXPIRE', KEYS[1], ttl)
+        redis.call('PEXPIRE', key, ttl)
         local wait = 0
         if tokens < 1 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
         if wait > 1000000000000000 then wait = 1000000000000000 end
         return {granted, wait}
         """)
 
-    /// The key of `bucket`: the prefix, then tenant, limit, agent and tool, each in NFC and escaped so that no two
-    /// buckets share a key (`%` and `:` are percent-encoded, as are control bytes); an agent's overflow bucket has a
-    /// fifth part.
+    /// The keys the script is run on for `bucket`: its own key, or for a key counted in an overflow bucket, the
+    /// overflow bucket's key and then its own.
+    static func keys(_ bucket: SharedBucket, prefix: String) -> [[UInt8]] {
+        let own = key(tenant: bucket.tenant, limit: bucket.limit.id, agent: bucket.keyAgent, tool: bucket.keyTool, prefix: prefix)
+        guard let overflowAgent = bucket.overflowAgent else { return [own] }
+        var overflow = key(tenant: bucket.tenant, limit: bucket.limit.id, agent: overflowAgent, tool: "", prefix: prefix)
+        // A fifth part no escaped name can spell (`%` is always followed by two hex digits in the others).
+        overflow += Array(":%overflow".utf8)
+        return [overflow, own]
+    }
+
+    /// The key of `bucket` itself (for a key counted in an overflow bucket, the overflow bucket's): see `keys`.
+    static func key(_ bucket: SharedBucket, prefix: String) -> [UInt8] { keys(bucket, prefix: prefix)[0] }
+
+    /// The key of a bucket: the prefix, then tenant, limit, agent and tool, each in NFC and escaped so that no two
+    /// buckets share a key (`%` and `:` are percent-encoded, as are control bytes).
     ///
     /// NFC because the gateway compares names by canonical equivalence (Swift strings): `café` composed and decomposed
     /// are one tool to the policy, one local bucket and one lease, so they must be one Redis key too. Keyed by bytes,
     /// one replica kept the lease under the first spelling it saw and another under the other, and an agent
     /// alternating spellings got twice the limit.
-    static func key(_ bucket: SharedBucket, prefix: String) -> [UInt8] {
+    private static func key(tenant: String, limit: String, agent: String, tool: String, prefix: String) -> [UInt8] {
         var key = Array(prefix.utf8)
-        for (index, part) in [bucket.tenant, bucket.limit.id, bucket.keyAgent, bucket.keyTool].enumerated() {
+        for (index, part) in [tenant, limit, agent, tool].enumerated() {
             if index > 0 { key.append(UInt8(ascii: ":")) }
             for byte in canonicalComposition(part).utf8 {
                 if byte == UInt8(ascii: "%") || byte == UInt8(ascii: ":") || byte < 0x20 || byte == 0x7F {
@@ -70,8 +89,6 @@ enum TokenBucketScript {
                 }
             }
         }
-        // A fifth part no escaped name can spell (`%` is always followed by two hex digits in the others).
-        if bucket.isOverflow { key += Array(":%overflow".utf8) }
         return key
     }
 

@@ -480,13 +480,56 @@ import Testing
         let perToolOfTenant = SharedBucket(
             tenant: "acme", limit: Self.limit(rate: 0.001, burst: 3, per: .tool), agent: "mallory", tool: "new")
         let placedTool = first.placed([perToolOfTenant]).first
-        #expect(placedTool?.isOverflow == true && placedTool?.keyAgent == "", "\(String(describing: placedTool))")
+        #expect(placedTool?.isOverflow == true && placedTool?.overflowAgent == "", "\(String(describing: placedTool))")
         var admitted = 0
         for index in 0..<8 {
             let replica = index % 2 == 0 ? first : second
             if await Self.take(replica, replica.placed([perAgent])).takenFromLocalShares == false { admitted += 1 }
         }
         #expect(admitted <= 3, "\(admitted) admitted where one bucket admits 3")
+    }
+
+    /// Found by review: with the agent's share full on one replica, a per-tool key counted in the overflow bucket there
+    /// and in its own bucket on another, and each admitted a burst (6 calls where one bucket admits 3). Redis now
+    /// charges the key itself whenever it holds it, so every replica counts it in one bucket; and an overflowed key
+    /// that Redis does not hold is charged to the overflow bucket without creating the key.
+    @Test func anOverflowedKeyCountsInItsOwnBucketWhereRedisHoldsIt() async throws {
+        let server = try await RedisServer()
+        let (first, second) = (try Self.limiter(server), try Self.limiter(server))
+        defer {
+            first.shutdown()
+            second.shutdown()
+        }
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
+        let invented = (0..<SharedLimiter.leasesPerAgent).map {
+            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
+        }
+        try await first.ask(first.placed(invented), on: loop).get()
+        let limit = RateLimitRule(
+            id: "LT", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agentTool, document: "d")
+        let key = SharedBucket(tenant: "acme", limit: limit, agent: "mallory", tool: "read_file")
+        #expect(first.placed([key]).first?.isOverflow == true)
+        #expect(second.placed([key]).first?.isOverflow == false)
+        let client = RedisClient(settings: try RedisSettings(url: server.url), logger: Logger(label: "test.redis"))
+        defer { client.close() }
+        func exists(_ bucket: SharedBucket) async throws -> Bool {
+            let keys = TokenBucketScript.keys(bucket, prefix: first.settings.keyPrefix)
+            return try await client.send([Array("EXISTS".utf8), keys[keys.count - 1]], on: loop).get().integer == 1
+        }
+        // Not held by Redis: the overflow bucket is charged, and no key is made for the invented name.
+        let fresh = SharedBucket(tenant: "acme", limit: limit, agent: "mallory", tool: "never_seen")
+        #expect(await Self.take(first, first.placed([fresh])).takenFromLocalShares == false)
+        #expect(try await exists(fresh.overflow) == false)
+        // Held (the other replica counts the key as itself): both replicas count it there.
+        #expect(await Self.take(second, second.placed([key])).takenFromLocalShares == false)
+        #expect(try await exists(key))
+        var admitted = 1
+        for index in 0..<8 {
+            let replica = index % 2 == 0 ? first : second
+            if await Self.take(replica, replica.placed([key])).takenFromLocalShares == false { admitted += 1 }
+        }
+        #expect(admitted == 3, "\(admitted) admitted where one bucket admits 3")
     }
 
     /// A tenant inventing agent names (its identity provider mints them) makes at most its share of leases; its further
@@ -502,7 +545,7 @@ import Testing
         #expect(limiter.placed(invented).allSatisfy { !$0.isOverflow })
         // Found by review: the table of 100,000 leases had no share per tenant, only per agent.
         let next = limiter.placed([SharedBucket(tenant: "acme", limit: limit, agent: "minted-new", tool: "t")])
-        #expect(next.first?.isOverflow == true && next.first?.keyAgent == "")
+        #expect(next.first?.isOverflow == true && next.first?.overflowAgent == "")
         #expect(await Self.take(limiter, next).takenFromLocalShares == false)
         // Every new agent of acme shares that one bucket, its token spent.
         let another = SharedBucket(tenant: "acme", limit: limit, agent: "minted-other", tool: "t").tenantOverflow
@@ -535,8 +578,15 @@ import Testing
         let second = SharedBucket(tenant: "a", limit: limit, agent: "b", tool: "c:d")
         #expect(TokenBucketScript.key(first, prefix: "p:") != TokenBucketScript.key(second, prefix: "p:"))
         #expect(String(decoding: TokenBucketScript.key(first, prefix: "p:"), as: UTF8.self) == "p:a:L1:b%3Ac:d")
-        // An agent's overflow bucket has a key no agent or tool name spells.
+        // An agent's overflow bucket has a key no agent or tool name spells; the overflowed key's own comes second.
         let overflow = SharedBucket(tenant: "a", limit: limit, agent: "b", tool: "d").overflow
+        #expect(
+            TokenBucketScript.keys(overflow, prefix: "p:").map { String(decoding: $0, as: UTF8.self) } == [
+                "p:a:L1:b::%overflow", "p:a:L1:b:d",
+            ])
+        #expect(
+            TokenBucketScript.keys(SharedBucket(tenant: "a", limit: limit, agent: "b", tool: "d").tenantOverflow, prefix: "p:")[0]
+                == Array("p:a:L1:::%overflow".utf8))
         for name in ["", ":%overflow", "%overflow", "\u{0}overflow"] {
             #expect(
                 TokenBucketScript.key(overflow, prefix: "p:")
