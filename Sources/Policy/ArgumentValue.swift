@@ -286,11 +286,12 @@ public enum ArgumentCanonicalizer {
         var problem: String?
         var stable = false
         var normalised = false
+        var ownForms = NormalizationCost.OwnNFKCForms()
         for _ in 0..<maximumRounds {
             let (decoded, valid, changed) = percentDecodedValidating(current)
             // Every round's decoded text (found by review: `%25F0…` and fullwidth `％F0…` reach the outlined letters
             // only in a later round).
-            if problem == nil, let unmapped = NormalizationCost.scalarWithoutKnownMapping(in: decoded) {
+            if problem == nil, let unmapped = ownForms.scalarWithoutKnownMapping(in: decoded) {
                 problem =
                     "holds U+\(String(unmapped.value, radix: 16, uppercase: true)), which NFKC maps to other characters under Unicode tables newer than the gateway's (a tool with them could read it as ASCII)"
             }
@@ -304,7 +305,7 @@ public enum ArgumentCanonicalizer {
             }
             budget -= estimate
             if budget < 0 { return nil }
-            let next = NormalizationCost.normalized(decoded)
+            let next = NormalizationCost.normalized(decoded, remembering: &ownForms)
             normalised = true
             // Compared as bytes: Swift `==` is canonical equivalence and would call a decomposed text its own NFKC form.
             if next.hasSameBytes(as: current) {

@@ -82,6 +82,12 @@ extension NormalizationCost {
     /// composition runs over the whole text afterwards, so the result is exactly NFKC.
     static func normalized(_ text: String) -> String {
         var ownForms = OwnNFKCForms()
+        return normalized(text, remembering: &ownForms)
+    }
+
+    /// `text` in NFKC, asking `ownForms` (which remembers its answers across the texts of one value) which scalars are
+    /// their own NFKC.
+    static func normalized(_ text: String, remembering ownForms: inout OwnNFKCForms) -> String {
         guard ownForms.holdsOnlyOwnForms(text.utf8) else { return normalizedByFoundation(text) }
         let nfc = text._nfcCodeUnits
         return text.hasSameBytes(as: nfc) ? text : String(decoding: nfc, as: UTF8.self)
@@ -120,37 +126,20 @@ extension NormalizationCost {
         return output
     }
 
-    /// A scalar of `text` that the standard library says NFKC case folding changes for no reason it can name (not case,
-    /// not a default-ignorable), while Foundation's older Unicode tables leave it unchanged: a compatibility character
-    /// newer than those tables (found by review: U+1CCD6–1CCF9, outlined Latin letters and digits of Unicode 16, which
-    /// newer NFKC makes plain ASCII, and U+A7F1). The gateway cannot canonicalise it, so a value holding one is refused
-    /// by the constraints that cover it. Nil when there is none.
-    static func scalarWithoutKnownMapping(in text: String) -> Unicode.Scalar? {
-        var asked: [UInt32: Bool] = [:]
-        for scalar in text.unicodeScalars where !scalar.isASCII {
-            let properties = scalar.properties
-            guard properties.changesWhenNFKCCaseFolded, !properties.changesWhenCaseFolded, !properties.isDefaultIgnorableCodePoint
-            else { continue }
-            if let known = asked[scalar.value] {
-                if !known { return scalar }
-                continue
-            }
-            let mapped = !String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.elementsEqual(CollectionOfOne(scalar))
-            asked[scalar.value] = mapped
-            if !mapped { return scalar }
-        }
-        return nil
-    }
-
     /// Which scalars are their own NFKC. The standard library's Changes_When_NFKC_Casefolded property answers for most
     /// (a scalar it leaves unchanged is its own NFKC, since NFKC_Casefold(x) is in NFKC; `NFKCFormTests` checks every
     /// scalar). The rest — upper-case letters, compatibility characters, default-ignorables — are asked of Foundation,
     /// once per distinct scalar of a text. Answers are remembered in a small direct-mapped table, as the property
-    /// lookup costs more than the table.
+    /// lookup costs more than the table. The same answers find compatibility characters newer than Foundation's tables
+    /// (`scalarWithoutKnownMapping`).
     struct OwnNFKCForms {
         private var foundationAnswers: [UInt32: Bool] = [:]
-        /// Slot `value % 256`: the scalar's value, with bit 31 set when it is its own NFKC; 0 when empty.
+        /// Slot `value % 256`: the scalar's value, with `own` set when it is its own NFKC and `unknown` when it is a
+        /// compatibility character newer than Foundation's tables; 0 when empty.
         private var recent: [UInt32] = []
+        private static let own: UInt32 = 0x8000_0000
+        private static let unknown: UInt32 = 0x4000_0000
+        private static let value: UInt32 = 0x3FFF_FFFF
 
         /// Whether every scalar of `utf8` (valid UTF-8) is its own NFKC.
         mutating func holdsOnlyOwnForms(_ utf8: String.UTF8View) -> Bool {
@@ -168,17 +157,39 @@ extension NormalizationCost {
         }
 
         /// Whether NFKC leaves `scalar`, alone, unchanged.
-        mutating func isOwnNFKC(_ scalar: Unicode.Scalar) -> Bool {
-            if recent.isEmpty { recent = Array(repeating: 0, count: 256) }
-            let slot = Int(scalar.value & 0xFF)
-            if recent[slot] & 0x7FFF_FFFF == scalar.value { return recent[slot] & 0x8000_0000 != 0 }
-            let answer = answer(for: scalar)
-            recent[slot] = scalar.value | (answer ? 0x8000_0000 : 0)
-            return answer
+        mutating func isOwnNFKC(_ scalar: Unicode.Scalar) -> Bool { flags(of: scalar) & Self.own != 0 }
+
+        /// A scalar of `text` that the standard library says NFKC case folding changes for no reason it can name (not
+        /// case, not a default-ignorable), while Foundation's older Unicode tables leave it unchanged: a compatibility
+        /// character newer than those tables (found by review: U+1CCD6–1CCF9, outlined Latin letters and digits of
+        /// Unicode 16, which newer NFKC makes plain ASCII, and U+A7F1). The gateway cannot canonicalise it, so a value
+        /// holding one is refused by the constraints that cover it. Nil when there is none.
+        mutating func scalarWithoutKnownMapping(in text: String) -> Unicode.Scalar? {
+            text.unicodeScalars.first { !$0.isASCII && flags(of: $0) & Self.unknown != 0 }
         }
 
-        private mutating func answer(for scalar: Unicode.Scalar) -> Bool {
-            if !scalar.properties.changesWhenNFKCCaseFolded { return true }
+        /// The scalar's slot in `recent`, filled from the standard library's properties and, where they do not settle
+        /// it, Foundation's answer.
+        private mutating func flags(of scalar: Unicode.Scalar) -> UInt32 {
+            if recent.isEmpty { recent = Array(repeating: 0, count: 256) }
+            let slot = Int(scalar.value & 0xFF)
+            if recent[slot] & Self.value == scalar.value { return recent[slot] }
+            var flags = scalar.value
+            let properties = scalar.properties
+            if !properties.changesWhenNFKCCaseFolded {
+                flags |= Self.own
+            } else if foundationKeeps(scalar) {
+                // Case folding or a default-ignorable explains the change; otherwise NFKC itself changes it in newer
+                // tables than Foundation's.
+                flags |= Self.own
+                if !properties.changesWhenCaseFolded && !properties.isDefaultIgnorableCodePoint { flags |= Self.unknown }
+            }
+            recent[slot] = flags
+            return flags
+        }
+
+        /// Whether Foundation's NFKC leaves `scalar`, alone, unchanged (asked once per distinct scalar).
+        private mutating func foundationKeeps(_ scalar: Unicode.Scalar) -> Bool {
             if let known = foundationAnswers[scalar.value] { return known }
             let answer = String(scalar).precomposedStringWithCompatibilityMapping.unicodeScalars.elementsEqual(CollectionOfOne(scalar))
             foundationAnswers[scalar.value] = answer
