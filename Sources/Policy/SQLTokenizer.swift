@@ -10,8 +10,9 @@ public enum SQLDialect: String, Sendable, Hashable, CaseIterable {
     case sqlite
 }
 
-/// SQL text as tokens, the way a database reads it: comments are whitespace, string literals and quoted identifiers
-/// are single tokens, `;` separates statements. Never regular expressions over raw text.
+/// SQL text as tokens, the way a database reads it: comments are whitespace (they make no token; what the checks need
+/// of them is kept as facts of the text), string literals and quoted identifiers are single tokens, `;` separates
+/// statements. Never regular expressions over raw text.
 ///
 /// Databases disagree on what quotes and comments are, and an attacker picks the reading that hides the payload, so the
 /// tokenizer reads a text in one of several dialects and the callers try every one their databases need:
@@ -76,6 +77,62 @@ struct SQLTokenizer {
 
         /// How each of `databases` reads SQL text.
         static func readings(of databases: [SQLDialect]) -> [Dialect] { databases.flatMap(readings(of:)) }
+
+        /// Whether this dialect gives `text` the same tokens as `other`, and so does `text` behind any quote it
+        /// holds (the spliced readings): every setting in which they differ needs a byte `text` does not hold. `E'`
+        /// counts for backslash escapes (only without them is `E'…'` one literal), `--` for hash comments (MySQL wants
+        /// a space after it), `/*` for nesting and executable comments, `&` for `U&"…"`. (`tableHints` changes no
+        /// token.) Most text then has two readings, MySQL's and the others', not six.
+        func readsAlike(_ other: Dialect, _ text: TextFacts) -> Bool {
+            (backslashEscapes == other.backslashEscapes || !text.backslashOrEscapeString)
+                && (hashComments == other.hashComments || !text.hashOrDoubleDash)
+                && (executableComments == other.executableComments || !text.blockComment)
+                && (nestedComments == other.nestedComments || !text.blockComment)
+                && (dollarQuotes == other.dollarQuotes || !text.dollar)
+                && (doubleQuotedStrings == other.doubleQuotedStrings || !text.doubleQuote)
+                && (bracketIdentifiers == other.bracketIdentifiers || !text.bracket)
+                && (unicodeEscapedIdentifiers == other.unicodeEscapedIdentifiers || !text.ampersand)
+        }
+
+        /// The readings of `databases` that give `text` tokens no earlier one gives it.
+        static func distinctReadings(of databases: [SQLDialect], for text: [UInt8]) -> [Dialect] {
+            let facts = TextFacts(text)
+            var distinct: [Dialect] = []
+            for reading in readings(of: databases) where !distinct.contains(where: { $0.readsAlike(reading, facts) }) {
+                distinct.append(reading)
+            }
+            return distinct
+        }
+    }
+
+    /// Which of the bytes that dialects read differently a text holds.
+    struct TextFacts {
+        var backslashOrEscapeString = false
+        var hashOrDoubleDash = false
+        var blockComment = false
+        var dollar = false
+        var doubleQuote = false
+        var bracket = false
+        var ampersand = false
+
+        init(_ text: [UInt8]) {
+            var previous: UInt8 = 0
+            for byte in text {
+                switch byte {
+                case UInt8(ascii: "\\"): backslashOrEscapeString = true
+                case UInt8(ascii: "'") where previous | 0x20 == UInt8(ascii: "e"): backslashOrEscapeString = true
+                case UInt8(ascii: "#"): hashOrDoubleDash = true
+                case UInt8(ascii: "-") where previous == UInt8(ascii: "-"): hashOrDoubleDash = true
+                case UInt8(ascii: "*") where previous == UInt8(ascii: "/"): blockComment = true
+                case UInt8(ascii: "$"): dollar = true
+                case UInt8(ascii: "\""): doubleQuote = true
+                case UInt8(ascii: "["): bracket = true
+                case UInt8(ascii: "&"): ampersand = true
+                default: break
+                }
+                previous = byte
+            }
+        }
     }
 
     /// One token and where it is in the text.
@@ -88,8 +145,6 @@ struct SQLTokenizer {
             case string
             /// A `"…"`, `` `…` `` or `[…]` identifier, with its text lower-cased when it is ASCII.
             case quotedIdentifier(String?)
-            /// Whitespace to SQL; `holdsQuote` when a `'` is inside (left over from a literal the comment cut off).
-            case comment(holdsQuote: Bool)
             case semicolon
             case symbol(UInt8)
         }
@@ -98,11 +153,6 @@ struct SQLTokenizer {
         /// Byte offsets of the token in the text.
         let start: Int
         let end: Int
-
-        var isComment: Bool {
-            if case .comment = kind { return true }
-            return false
-        }
 
         /// The keyword, if the token is an ASCII word.
         var word: String? {
@@ -145,7 +195,12 @@ struct SQLTokenizer {
 
     /// The tokens of a text.
     struct Result {
+        /// The tokens, comments left out (tokens on either side of one are not adjacent: `end` ≠ `start`).
         var tokens: [Token] = []
+        /// Whether a comment follows a string literal directly (`admin'--`), and whether such a comment holds a `'`
+        /// (left over from a literal the comment cut off: `… = 'admin'--'`).
+        var commentAfterString = false
+        var quoteInCommentAfterString = false
         /// Whether a literal, quoted identifier or comment is still open at the end.
         var unterminated = false
         /// Whether the text holds an identifier written with Unicode escapes (`U&"…"`), whose name the tokens do not
@@ -156,10 +211,25 @@ struct SQLTokenizer {
     /// The tokens of `bytes` in `dialect`.
     static func tokens(_ bytes: [UInt8], _ dialect: Dialect) -> Result {
         var result = Result()
+        // At most a token per byte: reserved once, the array is never copied to grow (4 MiB of `a(` is 4 million
+        // tokens, and growing them copied and faulted in most of the decision's memory twice).
+        result.tokens.reserveCapacity(bytes.count)
         var index = 0
         var inExecutableComment = false
+        var afterString = false
         func at(_ offset: Int) -> UInt8? { index + offset < bytes.count ? bytes[index + offset] : nil }
-        func add(_ kind: Token.Kind, from start: Int) { result.tokens.append(Token(kind: kind, start: start, end: index)) }
+        func add(_ kind: Token.Kind, from start: Int) {
+            result.tokens.append(Token(kind: kind, start: start, end: index))
+            afterString = kind == .string
+        }
+        /// A comment from `start` to `index`: no token, only what the checks ask of it.
+        func comment(from start: Int) {
+            if afterString {
+                result.commentAfterString = true
+                if bytes[start..<index].contains(UInt8(ascii: "'")) { result.quoteInCommentAfterString = true }
+            }
+            afterString = false
+        }
         /// The text between the quotes of the identifier that started at `start` (lower-cased ASCII); one left open at
         /// the end of the text is named by all it holds (a value spliced into `"…"` ends in an open one: `x" OR "a"="a`
         /// compares `a` with `a`).
@@ -168,7 +238,7 @@ struct SQLTokenizer {
             guard end > start, index <= bytes.count else { return nil }
             let inner = bytes[(start + 1)..<end]
             guard inner.allSatisfy({ $0 < 0x80 }) else { return nil }
-            return String(decoding: inner, as: UTF8.self).lowercased()
+            return asciiLowercased(inner)
         }
         /// Skips a quoted run that started at `index` (the opening quote) and ends with `close`; false when the text
         /// ends first.
@@ -205,10 +275,10 @@ struct SQLTokenizer {
             case UInt8(ascii: "-") where at(1) == UInt8(ascii: "-") && (!dialect.hashComments || (at(2).map { $0 <= 0x20 } ?? true)):
                 // A line comment ends at LF or CR (PostgreSQL ends it at either).
                 while index < bytes.count && bytes[index] != 0x0A && bytes[index] != 0x0D { index += 1 }
-                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+                comment(from: start)
             case UInt8(ascii: "#") where dialect.hashComments:
                 while index < bytes.count && bytes[index] != 0x0A && bytes[index] != 0x0D { index += 1 }
-                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+                comment(from: start)
             case UInt8(ascii: "/") where at(1) == UInt8(ascii: "*"):
                 if dialect.executableComments
                     && (at(2) == UInt8(ascii: "!") || (at(2) == UInt8(ascii: "M") && at(3) == UInt8(ascii: "!")))
@@ -237,7 +307,7 @@ struct SQLTokenizer {
                     index = bytes.count
                     result.unterminated = true
                 }
-                add(.comment(holdsQuote: bytes[start..<index].contains(UInt8(ascii: "'"))), from: start)
+                comment(from: start)
             case UInt8(ascii: "*") where inExecutableComment && at(1) == UInt8(ascii: "/"):
                 index += 2
                 inExecutableComment = false
@@ -286,7 +356,7 @@ struct SQLTokenizer {
                         if bytes[index] >= 0x80 { ascii = false }
                         index += 1
                     }
-                    add(.word(ascii ? String(decoding: bytes[start..<index], as: UTF8.self).lowercased() : nil), from: start)
+                    add(.word(ascii ? asciiLowercased(bytes[start..<index]) : nil), from: start)
                     if dialect.unicodeEscapedIdentifiers, index - start == 1, byte | 0x20 == UInt8(ascii: "u"),
                         at(0) == UInt8(ascii: "&"), at(1) == UInt8(ascii: "\"")
                     {
@@ -300,6 +370,16 @@ struct SQLTokenizer {
         }
         if inExecutableComment { result.unterminated = true }
         return result
+    }
+
+    /// ASCII `bytes` lower-cased, as a string (one pass; `String.lowercased()` made a second string of every word).
+    private static func asciiLowercased(_ bytes: ArraySlice<UInt8>) -> String {
+        String(unsafeUninitializedCapacity: bytes.count) { buffer in
+            for (offset, byte) in bytes.enumerated() {
+                buffer[offset] = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            }
+            return bytes.count
+        }
     }
 
     static func isWordByte(_ byte: UInt8) -> Bool {

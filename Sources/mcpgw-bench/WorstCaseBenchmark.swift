@@ -89,6 +89,8 @@ enum WorstCaseBenchmark {
             ("SQL: semicolons", one(repeated(";"))),
             ("SQL: NOT repeated", one(repeated("x or not "))),
             ("SQL: calls nested without end", one(repeated("a("))),
+            // The bytes every dialect setting concerns, each closed again, first: the value has six distinct readings.
+            ("SQL: calls nested, read six ways", one(#"\\ #\n /**/ $1 [x] & \"x\" "# + repeated("a("))),
             ("SQL: dollar tag", one("$" + repeated("t") + "$x")),
             ("shell: alternating quotes", one(repeated("'\\\"$"))),
             ("regex: near-misses of a+b+c+d", one(repeated("aaaabbbbcccc"))),
