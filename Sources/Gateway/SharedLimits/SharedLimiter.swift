@@ -37,6 +37,25 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
+    /// An overflow bucket: the agent part of its key ("" for the tenant's).
+    struct OverflowBucket: Hashable {
+        let tenant: String
+        let limit: String
+        let agent: String
+
+        init?(_ bucket: SharedBucket) {
+            guard let agent = bucket.overflowAgent else { return nil }
+            (tenant, limit, self.agent) = (bucket.tenant, bucket.limit.id, agent)
+        }
+    }
+
+    /// Until when an overflow bucket is empty, as Redis said when it was charged, for the limit's rate and burst then.
+    struct OverflowEmptiness {
+        var until: Double
+        var rate: Double
+        var burst: Double
+    }
+
     /// An agent of a tenant, whose calls made some of the leases.
     struct Owner: Hashable {
         let tenant: String
@@ -96,6 +115,10 @@ public final class SharedLimiter: SharedRateLimits {
     public let settings: SharedLimitSettings
     let client: RedisClient
     private let leases = Mutex<[LeaseKey: Lease]>([:])
+    /// Overflow buckets Redis said are empty (taken inside `leases`' lock, never the other way round). While one is,
+    /// calls of keys that overflow into it are refused here, without asking Redis: without this, each key an agent
+    /// invented past its share cost a script run per call even once the overflow bucket was empty (found by review).
+    private let emptyOverflow = Mutex<[OverflowBucket: OverflowEmptiness]>([:])
     /// How many leases each agent's calls made (taken inside `leases`' lock, never the other way round).
     private let owned = Mutex<(perAgent: [Owner: Int], perTenant: [String: Int])>(([:], [:]))
     /// The local shares used while Redis is out of reach (`local_fallback`).
@@ -133,8 +156,7 @@ public final class SharedLimiter: SharedRateLimits {
                 if full() != (false, false), now - lastCompaction.withLock({ $0 }) >= 1 {
                     // Idle leases are forgotten (at most once a second) before a new key overflows.
                     lastCompaction.withLock { $0 = now }
-                    Self.forgetIdle(&leases, now: now)
-                    recount(leases)
+                    compact(&leases, now: now)
                 }
                 // Only keys a caller can multiply overflow: an agent's, by tool names (a key per tool); a tenant's, by
                 // agent names too (its identity provider mints them). A limit's key per agent stays where it counts
@@ -182,7 +204,7 @@ public final class SharedLimiter: SharedRateLimits {
                 let key = LeaseKey(bucket)
                 // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
                 // is still under way (more rounds to come), and for `surplusSeconds` after it ended.
-                if let lease = leases[key], lease.tokens > 1, lease.fetching == nil, now > lease.surplusUntil {
+                if let lease = leases[key], lease.tokens > (bucket.isOverflow ? 0 : 1), lease.fetching == nil, now > lease.surplusUntil {
                     let size = leaseSize(of: bucket)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
@@ -193,6 +215,11 @@ public final class SharedLimiter: SharedRateLimits {
                     broken.append(index)
                 } else if reachable, let lease, lease.emptyUntil > now {
                     let wait = lease.emptyUntil - now
+                    if refusal == nil || wait > refusal!.wait { refusal = (index, wait) }
+                } else if reachable, let until = emptyOverflowUntil(bucket), until > now {
+                    // An overflowed key whose overflow bucket is empty: refused, even if Redis holds the key's own
+                    // bucket with tokens (fewer calls admitted, never more).
+                    let wait = until - now
                     if refusal == nil || wait > refusal!.wait { refusal = (index, wait) }
                 } else {
                     missing.append(bucket)
@@ -248,6 +275,16 @@ public final class SharedLimiter: SharedRateLimits {
         }
     }
 
+    /// Until when the overflow bucket `bucket` counts in is empty, if Redis said so for the limit as it is now.
+    private func emptyOverflowUntil(_ bucket: SharedBucket) -> Double? {
+        guard let overflow = OverflowBucket(bucket) else { return nil }
+        return emptyOverflow.withLock { known in
+            guard let emptiness = known[overflow], emptiness.rate == bucket.limit.ratePerSecond, emptiness.burst == bucket.limit.burst
+            else { return nil }
+            return emptiness.until
+        }
+    }
+
     public func giveBack(_ tokens: SharedTokens, now: Double) {
         fallback.giveBack(tokens.local, now: now)
         guard !tokens.leased.isEmpty else { return }
@@ -274,8 +311,7 @@ public final class SharedLimiter: SharedRateLimits {
         leases.withLock { leases in
             if leases.count >= Self.maximumLeases, now - lastCompaction.withLock({ $0 }) >= 1 {
                 lastCompaction.withLock { $0 = now }
-                Self.forgetIdle(&leases, now: now)
-                recount(leases)
+                compact(&leases, now: now)
             }
             for key in order {
                 let (bucket, calls) = needed[key]!
@@ -351,8 +387,17 @@ public final class SharedLimiter: SharedRateLimits {
                     return promise.succeed(())
                 }
                 let more = leases.withLock { leases -> Int? in
+                    if grant.wait > 0, !grant.chargedOwnKey, let overflow = OverflowBucket(bucket) {
+                        emptyOverflow.withLock {
+                            $0[overflow] = OverflowEmptiness(
+                                until: now + grant.wait, rate: bucket.limit.ratePerSecond, burst: bucket.limit.burst)
+                        }
+                    }
                     guard var lease = leases[key] else { return nil }
                     lease.tokens += grant.granted
+                    // In use: a fetch of several rounds (each up to the command's deadline) must not outlast an
+                    // overflowed key's short retention.
+                    lease.lastUsed = now
                     // The bucket in Redis holds less than a token until then: calls beyond the lease are refused. Unless
                     // the limit changed while the request was under way (a reload): that answer was for the old one.
                     if grant.wait > 0, lease.rate == bucket.limit.ratePerSecond, lease.burst == bucket.limit.burst {
@@ -460,8 +505,20 @@ public final class SharedLimiter: SharedRateLimits {
         leases = leases.filter { _, lease in lease.fetching != nil || now - lease.lastUsed < lease.retentionSeconds }
         let target = maximumLeases * 4 / 5
         guard leases.count > target else { return }
-        let oldest = leases.filter { $0.value.fetching == nil }.sorted { $0.value.lastUsed < $1.value.lastUsed }
+        // Overflowed keys' leases first: they count in no share, so an agent past its share must not push other
+        // tenants' leases out (found by review).
+        let oldest = leases.filter { $0.value.fetching == nil }.sorted {
+            ($0.value.isOverflow ? 0 : 1, $0.value.lastUsed) < ($1.value.isOverflow ? 0 : 1, $1.value.lastUsed)
+        }
         for (key, _) in oldest.prefix(leases.count - target) { leases[key] = nil }
+    }
+
+    /// Forgets idle leases (`forgetIdle`), counts again the leases each agent's calls made, and forgets overflow
+    /// buckets' emptiness once it has passed.
+    private func compact(_ leases: inout [LeaseKey: Lease], now: Double) {
+        Self.forgetIdle(&leases, now: now)
+        recount(leases)
+        emptyOverflow.withLock { known in known = known.filter { $0.value.until > now } }
     }
 
     /// Counts again, after some were forgotten, the leases each agent's calls made.

@@ -13,8 +13,12 @@ import class Foundation.NSString
 /// (a full bucket and no bucket are the same), so idle agents leave nothing behind.
 ///
 /// A key counted in an overflow bucket comes with its own key second: the script charges that key when it exists
-/// (some replica keeps the key as itself, and every replica must count it there) and the overflow bucket only when
-/// it does not, so an overflow never creates a key.
+/// (some replica keeps the key as itself, and every replica must count it there), and otherwise the overflow bucket,
+/// and then makes the key's own bucket as drained by what it granted (so that a replica counting the key as itself
+/// finds those calls counted: found by review, an agent drained the overflow bucket through one replica and the key's
+/// fresh bucket through another). Only a grant makes a key, and it lives until its tokens are back: the overflow bucket
+/// bounds the keys made so to its burst and refill over that time. The reply's third value says which bucket was
+/// charged (1: the key's own).
 enum TokenBucketScript {
     static let script = RedisScript(
         """
@@ -23,7 +27,11 @@ enum TokenBucketScript {
         local burst = tonumber(ARGV[2])
         local want = tonumber(ARGV[3])
         local key = KEYS[1]
-        if KEYS[2] ~= nil and redis.call('EXISTS', KEYS[2]) == 1 then key = KEYS[2] end
+        local own = 0
+        if KEYS[2] ~= nil and redis.call('EXISTS', KEYS[2]) == 1 then
+          key = KEYS[2]
+          own = 1
+        end
         local clock = redis.call('TIME')
         local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
         local state = redis.call('HMGET', key, 't', 'u')
@@ -49,10 +57,16 @@ enum TokenBucketScript {
         local ttl = math.ceil((burst - tokens) / rate * 1000) + 1000
         if ttl > 1000000000000 then ttl = 1000000000000 end
         redis.call('PEXPIRE', key, ttl)
+        if KEYS[2] ~= nil and own == 0 and granted > 0 then
+          redis.call('HSET', KEYS[2], 't', string.format('%.17g', burst - granted), 'u', string.format('%.17g', now))
+          local drained = math.ceil(granted / rate * 1000) + 1000
+          if drained > 1000000000000 then drained = 1000000000000 end
+          redis.call('PEXPIRE', KEYS[2], drained)
+        end
         local wait = 0
         if tokens < 1 then wait = math.ceil((1 - tokens) * 1000000 / rate) end
         if wait > 1000000000000000 then wait = 1000000000000000 end
-        return {granted, wait}
+        return {granted, wait, own}
         """)
 
     /// The keys the script is run on for `bucket`: its own key, or for a key counted in an overflow bucket, the
@@ -102,17 +116,18 @@ enum TokenBucketScript {
         [Array(String(limit.ratePerSecond).utf8), Array(String(limit.burst).utf8), Array(String(want).utf8)]
     }
 
-    /// Granted tokens and the wait (seconds) until the bucket holds a whole token again (0: it holds one now), from
-    /// the script's reply to a request for `want` tokens. Nil when the reply is not the script's: anything but two
-    /// integers, a grant of more than was asked (which would admit beyond the limit, and in the extreme overflow
+    /// Granted tokens, the wait (seconds) until the bucket holds a whole token again (0: it holds one now), and whether
+    /// the bucket charged was an overflowed key's own, from the script's reply to a request for `want` tokens. Nil when
+    /// the reply is not the script's: anything but three integers (the third 0 or 1), a grant of more than was asked (which would admit beyond the limit, and in the extreme overflow
     /// the lease's count: the default `redis://` is plain TCP, so a reply may be forged on the way), or a wait longer
     /// than one token takes to refill at `rate` (the script never says more; found by review: a forged wait of 31
     /// years refused an agent for good, Redis never asked again).
-    static func grant(_ reply: RESPValue, want: Int, rate: Double) -> (granted: Int, wait: Double)? {
-        guard case .array(let values?) = reply, values.count == 2, let granted = values[0].integer, let wait = values[1].integer,
+    static func grant(_ reply: RESPValue, want: Int, rate: Double) -> (granted: Int, wait: Double, chargedOwnKey: Bool)? {
+        guard case .array(let values?) = reply, values.count == 3, let granted = values[0].integer, let wait = values[1].integer,
+            let own = values[2].integer, own == 0 || own == 1,
             granted >= 0, granted <= want, wait >= 0, Double(wait) <= maximumWaitMicroseconds(rate: rate)
         else { return nil }
-        return (Int(granted), Double(wait) / 1e6)
+        return (Int(granted), Double(wait) / 1e6, own == 1)
     }
 
     /// The longest wait the script answers at `rate`: a whole token's refill, rounded up, within its cap.

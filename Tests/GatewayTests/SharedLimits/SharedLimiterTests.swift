@@ -240,17 +240,19 @@ import Testing
 
     /// A reply granting more than was asked is not the script's: refused, never added to the lease.
     @Test func aGrantAboveTheRequestIsRefused() {
-        let reply = { (granted: Int64) in RESPValue.array([.integer(granted), .integer(0)]) }
+        let reply = { (granted: Int64) in RESPValue.array([.integer(granted), .integer(0), .integer(0)]) }
         #expect(TokenBucketScript.grant(reply(3), want: 3, rate: 20)?.granted == 3)
         #expect(TokenBucketScript.grant(reply(4), want: 3, rate: 20) == nil)
         #expect(TokenBucketScript.grant(reply(.max), want: 3, rate: 20) == nil)
         #expect(TokenBucketScript.grant(reply(1), want: 0, rate: 20) == nil)
+        #expect(TokenBucketScript.grant(.array([.integer(1), .integer(0)]), want: 1, rate: 20) == nil)
+        #expect(TokenBucketScript.grant(.array([.integer(1), .integer(0), .integer(2)]), want: 1, rate: 20) == nil)
     }
 
     /// A wait longer than one token's refill is not the script's (found by review: a forged reply of 31 years refused
     /// an agent for good, and Redis was never asked again).
     @Test func aWaitBeyondOneTokensRefillIsRefused() {
-        let reply = { (wait: Int64) in RESPValue.array([.integer(0), .integer(wait)]) }
+        let reply = { (wait: Int64) in RESPValue.array([.integer(0), .integer(wait), .integer(1)]) }
         #expect(TokenBucketScript.grant(reply(50_000), want: 1, rate: 20)?.wait == 0.05)
         #expect(TokenBucketScript.grant(reply(50_001), want: 1, rate: 20) != nil)
         #expect(TokenBucketScript.grant(reply(1_000_000_000_000_000), want: 1, rate: 20) == nil)
@@ -492,7 +494,9 @@ import Testing
     /// Found by review: with the agent's share full on one replica, a per-tool key counted in the overflow bucket there
     /// and in its own bucket on another, and each admitted a burst (6 calls where one bucket admits 3). Redis now
     /// charges the key itself whenever it holds it, so every replica counts it in one bucket; and an overflowed key
-    /// that Redis does not hold is charged to the overflow bucket without creating the key.
+    /// that Redis does not hold is charged to the overflow bucket, which makes the key's own bucket drained by that call
+    /// (found by the review of that fix: drained through the overflow bucket on one replica, the key's fresh bucket
+    /// still admitted a burst through another).
     @Test func anOverflowedKeyCountsInItsOwnBucketWhereRedisHoldsIt() async throws {
         let server = try await RedisServer()
         let (first, second) = (try Self.limiter(server), try Self.limiter(server))
@@ -517,10 +521,15 @@ import Testing
             let keys = TokenBucketScript.keys(bucket, prefix: first.settings.keyPrefix)
             return try await client.send([Array("EXISTS".utf8), keys[keys.count - 1]], on: loop).get().integer == 1
         }
-        // Not held by Redis: the overflow bucket is charged, and no key is made for the invented name.
+        // Not held by Redis: the overflow bucket is charged, and the key's own bucket made, one token spent, so the
+        // other replica admits the rest of the burst only.
         let fresh = SharedBucket(tenant: "acme", limit: limit, agent: "mallory", tool: "never_seen")
-        #expect(await Self.take(first, first.placed([fresh])).takenFromLocalShares == false)
         #expect(try await exists(fresh.overflow) == false)
+        #expect(await Self.take(first, first.placed([fresh])).takenFromLocalShares == false)
+        #expect(try await exists(fresh.overflow))
+        var elsewhere = 0
+        for _ in 0..<4 where await Self.take(second, second.placed([fresh])).takenFromLocalShares == false { elsewhere += 1 }
+        #expect(elsewhere == 2, "\(elsewhere) admitted by the other replica after 1 of a burst of 3")
         // Held (the other replica counts the key as itself): both replicas count it there.
         #expect(await Self.take(second, second.placed([key])).takenFromLocalShares == false)
         #expect(try await exists(key))
@@ -530,6 +539,37 @@ import Testing
             if await Self.take(replica, replica.placed([key])).takenFromLocalShares == false { admitted += 1 }
         }
         #expect(admitted == 3, "\(admitted) admitted where one bucket admits 3")
+    }
+
+    /// Found by review: every key an agent invented past its share cost a Redis script run per call, even once the
+    /// overflow bucket was empty (with batches of calls, a flood that slows Redis for every tenant). Once Redis says the
+    /// overflow bucket is empty, keys that overflow into it are refused without asking.
+    @Test func anEmptyOverflowBucketRefusesNewKeysWithoutAskingRedis() async throws {
+        let server = try await RedisServer()
+        let limiter = try Self.limiter(server)
+        defer { limiter.shutdown() }
+        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
+        let invented = (0..<SharedLimiter.leasesPerAgent).map {
+            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
+        }
+        try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        let limit = RateLimitRule(
+            id: "LQ", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 1, scope: .agentTool, document: "d")
+        func named(_ tool: String) -> [SharedBucket] {
+            limiter.placed([SharedBucket(tenant: "acme", limit: limit, agent: "mallory", tool: tool)])
+        }
+        #expect(named("n0").first?.isOverflow == true)
+        #expect(await Self.take(limiter, named("n0")).takenFromLocalShares == false)
+        #expect(await Self.take(limiter, named("n1")).takenFromLocalShares == nil, "the overflow bucket's one token is spent")
+        let asked = limiter.requestsAnswered.load(ordering: .relaxed)
+        for index in 2..<50 {
+            let result = limiter.take(named("n\(index)"), now: Self.clock())
+            guard case .refused = result else {
+                Issue.record("n\(index): \(result)")
+                break
+            }
+        }
+        #expect(limiter.requestsAnswered.load(ordering: .relaxed) == asked)
     }
 
     /// A tenant inventing agent names (its identity provider mints them) makes at most its share of leases; its further
