@@ -100,7 +100,7 @@ enum SQLScanner {
     /// What calling a function of `timeFunctions` or of `fileFunctions` is.
     enum CalledFunctionKind { case time, file }
     static let calledFunctionKinds: [String: CalledFunctionKind] = Dictionary(
-        uniqueKeysWithValues: timeFunctions.map { ($0, .time) } + fileFunctions.map { ($0, .file) })
+        timeFunctions.map { ($0, .time) } + fileFunctions.map { ($0, .file) }, uniquingKeysWith: { time, _ in time })
 
     /// Words that may appear in the arguments of a call written by SQL rather than by a person.
     static let expressionWords: Set<String> = [

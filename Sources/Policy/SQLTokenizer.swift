@@ -82,7 +82,11 @@ struct SQLTokenizer {
         /// holds (the spliced readings): every setting in which they differ needs a byte `text` does not hold. `E'`
         /// counts for backslash escapes (only without them is `E'…'` one literal), `--` for hash comments (MySQL wants
         /// a space after it), `/*` for nesting and executable comments, `&` for `U&"…"`. (`tableHints` changes no
-        /// token.) Most text then has two readings, MySQL's and the others', not six.
+        /// token.) Text with none of those bytes has one reading, not six.
+        ///
+        /// This holds while `tokens` is the only reader of a dialect's settings in `SQLScanner.finding`: a tokenizer
+        /// branch that reads a setting needs the bytes that reach it in `TextFacts` (and its alphabet in
+        /// `SQLReadingsTests`), and a check that reads one needs its own term here.
         func readsAlike(_ other: Dialect, _ text: TextFacts) -> Bool {
             (backslashEscapes == other.backslashEscapes || !text.backslashOrEscapeString)
                 && (hashComments == other.hashComments || !text.hashOrDoubleDash)
@@ -211,9 +215,10 @@ struct SQLTokenizer {
     /// The tokens of `bytes` in `dialect`.
     static func tokens(_ bytes: [UInt8], _ dialect: Dialect) -> Result {
         var result = Result()
-        // At most a token per byte: reserved once, the array is never copied to grow (4 MiB of `a(` is 4 million
-        // tokens, and growing them copied and faulted in most of the decision's memory twice).
-        result.tokens.reserveCapacity(bytes.count)
+        // At most a token per byte (`;;;;`): reserved for half, the array grows at most once (4 MiB of `a(` is 4
+        // million tokens, and growing it doubling by doubling copied and faulted in most of the decision's memory
+        // twice), and a long literal does not reserve memory for a token per byte.
+        result.tokens.reserveCapacity(bytes.count / 2 + 1)
         var index = 0
         var inExecutableComment = false
         var afterString = false

@@ -14,7 +14,8 @@ struct SQLReadingsTests {
     @Test func alikeReadingsGiveEqualTokens() {
         let alphabet = [
             "a", "e", "E", "u", "U", "&", "'", "\"", "`", "\\", "#", "-", "--", "-- ", "/", "*", "/*", "*/", "/*!", "$", "$$",
-            "$t$", "[", "]", " ", "\n", ";", "(", ")", "1", "select", "x",
+            "$t$", "[", "]", " ", "\n", ";", "(", ")", "1", "select", "x", "M", "!", "/*M!", "/*!5", "--\u{1}", "$1", "E'\\",
+            "U&\"", "é", "\r",
         ]
         var generator = SystemRandomNumberGenerator()
         var alikePairs = 0
