@@ -45,6 +45,16 @@ import Testing
         return settings
     }
 
+    /// Fills `agent`'s share of `limiter`'s leases with made-up tool names of a per-agent-and-tool limit (returned),
+    /// as an agent inventing names would.
+    @discardableResult
+    static func fillShare(of agent: String, on limiter: SharedLimiter) async throws -> RateLimitRule {
+        let perTool = limit(rate: 0.01, burst: 1, per: .agentTool)
+        let invented = (0..<SharedLimiter.leasesPerAgent).map { SharedBucket(tenant: "acme", limit: perTool, agent: agent, tool: "t\($0)") }
+        try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        return perTool
+    }
+
     /// Takes a token as the gateway does: when the lease is empty, waits for it to be fetched and tries again.
     static func take(_ limiter: SharedLimiter, _ buckets: [SharedBucket]) async -> SharedTake {
         let loop = MultiThreadedEventLoopGroup.singleton.next()
@@ -470,11 +480,7 @@ import Testing
         }
         let perAgent = SharedBucket(
             tenant: "acme", limit: Self.limit(rate: 0.001, burst: 3, per: .agent), agent: "mallory", tool: "read_file")
-        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
-        let invented = (0..<SharedLimiter.leasesPerAgent).map {
-            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
-        }
-        try await first.ask(first.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        let perTool = try await Self.fillShare(of: "mallory", on: first)
         #expect(first.placed([SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t-new")]).first?.isOverflow == true)
         #expect(first.placed([perAgent]).first?.isOverflow == false)
         // A per-tool key names no agent: it overflows into the tenant's bucket, not one of the agent's own (each full
@@ -505,11 +511,7 @@ import Testing
             second.shutdown()
         }
         let loop = MultiThreadedEventLoopGroup.singleton.next()
-        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
-        let invented = (0..<SharedLimiter.leasesPerAgent).map {
-            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
-        }
-        try await first.ask(first.placed(invented), on: loop).get()
+        try await Self.fillShare(of: "mallory", on: first)
         let limit = RateLimitRule(
             id: "LT", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 3, scope: .agentTool, document: "d")
         let key = SharedBucket(tenant: "acme", limit: limit, agent: "mallory", tool: "read_file")
@@ -548,11 +550,7 @@ import Testing
         let server = try await RedisServer()
         let limiter = try Self.limiter(server)
         defer { limiter.shutdown() }
-        let perTool = Self.limit(rate: 0.01, burst: 1, per: .agentTool)
-        let invented = (0..<SharedLimiter.leasesPerAgent).map {
-            SharedBucket(tenant: "acme", limit: perTool, agent: "mallory", tool: "t\($0)")
-        }
-        try await limiter.ask(limiter.placed(invented), on: MultiThreadedEventLoopGroup.singleton.next()).get()
+        try await Self.fillShare(of: "mallory", on: limiter)
         let limit = RateLimitRule(
             id: "LQ", methods: ["tools/call"], tools: [], agents: [], ratePerSecond: 0.001, burst: 1, scope: .agentTool, document: "d")
         func named(_ tool: String) -> [SharedBucket] {
