@@ -21,13 +21,17 @@ enum SQLScanner {
         let bytes = Array(text.utf8)
         // A reading that gives the text (and its spliced forms) the tokens an earlier one gave it finds what that found.
         for dialect in SQLTokenizer.Dialect.distinctReadings(of: databases, for: bytes) {
-            let plain = SQLTokenizer.tokens(bytes, dialect)
-            if plain.unicodeEscapedIdentifier { return unicodeEscapedIdentifier }
-            let isQuery = startsAsStatement(plain.tokens)
-            if let found = check(plain, mode: isQuery ? .query : .fragment) { return found }
-            // A balanced query spliced into a literal is read with the strong rules only: turned inside out, its
-            // literals read as code, where the shapes of blind injection would be false alarms.
-            let splicedMode: Mode = isQuery && !plain.unterminated ? .splicedQuery : .spliced
+            let splicedMode: Mode
+            do {
+                // Scoped, so that one reading's tokens are held at a time (a 4 MiB value can have millions).
+                let plain = SQLTokenizer.tokens(bytes, dialect)
+                if plain.unicodeEscapedIdentifier { return unicodeEscapedIdentifier }
+                let isQuery = startsAsStatement(plain.tokens)
+                if let found = check(plain, mode: isQuery ? .query : .fragment) { return found }
+                // A balanced query spliced into a literal is read with the strong rules only: turned inside out, its
+                // literals read as code, where the shapes of blind injection would be false alarms.
+                splicedMode = isQuery && !plain.unterminated ? .splicedQuery : .spliced
+            }
             for quote in [UInt8(ascii: "'"), UInt8(ascii: "\""), UInt8(ascii: "`")] where bytes.contains(quote) {
                 let splicedResult = SQLTokenizer.tokens([quote] + bytes, dialect)
                 if splicedResult.unicodeEscapedIdentifier {

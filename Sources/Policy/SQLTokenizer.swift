@@ -215,10 +215,10 @@ struct SQLTokenizer {
     /// The tokens of `bytes` in `dialect`.
     static func tokens(_ bytes: [UInt8], _ dialect: Dialect) -> Result {
         var result = Result()
-        // At most a token per byte (`;;;;`): reserved for half, the array grows at most once (4 MiB of `a(` is 4
-        // million tokens, and growing it doubling by doubling copied and faulted in most of the decision's memory
-        // twice), and a long literal does not reserve memory for a token per byte.
-        result.tokens.reserveCapacity(bytes.count / 2 + 1)
+        // Reserved once for as many tokens as the text can hold, so that the array is never copied to grow (4 MiB
+        // of `a(` is 4 million tokens, and growing it doubling by doubling copied and faulted in most of the
+        // decision's memory twice), and a long literal or word reserves little.
+        result.tokens.reserveCapacity(mostTokens(in: bytes))
         var index = 0
         var inExecutableComment = false
         var afterString = false
@@ -375,6 +375,20 @@ struct SQLTokenizer {
         }
         if inExecutableComment { result.unterminated = true }
         return result
+    }
+
+    /// At most how many tokens `bytes` makes in any dialect: a token per run of word bytes and per other byte that is
+    /// not a space (a token begins at one of those: literals, comments and quoted identifiers make fewer). `$` counts
+    /// apart: at the start of a token it can be a symbol before a word (`$1`, `$x` without a closing tag).
+    static func mostTokens(in bytes: [UInt8]) -> Int {
+        var count = 0
+        var inWord = false
+        for byte in bytes {
+            let word = isWordByte(byte) && byte != UInt8(ascii: "$")
+            if word ? !inWord : !(byte == 0x20 || (byte >= 0x09 && byte <= 0x0D)) { count += 1 }
+            inWord = word
+        }
+        return count
     }
 
     /// ASCII `bytes` lower-cased, as a string (one pass; `String.lowercased()` made a second string of every word).
