@@ -95,6 +95,7 @@ enum WorstCaseBenchmark {
             ("shell: alternating quotes", one(repeated("'\\\"$"))),
             ("regex: near-misses of a+b+c+d", one(repeated("aaaabbbbcccc"))),
             ("path: one-letter segments", one(repeated("a/"))),
+            ("path: format characters in one segment", one("data/a" + repeated("\u{200B}") + "b")),
         ]
     }
 
