@@ -198,7 +198,7 @@ struct SQLTokenizer {
     }
 
     /// The tokens of a text.
-    struct Result {
+    struct Result: Equatable {
         /// The tokens, comments left out (tokens on either side of one are not adjacent: `end` ≠ `start`).
         var tokens: [Token] = []
         /// Whether a comment follows a string literal directly (`admin'--`), and whether such a comment holds a `'`
@@ -217,7 +217,7 @@ struct SQLTokenizer {
         var result = Result()
         // Reserved once for as many tokens as the text can hold, so that the array is never copied to grow (4 MiB
         // of `a(` is 4 million tokens, and growing it doubling by doubling copied and faulted in most of the
-        // decision's memory twice), and a long literal or word reserves little.
+        // decision's memory twice), and a long word, or a literal of words, reserves little.
         result.tokens.reserveCapacity(mostTokens(in: bytes))
         var index = 0
         var inExecutableComment = false

@@ -92,7 +92,7 @@ public final class SharedLimiter: SharedRateLimits {
         /// at most a day), and at least 10 s. A lease is where its key counts: forgotten while the bucket was still
         /// drained, the key looked new, and once its agent held its share of leases (made-up tool names keep it full)
         /// it went to the agent's overflow bucket, a second full burst (found by review: 6 calls where one bucket admits
-        /// 3). Kept so, an agent's share also bounds the keys its calls keep alive in Redis, not only their rate.
+        /// 3). Kept so, an agent's share also bounds the leases its calls keep here, not only their rate.
         var retentionSeconds: Double {
             if isOverflow { return Self.overflowRetentionSeconds }
             guard rate > 0, burst.isFinite else { return 10 }
@@ -204,8 +204,10 @@ public final class SharedLimiter: SharedRateLimits {
                 let key = LeaseKey(bucket)
                 // Tokens beyond a lease belong to calls that waited for them: kept while a fetch for waiting calls
                 // is still under way (more rounds to come), and for `surplusSeconds` after it ended.
-                if let lease = leases[key], lease.tokens > (bucket.isOverflow ? 0 : 1), lease.fetching == nil, now > lease.surplusUntil {
-                    let size = leaseSize(of: bucket)
+                // An overflowed key's lease keeps one token: a call that waited for it and decides again late still finds
+                // it (dropped, its retry charged Redis again; found by review).
+                if let lease = leases[key], lease.tokens > 1, lease.fetching == nil, now > lease.surplusUntil {
+                    let size = max(leaseSize(of: bucket), 1)
                     if lease.tokens > size { leases[key]!.tokens = size }
                 }
                 leases[key]?.follow(bucket.limit)
