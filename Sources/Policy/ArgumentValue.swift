@@ -111,6 +111,8 @@ public enum ArgumentCanonicalizer {
         case nestedJSONTooDeep(String)
         /// More than `maximumNestedLeaves` values inside JSON held by string arguments.
         case tooManyNestedValues
+        /// A string argument holds JSON with a string that is not stream-safe (at this location).
+        case nestedJSONNotStreamSafe(String)
 
         /// In words, for the decision's reason.
         public var reason: String {
@@ -120,6 +122,8 @@ public enum ArgumentCanonicalizer {
                 "canonicalising the arguments would take more than \(ArgumentCanonicalizer.canonicalisationBudget) bytes of work; refused unexamined"
             case .tooManyNestedValues:
                 "JSON held by string arguments has more than \(ArgumentCanonicalizer.maximumNestedLeaves) values; refused unexamined"
+            case .nestedJSONNotStreamSafe(let location):
+                "the string argument \(location.prefix(200)) holds JSON with more than 30 combining marks in a row in a string, which a server would decode but the gateway does not; refused unexamined"
             case .nestedJSONTooDeep(let location):
                 "the string argument \(location.prefix(200)) holds JSON nested deeper than \(ArgumentCanonicalizer.maximumNestedJSONDepth) levels, which a server would decode but the gateway cannot check; refused unexamined"
             }
@@ -176,7 +180,7 @@ public enum ArgumentCanonicalizer {
             case .object(let object):
                 for member in object.members {
                     let folded = foldKey(member.key)
-                    let here = location.isEmpty ? member.key : "\(location).\(member.key)"
+                    let here = located(location, location.isEmpty ? "" : ".", member.key)
                     add(here, keys, "key", member.key, nested)
                     var inner = keys
                     inner.append(folded)
@@ -184,7 +188,7 @@ public enum ArgumentCanonicalizer {
                 }
             case .array(let elements):
                 for (position, element) in elements.enumerated() {
-                    walk(element, location: "\(location)[\(position)]", keys: keys, nested: nested)
+                    walk(element, location: located(location, "[", "\(position)]"), keys: keys, nested: nested)
                 }
             case .string(let text):
                 add(location, keys, "string", text, nested)
@@ -198,8 +202,9 @@ public enum ArgumentCanonicalizer {
                     return
                 }
                 switch nestedJSON(text) {
-                case .value(let inner): walk(inner, location: location + "<json>", keys: keys, nested: true)
+                case .value(let inner): walk(inner, location: located(location, "", "<json>"), keys: keys, nested: true)
                 case .tooDeep: failure = .nestedJSONTooDeep(location.isEmpty ? "(top level)" : location)
+                case .notStreamSafe: failure = .nestedJSONNotStreamSafe(location.isEmpty ? "(top level)" : location)
                 case .notJSON: break
                 }
             case .number(let number):
@@ -215,6 +220,26 @@ public enum ArgumentCanonicalizer {
         return .success(result)
     }
 
+    /// Most UTF-8 bytes of a leaf's location, which only names it in reasons and findings (rules match on `keys`).
+    public static let maximumLocationBytes = 512
+
+    /// `location` followed by `separator` and `part`, cut to `maximumLocationBytes` (ending in `…`); a location at
+    /// its bound is kept as it is, and one cut shorter may still take a short part after its `…`. Found by review: every leaf held its whole path, so a 4 MB key over 10,000 array
+    /// elements made 40 GB of locations (and a 44 KB key, 440 MB on an event loop).
+    static func located(_ location: String, _ separator: String, _ part: String) -> String {
+        let used = location.utf8.count
+        if used >= maximumLocationBytes - 3 { return location }
+        if used + separator.utf8.count + part.utf8.count <= maximumLocationBytes { return location + separator + part }
+        var kept = String.UnicodeScalarView()
+        var room = maximumLocationBytes - used - 3  // the `…`
+        for scalar in [separator.unicodeScalars, part.unicodeScalars].joined() {
+            room -= UTF8.width(scalar)
+            if room < 0 { break }
+            kept.append(scalar)
+        }
+        return location + String(kept) + "…"
+    }
+
     /// Nesting depth checked inside a nested JSON string; deeper JSON refuses the call (`nestedJSONTooDeep`).
     public static let maximumNestedJSONDepth = 64
 
@@ -226,6 +251,9 @@ public enum ArgumentCanonicalizer {
         case value(JSONValue)
         /// Brackets nested deeper than `maximumNestedJSONDepth`: a server may decode it, the gateway does not.
         case tooDeep
+        /// JSON with a string that is not stream-safe (`JSONLimits.maximumCombiningRun`), which escapes can spell in
+        /// text that is plain ASCII to the outer parser: a server may decode it, the gateway does not.
+        case notStreamSafe
     }
 
     /// Whether a string starts (after leading whitespace) with `{` or `[`: the strings tried as JSON.
@@ -244,7 +272,7 @@ public enum ArgumentCanonicalizer {
         do {
             return .value(try JSONParser.parse(text.utf8, limits: limits))
         } catch {
-            return error.isTooDeep ? .tooDeep : .notJSON
+            return error.isTooDeep ? .tooDeep : error.isNotStreamSafe ? .notStreamSafe : .notJSON
         }
     }
 

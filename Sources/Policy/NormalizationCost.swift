@@ -76,10 +76,12 @@ extension NormalizationCost {
     ///
     /// Otherwise (`ﬁ`, fullwidth forms, the Kelvin sign) Foundation decomposes it (NFKD), piece by piece, and the
     /// standard library composes the whole. Foundation bridges to UTF-16 and back, ten times the cost per byte (a 3 MiB
-    /// argument of accented text took 380 ms), and is quadratic on one long piece. Pieces are cut before an ASCII
-    /// scalar, or, in text with no ASCII for a long stretch, before a starter that is not a Hangul vowel or final jamo
-    /// (stream-safe text has a starter at least every 31 scalars): decomposition never crosses a starter, and the
-    /// composition runs over the whole text afterwards, so the result is exactly NFKC.
+    /// argument of accented text took 380 ms), and is quadratic on one long piece. Pieces are cut before the first
+    /// starter past the piece size (stream-safe text has one at least every 31 scalars). Any cut is exact here:
+    /// compatibility decomposition maps each scalar on its own, and the standard library's NFC over the whole text
+    /// afterwards reorders marks and composes across the cuts. (Cutting only before ASCII and starters other than
+    /// Hangul jamo, as first written when Foundation also composed, left text of jamo vowels and marks one piece: 4 MiB
+    /// of U+1161 U+0344 was about 140 s, found by review.)
     static func normalized(_ text: String) -> String {
         var ownForms = OwnNFKCForms()
         return normalized(text, remembering: &ownForms)
@@ -104,26 +106,32 @@ extension NormalizationCost {
 
     private static func foundationDecomposition(_ text: String) -> String {
         guard text.utf8.count > pieceBytes else { return text.decomposedStringWithCompatibilityMapping }
-        let scalars = text.unicodeScalars
         var output = ""
         output.reserveCapacity(text.utf8.count)
+        for piece in pieces(of: text) { output += String(piece).decomposedStringWithCompatibilityMapping }
+        return output
+    }
+
+    /// `text` cut into the pieces Foundation decomposes one at a time: each ends before the first starter past
+    /// `pieceBytes`.
+    static func pieces(of text: String) -> [Substring.UnicodeScalarView] {
+        let scalars = text.unicodeScalars
+        var pieces: [Substring.UnicodeScalarView] = []
         var pieceStart = scalars.startIndex
         var pieceBytes = 0
         var index = scalars.startIndex
         while index != scalars.endIndex {
             let scalar = scalars[index]
-            if pieceBytes >= Self.pieceBytes && index != pieceStart
-                && (scalar.isASCII || (pieceBytes >= 4 * Self.pieceBytes && isCutPoint(scalar)))
-            {
-                output += String(scalars[pieceStart..<index]).decomposedStringWithCompatibilityMapping
+            if pieceBytes >= Self.pieceBytes && index != pieceStart && (scalar.isASCII || isStarter(scalar)) {
+                pieces.append(scalars[pieceStart..<index])
                 pieceStart = index
                 pieceBytes = 0
             }
             pieceBytes += UTF8.width(scalar)
             index = scalars.index(after: index)
         }
-        output += String(scalars[pieceStart...]).decomposedStringWithCompatibilityMapping
-        return output
+        pieces.append(scalars[pieceStart...])
+        return pieces
     }
 
     /// Which scalars are their own NFKC. The standard library's Changes_When_NFKC_Casefolded property answers for most
@@ -197,13 +205,6 @@ extension NormalizationCost {
         }
     }
 
-    /// A starter that never composes with what precedes it: not a Hangul vowel or final jamo (which join the jamo or
-    /// syllable before them). Leading consonants and precomposed syllables start a new syllable, so they are cut points.
-    private static func isCutPoint(_ scalar: Unicode.Scalar) -> Bool {
-        guard scalar.properties.canonicalCombiningClass.rawValue == 0 else { return false }
-        switch scalar.value {
-        case 0x1160...0x11FF, 0xD7B0...0xD7FF: return false
-        default: return true
-        }
-    }
+    /// A scalar of canonical combining class 0.
+    private static func isStarter(_ scalar: Unicode.Scalar) -> Bool { scalar.properties.canonicalCombiningClass.rawValue == 0 }
 }

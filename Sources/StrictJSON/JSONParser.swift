@@ -254,6 +254,7 @@ public struct JSONParser {
                 throw JSONParseError(reason: "invalid UTF-8 in a string", offset: start)
             }
             index += 1
+            try requireStreamSafe(text, at: start)
             return text
         }
         // With escapes: UTF-8 collected in one growing buffer (appending to a `String.UnicodeScalarView` one scalar at
@@ -272,6 +273,7 @@ public struct JSONParser {
                 guard let text = String(validating: utf8, as: UTF8.self) else {
                     throw JSONParseError(reason: "invalid UTF-8 in a string", offset: firstInvalidRun(from: start))
                 }
+                try requireStreamSafe(text, at: start)
                 return text
             case UInt8(ascii: "\\"):
                 utf8.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<index]))
@@ -283,6 +285,26 @@ public struct JSONParser {
                 throw error("unescaped control character in a string")
             default:
                 index += 1
+            }
+        }
+    }
+
+    /// Refuses a string with more than `maximumCombiningRun` combining marks in a row (`JSONLimits`), reported at the
+    /// string's first byte. Marks begin at U+0300; below, nothing is looked up.
+    private func requireStreamSafe(_ text: String, at offset: Int) throws(JSONParseError) {
+        var run = 0
+        for scalar in text.unicodeScalars {
+            guard scalar.value >= 0x300, scalar.properties.canonicalCombiningClass.rawValue != 0 else {
+                run = 0
+                continue
+            }
+            run += 1
+            if run > limits.maximumCombiningRun {
+                var error = JSONParseError(
+                    reason: "a string has more than \(limits.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)",
+                    offset: offset)
+                error.isNotStreamSafe = true
+                throw error
             }
         }
     }

@@ -83,6 +83,19 @@ struct NFKCFormTests {
         #expect(!forms.isOwnNFKC("ﬁ") && !forms.isOwnNFKC("\u{212A}") && !forms.isOwnNFKC("\u{FF0F}"))
     }
 
+    /// Found by review: pieces were cut only before ASCII and before starters other than Hangul jamo, so text of jamo
+    /// vowels and marks was one piece, and Foundation's decomposition of one long piece is quadratic (4 MiB of
+    /// U+1161 U+0344, about 140 s). Every piece is now about `pieceBytes`, and the result is still Foundation's NFKD of
+    /// the whole text composed by the standard library.
+    @Test func jamoVowelsAndMarksAreCutIntoPieces() {
+        let text = String(repeating: "\u{1161}\u{0344}", count: 20_000)
+        let pieces = NormalizationCost.pieces(of: text)
+        #expect(pieces.count > 3)
+        #expect(pieces.allSatisfy { String($0).utf8.count <= NormalizationCost.pieceBytes + 8 })
+        let expected = String(decoding: text.decomposedStringWithCompatibilityMapping._nfcCodeUnits, as: UTF8.self)
+        #expect(NormalizationCost.normalized(text).utf8.elementsEqual(expected.utf8))
+    }
+
     @Test("byte equality is not canonical equivalence")
     func sameBytes() {
         #expect("e\u{0301}" == "é" && !"e\u{0301}".hasSameBytes(as: "é") && "é".hasSameBytes(as: "é"))
