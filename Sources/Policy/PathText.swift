@@ -86,8 +86,9 @@ struct PathText {
     /// for the neighbours from each invisible scalar made a run of them quadratic (found in this session: 40,000
     /// zero-width spaces in one segment, 120 KB, took 135 s to decide, on the event loop for a call under 64 KiB).
     static func invisibleTouchingSeparator(_ scalars: [Unicode.Scalar]) -> Unicode.Scalar? {
+        // Most paths have none: nothing is allocated for them.
+        guard scalars.contains(where: isInvisible) else { return nil }
         let invisible = scalars.map(isInvisible)
-        guard invisible.contains(true) else { return nil }
         // Whether the nearest visible scalar after each index is a separator or a dot (or there is none).
         var touchesAfter = [Bool](repeating: true, count: scalars.count)
         var next = true
