@@ -15,6 +15,9 @@
 # The upstream is nginx returning a canned JSON-RPC result (compare/upstream.conf). Then: ratios mcpgw/haproxy
 # and mcpgw/nginx (requests/s and p99), audit records written == requests wrk completed, and the memory of an idle
 # TLS connection (handshake done, no request) in nginx and in mcpgw (compare/idle_tls.py, /proc VmRSS deltas).
+# Every TLS row must negotiate the same protocol version and cipher suite (checked with openssl s_client before
+# the row is loaded; the table shows them): nginx 1.22 offers only TLS 1.2 unless told otherwise, and TLS 1.3
+# records cost OpenSSL 3.0 more (about 3-4 µs per request here), so nginxproxy.conf enables TLS 1.3 explicitly.
 # Before loading a row, one request is checked to get the canned result through it, and for haproxy and mcpgw
 # that a call without a token and a denied call are refused (so no row measures refusals).
 #
@@ -120,10 +123,19 @@ declare -A RPS=() P50=() P99=() REQS=() BAD=() NOTE=()
 ROWS=()
 # measure KEY LABEL URL [AUDIT_FILE]: warm-up, then BENCH_SECS of wrk on CPU 0; fills RPS/P50/P99/REQS/BAD for
 # KEY, and AUDIT_BASE[KEY] (the audit file's lines once the warm-up's records are written) when AUDIT_FILE is given.
-declare -A AUDIT_BASE=()
+declare -A AUDIT_BASE=() TLS=()
+# negotiated HOST:PORT/PATH: the protocol version and cipher suite a TLS handshake with HOST:PORT settles on.
+negotiated() {
+  local out version suite
+  out=$(timeout 10 openssl s_client -brief -connect "${1%%/*}" </dev/null 2>&1)
+  version=$(sed -n 's/^Protocol version: *//p' <<<"$out" | head -n 1)
+  suite=$(sed -n 's/^Ciphersuite: *//p' <<<"$out" | head -n 1)
+  if [ -n "$version" ] && [ -n "$suite" ]; then echo "$version $suite"; else echo "handshake failed"; fi
+}
 measure() {
   local key=$1 url=$3 out line
   ROWS+=("$key"); NOTE[$key]=$2
+  case $url in https://*) TLS[$key]=$(negotiated "${url#https://}") ;; *) TLS[$key]="plain HTTP" ;; esac
   if [ "$WARM" -gt 0 ]; then
     timeout $((WARM + 30)) taskset -c 0 wrk -t1 -c"$CONNS" -d"${WARM}s" -s "$C/post.lua" "$url" >"$W/run/wrk-$key-warmup.txt" 2>&1
   fi
@@ -235,6 +247,15 @@ fi
 stop upstream
 
 # ---------------------------------------------------------------------------------------------- report
+TLS_MISMATCH=""
+declare -A SEEN_TLS=()
+for key in "${ROWS[@]}"; do
+  [ "${TLS[$key]:-plain HTTP}" = "plain HTTP" ] || SEEN_TLS[${TLS[$key]}]=1
+done
+if [ "${#SEEN_TLS[@]}" -gt 1 ]; then
+  TLS_MISMATCH=$(printf '%s; ' "${!SEEN_TLS[@]}"); TLS_MISMATCH=${TLS_MISMATCH%; }
+  echo "the TLS rows negotiated different protocols or cipher suites: $TLS_MISMATCH" >&2; STATUS=1
+fi
 group() { sed ':a;s/\B[0-9]\{3\}\>/,&/;ta' <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{ if (a == "" || b == "" || b + 0 == 0) print "n/a"; else printf "%.2f×", a / b }'; }
 version() { "$@" 2>&1 | head -n 1; }
@@ -255,15 +276,19 @@ mcpgw_label() {
        "$(version nginx -v | sed 's#.*/#nginx #'), $(haproxy -v | awk 'NR==1{print "haproxy", $3}'), $(version wrk -v | awk '{print $1, $2}'), $(openssl version | awk '{print $1, $2}')$(
          [ "$WITH_MCPGW" = 1 ] && mcpgw_label)."
   echo
-  echo "| row | requests/s | p50 | p99 | errors + non-2xx |"
-  echo "|---|---:|---:|---:|---:|"
+  echo "| row | requests/s | p50 | p99 | errors + non-2xx | TLS |"
+  echo "|---|---:|---:|---:|---:|---|"
   for key in "${ROWS[@]}"; do
     if [ -n "${RPS[$key]}" ]; then
-      echo "| ${NOTE[$key]} | $(group "${RPS[$key]}") | ${P50[$key]} ms | ${P99[$key]} ms | ${BAD[$key]} |"
+      echo "| ${NOTE[$key]} | $(group "${RPS[$key]}") | ${P50[$key]} ms | ${P99[$key]} ms | ${BAD[$key]} | ${TLS[$key]:-} |"
     else
-      echo "| ${NOTE[$key]} | – | – | – | – |"
+      echo "| ${NOTE[$key]} | – | – | – | – | ${TLS[$key]:-} |"
     fi
   done
+  if [ -n "$TLS_MISMATCH" ]; then
+    echo
+    echo "**The TLS rows did not negotiate the same protocol and cipher suite ($TLS_MISMATCH): their ratios compare different work.**"
+  fi
   if [ "$WITH_MCPGW" = 1 ]; then
     echo
     echo "| mcpgw (1 core) relative to | requests/s | p99 |"
