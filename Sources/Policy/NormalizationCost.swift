@@ -1,4 +1,5 @@
 import Foundation
+import StrictJSON
 
 /// What NFKC-normalising a text will cost, found before paying it, in one linear pass.
 ///
@@ -12,7 +13,7 @@ import Foundation
 ///   mark) makes the text not stream-safe (UAX #15 sets the same bound of 30); such text is refused, not normalised.
 enum NormalizationCost {
     /// The longest run of combining marks a stream-safe text has (UAX #15, Stream-Safe Text Format).
-    static let maximumCombiningRun = 30
+    static let maximumCombiningRun = StreamSafeText.maximumCombiningRun
 
     /// Upper bound of the UTF-8 bytes NFKC makes of `text`, or nil when `text` is not stream-safe.
     static func bytes(of text: String) -> Int? {

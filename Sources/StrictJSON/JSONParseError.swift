@@ -30,7 +30,10 @@ public struct JSONLimits: Sendable, Hashable {
     public var maximumCombiningRun: Int
 
     /// Limits with defaults fit for requests: depth 64, 4 MiB, strict, stream-safe strings.
-    public init(maximumDepth: Int = 64, maximumBytes: Int = 4 * 1024 * 1024, lenient: Bool = false, maximumCombiningRun: Int = 30) {
+    public init(
+        maximumDepth: Int = 64, maximumBytes: Int = 4 * 1024 * 1024, lenient: Bool = false,
+        maximumCombiningRun: Int = StreamSafeText.maximumCombiningRun
+    ) {
         self.maximumDepth = maximumDepth
         self.maximumBytes = maximumBytes
         self.lenient = lenient

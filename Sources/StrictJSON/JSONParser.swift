@@ -289,24 +289,15 @@ public struct JSONParser {
         }
     }
 
-    /// Refuses a string with more than `maximumCombiningRun` combining marks in a row (`JSONLimits`), reported at the
-    /// string's first byte. Marks begin at U+0300; below, nothing is looked up.
+    /// Refuses a string with more than `maximumCombiningRun` combining marks in a row (`JSONLimits`,
+    /// `StreamSafeText`), reported at the string's first byte.
     private func requireStreamSafe(_ text: String, at offset: Int) throws(JSONParseError) {
-        var run = 0
-        for scalar in text.unicodeScalars {
-            guard scalar.value >= 0x300, scalar.properties.canonicalCombiningClass.rawValue != 0 else {
-                run = 0
-                continue
-            }
-            run += 1
-            if run > limits.maximumCombiningRun {
-                var error = JSONParseError(
-                    reason: "a string has more than \(limits.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)",
-                    offset: offset)
-                error.isNotStreamSafe = true
-                throw error
-            }
-        }
+        guard !StreamSafeText.isStreamSafe(text.unicodeScalars, maximumRun: limits.maximumCombiningRun) else { return }
+        var error = JSONParseError(
+            reason: "a string has more than \(limits.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)",
+            offset: offset)
+        error.isNotStreamSafe = true
+        throw error
     }
 
     /// Where the first run of raw bytes that is not UTF-8 starts, in a string (from after its opening quote) already

@@ -45,6 +45,18 @@ private final class BodyInSecondRead: ChannelInboundHandler {
     }
 }
 
+/// Stands for the HTTP decoder and connection handler while a body arrives: of each read, all but `framingBytes` are
+/// body bytes (chunk sizes and line ends are framing).
+private final class BodyReads: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let deadlines: ClientDeadlines
+    let framingBytes: Int
+    init(_ deadlines: ClientDeadlines, framingBytes: Int = 0) { (self.deadlines, self.framingBytes) = (deadlines, framingBytes) }
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        deadlines.bodyBytesReceived(max(0, unwrapInboundIn(data).readableBytes - framingBytes))
+    }
+}
+
 @Suite("Client connection deadlines")
 struct ClientDeadlinesTests {
     /// Deadlines (idle 60 s, head 10 s, grace 5 s), then `above` (standing for the HTTP decoder and connection
@@ -173,7 +185,7 @@ struct ClientDeadlinesTests {
 
     @Test("a body sent mostly at once and then held back is cut a window after it stops, not when its average runs out")
     func frontLoadedBodyThenNothing() throws {
-        let (channel, recorder, deadlines) = try channel()
+        let (channel, recorder, deadlines) = try channel { BodyReads($0) }
         deadlines.headReceived(expectsBody: true)
         // 100 bytes at once: at 1 byte a second, an average since the start lasts 100 s (found by review: 4 MiB at
         // once held a connection and its memory for 68 minutes).
@@ -233,13 +245,27 @@ struct ClientDeadlinesTests {
 
     @Test("a body that keeps the rate in every window is not cut, however long it takes")
     func steadyBodyNotCut() throws {
-        let (channel, recorder, deadlines) = try channel()
+        let (channel, recorder, deadlines) = try channel { BodyReads($0) }
         deadlines.headReceived(expectsBody: true)
         for _ in 0..<20 {
             try channel.writeInbound(ByteBuffer(repeating: 0x41, count: 4))
             channel.embeddedEventLoop.advanceTime(by: .seconds(2))
         }
         #expect(recorder.slow.isEmpty)
+        _ = try channel.finish(acceptAlreadyClosed: true)
+    }
+
+    @Test("only a body's own bytes keep its rate: chunk framing read at any pace does not")
+    func framingIsNotBody() throws {
+        // Chunks of one byte behind sizes padded with zeros: 21 bytes read for each byte of body, so a body could keep
+        // the rate with a twentieth of it (found by review).
+        let (channel, recorder, deadlines) = try channel { BodyReads($0, framingBytes: 21) }
+        deadlines.headReceived(expectsBody: true)
+        for _ in 0..<5 {
+            try channel.writeInbound(ByteBuffer(repeating: 0x41, count: 21))
+            channel.embeddedEventLoop.advanceTime(by: .seconds(2))
+        }
+        #expect(recorder.slow == [.bodyTooSlow])
         _ = try channel.finish(acceptAlreadyClosed: true)
     }
 

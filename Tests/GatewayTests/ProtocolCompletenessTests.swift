@@ -455,6 +455,35 @@ struct ProtocolCompletenessTests {
         await upstream.stop()
     }
 
+    @Test("request ids beyond ±2^53, down to Int64's least, get a clear refusal where ids are matched, never a crash")
+    func extremeIDs() async throws {
+        // `-9223372036854775808` once trapped (`abs(Int64.min)`) while the id was put in canonical form: one request
+        // from any agent ended the process, whatever its policy (found by review).
+        #expect(ExchangeDecisions.canonicalID(try JSONParser.parse("-9223372036854775808")) == nil)
+        #expect(ExchangeDecisions.canonicalID(try JSONParser.parse("9223372036854775807")) == nil)
+        #expect(ExchangeDecisions.canonicalID(try JSONParser.parse("-9007199254740992")) == "-9007199254740992")
+        #expect(ExchangeDecisions.canonicalID(try JSONParser.parse("9007199254740993")) == nil)
+        let upstream = try await RecordingUpstream.start(Self.lists)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        for id in ["-9223372036854775808", "9223372036854775807"] {
+            // A list's answer is matched to its request by id; a task method's id is kept to learn which tasks are the
+            // caller's (this one names a task that is not).
+            for (method, refusal) in [
+                ("tools/list", #""code":-32600,"message":"invalid request: request ids must be strings or plain integers"#),
+                ("tasks/get", #""code":-32602,"message":"unknown task""#),
+            ] {
+                let body = #"{"jsonrpc":"2.0","id":\#(id),"method":"\#(method)","params":{"taskId":"t"}}"#
+                let response = try await gateway.client().send(body: body)
+                #expect(response.status == 400 && response.body.contains(refusal), "\(method): \(response.body)")
+            }
+        }
+        // Still serving.
+        let list = try await gateway.client().send(body: #"{"jsonrpc":"2.0","id":-9007199254740992,"method":"tools/list"}"#)
+        #expect(try Self.names(list.body, "tools") == ["read_file"], "\(list.body)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a batch holding tools/list is filtered by request id: the list shrinks, a call's result is untouched")
     func batchList() async throws {
         let upstream = try await RecordingUpstream.start(Self.lists)
@@ -1200,6 +1229,28 @@ struct SSEStreamEndTests {
 }
 
 extension SSEStreamEndTests {
+    @Test("an event the gateway reads must be stream-safe text; one relayed unread need not be, and 30 marks in a row pass")
+    func streamSafeEvents() throws {
+        // 20,000 marks of two classes, out of order: split into characters and compared, this took seconds of the event
+        // loop per event (a 1 MiB event, minutes: found by review).
+        let marks = String(repeating: "\u{0301}\u{0316}", count: 10_000)
+        var sealing = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
+        #expect(throws: SSEEventFilter.Unreadable.self) { try sealing.feed(ByteBuffer(string: "id: 7\ndata: x\(marks)\n\n")) }
+        var unread = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
+        let plain = "data: x\(marks)\n\n"
+        #expect(try unread.feed(ByteBuffer(string: plain)) == Array(plain.utf8), "an event without an id is relayed unread")
+        var legacy = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20)
+        legacy.rewriteEndpoint = { $0 }
+        #expect(throws: SSEEventFilter.Unreadable.self) { try legacy.feed(ByteBuffer(string: "event: endpoint\ndata: /x\(marks)\n\n")) }
+        let thirty = String(repeating: "\u{0301}\u{0316}", count: 15)
+        var sealed = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
+        #expect(
+            String(decoding: try sealed.feed(ByteBuffer(string: "id: 7\ndata: x\(thirty)\n\n")), as: UTF8.self)
+                == "id: sealed-7\ndata: x\(thirty)\n\n")
+        #expect(SSEEventFilter.isEndpointEvent(Array("id: 1\r\nevent:endpoint\r\n".utf8)))
+        #expect(!SSEEventFilter.isEndpointEvent(Array("event:  endpoint\nevent: endpoints\nevent\n".utf8)))
+    }
+
     @Test("a legacy endpoint event is rewritten only when its target is a plain path: a blank or control byte would split the request line")
     func endpointTargets() throws {
         let rewrite: (String) -> String = { "/messages?session=sealed(" + $0 + ")" }

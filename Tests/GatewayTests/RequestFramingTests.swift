@@ -208,6 +208,19 @@ struct RequestFramingTests {
         }
     }
 
+    @Test("a header value with more than 30 combining marks in a row is refused, before any credential is read; 30 pass")
+    func streamSafeValues() {
+        // 40,000 marks of two classes out of order in an `Authorization` value cost seconds of the event loop to refuse
+        // as a credential (each comparison of it sorted the run again: found by review).
+        let marks = { (count: Int) in String(repeating: "\u{0301}\u{0316}", count: count / 2) }
+        for (name, value) in [("Authorization", "x" + marks(40_000)), ("X-Any", marks(32)), ("Traceparent", "00-" + marks(32))] {
+            let (_, error) = frame([bytes("POST /mcp HTTP/1.1\r\nHost: a\r\n\(name): \(value)\r\nContent-Length: 0\r\n\r\n")])
+            #expect(error == .invalid("a header value has more than 30 combining marks in a row (not stream-safe Unicode text)"), "\(name)")
+        }
+        let (framed, error) = frame([bytes("GET / HTTP/1.1\r\nX-A: a\(marks(30))b\(marks(30))\r\n\r\n")])
+        #expect(error == nil && !framed.refused)
+    }
+
     @Test("the token bytes of methods and header names are exactly RFC 9110's tchar")
     func tokenBytes() {
         let expected = Set(HTTP1Syntax.tokenCharacters.utf8)
@@ -331,6 +344,19 @@ struct RequestRelayTests {
         #expect(requests.events == ["head /first", "body", "end", "head /second", "end", "head /third", "end"])
     }
 
+    @Test("the room of a read of many parts is not kept for the connection's life; an ordinary read's is")
+    func partsCapacity() {
+        let requests = RelayedRequests()
+        requests.framing = RequestFraming(maximumHeadBytes: 1 << 20)
+        // 2,000 chunks of one byte: 2,000 body parts in one read.
+        requests.read(
+            "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + String(repeating: "1\r\nx\r\n", count: 2_000) + "0\r\n\r\n")
+        #expect(requests.events.count == 2_002)
+        #expect(requests.relay.keptPartsCapacity <= FramedPartsRelay<HTTPServerRequestPart>.keptCapacity)
+        requests.read("GET /b HTTP/1.1\r\n\r\n")
+        #expect(requests.relay.keptPartsCapacity > 0, "an ordinary read's room is kept")
+    }
+
     @Test("a close while parts are being handled comes after them, never between a head and its body")
     func closeWhileFiring() {
         let requests = RelayedRequests()
@@ -384,6 +410,16 @@ struct ConnectionReuseTests {
         #expect(framed.headers["content-type"] == ["application/json"])
         #expect(
             HeaderText.connectionOptions(HTTPHeaders([("Connection", "close"), ("connection", "Keep-Alive, TE ,,x-a")])) == ["te", "x-a"])
+        // Every line of a repeated header goes, in any case; the others keep their order. (Removed one option at a time,
+        // each walking every header, a head of many lines and options held the event loop for seconds: found by review.)
+        let options = Array(repeating: "x-a", count: 5_000).joined(separator: ",") + ",ALLOW"
+        let repeated = HTTPResponseHead(
+            version: .http1_1, status: .ok,
+            headers: HTTPHeaders(
+                [("Allow", "GET"), ("Content-Type", "application/json"), ("allow", "POST"), ("Retry-After", "1")]
+                    + [("Connection", options), ("Content-Length", "2")]))
+        let kept = ResponseFraming.frame(repeated, requestMethod: .POST, clientVersion: .http1_1, keepAlive: true).head.headers
+        #expect(kept.map(\.name) == ["content-type", "retry-after", "Content-Length"], "\(kept)")
     }
 
     @Test("the gateway's own answers tell an HTTP/1.0 client whether the connection is kept, as relayed answers do")

@@ -494,6 +494,25 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
+    @Test("a credential of 40,000 combining marks is refused by the framing: 400, a record, the connection closed")
+    func notStreamSafeCredential() async throws {
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url)
+        let client = try await RawTLSClient.connect(port: gateway.port, agent: nil)
+        // Read as a credential, each comparison of the value sorted its marks again: seconds of the event loop per
+        // request, before any credential was checked (found by review).
+        let marks = String(repeating: "\u{0301}\u{0316}", count: 20_000)
+        try await client.send("POST /mcp HTTP/1.1\r\nHost: localhost\r\nAuthorization: x\(marks)\r\nContent-Length: 2\r\n\r\n{}")
+        #expect(await client.waitForClose(timeout: .seconds(10)))
+        #expect(statusLines(client.text) == ["HTTP/1.1 400"], "\(client.text.prefix(300))")
+        #expect(client.text.contains("combining marks"), "\(client.text.prefix(300))")
+        #expect(upstream.received.isEmpty)
+        let records = try gateway.auditRecords()
+        #expect(records.map { $0["rule"]?.stringValue ?? "-" } == ["http_parse"], "\(records)")
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
     @Test("a body too large while a fresh token is checked off the loop: one answer (413) and one record")
     func bodyTooLargeWhileAuthenticating() async throws {
         var limits = GatewayLimits()
@@ -554,6 +573,40 @@ struct RequestPathTests {
         #expect(await client.waitForClose(timeout: .seconds(5)))
         #expect(try gateway.auditRecords().contains { $0["rule"] == .string("slow_request_body") })
         #expect(upstream.received.isEmpty)
+        try await gateway.stop()
+        await upstream.stop()
+    }
+
+    @Test("only a body's own bytes keep its rate: padded one-byte chunks are cut, a body sent in pieces at the rate is served")
+    func bodyRateCountsBodyBytes() async throws {
+        var limits = GatewayLimits()
+        limits.minimumBodyBytesPerSecond = 200
+        limits.bodyRateGracePeriod = .milliseconds(500)
+        let upstream = try await RecordingUpstream.start(.json)
+        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        // 21 bytes read for each byte of body, about 800 bytes a second: the framing alone once kept the rate (found by
+        // review: a 4 MiB body held for a day). About 40 bytes of body a second.
+        let chunked = try await RawTLSClient.connect(port: gateway.port)
+        try await chunked.send(
+            "POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        // Sent for longer than the test waits below, so only the rate can end it.
+        for _ in 0..<100 where !chunked.isClosed {
+            try? await chunked.send(String(repeating: "0000000000000001\r\n \r\n", count: 4))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(chunked.isClosed, "still open after 10 s of framing at 800 bytes a second")
+        #expect(try gateway.auditRecords().contains { $0["rule"] == .string("slow_request_body") })
+        // 600 bytes a second of body, in pieces.
+        let body = Array(RPC.call("read_file", #"{"path":"a.txt"}"#, id: 5).utf8)
+        let padded = body + [UInt8](repeating: 0x20, count: 1_200 - body.count)
+        let steady = try await RawTLSClient.connect(port: gateway.port)
+        try await steady.send("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1200\r\n\r\n")
+        for start in stride(from: 0, to: padded.count, by: 60) {
+            try await steady.send(bytes: Array(padded[start..<start + 60]))
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(await steady.wait { $0.contains(#""id":5,"result""#) }, "\(steady.text)")
+        await steady.close()
         try await gateway.stop()
         await upstream.stop()
     }

@@ -142,6 +142,20 @@ struct UpstreamResponseFramingTests {
         }
     }
 
+    @Test("an upstream head with a value that is not stream-safe text, or with more than 1,024 field lines, is refused")
+    func boundedHeads() {
+        let marks = String(repeating: "\u{0301}\u{0316}", count: 20_000)
+        for name in ["Connection", "Keep-Alive", "X-Other"] {
+            let response = Array("HTTP/1.1 200 OK\r\n\(name): x\(marks)\r\nContent-Length: 0\r\n\r\n".utf8)
+            #expect(frame([response], methods: [.POST], close: false).refused, "\(name)")
+        }
+        let lines = { (count: Int) in String(repeating: "Allow:\r\n", count: count) }
+        let withinBound = Array("HTTP/1.1 200 OK\r\n\(lines(1_023))Content-Length: 0\r\n\r\n".utf8)
+        #expect(!frame([withinBound], methods: [.POST], close: false).refused)
+        let beyond = Array("HTTP/1.1 200 OK\r\n\(lines(1_024))Content-Length: 0\r\n\r\n".utf8)
+        #expect(frame([beyond], methods: [.POST], close: false).refused)
+    }
+
     @Test("a body without length or chunks is read up to the close, and says so (the connection is not reused)")
     func untilClose() {
         var framing = UpstreamResponseFraming(maximumHeadBytes: 4096)

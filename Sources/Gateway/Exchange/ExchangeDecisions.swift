@@ -709,7 +709,10 @@ struct ExchangeDecisions {
         switch id {
         case .string: return id.serialized
         case .number(let number):
-            guard let value = number.int64Value, abs(value) <= 1 << 53, String(value) == number.literal else { return nil }
+            // `magnitude`, not `abs`: `abs(Int64.min)` traps, and `-9223372036854775808` is a valid id (found by review).
+            guard let value = number.int64Value, value.magnitude <= 1 << 53, String(value) == number.literal else {
+                return nil
+            }
             return number.literal
         default: return nil
         }

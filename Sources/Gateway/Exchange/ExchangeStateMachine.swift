@@ -397,8 +397,20 @@ enum ResponseFraming {
         }
         // RFC 9110 §7.6.1: headers the upstream names in `Connection` are for this hop only, and are not relayed (found
         // by review: `Connection: Mcp-Session-Id` still had the session relayed).
+        // The forwarded headers named are found first, then removed in one pass (removing each option in turn walked
+        // every header once per option: a 1 MiB head of `Allow` lines and options held the event loop for seconds,
+        // found by review).
         if namesConnectionOptions {
-            for option in HeaderText.connectionOptions(upstream.headers) { headers.remove(name: option) }
+            var hopOnly: UInt32 = 0
+            for option in HeaderText.connectionOptions(upstream.headers) {
+                if let forwarded = forwardedResponseHeaders.index(of: option) { hopOnly |= 1 << forwarded }
+            }
+            if hopOnly != 0 {
+                headers = HTTPHeaders(
+                    headers.filter { header in
+                        forwardedResponseHeaders.index(of: header.name).map { hopOnly & (1 << $0) == 0 } ?? true
+                    })
+            }
         }
         let code = upstream.status.code
         let bodyAllowed = requestMethod != .HEAD && !(100..<200).contains(code) && code != 204 && code != 205 && code != 304

@@ -13,6 +13,10 @@ final class FramedPartsRelay<Part> {
     private var queued: [ByteBuffer] = []
     /// The parts of one read, kept between reads so that framing one allocates nothing.
     private var scratch: [Part] = []
+    /// The most parts whose room `scratch` keeps between reads.
+    static var keptCapacity: Int { 64 }
+    /// The room kept for the parts of the next read.
+    var keptPartsCapacity: Int { scratch.capacity }
 
     /// Frames `bytes` (and any read that arrives meanwhile) with `frame`, passing each part to `fire` and an error
     /// to `fail`; a close that arrived meanwhile runs `close` at the end.
@@ -28,7 +32,9 @@ final class FramedPartsRelay<Part> {
             swap(&parts, &scratch)
             let error = frame(input) { parts.append($0) }
             for part in parts { fire(part) }
-            parts.removeAll(keepingCapacity: true)
+            // The capacity of an ordinary read is kept; that of a read of many parts is not (64 KiB of one-byte chunks
+            // frame about 11,000 parts, whose room the connection kept as long as it was open: found by review).
+            parts.removeAll(keepingCapacity: parts.capacity <= Self.keptCapacity)
             if scratch.isEmpty { swap(&parts, &scratch) }
             if let error { fail(error) }
             next = queued.isEmpty ? nil : queued.removeFirst()

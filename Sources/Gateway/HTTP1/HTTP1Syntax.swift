@@ -1,5 +1,6 @@
 import NIOCore
 import NIOHTTP1
+import StrictJSON
 
 #if canImport(Glibc)
 import Glibc
@@ -85,9 +86,14 @@ enum HTTP1Syntax {
         }
     }
 
-    /// The most field lines a request head may have (haproxy allows about a hundred). Request heads only: their
-    /// fields are all kept, while trailers are read and dropped, and an upstream's head is the upstream's to shape.
+    /// The most field lines a request head may have (haproxy allows about a hundred). Their fields are all kept, while
+    /// trailers are read and dropped.
     static let maximumRequestFieldLines = 128
+
+    /// The most field lines an upstream's answer head may have (`502` beyond). Generous (answers carry a dozen or
+    /// so), but bounded: within the 1 MiB head bound a hostile upstream could send 130,000 lines, and the headers the
+    /// gateway keeps become strings (found by review).
+    static let maximumResponseFieldLines = 1_024
 
     /// Field lines up to the empty line that ends them (`bytes` ends with it; every LF in it has its CR), each
     /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way.
@@ -132,6 +138,14 @@ enum HTTP1Syntax {
             var valueEnd = index
             while valueEnd > valueStart, bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09 { valueEnd -= 1 }
             let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
+            // Values become strings the gateway compares and splits; a long run of combining marks would make each
+            // comparison quadratic (an `Authorization` value of 40,000 marks cost seconds of the event loop before
+            // any credential was checked; an upstream's `Connection` value, minutes: found by review).
+            guard StreamSafeText.isStreamSafe(utf8: value) else {
+                throw HTTPFramingError.invalid(
+                    "a header value has more than \(StreamSafeText.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)"
+                )
+            }
             index += 2
             try frameField(name, value, &fields)
             if keep, fields.keptNames.map({ $0.index(of: name) != nil }) ?? true {

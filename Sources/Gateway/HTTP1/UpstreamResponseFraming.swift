@@ -161,7 +161,9 @@ struct UpstreamResponseFraming {
             !HTTP1Syntax.holdsControlCharacter(UnsafeRawBufferPointer(rebasing: bytes[index..<lineEnd]))
         else { throw HTTPFramingError.invalid("the status line holds a control character") }
         var fields = HTTP1Syntax.Fields(keep: true, keptNames: keptHeaders)
-        try HTTP1Syntax.readFields(UnsafeRawBufferPointer(rebasing: bytes[(lineEnd + 2)...]), into: &fields, keep: true)
+        try HTTP1Syntax.readFields(
+            UnsafeRawBufferPointer(rebasing: bytes[(lineEnd + 2)...]), into: &fields, keep: true,
+            maximumLines: HTTP1Syntax.maximumResponseFieldLines)
         // RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message makes its framing faulty (a reader of 1.0 may not
         // know chunks), as for requests.
         if fields.chunked && version == .http1_0 { throw HTTPFramingError.invalid("Transfer-Encoding in an HTTP/1.0 response") }

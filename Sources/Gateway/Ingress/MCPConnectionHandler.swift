@@ -270,6 +270,7 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         case .head(let head):
             requestHead(head)
         case .body(let part):
+            deadlines.bodyBytesReceived(part.readableBytes)
             if case .receivingBody = machine.state, !chargeBody(upTo: machine.receivedBodyBytes + part.readableBytes) {
                 return refuseReceivingBody()
             }
@@ -401,7 +402,8 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         recordConnectionRefusal(problem, rule: "http_parse")
         switch machine.state {
         case .idle, .authenticating, .receivingBody, .draining:
-            let body = ByteBuffer(string: #"{"error":"bad request: the request is not valid HTTP/1.1"}"#)
+            // What was wrong, in the gateway's own words (the reasons quote none of the client's bytes).
+            let body = ByteBuffer(string: #"{"error":"# + JSONValue.string("bad request: \(problem)").serialized + "}")
             var headers = HTTPHeaders([("Content-Type", "application/json"), ("Content-Length", String(body.readableBytes))])
             headers.add(name: "Connection", value: "close")
             emit(.head(HTTPResponseHead(version: .http1_1, status: .badRequest, headers: headers)), context: context)
@@ -1283,10 +1285,10 @@ final class MCPConnectionHandler: ChannelDuplexHandler, UpstreamResponseReceiver
         // a GET or DELETE there is none, and they would reach the upstream unchecked (found by review).
         let mirrorsBody = request.head.method == .POST
         // RFC 9110 §7.6.1: headers the client names in `Connection` are for its hop only (found by review: they were
-        // forwarded). Read only when the request has a `Connection` header.
-        let hopOnly =
+        // forwarded). Read only when the request has a `Connection` header; a set, as a head can name thousands.
+        let hopOnly: Set<String> =
             request.headers.first(.connection).map(HeaderText.namesOptions) == true || request.headers.isRepeated(.connection)
-            ? HeaderText.connectionOptions(request.head.headers) : []
+            ? Set(HeaderText.connectionOptions(request.head.headers)) : []
         for (name, header) in Self.forwardedRequestHeaders {
             guard let value = request.headers.first(header) else { continue }
             if !mirrorsBody && (header == .mcpMethod || header == .mcpName) { continue }

@@ -36,6 +36,8 @@ struct SSEEventFilter {
         case notJSON
         /// A field name right after a character some SSE readers take for a line break (`hidesField(in:)`).
         case ambiguousLineBreak
+        /// An event the gateway must read holds a run of more than 30 combining marks (`StreamSafeText`).
+        case notStreamSafe
 
         var description: String {
             switch self {
@@ -44,6 +46,9 @@ struct SSEEventFilter {
             case .ambiguousLineBreak:
                 "an SSE event has a field name right after a character some clients read as a line break (U+2028, U+2029, "
                     + "NEL, VT, FF, FS, GS or RS), so clients would not all read it as the gateway does"
+            case .notStreamSafe:
+                "an SSE event the gateway must read has more than \(StreamSafeText.maximumCombiningRun) combining marks in a "
+                    + "row (not stream-safe Unicode text)"
             }
         }
     }
@@ -174,11 +179,16 @@ struct SSEEventFilter {
     private func transform(_ event: [UInt8]) throws(Unreadable) -> [UInt8] {
         // Read the way the standard reads it, an event must also read that way to every client the gateway relays it to.
         if Self.hidesField(in: event) { throw .ambiguousLineBreak }
-        if let rewriteEndpoint, Self.isEndpointEvent(event) { return try Self.endpoint(event, rewrite: rewriteEndpoint) }
+        let isEndpoint = rewriteEndpoint != nil && Self.isEndpointEvent(event)
         let hasID = sealEventID != nil && Self.hasField("id", in: event)
         let mayFilter = filter != nil && Self.hasField("data", in: event)
         let mayWithhold = filter == nil && updateFilter != nil && Self.mayNameUpdate(event)
-        guard hasID || mayFilter || mayWithhold else { return event }
+        guard isEndpoint || hasID || mayFilter || mayWithhold else { return event }
+        // An event read as text is split into characters and compared: a long run of combining marks would make that
+        // quadratic, on the event loop (a 1 MiB event with an `id:` line took minutes: found by review). Events
+        // relayed unread are not held to this.
+        guard event.withUnsafeBytes({ StreamSafeText.isStreamSafe(utf8: $0) }) else { throw .notStreamSafe }
+        if isEndpoint, let rewriteEndpoint { return try Self.endpoint(event, rewrite: rewriteEndpoint) }
         let text = String(decoding: event, as: UTF8.self)
         let lines = text.split(omittingEmptySubsequences: false) { $0 == "\n" || $0 == "\r" || $0 == "\r\n" }
         var filtered: JSONValue?
@@ -303,13 +313,29 @@ struct SSEEventFilter {
     /// `notifications/resources/updated` or `notifications/tasks…`, or that carries a related-task `_meta` — or any
     /// escape, which could spell those.
     static func mayBeWithheld(_ data: String) -> Bool {
-        data.utf8.contains(UInt8(ascii: "\\")) || data.contains("notifications/") || data.contains("related-task")
+        data.utf8.contains(UInt8(ascii: "\\")) || data.utf8.firstRange(of: "notifications/".utf8) != nil
+            || data.utf8.firstRange(of: "related-task".utf8) != nil
     }
 
     /// Whether the event is an `endpoint` event (legacy HTTP+SSE: where the client posts its messages).
+    /// Read as bytes, line by line (an `event` line's value is `endpoint`, one space after the colon dropped), so that
+    /// events relayed unread never become text.
     static func isEndpointEvent(_ event: [UInt8]) -> Bool {
-        String(decoding: event, as: UTF8.self).split(whereSeparator: { $0 == "\n" || $0 == "\r" || $0 == "\r\n" })
-            .contains { value(of: "event", on: $0) == "endpoint" }
+        let field = Array("event:".utf8)
+        let endpoint = Array("endpoint".utf8)
+        var start = 0
+        while start < event.count {
+            var end = start
+            while end < event.count, event[end] != 0x0A, event[end] != 0x0D { end += 1 }
+            let line = event[start..<end]
+            if line.starts(with: field) {
+                var value = line.dropFirst(field.count)
+                if value.first == 0x20 { value = value.dropFirst() }
+                if value.elementsEqual(endpoint) { return true }
+            }
+            start = end + 1
+        }
+        return false
     }
 
     /// The endpoint event with its target replaced: the upstream's path and query (an absolute URL is reduced to its
