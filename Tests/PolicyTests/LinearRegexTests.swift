@@ -49,6 +49,17 @@ struct LinearRegexTests {
         let empty = try LinearRegex("(?:(?:|){1000}){9}x")
         #expect(empty.search(String(repeating: "a", count: 4 * 1024)) == .tooCostly)
         #expect(empty.search("x") == .matched)
+        // Searches of empty values are charged too (their whole work is the first closure, and filling the marks):
+        // 10,000 empty values sharing one call's budget cost 200 million steps uncharged (found by review).
+        var shared = LinearRegex.stepBudget(forScalars: 0)
+        var outcome = LinearRegex.Outcome.notMatched
+        for _ in 0..<10_000 where outcome == .notMatched { outcome = empty.search("", steps: &shared) }
+        #expect(outcome == .tooCostly)
+        // An alternation of words (a deny list) visits about two instructions per live thread, and still searches a
+        // 256 KiB value to its end.
+        let words = try LinearRegex(
+            "(?i)(ignore|disregard|override|bypass|jailbreak|exfiltrate|sudo|chmod|passwd|shadow|token|secret|apikey|credential|privilege)")
+        #expect(words.search(String(repeating: "the quick brown fox jumps over the lazy dog ", count: 6_000)) == .notMatched)
         // Either way round, a value too long to search is refused.
         for field in ["deny", "allow"] {
             let set = try PolicyFixtures.set(
