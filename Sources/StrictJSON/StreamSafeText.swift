@@ -1,4 +1,5 @@
-/// Stream-safe Unicode text (UAX #15, Stream-Safe Text Format): no more than 30 combining marks in a row.
+/// Text with no more than 30 combining marks in a row: scalars of a nonzero canonical combining class, counted as sent
+/// (UAX #15's Stream-Safe Text Format sets the same bound, counted after decomposition).
 ///
 /// Swift compares, hashes and splits strings into characters by canonical equivalence, which puts each run of
 /// combining marks in order by insertion sort: a run of n marks of alternating classes costs O(n²) in every `==`,

@@ -22,6 +22,17 @@ struct HTTPSFetchTests {
         return try await fetcher.send(on: MultiThreadedEventLoopGroup.singleton.next()).get()
     }
 
+    @Test("an answer with a header value that is not stream-safe text is refused, as the gateway's own framing refuses it")
+    func streamSafeHeads() {
+        // A key server's `Cache-Control` of many combining marks, read as directives: minutes of an event loop for a
+        // 1 MiB value (found by review).
+        let marks = String(repeating: "\u{0301}\u{0316}", count: 20_000)
+        let head = { (value: String) in HTTPResponseHead(version: .http1_1, status: .ok, headers: HTTPHeaders([("Cache-Control", value)])) }
+        let refusal = HTTPSFetch.refusal(of: head("max-age=\(marks)"), maximumBytes: 1024, acceptStatus: [])
+        #expect("\(refusal.map { "\($0)" } ?? "none")".contains("combining marks"))
+        #expect(HTTPSFetch.refusal(of: head("max-age=60"), maximumBytes: 1024, acceptStatus: []) == nil)
+    }
+
     @Test("a 2xx answer within the bound is returned; redirects, errors and oversized answers are refused")
     func answers() async throws {
         let cases: [(Int, String, String)] = [

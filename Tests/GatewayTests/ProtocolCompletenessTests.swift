@@ -1229,24 +1229,20 @@ struct SSEStreamEndTests {
 }
 
 extension SSEStreamEndTests {
-    @Test("an event the gateway reads must be stream-safe text; one relayed unread need not be, and 30 marks in a row pass")
-    func streamSafeEvents() throws {
-        // 20,000 marks of two classes, out of order: split into characters and compared, this took seconds of the event
-        // loop per event (a 1 MiB event, minutes: found by review).
-        let marks = String(repeating: "\u{0301}\u{0316}", count: 10_000)
+    @Test("events the gateway reads are split into lines as bytes: a run of 60,000 combining marks is sealed and relayed as it came")
+    func eventsSplitAsBytes() throws {
+        // Marks of two classes, out of order: split into characters, each comparison with a line end sorted the run
+        // again (an event with an id and 20,000 marks took seconds of the event loop, a 1 MiB one minutes: found by
+        // review). Refusing such events instead would let any text a tool returns end the stream.
+        let marks = String(repeating: "\u{0301}\u{0316}", count: 30_000)
         var sealing = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
-        #expect(throws: SSEEventFilter.Unreadable.self) { try sealing.feed(ByteBuffer(string: "id: 7\ndata: x\(marks)\n\n")) }
-        var unread = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
-        let plain = "data: x\(marks)\n\n"
-        #expect(try unread.feed(ByteBuffer(string: plain)) == Array(plain.utf8), "an event without an id is relayed unread")
+        let relayed = try sealing.feed(ByteBuffer(string: "id: 7\r\ndata: x\(marks)\r\n\r\n"))
+        #expect(relayed == Array("id: sealed-7\ndata: x\(marks)\n\n".utf8))
         var legacy = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20)
-        legacy.rewriteEndpoint = { $0 }
-        #expect(throws: SSEEventFilter.Unreadable.self) { try legacy.feed(ByteBuffer(string: "event: endpoint\ndata: /x\(marks)\n\n")) }
-        let thirty = String(repeating: "\u{0301}\u{0316}", count: 15)
-        var sealed = SSEEventFilter(filter: nil, maximumEventBytes: 1 << 20, sealEventID: { "sealed-" + $0 })
-        #expect(
-            String(decoding: try sealed.feed(ByteBuffer(string: "id: 7\ndata: x\(thirty)\n\n")), as: UTF8.self)
-                == "id: sealed-7\ndata: x\(thirty)\n\n")
+        legacy.rewriteEndpoint = { "/sealed" + $0 }
+        let endpoint = try legacy.feed(ByteBuffer(string: ": x\(marks)\nevent: endpoint\ndata: /messages\n\n"))
+        #expect(endpoint == Array(": x\(marks)\nevent: endpoint\ndata: /sealed/messages\n\n".utf8))
+        #expect(SSEEventFilter.lines(of: "a\r\nb\rc\nd") == ["a", "", "b", "c", "d"])
         #expect(SSEEventFilter.isEndpointEvent(Array("id: 1\r\nevent:endpoint\r\n".utf8)))
         #expect(!SSEEventFilter.isEndpointEvent(Array("event:  endpoint\nevent: endpoints\nevent\n".utf8)))
     }

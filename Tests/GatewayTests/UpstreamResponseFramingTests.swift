@@ -142,13 +142,23 @@ struct UpstreamResponseFramingTests {
         }
     }
 
-    @Test("an upstream head with a value that is not stream-safe text, or with more than 1,024 field lines, is refused")
+    @Test("an upstream head with a value it reads that is not stream-safe text, or with more than 1,024 field lines, is refused")
     func boundedHeads() {
         let marks = String(repeating: "\u{0301}\u{0316}", count: 20_000)
-        for name in ["Connection", "Keep-Alive", "X-Other"] {
+        for name in ["Connection", "Keep-Alive", "Mcp-Session-Id"] {
             let response = Array("HTTP/1.1 200 OK\r\n\(name): x\(marks)\r\nContent-Length: 0\r\n\r\n".utf8)
             #expect(frame([response], methods: [.POST], close: false).refused, "\(name)")
         }
+        // A header the gateway's framing drops never becomes a string: it is not held to the bound.
+        var keeping = UpstreamResponseFraming(maximumHeadBytes: 1 << 20, keptHeaders: UpstreamConnection.readResponseHeaders)
+        keeping.requestSent(method: .POST)
+        var parts = 0
+        let dropped = ByteBuffer(string: "HTTP/1.1 200 OK\r\nX-Other: x\(marks)\r\nContent-Length: 0\r\n\r\n")
+        #expect(keeping.feed(dropped) { _ in parts += 1 } == nil && parts == 2)
+        var strict = UpstreamResponseFraming(maximumHeadBytes: 1 << 20, keptHeaders: UpstreamConnection.readResponseHeaders)
+        strict.requestSent(method: .POST)
+        let kept = ByteBuffer(string: "HTTP/1.1 200 OK\r\nKeep-Alive: x\(marks)\r\nContent-Length: 0\r\n\r\n")
+        #expect(strict.feed(kept) { _ in } != nil)
         let lines = { (count: Int) in String(repeating: "Allow:\r\n", count: count) }
         let withinBound = Array("HTTP/1.1 200 OK\r\n\(lines(1_023))Content-Length: 0\r\n\r\n".utf8)
         #expect(!frame([withinBound], methods: [.POST], close: false).refused)

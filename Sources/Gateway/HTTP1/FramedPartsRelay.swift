@@ -32,9 +32,15 @@ final class FramedPartsRelay<Part> {
             swap(&parts, &scratch)
             let error = frame(input) { parts.append($0) }
             for part in parts { fire(part) }
-            // The capacity of an ordinary read is kept; that of a read of many parts is not (64 KiB of one-byte chunks
-            // frame about 11,000 parts, whose room the connection kept as long as it was open: found by review).
-            parts.removeAll(keepingCapacity: parts.capacity <= Self.keptCapacity)
+            // The room of an ordinary read is kept; that of a read of many parts goes back to the kept size (64 KiB of
+            // one-byte chunks frame about 11,000 parts, whose room the connection kept as long as it was open: found by
+            // review).
+            if parts.capacity > Self.keptCapacity {
+                parts = []
+                parts.reserveCapacity(Self.keptCapacity)
+            } else {
+                parts.removeAll(keepingCapacity: true)
+            }
             if scratch.isEmpty { swap(&parts, &scratch) }
             if let error { fail(error) }
             next = queued.isEmpty ? nil : queued.removeFirst()

@@ -98,7 +98,7 @@ enum HTTP1Syntax {
     /// Field lines up to the empty line that ends them (`bytes` ends with it; every LF in it has its CR), each
     /// checked; kept in `fields` if `keep` (and named in its `keptNames`, if any), framing headers read either way.
     /// Values lose their leading and trailing blanks (RFC 9110, 5.5).
-    /// At most `maximumLines` field lines (`400` beyond).
+    /// At most `maximumLines` field lines (refused beyond: `400` for a request, `502` for an answer).
     static func readFields(
         _ bytes: UnsafeRawBufferPointer, into fields: inout Fields, keep: Bool, maximumLines: Int = .max
     ) throws {
@@ -138,17 +138,18 @@ enum HTTP1Syntax {
             var valueEnd = index
             while valueEnd > valueStart, bytes[valueEnd - 1] == 0x20 || bytes[valueEnd - 1] == 0x09 { valueEnd -= 1 }
             let value = UnsafeRawBufferPointer(rebasing: bytes[valueStart..<valueEnd])
-            // Values become strings the gateway compares and splits; a long run of combining marks would make each
-            // comparison quadratic (an `Authorization` value of 40,000 marks cost seconds of the event loop before
-            // any credential was checked; an upstream's `Connection` value, minutes: found by review).
-            guard StreamSafeText.isStreamSafe(utf8: value) else {
-                throw HTTPFramingError.invalid(
-                    "a header value has more than \(StreamSafeText.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)"
-                )
-            }
             index += 2
             try frameField(name, value, &fields)
             if keep, fields.keptNames.map({ $0.index(of: name) != nil }) ?? true {
+                // Kept values become strings the gateway compares and splits; a long run of combining marks would make
+                // each comparison quadratic (an `Authorization` value of 40,000 marks cost seconds of the event loop
+                // before any credential was checked; an upstream's `Connection` value, minutes: found by review).
+                // Values only read as bytes (framing headers, an answer's headers not kept, trailers) are not held to it.
+                guard StreamSafeText.isStreamSafe(utf8: value) else {
+                    throw HTTPFramingError.invalid(
+                        "a header value has more than \(StreamSafeText.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)"
+                    )
+                }
                 fields.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
             }
         }

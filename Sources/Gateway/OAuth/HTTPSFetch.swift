@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import StrictJSON
 import TLS
 
 /// One request from the gateway to a URL its configuration names — an issuer's metadata, a key set, a token
@@ -182,6 +183,14 @@ struct HTTPSFetch: Sendable {
         if !(200..<300).contains(status) && !acceptStatus.contains(status) { return .status(status) }
         if let length = head.headers.first(name: "content-length").flatMap(Int.init), length > maximumBytes {
             return .tooLarge(maximumBytes)
+        }
+        // Values become strings the fetchers compare (`Cache-Control`): held to stream-safe text, as the gateway's own
+        // framing holds every head (a key server's `Cache-Control` of 500,000 combining marks cost minutes of an event
+        // loop: found by review).
+        guard head.headers.allSatisfy({ StreamSafeText.isStreamSafe($0.value.unicodeScalars) }) else {
+            return .invalidAnswer(
+                "a header value has more than \(StreamSafeText.maximumCombiningRun) combining marks in a row (not stream-safe Unicode text)"
+            )
         }
         return nil
     }

@@ -206,6 +206,12 @@ private final class AdminHandler: ChannelInboundHandler {
         context.fireUserInboundEventTriggered(event)
     }
 
+    /// Whether the request's target and header values are stream-safe text (`StreamSafeText`).
+    static func isStreamSafe(_ head: HTTPRequestHead) -> Bool {
+        StreamSafeText.isStreamSafe(head.uri.unicodeScalars)
+            && head.headers.allSatisfy { StreamSafeText.isStreamSafe($0.value.unicodeScalars) }
+    }
+
     /// Why a request is not for this listener: sent by a browser (it carries `Origin`: a page's cross-site POST, or a
     /// read after DNS rebinding), or, without TLS, naming a host that is not this listener's.
     func foreignRequestProblem(_ head: HTTPRequestHead) -> String? {
@@ -252,7 +258,7 @@ private final class AdminHandler: ChannelInboundHandler {
             deadlines.headReceived(
                 expectsBody: request.headers.contains(name: "transfer-encoding")
                     || (request.headers.first(name: "content-length").flatMap { Int($0) } ?? 0) > 0)
-        case .body: break
+        case .body(let part): deadlines.bodyBytesReceived(part.readableBytes)
         case .end:
             guard let head else { return }
             self.head = nil
@@ -262,6 +268,13 @@ private final class AdminHandler: ChannelInboundHandler {
     }
 
     private func route(_ head: HTTPRequestHead, _ context: ChannelHandlerContext) {
+        // The target and values become strings compared below: held to stream-safe text, as the gateway's own framing
+        // holds every request (a `Host` of 40,000 combining marks cost seconds of this event loop: found by review).
+        guard Self.isStreamSafe(head) else {
+            let problem = "the target or a header value has more than \(StreamSafeText.maximumCombiningRun) combining marks in a row"
+            return respond(
+                context, head, .badRequest, json: JSONValue.object(JSONObject([.init(key: "error", value: .string(problem))])).serialized)
+        }
         if let problem = foreignRequestProblem(head) {
             return respond(
                 context, head, .forbidden, json: JSONValue.object(JSONObject([.init(key: "error", value: .string(problem))])).serialized)
