@@ -18,6 +18,8 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     }
 
     private let parser: RESPParser
+    /// Where the look for the end of the reply being received stopped.
+    private var completeness: RESPCompleteness
     /// Most bytes of replies held at once (a complete reply or the start of one). The gateway's replies are a few
     /// dozen bytes; a peer sending more is not the Redis this client talks to.
     static let maximumBufferedBytes = 64 * 1024
@@ -26,7 +28,10 @@ final class RedisCommandHandler: ChannelDuplexHandler {
     private var timer: Scheduled<Void>?
     private var failure: RedisError?
 
-    init(parser: RESPParser = RESPParser()) { self.parser = parser }
+    init(parser: RESPParser = RESPParser()) {
+        self.parser = parser
+        completeness = RESPCompleteness(parser: parser)
+    }
 
     /// Commands sent and not yet answered.
     var pending: Int { waiting.count }
@@ -55,7 +60,8 @@ final class RedisCommandHandler: ChannelDuplexHandler {
             received!.writeBuffer(&bytes)
         }
         do {
-            while var buffer = received, let value = try parser.next(&buffer) {
+            while var buffer = received, completeness.isWhole(buffer.readableBytesView), let value = try parser.next(&buffer) {
+                completeness.reset()
                 received = buffer
                 guard let next = waiting.popFirst() else {
                     return fail(context: context, .protocolError("a reply came that no command asked for"))

@@ -143,5 +143,18 @@ struct IntrospectionAnswerTests {
         #expect(!refused(#"{"active":true,"sub":"bot7","nbf":null}"#), "a null nbf is an absent one")
         #expect(refused(#"{"active":true,"sub":"bot7","exp":-1e300}"#))
         #expect(refused(#"{"active":true,"sub":"bot7","exp":-9.3e18}"#))
+        // A date no `Int64` of milliseconds holds trapped when a stream's credentials ran out, a year on (found by review).
+        #expect(refused(#"{"active":true,"sub":"bot7","exp":1e300}"#))
+        #expect(!refused(#"{"active":true,"sub":"bot7","exp":9e14}"#))
+        // At most 256 scopes; repeats count once (a set made from every part had room for every repeat: 1 MiB per
+        // cached answer from 64 KiB, found by review).
+        let distinct = (0..<257).map { "s\($0)" }.joined(separator: " ")
+        #expect(refused(#"{"active":true,"sub":"bot7","scope":"\#(distinct)"}"#))
+        let repeats = Array(repeating: "a", count: 30_000).joined(separator: " ")
+        guard case .principal(let principal) = outcome(#"{"active":true,"sub":"bot7","scope":"\#(repeats) b"}"#) else {
+            Issue.record("repeated scopes refused")
+            return
+        }
+        #expect(principal.scopes == ["a", "b"])
     }
 }

@@ -509,6 +509,11 @@ struct ListFilterUnitTests {
         let update = try JSONParser.parse(
             #"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"file:///workspace/a.txt"}}"#)
         #expect(!filter.withholds(update))
+        // A URI longer than a client may name (2,048 bytes) is withheld unread, even under a readable prefix.
+        let long = "file:///workspace/" + String(repeating: "\u{00E9}", count: 1_100)
+        #expect(
+            filter.withholds(
+                try JSONParser.parse(#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"\#(long)"}}"#)))
         #expect(
             filter.withholds(
                 .array([

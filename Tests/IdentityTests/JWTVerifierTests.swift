@@ -215,6 +215,17 @@ struct JWTVerifierTests {
             header: #"{"alg":"RS256","kid":"acme-rs256"}"#,
             payload: DevKeys.payload(["scope": "\"tools:read tools:write\"", "scp": #"["admin"]"#]), key: rsa)
         #expect(try verifier.verify(token, now: DevKeys.now).scopes == ["tools:read", "tools:write", "admin"])
+        // At most 256 distinct scopes: verified tokens are cached by the ten thousand (found by review: 2,000 scopes in
+        // an 8 KiB token made a 65 KiB set per cached token).
+        let many = (0..<257).map { "s\($0)" }
+        let crowded = try DevKeys.craft(
+            header: #"{"alg":"RS256","kid":"acme-rs256"}"#,
+            payload: DevKeys.payload(["scope": "\"\(many.joined(separator: " "))\""]), key: rsa)
+        #expect(rejection(crowded)?.code == "invalid_claim")
+        let enough = try DevKeys.craft(
+            header: #"{"alg":"RS256","kid":"acme-rs256"}"#,
+            payload: DevKeys.payload(["scope": "\"\(many.dropLast().joined(separator: " ")) s0 s1\""]), key: rsa)
+        #expect(try verifier.verify(enough, now: DevKeys.now).scopes.count == 256)
     }
 
     @Test("agent ids that could smuggle paths or log lines are refused")
@@ -244,6 +255,21 @@ struct JWTVerifierTests {
             _ = try small.verify(try minter.mint(DevKeys.claims(agent: "bot\(index)")), now: DevKeys.now)
             #expect(small.cachedTokenCount <= 16)
         }
+    }
+
+    @Test("a full cache makes room for an eighth at a time, also when only one of its tokens has expired")
+    func cacheRoom() throws {
+        let small = try DevKeys.verifier(cacheCapacity: 16)
+        let minter = try DevKeys.hmacMinter()
+        for index in 0..<16 {
+            _ = try small.verify(try minter.mint(DevKeys.claims(agent: "bot\(index)", lifetime: Int64(100 + 10 * index))), now: DevKeys.now)
+        }
+        #expect(small.cachedTokenCount == 16)
+        // One token expired: dropping it alone left the cache full again, and the next insert scanned all of it again,
+        // on every insert while tokens expired one by one (found by review).
+        let later = DevKeys.now.addingTimeInterval(165)
+        _ = try small.verify(try minter.mint(DevKeys.claims(agent: "late")), now: later)
+        #expect(small.cachedTokenCount == 15)
     }
 
     @Test("a tenant minting tokens without end evicts its own cached tokens, never another tenant's smaller set")

@@ -94,4 +94,19 @@ struct RFC7515VectorTests {
         let example = try #require(try JSONParser.parse(#"{"kty":"OKP","crv":"Ed25519","x":"\#(rfc8037)"}"#).objectValue)
         #expect(try JWTVerificationKey.jwk(example).algorithm == .edDSA)
     }
+
+    @Test("a fetched key set holds at most 64 usable keys, and at most 4 of one kid")
+    func fetchedSetBounds() throws {
+        // Every key of a token's kid is tried for it: thousands under one kid made each junk token cost a third of a
+        // second on the threads that check every tenant's fresh tokens (found by review).
+        let rfc8037 = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"
+        func set(_ kids: [String]) -> [UInt8] {
+            let keys = kids.map { #"{"kty":"OKP","crv":"Ed25519","kid":"\#($0)","x":"\#(rfc8037)"}"# }
+            return Array(#"{"keys":[\#(keys.joined(separator: ","))]}"#.utf8)
+        }
+        #expect(try JWTVerificationKey.jwks(set((0..<64).map { "k\($0)" }), skippingUnusable: true).count == 64)
+        #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwks(set((0..<65).map { "k\($0)" }), skippingUnusable: true) }
+        #expect(try JWTVerificationKey.jwks(set(Array(repeating: "same", count: 4)), skippingUnusable: true).count == 4)
+        #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwks(set(Array(repeating: "same", count: 5)), skippingUnusable: true) }
+    }
 }

@@ -112,8 +112,10 @@ struct ListFilter {
             }
             guard !uris.isEmpty else { return true }
             let policy = currentPolicy()
+            // A URI longer than a client may name is none the caller could read (and is not looked at: each
+            // non-ASCII character of one costs a normalisation, found by review).
             return uris.contains { uri in
-                guard let uri else { return true }
+                guard let uri, uri.utf8.count <= MCPMethod.maximumURIBytes else { return true }
                 return !policy.evaluate(Self.readRequest(uri, principal: principal)).outcome.permits
             }
         default:

@@ -190,8 +190,10 @@ public final class TokenIntrospector: Sendable {
         // A NumericDate may be written with a fraction or an exponent; one that is not a number at all is refused.
         var expiry: Double?
         if let value = answer["exp"] {
-            guard let seconds = value.numberValue?.doubleValue, seconds.isFinite else {
-                return .refused(.inactiveToken("the introspection answer's exp is not a number"))
+            // Within ±1e15 s, as a JWT's: a date past what an `Int64` of milliseconds holds (1e300 was taken) trapped
+            // when a stream's credentials ran out and their record was written, a year later (found by review).
+            guard let seconds = value.numberValue?.doubleValue, seconds.isFinite, abs(seconds) < 1e15 else {
+                return .refused(.inactiveToken("the introspection answer's exp is not a NumericDate"))
             }
             expiry = seconds
         }
@@ -236,7 +238,15 @@ public final class TokenIntrospector: Sendable {
         guard let agent = answer[configuration.settings.agentClaim]?.stringValue, IdentifierRules.isValid(agent) else {
             return .refused(.missingClaim("\(configuration.settings.agentClaim) (a valid agent id) in the introspection answer"))
         }
-        let scopes = Set((answer["scope"]?.stringValue ?? "").split(separator: " ").map(String.init))
+        // One scope at a time, so the set's room follows the distinct scopes (a set made from all the parts had room
+        // for every repeat), and at most `Principal.maximumScopes` of them.
+        var scopes = Set<String>()
+        for scope in (answer["scope"]?.stringValue ?? "").split(separator: " ") {
+            scopes.insert(String(scope))
+            guard scopes.count <= Principal.maximumScopes else {
+                return .refused(.invalidClaim("scope", reason: "names more than \(Principal.maximumScopes) scopes"))
+            }
+        }
         return .principal(
             Principal(
                 tenant: tenant, agent: agent, method: .introspection, scopes: scopes,

@@ -154,8 +154,28 @@ extension JWTVerificationKey {
             return try? jwk(object)
         }
         guard !usable.isEmpty else { throw .invalid("the JWKS holds no usable signing key") }
+        // Every key of a token's kid is tried for it, on the threads that check every tenant's fresh tokens: a set of
+        // thousands of keys under one kid made each junk token cost a third of a second there, with no credentials
+        // (found by review). Identity providers publish a handful.
+        guard usable.count <= maximumFetchedKeys else {
+            throw .invalid("the JWKS holds \(usable.count) usable signing keys (at most \(maximumFetchedKeys))")
+        }
+        var perKeyID: [String: Int] = [:]
+        for key in usable {
+            let count = (perKeyID[key.keyID ?? ""] ?? 0) + 1
+            perKeyID[key.keyID ?? ""] = count
+            guard count <= maximumFetchedKeysPerID else {
+                throw .invalid(
+                    "the JWKS holds more than \(maximumFetchedKeysPerID) usable keys with kid '\((key.keyID ?? "").prefix(100))'")
+            }
+        }
         return usable
     }
+
+    /// The most usable keys a fetched JWKS may hold (a larger one is refused, and the set in use kept).
+    public static let maximumFetchedKeys = 64
+    /// The most usable keys of one kid a fetched JWKS may hold (each is tried for a token of that kid).
+    public static let maximumFetchedKeysPerID = 4
 
     private static func strictJWKS(_ document: [UInt8]) throws(JWTKeyError) -> [JWTVerificationKey] {
         let value: JSONValue
