@@ -108,5 +108,10 @@ struct RFC7515VectorTests {
         #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwks(set((0..<65).map { "k\($0)" }), skippingUnusable: true) }
         #expect(try JWTVerificationKey.jwks(set(Array(repeating: "same", count: 4)), skippingUnusable: true).count == 4)
         #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwks(set(Array(repeating: "same", count: 5)), skippingUnusable: true) }
+        // Unusable entries count toward a bound too, before any key is built.
+        let encryption = Array(repeating: #"{"kty":"OKP","crv":"Ed25519","kid":"e","use":"enc","x":"\#(rfc8037)"}"#, count: 257)
+        let padded = Array(
+            #"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"\#(rfc8037)"},\#(encryption.joined(separator: ","))]}"#.utf8)
+        #expect(throws: JWTKeyError.self) { try JWTVerificationKey.jwks(padded, skippingUnusable: true) }
     }
 }

@@ -146,6 +146,10 @@ extension JWTVerificationKey {
         guard let keys = (try? JSONParser.parse(document))?.objectValue?["keys"]?.arrayValue else {
             throw .invalid("not a JWKS (a JSON object with a 'keys' array)")
         }
+        // Counted before any key is built (building thousands cost the fetcher's event loop a while).
+        guard keys.count <= 4 * maximumFetchedKeys else {
+            throw .invalid("the JWKS lists \(keys.count) keys (at most \(4 * maximumFetchedKeys), of which \(maximumFetchedKeys) usable)")
+        }
         let usable = keys.compactMap { entry -> JWTVerificationKey? in
             // A shared secret has no place in a published key set: anyone who can read the set could sign with it.
             guard let object = entry.objectValue, object["kid"]?.stringValue != nil, object["use"]?.stringValue ?? "sig" == "sig",

@@ -272,7 +272,7 @@ public struct JWTVerifier: Sendable {
         default: throw .invalidClaim("scp", reason: "is neither a string nor an array of strings")
         }
         guard result.count <= Principal.maximumScopes else {
-            throw .invalidClaim("scope", reason: "names more than \(Principal.maximumScopes) scopes")
+            throw .invalidClaim("scope", reason: "and scp name more than \(Principal.maximumScopes) scopes")
         }
         return result
     }

@@ -6,8 +6,8 @@ import struct Foundation.Date
 /// request. Keyed by the SHA-256 of the token; an entry is used only inside the window the token itself allows
 /// (`nbf`/`iat` to `exp`, with leeway), so a cached answer never differs from a fresh verification.
 ///
-/// Bounded: at `capacity` entries, expired ones are dropped first, then, until an eighth of the capacity is free,
-/// entries of the tenant holding the most (arbitrary ones of it). So a tenant whose identity provider mints tokens without end
+/// Bounded: at `capacity` entries, expired ones are dropped first, then entries of the tenant holding the most
+/// (arbitrary ones of it) until an eighth of the capacity is free, or that tenant has none left. So a tenant whose identity provider mints tokens without end
 /// (or whose agents hold very many) evicts its own entries, never another tenant's smaller set; one tenant alone may
 /// still use the whole cache. The cost of an eviction is a fresh verification for the dropped tokens, never a wrong
 /// answer.
@@ -56,11 +56,12 @@ final class VerifiedTokenCache: Sendable {
                 let expired = state.entries.compactMap { $0.value.acceptedUntil <= now ? $0.key : nil }
                 for key in expired { state.remove(key) }
                 // Then room for an eighth of the capacity, so that a full cache whose tokens expire one at a time does
-                // not scan itself on every insert (found by review). Found by an earlier review: an eighth of the whole
-                // cache went, whichever tenant's, so one tenant minting tokens emptied every other tenant's entries.
-                // The largest holder gives them up.
+                // not scan itself on every insert (found by review), taken from the tenant holding the most entries
+                // only (found by an earlier review: an eighth of the whole cache went, whichever tenant's, so one
+                // tenant minting tokens emptied every other tenant's entries). When that tenant holds less, less room
+                // is made: never another tenant's smaller set.
                 let keep = capacity - max(1, capacity / 8)
-                while state.entries.count > keep, let largest = state.perTenant.max(by: { $0.value < $1.value })?.key {
+                if state.entries.count > keep, let largest = state.perTenant.max(by: { $0.value < $1.value })?.key {
                     let victims = state.entries.lazy.filter { $0.value.token.tenant == largest }.prefix(state.entries.count - keep)
                     for key in Array(victims.map(\.key)) { state.remove(key) }
                 }

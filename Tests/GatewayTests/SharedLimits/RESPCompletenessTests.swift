@@ -27,9 +27,13 @@ import Testing
         #expect(values == RESPParserTests.expected)
     }
 
-    /// A header only the parser can judge (out of bounds, not a number, an unknown type) is "whole", so that the
-    /// parser reports it rather than the reply waiting for bytes that never make it whole.
-    @Test(arguments: ["$2000000\r\n", "*5000\r\n", "!12\r\n", ":12\n", "$x\r\n", "*-2\r\n"])
+    /// Bytes the parser refuses (out of bounds, not a number, an unknown type, a bulk string without its CRLF, nesting
+    /// past its depth, a line past its length), also inside an array whose other elements have not come, are "whole"
+    /// at once, so that the parser reports them rather than the reply waiting for its command's deadline.
+    @Test(arguments: [
+        "$2000000\r\n", "*5000\r\n", "!12\r\n", ":12\n", "$x\r\n", "*-2\r\n", "*2\r\n:x\r\n", "*3\r\n$1\r\nab\r\n",
+        String(repeating: "*1\r\n", count: 9), "*2\r\n+" + String(repeating: "a", count: 5000) + "\r\n", "*2\r\n\r\n",
+    ])
     func malformedHeadersAreLeftToTheParser(text: String) {
         var completeness = RESPCompleteness(parser: RESPParser())
         let whole = completeness.isWhole(ByteBuffer(string: text).readableBytesView)
