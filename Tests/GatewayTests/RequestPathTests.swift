@@ -557,13 +557,19 @@ struct RequestPathTests {
         await upstream.stop()
     }
 
-    @Test("a body arriving slower than the minimum rate is cut, and recorded")
-    func slowBody() async throws {
+    /// An upstream, and a gateway in front of it whose request bodies must keep `rate` bytes a second after the first
+    /// half second.
+    static func gateway(bodyRate rate: Int) async throws -> (RecordingUpstream, GatewayFixture) {
         var limits = GatewayLimits()
-        limits.minimumBodyBytesPerSecond = 1000
+        limits.minimumBodyBytesPerSecond = rate
         limits.bodyRateGracePeriod = .milliseconds(500)
         let upstream = try await RecordingUpstream.start(.json)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        return (upstream, try await GatewayFixture.start(upstream: upstream.url, limits: limits))
+    }
+
+    @Test("a body arriving slower than the minimum rate is cut, and recorded")
+    func slowBody() async throws {
+        let (upstream, gateway) = try await Self.gateway(bodyRate: 1000)
         let client = try await RawTLSClient.connect(port: gateway.port)
         try await client.send("POST /mcp HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
         for _ in 0..<30 where !client.isClosed {
@@ -579,11 +585,7 @@ struct RequestPathTests {
 
     @Test("only a body's own bytes keep its rate: padded one-byte chunks are cut, a body sent in pieces above the rate is served")
     func bodyRateCountsBodyBytes() async throws {
-        var limits = GatewayLimits()
-        limits.minimumBodyBytesPerSecond = 200
-        limits.bodyRateGracePeriod = .milliseconds(500)
-        let upstream = try await RecordingUpstream.start(.json)
-        let gateway = try await GatewayFixture.start(upstream: upstream.url, limits: limits)
+        let (upstream, gateway) = try await Self.gateway(bodyRate: 200)
         // 21 bytes read for each byte of body, about 800 bytes a second: the framing alone once kept the rate (found by
         // review: a 4 MiB body held for a day). About 40 bytes of body a second.
         let chunked = try await RawTLSClient.connect(port: gateway.port)
