@@ -47,22 +47,23 @@ public struct NamePattern: Sendable, Hashable, CustomStringConvertible {
         self.isExact = prefix.count == tokens.count
     }
 
-    /// Whether `name` matches. Linear in `name.count × pattern length` at worst; no backtracking blow-up.
+    /// Whether `name` matches. Linear in `name.count × pattern length` at worst; no backtracking blow-up. The name's
+    /// scalars are walked where they lie (a copy of them for each glob tried was an allocation per pattern per call).
     public func matches(_ name: String) -> Bool {
         if isExact { return name == literalPrefix }
-        let input = Array(name.unicodeScalars)
+        let input = name.unicodeScalars
         // Classic two-pointer glob matching with a single backtrack point for the last `*`.
-        var i = 0, p = 0
-        var starP = -1, starI = 0
-        while i < input.count {
+        var i = input.startIndex, p = 0
+        var starP = -1, starI = input.startIndex
+        while i < input.endIndex {
             if p < tokens.count {
                 switch tokens[p] {
                 case .literal(let scalar) where scalar == input[i]:
-                    i += 1
+                    input.formIndex(after: &i)
                     p += 1
                     continue
                 case .any:
-                    i += 1
+                    input.formIndex(after: &i)
                     p += 1
                     continue
                 case .anyRun:
@@ -76,7 +77,7 @@ public struct NamePattern: Sendable, Hashable, CustomStringConvertible {
             }
             guard starP >= 0 else { return false }
             p = starP + 1
-            starI += 1
+            input.formIndex(after: &starI)
             i = starI
         }
         while p < tokens.count, tokens[p] == .anyRun { p += 1 }

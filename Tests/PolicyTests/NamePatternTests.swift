@@ -12,6 +12,9 @@ struct NamePatternTests {
             ("exec_???", "exec_sql", true), ("exec_???", "exec_sq", false), ("a*b*c", "aXbYc", true),
             ("a*b*c", "aXbYcZ", false), ("a*b*c", "abc", true), (#"literal\*"#, "literal*", true),
             (#"literal\*"#, "literalX", false), ("db.*.read", "db.users.read", true),
+            // Scalars of several bytes, walked where they lie; a glob compares scalars (no canonical equivalence).
+            ("r\u{E9}*\u{1F600}?x", "r\u{E9}sum\u{E9}\u{1F600}\u{4E00}x", true), ("*\u{E9}", "caf\u{E9}", true),
+            ("*\u{E9}", "cafe\u{301}", false), ("\u{4E00}*\u{4E00}*\u{4E00}", "\u{4E00}a\u{4E00}\u{4E00}b", false),
         ])
     func matching(pattern: String, name: String, expected: Bool) throws {
         let compiled = try #require(NamePattern(pattern))
